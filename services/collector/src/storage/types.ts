@@ -1,0 +1,140 @@
+/**
+ * The one storage interface of the collector. Two implementations (embedded chDB and
+ * a ClickHouse server through @clickhouse/client) run the same schema and the same
+ * conformance suite. Everything stored here is either ciphertext, a keyed pseudonym,
+ * a time bucket or a count: never a key, never a plaintext metric name, tag or value.
+ *
+ * Conventions:
+ * - times are epoch milliseconds (number) in and out;
+ * - pseudonyms are UInt64 in ClickHouse and decimal strings in TypeScript
+ *   (JSON cannot carry 64-bit integers exactly);
+ * - binary columns (ciphertext) are Uint8Array in and out and are stored as raw bytes.
+ */
+
+export type AccountState = 'active' | 'deactivated' | 'shredded';
+
+export interface AccountRow {
+  accountId: string;
+  /** Monotonic per account; the row with the highest version wins. */
+  version: number;
+  state: AccountState;
+  createdAt: number;
+  updatedAt: number;
+  deactivatedAt: number | null;
+  /** When a deactivated account is due to be shredded. */
+  shredAfter: number | null;
+  shreddedAt: number | null;
+  /** hex SHA-256 of the read token; the token itself is never stored. */
+  readTokenHash: string;
+  allowedOrigins: string[];
+  retentionDays: number;
+  confidential: boolean;
+}
+
+/** A batch as ingest stores it: the inner layer, still sealed to the account key. */
+export interface BatchRow {
+  accountId: string;
+  batchId: string;
+  receivedAt: number;
+  createdAt: number;
+  pointCount: number;
+  sdk: string;
+  sealed: Uint8Array;
+  expiresAt: number;
+}
+
+export interface ProcessedRow {
+  accountId: string;
+  batchId: string;
+  processedAt: number;
+  accepted: number;
+  rejected: number;
+}
+
+/** Rollup levels: 0 = minute, 1 = hour. */
+export type RollupLevel = 0 | 1;
+
+/** An encrypted partial aggregate of one series (metric + full tag set) in one bucket. */
+export interface RollupRow {
+  accountId: string;
+  level: RollupLevel;
+  /** Bucket start, epoch ms (UTC-aligned minute or hour). */
+  bucket: number;
+  /** Pseudonym of the metric name. */
+  metric: string;
+  /** Pseudonym of the whole tag set. */
+  series: string;
+  /** Pseudonyms of tag keys, parallel to tagValues. */
+  tagKeys: string[];
+  /** Pseudonyms of key=value pairs, parallel to tagKeys. */
+  tagValues: string[];
+  keyVersion: number;
+  /** Unique id of this partial row (several partial rows may exist per bucket and series). */
+  part: string;
+  /** secretbox ciphertext of the aggregate under the account data key. */
+  agg: Uint8Array;
+  expiresAt: number;
+}
+
+/** Dictionary kinds: 0 = metric name, 1 = tag key, 2 = tag key=value. */
+export type DictKind = 0 | 1 | 2;
+
+/** Maps a pseudonym back to its (encrypted) plaintext, for labels and listings. */
+export interface DictRow {
+  accountId: string;
+  kind: DictKind;
+  pseudonym: string;
+  keyVersion: number;
+  ciphertext: Uint8Array;
+  firstSeen: number;
+}
+
+/** Per-account counts of rejected points / dropped batches, by stable error code. */
+export interface RejectRow {
+  accountId: string;
+  code: string;
+  count: number;
+  at: number;
+}
+
+export type Params = Record<string, string | number | boolean | string[] | number[] | null>;
+
+export interface Store {
+  readonly kind: 'chdb' | 'remote';
+  /** Applies pending versioned migrations; returns the schema version now in force. */
+  migrate(): Promise<{ from: number; to: number }>;
+  /** Throws when storage cannot answer. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+
+  /** Generic escape hatches for the query role; params are bound server side ({name:Type}). */
+  query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]>;
+  exec(sql: string, params?: Params): Promise<void>;
+
+  putAccount(row: AccountRow): Promise<void>;
+  getAccount(accountId: string): Promise<AccountRow | undefined>;
+  listAccounts(): Promise<AccountRow[]>;
+
+  /** Resolves only once the rows are durable (on disk, fsynced where the engine allows). */
+  insertBatches(rows: BatchRow[]): Promise<void>;
+  /** Which of these (accountId, batchId) pairs are already stored; keys `${accountId}/${batchId}`. */
+  existingBatches(keys: { accountId: string; batchId: string }[]): Promise<Set<string>>;
+  /** Stored batches received at or after `since` that have no processed row, oldest first. */
+  pendingBatches(since: number, limit: number): Promise<BatchRow[]>;
+  markProcessed(rows: ProcessedRow[]): Promise<void>;
+  /** Deletes sealed batches (confidential mode, retention). */
+  deleteBatches(keys: { accountId: string; batchId: string }[]): Promise<void>;
+
+  insertRollups(rows: RollupRow[]): Promise<void>;
+  insertDictionary(rows: DictRow[]): Promise<void>;
+  dictionary(accountId: string, kind?: DictKind): Promise<DictRow[]>;
+  addRejects(rows: RejectRow[]): Promise<void>;
+  rejects(accountId: string): Promise<Record<string, number>>;
+
+  /** Rows held per table for one account (deletion reports, verify). */
+  countAccountRows(accountId: string): Promise<Record<string, number>>;
+  /** Removes every row of one account from every table (the purge after a shred). */
+  purgeAccount(accountId: string): Promise<void>;
+  /** Names of every table this store created (for dumps in tests and verify). */
+  tables(): Promise<string[]>;
+}
