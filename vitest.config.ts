@@ -5,10 +5,11 @@ const src = (p: string) => fileURLToPath(new URL(p, import.meta.url));
 
 export default defineConfig({
   resolve: {
-    alias: {
-      '@cipherstat/protocol': src('./packages/protocol/src/index.ts'),
-      '@cipherstat/library': src('./packages/library/src/index.ts'),
-    },
+    alias: [
+      { find: /^@cipherstat\/protocol$/, replacement: src('./packages/protocol/src/index.ts') },
+      { find: /^@cipherstat\/protocol\/node$/, replacement: src('./packages/protocol/src/node.ts') },
+      { find: /^@cipherstat\/library$/, replacement: src('./packages/library/src/index.ts') },
+    ],
   },
   test: {
     include: ['packages/*/test/**/*.test.ts', 'services/*/test/**/*.test.ts', 'test/**/*.test.ts'],

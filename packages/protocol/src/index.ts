@@ -1,1 +1,34 @@
-export {};
+export { LIMITS, POINT_KINDS, pointError, tagsError, validName, ACCOUNT_ID_PATTERN, BATCH_ID_PATTERN } from './limits.js';
+export type { Point, PointKind } from './limits.js';
+export { ERROR_CODES, ProtocolError, isProtocolError } from './errors.js';
+export type { ErrorCode, Result } from './errors.js';
+export {
+  VERSION,
+  MIN_ENVELOPE_BYTES,
+  sealBatch,
+  openEnvelope,
+  openInner,
+  fromTextForm,
+  encodeInner,
+  encodeHeader,
+  wrapOuter,
+} from './envelope.js';
+export type { BatchHeader, SealKeys, OpenedEnvelope, OpenedBatch, PointReject, OpenEnvelopeOptions, OpenInnerOptions } from './envelope.js';
+export {
+  keyPair,
+  publicKeyOf,
+  sharedKey,
+  seal,
+  sealWith,
+  openSeal,
+  secretSeal,
+  secretOpen,
+  hmacSha512,
+  sha512,
+  equalBytes,
+  randomBytes,
+  naclX25519,
+  concat,
+} from './crypto.js';
+export type { KeyPair, Random, X25519, OpenResult } from './crypto.js';
+export { toBase64, fromBase64, toHex, fromHex, utf8, fromUtf8 } from './codec.js';

@@ -1,0 +1,214 @@
+/**
+ * Envelope v1 (spec: docs/protocol.md).
+ *
+ *   envelope    = "CS" version=0x01 flags=0x00 key-id(8) outer-seal
+ *   outer-seal  = seal(collector public key, header-len(u16 BE) header(JSON) inner-seal)
+ *   inner-seal  = seal(account public key, inner(JSON))
+ */
+import { concat, openSeal, seal, type KeyPair, type Random, type X25519, KEY_BYTES, SEAL_OVERHEAD } from './crypto.js';
+import { fromHex, fromUtf8, toHex, utf8, fromBase64 } from './codec.js';
+import { fail, type ErrorCode, type Result } from './errors.js';
+import {
+  ACCOUNT_ID_PATTERN,
+  BATCH_ID_PATTERN,
+  LIMITS,
+  POINT_KINDS,
+  pointError,
+  type Point,
+} from './limits.js';
+
+export const MAGIC = [0x43, 0x53] as const; // "CS"
+export const VERSION = 1;
+export const KEY_ID_BYTES = 8;
+export const PREFIX_BYTES = 4 + KEY_ID_BYTES;
+/** The smallest well-formed envelope: prefix, outer seal, header length, inner seal. */
+export const MIN_ENVELOPE_BYTES = PREFIX_BYTES + SEAL_OVERHEAD + 2 + SEAL_OVERHEAD;
+
+export interface BatchHeader {
+  accountId: string;
+  /** 32 lowercase hex characters (16 random bytes). */
+  batchId: string;
+  /** Epoch milliseconds at which the Library sealed the batch. */
+  createdAt: number;
+  /** SDK name/version, e.g. "js/0.1.0". */
+  sdk: string;
+  /** Number of points in the inner layer. */
+  count: number;
+}
+
+export interface SealKeys {
+  accountPublicKey: Uint8Array;
+  collectorKeyId: string;
+  collectorPublicKey: Uint8Array;
+}
+
+type WirePoint = [id: number, kind: number, name: number, value: number, dt: number, tags?: Record<string, string>];
+
+/** The inner plaintext: account id and batch id repeated (NaCl boxes are not key-committing). */
+export function encodeInner(accountId: string, batchId: string, points: readonly Point[]): Uint8Array {
+  const names: string[] = [];
+  const index = new Map<string, number>();
+  const base = points.length ? points[0]!.time : 0;
+  const p = points.map((pt): WirePoint => {
+    let n = index.get(pt.name);
+    if (n === undefined) index.set(pt.name, (n = names.push(pt.name) - 1));
+    const w: WirePoint = [pt.id, POINT_KINDS.indexOf(pt.kind), n, pt.value, pt.time - base];
+    for (const _ in pt.tags) return (w.push(pt.tags), w);
+    return w;
+  });
+  return utf8(JSON.stringify({ a: accountId, b: batchId, t: base, m: names, p }));
+}
+
+export function encodeHeader(h: BatchHeader): Uint8Array {
+  return utf8(JSON.stringify({ a: h.accountId, b: h.batchId, t: h.createdAt, s: h.sdk, n: h.count }));
+}
+
+/** Builds an envelope around an already sealed inner layer. */
+export function wrapOuter(headerBytes: Uint8Array, innerSealed: Uint8Array, keys: Pick<SealKeys, 'collectorKeyId' | 'collectorPublicKey'>, random?: Random, version = VERSION, flags = 0): Uint8Array {
+  const keyId = fromHex(keys.collectorKeyId);
+  if (!keyId || keyId.length !== KEY_ID_BYTES) throw new RangeError('collector key id must be 16 hex characters');
+  const len = new Uint8Array([headerBytes.length >> 8, headerBytes.length & 0xff]);
+  const outer = seal(concat(len, headerBytes, innerSealed), keys.collectorPublicKey, random);
+  return concat(new Uint8Array([MAGIC[0], MAGIC[1], version, flags]), keyId, outer);
+}
+
+/** Seals a batch, both layers: what the Library sends. */
+export function sealBatch(header: Omit<BatchHeader, 'count'>, points: readonly Point[], keys: SealKeys, random?: Random): Uint8Array {
+  const inner = seal(encodeInner(header.accountId, header.batchId, points), keys.accountPublicKey, random);
+  return wrapOuter(encodeHeader({ ...header, count: points.length }), inner, keys, random);
+}
+
+export interface OpenedEnvelope {
+  keyId: string;
+  header: BatchHeader;
+  /** The inner layer, still sealed to the account key: what ingest stores. */
+  inner: Uint8Array;
+}
+
+export interface OpenEnvelopeOptions {
+  /** The collector's transport key pair for a key id, or undefined when unknown/retired. */
+  keys: (keyId: string) => KeyPair | undefined;
+  now: number;
+  x25519?: X25519;
+}
+
+/** Decodes the base64 text form used by sendBeacon; null when malformed. */
+export function fromTextForm(text: string): Uint8Array | null {
+  return fromBase64(text.trim());
+}
+
+const str = (v: unknown, max: number): v is string => typeof v === 'string' && v.length <= max;
+
+/** Ingest role: checks the prefix, opens the outer layer and validates the header. */
+export function openEnvelope(bytes: Uint8Array, opts: OpenEnvelopeOptions): Result<OpenedEnvelope> {
+  if (bytes.length === 0) return fail('envelope_empty');
+  if (bytes.length > LIMITS.maxEnvelopeBytes) return fail('envelope_too_large');
+  if (bytes.length < 4) return fail('envelope_truncated');
+  if (bytes[0] !== MAGIC[0] || bytes[1] !== MAGIC[1]) return fail('not_an_envelope');
+  if (bytes[2] !== VERSION) return fail('unsupported_version', `envelope version ${bytes[2]} is not supported; this collector reads version ${VERSION}`);
+  if (bytes[3] !== 0) return fail('unsupported_flags');
+  if (bytes.length < MIN_ENVELOPE_BYTES) return fail('envelope_truncated');
+  const keyId = toHex(bytes.subarray(4, PREFIX_BYTES));
+  const key = opts.keys(keyId);
+  if (!key) return fail('unknown_key_id', `collector key ${keyId} is unknown or retired; fetch /v1/collector-key`);
+  const opened = openSeal(bytes.subarray(PREFIX_BYTES), key, opts.x25519);
+  if (!opened.ok) return fail(opened.code === 'low_order_key' ? 'low_order_key' : 'outer_auth_failed');
+  const plain = opened.value;
+  const headerLength = (plain[0]! << 8) | plain[1]!;
+  if (headerLength > LIMITS.maxHeaderBytes || plain.length < 2 + headerLength + SEAL_OVERHEAD) return fail('invalid_header');
+  let h: Record<string, unknown>;
+  try {
+    h = JSON.parse(fromUtf8(plain.subarray(2, 2 + headerLength)));
+  } catch {
+    return fail('invalid_header');
+  }
+  if (h === null || typeof h !== 'object' || Array.isArray(h)) return fail('invalid_header');
+  const { a, b, t, s, n } = h;
+  if (!str(a, 64) || !ACCOUNT_ID_PATTERN.test(a)) return fail('invalid_account_id');
+  if (!str(b, 32) || !BATCH_ID_PATTERN.test(b)) return fail('invalid_batch_id');
+  if (!str(s, LIMITS.maxSdkLength) || !Number.isSafeInteger(t) || !Number.isSafeInteger(n) || (n as number) < 0) return fail('invalid_header');
+  if ((t as number) < opts.now - LIMITS.maxPastMs || (t as number) > opts.now + LIMITS.maxFutureMs) return fail('timestamp_out_of_range');
+  if ((n as number) > LIMITS.maxPointsPerBatch) return fail('too_many_points');
+  return {
+    ok: true,
+    value: {
+      keyId,
+      header: { accountId: a, batchId: b, createdAt: t as number, sdk: s, count: n as number },
+      inner: plain.subarray(2 + headerLength),
+    },
+  };
+}
+
+export interface PointReject {
+  /** Position of the point in the batch. */
+  index: number;
+  code: ErrorCode;
+}
+
+export interface OpenedBatch {
+  points: Point[];
+  rejects: PointReject[];
+}
+
+export interface OpenInnerOptions {
+  account: KeyPair;
+  accountId: string;
+  batchId: string;
+  /** Point count announced in the header. */
+  count: number;
+  now: number;
+  x25519?: X25519;
+}
+
+/**
+ * Process role: opens the inner layer with the account key, checks the bound identities,
+ * and validates every point. Invalid points are returned as rejects (to be counted), the
+ * valid ones as points.
+ */
+export function openInner(inner: Uint8Array, opts: OpenInnerOptions): Result<OpenedBatch> {
+  if (inner.length < SEAL_OVERHEAD) return fail('inner_auth_failed');
+  const opened = openSeal(inner, opts.account, opts.x25519);
+  if (!opened.ok) return fail(opened.code === 'low_order_key' ? 'low_order_key' : 'inner_auth_failed');
+  let body: Record<string, unknown>;
+  try {
+    body = JSON.parse(fromUtf8(opened.value));
+  } catch {
+    return fail('invalid_payload');
+  }
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) return fail('invalid_payload');
+  if (body.a !== opts.accountId) return fail('account_mismatch');
+  if (body.b !== opts.batchId) return fail('batch_mismatch');
+  const { t, m, p } = body;
+  if (!Number.isSafeInteger(t) || !Array.isArray(m) || !Array.isArray(p)) return fail('invalid_payload');
+  if (p.length !== opts.count) return fail('point_count_mismatch');
+  const points: Point[] = [];
+  const rejects: PointReject[] = [];
+  const seen = new Set<number>();
+  for (let index = 0; index < p.length; index++) {
+    const w: unknown = p[index];
+    const code = wireError(w, m);
+    if (code) {
+      rejects.push({ index, code });
+      continue;
+    }
+    const [id, kind, name, value, dt, tags] = w as WirePoint;
+    const point: Point = { id, kind: POINT_KINDS[kind]!, name: m[name] as string, value, time: (t as number) + dt, tags: tags ?? {} };
+    const err = seen.has(id) ? 'duplicate_point' : pointError(point, opts.now);
+    if (err) rejects.push({ index, code: err });
+    else (seen.add(id), points.push(point));
+  }
+  return { ok: true, value: { points, rejects } };
+}
+
+function wireError(w: unknown, names: unknown[]): ErrorCode | null {
+  if (!Array.isArray(w) || w.length < 5 || w.length > 6) return 'invalid_point';
+  const [id, kind, name, value, dt] = w;
+  if (!Number.isSafeInteger(id) || id < 0) return 'invalid_point';
+  if (!Number.isInteger(kind) || POINT_KINDS[kind] === undefined) return 'invalid_kind';
+  if (!Number.isInteger(name) || typeof names[name] !== 'string') return 'invalid_name';
+  if (typeof value !== 'number') return 'invalid_value';
+  if (!Number.isSafeInteger(dt)) return 'invalid_timestamp';
+  return null;
+}
+
+export { KEY_BYTES };
