@@ -1,0 +1,26 @@
+// npm run bench [name ...]: runs every benchmark (or the named ones) one after another.
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const ALL = [
+  ['protocol', 'bench/protocol.mjs'],
+  ['library', 'packages/library/bench/library.bench.mjs'],
+  ['ingest', 'bench/ingest.mjs'],
+  ['query', 'bench/query.mjs'],
+  ['shred', 'bench/shred.mjs'],
+];
+const root = fileURLToPath(new URL('..', import.meta.url));
+const wanted = process.argv.slice(2);
+let failed = 0;
+for (const [name, file] of ALL) {
+  if (wanted.length && !wanted.includes(name)) continue;
+  if (!existsSync(root + file)) {
+    console.log(`\n== ${name}: ${file} not present, skipped`);
+    continue;
+  }
+  console.log(`\n== ${name} (${file})`);
+  const r = spawnSync(process.execPath, ['--expose-gc', file], { cwd: root, stdio: 'inherit' });
+  if (r.status !== 0) failed++;
+}
+process.exit(failed ? 1 : 0);
