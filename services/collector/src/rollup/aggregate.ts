@@ -1,0 +1,200 @@
+/**
+ * Partial aggregate of one (account, metric, tag set, time bucket): enough to answer
+ * count|sum|avg|min|max|last and percentiles, and mergeable with other partials.
+ *
+ * mergeAggregates is commutative and associative exactly for count, min, max, last,
+ * lastAt and the sketch; for sum it is commutative exactly and associative up to
+ * float64 rounding (exact while partial sums are integers below 2^53).
+ * Empty aggregate: count 0, sum 0, min +∞, max −∞, lastAt −∞ (identity for merge).
+ */
+import { ByteReader, ByteWriter } from './bytes.js';
+import { RollupError, invalid, malformed } from './errors.js';
+import {
+  DEFAULT_ALPHA,
+  DEFAULT_MAX_BUCKETS,
+  type Sketch,
+  type SketchOptions,
+  add,
+  cloneSketch,
+  createSketch,
+  merge,
+  quantile,
+  readSketchBody,
+  sketchEquals,
+  writeSketchBody,
+} from './sketch.js';
+
+export interface Aggregate {
+  count: number;
+  sum: number;
+  min: number;
+  max: number;
+  /** Value of the point with the greatest lastAt (ties: the greater value). */
+  last: number;
+  /** Epoch milliseconds of `last`; −∞ when empty. */
+  lastAt: number;
+  sketch: Sketch;
+}
+
+export const AGGREGATIONS = ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p90', 'p95', 'p99', 'last'] as const;
+export type Aggregation = (typeof AGGREGATIONS)[number];
+const QUANTILES: Partial<Record<Aggregation, number>> = { p50: 0.5, p90: 0.9, p95: 0.95, p99: 0.99 };
+
+export function emptyAggregate(opts?: SketchOptions): Aggregate {
+  return { count: 0, sum: 0, min: Infinity, max: -Infinity, last: 0, lastAt: -Infinity, sketch: createSketch(opts) };
+}
+
+export function cloneAggregate(a: Aggregate): Aggregate {
+  return { ...a, sketch: cloneSketch(a.sketch) };
+}
+
+/** Adds one point (value finite, timeMs a safe integer). Mutates and returns `agg`. */
+export function addPoint(agg: Aggregate, value: number, timeMs: number): Aggregate {
+  if (!Number.isFinite(value)) throw invalid('value must be a finite number');
+  if (!Number.isSafeInteger(timeMs)) throw invalid('time must be an integer number of milliseconds');
+  if (value === 0) value = 0; // -0 → 0, so equal inputs give byte-equal encodings in any order
+  add(agg.sketch, value);
+  agg.count += 1;
+  agg.sum += value;
+  if (value < agg.min) agg.min = value;
+  if (value > agg.max) agg.max = value;
+  if (timeMs > agg.lastAt || (timeMs === agg.lastAt && value > agg.last)) {
+    agg.last = value;
+    agg.lastAt = timeMs;
+  }
+  return agg;
+}
+
+/** Merges `from` into `into` (mutates and returns `into`); use in hot loops. */
+export function mergeInto(into: Aggregate, from: Aggregate): Aggregate {
+  merge(into.sketch, from.sketch); // first: it may throw, and then nothing has changed
+  into.count += from.count;
+  into.sum += from.sum;
+  if (from.min < into.min) into.min = from.min;
+  if (from.max > into.max) into.max = from.max;
+  if (from.lastAt > into.lastAt || (from.lastAt === into.lastAt && from.last > into.last)) {
+    into.last = from.last;
+    into.lastAt = from.lastAt;
+  }
+  return into;
+}
+
+/** Pure merge: a new aggregate, inputs untouched. */
+export function mergeAggregates(a: Aggregate, b: Aggregate): Aggregate {
+  return mergeInto(cloneAggregate(a), b);
+}
+
+/**
+ * The requested statistic. Empty aggregate: count and sum give 0 (their value over
+ * no points), everything else null. Percentiles are sketch estimates (see sketch.ts)
+ * clamped to [min, max], which keeps the error bound and makes single values exact.
+ */
+export function finalize(agg: Aggregate, aggregation: Aggregation): number | null {
+  if (aggregation === 'count') return agg.count;
+  if (aggregation === 'sum') return agg.sum;
+  const q = QUANTILES[aggregation];
+  if (q === undefined && !AGGREGATIONS.includes(aggregation)) throw invalid(`unknown aggregation: ${String(aggregation)}`);
+  if (agg.count === 0) return null;
+  switch (aggregation) {
+    case 'avg':
+      return agg.sum / agg.count;
+    case 'min':
+      return agg.min;
+    case 'max':
+      return agg.max;
+    case 'last':
+      return agg.last;
+  }
+  const v = quantile(agg.sketch, q!)!;
+  return Math.min(Math.max(v, agg.min), agg.max);
+}
+
+// ---- binary encoding, version 1 ----------------------------------------------
+//   u8 version (1), varint count; count 0 ends here.
+//   u8 flags
+//   SINGLE ? f64 v (= min = max = last) : f64 min, f64 max, f64 last
+//   SUM_IMPLIED ? (sum = count·v) : f64 sum
+//   varint |lastAt| (LASTAT_NEG: negative)
+//   PARAMS ? f64 alpha, varint maxBuckets : (defaults)
+//   SKETCH_IMPLIED ? (sketch = v added count times) : sketch body (sketch.ts)
+// The flags make the common cases small: one point, or a counter of all-equal values.
+
+const VERSION = 1;
+const SINGLE = 1;
+const SUM_IMPLIED = 2;
+const SKETCH_IMPLIED = 4;
+const PARAMS = 8;
+const LASTAT_NEG = 16;
+const ALL_FLAGS = SINGLE | SUM_IMPLIED | SKETCH_IMPLIED | PARAMS | LASTAT_NEG;
+
+export function encodeAggregate(agg: Aggregate): Uint8Array {
+  const w = new ByteWriter();
+  w.u8(VERSION);
+  w.varint(agg.count);
+  if (agg.count === 0) return w.finish();
+  const s = agg.sketch;
+  const params = { alpha: s.alpha, maxBuckets: s.maxBuckets };
+  const single = agg.min === agg.max && agg.last === agg.min;
+  let flags = 0;
+  if (single) {
+    flags |= SINGLE;
+    if (agg.sum === agg.count * agg.min) flags |= SUM_IMPLIED;
+    if (sketchEquals(s, add(createSketch(params), agg.min, agg.count))) flags |= SKETCH_IMPLIED;
+  }
+  if (s.alpha !== DEFAULT_ALPHA || s.maxBuckets !== DEFAULT_MAX_BUCKETS) flags |= PARAMS;
+  if (agg.lastAt < 0) flags |= LASTAT_NEG;
+  w.u8(flags);
+  if (single) w.f64(agg.min);
+  else {
+    w.f64(agg.min);
+    w.f64(agg.max);
+    w.f64(agg.last);
+  }
+  if (!(flags & SUM_IMPLIED)) w.f64(agg.sum);
+  w.varint(Math.abs(agg.lastAt));
+  if (flags & PARAMS) {
+    w.f64(s.alpha);
+    w.varint(s.maxBuckets);
+  }
+  if (!(flags & SKETCH_IMPLIED)) writeSketchBody(w, s);
+  return w.finish();
+}
+
+/** Decodes and validates; throws RollupError('malformed_aggregate') on anything off. */
+export function decodeAggregate(bytes: Uint8Array): Aggregate {
+  if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
+  const r = new ByteReader(bytes);
+  if (r.u8() !== VERSION) throw malformed('unknown version');
+  const count = r.varint();
+  if (count === 0) {
+    if (r.remaining !== 0) throw malformed('trailing bytes');
+    return emptyAggregate();
+  }
+  const flags = r.u8();
+  if (flags & ~ALL_FLAGS) throw malformed('unknown flags');
+  if (!(flags & SINGLE) && flags & (SUM_IMPLIED | SKETCH_IMPLIED)) throw malformed('implied fields need SINGLE');
+  let min: number, max: number, last: number;
+  if (flags & SINGLE) min = max = last = r.f64();
+  else [min, max, last] = [r.f64(), r.f64(), r.f64()];
+  if (!Number.isFinite(min) || !Number.isFinite(max) || !Number.isFinite(last)) throw malformed('non-finite value');
+  if (!(min <= last && last <= max)) throw malformed('min/last/max out of order');
+  const sum = flags & SUM_IMPLIED ? count * min : r.f64();
+  if (Number.isNaN(sum)) throw malformed('sum is NaN');
+  const lastAtAbs = r.varint();
+  const lastAt = flags & LASTAT_NEG ? 0 - lastAtAbs : lastAtAbs;
+
+  let sketch: Sketch;
+  try {
+    sketch = flags & PARAMS ? createSketch({ alpha: r.f64(), maxBuckets: r.varint() }) : createSketch();
+  } catch (e) {
+    if (e instanceof RollupError && e.code === 'invalid_argument') throw malformed('sketch parameters');
+    throw e;
+  }
+  if (flags & SKETCH_IMPLIED) add(sketch, min, count);
+  else {
+    readSketchBody(r, sketch);
+    if (sketch.count !== count) throw malformed('sketch count does not match count');
+  }
+  if (r.remaining !== 0) throw malformed('trailing bytes');
+  return { count, sum, min, max, last, lastAt, sketch };
+}

@@ -1,0 +1,40 @@
+export { RollupError, type RollupErrorCode } from './errors.js';
+export {
+  DEFAULT_ALPHA,
+  DEFAULT_MAX_BUCKETS,
+  MIN_INDEXABLE,
+  type Sketch,
+  type SketchOptions,
+  createSketch,
+  cloneSketch,
+  add as addToSketch,
+  merge as mergeSketch,
+  quantile,
+  count as sketchCount,
+  sketchEquals,
+} from './sketch.js';
+export {
+  AGGREGATIONS,
+  type Aggregate,
+  type Aggregation,
+  emptyAggregate,
+  cloneAggregate,
+  addPoint,
+  mergeInto,
+  mergeAggregates,
+  finalize,
+  encodeAggregate,
+  decodeAggregate,
+} from './aggregate.js';
+export {
+  INTERVALS,
+  LEVEL_MINUTE,
+  LEVEL_HOUR,
+  type Interval,
+  type Level,
+  bucketStart,
+  nextBucketStart,
+  buckets,
+  sourceLevel,
+  isValidTimeZone,
+} from './time.js';

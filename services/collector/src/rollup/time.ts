@@ -1,0 +1,256 @@
+/**
+ * Time-zone-aware bucketing with Intl only.
+ *
+ * A bucket starts where the zone's wall clock reaches a minute / hour / local-midnight
+ * boundary, or where a DST jump moves the clock into a new unit (a day whose midnight
+ * is skipped starts at the transition). Consequences: a DST day lasts 23 or 25 hours;
+ * hour buckets are the real hours starting at local :00 (so in Asia/Kolkata they start
+ * at UTC :30, and the repeated hour of a fall-back is two buckets); a 30-minute DST
+ * shift (Australia/Lord_Howe) gives a 30- or 90-minute hour bucket. Buckets are named
+ * by their start instant in epoch ms, and a bucket runs until the next one starts.
+ */
+import { RollupError, invalid } from './errors.js';
+
+export type Interval = 'minute' | 'hour' | 'day';
+export const INTERVALS: readonly Interval[] = ['minute', 'hour', 'day'];
+
+/** Stored rollup levels (UTC-aligned). */
+export const LEVEL_MINUTE = 0;
+export const LEVEL_HOUR = 1;
+export type Level = typeof LEVEL_MINUTE | typeof LEVEL_HOUR;
+
+const MINUTE = 60_000;
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+const UNIT: Record<Interval, number> = { minute: MINUTE, hour: HOUR, day: DAY };
+/** Instants we accept: the ECMAScript Date range minus a margin for look-behind. */
+const MAX_TIME = 8.64e15 - 7 * DAY;
+const DEFAULT_BUCKET_LIMIT = 100_000;
+
+const mod = (a: number, n: number): number => ((a % n) + n) % n;
+
+/**
+ * Offsets of one hour of UTC: `before` until instant `at`, `after` from it on
+ * (before === after when the hour has no transition). Assumes at most one offset
+ * change per hour, true for every zone in tzdata.
+ */
+interface HourInfo {
+  before: number;
+  after: number;
+  at: number;
+}
+
+class Zone {
+  private readonly hours = new Map<number, HourInfo>();
+  private lastKey = NaN;
+  private lastInfo: HourInfo = { before: 0, after: 0, at: 0 };
+
+  /** fmt null: a fixed zero offset (UTC), no Intl calls at all. */
+  constructor(private readonly fmt: Intl.DateTimeFormat | null) {}
+
+  /** local − UTC in ms at instant `ms`. */
+  offset(ms: number): number {
+    if (this.fmt === null) return 0;
+    const info = this.hour(Math.floor(ms / HOUR));
+    return ms < info.at ? info.before : info.after;
+  }
+
+  /** The latest transition instant t with lo < t ≤ hi, or null. */
+  lastTransition(lo: number, hi: number): number | null {
+    if (this.fmt === null) return null;
+    for (let h = Math.floor(hi / HOUR); h >= Math.floor(lo / HOUR); h--) {
+      const info = this.hour(h);
+      if (info.before !== info.after && info.at > lo && info.at <= hi) return info.at;
+    }
+    return null;
+  }
+
+  private hour(h: number): HourInfo {
+    if (h === this.lastKey) return this.lastInfo;
+    let info = this.hours.get(h);
+    if (info === undefined) {
+      info = this.computeHour(h);
+      if (this.hours.size >= 200_000) this.hours.clear();
+      this.hours.set(h, info);
+    }
+    this.lastKey = h;
+    this.lastInfo = info;
+    return info;
+  }
+
+  /**
+   * Intl resolves to whole seconds, so compare the last second before the hour with
+   * its last second; if they differ, binary-search the first second with the new
+   * offset (≤ 12 Intl calls, once per transition).
+   */
+  private computeHour(h: number): HourInfo {
+    let lo = h * HOUR - 1000; // offset here: before
+    let hi = (h + 1) * HOUR - 1000; // offset here: after
+    const before = this.raw(lo);
+    const after = this.raw(hi);
+    if (before === after) return { before, after, at: h * HOUR };
+    while (hi - lo > 1000) {
+      const mid = lo + Math.floor((hi - lo) / 2000) * 1000;
+      if (this.raw(mid) === before) lo = mid;
+      else hi = mid;
+    }
+    return { before, after, at: hi };
+  }
+
+  /** Offset at a whole second t, from the zone's wall clock. */
+  private raw(t: number): number {
+    const f = { year: 0, month: 1, day: 1, hour: 0, minute: 0, second: 0 };
+    let bc = false;
+    for (const p of this.fmt!.formatToParts(t)) {
+      if (p.type === 'era') bc = p.value === 'BC' || p.value === 'B';
+      else if (p.type in f) f[p.type as keyof typeof f] = Number(p.value);
+    }
+    const d = new Date(0);
+    d.setUTCFullYear(bc ? 1 - f.year : f.year, f.month - 1, f.day);
+    d.setUTCHours(f.hour, f.minute, f.second, 0);
+    return d.getTime() - t;
+  }
+}
+
+const zones = new Map<string, Zone>(); // by canonical name
+const aliases = new Map<string, Zone>(); // by the name the caller used
+const UTC_NAMES = new Set(['UTC', 'Etc/UTC', 'Etc/GMT', 'GMT', 'Etc/Universal', 'Etc/Zulu', 'Etc/UCT', 'Etc/Greenwich']);
+
+function zoneOrNull(timeZone: unknown): Zone | null {
+  if (typeof timeZone !== 'string' || timeZone.length === 0 || timeZone.length > 64) return null;
+  const hit = aliases.get(timeZone);
+  if (hit) return hit;
+  let fmt: Intl.DateTimeFormat;
+  try {
+    fmt = new Intl.DateTimeFormat('en-US', {
+      timeZone,
+      hourCycle: 'h23',
+      era: 'short',
+      year: 'numeric',
+      month: 'numeric',
+      day: 'numeric',
+      hour: 'numeric',
+      minute: 'numeric',
+      second: 'numeric',
+    });
+  } catch {
+    return null;
+  }
+  const canonical = fmt.resolvedOptions().timeZone;
+  let zone = zones.get(canonical);
+  if (!zone) {
+    zone = new Zone(UTC_NAMES.has(canonical) ? null : fmt);
+    zones.set(canonical, zone);
+  }
+  if (aliases.size >= 1000) aliases.clear(); // case variants are valid names too: keep this bounded
+  aliases.set(timeZone, zone);
+  return zone;
+}
+
+function zoneOf(timeZone: string): Zone {
+  const z = zoneOrNull(timeZone);
+  if (!z) throw new RollupError('invalid_time_zone', `unknown time zone: ${String(timeZone).slice(0, 64)}`);
+  return z;
+}
+
+function unitOf(interval: Interval): number {
+  const u = UNIT[interval];
+  if (u === undefined || !Object.hasOwn(UNIT, interval)) throw invalid(`unknown interval: ${String(interval)}`);
+  return u;
+}
+
+function checkTime(ms: number): void {
+  if (!Number.isFinite(ms) || Math.abs(ms) > MAX_TIME) throw invalid('time out of range');
+}
+
+export function isValidTimeZone(tz: unknown): boolean {
+  return zoneOrNull(tz) !== null;
+}
+
+/**
+ * Start of the bucket containing `ms`. Step back from ms to the local unit boundary
+ * assuming a constant offset; if a transition lies in between, either the unit began
+ * at the transition (the clock jumped into it) or it began before, and we continue
+ * from just before the transition.
+ */
+function startOf(z: Zone, ms: number, unit: number): number {
+  for (let guard = 0; guard < 8; guard++) {
+    const off = z.offset(ms);
+    const local = ms + off;
+    const floor = local - mod(local, unit);
+    const c = ms - (local - floor);
+    if (z.offset(c) === off) return c;
+    const t = z.lastTransition(c, ms);
+    if (t === null) return c;
+    const prevLocal = t - 1 + z.offset(t - 1);
+    if (prevLocal - mod(prevLocal, unit) !== floor) return t;
+    ms = t - 1;
+  }
+  throw new Error('bucketStart did not converge'); // would need > 7 transitions in one unit
+}
+
+/** Start of the bucket after the one starting at `s`. */
+function nextOf(z: Zone, s: number, unit: number): number {
+  const step = Math.min(unit, 15 * MINUTE);
+  let t = s + unit;
+  // bucket longer than nominal (25-hour day): walk forward
+  for (let guard = 0; startOf(z, t, unit) <= s; guard++) {
+    if (guard > 1000) throw new Error('bucket did not end');
+    t += step;
+  }
+  // bucket shorter than nominal could hide one in between: walk back to the first start after s
+  let b = startOf(z, t, unit);
+  for (let p = startOf(z, b - 1, unit); p > s; p = startOf(z, b - 1, unit)) b = p;
+  return b;
+}
+
+/** Start (epoch ms) of the `interval` bucket containing `ms` in `timeZone`. */
+export function bucketStart(ms: number, interval: Interval, timeZone: string): number {
+  const unit = unitOf(interval);
+  const z = zoneOf(timeZone);
+  checkTime(ms);
+  return startOf(z, ms, unit);
+}
+
+/** Start of the bucket following the one containing `ms` (= end of that bucket). */
+export function nextBucketStart(ms: number, interval: Interval, timeZone: string): number {
+  const unit = unitOf(interval);
+  const z = zoneOf(timeZone);
+  checkTime(ms);
+  return nextOf(z, startOf(z, ms, unit), unit);
+}
+
+/**
+ * All bucket starts covering [from, to): the first is the bucket containing `from`,
+ * the last the one containing to − 1. Empty when to ≤ from. Throws
+ * RollupError('too_many_buckets') past `limit`.
+ */
+export function buckets(from: number, to: number, interval: Interval, timeZone: string, limit = DEFAULT_BUCKET_LIMIT): number[] {
+  const unit = unitOf(interval);
+  const z = zoneOf(timeZone);
+  checkTime(from);
+  checkTime(to);
+  const out: number[] = [];
+  for (let b = to > from ? startOf(z, from, unit) : to; b < to; b = nextOf(z, b, unit)) {
+    if (out.length >= limit) throw new RollupError('too_many_buckets', `more than ${limit} buckets`);
+    out.push(b);
+  }
+  return out;
+}
+
+/**
+ * Which stored level answers a query exactly, assuming whole buckets are aggregated
+ * (bucket b covers [b, next start), as returned by buckets()): LEVEL_HOUR when every
+ * bucket boundary in range, including the end of the last bucket, is on a UTC hour,
+ * else LEVEL_MINUTE. Minute-level rollups align with local minutes in every zone
+ * whose offsets are whole minutes (all of them since 1972).
+ */
+export function sourceLevel(interval: Interval, timeZone: string, from: number, to: number): Level {
+  unitOf(interval);
+  if (interval === 'minute') return LEVEL_MINUTE;
+  const starts = buckets(from, to, interval, timeZone);
+  const last = starts[starts.length - 1];
+  if (last === undefined) return LEVEL_HOUR;
+  starts.push(nextBucketStart(last, interval, timeZone));
+  return starts.every((b) => mod(b, HOUR) === 0) ? LEVEL_HOUR : LEVEL_MINUTE;
+}
