@@ -1,0 +1,35 @@
+/** The one error type of the keyring. `code` is stable: callers map it to HTTP/CLI errors. */
+export type KeyringErrorCode =
+  | 'invalid_account_id'
+  | 'account_exists'
+  | 'account_tombstoned'
+  | 'account_not_found'
+  /** A file's bound kind/id does not match where it was found (swapped or copied file). */
+  | 'entry_mismatch'
+  /** Wrong master key, or the file was altered. */
+  | 'unwrap_failed'
+  | 'corrupt_entry'
+  /** An entry is wrapped under a master key version this provider does not have. */
+  | 'master_key_missing'
+  | 'master_key_invalid'
+  | 'master_key_config'
+  /** rotate()/destroy() on a provider that is configured from outside (env, key file, KMS). */
+  | 'master_key_readonly'
+  | 'master_key_in_use'
+  | 'admin_token_invalid'
+  | 'backup_invalid'
+  | 'invalid_argument'
+  /** Another process held the keyring lock for too long. */
+  | 'keyring_busy';
+
+export class KeyringError extends Error {
+  readonly code: KeyringErrorCode;
+
+  constructor(code: KeyringErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'KeyringError';
+    this.code = code;
+  }
+}
+
+export const isKeyringError = (e: unknown): e is KeyringError => e instanceof KeyringError;

@@ -1,0 +1,16 @@
+export { KeyringError, isKeyringError } from './errors.js';
+export type { KeyringErrorCode } from './errors.js';
+export { loadMasterKeys, staticMasterKeys, parseMasterKeys, MASTER_KEY_BYTES } from './master-key.js';
+export type { MasterKeyProvider, ManagedMasterKeys, KeyringLog, LoadOptions } from './master-key.js';
+export { Keyring, rotateMasterKey, DEFAULT_TRANSPORT_OVERLAP_MS, DEFAULT_CACHE_TTL_MS } from './keyring.js';
+export type {
+  AccountKeys,
+  TransportKey,
+  Tombstone,
+  ShredReport,
+  KeyringOptions,
+  RotateDataKeysOptions,
+  RestoreReport,
+} from './keyring.js';
+export { newToken, tokenKind, hashToken, tokenMatches, loadAdminToken, TOKEN_BYTES, MIN_ADMIN_TOKEN_LENGTH } from './tokens.js';
+export type { TokenKind, AdminToken } from './tokens.js';

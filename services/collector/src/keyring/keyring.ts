@@ -1,0 +1,727 @@
+/**
+ * The keyring: its own store (never ClickHouse), one directory, every secret wrapped
+ * under the master key (KEK).
+ *
+ *   <dir>/transport.json            collector transport key pairs (wrapped)
+ *   <dir>/accounts/<accountId>.json one account's key versions (wrapped)
+ *   <dir>/tombstones/<accountId>.json  sticky deletion markers (not secret, not wrapped)
+ *   <dir>/.lock                     cross-process mutex for every mutation
+ *
+ * A wrapped file is JSON { format, kind, id, masterKeyVersion, sealed } where
+ * sealed = secretSeal(KEK[v], JSON { kind, id, body }). NaCl secretbox is not
+ * key-committing and files can be swapped, so kind and id are bound inside the
+ * plaintext and checked against the file's location after opening.
+ *
+ * Caches and other processes: unwrapped keys are cached; after `cacheTtlMs` (default
+ * 250 ms, at most 1 s) a lookup re-checks with two stat calls (tombstone present?
+ * account file same inode/mtime/size?). So a shred by another process is honoured here
+ * at most `cacheTtlMs` after it returned; in this process it is immediate. A positive
+ * tombstone answer is cached forever (tombstones are sticky).
+ *
+ * All I/O is synchronous: files are tiny, mutations are rare admin operations, and the
+ * hot paths (accountKeys, transportKey) are served from memory.
+ */
+import { readFileSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import {
+  ACCOUNT_ID_PATTERN,
+  fromBase64,
+  fromUtf8,
+  keyPair,
+  randomBytes,
+  secretOpen,
+  secretSeal,
+  toBase64,
+  toHex,
+  utf8,
+  type KeyPair,
+} from '@cipherstat/protocol';
+import { KeyringError } from './errors.js';
+import {
+  acquireLock,
+  atomicWrite,
+  ensurePrivateDir,
+  errno,
+  readWithId,
+  removeTempFiles,
+  sameFile,
+  statId,
+  unlinkDurably,
+  type FileId,
+} from './fsutil.js';
+import type { ManagedMasterKeys, MasterKeyProvider } from './master-key.js';
+
+export const DEFAULT_TRANSPORT_OVERLAP_MS = 7 * 24 * 60 * 60 * 1000;
+export const DEFAULT_CACHE_TTL_MS = 250;
+const FORMAT = 1;
+const KEY_BYTES = 32;
+
+export interface AccountKeys {
+  version: number;
+  /** The write key: public half of the account X25519 pair. */
+  publicKey: Uint8Array;
+  secretKey: Uint8Array;
+  /** Encrypts everything stored for the account. */
+  dataKey: Uint8Array;
+  /** Keys the HMAC pseudonyms of names and tag values. */
+  macKey: Uint8Array;
+  createdAt: number;
+}
+
+export interface TransportKey extends KeyPair {
+  /** 16 lowercase hex chars. */
+  keyId: string;
+  createdAt: number;
+  /** null for the current key; for a previous key, the end of its overlap window. */
+  acceptUntil: number | null;
+}
+
+export interface Tombstone {
+  accountId: string;
+  tombstonedAt: number;
+}
+
+export interface ShredReport extends Tombstone {
+  /** What was removed: the account file, its key versions, the in-memory cache. */
+  destroyed: string[];
+}
+
+export interface KeyringOptions {
+  dir: string;
+  master: MasterKeyProvider;
+  now?: () => number;
+  /** How long cached keys are trusted before re-checking the files (0..1000, default 250). */
+  cacheTtlMs?: number;
+}
+
+export interface RotateDataKeysOptions {
+  /** Drop every older version from the entry (old data/MAC keys become unrecoverable). */
+  destroyOld?: boolean;
+  /** Also issue a new account key pair (a new write key: every SDK config must change). */
+  rotateKeyPair?: boolean;
+}
+
+export interface RestoreReport {
+  restored: string[];
+  skipped: { accountId: string; reason: 'tombstoned' | 'exists' }[];
+  tombstonesApplied: string[];
+  transportKeysAdded: number;
+}
+
+type EntryKind = 'transport' | 'account' | 'backup';
+type Json = Record<string, unknown>;
+
+interface Cached<T> {
+  value: T;
+  file: FileId;
+  checkedAt: number;
+  masterKeyVersion: number;
+}
+
+// ---------------------------------------------------------------- serialization
+
+const corrupt = (where: string, what: string) => new KeyringError('corrupt_entry', `${where}: ${what}`);
+
+function keyField(j: Json, name: string, where: string): Uint8Array {
+  const v = j[name];
+  const bytes = typeof v === 'string' ? fromBase64(v) : null;
+  if (!bytes || bytes.length !== KEY_BYTES) throw corrupt(where, `bad ${name}`);
+  return bytes;
+}
+
+function numField(j: Json, name: string, where: string): number {
+  const v = j[name];
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw corrupt(where, `bad ${name}`);
+  return v;
+}
+
+function list(v: unknown, where: string): Json[] {
+  if (!Array.isArray(v) || !v.every((x) => typeof x === 'object' && x !== null)) throw corrupt(where, 'expected a list');
+  return v as Json[];
+}
+
+const accountToJson = (k: AccountKeys) => ({
+  version: k.version,
+  publicKey: toBase64(k.publicKey),
+  secretKey: toBase64(k.secretKey),
+  dataKey: toBase64(k.dataKey),
+  macKey: toBase64(k.macKey),
+  createdAt: k.createdAt,
+});
+
+function accountFromJson(j: Json, where: string): AccountKeys {
+  return {
+    version: numField(j, 'version', where),
+    publicKey: keyField(j, 'publicKey', where),
+    secretKey: keyField(j, 'secretKey', where),
+    dataKey: keyField(j, 'dataKey', where),
+    macKey: keyField(j, 'macKey', where),
+    createdAt: numField(j, 'createdAt', where),
+  };
+}
+
+function parseAccountVersions(v: unknown, where: string): AccountKeys[] {
+  const versions = list(v, where).map((j) => accountFromJson(j, where));
+  if (versions.length === 0) throw corrupt(where, 'no key versions');
+  return versions;
+}
+
+const transportToJson = (k: TransportKey) => ({
+  keyId: k.keyId,
+  publicKey: toBase64(k.publicKey),
+  secretKey: toBase64(k.secretKey),
+  createdAt: k.createdAt,
+  acceptUntil: k.acceptUntil,
+});
+
+function transportFromJson(j: Json, where: string): TransportKey {
+  if (typeof j.keyId !== 'string' || !/^[0-9a-f]{16}$/.test(j.keyId)) throw corrupt(where, 'bad keyId');
+  if (j.acceptUntil !== null) numField(j, 'acceptUntil', where);
+  return {
+    keyId: j.keyId,
+    publicKey: keyField(j, 'publicKey', where),
+    secretKey: keyField(j, 'secretKey', where),
+    createdAt: numField(j, 'createdAt', where),
+    acceptUntil: j.acceptUntil as number | null,
+  };
+}
+
+function parseTransportKeys(v: unknown, where: string): TransportKey[] {
+  const keys = list(v, where).map((j) => transportFromJson(j, where));
+  if (keys.filter((k) => k.acceptUntil === null).length !== 1) throw corrupt(where, 'needs exactly one current key');
+  return keys;
+}
+
+function newTransportKey(createdAt: number): TransportKey {
+  return { keyId: toHex(randomBytes(8)), ...keyPair(), createdAt, acceptUntil: null };
+}
+
+/** Every key independently random: nothing is derived from anything else. */
+function newAccountVersion(version: number, createdAt: number, pair: KeyPair = keyPair()): AccountKeys {
+  return { version, ...pair, dataKey: randomBytes(KEY_BYTES), macKey: randomBytes(KEY_BYTES), createdAt };
+}
+
+function checkAccountId(accountId: string): void {
+  if (typeof accountId !== 'string' || !ACCOUNT_ID_PATTERN.test(accountId)) {
+    throw new KeyringError('invalid_account_id', 'account id must match ' + String(ACCOUNT_ID_PATTERN));
+  }
+}
+
+// ---------------------------------------------------------------- keyring
+
+export class Keyring {
+  readonly dir: string;
+  private readonly accountsDir: string;
+  private readonly tombstonesDir: string;
+  private readonly transportPath: string;
+  private readonly lockPath: string;
+  private readonly accounts = new Map<string, Cached<AccountKeys[]>>();
+  private readonly tombstoned = new Set<string>();
+  private transport: Cached<TransportKey[]> | undefined;
+
+  private constructor(
+    dir: string,
+    private readonly master: MasterKeyProvider,
+    private readonly now: () => number,
+    private readonly ttl: number,
+  ) {
+    this.dir = dir;
+    this.accountsDir = join(dir, 'accounts');
+    this.tombstonesDir = join(dir, 'tombstones');
+    this.transportPath = join(dir, 'transport.json');
+    this.lockPath = join(dir, '.lock');
+  }
+
+  /** Opens (creating on first use) the keyring in `dir`; fails with unwrap_failed under a wrong master key. */
+  static open({ dir, master, now = Date.now, cacheTtlMs = DEFAULT_CACHE_TTL_MS }: KeyringOptions): Keyring {
+    if (!(cacheTtlMs >= 0 && cacheTtlMs <= 1000)) throw new KeyringError('invalid_argument', 'cacheTtlMs must be within 0..1000');
+    const k = new Keyring(resolve(dir), master, now, cacheTtlMs);
+    for (const d of [k.dir, k.accountsDir, k.tombstonesDir]) ensurePrivateDir(d);
+    k.locked(() => {
+      for (const d of [k.dir, k.accountsDir, k.tombstonesDir]) removeTempFiles(d);
+      if (!statId(k.transportPath)) k.writeTransport([newTransportKey(k.now())], true);
+    });
+    k.transportKeys();
+    return k;
+  }
+
+  // ---------------------------------------------------------------- transport keys
+
+  currentTransportKey(): TransportKey {
+    return this.transportKeys().find((k) => k.acceptUntil === null)!;
+  }
+
+  /** The current key first, then previous keys still inside their overlap window, newest first. */
+  acceptedTransportKeys(): TransportKey[] {
+    const t = this.now();
+    const keys = this.transportKeys();
+    const previous = keys.filter((k) => k.acceptUntil !== null && k.acceptUntil > t).sort((a, b) => b.createdAt - a.createdAt);
+    return [keys.find((k) => k.acceptUntil === null)!, ...previous];
+  }
+
+  /** The accepted key with this id, or undefined (unknown or past its overlap window). */
+  transportKey(keyId: string): TransportKey | undefined {
+    const t = this.now();
+    for (const k of this.transportKeys()) {
+      if (k.keyId === keyId && (k.acceptUntil === null || k.acceptUntil > t)) return k;
+    }
+    return undefined;
+  }
+
+  /** New current key; the old one stays accepted for `overlapMs`. Expired keys are destroyed. */
+  rotateTransportKey({ overlapMs = DEFAULT_TRANSPORT_OVERLAP_MS }: { overlapMs?: number } = {}): TransportKey {
+    if (!(overlapMs >= 0 && Number.isFinite(overlapMs))) throw new KeyringError('invalid_argument', 'overlapMs must be >= 0');
+    return this.locked(() => {
+      const t = this.now();
+      const kept = this.readTransport()
+        .value.filter((k) => k.acceptUntil === null || k.acceptUntil > t)
+        .map((k) => (k.acceptUntil === null ? { ...k, acceptUntil: t + overlapMs } : k));
+      const next = newTransportKey(t);
+      this.writeTransport([...kept, next]);
+      return next;
+    });
+  }
+
+  // ---------------------------------------------------------------- accounts
+
+  createAccount(accountId: string): AccountKeys {
+    checkAccountId(accountId);
+    return this.locked(() => {
+      if (this.tombstoneExists(accountId)) throw tombstonedError(accountId);
+      const keys = newAccountVersion(1, this.now());
+      if (!this.writeAccount(accountId, [keys], true)) {
+        throw new KeyringError('account_exists', `account ${accountId} already has keys`);
+      }
+      return keys;
+    });
+  }
+
+  /** All key versions, oldest first; undefined when the account has none or is tombstoned. */
+  accountKeys(accountId: string): AccountKeys[] | undefined {
+    checkAccountId(accountId);
+    const t = this.now();
+    const cached = this.accounts.get(accountId);
+    if (cached && this.fresh(cached, t)) return [...cached.value];
+    this.accounts.delete(accountId);
+    if (this.tombstoneExists(accountId)) return undefined;
+    const id = statId(this.accountPath(accountId));
+    if (!id) return undefined;
+    if (cached && sameFile(cached.file, id)) {
+      cached.checkedAt = t;
+      this.accounts.set(accountId, cached);
+      return [...cached.value];
+    }
+    const loaded = this.readAccount(accountId);
+    if (!loaded) return undefined;
+    this.accounts.set(accountId, loaded);
+    return [...loaded.value];
+  }
+
+  /**
+   * Adds a key version with a fresh data key and MAC key. By default the account key pair
+   * is carried over, so the write key in deployed SDK configs keeps working and batches
+   * sealed to it can still be opened; `rotateKeyPair` issues a new pair as well.
+   * `destroyOld` removes every older version from the entry (the "wipe": data and
+   * pseudonyms written under old versions become unreadable). Note that with the pair
+   * carried over, raw batches still sealed to the write key remain openable.
+   */
+  rotateDataKeys(accountId: string, { destroyOld = false, rotateKeyPair = false }: RotateDataKeysOptions = {}): {
+    keys: AccountKeys;
+    destroyedVersions: number[];
+  } {
+    checkAccountId(accountId);
+    return this.locked(() => {
+      if (this.tombstoneExists(accountId)) throw tombstonedError(accountId);
+      const old = this.readAccount(accountId)?.value;
+      if (!old) throw new KeyringError('account_not_found', `account ${accountId} has no keys`);
+      const last = old[old.length - 1]!;
+      const pair = rotateKeyPair ? keyPair() : { publicKey: last.publicKey.slice(), secretKey: last.secretKey.slice() };
+      const keys = newAccountVersion(last.version + 1, this.now(), pair);
+      this.writeAccount(accountId, destroyOld ? [keys] : [...old, keys], false);
+      return { keys, destroyedVersions: destroyOld ? old.map((k) => k.version) : [] };
+    });
+  }
+
+  /**
+   * Adopts an existing account key pair (moving an account between deployments, and the
+   * published test vectors, whose keys are fixed). Data and MAC keys are fresh and random.
+   */
+  importAccount(accountId: string, pair: KeyPair): AccountKeys {
+    checkAccountId(accountId);
+    return this.locked(() => {
+      if (this.tombstoneExists(accountId)) throw tombstonedError(accountId);
+      const keys = newAccountVersion(1, this.now(), { publicKey: pair.publicKey.slice(), secretKey: pair.secretKey.slice() });
+      if (!this.writeAccount(accountId, [keys], true)) throw new KeyringError('account_exists', `account ${accountId} already has keys`);
+      return keys;
+    });
+  }
+
+  /** Adopts a transport key pair as a previous key accepted until `acceptUntil` (a migration's old key, test vectors). */
+  importTransportKey(keyId: string, pair: KeyPair, acceptUntil: number): TransportKey {
+    if (!/^[0-9a-f]{16}$/.test(keyId)) throw new KeyringError('invalid_argument', 'key id must be 16 lowercase hex characters');
+    return this.locked(() => {
+      const keys = this.readTransport().value.filter((k) => k.keyId !== keyId);
+      const key: TransportKey = { keyId, publicKey: pair.publicKey.slice(), secretKey: pair.secretKey.slice(), createdAt: this.now(), acceptUntil };
+      this.writeTransport([...keys, key]);
+      return key;
+    });
+  }
+
+  /** Accounts that have keys (tombstoned ones excluded), sorted. */
+  listAccounts(): string[] {
+    return readdirSync(this.accountsDir)
+      .filter((n) => n.endsWith('.json') && !n.startsWith('.'))
+      .map((n) => n.slice(0, -5))
+      .filter((id) => ACCOUNT_ID_PATTERN.test(id) && !this.tombstoneExists(id))
+      .sort();
+  }
+
+  // ---------------------------------------------------------------- deletion
+
+  isTombstoned(accountId: string): boolean {
+    checkAccountId(accountId);
+    return this.tombstoneExists(accountId);
+  }
+
+  tombstone(accountId: string): Tombstone | undefined {
+    checkAccountId(accountId);
+    let text: string;
+    try {
+      text = readFileSync(this.tombstonePath(accountId), 'utf8');
+    } catch (e) {
+      if (errno(e) === 'ENOENT') return undefined;
+      throw e;
+    }
+    this.tombstoned.add(accountId);
+    let tombstonedAt = 0;
+    try {
+      tombstonedAt = numField(JSON.parse(text) as Json, 'tombstonedAt', 'tombstone');
+    } catch {
+      // an unreadable tombstone still counts: its existence is the tombstone
+    }
+    return { accountId, tombstonedAt };
+  }
+
+  listTombstones(): Tombstone[] {
+    return readdirSync(this.tombstonesDir)
+      .filter((n) => n.endsWith('.json') && !n.startsWith('.'))
+      .map((n) => n.slice(0, -5))
+      .filter((id) => ACCOUNT_ID_PATTERN.test(id))
+      .sort()
+      .map((id) => this.tombstone(id))
+      .filter((t): t is Tombstone => t !== undefined);
+  }
+
+  /**
+   * Crypto-shreds an account: the tombstone is made durable first, then the key file is
+   * unlinked (directory fsynced), then caches are dropped. Idempotent.
+   */
+  shred(accountId: string): ShredReport {
+    checkAccountId(accountId);
+    return this.locked(() => {
+      const destroyed: string[] = [];
+      const wasCached = this.accounts.has(accountId);
+      let tombstonedAt = this.tombstone(accountId)?.tombstonedAt;
+      if (tombstonedAt === undefined) {
+        tombstonedAt = this.now();
+        this.writeTombstone(accountId, tombstonedAt);
+      }
+      let versions: number[] = [];
+      try {
+        versions = this.readAccount(accountId)?.value.map((k) => k.version) ?? [];
+      } catch {
+        // an unreadable entry is destroyed all the same
+      }
+      if (unlinkDurably(this.accountPath(accountId))) {
+        destroyed.push(`accounts/${accountId}.json`, ...versions.map((v) => `keys v${v}`));
+      }
+      this.accounts.delete(accountId);
+      if (wasCached) destroyed.push('in-memory key cache');
+      return { accountId, tombstonedAt, destroyed };
+    });
+  }
+
+  // ---------------------------------------------------------------- master key rotation
+
+  /** Master key versions that wrap some file now. */
+  masterKeyVersionsInUse(): number[] {
+    const versions = new Set<number>();
+    const files = [this.transportPath, ...readdirSync(this.accountsDir).filter((n) => n.endsWith('.json') && !n.startsWith('.')).map((n) => join(this.accountsDir, n))];
+    for (const path of files) {
+      const file = readWithId(path);
+      if (!file) continue;
+      try {
+        const v = (JSON.parse(file.text) as Json).masterKeyVersion;
+        if (typeof v === 'number') versions.add(v);
+      } catch {
+        // corrupt file: reported when it is read
+      }
+    }
+    return [...versions].sort((a, b) => a - b);
+  }
+
+  /** Re-wraps every entry under the current master key version. */
+  rewrapAll(): { masterKeyVersion: number; rewrapped: number; versionsInUse: number[] } {
+    return this.locked(() => {
+      const current = this.master.current().version;
+      let rewrapped = 0;
+      const transport = this.readTransport();
+      if (transport.masterKeyVersion !== current) {
+        this.writeTransport(transport.value);
+        rewrapped++;
+      }
+      for (const name of readdirSync(this.accountsDir)) {
+        const id = name.slice(0, -5);
+        if (!name.endsWith('.json') || name.startsWith('.') || !ACCOUNT_ID_PATTERN.test(id)) continue;
+        if (this.tombstoneExists(id)) {
+          unlinkDurably(this.accountPath(id)); // finish a shred interrupted by a crash
+          continue;
+        }
+        const entry = this.readAccount(id);
+        if (entry && entry.masterKeyVersion !== current) {
+          this.writeAccount(id, entry.value, false);
+          rewrapped++;
+        }
+      }
+      return { masterKeyVersion: current, rewrapped, versionsInUse: this.masterKeyVersionsInUse() };
+    });
+  }
+
+  // ---------------------------------------------------------------- backup
+
+  /** One blob, sealed under the current master key: transport keys, accounts, tombstones. */
+  backup(): Uint8Array {
+    return this.locked(() => {
+      const accounts: Record<string, unknown> = {};
+      for (const name of readdirSync(this.accountsDir)) {
+        const id = name.slice(0, -5);
+        if (!name.endsWith('.json') || name.startsWith('.') || !ACCOUNT_ID_PATTERN.test(id)) continue;
+        if (this.tombstoneExists(id)) {
+          unlinkDurably(this.accountPath(id)); // finish a shred interrupted by a crash
+          continue;
+        }
+        const entry = this.readAccount(id);
+        if (entry) accounts[id] = entry.value.map(accountToJson);
+      }
+      const body = {
+        createdAt: this.now(),
+        transport: this.readTransport().value.map(transportToJson),
+        accounts,
+        tombstones: this.listTombstones(),
+      };
+      return utf8(this.wrap('backup', 'keyring', body).text);
+    });
+  }
+
+  /**
+   * Restores what is missing: never overwrites a live entry, never resurrects a
+   * tombstoned account (tombstones already here, those in the backup, and `tombstones`
+   * from another source such as the accounts table all win). Transport keys missing here
+   * are added as previous keys (accepted for the default overlap window at most).
+   */
+  restoreBackup(bytes: Uint8Array, { tombstones = [] }: { tombstones?: Iterable<string> } = {}): RestoreReport {
+    let body: Json;
+    try {
+      body = this.unwrap('backup', 'keyring', fromUtf8(bytes), 'keyring backup').body as Json;
+      if (typeof body !== 'object' || body === null) throw corrupt('keyring backup', 'bad body');
+    } catch (e) {
+      if (e instanceof KeyringError && (e.code === 'unwrap_failed' || e.code === 'master_key_missing')) throw e;
+      throw new KeyringError('backup_invalid', 'not a keyring backup', { cause: e });
+    }
+    const where = 'keyring backup';
+    const backupTransport = parseTransportKeys(body.transport, where);
+    const backupAccounts = new Map<string, AccountKeys[]>();
+    for (const [id, v] of Object.entries((body.accounts ?? {}) as Json)) {
+      if (!ACCOUNT_ID_PATTERN.test(id)) throw new KeyringError('backup_invalid', 'bad account id in backup');
+      backupAccounts.set(id, parseAccountVersions(v, where));
+    }
+    const backupTombstones = list(body.tombstones, where).map((j) => ({
+      accountId: String(j.accountId),
+      tombstonedAt: numField(j, 'tombstonedAt', where),
+    }));
+    const extra = [...tombstones].map((accountId) => ({ accountId, tombstonedAt: this.now() }));
+    for (const t of [...backupTombstones, ...extra]) checkAccountId(t.accountId);
+
+    return this.locked(() => {
+      const report: RestoreReport = { restored: [], skipped: [], tombstonesApplied: [], transportKeysAdded: 0 };
+      for (const t of [...backupTombstones, ...extra]) {
+        if (!this.tombstoneExists(t.accountId) && this.writeTombstone(t.accountId, t.tombstonedAt)) {
+          report.tombstonesApplied.push(t.accountId);
+        }
+        unlinkDurably(this.accountPath(t.accountId)); // a tombstone from elsewhere may be newer than this keyring
+        this.accounts.delete(t.accountId);
+      }
+      for (const [id, versions] of backupAccounts) {
+        if (this.tombstoneExists(id)) report.skipped.push({ accountId: id, reason: 'tombstoned' });
+        else if (statId(this.accountPath(id)) || !this.writeAccount(id, versions, true)) report.skipped.push({ accountId: id, reason: 'exists' });
+        else report.restored.push(id);
+      }
+      const t = this.now();
+      const live = this.readTransport().value;
+      const added = backupTransport
+        .filter((k) => !live.some((l) => l.keyId === k.keyId))
+        .map((k) => ({ ...k, acceptUntil: Math.min(k.acceptUntil ?? Infinity, t + DEFAULT_TRANSPORT_OVERLAP_MS) }))
+        .filter((k) => k.acceptUntil > t);
+      if (added.length > 0) this.writeTransport([...live, ...added]);
+      report.transportKeysAdded = added.length;
+      return report;
+    });
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private locked<T>(fn: () => T): T {
+    const release = acquireLock(this.lockPath);
+    try {
+      return fn();
+    } finally {
+      release();
+    }
+  }
+
+  private fresh(c: Cached<unknown>, t: number): boolean {
+    return t >= c.checkedAt && t - c.checkedAt < this.ttl;
+  }
+
+  private accountPath(accountId: string): string {
+    return join(this.accountsDir, `${accountId}.json`);
+  }
+
+  private tombstonePath(accountId: string): string {
+    return join(this.tombstonesDir, `${accountId}.json`);
+  }
+
+  private tombstoneExists(accountId: string): boolean {
+    if (this.tombstoned.has(accountId)) return true;
+    if (!statId(this.tombstonePath(accountId))) return false;
+    this.tombstoned.add(accountId);
+    this.accounts.delete(accountId);
+    return true;
+  }
+
+  /** Durable and exclusive; false when a tombstone already existed. */
+  private writeTombstone(accountId: string, tombstonedAt: number): boolean {
+    const text = JSON.stringify({ format: FORMAT, accountId, tombstonedAt }) + '\n';
+    const written = atomicWrite(this.tombstonePath(accountId), text, true) !== undefined;
+    this.tombstoned.add(accountId);
+    this.accounts.delete(accountId);
+    return written;
+  }
+
+  private wrap(kind: EntryKind, id: string, body: unknown): { text: string; version: number } {
+    const { version, key } = this.master.current();
+    const plaintext = utf8(JSON.stringify({ kind, id, body }));
+    const sealed = secretSeal(key, plaintext);
+    plaintext.fill(0);
+    const text = JSON.stringify({ format: FORMAT, kind, id, masterKeyVersion: version, sealed: toBase64(sealed) }) + '\n';
+    return { text, version };
+  }
+
+  private unwrap(kind: EntryKind, id: string, text: string, where: string): { body: unknown; masterKeyVersion: number } {
+    let outer: Json;
+    try {
+      outer = JSON.parse(text) as Json;
+    } catch {
+      throw corrupt(where, 'not JSON');
+    }
+    if (typeof outer !== 'object' || outer === null || outer.format !== FORMAT) throw corrupt(where, 'unknown format');
+    if (outer.kind !== kind || outer.id !== id) {
+      throw new KeyringError('entry_mismatch', `${where}: file belongs to another entry`);
+    }
+    const version = numField(outer, 'masterKeyVersion', where);
+    const key = this.master.get(version);
+    if (!key) throw new KeyringError('master_key_missing', `${where}: wrapped under master key v${version}, which is not available`);
+    const sealed = typeof outer.sealed === 'string' ? fromBase64(outer.sealed) : null;
+    if (!sealed) throw corrupt(where, 'bad sealed field');
+    const opened = secretOpen(key, sealed);
+    if (!opened) throw new KeyringError('unwrap_failed', `${where}: cannot unwrap (wrong master key or altered file)`);
+    let inner: Json;
+    try {
+      inner = JSON.parse(fromUtf8(opened)) as Json;
+    } catch {
+      throw corrupt(where, 'bad plaintext');
+    } finally {
+      opened.fill(0);
+    }
+    // the identity bound inside the ciphertext must match where the file was found
+    if (typeof inner !== 'object' || inner === null || inner.kind !== kind || inner.id !== id) {
+      throw new KeyringError('entry_mismatch', `${where}: sealed entry belongs to another entry`);
+    }
+    return { body: inner.body, masterKeyVersion: version };
+  }
+
+  private readTransport(): Cached<TransportKey[]> {
+    const file = readWithId(this.transportPath);
+    if (!file) throw corrupt('transport.json', 'missing');
+    const { body, masterKeyVersion } = this.unwrap('transport', 'collector', file.text, 'transport.json');
+    const value = parseTransportKeys((body as Json | null)?.keys, 'transport.json');
+    return { value, file: file.id, checkedAt: this.now(), masterKeyVersion };
+  }
+
+  private writeTransport(keys: TransportKey[], exclusive = false): void {
+    const { text, version } = this.wrap('transport', 'collector', { keys: keys.map(transportToJson) });
+    const file = atomicWrite(this.transportPath, text, exclusive);
+    if (file) this.transport = { value: keys, file, checkedAt: this.now(), masterKeyVersion: version };
+  }
+
+  private transportKeys(): TransportKey[] {
+    const t = this.now();
+    const cached = this.transport;
+    if (cached && this.fresh(cached, t)) return cached.value;
+    const id = statId(this.transportPath);
+    if (cached && id && sameFile(cached.file, id)) {
+      cached.checkedAt = t;
+      return cached.value;
+    }
+    this.transport = this.readTransport();
+    return this.transport.value;
+  }
+
+  private readAccount(accountId: string): Cached<AccountKeys[]> | undefined {
+    const file = readWithId(this.accountPath(accountId));
+    if (!file) return undefined;
+    const where = `accounts/${accountId}.json`;
+    const { body, masterKeyVersion } = this.unwrap('account', accountId, file.text, where);
+    const value = parseAccountVersions((body as Json | null)?.versions, where);
+    return { value, file: file.id, checkedAt: this.now(), masterKeyVersion };
+  }
+
+  /** false when `exclusive` and the file exists. A tombstone that raced with the write wins. */
+  private writeAccount(accountId: string, versions: AccountKeys[], exclusive: boolean): boolean {
+    const path = this.accountPath(accountId);
+    const { text, version } = this.wrap('account', accountId, { versions: versions.map(accountToJson) });
+    const file = atomicWrite(path, text, exclusive);
+    if (!file) return false;
+    if (this.tombstoneExists(accountId)) {
+      unlinkDurably(path);
+      throw tombstonedError(accountId);
+    }
+    this.accounts.set(accountId, { value: versions, file, checkedAt: this.now(), masterKeyVersion: version });
+    return true;
+  }
+}
+
+function tombstonedError(accountId: string): KeyringError {
+  return new KeyringError('account_tombstoned', `account ${accountId} was deleted; its id is never reused`);
+}
+
+/**
+ * Master key rotation: new KEK version, every entry re-wrapped under it, then (unless
+ * `destroyOld: false`) every version no file uses any more is destroyed, which makes all
+ * earlier keyring backups unreadable. Take a fresh backup afterwards.
+ */
+export function rotateMasterKey(
+  keyring: Keyring,
+  master: ManagedMasterKeys,
+  { destroyOld = true }: { destroyOld?: boolean } = {},
+): { version: number; rewrapped: number; destroyed: number[] } {
+  const version = master.rotate();
+  const { rewrapped, versionsInUse } = keyring.rewrapAll();
+  const destroyed: number[] = [];
+  if (destroyOld) {
+    for (const v of master.versions()) {
+      if (v !== version && !versionsInUse.includes(v) && master.destroy(v)) destroyed.push(v);
+    }
+  }
+  return { version, rewrapped, destroyed };
+}

@@ -1,0 +1,140 @@
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { randomBytes, toBase64 } from '@cipherstat/protocol';
+import { KeyringError, loadMasterKeys, staticMasterKeys } from '../src/keyring/index.js';
+
+const dirs: string[] = [];
+const tempDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'cs-master-'));
+  dirs.push(d);
+  return d;
+};
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function captureLog() {
+  const lines: { level: string; obj: object; msg: string }[] = [];
+  return {
+    lines,
+    log: {
+      info: (obj: object, msg: string) => void lines.push({ level: 'info', obj, msg }),
+      warn: (obj: object, msg: string) => void lines.push({ level: 'warn', obj, msg }),
+    },
+  };
+}
+
+const mode = (p: string) => statSync(p).mode & 0o777;
+const code = (fn: () => unknown) => {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(KeyringError);
+    return (e as KeyringError).code;
+  }
+  throw new Error('expected a KeyringError');
+};
+
+describe('loadMasterKeys: local generated key', () => {
+  it('generates v1 once, mode 0600 in a 0700 directory, with a loud warning that never holds the key', () => {
+    const dataDir = tempDir();
+    const { log, lines } = captureLog();
+    const keys = loadMasterKeys({ dataDir, env: {}, log });
+    expect(keys.source).toBe('local');
+    expect(keys.generated).toBe(true);
+    const dir = join(dataDir, 'master-keys');
+    expect(readdirSync(dir)).toEqual(['v1.key']);
+    expect(mode(dir)).toBe(0o700);
+    expect(mode(join(dir, 'v1.key'))).toBe(0o600);
+    const { version, key } = keys.current();
+    expect(version).toBe(1);
+    expect(key.length).toBe(32);
+    expect(readFileSync(join(dir, 'v1.key'), 'utf8').trim()).toBe(toBase64(key));
+
+    const warning = lines.find((l) => l.level === 'warn')!;
+    expect(warning.msg).toContain(dir);
+    expect(warning.msg).toMatch(/back it up SEPARATELY/);
+    expect(warning.msg).toMatch(/KMS/);
+    expect(JSON.stringify(lines)).not.toContain(toBase64(key));
+
+    const again = loadMasterKeys({ dataDir, env: {}, log: captureLog().log });
+    expect(again.generated).toBe(false);
+    expect(again.current().key).toEqual(key);
+  });
+
+  it('rotates to n+1, keeps old versions for unwrapping, destroys only non-current ones', () => {
+    const dataDir = tempDir();
+    const keys = loadMasterKeys({ dataDir, env: {}, log: captureLog().log });
+    const v1 = keys.current().key.slice();
+    expect(keys.rotate()).toBe(2);
+    expect(keys.current().version).toBe(2);
+    expect(keys.get(1)).toEqual(v1);
+    expect(mode(join(dataDir, 'master-keys', 'v2.key'))).toBe(0o600);
+    expect(code(() => keys.destroy(2))).toBe('master_key_in_use');
+
+    // another process (a second provider on the same directory) sees the rotation
+    const other = loadMasterKeys({ dataDir, env: {}, log: captureLog().log });
+    expect(other.current().version).toBe(2);
+
+    expect(keys.destroy(1)).toBe(true);
+    expect(keys.get(1)).toBeUndefined();
+    expect(readdirSync(join(dataDir, 'master-keys'))).toEqual(['v2.key']);
+    expect(other.get(1)).toBeUndefined();
+    expect(keys.versions()).toEqual([2]);
+  });
+});
+
+describe('loadMasterKeys: configured key', () => {
+  it('reads CIPHERSTAT_MASTER_KEY as version 1', () => {
+    const key = randomBytes(32);
+    const keys = loadMasterKeys({ dataDir: tempDir(), env: { CIPHERSTAT_MASTER_KEY: toBase64(key) }, log: captureLog().log });
+    expect(keys.source).toBe('env');
+    expect(keys.current()).toEqual({ version: 1, key });
+    expect(code(() => keys.rotate())).toBe('master_key_readonly');
+    expect(code(() => keys.destroy(1))).toBe('master_key_readonly');
+  });
+
+  it('reads the versioned form; the highest version is current', () => {
+    const k1 = randomBytes(32);
+    const k3 = randomBytes(32);
+    const env = { CIPHERSTAT_MASTER_KEY: `v3:${toBase64(k3)}, v1:${toBase64(k1)}` };
+    const keys = loadMasterKeys({ dataDir: tempDir(), env, log: captureLog().log });
+    expect(keys.current()).toEqual({ version: 3, key: k3 });
+    expect(keys.get(1)).toEqual(k1);
+    expect(keys.get(2)).toBeUndefined();
+    expect(keys.versions()).toEqual([1, 3]);
+  });
+
+  it('reads CIPHERSTAT_MASTER_KEY_FILE and does not touch the data dir', () => {
+    const dataDir = tempDir();
+    const key = randomBytes(32);
+    const file = join(tempDir(), 'kek');
+    writeFileSync(file, toBase64(key) + '\n', { mode: 0o600 });
+    const keys = loadMasterKeys({ dataDir, env: { CIPHERSTAT_MASTER_KEY_FILE: file }, log: captureLog().log });
+    expect(keys.source).toBe('file');
+    expect(keys.current().key).toEqual(key);
+    expect(readdirSync(dataDir)).toEqual([]);
+  });
+
+  it('refuses bad keys without echoing them, and ambiguous configuration', () => {
+    const short = toBase64(randomBytes(16));
+    let err: KeyringError | undefined;
+    try {
+      loadMasterKeys({ dataDir: tempDir(), env: { CIPHERSTAT_MASTER_KEY: short }, log: captureLog().log });
+    } catch (e) {
+      err = e as KeyringError;
+    }
+    expect(err?.code).toBe('master_key_invalid');
+    expect(err?.message).not.toContain(short);
+    expect(code(() => loadMasterKeys({ dataDir: tempDir(), env: { CIPHERSTAT_MASTER_KEY: 'not base64!' }, log: captureLog().log }))).toBe('master_key_invalid');
+    const k = toBase64(randomBytes(32));
+    expect(code(() => loadMasterKeys({ dataDir: tempDir(), env: { CIPHERSTAT_MASTER_KEY: `v1:${k},v1:${k}` }, log: captureLog().log }))).toBe('master_key_invalid');
+    expect(
+      code(() => loadMasterKeys({ dataDir: tempDir(), env: { CIPHERSTAT_MASTER_KEY: k, CIPHERSTAT_MASTER_KEY_FILE: '/x' }, log: captureLog().log })),
+    ).toBe('master_key_config');
+    expect(code(() => loadMasterKeys({ dataDir: tempDir(), env: { CIPHERSTAT_MASTER_KEY_FILE: '/nonexistent/kek' }, log: captureLog().log }))).toBe('master_key_config');
+    expect(code(() => staticMasterKeys({ 1: randomBytes(31) }))).toBe('master_key_invalid');
+  });
+});
