@@ -1,0 +1,155 @@
+/**
+ * Accounts: metadata and state in storage (every role on every node sees the same state),
+ * key material in the keyring. Ingest caches state for at most `ttlMs`, so a deactivation
+ * or shred made by another process is honoured within that window everywhere.
+ */
+import { randomBytes, toBase64, toHex } from '@cipherstat/protocol';
+import type { AccountRow, Store } from './storage/types.js';
+import type { Keyring } from './keyring/index.js';
+import { hashToken, newToken } from './keyring/index.js';
+import { CollectorError } from './errors.js';
+import { Lru } from './lru.js';
+
+export interface CreateAccountInput {
+  allowedOrigins?: string[];
+  retentionDays?: number;
+  confidential?: boolean;
+}
+
+export interface CreatedAccount {
+  accountId: string;
+  writeKey: string;
+  readToken: string;
+  collectorKey: { keyId: string; publicKey: string };
+}
+
+/** What admins see of an account: never the token hash, never a key. */
+export interface AccountView {
+  accountId: string;
+  state: AccountRow['state'];
+  createdAt: string;
+  deactivatedAt: string | null;
+  shredAfter: string | null;
+  shreddedAt: string | null;
+  allowedOrigins: string[];
+  retentionDays: number;
+  confidential: boolean;
+  writeKey: string | null;
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+/** `acct_` and 24 hex characters (96 random bits). */
+export const newAccountId = (): string => `acct_${toHex(randomBytes(12))}`;
+
+export class Accounts {
+  private readonly cache = new Lru<string, { row: AccountRow | undefined; at: number }>(50_000);
+  private readonly byToken = new Lru<string, { accountId: string | undefined; at: number }>(10_000);
+
+  constructor(
+    private readonly store: Store,
+    private readonly keyring: Keyring,
+    private readonly opts: { defaultRetentionDays: number; ttlMs?: number; now?: () => number },
+  ) {}
+
+  private now(): number {
+    return this.opts.now?.() ?? Date.now();
+  }
+
+  async create(input: CreateAccountInput = {}): Promise<CreatedAccount> {
+    const accountId = newAccountId();
+    const keys = await this.keyring.createAccount(accountId);
+    const readToken = newToken('read');
+    const now = this.now();
+    await this.store.putAccount({
+      accountId,
+      version: 1,
+      state: 'active',
+      createdAt: now,
+      updatedAt: now,
+      deactivatedAt: null,
+      shredAfter: null,
+      shreddedAt: null,
+      readTokenHash: hashToken(readToken),
+      allowedOrigins: input.allowedOrigins ?? [],
+      retentionDays: input.retentionDays ?? this.opts.defaultRetentionDays,
+      confidential: input.confidential ?? false,
+    });
+    const current = this.keyring.currentTransportKey();
+    return {
+      accountId,
+      writeKey: toBase64(keys.publicKey),
+      readToken,
+      collectorKey: { keyId: current.keyId, publicKey: toBase64(current.publicKey) },
+    };
+  }
+
+  /** Account state through the short-lived cache (ingest and query hot paths). */
+  async get(accountId: string): Promise<AccountRow | undefined> {
+    const hit = this.cache.get(accountId);
+    if (hit && this.now() - hit.at < (this.opts.ttlMs ?? 1000)) return hit.row;
+    const row = await this.store.getAccount(accountId);
+    this.cache.set(accountId, { row, at: this.now() });
+    return row;
+  }
+
+  /** Reads storage directly (admin paths). */
+  async fresh(accountId: string): Promise<AccountRow | undefined> {
+    const row = await this.store.getAccount(accountId);
+    this.cache.set(accountId, { row, at: this.now() });
+    return row;
+  }
+
+  async list(): Promise<AccountRow[]> {
+    return this.store.listAccounts();
+  }
+
+  /** Writes a new version of an account row and refreshes the local cache. */
+  async update(accountId: string, change: Partial<Omit<AccountRow, 'accountId' | 'version'>>): Promise<AccountRow> {
+    const row = await this.fresh(accountId);
+    if (!row) throw new CollectorError(404, 'account_not_found', `no account ${accountId}`);
+    const next: AccountRow = { ...row, ...change, version: row.version + 1, updatedAt: this.now() };
+    await this.store.putAccount(next);
+    this.cache.set(accountId, { row: next, at: this.now() });
+    return next;
+  }
+
+  forget(accountId: string): void {
+    this.cache.delete(accountId);
+    this.byToken.clear();
+  }
+
+  /** The account a read token belongs to, or undefined. Only hashes are compared. */
+  async byReadToken(token: string): Promise<AccountRow | undefined> {
+    const hash = hashToken(token);
+    const hit = this.byToken.get(hash);
+    let accountId = hit && this.now() - hit.at < (this.opts.ttlMs ?? 1000) ? hit.accountId : undefined;
+    if (!hit || accountId === undefined) {
+      const rows = await this.store.query<{ account_id: string }>(
+        'SELECT account_id FROM accounts FINAL WHERE read_token_hash = {h:String} LIMIT 1',
+        { h: hash },
+      );
+      accountId = rows[0]?.account_id;
+      this.byToken.set(hash, { accountId, at: this.now() });
+    }
+    if (!accountId) return undefined;
+    const row = await this.get(accountId);
+    return row && row.readTokenHash === hash ? row : undefined;
+  }
+
+  async view(row: AccountRow): Promise<AccountView> {
+    const keys = row.state === 'shredded' ? undefined : await this.keyring.accountKeys(row.accountId);
+    const current = keys?.[keys.length - 1];
+    return {
+      accountId: row.accountId,
+      state: row.state,
+      createdAt: iso(row.createdAt)!,
+      deactivatedAt: iso(row.deactivatedAt),
+      shredAfter: iso(row.shredAfter),
+      shreddedAt: iso(row.shreddedAt),
+      allowedOrigins: row.allowedOrigins,
+      retentionDays: row.retentionDays,
+      confidential: row.confidential,
+      writeKey: current ? toBase64(current.publicKey) : null,
+    };
+  }
+}

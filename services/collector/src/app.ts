@@ -1,0 +1,178 @@
+/**
+ * The HTTP edge: routes, auth, CORS and the mapping of every error to
+ * `{ error: { code, message } }` with a stable code.
+ */
+import { Hono, type Context } from 'hono';
+import { cors } from 'hono/cors';
+import { secureHeaders } from 'hono/secure-headers';
+import { z } from 'zod';
+import { LIMITS, fromTextForm, fromUtf8, openEnvelope, toBase64 } from '@cipherstat/protocol';
+import { nodeX25519 } from '@cipherstat/protocol/node';
+import { CollectorError, isCollectorError } from './errors.js';
+import { readBody } from './body.js';
+import type { Services } from './services.js';
+import { tokenMatches } from './keyring/index.js';
+import { StorageError } from './storage/index.js';
+
+const TEXT_MAX = Math.ceil(LIMITS.maxEnvelopeBytes / 3) * 4 + 2;
+
+function bearer(c: Context): string {
+  const h = c.req.header('authorization') ?? '';
+  const m = /^Bearer\s+(\S+)$/i.exec(h);
+  if (!m) throw new CollectorError(401, 'unauthorized', 'missing bearer token');
+  return m[1]!;
+}
+
+async function json<T>(c: Context, schema: z.ZodType<T>): Promise<T> {
+  const body = await readBody(c.req.raw, 64 * 1024, 10_000);
+  let value: unknown = {};
+  if (body.length) {
+    try {
+      value = JSON.parse(fromUtf8(body));
+    } catch {
+      throw new CollectorError(400, 'invalid_json', 'the request body is not JSON');
+    }
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0]!;
+    throw new CollectorError(400, 'invalid_request', `${i.path.join('.') || 'body'}: ${i.message}`);
+  }
+  return parsed.data;
+}
+
+const createAccountBody = z.object({
+  allowedOrigins: z.array(z.string().regex(/^https?:\/\/[^/\s]+$/, 'an origin like https://shop.example')).max(50).optional(),
+  retentionDays: z.number().int().min(1).max(3650).optional(),
+  confidential: z.boolean().optional(),
+}).strict();
+
+export function createApp(s: Services): Hono {
+  const app = new Hono();
+  const { metrics, log } = s;
+
+  app.use('*', async (c, next) => {
+    await next();
+    metrics.requests.inc({ route: c.req.routePath || 'unmatched', status: String(c.res.status) });
+  });
+
+  app.onError((err, c) => {
+    let e: CollectorError;
+    if (isCollectorError(err)) e = err;
+    else if (err instanceof StorageError) e = new CollectorError(503, 'storage_unavailable', 'storage is unavailable; retry later', 5);
+    else {
+      log.error({ err: err.message, route: c.req.routePath }, 'unhandled error');
+      e = new CollectorError(500, 'internal_error', 'internal error');
+    }
+    if (e.retryAfter !== undefined) c.header('Retry-After', String(e.retryAfter));
+    return c.json({ error: { code: e.code, message: e.message } }, e.status as 400);
+  });
+  app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` } }, 404));
+
+  // Ops
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  app.get('/readyz', async (c) => {
+    const ready = await s.ready();
+    return c.json(ready, ready.ready ? 200 : 503);
+  });
+  app.get('/metrics', async (c) => {
+    c.header('Content-Type', metrics.registry.contentType);
+    return c.body(await metrics.registry.metrics());
+  });
+
+  // Ingest surface: any origin may talk to it; per-account origins are enforced per batch.
+  const open = cors({ origin: (o) => o, allowMethods: ['GET', 'POST', 'OPTIONS'], allowHeaders: ['Content-Type'], maxAge: 86400 });
+  app.use('/v1/collector-key', open);
+  app.use('/v1/batches', open);
+
+  if (s.roles.ingest) {
+    app.get('/v1/collector-key', (c) => {
+      const k = s.keyring.currentTransportKey();
+      c.header('Cache-Control', 'public, max-age=300');
+      return c.json({ keyId: k.keyId, publicKey: toBase64(k.publicKey) });
+    });
+
+    app.post('/v1/batches', async (c) => {
+      const type = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
+      const text = type === 'text/plain';
+      if (!text && type !== 'application/octet-stream') {
+        throw new CollectorError(415, 'unsupported_media_type', 'send application/octet-stream, or text/plain with base64');
+      }
+      const body = await readBody(c.req.raw, text ? TEXT_MAX : LIMITS.maxEnvelopeBytes, s.config.bodyTimeoutMs);
+      let bytes = body;
+      if (text) {
+        let decoded: Uint8Array | null = null;
+        try {
+          decoded = fromTextForm(fromUtf8(body));
+        } catch {
+          decoded = null;
+        }
+        if (!decoded) throw new CollectorError(400, 'invalid_base64', 'text/plain bodies must be standard base64 of an envelope');
+        bytes = decoded;
+      }
+      const now = s.now();
+      const opened = openEnvelope(bytes, { keys: (id) => s.keyring.transportKey(id), now, x25519: nodeX25519 });
+      if (!opened.ok) {
+        metrics.batches.inc({ outcome: 'rejected' });
+        metrics.batchRejects.inc({ code: opened.code });
+        throw new CollectorError(opened.code === 'envelope_too_large' ? 413 : 400, opened.code, opened.message);
+      }
+      const { header, inner } = opened.value;
+      const account = await s.accounts.get(header.accountId);
+      if (!account) throw new CollectorError(401, 'unknown_account', 'no such account');
+      if (account.state !== 'active') {
+        metrics.batches.inc({ outcome: 'dropped' });
+        metrics.batchRejects.inc({ code: account.state === 'shredded' ? 'account_deleted' : 'account_deactivated' });
+        if (account.state === 'shredded') await s.store.addRejects([{ accountId: account.accountId, code: 'late_batch_dropped', count: 1, at: now }]).catch(() => {});
+        throw new CollectorError(410, account.state === 'shredded' ? 'account_deleted' : 'account_deactivated', 'this account no longer accepts data');
+      }
+      const origin = c.req.header('origin');
+      if (origin && account.allowedOrigins.length && !account.allowedOrigins.includes(origin)) {
+        throw new CollectorError(403, 'origin_not_allowed', 'this origin may not send data to this account');
+      }
+      const wait = s.rateLimiter.take(account.accountId);
+      if (wait) throw new CollectorError(429, 'rate_limited', 'too many batches for this account', wait);
+      const outcome = await s.writer.submit({
+        accountId: header.accountId,
+        batchId: header.batchId,
+        receivedAt: now,
+        createdAt: header.createdAt,
+        pointCount: header.count,
+        sdk: header.sdk,
+        sealed: inner,
+        expiresAt: now + account.retentionDays * 86_400_000,
+      });
+      metrics.batches.inc({ outcome: outcome === 'stored' ? 'accepted' : 'duplicate' });
+      return c.json({ batchId: header.batchId, duplicate: outcome === 'duplicate' }, 202);
+    });
+  }
+
+  // Admin
+  const admin = async (c: Context, next: () => Promise<void>) => {
+    if (!tokenMatches(bearer(c), s.adminTokenHash)) throw new CollectorError(401, 'unauthorized', 'invalid admin token');
+    await next();
+  };
+  app.use('/v1/accounts', admin);
+  app.use('/v1/accounts/*', admin);
+
+  app.post('/v1/accounts', async (c) => {
+    const input = await json(c, createAccountBody);
+    const created = await s.accounts.create(input);
+    log.info({ accountId: created.accountId }, 'account created');
+    return c.json(created, 201);
+  });
+  app.get('/v1/accounts', async (c) => {
+    const rows = await s.accounts.list();
+    return c.json({ accounts: await Promise.all(rows.map((r) => s.accounts.view(r))) });
+  });
+  app.get('/v1/accounts/:id', async (c) => {
+    const row = await s.accounts.fresh(c.req.param('id'));
+    if (!row) throw new CollectorError(404, 'account_not_found', 'no such account');
+    const [view, rejects, rows] = await Promise.all([s.accounts.view(row), s.store.rejects(row.accountId), s.store.countAccountRows(row.accountId)]);
+    return c.json({ ...view, rejects, rows });
+  });
+
+  return app;
+}
+
+export const securityHeaders = secureHeaders;

@@ -1,0 +1,49 @@
+import { CollectorError } from './errors.js';
+
+/**
+ * Reads a request body with a byte cap and a deadline: a declared Content-Length over the
+ * cap is refused before reading, a body that grows past it is cut off (413), and one that
+ * trickles in slower than the deadline is abandoned (408). Nothing unbounded is buffered.
+ */
+export async function readBody(req: Request, maxBytes: number, timeoutMs: number): Promise<Uint8Array> {
+  const declared = req.headers.get('content-length');
+  if (declared !== null) {
+    if (!/^\d+$/.test(declared)) throw new CollectorError(400, 'invalid_content_length', 'Content-Length is not a number');
+    if (Number(declared) > maxBytes) throw new CollectorError(413, 'envelope_too_large', `body over ${maxBytes} bytes`);
+  }
+  if (!req.body) return new Uint8Array(0);
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    void reader.cancel().catch(() => {});
+  }, timeoutMs);
+  try {
+    for (;;) {
+      let step: ReadableStreamReadResult<Uint8Array>;
+      try {
+        step = await reader.read();
+      } catch {
+        if (timedOut) throw new CollectorError(408, 'body_timeout', `body not received within ${timeoutMs} ms`);
+        throw new CollectorError(400, 'body_incomplete', 'the request body ended early');
+      }
+      if (timedOut) throw new CollectorError(408, 'body_timeout', `body not received within ${timeoutMs} ms`);
+      if (step.done) break;
+      total += step.value.length;
+      if (total > maxBytes) {
+        void reader.cancel().catch(() => {});
+        throw new CollectorError(413, 'envelope_too_large', `body over ${maxBytes} bytes`);
+      }
+      chunks.push(step.value);
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+  if (chunks.length === 1) return chunks[0]!;
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const c of chunks) (out.set(c, o), (o += c.length));
+  return out;
+}

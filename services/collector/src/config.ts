@@ -1,0 +1,58 @@
+/** Configuration from the environment and CLI flags, validated once with zod. */
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+export const ROLES = ['all', 'ingest', 'process', 'query'] as const;
+export type Role = (typeof ROLES)[number];
+
+const schema = z.object({
+  role: z.enum(ROLES).default('all'),
+  host: z.string().min(1).default('127.0.0.1'),
+  port: z.coerce.number().int().min(0).max(65535).default(8787),
+  dataDir: z.string().min(1).default('./data'),
+  clickhouseUrl: z.string().url().optional(),
+  clickhouseDatabase: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).default('cipherstat'),
+  clickhouseUser: z.string().optional(),
+  clickhousePassword: z.string().optional(),
+  clickhouseCluster: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
+  /** Batches per second per account (token bucket, burst = 2 s worth). */
+  rateLimit: z.coerce.number().positive().default(5000),
+  /** Days of data kept when an account does not say. */
+  retentionDays: z.coerce.number().int().min(1).max(3650).default(400),
+  /** Grace period between deactivation and shred. */
+  graceDays: z.coerce.number().min(0).default(7),
+  /** Longest time a request body may take to arrive. */
+  bodyTimeoutMs: z.coerce.number().int().positive().default(10_000),
+  /** Most batches waiting for a durable insert before ingest answers 503. */
+  maxQueuedBatches: z.coerce.number().int().positive().default(20_000),
+  trustProxy: z.coerce.boolean().default(false),
+});
+
+export type Config = z.infer<typeof schema>;
+
+/** Builds the config from flags (already parsed) over environment variables. */
+export function loadConfig(flags: Record<string, string | undefined> = {}, env: NodeJS.ProcessEnv = process.env): Config {
+  const pick = (flag: string, name: string) => flags[flag] ?? env[name];
+  const parsed = schema.safeParse({
+    role: pick('role', 'CIPHERSTAT_ROLE'),
+    host: pick('host', 'HOST'),
+    port: pick('port', 'PORT'),
+    dataDir: pick('data-dir', 'CIPHERSTAT_DATA_DIR'),
+    clickhouseUrl: pick('clickhouse-url', 'CLICKHOUSE_URL') || undefined,
+    clickhouseDatabase: env.CLICKHOUSE_DATABASE,
+    clickhouseUser: env.CLICKHOUSE_USER,
+    clickhousePassword: env.CLICKHOUSE_PASSWORD,
+    clickhouseCluster: env.CLICKHOUSE_CLUSTER || undefined,
+    rateLimit: env.CIPHERSTAT_RATE_LIMIT,
+    retentionDays: env.CIPHERSTAT_RETENTION_DAYS,
+    graceDays: pick('grace-days', 'CIPHERSTAT_GRACE_DAYS'),
+    bodyTimeoutMs: env.CIPHERSTAT_BODY_TIMEOUT_MS,
+    maxQueuedBatches: env.CIPHERSTAT_MAX_QUEUED_BATCHES,
+    trustProxy: env.CIPHERSTAT_TRUST_PROXY,
+  });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new Error(`invalid configuration: ${issue.path.join('.')}: ${issue.message}`);
+  }
+  return { ...parsed.data, dataDir: resolve(parsed.data.dataDir) };
+}

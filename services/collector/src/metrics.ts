@@ -1,0 +1,25 @@
+/**
+ * /metrics: Prometheus text via prom-client. Service health only: no label carries an
+ * account id, metric name or anything a tenant sent.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const m = {
+    registry,
+    requests: new Counter({ name: 'cipherstat_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: [registry] }),
+    batches: new Counter({ name: 'cipherstat_batches_total', help: 'Batches by outcome (accepted, duplicate, rejected, dropped)', labelNames: ['outcome'], registers: [registry] }),
+    batchRejects: new Counter({ name: 'cipherstat_batch_rejects_total', help: 'Refused or dropped batches by error code', labelNames: ['code'], registers: [registry] }),
+    points: new Counter({ name: 'cipherstat_points_total', help: 'Points by outcome (processed, rejected)', labelNames: ['outcome'], registers: [registry] }),
+    insertSeconds: new Histogram({ name: 'cipherstat_storage_insert_seconds', help: 'Latency of storage inserts', labelNames: ['table'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] }),
+    processingLag: new Histogram({ name: 'cipherstat_processing_lag_seconds', help: 'Time from durable ingest (202) to processed', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60], registers: [registry] }),
+    writerQueue: new Gauge({ name: 'cipherstat_ingest_queue_batches', help: 'Batches waiting for a durable insert', registers: [registry] }),
+    processQueue: new Gauge({ name: 'cipherstat_process_queue_batches', help: 'Batches waiting to be processed', registers: [registry] }),
+    purgePending: new Gauge({ name: 'cipherstat_purge_pending_rows', help: 'Ciphertext rows of shredded accounts still to purge', registers: [registry] }),
+  };
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,294 @@
+/**
+ * The process role: opens inner layers with the account key, validates points, and writes
+ * what queries need — per-minute and per-hour partial aggregates encrypted under the account
+ * data key, keyed by HMAC pseudonyms and UTC time buckets — plus an encrypted dictionary of
+ * pseudonyms and per-account reject counts.
+ *
+ * Exactly once: every tick writes its rollup rows under one random `part` id and then the
+ * processed markers naming that part. A crash between the two leaves rollup rows whose part
+ * has no marker; `recover()` deletes them before their batches are processed again.
+ */
+import { openInner, randomBytes, toHex, type Point, type KeyPair } from '@cipherstat/protocol';
+import { nodeX25519 } from '@cipherstat/protocol/node';
+import type { BatchRow, DictKind, DictRow, ProcessedRow, RejectRow, RollupLevel, RollupRow, Store } from './storage/types.js';
+import type { Keyring, AccountKeys } from './keyring/index.js';
+import type { Accounts } from './accounts.js';
+import type { Metrics } from './metrics.js';
+import type { Logger } from './logger.js';
+import { Pseudonyms } from './pseudonyms.js';
+import { sealDict, sealRollup } from './records.js';
+import { addPoint, emptyAggregate, encodeAggregate, type Aggregate } from './rollup/index.js';
+import { Lru } from './lru.js';
+
+const LEVELS: { level: RollupLevel; ms: number }[] = [
+  { level: 0, ms: 60_000 },
+  { level: 1, ms: 3_600_000 },
+];
+const DAY = 86_400_000;
+const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
+
+export interface ProcessorOptions {
+  store: Store;
+  keyring: Keyring;
+  accounts: Accounts;
+  metrics: Metrics;
+  log: Logger;
+  /** Poll storage for batches stored by other nodes (or left by a crash) every this many ms. */
+  pollMs: number;
+  /** In role `all`, fresh batches arrive by hand-off; the poll only picks up older ones. */
+  pollMinAgeMs: number;
+  /** How far back the poll looks for unprocessed batches. */
+  lookbackMs?: number;
+  now?: () => number;
+  /** Called after each tick with the accounts it touched (query caches). */
+  onProcessed?: (accountIds: string[]) => void;
+}
+
+interface AccountContext {
+  keys: AccountKeys[];
+  pairs: KeyPair[];
+  pseudonyms: Pseudonyms;
+  retentionDays: number;
+  confidential: boolean;
+}
+
+export class Processor {
+  private queue: BatchRow[] = [];
+  private readonly inflight = new Set<string>();
+  private readonly done = new Lru<string, true>(500_000);
+  private readonly known = new Lru<string, true>(500_000); // dictionary entries already written
+  private readonly pseudonyms = new Lru<string, Pseudonyms>(10_000);
+  private running: Promise<void> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = false;
+
+  constructor(private readonly o: ProcessorOptions) {}
+
+  private now(): number {
+    return this.o.now?.() ?? Date.now();
+  }
+
+  get backlog(): number {
+    return this.queue.length;
+  }
+
+  /** Hand-off from ingest: rows that are durable now. */
+  enqueue(rows: BatchRow[]): void {
+    for (const r of rows) {
+      const k = key(r);
+      if (this.inflight.has(k) || this.done.has(k)) continue;
+      this.inflight.add(k);
+      this.queue.push(r);
+    }
+    this.o.metrics.processQueue.set(this.queue.length);
+    this.kick();
+  }
+
+  private kick(): void {
+    if (!this.running && !this.stopped) this.running = this.drainQueue().finally(() => (this.running = undefined));
+  }
+
+  private async drainQueue(): Promise<void> {
+    while (this.queue.length && !this.stopped) {
+      const rows = this.queue.splice(0, 2000);
+      this.o.metrics.processQueue.set(this.queue.length);
+      try {
+        await this.process(rows);
+      } catch (e) {
+        // Leave them for the poll: they are durable and unmarked.
+        for (const r of rows) this.inflight.delete(key(r));
+        this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'processing failed; batches will be retried');
+        await new Promise((r) => setTimeout(r, 1000));
+      }
+    }
+  }
+
+  /** Deletes rollup rows of ticks that never wrote their processed markers (a crash). */
+  async recover(): Promise<number> {
+    const since = this.now() - (this.o.lookbackMs ?? 2 * DAY);
+    const orphans = await this.o.store.query<{ part: string }>(
+      `SELECT DISTINCT part FROM rollups WHERE written_at >= fromUnixTimestamp64Milli({since:Int64})
+       AND part NOT IN (SELECT part FROM processed WHERE processed_at >= fromUnixTimestamp64Milli({since:Int64}))`,
+      { since },
+    );
+    if (orphans.length) {
+      await this.o.store.exec('DELETE FROM rollups WHERE part IN {parts:Array(String)}', { parts: orphans.map((o) => o.part) });
+      this.o.log.warn({ parts: orphans.length }, 'removed rollup rows of interrupted processing ticks');
+    }
+    return orphans.length;
+  }
+
+  start(): void {
+    const loop = async () => {
+      if (this.stopped) return;
+      try {
+        await this.poll();
+      } catch (e) {
+        this.o.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'poll for pending batches failed');
+      }
+      if (!this.stopped) this.timer = setTimeout(loop, this.o.pollMs);
+    };
+    this.timer = setTimeout(loop, 0);
+  }
+
+  /** Picks up stored batches that nobody processed (other ingest nodes, a crash, a failed tick). */
+  async poll(): Promise<number> {
+    const now = this.now();
+    const rows = await this.o.store.pendingBatches(now - (this.o.lookbackMs ?? 2 * DAY), 5000);
+    const fresh = rows.filter((r) => r.receivedAt <= now - this.o.pollMinAgeMs && !this.inflight.has(key(r)) && !this.done.has(key(r)));
+    if (fresh.length) this.enqueue(fresh);
+    return fresh.length;
+  }
+
+  /** Waits until everything handed off so far is processed. */
+  async drain(): Promise<void> {
+    while (this.running || this.queue.length) {
+      this.kick();
+      await this.running;
+    }
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+    await this.drain();
+    this.stopped = true;
+  }
+
+  private async context(accountId: string): Promise<AccountContext | undefined> {
+    const account = await this.o.accounts.get(accountId);
+    const keys = await this.o.keyring.accountKeys(accountId);
+    if (!account || !keys?.length || account.state === 'shredded') return undefined;
+    const current = keys[keys.length - 1]!;
+    const pk = toHex(current.macKey);
+    let pseudonyms = this.pseudonyms.get(pk);
+    if (!pseudonyms) this.pseudonyms.set(pk, (pseudonyms = new Pseudonyms(current.macKey)));
+    const pairs = [...keys].reverse().map((k) => ({ publicKey: k.publicKey, secretKey: k.secretKey }));
+    return { keys, pairs, pseudonyms, retentionDays: account.retentionDays, confidential: account.confidential };
+  }
+
+  private async process(rows: BatchRow[]): Promise<void> {
+    const now = this.now();
+    const part = toHex(randomBytes(16));
+    const rollups = new Map<string, { row: Omit<RollupRow, 'agg' | 'part' | 'writtenAt'>; agg: Aggregate }>();
+    const dict: DictRow[] = [];
+    const rejects = new Map<string, number>();
+    const processed: ProcessedRow[] = [];
+    const contexts = new Map<string, AccountContext | undefined>();
+    const confidential: { accountId: string; batchId: string }[] = [];
+    const reject = (accountId: string, code: string, n: number) => {
+      if (n > 0) rejects.set(`${accountId}\u0000${code}`, (rejects.get(`${accountId}\u0000${code}`) ?? 0) + n);
+    };
+
+    for (const row of rows) {
+      if (!contexts.has(row.accountId)) contexts.set(row.accountId, await this.context(row.accountId));
+      const ctx = contexts.get(row.accountId);
+      const mark = (accepted: number, rejected: number) =>
+        processed.push({ accountId: row.accountId, batchId: row.batchId, processedAt: now, accepted, rejected, part });
+      if (!ctx) {
+        // Deleted account: its keys are gone; the batch is dropped and counted, never opened.
+        reject(row.accountId, 'account_deleted', row.pointCount);
+        this.o.metrics.batchRejects.inc({ code: 'account_deleted' });
+        mark(0, row.pointCount);
+        continue;
+      }
+      let opened: ReturnType<typeof openInner> | undefined;
+      for (const account of ctx.pairs) {
+        opened = openInner(row.sealed, { account, accountId: row.accountId, batchId: row.batchId, count: row.pointCount, now: row.receivedAt, x25519: nodeX25519 });
+        if (opened.ok || opened.code !== 'inner_auth_failed') break;
+      }
+      if (!opened || !opened.ok) {
+        const code = opened?.code ?? 'inner_auth_failed';
+        reject(row.accountId, code, Math.max(1, row.pointCount));
+        this.o.metrics.batchRejects.inc({ code });
+        this.o.metrics.points.inc({ outcome: 'rejected' }, row.pointCount);
+        mark(0, row.pointCount);
+        continue;
+      }
+      const { points, rejects: bad } = opened.value;
+      for (const r of bad) reject(row.accountId, r.code, 1);
+      for (const p of points) this.addToRollups(rollups, dict, row.accountId, ctx, p);
+      this.o.metrics.points.inc({ outcome: 'processed' }, points.length);
+      if (bad.length) this.o.metrics.points.inc({ outcome: 'rejected' }, bad.length);
+      mark(points.length, bad.length);
+      if (ctx.confidential) confidential.push({ accountId: row.accountId, batchId: row.batchId });
+    }
+
+    const rollupRows: RollupRow[] = [];
+    for (const { row, agg } of rollups.values()) {
+      const ctx = contexts.get(row.accountId)!;
+      const dataKey = ctx.keys[ctx.keys.length - 1]!.dataKey;
+      rollupRows.push({ ...row, part, writtenAt: now, agg: sealRollup(dataKey, row, encodeAggregate(agg)) });
+    }
+    const rejectRows: RejectRow[] = [...rejects].map(([k, count]) => {
+      const [accountId, code] = k.split('\u0000') as [string, string];
+      return { accountId, code, count, at: now };
+    });
+
+    const t = this.o.metrics.insertSeconds;
+    if (dict.length) {
+      const end = t.startTimer({ table: 'dictionary' });
+      await this.o.store.insertDictionary(dict);
+      end();
+    }
+    if (rollupRows.length) {
+      const end = t.startTimer({ table: 'rollups' });
+      await this.o.store.insertRollups(rollupRows);
+      end();
+    }
+    if (rejectRows.length) await this.o.store.addRejects(rejectRows);
+    const end = t.startTimer({ table: 'processed' });
+    await this.o.store.markProcessed(processed);
+    end();
+    if (confidential.length) await this.o.store.deleteBatches(confidential);
+
+    const doneAt = this.now();
+    for (const r of rows) {
+      this.inflight.delete(key(r));
+      this.done.set(key(r), true);
+      this.o.metrics.processingLag.observe((doneAt - r.receivedAt) / 1000);
+    }
+    this.o.onProcessed?.([...contexts.keys()]);
+  }
+
+  private addToRollups(
+    rollups: Map<string, { row: Omit<RollupRow, 'agg' | 'part' | 'writtenAt'>; agg: Aggregate }>,
+    dict: DictRow[],
+    accountId: string,
+    ctx: AccountContext,
+    p: Point,
+  ): void {
+    const ps = ctx.pseudonyms;
+    const keyVersion = ctx.keys[ctx.keys.length - 1]!.version;
+    const dataKey = ctx.keys[ctx.keys.length - 1]!.dataKey;
+    const tags = Object.entries(p.tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const metric = ps.metric(p.name);
+    const series = ps.series(tags);
+    const tagKeys = tags.map(([k]) => ps.tagKey(k));
+    const tagValues = tags.map(([k, v]) => ps.tagValue(k, v));
+    const remember = (kind: DictKind, pseudonym: string, text: string, extra?: string) => {
+      const k = `${accountId}\u0000${keyVersion}\u0000${kind}\u0000${pseudonym}`;
+      if (this.known.has(k)) return;
+      this.known.set(k, true);
+      const entry = extra === undefined ? { text } : { text, extra };
+      dict.push({ accountId, kind, pseudonym, keyVersion, ciphertext: sealDict(dataKey, accountId, kind, pseudonym, entry), firstSeen: p.time });
+    };
+    remember(0, metric, p.name, p.kind);
+    tags.forEach(([k, v], i) => {
+      remember(1, tagKeys[i]!, k);
+      remember(2, tagValues[i]!, v, k);
+    });
+    for (const { level, ms } of LEVELS) {
+      const bucket = p.time - (((p.time % ms) + ms) % ms);
+      const k = `${accountId}\u0000${level}\u0000${bucket}\u0000${metric}\u0000${series}`;
+      let r = rollups.get(k);
+      if (!r) {
+        r = {
+          row: { accountId, level, bucket, metric, series, tagKeys, tagValues, keyVersion, expiresAt: bucket + ms + ctx.retentionDays * DAY },
+          agg: emptyAggregate(),
+        };
+        rollups.set(k, r);
+      }
+      addPoint(r.agg, p.value, p.time);
+    }
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * Keyed pseudonyms: what ClickHouse filters and groups by instead of names and tag values.
+ * pseudonym = first 8 bytes of HMAC-SHA-512(account MAC key, label || 0x00 || text), as a
+ * UInt64 (decimal string). Each account has its own random MAC key, so the pseudonyms of
+ * two accounts are unlinkable. Results are cached per MAC key (the HMAC is pure JS).
+ */
+import { hmacSha512, utf8 } from '@cipherstat/protocol';
+import { Lru } from './lru.js';
+
+export type PseudonymLabel = 'metric' | 'key' | 'value' | 'series';
+
+export class Pseudonyms {
+  private readonly cache = new Lru<string, string>(200_000);
+  constructor(private readonly macKey: Uint8Array) {}
+
+  of(label: PseudonymLabel, text: string): string {
+    const k = `${label}\u0000${text}`;
+    let p = this.cache.get(k);
+    if (p === undefined) {
+      const mac = hmacSha512(this.macKey, utf8(k));
+      p = new DataView(mac.buffer, mac.byteOffset, 8).getBigUint64(0).toString();
+      this.cache.set(k, p);
+    }
+    return p;
+  }
+
+  metric(name: string): string {
+    return this.of('metric', name);
+  }
+  tagKey(key: string): string {
+    return this.of('key', key);
+  }
+  tagValue(key: string, value: string): string {
+    return this.of('value', `${key}\u0000${value}`);
+  }
+  /** The whole tag set; tags given sorted by key. */
+  series(sorted: [string, string][]): string {
+    return this.of('series', sorted.map(([k, v]) => `${k}\u0000${v}`).join('\u0000'));
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * Wires one collector process: storage, keyring, accounts, the ingest writer, the processor
+ * and the HTTP app, for the roles this process runs. `startCollector` is what
+ * `cipherstat serve` and the tests call.
+ */
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { serve, type ServerType } from '@hono/node-server';
+import type { Config } from './config.js';
+import { createLogger, type Logger } from './logger.js';
+import { createMetrics, type Metrics } from './metrics.js';
+import { openStore, type Store } from './storage/index.js';
+import { Keyring, loadAdminToken, loadMasterKeys } from './keyring/index.js';
+import { Accounts } from './accounts.js';
+import { BatchWriter } from './writer.js';
+import { Processor } from './processor.js';
+import { RateLimiter } from './rate-limit.js';
+import { createApp } from './app.js';
+
+export interface Services {
+  config: Config;
+  log: Logger;
+  metrics: Metrics;
+  store: Store;
+  keyring: Keyring;
+  accounts: Accounts;
+  writer: BatchWriter;
+  processor: Processor | undefined;
+  rateLimiter: RateLimiter;
+  adminTokenHash: string;
+  roles: { ingest: boolean; process: boolean; query: boolean };
+  now: () => number;
+  ready: () => Promise<{ ready: boolean; storage: boolean; schemaVersion: number }>;
+}
+
+export interface OpenOptions {
+  log?: Logger;
+  now?: () => number;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** Opens storage and keyring and builds the services (no HTTP server). */
+export async function openServices(config: Config, opts: OpenOptions = {}): Promise<Services> {
+  const log = opts.log ?? createLogger();
+  const env = opts.env ?? process.env;
+  const now = opts.now ?? Date.now;
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  const metrics = createMetrics();
+  const store = await openStore({
+    dataDir: config.dataDir,
+    url: config.clickhouseUrl,
+    database: config.clickhouseDatabase,
+    user: config.clickhouseUser,
+    password: config.clickhousePassword,
+    cluster: config.clickhouseCluster,
+  });
+  const schema = await store.migrate();
+  log.info({ storage: store.kind, schemaFrom: schema.from, schemaVersion: schema.to }, 'storage ready');
+  const master = loadMasterKeys({ dataDir: config.dataDir, env, log });
+  const keyring = await Keyring.open({ dir: join(config.dataDir, 'keyring'), master, now });
+  const admin = loadAdminToken({ dataDir: config.dataDir, env, log });
+  const accounts = new Accounts(store, keyring, { defaultRetentionDays: config.retentionDays, now });
+  const roles = {
+    ingest: config.role === 'all' || config.role === 'ingest',
+    process: config.role === 'all' || config.role === 'process',
+    query: config.role === 'all' || config.role === 'query',
+  };
+  const processor = roles.process
+    ? new Processor({
+        store,
+        keyring,
+        accounts,
+        metrics,
+        log,
+        now,
+        pollMs: config.role === 'all' ? 5000 : 250,
+        pollMinAgeMs: config.role === 'all' ? 10_000 : 0,
+      })
+    : undefined;
+  const writer = new BatchWriter(store, metrics, {
+    maxQueued: config.maxQueuedBatches,
+    onDurable: processor ? (rows) => processor.enqueue(rows) : undefined,
+  });
+  let schemaVersion = schema.to;
+  return {
+    config,
+    log,
+    metrics,
+    store,
+    keyring,
+    accounts,
+    writer,
+    processor,
+    rateLimiter: new RateLimiter(config.rateLimit),
+    adminTokenHash: admin.hash,
+    roles,
+    now,
+    ready: async () => {
+      try {
+        await store.ping();
+        return { ready: true, storage: true, schemaVersion };
+      } catch {
+        return { ready: false, storage: false, schemaVersion };
+      }
+    },
+  };
+}
+
+export interface RunningCollector {
+  url: string;
+  services: Services;
+  server: ServerType;
+  close: () => Promise<void>;
+}
+
+/** Starts the HTTP server and background work; `close` shuts down gracefully. */
+export async function startCollector(config: Config, opts: OpenOptions = {}): Promise<RunningCollector> {
+  const services = await openServices(config, opts);
+  const { processor, log } = services;
+  if (processor) {
+    await processor.recover();
+    processor.start();
+  }
+  const app = createApp(services);
+  const server = await new Promise<ServerType>((resolve) => {
+    const srv = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(srv));
+  });
+  const address = server.address() as AddressInfo;
+  const url = `http://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`;
+  log.info({ url, role: config.role, dataDir: config.dataDir }, 'cipherstat collector listening');
+  let closing: Promise<void> | undefined;
+  const close = () =>
+    (closing ??= (async () => {
+      log.info('shutting down: no new connections, flushing');
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
+      });
+      await services.writer.close();
+      await processor?.stop();
+      await services.store.close();
+      log.info('stopped');
+    })());
+  return { url, services, server, close };
+}

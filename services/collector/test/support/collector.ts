@@ -1,0 +1,92 @@
+/** Test support: a real collector on 127.0.0.1 with a temporary data directory. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { fromBase64, sealBatch, randomBytes, toHex, type Point } from '@cipherstat/protocol';
+import { loadConfig, type Config } from '../../src/config.js';
+import { startCollector, type RunningCollector } from '../../src/services.js';
+import { createLogger } from '../../src/logger.js';
+
+export const ADMIN_TOKEN = 'csa_test_admin_token_0123456789abcdefghijklmnop';
+
+export interface TestCollector extends RunningCollector {
+  dataDir: string;
+  logs: string[];
+  admin: (method: string, path: string, body?: unknown) => Promise<Response>;
+  stop: () => Promise<void>;
+}
+
+export async function startTestCollector(
+  opts: { config?: Partial<Config>; env?: Record<string, string>; now?: () => number; dataDir?: string } = {},
+): Promise<TestCollector> {
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'cipherstat-test-'));
+  const logs: string[] = [];
+  const destination = new Writable({
+    write(chunk, _enc, cb) {
+      logs.push(String(chunk));
+      cb();
+    },
+  });
+  const config = { ...loadConfig({ port: '0', 'data-dir': dataDir }, {}), ...opts.config };
+  const running = await startCollector(config, {
+    log: createLogger({ level: 'debug', destination }),
+    env: { CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.env },
+    now: opts.now,
+  });
+  const admin = (method: string, path: string, body?: unknown) =>
+    fetch(running.url + path, {
+      method,
+      headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  return {
+    ...running,
+    dataDir,
+    logs,
+    admin,
+    stop: async () => {
+      await running.close();
+      if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TestAccount {
+  accountId: string;
+  writeKey: string;
+  readToken: string;
+  collectorKey: { keyId: string; publicKey: string };
+}
+
+export async function createAccount(c: { admin: TestCollector['admin'] }, body: unknown = {}): Promise<TestAccount> {
+  const res = await c.admin('POST', '/v1/accounts', body);
+  if (res.status !== 201) throw new Error(`create account: ${res.status} ${await res.text()}`);
+  return (await res.json()) as TestAccount;
+}
+
+export const newBatchId = () => toHex(randomBytes(16));
+
+export function envelope(account: TestAccount, points: Point[], o: { batchId?: string; createdAt?: number } = {}): { bytes: Uint8Array; batchId: string } {
+  const batchId = o.batchId ?? newBatchId();
+  const bytes = sealBatch(
+    { accountId: account.accountId, batchId, createdAt: o.createdAt ?? Date.now(), sdk: 'test/0' },
+    points,
+    { accountPublicKey: fromBase64(account.writeKey)!, collectorKeyId: account.collectorKey.keyId, collectorPublicKey: fromBase64(account.collectorKey.publicKey)! },
+  );
+  return { bytes, batchId };
+}
+
+export function post(url: string, bytes: Uint8Array | string, headers: Record<string, string> = {}): Promise<Response> {
+  const text = typeof bytes === 'string';
+  return fetch(`${url}/v1/batches`, {
+    method: 'POST',
+    headers: { 'content-type': text ? 'text/plain' : 'application/octet-stream', ...headers },
+    body: bytes,
+  });
+}
+
+export function points(n: number, make: (i: number) => Partial<Point> = () => ({})): Point[] {
+  const now = Date.now();
+  return Array.from({ length: n }, (_, i) => ({ id: i, kind: 'counter', name: 'orders', value: 1, time: now - 1000, tags: {}, ...make(i) }));
+}
