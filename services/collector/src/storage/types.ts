@@ -49,6 +49,8 @@ export interface ProcessedRow {
   processedAt: number;
   accepted: number;
   rejected: number;
+  /** The rollup `part` written for this batch (rollups whose part has no processed row are orphans). */
+  part: string;
 }
 
 /** Rollup levels: 0 = minute, 1 = hour. */
@@ -73,6 +75,8 @@ export interface RollupRow {
   part: string;
   /** secretbox ciphertext of the aggregate under the account data key. */
   agg: Uint8Array;
+  /** When the processor wrote this row (finds orphan parts after a crash). */
+  writtenAt: number;
   expiresAt: number;
 }
 
@@ -107,7 +111,13 @@ export interface Store {
   ping(): Promise<void>;
   close(): Promise<void>;
 
-  /** Generic escape hatches for the query role; params are bound server side ({name:Type}). */
+  /**
+   * Generic escape hatches for the query role; params are bound server side ({name:Type}).
+   * Rows come as JSONEachRow objects with 64-bit integers as decimal strings. The store's
+   * database is current, so `FROM rollups` works (tables() gives `db.table`). A list of UInt64 pseudonyms binds as
+   * `{ps:Array(String)}` (then `arrayMap(x -> toUInt64(x), {ps:Array(String)})`); a single
+   * one binds as `{p:UInt64}` from its string.
+   */
   query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]>;
   exec(sql: string, params?: Params): Promise<void>;
 
@@ -117,7 +127,10 @@ export interface Store {
 
   /** Resolves only once the rows are durable (on disk, fsynced where the engine allows). */
   insertBatches(rows: BatchRow[]): Promise<void>;
-  /** Which of these (accountId, batchId) pairs are already stored; keys `${accountId}/${batchId}`. */
+  /**
+   * Which of these (accountId, batchId) pairs are already stored; keys `${accountId}/${batchId}`.
+   * A batch stays "stored" after deleteBatches while its processed row exists (no re-ingest on retry).
+   */
   existingBatches(keys: { accountId: string; batchId: string }[]): Promise<Set<string>>;
   /** Stored batches received at or after `since` that have no processed row, oldest first. */
   pendingBatches(since: number, limit: number): Promise<BatchRow[]>;
@@ -133,8 +146,8 @@ export interface Store {
 
   /** Rows held per table for one account (deletion reports, verify). */
   countAccountRows(accountId: string): Promise<Record<string, number>>;
-  /** Removes every row of one account from every table (the purge after a shred). */
+  /** Removes every row of one account from every table, its account row included (the purge after a shred). */
   purgeAccount(accountId: string): Promise<void>;
-  /** Names of every table this store created (for dumps in tests and verify). */
+  /** Names of every table this store created, as `database.table` (for dumps in tests and verify). */
   tables(): Promise<string[]>;
 }

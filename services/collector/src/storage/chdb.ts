@@ -1,0 +1,109 @@
+/**
+ * Embedded adapter: chDB (in-process ClickHouse) on one data directory. Every call is async
+ * (runs on libuv's pool, never on the event loop). chDB binds one data directory per
+ * process: a second store at another path in the same process fails with storage_unavailable.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Session, drainPending } from 'chdb';
+import type { Connection } from './connection.js';
+import { StorageError, toStorageError } from './errors.js';
+import { createStore } from './repository.js';
+import { checkIdentifier } from './schema.js';
+import type { Params, Store } from './types.js';
+
+export interface ChdbStoreOptions {
+  /** The service data directory; the engine keeps its files in `${dataDir}/clickhouse`. */
+  dataDir: string;
+  database?: string;
+}
+
+/** chDB's connection errors mean unavailable; the rest come from the engine. */
+const DOWN = new Set(['CHDB_CLOSED', 'CHDB_CONNECTION', 'CHDB_ABORT', 'CHDB_TIMEOUT']);
+const wrap = (e: unknown): StorageError =>
+  toStorageError(e, DOWN.has(String((e as { code?: unknown } | null)?.code)) ? 'storage_unavailable' : 'storage_query_failed');
+
+function parseJsonEachRow<T>(text: string): T[] {
+  const body = text.trimEnd();
+  return body === '' ? [] : (JSON.parse(`[${body.split('\n').join(',')}]`) as T[]);
+}
+
+class ChdbConnection implements Connection {
+  readonly kind = 'chdb' as const;
+  #session: Session | null;
+
+  private constructor(session: Session) {
+    this.#session = session;
+  }
+
+  /** Opens the data directory with `database` current (created if missing: it costs nothing here). */
+  static async open(path: string, database: string): Promise<ChdbConnection> {
+    let session: Session;
+    try {
+      session = new Session(path, { connectionArgs: ['--output_format_json_quote_64bit_integers=1', '--async_load_databases=0'] });
+    } catch (e) {
+      throw new StorageError('storage_unavailable', `cannot open chDB at ${path}: ${(e as Error).message}`, undefined, { cause: e });
+    }
+    const conn = new ChdbConnection(session);
+    try {
+      await conn.execOutsideDatabase(`CREATE DATABASE IF NOT EXISTS ${database}`);
+      await conn.exec(`USE ${database}`);
+    } catch (e) {
+      await conn.close();
+      throw e;
+    }
+    return conn;
+  }
+
+  #open(): Session {
+    if (!this.#session?.open) throw new StorageError('storage_unavailable', 'store is closed');
+    return this.#session;
+  }
+
+  async #run(sql: string, params: Params | undefined, format: string): Promise<string> {
+    const s = this.#open();
+    try {
+      const r = params && Object.keys(params).length > 0 ? await s.queryBindAsync(sql, params, { format }) : await s.queryAsync(sql, { format });
+      return r.text();
+    } catch (e) {
+      throw wrap(e);
+    }
+  }
+
+  async query<T>(sql: string, params?: Params): Promise<T[]> {
+    return parseJsonEachRow<T>(await this.#run(sql, params, 'JSONEachRow'));
+  }
+
+  async exec(sql: string, params?: Params): Promise<void> {
+    await this.#run(sql, params, 'TabSeparated');
+  }
+
+  async insert(table: string, columns: readonly string[], tsv: Buffer): Promise<void> {
+    const s = this.#open();
+    try {
+      await s.insert({ table, columns, values: tsv, format: 'TabSeparated' });
+    } catch (e) {
+      throw wrap(e);
+    }
+  }
+
+  execOutsideDatabase(sql: string): Promise<void> {
+    return this.exec(sql);
+  }
+
+  async close(): Promise<void> {
+    const s = this.#session;
+    this.#session = null;
+    s?.close();
+    // close() defers the native teardown behind running operations; wait for it, so the
+    // directory can be opened again at once.
+    await drainPending();
+  }
+}
+
+export async function openChdbStore({ dataDir, database = 'cipherstat' }: ChdbStoreOptions): Promise<Store> {
+  checkIdentifier('database', database);
+  const path = join(dataDir, 'clickhouse');
+  await mkdir(path, { recursive: true });
+  return createStore(await ChdbConnection.open(path, database), { database });
+}

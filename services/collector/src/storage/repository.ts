@@ -1,0 +1,251 @@
+/**
+ * The Store on top of a Connection: all SQL of both adapters lives here. Values always
+ * travel as bound parameters ({name:Type}) or in an insert's TSV body, never inside SQL.
+ * Reads: ReplacingMergeTree tables with FINAL, times as epoch ms, binary as base64.
+ */
+import type { Connection } from './connection.js';
+import { ACCOUNT_TABLES, MIGRATIONS_TABLE, REPLACING_TABLES, SCHEMA_VERSION, bootstrapSql, renderMigrations, type SchemaOptions } from './schema.js';
+import { bool, bytes, nullable, str, strArray, time, tsv, u64, u64Array, uint } from './tsv.js';
+import type { AccountRow, AccountState, BatchRow, DictKind, DictRow, Store } from './types.js';
+
+type Raw = Record<string, unknown>;
+const key = (k: { accountId: string; batchId: string }): string => `${k.accountId}/${k.batchId}`;
+const unique = (xs: string[]): string[] => [...new Set(xs)];
+// Aliases are camelCase on purpose: an alias equal to a column name would shadow the column
+// in WHERE/ORDER BY (ClickHouse resolves aliases first).
+const ms = (col: string, alias: string): string => `toUnixTimestamp64Milli(${col}) AS ${alias}`;
+const num = (v: unknown): number => Number(v);
+const numOrNull = (v: unknown): number | null => (v === null || v === undefined ? null : Number(v));
+const fromBase64 = (v: unknown): Uint8Array => new Uint8Array(Buffer.from(String(v), 'base64'));
+
+const ACCOUNT_COLUMNS = [
+  'account_id', 'version', 'state', 'created_at', 'updated_at', 'deactivated_at', 'shred_after', 'shredded_at',
+  'read_token_hash', 'allowed_origins', 'retention_days', 'confidential',
+] as const;
+const ACCOUNT_SELECT = `account_id AS accountId, version, state, ${ms('created_at', 'createdAt')}, ${ms('updated_at', 'updatedAt')},
+  ${ms('deactivated_at', 'deactivatedAt')}, ${ms('shred_after', 'shredAfter')}, ${ms('shredded_at', 'shreddedAt')},
+  read_token_hash AS readTokenHash, allowed_origins AS allowedOrigins, retention_days AS retentionDays, confidential`;
+
+const BATCH_COLUMNS = ['account_id', 'batch_id', 'received_at', 'created_at', 'point_count', 'sdk', 'sealed', 'expires_at'] as const;
+const BATCH_SELECT = `account_id AS accountId, batch_id AS batchId, ${ms('received_at', 'receivedAt')}, ${ms('created_at', 'createdAt')},
+  point_count AS pointCount, sdk, base64Encode(sealed) AS sealedBase64, ${ms('expires_at', 'expiresAt')}`;
+
+const PROCESSED_COLUMNS = ['account_id', 'batch_id', 'processed_at', 'accepted', 'rejected', 'part'] as const;
+const ROLLUP_COLUMNS = [
+  'account_id', 'level', 'bucket', 'metric', 'series', 'tag_keys', 'tag_values', 'key_version', 'part', 'agg', 'written_at', 'expires_at',
+] as const;
+const DICT_COLUMNS = ['account_id', 'kind', 'pseudonym', 'key_version', 'ciphertext', 'first_seen'] as const;
+const REJECT_COLUMNS = ['account_id', 'code', 'at', 'count'] as const;
+
+function toAccount(r: Raw): AccountRow {
+  return {
+    accountId: String(r.accountId),
+    version: num(r.version),
+    state: String(r.state) as AccountState,
+    createdAt: num(r.createdAt),
+    updatedAt: num(r.updatedAt),
+    deactivatedAt: numOrNull(r.deactivatedAt),
+    shredAfter: numOrNull(r.shredAfter),
+    shreddedAt: numOrNull(r.shreddedAt),
+    readTokenHash: String(r.readTokenHash),
+    allowedOrigins: r.allowedOrigins as string[],
+    retentionDays: num(r.retentionDays),
+    confidential: r.confidential === true,
+  };
+}
+
+function toBatch(r: Raw): BatchRow {
+  return {
+    accountId: String(r.accountId),
+    batchId: String(r.batchId),
+    receivedAt: num(r.receivedAt),
+    createdAt: num(r.createdAt),
+    pointCount: num(r.pointCount),
+    sdk: String(r.sdk),
+    sealed: fromBase64(r.sealedBase64),
+    expiresAt: num(r.expiresAt),
+  };
+}
+
+function toDict(r: Raw): DictRow {
+  return {
+    accountId: String(r.accountId),
+    kind: num(r.kind) as DictKind,
+    pseudonym: String(r.pseudonym),
+    keyVersion: num(r.keyVersion),
+    ciphertext: fromBase64(r.ciphertextBase64),
+    firstSeen: num(r.firstSeen),
+  };
+}
+
+export function createStore(conn: Connection, opts: SchemaOptions): Store {
+  const db = opts.database;
+  const t = (name: string): string => `${db}.${name}`;
+  const insert = async <R>(table: string, columns: readonly string[], rows: readonly R[], fields: (r: R) => (string | Buffer)[]) => {
+    if (rows.length > 0) await conn.insert(t(table), columns, tsv(rows, fields));
+  };
+  const since = `fromUnixTimestamp64Milli({since:Int64}, 'UTC')`;
+
+  return {
+    kind: conn.kind,
+
+    async migrate() {
+      const boot = bootstrapSql(opts);
+      await conn.execOutsideDatabase(boot.createDatabase);
+      await conn.exec(boot.createMigrationsTable);
+      const [row] = await conn.query<{ v: number }>(`SELECT max(version) AS v FROM ${t(MIGRATIONS_TABLE)}`);
+      const from = num(row?.v ?? 0);
+      for (const m of renderMigrations(opts)) {
+        if (m.version <= from) continue;
+        for (const sql of m.statements) await conn.exec(sql);
+        await insert(MIGRATIONS_TABLE, ['version', 'applied_at'], [m.version], (v) => [uint(v), time(Date.now())]);
+      }
+      return { from, to: Math.max(from, SCHEMA_VERSION) };
+    },
+
+    async ping() {
+      await conn.query('SELECT 1 AS ok');
+    },
+
+    close: () => conn.close(),
+    query: (sql, params) => conn.query(sql, params),
+    exec: (sql, params) => conn.exec(sql, params),
+
+    putAccount: (r) =>
+      insert('accounts', ACCOUNT_COLUMNS, [r], (r) => [
+        str(r.accountId), uint(r.version, Number.MAX_SAFE_INTEGER), str(r.state), time(r.createdAt), time(r.updatedAt),
+        nullable(r.deactivatedAt, time), nullable(r.shredAfter, time), nullable(r.shreddedAt, time),
+        str(r.readTokenHash), strArray(r.allowedOrigins), uint(r.retentionDays), bool(r.confidential),
+      ]),
+
+    async getAccount(accountId) {
+      const rows = await conn.query(`SELECT ${ACCOUNT_SELECT} FROM ${t('accounts')} FINAL WHERE account_id = {id:String}`, { id: accountId });
+      return rows[0] && toAccount(rows[0]);
+    },
+
+    async listAccounts() {
+      return (await conn.query(`SELECT ${ACCOUNT_SELECT} FROM ${t('accounts')} FINAL ORDER BY account_id`)).map(toAccount);
+    },
+
+    insertBatches: (rows) =>
+      insert('batches', BATCH_COLUMNS, rows, (r) => [
+        str(r.accountId), str(r.batchId), time(r.receivedAt), time(r.createdAt), uint(r.pointCount), str(r.sdk), bytes(r.sealed),
+        time(r.expiresAt),
+      ]),
+
+    // A batch counts as stored while either its sealed row or its processed row exists, so a
+    // client retrying a batch already processed and deleted (confidential mode) is not re-ingested.
+    // `IN` on both key columns uses the primary index; the cross product it may over-select is
+    // filtered here (an exact tuple match in SQL costs 2-20x more).
+    async existingBatches(keys) {
+      if (keys.length === 0) return new Set();
+      const wanted = new Set(keys.map(key));
+      const where = 'account_id IN {a:Array(String)} AND batch_id IN {b:Array(String)}';
+      const rows = await conn.query<{ account_id: string; batch_id: string }>(
+        `SELECT account_id, batch_id FROM ${t('batches')} WHERE ${where}
+         UNION DISTINCT SELECT account_id, batch_id FROM ${t('processed')} WHERE ${where}`,
+        { a: unique(keys.map((k) => k.accountId)), b: unique(keys.map((k) => k.batchId)) },
+      );
+      return new Set(rows.map((r) => key({ accountId: r.account_id, batchId: r.batch_id })).filter((k) => wanted.has(k)));
+    },
+
+    async pendingBatches(sinceMs, limit) {
+      const rows = await conn.query(
+        `SELECT ${BATCH_SELECT} FROM ${t('batches')} FINAL
+         WHERE received_at >= ${since}
+           AND (account_id, batch_id) NOT IN (
+             SELECT account_id, batch_id FROM ${t('processed')}
+             WHERE (account_id, batch_id) IN (SELECT account_id, batch_id FROM ${t('batches')} WHERE received_at >= ${since}))
+         ORDER BY received_at, account_id, batch_id
+         LIMIT {limit:UInt32}`,
+        { since: sinceMs, limit },
+      );
+      return rows.map(toBatch);
+    },
+
+    markProcessed: (rows) =>
+      insert('processed', PROCESSED_COLUMNS, rows, (r) => [
+        str(r.accountId), str(r.batchId), time(r.processedAt), uint(r.accepted), uint(r.rejected), str(r.part),
+      ]),
+
+    async deleteBatches(keys) {
+      if (keys.length === 0) return;
+      await conn.exec(
+        `DELETE FROM ${t('batches')}
+         WHERE account_id IN {acc:Array(String)} AND batch_id IN {ids:Array(String)}
+           AND has(arrayZip({a:Array(String)}, {b:Array(String)}), (account_id, batch_id))
+         SETTINGS lightweight_deletes_sync = 2`,
+        {
+          acc: unique(keys.map((k) => k.accountId)),
+          ids: unique(keys.map((k) => k.batchId)),
+          a: keys.map((k) => k.accountId),
+          b: keys.map((k) => k.batchId),
+        },
+      );
+    },
+
+    insertRollups: (rows) =>
+      insert('rollups', ROLLUP_COLUMNS, rows, (r) => [
+        str(r.accountId), uint(r.level, 1), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
+        uint(r.keyVersion), str(r.part), bytes(r.agg), time(r.writtenAt), time(r.expiresAt),
+      ]),
+
+    insertDictionary: (rows) =>
+      insert('dictionary', DICT_COLUMNS, rows, (r) => [
+        str(r.accountId), uint(r.kind, 2), u64(r.pseudonym), uint(r.keyVersion), bytes(r.ciphertext), time(r.firstSeen),
+      ]),
+
+    async dictionary(accountId, kind) {
+      const rows = await conn.query(
+        `SELECT account_id AS accountId, kind, pseudonym, key_version AS keyVersion, base64Encode(ciphertext) AS ciphertextBase64,
+           ${ms('first_seen', 'firstSeen')}
+         FROM ${t('dictionary')} FINAL
+         WHERE account_id = {id:String}${kind === undefined ? '' : ' AND kind = {kind:UInt8}'}
+         ORDER BY kind, pseudonym`,
+        kind === undefined ? { id: accountId } : { id: accountId, kind },
+      );
+      return rows.map(toDict);
+    },
+
+    addRejects: (rows) =>
+      insert('rejects', REJECT_COLUMNS, rows, (r) => [
+        str(r.accountId), str(r.code), time(r.at), uint(r.count, Number.MAX_SAFE_INTEGER),
+      ]),
+
+    async rejects(accountId) {
+      const rows = await conn.query<{ code: string; n: string }>(
+        `SELECT code, sum(count) AS n FROM ${t('rejects')} WHERE account_id = {id:String} GROUP BY code ORDER BY code`,
+        { id: accountId },
+      );
+      return Object.fromEntries(rows.map((r) => [r.code, num(r.n)]));
+    },
+
+    async countAccountRows(accountId) {
+      const rows = await conn.query<{ table: string; n: string }>(
+        ACCOUNT_TABLES.map(
+          (name) =>
+            `SELECT '${name}' AS table, count() AS n FROM ${t(name)}${REPLACING_TABLES.has(name) ? ' FINAL' : ''} WHERE account_id = {id:String}`,
+        ).join('\nUNION ALL '),
+        { id: accountId },
+      );
+      const counts: Record<string, number> = Object.fromEntries(ACCOUNT_TABLES.map((name) => [name, 0]));
+      for (const r of rows) counts[r.table] = num(r.n);
+      return counts;
+    },
+
+    // ALTER ... DELETE rewrites the parts holding the account, so its bytes leave the disk
+    // (once the old parts are cleaned up), not only the query results. Replicated tables
+    // replay the mutation on every replica; mutations_sync = 2 waits for all of them.
+    async purgeAccount(accountId) {
+      for (const name of ACCOUNT_TABLES) {
+        await conn.exec(`ALTER TABLE ${t(name)} DELETE WHERE account_id = {id:String} SETTINGS mutations_sync = 2`, { id: accountId });
+      }
+    },
+
+    async tables() {
+      const rows = await conn.query<{ name: string }>(`SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name`, { db });
+      return rows.map((r) => t(r.name));
+    },
+  };
+}
+

@@ -1,0 +1,166 @@
+/**
+ * The one schema of both adapters, as versioned migrations. A migration's statements are
+ * rendered for a database name and, optionally, a cluster: with `cluster` every DDL gets
+ * `ON CLUSTER <name>` and every engine becomes its `Replicated*` twin keyed by the
+ * `{shard}`/`{replica}` macros (one shard, N replicas: reads and writes go to local tables).
+ *
+ * Rules: never edit a released migration, append a new one; every statement is idempotent
+ * (IF NOT EXISTS), so a migration interrupted halfway is simply run again.
+ */
+import { StorageError } from './errors.js';
+
+export interface SchemaOptions {
+  database: string;
+  cluster?: string | undefined;
+}
+
+export interface Migration {
+  version: number;
+  statements: (s: SchemaContext) => string[];
+}
+
+/** What a migration needs to render its DDL. */
+export interface SchemaContext {
+  /** `db.table` */
+  t(name: string): string;
+  /** ` ON CLUSTER c` or `` */
+  on: string;
+  /** `ENGINE = X(args)` or `ENGINE = ReplicatedX('/clickhouse/tables/{shard}/{database}/table', '{replica}', args)` */
+  engine(kind: 'MergeTree' | 'ReplacingMergeTree' | 'SummingMergeTree', table: string, ...args: string[]): string;
+}
+
+const TIME = "DateTime64(3, 'UTC')";
+
+export const migrations: Migration[] = [
+  {
+    version: 1,
+    statements: ({ t, on, engine }) => [
+      `CREATE TABLE IF NOT EXISTS ${t('accounts')}${on} (
+  account_id String,
+  version UInt64,
+  state LowCardinality(String),
+  created_at ${TIME},
+  updated_at ${TIME},
+  deactivated_at Nullable(${TIME}),
+  shred_after Nullable(${TIME}),
+  shredded_at Nullable(${TIME}),
+  read_token_hash String,
+  allowed_origins Array(String),
+  retention_days UInt32,
+  confidential Bool
+) ${engine('ReplacingMergeTree', 'accounts', 'version')}
+ORDER BY account_id`,
+      // The sealed inner layers. A 202 is sent only after this insert returns, hence the
+      // fsyncs. No partitioning: a retried batch must land next to its twin for FINAL.
+      `CREATE TABLE IF NOT EXISTS ${t('batches')}${on} (
+  account_id String,
+  batch_id String,
+  received_at ${TIME},
+  created_at ${TIME},
+  point_count UInt32,
+  sdk LowCardinality(String),
+  sealed String CODEC(NONE),
+  expires_at ${TIME},
+  INDEX received_at_idx received_at TYPE minmax GRANULARITY 1
+) ${engine('ReplacingMergeTree', 'batches')}
+ORDER BY (account_id, batch_id)
+TTL expires_at DELETE
+SETTINGS fsync_after_insert = 1, fsync_part_directory = 1`,
+      `CREATE TABLE IF NOT EXISTS ${t('processed')}${on} (
+  account_id String,
+  batch_id String,
+  processed_at ${TIME},
+  accepted UInt32,
+  rejected UInt32,
+  part String,
+  INDEX processed_at_idx processed_at TYPE minmax GRANULARITY 1
+) ${engine('ReplacingMergeTree', 'processed')}
+ORDER BY (account_id, batch_id)`,
+      // Identical retried blocks are dropped (as replicated tables do by default), so a
+      // processor that crashes between insertRollups and markProcessed does not double count
+      // when it replays the same deterministic rows.
+      `CREATE TABLE IF NOT EXISTS ${t('rollups')}${on} (
+  account_id String,
+  level UInt8,
+  bucket ${TIME},
+  metric UInt64,
+  series UInt64,
+  tag_keys Array(UInt64),
+  tag_values Array(UInt64),
+  key_version UInt32,
+  part String,
+  agg String CODEC(NONE),
+  written_at ${TIME},
+  expires_at ${TIME},
+  INDEX written_at_idx written_at TYPE minmax GRANULARITY 1
+) ${engine('MergeTree', 'rollups')}
+PARTITION BY toYYYYMM(bucket)
+ORDER BY (account_id, level, metric, bucket, series)
+TTL expires_at DELETE
+SETTINGS non_replicated_deduplication_window = 1000`,
+      `CREATE TABLE IF NOT EXISTS ${t('dictionary')}${on} (
+  account_id String,
+  kind UInt8,
+  pseudonym UInt64,
+  key_version UInt32,
+  ciphertext String CODEC(NONE),
+  first_seen ${TIME}
+) ${engine('ReplacingMergeTree', 'dictionary', 'key_version')}
+ORDER BY (account_id, kind, pseudonym)`,
+      `CREATE TABLE IF NOT EXISTS ${t('rejects')}${on} (
+  account_id String,
+  code LowCardinality(String),
+  at ${TIME},
+  count UInt64
+) ${engine('SummingMergeTree', 'rejects', 'count')}
+ORDER BY (account_id, code, toStartOfHour(at))`,
+    ],
+  },
+];
+
+/** Tables holding account data, in purge order (the account row last). */
+export const ACCOUNT_TABLES = ['batches', 'processed', 'rollups', 'dictionary', 'rejects', 'accounts'] as const;
+export type AccountTable = (typeof ACCOUNT_TABLES)[number];
+/** ReplacingMergeTree tables: read with FINAL. */
+export const REPLACING_TABLES: ReadonlySet<string> = new Set(['accounts', 'batches', 'processed', 'dictionary']);
+export const MIGRATIONS_TABLE = 'schema_migrations';
+export const SCHEMA_VERSION = Math.max(...migrations.map((m) => m.version));
+
+const IDENTIFIER = /^[A-Za-z_][A-Za-z0-9_]{0,62}$/;
+
+export function checkIdentifier(what: string, name: string): string {
+  if (!IDENTIFIER.test(name)) throw new StorageError('storage_invalid_input', `invalid ${what} name ${JSON.stringify(name)}`);
+  return name;
+}
+
+export function schemaContext({ database, cluster }: SchemaOptions): SchemaContext {
+  checkIdentifier('database', database);
+  if (cluster !== undefined) checkIdentifier('cluster', cluster);
+  return {
+    t: (name) => `${database}.${name}`,
+    on: cluster ? ` ON CLUSTER ${cluster}` : '',
+    engine: (kind, table, ...args) =>
+      cluster
+        ? `ENGINE = Replicated${kind}(${[`'/clickhouse/tables/{shard}/{database}/${table}'`, `'{replica}'`, ...args].join(', ')})`
+        : `ENGINE = ${kind}(${args.join(', ')})`,
+  };
+}
+
+/** The statements that create the database and the migrations table, before any migration. */
+export function bootstrapSql(opts: SchemaOptions): { createDatabase: string; createMigrationsTable: string } {
+  const s = schemaContext(opts);
+  return {
+    createDatabase: `CREATE DATABASE IF NOT EXISTS ${opts.database}${s.on}`,
+    createMigrationsTable: `CREATE TABLE IF NOT EXISTS ${s.t(MIGRATIONS_TABLE)}${s.on} (
+  version UInt32,
+  applied_at ${TIME}
+) ${s.engine('ReplacingMergeTree', MIGRATIONS_TABLE)}
+ORDER BY version`,
+  };
+}
+
+/** Every migration rendered to SQL (what migrate() runs; also what tests inspect). */
+export function renderMigrations(opts: SchemaOptions): { version: number; statements: string[] }[] {
+  const s = schemaContext(opts);
+  return migrations.map((m) => ({ version: m.version, statements: m.statements(s) }));
+}

@@ -1,0 +1,95 @@
+/**
+ * Rows to ClickHouse TabSeparated bytes, the insert format of both adapters. TSV is
+ * byte-transparent: a String field is its raw bytes with only `\`, TAB, LF and CR escaped,
+ * so ciphertext goes in as itself (no base64 on disk, no JSON UTF-8 mangling) and the
+ * engine's native parser does the work.
+ */
+import { StorageError } from './errors.js';
+
+const BACKSLASH = 0x5c;
+/** Byte -> the letter after the backslash, or 0 when the byte goes through as is. */
+const ESCAPE = new Uint8Array(256);
+ESCAPE[0x09] = 0x74; // \t
+ESCAPE[0x0a] = 0x6e; // \n
+ESCAPE[0x0d] = 0x72; // \r
+ESCAPE[BACKSLASH] = BACKSLASH;
+
+/** Escapes raw bytes as one TSV String field. */
+export function escapeBytes(b: Uint8Array): Buffer {
+  let extra = 0;
+  for (let i = 0; i < b.length; i++) if (ESCAPE[b[i]!] !== 0) extra++;
+  if (extra === 0) return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  const out = Buffer.allocUnsafe(b.length + extra);
+  let j = 0;
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i]!;
+    const e = ESCAPE[c]!;
+    if (e === 0) out[j++] = c;
+    else {
+      out[j++] = BACKSLASH;
+      out[j++] = e;
+    }
+  }
+  return out;
+}
+
+const invalid = (what: string, v: unknown): never => {
+  throw new StorageError('storage_invalid_input', `invalid ${what}: ${JSON.stringify(v)?.slice(0, 80)}`);
+};
+
+/** A JS string as one TSV String field. */
+export const str = (s: string): Buffer => (typeof s === 'string' ? escapeBytes(Buffer.from(s, 'utf8')) : invalid('string', s));
+
+export const bytes = (b: Uint8Array): Buffer => (b instanceof Uint8Array ? escapeBytes(b) : invalid('bytes', b));
+
+export function uint(n: number, max = 0xffffffff): string {
+  return Number.isSafeInteger(n) && n >= 0 && n <= max ? String(n) : invalid('unsigned integer', n);
+}
+
+const UINT64_MAX = (1n << 64n) - 1n;
+
+/** A UInt64 pseudonym given as a decimal string. */
+export function u64(s: string): string {
+  return typeof s === 'string' && /^(0|[1-9]\d{0,19})$/.test(s) && BigInt(s) <= UINT64_MAX ? s : invalid('UInt64', s);
+}
+
+/** Epoch milliseconds as a DateTime64(3, 'UTC') text value (unambiguous, unlike a bare number). */
+export function time(ms: number): string {
+  // DateTime64 holds 1900-01-01 .. 2299-12-31.
+  if (!Number.isSafeInteger(ms) || ms < -2208988800000 || ms > 10413791999999) invalid('time', ms);
+  return new Date(ms).toISOString().slice(0, 23).replace('T', ' ');
+}
+
+export const nullable = <T>(v: T | null, f: (v: T) => string): string => (v === null ? '\\N' : f(v));
+
+export const bool = (b: boolean): string => (typeof b === 'boolean' ? (b ? 'true' : 'false') : invalid('boolean', b));
+
+/** Array(String): quoted elements inside the TSV field. */
+export function strArray(a: string[]): Buffer {
+  if (!Array.isArray(a)) invalid('string array', a);
+  const quoted = a.map((s) => {
+    if (typeof s !== 'string') invalid('string', s);
+    return `'${s.replace(/[\\'\t\n\r\0]/g, (c) => QUOTED[c]!)}'`;
+  });
+  // TSV writes composite values in their quoted text form, with no second escaping level.
+  return Buffer.from(`[${quoted.join(',')}]`, 'utf8');
+}
+const QUOTED: Record<string, string> = { '\\': '\\\\', "'": "\\'", '\t': '\\t', '\n': '\\n', '\r': '\\r', '\0': '\\0' };
+
+export const u64Array = (a: string[]): string => (Array.isArray(a) ? `[${a.map(u64).join(',')}]` : invalid('UInt64 array', a));
+
+/** Builds a TSV payload from rows of already-encoded fields. */
+export function tsv<R>(rows: readonly R[], fields: (r: R) => (string | Buffer)[]): Buffer {
+  const parts: Buffer[] = [];
+  const TAB = Buffer.from('\t');
+  const LF = Buffer.from('\n');
+  for (const r of rows) {
+    const f = fields(r);
+    f.forEach((v, i) => {
+      if (i > 0) parts.push(TAB);
+      parts.push(typeof v === 'string' ? Buffer.from(v, 'utf8') : v);
+    });
+    parts.push(LF);
+  }
+  return Buffer.concat(parts);
+}

@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { SCHEMA_VERSION, bootstrapSql, migrations, renderMigrations } from '../src/storage/schema.js';
+import { escapeBytes, strArray, time, u64 } from '../src/storage/tsv.js';
+
+describe('schema', () => {
+  it('numbers migrations strictly increasing from 1', () => {
+    expect(migrations.map((m) => m.version)).toEqual(migrations.map((_, i) => i + 1));
+    expect(SCHEMA_VERSION).toBe(migrations.length);
+  });
+
+  it('renders plain engines without a cluster', () => {
+    const sql = [...Object.values(bootstrapSql({ database: 'cs' })), ...renderMigrations({ database: 'cs' }).flatMap((m) => m.statements)];
+    for (const s of sql) {
+      expect(s).not.toMatch(/ON CLUSTER|Replicated/);
+      expect(s).toMatch(/IF NOT EXISTS/);
+    }
+    expect(sql.join('\n')).toMatch(/CREATE TABLE IF NOT EXISTS cs\.batches \(/);
+  });
+
+  it('renders ON CLUSTER and Replicated* engines for a cluster, without running them', () => {
+    const opts = { database: 'cs', cluster: 'c1' };
+    const sql = [...Object.values(bootstrapSql(opts)), ...renderMigrations(opts).flatMap((m) => m.statements)];
+    expect(sql[0]).toBe('CREATE DATABASE IF NOT EXISTS cs ON CLUSTER c1');
+    for (const s of sql.slice(1)) {
+      expect(s).toMatch(/^CREATE TABLE IF NOT EXISTS cs\.\w+ ON CLUSTER c1 \(/);
+      expect(s).toMatch(/ENGINE = Replicated(Replacing|Summing)?MergeTree\('\/clickhouse\/tables\/\{shard\}\/\{database\}\/\w+', '\{replica\}'/);
+    }
+    const all = sql.join('\n');
+    expect(all).toContain("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/accounts', '{replica}', version)");
+    expect(all).toContain("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/batches', '{replica}')");
+    expect(all).toContain("ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/rollups', '{replica}')");
+    expect(all).toContain("ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/rejects', '{replica}', count)");
+    expect(all).toContain("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/dictionary', '{replica}', key_version)");
+  });
+
+  it('refuses database and cluster names that are not plain identifiers', () => {
+    expect(() => bootstrapSql({ database: 'cs; DROP TABLE x' })).toThrow(/invalid database/);
+    expect(() => renderMigrations({ database: 'cs', cluster: "c1' --" })).toThrow(/invalid cluster/);
+  });
+});
+
+describe('TSV encoding', () => {
+  it('escapes only backslash, TAB, LF and CR', () => {
+    const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+    const out = escapeBytes(all);
+    expect(out.length).toBe(260);
+    expect(out.subarray(9, 11).toString()).toBe('\\t');
+    expect(escapeBytes(Uint8Array.of(1, 2))).toEqual(Buffer.from([1, 2]));
+  });
+
+  it('writes times, UInt64 and string arrays in ClickHouse text form', () => {
+    expect(time(Date.UTC(2026, 0, 2, 3, 4, 5, 6))).toBe('2026-01-02 03:04:05.006');
+    expect(time(-1)).toBe('1969-12-31 23:59:59.999');
+    expect(() => time(Number.NaN)).toThrow(/invalid time/);
+    expect(u64('18446744073709551615')).toBe('18446744073709551615');
+    for (const bad of ['18446744073709551616', '-1', '01', '1e3', '', ' 1']) expect(() => u64(bad)).toThrow(/invalid UInt64/);
+    expect(strArray(["it's", 'a\\b', 'x\ty']).toString()).toBe("['it\\'s','a\\\\b','x\\ty']");
+  });
+});

@@ -1,0 +1,327 @@
+/**
+ * The one conformance suite of the Store interface, run against every adapter
+ * (storage-chdb.test.ts, storage-remote.test.ts). Each test uses its own account ids and its
+ * own receivedAt window, so tests do not see each other's rows.
+ */
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AccountRow, BatchRow, DictRow, RollupRow, Store } from '../../src/storage/index.js';
+import { SCHEMA_VERSION, migrations } from '../../src/storage/schema.js';
+
+export interface StoreFactory {
+  /** Opens a store over the same data every time (the suite closes and reopens it). */
+  open(): Promise<Store>;
+  /** Runs once after the suite (e.g. drop the test database on a real server). */
+  dispose?(store: Store): Promise<void>;
+}
+
+const HOUR = 3_600_000;
+const FAR = Date.UTC(2099, 0, 1);
+const U64_MAX = '18446744073709551615';
+export const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i);
+/** Every byte TSV or JSON could trip on, many times over. */
+const NASTY = Uint8Array.from({ length: 1024 }, (_, i) => [0x5c, 0x09, 0x0a, 0x0d, 0x00, 0x27, 0x22, 0xff][i % 8]!);
+
+export function batch(accountId: string, batchId: string, receivedAt: number, sealed: Uint8Array = randomBytes(64)): BatchRow {
+  return { accountId, batchId, receivedAt, createdAt: receivedAt - 500, pointCount: 100, sdk: 'js/0.1.0', sealed, expiresAt: FAR };
+}
+
+export function account(accountId: string, version: number, over: Partial<AccountRow> = {}): AccountRow {
+  return {
+    accountId,
+    version,
+    state: 'active',
+    createdAt: Date.UTC(2026, 0, 1),
+    updatedAt: Date.UTC(2026, 0, 1) + version,
+    deactivatedAt: null,
+    shredAfter: null,
+    shreddedAt: null,
+    readTokenHash: 'ab'.repeat(32),
+    allowedOrigins: ['https://a.example'],
+    retentionDays: 30,
+    confidential: false,
+    ...over,
+  };
+}
+
+function rollup(accountId: string, part: string, over: Partial<RollupRow> = {}): RollupRow {
+  return {
+    accountId,
+    level: 0,
+    bucket: Date.UTC(2026, 0, 1, 12, 0),
+    metric: '1',
+    series: '2',
+    tagKeys: ['3'],
+    tagValues: ['4'],
+    keyVersion: 1,
+    part,
+    agg: randomBytes(48),
+    writtenAt: Date.UTC(2026, 0, 1, 12, 1),
+    expiresAt: FAR,
+    ...over,
+  };
+}
+
+function dict(accountId: string, kind: 0 | 1 | 2, pseudonym: string, keyVersion: number, ciphertext: Uint8Array): DictRow {
+  return { accountId, kind, pseudonym, keyVersion, ciphertext, firstSeen: Date.UTC(2026, 0, 1) };
+}
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+/** pendingBatches spans every account: keep one test's account. */
+const ids = (rows: BatchRow[], accountId: string): string[] => rows.filter((b) => b.accountId === accountId).map((b) => b.batchId);
+
+export function storeConformance(name: string, factory: StoreFactory): void {
+  describe(`Store conformance: ${name}`, () => {
+    let store: Store;
+    let table: (name: string) => string;
+
+    beforeAll(async () => {
+      store = await factory.open();
+    });
+    afterAll(async () => {
+      if (store) {
+        await factory.dispose?.(store);
+        await store.close();
+      }
+    });
+
+    it('migrates from nothing to the latest version, and again is a no-op', async () => {
+      expect(await store.migrate()).toEqual({ from: 0, to: SCHEMA_VERSION });
+      expect(await store.migrate()).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION });
+      const tables = await store.tables();
+      table = (n) => tables.find((t) => t.endsWith(`.${n}`)) ?? `missing.${n}`;
+      const rows = await store.query<{ version: number }>(`SELECT version FROM ${table('schema_migrations')} ORDER BY version`);
+      expect(rows.map((r) => r.version)).toEqual(migrations.map((m) => m.version));
+    });
+
+    it('lists every table it created', async () => {
+      const names = (await store.tables()).map((t) => t.split('.')[1]);
+      expect(names.sort()).toEqual(['accounts', 'batches', 'dictionary', 'processed', 'rejects', 'rollups', 'schema_migrations']);
+    });
+
+    it('declares TTL, raw codecs and fsync in the DDL', async () => {
+      const ddl = async (n: string) => (await store.query<{ statement: string }>(`SHOW CREATE TABLE ${table(n)}`))[0]?.statement ?? '';
+      const batches = await ddl('batches');
+      expect(batches).toMatch(/TTL expires_at/);
+      expect(batches).toMatch(/`sealed` String CODEC\(NONE\)/);
+      expect(batches).toMatch(/fsync_after_insert = 1/);
+      expect(batches).toMatch(/ReplacingMergeTree/);
+      const rollups = await ddl('rollups');
+      expect(rollups).toMatch(/TTL expires_at/);
+      expect(rollups).toMatch(/`agg` String CODEC\(NONE\)/);
+      expect(rollups).toMatch(/ORDER BY \(account_id, level, metric, bucket, series\)/);
+      expect(await ddl('rejects')).toMatch(/SummingMergeTree/);
+    });
+
+    it('keeps the highest account version, whatever the insert order', async () => {
+      const v1 = account('acct-v', 1);
+      const v3 = account('acct-v', 3, {
+        state: 'deactivated',
+        deactivatedAt: Date.UTC(2026, 1, 1, 10, 0, 0, 123),
+        shredAfter: Date.UTC(2026, 2, 1),
+        allowedOrigins: ['https://b.example', "it's \\ odd\t\n", 'ünïcødé'],
+        retentionDays: 400,
+        confidential: true,
+      });
+      await store.putAccount(v1);
+      await store.putAccount(v3);
+      await store.putAccount(account('acct-v', 2));
+      await store.putAccount(account('acct-w', 1, { allowedOrigins: [] }));
+      expect(await store.getAccount('acct-v')).toEqual(v3);
+      expect(await store.getAccount('acct-nobody')).toBeUndefined();
+      const listed = (await store.listAccounts()).filter((a) => a.accountId.startsWith('acct-'));
+      expect(listed).toEqual([v3, account('acct-w', 1, { allowedOrigins: [] })]);
+    });
+
+    it('stores batches once, finds existing ones, and lists pending ones oldest first', async () => {
+      const t = Date.UTC(2030, 0, 1);
+      const [b1, b2, b3] = [batch('acct-b', 'b1', t + 1), batch('acct-b', 'b2', t + 2), batch('acct-b', 'b3', t + 3)] as const;
+      await store.insertBatches([b2, b1]);
+      await store.insertBatches([b3, b2]); // b2 retried
+      expect(ids(await store.pendingBatches(t, 10), 'acct-b')).toEqual(['b1', 'b2', 'b3']);
+      expect((await store.countAccountRows('acct-b')).batches).toBe(3);
+
+      const keys = [
+        { accountId: 'acct-b', batchId: 'b1' },
+        { accountId: 'acct-b', batchId: 'b2' },
+        { accountId: 'acct-b', batchId: 'nope' },
+        { accountId: 'acct-other', batchId: 'b1' },
+      ];
+      expect([...(await store.existingBatches(keys))].sort()).toEqual(['acct-b/b1', 'acct-b/b2']);
+      expect(await store.existingBatches([])).toEqual(new Set());
+
+      await store.markProcessed([{ accountId: 'acct-b', batchId: 'b1', processedAt: t + 10, accepted: 99, rejected: 1, part: 'tick-1' }]);
+      await store.markProcessed([{ accountId: 'acct-b', batchId: 'b1', processedAt: t + 11, accepted: 99, rejected: 1, part: 'tick-1' }]);
+      expect(ids(await store.pendingBatches(t, 10), 'acct-b')).toEqual(['b2', 'b3']);
+      expect((await store.pendingBatches(t, 1)).map((b) => b.batchId)).toEqual(['b2']);
+      expect(ids(await store.pendingBatches(t + 3, 10), 'acct-b')).toEqual(['b3']);
+      expect((await store.countAccountRows('acct-b')).processed).toBe(1);
+
+      // Deleting a processed batch keeps it "existing" (its processed row stays), so a retry
+      // is not stored again; deleting an unprocessed one forgets it.
+      await store.deleteBatches([{ accountId: 'acct-b', batchId: 'b1' }, { accountId: 'acct-b', batchId: 'b3' }]);
+      expect([...(await store.existingBatches(keys.slice(0, 1).concat({ accountId: 'acct-b', batchId: 'b3' })))]).toEqual(['acct-b/b1']);
+      expect(ids(await store.pendingBatches(t, 10), 'acct-b')).toEqual(['b2']);
+      expect((await store.countAccountRows('acct-b')).batches).toBe(1);
+      await store.deleteBatches([]);
+    });
+
+    it('round-trips every byte value of sealed batches exactly', async () => {
+      const t = Date.UTC(2031, 0, 1);
+      const sealed = [ALL_BYTES, NASTY, new Uint8Array(0), randomBytes(4096), Uint8Array.from(ALL_BYTES).reverse()];
+      const rows = sealed.map((s, i) => batch('acct-bin', `bin-${i}`, t + i, s));
+      await store.insertBatches(rows);
+      const back = (await store.pendingBatches(t, 100)).filter((b) => b.accountId === 'acct-bin');
+      expect(back).toEqual(rows.map((r) => ({ ...r, sealed: new Uint8Array(r.sealed) })));
+      for (const [i, b] of back.entries()) {
+        expect(b.sealed).toBeInstanceOf(Uint8Array);
+        expect(hex(b.sealed)).toBe(hex(sealed[i]!));
+      }
+    });
+
+    it('inserts 100 batches of 4 KB in one call', async () => {
+      const t = Date.UTC(2032, 0, 1);
+      const rows = Array.from({ length: 100 }, (_, i) => batch('acct-many', `m-${String(i).padStart(3, '0')}`, t + i, randomBytes(4096)));
+      await store.insertBatches(rows);
+      const back = (await store.pendingBatches(t, 1000)).filter((b) => b.accountId === 'acct-many');
+      expect(back.length).toBe(100);
+      expect(back.map((b) => hex(b.sealed))).toEqual(rows.map((r) => hex(r.sealed)));
+    });
+
+    it('stores rollups and answers pseudonym filters through query() with bound params', async () => {
+      const a = 'acct-r';
+      const rows = [
+        rollup(a, 'p1', { tagKeys: ['10', '11'], tagValues: [U64_MAX, '7'], agg: ALL_BYTES }),
+        rollup(a, 'p2', { tagKeys: ['10'], tagValues: ['8'], series: '3' }),
+        rollup(a, 'p3', { level: 1, bucket: Date.UTC(2026, 0, 1, 12), metric: U64_MAX, tagValues: [U64_MAX] }),
+        rollup('acct-r2', 'p4', { tagValues: [U64_MAX] }),
+      ];
+      await store.insertRollups(rows);
+      const hit = await store.query<{ part: string; metric: string; tag_values: string[]; agg: string; bucket: string }>(
+        `SELECT part, metric, tag_values, base64Encode(agg) AS agg, toUnixTimestamp64Milli(bucket) AS bucket
+         FROM ${table('rollups')} WHERE account_id = {a:String} AND has(tag_values, {p:UInt64}) ORDER BY part`,
+        { a, p: U64_MAX },
+      );
+      expect(hit.map((r) => r.part)).toEqual(['p1', 'p3']);
+      expect(hit[0]?.tag_values).toEqual([U64_MAX, '7']);
+      expect(hit[1]?.metric).toBe(U64_MAX);
+      expect(Number(hit[0]?.bucket)).toBe(Date.UTC(2026, 0, 1, 12, 0));
+      expect(hex(Buffer.from(hit[0]?.agg ?? '', 'base64'))).toBe(hex(ALL_BYTES));
+      // A list of UInt64 pseudonyms binds as Array(String): the engine won't read ['7','8'] as Array(UInt64).
+      const any = await store.query<{ n: string }>(
+        `SELECT count() AS n FROM ${table('rollups')}
+         WHERE account_id = {a:String} AND hasAny(tag_values, arrayMap(x -> toUInt64(x), {ps:Array(String)}))`,
+        { a, ps: ['7', '8'] },
+      );
+      expect(any).toEqual([{ n: '2' }]);
+      await expect(store.insertRollups([rollup(a, 'bad', { metric: 'not-a-number' })])).rejects.toMatchObject({ code: 'storage_invalid_input' });
+      await expect(store.insertRollups([rollup(a, 'bad', { tagValues: ['18446744073709551616'] })])).rejects.toMatchObject({
+        code: 'storage_invalid_input',
+      });
+    });
+
+    it('answers unqualified table names (the store database is current): orphan rollup parts', async () => {
+      const a = 'acct-o';
+      const w = Date.UTC(2033, 0, 1);
+      await store.insertRollups([rollup(a, 'done', { writtenAt: w }), rollup(a, 'orphan', { writtenAt: w }), rollup(a, 'old', { writtenAt: w - HOUR })]);
+      await store.markProcessed([{ accountId: a, batchId: 'o1', processedAt: w, accepted: 1, rejected: 0, part: 'done' }]);
+      const orphans = await store.query<{ part: string }>(
+        `SELECT DISTINCT part FROM rollups WHERE written_at >= fromUnixTimestamp64Milli({since:Int64})
+         AND part NOT IN (SELECT part FROM processed WHERE processed_at >= fromUnixTimestamp64Milli({since:Int64}))`,
+        { since: w },
+      );
+      expect(orphans).toEqual([{ part: 'orphan' }]);
+      await store.exec('DELETE FROM rollups WHERE part IN {parts:Array(String)}', { parts: ['orphan'] });
+      expect((await store.countAccountRows(a)).rollups).toBe(2);
+    });
+
+    it('keeps the newest key version of a dictionary entry and filters by kind', async () => {
+      const a = 'acct-d';
+      await store.insertDictionary([dict(a, 0, U64_MAX, 1, Uint8Array.of(1, 2, 3)), dict(a, 1, '5', 1, NASTY), dict(a, 2, '6', 1, ALL_BYTES)]);
+      await store.insertDictionary([dict(a, 0, U64_MAX, 2, Uint8Array.of(9, 9)), dict('acct-d2', 0, '1', 1, Uint8Array.of(1))]);
+      const all = await store.dictionary(a);
+      expect(all.map((d) => [d.kind, d.pseudonym, d.keyVersion, hex(d.ciphertext)])).toEqual([
+        [0, U64_MAX, 2, '0909'],
+        [1, '5', 1, hex(NASTY)],
+        [2, '6', 1, hex(ALL_BYTES)],
+      ]);
+      expect(all[0]).toEqual(dict(a, 0, U64_MAX, 2, Uint8Array.of(9, 9)));
+      expect((await store.dictionary(a, 2)).map((d) => d.pseudonym)).toEqual(['6']);
+      expect(await store.dictionary('acct-nobody')).toEqual([]);
+    });
+
+    it('sums rejects per code', async () => {
+      const at = Date.UTC(2026, 0, 1, 10, 5);
+      await store.addRejects([
+        { accountId: 'acct-x', code: 'invalid_point', count: 2, at },
+        { accountId: 'acct-x', code: 'invalid_tags', count: 1, at },
+        { accountId: 'acct-y', code: 'invalid_point', count: 7, at },
+      ]);
+      await store.addRejects([
+        { accountId: 'acct-x', code: 'invalid_point', count: 3, at: at + 60_000 },
+        { accountId: 'acct-x', code: 'invalid_point', count: 4, at: at + 2 * HOUR },
+      ]);
+      expect(await store.rejects('acct-x')).toEqual({ invalid_point: 9, invalid_tags: 1 });
+      expect(await store.rejects('acct-y')).toEqual({ invalid_point: 7 });
+      expect(await store.rejects('acct-nobody')).toEqual({});
+      await store.addRejects([]);
+    });
+
+    it('purges one account from every table and leaves the others', async () => {
+      const t = Date.UTC(2020, 0, 1);
+      const fill = async (a: string) => {
+        await store.putAccount(account(a, 1));
+        await store.insertBatches([batch(a, 'x1', t), batch(a, 'x2', t)]);
+        await store.markProcessed([{ accountId: a, batchId: 'x1', processedAt: t, accepted: 1, rejected: 0, part: `${a}-1` }]);
+        await store.insertRollups([rollup(a, `${a}-1`), rollup(a, `${a}-2`)]);
+        await store.insertDictionary([dict(a, 0, '1', 1, Uint8Array.of(1))]);
+        await store.addRejects([{ accountId: a, code: 'invalid_value', count: 1, at: t }]);
+      };
+      await fill('acct-p');
+      await fill('acct-q');
+      const full = { accounts: 1, batches: 2, processed: 1, rollups: 2, dictionary: 1, rejects: 1 };
+      expect(await store.countAccountRows('acct-p')).toEqual(full);
+      await store.purgeAccount('acct-p');
+      expect(await store.countAccountRows('acct-p')).toEqual({ accounts: 0, batches: 0, processed: 0, rollups: 0, dictionary: 0, rejects: 0 });
+      expect(await store.countAccountRows('acct-q')).toEqual(full);
+      expect(await store.getAccount('acct-p')).toBeUndefined();
+      expect(await store.existingBatches([{ accountId: 'acct-p', batchId: 'x1' }])).toEqual(new Set());
+    });
+
+    it('drops expired rows by TTL', async () => {
+      const t = Date.UTC(2019, 0, 1);
+      await store.insertBatches([{ ...batch('acct-ttl', 'old', t), expiresAt: t + 1 }, batch('acct-ttl', 'new', t)]);
+      await store.exec(`OPTIMIZE TABLE ${table('batches')} FINAL`);
+      expect(ids(await store.pendingBatches(t, 1000), 'acct-ttl')).toEqual(['new']);
+    });
+
+    it('binds every parameter type server side', async () => {
+      const s = "it's a \\ back\tslash\nnewline ' OR 1=1 --";
+      const [row] = await store.query(
+        'SELECT {s:String} AS s, {n:Nullable(String)} AS n, {a:Array(String)} AS a, {b:Bool} AS b, {i:Int64} AS i, {u:UInt64} AS u, {f:Float64} AS f',
+        { s, n: null, a: [s, ''], b: true, i: -5, u: U64_MAX, f: 1.5 },
+      );
+      expect(row).toEqual({ s, n: null, a: [s, ''], b: true, i: '-5', u: U64_MAX, f: 1.5 });
+      await store.exec('SELECT {x:UInt8}', { x: 1 });
+    });
+
+    it('throws StorageError with the engine code for a bad query', async () => {
+      await expect(store.query('SELEC 1')).rejects.toMatchObject({ name: 'StorageError', code: 'storage_query_failed', clickhouseCode: 62 });
+      await expect(store.query(`SELECT * FROM ${table('batches').split('.')[0]}.nope`)).rejects.toMatchObject({ code: 'storage_query_failed', clickhouseCode: 60 });
+      await expect(store.exec('DROP TABLE nowhere.nothing')).rejects.toMatchObject({ code: 'storage_query_failed' });
+      await expect(store.putAccount(account('acct-bad', 1, { createdAt: Number.NaN }))).rejects.toMatchObject({ code: 'storage_invalid_input' });
+    });
+
+    it('pings, refuses after close, and keeps its data across a reopen', async () => {
+      await store.ping();
+      await store.close();
+      await expect(store.ping()).rejects.toMatchObject({ name: 'StorageError', code: 'storage_unavailable' });
+      await expect(store.getAccount('acct-v')).rejects.toMatchObject({ code: 'storage_unavailable' });
+      await store.close(); // idempotent
+      store = await factory.open();
+      expect(await store.migrate()).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION });
+      expect((await store.getAccount('acct-v'))?.version).toBe(3);
+      expect((await store.pendingBatches(Date.UTC(2031, 0, 1), 10)).map((b) => hex(b.sealed))[0]).toBe(hex(ALL_BYTES));
+    });
+  });
+}
