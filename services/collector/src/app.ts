@@ -4,7 +4,6 @@
  */
 import { Hono, type Context } from 'hono';
 import { cors } from 'hono/cors';
-import { secureHeaders } from 'hono/secure-headers';
 import { z } from 'zod';
 import { LIMITS, fromTextForm, fromUtf8, openEnvelope, toBase64 } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
@@ -175,4 +174,3 @@ export function createApp(s: Services): Hono {
   return app;
 }
 
-export const securityHeaders = secureHeaders;

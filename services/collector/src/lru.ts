@@ -17,6 +17,10 @@ export class Lru<K, V> {
   delete(key: K): boolean {
     return this.map.delete(key);
   }
+  /** Deletes every entry whose key passes `test` (rare admin paths: O(size)). */
+  deleteWhere(test: (key: K) => boolean): void {
+    for (const k of [...this.map.keys()]) if (test(k)) this.map.delete(k);
+  }
   clear(): void {
     this.map.clear();
   }

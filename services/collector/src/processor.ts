@@ -148,6 +148,12 @@ export class Processor {
     }
   }
 
+  /** Forgets an account's processed batches and cached pseudonyms (after a purge or shred). */
+  forgetAccount(accountId: string): void {
+    this.done.deleteWhere((k) => k.startsWith(`${accountId}/`));
+    this.known.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
+  }
+
   async stop(): Promise<void> {
     clearTimeout(this.timer);
     await this.drain();

@@ -1,0 +1,105 @@
+/**
+ * Group commit for ingest: every request waits for one durable insert, and while one insert
+ * is in flight the next requests pile up and go together in the next one. Latency is one
+ * insert; throughput is as many batches as arrive during it. Idempotent by batch id: a
+ * batch already stored (recently seen here, or found in storage) resolves as a duplicate.
+ */
+import type { BatchRow, Store } from './storage/types.js';
+import { Lru } from './lru.js';
+import { CollectorError } from './errors.js';
+import type { Metrics } from './metrics.js';
+
+type Outcome = 'stored' | 'duplicate';
+interface Pending {
+  row: BatchRow;
+  resolve: (o: Outcome) => void;
+  reject: (e: unknown) => void;
+}
+
+const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
+
+export class BatchWriter {
+  private queue: Pending[] = [];
+  private running = false;
+  private closed = false;
+  private idle: Promise<void> = Promise.resolve();
+  private readonly recent = new Lru<string, true>(500_000);
+
+  constructor(
+    private readonly store: Store,
+    private readonly metrics: Metrics,
+    private readonly opts: { maxQueued: number; maxPerInsert?: number; onDurable?: (rows: BatchRow[]) => void },
+  ) {}
+
+  get queued(): number {
+    return this.queue.length;
+  }
+
+  submit(row: BatchRow): Promise<Outcome> {
+    if (this.closed) return Promise.reject(new CollectorError(503, 'shutting_down', 'the collector is shutting down', 1));
+    if (this.queue.length >= this.opts.maxQueued) {
+      return Promise.reject(new CollectorError(503, 'overloaded', 'too many batches waiting for storage', 1));
+    }
+    if (this.recent.has(key(row))) return Promise.resolve('duplicate');
+    return new Promise<Outcome>((resolve, reject) => {
+      this.queue.push({ row, resolve, reject });
+      this.metrics.writerQueue.set(this.queue.length);
+      if (!this.running) this.idle = this.run();
+    });
+  }
+
+  private async run(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.queue.length) {
+        const take = this.queue.splice(0, this.opts.maxPerInsert ?? 10_000);
+        this.metrics.writerQueue.set(this.queue.length);
+        await this.commit(take);
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async commit(items: Pending[]): Promise<void> {
+    // Duplicates inside this group, then against what was stored before.
+    const first = new Map<string, Pending>();
+    const dupes: Pending[] = [];
+    for (const p of items) {
+      const k = key(p.row);
+      if (first.has(k) || this.recent.has(k)) dupes.push(p);
+      else first.set(k, p);
+    }
+    try {
+      const candidates = [...first.values()];
+      const existing = candidates.length ? await this.store.existingBatches(candidates.map((p) => p.row)) : new Set<string>();
+      const fresh = candidates.filter((p) => !existing.has(key(p.row)));
+      const rows = fresh.map((p) => p.row);
+      if (rows.length) {
+        const end = this.metrics.insertSeconds.startTimer({ table: 'batches' });
+        await this.store.insertBatches(rows);
+        end();
+      }
+      for (const p of candidates) this.recent.set(key(p.row), true);
+      for (const p of fresh) p.resolve('stored');
+      for (const p of candidates) if (existing.has(key(p.row))) p.resolve('duplicate');
+      for (const p of dupes) p.resolve('duplicate');
+      if (rows.length) this.opts.onDurable?.(rows);
+    } catch (e) {
+      const err = new CollectorError(503, 'storage_unavailable', 'storage is not accepting writes; retry later', 5);
+      for (const p of items) p.reject(err);
+      void e;
+    }
+  }
+
+  /** Forgets which batches of an account were seen (after its data was purged). */
+  forgetAccount(accountId: string): void {
+    this.recent.deleteWhere((k) => k.startsWith(`${accountId}/`));
+  }
+
+  /** Stops taking batches and waits for the queue to be written. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.idle;
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * The protocol's published vectors, posted to a running collector: outer-layer failures get
+ * their HTTP status and error code from ingest; inner-layer outcomes are what the process
+ * role records (accepted points, reject counts by code).
+ */
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { toBase64 } from '@cipherstat/protocol';
+import { loadVectors } from '../../../packages/protocol/test/support/vectors.js';
+import { post, startTestCollector, type TestCollector } from './support/collector.js';
+
+const vectors = loadVectors();
+const NOW = vectors[0]!.now;
+let c: TestCollector;
+
+beforeAll(async () => {
+  c = await startTestCollector({ now: () => NOW });
+  const v = vectors[0]!;
+  for (const [keyId, pair] of v.collectorKeys) c.services.keyring.importTransportKey(keyId, pair, NOW + 86_400_000);
+  c.services.keyring.importAccount(v.account.id, v.account.keys);
+  await c.services.store.putAccount({
+    accountId: v.account.id, version: 1, state: 'active', createdAt: NOW, updatedAt: NOW, deactivatedAt: null, shredAfter: null,
+    shreddedAt: null, readTokenHash: '0'.repeat(64), allowedOrigins: [], retentionDays: 400, confidential: false,
+  });
+});
+afterAll(async () => c?.stop());
+
+const OUTER_STATUS: Record<string, number> = { envelope_too_large: 413 };
+const INNER = new Set(['inner_auth_failed', 'account_mismatch', 'batch_mismatch', 'invalid_payload', 'point_count_mismatch']);
+
+it('runs every vector file', () => expect(vectors.length).toBeGreaterThanOrEqual(16));
+
+for (const v of vectors) {
+  it(`${v.file} → ${v.expect}`, async () => {
+    const s = c.services;
+    // Oversize bodies are also refused before they are read: send the real bytes anyway.
+    const res = await post(c.url, v.envelope);
+    const body = await res.json();
+    const pointLevel = v.rejects !== undefined;
+    if (v.expect !== 'ok' && !pointLevel && !INNER.has(v.expect)) {
+      expect(res.status).toBe(OUTER_STATUS[v.expect] ?? 400);
+      expect(body.error.code).toBe(v.expect);
+      return;
+    }
+    expect(res.status, JSON.stringify(body)).toBe(202);
+    await s.processor!.drain();
+    const rejects = await s.store.rejects(v.account.id);
+    const processed = await s.store.query<{ accepted: string }>('SELECT sum(accepted) AS accepted FROM processed FINAL WHERE account_id = {a:String}', { a: v.account.id });
+    if (v.expect === 'ok') {
+      expect(rejects).toEqual({});
+      expect(Number(processed[0]!.accepted)).toBe(v.points!.length);
+    } else if (pointLevel) {
+      const expected: Record<string, number> = {};
+      for (const r of v.rejects!) expected[r.code] = (expected[r.code] ?? 0) + 1;
+      expect(rejects).toEqual(expected);
+      expect(Number(processed[0]!.accepted)).toBe(v.points!.length);
+    } else {
+      expect(Object.keys(rejects)).toEqual([v.expect]);
+      expect(Number(processed[0]!.accepted)).toBe(0);
+    }
+    // The vectors share one batch id: purge between cases so each is processed afresh.
+    await s.store.purgeAccount(v.account.id);
+    s.writer.forgetAccount(v.account.id);
+    s.processor!.forgetAccount(v.account.id);
+    await s.store.putAccount({
+      accountId: v.account.id, version: 2, state: 'active', createdAt: NOW, updatedAt: NOW, deactivatedAt: null, shredAfter: null,
+      shreddedAt: null, readTokenHash: '0'.repeat(64), allowedOrigins: [], retentionDays: 400, confidential: false,
+    });
+  });
+}
+
+it('the text form of a vector is accepted like the binary one', async () => {
+  const ok = vectors.find((v) => v.expect === 'ok')!;
+  const res = await post(c.url, toBase64(ok.envelope));
+  expect(res.status).toBe(202);
+});
