@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from './config.js';
 import { openServices, startCollector } from './services.js';
+import { pino } from 'pino';
 import { createLogger } from './logger.js';
 
 const HELP = `cipherstat — encrypted metrics collector
@@ -80,7 +81,7 @@ async function call(r: { url: string; token: string }, method: string, path: str
 
 /** Runs `fn` against the data directory with a quiet logger, then closes it. */
 async function local<T>(config: Config, fn: (s: Awaited<ReturnType<typeof openServices>>) => T | Promise<T>): Promise<T> {
-  const s = await openServices({ ...config, role: 'query' }, { log: createLogger({ level: 'warn' }) });
+  const s = await openServices({ ...config, role: 'query' }, { log: createLogger({ level: 'warn', destination: pino.destination(2) }) });
   try {
     return await fn(s);
   } finally {
