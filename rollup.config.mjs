@@ -1,1 +1,138 @@
-export default [];
+// Root rollup config: an array of builds, one section per package. `npm run build` runs it.
+import alias from '@rollup/plugin-alias';
+import commonjs from '@rollup/plugin-commonjs';
+import { nodeResolve } from '@rollup/plugin-node-resolve';
+import replace from '@rollup/plugin-replace';
+import terser from '@rollup/plugin-terser';
+import typescript from '@rollup/plugin-typescript';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+const here = (p) => fileURLToPath(new URL(p, import.meta.url));
+
+// ---------------------------------------------------------------------------------------
+// @cipherstat/library
+//   dist/index.js + dist/index.cjs + dist/*.d.ts   npm (Node and browsers), tweetnacl external
+//   dist/browser.js                                npm `browser` condition: no Node code
+//   dist/cipherstat.min.js                         <script> tag, window.Cipherstat, all inlined
+// @cipherstat/protocol is bundled in (only what the Library uses).
+// ---------------------------------------------------------------------------------------
+const lib = (p) => here(`./packages/library/${p}`);
+
+// The Library bundles @cipherstat/protocol from its compiled dist (JS and .d.ts).
+// `npm run build` compiles it first; a bare `npx rollup -c` does it here when it is
+// missing or older than its sources.
+const protocolTypes = here('./packages/protocol/dist/index.d.ts');
+const protocolBuilt = here('./packages/protocol/tsconfig.tsbuildinfo');
+const protocolSrc = here('./packages/protocol/src');
+const mtime = (f) => statSync(f).mtimeMs;
+if (!existsSync(protocolTypes) || !existsSync(protocolBuilt) || readdirSync(protocolSrc).some((f) => mtime(`${protocolSrc}/${f}`) > mtime(protocolBuilt))) {
+  execFileSync(process.execPath, [createRequire(import.meta.url).resolve('typescript/bin/tsc'), '-b', here('./packages/protocol')], { stdio: 'inherit' });
+}
+
+/**
+ * The <script> build carries tweetnacl's nacl.js minus the API the Library never calls:
+ * nacl.box.* and nacl.sign.* (Ed25519) are unexported and `nacl.lowlevel` keeps only
+ * crypto_core_hsalsa20, so terser drops that code (~1.9 KB gzipped). The code that stays is
+ * byte-for-byte upstream. Each cut asserts its anchors: if tweetnacl's source ever differs
+ * from 1.0.3, the build fails instead of guessing.
+ */
+const naclSubset = () => ({
+  name: 'nacl-subset',
+  transform(code, id) {
+    if (!/tweetnacl[\\/]nacl\.js$/.test(id)) return null;
+    const cut = (text, from, to, replacement) => {
+      const a = text.indexOf(from);
+      const b = text.indexOf(to, a);
+      if (a < 0 || b < 0 || text.indexOf(from, a + 1) >= 0) throw new Error(`nacl-subset: anchor ${JSON.stringify(from)} not found once in ${id}`);
+      return text.slice(0, a) + replacement + text.slice(b);
+    };
+    code = cut(code, 'nacl.lowlevel = {', '\n/* High-level API */', 'nacl.lowlevel = { crypto_core_hsalsa20: crypto_core_hsalsa20 };\n');
+    code = cut(code, 'nacl.box = function(', 'nacl.hash = function(', '');
+    return { code, map: null };
+  },
+});
+
+const libraryPlugins = ({ browser = false, declarations = false, target = 'ES2022', subset = false } = {}) => [
+  alias({
+    entries: [
+      // browser builds never see the Node platform
+      ...(browser ? [{ find: /^\.\/platform\/index\.js$/, replacement: lib('src/platform/browser.ts') }] : []),
+      // tweetnacl's small build: nacl-fast is ~2x bigger
+      ...(browser ? [{ find: /^tweetnacl$/, replacement: here('./node_modules/tweetnacl/nacl.js') }] : []),
+    ],
+  }),
+  nodeResolve({ browser }),
+  ...(browser
+    ? [
+        // tweetnacl's Node branch (`require('crypto')`) is dead in browsers
+        replace({ include: /tweetnacl/, preventAssignment: true, values: { "typeof require !== 'undefined'": 'false' } }),
+        ...(subset ? [naclSubset()] : []),
+        commonjs(),
+      ]
+    : []),
+  typescript({
+    tsconfig: lib('tsconfig.json'),
+    include: ['packages/library/src/**/*.ts'],
+    exclude: [],
+    filterRoot: here('.'),
+    compilerOptions: {
+      noEmit: false,
+      target,
+      module: 'ESNext',
+      moduleResolution: 'Bundler',
+      paths: { '@cipherstat/protocol': [protocolTypes] },
+      sourceMap: false,
+      declaration: declarations,
+      ...(declarations ? { declarationDir: lib('dist'), rootDir: lib('src') } : {}),
+    },
+    noEmitOnError: true,
+  }),
+];
+
+/** Unused protocol/library modules (and their top-level constants) may be dropped. */
+const treeshake = { moduleSideEffects: (id) => !/packages[\\/](protocol[\\/]dist|library[\\/]src)[\\/](?!script\.ts)/.test(id), propertyReadSideEffects: false };
+
+const library = [
+  {
+    input: lib('src/index.ts'),
+    external: ['tweetnacl', /^node:/],
+    treeshake,
+    plugins: libraryPlugins({ declarations: true }),
+    output: [
+      { file: lib('dist/index.js'), format: 'es' },
+      { file: lib('dist/index.cjs'), format: 'cjs', interop: 'default' },
+    ],
+  },
+  {
+    input: lib('src/index.ts'),
+    external: ['tweetnacl'],
+    treeshake,
+    plugins: libraryPlugins({ browser: true }),
+    output: { file: lib('dist/browser.js'), format: 'es' },
+  },
+  {
+    input: lib('src/script.ts'),
+    treeshake,
+    plugins: [
+      ...libraryPlugins({ browser: true, target: 'ES2020', subset: true }),
+      terser({
+        ecma: 2020,
+        // not `toplevel`: it would drop the `var Cipherstat` that the IIFE assigns
+        compress: { passes: 3, unsafe: true, unsafe_arrows: true, unsafe_methods: true, pure_getters: true, pure_new: true, hoist_funs: true },
+        // internal fields are spelled `_name`; nothing public or stored starts with `_`
+        mangle: { properties: { regex: /^_[a-z]/i } },
+        format: { comments: false },
+      }),
+    ],
+    output: { file: lib('dist/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
+  },
+];
+
+// ---------------------------------------------------------------------------------------
+// (dashboard bundle goes here)
+// ---------------------------------------------------------------------------------------
+
+export default [...library];

@@ -1,0 +1,31 @@
+#!/usr/bin/env node
+/**
+ * Size budget of the <script> build: dist/cipherstat.min.js, tweetnacl included,
+ * must stay ≤ 10,000 bytes after gzip -9. Exits 1 when over (or when the file is missing).
+ *
+ *   node packages/library/scripts/size.mjs [file]      (after `npx rollup -c`)
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+
+export const LIMIT = 10_000;
+export const FILE = fileURLToPath(new URL('../dist/cipherstat.min.js', import.meta.url));
+
+/** { raw, gzip } bytes of a file. */
+export function measure(file = FILE) {
+  const bytes = readFileSync(file);
+  return { raw: bytes.length, gzip: gzipSync(bytes, { level: 9 }).length };
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const file = process.argv[2] ?? FILE;
+  if (!existsSync(file)) {
+    console.error(`size: ${file} is missing; run \`npx rollup -c\` first`);
+    process.exit(1);
+  }
+  const { raw, gzip } = measure(file);
+  const ok = gzip <= LIMIT;
+  console.log(`size: cipherstat.min.js ${raw} B minified, ${gzip} B gzipped (budget ${LIMIT} B, ${ok ? `${LIMIT - gzip} B left` : `${gzip - LIMIT} B OVER`})`);
+  process.exit(ok ? 0 : 1);
+}

@@ -1,0 +1,23 @@
+/** Codes carried by LibraryError: stable, part of the public surface. */
+export type LibraryErrorCode =
+  /** A bad option passed to createLibrary (thrown). */
+  | 'invalid_option'
+  /** The collector answered 410: the account was deleted; the Library stopped. */
+  | 'account_gone'
+  /** A batch could not be delivered after maxRetries; it stays persisted and is retried later. */
+  | 'send_failed'
+  /** The persistence layer (localStorage / file) refused a read or write. */
+  | 'persist_failed';
+
+/** The one error type of the Library. */
+export class LibraryError extends Error {
+  override readonly name = 'LibraryError';
+  constructor(
+    readonly code: LibraryErrorCode,
+    message: string = code,
+  ) {
+    super(message);
+  }
+}
+
+export const isLibraryError = (e: unknown): e is LibraryError => e instanceof LibraryError;

@@ -1,0 +1,297 @@
+/**
+ * The Library: record → queue → batch → seal → transport → persist, wired together.
+ *
+ * Recording only validates and pushes to an array. A timer (flushInterval), a full queue
+ * (maxBatchSize / maxBatchBytes), flush(), or the page being hidden cuts the queue into
+ * batches; each is sealed once (inner layer) and stored. One sender loop delivers the
+ * outbox oldest first, with backoff, and removes a batch from storage on 202 only (or on
+ * a permanent refusal, reported through onDrop).
+ */
+import { tagsError, toBase64, validName, type PointKind } from '@cipherstat/protocol';
+import { fits, OVERHEAD, pointSize, type QueuedPoint } from './batch.js';
+import { LibraryError, type LibraryErrorCode } from './errors.js';
+import { parseKey, resolve, type DropInfo, type DropReason, type Key, type LibraryOptions, type Tags } from './options.js';
+import { memoryStore, outbox } from './persist.js';
+import { platform } from './platform/index.js';
+import type { Platform } from './platform/types.js';
+import { envelope, form, revive, type Batch } from './seal.js';
+import { backoff, permanent, post } from './transport.js';
+
+export interface Library {
+  /** Adds `value` (default 1) to a counter. */
+  count(name: string, value?: number, tags?: Tags): void;
+  /** Records the current value of a gauge. */
+  gauge(name: string, value: number, tags?: Tags): void;
+  /** Records one observation of a histogram (percentiles are computed by the collector). */
+  observe(name: string, value: number, tags?: Tags): void;
+  /** Resolves once everything recorded so far was acknowledged, dropped, or parked
+   * (offline, no consent, or retries exhausted with persistence on). Never rejects. */
+  flush(): Promise<void>;
+  /** Flushes (at most shutdownTimeout ms), then stops timers and listeners. */
+  shutdown(): Promise<void>;
+  /** Grants or withdraws consent; withdrawing drops queued and persisted batches. */
+  setConsent(granted: boolean): void;
+}
+
+/** How long a batch handed to sendBeacon waits before a normal POST confirms it. */
+const BEACON_GRACE = 60e3;
+const EMPTY: Tags = {};
+
+export function createLibrary(options: LibraryOptions): Library {
+  return create(options, platform());
+}
+
+/** createLibrary with an explicit platform (tests, other runtimes). */
+export function create(options: LibraryOptions, p: Platform): Library {
+  const c = resolve(options);
+  const { accountId, maxBatchSize, maxBatchBytes, rate, onDrop, onError, collectorKey, persist } = c;
+  const url = c.endpoint + '/v1/batches';
+  const store = outbox((persist && p.store(c)) || memoryStore(), c.maxPersistedBatches, c.maxPersistedBytes);
+  const maxPending = maxBatchSize * c.maxPersistedBatches;
+
+  let key: Key | undefined = collectorKey;
+  let keyFetch: Promise<Key> | undefined;
+  let consent = !(c.requireConsent || (c.respectGlobalPrivacyControl && p.gpc));
+  /** Set once shut down or gone: recording is refused from then on. */
+  let stopped = false;
+  let pending: QueuedPoint[] = [];
+  let bytes = OVERHEAD;
+  /** Formed batches not yet acknowledged, oldest first. A batch given up on for now
+   * (persisted) waits with `_wait = Infinity` until the next 202 or `online`. */
+  let queue: Batch[] = [];
+  let inFlight: Batch | undefined;
+  let seq = 0;
+  let notBefore = 0;
+  let sending = false;
+  let cutTimer: ReturnType<typeof setTimeout> | undefined;
+  let sendTimer: ReturnType<typeof setTimeout> | undefined;
+  let urgent = false;
+  let waiters: [seq: number, resolve: () => void][] = [];
+
+  const drop = (reason: DropReason, info: DropInfo) => {
+    try {
+      onDrop?.(reason, info);
+    } catch {}
+  };
+  const dropPoint = (reason: DropReason, name: string) => drop(reason, { count: 1, name });
+  const dropBatch = (b: Batch, reason: DropReason, info?: Partial<DropInfo>) =>
+    drop(reason, { count: b._stored[2], batchId: b._stored[0], ...info });
+  const report = (code: LibraryErrorCode, message: string) => {
+    try {
+      onError?.(new LibraryError(code, message));
+    } catch {}
+  };
+
+  // ---- restore what a previous page or process left unsent
+  const saved = store.load();
+  key ||= parseKey(saved.k);
+  for (const s of saved.q) {
+    const b = revive(s, seq++);
+    b ? queue.push(b) : store.remove(s[0]);
+  }
+
+  // ---- record: validate cheaply, push, arm a timer
+  function record(kind: PointKind, name: string, value: number, tags?: Tags): void {
+    if (stopped || !consent) return dropPoint(stopped ? 'stopped' : 'no_consent', name);
+    if (!validName(name)) return dropPoint('invalid_name', name);
+    if (typeof value != 'number' || value - value !== 0) return dropPoint('invalid_value', name);
+    if (tags) {
+      if (tagsError(tags)) return dropPoint('invalid_tags', name);
+      tags = { ...tags };
+    }
+    if (rate && Math.random() >= rate(name)) return; // sampled out: not a drop
+    if (pending.length >= maxPending) return dropPoint('queue_full', name);
+    const _size = pointSize(name, tags);
+    pending.push({ id: 0, kind, name, value, time: Date.now(), tags: tags || EMPTY, _size });
+    if ((bytes += _size) >= maxBatchBytes || pending.length >= maxBatchSize) {
+      if (!urgent) {
+        urgent = true;
+        clearTimeout(cutTimer);
+        cutTimer = p.timer(cutAndSend, 0);
+      }
+    } else cutTimer ??= p.timer(cutAndSend, c.flushInterval);
+  }
+
+  // ---- batch + seal + persist
+  function cut() {
+    clearTimeout(cutTimer);
+    cutTimer = undefined;
+    urgent = false;
+    bytes = OVERHEAD;
+    while (pending[0]) {
+      const stored = form(accountId, c.writeKey, pending.splice(0, fits(pending, maxBatchSize, maxBatchBytes)));
+      queue.push(revive(stored, seq++)!);
+      for (const [id] of store.add(stored)) {
+        const b = queue.find((b) => b._stored[0] == id);
+        if (b) remove(b), dropBatch(b, 'persist_overflow');
+      }
+    }
+  }
+
+  function cutAndSend() {
+    cut();
+    send();
+  }
+
+  // ---- transport
+  const fetchKey = (): Promise<Key> =>
+    (keyFetch ||= p
+      .fetch(c.endpoint + '/v1/collector-key', { cache: 'no-cache' }) // revalidate: after a rotation a cached key is stale
+      .then((r) => r.json())
+      .then((j) => {
+        const k = parseKey(j);
+        if (!k) throw 0;
+        store.key(j);
+        return (key = k);
+      })
+      .finally(() => (keyFetch = undefined)));
+
+  const blocked = () => stopped || !consent || p.offline();
+  const remove = (b: Batch) => (queue = queue.filter((x) => x != b));
+  const unpark = () => {
+    for (const b of queue) if (b._wait == Infinity) b._wait = b._attempts = 0;
+  };
+
+  /** The sender loop: one batch at a time, oldest first, respecting backoff. */
+  async function send(): Promise<void> {
+    if (sending) return;
+    sending = true;
+    clearTimeout(sendTimer);
+    try {
+      while (!blocked()) {
+        const now = Date.now();
+        const b = now >= notBefore && queue.find((b) => b._wait <= now);
+        if (!b) {
+          const next = now < notBefore ? notBefore : Math.min(...queue.map((b) => b._wait));
+          if (next < Infinity) sendTimer = p.timer(send, next - now, waiters.length > 0);
+          break;
+        }
+        await deliver((inFlight = b));
+      }
+    } catch {
+      // never reaches the host application; the next send() starts over
+    } finally {
+      sending = false;
+      inFlight = undefined;
+      settle();
+    }
+  }
+
+  async function deliver(b: Batch) {
+    const [id] = b._stored;
+    let out;
+    try {
+      out = await post(p, url, envelope(b, key || (await fetchKey()), accountId));
+    } catch {
+      key = collectorKey; // no key yet, or an unusable one: fetch it again next time
+    }
+    const { status = 0, code, after } = out || {};
+    if (status == 202) {
+      store.remove(id);
+      remove(b);
+      notBefore = 0;
+      unpark();
+    } else if (!queue.includes(b)) {
+      // dropped meanwhile (consent withdrawn, 410, overflow)
+    } else if (status == 410) {
+      stop('account_gone');
+      report('account_gone', 'account deleted (410)');
+    } else if (code == 'unknown_key_id' && !collectorKey && !b._rekeyed) {
+      b._rekeyed = true; // the collector rotated its key: fetch it again, re-seal the outer layer once
+      key = undefined;
+    } else if (permanent(status)) {
+      store.remove(id);
+      remove(b);
+      dropBatch(b, 'rejected', { status, code });
+    } else {
+      notBefore = Date.now() + (after ?? backoff(b._attempts, c.retryBaseDelay, c.retryMaxDelay));
+      if (++b._attempts > c.maxRetries) {
+        if (persist) {
+          b._wait = Infinity;
+          report('send_failed', 'batch ' + id + ' kept for later');
+        } else {
+          store.remove(id);
+          remove(b);
+          dropBatch(b, 'retries_exhausted', { status });
+        }
+      }
+    }
+  }
+
+  /** Resolves flush() waiters whose batches were all acknowledged, dropped or parked. */
+  function settle() {
+    let first = Infinity;
+    if (!blocked()) for (const b of queue) if (b._wait < Infinity) first = Math.min(first, b._seq);
+    waiters = waiters.filter(([s, resolve]) => s >= first || void resolve());
+  }
+
+  /** Drops everything queued, here and in storage (consent withdrawn, account gone). */
+  function clear(reason: DropReason) {
+    if (pending[0]) drop(reason, { count: pending.length });
+    for (const b of queue) dropBatch(b, reason);
+    pending = [];
+    queue = [];
+    store.clear();
+    cut();
+    settle();
+  }
+
+  function stop(reason: DropReason) {
+    clear(reason);
+    stopped = true;
+    clearTimeout(sendTimer);
+    unlisten();
+  }
+
+  // ---- page hidden or unloaded: seal now and hand everything to sendBeacon
+  //      (Node, beforeExit: send what is left)
+  function hide() {
+    cut();
+    const now = Date.now();
+    if (p.beacon && key && !blocked()) {
+      for (const b of queue) {
+        if (b != inFlight && b._wait <= now && p.beacon(url, toBase64(envelope(b, key, accountId)))) b._wait = now + BEACON_GRACE;
+      }
+    }
+    send(); // Node: deliver what is left; browser: confirm beaconed batches later if the page lives on
+  }
+  const unlisten = p.listen(hide, () => {
+    unpark();
+    send();
+  });
+
+  const start = () => {
+    if (!key) fetchKey().catch(() => {});
+    send();
+  };
+  if (consent) start();
+
+  function flush() {
+    if (!stopped) cut();
+    const done = new Promise<void>((resolve) => waiters.push([seq - 1, resolve]));
+    send();
+    return done;
+  }
+
+  return {
+    count: (name, value = 1, tags) => record('counter', name, value, tags),
+    gauge: (name, value, tags) => record('gauge', name, value, tags),
+    observe: (name, value, tags) => record('histogram', name, value, tags),
+    flush,
+    setConsent(granted) {
+      if (!stopped) (consent = !!granted) ? start() : clear('consent_withdrawn');
+    },
+    async shutdown() {
+      if (stopped) return;
+      unlisten();
+      let timer;
+      await Promise.race([flush(), new Promise((r) => (timer = p.timer(r as () => void, c.shutdownTimeout, true)))]);
+      clearTimeout(timer);
+      if (!persist) for (const b of queue) dropBatch(b, 'stopped');
+      stopped = true;
+      queue = [];
+      clearTimeout(sendTimer);
+      await store.settle();
+    },
+  };
+}

@@ -1,0 +1,56 @@
+/**
+ * Transport: one POST of one envelope, its outcome classified, and the retry schedule.
+ * Never throws: network failures come back as status 0.
+ */
+import type { Platform } from './platform/types.js';
+
+/** Bodies up to this size go with `keepalive: true` (browsers cap keepalive bodies at 64 KiB). */
+export const KEEPALIVE_MAX = 60 * 1024;
+/** Longest Retry-After honoured (ms); a larger value is clamped. */
+export const RETRY_AFTER_MAX = 36e5;
+
+export interface Outcome {
+  /** HTTP status, 0 on a network failure. */
+  status: number;
+  /** `error.code` of a JSON error body (400 only). */
+  code?: string;
+  /** Retry-After in ms (429 and 503 only). */
+  after?: number;
+}
+
+/** Full jitter: random(0, min(cap, base · 2^attempt)). */
+export const backoff = (attempt: number, base: number, cap: number, random = Math.random) =>
+  random() * Math.min(cap, base * 2 ** attempt);
+
+/** Retry-After (delta-seconds or HTTP date) → ms from `now`, clamped to 0..RETRY_AFTER_MAX. */
+export function retryAfter(value: string | null | undefined, now: number): number | undefined {
+  if (!value) return;
+  const v = value.trim();
+  const ms = /^\d+$/.test(v) ? +v * 1000 : /[a-z]/i.test(v) ? Math.max(0, Date.parse(v) - now) : NaN;
+  return ms >= 0 ? Math.min(ms, RETRY_AFTER_MAX) : undefined;
+}
+
+/** POSTs the binary envelope; `Content-Type: application/octet-stream`. */
+export async function post(p: Platform, url: string, body: Uint8Array): Promise<Outcome> {
+  try {
+    const res = await p.fetch(url, {
+      method: 'POST',
+      body: body as Uint8Array<ArrayBuffer>,
+      keepalive: body.length <= KEEPALIVE_MAX,
+      headers: { 'content-type': 'application/octet-stream' },
+    });
+    const status = res.status;
+    const out: Outcome = { status };
+    if (status == 400) out.code = await res.json().then((j) => j.error.code, () => undefined);
+    else {
+      if (status == 429 || status == 503) out.after = retryAfter(res.headers.get('retry-after'), Date.now());
+      res.body?.cancel().catch(() => {}); // lets Node reuse the connection
+    }
+    return out;
+  } catch {
+    return { status: 0 };
+  }
+}
+
+/** 4xx other than 408 and 429: the batch will never be accepted. */
+export const permanent = (status: number) => status >= 400 && status < 500 && status != 408 && status != 429;

@@ -1,0 +1,133 @@
+/** Batching rules: count, bytes, time; ids; sealed once. */
+import fc from 'fast-check';
+import { keyPair, randomBytes, toHex, type Point } from '@cipherstat/protocol';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { fits, OVERHEAD, pointSize, type QueuedPoint } from '../src/batch.js';
+import { envelope, form, revive } from '../src/seal.js';
+import { inProcess } from './helpers/collector.js';
+import { harness } from './helpers/platform.js';
+
+let col: ReturnType<typeof inProcess>;
+beforeEach(() => {
+  vi.useFakeTimers({ now: new Date('2025-06-01T12:00:00Z') });
+  col = inProcess();
+});
+afterEach(() => vi.useRealTimers());
+
+const setup = (options: Record<string, unknown> = {}) =>
+  harness({ endpoint: col.endpoint, accountId: col.accountId, writeKey: col.writeKey, collectorKey: col.collectorKey, ...options }, { fetch: col.fetch });
+const sizes = () => [...col.batches.values()].map((p) => p.length);
+
+describe('batching', () => {
+  it('by count: a full batch is cut on the next tick, ids are indices', async () => {
+    const h = setup({ maxBatchSize: 3 });
+    for (let i = 0; i < 7; i++) h.lib.count('a', i);
+    expect(col.calls).toHaveLength(0); // recording never seals or sends synchronously
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sizes()).toEqual([3, 3, 1]);
+    expect([...col.batches.values()].map((b) => b.map((p) => p.id))).toEqual([[0, 1, 2], [0, 1, 2], [0]]);
+    expect([...col.batches.values()].flat().map((p) => p.value)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+  });
+
+  it('by time: flushInterval after the first point of a batch', async () => {
+    const h = setup({ flushInterval: 1000 });
+    h.lib.count('a');
+    await vi.advanceTimersByTimeAsync(999);
+    expect(col.batches.size).toBe(0);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(col.batches.size).toBe(1);
+    await vi.advanceTimersByTimeAsync(5000);
+    h.lib.count('b');
+    h.lib.count('c');
+    await vi.advanceTimersByTimeAsync(1000);
+    expect(sizes()).toEqual([1, 2]);
+  });
+
+  it('by bytes: no envelope exceeds maxBatchBytes', async () => {
+    const h = setup({ maxBatchBytes: 2048 });
+    for (let i = 0; i < 20; i++) h.lib.count('checkout.step', i, { page: 'p'.repeat(100), variant: 'é'.repeat(20) });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(sizes().length).toBeGreaterThan(3);
+    expect(sizes().reduce((a, b) => a + b)).toBe(20);
+    const posts = col.calls.filter((c) => c.init?.method === 'POST');
+    for (const p of posts) expect((p.init!.body as Uint8Array).length).toBeLessThanOrEqual(2048);
+  });
+
+  it('flush() cuts at once; batch ids are 32 random hex characters, unique', async () => {
+    const h = setup();
+    for (let i = 0; i < 5; i++) {
+      h.lib.count('a');
+      await h.lib.flush();
+    }
+    const ids = [...col.batches.keys()];
+    expect(ids).toHaveLength(5);
+    expect(new Set(ids).size).toBe(5);
+    for (const id of ids) expect(id).toMatch(/^[0-9a-f]{32}$/);
+  });
+
+  it('points keep their recording time', async () => {
+    const h = setup({ flushInterval: 10_000 });
+    h.lib.count('a');
+    await vi.advanceTimersByTimeAsync(4000);
+    h.lib.count('b');
+    await vi.advanceTimersByTimeAsync(6000);
+    const [a, b] = col.points();
+    expect(b!.time - a!.time).toBe(4000);
+  });
+});
+
+describe('size estimate', () => {
+  const account = keyPair();
+  const key = { keyId: toHex(randomBytes(8)), publicKey: keyPair().publicKey };
+  const name = fc.stringMatching(/^[A-Za-z][A-Za-z0-9_.:/-]{0,127}$/);
+  const tags = fc.dictionary(fc.stringMatching(/^[A-Za-z_][A-Za-z0-9_.-]{0,63}$/), fc.string({ maxLength: 256, unit: 'grapheme' }), { maxKeys: 16 });
+  const point = fc.record({
+    kind: fc.constantFrom('counter', 'gauge', 'histogram') as fc.Arbitrary<Point['kind']>,
+    name,
+    value: fc.double({ noNaN: true, noDefaultInfinity: true }),
+    dt: fc.integer({ min: 0, max: 30 * 24 * 3600e3 }),
+    tags,
+  });
+
+  it('is an upper bound of the sealed envelope (property)', () => {
+    fc.assert(
+      fc.property(fc.array(point, { minLength: 1, maxLength: 40 }), (ps) => {
+        const now = Date.now();
+        const queued: QueuedPoint[] = ps.map((p) => ({ id: 0, kind: p.kind, name: p.name, value: p.value, time: now + p.dt, tags: p.tags, _size: pointSize(p.name, p.tags) }));
+        const bytes = envelope(revive(form('acct_12345678', account.publicKey, queued), 0)!, key, 'acct_12345678').length;
+        expect(bytes).toBeLessThanOrEqual(OVERHEAD + queued.reduce((n, p) => n + p._size, 0));
+      }),
+      { numRuns: 200 },
+    );
+  });
+
+  it('fits() takes at least one point, then as many as count and bytes allow', () => {
+    const q = (...s: number[]) => s.map((_size) => ({ _size }) as QueuedPoint);
+    expect(fits(q(100, 100, 100), 2, 10_000)).toBe(2);
+    expect(fits(q(100, 100, 100), 10, OVERHEAD + 200)).toBe(2);
+    expect(fits(q(5000, 1), 10, 1024)).toBe(1);
+    expect(fits([], 10, 1024)).toBe(0);
+  });
+});
+
+describe('sealed once', () => {
+  it('the envelope is deterministic per (batch, collector key) and changes only with the key', () => {
+    const account = keyPair();
+    const k1 = { keyId: toHex(randomBytes(8)), publicKey: keyPair().publicKey };
+    const k2 = { keyId: toHex(randomBytes(8)), publicKey: keyPair().publicKey };
+    const stored = form('acct_12345678', account.publicKey, [{ id: 0, kind: 'counter', name: 'a', value: 1, time: Date.now(), tags: {}, _size: 0 } as QueuedPoint]);
+    // a batch revived from storage (reload / restart) seals to the same bytes
+    const a = envelope(revive(stored, 0)!, k1, 'acct_12345678');
+    const b = envelope(revive(JSON.parse(JSON.stringify(stored)), 1)!, k1, 'acct_12345678');
+    expect(Buffer.from(a).equals(Buffer.from(b))).toBe(true);
+    const c = envelope(revive(stored, 0)!, k2, 'acct_12345678');
+    expect(Buffer.from(a).equals(Buffer.from(c))).toBe(false);
+  });
+
+  it('revive rejects malformed stored batches', () => {
+    expect(revive(['nope', 1, 1, 'AAAA', 'AAAA'], 0)).toBeUndefined();
+    expect(revive([toHex(randomBytes(16)), 1, 1, '!!', 'AAAA'], 0)).toBeUndefined();
+    expect(revive([toHex(randomBytes(16)), 1, 1, 'AAAA', 'AAAA'], 0)).toBeUndefined(); // seed must be 32 bytes
+    expect(revive(null as never, 0)).toBeUndefined();
+  });
+});
