@@ -12,6 +12,7 @@ import { readBody } from './body.js';
 import type { Services } from './services.js';
 import { tokenMatches } from './keyring/index.js';
 import { StorageError } from './storage/index.js';
+import { registerLifecycleRoutes } from './lifecycle/index.js';
 
 const TEXT_MAX = Math.ceil(LIMITS.maxEnvelopeBytes / 3) * 4 + 2;
 
@@ -80,7 +81,7 @@ export function createApp(s: Services): Hono {
   });
 
   // Ingest surface: any origin may talk to it; per-account origins are enforced per batch.
-  const open = cors({ origin: (o) => o, allowMethods: ['GET', 'POST', 'OPTIONS'], allowHeaders: ['Content-Type'], maxAge: 86400 });
+  const open = cors({ origin: (o) => o, allowMethods: ['GET', 'POST', 'OPTIONS'], allowHeaders: ['Content-Type'], exposeHeaders: ['Retry-After'], maxAge: 86400 });
   app.use('/v1/collector-key', open);
   app.use('/v1/batches', open);
 
@@ -167,9 +168,9 @@ export function createApp(s: Services): Hono {
   app.get('/v1/accounts/:id', async (c) => {
     const row = await s.accounts.fresh(c.req.param('id'));
     if (!row) throw new CollectorError(404, 'account_not_found', 'no such account');
-    const [view, rejects, rows] = await Promise.all([s.accounts.view(row), s.store.rejects(row.accountId), s.store.countAccountRows(row.accountId)]);
-    return c.json({ ...view, rejects, rows });
+    return c.json(await s.lifecycle.describe(row));
   });
+  registerLifecycleRoutes(app, s);
 
   return app;
 }
