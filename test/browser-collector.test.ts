@@ -1,0 +1,71 @@
+/**
+ * The whole path in real Chromium: a storefront page on one origin loads the <script>
+ * build, records points and navigates away at once; the real collector (another origin,
+ * chDB on a temp dir) receives them through CORS / sendBeacon, and its process role opens
+ * and counts every point.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { chromium, type Browser } from 'playwright-core';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createAccount, startTestCollector, type TestAccount, type TestCollector } from '../services/collector/test/support/collector.js';
+
+const BUNDLE = fileURLToPath(new URL('../packages/library/dist/cipherstat.min.js', import.meta.url));
+let browser: Browser;
+let shop: Server;
+let shopOrigin: string;
+let c: TestCollector;
+let account: TestAccount;
+
+beforeAll(async () => {
+  expect(existsSync(BUNDLE), 'build first (npm test does)').toBe(true);
+  c = await startTestCollector();
+  account = await createAccount(c);
+  const bundle = readFileSync(BUNDLE);
+  shop = createServer((req, res) => {
+    if (req.url === '/cipherstat.min.js') return res.writeHead(200, { 'content-type': 'text/javascript' }).end(bundle);
+    if (req.url === '/checkout') {
+      return res.writeHead(200, { 'content-type': 'text/html' }).end(`<!doctype html><meta charset="utf-8"><h1>checkout</h1>
+<script src="/cipherstat.min.js" data-endpoint="${c.url}" data-account="${account.accountId}" data-write-key="${account.writeKey}"></script>
+<script>
+  const cs = Cipherstat.instance;
+  for (let i = 0; i < 30; i++) cs.count('orders', 1, { country: i % 3 ? 'DE' : 'FR' });
+  cs.observe('page.load_ms', 812.5, { page: '/checkout' });
+  window.recorded = true;
+</script>`);
+    }
+    if (req.url === '/thanks') return res.writeHead(200, { 'content-type': 'text/html' }).end('<h1>thanks</h1>');
+    res.writeHead(404).end();
+  });
+  await new Promise<void>((r) => shop.listen(0, '127.0.0.1', r));
+  shopOrigin = `http://127.0.0.1:${(shop.address() as AddressInfo).port}`;
+  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+});
+afterAll(async () => {
+  await browser?.close();
+  shop?.close();
+  await c?.stop();
+});
+
+it('points recorded right before navigating away reach the collector and are processed', async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${shopOrigin}/checkout`);
+  await page.waitForFunction(() => (window as unknown as { recorded?: boolean }).recorded === true);
+  await page.goto(`${shopOrigin}/thanks`);
+  const deadline = Date.now() + 15_000;
+  let accepted = 0;
+  while (Date.now() < deadline) {
+    await c.services.processor!.drain();
+    const r = await c.services.store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId });
+    accepted = Number(r[0]!.n);
+    if (accepted >= 31) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  expect(accepted).toBe(31);
+  const rows = await c.services.store.countAccountRows(account.accountId);
+  expect(rows.batches).toBeGreaterThanOrEqual(1);
+  await context.close();
+});
