@@ -9,6 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
+import dashboard from './services/collector/dashboard/rollup.dashboard.mjs';
 
 const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 
@@ -132,7 +133,7 @@ const library = [
 ];
 
 // ---------------------------------------------------------------------------------------
-// (dashboard bundle goes here)
+// @cipherstat/collector dashboard: services/collector/dashboard/rollup.dashboard.mjs → services/collector/dist/dashboard/
 // ---------------------------------------------------------------------------------------
 
-export default [...library];
+export default [...library, ...dashboard];

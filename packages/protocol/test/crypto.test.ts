@@ -93,3 +93,14 @@ describe('HMAC-SHA-512 and helpers', () => {
     expect(fromHex('abc')).toBeNull();
   });
 });
+
+describe('node fast paths', () => {
+  it('nodeSha512 equals tweetnacl sha512', async () => {
+    const { sha512, utf8 } = await import('@cipherstat/protocol');
+    const { nodeSha512 } = await import('@cipherstat/protocol/node');
+    for (const text of ['', 'a', 'rollup\u0000acct\u00001', 'x'.repeat(1000)]) {
+      expect(toHex(nodeSha512(text))).toBe(toHex(sha512(utf8(text))));
+      expect(toHex(nodeSha512(utf8(text)))).toBe(toHex(sha512(utf8(text))));
+    }
+  });
+});

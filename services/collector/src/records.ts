@@ -4,7 +4,8 @@
  * 8-byte tag of the row's identity; opening checks it, so a ciphertext moved to another row
  * (another account, bucket, series or pseudonym) is refused like a tampered one.
  */
-import { concat, equalBytes, fromUtf8, secretOpen, secretSeal, sha512, utf8 } from '@cipherstat/protocol';
+import { concat, equalBytes, fromUtf8, secretOpen, secretSeal, utf8 } from '@cipherstat/protocol';
+import { nodeSha512 } from '@cipherstat/protocol/node';
 import type { DictKind, RollupLevel } from './storage/types.js';
 
 export interface RollupIdentity {
@@ -16,7 +17,7 @@ export interface RollupIdentity {
 }
 
 const TAG = 8;
-const tag = (text: string) => sha512(utf8(text)).subarray(0, TAG);
+const tag = (text: string) => nodeSha512(text).subarray(0, TAG);
 const rollupTag = (id: RollupIdentity) => tag(`rollup\u0000${id.accountId}\u0000${id.level}\u0000${id.bucket}\u0000${id.metric}\u0000${id.series}`);
 const dictTag = (accountId: string, kind: DictKind, pseudonym: string) => tag(`dict\u0000${accountId}\u0000${kind}\u0000${pseudonym}`);
 

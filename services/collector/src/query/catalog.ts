@@ -1,0 +1,137 @@
+/**
+ * GET /v1/metrics: what an account has recorded. Metric names and kinds come from the
+ * encrypted dictionary; which tag keys and values occur with a metric from the hour
+ * rollups of the last 30 days (ClickHouse counts distinct pseudonyms; labels are decrypted
+ * here); the 24-hour volume by opening the hour rollups of the last 24 hours.
+ */
+import { openRollup } from '../records.js';
+import { decodeAggregate } from '../rollup/index.js';
+import { accountContext, allDictionary, fromBase64, lookupDictionary, table, type QueryDeps } from './context.js';
+
+/** A tag key lists its values when it has at most this many. */
+export const MAX_LISTED_VALUES = 100;
+const TAGS_WINDOW_MS = 30 * 86_400_000;
+const HOUR = 3_600_000;
+const VOLUME_ROW_LIMIT = 500_000;
+
+export interface MetricTag {
+  key: string;
+  /** Distinct values seen in the last 30 days (sorted), or null when there are more than MAX_LISTED_VALUES. */
+  values: string[] | null;
+  distinctValues: number;
+}
+
+export interface MetricInfo {
+  name: string;
+  kind: string;
+  tags: MetricTag[];
+  /** Points recorded in the hour buckets from 23 hours before the current hour up to now. */
+  points24h: number;
+}
+
+export interface MetricsListing {
+  metrics: MetricInfo[];
+  /** Rejected points and dropped batches, by stable error code, since the account exists. */
+  rejects: Record<string, number>;
+  /** Hour-rollup rows of the last 24 hours that failed to open (never counted). */
+  failedRows: number;
+  /** Start of the 24-hour volume window (epoch ms). */
+  volumeSince: number;
+}
+
+export async function listMetrics(deps: QueryDeps & { now?: () => number }, accountId: string): Promise<MetricsListing> {
+  const ctx = await accountContext(deps, accountId);
+  const now = (deps.now ?? Date.now)();
+  const rollups = await table(deps.store, 'rollups');
+  const volumeSince = Math.floor(now / HOUR) * HOUR - 23 * HOUR;
+
+  const names = await allDictionary(deps, ctx, 0);
+  const tagRows = await deps.store.query<{ m: string; k: string; n: number | string; vs: string[] }>(
+    `SELECT toString(metric) AS m, toString(kv.1) AS k, uniqExact(kv.2) AS n,
+       arrayMap(x -> toString(x), groupUniqArray(${MAX_LISTED_VALUES + 1})(kv.2)) AS vs
+     FROM ${rollups} ARRAY JOIN arrayZip(tag_keys, tag_values) AS kv
+     WHERE account_id = {acc:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+     GROUP BY metric, kv.1`,
+    { acc: accountId, since: now - TAGS_WINDOW_MS },
+  );
+  const volumeRows = await deps.store.query<{ m: string; v: number; b: number; s: string; a: string }>(
+    `SELECT toString(metric) AS m, key_version AS v, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(series) AS s, base64Encode(agg) AS a
+     FROM ${rollups}
+     WHERE account_id = {acc:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+     LIMIT {lim:UInt32}`,
+    { acc: accountId, since: volumeSince, lim: VOLUME_ROW_LIMIT },
+  );
+
+  // Labels of tag keys, and of the values of keys with few values.
+  const keyLabels = await lookupDictionary(deps, ctx, 1, new Set(tagRows.map((r) => r.k)));
+  const few = tagRows.filter((r) => Number(r.n) <= MAX_LISTED_VALUES);
+  const valueLabels = await lookupDictionary(deps, ctx, 2, new Set(few.flatMap((r) => r.vs)));
+
+  // Volume: open each row (never trust a row that does not open).
+  const volume = new Map<string, number>();
+  let failedRows = 0;
+  const identity = { accountId, level: 1 as const, bucket: 0, metric: '', series: '' };
+  for (const r of volumeRows) {
+    const keys = ctx.byVersion.get(Number(r.v));
+    identity.bucket = r.b;
+    identity.metric = r.m;
+    identity.series = r.s;
+    const plain = keys ? openRollup(keys.dataKey, identity, fromBase64(r.a)) : null;
+    let count: number | undefined;
+    try {
+      count = plain ? decodeAggregate(plain).count : undefined;
+    } catch {
+      count = undefined;
+    }
+    if (count === undefined) failedRows++;
+    else volume.set(r.m, (volume.get(r.m) ?? 0) + count);
+  }
+
+  // One entry per name: key versions give one name several pseudonyms.
+  const byName = new Map<string, { kind: string; pseudonyms: string[] }>();
+  for (const [p, e] of names.entries) {
+    const m = byName.get(e.text);
+    if (m) m.pseudonyms.push(p);
+    else byName.set(e.text, { kind: e.extra ?? 'unknown', pseudonyms: [p] });
+  }
+  const tagsOf = new Map<string, typeof tagRows>();
+  for (const r of tagRows) {
+    const list = tagsOf.get(r.m);
+    if (list) list.push(r);
+    else tagsOf.set(r.m, [r]);
+  }
+  const metrics: MetricInfo[] = [...byName.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([name, { kind, pseudonyms }]) => {
+      const tags = new Map<string, { values: Set<string> | null; n: number }>();
+      for (const r of pseudonyms.flatMap((p) => tagsOf.get(p) ?? [])) {
+        const key = keyLabels.entries.get(r.k)?.text;
+        if (key === undefined) continue;
+        const t = tags.get(key) ?? { values: new Set<string>(), n: 0 };
+        tags.set(key, t);
+        const n = Number(r.n);
+        t.n = Math.max(t.n, n);
+        if (n > MAX_LISTED_VALUES || t.values === null) t.values = null;
+        else for (const v of r.vs) {
+          const label = valueLabels.entries.get(v)?.text;
+          if (label !== undefined) t.values.add(label);
+        }
+      }
+      return {
+        name,
+        kind,
+        tags: [...tags.entries()]
+          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+          .map(([key, t]) => {
+            const values = t.values && t.values.size <= MAX_LISTED_VALUES ? [...t.values].sort() : null;
+            return { key, values, distinctValues: values ? values.length : t.n };
+          }),
+        points24h: pseudonyms.reduce((n, p) => n + (volume.get(p) ?? 0), 0),
+      };
+    });
+
+  const failed = names.failed + keyLabels.failed + valueLabels.failed;
+  if (failedRows) deps.onFailedRows?.(failedRows);
+  if (failed || failedRows) deps.log?.warn({ accountId, failedDictionary: failed, failedRows }, 'metrics listing: entries failed to open');
+  return { metrics, rejects: await deps.store.rejects(accountId), failedRows, volumeSince };
+}

@@ -1,0 +1,148 @@
+/**
+ * What a query needs of an account: its key versions (data key to open rows, pseudonyms to
+ * find them), table names, and decrypted dictionary labels. Keys stay in this process:
+ * ClickHouse only ever receives pseudonyms, times and the account id.
+ */
+import { CollectorError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Pseudonyms } from '../pseudonyms.js';
+import { openDict, type DictEntry } from '../records.js';
+import type { AccountKeys } from '../keyring/index.js';
+import type { DictKind, Store } from '../storage/types.js';
+import { QueryCache } from './cache.js';
+
+export interface QueryDeps {
+  store: Store;
+  keyring: { accountKeys(accountId: string): AccountKeys[] | undefined | Promise<AccountKeys[] | undefined> };
+  log?: Logger;
+  cache?: QueryCache;
+  /** Told how many stored rows failed to open in a query (a Prometheus counter). */
+  onFailedRows?: (n: number) => void;
+}
+
+export interface VersionKeys {
+  version: number;
+  dataKey: Uint8Array;
+  pseudonyms: Pseudonyms;
+}
+
+export interface AccountContext {
+  accountId: string;
+  /** Oldest first. */
+  versions: VersionKeys[];
+  byVersion: Map<number, VersionKeys>;
+  cache: QueryCache;
+}
+
+const fallbackCaches = new WeakMap<object, QueryCache>();
+
+/** The cache of `deps`, or one kept per store when the caller passes none. */
+export function cacheOf(deps: QueryDeps): QueryCache {
+  if (deps.cache) return deps.cache;
+  let c = fallbackCaches.get(deps.store);
+  if (!c) fallbackCaches.set(deps.store, (c = new QueryCache({ ttlMs: 0 })));
+  return c;
+}
+
+/** The account's keys; 410 account_deleted when the keyring has none (shredded). */
+export async function accountContext(deps: QueryDeps, accountId: string): Promise<AccountContext> {
+  const keys = await deps.keyring.accountKeys(accountId);
+  if (!keys?.length) throw new CollectorError(410, 'account_deleted', 'this account was deleted');
+  const cache = cacheOf(deps);
+  const versions = keys.map((k) => ({ version: k.version, dataKey: k.dataKey, pseudonyms: cache.pseudonyms(accountId, k.version, k.macKey) }));
+  return { accountId, versions, byVersion: new Map(versions.map((v) => [v.version, v])), cache };
+}
+
+/** Base64 from ClickHouse's base64Encode (trusted, well-formed) to bytes, without copying. */
+export const fromBase64 = (s: string): Uint8Array => {
+  const b = Buffer.from(s, 'base64');
+  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+};
+
+const databases = new WeakMap<Store, Promise<string>>();
+
+/** `db.table` for one of the store's tables (the store's SQL is not bound to a database). */
+export async function table(store: Store, name: string): Promise<string> {
+  let db = databases.get(store);
+  if (!db) {
+    db = store.tables().then((ts) => {
+      const hit = ts.find((t) => t.endsWith(`.${name}`) || t === name);
+      if (!hit) throw new CollectorError(503, 'storage_unavailable', 'storage schema is missing; run migrations');
+      return hit.includes('.') ? hit.slice(0, hit.lastIndexOf('.')) : '';
+    });
+    db.catch(() => databases.delete(store));
+    databases.set(store, db);
+  }
+  const d = await db;
+  return d ? `${d}.${name}` : name;
+}
+
+/** Array(UInt64) from decimal strings: bound as Array(String), converted in SQL (portable across adapters). */
+export const u64s = (param: string): string => `arrayMap(x -> toUInt64(x), {${param}:Array(String)})`;
+
+/**
+ * Decrypted dictionary entries for these pseudonyms of one kind (from the cache, else one
+ * storage read for the missing ones). Entries that fail to open are left out and counted.
+ */
+export async function lookupDictionary(
+  deps: QueryDeps,
+  ctx: AccountContext,
+  kind: DictKind,
+  pseudonyms: Iterable<string>,
+): Promise<{ entries: Map<string, DictEntry>; failed: number }> {
+  const dict = ctx.cache.dictionary(ctx.accountId);
+  const entries = new Map<string, DictEntry>();
+  const missing: string[] = [];
+  for (const p of pseudonyms) {
+    const hit = dict.get(`${kind}:${p}`);
+    if (hit) entries.set(p, hit);
+    else if (p !== '0') missing.push(p);
+  }
+  let failed = 0;
+  for (let i = 0; i < missing.length; i += 10_000) {
+    const rows = await deps.store.query<{ v: number; p: string; c: string }>(
+      `SELECT key_version AS v, toString(pseudonym) AS p, base64Encode(ciphertext) AS c
+       FROM ${await table(deps.store, 'dictionary')} FINAL
+       WHERE account_id = {acc:String} AND kind = {kind:UInt8} AND pseudonym IN (SELECT arrayJoin(${u64s('ps')}))`,
+      { acc: ctx.accountId, kind, ps: missing.slice(i, i + 10_000) },
+    );
+    failed += openDictRows(ctx, kind, rows, entries);
+  }
+  return { entries, failed };
+}
+
+/** Every dictionary entry of one kind (the metric list); decrypts only what the cache lacks. */
+export async function allDictionary(deps: QueryDeps, ctx: AccountContext, kind: DictKind): Promise<{ entries: Map<string, DictEntry>; failed: number }> {
+  const rows = await deps.store.dictionary(ctx.accountId, kind);
+  const dict = ctx.cache.dictionary(ctx.accountId);
+  const entries = new Map<string, DictEntry>();
+  const todo: { v: number; p: string; sealed: Uint8Array }[] = [];
+  for (const r of rows) {
+    const hit = dict.get(`${kind}:${r.pseudonym}`);
+    if (hit) entries.set(r.pseudonym, hit);
+    else todo.push({ v: r.keyVersion, p: r.pseudonym, sealed: r.ciphertext });
+  }
+  return { entries, failed: openDictRows(ctx, kind, todo, entries) };
+}
+
+function openDictRows(
+  ctx: AccountContext,
+  kind: DictKind,
+  rows: { v: number | string; p: string; c?: string; sealed?: Uint8Array }[],
+  into: Map<string, DictEntry>,
+): number {
+  const dict = ctx.cache.dictionary(ctx.accountId);
+  let failed = 0;
+  for (const r of rows) {
+    const keys = ctx.byVersion.get(Number(r.v));
+    const sealed = r.sealed ?? (r.c !== undefined ? fromBase64(r.c) : null);
+    const entry = keys && sealed ? openDict(keys.dataKey, ctx.accountId, kind, r.p, sealed) : null;
+    if (!entry || typeof entry.text !== 'string') {
+      failed++;
+      continue;
+    }
+    dict.set(`${kind}:${r.p}`, entry);
+    into.set(r.p, entry);
+  }
+  return failed;
+}

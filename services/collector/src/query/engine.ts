@@ -1,0 +1,307 @@
+/**
+ * The query engine. ClickHouse selects the rollup rows of one metric by pseudonyms and UTC
+ * time (one SQL query, bound parameters only: account id, level, times, pseudonyms); this
+ * process opens each row with the data key of its key version, merges the partial aggregates
+ * per (time-zone bucket, group) and finalizes the requested statistic.
+ *
+ * Semantics (also in README.md):
+ * - the range is widened to whole buckets of `interval` in `timezone`: from the bucket that
+ *   contains `from` to the one that contains `to − 1`; every bucket is in the answer;
+ * - an empty bucket is 0 for count and sum, null for every other aggregation;
+ * - without groupBy the answer is exactly one series (tags {}), even with no data or an
+ *   unknown metric; with groupBy, one series per group that has data in the range, where a
+ *   point lacking a group-by tag counts in the group without that key;
+ * - a row that fails to open (wrong key, moved, tampered, malformed) is never used; it is
+ *   counted in `meta.failedRows`, logged and exported as a Prometheus counter.
+ */
+import { CollectorError } from '../errors.js';
+import { openRollup } from '../records.js';
+import { decodeAggregate, emptyAggregate, finalize, mergeInto, type Aggregate } from '../rollup/index.js';
+import type { Params } from '../storage/types.js';
+import { accountContext, fromBase64, lookupDictionary, table, u64s, type AccountContext, type QueryDeps } from './context.js';
+import { parseQuery, queryKey, type Query } from './request.js';
+
+/** Most rollup rows one query may read (each is opened and merged here). */
+export const MAX_ROWS = 500_000;
+/** Most series in one answer. */
+export const MAX_SERIES = 1000;
+
+export type SeriesPoint = [epochMillis: number, value: number | null];
+
+export interface Series {
+  tags: Record<string, string>;
+  points: SeriesPoint[];
+}
+
+export interface QueryResult {
+  series: Series[];
+  meta: {
+    metric: string;
+    aggregation: string;
+    interval: string;
+    timezone: string;
+    /** Start of the first bucket and end of the last one (epoch ms; the range actually answered). */
+    from: number;
+    to: number;
+    /** Stored rollup level read: minute or hour. */
+    level: 'minute' | 'hour';
+    /** Rollup rows read. */
+    rows: number;
+    /** Rows that failed to open or decode: left out of the answer. */
+    failedRows: number;
+    /** Whether this answer came from the in-memory cache. */
+    cached: boolean;
+  };
+}
+
+export interface QueryStats {
+  storageMs: number;
+  mergeMs: number;
+  rows: number;
+}
+
+interface Row {
+  b: number;
+  v: number;
+  s: string;
+  a: string;
+  g0?: string;
+  g1?: string;
+  g2?: string;
+  g3?: string;
+}
+
+interface Group {
+  /** group-by tag value pseudonyms, parallel to query.groupBy ('0' = tag absent) */
+  values: string[];
+  aggs: (Aggregate | undefined)[];
+}
+
+/**
+ * Validates `body` and answers it for `account`, through the cache of `deps` when there is
+ * one. Throws CollectorError (400 for bad queries, 410 when the account has no keys).
+ */
+export async function runQuery(deps: QueryDeps, account: { accountId: string }, body: unknown, stats?: QueryStats): Promise<QueryResult> {
+  const q = parseQuery(body);
+  const { cache } = deps;
+  const key = cache ? `query\u0000${queryKey(q)}` : '';
+  const hit = cache?.get<QueryResult>(account.accountId, key);
+  if (hit) return { series: hit.series, meta: { ...hit.meta, cached: true } };
+  const gen = cache?.generation(account.accountId) ?? 0;
+  const result = await executeQuery(deps, account.accountId, q, stats);
+  cache?.set(account.accountId, key, result, gen);
+  return result;
+}
+
+/** Answers a parsed query (no result cache). */
+export async function executeQuery(deps: QueryDeps, accountId: string, q: Query, stats?: QueryStats): Promise<QueryResult> {
+  const ctx = await accountContext(deps, accountId);
+  const t0 = performance.now();
+  const { sql, params, metricOf } = buildSql(ctx, q, await table(deps.store, 'rollups'));
+  const rows = await deps.store.query<Row>(sql, params);
+  const t1 = performance.now();
+  if (rows.length > MAX_ROWS) {
+    throw new CollectorError(400, 'query_too_large', `more than ${MAX_ROWS} stored rows; shorten the range, use a longer interval or filter`);
+  }
+  const { groups, failed } = mergeRows(ctx, q, rows, metricOf, MAX_SERIES * ctx.versions.length);
+  const series = await labelAndFinalize(deps, ctx, q, groups);
+  const t2 = performance.now();
+  if (stats) Object.assign(stats, { storageMs: t1 - t0, mergeMs: t2 - t1, rows: rows.length });
+  if (failed > 0) {
+    deps.log?.warn({ accountId, rows: rows.length, failedRows: failed }, 'query: rollup rows failed to open and were left out');
+    deps.onFailedRows?.(failed);
+  }
+  return {
+    series,
+    meta: {
+      metric: q.metric,
+      aggregation: q.aggregation,
+      interval: q.interval,
+      timezone: q.timezone,
+      from: q.starts[0]!,
+      to: q.end,
+      level: q.level === 0 ? 'minute' : 'hour',
+      rows: rows.length,
+      failedRows: failed,
+      cached: false,
+    },
+  };
+}
+
+const tooManySeries = () =>
+  new CollectorError(400, 'too_many_series', `more than ${MAX_SERIES} series; group by fewer tags or add a filter`);
+
+/** One SELECT; only pseudonyms, times, the level and the account id are bound. */
+export function buildSql(ctx: AccountContext, q: Query, rollups: string): { sql: string; params: Params; metricOf: Map<number, string> } {
+  const params: Params = { acc: ctx.accountId, lvl: q.level, from: q.starts[0]!, to: q.end, lim: MAX_ROWS + 1 };
+  const metricOf = new Map<number, string>();
+  const perVersion = ctx.versions.map((v, i) => {
+    const m = v.pseudonyms.metric(q.metric);
+    metricOf.set(v.version, m);
+    params[`m${i}`] = m;
+    params[`v${i}`] = v.version;
+    const parts = [`key_version = {v${i}:UInt32}`, `metric = {m${i}:UInt64}`];
+    q.filter.forEach(([k, values], j) => {
+      const name = `f${i}_${j}`;
+      if (values.length === 1) {
+        params[name] = v.pseudonyms.tagValue(k, values[0]!);
+        parts.push(`has(tag_values, {${name}:UInt64})`);
+      } else {
+        params[name] = values.map((value) => v.pseudonyms.tagValue(k, value));
+        parts.push(`hasAny(tag_values, ${u64s(name)})`);
+      }
+    });
+    return `(${parts.join(' AND ')})`;
+  });
+  const groupCols = q.groupBy.map((k, j) => {
+    let keyExpr: string;
+    if (ctx.versions.length === 1) {
+      params[`g0_${j}`] = ctx.versions[0]!.pseudonyms.tagKey(k);
+      keyExpr = `{g0_${j}:UInt64}`;
+    } else {
+      const cases = ctx.versions.map((v, i) => {
+        params[`g${i}_${j}`] = v.pseudonyms.tagKey(k);
+        return `key_version = {v${i}:UInt32}, {g${i}_${j}:UInt64}`;
+      });
+      keyExpr = `multiIf(${cases.join(', ')}, toUInt64(0))`;
+    }
+    return `, toString(tag_values[indexOf(tag_keys, ${keyExpr})]) AS g${j}`;
+  });
+  const sql = `SELECT toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, base64Encode(agg) AS a${groupCols.join('')}
+FROM ${rollups}
+WHERE account_id = {acc:String} AND level = {lvl:UInt8}
+  AND metric IN (${ctx.versions.map((_, i) => `{m${i}:UInt64}`).join(', ')})
+  AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')
+  AND ${perVersion.length === 1 ? perVersion[0] : `(${perVersion.join(' OR ')})`}
+LIMIT {lim:UInt32}`;
+  return { sql, params, metricOf };
+}
+
+/** Opens, decodes and merges rows per (bucket, group). The hot loop: keep it lean. */
+export function mergeRows(
+  ctx: AccountContext,
+  q: Query,
+  rows: Row[],
+  metricOf: Map<number, string>,
+  maxGroups = Infinity,
+): { groups: Map<string, Group>; failed: number } {
+  const { starts } = q;
+  const n = starts.length;
+  const nGroup = q.groupBy.length;
+  const groups = new Map<string, Group>();
+  const bucketIndex = new Map<number, number>();
+  const identity = { accountId: ctx.accountId, level: q.level, bucket: 0, metric: '', series: '' };
+  let failed = 0;
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r]!;
+    const keys = ctx.byVersion.get(row.v);
+    const metric = metricOf.get(row.v);
+    let i = bucketIndex.get(row.b);
+    if (i === undefined) bucketIndex.set(row.b, (i = locate(starts, row.b)));
+    if (!keys || metric === undefined || i < 0) {
+      failed++;
+      continue;
+    }
+    identity.bucket = row.b;
+    identity.metric = metric;
+    identity.series = row.s;
+    const plain = openRollup(keys.dataKey, identity, fromBase64(row.a));
+    if (!plain) {
+      failed++;
+      continue;
+    }
+    let agg: Aggregate;
+    try {
+      agg = decodeAggregate(plain);
+    } catch {
+      failed++;
+      continue;
+    }
+    const gk = nGroup === 0 ? '' : nGroup === 1 ? row.g0! : groupKeyOf(row, nGroup);
+    let g = groups.get(gk);
+    if (!g) {
+      if (groups.size >= maxGroups) throw tooManySeries();
+      g = { values: nGroup === 0 ? [] : [row.g0!, row.g1!, row.g2!, row.g3!].slice(0, nGroup), aggs: new Array(n) };
+      groups.set(gk, g);
+    }
+    const cur = g.aggs[i];
+    if (cur === undefined) g.aggs[i] = agg;
+    else {
+      try {
+        mergeInto(cur, agg);
+      } catch {
+        failed++;
+      }
+    }
+  }
+  return { groups, failed };
+}
+
+function groupKeyOf(row: Row, n: number): string {
+  let k = row.g0!;
+  if (n > 1) k += `\u0000${row.g1}`;
+  if (n > 2) k += `\u0000${row.g2}`;
+  if (n > 3) k += `\u0000${row.g3}`;
+  return k;
+}
+
+/** Index of the bucket containing t (greatest start ≤ t), or −1. */
+function locate(starts: number[], t: number): number {
+  let lo = 0;
+  let hi = starts.length - 1;
+  if (hi < 0 || t < starts[0]!) return -1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (starts[mid]! <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+const UNKNOWN_LABEL = '(unknown)';
+
+async function labelAndFinalize(deps: QueryDeps, ctx: AccountContext, q: Query, groups: Map<string, Group>): Promise<Series[]> {
+  const { starts, aggregation } = q;
+  const empty = finalize(emptyAggregate(), aggregation);
+  const points = (aggs: (Aggregate | undefined)[]): SeriesPoint[] =>
+    starts.map((t, i) => {
+      const a = aggs[i];
+      return [t, a === undefined ? empty : finalize(a, aggregation)];
+    });
+
+  if (q.groupBy.length === 0) {
+    return [{ tags: {}, points: points(groups.get('')?.aggs ?? []) }];
+  }
+  const pseudonyms = new Set<string>();
+  for (const g of groups.values()) for (const p of g.values) pseudonyms.add(p);
+  const { entries, failed } = await lookupDictionary(deps, ctx, 2, pseudonyms);
+  if (failed) deps.log?.warn({ accountId: ctx.accountId, failed }, 'query: dictionary entries failed to open');
+
+  // Label groups; groups of different key versions with the same labels are one series.
+  const labelled = new Map<string, { tags: Record<string, string>; aggs: (Aggregate | undefined)[] }>();
+  for (const g of groups.values()) {
+    const tags: Record<string, string> = {};
+    q.groupBy.forEach((k, j) => {
+      const p = g.values[j]!;
+      if (p === '0') return; // the tag is absent on these points
+      const e = entries.get(p);
+      tags[k] = e && e.extra === k ? e.text : UNKNOWN_LABEL;
+    });
+    const key = JSON.stringify(q.groupBy.map((k) => tags[k] ?? null));
+    const same = labelled.get(key);
+    if (!same) labelled.set(key, { tags, aggs: g.aggs });
+    else {
+      for (let i = 0; i < starts.length; i++) {
+        const a = g.aggs[i];
+        if (a === undefined) continue;
+        const b = same.aggs[i];
+        if (b === undefined) same.aggs[i] = a;
+        else mergeInto(b, a);
+      }
+    }
+  }
+  if (labelled.size > MAX_SERIES) throw tooManySeries();
+  return [...labelled.entries()]
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([, s]) => ({ tags: s.tags, points: points(s.aggs) }));
+}

@@ -1,0 +1,12 @@
+export { registerQueryRoutes } from './routes.js';
+export type { QueryRoutesOptions } from './routes.js';
+export { QueryCache } from './cache.js';
+export type { QueryCacheOptions } from './cache.js';
+export { runQuery, executeQuery, MAX_ROWS, MAX_SERIES } from './engine.js';
+export type { QueryResult, Series, SeriesPoint, QueryStats } from './engine.js';
+export { parseQuery, querySchema, QUERY_AGGREGATIONS, MAX_BUCKETS } from './request.js';
+export type { Query, QueryBody } from './request.js';
+export { listMetrics, MAX_LISTED_VALUES } from './catalog.js';
+export type { MetricsListing, MetricInfo, MetricTag } from './catalog.js';
+export { CONTENT_SECURITY_POLICY, DEFAULT_DASHBOARD_DIR } from './dashboard.js';
+export type { QueryDeps } from './context.js';

@@ -1,0 +1,122 @@
+/**
+ * The query body, validated once with zod and turned into what the engine needs: whole
+ * time-zone buckets, the stored level to read, and the limits that keep a query interactive.
+ *
+ * Stable error codes (all HTTP 400): invalid_query, invalid_time, invalid_time_range,
+ * invalid_time_zone, range_too_large.
+ */
+import { z } from 'zod';
+import { tagsError, validName } from '@cipherstat/protocol';
+import { CollectorError } from '../errors.js';
+import { RollupError, buckets, isValidTimeZone, nextBucketStart, sourceLevel, type Aggregation, type Interval, type Level } from '../rollup/index.js';
+
+/** The aggregations of the public surface, plus `last` (the newest value; handy for gauges). */
+export const QUERY_AGGREGATIONS = ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p90', 'p95', 'p99', 'last'] as const satisfies readonly Aggregation[];
+/** Most buckets per series (10,000: a week of minutes, 416 days of hours). */
+export const MAX_BUCKETS = 10_000;
+export const MAX_GROUP_BY = 4;
+export const MAX_FILTER_KEYS = 16;
+export const MAX_FILTER_VALUES = 100;
+
+const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$/;
+/** Instants accepted: 1970 .. 2299 (what the rollups table can hold). */
+const MAX_TIME = 10_413_791_999_999;
+
+const time = z.union([z.number(), z.string().max(40)]);
+const tagKey = z.string().min(1).max(64);
+const tagValue = z.string().max(256);
+
+export const querySchema = z
+  .object({
+    metric: z.string().min(1).max(128),
+    aggregation: z.enum(QUERY_AGGREGATIONS),
+    from: time,
+    to: time,
+    interval: z.enum(['minute', 'hour', 'day']),
+    groupBy: z.array(tagKey).max(MAX_GROUP_BY).optional(),
+    filter: z.record(tagKey, z.union([tagValue, z.array(tagValue).min(1).max(MAX_FILTER_VALUES)])).optional(),
+    timezone: z.string().min(1).max(64).optional(),
+  })
+  .strict();
+
+export type QueryBody = z.infer<typeof querySchema>;
+
+/** A validated query. */
+export interface Query {
+  metric: string;
+  aggregation: Aggregation;
+  interval: Interval;
+  timezone: string;
+  groupBy: string[];
+  /** tag key → accepted values (one or more; a point matches when its value is any of them) */
+  filter: [string, string[]][];
+  /** Bucket starts, epoch ms, ascending; bucket i covers [starts[i], starts[i+1] or end). */
+  starts: number[];
+  /** End of the last bucket (exclusive). */
+  end: number;
+  level: Level;
+}
+
+const bad = (code: string, message: string) => new CollectorError(400, code, message);
+
+/** Epoch ms (integer) or ISO 8601 with a time and an explicit offset (`Z` or `±hh:mm`). */
+export function parseTime(v: number | string, field: string): number {
+  let ms: number;
+  if (typeof v === 'number') ms = v;
+  else {
+    if (!ISO.test(v)) throw bad('invalid_time', `${field}: epoch milliseconds or ISO 8601 with an offset, like 2026-03-29T00:00:00Z`);
+    ms = Date.parse(v);
+  }
+  if (!Number.isSafeInteger(ms) || ms < 0 || ms > MAX_TIME) throw bad('invalid_time', `${field}: not a valid time`);
+  return ms;
+}
+
+/** Validates `body` (already JSON-parsed) and plans the buckets. Throws CollectorError(400). */
+export function parseQuery(body: unknown): Query {
+  const parsed = querySchema.safeParse(body);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0]!;
+    throw bad('invalid_query', `${i.path.join('.') || 'body'}: ${i.message}`);
+  }
+  const b = parsed.data;
+  if (!validName(b.metric)) throw bad('invalid_query', 'metric: not a valid metric name');
+  const groupBy = b.groupBy ?? [];
+  if (new Set(groupBy).size !== groupBy.length) throw bad('invalid_query', 'groupBy: repeated tag key');
+  const filter = Object.entries(b.filter ?? {}).map(([k, v]): [string, string[]] => [k, [...new Set(typeof v === 'string' ? [v] : v)]]);
+  if (filter.length > MAX_FILTER_KEYS) throw bad('invalid_query', `filter: at most ${MAX_FILTER_KEYS} tag keys`);
+  for (const k of [...groupBy, ...filter.map(([k]) => k)]) {
+    if (tagsError({ [k]: '' }) !== null) throw bad('invalid_query', `not a valid tag key: ${JSON.stringify(k)}`);
+  }
+  const timezone = b.timezone ?? 'UTC';
+  if (!isValidTimeZone(timezone)) throw bad('invalid_time_zone', `unknown time zone: ${timezone}`);
+  const from = parseTime(b.from, 'from');
+  const to = parseTime(b.to, 'to');
+  if (to <= from) throw bad('invalid_time_range', '`to` must be after `from`');
+  const interval = b.interval;
+  let starts: number[];
+  try {
+    starts = buckets(from, to, interval, timezone, MAX_BUCKETS);
+  } catch (e) {
+    if (e instanceof RollupError && e.code === 'too_many_buckets') {
+      throw bad('range_too_large', `more than ${MAX_BUCKETS} ${interval} buckets; shorten the range or use a longer interval`);
+    }
+    throw e;
+  }
+  const end = nextBucketStart(starts[starts.length - 1]!, interval, timezone);
+  const level = sourceLevel(interval, timezone, from, to);
+  return { metric: b.metric, aggregation: b.aggregation, interval, timezone, groupBy, filter, starts, end, level };
+}
+
+/** A canonical string of a query (cache key): equal for queries with equal answers. */
+export function queryKey(q: Query): string {
+  return JSON.stringify([
+    q.metric,
+    q.aggregation,
+    q.interval,
+    q.timezone,
+    q.groupBy,
+    [...q.filter].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v]) => [k, [...v].sort()]),
+    q.starts[0],
+    q.end,
+  ]);
+}

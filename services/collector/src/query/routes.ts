@@ -1,0 +1,112 @@
+/**
+ * The query role's HTTP surface: GET /v1/metrics and POST /v1/query (bearer read token),
+ * and the dashboard at / and /assets/*.
+ *
+ * Auth: a missing, malformed or unknown token is 401 `unauthorized`; a deactivated account
+ * (grace period, restorable) is 403 `account_deactivated`; a shredded one 410 `account_deleted`.
+ * A token only ever selects its own account: the account id never comes from the request.
+ */
+import type { Context, Hono } from 'hono';
+import { Counter, Histogram, type Registry } from 'prom-client';
+import { fromUtf8 } from '@cipherstat/protocol';
+import { readBody } from '../body.js';
+import { CollectorError } from '../errors.js';
+import { tokenKind } from '../keyring/index.js';
+import type { AccountRow } from '../storage/types.js';
+import type { Services } from '../services.js';
+import type { QueryCache } from './cache.js';
+import { listMetrics, type MetricsListing } from './catalog.js';
+import { DashboardFiles, securityHeaders, serveDashboard } from './dashboard.js';
+import { runQuery, type QueryStats } from './engine.js';
+
+export interface QueryRoutesOptions {
+  /** Where the built dashboard is (default services/collector/dist/dashboard). */
+  dashboardDir?: string;
+}
+
+const MAX_QUERY_BODY = 16 * 1024;
+
+type QueryServices = Pick<Services, 'store' | 'keyring' | 'accounts' | 'log' | 'metrics' | 'now'> & {
+  config: Pick<Services['config'], 'trustProxy' | 'bodyTimeoutMs'>;
+};
+
+export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCache, opts: QueryRoutesOptions = {}): void {
+  const m = queryMetrics(s.metrics.registry);
+  const deps = { store: s.store, keyring: s.keyring, log: s.log, cache, now: s.now, onFailedRows: (n: number) => m.failedRows.inc(n) };
+  const secure = securityHeaders(s.config.trustProxy);
+
+  for (const path of ['/', '/index.html', '/assets/*', '/v1/metrics', '/v1/query']) app.use(path, secure);
+
+  const authenticate = async (c: Context): Promise<AccountRow> => {
+    const h = c.req.header('authorization') ?? '';
+    const token = /^Bearer\s+(\S+)$/i.exec(h)?.[1];
+    if (!token) throw new CollectorError(401, 'unauthorized', 'missing bearer read token');
+    // Only read tokens: an admin token is not a key to anyone's data.
+    const row = tokenKind(token) === 'read' ? await s.accounts.byReadToken(token) : undefined;
+    if (!row) throw new CollectorError(401, 'unauthorized', 'invalid read token');
+    if (row.state !== 'active') {
+      cache.dropAccount(row.accountId);
+      if (row.state === 'deactivated') throw new CollectorError(403, 'account_deactivated', 'this account is deactivated; restore it to query');
+      throw new CollectorError(410, 'account_deleted', 'this account was deleted');
+    }
+    return row;
+  };
+
+  app.get('/v1/metrics', async (c) => {
+    const end = m.seconds.startTimer({ route: 'metrics' });
+    const account = await authenticate(c);
+    const gen = cache.generation(account.accountId);
+    let listing = cache.get<MetricsListing>(account.accountId, 'metrics');
+    if (!listing) {
+      listing = await listMetrics(deps, account.accountId);
+      cache.set(account.accountId, 'metrics', listing, gen);
+    }
+    end();
+    c.header('Cache-Control', 'no-store');
+    return c.json({ accountId: account.accountId, ...listing });
+  });
+
+  app.post('/v1/query', async (c) => {
+    const end = m.seconds.startTimer({ route: 'query' });
+    const account = await authenticate(c);
+    const body = await readBody(c.req.raw, MAX_QUERY_BODY, s.config.bodyTimeoutMs);
+    let value: unknown;
+    try {
+      value = JSON.parse(fromUtf8(body));
+    } catch {
+      throw new CollectorError(400, 'invalid_json', 'the request body is not JSON');
+    }
+    const stats: QueryStats = { storageMs: 0, mergeMs: 0, rows: 0 };
+    const result = await runQuery(deps, account, value, stats);
+    m.cache.inc({ result: result.meta.cached ? 'hit' : 'miss' });
+    end();
+    c.header('Cache-Control', 'no-store');
+    if (!result.meta.cached) c.header('Server-Timing', `storage;dur=${stats.storageMs.toFixed(1)}, merge;dur=${stats.mergeMs.toFixed(1)}`);
+    return c.json(result);
+  });
+
+  const files = new DashboardFiles(opts.dashboardDir);
+  const serve = serveDashboard(files);
+  app.get('/', serve);
+  app.get('/index.html', serve);
+  app.get('/assets/:name', serve);
+}
+
+/** Query-role Prometheus metrics, registered once per registry. No label carries tenant data. */
+function queryMetrics(registry: Registry) {
+  const once = <T>(name: string, make: () => T): T => (registry.getSingleMetric(name) as T | undefined) ?? make();
+  return {
+    seconds: once(
+      'cipherstat_query_seconds',
+      () => new Histogram({ name: 'cipherstat_query_seconds', help: 'Latency of /v1/query and /v1/metrics', labelNames: ['route'], buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5], registers: [registry] }),
+    ),
+    failedRows: once(
+      'cipherstat_query_failed_rows_total',
+      () => new Counter({ name: 'cipherstat_query_failed_rows_total', help: 'Stored rows that failed to open during queries (left out of answers)', registers: [registry] }),
+    ),
+    cache: once(
+      'cipherstat_query_cache_total',
+      () => new Counter({ name: 'cipherstat_query_cache_total', help: 'Query answers by cache result (hit, miss)', labelNames: ['result'], registers: [registry] }),
+    ),
+  };
+}
