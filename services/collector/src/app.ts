@@ -13,6 +13,7 @@ import type { Services } from './services.js';
 import { tokenMatches } from './keyring/index.js';
 import { StorageError } from './storage/index.js';
 import { registerLifecycleRoutes } from './lifecycle/index.js';
+import { registerQueryRoutes } from './query/index.js';
 
 const TEXT_MAX = Math.ceil(LIMITS.maxEnvelopeBytes / 3) * 4 + 2;
 
@@ -171,6 +172,7 @@ export function createApp(s: Services): Hono {
     return c.json(await s.lifecycle.describe(row));
   });
   registerLifecycleRoutes(app, s);
+  if (s.roles.query) registerQueryRoutes(app, s, s.queryCache);
 
   return app;
 }

@@ -1,27 +1,40 @@
 #!/usr/bin/env node
 /**
- * cipherstat serve | accounts create|list|show | keys rotate
+ * cipherstat serve | accounts create|list|show|update|delete|restore|wipe | verify | keys rotate
+ * | keyring backup|restore|rotate-master
  *
  * Account commands talk to a running collector when one answers (at --url, $CIPHERSTAT_URL,
  * or http://$HOST:$PORT), authenticated with the admin token; otherwise they open the data
  * directory directly (embedded ClickHouse holds one process per data directory, so never
  * both at once).
  */
-import { readFileSync, existsSync } from 'node:fs';
+import { readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from './config.js';
 import { openServices, startCollector } from './services.js';
 import { pino } from 'pino';
 import { createLogger } from './logger.js';
+import { Keyring, loadMasterKeys } from './keyring/index.js';
+import { isKeyringError } from './keyring/index.js';
+import { isCollectorError } from './errors.js';
+import { lastRotation, lifecycleEnv, rotateMaster, DEFAULT_MASTER_ROTATION_DAYS } from './lifecycle/index.js';
 
 const HELP = `cipherstat — encrypted metrics collector
 
   cipherstat serve [--role all|ingest|process|query] [--host H] [--port P] [--data-dir D]
   cipherstat accounts create [--origin URL ...] [--retention-days N] [--confidential] [--json]
   cipherstat accounts list [--json]
-  cipherstat accounts show ID [--json]
+  cipherstat accounts show ID [--json]                 (purge progress of a shredded account)
+  cipherstat accounts update ID [--confidential | --no-confidential] [--retention-days N] [--origin URL ...]
+  cipherstat accounts delete ID [--grace DAYS] [--now]  deactivate; shred after the grace period (default 7 days), or now
+  cipherstat accounts restore ID                       undo a delete inside the grace period
+  cipherstat accounts wipe ID                          new data keys, all data so far destroyed, same write key
+  cipherstat verify ID                                 prove a shredded account is unreadable (exit 1 if not)
   cipherstat keys rotate [--overlap-days N] [--json]
+  cipherstat keyring backup [--out FILE]               sealed under the current master key (stdout without --out)
+  cipherstat keyring restore FILE                      never resurrects a shredded account
+  cipherstat keyring rotate-master                     new master key; every older keyring backup becomes unreadable
 
 Common: --data-dir D (default ./data, $CIPHERSTAT_DATA_DIR), --url URL of a running collector,
 --token admin token (default $CIPHERSTAT_ADMIN_TOKEN or D/admin.token).`;
@@ -38,6 +51,10 @@ const { values: flags, positionals } = parseArgs({
     origin: { type: 'string', multiple: true },
     'retention-days': { type: 'string' },
     confidential: { type: 'boolean' },
+    'no-confidential': { type: 'boolean' },
+    now: { type: 'boolean' },
+    grace: { type: 'string' },
+    out: { type: 'string' },
     'overlap-days': { type: 'string' },
     json: { type: 'boolean' },
     help: { type: 'boolean', short: 'h' },
@@ -56,7 +73,8 @@ function fail(message: string, code = 1): never {
 async function remote(config: Config): Promise<{ url: string; token: string } | undefined> {
   const url = flags.url ?? process.env.CIPHERSTAT_URL ?? `http://${config.host}:${config.port}`;
   try {
-    const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(500) });
+    // an explicit --url is expected to answer: give a busy collector time
+    const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(flags.url ? 5000 : 500) });
     if (!r.ok) throw new Error();
   } catch {
     if (flags.url) fail(`no collector answers at ${url}`);
@@ -88,6 +106,15 @@ async function local<T>(config: Config, fn: (s: Awaited<ReturnType<typeof openSe
     await s.store.close();
   }
 }
+
+/** The keyring alone (no storage): safe next to a running collector (the keyring locks its files). */
+function openKeyring(config: Config) {
+  const log = createLogger({ level: 'warn', destination: process.stderr });
+  const master = loadMasterKeys({ dataDir: config.dataDir, env: process.env, log });
+  return { master, keyring: Keyring.open({ dir: join(config.dataDir, 'keyring'), master }) };
+}
+
+const report = (value: unknown) => console.log(JSON.stringify(value, null, 2));
 
 const table = (rows: Record<string, unknown>[]) =>
   rows.length ? rows.map((r) => Object.values(r).join('\t')).join('\n') : '(none)';
@@ -140,11 +167,97 @@ async function main(): Promise<void> {
         : await local(config, async (s) => {
             const row = await s.accounts.fresh(arg);
             if (!row) fail(`no account ${arg}`);
-            return { ...(await s.accounts.view(row)), rejects: await s.store.rejects(arg), rows: await s.store.countAccountRows(arg) };
+            return s.lifecycle.describe(row);
           });
       return out(shown, (a) => Object.entries(a).map(([k, v]) => `${k.padEnd(15)} ${typeof v === 'object' ? JSON.stringify(v) : v}`).join('\n'));
     }
+    if (sub === 'delete' || sub === 'restore' || sub === 'wipe' || sub === 'update') {
+      if (!arg) fail(`usage: cipherstat accounts ${sub} ID`);
+      const path = `/v1/accounts/${encodeURIComponent(arg)}`;
+      if (sub === 'delete') {
+        const graceDays = flags.grace === undefined ? undefined : Number(flags.grace);
+        if (graceDays !== undefined && !(graceDays >= 0)) fail('--grace takes a number of days >= 0');
+        const query = new URLSearchParams();
+        if (graceDays !== undefined) query.set('graceDays', String(graceDays));
+        if (flags.now) query.set('now', 'true');
+        if (r) return report(await call(r, 'DELETE', `${path}${query.size ? `?${query}` : ''}`));
+        // No collector runs: shred and purge here and now (nobody else will purge).
+        return report(
+          await local(config, async (s) => {
+            const done = await s.lifecycle.deactivate(arg, { graceDays, immediately: flags.now });
+            if (done.state !== 'shredded' || done.purge === 'complete') return done;
+            return { ...done, purge: await s.lifecycle.purge(arg) };
+          }),
+        );
+      }
+      if (sub === 'restore') return report(r ? await call(r, 'POST', `${path}/restore`) : await local(config, (s) => s.lifecycle.restore(arg)));
+      if (sub === 'wipe') return report(r ? await call(r, 'POST', `${path}/wipe`) : await local(config, (s) => s.lifecycle.wipe(arg)));
+      const change = {
+        confidential: flags.confidential ? true : flags['no-confidential'] ? false : undefined,
+        retentionDays: flags['retention-days'] ? Number(flags['retention-days']) : undefined,
+        allowedOrigins: flags.origin,
+      };
+      return report(r ? await call(r, 'PATCH', path, change) : await local(config, (s) => s.lifecycle.update(arg, change)));
+    }
     fail(`unknown command: accounts ${sub ?? ''}\n${HELP}`, 2);
+  }
+
+  if (cmd === 'verify') {
+    const id = sub;
+    if (!id) fail('usage: cipherstat verify ACCOUNT_ID');
+    const r = await remote(config);
+    const v = r ? await call(r, 'GET', `/v1/accounts/${encodeURIComponent(id)}/verify`) : await local(config, (s) => s.lifecycle.verify(id));
+    report(v);
+    if (!v.ok) process.exit(1);
+    return;
+  }
+
+  if (cmd === 'keyring') {
+    const rotationDays = lifecycleEnv(process.env).masterRotationDays ?? DEFAULT_MASTER_ROTATION_DAYS;
+    if (sub === 'backup') {
+      const { keyring, master } = openKeyring(config);
+      const blob = keyring.backup();
+      const since = lastRotation(keyring.dir, master, Date.now());
+      const summary = {
+        file: flags.out ?? null,
+        bytes: blob.length,
+        masterKeyVersion: master.current().version,
+        accounts: keyring.listAccounts().length,
+        tombstones: keyring.listTombstones().length,
+        // the next rotation destroys the master key version this backup is sealed under
+        readableUntil: master.source === 'local' ? new Date(since.rotatedAt + rotationDays * 86_400_000).toISOString() : null,
+      };
+      if (!flags.out) {
+        process.stdout.write(blob);
+        console.error(JSON.stringify(summary));
+        return;
+      }
+      writeFileSync(flags.out, blob, { mode: 0o600 });
+      return report(summary);
+    }
+    if (sub === 'restore') {
+      if (!arg) fail('usage: cipherstat keyring restore FILE');
+      const blob = new Uint8Array(readFileSync(arg));
+      // Accounts shredded according to storage get tombstones even if this keyring lost them.
+      const r = await remote(config);
+      const shredded: string[] = r
+        ? (await call(r, 'GET', '/v1/accounts')).accounts.filter((a: any) => a.state === 'shredded').map((a: any) => a.accountId)
+        : await local(config, async (s) => (await s.accounts.list()).filter((a) => a.state === 'shredded').map((a) => a.accountId));
+      const { keyring } = openKeyring(config);
+      try {
+        return report(keyring.restoreBackup(blob, { tombstones: shredded }));
+      } catch (e) {
+        if (isKeyringError(e) && e.code === 'master_key_missing') {
+          fail(`${e.message}: this backup is older than the last master key rotation and can never be restored`);
+        }
+        throw e;
+      }
+    }
+    if (sub === 'rotate-master') {
+      const { keyring, master } = openKeyring(config);
+      return report(rotateMaster(keyring, master, { now: Date.now(), rotationDays }));
+    }
+    fail(`unknown command: keyring ${sub ?? ''}\n${HELP}`, 2);
   }
 
   if (cmd === 'keys' && sub === 'rotate') {
@@ -157,4 +270,4 @@ async function main(): Promise<void> {
   fail(`unknown command: ${positionals.join(' ')}\n${HELP}`, 2);
 }
 
-main().catch((e) => fail(e instanceof Error ? e.message : String(e)));
+main().catch((e) => fail(isCollectorError(e) ? `${e.code}: ${e.message}` : e instanceof Error ? e.message : String(e)));

@@ -152,6 +152,7 @@ export class Processor {
   forgetAccount(accountId: string): void {
     this.done.deleteWhere((k) => k.startsWith(`${accountId}/`));
     this.known.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
+    this.pseudonyms.deleteWhere((k) => k.startsWith(`${accountId}\u0000`)); // drops the cached MAC key too
   }
 
   async stop(): Promise<void> {
@@ -165,7 +166,7 @@ export class Processor {
     const keys = await this.o.keyring.accountKeys(accountId);
     if (!account || !keys?.length || account.state === 'shredded') return undefined;
     const current = keys[keys.length - 1]!;
-    const pk = toHex(current.macKey);
+    const pk = `${accountId}\u0000${current.version}`;
     let pseudonyms = this.pseudonyms.get(pk);
     if (!pseudonyms) this.pseudonyms.set(pk, (pseudonyms = new Pseudonyms(current.macKey)));
     const pairs = [...keys].reverse().map((k) => ({ publicKey: k.publicKey, secretKey: k.secretKey }));

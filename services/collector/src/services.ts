@@ -11,12 +11,14 @@ import type { Config } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { openStore, type Store } from './storage/index.js';
-import { Keyring, loadAdminToken, loadMasterKeys } from './keyring/index.js';
+import { Keyring, loadAdminToken, loadMasterKeys, type ManagedMasterKeys } from './keyring/index.js';
 import { Accounts } from './accounts.js';
 import { BatchWriter } from './writer.js';
 import { Processor } from './processor.js';
 import { RateLimiter } from './rate-limit.js';
 import { createApp } from './app.js';
+import { QueryCache } from './query/index.js';
+import { Lifecycle, lifecycleEnv } from './lifecycle/index.js';
 
 export interface Services {
   config: Config;
@@ -24,7 +26,11 @@ export interface Services {
   metrics: Metrics;
   store: Store;
   keyring: Keyring;
+  master: ManagedMasterKeys;
   accounts: Accounts;
+  /** Deactivate, shred, purge, wipe, retention, master key rotation (its scheduler runs with the process role). */
+  lifecycle: Lifecycle;
+  queryCache: QueryCache;
   writer: BatchWriter;
   processor: Processor | undefined;
   rateLimiter: RateLimiter;
@@ -66,6 +72,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     process: config.role === 'all' || config.role === 'process',
     query: config.role === 'all' || config.role === 'query',
   };
+  const queryCache = new QueryCache({ now, ttlMs: roles.process ? 30_000 : 1_000 });
   const processor = roles.process
     ? new Processor({
         store,
@@ -76,12 +83,21 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         now,
         pollMs: config.role === 'all' ? 5000 : 250,
         pollMinAgeMs: config.role === 'all' ? 10_000 : 0,
+        onProcessed: (ids) => queryCache.invalidate(ids),
       })
     : undefined;
   const writer = new BatchWriter(store, metrics, {
     maxQueued: config.maxQueuedBatches,
     onDurable: processor ? (rows) => processor.enqueue(rows) : undefined,
   });
+  const lifecycle = new Lifecycle({
+    store, keyring, accounts, metrics, log, writer, processor, master, now,
+    graceDays: config.graceDays,
+    ...lifecycleEnv(env),
+  });
+  // Deleting or wiping an account drops its cached query results everywhere in this process.
+  lifecycle.onShred.push((id) => queryCache.dropAccount(id));
+  lifecycle.onWipe.push((id) => queryCache.dropAccount(id));
   let schemaVersion = schema.to;
   return {
     config,
@@ -89,7 +105,10 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     metrics,
     store,
     keyring,
+    master,
     accounts,
+    lifecycle,
+    queryCache,
     writer,
     processor,
     rateLimiter: new RateLimiter(config.rateLimit),
@@ -122,6 +141,7 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
     await processor.recover();
     processor.start();
   }
+  if (services.roles.process) services.lifecycle.start();
   const app = createApp(services);
   const server = await new Promise<ServerType>((resolve) => {
     const srv = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(srv));
@@ -139,6 +159,7 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
       });
       await services.writer.close();
       await processor?.stop();
+      await services.lifecycle.stop();
       await services.store.close();
       log.info('stopped');
     })());

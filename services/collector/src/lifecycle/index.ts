@@ -1,0 +1,24 @@
+export {
+  Lifecycle,
+  lifecycleEnv,
+  DEFAULT_GRACE_DAYS,
+  DEFAULT_LIFECYCLE_INTERVAL_MS,
+  DEFAULT_RETENTION_INTERVAL_MS,
+  WIPE_SECOND_PASS_MS,
+} from './lifecycle.js';
+export type {
+  LifecycleOptions,
+  DeactivateReport,
+  ShredReport,
+  PurgeReport,
+  WipeReport,
+  RetentionReport,
+  TickReport,
+  AccountDetails,
+  AccountSettings,
+} from './lifecycle.js';
+export { verifyAccount, countPurgeRows, PURGE_TABLES } from './verify.js';
+export type { VerifyReport, VerifyOptions, TrialResult, PurgeTable } from './verify.js';
+export { rotateMaster, lastRotation, rotationDue, readRotationState, DEFAULT_MASTER_ROTATION_DAYS } from './master-rotation.js';
+export type { MasterRotationReport, RotationState } from './master-rotation.js';
+export { registerLifecycleRoutes } from './routes.js';

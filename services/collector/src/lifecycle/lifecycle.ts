@@ -1,0 +1,568 @@
+/**
+ * An account's life after creation: deactivate (grace period, restorable) → shred (keys
+ * destroyed, tombstone) → purge (ciphertext deleted in the background); plus wipe (fresh
+ * keys, old data destroyed, same write key), retention, settings, and verify.
+ *
+ * State lives in storage (the account row) and in the keyring (tombstones), never only in
+ * memory: `tick()` finds due shreds, shreds interrupted by a crash, pending purges, expired
+ * rows and a due master key rotation from that state alone, so it survives restarts and
+ * can run in any process that holds the keyring.
+ */
+import type { AccountRow, Store } from '../storage/types.js';
+import type { Keyring, ManagedMasterKeys } from '../keyring/index.js';
+import { isKeyringError } from '../keyring/index.js';
+import type { Accounts, AccountView } from '../accounts.js';
+import type { BatchWriter } from '../writer.js';
+import type { Processor } from '../processor.js';
+import type { Metrics } from '../metrics.js';
+import type { Logger } from '../logger.js';
+import { CollectorError } from '../errors.js';
+import { PURGE_TABLES, countPurgeRows, verifyAccount, type PurgeTable, type VerifyOptions, type VerifyReport } from './verify.js';
+import { DEFAULT_MASTER_ROTATION_DAYS, rotateMaster, rotationDue, type MasterRotationReport } from './master-rotation.js';
+
+const DAY = 86_400_000;
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+const time = `fromUnixTimestamp64Milli({t:Int64}, 'UTC')`;
+
+export const DEFAULT_GRACE_DAYS = 7;
+export const DEFAULT_LIFECYCLE_INTERVAL_MS = 60_000;
+export const DEFAULT_RETENTION_INTERVAL_MS = 3_600_000;
+/** A wipe deletes old-version rows again this long after it returned (rows a processor
+ *  tick still had in flight, or another process whose keyring cache had the old keys). */
+export const WIPE_SECOND_PASS_MS = 2_000;
+
+export interface LifecycleOptions {
+  store: Store;
+  keyring: Keyring;
+  accounts: Accounts;
+  metrics: Metrics;
+  log: Logger;
+  writer?: BatchWriter;
+  processor?: Processor;
+  /** Needed for scheduled master key rotation; without it the scheduler skips rotation. */
+  master?: ManagedMasterKeys;
+  now?: () => number;
+  /** Days between deactivation and shred (default 7). */
+  graceDays?: number;
+  /** Days between master key rotations (default 30, CIPHERSTAT_MASTER_ROTATION_DAYS). */
+  masterRotationDays?: number;
+  /** Scheduler period (default 60 s, CIPHERSTAT_LIFECYCLE_INTERVAL_MS). */
+  intervalMs?: number;
+  /** How often the retention job runs (default 1 h). */
+  retentionIntervalMs?: number;
+}
+
+/** Options that come from the environment. */
+export function lifecycleEnv(env: NodeJS.ProcessEnv): Pick<LifecycleOptions, 'masterRotationDays' | 'intervalMs'> {
+  const num = (name: string, min: number): number | undefined => {
+    const v = env[name];
+    if (v === undefined || v === '') return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n < min) throw new Error(`invalid configuration: ${name} must be a number >= ${min}`);
+    return n;
+  };
+  return { masterRotationDays: num('CIPHERSTAT_MASTER_ROTATION_DAYS', 0.001), intervalMs: num('CIPHERSTAT_LIFECYCLE_INTERVAL_MS', 10) };
+}
+
+export interface DeactivateReport {
+  accountId: string;
+  state: 'deactivated';
+  deactivatedAt: string;
+  /** When the shred runs by itself; restore before then to undo. */
+  shredAfter: string;
+  graceDays: number;
+}
+
+export interface ShredReport {
+  accountId: string;
+  state: 'shredded';
+  deactivatedAt: string | null;
+  tombstonedAt: string;
+  shreddedAt: string;
+  /** Key material removed by this call (empty when it was already gone). */
+  destroyed: string[];
+  /** In-memory state dropped in this process (other processes: see the README bounds). */
+  caches: string[];
+  /** Ciphertext rows still to delete per table; the purge runs in the background. */
+  rowsToPurge: Record<PurgeTable, number>;
+  purge: 'pending' | 'complete';
+}
+
+export interface PurgeReport {
+  accountId: string;
+  purgedAt: string;
+  tookMs: number;
+  rowsBefore: Record<PurgeTable, number>;
+  rowsLeft: Record<PurgeTable, number>;
+}
+
+export interface WipeReport {
+  accountId: string;
+  wipedAt: string;
+  /** The key version everything is written under from now on. */
+  keyVersion: number;
+  destroyedKeyVersions: number[];
+  /** Rows deleted per table (rollups and dictionary of old key versions, sealed batches received so far). */
+  deleted: { batches: number; rollups: number; dictionary: number };
+  writeKeyUnchanged: true;
+}
+
+export interface RetentionReport {
+  at: string;
+  deleted: { batches: number; rollups: number };
+}
+
+export interface TickReport {
+  shredded: string[];
+  purged: string[];
+  purgePendingRows: number;
+  retention?: RetentionReport;
+  masterRotation?: MasterRotationReport;
+  errors: string[];
+}
+
+export interface AccountDetails extends AccountView {
+  rejects: Record<string, number>;
+  rows: Record<string, number>;
+  /** Shredded accounts: how far the purge is. */
+  purge: { complete: boolean; pendingRows: number; tables: Record<PurgeTable, number> } | null;
+}
+
+export interface AccountSettings {
+  confidential?: boolean;
+  retentionDays?: number;
+  allowedOrigins?: string[];
+}
+
+export class Lifecycle {
+  /** Called with the account id right after a shred in this process (attach caches holding plaintext or keys). */
+  readonly onShred: ((accountId: string) => void)[] = [];
+  /** Called right after a wipe in this process (old results and pseudonyms are stale). */
+  readonly onWipe: ((accountId: string) => void)[] = [];
+  readonly graceDays: number;
+  readonly masterRotationDays: number;
+  private readonly chains = new Map<string, Promise<unknown>>();
+  private readonly pending = new Map<string, number>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private ticking: Promise<TickReport> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private stopped = true;
+  private lastRetention = -Infinity;
+
+  constructor(private readonly o: LifecycleOptions) {
+    this.graceDays = o.graceDays ?? DEFAULT_GRACE_DAYS;
+    this.masterRotationDays = o.masterRotationDays ?? DEFAULT_MASTER_ROTATION_DAYS;
+  }
+
+  private now(): number {
+    return this.o.now?.() ?? Date.now();
+  }
+
+  /** Runs `fn` after every earlier lifecycle change of the same account (in this process). */
+  private serial<T>(accountId: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.chains.get(accountId) ?? Promise.resolve();
+    const next = prev.catch(() => {}).then(fn);
+    this.chains.set(accountId, next);
+    void next.catch(() => {}).finally(() => {
+      if (this.chains.get(accountId) === next) this.chains.delete(accountId);
+    });
+    return next;
+  }
+
+  private async row(accountId: string): Promise<AccountRow> {
+    const row = await this.o.accounts.fresh(accountId);
+    if (!row) throw new CollectorError(404, 'account_not_found', 'no such account');
+    return row;
+  }
+
+  private deleted(accountId: string): boolean {
+    return this.o.keyring.isTombstoned(accountId);
+  }
+
+  // ---------------------------------------------------------------- deactivate / restore
+
+  /**
+   * Deactivates (ingest answers 410, queries are refused) and schedules the shred after
+   * `graceDays`; with `immediately`, or a grace of 0, shreds now. Idempotent: on an account
+   * already deactivated it only moves the deadline when `graceDays` is given.
+   */
+  async deactivate(accountId: string, opts: { graceDays?: number; immediately?: boolean } = {}): Promise<DeactivateReport | ShredReport> {
+    const graceDays = opts.graceDays ?? this.graceDays;
+    if (!(graceDays >= 0 && graceDays <= 3650)) throw new CollectorError(400, 'invalid_request', 'graceDays must be within 0..3650');
+    const immediately = opts.immediately || graceDays === 0;
+    return this.serial(accountId, async () => {
+      let row = await this.row(accountId);
+      if (immediately || row.state === 'shredded' || this.deleted(accountId)) return this.shredLocked(row);
+      const t = this.now();
+      if (row.state === 'active') {
+        row = await this.o.accounts.update(accountId, { state: 'deactivated', deactivatedAt: t, shredAfter: t + graceDays * DAY });
+        this.o.log.info({ accountId, shredAfter: iso(row.shredAfter) }, 'account deactivated');
+      } else if (opts.graceDays !== undefined) {
+        row = await this.o.accounts.update(accountId, { shredAfter: (row.deactivatedAt ?? t) + graceDays * DAY });
+      }
+      if (row.shredAfter !== null && row.shredAfter <= t) return this.shredLocked(row);
+      return {
+        accountId,
+        state: 'deactivated',
+        deactivatedAt: iso(row.deactivatedAt)!,
+        shredAfter: iso(row.shredAfter)!,
+        graceDays: ((row.shredAfter ?? t) - (row.deactivatedAt ?? t)) / DAY,
+      };
+    });
+  }
+
+  /** Back to active inside the grace period; 409 once it is over, 410 once shredded. */
+  async restore(accountId: string): Promise<AccountView> {
+    return this.serial(accountId, async () => {
+      let row = await this.row(accountId);
+      if (row.state === 'shredded' || this.deleted(accountId)) throw new CollectorError(410, 'account_deleted', 'this account was shredded; it cannot be restored');
+      if (row.state === 'deactivated') {
+        if (row.shredAfter !== null && this.now() >= row.shredAfter) {
+          throw new CollectorError(409, 'grace_period_over', 'the grace period is over; the account is being shredded');
+        }
+        row = await this.o.accounts.update(accountId, { state: 'active', deactivatedAt: null, shredAfter: null });
+        this.o.log.info({ accountId }, 'account restored');
+      }
+      return this.o.accounts.view(row);
+    });
+  }
+
+  // ---------------------------------------------------------------- shred / purge
+
+  /** Shreds now, whatever the grace period says. */
+  shred(accountId: string): Promise<ShredReport> {
+    return this.serial(accountId, async () => this.shredLocked(await this.row(accountId)));
+  }
+
+  private async shredLocked(row: AccountRow): Promise<ShredReport> {
+    const { accountId } = row;
+    const t = this.now();
+    // Ingest and queries stop before the keys go (a crash in between leaves a deactivated,
+    // tombstoned account that the next tick finishes).
+    if (row.state === 'active') row = await this.o.accounts.update(accountId, { state: 'deactivated', deactivatedAt: t, shredAfter: t });
+    const k = this.o.keyring.shred(accountId); // tombstone first, then the key file
+    // Counted before the row says shredded: only then may a scheduler tick start purging.
+    const rowsToPurge = (await countPurgeRows(this.o.store, [accountId])).get(accountId)!;
+    if (row.state !== 'shredded') {
+      row = await this.o.accounts.update(accountId, { state: 'shredded', shreddedAt: t, deactivatedAt: row.deactivatedAt ?? t, shredAfter: row.shredAfter ?? t });
+    }
+    const caches: string[] = [];
+    this.o.accounts.forget(accountId);
+    caches.push('account state and read-token cache');
+    if (this.o.writer) {
+      this.o.writer.forgetAccount(accountId);
+      caches.push('ingest batch-id cache');
+    }
+    if (this.o.processor) {
+      this.o.processor.forgetAccount(accountId);
+      caches.push('processor batch and dictionary caches');
+    }
+    for (const fn of this.onShred) {
+      try {
+        fn(accountId);
+      } catch (e) {
+        this.o.log.error({ accountId, err: (e as Error).message }, 'onShred listener failed');
+      }
+    }
+    if (this.onShred.length) caches.push(`${this.onShred.length} onShred listener(s) (query cache)`);
+    const left = PURGE_TABLES.reduce((n, t) => n + rowsToPurge[t], 0);
+    this.setPending(accountId, left);
+    if (k.destroyed.length) this.o.log.info({ accountId, destroyed: k.destroyed, rowsToPurge }, 'account shredded');
+    if (left) this.kickPurge(accountId);
+    return {
+      accountId,
+      state: 'shredded',
+      deactivatedAt: iso(row.deactivatedAt),
+      tombstonedAt: iso(k.tombstonedAt)!,
+      shreddedAt: iso(row.shreddedAt ?? t)!,
+      destroyed: k.destroyed,
+      caches,
+      rowsToPurge,
+      purge: left ? 'pending' : 'complete',
+    };
+  }
+
+  private kickPurge(accountId: string): void {
+    if (this.stopped) return; // no background work (CLI): the caller purges
+    const timer = setTimeout(() => {
+      this.timers.delete(timer);
+      this.purge(accountId).catch((e) => this.o.log.warn({ accountId, err: (e as Error).message }, 'purge failed; the scheduler retries'));
+    }, 0);
+    this.timers.add(timer);
+  }
+
+  /**
+   * Deletes every ciphertext row of a shredded account (sealed batches, processed markers,
+   * rollups, dictionary). The account row stays, in state shredded, as the record; reject
+   * counts stay too (they hold no data: they count what was dropped). Refuses accounts that
+   * are not shredded.
+   */
+  purge(accountId: string): Promise<PurgeReport> {
+    return this.serial(`${accountId}\u0000purge`, async () => {
+      const row = await this.row(accountId);
+      if (row.state !== 'shredded' || !this.deleted(accountId)) throw new CollectorError(409, 'account_not_shredded', 'only a shredded account is purged');
+      const started = performance.now();
+      const rowsBefore = (await countPurgeRows(this.o.store, [accountId])).get(accountId)!;
+      for (const table of PURGE_TABLES) {
+        if (rowsBefore[table] === 0) continue;
+        // ALTER … DELETE rewrites the parts holding the rows, so the bytes leave the disk, not
+        // only the results; mutations_sync = 2 waits for every replica.
+        await this.o.store.exec(`ALTER TABLE ${table} DELETE WHERE account_id = {id:String} SETTINGS mutations_sync = 2`, { id: accountId });
+      }
+      const rowsLeft = (await countPurgeRows(this.o.store, [accountId])).get(accountId)!;
+      this.setPending(accountId, PURGE_TABLES.reduce((n, t) => n + rowsLeft[t], 0));
+      const tookMs = Math.round(performance.now() - started);
+      this.o.log.info({ accountId, rowsBefore, rowsLeft, tookMs }, 'account purged');
+      return { accountId, purgedAt: new Date(this.now()).toISOString(), tookMs, rowsBefore, rowsLeft };
+    });
+  }
+
+  private setPending(accountId: string, n: number): void {
+    if (n > 0) this.pending.set(accountId, n);
+    else this.pending.delete(accountId);
+    let total = 0;
+    for (const v of this.pending.values()) total += v;
+    this.o.metrics.purgePending.set(total);
+  }
+
+  // ---------------------------------------------------------------- wipe / settings
+
+  /**
+   * New data and MAC keys, every old version destroyed, and the raw sealed batches received
+   * so far deleted (they stay openable with the unchanged account key pair). Everything
+   * stored so far becomes unreadable; the account keeps collecting with the same write key.
+   */
+  wipe(accountId: string): Promise<WipeReport> {
+    return this.serial(accountId, async () => {
+      const row = await this.row(accountId);
+      if (row.state === 'shredded' || this.deleted(accountId)) throw new CollectorError(410, 'account_deleted', 'this account was shredded');
+      const t = this.now();
+      let rotated: ReturnType<Keyring['rotateDataKeys']>;
+      try {
+        rotated = this.o.keyring.rotateDataKeys(accountId, { destroyOld: true });
+      } catch (e) {
+        if (isKeyringError(e) && e.code === 'account_tombstoned') throw new CollectorError(410, 'account_deleted', 'this account was shredded');
+        if (isKeyringError(e) && e.code === 'account_not_found') throw new CollectorError(409, 'account_has_no_keys', 'the keyring holds no keys for this account');
+        throw e;
+      }
+      this.o.processor?.forgetAccount(accountId);
+      for (const fn of this.onWipe) {
+        try {
+          fn(accountId);
+        } catch (e) {
+          this.o.log.error({ accountId, err: (e as Error).message }, 'onWipe listener failed');
+        }
+      }
+      const deleted = await this.deleteBeforeWipe(accountId, rotated.keys.version, t);
+      if (!this.stopped) {
+        const timer = setTimeout(() => {
+          this.timers.delete(timer);
+          this.deleteBeforeWipe(accountId, rotated.keys.version, t).catch((e) =>
+            this.o.log.warn({ accountId, err: (e as Error).message }, 'second wipe pass failed'),
+          );
+        }, WIPE_SECOND_PASS_MS);
+        timer.unref();
+        this.timers.add(timer);
+      }
+      this.o.log.info({ accountId, keyVersion: rotated.keys.version, destroyedKeyVersions: rotated.destroyedVersions, deleted }, 'account wiped');
+      return {
+        accountId,
+        wipedAt: new Date(t).toISOString(),
+        keyVersion: rotated.keys.version,
+        destroyedKeyVersions: rotated.destroyedVersions,
+        deleted,
+        writeKeyUnchanged: true,
+      };
+    });
+  }
+
+  /** Rollups and dictionary entries of older key versions, and batches received up to `t`. */
+  private async deleteBeforeWipe(accountId: string, version: number, t: number): Promise<WipeReport['deleted']> {
+    const { store } = this.o;
+    const params = { id: accountId, v: version, t };
+    const [counts] = await store.query<{ b: string; r: string; d: string }>(
+      `SELECT
+         (SELECT count() FROM batches WHERE account_id = {id:String} AND received_at <= ${time}) AS b,
+         (SELECT count() FROM rollups WHERE account_id = {id:String} AND key_version < {v:UInt32}) AS r,
+         (SELECT count() FROM dictionary WHERE account_id = {id:String} AND key_version < {v:UInt32}) AS d`,
+      params,
+    );
+    const deleted = { batches: Number(counts?.b ?? 0), rollups: Number(counts?.r ?? 0), dictionary: Number(counts?.d ?? 0) };
+    if (deleted.batches) await store.exec(`ALTER TABLE batches DELETE WHERE account_id = {id:String} AND received_at <= ${time} SETTINGS mutations_sync = 2`, params);
+    if (deleted.rollups) await store.exec('ALTER TABLE rollups DELETE WHERE account_id = {id:String} AND key_version < {v:UInt32} SETTINGS mutations_sync = 2', params);
+    if (deleted.dictionary) await store.exec('ALTER TABLE dictionary DELETE WHERE account_id = {id:String} AND key_version < {v:UInt32} SETTINGS mutations_sync = 2', params);
+    return deleted;
+  }
+
+  /**
+   * Changes settings. Turning confidential mode on also deletes the sealed batches already
+   * processed (from then on the processor deletes each batch once it is processed). A new
+   * retentionDays applies to rows written from now on.
+   */
+  update(accountId: string, change: AccountSettings): Promise<AccountView> {
+    return this.serial(accountId, async () => {
+      const row = await this.row(accountId);
+      if (row.state === 'shredded' || this.deleted(accountId)) throw new CollectorError(410, 'account_deleted', 'this account was shredded');
+      const next = await this.o.accounts.update(accountId, Object.fromEntries(Object.entries(change).filter(([, v]) => v !== undefined)));
+      if (next.confidential && !row.confidential) {
+        await this.o.store.exec(
+          `ALTER TABLE batches DELETE WHERE account_id = {id:String}
+             AND batch_id IN (SELECT batch_id FROM processed WHERE account_id = {id:String})
+           SETTINGS mutations_sync = 2`,
+          { id: accountId },
+        );
+      }
+      this.o.log.info({ accountId, changed: Object.keys(change) }, 'account settings changed');
+      return this.o.accounts.view(next);
+    });
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  /** What `GET /v1/accounts/:id` and `cipherstat accounts show` print. */
+  async describe(row: AccountRow): Promise<AccountDetails> {
+    const [view, rejects, rows] = await Promise.all([
+      this.o.accounts.view(row),
+      this.o.store.rejects(row.accountId),
+      this.o.store.countAccountRows(row.accountId),
+    ]);
+    let purge: AccountDetails['purge'] = null;
+    if (row.state === 'shredded') {
+      const tables = (await countPurgeRows(this.o.store, [row.accountId])).get(row.accountId)!;
+      const pendingRows = PURGE_TABLES.reduce((n, t) => n + tables[t], 0);
+      purge = { complete: pendingRows === 0, pendingRows, tables };
+    }
+    return { ...view, rejects, rows, purge };
+  }
+
+  async verify(accountId: string, opts?: VerifyOptions): Promise<VerifyReport> {
+    const row = await this.o.accounts.fresh(accountId);
+    if (!row && !this.deleted(accountId)) throw new CollectorError(404, 'account_not_found', 'no such account');
+    return verifyAccount({ store: this.o.store, keyring: this.o.keyring, now: () => this.now() }, accountId, row?.state, opts);
+  }
+
+  // ---------------------------------------------------------------- retention
+
+  /**
+   * Deletes batches and rollups whose `expires_at` has passed. ClickHouse's TTL does the same
+   * during merges, but only when a merge happens (at most every `merge_with_ttl_timeout`,
+   * 4 h by default, per partition); this job bounds it by its own period.
+   */
+  async runRetention(): Promise<RetentionReport> {
+    const t = this.now();
+    const deleted = { batches: 0, rollups: 0 };
+    for (const table of ['batches', 'rollups'] as const) {
+      const [r] = await this.o.store.query<{ n: string }>(`SELECT count() AS n FROM ${table} WHERE expires_at < ${time}`, { t });
+      deleted[table] = Number(r?.n ?? 0);
+      if (deleted[table]) await this.o.store.exec(`ALTER TABLE ${table} DELETE WHERE expires_at < ${time} SETTINGS mutations_sync = 2`, { t });
+    }
+    this.lastRetention = t;
+    if (deleted.batches || deleted.rollups) this.o.log.info({ deleted }, 'retention: expired rows deleted');
+    return { at: new Date(t).toISOString(), deleted };
+  }
+
+  // ---------------------------------------------------------------- master key
+
+  rotateMasterKey(): MasterRotationReport {
+    if (!this.o.master) throw new CollectorError(409, 'master_key_external', 'no managed master key in this process');
+    const r = rotateMaster(this.o.keyring, this.o.master, { now: this.now(), rotationDays: this.masterRotationDays });
+    this.o.log.warn({ version: r.version, destroyed: r.destroyed }, 'master key rotated: keyring backups taken before now can no longer be restored; take a new one');
+    return r;
+  }
+
+  // ---------------------------------------------------------------- scheduler
+
+  /**
+   * One pass: finish shreds a crash interrupted, run due shreds, purge shredded accounts
+   * with rows left, delete expired rows (every retentionIntervalMs) and rotate the master
+   * key when due. Concurrent calls share one pass.
+   */
+  tick(): Promise<TickReport> {
+    return (this.ticking ??= this.runTick().finally(() => (this.ticking = undefined)));
+  }
+
+  private async runTick(): Promise<TickReport> {
+    const report: TickReport = { shredded: [], purged: [], purgePendingRows: 0, errors: [] };
+    const step = async (what: string, fn: () => Promise<void>) => {
+      try {
+        await fn();
+      } catch (e) {
+        const msg = `${what}: ${(e as Error).message}`;
+        report.errors.push(msg);
+        this.o.log.warn({ err: msg }, 'lifecycle step failed; retried next tick');
+      }
+    };
+    let rows: AccountRow[] = [];
+    await step('list accounts', async () => void (rows = await this.o.store.listAccounts()));
+    const t = this.now();
+    for (const row of rows) {
+      const interrupted = row.state !== 'shredded' && this.deleted(row.accountId);
+      const due = row.state === 'deactivated' && row.shredAfter !== null && row.shredAfter <= t;
+      if (!interrupted && !due) continue;
+      await step(`shred ${row.accountId}`, async () => {
+        const done = await this.serial(row.accountId, async () => {
+          const fresh = await this.row(row.accountId);
+          const stillDue = fresh.state === 'deactivated' && fresh.shredAfter !== null && fresh.shredAfter <= this.now();
+          if (!stillDue && !(fresh.state !== 'shredded' && this.deleted(row.accountId))) return false;
+          await this.shredLocked(fresh);
+          return true;
+        });
+        if (done) {
+          report.shredded.push(row.accountId);
+          row.state = 'shredded';
+        }
+      });
+    }
+    const shredded = rows.filter((r) => r.state === 'shredded').map((r) => r.accountId);
+    await step('purge', async () => {
+      const counts = await countPurgeRows(this.o.store, shredded);
+      for (const [id, c] of counts) {
+        const n = PURGE_TABLES.reduce((s, t) => s + c[t], 0);
+        this.setPending(id, n);
+        if (n === 0) continue;
+        await step(`purge ${id}`, async () => {
+          await this.purge(id);
+          report.purged.push(id);
+        });
+      }
+    });
+    for (const v of this.pending.values()) report.purgePendingRows += v;
+    if (t - this.lastRetention >= (this.o.retentionIntervalMs ?? DEFAULT_RETENTION_INTERVAL_MS)) {
+      await step('retention', async () => void (report.retention = await this.runRetention()));
+    }
+    const master = this.o.master;
+    if (master) {
+      await step('master key rotation', async () => {
+        if (!rotationDue(this.o.keyring.dir, master, t, this.masterRotationDays)) return;
+        if (master.source === 'local') report.masterRotation = this.rotateMasterKey();
+        else this.o.log.warn({ source: master.source, location: master.location }, 'master key rotation is due: add a version where it is configured, restart, run `cipherstat keyring rotate-master`');
+      });
+    }
+    return report;
+  }
+
+  /** Starts the periodic scheduler (first pass at once). */
+  start(): void {
+    if (!this.stopped) return;
+    this.stopped = false;
+    const loop = async () => {
+      if (this.stopped) return;
+      await this.tick().catch(() => {});
+      if (!this.stopped) {
+        this.timer = setTimeout(loop, this.o.intervalMs ?? DEFAULT_LIFECYCLE_INTERVAL_MS);
+        this.timer.unref();
+      }
+    };
+    this.timer = setTimeout(loop, 0);
+  }
+
+  /** Stops the scheduler and waits for work in flight. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    await this.ticking?.catch(() => {});
+    await Promise.all([...this.chains.values()].map((p) => p.catch(() => {})));
+  }
+}

@@ -1,0 +1,175 @@
+/**
+ * Proof that a shred worked, from the only place that could break it: the keyring.
+ *
+ * 1. No key material: no account file, a tombstone, and no keyring file other than the
+ *    tombstone even names the account.
+ * 2. Nothing opens: every key the keyring still holds (every data key version of every other
+ *    account, every account key pair, every transport key pair) is tried against a sample of
+ *    the account's remaining rollup and dictionary ciphertexts and against its remaining
+ *    sealed batches. secretbox and sealed boxes authenticate, so "opened" is never a guess.
+ * 3. What is left: ciphertext rows per table (the purge drives them to zero).
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join, relative, sep } from 'node:path';
+import { openSeal, secretOpen, type KeyPair } from '@cipherstat/protocol';
+import { nodeX25519 } from '@cipherstat/protocol/node';
+import type { Keyring } from '../keyring/index.js';
+import type { AccountState, Store } from '../storage/types.js';
+
+export const PURGE_TABLES = ['batches', 'processed', 'rollups', 'dictionary'] as const;
+export type PurgeTable = (typeof PURGE_TABLES)[number];
+
+export interface VerifyOptions {
+  /** Rollup and dictionary ciphertexts tried per table (default 1000). */
+  sample?: number;
+  /** Sealed batches tried (default 2000; each costs one X25519 per key pair). */
+  maxBatches?: number;
+}
+
+export interface TrialResult {
+  /** Rows of this table still held for the account. */
+  remaining: number;
+  /** Ciphertexts tried against every key. */
+  tried: number;
+  /** How many any key opened: must be 0. */
+  opened: number;
+}
+
+export interface VerifyReport {
+  accountId: string;
+  verifiedAt: string;
+  state: AccountState | 'unknown';
+  /** True when the account is shredded, no key material for it exists and nothing opened. */
+  ok: boolean;
+  problems: string[];
+  keyring: {
+    accountFile: boolean;
+    tombstone: { present: boolean; tombstonedAt: string | null };
+    filesScanned: number;
+    /** Keyring files (other than its tombstone) whose bytes contain the account id. */
+    filesMentioningAccount: string[];
+  };
+  keysTried: { dataKeys: number; keyPairs: number };
+  decryption: { rollups: TrialResult; dictionary: TrialResult; batches: TrialResult };
+  /** Physical rows per table (before merges), ciphertext tables only. */
+  rowsRemaining: Record<PurgeTable, number>;
+  purge: 'complete' | 'pending';
+}
+
+/** Physical row counts of the purge tables for these accounts (no FINAL: what is on disk). */
+export async function countPurgeRows(store: Store, accountIds: string[]): Promise<Map<string, Record<PurgeTable, number>>> {
+  const out = new Map<string, Record<PurgeTable, number>>();
+  if (accountIds.length === 0) return out;
+  for (const id of accountIds) out.set(id, { batches: 0, processed: 0, rollups: 0, dictionary: 0 });
+  const rows = await store.query<{ t: string; a: string; n: string }>(
+    PURGE_TABLES.map((t) => `SELECT '${t}' AS t, account_id AS a, count() AS n FROM ${t} WHERE account_id IN {ids:Array(String)} GROUP BY account_id`).join(
+      '\nUNION ALL ',
+    ),
+    { ids: accountIds },
+  );
+  for (const r of rows) {
+    const counts = out.get(r.a);
+    if (counts) counts[r.t as PurgeTable] = Number(r.n);
+  }
+  return out;
+}
+
+function walk(dir: string): string[] {
+  const files: string[] = [];
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    const p = join(dir, e.name);
+    if (e.isDirectory()) files.push(...walk(p));
+    else if (e.isFile()) files.push(p);
+  }
+  return files;
+}
+
+export async function verifyAccount(
+  deps: { store: Store; keyring: Keyring; now: () => number },
+  accountId: string,
+  state: AccountState | undefined,
+  opts: VerifyOptions = {},
+): Promise<VerifyReport> {
+  const { store, keyring } = deps;
+  const sample = opts.sample ?? 1000;
+  const maxBatches = opts.maxBatches ?? 2000;
+  const problems: string[] = [];
+
+  // 1. key material
+  const accountFile = (() => {
+    try {
+      return statSync(join(keyring.dir, 'accounts', `${accountId}.json`)).isFile();
+    } catch {
+      return false;
+    }
+  })();
+  const tombstone = keyring.tombstone(accountId);
+  const own = join('tombstones', `${accountId}.json`);
+  const needle = Buffer.from(accountId);
+  const files = walk(keyring.dir).filter((f) => !f.endsWith(`${sep}.lock`));
+  const mentioning = files
+    .map((f) => relative(keyring.dir, f))
+    .filter((rel) => rel !== own)
+    .filter((rel) => {
+      try {
+        return readFileSync(join(keyring.dir, rel)).includes(needle);
+      } catch {
+        return false; // removed meanwhile
+      }
+    });
+  if (state !== 'shredded') problems.push(`account state is ${state ?? 'unknown'}, not shredded`);
+  if (accountFile) problems.push('the keyring still holds the account key file');
+  if (!tombstone) problems.push('no tombstone: a key could be created again for this id');
+  if (mentioning.length) problems.push(`keyring files name the account: ${mentioning.join(', ')}`);
+
+  // 2. every key the keyring still holds
+  const dataKeys: Uint8Array[] = [];
+  const pairs: KeyPair[] = [];
+  const accountIds = new Set(keyring.listAccounts());
+  if (!keyring.isTombstoned(accountId)) accountIds.add(accountId); // an unshredded account: its own keys must count
+  for (const id of accountIds) {
+    for (const k of keyring.accountKeys(id) ?? []) {
+      dataKeys.push(k.dataKey, k.macKey);
+      pairs.push({ publicKey: k.publicKey, secretKey: k.secretKey });
+    }
+  }
+  for (const t of keyring.acceptedTransportKeys()) pairs.push({ publicKey: t.publicKey, secretKey: t.secretKey });
+
+  const counts = (await countPurgeRows(store, [accountId])).get(accountId)!;
+  const fetch = async (sql: string, limit: number) =>
+    (await store.query<{ c: string }>(sql, { id: accountId, n: limit })).map((r) => new Uint8Array(Buffer.from(r.c, 'base64')));
+  const [rollups, dictionary, batches] = await Promise.all([
+    fetch('SELECT base64Encode(agg) AS c FROM rollups WHERE account_id = {id:String} LIMIT {n:UInt32}', sample),
+    fetch('SELECT base64Encode(ciphertext) AS c FROM dictionary WHERE account_id = {id:String} LIMIT {n:UInt32}', sample),
+    fetch('SELECT base64Encode(sealed) AS c FROM batches WHERE account_id = {id:String} LIMIT {n:UInt32}', maxBatches),
+  ]);
+  const trySecret = (cts: Uint8Array[]) => cts.filter((ct) => dataKeys.some((k) => secretOpen(k, ct) !== null)).length;
+  const trySealed = (cts: Uint8Array[]) => cts.filter((ct) => pairs.some((p) => openSeal(ct, p, nodeX25519).ok)).length;
+  const decryption = {
+    rollups: { remaining: counts.rollups, tried: rollups.length, opened: trySecret(rollups) },
+    dictionary: { remaining: counts.dictionary, tried: dictionary.length, opened: trySecret(dictionary) },
+    batches: { remaining: counts.batches, tried: batches.length, opened: trySealed(batches) },
+  };
+  for (const [table, r] of Object.entries(decryption)) {
+    if (r.opened) problems.push(`${r.opened} of ${r.tried} ${table} ciphertexts opened with a key the keyring holds`);
+  }
+
+  const pending = PURGE_TABLES.some((t) => counts[t] > 0);
+  return {
+    accountId,
+    verifiedAt: new Date(deps.now()).toISOString(),
+    state: state ?? 'unknown',
+    ok: problems.length === 0,
+    problems,
+    keyring: {
+      accountFile,
+      tombstone: { present: tombstone !== undefined, tombstonedAt: tombstone ? new Date(tombstone.tombstonedAt).toISOString() : null },
+      filesScanned: files.length,
+      filesMentioningAccount: mentioning,
+    },
+    keysTried: { dataKeys: dataKeys.length, keyPairs: pairs.length },
+    decryption,
+    rowsRemaining: counts,
+    purge: pending ? 'pending' : 'complete',
+  };
+}

@@ -1,0 +1,148 @@
+/**
+ * What happens to stored data while an account lives: confidential mode (no sealed batch
+ * outlives its processing), wipe (fresh keys, everything so far unreadable, same write key),
+ * and retention (ClickHouse TTL in chDB, and the retention job on the service clock).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { countPoints, inventory, openable, rows, snapshot } from './lifecycle-support.js';
+
+const DAY = 86_400_000;
+let offset = 0;
+const now = () => Date.now() + offset;
+let c: TestCollector;
+
+const send = (a: TestAccount, n = 10) => {
+  const t = now();
+  return post(c.url, envelope(a, points(n, (i) => ({ value: i + 1, time: t - 1000, tags: { plan: i % 2 ? 'pro' : 'free' } })), { createdAt: t }).bytes);
+};
+const batchesOf = async (id: string) => (await rows(c, id, false)).batches;
+
+beforeAll(async () => {
+  c = await startTestCollector({ now });
+});
+afterAll(async () => c?.stop());
+
+describe('confidential mode', () => {
+  it('keeps no sealed batch once processed; the aggregates remain', async () => {
+    const a = await createAccount(c, { confidential: true });
+    for (let i = 0; i < 3; i++) expect((await send(a)).status).toBe(202);
+    await c.services.processor!.drain();
+    const r = await rows(c, a.accountId, false);
+    expect(r.batches).toBe(0);
+    expect(r.processed).toBe(3);
+    expect(r.rollups).toBeGreaterThan(0);
+    const keys = c.services.keyring.accountKeys(a.accountId)!;
+    expect(countPoints(await snapshot(c.services.store, a.accountId), a.accountId, keys[0]!.dataKey)).toBe(30);
+    // a retry of a processed (and deleted) batch is still a duplicate, not new data
+    const e = envelope(a, points(2), { createdAt: now() });
+    expect((await post(c.url, e.bytes)).status).toBe(202);
+    await c.services.processor!.drain();
+    expect(await (await post(c.url, e.bytes)).json()).toEqual({ batchId: e.batchId, duplicate: true });
+  });
+
+  it('turned on later with PATCH: deletes the batches already processed, and every later one', async () => {
+    const a = await createAccount(c);
+    for (let i = 0; i < 2; i++) expect((await send(a)).status).toBe(202);
+    await c.services.processor!.drain();
+    expect(await batchesOf(a.accountId)).toBe(2);
+
+    const res = await c.admin('PATCH', `/v1/accounts/${a.accountId}`, { confidential: true });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ confidential: true, state: 'active' });
+    expect(await batchesOf(a.accountId)).toBe(0);
+    expect((await send(a)).status).toBe(202);
+    await c.services.processor!.drain();
+    expect(await batchesOf(a.accountId)).toBe(0);
+    expect((await rows(c, a.accountId, false)).processed).toBe(3);
+
+    const bad = await c.admin('PATCH', `/v1/accounts/${a.accountId}`, { confidential: 'yes' });
+    expect(bad.status).toBe(400);
+    expect((await bad.json()).error.code).toBe('invalid_request');
+  });
+});
+
+describe('wipe', () => {
+  it('destroys every old key version and the sealed batches; keeps collecting with the same write key', async () => {
+    const a = await createAccount(c);
+    for (let i = 0; i < 3; i++) expect((await send(a)).status).toBe(202);
+    await c.services.processor!.drain();
+    const before = await snapshot(c.services.store, a.accountId);
+    const oldKeys = c.services.keyring.accountKeys(a.accountId)!;
+    expect(openable(before, inventory(c.services.keyring))).toEqual({ rollups: before.rollups.length, dictionary: before.dictionary.length, batches: 3 });
+
+    const res = await c.admin('POST', `/v1/accounts/${a.accountId}/wipe`);
+    expect(res.status).toBe(200);
+    const report = await res.json();
+    expect(report).toMatchObject({ accountId: a.accountId, keyVersion: 2, destroyedKeyVersions: [1], writeKeyUnchanged: true });
+    expect(report.deleted).toEqual({ batches: 3, rollups: before.rollups.length, dictionary: before.dictionary.length });
+    expect(await rows(c, a.accountId, false)).toMatchObject({ batches: 0, rollups: 0, dictionary: 0 });
+
+    const keys = c.services.keyring.accountKeys(a.accountId)!;
+    expect(keys.map((k) => k.version)).toEqual([2]);
+    expect(keys[0]!.publicKey).toEqual(oldKeys[0]!.publicKey);
+    expect(keys[0]!.dataKey).not.toEqual(oldKeys[0]!.dataKey);
+    expect(keys[0]!.macKey).not.toEqual(oldKeys[0]!.macKey);
+    // a copy of storage from before the wipe opens with nothing the keyring still holds
+    expect(openable({ ...before, batches: [] }, inventory(c.services.keyring))).toEqual({ rollups: 0, dictionary: 0, batches: 0 });
+
+    expect((await send(a)).status).toBe(202); // the deployed SDK config (write key) keeps working
+    await c.services.processor!.drain();
+    const after = await snapshot(c.services.store, a.accountId);
+    expect(after.rollups.length).toBeGreaterThan(0);
+    expect(after.rollups.every((r) => r.keyVersion === 2)).toBe(true);
+    expect(countPoints(after, a.accountId, keys[0]!.dataKey)).toBe(10);
+    const shown = await (await c.admin('GET', `/v1/accounts/${a.accountId}`)).json();
+    expect(shown).toMatchObject({ state: 'active', writeKey: a.writeKey });
+  });
+});
+
+describe('retention', () => {
+  it('ClickHouse TTL removes expired batches and rollups in chDB', async () => {
+    const { store } = c.services;
+    const id = 'acct_777777777777777777777777';
+    const t = Date.now(); // TTL runs on the engine's clock, not the service's
+    const rollup = (i: number, expiresAt: number) => ({
+      accountId: id, level: 0 as const, bucket: t - 3_600_000 + i * 60_000, metric: '1', series: '2', tagKeys: [], tagValues: [],
+      keyVersion: 1, part: `p${i}`, agg: new Uint8Array([i]), writtenAt: t, expiresAt,
+    });
+    await store.insertRollups([rollup(0, t + 1500), rollup(1, t + 1500), rollup(2, t + DAY)]);
+    const batch = (batchId: string, expiresAt: number) => ({ accountId: id, batchId, receivedAt: t, createdAt: t, pointCount: 1, sdk: 'x', sealed: new Uint8Array([1]), expiresAt });
+    await store.insertBatches([batch('a', t + 1500), batch('b', t + DAY)]);
+    expect(await rows(c, id, false)).toMatchObject({ batches: 2, rollups: 3 });
+    await new Promise((r) => setTimeout(r, 2000));
+    await store.exec('OPTIMIZE TABLE rollups FINAL');
+    await store.exec('OPTIMIZE TABLE batches FINAL');
+    expect(await rows(c, id, false)).toMatchObject({ batches: 1, rollups: 1 });
+    for (const t of ['rollups', 'batches']) await store.exec(`ALTER TABLE ${t} DELETE WHERE account_id = {id:String} SETTINGS mutations_sync = 2`, { id });
+  });
+
+  it('the retention job deletes what is past each account’s retention, on the service clock', async () => {
+    const short = await createAccount(c, { retentionDays: 1 });
+    const long = await createAccount(c);
+    expect((await (await c.admin('GET', `/v1/accounts/${long.accountId}`)).json()).retentionDays).toBe(400);
+    for (const a of [short, long]) expect((await send(a)).status).toBe(202);
+    await c.services.processor!.drain();
+    const longBefore = await rows(c, long.accountId, false);
+    const shortRollups = (await rows(c, short.accountId, false)).rollups!;
+    expect(shortRollups).toBeGreaterThan(0);
+
+    expect((await c.services.lifecycle.runRetention()).deleted).toEqual({ batches: 0, rollups: 0 });
+    offset += 2 * DAY + 3_600_000; // past the short account's retention (bucket end + 1 day)
+    const report = await c.services.lifecycle.runRetention();
+    expect(report.deleted).toEqual({ batches: 1, rollups: shortRollups });
+    expect(await rows(c, short.accountId, false)).toMatchObject({ batches: 0, rollups: 0 });
+    expect(await rows(c, long.accountId, false)).toEqual(longBefore);
+
+    // a shorter retention set later applies to rows written from then on
+    const res = await c.admin('PATCH', `/v1/accounts/${long.accountId}`, { retentionDays: 1 });
+    expect((await res.json()).retentionDays).toBe(1);
+    expect((await send(long)).status).toBe(202);
+    await c.services.processor!.drain();
+    const [r] = await c.services.store.query<{ n: string }>(
+      `SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND expires_at < fromUnixTimestamp64Milli({t:Int64}, 'UTC')`,
+      { a: long.accountId, t: now() + 2 * DAY },
+    );
+    expect(Number(r!.n)).toBeGreaterThan(0);
+  });
+});
