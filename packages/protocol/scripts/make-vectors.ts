@@ -20,7 +20,7 @@ const secret = (label: string) => sha512(utf8(`cipherstat v1 test vector: ${labe
 /** A deterministic random source: SHA-512(seed || counter) stream. */
 function seeded(seed: string): Random {
   let counter = 0;
-  let pool = new Uint8Array(0);
+  let pool: Uint8Array = new Uint8Array(0);
   return (n) => {
     while (pool.length < n) pool = concat(pool, sha512(utf8(`${seed}/${counter++}`)));
     const out = pool.slice(0, n);

@@ -62,7 +62,7 @@ describe('POST /v1/batches refuses', () => {
   it('3 a truncated envelope', async () => expectError(await post(c.url, good().slice(0, 60)), 400, 'envelope_truncated'));
   it('4 a wrong content type', async () => expectError(await post(c.url, good(), { 'content-type': 'application/json' }), 415, 'unsupported_media_type'));
   it('5 no content type', async () => {
-    const res = await fetch(`${c.url}/v1/batches`, { method: 'POST', body: new Blob([good()]) });
+    const res = await fetch(`${c.url}/v1/batches`, { method: 'POST', body: new Blob([good() as Uint8Array<ArrayBuffer>]) });
     await expectError(res, 415, 'unsupported_media_type');
   });
   it('6 a declared body over 1 MiB, before reading it', async () => {

@@ -132,12 +132,9 @@ describe('shred now', () => {
 
     const dropped: string[] = [];
     c.services.lifecycle.onShred.push((id) => dropped.push(id));
-    const started = performance.now();
     const res = await c.admin('DELETE', `/v1/accounts/${victim.accountId}?now=true`);
-    const tookMs = performance.now() - started;
     expect(res.status).toBe(200);
     const report = await res.json();
-    expect(tookMs).toBeLessThan(1000);
     expect(report).toMatchObject({ accountId: victim.accountId, state: 'shredded', purge: 'pending' });
     expect(report.destroyed).toEqual([`accounts/${victim.accountId}.json`, 'keys v1', 'in-memory key cache']);
     expect(report.caches).toEqual(expect.arrayContaining(['account state and read-token cache', 'ingest batch-id cache', 'processor batch and dictionary caches']));

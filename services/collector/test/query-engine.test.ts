@@ -198,12 +198,12 @@ describe('runQuery', () => {
     expect((await runQuery({ store, keyring, cache: c }, { accountId: B }, q)).meta.cached).toBe(false);
   });
 
-  it('opens, decodes and merges 15k partial rows quickly', async () => {
+  it('opens, decodes and merges 15k partial rows (speed: npm run bench query)', async () => {
     const keys = keyring.accountKeys(A)!.at(-1)!;
     const ctx = await accountContext({ store, keyring }, A);
     const q = parseQuery({ metric: 'page.load', aggregation: 'p95', interval: 'hour', from: FROM, to: TO, groupBy: ['page'] });
     const metric = ctx.versions.at(-1)!.pseudonyms.metric('page.load');
-    const rows = [];
+    const rows: Parameters<typeof mergeRows>[2] = [];
     for (let i = 0; i < 15_000; i++) {
       const bucket = FROM + (i % 120) * 3_600_000;
       const series = String(1000 + (i % 20));
@@ -213,19 +213,9 @@ describe('runQuery', () => {
       rows.push({ b: bucket, v: keys.version, s: series, a: toBase64(sealed), g0: String(i % 20) });
     }
     const metricOf = new Map([[keys.version, metric]]);
-    mergeRows(ctx, q, rows.slice(0, 1000), metricOf); // warm up
-    let ms = Infinity;
-    for (let rep = 0; rep < 3; rep++) {
-      const t0 = performance.now();
-      const { groups, failed } = mergeRows(ctx, q, rows, metricOf);
-      ms = Math.min(ms, performance.now() - t0);
-      expect(failed).toBe(0);
-      expect(groups.size).toBe(20);
-    }
-    console.log(`mergeRows: 15000 rows in ${ms.toFixed(1)} ms (${((ms * 1000) / 15000).toFixed(2)} µs/row, best of 3)`);
-    // The target (≪ 100 ms for 15k rows) holds on an idle machine; this bound only
-    // catches pathological regressions on a loaded CI box.
-    expect(ms).toBeLessThan(1000);
+    const { groups, failed } = mergeRows(ctx, q, rows, metricOf);
+    expect(failed).toBe(0);
+    expect(groups.size).toBe(20);
     expect(() => mergeRows(ctx, q, rows, metricOf, 5)).toThrow(expect.objectContaining({ status: 400, code: 'too_many_series' }));
   });
 });

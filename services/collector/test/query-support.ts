@@ -15,19 +15,11 @@ import { sealDict, sealRollup } from '../src/records.js';
 import { addPoint, emptyAggregate, encodeAggregate, type Aggregate } from '../src/rollup/index.js';
 import type { AccountKeys } from '../src/keyring/index.js';
 import type { DictRow, RollupRow, Store } from '../src/storage/types.js';
+import { mulberry32 } from '../../../test/support/seeded.mjs';
+export { mulberry32 };
 
 export type GenPoint = Omit<Point, 'id'>;
 
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export const COUNTRIES = ['DE', 'FR', 'US', 'IN'];
 export const CHANNELS = ['web', 'app'];

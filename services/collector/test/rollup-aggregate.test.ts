@@ -13,18 +13,8 @@ import {
 } from '../src/rollup/aggregate.js';
 import { RollupError } from '../src/rollup/errors.js';
 import { sketchEquals } from '../src/rollup/sketch.js';
+import { mulberry32, normal } from '../../../test/support/seeded.mjs';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const normal = (rnd: () => number): number => Math.sqrt(-2 * Math.log(1 - rnd())) * Math.cos(2 * Math.PI * rnd());
 const T0 = Date.UTC(2026, 5, 1);
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -248,21 +238,17 @@ describe('decode rejects malformed input', () => {
   });
 });
 
-describe('speed', () => {
-  it('decodes and merges partials fast enough for interactive queries', () => {
+describe('many partials', () => {
+  it('decodes and merges 20k partials into the right totals (speed: npm run bench query)', () => {
     const rnd = mulberry32(21);
     const partials = Array.from({ length: 200 }, (_, k) =>
       encodeAggregate(build(Array.from({ length: 100 }, (_, i) => [Math.exp(3 + normal(rnd)), T0 + k * 100 + i]))),
     );
     const n = 20_000;
-    const t0 = performance.now();
     const total = emptyAggregate();
     for (let i = 0; i < n; i++) mergeInto(total, decodeAggregate(partials[i % partials.length]!));
     const p95 = finalize(total, 'p95');
-    const ms = performance.now() - t0;
-    console.log(`decode+merge: ${n} partials (100 lognormal points each) in ${ms.toFixed(0)} ms (${((ms * 1000) / n).toFixed(1)} µs each)`);
     expect(total.count).toBe(n * 100);
     expect(p95).toBeGreaterThan(0);
-    expect(ms).toBeLessThan(5000);
   });
 });

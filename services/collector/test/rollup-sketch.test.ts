@@ -1,19 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { RollupError } from '../src/rollup/errors.js';
 import { DEFAULT_ALPHA, add, cloneSketch, count, createSketch, merge, quantile, sketchEquals } from '../src/rollup/sketch.js';
+import { mulberry32, normal } from '../../../test/support/seeded.mjs';
 
-/** mulberry32: tiny seeded PRNG, uniform in [0, 1). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const normal = (rnd: () => number): number => Math.sqrt(-2 * Math.log(1 - rnd())) * Math.cos(2 * Math.PI * rnd());
 
 const QS = [0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.29, 0.5, 0.75, 0.9, 0.95, 0.99, 0.999, 1];
 const SLACK = 1e-12; // float64 rounding of ln/exp

@@ -10,17 +10,8 @@ import {
   nextBucketStart,
   sourceLevel,
 } from '../src/rollup/time.js';
+import { mulberry32 } from '../../../test/support/seeded.mjs';
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const MIN = 60_000;
 const H = 3_600_000;
@@ -200,25 +191,3 @@ describe('validation', () => {
   });
 });
 
-describe('speed', () => {
-  it('buckets 1M timestamps well under a second', () => {
-    const rnd = mulberry32(8);
-    const from = utc('2026-03-01T00:00Z');
-    const ts = Float64Array.from({ length: 1_000_000 }, () => from + Math.floor(rnd() * 30 * D)); // 30 days incl. DST
-    const report: string[] = [];
-    for (const [tz, interval] of [['Europe/Berlin', 'day'], ['Asia/Kolkata', 'hour'], ['America/New_York', 'minute'], ['UTC', 'hour']] as const) {
-      bucketStart(from, interval, tz); // formatter creation out of the timing
-      const t0 = performance.now();
-      let acc = 0;
-      for (let i = 0; i < ts.length; i++) acc += bucketStart(ts[i]!, interval, tz) % 7;
-      const ms = performance.now() - t0;
-      report.push(`${tz}/${interval} ${ms.toFixed(0)} ms`);
-      expect(acc).toBeGreaterThan(0);
-      expect(ms).toBeLessThan(1000);
-    }
-    const t0 = performance.now();
-    const n = buckets(from, from + 30 * D, 'minute', 'Europe/Berlin').length;
-    report.push(`buckets(30 days, minute, Berlin) = ${n} in ${(performance.now() - t0).toFixed(0)} ms`);
-    console.log(`bucketStart × 1M: ${report.join('; ')}`);
-  });
-});

@@ -82,7 +82,7 @@ export function post(url: string, bytes: Uint8Array | string, headers: Record<st
   return fetch(`${url}/v1/batches`, {
     method: 'POST',
     headers: { 'content-type': text ? 'text/plain' : 'application/octet-stream', ...headers },
-    body: bytes,
+    body: bytes as BodyInit,
   });
 }
 
