@@ -164,6 +164,9 @@ function cases(): Case[] {
       points: [{ id: 0, kind: 'counter', name: 'orders', value: 1, time: NOW - 5000, tags: {} }],
       rejects: [{ index: 1, code: 'duplicate_point' }],
     },
+    { name: 'tags-null', description: 'a sixth point element that is null instead of a tags object', expect: 'invalid_tags', envelope: build('tags-null', { inner: rawInner([[0, 0, 0, 1, 0, null]]), header: { count: 1 } }), points: [], rejects: [{ index: 0, code: 'invalid_tags' }] },
+    { name: 'tag-value-nul', description: 'a tag value containing NUL (it would collide with another tag set once pseudonymized)', expect: 'invalid_tags', envelope: build('tag-value-nul', { points: one({ tags: { a: 'x\u0000b' } }) }), points: [basePoints[1]!], rejects: [{ index: 0, code: 'invalid_tags' }] },
+    { name: 'tag-value-lone-surrogate', description: 'a tag value with a lone UTF-16 surrogate (not representable in UTF-8)', expect: 'invalid_tags', envelope: build('tag-value-lone-surrogate', { points: one({ tags: { a: 'x\ud800' } }) }), points: [basePoints[1]!], rejects: [{ index: 0, code: 'invalid_tags' }] },
   ];
 }
 

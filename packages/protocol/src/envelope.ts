@@ -192,7 +192,8 @@ export function openInner(inner: Uint8Array, opts: OpenInnerOptions): Result<Ope
       continue;
     }
     const [id, kind, name, value, dt, tags] = w as WirePoint;
-    const point: Point = { id, kind: POINT_KINDS[kind]!, name: m[name] as string, value, time: (t as number) + dt, tags: tags ?? {} };
+    // A sixth element must be a tags object (null or an array is invalid_tags, via pointError).
+    const point: Point = { id, kind: POINT_KINDS[kind]!, name: m[name] as string, value, time: (t as number) + dt, tags: (w as unknown[]).length === 6 ? tags! : {} };
     const err = seen.has(id) ? 'duplicate_point' : pointError(point, opts.now);
     if (err) rejects.push({ index, code: err });
     else (seen.add(id), points.push(point));

@@ -1,4 +1,4 @@
-export { LIMITS, POINT_KINDS, pointError, tagsError, validName, ACCOUNT_ID_PATTERN, BATCH_ID_PATTERN } from './limits.js';
+export { LIMITS, POINT_KINDS, pointError, tagsError, validName, ACCOUNT_ID_PATTERN, BATCH_ID_PATTERN, TAG_VALUE_PATTERN } from './limits.js';
 export type { Point, PointKind } from './limits.js';
 export { ERROR_CODES, ProtocolError, isProtocolError } from './errors.js';
 export type { ErrorCode, Result } from './errors.js';

@@ -32,6 +32,11 @@ export interface Point {
 
 export const NAME_PATTERN = /^[A-Za-z][A-Za-z0-9_.:/-]*$/;
 export const TAG_KEY_PATTERN = /^[A-Za-z_][A-Za-z0-9_.-]*$/;
+/**
+ * Tag values: any Unicode text except NUL and lone surrogates (which UTF-8 cannot carry:
+ * two different strings would encode, and so pseudonymize, the same).
+ */
+export const TAG_VALUE_PATTERN = /^(?:[^\u0000\ud800-\udfff]|[\ud800-\udbff][\udc00-\udfff])*$/;
 export const ACCOUNT_ID_PATTERN = /^[A-Za-z0-9_-]{8,64}$/;
 export const BATCH_ID_PATTERN = /^[0-9a-f]{32}$/;
 
@@ -47,7 +52,7 @@ export function tagsError(tags: unknown): ErrorCode | null {
     const value = (tags as Record<string, unknown>)[key];
     if (++n > LIMITS.maxTagsPerPoint) return 'invalid_tags';
     if (key.length > LIMITS.maxTagKeyLength || !TAG_KEY_PATTERN.test(key)) return 'invalid_tags';
-    if (typeof value !== 'string' || value.length > LIMITS.maxTagValueLength) return 'invalid_tags';
+    if (typeof value !== 'string' || value.length > LIMITS.maxTagValueLength || !TAG_VALUE_PATTERN.test(value)) return 'invalid_tags';
   }
   return null;
 }

@@ -2,7 +2,8 @@
  * Keyed pseudonyms: what ClickHouse filters and groups by instead of names and tag values.
  * pseudonym = first 8 bytes of HMAC-SHA-512(account MAC key, label || 0x00 || text), as a
  * UInt64 (decimal string). Each account has its own random MAC key, so the pseudonyms of
- * two accounts are unlinkable. Results are cached per MAC key (the HMAC is pure JS).
+ * two accounts are unlinkable. NUL separates fields unambiguously: tag keys match
+ * TAG_KEY_PATTERN and tag values exclude NUL (and lone surrogates) by protocol rule. Results are cached per MAC key (the HMAC is pure JS).
  */
 import { hmacSha512, utf8 } from '@cipherstat/protocol';
 import { Lru } from './lru.js';
