@@ -11,7 +11,7 @@ import { tagsError, toBase64, validName, type PointKind } from '@cipherstat/prot
 import { fits, OVERHEAD, pointSize, type QueuedPoint } from './batch.js';
 import { LibraryError, type LibraryErrorCode } from './errors.js';
 import { parseKey, resolve, type DropInfo, type DropReason, type Key, type LibraryOptions, type Tags } from './options.js';
-import { memoryStore, outbox } from './persist.js';
+import { memoryStore, outbox, type StoredBatch } from './persist.js';
 import { platform } from './platform/index.js';
 import type { Platform } from './platform/types.js';
 import { envelope, form, revive, type Batch } from './seal.js';
@@ -119,7 +119,16 @@ export function create(options: LibraryOptions, p: Platform): Library {
     urgent = false;
     bytes = OVERHEAD;
     while (pending[0]) {
-      const stored = form(accountId, c.writeKey, pending.splice(0, fits(pending, maxBatchSize, maxBatchBytes)));
+      const points = pending.splice(0, fits(pending, maxBatchSize, maxBatchBytes));
+      let stored: StoredBatch;
+      try {
+        stored = form(accountId, c.writeKey, points);
+      } catch {
+        // A write key that is a low-order point cannot be sealed to: never throw at the page.
+        drop('rejected', { count: points.length });
+        report('invalid_option', 'writeKey is not a usable public key');
+        continue;
+      }
       queue.push(revive(stored, seq++)!);
       for (const [id] of store.add(stored)) {
         const b = queue.find((b) => b._stored[0] == id);

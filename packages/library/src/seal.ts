@@ -5,7 +5,7 @@
  * reload, or after a restart — sends the same bytes for the same collector key, and a
  * rotated collector key only needs a new outer layer around the same inner one.
  */
-import { BATCH_ID_PATTERN, encodeHeader, encodeInner, fromBase64, randomBytes, seal, toBase64, toHex, wrapOuter, type Point } from '@cipherstat/protocol';
+import { BATCH_ID_PATTERN, concat, encodeHeader, encodeInner, fromBase64, randomBytes, seal, sha512, toBase64, toHex, utf8, wrapOuter, type Point } from '@cipherstat/protocol';
 import type { Key } from './options.js';
 import type { StoredBatch } from './persist.js';
 import { SDK } from './version.js';
@@ -47,7 +47,9 @@ export function revive(s: StoredBatch, seq: number): Batch | undefined {
 export function envelope(b: Batch, key: Key, accountId: string): Uint8Array {
   if (b._envKey !== key.keyId) {
     const [batchId, createdAt, count] = b._stored;
-    b._env = wrapOuter(encodeHeader({ accountId, batchId, createdAt, sdk: SDK, count }), b._inner, { collectorKeyId: key.keyId, collectorPublicKey: key.publicKey }, () => b._seed);
+    // One ephemeral secret per (batch, collector key): never reused across keys.
+    const ephemeral = sha512(concat(b._seed, utf8(key.keyId))).subarray(0, 32);
+    b._env = wrapOuter(encodeHeader({ accountId, batchId, createdAt, sdk: SDK, count }), b._inner, { collectorKeyId: key.keyId, collectorPublicKey: key.publicKey }, () => ephemeral);
     b._envKey = key.keyId;
   }
   return b._env!;

@@ -105,3 +105,21 @@ describe('record', () => {
     expect(t).toBeLessThanOrEqual(Date.now());
   });
 });
+
+describe('a write key that cannot be sealed to', () => {
+  it('drops the points with a reason and an error, and never throws at the page', async () => {
+    const h = setup({ writeKey: 'AQ'.padEnd(43, 'A') + '=' }); // u = 1: a low-order point
+    h.lib.count('orders', 1, { country: 'DE' });
+    await expect(h.lib.flush()).resolves.toBeUndefined();
+    expect(h.drops.map(([r]) => r)).toEqual(['rejected']);
+    expect(h.errors.map((e) => e.code)).toEqual(['invalid_option']);
+    expect(col.points()).toEqual([]);
+  });
+
+  it('rejects NUL and lone surrogates in tag values (they would collide once pseudonymized)', () => {
+    const h = setup();
+    h.lib.count('c', 1, { k: 'a\u0000b' });
+    h.lib.count('c', 1, { k: 'x\ud800' });
+    expect(h.drops.map(([r]) => r)).toEqual(['invalid_tags', 'invalid_tags']);
+  });
+});

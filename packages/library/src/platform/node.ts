@@ -2,6 +2,7 @@
  * Node platform: global fetch, a JSON file for unsent batches (atomic: temp file, fsync,
  * rename), flush on `beforeExit`, timers that never keep the process alive on their own.
  */
+import { randomBytes } from 'node:crypto';
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { LibraryError } from '../errors.js';
@@ -38,7 +39,8 @@ export function fileStore(path: string, onError?: Config['onError']): Store {
   }
   let dirty = false;
   let writing: Promise<void> | undefined;
-  const tmp = `${path}.${process.pid}.tmp`;
+  // Private (0600), exclusive (never follows a planted file or link), unpredictable name.
+  const tmp = `${path}.${randomBytes(8).toString('hex')}.tmp`;
 
   function report(e: unknown) {
     try {
@@ -52,7 +54,7 @@ export function fileStore(path: string, onError?: Config['onError']): Store {
       try {
         if (text == null) await rm(path, { force: true });
         else {
-          const f = await open(tmp, 'w');
+          const f = await open(tmp, 'wx', 0o600);
           try {
             await f.writeFile(text);
             await f.sync();
@@ -74,7 +76,7 @@ export function fileStore(path: string, onError?: Config['onError']): Store {
       if (value == null) rmSync(path, { force: true });
       else {
         const t = tmp + '.exit';
-        const fd = openSync(t, 'w');
+        const fd = openSync(t, 'wx', 0o600);
         writeSync(fd, JSON.stringify(value));
         fsyncSync(fd);
         closeSync(fd);
