@@ -1,5 +1,5 @@
 // Small helpers shared by the benchmarks: timing, tables, JSON results.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 
@@ -42,3 +42,60 @@ export function writeResult(name, data) {
 }
 
 export const fmt = (n, d = 0) => Number(n).toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+
+/** Parses Prometheus text exposition into [{ name, labels, value }] (no escapes in label values assumed). */
+export function parsePrometheus(text) {
+  const out = [];
+  for (const line of text.split('\n')) {
+    if (!line || line[0] === '#') continue;
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line);
+    if (!m) continue;
+    const labels = {};
+    if (m[2]) for (const l of m[2].matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="([^"]*)"/g)) labels[l[1]] = l[2];
+    out.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return out;
+}
+
+/**
+ * Quantile q of a cumulative histogram [{ le, count }] (le sorted, +Inf last), interpolated
+ * linearly inside the bucket like PromQL's histogram_quantile. NaN when empty.
+ */
+export function histogramQuantile(buckets, q) {
+  const total = buckets.at(-1)?.count ?? 0;
+  if (!total) return NaN;
+  const rank = q * total;
+  let prevLe = 0;
+  let prevCount = 0;
+  for (const { le, count } of buckets) {
+    if (count >= rank) {
+      if (le === Infinity) return prevLe;
+      return prevLe + ((le - prevLe) * (rank - prevCount)) / Math.max(1e-12, count - prevCount);
+    }
+    prevLe = le;
+    prevCount = count;
+  }
+  return prevLe;
+}
+
+/** CPU seconds (user + system, all threads) a Linux process has used so far; NaN elsewhere. */
+export function processCpuSeconds(pid, ticksPerSecond = 100) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / ticksPerSecond; // utime, stime (fields 14, 15)
+  } catch {
+    return NaN;
+  }
+}
+
+/** Busy CPU seconds of the whole machine so far (all cores, from /proc/stat); NaN elsewhere. */
+export function systemCpuSeconds(ticksPerSecond = 100) {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const [user, nice, system, , , irq, softirq, steal] = f;
+    return (user + nice + system + irq + softirq + steal) / ticksPerSecond;
+  } catch {
+    return NaN;
+  }
+}
