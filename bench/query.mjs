@@ -1,0 +1,825 @@
+// Query benchmark: the encrypted query path beside a plaintext ClickHouse table of the same
+// events, in one embedded chDB, one process.
+//
+//   data:      N points (default 10M) of one account over the last 30 days, seeded PRNG:
+//              orders (counter), revenue (counter), page.load_ms (histogram, log-normal),
+//              tags country (20 values, Zipf-ish) and device (3 values) → 60 series per metric.
+//   encrypted: one account, written through the processor's write path (services/collector/dist:
+//              the real Pseudonyms, addPoint/encodeAggregate, sealRollup/sealDict,
+//              store.insertRollups/insertDictionary), one processor tick per --tick seconds of
+//              traffic (default 900): each tick writes one partial row per (level, bucket,
+//              series) it saw, so an hour bucket of a series holds up to 3600/tick partial rows
+//              (minute buckets one, for ticks >= 60 s). Queried in two states:
+//                partial   — as the processor leaves it;
+//                compacted — after a (simulated) compaction: the partial hour rows replaced by
+//                            one row per (hour, series), sealed the same way.
+//              Queried over HTTP (POST /v1/query, read token) against startCollector on port 0
+//              (role `query`: no processor/lifecycle timers running beside the measurement);
+//              the result cache is bypassed by invalidating the account before every run
+//              (what the processor does after a tick), the dictionary/pseudonym caches stay warm.
+//   plaintext: MergeTree plain.events (time, name, value, country, device) ORDER BY (name, time)
+//              in the same chDB; the equivalent SQL through the same store connection
+//              (store.query: JSONEachRow, parsed in JS).
+//
+//   node bench/query.mjs [--points 10000000] [--tick 900] [--runs 15] [--warmup 2] [--seed 42]
+//                        [--keep] [--no-optimize] [--dist path/to/collector/dist]   (--tick 3600: compacted only)
+//   node bench/query.mjs --reuse <dir kept by --keep> [--dist …]   queries only (compacted state), no JSON written
+//
+// Results: bench/results/query.json.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Session } from 'chdb';
+import { fmt, percentile, progress, table, writeResult } from './lib.mjs';
+
+const { values: args } = parseArgs({
+  options: {
+    points: { type: 'string', default: '10000000' },
+    tick: { type: 'string', default: '900' },
+    runs: { type: 'string', default: '15' },
+    warmup: { type: 'string', default: '2' },
+    seed: { type: 'string', default: '42' },
+    keep: { type: 'boolean', default: false },
+    dist: { type: 'string' },
+    reuse: { type: 'string' },
+    'no-optimize': { type: 'boolean', default: false },
+  },
+});
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+// --dist: another build of services/collector/dist (A/B experiments on a scratch copy)
+const DIST = args.dist ? `${resolve(args.dist)}/` : `${ROOT}services/collector/dist/`;
+const { loadConfig } = await import(`${DIST}config.js`);
+const { startCollector } = await import(`${DIST}services.js`);
+const { createLogger } = await import(`${DIST}logger.js`);
+const { Pseudonyms } = await import(`${DIST}pseudonyms.js`);
+const { sealDict, sealRollup } = await import(`${DIST}records.js`);
+const { addPoint, emptyAggregate, encodeAggregate } = await import(`${DIST}rollup/index.js`);
+const { MAX_ROWS } = await import(`${DIST}query/engine.js`);
+const { randomBytes, toHex } = await import('@cipherstat/protocol');
+
+const N = Number(args.points);
+const TICK_S = Number(args.tick);
+const RUNS = Number(args.runs);
+const WARMUP = Number(args.warmup);
+const SEED = Number(args.seed);
+if (!(3600 % TICK_S === 0)) throw new Error('--tick must divide 3600 (ticks aligned to the hour)');
+
+const MIN = 60_000;
+const HOUR = 3_600_000;
+const DAY = 86_400_000;
+const DAYS = 30;
+const HOURS = DAYS * 24;
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic data
+
+function mulberry32(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const METRICS = [
+  { name: 'orders', kind: 'counter', share: 0.3 },
+  { name: 'revenue', kind: 'counter', share: 0.2 },
+  { name: 'page.load_ms', kind: 'histogram', share: 0.5 },
+];
+const COUNTRIES = 'US DE GB FR IN BR NL ES IT CA PL SE AU JP MX AT CH BE DK IE'.split(' ');
+const DEVICES = ['desktop', 'mobile', 'tablet'];
+const cumulative = (ws) => {
+  const total = ws.reduce((a, b) => a + b, 0);
+  let acc = 0;
+  return ws.map((w) => (acc += w / total));
+};
+const METRIC_CUM = cumulative(METRICS.map((m) => m.share));
+const COUNTRY_CUM = cumulative(COUNTRIES.map((_, i) => 1 / (i + 1) ** 0.8));
+const DEVICE_CUM = cumulative([0.5, 0.42, 0.08]);
+const pick = (cum, r) => {
+  let i = 0;
+  while (i < cum.length - 1 && r >= cum[i]) i++;
+  return i;
+};
+/** Per-country page-load median factor (slow and fast markets, so the p95s differ). */
+const LOAD_FACTOR = COUNTRIES.map((_, i) => 0.7 + ((i * 7) % 11) / 10);
+const NSERIES = METRICS.length * COUNTRIES.length * DEVICES.length;
+const seriesIndex = (m, c, d) => (m * COUNTRIES.length + c) * DEVICES.length + d;
+
+/** Points per hour: a diurnal curve with weekly and random variation, summing to N. */
+function hourCounts(rnd) {
+  const w = [];
+  for (let h = 0; h < HOURS; h++) {
+    const day = 1 + 0.7 * Math.sin((2 * Math.PI * ((h % 24) - 9)) / 24);
+    const week = Math.floor(h / 24) % 7 >= 5 ? 1.15 : 1;
+    w.push(day * week * (0.9 + 0.2 * rnd()));
+  }
+  const total = w.reduce((a, b) => a + b, 0);
+  const counts = w.map((x) => Math.floor((N * x) / total));
+  let rest = N - counts.reduce((a, b) => a + b, 0);
+  for (let h = 0; rest > 0; h = (h + 1) % HOURS, rest--) counts[h]++;
+  return counts;
+}
+
+/**
+ * Calls emit(m, c, d, value, time) for every point, in time order. One PRNG stream drives
+ * everything, so every run (and both encrypted variants, and the plaintext table) sees the
+ * same points.
+ */
+async function generate(from, emit, onHour) {
+  const rnd = mulberry32(SEED);
+  const counts = hourCounts(rnd);
+  let spare = null;
+  const normal = () => {
+    if (spare !== null) {
+      const s = spare;
+      spare = null;
+      return s;
+    }
+    const u = 1 - rnd();
+    const v = rnd();
+    const r = Math.sqrt(-2 * Math.log(u));
+    spare = r * Math.sin(2 * Math.PI * v);
+    return r * Math.cos(2 * Math.PI * v);
+  };
+  for (let h = 0; h < HOURS; h++) {
+    const start = from + h * HOUR;
+    const n = counts[h];
+    for (let j = 0; j < n; j++) {
+      const time = start + Math.floor(((j + rnd()) * HOUR) / n);
+      const m = pick(METRIC_CUM, rnd());
+      const c = pick(COUNTRY_CUM, rnd());
+      const d = pick(DEVICE_CUM, rnd());
+      let value;
+      if (m === 0) {
+        const r = rnd();
+        value = r < 0.88 ? 1 : r < 0.98 ? 2 : 3;
+      } else if (m === 1) value = Math.round(Math.exp(3.5 + 0.8 * normal()) * 100) / 100;
+      else value = Math.round(Math.exp(Math.log(600 * LOAD_FACTOR[c]) + 0.7 * normal()) * 10) / 10;
+      emit(m, c, d, value, time);
+    }
+    await onHour(h, start);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The processor's write path (processor.ts Processor.process + addToRollups), one writer per
+// variant. Per point it does what addToRollups does — bucket per level, one aggregate per
+// (level, bucket, metric, series) in the current tick, addPoint — and at the end of each tick
+// what process() does: encodeAggregate + sealRollup per row, insertRollups; dictionary rows via
+// sealDict the first time a pseudonym is seen. Pseudonyms come from the real Pseudonyms class
+// (HMAC under the account MAC key), computed once per series rather than per point (the
+// processor's LRU makes them the same strings), and map keys are numbers instead of strings:
+// neither changes a stored byte.
+
+const LEVELS = [
+  { level: 0, ms: MIN },
+  { level: 1, ms: HOUR },
+];
+const INSERT_ROWS = 50_000;
+
+class RollupWriter {
+  constructor({ store, accountId, keys, retentionDays, tickMs, now }) {
+    Object.assign(this, { store, accountId, tickMs, now, retentionDays });
+    const current = keys[keys.length - 1];
+    this.keyVersion = current.version;
+    this.dataKey = current.dataKey;
+    this.ps = new Pseudonyms(current.macKey);
+    this.series = new Array(NSERIES); // per series index: pseudonyms and tag arrays
+    this.known = new Set();
+    this.dict = [];
+    this.tick = new Map(); // (level, bucket, series) → { s, level, bucket, agg } of the current tick
+    this.tickEnd = -Infinity;
+    this.hour = new Map(); // series → aggregate of the current hour (the compacted hour rows)
+    this.hourEnd = -Infinity;
+    this.compacted = []; // sealed compacted hour rows, inserted by compact()
+    this.pending = [];
+    this.inflight = Promise.resolve();
+    this.rowsByLevel = [0, 0];
+    this.hourRowsByMetric = new Array(METRICS.length).fill(0);
+    this.compactedByMetric = new Array(METRICS.length).fill(0);
+    this.sealMs = 0;
+  }
+
+  seriesInfo(s, m, c, d, time) {
+    let info = this.series[s];
+    if (info) return info;
+    const { ps, accountId, keyVersion, dataKey } = this;
+    const metric = METRICS[m];
+    const tags = Object.entries({ country: COUNTRIES[c], device: DEVICES[d] }).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    info = {
+      m,
+      metric: ps.metric(metric.name),
+      series: ps.series(tags),
+      tagKeys: tags.map(([k]) => ps.tagKey(k)),
+      tagValues: tags.map(([k, v]) => ps.tagValue(k, v)),
+    };
+    const remember = (kind, pseudonym, text, extra) => {
+      const k = `${kind}\u0000${pseudonym}`;
+      if (this.known.has(k)) return;
+      this.known.add(k);
+      const entry = extra === undefined ? { text } : { text, extra };
+      this.dict.push({ accountId, kind, pseudonym, keyVersion, ciphertext: sealDict(dataKey, accountId, kind, pseudonym, entry), firstSeen: time });
+    };
+    remember(0, info.metric, metric.name, metric.kind);
+    tags.forEach(([k, v], i) => {
+      remember(1, info.tagKeys[i], k);
+      remember(2, info.tagValues[i], v, k);
+    });
+    return (this.series[s] = info);
+  }
+
+  add(s, m, c, d, value, time) {
+    if (time >= this.tickEnd) {
+      if (this.tick.size) this.flushTick();
+      this.tickEnd = time - (time % this.tickMs) + this.tickMs;
+    }
+    if (time >= this.hourEnd) {
+      if (this.hour.size) this.flushHour();
+      this.hourEnd = time - (time % HOUR) + HOUR;
+    }
+    this.seriesInfo(s, m, c, d, time);
+    for (let l = 0; l < 2; l++) {
+      const ms = LEVELS[l].ms;
+      const bucket = time - (((time % ms) + ms) % ms);
+      const k = (bucket / MIN) * 2 * NSERIES + l * NSERIES + s; // unique per (level, bucket, series)
+      let r = this.tick.get(k);
+      if (!r) this.tick.set(k, (r = { s, level: l, bucket, agg: emptyAggregate() }));
+      addPoint(r.agg, value, time);
+    }
+    let h = this.hour.get(s);
+    if (!h) this.hour.set(s, (h = emptyAggregate()));
+    addPoint(h, value, time);
+  }
+
+  seal(s, level, bucket, agg, part, writtenAt) {
+    const info = this.series[s];
+    const row = {
+      accountId: this.accountId,
+      level,
+      bucket,
+      metric: info.metric,
+      series: info.series,
+      tagKeys: info.tagKeys,
+      tagValues: info.tagValues,
+      keyVersion: this.keyVersion,
+      expiresAt: bucket + LEVELS[level].ms + this.retentionDays * DAY,
+    };
+    const agg_ = sealRollup(this.dataKey, row, encodeAggregate(agg));
+    row.part = part;
+    row.writtenAt = writtenAt;
+    row.agg = agg_;
+    return row;
+  }
+
+  /** End of a processor tick: seal every partial row of the tick under one part id. */
+  flushTick() {
+    const t0 = performance.now();
+    const part = toHex(randomBytes(16));
+    const writtenAt = this.now();
+    for (const { s, level, bucket, agg } of this.tick.values()) {
+      this.pending.push(this.seal(s, level, bucket, agg, part, writtenAt));
+      this.rowsByLevel[level]++;
+      if (level === 1) this.hourRowsByMetric[this.series[s].m]++;
+    }
+    this.tick.clear();
+    this.sealMs += performance.now() - t0;
+  }
+
+  /** End of an hour: the one row per (hour, series) a compaction would leave. */
+  flushHour() {
+    const t0 = performance.now();
+    const part = toHex(randomBytes(16));
+    const writtenAt = this.now();
+    const bucket = this.hourEnd - HOUR;
+    for (const [s, agg] of this.hour) {
+      this.compacted.push(this.seal(s, 1, bucket, agg, part, writtenAt));
+      this.compactedByMetric[this.series[s].m]++;
+    }
+    this.hour.clear();
+    this.sealMs += performance.now() - t0;
+  }
+
+  /** Inserts what is sealed once enough has gathered (one insert in flight). */
+  async maybeInsert(force = false) {
+    if (!force && this.pending.length < INSERT_ROWS) return;
+    const rows = this.pending;
+    const dict = this.dict;
+    this.pending = [];
+    this.dict = [];
+    await this.inflight;
+    this.inflight = (async () => {
+      if (dict.length) await this.store.insertDictionary(dict);
+      for (let i = 0; i < rows.length; i += INSERT_ROWS) await this.store.insertRollups(rows.slice(i, i + INSERT_ROWS));
+    })();
+  }
+
+  async finish() {
+    if (this.tick.size) this.flushTick();
+    if (this.hour.size) this.flushHour();
+    await this.maybeInsert(true);
+    await this.inflight;
+  }
+
+  /** Replaces the account's partial hour rows by the compacted ones. */
+  async compact(table) {
+    await this.store.exec(`ALTER TABLE ${table} DELETE WHERE account_id = {a:String} AND level = 1 SETTINGS mutations_sync = 2`, { a: this.accountId });
+    for (let i = 0; i < this.compacted.length; i += INSERT_ROWS) await this.store.insertRollups(this.compacted.slice(i, i + INSERT_ROWS));
+  }
+}
+
+/**
+ * Partial rows that other tick sizes would have written, counted without writing them:
+ * with time-ordered points, a (level, bucket, series) gets a new partial row whenever a
+ * point of that series falls in a different (bucket, tick) than the series' previous point.
+ */
+class TickCounter {
+  constructor(tickSeconds) {
+    this.ticks = tickSeconds;
+    this.last = this.ticks.map(() => [new Float64Array(NSERIES).fill(-1), new Float64Array(NSERIES).fill(-1)]);
+    this.rows = this.ticks.map(() => [0, 0]);
+    this.hourRowsByMetric = this.ticks.map(() => new Array(METRICS.length).fill(0));
+  }
+  add(s, m, time) {
+    for (let i = 0; i < this.ticks.length; i++) {
+      const tick = Math.floor(time / (this.ticks[i] * 1000));
+      for (let l = 0; l < 2; l++) {
+        const bucket = Math.floor(time / LEVELS[l].ms);
+        const id = bucket * 1e10 + tick; // both only grow with time, so id changes exactly when either does
+        if (this.last[i][l][s] !== id) {
+          this.last[i][l][s] = id;
+          this.rows[i][l]++;
+          if (l === 1) this.hourRowsByMetric[i][m]++;
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Plaintext baseline table
+
+const PLAIN_DB = 'plain';
+const PLAIN_TABLE = `${PLAIN_DB}.events`;
+const PLAIN_CHUNK = 1_000_000;
+
+class PlainWriter {
+  constructor(session) {
+    this.session = session;
+    this.parts = [];
+    this.n = 0;
+    this.inflight = Promise.resolve();
+    this.hourPrefix = '';
+    this.hourStart = -1;
+    this.insertMs = 0;
+  }
+  add(m, c, d, value, time) {
+    const h = time - (time % HOUR);
+    if (h !== this.hourStart) {
+      this.hourStart = h;
+      this.hourPrefix = new Date(h).toISOString().slice(0, 14).replace('T', ' '); // 'YYYY-MM-DD HH:'
+    }
+    const r = time - h;
+    const mm = Math.floor(r / MIN);
+    const ss = Math.floor((r % MIN) / 1000);
+    const ms = r % 1000;
+    const ts = `${this.hourPrefix}${mm < 10 ? '0' : ''}${mm}:${ss < 10 ? '0' : ''}${ss}.${ms < 10 ? '00' : ms < 100 ? '0' : ''}${ms}`;
+    this.parts.push(`${ts}\t${METRICS[m].name}\t${value}\t${COUNTRIES[c]}\t${DEVICES[d]}\n`);
+    if (++this.n % PLAIN_CHUNK === 0) this.flush();
+  }
+  flush() {
+    if (!this.parts.length) return;
+    const body = Buffer.from(this.parts.join(''));
+    this.parts = [];
+    const prev = this.inflight;
+    this.inflight = (async () => {
+      await prev;
+      const t0 = performance.now();
+      await this.session.insert({ table: PLAIN_TABLE, columns: ['time', 'name', 'value', 'country', 'device'], values: body, format: 'TabSeparated' });
+      this.insertMs += performance.now() - t0;
+    })();
+  }
+  async finish() {
+    this.flush();
+    await this.inflight;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const t0 = performance.now();
+const REUSE = args.reuse ? resolve(args.reuse) : null;
+const INFO = REUSE ? JSON.parse(readFileSync(join(REUSE, 'bench-query.json'), 'utf8')) : null;
+if (INFO && INFO.points !== N) throw new Error(`--reuse: that directory holds ${INFO.points} points; pass --points ${INFO.points}`);
+const dataDir = REUSE ?? mkdtempSync(join(os.tmpdir(), 'cipherstat-query-bench-'));
+progress(`data dir ${dataDir}; ${fmt(N)} points, processor tick ${TICK_S} s of traffic, ${RUNS} runs after ${WARMUP} warm-ups${REUSE ? ' (reused: queries only)' : ''}${args.dist ? `, collector ${DIST}` : ''}`);
+const config = loadConfig({ port: '0', 'data-dir': dataDir, role: 'query' }, {});
+const running = await startCollector(config, { env: {}, log: createLogger({ level: 'warn' }) });
+const { services } = running;
+const store = services.store;
+
+// A second session on the same data path shares the one in-process engine (chdb: "connections
+// at the same path coexist"); used only for the plaintext table's raw TSV inserts.
+const session = new Session(join(dataDir, 'clickhouse'), {
+  connectionArgs: ['--output_format_json_quote_64bit_integers=1', '--async_load_databases=0'],
+});
+await store.exec(`CREATE DATABASE IF NOT EXISTS ${PLAIN_DB}`);
+await store.exec(`CREATE TABLE IF NOT EXISTS ${PLAIN_TABLE} (
+  time DateTime64(3, 'UTC'),
+  name LowCardinality(String),
+  value Float64,
+  country LowCardinality(String),
+  device LowCardinality(String)
+) ENGINE = MergeTree ORDER BY (name, time)`);
+
+const now = Date.now();
+const to = INFO?.to ?? now - (now % HOUR); // the last whole hour
+const from = to - DAYS * DAY;
+
+const created = INFO?.account ?? (await services.accounts.create());
+const accountId = created.accountId;
+const keys = await services.keyring.accountKeys(accountId);
+const accountRow = await services.accounts.get(accountId);
+const loadavg = { start: os.loadavg() };
+let genSeconds = null;
+let tickRows = null;
+const pointsPerMetric = new Array(METRICS.length).fill(0);
+const writer = new RollupWriter({ store, accountId, keys, retentionDays: accountRow.retentionDays, tickMs: TICK_S * 1000, now: Date.now });
+const plain = new PlainWriter(session);
+const COUNT_TICKS = [1, 10, 60, 300, 900, 3600];
+const counter = new TickCounter(COUNT_TICKS);
+
+if (!REUSE) {
+progress('generating and writing (encrypted: aggregate → encode → seal → insertRollups; plaintext: TSV insert)');
+const tGen = performance.now();
+let n = 0;
+let nextReport = 1_000_000;
+await generate(
+  from,
+  (m, c, d, value, time) => {
+    const s = seriesIndex(m, c, d);
+    writer.add(s, m, c, d, value, time);
+    counter.add(s, m, time);
+    plain.add(m, c, d, value, time);
+    pointsPerMetric[m]++;
+    n++;
+  },
+  async () => {
+    // inserts run on libuv threads beside the generator; waiting here bounds memory
+    await writer.maybeInsert();
+    if (n >= nextReport) {
+      const el = (performance.now() - tGen) / 1000;
+      progress(`  ${fmt(n)} points, ${el.toFixed(1)} s (${fmt(n / el)} points/s); ${fmt(writer.rowsByLevel[0])} minute + ${fmt(writer.rowsByLevel[1])} hour rows`);
+      while (nextReport <= n) nextReport += 1_000_000;
+    }
+  },
+);
+await writer.finish();
+await plain.finish();
+genSeconds = (performance.now() - tGen) / 1000;
+progress(`generated and stored ${fmt(n)} points in ${genSeconds.toFixed(1)} s (${fmt(n / genSeconds)} points/s)`);
+progress(`  encrypted: ${fmt(writer.rowsByLevel[0])} minute + ${fmt(writer.rowsByLevel[1])} partial hour rows (+ ${fmt(writer.compacted.length)} compacted hour rows held back); encode+seal ${(writer.sealMs / 1000).toFixed(1)} s`);
+progress(`  plaintext: ${fmt(plain.n)} rows; chDB insert ${(plain.insertMs / 1000).toFixed(1)} s`);
+
+// ---------------------------------------------------------------------------------------------
+// Partial rows per tick size (counted, not written)
+
+const seriesHours = writer.compacted.length;
+tickRows = COUNT_TICKS.map((t, i) => ({
+  tick_s: t,
+  minute_rows: counter.rows[i][0],
+  hour_rows: counter.rows[i][1],
+  partials_per_hour_series: +(counter.rows[i][1] / seriesHours).toFixed(2),
+  orders_rows_30d: counter.hourRowsByMetric[i][0],
+  load_rows_30d: counter.hourRowsByMetric[i][2],
+  over_MAX_ROWS: counter.hourRowsByMetric[i].some((r) => r > MAX_ROWS) ? 'yes' : 'no',
+}));
+console.log(`\nPartial rows a processor tick of each size writes for these points (hour rows are what a 30-day hourly query reads; MAX_ROWS ${fmt(MAX_ROWS)}):`);
+table(tickRows.map((r) => ({ ...r, minute_rows: fmt(r.minute_rows), hour_rows: fmt(r.hour_rows), orders_rows_30d: fmt(r.orders_rows_30d), load_rows_30d: fmt(r.load_rows_30d) })));
+console.log('');
+{
+  const i = COUNT_TICKS.indexOf(TICK_S);
+  if (i >= 0 && (counter.rows[i][0] !== writer.rowsByLevel[0] || counter.rows[i][1] !== writer.rowsByLevel[1])) {
+    throw new Error(`row count mismatch: counted ${counter.rows[i]}, written ${writer.rowsByLevel}`);
+  }
+  if (counter.rows[COUNT_TICKS.indexOf(3600)][1] !== seriesHours) throw new Error('compacted row count mismatch');
+}
+}
+
+// ---------------------------------------------------------------------------------------------
+// Storage: bytes on disk per point
+
+const ENC_DB = config.clickhouseDatabase;
+const optimize = !args['no-optimize'];
+async function partsBytes(db, tbl) {
+  const [r] = await store.query(
+    `SELECT sum(bytes_on_disk) AS b, sum(rows) AS r, count() AS parts FROM system.parts WHERE active AND database = {db:String} AND table = {t:String}`,
+    { db, t: tbl },
+  );
+  return { bytes: Number(r.b), rows: Number(r.r), parts: Number(r.parts) };
+}
+async function measureEncrypted() {
+  const t = performance.now();
+  if (optimize) for (const tbl of ['rollups', 'dictionary']) await store.exec(`OPTIMIZE TABLE ${ENC_DB}.${tbl} FINAL`);
+  const out = { rollups: await partsBytes(ENC_DB, 'rollups'), dictionary: await partsBytes(ENC_DB, 'dictionary') };
+  const byLevel = await store.query(`SELECT level, count() AS n, sum(length(agg)) AS b FROM ${ENC_DB}.rollups WHERE account_id = {a:String} GROUP BY level ORDER BY level`, { a: accountId });
+  out.ciphertextByLevel = Object.fromEntries(byLevel.map((r) => [Number(r.level) === 0 ? 'minute' : 'hour', { rows: Number(r.n), aggBytes: Number(r.b), aggBytesPerRow: Number(r.b) / Number(r.n) }]));
+  out.bytes = out.rollups.bytes + out.dictionary.bytes;
+  out.bytesPerPoint = out.bytes / N;
+  out.seconds = (performance.now() - t) / 1000;
+  return out;
+}
+const disk = { optimized: optimize, variants: {} };
+{
+  const t = performance.now();
+  if (optimize) await store.exec(`OPTIMIZE TABLE ${PLAIN_TABLE} FINAL`);
+  disk.plaintext = await partsBytes(PLAIN_DB, 'events');
+  disk.plaintext.bytesPerPoint = disk.plaintext.bytes / N;
+  disk.plaintext.seconds = (performance.now() - t) / 1000;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queries
+
+const QUERIES = [
+  { id: 'sum orders by country', metric: 'orders', aggregation: 'sum', plainAgg: 'sum(value)' },
+  { id: 'p95 page.load_ms by country', metric: 'page.load_ms', aggregation: 'p95', plainAgg: 'quantile(0.95)(value)' },
+];
+const PLAIN_SQL = (agg) => `SELECT toInt64(toUnixTimestamp(toStartOfHour(time))) * 1000 AS h, country, ${agg} AS v
+FROM ${PLAIN_TABLE}
+WHERE name = {name:String} AND time >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND time < fromUnixTimestamp64Milli({to:Int64}, 'UTC')
+GROUP BY h, country`;
+
+async function encryptedQuery(q) {
+  services.queryCache.invalidate([accountId]); // no cached result; dictionary/pseudonyms stay warm
+  const t = performance.now();
+  const res = await fetch(`${running.url}/v1/query`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${created.readToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ metric: q.metric, aggregation: q.aggregation, from, to, interval: 'hour', groupBy: ['country'] }),
+  });
+  const json = await res.json();
+  const ms = performance.now() - t;
+  if (res.status !== 200) throw Object.assign(new Error(`${q.id}: HTTP ${res.status} ${JSON.stringify(json)}`), { json });
+  if (json.meta.cached) throw new Error('cached answer: the cache bypass did not work');
+  const timing = Object.fromEntries(
+    (res.headers.get('server-timing') ?? '').split(',').map((p) => {
+      const [k, d] = p.trim().split(';dur=');
+      return [k, Number(d)];
+    }),
+  );
+  return { ms, json, storageMs: timing.storage, mergeMs: timing.merge };
+}
+
+async function plainQuery(q) {
+  const t = performance.now();
+  const rows = await store.query(PLAIN_SQL(q.plainAgg), { name: q.metric, from, to });
+  return { ms: performance.now() - t, rows };
+}
+
+const stats = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return { p50: percentile(s, 0.5), p95: percentile(s, 0.95), min: s[0], max: s.at(-1) };
+};
+
+const results = [];
+const answers = {};
+async function measurePhase(variant) {
+  for (const q of QUERIES) {
+    const plainTimes = [];
+    const e = { times: [], storage: [], merge: [], error: null, rows: 0 };
+    progress(`query (${variant}): ${q.id}`);
+    for (let i = 0; i < WARMUP + RUNS; i++) {
+      // interleaved, so drift (merges, GC, other load) hits both sides alike
+      const p = await plainQuery(q);
+      if (i >= WARMUP) plainTimes.push(p.ms);
+      answers[`plain ${q.id}`] = p.rows;
+      if (e.error) continue;
+      try {
+        const r = await encryptedQuery(q);
+        if (i >= WARMUP) {
+          e.times.push(r.ms);
+          e.storage.push(r.storageMs);
+          e.merge.push(r.mergeMs);
+        }
+        e.rows = r.json.meta.rows;
+        answers[`${variant} ${q.id}`] = r.json;
+      } catch (err) {
+        e.error = err.json?.error?.code ?? String(err.message);
+        progress(`  encrypted: ${e.error}`);
+      }
+    }
+    const ps = stats(plainTimes);
+    const es = e.error ? null : stats(e.times);
+    results.push({
+      query: q.id,
+      variant,
+      rowsRead: e.rows,
+      error: e.error,
+      encrypted: es,
+      encryptedStorageP50: es && stats(e.storage).p50,
+      encryptedMergeP50: es && stats(e.merge).p50,
+      plaintext: ps,
+      ratioP50: es ? es.p50 / ps.p50 : null,
+    });
+    const r = results.at(-1);
+    progress(`  encrypted p50 ${es ? es.p50.toFixed(1) : '-'} ms (${fmt(e.rows)} rows), plaintext p50 ${ps.p50.toFixed(1)} ms → ${r.ratioP50 ? r.ratioP50.toFixed(2) + 'x' : '-'}`);
+  }
+}
+
+const phases = [];
+if (TICK_S < 3600 && !REUSE) phases.push('partial');
+phases.push('compacted');
+let compactSeconds = null;
+for (const phase of phases) {
+  if (phase === 'compacted' && TICK_S < 3600 && !REUSE) {
+    progress(`compaction (simulated): delete the ${fmt(writer.rowsByLevel[1])} partial hour rows, insert ${fmt(writer.compacted.length)} compacted ones`);
+    const t = performance.now();
+    await writer.compact(`${ENC_DB}.rollups`);
+    compactSeconds = (performance.now() - t) / 1000;
+  }
+  progress(`storage (${phase})${optimize ? ': OPTIMIZE TABLE … FINAL' : ''}`);
+  disk.variants[phase] = await measureEncrypted();
+  await measurePhase(phase);
+}
+loadavg.end = os.loadavg();
+
+// Informational: the same 30-day hourly sum in a time zone whose hours are not UTC hours
+// (UTC+5:30) has to read minute rollups (request.ts sourceLevel).
+const tzProbe = { timezone: 'Asia/Kolkata', metric: 'orders', aggregation: 'sum', interval: 'hour', groupBy: ['country'] };
+{
+  services.queryCache.invalidate([accountId]);
+  const t = performance.now();
+  const res = await fetch(`${running.url}/v1/query`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${created.readToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ ...tzProbe, from, to }),
+  });
+  const json = await res.json();
+  Object.assign(tzProbe, { status: res.status, ms: performance.now() - t, rows: json.meta?.rows, level: json.meta?.level, error: json.error?.code });
+  progress(`30-day hourly sum in Asia/Kolkata: HTTP ${res.status} ${json.error?.code ?? `${json.meta.level} level, ${fmt(json.meta.rows)} rows`} (${tzProbe.ms.toFixed(0)} ms)`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Correctness: every (hour, country) cell of each answer against the plaintext table
+
+const exactP95 = await store.query(
+  `SELECT toInt64(toUnixTimestamp(toStartOfHour(time))) * 1000 AS h, country,
+     arrayElement(arraySort(groupArray(value)), toUInt32(floor(0.95 * (count() - 1))) + 1) AS v
+   FROM ${PLAIN_TABLE}
+   WHERE name = 'page.load_ms' AND time >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND time < fromUnixTimestamp64Milli({to:Int64}, 'UTC')
+   GROUP BY h, country`,
+  { from, to },
+);
+const cellMap = (rows) => new Map(rows.map((r) => [`${r.h}|${r.country}`, Number(r.v)]));
+const seriesCells = (json) => {
+  const m = new Map();
+  for (const s of json.series) for (const [t, v] of s.points) if (v !== null) m.set(`${t}|${s.tags.country}`, v);
+  return m;
+};
+const correctness = {};
+for (const v of phases) {
+  const out = {};
+  for (const [qid, ref, kind, limit] of [
+    [QUERIES[0].id, cellMap(answers[`plain ${QUERIES[0].id}`]), 'sum', 1e-9],
+    [QUERIES[1].id, cellMap(exactP95), 'p95 vs exact rank', 0.02],
+    [QUERIES[1].id, cellMap(answers[`plain ${QUERIES[1].id}`]), 'p95 vs CH quantile(0.95)', 0.02],
+  ]) {
+    const json = answers[`${v} ${qid}`];
+    if (!json) continue;
+    const got = seriesCells(json);
+    let maxRel = 0;
+    let missing = 0;
+    const rels = [];
+    for (const [k, want] of ref) {
+      const g = got.get(k);
+      if (g === undefined) {
+        missing++;
+        continue;
+      }
+      const rel = Math.abs(g - want) / Math.max(1e-12, Math.abs(want));
+      rels.push(rel);
+      if (rel > maxRel) maxRel = rel;
+    }
+    // the encrypted answer has every bucket (0 for an empty sum); the SQL only non-empty ones
+    const extra = [...got.entries()].filter(([k, x]) => !ref.has(k) && !(kind === 'sum' && x === 0)).length;
+    rels.sort((a, b) => a - b);
+    out[kind] = { cells: ref.size, compared: rels.length, missing, extra, maxRel, medianRel: percentile(rels, 0.5), withinLimit: rels.filter((r) => r <= limit).length, limit };
+  }
+  correctness[v] = out;
+}
+const spot = [];
+{
+  const v = phases[0];
+  const sums = cellMap(answers[`plain ${QUERIES[0].id}`]);
+  const p95q = cellMap(answers[`plain ${QUERIES[1].id}`]);
+  const p95x = cellMap(exactP95);
+  const encSum = seriesCells(answers[`${v} ${QUERIES[0].id}`] ?? { series: [] });
+  const encP95 = seriesCells(answers[`${v} ${QUERIES[1].id}`] ?? { series: [] });
+  const cSum = seriesCells(answers[`compacted ${QUERIES[0].id}`] ?? { series: [] });
+  const cP95 = seriesCells(answers[`compacted ${QUERIES[1].id}`] ?? { series: [] });
+  for (const [hOff, country] of [[100, 'US'], [400, 'DE'], [650, 'IE'], [719, 'JP']]) {
+    const k = `${from + hOff * HOUR}|${country}`;
+    spot.push({
+      hour: new Date(from + hOff * HOUR).toISOString().slice(0, 13),
+      country,
+      'sum plain': sums.get(k),
+      [`sum ${v}`]: encSum.get(k),
+      'sum compacted': cSum.get(k),
+      'p95 exact': p95x.get(k),
+      'p95 CH quantile': p95q.get(k)?.toFixed(1),
+      [`p95 ${v}`]: encP95.get(k)?.toFixed(1),
+      'p95 compacted': cP95.get(k)?.toFixed(1),
+    });
+  }
+}
+const ok = Object.values(correctness).every(
+  (o) => o.sum && o.sum.withinLimit === o.sum.cells && !o.sum.extra && o['p95 vs exact rank'] && o['p95 vs exact rank'].withinLimit === o['p95 vs exact rank'].cells && !o['p95 vs exact rank'].extra,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+const f1 = (x) => (x == null ? '-' : x.toFixed(1));
+console.log(`\nQuery latency (HTTP POST /v1/query, result cache bypassed; ${RUNS} runs after ${WARMUP} warm-ups; load average ${loadavg.start.map((x) => x.toFixed(1)).join('/')} → ${loadavg.end.map((x) => x.toFixed(1)).join('/')}):`);
+table(
+  results.map((r) => ({
+    query: r.query,
+    stored: r.variant === 'partial' ? `partial (tick ${TICK_S} s)` : 'compacted',
+    'rows read': fmt(r.rowsRead),
+    'enc p50 ms': r.error ? r.error : f1(r.encrypted.p50),
+    'enc p95 ms': r.error ? '-' : f1(r.encrypted.p95),
+    'storage/merge p50': r.error ? '-' : `${f1(r.encryptedStorageP50)}/${f1(r.encryptedMergeP50)}`,
+    'plain p50 ms': f1(r.plaintext.p50),
+    'plain p95 ms': f1(r.plaintext.p95),
+    'ratio p50': r.ratioP50 == null ? '-' : `${r.ratioP50.toFixed(2)}x`,
+    'target ≤1.5x': r.ratioP50 == null ? 'n/a' : r.ratioP50 <= 1.5 ? 'met' : 'MISSED',
+  })),
+);
+console.log(`\nBytes on disk per point (${optimize ? 'after OPTIMIZE TABLE … FINAL' : 'as written, not optimized'}; sum of bytes_on_disk of active parts in system.parts):`);
+table([
+  { table: 'plaintext plain.events', rows: fmt(disk.plaintext.rows), bytes: fmt(disk.plaintext.bytes), 'bytes/point': disk.plaintext.bytesPerPoint.toFixed(2), 'vs plaintext': '1.00x' },
+  ...Object.entries(disk.variants).map(([v, d]) => ({
+    table: `encrypted ${v}: rollups + dictionary`,
+    rows: `${fmt(d.rollups.rows)} + ${fmt(d.dictionary.rows)}`,
+    bytes: fmt(d.bytes),
+    'bytes/point': d.bytesPerPoint.toFixed(2),
+    'vs plaintext': `${(d.bytesPerPoint / disk.plaintext.bytesPerPoint).toFixed(2)}x`,
+  })),
+]);
+for (const [v, d] of Object.entries(disk.variants)) {
+  console.log(`  ${v}: ${Object.entries(d.ciphertextByLevel).map(([l, c]) => `${l} rows ${fmt(c.rows)} × ${c.aggBytesPerRow.toFixed(0)} B sealed aggregate (incompressible)`).join('; ')}`);
+}
+console.log('\nCorrectness (every (hour, country) cell; sum within 1e-9 relative, p95 within 2% of the exact rank-convention value):');
+table(
+  Object.entries(correctness).flatMap(([v, o]) =>
+    Object.entries(o).map(([kind, c]) => ({
+      stored: v,
+      check: kind,
+      cells: c.cells,
+      'missing/extra': `${c.missing}/${c.extra}`,
+      'within limit': `${c.withinLimit}/${c.compared}`,
+      'max rel err': c.maxRel.toExponential(2),
+      'median rel err': c.medianRel.toExponential(2),
+    })),
+  ),
+);
+console.log('');
+table(spot.map((r) => Object.fromEntries(Object.entries(r).map(([k, x]) => [k, x ?? '-']))));
+console.log(`\ncorrectness: ${ok ? 'OK' : 'FAILED'} (CH quantile() interpolates and samples, so it is shown, not checked)`);
+
+const totalSeconds = (performance.now() - t0) / 1000;
+if (!REUSE) writeResult('query', {
+  config: {
+    points: N, days: DAYS, seed: SEED, series: NSERIES, tickSeconds: TICK_S, runs: RUNS, warmup: WARMUP, maxRows: MAX_ROWS,
+    transport: 'HTTP POST /v1/query against startCollector (role query) in this process',
+    cache: 'result cache invalidated before each encrypted run (dictionary and pseudonym caches warm)',
+    plaintext: 'MergeTree plain.events ORDER BY (name, time), same chDB, store.query (JSONEachRow parsed)',
+    compaction: 'simulated: partial hour rows deleted, one sealed row per (hour, series) inserted',
+  },
+  loadavg,
+  data: { pointsPerMetric: Object.fromEntries(METRICS.map((m, i) => [m.name, pointsPerMetric[i]])), generateSeconds: genSeconds, pointsPerSecond: N / genSeconds, encodeSealSeconds: writer.sealMs / 1000, plaintextInsertSeconds: plain.insertMs / 1000 },
+  rowsWritten: { minute: writer.rowsByLevel[0], partialHour: writer.rowsByLevel[1], compactedHour: writer.compacted.length, compactSeconds },
+  partialRowsByTick: tickRows,
+  queries: results,
+  timeZoneProbe: tzProbe,
+  disk,
+  correctness,
+  correct: ok,
+  spot,
+  totalSeconds,
+});
+progress(`done in ${totalSeconds.toFixed(0)} s`);
+
+session.close();
+await running.close();
+if (args.keep && !REUSE) {
+  writeFileSync(join(dataDir, 'bench-query.json'), JSON.stringify({ points: N, to, account: { accountId, readToken: created.readToken } }));
+  progress(`kept ${dataDir} (compacted state; rerun queries with --reuse ${dataDir})`);
+} else if (!REUSE) rmSync(dataDir, { recursive: true, force: true });
+process.exit(ok ? 0 : 1);
