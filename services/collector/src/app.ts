@@ -4,6 +4,7 @@
  */
 import { Hono, type Context } from 'hono';
 import { cors } from 'hono/cors';
+import { getConnInfo } from '@hono/node-server/conninfo';
 import { z } from 'zod';
 import { LIMITS, fromTextForm, fromUtf8, openEnvelope, toBase64 } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
@@ -47,6 +48,19 @@ const createAccountBody = z.object({
   retentionDays: z.number().int().min(1).max(3650).optional(),
   confidential: z.boolean().optional(),
 }).strict();
+
+/** The sender's address, for in-memory rate limiting only (never logged or stored). */
+function clientAddress(c: Context, trustProxy: boolean): string | undefined {
+  if (trustProxy) {
+    const forwarded = c.req.header('x-forwarded-for')?.split(',')[0]?.trim();
+    if (forwarded) return forwarded;
+  }
+  try {
+    return getConnInfo(c).remote.address;
+  } catch {
+    return undefined; // not served by @hono/node-server (app.request in tests)
+  }
+}
 
 export function createApp(s: Services): Hono {
   const app = new Hono();
@@ -131,6 +145,16 @@ export function createApp(s: Services): Hono {
       if (origin && account.allowedOrigins.length && !account.allowedOrigins.includes(origin)) {
         throw new CollectorError(403, 'origin_not_allowed', 'this origin may not send data to this account');
       }
+      // A batch already stored is acknowledged again without spending anyone's budget, so a
+      // replayed envelope cannot drain an account's rate limit.
+      if (s.writer.seen(header.accountId, header.batchId)) {
+        metrics.batches.inc({ outcome: 'duplicate' });
+        return c.json({ batchId: header.batchId, duplicate: true }, 202);
+      }
+      // Per sender address (memory only, never stored), then per account.
+      const ip = clientAddress(c, s.config.trustProxy);
+      const waitIp = ip ? s.ipRateLimiter.take(ip) : 0;
+      if (waitIp) throw new CollectorError(429, 'rate_limited', 'too many batches from this address', waitIp);
       const wait = s.rateLimiter.take(account.accountId);
       if (wait) throw new CollectorError(429, 'rate_limited', 'too many batches for this account', wait);
       const outcome = await s.writer.submit({
@@ -148,7 +172,8 @@ export function createApp(s: Services): Hono {
     });
   }
 
-  // Admin
+  // Admin: not on internet-facing ingest-only nodes.
+  if (!s.roles.process && !s.roles.query) return app;
   const admin = async (c: Context, next: () => Promise<void>) => {
     if (!tokenMatches(bearer(c), s.adminTokenHash)) throw new CollectorError(401, 'unauthorized', 'invalid admin token');
     await next();

@@ -17,6 +17,8 @@ const schema = z.object({
   clickhouseCluster: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
   /** Batches per second per account (token bucket, burst = 2 s worth). */
   rateLimit: z.coerce.number().positive().default(5000),
+  /** Batches per second per sender address (in memory only; burst = 2 s worth). */
+  ipRateLimit: z.coerce.number().positive().default(2000),
   /** Days of data kept when an account does not say. */
   retentionDays: z.coerce.number().int().min(1).max(3650).default(400),
   /** Grace period between deactivation and shred. */
@@ -44,6 +46,7 @@ export function loadConfig(flags: Record<string, string | undefined> = {}, env: 
     clickhousePassword: env.CLICKHOUSE_PASSWORD,
     clickhouseCluster: env.CLICKHOUSE_CLUSTER || undefined,
     rateLimit: env.CIPHERSTAT_RATE_LIMIT,
+    ipRateLimit: env.CIPHERSTAT_IP_RATE_LIMIT,
     retentionDays: env.CIPHERSTAT_RETENTION_DAYS,
     graceDays: pick('grace-days', 'CIPHERSTAT_GRACE_DAYS'),
     bodyTimeoutMs: env.CIPHERSTAT_BODY_TIMEOUT_MS,

@@ -11,6 +11,7 @@
 import { openInner, randomBytes, toHex, type Point, type KeyPair } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
 import type { BatchRow, DictKind, DictRow, ProcessedRow, RejectRow, RollupLevel, RollupRow, Store } from './storage/types.js';
+import { COMPACTION_PART_PREFIX } from './storage/types.js';
 import type { Keyring, AccountKeys } from './keyring/index.js';
 import type { Accounts } from './accounts.js';
 import type { Metrics } from './metrics.js';
@@ -103,13 +104,18 @@ export class Processor {
     }
   }
 
-  /** Deletes rollup rows of ticks that never wrote their processed markers (a crash). */
+  /**
+   * Deletes rollup rows of ticks that never wrote their processed markers (a crash). Rows a
+   * compaction pass wrote (parts `c:…`) have no marker by design and are left alone; the
+   * compactor never merges rows without a marker, so nothing deleted here was merged.
+   */
   async recover(): Promise<number> {
     const since = this.now() - (this.o.lookbackMs ?? 2 * DAY);
     const orphans = await this.o.store.query<{ part: string }>(
       `SELECT DISTINCT part FROM rollups WHERE written_at >= fromUnixTimestamp64Milli({since:Int64})
+       AND NOT startsWith(part, {compacted:String})
        AND part NOT IN (SELECT part FROM processed WHERE processed_at >= fromUnixTimestamp64Milli({since:Int64}))`,
-      { since },
+      { since, compacted: COMPACTION_PART_PREFIX },
     );
     if (orphans.length) {
       await this.o.store.exec('DELETE FROM rollups WHERE part IN {parts:Array(String)}', { parts: orphans.map((o) => o.part) });

@@ -15,6 +15,7 @@ import { Keyring, loadAdminToken, loadMasterKeys, type ManagedMasterKeys } from 
 import { Accounts } from './accounts.js';
 import { BatchWriter } from './writer.js';
 import { Processor } from './processor.js';
+import { Compactor } from './compactor.js';
 import { RateLimiter } from './rate-limit.js';
 import { createApp } from './app.js';
 import { QueryCache } from './query/index.js';
@@ -33,7 +34,10 @@ export interface Services {
   queryCache: QueryCache;
   writer: BatchWriter;
   processor: Processor | undefined;
+  /** Merges partial rollup rows (process role; its scheduler starts after recovery). */
+  compactor: Compactor | undefined;
   rateLimiter: RateLimiter;
+  ipRateLimiter: RateLimiter;
   adminTokenHash: string;
   roles: { ingest: boolean; process: boolean; query: boolean };
   now: () => number;
@@ -86,6 +90,22 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         onProcessed: (ids) => queryCache.invalidate(ids),
       })
     : undefined;
+  const compactionEnv = env.CIPHERSTAT_COMPACTION_INTERVAL_MS;
+  const compactionIntervalMs = compactionEnv === undefined || compactionEnv === '' ? undefined : Number(compactionEnv);
+  if (compactionIntervalMs !== undefined && !(Number.isFinite(compactionIntervalMs) && compactionIntervalMs >= 0)) {
+    throw new Error('invalid configuration: CIPHERSTAT_COMPACTION_INTERVAL_MS must be a number >= 0 (0: no scheduled compaction)');
+  }
+  const compactor = roles.process
+    ? new Compactor({
+        store,
+        keyring,
+        log,
+        now,
+        registry: metrics.registry,
+        intervalMs: compactionIntervalMs,
+        onCompacted: (ids) => queryCache.invalidate(ids),
+      })
+    : undefined;
   const writer = new BatchWriter(store, metrics, {
     maxQueued: config.maxQueuedBatches,
     onDurable: processor ? (rows) => processor.enqueue(rows) : undefined,
@@ -111,7 +131,9 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     queryCache,
     writer,
     processor,
+    compactor,
     rateLimiter: new RateLimiter(config.rateLimit),
+    ipRateLimiter: new RateLimiter(config.ipRateLimit),
     adminTokenHash: admin.hash,
     roles,
     now,
@@ -141,6 +163,8 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
     await processor.recover();
     processor.start();
   }
+  // After recovery: orphans of a crashed tick are gone before the first pass looks.
+  services.compactor?.start();
   if (services.roles.process) services.lifecycle.start();
   const app = createApp(services);
   const server = await new Promise<ServerType>((resolve) => {
@@ -159,6 +183,7 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
       });
       await services.writer.close();
       await processor?.stop();
+      await services.compactor?.stop();
       await services.lifecycle.stop();
       await services.store.close();
       log.info('stopped');

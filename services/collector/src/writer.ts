@@ -92,6 +92,11 @@ export class BatchWriter {
     }
   }
 
+  /** Whether this batch was stored recently (by this process). */
+  seen(accountId: string, batchId: string): boolean {
+    return this.recent.has(`${accountId}/${batchId}`);
+  }
+
   /** Forgets which batches of an account were seen (after its data was purged). */
   forgetAccount(accountId: string): void {
     this.recent.deleteWhere((k) => k.startsWith(`${accountId}/`));

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toBase64 } from '@cipherstat/protocol';
+import { RateLimiter } from '../src/rate-limit.js';
 import { createAccount, envelope, points, post, startTestCollector, type TestCollector, type TestAccount } from './support/collector.js';
 
 let c: TestCollector;
@@ -82,6 +83,34 @@ describe('ingest and process, end to end', () => {
     expect(statuses.filter((s) => s === 202).length).toBeGreaterThanOrEqual(100);
     expect(statuses).toContain(429);
     expect(Number(retryAfter)).toBeGreaterThanOrEqual(1);
+  });
+});
+
+describe('abuse', () => {
+  it('a replayed envelope does not drain the account rate limit', async () => {
+    const victim = await createAccount(c);
+    const replayed = envelope(victim, points(1)).bytes;
+    for (let i = 0; i < 150; i++) {
+      const r = await post(c.url, replayed);
+      expect(r.status).toBe(202);
+    }
+    const fresh = await post(c.url, envelope(victim, points(1)).bytes);
+    expect(fresh.status).toBe(202);
+    expect((await fresh.json()).duplicate).toBe(false);
+  });
+
+  it('limits batches per sender address (in memory only)', async () => {
+    const original = c.services.ipRateLimiter;
+    c.services.ipRateLimiter = new RateLimiter(20);
+    try {
+      const accounts = await Promise.all([createAccount(c), createAccount(c), createAccount(c)]);
+      const all = accounts.flatMap((a) => Array.from({ length: 30 }, () => envelope(a, points(1)).bytes));
+      const statuses = (await Promise.all(all.map((e) => post(c.url, e)))).map((r) => r.status);
+      expect(statuses.filter((x) => x === 429).length).toBeGreaterThan(0);
+      expect(statuses.filter((x) => x === 202).length).toBeGreaterThanOrEqual(40);
+    } finally {
+      c.services.ipRateLimiter = original;
+    }
   });
 });
 

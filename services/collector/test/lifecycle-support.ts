@@ -10,7 +10,7 @@ import { decodeAggregate } from '../src/rollup/index.js';
 import type { TestCollector } from './support/collector.js';
 
 export interface Snapshot {
-  rollups: { level: 0 | 1; bucket: number; metric: string; series: string; keyVersion: number; agg: Uint8Array }[];
+  rollups: { level: 0 | 1; bucket: number; metric: string; series: string; keyVersion: number; agg: Uint8Array; part: string; supersedes: string[] }[];
   dictionary: Uint8Array[];
   batches: Uint8Array[];
 }
@@ -20,14 +20,16 @@ const b64 = (s: string) => new Uint8Array(Buffer.from(s, 'base64'));
 /** Every ciphertext stored for an account: what anyone holding a copy of storage has. */
 export async function snapshot(store: Store, accountId: string): Promise<Snapshot> {
   const q = <T>(sql: string) => store.query<T>(sql, { a: accountId });
-  const rollups = await q<{ level: number; bucket: string; metric: string; series: string; v: number; agg: string }>(
+  const rollups = await q<{ level: number; bucket: string; metric: string; series: string; v: number; agg: string; part: string; sup: string[] }>(
     `SELECT level, toUnixTimestamp64Milli(bucket) AS bucket, toString(metric) AS metric, toString(series) AS series,
-            key_version AS v, base64Encode(agg) AS agg FROM rollups WHERE account_id = {a:String}`,
+            key_version AS v, base64Encode(agg) AS agg, part, supersedes AS sup FROM rollups WHERE account_id = {a:String}`,
   );
   const dictionary = await q<{ c: string }>('SELECT base64Encode(ciphertext) AS c FROM dictionary WHERE account_id = {a:String}');
   const batches = await q<{ c: string }>('SELECT base64Encode(sealed) AS c FROM batches WHERE account_id = {a:String}');
   return {
-    rollups: rollups.map((r) => ({ level: r.level as 0 | 1, bucket: Number(r.bucket), metric: r.metric, series: r.series, keyVersion: Number(r.v), agg: b64(r.agg) })),
+    rollups: rollups.map((r) => ({
+      level: r.level as 0 | 1, bucket: Number(r.bucket), metric: r.metric, series: r.series, keyVersion: Number(r.v), agg: b64(r.agg), part: r.part, supersedes: r.sup,
+    })),
     dictionary: dictionary.map((r) => b64(r.c)),
     batches: batches.map((r) => b64(r.c)),
   };
@@ -64,9 +66,12 @@ export function openable(s: Snapshot, keys: KeyInventory): { rollups: number; di
 
 /** Sum of point counts in the minute rollups an account's own data key opens. */
 export function countPoints(s: Snapshot, accountId: string, dataKey: Uint8Array): number {
+  // Like the query engine: a row a merged row of its group supersedes (compaction) is counted there.
+  const group = (r: Snapshot['rollups'][number]) => `${r.level}|${r.bucket}|${r.metric}|${r.series}`;
+  const superseded = new Set(s.rollups.flatMap((r) => r.supersedes.map((p) => `${group(r)}|${p}`)));
   let n = 0;
   for (const r of s.rollups) {
-    if (r.level !== 0) continue;
+    if (r.level !== 0 || superseded.has(`${group(r)}|${r.part}`)) continue;
     const plain = openRollup(dataKey, { accountId, level: r.level, bucket: r.bucket, metric: r.metric, series: r.series }, r.agg);
     if (plain) n += decodeAggregate(plain).count;
   }

@@ -12,7 +12,12 @@
  *   unknown metric; with groupBy, one series per group that has data in the range, where a
  *   point lacking a group-by tag counts in the group without that key;
  * - a row that fails to open (wrong key, moved, tampered, malformed) is never used; it is
- *   counted in `meta.failedRows`, logged and exported as a Prometheus counter.
+ *   counted in `meta.failedRows`, logged and exported as a Prometheus counter;
+ * - a row superseded by a merged row of its group (compaction) is never read: the SELECT
+ *   leaves it out. Both reads of `rollups` in that one query see one snapshot of the table
+ *   with ClickHouse's `enable_shared_storage_snapshot_in_query` (default since 25.12, chDB
+ *   included; older servers: set it in the profile, else a query racing the insert of a
+ *   merged row may, rarely, count it and its sources once each).
  */
 import { CollectorError } from '../errors.js';
 import { openRollup } from '../records.js';
@@ -167,12 +172,18 @@ export function buildSql(ctx: AccountContext, q: Query, rollups: string): { sql:
     }
     return `, toString(tag_values[indexOf(tag_keys, ${keyExpr})]) AS g${j}`;
   });
+  // Compaction (src/compactor.ts): a row whose part a merged row of its group lists in
+  // `supersedes` is already counted in that merged row. Outside a compaction pass no row has a
+  // non-empty list, so the subquery reads only the array sizes of the range.
+  const range = `account_id = {acc:String} AND level = {lvl:UInt8}
+  AND metric IN (${ctx.versions.map((_, i) => `{m${i}:UInt64}`).join(', ')})
+  AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
   const sql = `SELECT toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, base64Encode(agg) AS a${groupCols.join('')}
 FROM ${rollups}
-WHERE account_id = {acc:String} AND level = {lvl:UInt8}
-  AND metric IN (${ctx.versions.map((_, i) => `{m${i}:UInt64}`).join(', ')})
-  AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')
+WHERE ${range}
   AND ${perVersion.length === 1 ? perVersion[0] : `(${perVersion.join(' OR ')})`}
+  AND (metric, bucket, series, part) NOT IN (
+    SELECT metric, bucket, series, arrayJoin(supersedes) FROM ${rollups} WHERE ${range} AND notEmpty(supersedes))
 LIMIT {lim:UInt32}`;
   return { sql, params, metricOf };
 }

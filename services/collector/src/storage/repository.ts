@@ -6,7 +6,7 @@
 import type { Connection } from './connection.js';
 import { ACCOUNT_TABLES, MIGRATIONS_TABLE, REPLACING_TABLES, SCHEMA_VERSION, bootstrapSql, renderMigrations, type SchemaOptions } from './schema.js';
 import { bool, bytes, nullable, str, strArray, time, tsv, u64, u64Array, uint } from './tsv.js';
-import type { AccountRow, AccountState, BatchRow, DictKind, DictRow, Store } from './types.js';
+import type { AccountRow, AccountState, BatchRow, DictKind, DictRow, Params, RollupGroupKey, RollupLevel, RollupRef, Store, StoredRollup } from './types.js';
 
 type Raw = Record<string, unknown>;
 const key = (k: { accountId: string; batchId: string }): string => `${k.accountId}/${k.batchId}`;
@@ -32,8 +32,29 @@ const BATCH_SELECT = `account_id AS accountId, batch_id AS batchId, ${ms('receiv
 
 const PROCESSED_COLUMNS = ['account_id', 'batch_id', 'processed_at', 'accepted', 'rejected', 'part'] as const;
 const ROLLUP_COLUMNS = [
-  'account_id', 'level', 'bucket', 'metric', 'series', 'tag_keys', 'tag_values', 'key_version', 'part', 'agg', 'written_at', 'expires_at',
+  'account_id', 'level', 'bucket', 'metric', 'series', 'tag_keys', 'tag_values', 'key_version', 'part', 'supersedes', 'agg', 'written_at', 'expires_at',
 ] as const;
+// One rollup group / row of an account as one string, in SQL and here: exact matches through a
+// hash set (`IN`) instead of a linear has(arrayZip(...)) per row.
+const GROUP_KEY_SQL = `concat(account_id, '|', toString(level), '|', toString(metric), '|', toString(toUnixTimestamp64Milli(bucket)), '|', toString(series))`;
+const REF_KEY_SQL = `concat(${GROUP_KEY_SQL}, '|', part)`;
+const groupKey = (g: RollupGroupKey): string => `${g.accountId}|${g.level}|${g.metric}|${g.bucket}|${g.series}`;
+const refKey = (r: RollupRef): string => `${groupKey(r)}|${r.part}`;
+/** Most rows one compaction statement names (bound parameters travel in the URL of an HTTP request). */
+const REFS_PER_STATEMENT = 2000;
+const chunks = <T>(xs: T[], n: number): T[][] => Array.from({ length: Math.ceil(xs.length / n) }, (_, i) => xs.slice(i * n, (i + 1) * n));
+/** Coarse filters on the sorting key (accounts, metrics, bucket range) so exact key matches read few granules. */
+function refRange(rows: RollupGroupKey[]): { accs: string[]; ms: string[]; bmin: number; bmax: number } {
+  let bmin = Infinity;
+  let bmax = -Infinity;
+  for (const r of rows) {
+    if (r.bucket < bmin) bmin = r.bucket;
+    if (r.bucket > bmax) bmax = r.bucket;
+  }
+  return { accs: unique(rows.map((r) => r.accountId)), ms: unique(rows.map((r) => r.metric)), bmin, bmax };
+}
+const RANGE_SQL = `account_id IN {accs:Array(String)} AND metric IN arrayMap(x -> toUInt64(x), {ms:Array(String)})
+  AND bucket >= fromUnixTimestamp64Milli({bmin:Int64}, 'UTC') AND bucket <= fromUnixTimestamp64Milli({bmax:Int64}, 'UTC')`;
 const DICT_COLUMNS = ['account_id', 'kind', 'pseudonym', 'key_version', 'ciphertext', 'first_seen'] as const;
 const REJECT_COLUMNS = ['account_id', 'code', 'at', 'count'] as const;
 
@@ -187,8 +208,131 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
     insertRollups: (rows) =>
       insert('rollups', ROLLUP_COLUMNS, rows, (r) => [
         str(r.accountId), uint(r.level, 1), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
-        uint(r.keyVersion), str(r.part), bytes(r.agg), time(r.writtenAt), time(r.expiresAt),
+        uint(r.keyVersion), str(r.part), strArray(r.supersedes ?? []), bytes(r.agg), time(r.writtenAt), time(r.expiresAt),
       ]),
+
+    async rollupGroupsToCompact({ since: sinceMs, after, limit }) {
+      const key = '(account_id, level, metric, bucket, series)';
+      const params: Params = { limit };
+      let cursor = '';
+      if (after) {
+        cursor = ` AND ${key} > ({ca:String}, {cl:UInt8}, {cm:UInt64}, fromUnixTimestamp64Milli({cb:Int64}, 'UTC'), {cs:UInt64})`;
+        Object.assign(params, { ca: after.accountId, cl: after.level, cm: after.metric, cb: after.bucket, cs: after.series });
+      }
+      let recent = '';
+      if (sinceMs !== undefined) {
+        recent = ` AND ${key} IN (SELECT account_id, level, metric, bucket, series FROM ${t('rollups')} WHERE written_at >= ${since}${cursor})`;
+        params.since = sinceMs;
+      }
+      const rows = await conn.query<{ a: string; l: number; m: string; b: number | string; s: string; n: number | string }>(
+        `SELECT account_id AS a, level AS l, toString(metric) AS m, toUnixTimestamp64Milli(bucket) AS b, toString(series) AS s, count() AS n
+         FROM ${t('rollups')}
+         WHERE 1${cursor}${recent}
+         GROUP BY account_id, level, metric, bucket, series
+         HAVING n > 1 AND countIf(notEmpty(supersedes)) = 0
+         ORDER BY account_id, level, metric, bucket, series
+         LIMIT {limit:UInt32}
+         SETTINGS optimize_aggregation_in_order = 1`,
+        params,
+      );
+      return rows.map((r) => ({ accountId: r.a, level: num(r.l) as RollupLevel, metric: r.m, bucket: num(r.b), series: r.s, rows: num(r.n) }));
+    },
+
+    async rollupsOfGroups(groups, perGroup) {
+      const out: StoredRollup[] = [];
+      for (const part of chunks(groups, REFS_PER_STATEMENT)) {
+        const where = `${RANGE_SQL} AND ${GROUP_KEY_SQL} IN {keys:Array(String)}`;
+        const rows = await conn.query<Raw>(
+          `SELECT account_id AS acc, level AS l, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s,
+             tag_keys AS tk, tag_values AS tv, key_version AS v, part AS p, supersedes AS sup, base64Encode(agg) AS a,
+             ${ms('written_at', 'w')}, ${ms('expires_at', 'e')},
+             (account_id, part) IN (SELECT account_id, part FROM ${t('processed')} WHERE account_id IN {accs:Array(String)}
+                AND (account_id, part) IN (SELECT account_id, part FROM ${t('rollups')} WHERE ${where})) AS marked
+           FROM ${t('rollups')}
+           WHERE ${where}
+           ORDER BY account_id, level, metric, bucket, series, written_at, part
+           LIMIT {per:UInt32} BY account_id, level, metric, bucket, series`,
+          { ...refRange(part), keys: part.map(groupKey), per: perGroup },
+        );
+        for (const r of rows) {
+          out.push({
+            accountId: String(r.acc),
+            level: num(r.l) as RollupLevel,
+            bucket: num(r.b),
+            metric: String(r.m),
+            series: String(r.s),
+            tagKeys: (r.tk as unknown[]).map(String),
+            tagValues: (r.tv as unknown[]).map(String),
+            keyVersion: num(r.v),
+            part: String(r.p),
+            supersedes: (r.sup as unknown[]).map(String),
+            agg: fromBase64(r.a),
+            writtenAt: num(r.w),
+            expiresAt: num(r.e),
+            marked: r.marked === true || r.marked === 1 || r.marked === '1',
+          });
+        }
+      }
+      return out;
+    },
+
+    async supersedingRollups(limit) {
+      const rows = await conn.query<{ a: string; l: number; b: number | string; m: string; s: string; p: string; sup: string[] }>(
+        `SELECT account_id AS a, level AS l, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, part AS p, supersedes AS sup
+         FROM ${t('rollups')} WHERE notEmpty(supersedes)
+         ORDER BY account_id, written_at, part
+         LIMIT {limit:UInt32}`,
+        { limit },
+      );
+      return rows.map((r) => ({ accountId: r.a, level: num(r.l) as RollupLevel, bucket: num(r.b), metric: r.m, series: r.s, part: r.p, supersedes: r.sup }));
+    },
+
+    // Mutations, queued or waited for (every replica); the exact row keys go through a hash
+    // set, the account/metric/bucket/part filters let ClickHouse skip parts and granules.
+    async deleteRollups(rows, opts) {
+      for (const part of chunks(rows, REFS_PER_STATEMENT)) {
+        await conn.exec(
+          `DELETE FROM ${t('rollups')}
+           WHERE ${RANGE_SQL} AND part IN {parts:Array(String)} AND ${REF_KEY_SQL} IN {keys:Array(String)}
+           SETTINGS lightweight_deletes_sync = ${opts?.wait ? 2 : 0}`,
+          { ...refRange(part), parts: unique(part.map((r) => r.part)), keys: part.map(refKey) },
+        );
+      }
+    },
+
+    async clearSupersedes(rows, opts) {
+      for (const part of chunks(rows, REFS_PER_STATEMENT)) {
+        await conn.exec(
+          `ALTER TABLE ${t('rollups')} UPDATE supersedes = []
+           WHERE ${RANGE_SQL} AND part IN {parts:Array(String)} AND ${REF_KEY_SQL} IN {keys:Array(String)}
+           SETTINGS mutations_sync = ${opts?.wait ? 2 : 0}`,
+          { ...refRange(part), parts: unique(part.map((r) => r.part)), keys: part.map(refKey) },
+        );
+      }
+    },
+
+    async rollupMutationsPending() {
+      const [row] = await conn.query<{ n: number | string }>(
+        `SELECT count() AS n FROM system.mutations WHERE database = {db:String} AND table = 'rollups' AND is_done = 0`,
+        { db },
+      );
+      return num(row?.n ?? 0);
+    },
+
+    async findRollups(rows) {
+      const out: { accountId: string; level: RollupLevel; bucket: number; metric: string; series: string; part: string; supersedes: string[] }[] = [];
+      for (const part of chunks(rows, REFS_PER_STATEMENT)) {
+        const found = await conn.query<{ a: string; l: number; b: number | string; m: string; s: string; p: string; sup: string[] }>(
+          `SELECT account_id AS a, level AS l, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, part AS p, supersedes AS sup
+           FROM ${t('rollups')}
+           WHERE ${RANGE_SQL} AND part IN {parts:Array(String)} AND ${REF_KEY_SQL} IN {keys:Array(String)}
+           ORDER BY account_id, level, metric, bucket, series, part`,
+          { ...refRange(part), parts: unique(part.map((r) => r.part)), keys: part.map(refKey) },
+        );
+        for (const r of found) out.push({ accountId: r.a, level: num(r.l) as RollupLevel, bucket: num(r.b), metric: r.m, series: r.s, part: r.p, supersedes: r.sup });
+      }
+      return out;
+    },
 
     insertDictionary: (rows) =>
       insert('dictionary', DICT_COLUMNS, rows, (r) => [

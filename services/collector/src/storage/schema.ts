@@ -116,6 +116,14 @@ ORDER BY (account_id, kind, pseudonym)`,
 ORDER BY (account_id, code, toStartOfHour(at))`,
     ],
   },
+  {
+    version: 2,
+    // Compaction (src/compactor.ts): a merged rollup row lists the parts of its group it
+    // replaces; readers ignore those rows until they are deleted, then the list is emptied.
+    statements: ({ t, on }) => [
+      `ALTER TABLE ${t('rollups')}${on} ADD COLUMN IF NOT EXISTS supersedes Array(String) AFTER part`,
+    ],
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */

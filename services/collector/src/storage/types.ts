@@ -78,6 +78,48 @@ export interface RollupRow {
   /** When the processor wrote this row (finds orphan parts after a crash). */
   writtenAt: number;
   expiresAt: number;
+  /**
+   * Compaction: the parts of this row's group (same account, level, bucket, metric, series)
+   * that this merged row replaces. Readers ignore a row whose part is listed here by another
+   * row of its group; emptied once those rows are deleted. Empty (or absent) for rows of a
+   * processing tick.
+   */
+  supersedes?: string[];
+}
+
+/** Rollup rows written by compaction have parts starting with this (never a processed marker's part). */
+export const COMPACTION_PART_PREFIX = 'c:';
+
+/** One rollup group: rows of one account, level, bucket, metric and series, which merge into one. */
+export interface RollupGroupKey {
+  accountId: string;
+  level: RollupLevel;
+  bucket: number;
+  metric: string;
+  series: string;
+}
+
+/** One rollup row: its group and its part (unique within the group). */
+export interface RollupRef extends RollupGroupKey {
+  part: string;
+}
+
+/** A group with more than one row, found by `rollupGroupsToCompact`. */
+export interface RollupGroupCount extends RollupGroupKey {
+  /** Rows stored in the group. */
+  rows: number;
+}
+
+/** A stored rollup row as compaction reads it. */
+export interface StoredRollup extends RollupRow {
+  supersedes: string[];
+  /** A processed marker names this row's part (the processing tick that wrote it finished). */
+  marked: boolean;
+}
+
+/** A rollup row's reference and its `supersedes` (not empty: a merged row whose sources may still be stored). */
+export interface SupersedingRollup extends RollupRef {
+  supersedes: string[];
 }
 
 /** Dictionary kinds: 0 = metric name, 1 = tag key, 2 = tag key=value. */
@@ -139,6 +181,34 @@ export interface Store {
   deleteBatches(keys: { accountId: string; batchId: string }[]): Promise<void>;
 
   insertRollups(rows: RollupRow[]): Promise<void>;
+
+  /**
+   * Compaction, step 1: groups (account, level, metric, bucket, series) holding more than one
+   * rollup row and no row with a non-empty `supersedes`, in sorting-key order, strictly after
+   * `after` when given, at most `limit`. With `since`, only groups holding a row written at or
+   * after it.
+   */
+  rollupGroupsToCompact(o: { since?: number; after?: RollupGroupCount; limit: number }): Promise<RollupGroupCount[]>;
+  /**
+   * Compaction, step 2: the rows of these groups (at most `perGroup` per group, oldest written
+   * first), each with whether a processed marker of its account names its part.
+   */
+  rollupsOfGroups(groups: RollupGroupKey[], perGroup: number): Promise<StoredRollup[]>;
+  /** Rows whose `supersedes` is not empty (a compaction not finished yet), at most `limit`. */
+  supersedingRollups(limit: number): Promise<SupersedingRollup[]>;
+  /**
+   * Deletes exactly these rows. A mutation: by default this resolves once it is queued and the
+   * engine applies it in the background (`findRollups` tells when); `wait` resolves once it is
+   * applied on every replica. (chDB runs one statement at a time: a waiting mutation stalls
+   * ingest and queries, often for a second; a queued one costs milliseconds.)
+   */
+  deleteRollups(rows: RollupRef[], opts?: { wait?: boolean }): Promise<void>;
+  /** Empties `supersedes` of exactly these rows; queued or waited for like `deleteRollups`. */
+  clearSupersedes(rows: RollupRef[], opts?: { wait?: boolean }): Promise<void>;
+  /** Which of these rows are stored (as of now), with their `supersedes`. */
+  findRollups(rows: RollupRef[]): Promise<SupersedingRollup[]>;
+  /** Mutations of the rollups table not applied yet on this node (cheap to poll). */
+  rollupMutationsPending(): Promise<number>;
   insertDictionary(rows: DictRow[]): Promise<void>;
   dictionary(accountId: string, kind?: DictKind): Promise<DictRow[]>;
   addRejects(rows: RejectRow[]): Promise<void>;

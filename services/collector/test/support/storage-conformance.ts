@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AccountRow, BatchRow, DictRow, RollupRow, Store } from '../../src/storage/index.js';
+import type { AccountRow, BatchRow, DictRow, RollupGroupKey, RollupRow, Store } from '../../src/storage/index.js';
 import { SCHEMA_VERSION, migrations } from '../../src/storage/schema.js';
 
 export interface StoreFactory {
@@ -97,6 +97,14 @@ export function storeConformance(name: string, factory: StoreFactory): void {
     it('lists every table it created', async () => {
       const names = (await store.tables()).map((t) => t.split('.')[1]);
       expect(names.sort()).toEqual(['accounts', 'batches', 'dictionary', 'processed', 'rejects', 'rollups', 'schema_migrations']);
+    });
+
+    it('adds the supersedes column to rollups (migration 2)', async () => {
+      const cols = await store.query<{ name: string; type: string }>(
+        `SELECT name, type FROM system.columns WHERE database = {db:String} AND table = 'rollups' AND name = 'supersedes'`,
+        { db: table('rollups').split('.')[0]! },
+      );
+      expect(cols).toEqual([{ name: 'supersedes', type: 'Array(String)' }]);
     });
 
     it('declares TTL, raw codecs and fsync in the DDL', async () => {
@@ -233,6 +241,84 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       expect(orphans).toEqual([{ part: 'orphan' }]);
       await store.exec('DELETE FROM rollups WHERE part IN {parts:Array(String)}', { parts: ['orphan'] });
       expect((await store.countAccountRows(a)).rollups).toBe(2);
+    });
+
+    it('compaction: finds groups, reads them with markers, deletes and clears exact rows', async () => {
+      const a = 'acct-c';
+      const w = Date.UTC(2034, 0, 1);
+      const h = (n: number) => Date.UTC(2026, 0, 1, n);
+      const g1: RollupGroupKey = { accountId: a, level: 1, bucket: h(1), metric: '5', series: U64_MAX };
+      const g2 = { ...g1, bucket: h(2) };
+      const g3: RollupGroupKey = { ...g1, level: 0, series: '9' };
+      const r = (part: string, g: typeof g1, over: Partial<RollupRow> = {}) => rollup(a, part, { ...g, writtenAt: w, ...over });
+      // t1 and t2 are finished ticks (markers), t3 is in flight; g3 has one row only.
+      await store.insertRollups([
+        r('t1', g1, { writtenAt: w - HOUR, expiresAt: FAR - 1 }), r('t2', g1), r('t3', g1),
+        r('t1', g2, { writtenAt: w - HOUR }), r('t2', g2),
+        r('t1', g3),
+        rollup('acct-c2', 't1', { ...g1, accountId: 'acct-c2', writtenAt: w }), rollup('acct-c2', 't2', { ...g1, accountId: 'acct-c2', writtenAt: w }),
+      ]);
+      await store.markProcessed(['t1', 't2'].map((part, i) => ({ accountId: a, batchId: `c${i}`, processedAt: w, accepted: 1, rejected: 0, part })));
+
+      const all = (await store.rollupGroupsToCompact({ limit: 100 })).filter((g) => g.accountId.startsWith('acct-c'));
+      expect(all).toEqual([
+        { ...g1, rows: 3 },
+        { ...g2, rows: 2 },
+        { ...g1, accountId: 'acct-c2', rows: 2 },
+      ]);
+      // keyset pagination and the written_at window
+      expect((await store.rollupGroupsToCompact({ after: all[0], limit: 1 })).map((g) => [g.accountId, g.bucket])).toEqual([[a, h(2)]]);
+      const recent = (await store.rollupGroupsToCompact({ since: w, limit: 100 })).filter((g) => g.accountId.startsWith('acct-c'));
+      expect(recent.map((g) => [g.accountId, g.bucket])).toEqual([[a, h(1)], [a, h(2)], ['acct-c2', h(1)]]);
+
+      // acct-c2 has no markers: its rows are not marked by acct-c's markers of the same parts.
+      const rows = await store.rollupsOfGroups([g1, g2, { ...g1, accountId: 'acct-c2' }], 100);
+      expect(rows.map((x) => [x.accountId, x.bucket, x.part, x.marked])).toEqual([
+        [a, h(1), 't1', true], [a, h(1), 't2', true], [a, h(1), 't3', false],
+        [a, h(2), 't1', true], [a, h(2), 't2', true],
+        ['acct-c2', h(1), 't1', false], ['acct-c2', h(1), 't2', false],
+      ]);
+      expect(rows[0]).toMatchObject({ ...g1, tagKeys: ['3'], tagValues: ['4'], keyVersion: 1, supersedes: [], writtenAt: w - HOUR, expiresAt: FAR - 1 });
+      expect((await store.rollupsOfGroups([g1], 2)).map((x) => x.part)).toEqual(['t1', 't2']);
+
+      // A merged row of g1 (sources t1, t2): its group is no candidate while its list is set.
+      await store.insertRollups([r('c:x', g1, { supersedes: ['t1', 't2'], agg: ALL_BYTES })]);
+      expect(await store.supersedingRollups(10)).toEqual([{ ...g1, part: 'c:x', supersedes: ['t1', 't2'] }]);
+      expect((await store.rollupGroupsToCompact({ limit: 100 })).filter((g) => g.accountId === a).map((g) => g.bucket)).toEqual([h(2)]);
+      const back = (await store.rollupsOfGroups([g1], 100)).find((x) => x.part === 'c:x');
+      expect(back && hex(back.agg)).toBe(hex(ALL_BYTES));
+
+      // Exactly the named rows go: t1 of g1, not t1 of g2 or g3 or of another account.
+      const sources = [{ ...g1, part: 't1' }, { ...g1, part: 't2' }];
+      expect(await store.findRollups([...sources, { ...g1, part: 'nope' }])).toEqual(sources.map((x) => ({ ...x, supersedes: [] })));
+      await store.deleteRollups(sources, { wait: true });
+      expect(await store.findRollups(sources)).toEqual([]);
+      await store.clearSupersedes([{ ...g1, part: 'c:x' }], { wait: true });
+      await store.deleteRollups([]);
+      await store.clearSupersedes([]);
+      expect(await store.findRollups([])).toEqual([]);
+      expect(await store.supersedingRollups(10)).toEqual([]);
+      const left = await store.query<{ part: string; b: string; sup: string[] }>(
+        `SELECT part, toUnixTimestamp64Milli(bucket) AS b, supersedes AS sup FROM ${table('rollups')} WHERE account_id = {a:String} ORDER BY level, bucket, part`,
+        { a },
+      );
+      expect(left.map((x) => [Number(x.b), x.part, x.sup])).toEqual([[h(1), 't1', []], [h(1), 'c:x', []], [h(1), 't3', []], [h(2), 't1', []], [h(2), 't2', []]]);
+      expect((await store.countAccountRows('acct-c2')).rollups).toBe(2);
+
+      // Queued (not waited for): applied in the background.
+      await store.insertRollups([r('c:y', g2, { supersedes: ['t1'] })]);
+      await store.deleteRollups([{ ...g2, part: 't1' }]);
+      await store.clearSupersedes([{ ...g2, part: 'c:y' }]);
+      for (let i = 0; (await store.rollupMutationsPending()) > 0; i++) {
+        expect(i, 'queued mutations applied within 30 s').toBeLessThan(300);
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      for (let i = 0; (await store.supersedingRollups(10)).length > 0 || (await store.findRollups([{ ...g2, part: 't1' }])).length > 0; i++) {
+        expect(i, 'queued mutations applied within 30 s').toBeLessThan(300);
+        await new Promise((res) => setTimeout(res, 100));
+      }
+      await store.deleteRollups([{ ...g2, part: 'c:y' }], { wait: true });
+      expect((await store.findRollups([{ ...g2, part: 't2' }])).length).toBe(1);
     });
 
     it('keeps the newest key version of a dictionary entry and filters by kind', async () => {

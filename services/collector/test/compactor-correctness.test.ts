@@ -1,0 +1,288 @@
+/**
+ * Rollup compaction end to end: seeded points posted over HTTP in small batches (each its own
+ * processing tick, so every bucket and series collects many partial rows), processed into
+ * chDB, then compacted. Query answers (every aggregation, grouped, filtered, hour/day/minute,
+ * UTC and Asia/Kolkata) must be the same before and after, and equal to a plaintext
+ * reference, through simulated crashes between the steps of a pass, a real restart, ticks
+ * running during passes, rows without a processed marker, tampered rows, and a shred.
+ */
+import { rmSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from '@cipherstat/protocol';
+import { Compactor, type CompactionStep } from '../src/compactor.js';
+import { runQuery, type QueryResult } from '../src/query/index.js';
+import { createLogger } from '../src/logger.js';
+import type { RollupRow } from '../src/storage/types.js';
+import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { checkAgainstReference, generatePoints, type GenPoint, type RefQuery } from './query-support.js';
+
+const NOW = Date.UTC(2026, 3, 1, 12);
+const FROM = NOW - 2 * 86_400_000;
+const FAR = Date.UTC(2099, 0, 1); // hand-made rows: not expired by TTL on the real clock
+const offset = NOW - Date.now();
+const now = () => Date.now() + offset;
+const silent = createLogger({ level: 'silent' });
+
+let c: TestCollector;
+let a: TestAccount;
+let b: TestAccount;
+const sent = new Map<string, GenPoint[]>();
+
+/** Posts `pts` in batches of `size`, each processed on its own (one tick per batch). */
+async function ingest(account: TestAccount, pts: GenPoint[], size = 5): Promise<void> {
+  for (let i = 0; i < pts.length; i += size) {
+    const batch = pts.slice(i, i + size);
+    const res = await post(c.url, envelope(account, batch.map((p, j) => ({ ...p, id: j })), { createdAt: now() }).bytes);
+    expect(res.status).toBe(202);
+    await c.services.processor!.drain();
+    sent.set(account.accountId, [...(sent.get(account.accountId) ?? []), ...batch]);
+  }
+}
+
+const QUERIES: RefQuery[] = [];
+for (const aggregation of ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p95', 'p99', 'last']) {
+  for (const shape of [
+    { metric: 'orders' },
+    { metric: 'orders', groupBy: ['country', 'channel'] },
+    { metric: 'revenue', groupBy: ['country'], filter: { channel: 'web' } },
+    { metric: 'page.load', groupBy: ['page'] },
+    { metric: 'temperature' },
+  ]) {
+    QUERIES.push({ ...shape, aggregation, interval: 'hour', timezone: 'UTC' });
+    QUERIES.push({ ...shape, aggregation, interval: 'day', timezone: 'Asia/Kolkata' }); // minute rollups
+  }
+}
+
+/** The crash and concurrency tests check fewer aggregations (every shape, both levels). */
+const SOME = QUERIES.filter((q) => ['count', 'sum', 'p95', 'last'].includes(q.aggregation));
+
+const deps = () => ({ store: c.services.store, keyring: c.services.keyring });
+/** Every answer matches the reference of what was sent, and no row failed. */
+async function checkAll(account: TestAccount, queries = SOME): Promise<QueryResult[]> {
+  const res: QueryResult[] = [];
+  for (const q of queries) {
+    const r = await runQuery(deps(), { accountId: account.accountId }, { ...q, from: FROM, to: NOW });
+    expect(r.meta.failedRows).toBe(0);
+    checkAgainstReference(q, r, sent.get(account.accountId)!);
+    res.push(r);
+  }
+  return res;
+}
+/** Same series and values; sums may differ in the last bits (float addition order). */
+function expectSameAnswers(x: QueryResult[], y: QueryResult[]): void {
+  expect(y.length).toBe(x.length);
+  x.forEach((r, i) => {
+    const s = y[i]!;
+    expect(s.series.map((z) => z.tags)).toEqual(r.series.map((z) => z.tags));
+    r.series.forEach((z, j) =>
+      z.points.forEach(([t, v], k) => {
+        const [t2, v2] = s.series[j]!.points[k]!;
+        expect(t2).toBe(t);
+        if (v === null || v2 === null) expect(v2).toBe(v);
+        else expect(Math.abs(v2 - v), `query ${i} at ${t}`).toBeLessThanOrEqual(1e-9 * Math.max(1, Math.abs(v)));
+      }),
+    );
+  });
+}
+
+interface Shape {
+  rows: number;
+  groups: number;
+  pending: number;
+}
+async function shape(accountId: string): Promise<Shape> {
+  const [r] = await c.services.store.query<{ rows: string; groups: string; pending: string }>(
+    `SELECT count() AS rows, uniqExact(level, metric, bucket, series) AS groups, countIf(notEmpty(supersedes)) AS pending
+     FROM rollups WHERE account_id = {a:String}`,
+    { a: accountId },
+  );
+  return { rows: Number(r!.rows), groups: Number(r!.groups), pending: Number(r!.pending) };
+}
+
+function compactor(
+  o: { hook?: (step: CompactionStep) => void; maxRows?: number; maxGroups?: number; maxRowsPerGroup?: number; log?: typeof silent } = {},
+): Compactor {
+  return new Compactor({ store: c.services.store, keyring: c.services.keyring, log: silent, now, ...o });
+}
+const crashAt = (at: CompactionStep) => (step: CompactionStep) => {
+  if (step === at) throw new Error(`simulated crash after step ${step}`);
+};
+
+beforeAll(async () => {
+  // No scheduled passes: every pass in this file is started by hand.
+  c = await startTestCollector({ now, env: { CIPHERSTAT_COMPACTION_INTERVAL_MS: '0' } });
+  a = await createAccount(c);
+  b = await createAccount(c);
+  await ingest(a, generatePoints(11, 600, FROM, NOW - 60_000));
+  await ingest(b, generatePoints(12, 100, FROM, NOW - 60_000));
+}, 120_000);
+afterAll(async () => {
+  await c?.stop();
+  if (c) rmSync(c.dataDir, { recursive: true, force: true });
+});
+
+describe('rollup compaction', () => {
+  it('leaves one row per group and the same answers (every aggregation, grouped, filtered)', async () => {
+    const before = await checkAll(a, QUERIES);
+    const beforeB = await checkAll(b, QUERIES);
+    const s0 = await shape(a.accountId);
+    expect(s0.rows).toBeGreaterThan(s0.groups);
+
+    const report = await compactor({ maxRows: 2000, maxGroups: 300 }).runUntilDone(); // small bounds: several passes
+    expect(report).toMatchObject({ failedRows: 0, unmarkedRows: 0, more: false });
+    const s1 = await shape(a.accountId);
+    expect(s1).toEqual({ rows: s0.groups, groups: s0.groups, pending: 0 });
+    const sB = await shape(b.accountId);
+    expect(sB.rows).toBe(sB.groups);
+
+    const after = await checkAll(a, QUERIES);
+    expectSameAnswers(before, after);
+    expectSameAnswers(beforeB, await checkAll(b, QUERIES));
+    const opened = (rs: QueryResult[]) => rs.reduce((n, r) => n + r.meta.rows, 0);
+    expect(opened(after)).toBeLessThan(opened(before));
+
+    // Nothing left to do; recovery leaves compacted rows (no processed marker) alone.
+    expect((await compactor().runPass()).writtenRows).toBe(0);
+    expect(await c.services.processor!.recover()).toBe(0);
+    expect(await shape(a.accountId)).toEqual(s1);
+  });
+
+  it('counts nothing twice after a crash between the merged-row insert and the source delete', async () => {
+    await ingest(a, generatePoints(13, 100, FROM, NOW - 60_000)); // new partial rows next to the merged ones
+    const before = await checkAll(a);
+    const s0 = await shape(a.accountId);
+
+    await expect(compactor({ hook: crashAt('inserted') }).runPass()).rejects.toThrow(/simulated crash/);
+    const s1 = await shape(a.accountId);
+    expect(s1.pending).toBeGreaterThan(0); // merged rows written, sources still there
+    expect(s1.rows).toBe(s0.rows + s1.pending);
+    expectSameAnswers(before, await checkAll(a));
+
+    // A real restart on the same data: recovery, then a pass finishes the job.
+    await c.close();
+    c = await startTestCollector({ now, dataDir: c.dataDir, env: { CIPHERSTAT_COMPACTION_INTERVAL_MS: '0' } });
+    expect(await c.services.processor!.recover()).toBe(0);
+    expectSameAnswers(before, await checkAll(a));
+    const r = await compactor().runUntilDone();
+    expect(r.finished).toBe(s1.pending);
+    const s2 = await shape(a.accountId);
+    expect(s2).toEqual({ rows: s2.groups, groups: s2.groups, pending: 0 });
+    expectSameAnswers(before, await checkAll(a));
+  });
+
+  it('counts nothing twice after a crash between the source delete and emptying the lists', async () => {
+    await ingest(a, generatePoints(14, 60, FROM, NOW - 60_000));
+    const before = await checkAll(a);
+    await expect(compactor({ hook: crashAt('deleted') }).runPass()).rejects.toThrow(/simulated crash/);
+    const s1 = await shape(a.accountId);
+    expect(s1.pending).toBeGreaterThan(0);
+    expect(s1.rows).toBe(s1.groups);
+    expectSameAnswers(before, await checkAll(a));
+    const r = await compactor().runPass();
+    expect(r.finished).toBe(s1.pending);
+    expect((await shape(a.accountId)).pending).toBe(0);
+    expectSameAnswers(before, await checkAll(a));
+  });
+
+  it('never merges rows whose tick has no processed marker (in flight, or orphaned by a crash)', async () => {
+    const x = await createAccount(c);
+    await ingest(x, generatePoints(15, 100, FROM, NOW - 60_000));
+    // A tick in flight: its rows are stored, its markers not yet. Copy a finished row's
+    // ciphertext into a new part without a marker (opens fine: same group, same key).
+    const [row] = await c.services.store.query<{ level: number; b: string; m: string; s: string; v: number; a: string; tk: string[]; tv: string[] }>(
+      `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v,
+         base64Encode(agg) AS a, tag_keys AS tk, tag_values AS tv
+       FROM rollups WHERE account_id = {a:String} AND level = 1 LIMIT 1`,
+      { a: x.accountId },
+    );
+    const inflight: RollupRow = {
+      accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s, tagKeys: row!.tk, tagValues: row!.tv,
+      keyVersion: Number(row!.v), part: 'inflight0000000000000000000000000', agg: new Uint8Array(Buffer.from(row!.a, 'base64')),
+      writtenAt: now(), expiresAt: FAR,
+    };
+    await c.services.store.insertRollups([inflight]);
+    const report = await compactor().runUntilDone();
+    expect(report.unmarkedRows).toBe(1);
+    const group = { accountId: x.accountId, level: inflight.level, bucket: inflight.bucket, metric: inflight.metric, series: inflight.series };
+    const left = (await c.services.store.rollupsOfGroups([group], 100)).map((r) => r.part);
+    expect(left).toHaveLength(2); // the group's finished rows (merged into one, or one alone) + the unmarked one
+    expect(left).toContain(inflight.part);
+    const listed = await c.services.store.query<{ n: string }>('SELECT count() AS n FROM rollups WHERE has(supersedes, {p:String})', { p: inflight.part });
+    expect(Number(listed[0]!.n)).toBe(0);
+
+    // The tick finishes (its marker lands): the next pass merges the row.
+    await c.services.store.markProcessed([{ accountId: x.accountId, batchId: 'f'.repeat(32), processedAt: now(), accepted: 1, rejected: 0, part: inflight.part }]);
+    const r2 = await compactor().runUntilDone();
+    expect(r2).toMatchObject({ groups: 1, mergedRows: 2, unmarkedRows: 0 });
+    expect((await c.services.store.rollupsOfGroups([group], 100)).map((r) => r.part)).toEqual([expect.stringMatching(/^c:/)]);
+  });
+
+  it('stays exact while processing ticks run during the passes', async () => {
+    const x = await createAccount(c);
+    const pts = generatePoints(16, 300, FROM, NOW - 60_000);
+    await ingest(x, pts.slice(0, 100));
+    let stop = false;
+    const passes = (async () => {
+      let n = 0;
+      while (!stop) {
+        await compactor().runPass();
+        n++;
+      }
+      return n;
+    })();
+    await ingest(x, pts.slice(100));
+    stop = true;
+    expect(await passes).toBeGreaterThan(0);
+    // Tiny bounds: groups merged a few rows at a time over many passes (the sweep revisits them).
+    await compactor({ maxRowsPerGroup: 3, maxGroups: 40 }).runUntilDone();
+    const s = await shape(x.accountId);
+    expect(s).toEqual({ rows: s.groups, groups: s.groups, pending: 0 });
+    await checkAll(x);
+  });
+
+  it('leaves rows that fail to open in place, and counts them', async () => {
+    const x = await createAccount(c);
+    await ingest(x, generatePoints(17, 60, FROM, NOW - 60_000));
+    // A tampered row in a group with a marked part: garbage ciphertext under a real tick's part.
+    const [row] = await c.services.store.query<{ level: number; b: string; m: string; s: string; part: string }>(
+      `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, part
+       FROM rollups WHERE account_id = {a:String} AND level = 1 LIMIT 1`,
+      { a: x.accountId },
+    );
+    const group = { accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s };
+    const bad = 'tampered000000000000000000000000';
+    await c.services.store.insertRollups([
+      { ...group, tagKeys: [], tagValues: [], keyVersion: 1, part: bad, agg: randomBytes(60), writtenAt: now(), expiresAt: FAR },
+    ]);
+    await c.services.store.markProcessed([{ accountId: x.accountId, batchId: 'e'.repeat(32), processedAt: now(), accepted: 1, rejected: 0, part: bad }]);
+    const report = await compactor({ log: c.services.log }).runUntilDone();
+    expect(report.failedRows).toBe(1);
+    const left = await c.services.store.rollupsOfGroups([group], 100);
+    expect(left).toHaveLength(2); // the good rows (one, or merged into one) and the tampered one
+    expect(left.find((r) => r.part === bad)?.agg.length).toBe(60);
+    expect(c.logs.join('')).toMatch(/rows failed to open and were left in place/);
+    // queries leave it out, as before
+    const res = await runQuery(deps(), { accountId: x.accountId }, { metric: 'orders', aggregation: 'count', interval: 'day', from: FROM, to: NOW });
+    expect(res.meta.failedRows).toBeLessThanOrEqual(1);
+  });
+
+  it('skips shredded accounts (no keys to open them): their rows stay for the purge', async () => {
+    const x = await createAccount(c);
+    await ingest(x, generatePoints(18, 40, NOW - 3_600_000, NOW - 60_000));
+    const s0 = await shape(x.accountId);
+    expect(s0.rows).toBeGreaterThan(s0.groups);
+    c.services.keyring.shred(x.accountId); // keys gone, purge not run yet
+    const r = await compactor().runPass();
+    expect(r.skippedGroups).toBeGreaterThan(0);
+    expect(await shape(x.accountId)).toEqual(s0);
+  });
+
+  it('exports its progress as Prometheus counters', async () => {
+    await ingest(b, generatePoints(19, 20, FROM, NOW - 60_000));
+    await c.services.compactor!.runUntilDone();
+    const text = await c.services.metrics.registry.metrics();
+    expect(text).toMatch(/cipherstat_compaction_passes_total\{result="ok"\} [1-9]/);
+    expect(text).toMatch(/cipherstat_compaction_rows_total\{outcome="merged"\} [1-9]/);
+    await checkAll(b);
+  });
+});
