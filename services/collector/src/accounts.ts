@@ -44,6 +44,15 @@ export const newAccountId = (): string => `acct_${toHex(randomBytes(12))}`;
 export class Accounts {
   private readonly cache = new Lru<string, { row: AccountRow | undefined; at: number }>(50_000);
   private readonly byToken = new Lru<string, { accountId: string | undefined; at: number }>(10_000);
+  /** Single flight: one storage read per account at a time, shared by every caller that missed. */
+  private readonly loading = new Map<string, Promise<AccountRow | undefined>>();
+  /** Bumped by every write to an account's cache entry: a read started before it never overwrites it. */
+  private readonly generation = new Map<string, number>();
+  private generationSeq = 0;
+  private generationEpoch = 0;
+  private gen(accountId: string): string {
+    return `${this.generationEpoch}:${this.generation.get(accountId) ?? 0}`;
+  }
 
   constructor(
     private readonly store: Store,
@@ -87,15 +96,44 @@ export class Accounts {
   async get(accountId: string): Promise<AccountRow | undefined> {
     const hit = this.cache.get(accountId);
     if (hit && this.now() - hit.at < (this.opts.ttlMs ?? 1000)) return hit.row;
-    const row = await this.store.getAccount(accountId);
-    this.cache.set(accountId, { row, at: this.now() });
-    return row;
+    let p = this.loading.get(accountId);
+    if (!p) {
+      const gen = this.gen(accountId);
+      const at = this.now();
+      p = this.store.getAccount(accountId).then(
+        (row) => {
+          if (this.loading.get(accountId) === p) this.loading.delete(accountId);
+          // A newer update(), fresh() or forget() happened meanwhile: it wins.
+          if (this.gen(accountId) === gen) this.cache.set(accountId, { row, at });
+          return row;
+        },
+        (e: unknown) => {
+          if (this.loading.get(accountId) === p) this.loading.delete(accountId);
+          throw e;
+        },
+      );
+      this.loading.set(accountId, p);
+    }
+    return p;
+  }
+
+  /** Marks a cache write (or drop) for `accountId`: reads in flight since before it are not cached. */
+  private invalidate(accountId: string): void {
+    this.generation.set(accountId, ++this.generationSeq);
+    this.loading.delete(accountId);
+    if (this.generation.size > 50_000) {
+      // Bounded: a new epoch means no read in flight caches its result (never a stale overwrite).
+      this.generation.clear();
+      this.generationEpoch++;
+    }
   }
 
   /** Reads storage directly (admin paths). */
   async fresh(accountId: string): Promise<AccountRow | undefined> {
+    this.invalidate(accountId);
+    const gen = this.gen(accountId);
     const row = await this.store.getAccount(accountId);
-    this.cache.set(accountId, { row, at: this.now() });
+    if (this.gen(accountId) === gen) this.cache.set(accountId, { row, at: this.now() });
     return row;
   }
 
@@ -109,11 +147,13 @@ export class Accounts {
     if (!row) throw new CollectorError(404, 'account_not_found', `no account ${accountId}`);
     const next: AccountRow = { ...row, ...change, version: row.version + 1, updatedAt: this.now() };
     await this.store.putAccount(next);
+    this.invalidate(accountId);
     this.cache.set(accountId, { row: next, at: this.now() });
     return next;
   }
 
   forget(accountId: string): void {
+    this.invalidate(accountId);
     this.cache.delete(accountId);
     this.byToken.clear();
   }

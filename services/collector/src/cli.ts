@@ -22,7 +22,7 @@ import { lastRotation, lifecycleEnv, rotateMaster, DEFAULT_MASTER_ROTATION_DAYS 
 
 const HELP = `cipherstat — encrypted metrics collector
 
-  cipherstat serve [--role all|ingest|process|query] [--host H] [--port P] [--data-dir D]
+  cipherstat serve [--role all|ingest|process|query] [--host H] [--port P] [--data-dir D] [--partition i/n]
   cipherstat accounts create [--origin URL ...] [--retention-days N] [--confidential] [--json]
   cipherstat accounts list [--json]
   cipherstat accounts show ID [--json]                 (purge progress of a shredded account)
@@ -43,6 +43,7 @@ const { values: flags, positionals } = parseArgs({
   allowPositionals: true,
   options: {
     role: { type: 'string' },
+    partition: { type: 'string' },
     host: { type: 'string' },
     port: { type: 'string' },
     'data-dir': { type: 'string' },
@@ -122,7 +123,7 @@ const table = (rows: Record<string, unknown>[]) =>
 async function main(): Promise<void> {
   const [cmd, sub, arg] = positionals;
   if (flags.help || !cmd) return console.log(HELP);
-  const config = loadConfig({ role: flags.role, host: flags.host, port: flags.port, 'data-dir': flags['data-dir'] });
+  const config = loadConfig({ role: flags.role, host: flags.host, port: flags.port, 'data-dir': flags['data-dir'], partition: flags.partition });
 
   if (cmd === 'serve') {
     const running = await startCollector(config);

@@ -28,6 +28,17 @@ const schema = z.object({
   /** Most batches waiting for a durable insert before ingest answers 503. */
   maxQueuedBatches: z.coerce.number().int().positive().default(20_000),
   trustProxy: z.coerce.boolean().default(false),
+  /** Process role: this node's account partition `i/n` (poll and recovery see only its accounts). */
+  processPartition: z
+    .string()
+    .regex(/^\d{1,6}\/\d{1,6}$/, 'expected i/n')
+    .refine((s) => {
+      const [i, n] = s.split('/').map(Number) as [number, number];
+      return n >= 1 && i < n;
+    }, 'expected i/n with 0 <= i < n')
+    .default('0/1'),
+  /** Process role: how long hand-offs may wait to coalesce into a bigger tick (0: none). */
+  processCoalesceMs: z.coerce.number().int().min(0).max(5000).default(200),
 });
 
 export type Config = z.infer<typeof schema>;
@@ -52,6 +63,8 @@ export function loadConfig(flags: Record<string, string | undefined> = {}, env: 
     bodyTimeoutMs: env.CIPHERSTAT_BODY_TIMEOUT_MS,
     maxQueuedBatches: env.CIPHERSTAT_MAX_QUEUED_BATCHES,
     trustProxy: env.CIPHERSTAT_TRUST_PROXY,
+    processPartition: pick('partition', 'CIPHERSTAT_PROCESS_PARTITION') || undefined,
+    processCoalesceMs: env.CIPHERSTAT_PROCESS_COALESCE_MS || undefined,
   });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

@@ -15,6 +15,7 @@ import { Keyring, loadAdminToken, loadMasterKeys, type ManagedMasterKeys } from 
 import { Accounts } from './accounts.js';
 import { BatchWriter } from './writer.js';
 import { Processor } from './processor.js';
+import { parsePartition } from './storage/types.js';
 import { Compactor } from './compactor.js';
 import { RateLimiter } from './rate-limit.js';
 import { createApp } from './app.js';
@@ -87,6 +88,8 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         now,
         pollMs: config.role === 'all' ? 5000 : 250,
         pollMinAgeMs: config.role === 'all' ? 10_000 : 0,
+        coalesceMs: config.processCoalesceMs,
+        partition: config.processPartition === '0/1' ? undefined : parsePartition(config.processPartition),
         onProcessed: (ids) => queryCache.invalidate(ids),
       })
     : undefined;

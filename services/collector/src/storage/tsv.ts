@@ -53,11 +53,26 @@ export function u64(s: string): string {
   return typeof s === 'string' && /^(0|[1-9]\d{0,19})$/.test(s) && BigInt(s) <= UINT64_MAX ? s : invalid('UInt64', s);
 }
 
-/** Epoch milliseconds as a DateTime64(3, 'UTC') text value (unambiguous, unlike a bare number). */
+/** `YYYY-MM-DD hh:mm:ss` by whole second: rows of one insert share a handful of seconds. */
+const SECONDS = new Map<number, string>();
+const MILLIS = Array.from({ length: 1000 }, (_, i) => `.${String(i).padStart(3, '0')}`);
+
+/**
+ * Epoch milliseconds as a DateTime64(3, 'UTC') text value. Never a bare number: the text
+ * parser reads `1` as a year-less date and `1000` as the year 1000 (measured on chDB).
+ */
 export function time(ms: number): string {
   // DateTime64 holds 1900-01-01 .. 2299-12-31.
   if (!Number.isSafeInteger(ms) || ms < -2208988800000 || ms > 10413791999999) invalid('time', ms);
-  return new Date(ms).toISOString().slice(0, 23).replace('T', ' ');
+  const rest = ((ms % 1000) + 1000) % 1000;
+  const sec = ms - rest;
+  let prefix = SECONDS.get(sec);
+  if (prefix === undefined) {
+    if (SECONDS.size >= 4096) SECONDS.clear();
+    prefix = new Date(sec).toISOString().slice(0, 19).replace('T', ' ');
+    SECONDS.set(sec, prefix);
+  }
+  return prefix + MILLIS[rest]!;
 }
 
 export const nullable = <T>(v: T | null, f: (v: T) => string): string => (v === null ? '\\N' : f(v));

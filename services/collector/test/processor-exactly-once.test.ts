@@ -1,0 +1,93 @@
+/**
+ * Exactly once when a tick fails in process (not a crash): the tick removes its own rollup
+ * rows before its batches are retried; when it cannot, the next tick does it first; the
+ * periodic recovery only touches parts older than its safety age.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import type { Store } from '../src/storage/types.js';
+
+let c: TestCollector;
+let account: TestAccount;
+let offset = 0;
+
+beforeAll(async () => {
+  c = await startTestCollector({ now: () => Date.now() + offset });
+  account = await createAccount(c);
+});
+afterAll(async () => c?.stop());
+
+/** Makes the next call of `method` throw once. */
+function failOnce<K extends 'markProcessed' | 'deleteRollups'>(store: Store, method: K): void {
+  const original = store[method].bind(store) as (...a: unknown[]) => Promise<void>;
+  (store as unknown as Record<K, unknown>)[method] = async () => {
+    (store as unknown as Record<K, unknown>)[method] = original;
+    throw new Error(`injected ${method} failure`);
+  };
+}
+
+async function rollupParts(accountId: string): Promise<{ parts: number; rows: number; unmarked: number }> {
+  const [r] = await c.services.store.query<{ parts: string; rows: string; unmarked: string }>(
+    `SELECT uniqExact(part) AS parts, count() AS rows,
+            countIf(part NOT IN (SELECT part FROM processed WHERE account_id = {a:String})) AS unmarked
+     FROM rollups WHERE account_id = {a:String}`,
+    { a: accountId },
+  );
+  return { parts: Number(r!.parts), rows: Number(r!.rows), unmarked: Number(r!.unmarked) };
+}
+
+async function acceptedPoints(accountId: string): Promise<number> {
+  const [r] = await c.services.store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: accountId });
+  return Number(r!.n);
+}
+
+/** Posts batches, lets the first tick fail as told, then retries through the poll. */
+async function failedThenRetried(fail: () => void): Promise<void> {
+  const batches = [envelope(account, points(10)), envelope(account, points(5))];
+  fail();
+  for (const b of batches) expect((await post(c.url, b.bytes)).status).toBe(202);
+  const processor = c.services.processor!;
+  await processor.drain();
+  offset += 60_000; // old enough for the poll of role `all`
+  expect(await processor.poll()).toBeGreaterThan(0); // the batches of the failed tick
+  await processor.drain();
+}
+
+describe('processor: a failed tick never counts twice', () => {
+  it('removes its own rollup rows when markProcessed fails, so the retry counts exactly once', { timeout: 60_000 }, async () => {
+    const store = c.services.store;
+    const before = await acceptedPoints(account.accountId);
+    await failedThenRetried(() => failOnce(store, 'markProcessed'));
+    expect(await acceptedPoints(account.accountId)).toBe(before + 15);
+    const r = await rollupParts(account.accountId);
+    expect(r.unmarked).toBe(0);
+    expect(r.rows).toBe(2 * r.parts); // one series, one minute and one hour bucket per tick
+  });
+
+  it('when the cleanup fails too, the next tick removes the rows first', { timeout: 60_000 }, async () => {
+    const store = c.services.store;
+    const before = await acceptedPoints(account.accountId);
+    await failedThenRetried(() => {
+      failOnce(store, 'markProcessed');
+      failOnce(store, 'deleteRollups');
+    });
+    expect(await acceptedPoints(account.accountId)).toBe(before + 15);
+    expect((await rollupParts(account.accountId)).unmarked).toBe(0);
+  });
+
+  it('periodic recovery deletes only orphan parts older than its safety age, never compaction parts', { timeout: 60_000 }, async () => {
+    const store = c.services.store;
+    const now = Date.now() + offset;
+    const row = (part: string, writtenAt: number) => ({
+      accountId: account.accountId, level: 0 as const, bucket: now - (now % 60_000), metric: '1', series: '2', tagKeys: [], tagValues: [],
+      keyVersion: 1, part, agg: new Uint8Array([1, 2, 3]), writtenAt, expiresAt: now + 86_400_000,
+    });
+    await store.insertRollups([row('orphan-old', now - 10 * 60_000), row('orphan-young', now - 1000), row('c:compacted', now - 10 * 60_000)]);
+    const processor = c.services.processor!;
+    expect(await processor.recover({ minAgeMs: 120_000 })).toBe(1);
+    const parts = await store.query<{ part: string }>('SELECT DISTINCT part FROM rollups WHERE account_id = {a:String} AND metric = 1 ORDER BY part', { a: account.accountId });
+    expect(parts.map((p) => p.part)).toEqual(['c:compacted', 'orphan-young']);
+    expect(await processor.recover()).toBe(1); // at start-up: every orphan
+    await store.exec("DELETE FROM rollups WHERE part = 'c:compacted'");
+  });
+});
