@@ -9,10 +9,12 @@
 //              store.insertRollups/insertDictionary), one processor tick per --tick seconds of
 //              traffic (default 900): each tick writes one partial row per (level, bucket,
 //              series) it saw, so an hour bucket of a series holds up to 3600/tick partial rows
-//              (minute buckets one, for ticks >= 60 s). Queried in two states:
+//              (minute buckets one, for ticks >= 60 s). Queried in three states:
 //                partial   — as the processor leaves it;
 //                compacted — after a (simulated) compaction: the partial hour rows replaced by
-//                            one row per (hour, series), sealed the same way.
+//                            one row per (hour, series), sealed the same way;
+//                packed    — then the real Compactor (dist/compactor.js) runs: nothing left to
+//                            merge, it writes a day pack (rollup level 2) per closed UTC day and series.
 //              Queried over HTTP (POST /v1/query, read token) against startCollector on port 0
 //              (role `query`: no processor/lifecycle timers running beside the measurement);
 //              the result cache is bypassed by invalidating the account before every run
@@ -528,7 +530,7 @@ async function measureEncrypted() {
   if (optimize) for (const tbl of ['rollups', 'dictionary']) await store.exec(`OPTIMIZE TABLE ${ENC_DB}.${tbl} FINAL`);
   const out = { rollups: await partsBytes(ENC_DB, 'rollups'), dictionary: await partsBytes(ENC_DB, 'dictionary') };
   const byLevel = await store.query(`SELECT level, count() AS n, sum(length(agg)) AS b FROM ${ENC_DB}.rollups WHERE account_id = {a:String} GROUP BY level ORDER BY level`, { a: accountId });
-  out.ciphertextByLevel = Object.fromEntries(byLevel.map((r) => [Number(r.level) === 0 ? 'minute' : 'hour', { rows: Number(r.n), aggBytes: Number(r.b), aggBytesPerRow: Number(r.b) / Number(r.n) }]));
+  out.ciphertextByLevel = Object.fromEntries(byLevel.map((r) => [['minute', 'hour', 'day pack'][Number(r.level)] ?? `level ${r.level}`, { rows: Number(r.n), aggBytes: Number(r.b), aggBytesPerRow: Number(r.b) / Number(r.n) }]));
   out.bytes = out.rollups.bytes + out.dictionary.bytes;
   out.bytesPerPoint = out.bytes / N;
   out.seconds = (performance.now() - t) / 1000;
@@ -635,8 +637,20 @@ async function measurePhase(variant) {
 const phases = [];
 if (TICK_S < 3600 && !REUSE) phases.push('partial');
 phases.push('compacted');
+// Day packs (rollup level 2): the real compactor (services/collector/src/compactor.ts) run over
+// the compacted state; its hour merging finds nothing left (one row per group), it packs every
+// closed UTC day. A build without day packs measures the compacted state again.
+phases.push('packed');
 let compactSeconds = null;
+let packReport = null;
 for (const phase of phases) {
+  if (phase === 'packed') {
+    const { Compactor } = await import(`${DIST}compactor.js`);
+    const t = performance.now();
+    packReport = await new Compactor({ store, keyring: services.keyring, log: createLogger({ level: 'warn' }), intervalMs: 0 }).runUntilDone();
+    packReport.seconds = (performance.now() - t) / 1000;
+    progress(`compaction (real compactor): ${fmt(packReport.packedDays ?? 0)} day packs written in ${packReport.seconds.toFixed(1)} s`);
+  }
   if (phase === 'compacted' && TICK_S < 3600 && !REUSE) {
     progress(`compaction (simulated): delete the ${fmt(writer.rowsByLevel[1])} partial hour rows, insert ${fmt(writer.compacted.length)} compacted ones`);
     const t = performance.now();
@@ -750,7 +764,7 @@ console.log(`\nQuery latency (HTTP POST /v1/query, result cache bypassed; ${RUNS
 table(
   results.map((r) => ({
     query: r.query,
-    stored: r.variant === 'partial' ? `partial (tick ${TICK_S} s)` : 'compacted',
+    stored: r.variant === 'partial' ? `partial (tick ${TICK_S} s)` : r.variant,
     'rows read': fmt(r.rowsRead),
     'enc p50 ms': r.error ? r.error : f1(r.encrypted.p50),
     'enc p95 ms': r.error ? '-' : f1(r.encrypted.p95),
@@ -800,11 +814,11 @@ if (!REUSE) writeResult('query', {
     transport: 'HTTP POST /v1/query against startCollector (role query) in this process',
     cache: 'result cache invalidated before each encrypted run (dictionary and pseudonym caches warm)',
     plaintext: 'MergeTree plain.events ORDER BY (name, time), same chDB, store.query (JSONEachRow parsed)',
-    compaction: 'simulated: partial hour rows deleted, one sealed row per (hour, series) inserted',
+    compaction: 'simulated: partial hour rows deleted, one sealed row per (hour, series) inserted; then (packed) the real compactor writes day packs',
   },
   loadavg,
   data: { pointsPerMetric: Object.fromEntries(METRICS.map((m, i) => [m.name, pointsPerMetric[i]])), generateSeconds: genSeconds, pointsPerSecond: N / genSeconds, encodeSealSeconds: writer.sealMs / 1000, plaintextInsertSeconds: plain.insertMs / 1000 },
-  rowsWritten: { minute: writer.rowsByLevel[0], partialHour: writer.rowsByLevel[1], compactedHour: writer.compacted.length, compactSeconds },
+  rowsWritten: { minute: writer.rowsByLevel[0], partialHour: writer.rowsByLevel[1], compactedHour: writer.compacted.length, compactSeconds, dayPacks: packReport?.packedDays ?? 0, packSeconds: packReport?.seconds ?? null },
   partialRowsByTick: tickRows,
   queries: results,
   timeZoneProbe: tzProbe,

@@ -32,13 +32,16 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import type { AccountKeys } from './keyring/index.js';
 import type { Logger } from './logger.js';
 import { openRollup, sealRollup } from './records.js';
-import { decodeAggregate, encodeAggregate, mergeInto, type Aggregate } from './rollup/index.js';
+import { decodeAggregate, encodeAggregate, encodeDayPack, mergeInto, type Aggregate } from './rollup/index.js';
+import { fromBase64, table } from './query/context.js';
+import { DAY_MS, DAY_SQL, HOUR_MS, PACK_LABEL_SQL, notSupersededSql, packLabel } from './query/days.js';
 import {
   COMPACTION_PART_PREFIX,
   type RollupGroupCount,
   type RollupGroupKey,
   type RollupRef,
   type RollupRow,
+  type Params,
   type Store,
   type StoredRollup,
   type SupersedingRollup,
@@ -75,6 +78,10 @@ export interface CompactorOptions {
    * sweep after start looks at every group.
    */
   windowSlackMs?: number;
+  /** Most day packs (level 2) one pass writes (default 2000; 0: none). */
+  maxDayPacks?: number;
+  /** A UTC day is packed once it ended this long ago (default 15 min; late data only costs a repack). */
+  dayPackLagMs?: number;
   /** Told which accounts a pass changed (query caches). */
   onCompacted?: (accountIds: string[]) => void;
   /** Test seam: called after each write step of a pass; throwing there stops the pass like a crash would. */
@@ -98,6 +105,8 @@ export interface CompactionReport {
   unmarkedRows: number;
   /** Groups left alone: no keys (shredded) or no key of their version (wiped), or an unfinished merged row. */
   skippedGroups: number;
+  /** Day packs (level 2) written or refreshed. */
+  packedDays: number;
   /** The pass stopped at its bounds: more work is waiting. */
   more: boolean;
   tookMs: number;
@@ -111,7 +120,7 @@ interface Sweep {
 }
 
 const emptyReport = (): CompactionReport => ({
-  finished: 0, unfinished: 0, groups: 0, mergedRows: 0, writtenRows: 0, failedRows: 0, unmarkedRows: 0, skippedGroups: 0, more: false, tookMs: 0,
+  finished: 0, unfinished: 0, groups: 0, mergedRows: 0, writtenRows: 0, failedRows: 0, unmarkedRows: 0, skippedGroups: 0, packedDays: 0, more: false, tookMs: 0,
 });
 const groupId = (g: RollupGroupKey): string => `${g.accountId}\u0000${g.level}\u0000${g.bucket}\u0000${g.metric}\u0000${g.series}`;
 const refId = (r: RollupRef): string => `${groupId(r)}\u0000${r.part}`;
@@ -308,6 +317,9 @@ export class Compactor {
       report.unfinished = finishing.length - done.size;
     }
 
+    // 6. Day packs of closed UTC days whose hour rows changed (or were never packed).
+    if (await this.packDays(report)) report.more = true;
+
     // The sweep moves on only after a pass that went through.
     if (sweepDone) {
       this.nextSince = sweep.startedAt - (this.o.windowSlackMs ?? 600_000);
@@ -333,6 +345,7 @@ export class Compactor {
     const part = `${COMPACTION_PART_PREFIX}${toHex(randomBytes(16))}`;
     const out: RollupRow[] = [];
     for (const g of taken) {
+      if (g.level === 2) continue; // day packs are not merged: a repack replaces them (packDays)
       const groupRows = byGroup.get(groupId(g)) ?? [];
       if (!keysOf.has(g.accountId)) keysOf.set(g.accountId, await this.o.keyring.accountKeys(g.accountId));
       const keys = keysOf.get(g.accountId);
@@ -376,7 +389,8 @@ export class Compactor {
           keyVersion: version,
           part,
           supersedes: merged.sources.map((s) => s.part),
-          agg: sealRollup(key.dataKey, g, encodeAggregate(merged.agg)),
+          // bound to the tag pseudonyms it is stored with (all sources carry the same ones)
+          agg: sealRollup(key.dataKey, { ...g, tagKeys: first.tagKeys, tagValues: first.tagValues }, encodeAggregate(merged.agg)),
           writtenAt: now,
           expiresAt: Math.max(...merged.sources.map((s) => s.expiresAt)),
         });
@@ -458,6 +472,129 @@ export class Compactor {
     }
   }
 
+  /**
+   * Step 6 (query/days.ts): for closed UTC days whose stored day pack does not carry the label
+   * of the hour rows stored now, read those hour rows, pack their aggregates (merging partials of
+   * one hour) into one row labelled with exactly the rows read, then queue the deletion of the
+   * day's older packs. Readers use a pack only while its label matches the hour rows, so a pack
+   * is never counted with the rows it packs, and one made stale by late data is simply not
+   * used until this step replaces it. Returns whether more days are waiting.
+   */
+  private async packDays(report: CompactionReport): Promise<boolean> {
+    const limit = this.o.maxDayPacks ?? 2000;
+    if (limit <= 0) return false;
+    const { store } = this.o;
+    const rollups = await table(store, 'rollups');
+    const closed = Math.floor((this.now() - (this.o.dayPackLagMs ?? 15 * 60_000)) / DAY_MS) * DAY_MS;
+    const hourRange = `level = 1 AND bucket < fromUnixTimestamp64Milli({closed:Int64}, 'UTC')`;
+    const stale = await store.query<{ a: string; m: string; d: number | string; s: string; v: number | string }>(
+      `SELECT account_id AS a, toString(metric) AS m, ${DAY_SQL} AS d, toString(series) AS s, key_version AS v
+       FROM ${rollups}
+       WHERE ${hourRange} AND (account_id, metric, bucket, series, part) NOT IN (
+         SELECT account_id, metric, bucket, series, arrayJoin(supersedes) FROM ${rollups} WHERE ${hourRange} AND notEmpty(supersedes))
+       GROUP BY account_id, metric, d, series, key_version
+       HAVING (account_id, metric, d, series, key_version, ${PACK_LABEL_SQL}) NOT IN (
+         SELECT account_id, metric, ${DAY_SQL}, series, key_version, part FROM ${rollups} WHERE level = 2)
+       ORDER BY a, m, d, s, v
+       LIMIT {lim:UInt32}`,
+      { closed, lim: limit },
+    );
+    if (stale.length === 0) return false;
+    const byAccount = new Map<string, typeof stale>();
+    for (const r of stale) {
+      const list = byAccount.get(r.a);
+      if (list) list.push(r);
+      else byAccount.set(r.a, [r]);
+    }
+    const now = this.now();
+    for (const [accountId, days] of byAccount) {
+      const keys = await this.o.keyring.accountKeys(accountId);
+      if (!keys?.length) continue;
+      const dayNums = days.map((d) => Number(d.d));
+      const range = `account_id = {acc:String} AND level = 1
+        AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
+      const params: Params = {
+        acc: accountId,
+        from: Math.min(...dayNums) * DAY_MS,
+        to: (Math.max(...dayNums) + 1) * DAY_MS,
+        ks: days.map((d) => `${d.m}|${d.d}|${d.s}|${d.v}`),
+      };
+      // One read (one snapshot): the pack and its label come from the same rows.
+      const rows = await store.query<{ b: number; m: string; s: string; v: number | string; p: string; k: string[]; t: string[]; a: string; e: number }>(
+        `SELECT toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v, part AS p,
+           arrayMap(x -> toString(x), tag_keys) AS k, arrayMap(x -> toString(x), tag_values) AS t, base64Encode(agg) AS a,
+           toFloat64(toUnixTimestamp64Milli(expires_at)) AS e
+         FROM ${rollups}
+         WHERE ${range} AND ${notSupersededSql(rollups, range)}
+           AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))`,
+        params,
+      );
+      const groups = new Map<string, typeof rows>();
+      for (const r of rows) {
+        const k = `${r.m}|${Math.floor(r.b / DAY_MS)}|${r.s}|${r.v}`;
+        const list = groups.get(k);
+        if (list) list.push(r);
+        else groups.set(k, [r]);
+      }
+      const out: RollupRow[] = [];
+      for (const list of groups.values()) {
+        const first = list[0]!;
+        const version = Number(first.v);
+        const key = keys.find((k) => k.version === version);
+        if (!key) continue;
+        const day = Math.floor(first.b / DAY_MS) * DAY_MS;
+        const hours = new Map<number, Aggregate>();
+        let ok = true;
+        for (const r of list) {
+          if (!(sameList(r.k, first.k) && sameList(r.t, first.t))) {
+            ok = false; // not what the processor writes: leave the day to its hour rows
+            break;
+          }
+          const plain = openRollup(key.dataKey, { accountId, level: 1, bucket: r.b, metric: r.m, series: r.s, tagKeys: r.k, tagValues: r.t }, fromBase64(r.a));
+          try {
+            const agg = plain ? decodeAggregate(plain) : undefined;
+            if (!agg) throw new Error('does not open');
+            const h = Math.floor((r.b - day) / HOUR_MS);
+            const cur = hours.get(h);
+            if (cur) mergeInto(cur, agg);
+            else hours.set(h, agg);
+          } catch {
+            ok = false;
+            break;
+          }
+        }
+        if (!ok) continue; // counted where they are merged (or read); the day stays on its hour rows
+        const id = { accountId, level: 2 as const, bucket: day, metric: first.m, series: first.s, tagKeys: first.k, tagValues: first.t };
+        const pack = encodeDayPack([...hours].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })));
+        out.push({
+          ...id,
+          keyVersion: version,
+          part: packLabel(list.map((r) => ({ bucket: r.b, part: r.p }))),
+          supersedes: [],
+          agg: sealRollup(key.dataKey, id, pack),
+          writtenAt: now,
+          expiresAt: Math.max(...list.map((r) => r.e)),
+        });
+      }
+      if (out.length === 0) continue;
+      await store.insertRollups(out);
+      report.packedDays += out.length;
+      // Older packs of these days are never read again (other label): queue their deletion.
+      const old = await store.query<{ b: number; m: string; s: string; p: string }>(
+        `SELECT toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s, part AS p
+         FROM ${rollups}
+         WHERE account_id = {acc:String} AND level = 2 AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')
+           AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))
+           AND NOT has({keep:Array(String)}, part)`,
+        { ...params, keep: out.map((r) => r.part) },
+      );
+      if (old.length) {
+        await store.deleteRollups(old.map((r) => ({ accountId, level: 2 as const, bucket: r.b, metric: r.m, series: r.s, part: r.p })));
+      }
+    }
+    return stale.length === limit;
+  }
+
   /** Opens and merges a group's candidate rows; rows that fail are left out (and stay stored). */
   private merge(
     g: RollupGroupCount,
@@ -469,7 +606,8 @@ export class Compactor {
     const sources: StoredRollup[] = [];
     let failed = 0;
     for (const r of candidates) {
-      const plain = openRollup(dataKey, g, r.agg);
+      // the row's own tag pseudonyms: a row whose tag_values storage rewrote fails here
+      const plain = openRollup(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues }, r.agg);
       let a: Aggregate | undefined;
       try {
         a = plain ? decodeAggregate(plain) : undefined;

@@ -3,7 +3,12 @@
  * dictionary entries. secretbox has no associated data, so each plaintext starts with an
  * 8-byte tag of the row's identity; opening checks it, so a ciphertext moved to another row
  * (another account, bucket, series or pseudonym) is refused like a tampered one.
+ *
+ * A rollup's identity includes the tag key and value pseudonyms stored beside it (in their
+ * stored order): the query engine groups and filters by those columns, so storage rewriting
+ * a row's `tag_values` (moving its numbers to another group) must make the row fail to open.
  */
+import * as nodeCrypto from 'node:crypto';
 import { concat, equalBytes, fromUtf8, secretOpen, secretSeal, utf8 } from '@cipherstat/protocol';
 import { nodeSha512 } from '@cipherstat/protocol/node';
 import type { DictKind, RollupLevel } from './storage/types.js';
@@ -14,11 +19,21 @@ export interface RollupIdentity {
   bucket: number;
   metric: string;
   series: string;
+  /** Tag key pseudonyms as stored (`tag_keys`), in order. */
+  tagKeys: readonly string[];
+  /** Tag key=value pseudonyms as stored (`tag_values`), in order. */
+  tagValues: readonly string[];
 }
 
 const TAG = 8;
-const tag = (text: string) => nodeSha512(text).subarray(0, TAG);
-const rollupTag = (id: RollupIdentity) => tag(`rollup\u0000${id.accountId}\u0000${id.level}\u0000${id.bucket}\u0000${id.metric}\u0000${id.series}`);
+// One-shot hash (Node ≥ 20.12): no Hash object per row, the query engine's hot loop.
+const oneShot = (nodeCrypto as { hash?: (alg: string, data: string, enc: 'buffer') => Buffer }).hash;
+const tag = oneShot ? (text: string): Uint8Array => oneShot('sha512', text, 'buffer').subarray(0, TAG) : (text: string) => nodeSha512(text).subarray(0, TAG);
+/** Pseudonyms are decimal strings: joined with ',' they are unambiguous. */
+export const joinPseudonyms = (list: readonly string[]): string => list.join(',');
+const rollupTagText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string) =>
+  `rollup\u0000${id.accountId}\u0000${id.level}\u0000${id.bucket}\u0000${id.metric}\u0000${id.series}\u0000${keys}\u0000${values}`;
+const rollupTag = (id: RollupIdentity) => tag(rollupTagText(id, joinPseudonyms(id.tagKeys), joinPseudonyms(id.tagValues)));
 const dictTag = (accountId: string, kind: DictKind, pseudonym: string) => tag(`dict\u0000${accountId}\u0000${kind}\u0000${pseudonym}`);
 
 function open(dataKey: Uint8Array, expected: Uint8Array, sealed: Uint8Array): Uint8Array | null {
@@ -32,6 +47,18 @@ export const sealRollup = (dataKey: Uint8Array, id: RollupIdentity, aggregate: U
 
 export const openRollup = (dataKey: Uint8Array, id: RollupIdentity, sealed: Uint8Array): Uint8Array | null =>
   open(dataKey, rollupTag(id), sealed);
+
+/**
+ * openRollup with the tag pseudonym lists already joined by ',' (what the query engine
+ * selects with `arrayStringConcat(tag_keys, ',')`): no arrays per row in the hot loop.
+ */
+export const openRollupJoined = (
+  dataKey: Uint8Array,
+  id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>,
+  tagKeys: string,
+  tagValues: string,
+  sealed: Uint8Array,
+): Uint8Array | null => open(dataKey, tag(rollupTagText(id, tagKeys, tagValues)), sealed);
 
 /** Dictionary plaintext: the metric name (with its kind), the tag key, or the tag key and value. */
 export interface DictEntry {

@@ -93,10 +93,18 @@ interface Shape {
 async function shape(accountId: string): Promise<Shape> {
   const [r] = await c.services.store.query<{ rows: string; groups: string; pending: string }>(
     `SELECT count() AS rows, uniqExact(level, metric, bucket, series) AS groups, countIf(notEmpty(supersedes)) AS pending
-     FROM rollups WHERE account_id = {a:String}`,
+     FROM rollups WHERE account_id = {a:String} AND level < 2`,
     { a: accountId },
   );
   return { rows: Number(r!.rows), groups: Number(r!.groups), pending: Number(r!.pending) };
+}
+/** Day packs (level 2) per (day, metric, series, key version), and how many are stored. */
+async function dayPacks(accountId: string): Promise<{ rows: number; days: number }> {
+  const [r] = await c.services.store.query<{ rows: string; days: string }>(
+    `SELECT count() AS rows, uniqExact(metric, bucket, series, key_version) AS days FROM rollups WHERE account_id = {a:String} AND level = 2`,
+    { a: accountId },
+  );
+  return { rows: Number(r!.rows), days: Number(r!.days) };
 }
 
 function compactor(
@@ -141,10 +149,38 @@ describe('rollup compaction', () => {
     const opened = (rs: QueryResult[]) => rs.reduce((n, r) => n + r.meta.rows, 0);
     expect(opened(after)).toBeLessThan(opened(before));
 
-    // Nothing left to do; recovery leaves compacted rows (no processed marker) alone.
-    expect((await compactor().runPass()).writtenRows).toBe(0);
+    // Closed UTC days are packed, one row per (day, metric, series).
+    expect(report.packedDays).toBeGreaterThan(0);
+    const packs = await dayPacks(a.accountId);
+    expect(packs.rows).toBe(packs.days);
+    expect(packs.rows).toBeGreaterThan(0);
+
+    // Nothing left to do; recovery leaves compacted rows and day packs (no processed marker) alone.
+    expect(await compactor().runPass()).toMatchObject({ writtenRows: 0, packedDays: 0 });
     expect(await c.services.processor!.recover()).toBe(0);
     expect(await shape(a.accountId)).toEqual(s1);
+    expect(await dayPacks(a.accountId)).toEqual(packs);
+  });
+
+  it('day packs: late data for a packed day is counted once, before and after the repack', async () => {
+    const x = await createAccount(c);
+    const dayStart = Math.floor(NOW / 86_400_000) * 86_400_000 - 86_400_000; // yesterday (closed)
+    await ingest(x, generatePoints(19, 200, dayStart - 43_200_000, NOW - 60_000));
+    expect((await compactor().runUntilDone()).packedDays).toBeGreaterThan(0);
+    const q = { metric: 'orders', aggregation: 'sum', interval: 'hour', from: dayStart - 43_200_000, to: NOW };
+    const packed = await runQuery(deps(), { accountId: x.accountId }, q);
+    // late points inside the packed day: its pack is stale until the next pass repacks it
+    await ingest(x, generatePoints(20, 40, dayStart + 3_600_000, dayStart + 5 * 3_600_000));
+    const stale = await checkAll(x);
+    const late = await runQuery(deps(), { accountId: x.accountId }, q);
+    expect(late.meta.rows).toBeGreaterThan(packed.meta.rows); // the day is read from its hour rows
+    const report = await compactor().runUntilDone();
+    expect(report.packedDays).toBeGreaterThan(0);
+    expectSameAnswers(stale, await checkAll(x));
+    const repacked = await runQuery(deps(), { accountId: x.accountId }, q);
+    expectSameAnswers([late], [repacked]);
+    expect(repacked.meta.rows).toBeLessThan(late.meta.rows);
+    expect(repacked.meta.failedRows).toBe(0);
   });
 
   it('counts nothing twice after a crash between the merged-row insert and the source delete', async () => {
@@ -262,6 +298,33 @@ describe('rollup compaction', () => {
     expect(left.find((r) => r.part === bad)?.agg.length).toBe(60);
     expect(c.logs.join('')).toMatch(/rows failed to open and were left in place/);
     // queries leave it out, as before
+    const res = await runQuery(deps(), { accountId: x.accountId }, { metric: 'orders', aggregation: 'count', interval: 'day', from: FROM, to: NOW });
+    expect(res.meta.failedRows).toBeLessThanOrEqual(1);
+  });
+
+  it('never merges a row whose tag pseudonyms storage rewrote (they are bound into its identity)', async () => {
+    const x = await createAccount(c);
+    await ingest(x, generatePoints(18, 60, FROM, NOW - 60_000));
+    const [row] = await c.services.store.query<{ level: number; b: string; m: string; s: string; tk: string[]; tv: string[]; a: string }>(
+      `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s,
+         arrayMap(x -> toString(x), tag_keys) AS tk, arrayMap(x -> toString(x), tag_values) AS tv, base64Encode(agg) AS a
+       FROM rollups WHERE account_id = {a:String} AND level = 1 AND notEmpty(tag_values) LIMIT 1`,
+      { a: x.accountId },
+    );
+    const group = { accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s };
+    // A genuine ciphertext copied into a second row of its group, its tag values relabelled.
+    const moved = 'relabelled0000000000000000000000';
+    const tagValues = row!.tv.map((v, i) => (i === 0 ? '12345' : v));
+    await c.services.store.insertRollups([
+      { ...group, tagKeys: row!.tk, tagValues, keyVersion: 1, part: moved, agg: new Uint8Array(Buffer.from(row!.a, 'base64')), writtenAt: now(), expiresAt: FAR },
+    ]);
+    await c.services.store.markProcessed([{ accountId: x.accountId, batchId: 'f'.repeat(32), processedAt: now(), accepted: 1, rejected: 0, part: moved }]);
+    const report = await compactor().runUntilDone();
+    expect(report.failedRows).toBeGreaterThanOrEqual(1); // (the earlier test's tampered row is retried too)
+    const left = await c.services.store.rollupsOfGroups([group], 100);
+    expect(left).toHaveLength(2); // the genuine row (or its merged row) and the relabelled copy, untouched
+    expect(left.find((r) => r.part === moved)?.tagValues).toEqual(tagValues);
+    expect(left.filter((r) => r.part !== moved).every((r) => r.tagValues[0] === row!.tv[0])).toBe(true);
     const res = await runQuery(deps(), { accountId: x.accountId }, { metric: 'orders', aggregation: 'count', interval: 'day', from: FROM, to: NOW });
     expect(res.meta.failedRows).toBeLessThanOrEqual(1);
   });

@@ -10,7 +10,7 @@ import { decodeAggregate } from '../src/rollup/index.js';
 import type { TestCollector } from './support/collector.js';
 
 export interface Snapshot {
-  rollups: { level: 0 | 1; bucket: number; metric: string; series: string; keyVersion: number; agg: Uint8Array; part: string; supersedes: string[] }[];
+  rollups: { level: 0 | 1; bucket: number; metric: string; series: string; tagKeys: string[]; tagValues: string[]; keyVersion: number; agg: Uint8Array; part: string; supersedes: string[] }[];
   dictionary: Uint8Array[];
   batches: Uint8Array[];
 }
@@ -20,15 +20,15 @@ const b64 = (s: string) => new Uint8Array(Buffer.from(s, 'base64'));
 /** Every ciphertext stored for an account: what anyone holding a copy of storage has. */
 export async function snapshot(store: Store, accountId: string): Promise<Snapshot> {
   const q = <T>(sql: string) => store.query<T>(sql, { a: accountId });
-  const rollups = await q<{ level: number; bucket: string; metric: string; series: string; v: number; agg: string; part: string; sup: string[] }>(
+  const rollups = await q<{ level: number; bucket: string; metric: string; series: string; tk: string[]; tv: string[]; v: number; agg: string; part: string; sup: string[] }>(
     `SELECT level, toUnixTimestamp64Milli(bucket) AS bucket, toString(metric) AS metric, toString(series) AS series,
-            key_version AS v, base64Encode(agg) AS agg, part, supersedes AS sup FROM rollups WHERE account_id = {a:String}`,
+            arrayMap(x -> toString(x), tag_keys) AS tk, arrayMap(x -> toString(x), tag_values) AS tv, key_version AS v, base64Encode(agg) AS agg, part, supersedes AS sup FROM rollups WHERE account_id = {a:String}`,
   );
   const dictionary = await q<{ c: string }>('SELECT base64Encode(ciphertext) AS c FROM dictionary WHERE account_id = {a:String}');
   const batches = await q<{ c: string }>('SELECT base64Encode(sealed) AS c FROM batches WHERE account_id = {a:String}');
   return {
     rollups: rollups.map((r) => ({
-      level: r.level as 0 | 1, bucket: Number(r.bucket), metric: r.metric, series: r.series, keyVersion: Number(r.v), agg: b64(r.agg), part: r.part, supersedes: r.sup,
+      level: r.level as 0 | 1, bucket: Number(r.bucket), metric: r.metric, series: r.series, tagKeys: r.tk, tagValues: r.tv, keyVersion: Number(r.v), agg: b64(r.agg), part: r.part, supersedes: r.sup,
     })),
     dictionary: dictionary.map((r) => b64(r.c)),
     batches: batches.map((r) => b64(r.c)),
@@ -72,7 +72,7 @@ export function countPoints(s: Snapshot, accountId: string, dataKey: Uint8Array)
   let n = 0;
   for (const r of s.rollups) {
     if (r.level !== 0 || superseded.has(`${group(r)}|${r.part}`)) continue;
-    const plain = openRollup(dataKey, { accountId, level: r.level, bucket: r.bucket, metric: r.metric, series: r.series }, r.agg);
+    const plain = openRollup(dataKey, { accountId, level: r.level, bucket: r.bucket, metric: r.metric, series: r.series, tagKeys: r.tagKeys, tagValues: r.tagValues }, r.agg);
     if (plain) n += decodeAggregate(plain).count;
   }
   return n;

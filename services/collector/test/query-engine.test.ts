@@ -9,8 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes, toBase64 } from '@cipherstat/protocol';
 import { openStore, type Store } from '../src/storage/index.js';
 import { Keyring, staticMasterKeys } from '../src/keyring/index.js';
-import { sealRollup } from '../src/records.js';
-import { addPoint, emptyAggregate, encodeAggregate } from '../src/rollup/index.js';
+import { sealDict, sealRollup } from '../src/records.js';
+import { addPoint, emptyAggregate, encodeAggregate, encodeDayPack } from '../src/rollup/index.js';
 import { CollectorError } from '../src/errors.js';
 import { QueryCache, runQuery } from '../src/query/index.js';
 import { accountContext } from '../src/query/context.js';
@@ -182,6 +182,69 @@ describe('runQuery', () => {
     expect(res.series[0]!.points).toEqual([[bucket, 5]]);
   });
 
+  it('a row whose tag pseudonyms storage rewrote fails to open: no number moves to another group', async () => {
+    const C = 'acct_cccccccccccccccccccccccc';
+    keyring.createAccount(C);
+    const keys = keyring.accountKeys(C)!.at(-1)!;
+    const ps = (await accountContext({ store, keyring }, C)).versions.at(-1)!.pseudonyms;
+    const bucket = Date.UTC(2025, 11, 2, 10);
+    const metric = ps.metric('revenue');
+    const [de, fr] = [ps.tagValue('country', 'DE'), ps.tagValue('country', 'FR')];
+    const base = { accountId: C, level: 1 as const, bucket, metric, tagKeys: [ps.tagKey('country')], keyVersion: keys.version, expiresAt: bucket + 400 * 86_400_000, writtenAt: Date.now() };
+    const sealed = (row: typeof base & { series: string; tagValues: string[] }, value: number) => {
+      const agg = emptyAggregate();
+      addPoint(agg, value, bucket);
+      return sealRollup(keys.dataKey, row, encodeAggregate(agg));
+    };
+    const deRow = { ...base, series: ps.series([['country', 'DE']]), tagValues: [de] };
+    const frRow = { ...base, series: ps.series([['country', 'FR']]), tagValues: [fr] };
+    await store.insertRollups([
+      { ...deRow, tagValues: [fr], part: 'r1', agg: sealed(deRow, 1000) }, // DE's numbers relabelled FR in storage
+      { ...frRow, part: 'r2', agg: sealed(frRow, 7) },
+    ]);
+    await store.insertDictionary(
+      [[de, 'DE'], [fr, 'FR']].map(([p, text]) => ({
+        accountId: C, kind: 2 as const, pseudonym: p!, keyVersion: keys.version, firstSeen: bucket,
+        ciphertext: sealDict(keys.dataKey, C, 2, p!, { text: text!, extra: 'country' }),
+      })),
+    );
+    const q = { metric: 'revenue', aggregation: 'sum', interval: 'hour', from: bucket, to: bucket + 3_600_000 };
+    const grouped = await runQuery({ store, keyring }, { accountId: C }, { ...q, groupBy: ['country'] });
+    expect(grouped.series).toEqual([{ tags: { country: 'FR' }, points: [[bucket, 7]] }]);
+    expect(grouped.meta).toMatchObject({ rows: 2, failedRows: 1 });
+    const filtered = await runQuery({ store, keyring }, { accountId: C }, { ...q, filter: { country: 'FR' } });
+    expect(filtered.series[0]!.points).toEqual([[bucket, 7]]);
+    expect(filtered.meta.failedRows).toBe(1);
+    const all = await runQuery({ store, keyring }, { accountId: C }, q);
+    expect(all.series[0]!.points).toEqual([[bucket, 7]]);
+    expect(all.meta.failedRows).toBe(1);
+  });
+
+  it('counts a day at most once: through one day pack, never also through its hour rows (whatever storage returns)', async () => {
+    const keys = keyring.accountKeys(A)!.at(-1)!;
+    const ctx = await accountContext({ store, keyring }, A);
+    const day = Date.UTC(2025, 10, 3);
+    const q = parseQuery({ metric: 'orders', aggregation: 'sum', interval: 'hour', from: day, to: day + 86_400_000 });
+    const metric = ctx.versions.at(-1)!.pseudonyms.metric('orders');
+    const id = { accountId: A, metric, series: '77', tagKeys: [] as string[], tagValues: [] as string[] };
+    const agg = emptyAggregate();
+    addPoint(agg, 5, day + 3_600_000);
+    const bytes = encodeAggregate(agg);
+    const hourRow = { l: 1, b: day + 3_600_000, v: keys.version, s: '77', k: '', t: '', a: toBase64(sealRollup(keys.dataKey, { ...id, level: 1, bucket: day + 3_600_000 }, bytes)) };
+    const dayRow = { l: 2, b: day, v: keys.version, s: '77', k: '', t: '', a: toBase64(sealRollup(keys.dataKey, { ...id, level: 2, bucket: day }, encodeDayPack([{ hour: 1, bytes }]))) };
+    const metricOf = new Map([[keys.version, metric]]);
+    const sum = (rows: Parameters<typeof mergeRows>[2]) => {
+      const { groups, failed } = mergeRows(ctx, q, rows, metricOf);
+      return { value: groups.get('')!.aggs[1]!.sum, failed };
+    };
+    expect(sum([hourRow])).toEqual({ value: 5, failed: 0 });
+    expect(sum([dayRow])).toEqual({ value: 5, failed: 0 });
+    expect(sum([hourRow, dayRow, dayRow])).toEqual({ value: 5, failed: 0 });
+    // a day pack sealed as an hour row (or for another day) does not open
+    expect(sum([hourRow, { ...dayRow, b: day + 86_400_000 }]).failed).toBe(1);
+    expect(sum([{ ...hourRow, l: 2, b: day }, hourRow])).toEqual({ value: 5, failed: 1 });
+  });
+
   it('caches answers per account until invalidated', async () => {
     const c = new QueryCache({ ttlMs: 60_000 });
     const q = { metric: 'revenue', aggregation: 'sum', interval: 'day', from: FROM, to: TO };
@@ -203,14 +266,17 @@ describe('runQuery', () => {
     const ctx = await accountContext({ store, keyring }, A);
     const q = parseQuery({ metric: 'page.load', aggregation: 'p95', interval: 'hour', from: FROM, to: TO, groupBy: ['page'] });
     const metric = ctx.versions.at(-1)!.pseudonyms.metric('page.load');
+    const pageKey = ctx.versions.at(-1)!.pseudonyms.tagKey('page');
     const rows: Parameters<typeof mergeRows>[2] = [];
     for (let i = 0; i < 15_000; i++) {
       const bucket = FROM + (i % 120) * 3_600_000;
       const series = String(1000 + (i % 20));
       const agg = emptyAggregate();
       for (let k = 0; k < 4; k++) addPoint(agg, 50 + ((i * 7 + k * 13) % 900), bucket);
-      const sealed = sealRollup(keys.dataKey, { accountId: A, level: 1, bucket, metric, series }, encodeAggregate(agg));
-      rows.push({ b: bucket, v: keys.version, s: series, a: toBase64(sealed), g0: String(i % 20) });
+      const tagKeys = [pageKey];
+      const tagValues = [String(i % 20)];
+      const sealed = sealRollup(keys.dataKey, { accountId: A, level: 1, bucket, metric, series, tagKeys, tagValues }, encodeAggregate(agg));
+      rows.push({ b: bucket, v: keys.version, s: series, a: toBase64(sealed), k: tagKeys.join(','), t: tagValues.join(',') });
     }
     const metricOf = new Map([[keys.version, metric]]);
     const { groups, failed } = mergeRows(ctx, q, rows, metricOf);

@@ -4,7 +4,7 @@
  * rollups of the last 30 days (ClickHouse counts distinct pseudonyms; labels are decrypted
  * here); the 24-hour volume by opening the hour rollups of the last 24 hours.
  */
-import { openRollup } from '../records.js';
+import { openRollupJoined } from '../records.js';
 import { decodeAggregate } from '../rollup/index.js';
 import { accountContext, allDictionary, fromBase64, lookupDictionary, table, type QueryDeps } from './context.js';
 
@@ -54,10 +54,15 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
      GROUP BY metric, kv.1`,
     { acc: accountId, since: now - TAGS_WINDOW_MS },
   );
-  const volumeRows = await deps.store.query<{ m: string; v: number; b: number; s: string; a: string }>(
-    `SELECT toString(metric) AS m, key_version AS v, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(series) AS s, base64Encode(agg) AS a
+  const volumeRange = `account_id = {acc:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')`;
+  const volumeRows = await deps.store.query<{ m: string; v: number; b: number; s: string; a: string; k: string; t: string }>(
+    // Like the query engine: a row a merged row of its group supersedes (compaction) is counted there.
+    `SELECT toString(metric) AS m, key_version AS v, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(series) AS s, base64Encode(agg) AS a,
+       arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t
      FROM ${rollups}
-     WHERE account_id = {acc:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+     WHERE ${volumeRange}
+       AND (metric, bucket, series, part) NOT IN (
+         SELECT metric, bucket, series, arrayJoin(supersedes) FROM ${rollups} WHERE ${volumeRange} AND notEmpty(supersedes))
      LIMIT {lim:UInt32}`,
     { acc: accountId, since: volumeSince, lim: VOLUME_ROW_LIMIT },
   );
@@ -76,10 +81,10 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
     identity.bucket = r.b;
     identity.metric = r.m;
     identity.series = r.s;
-    const plain = keys ? openRollup(keys.dataKey, identity, fromBase64(r.a)) : null;
+    const plain = keys ? openRollupJoined(keys.dataKey, identity, r.k, r.t, fromBase64(r.a)) : null;
     let count: number | undefined;
     try {
-      count = plain ? decodeAggregate(plain).count : undefined;
+      count = plain ? decodeAggregate(plain, false).count : undefined;
     } catch {
       count = undefined;
     }

@@ -17,13 +17,19 @@
  *   leaves it out. Both reads of `rollups` in that one query see one snapshot of the table
  *   with ClickHouse's `enable_shared_storage_snapshot_in_query` (default since 25.12, chDB
  *   included; older servers: set it in the profile, else a query racing the insert of a
- *   merged row may, rarely, count it and its sources once each).
+ *   merged row may, rarely, count it and its sources once each);
+ * - hour-level queries read a day pack (level 2, query/days.ts) for each whole UTC day in range
+ *   whose pack is current, instead of that day's hour rows; this process counts a (day,
+ *   series, key version) through at most one pack and never also through its hour rows;
+ * - a row's group and filter match come from its tag pseudonym arrays, which its identity tag
+ *   covers: storage rewriting `tag_values` makes the row fail to open (never regrouped).
  */
 import { CollectorError } from '../errors.js';
-import { openRollup } from '../records.js';
-import { decodeAggregate, emptyAggregate, finalize, mergeInto, type Aggregate } from '../rollup/index.js';
-import type { Params } from '../storage/types.js';
-import { accountContext, fromBase64, lookupDictionary, table, u64s, type AccountContext, type QueryDeps } from './context.js';
+import { openRollupJoined } from '../records.js';
+import { decodeAggregate, emptyAggregate, finalize, forEachInDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
+import type { Params, RollupLevel } from '../storage/types.js';
+import { DAY_MS, DAY_SQL, HOUR_MS, PACK_LABEL_SQL, notSupersededSql } from './days.js';
+import { accountContext, fromBase64Scratch, lookupDictionary, table, u64s, type AccountContext, type QueryDeps, type VersionKeys } from './context.js';
 import { parseQuery, queryKey, type Query } from './request.js';
 
 /** Most rollup rows one query may read (each is opened and merged here). */
@@ -65,15 +71,17 @@ export interface QueryStats {
   rows: number;
 }
 
-interface Row {
+export interface Row {
   b: number;
   v: number;
   s: string;
   a: string;
-  g0?: string;
-  g1?: string;
-  g2?: string;
-  g3?: string;
+  /** tag_keys joined by ',' (bound into the row's identity tag) */
+  k: string;
+  /** tag_values joined by ',' (bound into the row's identity tag) */
+  t: string;
+  /** Stored level: the query's level, or 2 for a day pack (absent: the query's level). */
+  l?: number;
 }
 
 interface Group {
@@ -136,7 +144,11 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
 const tooManySeries = () =>
   new CollectorError(400, 'too_many_series', `more than ${MAX_SERIES} series; group by fewer tags or add a filter`);
 
-/** One SELECT; only pseudonyms, times, the level and the account id are bound. */
+/**
+ * One SELECT; only pseudonyms, times, the level and the account id are bound. ClickHouse
+ * filters by tag pseudonyms; grouping happens here, from the tag arrays the identity tag
+ * covers (and the filters are checked again on them), so storage cannot relabel a row.
+ */
 export function buildSql(ctx: AccountContext, q: Query, rollups: string): { sql: string; params: Params; metricOf: Map<number, string> } {
   const params: Params = { acc: ctx.accountId, lvl: q.level, from: q.starts[0]!, to: q.end, lim: MAX_ROWS + 1 };
   const metricOf = new Map<number, string>();
@@ -158,34 +170,85 @@ export function buildSql(ctx: AccountContext, q: Query, rollups: string): { sql:
     });
     return `(${parts.join(' AND ')})`;
   });
-  const groupCols = q.groupBy.map((k, j) => {
-    let keyExpr: string;
-    if (ctx.versions.length === 1) {
-      params[`g0_${j}`] = ctx.versions[0]!.pseudonyms.tagKey(k);
-      keyExpr = `{g0_${j}:UInt64}`;
-    } else {
-      const cases = ctx.versions.map((v, i) => {
-        params[`g${i}_${j}`] = v.pseudonyms.tagKey(k);
-        return `key_version = {v${i}:UInt32}, {g${i}_${j}:UInt64}`;
-      });
-      keyExpr = `multiIf(${cases.join(', ')}, toUInt64(0))`;
-    }
-    return `, toString(tag_values[indexOf(tag_keys, ${keyExpr})]) AS g${j}`;
-  });
   // Compaction (src/compactor.ts): a row whose part a merged row of its group lists in
   // `supersedes` is already counted in that merged row. Outside a compaction pass no row has a
   // non-empty list, so the subquery reads only the array sizes of the range.
-  const range = `account_id = {acc:String} AND level = {lvl:UInt8}
-  AND metric IN (${ctx.versions.map((_, i) => `{m${i}:UInt64}`).join(', ')})
+  const metrics = `metric IN (${ctx.versions.map((_, i) => `{m${i}:UInt64}`).join(', ')})`;
+  const range = `account_id = {acc:String} AND level = {lvl:UInt8} AND ${metrics}
   AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
-  const sql = `SELECT toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, base64Encode(agg) AS a${groupCols.join('')}
+  const cols = `toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, base64Encode(agg) AS a,
+  arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t`;
+  const filters = perVersion.length === 1 ? perVersion[0] : `(${perVersion.join(' OR ')})`;
+  // Day packs (query/days.ts) for the whole UTC days of an hour-level range.
+  const dFrom = Math.ceil(q.starts[0]! / DAY_MS) * DAY_MS;
+  const dTo = Math.floor(q.end / DAY_MS) * DAY_MS;
+  if (q.level !== 1 || dTo <= dFrom) {
+    const sql = `SELECT ${cols}
 FROM ${rollups}
 WHERE ${range}
-  AND ${perVersion.length === 1 ? perVersion[0] : `(${perVersion.join(' OR ')})`}
-  AND (metric, bucket, series, part) NOT IN (
-    SELECT metric, bucket, series, arrayJoin(supersedes) FROM ${rollups} WHERE ${range} AND notEmpty(supersedes))
+  AND ${filters}
+  AND ${notSupersededSql(rollups, range)}
+LIMIT {lim:UInt32}`;
+    return { sql, params, metricOf };
+  }
+  Object.assign(params, { dfrom: dFrom, dto: dTo });
+  const dayRange = (level: number) => `account_id = {acc:String} AND level = ${level} AND ${metrics}
+  AND bucket >= fromUnixTimestamp64Milli({dfrom:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({dto:Int64}, 'UTC')`;
+  // The label of the hour rows stored now, per (day, series, key version), and the day rows carrying it.
+  const current = `SELECT metric, ${DAY_SQL} AS d, series, key_version, ${PACK_LABEL_SQL}
+    FROM ${rollups} WHERE ${dayRange(1)} AND ${notSupersededSql(rollups, dayRange(1))}
+    GROUP BY metric, d, series, key_version`;
+  const packed = `SELECT metric, ${DAY_SQL}, series, key_version FROM ${rollups}
+    WHERE ${dayRange(2)} AND (metric, ${DAY_SQL}, series, key_version, part) IN (${current})`;
+  const sql = `SELECT * FROM (
+  SELECT ${cols}
+  FROM ${rollups}
+  WHERE ${range}
+    AND ${filters}
+    AND ${notSupersededSql(rollups, range)}
+    AND (bucket < fromUnixTimestamp64Milli({dfrom:Int64}, 'UTC') OR bucket >= fromUnixTimestamp64Milli({dto:Int64}, 'UTC')
+      OR (metric, ${DAY_SQL}, series, key_version) NOT IN (${packed}))
+  UNION ALL
+  SELECT ${cols}
+  FROM ${rollups}
+  WHERE ${dayRange(2)}
+    AND ${filters}
+    AND (metric, ${DAY_SQL}, series, key_version, part) IN (${current})
+)
 LIMIT {lim:UInt32}`;
   return { sql, params, metricOf };
+}
+
+/** Per key version: the group-by key pseudonyms and, per filter, the accepted value pseudonyms. */
+interface VersionPlan {
+  groupKeys: string[];
+  filters: Set<string>[];
+}
+
+function plans(ctx: AccountContext, q: Query): Map<number, VersionPlan> {
+  const out = new Map<number, VersionPlan>();
+  for (const v of ctx.versions) {
+    out.set(v.version, {
+      groupKeys: q.groupBy.map((k) => v.pseudonyms.tagKey(k)),
+      filters: q.filter.map(([k, values]) => new Set(values.map((value) => v.pseudonyms.tagValue(k, value)))),
+    });
+  }
+  return out;
+}
+
+/**
+ * The group of a row from its verified tag arrays (joined by ','), or null when it does not
+ * pass the filters. Like `tag_values[indexOf(tag_keys, k)]`: '0' when the key is absent.
+ */
+function groupOf(plan: VersionPlan, k: string, t: string): { key: string; values: string[] } | null {
+  const keys = k === '' ? [] : k.split(',');
+  const values = t === '' ? [] : t.split(',');
+  for (const accepted of plan.filters) if (!values.some((x) => accepted.has(x))) return null;
+  const g = plan.groupKeys.map((gk) => {
+    const i = keys.indexOf(gk);
+    return i < 0 ? '0' : values[i] ?? '0';
+  });
+  return { key: g.join('\u0000'), values: g };
 }
 
 /** Opens, decodes and merges rows per (bucket, group). The hot loop: keep it lean. */
@@ -198,42 +261,28 @@ export function mergeRows(
 ): { groups: Map<string, Group>; failed: number } {
   const { starts } = q;
   const n = starts.length;
-  const nGroup = q.groupBy.length;
   const groups = new Map<string, Group>();
   const bucketIndex = new Map<number, number>();
-  const identity = { accountId: ctx.accountId, level: q.level, bucket: 0, metric: '', series: '' };
+  const byVersion = plans(ctx, q);
+  // (version, tag arrays) → group; rows of one series share it. Keyed by what the tag verifies.
+  const groupCache = new Map<string, { key: string; values: string[] } | null>();
+  const identity: { accountId: string; level: RollupLevel; bucket: number; metric: string; series: string } =
+    { accountId: ctx.accountId, level: q.level, bucket: 0, metric: '', series: '' };
+  const withSketch = q.aggregation[0] === 'p';
   let failed = 0;
-  for (let r = 0; r < rows.length; r++) {
-    const row = rows[r]!;
-    const keys = ctx.byVersion.get(row.v);
-    const metric = metricOf.get(row.v);
-    let i = bucketIndex.get(row.b);
-    if (i === undefined) bucketIndex.set(row.b, (i = locate(starts, row.b)));
-    if (!keys || metric === undefined || i < 0) {
-      failed++;
-      continue;
-    }
-    identity.bucket = row.b;
-    identity.metric = metric;
-    identity.series = row.s;
-    const plain = openRollup(keys.dataKey, identity, fromBase64(row.a));
-    if (!plain) {
-      failed++;
-      continue;
-    }
+  const add = (grp: { key: string; values: string[] }, i: number, bytes: Uint8Array): void => {
     let agg: Aggregate;
     try {
-      agg = decodeAggregate(plain);
+      agg = decodeAggregate(bytes, withSketch);
     } catch {
       failed++;
-      continue;
+      return;
     }
-    const gk = nGroup === 0 ? '' : nGroup === 1 ? row.g0! : groupKeyOf(row, nGroup);
-    let g = groups.get(gk);
+    let g = groups.get(grp.key);
     if (!g) {
       if (groups.size >= maxGroups) throw tooManySeries();
-      g = { values: nGroup === 0 ? [] : [row.g0!, row.g1!, row.g2!, row.g3!].slice(0, nGroup), aggs: new Array(n) };
-      groups.set(gk, g);
+      g = { values: grp.values, aggs: new Array(n) };
+      groups.set(grp.key, g);
     }
     const cur = g.aggs[i];
     if (cur === undefined) g.aggs[i] = agg;
@@ -244,16 +293,76 @@ export function mergeRows(
         failed++;
       }
     }
+  };
+  /** Opens a row; its group, or null (counted as failed). */
+  const open = (row: Row, keys: VersionKeys, plan: VersionPlan, metric: string): { plain: Uint8Array; grp: { key: string; values: string[] } } | null => {
+    identity.level = row.l === 2 ? 2 : q.level; // never the stored level column: a minute row must not open as an hour row
+    identity.bucket = row.b;
+    identity.metric = metric;
+    identity.series = row.s;
+    const plain = openRollupJoined(keys.dataKey, identity, row.k, row.t, fromBase64Scratch(row.a));
+    if (!plain) return null;
+    const ck = `${row.v}\u0001${row.k}\u0001${row.t}`;
+    let grp = groupCache.get(ck);
+    if (grp === undefined) groupCache.set(ck, (grp = groupOf(plan, row.k, row.t)));
+    return grp === null ? null : { plain, grp }; // null: storage returned a row outside the filter
+  };
+
+  // Day packs first: a (day, series, key version) counted through one is never counted again,
+  // neither through another day row nor through its hour rows (whatever storage returned).
+  const packedDays = new Set<string>();
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r]!;
+    if (row.l !== 2) continue;
+    const keys = ctx.byVersion.get(row.v);
+    const metric = metricOf.get(row.v);
+    const plan = byVersion.get(row.v);
+    const dayKey = `${row.v}\u0000${row.s}\u0000${row.b}`;
+    if (packedDays.has(dayKey)) continue; // a duplicate (a repack not yet replaced): counted once
+    const whole = row.b >= Math.ceil(starts[0]! / DAY_MS) * DAY_MS && row.b + DAY_MS <= q.end && row.b % DAY_MS === 0;
+    const opened = q.level === 1 && whole && keys && metric !== undefined && plan ? open(row, keys, plan, metric) : null;
+    if (!opened) {
+      failed++;
+      continue;
+    }
+    const hours: [number, Uint8Array][] = [];
+    try {
+      forEachInDayPack(opened.plain, (h, bytes) => hours.push([h, bytes]));
+    } catch {
+      failed++;
+      continue;
+    }
+    packedDays.add(dayKey);
+    for (const [h, bytes] of hours) {
+      const t = row.b + h * HOUR_MS;
+      let i = bucketIndex.get(t);
+      if (i === undefined) bucketIndex.set(t, (i = locate(starts, t)));
+      if (i < 0 || t >= q.end) continue; // whole days only are asked for; never outside the range
+      add(opened.grp, i, bytes);
+    }
+  }
+
+  for (let r = 0; r < rows.length; r++) {
+    const row = rows[r]!;
+    if (row.l === 2) continue;
+    if (packedDays.size > 0 && packedDays.has(`${row.v}\u0000${row.s}\u0000${row.b - (((row.b % DAY_MS) + DAY_MS) % DAY_MS)}`)) continue;
+    const keys = ctx.byVersion.get(row.v);
+    const metric = metricOf.get(row.v);
+    const plan = byVersion.get(row.v);
+    let i = bucketIndex.get(row.b);
+    if (i === undefined) bucketIndex.set(row.b, (i = locate(starts, row.b)));
+    if (!keys || metric === undefined || !plan || i < 0) {
+      failed++;
+      continue;
+    }
+    const opened = open(row, keys, plan, metric);
+    if (!opened) {
+      failed++;
+      continue;
+    }
+    add(opened.grp, i, opened.plain);
   }
   return { groups, failed };
-}
-
-function groupKeyOf(row: Row, n: number): string {
-  let k = row.g0!;
-  if (n > 1) k += `\u0000${row.g1}`;
-  if (n > 2) k += `\u0000${row.g2}`;
-  if (n > 3) k += `\u0000${row.g3}`;
-  return k;
 }
 
 /** Index of the bucket containing t (greatest start ≤ t), or −1. */

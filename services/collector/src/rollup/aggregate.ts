@@ -160,8 +160,15 @@ export function encodeAggregate(agg: Aggregate): Uint8Array {
   return w.finish();
 }
 
-/** Decodes and validates; throws RollupError('malformed_aggregate') on anything off. */
-export function decodeAggregate(bytes: Uint8Array): Aggregate {
+/** Stands in for the sketch when it is not decoded: empty, never written to (merging empty sketches changes nothing). */
+const NO_SKETCH: Sketch = createSketch();
+
+/**
+ * Decodes and validates; throws RollupError('malformed_aggregate') on anything off.
+ * `withSketch = false` (count, sum, avg, min, max, last): the sketch body is not decoded and
+ * the aggregate carries a shared empty sketch; do not ask it for percentiles or add to it.
+ */
+export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate {
   if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
   const r = new ByteReader(bytes);
   if (r.u8() !== VERSION) throw malformed('unknown version');
@@ -182,6 +189,7 @@ export function decodeAggregate(bytes: Uint8Array): Aggregate {
   if (Number.isNaN(sum)) throw malformed('sum is NaN');
   const lastAtAbs = r.varint();
   const lastAt = flags & LASTAT_NEG ? 0 - lastAtAbs : lastAtAbs;
+  if (!withSketch) return { count, sum, min, max, last, lastAt, sketch: NO_SKETCH };
 
   let sketch: Sketch;
   try {

@@ -38,3 +38,4 @@ export {
   sourceLevel,
   isValidTimeZone,
 } from './time.js';
+export { encodeDayPack, forEachInDayPack } from './pack.js';

@@ -7,6 +7,7 @@ import type { Connection } from './connection.js';
 import { ACCOUNT_TABLES, MIGRATIONS_TABLE, REPLACING_TABLES, SCHEMA_VERSION, bootstrapSql, renderMigrations, type SchemaOptions } from './schema.js';
 import { bool, bytes, nullable, str, strArray, time, tsv, u64, u64Array, uint } from './tsv.js';
 import type { AccountRow, AccountState, BatchRow, DictKind, DictRow, Params, RollupGroupKey, RollupLevel, RollupRef, Store, StoredRollup } from './types.js';
+import { partitionParams, partitionSql } from './types.js';
 
 type Raw = Record<string, unknown>;
 const key = (k: { accountId: string; batchId: string }): string => `${k.accountId}/${k.batchId}`;
@@ -170,16 +171,16 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
       return new Set(rows.map((r) => key({ accountId: r.account_id, batchId: r.batch_id })).filter((k) => wanted.has(k)));
     },
 
-    async pendingBatches(sinceMs, limit) {
+    async pendingBatches(sinceMs, limit, partition) {
       const rows = await conn.query(
         `SELECT ${BATCH_SELECT} FROM ${t('batches')} FINAL
-         WHERE received_at >= ${since}
+         WHERE received_at >= ${since}${partition ? ` AND ${partitionSql('account_id')}` : ''}
            AND (account_id, batch_id) NOT IN (
              SELECT account_id, batch_id FROM ${t('processed')}
              WHERE (account_id, batch_id) IN (SELECT account_id, batch_id FROM ${t('batches')} WHERE received_at >= ${since}))
          ORDER BY received_at, account_id, batch_id
          LIMIT {limit:UInt32}`,
-        { since: sinceMs, limit },
+        { since: sinceMs, limit, ...(partition ? partitionParams(partition) : {}) },
       );
       return rows.map(toBatch);
     },
@@ -207,7 +208,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
 
     insertRollups: (rows) =>
       insert('rollups', ROLLUP_COLUMNS, rows, (r) => [
-        str(r.accountId), uint(r.level, 1), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
+        str(r.accountId), uint(r.level, 2), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
         uint(r.keyVersion), str(r.part), strArray(r.supersedes ?? []), bytes(r.agg), time(r.writtenAt), time(r.expiresAt),
       ]),
 

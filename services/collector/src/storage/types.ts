@@ -53,8 +53,8 @@ export interface ProcessedRow {
   part: string;
 }
 
-/** Rollup levels: 0 = minute, 1 = hour. */
-export type RollupLevel = 0 | 1;
+/** Rollup levels: 0 = minute, 1 = hour, 2 = day pack (the hour aggregates of one UTC day, written by compaction). */
+export type RollupLevel = 0 | 1 | 2;
 
 /** An encrypted partial aggregate of one series (metric + full tag set) in one bucket. */
 export interface RollupRow {
@@ -143,6 +143,26 @@ export interface RejectRow {
   at: number;
 }
 
+/** A share of accounts: those with `cityHash64(account_id) % count = index` (scale-out of the process role). */
+export interface Partition {
+  index: number;
+  count: number;
+}
+
+/** SQL condition selecting a partition's accounts; binds `{pi:UInt64}` and `{pn:UInt64}` (see `partitionParams`). */
+export const partitionSql = (column: string): string => `cityHash64(${column}) % {pn:UInt64} = {pi:UInt64}`;
+export const partitionParams = (p: Partition): { pi: number; pn: number } => ({ pi: p.index, pn: p.count });
+
+/** Parses `i/n` (0 <= i < n); undefined for undefined or empty. */
+export function parsePartition(s: string | undefined): Partition | undefined {
+  if (s === undefined || s === '') return undefined;
+  const m = /^(\d{1,6})\/(\d{1,6})$/.exec(s.trim());
+  const index = Number(m?.[1]);
+  const count = Number(m?.[2]);
+  if (!m || !(count >= 1) || !(index < count)) throw new Error(`invalid partition ${JSON.stringify(s)}: expected i/n with 0 <= i < n`);
+  return { index, count };
+}
+
 export type Params = Record<string, string | number | boolean | string[] | number[] | null>;
 
 export interface Store {
@@ -174,8 +194,11 @@ export interface Store {
    * A batch stays "stored" after deleteBatches while its processed row exists (no re-ingest on retry).
    */
   existingBatches(keys: { accountId: string; batchId: string }[]): Promise<Set<string>>;
-  /** Stored batches received at or after `since` that have no processed row, oldest first. */
-  pendingBatches(since: number, limit: number): Promise<BatchRow[]>;
+  /**
+   * Stored batches received at or after `since` that have no processed row, oldest first;
+   * with `partition`, only those of its accounts.
+   */
+  pendingBatches(since: number, limit: number, partition?: Partition): Promise<BatchRow[]>;
   markProcessed(rows: ProcessedRow[]): Promise<void>;
   /** Deletes sealed batches (confidential mode, retention). */
   deleteBatches(keys: { accountId: string; batchId: string }[]): Promise<void>;

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AccountRow, BatchRow, DictRow, RollupGroupKey, RollupRow, Store } from '../../src/storage/index.js';
 import { SCHEMA_VERSION, migrations } from '../../src/storage/schema.js';
+import { DAY_SQL, PACK_LABEL_SQL, packLabel } from '../../src/query/days.js';
 
 export interface StoreFactory {
   /** Opens a store over the same data every time (the suite closes and reopens it). */
@@ -174,6 +175,25 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       await store.deleteBatches([]);
     });
 
+    it('lists pending batches of one account partition (cityHash64(account_id) % n = i)', async () => {
+      const t = Date.UTC(2030, 1, 1);
+      const accounts = Array.from({ length: 12 }, (_, i) => `acct-part-${i}`);
+      await store.insertBatches(accounts.map((a, i) => batch(a, 'p1', t + i)));
+      const mine = (rows: BatchRow[]) => rows.filter((b) => b.accountId.startsWith('acct-part-')).map((b) => b.accountId);
+      const seen: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const got = mine(await store.pendingBatches(t, 1000, { index: i, count: 3 }));
+        const want = await store.query<{ a: string }>(
+          'SELECT arrayJoin({accts:Array(String)}) AS a WHERE cityHash64(a) % 3 = {i:UInt64} ORDER BY a',
+          { accts: accounts, i },
+        );
+        expect([...got].sort()).toEqual(want.map((r) => r.a));
+        seen.push(...got);
+      }
+      expect(seen.sort()).toEqual([...accounts].sort());
+      expect(mine(await store.pendingBatches(t, 1000, { index: 0, count: 1 })).sort()).toEqual([...accounts].sort());
+    });
+
     it('round-trips every byte value of sealed batches exactly', async () => {
       const t = Date.UTC(2031, 0, 1);
       const sealed = [ALL_BYTES, NASTY, new Uint8Array(0), randomBytes(4096), Uint8Array.from(ALL_BYTES).reverse()];
@@ -226,6 +246,23 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       await expect(store.insertRollups([rollup(a, 'bad', { tagValues: ['18446744073709551616'] })])).rejects.toMatchObject({
         code: 'storage_invalid_input',
       });
+    });
+
+    it('stores day packs (level 2) and labels hour rows in SQL exactly as packLabel does (query/days.ts)', async () => {
+      const a = 'acct-dp';
+      const day = Date.UTC(2033, 1, 3);
+      const hours = [rollup(a, 't1', { level: 1, bucket: day + HOUR }), rollup(a, 'c:m', { level: 1, bucket: day + 13 * HOUR }), rollup(a, 't2', { level: 1, bucket: day + 13 * HOUR })];
+      await store.insertRollups(hours);
+      const label = packLabel(hours.map((r) => ({ bucket: r.bucket, part: r.part })));
+      await store.insertRollups([rollup(a, label, { level: 2, bucket: day })]);
+      const rows = await store.query<{ l: string }>(
+        `SELECT ${PACK_LABEL_SQL} AS l FROM rollups WHERE account_id = {a:String} AND level = 1 GROUP BY metric, ${DAY_SQL}, series, key_version`,
+        { a },
+      );
+      expect(rows).toEqual([{ l: label }]);
+      const [day2] = await store.query<{ l: number; d: string }>(`SELECT level AS l, toString(${DAY_SQL}) AS d FROM rollups WHERE account_id = {a:String} AND level = 2`, { a });
+      expect(day2).toEqual({ l: 2, d: String(day / 86_400_000) });
+      await expect(store.insertRollups([rollup(a, 'bad', { level: 3 as never })])).rejects.toMatchObject({ code: 'storage_invalid_input' });
     });
 
     it('answers unqualified table names (the store database is current): orphan rollup parts', async () => {

@@ -1,0 +1,61 @@
+/**
+ * A day pack: the hour aggregates of one series in one UTC day, in one plaintext (rollup
+ * level 2, written by compaction). Layout: u8 version (1), then per hour in increasing order:
+ * u8 hour (0–23), varint length, the aggregate's encoding (aggregate.ts).
+ */
+import { RollupError } from './errors.js';
+
+const VERSION = 1;
+const malformed = (why: string) => new RollupError('malformed_aggregate', `malformed day pack: ${why}`);
+
+export function encodeDayPack(hours: { hour: number; bytes: Uint8Array }[]): Uint8Array {
+  const sorted = [...hours].sort((a, b) => a.hour - b.hour);
+  const chunks: number[] = [VERSION];
+  let size = 1;
+  const heads: number[][] = [];
+  for (const { hour, bytes } of sorted) {
+    if (!Number.isInteger(hour) || hour < 0 || hour > 23) throw malformed('hour out of range');
+    const head = [hour];
+    for (let n = bytes.length; ; n = Math.floor(n / 128)) {
+      if (n < 128) {
+        head.push(n);
+        break;
+      }
+      head.push((n % 128) | 0x80);
+    }
+    heads.push(head);
+    size += head.length + bytes.length;
+  }
+  const out = new Uint8Array(size);
+  out.set(chunks, 0);
+  let o = 1;
+  sorted.forEach(({ bytes }, i) => {
+    out.set(heads[i]!, o);
+    o += heads[i]!.length;
+    out.set(bytes, o);
+    o += bytes.length;
+  });
+  return out;
+}
+
+/** Calls `each(hour, aggregateBytes)` per hour of a pack (views into `pack`); throws on a malformed pack. */
+export function forEachInDayPack(pack: Uint8Array, each: (hour: number, bytes: Uint8Array) => void): void {
+  if (pack[0] !== VERSION) throw malformed('unknown version');
+  let o = 1;
+  let last = -1;
+  while (o < pack.length) {
+    const hour = pack[o++]!;
+    if (hour > 23 || hour <= last) throw malformed('hours out of order');
+    last = hour;
+    let len = 0;
+    for (let shift = 1; ; shift *= 128) {
+      if (o >= pack.length || shift > 2 ** 28) throw malformed('truncated');
+      const b = pack[o++]!;
+      len += (b & 0x7f) * shift;
+      if (b < 0x80) break;
+    }
+    if (o + len > pack.length) throw malformed('truncated');
+    each(hour, pack.subarray(o, o + len));
+    o += len;
+  }
+}
