@@ -30,6 +30,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { fmt, histogramQuantile, parsePrometheus, percentile, processCpuSeconds, progress, systemCpuSeconds, table, writeResult } from './lib.mjs';
+import { mulberry32 } from '../test/support/seeded.mjs';
 
 const SELF = fileURLToPath(import.meta.url);
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
@@ -53,16 +54,6 @@ const PAGES = [
   ...Array.from({ length: 40 }, (_, i) => `/p/${1000 + i * 37}`),
 ];
 
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** 100 points of batch `i`, timestamps in the 10 s before `baseTime`. */
 export function makePoints(i, baseTime) {

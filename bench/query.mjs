@@ -35,6 +35,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Session } from 'chdb';
 import { fmt, percentile, progress, table, writeResult } from './lib.mjs';
+import { mulberry32 } from '../test/support/seeded.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -77,16 +78,6 @@ const HOURS = DAYS * 24;
 // ---------------------------------------------------------------------------------------------
 // Deterministic data
 
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const METRICS = [
   { name: 'orders', kind: 'counter', share: 0.3 },
