@@ -9,7 +9,7 @@ import { z } from 'zod';
 import { LIMITS, fromTextForm, fromUtf8, openEnvelope, toBase64 } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
 import { CollectorError, isCollectorError } from './errors.js';
-import { readBody } from './body.js';
+import { readBody, readJson } from './body.js';
 import type { Services } from './services.js';
 import { tokenMatches } from './keyring/index.js';
 import { StorageError } from './storage/index.js';
@@ -23,24 +23,6 @@ function bearer(c: Context): string {
   const m = /^Bearer\s+(\S+)$/i.exec(h);
   if (!m) throw new CollectorError(401, 'unauthorized', 'missing bearer token');
   return m[1]!;
-}
-
-async function json<T>(c: Context, schema: z.ZodType<T>): Promise<T> {
-  const body = await readBody(c.req.raw, 64 * 1024, 10_000);
-  let value: unknown = {};
-  if (body.length) {
-    try {
-      value = JSON.parse(fromUtf8(body));
-    } catch {
-      throw new CollectorError(400, 'invalid_json', 'the request body is not JSON');
-    }
-  }
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) {
-    const i = parsed.error.issues[0]!;
-    throw new CollectorError(400, 'invalid_request', `${i.path.join('.') || 'body'}: ${i.message}`);
-  }
-  return parsed.data;
 }
 
 const createAccountBody = z.object({
@@ -182,7 +164,7 @@ export function createApp(s: Services): Hono {
   app.use('/v1/accounts/*', admin);
 
   app.post('/v1/accounts', async (c) => {
-    const input = await json(c, createAccountBody);
+    const input = await readJson(c.req.raw, createAccountBody, {});
     const created = await s.accounts.create(input);
     log.info({ accountId: created.accountId }, 'account created');
     return c.json(created, 201);

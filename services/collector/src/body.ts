@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+import { fromUtf8 } from '@cipherstat/protocol';
 import { CollectorError } from './errors.js';
 
 /**
@@ -46,4 +48,26 @@ export async function readBody(req: Request, maxBytes: number, timeoutMs: number
   let o = 0;
   for (const c of chunks) (out.set(c, o), (o += c.length));
   return out;
+}
+
+/**
+ * Reads a small JSON body (64 KiB, 10 s) and validates it with zod: 400 invalid_json or
+ * invalid_request. `empty` is the value of an empty body; without it, an empty body is invalid_json.
+ */
+export async function readJson<T>(req: Request, schema: z.ZodType<T>, empty?: unknown): Promise<T> {
+  const body = await readBody(req, 64 * 1024, 10_000);
+  let value: unknown = empty;
+  if (body.length || empty === undefined) {
+    try {
+      value = JSON.parse(fromUtf8(body));
+    } catch {
+      throw new CollectorError(400, 'invalid_json', 'the request body is not JSON');
+    }
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const i = parsed.error.issues[0]!;
+    throw new CollectorError(400, 'invalid_request', `${i.path.join('.') || 'body'}: ${i.message}`);
+  }
+  return parsed.data;
 }

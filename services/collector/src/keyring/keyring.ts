@@ -470,13 +470,7 @@ export class Keyring {
         this.writeTransport(transport.value);
         rewrapped++;
       }
-      for (const name of readdirSync(this.accountsDir)) {
-        const id = name.slice(0, -5);
-        if (!name.endsWith('.json') || name.startsWith('.') || !ACCOUNT_ID_PATTERN.test(id)) continue;
-        if (this.tombstoneExists(id)) {
-          unlinkDurably(this.accountPath(id)); // finish a shred interrupted by a crash
-          continue;
-        }
+      for (const id of this.liveAccountFiles()) {
         const entry = this.readAccount(id);
         if (entry && entry.masterKeyVersion !== current) {
           this.writeAccount(id, entry.value, false);
@@ -493,13 +487,7 @@ export class Keyring {
   backup(): Uint8Array {
     return this.locked(() => {
       const accounts: Record<string, unknown> = {};
-      for (const name of readdirSync(this.accountsDir)) {
-        const id = name.slice(0, -5);
-        if (!name.endsWith('.json') || name.startsWith('.') || !ACCOUNT_ID_PATTERN.test(id)) continue;
-        if (this.tombstoneExists(id)) {
-          unlinkDurably(this.accountPath(id)); // finish a shred interrupted by a crash
-          continue;
-        }
+      for (const id of this.liveAccountFiles()) {
         const entry = this.readAccount(id);
         if (entry) accounts[id] = entry.value.map(accountToJson);
       }
@@ -577,6 +565,18 @@ export class Keyring {
     } finally {
       release();
     }
+  }
+
+  /** Ids of the account files on disk, finishing any shred a crash interrupted (call under the lock). */
+  private liveAccountFiles(): string[] {
+    const ids: string[] = [];
+    for (const name of readdirSync(this.accountsDir)) {
+      const id = name.slice(0, -5);
+      if (!name.endsWith('.json') || name.startsWith('.') || !ACCOUNT_ID_PATTERN.test(id)) continue;
+      if (this.tombstoneExists(id)) unlinkDurably(this.accountPath(id));
+      else ids.push(id);
+    }
+    return ids;
   }
 
   private fresh(c: Cached<unknown>, t: number): boolean {

@@ -10,9 +10,9 @@
  */
 import type { Context, Hono } from 'hono';
 import { z } from 'zod';
-import { ACCOUNT_ID_PATTERN, fromUtf8 } from '@cipherstat/protocol';
+import { ACCOUNT_ID_PATTERN } from '@cipherstat/protocol';
 import { CollectorError } from '../errors.js';
-import { readBody } from '../body.js';
+import { readJson } from '../body.js';
 import type { Lifecycle } from './lifecycle.js';
 
 const settingsBody = z
@@ -49,18 +49,7 @@ export function registerLifecycleRoutes(app: Hono, s: { lifecycle: Lifecycle }):
 
   app.patch('/v1/accounts/:id', async (c) => {
     const id = accountId(c);
-    const body = await readBody(c.req.raw, 64 * 1024, 10_000);
-    let value: unknown;
-    try {
-      value = JSON.parse(fromUtf8(body));
-    } catch {
-      throw new CollectorError(400, 'invalid_json', 'the request body is not JSON');
-    }
-    const parsed = settingsBody.safeParse(value);
-    if (!parsed.success) {
-      const i = parsed.error.issues[0]!;
-      throw new CollectorError(400, 'invalid_request', `${i.path.join('.') || 'body'}: ${i.message}`);
-    }
-    return c.json(await l.update(id, parsed.data));
+    const settings = await readJson(c.req.raw, settingsBody);
+    return c.json(await l.update(id, settings));
   });
 }
