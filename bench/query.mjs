@@ -12,9 +12,10 @@
 //              (minute buckets one, for ticks >= 60 s). Queried in three states:
 //                partial   — as the processor leaves it;
 //                compacted — after a (simulated) compaction: the partial hour rows replaced by
-//                            one row per (hour, series), sealed the same way;
+//                            one row per (hour, series), sealed the same way (part `c:…`);
 //                packed    — then the real Compactor (dist/compactor.js) runs: nothing left to
-//                            merge, it writes a day pack (rollup level 2) per closed UTC day and series.
+//                            merge, it writes a day pack (rollup level 2) per closed UTC day and
+//                            series and deletes the hour rows it holds.
 //              Queried over HTTP (POST /v1/query, read token) against startCollector on port 0
 //              (role `query`: no processor/lifecycle timers running beside the measurement);
 //              the result cache is bypassed by invalidating the account before every run
@@ -287,7 +288,7 @@ class RollupWriter {
   /** End of an hour: the one row per (hour, series) a compaction would leave. */
   flushHour() {
     const t0 = performance.now();
-    const part = toHex(randomBytes(16));
+    const part = `c:${toHex(randomBytes(16))}`; // what compaction writes (COMPACTION_PART_PREFIX)
     const writtenAt = this.now();
     const bucket = this.hourEnd - HOUR;
     for (const [s, agg] of this.hour) {
@@ -630,7 +631,8 @@ if (TICK_S < 3600 && !REUSE) phases.push('partial');
 phases.push('compacted');
 // Day packs (rollup level 2): the real compactor (services/collector/src/compactor.ts) run over
 // the compacted state; its hour merging finds nothing left (one row per group), it packs every
-// closed UTC day. A build without day packs measures the compacted state again.
+// closed UTC day (and deletes the packed hour rows). A build without day packs measures the
+// compacted state again.
 phases.push('packed');
 let compactSeconds = null;
 let packReport = null;

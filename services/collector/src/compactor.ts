@@ -11,7 +11,7 @@
  *    pass wrote (`c:` parts) are merged: a tick in flight, or the orphans of a crashed tick
  *    that `Processor.recover()` deletes, never are. Rows of different key versions are never
  *    merged; rows that fail to open or decode are left where they are (counted, logged).
- * 4. write the merged rows: part `c:<random>`, `supersedes` = the source parts, written_at =
+ * 4. write the merged rows: each its own part `c:<random>`, `supersedes` = the source parts, written_at =
  *    now, expires_at = the latest of the sources. From this insert on, readers (the query
  *    engine, this compactor) ignore the sources: the merged row alone counts.
  * 5. delete the sources; once they are gone (checked by reading), empty the merged rows'
@@ -19,8 +19,12 @@
  *    chDB runs one statement at a time, and a waiting mutation would stall ingest and queries
  *    for about a second per statement.
  *
- * A crash (or a timeout) after 4 leaves merged rows and sources, never both counted; the next
- * pass finishes them. A list is emptied only once its sources are gone, and a group holding an
+ * 6. pack closed UTC days (query/days.ts): the hour rows of a (day, series, key version) and its
+ *    current pack, if any, become one new day pack that lists them all; then step 5 for it.
+ *    Hour groups of a day whose pack is unfinished are not merged meanwhile.
+ *
+ * A crash (or a timeout) after 4 (or the pack insert of 6) leaves merged rows and sources,
+ * never both counted; the next pass finishes them. A list is emptied only once its sources are gone, and a group holding an
  * unfinished merged row is not compacted again until then, so a deleted merged row can never
  * make rows it replaced visible again (no chains).
  *
@@ -32,9 +36,9 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import type { AccountKeys } from './keyring/index.js';
 import type { Logger } from './logger.js';
 import { openRollup, sealRollup } from './records.js';
-import { decodeAggregate, encodeAggregate, encodeDayPack, mergeInto, type Aggregate } from './rollup/index.js';
+import { decodeAggregate, encodeAggregate, encodeDayPack, forEachInDayPack, mergeInto, type Aggregate } from './rollup/index.js';
 import { fromBase64, table } from './query/context.js';
-import { DAY_MS, DAY_SQL, HOUR_MS, PACK_LABEL_SQL, notSupersededSql, packLabel } from './query/days.js';
+import { DAY_MS, DAY_PART_PREFIX, DAY_SQL, HOUR_MS, dayOf, hourEntry, supersededRefs } from './query/days.js';
 import {
   COMPACTION_PART_PREFIX,
   type RollupGroupCount,
@@ -51,7 +55,7 @@ export { COMPACTION_PART_PREFIX };
 
 export const DEFAULT_COMPACTION_INTERVAL_MS = 60_000;
 
-export type CompactionStep = 'inserted' | 'deleted' | 'cleared';
+export type CompactionStep = 'inserted' | 'packed' | 'deleted' | 'cleared';
 
 export interface CompactorOptions {
   store: Store;
@@ -129,6 +133,9 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** A queued mutation is not queued again for the same row within this time. */
 const REQUEUE_MS = 60_000;
 const sameList = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+const newPart = (prefix: string): string => `${prefix}${toHex(randomBytes(16))}`;
+/** (account, metric, UTC day, series) of a row: the scope of a day pack. */
+const dayId = (r: RollupGroupKey): string => `${r.accountId}\u0000${r.metric}\u0000${dayOf(r.bucket)}\u0000${r.series}`;
 
 function counters(registry: Registry | undefined) {
   if (!registry) return undefined;
@@ -274,8 +281,10 @@ export class Compactor {
       budget -= n;
     }
 
-    // 3. Read and merge.
-    const merged = taken.length > 0 ? await this.mergeGroups(taken, perGroup, report) : [];
+    // 3. Read and merge. An hour row an unfinished day pack lists is counted in that pack: its
+    // group waits until the pack is finished (with a full list of unfinished rows, every hour group).
+    const packing = earlier.length === maxGroups ? 'all' : new Set(earlier.filter((r) => r.level === 2).map(dayId));
+    const merged = taken.length > 0 ? await this.mergeGroups(taken, perGroup, report, packing) : [];
 
     // Resume after the last group done whole: a group merged only in part (more rows than
     // perGroup) is looked at again, unless this pass could merge nothing of it (its oldest rows
@@ -293,19 +302,7 @@ export class Compactor {
       report.writtenRows = merged.length;
       for (const m of merged) touched.add(m.accountId);
       await this.o.hook?.('inserted');
-      // A wipe or shred that destroyed the key version meanwhile: what was just written is
-      // unreadable noise the lifecycle may already have swept; delete it here.
-      const fresh = new Map<string, AccountKeys[] | undefined>();
-      kept = [];
-      const gone: RollupRow[] = [];
-      for (const m of merged) {
-        if (!fresh.has(m.accountId)) fresh.set(m.accountId, await this.o.keyring.accountKeys(m.accountId));
-        (fresh.get(m.accountId)?.some((k) => k.version === m.keyVersion) ? kept : gone).push(m);
-      }
-      if (gone.length) {
-        await store.deleteRollups(gone.map(refOf));
-        this.o.log.info({ rows: gone.length }, 'rollup compaction: key version destroyed during the pass; merged rows removed');
-      }
+      kept = await this.dropIfKeyGone(merged);
     }
 
     // 5. Sources out, then lists emptied: this pass's merged rows and earlier unfinished ones.
@@ -317,7 +314,7 @@ export class Compactor {
       report.unfinished = finishing.length - done.size;
     }
 
-    // 6. Day packs of closed UTC days whose hour rows changed (or were never packed).
+    // 6. Day packs of closed UTC days that have hour rows (never packed, or late data).
     if (await this.packDays(report)) report.more = true;
 
     // The sweep moves on only after a pass that went through.
@@ -331,7 +328,7 @@ export class Compactor {
   }
 
   /** Step 3: the merged row of every taken group that has at least two rows to merge. */
-  private async mergeGroups(taken: RollupGroupCount[], perGroup: number, report: CompactionReport): Promise<RollupRow[]> {
+  private async mergeGroups(taken: RollupGroupCount[], perGroup: number, report: CompactionReport, packing: Set<string> | 'all'): Promise<RollupRow[]> {
     const rows = await this.o.store.rollupsOfGroups(taken, perGroup);
     const byGroup = new Map<string, StoredRollup[]>();
     for (const r of rows) {
@@ -342,10 +339,13 @@ export class Compactor {
     }
     const keysOf = new Map<string, AccountKeys[] | undefined>();
     const now = this.now();
-    const part = `${COMPACTION_PART_PREFIX}${toHex(randomBytes(16))}`;
     const out: RollupRow[] = [];
     for (const g of taken) {
       if (g.level === 2) continue; // day packs are not merged: a repack replaces them (packDays)
+      if (g.level === 1 && (packing === 'all' || packing.has(dayId(g)))) {
+        report.skippedGroups++;
+        continue;
+      }
       const groupRows = byGroup.get(groupId(g)) ?? [];
       if (!keysOf.has(g.accountId)) keysOf.set(g.accountId, await this.o.keyring.accountKeys(g.accountId));
       const keys = keysOf.get(g.accountId);
@@ -387,7 +387,7 @@ export class Compactor {
           tagKeys: first.tagKeys,
           tagValues: first.tagValues,
           keyVersion: version,
-          part,
+          part: newPart(COMPACTION_PART_PREFIX), // one per row: a list entry names exactly one row
           supersedes: merged.sources.map((s) => s.part),
           // bound to the tag pseudonyms it is stored with (all sources carry the same ones)
           agg: sealRollup(key.dataKey, { ...g, tagKeys: first.tagKeys, tagValues: first.tagValues }, encodeAggregate(merged.agg)),
@@ -413,7 +413,7 @@ export class Compactor {
     // wait covers every replica (a reader on a lagging replica must not see a list emptied
     // before its sources are gone there). chDB runs one statement at a time: queue and poll.
     const wait = store.kind === 'remote';
-    const sourcesOf = (r: SupersedingRollup): RollupRef[] => r.supersedes.map((part) => ({ ...refOf(r), part }));
+    const sourcesOf = supersededRefs;
     const sources = rows.flatMap(sourcesOf);
     // This pass's sources were just read; only those of earlier passes may be gone already.
     const fresh = new Set(earlier.map(refId));
@@ -473,126 +473,168 @@ export class Compactor {
   }
 
   /**
-   * Step 6 (query/days.ts): for closed UTC days whose stored day pack does not carry the label
-   * of the hour rows stored now, read those hour rows, pack their aggregates (merging partials of
-   * one hour) into one row labelled with exactly the rows read, then queue the deletion of the
-   * day's older packs. Readers use a pack only while its label matches the hour rows, so a pack
-   * is never counted with the rows it packs, and one made stale by late data is simply not
-   * used until this step replaces it. Returns whether more days are waiting.
+   * A wipe or shred that destroyed a key version during the pass: rows just written under it are
+   * unreadable noise the lifecycle may already have swept; delete them here. Returns the others.
+   */
+  private async dropIfKeyGone(written: RollupRow[]): Promise<RollupRow[]> {
+    const fresh = new Map<string, AccountKeys[] | undefined>();
+    const kept: RollupRow[] = [];
+    const gone: RollupRow[] = [];
+    for (const m of written) {
+      if (!fresh.has(m.accountId)) fresh.set(m.accountId, await this.o.keyring.accountKeys(m.accountId));
+      (fresh.get(m.accountId)?.some((k) => k.version === m.keyVersion) ? kept : gone).push(m);
+    }
+    if (gone.length) {
+      await this.o.store.deleteRollups(gone.map(refOf));
+      this.o.log.info({ rows: gone.length }, 'rollup compaction: key version destroyed during the pass; rows written removed');
+    }
+    return kept;
+  }
+
+  /**
+   * Step 6 (query/days.ts): packs the hour rows of closed UTC days into one row per (day, metric,
+   * series, key version), together with the day's pack when there is one (late data: a repack).
+   * The pack lists what it holds in `supersedes`; those rows are then deleted and the list
+   * emptied (`finish`), the same steps as for merged rows, so a crash never counts anything
+   * twice. Only rows whose tick finished (a processed marker) or that compaction wrote are
+   * packed; a day with an unfinished merged row or pack waits until that is finished; rows that
+   * fail to open stay where they are (counted). Returns whether more days are waiting.
    */
   private async packDays(report: CompactionReport): Promise<boolean> {
     const limit = this.o.maxDayPacks ?? 2000;
     if (limit <= 0) return false;
     const { store } = this.o;
     const rollups = await table(store, 'rollups');
-    const closed = Math.floor((this.now() - (this.o.dayPackLagMs ?? 15 * 60_000)) / DAY_MS) * DAY_MS;
-    const hourRange = `level = 1 AND bucket < fromUnixTimestamp64Milli({closed:Int64}, 'UTC')`;
-    const stale = await store.query<{ a: string; m: string; d: number | string; s: string; v: number | string }>(
+    const processed = await table(store, 'processed');
+    const closed = dayOf(this.now() - (this.o.dayPackLagMs ?? 15 * 60_000));
+    const hours = `level = 1 AND bucket < fromUnixTimestamp64Milli({closed:Int64}, 'UTC')`;
+    const marked = (where: string) => `(startsWith(part, '${COMPACTION_PART_PREFIX}') OR (account_id, part) IN (
+      SELECT account_id, part FROM ${processed} WHERE (account_id, part) IN (SELECT account_id, part FROM ${rollups} WHERE ${where})))`;
+    const todo = await store.query<{ a: string; m: string; d: number | string; s: string; v: number | string }>(
       `SELECT account_id AS a, toString(metric) AS m, ${DAY_SQL} AS d, toString(series) AS s, key_version AS v
        FROM ${rollups}
-       WHERE ${hourRange} AND (account_id, metric, bucket, series, part) NOT IN (
-         SELECT account_id, metric, bucket, series, arrayJoin(supersedes) FROM ${rollups} WHERE ${hourRange} AND notEmpty(supersedes))
+       WHERE level IN (1, 2) AND bucket < fromUnixTimestamp64Milli({closed:Int64}, 'UTC')
+         AND (account_id, metric, ${DAY_SQL}, series) IN (SELECT account_id, metric, ${DAY_SQL}, series FROM ${rollups} WHERE ${hours})
        GROUP BY account_id, metric, d, series, key_version
-       HAVING (account_id, metric, d, series, key_version, ${PACK_LABEL_SQL}) NOT IN (
-         SELECT account_id, metric, ${DAY_SQL}, series, key_version, part FROM ${rollups} WHERE level = 2)
+       HAVING countIf(notEmpty(supersedes)) = 0 AND countIf(level = 1 AND ${marked(hours)}) > 0
        ORDER BY a, m, d, s, v
        LIMIT {lim:UInt32}`,
       { closed, lim: limit },
     );
-    if (stale.length === 0) return false;
-    const byAccount = new Map<string, typeof stale>();
-    for (const r of stale) {
+    if (todo.length === 0) return false;
+    const byAccount = new Map<string, typeof todo>();
+    for (const r of todo) {
       const list = byAccount.get(r.a);
       if (list) list.push(r);
       else byAccount.set(r.a, [r]);
     }
     const now = this.now();
+    const written: RollupRow[] = [];
     for (const [accountId, days] of byAccount) {
       const keys = await this.o.keyring.accountKeys(accountId);
       if (!keys?.length) continue;
       const dayNums = days.map((d) => Number(d.d));
-      const range = `account_id = {acc:String} AND level = 1
-        AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
-      const params: Params = {
-        acc: accountId,
-        from: Math.min(...dayNums) * DAY_MS,
-        to: (Math.max(...dayNums) + 1) * DAY_MS,
-        ks: days.map((d) => `${d.m}|${d.d}|${d.s}|${d.v}`),
-      };
-      // One read (one snapshot): the pack and its label come from the same rows.
-      const rows = await store.query<{ b: number; m: string; s: string; v: number | string; p: string; k: string[]; t: string[]; a: string; e: number }>(
-        `SELECT toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v, part AS p,
-           arrayMap(x -> toString(x), tag_keys) AS k, arrayMap(x -> toString(x), tag_values) AS t, base64Encode(agg) AS a,
-           toFloat64(toUnixTimestamp64Milli(expires_at)) AS e
+      const range = `account_id = {acc:String} AND level IN (1, 2)
+        AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')
+        AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))`;
+      // One read (one snapshot): a pack holds exactly the rows it lists.
+      const rows = await store.query<{ l: number; b: number; m: string; s: string; v: number | string; p: string; sup: string[]; k: string[]; t: string[]; a: string; e: number; ok: number }>(
+        `SELECT toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v, part AS p,
+           supersedes AS sup, arrayMap(x -> toString(x), tag_keys) AS k, arrayMap(x -> toString(x), tag_values) AS t, base64Encode(agg) AS a,
+           toFloat64(toUnixTimestamp64Milli(expires_at)) AS e, toUInt8(${marked(range)}) AS ok
          FROM ${rollups}
-         WHERE ${range} AND ${notSupersededSql(rollups, range)}
-           AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))`,
-        params,
+         WHERE ${range}`,
+        {
+          acc: accountId,
+          from: Math.min(...dayNums) * DAY_MS,
+          to: (Math.max(...dayNums) + 1) * DAY_MS,
+          ks: days.map((d) => `${d.m}|${d.d}|${d.s}|${d.v}`),
+        },
       );
       const groups = new Map<string, typeof rows>();
       for (const r of rows) {
-        const k = `${r.m}|${Math.floor(r.b / DAY_MS)}|${r.s}|${r.v}`;
+        const k = `${r.m}|${dayOf(r.b)}|${r.s}|${r.v}`;
         const list = groups.get(k);
         if (list) list.push(r);
         else groups.set(k, [r]);
       }
-      const out: RollupRow[] = [];
       for (const list of groups.values()) {
-        const first = list[0]!;
-        const version = Number(first.v);
+        const version = Number(list[0]!.v);
         const key = keys.find((k) => k.version === version);
-        if (!key) continue;
-        const day = Math.floor(first.b / DAY_MS) * DAY_MS;
-        const hours = new Map<number, Aggregate>();
-        let ok = true;
-        for (const r of list) {
-          if (!(sameList(r.k, first.k) && sameList(r.t, first.t))) {
-            ok = false; // not what the processor writes: leave the day to its hour rows
-            break;
-          }
-          const plain = openRollup(key.dataKey, { accountId, level: 1, bucket: r.b, metric: r.m, series: r.s, tagKeys: r.k, tagValues: r.t }, fromBase64(r.a));
-          try {
-            const agg = plain ? decodeAggregate(plain) : undefined;
-            if (!agg) throw new Error('does not open');
-            const h = Math.floor((r.b - day) / HOUR_MS);
-            const cur = hours.get(h);
-            if (cur) mergeInto(cur, agg);
-            else hours.set(h, agg);
-          } catch {
-            ok = false;
-            break;
-          }
+        const packs = list.filter((r) => Number(r.l) === 2);
+        if (!key || packs.length > 1 || list.some((r) => r.sup.length > 0)) {
+          report.skippedGroups++; // a destroyed key version, or not what compaction leaves: left alone
+          continue;
         }
-        if (!ok) continue; // counted where they are merged (or read); the day stays on its hour rows
-        const id = { accountId, level: 2 as const, bucket: day, metric: first.m, series: first.s, tagKeys: first.k, tagValues: first.t };
-        const pack = encodeDayPack([...hours].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })));
-        out.push({
+        const first = packs[0] ?? list[0]!;
+        const day = dayOf(first.b);
+        const id = { accountId, bucket: day, metric: first.m, series: first.s, tagKeys: first.k, tagValues: first.t };
+        const hourAggs = new Map<number, Aggregate>();
+        const addHour = (h: number, agg: Aggregate) => {
+          const cur = hourAggs.get(h);
+          if (cur) mergeInto(cur, agg);
+          else hourAggs.set(h, agg);
+        };
+        const sources: typeof rows = [];
+        if (packs[0]) {
+          const plain = openRollup(key.dataKey, { ...id, level: 2 }, fromBase64(packs[0].a));
+          try {
+            if (!plain) throw new Error('does not open');
+            forEachInDayPack(plain, (h, bytes) => addHour(h, decodeAggregate(bytes)));
+          } catch {
+            report.failedRows++; // the day stays as it is: its pack and hour rows are read as they are
+            this.o.log.warn({ accountId, day, failedRows: 1 }, 'rollup compaction: a day pack failed to open; day left as it is');
+            continue;
+          }
+          sources.push(packs[0]);
+        }
+        for (const r of list) {
+          if (Number(r.l) !== 1) continue;
+          if (!r.ok) {
+            report.unmarkedRows++;
+            continue;
+          }
+          const plain = sameList(r.k, first.k) && sameList(r.t, first.t)
+            ? openRollup(key.dataKey, { ...id, level: 1, bucket: r.b, tagKeys: r.k, tagValues: r.t }, fromBase64(r.a))
+            : null; // other tag pseudonyms than its series: not what the processor writes
+          let agg: Aggregate | undefined;
+          try {
+            agg = plain ? decodeAggregate(plain) : undefined;
+          } catch {
+            agg = undefined;
+          }
+          if (!agg) {
+            report.failedRows++;
+            continue;
+          }
+          addHour(Math.floor((r.b - day) / HOUR_MS), agg);
+          sources.push(r);
+        }
+        if (sources.length === (packs[0] ? 1 : 0)) continue; // no hour row to add
+        written.push({
           ...id,
+          level: 2,
           keyVersion: version,
-          part: packLabel(list.map((r) => ({ bucket: r.b, part: r.p }))),
-          supersedes: [],
-          agg: sealRollup(key.dataKey, id, pack),
+          part: newPart(DAY_PART_PREFIX),
+          supersedes: sources.map((r) => (Number(r.l) === 2 ? r.p : hourEntry(r.b, r.p))),
+          agg: sealRollup(key.dataKey, { ...id, level: 2 }, encodeDayPack([...hourAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })))),
           writtenAt: now,
-          expiresAt: Math.max(...list.map((r) => r.e)),
+          expiresAt: Math.max(...sources.map((r) => r.e)),
         });
       }
-      if (out.length === 0) continue;
-      await store.insertRollups(out);
-      report.packedDays += out.length;
-      // Older packs of these days are never read again (other label): queue their deletion.
-      const old = await store.query<{ b: number; m: string; s: string; p: string }>(
-        `SELECT toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s, part AS p
-         FROM ${rollups}
-         WHERE account_id = {acc:String} AND level = 2 AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')
-           AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))
-           AND NOT has({keep:Array(String)}, part)`,
-        { ...params, keep: out.map((r) => r.part) },
-      );
-      if (old.length) {
-        await store.deleteRollups(old.map((r) => ({ accountId, level: 2 as const, bucket: r.b, metric: r.m, series: r.s, part: r.p })));
-      }
     }
-    return stale.length === limit;
+    if (written.length > 0) {
+      await store.insertRollups(written);
+      report.packedDays += written.length;
+      await this.o.hook?.('packed');
+      const kept = await this.dropIfKeyGone(written);
+      const rows = kept.map((r) => ({ ...refOf(r), supersedes: r.supersedes ?? [] }));
+      const done = await this.finish([], rows);
+      report.unfinished += rows.length - done.size;
+      this.o.onCompacted?.([...new Set(kept.map((r) => r.accountId))]);
+    }
+    // A full page that packed nothing (rows that fail to open, say) waits for the next scheduled pass.
+    return todo.length === limit && written.length > 0;
   }
 
   /** Opens and merges a group's candidate rows; rows that fail are left out (and stay stored). */

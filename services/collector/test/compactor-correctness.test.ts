@@ -10,7 +10,7 @@ import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
 import { Compactor, type CompactionStep } from '../src/compactor.js';
-import { runQuery, type QueryResult } from '../src/query/index.js';
+import { listMetrics, runQuery, type QueryResult } from '../src/query/index.js';
 import { createLogger } from '../src/logger.js';
 import type { RollupRow } from '../src/storage/types.js';
 import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
@@ -19,6 +19,7 @@ import { checkAgainstReference, generatePoints, type GenPoint, type RefQuery } f
 const NOW = Date.UTC(2026, 3, 1, 12);
 const FROM = NOW - 2 * 86_400_000;
 const FAR = Date.UTC(2099, 0, 1); // hand-made rows: not expired by TTL on the real clock
+const TODAY = Date.UTC(2026, 3, 1); // the UTC day of NOW: not closed, so never packed
 const offset = NOW - Date.now();
 const now = () => Date.now() + offset;
 const silent = createLogger({ level: 'silent' });
@@ -98,6 +99,14 @@ async function shape(accountId: string): Promise<Shape> {
   );
   return { rows: Number(r!.rows), groups: Number(r!.groups), pending: Number(r!.pending) };
 }
+/** Hour rows stored for closed UTC days (compaction packs them into day packs). */
+async function closedHourRows(accountId: string): Promise<number> {
+  const [r] = await c.services.store.query<{ n: string }>(
+    `SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket < fromUnixTimestamp64Milli({t:Int64}, 'UTC')`,
+    { a: accountId, t: TODAY },
+  );
+  return Number(r!.n);
+}
 /** Day packs (level 2) per (day, metric, series, key version), and how many are stored. */
 async function dayPacks(accountId: string): Promise<{ rows: number; days: number }> {
   const [r] = await c.services.store.query<{ rows: string; days: string }>(
@@ -133,18 +142,24 @@ describe('rollup compaction', () => {
   it('leaves one row per group and the same answers (every aggregation, grouped, filtered)', async () => {
     const before = await checkAll(a, QUERIES);
     const beforeB = await checkAll(b, QUERIES);
+    const listing = await listMetrics({ ...deps(), now }, a.accountId); // its 24 hours reach into a closed day
     const s0 = await shape(a.accountId);
     expect(s0.rows).toBeGreaterThan(s0.groups);
 
     const report = await compactor({ maxRows: 2000, maxGroups: 300 }).runUntilDone(); // small bounds: several passes
-    expect(report).toMatchObject({ failedRows: 0, unmarkedRows: 0, more: false });
+    expect(report).toMatchObject({ failedRows: 0, unmarkedRows: 0, unfinished: 0, more: false });
     const s1 = await shape(a.accountId);
-    expect(s1).toEqual({ rows: s0.groups, groups: s0.groups, pending: 0 });
+    // one row per group; the hour rows of closed days are in their day packs now
+    expect(s1).toEqual({ rows: s1.groups, groups: s1.groups, pending: 0 });
+    expect(s1.groups).toBeLessThan(s0.groups);
+    expect(await closedHourRows(a.accountId)).toBe(0);
     const sB = await shape(b.accountId);
     expect(sB.rows).toBe(sB.groups);
 
     const after = await checkAll(a, QUERIES);
     expectSameAnswers(before, after);
+    expect(await listMetrics({ ...deps(), now }, a.accountId)).toEqual(listing);
+    expect(listing.metrics.find((m) => m.name === 'orders')?.points24h).toBeGreaterThan(0);
     expectSameAnswers(beforeB, await checkAll(b, QUERIES));
     const opened = (rs: QueryResult[]) => rs.reduce((n, r) => n + r.meta.rows, 0);
     expect(opened(after)).toBeLessThan(opened(before));
@@ -181,6 +196,32 @@ describe('rollup compaction', () => {
     expectSameAnswers([late], [repacked]);
     expect(repacked.meta.rows).toBeLessThan(late.meta.rows);
     expect(repacked.meta.failedRows).toBe(0);
+  });
+
+  it('counts nothing twice after a crash between a day pack insert and the deletion of its hour rows', async () => {
+    const x = await createAccount(c);
+    await ingest(x, generatePoints(21, 150, FROM, NOW - 60_000));
+    const before = await checkAll(x);
+    await expect(compactor({ hook: crashAt('packed') }).runPass()).rejects.toThrow(/simulated crash/);
+    const pendingPacks = async () => {
+      const [r] = await c.services.store.query<{ n: string }>(
+        'SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND level = 2 AND notEmpty(supersedes)',
+        { a: x.accountId },
+      );
+      return Number(r!.n);
+    };
+    expect(await pendingPacks()).toBeGreaterThan(0); // packs written, their hour rows still stored
+    expect(await closedHourRows(x.accountId)).toBeGreaterThan(0);
+    expectSameAnswers(before, await checkAll(x));
+    // Late data into the packed days meanwhile: hour groups holding a packed row are not merged
+    // until the pack is finished (the pack already counts that row).
+    await ingest(x, generatePoints(22, 60, FROM, TODAY - 60_000));
+    const late = await checkAll(x);
+    const r = await compactor().runUntilDone();
+    expect(r.finished).toBeGreaterThan(0);
+    expect(await pendingPacks()).toBe(0);
+    expect(await closedHourRows(x.accountId)).toBe(0);
+    expectSameAnswers(late, await checkAll(x));
   });
 
   it('counts nothing twice after a crash between the merged-row insert and the source delete', async () => {
@@ -228,8 +269,8 @@ describe('rollup compaction', () => {
     const [row] = await c.services.store.query<{ level: number; b: string; m: string; s: string; v: number; a: string; tk: string[]; tv: string[] }>(
       `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v,
          base64Encode(agg) AS a, tag_keys AS tk, tag_values AS tv
-       FROM rollups WHERE account_id = {a:String} AND level = 1 LIMIT 1`,
-      { a: x.accountId },
+       FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') LIMIT 1`,
+      { a: x.accountId, t: TODAY },
     );
     const inflight: RollupRow = {
       accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s, tagKeys: row!.tk, tagValues: row!.tv,
@@ -282,8 +323,8 @@ describe('rollup compaction', () => {
     // A tampered row in a group with a marked part: garbage ciphertext under a real tick's part.
     const [row] = await c.services.store.query<{ level: number; b: string; m: string; s: string; part: string }>(
       `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, part
-       FROM rollups WHERE account_id = {a:String} AND level = 1 LIMIT 1`,
-      { a: x.accountId },
+       FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') LIMIT 1`,
+      { a: x.accountId, t: TODAY },
     );
     const group = { accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s };
     const bad = 'tampered000000000000000000000000';
@@ -308,8 +349,8 @@ describe('rollup compaction', () => {
     const [row] = await c.services.store.query<{ level: number; b: string; m: string; s: string; tk: string[]; tv: string[]; a: string }>(
       `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s,
          arrayMap(x -> toString(x), tag_keys) AS tk, arrayMap(x -> toString(x), tag_values) AS tv, base64Encode(agg) AS a
-       FROM rollups WHERE account_id = {a:String} AND level = 1 AND notEmpty(tag_values) LIMIT 1`,
-      { a: x.accountId },
+       FROM rollups WHERE account_id = {a:String} AND level = 1 AND notEmpty(tag_values) AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') LIMIT 1`,
+      { a: x.accountId, t: TODAY },
     );
     const group = { accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s };
     // A genuine ciphertext copied into a second row of its group, its tag values relabelled.
@@ -341,7 +382,7 @@ describe('rollup compaction', () => {
   });
 
   it('exports its progress as Prometheus counters', async () => {
-    await ingest(b, generatePoints(19, 20, FROM, NOW - 60_000));
+    await ingest(b, generatePoints(19, 20, NOW - 3 * 3_600_000, NOW - 60_000)); // today's hours: merged, not packed
     await c.services.compactor!.runUntilDone();
     const text = await c.services.metrics.registry.metrics();
     expect(text).toMatch(/cipherstat_compaction_passes_total\{result="ok"\} [1-9]/);

@@ -1,11 +1,12 @@
 /**
  * GET /v1/metrics: what an account has recorded. Metric names and kinds come from the
  * encrypted dictionary; which tag keys and values occur with a metric from the hour
- * rollups of the last 30 days (ClickHouse counts distinct pseudonyms; labels are decrypted
- * here); the 24-hour volume by opening the hour rollups of the last 24 hours.
+ * rollups and day packs of the last 30 days (ClickHouse counts distinct pseudonyms; labels are
+ * decrypted here); the 24-hour volume by opening the hour rollups and day packs of the last 24 hours.
  */
 import { openRollupJoined } from '../records.js';
-import { decodeAggregate } from '../rollup/index.js';
+import { decodeAggregate, forEachInDayPack } from '../rollup/index.js';
+import { dayOf, hourLevelSql } from './days.js';
 import { accountContext, allDictionary, fromBase64, lookupDictionary, table, type QueryDeps } from './context.js';
 
 /** A tag key lists its values when it has at most this many. */
@@ -50,21 +51,20 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
     `SELECT toString(metric) AS m, toString(kv.1) AS k, uniqExact(kv.2) AS n,
        arrayMap(x -> toString(x), groupUniqArray(${MAX_LISTED_VALUES + 1})(kv.2)) AS vs
      FROM ${rollups} ARRAY JOIN arrayZip(tag_keys, tag_values) AS kv
-     WHERE account_id = {acc:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
+     WHERE account_id = {acc:String} AND level IN (1, 2) AND bucket >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
      GROUP BY metric, kv.1`,
     { acc: accountId, since: now - TAGS_WINDOW_MS },
   );
-  const volumeRange = `account_id = {acc:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')`;
-  const volumeRows = await deps.store.query<{ m: string; v: number; b: number; s: string; a: string; k: string; t: string }>(
-    // Like the query engine: a row a merged row of its group supersedes (compaction) is counted there.
-    `SELECT toString(metric) AS m, key_version AS v, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(series) AS s, base64Encode(agg) AS a,
-       arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t
-     FROM ${rollups}
-     WHERE ${volumeRange}
-       AND (metric, bucket, series, part) NOT IN (
-         SELECT metric, bucket, series, arrayJoin(supersedes) FROM ${rollups} WHERE ${volumeRange} AND notEmpty(supersedes))
-     LIMIT {lim:UInt32}`,
-    { acc: accountId, since: volumeSince, lim: VOLUME_ROW_LIMIT },
+  // Like the query engine: hour rows no merged row or day pack supersedes, and the packs of
+  // the days the window overlaps (their hours inside it).
+  const volumeRows = await deps.store.query<{ l: number; m: string; v: number; b: number; s: string; a: string; k: string; t: string }>(
+    `SELECT * FROM (${hourLevelSql(
+      rollups,
+      `toUInt8(level) AS l, toString(metric) AS m, key_version AS v, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(series) AS s, base64Encode(agg) AS a,
+       arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t`,
+      'account_id = {acc:String}',
+    )}) LIMIT {lim:UInt32}`,
+    { acc: accountId, from: volumeSince, to: volumeSince + 24 * HOUR, dfrom: dayOf(volumeSince), lim: VOLUME_ROW_LIMIT },
   );
 
   // Labels of tag keys, and of the values of keys with few values.
@@ -75,16 +75,24 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   // Volume: open each row (never trust a row that does not open).
   const volume = new Map<string, number>();
   let failedRows = 0;
-  const identity = { accountId, level: 1 as const, bucket: 0, metric: '', series: '' };
+  const identity: { accountId: string; level: 1 | 2; bucket: number; metric: string; series: string } = { accountId, level: 1, bucket: 0, metric: '', series: '' };
   for (const r of volumeRows) {
     const keys = ctx.byVersion.get(Number(r.v));
+    identity.level = Number(r.l) === 2 ? 2 : 1;
     identity.bucket = r.b;
     identity.metric = r.m;
     identity.series = r.s;
     const plain = keys ? openRollupJoined(keys.dataKey, identity, r.k, r.t, fromBase64(r.a)) : null;
     let count: number | undefined;
     try {
-      count = plain ? decodeAggregate(plain, false).count : undefined;
+      if (plain && identity.level === 2) {
+        let n = 0;
+        forEachInDayPack(plain, (h, bytes) => {
+          const t = r.b + h * HOUR;
+          if (t >= volumeSince && t < volumeSince + 24 * HOUR) n += decodeAggregate(bytes, false).count;
+        });
+        count = n;
+      } else count = plain ? decodeAggregate(plain, false).count : undefined;
     } catch {
       count = undefined;
     }

@@ -59,19 +59,6 @@ export const fromBase64 = (s: string): Uint8Array => {
   return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
 };
 
-let scratch = Buffer.allocUnsafe(64 * 1024);
-
-/**
- * Like fromBase64, into one reused buffer: the bytes are valid only until the next call.
- * For the engine's hot loop, where the ciphertext is opened (copied) at once.
- */
-export const fromBase64Scratch = (s: string): Uint8Array => {
-  const max = (s.length >>> 2) * 3 + 3;
-  if (max > scratch.length) scratch = Buffer.allocUnsafe(Math.max(max, scratch.length * 2));
-  const n = scratch.write(s, 'base64');
-  return new Uint8Array(scratch.buffer, scratch.byteOffset, n);
-};
-
 const databases = new WeakMap<Store, Promise<string>>();
 
 /** `db.table` for one of the store's tables (the store's SQL is not bound to a database). */

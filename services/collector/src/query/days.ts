@@ -1,35 +1,70 @@
 /**
  * Day packs (rollup level 2): one row per (UTC day, metric, series, key version) holding that
- * day's hour aggregates in one ciphertext, written by compaction (src/compactor.ts). They are
- * derived and replaceable: the hour rows stay the source of truth.
+ * day's hour aggregates in one ciphertext, written by compaction (src/compactor.ts) for closed
+ * days. A pack is a merged row like any other: it lists in `supersedes` the rows it replaces,
+ * compaction then deletes them and empties the list (the same crash-safe steps as merging
+ * partial rows). So once a day is packed its hour rows are gone, and a query reads the pack
+ * plus only the hour rows that arrived later (late data), without comparing sets of rows.
  *
- * A day row's `part` is a label of exactly the hour rows it packs: `c:d:` + the first 128 bits
- * of SHA-256 over the sorted `<hour>:<part>` of those rows. A reader uses a day row only when
- * the label of the hour rows stored now (superseded rows left out, as everywhere) equals it,
- * and then leaves those hour rows out, in one SQL query; late data, a compaction or a recovery
- * changes the set and so the label, and the day is read from its hour rows again until
- * compaction repacks it. The engine also enforces in this process that a (day, series, key
- * version) is counted through at most one day row and never also through hour rows.
+ * `supersedes` entries of a pack: `<hour>/<part>` for an hour row (level 1, bucket = day +
+ * hour), a bare `<part>` for an older pack of the same day it replaces (repack after late
+ * data). Parts never contain '/'. Every row compaction writes has its own random part, so an
+ * entry names exactly one row.
  */
-import { createHash } from 'node:crypto';
+import type { RollupRef, SupersedingRollup } from '../storage/types.js';
 import { COMPACTION_PART_PREFIX } from '../storage/types.js';
 
 export const HOUR_MS = 3_600_000;
 export const DAY_MS = 86_400_000;
-/** Day rows are written by compaction: their parts carry its prefix (recovery never deletes them). */
+/** Parts of day packs (compaction's prefix: recovery never deletes them). */
 export const DAY_PART_PREFIX = `${COMPACTION_PART_PREFIX}d:`;
 
 /** UTC day number of a row's bucket. */
 export const DAY_SQL = 'intDiv(toUnixTimestamp64Milli(bucket), 86400000)';
-/** The label of the hour rows aggregated (GROUP BY day, metric, series, key_version). */
-export const PACK_LABEL_SQL = `concat('${DAY_PART_PREFIX}', substring(hex(SHA256(arrayStringConcat(arraySort(groupArray(concat(toString(intDiv(toUnixTimestamp64Milli(bucket) % 86400000, 3600000)), ':', part))), ','))), 1, 32))`;
 
-/** The same label computed here, from the (bucket, part) of the hour rows packed. */
-export function packLabel(rows: { bucket: number; part: string }[]): string {
-  const items = rows.map((r) => `${Math.floor((((r.bucket % DAY_MS) + DAY_MS) % DAY_MS) / HOUR_MS)}:${r.part}`).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
-  return `${DAY_PART_PREFIX}${createHash('sha256').update(items.join(',')).digest('hex').slice(0, 32).toUpperCase()}`;
+/** Start of the UTC day of `t` (epoch ms). */
+export const dayOf = (t: number): number => t - (((t % DAY_MS) + DAY_MS) % DAY_MS);
+
+/** A pack's `supersedes` entry for one of its hour rows. */
+export const hourEntry = (bucket: number, part: string): string => `${Math.floor((bucket - dayOf(bucket)) / HOUR_MS)}/${part}`;
+
+/** The rows a merged row or a day pack replaces, from its `supersedes` list. */
+export function supersededRefs(r: SupersedingRollup): RollupRef[] {
+  const base = { accountId: r.accountId, level: r.level, bucket: r.bucket, metric: r.metric, series: r.series };
+  return r.supersedes.map((e) => {
+    const slash = r.level === 2 ? e.indexOf('/') : -1;
+    if (slash < 0) return { ...base, part: e };
+    return { ...base, level: 1, bucket: r.bucket + Number(e.slice(0, slash)) * HOUR_MS, part: e.slice(slash + 1) };
+  });
 }
 
-/** Rows of `range` that no merged row of their group supersedes (compaction). */
+/** Rows of `range` (one level) that no merged row of their group supersedes. */
 export const notSupersededSql = (rollups: string, range: string): string =>
   `(metric, bucket, series, part) NOT IN (SELECT metric, bucket, series, arrayJoin(supersedes) FROM ${rollups} WHERE ${range} AND notEmpty(supersedes))`;
+
+/**
+ * Hour rows that no day pack of `packRange` (level 2 rows) supersedes. Outside the moments
+ * between a pack's insert and the deletion of its hour rows every list is empty, and this
+ * reads only the array sizes of the packs in range.
+ */
+export const notPackedSql = (rollups: string, packRange: string): string =>
+  `(metric, bucket, series, part) NOT IN (
+    SELECT metric, addHours(bucket, toUInt8(splitByChar('/', e)[1])), series, splitByChar('/', e)[2]
+    FROM ${rollups} ARRAY JOIN supersedes AS e
+    WHERE ${packRange} AND notEmpty(supersedes) AND position(e, '/') > 0)`;
+
+/**
+ * Hour-level rows of [from, to): the hour rows of the range no merged row or pack supersedes,
+ * and the current day packs of the UTC days overlapping it (the reader keeps only their hours
+ * inside the range). `base` filters account and metric (no level, no time); `filters` the tags.
+ * Binds {from:Int64}, {to:Int64} and {dfrom:Int64} (= dayOf(from)).
+ */
+export function hourLevelSql(rollups: string, cols: string, base: string, filters = '1'): string {
+  const hours = `${base} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
+  const packs = `${base} AND level = 2 AND bucket >= fromUnixTimestamp64Milli({dfrom:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
+  return `SELECT ${cols} FROM ${rollups}
+  WHERE ${hours} AND ${filters} AND ${notSupersededSql(rollups, hours)} AND ${notPackedSql(rollups, packs)}
+  UNION ALL
+  SELECT ${cols} FROM ${rollups}
+  WHERE ${packs} AND ${filters} AND ${notSupersededSql(rollups, packs)}`;
+}

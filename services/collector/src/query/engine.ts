@@ -18,9 +18,10 @@
  *   with ClickHouse's `enable_shared_storage_snapshot_in_query` (default since 25.12, chDB
  *   included; older servers: set it in the profile, else a query racing the insert of a
  *   merged row may, rarely, count it and its sources once each);
- * - hour-level queries read a day pack (level 2, query/days.ts) for each whole UTC day in range
- *   whose pack is current, instead of that day's hour rows; this process counts a (day,
- *   series, key version) through at most one pack and never also through its hour rows;
+ * - hour-level queries read the day packs (level 2, query/days.ts) of the UTC days the range
+ *   overlaps, keeping their hours inside the range, plus the hour rows no pack supersedes
+ *   (today's, and late data for packed days); a (day, series, key version) is counted
+ *   through at most one pack;
  * - a row's group and filter match come from its tag pseudonym arrays, which its identity tag
  *   covers: storage rewriting `tag_values` makes the row fail to open (never regrouped).
  */
@@ -28,8 +29,9 @@ import { CollectorError } from '../errors.js';
 import { openRollupJoined } from '../records.js';
 import { decodeAggregate, emptyAggregate, finalize, forEachInDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
 import type { Params, RollupLevel } from '../storage/types.js';
-import { DAY_MS, DAY_SQL, HOUR_MS, PACK_LABEL_SQL, notSupersededSql } from './days.js';
-import { accountContext, fromBase64Scratch, lookupDictionary, table, u64s, type AccountContext, type QueryDeps, type VersionKeys } from './context.js';
+import { DAY_MS, HOUR_MS, dayOf, hourLevelSql, notSupersededSql } from './days.js';
+import { RowBinaryReader } from '../storage/index.js';
+import { accountContext, lookupDictionary, table, u64s, type AccountContext, type QueryDeps, type VersionKeys } from './context.js';
 import { parseQuery, queryKey, type Query } from './request.js';
 
 /** Most rollup rows one query may read (each is opened and merged here). */
@@ -75,7 +77,8 @@ export interface Row {
   b: number;
   v: number;
   s: string;
-  a: string;
+  /** the sealed aggregate (a view into the query's output) */
+  a: Uint8Array;
   /** tag_keys joined by ',' (bound into the row's identity tag) */
   k: string;
   /** tag_values joined by ',' (bound into the row's identity tag) */
@@ -111,7 +114,7 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
   const ctx = await accountContext(deps, accountId);
   const t0 = performance.now();
   const { sql, params, metricOf } = buildSql(ctx, q, await table(deps.store, 'rollups'));
-  const rows = await deps.store.query<Row>(sql, params);
+  const rows = readRows(await deps.store.queryBinary(sql, params));
   const t1 = performance.now();
   if (rows.length > MAX_ROWS) {
     throw new CollectorError(400, 'query_too_large', `more than ${MAX_ROWS} stored rows; shorten the range, use a longer interval or filter`);
@@ -139,6 +142,17 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
       cached: false,
     },
   };
+}
+
+/** The columns of a Row, in the order readRows reads them (RowBinary). */
+const ROW_COLUMNS = `toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, agg AS a,
+  arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t`;
+
+function readRows(bytes: Uint8Array): Row[] {
+  const r = new RowBinaryReader(bytes);
+  const rows: Row[] = [];
+  while (!r.done) rows.push({ l: r.u8(), b: r.f64(), v: r.u32(), s: r.string(), a: r.bytes(), k: r.string(), t: r.string() });
+  return rows;
 }
 
 const tooManySeries = () =>
@@ -176,13 +190,9 @@ export function buildSql(ctx: AccountContext, q: Query, rollups: string): { sql:
   const metrics = `metric IN (${ctx.versions.map((_, i) => `{m${i}:UInt64}`).join(', ')})`;
   const range = `account_id = {acc:String} AND level = {lvl:UInt8} AND ${metrics}
   AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
-  const cols = `toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, base64Encode(agg) AS a,
-  arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t`;
-  const filters = perVersion.length === 1 ? perVersion[0] : `(${perVersion.join(' OR ')})`;
-  // Day packs (query/days.ts) for the whole UTC days of an hour-level range.
-  const dFrom = Math.ceil(q.starts[0]! / DAY_MS) * DAY_MS;
-  const dTo = Math.floor(q.end / DAY_MS) * DAY_MS;
-  if (q.level !== 1 || dTo <= dFrom) {
+  const cols = ROW_COLUMNS;
+  const filters = perVersion.length === 1 ? perVersion[0]! : `(${perVersion.join(' OR ')})`;
+  if (q.level !== 1) {
     const sql = `SELECT ${cols}
 FROM ${rollups}
 WHERE ${range}
@@ -191,29 +201,11 @@ WHERE ${range}
 LIMIT {lim:UInt32}`;
     return { sql, params, metricOf };
   }
-  Object.assign(params, { dfrom: dFrom, dto: dTo });
-  const dayRange = (level: number) => `account_id = {acc:String} AND level = ${level} AND ${metrics}
-  AND bucket >= fromUnixTimestamp64Milli({dfrom:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({dto:Int64}, 'UTC')`;
-  // The label of the hour rows stored now, per (day, series, key version), and the day rows carrying it.
-  const current = `SELECT metric, ${DAY_SQL} AS d, series, key_version, ${PACK_LABEL_SQL}
-    FROM ${rollups} WHERE ${dayRange(1)} AND ${notSupersededSql(rollups, dayRange(1))}
-    GROUP BY metric, d, series, key_version`;
-  const packed = `SELECT metric, ${DAY_SQL}, series, key_version FROM ${rollups}
-    WHERE ${dayRange(2)} AND (metric, ${DAY_SQL}, series, key_version, part) IN (${current})`;
+  // Hour rows plus the day packs (query/days.ts) of the UTC days the range overlaps.
+  params.dfrom = dayOf(q.starts[0]!);
+  const base = `account_id = {acc:String} AND ${metrics}`;
   const sql = `SELECT * FROM (
-  SELECT ${cols}
-  FROM ${rollups}
-  WHERE ${range}
-    AND ${filters}
-    AND ${notSupersededSql(rollups, range)}
-    AND (bucket < fromUnixTimestamp64Milli({dfrom:Int64}, 'UTC') OR bucket >= fromUnixTimestamp64Milli({dto:Int64}, 'UTC')
-      OR (metric, ${DAY_SQL}, series, key_version) NOT IN (${packed}))
-  UNION ALL
-  SELECT ${cols}
-  FROM ${rollups}
-  WHERE ${dayRange(2)}
-    AND ${filters}
-    AND (metric, ${DAY_SQL}, series, key_version, part) IN (${current})
+${hourLevelSql(rollups, cols, base, filters)}
 )
 LIMIT {lim:UInt32}`;
   return { sql, params, metricOf };
@@ -300,7 +292,7 @@ export function mergeRows(
     identity.bucket = row.b;
     identity.metric = metric;
     identity.series = row.s;
-    const plain = openRollupJoined(keys.dataKey, identity, row.k, row.t, fromBase64Scratch(row.a));
+    const plain = openRollupJoined(keys.dataKey, identity, row.k, row.t, row.a);
     if (!plain) return null;
     const ck = `${row.v}\u0001${row.k}\u0001${row.t}`;
     let grp = groupCache.get(ck);
@@ -308,47 +300,36 @@ export function mergeRows(
     return grp === null ? null : { plain, grp }; // null: storage returned a row outside the filter
   };
 
-  // Day packs first: a (day, series, key version) counted through one is never counted again,
-  // neither through another day row nor through its hour rows (whatever storage returned).
+  // A (day, series, key version) is counted through at most one day pack: compaction leaves
+  // one (an older one is superseded, and left out by the SELECT); a second is not trusted.
   const packedDays = new Set<string>();
+  const from = starts[0]!;
   for (let r = 0; r < rows.length; r++) {
     const row = rows[r]!;
-    if (row.l !== 2) continue;
     const keys = ctx.byVersion.get(row.v);
     const metric = metricOf.get(row.v);
     const plan = byVersion.get(row.v);
-    const dayKey = `${row.v}\u0000${row.s}\u0000${row.b}`;
-    if (packedDays.has(dayKey)) continue; // a duplicate (a repack not yet replaced): counted once
-    const whole = row.b >= Math.ceil(starts[0]! / DAY_MS) * DAY_MS && row.b + DAY_MS <= q.end && row.b % DAY_MS === 0;
-    const opened = q.level === 1 && whole && keys && metric !== undefined && plan ? open(row, keys, plan, metric) : null;
-    if (!opened) {
-      failed++;
+    if (row.l === 2) {
+      const dayKey = `${row.v}\u0000${row.s}\u0000${row.b}`;
+      const opened = q.level === 1 && !packedDays.has(dayKey) && row.b % DAY_MS === 0 && keys && metric !== undefined && plan ? open(row, keys, plan, metric) : null;
+      if (!opened) {
+        failed++;
+        continue;
+      }
+      packedDays.add(dayKey);
+      try {
+        forEachInDayPack(opened.plain, (h, bytes) => {
+          const t = row.b + h * HOUR_MS;
+          if (t < from || t >= q.end) return; // a day at the edge of the range: its hours inside only
+          let i = bucketIndex.get(t);
+          if (i === undefined) bucketIndex.set(t, (i = locate(starts, t)));
+          add(opened.grp, i, bytes);
+        });
+      } catch {
+        failed++; // a malformed pack (its hours before the fault are counted, like separate rows)
+      }
       continue;
     }
-    const hours: [number, Uint8Array][] = [];
-    try {
-      forEachInDayPack(opened.plain, (h, bytes) => hours.push([h, bytes]));
-    } catch {
-      failed++;
-      continue;
-    }
-    packedDays.add(dayKey);
-    for (const [h, bytes] of hours) {
-      const t = row.b + h * HOUR_MS;
-      let i = bucketIndex.get(t);
-      if (i === undefined) bucketIndex.set(t, (i = locate(starts, t)));
-      if (i < 0 || t >= q.end) continue; // whole days only are asked for; never outside the range
-      add(opened.grp, i, bytes);
-    }
-  }
-
-  for (let r = 0; r < rows.length; r++) {
-    const row = rows[r]!;
-    if (row.l === 2) continue;
-    if (packedDays.size > 0 && packedDays.has(`${row.v}\u0000${row.s}\u0000${row.b - (((row.b % DAY_MS) + DAY_MS) % DAY_MS)}`)) continue;
-    const keys = ctx.byVersion.get(row.v);
-    const metric = metricOf.get(row.v);
-    const plan = byVersion.get(row.v);
     let i = bucketIndex.get(row.b);
     if (i === undefined) bucketIndex.set(row.b, (i = locate(starts, row.b)));
     if (!keys || metric === undefined || !plan || i < 0) {

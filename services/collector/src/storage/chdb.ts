@@ -5,7 +5,7 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Session, drainPending } from 'chdb';
+import { Session, drainPending, type ChdbResult } from 'chdb';
 import type { Connection } from './connection.js';
 import { StorageError, toStorageError } from './errors.js';
 import { createStore } from './repository.js';
@@ -60,18 +60,23 @@ class ChdbConnection implements Connection {
     return this.#session;
   }
 
-  async #run(sql: string, params: Params | undefined, format: string): Promise<string> {
+  async #run(sql: string, params: Params | undefined, format: string): Promise<ChdbResult> {
     const s = this.#open();
     try {
-      const r = params && Object.keys(params).length > 0 ? await s.queryBindAsync(sql, params, { format }) : await s.queryAsync(sql, { format });
-      return r.text();
+      return params && Object.keys(params).length > 0 ? await s.queryBindAsync(sql, params, { format }) : await s.queryAsync(sql, { format });
     } catch (e) {
       throw wrap(e);
     }
   }
 
   async query<T>(sql: string, params?: Params): Promise<T[]> {
-    return parseJsonEachRow<T>(await this.#run(sql, params, 'JSONEachRow'));
+    return parseJsonEachRow<T>((await this.#run(sql, params, 'JSONEachRow')).text());
+  }
+
+  async queryBinary(sql: string, params?: Params): Promise<Uint8Array> {
+    // No copy needed: the addon copies the engine's output into a JS-owned Buffer
+    // (napi_create_buffer_copy), which stays valid after later queries and close().
+    return (await this.#run(sql, params, 'RowBinary')).bytes();
   }
 
   async exec(sql: string, params?: Params): Promise<void> {

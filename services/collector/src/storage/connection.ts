@@ -8,6 +8,8 @@ export interface Connection {
   readonly kind: 'chdb' | 'remote';
   /** Runs a SELECT; rows as JSONEachRow objects, 64-bit integers as decimal strings. */
   query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]>;
+  /** Runs a SELECT; its raw RowBinary output (no header; read it with RowBinaryReader). */
+  queryBinary(sql: string, params?: Params): Promise<Uint8Array>;
   /** Runs a statement without result rows (DDL, DELETE, ALTER). */
   exec(sql: string, params?: Params): Promise<void>;
   /** Inserts a TabSeparated payload; resolves once the engine has written (and fsynced) it. */

@@ -68,6 +68,24 @@ class RemoteConnection implements Connection {
     }
   }
 
+  async queryBinary(sql: string, params?: Params): Promise<Uint8Array> {
+    this.#check();
+    try {
+      // The client decodes no RowBinary: exec sends our FORMAT clause and hands back the body.
+      // (`\n` so a trailing line comment cannot swallow it.)
+      const rs = await this.client.exec({
+        query: `${sql.trim().replace(/;+$/, '')}\nFORMAT RowBinary`,
+        query_params: params,
+        clickhouse_settings: { wait_end_of_query: 1 },
+      });
+      const chunks: Buffer[] = [];
+      for await (const c of rs.stream) chunks.push(c as Buffer);
+      return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+    } catch (e) {
+      throw wrap(e);
+    }
+  }
+
   async #command(client: ClickHouseClient, sql: string, params?: Params): Promise<void> {
     this.#check();
     try {

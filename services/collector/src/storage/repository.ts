@@ -131,6 +131,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
 
     close: () => conn.close(),
     query: (sql, params) => conn.query(sql, params),
+    queryBinary: (sql, params) => conn.queryBinary(sql, params),
     exec: (sql, params) => conn.exec(sql, params),
 
     putAccount: (r) =>

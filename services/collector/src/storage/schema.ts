@@ -124,6 +124,12 @@ ORDER BY (account_id, code, toStartOfHour(at))`,
       `ALTER TABLE ${t('rollups')}${on} ADD COLUMN IF NOT EXISTS supersedes Array(String) AFTER part`,
     ],
   },
+  {
+    version: 3,
+    // Day packs (level 2) now replace the hour rows they hold (query/days.ts). Packs of the
+    // earlier kind sat beside their hour rows: drop them (derived data; compaction repacks).
+    statements: ({ t, on }) => [`ALTER TABLE ${t('rollups')}${on} DELETE WHERE level = 2 SETTINGS mutations_sync = 2`],
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */

@@ -181,6 +181,12 @@ export interface Store {
    * one binds as `{p:UInt64}` from its string.
    */
   query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]>;
+  /**
+   * Like `query`, but returns the raw RowBinary output (no header: columns in SELECT order),
+   * for reading with RowBinaryReader; String columns then come as zero-copy byte views. The
+   * SQL must not carry its own FORMAT clause. Bad SQL throws the same StorageError as `query`.
+   */
+  queryBinary(sql: string, params?: Params): Promise<Uint8Array>;
   exec(sql: string, params?: Params): Promise<void>;
 
   putAccount(row: AccountRow): Promise<void>;

@@ -5,9 +5,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { AccountRow, BatchRow, DictRow, RollupGroupKey, RollupRow, Store } from '../../src/storage/index.js';
+import { RowBinaryReader, type AccountRow, type BatchRow, type DictRow, type RollupGroupKey, type RollupRow, type Store } from '../../src/storage/index.js';
 import { SCHEMA_VERSION, migrations } from '../../src/storage/schema.js';
-import { DAY_SQL, PACK_LABEL_SQL, packLabel } from '../../src/query/days.js';
+import { DAY_SQL, hourEntry, notPackedSql, supersededRefs } from '../../src/query/days.js';
 
 export interface StoreFactory {
   /** Opens a store over the same data every time (the suite closes and reopens it). */
@@ -248,18 +248,26 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       });
     });
 
-    it('stores day packs (level 2) and labels hour rows in SQL exactly as packLabel does (query/days.ts)', async () => {
+    it('stores day packs (level 2); SQL and supersededRefs read their lists of hour rows alike (query/days.ts)', async () => {
       const a = 'acct-dp';
       const day = Date.UTC(2033, 1, 3);
       const hours = [rollup(a, 't1', { level: 1, bucket: day + HOUR }), rollup(a, 'c:m', { level: 1, bucket: day + 13 * HOUR }), rollup(a, 't2', { level: 1, bucket: day + 13 * HOUR })];
-      await store.insertRollups(hours);
-      const label = packLabel(hours.map((r) => ({ bucket: r.bucket, part: r.part })));
-      await store.insertRollups([rollup(a, label, { level: 2, bucket: day })]);
-      const rows = await store.query<{ l: string }>(
-        `SELECT ${PACK_LABEL_SQL} AS l FROM rollups WHERE account_id = {a:String} AND level = 1 GROUP BY metric, ${DAY_SQL}, series, key_version`,
-        { a },
+      const late = rollup(a, 'late', { level: 1, bucket: day + 13 * HOUR });
+      const other = rollup(a, 't1', { level: 1, bucket: day + HOUR, series: '9' }); // same part, other series
+      await store.insertRollups([...hours, late, other]);
+      const pack = rollup(a, 'c:d:p', { level: 2, bucket: day, supersedes: [...hours.map((r) => hourEntry(r.bucket, r.part)), 'c:d:old'] });
+      await store.insertRollups([pack]);
+      const refs = supersededRefs({ ...pack, supersedes: pack.supersedes! });
+      expect(refs.slice(0, 3)).toEqual(hours.map((r) => ({ accountId: a, level: 1, bucket: r.bucket, metric: r.metric, series: r.series, part: r.part })));
+      expect(refs[3]).toEqual({ accountId: a, level: 2, bucket: day, metric: pack.metric, series: pack.series, part: 'c:d:old' });
+      expect((await store.findRollups(refs)).map((r) => r.part).sort()).toEqual(['c:m', 't1', 't2']);
+      const packRange = `account_id = {a:String} AND level = 2 AND bucket >= fromUnixTimestamp64Milli({d:Int64}, 'UTC')`;
+      const left = await store.query<{ p: string; s: string }>(
+        `SELECT part AS p, toString(series) AS s FROM rollups WHERE account_id = {a:String} AND level = 1 AND ${notPackedSql('rollups', packRange)} ORDER BY p`,
+        { a, d: day },
       );
-      expect(rows).toEqual([{ l: label }]);
+      expect(left).toEqual([{ p: 'late', s: '2' }, { p: 't1', s: '9' }]);
+      await store.clearSupersedes([{ accountId: a, level: 2, bucket: day, metric: pack.metric, series: pack.series, part: pack.part }], { wait: true });
       const [day2] = await store.query<{ l: number; d: string }>(`SELECT level AS l, toString(${DAY_SQL}) AS d FROM rollups WHERE account_id = {a:String} AND level = 2`, { a });
       expect(day2).toEqual({ l: 2, d: String(day / 86_400_000) });
       await expect(store.insertRollups([rollup(a, 'bad', { level: 3 as never })])).rejects.toMatchObject({ code: 'storage_invalid_input' });
@@ -428,6 +436,61 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       await store.exec('SELECT {x:UInt8}', { x: 1 });
     });
 
+    it('reads RowBinary through queryBinary with bound params, byte-exact and zero-copy', async () => {
+      const u64s = [U64_MAX, '9007199254740993', '0'];
+      const times = [Date.UTC(2026, 0, 1, 12, 0, 0, 123), Date.UTC(1950, 5, 6, 7, 8, 9, 10), 0];
+      const text = 'ünïcødé ✓ \t\n';
+      const sql = `SELECT toUInt8(number + 250) AS u8, toUInt32({u32:UInt32} - number) AS u32,
+          arrayMap(x -> toUInt64(x), {u64s:Array(String)})[number + 1] AS u64, {f:Float64} / (number + 1) AS f,
+          fromUnixTimestamp64Milli({ts:Array(Int64)}[number + 1], 'UTC') AS t,
+          [unhex({h:String}), '', {u:String}][number + 1] AS s, arrayPushBack(range(number), {big:UInt64}) AS arr
+        FROM numbers(3) ORDER BY number`;
+      const params = { u32: 4_294_967_295, u64s, f: Math.PI, ts: times, h: hex(ALL_BYTES), u: text, big: U64_MAX };
+      const out = await store.queryBinary(sql, params);
+      expect(out).toBeInstanceOf(Uint8Array);
+      const r = new RowBinaryReader(out);
+      const rows = [];
+      while (!r.done) {
+        const row = { u8: r.u8(), u32: r.u32(), u64: r.u64(), f: r.f64(), t: r.dateTime64ms(), s: r.bytes(), arr: [] as string[] };
+        for (let n = r.arrayLength(); n > 0; n--) row.arr.push(r.u64());
+        rows.push(row);
+      }
+      expect(r.remaining).toBe(0);
+      expect(rows.map(({ s, ...x }) => x)).toEqual([0, 1, 2].map((i) => ({
+        u8: 250 + i,
+        u32: 4_294_967_295 - i,
+        u64: u64s[i],
+        f: Math.PI / (i + 1),
+        t: times[i],
+        arr: [...Array.from({ length: i }, (_, k) => String(k)), U64_MAX],
+      })));
+      expect(rows.map((x) => hex(x.s))).toEqual([hex(ALL_BYTES), '', hex(Buffer.from(text))]);
+      expect(rows[0]?.s.buffer).toBe(out.buffer);
+      // The same SQL through query() agrees (64-bit integers as strings there).
+      const json = await store.query<{ u64: string; arr: string[]; t: string }>(sql, params);
+      expect(json.map((x) => [x.u64, x.arr])).toEqual(rows.map((x) => [x.u64, x.arr]));
+
+      // A string column as text, and a table read.
+      const a = 'acct-rb';
+      await store.insertRollups([rollup(a, 'rb1', { agg: ALL_BYTES, tagValues: [U64_MAX] }), rollup(a, 'rb2', { agg: NASTY })]);
+      const tr = new RowBinaryReader(await store.queryBinary('SELECT part, agg, tag_values FROM rollups WHERE account_id = {a:String} ORDER BY part', { a }));
+      const got = [];
+      while (!tr.done) got.push({ part: tr.string(), agg: hex(tr.bytes()), tv: Array.from({ length: tr.arrayLength() }, () => tr.u64()) });
+      expect(got).toEqual([{ part: 'rb1', agg: hex(ALL_BYTES), tv: [U64_MAX] }, { part: 'rb2', agg: hex(NASTY), tv: ['4'] }]);
+
+      expect((await store.queryBinary('SELECT 1 WHERE 0')).length).toBe(0);
+      expect((await store.queryBinary('SELECT number FROM numbers(10) WHERE number > {n:UInt64}', { n: 100 })).length).toBe(0);
+    });
+
+    it('throws the same StorageError from queryBinary as from query for a bad query', async () => {
+      for (const sql of ['SELEC 1', `SELECT * FROM ${table('batches').split('.')[0]}.nope`, 'SELECT {x:UInt8}']) {
+        const want = await store.query(sql).then(() => undefined, (e: unknown) => e);
+        const got = await store.queryBinary(sql).then(() => undefined, (e: unknown) => e);
+        expect(want).toMatchObject({ name: 'StorageError', code: 'storage_query_failed' });
+        expect(got).toMatchObject({ name: 'StorageError', code: (want as { code: string }).code, clickhouseCode: (want as { clickhouseCode: number }).clickhouseCode });
+      }
+    });
+
     it('throws StorageError with the engine code for a bad query', async () => {
       await expect(store.query('SELEC 1')).rejects.toMatchObject({ name: 'StorageError', code: 'storage_query_failed', clickhouseCode: 62 });
       await expect(store.query(`SELECT * FROM ${table('batches').split('.')[0]}.nope`)).rejects.toMatchObject({ code: 'storage_query_failed', clickhouseCode: 60 });
@@ -440,6 +503,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       await store.close();
       await expect(store.ping()).rejects.toMatchObject({ name: 'StorageError', code: 'storage_unavailable' });
       await expect(store.getAccount('acct-v')).rejects.toMatchObject({ code: 'storage_unavailable' });
+      await expect(store.queryBinary('SELECT 1')).rejects.toMatchObject({ name: 'StorageError', code: 'storage_unavailable' });
       await store.close(); // idempotent
       store = await factory.open();
       expect(await store.migrate()).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION });
