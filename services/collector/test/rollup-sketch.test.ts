@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { RollupError } from '../src/rollup/errors.js';
-import { DEFAULT_ALPHA, add, cloneSketch, count, createSketch, merge, quantile, sketchEquals } from '../src/rollup/sketch.js';
+import { DEFAULT_ALPHA, type Sketch, type Store, add, cloneSketch, count, createSketch, merge, quantile, sketchEquals } from '../src/rollup/sketch.js';
 import { mulberry32, normal } from '../../../test/support/seeded.mjs';
 
 
@@ -134,5 +134,50 @@ describe('sketch input validation', () => {
     expect(() => createSketch({ alpha: 0 })).toThrow(RollupError);
     expect(() => createSketch({ maxBuckets: 1 })).toThrow(RollupError);
     expect(count(s)).toBe(1);
+  });
+});
+
+describe('sketch stores', () => {
+  /** The documented rank convention, walked over the buckets in ascending value order. */
+  function reference(s: Sketch, q: number): number {
+    const value = (i: number): number => Math.min(Math.exp(i * s.lnGamma + Math.log1p(-s.alpha)), Number.MAX_VALUE);
+    const asc: [number, number][] = [];
+    for (let i = s.neg.hi; i >= s.neg.lo; i--) asc.push([-value(i), s.neg.counts[i - s.neg.offset]!]);
+    asc.push([0, s.zero]);
+    for (let i = s.pos.lo; i <= s.pos.hi; i++) asc.push([value(i), s.pos.counts[i - s.pos.offset]!]);
+    const rank = Math.floor(q * (s.count - 1));
+    let seen = 0;
+    for (const [v, c] of asc) if ((seen += c) > rank) return v;
+    throw new Error('unreachable');
+  }
+
+  function checkStore(st: Store, maxBuckets: number): void {
+    expect(st.counts.length).toBeLessThanOrEqual(maxBuckets);
+    st.counts.forEach((c, j) => {
+      const i = st.offset + j;
+      if (i < st.lo || i > st.hi) expect(c).toBe(0);
+    });
+    if (st.lo <= st.hi) {
+      expect(st.counts[st.lo - st.offset]).toBeGreaterThan(0);
+      expect(st.counts[st.hi - st.offset]).toBeGreaterThan(0);
+    }
+  }
+
+  it('keep their invariants under adds and merges (with slack); quantile from either end is the reference', () => {
+    const rnd = mulberry32(13);
+    const gen = Object.values(datasets);
+    for (let trial = 0; trial < 60; trial++) {
+      const maxBuckets = [16, 64, 2048][trial % 3]!;
+      const parts = Array.from({ length: 4 }, () => createSketch({ maxBuckets }));
+      const g = gen[trial % gen.length]!;
+      const n = 1 + Math.floor(rnd() * 800);
+      for (let i = 0; i < n; i++) add(parts[Math.floor(rnd() * 4)]!, g(rnd) * (trial % 2 ? 1e4 : 1));
+      const s = parts.reduce((acc, p) => merge(acc, p), createSketch({ maxBuckets }));
+      for (const x of [s, ...parts]) {
+        checkStore(x.pos, maxBuckets);
+        checkStore(x.neg, maxBuckets);
+      }
+      for (const q of [...QS, 0.4999, 0.5001, ...Array.from({ length: 20 }, () => rnd())]) expect(quantile(s, q)).toBe(reference(s, q));
+    }
   });
 });

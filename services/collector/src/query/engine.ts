@@ -27,7 +27,7 @@
  */
 import { CollectorError } from '../errors.js';
 import { openRollupJoined } from '../records.js';
-import { decodeAggregate, emptyAggregate, finalize, forEachInDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
+import { emptyAggregate, finalize, forEachInDayPack, mergeEncoded, mergeInto, type Aggregate } from '../rollup/index.js';
 import type { Params, RollupLevel } from '../storage/types.js';
 import { DAY_MS, HOUR_MS, dayOf, hourLevelSql, notSupersededSql } from './days.js';
 import { RowBinaryReader } from '../storage/index.js';
@@ -263,27 +263,21 @@ export function mergeRows(
   const withSketch = q.aggregation[0] === 'p';
   let failed = 0;
   const add = (grp: { key: string; values: string[] }, i: number, bytes: Uint8Array): void => {
-    let agg: Aggregate;
-    try {
-      agg = decodeAggregate(bytes, withSketch);
-    } catch {
-      failed++;
-      return;
-    }
     let g = groups.get(grp.key);
-    if (!g) {
-      if (groups.size >= maxGroups) throw tooManySeries();
-      g = { values: grp.values, aggs: new Array(n) };
-      groups.set(grp.key, g);
-    }
-    const cur = g.aggs[i];
-    if (cur === undefined) g.aggs[i] = agg;
-    else {
-      try {
-        mergeInto(cur, agg);
-      } catch {
-        failed++;
+    const cur = g?.aggs[i];
+    try {
+      if (cur) return mergeEncoded(cur, bytes, withSketch); // unchanged when it throws
+      const agg = emptyAggregate();
+      mergeEncoded(agg, bytes, withSketch);
+      if (!g) {
+        if (groups.size >= maxGroups) throw tooManySeries();
+        g = { values: grp.values, aggs: new Array(n) };
+        groups.set(grp.key, g);
       }
+      g.aggs[i] = agg;
+    } catch (e) {
+      if (e instanceof CollectorError) throw e;
+      failed++;
     }
   };
   /** Opens a row; its group, or null (counted as failed). */

@@ -10,17 +10,24 @@
 import { ByteReader, ByteWriter } from './bytes.js';
 import { RollupError, invalid, malformed } from './errors.js';
 import {
+  Cursor,
   DEFAULT_ALPHA,
+  DEFAULT_LN_GAMMA,
   DEFAULT_MAX_BUCKETS,
   type Sketch,
   type SketchOptions,
   add,
   cloneSketch,
   createSketch,
+  lnGammaOf,
   merge,
+  mergeScanned,
   quantile,
   readSketchBody,
+  scanSingle,
+  scanSketchBody,
   sketchEquals,
+  validParams,
   writeSketchBody,
 } from './sketch.js';
 
@@ -67,16 +74,21 @@ export function addPoint(agg: Aggregate, value: number, timeMs: number): Aggrega
 
 /** Merges `from` into `into` (mutates and returns `into`); use in hot loops. */
 export function mergeInto(into: Aggregate, from: Aggregate): Aggregate {
+  if (into.sketch === NO_SKETCH && from.sketch.count > 0) into.sketch = createSketch(); // never write to NO_SKETCH
   merge(into.sketch, from.sketch); // first: it may throw, and then nothing has changed
-  into.count += from.count;
-  into.sum += from.sum;
-  if (from.min < into.min) into.min = from.min;
-  if (from.max > into.max) into.max = from.max;
-  if (from.lastAt > into.lastAt || (from.lastAt === into.lastAt && from.last > into.last)) {
-    into.last = from.last;
-    into.lastAt = from.lastAt;
-  }
+  mergeFields(into, from.count, from.sum, from.min, from.max, from.last, from.lastAt);
   return into;
+}
+
+function mergeFields(into: Aggregate, count: number, sum: number, min: number, max: number, last: number, lastAt: number): void {
+  into.count += count;
+  into.sum += sum;
+  if (min < into.min) into.min = min;
+  if (max > into.max) into.max = max;
+  if (lastAt > into.lastAt || (lastAt === into.lastAt && last > into.last)) {
+    into.last = last;
+    into.lastAt = lastAt;
+  }
 }
 
 /** Pure merge: a new aggregate, inputs untouched. */
@@ -166,7 +178,8 @@ const NO_SKETCH: Sketch = createSketch();
 /**
  * Decodes and validates; throws RollupError('malformed_aggregate') on anything off.
  * `withSketch = false` (count, sum, avg, min, max, last): the sketch body is not decoded and
- * the aggregate carries a shared empty sketch; do not ask it for percentiles or add to it.
+ * the aggregate carries a shared empty sketch; do not ask it for percentiles or add to it
+ * (mergeInto and mergeEncoded replace it rather than write to it).
  */
 export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate {
   if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
@@ -205,4 +218,58 @@ export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate
   }
   if (r.remaining !== 0) throw malformed('trailing bytes');
   return { count, sum, min, max, last, lastAt, sketch };
+}
+
+const cursor = new Cursor();
+
+/**
+ * Same result as mergeInto(into, decodeAggregate(bytes, withSketch)), without building the
+ * decoded aggregate: for hot loops. Throws RollupError('malformed_aggregate') exactly when
+ * decodeAggregate would, and merge's errors (incompatible_sketch, invalid_argument on count
+ * overflow) exactly when mergeInto would; either way `into` is left unchanged.
+ * withSketch = false: like decodeAggregate(bytes, false), the sketch body is neither read
+ * nor validated, and `into.sketch` is untouched.
+ */
+export function mergeEncoded(into: Aggregate, bytes: Uint8Array, withSketch: boolean): void {
+  if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
+  const r = cursor;
+  r.reset(bytes);
+  if (r.u8() !== VERSION) throw malformed('unknown version');
+  const count = r.varint();
+  if (count === 0) {
+    if (r.remaining !== 0) throw malformed('trailing bytes');
+    mergeFields(into, 0, 0, Infinity, -Infinity, 0, -Infinity); // an empty aggregate
+    return;
+  }
+  // the same checks, in the same order, as decodeAggregate
+  const flags = r.u8();
+  if (flags & ~ALL_FLAGS) throw malformed('unknown flags');
+  if (!(flags & SINGLE) && flags & (SUM_IMPLIED | SKETCH_IMPLIED)) throw malformed('implied fields need SINGLE');
+  const min = r.f64();
+  const max = flags & SINGLE ? min : r.f64();
+  const last = flags & SINGLE ? min : r.f64();
+  if (!Number.isFinite(min) || !Number.isFinite(max) || !Number.isFinite(last)) throw malformed('non-finite value');
+  if (!(min <= last && last <= max)) throw malformed('min/last/max out of order');
+  const sum = flags & SUM_IMPLIED ? count * min : r.f64();
+  if (Number.isNaN(sum)) throw malformed('sum is NaN');
+  const lastAtAbs = r.varint();
+  const lastAt = flags & LASTAT_NEG ? 0 - lastAtAbs : lastAtAbs;
+  if (withSketch) {
+    let alpha = DEFAULT_ALPHA;
+    let maxBuckets = DEFAULT_MAX_BUCKETS;
+    let lnGamma = DEFAULT_LN_GAMMA;
+    if (flags & PARAMS) {
+      alpha = r.f64();
+      maxBuckets = r.varint();
+      if (!validParams(alpha, maxBuckets)) throw malformed('sketch parameters');
+      lnGamma = lnGammaOf(alpha);
+    }
+    if (flags & SKETCH_IMPLIED) scanSingle(min, count, lnGamma);
+    else if (scanSketchBody(r, maxBuckets, lnGamma) !== count) throw malformed('sketch count does not match count');
+    if (r.remaining !== 0) throw malformed('trailing bytes');
+    // an empty sketch adopts the body's parameters and cannot throw, so swapping NO_SKETCH out first is safe
+    if (into.sketch === NO_SKETCH) into.sketch = createSketch();
+    mergeScanned(into.sketch, alpha, maxBuckets, lnGamma); // may throw; nothing has changed yet
+  }
+  mergeFields(into, count, sum, min, max, last, lastAt);
 }

@@ -21,6 +21,7 @@ export {
   cloneAggregate,
   addPoint,
   mergeInto,
+  mergeEncoded,
   mergeAggregates,
   finalize,
   encodeAggregate,

@@ -37,10 +37,16 @@ const MAX_ALPHA = 0.5;
 const MIN_MAX_BUCKETS = 16;
 const MAX_MAX_BUCKETS = 65_536;
 
-/** Dense run of bucket counts: counts[j] is the count of bucket index offset + j. */
+/**
+ * Bucket counts: counts[j] is the count of bucket index offset + j. lo and hi are the lowest
+ * and highest non-empty buckets (lo > hi: the store is empty); every count outside [lo, hi]
+ * is zero, slack to grow into. counts.length ≤ the sketch's maxBuckets.
+ */
 export interface Store {
   offset: number;
   counts: number[];
+  lo: number;
+  hi: number;
 }
 
 export interface Sketch {
@@ -60,33 +66,44 @@ export interface SketchOptions {
   maxBuckets?: number;
 }
 
+const validMaxBuckets = (m: number): boolean => Number.isInteger(m) && m >= MIN_MAX_BUCKETS && m <= MAX_MAX_BUCKETS;
+/** Whether createSketch accepts these parameters. */
+export const validParams = (alpha: number, maxBuckets: number): boolean =>
+  alpha >= MIN_ALPHA && alpha <= MAX_ALPHA && validMaxBuckets(maxBuckets);
+
+/** ln γ for relative accuracy α. */
+export const lnGammaOf = (alpha: number): number => Math.log((1 + alpha) / (1 - alpha));
+export const DEFAULT_LN_GAMMA = lnGammaOf(DEFAULT_ALPHA);
+
+const emptyStore = (): Store => ({ offset: 0, counts: [], lo: 0, hi: -1 });
+
 export function createSketch(opts: SketchOptions = {}): Sketch {
   const alpha = opts.alpha ?? DEFAULT_ALPHA;
   const maxBuckets = opts.maxBuckets ?? DEFAULT_MAX_BUCKETS;
   if (!(alpha >= MIN_ALPHA && alpha <= MAX_ALPHA)) throw invalid(`sketch alpha must be in [${MIN_ALPHA}, ${MAX_ALPHA}]`);
-  if (!Number.isInteger(maxBuckets) || maxBuckets < MIN_MAX_BUCKETS || maxBuckets > MAX_MAX_BUCKETS) {
+  if (!validMaxBuckets(maxBuckets)) {
     throw invalid(`sketch maxBuckets must be an integer in [${MIN_MAX_BUCKETS}, ${MAX_MAX_BUCKETS}]`);
   }
-  const lnGamma = Math.log((1 + alpha) / (1 - alpha));
-  return { alpha, maxBuckets, lnGamma, count: 0, zero: 0, pos: { offset: 0, counts: [] }, neg: { offset: 0, counts: [] } };
+  return { alpha, maxBuckets, lnGamma: lnGammaOf(alpha), count: 0, zero: 0, pos: emptyStore(), neg: emptyStore() };
 }
 
+/** A copy without the slack of `s`'s stores. */
 export function cloneSketch(s: Sketch): Sketch {
-  return {
-    ...s,
-    pos: { offset: s.pos.offset, counts: s.pos.counts.slice() },
-    neg: { offset: s.neg.offset, counts: s.neg.counts.slice() },
-  };
+  return { ...s, pos: cloneStore(s.pos), neg: cloneStore(s.neg) };
+}
+
+function cloneStore(s: Store): Store {
+  if (s.lo > s.hi) return emptyStore();
+  return { offset: s.lo, counts: s.counts.slice(s.lo - s.offset, s.hi - s.offset + 1), lo: s.lo, hi: s.hi };
 }
 
 export function count(s: Sketch): number {
   return s.count;
 }
 
-const indexOf = (s: Sketch, magnitude: number): number => Math.ceil(Math.log(magnitude) / s.lnGamma);
+const indexOf = (lnGamma: number, magnitude: number): number => Math.ceil(Math.log(magnitude) / lnGamma);
 /** γ^i·(1 − α), computed in log space so the top bucket does not overflow. */
 const valueOf = (s: Sketch, i: number): number => Math.min(Math.exp(i * s.lnGamma + Math.log1p(-s.alpha)), Number.MAX_VALUE);
-const indexRange = (s: Sketch): [number, number] => [indexOf(s, MIN_INDEXABLE), indexOf(s, Number.MAX_VALUE)];
 
 /** Adds `n` occurrences of `value` (finite; n a positive safe integer). Mutates and returns the sketch. */
 export function add(s: Sketch, value: number, n = 1): Sketch {
@@ -95,8 +112,8 @@ export function add(s: Sketch, value: number, n = 1): Sketch {
   if (s.count + n > Number.MAX_SAFE_INTEGER) throw invalid('sketch count overflow');
   const m = Math.abs(value);
   if (m < MIN_INDEXABLE) s.zero += n;
-  else if (value > 0) storeAdd(s.pos, true, indexOf(s, m), n, s.maxBuckets);
-  else storeAdd(s.neg, false, indexOf(s, m), n, s.maxBuckets);
+  else if (value > 0) storeAdd(s.pos, true, indexOf(s.lnGamma, m), n, s.maxBuckets);
+  else storeAdd(s.neg, false, indexOf(s.lnGamma, m), n, s.maxBuckets);
   s.count += n;
   return s;
 }
@@ -108,7 +125,7 @@ export function merge(into: Sketch, from: Sketch): Sketch {
     // adopt from's parameters too, so an empty default sketch is an identity for custom-α ones
     return Object.assign(into, cloneSketch(from));
   }
-  if (into.alpha !== from.alpha) throw new RollupError('incompatible_sketch', 'cannot merge sketches with different alpha');
+  if (into.alpha !== from.alpha) throw incompatible();
   if (into.count + from.count > Number.MAX_SAFE_INTEGER) throw invalid('sketch count overflow');
   storeMerge(into.pos, true, from.pos, into.maxBuckets);
   storeMerge(into.neg, false, from.neg, into.maxBuckets);
@@ -117,29 +134,55 @@ export function merge(into: Sketch, from: Sketch): Sketch {
   return into;
 }
 
+const incompatible = (): RollupError => new RollupError('incompatible_sketch', 'cannot merge sketches with different alpha');
+
 /** The q-quantile (see the rank convention above), or null for an empty sketch. */
 export function quantile(s: Sketch, q: number): number | null {
   if (!(q >= 0 && q <= 1)) throw invalid('quantile must be in [0, 1]');
   if (s.count === 0) return null;
   const rank = Math.floor(q * (s.count - 1));
+  // walk from the nearer end: the same bucket either way, fewer steps for high quantiles
+  return rank < s.count / 2 ? ascending(s, rank) : descending(s, s.count - 1 - rank);
+}
+
+/** The value of 0-based rank `rank` in ascending order. */
+function ascending(s: Sketch, rank: number): number {
   let seen = 0;
-  // ascending value order: most negative first (= highest |v| index of the negative store)
-  const neg = s.neg.counts;
-  for (let j = neg.length - 1; j >= 0; j--) {
-    seen += neg[j]!;
-    if (seen > rank) return -valueOf(s, s.neg.offset + j);
+  // most negative first (= highest |v| index of the negative store)
+  const neg = s.neg;
+  for (let i = neg.hi; i >= neg.lo; i--) {
+    seen += neg.counts[i - neg.offset]!;
+    if (seen > rank) return -valueOf(s, i);
   }
   seen += s.zero;
   if (seen > rank) return 0;
-  const pos = s.pos.counts;
-  for (let j = 0; j < pos.length; j++) {
-    seen += pos[j]!;
-    if (seen > rank) return valueOf(s, s.pos.offset + j);
+  const pos = s.pos;
+  for (let i = pos.lo; i <= pos.hi; i++) {
+    seen += pos.counts[i - pos.offset]!;
+    if (seen > rank) return valueOf(s, i);
   }
   throw new Error('sketch counts inconsistent'); // unreachable: count is the sum of all buckets
 }
 
-/** Same parameters and same non-empty buckets (ignores dense-array padding). */
+/** The value of 0-based rank `rank` in descending order. */
+function descending(s: Sketch, rank: number): number {
+  let seen = 0;
+  const pos = s.pos;
+  for (let i = pos.hi; i >= pos.lo; i--) {
+    seen += pos.counts[i - pos.offset]!;
+    if (seen > rank) return valueOf(s, i);
+  }
+  seen += s.zero;
+  if (seen > rank) return 0;
+  const neg = s.neg;
+  for (let i = neg.lo; i <= neg.hi; i++) {
+    seen += neg.counts[i - neg.offset]!;
+    if (seen > rank) return -valueOf(s, i);
+  }
+  throw new Error('sketch counts inconsistent'); // unreachable: count is the sum of all buckets
+}
+
+/** Same parameters and same non-empty buckets (ignores slack). */
 export function sketchEquals(a: Sketch, b: Sketch): boolean {
   return a.alpha === b.alpha && a.count === b.count && a.zero === b.zero && storeEquals(a.pos, b.pos) && storeEquals(a.neg, b.neg);
 }
@@ -147,59 +190,79 @@ export function sketchEquals(a: Sketch, b: Sketch): boolean {
 // ---- stores ----------------------------------------------------------------
 
 const clamp = (x: number, lo: number, hi: number): number => (x < lo ? lo : x > hi ? hi : x);
-const top = (s: Store): number => s.offset + s.counts.length - 1;
 
 /**
  * Grows `s` to cover indexes [lo, hi] (and its current range), keeping at most `max`
  * buckets. keepHigh: drop the lowest indexes (positive store), else the highest
  * (negative store). Dropped counts fold into the nearest kept bucket. Since the kept
  * window only moves one way, a count ends where it would with one big batch.
+ * The new lo and hi are non-empty once the caller has added the counts it covered for.
  */
 function cover(s: Store, keepHigh: boolean, lo: number, hi: number, max: number): void {
-  if (s.counts.length > 0) {
-    lo = Math.min(lo, s.offset);
-    hi = Math.max(hi, top(s));
+  const empty = s.lo > s.hi;
+  if (!empty) {
+    if (lo >= s.lo && hi <= s.hi) return;
+    if (s.lo < lo) lo = s.lo;
+    if (s.hi > hi) hi = s.hi;
   }
   if (hi - lo + 1 > max) {
     if (keepHigh) lo = hi - max + 1;
     else hi = lo + max - 1;
   }
-  if (s.counts.length > 0 && lo === s.offset && hi === top(s)) return;
-  const next = new Array<number>(hi - lo + 1).fill(0);
-  for (let j = 0; j < s.counts.length; j++) {
-    const c = s.counts[j]!;
-    if (c !== 0) next[clamp(s.offset + j, lo, hi) - lo]! += c;
+  const c = s.counts;
+  // [a, b]: old buckets inside the new range; the others fold into the kept edge
+  let a = s.lo;
+  let b = s.hi;
+  let folded = 0;
+  for (; a <= b && a < lo; a++) {
+    folded += c[a - s.offset]!;
+    c[a - s.offset] = 0;
   }
-  s.offset = lo;
-  s.counts = next;
+  for (; b >= a && b > hi; b--) {
+    folded += c[b - s.offset]!;
+    c[b - s.offset] = 0;
+  }
+  if (lo < s.offset || hi >= s.offset + c.length) {
+    // reallocate with slack on both sides, so a store that keeps growing is copied O(log) times
+    const span = hi - lo + 1;
+    const size = Math.min(max, span + Math.max(span >> 1, 16));
+    const offset = lo - ((size - span) >> 1);
+    const next = new Array<number>(size).fill(0);
+    for (let i = a; i <= b; i++) next[i - offset] = c[i - s.offset]!;
+    s.offset = offset;
+    s.counts = next;
+  }
+  s.lo = lo;
+  s.hi = hi;
+  if (folded !== 0) s.counts[(keepHigh ? lo : hi) - s.offset]! += folded;
 }
 
 function storeAdd(s: Store, keepHigh: boolean, index: number, n: number, max: number): void {
-  cover(s, keepHigh, index, index, max);
-  s.counts[clamp(index, s.offset, top(s)) - s.offset]! += n;
+  if (index < s.lo || index > s.hi) cover(s, keepHigh, index, index, max);
+  s.counts[clamp(index, s.lo, s.hi) - s.offset]! += n;
 }
 
 function storeMerge(into: Store, keepHigh: boolean, from: Store, max: number): void {
-  if (from.counts.length === 0) return;
-  cover(into, keepHigh, from.offset, top(from), max);
-  const hi = top(into);
-  for (let j = 0; j < from.counts.length; j++) {
-    const c = from.counts[j]!;
-    if (c !== 0) into.counts[clamp(from.offset + j, into.offset, hi) - into.offset]! += c;
-  }
-}
-
-function* nonZero(s: Store): Generator<[number, number]> {
-  for (let j = 0; j < s.counts.length; j++) {
-    const c = s.counts[j]!;
-    if (c !== 0) yield [s.offset + j, c];
+  if (from.lo > from.hi) return;
+  cover(into, keepHigh, from.lo, from.hi, max);
+  const ic = into.counts;
+  const fc = from.counts;
+  if (from.lo >= into.lo && from.hi <= into.hi) {
+    const d = from.offset - into.offset;
+    for (let j = from.lo - from.offset, end = from.hi - from.offset; j <= end; j++) ic[j + d]! += fc[j]!;
+  } else {
+    for (let i = from.lo; i <= from.hi; i++) {
+      const c = fc[i - from.offset]!;
+      if (c !== 0) ic[clamp(i, into.lo, into.hi) - into.offset]! += c;
+    }
   }
 }
 
 function storeEquals(a: Store, b: Store): boolean {
-  const x = [...nonZero(a)];
-  const y = [...nonZero(b)];
-  return x.length === y.length && x.every(([i, c], k) => y[k]![0] === i && y[k]![1] === c);
+  if (a.lo > a.hi || b.lo > b.hi) return a.lo > a.hi && b.lo > b.hi;
+  if (a.lo !== b.lo || a.hi !== b.hi) return false;
+  for (let i = a.lo; i <= a.hi; i++) if (a.counts[i - a.offset] !== b.counts[i - b.offset]) return false;
+  return true;
 }
 
 // ---- binary body (parameters are written by the caller) ---------------------
@@ -214,27 +277,30 @@ export function writeSketchBody(w: ByteWriter, s: Sketch): void {
 }
 
 function writeStore(w: ByteWriter, s: Store): void {
-  const buckets = [...nonZero(s)];
-  w.varint(buckets.length);
-  let prev = 0;
-  buckets.forEach(([i, c], k) => {
-    if (k === 0) w.zigzag(i);
+  let n = 0;
+  for (let i = s.lo; i <= s.hi; i++) if (s.counts[i - s.offset] !== 0) n++;
+  w.varint(n);
+  let prev = s.lo - 1;
+  for (let i = s.lo; i <= s.hi; i++) {
+    const c = s.counts[i - s.offset]!;
+    if (c === 0) continue;
+    if (prev < s.lo) w.zigzag(i);
     else w.varint(i - prev - 1);
     w.varint(c);
     prev = i;
-  });
+  }
 }
+
+const LN_MIN_INDEXABLE = Math.log(MIN_INDEXABLE);
+const LN_MAX_VALUE = Math.log(Number.MAX_VALUE);
 
 /** Reads a body into the empty sketch `s` (whose parameters are set). Validates everything. */
 export function readSketchBody(r: ByteReader, s: Sketch): void {
-  const total = (a: number, b: number): number => {
-    if (a + b > Number.MAX_SAFE_INTEGER) throw malformed('count overflow');
-    return a + b;
-  };
   s.zero = r.varint();
-  const [minIndex, maxIndex] = indexRange(s);
+  const minIndex = Math.ceil(LN_MIN_INDEXABLE / s.lnGamma);
+  const maxIndex = Math.ceil(LN_MAX_VALUE / s.lnGamma);
   let n = s.zero;
-  for (const store of [s.pos, s.neg]) {
+  for (let side = 0; side < 2; side++) {
     const k = r.varint();
     if (k > s.maxBuckets || k * 2 > r.remaining) throw malformed('bucket count');
     const idx: number[] = [];
@@ -247,15 +313,202 @@ export function readSketchBody(r: ByteReader, s: Sketch): void {
       if (c === 0) throw malformed('empty bucket');
       idx.push(index);
       cnt.push(c);
-      n = total(n, c);
+      if (n + c > Number.MAX_SAFE_INTEGER) throw malformed('count overflow');
+      n += c;
     }
     if (k === 0) continue;
     const lo = idx[0]!;
-    const span = idx[k - 1]! - lo + 1;
-    if (span > s.maxBuckets) throw malformed('bucket span exceeds maxBuckets');
-    store.offset = lo;
-    store.counts = new Array<number>(span).fill(0);
-    idx.forEach((i, b) => (store.counts[i - lo] = cnt[b]!));
+    const hi = idx[k - 1]!;
+    if (hi - lo + 1 > s.maxBuckets) throw malformed('bucket span exceeds maxBuckets');
+    const counts = new Array<number>(hi - lo + 1).fill(0);
+    for (let b = 0; b < k; b++) counts[idx[b]! - lo] = cnt[b]!;
+    const store = side === 0 ? s.pos : s.neg;
+    store.offset = store.lo = lo;
+    store.hi = hi;
+    store.counts = counts;
   }
   s.count = n;
+}
+
+// ---- fast path: a body straight from bytes into a sketch, no sketch built per body ----
+
+/** Reusable, allocation-free reader: the same reads, checks and errors as ByteReader. */
+export class Cursor {
+  bytes: Uint8Array = new Uint8Array(0);
+  pos = 0;
+  private readonly f = new Uint8Array(8);
+  private readonly view = new DataView(this.f.buffer);
+
+  reset(bytes: Uint8Array): void {
+    this.bytes = bytes;
+    this.pos = 0;
+  }
+
+  get remaining(): number {
+    return this.bytes.length - this.pos;
+  }
+
+  u8(): number {
+    if (this.pos >= this.bytes.length) throw malformed('truncated');
+    return this.bytes[this.pos++]!;
+  }
+
+  varint(): number {
+    const p = this.pos;
+    if (p < this.bytes.length) {
+      const b = this.bytes[p]!;
+      if (b < 0x80) {
+        this.pos = p + 1;
+        return b;
+      }
+    }
+    let result = 0;
+    let mul = 1;
+    for (let i = 0; i < 8; i++) {
+      const b = this.u8();
+      result += (b & 0x7f) * mul;
+      if (b < 0x80) {
+        if (result > Number.MAX_SAFE_INTEGER) throw malformed('varint out of range');
+        return result;
+      }
+      mul *= 0x80;
+    }
+    throw malformed('varint too long');
+  }
+
+  zigzag(): number {
+    const v = this.varint();
+    return v % 2 === 0 ? v / 2 : -(v + 1) / 2;
+  }
+
+  f64(): number {
+    if (this.remaining < 8) throw malformed('truncated');
+    for (let i = 0; i < 8; i++) this.f[i] = this.bytes[this.pos + i]!;
+    this.pos += 8;
+    return this.view.getFloat64(0, true);
+  }
+}
+
+/** Buckets of one store as parsed: n × (index, count), indexes increasing. */
+interface Runs {
+  n: number;
+  idx: number[];
+  cnt: number[];
+}
+const newRuns = (): Runs => ({ n: 0, idx: [0], cnt: [0] });
+/** The last body scanned (module scratch: one at a time, reused). */
+const scanned = { zero: 0, count: 0, pos: newRuns(), neg: newRuns() };
+
+/**
+ * Parses and validates a body exactly as readSketchBody does (same checks, same errors)
+ * into module scratch, for mergeScanned. Returns its total count.
+ */
+export function scanSketchBody(c: Cursor, maxBuckets: number, lnGamma: number): number {
+  const zero = c.varint();
+  const minIndex = Math.ceil(LN_MIN_INDEXABLE / lnGamma);
+  const maxIndex = Math.ceil(LN_MAX_VALUE / lnGamma);
+  let n = scanRuns(c, scanned.pos, minIndex, maxIndex, maxBuckets, zero);
+  n = scanRuns(c, scanned.neg, minIndex, maxIndex, maxBuckets, n);
+  scanned.zero = zero;
+  scanned.count = n;
+  return n;
+}
+
+function scanRuns(c: Cursor, runs: Runs, minIndex: number, maxIndex: number, maxBuckets: number, n: number): number {
+  const k = c.varint();
+  if (k > maxBuckets || k * 2 > c.remaining) throw malformed('bucket count');
+  runs.n = 0;
+  if (k === 0) return n;
+  if (runs.idx.length < k) {
+    const size = Math.max(k, 2 * runs.idx.length);
+    runs.idx = new Array<number>(size).fill(0);
+    runs.cnt = new Array<number>(size).fill(0);
+  }
+  const idx = runs.idx;
+  const cnt = runs.cnt;
+  const bytes = c.bytes;
+  const len = bytes.length;
+  let index = c.zigzag();
+  let p = c.pos; // kept local in the loop; one-byte varints inline, longer ones via the cursor
+  for (let b = 0; ; ) {
+    if (index < minIndex || index > maxIndex) throw malformed('bucket index out of range');
+    let v = p < len ? bytes[p]! : 0x80;
+    if (v < 0x80) p++;
+    else {
+      c.pos = p;
+      v = c.varint();
+      p = c.pos;
+    }
+    if (v === 0) throw malformed('empty bucket');
+    idx[b] = index;
+    cnt[b] = v;
+    if (n + v > Number.MAX_SAFE_INTEGER) throw malformed('count overflow');
+    n += v;
+    if (++b === k) break;
+    let d = p < len ? bytes[p]! : 0x80;
+    if (d < 0x80) p++;
+    else {
+      c.pos = p;
+      d = c.varint();
+      p = c.pos;
+    }
+    index += d + 1;
+  }
+  c.pos = p;
+  if (idx[k - 1]! - idx[0]! + 1 > maxBuckets) throw malformed('bucket span exceeds maxBuckets');
+  runs.n = k;
+  return n;
+}
+
+/** Puts the body of add(createSketch(params), value, n) in scratch, for mergeScanned. */
+export function scanSingle(value: number, n: number, lnGamma: number): void {
+  scanned.zero = 0;
+  scanned.count = n;
+  scanned.pos.n = scanned.neg.n = 0;
+  const m = Math.abs(value);
+  if (m < MIN_INDEXABLE) scanned.zero = n;
+  else {
+    const runs = value > 0 ? scanned.pos : scanned.neg;
+    runs.idx[0] = indexOf(lnGamma, m);
+    runs.cnt[0] = n;
+    runs.n = 1;
+  }
+}
+
+/**
+ * merge(into, the scanned body as a sketch with these parameters): the same result and
+ * errors, thrown before anything changes.
+ */
+export function mergeScanned(into: Sketch, alpha: number, maxBuckets: number, lnGamma: number): void {
+  if (scanned.count === 0) return;
+  if (into.count === 0) {
+    // adopt the parameters, like merge (the stores of an empty sketch are empty)
+    into.alpha = alpha;
+    into.maxBuckets = maxBuckets;
+    into.lnGamma = lnGamma;
+  } else {
+    if (into.alpha !== alpha) throw incompatible();
+    if (into.count + scanned.count > Number.MAX_SAFE_INTEGER) throw invalid('sketch count overflow');
+  }
+  runsMerge(into.pos, true, scanned.pos, into.maxBuckets);
+  runsMerge(into.neg, false, scanned.neg, into.maxBuckets);
+  into.zero += scanned.zero;
+  into.count += scanned.count;
+}
+
+function runsMerge(s: Store, keepHigh: boolean, runs: Runs, max: number): void {
+  const k = runs.n;
+  if (k === 0) return;
+  const idx = runs.idx;
+  const cnt = runs.cnt;
+  const first = idx[0]!;
+  const last = idx[k - 1]!;
+  cover(s, keepHigh, first, last, max);
+  const c = s.counts;
+  const off = s.offset;
+  if (first >= s.lo && last <= s.hi) {
+    for (let b = 0; b < k; b++) c[idx[b]! - off]! += cnt[b]!;
+  } else {
+    for (let b = 0; b < k; b++) c[clamp(idx[b]!, s.lo, s.hi) - off]! += cnt[b]!;
+  }
 }
