@@ -1,15 +1,21 @@
 /**
  * What the collector encrypts at rest under an account's data key: rollup aggregates and
- * dictionary entries. secretbox has no associated data, so each plaintext starts with an
- * 8-byte tag of the row's identity; opening checks it, so a ciphertext moved to another row
- * (another account, bucket, series or pseudonym) is refused like a tampered one.
+ * dictionary entries, each bound to its row's identity (account, level, bucket, metric,
+ * series and the tag key/value pseudonyms stored beside it; or account, kind, pseudonym), so
+ * a ciphertext moved to another row, or a row whose `tag_values` storage rewrote (moving its
+ * numbers to another group), fails to open like a tampered one.
  *
- * A rollup's identity includes the tag key and value pseudonyms stored beside it (in their
- * stored order): the query engine groups and filters by those columns, so storage rewriting
- * a row's `tag_values` (moving its numbers to another group) must make the row fail to open.
+ * Format 1: `0x01 | nonce (24) | XChaCha20-Poly1305 ciphertext | tag (16)`, the identity text
+ * as associated data, a random nonce per seal (192 bits: no limit on how many rows one key
+ * seals). XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha): HChaCha20 from @noble/ciphers derives
+ * the subkey, node:crypto's ChaCha20-Poly1305 does the bulk — ~4x faster than tweetnacl's
+ * secretbox for a 2.5 KB day pack, which the query engine opens thousands of per query.
+ * Rows written before format 1 (secretbox with an 8-byte identity tag in front of the
+ * plaintext) still open; new rows are always format 1.
  */
 import * as nodeCrypto from 'node:crypto';
-import { concat, equalBytes, fromUtf8, secretOpen, secretSeal, utf8 } from '@cipherstat/protocol';
+import { hchacha } from '@noble/ciphers/chacha.js';
+import { equalBytes, fromUtf8, secretOpen, utf8 } from '@cipherstat/protocol';
 import { nodeSha512 } from '@cipherstat/protocol/node';
 import type { DictKind, RollupLevel } from './storage/types.js';
 
@@ -25,28 +31,88 @@ export interface RollupIdentity {
   tagValues: readonly string[];
 }
 
-const TAG = 8;
-// One-shot hash (Node ≥ 20.12): no Hash object per row, the query engine's hot loop.
-const oneShot = (nodeCrypto as { hash?: (alg: string, data: string, enc: 'buffer') => Buffer }).hash;
-const tag = oneShot ? (text: string): Uint8Array => oneShot('sha512', text, 'buffer').subarray(0, TAG) : (text: string) => nodeSha512(text).subarray(0, TAG);
-/** Pseudonyms are decimal strings: joined with ',' they are unambiguous. */
-export const joinPseudonyms = (list: readonly string[]): string => list.join(',');
-const rollupTagText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string) =>
-  `rollup\u0000${id.accountId}\u0000${id.level}\u0000${id.bucket}\u0000${id.metric}\u0000${id.series}\u0000${keys}\u0000${values}`;
-const rollupTag = (id: RollupIdentity) => tag(rollupTagText(id, joinPseudonyms(id.tagKeys), joinPseudonyms(id.tagValues)));
-const dictTag = (accountId: string, kind: DictKind, pseudonym: string) => tag(`dict\u0000${accountId}\u0000${kind}\u0000${pseudonym}`);
+const FORMAT = 1;
+const NONCE = 24;
+const MAC = 16;
+/** Bytes a sealed record adds to its plaintext. */
+export const SEAL_OVERHEAD = 1 + NONCE + MAC;
 
-function open(dataKey: Uint8Array, expected: Uint8Array, sealed: Uint8Array): Uint8Array | null {
-  const plain = secretOpen(dataKey, sealed);
-  if (!plain || plain.length < TAG || !equalBytes(plain.subarray(0, TAG), expected)) return null;
+const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]); // "expand 32-byte k"
+const keyWords = new Uint32Array(8);
+const nonceWords = new Uint32Array(4);
+const subkeyWords = new Uint32Array(8);
+const subkey = new Uint8Array(subkeyWords.buffer);
+const iv = new Uint8Array(12);
+
+/** XChaCha20-Poly1305: the ChaCha20-Poly1305 cipher of (HChaCha20(key, nonce[0..16]), 0^4 | nonce[16..24]). */
+function xchacha<T extends nodeCrypto.CipherChaCha20Poly1305 | nodeCrypto.DecipherChaCha20Poly1305>(
+  make: (key: Uint8Array, iv: Uint8Array) => T,
+  key: Uint8Array,
+  nonce: Uint8Array,
+): T {
+  new Uint8Array(keyWords.buffer).set(key);
+  new Uint8Array(nonceWords.buffer).set(nonce.subarray(0, 16));
+  hchacha(SIGMA, keyWords, nonceWords, subkeyWords);
+  iv.set(nonce.subarray(16, 24), 4);
+  return make(subkey, iv);
+}
+const cipher = (k: Uint8Array, n: Uint8Array) => nodeCrypto.createCipheriv('chacha20-poly1305', k, n, { authTagLength: MAC });
+const decipher = (k: Uint8Array, n: Uint8Array) => nodeCrypto.createDecipheriv('chacha20-poly1305', k, n, { authTagLength: MAC });
+
+/** Seals `plain` under `key` with `ad` as associated data (format 1). */
+export function sealRecord(key: Uint8Array, ad: string, plain: Uint8Array): Uint8Array {
+  const out = new Uint8Array(SEAL_OVERHEAD + plain.length);
+  out[0] = FORMAT;
+  const nonce = nodeCrypto.randomFillSync(out.subarray(1, 1 + NONCE));
+  const c = xchacha(cipher, key, nonce);
+  c.setAAD(Buffer.from(ad, 'utf8'), { plaintextLength: plain.length });
+  const body = c.update(plain);
+  c.final();
+  out.set(body, 1 + NONCE);
+  out.set(c.getAuthTag(), 1 + NONCE + plain.length);
+  return out;
+}
+
+/** The plaintext, or null when `sealed` is not a format-1 record of `ad` under `key`. */
+function openRecord(key: Uint8Array, ad: string, sealed: Uint8Array): Uint8Array | null {
+  if (sealed.length < SEAL_OVERHEAD || sealed[0] !== FORMAT) return null;
+  const d = xchacha(decipher, key, sealed.subarray(1, 1 + NONCE));
+  d.setAAD(Buffer.from(ad, 'utf8'), { plaintextLength: sealed.length - SEAL_OVERHEAD });
+  d.setAuthTag(sealed.subarray(sealed.length - MAC));
+  const plain = d.update(sealed.subarray(1 + NONCE, sealed.length - MAC));
+  try {
+    d.final();
+  } catch {
+    return null;
+  }
+  return new Uint8Array(plain.buffer, plain.byteOffset, plain.byteLength);
+}
+
+// Rows written before format 1: secretbox(identity tag (8 bytes) | plaintext).
+const TAG = 8;
+// One-shot hash (Node ≥ 20.12): no Hash object per row.
+const oneShot = (nodeCrypto as { hash?: (alg: string, data: string, enc: 'buffer') => Buffer }).hash;
+const legacyTag = oneShot ? (text: string): Uint8Array => oneShot('sha512', text, 'buffer').subarray(0, TAG) : (text: string) => nodeSha512(text).subarray(0, TAG);
+function openLegacy(key: Uint8Array, ad: string, sealed: Uint8Array): Uint8Array | null {
+  const plain = secretOpen(key, sealed);
+  if (!plain || plain.length < TAG || !equalBytes(plain.subarray(0, TAG), legacyTag(ad))) return null;
   return plain.subarray(TAG);
 }
 
-export const sealRollup = (dataKey: Uint8Array, id: RollupIdentity, aggregate: Uint8Array): Uint8Array =>
-  secretSeal(dataKey, concat(rollupTag(id), aggregate));
+/** Opens a record of either format (a format-1 record first: a legacy one starts with a random byte). */
+export const openAny = (key: Uint8Array, ad: string, sealed: Uint8Array): Uint8Array | null =>
+  openRecord(key, ad, sealed) ?? openLegacy(key, ad, sealed);
 
-export const openRollup = (dataKey: Uint8Array, id: RollupIdentity, sealed: Uint8Array): Uint8Array | null =>
-  open(dataKey, rollupTag(id), sealed);
+/** Pseudonyms are decimal strings: joined with ',' they are unambiguous. */
+export const joinPseudonyms = (list: readonly string[]): string => list.join(',');
+const rollupText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string) =>
+  `rollup\u0000${id.accountId}\u0000${id.level}\u0000${id.bucket}\u0000${id.metric}\u0000${id.series}\u0000${keys}\u0000${values}`;
+const rollupAd = (id: RollupIdentity) => rollupText(id, joinPseudonyms(id.tagKeys), joinPseudonyms(id.tagValues));
+const dictAd = (accountId: string, kind: DictKind, pseudonym: string) => `dict\u0000${accountId}\u0000${kind}\u0000${pseudonym}`;
+
+export const sealRollup = (dataKey: Uint8Array, id: RollupIdentity, aggregate: Uint8Array): Uint8Array => sealRecord(dataKey, rollupAd(id), aggregate);
+
+export const openRollup = (dataKey: Uint8Array, id: RollupIdentity, sealed: Uint8Array): Uint8Array | null => openAny(dataKey, rollupAd(id), sealed);
 
 /**
  * openRollup with the tag pseudonym lists already joined by ',' (what the query engine
@@ -58,7 +124,11 @@ export const openRollupJoined = (
   tagKeys: string,
   tagValues: string,
   sealed: Uint8Array,
-): Uint8Array | null => open(dataKey, tag(rollupTagText(id, tagKeys, tagValues)), sealed);
+): Uint8Array | null => openAny(dataKey, rollupText(id, tagKeys, tagValues), sealed);
+
+/** Whether `key` opens a stored dictionary ciphertext under its row's identity (`verify`, tests). */
+export const opensDict = (key: Uint8Array, accountId: string, kind: DictKind, pseudonym: string, sealed: Uint8Array): boolean =>
+  openAny(key, dictAd(accountId, kind, pseudonym), sealed) !== null;
 
 /** Dictionary plaintext: the metric name (with its kind), the tag key, or the tag key and value. */
 export interface DictEntry {
@@ -68,10 +138,10 @@ export interface DictEntry {
 }
 
 export const sealDict = (dataKey: Uint8Array, accountId: string, kind: DictKind, pseudonym: string, entry: DictEntry): Uint8Array =>
-  secretSeal(dataKey, concat(dictTag(accountId, kind, pseudonym), utf8(JSON.stringify(entry))));
+  sealRecord(dataKey, dictAd(accountId, kind, pseudonym), utf8(JSON.stringify(entry)));
 
 export function openDict(dataKey: Uint8Array, accountId: string, kind: DictKind, pseudonym: string, sealed: Uint8Array): DictEntry | null {
-  const plain = open(dataKey, dictTag(accountId, kind, pseudonym), sealed);
+  const plain = openAny(dataKey, dictAd(accountId, kind, pseudonym), sealed);
   if (!plain) return null;
   try {
     return JSON.parse(fromUtf8(plain)) as DictEntry;

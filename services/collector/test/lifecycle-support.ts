@@ -1,17 +1,18 @@
 /** Shared by the lifecycle-*.test.ts files: ciphertext snapshots, key inventories, waiting. */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { openSeal, secretOpen, toBase64, type KeyPair } from '@cipherstat/protocol';
+import { openSeal, toBase64, type KeyPair } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
 import type { Keyring } from '../src/keyring/index.js';
 import type { Store } from '../src/storage/types.js';
-import { openRollup } from '../src/records.js';
+import { openRollup, opensDict } from '../src/records.js';
 import { decodeAggregate } from '../src/rollup/index.js';
 import type { TestCollector } from './support/collector.js';
 
 export interface Snapshot {
+  accountId: string;
   rollups: { level: 0 | 1; bucket: number; metric: string; series: string; tagKeys: string[]; tagValues: string[]; keyVersion: number; agg: Uint8Array; part: string; supersedes: string[] }[];
-  dictionary: Uint8Array[];
+  dictionary: { kind: 0 | 1 | 2; pseudonym: string; ciphertext: Uint8Array }[];
   batches: Uint8Array[];
 }
 
@@ -24,13 +25,16 @@ export async function snapshot(store: Store, accountId: string): Promise<Snapsho
     `SELECT level, toUnixTimestamp64Milli(bucket) AS bucket, toString(metric) AS metric, toString(series) AS series,
             arrayMap(x -> toString(x), tag_keys) AS tk, arrayMap(x -> toString(x), tag_values) AS tv, key_version AS v, base64Encode(agg) AS agg, part, supersedes AS sup FROM rollups WHERE account_id = {a:String}`,
   );
-  const dictionary = await q<{ c: string }>('SELECT base64Encode(ciphertext) AS c FROM dictionary WHERE account_id = {a:String}');
+  const dictionary = await q<{ kind: number; p: string; c: string }>(
+    'SELECT kind, toString(pseudonym) AS p, base64Encode(ciphertext) AS c FROM dictionary WHERE account_id = {a:String}',
+  );
   const batches = await q<{ c: string }>('SELECT base64Encode(sealed) AS c FROM batches WHERE account_id = {a:String}');
   return {
+    accountId,
     rollups: rollups.map((r) => ({
       level: r.level as 0 | 1, bucket: Number(r.bucket), metric: r.metric, series: r.series, tagKeys: r.tk, tagValues: r.tv, keyVersion: Number(r.v), agg: b64(r.agg), part: r.part, supersedes: r.sup,
     })),
-    dictionary: dictionary.map((r) => b64(r.c)),
+    dictionary: dictionary.map((r) => ({ kind: Number(r.kind) as 0 | 1 | 2, pseudonym: r.p, ciphertext: b64(r.c) })),
     batches: batches.map((r) => b64(r.c)),
   };
 }
@@ -54,12 +58,12 @@ export function inventory(keyring: Keyring): KeyInventory {
   return { secretKeys, pairs };
 }
 
-/** How many ciphertexts of the snapshot any key opens (authenticated: never a false positive). */
+/** How many ciphertexts of the snapshot any key opens under the row's identity (authenticated: never a false positive). */
 export function openable(s: Snapshot, keys: KeyInventory): { rollups: number; dictionary: number; batches: number } {
-  const secret = (ct: Uint8Array) => keys.secretKeys.some((k) => secretOpen(k, ct) !== null);
+  const id = (r: Snapshot['rollups'][number]) => ({ accountId: s.accountId, level: r.level, bucket: r.bucket, metric: r.metric, series: r.series, tagKeys: r.tagKeys, tagValues: r.tagValues });
   return {
-    rollups: s.rollups.filter((r) => secret(r.agg)).length,
-    dictionary: s.dictionary.filter(secret).length,
+    rollups: s.rollups.filter((r) => keys.secretKeys.some((k) => openRollup(k, id(r), r.agg) !== null)).length,
+    dictionary: s.dictionary.filter((d) => keys.secretKeys.some((k) => opensDict(k, s.accountId, d.kind, d.pseudonym, d.ciphertext))).length,
     batches: s.batches.filter((ct) => keys.pairs.some((p) => openSeal(ct, p, nodeX25519).ok)).length,
   };
 }

@@ -11,10 +11,11 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
-import { openSeal, secretOpen, type KeyPair } from '@cipherstat/protocol';
+import { openSeal, type KeyPair } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
 import type { Keyring } from '../keyring/index.js';
-import type { AccountState, Store } from '../storage/types.js';
+import type { AccountState, DictKind, RollupLevel, Store } from '../storage/types.js';
+import { openRollup, opensDict } from '../records.js';
 
 export const PURGE_TABLES = ['batches', 'processed', 'rollups', 'dictionary'] as const;
 export type PurgeTable = (typeof PURGE_TABLES)[number];
@@ -136,19 +137,32 @@ export async function verifyAccount(
   for (const t of keyring.acceptedTransportKeys()) pairs.push({ publicKey: t.publicKey, secretKey: t.secretKey });
 
   const counts = (await countPurgeRows(store, [accountId])).get(accountId)!;
-  const fetch = async (sql: string, limit: number) =>
-    (await store.query<{ c: string }>(sql, { id: accountId, n: limit })).map((r) => new Uint8Array(Buffer.from(r.c, 'base64')));
+  const b64 = (c: string) => new Uint8Array(Buffer.from(c, 'base64'));
+  // Each ciphertext is tried under its row's own identity (the associated data it was sealed with).
   const [rollups, dictionary, batches] = await Promise.all([
-    fetch('SELECT base64Encode(agg) AS c FROM rollups WHERE account_id = {id:String} LIMIT {n:UInt32}', sample),
-    fetch('SELECT base64Encode(ciphertext) AS c FROM dictionary WHERE account_id = {id:String} LIMIT {n:UInt32}', sample),
-    fetch('SELECT base64Encode(sealed) AS c FROM batches WHERE account_id = {id:String} LIMIT {n:UInt32}', maxBatches),
+    store.query<{ l: number; b: string; m: string; s: string; k: string[]; t: string[]; c: string }>(
+      `SELECT level AS l, toString(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s,
+         arrayMap(x -> toString(x), tag_keys) AS k, arrayMap(x -> toString(x), tag_values) AS t, base64Encode(agg) AS c
+       FROM rollups WHERE account_id = {id:String} LIMIT {n:UInt32}`,
+      { id: accountId, n: sample },
+    ),
+    store.query<{ kind: number; p: string; c: string }>(
+      'SELECT kind, toString(pseudonym) AS p, base64Encode(ciphertext) AS c FROM dictionary WHERE account_id = {id:String} LIMIT {n:UInt32}',
+      { id: accountId, n: sample },
+    ),
+    store.query<{ c: string }>('SELECT base64Encode(sealed) AS c FROM batches WHERE account_id = {id:String} LIMIT {n:UInt32}', { id: accountId, n: maxBatches }),
   ]);
-  const trySecret = (cts: Uint8Array[]) => cts.filter((ct) => dataKeys.some((k) => secretOpen(k, ct) !== null)).length;
+  const rollupOpens = (r: (typeof rollups)[number]) => {
+    const id = { accountId, level: Number(r.l) as RollupLevel, bucket: Number(r.b), metric: r.m, series: r.s, tagKeys: r.k, tagValues: r.t };
+    const sealed = b64(r.c);
+    return dataKeys.some((k) => openRollup(k, id, sealed) !== null);
+  };
+  const dictOpens = (r: (typeof dictionary)[number]) => dataKeys.some((k) => opensDict(k, accountId, Number(r.kind) as DictKind, r.p, b64(r.c)));
   const trySealed = (cts: Uint8Array[]) => cts.filter((ct) => pairs.some((p) => openSeal(ct, p, nodeX25519).ok)).length;
   const decryption = {
-    rollups: { remaining: counts.rollups, tried: rollups.length, opened: trySecret(rollups) },
-    dictionary: { remaining: counts.dictionary, tried: dictionary.length, opened: trySecret(dictionary) },
-    batches: { remaining: counts.batches, tried: batches.length, opened: trySealed(batches) },
+    rollups: { remaining: counts.rollups, tried: rollups.length, opened: rollups.filter(rollupOpens).length },
+    dictionary: { remaining: counts.dictionary, tried: dictionary.length, opened: dictionary.filter(dictOpens).length },
+    batches: { remaining: counts.batches, tried: batches.length, opened: trySealed(batches.map((r) => b64(r.c))) },
   };
   for (const [table, r] of Object.entries(decryption)) {
     if (r.opened) problems.push(`${r.opened} of ${r.tried} ${table} ciphertexts opened with a key the keyring holds`);
