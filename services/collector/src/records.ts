@@ -56,6 +56,12 @@ function xchacha<T extends nodeCrypto.CipherChaCha20Poly1305 | nodeCrypto.Deciph
   iv.set(nonce.subarray(16, 24), 4);
   return make(subkey, iv);
 }
+let adScratch = Buffer.allocUnsafe(1024);
+/** The associated data as UTF-8, in a reused buffer (valid until the next call). */
+function adBytes(ad: string): Buffer {
+  if (ad.length * 3 > adScratch.length) adScratch = Buffer.allocUnsafe(ad.length * 3);
+  return adScratch.subarray(0, adScratch.write(ad, 0, 'utf8'));
+}
 const cipher = (k: Uint8Array, n: Uint8Array) => nodeCrypto.createCipheriv('chacha20-poly1305', k, n, { authTagLength: MAC });
 const decipher = (k: Uint8Array, n: Uint8Array) => nodeCrypto.createDecipheriv('chacha20-poly1305', k, n, { authTagLength: MAC });
 
@@ -65,7 +71,7 @@ export function sealRecord(key: Uint8Array, ad: string, plain: Uint8Array): Uint
   out[0] = FORMAT;
   const nonce = nodeCrypto.randomFillSync(out.subarray(1, 1 + NONCE));
   const c = xchacha(cipher, key, nonce);
-  c.setAAD(Buffer.from(ad, 'utf8'), { plaintextLength: plain.length });
+  c.setAAD(adBytes(ad), { plaintextLength: plain.length });
   const body = c.update(plain);
   c.final();
   out.set(body, 1 + NONCE);
@@ -77,7 +83,7 @@ export function sealRecord(key: Uint8Array, ad: string, plain: Uint8Array): Uint
 function openRecord(key: Uint8Array, ad: string, sealed: Uint8Array): Uint8Array | null {
   if (sealed.length < SEAL_OVERHEAD || sealed[0] !== FORMAT) return null;
   const d = xchacha(decipher, key, sealed.subarray(1, 1 + NONCE));
-  d.setAAD(Buffer.from(ad, 'utf8'), { plaintextLength: sealed.length - SEAL_OVERHEAD });
+  d.setAAD(adBytes(ad), { plaintextLength: sealed.length - SEAL_OVERHEAD });
   d.setAuthTag(sealed.subarray(sealed.length - MAC));
   const plain = d.update(sealed.subarray(1 + NONCE, sealed.length - MAC));
   try {

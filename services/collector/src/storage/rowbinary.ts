@@ -5,18 +5,19 @@
  */
 import { StorageError } from './errors.js';
 
-const utf8 = new TextDecoder();
 const TWO_32 = 2 ** 32;
 
 export class RowBinaryReader {
   readonly #buf: Uint8Array;
   readonly #view: DataView;
+  readonly #text: Buffer;
   #pos = 0;
 
   constructor(buf: Uint8Array) {
     // A plain Uint8Array (not a Buffer subclass), so bytes() views are plain too.
     this.#buf = new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
     this.#view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+    this.#text = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   }
 
   get remaining(): number {
@@ -102,15 +103,10 @@ export class RowBinaryReader {
     return this.#buf.subarray(p, p + n);
   }
 
-  /** A String decoded as UTF-8 (invalid sequences become U+FFFD). */
+  /** A String decoded as UTF-8 (invalid sequences become U+FFFD); a flat string, decoded natively. */
   string(): string {
-    const b = this.bytes();
-    if (b.length > 64) return utf8.decode(b);
-    let s = '';
-    for (const c of b) {
-      if (c >= 0x80) return utf8.decode(b);
-      s += String.fromCharCode(c);
-    }
-    return s;
+    const n = this.#varint();
+    const p = this.#take(n);
+    return this.#text.toString('utf8', p, p + n);
   }
 }
