@@ -28,8 +28,8 @@
  * unfinished merged row is not compacted again until then, so a deleted merged row can never
  * make rows it replaced visible again (no chains).
  *
- * One compactor at a time per account (one process role, like processing); passes in this
- * process never overlap.
+ * One compactor for all accounts: services.ts runs it on the partition-0 process node only
+ * (or the one `all` node); passes in this process never overlap.
  */
 import { randomBytes, toHex } from '@cipherstat/protocol';
 import { Counter, Histogram, type Registry } from 'prom-client';
@@ -165,6 +165,8 @@ export class Compactor {
   private closing = false;
   /** `d:`/`c:` + row → when a delete (sources) or a list update (merged rows) was last queued for it. */
   private readonly queued = new Map<string, number>();
+  /** Where the next packDays page starts (undefined: at the first day). */
+  private packAfter: { a: string; m: string; d: number | string; s: string; v: number | string } | undefined;
   private readonly m: ReturnType<typeof counters>;
 
   constructor(private readonly o: CompactorOptions) {
@@ -510,17 +512,25 @@ export class Compactor {
     const hours = `level = 1 AND bucket < fromUnixTimestamp64Milli({closed:Int64}, 'UTC')`;
     const marked = (where: string) => `(startsWith(part, '${COMPACTION_PART_PREFIX}') OR (account_id, part) IN (
       SELECT account_id, part FROM ${processed} WHERE (account_id, part) IN (SELECT account_id, part FROM ${rollups} WHERE ${where})))`;
+    // Pages in key order, resumed after the last day of the previous page (wrapping round after
+    // a short page): days that cannot be packed (no keys, rows that fail to open) never hold up
+    // the ones after them.
+    const cursor = this.packAfter;
+    const after = cursor
+      ? ` AND (account_id, metric, ${DAY_SQL}, series, key_version) > ({pa:String}, {pm:UInt64}, {pd:Int64}, {ps:UInt64}, {pv:UInt32})`
+      : '';
     const todo = await store.query<{ a: string; m: string; d: number | string; s: string; v: number | string }>(
       `SELECT account_id AS a, toString(metric) AS m, ${DAY_SQL} AS d, toString(series) AS s, key_version AS v
        FROM ${rollups}
-       WHERE level IN (1, 2) AND bucket < fromUnixTimestamp64Milli({closed:Int64}, 'UTC')
+       WHERE level IN (1, 2) AND bucket < fromUnixTimestamp64Milli({closed:Int64}, 'UTC')${after}
          AND (account_id, metric, ${DAY_SQL}, series) IN (SELECT account_id, metric, ${DAY_SQL}, series FROM ${rollups} WHERE ${hours})
        GROUP BY account_id, metric, d, series, key_version
        HAVING countIf(notEmpty(supersedes)) = 0 AND countIf(level = 1 AND ${marked(hours)}) > 0
-       ORDER BY a, m, d, s, v
+       ORDER BY account_id, metric, d, series, key_version
        LIMIT {lim:UInt32}`,
-      { closed, lim: limit },
+      { closed, lim: limit, ...(cursor ? { pa: cursor.a, pm: cursor.m, pd: Number(cursor.d), ps: cursor.s, pv: Number(cursor.v) } : {}) },
     );
+    this.packAfter = todo.length === limit ? todo.at(-1) : undefined;
     if (todo.length === 0) return false;
     const byAccount = new Map<string, typeof todo>();
     for (const r of todo) {
@@ -633,8 +643,7 @@ export class Compactor {
       report.unfinished += rows.length - done.size;
       this.o.onCompacted?.([...new Set(kept.map((r) => r.accountId))]);
     }
-    // A full page that packed nothing (rows that fail to open, say) waits for the next scheduled pass.
-    return todo.length === limit && written.length > 0;
+    return todo.length === limit;
   }
 
   /** Opens and merges a group's candidate rows; rows that fail are left out (and stay stored). */

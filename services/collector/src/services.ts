@@ -98,7 +98,9 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   if (compactionIntervalMs !== undefined && !(Number.isFinite(compactionIntervalMs) && compactionIntervalMs >= 0)) {
     throw new Error('invalid configuration: CIPHERSTAT_COMPACTION_INTERVAL_MS must be a number >= 0 (0: no scheduled compaction)');
   }
-  const compactor = roles.process
+  // One compactor for all accounts (its passes assume no other compactor runs): the process
+  // node of partition 0, or the only one.
+  const compactor = roles.process && (parsePartition(config.processPartition)?.index ?? 0) === 0
     ? new Compactor({
         store,
         keyring,

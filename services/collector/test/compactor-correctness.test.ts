@@ -117,7 +117,7 @@ async function dayPacks(accountId: string): Promise<{ rows: number; days: number
 }
 
 function compactor(
-  o: { hook?: (step: CompactionStep) => void; maxRows?: number; maxGroups?: number; maxRowsPerGroup?: number; log?: typeof silent } = {},
+  o: { hook?: (step: CompactionStep) => void; maxRows?: number; maxGroups?: number; maxRowsPerGroup?: number; maxDayPacks?: number; log?: typeof silent } = {},
 ): Compactor {
   return new Compactor({ store: c.services.store, keyring: c.services.keyring, log: silent, now, ...o });
 }
@@ -146,7 +146,7 @@ describe('rollup compaction', () => {
     const s0 = await shape(a.accountId);
     expect(s0.rows).toBeGreaterThan(s0.groups);
 
-    const report = await compactor({ maxRows: 2000, maxGroups: 300 }).runUntilDone(); // small bounds: several passes
+    const report = await compactor({ maxRows: 2000, maxGroups: 300, maxDayPacks: 7 }).runUntilDone(); // small bounds: several passes
     expect(report).toMatchObject({ failedRows: 0, unmarkedRows: 0, unfinished: 0, more: false });
     const s1 = await shape(a.accountId);
     // one row per group; the hour rows of closed days are in their day packs now

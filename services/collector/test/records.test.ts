@@ -52,7 +52,7 @@ describe('at-rest records', () => {
     const sealed = sealRollup(key, id, randomBytes(64));
     for (let i = 0; i < sealed.length; i++) {
       const t = sealed.slice();
-      t[i] ^= 0x01;
+      t[i] = t[i]! ^ 0x01;
       expect(openRollup(key, id, t)).toBeNull();
     }
     for (let n = 0; n < sealed.length; n++) expect(openRollup(key, id, sealed.subarray(0, n))).toBeNull();

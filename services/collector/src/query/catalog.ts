@@ -76,9 +76,18 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   const volume = new Map<string, number>();
   let failedRows = 0;
   const identity: { accountId: string; level: 1 | 2; bucket: number; metric: string; series: string } = { accountId, level: 1, bucket: 0, metric: '', series: '' };
+  const packed = new Set<string>(); // like the engine: one pack per (day, series, key version)
   for (const r of volumeRows) {
     const keys = ctx.byVersion.get(Number(r.v));
     identity.level = Number(r.l) === 2 ? 2 : 1;
+    if (identity.level === 2) {
+      const day = `${r.v}\u0000${r.m}\u0000${r.s}\u0000${r.b}`;
+      if (packed.has(day)) {
+        failedRows++;
+        continue;
+      }
+      packed.add(day);
+    }
     identity.bucket = r.b;
     identity.metric = r.m;
     identity.series = r.s;
