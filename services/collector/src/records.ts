@@ -65,11 +65,25 @@ function adBytes(ad: string): Buffer {
 const cipher = (k: Uint8Array, n: Uint8Array) => nodeCrypto.createCipheriv('chacha20-poly1305', k, n, { authTagLength: MAC });
 const decipher = (k: Uint8Array, n: Uint8Array) => nodeCrypto.createDecipheriv('chacha20-poly1305', k, n, { authTagLength: MAC });
 
+// Nonces come from a pool refilled 4 KiB at a time (one randomFillSync per ~170 seals).
+const pool = new Uint8Array(4096);
+let poolAt = pool.length;
+function fillNonce(into: Uint8Array): Uint8Array {
+  if (poolAt + NONCE > pool.length) {
+    nodeCrypto.randomFillSync(pool);
+    poolAt = 0;
+  }
+  into.set(pool.subarray(poolAt, poolAt + NONCE));
+  pool.fill(0, poolAt, poolAt + NONCE); // a nonce never stays in the pool once used
+  poolAt += NONCE;
+  return into;
+}
+
 /** Seals `plain` under `key` with `ad` as associated data (format 1). */
 export function sealRecord(key: Uint8Array, ad: string, plain: Uint8Array): Uint8Array {
   const out = new Uint8Array(SEAL_OVERHEAD + plain.length);
   out[0] = FORMAT;
-  const nonce = nodeCrypto.randomFillSync(out.subarray(1, 1 + NONCE));
+  const nonce = fillNonce(out.subarray(1, 1 + NONCE));
   const c = xchacha(cipher, key, nonce);
   c.setAAD(adBytes(ad), { plaintextLength: plain.length });
   const body = c.update(plain);
