@@ -659,20 +659,23 @@ for (const phase of phases) {
 }
 loadavg.end = os.loadavg();
 
-// Informational: the same 30-day hourly sum in a time zone whose hours are not UTC hours
-// (UTC+5:30) has to read minute rollups (request.ts sourceLevel).
-const tzProbe = { timezone: 'Asia/Kolkata', metric: 'orders', aggregation: 'sum', interval: 'hour', groupBy: ['country'] };
-{
+// Informational: the same 30-day sum by hour and by day in a time zone whose hours are not UTC
+// hours (UTC+5:30). Hours read minute rollups (request.ts sourceLevel); days read minute
+// rollups only in the UTC hours holding local midnight (`hour+minute`).
+const tzProbe = [];
+for (const interval of ['hour', 'day']) {
+  const probe = { timezone: 'Asia/Kolkata', metric: 'orders', aggregation: 'sum', interval, groupBy: ['country'] };
   services.queryCache.invalidate([accountId]);
   const t = performance.now();
   const res = await fetch(`${running.url}/v1/query`, {
     method: 'POST',
     headers: { authorization: `Bearer ${created.readToken}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ ...tzProbe, from, to }),
+    body: JSON.stringify({ ...probe, from, to }),
   });
   const json = await res.json();
-  Object.assign(tzProbe, { status: res.status, ms: performance.now() - t, rows: json.meta?.rows, level: json.meta?.level, error: json.error?.code });
-  progress(`30-day hourly sum in Asia/Kolkata: HTTP ${res.status} ${json.error?.code ?? `${json.meta.level} level, ${fmt(json.meta.rows)} rows`} (${tzProbe.ms.toFixed(0)} ms)`);
+  Object.assign(probe, { status: res.status, ms: performance.now() - t, rows: json.meta?.rows, level: json.meta?.level, error: json.error?.code });
+  tzProbe.push(probe);
+  progress(`30-day sum by ${interval} in Asia/Kolkata: HTTP ${res.status} ${json.error?.code ?? `${json.meta.level} level, ${fmt(json.meta.rows)} rows`} (${probe.ms.toFixed(0)} ms)`);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ describe('rollup compaction', () => {
     const s0 = await shape(a.accountId);
     expect(s0.rows).toBeGreaterThan(s0.groups);
 
-    const report = await compactor({ maxRows: 2000, maxGroups: 300, maxDayPacks: 7 }).runUntilDone(); // small bounds: several passes
+    const report = await compactor({ maxRows: 2000, maxGroups: 300, maxDayPacks: 40 }).runUntilDone(); // small bounds: several passes
     expect(report).toMatchObject({ failedRows: 0, unmarkedRows: 0, unfinished: 0, more: false });
     const s1 = await shape(a.accountId);
     // one row per group; the hour rows of closed days are in their day packs now

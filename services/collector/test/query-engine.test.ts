@@ -97,6 +97,10 @@ describe('runQuery', () => {
     const kolkata = await runQuery(deps(), { accountId: A }, { metric: 'orders', aggregation: 'count', interval: 'hour', timezone: 'Asia/Kolkata', from: FROM, to: FROM + 3 * 3_600_000 });
     expect(kolkata.meta.level).toBe('minute'); // Kolkata hours start at UTC :30
     expect(kolkata.series[0]!.points[0]![0]).toBe(FROM - 30 * 60_000);
+    // Kolkata days: only the UTC hours holding local midnight come from minute rollups
+    const days = await runQuery(deps(), { accountId: A }, { metric: 'orders', aggregation: 'count', interval: 'day', timezone: 'Asia/Kolkata', from: FROM, to: TO });
+    expect(days.meta.level).toBe('hour+minute');
+    expect(days.meta.failedRows).toBe(0);
   });
 
   it('reads rows of every key version and merges groups across versions', async () => {

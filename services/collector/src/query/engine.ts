@@ -57,7 +57,8 @@ export interface QueryResult {
     from: number;
     to: number;
     /** Stored rollup level read: minute or hour. */
-    level: 'minute' | 'hour';
+    /** Stored level read: minute, hour (with day packs), or hour with minute rows in the hours holding a bucket edge. */
+    level: 'minute' | 'hour' | 'hour+minute';
     /** Rollup rows read. */
     rows: number;
     /** Rows that failed to open or decode: left out of the answer. */
@@ -136,7 +137,7 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
       timezone: q.timezone,
       from: q.starts[0]!,
       to: q.end,
-      level: q.level === 0 ? 'minute' : 'hour',
+      level: q.level === 0 ? 'minute' : q.minuteHours ? 'hour+minute' : 'hour',
       rows: rows.length,
       failedRows: failed,
       cached: false,
@@ -201,11 +202,23 @@ WHERE ${range}
 LIMIT {lim:UInt32}`;
     return { sql, params, metricOf };
   }
-  // Hour rows plus the day packs (query/days.ts) of the UTC days the range overlaps.
+  // Hour rows plus the day packs (query/days.ts) of the UTC days the range overlaps, and the
+  // minute rows of the UTC hours holding a bucket edge (q.minuteHours).
   params.dfrom = dayOf(q.starts[0]!);
   const base = `account_id = {acc:String} AND ${metrics}`;
+  let minutes = '';
+  if (q.minuteHours) {
+    params.mh = q.minuteHours.map(String);
+    const m = `account_id = {acc:String} AND level = 0 AND ${metrics}
+  AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
+    minutes = `
+  UNION ALL
+  SELECT ${cols} FROM ${rollups}
+  WHERE ${m} AND intDiv(toUnixTimestamp64Milli(bucket), 3600000) * 3600000 IN arrayMap(x -> toInt64(x), {mh:Array(String)})
+    AND ${filters} AND ${notSupersededSql(rollups, m)}`;
+  }
   const sql = `SELECT * FROM (
-${hourLevelSql(rollups, cols, base, filters)}
+${hourLevelSql(rollups, cols, base, filters)}${minutes}
 )
 LIMIT {lim:UInt32}`;
   return { sql, params, metricOf };
@@ -281,8 +294,8 @@ export function mergeRows(
     }
   };
   /** Opens a row; its group, or null (counted as failed). */
-  const open = (row: Row, keys: VersionKeys, plan: VersionPlan, metric: string): { plain: Uint8Array; grp: { key: string; values: string[] } } | null => {
-    identity.level = row.l === 2 ? 2 : q.level; // never the stored level column: a minute row must not open as an hour row
+  const open = (row: Row, keys: VersionKeys, plan: VersionPlan, metric: string, level: RollupLevel): { plain: Uint8Array; grp: { key: string; values: string[] } } | null => {
+    identity.level = level; // a level this query reads: a row sealed at another level does not open
     identity.bucket = row.b;
     identity.metric = metric;
     identity.series = row.s;
@@ -298,6 +311,7 @@ export function mergeRows(
   // one (an older one is superseded, and left out by the SELECT); a second is not trusted.
   const packedDays = new Set<string>();
   const from = starts[0]!;
+  const minuteHours = q.minuteHours ? new Set(q.minuteHours) : undefined;
   for (let r = 0; r < rows.length; r++) {
     const row = rows[r]!;
     const keys = ctx.byVersion.get(row.v);
@@ -305,7 +319,7 @@ export function mergeRows(
     const plan = byVersion.get(row.v);
     if (row.l === 2) {
       const dayKey = `${row.v}\u0000${row.s}\u0000${row.b}`;
-      const opened = q.level === 1 && !packedDays.has(dayKey) && row.b % DAY_MS === 0 && keys && metric !== undefined && plan ? open(row, keys, plan, metric) : null;
+      const opened = q.level === 1 && !packedDays.has(dayKey) && row.b % DAY_MS === 0 && keys && metric !== undefined && plan ? open(row, keys, plan, metric, 2) : null;
       if (!opened) {
         failed++;
         continue;
@@ -314,7 +328,7 @@ export function mergeRows(
       try {
         forEachInDayPack(opened.plain, (h, bytes) => {
           const t = row.b + h * HOUR_MS;
-          if (t < from || t >= q.end) return; // a day at the edge of the range: its hours inside only
+          if (t < from || t >= q.end || minuteHours?.has(t)) return; // only its hours inside the range, not read from minutes
           let i = bucketIndex.get(t);
           if (i === undefined) bucketIndex.set(t, (i = locate(starts, t)));
           add(opened.grp, i, bytes);
@@ -324,13 +338,23 @@ export function mergeRows(
       }
       continue;
     }
+    // With minute hours: a minute row only inside them, an hour row only outside them.
+    const level: RollupLevel = minuteHours && row.l === 0 ? 0 : q.level;
+    if (minuteHours) {
+      const inMinutes = minuteHours.has(row.b - (row.b % HOUR_MS));
+      if (level === 1 && inMinutes) continue; // selected by the range; these hours come from minute rows
+      if (level === 0 && !inMinutes) {
+        failed++;
+        continue;
+      }
+    }
     let i = bucketIndex.get(row.b);
     if (i === undefined) bucketIndex.set(row.b, (i = locate(starts, row.b)));
     if (!keys || metric === undefined || !plan || i < 0) {
       failed++;
       continue;
     }
-    const opened = open(row, keys, plan, metric);
+    const opened = open(row, keys, plan, metric, level);
     if (!opened) {
       failed++;
       continue;

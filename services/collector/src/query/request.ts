@@ -8,7 +8,8 @@
 import { z } from 'zod';
 import { tagsError, validName } from '@cipherstat/protocol';
 import { CollectorError } from '../errors.js';
-import { RollupError, buckets, isValidTimeZone, nextBucketStart, sourceLevel, type Aggregation, type Interval, type Level } from '../rollup/index.js';
+import { LEVEL_HOUR, LEVEL_MINUTE, RollupError, buckets, isValidTimeZone, nextBucketStart, sourceLevel, type Aggregation, type Interval, type Level } from '../rollup/index.js';
+import { HOUR_MS } from './days.js';
 
 /** The aggregations of the public surface, plus `last` (the newest value; handy for gauges). */
 export const QUERY_AGGREGATIONS = ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p90', 'p95', 'p99', 'last'] as const satisfies readonly Aggregation[];
@@ -55,6 +56,11 @@ export interface Query {
   /** End of the last bucket (exclusive). */
   end: number;
   level: Level;
+  /**
+   * With level hour: UTC hours (their starts) read from minute rollups instead, because a
+   * bucket edge falls inside them; the hour-level data of these hours is not used.
+   */
+  minuteHours?: number[];
 }
 
 const bad = (code: string, message: string) => new CollectorError(400, code, message);
@@ -103,8 +109,19 @@ export function parseQuery(body: unknown): Query {
     throw e;
   }
   const end = nextBucketStart(starts[starts.length - 1]!, interval, timezone);
-  const level = sourceLevel(interval, timezone, from, to);
-  return { metric: b.metric, aggregation: b.aggregation, interval, timezone, groupBy, filter, starts, end, level };
+  let level = sourceLevel(interval, timezone, from, to);
+  // Day (or longer) buckets in a zone whose midnights are not on UTC hours (Asia/Kolkata):
+  // only the UTC hours holding a bucket edge need minute rollups; every other hour comes from
+  // hour rollups and day packs.
+  let minuteHours: number[] | undefined;
+  if (level === LEVEL_MINUTE && interval !== 'minute') {
+    const edges = new Set([...starts, end].filter((t) => t % HOUR_MS !== 0).map((t) => t - (t % HOUR_MS)));
+    if (edges.size * 2 <= Math.ceil((end - starts[0]!) / HOUR_MS)) {
+      level = LEVEL_HOUR;
+      minuteHours = [...edges].sort((a, b) => a - b);
+    }
+  }
+  return { metric: b.metric, aggregation: b.aggregation, interval, timezone, groupBy, filter, starts, end, level, ...(minuteHours ? { minuteHours } : {}) };
 }
 
 /** A canonical string of a query (cache key): equal for queries with equal answers. */
