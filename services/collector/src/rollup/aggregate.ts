@@ -10,7 +10,6 @@
 import { ByteReader, ByteWriter } from './bytes.js';
 import { RollupError, invalid, malformed } from './errors.js';
 import {
-  Cursor,
   DEFAULT_ALPHA,
   DEFAULT_LN_GAMMA,
   DEFAULT_MAX_BUCKETS,
@@ -220,7 +219,7 @@ export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate
   return { count, sum, min, max, last, lastAt, sketch };
 }
 
-const cursor = new Cursor();
+const cursor = new ByteReader();
 
 /**
  * Same result as mergeInto(into, decodeAggregate(bytes, withSketch)), without building the

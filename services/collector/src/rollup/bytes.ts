@@ -47,13 +47,23 @@ export class ByteWriter {
   }
 }
 
-/** Bounds-checked reader: every read either succeeds or throws a malformed RollupError. */
+/**
+ * Bounds-checked reader: every read either succeeds or throws a malformed RollupError.
+ * Allocation-free and reusable (`reset`), for the query engine's hot loop.
+ */
 export class ByteReader {
-  private pos = 0;
-  private readonly view: DataView;
+  bytes: Uint8Array = new Uint8Array(0);
+  pos = 0;
+  private readonly f = new Uint8Array(8);
+  private readonly view = new DataView(this.f.buffer);
 
-  constructor(private readonly bytes: Uint8Array) {
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  constructor(bytes?: Uint8Array) {
+    if (bytes) this.bytes = bytes;
+  }
+
+  reset(bytes: Uint8Array): void {
+    this.bytes = bytes;
+    this.pos = 0;
   }
 
   get remaining(): number {
@@ -66,6 +76,14 @@ export class ByteReader {
   }
 
   varint(): number {
+    const p = this.pos;
+    if (p < this.bytes.length) {
+      const b = this.bytes[p]!;
+      if (b < 0x80) {
+        this.pos = p + 1;
+        return b;
+      }
+    }
     let result = 0;
     let mul = 1;
     for (let i = 0; i < 8; i++) {
@@ -87,8 +105,8 @@ export class ByteReader {
 
   f64(): number {
     if (this.remaining < 8) throw malformed('truncated');
-    const v = this.view.getFloat64(this.pos, true);
+    for (let i = 0; i < 8; i++) this.f[i] = this.bytes[this.pos + i]!;
     this.pos += 8;
-    return v;
+    return this.view.getFloat64(0, true);
   }
 }

@@ -332,63 +332,6 @@ export function readSketchBody(r: ByteReader, s: Sketch): void {
 
 // ---- fast path: a body straight from bytes into a sketch, no sketch built per body ----
 
-/** Reusable, allocation-free reader: the same reads, checks and errors as ByteReader. */
-export class Cursor {
-  bytes: Uint8Array = new Uint8Array(0);
-  pos = 0;
-  private readonly f = new Uint8Array(8);
-  private readonly view = new DataView(this.f.buffer);
-
-  reset(bytes: Uint8Array): void {
-    this.bytes = bytes;
-    this.pos = 0;
-  }
-
-  get remaining(): number {
-    return this.bytes.length - this.pos;
-  }
-
-  u8(): number {
-    if (this.pos >= this.bytes.length) throw malformed('truncated');
-    return this.bytes[this.pos++]!;
-  }
-
-  varint(): number {
-    const p = this.pos;
-    if (p < this.bytes.length) {
-      const b = this.bytes[p]!;
-      if (b < 0x80) {
-        this.pos = p + 1;
-        return b;
-      }
-    }
-    let result = 0;
-    let mul = 1;
-    for (let i = 0; i < 8; i++) {
-      const b = this.u8();
-      result += (b & 0x7f) * mul;
-      if (b < 0x80) {
-        if (result > Number.MAX_SAFE_INTEGER) throw malformed('varint out of range');
-        return result;
-      }
-      mul *= 0x80;
-    }
-    throw malformed('varint too long');
-  }
-
-  zigzag(): number {
-    const v = this.varint();
-    return v % 2 === 0 ? v / 2 : -(v + 1) / 2;
-  }
-
-  f64(): number {
-    if (this.remaining < 8) throw malformed('truncated');
-    for (let i = 0; i < 8; i++) this.f[i] = this.bytes[this.pos + i]!;
-    this.pos += 8;
-    return this.view.getFloat64(0, true);
-  }
-}
-
 /** Buckets of one store as parsed: n × (index, count), indexes increasing. */
 interface Runs {
   n: number;
@@ -403,7 +346,7 @@ const scanned = { zero: 0, count: 0, pos: newRuns(), neg: newRuns() };
  * Parses and validates a body exactly as readSketchBody does (same checks, same errors)
  * into module scratch, for mergeScanned. Returns its total count.
  */
-export function scanSketchBody(c: Cursor, maxBuckets: number, lnGamma: number): number {
+export function scanSketchBody(c: ByteReader, maxBuckets: number, lnGamma: number): number {
   const zero = c.varint();
   const minIndex = Math.ceil(LN_MIN_INDEXABLE / lnGamma);
   const maxIndex = Math.ceil(LN_MAX_VALUE / lnGamma);
@@ -414,7 +357,7 @@ export function scanSketchBody(c: Cursor, maxBuckets: number, lnGamma: number): 
   return n;
 }
 
-function scanRuns(c: Cursor, runs: Runs, minIndex: number, maxIndex: number, maxBuckets: number, n: number): number {
+function scanRuns(c: ByteReader, runs: Runs, minIndex: number, maxIndex: number, maxBuckets: number, n: number): number {
   const k = c.varint();
   if (k > maxBuckets || k * 2 > c.remaining) throw malformed('bucket count');
   runs.n = 0;
