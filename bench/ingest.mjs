@@ -20,6 +20,7 @@
 // --keep     keeps the temporary data directories.
 // --cli      another build of the collector (A/B experiments on a scratch copy).
 // --role     passed to `cipherstat serve` (`--role ingest`: the ingest ceiling, nothing processed).
+// --process-worker 0|1  sets CIPHERSTAT_PROCESS_WORKER for the collector (default: its own default, on).
 import { spawn, spawnSync } from 'node:child_process';
 import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, mkdirSync, statSync } from 'node:fs';
 import http from 'node:http';
@@ -588,6 +589,7 @@ async function encryptedPipeline(o, tmp) {
       CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN,
       CIPHERSTAT_RATE_LIMIT: '1000000',
       CIPHERSTAT_LOG_LEVEL: 'warn',
+      ...(o.processWorker !== undefined ? { CIPHERSTAT_PROCESS_WORKER: o.processWorker } : {}),
     },
     { pin: o.pin ? { cpu: 1 } : undefined },
   );
@@ -684,7 +686,8 @@ async function encryptedPipeline(o, tmp) {
     const stopped = await stopChild(child);
     if (stopped.code !== 0) progress(`  collector exited with ${stopped.code ?? stopped.signal}`);
     if (o.profile) {
-      const files = readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'));
+      // Main thread only (tid 0 in CPU.<date>.<time>.<pid>.<tid>.<seq>.cpuprofile; the tick worker writes its own).
+      const files = readdirSync(profDir).filter((f) => /\.0\.\d+\.cpuprofile$/.test(f));
       if (files.length) {
         // Outside the temporary directory, so it survives the cleanup (open it in Chrome DevTools).
         const file = join(os.tmpdir(), 'cipherstat-ingest-collector.cpuprofile');
@@ -802,6 +805,7 @@ async function main() {
       'drain-timeout': { type: 'string', default: '60' },
       cli: { type: 'string', default: 'services/collector/dist/cli.js' },
       role: { type: 'string' },
+      'process-worker': { type: 'string' },
       pin: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
       keep: { type: 'boolean', default: false },
@@ -816,6 +820,7 @@ async function main() {
     drainTimeout: Number(values['drain-timeout']),
     cli: values.cli,
     role: values.role,
+    processWorker: values['process-worker'],
     pin: values.pin,
     profile: values.profile,
   };

@@ -39,6 +39,8 @@ const schema = z.object({
     .default('0/1'),
   /** Process role: how long hand-offs may wait to coalesce into a bigger tick (0: none). */
   processCoalesceMs: z.coerce.number().int().min(0).max(5000).default(200),
+  /** Process role: compute processing ticks in a worker thread (`1`) or on the main thread (`0`). */
+  processWorker: z.enum(['0', '1']).default('1').transform((v) => v === '1'),
 });
 
 export type Config = z.infer<typeof schema>;
@@ -65,6 +67,7 @@ export function loadConfig(flags: Record<string, string | undefined> = {}, env: 
     trustProxy: env.CIPHERSTAT_TRUST_PROXY,
     processPartition: pick('partition', 'CIPHERSTAT_PROCESS_PARTITION') || undefined,
     processCoalesceMs: env.CIPHERSTAT_PROCESS_COALESCE_MS || undefined,
+    processWorker: env.CIPHERSTAT_PROCESS_WORKER || undefined,
   });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

@@ -10,30 +10,33 @@
  * that fails in process deletes its own rows before its batches can be retried (and refuses
  * to process anything else until that succeeded); a periodic recovery sweeps what is left.
  *
+ * CPU: opening, aggregating and sealing (tick.ts) run in a worker thread when running from the
+ * compiled files (tick-worker.js), inline otherwise; storage writes stay on the main thread.
+ * Ticks write one at a time, in order; with the worker, the next tick's CPU part overlaps the
+ * current tick's writes (see drainQueue).
+ *
  * Scale-out: with `partition` (i of n), the poll and recovery only see accounts with
  * `cityHash64(account_id) % n = i`, so n process nodes never process the same batch.
  */
-import { openInner, randomBytes, toHex, type Point, type KeyPair } from '@cipherstat/protocol';
-import { nodeX25519 } from '@cipherstat/protocol/node';
-import type { BatchRow, DictKind, DictRow, Partition, ProcessedRow, RejectRow, RollupLevel, RollupRef, RollupRow, Store } from './storage/types.js';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { randomBytes, toHex } from '@cipherstat/protocol';
+import type { BatchRow, DictRow, Partition, RollupRef, RollupRow, Store } from './storage/types.js';
 import { COMPACTION_PART_PREFIX, partitionParams, partitionSql } from './storage/types.js';
-import type { Keyring, AccountKeys } from './keyring/index.js';
+import type { Keyring } from './keyring/index.js';
 import type { Accounts } from './accounts.js';
 import type { Metrics } from './metrics.js';
 import type { Logger } from './logger.js';
-import { Pseudonyms } from './pseudonyms.js';
-import { sealDict, sealRollup } from './records.js';
-import { addPoint, emptyAggregate, encodeAggregate, type Aggregate } from './rollup/index.js';
+import { computeTick, packInput, TickState, type TickAccount, type TickInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
 import { Lru } from './lru.js';
 
-const LEVELS: { level: RollupLevel; ms: number }[] = [
-  { level: 0, ms: 60_000 },
-  { level: 1, ms: 3_600_000 },
-];
 const DAY = 86_400_000;
 const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
 /** Most batches per tick. */
 const TICK_BATCHES = 2000;
+/** The compiled worker entry; only beside the compiled processor (dist), not beside the .ts sources. */
+const WORKER_URL = new URL('./tick-worker.js', import.meta.url);
 
 export interface ProcessorOptions {
   store: Store;
@@ -65,33 +68,27 @@ export interface ProcessorOptions {
   recoverMinAgeMs?: number;
   /** Called after each tick with the accounts it touched (query caches). */
   onProcessed?: (accountIds: string[]) => void;
+  /** Computes ticks in a worker thread when its compiled file exists (default true; else inline). */
+  worker?: boolean;
+  /** Another worker entry (tests). */
+  workerUrl?: URL;
 }
 
-interface SeriesDescriptor {
-  /** `${accountId}\0${metric}\0${series}` */
-  id: string;
-  metric: string;
-  series: string;
-  tagKeys: string[];
-  tagValues: string[];
-}
-
-interface AccountContext {
-  keys: AccountKeys[];
-  pairs: KeyPair[];
-  pseudonyms: Pseudonyms;
-  retentionDays: number;
-  confidential: boolean;
+/** A tick whose CPU part has started. */
+interface Pending {
+  rows: BatchRow[];
+  now: number;
+  part: string;
+  output: Promise<TickOutput>;
 }
 
 export class Processor {
   private queue: BatchRow[] = [];
   private readonly inflight = new Set<string>();
   private readonly done = new Lru<string, true>(500_000);
-  private readonly known = new Lru<string, true>(500_000); // dictionary entries already written
-  private readonly pseudonyms = new Lru<string, Pseudonyms>(10_000);
-  /** Per series (account, key version, kind, name, tags): its pseudonyms, dictionary entries written. */
-  private readonly seriesCache = new Lru<string, SeriesDescriptor>(200_000);
+  /** Caches of the inline path (the worker thread keeps its own). */
+  private readonly state = new TickState();
+  private readonly worker: TickWorker | undefined;
   private running: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -104,7 +101,10 @@ export class Processor {
   /** Parts of failed ticks whose rollup rows are not known to be gone yet: nothing is processed until they are. */
   private readonly dirty = new Map<string, { refs: RollupRef[]; at: number }>();
 
-  constructor(private readonly o: ProcessorOptions) {}
+  constructor(private readonly o: ProcessorOptions) {
+    const use = o.worker !== false && (o.workerUrl !== undefined || existsSync(fileURLToPath(WORKER_URL)));
+    this.worker = use ? new TickWorker(o.workerUrl ?? WORKER_URL, o.log) : undefined;
+  }
 
   private now(): number {
     return this.o.now?.() ?? Date.now();
@@ -161,24 +161,55 @@ export class Processor {
     });
   }
 
+  private take(): BatchRow[] {
+    const rows = this.queue.splice(0, TICK_BATCHES);
+    this.o.metrics.processQueue.set(this.queue.length);
+    return rows;
+  }
+
+  /**
+   * With the worker, the next tick's CPU part runs while this tick writes (one tick ahead at
+   * most; writes stay in order). When a tick fails, the next one was computed as if this one's
+   * dictionary entries were stored: it is dropped too, its batches retried like the failed ones.
+   */
   private async drainQueue(): Promise<void> {
-    while (this.queue.length && !this.stopped) {
-      await this.coalesce();
-      const rows = this.queue.splice(0, TICK_BATCHES);
-      this.o.metrics.processQueue.set(this.queue.length);
+    let next: Pending | undefined;
+    while ((next || this.queue.length) && !this.stopped) {
+      if (!next) await this.coalesce();
+      const cur = next ?? this.begin(this.take());
+      next = undefined;
       const t0 = performance.now();
       try {
-        await this.cleanupFailedTicks();
-        await this.process(rows);
+        await this.process(cur, () => {
+          if (this.worker && this.queue.length) next = this.begin(this.take());
+        });
         this.lastTickMs = performance.now() - t0;
       } catch (e) {
         // Leave them for the poll: they are durable and unmarked (process() removed its rollup rows).
-        for (const r of rows) this.inflight.delete(key(r));
+        for (const r of cur.rows) this.inflight.delete(key(r));
+        if (next) await this.abandon(next);
+        next = undefined;
         this.lastTickMs = 0;
         this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'processing failed; batches will be retried');
         await new Promise((r) => setTimeout(r, 1000));
       }
     }
+    if (next) await this.abandon(next);
+  }
+
+  /** Drops a computed tick that will not be written: its batches are retried, its dictionary entries forgotten. */
+  private async abandon(t: Pending): Promise<void> {
+    for (const r of t.rows) this.inflight.delete(key(r));
+    const out = await t.output.catch(() => undefined);
+    if (out) this.forgetDict(out.dict);
+  }
+
+  /** Dictionary entries that may not be stored: written again when seen next. */
+  private forgetDict(dict: DictRow[]): void {
+    if (!dict.length) return;
+    const keys = dict.map(({ accountId, keyVersion, kind, pseudonym }) => ({ accountId, keyVersion, kind, pseudonym }));
+    if (this.worker) this.worker.post({ type: 'forgetDict', dict: keys });
+    else this.state.forgetDict(keys);
   }
 
   /**
@@ -273,39 +304,60 @@ export class Processor {
   /** Forgets an account's processed batches and cached pseudonyms (after a purge or shred). */
   forgetAccount(accountId: string): void {
     this.done.deleteWhere((k) => k.startsWith(`${accountId}/`));
-    this.known.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
-    this.seriesCache.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
-    this.pseudonyms.deleteWhere((k) => k.startsWith(`${accountId}\u0000`)); // drops the cached MAC key too
+    // Drops the cached MAC key too.
+    if (this.worker) this.worker.post({ type: 'forgetAccount', accountId });
+    else this.state.forgetAccount(accountId);
   }
 
   async stop(): Promise<void> {
     clearTimeout(this.timer);
     await this.drain();
     this.stopped = true;
+    await this.worker?.stop();
   }
 
-  private async context(accountId: string): Promise<AccountContext | undefined> {
+  /** What a tick needs of an account; null when it is deleted or shredded. */
+  private async account(accountId: string): Promise<TickAccount | null> {
     const account = await this.o.accounts.get(accountId);
     const keys = await this.o.keyring.accountKeys(accountId);
-    if (!account || !keys?.length || account.state === 'shredded') return undefined;
-    const current = keys[keys.length - 1]!;
-    const pk = `${accountId}\u0000${current.version}`;
-    let pseudonyms = this.pseudonyms.get(pk);
-    if (!pseudonyms) this.pseudonyms.set(pk, (pseudonyms = new Pseudonyms(current.macKey)));
-    const pairs = [...keys].reverse().map((k) => ({ publicKey: k.publicKey, secretKey: k.secretKey }));
-    return { keys, pairs, pseudonyms, retentionDays: account.retentionDays, confidential: account.confidential };
+    if (!account || !keys?.length || account.state === 'shredded') return null;
+    return {
+      keys: keys.map(({ version, publicKey, secretKey, dataKey, macKey }) => ({ version, publicKey, secretKey, dataKey, macKey })),
+      retentionDays: account.retentionDays,
+      confidential: account.confidential,
+    };
   }
 
-  private async process(rows: BatchRow[]): Promise<void> {
+  /** Starts a tick's CPU part (in the worker, or inline at once). */
+  private begin(rows: BatchRow[]): Pending {
     const now = this.now();
     const part = toHex(randomBytes(16));
+    const output = this.compute(rows, now, part);
+    output.catch(() => {}); // awaited by process() or abandon()
+    return { rows, now, part, output };
+  }
+
+  private async compute(rows: BatchRow[], now: number, part: string): Promise<TickOutput> {
+    const accounts = new Map<string, TickAccount | null>();
+    for (const r of rows) if (!accounts.has(r.accountId)) accounts.set(r.accountId, await this.account(r.accountId));
+    const input: TickInput = { rows, accounts, now, part };
+    return this.worker ? this.worker.tick(input) : computeTick(this.state, input);
+  }
+
+  /** Writes a tick (`computed`: called once its CPU part is done). */
+  private async process(t: Pending, computed: () => void): Promise<void> {
+    const { now, part } = t;
     const out = { rollups: [] as RollupRow[], dict: [] as DictRow[] };
     try {
-      await this.tick(rows, now, part, out);
+      const output = await t.output;
+      out.dict = output.dict;
+      computed();
+      // Rows of failed ticks go before this one writes anything.
+      await this.cleanupFailedTicks();
+      await this.write(t, output, out);
     } catch (e) {
       // Dictionary entries of this tick may not be stored: write them again next time.
-      if (out.dict.length) this.seriesCache.clear();
-      for (const d of out.dict) this.known.delete(`${d.accountId}\u0000${d.keyVersion}\u0000${d.kind}\u0000${d.pseudonym}`);
+      this.forgetDict(out.dict);
       // Best effort now; if storage cannot answer, before the next tick (and by periodic recovery).
       const refs = out.rollups.map(({ accountId, level, bucket, metric, series }) => ({ accountId, level, bucket, metric, series, part }));
       this.dirty.set(part, { refs, at: now });
@@ -316,73 +368,23 @@ export class Processor {
     }
   }
 
-  private async tick(rows: BatchRow[], now: number, part: string, out: { rollups: RollupRow[]; dict: DictRow[] }): Promise<void> {
-    const rollups = new Map<string, { row: Omit<RollupRow, 'agg' | 'part' | 'writtenAt'>; agg: Aggregate }>();
-    const dict: DictRow[] = (out.dict = []);
-    const rejects = new Map<string, number>();
-    const processed: ProcessedRow[] = [];
-    const contexts = new Map<string, AccountContext | undefined>();
-    const confidential: { accountId: string; batchId: string }[] = [];
-    const reject = (accountId: string, code: string, n: number) => {
-      if (n > 0) rejects.set(`${accountId}\u0000${code}`, (rejects.get(`${accountId}\u0000${code}`) ?? 0) + n);
-    };
+  private async write({ rows }: Pending, output: TickOutput, out: { rollups: RollupRow[] }): Promise<void> {
+    const { rollups, dict, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected } = output;
+    const m = this.o.metrics;
+    for (const [code, n] of Object.entries(batchRejects)) m.batchRejects.inc({ code }, n);
+    if (pointsProcessed) m.points.inc({ outcome: 'processed' }, pointsProcessed);
+    if (pointsRejected) m.points.inc({ outcome: 'rejected' }, pointsRejected);
 
-    for (const row of rows) {
-      if (!contexts.has(row.accountId)) contexts.set(row.accountId, await this.context(row.accountId));
-      const ctx = contexts.get(row.accountId);
-      const mark = (accepted: number, rejected: number) =>
-        processed.push({ accountId: row.accountId, batchId: row.batchId, processedAt: now, accepted, rejected, part });
-      if (!ctx) {
-        // Deleted account: its keys are gone; the batch is dropped and counted, never opened.
-        reject(row.accountId, 'account_deleted', row.pointCount);
-        this.o.metrics.batchRejects.inc({ code: 'account_deleted' });
-        mark(0, row.pointCount);
-        continue;
-      }
-      let opened: ReturnType<typeof openInner> | undefined;
-      for (const account of ctx.pairs) {
-        opened = openInner(row.sealed, { account, accountId: row.accountId, batchId: row.batchId, count: row.pointCount, now: row.receivedAt, x25519: nodeX25519 });
-        if (opened.ok || opened.code !== 'inner_auth_failed') break;
-      }
-      if (!opened || !opened.ok) {
-        const code = opened?.code ?? 'inner_auth_failed';
-        // One per batch: anyone can seal garbage to a public account key and claim any count.
-        reject(row.accountId, code, 1);
-        this.o.metrics.batchRejects.inc({ code });
-        this.o.metrics.points.inc({ outcome: 'rejected' }, row.pointCount);
-        mark(0, row.pointCount);
-        continue;
-      }
-      const { points, rejects: bad } = opened.value;
-      for (const r of bad) reject(row.accountId, r.code, 1);
-      for (const p of points) this.addToRollups(rollups, dict, row.accountId, ctx, p);
-      this.o.metrics.points.inc({ outcome: 'processed' }, points.length);
-      if (bad.length) this.o.metrics.points.inc({ outcome: 'rejected' }, bad.length);
-      mark(points.length, bad.length);
-      if (ctx.confidential) confidential.push({ accountId: row.accountId, batchId: row.batchId });
-    }
-
-    const rollupRows: RollupRow[] = [];
-    for (const { row, agg } of rollups.values()) {
-      const ctx = contexts.get(row.accountId)!;
-      const dataKey = ctx.keys[ctx.keys.length - 1]!.dataKey;
-      rollupRows.push({ ...row, part, writtenAt: now, agg: sealRollup(dataKey, row, encodeAggregate(agg)) });
-    }
-    const rejectRows: RejectRow[] = [...rejects].map(([k, count]) => {
-      const [accountId, code] = k.split('\u0000') as [string, string];
-      return { accountId, code, count, at: now };
-    });
-
-    const t = this.o.metrics.insertSeconds;
+    const t = m.insertSeconds;
     if (dict.length) {
       const end = t.startTimer({ table: 'dictionary' });
       await this.o.store.insertDictionary(dict);
       end();
     }
-    if (rollupRows.length) {
+    if (rollups.length) {
       const end = t.startTimer({ table: 'rollups' });
-      out.rollups = rollupRows;
-      await this.o.store.insertRollups(rollupRows);
+      out.rollups = rollups;
+      await this.o.store.insertRollups(rollups);
       end();
     }
     const end = t.startTimer({ table: 'processed' });
@@ -390,7 +392,7 @@ export class Processor {
     end();
     // After the markers: a failure here loses reject counts rather than counting them twice.
     try {
-      if (rejectRows.length) await this.o.store.addRejects(rejectRows);
+      if (rejects.length) await this.o.store.addRejects(rejects);
     } catch (e) {
       this.o.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'could not store reject counts');
     }
@@ -400,58 +402,80 @@ export class Processor {
     for (const r of rows) {
       this.inflight.delete(key(r));
       this.done.set(key(r), true);
-      this.o.metrics.processingLag.observe((doneAt - r.receivedAt) / 1000);
+      m.processingLag.observe((doneAt - r.receivedAt) / 1000);
     }
-    this.o.onProcessed?.([...contexts.keys()]);
+    this.o.onProcessed?.([...new Set(rows.map((r) => r.accountId))]);
+  }
+}
+
+/**
+ * The tick worker thread, started on first use. When it dies (crash, uncaught error, lost
+ * reply), what is pending fails like any failed tick and the next tick starts a new one, with
+ * empty caches (its dictionary entries are written again: harmless).
+ */
+class TickWorker {
+  private worker: Worker | undefined;
+  private nextId = 0;
+  private readonly pending = new Map<number, { resolve: (o: TickOutput) => void; reject: (e: Error) => void }>();
+
+  constructor(
+    private readonly url: URL,
+    private readonly log: Logger,
+  ) {}
+
+  private start(): Worker {
+    const w = new Worker(this.url);
+    const fail = (err: Error) => {
+      if (this.worker !== w) return;
+      this.worker = undefined;
+      void w.terminate();
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+      this.log.error({ err: err.message }, 'tick worker failed; a new one starts with the next tick');
+    };
+    w.on('message', (m: WorkerReply) => {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (!this.pending.size) w.unref();
+      if (m.ok) p.resolve(m.output);
+      else p.reject(new Error(m.error));
+    });
+    w.on('error', fail);
+    w.on('messageerror', fail);
+    w.on('exit', (code) => fail(new Error(`tick worker exited with code ${code}`)));
+    w.unref(); // referenced only while a tick is pending
+    this.log.info({ threadId: w.threadId }, 'tick worker started');
+    return w;
   }
 
-  private addToRollups(
-    rollups: Map<string, { row: Omit<RollupRow, 'agg' | 'part' | 'writtenAt'>; agg: Aggregate }>,
-    dict: DictRow[],
-    accountId: string,
-    ctx: AccountContext,
-    p: Point,
-  ): void {
-    const keyVersion = ctx.keys[ctx.keys.length - 1]!.version;
-    let ck = `${accountId}\u0000${keyVersion}\u0000${p.kind}\u0000${p.name}`;
-    for (const t in p.tags) ck += `\u0000${t}\u0000${p.tags[t]}`;
-    let d = this.seriesCache.get(ck);
-    if (!d) {
-      const ps = ctx.pseudonyms;
-      const dataKey = ctx.keys[ctx.keys.length - 1]!.dataKey;
-      const tags = Object.entries(p.tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-      const metric = ps.metric(p.name);
-      const series = ps.series(tags);
-      const tagKeys = tags.map(([k]) => ps.tagKey(k));
-      const tagValues = tags.map(([k, v]) => ps.tagValue(k, v));
-      const remember = (kind: DictKind, pseudonym: string, text: string, extra?: string) => {
-        const k = `${accountId}\u0000${keyVersion}\u0000${kind}\u0000${pseudonym}`;
-        if (this.known.has(k)) return;
-        this.known.set(k, true);
-        const entry = extra === undefined ? { text } : { text, extra };
-        dict.push({ accountId, kind, pseudonym, keyVersion, ciphertext: sealDict(dataKey, accountId, kind, pseudonym, entry), firstSeen: p.time });
-      };
-      remember(0, metric, p.name, p.kind);
-      tags.forEach(([k, v], i) => {
-        remember(1, tagKeys[i]!, k);
-        remember(2, tagValues[i]!, v, k);
-      });
-      d = { id: `${accountId}\u0000${metric}\u0000${series}`, metric, series, tagKeys, tagValues };
-      this.seriesCache.set(ck, d);
-    }
-    const { metric, series, tagKeys, tagValues } = d;
-    for (const { level, ms } of LEVELS) {
-      const bucket = p.time - (((p.time % ms) + ms) % ms);
-      const k = `${level}\u0000${bucket}\u0000${d.id}`;
-      let r = rollups.get(k);
-      if (!r) {
-        r = {
-          row: { accountId, level, bucket, metric, series, tagKeys, tagValues, keyVersion, expiresAt: bucket + ms + ctx.retentionDays * DAY },
-          agg: emptyAggregate(),
-        };
-        rollups.set(k, r);
+  tick(input: TickInput): Promise<TickOutput> {
+    const w = (this.worker ??= this.start());
+    const id = ++this.nextId;
+    const packed = packInput(input);
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      w.ref();
+      try {
+        w.postMessage({ type: 'tick', id, input: packed } satisfies WorkerRequest, [packed.bytes]);
+      } catch (e) {
+        this.pending.delete(id);
+        if (!this.pending.size) w.unref();
+        reject(e instanceof Error ? e : new Error(String(e)));
       }
-      addPoint(r.agg, p.value, p.time);
-    }
+    });
+  }
+
+  /** Cache messages; without a live worker there is no cache to change. */
+  post(msg: Exclude<WorkerRequest, { type: 'tick' }>): void {
+    this.worker?.postMessage(msg);
+  }
+
+  async stop(): Promise<void> {
+    const w = this.worker;
+    this.worker = undefined;
+    for (const p of this.pending.values()) p.reject(new Error('processor stopped'));
+    this.pending.clear();
+    await w?.terminate();
   }
 }

@@ -1,0 +1,33 @@
+/**
+ * Worker thread of the processor: computes ticks (tick.ts) off the main thread, which keeps
+ * ingest. Owns the tick caches; messages are handled in order, so a `forgetDict` after a
+ * failed tick applies before the next tick.
+ */
+import { parentPort } from 'node:worker_threads';
+import { computeTick, TickState, transferables, unpackInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
+
+const port = parentPort;
+if (!port) throw new Error('tick-worker.js runs as a worker thread');
+const state = new TickState();
+
+port.on('message', (msg: WorkerRequest) => {
+  switch (msg.type) {
+    case 'tick': {
+      let output: TickOutput | undefined;
+      try {
+        output = computeTick(state, unpackInput(msg.input));
+        port.postMessage({ id: msg.id, ok: true, output } satisfies WorkerReply, transferables(output));
+      } catch (e) {
+        if (output) state.forgetDict(output.dict); // never sent: its entries are not written
+        port.postMessage({ id: msg.id, ok: false, error: e instanceof Error ? e.message : String(e) } satisfies WorkerReply);
+      }
+      break;
+    }
+    case 'forgetDict':
+      state.forgetDict(msg.dict);
+      break;
+    case 'forgetAccount':
+      state.forgetAccount(msg.accountId);
+      break;
+  }
+});

@@ -1,0 +1,291 @@
+/**
+ * The CPU part of a processing tick: opens inner layers, validates points, aggregates them per
+ * (level, bucket, series) and seals rollup rows and new dictionary entries. Pure apart from
+ * its caches (`TickState`): the processor runs it inline or in a worker thread
+ * (tick-worker.ts) and writes what it returns.
+ */
+import { openInner, type Point, type KeyPair } from '@cipherstat/protocol';
+import { nodeX25519 } from '@cipherstat/protocol/node';
+import type { DictKind, DictRow, ProcessedRow, RejectRow, RollupLevel, RollupRow } from './storage/types.js';
+import { Pseudonyms } from './pseudonyms.js';
+import { sealDict, sealRollup } from './records.js';
+import { addPoint, emptyAggregate, encodeAggregate, type Aggregate } from './rollup/index.js';
+import { Lru } from './lru.js';
+
+const LEVELS: { level: RollupLevel; ms: number }[] = [
+  { level: 0, ms: 60_000 },
+  { level: 1, ms: 3_600_000 },
+];
+const DAY = 86_400_000;
+
+export interface TickBatch {
+  accountId: string;
+  batchId: string;
+  sealed: Uint8Array;
+  pointCount: number;
+  receivedAt: number;
+}
+
+export interface TickKey {
+  version: number;
+  publicKey: Uint8Array;
+  secretKey: Uint8Array;
+  dataKey: Uint8Array;
+  macKey: Uint8Array;
+}
+
+/** What the main thread resolves per account; null: deleted or shredded (its batches are dropped). */
+export interface TickAccount {
+  /** Every key version, oldest first (the last one is current). */
+  keys: TickKey[];
+  retentionDays: number;
+  confidential: boolean;
+}
+
+export interface TickInput {
+  rows: TickBatch[];
+  accounts: Map<string, TickAccount | null>;
+  now: number;
+  part: string;
+}
+
+export interface TickOutput {
+  rollups: RollupRow[];
+  /** New dictionary entries (not written by an earlier tick as far as this state knows). */
+  dict: DictRow[];
+  processed: ProcessedRow[];
+  rejects: RejectRow[];
+  /** Batches of confidential accounts: deleted once processed. */
+  confidential: { accountId: string; batchId: string }[];
+  /** Metric increments. */
+  batchRejects: Record<string, number>;
+  pointsProcessed: number;
+  pointsRejected: number;
+}
+
+/** Identifies a dictionary entry of `TickState.known`. */
+export type DictKey = Pick<DictRow, 'accountId' | 'keyVersion' | 'kind' | 'pseudonym'>;
+
+interface SeriesDescriptor {
+  /** `${accountId}\0${metric}\0${series}` */
+  id: string;
+  metric: string;
+  series: string;
+  tagKeys: string[];
+  tagValues: string[];
+}
+
+const dictKey = (d: DictKey) => `${d.accountId}\u0000${d.keyVersion}\u0000${d.kind}\u0000${d.pseudonym}`;
+
+/** Caches that outlive a tick: pseudonyms per key, series descriptors, dictionary entries written. */
+export class TickState {
+  readonly known = new Lru<string, true>(500_000);
+  readonly pseudonyms = new Lru<string, Pseudonyms>(10_000);
+  /** Per series (account, key version, kind, name, tags): its pseudonyms, dictionary entries written. */
+  readonly seriesCache = new Lru<string, SeriesDescriptor>(200_000);
+
+  /** After a failed tick: its dictionary entries may not be stored, so they are written again. */
+  forgetDict(dict: DictKey[]): void {
+    if (dict.length) this.seriesCache.clear();
+    for (const d of dict) this.known.delete(dictKey(d));
+  }
+
+  /** Drops an account's cached pseudonyms (and MAC key) and dictionary state. */
+  forgetAccount(accountId: string): void {
+    this.known.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
+    this.seriesCache.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
+    this.pseudonyms.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
+  }
+}
+
+interface Context {
+  keys: TickKey[];
+  pairs: KeyPair[];
+  pseudonyms: Pseudonyms;
+  retentionDays: number;
+  confidential: boolean;
+}
+
+type Rollups = Map<string, { row: Omit<RollupRow, 'agg' | 'part' | 'writtenAt'>; agg: Aggregate }>;
+
+/**
+ * Computes one tick. On an exception, the dictionary entries it already counted as known are
+ * forgotten again (nothing of this tick gets written).
+ */
+export function computeTick(state: TickState, input: TickInput): TickOutput {
+  const dict: DictRow[] = [];
+  try {
+    return compute(state, input, dict);
+  } catch (e) {
+    state.forgetDict(dict);
+    throw e;
+  }
+}
+
+function compute(state: TickState, { rows, accounts, now, part }: TickInput, dict: DictRow[]): TickOutput {
+  const rollups: Rollups = new Map();
+  const rejects = new Map<string, number>();
+  const processed: ProcessedRow[] = [];
+  const contexts = new Map<string, Context | null>();
+  const confidential: { accountId: string; batchId: string }[] = [];
+  const batchRejects: Record<string, number> = {};
+  let pointsProcessed = 0;
+  let pointsRejected = 0;
+  const reject = (accountId: string, code: string, n: number) => {
+    if (n > 0) rejects.set(`${accountId}\u0000${code}`, (rejects.get(`${accountId}\u0000${code}`) ?? 0) + n);
+  };
+
+  for (const row of rows) {
+    let ctx = contexts.get(row.accountId);
+    if (ctx === undefined) contexts.set(row.accountId, (ctx = context(state, row.accountId, accounts.get(row.accountId) ?? null)));
+    const mark = (accepted: number, rejected: number) =>
+      processed.push({ accountId: row.accountId, batchId: row.batchId, processedAt: now, accepted, rejected, part });
+    if (!ctx) {
+      // Deleted account: its keys are gone; the batch is dropped and counted, never opened.
+      reject(row.accountId, 'account_deleted', row.pointCount);
+      batchRejects.account_deleted = (batchRejects.account_deleted ?? 0) + 1;
+      mark(0, row.pointCount);
+      continue;
+    }
+    let opened: ReturnType<typeof openInner> | undefined;
+    for (const account of ctx.pairs) {
+      opened = openInner(row.sealed, { account, accountId: row.accountId, batchId: row.batchId, count: row.pointCount, now: row.receivedAt, x25519: nodeX25519 });
+      if (opened.ok || opened.code !== 'inner_auth_failed') break;
+    }
+    if (!opened || !opened.ok) {
+      const code = opened?.code ?? 'inner_auth_failed';
+      // One per batch: anyone can seal garbage to a public account key and claim any count.
+      reject(row.accountId, code, 1);
+      batchRejects[code] = (batchRejects[code] ?? 0) + 1;
+      pointsRejected += row.pointCount;
+      mark(0, row.pointCount);
+      continue;
+    }
+    const { points, rejects: bad } = opened.value;
+    for (const r of bad) reject(row.accountId, r.code, 1);
+    for (const p of points) addToRollups(state, rollups, dict, row.accountId, ctx, p);
+    pointsProcessed += points.length;
+    pointsRejected += bad.length;
+    mark(points.length, bad.length);
+    if (ctx.confidential) confidential.push({ accountId: row.accountId, batchId: row.batchId });
+  }
+
+  const rollupRows: RollupRow[] = [];
+  for (const { row, agg } of rollups.values()) {
+    const ctx = contexts.get(row.accountId)!;
+    const dataKey = ctx.keys[ctx.keys.length - 1]!.dataKey;
+    rollupRows.push({ ...row, part, writtenAt: now, agg: sealRollup(dataKey, row, encodeAggregate(agg)) });
+  }
+  const rejectRows: RejectRow[] = [...rejects].map(([k, count]) => {
+    const [accountId, code] = k.split('\u0000') as [string, string];
+    return { accountId, code, count, at: now };
+  });
+  return { rollups: rollupRows, dict, processed, rejects: rejectRows, confidential, batchRejects, pointsProcessed, pointsRejected };
+}
+
+function context(state: TickState, accountId: string, account: TickAccount | null): Context | null {
+  if (!account || !account.keys.length) return null;
+  const current = account.keys[account.keys.length - 1]!;
+  const pk = `${accountId}\u0000${current.version}`;
+  let pseudonyms = state.pseudonyms.get(pk);
+  if (!pseudonyms) state.pseudonyms.set(pk, (pseudonyms = new Pseudonyms(current.macKey)));
+  // Newest key first when opening.
+  const pairs = [...account.keys].reverse().map((k) => ({ publicKey: k.publicKey, secretKey: k.secretKey }));
+  return { keys: account.keys, pairs, pseudonyms, retentionDays: account.retentionDays, confidential: account.confidential };
+}
+
+function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accountId: string, ctx: Context, p: Point): void {
+  const keyVersion = ctx.keys[ctx.keys.length - 1]!.version;
+  let ck = `${accountId}\u0000${keyVersion}\u0000${p.kind}\u0000${p.name}`;
+  for (const t in p.tags) ck += `\u0000${t}\u0000${p.tags[t]}`;
+  let d = state.seriesCache.get(ck);
+  if (!d) {
+    const ps = ctx.pseudonyms;
+    const dataKey = ctx.keys[ctx.keys.length - 1]!.dataKey;
+    const tags = Object.entries(p.tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    const metric = ps.metric(p.name);
+    const series = ps.series(tags);
+    const tagKeys = tags.map(([k]) => ps.tagKey(k));
+    const tagValues = tags.map(([k, v]) => ps.tagValue(k, v));
+    const remember = (kind: DictKind, pseudonym: string, text: string, extra?: string) => {
+      const k = `${accountId}\u0000${keyVersion}\u0000${kind}\u0000${pseudonym}`;
+      if (state.known.has(k)) return;
+      state.known.set(k, true);
+      const entry = extra === undefined ? { text } : { text, extra };
+      dict.push({ accountId, kind, pseudonym, keyVersion, ciphertext: sealDict(dataKey, accountId, kind, pseudonym, entry), firstSeen: p.time });
+    };
+    remember(0, metric, p.name, p.kind);
+    tags.forEach(([k, v], i) => {
+      remember(1, tagKeys[i]!, k);
+      remember(2, tagValues[i]!, v, k);
+    });
+    d = { id: `${accountId}\u0000${metric}\u0000${series}`, metric, series, tagKeys, tagValues };
+    state.seriesCache.set(ck, d);
+  }
+  const { metric, series, tagKeys, tagValues } = d;
+  for (const { level, ms } of LEVELS) {
+    const bucket = p.time - (((p.time % ms) + ms) % ms);
+    const k = `${level}\u0000${bucket}\u0000${d.id}`;
+    let r = rollups.get(k);
+    if (!r) {
+      r = {
+        row: { accountId, level, bucket, metric, series, tagKeys, tagValues, keyVersion, expiresAt: bucket + ms + ctx.retentionDays * DAY },
+        agg: emptyAggregate(),
+      };
+      rollups.set(k, r);
+    }
+    addPoint(r.agg, p.value, p.time);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Across the thread boundary.
+
+/** A tick input for postMessage: the sealed batches copied into one transferable buffer. */
+export interface PackedTickInput {
+  rows: (Omit<TickBatch, 'sealed'> & { offset: number; length: number })[];
+  bytes: ArrayBuffer;
+  accounts: Map<string, TickAccount | null>;
+  now: number;
+  part: string;
+}
+
+export type WorkerRequest =
+  | { type: 'tick'; id: number; input: PackedTickInput }
+  | { type: 'forgetDict'; dict: DictKey[] }
+  | { type: 'forgetAccount'; accountId: string };
+
+export type WorkerReply = { id: number; ok: true; output: TickOutput } | { id: number; ok: false; error: string };
+
+/**
+ * Copies the sealed batches into one buffer (a batch's bytes may be a view into a bigger
+ * buffer, which structured clone would copy whole and transfer would take from its owner).
+ */
+export function packInput(input: TickInput): PackedTickInput {
+  let total = 0;
+  for (const r of input.rows) total += r.sealed.length;
+  const buf = new Uint8Array(total);
+  let offset = 0;
+  const rows = input.rows.map(({ accountId, batchId, pointCount, receivedAt, sealed }) => {
+    buf.set(sealed, offset);
+    offset += sealed.length;
+    return { accountId, batchId, pointCount, receivedAt, offset: offset - sealed.length, length: sealed.length };
+  });
+  return { rows, bytes: buf.buffer, accounts: input.accounts, now: input.now, part: input.part };
+}
+
+export function unpackInput(p: PackedTickInput): TickInput {
+  const rows = p.rows.map(({ offset, length, ...r }) => ({ ...r, sealed: new Uint8Array(p.bytes, offset, length) }));
+  return { rows, accounts: p.accounts, now: p.now, part: p.part };
+}
+
+/** The output's ciphertext buffers (each owned by its row) to transfer instead of copying. */
+export function transferables(out: TickOutput): ArrayBuffer[] {
+  const list = new Set<ArrayBuffer>();
+  const add = (b: Uint8Array) => {
+    if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) list.add(b.buffer);
+  };
+  for (const r of out.rollups) add(r.agg);
+  for (const d of out.dict) add(d.ciphertext);
+  return [...list];
+}

@@ -1,0 +1,304 @@
+/**
+ * The tick worker thread (dist/tick-worker.js, built by `npm test`'s pretest): it computes the
+ * same tick as the inline path, keeps its caches across the thread boundary, survives a crash
+ * without losing or double-counting a batch, and a collector running it answers queries like
+ * one that does not.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { afterAll, describe, expect, it } from 'vitest';
+import { encodeInner, keyPair, randomBytes, seal, toHex, type Point } from '@cipherstat/protocol';
+import { computeTick, packInput, TickState, type TickAccount, type TickInput, type TickKey, type TickOutput, type WorkerReply, type WorkerRequest } from '../src/tick.js';
+import { openDict, openRollup } from '../src/records.js';
+import { Processor } from '../src/processor.js';
+import type { BatchRow } from '../src/storage/types.js';
+import { ADMIN_TOKEN, envelope, post, startTestCollector, type TestAccount } from './support/collector.js';
+
+const WORKER = fileURLToPath(new URL('../dist/tick-worker.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+const built = existsSync(WORKER) && existsSync(CLI);
+if (!built) console.warn('processor-worker tests skipped: services/collector/dist is missing (run `npx tsc -b packages/protocol services/collector`)');
+
+const dirs: string[] = [];
+const children: ChildProcess[] = [];
+const tmp = (name: string) => {
+  const d = mkdtempSync(join(tmpdir(), `cipherstat-${name}-`));
+  dirs.push(d);
+  return d;
+};
+afterAll(() => {
+  for (const ch of children) if (ch.exitCode === null) ch.kill('SIGKILL');
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Inline and worker compute the same tick.
+
+const key = (version: number): TickKey => ({ version, ...keyPair(), dataKey: randomBytes(32), macKey: randomBytes(32) });
+const NOW = Date.now();
+const pts = (n: number, seed: number): Point[] =>
+  Array.from({ length: n }, (_, i) => ({
+    id: i,
+    kind: i % 3 ? 'counter' : 'histogram',
+    name: i % 3 ? 'orders' : 'page.load_ms',
+    value: (i * 7 + seed) % 50,
+    time: NOW - 1000 - ((i * 61_000 + seed) % 7_200_000),
+    tags: i % 4 ? ({ country: ['DE', 'FR', 'US'][(i + seed) % 3]!, page: `/p/${(i * seed) % 5}` } as Record<string, string>) : {},
+  }));
+
+/** Tick input: an account with two key versions (batches sealed to either), a deleted one, a confidential one, bad batches. */
+function tickInput(): { input: TickInput; accounts: Map<string, TickAccount | null> } {
+  const a: TickAccount = { keys: [key(1), key(2)], retentionDays: 30, confidential: false };
+  const c: TickAccount = { keys: [key(1)], retentionDays: 90, confidential: true };
+  const accounts = new Map<string, TickAccount | null>([['acct_a', a], ['acct_b', null], ['acct_c', c]]);
+  const sealed: { accountId: string; batchId: string; bytes: Uint8Array; pointCount: number }[] = [];
+  const batch = (accountId: string, to: TickKey, points: Point[], o: { batchId?: string; innerBatchId?: string } = {}) => {
+    const batchId = o.batchId ?? toHex(randomBytes(16));
+    sealed.push({ accountId, batchId, bytes: seal(encodeInner(accountId, o.innerBatchId ?? batchId, points), to.publicKey), pointCount: points.length });
+  };
+  for (let i = 0; i < 6; i++) batch('acct_a', a.keys[i % 2]!, pts(40, i));
+  batch('acct_a', a.keys[1]!, [...pts(10, 9), { id: 10, kind: 'counter', name: 'bad name!', value: 1, time: NOW, tags: {} }]);
+  batch('acct_a', a.keys[1]!, pts(5, 3), { innerBatchId: toHex(randomBytes(16)) }); // batch_mismatch
+  sealed.push({ accountId: 'acct_a', batchId: toHex(randomBytes(16)), bytes: randomBytes(300), pointCount: 50 }); // garbage
+  batch('acct_b', key(1), pts(7, 1));
+  batch('acct_c', c.keys[0]!, pts(12, 4));
+  // The sealed bytes as views into one buffer, as storage may hand them over.
+  const all = new Uint8Array(sealed.reduce((n, s) => n + s.bytes.length + 3, 0));
+  let at = 3;
+  const rows = sealed.map((s) => {
+    all.set(s.bytes, at);
+    at += s.bytes.length + 3;
+    return { accountId: s.accountId, batchId: s.batchId, pointCount: s.pointCount, receivedAt: NOW, sealed: all.subarray(at - s.bytes.length - 3, at - 3) };
+  });
+  return { input: { rows, accounts, now: NOW, part: 'p1' }, accounts };
+}
+
+/** The output with ciphertexts opened (their nonces are random). */
+function readable(out: TickOutput, accounts: Map<string, TickAccount | null>) {
+  const dataKey = (id: string) => accounts.get(id)!.keys.at(-1)!.dataKey;
+  return {
+    ...out,
+    rollups: out.rollups.map(({ agg, ...r }) => ({ ...r, plain: toHex(openRollup(dataKey(r.accountId), r, agg) ?? new Uint8Array()) })),
+    dict: out.dict.map(({ ciphertext, ...d }) => ({ ...d, entry: openDict(dataKey(d.accountId), d.accountId, d.kind, d.pseudonym, ciphertext) })),
+  };
+}
+
+function workerClient(w: Worker) {
+  let id = 0;
+  return {
+    tick: (input: TickInput) =>
+      new Promise<TickOutput>((resolve, reject) => {
+        const mine = ++id;
+        const packed = packInput(input);
+        w.on('message', function on(m: WorkerReply) {
+          if (m.id !== mine) return;
+          w.off('message', on);
+          if (m.ok) resolve(m.output);
+          else reject(new Error(m.error));
+        });
+        w.postMessage({ type: 'tick', id: mine, input: packed } satisfies WorkerRequest, [packed.bytes]);
+      }),
+    post: (m: WorkerRequest) => w.postMessage(m),
+  };
+}
+
+describe.skipIf(!built)('tick in a worker thread', () => {
+  it('computes what the inline path computes, with the same cache semantics', { timeout: 30_000 }, async () => {
+    const w = new Worker(WORKER);
+    try {
+      const remote = workerClient(w);
+      const state = new TickState();
+      const { input, accounts } = tickInput();
+      const both = async (i: TickInput) => {
+        const local = readable(computeTick(state, i), accounts);
+        expect(readable(await remote.tick(i), accounts)).toEqual(local);
+        return local;
+      };
+
+      const first = await both(input);
+      expect(first.rollups.length).toBeGreaterThan(10);
+      expect(first.rollups.every((r) => r.plain.length > 0)).toBe(true);
+      expect(first.dict.length).toBeGreaterThan(5);
+      expect(first.dict.every((d) => d.entry !== null)).toBe(true);
+      const codes = Object.fromEntries(first.rejects.map((r) => [`${r.accountId}/${r.code}`, r.count]));
+      expect(codes).toMatchObject({ 'acct_a/inner_auth_failed': 1, 'acct_a/batch_mismatch': 1, 'acct_b/account_deleted': 7, 'acct_a/invalid_name': 1 });
+      expect(first.batchRejects).toEqual({ inner_auth_failed: 1, batch_mismatch: 1, account_deleted: 1 });
+      expect(first.pointsProcessed).toBe(6 * 40 + 10 + 12);
+      expect(first.confidential.map((c) => c.accountId)).toEqual(['acct_c']);
+      expect(first.processed).toHaveLength(input.rows.length);
+
+      // Dictionary entries are written once...
+      expect((await both(input)).dict).toEqual([]);
+      // ...again after a failed tick forgot them...
+      const keys = first.dict.map(({ accountId, keyVersion, kind, pseudonym }) => ({ accountId, keyVersion, kind, pseudonym }));
+      state.forgetDict(keys);
+      remote.post({ type: 'forgetDict', dict: keys });
+      expect((await both(input)).dict.map((d) => d.pseudonym)).toEqual(first.dict.map((d) => d.pseudonym));
+      // ...and after the account is forgotten.
+      state.forgetAccount('acct_c');
+      remote.post({ type: 'forgetAccount', accountId: 'acct_c' });
+      const again = await both(input);
+      expect(again.dict.length).toBeGreaterThan(0);
+      expect(again.dict.every((d) => d.accountId === 'acct_c')).toBe(true);
+    } finally {
+      await w.terminate();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// A crashed worker: the tick fails, nothing is written twice, a new worker finishes the work.
+
+describe.skipIf(!built)('processor with a worker thread', () => {
+  it('retries the batches of a tick whose worker died, exactly once', { timeout: 60_000 }, async () => {
+    const c = await startTestCollector({ config: { role: 'ingest' } }); // stores batches, processes nothing
+    try {
+      const account = (await c.services.accounts.create({})) as unknown as TestAccount;
+      for (let i = 0; i < 3; i++) expect((await post(c.url, envelope(account, pts(20, i)).bytes)).status).toBe(202);
+      // The first worker exits on its first tick; the next one is the real worker.
+      const marker = join(tmp('worker'), 'crashed');
+      const code = `import { existsSync, writeFileSync } from 'node:fs';
+        import { parentPort } from 'node:worker_threads';
+        if (existsSync(${JSON.stringify(marker)})) await import(${JSON.stringify(pathToFileURL(WORKER).href)});
+        else { writeFileSync(${JSON.stringify(marker)}, ''); parentPort.once('message', () => process.exit(7)); }`;
+      const { store, keyring, accounts, metrics, log } = c.services;
+      const p = new Processor({ store, keyring, accounts, metrics, log, pollMs: 60_000, pollMinAgeMs: 0, workerUrl: new URL(`data:text/javascript,${encodeURIComponent(code)}`) });
+      const count = async () => {
+        const [r] = await store.query<{ n: string; acc: string }>('SELECT count() AS n, sum(accepted) AS acc FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId });
+        return { batches: Number(r!.n), accepted: Number(r!.acc) };
+      };
+
+      expect(await p.poll()).toBe(3);
+      await p.drain();
+      expect(existsSync(marker)).toBe(true);
+      expect(c.logs.join('')).toContain('tick worker exited with code 7');
+      expect(await count()).toEqual({ batches: 0, accepted: 0 });
+
+      expect(await p.poll()).toBe(3); // left for the poll, as after any failed tick
+      await p.drain();
+      expect(await count()).toEqual({ batches: 3, accepted: 60 });
+      const [r] = await store.query<{ unmarked: string; parts: string }>(
+        'SELECT countIf(part NOT IN (SELECT part FROM processed)) AS unmarked, uniqExact(part) AS parts FROM rollups WHERE account_id = {a:String}',
+        { a: account.accountId },
+      );
+      expect(Number(r!.unmarked)).toBe(0);
+      expect(Number(r!.parts)).toBe(1);
+      expect(c.logs.filter((l) => l.includes('tick worker started'))).toHaveLength(2);
+      await p.stop();
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it('drops the tick computed ahead when the one before it fails; the retry counts once and writes the dictionary', { timeout: 60_000 }, async () => {
+    const c = await startTestCollector({ config: { role: 'ingest' } });
+    try {
+      const { store, keyring, accounts, metrics, log } = c.services;
+      const { accountId } = await accounts.create({});
+      const publicKey = (await keyring.accountKeys(accountId))!.at(-1)!.publicKey;
+      // 2100 batches: a full tick of 2000, and the next one computed while the first writes.
+      const rows: BatchRow[] = Array.from({ length: 2100 }, (_, i) => {
+        const batchId = toHex(randomBytes(16));
+        const points: Point[] = [{ id: 0, kind: 'counter', name: `m${i % 3}`, value: 1, time: NOW - 1000, tags: { k: `v${i % 700}` } }];
+        return { accountId, batchId, receivedAt: NOW, createdAt: NOW, pointCount: 1, sdk: 'test/0', sealed: seal(encodeInner(accountId, batchId, points), publicKey), expiresAt: NOW + 86_400_000 };
+      });
+      const p = new Processor({ store, keyring, accounts, metrics, log, pollMs: 60_000, pollMinAgeMs: 0, workerUrl: pathToFileURL(WORKER) });
+      const count = async (sql: string) => Number((await store.query<{ n: string }>(sql, { a: accountId }))[0]!.n);
+      const original = store.markProcessed.bind(store);
+      store.markProcessed = async () => {
+        store.markProcessed = original;
+        throw new Error('injected markProcessed failure');
+      };
+
+      p.enqueue(rows);
+      await p.drain();
+      expect(c.logs.join('')).toContain('injected markProcessed failure');
+      expect(await count('SELECT count() AS n FROM processed WHERE account_id = {a:String}')).toBe(0);
+
+      p.enqueue(rows); // what the poll would find
+      await p.drain();
+      expect(await count('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}')).toBe(2100);
+      expect(await count('SELECT count() AS n FROM processed FINAL WHERE account_id = {a:String}')).toBe(2100);
+      expect(await count('SELECT countIf(part NOT IN (SELECT part FROM processed)) AS n FROM rollups WHERE account_id = {a:String}')).toBe(0);
+      // Every pseudonym the rollups use has its dictionary entry.
+      expect(await count('SELECT uniqExact(pseudonym) AS n FROM dictionary WHERE account_id = {a:String} AND kind = 2')).toBe(700);
+      expect(await count('SELECT uniqExact(pseudonym) AS n FROM dictionary WHERE account_id = {a:String} AND kind = 0')).toBe(3);
+      const dict = (kind: number) => `(SELECT pseudonym FROM dictionary WHERE account_id = {a:String} AND kind = ${kind})`;
+      expect(await count(`SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND metric NOT IN ${dict(0)}`)).toBe(0);
+      expect(await count(`SELECT count() AS n FROM (SELECT arrayJoin(tag_values) AS v FROM rollups WHERE account_id = {a:String}) WHERE v NOT IN ${dict(2)}`)).toBe(0);
+      await p.stop();
+    } finally {
+      await c.stop();
+    }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The built collector, worker on and off: same processing, same query answers.
+
+function startChild(dataDir: string, worker: '0' | '1'): Promise<{ url: string; logs: () => string }> {
+  const child = spawn(process.execPath, [CLI, 'serve'], {
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', CIPHERSTAT_DATA_DIR: dataDir, CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, CIPHERSTAT_LOG_LEVEL: 'info', CIPHERSTAT_PROCESS_WORKER: worker },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let out = '';
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const m = /"url":"(http:\/\/[^"]+)"/.exec(out);
+      if (m) resolve({ url: m[1]!, logs: () => out });
+    });
+    child.stderr!.on('data', (d) => (out += d));
+    child.on('exit', (code) => reject(new Error(`collector exited (${code}): ${out.slice(-2000)}`)));
+  });
+}
+
+describe.skipIf(!built)('the built collector with and without the worker', () => {
+  it('processes the same batches into the same query answers', { timeout: 120_000 }, async () => {
+    const [on, off] = await Promise.all([startChild(tmp('worker-on'), '1'), startChild(tmp('worker-off'), '0')]);
+    const run = async (c: { url: string }) => {
+      const admin = (method: string, path: string, body?: unknown) =>
+        fetch(c.url + path, { method, headers: { authorization: `Bearer ${ADMIN_TOKEN}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+      const account = (await (await admin('POST', '/v1/accounts', {})).json()) as TestAccount;
+      const batches = Array.from({ length: 40 }, (_, i) => envelope(account, pts(50, i)));
+      await Promise.all(batches.map((b) => post(c.url, b.bytes)));
+      const deadline = Date.now() + 60_000;
+      let rows: { batches: number; processed: number };
+      for (;;) {
+        rows = ((await (await admin('GET', `/v1/accounts/${account.accountId}`)).json()) as { rows: typeof rows }).rows;
+        if (rows.batches >= 40 && rows.processed >= rows.batches) break;
+        if (Date.now() > deadline) throw new Error(`not processed: ${JSON.stringify(rows)}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+      const query = async (q: object) => {
+        const res = await fetch(`${c.url}/v1/query`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${account.readToken}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ from: NOW - 3 * 3_600_000, to: NOW + 60_000, ...q }),
+        });
+        expect(res.status).toBe(200);
+        return res.json();
+      };
+      return {
+        rows,
+        answers: [
+          await query({ metric: 'orders', aggregation: 'sum', interval: 'hour', groupBy: ['country'] }),
+          await query({ metric: 'orders', aggregation: 'count', interval: 'minute', filter: { page: ['/p/1', '/p/2'] } }),
+          await query({ metric: 'page.load_ms', aggregation: 'p95', interval: 'hour', groupBy: ['country', 'page'] }),
+          await query({ metric: 'page.load_ms', aggregation: 'avg', interval: 'day' }),
+        ],
+      };
+    };
+    const [a, b] = await Promise.all([run(on), run(off)]);
+    expect(a.rows.processed).toBe(40);
+    expect(a.answers).toEqual(b.answers);
+    expect(JSON.stringify(a.answers)).toContain('"DE"');
+    expect(on.logs()).toContain('tick worker started');
+    expect(off.logs()).not.toContain('tick worker started');
+  });
+});
