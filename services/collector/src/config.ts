@@ -27,6 +27,12 @@ const schema = z.object({
   bodyTimeoutMs: z.coerce.number().int().positive().default(10_000),
   /** Most batches waiting for a durable insert before ingest answers 503. */
   maxQueuedBatches: z.coerce.number().int().positive().default(20_000),
+  /**
+   * Roles with processing: ingest answers 503 `overloaded` while the oldest batch waiting for
+   * processing has waited longer than this (ms), so acknowledged data stays fresh and memory
+   * bounded under overload; 0: never.
+   */
+  maxProcessLagMs: z.coerce.number().int().nonnegative().default(1000),
   trustProxy: z.coerce.boolean().default(false),
   /** Process role: this node's account partition `i/n` (poll and recovery see only its accounts). */
   processPartition: z
@@ -64,6 +70,7 @@ export function loadConfig(flags: Record<string, string | undefined> = {}, env: 
     graceDays: pick('grace-days', 'CIPHERSTAT_GRACE_DAYS'),
     bodyTimeoutMs: env.CIPHERSTAT_BODY_TIMEOUT_MS,
     maxQueuedBatches: env.CIPHERSTAT_MAX_QUEUED_BATCHES,
+    maxProcessLagMs: env.CIPHERSTAT_MAX_PROCESS_LAG_MS,
     trustProxy: env.CIPHERSTAT_TRUST_PROXY,
     processPartition: pick('partition', 'CIPHERSTAT_PROCESS_PARTITION') || undefined,
     processCoalesceMs: env.CIPHERSTAT_PROCESS_COALESCE_MS || undefined,

@@ -114,6 +114,12 @@ export class Processor {
     return this.queue.length;
   }
 
+  /** How long the oldest batch waiting for a tick has waited since it was received (ms; 0: none waiting). */
+  lagMs(): number {
+    const first = this.queue[0];
+    return first ? Math.max(0, this.now() - first.receivedAt) : 0;
+  }
+
   /** Hand-off from ingest: rows that are durable now. */
   enqueue(rows: BatchRow[]): void {
     const t = performance.now();
@@ -255,8 +261,11 @@ export class Processor {
     return orphans.length;
   }
 
+  /** Starts (or, after stop(), resumes) the poll loop and the processing of queued hand-offs. */
   start(): void {
+    this.stopped = false;
     this.lastRecover = this.now();
+    if (this.queue.length) this.kick();
     const loop = async () => {
       if (this.stopped) return;
       const every = this.o.recoverEveryMs ?? 60_000;

@@ -115,6 +115,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const writer = new BatchWriter(store, metrics, {
     maxQueued: config.maxQueuedBatches,
     onDurable: processor ? (rows) => processor.enqueue(rows) : undefined,
+    behind: processor && config.maxProcessLagMs > 0 ? () => processor.lagMs() > config.maxProcessLagMs : undefined,
   });
   const lifecycle = new Lifecycle({
     store, keyring, accounts, metrics, log, writer, processor, master, now,

@@ -28,7 +28,13 @@ export class BatchWriter {
   constructor(
     private readonly store: Store,
     private readonly metrics: Metrics,
-    private readonly opts: { maxQueued: number; maxPerInsert?: number; onDurable?: (rows: BatchRow[]) => void },
+    private readonly opts: {
+      maxQueued: number;
+      maxPerInsert?: number;
+      onDurable?: (rows: BatchRow[]) => void;
+      /** Whether processing is too far behind to take more (ingest answers 503 overloaded). */
+      behind?: () => boolean;
+    },
   ) {}
 
   get queued(): number {
@@ -40,6 +46,7 @@ export class BatchWriter {
     if (this.queue.length >= this.opts.maxQueued) {
       return Promise.reject(new CollectorError(503, 'overloaded', 'too many batches waiting for storage', 1));
     }
+    if (this.opts.behind?.()) return Promise.reject(new CollectorError(503, 'overloaded', 'processing is behind; retry later', 1));
     if (this.recent.has(key(row))) return Promise.resolve('duplicate');
     return new Promise<Outcome>((resolve, reject) => {
       this.queue.push({ row, resolve, reject });
