@@ -34,7 +34,7 @@ import { Lru } from './lru.js';
 const DAY = 86_400_000;
 const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
 /** Most batches per tick. */
-const TICK_BATCHES = 2000;
+const TICK_BATCHES = 1000;
 /** The compiled worker entry; only beside the compiled processor (dist), not beside the .ts sources. */
 const WORKER_URL = new URL('./tick-worker.js', import.meta.url);
 
@@ -77,6 +77,8 @@ export interface ProcessorOptions {
 /** A tick whose CPU part has started. */
 interface Pending {
   rows: BatchRow[];
+  /** Earliest receivedAt of its rows. */
+  oldest: number;
   now: number;
   part: string;
   output: Promise<TickOutput>;
@@ -100,6 +102,8 @@ export class Processor {
   private lastRecover = 0;
   /** Parts of failed ticks whose rollup rows are not known to be gone yet: nothing is processed until they are. */
   private readonly dirty = new Map<string, { refs: RollupRef[]; at: number }>();
+  /** Ticks begun and not written or dropped yet. */
+  private readonly active = new Set<Pending>();
 
   constructor(private readonly o: ProcessorOptions) {
     const use = o.worker !== false && (o.workerUrl !== undefined || existsSync(fileURLToPath(WORKER_URL)));
@@ -114,10 +118,11 @@ export class Processor {
     return this.queue.length;
   }
 
-  /** How long the oldest batch waiting for a tick has waited since it was received (ms; 0: none waiting). */
+  /** How long the oldest batch not processed yet (queued, or in a tick not written yet) has waited since it was received (ms). */
   lagMs(): number {
-    const first = this.queue[0];
-    return first ? Math.max(0, this.now() - first.receivedAt) : 0;
+    let oldest = this.queue[0]?.receivedAt ?? Infinity;
+    for (const t of this.active) oldest = Math.min(oldest, t.oldest);
+    return oldest === Infinity ? 0 : Math.max(0, this.now() - oldest);
   }
 
   /** Hand-off from ingest: rows that are durable now. */
@@ -190,7 +195,9 @@ export class Processor {
           if (this.worker && this.queue.length) next = this.begin(this.take());
         });
         this.lastTickMs = performance.now() - t0;
+        this.active.delete(cur);
       } catch (e) {
+        this.active.delete(cur);
         // Leave them for the poll: they are durable and unmarked (process() removed its rollup rows).
         for (const r of cur.rows) this.inflight.delete(key(r));
         if (next) await this.abandon(next);
@@ -205,6 +212,7 @@ export class Processor {
 
   /** Drops a computed tick that will not be written: its batches are retried, its dictionary entries forgotten. */
   private async abandon(t: Pending): Promise<void> {
+    this.active.delete(t);
     for (const r of t.rows) this.inflight.delete(key(r));
     const out = await t.output.catch(() => undefined);
     if (out) this.forgetDict(out.dict);
@@ -343,7 +351,9 @@ export class Processor {
     const part = toHex(randomBytes(16));
     const output = this.compute(rows, now, part);
     output.catch(() => {}); // awaited by process() or abandon()
-    return { rows, now, part, output };
+    const t = { rows, oldest: rows.reduce((m, r) => Math.min(m, r.receivedAt), Infinity), now, part, output };
+    this.active.add(t);
+    return t;
   }
 
   private async compute(rows: BatchRow[], now: number, part: string): Promise<TickOutput> {
