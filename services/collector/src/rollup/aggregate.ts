@@ -60,14 +60,7 @@ export function addPoint(agg: Aggregate, value: number, timeMs: number): Aggrega
   if (!Number.isSafeInteger(timeMs)) throw invalid('time must be an integer number of milliseconds');
   if (value === 0) value = 0; // -0 → 0, so equal inputs give byte-equal encodings in any order
   add(agg.sketch, value);
-  agg.count += 1;
-  agg.sum += value;
-  if (value < agg.min) agg.min = value;
-  if (value > agg.max) agg.max = value;
-  if (timeMs > agg.lastAt || (timeMs === agg.lastAt && value > agg.last)) {
-    agg.last = value;
-    agg.lastAt = timeMs;
-  }
+  mergeFields(agg, 1, value, value, value, value, timeMs); // one point: an aggregate of one value
   return agg;
 }
 
