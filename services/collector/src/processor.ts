@@ -33,6 +33,8 @@ import { Lru } from './lru.js';
 
 const DAY = 86_400_000;
 const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
+/** A tick's CPU part takes about a second at full load; a worker silent this long is stuck. */
+const TICK_TIMEOUT_MS = 60_000;
 /** Most batches per tick. */
 const TICK_BATCHES = 1000;
 /** The compiled worker entry; only beside the compiled processor (dist), not beside the .ts sources. */
@@ -102,6 +104,10 @@ export class Processor {
   private lastRecover = 0;
   /** Parts of failed ticks whose rollup rows are not known to be gone yet: nothing is processed until they are. */
   private readonly dirty = new Map<string, { refs: RollupRef[]; at: number }>();
+  /** Poll loops started; a loop runs only while its number is the latest. */
+  private loops = 0;
+  /** When each queued batch was handed to this processor (the poll hands over old batches). */
+  private readonly queuedAt = new WeakMap<BatchRow, number>();
   /** Ticks begun and not written or dropped yet. */
   private readonly active = new Set<Pending>();
 
@@ -120,7 +126,8 @@ export class Processor {
 
   /** How long the oldest batch not processed yet (queued, or in a tick not written yet) has waited since it was received (ms). */
   lagMs(): number {
-    let oldest = this.queue[0]?.receivedAt ?? Infinity;
+    const first = this.queue[0];
+    let oldest = first ? (this.queuedAt.get(first) ?? first.receivedAt) : Infinity;
     for (const t of this.active) oldest = Math.min(oldest, t.oldest);
     return oldest === Infinity ? 0 : Math.max(0, this.now() - oldest);
   }
@@ -139,6 +146,7 @@ export class Processor {
       const k = key(r);
       if (this.inflight.has(k) || this.done.has(k)) continue;
       this.inflight.add(k);
+      this.queuedAt.set(r, Math.max(r.receivedAt, this.now()));
       this.queue.push(r);
     }
     this.o.metrics.processQueue.set(this.queue.length);
@@ -147,7 +155,11 @@ export class Processor {
   }
 
   private kick(): void {
-    if (!this.running && !this.stopped) this.running = this.drainQueue().finally(() => (this.running = undefined));
+    if (this.running || this.stopped) return;
+    this.running = this.drainQueue().finally(() => {
+      this.running = undefined;
+      if (this.queue.length) this.kick(); // a hand-off that came while the loop was ending
+    });
   }
 
   /** Lets hand-offs accumulate: up to `coalesceMs` minus the previous tick's run time, or a full tick. */
@@ -273,9 +285,11 @@ export class Processor {
   start(): void {
     this.stopped = false;
     this.lastRecover = this.now();
+    clearTimeout(this.timer);
+    const generation = ++this.loops; // a loop of an earlier start() ends at its next turn
     if (this.queue.length) this.kick();
     const loop = async () => {
-      if (this.stopped) return;
+      if (this.stopped || generation !== this.loops) return;
       const every = this.o.recoverEveryMs ?? 60_000;
       if (every > 0 && this.now() - this.lastRecover >= every) {
         this.lastRecover = this.now();
@@ -290,7 +304,7 @@ export class Processor {
       } catch (e) {
         this.o.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'poll for pending batches failed');
       }
-      if (!this.stopped) this.timer = setTimeout(loop, this.o.pollMs);
+      if (!this.stopped && generation === this.loops) this.timer = setTimeout(loop, this.o.pollMs);
     };
     this.timer = setTimeout(loop, 0);
   }
@@ -309,7 +323,7 @@ export class Processor {
     this.urgent++;
     this.wake?.();
     try {
-      while (this.running || this.queue.length) {
+      while (this.running || (this.queue.length && !this.stopped)) {
         this.kick();
         await this.running;
       }
@@ -328,6 +342,7 @@ export class Processor {
 
   async stop(): Promise<void> {
     clearTimeout(this.timer);
+    this.loops++;
     await this.drain();
     this.stopped = true;
     await this.worker?.stop();
@@ -351,7 +366,7 @@ export class Processor {
     const part = toHex(randomBytes(16));
     const output = this.compute(rows, now, part);
     output.catch(() => {}); // awaited by process() or abandon()
-    const t = { rows, oldest: rows.reduce((m, r) => Math.min(m, r.receivedAt), Infinity), now, part, output };
+    const t = { rows, oldest: rows.reduce((m, r) => Math.min(m, this.queuedAt.get(r) ?? r.receivedAt), Infinity), now, part, output };
     this.active.add(t);
     return t;
   }
@@ -365,7 +380,8 @@ export class Processor {
 
   /** Writes a tick (`computed`: called once its CPU part is done). */
   private async process(t: Pending, computed: () => void): Promise<void> {
-    const { now, part } = t;
+    const { part } = t;
+    let now = t.now;
     const out = { rollups: [] as RollupRow[], dict: [] as DictRow[] };
     try {
       const output = await t.output;
@@ -373,6 +389,11 @@ export class Processor {
       computed();
       // Rows of failed ticks go before this one writes anything.
       await this.cleanupFailedTicks();
+      // Stamped now, not when the CPU part began: periodic recovery deletes unmarked parts by
+      // written_at age, and must never take this tick's rows for a crashed one's.
+      now = this.now();
+      for (const r of output.rollups) r.writtenAt = now;
+      for (const r of output.processed) r.processedAt = now;
       await this.write(t, output, out);
     } catch (e) {
       // Dictionary entries of this tick may not be stored: write them again next time.
@@ -442,16 +463,19 @@ class TickWorker {
     private readonly log: Logger,
   ) {}
 
+  /** Ends worker `w` (if it is the current one) and fails what is pending on it. */
+  private fail(w: Worker, err: Error): void {
+    if (this.worker !== w) return;
+    this.worker = undefined;
+    void w.terminate();
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+    this.log.error({ err: err.message }, 'tick worker failed; a new one starts with the next tick');
+  }
+
   private start(): Worker {
     const w = new Worker(this.url);
-    const fail = (err: Error) => {
-      if (this.worker !== w) return;
-      this.worker = undefined;
-      void w.terminate();
-      for (const p of this.pending.values()) p.reject(err);
-      this.pending.clear();
-      this.log.error({ err: err.message }, 'tick worker failed; a new one starts with the next tick');
-    };
+    const fail = (err: Error) => this.fail(w, err);
     w.on('message', (m: WorkerReply) => {
       const p = this.pending.get(m.id);
       if (!p) return;
@@ -473,7 +497,14 @@ class TickWorker {
     const id = ++this.nextId;
     const packed = packInput(input);
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      // A worker that never answers (a loop, a lost message) fails like a crashed one.
+      const timer = setTimeout(() => this.fail(w, new Error(`tick worker gave no answer in ${TICK_TIMEOUT_MS / 1000} s`)), TICK_TIMEOUT_MS);
+      timer.unref();
+      const settle = <T>(f: (v: T) => void) => (v: T) => {
+        clearTimeout(timer);
+        f(v);
+      };
+      this.pending.set(id, { resolve: settle(resolve), reject: settle(reject) });
       w.ref();
       try {
         w.postMessage({ type: 'tick', id, input: packed } satisfies WorkerRequest, [packed.bytes]);

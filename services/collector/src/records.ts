@@ -37,7 +37,8 @@ const MAC = 16;
 /** Bytes a sealed record adds to its plaintext. */
 export const SEAL_OVERHEAD = 1 + NONCE + MAC;
 
-const SIGMA = new Uint32Array([0x61707865, 0x3320646e, 0x79622d32, 0x6b206574]); // "expand 32-byte k"
+// Words as the bytes of "expand 32-byte k" lie in memory (hchacha swaps them on big-endian hosts).
+const SIGMA = new Uint32Array(new TextEncoder().encode('expand 32-byte k').buffer);
 const keyWords = new Uint32Array(8);
 const nonceWords = new Uint32Array(4);
 const subkeyWords = new Uint32Array(8);
@@ -50,11 +51,15 @@ function xchacha<T extends nodeCrypto.CipherChaCha20Poly1305 | nodeCrypto.Deciph
   key: Uint8Array,
   nonce: Uint8Array,
 ): T {
+  if (key.length !== 32) throw new Error('a data key is 32 bytes');
   new Uint8Array(keyWords.buffer).set(key);
   new Uint8Array(nonceWords.buffer).set(nonce.subarray(0, 16));
   hchacha(SIGMA, keyWords, nonceWords, subkeyWords);
   iv.set(nonce.subarray(16, 24), 4);
-  return make(subkey, iv);
+  const c = make(subkey, iv); // node copies the key into the cipher
+  keyWords.fill(0); // no key material left behind in module memory
+  subkeyWords.fill(0);
+  return c;
 }
 let adScratch = Buffer.allocUnsafe(1024);
 /** The associated data as UTF-8, in a reused buffer (valid until the next call). */

@@ -350,7 +350,7 @@ export function mergeRows(
     }
     let i = bucketIndex.get(row.b);
     if (i === undefined) bucketIndex.set(row.b, (i = locate(starts, row.b)));
-    if (!keys || metric === undefined || !plan || i < 0) {
+    if (!keys || metric === undefined || !plan || i < 0 || row.b >= q.end) {
       failed++;
       continue;
     }
