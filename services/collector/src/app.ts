@@ -107,6 +107,7 @@ export function createApp(s: Services): Hono {
         if (!decoded) throw new CollectorError(400, 'invalid_base64', 'text/plain bodies must be standard base64 of an envelope');
         bytes = decoded;
       }
+      s.writer.checkCapacity(); // overloaded: say so before spending an X25519 on the envelope
       const now = s.now();
       const opened = openEnvelope(bytes, { keys: (id) => s.keyring.transportKey(id), now, x25519: nodeX25519 });
       if (!opened.ok) {

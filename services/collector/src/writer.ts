@@ -41,6 +41,11 @@ export class BatchWriter {
     return this.queue.length;
   }
 
+  /** Refuses early (before the costly opening of the envelope) when submit would refuse anyway. */
+  checkCapacity(): void {
+    if (this.opts.behind?.()) throw new CollectorError(503, 'overloaded', 'processing is behind; retry later', 1);
+  }
+
   submit(row: BatchRow): Promise<Outcome> {
     if (this.closed) return Promise.reject(new CollectorError(503, 'shutting_down', 'the collector is shutting down', 1));
     if (this.queue.length >= this.opts.maxQueued) {
