@@ -73,6 +73,8 @@ interface SeriesDescriptor {
   series: string;
   tagKeys: string[];
   tagValues: string[];
+  /** During a tick: the rollup entry this series used last, per level (a shortcut past the map's string keys); cleared when the tick ends. */
+  last?: ({ bucket: number; entry: RollupEntry } | undefined)[];
 }
 
 const dictKey = (d: DictKey) => `${d.accountId}\u0000${d.keyVersion}\u0000${d.kind}\u0000${d.pseudonym}`;
@@ -106,7 +108,11 @@ interface Context {
   confidential: boolean;
 }
 
-type Rollups = Map<string, { row: Omit<RollupRow, 'agg' | 'part' | 'writtenAt'>; agg: Aggregate }>;
+interface RollupEntry {
+  row: Omit<RollupRow, 'agg' | 'part' | 'writtenAt'>;
+  agg: Aggregate;
+}
+type Rollups = Map<string, RollupEntry>;
 
 /**
  * Computes one tick. On an exception, the dictionary entries it already counted as known are
@@ -122,7 +128,16 @@ export function computeTick(state: TickState, input: TickInput): TickOutput {
   }
 }
 
-function compute(state: TickState, { rows, accounts, now, part }: TickInput, dict: DictRow[]): TickOutput {
+function compute(state: TickState, input: TickInput, dict: DictRow[]): TickOutput {
+  const touched: SeriesDescriptor[] = [];
+  try {
+    return computeRollups(state, input, dict, touched);
+  } finally {
+    for (const d of touched) d.last = undefined; // never reused by another tick
+  }
+}
+
+function computeRollups(state: TickState, { rows, accounts, now, part }: TickInput, dict: DictRow[], touched: SeriesDescriptor[]): TickOutput {
   const rollups: Rollups = new Map();
   const rejects = new Map<string, number>();
   const processed: ProcessedRow[] = [];
@@ -163,7 +178,7 @@ function compute(state: TickState, { rows, accounts, now, part }: TickInput, dic
     }
     const { points, rejects: bad } = opened.value;
     for (const r of bad) reject(row.accountId, r.code, 1);
-    for (const p of points) addToRollups(state, rollups, dict, row.accountId, ctx, p);
+    for (const p of points) addToRollups(state, rollups, dict, row.accountId, ctx, p, touched);
     pointsProcessed += points.length;
     pointsRejected += bad.length;
     mark(points.length, bad.length);
@@ -194,7 +209,7 @@ function context(state: TickState, accountId: string, account: TickAccount | nul
   return { keys: account.keys, pairs, pseudonyms, retentionDays: account.retentionDays, confidential: account.confidential };
 }
 
-function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accountId: string, ctx: Context, p: Point): void {
+function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accountId: string, ctx: Context, p: Point, touched: SeriesDescriptor[]): void {
   const keyVersion = ctx.keys[ctx.keys.length - 1]!.version;
   let ck = `${accountId}\u0000${keyVersion}\u0000${p.kind}\u0000${p.name}`;
   for (const t in p.tags) ck += `\u0000${t}\u0000${p.tags[t]}`;
@@ -223,16 +238,27 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
     state.seriesCache.set(ck, d);
   }
   const { metric, series, tagKeys, tagValues } = d;
-  for (const { level, ms } of LEVELS) {
+  let last = d.last;
+  if (!last) {
+    last = d.last = [];
+    touched.push(d);
+  }
+  for (let l = 0; l < LEVELS.length; l++) {
+    const { level, ms } = LEVELS[l]!;
     const bucket = p.time - (((p.time % ms) + ms) % ms);
-    const k = `${level}\u0000${bucket}\u0000${d.id}`;
-    let r = rollups.get(k);
+    const hit = last[l];
+    let r = hit && hit.bucket === bucket ? hit.entry : undefined;
     if (!r) {
-      r = {
-        row: { accountId, level, bucket, metric, series, tagKeys, tagValues, keyVersion, expiresAt: bucket + ms + ctx.retentionDays * DAY },
-        agg: emptyAggregate(),
-      };
-      rollups.set(k, r);
+      const k = `${level}\u0000${bucket}\u0000${d.id}`;
+      r = rollups.get(k);
+      if (!r) {
+        r = {
+          row: { accountId, level, bucket, metric, series, tagKeys, tagValues, keyVersion, expiresAt: bucket + ms + ctx.retentionDays * DAY },
+          agg: emptyAggregate(),
+        };
+        rollups.set(k, r);
+      }
+      last[l] = { bucket, entry: r };
     }
     addPoint(r.agg, p.value, p.time);
   }
