@@ -33,6 +33,10 @@ import { Lru } from './lru.js';
 
 const DAY = 86_400_000;
 const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
+/** Worker failures in a row after which ticks run inline. */
+const WORKER_FAILURES_BEFORE_INLINE = 3;
+/** A tick failed because its worker died or went silent (not because of the tick's data). */
+class WorkerFailure extends Error {}
 /** A tick's CPU part takes about a second at full load; a worker silent this long is stuck. */
 const TICK_TIMEOUT_MS = 60_000;
 /** Most batches per tick. */
@@ -92,7 +96,9 @@ export class Processor {
   private readonly done = new Lru<string, true>(500_000);
   /** Caches of the inline path (the worker thread keeps its own). */
   private readonly state = new TickState();
-  private readonly worker: TickWorker | undefined;
+  private worker: TickWorker | undefined;
+  /** Ticks in a row whose worker failed (crash, silence, a file that does not load). */
+  private workerFailures = 0;
   private running: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
@@ -375,7 +381,22 @@ export class Processor {
     const accounts = new Map<string, TickAccount | null>();
     for (const r of rows) if (!accounts.has(r.accountId)) accounts.set(r.accountId, await this.account(r.accountId));
     const input: TickInput = { rows, accounts, now, part };
-    return this.worker ? this.worker.tick(input) : computeTick(this.state, input);
+    if (!this.worker) return computeTick(this.state, input);
+    try {
+      const out = await this.worker.tick(input);
+      this.workerFailures = 0;
+      return out;
+    } catch (e) {
+      // A worker that keeps failing (say its file does not load) must not stop processing,
+      // and with it ingest (backpressure): after a few in a row, ticks run on this thread.
+      if (e instanceof WorkerFailure && ++this.workerFailures >= WORKER_FAILURES_BEFORE_INLINE) {
+        this.o.log.error({ failures: this.workerFailures }, 'tick worker keeps failing; processing on the main thread from now on');
+        const w = this.worker;
+        this.worker = undefined;
+        void w.stop();
+      }
+      throw e;
+    }
   }
 
   /** Writes a tick (`computed`: called once its CPU part is done). */
@@ -475,7 +496,7 @@ class TickWorker {
 
   private start(): Worker {
     const w = new Worker(this.url);
-    const fail = (err: Error) => this.fail(w, err);
+    const fail = (err: Error) => this.fail(w, new WorkerFailure(err.message));
     w.on('message', (m: WorkerReply) => {
       const p = this.pending.get(m.id);
       if (!p) return;
@@ -498,7 +519,7 @@ class TickWorker {
     const packed = packInput(input);
     return new Promise((resolve, reject) => {
       // A worker that never answers (a loop, a lost message) fails like a crashed one.
-      const timer = setTimeout(() => this.fail(w, new Error(`tick worker gave no answer in ${TICK_TIMEOUT_MS / 1000} s`)), TICK_TIMEOUT_MS);
+      const timer = setTimeout(() => this.fail(w, new WorkerFailure(`tick worker gave no answer in ${TICK_TIMEOUT_MS / 1000} s`)), TICK_TIMEOUT_MS);
       timer.unref();
       const settle = <T>(f: (v: T) => void) => (v: T) => {
         clearTimeout(timer);

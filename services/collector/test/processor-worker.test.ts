@@ -194,6 +194,30 @@ describe.skipIf(!built)('processor with a worker thread', () => {
     }
   });
 
+  it('processes on the main thread after the worker failed three ticks in a row (a file that does not load)', { timeout: 60_000 }, async () => {
+    const c = await startTestCollector({ config: { role: 'ingest' } });
+    try {
+      const account = (await c.services.accounts.create({})) as unknown as TestAccount;
+      for (let i = 0; i < 3; i++) expect((await post(c.url, envelope(account, pts(20, i)).bytes)).status).toBe(202);
+      const { store, keyring, accounts, metrics, log } = c.services;
+      const broken = new URL(`data:text/javascript,${encodeURIComponent("throw new Error('broken worker file')")}`);
+      const p = new Processor({ store, keyring, accounts, metrics, log, pollMs: 60_000, pollMinAgeMs: 0, workerUrl: broken });
+      const processed = async () => Number((await store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId }))[0]!.n);
+      let attempts = 0;
+      while ((await processed()) === 0 && attempts < 6) {
+        attempts++;
+        await p.poll(); // failed ticks leave their batches to the poll
+        await p.drain();
+      }
+      expect(attempts).toBe(4); // three failed ticks, then inline
+      expect(await processed()).toBe(60);
+      expect(c.logs.join('')).toContain('processing on the main thread from now on');
+      await p.stop();
+    } finally {
+      await c.stop();
+    }
+  });
+
   it('drops the tick computed ahead when the one before it fails; the retry counts once and writes the dictionary', { timeout: 60_000 }, async () => {
     const c = await startTestCollector({ config: { role: 'ingest' } });
     try {
