@@ -379,7 +379,23 @@ export class Processor {
 
   private async compute(rows: BatchRow[], now: number, part: string): Promise<TickOutput> {
     const accounts = new Map<string, TickAccount | null>();
-    for (const r of rows) if (!accounts.has(r.accountId)) accounts.set(r.accountId, await this.account(r.accountId));
+    const unresolved = new Set<string>();
+    for (const r of rows) {
+      if (accounts.has(r.accountId) || unresolved.has(r.accountId)) continue;
+      try {
+        accounts.set(r.accountId, await this.account(r.accountId));
+      } catch (e) {
+        // One account whose state or keys cannot be read (say an unreadable key file) must not
+        // hold up the others: its batches leave this tick, unmarked, for the poll to retry.
+        unresolved.add(r.accountId);
+        this.o.log.error({ accountId: r.accountId, err: e instanceof Error ? e.message : String(e) }, 'cannot read an account for processing; its batches wait');
+      }
+    }
+    if (unresolved.size) {
+      const keep = rows.filter((r) => !unresolved.has(r.accountId));
+      for (const r of rows) if (unresolved.has(r.accountId)) this.inflight.delete(key(r));
+      rows.splice(0, rows.length, ...keep); // the tick's own list: these are neither written nor marked done
+    }
     const input: TickInput = { rows, accounts, now, part };
     if (!this.worker) return computeTick(this.state, input);
     try {

@@ -3,6 +3,8 @@
  * rows before its batches are retried; when it cannot, the next tick does it first; the
  * periodic recovery only touches parts older than its safety age.
  */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import type { Store } from '../src/storage/types.js';
@@ -89,5 +91,32 @@ describe('processor: a failed tick never counts twice', () => {
     expect(parts.map((p) => p.part)).toEqual(['c:compacted', 'orphan-young']);
     expect(await processor.recover()).toBe(1); // at start-up: every orphan
     await store.exec("DELETE FROM rollups WHERE part = 'c:compacted'");
+  });
+});
+
+describe('processor: an account that cannot be read', () => {
+  it('holds up only its own batches; they are processed once it can be read again', { timeout: 60_000 }, async () => {
+    const broken = await createAccount(c);
+    const fine = await createAccount(c);
+    // A real failure: the account's key file becomes unreadable garbage (the keyring refuses it).
+    const file = join(c.dataDir, 'keyring', 'accounts', `${broken.accountId}.json`);
+    const original = readFileSync(file);
+    writeFileSync(file, '{ not a key file');
+    offset += 1_000; // past the keyring's cross-process cache window
+    try {
+      for (const a of [broken, fine]) expect((await post(c.url, envelope(a, points(7)).bytes)).status).toBe(202);
+      await c.services.processor!.drain();
+      expect(await acceptedPoints(fine.accountId)).toBe(7);
+      expect(await acceptedPoints(broken.accountId)).toBe(0);
+      expect(c.logs.join('')).toContain('cannot read an account for processing');
+    } finally {
+      writeFileSync(file, original);
+    }
+    offset += 60_000;
+    await new Promise((r) => setTimeout(r, 300)); // the keyring reads the file again
+    expect(await c.services.processor!.poll()).toBe(1);
+    await c.services.processor!.drain();
+    expect(await acceptedPoints(broken.accountId)).toBe(7);
+    expect(await acceptedPoints(fine.accountId)).toBe(7);
   });
 });
