@@ -173,6 +173,31 @@ const NO_SKETCH: Sketch = createSketch();
  * the aggregate carries a shared empty sketch; do not ask it for percentiles or add to it
  * (mergeInto and mergeEncoded replace it rather than write to it).
  */
+/** The scalar part of an encoding after version and count, as read by readScalars (reused: no allocation). */
+const head = { flags: 0, min: 0, max: 0, last: 0, sum: 0, lastAt: 0 };
+
+/** Reads and validates flags, min/max/last, sum and lastAt into `head` (decodeAggregate and mergeEncoded alike). */
+function readScalars(r: ByteReader, count: number): typeof head {
+  const flags = r.u8();
+  if (flags & ~ALL_FLAGS) throw malformed('unknown flags');
+  if (!(flags & SINGLE) && flags & (SUM_IMPLIED | SKETCH_IMPLIED)) throw malformed('implied fields need SINGLE');
+  const min = r.f64();
+  const max = flags & SINGLE ? min : r.f64();
+  const last = flags & SINGLE ? min : r.f64();
+  if (!Number.isFinite(min) || !Number.isFinite(max) || !Number.isFinite(last)) throw malformed('non-finite value');
+  if (!(min <= last && last <= max)) throw malformed('min/last/max out of order');
+  const sum = flags & SUM_IMPLIED ? count * min : r.f64();
+  if (Number.isNaN(sum)) throw malformed('sum is NaN');
+  const lastAtAbs = r.varint();
+  head.flags = flags;
+  head.min = min;
+  head.max = max;
+  head.last = last;
+  head.sum = sum;
+  head.lastAt = flags & LASTAT_NEG ? 0 - lastAtAbs : lastAtAbs;
+  return head;
+}
+
 export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate {
   if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
   const r = new ByteReader(bytes);
@@ -182,18 +207,7 @@ export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate
     if (r.remaining !== 0) throw malformed('trailing bytes');
     return emptyAggregate();
   }
-  const flags = r.u8();
-  if (flags & ~ALL_FLAGS) throw malformed('unknown flags');
-  if (!(flags & SINGLE) && flags & (SUM_IMPLIED | SKETCH_IMPLIED)) throw malformed('implied fields need SINGLE');
-  let min: number, max: number, last: number;
-  if (flags & SINGLE) min = max = last = r.f64();
-  else [min, max, last] = [r.f64(), r.f64(), r.f64()];
-  if (!Number.isFinite(min) || !Number.isFinite(max) || !Number.isFinite(last)) throw malformed('non-finite value');
-  if (!(min <= last && last <= max)) throw malformed('min/last/max out of order');
-  const sum = flags & SUM_IMPLIED ? count * min : r.f64();
-  if (Number.isNaN(sum)) throw malformed('sum is NaN');
-  const lastAtAbs = r.varint();
-  const lastAt = flags & LASTAT_NEG ? 0 - lastAtAbs : lastAtAbs;
+  const { flags, min, max, last, sum, lastAt } = readScalars(r, count);
   if (!withSketch) return { count, sum, min, max, last, lastAt, sketch: NO_SKETCH };
 
   let sketch: Sketch;
@@ -233,19 +247,7 @@ export function mergeEncoded(into: Aggregate, bytes: Uint8Array, withSketch: boo
     mergeFields(into, 0, 0, Infinity, -Infinity, 0, -Infinity); // an empty aggregate
     return;
   }
-  // the same checks, in the same order, as decodeAggregate
-  const flags = r.u8();
-  if (flags & ~ALL_FLAGS) throw malformed('unknown flags');
-  if (!(flags & SINGLE) && flags & (SUM_IMPLIED | SKETCH_IMPLIED)) throw malformed('implied fields need SINGLE');
-  const min = r.f64();
-  const max = flags & SINGLE ? min : r.f64();
-  const last = flags & SINGLE ? min : r.f64();
-  if (!Number.isFinite(min) || !Number.isFinite(max) || !Number.isFinite(last)) throw malformed('non-finite value');
-  if (!(min <= last && last <= max)) throw malformed('min/last/max out of order');
-  const sum = flags & SUM_IMPLIED ? count * min : r.f64();
-  if (Number.isNaN(sum)) throw malformed('sum is NaN');
-  const lastAtAbs = r.varint();
-  const lastAt = flags & LASTAT_NEG ? 0 - lastAtAbs : lastAtAbs;
+  const { flags, min, max, last, sum, lastAt } = readScalars(r, count); // the same checks as decodeAggregate
   if (withSketch) {
     let alpha = DEFAULT_ALPHA;
     let maxBuckets = DEFAULT_MAX_BUCKETS;
