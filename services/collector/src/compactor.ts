@@ -425,8 +425,9 @@ export class Compactor {
     ];
     if (present.length > 0) {
       await store.deleteRollups(this.toQueue('d', present), { wait });
-      // Reading the rows is the proof; the mutation list is the cheap signal to read them.
-      const check = async () => (await store.rollupMutationsPending()) === 0 && (present = await store.findRollups(sources)).length === 0;
+      // Reading the rows is the proof (not the table's mutation list: another mutation — a purge,
+      // a retention delete — must not hold this pass up).
+      const check = async () => (present = await store.findRollups(sources)).length === 0;
       if (!wait || !(await check())) await this.poll(check);
     }
     const stillThere = new Set(present.map(refId));
@@ -438,7 +439,6 @@ export class Compactor {
     if (pending().length > 0) {
       await store.clearSupersedes(this.toQueue('c', pending().map(refOf)), { wait });
       const check = async () => {
-        if ((await store.rollupMutationsPending()) > 0) return false;
         state = await store.findRollups(ready.map(refOf));
         return pending().length === 0;
       };

@@ -313,13 +313,6 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
       }
     },
 
-    async rollupMutationsPending() {
-      const [row] = await conn.query<{ n: number | string }>(
-        `SELECT count() AS n FROM system.mutations WHERE database = {db:String} AND table = 'rollups' AND is_done = 0`,
-        { db },
-      );
-      return num(row?.n ?? 0);
-    },
 
     async findRollups(rows) {
       const out: { accountId: string; level: RollupLevel; bucket: number; metric: string; series: string; part: string; supersedes: string[] }[] = [];

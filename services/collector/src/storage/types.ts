@@ -236,8 +236,6 @@ export interface Store {
   clearSupersedes(rows: RollupRef[], opts?: { wait?: boolean }): Promise<void>;
   /** Which of these rows are stored (as of now), with their `supersedes`. */
   findRollups(rows: RollupRef[]): Promise<SupersedingRollup[]>;
-  /** Mutations of the rollups table not applied yet on this node (cheap to poll). */
-  rollupMutationsPending(): Promise<number>;
   insertDictionary(rows: DictRow[]): Promise<void>;
   dictionary(accountId: string, kind?: DictKind): Promise<DictRow[]>;
   addRejects(rows: RejectRow[]): Promise<void>;
