@@ -35,7 +35,7 @@ import { randomBytes, toHex } from '@cipherstat/protocol';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { AccountKeys } from './keyring/index.js';
 import type { Logger } from './logger.js';
-import { openRollup, sealRollup } from './records.js';
+import { openRollup, sealRollup, type RollupIdentity } from './records.js';
 import { decodeAggregate, encodeAggregate, encodeDayPack, forEachInDayPack, mergeInto, type Aggregate } from './rollup/index.js';
 import { fromBase64, table } from './query/context.js';
 import { DAY_MS, DAY_PART_PREFIX, DAY_SQL, HOUR_MS, dayOf, hourEntry, supersededRefs } from './query/days.js';
@@ -45,7 +45,6 @@ import {
   type RollupGroupKey,
   type RollupRef,
   type RollupRow,
-  type Params,
   type Store,
   type StoredRollup,
   type SupersedingRollup,
@@ -133,6 +132,15 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** A queued mutation is not queued again for the same row within this time. */
 const REQUEUE_MS = 60_000;
 const sameList = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+/** A stored rollup opened and decoded; undefined when it does not open or does not decode. */
+function openAggregate(dataKey: Uint8Array, id: RollupIdentity, sealed: Uint8Array): Aggregate | undefined {
+  const plain = openRollup(dataKey, id, sealed);
+  try {
+    return plain ? decodeAggregate(plain) : undefined;
+  } catch {
+    return undefined;
+  }
+}
 const newPart = (prefix: string): string => `${prefix}${toHex(randomBytes(16))}`;
 /** (account, metric, UTC day, series) of a row: the scope of a day pack. */
 const dayId = (r: RollupGroupKey): string => `${r.accountId}\u0000${r.metric}\u0000${dayOf(r.bucket)}\u0000${r.series}`;
@@ -604,15 +612,9 @@ export class Compactor {
             report.unmarkedRows++;
             continue;
           }
-          const plain = sameList(r.k, first.k) && sameList(r.t, first.t)
-            ? openRollup(key.dataKey, { ...id, level: 1, bucket: r.b, tagKeys: r.k, tagValues: r.t }, fromBase64(r.a))
-            : null; // other tag pseudonyms than its series: not what the processor writes
-          let agg: Aggregate | undefined;
-          try {
-            agg = plain ? decodeAggregate(plain) : undefined;
-          } catch {
-            agg = undefined;
-          }
+          const agg = sameList(r.k, first.k) && sameList(r.t, first.t)
+            ? openAggregate(key.dataKey, { ...id, level: 1, bucket: r.b, tagKeys: r.k, tagValues: r.t }, fromBase64(r.a))
+            : undefined; // other tag pseudonyms than its series: not what the processor writes
           if (!agg) {
             report.failedRows++;
             continue;
@@ -658,13 +660,7 @@ export class Compactor {
     let failed = 0;
     for (const r of candidates) {
       // the row's own tag pseudonyms: a row whose tag_values storage rewrote fails here
-      const plain = openRollup(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues }, r.agg);
-      let a: Aggregate | undefined;
-      try {
-        a = plain ? decodeAggregate(plain) : undefined;
-      } catch {
-        a = undefined;
-      }
+      const a = openAggregate(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues }, r.agg);
       if (!a) {
         failed++;
         continue;
