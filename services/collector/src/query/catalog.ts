@@ -7,7 +7,8 @@
 import { openRollupJoined } from '../records.js';
 import { decodeAggregate, forEachInDayPack } from '../rollup/index.js';
 import { dayOf, hourLevelSql } from './days.js';
-import { accountContext, allDictionary, fromBase64, lookupDictionary, table, type QueryDeps } from './context.js';
+import { accountContext, allDictionary, lookupDictionary, table, type QueryDeps } from './context.js';
+import { ROW_COLUMNS, readRows } from './engine.js';
 
 /** A tag key lists its values when it has at most this many. */
 export const MAX_LISTED_VALUES = 100;
@@ -57,14 +58,14 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   );
   // Like the query engine: hour rows no merged row or day pack supersedes, and the packs of
   // the days the window overlaps (their hours inside it).
-  const volumeRows = await deps.store.query<{ l: number; m: string; v: number; b: number; s: string; a: string; k: string; t: string }>(
-    `SELECT * FROM (${hourLevelSql(
-      rollups,
-      `toUInt8(level) AS l, toString(metric) AS m, key_version AS v, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(series) AS s, base64Encode(agg) AS a,
-       arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t`,
-      'account_id = {acc:String}',
-    )}) LIMIT {lim:UInt32}`,
-    { acc: accountId, from: volumeSince, to: volumeSince + 24 * HOUR, dfrom: dayOf(volumeSince), lim: VOLUME_ROW_LIMIT },
+  const volumeRows = readRows(
+    await deps.store.queryBinary(`SELECT * FROM (${hourLevelSql(rollups, ROW_COLUMNS, 'account_id = {acc:String}')}) LIMIT {lim:UInt32}`, {
+      acc: accountId,
+      from: volumeSince,
+      to: volumeSince + 24 * HOUR,
+      dfrom: dayOf(volumeSince),
+      lim: VOLUME_ROW_LIMIT,
+    }),
   );
 
   // Labels of tag keys, and of the values of keys with few values.
@@ -78,10 +79,11 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   const identity: { accountId: string; level: 1 | 2; bucket: number; metric: string; series: string } = { accountId, level: 1, bucket: 0, metric: '', series: '' };
   const packed = new Set<string>(); // like the engine: one pack per (day, series, key version)
   for (const r of volumeRows) {
-    const keys = ctx.byVersion.get(Number(r.v));
-    identity.level = Number(r.l) === 2 ? 2 : 1;
+    const keys = ctx.byVersion.get(r.v);
+    const metric = r.m!;
+    identity.level = r.l === 2 ? 2 : 1;
     if (identity.level === 2) {
-      const day = `${r.v}\u0000${r.m}\u0000${r.s}\u0000${r.b}`;
+      const day = `${r.v}\u0000${metric}\u0000${r.s}\u0000${r.b}`;
       if (packed.has(day)) {
         failedRows++;
         continue;
@@ -89,9 +91,9 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
       packed.add(day);
     }
     identity.bucket = r.b;
-    identity.metric = r.m;
+    identity.metric = metric;
     identity.series = r.s;
-    const plain = keys ? openRollupJoined(keys.dataKey, identity, r.k, r.t, fromBase64(r.a)) : null;
+    const plain = keys ? openRollupJoined(keys.dataKey, identity, r.k, r.t, r.a) : null;
     let count: number | undefined;
     try {
       if (plain && identity.level === 2) {
@@ -106,7 +108,7 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
       count = undefined;
     }
     if (count === undefined) failedRows++;
-    else volume.set(r.m, (volume.get(r.m) ?? 0) + count);
+    else volume.set(metric, (volume.get(metric) ?? 0) + count);
   }
 
   // One entry per name: key versions give one name several pseudonyms.

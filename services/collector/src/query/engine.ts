@@ -86,6 +86,8 @@ export interface Row {
   t: string;
   /** Stored level: the query's level, or 2 for a day pack (absent: the query's level). */
   l?: number;
+  /** The metric pseudonym as stored (the engine opens rows under the pseudonym it asked for). */
+  m?: string;
 }
 
 interface Group {
@@ -145,14 +147,16 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
   };
 }
 
-/** The columns of a Row, in the order readRows reads them (RowBinary). */
-const ROW_COLUMNS = `toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, agg AS a,
-  arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t`;
+/** The columns of a Row, in the order readRows reads them (RowBinary); the engine and the catalog read rollups through them. */
+export const ROW_COLUMNS = `toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, agg AS a,
+  arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t,
+  toString(metric) AS m`;
 
-function readRows(bytes: Uint8Array): Row[] {
+/** Rows of a `SELECT ${ROW_COLUMNS}` read with store.queryBinary. */
+export function readRows(bytes: Uint8Array): Row[] {
   const r = new RowBinaryReader(bytes);
   const rows: Row[] = [];
-  while (!r.done) rows.push({ l: r.u8(), b: r.f64(), v: r.u32(), s: r.string(), a: r.bytes(), k: r.string(), t: r.string() });
+  while (!r.done) rows.push({ l: r.u8(), b: r.f64(), v: r.u32(), s: r.string(), a: r.bytes(), k: r.string(), t: r.string(), m: r.string() });
   return rows;
 }
 
