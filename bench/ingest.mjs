@@ -527,6 +527,19 @@ async function runLoad({ name, send, bodies, warmupMs, durationMs, concurrency, 
   };
 }
 
+/**
+ * One pipeline's measured load: a preflight batch (must be acknowledged; not measured), then
+ * runLoad over the other bodies, the load generator pinned like the options say.
+ */
+async function loadPipeline(o, name, send, bodies, serverPid, hooks = {}) {
+  const pre = await send(bodies[bodies.length - 1]);
+  if (pre !== 202) throw new Error(`preflight batch answered ${pre}`);
+  bodies.pop();
+  progress(`${name} pipeline: load (${o.warmup} s warm-up + ${o.duration} s measured, ${o.concurrency} concurrent ${o.client} clients)`);
+  pinSelf(o.pin ? '0' : undefined);
+  return runLoad({ name, send, bodies, warmupMs: o.warmup * 1000, durationMs: o.duration * 1000, concurrency: o.concurrency, serverPid, ...hooks });
+}
+
 /** Top functions of a V8 .cpuprofile: self time and inclusive time per function. */
 function summarizeProfile(file, window, top = 20) {
   const prof = JSON.parse(readFileSync(file, 'utf8'));
@@ -612,21 +625,9 @@ async function encryptedPipeline(o, tmp) {
     const { bodies, avgBytes } = await buildBodies('envelope', o.batches, Date.now(), keys);
 
     const send = makeSender(o.client, url, '/v1/batches', 'application/octet-stream', o.concurrency);
-    const pre = await send(bodies[bodies.length - 1]);
-    if (pre !== 202) throw new Error(`preflight batch answered ${pre}`);
-    bodies.pop();
-    progress(`encrypted pipeline: load (${o.warmup} s warm-up + ${o.duration} s measured, ${o.concurrency} concurrent ${o.client} clients)`);
-    pinSelf(o.pin ? '0' : undefined);
     let atStart;
     let lastScrape;
-    const load = await runLoad({
-      name: 'encrypted',
-      send,
-      bodies,
-      warmupMs: o.warmup * 1000,
-      durationMs: o.duration * 1000,
-      concurrency: o.concurrency,
-      serverPid: child.pid,
+    const load = await loadPipeline(o, 'encrypted', send, bodies, child.pid, {
       onWindowStart: async () => {
         atStart = await scrape(url);
       },
@@ -715,20 +716,7 @@ async function plaintextPipeline(o, tmp) {
     progress(`plaintext pipeline: ready at ${url}; pre-building ${fmt(o.batches)} JSON bodies (the same points)`);
     const { bodies, avgBytes } = await buildBodies('json', o.batches, Date.now());
     const send = makeSender(o.client, url, '/v1/points', 'application/json', o.concurrency);
-    const pre = await send(bodies[bodies.length - 1]);
-    if (pre !== 202) throw new Error(`preflight batch answered ${pre}`);
-    bodies.pop();
-    progress(`plaintext pipeline: load (${o.warmup} s warm-up + ${o.duration} s measured, ${o.concurrency} concurrent ${o.client} clients)`);
-    pinSelf(o.pin ? '0' : undefined);
-    const load = await runLoad({
-      name: 'plaintext',
-      send,
-      bodies,
-      warmupMs: o.warmup * 1000,
-      durationMs: o.duration * 1000,
-      concurrency: o.concurrency,
-      serverPid: child.pid,
-    });
+    const load = await loadPipeline(o, 'plaintext', send, bodies, child.pid);
     pinSelf(o.pin ? '0-' + (os.cpus().length - 1) : undefined);
     const result = {
       url,
