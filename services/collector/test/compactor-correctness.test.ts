@@ -14,7 +14,7 @@ import { listMetrics, runQuery, type QueryResult } from '../src/query/index.js';
 import { createLogger } from '../src/logger.js';
 import type { RollupRow } from '../src/storage/types.js';
 import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
-import { checkAgainstReference, generatePoints, type GenPoint, type RefQuery } from './query-support.js';
+import { checkAgainstReference, expectSameAnswers, generatePoints, type GenPoint, type RefQuery } from './query-support.js';
 
 const NOW = Date.UTC(2026, 3, 1, 12);
 const FROM = NOW - 2 * 86_400_000;
@@ -69,23 +69,6 @@ async function checkAll(account: TestAccount, queries = SOME): Promise<QueryResu
   }
   return res;
 }
-/** Same series and values; sums may differ in the last bits (float addition order). */
-function expectSameAnswers(x: QueryResult[], y: QueryResult[]): void {
-  expect(y.length).toBe(x.length);
-  x.forEach((r, i) => {
-    const s = y[i]!;
-    expect(s.series.map((z) => z.tags)).toEqual(r.series.map((z) => z.tags));
-    r.series.forEach((z, j) =>
-      z.points.forEach(([t, v], k) => {
-        const [t2, v2] = s.series[j]!.points[k]!;
-        expect(t2).toBe(t);
-        if (v === null || v2 === null) expect(v2).toBe(v);
-        else expect(Math.abs(v2 - v), `query ${i} at ${t}`).toBeLessThanOrEqual(1e-9 * Math.max(1, Math.abs(v)));
-      }),
-    );
-  });
-}
-
 interface Shape {
   rows: number;
   groups: number;

@@ -243,3 +243,20 @@ export async function query(url: string, token: string, body: unknown): Promise<
   });
   return { status: res.status, json: await res.json(), headers: res.headers };
 }
+
+/** Same series and values; sums may differ in the last bits (float addition order). */
+export function expectSameAnswers(x: QueryResult[], y: QueryResult[]): void {
+  expect(y.length).toBe(x.length);
+  x.forEach((r, i) => {
+    const s = y[i]!;
+    expect(s.series.map((z) => z.tags)).toEqual(r.series.map((z) => z.tags));
+    r.series.forEach((z, j) =>
+      z.points.forEach(([t, v], k) => {
+        const [t2, v2] = s.series[j]!.points[k]!;
+        expect(t2).toBe(t);
+        if (v === null || v2 === null) expect(v2).toBe(v);
+        else expect(Math.abs(v2 - v), `query ${i} at ${t}`).toBeLessThanOrEqual(1e-9 * Math.max(1, Math.abs(v)));
+      }),
+    );
+  });
+}
