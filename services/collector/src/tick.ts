@@ -120,24 +120,18 @@ type Rollups = Map<string, RollupEntry>;
  */
 export function computeTick(state: TickState, input: TickInput): TickOutput {
   const dict: DictRow[] = [];
+  const touched: SeriesDescriptor[] = [];
   try {
-    return compute(state, input, dict);
+    return compute(state, input, dict, touched);
   } catch (e) {
     state.forgetDict(dict);
     throw e;
-  }
-}
-
-function compute(state: TickState, input: TickInput, dict: DictRow[]): TickOutput {
-  const touched: SeriesDescriptor[] = [];
-  try {
-    return computeRollups(state, input, dict, touched);
   } finally {
     for (const d of touched) d.last = undefined; // never reused by another tick
   }
 }
 
-function computeRollups(state: TickState, { rows, accounts, now, part }: TickInput, dict: DictRow[], touched: SeriesDescriptor[]): TickOutput {
+function compute(state: TickState, { rows, accounts, now, part }: TickInput, dict: DictRow[], touched: SeriesDescriptor[]): TickOutput {
   const rollups: Rollups = new Map();
   const rejects = new Map<string, number>();
   const processed: ProcessedRow[] = [];
