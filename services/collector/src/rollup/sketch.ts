@@ -101,7 +101,8 @@ export function count(s: Sketch): number {
   return s.count;
 }
 
-const indexOf = (lnGamma: number, magnitude: number): number => Math.ceil(Math.log(magnitude) / lnGamma);
+/** `+ 0`: magnitudes just under 1 give Math.ceil(−0.x) = −0; bucket indexes are +0 (same bytes, exact store bounds). */
+const indexOf = (lnGamma: number, magnitude: number): number => Math.ceil(Math.log(magnitude) / lnGamma) + 0;
 /** γ^i·(1 − α), computed in log space so the top bucket does not overflow. */
 const valueOf = (s: Sketch, i: number): number => Math.min(Math.exp(i * s.lnGamma + Math.log1p(-s.alpha)), Number.MAX_VALUE);
 
