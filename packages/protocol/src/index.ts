@@ -26,6 +26,7 @@ export {
   hmacSha512,
   sha512,
   equalBytes,
+  isZero,
   randomBytes,
   naclX25519,
   concat,

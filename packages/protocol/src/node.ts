@@ -7,17 +7,35 @@ import { createHash, createPrivateKey, createPublicKey, diffieHellman, type KeyO
 import type { X25519 } from './crypto.js';
 
 const PKCS8 = Buffer.from('302e020100300506032b656e04220420', 'hex');
-const privateKeys = new Map<string, KeyObject>();
+/**
+ * Imported private keys, keyed by the very secret key buffer they came from (never by its
+ * bytes or their base64: no copy of a secret key ever lives in a map key). An entry goes
+ * with its buffer, or at once with `forgetX25519Key` (shred, wipe, a worker dropping an account).
+ */
+const privateKeys = new WeakMap<Uint8Array, KeyObject>();
 
 function privateKey(secretKey: Uint8Array): KeyObject {
-  const id = Buffer.from(secretKey).toString('base64');
-  let key = privateKeys.get(id);
+  let key = privateKeys.get(secretKey);
   if (!key) {
-    key = createPrivateKey({ key: Buffer.concat([PKCS8, secretKey]), format: 'der', type: 'pkcs8' });
-    if (privateKeys.size > 1024) privateKeys.clear();
-    privateKeys.set(id, key);
+    const der = Buffer.concat([PKCS8, secretKey]);
+    key = createPrivateKey({ key: der, format: 'der', type: 'pkcs8' });
+    der.fill(0);
+    privateKeys.set(secretKey, key);
   }
   return key;
+}
+
+/** Drops the imported private key of this secret key buffer (call before zeroing the buffer). */
+export function forgetX25519Key(secretKey: Uint8Array): void {
+  privateKeys.delete(secretKey);
+}
+
+/** Destroys key buffers for good: their imported X25519 keys dropped, their bytes zeroed. */
+export function destroyKeys(...keys: Uint8Array[]): void {
+  for (const k of keys) {
+    privateKeys.delete(k);
+    k.fill(0);
+  }
 }
 
 /** Throws when OpenSSL refuses (all-zero shared secret); `sharedKey` maps that to null. */

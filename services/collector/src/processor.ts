@@ -338,12 +338,19 @@ export class Processor {
     }
   }
 
-  /** Forgets an account's processed batches and cached pseudonyms (after a purge or shred). */
-  forgetAccount(accountId: string): void {
+  /**
+   * Forgets an account's processed batches, cached pseudonyms and key copies (shred, wipe):
+   * resolves once every thread dropped them (the worker zeroes its copies, then answers).
+   */
+  async forgetAccount(accountId: string): Promise<void> {
     this.done.deleteWhere((k) => k.startsWith(`${accountId}/`));
-    // Drops the cached MAC key too.
-    if (this.worker) this.worker.post({ type: 'forgetAccount', accountId });
-    else this.state.forgetAccount(accountId);
+    this.state.forgetAccount(accountId);
+    await this.worker?.forgetAccount(accountId);
+  }
+
+  /** A heap snapshot of the tick worker thread, or undefined without one (memory audits, tests). */
+  workerHeapSnapshot(): Promise<NodeJS.ReadableStream> | undefined {
+    return this.worker?.heapSnapshot();
   }
 
   async stop(): Promise<void> {
@@ -493,7 +500,7 @@ export class Processor {
 class TickWorker {
   private worker: Worker | undefined;
   private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (o: TickOutput) => void; reject: (e: Error) => void }>();
+  private readonly pending = new Map<number, { resolve: (o: TickOutput | undefined) => void; reject: (e: Error) => void }>();
 
   constructor(
     private readonly url: URL,
@@ -531,8 +538,24 @@ class TickWorker {
 
   tick(input: TickInput): Promise<TickOutput> {
     const w = (this.worker ??= this.start());
-    const id = ++this.nextId;
     const packed = packInput(input);
+    return this.request(w, { type: 'tick', id: 0, input: packed }, [packed.bytes]) as Promise<TickOutput>;
+  }
+
+  /** Resolves once the worker dropped the account (in order: after every tick sent before). */
+  async forgetAccount(accountId: string): Promise<void> {
+    const w = this.worker;
+    // A worker that fails meanwhile is terminated: its copies go with its thread.
+    if (w) await this.request(w, { type: 'forgetAccount', id: 0, accountId }, []).catch(() => {});
+  }
+
+  heapSnapshot(): Promise<NodeJS.ReadableStream> | undefined {
+    return this.worker?.getHeapSnapshot();
+  }
+
+  private request(w: Worker, msg: Extract<WorkerRequest, { id: number }>, transfer: ArrayBuffer[]): Promise<TickOutput | undefined> {
+    const id = ++this.nextId;
+    msg.id = id;
     return new Promise((resolve, reject) => {
       // A worker that never answers (a loop, a lost message) fails like a crashed one.
       const timer = setTimeout(() => this.fail(w, new WorkerFailure(`tick worker gave no answer in ${TICK_TIMEOUT_MS / 1000} s`)), TICK_TIMEOUT_MS);
@@ -544,7 +567,7 @@ class TickWorker {
       this.pending.set(id, { resolve: settle(resolve), reject: settle(reject) });
       w.ref();
       try {
-        w.postMessage({ type: 'tick', id, input: packed } satisfies WorkerRequest, [packed.bytes]);
+        w.postMessage(msg, transfer);
       } catch (e) {
         this.pending.delete(id);
         if (!this.pending.size) w.unref();
@@ -554,7 +577,7 @@ class TickWorker {
   }
 
   /** Cache messages; without a live worker there is no cache to change. */
-  post(msg: Exclude<WorkerRequest, { type: 'tick' }>): void {
+  post(msg: Extract<WorkerRequest, { type: 'forgetDict' }>): void {
     this.worker?.postMessage(msg);
   }
 

@@ -15,7 +15,7 @@
  */
 import * as nodeCrypto from 'node:crypto';
 import { hchacha } from '@noble/ciphers/chacha.js';
-import { equalBytes, fromUtf8, secretOpen, utf8 } from '@cipherstat/protocol';
+import { equalBytes, fromUtf8, isZero, secretOpen, utf8 } from '@cipherstat/protocol';
 import { nodeSha512 } from '@cipherstat/protocol/node';
 import type { DictKind, RollupLevel } from './storage/types.js';
 
@@ -86,6 +86,8 @@ function fillNonce(into: Uint8Array): Uint8Array {
 
 /** Seals `plain` under `key` with `ad` as associated data (format 1). */
 export function sealRecord(key: Uint8Array, ad: string, plain: Uint8Array): Uint8Array {
+  // A zeroed key was destroyed (shred, wipe) while a caller still held it: never seal under it.
+  if (isZero(key)) throw new Error('refusing to seal under a destroyed (all-zero) data key');
   const out = new Uint8Array(SEAL_OVERHEAD + plain.length);
   out[0] = FORMAT;
   const nonce = fillNonce(out.subarray(1, 1 + NONCE));

@@ -8,7 +8,7 @@ import { computeTick, TickState, transferables, unpackInput, type TickOutput, ty
 
 const port = parentPort;
 if (!port) throw new Error('tick-worker.js runs as a worker thread');
-const state = new TickState();
+const state = new TickState(true); // its key copies are its own: zeroed when dropped
 
 port.on('message', (msg: WorkerRequest) => {
   switch (msg.type) {
@@ -28,6 +28,7 @@ port.on('message', (msg: WorkerRequest) => {
       break;
     case 'forgetAccount':
       state.forgetAccount(msg.accountId);
+      port.postMessage({ id: msg.id, ok: true } satisfies WorkerReply); // shred and wipe wait for it
       break;
   }
 });

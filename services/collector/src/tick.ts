@@ -4,8 +4,8 @@
  * its caches (`TickState`): the processor runs it inline or in a worker thread
  * (tick-worker.ts) and writes what it returns.
  */
-import { openInner, type Point, type KeyPair } from '@cipherstat/protocol';
-import { nodeX25519 } from '@cipherstat/protocol/node';
+import { equalBytes, isZero, openInner, type Point, type KeyPair } from '@cipherstat/protocol';
+import { destroyKeys, nodeX25519 } from '@cipherstat/protocol/node';
 import type { DictKind, DictRow, ProcessedRow, RejectRow, RollupLevel, RollupRow } from './storage/types.js';
 import { Pseudonyms } from './pseudonyms.js';
 import { sealDict, sealRollup } from './records.js';
@@ -79,12 +79,29 @@ interface SeriesDescriptor {
 
 const dictKey = (d: DictKey) => `${d.accountId}\u0000${d.keyVersion}\u0000${d.kind}\u0000${d.pseudonym}`;
 
+const destroyTickKeys = (keys: readonly TickKey[]) => {
+  for (const k of keys) destroyKeys(k.secretKey, k.dataKey, k.macKey);
+};
+const sameKeys = (a: readonly TickKey[], b: readonly TickKey[]) =>
+  a.length === b.length &&
+  a.every((k, i) => k.version === b[i]!.version && equalBytes(k.secretKey, b[i]!.secretKey) && equalBytes(k.dataKey, b[i]!.dataKey) && equalBytes(k.macKey, b[i]!.macKey));
+/** Accounts whose keys a worker holds at most (beyond: all dropped, then re-received). */
+const MAX_HELD = 100_000;
+
 /** Caches that outlive a tick: pseudonyms per key, series descriptors, dictionary entries written. */
 export class TickState {
   readonly known = new Lru<string, true>(500_000);
   readonly pseudonyms = new Lru<string, Pseudonyms>(10_000);
   /** Per series (account, key version, kind, name, tags): its pseudonyms, dictionary entries written. */
   readonly seriesCache = new Lru<string, SeriesDescriptor>(200_000);
+  /**
+   * The worker's own copies of account keys, one set per account: a tick's input brings fresh
+   * copies, which are zeroed at once when they equal the held set. Dropping an account zeroes
+   * them. Inline (`ownsKeys` false) the keys are the keyring's buffers, which it zeroes itself.
+   */
+  private readonly held = new Map<string, TickKey[]>();
+
+  constructor(private readonly ownsKeys = false) {}
 
   /** After a failed tick: its dictionary entries may not be stored, so they are written again. */
   forgetDict(dict: DictKey[]): void {
@@ -92,11 +109,28 @@ export class TickState {
     for (const d of dict) this.known.delete(dictKey(d));
   }
 
-  /** Drops an account's cached pseudonyms (and MAC key) and dictionary state. */
+  /** Drops an account's cached pseudonyms (and MAC key), dictionary state and held keys (zeroed). */
   forgetAccount(accountId: string): void {
     this.known.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
     this.seriesCache.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
     this.pseudonyms.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
+    const held = this.held.get(accountId);
+    this.held.delete(accountId);
+    if (held) destroyTickKeys(held);
+  }
+
+  /** The key set to compute with: inline the input's; in a worker its held copy (see `held`). */
+  keysFor(accountId: string, keys: TickKey[]): TickKey[] {
+    if (!this.ownsKeys) return keys;
+    const held = this.held.get(accountId);
+    if (held && sameKeys(held, keys)) {
+      if (held !== keys) destroyTickKeys(keys);
+      return held;
+    }
+    if (held) this.forgetAccount(accountId); // new versions or a wipe: nothing derived from the old set stays
+    if (this.held.size >= MAX_HELD) for (const id of [...this.held.keys()]) this.forgetAccount(id);
+    this.held.set(accountId, keys);
+    return keys;
   }
 }
 
@@ -194,13 +228,17 @@ function compute(state: TickState, { rows, accounts, now, part }: TickInput, dic
 
 function context(state: TickState, accountId: string, account: TickAccount | null): Context | null {
   if (!account || !account.keys.length) return null;
-  const current = account.keys[account.keys.length - 1]!;
+  // A zeroed key was destroyed (shred or wipe) after the tick read it: the tick fails and its
+  // batches are retried, under the new keys or dropped as deleted, never sealed under zeros.
+  if (account.keys.some((k) => isZero(k.dataKey) || isZero(k.secretKey) || isZero(k.macKey))) throw new Error('an account key was destroyed during the tick');
+  const keys = state.keysFor(accountId, account.keys);
+  const current = keys[keys.length - 1]!;
   const pk = `${accountId}\u0000${current.version}`;
   let pseudonyms = state.pseudonyms.get(pk);
   if (!pseudonyms) state.pseudonyms.set(pk, (pseudonyms = new Pseudonyms(current.macKey)));
   // Newest key first when opening.
-  const pairs = [...account.keys].reverse().map((k) => ({ publicKey: k.publicKey, secretKey: k.secretKey }));
-  return { keys: account.keys, pairs, pseudonyms, retentionDays: account.retentionDays, confidential: account.confidential };
+  const pairs = [...keys].reverse().map((k) => ({ publicKey: k.publicKey, secretKey: k.secretKey }));
+  return { keys, pairs, pseudonyms, retentionDays: account.retentionDays, confidential: account.confidential };
 }
 
 function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accountId: string, ctx: Context, p: Point, touched: SeriesDescriptor[]): void {
@@ -273,9 +311,9 @@ export interface PackedTickInput {
 export type WorkerRequest =
   | { type: 'tick'; id: number; input: PackedTickInput }
   | { type: 'forgetDict'; dict: DictKey[] }
-  | { type: 'forgetAccount'; accountId: string };
+  | { type: 'forgetAccount'; id: number; accountId: string };
 
-export type WorkerReply = { id: number; ok: true; output: TickOutput } | { id: number; ok: false; error: string };
+export type WorkerReply = { id: number; ok: true; output?: TickOutput } | { id: number; ok: false; error: string };
 
 /**
  * Copies the sealed batches into one buffer (a batch's bytes may be a view into a bigger

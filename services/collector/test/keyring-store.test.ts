@@ -263,6 +263,8 @@ describe('account key versions', () => {
 
     const { keys: v3, destroyedVersions: gone } = k.rotateDataKeys(A, { destroyOld: true, rotateKeyPair: true });
     expect(gone).toEqual([1, 2]);
+    // The destroyed versions this process handed out are zeroed.
+    for (const v of [v1, v2]) for (const b of [v.secretKey, v.dataKey, v.macKey]) expect(b.every((x) => x === 0)).toBe(true);
     expect(equalBytes(v3.publicKey, v1.publicKey)).toBe(false);
     expect(k.accountKeys(A)).toEqual([v3]);
     expect(Keyring.open({ dir: k.dir, master: kek }).accountKeys(A)).toEqual([v3]);
@@ -279,14 +281,17 @@ describe('shred and tombstones', () => {
     const k = Keyring.open({ dir, master: kek, now: c.now });
     k.createAccount(A);
     k.rotateDataKeys(A);
-    expect(k.accountKeys(A)).toHaveLength(2);
+    const held = k.accountKeys(A)!;
+    expect(held).toHaveLength(2);
 
     const report = k.shred(A);
     expect(report).toEqual({
       accountId: A,
       tombstonedAt: c.t,
-      destroyed: [`accounts/${A}.json`, 'keys v1', 'keys v2', 'in-memory key cache'],
+      destroyed: [`accounts/${A}.json`, 'keys v1', 'keys v2', 'in-memory key cache (buffers zeroed)'],
     });
+    // The buffers this process had handed out are zeroed, not only forgotten.
+    for (const v of held) for (const b of [v.secretKey, v.dataKey, v.macKey]) expect(b.every((x) => x === 0)).toBe(true);
     expect(readdirSync(join(dir, 'accounts'))).toEqual([]);
     expect(JSON.parse(readFileSync(join(dir, 'tombstones', `${A}.json`), 'utf8'))).toEqual({ format: 1, accountId: A, tombstonedAt: c.t });
     expect(k.isTombstoned(A)).toBe(true);

@@ -97,7 +97,7 @@ function workerClient(w: Worker) {
         w.on('message', function on(m: WorkerReply) {
           if (m.id !== mine) return;
           w.off('message', on);
-          if (m.ok) resolve(m.output);
+          if (m.ok) resolve(m.output!);
           else reject(new Error(m.error));
         });
         w.postMessage({ type: 'tick', id: mine, input: packed } satisfies WorkerRequest, [packed.bytes]);
@@ -140,7 +140,7 @@ describe.skipIf(!built)('tick in a worker thread', () => {
       expect((await both(input)).dict.map((d) => d.pseudonym)).toEqual(first.dict.map((d) => d.pseudonym));
       // ...and after the account is forgotten.
       state.forgetAccount('acct_c');
-      remote.post({ type: 'forgetAccount', accountId: 'acct_c' });
+      remote.post({ type: 'forgetAccount', id: -1, accountId: 'acct_c' });
       const again = await both(input);
       expect(again.dict.length).toBeGreaterThan(0);
       expect(again.dict.every((d) => d.accountId === 'acct_c')).toBe(true);

@@ -25,6 +25,7 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
   ACCOUNT_ID_PATTERN,
+  equalBytes,
   fromBase64,
   fromUtf8,
   keyPair,
@@ -36,6 +37,7 @@ import {
   utf8,
   type KeyPair,
 } from '@cipherstat/protocol';
+import { destroyKeys } from '@cipherstat/protocol/node';
 import { KeyringError } from './errors.js';
 import {
   acquireLock,
@@ -303,15 +305,21 @@ export class Keyring {
     const cached = this.accounts.get(accountId);
     if (cached && this.fresh(cached, t)) return [...cached.value];
     this.accounts.delete(accountId);
-    if (this.tombstoneExists(accountId)) return undefined;
-    const id = statId(this.accountPath(accountId));
-    if (!id) return undefined;
+    const id = this.tombstoneExists(accountId) ? undefined : statId(this.accountPath(accountId));
+    if (!id) {
+      if (cached) destroyVersions(cached.value, []); // shredded, here or by another process
+      return undefined;
+    }
     if (cached && sameFile(cached.file, id)) {
       cached.checkedAt = t;
       this.accounts.set(accountId, cached);
       return [...cached.value];
     }
     const loaded = this.readAccount(accountId);
+    if (cached) {
+      destroyVersions(cached.value, loaded?.value ?? []); // another process wiped or shredded
+      if (loaded) loaded.value = keepHeld(loaded.value, cached.value);
+    }
     if (!loaded) return undefined;
     this.accounts.set(accountId, loaded);
     return [...loaded.value];
@@ -332,12 +340,17 @@ export class Keyring {
     checkAccountId(accountId);
     return this.locked(() => {
       if (this.tombstoneExists(accountId)) throw tombstonedError(accountId);
-      const old = this.readAccount(accountId)?.value;
-      if (!old) throw new KeyringError('account_not_found', `account ${accountId} has no keys`);
+      const read = this.readAccount(accountId)?.value;
+      if (!read) throw new KeyringError('account_not_found', `account ${accountId} has no keys`);
+      const cached = this.accounts.get(accountId)?.value;
+      const old = cached ? keepHeld(read, cached) : read;
       const last = old[old.length - 1]!;
       const pair = rotateKeyPair ? keyPair() : { publicKey: last.publicKey.slice(), secretKey: last.secretKey.slice() };
       const keys = newAccountVersion(last.version + 1, this.now(), pair);
       this.writeAccount(accountId, destroyOld ? [keys] : [...old, keys], false);
+      // The destroyed versions, every copy this process holds: zeroed, imported keys dropped.
+      if (destroyOld) destroyVersions(old, []);
+      if (cached) destroyVersions(cached, destroyOld ? [] : old);
       return { keys, destroyedVersions: destroyOld ? old.map((k) => k.version) : [] };
     });
   }
@@ -428,15 +441,17 @@ export class Keyring {
       }
       let versions: number[] = [];
       try {
-        versions = this.readAccount(accountId)?.value.map((k) => k.version) ?? [];
+        const entry = this.readAccount(accountId)?.value ?? [];
+        versions = entry.map((k) => k.version);
+        destroyVersions(entry, []);
       } catch {
         // an unreadable entry is destroyed all the same
       }
       if (unlinkDurably(this.accountPath(accountId))) {
         destroyed.push(`accounts/${accountId}.json`, ...versions.map((v) => `keys v${v}`));
       }
-      this.accounts.delete(accountId);
-      if (wasCached) destroyed.push('in-memory key cache');
+      this.destroyCached(accountId);
+      if (wasCached) destroyed.push('in-memory key cache (buffers zeroed)');
       return { accountId, tombstonedAt, destroyed };
     });
   }
@@ -537,7 +552,7 @@ export class Keyring {
           report.tombstonesApplied.push(t.accountId);
         }
         unlinkDurably(this.accountPath(t.accountId)); // a tombstone from elsewhere may be newer than this keyring
-        this.accounts.delete(t.accountId);
+        this.destroyCached(t.accountId);
       }
       for (const [id, versions] of backupAccounts) {
         if (this.tombstoneExists(id)) report.skipped.push({ accountId: id, reason: 'tombstoned' });
@@ -579,6 +594,13 @@ export class Keyring {
     return ids;
   }
 
+  /** Forgets an account's cached keys and zeroes them (its X25519 imports dropped too). */
+  private destroyCached(accountId: string): void {
+    const cached = this.accounts.get(accountId);
+    this.accounts.delete(accountId);
+    if (cached) destroyVersions(cached.value, []);
+  }
+
   private fresh(c: Cached<unknown>, t: number): boolean {
     return t >= c.checkedAt && t - c.checkedAt < this.ttl;
   }
@@ -595,7 +617,7 @@ export class Keyring {
     if (this.tombstoned.has(accountId)) return true;
     if (!statId(this.tombstonePath(accountId))) return false;
     this.tombstoned.add(accountId);
-    this.accounts.delete(accountId);
+    this.destroyCached(accountId);
     return true;
   }
 
@@ -604,7 +626,7 @@ export class Keyring {
     const text = JSON.stringify({ format: FORMAT, accountId, tombstonedAt }) + '\n';
     const written = atomicWrite(this.tombstonePath(accountId), text, true) !== undefined;
     this.tombstoned.add(accountId);
-    this.accounts.delete(accountId);
+    this.destroyCached(accountId);
     return written;
   }
 
@@ -699,6 +721,28 @@ export class Keyring {
     this.accounts.set(accountId, { value: versions, file, checkedAt: this.now(), masterKeyVersion: version });
     return true;
   }
+}
+
+/** Zeroes the key versions of `versions` that `kept` does not hold (the same objects, or by version number). */
+function destroyVersions(versions: AccountKeys[], kept: AccountKeys[]): void {
+  for (const k of versions) {
+    if (kept.some((x) => x === k || x.version === k.version)) continue;
+    destroyKeys(k.secretKey, k.dataKey, k.macKey);
+  }
+}
+
+/**
+ * `fresh` (just read from the file) with each version this process already holds replaced by
+ * the held object (the fresh copy zeroed): one buffer per key in memory, so destroying a
+ * version later zeroes every copy handed out.
+ */
+function keepHeld(fresh: AccountKeys[], held: AccountKeys[]): AccountKeys[] {
+  return fresh.map((k) => {
+    const h = held.find((x) => x.version === k.version && equalBytes(x.secretKey, k.secretKey) && equalBytes(x.dataKey, k.dataKey) && equalBytes(x.macKey, k.macKey));
+    if (!h) return k;
+    destroyKeys(k.secretKey, k.dataKey, k.macKey);
+    return h;
+  });
 }
 
 function tombstonedError(accountId: string): KeyringError {

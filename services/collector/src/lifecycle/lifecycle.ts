@@ -254,8 +254,8 @@ export class Lifecycle {
       caches.push('ingest batch-id cache');
     }
     if (this.o.processor) {
-      this.o.processor.forgetAccount(accountId);
-      caches.push('processor batch and dictionary caches');
+      await this.o.processor.forgetAccount(accountId);
+      caches.push('processor batch, dictionary and key caches (every thread, key copies zeroed)');
     }
     for (const fn of this.onShred) {
       try {
@@ -345,7 +345,7 @@ export class Lifecycle {
         if (isKeyringError(e) && e.code === 'account_not_found') throw new CollectorError(409, 'account_has_no_keys', 'the keyring holds no keys for this account');
         throw e;
       }
-      this.o.processor?.forgetAccount(accountId);
+      await this.o.processor?.forgetAccount(accountId);
       for (const fn of this.onWipe) {
         try {
           fn(accountId);

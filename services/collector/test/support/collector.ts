@@ -4,9 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fromBase64, sealBatch, randomBytes, toHex, type Point } from '@cipherstat/protocol';
-import { loadConfig, type Config } from '../../src/config.js';
-import { startCollector, type RunningCollector } from '../../src/services.js';
-import { createLogger } from '../../src/logger.js';
+import { loadConfig as srcLoadConfig, type Config } from '../../src/config.js';
+import { startCollector as srcStartCollector, type RunningCollector } from '../../src/services.js';
+import { createLogger as srcCreateLogger } from '../../src/logger.js';
 
 export const ADMIN_TOKEN = 'csa_test_admin_token_0123456789abcdefghijklmnop';
 
@@ -18,8 +18,16 @@ export interface TestCollector extends RunningCollector {
 }
 
 export async function startTestCollector(
-  opts: { config?: Partial<Config>; env?: Record<string, string>; now?: () => number; dataDir?: string } = {},
+  opts: { config?: Partial<Config>; env?: Record<string, string>; now?: () => number; dataDir?: string; fromDist?: boolean } = {},
 ): Promise<TestCollector> {
+  // From the compiled files (services/collector/dist): the processor then runs ticks in its worker thread.
+  const { loadConfig, startCollector, createLogger } = opts.fromDist
+    ? {
+        ...((await import('../../dist/config.js')) as unknown as typeof import('../../src/config.js')),
+        ...((await import('../../dist/services.js')) as unknown as typeof import('../../src/services.js')),
+        ...((await import('../../dist/logger.js')) as unknown as typeof import('../../src/logger.js')),
+      }
+    : { loadConfig: srcLoadConfig, startCollector: srcStartCollector, createLogger: srcCreateLogger };
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'cipherstat-test-'));
   const logs: string[] = [];
   const destination = new Writable({
