@@ -152,6 +152,33 @@ export class Accounts {
     return next;
   }
 
+  /**
+   * The shred's record: one row that keeps the id, the state and when, nothing else (no
+   * origins, no read-token hash, no other timestamps). The purge then deletes every earlier
+   * version, so storage holds nothing else of the tenant.
+   */
+  async tombstone(accountId: string, shreddedAt: number): Promise<AccountRow> {
+    const row = await this.fresh(accountId);
+    if (!row) throw new CollectorError(404, 'account_not_found', `no account ${accountId}`);
+    const next: AccountRow = {
+      accountId,
+      version: row.version + 1,
+      state: 'shredded',
+      createdAt: shreddedAt,
+      updatedAt: shreddedAt,
+      deactivatedAt: null,
+      shredAfter: null,
+      shreddedAt,
+      readTokenHash: '',
+      allowedOrigins: [],
+      retentionDays: 0,
+      confidential: false,
+    };
+    await this.store.putAccount(next);
+    this.forget(accountId);
+    return next;
+  }
+
   forget(accountId: string): void {
     this.invalidate(accountId);
     this.cache.delete(accountId);

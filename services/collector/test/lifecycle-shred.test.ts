@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { countPoints, files, inventory, keyNeedles, metric, openable, rows, snapshot, until, type Snapshot } from './lifecycle-support.js';
-import { KeyringError } from '../src/keyring/index.js';
+import { KeyringError, hashToken } from '../src/keyring/index.js';
 import type { AccountKeys } from '../src/keyring/index.js';
 
 const DAY = 86_400_000;
@@ -88,7 +88,7 @@ describe('after the grace period', () => {
       const v = await account(a.accountId);
       return v.state === 'shredded' && v.purge?.complete && v;
     }, 15_000, 'the scheduled shred and purge');
-    expect(shredded.purge).toEqual({ complete: true, pendingRows: 0, tables: { batches: 0, processed: 0, rollups: 0, dictionary: 0 } });
+    expect(shredded.purge).toEqual({ complete: true, pendingRows: 0, tables: { batches: 0, processed: 0, rollups: 0, dictionary: 0, rejects: 0, accounts: 0 } });
     expect(c.services.keyring.isTombstoned(a.accountId)).toBe(true);
     const late = await send(a);
     expect(late.status).toBe(410);
@@ -115,7 +115,8 @@ describe('shred now', () => {
     await c.services.processor!.drain();
     before = await snapshot(c.services.store, victim.accountId);
     otherBefore = await snapshot(c.services.store, other.accountId);
-    victimKeys = c.services.keyring.accountKeys(victim.accountId)!;
+    // copies: the shred zeroes the keyring's own buffers
+    victimKeys = c.services.keyring.accountKeys(victim.accountId)!.map((k) => ({ ...k, secretKey: k.secretKey.slice(), dataKey: k.dataKey.slice(), macKey: k.macKey.slice() }));
     // positive control: the account's own keys open everything, so the checks below can see a leak
     expect(before.rollups.length).toBeGreaterThan(0);
     expect(before.dictionary.length).toBeGreaterThan(0);
@@ -136,9 +137,11 @@ describe('shred now', () => {
     expect(res.status).toBe(200);
     const report = await res.json();
     expect(report).toMatchObject({ accountId: victim.accountId, state: 'shredded', purge: 'pending' });
-    expect(report.destroyed).toEqual([`accounts/${victim.accountId}.json`, 'keys v1', 'in-memory key cache']);
-    expect(report.caches).toEqual(expect.arrayContaining(['account state and read-token cache', 'ingest batch-id cache', 'processor batch and dictionary caches']));
-    expect(report.rowsToPurge).toEqual({ batches: 5, processed: 5, rollups: before.rollups.length, dictionary: before.dictionary.length });
+    expect(report.destroyed).toEqual([`accounts/${victim.accountId}.json`, 'keys v1', 'in-memory key cache (buffers zeroed)']);
+    expect(report.caches).toEqual(expect.arrayContaining(['account state and read-token cache', 'ingest batch-id cache', 'processor batch, dictionary and key caches (every thread, key copies zeroed)']));
+    // and the earlier versions of the account row (the tombstone stays); no rejects were counted
+    expect(report.rowsToPurge).toEqual({ batches: 5, processed: 5, rollups: before.rollups.length, dictionary: before.dictionary.length, rejects: 0, accounts: expect.any(Number) });
+    expect(report.rowsToPurge.accounts).toBeGreaterThanOrEqual(1);
     expect(Date.parse(report.tombstonedAt)).toBeLessThanOrEqual(Date.parse(report.shreddedAt) + 1000);
     expect(dropped).toEqual([victim.accountId]);
 
@@ -148,10 +151,11 @@ describe('shred now', () => {
     expect(late.status).toBe(410);
     expect(await code(late)).toBe('account_deleted');
     if (queryRoutes) {
+      // the read token's hash went with the account row: the token is unknown now
       for (const path of ['/v1/metrics', '/v1/query'] as const) {
         const r = await readAs(victim, path);
-        expect(r.status).toBe(410);
-        expect(await code(r)).toBe('account_deleted');
+        expect(r.status).toBe(401);
+        expect(await code(r)).toBe('unauthorized');
       }
     }
 
@@ -162,17 +166,17 @@ describe('shred now', () => {
     expect(purged.state).toBe('shredded');
     expect(purged.writeKey).toBeNull();
     expect(await rows(c, victim.accountId, false)).toEqual({ batches: 0, processed: 0, rollups: 0, dictionary: 0 });
-    expect((await rows(c, victim.accountId)).accounts).toBe(1); // the row stays as the record
+    expect((await rows(c, victim.accountId)).accounts).toBe(1); // the tombstone stays as the record
     expect(await metric(c.url, 'cipherstat_purge_pending_rows')).toBe(0);
   });
 
   it('drops and counts late data: at ingest (410) and batches stored before the shred was seen', async () => {
+    await c.services.lifecycle.stop(); // (no purge of the counts or the batch before they are checked)
     const dropsBefore = await metric(c.url, 'cipherstat_batch_rejects_total{code="account_deleted"}');
     for (let i = 0; i < 3; i++) expect((await send(victim)).status).toBe(410);
     expect(await metric(c.url, 'cipherstat_batch_rejects_total{code="account_deleted"}')).toBe(dropsBefore + 3);
 
     // another ingest node stored a batch before it saw the shred: the processor drops and counts it, never opens it
-    await c.services.lifecycle.stop(); // (no purge between the insert and the processor)
     const t = now();
     await c.services.store.insertBatches([
       { accountId: victim.accountId, batchId: 'f'.repeat(32), receivedAt: t - 60_000, createdAt: t - 60_000, pointCount: 20, sdk: 'test/0', sealed: before.batches[0]!, expiresAt: t + DAY },
@@ -180,14 +184,50 @@ describe('shred now', () => {
     await c.services.processor!.poll();
     await c.services.processor!.drain();
     const rejects = await c.services.store.rejects(victim.accountId);
-    expect(rejects.late_batch_dropped).toBe(1 + 3);
+    expect(rejects.late_batch_dropped).toBe(3); // (the one counted in the test before went with the purge)
     expect(rejects.account_deleted).toBe(20);
     expect((await rows(c, victim.accountId)).rollups).toBe(0);
     expect((await rows(c, victim.accountId, false)).processed).toBe(1);
     c.services.lifecycle.start();
     await until(async () => (await account(victim.accountId)).purge?.complete, 15_000, 'the purge of the late batch');
     expect(await rows(c, victim.accountId, false)).toEqual({ batches: 0, processed: 0, rollups: 0, dictionary: 0 });
-    expect(await c.services.store.rejects(victim.accountId)).toEqual(rejects); // counts survive the purge
+    expect(await c.services.store.rejects(victim.accountId)).toEqual({}); // per-account counts are purged with the rest
+    expect(await metric(c.url, 'cipherstat_batch_rejects_total{code="account_deleted"}')).toBeGreaterThan(dropsBefore); // the service-wide counter stays
+  });
+
+  it('after shred and purge, a dump of every table holds nothing of the account but its tombstone', async () => {
+    const origin = 'https://tombstone-shop.example';
+    const a = await createAccount(c, { allowedOrigins: [origin], retentionDays: 33 });
+    expect((await send(a)).status).toBe(202);
+    const bad = envelope(a, points(3, (i) => ({ name: i ? 'orders' : ' not a name ' })));
+    expect((await post(c.url, bad.bytes)).status).toBe(202); // one point rejected and counted per account
+    expect((await c.admin('DELETE', `/v1/accounts/${a.accountId}`)).status).toBe(200);
+    expect((await c.admin('POST', `/v1/accounts/${a.accountId}/restore`)).status).toBe(200); // more row versions
+    await c.services.processor!.drain();
+    expect(Object.keys(await c.services.store.rejects(a.accountId)).length).toBeGreaterThan(0);
+    expect((await c.admin('DELETE', `/v1/accounts/${a.accountId}?now=true`)).status).toBe(200);
+    await until(async () => (await account(a.accountId)).purge?.complete, 15_000, 'the purge');
+
+    const tables = await c.services.store.query<{ name: string }>('SELECT name FROM system.tables WHERE database = currentDatabase()');
+    expect(tables.map((t) => t.name)).toEqual(expect.arrayContaining(['accounts', 'batches', 'processed', 'rollups', 'dictionary', 'rejects']));
+    const mentions: { table: string; row: Record<string, unknown> }[] = [];
+    const dump: string[] = [];
+    for (const { name } of tables) {
+      for (const row of await c.services.store.query<Record<string, unknown>>(`SELECT * FROM ${name}`)) {
+        const text = JSON.stringify(row);
+        dump.push(text);
+        if (text.includes(a.accountId)) mentions.push({ table: name, row });
+      }
+    }
+    const all = dump.join('\n');
+    expect(all.includes(origin)).toBe(false);
+    expect(all.includes(hashToken(a.readToken))).toBe(false);
+    expect(mentions).toHaveLength(1); // every version collapsed into one row
+    expect(mentions[0]!.table).toBe('accounts');
+    const t = mentions[0]!.row;
+    expect(t).toMatchObject({ account_id: a.accountId, state: 'shredded', read_token_hash: '', allowed_origins: [], deactivated_at: null, shred_after: null, retention_days: 0 });
+    expect(t.created_at).toBe(t.shredded_at); // no history: the only instant kept is the shred's
+    expect(t.updated_at).toBe(t.shredded_at);
   });
 
   it('never creates a key for the id again', async () => {
@@ -222,7 +262,7 @@ describe('shred now', () => {
       problems: [],
       keyring: { accountFile: false, tombstone: { present: true }, filesMentioningAccount: [] },
       purge: 'complete',
-      rowsRemaining: { batches: 0, processed: 0, rollups: 0, dictionary: 0 },
+      rowsRemaining: { batches: 0, processed: 0, rollups: 0, dictionary: 0, rejects: 0, accounts: 0 },
     });
     expect(v.keysTried.dataKeys).toBeGreaterThan(0);
 

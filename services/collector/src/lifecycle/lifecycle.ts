@@ -17,7 +17,7 @@ import type { Processor } from '../processor.js';
 import type { Metrics } from '../metrics.js';
 import type { Logger } from '../logger.js';
 import { CollectorError } from '../errors.js';
-import { PURGE_TABLES, countPurgeRows, verifyAccount, type PurgeTable, type VerifyOptions, type VerifyReport } from './verify.js';
+import { PURGE_TABLES, PURGE_WHERE, countPurgeRows, verifyAccount, type PurgeTable, type VerifyOptions, type VerifyReport } from './verify.js';
 import { DEFAULT_MASTER_ROTATION_DAYS, rotateMaster, rotationDue, type MasterRotationReport } from './master-rotation.js';
 
 const DAY = 86_400_000;
@@ -243,9 +243,8 @@ export class Lifecycle {
     const k = this.o.keyring.shred(accountId); // tombstone first, then the key file
     // Counted before the row says shredded: only then may a scheduler tick start purging.
     const rowsToPurge = (await countPurgeRows(this.o.store, [accountId])).get(accountId)!;
-    if (row.state !== 'shredded') {
-      row = await this.o.accounts.update(accountId, { state: 'shredded', shreddedAt: t, deactivatedAt: row.deactivatedAt ?? t, shredAfter: row.shredAfter ?? t });
-    }
+    const deactivatedAt = row.deactivatedAt;
+    if (row.state !== 'shredded') row = await this.o.accounts.tombstone(accountId, t); // origins, token hash, timestamps: gone
     const caches: string[] = [];
     this.o.accounts.forget(accountId);
     caches.push('account state and read-token cache');
@@ -272,7 +271,7 @@ export class Lifecycle {
     return {
       accountId,
       state: 'shredded',
-      deactivatedAt: iso(row.deactivatedAt),
+      deactivatedAt: iso(deactivatedAt),
       tombstonedAt: iso(k.tombstonedAt)!,
       shreddedAt: iso(row.shreddedAt ?? t)!,
       destroyed: k.destroyed,
@@ -292,22 +291,23 @@ export class Lifecycle {
   }
 
   /**
-   * Deletes every ciphertext row of a shredded account (sealed batches, processed markers,
-   * rollups, dictionary). The account row stays, in state shredded, as the record; reject
-   * counts stay too (they hold no data: they count what was dropped). Refuses accounts that
-   * are not shredded.
+   * Deletes every row of a shredded account (sealed batches, processed markers, rollups,
+   * dictionary, reject counts, earlier versions of the account row): what stays is the
+   * tombstone row (id, state, shredded-at). Refuses accounts that are not shredded.
    */
   purge(accountId: string): Promise<PurgeReport> {
     return this.serial(`${accountId}\u0000purge`, async () => {
       const row = await this.row(accountId);
       if (row.state !== 'shredded' || !this.deleted(accountId)) throw new CollectorError(409, 'account_not_shredded', 'only a shredded account is purged');
       const started = performance.now();
+      // Shredded before tombstones were minimal: the current row still names origins and a token hash.
+      if (row.readTokenHash !== '') await this.o.accounts.tombstone(accountId, row.shreddedAt ?? this.now());
       const rowsBefore = (await countPurgeRows(this.o.store, [accountId])).get(accountId)!;
       for (const table of PURGE_TABLES) {
         if (rowsBefore[table] === 0) continue;
         // ALTER … DELETE rewrites the parts holding the rows, so the bytes leave the disk, not
         // only the results; mutations_sync = 2 waits for every replica.
-        await this.o.store.exec(`ALTER TABLE ${table} DELETE WHERE account_id = {id:String} SETTINGS mutations_sync = 2`, { id: accountId });
+        await this.o.store.exec(`ALTER TABLE ${table} DELETE WHERE ${PURGE_WHERE[table]} SETTINGS mutations_sync = 2`, { id: accountId });
       }
       const rowsLeft = (await countPurgeRows(this.o.store, [accountId])).get(accountId)!;
       this.setPending(accountId, PURGE_TABLES.reduce((n, t) => n + rowsLeft[t], 0));

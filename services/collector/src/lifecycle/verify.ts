@@ -17,8 +17,20 @@ import type { Keyring } from '../keyring/index.js';
 import type { AccountState, DictKind, RollupLevel, Store } from '../storage/types.js';
 import { openRollup, opensDict } from '../records.js';
 
-export const PURGE_TABLES = ['batches', 'processed', 'rollups', 'dictionary'] as const;
+export const PURGE_TABLES = ['batches', 'processed', 'rollups', 'dictionary', 'rejects', 'accounts'] as const;
 export type PurgeTable = (typeof PURGE_TABLES)[number];
+/**
+ * Which rows of a table the purge deletes: all of the account's, except in `accounts` its
+ * tombstone (state shredded, no read-token hash: see Accounts.tombstone).
+ */
+export const PURGE_WHERE: Record<PurgeTable, string> = {
+  batches: 'account_id = {id:String}',
+  processed: 'account_id = {id:String}',
+  rollups: 'account_id = {id:String}',
+  dictionary: 'account_id = {id:String}',
+  rejects: 'account_id = {id:String}',
+  accounts: "account_id = {id:String} AND (state != 'shredded' OR read_token_hash != '')",
+};
 
 export interface VerifyOptions {
   /** Rollup and dictionary ciphertexts tried per table (default 1000). */
@@ -61,9 +73,12 @@ export interface VerifyReport {
 export async function countPurgeRows(store: Store, accountIds: string[]): Promise<Map<string, Record<PurgeTable, number>>> {
   const out = new Map<string, Record<PurgeTable, number>>();
   if (accountIds.length === 0) return out;
-  for (const id of accountIds) out.set(id, { batches: 0, processed: 0, rollups: 0, dictionary: 0 });
+  for (const id of accountIds) out.set(id, { batches: 0, processed: 0, rollups: 0, dictionary: 0, rejects: 0, accounts: 0 });
   const rows = await store.query<{ t: string; a: string; n: string }>(
-    PURGE_TABLES.map((t) => `SELECT '${t}' AS t, account_id AS a, count() AS n FROM ${t} WHERE account_id IN {ids:Array(String)} GROUP BY account_id`).join(
+    PURGE_TABLES.map(
+      (t) =>
+        `SELECT '${t}' AS t, account_id AS a, count() AS n FROM ${t} WHERE ${PURGE_WHERE[t].replace('account_id = {id:String}', 'account_id IN {ids:Array(String)}')} GROUP BY account_id`,
+    ).join(
       '\nUNION ALL ',
     ),
     { ids: accountIds },
