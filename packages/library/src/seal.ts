@@ -43,13 +43,15 @@ export function revive(s: StoredBatch, seq: number): Batch | undefined {
   if (seed && seed.length == 32 && s[1] > 0) return { _stored: s, _inner: inner, _seed: seed, _attempts: 0, _wait: 0, _seq: seq };
 }
 
-/** The envelope of a batch for a collector key: deterministic per (batch, key). */
-export function envelope(b: Batch, key: Key, accountId: string): Uint8Array {
+/** The envelope of a batch for a collector key: deterministic per (batch, key, header). */
+export function envelope(b: Batch, key: Key, accountId: string, sdk = SDK): Uint8Array {
   if (b._envKey !== key.keyId) {
     const [batchId, createdAt, count] = b._stored;
-    // One ephemeral secret per (batch, collector key): never reused across keys.
-    const ephemeral = sha512(concat(b._seed, utf8(key.keyId))).subarray(0, 32);
-    b._env = wrapOuter(encodeHeader({ accountId, batchId, createdAt, sdk: SDK, count }), b._inner, { collectorKeyId: key.keyId, collectorPublicKey: key.publicKey }, () => ephemeral);
+    const header = encodeHeader({ accountId, batchId, createdAt, sdk, count });
+    // One ephemeral secret (so one nonce) per (batch, collector key, exact header): a retry by
+    // another SDK version (a deploy between retries) seals its other header under another key.
+    const ephemeral = sha512(concat(b._seed, utf8(key.keyId), header)).subarray(0, 32);
+    b._env = wrapOuter(header, b._inner, { collectorKeyId: key.keyId, collectorPublicKey: key.publicKey }, () => ephemeral);
     b._envKey = key.keyId;
   }
   return b._env!;

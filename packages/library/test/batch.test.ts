@@ -1,6 +1,6 @@
 /** Batching rules: count, bytes, time; ids; sealed once. */
 import fc from 'fast-check';
-import { keyPair, randomBytes, toHex, type Point } from '@cipherstat/protocol';
+import { keyPair, openEnvelope, randomBytes, toHex, type Point } from '@cipherstat/protocol';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { fits, OVERHEAD, pointSize, type QueuedPoint } from '../src/batch.js';
 import { envelope, form, revive } from '../src/seal.js';
@@ -122,6 +122,23 @@ describe('sealed once', () => {
     expect(Buffer.from(a).equals(Buffer.from(b))).toBe(true);
     const c = envelope(revive(stored, 0)!, k2, 'acct_12345678');
     expect(Buffer.from(a).equals(Buffer.from(c))).toBe(false);
+  });
+
+  it('never reuses an ephemeral key (so a nonce) for another header: a retry after an SDK upgrade seals with a new one', () => {
+    const account = keyPair();
+    const collector = keyPair();
+    const k = { keyId: toHex(randomBytes(8)), publicKey: collector.publicKey };
+    const stored = form('acct_12345678', account.publicKey, [{ id: 0, kind: 'counter', name: 'a', value: 1, time: Date.now(), tags: {}, _size: 0 } as QueuedPoint]);
+    // the same stored batch, retried by the page before and after a deploy of a new SDK version
+    const before = envelope(revive(stored, 0)!, k, 'acct_12345678', 'js/0.1.0');
+    const after = envelope(revive(JSON.parse(JSON.stringify(stored)), 1)!, k, 'acct_12345678', 'js/0.2.0');
+    const ephemeral = (env: Uint8Array) => Buffer.from(env.subarray(12, 44)); // magic, version, flags (4) | key id (8) | E (32)
+    expect(ephemeral(before).equals(ephemeral(after))).toBe(false);
+    // both still open, each with its own header (the collector sees two valid envelopes of one batch)
+    const opened = [before, after].map((e) => openEnvelope(e, { keys: () => collector, now: Date.now() }));
+    expect(opened.map((o) => o.ok && o.value.header.sdk)).toEqual(['js/0.1.0', 'js/0.2.0']);
+    // the same header retried: byte-identical (a retry stays a duplicate)
+    expect(Buffer.from(envelope(revive(stored, 2)!, k, 'acct_12345678', 'js/0.1.0')).equals(Buffer.from(before))).toBe(true);
   });
 
   it('revive rejects malformed stored batches', () => {
