@@ -90,3 +90,58 @@ it('retries a batch whose connection dropped after the collector stored it, and 
     proxy.close();
   }
 });
+
+async function until<T>(fn: () => Promise<T | undefined | false>, what: string, ms = 30_000): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+const refusals = async (code: string) => {
+  const text = await (await fetch(`${c.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`cipherstat_batch_rejects_total{code="${code}"} `));
+  return line ? Number(line.split(' ')[1]) : 0;
+};
+
+it('deactivated: stops sending, keeps its queue within its bounds, re-checks and delivers after a restore by itself; shredded: stops for good', async () => {
+  const a = await createAccount(c);
+  const drops: [string, number][] = [];
+  const errors: string[] = [];
+  const lib = createLibrary({
+    endpoint: c.url, accountId: a.accountId, writeKey: a.writeKey, collectorKey: a.collectorKey, persist: false,
+    maxBatchSize: 5, maxPersistedBatches: 3, recheckInterval: 200, // a short re-check cadence for the test (default: hourly)
+    onDrop: (reason, info) => drops.push([reason, info.count]), onError: (e) => errors.push(e.code),
+  });
+  expect((await c.admin('DELETE', `/v1/accounts/${a.accountId}`)).status).toBe(200); // deactivated, restorable
+  const before = await refusals('account_deactivated');
+  for (let i = 0; i < 40; i++) lib.count('orders', 1);
+  await lib.flush(); // resolves: a paused queue counts as parked
+  expect(errors).toEqual(['account_deactivated']);
+  // it keeps asking, one batch at a time, never dropping for retries
+  await until(async () => (await refusals('account_deactivated')) >= before + 3, 'two re-checks');
+  // only its bounds drop points (15 waiting at most: maxBatchSize × maxPersistedBatches), each reported
+  expect(drops.filter(([reason]) => reason !== 'queue_full' && reason !== 'persist_overflow')).toEqual([]);
+  expect((await accepted(a.accountId)).points).toBe(0);
+
+  expect((await c.admin('POST', `/v1/accounts/${a.accountId}/restore`)).status).toBe(200);
+  // no new record, no flush, no restart: the next re-check delivers everything kept
+  const kept = 40 - drops.reduce((n, [, count]) => n + count, 0);
+  expect(kept).toBe(15);
+  await until(async () => (await accepted(a.accountId)).points === kept, 'delivery after the restore');
+  expect(errors).toEqual(['account_deactivated']);
+
+  // shredded: 410, for good
+  expect((await c.admin('DELETE', `/v1/accounts/${a.accountId}?now=true`)).status).toBe(200);
+  lib.count('orders', 1);
+  await lib.flush();
+  expect(errors).toEqual(['account_deactivated', 'account_gone']);
+  lib.count('orders', 1);
+  expect(drops.at(-1)).toEqual(['stopped', 1]);
+  const gone = await refusals('account_deleted');
+  await new Promise((r) => setTimeout(r, 1000)); // (several re-check periods: nothing more is sent)
+  expect(await refusals('account_deleted')).toBe(gone);
+  await lib.shutdown();
+});

@@ -4,6 +4,9 @@ export type LibraryErrorCode =
   | 'invalid_option'
   /** The collector answered 410: the account was deleted; the Library stopped. */
   | 'account_gone'
+  /** The collector answered 503 account_deactivated (restorable): sending paused, the queue
+   * kept; the Library asks again every recheckInterval at most and resumes by itself. */
+  | 'account_deactivated'
   /** A batch could not be delivered after maxRetries; it stays persisted and is retried later. */
   | 'send_failed'
   /** The persistence layer (localStorage / file) refused a read or write. */

@@ -62,6 +62,8 @@ export function create(options: LibraryOptions, p: Platform): Library {
   let inFlight: Batch | undefined;
   let seq = 0;
   let notBefore = 0;
+  /** The account is deactivated (restorable): nothing is sent before this epoch ms. */
+  let pausedUntil = 0;
   let sending = false;
   let cutTimer: ReturnType<typeof setTimeout> | undefined;
   let sendTimer: ReturnType<typeof setTimeout> | undefined;
@@ -155,7 +157,7 @@ export function create(options: LibraryOptions, p: Platform): Library {
       })
       .finally(() => (keyFetch = undefined)));
 
-  const blocked = () => stopped || !consent || p.offline();
+  const blocked = () => stopped || !consent || p.offline() || Date.now() < pausedUntil;
   const remove = (b: Batch) => (queue = queue.filter((x) => x != b));
   const unpark = () => {
     for (const b of queue) if (b._wait == Infinity) b._wait = b._attempts = 0;
@@ -182,6 +184,9 @@ export function create(options: LibraryOptions, p: Platform): Library {
     } finally {
       sending = false;
       inFlight = undefined;
+      // Deactivated: one batch asks again when the pause ends (the queue is kept meanwhile).
+      const wake = pausedUntil - Date.now();
+      if (wake > 0 && !stopped) sendTimer = p.timer(send, wake);
       settle();
     }
   }
@@ -198,13 +203,17 @@ export function create(options: LibraryOptions, p: Platform): Library {
     if (status == 202) {
       store.remove(id);
       remove(b);
-      notBefore = 0;
+      notBefore = pausedUntil = 0;
       unpark();
     } else if (!queue.includes(b)) {
       // dropped meanwhile (consent withdrawn, 410, overflow)
     } else if (status == 410) {
       stop('account_gone');
       report('account_gone', 'account deleted (410)');
+    } else if (code == 'account_deactivated') {
+      // Restorable: pause without spending retries; resume by itself once restored.
+      if (!pausedUntil) report('account_deactivated', 'account deactivated (503): sending paused, queue kept');
+      pausedUntil = Date.now() + Math.min(after ?? c.recheckInterval, c.recheckInterval);
     } else if (code == 'unknown_key_id' && !collectorKey && !b._rekeyed) {
       b._rekeyed = true; // the collector rotated its key: fetch it again, re-seal the outer layer once
       key = undefined;

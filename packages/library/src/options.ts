@@ -37,7 +37,7 @@ export type DropReason =
   | 'rejected'
   /** persist: false and maxRetries exhausted. */
   | 'retries_exhausted'
-  /** The collector answered 410 (account deleted). */
+  /** The collector answered 410 (account deleted, for good; a deactivated account only pauses sending). */
   | 'account_gone';
 
 export interface DropInfo {
@@ -84,6 +84,9 @@ export interface LibraryOptions {
   sampleRate?: number | Record<string, number>;
   /** shutdown() waits at most this long (ms) for delivery. Default 5000. */
   shutdownTimeout?: number;
+  /** While the account is deactivated (503 account_deactivated): ask again after Retry-After,
+   * at most this long (ms). Default 3600000 (hourly). Nothing queued is dropped meanwhile. */
+  recheckInterval?: number;
   onError?: (error: LibraryError) => void;
   onDrop?: (reason: DropReason, info: DropInfo) => void;
 }
@@ -99,6 +102,7 @@ const NUMBERS = {
   maxPersistedBatches: [50, 1, 1e4],
   maxPersistedBytes: [1e6, 1024, 1e9],
   shutdownTimeout: [5000, 0, 36e5],
+  recheckInterval: [36e5, 1, 36e5],
 } as const;
 const BOOLEANS = { persist: true, requireConsent: false, respectGlobalPrivacyControl: false } as const;
 

@@ -6,7 +6,7 @@ import { Hono, type Context } from 'hono';
 import { cors } from 'hono/cors';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import { z } from 'zod';
-import { LIMITS, fromTextForm, fromUtf8, openEnvelope, toBase64 } from '@cipherstat/protocol';
+import { LIMITS, fromTextForm, fromUtf8, openEnvelope, openSeal, toBase64 } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
 import { CollectorError, isCollectorError } from './errors.js';
 import { readBody, readJson } from './body.js';
@@ -17,6 +17,25 @@ import { registerLifecycleRoutes } from './lifecycle/index.js';
 import { registerQueryRoutes } from './query/index.js';
 
 const TEXT_MAX = Math.ceil(LIMITS.maxEnvelopeBytes / 3) * 4 + 2;
+/** Retry-After (s) for a deactivated account: senders ask again hourly at most. */
+const DEACTIVATED_RETRY_AFTER_S = 3600;
+
+/**
+ * A batch of a wiped account that none of its key pairs opens: sealed to a write key the wipe
+ * destroyed (or garbage, which nobody can tell apart from it any more). Only wiped accounts
+ * (oldest key version above 1) pay this X25519, and only where this process holds the keys;
+ * elsewhere the processor counts the batch under the same code.
+ */
+function staleWriteKey(s: Services, accountId: string, inner: Uint8Array): boolean {
+  let keys: ReturnType<Services['keyring']['accountKeys']>;
+  try {
+    keys = s.keyring.accountKeys(accountId);
+  } catch {
+    return false;
+  }
+  if (!keys?.length || keys[0]!.version === 1) return false;
+  return !keys.some((k) => openSeal(inner, k, nodeX25519).ok);
+}
 
 function bearer(c: Context): string {
   const h = c.req.header('authorization') ?? '';
@@ -118,11 +137,17 @@ export function createApp(s: Services): Hono {
       const { header, inner } = opened.value;
       const account = await s.accounts.get(header.accountId);
       if (!account) throw new CollectorError(401, 'unknown_account', 'no such account');
-      if (account.state !== 'active') {
+      if (account.state === 'shredded') {
         metrics.batches.inc({ outcome: 'dropped' });
-        metrics.batchRejects.inc({ code: account.state === 'shredded' ? 'account_deleted' : 'account_deactivated' });
-        if (account.state === 'shredded') await s.store.addRejects([{ accountId: account.accountId, code: 'late_batch_dropped', count: 1, at: now }]).catch(() => {});
-        throw new CollectorError(410, account.state === 'shredded' ? 'account_deleted' : 'account_deactivated', 'this account no longer accepts data');
+        metrics.batchRejects.inc({ code: 'account_deleted' });
+        await s.store.addRejects([{ accountId: account.accountId, code: 'late_batch_dropped', count: 1, at: now }]).catch(() => {});
+        throw new CollectorError(410, 'account_deleted', 'this account was deleted; it never accepts data again');
+      }
+      if (account.state !== 'active') {
+        // Restorable: not 410. Senders keep what they queued and ask again later (Retry-After).
+        metrics.batches.inc({ outcome: 'dropped' });
+        metrics.batchRejects.inc({ code: 'account_deactivated' });
+        throw new CollectorError(503, 'account_deactivated', 'this account is deactivated (restorable); try again later', DEACTIVATED_RETRY_AFTER_S);
       }
       const origin = c.req.header('origin');
       if (origin && account.allowedOrigins.length && !account.allowedOrigins.includes(origin)) {
@@ -140,6 +165,12 @@ export function createApp(s: Services): Hono {
       if (waitIp) throw new CollectorError(429, 'rate_limited', 'too many batches from this address', waitIp);
       const wait = s.rateLimiter.take(account.accountId);
       if (wait) throw new CollectorError(429, 'rate_limited', 'too many batches for this account', wait);
+      if (staleWriteKey(s, account.accountId, inner)) {
+        metrics.batches.inc({ outcome: 'rejected' });
+        metrics.batchRejects.inc({ code: 'stale_write_key' });
+        await s.store.addRejects([{ accountId: account.accountId, code: 'stale_write_key', count: 1, at: now }]).catch(() => {});
+        throw new CollectorError(400, 'stale_write_key', 'sealed to a write key this account no longer has (it was wiped): use the new write key');
+      }
       const outcome = await s.writer.submit({
         accountId: header.accountId,
         batchId: header.batchId,

@@ -196,7 +196,9 @@ function compute(state: TickState, { rows, accounts, now, part }: TickInput, dic
       if (opened.ok || opened.code !== 'inner_auth_failed') break;
     }
     if (!opened || !opened.ok) {
-      const code = opened?.code ?? 'inner_auth_failed';
+      let code: string = opened?.code ?? 'inner_auth_failed';
+      // A wiped account (oldest key version above 1): sealed to the write key the wipe destroyed.
+      if (code === 'inner_auth_failed' && ctx.keys[0]!.version > 1) code = 'stale_write_key';
       // One per batch: anyone can seal garbage to a public account key and claim any count.
       reject(row.accountId, code, 1);
       batchRejects[code] = (batchRejects[code] ?? 0) + 1;

@@ -63,37 +63,49 @@ describe('confidential mode', () => {
 });
 
 describe('wipe', () => {
-  it('destroys every old key version and the sealed batches; keeps collecting with the same write key', async () => {
+  it('destroys every old key version, the key pair included: nothing copied before it opens after it; the old write key is refused', async () => {
     const a = await createAccount(c);
     for (let i = 0; i < 3; i++) expect((await send(a)).status).toBe(202);
     await c.services.processor!.drain();
+    // what a backup, a disk snapshot or a visitor's offline queue holds: rows and batches copied out of storage
     const before = await snapshot(c.services.store, a.accountId);
-    const oldKeys = c.services.keyring.accountKeys(a.accountId)!;
+    const oldKeys = c.services.keyring.accountKeys(a.accountId)!.map((k) => ({ ...k, dataKey: k.dataKey.slice(), macKey: k.macKey.slice(), secretKey: k.secretKey.slice() }));
+    // positive control: before the wipe the keyring opens every copied ciphertext
     expect(openable(before, inventory(c.services.keyring))).toEqual({ rollups: before.rollups.length, dictionary: before.dictionary.length, batches: 3 });
 
     const res = await c.admin('POST', `/v1/accounts/${a.accountId}/wipe`);
     expect(res.status).toBe(200);
     const report = await res.json();
-    expect(report).toMatchObject({ accountId: a.accountId, keyVersion: 2, destroyedKeyVersions: [1], writeKeyUnchanged: true });
+    expect(report).toMatchObject({ accountId: a.accountId, keyVersion: 2, destroyedKeyVersions: [1] });
     expect(report.deleted).toEqual({ batches: 3, rollups: before.rollups.length, dictionary: before.dictionary.length });
     expect(await rows(c, a.accountId, false)).toMatchObject({ batches: 0, rollups: 0, dictionary: 0 });
 
     const keys = c.services.keyring.accountKeys(a.accountId)!;
     expect(keys.map((k) => k.version)).toEqual([2]);
-    expect(keys[0]!.publicKey).toEqual(oldKeys[0]!.publicKey);
+    expect(report.writeKey).toBe(Buffer.from(keys[0]!.publicKey).toString('base64')); // returned once, like at creation
+    expect(report.writeKey).not.toBe(a.writeKey);
+    expect(keys[0]!.secretKey).not.toEqual(oldKeys[0]!.secretKey);
     expect(keys[0]!.dataKey).not.toEqual(oldKeys[0]!.dataKey);
     expect(keys[0]!.macKey).not.toEqual(oldKeys[0]!.macKey);
-    // a copy of storage from before the wipe opens with nothing the keyring still holds
-    expect(openable({ ...before, batches: [] }, inventory(c.services.keyring))).toEqual({ rollups: 0, dictionary: 0, batches: 0 });
+    // every copy from before the wipe, sealed batches included, opens with nothing the keyring holds
+    expect(openable(before, inventory(c.services.keyring))).toEqual({ rollups: 0, dictionary: 0, batches: 0 });
 
-    expect((await send(a)).status).toBe(202); // the deployed SDK config (write key) keeps working
+    // the old write key (a deployed SDK config, a queued batch) is refused with a stable code and counted
+    const stale = await send(a);
+    expect(stale.status).toBe(400);
+    expect((await stale.json()).error.code).toBe('stale_write_key');
+    expect((await c.services.store.rejects(a.accountId)).stale_write_key).toBe(1);
+    expect(await rows(c, a.accountId, false)).toMatchObject({ batches: 0 });
+
+    const fresh = { ...a, writeKey: report.writeKey as string };
+    expect((await send(fresh)).status).toBe(202); // the new write key is collected
     await c.services.processor!.drain();
     const after = await snapshot(c.services.store, a.accountId);
     expect(after.rollups.length).toBeGreaterThan(0);
     expect(after.rollups.every((r) => r.keyVersion === 2)).toBe(true);
     expect(countPoints(after, a.accountId, keys[0]!.dataKey)).toBe(10);
     const shown = await (await c.admin('GET', `/v1/accounts/${a.accountId}`)).json();
-    expect(shown).toMatchObject({ state: 'active', writeKey: a.writeKey });
+    expect(shown).toMatchObject({ state: 'active', writeKey: report.writeKey });
   });
 });
 
@@ -144,5 +156,24 @@ describe('retention', () => {
       { a: long.accountId, t: now() + 2 * DAY },
     );
     expect(Number(r!.n)).toBeGreaterThan(0);
+  });
+});
+
+// Last: its unopenable batch stays in storage (the retention test above counts batches).
+describe('wipe, on a node that did not check the write key', () => {
+  it('a batch sealed to the old write key that reached storage anyway (another ingest node) is dropped by the processor and counted as stale_write_key', async () => {
+    const a = await createAccount(c);
+    const old = envelope(a, points(4), { createdAt: now() });
+    expect((await c.admin('POST', `/v1/accounts/${a.accountId}/wipe`)).status).toBe(200);
+    const opened = (await import('@cipherstat/protocol')).openEnvelope(old.bytes, { keys: (id) => c.services.keyring.transportKey(id), now: now() });
+    expect(opened.ok).toBe(true);
+    const t = now();
+    await c.services.store.insertBatches([
+      { accountId: a.accountId, batchId: old.batchId, receivedAt: t - 60_000, createdAt: t - 60_000, pointCount: 4, sdk: 'test/0', sealed: opened.ok ? opened.value.inner : new Uint8Array(), expiresAt: t + DAY },
+    ]);
+    await c.services.processor!.poll();
+    await c.services.processor!.drain();
+    expect((await c.services.store.rejects(a.accountId)).stale_write_key).toBe(1);
+    expect((await rows(c, a.accountId, false)).rollups).toBe(0);
   });
 });

@@ -37,7 +37,7 @@ beforeAll(async () => {
 afterAll(async () => c?.stop());
 
 describe('deactivate and restore', () => {
-  it('deactivation stops ingest (410) and queries; restore inside the grace period brings ingest back', async () => {
+  it('deactivation stops ingest (503 account_deactivated, not 410) and queries; restore inside the grace period brings ingest back', async () => {
     const a = await createAccount(c);
     expect((await send(a)).status).toBe(202);
 
@@ -47,8 +47,10 @@ describe('deactivate and restore', () => {
     expect(d).toMatchObject({ accountId: a.accountId, state: 'deactivated', graceDays: 7 });
     expect(Date.parse(d.shredAfter) - Date.parse(d.deactivatedAt)).toBe(7 * DAY);
 
+    // restorable, so not 410: a retryable refusal with its own code and a slow Retry-After
     const refused = await send(a);
-    expect(refused.status).toBe(410);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('3600');
     expect(await code(refused)).toBe('account_deactivated');
     if (queryRoutes) {
       for (const path of ['/v1/metrics', '/v1/query'] as const) expect((await readAs(a, path)).status).toBe(403);

@@ -1,7 +1,7 @@
 /**
  * An account's life after creation: deactivate (grace period, restorable) → shred (keys
  * destroyed, tombstone) → purge (ciphertext deleted in the background); plus wipe (fresh
- * keys, old data destroyed, same write key), retention, settings, and verify.
+ * keys and write key, old data destroyed), retention, settings, and verify.
  *
  * State lives in storage (the account row) and in the keyring (tombstones), never only in
  * memory: `tick()` finds due shreds, shreds interrupted by a crash, pending purges, expired
@@ -16,6 +16,7 @@ import type { BatchWriter } from '../writer.js';
 import type { Processor } from '../processor.js';
 import type { Metrics } from '../metrics.js';
 import type { Logger } from '../logger.js';
+import { toBase64 } from '@cipherstat/protocol';
 import { CollectorError } from '../errors.js';
 import { PURGE_TABLES, PURGE_WHERE, countPurgeRows, verifyAccount, type PurgeTable, type VerifyOptions, type VerifyReport } from './verify.js';
 import { DEFAULT_MASTER_ROTATION_DAYS, rotateMaster, rotationDue, type MasterRotationReport } from './master-rotation.js';
@@ -104,7 +105,9 @@ export interface WipeReport {
   destroyedKeyVersions: number[];
   /** Rows deleted per table (rollups and dictionary of old key versions, sealed batches received so far). */
   deleted: { batches: number; rollups: number; dictionary: number };
-  writeKeyUnchanged: true;
+  /** The account's new write key (returned once): the SDK config must change to it. Batches
+   *  sealed to the old one are refused with 400 `stale_write_key`. */
+  writeKey: string;
 }
 
 export interface RetentionReport {
@@ -328,9 +331,10 @@ export class Lifecycle {
   // ---------------------------------------------------------------- wipe / settings
 
   /**
-   * New data and MAC keys, every old version destroyed, and the raw sealed batches received
-   * so far deleted (they stay openable with the unchanged account key pair). Everything
-   * stored so far becomes unreadable; the account keeps collecting with the same write key.
+   * New key pair, data key and MAC key; every old version destroyed (so every copy of what was
+   * stored or queued so far, in storage, its backups or visitors' offline queues, is
+   * unreadable); the sealed batches received so far deleted. Returns the new write key once;
+   * batches sealed to the old one are refused (`stale_write_key`).
    */
   wipe(accountId: string): Promise<WipeReport> {
     return this.serial(accountId, async () => {
@@ -339,7 +343,7 @@ export class Lifecycle {
       const t = this.now();
       let rotated: ReturnType<Keyring['rotateDataKeys']>;
       try {
-        rotated = this.o.keyring.rotateDataKeys(accountId, { destroyOld: true });
+        rotated = this.o.keyring.rotateDataKeys(accountId, { destroyOld: true, rotateKeyPair: true });
       } catch (e) {
         if (isKeyringError(e) && e.code === 'account_tombstoned') throw new CollectorError(410, 'account_deleted', 'this account was shredded');
         if (isKeyringError(e) && e.code === 'account_not_found') throw new CollectorError(409, 'account_has_no_keys', 'the keyring holds no keys for this account');
@@ -371,7 +375,7 @@ export class Lifecycle {
         keyVersion: rotated.keys.version,
         destroyedKeyVersions: rotated.destroyedVersions,
         deleted,
-        writeKeyUnchanged: true,
+        writeKey: toBase64(rotated.keys.publicKey),
       };
     });
   }
