@@ -29,7 +29,8 @@ const HELP = `cipherstat — encrypted metrics collector
   cipherstat accounts update ID [--confidential | --no-confidential] [--retention-days N] [--origin URL ...]
   cipherstat accounts delete ID [--grace DAYS] [--now]  deactivate; shred after the grace period (default 7 days), or now
   cipherstat accounts restore ID                       undo a delete inside the grace period
-  cipherstat accounts wipe ID                          new data keys, all data so far destroyed, same write key
+  cipherstat accounts wipe ID                          new key pair + data keys, old ones destroyed: every copy of the data
+                                                      so far unreadable; prints the NEW write key once (old one: 400 stale_write_key)
   cipherstat verify ID                                 prove a shredded account is unreadable (exit 1 if not)
   cipherstat keys rotate [--overlap-days N] [--json]
   cipherstat keyring backup [--out FILE]               sealed under the current master key (stdout without --out)

@@ -1,6 +1,6 @@
 /**
  * What happens to stored data while an account lives: confidential mode (no sealed batch
- * outlives its processing), wipe (fresh keys, everything so far unreadable, same write key),
+ * outlives its processing), wipe (fresh keys and write key, everything so far unreadable),
  * and retention (ClickHouse TTL in chDB, and the retention job on the service clock).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
