@@ -7,6 +7,7 @@ import { connect, createServer, type Server } from 'node:net';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createLibrary } from '@cipherstat/library';
 import { createAccount, startTestCollector, type TestAccount, type TestCollector } from '../services/collector/test/support/collector.js';
+import { until } from '../services/collector/test/lifecycle-support.js';
 
 let c: TestCollector;
 let account: TestAccount;
@@ -91,15 +92,6 @@ it('retries a batch whose connection dropped after the collector stored it, and 
   }
 });
 
-async function until<T>(fn: () => Promise<T | undefined | false>, what: string, ms = 30_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 const refusals = async (code: string) => {
   const text = await (await fetch(`${c.url}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`cipherstat_batch_rejects_total{code="${code}"} `));
@@ -121,7 +113,7 @@ it('deactivated: stops sending, keeps its queue within its bounds, re-checks and
   await lib.flush(); // resolves: a paused queue counts as parked
   expect(errors).toEqual(['account_deactivated']);
   // it keeps asking, one batch at a time, never dropping for retries
-  await until(async () => (await refusals('account_deactivated')) >= before + 3, 'two re-checks');
+  await until(async () => (await refusals('account_deactivated')) >= before + 3, 30_000, 'two re-checks');
   // only its bounds drop points (15 waiting at most: maxBatchSize × maxPersistedBatches), each reported
   expect(drops.filter(([reason]) => reason !== 'queue_full' && reason !== 'persist_overflow')).toEqual([]);
   expect((await accepted(a.accountId)).points).toBe(0);
@@ -130,7 +122,7 @@ it('deactivated: stops sending, keeps its queue within its bounds, re-checks and
   // no new record, no flush, no restart: the next re-check delivers everything kept
   const kept = 40 - drops.reduce((n, [, count]) => n + count, 0);
   expect(kept).toBe(15);
-  await until(async () => (await accepted(a.accountId)).points === kept, 'delivery after the restore');
+  await until(async () => (await accepted(a.accountId)).points === kept, 30_000, 'delivery after the restore');
   expect(errors).toEqual(['account_deactivated']);
 
   // shredded: 410, for good
