@@ -101,7 +101,7 @@ describe('CLI', () => {
 
     const deleted = await cli(['accounts', 'delete', a.accountId, '--now']);
     expect(deleted.code, deleted.stderr).toBe(0);
-    expect(deleted.json).toMatchObject({ accountId: a.accountId, state: 'shredded', destroyed: [`accounts/${a.accountId}.json`, 'keys v1', 'in-memory key cache'] });
+    expect(deleted.json).toMatchObject({ accountId: a.accountId, state: 'shredded', destroyed: [`accounts/${a.accountId}.json`, 'keys v1', 'in-memory key cache (buffers zeroed)'] });
     expect(deleted.json.rowsToPurge.rollups).toBeGreaterThan(0);
 
     expect((await c.services.lifecycle.tick()).purged).toEqual([a.accountId]);
