@@ -13,6 +13,8 @@ import { readBody, readJson } from './body.js';
 import type { Services } from './services.js';
 import { tokenMatches } from './keyring/index.js';
 import { StorageError } from './storage/index.js';
+import { isDiskFull } from './disk.js';
+import { everyFewSeconds } from './logger.js';
 import { registerLifecycleRoutes } from './lifecycle/index.js';
 import { registerQueryRoutes } from './query/index.js';
 
@@ -66,6 +68,7 @@ function clientAddress(c: Context, trustProxy: boolean): string | undefined {
 export function createApp(s: Services): Hono {
   const app = new Hono();
   const { metrics, log } = s;
+  const logStorageFailure = everyFewSeconds();
 
   app.use('*', async (c, next) => {
     await next();
@@ -75,8 +78,11 @@ export function createApp(s: Services): Hono {
   app.onError((err, c) => {
     let e: CollectorError;
     if (isCollectorError(err)) e = err;
-    else if (err instanceof StorageError) e = new CollectorError(503, 'storage_unavailable', 'storage is unavailable; retry later', 5);
-    else {
+    else if (err instanceof StorageError || isDiskFull(err)) {
+      // Storage refused, timed out or is full (a disk-full message names the file and the free space).
+      logStorageFailure(err.message, (suppressed) => log.error({ err: err.message, route: c.req.routePath, suppressed }, 'storage call failed: 503 storage_unavailable'));
+      e = new CollectorError(503, 'storage_unavailable', 'storage is unavailable; retry later', 5);
+    } else {
       log.error({ err: err.message, route: c.req.routePath }, 'unhandled error');
       e = new CollectorError(500, 'internal_error', 'internal error');
     }

@@ -25,6 +25,15 @@ const schema = z.object({
   graceDays: z.coerce.number().min(0).default(7),
   /** Longest time a request body may take to arrive. */
   bodyTimeoutMs: z.coerce.number().int().positive().default(10_000),
+  /**
+   * Deadline (ms) of each storage call made while answering a request (ingest's duplicate check
+   * and insert, account reads, admin writes); past it the request ends in 503 storage_unavailable.
+   */
+  storageTimeoutMs: z.coerce.number().int().positive().default(5000),
+  /** Deadline (ms) of each statement of a query (`/v1/query`, `/v1/metrics`); past it 503 storage_unavailable. */
+  queryTimeoutMs: z.coerce.number().int().positive().default(10_000),
+  /** Deadline (ms) of /readyz's storage ping; past it /readyz answers 503 (at most 1000: readiness answers within 1 s). */
+  readyTimeoutMs: z.coerce.number().int().positive().max(1000).default(800),
   /** Most batches waiting for a durable insert before ingest answers 503. */
   maxQueuedBatches: z.coerce.number().int().positive().default(20_000),
   /**
@@ -69,6 +78,9 @@ export function loadConfig(flags: Record<string, string | undefined> = {}, env: 
     retentionDays: env.CIPHERSTAT_RETENTION_DAYS,
     graceDays: pick('grace-days', 'CIPHERSTAT_GRACE_DAYS'),
     bodyTimeoutMs: env.CIPHERSTAT_BODY_TIMEOUT_MS,
+    storageTimeoutMs: env.CIPHERSTAT_STORAGE_TIMEOUT_MS || undefined,
+    queryTimeoutMs: env.CIPHERSTAT_QUERY_TIMEOUT_MS || undefined,
+    readyTimeoutMs: env.CIPHERSTAT_READY_TIMEOUT_MS || undefined,
     maxQueuedBatches: env.CIPHERSTAT_MAX_QUEUED_BATCHES,
     maxProcessLagMs: env.CIPHERSTAT_MAX_PROCESS_LAG_MS,
     trustProxy: env.CIPHERSTAT_TRUST_PROXY,

@@ -34,3 +34,25 @@ export function createLogger(opts: { level?: string; destination?: DestinationSt
     opts.destination,
   );
 }
+
+/**
+ * Rate limit for a log line that can repeat per request: `limited(key, log)` runs `log` at most
+ * once per `intervalMs` for each key (an error message: a new kind of failure is logged at
+ * once), saying how many were held back since. `reset()` (the thing works again) makes the next
+ * failure a new incident, logged at once.
+ */
+export function everyFewSeconds(intervalMs = 10_000): ((key: string, log: (suppressed: number) => void) => void) & { reset(): void } {
+  const last = new Map<string, { at: number; suppressed: number }>();
+  const limited = (key: string, log: (suppressed: number) => void) => {
+    const now = performance.now();
+    const seen = last.get(key);
+    if (seen && now - seen.at < intervalMs) {
+      seen.suppressed++;
+      return;
+    }
+    if (last.size >= 100) last.clear(); // bounded: at worst a few extra lines
+    last.set(key, { at: now, suppressed: 0 });
+    log(seen?.suppressed ?? 0);
+  };
+  return Object.assign(limited, { reset: () => last.clear() });
+}

@@ -71,7 +71,10 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const master = loadMasterKeys({ dataDir: config.dataDir, env, log });
   const keyring = await Keyring.open({ dir: join(config.dataDir, 'keyring'), master, now });
   const admin = loadAdminToken({ dataDir: config.dataDir, env, log });
-  const accounts = new Accounts(store, keyring, { defaultRetentionDays: config.retentionDays, now });
+  // Calls made while answering a request end within storageTimeoutMs (503 storage_unavailable);
+  // background work (processing, compaction, lifecycle) keeps the store without a deadline of its own.
+  const requestStore = store.withDeadline(config.storageTimeoutMs);
+  const accounts = new Accounts(requestStore, keyring, { defaultRetentionDays: config.retentionDays, now });
   const roles = {
     ingest: config.role === 'all' || config.role === 'ingest',
     process: config.role === 'all' || config.role === 'process',
@@ -112,10 +115,14 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         onCompacted: (ids) => queryCache.invalidate(ids),
       })
     : undefined;
-  const writer = new BatchWriter(store, metrics, {
+  const writer = new BatchWriter(requestStore, metrics, {
     maxQueued: config.maxQueuedBatches,
     onDurable: processor ? (rows) => processor.enqueue(rows) : undefined,
     behind: processor && config.maxProcessLagMs > 0 ? () => processor.lagMs() > config.maxProcessLagMs : undefined,
+    // Come back when the backlog should be gone: as long as its oldest batch has waited (1 to 60 s).
+    retryAfter: processor ? () => Math.min(60, Math.max(1, Math.ceil(processor.lagMs() / 1000))) : undefined,
+    log,
+    diskPath: store.kind === 'chdb' ? join(config.dataDir, 'clickhouse') : undefined,
   });
   const lifecycle = new Lifecycle({
     store, keyring, accounts, metrics, log, writer, processor, master, now,
@@ -146,7 +153,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     now,
     ready: async () => {
       try {
-        await store.ping();
+        await store.withDeadline(config.readyTimeoutMs).ping();
         return { ready: true, storage: true, schemaVersion };
       } catch {
         return { ready: false, storage: false, schemaVersion };

@@ -3,11 +3,26 @@
  * is in flight the next requests pile up and go together in the next one. Latency is one
  * insert; throughput is as many batches as arrive during it. Idempotent by batch id: a
  * batch already stored (recently seen here, or found in storage) resolves as a duplicate.
+ *
+ * A batch is acknowledged only after its insert resolved. When the duplicate check or the
+ * insert fails or passes its deadline (the store given here has one), every batch of the group
+ * is refused with 503 storage_unavailable and nothing is remembered as seen, so the client's
+ * retry (same batch id) goes through the check again. An insert that timed out has an unknown
+ * outcome: the engine may still write it after we answered. That cannot count anything twice:
+ * - the retry finds the late row (existingBatches) and is acknowledged as a duplicate; or it
+ *   arrives first and writes the same (account_id, batch_id) again: `batches` is a
+ *   ReplacingMergeTree on that key and every read of pending batches uses FINAL, so the two
+ *   rows are one batch;
+ * - processing is exactly once per (account_id, batch_id) through the `processed` table, not
+ *   per stored row, and a row that landed late without a hand-off is found by the poll.
+ * The client that gave up after the 503 loses nothing either: nothing was acknowledged.
  */
 import type { BatchRow, Store } from './storage/types.js';
 import { Lru } from './lru.js';
 import { CollectorError } from './errors.js';
 import type { Metrics } from './metrics.js';
+import { everyFewSeconds, type Logger } from './logger.js';
+import { diskFullMessage, isDiskFull } from './disk.js';
 
 type Outcome = 'stored' | 'duplicate';
 interface Pending {
@@ -24,6 +39,7 @@ export class BatchWriter {
   private closed = false;
   private idle: Promise<void> = Promise.resolve();
   private readonly recent = new Lru<string, true>(500_000);
+  private readonly logFailure = everyFewSeconds();
 
   constructor(
     private readonly store: Store,
@@ -34,8 +50,18 @@ export class BatchWriter {
       onDurable?: (rows: BatchRow[]) => void;
       /** Whether processing is too far behind to take more (ingest answers 503 overloaded). */
       behind?: () => boolean;
+      /** Retry-After (s) of an `overloaded` answer: how long the backlog needs (default 1). */
+      retryAfter?: () => number;
+      /** Failed inserts are logged here (at most one line every few seconds, with a count of the others). */
+      log?: Logger;
+      /** Where the engine keeps its files (chDB), named with the free space when the disk is full. */
+      diskPath?: string;
     },
   ) {}
+
+  private overloaded(message: string): CollectorError {
+    return new CollectorError(503, 'overloaded', message, this.opts.retryAfter?.() ?? 1);
+  }
 
   get queued(): number {
     return this.queue.length;
@@ -43,15 +69,15 @@ export class BatchWriter {
 
   /** Refuses early (before the costly opening of the envelope) when submit would refuse anyway. */
   checkCapacity(): void {
-    if (this.opts.behind?.()) throw new CollectorError(503, 'overloaded', 'processing is behind; retry later', 1);
+    if (this.opts.behind?.()) throw this.overloaded('processing is behind; retry later');
   }
 
   submit(row: BatchRow): Promise<Outcome> {
     if (this.closed) return Promise.reject(new CollectorError(503, 'shutting_down', 'the collector is shutting down', 1));
     if (this.queue.length >= this.opts.maxQueued) {
-      return Promise.reject(new CollectorError(503, 'overloaded', 'too many batches waiting for storage', 1));
+      return Promise.reject(this.overloaded('too many batches waiting for storage'));
     }
-    if (this.opts.behind?.()) return Promise.reject(new CollectorError(503, 'overloaded', 'processing is behind; retry later', 1));
+    if (this.opts.behind?.()) return Promise.reject(this.overloaded('processing is behind; retry later'));
     if (this.recent.has(key(row))) return Promise.resolve('duplicate');
     return new Promise<Outcome>((resolve, reject) => {
       this.queue.push({ row, resolve, reject });
@@ -92,6 +118,7 @@ export class BatchWriter {
         await this.store.insertBatches(rows);
         end();
       }
+      this.logFailure.reset();
       for (const p of candidates) this.recent.set(key(p.row), true);
       for (const p of fresh) p.resolve('stored');
       for (const p of candidates) if (existing.has(key(p.row))) p.resolve('duplicate');
@@ -100,7 +127,14 @@ export class BatchWriter {
     } catch (e) {
       const err = new CollectorError(503, 'storage_unavailable', 'storage is not accepting writes; retry later', 5);
       for (const p of items) p.reject(err);
-      void e;
+      const full = isDiskFull(e) && this.opts.diskPath !== undefined;
+      const message = e instanceof Error ? e.message : String(e);
+      this.logFailure(message, (suppressed) =>
+        this.opts.log?.error(
+          { err: message, batches: items.length, ...(full ? { disk: diskFullMessage(this.opts.diskPath!) } : {}), suppressed },
+          'ingest insert failed: batches refused with 503 storage_unavailable',
+        ),
+      );
     }
   }
 

@@ -22,6 +22,7 @@ import {
 import { basename, dirname, join } from 'node:path';
 import { randomBytes, toHex } from '@cipherstat/protocol';
 import { KeyringError } from './errors.js';
+import { nameDiskFull } from '../disk.js';
 
 /** Identity of one version of a file: a rename always yields a new inode. */
 export interface FileId {
@@ -88,6 +89,14 @@ export function fsyncDir(dir: string): void {
  * `path` already exists. Returns the identity of the written file.
  */
 export function atomicWrite(path: string, data: string | Uint8Array, exclusive = false): FileId | undefined {
+  try {
+    return writeThenRename(path, data, exclusive);
+  } catch (e) {
+    throw nameDiskFull(e, path); // ENOSPC alone does not say which file
+  }
+}
+
+function writeThenRename(path: string, data: string | Uint8Array, exclusive: boolean): FileId | undefined {
   const dir = dirname(path);
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${toHex(randomBytes(6))}.tmp`);
   let id: FileId;
@@ -155,9 +164,12 @@ export function acquireLock(path: string, timeoutMs = 10_000): () => void {
       const fd = openSync(path, 'wx', 0o600);
       try {
         writeFileSync(fd, token);
-      } finally {
+      } catch (e) {
         closeSync(fd);
+        rmSync(path, { force: true });
+        throw nameDiskFull(e, path);
       }
+      closeSync(fd);
       return () => {
         try {
           if (readFileSync(path, 'utf8') === token) rmSync(path);

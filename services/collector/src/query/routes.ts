@@ -27,12 +27,13 @@ export interface QueryRoutesOptions {
 const MAX_QUERY_BODY = 16 * 1024;
 
 type QueryServices = Pick<Services, 'store' | 'keyring' | 'accounts' | 'log' | 'metrics' | 'now'> & {
-  config: Pick<Services['config'], 'trustProxy' | 'bodyTimeoutMs'>;
+  config: Pick<Services['config'], 'trustProxy' | 'bodyTimeoutMs' | 'queryTimeoutMs'>;
 };
 
 export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCache, opts: QueryRoutesOptions = {}): void {
   const m = queryMetrics(s.metrics.registry);
-  const deps = { store: s.store, keyring: s.keyring, log: s.log, cache, now: s.now, onFailedRows: (n: number) => m.failedRows.inc(n) };
+  // Every statement of a query ends within queryTimeoutMs (then 503 storage_unavailable).
+  const deps = { store: s.store.withDeadline(s.config.queryTimeoutMs), keyring: s.keyring, log: s.log, cache, now: s.now, onFailedRows: (n: number) => m.failedRows.inc(n) };
   const secure = securityHeaders(s.config.trustProxy);
 
   for (const path of ['/', '/index.html', '/assets/*', '/v1/metrics', '/v1/query']) app.use(path, secure);

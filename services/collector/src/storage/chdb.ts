@@ -6,7 +6,7 @@
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Session, drainPending, type ChdbResult } from 'chdb';
-import type { Connection } from './connection.js';
+import { withinDeadline, type Connection } from './connection.js';
 import { StorageError, toStorageError } from './errors.js';
 import { createStore } from './repository.js';
 import { checkIdentifier } from './schema.js';
@@ -30,11 +30,17 @@ function parseJsonEachRow<T>(text: string): T[] {
 
 class ChdbConnection implements Connection {
   readonly kind = 'chdb' as const;
-  #session: Session | null;
 
-  private constructor(session: Session) {
-    this.#session = session;
-  }
+  /**
+   * @param held the session, shared with every deadline view (null once closed).
+   * @param timeoutMs deadline of each call (0: none). chDB cannot cancel a statement: at the
+   *   deadline the caller gets `storage_unavailable` and the statement runs on unobserved.
+   */
+  private constructor(
+    private readonly held: { session: Session | null },
+    private readonly timeoutMs = 0,
+    private readonly view = false,
+  ) {}
 
   /** Opens the data directory with `database` current (created if missing: it costs nothing here). */
   static async open(path: string, database: string): Promise<ChdbConnection> {
@@ -44,7 +50,7 @@ class ChdbConnection implements Connection {
     } catch (e) {
       throw new StorageError('storage_unavailable', `cannot open chDB at ${path}: ${(e as Error).message}`, undefined, { cause: e });
     }
-    const conn = new ChdbConnection(session);
+    const conn = new ChdbConnection({ session });
     try {
       await conn.execOutsideDatabase(`CREATE DATABASE IF NOT EXISTS ${database}`);
       await conn.exec(`USE ${database}`);
@@ -56,14 +62,21 @@ class ChdbConnection implements Connection {
   }
 
   #open(): Session {
-    if (!this.#session?.open) throw new StorageError('storage_unavailable', 'store is closed');
-    return this.#session;
+    const s = this.held.session;
+    if (!s?.open) throw new StorageError('storage_unavailable', 'store is closed');
+    return s;
+  }
+
+  withDeadline(ms: number): Connection {
+    return new ChdbConnection(this.held, ms, true);
   }
 
   async #run(sql: string, params: Params | undefined, format: string): Promise<ChdbResult> {
     const s = this.#open();
     try {
-      return params && Object.keys(params).length > 0 ? await s.queryBindAsync(sql, params, { format }) : await s.queryAsync(sql, { format });
+      return await withinDeadline(this.timeoutMs, () =>
+        params && Object.keys(params).length > 0 ? s.queryBindAsync(sql, params, { format }) : s.queryAsync(sql, { format }),
+      );
     } catch (e) {
       throw wrap(e);
     }
@@ -86,7 +99,7 @@ class ChdbConnection implements Connection {
   async insert(table: string, columns: readonly string[], tsv: Buffer): Promise<void> {
     const s = this.#open();
     try {
-      await s.insert({ table, columns, values: tsv, format: 'TabSeparated' });
+      await withinDeadline(this.timeoutMs, () => s.insert({ table, columns, values: tsv, format: 'TabSeparated' }));
     } catch (e) {
       throw wrap(e);
     }
@@ -97,8 +110,9 @@ class ChdbConnection implements Connection {
   }
 
   async close(): Promise<void> {
-    const s = this.#session;
-    this.#session = null;
+    if (this.view) return;
+    const s = this.held.session;
+    this.held.session = null;
     s?.close();
     // close() defers the native teardown behind running operations; wait for it, so the
     // directory can be opened again at once.

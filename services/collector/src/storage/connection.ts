@@ -1,3 +1,4 @@
+import { StorageError } from './errors.js';
 import type { Params } from './types.js';
 
 /**
@@ -19,5 +20,38 @@ export interface Connection {
    * with the store's database current, so unqualified table names work once it exists.
    */
   execOutsideDatabase(sql: string): Promise<void>;
+  /**
+   * The same connection where every call ends within `ms` (0: no deadline of its own) in
+   * `storage_unavailable`. The call is abandoned, not undone: a statement the engine already
+   * has may still complete (callers of writes must be idempotent). Closing a view is a no-op.
+   */
+  withDeadline(ms: number): Connection;
   close(): Promise<void>;
+}
+
+/** The error of a call that did not answer within its deadline. */
+export const deadlineError = (ms: number): StorageError =>
+  new StorageError('storage_unavailable', `storage did not answer within ${ms} ms`);
+
+/**
+ * `run` raced against a timer of `ms` (0: no deadline). `run` gets an AbortSignal that fires
+ * at the deadline, for drivers that can cancel (the HTTP client closes its request).
+ */
+export async function withinDeadline<T>(ms: number, run: (signal?: AbortSignal) => Promise<T>): Promise<T> {
+  if (!(ms > 0)) return run();
+  const abort = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      reject(deadlineError(ms));
+      abort.abort();
+    }, ms);
+  });
+  const work = run(abort.signal);
+  work.catch(() => {}); // settles after the deadline: nobody waits for it any more
+  try {
+    return await Promise.race([work, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

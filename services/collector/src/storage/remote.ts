@@ -13,7 +13,7 @@
  */
 import { Readable } from 'node:stream';
 import { ClickHouseLogLevel, createClient, type ClickHouseClient, type ClickHouseSettings } from '@clickhouse/client';
-import type { Connection } from './connection.js';
+import { withinDeadline, type Connection } from './connection.js';
 import { StorageError, toStorageError } from './errors.js';
 import { createStore } from './repository.js';
 import { checkIdentifier } from './schema.js';
@@ -34,65 +34,77 @@ const wrap = (e: unknown): StorageError => toStorageError(e, 'storage_unavailabl
 
 class RemoteConnection implements Connection {
   readonly kind = 'remote' as const;
-  #closed = false;
   readonly #insertSettings: ClickHouseSettings;
 
   /**
    * @param client runs everything with the store's database current.
    * @param outside has no database, for creating it (the server refuses a missing `database`).
+   * @param state shared with every deadline view.
+   * @param timeoutMs deadline of each call (0: only the client's request timeout); at the
+   *   deadline the request is aborted (its connection closed) and the caller gets `storage_unavailable`.
    */
   constructor(
     private readonly client: ClickHouseClient,
     private readonly outside: ClickHouseClient,
-    cluster: string | undefined,
+    private readonly cluster: string | undefined,
+    private readonly state = { closed: false },
+    private readonly timeoutMs = 0,
+    private readonly view = false,
   ) {
     this.#insertSettings = { wait_end_of_query: 1, async_insert: 0, ...(cluster ? { insert_quorum: 'auto' } : {}) };
   }
 
   #check(): void {
-    if (this.#closed) throw new StorageError('storage_unavailable', 'store is closed');
+    if (this.state.closed) throw new StorageError('storage_unavailable', 'store is closed');
   }
 
-  async query<T>(sql: string, params?: Params): Promise<T[]> {
+  withDeadline(ms: number): Connection {
+    return new RemoteConnection(this.client, this.outside, this.cluster, this.state, ms, true);
+  }
+
+  /** Runs one request within the deadline; an aborted request reads as the deadline's error. */
+  async #call<T>(run: (signal?: AbortSignal) => Promise<T>): Promise<T> {
     this.#check();
     try {
-      const rs = await this.client.query({
-        query: sql,
-        query_params: params,
-        format: 'JSONEachRow',
-        clickhouse_settings: { wait_end_of_query: 1, output_format_json_quote_64bit_integers: 1 },
-      });
-      return await rs.json<T>();
+      return await withinDeadline(this.timeoutMs, run);
     } catch (e) {
       throw wrap(e);
     }
   }
 
-  async queryBinary(sql: string, params?: Params): Promise<Uint8Array> {
-    this.#check();
-    try {
+  query<T>(sql: string, params?: Params): Promise<T[]> {
+    return this.#call(async (signal) => {
+      const rs = await this.client.query({
+        query: sql,
+        query_params: params,
+        format: 'JSONEachRow',
+        clickhouse_settings: { wait_end_of_query: 1, output_format_json_quote_64bit_integers: 1 },
+        abort_signal: signal,
+      });
+      return await rs.json<T>();
+    });
+  }
+
+  queryBinary(sql: string, params?: Params): Promise<Uint8Array> {
+    return this.#call(async (signal) => {
       // The client decodes no RowBinary: exec sends our FORMAT clause and hands back the body.
       // (`\n` so a trailing line comment cannot swallow it.)
       const rs = await this.client.exec({
         query: `${sql.trim().replace(/;+$/, '')}\nFORMAT RowBinary`,
         query_params: params,
         clickhouse_settings: { wait_end_of_query: 1 },
+        abort_signal: signal,
       });
       const chunks: Buffer[] = [];
       for await (const c of rs.stream) chunks.push(c as Buffer);
       return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-    } catch (e) {
-      throw wrap(e);
-    }
+    });
   }
 
-  async #command(client: ClickHouseClient, sql: string, params?: Params): Promise<void> {
-    this.#check();
-    try {
-      await client.command({ query: sql, query_params: params, clickhouse_settings: { wait_end_of_query: 1 } });
-    } catch (e) {
-      throw wrap(e);
-    }
+  #command(client: ClickHouseClient, sql: string, params?: Params): Promise<void> {
+    return this.#call(async (signal) => {
+      await client.command({ query: sql, query_params: params, clickhouse_settings: { wait_end_of_query: 1 }, abort_signal: signal });
+    });
   }
 
   exec(sql: string, params?: Params): Promise<void> {
@@ -103,24 +115,22 @@ class RemoteConnection implements Connection {
     return this.#command(this.outside, sql);
   }
 
-  async insert(table: string, columns: readonly string[], tsv: Buffer): Promise<void> {
-    this.#check();
-    try {
+  insert(table: string, columns: readonly string[], tsv: Buffer): Promise<void> {
+    return this.#call(async (signal) => {
       await this.client.insert({
         table,
         columns: [...columns] as [string, ...string[]],
         values: Readable.from([tsv], { objectMode: false }),
         format: 'TabSeparated',
         clickhouse_settings: this.#insertSettings,
+        abort_signal: signal,
       });
-    } catch (e) {
-      throw wrap(e);
-    }
+    });
   }
 
   async close(): Promise<void> {
-    if (this.#closed) return;
-    this.#closed = true;
+    if (this.view || this.state.closed) return;
+    this.state.closed = true;
     await Promise.all([this.client.close(), this.outside.close()]);
   }
 }

@@ -130,6 +130,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
     },
 
     close: () => conn.close(),
+    withDeadline: (ms) => createStore(conn.withDeadline(ms), opts),
     query: (sql, params) => conn.query(sql, params),
     queryBinary: (sql, params) => conn.queryBinary(sql, params),
     exec: (sql, params) => conn.exec(sql, params),

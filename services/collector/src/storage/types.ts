@@ -172,6 +172,13 @@ export interface Store {
   /** Throws when storage cannot answer. */
   ping(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * This store with a deadline on every call: one that does not answer within `ms` throws
+   * StorageError `storage_unavailable` (the remote request is aborted; chDB's statement runs on
+   * unobserved, so a write that timed out may still land: writes through it must be idempotent).
+   * Shares the connection; closing it does nothing.
+   */
+  withDeadline(ms: number): Store;
 
   /**
    * Generic escape hatches for the query role; params are bound server side ({name:Type}).

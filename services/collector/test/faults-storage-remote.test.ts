@@ -1,0 +1,105 @@
+/**
+ * Fault suite, remote storage: a real collector on the test ClickHouse HTTP endpoint behind a
+ * fault proxy that refuses, kills and hangs it for real. Each case answers promptly with
+ * `503 storage_unavailable` (deadlines: no request waits on hung storage past its deadline),
+ * logs the failed write, and ends with every batch retried until acknowledged: counted exactly
+ * once, nothing acknowledged lost. No assertion on timing.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startClickHouseHttp, type ClickHouseHttp } from './support/clickhouse-http.js';
+import { createAccount, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { startFaultProxy, type FaultMode, type FaultProxy } from './support/fault-proxy.js';
+import { expectExactlyOnce, tracker, waitProcessed } from './support/faults.js';
+
+let chDir = '';
+let shim: ClickHouseHttp;
+let proxy: FaultProxy;
+let c: TestCollector;
+
+beforeAll(async () => {
+  chDir = mkdtempSync(join(tmpdir(), 'cipherstat-faults-ch-'));
+  shim = await startClickHouseHttp({ dataDir: chDir });
+  proxy = await startFaultProxy(shim.url);
+  // Short deadlines so the suite is quick; what is asserted is the answer, never its timing.
+  // No backpressure (maxProcessLagMs 0): a processor stuck on hung storage would otherwise
+  // turn the refusals into `overloaded` before the write path is reached.
+  c = await startTestCollector({
+    config: { clickhouseUrl: proxy.url, storageTimeoutMs: 1500, queryTimeoutMs: 1500, readyTimeoutMs: 500, rateLimit: 100_000, maxProcessLagMs: 0 },
+  });
+});
+afterAll(async () => {
+  await proxy?.mode('pass');
+  await c?.stop();
+  await proxy?.close();
+  await shim?.close();
+  if (chDir) rmSync(chDir, { recursive: true, force: true });
+});
+
+const errorOf = async (res: Response) => ((await res.json()) as { error: { code: string } }).error.code;
+
+async function faultCase(mode: Exclude<FaultMode, 'pass'>): Promise<{ acknowledged: number; counted: number }> {
+  const account: TestAccount = await createAccount(c);
+  const t = tracker(() => c.url, account);
+  for (let i = 0; i < 20; i++) expect(await t.send()).toBe(202);
+
+  // Batches in flight when the fault starts, and more during it.
+  const logsBefore = c.logs.length;
+  const inFlight = Array.from({ length: 10 }, () => t.send());
+  await proxy.mode(mode);
+  await Promise.all(inFlight);
+  for (let i = 0; i < 10; i++) {
+    const status = await t.send();
+    expect(status).toBe(503);
+  }
+  expect(t.statuses.get('503 storage_unavailable')).toBeGreaterThanOrEqual(10);
+
+  const refused = await post(c.url, t.sent.get([...t.sent.keys()].at(-1)!)!);
+  expect(refused.status).toBe(503);
+  expect(refused.headers.get('retry-after')).toBe('5');
+  expect(await errorOf(refused)).toBe('storage_unavailable');
+
+  const ready = await fetch(`${c.url}/readyz`);
+  expect(ready.status).toBe(503);
+  expect(await ready.json()).toMatchObject({ ready: false, storage: false });
+  expect((await fetch(`${c.url}/healthz`)).status).toBe(200);
+
+  // A query ends in 503 too (its account read or its statements pass their deadline).
+  const q = await fetch(`${c.url}/v1/query`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${account.readToken}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ metric: 'orders', aggregation: 'sum', interval: 'hour', from: Date.now() - 3_600_000, to: Date.now() }),
+  });
+  expect(q.status).toBe(503);
+  expect(await errorOf(q)).toBe('storage_unavailable');
+
+  // The failure is in the log with its error: the failed insert's line (`ingest insert failed`)
+  // or, when the account read before it failed, the request's (`storage call failed`).
+  const failed = c.logs.slice(logsBefore).filter((l) => /ingest insert failed|storage call failed/.test(l));
+  expect(failed.length, 'a log line for the failed storage call').toBeGreaterThan(0);
+  expect(JSON.parse(failed[0]!).err).toBeTruthy();
+
+  await proxy.mode('pass');
+  await expect.poll(async () => (await fetch(`${c.url}/readyz`)).status, { timeout: 60_000, interval: 250 }).toBe(200);
+  await t.retryAll();
+  await waitProcessed(c.services.store, account.accountId, t.acked.size);
+  const totals = await expectExactlyOnce(c.services.store, account.accountId, t);
+  console.log(`fault ${mode}: ${totals.acknowledged} acknowledged, ${totals.counted} counted, statuses ${JSON.stringify([...t.statuses])}`);
+  return totals;
+}
+
+describe('remote storage faults', () => {
+  it('storage refused: 503 storage_unavailable at once, /readyz 503; counted exactly once after', { timeout: 300_000 }, async () => {
+    await faultCase('refuse');
+  });
+  it('storage killed mid-request: 503 storage_unavailable; counted exactly once after', { timeout: 300_000 }, async () => {
+    await faultCase('kill');
+  });
+  it('storage hung: requests end at their deadline in 503, /readyz 503; counted exactly once after', { timeout: 300_000 }, async () => {
+    await faultCase('hang');
+    const line = c.logs.find((l) => /ingest insert failed|storage call failed/.test(l) && l.includes('storage did not answer within 1500 ms'));
+    expect(line, 'the log names the deadline').toBeDefined();
+  });
+});

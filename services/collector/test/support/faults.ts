@@ -1,0 +1,106 @@
+/**
+ * Test support for the fault suite: a sender that tracks every batch it sent and every one
+ * acknowledged (202), and the final check "counted exactly once, nothing acknowledged lost"
+ * against what storage holds.
+ */
+import { expect } from 'vitest';
+import type { Store } from '../../src/storage/index.js';
+import { envelope, points, post, type TestAccount } from './collector.js';
+
+export const POINTS_PER_BATCH = 5;
+
+export interface Tracker {
+  /** Batch id → its envelope, for every batch sent (acknowledged or not). */
+  sent: Map<string, Uint8Array>;
+  acked: Set<string>;
+  /** Status codes seen, with the `error.code` of refusals (`503 storage_unavailable`). */
+  statuses: Map<string, number>;
+  /** Sends one new batch; returns its status (0: the connection failed). */
+  send(): Promise<number>;
+  /** Sends this batch again (same id, same bytes) until it is acknowledged. */
+  retryUntilAcked(batchId: string, o?: { intervalMs?: number; timeoutMs?: number }): Promise<void>;
+  /** Every batch sent and not acknowledged, again until acknowledged. */
+  retryAll(): Promise<void>;
+}
+
+export function tracker(url: () => string, account: TestAccount): Tracker {
+  const sent = new Map<string, Uint8Array>();
+  const acked = new Set<string>();
+  const statuses = new Map<string, number>();
+  const attempt = async (batchId: string): Promise<number> => {
+    let status = 0;
+    let label = 'connection failed';
+    try {
+      const res = await post(url(), sent.get(batchId)!);
+      status = res.status;
+      const body = (await res.json().catch(() => ({}))) as { error?: { code?: string } };
+      label = `${status}${body.error?.code ? ` ${body.error.code}` : ''}`;
+      if (status === 202) acked.add(batchId);
+    } catch {
+      // the collector is gone or stopped mid-request: not acknowledged
+    }
+    statuses.set(label, (statuses.get(label) ?? 0) + 1);
+    return status;
+  };
+  const t: Tracker = {
+    sent,
+    acked,
+    statuses,
+    async send() {
+      const e = envelope(account, points(POINTS_PER_BATCH, (i) => ({ value: i + 1, tags: { k: String(i % 3) } })));
+      sent.set(e.batchId, e.bytes);
+      return attempt(e.batchId);
+    },
+    async retryUntilAcked(batchId, o = {}) {
+      const deadline = Date.now() + (o.timeoutMs ?? 120_000);
+      while (!acked.has(batchId)) {
+        if ((await attempt(batchId)) === 202) return;
+        if (Date.now() > deadline) throw new Error(`batch ${batchId} never acknowledged: ${JSON.stringify([...statuses])}`);
+        await new Promise((r) => setTimeout(r, o.intervalMs ?? 250));
+      }
+    },
+    async retryAll() {
+      for (const id of sent.keys()) if (!acked.has(id)) await t.retryUntilAcked(id);
+    },
+  };
+  return t;
+}
+
+/** Waits until every acknowledged batch is processed (generous: the machine may be loaded). */
+export async function waitProcessed(store: Store, accountId: string, expected: number, timeoutMs = 180_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const [row] = await store.query<{ n: string }>('SELECT count() AS n FROM processed FINAL WHERE account_id = {a:String}', { a: accountId });
+    if (Number(row?.n) >= expected) return;
+    if (Date.now() > deadline) throw new Error(`only ${row?.n} of ${expected} acknowledged batches processed`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/**
+ * Counted exactly once, nothing acknowledged lost: every acknowledged batch has exactly one
+ * processed marker with all its points, nothing that was never sent is counted, and the total
+ * is exact. Returns the totals for the report.
+ */
+export async function expectExactlyOnce(store: Store, accountId: string, t: Tracker): Promise<{ acknowledged: number; counted: number; points: number }> {
+  const rows = await store.query<{ id: string; n: string; pts: string }>(
+    'SELECT batch_id AS id, count() AS n, sum(accepted) AS pts FROM processed FINAL WHERE account_id = {a:String} GROUP BY batch_id',
+    { a: accountId },
+  );
+  const counted = new Map(rows.map((r) => [r.id, r]));
+  for (const id of t.acked) {
+    const r = counted.get(id);
+    expect(r, `acknowledged batch ${id} is counted`).toBeDefined();
+    expect(Number(r!.n), `batch ${id} counted once`).toBe(1);
+    expect(Number(r!.pts), `batch ${id} has all its points`).toBe(POINTS_PER_BATCH);
+  }
+  for (const id of counted.keys()) expect(t.sent.has(id), `counted batch ${id} was sent`).toBe(true);
+  const [sum] = await store.query<{ pts: string }>(
+    'SELECT sum(accepted) AS pts FROM processed FINAL WHERE account_id = {a:String}',
+    { a: accountId },
+  );
+  // Every batch sent was retried until acknowledged: the totals are exact.
+  expect(counted.size).toBe(t.acked.size);
+  expect(Number(sum!.pts)).toBe(t.acked.size * POINTS_PER_BATCH);
+  return { acknowledged: t.acked.size, counted: counted.size, points: Number(sum!.pts) };
+}
