@@ -15,7 +15,7 @@ import { memoryStore, outbox, type StoredBatch } from './persist.js';
 import { platform } from './platform/index.js';
 import type { Platform } from './platform/types.js';
 import { envelope, form, revive, type Batch } from './seal.js';
-import { backoff, permanent, post } from './transport.js';
+import { backoff, jittered, permanent, post } from './transport.js';
 
 export interface Library {
   /** Adds `value` (default 1) to a counter. */
@@ -222,7 +222,7 @@ export function create(options: LibraryOptions, p: Platform): Library {
       remove(b);
       dropBatch(b, 'rejected', { status, code });
     } else {
-      notBefore = Date.now() + (after ?? backoff(b._attempts, c.retryBaseDelay, c.retryMaxDelay));
+      notBefore = Date.now() + (after === undefined ? backoff(b._attempts, c.retryBaseDelay, c.retryMaxDelay) : jittered(after));
       if (++b._attempts > c.maxRetries) {
         if (persist) {
           b._wait = Infinity;

@@ -22,6 +22,12 @@ export interface Outcome {
 export const backoff = (attempt: number, base: number, cap: number, random = Math.random) =>
   random() * Math.min(cap, base * 2 ** attempt);
 
+/**
+ * A Retry-After honoured with jitter: after + random(0, max(1 s, after / 2)). Never earlier
+ * than asked, and clients refused together (an overloaded collector) come back spread out.
+ */
+export const jittered = (after: number, random = Math.random) => after + random() * Math.max(1000, after / 2);
+
 /** Retry-After (delta-seconds or HTTP date) → ms from `now`, clamped to 0..RETRY_AFTER_MAX. */
 export function retryAfter(value: string | null | undefined, now: number): number | undefined {
   if (!value) return;

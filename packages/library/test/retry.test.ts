@@ -3,7 +3,7 @@
  * envelopes, real decryption), so the clock is fully under the test's control.
  */
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { backoff, permanent, retryAfter, RETRY_AFTER_MAX } from '../src/transport.js';
+import { backoff, jittered, permanent, retryAfter, RETRY_AFTER_MAX } from '../src/transport.js';
 import { inProcess } from './helpers/collector.js';
 import { harness } from './helpers/platform.js';
 
@@ -73,6 +73,7 @@ describe('retry schedule', () => {
   });
 
   it('honours Retry-After in seconds on 429 and as an HTTP date on 503', async () => {
+    vi.spyOn(Math, 'random').mockReturnValue(0); // no jitter: exactly Retry-After
     const { col, h, times } = setup();
     const inTwelveSeconds = new Date(Date.now() + 1000 + 7000 + 12_000).toUTCString();
     col.script.push({ status: 429, headers: { 'retry-after': '7' } }, { status: 503, headers: { 'retry-after': inTwelveSeconds } });
@@ -85,6 +86,33 @@ describe('retry schedule', () => {
     await vi.advanceTimersByTimeAsync(30_000);
     expect(times()).toEqual([0, 7000, 19000]);
     expect(col.batches.size).toBe(1);
+  });
+
+  it('adds jitter to a Retry-After: never earlier, and clients refused together come back spread out', async () => {
+    expect(jittered(7000, () => 0)).toBe(7000);
+    expect(jittered(7000, () => 0.999)).toBeCloseTo(7000 + 0.999 * 3500);
+    expect(jittered(0, () => 0.5)).toBe(500); // at least 1 s of spread
+    // Twenty clients told `Retry-After: 1` at the same moment, seeded randomness.
+    let seed = 20;
+    vi.spyOn(Math, 'random').mockImplementation(() => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31; // LCG: the same sequence every run
+      return seed / 2 ** 31;
+    });
+    const clients = Array.from({ length: 20 }, () => setup());
+    for (const { col, h } of clients) {
+      col.script.push({ status: 503, headers: { 'retry-after': '1' } });
+      h.lib.count('a');
+    }
+    await vi.advanceTimersByTimeAsync(1000); // flushInterval: every client is refused at once
+    await vi.advanceTimersByTimeAsync(10_000);
+    const retries = clients.map(({ times }) => times()[1]!);
+    for (const t of retries) {
+      expect(t).toBeGreaterThanOrEqual(1000); // never before Retry-After
+      expect(t).toBeLessThanOrEqual(2000);
+    }
+    expect(new Set(retries).size).toBeGreaterThanOrEqual(15); // spread over the second (ms resolution), not one wave
+    expect(Math.max(...retries) - Math.min(...retries)).toBeGreaterThan(500);
+    for (const { col } of clients) expect(col.batches.size).toBe(1);
   });
 
   it('retries 408 and 429 but not other 4xx', async () => {
