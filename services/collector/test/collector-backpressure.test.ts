@@ -10,9 +10,11 @@ import { createAccount, envelope, points, post, startTestCollector, type TestAcc
 
 let c: TestCollector;
 let a: TestAccount;
+/** The collector's clock: real time unless a test sets it. */
+let clock: number | undefined;
 
 beforeAll(async () => {
-  c = await startTestCollector({ config: { maxProcessLagMs: 50 } });
+  c = await startTestCollector({ config: { maxProcessLagMs: 50 }, now: () => clock ?? Date.now() });
   a = await createAccount(c);
 });
 afterAll(async () => {
@@ -42,5 +44,32 @@ describe('ingest backpressure', () => {
     );
     expect(Number(row!.n)).toBeGreaterThanOrEqual(2); // the first batch and the one accepted again
     expect(Number(row!.pts)).toBe(Number(row!.n) * 10);
+  });
+});
+
+describe('Retry-After of overloaded', () => {
+  it('reflects the backlog: as many seconds as the oldest waiting batch has waited (1 to 60)', async () => {
+    const acct = await createAccount(c);
+    const processor = c.services.processor!;
+    await processor.drain();
+    await processor.stop();
+    clock = Date.now();
+    try {
+      const first = envelope(acct, points(10));
+      expect((await post(c.url, first.bytes)).status).toBe(202);
+      clock += 30_000; // the batch has waited 30 s for processing
+      const refused = await post(c.url, envelope(acct, points(10)).bytes);
+      expect(refused.status).toBe(503);
+      expect((await refused.json()).error.code).toBe('overloaded');
+      expect(refused.headers.get('retry-after')).toBe('30');
+      clock += 600_000;
+      expect((await post(c.url, envelope(acct, points(10)).bytes)).headers.get('retry-after')).toBe('60');
+    } finally {
+      clock = undefined;
+      processor.start();
+    }
+    await processor.drain();
+    const [row] = await c.services.store.query<{ n: string }>('SELECT count() AS n FROM processed FINAL WHERE account_id = {a:String}', { a: acct.accountId });
+    expect(Number(row!.n)).toBe(1); // the acknowledged batch, counted once
   });
 });
