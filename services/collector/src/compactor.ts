@@ -49,6 +49,7 @@ import {
   type StoredRollup,
   type SupersedingRollup,
 } from './storage/types.js';
+import { LIST_PARAM_BYTES, chunkList } from './storage/repository.js';
 
 export { COMPACTION_PART_PREFIX };
 
@@ -548,7 +549,9 @@ export class Compactor {
     }
     const now = this.now();
     const written: RollupRow[] = [];
-    for (const [accountId, days] of byAccount) {
+    // An account's day keys go in statements of bounded size (each day's rows read by one of them).
+    const runs = [...byAccount].flatMap(([a, ds]) => chunkList(ds, (d) => `${d.m}|${d.d}|${d.s}|${d.v}`, LIST_PARAM_BYTES[store.kind]).map((run) => [a, run] as const));
+    for (const [accountId, days] of runs) {
       const keys = await this.o.keyring.accountKeys(accountId);
       if (!keys?.length) continue;
       const dayNums = days.map((d) => Number(d.d));

@@ -24,6 +24,7 @@ import { Worker } from 'node:worker_threads';
 import { randomBytes, toHex } from '@cipherstat/protocol';
 import type { BatchRow, DictRow, Partition, RollupRef, RollupRow, Store } from './storage/types.js';
 import { COMPACTION_PART_PREFIX, partitionParams, partitionSql } from './storage/types.js';
+import { LIST_PARAM_BYTES, chunkList } from './storage/repository.js';
 import type { Keyring } from './keyring/index.js';
 import type { Accounts } from './accounts.js';
 import type { Metrics } from './metrics.js';
@@ -281,7 +282,9 @@ export class Processor {
       { since, compacted: COMPACTION_PART_PREFIX, cutoff: now - (opts.minAgeMs ?? 0) + 1, ...(p ? partitionParams(p) : {}) },
     );
     if (orphans.length) {
-      await this.o.store.exec('DELETE FROM rollups WHERE part IN {parts:Array(String)}', { parts: orphans.map((o) => o.part) });
+      for (const run of chunkList(orphans, (o) => o.part, LIST_PARAM_BYTES[this.o.store.kind])) {
+        await this.o.store.exec('DELETE FROM rollups WHERE part IN {parts:Array(String)}', { parts: run.map((o) => o.part) });
+      }
       this.o.log.warn({ parts: orphans.length }, 'removed rollup rows of interrupted processing ticks');
     }
     return orphans.length;

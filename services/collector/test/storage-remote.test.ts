@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openStore, type Store } from '../src/storage/index.js';
+import { LIST_PARAM_BYTES, openStore, type RollupRow, type Store } from '../src/storage/index.js';
 import { startClickHouseHttp, type ClickHouseHttp } from './support/clickhouse-http.js';
 import { ALL_BYTES, account, batch, storeConformance } from './support/storage-conformance.js';
 
@@ -87,5 +87,57 @@ describe.skipIf(realUrl)('ClickHouse HTTP shim', () => {
     const store = await openStore({ url: shim!.url, user: 'cipher', password: 'wrong' }, {});
     await expect(store.putAccount(account('a', 1))).rejects.toMatchObject({ code: 'storage_query_failed', clickhouseCode: 516 });
     await store.close();
+  });
+
+  it('passes parameters as a server does: a list longer than a URL field is refused, max_query_size is the query text\'s', async () => {
+    const c = client();
+    const long = Array.from({ length: 20_000 }, (_, i) => `acct_${i}|0|1234567890123|${i}`); // > 128 KiB
+    await expect(c.query({ query: 'SELECT length({a:Array(String)}) AS n', query_params: { a: long } })).rejects.toThrow(/Field value too long/);
+    const fits = long.slice(0, 3000); // < 128 KiB: bound, not parsed as SQL, so max_query_size does not apply
+    expect(await (await c.query({ query: 'SELECT length({a:Array(String)}) AS n', query_params: { a: fits }, format: 'JSONEachRow', clickhouse_settings: { max_query_size: '1000' } })).json()).toEqual([{ n: 3000 }]);
+    await expect(c.query({ query: `SELECT 1 /* ${'x'.repeat(2000)} */`, clickhouse_settings: { max_query_size: '1000' } })).rejects.toThrow(/Max query size exceeded/);
+    await c.close();
+  });
+});
+
+describe.skipIf(realUrl)('bounded statements (remote)', () => {
+  it('cuts every key list into statements a server takes, however many keys', { timeout: 300_000 }, async () => {
+    const store = await open();
+    try {
+      await store.migrate();
+      const acc = `acct_bounded_${Date.now()}`;
+      const now = Date.now();
+      const bucket = now - (now % 60_000);
+      // 2,000 groups of two rows: every list below is several times one statement's budget.
+      const rows: RollupRow[] = Array.from({ length: 4000 }, (_, i) => ({
+        accountId: acc, level: 0, bucket, metric: String(1000 + (i % 2000)), series: String(9_000_000_000_000_000_000n + BigInt(i % 2000)),
+        tagKeys: [], tagValues: [], keyVersion: 1, part: `p${String(i).padStart(5, '0')}-${'x'.repeat(30)}`, agg: new Uint8Array([i % 256]),
+        writtenAt: now, expiresAt: now + 86_400_000,
+      }));
+      await store.insertRollups(rows);
+      const refs = rows.map((r) => ({ accountId: r.accountId, level: r.level, bucket: r.bucket, metric: r.metric, series: r.series, part: r.part }));
+      const refBytes = refs.reduce((n, r) => n + `${r.accountId}|${r.level}|${r.metric}|${r.bucket}|${r.series}|${r.part}`.length, 0);
+      expect(refBytes).toBeGreaterThan(4 * LIST_PARAM_BYTES.remote); // more keys than one statement can hold
+
+      const sent = shim!.requests.length;
+      const groups = refs.filter((_, i) => i < 2000);
+      expect((await store.rollupsOfGroups(groups, 10)).length).toBe(4000);
+      expect((await store.findRollups(refs)).length).toBe(4000);
+      await store.clearSupersedes(refs, { wait: true });
+      const ids = Array.from({ length: 6000 }, (_, i) => ({ accountId: acc, batchId: `b${String(i).padStart(31, '0')}` }));
+      await store.insertBatches(ids.map((k) => batch(k.accountId, k.batchId, now)));
+      expect((await store.existingBatches(ids)).size).toBe(6000);
+      await store.deleteBatches(ids);
+      expect((await store.existingBatches(ids)).size).toBe(0);
+      await store.deleteRollups(refs, { wait: true });
+      expect(await store.findRollups(refs)).toEqual([]);
+
+      // Several statements each, every parameter within a URL field of the server.
+      const mine = shim!.requests.slice(sent);
+      expect(mine.filter((r) => /\bkeys:Array/.test(r.query) && /^\s*DELETE FROM/.test(r.query)).length).toBeGreaterThan(3);
+      for (const r of mine) for (const v of Object.values(r.params)) expect(Buffer.byteLength(v)).toBeLessThan(128 * 1024);
+    } finally {
+      await store.close();
+    }
   });
 });

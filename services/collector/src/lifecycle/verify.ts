@@ -15,6 +15,7 @@ import { openSeal, type KeyPair } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
 import type { Keyring } from '../keyring/index.js';
 import type { AccountState, DictKind, RollupLevel, Store } from '../storage/types.js';
+import { LIST_PARAM_BYTES, chunkList } from '../storage/repository.js';
 import { openRollup, opensDict } from '../records.js';
 
 export const PURGE_TABLES = ['batches', 'processed', 'rollups', 'dictionary', 'rejects', 'accounts'] as const;
@@ -74,18 +75,20 @@ export async function countPurgeRows(store: Store, accountIds: string[]): Promis
   const out = new Map<string, Record<PurgeTable, number>>();
   if (accountIds.length === 0) return out;
   for (const id of accountIds) out.set(id, { batches: 0, processed: 0, rollups: 0, dictionary: 0, rejects: 0, accounts: 0 });
-  const rows = await store.query<{ t: string; a: string; n: string }>(
-    PURGE_TABLES.map(
-      (t) =>
-        `SELECT '${t}' AS t, account_id AS a, count() AS n FROM ${t} WHERE ${PURGE_WHERE[t].replace('account_id = {id:String}', 'account_id IN {ids:Array(String)}')} GROUP BY account_id`,
-    ).join(
-      '\nUNION ALL ',
-    ),
-    { ids: accountIds },
-  );
-  for (const r of rows) {
-    const counts = out.get(r.a);
-    if (counts) counts[r.t as PurgeTable] = Number(r.n);
+  for (const ids of chunkList(accountIds, (id) => id, LIST_PARAM_BYTES[store.kind])) {
+    const rows = await store.query<{ t: string; a: string; n: string }>(
+      PURGE_TABLES.map(
+        (t) =>
+          `SELECT '${t}' AS t, account_id AS a, count() AS n FROM ${t} WHERE ${PURGE_WHERE[t].replace('account_id = {id:String}', 'account_id IN {ids:Array(String)}')} GROUP BY account_id`,
+      ).join(
+        '\nUNION ALL ',
+      ),
+      { ids },
+    );
+    for (const r of rows) {
+      const counts = out.get(r.a);
+      if (counts) counts[r.t as PurgeTable] = Number(r.n);
+    }
   }
   return out;
 }

@@ -41,4 +41,5 @@ export async function openStore(options: OpenStoreOptions, env: NodeJS.ProcessEn
 export { StorageError, isStorageError } from './errors.js';
 export type { StorageErrorCode } from './errors.js';
 export { RowBinaryReader } from './rowbinary.js';
+export { LIST_PARAM_BYTES, chunkList } from './repository.js';
 export type * from './types.js';

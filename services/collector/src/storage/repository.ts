@@ -41,9 +41,34 @@ const GROUP_KEY_SQL = `concat(account_id, '|', toString(level), '|', toString(me
 const REF_KEY_SQL = `concat(${GROUP_KEY_SQL}, '|', part)`;
 const groupKey = (g: RollupGroupKey): string => `${g.accountId}|${g.level}|${g.metric}|${g.bucket}|${g.series}`;
 const refKey = (r: RollupRef): string => `${groupKey(r)}|${r.part}`;
-/** Most rows one compaction statement names (bound parameters travel in the URL of an HTTP request). */
-const REFS_PER_STATEMENT = 2000;
-const chunks = <T>(xs: T[], n: number): T[][] => Array.from({ length: Math.ceil(xs.length / n) }, (_, i) => xs.slice(i * n, (i + 1) * n));
+/**
+ * Most bytes of one list parameter in one statement, counted as sent (URL-encoded, quoted). A
+ * ClickHouse server takes bound parameters as URL fields: at most `http_max_field_value_size`
+ * (128 KiB) each and `http_max_uri_size` (1 MiB) in all, and a statement here carries at most
+ * four lists made from the same keys: 64 KiB per list keeps every statement below both, however
+ * long the backlog. chDB binds parameters in process, with no such limit; its lists are still
+ * bounded.
+ */
+export const LIST_PARAM_BYTES: Record<Connection['kind'], number> = { remote: 64 * 1024, chdb: 1024 * 1024 };
+
+/** `xs` cut into runs whose `text`s fit one list parameter of a statement (`budget` bytes). */
+export function chunkList<T>(xs: readonly T[], text: (x: T) => string, budget: number): T[][] {
+  const out: T[][] = [];
+  let run: T[] = [];
+  let bytes = 0;
+  for (const x of xs) {
+    const n = encodeURIComponent(text(x)).length + 9; // '…', URL-encoded
+    if (run.length && bytes + n > budget) {
+      out.push(run);
+      run = [];
+      bytes = 0;
+    }
+    run.push(x);
+    bytes += n;
+  }
+  if (run.length) out.push(run);
+  return out;
+}
 /** Coarse filters on the sorting key (accounts, metrics, bucket range) so exact key matches read few granules. */
 function refRange(rows: RollupGroupKey[]): { accs: string[]; ms: string[]; bmin: number; bmax: number } {
   let bmin = Infinity;
@@ -102,6 +127,7 @@ function toDict(r: Raw): DictRow {
 
 export function createStore(conn: Connection, opts: SchemaOptions): Store {
   const db = opts.database;
+  const chunks = <T>(xs: readonly T[], text: (x: T) => string): T[][] => chunkList(xs, text, LIST_PARAM_BYTES[conn.kind]);
   const t = (name: string): string => `${db}.${name}`;
   const insert = async <R>(table: string, columns: readonly string[], rows: readonly R[], fields: (r: R) => (string | Buffer)[]) => {
     if (rows.length > 0) await conn.insert(t(table), columns, tsv(rows, fields));
@@ -162,15 +188,21 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
     // `IN` on both key columns uses the primary index; the cross product it may over-select is
     // filtered here (an exact tuple match in SQL costs 2-20x more).
     async existingBatches(keys) {
-      if (keys.length === 0) return new Set();
-      const wanted = new Set(keys.map(key));
-      const where = 'account_id IN {a:Array(String)} AND batch_id IN {b:Array(String)}';
-      const rows = await conn.query<{ account_id: string; batch_id: string }>(
-        `SELECT account_id, batch_id FROM ${t('batches')} WHERE ${where}
-         UNION DISTINCT SELECT account_id, batch_id FROM ${t('processed')} WHERE ${where}`,
-        { a: unique(keys.map((k) => k.accountId)), b: unique(keys.map((k) => k.batchId)) },
-      );
-      return new Set(rows.map((r) => key({ accountId: r.account_id, batchId: r.batch_id })).filter((k) => wanted.has(k)));
+      const found = new Set<string>();
+      for (const part of chunks(keys, key)) {
+        const wanted = new Set(part.map(key));
+        const where = 'account_id IN {a:Array(String)} AND batch_id IN {b:Array(String)}';
+        const rows = await conn.query<{ account_id: string; batch_id: string }>(
+          `SELECT account_id, batch_id FROM ${t('batches')} WHERE ${where}
+           UNION DISTINCT SELECT account_id, batch_id FROM ${t('processed')} WHERE ${where}`,
+          { a: unique(part.map((k) => k.accountId)), b: unique(part.map((k) => k.batchId)) },
+        );
+        for (const r of rows) {
+          const k = key({ accountId: r.account_id, batchId: r.batch_id });
+          if (wanted.has(k)) found.add(k);
+        }
+      }
+      return found;
     },
 
     async pendingBatches(sinceMs, limit, partition) {
@@ -193,19 +225,20 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
       ]),
 
     async deleteBatches(keys) {
-      if (keys.length === 0) return;
-      await conn.exec(
-        `DELETE FROM ${t('batches')}
-         WHERE account_id IN {acc:Array(String)} AND batch_id IN {ids:Array(String)}
-           AND has(arrayZip({a:Array(String)}, {b:Array(String)}), (account_id, batch_id))
-         SETTINGS lightweight_deletes_sync = 2`,
-        {
-          acc: unique(keys.map((k) => k.accountId)),
-          ids: unique(keys.map((k) => k.batchId)),
-          a: keys.map((k) => k.accountId),
-          b: keys.map((k) => k.batchId),
-        },
-      );
+      for (const part of chunks(keys, key)) {
+        await conn.exec(
+          `DELETE FROM ${t('batches')}
+           WHERE account_id IN {acc:Array(String)} AND batch_id IN {ids:Array(String)}
+             AND has(arrayZip({a:Array(String)}, {b:Array(String)}), (account_id, batch_id))
+           SETTINGS lightweight_deletes_sync = 2`,
+          {
+            acc: unique(part.map((k) => k.accountId)),
+            ids: unique(part.map((k) => k.batchId)),
+            a: part.map((k) => k.accountId),
+            b: part.map((k) => k.batchId),
+          },
+        );
+      }
     },
 
     insertRollups: (rows) =>
@@ -243,7 +276,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
 
     async rollupsOfGroups(groups, perGroup) {
       const out: StoredRollup[] = [];
-      for (const part of chunks(groups, REFS_PER_STATEMENT)) {
+      for (const part of chunks(groups, groupKey)) {
         const where = `${RANGE_SQL} AND ${GROUP_KEY_SQL} IN {keys:Array(String)}`;
         const rows = await conn.query<Raw>(
           `SELECT account_id AS acc, level AS l, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s,
@@ -293,7 +326,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
     // Mutations, queued or waited for (every replica); the exact row keys go through a hash
     // set, the account/metric/bucket/part filters let ClickHouse skip parts and granules.
     async deleteRollups(rows, opts) {
-      for (const part of chunks(rows, REFS_PER_STATEMENT)) {
+      for (const part of chunks(rows, refKey)) {
         await conn.exec(
           `DELETE FROM ${t('rollups')}
            WHERE ${RANGE_SQL} AND part IN {parts:Array(String)} AND ${REF_KEY_SQL} IN {keys:Array(String)}
@@ -304,7 +337,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
     },
 
     async clearSupersedes(rows, opts) {
-      for (const part of chunks(rows, REFS_PER_STATEMENT)) {
+      for (const part of chunks(rows, refKey)) {
         await conn.exec(
           `ALTER TABLE ${t('rollups')} UPDATE supersedes = []
            WHERE ${RANGE_SQL} AND part IN {parts:Array(String)} AND ${REF_KEY_SQL} IN {keys:Array(String)}
@@ -317,7 +350,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
 
     async findRollups(rows) {
       const out: { accountId: string; level: RollupLevel; bucket: number; metric: string; series: string; part: string; supersedes: string[] }[] = [];
-      for (const part of chunks(rows, REFS_PER_STATEMENT)) {
+      for (const part of chunks(rows, refKey)) {
         const found = await conn.query<{ a: string; l: number; b: number | string; m: string; s: string; p: string; sup: string[] }>(
           `SELECT account_id AS a, level AS l, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, part AS p, supersedes AS sup
            FROM ${t('rollups')}

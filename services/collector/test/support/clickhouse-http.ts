@@ -8,7 +8,10 @@
  * Each request runs on its own chDB session (sessions at one path share the data and are
  * cheap), so its settings and `SET param_*` bindings never leak into another request.
  * Parameters are handed to the engine verbatim, as the server does: the engine parses each
- * `param_x` with the escaped text format of the placeholder's type.
+ * `param_x` with the escaped text format of the placeholder's type. Limits as a server's:
+ * every URL field (a parameter) at most `http_max_field_value_size` (128 KiB), the URL at
+ * most `http_max_uri_size` (1 MiB), and `max_query_size` (256 KiB unless the request sets it)
+ * applies to the query text only, not to the parameters (they are not parsed as SQL).
  */
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
@@ -31,6 +34,10 @@ export interface ClickHouseHttpOptions {
 }
 
 const VERSION = '26.7.2.1-chdb-shim';
+/** The server's defaults: http_max_field_value_size, http_max_uri_size, max_query_size. */
+const MAX_FIELD_VALUE = 128 * 1024;
+const MAX_URI = 1024 * 1024;
+const MAX_QUERY_SIZE = 256 * 1024;
 
 /** Settings that belong to the HTTP layer, not the engine. */
 const HTTP_ONLY = new Set([
@@ -93,8 +100,12 @@ export async function startClickHouseHttp(options: ClickHouseHttpOptions): Promi
   const requests: ClickHouseHttp['requests'] = [];
 
   async function run(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if ((req.url ?? '').length > MAX_URI) throw new HttpError(1000, 'HTML Form Exception: URI too long. (POCO_EXCEPTION)', 414);
     const url = new URL(req.url ?? '/', 'http://localhost');
     const q = url.searchParams;
+    for (const [k, v] of q) {
+      if (Buffer.byteLength(v) > MAX_FIELD_VALUE) throw new HttpError(1000, `HTML Form Exception: Field value too long (${k}). (POCO_EXCEPTION)`, 400);
+    }
     if (url.pathname === '/ping' || (url.pathname === '/' && req.method === 'GET' && !q.has('query'))) {
       res.writeHead(200, { 'Content-Type': 'text/plain; charset=UTF-8' }).end('Ok.\n');
       return;
@@ -116,7 +127,12 @@ export async function startClickHouseHttp(options: ClickHouseHttpOptions): Promi
 
     const params: Record<string, string> = {};
     const sets: string[] = [];
+    let maxQuerySize = String(MAX_QUERY_SIZE);
     for (const [k, v] of q) {
+      if (k === 'max_query_size') {
+        maxQuerySize = v; // set after the parameters (below)
+        continue;
+      }
       if (k.startsWith('param_')) {
         if (!IDENT.test(k.slice(6))) throw new HttpError(36, `Bad parameter name ${k}. (BAD_ARGUMENTS)`);
         params[k.slice(6)] = v;
@@ -129,11 +145,14 @@ export async function startClickHouseHttp(options: ClickHouseHttpOptions): Promi
     requests.push({ query: sql, params });
 
     const queryId = q.get('query_id') || randomUUID();
-    const session = new Session(dataDir);
+    // The SET that binds the parameters is not the query: it may be as long as the URL allows;
+    // max_query_size then applies to the query text, as on a server.
+    const session = new Session(dataDir, { connectionArgs: [`--max_query_size=${4 * MAX_URI}`] });
     let out: Uint8Array;
     let summary: Record<string, string>;
     try {
       if (sets.length) await session.queryAsync(`SET ${sets.join(', ')}`);
+      await session.queryAsync(`SET max_query_size = ${sqlString(maxQuerySize)}`);
       const database = q.get('database');
       if (database) {
         if (!IDENT.test(database)) throw new HttpError(81, `Database ${database} does not exist. (UNKNOWN_DATABASE)`);

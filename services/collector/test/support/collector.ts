@@ -36,7 +36,9 @@ export async function startTestCollector(
       cb();
     },
   });
-  const config = { ...loadConfig({ port: '0', 'data-dir': dataDir }, {}), ...opts.config };
+  // Generous storage deadlines unless a test sets its own: on a loaded machine a slow call is
+  // slow, not a fault (the fault suite sets short ones and asserts the 503s).
+  const config = { ...loadConfig({ port: '0', 'data-dir': dataDir }, {}), storageTimeoutMs: 60_000, queryTimeoutMs: 60_000, readyTimeoutMs: 1000, ...opts.config };
   const running = await startCollector(config, {
     log: createLogger({ level: 'debug', destination }),
     env: { CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.env },
