@@ -3,9 +3,49 @@
  * acknowledged (202), and the final check "counted exactly once, nothing acknowledged lost"
  * against what storage holds.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import type { Store } from '../../src/storage/index.js';
-import { envelope, points, post, type TestAccount } from './collector.js';
+import { ADMIN_TOKEN, envelope, points, post, type TestAccount } from './collector.js';
+
+export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+
+export interface CollectorProcess {
+  child: ChildProcess;
+  url: string;
+  /** stdout and stderr so far (JSON log lines, and what the CLI prints when it fails). */
+  output: () => string;
+}
+
+/**
+ * `cipherstat serve` (the built CLI) as a child process on `dataDir`; resolves once it listens,
+ * rejects with its output when it exits first (a start that fails).
+ */
+export function startCollectorProcess(dataDir: string, env: Record<string, string> = {}): Promise<CollectorProcess> {
+  const child = spawn(process.execPath, [CLI, 'serve'], {
+    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', CIPHERSTAT_DATA_DIR: dataDir, CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, CIPHERSTAT_LOG_LEVEL: 'info', CIPHERSTAT_RATE_LIMIT: '100000', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    child.stdout!.on('data', (d) => {
+      out += d;
+      const m = /"url":"(http:\/\/[^"]+)"/.exec(out);
+      if (m) resolve({ child, url: m[1]!, output: () => out });
+    });
+    child.stderr!.on('data', (d) => (out += d));
+    child.on('exit', (code) => reject(Object.assign(new Error(`collector exited (${code}): ${out.slice(-4000)}`), { output: out, code })));
+  });
+}
+
+/** Ends the child (SIGTERM: graceful, SIGKILL: a crash) and waits for it. */
+export async function stopProcess(p: CollectorProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+  if (p.child.exitCode !== null || p.child.signalCode !== null) return;
+  const exited = new Promise((r) => p.child.once('exit', r));
+  p.child.kill(signal);
+  await exited;
+}
 
 export const POINTS_PER_BATCH = 5;
 
@@ -15,6 +55,8 @@ export interface Tracker {
   acked: Set<string>;
   /** Status codes seen, with the `error.code` of refusals (`503 storage_unavailable`). */
   statuses: Map<string, number>;
+  /** Retry-After of every 503 seen. */
+  retryAfter: string[];
   /** Sends one new batch; returns its status (0: the connection failed). */
   send(): Promise<number>;
   /** Sends this batch again (same id, same bytes) until it is acknowledged. */
@@ -27,12 +69,14 @@ export function tracker(url: () => string, account: TestAccount): Tracker {
   const sent = new Map<string, Uint8Array>();
   const acked = new Set<string>();
   const statuses = new Map<string, number>();
+  const retryAfter: string[] = [];
   const attempt = async (batchId: string): Promise<number> => {
     let status = 0;
     let label = 'connection failed';
     try {
       const res = await post(url(), sent.get(batchId)!);
       status = res.status;
+      if (status === 503) retryAfter.push(res.headers.get('retry-after') ?? '');
       const body = (await res.json().catch(() => ({}))) as { error?: { code?: string } };
       label = `${status}${body.error?.code ? ` ${body.error.code}` : ''}`;
       if (status === 202) acked.add(batchId);
@@ -46,6 +90,7 @@ export function tracker(url: () => string, account: TestAccount): Tracker {
     sent,
     acked,
     statuses,
+    retryAfter,
     async send() {
       const e = envelope(account, points(POINTS_PER_BATCH, (i) => ({ value: i + 1, tags: { k: String(i % 3) } })));
       sent.set(e.batchId, e.bytes);
