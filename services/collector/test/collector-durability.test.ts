@@ -4,45 +4,31 @@
  * once, and processing finishes exactly once (no rollup part without its processed marker).
  * Runs the built CLI (`npm test` builds first).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
 import { openStore } from '../src/storage/index.js';
 import { ADMIN_TOKEN, envelope, points, post, type TestAccount } from './support/collector.js';
+import { CLI, startCollectorProcess, stopProcess, type CollectorProcess } from './support/faults.js';
 
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const dataDir = mkdtempSync(join(tmpdir(), 'cipherstat-kill-'));
-const children: ChildProcess[] = [];
+const children: CollectorProcess[] = [];
+const startChild = async () => {
+  const p = await startCollectorProcess(dataDir);
+  children.push(p);
+  return p;
+};
 
-afterAll(() => {
-  for (const ch of children) if (ch.exitCode === null) ch.kill('SIGKILL');
+afterAll(async () => {
+  for (const p of children) await stopProcess(p, 'SIGKILL');
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-function startChild(): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(process.execPath, [CLI, 'serve'], {
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', CIPHERSTAT_DATA_DIR: dataDir, CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, CIPHERSTAT_LOG_LEVEL: 'info', CIPHERSTAT_RATE_LIMIT: '100000' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  return new Promise((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d) => {
-      out += d;
-      const m = /"url":"(http:\/\/[^"]+)"/.exec(out);
-      if (m) resolve({ child, url: m[1]! });
-    });
-    child.stderr!.on('data', (d) => (out += d));
-    child.on('exit', (code) => reject(new Error(`collector exited (${code}): ${out.slice(-2000)}`)));
-  });
-}
-
 it('every acknowledged batch survives kill -9 exactly once', { timeout: 120_000 }, async () => {
   expect(existsSync(CLI), 'run `npm run build` first').toBe(true);
-  let { child, url } = await startChild();
+  let p = await startChild();
+  let { url } = p;
   const res = await fetch(`${url}/v1/accounts`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN_TOKEN}` }, body: '{}' });
   const account = (await res.json()) as TestAccount;
 
@@ -65,15 +51,16 @@ it('every acknowledged batch survives kill -9 exactly once', { timeout: 120_000 
   };
   const workers = Array.from({ length: 8 }, worker);
   while (acked.size < 150) await new Promise((r) => setTimeout(r, 20));
-  child.kill('SIGKILL');
+  const killed = stopProcess(p, 'SIGKILL');
   killedAt = acked.size;
-  await new Promise((r) => child.once('exit', r));
+  await killed;
   stop = true;
   await Promise.all(workers);
   expect(killedAt).toBeGreaterThanOrEqual(150);
 
   // Restart on the same directory: recovery processes what the crash left unprocessed.
-  ({ child, url } = await startChild());
+  p = await startChild();
+  ({ url } = p);
   const deadline = Date.now() + 60_000;
   for (;;) {
     const shown = await (await fetch(`${url}/v1/accounts/${account.accountId}`, { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } })).json();
@@ -81,8 +68,7 @@ it('every acknowledged batch survives kill -9 exactly once', { timeout: 120_000 
     if (Date.now() > deadline) throw new Error(`not processed after restart: ${JSON.stringify(shown.rows)}`);
     await new Promise((r) => setTimeout(r, 500));
   }
-  child.kill('SIGTERM');
-  await new Promise((r) => child.once('exit', r));
+  await stopProcess(p);
 
   const store = await openStore({ dataDir }, {});
   try {

@@ -62,6 +62,9 @@ it.skipIf(!mounted)('disk full: 503 storage_unavailable naming the path and free
   for (let i = 0; i < 5; i++) expect(await t.send()).toBe(503);
   expect(t.statuses.get('503 storage_unavailable')).toBe(5);
   expect(t.retryAfter.every((v) => Number(v) >= 1)).toBe(true);
+  // Readiness still answers (within CIPHERSTAT_READY_TIMEOUT_MS: 200 when a read works, else 503), liveness too.
+  expect([200, 503]).toContain((await fetch(`${p.url}/readyz`)).status);
+  expect((await fetch(`${p.url}/healthz`)).status).toBe(200);
   // The failed insert is logged with the engine's error, the path and the free space.
   await expect.poll(() => p.output().split('\n').find((l) => l.includes('ingest insert failed')), { timeout: 60_000 }).toBeDefined();
   const line = JSON.parse(p.output().split('\n').find((l) => l.includes('ingest insert failed'))!);

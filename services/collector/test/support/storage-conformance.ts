@@ -95,6 +95,19 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       expect(rows.map((r) => r.version)).toEqual(migrations.map((m) => m.version));
     });
 
+    it('withDeadline: a call that does not answer in time is storage_unavailable, and the store keeps serving', async () => {
+      const bounded = store.withDeadline(200);
+      // ~6 s of engine time (two rows, 3 s each) against a 200 ms deadline.
+      await expect(bounded.query('SELECT sleep(3) FROM numbers(2) SETTINGS max_block_size = 1')).rejects.toMatchObject({
+        name: 'StorageError',
+        code: 'storage_unavailable',
+        message: 'storage did not answer within 200 ms',
+      });
+      await bounded.close(); // a view: closing it leaves the store open
+      // Once the abandoned statement is done (chDB runs one at a time), the store answers as before.
+      expect(await store.query<{ one: number }>('SELECT 1 AS one')).toEqual([{ one: 1 }]);
+    });
+
     it('lists every table it created', async () => {
       const names = (await store.tables()).map((t) => t.split('.')[1]);
       expect(names.sort()).toEqual(['accounts', 'batches', 'dictionary', 'processed', 'rejects', 'rollups', 'schema_migrations']);
