@@ -264,8 +264,8 @@ class RollupWriter {
       keyVersion: this.keyVersion,
       expiresAt: bucket + LEVELS[level].ms + this.retentionDays * DAY,
     };
+    row.part = part; // bound into the row's identity (record format 2)
     const agg_ = sealRollup(this.dataKey, row, encodeAggregate(agg));
-    row.part = part;
     row.writtenAt = writtenAt;
     row.agg = agg_;
     return row;

@@ -389,6 +389,7 @@ export class Compactor {
         const merged = this.merge(g, key.dataKey, candidates, report);
         if (!merged) continue;
         const first = merged.sources[0]!;
+        const part = newPart(COMPACTION_PART_PREFIX); // one per row: a list entry names exactly one row
         out.push({
           accountId: g.accountId,
           level: g.level,
@@ -398,10 +399,10 @@ export class Compactor {
           tagKeys: first.tagKeys,
           tagValues: first.tagValues,
           keyVersion: version,
-          part: newPart(COMPACTION_PART_PREFIX), // one per row: a list entry names exactly one row
+          part,
           supersedes: merged.sources.map((s) => s.part),
-          // bound to the tag pseudonyms it is stored with (all sources carry the same ones)
-          agg: sealRollup(key.dataKey, { ...g, tagKeys: first.tagKeys, tagValues: first.tagValues }, encodeAggregate(merged.agg)),
+          // bound to the tag pseudonyms it is stored with (all sources carry the same ones), its key version and part
+          agg: sealRollup(key.dataKey, { ...g, tagKeys: first.tagKeys, tagValues: first.tagValues, keyVersion: version, part }, encodeAggregate(merged.agg)),
           writtenAt: now,
           expiresAt: Math.max(...merged.sources.map((s) => s.expiresAt)),
         });
@@ -598,7 +599,7 @@ export class Compactor {
         };
         const sources: typeof rows = [];
         if (packs[0]) {
-          const plain = openRollup(key.dataKey, { ...id, level: 2 }, fromBase64(packs[0].a));
+          const plain = openRollup(key.dataKey, { ...id, level: 2, keyVersion: version, part: packs[0].p }, fromBase64(packs[0].a));
           try {
             if (!plain) throw new Error('does not open');
             forEachInDayPack(plain, (h, bytes) => addHour(h, decodeAggregate(bytes)));
@@ -615,8 +616,12 @@ export class Compactor {
             report.unmarkedRows++;
             continue;
           }
+          if (sources.some((s) => s.b === r.b && s.p === r.p)) {
+            report.failedRows++; // a copy storage made of an hour row: packed once
+            continue;
+          }
           const agg = sameList(r.k, first.k) && sameList(r.t, first.t)
-            ? openAggregate(key.dataKey, { ...id, level: 1, bucket: r.b, tagKeys: r.k, tagValues: r.t }, fromBase64(r.a))
+            ? openAggregate(key.dataKey, { ...id, level: 1, bucket: r.b, tagKeys: r.k, tagValues: r.t, keyVersion: version, part: r.p }, fromBase64(r.a))
             : undefined; // other tag pseudonyms than its series: not what the processor writes
           if (!agg) {
             report.failedRows++;
@@ -626,13 +631,14 @@ export class Compactor {
           sources.push(r);
         }
         if (sources.length === (packs[0] ? 1 : 0)) continue; // no hour row to add
+        const part = newPart(DAY_PART_PREFIX);
         written.push({
           ...id,
           level: 2,
           keyVersion: version,
-          part: newPart(DAY_PART_PREFIX),
+          part,
           supersedes: sources.map((r) => (Number(r.l) === 2 ? r.p : hourEntry(r.b, r.p))),
-          agg: sealRollup(key.dataKey, { ...id, level: 2 }, encodeDayPack([...hourAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })))),
+          agg: sealRollup(key.dataKey, { ...id, level: 2, keyVersion: version, part }, encodeDayPack([...hourAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })))),
           writtenAt: now,
           expiresAt: Math.max(...sources.map((r) => r.e)),
         });
@@ -662,8 +668,12 @@ export class Compactor {
     const sources: StoredRollup[] = [];
     let failed = 0;
     for (const r of candidates) {
+      if (sources.some((s) => s.part === r.part)) {
+        failed++; // a copy storage made of a row (same part): merged once; the delete removes both
+        continue;
+      }
       // the row's own tag pseudonyms: a row whose tag_values storage rewrote fails here
-      const a = openAggregate(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues }, r.agg);
+      const a = openAggregate(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: r.keyVersion, part: r.part }, r.agg);
       if (!a) {
         failed++;
         continue;

@@ -11,7 +11,15 @@
  * the subkey, node:crypto's ChaCha20-Poly1305 does the bulk — ~4x faster than tweetnacl's
  * secretbox for a 2.5 KB day pack, which the query engine opens thousands of per query.
  * Rows written before format 1 (secretbox with an 8-byte identity tag in front of the
- * plaintext) still open; new rows are always format 1.
+ * plaintext) still open.
+ *
+ * Format 2 (rollup rows since then; same cipher, `0x02` first): the identity also binds the
+ * row's key version and `part`, so storage cannot copy a row under another part (it does not
+ * open) and a second row with the same identity is a copy that readers count once. A version
+ * marker rather than a migration: stored rows keep opening as they are (format 1 rows with
+ * the weaker identity until compaction re-seals them into merged rows), nothing is rewritten
+ * in place, and the marker is authenticated (a row relabelled to the other format fails).
+ * `supersedes` is not bound: README.md states what that leaves open.
  */
 import * as nodeCrypto from 'node:crypto';
 import { hchacha } from '@noble/ciphers/chacha.js';
@@ -29,9 +37,15 @@ export interface RollupIdentity {
   tagKeys: readonly string[];
   /** Tag key=value pseudonyms as stored (`tag_values`), in order. */
   tagValues: readonly string[];
+  /** The key version the row is sealed under (`key_version`). */
+  keyVersion: number;
+  /** The row's `part`: unique within its group, so a copy under another part does not open. */
+  part: string;
 }
 
 const FORMAT = 1;
+/** Rollup rows since row identities bind key version and part (format 1 rows still open). */
+const FORMAT_ROW = 2;
 const NONCE = 24;
 const MAC = 16;
 /** Bytes a sealed record adds to its plaintext. */
@@ -84,12 +98,12 @@ function fillNonce(into: Uint8Array): Uint8Array {
   return into;
 }
 
-/** Seals `plain` under `key` with `ad` as associated data (format 1). */
-export function sealRecord(key: Uint8Array, ad: string, plain: Uint8Array): Uint8Array {
+/** Seals `plain` under `key` with `ad` as associated data (format 1; rollup rows: 2, same cipher). */
+export function sealRecord(key: Uint8Array, ad: string, plain: Uint8Array, format = FORMAT): Uint8Array {
   // A zeroed key was destroyed (shred, wipe) while a caller still held it: never seal under it.
   if (isZero(key)) throw new Error('refusing to seal under a destroyed (all-zero) data key');
   const out = new Uint8Array(SEAL_OVERHEAD + plain.length);
-  out[0] = FORMAT;
+  out[0] = format;
   const nonce = fillNonce(out.subarray(1, 1 + NONCE));
   const c = xchacha(cipher, key, nonce);
   c.setAAD(adBytes(ad), { plaintextLength: plain.length });
@@ -100,9 +114,9 @@ export function sealRecord(key: Uint8Array, ad: string, plain: Uint8Array): Uint
   return out;
 }
 
-/** The plaintext, or null when `sealed` is not a format-1 record of `ad` under `key`. */
-function openRecord(key: Uint8Array, ad: string, sealed: Uint8Array): Uint8Array | null {
-  if (sealed.length < SEAL_OVERHEAD || sealed[0] !== FORMAT) return null;
+/** The plaintext, or null when `sealed` is not a record of `format` of `ad` under `key`. */
+function openRecord(key: Uint8Array, ad: string, sealed: Uint8Array, format = FORMAT): Uint8Array | null {
+  if (sealed.length < SEAL_OVERHEAD || sealed[0] !== format) return null;
   const d = xchacha(decipher, key, sealed.subarray(1, 1 + NONCE));
   d.setAAD(adBytes(ad), { plaintextLength: sealed.length - SEAL_OVERHEAD });
   d.setAuthTag(sealed.subarray(sealed.length - MAC));
@@ -134,12 +148,19 @@ export const openAny = (key: Uint8Array, ad: string, sealed: Uint8Array): Uint8A
 export const joinPseudonyms = (list: readonly string[]): string => list.join(',');
 const rollupText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string) =>
   `rollup\u0000${id.accountId}\u0000${id.level}\u0000${id.bucket}\u0000${id.metric}\u0000${id.series}\u0000${keys}\u0000${values}`;
-const rollupAd = (id: RollupIdentity) => rollupText(id, joinPseudonyms(id.tagKeys), joinPseudonyms(id.tagValues));
+/** Format 2: the format 1 identity, then the key version and the part. */
+const rowText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string) =>
+  `${rollupText(id, keys, values)}\u0000v${id.keyVersion}\u0000p${id.part}`;
+/** Format 2 (key version and part bound) or, for rows written before it, format 1 / legacy. */
+const openRow = (key: Uint8Array, id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string, sealed: Uint8Array): Uint8Array | null =>
+  sealed[0] === FORMAT_ROW ? openRecord(key, rowText(id, keys, values), sealed, FORMAT_ROW) : openAny(key, rollupText(id, keys, values), sealed);
 const dictAd = (accountId: string, kind: DictKind, pseudonym: string) => `dict\u0000${accountId}\u0000${kind}\u0000${pseudonym}`;
 
-export const sealRollup = (dataKey: Uint8Array, id: RollupIdentity, aggregate: Uint8Array): Uint8Array => sealRecord(dataKey, rollupAd(id), aggregate);
+export const sealRollup = (dataKey: Uint8Array, id: RollupIdentity, aggregate: Uint8Array): Uint8Array =>
+  sealRecord(dataKey, rowText(id, joinPseudonyms(id.tagKeys), joinPseudonyms(id.tagValues)), aggregate, FORMAT_ROW);
 
-export const openRollup = (dataKey: Uint8Array, id: RollupIdentity, sealed: Uint8Array): Uint8Array | null => openAny(dataKey, rollupAd(id), sealed);
+export const openRollup = (dataKey: Uint8Array, id: RollupIdentity, sealed: Uint8Array): Uint8Array | null =>
+  openRow(dataKey, id, joinPseudonyms(id.tagKeys), joinPseudonyms(id.tagValues), sealed);
 
 /**
  * openRollup with the tag pseudonym lists already joined by ',' (what the query engine
@@ -151,7 +172,7 @@ export const openRollupJoined = (
   tagKeys: string,
   tagValues: string,
   sealed: Uint8Array,
-): Uint8Array | null => openAny(dataKey, rollupText(id, tagKeys, tagValues), sealed);
+): Uint8Array | null => openRow(dataKey, id, tagKeys, tagValues, sealed);
 
 /** Whether `key` opens a stored dictionary ciphertext under its row's identity (`verify`, tests). */
 export const opensDict = (key: Uint8Array, accountId: string, kind: DictKind, pseudonym: string, sealed: Uint8Array): boolean =>

@@ -219,7 +219,7 @@ function compute(state: TickState, { rows, accounts, now, part }: TickInput, dic
   for (const { row, agg } of rollups.values()) {
     const ctx = contexts.get(row.accountId)!;
     const dataKey = ctx.keys[ctx.keys.length - 1]!.dataKey;
-    rollupRows.push({ ...row, part, writtenAt: now, agg: sealRollup(dataKey, row, encodeAggregate(agg)) });
+    rollupRows.push({ ...row, part, writtenAt: now, agg: sealRollup(dataKey, { ...row, part }, encodeAggregate(agg)) });
   }
   const rejectRows: RejectRow[] = [...rejects].map(([k, count]) => {
     const [accountId, code] = k.split('\u0000') as [string, string];

@@ -60,7 +60,7 @@ export function inventory(keyring: Keyring): KeyInventory {
 
 /** How many ciphertexts of the snapshot any key opens under the row's identity (authenticated: never a false positive). */
 export function openable(s: Snapshot, keys: KeyInventory): { rollups: number; dictionary: number; batches: number } {
-  const id = (r: Snapshot['rollups'][number]) => ({ accountId: s.accountId, level: r.level, bucket: r.bucket, metric: r.metric, series: r.series, tagKeys: r.tagKeys, tagValues: r.tagValues });
+  const id = (r: Snapshot['rollups'][number]) => ({ accountId: s.accountId, level: r.level, bucket: r.bucket, metric: r.metric, series: r.series, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: r.keyVersion, part: r.part });
   return {
     rollups: s.rollups.filter((r) => keys.secretKeys.some((k) => openRollup(k, id(r), r.agg) !== null)).length,
     dictionary: s.dictionary.filter((d) => keys.secretKeys.some((k) => opensDict(k, s.accountId, d.kind, d.pseudonym, d.ciphertext))).length,
@@ -76,7 +76,7 @@ export function countPoints(s: Snapshot, accountId: string, dataKey: Uint8Array)
   let n = 0;
   for (const r of s.rollups) {
     if (r.level !== 0 || superseded.has(`${group(r)}|${r.part}`)) continue;
-    const plain = openRollup(dataKey, { accountId, level: r.level, bucket: r.bucket, metric: r.metric, series: r.series, tagKeys: r.tagKeys, tagValues: r.tagValues }, r.agg);
+    const plain = openRollup(dataKey, { accountId, level: r.level, bucket: r.bucket, metric: r.metric, series: r.series, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: r.keyVersion, part: r.part }, r.agg);
     if (plain) n += decodeAggregate(plain).count;
   }
   return n;

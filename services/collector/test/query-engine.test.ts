@@ -172,9 +172,9 @@ describe('runQuery', () => {
     addPoint(good, 5, bucket);
     const row = { accountId: A, level: 1 as const, bucket, metric, series: '1', tagKeys: [], tagValues: [], keyVersion: keys.version, expiresAt: bucket + 400 * 86_400_000, writtenAt: Date.now() };
     // sealed for another bucket: moved ciphertext; then one sealed under account B's key
-    const moved = sealRollup(keys.dataKey, { ...row, bucket: bucket + 3_600_000 }, encodeAggregate(good));
-    const foreign = sealRollup(keyring.accountKeys(B)![0]!.dataKey, row, encodeAggregate(good));
-    const ok = sealRollup(keys.dataKey, row, encodeAggregate(good));
+    const moved = sealRollup(keys.dataKey, { ...row, bucket: bucket + 3_600_000, part: 'x1' }, encodeAggregate(good));
+    const foreign = sealRollup(keyring.accountKeys(B)![0]!.dataKey, { ...row, part: 'x2' }, encodeAggregate(good));
+    const ok = sealRollup(keys.dataKey, { ...row, part: 'x3' }, encodeAggregate(good));
     await store.insertRollups([
       { ...row, part: 'x1', agg: moved },
       { ...row, part: 'x2', agg: foreign },
@@ -195,16 +195,16 @@ describe('runQuery', () => {
     const metric = ps.metric('revenue');
     const [de, fr] = [ps.tagValue('country', 'DE'), ps.tagValue('country', 'FR')];
     const base = { accountId: C, level: 1 as const, bucket, metric, tagKeys: [ps.tagKey('country')], keyVersion: keys.version, expiresAt: bucket + 400 * 86_400_000, writtenAt: Date.now() };
-    const sealed = (row: typeof base & { series: string; tagValues: string[] }, value: number) => {
+    const sealed = (row: typeof base & { series: string; tagValues: string[] }, value: number, part: string) => {
       const agg = emptyAggregate();
       addPoint(agg, value, bucket);
-      return sealRollup(keys.dataKey, row, encodeAggregate(agg));
+      return sealRollup(keys.dataKey, { ...row, part }, encodeAggregate(agg));
     };
     const deRow = { ...base, series: ps.series([['country', 'DE']]), tagValues: [de] };
     const frRow = { ...base, series: ps.series([['country', 'FR']]), tagValues: [fr] };
     await store.insertRollups([
-      { ...deRow, tagValues: [fr], part: 'r1', agg: sealed(deRow, 1000) }, // DE's numbers relabelled FR in storage
-      { ...frRow, part: 'r2', agg: sealed(frRow, 7) },
+      { ...deRow, tagValues: [fr], part: 'r1', agg: sealed(deRow, 1000, 'r1') }, // DE's numbers relabelled FR in storage
+      { ...frRow, part: 'r2', agg: sealed(frRow, 7, 'r2') },
     ]);
     await store.insertDictionary(
       [[de, 'DE'], [fr, 'FR']].map(([p, text]) => ({
@@ -231,12 +231,12 @@ describe('runQuery', () => {
     const H = 3_600_000;
     const q = parseQuery({ metric: 'orders', aggregation: 'sum', interval: 'hour', from: day, to: day + 12 * H });
     const metric = ctx.versions.at(-1)!.pseudonyms.metric('orders');
-    const id = { accountId: A, metric, series: '77', tagKeys: [] as string[], tagValues: [] as string[] };
+    const id = { accountId: A, metric, series: '77', tagKeys: [] as string[], tagValues: [] as string[], keyVersion: keys.version };
     const agg = (v: number, t: number) => encodeAggregate(addPoint(emptyAggregate(), v, t));
-    const hourRow = { l: 1, b: day + H, v: keys.version, s: '77', k: '', t: '', a: sealRollup(keys.dataKey, { ...id, level: 1, bucket: day + H }, agg(5, day + H)) };
+    const hourRow = { l: 1, b: day + H, v: keys.version, s: '77', k: '', t: '', p: 'h1', a: sealRollup(keys.dataKey, { ...id, level: 1, bucket: day + H, part: 'h1' }, agg(5, day + H)) };
     // hours 1 and 20 packed; the query covers hours 0–11 only
     const pack = encodeDayPack([{ hour: 1, bytes: agg(7, day + H) }, { hour: 20, bytes: agg(100, day + 20 * H) }]);
-    const dayRow = { l: 2, b: day, v: keys.version, s: '77', k: '', t: '', a: sealRollup(keys.dataKey, { ...id, level: 2, bucket: day }, pack) };
+    const dayRow = { l: 2, b: day, v: keys.version, s: '77', k: '', t: '', p: 'd1', a: sealRollup(keys.dataKey, { ...id, level: 2, bucket: day, part: 'd1' }, pack) };
     const metricOf = new Map([[keys.version, metric]]);
     const sum = (rows: Parameters<typeof mergeRows>[2]) => {
       const { groups, failed } = mergeRows(ctx, q, rows, metricOf);
@@ -283,8 +283,8 @@ describe('runQuery', () => {
       for (let k = 0; k < 4; k++) addPoint(agg, 50 + ((i * 7 + k * 13) % 900), bucket);
       const tagKeys = [pageKey];
       const tagValues = [String(i % 20)];
-      const sealed = sealRollup(keys.dataKey, { accountId: A, level: 1, bucket, metric, series, tagKeys, tagValues }, encodeAggregate(agg));
-      rows.push({ b: bucket, v: keys.version, s: series, a: sealed, k: tagKeys.join(','), t: tagValues.join(',') });
+      const sealed = sealRollup(keys.dataKey, { accountId: A, level: 1, bucket, metric, series, tagKeys, tagValues, keyVersion: keys.version, part: `p${i}` }, encodeAggregate(agg));
+      rows.push({ b: bucket, v: keys.version, s: series, a: sealed, k: tagKeys.join(','), t: tagValues.join(','), p: `p${i}` });
     }
     const metricOf = new Map([[keys.version, metric]]);
     const { groups, failed } = mergeRows(ctx, q, rows, metricOf);

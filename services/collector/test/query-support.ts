@@ -205,7 +205,7 @@ export async function writeRollups(store: Store, accountId: string, keys: Accoun
     for (const agg of aggs) {
       if (agg.count === 0) continue;
       const part = `part${seed}_${partNo++ % parts}`;
-      rows.push({ ...row, part, writtenAt: Date.now(), agg: sealRollup(keys.dataKey, row, encodeAggregate(agg)) });
+      rows.push({ ...row, part, writtenAt: Date.now(), agg: sealRollup(keys.dataKey, { ...row, part }, encodeAggregate(agg)) });
     }
   }
   await store.insertDictionary([...dict.values()]);

@@ -11,7 +11,7 @@ import { concat, randomBytes, secretSeal } from '@cipherstat/protocol';
 import { nodeSha512 } from '@cipherstat/protocol/node';
 import { SEAL_OVERHEAD, openDict, openRollup, openRollupJoined, opensDict, sealDict, sealRecord, sealRollup } from '../src/records.js';
 
-const id = { accountId: 'acct_x', level: 1 as const, bucket: 1_790_000_000_000, metric: '123', series: '456', tagKeys: ['7', '8'], tagValues: ['9', '10'] };
+const id = { accountId: 'acct_x', level: 1 as const, bucket: 1_790_000_000_000, metric: '123', series: '456', tagKeys: ['7', '8'], tagValues: ['9', '10'], keyVersion: 3, part: 'p1' };
 const AD = 'rollup\u0000acct_x\u00001\u00001790000000000\u0000123\u0000456\u00007,8\u00009,10';
 
 describe('at-rest records', () => {
@@ -36,7 +36,8 @@ describe('at-rest records', () => {
     expect(Buffer.from(openRollup(key, id, sealed)!).equals(Buffer.from(plain))).toBe(true);
     expect(Buffer.from(openRollupJoined(key, id, '7,8', '9,10', sealed)!).equals(Buffer.from(plain))).toBe(true);
     expect(openRollup(randomBytes(32), id, sealed)).toBeNull();
-    for (const moved of [{ bucket: id.bucket + 60_000 }, { level: 0 as const }, { series: '457' }, { accountId: 'acct_y' }, { tagValues: ['9', '11'] }, { tagKeys: ['8', '7'] }]) {
+    expect(sealed[0]).toBe(2); // rollup rows: format 2, key version and part bound too
+    for (const moved of [{ bucket: id.bucket + 60_000 }, { level: 0 as const }, { series: '457' }, { accountId: 'acct_y' }, { tagValues: ['9', '11'] }, { tagKeys: ['8', '7'] }, { part: 'p2' }, { keyVersion: 4 }]) {
       expect(openRollup(key, { ...id, ...moved }, sealed)).toBeNull();
     }
     const entry = { text: 'page.load', extra: 'histogram' };
@@ -56,6 +57,23 @@ describe('at-rest records', () => {
       expect(openRollup(key, id, t)).toBeNull();
     }
     for (let n = 0; n < sealed.length; n++) expect(openRollup(key, id, sealed.subarray(0, n))).toBeNull();
+  });
+
+  it('still open rows written in format 1 (identity without key version and part), but not as format 2', () => {
+    const key = randomBytes(32);
+    const plain = randomBytes(100);
+    const v1 = sealRecord(key, AD, plain);
+    expect(v1[0]).toBe(1);
+    expect(Buffer.from(openRollup(key, { ...id, part: 'any' }, v1)!).equals(Buffer.from(plain))).toBe(true);
+    expect(openRollup(key, { ...id, series: '457' }, v1)).toBeNull();
+    // relabelled as format 2 (or a format 2 row as format 1): the tag no longer verifies
+    const as2 = v1.slice();
+    as2[0] = 2;
+    expect(openRollup(key, id, as2)).toBeNull();
+    const v2 = sealRollup(key, id, plain);
+    const as1 = v2.slice();
+    as1[0] = 1;
+    expect(openRollup(key, id, as1)).toBeNull();
   });
 
   it('still open rows written before format 1 (secretbox with an 8-byte identity tag inside)', () => {

@@ -158,8 +158,8 @@ export async function verifyAccount(
   const b64 = (c: string) => new Uint8Array(Buffer.from(c, 'base64'));
   // Each ciphertext is tried under its row's own identity (the associated data it was sealed with).
   const [rollups, dictionary, batches] = await Promise.all([
-    store.query<{ l: number; b: string; m: string; s: string; k: string[]; t: string[]; c: string }>(
-      `SELECT level AS l, toString(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s,
+    store.query<{ l: number; b: string; m: string; s: string; k: string[]; t: string[]; c: string; v: number; p: string }>(
+      `SELECT level AS l, toString(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v, part AS p,
          arrayMap(x -> toString(x), tag_keys) AS k, arrayMap(x -> toString(x), tag_values) AS t, base64Encode(agg) AS c
        FROM rollups WHERE account_id = {id:String} LIMIT {n:UInt32}`,
       { id: accountId, n: sample },
@@ -171,7 +171,7 @@ export async function verifyAccount(
     store.query<{ c: string }>('SELECT base64Encode(sealed) AS c FROM batches WHERE account_id = {id:String} LIMIT {n:UInt32}', { id: accountId, n: maxBatches }),
   ]);
   const rollupOpens = (r: (typeof rollups)[number]) => {
-    const id = { accountId, level: Number(r.l) as RollupLevel, bucket: Number(r.b), metric: r.m, series: r.s, tagKeys: r.k, tagValues: r.t };
+    const id = { accountId, level: Number(r.l) as RollupLevel, bucket: Number(r.b), metric: r.m, series: r.s, tagKeys: r.k, tagValues: r.t, keyVersion: Number(r.v), part: r.p };
     const sealed = b64(r.c);
     return dataKeys.some((k) => openRollup(k, id, sealed) !== null);
   };

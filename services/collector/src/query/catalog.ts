@@ -76,7 +76,9 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   // Volume: open each row (never trust a row that does not open).
   const volume = new Map<string, number>();
   let failedRows = 0;
-  const identity: { accountId: string; level: 1 | 2; bucket: number; metric: string; series: string } = { accountId, level: 1, bucket: 0, metric: '', series: '' };
+  const identity: { accountId: string; level: 1 | 2; bucket: number; metric: string; series: string; keyVersion: number; part: string } =
+    { accountId, level: 1, bucket: 0, metric: '', series: '', keyVersion: 0, part: '' };
+  const seen = new Set<string>(); // like the engine: a copy of a row (same part) counts once
   const packed = new Set<string>(); // like the engine: one pack per (day, series, key version)
   for (const r of volumeRows) {
     const keys = ctx.byVersion.get(r.v);
@@ -93,7 +95,11 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
     identity.bucket = r.b;
     identity.metric = metric;
     identity.series = r.s;
-    const plain = keys ? openRollupJoined(keys.dataKey, identity, r.k, r.t, r.a) : null;
+    identity.keyVersion = r.v;
+    identity.part = r.p;
+    const copy = `${identity.level}\u0000${r.b}\u0000${r.s}\u0000${r.v}\u0000${r.p}`;
+    const plain = keys && !seen.has(copy) ? openRollupJoined(keys.dataKey, identity, r.k, r.t, r.a) : null;
+    if (plain) seen.add(copy);
     let count: number | undefined;
     try {
       if (plain && identity.level === 2) {

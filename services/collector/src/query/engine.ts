@@ -88,6 +88,8 @@ export interface Row {
   l?: number;
   /** The metric pseudonym as stored (the engine opens rows under the pseudonym it asked for). */
   m?: string;
+  /** The row's part (bound into its identity since record format 2; a second row with the same one is a copy). */
+  p: string;
 }
 
 interface Group {
@@ -150,13 +152,13 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
 /** The columns of a Row, in the order readRows reads them (RowBinary); the engine and the catalog read rollups through them. */
 export const ROW_COLUMNS = `toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, agg AS a,
   arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t,
-  toString(metric) AS m`;
+  toString(metric) AS m, part AS p`;
 
 /** Rows of a `SELECT ${ROW_COLUMNS}` read with store.queryBinary. */
 export function readRows(bytes: Uint8Array): Row[] {
   const r = new RowBinaryReader(bytes);
   const rows: Row[] = [];
-  while (!r.done) rows.push({ l: r.u8(), b: r.f64(), v: r.u32(), s: r.string(), a: r.bytes(), k: r.string(), t: r.string(), m: r.string() });
+  while (!r.done) rows.push({ l: r.u8(), b: r.f64(), v: r.u32(), s: r.string(), a: r.bytes(), k: r.string(), t: r.string(), m: r.string(), p: r.string() });
   return rows;
 }
 
@@ -275,8 +277,11 @@ export function mergeRows(
   const byVersion = plans(ctx, q);
   // (version, tag arrays) → group; rows of one series share it. Keyed by what the tag verifies.
   const groupCache = new Map<string, { key: string; values: string[] } | null>();
-  const identity: { accountId: string; level: RollupLevel; bucket: number; metric: string; series: string } =
-    { accountId: ctx.accountId, level: q.level, bucket: 0, metric: '', series: '' };
+  const identity: { accountId: string; level: RollupLevel; bucket: number; metric: string; series: string; keyVersion: number; part: string } =
+    { accountId: ctx.accountId, level: q.level, bucket: 0, metric: '', series: '', keyVersion: 0, part: '' };
+  // A row is counted once: a second row with the same (level, bucket, series, key version,
+  // part) is a copy storage made (the part is bound into the identity, so it cannot be renamed).
+  const seen = new Set<string>();
   const withSketch = q.aggregation[0] === 'p';
   let failed = 0;
   const add = (grp: { key: string; values: string[] }, i: number, bytes: Uint8Array): void => {
@@ -303,8 +308,13 @@ export function mergeRows(
     identity.bucket = row.b;
     identity.metric = metric;
     identity.series = row.s;
+    identity.keyVersion = row.v;
+    identity.part = row.p;
     const plain = openRollupJoined(keys.dataKey, identity, row.k, row.t, row.a);
     if (!plain) return null;
+    const id = `${level}\u0000${row.b}\u0000${row.s}\u0000${row.v}\u0000${row.p}`;
+    if (seen.has(id)) return null; // counted as failed: a duplicate is left out
+    seen.add(id);
     const ck = `${row.v}\u0001${row.k}\u0001${row.t}`;
     let grp = groupCache.get(ck);
     if (grp === undefined) groupCache.set(ck, (grp = groupOf(plan, row.k, row.t)));
