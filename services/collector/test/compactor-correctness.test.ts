@@ -13,6 +13,7 @@ import { Compactor, type CompactionStep } from '../src/compactor.js';
 import { listMetrics, runQuery, type QueryResult } from '../src/query/index.js';
 import { createLogger } from '../src/logger.js';
 import type { RollupRow } from '../src/storage/types.js';
+import { openRollup, sealRollup } from '../src/records.js';
 import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { checkAgainstReference, expectSameAnswers, generatePoints, type GenPoint, type RefQuery } from './query-support.js';
 
@@ -247,19 +248,19 @@ describe('rollup compaction', () => {
   it('never merges rows whose tick has no processed marker (in flight, or orphaned by a crash)', async () => {
     const x = await createAccount(c);
     await ingest(x, generatePoints(15, 100, FROM, NOW - 60_000));
-    // A tick in flight: its rows are stored, its markers not yet. Copy a finished row's
-    // ciphertext into a new part without a marker (opens fine: same group, same key).
-    const [row] = await c.services.store.query<{ level: number; b: string; m: string; s: string; v: number; a: string; tk: string[]; tv: string[] }>(
+    // A tick in flight: its rows are stored, its markers not yet. A finished row's aggregate
+    // sealed again as a row of a new part without a marker (the part is bound into the row).
+    const [row] = await c.services.store.query<{ level: number; b: string; m: string; s: string; v: number; a: string; tk: string[]; tv: string[]; p: string }>(
       `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v,
-         base64Encode(agg) AS a, tag_keys AS tk, tag_values AS tv
+         base64Encode(agg) AS a, arrayMap(x -> toString(x), tag_keys) AS tk, arrayMap(x -> toString(x), tag_values) AS tv, part AS p
        FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') LIMIT 1`,
       { a: x.accountId, t: TODAY },
     );
-    const inflight: RollupRow = {
-      accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s, tagKeys: row!.tk, tagValues: row!.tv,
-      keyVersion: Number(row!.v), part: 'inflight0000000000000000000000000', agg: new Uint8Array(Buffer.from(row!.a, 'base64')),
-      writtenAt: now(), expiresAt: FAR,
-    };
+    const identity = { accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s, tagKeys: row!.tk, tagValues: row!.tv, keyVersion: Number(row!.v) };
+    const dataKey = c.services.keyring.accountKeys(x.accountId)!.find((k) => k.version === identity.keyVersion)!.dataKey;
+    const plain = openRollup(dataKey, { ...identity, part: row!.p }, new Uint8Array(Buffer.from(row!.a, 'base64')))!;
+    const part = 'inflight0000000000000000000000000';
+    const inflight: RollupRow = { ...identity, part, agg: sealRollup(dataKey, { ...identity, part }, plain), writtenAt: now(), expiresAt: FAR };
     await c.services.store.insertRollups([inflight]);
     const report = await compactor().runUntilDone();
     expect(report.unmarkedRows).toBe(1);
