@@ -15,11 +15,25 @@ export function toBase64(bytes: Uint8Array): string {
   return btoa(s);
 }
 
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+/** Which char codes are in the standard base64 alphabet (no padding). */
+const ALPHABET = new Uint8Array(128);
+for (const ch of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/') ALPHABET[ch.charCodeAt(0)] = 1;
+
+/**
+ * The length of the bytes `text` decodes to when it is strict standard base64 (padding
+ * required, no whitespace), else -1. One pass over the text: linear in its length.
+ */
+export function base64DecodedLength(text: string): number {
+  const n = text.length;
+  if (n % 4 !== 0) return -1;
+  const pad = n === 0 || text.charCodeAt(n - 1) !== 61 ? 0 : text.charCodeAt(n - 2) === 61 ? 2 : 1;
+  for (let i = 0; i < n - pad; i++) if (ALPHABET[text.charCodeAt(i)] !== 1) return -1;
+  return (n / 4) * 3 - pad;
+}
 
 /** Strict standard base64 (padding required, no whitespace); null when malformed. */
 export function fromBase64(text: string): Uint8Array | null {
-  if (!BASE64.test(text)) return null;
+  if (base64DecodedLength(text) < 0) return null;
   const s = atob(text);
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);

@@ -32,4 +32,4 @@ export {
   concat,
 } from './crypto.js';
 export type { KeyPair, Random, X25519, OpenResult } from './crypto.js';
-export { toBase64, fromBase64, toHex, fromHex, utf8, fromUtf8 } from './codec.js';
+export { toBase64, fromBase64, base64DecodedLength, toHex, fromHex, utf8, fromUtf8 } from './codec.js';

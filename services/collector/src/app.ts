@@ -4,12 +4,12 @@
  */
 import { Hono, type Context } from 'hono';
 import { cors } from 'hono/cors';
-import { getConnInfo } from '@hono/node-server/conninfo';
 import { z } from 'zod';
 import { LIMITS, fromTextForm, fromUtf8, openEnvelope, openSeal, toBase64 } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
 import { CollectorError, isCollectorError } from './errors.js';
 import { readBody, readJson } from './body.js';
+import { clientAddressOf } from './admission.js';
 import type { Services } from './services.js';
 import { tokenMatches } from './keyring/index.js';
 import { StorageError } from './storage/index.js';
@@ -52,23 +52,11 @@ const createAccountBody = z.object({
   confidential: z.boolean().optional(),
 }).strict();
 
-/** The sender's address, for in-memory rate limiting only (never logged or stored). */
-function clientAddress(c: Context, trustProxy: boolean): string | undefined {
-  if (trustProxy) {
-    const forwarded = c.req.header('x-forwarded-for')?.split(',')[0]?.trim();
-    if (forwarded) return forwarded;
-  }
-  try {
-    return getConnInfo(c).remote.address;
-  } catch {
-    return undefined; // not served by @hono/node-server (app.request in tests)
-  }
-}
-
 export function createApp(s: Services): Hono {
   const app = new Hono();
   const { metrics, log } = s;
   const logStorageFailure = everyFewSeconds();
+  const clientAddress = clientAddressOf(s.config.trustProxy);
 
   app.use('*', async (c, next) => {
     await next();
@@ -166,7 +154,7 @@ export function createApp(s: Services): Hono {
         return c.json({ batchId: header.batchId, duplicate: true }, 202);
       }
       // Per sender address (memory only, never stored), then per account.
-      const ip = clientAddress(c, s.config.trustProxy);
+      const ip = clientAddress(c);
       const waitIp = ip ? s.ipRateLimiter.take(ip) : 0;
       if (waitIp) throw new CollectorError(429, 'rate_limited', 'too many batches from this address', waitIp);
       const wait = s.rateLimiter.take(account.accountId);

@@ -1,9 +1,56 @@
 /** Configuration from the environment and CLI flags, validated once with zod. */
+import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 
 export const ROLES = ['all', 'ingest', 'process', 'query'] as const;
 export type Role = (typeof ROLES)[number];
+
+const TRUE = ['true', '1', 'yes', 'on'];
+const FALSE = ['false', '0', 'no', 'off'];
+
+/** A boolean spelled `true/false/1/0/yes/no/on/off` (any case); anything else is an error. */
+const bool = (fallback: boolean) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      const s = v?.trim().toLowerCase();
+      if (s === undefined || s === '') return fallback;
+      if (TRUE.includes(s)) return true;
+      if (FALSE.includes(s)) return false;
+      ctx.addIssue({ code: z.ZodIssueCode.custom, message: `expected one of ${[...TRUE, ...FALSE].join('/')}, got ${JSON.stringify(v)}` });
+      return z.NEVER;
+    });
+
+/**
+ * Which proxies in front of the collector are trusted to append to `X-Forwarded-For`:
+ * a number of hops (the client is the address that many entries in from the right, counting
+ * the socket peer as the first) or a list of proxy addresses/CIDR ranges (the client is the
+ * rightmost address not in the list). `hops: 0`: the socket peer is the client.
+ */
+export type ProxyTrust = { hops: number } | { cidrs: string[] };
+
+const cidr = (s: string): boolean => {
+  const [addr, bits, ...rest] = s.split('/');
+  const family = isIP(addr ?? '');
+  if (!family || rest.length) return false;
+  return bits === undefined || (/^\d{1,3}$/.test(bits) && Number(bits) <= (family === 4 ? 32 : 128));
+};
+
+const proxyTrust = z
+  .string()
+  .optional()
+  .transform((v, ctx): ProxyTrust => {
+    const s = v?.trim().toLowerCase();
+    if (s === undefined || s === '' || FALSE.includes(s)) return { hops: 0 };
+    if (TRUE.includes(s)) return { hops: 1 };
+    if (/^\d{1,2}$/.test(s)) return { hops: Number(s) };
+    const list = s.split(',').map((x) => x.trim()).filter(Boolean);
+    if (list.length && list.every(cidr)) return { cidrs: list };
+    ctx.addIssue({ code: z.ZodIssueCode.custom, message: `expected false, true, a hop count or a list of proxy addresses/CIDRs, got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  });
 
 const schema = z.object({
   role: z.enum(ROLES).default('all'),
@@ -42,7 +89,7 @@ const schema = z.object({
    * bounded under overload; 0: never.
    */
   maxProcessLagMs: z.coerce.number().int().nonnegative().default(1000),
-  trustProxy: z.coerce.boolean().default(false),
+  trustProxy: proxyTrust,
   /** Process role: this node's account partition `i/n` (poll and recovery see only its accounts). */
   processPartition: z
     .string()
@@ -55,42 +102,52 @@ const schema = z.object({
   /** Process role: how long hand-offs may wait to coalesce into a bigger tick (0: none). */
   processCoalesceMs: z.coerce.number().int().min(0).max(5000).default(200),
   /** Process role: compute processing ticks in a worker thread (`1`) or on the main thread (`0`). */
-  processWorker: z.enum(['0', '1']).default('1').transform((v) => v === '1'),
+  processWorker: bool(true),
 });
 
 export type Config = z.infer<typeof schema>;
 
-/** Builds the config from flags (already parsed) over environment variables. */
+/** Each field's environment variable (and flag), named in configuration errors. */
+const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][] = [
+  ['role', 'CIPHERSTAT_ROLE', 'role'],
+  ['host', 'HOST', 'host'],
+  ['port', 'PORT', 'port'],
+  ['dataDir', 'CIPHERSTAT_DATA_DIR', 'data-dir'],
+  ['clickhouseUrl', 'CLICKHOUSE_URL', 'clickhouse-url'],
+  ['clickhouseDatabase', 'CLICKHOUSE_DATABASE'],
+  ['clickhouseUser', 'CLICKHOUSE_USER'],
+  ['clickhousePassword', 'CLICKHOUSE_PASSWORD'],
+  ['clickhouseCluster', 'CLICKHOUSE_CLUSTER'],
+  ['rateLimit', 'CIPHERSTAT_RATE_LIMIT'],
+  ['ipRateLimit', 'CIPHERSTAT_IP_RATE_LIMIT'],
+  ['retentionDays', 'CIPHERSTAT_RETENTION_DAYS'],
+  ['graceDays', 'CIPHERSTAT_GRACE_DAYS', 'grace-days'],
+  ['bodyTimeoutMs', 'CIPHERSTAT_BODY_TIMEOUT_MS'],
+  ['storageTimeoutMs', 'CIPHERSTAT_STORAGE_TIMEOUT_MS'],
+  ['queryTimeoutMs', 'CIPHERSTAT_QUERY_TIMEOUT_MS'],
+  ['readyTimeoutMs', 'CIPHERSTAT_READY_TIMEOUT_MS'],
+  ['maxQueuedBatches', 'CIPHERSTAT_MAX_QUEUED_BATCHES'],
+  ['maxProcessLagMs', 'CIPHERSTAT_MAX_PROCESS_LAG_MS'],
+  ['trustProxy', 'CIPHERSTAT_TRUST_PROXY'],
+  ['processPartition', 'CIPHERSTAT_PROCESS_PARTITION', 'partition'],
+  ['processCoalesceMs', 'CIPHERSTAT_PROCESS_COALESCE_MS'],
+  ['processWorker', 'CIPHERSTAT_PROCESS_WORKER'],
+];
+
+/** Builds the config from flags (already parsed) over environment variables; an empty value is unset. */
 export function loadConfig(flags: Record<string, string | undefined> = {}, env: NodeJS.ProcessEnv = process.env): Config {
-  const pick = (flag: string, name: string) => flags[flag] ?? env[name];
-  const parsed = schema.safeParse({
-    role: pick('role', 'CIPHERSTAT_ROLE'),
-    host: pick('host', 'HOST'),
-    port: pick('port', 'PORT'),
-    dataDir: pick('data-dir', 'CIPHERSTAT_DATA_DIR'),
-    clickhouseUrl: pick('clickhouse-url', 'CLICKHOUSE_URL') || undefined,
-    clickhouseDatabase: env.CLICKHOUSE_DATABASE,
-    clickhouseUser: env.CLICKHOUSE_USER,
-    clickhousePassword: env.CLICKHOUSE_PASSWORD,
-    clickhouseCluster: env.CLICKHOUSE_CLUSTER || undefined,
-    rateLimit: env.CIPHERSTAT_RATE_LIMIT,
-    ipRateLimit: env.CIPHERSTAT_IP_RATE_LIMIT,
-    retentionDays: env.CIPHERSTAT_RETENTION_DAYS,
-    graceDays: pick('grace-days', 'CIPHERSTAT_GRACE_DAYS'),
-    bodyTimeoutMs: env.CIPHERSTAT_BODY_TIMEOUT_MS,
-    storageTimeoutMs: env.CIPHERSTAT_STORAGE_TIMEOUT_MS || undefined,
-    queryTimeoutMs: env.CIPHERSTAT_QUERY_TIMEOUT_MS || undefined,
-    readyTimeoutMs: env.CIPHERSTAT_READY_TIMEOUT_MS || undefined,
-    maxQueuedBatches: env.CIPHERSTAT_MAX_QUEUED_BATCHES,
-    maxProcessLagMs: env.CIPHERSTAT_MAX_PROCESS_LAG_MS,
-    trustProxy: env.CIPHERSTAT_TRUST_PROXY,
-    processPartition: pick('partition', 'CIPHERSTAT_PROCESS_PARTITION') || undefined,
-    processCoalesceMs: env.CIPHERSTAT_PROCESS_COALESCE_MS || undefined,
-    processWorker: env.CIPHERSTAT_PROCESS_WORKER || undefined,
-  });
+  const input: Record<string, string | undefined> = {};
+  const source: Record<string, string> = {};
+  for (const [field, name, flag] of FIELDS) {
+    const fromFlag = flag === undefined ? undefined : flags[flag];
+    input[field] = (fromFlag ?? env[name]) || undefined;
+    source[field] = fromFlag !== undefined ? `--${flag}` : name;
+  }
+  const parsed = schema.safeParse(input);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new Error(`invalid configuration: ${issue.path.join('.')}: ${issue.message}`);
+    const field = String(issue.path[0] ?? '');
+    throw new Error(`invalid configuration: ${source[field] ?? issue.path.join('.')}: ${issue.message}`);
   }
   return { ...parsed.data, dataDir: resolve(parsed.data.dataDir) };
 }

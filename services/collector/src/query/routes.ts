@@ -34,7 +34,8 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
   const m = queryMetrics(s.metrics.registry);
   // Every statement of a query ends within queryTimeoutMs (then 503 storage_unavailable).
   const deps = { store: s.store.withDeadline(s.config.queryTimeoutMs), keyring: s.keyring, log: s.log, cache, now: s.now, onFailedRows: (n: number) => m.failedRows.inc(n) };
-  const secure = securityHeaders(s.config.trustProxy);
+  const proxy = s.config.trustProxy;
+  const secure = securityHeaders('cidrs' in proxy || proxy.hops > 0);
 
   for (const path of ['/', '/index.html', '/assets/*', '/v1/metrics', '/v1/query']) app.use(path, secure);
 
