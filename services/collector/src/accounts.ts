@@ -37,6 +37,9 @@ export interface AccountView {
   writeKey: string | null;
 }
 
+/** How long a read token no account has is remembered as unknown. */
+const UNKNOWN_TOKEN_TTL_MS = 10 * 60_000;
+
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 /** `acct_` and 24 hex characters (96 random bits). */
 export const newAccountId = (): string => `acct_${toHex(randomBytes(12))}`;
@@ -185,12 +188,16 @@ export class Accounts {
     this.byToken.clear();
   }
 
-  /** The account a read token belongs to, or undefined. Only hashes are compared. */
+  /**
+   * The account a read token belongs to, or undefined. Only hashes are compared. A token no
+   * account has is remembered for 10 minutes, so a guessed token reaches storage once.
+   */
   async byReadToken(token: string): Promise<AccountRow | undefined> {
     const hash = hashToken(token);
     const hit = this.byToken.get(hash);
-    let accountId = hit && this.now() - hit.at < (this.opts.ttlMs ?? 1000) ? hit.accountId : undefined;
-    if (!hit || accountId === undefined) {
+    const fresh = hit && this.now() - hit.at < (hit.accountId === undefined ? UNKNOWN_TOKEN_TTL_MS : this.opts.ttlMs ?? 1000);
+    let accountId = hit?.accountId;
+    if (!fresh) {
       const rows = await this.store.query<{ account_id: string }>(
         'SELECT account_id FROM accounts FINAL WHERE read_token_hash = {h:String} LIMIT 1',
         { h: hash },

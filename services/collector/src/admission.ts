@@ -7,6 +7,8 @@ import { BlockList, isIP } from 'node:net';
 import type { Context } from 'hono';
 import { getConnInfo } from '@hono/node-server/conninfo';
 import type { ProxyTrust } from './config.js';
+import { CollectorError } from './errors.js';
+import { RateLimiter } from './rate-limit.js';
 
 /** `::ffff:1.2.3.4` → `1.2.3.4`; `[::1]` → `::1`; anything else trimmed. */
 const plain = (a: string): string => {
@@ -56,4 +58,105 @@ export function clientAddressOf(trust: ProxyTrust): (c: Context) => string | und
     }
     return resolveClient(peer, c.req.header('x-forwarded-for'), trust, trusted);
   };
+}
+
+/** The longest text form (base64, with a line break) of an envelope of `bytes` bytes. */
+export const textFormBytes = (bytes: number): number => Math.ceil(bytes / 3) * 4 + 2;
+
+/** What one admitted ingest request holds until it is done: its share of the in-flight cap. */
+export interface Ticket {
+  /** Charges body bytes as they arrive (beyond what the declared length prepaid); throws 429 when over budget. */
+  onBytes: (bytes: number) => void;
+  /** Returns the in-flight share (idempotent). */
+  release: () => void;
+}
+
+export interface AdmissionOptions {
+  /** Requests per second per address (burst: 2 s worth). */
+  requestsPerSecond: number;
+  /** Body bytes per second per address (burst: 2 s worth, at least one largest body). */
+  bytesPerSecond: number;
+  /** The largest body any request may have (sizes the byte burst). */
+  maxBodyBytes: number;
+  /** Body bytes being read, decoded or opened at once, over all requests. */
+  maxInflightBytes: number;
+  now?: () => number;
+}
+
+/**
+ * Admission before work: every ingest request is charged to its address — one request and
+ * its declared length — before a byte of its body is read, whatever becomes of it later;
+ * a body without a declared length is charged as it arrives. A global cap on the bytes being
+ * read, decoded or opened at once answers 503 `ingest_busy` beyond it.
+ */
+export class Admission {
+  private readonly requests: RateLimiter;
+  private readonly bytes: RateLimiter;
+  private inflight = 0;
+
+  constructor(private readonly o: AdmissionOptions) {
+    this.requests = new RateLimiter(o.requestsPerSecond, o.requestsPerSecond * 2, o.now);
+    this.bytes = new RateLimiter(o.bytesPerSecond, Math.max(o.bytesPerSecond * 2, o.maxBodyBytes), o.now);
+  }
+
+  /** Bytes held by admitted requests right now. */
+  get inflightBytes(): number {
+    return this.inflight;
+  }
+
+  /**
+   * Admits one request of `declared` bytes (undefined: unknown, up to `maxBytes`) from
+   * `address` (undefined: not over a socket, only the in-flight cap applies), or throws
+   * 429 `rate_limited`, 413 `envelope_too_large` or 503 `ingest_busy`.
+   */
+  admit(address: string | undefined, declared: number | undefined, maxBytes: number): Ticket {
+    if (address !== undefined) {
+      const wait = this.requests.take(address);
+      if (wait) throw new CollectorError(429, 'rate_limited', 'too many requests from this address', wait);
+    }
+    if (declared !== undefined && declared > maxBytes) throw new CollectorError(413, 'envelope_too_large', `body over ${maxBytes} bytes`);
+    if (address !== undefined && declared) {
+      const wait = this.bytes.take(address, declared);
+      if (wait) throw new CollectorError(429, 'rate_limited', 'too many bytes from this address', wait);
+    }
+    const share = declared ?? maxBytes;
+    if (this.inflight + share > this.o.maxInflightBytes) throw new CollectorError(503, 'ingest_busy', 'too many request bodies in flight; retry shortly', 1);
+    this.inflight += share;
+    let prepaid = declared ?? 0;
+    let released = false;
+    return {
+      onBytes: (n) => {
+        if (prepaid >= n) return void (prepaid -= n);
+        const owed = n - prepaid;
+        prepaid = 0;
+        const wait = address === undefined ? 0 : this.bytes.take(address, owed);
+        if (wait) throw new CollectorError(429, 'rate_limited', 'too many bytes from this address', wait);
+      },
+      release: () => {
+        if (!released) (released = true), (this.inflight -= share);
+      },
+    };
+  }
+}
+
+/**
+ * Failed authentication attempts per address: after `perMinute` failures (refilled at that
+ * rate) the address gets 429 `too_many_auth_failures` before its token is even looked at.
+ */
+export class AuthFailures {
+  private readonly failures: RateLimiter;
+  constructor(perMinute: number, now?: () => number) {
+    this.failures = new RateLimiter(perMinute / 60, perMinute, now);
+  }
+
+  /** Throws 429 while `address` is over its failure budget. */
+  check(address: string | undefined): void {
+    const wait = address === undefined ? 0 : this.failures.wait(address);
+    if (wait) throw new CollectorError(429, 'too_many_auth_failures', 'too many failed authentication attempts from this address', wait);
+  }
+
+  /** Charges one failed attempt to `address`. */
+  failed(address: string | undefined): void {
+    if (address !== undefined) this.failures.take(address);
+  }
 }

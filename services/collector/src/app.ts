@@ -5,20 +5,19 @@
 import { Hono, type Context } from 'hono';
 import { cors } from 'hono/cors';
 import { z } from 'zod';
-import { LIMITS, fromTextForm, fromUtf8, openEnvelope, openSeal, toBase64 } from '@cipherstat/protocol';
+import { base64DecodedLength, fromBase64, fromUtf8, openEnvelope, openSeal, toBase64 } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
 import { CollectorError, isCollectorError } from './errors.js';
-import { readBody, readJson } from './body.js';
-import { clientAddressOf } from './admission.js';
+import { declaredLength, readBody, readJson } from './body.js';
+import { clientAddressOf, textFormBytes, type Ticket } from './admission.js';
 import type { Services } from './services.js';
-import { tokenMatches } from './keyring/index.js';
+import { adminProof, tokenMatches } from './keyring/index.js';
 import { StorageError } from './storage/index.js';
 import { isDiskFull } from './disk.js';
 import { everyFewSeconds } from './logger.js';
 import { registerLifecycleRoutes } from './lifecycle/index.js';
 import { registerQueryRoutes } from './query/index.js';
 
-const TEXT_MAX = Math.ceil(LIMITS.maxEnvelopeBytes / 3) * 4 + 2;
 /** Retry-After (s) for a deactivated account: senders ask again hourly at most. */
 const DEACTIVATED_RETRY_AFTER_S = 3600;
 
@@ -39,12 +38,28 @@ function staleWriteKey(s: Services, accountId: string, inner: Uint8Array): boole
   return !keys.some((k) => openSeal(inner, k, nodeX25519).ok);
 }
 
+/** The envelope in a text/plain body: strict base64, sized from its length before decoding. */
+function fromText(body: Uint8Array, maxBytes: number): Uint8Array {
+  let text: string;
+  try {
+    text = fromUtf8(body).trim();
+  } catch {
+    text = '!';
+  }
+  const length = base64DecodedLength(text);
+  if (length < 0) throw new CollectorError(400, 'invalid_base64', 'text/plain bodies must be standard base64 of an envelope');
+  if (length > maxBytes) throw new CollectorError(413, 'envelope_too_large', `envelope over ${maxBytes} bytes`);
+  return fromBase64(text)!;
+}
+
 function bearer(c: Context): string {
   const h = c.req.header('authorization') ?? '';
   const m = /^Bearer\s+(\S+)$/i.exec(h);
   if (!m) throw new CollectorError(401, 'unauthorized', 'missing bearer token');
   return m[1]!;
 }
+
+const adminProofBody = z.object({ challenge: z.string().length(44).refine((v) => fromBase64(v)?.length === 32, '32 bytes of base64') }).strict();
 
 const createAccountBody = z.object({
   allowedOrigins: z.array(z.string().regex(/^https?:\/\/[^/\s]+$/, 'an origin like https://shop.example')).max(50).optional(),
@@ -103,26 +118,38 @@ export function createApp(s: Services): Hono {
     });
 
     app.post('/v1/batches', async (c) => {
+      // Admission before work: the address pays for the request and its bytes before the body
+      // is read, decoded or opened, whatever becomes of it.
       const type = (c.req.header('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
       const text = type === 'text/plain';
-      if (!text && type !== 'application/octet-stream') {
-        throw new CollectorError(415, 'unsupported_media_type', 'send application/octet-stream, or text/plain with base64');
-      }
-      const body = await readBody(c.req.raw, text ? TEXT_MAX : LIMITS.maxEnvelopeBytes, s.config.bodyTimeoutMs);
-      let bytes = body;
-      if (text) {
-        let decoded: Uint8Array | null = null;
-        try {
-          decoded = fromTextForm(fromUtf8(body));
-        } catch {
-          decoded = null;
-        }
-        if (!decoded) throw new CollectorError(400, 'invalid_base64', 'text/plain bodies must be standard base64 of an envelope');
-        bytes = decoded;
-      }
-      s.writer.checkCapacity(); // overloaded: say so before spending an X25519 on the envelope
+      const maxBytes = text ? textFormBytes(s.config.maxBodyBytes) : s.config.maxBodyBytes;
+      let ticket: Ticket | undefined;
+      let opened: ReturnType<typeof openEnvelope>;
+      let bytes: Uint8Array;
       const now = s.now();
-      const opened = openEnvelope(bytes, { keys: (id) => s.keyring.transportKey(id), now, x25519: nodeX25519 });
+      try {
+        try {
+          ticket = s.admission.admit(clientAddress(c), declaredLength(c.req.raw), maxBytes);
+          if (!text && type !== 'application/octet-stream') {
+            throw new CollectorError(415, 'unsupported_media_type', 'send application/octet-stream, or text/plain with base64');
+          }
+          const body = await readBody(c.req.raw, maxBytes, s.config.bodyTimeoutMs, (n) => {
+            metrics.ingestBodyBytes.inc(n);
+            ticket!.onBytes(n);
+          });
+          bytes = text ? fromText(body, s.config.maxBodyBytes) : body;
+        } catch (e) {
+          // Refused with its body (maybe) unread: close the connection rather than drain it.
+          c.header('Connection', 'close');
+          if (isCollectorError(e)) metrics.batchRejects.inc({ code: e.code });
+          throw e;
+        }
+        s.writer.checkCapacity(); // overloaded: say so before spending an X25519 on the envelope
+        metrics.ingestOpenedBytes.inc(bytes.length);
+        opened = openEnvelope(bytes, { keys: (id) => s.keyring.transportKey(id), now, x25519: nodeX25519 });
+      } finally {
+        ticket?.release();
+      }
       if (!opened.ok) {
         metrics.batches.inc({ outcome: 'rejected' });
         metrics.batchRejects.inc({ code: opened.code });
@@ -134,7 +161,7 @@ export function createApp(s: Services): Hono {
       if (account.state === 'shredded') {
         metrics.batches.inc({ outcome: 'dropped' });
         metrics.batchRejects.inc({ code: 'account_deleted' });
-        await s.store.addRejects([{ accountId: account.accountId, code: 'late_batch_dropped', count: 1, at: now }]).catch(() => {});
+        s.lateBatches.add(account.accountId); // counted in memory, written once per interval
         throw new CollectorError(410, 'account_deleted', 'this account was deleted; it never accepts data again');
       }
       if (account.state !== 'active') {
@@ -153,10 +180,7 @@ export function createApp(s: Services): Hono {
         metrics.batches.inc({ outcome: 'duplicate' });
         return c.json({ batchId: header.batchId, duplicate: true }, 202);
       }
-      // Per sender address (memory only, never stored), then per account.
-      const ip = clientAddress(c);
-      const waitIp = ip ? s.ipRateLimiter.take(ip) : 0;
-      if (waitIp) throw new CollectorError(429, 'rate_limited', 'too many batches from this address', waitIp);
+      // The sender address paid at admission; now the account.
       const wait = s.rateLimiter.take(account.accountId);
       if (wait) throw new CollectorError(429, 'rate_limited', 'too many batches for this account', wait);
       if (staleWriteKey(s, account.accountId, inner)) {
@@ -183,9 +207,19 @@ export function createApp(s: Services): Hono {
   // Admin: not on internet-facing ingest-only nodes.
   if (!s.roles.process && !s.roles.query) return app;
   const admin = async (c: Context, next: () => Promise<void>) => {
-    if (!tokenMatches(bearer(c), s.adminTokenHash)) throw new CollectorError(401, 'unauthorized', 'invalid admin token');
+    const ip = clientAddress(c);
+    s.authFailures.check(ip);
+    if (!tokenMatches(bearer(c), s.adminTokenHash)) {
+      s.authFailures.failed(ip);
+      throw new CollectorError(401, 'unauthorized', 'invalid admin token');
+    }
     await next();
   };
+  // Before the CLI sends the admin token, the server proves it holds that token's hash.
+  app.post('/v1/admin-proof', async (c) => {
+    const { challenge } = await readJson(c.req.raw, adminProofBody);
+    return c.json({ proof: adminProof(s.adminTokenHash, fromBase64(challenge)!) });
+  });
   app.use('/v1/accounts', admin);
   app.use('/v1/accounts/*', admin);
 

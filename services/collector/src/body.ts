@@ -2,17 +2,22 @@ import type { z } from 'zod';
 import { fromUtf8 } from '@cipherstat/protocol';
 import { CollectorError } from './errors.js';
 
+/** The request's Content-Length, or undefined when it has none (a chunked body). */
+export function declaredLength(req: Request): number | undefined {
+  const declared = req.headers.get('content-length');
+  if (declared === null) return undefined;
+  if (!/^\d+$/.test(declared)) throw new CollectorError(400, 'invalid_content_length', 'Content-Length is not a number');
+  return Number(declared);
+}
+
 /**
  * Reads a request body with a byte cap and a deadline: a declared Content-Length over the
  * cap is refused before reading, a body that grows past it is cut off (413), and one that
  * trickles in slower than the deadline is abandoned (408). Nothing unbounded is buffered.
+ * `onChunk` sees each chunk's size as it arrives and may refuse the rest by throwing.
  */
-export async function readBody(req: Request, maxBytes: number, timeoutMs: number): Promise<Uint8Array> {
-  const declared = req.headers.get('content-length');
-  if (declared !== null) {
-    if (!/^\d+$/.test(declared)) throw new CollectorError(400, 'invalid_content_length', 'Content-Length is not a number');
-    if (Number(declared) > maxBytes) throw new CollectorError(413, 'envelope_too_large', `body over ${maxBytes} bytes`);
-  }
+export async function readBody(req: Request, maxBytes: number, timeoutMs: number, onChunk?: (bytes: number) => void): Promise<Uint8Array> {
+  if ((declaredLength(req) ?? 0) > maxBytes) throw new CollectorError(413, 'envelope_too_large', `body over ${maxBytes} bytes`);
   if (!req.body) return new Uint8Array(0);
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
@@ -34,9 +39,12 @@ export async function readBody(req: Request, maxBytes: number, timeoutMs: number
       if (timedOut) throw new CollectorError(408, 'body_timeout', `body not received within ${timeoutMs} ms`);
       if (step.done) break;
       total += step.value.length;
-      if (total > maxBytes) {
+      try {
+        if (total > maxBytes) throw new CollectorError(413, 'envelope_too_large', `body over ${maxBytes} bytes`);
+        onChunk?.(step.value.length);
+      } catch (e) {
         void reader.cancel().catch(() => {});
-        throw new CollectorError(413, 'envelope_too_large', `body over ${maxBytes} bytes`);
+        throw e;
       }
       chunks.push(step.value);
     }

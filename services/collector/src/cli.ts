@@ -9,13 +9,15 @@
  * both at once).
  */
 import { readFileSync, existsSync, writeFileSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig, type Config } from './config.js';
 import { openServices, startCollector } from './services.js';
 import { pino } from 'pino';
 import { createLogger } from './logger.js';
-import { Keyring, loadMasterKeys } from './keyring/index.js';
+import { Keyring, adminProof, hashToken, loadMasterKeys } from './keyring/index.js';
+import { randomBytes, toBase64 } from '@cipherstat/protocol';
 import { isKeyringError } from './keyring/index.js';
 import { isCollectorError } from './errors.js';
 import { lastRotation, lifecycleEnv, rotateMaster, DEFAULT_MASTER_ROTATION_DAYS } from './lifecycle/index.js';
@@ -38,7 +40,9 @@ const HELP = `cipherstat — encrypted metrics collector
   cipherstat keyring rotate-master                     new master key; every older keyring backup becomes unreadable
 
 Common: --data-dir D (default ./data, $CIPHERSTAT_DATA_DIR), --url URL of a running collector,
---token admin token (default $CIPHERSTAT_ADMIN_TOKEN or D/admin.token).`;
+--token admin token (default $CIPHERSTAT_ADMIN_TOKEN or D/admin.token). The token is sent only
+to a server that first proves it is that token's collector, and over plain http only to this
+host unless --insecure-http.`;
 
 const { values: flags, positionals } = parseArgs({
   allowPositionals: true,
@@ -50,6 +54,7 @@ const { values: flags, positionals } = parseArgs({
     'data-dir': { type: 'string' },
     url: { type: 'string' },
     token: { type: 'string' },
+    'insecure-http': { type: 'boolean' },
     origin: { type: 'string', multiple: true },
     'retention-days': { type: 'string' },
     confidential: { type: 'boolean' },
@@ -72,8 +77,51 @@ function fail(message: string, code = 1): never {
   process.exit(code);
 }
 
+/** Loopback, unspecified or one of this machine's own addresses: plain http stays on this host. */
+function onThisHost(hostname: string): boolean {
+  const h = hostname.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  if (h === 'localhost' || h.endsWith('.localhost') || /^127\./.test(h) || ['::1', '0.0.0.0', '::'].includes(h)) return true;
+  return Object.values(networkInterfaces()).some((list) => list?.some((i) => i.address.toLowerCase() === h));
+}
+
+/**
+ * Before the admin token leaves this process, the server must prove it is the collector the
+ * token belongs to: it answers a random challenge with an HMAC keyed by the token's hash
+ * (which only that collector holds). Anything else listening on the port learns nothing.
+ */
+async function proveCollector(url: string, token: string, source: string): Promise<void> {
+  const challenge = randomBytes(32);
+  let proof: unknown;
+  try {
+    const r = await fetch(`${url}/v1/admin-proof`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ challenge: toBase64(challenge) }),
+      signal: AbortSignal.timeout(5000),
+    });
+    proof = r.ok ? ((await r.json()) as { proof?: unknown }).proof : `HTTP ${r.status}`;
+  } catch (e) {
+    proof = e instanceof Error ? e.message : String(e);
+  }
+  if (proof !== adminProof(hashToken(token), challenge)) {
+    fail(
+      `the server at ${url} could not prove it is the collector of the admin token from ${source}, so the token was not sent ` +
+        '(another process may be listening on that port, or --url/--data-dir/--token do not belong together)',
+    );
+  }
+}
+
 async function remote(config: Config): Promise<{ url: string; token: string } | undefined> {
   const url = flags.url ?? process.env.CIPHERSTAT_URL ?? `http://${config.host}:${config.port}`;
+  let target: URL;
+  try {
+    target = new URL(url);
+  } catch {
+    fail(`not a URL: ${url}`);
+  }
+  if (target.protocol === 'http:' && !onThisHost(target.hostname) && !flags['insecure-http']) {
+    fail(`refusing to send the admin token over plain http to ${target.hostname}: use https://, or pass --insecure-http if the network in between is yours`);
+  }
   try {
     // an explicit --url is expected to answer: give a busy collector time
     const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(flags.url ? 5000 : 500) });
@@ -83,8 +131,15 @@ async function remote(config: Config): Promise<{ url: string; token: string } | 
     return undefined;
   }
   const file = join(config.dataDir, 'admin.token');
-  const token = flags.token ?? process.env.CIPHERSTAT_ADMIN_TOKEN ?? (existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined);
+  const [token, source] = flags.token
+    ? [flags.token, '--token']
+    : process.env.CIPHERSTAT_ADMIN_TOKEN
+      ? [process.env.CIPHERSTAT_ADMIN_TOKEN, 'CIPHERSTAT_ADMIN_TOKEN']
+      : existsSync(file)
+        ? [readFileSync(file, 'utf8').trim(), file]
+        : [undefined, ''];
   if (!token) fail(`a collector runs at ${url}; pass its admin token with --token or CIPHERSTAT_ADMIN_TOKEN`);
+  await proveCollector(url, token, source);
   return { url, token };
 }
 

@@ -2,6 +2,7 @@
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import { LIMITS } from '@cipherstat/protocol';
 
 export const ROLES = ['all', 'ingest', 'process', 'query'] as const;
 export type Role = (typeof ROLES)[number];
@@ -64,8 +65,24 @@ const schema = z.object({
   clickhouseCluster: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).optional(),
   /** Batches per second per account (token bucket, burst = 2 s worth). */
   rateLimit: z.coerce.number().positive().default(5000),
-  /** Batches per second per sender address (in memory only; burst = 2 s worth). */
+  /** Ingest requests per second per sender address, charged before the body is read, refused or not (in memory only; burst = 2 s worth). */
   ipRateLimit: z.coerce.number().positive().default(2000),
+  /** Ingest body bytes per second per sender address, charged before reading (declared length) or as bytes arrive (burst = 2 s worth, at least one largest body). */
+  ipByteRate: z.coerce.number().int().positive().default(4 * 1024 * 1024),
+  /** Largest envelope ingest reads (binary; the text form may be 4/3 of it). The protocol's limit is the ceiling. */
+  maxBodyBytes: z.coerce.number().int().min(1024).max(LIMITS.maxEnvelopeBytes).default(64 * 1024),
+  /** Body bytes being read, decoded or opened at once across all ingest requests before new ones get 503 `ingest_busy`. */
+  maxInflightBytes: z.coerce.number().int().positive().default(32 * 1024 * 1024),
+  /** Failed read/admin token attempts per minute per sender address before 429 `too_many_auth_failures` (burst: one minute's worth). */
+  authFailureLimit: z.coerce.number().positive().default(30),
+  /** HTTP server: the whole request head must arrive within this (ms). */
+  headersTimeoutMs: z.coerce.number().int().positive().default(10_000),
+  /** HTTP server: the whole request (head and body) must arrive within this (ms). */
+  requestTimeoutMs: z.coerce.number().int().positive().default(30_000),
+  /** HTTP server: idle keep-alive connections are closed after this (ms). */
+  keepAliveTimeoutMs: z.coerce.number().int().positive().default(5_000),
+  /** HTTP server: open connections at once; more are closed on accept. */
+  maxConnections: z.coerce.number().int().positive().default(10_000),
   /** Days of data kept when an account does not say. */
   retentionDays: z.coerce.number().int().min(1).max(3650).default(400),
   /** Grace period between deactivation and shred. */
@@ -120,6 +137,14 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['clickhouseCluster', 'CLICKHOUSE_CLUSTER'],
   ['rateLimit', 'CIPHERSTAT_RATE_LIMIT'],
   ['ipRateLimit', 'CIPHERSTAT_IP_RATE_LIMIT'],
+  ['ipByteRate', 'CIPHERSTAT_IP_BYTE_RATE'],
+  ['maxBodyBytes', 'CIPHERSTAT_MAX_BODY_BYTES'],
+  ['maxInflightBytes', 'CIPHERSTAT_MAX_INFLIGHT_BYTES'],
+  ['authFailureLimit', 'CIPHERSTAT_AUTH_FAILURE_LIMIT'],
+  ['headersTimeoutMs', 'CIPHERSTAT_HEADERS_TIMEOUT_MS'],
+  ['requestTimeoutMs', 'CIPHERSTAT_REQUEST_TIMEOUT_MS'],
+  ['keepAliveTimeoutMs', 'CIPHERSTAT_KEEP_ALIVE_TIMEOUT_MS'],
+  ['maxConnections', 'CIPHERSTAT_MAX_CONNECTIONS'],
   ['retentionDays', 'CIPHERSTAT_RETENTION_DAYS'],
   ['graceDays', 'CIPHERSTAT_GRACE_DAYS', 'grace-days'],
   ['bodyTimeoutMs', 'CIPHERSTAT_BODY_TIMEOUT_MS'],

@@ -12,6 +12,8 @@ export function createMetrics() {
     requests: new Counter({ name: 'cipherstat_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: [registry] }),
     batches: new Counter({ name: 'cipherstat_batches_total', help: 'Batches by outcome (accepted, duplicate, rejected, dropped)', labelNames: ['outcome'], registers: [registry] }),
     batchRejects: new Counter({ name: 'cipherstat_batch_rejects_total', help: 'Refused or dropped batches by error code', labelNames: ['code'], registers: [registry] }),
+    ingestBodyBytes: new Counter({ name: 'cipherstat_ingest_body_bytes_total', help: 'Request body bytes ingest read off the network (admitted requests only)', registers: [registry] }),
+    ingestOpenedBytes: new Counter({ name: 'cipherstat_ingest_opened_bytes_total', help: 'Envelope bytes ingest decoded and handed to the outer-layer open', registers: [registry] }),
     points: new Counter({ name: 'cipherstat_points_total', help: 'Points by outcome (processed, rejected)', labelNames: ['outcome'], registers: [registry] }),
     insertSeconds: new Histogram({ name: 'cipherstat_storage_insert_seconds', help: 'Latency of storage inserts', labelNames: ['table'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] }),
     processingLag: new Histogram({ name: 'cipherstat_processing_lag_seconds', help: 'Time from durable ingest (202) to processed', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60], registers: [registry] }),

@@ -9,17 +9,28 @@ export class RateLimiter {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Takes one token; returns 0 when allowed, else the seconds to wait. */
-  take(key: string): number {
+  /** Takes `cost` tokens; returns 0 when allowed, else the seconds to wait (nothing taken). */
+  take(key: string, cost = 1): number {
+    const b = this.refill(key);
+    if (b.tokens >= cost) {
+      b.tokens -= cost;
+      return 0;
+    }
+    return Math.max(1, Math.ceil((cost - b.tokens) / this.perSecond));
+  }
+
+  /** The seconds until one token is available (0: now), taking nothing. */
+  wait(key: string): number {
+    const b = this.buckets.get(key) && this.refill(key);
+    return !b || b.tokens >= 1 ? 0 : Math.max(1, Math.ceil((1 - b.tokens) / this.perSecond));
+  }
+
+  private refill(key: string): { tokens: number; at: number } {
     const now = this.now();
     const b = this.buckets.get(key) ?? { tokens: this.burst, at: now };
     b.tokens = Math.min(this.burst, b.tokens + ((now - b.at) / 1000) * this.perSecond);
     b.at = now;
     this.buckets.set(key, b);
-    if (b.tokens >= 1) {
-      b.tokens -= 1;
-      return 0;
-    }
-    return Math.max(1, Math.ceil((1 - b.tokens) / this.perSecond));
+    return b;
   }
 }

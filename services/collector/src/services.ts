@@ -18,6 +18,8 @@ import { Processor } from './processor.js';
 import { parsePartition } from './storage/types.js';
 import { Compactor } from './compactor.js';
 import { RateLimiter } from './rate-limit.js';
+import { Admission, AuthFailures, textFormBytes } from './admission.js';
+import { LateBatches } from './late-batches.js';
 import { createApp } from './app.js';
 import { QueryCache } from './query/index.js';
 import { Lifecycle, lifecycleEnv } from './lifecycle/index.js';
@@ -38,7 +40,12 @@ export interface Services {
   /** Merges partial rollup rows (process role; its scheduler starts after recovery). */
   compactor: Compactor | undefined;
   rateLimiter: RateLimiter;
-  ipRateLimiter: RateLimiter;
+  /** Ingest admission per sender address and the in-flight body cap (before any body is read). */
+  admission: Admission;
+  /** Failed read/admin token attempts per sender address. */
+  authFailures: AuthFailures;
+  /** Late batches for shredded accounts, counted in memory and written once per interval. */
+  lateBatches: LateBatches;
   adminTokenHash: string;
   roles: { ingest: boolean; process: boolean; query: boolean };
   now: () => number;
@@ -147,7 +154,15 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     processor,
     compactor,
     rateLimiter: new RateLimiter(config.rateLimit, undefined, now),
-    ipRateLimiter: new RateLimiter(config.ipRateLimit, undefined, now),
+    admission: new Admission({
+      requestsPerSecond: config.ipRateLimit,
+      bytesPerSecond: config.ipByteRate,
+      maxBodyBytes: textFormBytes(config.maxBodyBytes),
+      maxInflightBytes: config.maxInflightBytes,
+      now,
+    }),
+    authFailures: new AuthFailures(config.authFailureLimit, now),
+    lateBatches: new LateBatches({ store, log, now }),
     adminTokenHash: admin.hash,
     roles,
     now,
@@ -180,10 +195,26 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
   // After recovery: orphans of a crashed tick are gone before the first pass looks.
   services.compactor?.start();
   if (services.roles.process) services.lifecycle.start();
+  services.lateBatches.start();
   const app = createApp(services);
   const server = await new Promise<ServerType>((resolve) => {
-    const srv = serve({ fetch: app.fetch, port: config.port, hostname: config.host }, () => resolve(srv));
+    const srv = serve(
+      {
+        fetch: app.fetch,
+        port: config.port,
+        hostname: config.host,
+        // Slow or idle clients cannot hold connections open (Node's defaults: 60 s, 300 s, no cap).
+        serverOptions: {
+          headersTimeout: config.headersTimeoutMs,
+          requestTimeout: config.requestTimeoutMs,
+          keepAliveTimeout: config.keepAliveTimeoutMs,
+          connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
+        },
+      },
+      () => resolve(srv),
+    );
   });
+  server.maxConnections = config.maxConnections;
   const address = server.address() as AddressInfo;
   const url = `http://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`;
   log.info({ url, role: config.role, dataDir: config.dataDir }, 'cipherstat collector listening');
@@ -196,6 +227,7 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
         (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
       });
       await services.writer.close();
+      await services.lateBatches.stop();
       await processor?.stop();
       await services.compactor?.stop();
       await services.lifecycle.stop();

@@ -4,10 +4,15 @@
  * authentication failures, HTTP server limits. Real server on 127.0.0.1, real chDB. Rate
  * limits run on a frozen clock, so no assertion depends on timing.
  */
+import { request, type Server } from 'node:http';
+import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
+import { toBase64 } from '@cipherstat/protocol';
 import { loadConfig, type Config } from '../src/config.js';
-import { resolveClient } from '../src/admission.js';
-import { createAccount, envelope, points, post, startTestCollector, type TestCollector } from './support/collector.js';
+import { resolveClient, textFormBytes } from '../src/admission.js';
+import type { RejectRow } from '../src/storage/types.js';
+import { ADMIN_TOKEN, createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { metric } from './lifecycle-support.js';
 
 const started: TestCollector[] = [];
 afterEach(async () => {
@@ -77,5 +82,219 @@ describe('the client address behind proxies', () => {
     const statuses = await spoofed(c, 8, '203.0.113.9');
     expect(statuses.slice(0, 4)).toEqual([202, 202, 202, 202]);
     expect(statuses.slice(4)).toEqual([429, 429, 429, 429]);
+  });
+});
+
+/** One HTTP request from a chosen local address (127.0.0.x are all this host). */
+function from(localAddress: string, url: string, path: string, o: { method?: string; body?: Uint8Array | string; headers?: Record<string, string> } = {}) {
+  return new Promise<{ status: number; code?: string; retryAfter?: string }>((resolve, reject) => {
+    const u = new URL(url);
+    const req = request({ host: u.hostname, port: u.port, path, method: o.method ?? 'POST', localAddress, headers: o.headers }, (res) => {
+      let text = '';
+      res.on('data', (d) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode!, code: /"code":"([a-z0-9_]+)"/.exec(text)?.[1], retryAfter: res.headers['retry-after'] }));
+    });
+    req.on('error', reject);
+    req.end(o.body === undefined ? undefined : Buffer.from(o.body));
+  });
+}
+const batchFrom = (localAddress: string, c: TestCollector, body: Uint8Array) =>
+  from(localAddress, c.url, '/v1/batches', { body, headers: { 'content-type': 'application/octet-stream' } });
+
+/** A raw socket to the collector; `response` resolves with everything it answered once it closes or sends a full response. */
+function socket(c: TestCollector): { s: Socket; response: Promise<string> } {
+  const u = new URL(c.url);
+  const s = connect(Number(u.port), u.hostname);
+  const response = new Promise<string>((resolve) => {
+    let out = '';
+    const done = () => resolve(out);
+    s.on('data', (d) => {
+      out += d.toString('latin1');
+      const head = out.indexOf('\r\n\r\n');
+      const length = /content-length: (\d+)/i.exec(out)?.[1];
+      if (head >= 0 && length !== undefined && out.length >= head + 4 + Number(length)) done();
+    });
+    s.on('close', done);
+    s.on('error', done);
+    s.setTimeout(60_000, () => s.destroy());
+  });
+  return { s, response };
+}
+const head = (length: number, type = 'text/plain') => `POST /v1/batches HTTP/1.1\r\nHost: x\r\nContent-Type: ${type}\r\nContent-Length: ${length}\r\n\r\n`;
+const statusOf = (response: string) => Number(/^HTTP\/1\.1 (\d{3})/.exec(response)?.[1] ?? 0);
+const codeOf = (response: string) => /"code":"([a-z0-9_]+)"/.exec(response)?.[1];
+
+describe('admission before work', () => {
+  const A = 'A'.repeat(1_398_104); // the 1.4 MB text-form body of the issue: valid base64 of 1,048,578 bytes
+
+  it('the 1.4 MB base64 body is refused from its Content-Length, before one body byte is sent (default cap 64 KiB)', async () => {
+    const c = await collector({});
+    const { s, response } = socket(c);
+    s.write(head(A.length)); // the head only: the body never comes
+    const answer = await response;
+    s.destroy();
+    expect(statusOf(answer), answer).toBe(413);
+    expect(codeOf(answer)).toBe('envelope_too_large');
+    expect(answer).toMatch(/connection: close/i); // refused unread: the connection is closed, not drained
+    expect(await metric(c.url, 'cipherstat_ingest_body_bytes_total')).toBe(0);
+  });
+
+  it('with the cap at the protocol maximum, the same body is read once and refused by the linear validator from its length, never decoded or opened', async () => {
+    const c = await collector({ maxBodyBytes: 1024 * 1024 });
+    for (const body of [A, 'A'.repeat(1_398_101)]) {
+      const { s, response } = socket(c);
+      s.write(head(body.length) + body);
+      const answer = await response;
+      s.destroy();
+      expect(statusOf(answer), answer).toBe(body === A ? 413 : 400);
+      expect(codeOf(answer)).toBe(body === A ? 'envelope_too_large' : 'invalid_base64');
+    }
+    expect(await metric(c.url, 'cipherstat_ingest_body_bytes_total')).toBe(A.length + 1_398_101);
+    expect(await metric(c.url, 'cipherstat_ingest_opened_bytes_total')).toBe(0);
+  });
+
+  it('a chunked body without a Content-Length is cut off at the cap', async () => {
+    const c = await collector({});
+    const chunk = 'A'.repeat(16 * 1024);
+    const stream = new ReadableStream<Uint8Array>({
+      pull(ctl) {
+        ctl.enqueue(new TextEncoder().encode(chunk));
+      },
+    });
+    const res = await fetch(`${c.url}/v1/batches`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: stream, duplex: 'half' } as RequestInit).catch(() => undefined);
+    if (res) expect(res.status).toBe(413);
+    const read = await metric(c.url, 'cipherstat_ingest_body_bytes_total');
+    // read up to the cap (in chunks of at most 64 KiB), never past it
+    expect(read).toBeGreaterThan(textFormBytes(64 * 1024) - 64 * 1024);
+    expect(read).toBeLessThanOrEqual(textFormBytes(64 * 1024));
+    expect(await metric(c.url, 'cipherstat_ingest_opened_bytes_total')).toBe(0);
+  });
+
+  it('a garbage flood from one address is charged (requests and bytes, refused or not) and limited with 429, while another address still gets 202', async () => {
+    const c = await collector({ ipRateLimit: 5, ipByteRate: 100_000 });
+    const account = await createAccount(c);
+    const garbage = crypto.getRandomValues(new Uint8Array(500));
+    const flood = [];
+    for (let i = 0; i < 12; i++) flood.push(await batchFrom('127.0.0.1', c, garbage));
+    expect(flood.slice(0, 10).map((r) => r.code)).toEqual(Array(10).fill('not_an_envelope')); // burst: 2 s worth
+    expect(flood.slice(10).map((r) => [r.status, r.code])).toEqual([[429, 'rate_limited'], [429, 'rate_limited']]);
+    expect(Number(flood[10]!.retryAfter)).toBeGreaterThanOrEqual(1);
+    // the flooder's good batch is refused too; another address is served
+    expect((await batchFrom('127.0.0.1', c, envelope(account, points(1)).bytes)).status).toBe(429);
+    expect((await batchFrom('127.0.0.2', c, envelope(account, points(1)).bytes)).status).toBe(202);
+
+    // bytes: 100 KB/s, burst 200 KB, charged from Content-Length before reading
+    const big = crypto.getRandomValues(new Uint8Array(60_000));
+    const sizes = [];
+    for (let i = 0; i < 4; i++) sizes.push(await batchFrom('127.0.0.3', c, big));
+    expect(sizes.map((r) => r.code)).toEqual(['not_an_envelope', 'not_an_envelope', 'not_an_envelope', 'rate_limited']);
+    expect((await batchFrom('127.0.0.4', c, envelope(account, points(1)).bytes)).status).toBe(202);
+  });
+
+  it('bytes in flight over the global cap get 503 ingest_busy with Retry-After until they are done', async () => {
+    const c = await collector({ maxInflightBytes: 100_000 });
+    const slow = socket(c);
+    slow.s.write(head(60_000, 'application/octet-stream') + 'x'.repeat(1000)); // admitted, body still arriving
+    for (let i = 0; (await metric(c.url, 'cipherstat_ingest_body_bytes_total')) < 1000; i++) {
+      expect(i).toBeLessThan(600);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const busy = await batchFrom('127.0.0.2', c, crypto.getRandomValues(new Uint8Array(60_000)));
+    expect([busy.status, busy.code, busy.retryAfter]).toEqual([503, 'ingest_busy', '1']);
+    slow.s.write('x'.repeat(59_000));
+    expect(codeOf(await slow.response)).toBe('not_an_envelope');
+    slow.s.destroy();
+    const after = await batchFrom('127.0.0.2', c, crypto.getRandomValues(new Uint8Array(60_000)));
+    expect(after.code).toBe('not_an_envelope');
+  });
+});
+
+describe('authentication failures are cheap and limited', () => {
+  /** Counts storage lookups of read tokens through the real store. */
+  function countTokenLookups(c: TestCollector): () => number {
+    const store = c.services.store;
+    const query = store.query.bind(store);
+    let n = 0;
+    store.query = ((sql: string, ...rest: unknown[]) => {
+      if (sql.includes('read_token_hash')) n++;
+      return (query as (...a: unknown[]) => unknown)(sql, ...rest);
+    }) as typeof store.query;
+    return () => n;
+  }
+  const guess = () => `csr_${toBase64(crypto.getRandomValues(new Uint8Array(32))).replace(/\+/g, '-').replace(/\//g, '_').slice(0, 43)}`;
+  const readWith = (ip: string, c: TestCollector, token: string) => from(ip, c.url, '/v1/metrics', { method: 'GET', headers: { authorization: `Bearer ${token}` } });
+
+  it('a guessed read token reaches storage once; after the failure budget, not at all (429), while another address still reads', async () => {
+    const c = await collector({ authFailureLimit: 5 });
+    const account = await createAccount(c);
+    const lookups = countTokenLookups(c);
+    const token = guess();
+    for (let i = 0; i < 3; i++) expect((await readWith('127.0.0.1', c, token)).code).toBe('unauthorized');
+    expect(lookups()).toBe(1);
+    expect((await readWith('127.0.0.1', c, guess())).code).toBe('unauthorized');
+    expect((await readWith('127.0.0.1', c, guess())).code).toBe('unauthorized');
+    expect(lookups()).toBe(3);
+    const limited = await readWith('127.0.0.1', c, guess());
+    expect([limited.status, limited.code]).toEqual([429, 'too_many_auth_failures']);
+    expect(Number(limited.retryAfter)).toBeGreaterThanOrEqual(1);
+    expect(lookups()).toBe(3);
+    expect((await readWith('127.0.0.2', c, account.readToken)).status).toBe(200);
+  });
+
+  it('failed admin tokens are limited per address', async () => {
+    const c = await collector({ authFailureLimit: 3 });
+    const admin = (ip: string, token: string) => from(ip, c.url, '/v1/accounts', { method: 'GET', headers: { authorization: `Bearer ${token}` } });
+    for (let i = 0; i < 3; i++) expect((await admin('127.0.0.1', `${ADMIN_TOKEN}x${i}`)).code).toBe('unauthorized');
+    expect((await admin('127.0.0.1', `${ADMIN_TOKEN}y`)).code).toBe('too_many_auth_failures');
+    expect((await admin('127.0.0.1', ADMIN_TOKEN)).code).toBe('too_many_auth_failures'); // the address waits, whatever it sends
+    expect((await admin('127.0.0.2', ADMIN_TOKEN)).status).toBe(200);
+  });
+
+  it('late batches to a shredded account cost no storage write per request; their count is written once per flush', async () => {
+    const c = await collector({});
+    const victim: TestAccount = await createAccount(c);
+    expect((await c.admin('DELETE', `/v1/accounts/${victim.accountId}?now=true`)).status).toBe(200);
+    const store = c.services.store;
+    const addRejects = store.addRejects.bind(store);
+    const lateWrites: RejectRow[][] = [];
+    store.addRejects = (rows) => {
+      if (rows.some((r) => r.code === 'late_batch_dropped')) lateWrites.push(rows);
+      return addRejects(rows);
+    };
+    for (let i = 0; i < 20; i++) expect((await post(c.url, envelope(victim, points(1)).bytes)).status).toBe(410);
+    expect(lateWrites).toHaveLength(0);
+    await c.services.lateBatches.flush();
+    expect(lateWrites).toHaveLength(1);
+    expect((await store.rejects(victim.accountId)).late_batch_dropped).toBe(20);
+  });
+});
+
+describe('HTTP server limits', () => {
+  it('production defaults, applied to the server', async () => {
+    const d = loadConfig({}, {});
+    expect([d.headersTimeoutMs, d.requestTimeoutMs, d.keepAliveTimeoutMs, d.maxConnections]).toEqual([10_000, 30_000, 5_000, 10_000]);
+    expect([d.maxBodyBytes, d.ipByteRate, d.maxInflightBytes, d.authFailureLimit]).toEqual([65_536, 4 * 1024 * 1024, 32 * 1024 * 1024, 30]);
+    const c = await collector({ headersTimeoutMs: 7000, requestTimeoutMs: 9000, keepAliveTimeoutMs: 3000, maxConnections: 77 });
+    const server = c.server as Server;
+    expect([server.headersTimeout, server.requestTimeout, server.keepAliveTimeout, server.maxConnections]).toEqual([7000, 9000, 3000, 77]);
+  });
+
+  it('a connection over the cap is closed unanswered; the ones inside it are served', async () => {
+    const c = await collector({ maxConnections: 2 });
+    const held = [socket(c), socket(c)]; // accepted in order: these two come before any third
+    await Promise.all(held.map((h) => new Promise((r) => h.s.once('connect', r))));
+    const third = socket(c);
+    third.s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    expect(await third.response).toBe('');
+    held[0]!.s.write('GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n');
+    expect(statusOf(await held[0]!.response)).toBe(200);
+    held.forEach((h) => h.s.destroy());
+  });
+
+  it('a request head that never completes is answered 408 and closed', async () => {
+    const c = await collector({ headersTimeoutMs: 500, requestTimeoutMs: 1000 });
+    const slow = socket(c);
+    slow.s.write('POST /v1/batches HTTP/1.1\r\nHost: x\r\n'); // and nothing more
+    expect(statusOf(await slow.response)).toBe(408);
   });
 });

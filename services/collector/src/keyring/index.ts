@@ -12,5 +12,5 @@ export type {
   RotateDataKeysOptions,
   RestoreReport,
 } from './keyring.js';
-export { newToken, tokenKind, hashToken, tokenMatches, loadAdminToken, TOKEN_BYTES, MIN_ADMIN_TOKEN_LENGTH } from './tokens.js';
+export { newToken, tokenKind, hashToken, tokenMatches, adminProof, loadAdminToken, TOKEN_BYTES, MIN_ADMIN_TOKEN_LENGTH } from './tokens.js';
 export type { TokenKind, AdminToken } from './tokens.js';

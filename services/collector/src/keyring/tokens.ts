@@ -2,10 +2,10 @@
  * Read and admin tokens: 256 random bits, base64url, with a kind prefix. Only the hex
  * SHA-256 is ever stored or kept in memory; comparison is constant time.
  *
- * Crypto policy note: SHA-256 and timingSafeEqual come from node:crypto (allowed for
- * token hashing and comparison only); the randomness comes from the protocol wrapper.
+ * Crypto policy note: SHA-256, HMAC-SHA-256 and timingSafeEqual come from node:crypto (allowed
+ * for token hashing, comparison and the admin proof only); the randomness comes from the protocol wrapper.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { randomBytes, toBase64 } from '@cipherstat/protocol';
@@ -45,6 +45,15 @@ export function tokenMatches(token: string, hash: string): boolean {
   const expected = valid ? Buffer.from(hash, 'hex') : Buffer.alloc(32);
   const same = timingSafeEqual(Buffer.from(hashToken(token), 'hex'), expected);
   return valid && same;
+}
+
+/**
+ * The collector's answer to a CLI's random `challenge`: HMAC-SHA-256 keyed with the admin
+ * token's hash. Only a server that holds the hash of the very token the CLI is about to send
+ * can compute it, and it reveals neither the token nor its hash.
+ */
+export function adminProof(tokenHash: string, challenge: Uint8Array): string {
+  return createHmac('sha256', Buffer.from(tokenHash, 'hex')).update('cipherstat admin proof v1\0').update(challenge).digest('hex');
 }
 
 export interface AdminToken {

@@ -10,6 +10,7 @@ import type { Context, Hono } from 'hono';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { fromUtf8 } from '@cipherstat/protocol';
 import { readBody } from '../body.js';
+import { clientAddressOf } from '../admission.js';
 import { CollectorError } from '../errors.js';
 import { tokenKind } from '../keyring/index.js';
 import type { AccountRow } from '../storage/types.js';
@@ -26,7 +27,7 @@ export interface QueryRoutesOptions {
 
 const MAX_QUERY_BODY = 16 * 1024;
 
-type QueryServices = Pick<Services, 'store' | 'keyring' | 'accounts' | 'log' | 'metrics' | 'now'> & {
+type QueryServices = Pick<Services, 'store' | 'keyring' | 'accounts' | 'log' | 'metrics' | 'now' | 'authFailures'> & {
   config: Pick<Services['config'], 'trustProxy' | 'bodyTimeoutMs' | 'queryTimeoutMs'>;
 };
 
@@ -39,13 +40,20 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
 
   for (const path of ['/', '/index.html', '/assets/*', '/v1/metrics', '/v1/query']) app.use(path, secure);
 
+  const clientAddress = clientAddressOf(proxy);
   const authenticate = async (c: Context): Promise<AccountRow> => {
     const h = c.req.header('authorization') ?? '';
     const token = /^Bearer\s+(\S+)$/i.exec(h)?.[1];
     if (!token) throw new CollectorError(401, 'unauthorized', 'missing bearer read token');
+    // An address that failed too often is refused before its token is looked up.
+    const ip = clientAddress(c);
+    s.authFailures.check(ip);
     // Only read tokens: an admin token is not a key to anyone's data.
     const row = tokenKind(token) === 'read' ? await s.accounts.byReadToken(token) : undefined;
-    if (!row) throw new CollectorError(401, 'unauthorized', 'invalid read token');
+    if (!row) {
+      s.authFailures.failed(ip);
+      throw new CollectorError(401, 'unauthorized', 'invalid read token');
+    }
     if (row.state !== 'active') {
       cache.dropAccount(row.accountId);
       if (row.state === 'deactivated') throw new CollectorError(403, 'account_deactivated', 'this account is deactivated; restore it to query');
