@@ -601,6 +601,9 @@ async function encryptedPipeline(o, tmp) {
       CIPHERSTAT_DATA_DIR: dataDir,
       CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN,
       CIPHERSTAT_RATE_LIMIT: '1000000',
+      // one load generator stands for many senders: no per-address budget
+      CIPHERSTAT_IP_RATE_LIMIT: '1000000',
+      CIPHERSTAT_IP_BYTE_RATE: String(1 << 30),
       CIPHERSTAT_LOG_LEVEL: 'warn',
       ...(o.processWorker !== undefined ? { CIPHERSTAT_PROCESS_WORKER: o.processWorker } : {}),
     },
