@@ -187,7 +187,9 @@ describe('shred now', () => {
     await c.services.processor!.drain();
     await c.services.lateBatches.flush(); // ingest counts late batches in memory and writes them per interval
     const rejects = await c.services.store.rejects(victim.accountId);
-    expect(rejects.late_batch_dropped).toBe(3); // (the one counted in the test before went with the purge)
+    // 1 + 3: the late batch of the test before was still counted in memory when that purge ran,
+    // so it is written now and goes with the next purge
+    expect(rejects.late_batch_dropped).toBe(1 + 3);
     expect(rejects.account_deleted).toBe(20);
     expect((await rows(c, victim.accountId)).rollups).toBe(0);
     expect((await rows(c, victim.accountId, false)).processed).toBe(1);
