@@ -208,7 +208,6 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
           headersTimeout: config.headersTimeoutMs,
           requestTimeout: config.requestTimeoutMs,
           keepAliveTimeout: config.keepAliveTimeoutMs,
-          connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
         },
       },
       () => resolve(srv),

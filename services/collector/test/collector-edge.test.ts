@@ -10,7 +10,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { toBase64 } from '@cipherstat/protocol';
 import { loadConfig, type Config } from '../src/config.js';
 import { resolveClient, textFormBytes } from '../src/admission.js';
-import type { RejectRow } from '../src/storage/types.js';
+import type { RejectRow, Store } from '../src/storage/types.js';
 import { ADMIN_TOKEN, createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { metric } from './lifecycle-support.js';
 
@@ -210,9 +210,9 @@ describe('admission before work', () => {
 });
 
 describe('authentication failures are cheap and limited', () => {
-  /** Counts storage lookups of read tokens through the real store. */
+  /** Counts storage lookups of read tokens through the real store the accounts use (request paths get one with deadlines). */
   function countTokenLookups(c: TestCollector): () => number {
-    const store = c.services.store;
+    const store = (c.services.accounts as unknown as { store: Store }).store;
     const query = store.query.bind(store);
     let n = 0;
     store.query = ((sql: string, ...rest: unknown[]) => {
