@@ -3,7 +3,7 @@
  * scalar multiplication. Same bytes as tweetnacl, proven by the Wycheproof vectors.
  * Kept out of the main entry so browser bundles never import node:crypto.
  */
-import { createHash, createPrivateKey, createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
+import { createHash, createHmac, createPrivateKey, createSecretKey, createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
 import type { X25519 } from './crypto.js';
 
 const PKCS8 = Buffer.from('302e020100300506032b656e04220420', 'hex');
@@ -48,3 +48,12 @@ export const nodeX25519: X25519 = (secretKey, publicKey) =>
 
 /** SHA-512 through node:crypto: the same bytes as tweetnacl's `sha512`, ~3x faster for short inputs. */
 export const nodeSha512 = (message: Uint8Array | string): Uint8Array => createHash('sha512').update(message).digest();
+
+/**
+ * HMAC-SHA-512 through node:crypto with the key imported once: the same bytes as `hmacSha512`
+ * (tweetnacl), ~6x faster for short messages.
+ */
+export function nodeHmacSha512(key: Uint8Array): (message: Uint8Array | string) => Uint8Array {
+  const k = createSecretKey(Buffer.from(key));
+  return (message) => createHmac('sha512', k).update(message).digest();
+}

@@ -3,22 +3,27 @@
  * pseudonym = first 8 bytes of HMAC-SHA-512(account MAC key, label || 0x00 || text), as a
  * UInt64 (decimal string). Each account has its own random MAC key, so the pseudonyms of
  * two accounts are unlinkable. NUL separates fields unambiguously: tag keys match
- * TAG_KEY_PATTERN and tag values exclude NUL (and lone surrogates) by protocol rule. Results are cached per MAC key (the HMAC is pure JS).
+ * TAG_KEY_PATTERN and tag values exclude NUL (and lone surrogates) by protocol rule.
+ * The HMAC is node:crypto's (byte-identical to the protocol's tweetnacl `hmacSha512`, proven by
+ * test/pseudonyms.test.ts); results are cached per MAC key.
  */
-import { hmacSha512, utf8 } from '@cipherstat/protocol';
+import { nodeHmacSha512 } from '@cipherstat/protocol/node';
 import { Lru } from './lru.js';
 
 export type PseudonymLabel = 'metric' | 'key' | 'value' | 'series';
 
 export class Pseudonyms {
   private readonly cache = new Lru<string, string>(200_000);
-  constructor(private readonly macKey: Uint8Array) {}
+  private readonly hmac: (message: string) => Uint8Array;
+  constructor(macKey: Uint8Array) {
+    this.hmac = nodeHmacSha512(macKey);
+  }
 
   of(label: PseudonymLabel, text: string): string {
     const k = `${label}\u0000${text}`;
     let p = this.cache.get(k);
     if (p === undefined) {
-      const mac = hmacSha512(this.macKey, utf8(k));
+      const mac = this.hmac(k); // a string is hashed as UTF-8
       p = new DataView(mac.buffer, mac.byteOffset, 8).getBigUint64(0).toString();
       this.cache.set(k, p);
     }
