@@ -1,8 +1,19 @@
 // Small helpers shared by the benchmarks: timing, tables, JSON results.
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+//
+// Also the pieces both ingest benchmarks (ingest.mjs, storefront.mjs) run: child processes, the
+// plaintext Hono → chDB baseline server (`node bench/lib.mjs --serve-plaintext`), bytes on disk
+// (`--disk-usage`), the keep-alive load generator, metric scrapes, CPU profiles, fast sealing.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import os from 'node:os';
 
+export const LIB = fileURLToPath(import.meta.url);
+export const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const RESULTS_DIR = fileURLToPath(new URL('./results/', import.meta.url));
 
 export const progress = (msg) => console.log(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
@@ -89,6 +100,16 @@ export function processCpuSeconds(pid, ticksPerSecond = 100) {
   }
 }
 
+/** Resident set size of a Linux process in bytes (VmRSS); NaN elsewhere. */
+export function processRssBytes(pid) {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
 /** Busy CPU seconds of the whole machine so far (all cores, from /proc/stat); NaN elsewhere. */
 export function systemCpuSeconds(ticksPerSecond = 100) {
   try {
@@ -98,4 +119,572 @@ export function systemCpuSeconds(ticksPerSecond = 100) {
   } catch {
     return NaN;
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child: the plaintext Hono → chDB baseline (same group commit, same fsync settings as the collector).
+
+export async function servePlaintext() {
+  const { Hono } = await import('hono');
+  const { serve } = await import('@hono/node-server');
+  const { Session } = await import('chdb');
+  const { pointError } = await import('@cipherstat/protocol');
+  const dir = process.env.PLAIN_DATA_DIR;
+  const session = new Session(dir, { connectionArgs: ['--async_load_databases=0'] });
+  await session.queryAsync('CREATE DATABASE IF NOT EXISTS plain');
+  // Same durability as the collector's batches table: a 202 means fsynced.
+  // `account`: the tenant, from the x-account header (the storefront bench; '' for one tenant).
+  await session.queryAsync(`CREATE TABLE IF NOT EXISTS plain.points (
+    account LowCardinality(String),
+    time DateTime64(3, 'UTC'),
+    name LowCardinality(String),
+    kind LowCardinality(String),
+    value Float64,
+    tags Map(LowCardinality(String), String)
+  ) ENGINE = MergeTree ORDER BY (account, name, time)
+  SETTINGS fsync_after_insert = 1, fsync_part_directory = 1`);
+
+  // Group commit, as the collector's BatchWriter: one insert in flight, the next takes all waiting.
+  let queue = [];
+  let running = false;
+  let idle = Promise.resolve();
+  const run = async () => {
+    running = true;
+    try {
+      while (queue.length) {
+        const take = queue.splice(0, 10_000);
+        try {
+          await session.insert({ table: 'plain.points', values: take.map((p) => p.rows).join(''), format: 'JSONEachRow' });
+          for (const p of take) p.resolve();
+        } catch (e) {
+          for (const p of take) p.reject(e);
+        }
+      }
+    } finally {
+      running = false;
+    }
+  };
+  const submit = (rows) =>
+    new Promise((resolve, reject) => {
+      queue.push({ rows, resolve, reject });
+      if (!running) idle = run();
+    });
+
+  const app = new Hono();
+  app.get('/healthz', (c) => c.json({ status: 'ok' }));
+  app.post('/v1/points', async (c) => {
+    let points;
+    try {
+      points = await c.req.json();
+    } catch {
+      return c.json({ error: { code: 'invalid_json', message: 'not JSON' } }, 400);
+    }
+    if (!Array.isArray(points) || points.length > 2000) return c.json({ error: { code: 'invalid_request', message: 'an array of points' } }, 400);
+    const now = Date.now();
+    const account = c.req.header('x-account') ?? '';
+    let rows = '';
+    let rejected = 0;
+    for (const p of points) {
+      if (p === null || typeof p !== 'object' || pointError(p, now)) {
+        rejected++;
+        continue;
+      }
+      rows += JSON.stringify({ account, time: p.time, name: p.name, kind: p.kind, value: p.value, tags: p.tags }) + '\n';
+    }
+    try {
+      if (rows) await submit(rows);
+    } catch {
+      return c.json({ error: { code: 'storage_unavailable', message: 'retry later' } }, 503);
+    }
+    return c.json({ accepted: points.length - rejected, rejected }, 202);
+  });
+  const server = serve({ fetch: app.fetch, port: Number(process.env.PORT), hostname: '127.0.0.1' });
+  process.once('SIGTERM', () => {
+    server.close();
+    server.closeIdleConnections?.();
+    void idle.then(() => {
+      session.close();
+      process.exit(0);
+    });
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child: bytes on disk of a chDB directory (chDB binds one data directory per process).
+
+export async function diskUsage(dir, database) {
+  const { Session } = await import('chdb');
+  const s = new Session(dir, { connectionArgs: ['--async_load_databases=0'] });
+  const q = async (sql) => {
+    const text = (await s.queryAsync(sql, { format: 'JSONEachRow' })).text().trim();
+    return text ? text.split('\n').map((l) => JSON.parse(l)) : [];
+  };
+  const parts = () =>
+    q(`SELECT table, sum(bytes_on_disk) AS bytes, sum(data_uncompressed_bytes) AS uncompressed, sum(rows) AS rows, count() AS parts
+       FROM system.parts WHERE active AND database = '${database}' GROUP BY table ORDER BY table`);
+  const asIngested = await parts();
+  for (const { table } of asIngested) await q(`OPTIMIZE TABLE ${database}.${table} FINAL`);
+  const optimized = await parts();
+  s.close();
+  process.stdout.write(JSON.stringify({ asIngested, optimized }) + '\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestrator helpers.
+
+export const children = new Set();
+export function killAll() {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+}
+
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export function startChild(name, args, env, { pin } = {}) {
+  const cmd = pin ? 'taskset' : process.execPath;
+  const argv = pin ? ['-c', String(pin.cpu), process.execPath, ...args] : args;
+  const child = spawn(cmd, argv, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.add(child);
+  const tail = [];
+  const keep = (prefix) => (chunk) => {
+    for (const line of String(chunk).split('\n')) {
+      if (!line.trim()) continue;
+      tail.push(line);
+      if (tail.length > 50) tail.shift();
+      if (tail.length <= 20) console.log(`  [${name}${prefix}] ${line.slice(0, 300)}`);
+    }
+  };
+  child.stdout.on('data', keep(''));
+  child.stderr.on('data', keep(' stderr'));
+  child.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  child.tail = tail;
+  return child;
+}
+
+export async function waitReady(url, child, path, timeoutMs = 60_000) {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (child.exitCode !== null) throw new Error(`server exited early (${child.exitCode}):\n${child.tail.join('\n')}`);
+    try {
+      const r = await fetch(url + path, { signal: AbortSignal.timeout(1000) });
+      if (r.ok) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`server at ${url} not ready within ${timeoutMs} ms`);
+}
+
+export async function stopChild(child, timeoutMs = 30_000) {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exited;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  const r = await child.exited;
+  clearTimeout(timer);
+  children.delete(child);
+  return r;
+}
+
+/** Runs a child to its end; its last stdout line is JSON. */
+export async function runChildJson(args, env = {}) {
+  const child = startChild('child', args, env, {});
+  let out = '';
+  child.stdout.removeAllListeners('data');
+  child.stdout.on('data', (c) => (out += c));
+  const { code } = await child.exited;
+  children.delete(child);
+  if (code !== 0) throw new Error(`${args.join(' ')} exited with ${code}:\n${child.tail.join('\n')}`);
+  return JSON.parse(out.trim().split('\n').at(-1));
+}
+
+/** A sender: POSTs a body (with optional extra headers) and resolves with the status once the response has been read. */
+export function makeSender(kind, url, path, contentType, concurrency) {
+  if (kind === 'fetch') {
+    const target = url + path;
+    return async (body, extra) => {
+      const r = await fetch(target, { method: 'POST', headers: { 'content-type': contentType, ...extra }, body });
+      await r.arrayBuffer();
+      return r.status;
+    };
+  }
+  const { hostname, port } = new URL(url);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: concurrency, maxFreeSockets: concurrency });
+  return (body, extra) =>
+    new Promise((resolve, reject) => {
+      const req = http.request(
+        { hostname, port, path, method: 'POST', agent, headers: { 'content-type': contentType, 'content-length': body.length, ...extra } },
+        (res) => {
+          res.on('data', () => {});
+          res.on('end', () => resolve(res.statusCode));
+          res.on('error', reject);
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+}
+
+export async function scrape(url) {
+  const text = await (await fetch(url + '/metrics')).text();
+  const rows = parsePrometheus(text);
+  const get = (name, labels = {}) =>
+    rows.find((r) => r.name === name && Object.entries(labels).every(([k, v]) => r.labels[k] === v))?.value ?? 0;
+  const lag = rows
+    .filter((r) => r.name === 'cipherstat_processing_lag_seconds_bucket')
+    .map((r) => ({ le: r.labels.le === '+Inf' ? Infinity : Number(r.labels.le), count: r.value }))
+    .sort((a, b) => a.le - b.le);
+  return {
+    at: performance.now(),
+    processed: get('cipherstat_points_total', { outcome: 'processed' }),
+    rejected: get('cipherstat_points_total', { outcome: 'rejected' }),
+    accepted: get('cipherstat_batches_total', { outcome: 'accepted' }),
+    lag,
+    lagCount: get('cipherstat_processing_lag_seconds_count'),
+    lagSum: get('cipherstat_processing_lag_seconds_sum'),
+    insertBatchesSum: get('cipherstat_storage_insert_seconds_sum', { table: 'batches' }),
+    insertBatchesCount: get('cipherstat_storage_insert_seconds_count', { table: 'batches' }),
+    insertRollupsSum: get('cipherstat_storage_insert_seconds_sum', { table: 'rollups' }),
+    insertRollupsCount: get('cipherstat_storage_insert_seconds_count', { table: 'rollups' }),
+    writerQueue: get('cipherstat_ingest_queue_batches'),
+    processQueue: get('cipherstat_process_queue_batches'),
+  };
+}
+
+/**
+ * Sends bodies with `concurrency` clients for warmupMs + durationMs. A batch counts when
+ * answered 202, inside the window when its 202 arrives inside it; latencies of requests
+ * started inside the window. `pointsOf(i)`: points in body i; `headersOf(i)`: extra request
+ * headers. The server's RSS is sampled every second (max and last reported).
+ */
+export async function runLoad({ name, send, bodies, pointsOf, headersOf = () => undefined, warmupMs, durationMs, concurrency, serverPid, onWindowStart, onTick }) {
+  const t0 = performance.now();
+  const windowStart = t0 + warmupMs;
+  const windowEnd = windowStart + durationMs;
+  const latencies = new Float64Array(bodies.length);
+  let nLat = 0;
+  let next = 0;
+  let acked = 0;
+  let ackedInWindow = 0;
+  let pointsAcked = 0;
+  let pointsInWindow = 0;
+  let rssMaxBytes = 0;
+  let rssBytes = 0;
+  let lastAck = 0;
+  let firstWindowAck = 0;
+  let lastWindowAck = 0;
+  let exhausted = false;
+  const statuses = {};
+  const errors = {};
+  let cpu0;
+  let serverCpu0;
+  let systemCpu0;
+  let windowStartHrUs = NaN;
+  const windowTimer = setTimeout(async () => {
+    cpu0 = process.cpuUsage();
+    serverCpu0 = processCpuSeconds(serverPid);
+    systemCpu0 = systemCpuSeconds();
+    windowStartHrUs = Number(process.hrtime.bigint() / 1000n);
+    await onWindowStart?.();
+  }, warmupMs);
+  let atEnd;
+  const snapshot = () => ({ cpu: process.cpuUsage(cpu0), server: processCpuSeconds(serverPid), system: systemCpuSeconds(), hrUs: Number(process.hrtime.bigint() / 1000n) });
+  const windowEndTimer = setTimeout(() => (atEnd = snapshot()), warmupMs + durationMs);
+  let lastTick = { at: t0, points: 0 };
+  const ticker = setInterval(async () => {
+    const now = performance.now();
+    rssBytes = processRssBytes(serverPid);
+    if (now >= windowStart) rssMaxBytes = Math.max(rssMaxBytes, rssBytes);
+    const inst = (pointsAcked - lastTick.points) / ((now - lastTick.at) / 1000);
+    lastTick = { at: now, points: pointsAcked };
+    const phase = now < windowStart ? 'warm-up' : 'measure';
+    const avg = now >= windowStart ? `, window avg ${fmt(pointsInWindow / ((now - windowStart) / 1000))} pts/s` : '';
+    const extra = onTick ? await onTick(now).catch(() => '') : '';
+    const errs = Object.keys(errors).length || Object.keys(statuses).some((s) => s !== '202') ? `, other: ${JSON.stringify({ ...statuses, 202: undefined, ...errors })}` : '';
+    progress(`  ${name} ${phase} ${fmt((now - t0) / 1000, 0)} s: acked ${fmt(inst)} pts/s${avg}${extra}${errs}`);
+  }, 1000);
+
+  const client = async () => {
+    for (;;) {
+      const start = performance.now();
+      if (start >= windowEnd) return;
+      const i = next++;
+      if (i >= bodies.length) {
+        exhausted = true;
+        return;
+      }
+      let status;
+      try {
+        status = await send(bodies[i], headersOf(i));
+      } catch (e) {
+        errors[e.code ?? e.message] = (errors[e.code ?? e.message] ?? 0) + 1;
+        await new Promise((r) => setTimeout(r, 50));
+        continue;
+      }
+      const end = performance.now();
+      statuses[status] = (statuses[status] ?? 0) + 1;
+      if (status !== 202) {
+        if (status === 429 || status === 503) await new Promise((r) => setTimeout(r, 50));
+        continue;
+      }
+      acked++;
+      pointsAcked += pointsOf(i);
+      lastAck = end;
+      if (end >= windowStart && end <= windowEnd) {
+        ackedInWindow++;
+        pointsInWindow += pointsOf(i);
+        if (!firstWindowAck) firstWindowAck = end;
+        lastWindowAck = end;
+      }
+      if (start >= windowStart) latencies[nLat++] = end - start;
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, client));
+  atEnd ??= snapshot(); // ran out of bodies before the window ended
+  clearTimeout(windowTimer);
+  clearTimeout(windowEndTimer);
+  clearInterval(ticker);
+  const windowEndHrUs = atEnd.hrUs;
+  const measuredEnd = exhausted ? Math.min(windowEnd, lastWindowAck) : windowEnd;
+  const windowSec = (measuredEnd - windowStart) / 1000;
+  // CPU over [window start, window end] (timers), so in-flight requests after the end are not counted.
+  const cpuSec = (atEnd.hrUs - windowStartHrUs) / 1e6;
+  const serverCpu = atEnd.server - serverCpu0;
+  const systemCpu = atEnd.system - systemCpu0;
+  const loadgenCpu = cpu0 ? (atEnd.cpu.user + atEnd.cpu.system) / 1e6 : NaN;
+  const lat = Array.from(latencies.subarray(0, nLat)).sort((a, b) => a - b);
+  if (exhausted) progress(`  ${name}: ran out of pre-built bodies after ${fmt(acked)} batches; raise --batches (window shortened to ${fmt(windowSec, 1)} s)`);
+  return {
+    windowSec,
+    exhausted,
+    batchesSent: next,
+    batchesAcked: acked,
+    batchesAckedInWindow: ackedInWindow,
+    pointsAcked,
+    pointsPerSecAcked: pointsInWindow / windowSec,
+    batchesPerSecAcked: ackedInWindow / windowSec,
+    rssMaxBytes: Math.max(rssMaxBytes, processRssBytes(serverPid)),
+    ackMs: { p50: percentile(lat, 0.5), p90: percentile(lat, 0.9), p99: percentile(lat, 0.99), max: lat.at(-1) },
+    statuses,
+    errors,
+    lastAck,
+    windowStart,
+    windowEnd: measuredEnd,
+    windowStartHrUs,
+    windowEndHrUs,
+    loadgenCpuCores: loadgenCpu / cpuSec,
+    serverCpuCores: serverCpu / cpuSec,
+    // CPU used by everything else on the machine during the window (other jobs skew results).
+    otherCpuCores: Math.max(0, systemCpu - serverCpu - loadgenCpu) / cpuSec,
+    loadAverage1m: os.loadavg()[0],
+  };
+}
+
+/**
+ * One pipeline's measured load: a preflight batch (must be acknowledged; not measured), then
+ * runLoad over the other bodies, the load generator pinned like the options say.
+ */
+export async function loadPipeline(o, name, send, bodies, serverPid, hooks = {}) {
+  const pre = await send(bodies[bodies.length - 1], hooks.headersOf?.(bodies.length - 1));
+  if (pre !== 202) throw new Error(`preflight batch answered ${pre}`);
+  bodies.pop();
+  progress(`${name} pipeline: load (${o.warmup} s warm-up + ${o.duration} s measured, ${o.concurrency} concurrent ${o.client} clients)`);
+  pinSelf(o.pin ? '0' : undefined);
+  return runLoad({ name, send, bodies, warmupMs: o.warmup * 1000, durationMs: o.duration * 1000, concurrency: o.concurrency, serverPid, ...hooks });
+}
+
+/** Top functions of a V8 .cpuprofile: self time and inclusive time per function. */
+export function summarizeProfile(file, window, top = 20) {
+  const prof = JSON.parse(readFileSync(file, 'utf8'));
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  // Only the samples of the measured window (V8 stamps samples with the monotonic clock, in µs,
+  // the clock of process.hrtime); the whole profile when none fall inside it.
+  let t = prof.startTime;
+  const inWindow = prof.samples.filter((_, i) => {
+    t += prof.timeDeltas[i];
+    return t >= window.startUs && t <= window.endUs;
+  });
+  const samples = inWindow.length > 100 ? inWindow : prof.samples;
+  const hits = new Map();
+  for (const id of samples) hits.set(id, (hits.get(id) ?? 0) + 1);
+  const total = samples.length;
+  const keyOf = (n) => {
+    const f = n.callFrame;
+    const url = f.url ? f.url.replace(/^file:\/\//, '').replace(ROOT, '') : '';
+    return `${f.functionName || '(anonymous)'} ${url}${url ? `:${f.lineNumber + 1}` : ''}`;
+  };
+  const self = new Map();
+  const incl = new Map();
+  const walk = (n, onStack) => {
+    const k = keyOf(n);
+    const h = hits.get(n.id) ?? 0;
+    self.set(k, (self.get(k) ?? 0) + h);
+    let sub = h;
+    const fresh = !onStack.has(k);
+    if (fresh) onStack.add(k);
+    for (const c of n.children ?? []) sub += walk(byId.get(c), onStack);
+    if (fresh) {
+      onStack.delete(k);
+      incl.set(k, (incl.get(k) ?? 0) + sub);
+    }
+    return sub;
+  };
+  walk(prof.nodes[0], new Set());
+  const rank = (m) => [...m].sort((a, b) => b[1] - a[1]).slice(0, top).map(([fn, h]) => ({ fn, pct: Math.round((1000 * h) / total) / 10 }));
+  const idle = self.get('(idle) ') ?? 0;
+  return { samples: total, scope: samples === inWindow ? 'measured window' : 'whole run', durationSec: samples === inWindow ? (window.endUs - window.startUs) / 1e6 : (prof.endTime - prof.startTime) / 1e6, busyPct: Math.round((1000 * (total - idle)) / total) / 10, self: rank(self), inclusive: rank(incl) };
+}
+
+export function buildInfo(cli) {
+  const git = (...args) => spawnSync('git', args, { cwd: ROOT, encoding: 'utf8' }).stdout?.trim() ?? '';
+  const dirty = git('status', '--porcelain', '--', 'services/collector/src', 'packages/protocol/src').split('\n').filter(Boolean).length;
+  const newest = (dir, ext) => {
+    let t = 0;
+    const walk = (d) => {
+      for (const e of readdirSync(d, { withFileTypes: true })) {
+        if (e.isDirectory()) walk(join(d, e.name));
+        else if (e.name.endsWith(ext)) t = Math.max(t, statSync(join(d, e.name)).mtimeMs);
+      }
+    };
+    try {
+      walk(dir);
+    } catch {}
+    return t;
+  };
+  let stale;
+  if (cli === 'services/collector/dist/cli.js') {
+    for (const pkg of ['services/collector', 'packages/protocol']) {
+      if (newest(join(ROOT, pkg, 'src'), '.ts') > newest(join(ROOT, pkg, 'dist'), '.js')) {
+        stale = `${pkg}/src is newer than its dist: the measured build may be out of date (npx tsc -b packages/protocol services/collector)`;
+      }
+    }
+  }
+  return { commit: git('rev-parse', '--short', 'HEAD'), uncommittedSourceFiles: dirty, cli, stale };
+}
+
+export function pinSelf(cpus) {
+  if (!cpus) return;
+  const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(process.pid)], { encoding: 'utf8' });
+  if (r.status !== 0) progress(`  taskset failed: ${r.stderr}`);
+}
+
+export function diskSummary(disk, points) {
+  const sum = (rows) => rows.reduce((s, r) => s + Number(r.bytes), 0);
+  const perTable = (rows) => Object.fromEntries(rows.map((r) => [r.table, { bytes: Number(r.bytes), rows: Number(r.rows), parts: Number(r.parts), bytesPerPoint: Number(r.bytes) / points }]));
+  return {
+    points,
+    asIngested: { bytes: sum(disk.asIngested), bytesPerPoint: sum(disk.asIngested) / points, tables: perTable(disk.asIngested) },
+    optimized: { bytes: sum(disk.optimized), bytesPerPoint: sum(disk.optimized) / points, tables: perTable(disk.optimized) },
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pre-built request bodies: worker threads of the calling benchmark encode them in parallel.
+
+/**
+ * Builds n bodies with one worker per core (up to 4) running `file` with workerData
+ * `{ ...data, from, to }`; the worker calls postBodies. Prints progress every second.
+ */
+export async function buildBodies(file, label, n, data) {
+  const workers = Math.max(1, Math.min(os.cpus().length, 4));
+  const bodies = new Array(n);
+  let built = 0;
+  const t0 = performance.now();
+  const tick = setInterval(() => progress(`  built ${fmt(built)}/${fmt(n)} ${label} bodies (${fmt(built / ((performance.now() - t0) / 1000))}/s)`), 1000);
+  try {
+    await Promise.all(
+      Array.from({ length: workers }, (_, w) => {
+        const from = Math.floor((n * w) / workers);
+        const to = Math.floor((n * (w + 1)) / workers);
+        return new Promise((resolve, reject) => {
+          const worker = new Worker(file, { workerData: { ...data, from, to } });
+          worker.on('message', ({ start, buf, offsets }) => {
+            const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+            for (let k = 0; k + 1 < offsets.length; k++) bodies[start + k] = b.subarray(offsets[k], offsets[k + 1]);
+            built += offsets.length - 1;
+          });
+          worker.on('error', reject);
+          worker.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`build worker exited with ${code}`))));
+        });
+      }),
+    );
+  } finally {
+    clearInterval(tick);
+  }
+  const secs = (performance.now() - t0) / 1000;
+  const bytes = bodies.reduce((s, b) => s + b.length, 0);
+  progress(`  built ${fmt(n)} ${label} bodies in ${fmt(secs, 1)} s, ${fmt(bytes / n)} bytes each on average`);
+  return { bodies, avgBytes: bytes / n };
+}
+
+/** Worker side of buildBodies: encodes bodies [from, to) and posts them in packed chunks. */
+export function postBodies(port, from, to, encode, chunk = 250) {
+  for (let start = from; start < to; start += chunk) {
+    const parts = [];
+    for (let i = start; i < Math.min(to, start + chunk); i++) parts.push(encode(i));
+    const total = parts.reduce((n, p) => n + p.length, 0);
+    const buf = new Uint8Array(total);
+    const offsets = new Uint32Array(parts.length + 1);
+    let o = 0;
+    parts.forEach((p, k) => {
+      buf.set(p, o);
+      o += p.length;
+      offsets[k + 1] = o;
+    });
+    port.postMessage({ start, buf, offsets }, [buf.buffer, offsets.buffer]);
+  }
+}
+
+/**
+ * Envelopes as the Library seals them, fast: `seal(accountId, accountPublicKey, points, baseTime)`
+ * with the collector key given here. Sealed boxes exactly as @cipherstat/protocol `seal`
+ * (ephemeral X25519, nonce = SHA-512(epk || pk)[0..24], XSalsa20-Poly1305), with the two X25519
+ * steps through node:crypto: the load generator is not what is measured, and tweetnacl's scalar
+ * multiplication would cost ~1.8 ms per batch. Self-tested against the protocol's own open.
+ */
+export async function envelopeSealer({ collectorKeyId, collectorPublicKey }) {
+  const P = await import('@cipherstat/protocol');
+  const { default: nacl } = await import('tweetnacl');
+  const { createPrivateKey, createPublicKey, diffieHellman, randomBytes } = await import('node:crypto');
+  // JWK imports: OpenSSL 3's DER decoders cost ~10x more per key (measured ~80-500 µs vs ~7-45 µs).
+  const publicKeyObject = (raw) => createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(raw).toString('base64url') }, format: 'jwk' });
+  const BASE = publicKeyObject(Buffer.from([9, ...new Array(31).fill(0)]));
+  const sealFast = (message, recipientPk, recipientKey) => {
+    const priv = createPrivateKey({ key: { kty: 'OKP', crv: 'X25519', d: randomBytes(32).toString('base64url'), x: '' }, format: 'jwk' });
+    const epk = new Uint8Array(diffieHellman({ privateKey: priv, publicKey: BASE }));
+    const shared = new Uint8Array(diffieHellman({ privateKey: priv, publicKey: recipientKey }));
+    const key = P.sharedKey(new Uint8Array(32), recipientPk, () => shared);
+    if (!key) throw new Error('low-order recipient key');
+    return P.concat(epk, nacl.secretbox(message, nacl.hash(P.concat(epk, recipientPk)).subarray(0, 24), key));
+  };
+  const probe = P.keyPair();
+  const opened = P.openSeal(sealFast(P.utf8('self-test'), probe.publicKey, publicKeyObject(probe.publicKey)), probe);
+  if (!opened.ok || P.fromUtf8(opened.value) !== 'self-test') throw new Error('fast seal does not match the protocol');
+
+  const collectorPk = new Uint8Array(collectorPublicKey);
+  const collectorKey = publicKeyObject(collectorPk);
+  const prefix = P.concat(new Uint8Array([0x43, 0x53, P.VERSION, 0]), P.fromHex(collectorKeyId));
+  const accountKeys = new Map();
+  return (accountId, accountPublicKey, points, baseTime) => {
+    let accountKey = accountKeys.get(accountId);
+    if (!accountKey) accountKeys.set(accountId, (accountKey = publicKeyObject(accountPublicKey)));
+    const batchId = randomBytes(16).toString('hex');
+    const header = P.encodeHeader({ accountId, batchId, createdAt: baseTime, sdk: 'bench/1', count: points.length });
+    const inner = sealFast(P.encodeInner(accountId, batchId, points), accountPublicKey, accountKey);
+    const outer = sealFast(P.concat(new Uint8Array([header.length >> 8, header.length & 0xff]), header, inner), collectorPk, collectorKey);
+    return P.concat(prefix, outer);
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+if (process.argv[1] && fileURLToPath(new URL(`file://${process.argv[1]}`)) === LIB) {
+  if (process.argv[2] === '--serve-plaintext') await servePlaintext();
+  else if (process.argv[2] === '--disk-usage') await diskUsage(process.argv[3], process.argv[4]);
 }
