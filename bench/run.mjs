@@ -7,6 +7,7 @@ const ALL = [
   ['protocol', 'bench/protocol.mjs'],
   ['library', 'packages/library/bench/library.bench.mjs'],
   ['ingest', 'bench/ingest.mjs'],
+  ['storefront', 'bench/storefront.mjs'],
   ['query', 'bench/query.mjs'],
   ['shred', 'bench/shred.mjs'],
 ];

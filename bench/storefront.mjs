@@ -1,0 +1,392 @@
+// Storefront benchmark: many small shops. 10,000 accounts with Zipf-distributed traffic (a few
+// big shops, a long tail), ~10-point batches as one page view sends, ~20 series per account,
+// keep-alive clients; beside the plaintext Hono → chDB baseline (bench/lib.mjs) fed the SAME
+// requests (the same points of the same accounts, the account in an `x-account` header).
+//
+//   node bench/storefront.mjs [--accounts 10000] [--zipf 1] [--duration 15] [--warmup 5]
+//                             [--concurrency 128] [--batches 60000] [--profile] [--keep]
+//                             [--only encrypted|plaintext] [--cli path/to/collector/dist/cli.js]
+//
+// Accounts are created in bulk through the collector's own Accounts API on the data directory
+// (a child process, before the server starts), not by 10,000 HTTP calls.
+// --profile  runs the collector with --cpu-prof and prints the top functions of its main thread
+//            and of its tick worker (where processing CPU goes).
+// Results: bench/results/storefront.json.
+import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import {
+  LIB, ROOT, buildBodies, buildInfo, envelopeSealer, fmt, freePort, histogramQuantile, killAll, loadPipeline, makeSender, parsePrometheus,
+  postBodies, progress, runChildJson, scrape, startChild, stopChild, summarizeProfile, table, waitReady, writeResult,
+} from './lib.mjs';
+import { mulberry32 } from '../test/support/seeded.mjs';
+
+const SELF = fileURLToPath(import.meta.url);
+const ADMIN_TOKEN = 'csa_bench_admin_token_0123456789abcdefghijklmnop';
+
+// ---------------------------------------------------------------------------------------------
+// Deterministic traffic: batch i has the same account and points in both pipelines.
+
+const PAGES = ['/', '/cart', '/checkout', '/search', '/account', ...Array.from({ length: 20 }, (_, i) => `/p/${100 + i * 7}`)];
+const COUNTRIES = 'DE FR US GB NL ES IT PL SE AT'.split(' ');
+const SERIES_PER_ACCOUNT = 20;
+
+/** An account's ~20 series (metric, kind, tags): page loads by page and country, orders, revenue, cart size. */
+function accountSeries(a) {
+  const rnd = mulberry32(a * 7919 + 17);
+  const series = [];
+  const pick = (list) => list[Math.floor(rnd() * list.length)];
+  for (let k = 0; k < 12; k++) series.push(['page.load_ms', 'histogram', { page: pick(PAGES), country: pick(COUNTRIES) }]);
+  for (let k = 0; k < 3; k++) series.push(['orders', 'counter', { country: pick(COUNTRIES) }]);
+  for (let k = 0; k < 3; k++) series.push(['revenue.eur', 'counter', { country: pick(COUNTRIES) }]);
+  series.push(['cart.items', 'gauge', {}], ['checkout.step', 'counter', { step: String(1 + Math.floor(rnd() * 4)) }]);
+  return series.slice(0, SERIES_PER_ACCOUNT);
+}
+
+/** Cumulative Zipf(s) weights over n ranks (rank 0 the biggest shop). */
+function zipfCdf(n, s) {
+  const w = Array.from({ length: n }, (_, r) => 1 / (r + 1) ** s);
+  const total = w.reduce((a, b) => a + b, 0);
+  let acc = 0;
+  return Float64Array.from(w, (x) => (acc += x / total));
+}
+
+/** Batch i: its account (Zipf rank) and 8–12 points (10 on average) of that account's series, in the 10 s before baseTime. */
+export function makeBatch(i, cdf, baseTime) {
+  const rnd = mulberry32(i * 2654435761 + 7);
+  const u = rnd();
+  let lo = 0;
+  let hi = cdf.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (cdf[mid] < u) lo = mid + 1;
+    else hi = mid;
+  }
+  const series = accountSeries(lo);
+  const n = 8 + Math.floor(rnd() * 5);
+  const points = new Array(n);
+  for (let id = 0; id < n; id++) {
+    const [name, kind, tags] = series[Math.floor(rnd() * series.length)];
+    const value = name === 'page.load_ms' ? Math.round(80 + 4000 * rnd() * rnd()) : name === 'revenue.eur' ? Math.round(500 + rnd() * 25000) / 100 : name === 'cart.items' ? Math.floor(rnd() * 9) : 1;
+    points[id] = { id, kind, name, value, time: baseTime - Math.floor(rnd() * 10_000), tags };
+  }
+  return { account: lo, points };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker: bodies [from, to).
+
+async function buildWorker() {
+  const { mode, from, to, baseTime, accountsFile, accounts: n, zipf } = workerData;
+  const cdf = zipfCdf(n, zipf);
+  const list = JSON.parse(readFileSync(accountsFile, 'utf8'));
+  let encode;
+  if (mode === 'envelope') {
+    const seal = await envelopeSealer({ collectorKeyId: list.collectorKey.keyId, collectorPublicKey: Buffer.from(list.collectorKey.publicKey, 'base64') });
+    const pks = list.accounts.map((a) => new Uint8Array(Buffer.from(a.writeKey, 'base64')));
+    encode = (i) => {
+      const { account, points } = makeBatch(i, cdf, baseTime);
+      return seal(list.accounts[account].accountId, pks[account], points, baseTime);
+    };
+  } else {
+    const enc = new TextEncoder();
+    encode = (i) => enc.encode(JSON.stringify(makeBatch(i, cdf, baseTime).points));
+  }
+  postBodies(parentPort, from, to, encode);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child: creates the accounts through the collector's Accounts API on its data directory.
+
+async function createAccounts(dataDir, n, out) {
+  const dist = join(ROOT, 'services/collector/dist/');
+  const { loadConfig } = await import(join(dist, 'config.js'));
+  const { openServices } = await import(join(dist, 'services.js'));
+  const { createLogger } = await import(join(dist, 'logger.js'));
+  const s = await openServices(loadConfig({ role: 'query', 'data-dir': dataDir }), { log: createLogger({ level: 'warn' }) });
+  const accounts = new Array(n);
+  let next = 0;
+  const t0 = performance.now();
+  let collectorKey;
+  const worker = async () => {
+    for (let i = next++; i < n; i = next++) {
+      const a = await s.accounts.create({});
+      accounts[i] = { accountId: a.accountId, writeKey: a.writeKey };
+      collectorKey ??= a.collectorKey;
+    }
+  };
+  await Promise.all(Array.from({ length: 32 }, worker));
+  await s.store.close();
+  writeFileSync(out, JSON.stringify({ collectorKey, accounts }));
+  process.stdout.write(JSON.stringify({ accounts: n, seconds: (performance.now() - t0) / 1000 }) + '\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/** Per-account cache lookups the collector exports (`cipherstat_cache_lookups_total{cache,outcome}`). */
+async function cacheCounts(url) {
+  const rows = parsePrometheus(await (await fetch(url + '/metrics')).text()).filter((r) => r.name === 'cipherstat_cache_lookups_total');
+  const out = {};
+  for (const r of rows) (out[r.labels.cache] ??= { hit: 0, miss: 0 })[r.labels.outcome] = r.value;
+  return out;
+}
+
+async function encryptedPipeline(o, tmp) {
+  const dataDir = join(tmp, 'collector');
+  const accountsFile = join(tmp, 'accounts.json');
+  const env = { CIPHERSTAT_DATA_DIR: dataDir, CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, CIPHERSTAT_LOG_LEVEL: 'warn' };
+  progress(`encrypted pipeline: creating ${fmt(o.accounts)} accounts through the Accounts API on the data directory`);
+  const created = await runChildJson([SELF, '--create-accounts', dataDir, String(o.accounts), accountsFile], env);
+  progress(`  created ${fmt(created.accounts)} accounts in ${fmt(created.seconds, 1)} s`);
+
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const profDir = join(tmp, 'profile');
+  const args = [...(o.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), o.cli, 'serve'];
+  const child = startChild('collector', args, {
+    ...env,
+    PORT: String(port),
+    HOST: '127.0.0.1',
+    // Shops' visitors come from many addresses; here they all come from 127.0.0.1.
+    CIPHERSTAT_RATE_LIMIT: '1000000',
+    CIPHERSTAT_IP_RATE_LIMIT: '1000000',
+  });
+  try {
+    await waitReady(url, child, '/readyz');
+    progress(`encrypted pipeline: collector ready at ${url}; pre-building ${fmt(o.batches)} envelopes`);
+    const baseTime = Date.now();
+    const { bodies, avgBytes } = await buildBodies(SELF, 'envelope', o.batches, { mode: 'envelope', baseTime, accountsFile, accounts: o.accounts, zipf: o.zipf });
+    const pointsOf = pointCounter(o, baseTime);
+    const send = makeSender('http', url, '/v1/batches', 'application/octet-stream', o.concurrency);
+    let atStart;
+    let cachesAtStart;
+    let lastScrape;
+    const load = await loadPipeline(o, 'encrypted', send, bodies, child.pid, {
+      pointsOf,
+      onWindowStart: async () => {
+        [atStart, cachesAtStart] = await Promise.all([scrape(url), cacheCounts(url)]);
+      },
+      onTick: async () => {
+        const s = await scrape(url);
+        const prev = lastScrape;
+        lastScrape = s;
+        if (!prev) return '';
+        return `, processed ${fmt((s.processed - prev.processed) / ((s.at - prev.at) / 1000))} pts/s, queues ingest ${s.writerQueue} / process ${s.processQueue} batches`;
+      },
+    });
+    const [atEnd, cachesAtEnd] = await Promise.all([scrape(url), cacheCounts(url)]);
+    progress(`encrypted pipeline: load stopped; waiting for processing to catch up (${fmt(atEnd.processQueue)} batches queued)`);
+    const want = load.batchesAcked + 1;
+    let final = atEnd;
+    const drainStart = performance.now();
+    while (final.lagCount < want && performance.now() - drainStart < o.drainTimeout * 1000) {
+      await new Promise((r) => setTimeout(r, 100));
+      final = await scrape(url);
+    }
+    const drained = final.lagCount >= want;
+    const drainSec = (performance.now() - load.lastAck) / 1000;
+    progress(`encrypted pipeline: ${drained ? 'all processed' : 'NOT all processed'} ${fmt(drainSec, 2)} s after the last 202 (${fmt(final.lagCount)}/${fmt(want)} batches)`);
+    const lagBuckets = final.lag.map((b, i) => ({ le: b.le, count: b.count - (atStart?.lag[i]?.count ?? 0) }));
+    const caches = {};
+    for (const [name, c] of Object.entries(cachesAtEnd)) {
+      const hit = c.hit - (cachesAtStart?.[name]?.hit ?? 0);
+      const miss = c.miss - (cachesAtStart?.[name]?.miss ?? 0);
+      caches[name] = { hit, miss, hitRate: hit + miss ? hit / (hit + miss) : NaN };
+    }
+    const processedPerSec = (atEnd.processed - atStart.processed) / ((atEnd.at - atStart.at) / 1000);
+    const result = {
+      envelopeBytes: avgBytes,
+      ...load,
+      pointsPerSecProcessed: processedPerSec,
+      batchesPerSecProcessed: (atEnd.lagCount - atStart.lagCount) / ((atEnd.at - atStart.at) / 1000),
+      lagSec: { p50: histogramQuantile(lagBuckets, 0.5), p95: histogramQuantile(lagBuckets, 0.95), p99: histogramQuantile(lagBuckets, 0.99) },
+      drainedAfterLastAckSec: drained ? drainSec : null,
+      insertMs: {
+        batchesInsertsPerSec: (atEnd.insertBatchesCount - atStart.insertBatchesCount) / load.windowSec,
+        rollupsInsertsPerSec: (atEnd.insertRollupsCount - atStart.insertRollupsCount) / load.windowSec,
+        rollupsMean: (1000 * (atEnd.insertRollupsSum - atStart.insertRollupsSum)) / Math.max(1, atEnd.insertRollupsCount - atStart.insertRollupsCount),
+      },
+      caches,
+      accountsCreatedSec: created.seconds,
+    };
+    await stopChild(child);
+    if (o.profile) {
+      result.profiles = {};
+      for (const f of readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'))) {
+        // CPU.<date>.<time>.<pid>.<tid>.<seq>.cpuprofile: tid 0 is the main thread; the busiest other one is the tick worker.
+        const tid = f.split('.').at(-3);
+        const file = join(os.tmpdir(), `cipherstat-storefront-${tid === '0' ? 'main' : `thread${tid}`}.cpuprofile`);
+        copyFileSync(join(profDir, f), file);
+        result.profiles[tid === '0' ? 'main' : `thread ${tid}`] = { file, ...summarizeProfile(file, { startUs: load.windowStartHrUs, endUs: load.windowEndHrUs }) };
+      }
+    }
+    return result;
+  } finally {
+    await stopChild(child, 5000);
+  }
+}
+
+/** Points per body index (the bodies' own counts, recomputed from the seed). */
+function pointCounter(o, baseTime) {
+  const cdf = zipfCdf(o.accounts, o.zipf);
+  const counts = new Uint8Array(o.batches);
+  for (let i = 0; i < o.batches; i++) counts[i] = makeBatch(i, cdf, baseTime).points.length;
+  return (i) => counts[i];
+}
+
+async function plaintextPipeline(o, tmp) {
+  const dataDir = join(tmp, 'plain');
+  mkdirSync(dataDir, { recursive: true });
+  const accountsFile = join(tmp, 'accounts.json');
+  const { accounts } = JSON.parse(readFileSync(accountsFile, 'utf8'));
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const child = startChild('plaintext', [LIB, '--serve-plaintext'], { PORT: String(port), PLAIN_DATA_DIR: dataDir });
+  try {
+    await waitReady(url, child, '/healthz');
+    progress(`plaintext pipeline: ready at ${url}; pre-building ${fmt(o.batches)} JSON bodies (the same accounts and points)`);
+    const baseTime = Date.now();
+    const { bodies, avgBytes } = await buildBodies(SELF, 'json', o.batches, { mode: 'json', baseTime, accountsFile, accounts: o.accounts, zipf: o.zipf });
+    const cdf = zipfCdf(o.accounts, o.zipf);
+    const heads = new Array(o.batches);
+    const counts = new Uint8Array(o.batches);
+    for (let i = 0; i < o.batches; i++) {
+      const b = makeBatch(i, cdf, baseTime);
+      heads[i] = { 'x-account': accounts[b.account].accountId };
+      counts[i] = b.points.length;
+    }
+    const send = makeSender('http', url, '/v1/points', 'application/json', o.concurrency);
+    const load = await loadPipeline(o, 'plaintext', send, bodies, child.pid, { pointsOf: (i) => counts[i], headersOf: (i) => heads[i] });
+    await stopChild(child);
+    // A 202 comes after the insert: acknowledged points are queryable.
+    return { bodyBytes: avgBytes, ...load, pointsPerSecProcessed: load.pointsPerSecAcked, batchesPerSecProcessed: load.batchesPerSecAcked, lagSec: { p50: 0, p95: 0, p99: 0 } };
+  } finally {
+    await stopChild(child, 5000);
+  }
+}
+
+async function main() {
+  const { values } = parseArgs({
+    options: {
+      accounts: { type: 'string', default: '10000' },
+      zipf: { type: 'string', default: '1' },
+      duration: { type: 'string', default: '15' },
+      warmup: { type: 'string', default: '5' },
+      concurrency: { type: 'string', default: '128' },
+      batches: { type: 'string', default: '60000' },
+      'drain-timeout': { type: 'string', default: '60' },
+      cli: { type: 'string', default: 'services/collector/dist/cli.js' },
+      only: { type: 'string' },
+      profile: { type: 'boolean', default: false },
+      keep: { type: 'boolean', default: false },
+    },
+  });
+  const o = {
+    accounts: Number(values.accounts),
+    zipf: Number(values.zipf),
+    duration: Number(values.duration),
+    warmup: Number(values.warmup),
+    concurrency: Number(values.concurrency),
+    batches: Number(values.batches),
+    client: 'http',
+    drainTimeout: Number(values['drain-timeout']),
+    cli: values.cli,
+    profile: values.profile,
+  };
+  const tmp = mkdtempSync(join(os.tmpdir(), 'cipherstat-bench-storefront-'));
+  const watchdog = setTimeout(() => {
+    console.error('storefront bench: watchdog fired (run took too long); killing children');
+    killAll();
+    process.exit(2);
+  }, (2 * (o.warmup + o.duration + o.drainTimeout) + 900) * 1000);
+  watchdog.unref();
+  process.on('exit', killAll);
+  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => (killAll(), process.exit(130)));
+  const build = buildInfo(o.cli);
+  if (build.stale) progress(`WARNING: ${build.stale}`);
+  progress(`storefront bench: ${fmt(o.accounts)} accounts, Zipf s=${o.zipf}, ~10-point batches, ${SERIES_PER_ACCOUNT} series per account, ${o.concurrency} keep-alive clients; data in ${tmp}`);
+  let e;
+  let p;
+  try {
+    // The accounts file is written by the encrypted pipeline's set-up; the plaintext one reuses its ids.
+    e = await encryptedPipeline(o, tmp);
+    globalThis.gc?.();
+    if (values.only !== 'encrypted') p = await plaintextPipeline(o, tmp);
+  } finally {
+    if (!values.keep) rmSync(tmp, { recursive: true, force: true });
+    else progress(`kept ${tmp}`);
+  }
+
+  const e2e = (r) => Math.min(r.pointsPerSecAcked, r.pointsPerSecProcessed);
+  const e2eBatches = (r) => Math.min(r.batchesPerSecAcked, r.batchesPerSecProcessed);
+  const ratio = p ? e2e(e) / e2e(p) : NaN;
+  for (const r of [e, p]) {
+    if (!r) continue;
+    r.pointsPerSecEndToEnd = e2e(r);
+    r.batchesPerSecEndToEnd = e2eBatches(r);
+    r.serverCpuMicrosPerPoint = (r.serverCpuCores * 1e6) / e2e(r);
+    r.serverCpuMicrosPerBatch = (r.serverCpuCores * 1e6) / e2eBatches(r);
+  }
+  const other = (r) => Object.entries(r.statuses).filter(([s]) => s !== '202').map(([s, n]) => `${s}×${n}`).join(' ') || '-';
+  const row = (name, r, isEnc) => ({
+    pipeline: name,
+    'pts/s e2e': fmt(r.pointsPerSecEndToEnd),
+    'batches/s e2e': fmt(r.batchesPerSecEndToEnd),
+    ratio: isEnc ? (Number.isFinite(ratio) ? fmt(ratio, 2) + '×' : '-') : '1.00×',
+    'ack p50/p99 ms': `${fmt(r.ackMs.p50, 1)} / ${fmt(r.ackMs.p99, 1)}`,
+    'lag p50/p95 s': isEnc ? `${fmt(r.lagSec.p50, 2)} / ${fmt(r.lagSec.p95, 2)}` : '0 (202 after insert)',
+    'srv µs/pt': fmt(r.serverCpuMicrosPerPoint, 1),
+    'srv µs/batch': fmt(r.serverCpuMicrosPerBatch, 0),
+    'RSS max MB': fmt(r.rssMaxBytes / 2 ** 20),
+    'not 202': other(r),
+    'CPU srv/gen/other': `${fmt(r.serverCpuCores, 2)} / ${fmt(r.loadgenCpuCores, 2)} / ${fmt(r.otherCpuCores, 2)}`,
+  });
+  console.log('');
+  table([row('encrypted (collector)', e, true), ...(p ? [row('plaintext Hono→chDB', p, false)] : [])]);
+  const noisy = [e, p].filter((r) => r && r.otherCpuCores > 0.2);
+  if (noisy.length) console.log(`WARNING: other processes used ${noisy.map((r) => fmt(r.otherCpuCores, 2)).join(' / ')} cores during the run; the numbers are skewed.`);
+  console.log('');
+  const cacheRows = Object.entries(e.caches).map(([cache, c]) => ({ cache, lookups: fmt(c.hit + c.miss), 'hit rate': `${fmt(100 * c.hitRate, 1)}%` }));
+  if (cacheRows.length) table(cacheRows);
+  else console.log('per-account caches: the collector exports no cipherstat_cache_lookups_total');
+  console.log(`collector: rollup inserts ${fmt(e.insertMs.rollupsInsertsPerSec, 1)}/s (mean ${fmt(e.insertMs.rollupsMean, 1)} ms), batch inserts ${fmt(e.insertMs.batchesInsertsPerSec, 1)}/s`);
+  console.log('');
+  const verdict = (ok) => (ok ? 'PASS' : 'FAIL');
+  const targets = {
+    ratio: { target: '>= 0.5x plaintext', value: ratio, pass: ratio >= 0.5 },
+    freshness: { target: 'processing lag p95 <= 2 s, all processed', value: e.lagSec.p95, pass: e.lagSec.p95 <= 2 && e.drainedAfterLastAckSec !== null },
+    rss: { target: 'RSS bounded and reported', value: e.rssMaxBytes, pass: Number.isFinite(e.rssMaxBytes) },
+  };
+  table([
+    { figure: 'ingest, 10,000 accounts, ~10-point batches', target: '≥ 0.5× plaintext', value: `${fmt(ratio, 2)}×`, verdict: verdict(targets.ratio.pass) },
+    { figure: 'freshness p95', target: '≤ 2 s', value: `${fmt(e.lagSec.p95, 2)} s${e.drainedAfterLastAckSec === null ? ', NOT all processed' : ''}`, verdict: verdict(targets.freshness.pass) },
+    { figure: 'collector RSS (max during the window)', target: 'reported', value: `${fmt(e.rssMaxBytes / 2 ** 20)} MB`, verdict: verdict(targets.rss.pass) },
+  ]);
+  for (const [name, prof] of Object.entries(e.profiles ?? {})) {
+    if (prof.busyPct < 5) continue;
+    console.log(`\ncollector CPU profile (${name}, ${prof.scope}, ${fmt(prof.durationSec, 1)} s, busy ${prof.busyPct}%): ${prof.file}`);
+    table(prof.self.slice(0, 15).map((x, i) => ({ 'self %': x.pct, function: x.fn.slice(0, 100), 'incl %': prof.inclusive[i]?.pct, 'inclusive function': prof.inclusive[i]?.fn.slice(0, 80) })));
+  }
+  writeResult('storefront', { options: o, build, targets, ratio, encrypted: e, plaintext: p });
+  clearTimeout(watchdog);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const isEntry = process.argv[1] && fileURLToPath(new URL(`file://${process.argv[1]}`)) === SELF;
+if (!isMainThread) {
+  if (workerData?.mode) await buildWorker();
+} else if (isEntry && process.argv[2] === '--create-accounts') {
+  await createAccounts(process.argv[3], Number(process.argv[4]), process.argv[5]);
+} else if (isEntry) {
+  try {
+    await main();
+  } catch (err) {
+    console.error(`storefront bench failed: ${err?.stack ?? err}`);
+    killAll();
+    process.exit(1);
+  }
+}
