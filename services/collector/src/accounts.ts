@@ -40,6 +40,15 @@ export interface AccountView {
 /** How long a read token no account has is remembered as unknown. */
 const UNKNOWN_TOKEN_TTL_MS = 10 * 60_000;
 
+interface Miss {
+  accountId: string;
+  gen: string;
+  resolve: (row: AccountRow | undefined) => void;
+  reject: (e: unknown) => void;
+}
+/** Most accounts per bulk state read. */
+const READ_BATCH = 1000;
+
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 /** `acct_` and 24 hex characters (96 random bits). */
 export const newAccountId = (): string => `acct_${toHex(randomBytes(12))}`;
@@ -49,6 +58,11 @@ export class Accounts {
   private readonly byToken = new Lru<string, { accountId: string | undefined; at: number }>(10_000);
   /** Single flight: one storage read per account at a time, shared by every caller that missed. */
   private readonly loading = new Map<string, Promise<AccountRow | undefined>>();
+  /** Misses waiting for the next bulk read, and whether one is running. */
+  private misses: Miss[] = [];
+  private reading = false;
+  /** Cache lookups of get() (cipherstat_cache_lookups_total{cache="account_state"}). */
+  readonly stats = { hit: 0, miss: 0 };
   /** Bumped by every write to an account's cache entry: a read started before it never overwrites it. */
   private readonly generation = new Map<string, number>();
   private generationSeq = 0;
@@ -95,29 +109,70 @@ export class Accounts {
     };
   }
 
-  /** Account state through the short-lived cache (ingest and query hot paths). */
+  /**
+   * Account state through the short-lived cache (ingest and query hot paths). Misses are read
+   * in bulk: every miss waiting while a read is in flight joins the next one (one storage query
+   * for many accounts, like the writer's group commit), so thousands of small shops do not cost
+   * a query each.
+   */
   async get(accountId: string): Promise<AccountRow | undefined> {
     const hit = this.cache.get(accountId);
-    if (hit && this.now() - hit.at < (this.opts.ttlMs ?? 1000)) return hit.row;
+    if (hit && this.now() - hit.at < (this.opts.ttlMs ?? 1000)) {
+      this.stats.hit++;
+      return hit.row;
+    }
+    this.stats.miss++;
     let p = this.loading.get(accountId);
     if (!p) {
       const gen = this.gen(accountId);
-      const at = this.now();
-      p = this.store.getAccount(accountId).then(
-        (row) => {
-          if (this.loading.get(accountId) === p) this.loading.delete(accountId);
-          // A newer update(), fresh() or forget() happened meanwhile: it wins.
-          if (this.gen(accountId) === gen) this.cache.set(accountId, { row, at });
-          return row;
-        },
-        (e: unknown) => {
-          if (this.loading.get(accountId) === p) this.loading.delete(accountId);
-          throw e;
-        },
-      );
+      p = new Promise<AccountRow | undefined>((resolve, reject) => this.misses.push({ accountId, gen, resolve, reject }));
       this.loading.set(accountId, p);
+      void this.readMisses(); // starts a read now unless one is in flight (then this miss joins the next)
     }
     return p;
+  }
+
+  /** Several accounts at once (one storage read for all misses). */
+  async getMany(accountIds: Iterable<string>): Promise<Map<string, AccountRow | undefined>> {
+    const ids = [...new Set(accountIds)];
+    const rows = await Promise.all(ids.map((id) => this.get(id)));
+    return new Map(ids.map((id, i) => [id, rows[i]]));
+  }
+
+  /** Reads waiting misses, up to READ_BATCH accounts per query, one query at a time. */
+  private async readMisses(): Promise<void> {
+    if (this.reading) return;
+    this.reading = true;
+    try {
+      while (this.misses.length) {
+        const take = this.misses.splice(0, READ_BATCH);
+        const at = this.now();
+        const settle = (m: Miss) => {
+          const p = this.loading.get(m.accountId);
+          if (p) this.loading.delete(m.accountId);
+          return p;
+        };
+        try {
+          const rows = new Map((await this.store.getAccounts([...new Set(take.map((m) => m.accountId))])).map((r) => [r.accountId, r]));
+          for (const m of take) {
+            const row = rows.get(m.accountId);
+            // A newer update(), fresh() or forget() happened meanwhile: it wins.
+            if (this.gen(m.accountId) === m.gen) {
+              settle(m);
+              this.cache.set(m.accountId, { row, at });
+            }
+            m.resolve(row);
+          }
+        } catch (e) {
+          for (const m of take) {
+            if (this.gen(m.accountId) === m.gen) settle(m);
+            m.reject(e);
+          }
+        }
+      }
+    } finally {
+      this.reading = false;
+    }
   }
 
   /** Marks a cache write (or drop) for `accountId`: reads in flight since before it are not cached. */

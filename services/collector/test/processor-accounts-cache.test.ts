@@ -21,6 +21,7 @@ function fakeStore() {
       await new Promise<void>((resolve) => pending.push({ resolve, value }));
       return value;
     },
+    getAccounts: async (ids: string[]) => (ids.includes(stored.accountId) ? [await store.getAccount()] : []),
     putAccount: async (r: AccountRow) => void (stored = r),
   };
   const release = async (i = 0) => {

@@ -173,6 +173,11 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
       return rows[0] && toAccount(rows[0]);
     },
 
+    async getAccounts(accountIds) {
+      if (!accountIds.length) return [];
+      return (await conn.query(`SELECT ${ACCOUNT_SELECT} FROM ${t('accounts')} FINAL WHERE account_id IN {ids:Array(String)}`, { ids: accountIds })).map(toAccount);
+    },
+
     async listAccounts() {
       return (await conn.query(`SELECT ${ACCOUNT_SELECT} FROM ${t('accounts')} FINAL ORDER BY account_id`)).map(toAccount);
     },

@@ -198,6 +198,8 @@ export interface Store {
 
   putAccount(row: AccountRow): Promise<void>;
   getAccount(accountId: string): Promise<AccountRow | undefined>;
+  /** The rows of these accounts (one read; unknown ids are absent). */
+  getAccounts(accountIds: string[]): Promise<AccountRow[]>;
   listAccounts(): Promise<AccountRow[]>;
 
   /** Resolves only once the rows are durable (on disk, fsynced where the engine allows). */
