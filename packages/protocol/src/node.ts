@@ -54,6 +54,6 @@ export const nodeSha512 = (message: Uint8Array | string): Uint8Array => createHa
  * (tweetnacl), ~6x faster for short messages.
  */
 export function nodeHmacSha512(key: Uint8Array): (message: Uint8Array | string) => Uint8Array {
-  const k = createSecretKey(Buffer.from(key));
+  const k = createSecretKey(key); // no JS copy of the key: OpenSSL keeps its own, freed with the KeyObject
   return (message) => createHmac('sha512', k).update(message).digest();
 }

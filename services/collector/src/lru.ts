@@ -21,6 +21,9 @@ export class Lru<K, V> {
   deleteWhere(test: (key: K) => boolean): void {
     for (const k of [...this.map.keys()]) if (test(k)) this.map.delete(k);
   }
+  keys(): IterableIterator<K> {
+    return this.map.keys();
+  }
   clear(): void {
     this.map.clear();
   }

@@ -4,10 +4,30 @@
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
+/** Cumulative lookups of one per-account cache. */
+export type CacheStats = () => { hit: number; miss: number };
+
 export function createMetrics() {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
+  /** Per-account caches (account state, keys, tick state, pseudonyms), read at each scrape. */
+  const cacheSources = new Map<string, CacheStats>();
   const m = {
+    cacheSources,
+    cacheLookups: new Counter({
+      name: 'cipherstat_cache_lookups_total',
+      help: 'Lookups in per-account caches by cache and outcome (hit, miss)',
+      labelNames: ['cache', 'outcome'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [cache, stats] of cacheSources) {
+          const { hit, miss } = stats();
+          this.inc({ cache, outcome: 'hit' }, hit);
+          this.inc({ cache, outcome: 'miss' }, miss);
+        }
+      },
+    }),
     registry,
     requests: new Counter({ name: 'cipherstat_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: [registry] }),
     batches: new Counter({ name: 'cipherstat_batches_total', help: 'Batches by outcome (accepted, duplicate, rejected, dropped)', labelNames: ['outcome'], registers: [registry] }),

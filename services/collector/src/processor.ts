@@ -29,7 +29,7 @@ import type { Keyring } from './keyring/index.js';
 import type { Accounts } from './accounts.js';
 import type { Metrics } from './metrics.js';
 import type { Logger } from './logger.js';
-import { computeTick, packInput, TickState, type TickAccount, type TickInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
+import { computeTick, packInput, TickState, type CacheLookups, type TickAccount, type TickInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
 import { Lru } from './lru.js';
 
 const DAY = 86_400_000;
@@ -118,7 +118,11 @@ export class Processor {
   /** Ticks begun and not written or dropped yet. */
   private readonly active = new Set<Pending>();
 
+  /** Lookups in the tick caches (worker or inline), summed over ticks. */
+  private readonly cacheTotals: CacheLookups = { tick_account: { hit: 0, miss: 0 }, series: { hit: 0, miss: 0 }, pseudonym: { hit: 0, miss: 0 } };
+
   constructor(private readonly o: ProcessorOptions) {
+    for (const [cache, c] of Object.entries(this.cacheTotals)) o.metrics.cacheSources.set(cache, () => c);
     const use = o.worker !== false && (o.workerUrl !== undefined || existsSync(fileURLToPath(WORKER_URL)));
     this.worker = use ? new TickWorker(o.workerUrl ?? WORKER_URL, o.log) : undefined;
   }
@@ -390,17 +394,17 @@ export class Processor {
   private async compute(rows: BatchRow[], now: number, part: string): Promise<TickOutput> {
     const accounts = new Map<string, TickAccount | null>();
     const unresolved = new Set<string>();
-    for (const r of rows) {
-      if (accounts.has(r.accountId) || unresolved.has(r.accountId)) continue;
-      try {
-        accounts.set(r.accountId, await this.account(r.accountId));
-      } catch (e) {
-        // One account whose state or keys cannot be read (say an unreadable key file) must not
-        // hold up the others: its batches leave this tick, unmarked, for the poll to retry.
-        unresolved.add(r.accountId);
-        this.o.log.error({ accountId: r.accountId, err: e instanceof Error ? e.message : String(e) }, 'cannot read an account for processing; its batches wait');
-      }
-    }
+    // All at once: the accounts' state misses become one storage read (Accounts.get).
+    const ids = [...new Set(rows.map((r) => r.accountId))];
+    const resolved = await Promise.allSettled(ids.map((id) => this.account(id)));
+    ids.forEach((id, i) => {
+      const r = resolved[i]!;
+      if (r.status === 'fulfilled') return void accounts.set(id, r.value);
+      // One account whose state or keys cannot be read (say an unreadable key file) must not
+      // hold up the others: its batches leave this tick, unmarked, for the poll to retry.
+      unresolved.add(id);
+      this.o.log.error({ accountId: id, err: r.reason instanceof Error ? r.reason.message : String(r.reason) }, 'cannot read an account for processing; its batches wait');
+    });
     if (unresolved.size) {
       const keep = rows.filter((r) => !unresolved.has(r.accountId));
       for (const r of rows) if (unresolved.has(r.accountId)) this.inflight.delete(key(r));
@@ -456,8 +460,12 @@ export class Processor {
   }
 
   private async write({ rows }: Pending, output: TickOutput, out: { rollups: RollupRow[] }): Promise<void> {
-    const { rollups, dict, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected } = output;
+    const { rollups, dict, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups } = output;
     const m = this.o.metrics;
+    for (const [cache, c] of Object.entries(cacheLookups) as [keyof CacheLookups, { hit: number; miss: number }][]) {
+      this.cacheTotals[cache].hit += c.hit;
+      this.cacheTotals[cache].miss += c.miss;
+    }
     for (const [code, n] of Object.entries(batchRejects)) m.batchRejects.inc({ code }, n);
     if (pointsProcessed) m.points.inc({ outcome: 'processed' }, pointsProcessed);
     if (pointsRejected) m.points.inc({ outcome: 'rejected' }, pointsRejected);

@@ -12,21 +12,36 @@ import { Lru } from './lru.js';
 
 export type PseudonymLabel = 'metric' | 'key' | 'value' | 'series';
 
+export interface PseudonymCache {
+  /** Shared by many Pseudonyms (bounded memory whatever the number of accounts); entries under `prefix`. */
+  cache: Lru<string, string>;
+  /** Unique per MAC key, e.g. `${accountId}\0${keyVersion}\0`. */
+  prefix: string;
+  /** Lookups counted here. */
+  stats?: { hit: number; miss: number };
+}
+
 export class Pseudonyms {
-  private readonly cache = new Lru<string, string>(200_000);
   private readonly hmac: (message: string) => Uint8Array;
-  constructor(macKey: Uint8Array) {
+  private readonly cache: Lru<string, string>;
+  private readonly prefix: string;
+  private readonly stats: { hit: number; miss: number } | undefined;
+  constructor(macKey: Uint8Array, shared?: PseudonymCache) {
     this.hmac = nodeHmacSha512(macKey);
+    this.cache = shared?.cache ?? new Lru<string, string>(200_000);
+    this.prefix = shared?.prefix ?? '';
+    this.stats = shared?.stats;
   }
 
   of(label: PseudonymLabel, text: string): string {
     const k = `${label}\u0000${text}`;
-    let p = this.cache.get(k);
+    let p = this.cache.get(this.prefix + k);
     if (p === undefined) {
+      if (this.stats) this.stats.miss++;
       const mac = this.hmac(k); // a string is hashed as UTF-8
       p = new DataView(mac.buffer, mac.byteOffset, 8).getBigUint64(0).toString();
-      this.cache.set(k, p);
-    }
+      this.cache.set(this.prefix + k, p);
+    } else if (this.stats) this.stats.hit++;
     return p;
   }
 

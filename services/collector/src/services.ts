@@ -82,6 +82,8 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   // background work (processing, compaction, lifecycle) keeps the store without a deadline of its own.
   const requestStore = store.withDeadline(config.storageTimeoutMs);
   const accounts = new Accounts(requestStore, keyring, { defaultRetentionDays: config.retentionDays, now });
+  metrics.cacheSources.set('account_state', () => accounts.stats);
+  metrics.cacheSources.set('account_keys', () => keyring.stats);
   const roles = {
     ingest: config.role === 'all' || config.role === 'ingest',
     process: config.role === 'all' || config.role === 'process',

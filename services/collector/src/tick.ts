@@ -61,7 +61,12 @@ export interface TickOutput {
   batchRejects: Record<string, number>;
   pointsProcessed: number;
   pointsRejected: number;
+  /** This tick's lookups in the per-account caches (TickState), by cache. */
+  cacheLookups: CacheLookups;
 }
+
+export type CacheLookups = Record<'tick_account' | 'series' | 'pseudonym', { hit: number; miss: number }>;
+const noLookups = (): CacheLookups => ({ tick_account: { hit: 0, miss: 0 }, series: { hit: 0, miss: 0 }, pseudonym: { hit: 0, miss: 0 } });
 
 /** Identifies a dictionary entry of `TickState.known`. */
 export type DictKey = Pick<DictRow, 'accountId' | 'keyVersion' | 'kind' | 'pseudonym'>;
@@ -88,10 +93,19 @@ const sameKeys = (a: readonly TickKey[], b: readonly TickKey[]) =>
 /** Accounts whose keys a worker holds at most (beyond: all dropped, then re-received). */
 const MAX_HELD = 100_000;
 
-/** Caches that outlive a tick: pseudonyms per key, series descriptors, dictionary entries written. */
+/**
+ * Caches that outlive a tick, each bounded whatever the number of accounts and keyed by account
+ * id first (forgetAccount): pseudonym functions per account key, pseudonyms, series descriptors,
+ * dictionary entries written.
+ */
 export class TickState {
   readonly known = new Lru<string, true>(500_000);
   readonly pseudonyms = new Lru<string, Pseudonyms>(10_000);
+  /** `${accountId}\0${n}\0${label}\0${text}` → pseudonym for every account, n numbering the Pseudonyms built. */
+  readonly pseudonymCache = new Lru<string, string>(200_000);
+  private seq = 0;
+  /** Lookups of the current tick (zeroed when one begins; the object stays: Pseudonyms count into it). */
+  readonly lookups = noLookups();
   /** Per series (account, key version, kind, name, tags): its pseudonyms, dictionary entries written. */
   readonly seriesCache = new Lru<string, SeriesDescriptor>(200_000);
   /**
@@ -114,9 +128,23 @@ export class TickState {
     this.known.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
     this.seriesCache.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
     this.pseudonyms.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
+    this.pseudonymCache.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
     const held = this.held.get(accountId);
     this.held.delete(accountId);
     if (held) destroyTickKeys(held);
+  }
+
+  /** The pseudonym function of an account's current key, its results in the shared bounded cache. */
+  pseudonymsFor(accountId: string, current: TickKey): Pseudonyms {
+    const pk = `${accountId}\u0000${current.version}`;
+    let p = this.pseudonyms.get(pk);
+    if (p) this.lookups.tick_account.hit++;
+    else {
+      this.lookups.tick_account.miss++;
+      p = new Pseudonyms(current.macKey, { cache: this.pseudonymCache, prefix: `${accountId}\u0000${++this.seq}\u0000`, stats: this.lookups.pseudonym });
+      this.pseudonyms.set(pk, p);
+    }
+    return p;
   }
 
   /** The key set to compute with: inline the input's; in a worker its held copy (see `held`). */
@@ -155,6 +183,7 @@ type Rollups = Map<string, RollupEntry>;
 export function computeTick(state: TickState, input: TickInput): TickOutput {
   const dict: DictRow[] = [];
   const touched: SeriesDescriptor[] = [];
+  for (const c of Object.values(state.lookups)) c.hit = c.miss = 0;
   try {
     return compute(state, input, dict, touched);
   } catch (e) {
@@ -225,7 +254,7 @@ function compute(state: TickState, { rows, accounts, now, part }: TickInput, dic
     const [accountId, code] = k.split('\u0000') as [string, string];
     return { accountId, code, count, at: now };
   });
-  return { rollups: rollupRows, dict, processed, rejects: rejectRows, confidential, batchRejects, pointsProcessed, pointsRejected };
+  return { rollups: rollupRows, dict, processed, rejects: rejectRows, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups: structuredClone(state.lookups) };
 }
 
 function context(state: TickState, accountId: string, account: TickAccount | null): Context | null {
@@ -235,9 +264,7 @@ function context(state: TickState, accountId: string, account: TickAccount | nul
   if (account.keys.some((k) => isZero(k.dataKey) || isZero(k.secretKey) || isZero(k.macKey))) throw new Error('an account key was destroyed during the tick');
   const keys = state.keysFor(accountId, account.keys);
   const current = keys[keys.length - 1]!;
-  const pk = `${accountId}\u0000${current.version}`;
-  let pseudonyms = state.pseudonyms.get(pk);
-  if (!pseudonyms) state.pseudonyms.set(pk, (pseudonyms = new Pseudonyms(current.macKey)));
+  const pseudonyms = state.pseudonymsFor(accountId, current);
   // Newest key first when opening.
   const pairs = [...keys].reverse().map((k) => ({ publicKey: k.publicKey, secretKey: k.secretKey }));
   return { keys, pairs, pseudonyms, retentionDays: account.retentionDays, confidential: account.confidential };
@@ -248,7 +275,9 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
   let ck = `${accountId}\u0000${keyVersion}\u0000${p.kind}\u0000${p.name}`;
   for (const t in p.tags) ck += `\u0000${t}\u0000${p.tags[t]}`;
   let d = state.seriesCache.get(ck);
-  if (!d) {
+  if (d) state.lookups.series.hit++;
+  else {
+    state.lookups.series.miss++;
     const ps = ctx.pseudonyms;
     const dataKey = ctx.keys[ctx.keys.length - 1]!.dataKey;
     const tags = Object.entries(p.tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));

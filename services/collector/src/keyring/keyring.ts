@@ -52,9 +52,12 @@ import {
   type FileId,
 } from './fsutil.js';
 import type { ManagedMasterKeys, MasterKeyProvider } from './master-key.js';
+import { Lru } from '../lru.js';
 
 export const DEFAULT_TRANSPORT_OVERLAP_MS = 7 * 24 * 60 * 60 * 1000;
 export const DEFAULT_CACHE_TTL_MS = 250;
+/** Accounts whose unwrapped keys stay in memory (~0.5 KB each). */
+const ACCOUNT_CACHE_MAX = 50_000;
 const FORMAT = 1;
 const KEY_BYTES = 32;
 
@@ -217,7 +220,10 @@ export class Keyring {
   private readonly tombstonesDir: string;
   private readonly transportPath: string;
   private readonly lockPath: string;
-  private readonly accounts = new Map<string, Cached<AccountKeys[]>>();
+  /** Unwrapped account keys, bounded whatever the number of accounts (a miss re-reads and unwraps the file). */
+  private readonly accounts = new Lru<string, Cached<AccountKeys[]>>(ACCOUNT_CACHE_MAX);
+  /** accountKeys() answered from memory (hit) or by reading and unwrapping the file (miss). */
+  readonly stats = { hit: 0, miss: 0 };
   private readonly tombstoned = new Set<string>();
   private transport: Cached<TransportKey[]> | undefined;
 
@@ -303,7 +309,10 @@ export class Keyring {
     checkAccountId(accountId);
     const t = this.now();
     const cached = this.accounts.get(accountId);
-    if (cached && this.fresh(cached, t)) return [...cached.value];
+    if (cached && this.fresh(cached, t)) {
+      this.stats.hit++;
+      return [...cached.value];
+    }
     this.accounts.delete(accountId);
     const id = this.tombstoneExists(accountId) ? undefined : statId(this.accountPath(accountId));
     if (!id) {
@@ -311,10 +320,12 @@ export class Keyring {
       return undefined;
     }
     if (cached && sameFile(cached.file, id)) {
+      this.stats.hit++;
       cached.checkedAt = t;
       this.accounts.set(accountId, cached);
       return [...cached.value];
     }
+    this.stats.miss++;
     const loaded = this.readAccount(accountId);
     if (cached) {
       destroyVersions(cached.value, loaded?.value ?? []); // another process wiped or shredded

@@ -174,8 +174,12 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
     },
 
     async getAccounts(accountIds) {
-      if (!accountIds.length) return [];
-      return (await conn.query(`SELECT ${ACCOUNT_SELECT} FROM ${t('accounts')} FINAL WHERE account_id IN {ids:Array(String)}`, { ids: accountIds })).map(toAccount);
+      const out: AccountRow[] = [];
+      for (const part of chunks(accountIds, (id) => id)) {
+        const rows = await conn.query(`SELECT ${ACCOUNT_SELECT} FROM ${t('accounts')} FINAL WHERE account_id IN {ids:Array(String)}`, { ids: part });
+        for (const r of rows) out.push(toAccount(r));
+      }
+      return out;
     },
 
     async listAccounts() {

@@ -1,0 +1,120 @@
+/**
+ * The per-account caches of a processing tick (TickState: pseudonym functions, pseudonyms, series):
+ * a warm state computes exactly what a fresh one computes, over many accounts; key changes
+ * (rotation, wipe with a new pair) are picked up at once; forgetAccount drops everything of an
+ * account; the counts of the plaintext points come back from the sealed rollups.
+ */
+import { describe, expect, it } from 'vitest';
+import { encodeInner, keyPair, randomBytes, seal, toHex, type Point } from '@cipherstat/protocol';
+import { computeTick, TickState, type TickAccount, type TickInput, type TickKey, type TickOutput } from '../src/tick.js';
+import { openRollup } from '../src/records.js';
+import { decodeAggregate } from '../src/rollup/index.js';
+import { mulberry32 } from '../../../test/support/seeded.mjs';
+
+const NOW = Date.now();
+const key = (version: number, pair = keyPair()): TickKey => ({ version, ...pair, dataKey: randomBytes(32), macKey: randomBytes(32) });
+const id = (i: number) => `acct_${i.toString(16).padStart(24, '0')}`;
+
+/** ~10-point batches of accounts 0..n-1 (skewed: a few big shops, a long tail), 20 series each. */
+function storefront(accounts: Map<string, TickAccount | null>, n: number, batches: number, seed: number) {
+  const rnd = mulberry32(seed);
+  const rows: TickInput['rows'] = [];
+  const points: { accountId: string; p: Point }[] = [];
+  for (let b = 0; b < batches; b++) {
+    const a = Math.floor(n * rnd() ** 3); // a few big shops, a long tail
+    const accountId = id(a);
+    const pts: Point[] = Array.from({ length: 8 + Math.floor(rnd() * 5) }, (_, i) => {
+      const s = Math.floor(rnd() * 20);
+      return { id: i, kind: s < 12 ? 'histogram' : 'counter', name: s < 12 ? 'page.load_ms' : 'orders', value: Math.floor(rnd() * 1000), time: NOW - Math.floor(rnd() * 120_000), tags: { page: `/p/${s}` } };
+    });
+    const batchId = toHex(randomBytes(16));
+    const account = accounts.get(accountId)!;
+    rows.push({ accountId, batchId, pointCount: pts.length, receivedAt: NOW, sealed: seal(encodeInner(accountId, batchId, pts), account.keys.at(-1)!.publicKey) });
+    for (const p of pts) points.push({ accountId, p });
+  }
+  return { rows, points };
+}
+
+/** Opened rollups as plain facts (nonces differ between runs). */
+function opened(out: TickOutput, accounts: Map<string, TickAccount | null>) {
+  return out.rollups
+    .map(({ agg, part, writtenAt, ...r }) => {
+      const keys = accounts.get(r.accountId)!.keys;
+      const dataKey = keys.find((k) => k.version === r.keyVersion)!.dataKey;
+      const a = decodeAggregate(openRollup(dataKey, r, agg)!);
+      return { ...r, count: a.count, sum: a.sum };
+    })
+    .sort((x, y) => (JSON.stringify(x) < JSON.stringify(y) ? -1 : 1));
+}
+
+describe('tick caches over many accounts', () => {
+  it('a warm state computes what a fresh one computes, and the counts match the plaintext points', () => {
+    const n = 150;
+    const accounts = new Map<string, TickAccount | null>(Array.from({ length: n }, (_, i) => [id(i), { keys: [key(1)], retentionDays: 30, confidential: false }]));
+    const warm = new TickState();
+    for (let t = 0; t < 3; t++) {
+      const { rows, points } = storefront(accounts, n, 150, 7 + t);
+      const input = { rows, accounts, now: NOW, part: `p${t}` };
+      const a = computeTick(warm, input);
+      const b = computeTick(new TickState(), input);
+      expect(opened(a, accounts)).toEqual(opened(b, accounts));
+      expect(a.pointsProcessed).toBe(points.length);
+      // Every point is counted once per level.
+      const minuteCounts = new Map<string, number>();
+      for (const r of opened(a, accounts)) if (r.level === 0) minuteCounts.set(r.accountId, (minuteCounts.get(r.accountId) ?? 0) + r.count);
+      const expected = new Map<string, number>();
+      for (const { accountId } of points) expected.set(accountId, (expected.get(accountId) ?? 0) + 1);
+      expect(minuteCounts).toEqual(expected);
+      const touched = new Set(rows.map((r) => r.accountId)).size;
+      if (t > 0) expect(a.cacheLookups.tick_account.hit).toBeGreaterThan(0);
+      expect(a.cacheLookups.tick_account.hit + a.cacheLookups.tick_account.miss).toBe(touched);
+      expect(b.cacheLookups.tick_account).toEqual({ hit: 0, miss: touched });
+    }
+  });
+
+  it('picks up a rotation and a wipe with a new key pair at once', () => {
+    const v1 = key(1);
+    const accounts = new Map<string, TickAccount | null>([[id(1), { keys: [v1], retentionDays: 30, confidential: false }]]);
+    const state = new TickState();
+    const batch = (to: TickKey) => {
+      const batchId = toHex(randomBytes(16));
+      const pts: Point[] = [{ id: 0, kind: 'counter', name: 'orders', value: 1, time: NOW - 1000, tags: {} }];
+      return { accountId: id(1), batchId, pointCount: 1, receivedAt: NOW, sealed: seal(encodeInner(id(1), batchId, pts), to.publicKey) };
+    };
+    const tick = (rows: TickInput['rows']) => computeTick(state, { rows, accounts, now: NOW, part: 'p' });
+    expect(tick([batch(v1)]).rollups.map((r) => r.keyVersion)).toEqual([1, 1]);
+
+    // Rotation (same pair carried over): written under version 2 at once.
+    const v2 = { ...key(2), publicKey: v1.publicKey, secretKey: v1.secretKey };
+    accounts.set(id(1), { keys: [v1, v2], retentionDays: 30, confidential: false });
+    const rotated = tick([batch(v1)]);
+    expect(rotated.rollups.map((r) => r.keyVersion)).toEqual([2, 2]);
+    expect(rotated.cacheLookups.tick_account).toEqual({ hit: 0, miss: 1 });
+    expect(opened(rotated, accounts).map((r) => r.count)).toEqual([1, 1]);
+
+    // Wipe with a new pair: the old pair's batches no longer open, the new pair's do.
+    const v3 = key(3);
+    accounts.set(id(1), { keys: [v3], retentionDays: 30, confidential: false });
+    const wiped = tick([batch(v1), batch(v3)]);
+    expect(wiped.batchRejects).toEqual({ stale_write_key: 1 });
+    expect(wiped.rollups.map((r) => r.keyVersion)).toEqual([3, 3]);
+    expect(opened(wiped, accounts).map((r) => r.count)).toEqual([1, 1]);
+  });
+
+  it('forgetAccount drops the account\'s keys, pseudonyms and series, and only its own', () => {
+    const accounts = new Map<string, TickAccount | null>([0, 1].map((i) => [id(i), { keys: [key(1)], retentionDays: 30, confidential: false }]));
+    const state = new TickState();
+    const { rows } = storefront(accounts, 2, 20, 3);
+    computeTick(state, { rows, accounts, now: NOW, part: 'p' });
+    const mine = (k: string) => k.startsWith(`${id(1)}\u0000`);
+    const keys = (m: { keys(): Iterable<string> }) => [...m.keys()];
+    expect(new Set(rows.map((r) => r.accountId))).toEqual(new Set([id(0), id(1)]));
+    expect(keys(state.pseudonymCache).some(mine)).toBe(true);
+    state.forgetAccount(id(1));
+    expect(keys(state.pseudonyms).some((k) => k.startsWith(`${id(0)}\u0000`))).toBe(true);
+    expect(keys(state.pseudonymCache).some((k) => k.startsWith(`${id(0)}\u0000`))).toBe(true);
+    for (const m of [state.pseudonyms, state.pseudonymCache, state.seriesCache, state.known]) {
+      expect(keys(m).some(mine)).toBe(false);
+    }
+  });
+});
