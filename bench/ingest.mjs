@@ -29,8 +29,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
-  LIB, buildBodies, buildInfo, diskSummary, envelopeSealer, fmt, freePort, histogramQuantile, killAll, loadPipeline, makeSender, pinSelf, postBodies,
-  progress, runChildJson, scrape, startChild, stopChild, summarizeProfile, table, waitReady, writeResult,
+  LIB, buildBodies, buildInfo, diskSummary, envelopeSealer, fmt, freePort, killAll, loadPipeline, makeSender, pinSelf, postBodies, printProfile,
+  progress, runChildJson, scrape, startChild, stopChild, summarizeProfile, table, waitProcessed, waitReady, watchdog, writeResult,
 } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
 
@@ -165,19 +165,8 @@ async function encryptedPipeline(o, tmp) {
     pinSelf(o.pin ? '0-' + (os.cpus().length - 1) : undefined);
     progress(`encrypted pipeline: load stopped; waiting for processing to catch up (${fmt(atEnd.processQueue)} batches queued)`);
     const want = load.batchesAcked + 1; // + preflight
-    let final = atEnd;
-    const drainStart = performance.now();
-    while (o.role !== 'ingest' && final.lagCount < want && performance.now() - drainStart < o.drainTimeout * 1000) {
-      await new Promise((r) => setTimeout(r, 100));
-      final = await scrape(url);
-    }
-    const drained = final.lagCount >= want;
-    const drainSec = (performance.now() - load.lastAck) / 1000;
-    progress(`encrypted pipeline: ${drained ? 'all processed' : 'NOT all processed'} ${fmt(drainSec, 2)} s after the last 202 (${fmt(final.lagCount)}/${fmt(want)} batches)`);
-
-    const lagBuckets = final.lag.map((b, i) => ({ le: b.le, count: b.count - (atStart?.lag[i]?.count ?? 0) }));
-    const lagCount = lagBuckets.at(-1)?.count ?? 0;
-    const within2s = lagBuckets.find((b) => b.le === 2)?.count ?? NaN;
+    const drain = o.role === 'ingest' ? { final: atEnd, lagSec: {}, drainedAfterLastAckSec: null } : await waitProcessed(url, { want, atStart, lastAck: load.lastAck, timeoutSec: o.drainTimeout });
+    const { final } = drain;
     const windowSec = load.windowSec;
     const result = {
       url,
@@ -187,15 +176,8 @@ async function encryptedPipeline(o, tmp) {
       pointsAcked: (load.batchesAcked + 1) * POINTS_PER_BATCH,
       pointsProcessed: final.processed,
       pointsRejected: final.rejected,
-      lagSec: {
-        p50: histogramQuantile(lagBuckets, 0.5),
-        p95: histogramQuantile(lagBuckets, 0.95),
-        p99: histogramQuantile(lagBuckets, 0.99),
-        mean: (final.lagSum - (atStart?.lagSum ?? 0)) / Math.max(1, lagCount),
-        shareWithin2s: within2s / Math.max(1, lagCount),
-        batches: lagCount,
-      },
-      drainedAfterLastAckSec: drained ? drainSec : null,
+      lagSec: drain.lagSec,
+      drainedAfterLastAckSec: drain.drainedAfterLastAckSec,
       insertMs: {
         batchesMean: (1000 * (atEnd.insertBatchesSum - atStart.insertBatchesSum)) / Math.max(1, atEnd.insertBatchesCount - atStart.insertBatchesCount),
         batchesInserts: atEnd.insertBatchesCount - atStart.insertBatchesCount,
@@ -293,14 +275,7 @@ async function main() {
     runs: Math.max(1, Number(values.runs)),
   };
   // Everything is bounded: a watchdog ends the run (and the children) if something hangs.
-  const watchdog = setTimeout(() => {
-    console.error('ingest bench: watchdog fired (run took too long); killing children');
-    killAll();
-    process.exit(2);
-  }, o.runs * (2 * (o.warmup + o.duration + o.drainTimeout) + 300) * 1000);
-  watchdog.unref();
-  process.on('exit', killAll);
-  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => (killAll(), process.exit(130)));
+  const stopWatchdog = watchdog('ingest', o.runs * (2 * (o.warmup + o.duration + o.drainTimeout) + 300));
 
   const build = buildInfo(o.cli);
   if (build.stale) progress(`WARNING: ${build.stale}`);
@@ -391,8 +366,7 @@ async function main() {
   }
   const prof = runs[0]?.encrypted?.profile;
   if (prof) {
-    console.log(`\ncollector CPU profile (run 1, main thread, ${prof.scope}, ${fmt(prof.durationSec, 1)} s, busy ${prof.busyPct}%): ${prof.file}`);
-    table(prof.self.slice(0, 15).map((x, i) => ({ 'self %': x.pct, function: x.fn.slice(0, 110), 'incl %': prof.inclusive[i]?.pct, 'inclusive function': prof.inclusive[i]?.fn.slice(0, 80) })));
+    printProfile('run 1, main thread', prof);
   }
   writeResult('ingest', {
     options: { ...o, pointsPerBatch: POINTS_PER_BATCH, cpuSplit: o.pin ? 'loadgen CPU 0, server CPU 1' : 'unpinned' },
@@ -404,7 +378,7 @@ async function main() {
     plaintext: p,
     runs,
   });
-  clearTimeout(watchdog);
+  stopWatchdog();
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -584,6 +584,55 @@ export function diskSummary(disk, points) {
   };
 }
 
+/**
+ * After the load: waits (up to timeoutSec) until the collector processed `want` batches, then
+ * the freshness of the batches processed since `atStart` (a scrape) from its lag histogram.
+ */
+export async function waitProcessed(url, { want, atStart, lastAck, timeoutSec, name = 'encrypted pipeline' }) {
+  let final = await scrape(url);
+  const drainStart = performance.now();
+  while (final.lagCount < want && performance.now() - drainStart < timeoutSec * 1000) {
+    await new Promise((r) => setTimeout(r, 100));
+    final = await scrape(url);
+  }
+  const drained = final.lagCount >= want;
+  const drainSec = (performance.now() - lastAck) / 1000;
+  progress(`${name}: ${drained ? 'all processed' : 'NOT all processed'} ${fmt(drainSec, 2)} s after the last 202 (${fmt(final.lagCount)}/${fmt(want)} batches)`);
+  const lagBuckets = final.lag.map((b, i) => ({ le: b.le, count: b.count - (atStart?.lag[i]?.count ?? 0) }));
+  const lagCount = lagBuckets.at(-1)?.count ?? 0;
+  return {
+    final,
+    lagSec: {
+      p50: histogramQuantile(lagBuckets, 0.5),
+      p95: histogramQuantile(lagBuckets, 0.95),
+      p99: histogramQuantile(lagBuckets, 0.99),
+      mean: (final.lagSum - (atStart?.lagSum ?? 0)) / Math.max(1, lagCount),
+      shareWithin2s: (lagBuckets.find((b) => b.le === 2)?.count ?? NaN) / Math.max(1, lagCount),
+      batches: lagCount,
+    },
+    drainedAfterLastAckSec: drained ? drainSec : null,
+  };
+}
+
+/** Ends the run (and its children) if it takes longer than `seconds`; children die with this process. Returns a stop function. */
+export function watchdog(name, seconds) {
+  const timer = setTimeout(() => {
+    console.error(`${name} bench: watchdog fired (run took too long); killing children`);
+    killAll();
+    process.exit(2);
+  }, seconds * 1000);
+  timer.unref();
+  process.on('exit', killAll);
+  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => (killAll(), process.exit(130)));
+  return () => clearTimeout(timer);
+}
+
+/** Prints the top functions of a summarized profile (summarizeProfile). */
+export function printProfile(title, prof) {
+  console.log(`\ncollector CPU profile (${title}, ${prof.scope}, ${fmt(prof.durationSec, 1)} s, busy ${prof.busyPct}%): ${prof.file}`);
+  table(prof.self.slice(0, 15).map((x, i) => ({ 'self %': x.pct, function: x.fn.slice(0, 100), 'incl %': prof.inclusive[i]?.pct, 'inclusive function': prof.inclusive[i]?.fn.slice(0, 80) })));
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pre-built request bodies: worker threads of the calling benchmark encode them in parallel.
 

@@ -19,8 +19,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
-  LIB, ROOT, buildBodies, buildInfo, envelopeSealer, fmt, freePort, histogramQuantile, killAll, loadPipeline, makeSender, parsePrometheus,
-  postBodies, progress, runChildJson, scrape, startChild, stopChild, summarizeProfile, table, waitReady, writeResult,
+  LIB, ROOT, buildBodies, buildInfo, envelopeSealer, fmt, freePort, killAll, loadPipeline, makeSender, parsePrometheus, postBodies, printProfile,
+  progress, runChildJson, scrape, startChild, stopChild, summarizeProfile, table, waitProcessed, waitReady, watchdog, writeResult,
 } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
 
@@ -179,17 +179,7 @@ async function encryptedPipeline(o, tmp) {
     });
     const [atEnd, cachesAtEnd] = await Promise.all([scrape(url), cacheCounts(url)]);
     progress(`encrypted pipeline: load stopped; waiting for processing to catch up (${fmt(atEnd.processQueue)} batches queued)`);
-    const want = load.batchesAcked + 1;
-    let final = atEnd;
-    const drainStart = performance.now();
-    while (final.lagCount < want && performance.now() - drainStart < o.drainTimeout * 1000) {
-      await new Promise((r) => setTimeout(r, 100));
-      final = await scrape(url);
-    }
-    const drained = final.lagCount >= want;
-    const drainSec = (performance.now() - load.lastAck) / 1000;
-    progress(`encrypted pipeline: ${drained ? 'all processed' : 'NOT all processed'} ${fmt(drainSec, 2)} s after the last 202 (${fmt(final.lagCount)}/${fmt(want)} batches)`);
-    const lagBuckets = final.lag.map((b, i) => ({ le: b.le, count: b.count - (atStart?.lag[i]?.count ?? 0) }));
+    const drain = await waitProcessed(url, { want: load.batchesAcked + 1, atStart, lastAck: load.lastAck, timeoutSec: o.drainTimeout });
     const caches = {};
     for (const [name, c] of Object.entries(cachesAtEnd)) {
       const hit = c.hit - (cachesAtStart?.[name]?.hit ?? 0);
@@ -202,8 +192,8 @@ async function encryptedPipeline(o, tmp) {
       ...load,
       pointsPerSecProcessed: processedPerSec,
       batchesPerSecProcessed: (atEnd.lagCount - atStart.lagCount) / ((atEnd.at - atStart.at) / 1000),
-      lagSec: { p50: histogramQuantile(lagBuckets, 0.5), p95: histogramQuantile(lagBuckets, 0.95), p99: histogramQuantile(lagBuckets, 0.99) },
-      drainedAfterLastAckSec: drained ? drainSec : null,
+      lagSec: drain.lagSec,
+      drainedAfterLastAckSec: drain.drainedAfterLastAckSec,
       insertMs: {
         batchesInsertsPerSec: (atEnd.insertBatchesCount - atStart.insertBatchesCount) / load.windowSec,
         rollupsInsertsPerSec: (atEnd.insertRollupsCount - atStart.insertRollupsCount) / load.windowSec,
@@ -297,14 +287,8 @@ async function main() {
     profile: values.profile,
   };
   const tmp = mkdtempSync(join(os.tmpdir(), 'cipherstat-bench-storefront-'));
-  const watchdog = setTimeout(() => {
-    console.error('storefront bench: watchdog fired (run took too long); killing children');
-    killAll();
-    process.exit(2);
-  }, (2 * (o.warmup + o.duration + o.drainTimeout) + 900) * 1000);
-  watchdog.unref();
-  process.on('exit', killAll);
-  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => (killAll(), process.exit(130)));
+  // Generous: creating 10,000 accounts is bound by the keyring's fsyncs (minutes on a busy disk).
+  const stopWatchdog = watchdog('storefront', 2 * (o.warmup + o.duration + o.drainTimeout) + 3600);
   const build = buildInfo(o.cli);
   if (build.stale) progress(`WARNING: ${build.stale}`);
   progress(`storefront bench: ${fmt(o.accounts)} accounts, Zipf s=${o.zipf}, ~10-point batches, ${SERIES_PER_ACCOUNT} series per account, ${o.concurrency} keep-alive clients; data in ${tmp}`);
@@ -367,11 +351,10 @@ async function main() {
   ]);
   for (const [name, prof] of Object.entries(e.profiles ?? {})) {
     if (prof.busyPct < 5) continue;
-    console.log(`\ncollector CPU profile (${name}, ${prof.scope}, ${fmt(prof.durationSec, 1)} s, busy ${prof.busyPct}%): ${prof.file}`);
-    table(prof.self.slice(0, 15).map((x, i) => ({ 'self %': x.pct, function: x.fn.slice(0, 100), 'incl %': prof.inclusive[i]?.pct, 'inclusive function': prof.inclusive[i]?.fn.slice(0, 80) })));
+    printProfile(name, prof);
   }
   writeResult('storefront', { options: o, build, targets, ratio, encrypted: e, plaintext: p });
-  clearTimeout(watchdog);
+  stopWatchdog();
 }
 
 // ---------------------------------------------------------------------------------------------

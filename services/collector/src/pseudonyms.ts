@@ -15,7 +15,7 @@ export type PseudonymLabel = 'metric' | 'key' | 'value' | 'series';
 export interface PseudonymCache {
   /** Shared by many Pseudonyms (bounded memory whatever the number of accounts); entries under `prefix`. */
   cache: Lru<string, string>;
-  /** Unique per MAC key, e.g. `${accountId}\0${keyVersion}\0`. */
+  /** Unique per MAC key and starting with `${accountId}\0` (so an account's entries can be dropped). */
   prefix: string;
   /** Lookups counted here. */
   stats?: { hit: number; miss: number };

@@ -154,5 +154,9 @@ describe('ops', () => {
     expect(text).toContain('cipherstat_batches_total{outcome="accepted"}');
     expect(text).toContain('cipherstat_processing_lag_seconds_bucket');
     expect(text).not.toContain(account.accountId);
+    // Per-account caches, counted by cache (the batches above were ingested and processed).
+    const lookups = (cache: string) =>
+      [...text.matchAll(new RegExp(`^cipherstat_cache_lookups_total\\{cache="${cache}",outcome="(hit|miss)"\\} (\\d+)`, 'gm'))].reduce((n, m) => n + Number(m[2]), 0);
+    for (const cache of ['account_state', 'account_keys', 'tick_account', 'series', 'pseudonym']) expect(lookups(cache), cache).toBeGreaterThan(0);
   });
 });

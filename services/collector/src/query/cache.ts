@@ -44,6 +44,9 @@ export class QueryCache {
   private floor = 0;
   private readonly dicts = new Lru<string, Map<string, DictEntry>>(1000);
   private readonly pseudonymsByAccount = new Lru<string, Map<number, { macKey: Uint8Array; p: Pseudonyms }>>(1000);
+  /** The HMAC results of every account's Pseudonyms, in one bounded cache (prefix: account and a per-instance number). */
+  private readonly pseudonymCache = new Lru<string, string>(200_000);
+  private pseudonymSeq = 0;
   hits = 0;
   misses = 0;
 
@@ -99,6 +102,7 @@ export class QueryCache {
     for (const [k, e] of this.results) if (e.accountId === accountId) this.results.delete(k);
     this.dicts.delete(accountId);
     this.pseudonymsByAccount.delete(accountId);
+    this.pseudonymCache.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
   }
 
   /** Drops everything (tests, key rotation). */
@@ -108,6 +112,7 @@ export class QueryCache {
     this.floor = ++this.counter;
     this.dicts.clear();
     this.pseudonymsByAccount.clear();
+    this.pseudonymCache.clear();
   }
 
   /** Decrypted dictionary entries of an account, by `${kind}:${pseudonym}`. Entries never change. */
@@ -123,7 +128,7 @@ export class QueryCache {
     if (!versions) this.pseudonymsByAccount.set(accountId, (versions = new Map()));
     const hit = versions.get(version);
     if (hit && sameBytes(hit.macKey, macKey)) return hit.p;
-    const p = new Pseudonyms(macKey);
+    const p = new Pseudonyms(macKey, { cache: this.pseudonymCache, prefix: `${accountId}\u0000${++this.pseudonymSeq}\u0000` });
     versions.set(version, { macKey, p });
     return p;
   }
