@@ -471,17 +471,19 @@ export class Processor {
     if (pointsRejected) m.points.inc({ outcome: 'rejected' }, pointsRejected);
 
     const t = m.insertSeconds;
-    if (dict.length) {
-      const end = t.startTimer({ table: 'dictionary' });
-      await this.o.store.insertDictionary(dict);
+    const timed = async (table: string, insert: () => Promise<void>) => {
+      const end = t.startTimer({ table });
+      await insert();
       end();
-    }
-    if (rollups.length) {
-      const end = t.startTimer({ table: 'rollups' });
-      out.rollups = rollups;
-      await this.o.store.insertRollups(rollups);
-      end();
-    }
+    };
+    // Dictionary and rollup rows at once (one storage round trip less per tick); both before the markers.
+    out.rollups = rollups;
+    const inserts = [
+      dict.length ? timed('dictionary', () => this.o.store.insertDictionary(dict)) : undefined,
+      rollups.length ? timed('rollups', () => this.o.store.insertRollups(rollups)) : undefined,
+    ];
+    const settled = await Promise.allSettled(inserts);
+    for (const r of settled) if (r.status === 'rejected') throw r.reason;
     const end = t.startTimer({ table: 'processed' });
     await this.o.store.markProcessed(processed);
     end();

@@ -20,7 +20,7 @@ beforeAll(async () => {
 afterAll(async () => c?.stop());
 
 /** Makes the next call of `method` throw once. */
-function failOnce<K extends 'markProcessed' | 'deleteRollups'>(store: Store, method: K): void {
+function failOnce<K extends 'markProcessed' | 'deleteRollups' | 'insertDictionary'>(store: Store, method: K): void {
   const original = store[method].bind(store) as (...a: unknown[]) => Promise<void>;
   (store as unknown as Record<K, unknown>)[method] = async () => {
     (store as unknown as Record<K, unknown>)[method] = original;
@@ -44,8 +44,8 @@ async function acceptedPoints(accountId: string): Promise<number> {
 }
 
 /** Posts batches, lets the first tick fail as told, then retries through the poll. */
-async function failedThenRetried(fail: () => void): Promise<void> {
-  const batches = [envelope(account, points(10)), envelope(account, points(5))];
+async function failedThenRetried(fail: () => void, to = account): Promise<void> {
+  const batches = [envelope(to, points(10)), envelope(to, points(5))];
   fail();
   for (const b of batches) expect((await post(c.url, b.bytes)).status).toBe(202);
   const processor = c.services.processor!;
@@ -64,6 +64,16 @@ describe('processor: a failed tick never counts twice', () => {
     const r = await rollupParts(account.accountId);
     expect(r.unmarked).toBe(0);
     expect(r.rows).toBe(2 * r.parts); // one series, one minute and one hour bucket per tick
+  });
+
+  it('when the dictionary insert fails beside the rollup insert, the rollup rows go and the retry counts once', { timeout: 60_000 }, async () => {
+    const fresh = await createAccount(c); // new names: its first tick writes dictionary entries
+    await failedThenRetried(() => failOnce(c.services.store, 'insertDictionary'), fresh);
+    expect(await acceptedPoints(fresh.accountId)).toBe(15);
+    const r = await rollupParts(fresh.accountId);
+    expect(r.unmarked).toBe(0);
+    expect(r.rows).toBe(2 * r.parts);
+    expect((await c.services.store.dictionary(fresh.accountId)).length).toBeGreaterThan(0);
   });
 
   it('when the cleanup fails too, the next tick removes the rows first', { timeout: 60_000 }, async () => {
