@@ -471,19 +471,17 @@ export class Processor {
     if (pointsRejected) m.points.inc({ outcome: 'rejected' }, pointsRejected);
 
     const t = m.insertSeconds;
-    const timed = async (table: string, insert: () => Promise<void>) => {
-      const end = t.startTimer({ table });
-      await insert();
+    if (dict.length) {
+      const end = t.startTimer({ table: 'dictionary' });
+      await this.o.store.insertDictionary(dict);
       end();
-    };
-    // Dictionary and rollup rows at once (one storage round trip less per tick); both before the markers.
-    out.rollups = rollups;
-    const inserts = [
-      dict.length ? timed('dictionary', () => this.o.store.insertDictionary(dict)) : undefined,
-      rollups.length ? timed('rollups', () => this.o.store.insertRollups(rollups)) : undefined,
-    ];
-    const settled = await Promise.allSettled(inserts);
-    for (const r of settled) if (r.status === 'rejected') throw r.reason;
+    }
+    if (rollups.length) {
+      const end = t.startTimer({ table: 'rollups' });
+      out.rollups = rollups;
+      await this.o.store.insertRollups(rollups);
+      end();
+    }
     const end = t.startTimer({ table: 'processed' });
     await this.o.store.markProcessed(processed);
     end();
