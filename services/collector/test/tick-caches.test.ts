@@ -38,10 +38,11 @@ function storefront(accounts: Map<string, TickAccount | null>, n: number, batche
 /** Opened rollups as plain facts (nonces differ between runs). */
 function opened(out: TickOutput, accounts: Map<string, TickAccount | null>) {
   return out.rollups
-    .map(({ agg, part, writtenAt, ...r }) => {
+    .map((row) => {
+      const { agg, part, writtenAt, ...r } = row;
       const keys = accounts.get(r.accountId)!.keys;
       const dataKey = keys.find((k) => k.version === r.keyVersion)!.dataKey;
-      const a = decodeAggregate(openRollup(dataKey, r, agg)!);
+      const a = decodeAggregate(openRollup(dataKey, row, agg)!); // the part is bound into the row
       return { ...r, count: a.count, sum: a.sum };
     })
     .sort((x, y) => (JSON.stringify(x) < JSON.stringify(y) ? -1 : 1));
