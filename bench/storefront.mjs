@@ -153,6 +153,7 @@ async function encryptedPipeline(o, tmp) {
     // Shops' visitors come from many addresses; here they all come from 127.0.0.1.
     CIPHERSTAT_RATE_LIMIT: '1000000',
     CIPHERSTAT_IP_RATE_LIMIT: '1000000',
+    CIPHERSTAT_IP_BYTE_RATE: String(1 << 30),
   });
   try {
     await waitReady(url, child, '/readyz');
