@@ -139,7 +139,11 @@ const library = [
         format: { comments: false },
       }),
     ],
-    output: { file: lib('dist/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
+    output: [
+      { file: lib('dist/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
+      // the same bytes, served by the collector at /cipherstat.min.js (its package is self-contained)
+      { file: here('./services/collector/dist/script/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
+    ],
   },
   {
     // the per-module declarations tsc wrote, bundled into one file per module system

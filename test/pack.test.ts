@@ -82,7 +82,7 @@ m.count('orders', 1, { country: 1 });
   // nothing but the Library and its one runtime dependency
   expect(readdirSync(join(p, 'node_modules')).filter((n) => !n.startsWith('.')).sort()).toEqual(['@cipherstat', 'tweetnacl']);
   expect(readdirSync(join(p, 'node_modules/@cipherstat'))).toEqual(['library']);
-});
+}, 300_000);
 
 it('@cipherstat/protocol installs alone and works from ESM, CJS (require of ESM, Node ≥ 20.19) and TypeScript', () => {
   const p = project('protocol', [tgz.protocol!]);
@@ -93,11 +93,13 @@ console.log(JSON.stringify({ id: p.ACCOUNT_ID_PATTERN.test('acct_12345678'), b64
   expect(JSON.parse(run(process.execPath, ['esm.mjs'], p))).toEqual({ id: true, b64: 'AQID' });
   expect(JSON.parse(run(process.execPath, ['cjs.cjs'], p))).toEqual({ id: true, b64: 'AQID' });
   typecheck(p, { 'use.mts': `import { toBase64 } from '@cipherstat/protocol';\nconst s: string = toBase64(new Uint8Array(1));\nconsole.log(s);\n` });
-});
+}, 300_000);
 
 it('@cipherstat/collector installs beside the protocol tarball only, and its `cipherstat` bin runs', () => {
   const p = project('collector', [tgz.protocol!, tgz.collector!]);
   expect(run('npx', ['--no-install', 'cipherstat', '--help'], p)).toMatch(/cipherstat — /);
+  // the script build travels with the collector, for GET /cipherstat.min.js
+  expect(readdirSync(join(p, 'node_modules/@cipherstat/collector/dist/script'))).toEqual(['cipherstat.min.js']);
   expect(run(process.execPath, ['--input-type=module', '-e', `await import('@cipherstat/collector'); console.log('ok')`], p).trim()).toBe('ok');
 }, 300_000);
 
@@ -108,4 +110,4 @@ it('attw and publint find no problem in any tarball', () => {
   attw(tgz.protocol!, '--profile', 'esm-only');
   attw(tgz.collector!, '--profile', 'esm-only');
   for (const f of Object.values(tgz)) expect(run(BIN('publint'), [f, '--strict'], dir)).not.toMatch(/Warnings|Errors/);
-});
+}, 300_000);

@@ -18,6 +18,8 @@ export class LibraryError extends Error {
   constructor(
     readonly code: LibraryErrorCode,
     message: string = code,
+    /** The collector's answer behind it, when there was one: HTTP status and `error.code`. */
+    readonly collector?: { status: number; code?: string },
   ) {
     super(message);
   }

@@ -78,9 +78,9 @@ export function create(options: LibraryOptions, p: Platform): Library {
   const dropPoint = (reason: DropReason, name: string) => drop(reason, { count: 1, name });
   const dropBatch = (b: Batch, reason: DropReason, info?: Partial<DropInfo>) =>
     drop(reason, { count: b._stored[2], batchId: b._stored[0], ...info });
-  const report = (code: LibraryErrorCode, message: string) => {
+  const report = (code: LibraryErrorCode, message: string, collector?: { status: number; code?: string }) => {
     try {
-      onError?.(new LibraryError(code, message));
+      onError?.(new LibraryError(code, message, collector));
     } catch {}
   };
 
@@ -208,11 +208,11 @@ export function create(options: LibraryOptions, p: Platform): Library {
     } else if (!queue.includes(b)) {
       // dropped meanwhile (consent withdrawn, 410, overflow)
     } else if (status == 410) {
-      stop('account_gone');
-      report('account_gone', 'account deleted (410)');
+      stop('account_gone', { status, code });
+      report('account_gone', 'account deleted (410 ' + code + ')', { status, code });
     } else if (code == 'account_deactivated') {
       // Restorable: pause without spending retries; resume by itself once restored.
-      if (!pausedUntil) report('account_deactivated', 'account deactivated (503): sending paused, queue kept');
+      if (!pausedUntil) report('account_deactivated', 'account deactivated (503): sending paused, queue kept', { status, code });
       pausedUntil = Date.now() + Math.min(after ?? c.recheckInterval, c.recheckInterval);
     } else if (code == 'unknown_key_id' && !collectorKey && !b._rekeyed) {
       b._rekeyed = true; // the collector rotated its key: fetch it again, re-seal the outer layer once
@@ -226,11 +226,11 @@ export function create(options: LibraryOptions, p: Platform): Library {
       if (++b._attempts > c.maxRetries) {
         if (persist) {
           b._wait = Infinity;
-          report('send_failed', 'batch ' + id + ' kept for later');
+          report('send_failed', 'batch ' + id + ' kept for later (' + (status || 'network error') + (code ? ' ' + code : '') + ')', { status, code });
         } else {
           store.remove(id);
           remove(b);
-          dropBatch(b, 'retries_exhausted', { status });
+          dropBatch(b, 'retries_exhausted', { status, code });
         }
       }
     }
@@ -244,9 +244,9 @@ export function create(options: LibraryOptions, p: Platform): Library {
   }
 
   /** Drops everything queued, here and in storage (consent withdrawn, account gone). */
-  function clear(reason: DropReason) {
-    if (pending[0]) drop(reason, { count: pending.length });
-    for (const b of queue) dropBatch(b, reason);
+  function clear(reason: DropReason, info?: Partial<DropInfo>) {
+    if (pending[0]) drop(reason, { count: pending.length, ...info });
+    for (const b of queue) dropBatch(b, reason, info);
     pending = [];
     queue = [];
     store.clear();
@@ -254,8 +254,8 @@ export function create(options: LibraryOptions, p: Platform): Library {
     settle();
   }
 
-  function stop(reason: DropReason) {
-    clear(reason);
+  function stop(reason: DropReason, info?: Partial<DropInfo>) {
+    clear(reason, info);
     stopped = true;
     clearTimeout(sendTimer);
     unlisten();

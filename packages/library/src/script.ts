@@ -4,6 +4,8 @@
  *
  *   <script src="cipherstat.min.js" data-endpoint="https://…" data-account="…"
  *           data-write-key="…" data-require-consent></script>
+ *
+ * `data-debug` logs every drop and error to the console (with the collector's code).
  */
 import { createLibrary } from './library.js';
 import type { Library } from './library.js';
@@ -23,5 +25,9 @@ export const instance: Library | undefined =
         requireConsent: flag(d.requireConsent),
         respectGlobalPrivacyControl: flag(d.respectGpc),
         collectorKey: d.collectorKeyId ? { keyId: d.collectorKeyId, publicKey: d.collectorKey! } : undefined,
+        ...(flag(d.debug) && {
+          onDrop: (reason, info) => console.warn('cipherstat: dropped', reason, info),
+          onError: (e) => console.error('cipherstat:', e.code, e.message, e.collector),
+        }),
       })
     : undefined;

@@ -12,7 +12,7 @@ export const RETRY_AFTER_MAX = 36e5;
 export interface Outcome {
   /** HTTP status, 0 on a network failure. */
   status: number;
-  /** `error.code` of a JSON error body (400 and 503 only). */
+  /** `error.code` of the collector's JSON error body (every 4xx, and 503). */
   code?: string;
   /** Retry-After in ms (429 and 503 only). */
   after?: number;
@@ -48,7 +48,7 @@ export async function post(p: Platform, url: string, body: Uint8Array): Promise<
     const status = res.status;
     const out: Outcome = { status };
     if (status == 429 || status == 503) out.after = retryAfter(res.headers.get('retry-after'), Date.now());
-    if (status == 400 || status == 503) out.code = await res.json().then((j) => j.error.code, () => undefined);
+    if ((status >= 400 && status < 500) || status == 503) out.code = await res.json().then((j) => j.error.code, () => undefined);
     else res.body?.cancel().catch(() => {}); // lets Node reuse the connection
     return out;
   } catch {

@@ -24,6 +24,8 @@ interface Listing {
   accountId: string;
   metrics: MetricInfo[];
   rejects: Record<string, number>;
+  /** What to do about a reject code, when the collector knows. */
+  advice?: Record<string, string>;
 }
 type Point = [number, number | null];
 interface Series {
@@ -159,7 +161,7 @@ function showSession(on: boolean): void {
   $('session').hidden = !on;
   $('intro').hidden = on;
   for (const id of ['explorer', 'catalog']) $(id).hidden = !on;
-  if (!on) $('overview').hidden = true;
+  if (!on) $('overview').hidden = $('problems').hidden = true;
 }
 
 // ---- catalog -------------------------------------------------------------------
@@ -174,6 +176,16 @@ function renderCatalog(l: Listing): void {
   );
   const rejects = Object.entries(l.rejects);
   $('rejects').textContent = rejects.length ? rejects.map(([code, n]) => `${code}: ${numberFormat.format(n)}`).join(' · ') : 'None.';
+  // Refusals with advice go to the top of the page: data that never arrived must be seen.
+  const advice = Object.entries(l.advice ?? {});
+  $('problems').hidden = !advice.length;
+  $('problem-list').replaceChildren(
+    ...advice.map(([code, text]) => {
+      // `text` may quote a command between backticks: shown as code, still as text only
+      const parts = text.split('`').map((t, i) => (i % 2 ? el('code', { text: t }) : document.createTextNode(t)));
+      return el('li', {}, el('strong', { text: `${numberFormat.format(l.rejects[code] ?? 0)} × ${code}: ` }), ...parts);
+    }),
+  );
 }
 
 // ---- controls ------------------------------------------------------------------

@@ -17,6 +17,8 @@ import { isDiskFull } from './disk.js';
 import { everyFewSeconds } from './logger.js';
 import { registerLifecycleRoutes } from './lifecycle/index.js';
 import { registerQueryRoutes } from './query/index.js';
+import { addCounts } from './refusals.js';
+import { registerScriptRoutes } from './script.js';
 
 /** Retry-After (s) for a deactivated account: senders ask again hourly at most. */
 const DEACTIVATED_RETRY_AFTER_S = 3600;
@@ -72,6 +74,8 @@ export function createApp(s: Services): Hono {
   const { metrics, log } = s;
   const logStorageFailure = everyFewSeconds();
   const clientAddress = clientAddressOf(s.config.trustProxy);
+  /** Ingest requests whose account is known: a refusal of one is counted for that account. */
+  const batchAccount = new WeakMap<Request, string>();
 
   app.use('*', async (c, next) => {
     await next();
@@ -90,6 +94,12 @@ export function createApp(s: Services): Hono {
       e = new CollectorError(500, 'internal_error', 'internal error');
     }
     if (e.retryAfter !== undefined) c.header('Retry-After', String(e.retryAfter));
+    const refused = batchAccount.get(c.req.raw);
+    // (a batch for a deleted account is counted as late_batch_dropped where it is refused)
+    if (refused && e.code !== 'account_deleted') {
+      metrics.batchRejects.inc({ code: e.code });
+      s.refusals.record(refused, e.code, e.message, c.req.header('origin'));
+    }
     return c.json({ error: { code: e.code, message: e.message } }, e.status as 400);
   });
   app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` } }, 404));
@@ -111,6 +121,8 @@ export function createApp(s: Services): Hono {
   app.use('/v1/batches', open);
 
   if (s.roles.ingest) {
+    registerScriptRoutes(app, s.script);
+
     app.get('/v1/collector-key', (c) => {
       const k = s.keyring.currentTransportKey();
       c.header('Cache-Control', 'public, max-age=300');
@@ -158,6 +170,7 @@ export function createApp(s: Services): Hono {
       const { header, inner } = opened.value;
       const account = await s.accounts.get(header.accountId);
       if (!account) throw new CollectorError(401, 'unknown_account', 'no such account');
+      batchAccount.set(c.req.raw, account.accountId);
       if (account.state === 'shredded') {
         metrics.batches.inc({ outcome: 'dropped' });
         metrics.batchRejects.inc({ code: 'account_deleted' });
@@ -167,7 +180,6 @@ export function createApp(s: Services): Hono {
       if (account.state !== 'active') {
         // Restorable: not 410. Senders keep what they queued and ask again later (Retry-After).
         metrics.batches.inc({ outcome: 'dropped' });
-        metrics.batchRejects.inc({ code: 'account_deactivated' });
         throw new CollectorError(503, 'account_deactivated', 'this account is deactivated (restorable); try again later', DEACTIVATED_RETRY_AFTER_S);
       }
       const origin = c.req.header('origin');
@@ -185,8 +197,7 @@ export function createApp(s: Services): Hono {
       if (wait) throw new CollectorError(429, 'rate_limited', 'too many batches for this account', wait);
       if (staleWriteKey(s, account.accountId, inner)) {
         metrics.batches.inc({ outcome: 'rejected' });
-        metrics.batchRejects.inc({ code: 'stale_write_key' });
-        await s.store.addRejects([{ accountId: account.accountId, code: 'stale_write_key', count: 1, at: now }]).catch(() => {});
+        // counted per account and in Prometheus by the error handler, like every refusal
         throw new CollectorError(400, 'stale_write_key', 'sealed to a write key this account no longer has (it was wiped): use the new write key');
       }
       const outcome = await s.writer.submit({
@@ -227,7 +238,9 @@ export function createApp(s: Services): Hono {
     const input = await readJson(c.req.raw, createAccountBody, {});
     const created = await s.accounts.create(input);
     log.info({ accountId: created.accountId }, 'account created');
-    return c.json(created, 201);
+    // where this collector serves the script build, for a ready-to-paste snippet
+    const script = s.script && { path: s.script.immutablePath, integrity: s.script.integrity };
+    return c.json({ ...created, script }, 201);
   });
   app.get('/v1/accounts', async (c) => {
     const rows = await s.accounts.list();
@@ -236,7 +249,8 @@ export function createApp(s: Services): Hono {
   app.get('/v1/accounts/:id', async (c) => {
     const row = await s.accounts.fresh(c.req.param('id'));
     if (!row) throw new CollectorError(404, 'account_not_found', 'no such account');
-    return c.json(await s.lifecycle.describe(row));
+    const described = await s.lifecycle.describe(row);
+    return c.json({ ...described, rejects: addCounts(described.rejects, s.refusals.pending(row.accountId)) });
   });
   registerLifecycleRoutes(app, s);
   if (s.roles.query) registerQueryRoutes(app, s, s.queryCache);

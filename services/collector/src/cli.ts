@@ -20,6 +20,7 @@ import { Keyring, adminProof, hashToken, loadMasterKeys } from './keyring/index.
 import { randomBytes, toBase64 } from '@cipherstat/protocol';
 import { isKeyringError } from './keyring/index.js';
 import { isCollectorError } from './errors.js';
+import { loadScript, scriptSnippet } from './script.js';
 import { lastRotation, lifecycleEnv, rotateMaster, DEFAULT_MASTER_ROTATION_DAYS } from './lifecycle/index.js';
 
 const HELP = `cipherstat — encrypted metrics collector
@@ -202,12 +203,19 @@ async function main(): Promise<void> {
         confidential: flags.confidential,
       };
       const created = r ? await call(r, 'POST', '/v1/accounts', input) : await local(config, (s) => s.accounts.create(input));
-      return out(created, (c) =>
+      // the collector that serves the script and receives the data (use your public https URL in production)
+      const url = r?.url ?? `http://${config.host}:${config.port}`;
+      const script = created.script ? { immutablePath: created.script.path, integrity: created.script.integrity } : loadScript();
+      const snippet = script ? scriptSnippet({ ...created, url, script }) : undefined;
+      return out({ ...created, snippet }, (c) =>
         [
           `account     ${c.accountId}`,
           `write key   ${c.writeKey}`,
           `read token  ${c.readToken}   (shown once: store it now)`,
           `collector   ${c.collectorKey.keyId} ${c.collectorKey.publicKey}`,
+          ...(snippet
+            ? ['', `Paste into the shop's pages (script and data from ${url}; collector key pinned; integrity-checked):`, snippet]
+            : ['', 'The script build is missing (run `npm run build`), so no snippet to paste.']),
         ].join('\n'),
       );
     }

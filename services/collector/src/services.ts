@@ -23,6 +23,8 @@ import { LateBatches } from './late-batches.js';
 import { createApp } from './app.js';
 import { QueryCache } from './query/index.js';
 import { Lifecycle, lifecycleEnv } from './lifecycle/index.js';
+import { Refusals } from './refusals.js';
+import { loadScript, type ScriptBuild } from './script.js';
 
 export interface Services {
   config: Config;
@@ -46,6 +48,10 @@ export interface Services {
   authFailures: AuthFailures;
   /** Late batches for shredded accounts, counted in memory and written once per interval. */
   lateBatches: LateBatches;
+  /** Batch-level refusals per account and code: counted, flushed to storage, logged once an hour. */
+  refusals: Refusals;
+  /** The Library's <script> build this collector serves (undefined when not built). */
+  script: ScriptBuild | undefined;
   adminTokenHash: string;
   roles: { ingest: boolean; process: boolean; query: boolean };
   now: () => number;
@@ -165,6 +171,8 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     }),
     authFailures: new AuthFailures(config.authFailureLimit, now),
     lateBatches: new LateBatches({ store, log, now }),
+    refusals: new Refusals({ store, log, now }),
+    script: loadScript(),
     adminTokenHash: admin.hash,
     roles,
     now,
@@ -198,6 +206,7 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
   services.compactor?.start();
   if (services.roles.process) services.lifecycle.start();
   services.lateBatches.start();
+  services.refusals.start();
   const app = createApp(services);
   const server = await new Promise<ServerType>((resolve) => {
     const srv = serve(
@@ -229,6 +238,7 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
       });
       await services.writer.close();
       await services.lateBatches.stop();
+      await services.refusals.close();
       await processor?.stop();
       await services.compactor?.stop();
       await services.lifecycle.stop();

@@ -19,6 +19,7 @@ import type { QueryCache } from './cache.js';
 import { listMetrics, type MetricsListing } from './catalog.js';
 import { DashboardFiles, securityHeaders, serveDashboard } from './dashboard.js';
 import { runQuery, type QueryStats } from './engine.js';
+import { addCounts, refusalAdvice } from '../refusals.js';
 
 export interface QueryRoutesOptions {
   /** Where the built dashboard is (default services/collector/dist/dashboard). */
@@ -27,7 +28,7 @@ export interface QueryRoutesOptions {
 
 const MAX_QUERY_BODY = 16 * 1024;
 
-type QueryServices = Pick<Services, 'store' | 'keyring' | 'accounts' | 'log' | 'metrics' | 'now' | 'authFailures'> & {
+type QueryServices = Pick<Services, 'store' | 'keyring' | 'accounts' | 'log' | 'metrics' | 'now' | 'authFailures' | 'refusals'> & {
   config: Pick<Services['config'], 'trustProxy' | 'bodyTimeoutMs' | 'queryTimeoutMs'>;
 };
 
@@ -71,9 +72,16 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
       listing = await listMetrics(deps, account.accountId);
       cache.set(account.accountId, 'metrics', listing, gen);
     }
+    // Reject counts are read fresh (not cached with the listing), plus refusals not yet flushed.
+    const rejects = addCounts(await s.store.rejects(account.accountId), s.refusals.pending(account.accountId));
+    const origins = s.refusals.refusedOrigins(account.accountId);
+    const advice = Object.fromEntries(Object.keys(rejects).flatMap((code) => {
+      const text = refusalAdvice(code, account, origins);
+      return text ? [[code, text]] : [];
+    }));
     end();
     c.header('Cache-Control', 'no-store');
-    return c.json({ accountId: account.accountId, ...listing });
+    return c.json({ accountId: account.accountId, ...listing, rejects, advice });
   });
 
   app.post('/v1/query', async (c) => {

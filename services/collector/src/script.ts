@@ -1,0 +1,64 @@
+/**
+ * The Library's `<script>` build, served by the collector so a shop needs nothing else:
+ * `GET /cipherstat.min.js` (cached 5 minutes: always the current build) and
+ * `GET /cipherstat.<hash>.min.js` (named by its content: cached for a year, immutable), both
+ * with `Access-Control-Allow-Origin: *` so a tag with `integrity` and `crossorigin` loads it
+ * from any shop. `npm run build` copies the build into `dist/script/`.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Hono } from 'hono';
+
+/** `services/collector/dist/script/cipherstat.min.js`, from src/ (tests) and dist/ (builds). */
+export const DEFAULT_SCRIPT_FILE = fileURLToPath(new URL('../dist/script/cipherstat.min.js', import.meta.url));
+
+export interface ScriptBuild {
+  bytes: Uint8Array;
+  /** `/cipherstat.<16 hex of its SHA-256>.min.js` */
+  immutablePath: string;
+  /** Subresource Integrity: `sha384-…` */
+  integrity: string;
+}
+
+/** The build, or undefined when it was not built (the routes then answer 404 script_not_built). */
+export function loadScript(file = DEFAULT_SCRIPT_FILE): ScriptBuild | undefined {
+  if (!existsSync(file)) return undefined;
+  const bytes = readFileSync(file);
+  const hash = createHash('sha256').update(bytes).digest('hex').slice(0, 16);
+  return { bytes, immutablePath: `/cipherstat.${hash}.min.js`, integrity: `sha384-${createHash('sha384').update(bytes).digest('base64')}` };
+}
+
+/** The script tag for an account: the collector serves the script and receives the data. */
+export function scriptSnippet(o: {
+  url: string;
+  script: Pick<ScriptBuild, 'immutablePath' | 'integrity'>;
+  accountId: string;
+  writeKey: string;
+  collectorKey: { keyId: string; publicKey: string };
+}): string {
+  return [
+    `<script src="${o.url}${o.script.immutablePath}" integrity="${o.script.integrity}" crossorigin="anonymous"`,
+    `        data-endpoint="${o.url}" data-account="${o.accountId}" data-write-key="${o.writeKey}"`,
+    `        data-collector-key-id="${o.collectorKey.keyId}" data-collector-key="${o.collectorKey.publicKey}"></script>`,
+  ].join('\n');
+}
+
+export function registerScriptRoutes(app: Hono, script: ScriptBuild | undefined): void {
+  const serve = (cacheControl: string) => () => {
+    if (!script) {
+      return Response.json({ error: { code: 'script_not_built', message: 'the script build is missing: run `npm run build`' } }, { status: 404 });
+    }
+    return new Response(script.bytes as Uint8Array<ArrayBuffer>, {
+      headers: {
+        'content-type': 'text/javascript; charset=utf-8',
+        'cache-control': cacheControl,
+        'access-control-allow-origin': '*',
+        'cross-origin-resource-policy': 'cross-origin',
+        'x-content-type-options': 'nosniff',
+      },
+    });
+  };
+  app.get('/cipherstat.min.js', serve('public, max-age=300'));
+  if (script) app.get(script.immutablePath, serve('public, max-age=31536000, immutable'));
+}
