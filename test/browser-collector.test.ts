@@ -5,10 +5,10 @@
  * and counts every point.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { fileURLToPath } from 'node:url';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { launchChromium, startShop } from './support/browser.js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createAccount, startTestCollector, type TestAccount, type TestCollector } from '../services/collector/test/support/collector.js';
 
@@ -26,7 +26,7 @@ beforeAll(async () => {
   account = await createAccount(c);
   paused = await createAccount(c);
   const bundle = readFileSync(BUNDLE);
-  shop = createServer((req, res) => {
+  ({ server: shop, origin: shopOrigin } = await startShop((req, res) => {
     if (req.url === '/cipherstat.min.js') return res.writeHead(200, { 'content-type': 'text/javascript' }).end(bundle);
     if (req.url === '/checkout') {
       return res.writeHead(200, { 'content-type': 'text/html' }).end(`<!doctype html><meta charset="utf-8"><h1>checkout</h1>
@@ -49,10 +49,8 @@ beforeAll(async () => {
     }
     if (req.url === '/thanks') return res.writeHead(200, { 'content-type': 'text/html' }).end('<h1>thanks</h1>');
     res.writeHead(404).end();
-  });
-  await new Promise<void>((r) => shop.listen(0, '127.0.0.1', r));
-  shopOrigin = `http://127.0.0.1:${(shop.address() as AddressInfo).port}`;
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+  }));
+  browser = await launchChromium();
 });
 afterAll(async () => {
   await browser?.close();

@@ -8,10 +8,10 @@
  * - logged once per account, code and origin in the hour, however often it happens.
  * Then the origin is allowed as the advice says, and the same page's data arrives.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { mkdirSync } from 'node:fs';
-import { chromium, type Browser } from 'playwright-core';
+import type { Browser } from 'playwright-core';
+import { launchChromium, startShop } from './support/browser.js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createAccount, startTestCollector, type TestAccount, type TestCollector } from '../services/collector/test/support/collector.js';
 import { scriptSnippet } from '../services/collector/src/script.js';
@@ -25,7 +25,7 @@ let account: TestAccount & { script: { path: string; integrity: string } };
 beforeAll(async () => {
   c = await startTestCollector();
   account = (await createAccount(c, { allowedOrigins: ['https://shop.example'] })) as typeof account;
-  shop = createServer((req, res) => {
+  ({ server: shop, origin: shopOrigin } = await startShop((req, res) => {
     if (req.url !== '/checkout') return res.writeHead(404).end();
     const snippet = scriptSnippet({ ...account, url: c.url, script: { immutablePath: account.script.path, integrity: account.script.integrity } }).replace('></script>', ' data-debug></script>');
     res.writeHead(200, { 'content-type': 'text/html' }).end(`<!doctype html><meta charset="utf-8"><h1>checkout</h1>
@@ -38,10 +38,8 @@ ${snippet}
   Cipherstat.instance.count('orders', 1);
   Promise.all([cs.flush(), Cipherstat.instance.flush()]).then(() => { window.done = true; });
 </script>`);
-  });
-  await new Promise<void>((r) => shop.listen(0, '127.0.0.1', r));
-  shopOrigin = `http://127.0.0.1:${(shop.address() as AddressInfo).port}`;
-  browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+  }));
+  browser = await launchChromium();
 });
 afterAll(async () => {
   await browser?.close();
