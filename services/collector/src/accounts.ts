@@ -11,6 +11,7 @@ import { CollectorError } from './errors.js';
 import { Lru } from './lru.js';
 
 export interface CreateAccountInput {
+  name?: string;
   allowedOrigins?: string[];
   retentionDays?: number;
   confidential?: boolean;
@@ -26,6 +27,7 @@ export interface CreatedAccount {
 /** What admins see of an account: never the token hash, never a key. */
 export interface AccountView {
   accountId: string;
+  name: string;
   state: AccountRow['state'];
   createdAt: string;
   deactivatedAt: string | null;
@@ -99,6 +101,7 @@ export class Accounts {
       allowedOrigins: input.allowedOrigins ?? [],
       retentionDays: input.retentionDays ?? this.opts.defaultRetentionDays,
       confidential: input.confidential ?? false,
+      name: input.name ?? '',
     });
     const current = this.keyring.currentTransportKey();
     return {
@@ -237,6 +240,16 @@ export class Accounts {
     return next;
   }
 
+  /**
+   * A new read token; the old one is refused at once in this process (the cached row carries
+   * the new hash) and within the account cache's lifetime (≤ 1 s) everywhere else.
+   */
+  async rotateReadToken(accountId: string): Promise<{ accountId: string; readToken: string }> {
+    const readToken = newToken('read');
+    await this.update(accountId, { readTokenHash: hashToken(readToken) });
+    return { accountId, readToken };
+  }
+
   forget(accountId: string): void {
     this.invalidate(accountId);
     this.cache.delete(accountId);
@@ -270,6 +283,7 @@ export class Accounts {
     const current = keys?.[keys.length - 1];
     return {
       accountId: row.accountId,
+      name: row.name ?? '',
       state: row.state,
       createdAt: iso(row.createdAt)!,
       deactivatedAt: iso(row.deactivatedAt),

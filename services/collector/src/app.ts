@@ -64,6 +64,7 @@ function bearer(c: Context): string {
 const adminProofBody = z.object({ challenge: z.string().length(44).refine((v) => fromBase64(v)?.length === 32, '32 bytes of base64') }).strict();
 
 const createAccountBody = z.object({
+  name: z.string().max(200).optional(),
   allowedOrigins: z.array(z.string().regex(/^https?:\/\/[^/\s]+$/, 'an origin like https://shop.example')).max(50).optional(),
   retentionDays: z.number().int().min(1).max(3650).optional(),
   confidential: z.boolean().optional(),

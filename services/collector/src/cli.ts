@@ -12,6 +12,7 @@ import { readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { createInterface } from 'node:readline/promises';
 import { loadConfig, type Config } from './config.js';
 import { openServices, startCollector } from './services.js';
 import { pino } from 'pino';
@@ -23,27 +24,87 @@ import { isCollectorError } from './errors.js';
 import { loadScript, scriptSnippet } from './script.js';
 import { lastRotation, lifecycleEnv, rotateMaster, DEFAULT_MASTER_ROTATION_DAYS } from './lifecycle/index.js';
 
+/** Every command: usage, what it does, examples (`cipherstat help COMMAND`, `COMMAND --help`). */
+const COMMANDS: Record<string, { usage: string; about: string; examples: string[] }> = {
+  serve: {
+    usage: 'serve [--role all|ingest|process|query] [--host H] [--port P] [--data-dir D] [--partition i/n]',
+    about: 'Runs the collector (ingest, processing, queries, dashboard) until SIGTERM/SIGINT.',
+    examples: ['cipherstat serve', 'cipherstat serve --port 9000 --data-dir /var/lib/cipherstat', 'cipherstat serve --role ingest'],
+  },
+  'accounts create': {
+    usage: 'accounts create [--name NAME] [--origin URL ...] [--retention-days N] [--confidential]',
+    about: 'Creates an account; prints its keys, its read token (once) and the script tag to paste into the shop.',
+    examples: ['cipherstat accounts create --name "My shop" --origin https://shop.example', 'cipherstat accounts create --json'],
+  },
+  'accounts list': { usage: 'accounts list', about: 'Lists every account with its state.', examples: ['cipherstat accounts list', 'cipherstat accounts list --url http://127.0.0.1:8787'] },
+  'accounts show': {
+    usage: 'accounts show ID',
+    about: 'State, settings, reject counts, rows per table (and purge progress of a shredded account).',
+    examples: ['cipherstat accounts show acct_3f9c…'],
+  },
+  'accounts update': {
+    usage: 'accounts update ID [--name NAME] [--origin URL ...] [--retention-days N] [--confidential | --no-confidential]',
+    about: 'Changes settings. --origin replaces the allowed origins (repeat it for several; give every origin to keep).',
+    examples: ['cipherstat accounts update acct_3f9c… --origin https://shop.example --origin https://www.shop.example', 'cipherstat accounts update acct_3f9c… --name "Shop DE" --retention-days 90'],
+  },
+  'accounts token': {
+    usage: 'accounts token ID --rotate',
+    about: 'Issues a new read token (printed once); the old one is refused at once.',
+    examples: ['cipherstat accounts token acct_3f9c… --rotate'],
+  },
+  'accounts delete': {
+    usage: 'accounts delete ID [--grace DAYS] [--now [--yes]]',
+    about: 'Deactivates the account and shreds it after the grace period (default 7 days); --now shreds at once (irreversible: asks to confirm unless --yes).',
+    examples: ['cipherstat accounts delete acct_3f9c…', 'cipherstat accounts delete acct_3f9c… --now --yes'],
+  },
+  'accounts restore': { usage: 'accounts restore ID', about: 'Undoes a delete inside the grace period.', examples: ['cipherstat accounts restore acct_3f9c…'] },
+  'accounts wipe': {
+    usage: 'accounts wipe ID',
+    about: 'New key pair and data keys, the old ones destroyed: every copy of the data so far is unreadable. Prints the NEW write key once (batches sealed to the old one: 400 stale_write_key).',
+    examples: ['cipherstat accounts wipe acct_3f9c…'],
+  },
+  verify: { usage: 'verify ID', about: 'Proves a shredded account is unreadable (exit 1 if not).', examples: ['cipherstat verify acct_3f9c…'] },
+  'keys rotate': {
+    usage: 'keys rotate [--overlap-days N]',
+    about: 'New collector transport key (stop the collector first); the old one is accepted for N more days (default 7).',
+    examples: ['cipherstat keys rotate --overlap-days 14'],
+  },
+  'keyring backup': {
+    usage: 'keyring backup [--out FILE]',
+    about: 'One blob sealed under the current master key (stdout without --out); says until when it is readable.',
+    examples: ['cipherstat keyring backup --out /backup/keyring.bin'],
+  },
+  'keyring restore': { usage: 'keyring restore FILE', about: 'Restores missing keyring entries; never resurrects a shredded account.', examples: ['cipherstat keyring restore /backup/keyring.bin'] },
+  'keyring rotate-master': {
+    usage: 'keyring rotate-master',
+    about: 'New master key version, everything re-wrapped; every older keyring backup becomes unreadable.',
+    examples: ['cipherstat keyring rotate-master'],
+  },
+};
+
+const COMMON = `Common options:
+  --url URL        a running collector (default $CIPHERSTAT_URL, else http://$HOST:$PORT = http://127.0.0.1:8787)
+  --token T        its admin token (default $CIPHERSTAT_ADMIN_TOKEN, else DATA_DIR/admin.token)
+  --data-dir D     used when no collector answers (default $CIPHERSTAT_DATA_DIR, else ./data)
+  --json           machine-readable output (every command)`;
+
 const HELP = `cipherstat — encrypted metrics collector
 
-  cipherstat serve [--role all|ingest|process|query] [--host H] [--port P] [--data-dir D] [--partition i/n]
-  cipherstat accounts create [--origin URL ...] [--retention-days N] [--confidential] [--json]
-  cipherstat accounts list [--json]
-  cipherstat accounts show ID [--json]                 (purge progress of a shredded account)
-  cipherstat accounts update ID [--confidential | --no-confidential] [--retention-days N] [--origin URL ...]
-  cipherstat accounts delete ID [--grace DAYS] [--now]  deactivate; shred after the grace period (default 7 days), or now
-  cipherstat accounts restore ID                       undo a delete inside the grace period
-  cipherstat accounts wipe ID                          new key pair + data keys, old ones destroyed: every copy of the data
-                                                      so far unreadable; prints the NEW write key once (old one: 400 stale_write_key)
-  cipherstat verify ID                                 prove a shredded account is unreadable (exit 1 if not)
-  cipherstat keys rotate [--overlap-days N] [--json]
-  cipherstat keyring backup [--out FILE]               sealed under the current master key (stdout without --out)
-  cipherstat keyring restore FILE                      never resurrects a shredded account
-  cipherstat keyring rotate-master                     new master key; every older keyring backup becomes unreadable
+${Object.entries(COMMANDS).map(([, c]) => `  cipherstat ${c.usage}`).join('\n')}
 
-Common: --data-dir D (default ./data, $CIPHERSTAT_DATA_DIR), --url URL of a running collector,
---token admin token (default $CIPHERSTAT_ADMIN_TOKEN or D/admin.token). The token is sent only
-to a server that first proves it is that token's collector, and over plain http only to this
-host unless --insecure-http.`;
+${COMMON}
+
+Account commands talk to the running collector; when none answers they open the data directory
+themselves (reading commands never create one). The admin token is sent only to a server that
+first proves it is that token's collector, and over plain http only to this host unless
+--insecure-http. \`cipherstat help COMMAND\` shows examples.`;
+
+function commandHelp(name: string): string | undefined {
+  const c = COMMANDS[name];
+  if (c) return `cipherstat ${c.usage}\n\n${c.about}\n\nExamples:\n${c.examples.map((e) => `  ${e}`).join('\n')}\n\n${COMMON}`;
+  const group = Object.entries(COMMANDS).filter(([k]) => k.startsWith(`${name} `));
+  return group.length ? `${group.map(([, c]) => `cipherstat ${c.usage}\n    ${c.about}`).join('\n')}\n\ncipherstat help ${name} SUBCOMMAND for examples.` : undefined;
+}
 
 const { values: flags, positionals } = parseArgs({
   allowPositionals: true,
@@ -65,6 +126,9 @@ const { values: flags, positionals } = parseArgs({
     out: { type: 'string' },
     'overlap-days': { type: 'string' },
     json: { type: 'boolean' },
+    name: { type: 'string' },
+    rotate: { type: 'boolean' },
+    yes: { type: 'boolean', short: 'y' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -112,8 +176,10 @@ async function proveCollector(url: string, token: string, source: string): Promi
   }
 }
 
+const collectorUrl = (config: Config) => flags.url ?? process.env.CIPHERSTAT_URL ?? `http://${config.host}:${config.port}`;
+
 async function remote(config: Config): Promise<{ url: string; token: string } | undefined> {
-  const url = flags.url ?? process.env.CIPHERSTAT_URL ?? `http://${config.host}:${config.port}`;
+  const url = collectorUrl(config);
   let target: URL;
   try {
     target = new URL(url);
@@ -155,9 +221,28 @@ async function call(r: { url: string; token: string }, method: string, path: str
   return json;
 }
 
-/** Runs `fn` against the data directory with a quiet logger, then closes it. */
-async function local<T>(config: Config, fn: (s: Awaited<ReturnType<typeof openServices>>) => T | Promise<T>): Promise<T> {
-  const s = await openServices({ ...config, role: 'query' }, { log: createLogger({ level: 'warn', destination: pino.destination(2) }) });
+/**
+ * Runs `fn` against the data directory with a quiet logger, then closes it. Reading commands
+ * (`write: false`) never create a data directory, a master key or an admin token.
+ */
+async function local<T>(config: Config, fn: (s: Awaited<ReturnType<typeof openServices>>) => T | Promise<T>, o: { write?: boolean } = {}): Promise<T> {
+  const url = collectorUrl(config);
+  if (!o.write && !existsSync(join(config.dataDir, 'keyring'))) {
+    fail(
+      `no collector answers at ${url}, and ${config.dataDir} holds no collector data (looked for ${join(config.dataDir, 'keyring')}).\n` +
+        `Point at the running collector with --url URL (or CIPHERSTAT_URL), or at its data directory with --data-dir D (or CIPHERSTAT_DATA_DIR).`,
+    );
+  }
+  let s: Awaited<ReturnType<typeof openServices>>;
+  try {
+    s = await openServices({ ...config, role: 'query' }, { log: createLogger({ level: 'warn', destination: pino.destination(2) }) });
+  } catch (e) {
+    // embedded ClickHouse holds one process per data directory
+    if (/lock file|another server instance|already running|cannot open chDB/i.test(String((e as Error)?.message))) {
+      fail(`a collector is running on this data directory (${config.dataDir}) but does not answer at ${url} — use --url http://HOST:PORT (or CIPHERSTAT_URL) to reach it`);
+    }
+    throw e;
+  }
   try {
     return await fn(s);
   } finally {
@@ -167,19 +252,41 @@ async function local<T>(config: Config, fn: (s: Awaited<ReturnType<typeof openSe
 
 /** The keyring alone (no storage): safe next to a running collector (the keyring locks its files). */
 function openKeyring(config: Config) {
+  if (!existsSync(join(config.dataDir, 'keyring'))) fail(`no keyring in ${config.dataDir} (looked for ${join(config.dataDir, 'keyring')}); pass the collector's --data-dir D (or CIPHERSTAT_DATA_DIR)`);
   const log = createLogger({ level: 'warn', destination: process.stderr });
   const master = loadMasterKeys({ dataDir: config.dataDir, env: process.env, log });
   return { master, keyring: Keyring.open({ dir: join(config.dataDir, 'keyring'), master }) };
 }
 
-const report = (value: unknown) => console.log(JSON.stringify(value, null, 2));
+/** Human output: one `key  value` line per field (nested values as JSON); --json: the JSON. */
+const human = (v: unknown): string =>
+  v && typeof v === 'object' && !Array.isArray(v)
+    ? Object.entries(v).map(([k, x]) => `${k.padEnd(16)} ${x !== null && typeof x === 'object' ? JSON.stringify(x) : x}`).join('\n')
+    : JSON.stringify(v, null, 2);
+const report = (value: unknown) => out(value, human);
+
+/** Asks on a terminal; without one, refuses (pass --yes). */
+async function confirm(question: string, expected: string): Promise<void> {
+  if (flags.yes) return;
+  if (!process.stdin.isTTY) fail(`${question}: refusing without confirmation (pass --yes)`);
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  const answer = await rl.question(`${question}\nType ${expected} to confirm: `);
+  rl.close();
+  if (answer.trim() !== expected) fail('not confirmed; nothing changed');
+}
 
 const table = (rows: Record<string, unknown>[]) =>
   rows.length ? rows.map((r) => Object.values(r).join('\t')).join('\n') : '(none)';
 
 async function main(): Promise<void> {
   const [cmd, sub, arg] = positionals;
-  if (flags.help || !cmd) return console.log(HELP);
+  if (cmd === 'help' || flags.help) {
+    const name = (cmd === 'help' ? positionals.slice(1, 3) : positionals.slice(0, 2)).join(' ');
+    const text = name ? commandHelp(name) ?? commandHelp(name.split(' ')[0]!) : HELP;
+    if (!text) fail(`unknown command: ${name}\n\n${HELP}`, 2);
+    return console.log(text);
+  }
+  if (!cmd) return console.log(HELP);
   const config = loadConfig({ role: flags.role, host: flags.host, port: flags.port, 'data-dir': flags['data-dir'], partition: flags.partition });
 
   if (cmd === 'serve') {
@@ -198,11 +305,12 @@ async function main(): Promise<void> {
     const r = await remote(config);
     if (sub === 'create') {
       const input = {
+        name: flags.name,
         allowedOrigins: flags.origin,
         retentionDays: flags['retention-days'] ? Number(flags['retention-days']) : undefined,
         confidential: flags.confidential,
       };
-      const created = r ? await call(r, 'POST', '/v1/accounts', input) : await local(config, (s) => s.accounts.create(input));
+      const created = r ? await call(r, 'POST', '/v1/accounts', input) : await local(config, (s) => s.accounts.create(input), { write: true });
       // the collector that serves the script and receives the data (use your public https URL in production)
       const url = r?.url ?? `http://${config.host}:${config.port}`;
       const script = created.script ? { immutablePath: created.script.path, integrity: created.script.integrity } : loadScript();
@@ -223,7 +331,7 @@ async function main(): Promise<void> {
       const list = r
         ? (await call(r, 'GET', '/v1/accounts')).accounts
         : await local(config, async (s) => Promise.all((await s.accounts.list()).map((a) => s.accounts.view(a))));
-      return out(list, (l) => table(l.map((a: any) => ({ id: a.accountId, state: a.state, created: a.createdAt }))));
+      return out(list, (l) => table(l.map((a: any) => ({ id: a.accountId, state: a.state, created: a.createdAt, name: a.name ?? '' }))));
     }
     if (sub === 'show') {
       if (!arg) fail('usage: cipherstat accounts show ID');
@@ -236,6 +344,11 @@ async function main(): Promise<void> {
           });
       return out(shown, (a) => Object.entries(a).map(([k, v]) => `${k.padEnd(15)} ${typeof v === 'object' ? JSON.stringify(v) : v}`).join('\n'));
     }
+    if (sub === 'token') {
+      if (!arg || !flags.rotate) fail('usage: cipherstat accounts token ID --rotate');
+      const rotated = r ? await call(r, 'POST', `/v1/accounts/${encodeURIComponent(arg)}/read-token`) : await local(config, (s) => s.lifecycle.rotateReadToken(arg));
+      return out(rotated, (t) => `read token  ${t.readToken}   (shown once: store it now; the old token no longer works)`);
+    }
     if (sub === 'delete' || sub === 'restore' || sub === 'wipe' || sub === 'update') {
       if (!arg) fail(`usage: cipherstat accounts ${sub} ID`);
       const path = `/v1/accounts/${encodeURIComponent(arg)}`;
@@ -244,7 +357,10 @@ async function main(): Promise<void> {
         if (graceDays !== undefined && !(graceDays >= 0)) fail('--grace takes a number of days >= 0');
         const query = new URLSearchParams();
         if (graceDays !== undefined) query.set('graceDays', String(graceDays));
-        if (flags.now) query.set('now', 'true');
+        if (flags.now) {
+          await confirm(`This shreds ${arg} now: its keys are destroyed and its data can never be read again.`, arg);
+          query.set('now', 'true');
+        }
         if (r) return report(await call(r, 'DELETE', `${path}${query.size ? `?${query}` : ''}`));
         // No collector runs: shred and purge here and now (nobody else will purge).
         return report(
@@ -258,6 +374,7 @@ async function main(): Promise<void> {
       if (sub === 'restore') return report(r ? await call(r, 'POST', `${path}/restore`) : await local(config, (s) => s.lifecycle.restore(arg)));
       if (sub === 'wipe') return report(r ? await call(r, 'POST', `${path}/wipe`) : await local(config, (s) => s.lifecycle.wipe(arg)));
       const change = {
+        name: flags.name,
         confidential: flags.confidential ? true : flags['no-confidential'] ? false : undefined,
         retentionDays: flags['retention-days'] ? Number(flags['retention-days']) : undefined,
         allowedOrigins: flags.origin,

@@ -20,9 +20,22 @@ const tmp = () => {
 };
 afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
-const cli = async (args: string[], env: Record<string, string> = {}) => {
-  const { stdout } = await run(process.execPath, [CLI, ...args], { env: { ...process.env, ...env } });
+const cli = async (args: string[], env: Record<string, string> = {}, cwd?: string) => {
+  const { stdout } = await run(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, cwd });
   return stdout;
+};
+/** A command expected to fail: its exit code and stderr. */
+const failing = async (args: string[], cwd?: string) => {
+  try {
+    const env = { ...process.env };
+    delete env.CIPHERSTAT_URL;
+    delete env.CIPHERSTAT_DATA_DIR;
+    await run(process.execPath, [CLI, ...args], { cwd, env });
+  } catch (e) {
+    const err = e as { code: number; stderr: string };
+    return { code: err.code, stderr: err.stderr };
+  }
+  throw new Error(`cipherstat ${args.join(' ')} succeeded`);
 };
 
 it('creates, lists and shows accounts in a data directory, with --json', { timeout: 60_000 }, async () => {
@@ -61,6 +74,25 @@ it('talks to a running collector with the admin token', { timeout: 120_000 }, as
     const created = JSON.parse(await cli(['accounts', 'create', '--json', '--url', url], { CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN }));
     const shown = JSON.parse(await cli(['accounts', 'show', created.accountId, '--json', '--url', url, '--token', ADMIN_TOKEN]));
     expect(shown.state).toBe('active');
+    // the snippet to paste: the script this collector serves, its integrity, the pinned key
+    expect(created.snippet).toContain(`src="${url}/cipherstat.`);
+    expect(created.snippet).toMatch(/integrity="sha384-[A-Za-z0-9+/]+=*" crossorigin="anonymous"/);
+    expect(created.snippet).toContain(`data-collector-key="${created.collectorKey.publicKey}"`);
+
+    // the right data directory but the wrong port: the lock error, translated
+    const wrongPort = await failing(['accounts', 'list', '--data-dir', dir, '--port', '1']);
+    expect(wrongPort.stderr).toContain(`a collector is running on this data directory (${dir}) but does not answer at http://127.0.0.1:1 — use --url`);
+
+    // name, origins, retention; then a new read token: the old one is refused at once
+    const env = { CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, CIPHERSTAT_URL: url };
+    const updated = JSON.parse(await cli(['accounts', 'update', created.accountId, '--name', 'Shop DE', '--origin', 'https://a.example', '--origin', 'https://b.example', '--retention-days', '30', '--json'], env));
+    expect(updated).toMatchObject({ name: 'Shop DE', allowedOrigins: ['https://a.example', 'https://b.example'], retentionDays: 30 });
+    expect(await cli(['accounts', 'list'], env)).toContain('Shop DE');
+    const rotated = await cli(['accounts', 'token', created.accountId, '--rotate'], env);
+    const readToken = /read token\s+(csr_\S+)/.exec(rotated)![1]!;
+    const metrics = (token: string) => fetch(`${url}/v1/metrics`, { headers: { authorization: `Bearer ${token}` } });
+    expect((await metrics(created.readToken)).status).toBe(401);
+    expect((await metrics(readToken)).status).toBe(200);
     // a token this collector does not hold is never sent: the collector cannot prove it is its collector
     await expect(cli(['accounts', 'list', '--url', url, '--token', 'csa_wrong_token_wrong_token_wrong_token'])).rejects.toThrow(/could not prove it is the collector of the admin token from --token/);
   } finally {
@@ -112,4 +144,41 @@ it('refuses plain http to a host that is not this one without --insecure-http', 
   // with the flag it goes on (and finds nothing at this documentation address)
   const insecure = await cliFails(['accounts', 'list', '--url', 'http://192.0.2.1:8787', '--token', ADMIN_TOKEN, '--insecure-http']);
   expect(insecure.stderr).toMatch(/no collector answers at http:\/\/192\.0\.2\.1:8787/);
+});
+
+it('help: a list, then per command with examples; `help X` and `X --help` agree', async () => {
+  const all = await cli(['help']);
+  for (const c of ['serve', 'accounts create', 'accounts update ID', 'accounts token ID --rotate', 'keyring backup']) expect(all).toContain(`cipherstat ${c}`);
+  expect(all).toContain('CIPHERSTAT_URL');
+  const update = await cli(['help', 'accounts', 'update']);
+  expect(update).toContain('Examples:\n  cipherstat accounts update acct_');
+  expect(await cli(['accounts', 'update', '--help'])).toBe(update);
+  expect(await cli(['accounts', 'delete', '-h'])).toContain('--now shreds at once');
+  expect(await cli(['help', 'accounts'])).toContain('cipherstat accounts wipe ID');
+  expect((await failing(['help', 'nonsense'])).code).toBe(2);
+});
+
+it('read-only commands in the wrong directory create nothing and say where they looked', async () => {
+  const cwd = tmp();
+  const r = await failing(['accounts', 'list', '--port', '1'], cwd);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain(`no collector answers at http://127.0.0.1:1, and ${join(cwd, 'data')} holds no collector data (looked for ${join(cwd, 'data', 'keyring')})`);
+  expect(r.stderr).toContain('--url URL (or CIPHERSTAT_URL)');
+  for (const args of [['accounts', 'show', 'acct_000000000000000000000000'], ['verify', 'acct_000000000000000000000000'], ['keyring', 'backup']]) {
+    expect((await failing([...args, '--port', '1'], cwd)).code).toBe(1);
+  }
+  expect(existsSync(join(cwd, 'data'))).toBe(false); // no data directory, no master key, no admin token
+});
+
+it('delete --now asks for confirmation (refuses without a terminal), --yes skips it; output is human unless --json', { timeout: 60_000 }, async () => {
+  const dir = tmp();
+  const at = ['--data-dir', dir, '--port', '1'];
+  const { accountId } = JSON.parse(await cli(['accounts', 'create', '--json', ...at]));
+  const refused = await failing(['accounts', 'delete', accountId, '--now', ...at]);
+  expect(refused.stderr).toContain('refusing without confirmation (pass --yes)');
+  expect(JSON.parse(await cli(['accounts', 'show', accountId, '--json', ...at])).state).toBe('active');
+  const done = await cli(['accounts', 'delete', accountId, '--now', '--yes', ...at]);
+  expect(done).toMatch(/^state\s+shredded$/m);
+  expect(() => JSON.parse(done)).toThrow();
+  expect(JSON.parse(await cli(['verify', accountId, '--json', ...at])).ok).toBe(true);
 });

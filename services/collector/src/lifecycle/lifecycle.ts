@@ -132,6 +132,7 @@ export interface AccountDetails extends AccountView {
 }
 
 export interface AccountSettings {
+  name?: string;
   confidential?: boolean;
   retentionDays?: number;
   allowedOrigins?: string[];
@@ -418,6 +419,17 @@ export class Lifecycle {
       }
       this.o.log.info({ accountId, changed: Object.keys(change) }, 'account settings changed');
       return this.o.accounts.view(next);
+    });
+  }
+
+  /** A new read token for the account (the old one stops working at once); not for a shredded account. */
+  rotateReadToken(accountId: string): Promise<{ accountId: string; readToken: string }> {
+    return this.serial(accountId, async () => {
+      const row = await this.row(accountId);
+      if (row.state === 'shredded' || this.deleted(accountId)) throw new CollectorError(410, 'account_deleted', 'this account was shredded');
+      const rotated = await this.o.accounts.rotateReadToken(accountId);
+      this.o.log.info({ accountId }, 'read token rotated');
+      return rotated;
     });
   }
 

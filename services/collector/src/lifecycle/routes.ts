@@ -5,7 +5,8 @@
  *   DELETE /v1/accounts/:id[?graceDays=N][&now=true]  deactivate (or shred now)
  *   POST   /v1/accounts/:id/restore                    undo inside the grace period
  *   POST   /v1/accounts/:id/wipe                       fresh keys, all data so far destroyed
- *   PATCH  /v1/accounts/:id {confidential?, retentionDays?, allowedOrigins?}
+ *   PATCH  /v1/accounts/:id {name?, confidential?, retentionDays?, allowedOrigins?}
+ *   POST   /v1/accounts/:id/read-token                 a new read token; the old one is refused at once
  *   GET    /v1/accounts/:id/verify                     proof that a shred worked
  */
 import type { Context, Hono } from 'hono';
@@ -17,6 +18,7 @@ import type { Lifecycle } from './lifecycle.js';
 
 const settingsBody = z
   .object({
+    name: z.string().max(200).optional(),
     confidential: z.boolean().optional(),
     retentionDays: z.number().int().min(1).max(3650).optional(),
     allowedOrigins: z.array(z.string().regex(/^https?:\/\/[^/\s]+$/, 'an origin like https://shop.example')).max(50).optional(),
@@ -45,6 +47,7 @@ export function registerLifecycleRoutes(app: Hono, s: { lifecycle: Lifecycle }):
 
   app.post('/v1/accounts/:id/restore', async (c) => c.json(await l.restore(accountId(c))));
   app.post('/v1/accounts/:id/wipe', async (c) => c.json(await l.wipe(accountId(c))));
+  app.post('/v1/accounts/:id/read-token', async (c) => c.json(await l.rotateReadToken(accountId(c))));
   app.get('/v1/accounts/:id/verify', async (c) => c.json(await l.verify(accountId(c))));
 
   app.patch('/v1/accounts/:id', async (c) => {

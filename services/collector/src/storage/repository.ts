@@ -21,11 +21,11 @@ const fromBase64 = (v: unknown): Uint8Array => new Uint8Array(Buffer.from(String
 
 const ACCOUNT_COLUMNS = [
   'account_id', 'version', 'state', 'created_at', 'updated_at', 'deactivated_at', 'shred_after', 'shredded_at',
-  'read_token_hash', 'allowed_origins', 'retention_days', 'confidential',
+  'read_token_hash', 'allowed_origins', 'retention_days', 'confidential', 'name',
 ] as const;
 const ACCOUNT_SELECT = `account_id AS accountId, version, state, ${ms('created_at', 'createdAt')}, ${ms('updated_at', 'updatedAt')},
   ${ms('deactivated_at', 'deactivatedAt')}, ${ms('shred_after', 'shredAfter')}, ${ms('shredded_at', 'shreddedAt')},
-  read_token_hash AS readTokenHash, allowed_origins AS allowedOrigins, retention_days AS retentionDays, confidential`;
+  read_token_hash AS readTokenHash, allowed_origins AS allowedOrigins, retention_days AS retentionDays, confidential, name`;
 
 const BATCH_COLUMNS = ['account_id', 'batch_id', 'received_at', 'created_at', 'point_count', 'sdk', 'sealed', 'expires_at'] as const;
 const BATCH_SELECT = `account_id AS accountId, batch_id AS batchId, ${ms('received_at', 'receivedAt')}, ${ms('created_at', 'createdAt')},
@@ -98,6 +98,7 @@ function toAccount(r: Raw): AccountRow {
     allowedOrigins: r.allowedOrigins as string[],
     retentionDays: num(r.retentionDays),
     confidential: r.confidential === true,
+    name: String(r.name ?? ''),
   };
 }
 
@@ -165,7 +166,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
       insert('accounts', ACCOUNT_COLUMNS, [r], (r) => [
         str(r.accountId), uint(r.version, Number.MAX_SAFE_INTEGER), str(r.state), time(r.createdAt), time(r.updatedAt),
         nullable(r.deactivatedAt, time), nullable(r.shredAfter, time), nullable(r.shreddedAt, time),
-        str(r.readTokenHash), strArray(r.allowedOrigins), uint(r.retentionDays), bool(r.confidential),
+        str(r.readTokenHash), strArray(r.allowedOrigins), uint(r.retentionDays), bool(r.confidential), str(r.name ?? ''),
       ]),
 
     async getAccount(accountId) {

@@ -130,6 +130,11 @@ ORDER BY (account_id, code, toStartOfHour(at))`,
     // earlier kind sat beside their hour rows: drop them (derived data; compaction repacks).
     statements: ({ t, on }) => [`ALTER TABLE ${t('rollups')}${on} DELETE WHERE level = 2 SETTINGS mutations_sync = 2`],
   },
+  {
+    version: 4,
+    // An account's name (chosen by the operator, e.g. the shop's name; plaintext, like its origins).
+    statements: ({ t, on }) => [`ALTER TABLE ${t('accounts')}${on} ADD COLUMN IF NOT EXISTS name String DEFAULT '' AFTER confidential`],
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */

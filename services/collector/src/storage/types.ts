@@ -29,6 +29,8 @@ export interface AccountRow {
   allowedOrigins: string[];
   retentionDays: number;
   confidential: boolean;
+  /** The operator's name for the account ('' when none; plaintext, like the origins). */
+  name?: string;
 }
 
 /** A batch as ingest stores it: the inner layer, still sealed to the account key. */
