@@ -56,7 +56,7 @@ it('creates, lists and shows accounts in a data directory, with --json', { timeo
   expect(human).toContain(created.accountId);
 });
 
-it('talks to a running collector with the admin token', { timeout: 120_000 }, async () => {
+it('talks to a running collector with the admin token', { timeout: 240_000 }, async () => {
   const dir = tmp();
   const child = spawn(process.execPath, [CLI, 'serve'], {
     env: { ...process.env, PORT: '0', CIPHERSTAT_DATA_DIR: dir, CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN },
@@ -146,7 +146,7 @@ it('refuses plain http to a host that is not this one without --insecure-http', 
   expect(insecure.stderr).toMatch(/no collector answers at http:\/\/192\.0\.2\.1:8787/);
 });
 
-it('help: a list, then per command with examples; `help X` and `X --help` agree', async () => {
+it('help: a list, then per command with examples; `help X` and `X --help` agree', { timeout: 180_000 }, async () => {
   const all = await cli(['help']);
   for (const c of ['serve', 'accounts create', 'accounts update ID', 'accounts token ID --rotate', 'keyring backup']) expect(all).toContain(`cipherstat ${c}`);
   expect(all).toContain('CIPHERSTAT_URL');
@@ -158,7 +158,7 @@ it('help: a list, then per command with examples; `help X` and `X --help` agree'
   expect((await failing(['help', 'nonsense'])).code).toBe(2);
 });
 
-it('read-only commands in the wrong directory create nothing and say where they looked', async () => {
+it('read-only commands in the wrong directory create nothing and say where they looked', { timeout: 180_000 }, async () => {
   const cwd = tmp();
   const r = await failing(['accounts', 'list', '--port', '1'], cwd);
   expect(r.code).toBe(1);
@@ -170,7 +170,7 @@ it('read-only commands in the wrong directory create nothing and say where they 
   expect(existsSync(join(cwd, 'data'))).toBe(false); // no data directory, no master key, no admin token
 });
 
-it('delete --now asks for confirmation (refuses without a terminal), --yes skips it; output is human unless --json', { timeout: 60_000 }, async () => {
+it('delete --now asks for confirmation (refuses without a terminal), --yes skips it; output is human unless --json', { timeout: 180_000 }, async () => {
   const dir = tmp();
   const at = ['--data-dir', dir, '--port', '1'];
   const { accountId } = JSON.parse(await cli(['accounts', 'create', '--json', ...at]));

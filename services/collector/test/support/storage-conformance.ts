@@ -41,6 +41,7 @@ export function account(accountId: string, version: number, over: Partial<Accoun
     allowedOrigins: ['https://a.example'],
     retentionDays: 30,
     confidential: false,
+    name: '',
     ...over,
   };
 }
@@ -144,6 +145,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         allowedOrigins: ['https://b.example', "it's \\ odd\t\n", 'ünïcødé'],
         retentionDays: 400,
         confidential: true,
+        name: 'Shop «DE»',
       });
       await store.putAccount(v1);
       await store.putAccount(v3);
