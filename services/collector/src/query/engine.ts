@@ -393,13 +393,20 @@ function locate(starts: number[], t: number): number {
 
 const UNKNOWN_LABEL = '(unknown)';
 
+/**
+ * 15 significant digits: what float64 sums of decimal inputs support. Drops the binary tail
+ * of an addition (19.99 + 179.4 = 199.39000000000001 → 199.39); any value a point carried
+ * (≤ 15 digits) is unchanged.
+ */
+export const roundFloat = (v: number | null): number | null => (v === null || Number.isInteger(v) ? v : Number(v.toPrecision(15)));
+
 async function labelAndFinalize(deps: QueryDeps, ctx: AccountContext, q: Query, groups: Map<string, Group>): Promise<Series[]> {
   const { starts, aggregation } = q;
   const empty = finalize(emptyAggregate(), aggregation);
   const points = (aggs: (Aggregate | undefined)[]): SeriesPoint[] =>
     starts.map((t, i) => {
       const a = aggs[i];
-      return [t, a === undefined ? empty : finalize(a, aggregation)];
+      return [t, a === undefined ? empty : roundFloat(finalize(a, aggregation))];
     });
 
   if (q.groupBy.length === 0) {

@@ -96,6 +96,15 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     }
     const stats: QueryStats = { storageMs: 0, mergeMs: 0, rows: 0 };
     const result = await runQuery(deps, account, value, stats);
+    // No row at all: say so when the account never recorded the metric (the closest names help).
+    if (result.meta.rows === 0) {
+      const names = (cache.get<MetricsListing>(account.accountId, 'metrics') ?? (await listMetrics(deps, account.accountId))).metrics.map((x) => x.name);
+      const metric = result.meta.metric;
+      if (!names.includes(metric)) {
+        const closest = closestNames(metric, names);
+        throw new CollectorError(404, 'unknown_metric', `no metric ${JSON.stringify(metric)} was ever recorded${closest.length ? `; did you mean ${closest.map((n) => JSON.stringify(n)).join(', ')}?` : ' (GET /v1/metrics lists them)'}`);
+      }
+    }
     m.cache.inc({ result: result.meta.cached ? 'hit' : 'miss' });
     end();
     c.header('Cache-Control', 'no-store');
@@ -108,6 +117,25 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
   app.get('/', serve);
   app.get('/index.html', serve);
   app.get('/assets/:name', serve);
+}
+
+/** Up to 3 known names nearest to `name` (edit distance within half its length, or sharing a prefix). */
+export function closestNames(name: string, names: string[]): string[] {
+  const distance = (a: string, b: string) => {
+    let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+    for (let i = 1; i <= a.length; i++) {
+      const cur = [i];
+      for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = cur;
+    }
+    return prev[b.length]!;
+  };
+  return names
+    .map((n) => ({ n, d: n.startsWith(name) || name.startsWith(n) ? 0.5 : distance(name, n) }))
+    .filter(({ d }) => d <= Math.max(2, name.length / 2))
+    .sort((a, b) => a.d - b.d || (a.n < b.n ? -1 : 1))
+    .slice(0, 3)
+    .map(({ n }) => n);
 }
 
 /** Query-role Prometheus metrics, registered once per registry. No label carries tenant data. */
