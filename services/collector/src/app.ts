@@ -157,7 +157,7 @@ export function createApp(s: Services): Hono {
           if (isCollectorError(e)) metrics.batchRejects.inc({ code: e.code });
           throw e;
         }
-        s.writer.checkCapacity(); // overloaded: say so before spending an X25519 on the envelope
+        s.fairness.checkGlobal(); // truly overloaded: say so before spending an X25519 on the envelope
         metrics.ingestOpenedBytes.inc(bytes.length);
         opened = openEnvelope(bytes, { keys: (id) => s.keyring.transportKey(id), now, x25519: nodeX25519 });
       } finally {
@@ -196,6 +196,8 @@ export function createApp(s: Services): Hono {
       // The sender address paid at admission; now the account.
       const wait = s.rateLimiter.take(account.accountId);
       if (wait) throw new CollectorError(429, 'rate_limited', 'too many batches for this account', wait);
+      // What this batch will cost processing, charged to its account (fairness.ts).
+      s.fairness.admit(account.accountId, { bytes: bytes.length, points: header.count });
       if (staleWriteKey(s, account.accountId, inner)) {
         metrics.batches.inc({ outcome: 'rejected' });
         // counted per account and in Prometheus by the error handler, like every refusal

@@ -106,6 +106,20 @@ const schema = z.object({
    * bounded under overload; 0: never.
    */
   maxProcessLagMs: z.coerce.number().int().nonnegative().default(1000),
+  /** Roles with processing: batches waiting for processing (all accounts) above which ingest answers 503 `overloaded` to everyone. */
+  maxProcessBacklog: z.coerce.number().int().positive().default(50_000),
+  /** Envelope bytes per second per account (token bucket, burst = 2 s worth). */
+  accountBytesPerSecond: z.coerce.number().positive().default(16 * 1024 * 1024),
+  /** Points per second per account, as the envelope header counts them (burst = 2 s worth). */
+  accountPointsPerSecond: z.coerce.number().positive().default(200_000),
+  /** Distinct series (tag sets) per metric and account; points of further series are rejected `series_limit`. */
+  maxSeriesPerMetric: z.coerce.number().int().positive().default(10_000),
+  /** New names, tag keys and tag values per account per hour; points bringing more are rejected `new_values_limit`. */
+  maxNewValuesPerHour: z.coerce.number().int().positive().default(100_000),
+  /** Queries one read token may run at once; more: 429 `too_many_queries`. */
+  queryConcurrency: z.coerce.number().int().positive().default(2),
+  /** Stored rows one read token's queries may open per minute (token bucket); beyond: 429 `query_budget_exceeded`. */
+  queryRowsPerMinute: z.coerce.number().int().positive().default(2_000_000),
   trustProxy: proxyTrust,
   /** Process role: this node's account partition `i/n` (poll and recovery see only its accounts). */
   processPartition: z
@@ -153,6 +167,13 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['readyTimeoutMs', 'CIPHERSTAT_READY_TIMEOUT_MS'],
   ['maxQueuedBatches', 'CIPHERSTAT_MAX_QUEUED_BATCHES'],
   ['maxProcessLagMs', 'CIPHERSTAT_MAX_PROCESS_LAG_MS'],
+  ['maxProcessBacklog', 'CIPHERSTAT_MAX_PROCESS_BACKLOG'],
+  ['accountBytesPerSecond', 'CIPHERSTAT_ACCOUNT_BYTES_PER_SECOND'],
+  ['accountPointsPerSecond', 'CIPHERSTAT_ACCOUNT_POINTS_PER_SECOND'],
+  ['maxSeriesPerMetric', 'CIPHERSTAT_MAX_SERIES_PER_METRIC'],
+  ['maxNewValuesPerHour', 'CIPHERSTAT_MAX_NEW_VALUES_PER_HOUR'],
+  ['queryConcurrency', 'CIPHERSTAT_QUERY_CONCURRENCY'],
+  ['queryRowsPerMinute', 'CIPHERSTAT_QUERY_ROWS_PER_MINUTE'],
   ['trustProxy', 'CIPHERSTAT_TRUST_PROXY'],
   ['processPartition', 'CIPHERSTAT_PROCESS_PARTITION', 'partition'],
   ['processCoalesceMs', 'CIPHERSTAT_PROCESS_COALESCE_MS'],

@@ -29,7 +29,8 @@ import type { Keyring } from './keyring/index.js';
 import type { Accounts } from './accounts.js';
 import type { Metrics } from './metrics.js';
 import type { Logger } from './logger.js';
-import { computeTick, packInput, TickState, type CacheLookups, type TickAccount, type TickInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
+import { computeTick, packInput, TickState, type CacheLookups, type TickAccount, type TickInput, type TickLimits, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
+import { FairQueue } from './fair-queue.js';
 import { Lru } from './lru.js';
 
 const DAY = 86_400_000;
@@ -42,6 +43,9 @@ class WorkerFailure extends Error {}
 const TICK_TIMEOUT_MS = 60_000;
 /** Most batches per tick. */
 const TICK_BATCHES = 1000;
+/** Most estimated CPU (ms) one account's batches may take of one tick while others wait, and when none does (fair-queue.ts). */
+const TICK_ACCOUNT_BUDGET_MS = 500;
+const TICK_ALONE_BUDGET_MS = 2000;
 /** The compiled worker entry; only beside the compiled processor (dist), not beside the .ts sources. */
 const WORKER_URL = new URL('./tick-worker.js', import.meta.url);
 
@@ -79,6 +83,10 @@ export interface ProcessorOptions {
   worker?: boolean;
   /** Another worker entry (tests). */
   workerUrl?: URL;
+  /** Cardinality limits per account (tick.ts); default: none. */
+  limits?: TickLimits;
+  /** Called after each tick with the accounts whose points it rejected for cardinality (ingest slows them). */
+  onCardinalityLimited?: (accountIds: string[]) => void;
 }
 
 /** A tick whose CPU part has started. */
@@ -92,7 +100,7 @@ interface Pending {
 }
 
 export class Processor {
-  private queue: BatchRow[] = [];
+  private readonly queue = new FairQueue();
   private readonly inflight = new Set<string>();
   private readonly done = new Lru<string, true>(500_000);
   /** Caches of the inline path (the worker thread keeps its own). */
@@ -132,15 +140,29 @@ export class Processor {
   }
 
   get backlog(): number {
-    return this.queue.length;
+    return this.queue.size;
   }
 
   /** How long the oldest batch not processed yet (queued, or in a tick not written yet) has waited since it was received (ms). */
   lagMs(): number {
-    const first = this.queue[0];
-    let oldest = first ? (this.queuedAt.get(first) ?? first.receivedAt) : Infinity;
+    let oldest = this.queue.oldest();
     for (const t of this.active) oldest = Math.min(oldest, t.oldest);
     return oldest === Infinity ? 0 : Math.max(0, this.now() - oldest);
+  }
+
+  /**
+   * How long this account's oldest batch still waiting for a tick has waited (ms; 0: none
+   * waiting). Queues are per account and served round robin (fair-queue.ts), so this grows
+   * only for an account that sends more than processing gives it, or when processing stalls.
+   */
+  accountLagMs(accountId: string): number {
+    const at = this.queue.oldestOf(accountId);
+    return at === undefined ? 0 : Math.max(0, this.now() - at);
+  }
+
+  /** Batches of this account waiting for a tick. */
+  accountBacklog(accountId: string): number {
+    return this.queue.countOf(accountId);
   }
 
   /** Hand-off from ingest: rows that are durable now. */
@@ -157,11 +179,12 @@ export class Processor {
       const k = key(r);
       if (this.inflight.has(k) || this.done.has(k)) continue;
       this.inflight.add(k);
-      this.queuedAt.set(r, Math.max(r.receivedAt, this.now()));
-      this.queue.push(r);
+      const at = Math.max(r.receivedAt, this.now());
+      this.queuedAt.set(r, at);
+      this.queue.push(r, at);
     }
-    this.o.metrics.processQueue.set(this.queue.length);
-    if (this.queue.length >= TICK_BATCHES) this.wake?.();
+    this.o.metrics.processQueue.set(this.queue.size);
+    if (this.queue.size >= TICK_BATCHES) this.wake?.();
     this.kick();
   }
 
@@ -169,14 +192,14 @@ export class Processor {
     if (this.running || this.stopped) return;
     this.running = this.drainQueue().finally(() => {
       this.running = undefined;
-      if (this.queue.length) this.kick(); // a hand-off that came while the loop was ending
+      if (this.queue.size) this.kick(); // a hand-off that came while the loop was ending
     });
   }
 
   /** Lets hand-offs accumulate: up to `coalesceMs` minus the previous tick's run time, or a full tick. */
   private async coalesce(): Promise<void> {
     const wait = (this.o.coalesceMs ?? 0) - this.lastTickMs;
-    if (wait <= 0 || this.urgent > 0 || this.queue.length >= TICK_BATCHES) return;
+    if (wait <= 0 || this.urgent > 0 || this.queue.size >= TICK_BATCHES) return;
     // Batches handed off over roughly the last second.
     const w = this.rateWindow;
     const age = performance.now() - w.start;
@@ -196,8 +219,8 @@ export class Processor {
   }
 
   private take(): BatchRow[] {
-    const rows = this.queue.splice(0, TICK_BATCHES);
-    this.o.metrics.processQueue.set(this.queue.length);
+    const rows = this.queue.take(TICK_BATCHES, TICK_ACCOUNT_BUDGET_MS, TICK_ALONE_BUDGET_MS);
+    this.o.metrics.processQueue.set(this.queue.size);
     return rows;
   }
 
@@ -208,14 +231,14 @@ export class Processor {
    */
   private async drainQueue(): Promise<void> {
     let next: Pending | undefined;
-    while ((next || this.queue.length) && !this.stopped) {
+    while ((next || this.queue.size) && !this.stopped) {
       if (!next) await this.coalesce();
       const cur = next ?? this.begin(this.take());
       next = undefined;
       const t0 = performance.now();
       try {
         await this.process(cur, () => {
-          if (this.worker && this.queue.length) next = this.begin(this.take());
+          if (this.worker && this.queue.size) next = this.begin(this.take());
         });
         this.lastTickMs = performance.now() - t0;
         this.active.delete(cur);
@@ -300,7 +323,7 @@ export class Processor {
     this.lastRecover = this.now();
     clearTimeout(this.timer);
     const generation = ++this.loops; // a loop of an earlier start() ends at its next turn
-    if (this.queue.length) this.kick();
+    if (this.queue.size) this.kick();
     const loop = async () => {
       if (this.stopped || generation !== this.loops) return;
       const every = this.o.recoverEveryMs ?? 60_000;
@@ -336,7 +359,7 @@ export class Processor {
     this.urgent++;
     this.wake?.();
     try {
-      while (this.running || (this.queue.length && !this.stopped)) {
+      while (this.running || (this.queue.size && !this.stopped)) {
         this.kick();
         await this.running;
       }
@@ -410,7 +433,7 @@ export class Processor {
       for (const r of rows) if (unresolved.has(r.accountId)) this.inflight.delete(key(r));
       rows.splice(0, rows.length, ...keep); // the tick's own list: these are neither written nor marked done
     }
-    const input: TickInput = { rows, accounts, now, part };
+    const input: TickInput = { rows, accounts, now, part, limits: this.o.limits };
     if (!this.worker) return computeTick(this.state, input);
     try {
       const out = await this.worker.tick(input);
@@ -460,12 +483,14 @@ export class Processor {
   }
 
   private async write({ rows }: Pending, output: TickOutput, out: { rollups: RollupRow[] }): Promise<void> {
-    const { rollups, dict, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups } = output;
+    const { rollups, dict, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups, costs, limited } = output;
     const m = this.o.metrics;
     for (const [cache, c] of Object.entries(cacheLookups) as [keyof CacheLookups, { hit: number; miss: number }][]) {
       this.cacheTotals[cache].hit += c.hit;
       this.cacheTotals[cache].miss += c.miss;
     }
+    for (const [accountId, c] of Object.entries(costs)) this.queue.recordCost(accountId, c.ms, c.points);
+    if (limited.length) this.o.onCardinalityLimited?.(limited);
     for (const [code, n] of Object.entries(batchRejects)) m.batchRejects.inc({ code }, n);
     if (pointsProcessed) m.points.inc({ outcome: 'processed' }, pointsProcessed);
     if (pointsRejected) m.points.inc({ outcome: 'rejected' }, pointsRejected);

@@ -9,20 +9,30 @@ export class RateLimiter {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Takes `cost` tokens; returns 0 when allowed, else the seconds to wait (nothing taken). */
+  /**
+   * Takes `cost` tokens; returns 0 when allowed, else the seconds to wait (nothing taken). A
+   * cost above the burst is allowed from a full bucket (and leaves it in debt).
+   */
   take(key: string, cost = 1): number {
     const b = this.refill(key);
-    if (b.tokens >= cost) {
+    const need = Math.min(cost, this.burst);
+    if (b.tokens >= need) {
       b.tokens -= cost;
       return 0;
     }
-    return Math.max(1, Math.ceil((cost - b.tokens) / this.perSecond));
+    return Math.max(1, Math.ceil((need - b.tokens) / this.perSecond));
   }
 
-  /** The seconds until one token is available (0: now), taking nothing. */
-  wait(key: string): number {
+  /** The seconds until `cost` tokens are available (0: now), taking nothing (an unknown key is full). */
+  wait(key: string, cost = 1): number {
     const b = this.buckets.get(key) && this.refill(key);
-    return !b || b.tokens >= 1 ? 0 : Math.max(1, Math.ceil((1 - b.tokens) / this.perSecond));
+    const need = Math.min(cost, this.burst);
+    return !b || b.tokens >= need ? 0 : Math.max(1, Math.ceil((need - b.tokens) / this.perSecond));
+  }
+
+  /** Takes `cost` tokens whatever the balance (a cost known only afterwards): the bucket may go into debt. */
+  charge(key: string, cost: number): void {
+    this.refill(key).tokens -= cost;
   }
 
   private refill(key: string): { tokens: number; at: number } {

@@ -20,6 +20,7 @@ import { Compactor } from './compactor.js';
 import { RateLimiter } from './rate-limit.js';
 import { Admission, AuthFailures, textFormBytes } from './admission.js';
 import { LateBatches } from './late-batches.js';
+import { Fairness } from './fairness.js';
 import { createApp } from './app.js';
 import { QueryCache } from './query/index.js';
 import { Lifecycle, lifecycleEnv } from './lifecycle/index.js';
@@ -52,6 +53,8 @@ export interface Services {
   refusals: Refusals;
   /** The Library's <script> build this collector serves (undefined when not built). */
   script: ScriptBuild | undefined;
+  /** Per-account budgets and processing backpressure at ingest (fairness.ts). */
+  fairness: Fairness;
   adminTokenHash: string;
   roles: { ingest: boolean; process: boolean; query: boolean };
   now: () => number;
@@ -110,8 +113,11 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         worker: config.processWorker,
         partition: config.processPartition === '0/1' ? undefined : parsePartition(config.processPartition),
         onProcessed: (ids) => queryCache.invalidate(ids),
+        limits: { seriesPerMetric: config.maxSeriesPerMetric, newValuesPerHour: config.maxNewValuesPerHour },
+        onCardinalityLimited: (ids) => fairness.penalize(ids),
       })
     : undefined;
+  const fairness = new Fairness({ config, processing: processor, now });
   const compactionEnv = env.CIPHERSTAT_COMPACTION_INTERVAL_MS;
   const compactionIntervalMs = compactionEnv === undefined || compactionEnv === '' ? undefined : Number(compactionEnv);
   if (compactionIntervalMs !== undefined && !(Number.isFinite(compactionIntervalMs) && compactionIntervalMs >= 0)) {
@@ -133,7 +139,6 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const writer = new BatchWriter(requestStore, metrics, {
     maxQueued: config.maxQueuedBatches,
     onDurable: processor ? (rows) => processor.enqueue(rows) : undefined,
-    behind: processor && config.maxProcessLagMs > 0 ? () => processor.lagMs() > config.maxProcessLagMs : undefined,
     // Come back when the backlog should be gone: as long as its oldest batch has waited (1 to 60 s).
     retryAfter: processor ? () => Math.min(60, Math.max(1, Math.ceil(processor.lagMs() / 1000))) : undefined,
     log,
@@ -173,6 +178,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     lateBatches: new LateBatches({ store, log, now }),
     refusals: new Refusals({ store, log, now }),
     script: loadScript(),
+    fairness,
     adminTokenHash: admin.hash,
     roles,
     now,

@@ -17,6 +17,7 @@ const LEVELS: { level: RollupLevel; ms: number }[] = [
   { level: 1, ms: 3_600_000 },
 ];
 const DAY = 86_400_000;
+const HOUR = 3_600_000;
 
 export interface TickBatch {
   accountId: string;
@@ -42,11 +43,24 @@ export interface TickAccount {
   confidential: boolean;
 }
 
+/**
+ * Cardinality limits per account: what makes processing expensive is new series and new
+ * dictionary entries (each an HMAC, a sealed dictionary row and new rollup rows). Points over a
+ * limit are rejected (counted per account by code) before any of that is spent.
+ */
+export interface TickLimits {
+  /** Distinct tag sets per (metric name, kind): `series_limit` beyond. */
+  seriesPerMetric: number;
+  /** New names, tag keys and tag values per hour: `new_values_limit` beyond. */
+  newValuesPerHour: number;
+}
+
 export interface TickInput {
   rows: TickBatch[];
   accounts: Map<string, TickAccount | null>;
   now: number;
   part: string;
+  limits?: TickLimits;
 }
 
 export interface TickOutput {
@@ -63,6 +77,10 @@ export interface TickOutput {
   pointsRejected: number;
   /** This tick's lookups in the per-account caches (TickState), by cache. */
   cacheLookups: CacheLookups;
+  /** CPU this tick spent per account (ms) and the points it claimed (processing fairness, fair-queue.ts). */
+  costs: Record<string, { ms: number; points: number }>;
+  /** Accounts with points rejected for cardinality in this tick. */
+  limited: string[];
 }
 
 export type CacheLookups = Record<'tick_account' | 'series' | 'pseudonym', { hit: number; miss: number }>;
@@ -115,6 +133,14 @@ export class TickState {
    */
   private readonly held = new Map<string, TickKey[]>();
 
+  /**
+   * Cardinality, in this thread's memory only (since it started; an evicted entry counts again):
+   * per (account, kind, metric name) the tag sets seen, per account the new dictionary entries
+   * in the current and the previous hour.
+   */
+  readonly seriesPerMetric = new Lru<string, Set<string>>(100_000);
+  readonly newValues = new Lru<string, { start: number; current: number; previous: number }>(100_000);
+
   constructor(private readonly ownsKeys = false) {}
 
   /** After a failed tick: its dictionary entries may not be stored, so they are written again. */
@@ -129,6 +155,8 @@ export class TickState {
     this.seriesCache.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
     this.pseudonyms.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
     this.pseudonymCache.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
+    this.seriesPerMetric.deleteWhere((k) => k.startsWith(`${accountId}\u0000`));
+    this.newValues.delete(accountId);
     const held = this.held.get(accountId);
     this.held.delete(accountId);
     if (held) destroyTickKeys(held);
@@ -160,9 +188,33 @@ export class TickState {
     this.held.set(accountId, keys);
     return keys;
   }
+
+  /** New dictionary entries of an account over about the last hour (sliding, from two fixed windows). */
+  recentNewValues(accountId: string, now: number): number {
+    const w = this.window(accountId, now);
+    return w.current + w.previous * (1 - (now - w.start) / HOUR);
+  }
+
+  countNewValue(accountId: string, now: number): void {
+    this.window(accountId, now).current++;
+  }
+
+  private window(accountId: string, now: number): { start: number; current: number; previous: number } {
+    let w = this.newValues.get(accountId);
+    if (!w) this.newValues.set(accountId, (w = { start: now, current: 0, previous: 0 }));
+    if (now - w.start >= HOUR) {
+      w.previous = now - w.start < 2 * HOUR ? w.current : 0;
+      w.current = 0;
+      w.start = now;
+    }
+    return w;
+  }
 }
 
 interface Context {
+  accountId: string;
+  now: number;
+  limits: TickLimits | undefined;
   keys: TickKey[];
   pairs: KeyPair[];
   pseudonyms: Pseudonyms;
@@ -194,7 +246,7 @@ export function computeTick(state: TickState, input: TickInput): TickOutput {
   }
 }
 
-function compute(state: TickState, { rows, accounts, now, part }: TickInput, dict: DictRow[], touched: SeriesDescriptor[]): TickOutput {
+function compute(state: TickState, { rows, accounts, now, part, limits }: TickInput, dict: DictRow[], touched: SeriesDescriptor[]): TickOutput {
   const rollups: Rollups = new Map();
   const rejects = new Map<string, number>();
   const processed: ProcessedRow[] = [];
@@ -203,13 +255,29 @@ function compute(state: TickState, { rows, accounts, now, part }: TickInput, dic
   const batchRejects: Record<string, number> = {};
   let pointsProcessed = 0;
   let pointsRejected = 0;
+  const costs: Record<string, { ms: number; points: number }> = {};
+  const limited = new Set<string>();
+  const charge = (accountId: string, ms: number, points: number) => {
+    const c = (costs[accountId] ??= { ms: 0, points: 0 });
+    c.ms += ms;
+    c.points += points;
+  };
   const reject = (accountId: string, code: string, n: number) => {
     if (n > 0) rejects.set(`${accountId}\u0000${code}`, (rejects.get(`${accountId}\u0000${code}`) ?? 0) + n);
   };
 
+  // The CPU of each batch, charged to its account when the next one starts.
+  let last: TickBatch | undefined;
+  let started = 0;
+  const settle = () => {
+    if (last) charge(last.accountId, performance.now() - started, last.pointCount);
+  };
   for (const row of rows) {
+    settle();
+    last = row;
+    started = performance.now();
     let ctx = contexts.get(row.accountId);
-    if (ctx === undefined) contexts.set(row.accountId, (ctx = context(state, row.accountId, accounts.get(row.accountId) ?? null)));
+    if (ctx === undefined) contexts.set(row.accountId, (ctx = context(state, row.accountId, accounts.get(row.accountId) ?? null, now, limits)));
     const mark = (accepted: number, rejected: number) =>
       processed.push({ accountId: row.accountId, batchId: row.batchId, processedAt: now, accepted, rejected, part });
     if (!ctx) {
@@ -237,27 +305,38 @@ function compute(state: TickState, { rows, accounts, now, part }: TickInput, dic
     }
     const { points, rejects: bad } = opened.value;
     for (const r of bad) reject(row.accountId, r.code, 1);
-    for (const p of points) addToRollups(state, rollups, dict, row.accountId, ctx, p, touched);
-    pointsProcessed += points.length;
-    pointsRejected += bad.length;
-    mark(points.length, bad.length);
+    let accepted = 0;
+    for (const p of points) {
+      const over = addToRollups(state, rollups, dict, row.accountId, ctx, p, touched);
+      if (over === null) accepted++;
+      else {
+        reject(row.accountId, over, 1);
+        limited.add(row.accountId);
+      }
+    }
+    pointsProcessed += accepted;
+    pointsRejected += points.length - accepted + bad.length;
+    mark(accepted, points.length - accepted + bad.length);
     if (ctx.confidential) confidential.push({ accountId: row.accountId, batchId: row.batchId });
   }
+  settle();
 
   const rollupRows: RollupRow[] = [];
   for (const { row, agg } of rollups.values()) {
+    const t0 = performance.now();
     const ctx = contexts.get(row.accountId)!;
     const dataKey = ctx.keys[ctx.keys.length - 1]!.dataKey;
     rollupRows.push({ ...row, part, writtenAt: now, agg: sealRollup(dataKey, { ...row, part }, encodeAggregate(agg)) });
+    charge(row.accountId, performance.now() - t0, 0);
   }
   const rejectRows: RejectRow[] = [...rejects].map(([k, count]) => {
     const [accountId, code] = k.split('\u0000') as [string, string];
     return { accountId, code, count, at: now };
   });
-  return { rollups: rollupRows, dict, processed, rejects: rejectRows, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups: structuredClone(state.lookups) };
+  return { rollups: rollupRows, dict, processed, rejects: rejectRows, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups: structuredClone(state.lookups), costs, limited: [...limited] };
 }
 
-function context(state: TickState, accountId: string, account: TickAccount | null): Context | null {
+function context(state: TickState, accountId: string, account: TickAccount | null, now: number, limits: TickLimits | undefined): Context | null {
   if (!account || !account.keys.length) return null;
   // A zeroed key was destroyed (shred or wipe) after the tick read it: the tick fails and its
   // batches are retried, under the new keys or dropped as deleted, never sealed under zeros.
@@ -267,10 +346,31 @@ function context(state: TickState, accountId: string, account: TickAccount | nul
   const pseudonyms = state.pseudonymsFor(accountId, current);
   // Newest key first when opening.
   const pairs = [...keys].reverse().map((k) => ({ publicKey: k.publicKey, secretKey: k.secretKey }));
-  return { keys, pairs, pseudonyms, retentionDays: account.retentionDays, confidential: account.confidential };
+  return { accountId, now, limits, keys, pairs, pseudonyms, retentionDays: account.retentionDays, confidential: account.confidential };
 }
 
-function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accountId: string, ctx: Context, p: Point, touched: SeriesDescriptor[]): void {
+/**
+ * Whether a series not in the series cache may be added: null, or the code of the cardinality
+ * limit it is over. Counts it as seen when it may.
+ */
+function cardinality(state: TickState, ctx: Context, p: Point): string | null {
+  const limits = ctx.limits;
+  if (!limits) return null;
+  const mk = `${ctx.accountId}\u0000${p.kind}\u0000${p.name}`;
+  let seen = state.seriesPerMetric.get(mk);
+  if (!seen) state.seriesPerMetric.set(mk, (seen = new Set()));
+  const tags = Object.keys(p.tags).sort();
+  let sk = '';
+  for (const t of tags) sk += `${t}\u0000${p.tags[t]}\u0000`;
+  if (seen.has(sk)) return null;
+  if (seen.size >= limits.seriesPerMetric) return 'series_limit';
+  if (state.recentNewValues(ctx.accountId, ctx.now) >= limits.newValuesPerHour) return 'new_values_limit';
+  seen.add(sk);
+  return null;
+}
+
+/** Adds a point to the tick's rollups; null, or the code of the cardinality limit that refused it. */
+function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accountId: string, ctx: Context, p: Point, touched: SeriesDescriptor[]): string | null {
   const keyVersion = ctx.keys[ctx.keys.length - 1]!.version;
   let ck = `${accountId}\u0000${keyVersion}\u0000${p.kind}\u0000${p.name}`;
   for (const t in p.tags) ck += `\u0000${t}\u0000${p.tags[t]}`;
@@ -278,6 +378,8 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
   if (d) state.lookups.series.hit++;
   else {
     state.lookups.series.miss++;
+    const over = cardinality(state, ctx, p);
+    if (over) return over;
     const ps = ctx.pseudonyms;
     const dataKey = ctx.keys[ctx.keys.length - 1]!.dataKey;
     const tags = Object.entries(p.tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
@@ -289,6 +391,7 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
       const k = `${accountId}\u0000${keyVersion}\u0000${kind}\u0000${pseudonym}`;
       if (state.known.has(k)) return;
       state.known.set(k, true);
+      state.countNewValue(accountId, ctx.now);
       const entry = extra === undefined ? { text } : { text, extra };
       dict.push({ accountId, kind, pseudonym, keyVersion, ciphertext: sealDict(dataKey, accountId, kind, pseudonym, entry), firstSeen: p.time });
     };
@@ -325,6 +428,7 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
     }
     addPoint(r.agg, p.value, p.time);
   }
+  return null;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -48,8 +48,6 @@ export class BatchWriter {
       maxQueued: number;
       maxPerInsert?: number;
       onDurable?: (rows: BatchRow[]) => void;
-      /** Whether processing is too far behind to take more (ingest answers 503 overloaded). */
-      behind?: () => boolean;
       /** Retry-After (s) of an `overloaded` answer: how long the backlog needs (default 1). */
       retryAfter?: () => number;
       /** Failed inserts are logged here (at most one line every few seconds, with a count of the others). */
@@ -67,17 +65,11 @@ export class BatchWriter {
     return this.queue.length;
   }
 
-  /** Refuses early (before the costly opening of the envelope) when submit would refuse anyway. */
-  checkCapacity(): void {
-    if (this.opts.behind?.()) throw this.overloaded('processing is behind; retry later');
-  }
-
   submit(row: BatchRow): Promise<Outcome> {
     if (this.closed) return Promise.reject(new CollectorError(503, 'shutting_down', 'the collector is shutting down', 1));
     if (this.queue.length >= this.opts.maxQueued) {
       return Promise.reject(this.overloaded('too many batches waiting for storage'));
     }
-    if (this.opts.behind?.()) return Promise.reject(this.overloaded('processing is behind; retry later'));
     if (this.recent.has(key(row))) return Promise.resolve('duplicate');
     return new Promise<Outcome>((resolve, reject) => {
       this.queue.push({ row, resolve, reject });

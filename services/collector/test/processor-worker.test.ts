@@ -77,11 +77,12 @@ function tickInput(): { input: TickInput; accounts: Map<string, TickAccount | nu
   return { input: { rows, accounts, now: NOW, part: 'p1' }, accounts };
 }
 
-/** The output with ciphertexts opened (their nonces are random). */
+/** The output with ciphertexts opened (their nonces are random), CPU costs as points only (times vary). */
 function readable(out: TickOutput, accounts: Map<string, TickAccount | null>) {
   const dataKey = (id: string) => accounts.get(id)!.keys.at(-1)!.dataKey;
   return {
     ...out,
+    costs: Object.fromEntries(Object.entries(out.costs).map(([id, c]) => [id, c.points])),
     rollups: out.rollups.map(({ agg, ...r }) => ({ ...r, plain: toHex(openRollup(dataKey(r.accountId), r, agg) ?? new Uint8Array()) })),
     dict: out.dict.map(({ ciphertext, ...d }) => ({ ...d, entry: openDict(dataKey(d.accountId), d.accountId, d.kind, d.pseudonym, ciphertext) })),
   };

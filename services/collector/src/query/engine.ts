@@ -72,7 +72,12 @@ export interface QueryStats {
   storageMs: number;
   mergeMs: number;
   rows: number;
+  /** Times the merge gave the event loop back (every SLICE_ROWS rows). */
+  slices?: number;
 }
+
+/** Rows opened and merged between two turns of the event loop (so /healthz and ingest stay served during a big query). */
+export const SLICE_ROWS = 1000;
 
 export interface Row {
   b: number;
@@ -121,10 +126,11 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
   const { sql, params, metricOf } = buildSql(ctx, q, await table(deps.store, 'rollups'));
   const rows = readRows(await deps.store.queryBinary(sql, params));
   const t1 = performance.now();
+  if (stats) stats.rows = rows.length; // charged to the token's budget even when refused below
   if (rows.length > MAX_ROWS) {
     throw new CollectorError(400, 'query_too_large', `more than ${MAX_ROWS} stored rows; shorten the range, use a longer interval or filter`);
   }
-  const { groups, failed } = mergeRows(ctx, q, rows, metricOf, MAX_SERIES * ctx.versions.length);
+  const { groups, failed } = await mergeRowsSliced(ctx, q, rows, metricOf, MAX_SERIES * ctx.versions.length, stats);
   const series = await labelAndFinalize(deps, ctx, q, groups);
   const t2 = performance.now();
   if (stats) Object.assign(stats, { storageMs: t1 - t0, mergeMs: t2 - t1, rows: rows.length });
@@ -262,7 +268,7 @@ function groupOf(plan: VersionPlan, k: string, t: string): { key: string; values
   return { key: g.join('\u0000'), values: g };
 }
 
-/** Opens, decodes and merges rows per (bucket, group). The hot loop: keep it lean. */
+/** Opens, decodes and merges rows per (bucket, group), in one go. */
 export function mergeRows(
   ctx: AccountContext,
   q: Query,
@@ -270,6 +276,42 @@ export function mergeRows(
   metricOf: Map<number, string>,
   maxGroups = Infinity,
 ): { groups: Map<string, Group>; failed: number } {
+  const m = merger(ctx, q, metricOf, maxGroups);
+  for (let r = 0; r < rows.length; r++) m.add(rows[r]!);
+  return m.result();
+}
+
+/**
+ * mergeRows in slices of SLICE_ROWS rows with a turn of the event loop between them (setImmediate:
+ * pending I/O — /healthz, ingest — is served first), so the heaviest legal query never holds the
+ * process for more than one slice. Counts the slices in `stats.slices`.
+ */
+export async function mergeRowsSliced(
+  ctx: AccountContext,
+  q: Query,
+  rows: Row[],
+  metricOf: Map<number, string>,
+  maxGroups = Infinity,
+  stats?: QueryStats,
+): Promise<{ groups: Map<string, Group>; failed: number }> {
+  const m = merger(ctx, q, metricOf, maxGroups);
+  for (let r = 0; r < rows.length; r++) {
+    if (r > 0 && r % SLICE_ROWS === 0) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (stats) stats.slices = (stats.slices ?? 0) + 1;
+    }
+    m.add(rows[r]!);
+  }
+  return m.result();
+}
+
+/** The merge state of one query; `add` is the hot loop: keep it lean. */
+function merger(
+  ctx: AccountContext,
+  q: Query,
+  metricOf: Map<number, string>,
+  maxGroups: number,
+): { add: (row: Row) => void; result: () => { groups: Map<string, Group>; failed: number } } {
   const { starts } = q;
   const n = starts.length;
   const groups = new Map<string, Group>();
@@ -326,8 +368,7 @@ export function mergeRows(
   const packedDays = new Set<string>();
   const from = starts[0]!;
   const minuteHours = q.minuteHours ? new Set(q.minuteHours) : undefined;
-  for (let r = 0; r < rows.length; r++) {
-    const row = rows[r]!;
+  const addRow = (row: Row): void => {
     const keys = ctx.byVersion.get(row.v);
     const metric = metricOf.get(row.v);
     const plan = byVersion.get(row.v);
@@ -336,7 +377,7 @@ export function mergeRows(
       const opened = q.level === 1 && !packedDays.has(dayKey) && row.b % DAY_MS === 0 && keys && metric !== undefined && plan ? open(row, keys, plan, metric, 2) : null;
       if (!opened) {
         failed++;
-        continue;
+        return;
       }
       packedDays.add(dayKey);
       try {
@@ -350,32 +391,32 @@ export function mergeRows(
       } catch {
         failed++; // a malformed pack (its hours before the fault are counted, like separate rows)
       }
-      continue;
+      return;
     }
     // With minute hours: a minute row only inside them, an hour row only outside them.
     const level: RollupLevel = minuteHours && row.l === 0 ? 0 : q.level;
     if (minuteHours) {
       const inMinutes = minuteHours.has(row.b - (row.b % HOUR_MS));
-      if (level === 1 && inMinutes) continue; // selected by the range; these hours come from minute rows
+      if (level === 1 && inMinutes) return; // selected by the range; these hours come from minute rows
       if (level === 0 && !inMinutes) {
         failed++;
-        continue;
+        return;
       }
     }
     let i = bucketIndex.get(row.b);
     if (i === undefined) bucketIndex.set(row.b, (i = locate(starts, row.b)));
     if (!keys || metric === undefined || !plan || i < 0 || row.b >= q.end) {
       failed++;
-      continue;
+      return;
     }
     const opened = open(row, keys, plan, metric, level);
     if (!opened) {
       failed++;
-      continue;
+      return;
     }
     add(opened.grp, i, opened.plain);
-  }
-  return { groups, failed };
+  };
+  return { add: addRow, result: () => ({ groups, failed }) };
 }
 
 /** Index of the bucket containing t (greatest start ≤ t), or −1. */

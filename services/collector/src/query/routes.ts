@@ -20,6 +20,7 @@ import { listMetrics, type MetricsListing } from './catalog.js';
 import { DashboardFiles, securityHeaders, serveDashboard } from './dashboard.js';
 import { runQuery, type QueryStats } from './engine.js';
 import { addCounts, refusalAdvice } from '../refusals.js';
+import { QueryLimits } from './limits.js';
 
 export interface QueryRoutesOptions {
   /** Where the built dashboard is (default services/collector/dist/dashboard). */
@@ -29,7 +30,7 @@ export interface QueryRoutesOptions {
 const MAX_QUERY_BODY = 16 * 1024;
 
 type QueryServices = Pick<Services, 'store' | 'keyring' | 'accounts' | 'log' | 'metrics' | 'now' | 'authFailures' | 'refusals'> & {
-  config: Pick<Services['config'], 'trustProxy' | 'bodyTimeoutMs' | 'queryTimeoutMs'>;
+  config: Pick<Services['config'], 'trustProxy' | 'bodyTimeoutMs' | 'queryTimeoutMs' | 'queryConcurrency' | 'queryRowsPerMinute'>;
 };
 
 export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCache, opts: QueryRoutesOptions = {}): void {
@@ -38,6 +39,16 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
   const deps = { store: s.store.withDeadline(s.config.queryTimeoutMs), keyring: s.keyring, log: s.log, cache, now: s.now, onFailedRows: (n: number) => m.failedRows.inc(n) };
   const proxy = s.config.trustProxy;
   const secure = securityHeaders('cidrs' in proxy || proxy.hops > 0);
+  const limits = new QueryLimits({ concurrency: s.config.queryConcurrency, rowsPerMinute: s.config.queryRowsPerMinute, now: s.now });
+  /** Per read token (its account): a concurrency slot and the rows budget, or the 429, counted for the account. */
+  const begin = (accountId: string) => {
+    try {
+      return limits.begin(accountId);
+    } catch (e) {
+      if (e instanceof CollectorError) s.refusals.record(accountId, e.code, e.message);
+      throw e;
+    }
+  };
 
   for (const path of ['/', '/index.html', '/assets/*', '/v1/metrics', '/v1/query']) app.use(path, secure);
 
@@ -69,7 +80,12 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     const gen = cache.generation(account.accountId);
     let listing = cache.get<MetricsListing>(account.accountId, 'metrics');
     if (!listing) {
-      listing = await listMetrics(deps, account.accountId);
+      const release = begin(account.accountId);
+      try {
+        listing = await listMetrics(deps, account.accountId);
+      } finally {
+        release(0);
+      }
       cache.set(account.accountId, 'metrics', listing, gen);
     }
     // Reject counts are read fresh (not cached with the listing), plus refusals not yet flushed.
@@ -95,7 +111,13 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
       throw new CollectorError(400, 'invalid_json', 'the request body is not JSON');
     }
     const stats: QueryStats = { storageMs: 0, mergeMs: 0, rows: 0 };
-    const result = await runQuery(deps, account, value, stats);
+    const done = begin(account.accountId);
+    let result;
+    try {
+      result = await runQuery(deps, account, value, stats);
+    } finally {
+      done(stats.rows);
+    }
     // No row at all: say so when the account never recorded the metric (the closest names help).
     if (result.meta.rows === 0) {
       const names = (cache.get<MetricsListing>(account.accountId, 'metrics') ?? (await listMetrics(deps, account.accountId))).metrics.map((x) => x.name);
