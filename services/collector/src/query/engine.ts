@@ -130,7 +130,14 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
   if (rows.length > MAX_ROWS) {
     throw new CollectorError(400, 'query_too_large', `more than ${MAX_ROWS} stored rows; shorten the range, use a longer interval or filter`);
   }
-  const { groups, failed } = await mergeRowsSliced(ctx, q, rows, metricOf, MAX_SERIES * ctx.versions.length, stats);
+  deps.onMerge?.(1);
+  let merged: Awaited<ReturnType<typeof mergeRowsSliced>>;
+  try {
+    merged = await mergeRowsSliced(ctx, q, rows, metricOf, MAX_SERIES * ctx.versions.length, stats);
+  } finally {
+    deps.onMerge?.(-1);
+  }
+  const { groups, failed } = merged;
   const series = await labelAndFinalize(deps, ctx, q, groups);
   const t2 = performance.now();
   if (stats) Object.assign(stats, { storageMs: t1 - t0, mergeMs: t2 - t1, rows: rows.length });

@@ -7,7 +7,7 @@
  * A token only ever selects its own account: the account id never comes from the request.
  */
 import type { Context, Hono } from 'hono';
-import { Counter, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { fromUtf8 } from '@cipherstat/protocol';
 import { readBody } from '../body.js';
 import { clientAddressOf } from '../admission.js';
@@ -36,7 +36,11 @@ type QueryServices = Pick<Services, 'store' | 'keyring' | 'accounts' | 'log' | '
 export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCache, opts: QueryRoutesOptions = {}): void {
   const m = queryMetrics(s.metrics.registry);
   // Every statement of a query ends within queryTimeoutMs (then 503 storage_unavailable).
-  const deps = { store: s.store.withDeadline(s.config.queryTimeoutMs), keyring: s.keyring, log: s.log, cache, now: s.now, onFailedRows: (n: number) => m.failedRows.inc(n) };
+  const deps = {
+    store: s.store.withDeadline(s.config.queryTimeoutMs), keyring: s.keyring, log: s.log, cache, now: s.now,
+    onFailedRows: (n: number) => m.failedRows.inc(n),
+    onMerge: (d: 1 | -1) => m.merging.inc(d),
+  };
   const proxy = s.config.trustProxy;
   const secure = securityHeaders('cidrs' in proxy || proxy.hops > 0);
   const limits = new QueryLimits({ concurrency: s.config.queryConcurrency, rowsPerMinute: s.config.queryRowsPerMinute, now: s.now });
@@ -171,6 +175,10 @@ function queryMetrics(registry: Registry) {
     failedRows: once(
       'cipherstat_query_failed_rows_total',
       () => new Counter({ name: 'cipherstat_query_failed_rows_total', help: 'Stored rows that failed to open during queries (left out of answers)', registers: [registry] }),
+    ),
+    merging: once(
+      'cipherstat_queries_merging',
+      () => new Gauge({ name: 'cipherstat_queries_merging', help: 'Queries opening and merging their rows now (in slices between which the event loop serves other requests)', registers: [registry] }),
     ),
     cache: once(
       'cipherstat_query_cache_total',

@@ -1,0 +1,216 @@
+/**
+ * Fairness between tenants (issue 10, part 2), on a real collector with chDB: the account that
+ * costs processing is slowed, the others keep getting 202 and their points counted; every
+ * refusal is counted for its account (GET /v1/metrics rejects); a read token's queries have a
+ * concurrency limit and a rows budget; a heavy query's merge gives the event loop back between
+ * slices, so /healthz is answered while it runs. No clock assertions: limits are configured so
+ * that the outcome does not depend on speed.
+ */
+import { rmSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { Gauge } from 'prom-client';
+import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { writeRollups, type GenPoint } from './query-support.js';
+import { FairQueue } from '../src/fair-queue.js';
+import type { BatchRow } from '../src/storage/types.js';
+
+let c: TestCollector | undefined;
+afterEach(async () => {
+  await c?.stop();
+  if (c) rmSync(c.dataDir, { recursive: true, force: true });
+  c = undefined;
+});
+
+const readRejects = async (col: TestCollector, a: TestAccount): Promise<Record<string, number>> => {
+  const res = await fetch(`${col.url}/v1/metrics`, { headers: { authorization: `Bearer ${a.readToken}` } });
+  expect(res.status).toBe(200);
+  return (await res.json()).rejects;
+};
+
+const processedPoints = async (col: TestCollector, a: TestAccount): Promise<number> => {
+  const [row] = await col.services.store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
+  return Number(row?.n ?? 0);
+};
+
+/** `n` points of metric `orders`, each its own series (tag `item` = prefix + i). */
+const distinctSeries = (n: number, prefix: string) => points(n, (i) => ({ tags: { item: `${prefix}${i}` } }));
+
+describe('fairness between tenants at ingest', () => {
+  it('a heavy-cardinality tenant gets its points rejected (counted) and is slowed; another tenant keeps getting 202 and its points are counted', { timeout: 120_000 }, async () => {
+    c = await startTestCollector({ config: { maxSeriesPerMetric: 50, maxNewValuesPerHour: 10_000, accountPointsPerSecond: 500 } });
+    const heavy = await createAccount(c);
+    const calm = await createAccount(c);
+    const processor = c.services.processor!;
+
+    // The heavy tenant: 300 new series of one metric in one batch (the limit is 50).
+    expect((await post(c.url, envelope(heavy, distinctSeries(300, 'a')).bytes)).status).toBe(202);
+    for (let i = 0; i < 5; i++) expect((await post(c.url, envelope(calm, points(10)).bytes)).status).toBe(202);
+    await processor.drain();
+
+    const heavyRejects = await readRejects(c, heavy);
+    expect(heavyRejects.series_limit).toBe(250);
+    expect(await processedPoints(c, heavy)).toBe(50);
+    expect(await readRejects(c, calm)).toEqual({});
+    expect(await processedPoints(c, calm)).toBe(50);
+
+    // Fed back to ingest: the heavy tenant now has a tenth of its points budget (50/s, burst
+    // 100): its next 300-point batch is let in from the full bucket, the one after is refused.
+    expect((await post(c.url, envelope(heavy, distinctSeries(300, 'b')).bytes)).status).toBe(202);
+    const slowed = await post(c.url, envelope(heavy, distinctSeries(300, 'c')).bytes);
+    expect(slowed.status).toBe(429);
+    expect((await slowed.json()).error.code).toBe('cardinality_limited');
+    expect(Number(slowed.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    // The other tenant is not.
+    for (let i = 0; i < 5; i++) expect((await post(c.url, envelope(calm, points(10)).bytes)).status).toBe(202);
+    await processor.drain();
+    expect(await processedPoints(c, calm)).toBe(100);
+    const after = await readRejects(c, heavy);
+    expect(after.cardinality_limited).toBe(1);
+    expect(after.series_limit).toBe(550); // the second batch's 300 new series are all over the limit
+    expect(await readRejects(c, calm)).toEqual({});
+  });
+
+  it('new tag values per hour are limited per account (new_values_limit)', { timeout: 60_000 }, async () => {
+    c = await startTestCollector({ config: { maxNewValuesPerHour: 20 } });
+    const a = await createAccount(c);
+    // Metric name + tag key + 100 values: the first points fit in 20 new entries, the rest are refused.
+    expect((await post(c.url, envelope(a, distinctSeries(100, 'v')).bytes)).status).toBe(202);
+    await c.services.processor!.drain();
+    const rejects = await readRejects(c, a);
+    expect(rejects.new_values_limit).toBeGreaterThan(70);
+    expect(rejects.new_values_limit! + (await processedPoints(c, a))).toBe(100);
+  });
+
+  it('an account behind in processing gets 503 with Retry-After; another account still gets 202, and the refusal is counted for the first', { timeout: 120_000 }, async () => {
+    c = await startTestCollector({ config: { maxProcessLagMs: 1000 } });
+    const heavy = await createAccount(c);
+    const calm = await createAccount(c);
+    const processor = c.services.processor!;
+    await processor.stop(); // processing halts: hand-offs wait in their account's queue
+    expect((await post(c.url, envelope(heavy, points(10)).bytes)).status).toBe(202);
+    await new Promise((r) => setTimeout(r, 1500)); // heavy's waiting batch is now older than 1 s
+    const refused = await post(c.url, envelope(heavy, points(10)).bytes);
+    expect(refused.status).toBe(503);
+    expect((await refused.json()).error.code).toBe('overloaded');
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    // Nothing of the calm account waits: it is not slowed by the other's backlog.
+    expect((await post(c.url, envelope(calm, points(10)).bytes)).status).toBe(202);
+
+    processor.start();
+    await processor.drain();
+    expect(await processedPoints(c, calm)).toBe(10);
+    expect(await processedPoints(c, heavy)).toBe(10);
+    expect((await readRejects(c, heavy)).overloaded).toBe(1);
+    expect(await readRejects(c, calm)).toEqual({});
+  });
+
+  it('points per second per account: over budget is 429 points_rate_limited, counted; another account is not affected', { timeout: 60_000 }, async () => {
+    c = await startTestCollector({ config: { accountPointsPerSecond: 10 } }); // burst 20
+    const a = await createAccount(c);
+    const b = await createAccount(c);
+    expect((await post(c.url, envelope(a, points(20)).bytes)).status).toBe(202);
+    const refused = await post(c.url, envelope(a, points(20)).bytes);
+    expect(refused.status).toBe(429);
+    expect((await refused.json()).error.code).toBe('points_rate_limited');
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect((await post(c.url, envelope(b, points(20)).bytes)).status).toBe(202);
+    expect((await readRejects(c, a)).points_rate_limited).toBe(1);
+  });
+
+  it('bytes per second per account: over budget is 429 bytes_rate_limited', { timeout: 60_000 }, async () => {
+    c = await startTestCollector({ config: { accountBytesPerSecond: 1000 } }); // burst 2000 bytes
+    const a = await createAccount(c);
+    const big = () => envelope(a, points(40, (i) => ({ tags: { page: `/some/long/page/path/${i}` } }))).bytes; // > 2000 bytes
+    expect((await post(c.url, big())).status).toBe(202); // from the full bucket
+    const refused = await post(c.url, big());
+    expect(refused.status).toBe(429);
+    expect((await refused.json()).error.code).toBe('bytes_rate_limited');
+  });
+
+  it('the processing queue serves accounts round robin: one account\'s backlog does not fill the tick', () => {
+    const q = new FairQueue();
+    const row = (accountId: string, i: number): BatchRow =>
+      ({ accountId, batchId: `${accountId}-${i}`, receivedAt: i, createdAt: i, pointCount: 100, sdk: 't', sealed: new Uint8Array(), expiresAt: 0 }) as BatchRow;
+    for (let i = 0; i < 500; i++) q.push(row('heavy', i), i);
+    q.push(row('calm', 0), 1000);
+    const first = q.take(10, 1_000_000, 1_000_000);
+    expect(first.map((r) => r.accountId)).toContain('calm');
+    expect(q.oldestOf('calm')).toBeUndefined();
+    // Heavy's cost per point was measured high (~5 ms estimated: ~500 ms a batch): while another
+    // account waits it gets one batch per tick, alone at most its alone budget.
+    q.recordCost('heavy', 1000, 100);
+    q.push(row('calm', 1), 1001);
+    q.push(row('calm', 2), 1002);
+    const second = q.take(1000, 500, 1000);
+    expect(second.map((r) => r.accountId)).toEqual(['heavy', 'calm', 'calm', 'heavy']);
+    expect(q.countOf('heavy')).toBe(500 - 2 - first.filter((r) => r.accountId === 'heavy').length);
+  });
+});
+
+describe('queries cannot starve the node', () => {
+  /** 30,000 minute rollup rows of metric `heavy`: 500 series, one row per minute for an hour. */
+  async function heavyAccount(col: TestCollector): Promise<{ a: TestAccount; body: object }> {
+    const a = await createAccount(col);
+    const keys = (await col.services.keyring.accountKeys(a.accountId))!;
+    const now = Date.now();
+    const from = now - 3_600_000 - (now % 60_000);
+    const pts: GenPoint[] = [];
+    for (let m = 0; m < 60; m++) for (let s = 0; s < 500; s++) pts.push({ kind: 'counter', name: 'heavy', value: 1, time: from + m * 60_000 + 1, tags: { item: `i${s}` } });
+    await writeRollups(col.services.store, a.accountId, keys[0]!, pts, 1);
+    return { a, body: { metric: 'heavy', aggregation: 'sum', interval: 'minute', from, to: from + 3_600_000 } };
+  }
+
+  const runQuery = (url: string, a: TestAccount, body: object) =>
+    fetch(`${url}/v1/query`, { method: 'POST', headers: { authorization: `Bearer ${a.readToken}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+  it('/healthz is answered while a heavy query is still merging (the merge yields between slices)', { timeout: 180_000 }, async () => {
+    c = await startTestCollector();
+    const { a, body } = await heavyAccount(c);
+    const merging = c.services.metrics.registry.getSingleMetric('cipherstat_queries_merging') as Gauge;
+    const value = async () => (await merging.get()).values[0]?.value ?? 0;
+    let answered = false;
+    const q = runQuery(c.url, a, body).then(async (r) => {
+      answered = true;
+      return { status: r.status, json: await r.json() };
+    });
+    // Wait (by turns of the event loop, not time) until the query is opening and merging rows.
+    while ((await value()) === 0 && !answered) await new Promise((r) => setImmediate(r));
+    expect(answered).toBe(false);
+    const health = await fetch(`${c.url}/healthz`);
+    expect(health.status).toBe(200);
+    // Still merging when /healthz came back: it did not wait for the query.
+    expect(await value()).toBe(1);
+    expect(answered).toBe(false);
+    const res = await q;
+    expect(res.status).toBe(200);
+    expect(res.json.meta.rows).toBe(30_000);
+    expect(res.json.series[0].points.reduce((s: number, [, v]: [number, number]) => s + v, 0)).toBe(30_000);
+  });
+
+  it('per read token: more queries at once than allowed → 429 too_many_queries; over the rows budget → 429 query_budget_exceeded with Retry-After; both counted', { timeout: 180_000 }, async () => {
+    c = await startTestCollector({ config: { queryConcurrency: 1, queryRowsPerMinute: 50_000 } });
+    const { a, body } = await heavyAccount(c);
+    const other = await createAccount(c);
+    const all = await Promise.all([0, 1, 2].map(() => runQuery(c!.url, a, body)));
+    const statuses = all.map((r) => r.status).sort();
+    expect(statuses[0]).toBe(200);
+    expect(statuses.slice(1)).toEqual([429, 429]);
+    for (const r of all) if (r.status === 429) expect((await r.json()).error.code).toBe('too_many_queries');
+
+    // One heavy query (30,000 rows) is let in with the budget it has left; the next exceeds it
+    // (other aggregations: not answered from the cache).
+    const second = await runQuery(c.url, a, { ...body, aggregation: 'count' });
+    expect(second.status).toBe(200);
+    const third = await runQuery(c.url, a, { ...body, aggregation: 'max' });
+    expect(third.status).toBe(429);
+    expect((await third.json()).error.code).toBe('query_budget_exceeded');
+    expect(Number(third.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    // Another token is not affected (its account recorded nothing: 404 unknown_metric, not 429).
+    expect((await runQuery(c.url, other, { ...body, metric: 'orders' })).status).toBe(404);
+
+    await c.services.refusals.flush();
+    const rejects = await c.services.store.rejects(a.accountId);
+    expect(rejects.too_many_queries).toBe(2);
+    expect(rejects.query_budget_exceeded).toBe(1);
+  });
+});
