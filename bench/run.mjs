@@ -10,6 +10,7 @@ const ALL = [
   ['storefront', 'bench/storefront.mjs'],
   ['query', 'bench/query.mjs'],
   ['shred', 'bench/shred.mjs'],
+  ['abuse', 'bench/abuse.mjs'],
 ];
 const root = fileURLToPath(new URL('..', import.meta.url));
 const wanted = process.argv.slice(2);

@@ -46,13 +46,6 @@ export class FairQueue {
     return t;
   }
 
-  /** When the oldest queued batch was queued (Infinity: nothing queued). O(accounts). */
-  oldest(): number {
-    let t = Infinity;
-    for (const q of this.accounts.values()) t = Math.min(t, q.queuedAt[q.head]!);
-    return t;
-  }
-
   /** When this account's oldest queued batch was queued (undefined: none queued). */
   oldestOf(accountId: string): number | undefined {
     const q = this.accounts.get(accountId);

@@ -92,8 +92,6 @@ export interface ProcessorOptions {
 /** A tick whose CPU part has started. */
 interface Pending {
   rows: BatchRow[];
-  /** Earliest receivedAt of its rows. */
-  oldest: number;
   now: number;
   part: string;
   output: Promise<TickOutput>;
@@ -121,10 +119,6 @@ export class Processor {
   private readonly dirty = new Map<string, { refs: RollupRef[]; at: number }>();
   /** Poll loops started; a loop runs only while its number is the latest. */
   private loops = 0;
-  /** When each queued batch was handed to this processor (the poll hands over old batches). */
-  private readonly queuedAt = new WeakMap<BatchRow, number>();
-  /** Ticks begun and not written or dropped yet. */
-  private readonly active = new Set<Pending>();
 
   /** Lookups in the tick caches (worker or inline), summed over ticks. */
   private readonly cacheTotals: CacheLookups = { tick_account: { hit: 0, miss: 0 }, series: { hit: 0, miss: 0 }, pseudonym: { hit: 0, miss: 0 } };
@@ -143,11 +137,10 @@ export class Processor {
     return this.queue.size;
   }
 
-  /** How long the oldest batch not processed yet (queued, or in a tick not written yet) has waited since it was received (ms). */
+  /** How long the oldest batch waiting for a tick has waited (ms; 0: none). O(accounts): not per request. */
   lagMs(): number {
-    let oldest = this.queue.oldest();
-    for (const t of this.active) oldest = Math.min(oldest, t.oldest);
-    return oldest === Infinity ? 0 : Math.max(0, this.now() - oldest);
+    const at = this.queue.oldest();
+    return at === Infinity ? 0 : Math.max(0, this.now() - at);
   }
 
   /**
@@ -158,11 +151,6 @@ export class Processor {
   accountLagMs(accountId: string): number {
     const at = this.queue.oldestOf(accountId);
     return at === undefined ? 0 : Math.max(0, this.now() - at);
-  }
-
-  /** Batches of this account waiting for a tick. */
-  accountBacklog(accountId: string): number {
-    return this.queue.countOf(accountId);
   }
 
   /** Hand-off from ingest: rows that are durable now. */
@@ -179,9 +167,8 @@ export class Processor {
       const k = key(r);
       if (this.inflight.has(k) || this.done.has(k)) continue;
       this.inflight.add(k);
-      const at = Math.max(r.receivedAt, this.now());
-      this.queuedAt.set(r, at);
-      this.queue.push(r, at);
+      // When it was handed to this processor (the poll hands over old batches).
+      this.queue.push(r, Math.max(r.receivedAt, this.now()));
     }
     this.o.metrics.processQueue.set(this.queue.size);
     if (this.queue.size >= TICK_BATCHES) this.wake?.();
@@ -241,9 +228,7 @@ export class Processor {
           if (this.worker && this.queue.size) next = this.begin(this.take());
         });
         this.lastTickMs = performance.now() - t0;
-        this.active.delete(cur);
       } catch (e) {
-        this.active.delete(cur);
         // Leave them for the poll: they are durable and unmarked (process() removed its rollup rows).
         for (const r of cur.rows) this.inflight.delete(key(r));
         if (next) await this.abandon(next);
@@ -258,7 +243,6 @@ export class Processor {
 
   /** Drops a computed tick that will not be written: its batches are retried, its dictionary entries forgotten. */
   private async abandon(t: Pending): Promise<void> {
-    this.active.delete(t);
     for (const r of t.rows) this.inflight.delete(key(r));
     const out = await t.output.catch(() => undefined);
     if (out) this.forgetDict(out.dict);
@@ -409,9 +393,7 @@ export class Processor {
     const part = toHex(randomBytes(16));
     const output = this.compute(rows, now, part);
     output.catch(() => {}); // awaited by process() or abandon()
-    const t = { rows, oldest: rows.reduce((m, r) => Math.min(m, this.queuedAt.get(r) ?? r.receivedAt), Infinity), now, part, output };
-    this.active.add(t);
-    return t;
+    return { rows, now, part, output };
   }
 
   private async compute(rows: BatchRow[], now: number, part: string): Promise<TickOutput> {
