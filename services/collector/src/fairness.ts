@@ -10,7 +10,7 @@
  * - A global ceiling for true overload: more than `maxProcessBacklog` batches waiting in all
  *   → 503 `overloaded` for everyone (checked before the envelope is opened).
  * - Cardinality feedback: an account whose points processing rejected over a cardinality
- *   limit (tick.ts) gets a tenth of its points budget for a minute (429 `cardinality_limited`).
+ *   limit (tick.ts) gets 1 % of its points budget for a minute (429 `cardinality_limited`).
  *
  * Every refusal of a known account is counted per account by code (refusals.ts, in
  * `GET /v1/metrics` → rejects).
@@ -23,7 +23,7 @@ import { RateLimiter } from './rate-limit.js';
 /** How long an account stays slowed after processing rejected its points for cardinality. */
 export const CARDINALITY_PENALTY_MS = 60_000;
 /** Its points budget meanwhile, as a fraction of the normal one. */
-export const CARDINALITY_PENALTY_SHARE = 0.1;
+export const CARDINALITY_PENALTY_SHARE = 0.01;
 
 /** What admission reads of the processor (absent on nodes that do not process). */
 export interface ProcessingBacklog {

@@ -53,8 +53,8 @@ describe('fairness between tenants at ingest', () => {
     expect(await readRejects(c, calm)).toEqual({});
     expect(await processedPoints(c, calm)).toBe(50);
 
-    // Fed back to ingest: the heavy tenant now has a tenth of its points budget (50/s, burst
-    // 100): its next 300-point batch is let in from the full bucket, the one after is refused.
+    // Fed back to ingest: the heavy tenant now has 1 % of its points budget (5/s, burst
+    // 10): its next 300-point batch is let in from the full bucket, the one after is refused.
     expect((await post(c.url, envelope(heavy, distinctSeries(300, 'b')).bytes)).status).toBe(202);
     const slowed = await post(c.url, envelope(heavy, distinctSeries(300, 'c')).bytes);
     expect(slowed.status).toBe(429);
