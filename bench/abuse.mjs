@@ -8,7 +8,7 @@
 // quiet baseline of the same run, B's freshness p95 (202 → visible in a query), /healthz p99,
 // and what A and the flooder got. Results: bench/results/abuse.json.
 //
-//   node bench/abuse.mjs [--phase 10] [--gap 3] [--rate 20] [--keep]
+//   node bench/abuse.mjs [--phase 10] [--gap 3] [--rate 20] [--seed-minutes 100] [--keep]
 //
 // Loopback only (B from 127.0.0.1, the flooder from 127.0.0.2, A from 127.0.0.3, so
 // per-address limits see three senders); every loop is bounded by the phase clock and a
@@ -33,6 +33,7 @@ const { values: opt } = parseArgs({
     phase: { type: 'string', default: '10' },
     gap: { type: 'string', default: '3' },
     rate: { type: 'string', default: '20' },
+    'seed-minutes': { type: 'string', default: '100' },
     keep: { type: 'boolean', default: false },
   },
 });
@@ -115,6 +116,7 @@ async function main() {
     process.exit(2);
   }, 15 * 60_000 + PHASES.length * (PHASE_MS + GAP_MS));
   process.on('exit', killAll);
+  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => (killAll(), process.exit(130)));
 
   const tmp = mkdtempSync(join(os.tmpdir(), 'cipherstat-abuse-'));
   const port = await freePort();
@@ -137,7 +139,7 @@ async function main() {
     const probe = client(url, '127.0.0.1', 2);
 
     // A's history: the heavy query reads ~200,000 minute rows (the issue's example read 198,680).
-    const SEED_MINUTES = 100;
+    const SEED_MINUTES = Number(opt['seed-minutes']);
     const seedNow = Date.now();
     progress(`seeding A: ${SEED_MINUTES} batches of 2000 points (2000 series × ${SEED_MINUTES} minutes)`);
     for (let m = 0; m < SEED_MINUTES; m++) {
