@@ -83,21 +83,21 @@ function bBatch(b, i) {
   return seal(b, points);
 }
 
-/** A's maximum-cardinality batch: 2000 points, each a new series (6 random 16-character tag values). */
+/** A's maximum-cardinality batch under the default 64 KiB body cap: 350 points, each a new series (3 random tag values). */
 function cardinalityBatch(a, i) {
   const now = Date.now();
   const rnd = () => randomBytes(12).toString('base64');
-  const points = Array.from({ length: 2000 }, (_, id) => ({
+  const points = Array.from({ length: 350 }, (_, id) => ({
     id, kind: 'counter', name: `card.m${(i * 7 + id) % 50}`, value: 1, time: now - 1000,
-    tags: { a: rnd(), b: rnd(), c: rnd(), d: rnd(), e: rnd(), f: rnd() },
+    tags: { a: rnd(), b: rnd(), c: rnd() },
   }));
   return seal(a, points);
 }
 
-/** A's history for the heavy query: 2000 series × `minutes` minute buckets of one histogram. */
-function seedBatch(a, minute, now) {
+/** A's history for the heavy query: half `half` of 1200 series for one minute bucket of one histogram (600 points). */
+function seedBatch(a, minute, half, now) {
   const t = now - (minute + 1) * 60_000;
-  const points = Array.from({ length: 2000 }, (_, id) => ({ id, kind: 'histogram', name: 'seed.load_ms', value: 50 + ((id * 37 + minute) % 2000), time: t, tags: { item: `i${id}` } }));
+  const points = Array.from({ length: 600 }, (_, id) => ({ id, kind: 'histogram', name: 'seed.load_ms', value: 50 + ((id * 37 + minute) % 2000), time: t, tags: { item: `i${half * 600 + id}` } }));
   return seal(a, points);
 }
 
@@ -138,12 +138,12 @@ async function main() {
     const floodSend = client(url, '127.0.0.2', 8);
     const probe = client(url, '127.0.0.1', 2);
 
-    // A's history: the heavy query reads ~200,000 minute rows (the issue's example read 198,680).
+    // A's history: the heavy query reads ~120,000 minute rows (default --seed-minutes 100).
     const SEED_MINUTES = Number(opt['seed-minutes']);
     const seedNow = Date.now();
-    progress(`seeding A: ${SEED_MINUTES} batches of 2000 points (2000 series × ${SEED_MINUTES} minutes)`);
-    for (let m = 0; m < SEED_MINUTES; m++) {
-      const body = seedBatch(A, m, seedNow);
+    progress(`seeding A: ${SEED_MINUTES * 2} batches of 600 points (1200 series × ${SEED_MINUTES} minutes)`);
+    for (let k = 0; k < SEED_MINUTES * 2; k++) {
+      const body = seedBatch(A, k >> 1, k & 1, seedNow);
       for (;;) {
         const r = await aSend('POST', '/v1/batches', body, { 'content-type': 'application/octet-stream' });
         if (r.status === 202) break;
@@ -152,7 +152,7 @@ async function main() {
     }
     for (let i = 0; i < 600; i++) {
       const s = await scrape(url);
-      if (s.processQueue === 0 && s.processed >= SEED_MINUTES * 2000) break;
+      if (s.processQueue === 0 && s.processed >= SEED_MINUTES * 1200) break;
       await sleep(500);
     }
     const heavyQuery = Buffer.from(JSON.stringify({ metric: 'seed.load_ms', aggregation: 'p99', interval: 'minute', from: seedNow - (SEED_MINUTES + 1) * 60_000, to: seedNow }));
