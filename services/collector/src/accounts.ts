@@ -5,10 +5,26 @@
  */
 import { randomBytes, toBase64, toHex } from '@cipherstat/protocol';
 import type { AccountRow, Store } from './storage/types.js';
-import type { Keyring } from './keyring/index.js';
-import { hashToken, newToken } from './keyring/index.js';
-import { CollectorError } from './errors.js';
+import type { AccountKeys, Keyring } from './keyring/index.js';
+import { hashToken, isKeyringError, newToken } from './keyring/index.js';
+import { CollectorError, isCollectorError } from './errors.js';
+import type { Logger } from './logger.js';
+import type { Metrics } from './metrics.js';
 import { Lru } from './lru.js';
+
+/** Retry-After (s) of `503 account_key_unavailable`: an operator has to restore a file. */
+export const KEY_UNAVAILABLE_RETRY_AFTER_S = 60;
+const HOUR = 3_600_000;
+
+/** An account whose key entry cannot be read: what the operator is told and shown. */
+export interface KeyProblem {
+  /** The key file (absolute path) and why it cannot be read. */
+  file: string;
+  reason: string;
+  since: string;
+  /** Batches refused at ingest (503) since then, in this process. */
+  refusedBatches: number;
+}
 
 export interface CreateAccountInput {
   name?: string;
@@ -28,7 +44,8 @@ export interface CreatedAccount {
 export interface AccountView {
   accountId: string;
   name: string;
-  state: AccountRow['state'];
+  /** `key_unavailable`: the row is active or deactivated, but its key entry cannot be read (see keyProblem). */
+  state: AccountRow['state'] | 'key_unavailable';
   createdAt: string;
   deactivatedAt: string | null;
   shredAfter: string | null;
@@ -37,6 +54,7 @@ export interface AccountView {
   retentionDays: number;
   confidential: boolean;
   writeKey: string | null;
+  keyProblem: KeyProblem | null;
 }
 
 /** How long a read token no account has is remembered as unknown. */
@@ -73,11 +91,52 @@ export class Accounts {
     return `${this.generationEpoch}:${this.generation.get(accountId) ?? 0}`;
   }
 
+  /** Accounts whose key entry could not be read when last looked at. */
+  private readonly keyProblems = new Map<string, { file: string; reason: string; since: number; loggedAt: number; refused: number }>();
+
   constructor(
     private readonly store: Store,
     private readonly keyring: Keyring,
-    private readonly opts: { defaultRetentionDays: number; ttlMs?: number; now?: () => number },
+    private readonly opts: { defaultRetentionDays: number; ttlMs?: number; now?: () => number; log?: Logger; metrics?: Metrics },
   ) {}
+
+  /**
+   * The account's key versions; undefined only when it is deleted (tombstoned). An entry that
+   * cannot be read is `503 account_key_unavailable`: its batches wait, nothing is dropped.
+   * Logged once per account and hour with the file and the reason; the number of such
+   * accounts is the gauge cipherstat_accounts_key_unavailable.
+   */
+  keys(accountId: string, { refusing = false }: { refusing?: boolean } = {}): AccountKeys[] | undefined {
+    let keys: AccountKeys[] | undefined;
+    try {
+      keys = this.keyring.requireAccountKeys(accountId);
+    } catch (e) {
+      if (!isKeyringError(e) || e.code !== 'account_key_unavailable') throw e;
+      const t = this.now();
+      let p = this.keyProblems.get(accountId);
+      if (!p || p.reason !== e.reason) {
+        p = { file: e.file!, reason: e.reason!, since: p?.since ?? t, loggedAt: -Infinity, refused: p?.refused ?? 0 };
+        this.keyProblems.set(accountId, p);
+        this.opts.metrics?.keyUnavailable.set(this.keyProblems.size);
+      }
+      if (refusing) p.refused++;
+      if (t - p.loggedAt >= HOUR) {
+        p.loggedAt = t;
+        this.opts.log?.error(
+          { accountId, file: p.file, reason: p.reason, refusedBatches: p.refused },
+          'account key unavailable: its batches are refused (503) or wait unprocessed until the file is restored; run `cipherstat keyring check`',
+        );
+      }
+      throw new CollectorError(503, 'account_key_unavailable', "this account's key entry cannot be read; retry later", KEY_UNAVAILABLE_RETRY_AFTER_S);
+    }
+    const p = this.keyProblems.get(accountId);
+    if (p) {
+      this.keyProblems.delete(accountId);
+      this.opts.metrics?.keyUnavailable.set(this.keyProblems.size);
+      this.opts.log?.info({ accountId, file: p.file, refusedBatches: p.refused }, 'account key readable again: waiting batches are processed');
+    }
+    return keys;
+  }
 
   private now(): number {
     return this.opts.now?.() ?? Date.now();
@@ -279,12 +338,22 @@ export class Accounts {
   }
 
   async view(row: AccountRow): Promise<AccountView> {
-    const keys = row.state === 'shredded' ? undefined : await this.keyring.accountKeys(row.accountId);
+    let keys: AccountKeys[] | undefined;
+    let keyProblem: KeyProblem | null = null;
+    if (row.state !== 'shredded') {
+      try {
+        keys = this.keys(row.accountId);
+      } catch (e) {
+        const p = this.keyProblems.get(row.accountId);
+        if (!p || !isCollectorError(e)) throw e;
+        keyProblem = { file: p.file, reason: p.reason, since: iso(p.since)!, refusedBatches: p.refused };
+      }
+    }
     const current = keys?.[keys.length - 1];
     return {
       accountId: row.accountId,
       name: row.name ?? '',
-      state: row.state,
+      state: keyProblem ? 'key_unavailable' : row.state,
       createdAt: iso(row.createdAt)!,
       deactivatedAt: iso(row.deactivatedAt),
       shredAfter: iso(row.shredAfter),
@@ -293,6 +362,7 @@ export class Accounts {
       retentionDays: row.retentionDays,
       confidential: row.confidential,
       writeKey: current ? toBase64(current.publicKey) : null,
+      keyProblem,
     };
   }
 }

@@ -183,6 +183,21 @@ export function createApp(s: Services): Hono {
         metrics.batches.inc({ outcome: 'dropped' });
         throw new CollectorError(503, 'account_deactivated', 'this account is deactivated (restorable); try again later', DEACTIVATED_RETRY_AFTER_S);
       }
+      // Acknowledge only what can be kept: a batch for an account whose key entry cannot be
+      // read would wait unprocessed; refused (503) until the entry is readable again.
+      let keys;
+      try {
+        keys = s.accounts.keys(account.accountId, { refusing: true });
+      } catch (e) {
+        if (isCollectorError(e)) metrics.batchRejects.inc({ code: e.code });
+        throw e;
+      }
+      if (!keys) {
+        // Tombstoned: the shred is being finished (the lifecycle's next pass).
+        metrics.batches.inc({ outcome: 'dropped' });
+        metrics.batchRejects.inc({ code: 'account_deleted' });
+        throw new CollectorError(410, 'account_deleted', 'this account no longer accepts data');
+      }
       const origin = c.req.header('origin');
       if (origin && account.allowedOrigins.length && !account.allowedOrigins.includes(origin)) {
         throw new CollectorError(403, 'origin_not_allowed', 'this origin may not send data to this account');

@@ -32,6 +32,7 @@ import type { Logger } from './logger.js';
 import { computeTick, packInput, TickState, type CacheLookups, type TickAccount, type TickInput, type TickLimits, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
 import { FairQueue } from './fair-queue.js';
 import { Lru } from './lru.js';
+import { isCollectorError } from './errors.js';
 
 const DAY = 86_400_000;
 const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
@@ -377,8 +378,10 @@ export class Processor {
   /** What a tick needs of an account; null when it is deleted or shredded. */
   private async account(accountId: string): Promise<TickAccount | null> {
     const account = await this.o.accounts.get(accountId);
-    const keys = await this.o.keyring.accountKeys(accountId);
-    if (!account || !keys?.length || account.state === 'shredded') return null;
+    if (!account || account.state === 'shredded') return null;
+    // undefined only when tombstoned; an entry that cannot be read throws: its batches wait.
+    const keys = this.o.accounts.keys(accountId);
+    if (!keys?.length) return null;
     return {
       keys: keys.map(({ version, publicKey, secretKey, dataKey, macKey }) => ({ version, publicKey, secretKey, dataKey, macKey })),
       retentionDays: account.retentionDays,
@@ -407,6 +410,7 @@ export class Processor {
       // One account whose state or keys cannot be read (say an unreadable key file) must not
       // hold up the others: its batches leave this tick, unmarked, for the poll to retry.
       unresolved.add(id);
+      if (isCollectorError(r.reason) && r.reason.code === 'account_key_unavailable') return; // logged by accounts.keys, once an hour
       this.o.log.error({ accountId: id, err: r.reason instanceof Error ? r.reason.message : String(r.reason) }, 'cannot read an account for processing; its batches wait');
     });
     if (unresolved.size) {

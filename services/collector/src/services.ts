@@ -90,7 +90,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   // Calls made while answering a request end within storageTimeoutMs (503 storage_unavailable);
   // background work (processing, compaction, lifecycle) keeps the store without a deadline of its own.
   const requestStore = store.withDeadline(config.storageTimeoutMs);
-  const accounts = new Accounts(requestStore, keyring, { defaultRetentionDays: config.retentionDays, now });
+  const accounts = new Accounts(requestStore, keyring, { defaultRetentionDays: config.retentionDays, now, log, metrics });
   metrics.cacheSources.set('account_state', () => accounts.stats);
   metrics.cacheSources.set('account_keys', () => keyring.stats);
   const roles = {

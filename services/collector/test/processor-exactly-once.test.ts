@@ -118,7 +118,7 @@ describe('processor: an account that cannot be read', () => {
       await c.services.processor!.drain();
       expect(await acceptedPoints(fine.accountId)).toBe(7);
       expect(await acceptedPoints(broken.accountId)).toBe(0);
-      expect(c.logs.join('')).toContain('cannot read an account for processing');
+      expect(c.logs.join('')).toContain('account key unavailable');
     } finally {
       writeFileSync(file, original);
     }

@@ -20,15 +20,24 @@ export type KeyringErrorCode =
   | 'backup_invalid'
   | 'invalid_argument'
   /** Another process held the keyring lock for too long. */
-  | 'keyring_busy';
+  | 'keyring_busy'
+  /** An account's entry is missing without a tombstone, or cannot be read: its data waits, nothing is deleted. */
+  | 'account_key_unavailable'
+  /** The keyring has entries but this start lacks what opens them (master key, transport.json): nothing was written. */
+  | 'keyring_incomplete';
 
 export class KeyringError extends Error {
   readonly code: KeyringErrorCode;
+  /** The file at fault (absolute path) and why, when one entry is at fault. */
+  readonly file?: string;
+  readonly reason?: string;
 
-  constructor(code: KeyringErrorCode, message: string, options?: { cause?: unknown }) {
+  constructor(code: KeyringErrorCode, message: string, options?: { cause?: unknown; file?: string; reason?: string }) {
     super(message, options);
     this.name = 'KeyringError';
     this.code = code;
+    this.file = options?.file;
+    this.reason = options?.reason;
   }
 }
 

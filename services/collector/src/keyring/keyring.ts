@@ -337,6 +337,29 @@ export class Keyring {
   }
 
   /**
+   * The keys of an account the service knows of: undefined only when it is tombstoned
+   * (deleted). An entry missing without a tombstone, or one that cannot be read (truncated,
+   * garbled, wrapped under a master key version that is not available), throws
+   * `account_key_unavailable` naming the file and the reason: only a tombstone means deleted.
+   */
+  requireAccountKeys(accountId: string): AccountKeys[] | undefined {
+    let keys: AccountKeys[] | undefined;
+    try {
+      keys = this.accountKeys(accountId);
+    } catch (e) {
+      if (!(e instanceof KeyringError) || e.code === 'invalid_account_id' || e.code === 'keyring_busy') throw e;
+      throw this.unavailable(accountId, e.message.replace(/^accounts\/[^:]*: /, ''), e);
+    }
+    if (keys || this.tombstoneExists(accountId)) return keys; // shred writes the tombstone before unlinking
+    throw this.unavailable(accountId, 'file missing and no tombstone (only a tombstone means deleted)');
+  }
+
+  private unavailable(accountId: string, reason: string, cause?: unknown): KeyringError {
+    const file = this.accountPath(accountId);
+    return new KeyringError('account_key_unavailable', `accounts/${accountId}.json: ${reason}`, { cause, file, reason });
+  }
+
+  /**
    * Adds a key version with a fresh data key and MAC key. By default the account key pair
    * is carried over, so the write key in deployed SDK configs keeps working and batches
    * sealed to it can still be opened; `rotateKeyPair` issues a new pair as well.
@@ -655,7 +678,7 @@ export class Keyring {
     try {
       outer = JSON.parse(text) as Json;
     } catch {
-      throw corrupt(where, 'not JSON');
+      throw corrupt(where, text.trim() === '' ? 'empty file' : 'not JSON (truncated or garbled)');
     }
     if (typeof outer !== 'object' || outer === null || outer.format !== FORMAT) throw corrupt(where, 'unknown format');
     if (outer.kind !== kind || outer.id !== id) {

@@ -46,7 +46,7 @@ export function cacheOf(deps: QueryDeps): QueryCache {
   return c;
 }
 
-/** The account's keys; 410 account_deleted when the keyring has none (shredded). */
+/** The account's keys; 410 account_deleted when the keyring has none (tombstoned); the routes' keyring answers 503 account_key_unavailable for an entry it cannot read. */
 export async function accountContext(deps: QueryDeps, accountId: string): Promise<AccountContext> {
   const keys = await deps.keyring.accountKeys(accountId);
   if (!keys?.length) throw new CollectorError(410, 'account_deleted', 'this account was deleted');

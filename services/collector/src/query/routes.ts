@@ -37,7 +37,7 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
   const m = queryMetrics(s.metrics.registry);
   // Every statement of a query ends within queryTimeoutMs (then 503 storage_unavailable).
   const deps = {
-    store: s.store.withDeadline(s.config.queryTimeoutMs), keyring: s.keyring, log: s.log, cache, now: s.now,
+    store: s.store.withDeadline(s.config.queryTimeoutMs), keyring: { accountKeys: (id: string) => s.accounts.keys(id) }, log: s.log, cache, now: s.now,
     onFailedRows: (n: number) => m.failedRows.inc(n),
     onMerge: (d: 1 | -1) => m.merging.inc(d),
   };
