@@ -111,14 +111,22 @@ describe('processor: an account that cannot be read', () => {
     // A real failure: the account's key file becomes unreadable garbage (the keyring refuses it).
     const file = join(c.dataDir, 'keyring', 'accounts', `${broken.accountId}.json`);
     const original = readFileSync(file);
+    // Acknowledged while the file was fine, processed after it broke.
+    const processor = c.services.processor!;
+    await processor.stop();
+    for (const a of [broken, fine]) expect((await post(c.url, envelope(a, points(7)).bytes)).status).toBe(202);
     writeFileSync(file, '{ not a key file');
     offset += 1_000; // past the keyring's cross-process cache window
     try {
-      for (const a of [broken, fine]) expect((await post(c.url, envelope(a, points(7)).bytes)).status).toBe(202);
-      await c.services.processor!.drain();
+      processor.start();
+      await processor.drain();
       expect(await acceptedPoints(fine.accountId)).toBe(7);
       expect(await acceptedPoints(broken.accountId)).toBe(0);
       expect(c.logs.join('')).toContain('account key unavailable');
+      // and nothing more is acknowledged for it meanwhile
+      const refused = await post(c.url, envelope(broken, points(7)).bytes);
+      expect(refused.status).toBe(503);
+      expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('account_key_unavailable');
     } finally {
       writeFileSync(file, original);
     }
