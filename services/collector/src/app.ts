@@ -184,19 +184,23 @@ export function createApp(s: Services): Hono {
         throw new CollectorError(503, 'account_deactivated', 'this account is deactivated (restorable); try again later', DEACTIVATED_RETRY_AFTER_S);
       }
       // Acknowledge only what can be kept: a batch for an account whose key entry cannot be
-      // read would wait unprocessed; refused (503) until the entry is readable again.
-      let keys;
-      try {
-        keys = s.accounts.keys(account.accountId, { refusing: true });
-      } catch (e) {
-        if (isCollectorError(e)) metrics.batchRejects.inc({ code: e.code });
-        throw e;
-      }
-      if (!keys) {
-        // Tombstoned: the shred is being finished (the lifecycle's next pass).
-        metrics.batches.inc({ outcome: 'dropped' });
-        metrics.batchRejects.inc({ code: 'account_deleted' });
-        throw new CollectorError(410, 'account_deleted', 'this account no longer accepts data');
+      // read would wait unprocessed; refused (503) until the entry is readable again. Checked
+      // where this node also processes: an ingest-only node may hold a keyring without account
+      // entries (README); what it acknowledges for such an account waits, never dropped.
+      if (s.roles.process) {
+        let keys;
+        try {
+          keys = s.accounts.keys(account.accountId, { refusing: true });
+        } catch (e) {
+          if (isCollectorError(e)) metrics.batchRejects.inc({ code: e.code });
+          throw e;
+        }
+        if (!keys) {
+          // Tombstoned: the shred is being finished (the lifecycle's next pass).
+          metrics.batches.inc({ outcome: 'dropped' });
+          metrics.batchRejects.inc({ code: 'account_deleted' });
+          throw new CollectorError(410, 'account_deleted', 'this account no longer accepts data');
+        }
       }
       const origin = c.req.header('origin');
       if (origin && account.allowedOrigins.length && !account.allowedOrigins.includes(origin)) {

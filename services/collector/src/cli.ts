@@ -14,11 +14,12 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline/promises';
 import { loadConfig, type Config } from './config.js';
-import { openServices, startCollector } from './services.js';
+import { openServices, startCollector, storeOptions } from './services.js';
 import { pino } from 'pino';
 import { createLogger } from './logger.js';
-import { Keyring, adminProof, hashToken, loadMasterKeys } from './keyring/index.js';
+import { Keyring, adminProof, hashToken, loadMasterKeys, readRotationRecord, type KeyringCheck } from './keyring/index.js';
 import { randomBytes, toBase64 } from '@cipherstat/protocol';
+import { openStore } from './storage/index.js';
 import { isKeyringError } from './keyring/index.js';
 import { isCollectorError } from './errors.js';
 import { loadScript, scriptSnippet } from './script.js';
@@ -77,8 +78,18 @@ const COMMANDS: Record<string, { usage: string; about: string; examples: string[
   'keyring restore': { usage: 'keyring restore FILE', about: 'Restores missing keyring entries; never resurrects a shredded account.', examples: ['cipherstat keyring restore /backup/keyring.bin'] },
   'keyring rotate-master': {
     usage: 'keyring rotate-master',
-    about: 'New master key version, everything re-wrapped; every older keyring backup becomes unreadable.',
+    about: 'New master key version, everything re-wrapped; every older keyring backup becomes unreadable. Resumes a rotation that was interrupted.',
     examples: ['cipherstat keyring rotate-master'],
+  },
+  'keyring check': {
+    usage: 'keyring check [--json]',
+    about: 'Unwraps every keyring entry; lists each one that cannot be read with its file and reason (exit 1 if any, or while a rotation is unfinished).',
+    examples: ['cipherstat keyring check', 'cipherstat keyring check --json'],
+  },
+  'keyring new-transport-key': {
+    usage: 'keyring new-transport-key',
+    about: 'Only when transport.json is lost and no keyring backup has it: issues a new collector key (clients pinned to the old one must update).',
+    examples: ['cipherstat keyring new-transport-key'],
   },
 };
 
@@ -221,6 +232,17 @@ async function call(r: { url: string; token: string }, method: string, path: str
   return json;
 }
 
+/** Accounts shredded according to storage (the data directory's, without opening the keyring). */
+async function shreddedInStorage(config: Config): Promise<string[]> {
+  const store = await openStore(storeOptions(config));
+  try {
+    await store.migrate();
+    return (await store.listAccounts()).filter((a) => a.state === 'shredded').map((a) => a.accountId);
+  } finally {
+    await store.close();
+  }
+}
+
 /**
  * Runs `fn` against the data directory with a quiet logger, then closes it. Reading commands
  * (`write: false`) never create a data directory, a master key or an admin token.
@@ -251,11 +273,11 @@ async function local<T>(config: Config, fn: (s: Awaited<ReturnType<typeof openSe
 }
 
 /** The keyring alone (no storage): safe next to a running collector (the keyring locks its files). */
-function openKeyring(config: Config) {
+function openKeyring(config: Config, transport?: 'create' | 'optional') {
   if (!existsSync(join(config.dataDir, 'keyring'))) fail(`no keyring in ${config.dataDir} (looked for ${join(config.dataDir, 'keyring')}); pass the collector's --data-dir D (or CIPHERSTAT_DATA_DIR)`);
   const log = createLogger({ level: 'warn', destination: process.stderr });
   const master = loadMasterKeys({ dataDir: config.dataDir, env: process.env, log });
-  return { master, keyring: Keyring.open({ dir: join(config.dataDir, 'keyring'), master }) };
+  return { master, keyring: Keyring.open({ dir: join(config.dataDir, 'keyring'), master, transport }) };
 }
 
 /** Human output: one `key  value` line per field (nested values as JSON); --json: the JSON. */
@@ -424,8 +446,8 @@ async function main(): Promise<void> {
       const r = await remote(config);
       const shredded: string[] = r
         ? (await call(r, 'GET', '/v1/accounts')).accounts.filter((a: any) => a.state === 'shredded').map((a: any) => a.accountId)
-        : await local(config, async (s) => (await s.accounts.list()).filter((a) => a.state === 'shredded').map((a) => a.accountId));
-      const { keyring } = openKeyring(config);
+        : await shreddedInStorage(config);
+      const { keyring } = openKeyring(config, 'optional'); // restores a lost transport.json too
       try {
         return report(keyring.restoreBackup(blob, { tombstones: shredded }));
       } catch (e) {
@@ -434,6 +456,36 @@ async function main(): Promise<void> {
         }
         throw e;
       }
+    }
+    if (sub === 'check') {
+      let check: KeyringCheck;
+      let ignored: number[] = [];
+      try {
+        const { keyring, master } = openKeyring(config, 'optional');
+        check = keyring.check();
+        ignored = master.ignoredVersions();
+      } catch (e) {
+        // No master key, or one that opens nothing: nothing can be checked beyond this.
+        if (!isKeyringError(e)) throw e;
+        check = { dir: join(config.dataDir, 'keyring'), entries: 0, problems: [{ file: e.file ?? '(master key)', code: e.code, reason: e.message }] };
+      }
+      const rotation = readRotationRecord(check.dir)?.pending ?? null;
+      const result = { ...check, ok: check.problems.length === 0 && rotation === null, ignoredMasterKeyVersions: ignored, rotationInProgress: rotation };
+      out(result, (v: typeof result) =>
+        [
+          `keyring ${v.dir}: ${v.entries} entries, ${v.problems.length} cannot be read`,
+          ...v.problems.map((p) => `  ${p.file}\t${p.code}\t${p.reason}`),
+          ...v.ignoredMasterKeyVersions.map((n) => `  master key file v${n}.key is not part of any recorded rotation: ignored`),
+          ...(v.rotationInProgress ? [`  master key rotation to v${v.rotationInProgress.version} has not finished: run \`cipherstat keyring rotate-master\` to resume it`] : []),
+        ].join('\n'),
+      );
+      if (!result.ok) process.exit(1);
+      return;
+    }
+    if (sub === 'new-transport-key') {
+      const { keyring } = openKeyring(config, 'create');
+      const k = keyring.currentTransportKey();
+      return out({ keyId: k.keyId, publicKey: Buffer.from(k.publicKey).toString('base64') }, (v) => `collector key ${v.keyId} ${v.publicKey}`);
     }
     if (sub === 'rotate-master') {
       const { keyring, master } = openKeyring(config);

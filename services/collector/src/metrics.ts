@@ -7,7 +7,7 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 /** Cumulative lookups of one per-account cache. */
 export type CacheStats = () => { hit: number; miss: number };
 
-export function createMetrics() {
+export function createMetrics(opts: { rotationIncomplete?: () => boolean } = {}) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   /** Per-account caches (account state, keys, tick state, pseudonyms), read at each scrape. */
@@ -40,6 +40,14 @@ export function createMetrics() {
     writerQueue: new Gauge({ name: 'cipherstat_ingest_queue_batches', help: 'Batches waiting for a durable insert', registers: [registry] }),
     processQueue: new Gauge({ name: 'cipherstat_process_queue_batches', help: 'Batches waiting to be processed', registers: [registry] }),
     keyUnavailable: new Gauge({ name: 'cipherstat_accounts_key_unavailable', help: 'Accounts whose key entry cannot be read (missing without tombstone, damaged, wrapped under a missing master key): their batches are refused or wait', registers: [registry] }),
+    masterRotationIncomplete: new Gauge({
+      name: 'cipherstat_master_key_rotation_incomplete',
+      help: '1 while a master key rotation has started and not finished (it is resumed by the lifecycle pass); old versions stay readable until then',
+      registers: [registry],
+      collect() {
+        if (opts.rotationIncomplete) this.set(opts.rotationIncomplete() ? 1 : 0);
+      },
+    }),
     purgePending: new Gauge({ name: 'cipherstat_purge_pending_rows', help: 'Ciphertext rows of shredded accounts still to purge', registers: [registry] }),
   };
   return m;

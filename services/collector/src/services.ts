@@ -11,7 +11,7 @@ import type { Config } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { openStore, type Store } from './storage/index.js';
-import { Keyring, loadAdminToken, loadMasterKeys, type ManagedMasterKeys } from './keyring/index.js';
+import { Keyring, loadAdminToken, loadMasterKeys, readRotationRecord, type ManagedMasterKeys } from './keyring/index.js';
 import { Accounts } from './accounts.js';
 import { BatchWriter } from './writer.js';
 import { Processor } from './processor.js';
@@ -67,25 +67,30 @@ export interface OpenOptions {
   env?: NodeJS.ProcessEnv;
 }
 
+/** Where storage is, from the configuration. */
+export const storeOptions = (config: Config) => ({
+  dataDir: config.dataDir,
+  url: config.clickhouseUrl,
+  database: config.clickhouseDatabase,
+  user: config.clickhouseUser,
+  password: config.clickhousePassword,
+  cluster: config.clickhouseCluster,
+});
+
 /** Opens storage and keyring and builds the services (no HTTP server). */
 export async function openServices(config: Config, opts: OpenOptions = {}): Promise<Services> {
   const log = opts.log ?? createLogger();
   const env = opts.env ?? process.env;
   const now = opts.now ?? Date.now;
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  const metrics = createMetrics();
-  const store = await openStore({
-    dataDir: config.dataDir,
-    url: config.clickhouseUrl,
-    database: config.clickhouseDatabase,
-    user: config.clickhouseUser,
-    password: config.clickhousePassword,
-    cluster: config.clickhouseCluster,
-  });
+  const keyringDir = join(config.dataDir, 'keyring');
+  const metrics = createMetrics({ rotationIncomplete: () => readRotationRecord(keyringDir)?.pending !== undefined });
+  // Keys first: a start that lacks what opens the keyring refuses before touching anything else.
+  const master = loadMasterKeys({ dataDir: config.dataDir, env, log });
+  const keyring = await Keyring.open({ dir: keyringDir, master, now });
+  const store = await openStore(storeOptions(config));
   const schema = await store.migrate();
   log.info({ storage: store.kind, schemaFrom: schema.from, schemaVersion: schema.to }, 'storage ready');
-  const master = loadMasterKeys({ dataDir: config.dataDir, env, log });
-  const keyring = await Keyring.open({ dir: join(config.dataDir, 'keyring'), master, now });
   const admin = loadAdminToken({ dataDir: config.dataDir, env, log });
   // Calls made while answering a request end within storageTimeoutMs (503 storage_unavailable);
   // background work (processing, compaction, lifecycle) keeps the store without a deadline of its own.
@@ -93,6 +98,19 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const accounts = new Accounts(requestStore, keyring, { defaultRetentionDays: config.retentionDays, now, log, metrics });
   metrics.cacheSources.set('account_state', () => accounts.stats);
   metrics.cacheSources.set('account_keys', () => keyring.stats);
+  // Every entry unwrapped before the first request: each one that cannot be read is logged
+  // (file and reason) and its account answers 503 account_key_unavailable; the others serve.
+  const check = keyring.check();
+  for (const p of check.problems) {
+    if (p.accountId) {
+      try {
+        accounts.keys(p.accountId);
+      } catch {
+        // logged and counted by accounts.keys
+      }
+    }
+  }
+  log.info({ entries: check.entries, unreadable: check.problems.length }, 'keyring checked');
   const roles = {
     ingest: config.role === 'all' || config.role === 'ingest',
     process: config.role === 'all' || config.role === 'process',

@@ -5,13 +5,15 @@
  * file is back. Runs the built CLI (`npm test` builds first).
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openStore } from '../src/storage/index.js';
+import { loadMasterKeys } from '../src/keyring/index.js';
 import { ADMIN_TOKEN, envelope, points, post, type TestAccount } from './support/collector.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -315,6 +317,229 @@ describe('an account key entry that cannot be read: 503 account_key_unavailable,
     await until(async () => (await Promise.all(all.map((a) => rowsOf(c.url, a)))).every((r, i) => r.processed === acked.count(all[i]!)), 'every acknowledged batch processed');
     for (const a of all) expect(await counted(c.url, a), a.accountId).toBe(acked.count(a) * POINTS);
     expect(c.logs('account key readable again')).toHaveLength(4);
+    await c.stop();
+    await expectExactlyOnce(dir, acked);
+  });
+});
+
+/** Every file under `dir` with its bytes (hex digest stand-in: the bytes themselves). */
+function snapshotFiles(dir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name !== '.lock') out.set(p, readFileSync(p).toString('base64'));
+    }
+  };
+  if (existsSync(dir)) walk(dir);
+  return out;
+}
+
+/** A data directory with a collector's keyring, two accounts and processed data; the collector stopped. */
+async function populated(): Promise<{ dir: string; acked: Acked; accounts: TestAccount[]; keyId: string; backup: string }> {
+  const dir = tmp();
+  const acked = new Acked();
+  const c = await serve(dir);
+  const accounts = [await createAccount(c.url), await createAccount(c.url)];
+  for (const a of accounts) for (let i = 0; i < 2; i++) expect((await acked.send(c.url, a)).status).toBe(202);
+  await until(async () => (await Promise.all(accounts.map((a) => rowsOf(c.url, a)))).every((r) => r.processed === 2), 'processed');
+  const keyId = ((await (await fetch(`${c.url}/v1/collector-key`)).json()) as { keyId: string }).keyId;
+  await c.stop();
+  const backup = join(dir, '..', `${dir.split('/').pop()}.keyring-backup`);
+  dirs.push(backup);
+  const b = await cli(dir, ['keyring', 'backup', '--out', backup]);
+  expect(b.code, b.stderr).toBe(0);
+  return { dir, acked, accounts, keyId, backup };
+}
+
+/** Starts on `dir` again, sends one more batch per account (with the collector key the accounts were created with) and checks every total. */
+async function recovers(dir: string, acked: Acked, accounts: TestAccount[], keyId: string): Promise<Child> {
+  const c = await serve(dir);
+  expect(((await (await fetch(`${c.url}/v1/collector-key`)).json()) as { keyId: string }).keyId).toBe(keyId);
+  for (const a of accounts) expect((await acked.send(c.url, a)).status).toBe(202);
+  await until(async () => (await Promise.all(accounts.map((a) => rowsOf(c.url, a)))).every((r, i) => r.processed === acked.count(accounts[i]!)), 'processed');
+  for (const a of accounts) expect(await counted(c.url, a)).toBe(acked.count(a) * POINTS);
+  return c;
+}
+
+describe('keys are created once: a start that lacks what opens the keyring refuses, says what to restore, writes nothing', () => {
+  it('master key missing: refused naming the file to restore, no key generated; counted exactly once after the restore', { timeout: 300_000 }, async () => {
+    const { dir, acked, accounts, keyId } = await populated();
+    const key = join(dir, 'master-keys', 'v1.key');
+    const saved = readFileSync(key);
+    unlinkSync(key);
+    const before = snapshotFiles(dir);
+    const { code, out } = await serveFails(dir);
+    expect(code).not.toBe(0);
+    expect(out).toContain('master key missing');
+    expect(out).toContain(`Restore ${key} from your master key backup`);
+    expect(out).toContain('Nothing was written');
+    expect(out).not.toContain('GENERATED A NEW MASTER KEY');
+    expect(readdirSync(join(dir, 'master-keys'))).toEqual([]);
+    expect(snapshotFiles(join(dir, 'keyring'))).toEqual(new Map([...before].filter(([p]) => p.startsWith(join(dir, 'keyring')))));
+    writeFileSync(key, saved, { mode: 0o600 });
+    const c = await recovers(dir, acked, accounts, keyId);
+    await c.stop();
+    await expectExactlyOnce(dir, acked);
+  });
+
+  it('wrong master key: refused as the wrong key (not a damaged file), nothing written; counted exactly once after the restore', { timeout: 300_000 }, async () => {
+    const { dir, acked, accounts, keyId } = await populated();
+    const key = join(dir, 'master-keys', 'v1.key');
+    const saved = readFileSync(key);
+    writeFileSync(key, randomBytes(32).toString('base64') + '\n');
+    const before = snapshotFiles(dir);
+    const { code, out } = await serveFails(dir);
+    expect(code).not.toBe(0);
+    expect(out).toContain('transport.json: cannot unwrap (wrong master key or altered file)');
+    expect(out).toContain('is not the one this keyring was written with: restore the right one from your master key backup');
+    expect(snapshotFiles(dir)).toEqual(before);
+    writeFileSync(key, saved);
+    const c = await recovers(dir, acked, accounts, keyId);
+    await c.stop();
+    await expectExactlyOnce(dir, acked);
+  });
+
+  it('a stray master key version is ignored with a warning, never adopted; removing it changes nothing', { timeout: 300_000 }, async () => {
+    const { dir, acked, accounts, keyId } = await populated();
+    const stray = join(dir, 'master-keys', 'v2.key');
+    writeFileSync(stray, randomBytes(32).toString('base64') + '\n', { mode: 0o600 });
+    const c = await recovers(dir, acked, accounts, keyId);
+    const warned = c.logs('master key file v2.key is not part of any recorded rotation: ignored');
+    expect(warned).toHaveLength(1);
+    expect(warned[0]).toMatchObject({ path: stray, current: 1 });
+    // New entries are wrapped under the recorded version, and the record did not move.
+    const created = await createAccount(c.url);
+    expect(JSON.parse(readFileSync(keyFile(dir, created), 'utf8')).masterKeyVersion).toBe(1);
+    expect(JSON.parse(readFileSync(join(dir, 'keyring', 'master-rotation.json'), 'utf8'))).toMatchObject({ masterKeyVersion: 1 });
+    expect(JSON.parse(readFileSync(join(dir, 'keyring', 'master-rotation.json'), 'utf8')).pending).toBeUndefined();
+    await c.stop();
+    const check = await cli(dir, ['keyring', 'check', '--json']);
+    expect(check.code, check.stdout + check.stderr).toBe(0);
+    expect(JSON.parse(check.stdout)).toMatchObject({ ok: true, problems: [], ignoredMasterKeyVersions: [2] });
+    unlinkSync(stray);
+    const again = await recovers(dir, acked, [...accounts], keyId);
+    expect(again.logs('master key file')).toHaveLength(0);
+    expect((await admin(again.url, 'GET', `/v1/accounts/${created.accountId}`)).status).toBe(200);
+    expect(((await (await admin(again.url, 'GET', `/v1/accounts/${created.accountId}`)).json()) as { state: string }).state).toBe('active');
+    await again.stop();
+    await expectExactlyOnce(dir, acked);
+  });
+
+  for (const fault of ['missing', 'garbled'] as const) {
+    it(`transport.json ${fault}: refused with what to restore, never regenerated; the keyring backup brings the same collector key back`, { timeout: 300_000 }, async () => {
+      const { dir, acked, accounts, keyId, backup } = await populated();
+      const transport = join(dir, 'keyring', 'transport.json');
+      if (fault === 'missing') unlinkSync(transport);
+      else damage.garbled(transport);
+      const before = snapshotFiles(dir);
+      const { code, out } = await serveFails(dir);
+      expect(code).not.toBe(0);
+      if (fault === 'missing') {
+        expect(out).toContain(`${transport} is missing, but the keyring holds 2 account(s) and 0 tombstone(s)`);
+        expect(out).toContain('Restore it from a keyring backup (`cipherstat keyring restore FILE`)');
+      } else {
+        expect(out).toContain('transport.json: cannot unwrap (wrong master key or altered file); transport.json is damaged: restore it from a keyring backup');
+      }
+      expect(snapshotFiles(dir)).toEqual(before);
+      const check = await cli(dir, ['keyring', 'check']);
+      expect(check.code).toBe(1);
+      expect(check.stdout).toMatch(/transport\.json\t(corrupt_entry\tmissing|unwrap_failed\tcannot unwrap)/);
+      const restored = await cli(dir, ['keyring', 'restore', backup]);
+      expect(restored.code, restored.stderr).toBe(0);
+      const c = await recovers(dir, acked, accounts, keyId);
+      await c.stop();
+      await expectExactlyOnce(dir, acked);
+    });
+  }
+});
+
+describe('cipherstat keyring check', () => {
+  it('lists every entry that cannot be read with the file and the reason (human and --json), exit 1; exit 0 once restored', { timeout: 300_000 }, async () => {
+    const { dir, accounts } = await populated();
+    const [a, b] = accounts as [TestAccount, TestAccount];
+    const saved = [readFileSync(keyFile(dir, a)), readFileSync(keyFile(dir, b))];
+    damage.truncated(keyFile(dir, a));
+    damage.garbled(keyFile(dir, b));
+    const human = await cli(dir, ['keyring', 'check']);
+    expect(human.code).toBe(1);
+    expect(human.stdout).toContain('3 entries, 2 cannot be read');
+    expect(human.stdout).toContain(`accounts/${a.accountId}.json\tcorrupt_entry\tnot JSON (truncated or garbled)`);
+    expect(human.stdout).toContain(`accounts/${b.accountId}.json\tunwrap_failed\tcannot unwrap (wrong master key or altered file)`);
+    const json = await cli(dir, ['keyring', 'check', '--json']);
+    expect(json.code).toBe(1);
+    expect(JSON.parse(json.stdout)).toMatchObject({
+      ok: false,
+      entries: 3,
+      problems: expect.arrayContaining([
+        { file: `accounts/${a.accountId}.json`, accountId: a.accountId, code: 'corrupt_entry', reason: 'not JSON (truncated or garbled)' },
+        { file: `accounts/${b.accountId}.json`, accountId: b.accountId, code: 'unwrap_failed', reason: 'cannot unwrap (wrong master key or altered file)' },
+      ]),
+    });
+    // serve checks the same at start: each damaged account logged with file and reason before it listens
+    const c = await serve(dir);
+    const unreadable = c.logs('keyring checked')[0];
+    expect(unreadable).toMatchObject({ entries: 3, unreadable: 2 });
+    expect(c.logs('account key unavailable').map((l) => l.accountId).sort()).toEqual([a.accountId, b.accountId].sort());
+    expect(await (await fetch(`${c.url}/metrics`)).text()).toMatch(/^cipherstat_accounts_key_unavailable 2$/m);
+    await c.stop();
+    writeFileSync(keyFile(dir, a), saved[0]!);
+    writeFileSync(keyFile(dir, b), saved[1]!);
+    const ok = await cli(dir, ['keyring', 'check']);
+    expect(ok.code, ok.stdout).toBe(0);
+    expect(ok.stdout).toContain('3 entries, 0 cannot be read');
+  });
+});
+
+describe('an interrupted master key rotation', () => {
+  it('is reported (/metrics, verify, keyring check) while it cannot finish and resumed by the next lifecycle pass; nothing acknowledged lost', { timeout: 300_000 }, async () => {
+    const { dir, acked, accounts, keyId } = await populated();
+    const [a, b] = accounts as [TestAccount, TestAccount];
+    // The state a crash right after the rotation recorded its new version leaves: v2 current,
+    // nothing re-wrapped yet. (The real code path, stopped where kill -9 would stop it.)
+    const master = loadMasterKeys({ dataDir: dir, env: {}, log: { info() {}, warn() {} } });
+    expect(master.rotate()).toBe(2);
+    expect(readdirSync(join(dir, 'master-keys')).sort()).toEqual(['v1.key', 'v2.key']);
+    // ... and one damaged entry that keeps the re-wrap from finishing.
+    const saved = readFileSync(keyFile(dir, b));
+    damage.truncated(keyFile(dir, b));
+
+    const c = await serve(dir, { CIPHERSTAT_LIFECYCLE_INTERVAL_MS: '500' });
+    expect((await acked.send(c.url, a)).status).toBe(202);
+    await until(async () => c.logs('lifecycle step failed').length > 0 && true, 'the resume to fail');
+    expect(await (await fetch(`${c.url}/metrics`)).text()).toMatch(/^cipherstat_master_key_rotation_incomplete 1$/m);
+    const verify = (await (await admin(c.url, 'GET', `/v1/accounts/${a.accountId}/verify`)).json()) as { problems: string[] };
+    expect(verify.problems).toContainEqual(expect.stringMatching(/^master key rotation to v2 \(started .*\) has not finished/));
+    const check = await cli(dir, ['keyring', 'check', '--json']);
+    expect(JSON.parse(check.stdout)).toMatchObject({ ok: false, rotationInProgress: { version: 2 } });
+    expect(readdirSync(join(dir, 'master-keys')).sort()).toEqual(['v1.key', 'v2.key']);
+
+    // The operator restores the file: the next pass finishes the rotation.
+    writeFileSync(keyFile(dir, b), saved);
+    await until(async () => readdirSync(join(dir, 'master-keys')).length === 1 && true, 'the rotation to finish');
+    expect(readdirSync(join(dir, 'master-keys'))).toEqual(['v2.key']);
+    await until(async () => /^cipherstat_master_key_rotation_incomplete 0$/m.test(await (await fetch(`${c.url}/metrics`)).text()), 'metric cleared');
+    const record = JSON.parse(readFileSync(join(dir, 'keyring', 'master-rotation.json'), 'utf8'));
+    expect(record).toMatchObject({ masterKeyVersion: 2 });
+    expect(record.pending).toBeUndefined();
+    for (const f of ['transport.json', `accounts/${a.accountId}.json`, `accounts/${b.accountId}.json`]) {
+      expect(JSON.parse(readFileSync(join(dir, 'keyring', f), 'utf8')).masterKeyVersion, f).toBe(2);
+    }
+    await c.stop();
+    const again = await recovers(dir, acked, accounts, keyId);
+    await again.stop();
+    await expectExactlyOnce(dir, acked);
+  });
+
+  it('with nothing in the way, the next start resumes and finishes it', { timeout: 300_000 }, async () => {
+    const { dir, acked, accounts, keyId } = await populated();
+    const master = loadMasterKeys({ dataDir: dir, env: {}, log: { info() {}, warn() {} } });
+    expect(master.rotate()).toBe(2);
+    const c = await recovers(dir, acked, accounts, keyId);
+    await until(async () => readdirSync(join(dir, 'master-keys')).length === 1 && true, 'the rotation to finish');
+    expect(readdirSync(join(dir, 'master-keys'))).toEqual(['v2.key']);
+    expect(c.logs('master key rotated')).toHaveLength(1);
     await c.stop();
     await expectExactlyOnce(dir, acked);
   });

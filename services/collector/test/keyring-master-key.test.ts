@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { randomBytes, toBase64 } from '@cipherstat/protocol';
-import { KeyringError, loadMasterKeys, staticMasterKeys } from '../src/keyring/index.js';
+import { Keyring, KeyringError, loadMasterKeys, staticMasterKeys } from '../src/keyring/index.js';
 
 const dirs: string[] = [];
 const tempDir = () => {
@@ -83,6 +83,39 @@ describe('loadMasterKeys: local generated key', () => {
     expect(readdirSync(join(dataDir, 'master-keys'))).toEqual(['v2.key']);
     expect(other.get(1)).toBeUndefined();
     expect(keys.versions()).toEqual([2]);
+  });
+});
+
+describe('loadMasterKeys: keys created once, versions current only by a recorded rotation', () => {
+  it('never generates a key over a keyring that has entries; says what to restore and writes nothing', () => {
+    const dataDir = tempDir();
+    Keyring.open({ dir: join(dataDir, 'keyring'), master: loadMasterKeys({ dataDir, env: {}, log: captureLog().log }) });
+    rmSync(join(dataDir, 'master-keys', 'v1.key'));
+    const { log, lines } = captureLog();
+    expect(code(() => loadMasterKeys({ dataDir, env: {}, log }))).toBe('keyring_incomplete');
+    expect(() => loadMasterKeys({ dataDir, env: {}, log })).toThrow(/Restore .*v1\.key from your master key backup.*Nothing was written/);
+    expect(readdirSync(join(dataDir, 'master-keys'))).toEqual([]);
+    expect(lines).toEqual([]);
+  });
+
+  it('ignores a version file no rotation recorded (never current), and a rotation is recorded before it is used, then resumed', () => {
+    const dataDir = tempDir();
+    const keys = loadMasterKeys({ dataDir, env: {}, log: captureLog().log });
+    const v1 = keys.current().key.slice();
+    writeFileSync(join(dataDir, 'master-keys', 'v2.key'), toBase64(randomBytes(32)) + '\n');
+    const { log, lines } = captureLog();
+    const again = loadMasterKeys({ dataDir, env: {}, log });
+    expect(again.current()).toEqual({ version: 1, key: v1 });
+    expect(again.get(2)).toBeUndefined();
+    expect(again.ignoredVersions()).toEqual([2]);
+    expect(lines.find((l) => l.msg.startsWith('master key file v2.key is not part of any recorded rotation'))).toBeDefined();
+    // a rotation never takes the stray file for its key
+    expect(again.rotate()).toBe(3);
+    expect(JSON.parse(readFileSync(join(dataDir, 'keyring', 'master-rotation.json'), 'utf8'))).toMatchObject({ masterKeyVersion: 1, pending: { version: 3 } });
+    expect(loadMasterKeys({ dataDir, env: {}, log: captureLog().log }).current().version).toBe(3);
+    // interrupted here: rotate() again resumes the same version
+    expect(again.rotate()).toBe(3);
+    expect(again.ignoredVersions()).toEqual([2]);
   });
 });
 

@@ -98,8 +98,17 @@ describe('Keyring storage', () => {
   it('fails cleanly under a wrong or missing master key', () => {
     const dir = tempDir();
     Keyring.open({ dir, master: master() }).createAccount(A);
-    expect(code(() => Keyring.open({ dir, master: master() }))).toBe('unwrap_failed');
-    expect(code(() => Keyring.open({ dir, master: staticMasterKeys({ 2: randomBytes(32) }) }))).toBe('master_key_missing');
+    // refused as an incomplete keyring, saying which key is wrong or missing (the cause keeps the precise code)
+    const refusal = (m: Parameters<typeof Keyring.open>[0]['master']) => {
+      try {
+        Keyring.open({ dir, master: m });
+      } catch (e) {
+        return { code: (e as KeyringError).code, cause: ((e as KeyringError).cause as KeyringError).code, message: (e as Error).message };
+      }
+      throw new Error('opened');
+    };
+    expect(refusal(master())).toMatchObject({ code: 'keyring_incomplete', cause: 'unwrap_failed', message: expect.stringContaining('is not the one this keyring was written with') });
+    expect(refusal(staticMasterKeys({ 2: randomBytes(32) }))).toMatchObject({ code: 'keyring_incomplete', cause: 'master_key_missing', message: expect.stringContaining('master key v1, which is not available') });
   });
 
   it('detects an account file swapped for another account (bound id)', () => {

@@ -21,7 +21,7 @@
  * All I/O is synchronous: files are tiny, mutations are rare admin operations, and the
  * hot paths (accountKeys, transportKey) are served from memory.
  */
-import { readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync, renameSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
   ACCOUNT_ID_PATTERN,
@@ -97,6 +97,21 @@ export interface KeyringOptions {
   now?: () => number;
   /** How long cached keys are trusted before re-checking the files (0..1000, default 250). */
   cacheTtlMs?: number;
+  /**
+   * transport.json: `require` (default) refuses a keyring that has entries but no (readable)
+   * transport.json; a new keyring (no entries at all) gets one. `create` makes one when it is
+   * missing (an explicit command). `optional` opens without it (restore, check).
+   */
+  transport?: 'require' | 'create' | 'optional';
+}
+
+/** What `cipherstat keyring check` and the start-up check find. */
+export interface KeyringCheck {
+  dir: string;
+  /** Entries tried: transport.json and every account file without a tombstone. */
+  entries: number;
+  /** Every entry that cannot be read: file (relative to the keyring), account (if any), code, reason. */
+  problems: { file: string; accountId?: string; code: string; reason: string }[];
 }
 
 export interface RotateDataKeysOptions {
@@ -241,16 +256,88 @@ export class Keyring {
   }
 
   /** Opens (creating on first use) the keyring in `dir`; fails with unwrap_failed under a wrong master key. */
-  static open({ dir, master, now = Date.now, cacheTtlMs = DEFAULT_CACHE_TTL_MS }: KeyringOptions): Keyring {
+  static open({ dir, master, now = Date.now, cacheTtlMs = DEFAULT_CACHE_TTL_MS, transport = 'require' }: KeyringOptions): Keyring {
     if (!(cacheTtlMs >= 0 && cacheTtlMs <= 1000)) throw new KeyringError('invalid_argument', 'cacheTtlMs must be within 0..1000');
     const k = new Keyring(resolve(dir), master, now, cacheTtlMs);
     for (const d of [k.dir, k.accountsDir, k.tombstonesDir]) ensurePrivateDir(d);
     k.locked(() => {
       for (const d of [k.dir, k.accountsDir, k.tombstonesDir]) removeTempFiles(d);
-      if (!statId(k.transportPath)) k.writeTransport([newTransportKey(k.now())], true);
+      if (statId(k.transportPath) || transport === 'optional') return; // optional: a restore brings the backup's
+      const accounts = k.liveAccountFiles().length;
+      const tombstones = k.listTombstones().length;
+      // A collector key is minted only for a new keyring or on request: clients pin its id.
+      if ((accounts === 0 && tombstones === 0) || transport === 'create') k.writeTransport([newTransportKey(k.now())], true);
+      else {
+        throw new KeyringError(
+          'keyring_incomplete',
+          `${k.transportPath} is missing, but the keyring holds ${accounts} account(s) and ${tombstones} tombstone(s). ` +
+            'Restore it from a keyring backup (`cipherstat keyring restore FILE`); without a backup, `cipherstat keyring new-transport-key` issues a new collector key ' +
+            '(clients pinned to the old key id get 400 unknown_key_id until they fetch the new one). Nothing was written.',
+          { file: k.transportPath, reason: 'missing' },
+        );
+      }
     });
-    k.transportKeys();
+    if (transport !== 'optional') k.checkTransport();
     return k;
+  }
+
+  /** Reads transport.json, or refuses with what is wrong and what to restore. */
+  private checkTransport(): void {
+    try {
+      this.transportKeys();
+    } catch (e) {
+      if (!(e instanceof KeyringError)) throw e;
+      const where = (this.master as { location?: string }).location ?? 'the configured master key';
+      let advice: string;
+      if (e.code === 'master_key_missing') advice = `restore that master key version (${where}) from your master key backup`;
+      else if (e.code === 'unwrap_failed' && !this.someAccountOpens()) {
+        advice = `the master key (${where}) is not the one this keyring was written with: restore the right one from your master key backup`;
+      } else advice = 'transport.json is damaged: restore it from a keyring backup (`cipherstat keyring restore FILE`)';
+      throw new KeyringError('keyring_incomplete', `${e.message}; ${advice}. Nothing was written.`, { cause: e, file: this.transportPath, reason: e.message.replace(/^transport\.json: /, '') });
+    }
+  }
+
+  /** True when some account entry unwraps (so the master key is right); false when none does or there are none. */
+  private someAccountOpens(): boolean {
+    for (const id of this.listAccounts().slice(0, 20)) {
+      try {
+        if (this.readAccount(id)) return true;
+      } catch {
+        // try the next one
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Unwraps transport.json and every account entry without a tombstone; lists each one that
+   * cannot be read, with the file and the reason. Reads only.
+   */
+  check(): KeyringCheck {
+    const problems: KeyringCheck['problems'] = [];
+    const report = (file: string, e: unknown, accountId?: string) => {
+      const code = e instanceof KeyringError ? e.code : 'io_error';
+      const reason = (e instanceof Error ? e.message : String(e)).replace(/^[^:]*\.json: /, '');
+      problems.push({ file, ...(accountId ? { accountId } : {}), code, reason });
+    };
+    let entries = 1;
+    if (!statId(this.transportPath)) problems.push({ file: 'transport.json', code: 'corrupt_entry', reason: 'missing' });
+    else {
+      try {
+        this.readTransport();
+      } catch (e) {
+        report('transport.json', e);
+      }
+    }
+    for (const id of this.listAccounts()) {
+      entries++;
+      try {
+        this.readAccount(id);
+      } catch (e) {
+        report(`accounts/${id}.json`, e, id);
+      }
+    }
+    return { dir: this.dir, entries, problems };
   }
 
   // ---------------------------------------------------------------- transport keys
@@ -594,7 +681,22 @@ export class Keyring {
         else report.restored.push(id);
       }
       const t = this.now();
-      const live = this.readTransport().value;
+      let live: TransportKey[] | undefined;
+      if (statId(this.transportPath)) {
+        try {
+          live = this.readTransport().value;
+        } catch (e) {
+          // Damaged (the backup just opened, so the master key is right): set aside, replaced below.
+          if (!(e instanceof KeyringError) || !['corrupt_entry', 'unwrap_failed', 'entry_mismatch'].includes(e.code)) throw e;
+          renameSync(this.transportPath, `${this.transportPath}.damaged-${t}`);
+        }
+      }
+      if (!live) {
+        // transport.json was lost or damaged: the backup's keys come back as they were (current stays current).
+        this.writeTransport(backupTransport);
+        report.transportKeysAdded = backupTransport.length;
+        return report;
+      }
       const added = backupTransport
         .filter((k) => !live.some((l) => l.keyId === k.keyId))
         .map((k) => ({ ...k, acceptUntil: Math.min(k.acceptUntil ?? Infinity, t + DEFAULT_TRANSPORT_OVERLAP_MS) }))

@@ -19,6 +19,6 @@ export type {
 } from './lifecycle.js';
 export { verifyAccount, countPurgeRows, PURGE_TABLES } from './verify.js';
 export type { VerifyReport, VerifyOptions, TrialResult, PurgeTable } from './verify.js';
-export { rotateMaster, lastRotation, rotationDue, readRotationState, DEFAULT_MASTER_ROTATION_DAYS } from './master-rotation.js';
+export { rotateMaster, lastRotation, rotationDue, rotationPending, readRotationState, DEFAULT_MASTER_ROTATION_DAYS } from './master-rotation.js';
 export type { MasterRotationReport, RotationState } from './master-rotation.js';
 export { registerLifecycleRoutes } from './routes.js';

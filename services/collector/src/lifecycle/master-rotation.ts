@@ -8,23 +8,20 @@
  * wrapped keys inside it, stays readable.
  *
  * The last rotation is recorded in `<keyring>/master-rotation.json` (time and version; no
- * secret, no account id), written atomically, so the schedule survives restarts.
+ * secret, no account id), written atomically, so the schedule survives restarts. A local
+ * rotation is recorded as pending before anything is wrapped under the new version and as
+ * done after the old versions are destroyed: an interrupted one is resumed by the next
+ * lifecycle pass (at start and every tick) or `cipherstat keyring rotate-master`, and shown
+ * until then by /metrics (cipherstat_master_key_rotation_incomplete), `verify` and
+ * `cipherstat keyring check`.
  */
-import { join } from 'node:path';
-import { readFileSync } from 'node:fs';
 import { CollectorError } from '../errors.js';
-import { rotateMasterKey, type Keyring, type ManagedMasterKeys } from '../keyring/index.js';
-import { atomicWrite, errno } from '../keyring/fsutil.js';
+import { readRotationRecord, rotateMasterKey, writeRotationRecord, type Keyring, type ManagedMasterKeys, type RotationRecord } from '../keyring/index.js';
 
 export const DEFAULT_MASTER_ROTATION_DAYS = 30;
 const DAY = 86_400_000;
-const FILE = 'master-rotation.json';
 
-export interface RotationState {
-  /** When the current master key version became current (the service clock). */
-  rotatedAt: number;
-  masterKeyVersion: number;
-}
+export type RotationState = RotationRecord;
 
 export interface MasterRotationReport {
   version: number;
@@ -38,25 +35,12 @@ export interface MasterRotationReport {
   note?: string;
 }
 
-export function readRotationState(keyringDir: string): RotationState | undefined {
-  let text: string;
-  try {
-    text = readFileSync(join(keyringDir, FILE), 'utf8');
-  } catch (e) {
-    if (errno(e) === 'ENOENT') return undefined;
-    throw e;
-  }
-  try {
-    const j = JSON.parse(text) as Partial<RotationState>;
-    if (typeof j.rotatedAt === 'number' && typeof j.masterKeyVersion === 'number') return { rotatedAt: j.rotatedAt, masterKeyVersion: j.masterKeyVersion };
-  } catch {
-    // unreadable: treated as absent (and rewritten)
-  }
-  return undefined;
-}
+export const readRotationState = readRotationRecord;
+export const writeRotationState = writeRotationRecord;
 
-export function writeRotationState(keyringDir: string, state: RotationState): void {
-  atomicWrite(join(keyringDir, FILE), JSON.stringify({ format: 1, ...state }) + '\n');
+/** A local rotation that started and has not finished: old versions (and old backups) still readable. */
+export function rotationPending(keyringDir: string): RotationRecord['pending'] {
+  return readRotationRecord(keyringDir)?.pending;
 }
 
 /**
@@ -64,16 +48,19 @@ export function writeRotationState(keyringDir: string, state: RotationState): vo
  * (first start, or a rotation made outside this code) is recorded as current from `now`.
  */
 export function lastRotation(keyringDir: string, master: ManagedMasterKeys, now: number): RotationState {
-  const version = master.current().version;
   const state = readRotationState(keyringDir);
+  if (state?.pending) return state; // finished (and recorded) by rotateMaster, never here
+  const version = master.current().version;
   if (state && state.masterKeyVersion === version) return state;
   const fresh = { rotatedAt: now, masterKeyVersion: version };
   writeRotationState(keyringDir, fresh);
   return fresh;
 }
 
+/** Due after `rotationDays`, or at once when a rotation was interrupted (it is resumed). */
 export function rotationDue(keyringDir: string, master: ManagedMasterKeys, now: number, rotationDays: number): boolean {
-  return now - lastRotation(keyringDir, master, now).rotatedAt >= rotationDays * DAY;
+  const last = lastRotation(keyringDir, master, now);
+  return last.pending !== undefined || now - last.rotatedAt >= rotationDays * DAY;
 }
 
 /**

@@ -13,7 +13,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { openSeal, type KeyPair } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
-import type { Keyring } from '../keyring/index.js';
+import { readRotationRecord, type Keyring } from '../keyring/index.js';
 import type { AccountState, DictKind, RollupLevel, Store } from '../storage/types.js';
 import { LIST_PARAM_BYTES, chunkList } from '../storage/repository.js';
 import { openRollup, opensDict } from '../records.js';
@@ -140,6 +140,12 @@ export async function verifyAccount(
   if (accountFile) problems.push('the keyring still holds the account key file');
   if (!tombstone) problems.push('no tombstone: a key could be created again for this id');
   if (mentioning.length) problems.push(`keyring files name the account: ${mentioning.join(', ')}`);
+  const rotation = readRotationRecord(keyring.dir)?.pending;
+  if (rotation) {
+    problems.push(
+      `master key rotation to v${rotation.version} (started ${new Date(rotation.startedAt).toISOString()}) has not finished: older master key versions, and keyring backups sealed under them, stay readable until it does`,
+    );
+  }
 
   // 2. every key the keyring still holds
   const dataKeys: Uint8Array[] = [];
