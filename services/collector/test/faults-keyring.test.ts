@@ -15,6 +15,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { openStore } from '../src/storage/index.js';
 import { loadMasterKeys } from '../src/keyring/index.js';
 import { ADMIN_TOKEN, envelope, points, post, type TestAccount } from './support/collector.js';
+import { until } from './lifecycle-support.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const run = promisify(execFile);
@@ -135,16 +136,6 @@ class Acked {
   }
 }
 
-async function until<T>(fn: () => Promise<T | undefined | false>, what: string, ms = 90_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
 const rowsOf = async (url: string, a: TestAccount) => ((await (await admin(url, 'GET', `/v1/accounts/${a.accountId}`)).json()) as { rows: { batches: number; processed: number } }).rows;
 
 /** The total the query API answers for the account: what its owner sees counted. */
@@ -208,7 +199,7 @@ describe('an account key entry that cannot be read: 503 account_key_unavailable,
     for (const k of kinds) broken.set(k, await createAccount(c.url));
     const all = [fine, ...broken.values()];
     for (const a of all) for (let i = 0; i < 3; i++) expect((await acked.send(c.url, a)).status).toBe(202);
-    await until(async () => (await Promise.all(all.map((a) => rowsOf(c.url, a)))).every((r) => r.processed === 3), 'first batches processed');
+    await until(async () => (await Promise.all(all.map((a) => rowsOf(c.url, a)))).every((r) => r.processed === 3), 90_000, 'first batches processed');
     await c.stop();
 
     // 2. An ingest-only node acknowledges more: stored, not processed yet.
@@ -251,7 +242,7 @@ describe('an account key entry that cannot be read: 503 account_key_unavailable,
       expect(((await q.json()) as { error: { code: string } }).error.code).toBe('account_key_unavailable');
     }
     // The fine account's waiting batches are processed; the damaged ones' stay waiting (unmarked).
-    await until(async () => (await rowsOf(c.url, fine)).processed === acked.count(fine), 'fine account processed');
+    await until(async () => (await rowsOf(c.url, fine)).processed === acked.count(fine), 90_000, 'fine account processed');
     // Let the poll (every 5 s, batches older than 10 s) pass over the waiting ones more than once.
     await new Promise((r) => setTimeout(r, 12_000));
     for (const a of broken.values()) expect(await rowsOf(c.url, a)).toEqual(expect.objectContaining({ batches: 7, processed: 3 }));
@@ -269,7 +260,7 @@ describe('an account key entry that cannot be read: 503 account_key_unavailable,
     for (const a of broken.values()) writeFileSync(keyFile(dir, a), originals.get(a.accountId)!);
     await new Promise((r) => setTimeout(r, 1000)); // past the keyring's file cache window
     for (const a of broken.values()) expect((await acked.send(c.url, a)).status).toBe(202);
-    await until(async () => (await Promise.all(all.map((a) => rowsOf(c.url, a)))).every((r, i) => r.processed === acked.count(all[i]!)), 'every acknowledged batch processed');
+    await until(async () => (await Promise.all(all.map((a) => rowsOf(c.url, a)))).every((r, i) => r.processed === acked.count(all[i]!)), 90_000, 'every acknowledged batch processed');
     for (const a of all) expect(await counted(c.url, a), a.accountId).toBe(acked.count(a) * POINTS);
     expect(await (await fetch(`${c.url}/metrics`)).text()).toMatch(/^cipherstat_accounts_key_unavailable 0$/m);
     for (const a of broken.values()) expect(((await (await admin(c.url, 'GET', `/v1/accounts/${a.accountId}`)).json()) as { state: string }).state).toBe('active');
@@ -314,7 +305,7 @@ describe('an account key entry that cannot be read: 503 account_key_unavailable,
     for (const a of broken.values()) writeFileSync(keyFile(dir, a), originals.get(a.accountId)!);
     await new Promise((r) => setTimeout(r, 1000));
     for (const a of all) expect((await acked.send(c.url, a)).status).toBe(202);
-    await until(async () => (await Promise.all(all.map((a) => rowsOf(c.url, a)))).every((r, i) => r.processed === acked.count(all[i]!)), 'every acknowledged batch processed');
+    await until(async () => (await Promise.all(all.map((a) => rowsOf(c.url, a)))).every((r, i) => r.processed === acked.count(all[i]!)), 90_000, 'every acknowledged batch processed');
     for (const a of all) expect(await counted(c.url, a), a.accountId).toBe(acked.count(a) * POINTS);
     expect(c.logs('account key readable again')).toHaveLength(4);
     await c.stop();
@@ -322,17 +313,17 @@ describe('an account key entry that cannot be read: 503 account_key_unavailable,
   });
 });
 
-/** Every file under `dir` with its bytes (hex digest stand-in: the bytes themselves). */
-function snapshotFiles(dir: string): Map<string, string> {
+/** Every key file of a data directory (keyring and master keys) with its bytes. */
+function keyFiles(dataDir: string): Map<string, string> {
   const out = new Map<string, string>();
   const walk = (d: string) => {
     for (const e of readdirSync(d, { withFileTypes: true })) {
       const p = join(d, e.name);
       if (e.isDirectory()) walk(p);
-      else if (e.name !== '.lock') out.set(p, readFileSync(p).toString('base64'));
+      else if (e.isFile() && e.name !== '.lock') out.set(p, readFileSync(p).toString('base64'));
     }
   };
-  if (existsSync(dir)) walk(dir);
+  for (const d of ['keyring', 'master-keys']) if (existsSync(join(dataDir, d))) walk(join(dataDir, d));
   return out;
 }
 
@@ -343,7 +334,7 @@ async function populated(): Promise<{ dir: string; acked: Acked; accounts: TestA
   const c = await serve(dir);
   const accounts = [await createAccount(c.url), await createAccount(c.url)];
   for (const a of accounts) for (let i = 0; i < 2; i++) expect((await acked.send(c.url, a)).status).toBe(202);
-  await until(async () => (await Promise.all(accounts.map((a) => rowsOf(c.url, a)))).every((r) => r.processed === 2), 'processed');
+  await until(async () => (await Promise.all(accounts.map((a) => rowsOf(c.url, a)))).every((r) => r.processed === 2), 90_000, 'processed');
   const keyId = ((await (await fetch(`${c.url}/v1/collector-key`)).json()) as { keyId: string }).keyId;
   await c.stop();
   const backup = join(dir, '..', `${dir.split('/').pop()}.keyring-backup`);
@@ -358,9 +349,14 @@ async function recovers(dir: string, acked: Acked, accounts: TestAccount[], keyI
   const c = await serve(dir);
   expect(((await (await fetch(`${c.url}/v1/collector-key`)).json()) as { keyId: string }).keyId).toBe(keyId);
   for (const a of accounts) expect((await acked.send(c.url, a)).status).toBe(202);
-  await until(async () => (await Promise.all(accounts.map((a) => rowsOf(c.url, a)))).every((r, i) => r.processed === acked.count(accounts[i]!)), 'processed');
+  await until(async () => (await Promise.all(accounts.map((a) => rowsOf(c.url, a)))).every((r, i) => r.processed === acked.count(accounts[i]!)), 90_000, 'processed');
   for (const a of accounts) expect(await counted(c.url, a)).toBe(acked.count(a) * POINTS);
   return c;
+}
+
+async function recoversExactly(dir: string, acked: Acked, accounts: TestAccount[], keyId: string): Promise<void> {
+  await (await recovers(dir, acked, accounts, keyId)).stop();
+  await expectExactlyOnce(dir, acked);
 }
 
 describe('keys are created once: a start that lacks what opens the keyring refuses, says what to restore, writes nothing', () => {
@@ -369,7 +365,7 @@ describe('keys are created once: a start that lacks what opens the keyring refus
     const key = join(dir, 'master-keys', 'v1.key');
     const saved = readFileSync(key);
     unlinkSync(key);
-    const before = snapshotFiles(dir);
+    const before = keyFiles(dir);
     const { code, out } = await serveFails(dir);
     expect(code).not.toBe(0);
     expect(out).toContain('master key missing');
@@ -377,11 +373,9 @@ describe('keys are created once: a start that lacks what opens the keyring refus
     expect(out).toContain('Nothing was written');
     expect(out).not.toContain('GENERATED A NEW MASTER KEY');
     expect(readdirSync(join(dir, 'master-keys'))).toEqual([]);
-    expect(snapshotFiles(join(dir, 'keyring'))).toEqual(new Map([...before].filter(([p]) => p.startsWith(join(dir, 'keyring')))));
+    expect(keyFiles(dir)).toEqual(before);
     writeFileSync(key, saved, { mode: 0o600 });
-    const c = await recovers(dir, acked, accounts, keyId);
-    await c.stop();
-    await expectExactlyOnce(dir, acked);
+    await recoversExactly(dir, acked, accounts, keyId);
   });
 
   it('wrong master key: refused as the wrong key (not a damaged file), nothing written; counted exactly once after the restore', { timeout: 300_000 }, async () => {
@@ -389,16 +383,14 @@ describe('keys are created once: a start that lacks what opens the keyring refus
     const key = join(dir, 'master-keys', 'v1.key');
     const saved = readFileSync(key);
     writeFileSync(key, randomBytes(32).toString('base64') + '\n');
-    const before = snapshotFiles(dir);
+    const before = keyFiles(dir);
     const { code, out } = await serveFails(dir);
     expect(code).not.toBe(0);
     expect(out).toContain('transport.json: cannot unwrap (wrong master key or altered file)');
     expect(out).toContain('is not the one this keyring was written with: restore the right one from your master key backup');
-    expect(snapshotFiles(dir)).toEqual(before);
+    expect(keyFiles(dir)).toEqual(before);
     writeFileSync(key, saved);
-    const c = await recovers(dir, acked, accounts, keyId);
-    await c.stop();
-    await expectExactlyOnce(dir, acked);
+    await recoversExactly(dir, acked, accounts, keyId);
   });
 
   it('a stray master key version is ignored with a warning, never adopted; removing it changes nothing', { timeout: 300_000 }, async () => {
@@ -433,7 +425,7 @@ describe('keys are created once: a start that lacks what opens the keyring refus
       const transport = join(dir, 'keyring', 'transport.json');
       if (fault === 'missing') unlinkSync(transport);
       else damage.garbled(transport);
-      const before = snapshotFiles(dir);
+      const before = keyFiles(dir);
       const { code, out } = await serveFails(dir);
       expect(code).not.toBe(0);
       if (fault === 'missing') {
@@ -442,15 +434,13 @@ describe('keys are created once: a start that lacks what opens the keyring refus
       } else {
         expect(out).toContain('transport.json: cannot unwrap (wrong master key or altered file); transport.json is damaged: restore it from a keyring backup');
       }
-      expect(snapshotFiles(dir)).toEqual(before);
+      expect(keyFiles(dir)).toEqual(before);
       const check = await cli(dir, ['keyring', 'check']);
       expect(check.code).toBe(1);
       expect(check.stdout).toMatch(/transport\.json\t(corrupt_entry\tmissing|unwrap_failed\tcannot unwrap)/);
       const restored = await cli(dir, ['keyring', 'restore', backup]);
       expect(restored.code, restored.stderr).toBe(0);
-      const c = await recovers(dir, acked, accounts, keyId);
-      await c.stop();
-      await expectExactlyOnce(dir, acked);
+      await recoversExactly(dir, acked, accounts, keyId);
     });
   }
 });
@@ -507,7 +497,7 @@ describe('an interrupted master key rotation', () => {
 
     const c = await serve(dir, { CIPHERSTAT_LIFECYCLE_INTERVAL_MS: '500' });
     expect((await acked.send(c.url, a)).status).toBe(202);
-    await until(async () => c.logs('lifecycle step failed').length > 0 && true, 'the resume to fail');
+    await until(async () => c.logs('lifecycle step failed').length > 0 && true, 90_000, 'the resume to fail');
     expect(await (await fetch(`${c.url}/metrics`)).text()).toMatch(/^cipherstat_master_key_rotation_incomplete 1$/m);
     const verify = (await (await admin(c.url, 'GET', `/v1/accounts/${a.accountId}/verify`)).json()) as { problems: string[] };
     expect(verify.problems).toContainEqual(expect.stringMatching(/^master key rotation to v2 \(started .*\) has not finished/));
@@ -517,9 +507,9 @@ describe('an interrupted master key rotation', () => {
 
     // The operator restores the file: the next pass finishes the rotation.
     writeFileSync(keyFile(dir, b), saved);
-    await until(async () => readdirSync(join(dir, 'master-keys')).length === 1 && true, 'the rotation to finish');
+    await until(async () => readdirSync(join(dir, 'master-keys')).length === 1 && true, 90_000, 'the rotation to finish');
     expect(readdirSync(join(dir, 'master-keys'))).toEqual(['v2.key']);
-    await until(async () => /^cipherstat_master_key_rotation_incomplete 0$/m.test(await (await fetch(`${c.url}/metrics`)).text()), 'metric cleared');
+    await until(async () => /^cipherstat_master_key_rotation_incomplete 0$/m.test(await (await fetch(`${c.url}/metrics`)).text()), 90_000, 'metric cleared');
     const record = JSON.parse(readFileSync(join(dir, 'keyring', 'master-rotation.json'), 'utf8'));
     expect(record).toMatchObject({ masterKeyVersion: 2 });
     expect(record.pending).toBeUndefined();
@@ -537,7 +527,7 @@ describe('an interrupted master key rotation', () => {
     const master = loadMasterKeys({ dataDir: dir, env: {}, log: { info() {}, warn() {} } });
     expect(master.rotate()).toBe(2);
     const c = await recovers(dir, acked, accounts, keyId);
-    await until(async () => readdirSync(join(dir, 'master-keys')).length === 1 && true, 'the rotation to finish');
+    await until(async () => readdirSync(join(dir, 'master-keys')).length === 1 && true, 90_000, 'the rotation to finish');
     expect(readdirSync(join(dir, 'master-keys'))).toEqual(['v2.key']);
     expect(c.logs('master key rotated')).toHaveLength(1);
     await c.stop();

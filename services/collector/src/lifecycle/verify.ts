@@ -147,18 +147,27 @@ export async function verifyAccount(
     );
   }
 
-  // 2. every key the keyring still holds
+  // 2. every key the keyring still holds (an entry that cannot be read is reported, not tried)
   const dataKeys: Uint8Array[] = [];
   const pairs: KeyPair[] = [];
   const accountIds = new Set(keyring.listAccounts());
   if (!keyring.isTombstoned(accountId)) accountIds.add(accountId); // an unshredded account: its own keys must count
+  const unreadable: string[] = [];
   for (const id of accountIds) {
-    for (const k of keyring.accountKeys(id) ?? []) {
+    let keys: ReturnType<Keyring['accountKeys']>;
+    try {
+      keys = keyring.accountKeys(id);
+    } catch {
+      unreadable.push(id); // a damaged entry: its keys cannot be tried (nor used by anyone without repairing it)
+      continue;
+    }
+    for (const k of keys ?? []) {
       dataKeys.push(k.dataKey, k.macKey);
       pairs.push({ publicKey: k.publicKey, secretKey: k.secretKey });
     }
   }
   for (const t of keyring.acceptedTransportKeys()) pairs.push({ publicKey: t.publicKey, secretKey: t.secretKey });
+  if (unreadable.length) problems.push(`${unreadable.length} keyring entr${unreadable.length === 1 ? 'y' : 'ies'} cannot be read, so their keys were not tried: run \`cipherstat keyring check\``);
 
   const counts = (await countPurgeRows(store, [accountId])).get(accountId)!;
   const b64 = (c: string) => new Uint8Array(Buffer.from(c, 'base64'));
