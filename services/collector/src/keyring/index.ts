@@ -1,6 +1,6 @@
 export { KeyringError, isKeyringError } from './errors.js';
 export type { KeyringErrorCode } from './errors.js';
-export { loadMasterKeys, staticMasterKeys, parseMasterKeys, MASTER_KEY_BYTES, readRotationRecord, writeRotationRecord, keyringEntries, ROTATION_RECORD } from './master-key.js';
+export { loadMasterKeys, staticMasterKeys, parseMasterKeys, MASTER_KEY_BYTES, readRotationRecord, writeRotationRecord } from './master-key.js';
 export type { MasterKeyProvider, ManagedMasterKeys, KeyringLog, LoadOptions, RotationRecord } from './master-key.js';
 export { Keyring, rotateMasterKey, DEFAULT_TRANSPORT_OVERLAP_MS, DEFAULT_CACHE_TTL_MS } from './keyring.js';
 export type {

@@ -150,7 +150,7 @@ export interface RotationRecord {
   pending?: { version: number; startedAt: number };
 }
 
-export const ROTATION_RECORD = 'master-rotation.json';
+const ROTATION_RECORD = 'master-rotation.json';
 
 export function readRotationRecord(keyringDir: string): RotationRecord | undefined {
   let text: string;
@@ -186,7 +186,7 @@ function wrappedUnder(path: string): number | undefined {
 }
 
 /** What an existing keyring holds: entries mean it is not new, whatever else is missing. */
-export function keyringEntries(keyringDir: string): { transport: boolean; accounts: number; tombstones: number } {
+function keyringEntries(keyringDir: string): { transport: boolean; accounts: number; tombstones: number } {
   const count = (d: string) => {
     try {
       return readdirSync(join(keyringDir, d)).filter((n) => n.endsWith('.json') && !n.startsWith('.')).length;
