@@ -445,6 +445,27 @@ describe('keys are created once: a start that lacks what opens the keyring refus
   }
 });
 
+describe('cipherstat keyring new-transport-key', () => {
+  it('mints a collector key only when asked, over a keyring whose transport.json is lost; the accounts keep working with it', { timeout: 300_000 }, async () => {
+    const { dir, acked, accounts, keyId } = await populated();
+    unlinkSync(join(dir, 'keyring', 'transport.json'));
+    const made = await cli(dir, ['keyring', 'new-transport-key', '--json']);
+    expect(made.code, made.stderr).toBe(0);
+    const fresh = JSON.parse(made.stdout) as { keyId: string; publicKey: string };
+    expect(fresh.keyId).not.toBe(keyId);
+    const c = await serve(dir);
+    expect(((await (await fetch(`${c.url}/v1/collector-key`)).json()) as { keyId: string }).keyId).toBe(fresh.keyId);
+    // A client still pinned to the old key is refused as such; one with the new key is counted.
+    const old = envelope(accounts[0]!, points(POINTS));
+    expect((await post(c.url, old.bytes)).status).toBe(400);
+    const moved = accounts.map((a) => ({ ...a, collectorKey: fresh }));
+    for (const a of moved) expect((await acked.send(c.url, a)).status).toBe(202);
+    await until(async () => (await Promise.all(moved.map((a) => rowsOf(c.url, a)))).every((r, i) => r.processed === acked.count(moved[i]!)), 90_000, 'processed');
+    await c.stop();
+    await expectExactlyOnce(dir, acked);
+  });
+});
+
 describe('cipherstat keyring check', () => {
   it('lists every entry that cannot be read with the file and the reason (human and --json), exit 1; exit 0 once restored', { timeout: 300_000 }, async () => {
     const { dir, accounts } = await populated();
