@@ -188,13 +188,7 @@ export function createApp(s: Services): Hono {
       // where this node also processes: an ingest-only node may hold a keyring without account
       // entries (README); what it acknowledges for such an account waits, never dropped.
       if (s.roles.process) {
-        let keys;
-        try {
-          keys = s.accounts.keys(account.accountId, { refusing: true });
-        } catch (e) {
-          if (isCollectorError(e)) metrics.batchRejects.inc({ code: e.code });
-          throw e;
-        }
+        const keys = s.accounts.keys(account.accountId, { refusing: true }); // 503 counted by onError
         if (!keys) {
           // Tombstoned: the shred is being finished (the lifecycle's next pass).
           metrics.batches.inc({ outcome: 'dropped' });
