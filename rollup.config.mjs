@@ -5,8 +5,9 @@ import { nodeResolve } from '@rollup/plugin-node-resolve';
 import replace from '@rollup/plugin-replace';
 import terser from '@rollup/plugin-terser';
 import typescript from '@rollup/plugin-typescript';
+import { dts } from 'rollup-plugin-dts';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import dashboard from './services/collector/dashboard/rollup.dashboard.mjs';
@@ -15,7 +16,9 @@ const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 
 // ---------------------------------------------------------------------------------------
 // @cipherstat/library
-//   dist/index.js + dist/index.cjs + dist/*.d.ts   npm (Node and browsers), tweetnacl external
+//   dist/index.js + dist/index.cjs                 npm (Node and browsers), tweetnacl external
+//   dist/index.d.ts + dist/index.d.cts             one self-contained declaration file each for
+//                                                  import and require (no @cipherstat/protocol)
 //   dist/browser.js                                npm `browser` condition: no Node code
 //   dist/cipherstat.min.js                         <script> tag, window.Cipherstat, all inlined
 // @cipherstat/protocol is bundled in (only what the Library uses).
@@ -87,11 +90,19 @@ const libraryPlugins = ({ browser = false, declarations = false, target = 'ES202
       paths: { '@cipherstat/protocol': [protocolTypes] },
       sourceMap: false,
       declaration: declarations,
-      ...(declarations ? { declarationDir: lib('dist'), rootDir: lib('src') } : {}),
+      ...(declarations ? { declarationDir: lib('dist/types'), rootDir: lib('src') } : {}),
     },
     noEmitOnError: true,
   }),
 ];
+
+/** Deletes dist/types/ once its declarations are bundled (they are not part of the package). */
+const removeTypesDir = () => ({
+  name: 'remove-types-dir',
+  writeBundle() {
+    rmSync(lib('dist/types'), { recursive: true, force: true });
+  },
+});
 
 /** Unused protocol/library modules (and their top-level constants) may be dropped. */
 const treeshake = { moduleSideEffects: (id) => !/packages[\\/](protocol[\\/]dist|library[\\/]src)[\\/](?!script\.ts)/.test(id), propertyReadSideEffects: false };
@@ -132,6 +143,15 @@ const library = [
       { file: lib('dist/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
       // the same bytes, served by the collector at /cipherstat.min.js (its package is self-contained)
       { file: here('./services/collector/dist/script/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
+    ],
+  },
+  {
+    // the per-module declarations tsc wrote, bundled into one file per module system
+    input: lib('dist/types/index.d.ts'),
+    plugins: [dts({ respectExternal: true, compilerOptions: { paths: { '@cipherstat/protocol': [protocolTypes] } } }), removeTypesDir()],
+    output: [
+      { file: lib('dist/index.d.ts'), format: 'es' },
+      { file: lib('dist/index.d.cts'), format: 'es' },
     ],
   },
 ];
