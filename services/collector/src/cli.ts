@@ -272,9 +272,14 @@ async function local<T>(config: Config, fn: (s: Awaited<ReturnType<typeof openSe
   }
 }
 
-/** The keyring alone (no storage): safe next to a running collector (the keyring locks its files). */
-function openKeyring(config: Config, transport?: 'create' | 'optional') {
-  if (!existsSync(join(config.dataDir, 'keyring'))) fail(`no keyring in ${config.dataDir} (looked for ${join(config.dataDir, 'keyring')}); pass the collector's --data-dir D (or CIPHERSTAT_DATA_DIR)`);
+/**
+ * The keyring alone (no storage): safe next to a running collector (the keyring locks its files).
+ * `restoring`: the keyring directory itself may be lost (a restore recreates it), the data
+ * directory may not.
+ */
+function openKeyring(config: Config, transport?: 'create' | 'optional', restoring = false) {
+  if (restoring && !existsSync(config.dataDir)) fail(`no data directory ${config.dataDir}; pass the collector's --data-dir D (or CIPHERSTAT_DATA_DIR)`);
+  if (!restoring && !existsSync(join(config.dataDir, 'keyring'))) fail(`no keyring in ${config.dataDir} (looked for ${join(config.dataDir, 'keyring')}); pass the collector's --data-dir D (or CIPHERSTAT_DATA_DIR)`);
   const log = createLogger({ level: 'warn', destination: process.stderr });
   const master = loadMasterKeys({ dataDir: config.dataDir, env: process.env, log });
   return { master, keyring: Keyring.open({ dir: join(config.dataDir, 'keyring'), master, transport }) };
@@ -447,7 +452,7 @@ async function main(): Promise<void> {
       const shredded: string[] = r
         ? (await call(r, 'GET', '/v1/accounts')).accounts.filter((a: any) => a.state === 'shredded').map((a: any) => a.accountId)
         : await shreddedInStorage(config);
-      const { keyring } = openKeyring(config, 'optional'); // restores a lost transport.json too
+      const { keyring } = openKeyring(config, 'optional', true); // restores a lost keyring or transport.json too
       try {
         return report(keyring.restoreBackup(blob, { tombstones: shredded }));
       } catch (e) {

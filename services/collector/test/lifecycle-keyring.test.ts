@@ -22,13 +22,16 @@ const now = () => Date.now() + offset;
 let c: TestCollector;
 const tmp = mkdtempSync(join(tmpdir(), 'cipherstat-backups-'));
 
-/** Runs the real CLI in a child process; `remote` talks to the running collector, else it opens the data directory. */
+/**
+ * Runs the real CLI in a child process (`--json`: machine output; `--yes`: no confirmation
+ * prompt); `remote` talks to the running collector, else it opens the data directory.
+ */
 function cli(args: string[], { remote = true } = {}): Promise<{ code: number; stdout: string; stderr: string; json: any }> {
   const env: NodeJS.ProcessEnv = { ...process.env, CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN };
   for (const k of ['CIPHERSTAT_MASTER_KEY', 'CIPHERSTAT_MASTER_KEY_FILE', 'CIPHERSTAT_URL', 'CIPHERSTAT_DATA_DIR']) delete env[k];
   const where = remote ? ['--url', c.url, '--token', ADMIN_TOKEN] : ['--port', '1']; // port 1: nobody answers, so it runs locally
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', CLI, ...args, '--data-dir', c.dataDir, ...where], { cwd: ROOT, env, timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, ['--import', 'tsx', CLI, ...args, '--json', ...(args.includes('--now') ? ['--yes'] : []), '--data-dir', c.dataDir, ...where], { cwd: ROOT, env, timeout: 60_000 }, (err, stdout, stderr) => {
       let json: any;
       try {
         json = JSON.parse(stdout);
@@ -105,7 +108,7 @@ describe('CLI', () => {
     expect(deleted.json.rowsToPurge.rollups).toBeGreaterThan(0);
 
     expect((await c.services.lifecycle.tick()).purged).toEqual([a.accountId]);
-    const shown = await cli(['accounts', 'show', a.accountId, '--json']);
+    const shown = await cli(['accounts', 'show', a.accountId]);
     expect(shown.json).toMatchObject({ state: 'shredded', purge: { complete: true, pendingRows: 0 } });
 
     const verified = await cli(['verify', a.accountId]);
