@@ -78,7 +78,10 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   let failedRows = 0;
   const identity: { accountId: string; level: 1 | 2; bucket: number; metric: string; series: string; keyVersion: number; part: string } =
     { accountId, level: 1, bucket: 0, metric: '', series: '', keyVersion: 0, part: '' };
-  const seen = new Set<string>(); // like the engine: a copy of a row (same part) counts once
+  // Like the engine: a copy of a row (same part) counts once. The metric is part of the key: a
+  // series pseudonym depends on the tags only and one processing tick writes one part, so rows of
+  // different metrics with the same tags, hour and tick share (level, bucket, series, version, part).
+  const seen = new Set<string>();
   const packed = new Set<string>(); // like the engine: one pack per (day, series, key version)
   for (const r of volumeRows) {
     const keys = ctx.byVersion.get(r.v);
@@ -97,7 +100,7 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
     identity.series = r.s;
     identity.keyVersion = r.v;
     identity.part = r.p;
-    const copy = `${identity.level}\u0000${r.b}\u0000${r.s}\u0000${r.v}\u0000${r.p}`;
+    const copy = `${identity.level}\u0000${r.b}\u0000${metric}\u0000${r.s}\u0000${r.v}\u0000${r.p}`;
     const plain = keys && !seen.has(copy) ? openRollupJoined(keys.dataKey, identity, r.k, r.t, r.a) : null;
     if (plain) seen.add(copy);
     let count: number | undefined;

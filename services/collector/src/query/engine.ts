@@ -344,7 +344,7 @@ function merger(
   const groupCache = new Map<string, { key: string; values: string[] } | null>();
   const identity: { accountId: string; level: RollupLevel; bucket: number; metric: string; series: string; keyVersion: number; part: string } =
     { accountId: ctx.accountId, level: q.level, bucket: 0, metric: '', series: '', keyVersion: 0, part: '' };
-  // A row is counted once: a second row with the same (level, bucket, series, key version,
+  // A row is counted once: a second row with the same (level, bucket, metric, series, key version,
   // part) is a copy storage made (the part is bound into the identity, so it cannot be renamed).
   const seen = new Set<string>();
   const withSketch = q.aggregation[0] === 'p';
@@ -377,7 +377,7 @@ function merger(
     identity.part = row.p;
     const plain = openRollupJoined(keys.dataKey, identity, row.k, row.t, row.a);
     if (!plain) return null;
-    const id = `${level}\u0000${row.b}\u0000${row.s}\u0000${row.v}\u0000${row.p}`;
+    const id = `${level}\u0000${row.b}\u0000${metric}\u0000${row.s}\u0000${row.v}\u0000${row.p}`;
     if (seen.has(id)) return null; // counted as failed: a duplicate is left out
     seen.add(id);
     const ck = `${row.v}\u0001${row.k}\u0001${row.t}`;
