@@ -105,12 +105,22 @@ describe('POST /v1/query end to end', () => {
     const total = (json: { series: { points: [number, number][] }[] }) => json.series.reduce((n, s) => n + s.points.reduce((m, [, v]) => m + v, 0), 0);
     expect(total((await run(a.readToken, orders)).json)).toBe(pointsA.filter((p) => p.name === 'orders').length);
     expect(total((await run(b.readToken, orders)).json)).toBe(pointsB.filter((p) => p.name === 'orders').length);
-    // B asking for a metric only A has, grouped by A's tag: nothing
-    const canary = await run(b.readToken, { ...orders, metric: CANARY.metric, groupBy: [CANARY.key] });
-    expect(canary.status).toBe(200);
-    expect(canary.json.series).toEqual([]);
-    const ungrouped = await run(b.readToken, { ...orders, metric: CANARY.metric, aggregation: 'sum' });
-    expect(total(ungrouped.json)).toBe(0);
+    // B asking for a metric only A has (grouped by A's tag or not): 404 unknown_metric, as for any
+    // name B never recorded; the closest names come from B's own names, nothing of A's is in the body.
+    const unknownToB = (r: { status: number; json: { error: { code: string; message: string } } }, asked: string) => {
+      expect([r.status, r.json.error.code]).toEqual([404, 'unknown_metric']);
+      const text = JSON.stringify(r.json).replaceAll(JSON.stringify(JSON.stringify(asked)).slice(1, -1), '');
+      for (const leak of [CANARY.metric, CANARY.key, CANARY.value, a.accountId]) expect(text).not.toContain(leak);
+    };
+    unknownToB(await run(b.readToken, { ...orders, metric: CANARY.metric, groupBy: [CANARY.key] }), CANARY.metric);
+    unknownToB(await run(b.readToken, { ...orders, metric: CANARY.metric, aggregation: 'sum' }), CANARY.metric);
+    // one edit from A's canary name: A's name would be the closest, but B is never offered it
+    const nearCanary = `${CANARY.metric.slice(0, -1)}_`;
+    unknownToB(await run(b.readToken, { ...orders, metric: nearCanary }), nearCanary);
+    // suggestions work (so the checks above are not vacuous): B's own names are offered
+    const near = await run(b.readToken, { ...orders, metric: 'order' });
+    expect([near.status, near.json.error.code]).toEqual([404, 'unknown_metric']);
+    expect(near.json.error.message).toContain('did you mean "orders"');
     expect((await run(a.readToken, { ...orders, metric: CANARY.metric, aggregation: 'sum' })).json.series[0].points.some(([, v]: number[]) => v! > 0)).toBe(true);
 
     for (const token of ['csr_' + 'A'.repeat(43), 'nonsense', ADMIN_TOKEN, '']) {
@@ -126,13 +136,20 @@ describe('POST /v1/query end to end', () => {
     const d = await createAccount(c);
     const e = await createAccount(c);
     const body = { metric: 'orders', aggregation: 'count', interval: 'day', from: FROM, to: TO };
-    expect((await query(q.url, d.readToken, body)).status).toBe(200);
+    // active: answered (404 unknown_metric: a fresh account recorded nothing yet), not refused
+    const r0 = await query(q.url, d.readToken, body);
+    expect([r0.status, r0.json.error.code]).toEqual([404, 'unknown_metric']);
+    expect((await fetch(`${q.url}/v1/metrics`, { headers: { authorization: `Bearer ${d.readToken}` } })).status).toBe(200);
     await c.services.accounts.update(d.accountId, { state: 'deactivated', deactivatedAt: now() });
     await c.services.accounts.update(e.accountId, { state: 'shredded', shreddedAt: now() });
     const r1 = await query(q.url, d.readToken, body);
     const r2 = await query(q.url, e.readToken, body);
     expect([r1.status, r1.json.error.code]).toEqual([403, 'account_deactivated']);
     expect([r2.status, r2.json.error.code]).toEqual([410, 'account_deleted']);
+    // the listing is refused alike
+    const l1 = await fetch(`${q.url}/v1/metrics`, { headers: { authorization: `Bearer ${d.readToken}` } });
+    const l2 = await fetch(`${q.url}/v1/metrics`, { headers: { authorization: `Bearer ${e.readToken}` } });
+    expect([l1.status, l2.status]).toEqual([403, 410]);
   });
 
   it('answers bad queries with 400 and a stable code', async () => {
