@@ -59,18 +59,56 @@ class ApiError extends Error {
 
 const TOKEN_KEY = 'cipherstat.readToken';
 
+/**
+ * The collector runs at most CIPHERSTAT_QUERY_CONCURRENCY (default 2) queries per read token at
+ * once and answers more with 429 `too_many_queries`: the page never has more than that many
+ * requests in flight (the overview tiles and the chart start together and queue here), and a
+ * 429 `too_many_queries` (a lower setting, another tab) is retried after its Retry-After.
+ */
+const MAX_IN_FLIGHT = 2;
+const RETRIES_429 = 3;
+let inFlight = 0;
+const waiting: (() => void)[] = [];
+
+async function slot(): Promise<() => void> {
+  if (inFlight >= MAX_IN_FLIGHT) await new Promise<void>((resolve) => waiting.push(resolve));
+  else inFlight++;
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    const next = waiting.shift();
+    if (next) next(); // the slot passes on
+    else inFlight--;
+  };
+}
+
 async function api<T>(path: string, body?: unknown): Promise<T> {
-  const token = sessionStorage.getItem(TOKEN_KEY) ?? '';
-  const res = await fetch(path, {
-    method: body === undefined ? 'GET' : 'POST',
-    headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-    body: body === undefined ? null : JSON.stringify(body),
-    cache: 'no-store',
-    credentials: 'omit',
-  });
-  const json = (await res.json().catch(() => null)) as { error?: { code: string; message: string } } | null;
-  if (!res.ok) throw new ApiError(res.status, json?.error?.code ?? 'http_error', json?.error?.message ?? `HTTP ${res.status}`);
-  return json as T;
+  for (let attempt = 0; ; attempt++) {
+    const release = await slot();
+    let res: Response;
+    let json: { error?: { code: string; message: string } } | null;
+    try {
+      const token = sessionStorage.getItem(TOKEN_KEY) ?? '';
+      res = await fetch(path, {
+        method: body === undefined ? 'GET' : 'POST',
+        headers: { authorization: `Bearer ${token}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: body === undefined ? null : JSON.stringify(body),
+        cache: 'no-store',
+        credentials: 'omit',
+      });
+      json = (await res.json().catch(() => null)) as typeof json;
+    } finally {
+      release();
+    }
+    if (res.status === 429 && json?.error?.code === 'too_many_queries' && attempt < RETRIES_429) {
+      const seconds = Math.min(Number(res.headers.get('retry-after')) || 1, 5);
+      await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+      continue;
+    }
+    if (!res.ok) throw new ApiError(res.status, json?.error?.code ?? 'http_error', json?.error?.message ?? `HTTP ${res.status}`);
+    return json as T;
+  }
 }
 
 // ---- DOM helpers ---------------------------------------------------------------
