@@ -129,11 +129,12 @@ const library = [
     input: lib('src/script.ts'),
     treeshake,
     plugins: [
-      ...libraryPlugins({ browser: true, target: 'ES2020', subset: true }),
+      // ES2021 (logical assignment): older than what the script already needs (addEventListener's `signal`)
+      ...libraryPlugins({ browser: true, target: 'ES2021', subset: true }),
       terser({
-        ecma: 2020,
+        ecma: 2021,
         // not `toplevel`: it would drop the `var Cipherstat` that the IIFE assigns
-        compress: { passes: 3, unsafe: true, unsafe_arrows: true, unsafe_methods: true, pure_getters: true, pure_new: true, hoist_funs: true },
+        compress: { passes: 3, unsafe_proto: true, unsafe: true, unsafe_arrows: true, unsafe_methods: true, pure_getters: true, pure_new: true, hoist_funs: true },
         // internal fields are spelled `_name`; nothing public or stored starts with `_`
         mangle: { properties: { regex: /^_[a-z]/i } },
         format: { comments: false },

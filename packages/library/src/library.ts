@@ -78,7 +78,7 @@ export function create(options: LibraryOptions, p: Platform): Library {
   const dropPoint = (reason: DropReason, name: string) => drop(reason, { count: 1, name });
   const dropBatch = (b: Batch, reason: DropReason, info?: Partial<DropInfo>) =>
     drop(reason, { count: b._stored[2], batchId: b._stored[0], ...info });
-  const report = (code: LibraryErrorCode, message: string, collector?: { status: number; code?: string }) => {
+  const report = (code: LibraryErrorCode, collector?: { status: number; code?: string }, message?: string) => {
     try {
       onError?.(new LibraryError(code, message, collector));
     } catch {}
@@ -96,7 +96,7 @@ export function create(options: LibraryOptions, p: Platform): Library {
   function record(kind: PointKind, name: string, value: number, tags?: Tags): void {
     if (stopped || !consent) return dropPoint(stopped ? 'stopped' : 'no_consent', name);
     if (!validName(name)) return dropPoint('invalid_name', name);
-    if (typeof value != 'number' || value - value !== 0) return dropPoint('invalid_value', name);
+    if (!Number.isFinite(value)) return dropPoint('invalid_value', name);
     if (tags) {
       if (tagsError(tags)) return dropPoint('invalid_tags', name);
       tags = { ...tags };
@@ -128,7 +128,7 @@ export function create(options: LibraryOptions, p: Platform): Library {
       } catch {
         // A write key that is a low-order point cannot be sealed to: never throw at the page.
         drop('rejected', { count: points.length });
-        report('invalid_option', 'writeKey is not a usable public key');
+        report('invalid_option', undefined, 'invalid option writeKey');
         continue;
       }
       queue.push(revive(stored, seq++)!);
@@ -159,6 +159,12 @@ export function create(options: LibraryOptions, p: Platform): Library {
 
   const blocked = () => stopped || !consent || p.offline() || Date.now() < pausedUntil;
   const remove = (b: Batch) => (queue = queue.filter((x) => x != b));
+  /** Removes a batch here and in storage; with a reason, reports it dropped. */
+  const forget = (b: Batch, reason?: DropReason, info?: Partial<DropInfo>) => {
+    store.remove(b._stored[0]);
+    remove(b);
+    if (reason) dropBatch(b, reason, info);
+  };
   const unpark = () => {
     for (const b of queue) if (b._wait == Infinity) b._wait = b._attempts = 0;
   };
@@ -200,38 +206,32 @@ export function create(options: LibraryOptions, p: Platform): Library {
       key = collectorKey; // no key yet, or an unusable one: fetch it again next time
     }
     const { status = 0, code, after } = out || {};
+    const col = { status, code };
     if (status == 202) {
-      store.remove(id);
-      remove(b);
+      forget(b);
       notBefore = pausedUntil = 0;
       unpark();
     } else if (!queue.includes(b)) {
       // dropped meanwhile (consent withdrawn, 410, overflow)
     } else if (status == 410) {
-      stop('account_gone', { status, code });
-      report('account_gone', 'account deleted (410 ' + code + ')', { status, code });
+      stop('account_gone', col);
+      report('account_gone', col);
     } else if (code == 'account_deactivated') {
       // Restorable: pause without spending retries; resume by itself once restored.
-      if (!pausedUntil) report('account_deactivated', 'account deactivated (503): sending paused, queue kept', { status, code });
+      if (!pausedUntil) report('account_deactivated', col);
       pausedUntil = Date.now() + Math.min(after ?? c.recheckInterval, c.recheckInterval);
     } else if (code == 'unknown_key_id' && !collectorKey && !b._rekeyed) {
       b._rekeyed = true; // the collector rotated its key: fetch it again, re-seal the outer layer once
       key = undefined;
     } else if (permanent(status)) {
-      store.remove(id);
-      remove(b);
-      dropBatch(b, 'rejected', { status, code });
+      forget(b, 'rejected', col);
     } else {
       notBefore = Date.now() + (after === undefined ? backoff(b._attempts, c.retryBaseDelay, c.retryMaxDelay) : jittered(after));
       if (++b._attempts > c.maxRetries) {
         if (persist) {
           b._wait = Infinity;
-          report('send_failed', 'batch ' + id + ' kept for later (' + (status || 'network error') + (code ? ' ' + code : '') + ')', { status, code });
-        } else {
-          store.remove(id);
-          remove(b);
-          dropBatch(b, 'retries_exhausted', { status, code });
-        }
+          report('send_failed', col, 'batch ' + id);
+        } else forget(b, 'retries_exhausted', col);
       }
     }
   }

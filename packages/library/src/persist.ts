@@ -37,7 +37,7 @@ export interface Outbox {
   remove(batchId: string): void;
   key(key: CollectorKey): void;
   clear(): void;
-  settle(): Promise<void>;
+  settle(): Promise<void> | undefined;
 }
 
 export function outbox(store: Store, maxBatches: number, maxChars: number): Outbox {
@@ -74,6 +74,6 @@ export function outbox(store: Store, maxBatches: number, maxChars: number): Outb
     remove: (id) => change((s) => void (s.q = s.q.filter((b) => b[0] != id))),
     key: (k) => change((s) => void (s.k = { keyId: k.keyId, publicKey: k.publicKey })),
     clear: () => store.write(null),
-    settle: async () => store.settle?.(),
+    settle: () => store.settle?.(),
   };
 }

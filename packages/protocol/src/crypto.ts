@@ -78,7 +78,7 @@ export function seal(message: Uint8Array, recipientPublicKey: Uint8Array, random
 export function sealWith(message: Uint8Array, recipientPublicKey: Uint8Array, ephemeralSecretKey: Uint8Array): Uint8Array {
   const ephemeralPublicKey = nacl.scalarMult.base(ephemeralSecretKey);
   const key = sharedKey(ephemeralSecretKey, recipientPublicKey);
-  if (!key) throw new RangeError('recipient public key is low-order');
+  if (!key) throw new RangeError('low-order recipient key');
   const box = nacl.secretbox(message, sealNonce(ephemeralPublicKey, recipientPublicKey), key);
   return concat(ephemeralPublicKey, box);
 }

@@ -66,7 +66,7 @@ export function encodeHeader(h: BatchHeader): Uint8Array {
 /** Builds an envelope around an already sealed inner layer. */
 export function wrapOuter(headerBytes: Uint8Array, innerSealed: Uint8Array, keys: Pick<SealKeys, 'collectorKeyId' | 'collectorPublicKey'>, random?: Random, version = VERSION, flags = 0): Uint8Array {
   const keyId = fromHex(keys.collectorKeyId);
-  if (!keyId || keyId.length !== KEY_ID_BYTES) throw new RangeError('collector key id must be 16 hex characters');
+  if (!keyId || keyId.length !== KEY_ID_BYTES) throw new RangeError('bad collector key id');
   const len = new Uint8Array([headerBytes.length >> 8, headerBytes.length & 0xff]);
   const outer = seal(concat(len, headerBytes, innerSealed), keys.collectorPublicKey, random);
   return concat(new Uint8Array([MAGIC[0], MAGIC[1], version, flags]), keyId, outer);
