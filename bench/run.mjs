@@ -11,18 +11,21 @@ const ALL = [
   ['query', 'bench/query.mjs'],
   ['shred', 'bench/shred.mjs'],
   ['abuse', 'bench/abuse.mjs'],
+  // Measurements written as vitest files (they drive the collector's classes directly).
+  ['compaction', 'services/collector/bench/compaction.measure.ts', ['node_modules/vitest/vitest.mjs', 'run', '--config', 'vitest.measure.config.ts']],
 ];
 const root = fileURLToPath(new URL('..', import.meta.url));
 const wanted = process.argv.slice(2);
 let failed = 0;
-for (const [name, file] of ALL) {
+for (const [name, file, command] of ALL) {
   if (wanted.length && !wanted.includes(name)) continue;
   if (!existsSync(root + file)) {
     console.log(`\n== ${name}: ${file} not present, skipped`);
     continue;
   }
   console.log(`\n== ${name} (${file})`);
-  const r = spawnSync(process.execPath, ['--expose-gc', file], { cwd: root, stdio: 'inherit' });
+  const args = command ? [...command, file] : ['--expose-gc', file];
+  const r = spawnSync(process.execPath, args, { cwd: root, stdio: 'inherit' });
   if (r.status !== 0) failed++;
 }
 process.exit(failed ? 1 : 0);

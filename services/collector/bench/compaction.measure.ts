@@ -2,11 +2,11 @@
  * What compaction buys a small shop, measured through the real Processor: every batch is its
  * own processing tick (as at low traffic), so every (bucket, series) collects one partial row
  * per batch. Prints rows stored and rows each query opens before and after compaction, and
- * checks the answers did not change. Timings are printed, never asserted (speed lives in
- * `npm run bench`).
+ * checks the answers did not change. A measurement, so it runs in `npm run bench`, not in
+ * `npm test` (vitest.measure.config.ts); compaction's correctness is compactor-correctness.test.ts.
  *
- *   npx vitest run services/collector/test/compactor-measure.test.ts
- *   CIPHERSTAT_MEASURE_ALL=1 npx vitest run services/collector/test/compactor-measure.test.ts  # + one batch every 5 s
+ *   npm run bench compaction
+ *   CIPHERSTAT_MEASURE_ALL=1 npm run bench compaction  # + one batch every 5 s
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeInner, randomBytes, seal, toHex } from '@cipherstat/protocol';
@@ -15,8 +15,8 @@ import { createLogger } from '../src/logger.js';
 import { executeQuery, type QueryResult, type QueryStats } from '../src/query/engine.js';
 import { parseQuery } from '../src/query/request.js';
 import type { BatchRow } from '../src/storage/types.js';
-import { createAccount, startTestCollector, type TestCollector } from './support/collector.js';
-import { expectSameAnswers, generatePoints } from './query-support.js';
+import { createAccount, startTestCollector, type TestCollector } from '../test/support/collector.js';
+import { expectSameAnswers, generatePoints } from '../test/query-support.js';
 
 const DAY = 86_400_000;
 const NOW = Date.now();
