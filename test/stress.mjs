@@ -13,7 +13,7 @@ for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130)
 
 const started = Date.now();
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
-const test = spawn(npm, ['test', ...process.argv.slice(2)], { stdio: 'inherit' });
+const test = spawn(npm, ['test', ...(process.argv.length > 2 ? ['--', ...process.argv.slice(2)] : [])], { stdio: 'inherit' });
 test.on('exit', (code, signal) => {
   stop();
   console.log(`test:stress: npm test ${code === 0 ? 'passed' : 'FAILED'} under load in ${((Date.now() - started) / 1000).toFixed(0)} s`);
