@@ -175,7 +175,7 @@ export function createApp(s: Services): Hono {
       if (account.state === 'shredded') {
         metrics.batches.inc({ outcome: 'dropped' });
         metrics.batchRejects.inc({ code: 'account_deleted' });
-        s.lateBatches.add(account.accountId); // counted in memory, written once per interval
+        s.refusals.record(account.accountId, 'late_batch_dropped', 'the account was deleted', c.req.header('origin')); // counted in memory, written once per interval
         throw new CollectorError(410, 'account_deleted', 'this account was deleted; it never accepts data again');
       }
       if (account.state !== 'active') {

@@ -75,6 +75,8 @@ const schema = z.object({
   maxInflightBytes: z.coerce.number().int().positive().default(32 * 1024 * 1024),
   /** Failed read/admin token attempts per minute per sender address before 429 `too_many_auth_failures` (burst: one minute's worth). */
   authFailureLimit: z.coerce.number().positive().default(30),
+  /** How often per-account refusal counts are written to storage (ms): one insert per interval, whatever the flood. */
+  refusalFlushMs: z.coerce.number().int().positive().default(5000),
   /** HTTP server: the whole request head must arrive within this (ms). */
   headersTimeoutMs: z.coerce.number().int().positive().default(10_000),
   /** HTTP server: the whole request (head and body) must arrive within this (ms). */
@@ -155,6 +157,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['maxBodyBytes', 'CIPHERSTAT_MAX_BODY_BYTES'],
   ['maxInflightBytes', 'CIPHERSTAT_MAX_INFLIGHT_BYTES'],
   ['authFailureLimit', 'CIPHERSTAT_AUTH_FAILURE_LIMIT'],
+  ['refusalFlushMs', 'CIPHERSTAT_REFUSAL_FLUSH_MS'],
   ['headersTimeoutMs', 'CIPHERSTAT_HEADERS_TIMEOUT_MS'],
   ['requestTimeoutMs', 'CIPHERSTAT_REQUEST_TIMEOUT_MS'],
   ['keepAliveTimeoutMs', 'CIPHERSTAT_KEEP_ALIVE_TIMEOUT_MS'],

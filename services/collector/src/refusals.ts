@@ -15,6 +15,8 @@ import type { Logger } from './logger.js';
 import type { Store } from './storage/index.js';
 
 const HOUR = 3_600_000;
+/** Accounts with counts waiting for a flush, at most (a flood naming many accounts stays bounded). */
+const MAX_PENDING_ACCOUNTS = 100_000;
 /** Origins remembered per account (most recent last). */
 const ORIGINS_KEPT = 5;
 
@@ -44,9 +46,14 @@ export class Refusals {
     this.#timer.unref();
   }
 
-  /** One refused batch of `accountId` with a stable `code`; `origin` as the request sent it. */
+  /**
+   * One refused batch of `accountId` with a stable `code`; `origin` as the request sent it.
+   * Memory is bounded: at most `MAX_PENDING_ACCOUNTS` accounts wait for a flush (beyond, a new
+   * account's refusal is logged but not counted until the next flush makes room).
+   */
   record(accountId: string, code: string, message: string, origin?: string): void {
     let codes = this.#pending.get(accountId);
+    if (!codes && this.#pending.size >= MAX_PENDING_ACCOUNTS) return this.#logOnce(accountId, code, message, origin);
     if (!codes) this.#pending.set(accountId, (codes = new Map()));
     codes.set(code, (codes.get(code) ?? 0) + 1);
     if (origin && code === 'origin_not_allowed') {

@@ -19,7 +19,6 @@ import { parsePartition } from './storage/types.js';
 import { Compactor } from './compactor.js';
 import { RateLimiter } from './rate-limit.js';
 import { Admission, AuthFailures, textFormBytes } from './admission.js';
-import { LateBatches } from './late-batches.js';
 import { Fairness } from './fairness.js';
 import { createApp } from './app.js';
 import { QueryCache } from './query/index.js';
@@ -48,7 +47,6 @@ export interface Services {
   /** Failed read/admin token attempts per sender address. */
   authFailures: AuthFailures;
   /** Late batches for shredded accounts, counted in memory and written once per interval. */
-  lateBatches: LateBatches;
   /** Batch-level refusals per account and code: counted, flushed to storage, logged once an hour. */
   refusals: Refusals;
   /** The Library's <script> build this collector serves (undefined when not built). */
@@ -193,8 +191,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
       now,
     }),
     authFailures: new AuthFailures(config.authFailureLimit, now),
-    lateBatches: new LateBatches({ store, log, now }),
-    refusals: new Refusals({ store, log, now }),
+    refusals: new Refusals({ store, log, now, flushMs: config.refusalFlushMs }),
     script: loadScript(),
     fairness,
     adminTokenHash: admin.hash,
@@ -229,7 +226,6 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
   // After recovery: orphans of a crashed tick are gone before the first pass looks.
   services.compactor?.start();
   if (services.roles.process) services.lifecycle.start();
-  services.lateBatches.start();
   services.refusals.start();
   const app = createApp(services);
   const server = await new Promise<ServerType>((resolve) => {
@@ -261,7 +257,6 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
         (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
       });
       await services.writer.close();
-      await services.lateBatches.stop();
       await services.refusals.close();
       await processor?.stop();
       await services.compactor?.stop();

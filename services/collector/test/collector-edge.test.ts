@@ -251,7 +251,7 @@ describe('authentication failures are cheap and limited', () => {
   });
 
   it('late batches to a shredded account cost no storage write per request; their count is written once per flush', async () => {
-    const c = await collector({});
+    const c = await collector({ refusalFlushMs: 3_600_000 }); // no timed flush during the test: only the explicit one
     const victim: TestAccount = await createAccount(c);
     expect((await c.admin('DELETE', `/v1/accounts/${victim.accountId}?now=true`)).status).toBe(200);
     const store = c.services.store;
@@ -263,7 +263,7 @@ describe('authentication failures are cheap and limited', () => {
     };
     for (let i = 0; i < 20; i++) expect((await post(c.url, envelope(victim, points(1)).bytes)).status).toBe(410);
     expect(lateWrites).toHaveLength(0);
-    await c.services.lateBatches.flush();
+    await c.services.refusals.flush();
     expect(lateWrites).toHaveLength(1);
     expect((await store.rejects(victim.accountId)).late_batch_dropped).toBe(20);
   });

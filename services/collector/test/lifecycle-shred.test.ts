@@ -29,7 +29,7 @@ const readAs = (a: TestAccount, path: '/v1/metrics' | '/v1/query') =>
 const account = async (id: string) => (await (await c.admin('GET', `/v1/accounts/${id}`)).json()) as Record<string, any>;
 
 beforeAll(async () => {
-  c = await startTestCollector({ now, env });
+  c = await startTestCollector({ now, env, config: { refusalFlushMs: 3_600_000 } }); // refusal counts reach storage when a test flushes them
   const probe = await createAccount(c);
   queryRoutes = (await readAs(probe, '/v1/metrics')).status !== 404;
   expect(queryRoutes, 'the query routes are registered').toBe(true);
@@ -185,7 +185,7 @@ describe('shred now', () => {
     ]);
     await c.services.processor!.poll();
     await c.services.processor!.drain();
-    await c.services.lateBatches.flush(); // ingest counts late batches in memory and writes them per interval
+    await c.services.refusals.flush(); // ingest counts late batches in memory and writes them per interval
     const rejects = await c.services.store.rejects(victim.accountId);
     // 1 + 3: the late batch of the test before was still counted in memory when that purge ran,
     // so it is written now and goes with the next purge
