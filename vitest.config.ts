@@ -17,7 +17,9 @@ export default defineConfig({
     pool: 'forks',
     fileParallelism: true,
     maxWorkers: 2,
-    testTimeout: 60_000,
-    hookTimeout: 120_000,
+    // Sized for a loaded machine (`npm run test:stress`: every core busy): a test that is slow
+    // there is slow, not failing. Speed is measured by `npm run bench`, never by a timeout.
+    testTimeout: 180_000,
+    hookTimeout: 300_000,
   },
 });
