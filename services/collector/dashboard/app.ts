@@ -37,7 +37,7 @@ interface QueryBody {
   aggregation: string;
   from: number;
   to: number;
-  interval: 'minute' | 'hour' | 'day';
+  interval: string;
   timezone: string;
   groupBy?: string[];
   filter?: Record<string, string>;
@@ -45,6 +45,14 @@ interface QueryBody {
 interface QueryResult {
   series: Series[];
   meta: { from: number; to: number; level: string; rows: number; failedRows: number; cached: boolean };
+}
+/** What a comparison shows: this period's answer and the one of the same length just before it. */
+interface Compared {
+  body: QueryBody;
+  current: QueryResult;
+  previous: QueryResult;
+  /** Per series key: one figure for each whole period (null: no data, or not combinable). */
+  summary: Map<string, { now: number | null; before: number | null }>;
 }
 
 class ApiError extends Error {
@@ -81,6 +89,21 @@ async function slot(): Promise<() => void> {
     if (next) next(); // the slot passes on
     else inFlight--;
   };
+}
+
+/** A same-origin GET without the token (the ingest role's public files), in a request slot too. */
+async function publicGet(path: string): Promise<Response | undefined> {
+  const release = await slot();
+  try {
+    const res = await fetch(path, { cache: 'no-store', credentials: 'omit' });
+    if (!res.ok) return undefined;
+    await res.clone().arrayBuffer(); // read the body before the slot passes on
+    return res;
+  } catch {
+    return undefined;
+  } finally {
+    release();
+  }
 }
 
 async function api<T>(path: string, body?: unknown): Promise<T> {
@@ -137,48 +160,151 @@ function options(select: HTMLSelectElement, items: [value: string, label: string
   if (selected !== undefined && items.some(([v]) => v === selected)) select.value = selected;
 }
 
+/** Selects `value` when the select offers it (and it is not disabled); says whether it did. */
+function choose(select: HTMLSelectElement, value: string | null): boolean {
+  if (value === null || !Array.from(select.options).some((o) => o.value === value && !o.disabled)) return false;
+  select.value = value;
+  return true;
+}
+
 function setStatus(text: string, kind: 'info' | 'error' = 'info'): void {
   const s = $('status');
   s.textContent = text;
   s.className = `status ${kind}`;
 }
 
-const numberFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
-const formatValue = (v: number | null): string => (v === null ? '—' : numberFormat.format(v));
+// ---- numbers, units, time --------------------------------------------------------
 
-function timeFormat(interval: string, timeZone: string): Intl.DateTimeFormat {
-  const o: Intl.DateTimeFormatOptions = { timeZone, year: 'numeric', month: 'short', day: '2-digit' };
-  if (interval !== 'day') Object.assign(o, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
-  return new Intl.DateTimeFormat(undefined, o);
+const numberFormat = new Intl.NumberFormat(undefined, { maximumFractionDigits: 2 });
+const oneDecimal = new Intl.NumberFormat(undefined, { maximumFractionDigits: 1 });
+const CURRENCY = 'currency';
+
+type Unit = { kind: 'none' } | { kind: 'ms' } | { kind: 'bytes' } | { kind: 'currency'; code: string | undefined };
+const NONE: Unit = { kind: 'none' };
+
+/**
+ * The unit of an answer, from the metric's name (`…_ms`: milliseconds, `…_bytes`: bytes) or a
+ * series' `currency` tag (amounts are never added across currencies: such metrics are always
+ * split by currency, see currentQuery). A count is a number of events, whatever the metric measures.
+ */
+function unitOf(metric: string, aggregation: string, tags: Record<string, string> = {}): Unit {
+  if (aggregation === 'count') return NONE;
+  if (/[._-]ms$/i.test(metric)) return { kind: 'ms' };
+  if (/[._-]bytes$/i.test(metric)) return { kind: 'bytes' };
+  if (hasCurrency(metric)) return { kind: 'currency', code: tags[CURRENCY] };
+  return NONE;
 }
 
-const seriesLabel = (s: Series): string => {
-  const entries = Object.entries(s.tags);
-  return entries.length ? entries.map(([k, v]) => `${k}=${v}`).join(', ') : 'all';
+const hasCurrency = (metric: string): boolean => !!metricInfo(metric)?.tags.some((t) => t.key === CURRENCY);
+
+const currencyFormats = new Map<string, Intl.NumberFormat | null>();
+function currencyFormat(code: string): Intl.NumberFormat | null {
+  if (!currencyFormats.has(code)) {
+    let f: Intl.NumberFormat | null = null;
+    try {
+      f = new Intl.NumberFormat(undefined, { style: 'currency', currency: code });
+    } catch {
+      /* not an ISO 4217 code: the number and the tag value */
+    }
+    currencyFormats.set(code, f);
+  }
+  return currencyFormats.get(code)!;
+}
+
+const BYTE_UNITS = ['B', 'KB', 'MB', 'GB', 'TB'];
+
+function formatValue(v: number | null, unit: Unit = NONE): string {
+  if (v === null) return '—';
+  switch (unit.kind) {
+    case 'ms':
+      return Math.abs(v) < 1000 ? `${oneDecimal.format(v)} ms` : `${numberFormat.format(v / 1000)} s`;
+    case 'bytes': {
+      let x = v;
+      let i = 0;
+      while (Math.abs(x) >= 1024 && i < BYTE_UNITS.length - 1) {
+        x /= 1024;
+        i++;
+      }
+      return `${(i ? oneDecimal : numberFormat).format(x)} ${BYTE_UNITS[i]}`;
+    }
+    case 'currency': {
+      if (!unit.code) return numberFormat.format(v);
+      const f = currencyFormat(unit.code);
+      return f ? f.format(v) : `${numberFormat.format(v)} ${unit.code}`;
+    }
+    default:
+      return numberFormat.format(v);
+  }
+}
+
+/** The y axis' caption. */
+function axisLabel(units: Unit[], aggregation: string): string {
+  if (aggregation === 'count') return 'events';
+  const u = units[0] ?? NONE;
+  if (u.kind === 'ms') return 'duration';
+  if (u.kind === 'bytes') return 'size';
+  if (u.kind === 'currency') return units.every((x) => x.kind === 'currency' && x.code === u.code) && u.code ? `amount (${u.code})` : 'amount, per currency';
+  return '';
+}
+
+/**
+ * The page's one time format (chart axis, chart legend, table, comparison): day and month,
+ * and a 24-hour clock unless the step is a day or longer, in the zone the viewer chose.
+ */
+function timeFormatter(interval: string, timeZone: string): (t: number) => string {
+  const o: Intl.DateTimeFormatOptions = { timeZone, month: 'short', day: 'numeric' };
+  if (interval === 'minute' || interval === 'hour') Object.assign(o, { hour: '2-digit', minute: '2-digit', hourCycle: 'h23' });
+  if (interval === 'month') Object.assign(o, { day: undefined, year: 'numeric' });
+  const f = new Intl.DateTimeFormat(undefined, o);
+  return (t) => f.format(t);
+}
+
+const seriesKey = (tags: Record<string, string>): string => JSON.stringify(Object.entries(tags).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+
+const seriesLabel = (tags: Record<string, string>): string => {
+  const entries = Object.entries(tags);
+  return entries.length ? entries.map(([k, v]) => `${k}: ${v}`).join(', ') : 'All';
 };
 
 // ---- state ---------------------------------------------------------------------
 
 let listing: Listing | undefined;
 let chart: uPlot | undefined;
+let pollTimer: number | undefined;
+/** How often the empty page asks whether the first data arrived. */
+const POLL_MS = 3000;
 const browserZone = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
-const RANGE_INTERVALS: Record<string, { allowed: string[]; preferred: string }> = {
-  '3600000': { allowed: ['minute', 'hour'], preferred: 'minute' },
-  '86400000': { allowed: ['minute', 'hour', 'day'], preferred: 'hour' },
-  '604800000': { allowed: ['hour', 'day'], preferred: 'hour' },
-  '2592000000': { allowed: ['hour', 'day'], preferred: 'day' },
+const RANGES: Record<string, { ms: number; words: string; allowed: string[]; preferred: string }> = {
+  '1h': { ms: 3_600_000, words: 'hour', allowed: ['minute', 'hour'], preferred: 'minute' },
+  '24h': { ms: 86_400_000, words: '24 hours', allowed: ['minute', 'hour', 'day'], preferred: 'hour' },
+  '7d': { ms: 604_800_000, words: '7 days', allowed: ['hour', 'day'], preferred: 'hour' },
+  '30d': { ms: 2_592_000_000, words: '30 days', allowed: ['hour', 'day'], preferred: 'day' },
 };
 const DEFAULT_AGGREGATION: Record<string, string> = { counter: 'sum', gauge: 'avg', histogram: 'p95' };
 const COLORS = ['#1f6feb', '#d9480f', '#2f9e44', '#ae3ec9', '#f08c00', '#0c8599', '#e03131', '#5c7cfa', '#66a80f', '#862e9c'];
+const STEP_WORDS: Record<string, string> = { minute: 'per-minute', hour: 'hourly', 'hour+minute': 'hourly and per-minute' };
 
 const metricInfo = (name: string): MetricInfo | undefined => listing?.metrics.find((m) => m.name === name);
 
-// ---- login ---------------------------------------------------------------------
+/** The default metric: the busiest (most events in the last 24 hours; ties by name). */
+const busiest = (l: Listing): string | undefined => [...l.metrics].sort((a, b) => b.points24h - a.points24h || (a.name < b.name ? -1 : 1))[0]?.name;
+
+const validZone = (zone: string): boolean => {
+  try {
+    new Intl.DateTimeFormat(undefined, { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+// ---- login, empty state ----------------------------------------------------------
 
 async function connect(): Promise<void> {
   setStatus('Loading metrics…');
+  let l: Listing;
   try {
-    listing = await api<Listing>('/v1/metrics');
+    l = await api<Listing>('/v1/metrics');
   } catch (e) {
     listing = undefined;
     if (e instanceof ApiError && (e.status === 401 || e.status === 403 || e.status === 410)) sessionStorage.removeItem(TOKEN_KEY);
@@ -187,27 +313,116 @@ async function connect(): Promise<void> {
     return;
   }
   showSession(true);
-  $('account').textContent = listing.accountId;
-  renderCatalog(listing);
-  fillMetricPicker(listing);
-  setStatus(listing.metrics.length ? '' : 'No metrics recorded yet.');
-  await Promise.all([renderOverview(listing), listing.metrics.length ? runQuery() : Promise.resolve()]);
+  $('account').textContent = l.accountId;
+  $('account').title = l.accountId;
+  listing = l;
+  renderCatalog(l);
+  if (l.metrics.length) await showData(l);
+  else await showWelcome(l);
 }
 
 function showSession(on: boolean): void {
   $('login').hidden = on;
   $('session').hidden = !on;
   $('intro').hidden = on;
-  for (const id of ['explorer', 'catalog']) $(id).hidden = !on;
-  if (!on) $('overview').hidden = $('problems').hidden = true;
+  $('catalog').hidden = !on;
+  if (!on) $('overview').hidden = $('problems').hidden = $('explorer').hidden = $('welcome').hidden = true;
+}
+
+/** Metrics exist: the explorer (state from the URL, else the busiest metric) and the overview. */
+async function showData(l: Listing): Promise<void> {
+  clearTimeout(pollTimer);
+  listing = l;
+  $('welcome').hidden = true;
+  $('explorer').hidden = false;
+  renderCatalog(l);
+  fillPickers(l);
+  applyState(new URLSearchParams(location.search));
+  setStatus('');
+  await Promise.all([renderOverview(l), runQuery(false)]);
+}
+
+/** No metric yet: the tag to paste, and a check every few seconds for the first data. */
+async function showWelcome(l: Listing): Promise<void> {
+  $('welcome').hidden = false;
+  $('explorer').hidden = true;
+  $('overview').hidden = true;
+  setStatus('');
+  if (!$('snippet').textContent) {
+    const s = await snippetFor(l.accountId);
+    $('snippet').textContent = s.text;
+    $('snippet-note').textContent = s.note;
+  }
+  clearTimeout(pollTimer);
+  pollTimer = window.setTimeout(() => void poll(), POLL_MS);
+}
+
+async function poll(): Promise<void> {
+  if (!sessionStorage.getItem(TOKEN_KEY) || $('welcome').hidden) return;
+  try {
+    const l = await api<Listing>('/v1/metrics');
+    if (l.metrics.length) return void (await showData(l));
+    renderCatalog(l); // refusals show up while waiting
+  } catch {
+    /* asked again below */
+  }
+  if (!$('welcome').hidden) pollTimer = window.setTimeout(() => void poll(), POLL_MS);
+}
+
+const WRITE_KEY_PLACEHOLDER = 'YOUR-WRITE-KEY';
+const toBase64 = (b: ArrayBuffer): string => btoa(String.fromCharCode(...new Uint8Array(b)));
+const toHex = (b: ArrayBuffer): string => Array.from(new Uint8Array(b), (x) => x.toString(16).padStart(2, '0')).join('');
+
+/**
+ * The script tag `cipherstat accounts create` prints, as far as this page can know it: this
+ * collector's address, the account, the pinned collector key (GET /v1/collector-key) and the
+ * script at its content-named path with its integrity hash (computed here from the served
+ * script, and used only when the collector serves that path). The write key is not known to a
+ * read token: a placeholder the shop replaces.
+ */
+async function snippetFor(accountId: string): Promise<{ text: string; note: string }> {
+  const origin = location.origin;
+  const keyRes = await publicGet('/v1/collector-key');
+  const key = keyRes ? ((await keyRes.json()) as { keyId: string; publicKey: string }) : undefined;
+  const script = await publicGet('/cipherstat.min.js');
+  if (!key || !script) {
+    return {
+      text: [
+        `<script src="https://COLLECTOR/cipherstat.min.js" crossorigin="anonymous"`,
+        `        data-endpoint="https://COLLECTOR" data-account="${accountId}" data-write-key="${WRITE_KEY_PLACEHOLDER}"></script>`,
+      ].join('\n'),
+      note: 'This address does not receive data (it only answers queries), so it cannot fill in the collector: use the tag that `cipherstat accounts create` printed.',
+    };
+  }
+  let src = `${origin}/cipherstat.min.js`;
+  let integrity = '';
+  if (globalThis.crypto?.subtle) {
+    const bytes = await script.arrayBuffer();
+    const path = `/cipherstat.${toHex(await crypto.subtle.digest('SHA-256', bytes)).slice(0, 16)}.min.js`;
+    if (await publicGet(path)) {
+      src = origin + path;
+      integrity = `sha384-${toBase64(await crypto.subtle.digest('SHA-384', bytes))}`;
+    }
+  }
+  return {
+    text: [
+      `<script src="${src}"${integrity ? ` integrity="${integrity}"` : ''} crossorigin="anonymous"`,
+      `        data-endpoint="${origin}" data-account="${accountId}" data-write-key="${WRITE_KEY_PLACEHOLDER}"`,
+      `        data-collector-key-id="${key.keyId}" data-collector-key="${key.publicKey}"></script>`,
+    ].join('\n'),
+    note: integrity
+      ? 'The script comes from this collector at an address named by its content; the integrity hash makes browsers refuse any other copy. Add the shop\'s address as an allowed origin of the account, or its data is turned away.'
+      : 'This browser cannot compute the integrity hash on this page (it is not served over HTTPS), so the tag has none: `cipherstat accounts create` prints one with it.',
+  };
 }
 
 // ---- catalog -------------------------------------------------------------------
 
 function renderCatalog(l: Listing): void {
   const body = $('metrics').querySelector('tbody')!;
+  const byVolume = [...l.metrics].sort((a, b) => b.points24h - a.points24h || (a.name < b.name ? -1 : 1));
   body.replaceChildren(
-    ...l.metrics.map((m) => {
+    ...byVolume.map((m) => {
       const tags = m.tags.map((t) => `${t.key} (${t.values ? t.values.join(', ') : `${t.distinctValues}+ values`})`).join('; ');
       return el('tr', {}, el('td', { text: m.name }), el('td', { text: m.kind }), el('td', { className: 'num', text: numberFormat.format(m.points24h) }), el('td', { text: tags || '—' }));
     }),
@@ -226,31 +441,24 @@ function renderCatalog(l: Listing): void {
   );
 }
 
-// ---- controls ------------------------------------------------------------------
+// ---- controls, URL state ----------------------------------------------------------
 
-function fillMetricPicker(l: Listing): void {
-  const metric = $<HTMLSelectElement>('metric');
-  const previous = metric.value;
-  options(metric, l.metrics.map((m) => [m.name, m.name]), previous);
-  const tz = $<HTMLInputElement>('timezone');
-  if (!tz.value) tz.value = browserZone;
+function fillPickers(l: Listing): void {
+  options($<HTMLSelectElement>('metric'), l.metrics.map((m) => [m.name, m.name]).sort(([a], [b]) => (a! < b! ? -1 : 1)) as [string, string][]);
   const zones = (Intl as { supportedValuesOf?: (k: string) => string[] }).supportedValuesOf?.('timeZone') ?? [];
   $('timezones').replaceChildren(...['UTC', ...zones].map((z) => {
     const o = el('option');
     o.value = z;
     return o;
   }));
-  onMetricChange();
-  onRangeChange();
 }
 
 function onMetricChange(): void {
   const m = metricInfo($<HTMLSelectElement>('metric').value);
   if (!m) return;
   $<HTMLSelectElement>('aggregation').value = DEFAULT_AGGREGATION[m.kind] ?? 'count';
-  const keys: [string, string][] = [['', '(none)'], ...m.tags.map((t): [string, string] => [t.key, t.key])];
-  options($<HTMLSelectElement>('group-by'), keys, '');
-  options($<HTMLSelectElement>('filter-key'), keys, '');
+  options($<HTMLSelectElement>('group-by'), [['', '(nothing)'], ...m.tags.map((t): [string, string] => [t.key, t.key])], '');
+  options($<HTMLSelectElement>('filter-key'), [['', '(everything)'], ...m.tags.map((t): [string, string] => [t.key, t.key])], '');
   onFilterKeyChange();
 }
 
@@ -269,56 +477,245 @@ function onFilterKeyChange(): void {
 }
 
 function onRangeChange(): void {
-  const rule = RANGE_INTERVALS[$<HTMLSelectElement>('range').value]!;
+  const rule = RANGES[$<HTMLSelectElement>('range').value]!;
   const interval = $<HTMLSelectElement>('interval');
   for (const o of Array.from(interval.options)) o.disabled = !rule.allowed.includes(o.value);
   if (!rule.allowed.includes(interval.value)) interval.value = rule.preferred;
 }
 
+/** The choices on the page as URL parameters (the read token never goes into the URL). */
+function stateParams(): URLSearchParams {
+  const p = new URLSearchParams();
+  p.set('metric', $<HTMLSelectElement>('metric').value);
+  p.set('show', $<HTMLSelectElement>('aggregation').value);
+  p.set('period', $<HTMLSelectElement>('range').value);
+  p.set('step', $<HTMLSelectElement>('interval').value);
+  const split = $<HTMLSelectElement>('group-by').value;
+  if (split) p.set('split', split);
+  const where = $<HTMLSelectElement>('filter-key').value;
+  const is = $<HTMLInputElement>('filter-value').value;
+  if (where && is) {
+    p.set('where', where);
+    p.set('is', is);
+  }
+  p.set('tz', $<HTMLInputElement>('timezone').value.trim() || browserZone);
+  return p;
+}
+
+/** Restores the choices from URL parameters; what is missing or unknown gets its default. */
+function applyState(p: URLSearchParams): void {
+  const l = listing!;
+  const wanted = p.get('metric');
+  $<HTMLSelectElement>('metric').value = wanted !== null && metricInfo(wanted) ? wanted : busiest(l)!;
+  onMetricChange();
+  choose($<HTMLSelectElement>('aggregation'), p.get('show'));
+  if (!choose($<HTMLSelectElement>('range'), p.get('period'))) $<HTMLSelectElement>('range').value = '24h';
+  onRangeChange();
+  choose($<HTMLSelectElement>('interval'), p.get('step'));
+  choose($<HTMLSelectElement>('group-by'), p.get('split'));
+  if (choose($<HTMLSelectElement>('filter-key'), p.get('where'))) {
+    onFilterKeyChange();
+    $<HTMLInputElement>('filter-value').value = p.get('is') ?? '';
+  } else {
+    $<HTMLSelectElement>('filter-key').value = '';
+    onFilterKeyChange();
+  }
+  const tz = p.get('tz');
+  $<HTMLInputElement>('timezone').value = tz && validZone(tz) ? tz : browserZone;
+}
+
+/** Writes the choices into the URL: a new history entry for a new choice, so Back returns to the previous one. */
+function saveState(push: boolean): void {
+  const search = `?${stateParams().toString()}`;
+  if (search === location.search) return;
+  if (push) history.pushState(null, '', search);
+  else history.replaceState(null, '', search);
+}
+
 function currentQuery(): QueryBody {
-  const range = Number($<HTMLSelectElement>('range').value);
+  const range = RANGES[$<HTMLSelectElement>('range').value]!.ms;
   // Align `to` to the minute so that refreshes within a minute are answered from the cache.
   const to = Math.ceil(Date.now() / 60_000) * 60_000;
+  const zone = $<HTMLInputElement>('timezone').value.trim();
   const body: QueryBody = {
     metric: $<HTMLSelectElement>('metric').value,
     aggregation: $<HTMLSelectElement>('aggregation').value,
     from: to - range,
     to,
-    interval: $<HTMLSelectElement>('interval').value as QueryBody['interval'],
-    timezone: $<HTMLInputElement>('timezone').value.trim() || browserZone,
+    interval: $<HTMLSelectElement>('interval').value,
+    timezone: zone && validZone(zone) ? zone : browserZone,
   };
   const groupBy = $<HTMLSelectElement>('group-by').value;
-  if (groupBy) body.groupBy = [groupBy];
   const fk = $<HTMLSelectElement>('filter-key').value;
   const fv = $<HTMLInputElement>('filter-value').value;
   if (fk && fv) body.filter = { [fk]: fv };
+  body.groupBy = groupBy ? [groupBy] : [];
+  // Amounts in different currencies are never added up: split by currency unless one is chosen.
+  if (body.aggregation !== 'count' && hasCurrency(body.metric) && fk !== CURRENCY && !body.groupBy.includes(CURRENCY)) body.groupBy.unshift(CURRENCY);
+  if (!body.groupBy.length) delete body.groupBy;
   return body;
+}
+
+// ---- comparison with the previous period ------------------------------------------
+
+/**
+ * One figure for a whole period from its buckets, where the aggregation allows it: a total
+ * (count, sum), the lowest, the highest, the latest, or an average weighted by each bucket's
+ * count. A percentile of a period cannot be made from per-bucket percentiles: null.
+ */
+function periodFigure(s: Series | undefined, aggregation: string, counts: Series | undefined): number | null {
+  const present = (s?.points ?? []).filter((p): p is [number, number] => p[1] !== null);
+  if (!present.length) return null;
+  const values = present.map(([, v]) => v);
+  switch (aggregation) {
+    case 'count':
+    case 'sum':
+      return values.reduce((a, b) => a + b, 0);
+    case 'min':
+      return Math.min(...values);
+    case 'max':
+      return Math.max(...values);
+    case 'last':
+      return values.at(-1)!;
+    case 'avg': {
+      const n = new Map((counts?.points ?? []).map(([t, c]) => [t, c ?? 0]));
+      let count = 0;
+      let total = 0;
+      for (const [t, v] of present) {
+        count += n.get(t) ?? 0;
+        total += v * (n.get(t) ?? 0);
+      }
+      return count ? total / count : null;
+    }
+    default:
+      return null;
+  }
+}
+
+/** The change from `before` to `now`, in words a shop owner reads (absent and zero handled). */
+function changeText(now: number | null, before: number | null): { text: string; pct: number | null; dir: 'up' | 'down' | 'flat' | '' } {
+  if (now === null && before === null) return { text: 'no data in either period', pct: null, dir: '' };
+  if (before === null) return { text: 'no data in the previous period', pct: null, dir: '' };
+  if (now === null) return { text: 'no data in this period', pct: null, dir: '' };
+  if (before === 0) return now === 0 ? { text: 'no change', pct: 0, dir: 'flat' } : { text: 'new (previous period: 0)', pct: null, dir: 'up' };
+  const pct = ((now - before) / Math.abs(before)) * 100;
+  const dir = pct > 0 ? 'up' : pct < 0 ? 'down' : 'flat';
+  return { text: pct === 0 ? 'no change' : `${dir === 'up' ? '▲ +' : '▼ '}${oneDecimal.format(pct)}%`, pct, dir };
+}
+
+const findSeries = (r: QueryResult | undefined, key: string): Series | undefined => r?.series.find((s) => seriesKey(s.tags) === key);
+
+/**
+ * Queries the period and the previous period of the same length (the buckets just before the
+ * first bucket of the answer), plus the counts when an average needs weighting.
+ */
+async function compare(body: QueryBody): Promise<Compared> {
+  const current = await api<QueryResult>('/v1/query', body);
+  const length = current.meta.to - current.meta.from;
+  const before: QueryBody = { ...body, from: current.meta.from - length, to: current.meta.from };
+  const weighted = body.aggregation === 'avg';
+  const [previous, countNow, countBefore] = await Promise.all([
+    api<QueryResult>('/v1/query', before),
+    weighted ? api<QueryResult>('/v1/query', { ...body, aggregation: 'count' }) : undefined,
+    weighted ? api<QueryResult>('/v1/query', { ...before, aggregation: 'count' }) : undefined,
+  ]);
+  const summary: Compared['summary'] = new Map();
+  for (const s of [...current.series, ...previous.series]) {
+    const key = seriesKey(s.tags);
+    if (summary.has(key)) continue;
+    summary.set(key, {
+      now: periodFigure(findSeries(current, key), body.aggregation, findSeries(countNow, key)),
+      before: periodFigure(findSeries(previous, key), body.aggregation, findSeries(countBefore, key)),
+    });
+  }
+  return { body, current, previous, summary };
 }
 
 // ---- query, chart, table --------------------------------------------------------
 
 let running = 0;
 
-async function runQuery(body: QueryBody = currentQuery()): Promise<void> {
+async function runQuery(push = true): Promise<void> {
   const ticket = ++running;
+  saveState(push);
+  const body = currentQuery();
   $('run').toggleAttribute('disabled', true);
-  setStatus('Querying…');
+  setStatus('Loading…');
   try {
-    const result = await api<QueryResult>('/v1/query', body);
+    const c = await compare(body);
     if (ticket !== running) return;
-    renderChart(result, body);
-    renderTable(result, body);
-    const m = result.meta;
-    $('meta').textContent =
-      `${result.series.length} series · ${m.rows} encrypted rows (${m.level} rollups) opened${m.cached ? ' · cached' : ''}` +
-      (m.failedRows ? ` · ${m.failedRows} rows failed to open and were left out` : '');
-    setStatus(m.failedRows ? 'Some stored rows could not be opened; the answer leaves them out.' : '', m.failedRows ? 'error' : 'info');
+    renderCompare(c);
+    renderChart(c.current, body);
+    renderTable(c);
+    const m = c.current.meta;
+    const step = STEP_WORDS[m.level] ?? m.level;
+    $('meta').textContent = m.rows
+      ? `Based on ${numberFormat.format(m.rows)} ${step} ${m.rows === 1 ? 'summary' : 'summaries'} of encrypted data.`
+      : 'No data in this period.';
+    $('tech').textContent =
+      `${m.rows} encrypted rows (${m.level} rollups) opened for this period and ${c.previous.meta.rows} for the previous one; ` +
+      `${m.failedRows + c.previous.meta.failedRows} failed to open; ${m.cached ? 'answered from the query cache' : 'computed for this request'}; ` +
+      `buckets ${new Date(m.from).toISOString()} – ${new Date(m.to).toISOString()}.`;
+    const failed = m.failedRows + c.previous.meta.failedRows;
+    setStatus(failed ? `${failed} stored ${failed === 1 ? 'summary' : 'summaries'} could not be read and ${failed === 1 ? 'is' : 'are'} left out of these numbers.` : '', failed ? 'error' : 'info');
   } catch (e) {
     if (ticket !== running) return;
     setStatus(e instanceof ApiError ? `${e.message} (${e.code})` : String(e), 'error');
   } finally {
     if (ticket === running) $('run').toggleAttribute('disabled', false);
   }
+}
+
+const AGGREGATION_WORDS: Record<string, string> = {
+  count: 'Number of events',
+  sum: 'Total',
+  avg: 'Average',
+  min: 'Lowest',
+  max: 'Highest',
+  p50: 'Median',
+  p90: '90th percentile',
+  p95: '95th percentile',
+  p99: '99th percentile',
+  last: 'Latest value',
+};
+
+function renderCompare(c: Compared): void {
+  const host = $('compare');
+  const { body, current, previous } = c;
+  const fmt = timeFormatter(body.interval, body.timezone);
+  const words = RANGES[$<HTMLSelectElement>('range').value]?.words ?? 'period';
+  const rows: HTMLElement[] = [];
+  if (!['count', 'sum', 'min', 'max', 'last', 'avg'].includes(body.aggregation)) {
+    rows.push(
+      el('p', {
+        className: 'muted',
+        text: `A ${AGGREGATION_WORDS[body.aggregation]?.toLowerCase() ?? body.aggregation} of a whole period cannot be made from per-${body.interval} figures: the table compares each ${body.interval} with the same ${body.interval} of the previous ${words}.`,
+      }),
+    );
+  } else {
+    for (const [key, { now, before }] of [...c.summary].slice(0, 12)) {
+      const tags = Object.fromEntries(JSON.parse(key) as [string, string][]);
+      const unit = unitOf(body.metric, body.aggregation, tags);
+      const ch = changeText(now, before);
+      const row = el(
+        'div',
+        { className: 'cmp' },
+        el('span', { className: 'label', text: `${seriesLabel(tags)}:` }),
+        el('strong', { className: 'now', text: formatValue(now, unit) }),
+        el('span', { className: `change ${ch.dir}`, text: ch.text }),
+        ...(before === null ? [] : [el('span', { className: 'before', text: `previous ${words}: ${formatValue(before, unit)}` })]),
+      );
+      row.dataset.series = seriesLabel(tags);
+      row.dataset.now = now === null ? '' : String(now);
+      row.dataset.before = before === null ? '' : String(before);
+      row.dataset.change = ch.pct === null ? '' : String(ch.pct);
+      rows.push(row);
+    }
+  }
+  host.replaceChildren(
+    el('p', { className: 'period', text: `${AGGREGATION_WORDS[body.aggregation] ?? body.aggregation}, ${fmt(current.meta.from)} until now, compared with ${fmt(previous.meta.from)} – ${fmt(previous.meta.to)}` }),
+    ...rows,
+  );
 }
 
 function renderChart(result: QueryResult, body: QueryBody): void {
@@ -328,28 +725,33 @@ function renderChart(result: QueryResult, body: QueryBody): void {
   host.replaceChildren();
   const xs = result.series[0]?.points.map(([t]) => t) ?? [];
   if (!xs.length) {
-    host.append(el('p', { className: 'empty', text: 'No data in this range.' }));
+    host.append(el('p', { className: 'empty', text: 'No data in this period.' }));
     return;
   }
   const data: uPlot.AlignedData = [xs, ...result.series.map((s) => s.points.map(([, v]) => v))];
-  const fmt = timeFormat(body.interval, body.timezone);
+  const fmt = timeFormatter(body.interval, body.timezone);
+  const units = result.series.map((s) => unitOf(body.metric, body.aggregation, s.tags));
+  const axisUnit = units.every((u) => JSON.stringify(u) === JSON.stringify(units[0])) ? units[0]! : NONE;
   const opts: uPlot.Options = {
-    width: Math.max(320, host.clientWidth || 800),
+    width: Math.max(200, host.clientWidth || 800),
     height: 320,
     ms: 1,
     tzDate: (ts) => uPlot.tzDate(new Date(ts), body.timezone),
     cursor: { drag: { x: true, y: false } },
     scales: { x: { time: true } },
-    axes: [{ stroke: '#57606a', grid: { stroke: '#eaeef2' } }, { stroke: '#57606a', grid: { stroke: '#eaeef2' }, size: 70 }],
+    axes: [
+      { stroke: '#57606a', grid: { stroke: '#eaeef2' }, space: 110, values: (_u, splits) => splits.map((t) => fmt(t)) },
+      { stroke: '#57606a', grid: { stroke: '#eaeef2' }, size: 80, label: axisLabel(units, body.aggregation), values: (_u, splits) => splits.map((v) => formatValue(v, axisUnit)) },
+    ],
     series: [
-      { label: 'Time', value: (_u, v) => (v == null ? '—' : fmt.format(v)) },
+      { label: 'Time', value: (_u, v) => (v == null ? '—' : fmt(v)) },
       ...result.series.map((s, i) => ({
-        label: seriesLabel(s),
+        label: seriesLabel(s.tags),
         stroke: COLORS[i % COLORS.length]!,
         width: 2,
         spanGaps: false,
         points: { show: xs.length <= 60 },
-        value: (_u: uPlot, v: number | null) => formatValue(v),
+        value: (_u: uPlot, v: number | null) => formatValue(v, units[i]),
       })),
     ],
   };
@@ -358,22 +760,41 @@ function renderChart(result: QueryResult, body: QueryBody): void {
 
 const MAX_TABLE_ROWS = 1000;
 
-function renderTable(result: QueryResult, body: QueryBody): void {
+/** Newest first; with a single line, each bucket next to the same bucket of the previous period. */
+function renderTable(c: Compared): void {
+  const { body, current, previous } = c;
   const table = $('table');
-  const fmt = timeFormat(body.interval, body.timezone);
-  const head = el('tr', {}, el('th', { text: `Time (${body.timezone})` }), ...result.series.map((s) => el('th', { className: 'num', text: seriesLabel(s) })));
+  const fmt = timeFormatter(body.interval, body.timezone);
+  const single = current.series.length === 1;
+  const earlier = single ? findSeries(previous, seriesKey(current.series[0]!.tags)) : undefined;
+  const aligned = !!earlier && earlier.points.length === current.series[0]!.points.length;
+  const units = current.series.map((s) => unitOf(body.metric, body.aggregation, s.tags));
+  const head = el(
+    'tr',
+    {},
+    el('th', { text: `Time (${body.timezone})` }),
+    ...current.series.map((s) => el('th', { className: 'num', text: seriesLabel(s.tags) })),
+    ...(aligned ? [el('th', { className: 'num', text: 'Previous period' }), el('th', { className: 'num', text: 'Change' })] : []),
+  );
   table.querySelector('thead')!.replaceChildren(head);
-  const n = result.series[0]?.points.length ?? 0;
+  const n = current.series[0]?.points.length ?? 0;
   const rows: HTMLTableRowElement[] = [];
-  for (let i = Math.max(0, n - MAX_TABLE_ROWS); i < n; i++) {
-    const t = result.series[0]!.points[i]![0];
-    const cells = result.series.map((s) => {
+  for (let i = n - 1; i >= Math.max(0, n - MAX_TABLE_ROWS); i--) {
+    const t = current.series[0]!.points[i]![0];
+    const cells = current.series.map((s, j) => {
       const v = s.points[i]![1];
-      const td = el('td', { className: 'num', text: formatValue(v) });
+      const td = el('td', { className: 'num', text: formatValue(v, units[j]) });
       td.dataset.value = v === null ? '' : String(v);
       return td;
     });
-    const th = el('th', { text: fmt.format(t) });
+    if (aligned) {
+      const was = earlier!.points[i]![1];
+      const prev = el('td', { className: 'num previous', text: formatValue(was, units[0]) });
+      prev.dataset.value = was === null ? '' : String(was);
+      const ch = changeText(current.series[0]!.points[i]![1], was);
+      cells.push(prev, el('td', { className: `num change ${ch.dir}`, text: ch.pct === null && ch.dir === '' ? '—' : ch.text }));
+    }
+    const th = el('th', { text: fmt(t) });
     th.scope = 'row';
     const tr = el('tr', {}, th, ...cells);
     tr.dataset.time = String(t);
@@ -385,52 +806,55 @@ function renderTable(result: QueryResult, body: QueryBody): void {
 
 // ---- shop overview ---------------------------------------------------------------
 
-const SHOP_TILES: { title: string; match: RegExp; aggregation: (kind: string) => string; unit?: string }[] = [
+const SHOP_TILES: { title: string; match: RegExp; aggregation: (kind: string) => string }[] = [
   { title: 'Orders', match: /(^|[._:/-])orders?($|[._:/-])/i, aggregation: (k) => (k === 'counter' ? 'sum' : 'count') },
   { title: 'Revenue', match: /revenue|sales/i, aggregation: () => 'sum' },
-  { title: 'Page load p95', match: /page[._-]?load|load[._-]?time|lcp/i, aggregation: () => 'p95', unit: 'ms' },
+  { title: 'Page load, average', match: /page[._-]?load|load[._-]?time|lcp/i, aggregation: () => 'avg' },
 ];
 
+/** Last 24 hours against the 24 hours before, for the storefront metrics the account records. */
 async function renderOverview(l: Listing): Promise<void> {
   const tiles = $('tiles');
   const found = SHOP_TILES.map((t) => ({ ...t, metric: l.metrics.find((m) => t.match.test(m.name)) })).filter((t) => t.metric);
   $('overview').hidden = found.length === 0;
   if (!found.length) return;
   const timezone = $<HTMLInputElement>('timezone').value.trim() || browserZone;
-  $('overview-note').textContent = `today vs. yesterday, ${timezone}`;
-  const now = Date.now();
+  $('overview-note').textContent = 'last 24 hours, compared with the 24 hours before';
+  const to = Math.ceil(Date.now() / 60_000) * 60_000;
   tiles.replaceChildren(
     ...(await Promise.all(
       found.map(async (t) => {
         const m = t.metric!;
         const aggregation = t.aggregation(m.kind);
-        const tile = el('button', { className: 'tile', title: `${m.name} · ${aggregation}` });
+        const tile = el('button', { className: 'tile', title: `${m.name} · ${AGGREGATION_WORDS[aggregation]}` });
         tile.type = 'button';
         tile.dataset.metric = m.name;
         tile.addEventListener('click', () => {
           $<HTMLSelectElement>('metric').value = m.name;
           onMetricChange();
           $<HTMLSelectElement>('aggregation').value = aggregation;
+          $<HTMLSelectElement>('range').value = '24h';
+          onRangeChange();
           void runQuery();
         });
-        const value = el('span', { className: 'value', text: '…' });
-        const delta = el('span', { className: 'delta' });
-        tile.append(el('span', { className: 'title', text: t.title }), value, delta, el('span', { className: 'name', text: m.name }));
+        const lines = el('span', { className: 'lines' });
+        tile.append(el('span', { className: 'title', text: t.title }), lines, el('span', { className: 'name', text: m.name }));
         try {
-          const r = await api<QueryResult>('/v1/query', { metric: m.name, aggregation, interval: 'day', timezone, from: now - 86_400_000, to: now + 1 });
-          const pts = r.series[0]?.points ?? [];
-          const today = pts.at(-1)?.[1] ?? null;
-          const yesterday = pts.length > 1 ? pts.at(-2)![1] : null;
-          value.textContent = formatValue(today) + (t.unit && today !== null ? ` ${t.unit}` : '');
-          tile.dataset.value = today === null ? '' : String(today);
-          if (today !== null && yesterday) {
-            const pct = ((today - yesterday) / Math.abs(yesterday)) * 100;
-            delta.textContent = `${pct >= 0 ? '+' : ''}${pct.toFixed(1)}% vs. yesterday`;
-            delta.classList.add(pct >= 0 ? 'up' : 'down');
+          const body: QueryBody = { metric: m.name, aggregation, interval: 'hour', timezone, from: to - 86_400_000, to };
+          if (aggregation !== 'count' && m.tags.some((x) => x.key === CURRENCY)) body.groupBy = [CURRENCY];
+          const c = await compare(body);
+          const figures = [...c.summary].slice(0, 4);
+          if (!figures.length) lines.append(el('span', { className: 'value', text: '—' }), el('span', { className: 'delta', text: 'no data in either period' }));
+          for (const [key, { now, before }] of figures) {
+            const tags = Object.fromEntries(JSON.parse(key) as [string, string][]);
+            const unit = unitOf(m.name, aggregation, tags);
+            const ch = changeText(now, before);
+            const value = el('span', { className: 'value', text: formatValue(now, unit) });
+            value.dataset.value = now === null ? '' : String(now);
+            lines.append(value, el('span', { className: `delta ${ch.dir}`, text: before === null ? ch.text : `${ch.text} (before: ${formatValue(before, unit)})` }));
           }
         } catch (e) {
-          value.textContent = '—';
-          delta.textContent = e instanceof ApiError ? e.code : 'error';
+          lines.append(el('span', { className: 'value', text: '—' }), el('span', { className: 'delta', text: e instanceof ApiError ? e.code : 'error' }));
         }
         return tile;
       }),
@@ -452,14 +876,22 @@ function init(): void {
   });
   $('logout').addEventListener('click', () => {
     sessionStorage.removeItem(TOKEN_KEY);
+    clearTimeout(pollTimer);
     listing = undefined;
     chart?.destroy();
     chart = undefined;
-    $('chart').replaceChildren();
+    for (const id of ['chart', 'compare', 'snippet', 'snippet-note']) $(id).replaceChildren();
     $('table').querySelector('thead')!.replaceChildren();
     $('table').querySelector('tbody')!.replaceChildren();
     showSession(false);
     setStatus('Disconnected.');
+  });
+  $('copy').addEventListener('click', () => {
+    const note = $('copy-note');
+    navigator.clipboard?.writeText($('snippet').textContent ?? '').then(
+      () => (note.textContent = 'Copied.'),
+      () => (note.textContent = 'Select the text above and copy it.'),
+    ) ?? (note.textContent = 'Select the text above and copy it.');
   });
   $('controls').addEventListener('submit', (ev) => {
     ev.preventDefault();
@@ -471,10 +903,15 @@ function init(): void {
   });
   $('range').addEventListener('change', onRangeChange);
   $('filter-key').addEventListener('change', onFilterKeyChange);
+  window.addEventListener('popstate', () => {
+    if (!listing?.metrics.length || $('explorer').hidden) return;
+    applyState(new URLSearchParams(location.search));
+    void runQuery(false);
+  });
   let resizeTimer: number | undefined;
   window.addEventListener('resize', () => {
     clearTimeout(resizeTimer);
-    resizeTimer = window.setTimeout(() => chart?.setSize({ width: Math.max(320, $('chart').clientWidth), height: 320 }), 100);
+    resizeTimer = window.setTimeout(() => chart?.setSize({ width: Math.max(200, $('chart').clientWidth), height: 320 }), 100);
   });
   if (sessionStorage.getItem(TOKEN_KEY)) void connect();
 }
