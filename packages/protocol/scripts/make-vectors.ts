@@ -1,5 +1,5 @@
 /**
- * Writes the envelope v1 test vectors, one case per file, into packages/protocol/vectors/.
+ * Writes the envelope v1 (001-035) and v2 (036-) test vectors, one case per file, into packages/protocol/vectors/.
  * Deterministic: fixed keys, a seeded random source, a fixed clock. Published vectors never
  * change; `test/vectors.test.ts` checks that this script still reproduces them byte for byte.
  *
@@ -9,7 +9,8 @@ import { readFileSync, writeFileSync, readdirSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { concat, publicKeyOf, seal, sha512, type Random } from '../src/crypto.js';
 import { toBase64, utf8 } from '../src/codec.js';
-import { encodeHeader, encodeInner, wrapOuter, type BatchHeader } from '../src/envelope.js';
+import { encodeHeader, encodeInner, envelopePrefix, INFO_INNER, INFO_OUTER, innerAad, outerPlaintext, wrapOuter, type BatchHeader } from '../src/envelope.js';
+import { hpkeSeal } from '../src/node.js';
 import type { Point } from '../src/limits.js';
 
 export const VECTORS_DIR = fileURLToPath(new URL('../vectors/', import.meta.url));
@@ -73,6 +74,37 @@ function build(name: string, b: Build = {}): Uint8Array {
     b.version,
     b.flags,
   );
+}
+
+interface BuildV2 {
+  header?: Partial<BatchHeader>;
+  points?: Point[];
+  inner?: Uint8Array; // inner plaintext
+  innerSealed?: Uint8Array;
+  innerAccount?: string;
+  innerAadBatch?: string;
+  innerInfo?: Uint8Array;
+  innerTo?: Uint8Array;
+  outerInfo?: Uint8Array;
+  outerTo?: Uint8Array;
+  outerAad?: Uint8Array;
+  keyId?: string;
+  collectorSecret?: Uint8Array;
+  version?: number;
+  flags?: number;
+}
+
+/** An envelope v2 with every choice overridable; ephemeral keys from a seeded stream. */
+function buildV2(name: string, b: BuildV2 = {}): Uint8Array {
+  const random = seeded(name);
+  const points = b.points ?? basePoints;
+  const innerSealed =
+    b.innerSealed ??
+    hpkeSeal(b.innerTo ?? publicKeyOf(account.secretKey), b.innerInfo ?? INFO_INNER, innerAad(account.id, b.innerAadBatch ?? BATCH), b.inner ?? encodeInner(b.innerAccount ?? account.id, BATCH, points), random(32));
+  const header = encodeHeader({ accountId: account.id, batchId: BATCH, createdAt: NOW - 1000, sdk: 'js/0.2.0', count: points.length, ...b.header });
+  const prefix = envelopePrefix(b.version ?? 2, b.flags ?? 0, b.keyId ?? collector.keyId);
+  const outerTo = b.outerTo ?? publicKeyOf(b.collectorSecret ?? collector.secretKey);
+  return concat(prefix, hpkeSeal(outerTo, b.outerInfo ?? INFO_OUTER, b.outerAad ?? prefix, outerPlaintext(header, innerSealed), random(32)));
 }
 
 interface Case {
@@ -167,6 +199,49 @@ function cases(): Case[] {
     { name: 'tags-null', description: 'a sixth point element that is null instead of a tags object', expect: 'invalid_tags', envelope: build('tags-null', { inner: rawInner([[0, 0, 0, 1, 0, null]]), header: { count: 1 } }), points: [], rejects: [{ index: 0, code: 'invalid_tags' }] },
     { name: 'tag-value-nul', description: 'a tag value containing NUL (it would collide with another tag set once pseudonymized)', expect: 'invalid_tags', envelope: build('tag-value-nul', { points: one({ tags: { a: 'x\u0000b' } }) }), points: [basePoints[1]!], rejects: [{ index: 0, code: 'invalid_tags' }] },
     { name: 'tag-value-lone-surrogate', description: 'a tag value with a lone UTF-16 surrogate (not representable in UTF-8)', expect: 'invalid_tags', envelope: build('tag-value-lone-surrogate', { points: one({ tags: { a: 'x\ud800' } }) }), points: [basePoints[1]!], rejects: [{ index: 0, code: 'invalid_tags' }] },
+    ...casesV2(),
+  ];
+}
+
+/** Envelope v2 (HPKE) cases: 036 on. */
+function casesV2(): Case[] {
+  const ok = buildV2('v2-ok-basic');
+  const lowOrderPoint = Uint8Array.from(Buffer.from('e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800', 'hex'));
+  const withEphemeral = (env: Uint8Array, epk: Uint8Array) => concat(env.subarray(0, 12), epk, env.subarray(44));
+  const accountKey = publicKeyOf(account.secretKey);
+  const innerV2 = (name: string, to = accountKey) => hpkeSeal(to, INFO_INNER, innerAad(account.id, BATCH), encodeInner(account.id, BATCH, basePoints), seeded(name)(32));
+  const lastFlipped = (bytes: Uint8Array) => flip(bytes, bytes.length - 1);
+  const many: Point[] = Array.from({ length: 2001 }, (_, i) => ({ id: i, kind: 'counter', name: 'c', value: 1, time: NOW - 1000, tags: {} }));
+  const one = (p: Partial<Point>): Point[] => [{ ...basePoints[0]!, ...p }, basePoints[1]!];
+  return [
+    { name: 'v2-ok-basic', description: 'v2: four points of every kind, both layers HPKE', expect: 'ok', envelope: ok, points: basePoints },
+    { name: 'v2-ok-previous-collector-key', description: 'v2: sealed to the previous collector key, still accepted during the rotation overlap', expect: 'ok', envelope: buildV2('v2-ok-previous-collector-key', { keyId: collectorOld.keyId, collectorSecret: collectorOld.secretKey }), points: basePoints },
+    { name: 'v2-ok-unicode-tags', description: 'v2: tag values are arbitrary Unicode strings', expect: 'ok', envelope: buildV2('v2-ok-unicode-tags', { points: one({ tags: { city: 'Zürich', note: '日本語 ✓' } }) }), points: one({ tags: { city: 'Zürich', note: '日本語 ✓' } }) },
+    { name: 'v2-outer-wrong-aad', description: 'v2: outer layer sealed with an empty AAD instead of the 12-byte prefix', expect: 'outer_auth_failed', envelope: buildV2('v2-outer-wrong-aad', { outerAad: new Uint8Array(0) }) },
+    { name: 'v2-tampered-key-id', description: 'v2: key id rewritten to the other accepted key (the prefix is the AAD)', expect: 'outer_auth_failed', envelope: concat(ok.subarray(0, 4), Uint8Array.from(Buffer.from(collectorOld.keyId, 'hex')), ok.subarray(12)) },
+    { name: 'v2-outer-aad-other-flags', description: 'v2: outer AAD with flags 0x80 while the prefix says 0x00', expect: 'outer_auth_failed', envelope: buildV2('v2-outer-aad-other-flags', { outerAad: envelopePrefix(2, 0x80, collector.keyId) }) },
+    { name: 'v2-reserved-flag', description: 'v2: flag 0x01 (compressed inner plaintext, reserved) is not read by this version', expect: 'unsupported_flags', envelope: buildV2('v2-reserved-flag', { flags: 1 }) },
+    { name: 'v2-layers-swapped', description: 'v2: each layer sealed with the other layer\'s info', expect: 'outer_auth_failed', envelope: buildV2('v2-layers-swapped', { outerInfo: INFO_INNER, innerInfo: INFO_OUTER }) },
+    { name: 'v2-inner-outer-info', description: 'v2: inner layer sealed with the outer layer\'s info', expect: 'inner_auth_failed', envelope: buildV2('v2-inner-outer-info', { innerInfo: INFO_OUTER }) },
+    { name: 'v2-outer-sealed-to-account-key', description: 'v2: outer layer sealed to the account key instead of the collector key', expect: 'outer_auth_failed', envelope: buildV2('v2-outer-sealed-to-account-key', { outerTo: accountKey }) },
+    { name: 'v2-inner-sealed-to-collector-key', description: 'v2: inner layer sealed to the collector key instead of the account key', expect: 'inner_auth_failed', envelope: buildV2('v2-inner-sealed-to-collector-key', { innerTo: publicKeyOf(collector.secretKey) }) },
+    { name: 'v2-low-order-ephemeral-zero', description: 'v2: outer enc u = 0 (all-zero DH)', expect: 'low_order_key', envelope: withEphemeral(ok, new Uint8Array(32)) },
+    { name: 'v2-low-order-ephemeral-order8', description: 'v2: outer enc of order 8 (Wycheproof tcId 63)', expect: 'low_order_key', envelope: withEphemeral(ok, lowOrderPoint) },
+    { name: 'v2-inner-low-order-ephemeral', description: 'v2: inner enc of order 8', expect: 'low_order_key', envelope: buildV2('v2-inner-low-order-ephemeral', { innerSealed: concat(lowOrderPoint, innerV2('x').subarray(32)) }) },
+    { name: 'v2-truncated', description: 'v2: a valid envelope cut after 60 bytes', expect: 'envelope_truncated', envelope: ok.slice(0, 60) },
+    { name: 'v2-truncated-tag', description: 'v2: the last byte (of the outer tag) cut off', expect: 'outer_auth_failed', envelope: ok.slice(0, ok.length - 1) },
+    { name: 'v2-flipped-outer-tag', description: 'v2: one bit of the outer tag flipped', expect: 'outer_auth_failed', envelope: lastFlipped(ok) },
+    { name: 'v2-flipped-inner-tag', description: 'v2: outer intact, one bit of the inner tag flipped', expect: 'inner_auth_failed', envelope: buildV2('v2-flipped-inner-tag', { innerSealed: lastFlipped(innerV2('y')) }) },
+    { name: 'v2-unknown-version', description: 'version byte 3', expect: 'unsupported_version', envelope: buildV2('v2-unknown-version', { version: 3 }) },
+    { name: 'v2-header-v1-body', description: 'version byte 2 around a v1 (NaCl sealed box) outer layer', expect: 'outer_auth_failed', envelope: build('v2-header-v1-body', { version: 2 }) },
+    { name: 'v1-header-v2-body', description: 'version byte 1 around a v2 (HPKE) outer layer', expect: 'outer_auth_failed', envelope: buildV2('v1-header-v2-body', { version: 1 }) },
+    { name: 'v2-inner-v1-body', description: 'v2 outer layer around a v1 (NaCl sealed box) inner layer', expect: 'inner_auth_failed', envelope: buildV2('v2-inner-v1-body', { innerSealed: seal(encodeInner(account.id, BATCH, basePoints), accountKey, seeded('z')) }) },
+    { name: 'v2-inner-wrong-aad', description: 'v2: inner AAD names another batch id than the header (replayed under a new id)', expect: 'inner_auth_failed', envelope: buildV2('v2-inner-wrong-aad', { innerAadBatch: '5eed0000000000000000000000000002' }) },
+    { name: 'v2-account-mismatch', description: 'v2: inner plaintext names another account than the header and the AAD', expect: 'account_mismatch', envelope: buildV2('v2-account-mismatch', { innerAccount: other.id }) },
+    { name: 'v2-header-too-old', description: 'v2: created 60 days before now', expect: 'timestamp_out_of_range', envelope: buildV2('v2-header-too-old', { header: { createdAt: NOW - 60 * 86400000 } }) },
+    { name: 'v2-too-many-points', description: 'v2: 2001 points', expect: 'too_many_points', envelope: buildV2('v2-too-many-points', { points: many }) },
+    { name: 'v2-point-count-mismatch', description: 'v2: header announces 5 points, inner layer holds 4', expect: 'point_count_mismatch', envelope: buildV2('v2-point-count-mismatch', { header: { count: 5 } }) },
+    { name: 'v2-bad-name', description: 'v2: a metric name with a space; the other point is kept', expect: 'invalid_name', envelope: buildV2('v2-bad-name', { points: one({ name: 'bad name' }) }), points: [basePoints[1]!], rejects: [{ index: 0, code: 'invalid_name' }] },
   ];
 }
 

@@ -1,11 +1,16 @@
 /**
- * Envelope v1 (spec: docs/protocol.md).
+ * Envelopes v1 and v2 (spec: docs/protocol.md).
  *
- *   envelope    = "CS" version=0x01 flags=0x00 key-id(8) outer-seal
+ *   envelope    = "CS" version flags=0x00 key-id(8) outer-seal
  *   outer-seal  = seal(collector public key, header-len(u16 BE) header(JSON) inner-seal)
  *   inner-seal  = seal(account public key, inner(JSON))
+ *
+ * v1 seals with NaCl sealed boxes (./crypto.ts). v2 seals each layer with HPKE base mode
+ * (RFC 9180; ./hpke.ts, ./node.ts), the outer layer with the 12-byte cleartext prefix as
+ * AAD and the inner layer with account id and batch id as AAD. The HPKE functions are passed
+ * in, so this module stays free of node:crypto and of WebCrypto.
  */
-import { concat, openSeal, seal, type KeyPair, type Random, type X25519, KEY_BYTES, SEAL_OVERHEAD } from './crypto.js';
+import { concat, openSeal, seal, type KeyPair, type OpenResult, type Random, type X25519, KEY_BYTES, SEAL_OVERHEAD } from './crypto.js';
 import { fromHex, fromUtf8, toHex, utf8, fromBase64 } from './codec.js';
 import { fail, type ErrorCode, type Result } from './errors.js';
 import {
@@ -19,6 +24,18 @@ import {
 
 export const MAGIC = [0x43, 0x53] as const; // "CS"
 export const VERSION = 1;
+export const VERSION_2 = 2;
+/** Envelope v2: HPKE `info` of the outer layer (sealed to the collector's transport key). */
+export const INFO_OUTER = utf8('cipherstat envelope v2 outer');
+/** Envelope v2: HPKE `info` of the inner layer (sealed to the account key). */
+export const INFO_INNER = utf8('cipherstat envelope v2 inner');
+/** Envelope v2: the inner layer's AAD, ASCII `account-id "/" batch-id`. */
+export const innerAad = (accountId: string, batchId: string): Uint8Array => utf8(accountId + '/' + batchId);
+
+/** HPKE single-shot Seal to a recipient public key (sync: node:crypto). */
+export type HpkeSeal = (recipientPublicKey: Uint8Array, info: Uint8Array, aad: Uint8Array, plaintext: Uint8Array) => Uint8Array;
+/** HPKE single-shot Open with a recipient key pair. */
+export type HpkeOpen = (recipient: KeyPair, info: Uint8Array, aad: Uint8Array, sealed: Uint8Array) => OpenResult;
 export const KEY_ID_BYTES = 8;
 export const PREFIX_BYTES = 4 + KEY_ID_BYTES;
 /** The smallest well-formed envelope: prefix, outer seal, header length, inner seal. */
@@ -63,13 +80,33 @@ export function encodeHeader(h: BatchHeader): Uint8Array {
   return utf8(JSON.stringify({ a: h.accountId, b: h.batchId, t: h.createdAt, s: h.sdk, n: h.count }));
 }
 
-/** Builds an envelope around an already sealed inner layer. */
-export function wrapOuter(headerBytes: Uint8Array, innerSealed: Uint8Array, keys: Pick<SealKeys, 'collectorKeyId' | 'collectorPublicKey'>, random?: Random, version = VERSION, flags = 0): Uint8Array {
-  const keyId = fromHex(keys.collectorKeyId);
+/** The 12 cleartext bytes: magic, version, flags, key id (v2: the outer layer's AAD). */
+export function envelopePrefix(version: number, flags: number, collectorKeyId: string): Uint8Array {
+  const keyId = fromHex(collectorKeyId);
   if (!keyId || keyId.length !== KEY_ID_BYTES) throw new RangeError('bad collector key id');
-  const len = new Uint8Array([headerBytes.length >> 8, headerBytes.length & 0xff]);
-  const outer = seal(concat(len, headerBytes, innerSealed), keys.collectorPublicKey, random);
-  return concat(new Uint8Array([MAGIC[0], MAGIC[1], version, flags]), keyId, outer);
+  return concat(new Uint8Array([MAGIC[0], MAGIC[1], version, flags]), keyId);
+}
+
+/** The outer layer's plaintext: u16be(header length) || header || inner layer. */
+export const outerPlaintext = (headerBytes: Uint8Array, innerSealed: Uint8Array): Uint8Array =>
+  concat(new Uint8Array([headerBytes.length >> 8, headerBytes.length & 0xff]), headerBytes, innerSealed);
+
+/** Builds a v1 envelope around an already sealed inner layer. */
+export function wrapOuter(headerBytes: Uint8Array, innerSealed: Uint8Array, keys: Pick<SealKeys, 'collectorKeyId' | 'collectorPublicKey'>, random?: Random, version = VERSION, flags = 0): Uint8Array {
+  const prefix = envelopePrefix(version, flags, keys.collectorKeyId);
+  return concat(prefix, seal(outerPlaintext(headerBytes, innerSealed), keys.collectorPublicKey, random));
+}
+
+/** Builds a v2 envelope around an already sealed (v2) inner layer. */
+export function wrapOuterV2(headerBytes: Uint8Array, innerSealed: Uint8Array, keys: Pick<SealKeys, 'collectorKeyId' | 'collectorPublicKey'>, hpke: HpkeSeal, flags = 0, version = VERSION_2): Uint8Array {
+  const prefix = envelopePrefix(version, flags, keys.collectorKeyId);
+  return concat(prefix, hpke(keys.collectorPublicKey, INFO_OUTER, prefix, outerPlaintext(headerBytes, innerSealed)));
+}
+
+/** Seals a batch as envelope v2, both layers, with a synchronous HPKE Seal (node:crypto's `hpkeSeal`). */
+export function sealBatchV2(header: Omit<BatchHeader, 'count'>, points: readonly Point[], keys: SealKeys, hpke: HpkeSeal): Uint8Array {
+  const inner = hpke(keys.accountPublicKey, INFO_INNER, innerAad(header.accountId, header.batchId), encodeInner(header.accountId, header.batchId, points));
+  return wrapOuterV2(encodeHeader({ ...header, count: points.length }), inner, keys, hpke);
 }
 
 /** Seals a batch, both layers: what the Library sends. */
@@ -79,6 +116,8 @@ export function sealBatch(header: Omit<BatchHeader, 'count'>, points: readonly P
 }
 
 export interface OpenedEnvelope {
+  /** 1 or 2: how the inner layer is sealed (the process role needs it). */
+  version: number;
   keyId: string;
   header: BatchHeader;
   /** The inner layer, still sealed to the account key: what ingest stores. */
@@ -90,6 +129,10 @@ export interface OpenEnvelopeOptions {
   keys: (keyId: string) => KeyPair | undefined;
   now: number;
   x25519?: X25519;
+  /** HPKE Open (node:crypto's `hpkeOpen`): without it only version 1 is read. */
+  hpke?: HpkeOpen;
+  /** The versions read (default: 1, and 2 when `hpke` is given). */
+  versions?: readonly number[];
 }
 
 /** Decodes the base64 text form used by sendBeacon; null when malformed. */
@@ -105,13 +148,15 @@ export function openEnvelope(bytes: Uint8Array, opts: OpenEnvelopeOptions): Resu
   if (bytes.length > LIMITS.maxEnvelopeBytes) return fail('envelope_too_large');
   if (bytes.length < 4) return fail('envelope_truncated');
   if (bytes[0] !== MAGIC[0] || bytes[1] !== MAGIC[1]) return fail('not_an_envelope');
-  if (bytes[2] !== VERSION) return fail('unsupported_version', `envelope version ${bytes[2]} is not supported; this collector reads version ${VERSION}`);
+  const versions = opts.versions ?? (opts.hpke ? [VERSION, VERSION_2] : [VERSION]);
+  const version = bytes[2]!;
+  if (!versions.includes(version)) return fail('unsupported_version', `envelope version ${version} is not supported; this collector reads versions ${versions.join(', ')}`);
   if (bytes[3] !== 0) return fail('unsupported_flags');
   if (bytes.length < MIN_ENVELOPE_BYTES) return fail('envelope_truncated');
   const keyId = toHex(bytes.subarray(4, PREFIX_BYTES));
   const key = opts.keys(keyId);
   if (!key) return fail('unknown_key_id', `collector key ${keyId} is unknown or retired; fetch /v1/collector-key`);
-  const opened = openSeal(bytes.subarray(PREFIX_BYTES), key, opts.x25519);
+  const opened = version === VERSION_2 ? opts.hpke!(key, INFO_OUTER, bytes.subarray(0, PREFIX_BYTES), bytes.subarray(PREFIX_BYTES)) : openSeal(bytes.subarray(PREFIX_BYTES), key, opts.x25519);
   if (!opened.ok) return fail(opened.code === 'low_order_key' ? 'low_order_key' : 'outer_auth_failed');
   const plain = opened.value;
   const headerLength = (plain[0]! << 8) | plain[1]!;
@@ -132,6 +177,7 @@ export function openEnvelope(bytes: Uint8Array, opts: OpenEnvelopeOptions): Resu
   return {
     ok: true,
     value: {
+      version,
       keyId,
       header: { accountId: a, batchId: b, createdAt: t as number, sdk: s, count: n as number },
       inner: plain.subarray(2 + headerLength),
@@ -158,6 +204,10 @@ export interface OpenInnerOptions {
   count: number;
   now: number;
   x25519?: X25519;
+  /** The envelope version the inner layer came in (default 1). */
+  version?: number;
+  /** HPKE Open, for version 2. */
+  hpke?: HpkeOpen;
 }
 
 /**
@@ -167,7 +217,9 @@ export interface OpenInnerOptions {
  */
 export function openInner(inner: Uint8Array, opts: OpenInnerOptions): Result<OpenedBatch> {
   if (inner.length < SEAL_OVERHEAD) return fail('inner_auth_failed');
-  const opened = openSeal(inner, opts.account, opts.x25519);
+  const v2 = opts.version === VERSION_2;
+  if (v2 && !opts.hpke) return fail('unsupported_version');
+  const opened = v2 ? opts.hpke!(opts.account, INFO_INNER, innerAad(opts.accountId, opts.batchId), inner) : openSeal(inner, opts.account, opts.x25519);
   if (!opened.ok) return fail(opened.code === 'low_order_key' ? 'low_order_key' : 'inner_auth_failed');
   let body: Record<string, unknown>;
   try {

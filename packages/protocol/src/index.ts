@@ -4,6 +4,14 @@ export { ERROR_CODES, ProtocolError, isProtocolError } from './errors.js';
 export type { ErrorCode, Result } from './errors.js';
 export {
   VERSION,
+  VERSION_2,
+  INFO_OUTER,
+  INFO_INNER,
+  innerAad,
+  envelopePrefix,
+  outerPlaintext,
+  wrapOuterV2,
+  sealBatchV2,
   MIN_ENVELOPE_BYTES,
   sealBatch,
   openEnvelope,
@@ -13,7 +21,7 @@ export {
   encodeHeader,
   wrapOuter,
 } from './envelope.js';
-export type { BatchHeader, SealKeys, OpenedEnvelope, OpenedBatch, PointReject, OpenEnvelopeOptions, OpenInnerOptions } from './envelope.js';
+export type { HpkeSeal, HpkeOpen, BatchHeader, SealKeys, OpenedEnvelope, OpenedBatch, PointReject, OpenEnvelopeOptions, OpenInnerOptions } from './envelope.js';
 export {
   keyPair,
   publicKeyOf,
@@ -33,3 +41,5 @@ export {
 } from './crypto.js';
 export type { KeyPair, Random, X25519, OpenResult } from './crypto.js';
 export { toBase64, fromBase64, base64DecodedLength, toHex, fromHex, utf8, fromUtf8 } from './codec.js';
+export { webSeal, keySchedule, HPKE_KEM_ID, HPKE_KDF_ID, HPKE_AEAD_ID } from './hpke.js';
+export type { WebHpkeOptions, AsyncX25519 } from './hpke.js';

@@ -3,8 +3,9 @@
  * scalar multiplication. Same bytes as tweetnacl, proven by the Wycheproof vectors.
  * Kept out of the main entry so browser bundles never import node:crypto.
  */
-import { createHash, createHmac, createPrivateKey, createSecretKey, createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
-import type { X25519 } from './crypto.js';
+import { randomBytes, createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createSecretKey, createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
+import { concat, isZero, KEY_BYTES, MAC_BYTES, SEAL_OVERHEAD, type KeyPair, type OpenResult, type X25519 } from './crypto.js';
+import { keySchedule } from './hpke.js';
 
 const PKCS8 = Buffer.from('302e020100300506032b656e04220420', 'hex');
 /**
@@ -56,4 +57,61 @@ export const nodeSha512 = (message: Uint8Array | string): Uint8Array => createHa
 export function nodeHmacSha512(key: Uint8Array): (message: Uint8Array | string) => Uint8Array {
   const k = createSecretKey(key); // no JS copy of the key: OpenSSL keeps its own, freed with the KeyObject
   return (message) => createHmac('sha512', k).update(message).digest();
+}
+
+/** The public key of an X25519 secret key, through node:crypto. */
+export function nodePublicKeyOf(secretKey: Uint8Array): Uint8Array {
+  return Buffer.from(createPublicKey(privateKey(secretKey)).export({ format: 'jwk' }).x!, 'base64url');
+}
+
+function schedule(dh: Uint8Array, kemContext: Uint8Array, info: Uint8Array): [Uint8Array, Uint8Array] {
+  const steps = keySchedule(dh, kemContext, info);
+  let step = steps.next();
+  while (!step.done) step = steps.next(createHmac('sha256', step.value[0]).update(step.value[1]).digest());
+  return step.value;
+}
+
+/**
+ * HPKE base mode single-shot Seal (RFC 9180; DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+ * AES-128-GCM) through node:crypto: `enc(32) || ct || tag(16)`. `ephemeralSecretKey` is
+ * for test vectors only; otherwise a fresh one is drawn. Throws on a low-order recipient key.
+ */
+export function hpkeSeal(recipientPublicKey: Uint8Array, info: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, ephemeralSecretKey?: Uint8Array): Uint8Array {
+  const skE = ephemeralSecretKey ?? new Uint8Array(randomBytes(KEY_BYTES));
+  const enc = nodePublicKeyOf(skE);
+  let dh: Uint8Array;
+  try {
+    dh = nodeX25519(skE, recipientPublicKey);
+    if (isZero(dh)) throw 0;
+  } catch {
+    throw new RangeError('low-order recipient key');
+  } finally {
+    if (!ephemeralSecretKey) destroyKeys(skE);
+  }
+  const [key, nonce] = schedule(dh, concat(enc, recipientPublicKey), info);
+  const c = createCipheriv('aes-128-gcm', key, nonce).setAAD(aad);
+  return concat(enc, c.update(plaintext), c.final(), c.getAuthTag());
+}
+
+/**
+ * HPKE base mode single-shot Open through node:crypto. An all-zero DH output (a low-order
+ * `enc`) is `low_order_key` before anything else; a failed tag is `auth_failed`.
+ */
+export function hpkeOpen(recipient: KeyPair, info: Uint8Array, aad: Uint8Array, sealed: Uint8Array): OpenResult {
+  if (sealed.length < SEAL_OVERHEAD) return { ok: false, code: 'auth_failed' };
+  const enc = sealed.subarray(0, KEY_BYTES);
+  let dh: Uint8Array;
+  try {
+    dh = nodeX25519(recipient.secretKey, enc);
+    if (isZero(dh)) throw 0;
+  } catch {
+    return { ok: false, code: 'low_order_key' }; // OpenSSL refuses an all-zero shared secret
+  }
+  const [key, nonce] = schedule(dh, concat(enc, recipient.publicKey), info);
+  try {
+    const d = createDecipheriv('aes-128-gcm', key, nonce).setAAD(aad).setAuthTag(sealed.subarray(sealed.length - MAC_BYTES));
+    return { ok: true, value: concat(d.update(sealed.subarray(KEY_BYTES, sealed.length - MAC_BYTES)), d.final()) };
+  } catch {
+    return { ok: false, code: 'auth_failed' };
+  }
 }

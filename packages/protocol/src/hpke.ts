@@ -1,0 +1,95 @@
+/**
+ * HPKE (RFC 9180) base mode, single shot, for the one suite envelope v2 uses:
+ * DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-128-GCM (0x0020 / 0x0001 / 0x0001).
+ *
+ * This module holds what every implementation shares (suite ids, the labeled inputs of the
+ * key schedule) and the WebCrypto implementation (browsers, Deno, Node's globalThis.crypto),
+ * which is asynchronous. The synchronous node:crypto implementation (the collector's hot
+ * path) is in ./node.ts. Both are checked against RFC 9180 A.1.1 and @hpke/core.
+ *
+ * An HPKE seal is `enc(32) || ciphertext || tag(16)`: 48 bytes over the plaintext.
+ */
+import { concat } from './crypto.js';
+import { utf8 } from './codec.js';
+
+export const HPKE_KEM_ID = 0x0020;
+export const HPKE_KDF_ID = 0x0001;
+export const HPKE_AEAD_ID = 0x0001;
+
+const KEM_SUITE = utf8('KEM\x00\x20');
+const HPKE_SUITE = utf8('HPKE\x00\x20\x00\x01\x00\x01');
+const V1 = utf8('HPKE-v1');
+const EMPTY = new Uint8Array(0);
+
+/** `LabeledExtract(salt, label, ikm)` = HMAC(salt, "HPKE-v1" || suite || label || ikm); an empty salt is Nh zero bytes (the same HMAC key). */
+export const labeledExtract = (kem: boolean, label: string, ikm: Uint8Array): Uint8Array => concat(V1, kem ? KEM_SUITE : HPKE_SUITE, utf8(label), ikm);
+/** `LabeledExpand(prk, label, info, L)` for L ≤ 32: T(1) = HMAC(prk, I2OSP(L,2) || "HPKE-v1" || suite || label || info || 0x01). */
+export const labeledExpand = (kem: boolean, label: string, info: Uint8Array, length: number): Uint8Array =>
+  concat(new Uint8Array([0, length]), V1, kem ? KEM_SUITE : HPKE_SUITE, utf8(label), info, new Uint8Array([1]));
+
+/** The HMAC key of an Extract with an empty salt. */
+export const ZERO_SALT = new Uint8Array(32);
+
+/** One HMAC-SHA256 the key schedule asks for: [key, message]. */
+export type HmacStep = [key: Uint8Array, message: Uint8Array];
+
+/**
+ * The key schedule of a base-mode context (RFC 9180 §4.1 ExtractAndExpand, §5.1 KeySchedule),
+ * written once for sync and async HMACs: it yields each HMAC it needs and returns
+ * [key(16), base_nonce(12)] for the DH output and kem_context = enc || pkRm.
+ */
+export function* keySchedule(dh: Uint8Array, kemContext: Uint8Array, info: Uint8Array): Generator<HmacStep, [Uint8Array, Uint8Array], Uint8Array> {
+  const eaePrk = yield [ZERO_SALT, labeledExtract(true, 'eae_prk', dh)];
+  const shared = (yield [eaePrk, labeledExpand(true, 'shared_secret', kemContext, 32)]).subarray(0, 32);
+  const pskIdHash = yield [ZERO_SALT, labeledExtract(false, 'psk_id_hash', EMPTY)];
+  const infoHash = yield [ZERO_SALT, labeledExtract(false, 'info_hash', info)];
+  const context = concat(new Uint8Array([0]), pskIdHash, infoHash);
+  const secret = yield [shared, labeledExtract(false, 'secret', EMPTY)];
+  const key = (yield [secret, labeledExpand(false, 'key', context, 16)]).subarray(0, 16);
+  return [key, (yield [secret, labeledExpand(false, 'base_nonce', context, 12)]).subarray(0, 12)];
+}
+
+/** Raw X25519 for WebCrypto-less X25519 (tweetnacl in the Library's fallback chunk). */
+export type AsyncX25519 = (secretKey: Uint8Array, publicKey: Uint8Array) => Uint8Array | Promise<Uint8Array>;
+
+export interface WebHpkeOptions {
+  subtle?: SubtleCrypto;
+  /** When crypto.subtle has no X25519: a raw X25519 and a generator of ephemeral key pairs. */
+  x25519?: { dh: AsyncX25519; keyPair(): { publicKey: Uint8Array; secretKey: Uint8Array } };
+}
+
+const buf = (b: Uint8Array) => b as Uint8Array<ArrayBuffer>;
+
+/**
+ * SealBase + Seal (single shot) through WebCrypto: `enc || ct`. Never reuses an ephemeral
+ * key: each call generates one (non-extractable in WebCrypto).
+ */
+export async function webSeal(recipientPublicKey: Uint8Array, info: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, o: WebHpkeOptions = {}): Promise<Uint8Array> {
+  const subtle = o.subtle || crypto.subtle;
+  let enc: Uint8Array;
+  let dh: Uint8Array;
+  if (o.x25519) {
+    const e = o.x25519.keyPair();
+    enc = e.publicKey;
+    dh = await o.x25519.dh(e.secretKey, recipientPublicKey);
+  } else {
+    const alg = { name: 'X25519' };
+    const e = (await subtle.generateKey(alg, false, ['deriveBits'])) as CryptoKeyPair;
+    enc = new Uint8Array(await subtle.exportKey('raw', e.publicKey));
+    const pk = await subtle.importKey('raw', buf(recipientPublicKey), alg, false, []);
+    dh = new Uint8Array(await subtle.deriveBits({ name: 'X25519', public: pk } as EcdhKeyDeriveParams, e.privateKey, 256));
+  }
+  let z = 0;
+  for (const b of dh) z |= b;
+  if (!z) throw new RangeError('low-order recipient key');
+  const schedule = keySchedule(dh, concat(enc, recipientPublicKey), info);
+  let step = schedule.next();
+  while (!step.done) {
+    const [k, m] = step.value;
+    const hk = await subtle.importKey('raw', buf(k), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+    step = schedule.next(new Uint8Array(await subtle.sign('HMAC', hk, buf(m))));
+  }
+  const [key, nonce] = step.value;
+  const k = await subtle.importKey('raw', buf(key), 'AES-GCM', false, ['encrypt']);
+  return concat(enc, new Uint8Array(await subtle.encrypt({ name: 'AES-GCM', iv: buf(nonce), additionalData: buf(aad) }, k, buf(plaintext))));
+}

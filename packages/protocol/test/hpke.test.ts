@@ -1,0 +1,109 @@
+/**
+ * HPKE (RFC 9180) base mode, DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-128-GCM:
+ * the RFC's A.1.1 vector, the Wycheproof AES-GCM cases of that AEAD, and @hpke/core as the
+ * independent implementation in both directions (node:crypto and WebCrypto paths).
+ */
+import { readFileSync } from 'node:fs';
+import { createCipheriv, createDecipheriv } from 'node:crypto';
+import nacl from 'tweetnacl';
+import { describe, expect, it } from 'vitest';
+import { refOpen, refSeal } from './support/hpke-ref.js';
+import { fromHex, toHex, keyPair, webSeal, utf8, concat } from '@cipherstat/protocol';
+import { hpkeOpen, hpkeSeal, nodePublicKeyOf } from '@cipherstat/protocol/node';
+
+const hex = (s: string) => fromHex(s)!;
+const a11 = JSON.parse(readFileSync(new URL('./data/hpke/rfc9180-a1-1-base.json', import.meta.url), 'utf8'));
+describe('RFC 9180 A.1.1 (base mode, X25519 / HKDF-SHA256 / AES-128-GCM)', () => {
+  const e0 = a11.encryptions[0];
+  const info = hex(a11.info);
+  const expected = a11.enc + e0.ciphertext;
+
+  it('uses the suite 0x0020 / 0x0001 / 0x0001', () => {
+    expect([a11.kem_id, a11.kdf_id, a11.aead_id, a11.mode]).toEqual([0x20, 1, 1, 0]);
+    expect(toHex(nodePublicKeyOf(hex(a11.skRm)))).toBe(a11.pkRm);
+  });
+
+  it('node:crypto: sealing with the vector ephemeral key gives its exact bytes; opening gives its plaintext', () => {
+    expect(toHex(hpkeSeal(hex(a11.pkRm), info, hex(e0.aad), hex(e0.plaintext), hex(a11.skEm)))).toBe(expected);
+    const opened = hpkeOpen({ secretKey: hex(a11.skRm), publicKey: hex(a11.pkRm) }, info, hex(e0.aad), hex(expected));
+    expect(opened.ok && toHex(opened.value)).toBe(e0.plaintext);
+    expect(hpkeOpen({ secretKey: hex(a11.skRm), publicKey: hex(a11.pkRm) }, info, hex(a11.encryptions[1].aad), hex(expected))).toEqual({ ok: false, code: 'auth_failed' });
+  });
+
+  it('WebCrypto path with a raw X25519 (the Library fallback): the same exact bytes', async () => {
+    const fixed = { publicKey: hex(a11.pkEm), secretKey: hex(a11.skEm) };
+    const sealed = await webSeal(hex(a11.pkRm), info, hex(e0.aad), hex(e0.plaintext), { x25519: { dh: (s, p) => nacl.scalarMult(s, p), keyPair: () => fixed } });
+    expect(toHex(sealed)).toBe(expected);
+  });
+
+  it('@hpke/core opens the vector ciphertext to the same plaintext', async () => {
+    expect(toHex(await refOpen(hex(a11.skRm), info, hex(e0.aad), hex(expected)))).toBe(e0.plaintext);
+  });
+});
+
+describe('interoperability with @hpke/core (independent implementation)', () => {
+  const r = keyPair();
+  const info = utf8('cipherstat test');
+  const aad = utf8('aad');
+  const pt = utf8('{"hello":"world"}'.repeat(50));
+
+  it('@hpke/core opens what node:crypto seals, and node:crypto opens what @hpke/core seals', async () => {
+    expect(await refOpen(r.secretKey, info, aad, hpkeSeal(r.publicKey, info, aad, pt))).toEqual(pt);
+    const opened = hpkeOpen(r, info, aad, await refSeal(r.publicKey, info, aad, pt));
+    expect(opened.ok && opened.value).toEqual(pt);
+  });
+
+  it('@hpke/core opens what the WebCrypto path seals (native X25519 and the raw-X25519 fallback)', async () => {
+    expect(await refOpen(r.secretKey, info, aad, await webSeal(r.publicKey, info, aad, pt))).toEqual(pt);
+    const fallback = { dh: (s: Uint8Array, p: Uint8Array) => nacl.scalarMult(s, p), keyPair: () => nacl.box.keyPair() };
+    expect(await refOpen(r.secretKey, info, aad, await webSeal(r.publicKey, info, aad, pt, { x25519: fallback }))).toEqual(pt);
+  });
+
+  it('a low-order enc is low_order_key before any AEAD work; a low-order recipient key is refused when sealing', async () => {
+    const sealed = hpkeSeal(r.publicKey, info, aad, pt);
+    for (const bad of [new Uint8Array(32), hex('e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800')]) {
+      expect(hpkeOpen(r, info, aad, concat(bad, sealed.subarray(32)))).toEqual({ ok: false, code: 'low_order_key' });
+      expect(() => hpkeSeal(bad, info, aad, pt)).toThrow(RangeError);
+      await expect(webSeal(bad, info, aad, pt)).rejects.toThrow();
+    }
+  });
+
+  it('truncated or flipped: auth_failed', () => {
+    const sealed = hpkeSeal(r.publicKey, info, aad, pt);
+    expect(hpkeOpen(r, info, aad, sealed.subarray(0, 47)).ok).toBe(false);
+    const flipped = sealed.slice();
+    flipped[flipped.length - 1]! ^= 1;
+    expect(hpkeOpen(r, info, aad, flipped)).toEqual({ ok: false, code: 'auth_failed' });
+    expect(hpkeOpen(r, utf8('other info'), aad, sealed)).toEqual({ ok: false, code: 'auth_failed' });
+  });
+});
+
+describe('Wycheproof aes_gcm_test.json: the AES-128-GCM cases (96-bit nonce, 128-bit tag) through node:crypto', () => {
+  interface Case { tcId: number; key: string; iv: string; aad: string; msg: string; ct: string; tag: string; result: string }
+  const file = JSON.parse(readFileSync(new URL('./data/wycheproof/aes_gcm_test.json', import.meta.url), 'utf8'));
+  const groups = file.testGroups.filter((g: { keySize: number; ivSize: number; tagSize: number }) => g.keySize === 128 && g.ivSize === 96 && g.tagSize === 128);
+  const cases: Case[] = groups.flatMap((g: { tests: Case[] }) => g.tests);
+
+  it('every valid case encrypts to its ciphertext and tag; every invalid one fails to open', () => {
+    expect(cases.length).toBeGreaterThan(20);
+    let valid = 0;
+    for (const c of cases) {
+      const d = createDecipheriv('aes-128-gcm', hex(c.key), hex(c.iv)).setAAD(hex(c.aad)).setAuthTag(hex(c.tag));
+      let opened: string | null;
+      try {
+        opened = toHex(concat(d.update(hex(c.ct)), d.final()));
+      } catch {
+        opened = null;
+      }
+      if (c.result === 'invalid') {
+        expect(opened, `tcId ${c.tcId}`).toBeNull();
+        continue;
+      }
+      const e = createCipheriv('aes-128-gcm', hex(c.key), hex(c.iv)).setAAD(hex(c.aad));
+      expect(toHex(concat(e.update(hex(c.msg)), e.final(), e.getAuthTag())), `tcId ${c.tcId}`).toBe(c.ct + c.tag);
+      expect(opened, `tcId ${c.tcId}`).toBe(c.msg);
+      valid++;
+    }
+    expect(valid).toBeGreaterThan(10);
+  });
+});
