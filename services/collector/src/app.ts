@@ -5,8 +5,8 @@
 import { Hono, type Context } from 'hono';
 import { cors } from 'hono/cors';
 import { z } from 'zod';
-import { base64DecodedLength, fromBase64, fromUtf8, openEnvelope, openSeal, toBase64 } from '@cipherstat/protocol';
-import { nodeX25519 } from '@cipherstat/protocol/node';
+import { base64DecodedLength, fromBase64, fromUtf8, INFO_INNER, innerAad, openEnvelope, openSeal, toBase64, VERSION_2 } from '@cipherstat/protocol';
+import { hpkeOpen, nodeX25519 } from '@cipherstat/protocol/node';
 import { CollectorError, isCollectorError } from './errors.js';
 import { declaredLength, readBody, readJson } from './body.js';
 import { clientAddressOf, textFormBytes, type Ticket } from './admission.js';
@@ -29,7 +29,7 @@ const DEACTIVATED_RETRY_AFTER_S = 3600;
  * (oldest key version above 1) pay this X25519, and only where this process holds the keys;
  * elsewhere the processor counts the batch under the same code.
  */
-function staleWriteKey(s: Services, accountId: string, inner: Uint8Array): boolean {
+function staleWriteKey(s: Services, accountId: string, batchId: string, version: number, inner: Uint8Array): boolean {
   let keys: ReturnType<Services['keyring']['accountKeys']>;
   try {
     keys = s.keyring.accountKeys(accountId);
@@ -37,7 +37,8 @@ function staleWriteKey(s: Services, accountId: string, inner: Uint8Array): boole
     return false;
   }
   if (!keys?.length || keys[0]!.version === 1) return false;
-  return !keys.some((k) => openSeal(inner, k, nodeX25519).ok);
+  const opens = version === VERSION_2 ? (k: (typeof keys)[number]) => hpkeOpen(k, INFO_INNER, innerAad(accountId, batchId), inner).ok : (k: (typeof keys)[number]) => openSeal(inner, k, nodeX25519).ok;
+  return !keys.some(opens);
 }
 
 /** The envelope in a text/plain body: strict base64, sized from its length before decoding. */
@@ -159,7 +160,7 @@ export function createApp(s: Services): Hono {
         }
         s.fairness.checkGlobal(); // truly overloaded: say so before spending an X25519 on the envelope
         metrics.ingestOpenedBytes.inc(bytes.length);
-        opened = openEnvelope(bytes, { keys: (id) => s.keyring.transportKey(id), now, x25519: nodeX25519 });
+        opened = openEnvelope(bytes, { keys: (id) => s.keyring.transportKey(id), now, x25519: nodeX25519, hpke: hpkeOpen });
       } finally {
         ticket?.release();
       }
@@ -168,7 +169,7 @@ export function createApp(s: Services): Hono {
         metrics.batchRejects.inc({ code: opened.code });
         throw new CollectorError(opened.code === 'envelope_too_large' ? 413 : 400, opened.code, opened.message);
       }
-      const { header, inner } = opened.value;
+      const { header, inner, version } = opened.value;
       const account = await s.accounts.get(header.accountId);
       if (!account) throw new CollectorError(401, 'unknown_account', 'no such account');
       batchAccount.set(c.req.raw, account.accountId);
@@ -211,7 +212,7 @@ export function createApp(s: Services): Hono {
       if (wait) throw new CollectorError(429, 'rate_limited', 'too many batches for this account', wait);
       // What this batch will cost processing, charged to its account (fairness.ts).
       s.fairness.admit(account.accountId, { bytes: bytes.length, points: header.count });
-      if (staleWriteKey(s, account.accountId, inner)) {
+      if (staleWriteKey(s, account.accountId, header.batchId, version, inner)) {
         metrics.batches.inc({ outcome: 'rejected' });
         // counted per account and in Prometheus by the error handler, like every refusal
         throw new CollectorError(400, 'stale_write_key', 'sealed to a write key this account no longer has (it was wiped): use the new write key');
@@ -223,10 +224,12 @@ export function createApp(s: Services): Hono {
         createdAt: header.createdAt,
         pointCount: header.count,
         sdk: header.sdk,
+        version,
         sealed: inner,
         expiresAt: now + account.retentionDays * 86_400_000,
       });
       metrics.batches.inc({ outcome: outcome === 'stored' ? 'accepted' : 'duplicate' });
+      if (outcome === 'stored') metrics.envelopes.inc({ version: String(version) });
       return c.json({ batchId: header.batchId, duplicate: outcome === 'duplicate' }, 202);
     });
   }

@@ -5,7 +5,7 @@
  * (tick-worker.ts) and writes what it returns.
  */
 import { equalBytes, isZero, openInner, type Point, type KeyPair } from '@cipherstat/protocol';
-import { destroyKeys, nodeX25519 } from '@cipherstat/protocol/node';
+import { destroyKeys, hpkeOpen, nodeX25519 } from '@cipherstat/protocol/node';
 import type { DictKind, DictRow, ProcessedRow, RejectRow, RollupLevel, RollupRow } from './storage/types.js';
 import { Pseudonyms } from './pseudonyms.js';
 import { sealDict, sealRollup } from './records.js';
@@ -25,6 +25,8 @@ export interface TickBatch {
   sealed: Uint8Array;
   pointCount: number;
   receivedAt: number;
+  /** Envelope version (1 when absent): v2 inner layers are HPKE. */
+  version?: number;
 }
 
 export interface TickKey {
@@ -279,7 +281,7 @@ function compute(state: TickState, { rows, accounts, now, part, limits }: TickIn
     let ctx = contexts.get(row.accountId);
     if (ctx === undefined) contexts.set(row.accountId, (ctx = context(state, row.accountId, accounts.get(row.accountId) ?? null, now, limits)));
     const mark = (accepted: number, rejected: number) =>
-      processed.push({ accountId: row.accountId, batchId: row.batchId, processedAt: now, accepted, rejected, part });
+      processed.push({ accountId: row.accountId, batchId: row.batchId, processedAt: now, accepted, rejected, part, version: row.version ?? 1 });
     if (!ctx) {
       // Deleted account: its keys are gone; the batch is dropped and counted, never opened.
       reject(row.accountId, 'account_deleted', row.pointCount);
@@ -289,7 +291,7 @@ function compute(state: TickState, { rows, accounts, now, part, limits }: TickIn
     }
     let opened: ReturnType<typeof openInner> | undefined;
     for (const account of ctx.pairs) {
-      opened = openInner(row.sealed, { account, accountId: row.accountId, batchId: row.batchId, count: row.pointCount, now: row.receivedAt, x25519: nodeX25519 });
+      opened = openInner(row.sealed, { account, accountId: row.accountId, batchId: row.batchId, count: row.pointCount, now: row.receivedAt, x25519: nodeX25519, version: row.version, hpke: hpkeOpen });
       if (opened.ok || opened.code !== 'inner_auth_failed') break;
     }
     if (!opened || !opened.ok) {

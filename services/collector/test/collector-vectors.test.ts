@@ -26,19 +26,24 @@ afterAll(async () => c?.stop());
 
 const OUTER_STATUS: Record<string, number> = { envelope_too_large: 413 };
 const INNER = new Set(['inner_auth_failed', 'account_mismatch', 'batch_mismatch', 'invalid_payload', 'point_count_mismatch']);
+/** Inner-layer outcomes whose code is also an outer-layer code. */
+const INNER_FILES = new Set(['049-v2-inner-low-order-ephemeral.json']);
+/** The collector reads versions 1 and 2: vector 007 (version byte 2 around a v1 seal) is a v1-reader case (docs/protocol.md §Test vectors). */
+const READER_1_2: Record<string, string> = { '007-unknown-version.json': 'outer_auth_failed' };
 
 it('runs every vector file', () => expect(vectors.length).toBeGreaterThanOrEqual(16));
 
 for (const v of vectors) {
-  it(`${v.file} → ${v.expect}`, async () => {
+  const expected = READER_1_2[v.file] ?? v.expect;
+  it(`${v.file} → ${expected}`, async () => {
     const s = c.services;
     // Oversize bodies are also refused before they are read: send the real bytes anyway.
     const res = await post(c.url, v.envelope);
     const body = await res.json();
     const pointLevel = v.rejects !== undefined;
-    if (v.expect !== 'ok' && !pointLevel && !INNER.has(v.expect)) {
-      expect(res.status).toBe(OUTER_STATUS[v.expect] ?? 400);
-      expect(body.error.code).toBe(v.expect);
+    if (expected !== 'ok' && !pointLevel && !INNER.has(expected) && !INNER_FILES.has(v.file)) {
+      expect(res.status).toBe(OUTER_STATUS[expected] ?? 400);
+      expect(body.error.code).toBe(expected);
       return;
     }
     expect(res.status, JSON.stringify(body)).toBe(202);

@@ -94,6 +94,8 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     }
     // Reject counts are read fresh (not cached with the listing), plus refusals not yet flushed.
     const rejects = addCounts(await s.store.rejects(account.accountId), s.refusals.pending(account.accountId));
+    // Processed batches by envelope version: senders still on the deprecated v1 show here.
+    const envelopes = await s.store.envelopeVersions(account.accountId);
     const origins = s.refusals.refusedOrigins(account.accountId);
     const advice = Object.fromEntries(Object.keys(rejects).flatMap((code) => {
       const text = refusalAdvice(code, account, origins);
@@ -101,7 +103,7 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     }));
     end();
     c.header('Cache-Control', 'no-store');
-    return c.json({ accountId: account.accountId, ...listing, rejects, advice });
+    return c.json({ accountId: account.accountId, ...listing, rejects, advice, envelopes });
   });
 
   app.post('/v1/query', async (c) => {

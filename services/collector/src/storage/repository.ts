@@ -27,11 +27,11 @@ const ACCOUNT_SELECT = `account_id AS accountId, version, state, ${ms('created_a
   ${ms('deactivated_at', 'deactivatedAt')}, ${ms('shred_after', 'shredAfter')}, ${ms('shredded_at', 'shreddedAt')},
   read_token_hash AS readTokenHash, allowed_origins AS allowedOrigins, retention_days AS retentionDays, confidential, name`;
 
-const BATCH_COLUMNS = ['account_id', 'batch_id', 'received_at', 'created_at', 'point_count', 'sdk', 'sealed', 'expires_at'] as const;
+const BATCH_COLUMNS = ['account_id', 'batch_id', 'received_at', 'created_at', 'point_count', 'sdk', 'version', 'sealed', 'expires_at'] as const;
 const BATCH_SELECT = `account_id AS accountId, batch_id AS batchId, ${ms('received_at', 'receivedAt')}, ${ms('created_at', 'createdAt')},
-  point_count AS pointCount, sdk, base64Encode(sealed) AS sealedBase64, ${ms('expires_at', 'expiresAt')}`;
+  point_count AS pointCount, sdk, version, base64Encode(sealed) AS sealedBase64, ${ms('expires_at', 'expiresAt')}`;
 
-const PROCESSED_COLUMNS = ['account_id', 'batch_id', 'processed_at', 'accepted', 'rejected', 'part'] as const;
+const PROCESSED_COLUMNS = ['account_id', 'batch_id', 'processed_at', 'accepted', 'rejected', 'part', 'version'] as const;
 const ROLLUP_COLUMNS = [
   'account_id', 'level', 'bucket', 'metric', 'series', 'tag_keys', 'tag_values', 'key_version', 'part', 'supersedes', 'agg', 'written_at', 'expires_at',
 ] as const;
@@ -110,6 +110,7 @@ function toBatch(r: Raw): BatchRow {
     createdAt: num(r.createdAt),
     pointCount: num(r.pointCount),
     sdk: String(r.sdk),
+    version: num(r.version),
     sealed: fromBase64(r.sealedBase64),
     expiresAt: num(r.expiresAt),
   };
@@ -189,7 +190,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
 
     insertBatches: (rows) =>
       insert('batches', BATCH_COLUMNS, rows, (r) => [
-        str(r.accountId), str(r.batchId), time(r.receivedAt), time(r.createdAt), uint(r.pointCount), str(r.sdk), bytes(r.sealed),
+        str(r.accountId), str(r.batchId), time(r.receivedAt), time(r.createdAt), uint(r.pointCount), str(r.sdk), uint(r.version ?? 1, 255), bytes(r.sealed),
         time(r.expiresAt),
       ]),
 
@@ -231,7 +232,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
 
     markProcessed: (rows) =>
       insert('processed', PROCESSED_COLUMNS, rows, (r) => [
-        str(r.accountId), str(r.batchId), time(r.processedAt), uint(r.accepted), uint(r.rejected), str(r.part),
+        str(r.accountId), str(r.batchId), time(r.processedAt), uint(r.accepted), uint(r.rejected), str(r.part), uint(r.version ?? 1, 255),
       ]),
 
     async deleteBatches(keys) {
@@ -401,6 +402,14 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
         { id: accountId },
       );
       return Object.fromEntries(rows.map((r) => [r.code, num(r.n)]));
+    },
+
+    async envelopeVersions(accountId) {
+      const rows = await conn.query<{ v: string; n: string }>(
+        `SELECT toString(version) AS v, count() AS n FROM ${t('processed')} FINAL WHERE account_id = {id:String} GROUP BY version ORDER BY version`,
+        { id: accountId },
+      );
+      return Object.fromEntries(rows.map((r) => [r.v, num(r.n)]));
     },
 
     async countAccountRows(accountId) {

@@ -135,6 +135,15 @@ ORDER BY (account_id, code, toStartOfHour(at))`,
     // An account's name (chosen by the operator, e.g. the shop's name; plaintext, like its origins).
     statements: ({ t, on }) => [`ALTER TABLE ${t('accounts')}${on} ADD COLUMN IF NOT EXISTS name String DEFAULT '' AFTER confidential`],
   },
+  {
+    version: 5,
+    // Envelope v2 (docs/protocol.md): the process role opens a stored inner layer by the
+    // version it came in; processed batches are counted per account and version (GET /v1/metrics).
+    statements: ({ t, on }) => [
+      `ALTER TABLE ${t('batches')}${on} ADD COLUMN IF NOT EXISTS version UInt8 DEFAULT 1 AFTER sdk`,
+      `ALTER TABLE ${t('processed')}${on} ADD COLUMN IF NOT EXISTS version UInt8 DEFAULT 1`,
+    ],
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */

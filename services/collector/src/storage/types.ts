@@ -41,6 +41,8 @@ export interface BatchRow {
   createdAt: number;
   pointCount: number;
   sdk: string;
+  /** Envelope version the batch came in (1 when absent): how its inner layer is sealed. */
+  version?: number;
   sealed: Uint8Array;
   expiresAt: number;
 }
@@ -53,6 +55,8 @@ export interface ProcessedRow {
   rejected: number;
   /** The rollup `part` written for this batch (rollups whose part has no processed row are orphans). */
   part: string;
+  /** Envelope version of the batch (1 when absent). */
+  version?: number;
 }
 
 /** Rollup levels: 0 = minute, 1 = hour, 2 = day pack (the hour aggregates of one UTC day, written by compaction). */
@@ -251,6 +255,8 @@ export interface Store {
   dictionary(accountId: string, kind?: DictKind): Promise<DictRow[]>;
   addRejects(rows: RejectRow[]): Promise<void>;
   rejects(accountId: string): Promise<Record<string, number>>;
+  /** Processed batches of an account by envelope version, e.g. `{ "1": 3, "2": 120 }`. */
+  envelopeVersions(accountId: string): Promise<Record<string, number>>;
 
   /** Rows held per table for one account (deletion reports, verify). */
   countAccountRows(accountId: string): Promise<Record<string, number>>;
