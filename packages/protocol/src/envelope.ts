@@ -26,9 +26,9 @@ export const MAGIC = [0x43, 0x53] as const; // "CS"
 export const VERSION = 1;
 export const VERSION_2 = 2;
 /** Envelope v2: HPKE `info` of the outer layer (sealed to the collector's transport key). */
-export const INFO_OUTER = utf8('cipherstat envelope v2 outer');
+export const INFO_OUTER = /*#__PURE__*/ utf8('cipherstat envelope v2 outer');
 /** Envelope v2: HPKE `info` of the inner layer (sealed to the account key). */
-export const INFO_INNER = utf8('cipherstat envelope v2 inner');
+export const INFO_INNER = /*#__PURE__*/ utf8('cipherstat envelope v2 inner');
 /** Envelope v2: the inner layer's AAD, ASCII `account-id "/" batch-id`. */
 export const innerAad = (accountId: string, batchId: string): Uint8Array => utf8(accountId + '/' + batchId);
 
@@ -91,10 +91,13 @@ export function envelopePrefix(version: number, flags: number, collectorKeyId: s
 export const outerPlaintext = (headerBytes: Uint8Array, innerSealed: Uint8Array): Uint8Array =>
   concat(new Uint8Array([headerBytes.length >> 8, headerBytes.length & 0xff]), headerBytes, innerSealed);
 
-/** Builds a v1 envelope around an already sealed inner layer. */
+/** Builds a v1 envelope around an already sealed inner layer (written out: the v1 script build counts its bytes). */
 export function wrapOuter(headerBytes: Uint8Array, innerSealed: Uint8Array, keys: Pick<SealKeys, 'collectorKeyId' | 'collectorPublicKey'>, random?: Random, version = VERSION, flags = 0): Uint8Array {
-  const prefix = envelopePrefix(version, flags, keys.collectorKeyId);
-  return concat(prefix, seal(outerPlaintext(headerBytes, innerSealed), keys.collectorPublicKey, random));
+  const keyId = fromHex(keys.collectorKeyId);
+  if (!keyId || keyId.length !== KEY_ID_BYTES) throw new RangeError('bad collector key id');
+  const len = new Uint8Array([headerBytes.length >> 8, headerBytes.length & 0xff]);
+  const outer = seal(concat(len, headerBytes, innerSealed), keys.collectorPublicKey, random);
+  return concat(new Uint8Array([MAGIC[0], MAGIC[1], version, flags]), keyId, outer);
 }
 
 /** Builds a v2 envelope around an already sealed (v2) inner layer. */

@@ -24,7 +24,7 @@ export const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i);
 const NASTY = Uint8Array.from({ length: 1024 }, (_, i) => [0x5c, 0x09, 0x0a, 0x0d, 0x00, 0x27, 0x22, 0xff][i % 8]!);
 
 export function batch(accountId: string, batchId: string, receivedAt: number, sealed: Uint8Array = randomBytes(64)): BatchRow {
-  return { accountId, batchId, receivedAt, createdAt: receivedAt - 500, pointCount: 100, sdk: 'js/0.1.0', sealed, expiresAt: FAR };
+  return { accountId, batchId, receivedAt, createdAt: receivedAt - 500, pointCount: 100, sdk: 'js/0.1.0', version: receivedAt % 2 ? 2 : 1, sealed, expiresAt: FAR };
 }
 
 export function account(accountId: string, version: number, over: Partial<AccountRow> = {}): AccountRow {
