@@ -33,6 +33,13 @@ function wall(ms: number, tz: string): { date: string; h: number; m: number; s: 
 /** The wall-clock unit an instant falls in, as a comparable key. */
 function unitKey(ms: number, interval: Interval, tz: string): string {
   const w = wall(ms, tz);
+  if (interval === 'month') return w.date.slice(0, 7);
+  if (interval === 'week') {
+    // the date of that wall date's Monday (ISO weeks start on Monday)
+    const d = new Date(`${w.date}T00:00:00Z`);
+    d.setUTCDate(d.getUTCDate() - ((d.getUTCDay() + 6) % 7));
+    return d.toISOString().slice(0, 10);
+  }
   return interval === 'day' ? w.date : interval === 'hour' ? `${w.date} ${w.h}` : `${w.date} ${w.h}:${w.m}`;
 }
 
@@ -53,7 +60,7 @@ function checkBuckets(from: number, to: number, interval: Interval, tz: string, 
     // a boundary is where the wall-clock unit changes, or where the clock falls back
     // onto an aligned time (the repeated hour); the unit is constant inside a bucket
     const w = wall(b, tz);
-    const aligned = w.s === 0 && (interval === 'minute' || (w.m === 0 && (interval === 'hour' || w.h === 0)));
+    const aligned = w.s === 0 && (interval === 'minute' || (w.m === 0 && (interval === 'hour' || (w.h === 0 && interval === 'day'))));
     expect(unitKey(b - 1, interval, tz) !== unitKey(b, interval, tz) || aligned).toBe(true);
     const key = unitKey(b, interval, tz);
     for (let t = b; t < end; t += probe) expect(unitKey(t, interval, tz)).toBe(key);
@@ -153,6 +160,47 @@ describe('bucketStart / buckets', () => {
   });
 });
 
+describe('week and month buckets', () => {
+  const rnd = mulberry32(12);
+  it('start at local midnight of the Monday / the 1st, across DST: 167/169-hour weeks, 28–31-day months', () => {
+    const tz = 'Europe/Berlin';
+    const weeks = checkBuckets(utc('2026-03-18T00:00Z'), utc('2026-04-08T00:00Z'), 'week', tz, rnd);
+    expect(weeks.map((b) => new Date(b).toISOString())).toEqual(['2026-03-15T23:00:00.000Z', '2026-03-22T23:00:00.000Z', '2026-03-29T22:00:00.000Z', '2026-04-05T22:00:00.000Z']);
+    expect(hours(weeks[2]! - weeks[1]!)).toBe(167); // 2026-03-29: 23 h
+    const fall = bucketStart(utc('2026-10-22T12:00Z'), 'week', tz);
+    expect(hours(nextBucketStart(fall, 'week', tz) - fall)).toBe(169); // 2026-10-25: 25 h
+    const ny = bucketStart(utc('2026-11-01T12:00Z'), 'week', 'America/New_York');
+    expect(new Date(ny).toISOString()).toBe('2026-10-26T04:00:00.000Z');
+    expect(hours(nextBucketStart(ny, 'week', 'America/New_York') - ny)).toBe(169);
+    const months = checkBuckets(utc('2026-01-15T00:00Z'), utc('2027-01-15T00:00Z'), 'month', tz, rnd);
+    expect(months).toHaveLength(13);
+    expect(months.map((b) => wall(b, tz))).toEqual(months.map((b) => ({ date: wall(b, tz).date.slice(0, 8) + '01', h: 0, m: 0, s: 0 })));
+    const lengths = months.map((b, i) => hours((months[i + 1] ?? nextBucketStart(b, 'month', tz)) - b) / 24);
+    expect(lengths.slice(0, 12)).toEqual([31, 28, 31 - 1 / 24, 30, 31, 30, 31, 31, 30, 31 + 1 / 24, 30, 31]);
+  });
+
+  it('ISO week 1 starting in the previous December; month and week in UTC', () => {
+    // 2026-01-01 is a Thursday: ISO week 1 of 2026 starts Monday 2025-12-29
+    expect(bucketStart(utc('2026-01-01T10:00Z'), 'week', 'UTC')).toBe(utc('2025-12-29T00:00Z'));
+    expect(bucketStart(utc('2025-12-31T23:59:59.999Z'), 'month', 'UTC')).toBe(utc('2025-12-01T00:00Z'));
+    expect(bucketStart(utc('2026-01-01T00:00Z'), 'month', 'UTC')).toBe(utc('2026-01-01T00:00Z'));
+    expect(bucketStart(utc('2025-12-29T00:00Z') - 1, 'week', 'UTC')).toBe(utc('2025-12-22T00:00Z'));
+    checkBuckets(utc('2025-11-20T00:00Z'), utc('2026-02-10T00:00Z'), 'week', 'UTC', rnd);
+    checkBuckets(utc('2024-01-01T00:00Z'), utc('2026-01-01T00:00Z'), 'month', 'UTC', rnd); // 2024: 29 Feb
+  });
+
+  it('matches the reference wall clock in many zones, and a week with a day Samoa skipped', () => {
+    const zones = ['America/New_York', 'Asia/Kolkata', 'Asia/Kathmandu', 'America/Santiago', 'Australia/Lord_Howe', 'Pacific/Chatham', 'America/St_Johns'];
+    for (const tz of zones) {
+      checkBuckets(utc('2026-01-01T00:00Z'), utc('2027-01-01T00:00Z'), 'week', tz, rnd);
+      checkBuckets(utc('2026-01-01T00:00Z'), utc('2027-01-01T00:00Z'), 'month', tz, rnd);
+    }
+    const apia = checkBuckets(utc('2011-12-20T00:00Z'), utc('2012-01-10T00:00Z'), 'week', 'Pacific/Apia', rnd);
+    expect(apia.map((b) => wall(b, 'Pacific/Apia').date)).toEqual(['2011-12-19', '2011-12-26', '2012-01-02', '2012-01-09']);
+    expect(hours(apia[2]! - apia[1]!)).toBe(6 * 24); // 2011-12-30 never happened there
+  });
+});
+
 describe('sourceLevel', () => {
   const from = utc('2026-03-01T00:00Z');
   const to = utc('2026-11-30T00:00Z');
@@ -160,12 +208,15 @@ describe('sourceLevel', () => {
     expect(sourceLevel('hour', 'UTC', from, to)).toBe(LEVEL_HOUR);
     expect(sourceLevel('day', 'UTC', from, to)).toBe(LEVEL_HOUR);
     expect(sourceLevel('day', 'Europe/Berlin', from, to)).toBe(LEVEL_HOUR);
+    expect(sourceLevel('week', 'Europe/Berlin', from, to)).toBe(LEVEL_HOUR);
+    expect(sourceLevel('month', 'America/New_York', from, to)).toBe(LEVEL_HOUR);
     expect(sourceLevel('hour', 'America/New_York', from, to)).toBe(LEVEL_HOUR);
   });
   it('minute level for :30/:45 zones, 30-minute DST, and minute buckets', () => {
     expect(sourceLevel('hour', 'Asia/Kolkata', from, to)).toBe(LEVEL_MINUTE);
     expect(sourceLevel('day', 'Asia/Kolkata', from, to)).toBe(LEVEL_MINUTE);
     expect(sourceLevel('day', 'Asia/Kathmandu', from, to)).toBe(LEVEL_MINUTE);
+    expect(sourceLevel('month', 'Asia/Kolkata', from, to)).toBe(LEVEL_MINUTE);
     expect(sourceLevel('hour', 'Australia/Lord_Howe', from, to)).toBe(LEVEL_MINUTE);
     expect(sourceLevel('minute', 'UTC', from, to)).toBe(LEVEL_MINUTE);
     // +10:30 / +11: standard-time midnights are never on a UTC hour
@@ -184,7 +235,7 @@ describe('validation', () => {
   it('bad arguments and limits', () => {
     expect(() => bucketStart(NaN, 'day', 'UTC')).toThrow(RollupError);
     expect(() => bucketStart(9e15, 'day', 'UTC')).toThrow(RollupError);
-    expect(() => bucketStart(0, 'week' as never, 'UTC')).toThrow(RollupError);
+    expect(() => bucketStart(0, 'year' as never, 'UTC')).toThrow(RollupError);
     expect(() => bucketStart(0, 'toString' as never, 'UTC')).toThrow(RollupError);
     expect(() => buckets(0, 400 * D, 'minute', 'UTC')).toThrow(expect.objectContaining({ code: 'too_many_buckets' }));
     expect(buckets(0, 10 * D, 'minute', 'UTC', 20_000)).toHaveLength(14_400);

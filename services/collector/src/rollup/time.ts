@@ -8,11 +8,16 @@
  * at UTC :30, and the repeated hour of a fall-back is two buckets); a 30-minute DST
  * shift (Australia/Lord_Howe) gives a 30- or 90-minute hour bucket. Buckets are named
  * by their start instant in epoch ms, and a bucket runs until the next one starts.
+ *
+ * Week (ISO: Monday) and month buckets are calendar units made of day buckets: one starts
+ * where the day bucket of its first local date (a Monday, the 1st) starts, so it lasts
+ * 167/169 hours across a DST change, and months 28–31 days. A first date the zone skipped
+ * (Pacific/Apia, 2011-12-30) starts the unit at the next day that exists.
  */
 import { RollupError, invalid } from './errors.js';
 
-export type Interval = 'minute' | 'hour' | 'day';
-export const INTERVALS: readonly Interval[] = ['minute', 'hour', 'day'];
+export type Interval = 'minute' | 'hour' | 'day' | 'week' | 'month';
+export const INTERVALS: readonly Interval[] = ['minute', 'hour', 'day', 'week', 'month'];
 
 /** Stored rollup levels (UTC-aligned). */
 export const LEVEL_MINUTE = 0;
@@ -22,9 +27,11 @@ export type Level = typeof LEVEL_MINUTE | typeof LEVEL_HOUR;
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
-const UNIT: Record<Interval, number> = { minute: MINUTE, hour: HOUR, day: DAY };
-/** Instants we accept: the ECMAScript Date range minus a margin for look-behind. */
-const MAX_TIME = 8.64e15 - 7 * DAY;
+/** Fixed wall-clock units; week and month are calendar units of days (CALENDAR). */
+const UNIT: Record<string, number> = { minute: MINUTE, hour: HOUR, day: DAY };
+const CALENDAR = new Set<string>(['week', 'month']);
+/** Instants we accept: the ECMAScript Date range minus a margin for look-behind (a month). */
+const MAX_TIME = 8.64e15 - 40 * DAY;
 const DEFAULT_BUCKET_LIMIT = 100_000;
 
 const mod = (a: number, n: number): number => ((a % n) + n) % n;
@@ -154,9 +161,9 @@ function zoneOf(timeZone: string): Zone {
 }
 
 function unitOf(interval: Interval): number {
-  const u = UNIT[interval];
-  if (u === undefined || !Object.hasOwn(UNIT, interval)) throw invalid(`unknown interval: ${String(interval)}`);
-  return u;
+  if (Object.hasOwn(UNIT, interval)) return UNIT[interval]!;
+  if (CALENDAR.has(interval)) return DAY;
+  throw invalid(`unknown interval: ${String(interval)}`);
 }
 
 function checkTime(ms: number): void {
@@ -204,20 +211,72 @@ function nextOf(z: Zone, s: number, unit: number): number {
   return b;
 }
 
+/** Local date (days since 1970-01-01 on the zone's wall clock) at instant t. */
+const localDay = (z: Zone, t: number): number => Math.floor((t + z.offset(t)) / DAY);
+
+/** First local date of the week (Monday) or month holding local date `d`. */
+function calendarFirst(d: number, interval: Interval): number {
+  if (interval === 'week') return d - mod(d + 3, 7); // 1970-01-01 was a Thursday
+  const date = new Date(d * DAY);
+  return Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), 1) / DAY;
+}
+
+/** First local date of the next week or month after the one holding local date `d`. */
+function calendarNext(d: number, interval: Interval): number {
+  if (interval === 'week') return calendarFirst(d, interval) + 7;
+  const date = new Date(d * DAY);
+  return Date.UTC(date.getUTCFullYear(), date.getUTCMonth() + 1, 1) / DAY;
+}
+
+/** Start of the day bucket of local date `d`, or of the first local date after it that exists. */
+function dayStart(z: Zone, d: number): number {
+  const noon = d * DAY + 12 * HOUR;
+  let c = startOf(z, noon - z.offset(noon - z.offset(noon)), DAY);
+  for (let guard = 0; localDay(z, c) < d; guard++) {
+    if (guard > 3) throw new Error('day start did not converge');
+    c = nextOf(z, c, DAY);
+  }
+  // a date can hold two day buckets (a fall-back onto midnight): the unit starts at the first
+  for (let guard = 0; guard < 4; guard++) {
+    const prev = startOf(z, c - 1, DAY);
+    if (localDay(z, prev) < d) break;
+    c = prev;
+  }
+  return c;
+}
+
+/** startOf for any interval. */
+function startIn(z: Zone, ms: number, interval: Interval): number {
+  if (!CALENDAR.has(interval)) return startOf(z, ms, unitOf(interval));
+  return dayStart(z, calendarFirst(localDay(z, startOf(z, ms, DAY)), interval));
+}
+
+/** nextOf for any interval. */
+function nextIn(z: Zone, s: number, interval: Interval): number {
+  if (!CALENDAR.has(interval)) return nextOf(z, s, unitOf(interval));
+  let d = localDay(z, s);
+  for (let guard = 0; guard < 3; guard++) {
+    const n = dayStart(z, calendarNext(d, interval));
+    if (n > s) return n;
+    d = calendarNext(d, interval);
+  }
+  throw new Error('bucket did not end');
+}
+
 /** Start (epoch ms) of the `interval` bucket containing `ms` in `timeZone`. */
 export function bucketStart(ms: number, interval: Interval, timeZone: string): number {
-  const unit = unitOf(interval);
+  unitOf(interval);
   const z = zoneOf(timeZone);
   checkTime(ms);
-  return startOf(z, ms, unit);
+  return startIn(z, ms, interval);
 }
 
 /** Start of the bucket following the one containing `ms` (= end of that bucket). */
 export function nextBucketStart(ms: number, interval: Interval, timeZone: string): number {
-  const unit = unitOf(interval);
+  unitOf(interval);
   const z = zoneOf(timeZone);
   checkTime(ms);
-  return nextOf(z, startOf(z, ms, unit), unit);
+  return nextIn(z, startIn(z, ms, interval), interval);
 }
 
 /**
@@ -226,12 +285,12 @@ export function nextBucketStart(ms: number, interval: Interval, timeZone: string
  * RollupError('too_many_buckets') past `limit`.
  */
 export function buckets(from: number, to: number, interval: Interval, timeZone: string, limit = DEFAULT_BUCKET_LIMIT): number[] {
-  const unit = unitOf(interval);
+  unitOf(interval);
   const z = zoneOf(timeZone);
   checkTime(from);
   checkTime(to);
   const out: number[] = [];
-  for (let b = to > from ? startOf(z, from, unit) : to; b < to; b = nextOf(z, b, unit)) {
+  for (let b = to > from ? startIn(z, from, interval) : to; b < to; b = nextIn(z, b, interval)) {
     if (out.length >= limit) throw new RollupError('too_many_buckets', `more than ${limit} buckets`);
     out.push(b);
   }
