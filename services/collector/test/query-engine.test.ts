@@ -144,7 +144,7 @@ describe('runQuery', () => {
     const cases: [unknown, string][] = [
       [null, 'invalid_query'],
       [{ ...base, aggregation: 'median' }, 'invalid_query'],
-      [{ ...base, interval: 'week' }, 'invalid_query'],
+      [{ ...base, interval: 'year' }, 'invalid_query'],
       [{ ...base, extra: 1 }, 'invalid_query'],
       [{ ...base, metric: 'bad name' }, 'invalid_query'],
       [{ ...base, groupBy: ['country', 'country'] }, 'invalid_query'],

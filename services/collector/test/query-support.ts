@@ -62,8 +62,13 @@ export function generatePoints(seed: number, n: number, from: number, to: number
 // ---- plaintext reference -----------------------------------------------------
 
 const formatters = new Map<string, Intl.DateTimeFormat>();
-/** Local wall-clock label of an instant, truncated to the interval (independent of rollup/time.ts). */
-export function localLabel(ms: number, interval: 'minute' | 'hour' | 'day', timeZone: string): string {
+export type RefInterval = 'minute' | 'hour' | 'day' | 'week' | 'month';
+
+/**
+ * Local wall-clock label of an instant, truncated to the interval (independent of
+ * rollup/time.ts): a week is named by the date of its Monday (ISO weeks), a month by `YYYY-MM`.
+ */
+export function localLabel(ms: number, interval: RefInterval, timeZone: string): string {
   let f = formatters.get(timeZone);
   if (!f) {
     f = new Intl.DateTimeFormat('en-CA', { timeZone, hourCycle: 'h23', year: 'numeric', month: '2-digit', day: '2-digit', hour: '2-digit', minute: '2-digit' });
@@ -71,13 +76,19 @@ export function localLabel(ms: number, interval: 'minute' | 'hour' | 'day', time
   }
   const p = Object.fromEntries(f.formatToParts(ms).map((x) => [x.type, x.value]));
   const day = `${p.year}-${p.month}-${p.day}`;
+  if (interval === 'month') return day.slice(0, 7);
+  if (interval === 'week') {
+    const d = new Date(`${day}T00:00:00Z`);
+    d.setUTCDate(d.getUTCDate() - ((d.getUTCDay() + 6) % 7));
+    return d.toISOString().slice(0, 10);
+  }
   return interval === 'day' ? day : interval === 'hour' ? `${day}T${p.hour}` : `${day}T${p.hour}:${p.minute}`;
 }
 
 export interface RefQuery {
   metric: string;
   aggregation: string;
-  interval: 'minute' | 'hour' | 'day';
+  interval: RefInterval;
   timezone: string;
   groupBy?: string[];
   filter?: Record<string, string | string[]>;

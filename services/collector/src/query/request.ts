@@ -33,7 +33,7 @@ export const querySchema = z
     aggregation: z.enum(QUERY_AGGREGATIONS),
     from: time,
     to: time,
-    interval: z.enum(['minute', 'hour', 'day']),
+    interval: z.enum(['minute', 'hour', 'day', 'week', 'month']),
     groupBy: z.array(tagKey).max(MAX_GROUP_BY).optional(),
     filter: z.record(tagKey, z.union([tagValue, z.array(tagValue).min(1).max(MAX_FILTER_VALUES)])).optional(),
     timezone: z.string().min(1).max(64).optional(),
