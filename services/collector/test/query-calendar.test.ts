@@ -90,7 +90,7 @@ beforeAll(async () => {
     await c.services.processor!.drain();
   }
   offset = NOW - Date.now();
-}, 180_000);
+});
 
 afterAll(async () => {
   await q?.close();
