@@ -498,7 +498,8 @@ function stateParams(): URLSearchParams {
     p.set('where', where);
     p.set('is', is);
   }
-  p.set('tz', $<HTMLInputElement>('timezone').value.trim() || browserZone);
+  const zone = $<HTMLInputElement>('timezone').value.trim();
+  p.set('tz', zone && validZone(zone) ? zone : browserZone);
   return p;
 }
 
@@ -597,7 +598,7 @@ function changeText(now: number | null, before: number | null): { text: string; 
   if (now === null && before === null) return { text: 'no data in either period', pct: null, dir: '' };
   if (before === null) return { text: 'no data in the previous period', pct: null, dir: '' };
   if (now === null) return { text: 'no data in this period', pct: null, dir: '' };
-  if (before === 0) return now === 0 ? { text: 'no change', pct: 0, dir: 'flat' } : { text: 'new (previous period: 0)', pct: null, dir: 'up' };
+  if (before === 0) return now === 0 ? { text: 'no change', pct: 0, dir: 'flat' } : { text: '▲ new (none before)', pct: null, dir: 'up' };
   const pct = ((now - before) / Math.abs(before)) * 100;
   const dir = pct > 0 ? 'up' : pct < 0 ? 'down' : 'flat';
   return { text: pct === 0 ? 'no change' : `${dir === 'up' ? '▲ +' : '▼ '}${oneDecimal.format(pct)}%`, pct, dir };
