@@ -733,6 +733,11 @@ function renderChart(result: QueryResult, body: QueryBody): void {
   const fmt = timeFormatter(body.interval, body.timezone);
   const units = result.series.map((s) => unitOf(body.metric, body.aggregation, s.tags));
   const axisUnit = units.every((u) => JSON.stringify(u) === JSON.stringify(units[0])) ? units[0]! : NONE;
+  // The axes are drawn on a canvas: their labels are also kept on the element (readable, testable).
+  const ticks = (name: 'xTicks' | 'yTicks', labels: string[]): string[] => {
+    host.dataset[name] = JSON.stringify(labels);
+    return labels;
+  };
   const opts: uPlot.Options = {
     width: Math.max(200, host.clientWidth || 800),
     height: 320,
@@ -741,8 +746,8 @@ function renderChart(result: QueryResult, body: QueryBody): void {
     cursor: { drag: { x: true, y: false } },
     scales: { x: { time: true } },
     axes: [
-      { stroke: '#57606a', grid: { stroke: '#eaeef2' }, space: 110, values: (_u, splits) => splits.map((t) => fmt(t)) },
-      { stroke: '#57606a', grid: { stroke: '#eaeef2' }, size: 80, label: axisLabel(units, body.aggregation), values: (_u, splits) => splits.map((v) => formatValue(v, axisUnit)) },
+      { stroke: '#57606a', grid: { stroke: '#eaeef2' }, space: 110, values: (_u, splits) => ticks('xTicks', splits.map((t) => fmt(t))) },
+      { stroke: '#57606a', grid: { stroke: '#eaeef2' }, size: 80, label: axisLabel(units, body.aggregation), values: (_u, splits) => ticks('yTicks', splits.map((v) => formatValue(v, axisUnit))) },
     ],
     series: [
       { label: 'Time', value: (_u, v) => (v == null ? '—' : fmt(v)) },
