@@ -278,7 +278,9 @@ const RANGES: Record<string, { ms: number; words: string; allowed: string[]; pre
   '1h': { ms: 3_600_000, words: 'hour', allowed: ['minute', 'hour'], preferred: 'minute' },
   '24h': { ms: 86_400_000, words: '24 hours', allowed: ['minute', 'hour', 'day'], preferred: 'hour' },
   '7d': { ms: 604_800_000, words: '7 days', allowed: ['hour', 'day'], preferred: 'hour' },
-  '30d': { ms: 2_592_000_000, words: '30 days', allowed: ['hour', 'day'], preferred: 'day' },
+  '30d': { ms: 30 * 86_400_000, words: '30 days', allowed: ['hour', 'day', 'week'], preferred: 'day' },
+  '90d': { ms: 90 * 86_400_000, words: '90 days', allowed: ['day', 'week', 'month'], preferred: 'day' },
+  '365d': { ms: 365 * 86_400_000, words: '12 months', allowed: ['day', 'week', 'month'], preferred: 'month' },
 };
 const DEFAULT_AGGREGATION: Record<string, string> = { counter: 'sum', gauge: 'avg', histogram: 'p95' };
 const COLORS = ['#1f6feb', '#d9480f', '#2f9e44', '#ae3ec9', '#f08c00', '#0c8599', '#e03131', '#5c7cfa', '#66a80f', '#862e9c'];
@@ -606,6 +608,14 @@ function changeText(now: number | null, before: number | null): { text: string; 
 
 const findSeries = (r: QueryResult | undefined, key: string): Series | undefined => r?.series.find((s) => seriesKey(s.tags) === key);
 
+/** The answer's last `n` buckets (and `meta.from` moved to the first of them). */
+function trimTo(r: QueryResult, n: number): QueryResult {
+  const longest = Math.max(0, ...r.series.map((s) => s.points.length));
+  if (longest <= n) return r;
+  const series = r.series.map((s) => ({ ...s, points: s.points.slice(-n) }));
+  return { series, meta: { ...r.meta, from: series[0]!.points[0]![0] } };
+}
+
 /**
  * Queries the period and the previous period of the same length (the buckets just before the
  * first bucket of the answer), plus the counts when an average needs weighting.
@@ -615,11 +625,15 @@ async function compare(body: QueryBody): Promise<Compared> {
   const length = current.meta.to - current.meta.from;
   const before: QueryBody = { ...body, from: current.meta.from - length, to: current.meta.from };
   const weighted = body.aggregation === 'avg';
-  const [previous, countNow, countBefore] = await Promise.all([
+  const [earlier, countNow, countBefore] = await Promise.all([
     api<QueryResult>('/v1/query', before),
     weighted ? api<QueryResult>('/v1/query', { ...body, aggregation: 'count' }) : undefined,
     weighted ? api<QueryResult>('/v1/query', { ...before, aggregation: 'count' }) : undefined,
   ]);
+  // Days, weeks and months differ in length (DST, 28–31 days): the same length before may
+  // start inside one more bucket. The previous period is the same number of buckets.
+  const n = current.series[0]?.points.length;
+  const previous = n ? trimTo(earlier, n) : earlier;
   const summary: Compared['summary'] = new Map();
   for (const s of [...current.series, ...previous.series]) {
     const key = seriesKey(s.tags);
