@@ -5,7 +5,9 @@
  * previous period is computed right, units come from the metric name (`_ms`, `_bytes`) and the
  * `currency` tag, the table lists the newest first in the chart's time format, the choices
  * live in the URL (reload and Back restore them), and at 390 px nothing is clipped or
- * wider than the screen. Screenshots go to test/artifacts/ (gitignored); their paths are printed.
+ * wider than the screen. Throughout, the page never has more than 2 queries in flight (the
+ * per-token query concurrency) and never gets a 429. Screenshots go to test/artifacts/
+ * (gitignored); their paths are printed.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
@@ -73,6 +75,17 @@ async function open(account: TestAccount, viewport = { width: 1280, height: 1000
   const context = await browser.newContext({ timezoneId: ZONE, locale: 'en-US', viewport });
   const page = await context.newPage();
   const problems: string[] = [];
+  // The collector answers a read token's third concurrent query with 429: the page never sends it.
+  let inFlight = 0;
+  const api = (r: { url: () => string }) => /\/v1\/(query|metrics)$/.test(new URL(r.url()).pathname);
+  page.on('request', (r) => {
+    if (api(r) && ++inFlight > 2) problems.push(`${inFlight} requests in flight`);
+  });
+  page.on('requestfinished', (r) => void (api(r) && inFlight--));
+  page.on('requestfailed', (r) => void (api(r) && inFlight--));
+  page.on('response', (r) => {
+    if (r.status() === 429) problems.push(`429 from ${r.url()}`);
+  });
   page.on('console', (m) => {
     if (m.type() === 'error' || /Content Security Policy|Refused to|Trusted Type/i.test(m.text())) problems.push(`console ${m.type()}: ${m.text()}`);
   });
