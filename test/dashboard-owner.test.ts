@@ -151,6 +151,7 @@ describe('dashboard for a shop owner', () => {
     expect(snippet).toBe(scriptSnippet({ url: c.url, script: loadScript()!, accountId: fresh.accountId, writeKey: 'YOUR-WRITE-KEY', collectorKey: fresh.collectorKey }));
     expect(snippet).toContain('integrity="sha384-');
     expect(await page.isVisible('#explorer')).toBe(false);
+    expect(await page.textContent('#metrics tbody')).toBe('None yet.');
     const phone = await fitsPhone(page);
     expect(phone.left).toBeGreaterThanOrEqual(0);
     expect(phone.right).toBeLessThanOrEqual(phone.viewport);
@@ -162,6 +163,7 @@ describe('dashboard for a shop owner', () => {
     await page.waitForSelector('#chart canvas', { timeout: 60_000 });
     await shown(page, 'signups');
     expect(await page.isVisible('#welcome')).toBe(false);
+    await page.waitForFunction(() => document.querySelector('#metrics tbody td')?.textContent === 'signups');
     expect(await page.evaluate(() => (window as unknown as { sameDocument?: boolean }).sameDocument)).toBe(true);
     const first = (await compared(page))[0]!;
     expect(first).toMatchObject({ series: 'All', now: 3, before: 0, change: null }); // a total over no events is 0

@@ -423,7 +423,10 @@ async function snippetFor(accountId: string): Promise<{ text: string; note: stri
 function renderCatalog(l: Listing): void {
   const body = $('metrics').querySelector('tbody')!;
   const byVolume = [...l.metrics].sort((a, b) => b.points24h - a.points24h || (a.name < b.name ? -1 : 1));
+  const none = el('tr', {}, el('td', { className: 'muted', text: 'None yet.' }));
+  (none.firstChild as HTMLTableCellElement).colSpan = 4;
   body.replaceChildren(
+    ...(byVolume.length ? [] : [none]),
     ...byVolume.map((m) => {
       const tags = m.tags.map((t) => `${t.key} (${t.values ? t.values.join(', ') : `${t.distinctValues}+ values`})`).join('; ');
       return el('tr', {}, el('td', { text: m.name }), el('td', { text: m.kind }), el('td', { className: 'num', text: numberFormat.format(m.points24h) }), el('td', { text: tags || '—' }));
