@@ -21,7 +21,7 @@
  *
  * 6. pack closed UTC days (query/days.ts): the hour rows of a (day, series, key version) and its
  *    current pack, if any, become one new day pack that lists them all; then step 5 for it.
- *    Hour groups of a day whose pack is unfinished are not merged meanwhile.
+ *    Hour groups of closed days are not merged in step 3: they go into their day's pack.
  *
  * A crash (or a timeout) after 4 (or the pack insert of 6) leaves merged rows and sources,
  * never both counted; the next pass finishes them. A list is emptied only once its sources are gone, and a group holding an
@@ -35,10 +35,11 @@ import { randomBytes, toHex } from '@cipherstat/protocol';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { AccountKeys } from './keyring/index.js';
 import type { Logger } from './logger.js';
-import { openRollup, sealRollup, type RollupIdentity } from './records.js';
+import { openRollupRow, sealRollup } from './records.js';
 import { decodeAggregate, encodeAggregate, encodeDayPack, forEachInDayPack, mergeInto, type Aggregate } from './rollup/index.js';
 import { fromBase64, table } from './query/context.js';
 import { DAY_MS, DAY_PART_PREFIX, DAY_SQL, HOUR_MS, dayOf, hourEntry, supersededRefs } from './query/days.js';
+import { isCompacted, rowRef, Supersession } from './query/supersedes.js';
 import {
   COMPACTION_PART_PREFIX,
   type RollupGroupCount,
@@ -48,6 +49,7 @@ import {
   type Store,
   type StoredRollup,
   type SupersedingRollup,
+  type UnfinishedRollup,
 } from './storage/types.js';
 import { LIST_PARAM_BYTES, chunkList } from './storage/repository.js';
 
@@ -105,6 +107,12 @@ export interface CompactionReport {
   writtenRows: number;
   /** Rows that failed to open, decode or merge (or carry other tag pseudonyms than their group): left in place. */
   failedRows: number;
+  /**
+   * Rows found tampered with: a copy of a row (merged once; the delete removes both), or a row
+   * a merged row or pack stored with it already holds (back after its deletion: listed by the
+   * new row and deleted, not counted again).
+   */
+  tamperedRows: number;
   /** Rows of ticks without a processed marker (in flight or orphaned): left in place. */
   unmarkedRows: number;
   /** Groups left alone: no keys (shredded) or no key of their version (wiped), or an unfinished merged row. */
@@ -124,7 +132,7 @@ interface Sweep {
 }
 
 const emptyReport = (): CompactionReport => ({
-  finished: 0, unfinished: 0, groups: 0, mergedRows: 0, writtenRows: 0, failedRows: 0, unmarkedRows: 0, skippedGroups: 0, packedDays: 0, more: false, tookMs: 0,
+  finished: 0, unfinished: 0, groups: 0, mergedRows: 0, writtenRows: 0, failedRows: 0, tamperedRows: 0, unmarkedRows: 0, skippedGroups: 0, packedDays: 0, more: false, tookMs: 0,
 });
 const groupId = (g: RollupGroupKey): string => `${g.accountId}\u0000${g.level}\u0000${g.bucket}\u0000${g.metric}\u0000${g.series}`;
 const refId = (r: RollupRef): string => `${groupId(r)}\u0000${r.part}`;
@@ -133,11 +141,10 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 /** A queued mutation is not queued again for the same row within this time. */
 const REQUEUE_MS = 60_000;
 const sameList = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
-/** A stored rollup opened and decoded; undefined when it does not open or does not decode. */
-function openAggregate(dataKey: Uint8Array, id: RollupIdentity, sealed: Uint8Array): Aggregate | undefined {
-  const plain = openRollup(dataKey, id, sealed);
+/** An aggregate decoded; undefined when it does not decode. */
+function decoded(payload: Uint8Array): Aggregate | undefined {
   try {
-    return plain ? decodeAggregate(plain) : undefined;
+    return decodeAggregate(payload);
   } catch {
     return undefined;
   }
@@ -155,7 +162,7 @@ function counters(registry: Registry | undefined) {
     rows: get('cipherstat_compaction_rows_total', () =>
       new Counter({
         name: 'cipherstat_compaction_rows_total',
-        help: 'Rollup rows seen by compaction by outcome (merged, written, failed, unmarked)',
+        help: 'Rollup rows seen by compaction by outcome (merged, written, failed, tampered, unmarked)',
         labelNames: ['outcome'],
         registers: [registry],
       })),
@@ -251,13 +258,14 @@ export class Compactor {
       endTimer?.();
       report.tookMs = Math.round(performance.now() - started);
     }
-    const did = report.finished + report.unfinished + report.writtenRows + report.failedRows;
+    const did = report.finished + report.unfinished + report.writtenRows + report.failedRows + report.tamperedRows;
     if (did > 0) this.o.log.info(report, 'rollup compaction pass');
     else this.o.log.debug(report, 'rollup compaction pass: nothing to do');
     if (this.m) {
       this.m.rows.inc({ outcome: 'merged' }, report.mergedRows);
       this.m.rows.inc({ outcome: 'written' }, report.writtenRows);
       this.m.rows.inc({ outcome: 'failed' }, report.failedRows);
+      this.m.rows.inc({ outcome: 'tampered' }, report.tamperedRows);
       this.m.rows.inc({ outcome: 'unmarked' }, report.unmarkedRows);
     }
     return report;
@@ -277,8 +285,8 @@ export class Compactor {
     const { maxGroups, maxRows, perGroup } = this.limits;
     const touched = new Set<string>();
 
-    // 1. Unfinished merged rows of earlier passes (finished in step 5).
-    const earlier = await store.supersedingRollups(maxGroups);
+    // 1. Unfinished merged rows of earlier passes (finished in step 5), as far as their sealed lists go.
+    const earlier = await this.checkLists(await store.supersedingRollups(maxGroups), report);
 
     // 2. Groups to compact, within this pass's bounds.
     const sweep: Sweep = this.sweep ?? { since: this.nextSince, startedAt: this.now(), after: undefined };
@@ -338,8 +346,41 @@ export class Compactor {
     if (touched.size) this.o.onCompacted?.([...touched]);
   }
 
+  /**
+   * Step 1: a stored `supersedes` list is only compaction's to-do list; what a row replaces is the
+   * list it seals (record format 3). Entries the sealed list lacks (storage added them), and the
+   * whole list of a row no compaction wrote, are counted as tampered and dropped: step 5 deletes
+   * only what the sealed list names, then empties the stored list. Rows of accounts or key versions
+   * without keys are left alone (the lifecycle deletes them); a merged row written before format 3
+   * seals no list: its stored one is taken as it is.
+   */
+  private async checkLists(rows: UnfinishedRollup[], report: CompactionReport): Promise<SupersedingRollup[]> {
+    const keysOf = new Map<string, AccountKeys[] | undefined>();
+    const out: SupersedingRollup[] = [];
+    for (const r of rows) {
+      if (!keysOf.has(r.accountId)) keysOf.set(r.accountId, await this.o.keyring.accountKeys(r.accountId));
+      const key = keysOf.get(r.accountId)?.find((k) => k.version === r.keyVersion);
+      if (!key) continue;
+      const o = openRollupRow(key.dataKey, r, r.agg);
+      const sealed = o && isCompacted(r.part) ? (o.supersedes ?? r.supersedes) : [];
+      const kept = r.supersedes.filter((e) => sealed.includes(e));
+      if (kept.length < r.supersedes.length) {
+        report.tamperedRows++;
+        this.o.log.warn({ accountId: r.accountId, level: r.level, bucket: r.bucket, entries: r.supersedes.length - kept.length }, 'rollup compaction: a stored supersedes list names rows its row does not seal; ignored');
+      }
+      out.push({ ...refOf(r), supersedes: kept });
+    }
+    return out;
+  }
+
   /** Step 3: the merged row of every taken group that has at least two rows to merge. */
-  private async mergeGroups(taken: RollupGroupCount[], perGroup: number, report: CompactionReport, packing: Set<string> | 'all'): Promise<RollupRow[]> {
+  private async mergeGroups(all: RollupGroupCount[], perGroup: number, report: CompactionReport, packing: Set<string> | 'all'): Promise<RollupRow[]> {
+    // Hour rows of closed days go into their day's pack directly (step 6), never into a merged
+    // hour row first: the pack is what seals the list naming them, so a row replayed after the
+    // pack took it is recognised (a merged hour row would not see the pack's list).
+    const closed = (this.o.maxDayPacks ?? 2000) > 0 ? dayOf(this.now() - (this.o.dayPackLagMs ?? 15 * 60_000)) : -Infinity;
+    const taken = all.filter((g) => g.level !== 1 || g.bucket >= closed);
+    if (taken.length === 0) return [];
     const rows = await this.o.store.rollupsOfGroups(taken, perGroup);
     const byGroup = new Map<string, StoredRollup[]>();
     for (const r of rows) {
@@ -401,8 +442,14 @@ export class Compactor {
           keyVersion: version,
           part,
           supersedes: merged.sources.map((s) => s.part),
-          // bound to the tag pseudonyms it is stored with (all sources carry the same ones), its key version and part
-          agg: sealRollup(key.dataKey, { ...g, tagKeys: first.tagKeys, tagValues: first.tagValues, keyVersion: version, part }, encodeAggregate(merged.agg)),
+          // bound to the tag pseudonyms it is stored with (all sources carry the same ones), its key
+          // version and part; the list sealed with it (format 3) is what readers go by
+          agg: sealRollup(
+            key.dataKey,
+            { ...g, tagKeys: first.tagKeys, tagValues: first.tagValues, keyVersion: version, part },
+            encodeAggregate(merged.agg),
+            merged.sources.map((s) => s.part),
+          ),
           writtenAt: now,
           expiresAt: Math.max(...merged.sources.map((s) => s.expiresAt)),
         });
@@ -584,13 +631,45 @@ export class Compactor {
         const version = Number(list[0]!.v);
         const key = keys.find((k) => k.version === version);
         const packs = list.filter((r) => Number(r.l) === 2);
-        if (!key || packs.length > 1 || list.some((r) => r.sup.length > 0)) {
+        if (!key || list.some((r) => r.sup.length > 0)) {
           report.skippedGroups++; // a destroyed key version, or not what compaction leaves: left alone
           continue;
         }
         const first = packs[0] ?? list[0]!;
         const day = dayOf(first.b);
         const id = { accountId, bucket: day, metric: first.m, series: first.s, tagKeys: first.k, tagValues: first.t };
+        // Every row of the day opened first: the lists sealed in the pack and in merged hour rows
+        // say which rows came back after they took them (listed again below, not counted again).
+        const day_ = new Supersession();
+        const opened: { r: (typeof rows)[number]; ref: string; payload: Uint8Array }[] = [];
+        let broken = false;
+        for (const r of list) {
+          const level = Number(r.l) as 1 | 2;
+          if (level === 1 && !r.ok) {
+            report.unmarkedRows++;
+            continue;
+          }
+          const ref = rowRef(level, r.b, r.m, r.s, version, r.p);
+          if (opened.some((o) => o.ref === ref)) {
+            report.tamperedRows++; // a copy storage made of a row: packed once, the delete removes both
+            continue;
+          }
+          const o = level === 2 || (sameList(r.k, first.k) && sameList(r.t, first.t))
+            ? openRollupRow(key.dataKey, { ...id, level, bucket: r.b, tagKeys: r.k, tagValues: r.t, keyVersion: version, part: r.p }, fromBase64(r.a))
+            : null; // other tag pseudonyms than its series: not what the processor writes
+          if (!o || (o.supersedes !== undefined && !isCompacted(r.p))) {
+            report.failedRows++;
+            if (level === 2) broken = true;
+            continue;
+          }
+          day_.note(r.p, level, r.b, r.m, r.s, version, o.supersedes);
+          opened.push({ r, ref, payload: o.payload });
+        }
+        if (broken) {
+          // the day stays as it is: its pack and hour rows are read as they are
+          this.o.log.warn({ accountId, day, failedRows: 1 }, 'rollup compaction: a day pack failed to open; day left as it is');
+          continue;
+        }
         const hourAggs = new Map<number, Aggregate>();
         const addHour = (h: number, agg: Aggregate) => {
           const cur = hourAggs.get(h);
@@ -598,47 +677,53 @@ export class Compactor {
           else hourAggs.set(h, agg);
         };
         const sources: typeof rows = [];
-        if (packs[0]) {
-          const plain = openRollup(key.dataKey, { ...id, level: 2, keyVersion: version, part: packs[0].p }, fromBase64(packs[0].a));
-          try {
-            if (!plain) throw new Error('does not open');
-            forEachInDayPack(plain, (h, bytes) => addHour(h, decodeAggregate(bytes)));
-          } catch {
-            report.failedRows++; // the day stays as it is: its pack and hour rows are read as they are
-            this.o.log.warn({ accountId, day, failedRows: 1 }, 'rollup compaction: a day pack failed to open; day left as it is');
-            continue;
-          }
-          sources.push(packs[0]);
+        let hours = 0;
+        const replaced = new Set(opened.filter((o) => day_.replaced(o.ref)));
+        const current = opened.filter((o) => Number(o.r.l) === 2 && !replaced.has(o));
+        if (current.length > 1) {
+          report.skippedGroups++; // two packs neither of which replaces the other: not what compaction leaves
+          continue;
         }
-        for (const r of list) {
-          if (Number(r.l) !== 1) continue;
-          if (!r.ok) {
-            report.unmarkedRows++;
+        if (current[0]) {
+          try {
+            forEachInDayPack(current[0].payload, (h, bytes) => addHour(h, decodeAggregate(bytes)));
+          } catch {
+            report.failedRows++;
+            this.o.log.warn({ accountId, day, failedRows: 1 }, 'rollup compaction: a day pack failed to decode; day left as it is');
             continue;
           }
-          if (sources.some((s) => s.b === r.b && s.p === r.p)) {
-            report.failedRows++; // a copy storage made of an hour row: packed once
+        }
+        for (const o of opened) {
+          if (o === current[0]) {
+            sources.push(o.r);
             continue;
           }
-          const agg = sameList(r.k, first.k) && sameList(r.t, first.t)
-            ? openAggregate(key.dataKey, { ...id, level: 1, bucket: r.b, tagKeys: r.k, tagValues: r.t, keyVersion: version, part: r.p }, fromBase64(r.a))
-            : undefined; // other tag pseudonyms than its series: not what the processor writes
+          if (replaced.has(o)) {
+            sources.push(o.r); // back after a row of this day took it: listed and deleted, not counted again
+            hours++;
+            continue;
+          }
+          if (Number(o.r.l) === 2) continue; // (counted above)
+          const agg = decoded(o.payload);
           if (!agg) {
             report.failedRows++;
             continue;
           }
-          addHour(Math.floor((r.b - day) / HOUR_MS), agg);
-          sources.push(r);
+          addHour(Math.floor((o.r.b - day) / HOUR_MS), agg);
+          sources.push(o.r);
+          hours++;
         }
-        if (sources.length === (packs[0] ? 1 : 0)) continue; // no hour row to add
+        report.tamperedRows += day_.tampered;
+        if (hours === 0) continue; // no hour row to add
         const part = newPart(DAY_PART_PREFIX);
+        const supersedes = sources.map((r) => (Number(r.l) === 2 ? r.p : hourEntry(r.b, r.p)));
         written.push({
           ...id,
           level: 2,
           keyVersion: version,
           part,
-          supersedes: sources.map((r) => (Number(r.l) === 2 ? r.p : hourEntry(r.b, r.p))),
-          agg: sealRollup(key.dataKey, { ...id, level: 2, keyVersion: version, part }, encodeDayPack([...hourAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })))),
+          supersedes,
+          agg: sealRollup(key.dataKey, { ...id, level: 2, keyVersion: version, part }, encodeDayPack([...hourAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) }))), supersedes),
           writtenAt: now,
           expiresAt: Math.max(...sources.map((r) => r.e)),
         });
@@ -657,42 +742,57 @@ export class Compactor {
     return todo.length === limit;
   }
 
-  /** Opens and merges a group's candidate rows; rows that fail are left out (and stay stored). */
+  /**
+   * Opens and merges a group's candidate rows; rows that fail are left out (and stay stored). All
+   * are opened first: a row a merged row among them seals in its list came back after that row
+   * took it (a replay), so it is listed by the new row (and deleted) without being counted again.
+   */
   private merge(
     g: RollupGroupCount,
     dataKey: Uint8Array,
     candidates: StoredRollup[],
     report: CompactionReport,
   ): { agg: Aggregate; sources: StoredRollup[] } | undefined {
-    let agg: Aggregate | undefined;
-    const sources: StoredRollup[] = [];
+    const group = new Supersession();
+    const opened: { r: StoredRollup; ref: string; a: Aggregate }[] = [];
     let failed = 0;
     for (const r of candidates) {
-      if (sources.some((s) => s.part === r.part)) {
-        failed++; // a copy storage made of a row (same part): merged once; the delete removes both
+      const ref = rowRef(g.level, g.bucket, g.metric, g.series, r.keyVersion, r.part);
+      if (opened.some((o) => o.ref === ref)) {
+        report.tamperedRows++; // a copy storage made of a row (same part): merged once; the delete removes both
         continue;
       }
       // the row's own tag pseudonyms: a row whose tag_values storage rewrote fails here
-      const a = openAggregate(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: r.keyVersion, part: r.part }, r.agg);
+      const o = openRollupRow(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: r.keyVersion, part: r.part }, r.agg);
+      const a = o && (o.supersedes === undefined || isCompacted(r.part)) ? decoded(o.payload) : undefined;
       if (!a) {
         failed++;
         continue;
       }
-      if (sources.length > 0 && !(sameList(r.tagKeys, sources[0]!.tagKeys) && sameList(r.tagValues, sources[0]!.tagValues))) {
+      if (opened.length > 0 && !(sameList(r.tagKeys, opened[0]!.r.tagKeys) && sameList(r.tagValues, opened[0]!.r.tagValues))) {
         failed++; // same series pseudonym, other tag pseudonyms: not what the processor writes
         continue;
       }
-      if (agg === undefined) agg = a;
-      else {
-        try {
-          mergeInto(agg, a); // throws before changing anything
-        } catch {
-          failed++;
-          continue;
+      group.note(r.part, g.level, g.bucket, g.metric, g.series, r.keyVersion, o!.supersedes);
+      opened.push({ r, ref, a });
+    }
+    let agg: Aggregate | undefined;
+    const sources: StoredRollup[] = [];
+    for (const { r, ref, a } of opened) {
+      if (!group.replaced(ref)) {
+        if (agg === undefined) agg = a;
+        else {
+          try {
+            mergeInto(agg, a); // throws before changing anything
+          } catch {
+            failed++;
+            continue;
+          }
         }
       }
       sources.push(r);
     }
+    report.tamperedRows += group.tampered;
     if (failed) {
       report.failedRows += failed;
       this.o.log.warn({ accountId: g.accountId, level: g.level, bucket: g.bucket, failedRows: failed }, 'rollup compaction: rows failed to open and were left in place');

@@ -19,7 +19,14 @@
  * marker rather than a migration: stored rows keep opening as they are (format 1 rows with
  * the weaker identity until compaction re-seals them into merged rows), nothing is rewritten
  * in place, and the marker is authenticated (a row relabelled to the other format fails).
- * `supersedes` is not bound: README.md states what that leaves open.
+ *
+ * Format 3 (rows compaction writes: merged rows and day packs; same cipher, `0x03` first, the
+ * format 2 identity then `\0s` as associated data): the plaintext starts with the row's
+ * `supersedes` list as compaction wrote it — `varint n`, then n × (`varint length` | UTF-8
+ * entry) — and the aggregate or day pack follows. The stored `supersedes` column is then only
+ * compaction's to-do list (emptied once the sources are deleted): readers decide which rows a
+ * merged row replaces from the sealed list alone, so storage can neither hide a row by listing
+ * it nor bring a merged-away row back while the row that merged it is stored.
  */
 import * as nodeCrypto from 'node:crypto';
 import { hchacha } from '@noble/ciphers/chacha.js';
@@ -46,6 +53,8 @@ export interface RollupIdentity {
 const FORMAT = 1;
 /** Rollup rows since row identities bind key version and part (format 1 rows still open). */
 const FORMAT_ROW = 2;
+/** Rows compaction writes: format 2 plus the sealed `supersedes` list in front of the plaintext. */
+const FORMAT_MERGED = 3;
 const NONCE = 24;
 const MAC = 16;
 /** Bytes a sealed record adds to its plaintext. */
@@ -151,16 +160,95 @@ const rollupText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: str
 /** Format 2: the format 1 identity, then the key version and the part. */
 const rowText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string) =>
   `${rollupText(id, keys, values)}\u0000v${id.keyVersion}\u0000p${id.part}`;
-/** Format 2 (key version and part bound) or, for rows written before it, format 1 / legacy. */
-const openRow = (key: Uint8Array, id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string, sealed: Uint8Array): Uint8Array | null =>
-  sealed[0] === FORMAT_ROW ? openRecord(key, rowText(id, keys, values), sealed, FORMAT_ROW) : openAny(key, rollupText(id, keys, values), sealed);
+/** Format 3: the format 2 identity and a marker (a format 3 row relabelled 2, or back, does not open). */
+const mergedText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string) => `${rowText(id, keys, values)}\u0000s`;
+
+/** An opened rollup row: its aggregate (or day pack) and, for a format 3 row, the sealed `supersedes` list. */
+export interface OpenedRollup {
+  payload: Uint8Array;
+  /** The rows this row replaces, as compaction listed them; undefined for rows of formats 1 and 2 (none sealed). */
+  supersedes: string[] | undefined;
+}
+
+function varint(out: number[], n: number): void {
+  for (; n >= 0x80; n = Math.floor(n / 0x80)) out.push((n % 0x80) | 0x80);
+  out.push(n);
+}
+/** `varint n | n × (varint length | UTF-8)`, then the payload. */
+function withList(list: readonly string[], payload: Uint8Array): Uint8Array {
+  const head: number[] = [];
+  varint(head, list.length);
+  const texts = list.map((e) => Buffer.from(e, 'utf8'));
+  let size = 0;
+  for (const t of texts) size += t.length;
+  const lens: number[] = [];
+  for (const t of texts) varint(lens, t.length);
+  const out = new Uint8Array(head.length + lens.length + size + payload.length);
+  out.set(head, 0);
+  let o = head.length;
+  let l = 0;
+  for (const t of texts) {
+    do out[o++] = lens[l]!; while (lens[l++]! >= 0x80);
+    out.set(t, o);
+    o += t.length;
+  }
+  out.set(payload, o);
+  return out;
+}
+/** The list and the payload of a format 3 plaintext; null when malformed (only a writer's bug: it is authenticated). */
+function splitList(plain: Uint8Array): OpenedRollup | null {
+  let o = 0;
+  const read = (): number => {
+    let n = 0;
+    for (let mul = 1; o < plain.length && mul <= 2 ** 28; mul *= 0x80) {
+      const b = plain[o++]!;
+      n += (b & 0x7f) * mul;
+      if (b < 0x80) return n;
+    }
+    return -1;
+  };
+  const count = read();
+  if (count < 0) return null;
+  const list: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const len = read();
+    if (len < 0 || o + len > plain.length) return null;
+    list.push(Buffer.from(plain.buffer, plain.byteOffset + o, len).toString('utf8'));
+    o += len;
+  }
+  return { payload: plain.subarray(o), supersedes: list };
+}
+
+/** Format 3 or 2 (key version and part bound) or, for rows written before them, format 1 / legacy. */
+function openRow(key: Uint8Array, id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string, sealed: Uint8Array): OpenedRollup | null {
+  if (sealed[0] === FORMAT_MERGED) {
+    const plain = openRecord(key, mergedText(id, keys, values), sealed, FORMAT_MERGED);
+    return plain && splitList(plain);
+  }
+  const payload = sealed[0] === FORMAT_ROW ? openRecord(key, rowText(id, keys, values), sealed, FORMAT_ROW) : openAny(key, rollupText(id, keys, values), sealed);
+  return payload && { payload, supersedes: undefined };
+}
 const dictAd = (accountId: string, kind: DictKind, pseudonym: string) => `dict\u0000${accountId}\u0000${kind}\u0000${pseudonym}`;
 
-export const sealRollup = (dataKey: Uint8Array, id: RollupIdentity, aggregate: Uint8Array): Uint8Array =>
-  sealRecord(dataKey, rowText(id, joinPseudonyms(id.tagKeys), joinPseudonyms(id.tagValues)), aggregate, FORMAT_ROW);
+/**
+ * Seals a rollup row: format 2, or with `supersedes` (the rows compaction replaces with it,
+ * as in its `supersedes` column) format 3, the list sealed in front of the aggregate.
+ */
+export function sealRollup(dataKey: Uint8Array, id: RollupIdentity, aggregate: Uint8Array, supersedes?: readonly string[]): Uint8Array {
+  const keys = joinPseudonyms(id.tagKeys);
+  const values = joinPseudonyms(id.tagValues);
+  return supersedes === undefined
+    ? sealRecord(dataKey, rowText(id, keys, values), aggregate, FORMAT_ROW)
+    : sealRecord(dataKey, mergedText(id, keys, values), withList(supersedes, aggregate), FORMAT_MERGED);
+}
 
-export const openRollup = (dataKey: Uint8Array, id: RollupIdentity, sealed: Uint8Array): Uint8Array | null =>
+/** A rollup row of any format opened: its payload and sealed list. */
+export const openRollupRow = (dataKey: Uint8Array, id: RollupIdentity, sealed: Uint8Array): OpenedRollup | null =>
   openRow(dataKey, id, joinPseudonyms(id.tagKeys), joinPseudonyms(id.tagValues), sealed);
+
+/** The payload (aggregate or day pack) of a rollup row of any format. */
+export const openRollup = (dataKey: Uint8Array, id: RollupIdentity, sealed: Uint8Array): Uint8Array | null =>
+  openRollupRow(dataKey, id, sealed)?.payload ?? null;
 
 /**
  * openRollup with the tag pseudonym lists already joined by ',' (what the query engine
@@ -172,7 +260,7 @@ export const openRollupJoined = (
   tagKeys: string,
   tagValues: string,
   sealed: Uint8Array,
-): Uint8Array | null => openRow(dataKey, id, tagKeys, tagValues, sealed);
+): OpenedRollup | null => openRow(dataKey, id, tagKeys, tagValues, sealed);
 
 /** Whether `key` opens a stored dictionary ciphertext under its row's identity (`verify`, tests). */
 export const opensDict = (key: Uint8Array, accountId: string, kind: DictKind, pseudonym: string, sealed: Uint8Array): boolean =>

@@ -239,18 +239,40 @@ describe('runQuery', () => {
     const dayRow = { l: 2, b: day, v: keys.version, s: '77', k: '', t: '', p: 'd1', a: sealRollup(keys.dataKey, { ...id, level: 2, bucket: day, part: 'd1' }, pack) };
     const metricOf = new Map([[keys.version, metric]]);
     const sum = (rows: Parameters<typeof mergeRows>[2]) => {
-      const { groups, failed } = mergeRows(ctx, q, rows, metricOf);
+      const { groups, failed, tampered } = mergeRows(ctx, q, rows, metricOf);
       const g = groups.get('');
-      return { value: g ? g.aggs.reduce((n, a) => n + (a?.sum ?? 0), 0) : 0, failed };
+      return { value: g ? g.aggs.reduce((n, a) => n + (a?.sum ?? 0), 0) : 0, failed, ...(tampered ? { tampered } : {}) };
     };
     expect(sum([hourRow])).toEqual({ value: 5, failed: 0 });
     expect(sum([dayRow])).toEqual({ value: 7, failed: 0 });
     expect(sum([hourRow, dayRow])).toEqual({ value: 12, failed: 0 }); // an hour row beside its pack is other data
-    // a second pack of the same (day, series, key version) is not what compaction leaves: not counted
-    expect(sum([dayRow, dayRow])).toEqual({ value: 7, failed: 1 });
+    // a copy of the pack is read once (and counted as tampered); a second pack of the same
+    // (day, series, key version) that does not replace the first is not what compaction leaves
+    expect(sum([dayRow, dayRow])).toEqual({ value: 7, failed: 0, tampered: 1 });
+    const other = { ...dayRow, p: 'd2', a: sealRollup(keys.dataKey, { ...id, level: 2, bucket: day, part: 'd2' }, pack) };
+    expect(sum([dayRow, other])).toEqual({ value: 7, failed: 1 });
     // a day pack sealed as an hour row, or moved to another day, does not open
     expect(sum([hourRow, { ...dayRow, b: day + 86_400_000 }])).toEqual({ value: 5, failed: 1 });
     expect(sum([{ ...hourRow, l: 2, b: day }, hourRow])).toEqual({ value: 5, failed: 1 });
+
+    // A repack (record format 3) seals what it replaces: the older pack and the hour row. Rows it
+    // names are left out whatever the stored lists say, in any order; while its stored list names
+    // them too (compaction between insert and deletes) silently, else (they came back) counted.
+    const repack = encodeDayPack([{ hour: 1, bytes: agg(12, day + H) }, { hour: 20, bytes: agg(100, day + 20 * H) }]);
+    const entries = ['d1', '1/h1'];
+    const newer = { ...dayRow, p: 'c:d:2', a: sealRollup(keys.dataKey, { ...id, level: 2, bucket: day, part: 'c:d:2' }, repack, entries) };
+    expect(newer.a[0]).toBe(3);
+    expect(sum([newer])).toEqual({ value: 12, failed: 0 });
+    expect(sum([hourRow, dayRow, { ...newer, u: entries }])).toEqual({ value: 12, failed: 0 });
+    expect(sum([dayRow, hourRow, newer])).toEqual({ value: 12, failed: 0, tampered: 2 }); // replayed after their deletion
+    // storage listing a row the pack does not seal (or listing on a row compaction did not write) hides nothing
+    expect(sum([{ ...dayRow, u: ['1/h1'] }, hourRow])).toEqual({ value: 12, failed: 0, tampered: 1 });
+    expect(sum([{ ...newer, u: [...entries, '1/h9'] }, { ...hourRow, p: 'h9', a: sealRollup(keys.dataKey, { ...id, level: 1, bucket: day + H, part: 'h9' }, agg(3, day + H)) }]))
+      .toEqual({ value: 15, failed: 0, tampered: 1 });
+    // a sealed list on a row that is no compaction's does not open as one (its part is bound), and
+    // a format 3 row under a tick part is not what compaction writes
+    const tickWithList = { ...hourRow, p: 'h2', a: sealRollup(keys.dataKey, { ...id, level: 1, bucket: day + H, part: 'h2' }, agg(1, day + H), ['h1']) };
+    expect(sum([tickWithList, hourRow])).toEqual({ value: 5, failed: 1 });
   });
 
   it('caches answers per account until invalidated', async () => {

@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { concat, randomBytes, secretSeal } from '@cipherstat/protocol';
 import { nodeSha512 } from '@cipherstat/protocol/node';
-import { SEAL_OVERHEAD, openDict, openRollup, openRollupJoined, opensDict, sealDict, sealRecord, sealRollup } from '../src/records.js';
+import { SEAL_OVERHEAD, openDict, openRollup, openRollupJoined, openRollupRow, opensDict, sealDict, sealRecord, sealRollup } from '../src/records.js';
 
 const id = { accountId: 'acct_x', level: 1 as const, bucket: 1_790_000_000_000, metric: '123', series: '456', tagKeys: ['7', '8'], tagValues: ['9', '10'], keyVersion: 3, part: 'p1' };
 const AD = 'rollup\u0000acct_x\u00001\u00001790000000000\u0000123\u0000456\u00007,8\u00009,10';
@@ -34,7 +34,7 @@ describe('at-rest records', () => {
     const plain = randomBytes(200);
     const sealed = sealRollup(key, id, plain);
     expect(Buffer.from(openRollup(key, id, sealed)!).equals(Buffer.from(plain))).toBe(true);
-    expect(Buffer.from(openRollupJoined(key, id, '7,8', '9,10', sealed)!).equals(Buffer.from(plain))).toBe(true);
+    expect(Buffer.from(openRollupJoined(key, id, '7,8', '9,10', sealed)!.payload).equals(Buffer.from(plain))).toBe(true);
     expect(openRollup(randomBytes(32), id, sealed)).toBeNull();
     expect(sealed[0]).toBe(2); // rollup rows: format 2, key version and part bound too
     for (const moved of [{ bucket: id.bucket + 60_000 }, { level: 0 as const }, { series: '457' }, { accountId: 'acct_y' }, { tagValues: ['9', '11'] }, { tagKeys: ['8', '7'] }, { part: 'p2' }, { keyVersion: 4 }]) {
@@ -46,6 +46,34 @@ describe('at-rest records', () => {
     expect(opensDict(key, 'acct_x', 0, '99', d)).toBe(true);
     expect(openDict(key, 'acct_x', 1, '99', d)).toBeNull();
     expect(opensDict(key, 'acct_x', 0, '98', d)).toBe(false);
+  });
+
+  it('seal what a merged row replaces (format 3): the list in front of the plaintext, under the format 2 identity and a marker', () => {
+    const key = randomBytes(32);
+    const plain = randomBytes(120);
+    const list = ['c:0f', 'p-1', '13/c:ab', 'é'];
+    const sealed = sealRollup(key, { ...id, part: 'c:x' }, plain, list);
+    expect(sealed[0]).toBe(3);
+    // byte for byte: varint count, then varint length | UTF-8 per entry, then the payload; AD `<format 2 identity>\0s`
+    const body = concat(Uint8Array.of(4, 4), Buffer.from('c:0f'), Uint8Array.of(3), Buffer.from('p-1'), Uint8Array.of(7), Buffer.from('13/c:ab'), Uint8Array.of(2), Buffer.from('é'), plain);
+    const ad = `${AD}\u0000v3\u0000pc:x\u0000s`;
+    const reference = xchacha20poly1305(key, sealed.subarray(1, 25), new TextEncoder().encode(ad)).encrypt(body);
+    expect(Buffer.from(sealed.subarray(25)).equals(Buffer.from(reference))).toBe(true);
+    const opened = openRollupRow(key, { ...id, part: 'c:x' }, sealed)!;
+    expect(opened.supersedes).toEqual(list);
+    expect(Buffer.from(opened.payload).equals(Buffer.from(plain))).toBe(true);
+    expect(openRollupJoined(key, { ...id, part: 'c:x' }, '7,8', '9,10', sealed)!.supersedes).toEqual(list);
+    expect(openRollupRow(key, { ...id, part: 'c:y' }, sealed)).toBeNull();
+    expect(openRollupRow(key, { ...id, part: 'c:x' }, sealRollup(key, { ...id, part: 'c:x' }, plain, []))!.supersedes).toEqual([]);
+    // rows of formats 1 and 2 seal no list
+    expect(openRollupRow(key, id, sealRollup(key, id, plain))!.supersedes).toBeUndefined();
+    // relabelled 3 → 2 or 2 → 3: does not open
+    const as2 = sealed.slice();
+    as2[0] = 2;
+    expect(openRollupRow(key, { ...id, part: 'c:x' }, as2)).toBeNull();
+    const as3 = sealRollup(key, id, plain).slice();
+    as3[0] = 3;
+    expect(openRollupRow(key, id, as3)).toBeNull();
   });
 
   it('refuse every tampered byte and every truncation', () => {

@@ -9,6 +9,7 @@ import { decodeAggregate, forEachInDayPack } from '../rollup/index.js';
 import { dayOf, hourLevelSql } from './days.js';
 import { accountContext, allDictionary, lookupDictionary, table, type QueryDeps } from './context.js';
 import { ROW_COLUMNS, readRows } from './engine.js';
+import { compactedFirst, isCompacted, rowRef, Supersession } from './supersedes.js';
 
 /** A tag key lists its values when it has at most this many. */
 export const MAX_LISTED_VALUES = 100;
@@ -37,6 +38,8 @@ export interface MetricsListing {
   rejects: Record<string, number>;
   /** Hour-rollup rows of the last 24 hours that failed to open (never counted). */
   failedRows: number;
+  /** Of those rows, the ones found tampered with and left out (copies, rows back after compaction merged them, forged lists). */
+  tamperedRows: number;
   /** Start of the 24-hour volume window (epoch ms). */
   volumeSince: number;
 }
@@ -56,8 +59,8 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
      GROUP BY metric, kv.1`,
     { acc: accountId, since: now - TAGS_WINDOW_MS },
   );
-  // Like the query engine: hour rows no merged row or day pack supersedes, and the packs of
-  // the days the window overlaps (their hours inside it).
+  // Like the query engine: the hour rows of the window and the packs of the days it overlaps
+  // (their hours inside it).
   const volumeRows = readRows(
     await deps.store.queryBinary(`SELECT * FROM (${hourLevelSql(rollups, ROW_COLUMNS, 'account_id = {acc:String}')}) LIMIT {lim:UInt32}`, {
       acc: accountId,
@@ -73,21 +76,40 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   const few = tagRows.filter((r) => Number(r.n) <= MAX_LISTED_VALUES);
   const valueLabels = await lookupDictionary(deps, ctx, 2, new Set(few.flatMap((r) => r.vs)));
 
-  // Volume: open each row (never trust a row that does not open).
+  // Volume: open each row (never trust a row that does not open). Like the engine: a copy of a
+  // row counts once, and a row a merged row or pack replaces (its sealed list) not at all; the
+  // rows compaction wrote are opened first. The metric is part of a row's identity: a series
+  // pseudonym depends on the tags only and one processing tick writes one part, so rows of
+  // different metrics with the same tags, hour and tick share (level, bucket, series, version, part).
   const volume = new Map<string, number>();
   let failedRows = 0;
   const identity: { accountId: string; level: 1 | 2; bucket: number; metric: string; series: string; keyVersion: number; part: string } =
     { accountId, level: 1, bucket: 0, metric: '', series: '', keyVersion: 0, part: '' };
-  // Like the engine: a copy of a row (same part) counts once. The metric is part of the key: a
-  // series pseudonym depends on the tags only and one processing tick writes one part, so rows of
-  // different metrics with the same tags, hour and tick share (level, bucket, series, version, part).
-  const seen = new Set<string>();
-  const packed = new Set<string>(); // like the engine: one pack per (day, series, key version)
-  for (const r of volumeRows) {
+  const rows = new Supersession();
+  const opened: { r: (typeof volumeRows)[number]; ref: string; payload: Uint8Array }[] = [];
+  for (const r of compactedFirst(volumeRows)) {
     const keys = ctx.byVersion.get(r.v);
-    const metric = r.m!;
     identity.level = r.l === 2 ? 2 : 1;
-    if (identity.level === 2) {
+    identity.bucket = r.b;
+    identity.metric = r.m!;
+    identity.series = r.s;
+    identity.keyVersion = r.v;
+    identity.part = r.p;
+    const o = keys ? openRollupJoined(keys.dataKey, identity, r.k, r.t, r.a) : null;
+    if (!o || (o.supersedes !== undefined && !isCompacted(r.p))) {
+      failedRows++;
+      continue;
+    }
+    const ref = rowRef(identity.level, r.b, r.m!, r.s, r.v, r.p);
+    if (rows.copy(ref)) continue;
+    rows.note(r.p, identity.level, r.b, r.m!, r.s, r.v, o.supersedes, r.u);
+    opened.push({ r, ref, payload: o.payload });
+  }
+  const packed = new Set<string>(); // like the engine: one pack per (day, series, key version)
+  for (const { r, ref, payload } of opened) {
+    if (rows.replaced(ref)) continue;
+    const metric = r.m!;
+    if (r.l === 2) {
       const day = `${r.v}\u0000${metric}\u0000${r.s}\u0000${r.b}`;
       if (packed.has(day)) {
         failedRows++;
@@ -95,30 +117,23 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
       }
       packed.add(day);
     }
-    identity.bucket = r.b;
-    identity.metric = metric;
-    identity.series = r.s;
-    identity.keyVersion = r.v;
-    identity.part = r.p;
-    const copy = `${identity.level}\u0000${r.b}\u0000${metric}\u0000${r.s}\u0000${r.v}\u0000${r.p}`;
-    const plain = keys && !seen.has(copy) ? openRollupJoined(keys.dataKey, identity, r.k, r.t, r.a) : null;
-    if (plain) seen.add(copy);
     let count: number | undefined;
     try {
-      if (plain && identity.level === 2) {
+      if (r.l === 2) {
         let n = 0;
-        forEachInDayPack(plain, (h, bytes) => {
+        forEachInDayPack(payload, (h, bytes) => {
           const t = r.b + h * HOUR;
           if (t >= volumeSince && t < volumeSince + 24 * HOUR) n += decodeAggregate(bytes, false).count;
         });
         count = n;
-      } else count = plain ? decodeAggregate(plain, false).count : undefined;
+      } else count = decodeAggregate(payload, false).count;
     } catch {
       count = undefined;
     }
     if (count === undefined) failedRows++;
     else volume.set(metric, (volume.get(metric) ?? 0) + count);
   }
+  const tamperedRows = rows.tampered;
 
   // One entry per name: key versions give one name several pseudonyms.
   const byName = new Map<string, { kind: string; pseudonyms: string[] }>();
@@ -165,6 +180,7 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
 
   const failed = names.failed + keyLabels.failed + valueLabels.failed;
   if (failedRows) deps.onFailedRows?.(failedRows);
-  if (failed || failedRows) deps.log?.warn({ accountId, failedDictionary: failed, failedRows }, 'metrics listing: entries failed to open');
-  return { metrics, rejects: await deps.store.rejects(accountId), failedRows, volumeSince };
+  if (tamperedRows) deps.onTamperedRows?.(tamperedRows);
+  if (failed || failedRows || tamperedRows) deps.log?.warn({ accountId, failedDictionary: failed, failedRows, tamperedRows }, 'metrics listing: entries failed to open or were tampered with');
+  return { metrics, rejects: await deps.store.rejects(accountId), failedRows, tamperedRows, volumeSince };
 }

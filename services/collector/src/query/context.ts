@@ -18,6 +18,8 @@ export interface QueryDeps {
   cache?: QueryCache;
   /** Told how many stored rows failed to open in a query (a Prometheus counter). */
   onFailedRows?: (n: number) => void;
+  /** Told how many stored rows were found tampered with and left out (copies, replays, forged lists: a Prometheus counter). */
+  onTamperedRows?: (n: number) => void;
   /** Told when a query starts (+1) and ends (−1) opening and merging its rows (a Prometheus gauge). */
   onMerge?: (delta: 1 | -1) => void;
 }

@@ -4,7 +4,8 @@
  * days. A pack is a merged row like any other: it lists in `supersedes` the rows it replaces,
  * compaction then deletes them and empties the list (the same crash-safe steps as merging
  * partial rows). So once a day is packed its hour rows are gone, and a query reads the pack
- * plus only the hour rows that arrived later (late data), without comparing sets of rows.
+ * plus the hour rows that arrived later (late data). The pack also seals that list (record
+ * format 3): readers leave out the rows it names from the sealed list (query/supersedes.ts).
  *
  * `supersedes` entries of a pack: `<hour>/<part>` for an hour row (level 1, bucket = day +
  * hour), a bare `<part>` for an older pack of the same day it replaces (repack after late
@@ -38,33 +39,18 @@ export function supersededRefs(r: SupersedingRollup): RollupRef[] {
   });
 }
 
-/** Rows of `range` (one level) that no merged row of their group supersedes. */
-export const notSupersededSql = (rollups: string, range: string): string =>
-  `(metric, bucket, series, part) NOT IN (SELECT metric, bucket, series, arrayJoin(supersedes) FROM ${rollups} WHERE ${range} AND notEmpty(supersedes))`;
-
 /**
- * Hour rows that no day pack of `packRange` (level 2 rows) supersedes. Outside the moments
- * between a pack's insert and the deletion of its hour rows every list is empty, and this
- * reads only the array sizes of the packs in range.
- */
-export const notPackedSql = (rollups: string, packRange: string): string =>
-  `(metric, bucket, series, part) NOT IN (
-    SELECT metric, addHours(bucket, toUInt8(splitByChar('/', e)[1])), series, splitByChar('/', e)[2]
-    FROM ${rollups} ARRAY JOIN supersedes AS e
-    WHERE ${packRange} AND notEmpty(supersedes) AND position(e, '/') > 0)`;
-
-/**
- * Hour-level rows of [from, to): the hour rows of the range no merged row or pack supersedes,
- * and the current day packs of the UTC days overlapping it (the reader keeps only their hours
- * inside the range). `base` filters account and metric (no level, no time); `filters` the tags.
- * Binds {from:Int64}, {to:Int64} and {dfrom:Int64} (= dayOf(from)).
+ * Hour-level rows of [from, to): the hour rows of the range and the day packs of the UTC days
+ * overlapping it (the reader keeps only their hours inside the range, and leaves out what a
+ * pack or merged row replaces: query/supersedes.ts). `base` filters account and metric (no
+ * level, no time); `filters` the tags. Binds {from:Int64}, {to:Int64} and {dfrom:Int64} (= dayOf(from)).
  */
 export function hourLevelSql(rollups: string, cols: string, base: string, filters = '1'): string {
   const hours = `${base} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
   const packs = `${base} AND level = 2 AND bucket >= fromUnixTimestamp64Milli({dfrom:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
   return `SELECT ${cols} FROM ${rollups}
-  WHERE ${hours} AND ${filters} AND ${notSupersededSql(rollups, hours)} AND ${notPackedSql(rollups, packs)}
+  WHERE ${hours} AND ${filters}
   UNION ALL
   SELECT ${cols} FROM ${rollups}
-  WHERE ${packs} AND ${filters} AND ${notSupersededSql(rollups, packs)}`;
+  WHERE ${packs} AND ${filters}`;
 }

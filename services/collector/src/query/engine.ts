@@ -13,23 +13,26 @@
  *   point lacking a group-by tag counts in the group without that key;
  * - a row that fails to open (wrong key, moved, tampered, malformed) is never used; it is
  *   counted in `meta.failedRows`, logged and exported as a Prometheus counter;
- * - a row superseded by a merged row of its group (compaction) is never read: the SELECT
- *   leaves it out. Both reads of `rollups` in that one query see one snapshot of the table
+ * - a row a merged row or day pack replaces (compaction) is left out here, from the list that
+ *   row seals (query/supersedes.ts), never in SQL; a copy of a row, a row that came back after
+ *   it was merged, or a stored `supersedes` list naming more than the sealed one is counted in
+ *   `meta.tamperedRows`. The reads of `rollups` in one query see one snapshot of the table
  *   with ClickHouse's `enable_shared_storage_snapshot_in_query` (default since 25.12, chDB
- *   included; older servers: set it in the profile, else a query racing the insert of a
- *   merged row may, rarely, count it and its sources once each);
+ *   included; older servers: set it in the profile, else an hour-level query racing the insert
+ *   of a day pack may, rarely, count it and its hour rows once each);
  * - hour-level queries read the day packs (level 2, query/days.ts) of the UTC days the range
  *   overlaps, keeping their hours inside the range, plus the hour rows no pack supersedes
  *   (today's, and late data for packed days); a (day, series, key version) is counted
- *   through at most one pack;
+ *   through at most one pack (an older one is replaced by the newer, which lists it);
  * - a row's group and filter match come from its tag pseudonym arrays, which its identity tag
  *   covers: storage rewriting `tag_values` makes the row fail to open (never regrouped).
  */
 import { CollectorError } from '../errors.js';
 import { openRollupJoined } from '../records.js';
+import { compactedFirst, isCompacted, rowRef, Supersession } from './supersedes.js';
 import { emptyAggregate, finalize, forEachInDayPack, mergeEncoded, mergeInto, type Aggregate } from '../rollup/index.js';
 import type { Params, RollupLevel } from '../storage/types.js';
-import { DAY_MS, HOUR_MS, dayOf, hourLevelSql, notSupersededSql } from './days.js';
+import { DAY_MS, HOUR_MS, dayOf, hourLevelSql } from './days.js';
 import { RowBinaryReader } from '../storage/index.js';
 import { accountContext, lookupDictionary, table, u64s, type AccountContext, type QueryDeps, type VersionKeys } from './context.js';
 import { parseQuery, queryKey, type Query } from './request.js';
@@ -63,6 +66,11 @@ export interface QueryResult {
     rows: number;
     /** Rows that failed to open or decode: left out of the answer. */
     failedRows: number;
+    /**
+     * Rows that opened but were tampered with, detected and left out (a copy, a row back after
+     * compaction merged it), plus merged rows whose stored `supersedes` names more than they seal.
+     */
+    tamperedRows: number;
     /** Whether this answer came from the in-memory cache. */
     cached: boolean;
   };
@@ -95,6 +103,8 @@ export interface Row {
   m?: string;
   /** The row's part (bound into its identity since record format 2; a second row with the same one is a copy). */
   p: string;
+  /** The stored `supersedes` column (compaction's to-do list; only the sealed list decides). */
+  u?: string[];
 }
 
 interface Group {
@@ -137,13 +147,17 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
   } finally {
     deps.onMerge?.(-1);
   }
-  const { groups, failed } = merged;
+  const { groups, failed, tampered } = merged;
   const series = await labelAndFinalize(deps, ctx, q, groups);
   const t2 = performance.now();
   if (stats) Object.assign(stats, { storageMs: t1 - t0, mergeMs: t2 - t1, rows: rows.length });
   if (failed > 0) {
     deps.log?.warn({ accountId, rows: rows.length, failedRows: failed }, 'query: rollup rows failed to open and were left out');
     deps.onFailedRows?.(failed);
+  }
+  if (tampered > 0) {
+    deps.log?.warn({ accountId, rows: rows.length, tamperedRows: tampered }, 'query: tampered rollup rows detected and left out');
+    deps.onTamperedRows?.(tampered);
   }
   return {
     series,
@@ -157,6 +171,7 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
       level: q.level === 0 ? 'minute' : q.minuteHours ? 'hour+minute' : 'hour',
       rows: rows.length,
       failedRows: failed,
+      tamperedRows: tampered,
       cached: false,
     },
   };
@@ -165,9 +180,19 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
 /** The columns of a Row, in the order readRows reads them (RowBinary); the engine and the catalog read rollups through them. */
 export const ROW_COLUMNS = `toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, agg AS a,
   arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t,
-  toString(metric) AS m, part AS p`;
+  toString(metric) AS m, part AS p, supersedes AS u`;
 
-const readRow = (r: RowBinaryReader): Row => ({ l: r.u8(), b: r.f64(), v: r.u32(), s: r.string(), a: r.bytes(), k: r.string(), t: r.string(), m: r.string(), p: r.string() });
+const NONE: string[] = [];
+const readList = (r: RowBinaryReader): string[] => {
+  const n = r.arrayLength();
+  if (n === 0) return NONE;
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) out.push(r.string());
+  return out;
+};
+const readRow = (r: RowBinaryReader): Row => ({
+  l: r.u8(), b: r.f64(), v: r.u32(), s: r.string(), a: r.bytes(), k: r.string(), t: r.string(), m: r.string(), p: r.string(), u: readList(r),
+});
 
 /** Rows of a `SELECT ${ROW_COLUMNS}` read with store.queryBinary. */
 export function readRows(bytes: Uint8Array): Row[] {
@@ -223,9 +248,8 @@ export function buildSql(ctx: AccountContext, q: Query, rollups: string): { sql:
     });
     return `(${parts.join(' AND ')})`;
   });
-  // Compaction (src/compactor.ts): a row whose part a merged row of its group lists in
-  // `supersedes` is already counted in that merged row. Outside a compaction pass no row has a
-  // non-empty list, so the subquery reads only the array sizes of the range.
+  // Rows compaction replaced are left out by the engine, from the lists merged rows seal
+  // (query/supersedes.ts): the SELECT reads every row of the range.
   const metrics = `metric IN (${ctx.versions.map((_, i) => `{m${i}:UInt64}`).join(', ')})`;
   const range = `account_id = {acc:String} AND level = {lvl:UInt8} AND ${metrics}
   AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
@@ -236,7 +260,6 @@ export function buildSql(ctx: AccountContext, q: Query, rollups: string): { sql:
 FROM ${rollups}
 WHERE ${range}
   AND ${filters}
-  AND ${notSupersededSql(rollups, range)}
 LIMIT {lim:UInt32}`;
     return { sql, params, metricOf };
   }
@@ -253,7 +276,7 @@ LIMIT {lim:UInt32}`;
   UNION ALL
   SELECT ${cols} FROM ${rollups}
   WHERE ${m} AND intDiv(toUnixTimestamp64Milli(bucket), 3600000) * 3600000 IN arrayMap(x -> toInt64(x), {mh:Array(String)})
-    AND ${filters} AND ${notSupersededSql(rollups, m)}`;
+    AND ${filters}`;
   }
   const sql = `SELECT * FROM (
 ${hourLevelSql(rollups, cols, base, filters)}${minutes}
@@ -294,6 +317,8 @@ function groupOf(plan: VersionPlan, k: string, t: string): { key: string; values
   return { key: g.join('\u0000'), values: g };
 }
 
+type Merged = { groups: Map<string, Group>; failed: number; tampered: number };
+
 /** Opens, decodes and merges rows per (bucket, group), in one go. */
 export function mergeRows(
   ctx: AccountContext,
@@ -301,9 +326,9 @@ export function mergeRows(
   rows: Row[],
   metricOf: Map<number, string>,
   maxGroups = Infinity,
-): { groups: Map<string, Group>; failed: number } {
+): Merged {
   const m = merger(ctx, q, metricOf, maxGroups);
-  for (let r = 0; r < rows.length; r++) m.add(rows[r]!);
+  for (const row of compactedFirst(rows)) m.add(row);
   return m.result();
 }
 
@@ -319,22 +344,42 @@ export async function mergeRowsSliced(
   metricOf: Map<number, string>,
   maxGroups = Infinity,
   stats?: QueryStats,
-): Promise<{ groups: Map<string, Group>; failed: number }> {
+): Promise<Merged> {
   const m = merger(ctx, q, metricOf, maxGroups);
-  for (let r = 0; r < rows.length; r++) {
+  const ordered = compactedFirst(rows);
+  let r = 0;
+  const step = async (): Promise<void> => {
     if (r > 0 && r % SLICE_ROWS === 0) await nextTurn(stats);
-    m.add(rows[r]!);
-  }
+    m.add(ordered[r++]!);
+  };
+  while (r < ordered.length && isCompacted(ordered[r]!.p)) await step();
+  // the rows compaction wrote, opened first, are counted once every list is known
+  while (m.settle(SLICE_ROWS)) await nextTurn(stats);
+  while (r < ordered.length) await step();
   return m.result();
 }
 
-/** The merge state of one query; `add` is the hot loop: keep it lean. */
+/** A row opened, before it is counted. */
+interface Opened {
+  row: Row;
+  ref: string;
+  payload: Uint8Array;
+  grp: { key: string; values: string[] };
+  /** bucket index (rows of levels 0 and 1) */
+  i: number;
+}
+
+/**
+ * The merge state of one query; `add` is the hot loop: keep it lean. Rows compaction wrote come
+ * first (compactedFirst): they are opened and held until the first other row (or `settle`), so
+ * every sealed `supersedes` list is known before a row is counted (query/supersedes.ts).
+ */
 function merger(
   ctx: AccountContext,
   q: Query,
   metricOf: Map<number, string>,
   maxGroups: number,
-): { add: (row: Row) => void; result: () => { groups: Map<string, Group>; failed: number } } {
+): { add: (row: Row) => void; settle: (max: number) => boolean; result: () => Merged } {
   const { starts } = q;
   const n = starts.length;
   const groups = new Map<string, Group>();
@@ -344,9 +389,11 @@ function merger(
   const groupCache = new Map<string, { key: string; values: string[] } | null>();
   const identity: { accountId: string; level: RollupLevel; bucket: number; metric: string; series: string; keyVersion: number; part: string } =
     { accountId: ctx.accountId, level: q.level, bucket: 0, metric: '', series: '', keyVersion: 0, part: '' };
-  // A row is counted once: a second row with the same (level, bucket, metric, series, key version,
-  // part) is a copy storage made (the part is bound into the identity, so it cannot be renamed).
-  const seen = new Set<string>();
+  // Copies (same level, bucket, metric, series, key version, part: the part is bound into the
+  // identity, so it cannot be renamed) and rows compaction replaced are left out.
+  const rows = new Supersession();
+  const held: Opened[] = [];
+  let settled = 0;
   const withSketch = q.aggregation[0] === 'p';
   let failed = 0;
   const add = (grp: { key: string; values: string[] }, i: number, bytes: Uint8Array): void => {
@@ -367,79 +414,116 @@ function merger(
       failed++;
     }
   };
-  /** Opens a row; its group, or null (counted as failed). */
-  const open = (row: Row, keys: VersionKeys, plan: VersionPlan, metric: string, level: RollupLevel): { plain: Uint8Array; grp: { key: string; values: string[] } } | null => {
+  /** Opens a row (counted as failed when it does not open, as tampered when it is a copy); notes what it replaces. */
+  const open = (row: Row, keys: VersionKeys, plan: VersionPlan, metric: string, level: RollupLevel, i: number): Opened | undefined => {
     identity.level = level; // a level this query reads: a row sealed at another level does not open
     identity.bucket = row.b;
     identity.metric = metric;
     identity.series = row.s;
     identity.keyVersion = row.v;
     identity.part = row.p;
-    const plain = openRollupJoined(keys.dataKey, identity, row.k, row.t, row.a);
-    if (!plain) return null;
-    const id = `${level}\u0000${row.b}\u0000${metric}\u0000${row.s}\u0000${row.v}\u0000${row.p}`;
-    if (seen.has(id)) return null; // counted as failed: a duplicate is left out
-    seen.add(id);
+    const opened = openRollupJoined(keys.dataKey, identity, row.k, row.t, row.a);
+    const compacted = isCompacted(row.p);
+    // a sealed list on a row no compaction wrote, or met after other rows: not what compaction writes
+    if (!opened || (opened.supersedes !== undefined && (!compacted || settled > 0))) {
+      failed++;
+      return undefined;
+    }
+    const ref = rowRef(level, row.b, metric, row.s, row.v, row.p);
+    if (rows.copy(ref)) return undefined;
     const ck = `${row.v}\u0001${row.k}\u0001${row.t}`;
     let grp = groupCache.get(ck);
     if (grp === undefined) groupCache.set(ck, (grp = groupOf(plan, row.k, row.t)));
-    return grp === null ? null : { plain, grp }; // null: storage returned a row outside the filter
+    if (grp === null) {
+      failed++; // storage returned a row outside the filter
+      return undefined;
+    }
+    rows.note(row.p, level, row.b, metric, row.s, row.v, opened.supersedes, row.u);
+    return { row, ref, payload: opened.payload, grp, i };
   };
 
   // A (day, series, key version) is counted through at most one day pack: compaction leaves
-  // one (an older one is superseded, and left out by the SELECT); a second is not trusted.
+  // one (an older one is listed by the newer and left out); a second is not trusted.
   const packedDays = new Set<string>();
   const from = starts[0]!;
   const minuteHours = q.minuteHours ? new Set(q.minuteHours) : undefined;
+  /** Counts an opened row unless a row compaction wrote replaces it. */
+  const count = (o: Opened): void => {
+    if (rows.replaced(o.ref)) return;
+    const { row } = o;
+    if (row.l !== 2) return add(o.grp, o.i, o.payload);
+    const dayKey = `${row.v}\u0000${row.s}\u0000${row.b}`;
+    if (packedDays.has(dayKey)) {
+      failed++;
+      return;
+    }
+    packedDays.add(dayKey);
+    try {
+      forEachInDayPack(o.payload, (h, bytes) => {
+        const t = row.b + h * HOUR_MS;
+        if (t < from || t >= q.end || minuteHours?.has(t)) return; // only its hours inside the range, not read from minutes
+        let i = bucketIndex.get(t);
+        if (i === undefined) bucketIndex.set(t, (i = locate(starts, t)));
+        add(o.grp, i, bytes);
+      });
+    } catch {
+      failed++; // a malformed pack (its hours before the fault are counted, like separate rows)
+    }
+  };
+  /** Counts up to `max` held rows; whether some are left. */
+  const settle = (max: number): boolean => {
+    const end = Math.min(held.length, settled + max);
+    for (; settled < end; settled++) count(held[settled]!);
+    if (settled < held.length) return true;
+    held.length = 0;
+    settled = Number.MAX_SAFE_INTEGER; // every list is known: later rows are counted at once
+    return false;
+  };
   const addRow = (row: Row): void => {
     const keys = ctx.byVersion.get(row.v);
     const metric = metricOf.get(row.v);
     const plan = byVersion.get(row.v);
+    let opened: Opened | undefined;
     if (row.l === 2) {
-      const dayKey = `${row.v}\u0000${row.s}\u0000${row.b}`;
-      const opened = q.level === 1 && !packedDays.has(dayKey) && row.b % DAY_MS === 0 && keys && metric !== undefined && plan ? open(row, keys, plan, metric, 2) : null;
-      if (!opened) {
+      if (q.level !== 1 || row.b % DAY_MS !== 0 || !keys || metric === undefined || !plan) {
         failed++;
         return;
       }
-      packedDays.add(dayKey);
-      try {
-        forEachInDayPack(opened.plain, (h, bytes) => {
-          const t = row.b + h * HOUR_MS;
-          if (t < from || t >= q.end || minuteHours?.has(t)) return; // only its hours inside the range, not read from minutes
-          let i = bucketIndex.get(t);
-          if (i === undefined) bucketIndex.set(t, (i = locate(starts, t)));
-          add(opened.grp, i, bytes);
-        });
-      } catch {
-        failed++; // a malformed pack (its hours before the fault are counted, like separate rows)
+      opened = open(row, keys, plan, metric, 2, -1);
+    } else {
+      // With minute hours: a minute row only inside them, an hour row only outside them.
+      const level: RollupLevel = minuteHours && row.l === 0 ? 0 : q.level;
+      if (minuteHours) {
+        const inMinutes = minuteHours.has(row.b - (row.b % HOUR_MS));
+        if (level === 1 && inMinutes) return; // selected by the range; these hours come from minute rows
+        if (level === 0 && !inMinutes) {
+          failed++;
+          return;
+        }
       }
-      return;
-    }
-    // With minute hours: a minute row only inside them, an hour row only outside them.
-    const level: RollupLevel = minuteHours && row.l === 0 ? 0 : q.level;
-    if (minuteHours) {
-      const inMinutes = minuteHours.has(row.b - (row.b % HOUR_MS));
-      if (level === 1 && inMinutes) return; // selected by the range; these hours come from minute rows
-      if (level === 0 && !inMinutes) {
+      let i = bucketIndex.get(row.b);
+      if (i === undefined) bucketIndex.set(row.b, (i = locate(starts, row.b)));
+      if (!keys || metric === undefined || !plan || i < 0 || row.b >= q.end) {
         failed++;
         return;
       }
+      opened = open(row, keys, plan, metric, level, i);
     }
-    let i = bucketIndex.get(row.b);
-    if (i === undefined) bucketIndex.set(row.b, (i = locate(starts, row.b)));
-    if (!keys || metric === undefined || !plan || i < 0 || row.b >= q.end) {
-      failed++;
-      return;
+    if (!opened) return;
+    if (settled === 0 && isCompacted(row.p)) held.push(opened);
+    else {
+      while (settle(Infinity));
+      count(opened);
     }
-    const opened = open(row, keys, plan, metric, level);
-    if (!opened) {
-      failed++;
-      return;
-    }
-    add(opened.grp, i, opened.plain);
   };
-  return { add: addRow, result: () => ({ groups, failed }) };
+  return {
+    add: addRow,
+    settle,
+    result: () => {
+      while (settle(Infinity));
+      return { groups, failed, tampered: rows.tampered };
+    },
+  };
 }
 
 /** Index of the bucket containing t (greatest start ≤ t), or −1. */

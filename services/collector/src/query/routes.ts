@@ -39,6 +39,7 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
   const deps = {
     store: s.store.withDeadline(s.config.queryTimeoutMs), keyring: { accountKeys: (id: string) => s.accounts.keys(id) }, log: s.log, cache, now: s.now,
     onFailedRows: (n: number) => m.failedRows.inc(n),
+    onTamperedRows: (n: number) => m.tamperedRows.inc(n),
     onMerge: (d: 1 | -1) => m.merging.inc(d),
   };
   const proxy = s.config.trustProxy;
@@ -177,6 +178,15 @@ function queryMetrics(registry: Registry) {
     failedRows: once(
       'cipherstat_query_failed_rows_total',
       () => new Counter({ name: 'cipherstat_query_failed_rows_total', help: 'Stored rows that failed to open during queries (left out of answers)', registers: [registry] }),
+    ),
+    tamperedRows: once(
+      'cipherstat_query_tampered_rows_total',
+      () =>
+        new Counter({
+          name: 'cipherstat_query_tampered_rows_total',
+          help: 'Stored rows found tampered with during queries and left out (copies, rows back after compaction, forged supersedes lists)',
+          registers: [registry],
+        }),
     ),
     merging: once(
       'cipherstat_queries_merging',

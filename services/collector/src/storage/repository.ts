@@ -324,14 +324,18 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
     },
 
     async supersedingRollups(limit) {
-      const rows = await conn.query<{ a: string; l: number; b: number | string; m: string; s: string; p: string; sup: string[] }>(
-        `SELECT account_id AS a, level AS l, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, part AS p, supersedes AS sup
+      const rows = await conn.query<{ a: string; l: number; b: number | string; m: string; s: string; p: string; sup: string[]; tk: unknown[]; tv: unknown[]; v: number | string; g: string }>(
+        `SELECT account_id AS a, level AS l, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, part AS p, supersedes AS sup,
+           tag_keys AS tk, tag_values AS tv, key_version AS v, base64Encode(agg) AS g
          FROM ${t('rollups')} WHERE notEmpty(supersedes)
          ORDER BY account_id, written_at, part
          LIMIT {limit:UInt32}`,
         { limit },
       );
-      return rows.map((r) => ({ accountId: r.a, level: num(r.l) as RollupLevel, bucket: num(r.b), metric: r.m, series: r.s, part: r.p, supersedes: r.sup }));
+      return rows.map((r) => ({
+        accountId: r.a, level: num(r.l) as RollupLevel, bucket: num(r.b), metric: r.m, series: r.s, part: r.p, supersedes: r.sup,
+        tagKeys: r.tk.map(String), tagValues: r.tv.map(String), keyVersion: num(r.v), agg: fromBase64(r.g),
+      }));
     },
 
     // Mutations, queued or waited for (every replica); the exact row keys go through a hash

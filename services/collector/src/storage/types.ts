@@ -128,6 +128,14 @@ export interface SupersedingRollup extends RollupRef {
   supersedes: string[];
 }
 
+/** A row with a non-empty `supersedes` (a compaction not finished yet), with what it needs to be opened: its list is checked against the one it seals. */
+export interface UnfinishedRollup extends SupersedingRollup {
+  tagKeys: string[];
+  tagValues: string[];
+  keyVersion: number;
+  agg: Uint8Array;
+}
+
 /** Dictionary kinds: 0 = metric name, 1 = tag key, 2 = tag key=value. */
 export type DictKind = 0 | 1 | 2;
 
@@ -239,7 +247,7 @@ export interface Store {
    */
   rollupsOfGroups(groups: RollupGroupKey[], perGroup: number): Promise<StoredRollup[]>;
   /** Rows whose `supersedes` is not empty (a compaction not finished yet), at most `limit`. */
-  supersedingRollups(limit: number): Promise<SupersedingRollup[]>;
+  supersedingRollups(limit: number): Promise<UnfinishedRollup[]>;
   /**
    * Deletes exactly these rows. A mutation: by default this resolves once it is queued and the
    * engine applies it in the background (`findRollups` tells when); `wait` resolves once it is
