@@ -201,8 +201,10 @@ async function remote(config: Config): Promise<{ url: string; token: string } | 
     fail(`refusing to send the admin token over plain http to ${target.hostname}: use https://, or pass --insecure-http if the network in between is yours`);
   }
   try {
-    // an explicit --url is expected to answer: give a busy collector time
-    const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(flags.url ? 5000 : 500) });
+    // Where nothing listens the connection is refused at once; a collector that listens but is
+    // busy gets time to answer (a short timeout here made `npx cipherstat accounts create`, the
+    // README's first command, fall back to the locked data directory on a loaded machine).
+    const r = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5000) });
     if (!r.ok) throw new Error();
   } catch {
     if (flags.url) fail(`no collector answers at ${url}`);
