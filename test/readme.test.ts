@@ -229,7 +229,7 @@ ${inline}`;
     const tmp = join(ROOT, '.tmp');
     mkdirSync(tmp, { recursive: true });
     const file = join(tmp, `readme-npm-${process.pid}.mjs`);
-    writeFileSync(file, `${code}\nawait metrics.shutdown?.();\n`);
+    writeFileSync(file, code); // exactly as written: it must also exit by itself (the Library's timers do not keep Node alive)
     try {
       await exec(process.execPath, [file], { cwd: ROOT, env: env(), timeout: 120_000 });
     } finally {
