@@ -39,7 +39,7 @@ import { openRollupRow, sealRollup } from './records.js';
 import { decodeAggregate, encodeAggregate, encodeDayPack, forEachInDayPack, mergeInto, type Aggregate } from './rollup/index.js';
 import { fromBase64, table } from './query/context.js';
 import { DAY_MS, DAY_PART_PREFIX, DAY_SQL, HOUR_MS, dayOf, hourEntry, supersededRefs } from './query/days.js';
-import { isCompacted, rowRef, Supersession } from './query/supersedes.js';
+import { isCompacted, Supersession, type RowHandle } from './query/supersedes.js';
 import {
   COMPACTION_PART_PREFIX,
   type RollupGroupCount,
@@ -641,7 +641,7 @@ export class Compactor {
         // Every row of the day opened first: the lists sealed in the pack and in merged hour rows
         // say which rows came back after they took them (listed again below, not counted again).
         const day_ = new Supersession();
-        const opened: { r: (typeof rows)[number]; ref: string; payload: Uint8Array }[] = [];
+        const opened: { r: (typeof rows)[number]; h: RowHandle; payload: Uint8Array }[] = [];
         let broken = false;
         for (const r of list) {
           const level = Number(r.l) as 1 | 2;
@@ -649,21 +649,17 @@ export class Compactor {
             report.unmarkedRows++;
             continue;
           }
-          const ref = rowRef(level, r.b, r.m, r.s, version, r.p);
-          if (opened.some((o) => o.ref === ref)) {
-            report.tamperedRows++; // a copy storage made of a row: packed once, the delete removes both
-            continue;
-          }
           const o = level === 2 || (sameList(r.k, first.k) && sameList(r.t, first.t))
             ? openRollupRow(key.dataKey, { ...id, level, bucket: r.b, tagKeys: r.k, tagValues: r.t, keyVersion: version, part: r.p }, fromBase64(r.a))
             : null; // other tag pseudonyms than its series: not what the processor writes
-          if (!o || (o.supersedes !== undefined && !isCompacted(r.p))) {
+          if (!o || (o.sealsList && !isCompacted(r.p))) {
             report.failedRows++;
             if (level === 2) broken = true;
             continue;
           }
-          day_.note(r.p, level, r.b, r.m, r.s, version, o.supersedes);
-          opened.push({ r, ref, payload: o.payload });
+          // a copy storage made of a row (counted): packed once, the delete removes both
+          const h = day_.add(r.p, level, r.b, r.m, r.s, version, o);
+          if (h) opened.push({ r, h, payload: o.payload });
         }
         if (broken) {
           // the day stays as it is: its pack and hour rows are read as they are
@@ -678,7 +674,7 @@ export class Compactor {
         };
         const sources: typeof rows = [];
         let hours = 0;
-        const replaced = new Set(opened.filter((o) => day_.replaced(o.ref)));
+        const replaced = new Set(opened.filter((o) => day_.replaced(o.h)));
         const current = opened.filter((o) => Number(o.r.l) === 2 && !replaced.has(o));
         if (current.length > 1) {
           report.skippedGroups++; // two packs neither of which replaces the other: not what compaction leaves
@@ -754,17 +750,12 @@ export class Compactor {
     report: CompactionReport,
   ): { agg: Aggregate; sources: StoredRollup[] } | undefined {
     const group = new Supersession();
-    const opened: { r: StoredRollup; ref: string; a: Aggregate }[] = [];
+    const opened: { r: StoredRollup; h: RowHandle; a: Aggregate }[] = [];
     let failed = 0;
     for (const r of candidates) {
-      const ref = rowRef(g.level, g.bucket, g.metric, g.series, r.keyVersion, r.part);
-      if (opened.some((o) => o.ref === ref)) {
-        report.tamperedRows++; // a copy storage made of a row (same part): merged once; the delete removes both
-        continue;
-      }
       // the row's own tag pseudonyms: a row whose tag_values storage rewrote fails here
       const o = openRollupRow(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: r.keyVersion, part: r.part }, r.agg);
-      const a = o && (o.supersedes === undefined || isCompacted(r.part)) ? decoded(o.payload) : undefined;
+      const a = o && (!o.sealsList || isCompacted(r.part)) ? decoded(o.payload) : undefined;
       if (!a) {
         failed++;
         continue;
@@ -773,13 +764,14 @@ export class Compactor {
         failed++; // same series pseudonym, other tag pseudonyms: not what the processor writes
         continue;
       }
-      group.note(r.part, g.level, g.bucket, g.metric, g.series, r.keyVersion, o!.supersedes);
-      opened.push({ r, ref, a });
+      // a copy storage made of a row (same part, counted): merged once; the delete removes both
+      const h = group.add(r.part, g.level, g.bucket, g.metric, g.series, r.keyVersion, o!);
+      if (h) opened.push({ r, h, a });
     }
     let agg: Aggregate | undefined;
     const sources: StoredRollup[] = [];
-    for (const { r, ref, a } of opened) {
-      if (!group.replaced(ref)) {
+    for (const { r, h, a } of opened) {
+      if (!group.replaced(h)) {
         if (agg === undefined) agg = a;
         else {
           try {

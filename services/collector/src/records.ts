@@ -166,8 +166,10 @@ const mergedText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: str
 /** An opened rollup row: its aggregate (or day pack) and, for a format 3 row, the sealed `supersedes` list. */
 export interface OpenedRollup {
   payload: Uint8Array;
-  /** The rows this row replaces, as compaction listed them; undefined for rows of formats 1 and 2 (none sealed). */
-  supersedes: string[] | undefined;
+  /** Whether the row seals a list (format 3). */
+  readonly sealsList: boolean;
+  /** The rows this row replaces, as compaction listed them (decoded on first use); undefined for rows of formats 1 and 2 (none sealed). */
+  readonly supersedes: string[] | undefined;
 }
 
 function varint(out: number[], n: number): void {
@@ -195,28 +197,49 @@ function withList(list: readonly string[], payload: Uint8Array): Uint8Array {
   out.set(payload, o);
   return out;
 }
+/** Reads a varint at `at.o` (advancing it); -1 when truncated or too long. */
+function readVarint(b: Uint8Array, at: { o: number }): number {
+  let n = 0;
+  for (let mul = 1; at.o < b.length && mul <= 2 ** 28; mul *= 0x80) {
+    const x = b[at.o++]!;
+    n += (x & 0x7f) * mul;
+    if (x < 0x80) return n;
+  }
+  return -1;
+}
+/** A format 3 row opened: the list is only located here, and decoded when a reader asks for it. */
+class Merged implements OpenedRollup {
+  readonly sealsList = true;
+  #list: string[] | undefined;
+  constructor(
+    readonly payload: Uint8Array,
+    private readonly bytes: Uint8Array,
+    private readonly count: number,
+  ) {}
+  get supersedes(): string[] {
+    if (this.#list) return this.#list;
+    const list: string[] = [];
+    const at = { o: 0 };
+    readVarint(this.bytes, at);
+    for (let i = 0; i < this.count; i++) {
+      const len = readVarint(this.bytes, at);
+      list.push(Buffer.from(this.bytes.buffer, this.bytes.byteOffset + at.o, len).toString('utf8'));
+      at.o += len;
+    }
+    return (this.#list = list);
+  }
+}
 /** The list and the payload of a format 3 plaintext; null when malformed (only a writer's bug: it is authenticated). */
 function splitList(plain: Uint8Array): OpenedRollup | null {
-  let o = 0;
-  const read = (): number => {
-    let n = 0;
-    for (let mul = 1; o < plain.length && mul <= 2 ** 28; mul *= 0x80) {
-      const b = plain[o++]!;
-      n += (b & 0x7f) * mul;
-      if (b < 0x80) return n;
-    }
-    return -1;
-  };
-  const count = read();
+  const at = { o: 0 };
+  const count = readVarint(plain, at);
   if (count < 0) return null;
-  const list: string[] = [];
   for (let i = 0; i < count; i++) {
-    const len = read();
-    if (len < 0 || o + len > plain.length) return null;
-    list.push(Buffer.from(plain.buffer, plain.byteOffset + o, len).toString('utf8'));
-    o += len;
+    const len = readVarint(plain, at);
+    if (len < 0 || at.o + len > plain.length) return null;
+    at.o += len;
   }
-  return { payload: plain.subarray(o), supersedes: list };
+  return new Merged(plain.subarray(at.o), plain.subarray(0, at.o), count);
 }
 
 /** Format 3 or 2 (key version and part bound) or, for rows written before them, format 1 / legacy. */
@@ -226,7 +249,7 @@ function openRow(key: Uint8Array, id: Omit<RollupIdentity, 'tagKeys' | 'tagValue
     return plain && splitList(plain);
   }
   const payload = sealed[0] === FORMAT_ROW ? openRecord(key, rowText(id, keys, values), sealed, FORMAT_ROW) : openAny(key, rollupText(id, keys, values), sealed);
-  return payload && { payload, supersedes: undefined };
+  return payload && { payload, sealsList: false, supersedes: undefined };
 }
 const dictAd = (accountId: string, kind: DictKind, pseudonym: string) => `dict\u0000${accountId}\u0000${kind}\u0000${pseudonym}`;
 

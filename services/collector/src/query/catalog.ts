@@ -9,7 +9,7 @@ import { decodeAggregate, forEachInDayPack } from '../rollup/index.js';
 import { dayOf, hourLevelSql } from './days.js';
 import { accountContext, allDictionary, lookupDictionary, table, type QueryDeps } from './context.js';
 import { ROW_COLUMNS, readRows } from './engine.js';
-import { compactedFirst, isCompacted, rowRef, Supersession } from './supersedes.js';
+import { compactedFirst, isCompacted, Supersession, type RowHandle } from './supersedes.js';
 
 /** A tag key lists its values when it has at most this many. */
 export const MAX_LISTED_VALUES = 100;
@@ -86,7 +86,7 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   const identity: { accountId: string; level: 1 | 2; bucket: number; metric: string; series: string; keyVersion: number; part: string } =
     { accountId, level: 1, bucket: 0, metric: '', series: '', keyVersion: 0, part: '' };
   const rows = new Supersession();
-  const opened: { r: (typeof volumeRows)[number]; ref: string; payload: Uint8Array }[] = [];
+  const opened: { r: (typeof volumeRows)[number]; h: RowHandle; payload: Uint8Array }[] = [];
   for (const r of compactedFirst(volumeRows)) {
     const keys = ctx.byVersion.get(r.v);
     identity.level = r.l === 2 ? 2 : 1;
@@ -96,18 +96,16 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
     identity.keyVersion = r.v;
     identity.part = r.p;
     const o = keys ? openRollupJoined(keys.dataKey, identity, r.k, r.t, r.a) : null;
-    if (!o || (o.supersedes !== undefined && !isCompacted(r.p))) {
+    if (!o || (o.sealsList && !isCompacted(r.p))) {
       failedRows++;
       continue;
     }
-    const ref = rowRef(identity.level, r.b, r.m!, r.s, r.v, r.p);
-    if (rows.copy(ref)) continue;
-    rows.note(r.p, identity.level, r.b, r.m!, r.s, r.v, o.supersedes, r.u);
-    opened.push({ r, ref, payload: o.payload });
+    const h = rows.add(r.p, identity.level, r.b, r.m!, r.s, r.v, o, r.u);
+    if (h) opened.push({ r, h, payload: o.payload }); // else a copy (counted)
   }
   const packed = new Set<string>(); // like the engine: one pack per (day, series, key version)
-  for (const { r, ref, payload } of opened) {
-    if (rows.replaced(ref)) continue;
+  for (const { r, h, payload } of opened) {
+    if (rows.replaced(h)) continue;
     const metric = r.m!;
     if (r.l === 2) {
       const day = `${r.v}\u0000${metric}\u0000${r.s}\u0000${r.b}`;

@@ -29,7 +29,7 @@
  */
 import { CollectorError } from '../errors.js';
 import { openRollupJoined } from '../records.js';
-import { compactedFirst, isCompacted, rowRef, Supersession } from './supersedes.js';
+import { compactedFirst, isCompacted, Supersession, type RowHandle } from './supersedes.js';
 import { emptyAggregate, finalize, forEachInDayPack, mergeEncoded, mergeInto, type Aggregate } from '../rollup/index.js';
 import type { Params, RollupLevel } from '../storage/types.js';
 import { DAY_MS, HOUR_MS, dayOf, hourLevelSql } from './days.js';
@@ -362,7 +362,7 @@ export async function mergeRowsSliced(
 /** A row opened, before it is counted. */
 interface Opened {
   row: Row;
-  ref: string;
+  h: RowHandle;
   payload: Uint8Array;
   grp: { key: string; values: string[] };
   /** bucket index (rows of levels 0 and 1) */
@@ -425,12 +425,12 @@ function merger(
     const opened = openRollupJoined(keys.dataKey, identity, row.k, row.t, row.a);
     const compacted = isCompacted(row.p);
     // a sealed list on a row no compaction wrote, or met after other rows: not what compaction writes
-    if (!opened || (opened.supersedes !== undefined && (!compacted || settled > 0))) {
+    if (!opened || (opened.sealsList && (!compacted || settled > 0))) {
       failed++;
       return undefined;
     }
-    const ref = rowRef(level, row.b, metric, row.s, row.v, row.p);
-    if (rows.copy(ref)) return undefined;
+    const h = rows.add(row.p, level, row.b, metric, row.s, row.v, opened, row.u);
+    if (!h) return undefined; // a copy (counted)
     const ck = `${row.v}\u0001${row.k}\u0001${row.t}`;
     let grp = groupCache.get(ck);
     if (grp === undefined) groupCache.set(ck, (grp = groupOf(plan, row.k, row.t)));
@@ -438,8 +438,7 @@ function merger(
       failed++; // storage returned a row outside the filter
       return undefined;
     }
-    rows.note(row.p, level, row.b, metric, row.s, row.v, opened.supersedes, row.u);
-    return { row, ref, payload: opened.payload, grp, i };
+    return { row, h, payload: opened.payload, grp, i };
   };
 
   // A (day, series, key version) is counted through at most one day pack: compaction leaves
@@ -449,7 +448,7 @@ function merger(
   const minuteHours = q.minuteHours ? new Set(q.minuteHours) : undefined;
   /** Counts an opened row unless a row compaction wrote replaces it. */
   const count = (o: Opened): void => {
-    if (rows.replaced(o.ref)) return;
+    if (rows.replaced(o.h)) return;
     const { row } = o;
     if (row.l !== 2) return add(o.grp, o.i, o.payload);
     const dayKey = `${row.v}\u0000${row.s}\u0000${row.b}`;

@@ -21,8 +21,9 @@
  * seal no list: for those compaction wrote (merged rows and packs of earlier versions) the stored
  * column is taken as it is (README, "Guarantees and their exact bounds").
  */
+import type { OpenedRollup } from '../records.js';
 import { COMPACTION_PART_PREFIX, type RollupLevel } from '../storage/types.js';
-import { HOUR_MS } from './days.js';
+import { HOUR_MS, dayOf } from './days.js';
 
 /** Rows compaction wrote (merged rows, day packs): the only ones that may replace others. */
 export const isCompacted = (part: string): boolean => part.startsWith(COMPACTION_PART_PREFIX);
@@ -35,58 +36,111 @@ export function compactedFirst<T extends { p: string }>(rows: readonly T[]): T[]
   return first.length === 0 ? (then.length === rows.length ? (rows as T[]) : then) : first.concat(then);
 }
 
-/** A row's identity as far as replacing goes (the metric as stored: one per key version). */
-export const rowRef = (level: RollupLevel, bucket: number, metric: string, series: string, keyVersion: number, part: string): string =>
-  `${level}\u0000${bucket}\u0000${metric}\u0000${series}\u0000${keyVersion}\u0000${part}`;
+/** A row as far as replacing goes: its scope (the rows a list of its can name) and its place in it. */
+export interface RowHandle {
+  scope: string;
+  key: string;
+}
+
+/**
+ * The scope of a row: a list can only name rows of its lister's scope. Minute rows: their group
+ * (a merged minute row names rows of its group); hour rows and day packs: the UTC day of their
+ * series and key version (a merged hour row names rows of its hour, a pack hour rows and packs of its day).
+ */
+const scopeOf = (level: RollupLevel, bucket: number, metric: string, series: string, keyVersion: number): string =>
+  level === 0 ? `0\u0000${bucket}\u0000${metric}\u0000${series}\u0000${keyVersion}` : `d\u0000${dayOf(bucket)}\u0000${metric}\u0000${series}\u0000${keyVersion}`;
+const keyOf = (level: RollupLevel, bucket: number, part: string): string => `${level}\u0000${bucket}\u0000${part}`;
 
 const NONE: readonly string[] = [];
 
+interface Lister {
+  key: string;
+  level: RollupLevel;
+  bucket: number;
+  /** The sealed list (decoded when first needed); undefined: a row of an earlier format, whose stored list is taken as it is. */
+  sealed: OpenedRollup;
+  stored: readonly string[];
+}
+
+/**
+ * The rows of one read. Rows compaction wrote are added first (with `add`), then `replaced` is
+ * asked of each row. A list is decoded only where its scope holds another row (outside a
+ * compaction's window, and without tampering, every scope holds one row compaction wrote and
+ * the rows that came after it): a query over packed days decodes none.
+ */
 export class Supersession {
-  /** ref → whether a stored list names it too (a compaction not finished yet). */
-  private readonly listed = new Map<string, boolean>();
   /** Rows found tampered with: copies, replays, stored lists naming what the sealed one does not. */
   tampered = 0;
-  /** Identities read so far (copies). */
   private readonly seen = new Set<string>();
-
-  /** Whether `ref` was read already (then counted as tampered: a copy is left out). */
-  copy(ref: string): boolean {
-    if (!this.seen.has(ref)) {
-      this.seen.add(ref);
-      return false;
-    }
-    this.tampered++;
-    return true;
-  }
+  private readonly listers = new Map<string, Lister[]>();
+  /** Per scope with more than one row: key → whether a stored list names it too (a compaction not finished yet). */
+  private readonly resolved = new Map<string, Map<string, boolean>>();
 
   /**
-   * Notes what an opened row replaces: `sealed` is its sealed list (undefined: a row of an
-   * earlier format, whose `stored` list is taken as it is when compaction wrote the row). A row
-   * no compaction wrote replaces nothing: a stored list on it is counted as tampered.
+   * Adds an opened row; undefined when it is a copy of a row already added (counted as tampered).
+   * `opened.supersedes` is its sealed list (undefined for earlier formats), `stored` its stored
+   * `supersedes` column. A row no compaction wrote replaces nothing: a stored list on it is
+   * counted as tampered; so is a stored entry the sealed list lacks (it is ignored).
    */
-  note(part: string, level: RollupLevel, bucket: number, metric: string, series: string, keyVersion: number, sealed: readonly string[] | undefined, stored: readonly string[] = NONE): void {
+  add(
+    part: string,
+    level: RollupLevel,
+    bucket: number,
+    metric: string,
+    series: string,
+    keyVersion: number,
+    opened: OpenedRollup,
+    stored: readonly string[] = NONE,
+  ): RowHandle | undefined {
+    const scope = scopeOf(level, bucket, metric, series, keyVersion);
+    const key = keyOf(level, bucket, part);
+    const id = `${scope}\u0001${key}`;
+    if (this.seen.has(id)) {
+      this.tampered++;
+      return undefined;
+    }
+    this.seen.add(id);
     if (!isCompacted(part)) {
       if (stored.length > 0) this.tampered++;
-      return;
+      return { scope, key };
     }
-    const list = sealed ?? stored;
-    if (list.length === 0) return;
-    const pending = stored.length === 0 ? undefined : new Set(stored);
-    if (sealed && pending && stored.some((e) => !sealed.includes(e))) this.tampered++; // storage added to the stored list: ignored
-    for (const e of list) {
-      let ref: string;
-      const slash = level === 2 ? e.indexOf('/') : -1;
-      if (slash < 0) ref = rowRef(level, bucket, metric, series, keyVersion, e);
-      else ref = rowRef(1, bucket + Number(e.slice(0, slash)) * HOUR_MS, metric, series, keyVersion, e.slice(slash + 1));
-      this.listed.set(ref, this.listed.get(ref) === true || pending?.has(e) === true);
+    if (stored.length > 0 && opened.sealsList) {
+      const sealed = new Set(opened.supersedes);
+      if (stored.some((e) => !sealed.has(e))) this.tampered++; // storage added to the stored list: ignored
     }
+    if (opened.sealsList || stored.length > 0) {
+      const lister: Lister = { key, level, bucket, sealed: opened, stored };
+      const list = this.listers.get(scope);
+      if (list) list.push(lister);
+      else this.listers.set(scope, [lister]);
+    }
+    return { scope, key };
   }
 
-  /** Whether a row is replaced by one noted (leave it out); a replaced row no stored list names any more is counted as tampered. */
-  replaced(ref: string): boolean {
-    const pending = this.listed.get(ref);
+  /** Whether a row is replaced by one added (leave it out); a replaced row no stored list names any more is counted as tampered. */
+  replaced(row: RowHandle): boolean {
+    const listers = this.listers.get(row.scope);
+    if (!listers || (listers.length === 1 && listers[0]!.key === row.key)) return false;
+    let named = this.resolved.get(row.scope);
+    if (!named) this.resolved.set(row.scope, (named = resolve(listers)));
+    const pending = named.get(row.key);
     if (pending === undefined) return false;
     if (!pending) this.tampered++;
     return true;
   }
+}
+
+/** key → pending, for every entry of these listers' lists. */
+function resolve(listers: readonly Lister[]): Map<string, boolean> {
+  const named = new Map<string, boolean>();
+  for (const l of listers) {
+    const list = l.sealed.supersedes ?? l.stored;
+    const pending = l.stored.length === 0 ? undefined : new Set(l.stored);
+    for (const e of list) {
+      const slash = l.level === 2 ? e.indexOf('/') : -1;
+      const key = slash < 0 ? keyOf(l.level, l.bucket, e) : keyOf(1, l.bucket + Number(e.slice(0, slash)) * HOUR_MS, e.slice(slash + 1));
+      named.set(key, named.get(key) === true || pending?.has(e) === true);
+    }
+  }
+  return named;
 }
