@@ -7,6 +7,8 @@
  *   update|token` → the admin `curl` → the npm snippet in Node → the `curl` lines of the query
  *   API until the recorded data shows up → the dashboard with the read token, showing a chart.
  *
+ * Then packages/library/README.md's script tag (in Chromium) and npm snippet (in Node).
+ *
  * Every fenced block of README.md carries a `<!-- readme-test: NAME -->` marker; this file
  * runs each one or names why not (KNOWN), and fails on a block it does not know, so a new
  * snippet cannot go untested. Commands run from the repository root with only what the README
@@ -32,11 +34,16 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const README = readFileSync(join(ROOT, 'README.md'), 'utf8');
 const exec = promisify(execFile);
 
-/** The marked fenced blocks of README.md, in order. */
-const BLOCKS = [...README.matchAll(/<!-- readme-test: ([\w-]+) -->\n```(\w*)\n([\s\S]*?)\n```/g)].map((m) => ({ name: m[1]!, lang: m[2]!, code: m[3]! }));
-const block = (name: string): string => {
-  const b = BLOCKS.find((x) => x.name === name);
-  if (!b) throw new Error(`README.md has no block marked readme-test: ${name}`);
+const LIBRARY_README = readFileSync(join(ROOT, 'packages/library/README.md'), 'utf8');
+
+/** The marked fenced blocks of a README, in order. */
+const blocksOf = (text: string) =>
+  [...text.matchAll(/<!-- readme-test: ([\w-]+) -->\n```(\w*)\n([\s\S]*?)\n```/g)].map((m) => ({ name: m[1]!, lang: m[2]!, code: m[3]! }));
+const BLOCKS = blocksOf(README);
+const LIBRARY_BLOCKS = blocksOf(LIBRARY_README);
+const block = (name: string, blocks = BLOCKS): string => {
+  const b = blocks.find((x) => x.name === name);
+  if (!b) throw new Error(`no README block marked readme-test: ${name}`);
   return b.code;
 };
 /** Command lines of a shell block: comments and comment-only lines dropped. */
@@ -48,6 +55,9 @@ const commands = (code: string): string[] =>
 
 /** Blocks this file runs, and those it does not, with the reason. */
 const RUN = ['start', 'create', 'manage', 'http-create', 'script', 'npm', 'metrics', 'metrics-answer', 'query', 'query-answer', 'query-hourly'];
+/** packages/library/README.md: its blocks run here, or why not. */
+const LIBRARY_RUN = ['script', 'npm'];
+const LIBRARY_KNOWN: Record<string, string> = { install: '`npm i` from the registry: the packed tarball installs in test/pack.test.ts' };
 const KNOWN: Record<string, string> = {
   caddy: 'a reverse-proxy example (README: "no test runs them")',
   nginx: 'a reverse-proxy example (README: "no test runs them")',
@@ -124,6 +134,8 @@ describe('README.md, from the top, in order', () => {
     expect(BLOCKS.length, 'every ``` block of README.md is preceded by <!-- readme-test: NAME -->').toBe(fences);
     for (const b of BLOCKS) expect([...RUN, ...Object.keys(KNOWN)], `README block ${b.name}`).toContain(b.name);
     for (const name of RUN) expect(BLOCKS.map((b) => b.name)).toContain(name);
+    expect(LIBRARY_BLOCKS.length, 'every ``` block of packages/library/README.md is marked').toBe(LIBRARY_README.split('\n').filter((l) => l.startsWith('```')).length / 2);
+    expect(LIBRARY_BLOCKS.map((b) => b.name).sort()).toEqual([...LIBRARY_RUN, ...Object.keys(LIBRARY_KNOWN)].sort());
   });
 
   it('`npm start` serves the collector and generates the master key and admin token in the data directory', async () => {
@@ -287,5 +299,48 @@ ${inline}`;
     await tab.waitForSelector('#chart canvas', { timeout: 60_000 });
     await tab.waitForFunction(() => document.querySelectorAll('#table tbody tr').length > 0, null, { timeout: 60_000 });
     await tab.close();
+  });
+
+  it('packages/library/README.md: its script tag in Chromium and its npm snippet in Node record what they show', async () => {
+    const html = block('script', LIBRARY_BLOCKS)
+      .replace('https://cdn.example/cipherstat.min.js', `${url}/cipherstat.min.js`)
+      .replace('https://collector.example.com', url)
+      .replace('acct_1234abcd', created.accountId)
+      .replace('BASE64-ACCOUNT-PUBLIC-KEY', created.writeKey);
+    shopPage = `<!doctype html><meta charset="utf-8"><title>shop</title>\n${html}`;
+    const tab = await browser!.newPage();
+    const problems: string[] = [];
+    tab.on('pageerror', (e) => problems.push(e.message));
+    tab.on('console', (m) => m.type() === 'error' && problems.push(m.text()));
+    const batches: number[] = [];
+    tab.on('response', (r) => r.url().startsWith(`${url}/v1/batches`) && batches.push(r.status()));
+    await tab.goto(`${shopOrigin}/checkout`);
+    await until('the page to send its batch', async () => (batches.length > 0 ? true : undefined), 60_000);
+    expect(batches, problems.join('\n')).toEqual([202]);
+    expect(problems).toEqual([]);
+    await tab.close();
+
+    const code = block('npm', LIBRARY_BLOCKS)
+      .replaceAll('https://collector.example.com', url)
+      .replaceAll('acct_1234abcd', created.accountId)
+      .replaceAll('BASE64-ACCOUNT-PUBLIC-KEY', created.writeKey);
+    const tmp = join(ROOT, '.tmp');
+    mkdirSync(tmp, { recursive: true });
+    const file = join(tmp, `readme-library-${process.pid}.mjs`); // the snippet is plain JavaScript
+    writeFileSync(file, code);
+    try {
+      await exec(process.execPath, [file], { cwd: ROOT, env: env(), timeout: 120_000 });
+    } finally {
+      rmSync(file, { force: true });
+    }
+    const [line] = commands(block('metrics'));
+    const seen = await until('checkout.started and the third order', async () => {
+      const r = JSON.parse(await sh(local(line!), { READ_TOKEN: readToken }));
+      const byName = new Map<string, { points24h: number; tags: { key: string; values: string[] }[] }>((r.metrics ?? []).map((m: { name: string }) => [m.name, m]));
+      return byName.get('checkout.started')?.points24h === 1 && byName.get('orders')?.points24h === 3 && byName.get('revenue')?.points24h === 2 ? byName : undefined;
+    });
+    expect(seen.get('checkout.started')!.tags).toEqual([{ key: 'country', values: ['DE'], distinctValues: 1 }]);
+    expect(seen.get('revenue')!.tags.map((t) => t.key)).toContain('currency');
+    expect(seen.get('page.load_ms')!.points24h).toBe(2);
   });
 });
