@@ -18,7 +18,8 @@ import type { Services } from '../services.js';
 import type { QueryCache } from './cache.js';
 import { listMetrics, type MetricsListing } from './catalog.js';
 import { DashboardFiles, securityHeaders, serveDashboard } from './dashboard.js';
-import { runQuery, type QueryStats } from './engine.js';
+import { runQuery, type QueryResult, type QueryStats } from './engine.js';
+import { registerPrometheusRoutes } from './prometheus/routes.js';
 import { addCounts, refusalAdvice } from '../refusals.js';
 import { QueryLimits } from './limits.js';
 
@@ -58,10 +59,13 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
   for (const path of ['/', '/index.html', '/assets/*', '/v1/metrics', '/v1/query']) app.use(path, secure);
 
   const clientAddress = clientAddressOf(proxy);
-  const authenticate = async (c: Context): Promise<AccountRow> => {
+  /** `basic`: also HTTP Basic auth with the read token as password (for Prometheus clients that only send that). */
+  const authenticate = async (c: Context, opts: { basic?: boolean } = {}): Promise<AccountRow> => {
     const h = c.req.header('authorization') ?? '';
-    const token = /^Bearer\s+(\S+)$/i.exec(h)?.[1];
-    if (!token) throw new CollectorError(401, 'unauthorized', 'missing bearer read token');
+    let token = /^Bearer\s+(\S+)$/i.exec(h)?.[1];
+    const basic = opts.basic ? /^Basic\s+([A-Za-z0-9+/]+=*)$/i.exec(h)?.[1] : undefined;
+    if (basic) token = /^[^:]*:(\S+)$/.exec(Buffer.from(basic, 'base64').toString('utf8'))?.[1];
+    if (!token) throw new CollectorError(401, 'unauthorized', opts.basic ? 'missing read token (bearer, or basic auth with the token as password)' : 'missing bearer read token');
     // An address that failed too often is refused before its token is looked up.
     const ip = clientAddress(c);
     s.authFailures.check(ip);
@@ -79,20 +83,39 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     return row;
   };
 
-  app.get('/v1/metrics', async (c) => {
-    const end = m.seconds.startTimer({ route: 'metrics' });
-    const account = await authenticate(c);
-    const gen = cache.generation(account.accountId);
-    let listing = cache.get<MetricsListing>(account.accountId, 'metrics');
-    if (!listing) {
-      const release = begin(account.accountId);
+  /** The account's metrics listing (cached until the processor writes new data for it). */
+  const listing = async (accountId: string): Promise<MetricsListing> => {
+    const gen = cache.generation(accountId);
+    let listed = cache.get<MetricsListing>(accountId, 'metrics');
+    if (!listed) {
+      const release = begin(accountId);
       try {
-        listing = await listMetrics(deps, account.accountId);
+        listed = await listMetrics(deps, accountId);
       } finally {
         release(0);
       }
-      cache.set(account.accountId, 'metrics', listing, gen);
+      cache.set(accountId, 'metrics', listed, gen);
     }
+    return listed;
+  };
+
+  /** One query of the engine for `account`, under its token's concurrency slot and rows budget. */
+  const answer = async (account: AccountRow, value: unknown, stats: QueryStats = { storageMs: 0, mergeMs: 0, rows: 0 }): Promise<QueryResult> => {
+    const done = begin(account.accountId);
+    let result: QueryResult;
+    try {
+      result = await runQuery(deps, account, value, stats);
+    } finally {
+      done(stats.rows);
+    }
+    m.cache.inc({ result: result.meta.cached ? 'hit' : 'miss' });
+    return result;
+  };
+
+  app.get('/v1/metrics', async (c) => {
+    const end = m.seconds.startTimer({ route: 'metrics' });
+    const account = await authenticate(c);
+    const listed = await listing(account.accountId);
     // Reject counts are read fresh (not cached with the listing), plus refusals not yet flushed.
     const rejects = addCounts(await s.store.rejects(account.accountId), s.refusals.pending(account.accountId));
     // Processed batches by envelope version: senders still on the deprecated v1 show here.
@@ -104,7 +127,7 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     }));
     end();
     c.header('Cache-Control', 'no-store');
-    return c.json({ accountId: account.accountId, ...listing, rejects, advice, envelopes });
+    return c.json({ accountId: account.accountId, ...listed, rejects, advice, envelopes });
   });
 
   app.post('/v1/query', async (c) => {
@@ -118,13 +141,7 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
       throw new CollectorError(400, 'invalid_json', 'the request body is not JSON');
     }
     const stats: QueryStats = { storageMs: 0, mergeMs: 0, rows: 0 };
-    const done = begin(account.accountId);
-    let result;
-    try {
-      result = await runQuery(deps, account, value, stats);
-    } finally {
-      done(stats.rows);
-    }
+    const result = await answer(account, value, stats);
     // No row at all: say so when the account never recorded the metric (the closest names help).
     if (result.meta.rows === 0) {
       const names = (cache.get<MetricsListing>(account.accountId, 'metrics') ?? (await listMetrics(deps, account.accountId))).metrics.map((x) => x.name);
@@ -134,11 +151,20 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
         throw new CollectorError(404, 'unknown_metric', `no metric ${JSON.stringify(metric)} was ever recorded${closest.length ? `; did you mean ${closest.map((n) => JSON.stringify(n)).join(', ')}?` : ' (GET /v1/metrics lists them)'}`);
       }
     }
-    m.cache.inc({ result: result.meta.cached ? 'hit' : 'miss' });
     end();
     c.header('Cache-Control', 'no-store');
     if (!result.meta.cached) c.header('Server-Timing', `storage;dur=${stats.storageMs.toFixed(1)}, merge;dur=${stats.mergeMs.toFixed(1)}`);
     return c.json(result);
+  });
+
+  // Prometheus's HTTP query API (Grafana's Prometheus data source) over the same engine path.
+  registerPrometheusRoutes(app, {
+    authenticate,
+    run: (account, body) => answer(account, body),
+    listing: (account) => listing(account.accountId),
+    readBody: (c) => readBody(c.req.raw, MAX_QUERY_BODY, s.config.bodyTimeoutMs),
+    now: s.now,
+    secure,
   });
 
   const files = new DashboardFiles(opts.dashboardDir);

@@ -1,0 +1,245 @@
+/**
+ * PromQL (the subset of promql.ts) answered by translating each expression into queries of
+ * the existing engine — the very `POST /v1/query` path (tenant, limits, budgets, cache,
+ * decryption in the service) — and shaping the answer as Prometheus's vectors and matrices.
+ *
+ * Time: a step (range queries) or a range (instant queries) is one engine bucket: 1m → minute,
+ * 1h → hour, 1d → day (UTC). The bucket [s, s + step) is the sample at s + step, like
+ * Prometheus's window (t − range, t]. A range selector must equal the step.
+ */
+import { CollectorError } from '../../errors.js';
+import type { MetricsListing } from '../catalog.js';
+import type { QueryResult } from '../engine.js';
+import type { QueryBody } from '../request.js';
+import type { Aggregate, Call, Expr, Matcher, RangeFunction, Selector } from './promql.js';
+
+const badData = (message: string) => new CollectorError(400, 'bad_data', message);
+
+export interface PromDeps {
+  /** Runs one engine query exactly as POST /v1/query does (limits, budget, cache). */
+  run(body: QueryBody): Promise<QueryResult>;
+  /** What the account recorded (GET /v1/metrics's listing, cached). */
+  listing(): Promise<MetricsListing>;
+}
+
+export const BUCKETS: Record<number, 'minute' | 'hour' | 'day'> = { 60_000: 'minute', 3_600_000: 'hour', 86_400_000: 'day' };
+const MAX_GROUP_BY = 4;
+
+/** The Prometheus name of a recorded name: every character outside [A-Za-z0-9_:] becomes `_`. */
+export const legacyName = (name: string): string => name.replace(/[^A-Za-z0-9_:]/g, '_');
+
+/**
+ * The recorded metric a PromQL name means: the name itself when recorded (quoted in
+ * Prometheus 3 style, `{"page.load_ms"}`, or plain), else the one recorded name whose
+ * legacyName it is. Several → bad_data naming them; none → undefined (an empty answer).
+ */
+export function resolveMetric(listing: MetricsListing, name: string): MetricsListing['metrics'][number] | undefined {
+  const exact = listing.metrics.find((m) => m.name === name);
+  if (exact) return exact;
+  const mapped = listing.metrics.filter((m) => legacyName(m.name) === name);
+  if (mapped.length > 1) {
+    throw badData(`metric name ${name} is ambiguous: it stands for ${mapped.map((m) => JSON.stringify(m.name)).join(' and ')}; quote the one you mean, like {${JSON.stringify(mapped[0]!.name)}}`);
+  }
+  return mapped[0];
+}
+
+/** A matcher as a test on a tag value ('' for a point without the tag). */
+export function matcherTest(m: Matcher): (v: string) => boolean {
+  if (m.op === '=') return (v) => v === m.value;
+  if (m.op === '!=') return (v) => v !== m.value;
+  let re: RegExp;
+  try {
+    re = new RegExp(`^(?:${m.value})$`, 'u');
+  } catch {
+    throw badData(`invalid regular expression in ${m.label}${m.op}${JSON.stringify(m.value)}`);
+  }
+  return m.op === '=~' ? (v) => re.test(v) : (v) => !re.test(v);
+}
+
+type Metric = MetricsListing['metrics'][number];
+
+/**
+ * The engine filter for the matchers: `=` as given; `!=`, `=~`, `!~` as the tag's recorded
+ * values (of the last 30 days, GET /v1/metrics) that match. Such a matcher selects only points
+ * that carry the tag, unless it matches every recorded value and the empty one (then it
+ * selects everything). null: nothing can match.
+ */
+export function filterOf(metric: Metric, matchers: Matcher[]): Record<string, string[]> | null {
+  const filter: Record<string, string[]> = {};
+  for (const m of matchers) {
+    const test = matcherTest(m);
+    const tag = metric.tags.find((t) => t.key === m.label);
+    let accepted: string[] | undefined;
+    if (!tag) {
+      // No point carries the tag: it reads as '' for all of them.
+      if (test('')) continue;
+      return null;
+    }
+    if (m.op === '=' && m.value !== '') accepted = [m.value];
+    else {
+      if (tag.values === null) throw badData(`tag ${m.label} has more than 100 recorded values: only ${m.label}="value" can select among them, not ${m.label}${m.op}${JSON.stringify(m.value)}`);
+      accepted = tag.values.filter(test);
+      if (test('') && accepted.length === tag.values.length) continue; // selects everything
+      if (m.op === '=' && m.value === '') throw badData(`${m.label}="" (points without the tag ${m.label}) is not supported`);
+    }
+    const prev = filter[m.label];
+    const next = prev ? accepted.filter((v) => prev.includes(v)) : accepted;
+    if (next.length === 0) return null;
+    filter[m.label] = next;
+  }
+  return filter;
+}
+
+const FN_AGGREGATION: Record<Exclude<RangeFunction, 'quantile_over_time'>, QueryBody['aggregation']> = {
+  increase: 'sum',
+  rate: 'sum',
+  sum_over_time: 'sum',
+  count_over_time: 'count',
+  avg_over_time: 'avg',
+  min_over_time: 'min',
+  max_over_time: 'max',
+  last_over_time: 'last',
+};
+const QUANTILES: Record<string, QueryBody['aggregation']> = { '0.5': 'p50', '0.9': 'p90', '0.95': 'p95', '0.99': 'p99' };
+
+/** Outer aggregations the engine answers in one query by merging all points of a group. */
+const MERGES: Partial<Record<Aggregate['op'], RangeFunction[]>> = {
+  sum: ['sum_over_time', 'count_over_time', 'increase', 'rate'],
+  min: ['min_over_time'],
+  max: ['max_over_time'],
+};
+
+export interface OutSeries {
+  labels: Record<string, string>;
+  /** [bucket start ms, value] */
+  points: [number, number | null][];
+}
+
+/**
+ * Series of `e` (not a scalar) over whole buckets of `bucketMs` from `from` to `to` (bucket
+ * starts, UTC). Each engine query goes through deps.run.
+ */
+export async function evaluateSeries(deps: PromDeps, e: Selector | Call | Aggregate, bucketMs: number, from: number, to: number): Promise<OutSeries[]> {
+  const interval = BUCKETS[bucketMs];
+  if (!interval) throw badData(`unsupported step ${bucketMs / 1000}s: use 60s, 1h or 1d`);
+  const inner = e.kind === 'aggregate' ? e.inner : e;
+  const sel = inner.kind === 'call' ? inner.selector : inner;
+  if (inner.kind === 'call' && inner.rangeMs !== bucketMs) {
+    throw badData(`range [${fmtDuration(inner.rangeMs)}] must equal the step (${fmtDuration(bucketMs)}): each sample is one ${interval} bucket`);
+  }
+  const metric = resolveMetric(await deps.listing(), sel.name);
+  if (!metric) return [];
+  const filter = filterOf(metric, sel.matchers);
+  if (filter === null) return [];
+  const keys = metric.tags.map((t) => t.key);
+  let aggregation: QueryBody['aggregation'];
+  if (inner.kind === 'selector') aggregation = 'last';
+  else if (inner.fn === 'quantile_over_time') {
+    const a = QUANTILES[String(inner.phi)];
+    if (!a) throw badData(`quantile_over_time: φ must be one of ${Object.keys(QUANTILES).join(', ')} (the percentiles the sketches answer), not ${inner.phi}`);
+    aggregation = a;
+  } else aggregation = FN_AGGREGATION[inner.fn];
+  const scale = inner.kind === 'call' && inner.fn === 'rate' ? 1000 / inner.rangeMs : 1;
+  const body = (groupBy: string[], agg = aggregation): QueryBody => {
+    if (groupBy.length > MAX_GROUP_BY) {
+      throw badData(`${sel.name} would need ${groupBy.length} tag keys as series labels (${groupBy.join(', ')}); at most ${MAX_GROUP_BY}: aggregate with sum by (…) or without (…)`);
+    }
+    return { metric: metric.name, aggregation: agg, interval, from, to, timezone: 'UTC', groupBy, ...(Object.keys(filter).length ? { filter } : {}) };
+  };
+  const scaled = (r: QueryResult): OutSeries[] =>
+    r.series.map((s) => ({ labels: { ...s.tags }, points: s.points.map(([t, v]) => [t, v === null || scale === 1 ? v : v * scale]) }));
+
+  if (e.kind !== 'aggregate') {
+    const out = scaled(await deps.run(body(keys)));
+    if (inner.kind === 'selector') for (const s of out) s.labels = { __name__: sel.name, ...s.labels };
+    return out;
+  }
+  const groupKeys = (e.grouping?.mode === 'by' ? e.grouping.labels : e.grouping ? keys.filter((k) => !e.grouping!.labels.includes(k)) : []).filter((k) => k !== '__name__');
+  const fn = inner.kind === 'call' ? inner.fn : undefined;
+  if (fn === 'quantile_over_time') {
+    // A grouped quantile is the percentile of the group's merged points (not, as in
+    // Prometheus, the avg/min/max of per-series percentiles).
+    if (e.op === 'sum' || e.op === 'count') throw badData(`${e.op} of quantile_over_time is not supported: use avg, min or max (each answers the merged percentile of the group)`);
+    return scaled(await deps.run(body(groupKeys)));
+  }
+  if (fn && MERGES[e.op]?.includes(fn)) return scaled(await deps.run(body(groupKeys)));
+  // Per series, then combined here.
+  const perSeries = e.op === 'count' ? scaled(await deps.run(body(keys, 'count'))) : scaled(await deps.run(body(keys)));
+  const groups = new Map<string, { labels: Record<string, string>; members: OutSeries[] }>();
+  for (const s of perSeries) {
+    const labels = Object.fromEntries(groupKeys.flatMap((k) => (s.labels[k] !== undefined ? [[k, s.labels[k]!]] : [])));
+    const key = JSON.stringify(groupKeys.map((k) => labels[k] ?? null));
+    const g = groups.get(key);
+    if (g) g.members.push(s);
+    else groups.set(key, { labels, members: [s] });
+  }
+  const out: OutSeries[] = [];
+  for (const { labels, members } of groups.values()) {
+    const points = members[0]!.points.map(([t], i): [number, number | null] => {
+      const vs = members.map((m) => m.points[i]![1]).filter((v): v is number => v !== null);
+      if (e.op === 'count') return [t, vs.filter((v) => v > 0).length || null];
+      if (vs.length === 0) return [t, null];
+      if (e.op === 'sum') return [t, vs.reduce((a, b) => a + b, 0)];
+      if (e.op === 'avg') return [t, vs.reduce((a, b) => a + b, 0) / vs.length];
+      return [t, e.op === 'min' ? Math.min(...vs) : Math.max(...vs)];
+    });
+    out.push({ labels, points });
+  }
+  return out;
+}
+
+export const fmtDuration = (ms: number): string =>
+  ms % 86_400_000 === 0 ? `${ms / 86_400_000}d` : ms % 3_600_000 === 0 ? `${ms / 3_600_000}h` : ms % 60_000 === 0 ? `${ms / 60_000}m` : ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
+
+/** Prometheus's text for a sample value. */
+export const fmtValue = (v: number): string => (Number.isNaN(v) ? 'NaN' : v === Infinity ? '+Inf' : v === -Infinity ? '-Inf' : String(v));
+
+export type RangeResult = { resultType: 'matrix'; result: { metric: Record<string, string>; values: [number, string][] }[] };
+export type InstantResult =
+  | { resultType: 'vector'; result: { metric: Record<string, string>; value: [number, string] }[] }
+  | { resultType: 'scalar'; result: [number, string] };
+
+/**
+ * A range query: samples at the multiples of `step` in [start, end] (a sample at t is the
+ * bucket [t − step, t)); empty buckets of count/sum-like answers are 0, others are left out.
+ */
+export async function evaluateRange(deps: PromDeps, e: Expr, start: number, end: number, step: number): Promise<RangeResult> {
+  const first = Math.ceil(start / step) * step;
+  const last = Math.floor(end / step) * step;
+  if (e.kind === 'scalar') {
+    const values: [number, string][] = [];
+    for (let t = first; t <= last && values.length <= 11_000; t += step) values.push([t / 1000, fmtValue(e.value)]);
+    return { resultType: 'matrix', result: [{ metric: {}, values }] };
+  }
+  if (!BUCKETS[step]) throw badData(`unsupported step ${fmtDuration(step)}: the collector answers steps of 1m, 1h or 1d (its minute, hour and day buckets); set the panel's min interval or the query's step to one of them`);
+  if (last < first) return { resultType: 'matrix', result: [] };
+  const series = await evaluateSeries(deps, e, step, first - step, last);
+  return {
+    resultType: 'matrix',
+    result: series
+      .map((s) => ({ metric: s.labels, values: s.points.filter((p): p is [number, number] => p[1] !== null).map(([t, v]): [number, string] => [(t + step) / 1000, fmtValue(v)]) }))
+      .filter((s) => s.values.length > 0),
+  };
+}
+
+/**
+ * An instant query at `time`: a range function over [r] answers the whole UTC bucket of r
+ * (1m, 1h or 1d) that ends at or before `time` (exactly (time − r, time] when `time` is on a
+ * multiple of r); the sample is stamped `time`.
+ */
+export async function evaluateInstant(deps: PromDeps, e: Expr, time: number): Promise<InstantResult> {
+  if (e.kind === 'scalar') return { resultType: 'scalar', result: [time / 1000, fmtValue(e.value)] };
+  const inner = e.kind === 'aggregate' ? e.inner : e;
+  if (inner.kind !== 'call') throw badData('an instant query needs a range function, like last_over_time(x[1m]) or sum_over_time(x[1h])');
+  const r = inner.rangeMs;
+  if (!BUCKETS[r]) throw badData(`unsupported range [${fmtDuration(r)}] in an instant query: use [1m], [1h] or [1d] (the collector's buckets)`);
+  const endOfBucket = Math.floor(time / r) * r;
+  const series = await evaluateSeries(deps, e, r, endOfBucket - r, endOfBucket);
+  return {
+    resultType: 'vector',
+    result: series.flatMap((s) => {
+      const v = s.points[0]?.[1];
+      return v === null || v === undefined ? [] : [{ metric: s.labels, value: [time / 1000, fmtValue(v)] as [number, string] }];
+    }),
+  };
+}
