@@ -1,0 +1,232 @@
+/**
+ * The Prometheus-compatible query API (/prometheus) against a real collector on 127.0.0.1
+ * with chDB, read by clients nobody here wrote — Debian's `promtool` — and by requests shaped
+ * exactly as Grafana's Prometheus data source sends them. Every answer is checked against
+ * POST /v1/query for the same data (counts and sums exact) and against the plaintext
+ * (percentiles within the sketch's 1 %).
+ */
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Point } from '@cipherstat/protocol';
+import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { mulberry32 } from './query-support.js';
+
+const run = promisify(execFile);
+const MIN = 60_000;
+const HOUR = 3_600_000;
+/** Two whole UTC hours in the past: [H, H + 2h). */
+const H = Math.floor(Date.now() / HOUR) * HOUR - 3 * HOUR;
+const COUNTRIES = ['DE', 'FR', 'US'];
+const PAGES = ['home', 'checkout'];
+
+let c: TestCollector;
+let a: TestAccount;
+let b: TestAccount;
+const pointsA: Point[] = [];
+
+function makePoints(seed: number, n: number, ordersValue: number): Point[] {
+  const rnd = mulberry32(seed);
+  const out: Point[] = [];
+  for (let i = 0; i < n; i++) {
+    const time = H + Math.floor(rnd() * 2 * HOUR);
+    const country = COUNTRIES[Math.floor(rnd() * COUNTRIES.length)]!;
+    if (rnd() < 0.5) {
+      const tags: Record<string, string> = { country };
+      if (rnd() < 0.8) tags.channel = rnd() < 0.5 ? 'web' : 'app';
+      out.push({ id: i, kind: 'counter', name: 'orders', value: ordersValue + Math.floor(rnd() * 3), time, tags });
+    } else {
+      const page = PAGES[Math.floor(rnd() * PAGES.length)]!;
+      out.push({ id: i, kind: 'histogram', name: 'page.load_ms', value: Math.round(Math.exp(3 + rnd() * 5) * 10) / 10, time, tags: { page, country } });
+    }
+  }
+  return out;
+}
+
+async function ingest(account: TestAccount, pts: Point[]): Promise<void> {
+  for (let i = 0; i < pts.length; i += 1000) {
+    const res = await post(c.url, envelope(account, pts.slice(i, i + 1000).map((p, j) => ({ ...p, id: j }))).bytes);
+    expect(res.status).toBe(202);
+  }
+}
+
+beforeAll(async () => {
+  c = await startTestCollector();
+  a = await createAccount(c);
+  b = await createAccount(c);
+  pointsA.push(...makePoints(1, 3000, 1));
+  await ingest(a, pointsA);
+  // Account B: the same metric name with other values, and a metric A never recorded.
+  await ingest(b, [...makePoints(2, 400, 10).filter((p) => p.name === 'orders'), { id: 0, kind: 'counter', name: 'secret.metric', value: 5, time: H + MIN, tags: { who: 'b' } }]);
+  await c.services.processor!.drain();
+}, 120_000);
+afterAll(async () => c?.stop());
+
+const v1 = async (token: string, body: unknown) => {
+  const res = await fetch(`${c.url}/v1/query`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  expect(res.status).toBe(200);
+  return (await res.json()) as { series: { tags: Record<string, string>; points: [number, number | null][] }[] };
+};
+
+const prom = async (token: string, path: string, form?: Record<string, string | string[]>, method = 'POST') => {
+  const body = new URLSearchParams();
+  for (const [k, v] of Object.entries(form ?? {})) for (const x of [v].flat()) body.append(k, x);
+  const url = `${c.url}/prometheus/api/v1/${path}${method === 'GET' && form ? `?${body}` : ''}`;
+  const res = await fetch(url, {
+    method,
+    headers: { authorization: `Bearer ${token}`, ...(method === 'POST' ? { 'content-type': 'application/x-www-form-urlencoded' } : {}) },
+    ...(method === 'POST' ? { body: body.toString() } : {}),
+  });
+  return { status: res.status, json: (await res.json()) as any };
+};
+
+/** promtool (Debian's prometheus package) with -o json; the token as the bearer header (range) or as basic-auth password (instant: promtool 2.42 has no header flag there). */
+async function promtool(kind: 'range' | 'instant', expr: string, flags: string[], token = a.readToken): Promise<any> {
+  const server = kind === 'range' ? `${c.url}/prometheus` : `${c.url.replace('http://', `http://grafana:${token}@`)}/prometheus`;
+  const auth = kind === 'range' ? [`--header=Authorization=Bearer ${token}`] : [];
+  const { stdout } = await run('/usr/bin/promtool', ['query', kind, '-o', 'json', ...auth, ...flags, server, expr], { timeout: 60_000 });
+  return JSON.parse(stdout);
+}
+
+const key = (labels: Record<string, string>) => JSON.stringify(Object.entries(labels).filter(([k]) => k !== '__name__').sort());
+
+/** A Prometheus matrix equals the engine's series: the sample at t + step is the bucket starting at t. */
+function expectMatrixEqualsEngine(matrix: { metric: Record<string, string>; values: [number, string][] }[], engine: { tags: Record<string, string>; points: [number, number | null][] }[], step: number, scale = 1) {
+  const byLabels = new Map(matrix.map((s) => [key(s.metric), new Map(s.values.map(([t, v]) => [t * 1000, Number(v)]))]));
+  let compared = 0;
+  for (const s of engine) {
+    const got = byLabels.get(key(s.tags));
+    expect(got, `series ${key(s.tags)}`).toBeDefined();
+    for (const [t, v] of s.points) {
+      if (v === null) continue;
+      expect(got!.get(t + step)).toBeCloseTo(v * scale, 9);
+      compared++;
+    }
+  }
+  expect(byLabels.size).toBe(engine.length);
+  expect(compared).toBeGreaterThan(0);
+}
+
+describe('promtool (Debian prometheus package) against a real collector', () => {
+  it('query range: sum by (country) of sum_over_time per minute equals /v1/query exactly', async () => {
+    const got = await promtool('range', 'sum by (country) (sum_over_time(orders[1m]))', [`--start=${H / 1000}`, `--end=${(H + 2 * HOUR) / 1000}`, '--step=1m']);
+    const want = await v1(a.readToken, { metric: 'orders', aggregation: 'sum', interval: 'minute', from: H - MIN, to: H + 2 * HOUR, groupBy: ['country'] });
+    expect(want.series.map((s) => s.tags.country)).toEqual(COUNTRIES);
+    expectMatrixEqualsEngine(got, want.series, MIN);
+    // and the total equals the plaintext
+    const total = got.flatMap((s: any) => s.values.map(([, v]: [number, string]) => Number(v))).reduce((x: number, y: number) => x + y, 0);
+    expect(total).toBe(pointsA.filter((p) => p.name === 'orders').reduce((x, p) => x + p.value, 0));
+  });
+
+  it('query range: increase, rate and count_over_time per hour; per series without aggregation', async () => {
+    const flags = [`--start=${H / 1000}`, `--end=${(H + 2 * HOUR) / 1000}`, '--step=1h'];
+    const sum = await v1(a.readToken, { metric: 'orders', aggregation: 'sum', interval: 'hour', from: H - HOUR, to: H + 2 * HOUR });
+    expectMatrixEqualsEngine(await promtool('range', 'sum(increase(orders[1h]))', flags), sum.series, HOUR);
+    expectMatrixEqualsEngine(await promtool('range', 'sum(rate(orders[1h]))', flags), sum.series, HOUR, 1 / 3600);
+    const counts = await v1(a.readToken, { metric: 'orders', aggregation: 'count', interval: 'hour', from: H - HOUR, to: H + 2 * HOUR, groupBy: ['channel', 'country'] });
+    const perSeries = await promtool('range', 'count_over_time(orders[1h])', flags);
+    expectMatrixEqualsEngine(perSeries, counts.series, HOUR);
+    // points without `channel` are their own series, without that label
+    expect(perSeries.some((s: any) => s.metric.channel === undefined && s.metric.country === 'DE')).toBe(true);
+  });
+
+  it('query instant: quantile_over_time per series and the merged percentile per page, within 1 % of the plaintext', async () => {
+    const at = [`--time=${(H + HOUR) / 1000}`];
+    const perSeries = await promtool('instant', 'quantile_over_time(0.95, {"page.load_ms", page="checkout"}[1h])', at);
+    const want = await v1(a.readToken, { metric: 'page.load_ms', aggregation: 'p95', interval: 'hour', from: H, to: H + HOUR, groupBy: ['country', 'page'], filter: { page: 'checkout' } });
+    expect(perSeries).toHaveLength(COUNTRIES.length);
+    for (const s of perSeries) {
+      expect(s.value[0]).toBe((H + HOUR) / 1000);
+      const w = want.series.find((x) => x.tags.country === s.metric.country)!;
+      expect(Number(s.value[1])).toBe(w.points[0]![1]);
+    }
+    // the legacy name page_load_ms means page.load_ms; max by (page) is the merged p95 of each page
+    const merged = await promtool('instant', 'max by (page) (quantile_over_time(0.95, page_load_ms[1h]))', at);
+    expect(merged.map((s: any) => s.metric.page).sort()).toEqual([...PAGES].sort());
+    for (const s of merged) {
+      const xs = pointsA.filter((p) => p.name === 'page.load_ms' && p.tags.page === s.metric.page && p.time >= H && p.time < H + HOUR).map((p) => p.value).sort((x, y) => x - y);
+      const exact = xs[Math.floor(0.95 * (xs.length - 1))]!;
+      expect(Math.abs(Number(s.value[1]) - exact)).toBeLessThanOrEqual(0.01 * exact);
+    }
+  });
+
+  it('another account’s token sees only its own data; an unknown token is refused', async () => {
+    const flags = [`--start=${H / 1000}`, `--end=${(H + 2 * HOUR) / 1000}`, '--step=1h'];
+    const mine = await promtool('range', 'sum(sum_over_time(orders[1h]))', flags, b.readToken);
+    const want = await v1(b.readToken, { metric: 'orders', aggregation: 'sum', interval: 'hour', from: H - HOUR, to: H + 2 * HOUR });
+    expectMatrixEqualsEngine(mine, want.series, HOUR);
+    // B never recorded page.load_ms (A did): nothing
+    expect(await promtool('instant', 'max_over_time(page_load_ms[1h])', [`--time=${(H + HOUR) / 1000}`], b.readToken)).toEqual([]);
+    const names = await prom(a.readToken, 'label/__name__/values', undefined, 'GET');
+    expect(names.json.data).not.toContain('secret_metric');
+    const refused = await fetch(`${c.url}/prometheus/api/v1/query?query=1%2B1`, { headers: { authorization: 'Bearer csr_not_a_real_token_0000000000000000000000' } });
+    expect(refused.status).toBe(401);
+    expect(await refused.json()).toMatchObject({ status: 'error', errorType: 'unauthorized' });
+  });
+});
+
+describe('requests shaped as Grafana’s Prometheus data source sends them', () => {
+  it('buildinfo probe and the 1+1 health check', async () => {
+    const info = await prom(a.readToken, 'status/buildinfo', undefined, 'GET');
+    expect(info.status).toBe(200);
+    expect(info.json).toMatchObject({ status: 'success', data: { version: '3.0.0' } });
+    const health = await prom(a.readToken, 'query', { query: '1+1', time: String(H / 1000) });
+    expect(health.json).toEqual({ status: 'success', data: { resultType: 'scalar', result: [H / 1000, '2'] } });
+  });
+
+  it('form-encoded query_range with start, end, step (seconds) equals /v1/query', async () => {
+    const res = await prom(a.readToken, 'query_range', {
+      query: 'sum by (page) (count_over_time({"page.load_ms", country=~"DE|FR"}[1h]))',
+      start: String(H / 1000), end: String((H + 2 * HOUR) / 1000), step: '3600',
+    });
+    expect(res.status).toBe(200);
+    expect(res.json.data.resultType).toBe('matrix');
+    const want = await v1(a.readToken, { metric: 'page.load_ms', aggregation: 'count', interval: 'hour', from: H - HOUR, to: H + 2 * HOUR, groupBy: ['page'], filter: { country: ['DE', 'FR'] } });
+    expectMatrixEqualsEngine(res.json.data.result, want.series, HOUR);
+    // != selects the same here (every point carries country)
+    const neq = await prom(a.readToken, 'query_range', { query: 'sum by (page) (count_over_time(page_load_ms{country!="US"}[1h]))', start: String(H / 1000), end: String((H + 2 * HOUR) / 1000), step: '1h' });
+    expect(neq.json.data.result).toEqual(res.json.data.result);
+  });
+
+  it('labels and label/__name__/values with match[]', async () => {
+    const labels = await prom(a.readToken, 'labels', { 'match[]': 'page_load_ms', start: String(H / 1000), end: String((H + 2 * HOUR) / 1000) });
+    expect(labels.json).toEqual({ status: 'success', data: ['__name__', 'country', 'page'] });
+    const all = await prom(a.readToken, 'labels', {}, 'GET');
+    expect(all.json.data).toEqual(['__name__', 'channel', 'country', 'page']);
+    const names = await prom(a.readToken, 'label/__name__/values', { 'match[]': '{__name__=~".+"}', start: String(H / 1000), end: String((H + 2 * HOUR) / 1000) }, 'GET');
+    expect(names.json).toEqual({ status: 'success', data: ['orders', 'page_load_ms'] });
+    const values = await prom(a.readToken, 'label/country/values', { 'match[]': 'orders{channel="web"}' }, 'GET');
+    expect(values.json.data).toEqual(COUNTRIES);
+  });
+
+  it('series and metadata', async () => {
+    const series = await prom(a.readToken, 'series', { 'match[]': 'orders{country="DE"}', start: String(H / 1000), end: String((H + 2 * HOUR) / 1000) });
+    expect(series.json.status).toBe('success');
+    expect(series.json.data).toHaveLength(3);
+    expect(new Set(series.json.data.map((s: any) => s.channel ?? '-'))).toEqual(new Set(['-', 'app', 'web']));
+    expect(series.json.data.every((s: any) => s.__name__ === 'orders' && s.country === 'DE')).toBe(true);
+    const meta = await prom(a.readToken, 'metadata', undefined, 'GET');
+    expect(meta.json.data).toMatchObject({ orders: [{ type: 'counter' }], page_load_ms: [{ type: 'summary' }] });
+  });
+
+  it('outside the subset: 400 bad_data naming the unsupported part', async () => {
+    const range = { start: String(H / 1000), end: String((H + 2 * HOUR) / 1000), step: '60' };
+    const cases: [string, Record<string, string>, string][] = [
+      ['orders * 2', range, 'unsupported binary operator between series'],
+      ['topk(3, orders)', range, 'unsupported aggregation: topk'],
+      ['histogram_quantile(0.9, orders)', range, 'unsupported function: histogram_quantile'],
+      ['sum_over_time(orders[5m])', range, 'range [5m] must equal the step (1m)'],
+      ['sum_over_time(orders[5m])', { ...range, step: '300' }, 'unsupported step 5m'],
+      ['orders offset 1h', range, 'unsupported offset modifier'],
+      ['sum(', range, 'parse error'],
+      ['quantile_over_time(0.75, page_load_ms[1m])', range, 'φ must be one of'],
+    ];
+    for (const [query, params, message] of cases) {
+      const res = await prom(a.readToken, 'query_range', { query, ...params });
+      expect(res.status, query).toBe(400);
+      expect(res.json.status).toBe('error');
+      expect(res.json.errorType).toBe('bad_data');
+      expect(res.json.error, query).toContain(message);
+    }
+  });
+});
