@@ -118,6 +118,31 @@ describe('promtool (Debian prometheus package) against a real collector', () => 
     expect(total).toBe(pointsA.filter((p) => p.name === 'orders').reduce((x, p) => x + p.value, 0));
   });
 
+  it('query range: a 5m step is five minute buckets (sums exact; avg_over_time = sum / count)', async () => {
+    const flags = [`--start=${H / 1000}`, `--end=${(H + 2 * HOUR) / 1000}`, '--step=5m'];
+    const minutes = async (groupBy: string[]) => {
+      const body = { metric: 'orders', interval: 'minute', from: H - 5 * MIN, to: H + 2 * HOUR, groupBy };
+      const [sums, counts] = [await v1(a.readToken, { ...body, aggregation: 'sum' }), await v1(a.readToken, { ...body, aggregation: 'count' })];
+      expect(counts.series.map((s) => s.tags)).toEqual(sums.series.map((s) => s.tags));
+      return { sums: sums.series, counts: counts.series };
+    };
+    /** The engine's minute series in windows of 5: the window [t, t + 5m) is the sample at t + 5m. */
+    const fiveMinutes = ({ sums, counts }: Awaited<ReturnType<typeof minutes>>, f: (sum: number, count: number) => number | null) =>
+      sums.map((s, i) => ({
+        tags: s.tags,
+        points: s.points.filter((_, j) => j % 5 === 0).map(([t], w): [number, number | null] => {
+          const slice = (xs: [number, number | null][]) => xs.slice(w * 5, w * 5 + 5).reduce((x, [, v]) => x + (v ?? 0), 0);
+          return [t, f(slice(s.points), slice(counts[i]!.points))];
+        }),
+      }));
+    const sumMatrix = await promtool('range', 'sum by (country) (sum_over_time(orders[5m]))', flags);
+    expectMatrixEqualsEngine(sumMatrix, fiveMinutes(await minutes(['country']), (sum) => sum), 5 * MIN);
+    expect(sumMatrix[0].values).toHaveLength(25); // H, H + 5m, …, H + 2h
+    const avgMatrix = await promtool('range', 'avg_over_time(orders[5m])', flags);
+    const perSeries = fiveMinutes(await minutes(['channel', 'country']), (sum, count) => (count ? sum / count : null));
+    expectMatrixEqualsEngine(avgMatrix, perSeries, 5 * MIN);
+  });
+
   it('query range: increase, rate and count_over_time per hour; per series without aggregation', async () => {
     const flags = [`--start=${H / 1000}`, `--end=${(H + 2 * HOUR) / 1000}`, '--step=1h'];
     const sum = await v1(a.readToken, { metric: 'orders', aggregation: 'sum', interval: 'hour', from: H - HOUR, to: H + 2 * HOUR });
@@ -216,7 +241,8 @@ describe('requests shaped as Grafana’s Prometheus data source sends them', () 
       ['topk(3, orders)', range, 'unsupported aggregation: topk'],
       ['histogram_quantile(0.9, orders)', range, 'unsupported function: histogram_quantile'],
       ['sum_over_time(orders[5m])', range, 'range [5m] must equal the step (1m)'],
-      ['sum_over_time(orders[5m])', { ...range, step: '300' }, 'unsupported step 5m'],
+      ['sum_over_time(orders[90s])', { ...range, step: '90' }, 'unsupported step 90s'],
+      ['quantile_over_time(0.5, page_load_ms[5m])', { ...range, step: '300' }, 'a percentile cannot be combined from 5 minute buckets'],
       ['orders offset 1h', range, 'unsupported offset modifier'],
       ['sum(', range, 'parse error'],
       ['quantile_over_time(0.75, page_load_ms[1m])', range, 'φ must be one of'],

@@ -3,9 +3,12 @@
  * the existing engine — the very `POST /v1/query` path (tenant, limits, budgets, cache,
  * decryption in the service) — and shaping the answer as Prometheus's vectors and matrices.
  *
- * Time: a step (range queries) or a range (instant queries) is one engine bucket: 1m → minute,
- * 1h → hour, 1d → day (UTC). The bucket [s, s + step) is the sample at s + step, like
- * Prometheus's window (t − range, t]. A range selector must equal the step.
+ * Time: a step (range queries) or a range (instant queries) is a whole number of engine
+ * buckets: the largest of day, hour and minute (UTC) that divides it (5m: 5 minutes, 2h: 2
+ * hours). The window [t − step, t) is the sample at t, like Prometheus's (t − range, t]. A range
+ * selector must equal the step. Windows of several buckets are combined here from the
+ * buckets' values (sum, count, min, max, last; avg as sum ∕ count); a percentile is not
+ * combinable, so quantile_over_time needs a window of exactly one bucket.
  */
 import { CollectorError } from '../../errors.js';
 import type { MetricsListing } from '../catalog.js';
@@ -23,6 +26,11 @@ export interface PromDeps {
 }
 
 export const BUCKETS: Record<number, 'minute' | 'hour' | 'day'> = { 60_000: 'minute', 3_600_000: 'hour', 86_400_000: 'day' };
+
+/** The engine bucket a window is made of: the largest of day, hour, minute dividing it; undefined if none does. */
+export function bucketOf(windowMs: number): number | undefined {
+  return [86_400_000, 3_600_000, 60_000].find((b) => windowMs >= b && windowMs % b === 0);
+}
 const MAX_GROUP_BY = 4;
 
 /** The Prometheus name of a recorded name: every character outside [A-Za-z0-9_:] becomes `_`. */
@@ -119,13 +127,15 @@ export interface OutSeries {
  * Series of `e` (not a scalar) over whole buckets of `bucketMs` from `from` to `to` (bucket
  * starts, UTC). Each engine query goes through deps.run.
  */
-export async function evaluateSeries(deps: PromDeps, e: Selector | Call | Aggregate, bucketMs: number, from: number, to: number): Promise<OutSeries[]> {
-  const interval = BUCKETS[bucketMs];
-  if (!interval) throw badData(`unsupported step ${bucketMs / 1000}s: use 60s, 1h or 1d`);
+export async function evaluateSeries(deps: PromDeps, e: Selector | Call | Aggregate, windowMs: number, from: number, to: number): Promise<OutSeries[]> {
+  const bucketMs = bucketOf(windowMs);
+  if (!bucketMs) throw badData(`unsupported step ${fmtDuration(windowMs)}: use a whole number of minutes (1m, 5m, 1h, 1d, …); set the panel's min interval to 1m or more`);
+  const interval = BUCKETS[bucketMs]!;
+  const k = windowMs / bucketMs;
   const inner = e.kind === 'aggregate' ? e.inner : e;
   const sel = inner.kind === 'call' ? inner.selector : inner;
-  if (inner.kind === 'call' && inner.rangeMs !== bucketMs) {
-    throw badData(`range [${fmtDuration(inner.rangeMs)}] must equal the step (${fmtDuration(bucketMs)}): each sample is one ${interval} bucket`);
+  if (inner.kind === 'call' && inner.rangeMs !== windowMs) {
+    throw badData(`range [${fmtDuration(inner.rangeMs)}] must equal the step (${fmtDuration(windowMs)}): each sample covers one step`);
   }
   const metric = resolveMetric(await deps.listing(), sel.name);
   if (!metric) return [];
@@ -137,6 +147,7 @@ export async function evaluateSeries(deps: PromDeps, e: Selector | Call | Aggreg
   else if (inner.fn === 'quantile_over_time') {
     const a = QUANTILES[String(inner.phi)];
     if (!a) throw badData(`quantile_over_time: φ must be one of ${Object.keys(QUANTILES).join(', ')} (the percentiles the sketches answer), not ${inner.phi}`);
+    if (k !== 1) throw badData(`quantile_over_time over [${fmtDuration(windowMs)}]: a percentile cannot be combined from ${k} ${interval} buckets; use a step and range of 1m, 1h or 1d`);
     aggregation = a;
   } else aggregation = FN_AGGREGATION[inner.fn];
   const scale = inner.kind === 'call' && inner.fn === 'rate' ? 1000 / inner.rangeMs : 1;
@@ -146,11 +157,22 @@ export async function evaluateSeries(deps: PromDeps, e: Selector | Call | Aggreg
     }
     return { metric: metric.name, aggregation: agg, interval, from, to, timezone: 'UTC', groupBy, ...(Object.keys(filter).length ? { filter } : {}) };
   };
-  const scaled = (r: QueryResult): OutSeries[] =>
-    r.series.map((s) => ({ labels: { ...s.tags }, points: s.points.map(([t, v]) => [t, v === null || scale === 1 ? v : v * scale]) }));
+  /** Engine series, each window of k buckets folded into one point (named by its first bucket), scaled for rate. */
+  const query = async (groupBy: string[], agg = aggregation): Promise<OutSeries[]> => {
+    if (agg === 'avg' && k > 1) {
+      const [sums, counts] = [await query(groupBy, 'sum'), await query(groupBy, 'count')];
+      const countsOf = new Map(counts.map((c) => [JSON.stringify(c.labels), c.points]));
+      return sums.map((s) => {
+        const n = countsOf.get(JSON.stringify(s.labels));
+        return { labels: s.labels, points: s.points.map(([t, v], j): [number, number | null] => [t, v === null || !n?.[j]?.[1] ? null : v / n[j]![1]!]) };
+      });
+    }
+    const r = await deps.run(body(groupBy, agg));
+    return r.series.map((s) => ({ labels: { ...s.tags }, points: fold(s.points, k, agg).map(([t, v]) => [t, v === null || scale === 1 ? v : v * scale]) }));
+  };
 
   if (e.kind !== 'aggregate') {
-    const out = scaled(await deps.run(body(keys)));
+    const out = await query(keys);
     if (inner.kind === 'selector') for (const s of out) s.labels = { __name__: sel.name, ...s.labels };
     return out;
   }
@@ -160,11 +182,11 @@ export async function evaluateSeries(deps: PromDeps, e: Selector | Call | Aggreg
     // A grouped quantile is the percentile of the group's merged points (not, as in
     // Prometheus, the avg/min/max of per-series percentiles).
     if (e.op === 'sum' || e.op === 'count') throw badData(`${e.op} of quantile_over_time is not supported: use avg, min or max (each answers the merged percentile of the group)`);
-    return scaled(await deps.run(body(groupKeys)));
+    return query(groupKeys);
   }
-  if (fn && MERGES[e.op]?.includes(fn)) return scaled(await deps.run(body(groupKeys)));
+  if (fn && MERGES[e.op]?.includes(fn)) return query(groupKeys);
   // Per series, then combined here.
-  const perSeries = e.op === 'count' ? scaled(await deps.run(body(keys, 'count'))) : scaled(await deps.run(body(keys)));
+  const perSeries = await query(keys, e.op === 'count' ? 'count' : aggregation);
   const groups = new Map<string, { labels: Record<string, string>; members: OutSeries[] }>();
   for (const s of perSeries) {
     const labels = Object.fromEntries(groupKeys.flatMap((k) => (s.labels[k] !== undefined ? [[k, s.labels[k]!]] : [])));
@@ -184,6 +206,25 @@ export async function evaluateSeries(deps: PromDeps, e: Selector | Call | Aggreg
       return [t, e.op === 'min' ? Math.min(...vs) : Math.max(...vs)];
     });
     out.push({ labels, points });
+  }
+  return out;
+}
+
+/** Folds every k consecutive points into one: sum for sum and count, min, max, the newest value for last. */
+function fold(points: [number, number | null][], k: number, agg: QueryBody['aggregation']): [number, number | null][] {
+  if (k === 1) return points;
+  const out: [number, number | null][] = [];
+  for (let i = 0; i + k <= points.length; i += k) {
+    const vs = points.slice(i, i + k).map(([, v]) => v).filter((v): v is number => v !== null);
+    let v: number | null = null;
+    if (vs.length) {
+      if (agg === 'sum' || agg === 'count') v = vs.reduce((a, b) => a + b, 0);
+      else if (agg === 'min') v = Math.min(...vs);
+      else if (agg === 'max') v = Math.max(...vs);
+      else if (agg === 'last') v = vs[vs.length - 1]!;
+      else throw badData(`${agg} cannot be combined from several buckets`);
+    }
+    out.push([points[i]![0], v]);
   }
   return out;
 }
@@ -211,7 +252,7 @@ export async function evaluateRange(deps: PromDeps, e: Expr, start: number, end:
     for (let t = first; t <= last && values.length <= 11_000; t += step) values.push([t / 1000, fmtValue(e.value)]);
     return { resultType: 'matrix', result: [{ metric: {}, values }] };
   }
-  if (!BUCKETS[step]) throw badData(`unsupported step ${fmtDuration(step)}: the collector answers steps of 1m, 1h or 1d (its minute, hour and day buckets); set the panel's min interval or the query's step to one of them`);
+  if (!bucketOf(step)) throw badData(`unsupported step ${fmtDuration(step)}: use a whole number of minutes (1m, 5m, 1h, 1d, …); set the panel's min interval to 1m or more`);
   if (last < first) return { resultType: 'matrix', result: [] };
   const series = await evaluateSeries(deps, e, step, first - step, last);
   return {
@@ -223,16 +264,16 @@ export async function evaluateRange(deps: PromDeps, e: Expr, start: number, end:
 }
 
 /**
- * An instant query at `time`: a range function over [r] answers the whole UTC bucket of r
- * (1m, 1h or 1d) that ends at or before `time` (exactly (time − r, time] when `time` is on a
- * multiple of r); the sample is stamped `time`.
+ * An instant query at `time`: a range function over [r] answers the window of r ending at
+ * the last multiple of r (since 1970, UTC) at or before `time` (exactly [time − r, time) when
+ * `time` is one); the sample is stamped `time`.
  */
 export async function evaluateInstant(deps: PromDeps, e: Expr, time: number): Promise<InstantResult> {
   if (e.kind === 'scalar') return { resultType: 'scalar', result: [time / 1000, fmtValue(e.value)] };
   const inner = e.kind === 'aggregate' ? e.inner : e;
   if (inner.kind !== 'call') throw badData('an instant query needs a range function, like last_over_time(x[1m]) or sum_over_time(x[1h])');
   const r = inner.rangeMs;
-  if (!BUCKETS[r]) throw badData(`unsupported range [${fmtDuration(r)}] in an instant query: use [1m], [1h] or [1d] (the collector's buckets)`);
+  if (!bucketOf(r)) throw badData(`unsupported range [${fmtDuration(r)}] in an instant query: use a whole number of minutes ([1m], [5m], [1h], [1d], …)`);
   const endOfBucket = Math.floor(time / r) * r;
   const series = await evaluateSeries(deps, e, r, endOfBucket - r, endOfBucket);
   return {
