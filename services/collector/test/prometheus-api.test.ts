@@ -6,11 +6,15 @@
  * (percentiles within the sketch's 1 %).
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Point } from '@cipherstat/protocol';
 import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { mulberry32 } from './query-support.js';
+import { resolveMetric } from '../src/query/prometheus/evaluate.js';
+import type { MetricsListing } from '../src/query/index.js';
 
 const run = promisify(execFile);
 const MIN = 60_000;
@@ -213,6 +217,26 @@ describe('requests shaped as Grafana’s Prometheus data source sends them', () 
     expect(neq.json.data.result).toEqual(res.json.data.result);
   });
 
+  it('regular expressions are anchored, as in Prometheus', async () => {
+    const q = (query: string) => prom(a.readToken, 'query', { query, time: String((H + HOUR) / 1000) });
+    expect((await q('sum(sum_over_time(orders{country=~"D"}[1h]))')).json.data.result).toEqual([]);
+    const de = await q('sum(sum_over_time(orders{country=~"D."}[1h]))');
+    const want = await v1(a.readToken, { metric: 'orders', aggregation: 'sum', interval: 'hour', from: H, to: H + HOUR, filter: { country: 'DE' } });
+    expect(Number(de.json.data.result[0].value[1])).toBe(want.series[0]!.points[0]![1]);
+  });
+
+  it('the README\'s example panels answer what /v1/query answers', async () => {
+    const readme = readFileSync(fileURLToPath(new URL('../../../README.md', import.meta.url)), 'utf8');
+    const table = readme.slice(readme.indexOf('<!-- grafana-panels -->'), readme.indexOf('<!-- /grafana-panels -->'));
+    const [orders, p95] = [...table.matchAll(/^\| [^|]+ \| `([^`]+)` \|/gm)].map((m) => m[1]!);
+    expect(orders).toContain('$__interval');
+    const range = { start: String(H / 1000), end: String((H + 2 * HOUR) / 1000) };
+    const perMinute = await prom(a.readToken, 'query_range', { query: orders!.replace('$__interval', '1m'), ...range, step: '60' });
+    expectMatrixEqualsEngine(perMinute.json.data.result, (await v1(a.readToken, { metric: 'orders', aggregation: 'sum', interval: 'minute', from: H - MIN, to: H + 2 * HOUR, groupBy: ['country'] })).series, MIN);
+    const hourly = await prom(a.readToken, 'query_range', { query: p95!.replace('$__interval', '1h'), ...range, step: '3600' });
+    expectMatrixEqualsEngine(hourly.json.data.result, (await v1(a.readToken, { metric: 'page.load_ms', aggregation: 'p95', interval: 'hour', from: H - HOUR, to: H + 2 * HOUR, groupBy: ['page'] })).series, HOUR);
+  });
+
   it('labels and label/__name__/values with match[]', async () => {
     const labels = await prom(a.readToken, 'labels', { 'match[]': 'page_load_ms', start: String(H / 1000), end: String((H + 2 * HOUR) / 1000) });
     expect(labels.json).toEqual({ status: 'success', data: ['__name__', 'country', 'page'] });
@@ -246,6 +270,10 @@ describe('requests shaped as Grafana’s Prometheus data source sends them', () 
       ['orders offset 1h', range, 'unsupported offset modifier'],
       ['sum(', range, 'parse error'],
       ['quantile_over_time(0.75, page_load_ms[1m])', range, 'φ must be one of'],
+      ['sum(quantile_over_time(0.95, page_load_ms[1m]))', range, 'sum of quantile_over_time is not supported'],
+      ['sum_over_time(orders{channel=""}[1m])', range, 'channel="" (points without the tag channel) is not supported'],
+      ['sum_over_time({country="DE"}[1m])', range, 'a selector needs a metric name'],
+      ['sum(sum_over_time(orders[1m]))', { ...range, start: String((H - 7.5 * 86_400_000) / 1000) }, 'more than 10000 minute buckets'],
     ];
     for (const [query, params, message] of cases) {
       const res = await prom(a.readToken, 'query_range', { query, ...params });
@@ -254,5 +282,16 @@ describe('requests shaped as Grafana’s Prometheus data source sends them', () 
       expect(res.json.errorType).toBe('bad_data');
       expect(res.json.error, query).toContain(message);
     }
+  });
+});
+
+describe('dotted names', () => {
+  const listing = (...names: string[]) => ({ metrics: names.map((name) => ({ name, kind: 'counter', tags: [], points24h: 0 })) }) as unknown as MetricsListing;
+  it('a _ form stands for the one recorded name it maps from; the exact name wins; two candidates are bad_data', () => {
+    expect(resolveMetric(listing('page.load_ms', 'orders'), 'page_load_ms')?.name).toBe('page.load_ms');
+    expect(resolveMetric(listing('page.load_ms'), 'page.load_ms')?.name).toBe('page.load_ms');
+    expect(resolveMetric(listing('page.load', 'page_load'), 'page_load')?.name).toBe('page_load');
+    expect(() => resolveMetric(listing('a.b', 'a-b'), 'a_b')).toThrow('metric name a_b is ambiguous: it stands for "a.b" and "a-b"');
+    expect(resolveMetric(listing('orders'), 'nothing')).toBeUndefined();
   });
 });
