@@ -8,6 +8,7 @@
  * one, before and after compaction of the tampered table.
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
+import { Registry } from 'prom-client';
 import { Compactor, type CompactionReport } from '../src/compactor.js';
 import { listMetrics, runQuery, type QueryResult } from '../src/query/index.js';
 import { createLogger } from '../src/logger.js';
@@ -41,8 +42,9 @@ const sql = (text: string, params: Params = {}) => c.services.store.exec(text, {
 const select = <T>(text: string, params: Params = {}) => c.services.store.query<T>(text, { a: a.accountId, ...params });
 const listing = () => listMetrics(deps(), a.accountId);
 const volume = async () => (await listing()).metrics.map((m) => [m.name, m.points24h]);
+const registry = new Registry(); // compaction's Prometheus counters
 const compact = async (): Promise<CompactionReport> => {
-  const compactor = new Compactor({ store: c.services.store, keyring: c.services.keyring, log: createLogger({ level: 'silent' }), now });
+  const compactor = new Compactor({ store: c.services.store, keyring: c.services.keyring, log: createLogger({ level: 'silent' }), now, registry });
   const first = await compactor.runUntilDone();
   await compactor.runUntilDone(); // groups whose lists a first pass cleaned up are merged now
   return first;
@@ -246,4 +248,6 @@ it('merged rows and day packs (record format 3): the same tamperings, and rows r
   expect(body.meta.tamperedRows).toBeGreaterThan(0);
   const metrics = await (await fetch(`${c.url}/metrics`)).text();
   expect(Number(/^cipherstat_query_tampered_rows_total (\d+)/m.exec(metrics)?.[1])).toBeGreaterThan(0);
+  const compaction = await registry.metrics();
+  expect(Number(/^cipherstat_compaction_rows_total\{outcome="tampered"\} (\d+)/m.exec(compaction)?.[1])).toBeGreaterThan(0);
 }, 900_000);
