@@ -15,6 +15,7 @@ import { createAccount, envelope, post, startTestCollector, type TestAccount, ty
 import { mulberry32 } from './query-support.js';
 import { resolveMetric } from '../src/query/prometheus/evaluate.js';
 import type { MetricsListing } from '../src/query/index.js';
+import { PrometheusDriver } from 'prometheus-query';
 
 const run = promisify(execFile);
 const MIN = 60_000;
@@ -282,6 +283,41 @@ describe('requests shaped as Grafana’s Prometheus data source sends them', () 
       expect(res.json.errorType).toBe('bad_data');
       expect(res.json.error, query).toContain(message);
     }
+  });
+});
+
+describe('the prometheus-query npm client', () => {
+  const driver = (token: string) =>
+    new PrometheusDriver({ endpoint: c.url, baseURL: '/prometheus/api/v1', headers: { Authorization: `Bearer ${token}` }, preferPost: true });
+
+  it('rangeQuery and instantQuery answer what /v1/query answers', async () => {
+    const range = await driver(a.readToken).rangeQuery('sum by (channel) (sum_over_time(orders[1h]))', new Date(H), new Date(H + 2 * HOUR), 3600);
+    expect(range.resultType).toBe('matrix');
+    const want = await v1(a.readToken, { metric: 'orders', aggregation: 'sum', interval: 'hour', from: H - HOUR, to: H + 2 * HOUR, groupBy: ['channel'] });
+    expect(range.result).toHaveLength(want.series.length); // web, app, and the points without channel
+    for (const s of want.series) {
+      const got = range.result.find((r: any) => (r.metric.labels.channel ?? null) === (s.tags.channel ?? null));
+      expect(got.values.map((v: any) => [v.time.getTime() - HOUR, v.value])).toEqual(s.points);
+    }
+    const instant = await driver(a.readToken).instantQuery('min by (page) (min_over_time(page_load_ms[1h]))', new Date(H + 2 * HOUR));
+    const mins = await v1(a.readToken, { metric: 'page.load_ms', aggregation: 'min', interval: 'hour', from: H + HOUR, to: H + 2 * HOUR, groupBy: ['page'] });
+    expect(instant.result.map((r: any) => [r.metric.labels.page, r.value.value]).sort()).toEqual(mins.series.map((s) => [s.tags.page, s.points[0]![1]]).sort());
+    const exact = Math.min(...pointsA.filter((p) => p.name === 'page.load_ms' && p.time >= H + HOUR && p.time < H + 2 * HOUR).map((p) => p.value));
+    expect(Math.min(...instant.result.map((r: any) => r.value.value))).toBe(exact);
+  });
+
+  it('labelNames, labelValues, series, metadata and buildinfo; errors come back as Prometheus errors', async () => {
+    const d = driver(a.readToken);
+    expect(await d.labelNames('orders')).toEqual(['__name__', 'channel', 'country']);
+    expect(await d.labelValues('__name__')).toEqual(['orders', 'page_load_ms']);
+    expect(await d.labelValues('page', 'page_load_ms')).toEqual(['checkout', 'home']);
+    const series = await d.series('page_load_ms{page="home"}', new Date(H), new Date(H + 2 * HOUR));
+    expect(series.map((m: any) => m.labels.country).sort()).toEqual(COUNTRIES);
+    expect(await d.metadata()).toMatchObject({ orders: [{ type: 'counter' }] });
+    expect(await d.statusBuildinfo()).toMatchObject({ version: '3.0.0' });
+    await expect(d.instantQuery('rate(orders[1h]) / 2')).rejects.toMatchObject({ httpStatus: 400, prometheus: { errorType: 'bad_data' } });
+    // B's token through the same client: none of A's names
+    expect(await driver(b.readToken).labelValues('__name__')).toEqual(['orders', 'secret_metric']);
   });
 });
 
