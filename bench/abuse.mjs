@@ -9,6 +9,7 @@
 // and what A and the flooder got. Results: bench/results/abuse.json.
 //
 //   node bench/abuse.mjs [--phase 10] [--gap 3] [--rate 20] [--seed-minutes 100] [--keep]
+//     [--node-args='--cpu-prof --cpu-prof-dir=/tmp/prof']   (flags for the collector's node)
 //
 // Loopback only (B from 127.0.0.1, the flooder from 127.0.0.2, A from 127.0.0.3, so
 // per-address limits see three senders); every loop is bounded by the phase clock and a
@@ -35,6 +36,7 @@ const { values: opt } = parseArgs({
     rate: { type: 'string', default: '20' },
     'seed-minutes': { type: 'string', default: '100' },
     keep: { type: 'boolean', default: false },
+    'node-args': { type: 'string', default: '' },
   },
 });
 const PHASE_MS = Number(opt.phase) * 1000;
@@ -121,7 +123,7 @@ async function main() {
   const tmp = mkdtempSync(join(os.tmpdir(), 'cipherstat-abuse-'));
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
-  const child = startChild('collector', [CLI, 'serve'], { PORT: String(port), HOST: '127.0.0.1', CIPHERSTAT_DATA_DIR: join(tmp, 'data'), CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, CIPHERSTAT_LOG_LEVEL: 'warn' });
+  const child = startChild('collector', [...opt['node-args'].split(' ').filter(Boolean), CLI, 'serve'], { PORT: String(port), HOST: '127.0.0.1', CIPHERSTAT_DATA_DIR: join(tmp, 'data'), CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, CIPHERSTAT_LOG_LEVEL: 'warn' });
   try {
     await waitReady(url, child, '/readyz');
     const admin = async (body) => {

@@ -134,6 +134,8 @@ const schema = z.object({
     .default('0/1'),
   /** Process role: how long hand-offs may wait to coalesce into a bigger tick (0: none). */
   processCoalesceMs: z.coerce.number().int().min(0).max(5000).default(200),
+  /** Process role: most points of one account in one processing tick (its backlog is spread over ticks interleaved with other accounts'). */
+  processTickAccountPoints: z.coerce.number().int().positive().default(10_000),
   /** Process role: compute processing ticks in a worker thread (`1`) or on the main thread (`0`). */
   processWorker: bool(true),
 });
@@ -180,6 +182,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['trustProxy', 'CIPHERSTAT_TRUST_PROXY'],
   ['processPartition', 'CIPHERSTAT_PROCESS_PARTITION', 'partition'],
   ['processCoalesceMs', 'CIPHERSTAT_PROCESS_COALESCE_MS'],
+  ['processTickAccountPoints', 'CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS'],
   ['processWorker', 'CIPHERSTAT_PROCESS_WORKER'],
 ];
 

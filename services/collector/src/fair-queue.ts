@@ -1,10 +1,13 @@
 /**
  * The processor's queue: one FIFO per account, served round robin. A tick takes one batch per
- * account in turn and stops taking an account's batches once their estimated processing cost
- * passes a budget, so one account's backlog never fills the ticks every other account waits
- * behind. The estimate per account is a moving average of the CPU its batches measured in
- * earlier ticks (per point), so an account whose points are expensive (new series, new tag
- * values) gets fewer of them per tick.
+ * account in turn and stops taking an account's batches once they pass a per-tick budget — an
+ * estimate of their processing CPU and a hard number of points — whether or not other accounts
+ * are waiting at that moment: a batch of another account that arrives a moment later waits for
+ * at most one bounded tick, and a heavy account's backlog is processed over several ticks
+ * interleaved with everyone else's. The estimate per account is a moving average of the CPU its
+ * batches measured in earlier ticks (per point) that rises at once and falls slowly, so an
+ * account whose points turn expensive (new series, new tag values) gets fewer of them per tick
+ * from its next tick on; an account not measured yet is assumed expensive.
  *
  * Each account's own lag (how long its oldest queued batch has waited) is what ingest admission
  * reads: an account sending more than its share waits on its own queue and is slowed (503),
@@ -13,8 +16,20 @@
 import type { BatchRow } from './storage/types.js';
 import { Lru } from './lru.js';
 
-/** Estimated CPU per point for an account not measured yet (ms; ~20 µs on 2 cores). */
-const DEFAULT_MS_PER_POINT = 0.02;
+/**
+ * Estimated CPU per point for an account not measured yet (ms): a point bringing new series
+ * costs ~50-100 µs (HMACs, dictionary and rollup seals), a known one ~10-20 µs. Assumed
+ * expensive, so an account's first tick is small rather than long.
+ */
+export const DEFAULT_MS_PER_POINT = 0.1;
+
+/** What one account's batches may take of one tick (at least one batch, whatever they cost). */
+export interface TickBudget {
+  /** Estimated processing CPU (ms). */
+  ms: number;
+  /** Points, as the envelope headers count them. */
+  points: number;
+}
 
 interface AccountQueue {
   rows: BatchRow[];
@@ -63,34 +78,43 @@ export class FairQueue {
     return points * (this.msPerPoint.get(accountId) ?? DEFAULT_MS_PER_POINT);
   }
 
-  /** What a tick measured for an account: `ms` of CPU for `points` points. */
+  /** What a tick measured for an account: `ms` of CPU for `points` points (a rise counts at once, a fall by half). */
   recordCost(accountId: string, ms: number, points: number): void {
     if (!(points > 0) || !(ms >= 0)) return;
-    const prev = this.msPerPoint.get(accountId) ?? DEFAULT_MS_PER_POINT;
-    this.msPerPoint.set(accountId, prev * 0.5 + (ms / points) * 0.5);
+    const measured = ms / points;
+    const prev = this.msPerPoint.get(accountId);
+    this.msPerPoint.set(accountId, prev === undefined || measured >= prev ? measured : prev * 0.5 + measured * 0.5);
   }
 
   /**
-   * Up to `maxBatches` batches, one per account per round, never more than `budgetMs` of
-   * estimated CPU per account while other accounts have batches queued, `aloneMs` when it is
-   * the only one (an account always gets at least one batch when it has its turn). Accounts
-   * served go to the back of the line, so the next tick starts with the others.
+   * Up to `maxBatches` batches, one per account per round; an account's turns stop when its next
+   * batch would take its batches in this tick past `budget` (estimated CPU or points), alone in
+   * the queue or not (an
+   * account always gets at least one batch when it has its turn). Accounts served go to the back
+   * of the line, so the next tick starts with the others.
    */
-  take(maxBatches: number, budgetMs: number, aloneMs: number): BatchRow[] {
+  take(maxBatches: number, budget: TickBudget): BatchRow[] {
     const out: BatchRow[] = [];
-    const spent = new Map<string, number>();
+    const spent = new Map<string, { ms: number; points: number }>();
+    const full = new Set<string>();
     while (out.length < maxBatches && this.accounts.size) {
       let progressed = false;
       for (const id of [...this.accounts.keys()]) {
         if (out.length >= maxBatches) break;
-        const used = spent.get(id) ?? 0;
-        if (used >= (this.accounts.size > 1 ? budgetMs : aloneMs)) continue;
+        if (full.has(id)) continue;
+        let used = spent.get(id);
         const q = this.accounts.get(id)!;
         const row = q.rows[q.head]!;
+        if (used && (used.points + row.pointCount > budget.points || used.ms + this.estimate(id, row.pointCount) > budget.ms)) {
+          full.add(id); // its next batch would pass the budget: done for this tick
+          continue;
+        }
         q.head++;
         this.count--;
         out.push(row);
-        spent.set(id, used + this.estimate(id, row.pointCount));
+        if (!used) spent.set(id, (used = { ms: 0, points: 0 }));
+        used.ms += this.estimate(id, row.pointCount);
+        used.points += row.pointCount;
         progressed = true;
         this.accounts.delete(id);
         if (q.head < q.rows.length) {

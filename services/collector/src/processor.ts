@@ -30,7 +30,7 @@ import type { Accounts } from './accounts.js';
 import type { Metrics } from './metrics.js';
 import type { Logger } from './logger.js';
 import { computeTick, packInput, TickState, type CacheLookups, type TickAccount, type TickInput, type TickLimits, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
-import { FairQueue } from './fair-queue.js';
+import { FairQueue, type TickBudget } from './fair-queue.js';
 import { Lru } from './lru.js';
 import { isCollectorError } from './errors.js';
 
@@ -44,8 +44,13 @@ class WorkerFailure extends Error {}
 const TICK_TIMEOUT_MS = 60_000;
 /** Most batches per tick. */
 const TICK_BATCHES = 1000;
-/** Most estimated CPU (ms) one account's batches may take of one tick while others wait (fair-queue.ts); alone, only TICK_BATCHES bounds it. */
-const TICK_ACCOUNT_BUDGET_MS = 500;
+/**
+ * Most estimated CPU (ms) one account's batches may take of one tick, whether or not others are
+ * waiting (fair-queue.ts): a batch arriving next waits behind one bounded tick at most.
+ */
+export const TICK_ACCOUNT_BUDGET_MS = 250;
+/** Most points of one account per tick (the backstop of the estimate; CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS). */
+export const DEFAULT_TICK_ACCOUNT_POINTS = 10_000;
 /** The compiled worker entry; only beside the compiled processor (dist), not beside the .ts sources. */
 const WORKER_URL = new URL('./tick-worker.js', import.meta.url);
 
@@ -83,6 +88,8 @@ export interface ProcessorOptions {
   worker?: boolean;
   /** Another worker entry (tests). */
   workerUrl?: URL;
+  /** What one account's batches may take of one tick (fair-queue.ts); default TICK_ACCOUNT_BUDGET_MS and DEFAULT_TICK_ACCOUNT_POINTS. */
+  tickBudget?: Partial<TickBudget>;
   /** Cardinality limits per account (tick.ts); default: none. */
   limits?: TickLimits;
   /** Called after each tick with the accounts whose points it rejected for cardinality (ingest slows them). */
@@ -206,7 +213,10 @@ export class Processor {
   }
 
   private take(): BatchRow[] {
-    const rows = this.queue.take(TICK_BATCHES, TICK_ACCOUNT_BUDGET_MS, Infinity);
+    const rows = this.queue.take(TICK_BATCHES, {
+      ms: this.o.tickBudget?.ms ?? TICK_ACCOUNT_BUDGET_MS,
+      points: this.o.tickBudget?.points ?? DEFAULT_TICK_ACCOUNT_POINTS,
+    });
     this.o.metrics.processQueue.set(this.queue.size);
     return rows;
   }
@@ -445,6 +455,8 @@ export class Processor {
     try {
       const output = await t.output;
       out.dict = output.dict;
+      // What this tick cost per account, before the next tick is taken (its budget uses it).
+      for (const [accountId, c] of Object.entries(output.costs)) this.queue.recordCost(accountId, c.ms, c.points);
       computed();
       // Rows of failed ticks go before this one writes anything.
       await this.cleanupFailedTicks();
@@ -468,13 +480,12 @@ export class Processor {
   }
 
   private async write({ rows }: Pending, output: TickOutput, out: { rollups: RollupRow[] }): Promise<void> {
-    const { rollups, dict, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups, costs, limited } = output;
+    const { rollups, dict, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups, limited } = output;
     const m = this.o.metrics;
     for (const [cache, c] of Object.entries(cacheLookups) as [keyof CacheLookups, { hit: number; miss: number }][]) {
       this.cacheTotals[cache].hit += c.hit;
       this.cacheTotals[cache].miss += c.miss;
     }
-    for (const [accountId, c] of Object.entries(costs)) this.queue.recordCost(accountId, c.ms, c.points);
     if (limited.length) this.o.onCardinalityLimited?.(limited);
     for (const [code, n] of Object.entries(batchRejects)) m.batchRejects.inc({ code }, n);
     if (pointsProcessed) m.points.inc({ outcome: 'processed' }, pointsProcessed);

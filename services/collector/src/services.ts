@@ -130,6 +130,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         partition: config.processPartition === '0/1' ? undefined : parsePartition(config.processPartition),
         onProcessed: (ids) => queryCache.invalidate(ids),
         limits: { seriesPerMetric: config.maxSeriesPerMetric, newValuesPerHour: config.maxNewValuesPerHour },
+        tickBudget: { points: config.processTickAccountPoints },
         onCardinalityLimited: (ids) => fairness.penalize(ids),
       })
     : undefined;

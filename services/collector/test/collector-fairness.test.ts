@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Gauge } from 'prom-client';
 import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { writeRollups, type GenPoint } from './query-support.js';
-import { FairQueue } from '../src/fair-queue.js';
+import { DEFAULT_MS_PER_POINT, FairQueue } from '../src/fair-queue.js';
 import type { BatchRow } from '../src/storage/types.js';
 
 let c: TestCollector | undefined;
@@ -31,6 +31,9 @@ const processedPoints = async (col: TestCollector, a: TestAccount): Promise<numb
   const [row] = await col.services.store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
   return Number(row?.n ?? 0);
 };
+
+const batch = (accountId: string, i: number, pointCount: number): BatchRow =>
+  ({ accountId, batchId: `${accountId}-${i}`, receivedAt: i, createdAt: i, pointCount, sdk: 't', sealed: new Uint8Array(), expiresAt: 0 }) as BatchRow;
 
 /** `n` points of metric `orders`, each its own series (tag `item` = prefix + i). */
 const distinctSeries = (n: number, prefix: string) => points(n, (i) => ({ tags: { item: `${prefix}${i}` } }));
@@ -129,21 +132,68 @@ describe('fairness between tenants at ingest', () => {
 
   it('the processing queue serves accounts round robin: one account\'s backlog does not fill the tick', () => {
     const q = new FairQueue();
-    const row = (accountId: string, i: number): BatchRow =>
-      ({ accountId, batchId: `${accountId}-${i}`, receivedAt: i, createdAt: i, pointCount: 100, sdk: 't', sealed: new Uint8Array(), expiresAt: 0 }) as BatchRow;
-    for (let i = 0; i < 500; i++) q.push(row('heavy', i), i);
-    q.push(row('calm', 0), 1000);
-    const first = q.take(10, 1_000_000, 1_000_000);
+    for (let i = 0; i < 500; i++) q.push(batch('heavy', i, 100), i);
+    q.push(batch('calm', 0, 100), 1000);
+    const first = q.take(10, { ms: 1_000_000, points: 1_000_000 });
     expect(first.map((r) => r.accountId)).toContain('calm');
     expect(q.oldestOf('calm')).toBeUndefined();
-    // Heavy's cost per point was measured high (~5 ms estimated: ~500 ms a batch): while another
-    // account waits it gets one batch per tick, alone at most its alone budget.
+    // Heavy's cost per point was measured high (10 ms a point: 1000 ms a batch): past the CPU
+    // budget after its first batch, so it gets one batch per tick, the others theirs.
     q.recordCost('heavy', 1000, 100);
-    q.push(row('calm', 1), 1001);
-    q.push(row('calm', 2), 1002);
-    const second = q.take(1000, 500, 1000);
-    expect(second.map((r) => r.accountId)).toEqual(['heavy', 'calm', 'calm', 'heavy']);
-    expect(q.countOf('heavy')).toBe(500 - 2 - first.filter((r) => r.accountId === 'heavy').length);
+    q.push(batch('calm', 1, 100), 1001);
+    q.push(batch('calm', 2, 100), 1002);
+    const second = q.take(1000, { ms: 500, points: 1_000_000 });
+    expect(second.map((r) => r.accountId)).toEqual(['heavy', 'calm', 'calm']);
+    expect(q.countOf('heavy')).toBe(500 - 1 - first.filter((r) => r.accountId === 'heavy').length);
+  });
+
+  it('an account alone in the queue gets at most its per-tick budget of points: its backlog is spread over ticks', () => {
+    const q = new FairQueue();
+    for (let i = 0; i < 100; i++) q.push(batch('heavy', i, 350), i);
+    q.recordCost('heavy', 0, 350); // measured cheap: only the points budget bounds it
+    const points = (rows: BatchRow[]) => rows.reduce((s, r) => s + r.pointCount, 0);
+    const tick = q.take(1000, { ms: 1_000_000, points: 4000 });
+    expect(tick.every((r) => r.accountId === 'heavy')).toBe(true);
+    expect(points(tick)).toBe(11 * 350); // 11 batches fit in 4000 points, a 12th would not
+    // A batch of another account arriving now is in the very next tick, beside heavy's next share.
+    q.push(batch('calm', 0, 20), 1000);
+    const next = q.take(1000, { ms: 1_000_000, points: 4000 });
+    expect(next.filter((r) => r.accountId === 'calm')).toHaveLength(1);
+    expect(points(next.filter((r) => r.accountId === 'heavy'))).toBe(11 * 350);
+    // One batch larger than the budget still moves (alone in its tick).
+    q.push(batch('big', 0, 50_000), 1001);
+    expect(q.take(1000, { ms: 1_000_000, points: 4000 }).filter((r) => r.accountId === 'big')).toHaveLength(1);
+  });
+
+  it('the CPU estimate bounds a tick too: an unmeasured account is assumed expensive, a measured rise counts at once', () => {
+    const q = new FairQueue();
+    for (let i = 0; i < 100; i++) q.push(batch('a', i, 350), i);
+    // Unmeasured: DEFAULT_MS_PER_POINT (0.1 ms) → 35 ms a batch → 7 batches in a 250 ms budget.
+    expect(q.take(1000, { ms: 250, points: 1_000_000 })).toHaveLength(Math.floor(250 / (350 * DEFAULT_MS_PER_POINT)));
+    q.recordCost('a', 3.5, 350); // cheap: 0.01 ms a point
+    expect(q.estimate('a', 100)).toBeCloseTo(1);
+    q.recordCost('a', 350, 350); // new series: 1 ms a point, taken at once
+    expect(q.estimate('a', 100)).toBeCloseTo(100);
+    expect(q.take(1000, { ms: 250, points: 1_000_000 })).toHaveLength(1);
+    q.recordCost('a', 3.5, 350); // cheap again: falls by half per tick
+    expect(q.estimate('a', 100)).toBeCloseTo(50.5);
+  });
+
+  it('processing: one account\'s queued batches go through ticks of at most CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS points', { timeout: 60_000 }, async () => {
+    c = await startTestCollector({ config: { processTickAccountPoints: 100 } });
+    const a = await createAccount(c);
+    const processor = c.services.processor!;
+    await processor.stop(); // hand-offs wait in the queue
+    for (let i = 0; i < 5; i++) expect((await post(c.url, envelope(a, points(50)).bytes)).status).toBe(202);
+    processor.start();
+    await processor.drain();
+    expect(await processedPoints(c, a)).toBe(250);
+    // Two 50-point batches per tick: three ticks (parts), none with more than 100 points.
+    const ticks = await c.services.store.query<{ part: string; n: string }>(
+      'SELECT part, sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String} GROUP BY part ORDER BY n DESC',
+      { a: a.accountId },
+    );
+    expect(ticks.map((t) => Number(t.n))).toEqual([100, 100, 50]);
   });
 });
 
