@@ -56,6 +56,12 @@ import { LIST_PARAM_BYTES, chunkList } from './storage/repository.js';
 export { COMPACTION_PART_PREFIX };
 
 export const DEFAULT_COMPACTION_INTERVAL_MS = 60_000;
+/**
+ * Rows a pass opens and merges between two turns of the event loop: compaction runs on the
+ * main thread beside ingest, queries and /healthz, and must never hold it for long (a pass
+ * opens up to `maxRows` rows: ~0.5 s of CPU at once without slices).
+ */
+export const COMPACTION_SLICE_ROWS = 500;
 
 export type CompactionStep = 'inserted' | 'packed' | 'deleted' | 'cleared';
 
@@ -88,6 +94,8 @@ export interface CompactorOptions {
   maxDayPacks?: number;
   /** A UTC day is packed once it ended this long ago (default 15 min; late data only costs a repack). */
   dayPackLagMs?: number;
+  /** Rows opened between two turns of the event loop (default COMPACTION_SLICE_ROWS). */
+  sliceRows?: number;
   /** Told which accounts a pass changed (query caches). */
   onCompacted?: (accountIds: string[]) => void;
   /** Test seam: called after each write step of a pass; throwing there stops the pass like a crash would. */
@@ -121,6 +129,8 @@ export interface CompactionReport {
   packedDays: number;
   /** The pass stopped at its bounds: more work is waiting. */
   more: boolean;
+  /** Turns the pass gave the event loop while opening and merging rows (every `sliceRows` rows). */
+  slices: number;
   tookMs: number;
 }
 
@@ -132,7 +142,7 @@ interface Sweep {
 }
 
 const emptyReport = (): CompactionReport => ({
-  finished: 0, unfinished: 0, groups: 0, mergedRows: 0, writtenRows: 0, failedRows: 0, tamperedRows: 0, unmarkedRows: 0, skippedGroups: 0, packedDays: 0, more: false, tookMs: 0,
+  finished: 0, unfinished: 0, groups: 0, mergedRows: 0, writtenRows: 0, failedRows: 0, tamperedRows: 0, unmarkedRows: 0, skippedGroups: 0, packedDays: 0, more: false, slices: 0, tookMs: 0,
 });
 const groupId = (g: RollupGroupKey): string => `${g.accountId}\u0000${g.level}\u0000${g.bucket}\u0000${g.metric}\u0000${g.series}`;
 const refId = (r: RollupRef): string => `${groupId(r)}\u0000${r.part}`;
@@ -193,6 +203,18 @@ export class Compactor {
     return this.o.now?.() ?? Date.now();
   }
 
+  /** Rows opened in this pass since the event loop last had a turn. */
+  private opened = 0;
+
+  /** Counts `n` rows opened; every `sliceRows` of them, gives the event loop a turn (pending I/O first). */
+  private async opening(report: CompactionReport, n = 1): Promise<void> {
+    this.opened += n;
+    if (this.opened < Math.max(1, this.o.sliceRows ?? COMPACTION_SLICE_ROWS)) return;
+    this.opened = 0;
+    report.slices++;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+
   /** Starts the scheduler: a pass at once (call after `Processor.recover()`), then periodically. */
   start(): void {
     const interval = this.o.intervalMs ?? DEFAULT_COMPACTION_INTERVAL_MS;
@@ -247,6 +269,7 @@ export class Compactor {
     const started = performance.now();
     const endTimer = this.m?.seconds.startTimer();
     const report = emptyReport();
+    this.opened = 0;
     try {
       await this.compact(report);
       this.m?.passes.inc({ result: 'ok' });
@@ -427,7 +450,7 @@ export class Compactor {
           report.skippedGroups++; // a destroyed key version: a wipe deletes these rows
           continue;
         }
-        const merged = this.merge(g, key.dataKey, candidates, report);
+        const merged = await this.merge(g, key.dataKey, candidates, report);
         if (!merged) continue;
         const first = merged.sources[0]!;
         const part = newPart(COMPACTION_PART_PREFIX); // one per row: a list entry names exactly one row
@@ -628,6 +651,7 @@ export class Compactor {
         else groups.set(k, [r]);
       }
       for (const list of groups.values()) {
+        await this.opening(report, list.length);
         const version = Number(list[0]!.v);
         const key = keys.find((k) => k.version === version);
         const packs = list.filter((r) => Number(r.l) === 2);
@@ -739,20 +763,21 @@ export class Compactor {
   }
 
   /**
-   * Opens and merges a group's candidate rows; rows that fail are left out (and stay stored). All
+   * Opens and merges a group's candidate rows (in slices); rows that fail are left out (and stay stored). All
    * are opened first: a row a merged row among them seals in its list came back after that row
    * took it (a replay), so it is listed by the new row (and deleted) without being counted again.
    */
-  private merge(
+  private async merge(
     g: RollupGroupCount,
     dataKey: Uint8Array,
     candidates: StoredRollup[],
     report: CompactionReport,
-  ): { agg: Aggregate; sources: StoredRollup[] } | undefined {
+  ): Promise<{ agg: Aggregate; sources: StoredRollup[] } | undefined> {
     const group = new Supersession();
     const opened: { r: StoredRollup; h: RowHandle; a: Aggregate }[] = [];
     let failed = 0;
     for (const r of candidates) {
+      await this.opening(report);
       // the row's own tag pseudonyms: a row whose tag_values storage rewrote fails here
       const o = openRollupRow(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: r.keyVersion, part: r.part }, r.agg);
       const a = o && (!o.sealsList || isCompacted(r.part)) ? decoded(o.payload) : undefined;
