@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { SCHEMA_VERSION, bootstrapSql, migrations, renderMigrations } from '../src/storage/schema.js';
-import { escapeBytes, strArray, time, u64 } from '../src/storage/tsv.js';
+import { escapeBytes, strArray, str, time, tsv, u64, uint } from '../src/storage/tsv.js';
 
 describe('schema', () => {
   it('numbers migrations strictly increasing from 1', () => {
@@ -59,5 +59,17 @@ describe('TSV encoding', () => {
     expect(u64('18446744073709551615')).toBe('18446744073709551615');
     for (const bad of ['18446744073709551616', '-1', '01', '1e3', '', ' 1']) expect(() => u64(bad)).toThrow(/invalid UInt64/);
     expect(strArray(["it's", 'a\\b', 'x\ty']).toString()).toBe("['it\\'s','a\\\\b','x\\ty']");
+  });
+
+  it('builds an insert payload in slices, giving the event loop a turn every sliceRows rows (counted), the same bytes', async () => {
+    const rows = Array.from({ length: 2500 }, (_, i) => ({ a: `row\t${i}`, n: i }));
+    const fields = (r: { a: string; n: number }) => [str(r.a), uint(r.n)];
+    let turns = 0;
+    const sliced = await tsv(rows, fields, 1000, () => turns++);
+    expect(turns).toBe(2); // after rows 1000 and 2000
+    const whole = await tsv(rows, fields, Infinity, () => turns++);
+    expect(turns).toBe(2);
+    expect(sliced.equals(whole)).toBe(true);
+    expect(sliced.toString().split('\n')[1]).toBe('row\\t1\t1');
   });
 });

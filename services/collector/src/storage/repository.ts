@@ -132,7 +132,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
   const chunks = <T>(xs: readonly T[], text: (x: T) => string): T[][] => chunkList(xs, text, LIST_PARAM_BYTES[conn.kind]);
   const t = (name: string): string => `${db}.${name}`;
   const insert = async <R>(table: string, columns: readonly string[], rows: readonly R[], fields: (r: R) => (string | Buffer)[]) => {
-    if (rows.length > 0) await conn.insert(t(table), columns, tsv(rows, fields));
+    if (rows.length > 0) await conn.insert(t(table), columns, await tsv(rows, fields));
   };
   const since = `fromUnixTimestamp64Milli({since:Int64}, 'UTC')`;
 
