@@ -142,11 +142,15 @@ export class Admission {
 /**
  * Failed authentication attempts per address: after `perMinute` failures (refilled at that
  * rate) the address gets 429 `too_many_auth_failures` before its token is even looked at.
+ * Admin proofs (`POST /v1/admin-proof`: an answer keyed by the admin token's hash, to anyone)
+ * are charged per address to a budget of the same size, and refused to an address over either.
  */
 export class AuthFailures {
   private readonly failures: RateLimiter;
+  private readonly proofs: RateLimiter;
   constructor(perMinute: number, now?: () => number) {
     this.failures = new RateLimiter(perMinute / 60, perMinute, now);
+    this.proofs = new RateLimiter(perMinute / 60, perMinute, now);
   }
 
   /** Throws 429 while `address` is over its failure budget. */
@@ -158,5 +162,14 @@ export class AuthFailures {
   /** Charges one failed attempt to `address`. */
   failed(address: string | undefined): void {
     if (address !== undefined) this.failures.take(address);
+  }
+
+  /** Charges one admin proof to `address`, or throws 429 (over its failure or its proof budget). */
+  proof(address: string | undefined): void {
+    this.check(address);
+    if (address === undefined) return;
+    const wait = this.proofs.wait(address);
+    if (wait) throw new CollectorError(429, 'too_many_auth_failures', 'too many admin proofs asked from this address', wait);
+    this.proofs.take(address);
   }
 }

@@ -245,8 +245,10 @@ export function createApp(s: Services): Hono {
     }
     await next();
   };
-  // Before the CLI sends the admin token, the server proves it holds that token's hash.
+  // Before the CLI sends the admin token, the server proves it holds that token's hash
+  // (limited per address like the other authentication paths: each answer is keyed by it).
   app.post('/v1/admin-proof', async (c) => {
+    s.authFailures.proof(clientAddress(c));
     const { challenge } = await readJson(c.req.raw, adminProofBody);
     return c.json({ proof: adminProof(s.adminTokenHash, fromBase64(challenge)!) });
   });

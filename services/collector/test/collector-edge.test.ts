@@ -250,6 +250,21 @@ describe('authentication failures are cheap and limited', () => {
     expect((await admin('127.0.0.2', ADMIN_TOKEN)).status).toBe(200);
   });
 
+  it('admin proofs are limited per address like the other authentication paths (429 too_many_auth_failures), another address still gets its proof', async () => {
+    const c = await collector({ authFailureLimit: 3 });
+    const challenge = () => JSON.stringify({ challenge: toBase64(crypto.getRandomValues(new Uint8Array(32))) });
+    const proof = (ip: string) => from(ip, c.url, '/v1/admin-proof', { method: 'POST', headers: { 'content-type': 'application/json' }, body: challenge() });
+    for (let i = 0; i < 3; i++) expect((await proof('127.0.0.1')).status).toBe(200);
+    const limited = await proof('127.0.0.1');
+    expect([limited.status, limited.code]).toEqual([429, 'too_many_auth_failures']);
+    expect(Number(limited.retryAfter)).toBeGreaterThanOrEqual(1);
+    expect((await proof('127.0.0.2')).status).toBe(200);
+    // An address over its failure budget gets no proof either.
+    const admin = (ip: string, token: string) => from(ip, c.url, '/v1/accounts', { method: 'GET', headers: { authorization: `Bearer ${token}` } });
+    for (let i = 0; i < 3; i++) expect((await admin('127.0.0.3', `${ADMIN_TOKEN}x${i}`)).code).toBe('unauthorized');
+    expect((await proof('127.0.0.3')).code).toBe('too_many_auth_failures');
+  });
+
   it('late batches to a shredded account cost no storage write per request; their count is written once per flush', async () => {
     const c = await collector({ refusalFlushMs: 3_600_000 }); // no timed flush during the test: only the explicit one
     const victim: TestAccount = await createAccount(c);
