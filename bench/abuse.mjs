@@ -62,7 +62,7 @@ function client(url, localAddress, maxSockets) {
       const req = http.request({ hostname, port, path, method, agent, localAddress, headers: { ...headers, ...(body ? { 'content-length': body.length } : {}) } }, (res) => {
         const chunks = [];
         res.on('data', (c) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode, ms: performance.now() - t0, retryAfter: Number(res.headers['retry-after'] ?? 0), body: Buffer.concat(chunks) }));
+        res.on('end', () => resolve({ status: res.statusCode, ms: performance.now() - t0, retryAfter: Number(res.headers['retry-after'] ?? 0), timing: res.headers['server-timing'], body: Buffer.concat(chunks) }));
         res.on('error', () => resolve({ status: 'error', ms: performance.now() - t0, retryAfter: 0, body: Buffer.alloc(0) }));
       });
       req.on('error', (e) => resolve({ status: e.code ?? 'error', ms: performance.now() - t0, retryAfter: 0, body: Buffer.alloc(0) }));
@@ -106,7 +106,18 @@ function seedBatch(a, minute, half, now) {
 async function scrape(url) {
   const rows = parsePrometheus(await (await fetch(url + '/metrics')).text());
   const get = (name, labels = {}) => rows.find((r) => r.name === name && Object.entries(labels).every(([k, v]) => r.labels[k] === v))?.value ?? 0;
-  return { processed: get('cipherstat_points_total', { outcome: 'processed' }), rejected: get('cipherstat_points_total', { outcome: 'rejected' }), processQueue: get('cipherstat_process_queue_batches') };
+  return {
+    processed: get('cipherstat_points_total', { outcome: 'processed' }),
+    rejected: get('cipherstat_points_total', { outcome: 'rejected' }),
+    processQueue: get('cipherstat_process_queue_batches'),
+    // Since the previous scrape (prom-client resets the event-loop histogram on every scrape).
+    loopP99Ms: get('nodejs_eventloop_lag_p99_seconds') * 1000,
+    loopMaxMs: get('nodejs_eventloop_lag_max_seconds') * 1000,
+    // Cumulative: the collector's CPU (all threads, chDB's included) and the batches table's inserts.
+    cpuSec: get('process_cpu_seconds_total'),
+    batchInsertSec: get('cipherstat_storage_insert_seconds_sum', { table: 'batches' }),
+    batchInserts: get('cipherstat_storage_insert_seconds_count', { table: 'batches' }),
+  };
 }
 
 const count = (m, k) => (m[k] = (m[k] ?? 0) + 1);
@@ -180,7 +191,7 @@ async function main() {
     const runEnd = schedule.at(-1).end + GAP_MS;
     const now = () => performance.now() - t0;
     const phaseAt = (t) => schedule.find((p) => t >= p.start && t < p.end);
-    const stats = Object.fromEntries(PHASES.map((p) => [p.name, { b: [], healthz: [], a: {}, aQuery: {}, aQueryMs: [], flood: {}, floodBytes: 0 }]));
+    const stats = Object.fromEntries(PHASES.map((p) => [p.name, { b: [], healthz: [], a: {}, aQuery: {}, aQueryMs: [], aQueryTiming: [], flood: {}, floodBytes: 0, server: {} }]));
     const bAcks = []; // { at, phase }
 
     // B: steady rate, open loop; one retry after Retry-After.
@@ -261,15 +272,36 @@ async function main() {
         const r = await aSend('POST', '/v1/query', heavyQuery, { authorization: `Bearer ${A.readToken}`, 'content-type': 'application/json' });
         count(stats[p.name].aQuery, String(r.status));
         if (r.status === 200) stats[p.name].aQueryMs.push(r.ms);
+        // Server-Timing: storage (the SELECT in chDB, rows read) and merge (opening, merging in slices).
+        const dur = (k) => Number(new RegExp(`${k};dur=([\\d.]+)`).exec(r.timing ?? '')?.[1] ?? NaN);
+        if (r.timing) stats[p.name].aQueryTiming.push([dur('storage'), dur('merge')]);
         if (r.status === 429) await sleep(Math.min(p.end - now(), Math.max(1, r.retryAfter) * 1000));
       }
     }, 2);
+
+    // The collector's own view per phase: event-loop delay (main-thread blocking), CPU, and how
+    // long the batches table's inserts took (storage contention: chDB runs one statement at a time).
+    const serverLoop = (async () => {
+      for (const p of schedule) {
+        while (now() < p.start) await sleep(Math.min(200, p.start - now()));
+        const s0 = await scrape(url);
+        while (now() < p.end) await sleep(Math.min(200, p.end - now()));
+        const s1 = await scrape(url);
+        const inserts = s1.batchInserts - s0.batchInserts;
+        stats[p.name].server = {
+          loopP99Ms: s1.loopP99Ms,
+          loopMaxMs: s1.loopMaxMs,
+          cpuPerSec: (s1.cpuSec - s0.cpuSec) / ((p.end - p.start) / 1000),
+          batchInsertMeanMs: inserts ? ((s1.batchInsertSec - s0.batchInsertSec) / inserts) * 1000 : NaN,
+        };
+      }
+    })();
 
     const ticker = setInterval(() => {
       const p = phaseAt(now());
       progress(`  ${fmt(now() / 1000)} s ${p ? p.name : 'gap'}: B acked ${bAcks.length}, visible ${visible.at(-1)?.n ?? 0}`);
     }, 2000);
-    await Promise.all([bLoop, healthLoop, floodLoop, cardLoop, queryLoop]);
+    await Promise.all([bLoop, healthLoop, floodLoop, cardLoop, queryLoop, serverLoop]);
     await Promise.all(bDone);
     // Let B's last batches become visible (bounded).
     await freshLoop;
@@ -306,8 +338,11 @@ async function main() {
         a: s.a,
         aQuery: s.aQuery,
         aQueryP50: percentile(s.aQueryMs.sort((x, y) => x - y), 0.5),
+        aQueryStorageP50: percentile(s.aQueryTiming.map(([x]) => x).sort((x, y) => x - y), 0.5),
+        aQueryMergeP50: percentile(s.aQueryTiming.map(([, x]) => x).sort((x, y) => x - y), 0.5),
         flood: s.flood,
         floodMiB: s.floodBytes / 1048576,
+        server: s.server,
       };
     };
     const results = Object.fromEntries(PHASES.map((p) => [p.name, summarize(p.name)]));
@@ -342,7 +377,18 @@ async function main() {
         'B first-try statuses': JSON.stringify(r.bFirstStatuses),
         'flooder (a)': r.floodMiB ? `${JSON.stringify(r.flood)} ${fmt(r.floodMiB)} MiB` : '-',
         'A ingest (b)': Object.keys(r.a).length ? JSON.stringify(r.a) : '-',
-        'A heavy query (c)': Object.keys(r.aQuery).length ? `${JSON.stringify(r.aQuery)} p50 ${fmt(r.aQueryP50)} ms` : '-',
+        'A heavy query (c)': Object.keys(r.aQuery).length ? `${JSON.stringify(r.aQuery)} p50 ${fmt(r.aQueryP50)} ms (storage ${fmt(r.aQueryStorageP50)}, merge ${fmt(r.aQueryMergeP50)})` : '-',
+      };
+    }));
+    console.log('\nThe collector\'s view (event-loop delay: main-thread blocking; CPU: all its threads, chDB included; batches insert: storage contention):');
+    table(PHASES.map(({ name }) => {
+      const v = results[name].server;
+      return {
+        phase: name,
+        'event loop p99 ms': fmt(v.loopP99Ms, 1),
+        'event loop max ms': fmt(v.loopMaxMs, 1),
+        'collector CPU (cores)': fmt(v.cpuPerSec, 2),
+        'batches insert mean ms': fmt(v.batchInsertMeanMs, 1),
       };
     }));
     const allPass = PHASES.every(({ name }) => Object.values(results[name].pass).every(Boolean));
