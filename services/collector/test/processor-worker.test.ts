@@ -231,7 +231,9 @@ describe.skipIf(!built)('processor with a worker thread', () => {
         const points: Point[] = [{ id: 0, kind: 'counter', name: `m${i % 3}`, value: 1, time: NOW - 1000, tags: { k: `v${i % 700}` } }];
         return { accountId, batchId, receivedAt: NOW, createdAt: NOW, pointCount: 1, sdk: 'test/0', sealed: seal(encodeInner(accountId, batchId, points), publicKey), expiresAt: NOW + 86_400_000 };
       });
-      const p = new Processor({ store, keyring, accounts, metrics, log, pollMs: 60_000, pollMinAgeMs: 0, workerUrl: pathToFileURL(WORKER) });
+      // No CPU bound per tick (it depends on the cost measured): ticks of 1000 and 100 batches, whatever the machine's speed.
+      const tickBudget = { ms: Infinity, points: Infinity };
+      const p = new Processor({ store, keyring, accounts, metrics, log, pollMs: 60_000, pollMinAgeMs: 0, workerUrl: pathToFileURL(WORKER), tickBudget });
       const count = async (sql: string) => Number((await store.query<{ n: string }>(sql, { a: accountId }))[0]!.n);
       const original = store.markProcessed.bind(store);
       store.markProcessed = async () => {
