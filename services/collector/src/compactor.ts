@@ -689,6 +689,7 @@ export class Compactor {
           if (h) opened.push({ r, h, payload: o.payload });
         }
         if (broken) {
+          report.tamperedRows += day_.tampered;
           // the day stays as it is: its pack and hour rows are read as they are
           this.o.log.warn({ accountId, day, failedRows: 1 }, 'rollup compaction: a day pack failed to open; day left as it is');
           continue;
@@ -702,6 +703,7 @@ export class Compactor {
         const sources: typeof rows = [];
         let hours = 0;
         const replaced = new Set(opened.filter((o) => day_.replaced(o.h)));
+        report.tamperedRows += day_.tampered; // copies, and rows back after this day's pack or merged rows took them
         const current = opened.filter((o) => Number(o.r.l) === 2 && !replaced.has(o));
         if (current.length > 1) {
           report.skippedGroups++; // two packs neither of which replaces the other: not what compaction leaves
@@ -736,7 +738,6 @@ export class Compactor {
           sources.push(o.r);
           hours++;
         }
-        report.tamperedRows += day_.tampered;
         if (hours === 0) continue; // no hour row to add
         const part = newPart(DAY_PART_PREFIX);
         const supersedes = sources.map((r) => (Number(r.l) === 2 ? r.p : hourEntry(r.b, r.p)));
