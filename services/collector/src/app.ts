@@ -2,6 +2,7 @@
  * The HTTP edge: routes, auth, CORS and the mapping of every error to
  * `{ error: { code, message } }` with a stable code.
  */
+import { createRequire } from 'node:module';
 import { Hono, type Context } from 'hono';
 import { cors } from 'hono/cors';
 import { z } from 'zod';
@@ -19,6 +20,7 @@ import { registerLifecycleRoutes } from './lifecycle/index.js';
 import { registerQueryRoutes } from './query/index.js';
 import { addCounts } from './refusals.js';
 import { registerScriptRoutes } from './script.js';
+import { openApiDocument } from './openapi.js';
 
 /** Retry-After (s) for a deactivated account: senders ask again hourly at most. */
 const DEACTIVATED_RETRY_AFTER_S = 3600;
@@ -62,9 +64,12 @@ function bearer(c: Context): string {
   return m[1]!;
 }
 
-const adminProofBody = z.object({ challenge: z.string().length(44).refine((v) => fromBase64(v)?.length === 32, '32 bytes of base64') }).strict();
+/** This package's version (services/collector/package.json, from src/ and dist/ alike). */
+const PACKAGE_VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
-const createAccountBody = z.object({
+export const adminProofBody = z.object({ challenge: z.string().length(44).refine((v) => fromBase64(v)?.length === 32, '32 bytes of base64') }).strict();
+
+export const createAccountBody = z.object({
   name: z.string().max(200).optional(),
   allowedOrigins: z.array(z.string().regex(/^https?:\/\/[^/\s]+$/, 'an origin like https://shop.example')).max(50).optional(),
   retentionDays: z.number().int().min(1).max(3650).optional(),
@@ -111,6 +116,12 @@ export function createApp(s: Services): Hono {
   app.get('/readyz', async (c) => {
     const ready = await s.ready();
     return c.json(ready, ready.ready ? 200 : 503);
+  });
+  let openapi: string | undefined;
+  app.get('/openapi.json', (c) => {
+    openapi ??= JSON.stringify(openApiDocument(PACKAGE_VERSION));
+    c.header('Content-Type', 'application/json');
+    return c.body(openapi);
   });
   app.get('/metrics', async (c) => {
     c.header('Content-Type', metrics.registry.contentType);

@@ -16,7 +16,7 @@ import { CollectorError } from '../errors.js';
 import { readJson } from '../body.js';
 import type { Lifecycle } from './lifecycle.js';
 
-const settingsBody = z
+export const settingsBody = z
   .object({
     name: z.string().max(200).optional(),
     confidential: z.boolean().optional(),

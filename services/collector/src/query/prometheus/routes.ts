@@ -10,6 +10,7 @@
  * auth, tenant, concurrency and rows budget, cache, and decryption in this process.
  */
 import type { Context, Hono, MiddlewareHandler } from 'hono';
+import { z } from 'zod';
 import { fromUtf8 } from '@cipherstat/protocol';
 import { CollectorError } from '../../errors.js';
 import type { AccountRow } from '../../storage/types.js';
@@ -34,6 +35,29 @@ export const PROMETHEUS_API_VERSION = '3.0.0';
 const MAX_SERIES_METRICS = 20;
 
 const badData = (message: string) => new CollectorError(400, 'bad_data', message);
+
+const time = z.string().describe('unix seconds (fractions allowed) or RFC 3339');
+const expr = z.string().min(1).describe('PromQL (the subset in the README, section Grafana)');
+const match = z.union([z.string(), z.array(z.string())]).describe('series selectors');
+/** Parameters of each route (query string or form-encoded body); they validate requests and describe them in /openapi.json. */
+export const PROMETHEUS_PARAMS = {
+  query_range: z.object({ query: expr, start: time, end: time, step: z.string().describe('a duration (1m, 5m, 1h) or seconds'), timeout: z.string().optional() }),
+  query: z.object({ query: expr, time: time.optional(), timeout: z.string().optional() }),
+  labels: z.object({ 'match[]': match.optional(), start: time.optional(), end: time.optional() }),
+  'label/{name}/values': z.object({ 'match[]': match.optional(), start: time.optional(), end: time.optional() }),
+  series: z.object({ 'match[]': match, start: time.optional(), end: time.optional() }),
+  metadata: z.object({ metric: z.string().optional(), limit: z.string().optional() }),
+  'status/buildinfo': z.object({}),
+} as const;
+
+/** The parameters checked against the route's schema: a missing one is bad_data naming it. */
+function checked(path: keyof typeof PROMETHEUS_PARAMS, p: URLSearchParams): void {
+  const r = PROMETHEUS_PARAMS[path].safeParse(Object.fromEntries([...new Set(p.keys())].map((k) => [k, p.getAll(k).length > 1 ? p.getAll(k) : p.get(k)!])));
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    throw badData(`invalid parameter ${JSON.stringify(String(i.path[0] ?? ''))}: ${i.path.length && i.code === 'invalid_type' && i.input === undefined ? 'missing' : i.message}`);
+  }
+}
 
 /** Prometheus's errorType for a refusal: its own names where one fits, else the stable code. */
 function errorType(e: CollectorError): string {
@@ -135,9 +159,13 @@ export function registerPrometheusRoutes(app: Hono, d: PrometheusRoutesDeps): vo
         return c.json({ status: 'error', errorType: errorType(e), error: message }, e.status as 400);
       }
     };
-  const route = (path: string, fn: Parameters<typeof handle>[0]) => {
-    app.get(`/prometheus/api/v1/${path}`, handle(fn));
-    app.post(`/prometheus/api/v1/${path}`, handle(fn));
+  const route = (path: keyof typeof PROMETHEUS_PARAMS, fn: Parameters<typeof handle>[0]) => {
+    const h = handle(async (c, account, p) => {
+      checked(path, p);
+      return fn(c, account, p);
+    });
+    app.get(`/prometheus/api/v1/${path.replace('{name}', ':name')}`, h);
+    app.post(`/prometheus/api/v1/${path.replace('{name}', ':name')}`, h);
   };
   const promDeps = (account: AccountRow): PromDeps => ({ run: (body) => d.run(account, body), listing: () => d.listing(account) });
   const query = (p: URLSearchParams) => {
@@ -169,7 +197,7 @@ export function registerPrometheusRoutes(app: Hono, d: PrometheusRoutesDeps): vo
     return ['__name__', ...[...keys].sort()];
   });
 
-  route('label/:name/values', async (c, account, p) => {
+  route('label/{name}/values', async (c, account, p) => {
     const name = c.req.param('name')!;
     const listing = await d.listing(account);
     const values = new Set<string>();
