@@ -60,6 +60,8 @@ beforeAll(async () => {
   a = await createAccount(c);
   b = await createAccount(c);
   pointsA.push(...makePoints(1, 3000, 1));
+  // a metric with 5 tag keys: one more than an answer may carry as series labels
+  pointsA.push({ id: 0, kind: 'counter', name: 'wide', value: 3, time: H + MIN, tags: { k1: 'a', k2: 'b', k3: 'c', k4: 'd', k5: 'e' } });
   await ingest(a, pointsA);
   // Account B: the same metric name with other values, and a metric A never recorded.
   await ingest(b, [...makePoints(2, 400, 10).filter((p) => p.name === 'orders'), { id: 0, kind: 'counter', name: 'secret.metric', value: 5, time: H + MIN, tags: { who: 'b' } }]);
@@ -242,9 +244,11 @@ describe('requests shaped as Grafana’s Prometheus data source sends them', () 
     const labels = await prom(a.readToken, 'labels', { 'match[]': 'page_load_ms', start: String(H / 1000), end: String((H + 2 * HOUR) / 1000) });
     expect(labels.json).toEqual({ status: 'success', data: ['__name__', 'country', 'page'] });
     const all = await prom(a.readToken, 'labels', {}, 'GET');
-    expect(all.json.data).toEqual(['__name__', 'channel', 'country', 'page']);
+    expect(all.json.data).toEqual(['__name__', 'channel', 'country', 'k1', 'k2', 'k3', 'k4', 'k5', 'page']);
+    const wide = await prom(a.readToken, 'query', { query: 'sum by (k1) (sum_over_time(wide[1h]))', time: String((H + HOUR) / 1000) });
+    expect(wide.json.data.result).toEqual([{ metric: { k1: 'a' }, value: [(H + HOUR) / 1000, '3'] }]);
     const names = await prom(a.readToken, 'label/__name__/values', { 'match[]': '{__name__=~".+"}', start: String(H / 1000), end: String((H + 2 * HOUR) / 1000) }, 'GET');
-    expect(names.json).toEqual({ status: 'success', data: ['orders', 'page_load_ms'] });
+    expect(names.json).toEqual({ status: 'success', data: ['orders', 'page_load_ms', 'wide'] });
     const values = await prom(a.readToken, 'label/country/values', { 'match[]': 'orders{channel="web"}' }, 'GET');
     expect(values.json.data).toEqual(COUNTRIES);
   });
@@ -271,6 +275,7 @@ describe('requests shaped as Grafana’s Prometheus data source sends them', () 
       ['orders offset 1h', range, 'unsupported offset modifier'],
       ['sum(', range, 'parse error'],
       ['quantile_over_time(0.75, page_load_ms[1m])', range, 'φ must be one of'],
+      ['sum_over_time(wide[1m])', range, 'wide would need 5 tag keys as series labels (k1, k2, k3, k4, k5); at most 4'],
       ['sum(quantile_over_time(0.95, page_load_ms[1m]))', range, 'sum of quantile_over_time is not supported'],
       ['sum_over_time(orders{channel=""}[1m])', range, 'channel="" (points without the tag channel) is not supported'],
       ['sum_over_time({country="DE"}[1m])', range, 'a selector needs a metric name'],
@@ -309,7 +314,7 @@ describe('the prometheus-query npm client', () => {
   it('labelNames, labelValues, series, metadata and buildinfo; errors come back as Prometheus errors', async () => {
     const d = driver(a.readToken);
     expect(await d.labelNames('orders')).toEqual(['__name__', 'channel', 'country']);
-    expect(await d.labelValues('__name__')).toEqual(['orders', 'page_load_ms']);
+    expect(await d.labelValues('__name__')).toEqual(['orders', 'page_load_ms', 'wide']);
     expect(await d.labelValues('page', 'page_load_ms')).toEqual(['checkout', 'home']);
     const series = await d.series('page_load_ms{page="home"}', new Date(H), new Date(H + 2 * HOUR));
     expect(series.map((m: any) => m.labels.country).sort()).toEqual(COUNTRIES);
