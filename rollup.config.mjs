@@ -19,8 +19,13 @@ const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 //   dist/index.js + dist/index.cjs                 npm (Node and browsers), tweetnacl external
 //   dist/index.d.ts + dist/index.d.cts             one self-contained declaration file each for
 //                                                  import and require (no @cipherstat/protocol)
-//   dist/browser.js                                npm `browser` condition: no Node code
-//   dist/cipherstat.min.js                         <script> tag, window.Cipherstat, all inlined
+//   dist/browser.js                                npm `browser` condition: no Node code; imports
+//                                                  ./fallback.js dynamically, only when needed
+//   dist/fallback.js                               npm `./fallback`: tweetnacl (v1, X25519 fallback)
+//   dist/cipherstat.min.js                         <script> tag, window.Cipherstat: envelope v2 on
+//                                                  WebCrypto, no tweetnacl
+//   dist/cipherstat-fallback.min.js                loaded by cipherstat.min.js from its own origin
+//                                                  only where WebCrypto lacks X25519 or is missing
 // @cipherstat/protocol is bundled in (only what the Library uses).
 // ---------------------------------------------------------------------------------------
 const lib = (p) => here(`./packages/library/${p}`);
@@ -59,11 +64,13 @@ const naclSubset = () => ({
   },
 });
 
-const libraryPlugins = ({ browser = false, declarations = false, target = 'ES2022', subset = false } = {}) => [
+const libraryPlugins = ({ browser = false, declarations = false, target = 'ES2022', subset = false, script = false } = {}) => [
   alias({
     entries: [
       // browser builds never see the Node platform
       ...(browser ? [{ find: /^\.\/platform\/index\.js$/, replacement: lib('src/platform/browser.ts') }] : []),
+      // the <script> build fetches the fallback as a second script from its own origin
+      ...(script ? [{ find: /^\.\/platform\/fallback\.js$/, replacement: lib('src/platform/fallback-script.ts') }] : []),
       // tweetnacl's small build: nacl-fast is ~2x bigger
       ...(browser ? [{ find: /^tweetnacl$/, replacement: here('./node_modules/tweetnacl/nacl.js') }] : []),
     ],
@@ -105,7 +112,19 @@ const removeTypesDir = () => ({
 });
 
 /** Unused protocol/library modules (and their top-level constants) may be dropped. */
-const treeshake = { moduleSideEffects: (id) => !/packages[\\/](protocol[\\/]dist|library[\\/]src)[\\/](?!script\.ts)/.test(id), propertyReadSideEffects: false };
+const treeshake = { moduleSideEffects: (id) => !/packages[\\/](protocol[\\/]dist|library[\\/]src)[\\/](?!script\.ts|fallback-script\.ts)/.test(id), propertyReadSideEffects: false };
+/** The core script: tweetnacl's module (imported by protocol code the core does not use) is left out unless used. */
+const coreTreeshake = { ...treeshake, moduleSideEffects: (id) => !/tweetnacl/.test(id) && treeshake.moduleSideEffects(id) };
+const fallbackModule = lib('src/fallback.ts');
+const terserScript = () =>
+  terser({
+    ecma: 2021,
+    // not `toplevel`: it would drop the `var Cipherstat` that the IIFE assigns
+    compress: { passes: 3, unsafe_proto: true, unsafe: true, unsafe_arrows: true, unsafe_methods: true, pure_getters: true, pure_new: true, hoist_funs: true },
+    // internal fields are spelled `_name`; nothing public or stored starts with `_`
+    mangle: { properties: { regex: /^_[a-z]/i } },
+    format: { comments: false },
+  });
 
 const library = [
   {
@@ -113,37 +132,48 @@ const library = [
     external: ['tweetnacl', /^node:/],
     treeshake,
     plugins: libraryPlugins({ declarations: true }),
+    // Node: the fallback (never needed with Node 20's WebCrypto X25519) stays in the same file
     output: [
-      { file: lib('dist/index.js'), format: 'es' },
-      { file: lib('dist/index.cjs'), format: 'cjs', interop: 'default' },
+      { file: lib('dist/index.js'), format: 'es', inlineDynamicImports: true },
+      { file: lib('dist/index.cjs'), format: 'cjs', interop: 'default', inlineDynamicImports: true },
     ],
   },
   {
     input: lib('src/index.ts'),
+    // bundlers split the fallback off: browser.js imports it dynamically, only when needed
+    external: ['tweetnacl', fallbackModule],
+    treeshake: coreTreeshake,
+    plugins: libraryPlugins({ browser: true }),
+    output: { file: lib('dist/browser.js'), format: 'es', paths: { [fallbackModule]: './fallback.js' } },
+  },
+  {
+    input: fallbackModule,
     external: ['tweetnacl'],
     treeshake,
     plugins: libraryPlugins({ browser: true }),
-    output: { file: lib('dist/browser.js'), format: 'es' },
+    output: { file: lib('dist/fallback.js'), format: 'es' },
   },
   {
     input: lib('src/script.ts'),
-    treeshake,
+    treeshake: coreTreeshake,
     plugins: [
       // ES2021 (logical assignment): older than what the script already needs (addEventListener's `signal`)
-      ...libraryPlugins({ browser: true, target: 'ES2021', subset: true }),
-      terser({
-        ecma: 2021,
-        // not `toplevel`: it would drop the `var Cipherstat` that the IIFE assigns
-        compress: { passes: 3, unsafe_proto: true, unsafe: true, unsafe_arrows: true, unsafe_methods: true, pure_getters: true, pure_new: true, hoist_funs: true },
-        // internal fields are spelled `_name`; nothing public or stored starts with `_`
-        mangle: { properties: { regex: /^_[a-z]/i } },
-        format: { comments: false },
-      }),
+      ...libraryPlugins({ browser: true, target: 'ES2021', script: true }),
+      terserScript(),
     ],
     output: [
       { file: lib('dist/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
       // the same bytes, served by the collector at /cipherstat.min.js (its package is self-contained)
       { file: here('./services/collector/dist/script/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
+    ],
+  },
+  {
+    input: lib('src/fallback-script.ts'),
+    treeshake,
+    plugins: [...libraryPlugins({ browser: true, target: 'ES2021', subset: true }), terserScript()],
+    output: [
+      { file: lib('dist/cipherstat-fallback.min.js'), format: 'iife' },
+      { file: here('./services/collector/dist/script/cipherstat-fallback.min.js'), format: 'iife' },
     ],
   },
   {

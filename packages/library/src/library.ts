@@ -13,6 +13,7 @@ import { LibraryError, type LibraryErrorCode } from './errors.js';
 import { parseKey, resolve, type DropInfo, type DropReason, type Key, type LibraryOptions, type Tags } from './options.js';
 import { memoryStore, outbox, type StoredBatch } from './persist.js';
 import { platform } from './platform/index.js';
+import { loadFallback } from './platform/fallback.js';
 import type { Platform } from './platform/types.js';
 import { envelope, form, revive, type Batch } from './seal.js';
 import { backoff, jittered, permanent, post } from './transport.js';
@@ -69,6 +70,12 @@ export function create(options: LibraryOptions, p: Platform): Library {
   let sendTimer: ReturnType<typeof setTimeout> | undefined;
   let urgent = false;
   let waiters: [seq: number, resolve: () => void][] = [];
+  /** Batches are sealed (asynchronously) one after another, in the order they were cut. */
+  let sealing: Promise<unknown> = Promise.resolve();
+  /** Points cut but not sealed yet; `epoch` changes when everything queued is dropped. */
+  let unsealed = 0;
+  let epoch = 0;
+  const load = { load: p.fallback || loadFallback, hpke: p.hpke };
 
   const drop = (reason: DropReason, info: DropInfo) => {
     try {
@@ -115,34 +122,44 @@ export function create(options: LibraryOptions, p: Platform): Library {
   }
 
   // ---- batch + seal + persist
-  function cut() {
+  /** Cuts the queue into batches and seals them in the background; resolves when all are sealed and stored. */
+  function cut(): Promise<unknown> {
     clearTimeout(cutTimer);
     cutTimer = undefined;
     urgent = false;
     bytes = OVERHEAD;
     while (pending[0]) {
       const points = pending.splice(0, fits(pending, maxBatchSize, maxBatchBytes));
-      let stored: StoredBatch;
-      try {
-        stored = form(accountId, c.writeKey, points);
-      } catch {
-        // A write key that is a low-order point cannot be sealed to: never throw at the page.
-        drop('rejected', { count: points.length });
-        report('invalid_option', undefined, 'invalid option writeKey');
-        continue;
-      }
-      queue.push(revive(stored, seq++)!);
-      for (const [id] of store.add(stored)) {
-        const b = queue.find((b) => b._stored[0] == id);
-        if (b) remove(b), dropBatch(b, 'persist_overflow');
-      }
+      const e = epoch;
+      unsealed += points.length;
+      sealing = sealing
+        .then(() => form(accountId, c.writeKey, points, load))
+        .then(
+          (stored: StoredBatch) => {
+            if (e != epoch) return; // dropped meanwhile (and reported by clear())
+            unsealed -= points.length;
+            const b = revive(stored, seq++)!;
+            queue.push(b);
+            if (key) envelope(b, key, accountId, load, undefined, store.update).catch(() => {}); // sealed ahead: a beacon can send it at once
+            for (const [id] of store.add(stored)) {
+              const b = queue.find((b) => b._stored[0] == id);
+              if (b) remove(b), dropBatch(b, 'persist_overflow');
+            }
+          },
+          () => {
+            if (e != epoch) return;
+            unsealed -= points.length;
+            // A write key that is a low-order point cannot be sealed to: never throw at the page.
+            drop('rejected', { count: points.length });
+            report('invalid_option', undefined, 'invalid option writeKey');
+          },
+        )
+        .catch(() => {}); // the chain never breaks: the next batch is sealed whatever became of this one
     }
+    return sealing;
   }
 
-  function cutAndSend() {
-    cut();
-    send();
-  }
+  const cutAndSend = () => cut().then(send);
 
   // ---- transport
   const fetchKey = (): Promise<Key> =>
@@ -201,7 +218,7 @@ export function create(options: LibraryOptions, p: Platform): Library {
     const [id] = b._stored;
     let out;
     try {
-      out = await post(p, url, envelope(b, key || (await fetchKey()), accountId));
+      out = await post(p, url, await envelope(b, key || (await fetchKey()), accountId, load, undefined, store.update));
     } catch {
       key = collectorKey; // no key yet, or an unusable one: fetch it again next time
     }
@@ -245,7 +262,9 @@ export function create(options: LibraryOptions, p: Platform): Library {
 
   /** Drops everything queued, here and in storage (consent withdrawn, account gone). */
   function clear(reason: DropReason, info?: Partial<DropInfo>) {
-    if (pending[0]) drop(reason, { count: pending.length, ...info });
+    if (pending[0] || unsealed) drop(reason, { count: pending.length + unsealed, ...info });
+    epoch++;
+    unsealed = 0;
     for (const b of queue) dropBatch(b, reason, info);
     pending = [];
     queue = [];
@@ -264,14 +283,26 @@ export function create(options: LibraryOptions, p: Platform): Library {
   // ---- page hidden or unloaded: seal now and hand everything to sendBeacon
   //      (Node, beforeExit: send what is left)
   function hide() {
-    cut();
-    const now = Date.now();
-    if (p.beacon && key && !blocked()) {
-      for (const b of queue) {
-        if (b != inFlight && b._wait <= now && p.beacon(url, toBase64(envelope(b, key, accountId)))) b._wait = now + BEACON_GRACE;
+    const beacon = () => {
+      const now = Date.now();
+      const k = key;
+      if (p.beacon && k && !blocked()) {
+        for (const b of queue) {
+          if (b != inFlight && b._wait <= now) {
+            // Sealed ahead of time (the usual case): sent within this task.
+            b._wait = now + BEACON_GRACE;
+            envelope(b, k, accountId, load, undefined, store.update).then(
+              (env) => p.beacon!(url, toBase64(env)) || (b._wait = 0),
+              () => (b._wait = 0),
+            );
+          }
+        }
       }
-    }
-    send(); // Node: deliver what is left; browser: confirm beaconed batches later if the page lives on
+    };
+    beacon();
+    // Points not yet in a batch: sealed (asynchronously) and beaconed if the page lives that long;
+    // stored as soon as sealed, so the next page sends them otherwise.
+    cut().then(beacon).then(send); // Node: deliver what is left; browser: confirm beaconed batches later if the page lives on
   }
   const unlisten = p.listen(hide, () => {
     unpark();
@@ -285,10 +316,11 @@ export function create(options: LibraryOptions, p: Platform): Library {
   if (consent) start();
 
   function flush() {
-    if (!stopped) cut();
-    const done = new Promise<void>((resolve) => waiters.push([seq - 1, resolve]));
-    send();
-    return done;
+    return (stopped ? sealing : cut()).then(() => {
+      const done = new Promise<void>((resolve) => waiters.push([seq - 1, resolve]));
+      send();
+      return done;
+    });
   }
 
   return {

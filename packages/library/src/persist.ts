@@ -8,9 +8,11 @@
  */
 import type { CollectorKey } from './options.js';
 
-/** One sealed batch as stored: `inner` is the inner layer (sealed to the account key),
- * `seed` the outer layer's ephemeral secret, so the envelope is rebuilt byte-identically. */
-export type StoredBatch = [batchId: string, createdAt: number, count: number, inner: string, seed: string];
+/** One sealed batch as stored: `inner` is the inner layer (sealed to the account key).
+ * Envelope v1: `other` is the outer layer's ephemeral secret, so the envelope is rebuilt
+ * byte-identically. Envelope v2 (`version` 2): `other` is the sealed envelope once it was
+ * sealed for the collector key `keyId` ('' before), resent as it is. */
+export type StoredBatch = [batchId: string, createdAt: number, count: number, inner: string, other: string, version?: 2, keyId?: string];
 
 export interface Stored {
   k?: CollectorKey;
@@ -35,6 +37,8 @@ export interface Outbox {
   /** Adds a batch and returns the batches evicted to stay within bounds. */
   add(batch: StoredBatch): StoredBatch[];
   remove(batchId: string): void;
+  /** Stores a batch's new form (its envelope was sealed) if it is still stored. */
+  update(batch: StoredBatch): void;
   key(key: CollectorKey): void;
   clear(): void;
   settle(): Promise<void> | undefined;
@@ -61,17 +65,18 @@ export function outbox(store: Store, maxBatches: number, maxChars: number): Outb
         const q = s.q;
         q.push(batch);
         let chars = 0;
-        for (const b of q) chars += b[3].length;
+        for (const b of q) chars += b[3].length + b[4].length;
         const evicted: StoredBatch[] = [];
         // the newest batch is never evicted: it is being sent right now
         while (q.length > 1 && (q.length > maxBatches || chars > maxChars)) {
           const b = q.shift()!;
-          chars -= b[3].length;
+          chars -= b[3].length + b[4].length;
           evicted.push(b);
         }
         return evicted;
       }),
     remove: (id) => change((s) => void (s.q = s.q.filter((b) => b[0] != id))),
+    update: (batch) => change((s) => void (s.q = s.q.map((b) => (b[0] == batch[0] ? batch : b)))),
     key: (k) => change((s) => void (s.k = { keyId: k.keyId, publicKey: k.publicKey })),
     clear: () => store.write(null),
     settle: () => store.settle?.(),

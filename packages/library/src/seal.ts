@@ -1,11 +1,17 @@
 /**
- * Seal: a formed batch gets its id and its inner layer (sealed to the account key) once,
- * and is stored in that form. The outer layer (sealed to the collector key) is built from
- * the stored ephemeral secret `seed`, so every retry of a batch — in this page, after a
- * reload, or after a restart — sends the same bytes for the same collector key, and a
- * rotated collector key only needs a new outer layer around the same inner one.
+ * Seal: a formed batch gets its id and its inner layer (sealed to the account key) once, and
+ * is stored in that form.
+ *
+ * Envelope v2 (HPKE through WebCrypto, docs/protocol.md) wherever there is `crypto.subtle`:
+ * the outer layer is sealed once per collector key with a fresh ephemeral key, and the sealed
+ * envelope is stored with the batch, so every retry — in this page, after a reload, after a
+ * restart — sends exactly the same bytes and nothing is ever sealed twice. Where
+ * crypto.subtle lacks X25519, that one step comes from the fallback (tweetnacl); where there
+ * is no crypto.subtle at all (plain HTTP), the batch is envelope v1, sealed by the fallback.
+ * Which applies is detected once.
  */
-import { BATCH_ID_PATTERN, concat, encodeHeader, encodeInner, fromBase64, randomBytes, seal, sha512, toBase64, toHex, utf8, wrapOuter, type Point } from '@cipherstat/protocol';
+import { BATCH_ID_PATTERN, concat, type HpkeSeal, encodeHeader, encodeInner, fromBase64, fromHex, INFO_INNER, INFO_OUTER, innerAad, outerPlaintext, toBase64, toHex, webSeal, type Point, type WebHpkeOptions } from '@cipherstat/protocol';
+import type { Fallback } from './fallback.js';
 import type { Key } from './options.js';
 import type { StoredBatch } from './persist.js';
 import { SDK } from './version.js';
@@ -13,9 +19,8 @@ import { SDK } from './version.js';
 export interface Batch {
   _stored: StoredBatch;
   _inner: Uint8Array;
-  _seed: Uint8Array;
-  /** Envelope cache and the collector key id it was built for. */
-  _env?: Uint8Array;
+  /** The envelope being sealed or sealed, and the collector key id it is for. */
+  _env?: Promise<Uint8Array>;
   _envKey?: string;
   /** Failed attempts so far. */
   _attempts: number;
@@ -28,31 +33,95 @@ export interface Batch {
   _rekeyed?: boolean;
 }
 
-/** Forms a batch: ids (batch: 16 random bytes, point: index), inner seal. */
-export function form(accountId: string, accountKey: Uint8Array, points: Point[]): StoredBatch {
+/** How this platform seals: `v` the envelope version, `h` node:crypto's HPKE, `o` WebCrypto HPKE options, `f` the fallback. */
+interface Sealer {
+  v: 1 | 2;
+  h?: HpkeSeal;
+  o?: WebHpkeOptions;
+  f?: Fallback;
+}
+
+/** Where the platform brings its own (synchronous) HPKE: node:crypto in Node. */
+export interface Sealing {
+  load: () => Promise<Fallback>;
+  hpke?: HpkeSeal;
+}
+
+let sealer: Promise<Sealer> | undefined;
+let fallback: Promise<Fallback> | undefined;
+
+/** Detected once: v2 with node:crypto, with WebCrypto's X25519, with the fallback's X25519, or v1 (no crypto.subtle). */
+export const detect = ({ load, hpke }: Sealing): Promise<Sealer> =>
+  (sealer ||= (async (): Promise<Sealer> => {
+    if (hpke) return { v: 2, h: hpke };
+    const subtle = globalThis.crypto?.subtle;
+    const f = () => (fallback ||= load());
+    if (!subtle) return { v: 1, f: await f() };
+    try {
+      await subtle.generateKey({ name: 'X25519' }, false, ['deriveBits']);
+      return { v: 2, o: {} };
+    } catch {
+      const x = await f();
+      return { v: 2, o: { x25519: x.x25519 }, f: x };
+    }
+  })());
+
+/** Forgets the detection (tests switch platforms). */
+export const redetect = () => (sealer = fallback = undefined);
+
+const hpke = (s: Sealer, pk: Uint8Array, info: Uint8Array, aad: Uint8Array, plain: Uint8Array) => (s.h ? s.h(pk, info, aad, plain) : webSeal(pk, info, aad, plain, s.o));
+
+/** magic "CS", version 2, flags 0: the start of the prefix (docs/protocol.md). */
+const PREFIX = new Uint8Array([0x43, 0x53, 2, 0]);
+
+const random = (n: number) => crypto.getRandomValues(new Uint8Array(n));
+
+/** Forms a batch: ids (batch: 16 random bytes, point: index), inner seal (v2, or v1 without crypto.subtle). */
+export async function form(accountId: string, accountKey: Uint8Array, points: Point[], sealing: Sealing): Promise<StoredBatch> {
   points.forEach((p, i) => (p.id = i));
-  const id = toHex(randomBytes(16));
-  const inner = seal(encodeInner(accountId, id, points), accountKey);
-  return [id, Date.now(), points.length, toBase64(inner), toBase64(randomBytes(32))];
+  const id = toHex(random(16));
+  const plain = encodeInner(accountId, id, points);
+  const s = await detect(sealing);
+  return s.v == 2
+    ? [id, Date.now(), points.length, toBase64(await hpke(s, accountKey, INFO_INNER, innerAad(accountId, id), plain)), '', 2, '']
+    : [id, Date.now(), points.length, toBase64(s.f!.inner(plain, accountKey)), toBase64(random(32))];
 }
 
 /** Stored form → Batch; undefined when malformed. */
 export function revive(s: StoredBatch, seq: number): Batch | undefined {
-  const inner = Array.isArray(s) && BATCH_ID_PATTERN.test(s[0]) && s[2] > 0 && fromBase64(s[3]);
-  const seed = inner && fromBase64(s[4]);
-  if (seed && seed.length == 32 && s[1] > 0) return { _stored: s, _inner: inner, _seed: seed, _attempts: 0, _wait: 0, _seq: seq };
+  const inner = Array.isArray(s) && BATCH_ID_PATTERN.test(s[0]) && s[2] > 0 && s[1] > 0 && fromBase64(s[3]);
+  const other = inner && fromBase64(s[4]);
+  if (!other) return;
+  const b: Batch = { _stored: s, _inner: inner, _attempts: 0, _wait: 0, _seq: seq };
+  if (s[5] == 2) {
+    if (s[6]) (b._env = Promise.resolve(other)), (b._envKey = s[6]);
+    return b;
+  }
+  if (other.length == 32) return b;
 }
 
-/** The envelope of a batch for a collector key: deterministic per (batch, key, header). */
-export function envelope(b: Batch, key: Key, accountId: string, sdk = SDK): Uint8Array {
-  if (b._envKey !== key.keyId) {
-    const [batchId, createdAt, count] = b._stored;
-    const header = encodeHeader({ accountId, batchId, createdAt, sdk, count });
-    // One ephemeral secret (so one nonce) per (batch, collector key, exact header): a retry by
-    // another SDK version (a deploy between retries) seals its other header under another key.
-    const ephemeral = sha512(concat(b._seed, utf8(key.keyId), header)).subarray(0, 32);
-    b._env = wrapOuter(header, b._inner, { collectorKeyId: key.keyId, collectorPublicKey: key.publicKey }, () => ephemeral);
+/**
+ * The envelope of a batch for a collector key. v2: sealed once per key, then the same bytes
+ * (stored: `sealed` says so, the caller persists); v1: deterministic per (batch, key, header).
+ */
+export function envelope(b: Batch, key: Key, accountId: string, sealing: Sealing, sdk = SDK, sealed?: (s: StoredBatch) => void): Promise<Uint8Array> {
+  if (b._envKey != key.keyId || !b._env) {
+    const s = b._stored;
+    const [batchId, createdAt, count] = s;
+    const h = { accountId, batchId, createdAt, sdk, count };
     b._envKey = key.keyId;
+    b._env =
+      s[5] == 2
+        ? detect(sealing).then(async (x) => {
+            const prefix = concat(PREFIX, fromHex(key.keyId)!); // the key id was checked when parsed (16 hex)
+            const env = concat(prefix, await hpke(x, key.publicKey, INFO_OUTER, prefix, outerPlaintext(encodeHeader(h), b._inner)));
+            s[4] = toBase64(env);
+            s[6] = key.keyId;
+            sealed?.(s);
+            return env;
+          })
+        : (fallback ||= sealing.load()).then((f) => f.outer(b._inner, fromBase64(s[4])!, key.keyId, key.publicKey, h));
+    b._env.catch(() => (b._envKey = undefined));
   }
-  return b._env!;
+  return b._env;
 }

@@ -1,6 +1,9 @@
 /** Batching rules: count, bytes, time; ids; sealed once. */
 import fc from 'fast-check';
-import { keyPair, openEnvelope, randomBytes, toHex, type Point } from '@cipherstat/protocol';
+import { encodeInner, keyPair, openEnvelope, openInner, randomBytes, toBase64, toHex, type Point } from '@cipherstat/protocol';
+import { hpkeOpen } from '@cipherstat/protocol/node';
+import { fallback } from '../src/fallback.js';
+import type { StoredBatch } from '../src/persist.js';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { fits, OVERHEAD, pointSize, type QueuedPoint } from '../src/batch.js';
 import { envelope, form, revive } from '../src/seal.js';
@@ -16,6 +19,7 @@ afterEach(() => vi.useRealTimers());
 
 const setup = (options: Record<string, unknown> = {}) =>
   harness({ endpoint: col.endpoint, accountId: col.accountId, writeKey: col.writeKey, collectorKey: col.collectorKey, ...options }, { fetch: col.fetch });
+const load = { load: () => Promise.resolve(fallback) };
 const sizes = () => [...col.batches.values()].map((p) => p.length);
 
 describe('batching', () => {
@@ -89,15 +93,15 @@ describe('size estimate', () => {
     tags,
   });
 
-  it('is an upper bound of the sealed envelope (property)', () => {
-    fc.assert(
-      fc.property(fc.array(point, { minLength: 1, maxLength: 40 }), (ps) => {
+  it('is an upper bound of the sealed envelope (property)', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(point, { minLength: 1, maxLength: 40 }), async (ps) => {
         const now = Date.now();
         const queued: QueuedPoint[] = ps.map((p) => ({ id: 0, kind: p.kind, name: p.name, value: p.value, time: now + p.dt, tags: p.tags, _size: pointSize(p.name, p.tags) }));
-        const bytes = envelope(revive(form('acct_12345678', account.publicKey, queued), 0)!, key, 'acct_12345678').length;
+        const bytes = (await envelope(revive(await form('acct_12345678', account.publicKey, queued, load), 0)!, key, 'acct_12345678', load)).length;
         expect(bytes).toBeLessThanOrEqual(OVERHEAD + queued.reduce((n, p) => n + p._size, 0));
       }),
-      { numRuns: 200 },
+      { numRuns: 100 },
     );
   });
 
@@ -111,40 +115,57 @@ describe('size estimate', () => {
 });
 
 describe('sealed once', () => {
-  it('the envelope is deterministic per (batch, collector key) and changes only with the key', () => {
+  const one = () => [{ id: 0, kind: 'counter', name: 'a', value: 1, time: Date.now(), tags: {}, _size: 0 } as QueuedPoint];
+
+  it('v2: the envelope is sealed once per collector key and stored; a revived batch resends the same bytes', async () => {
     const account = keyPair();
-    const k1 = { keyId: toHex(randomBytes(8)), publicKey: keyPair().publicKey };
+    const collector = keyPair();
+    const k1 = { keyId: toHex(randomBytes(8)), publicKey: collector.publicKey };
     const k2 = { keyId: toHex(randomBytes(8)), publicKey: keyPair().publicKey };
-    const stored = form('acct_12345678', account.publicKey, [{ id: 0, kind: 'counter', name: 'a', value: 1, time: Date.now(), tags: {}, _size: 0 } as QueuedPoint]);
-    // a batch revived from storage (reload / restart) seals to the same bytes
-    const a = envelope(revive(stored, 0)!, k1, 'acct_12345678');
-    const b = envelope(revive(JSON.parse(JSON.stringify(stored)), 1)!, k1, 'acct_12345678');
+    const stored = await form('acct_12345678', account.publicKey, one(), load);
+    expect(stored[5]).toBe(2);
+    let persisted: StoredBatch | undefined;
+    const batch = revive(stored, 0)!;
+    const a = await envelope(batch, k1, 'acct_12345678', load, undefined, (s) => (persisted = JSON.parse(JSON.stringify(s))));
+    expect(Buffer.from(await envelope(batch, k1, 'acct_12345678', load)).equals(Buffer.from(a))).toBe(true);
+    // a batch revived from storage (reload / restart) sends the stored bytes, never a new seal
+    expect(persisted![6]).toBe(k1.keyId);
+    const b = await envelope(revive(persisted!, 1)!, k1, 'acct_12345678', load);
     expect(Buffer.from(a).equals(Buffer.from(b))).toBe(true);
-    const c = envelope(revive(stored, 0)!, k2, 'acct_12345678');
+    // both layers open at the collector side (node:crypto)
+    const outer = openEnvelope(a, { keys: () => collector, now: Date.now(), hpke: hpkeOpen });
+    expect(outer.ok && outer.value.version).toBe(2);
+    const inner = outer.ok && openInner(outer.value.inner, { account, accountId: 'acct_12345678', batchId: stored[0], count: 1, now: Date.now(), version: 2, hpke: hpkeOpen });
+    expect(inner && inner.ok && inner.value.points.length).toBe(1);
+    // another collector key (rotation): a new seal around the same inner layer
+    const c = await envelope(revive(persisted!, 2)!, k2, 'acct_12345678', load);
     expect(Buffer.from(a).equals(Buffer.from(c))).toBe(false);
+    expect(Buffer.from(c.subarray(12)).includes(Buffer.from(a.subarray(44, 60)))).toBe(false);
   });
 
-  it('never reuses an ephemeral key (so a nonce) for another header: a retry after an SDK upgrade seals with a new one', () => {
+  it('v1 batches a previous page stored: deterministic per (batch, collector key, header), a new ephemeral key for another header', async () => {
     const account = keyPair();
     const collector = keyPair();
     const k = { keyId: toHex(randomBytes(8)), publicKey: collector.publicKey };
-    const stored = form('acct_12345678', account.publicKey, [{ id: 0, kind: 'counter', name: 'a', value: 1, time: Date.now(), tags: {}, _size: 0 } as QueuedPoint]);
+    const id = toHex(randomBytes(16));
+    const stored: StoredBatch = [id, Date.now(), 1, toBase64(fallback.inner(encodeInner('acct_12345678', id, one()), account.publicKey)), toBase64(randomBytes(32))];
     // the same stored batch, retried by the page before and after a deploy of a new SDK version
-    const before = envelope(revive(stored, 0)!, k, 'acct_12345678', 'js/0.1.0');
-    const after = envelope(revive(JSON.parse(JSON.stringify(stored)), 1)!, k, 'acct_12345678', 'js/0.2.0');
+    const before = await envelope(revive(stored, 0)!, k, 'acct_12345678', load, 'js/0.1.0');
+    const after = await envelope(revive(JSON.parse(JSON.stringify(stored)), 1)!, k, 'acct_12345678', load, 'js/0.2.0');
     const ephemeral = (env: Uint8Array) => Buffer.from(env.subarray(12, 44)); // magic, version, flags (4) | key id (8) | E (32)
     expect(ephemeral(before).equals(ephemeral(after))).toBe(false);
     // both still open, each with its own header (the collector sees two valid envelopes of one batch)
     const opened = [before, after].map((e) => openEnvelope(e, { keys: () => collector, now: Date.now() }));
     expect(opened.map((o) => o.ok && o.value.header.sdk)).toEqual(['js/0.1.0', 'js/0.2.0']);
     // the same header retried: byte-identical (a retry stays a duplicate)
-    expect(Buffer.from(envelope(revive(stored, 2)!, k, 'acct_12345678', 'js/0.1.0')).equals(Buffer.from(before))).toBe(true);
+    expect(Buffer.from(await envelope(revive(stored, 2)!, k, 'acct_12345678', load, 'js/0.1.0')).equals(Buffer.from(before))).toBe(true);
   });
 
   it('revive rejects malformed stored batches', () => {
     expect(revive(['nope', 1, 1, 'AAAA', 'AAAA'], 0)).toBeUndefined();
     expect(revive([toHex(randomBytes(16)), 1, 1, '!!', 'AAAA'], 0)).toBeUndefined();
     expect(revive([toHex(randomBytes(16)), 1, 1, 'AAAA', 'AAAA'], 0)).toBeUndefined(); // seed must be 32 bytes
+    expect(revive([toHex(randomBytes(16)), 1, 1, 'AAAA', '!!', 2, 'x'], 0)).toBeUndefined();
     expect(revive(null as never, 0)).toBeUndefined();
   });
 });

@@ -13,6 +13,9 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { startCollector, type Collector } from './helpers/collector.js';
 
 const BUNDLE = fileURLToPath(new URL('../dist/cipherstat.min.js', import.meta.url));
+const FALLBACK = fileURLToPath(new URL('../dist/cipherstat-fallback.min.js', import.meta.url));
+/** Requests for the fallback chunk (tweetnacl) so far. */
+let fallbackLoads = 0;
 const CHROMIUM = '/usr/bin/chromium';
 
 let browser: Browser;
@@ -36,11 +39,13 @@ beforeAll(async () => {
   if (!existsSync(BUNDLE)) throw new Error('dist/cipherstat.min.js is missing: run `npx rollup -c` (npm test builds first)');
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing`);
   const bundle = readFileSync(BUNDLE);
+  const fallback = readFileSync(FALLBACK);
   shop = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]!;
-    if (path === '/cipherstat.min.js') {
+    if (path === '/cipherstat.min.js' || path === '/cipherstat-fallback.min.js') {
+      fallbackLoads += +(path !== '/cipherstat.min.js');
       res.writeHead(200, { 'content-type': 'text/javascript' });
-      return res.end(bundle);
+      return res.end(path === '/cipherstat.min.js' ? bundle : fallback);
     }
     if (path in pages) {
       res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'no-store' });

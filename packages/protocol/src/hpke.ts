@@ -53,19 +53,19 @@ export function* keySchedule(dh: Uint8Array, kemContext: Uint8Array, info: Uint8
 export type AsyncX25519 = (secretKey: Uint8Array, publicKey: Uint8Array) => Uint8Array | Promise<Uint8Array>;
 
 export interface WebHpkeOptions {
-  subtle?: SubtleCrypto;
-  /** When crypto.subtle has no X25519: a raw X25519 and a generator of ephemeral key pairs. */
+  /** When crypto.subtle has no X25519: a raw X25519 that throws on an all-zero result (a low-order key), and a generator of ephemeral key pairs. */
   x25519?: { dh: AsyncX25519; keyPair(): { publicKey: Uint8Array; secretKey: Uint8Array } };
 }
 
-const buf = (b: Uint8Array) => b as Uint8Array<ArrayBuffer>;
+type Buf = Uint8Array<ArrayBuffer>;
 
 /**
  * SealBase + Seal (single shot) through WebCrypto: `enc || ct`. Never reuses an ephemeral
- * key: each call generates one (non-extractable in WebCrypto).
+ * key: each call generates one (non-extractable in WebCrypto). A low-order recipient key
+ * throws: WebCrypto's X25519 deriveBits refuses an all-zero secret (so does `o.x25519.dh`).
  */
 export async function webSeal(recipientPublicKey: Uint8Array, info: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, o: WebHpkeOptions = {}): Promise<Uint8Array> {
-  const subtle = o.subtle || crypto.subtle;
+  const subtle = crypto.subtle;
   let enc: Uint8Array;
   let dh: Uint8Array;
   if (o.x25519) {
@@ -76,20 +76,17 @@ export async function webSeal(recipientPublicKey: Uint8Array, info: Uint8Array, 
     const alg = { name: 'X25519' };
     const e = (await subtle.generateKey(alg, false, ['deriveBits'])) as CryptoKeyPair;
     enc = new Uint8Array(await subtle.exportKey('raw', e.publicKey));
-    const pk = await subtle.importKey('raw', buf(recipientPublicKey), alg, false, []);
+    const pk = await subtle.importKey('raw', recipientPublicKey as Buf, alg, false, []);
     dh = new Uint8Array(await subtle.deriveBits({ name: 'X25519', public: pk } as EcdhKeyDeriveParams, e.privateKey, 256));
   }
-  let z = 0;
-  for (const b of dh) z |= b;
-  if (!z) throw new RangeError('low-order recipient key');
   const schedule = keySchedule(dh, concat(enc, recipientPublicKey), info);
   let step = schedule.next();
   while (!step.done) {
     const [k, m] = step.value;
-    const hk = await subtle.importKey('raw', buf(k), { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
-    step = schedule.next(new Uint8Array(await subtle.sign('HMAC', hk, buf(m))));
+    const hk = await subtle.importKey('raw', k as Buf, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
+    step = schedule.next(new Uint8Array(await subtle.sign('HMAC', hk, m as Buf)));
   }
   const [key, nonce] = step.value;
-  const k = await subtle.importKey('raw', buf(key), 'AES-GCM', false, ['encrypt']);
-  return concat(enc, new Uint8Array(await subtle.encrypt({ name: 'AES-GCM', iv: buf(nonce), additionalData: buf(aad) }, k, buf(plaintext))));
+  const k = await subtle.importKey('raw', key as Buf, 'AES-GCM', false, ['encrypt']);
+  return concat(enc, new Uint8Array(await subtle.encrypt({ name: 'AES-GCM', iv: nonce as Buf, additionalData: aad as Buf }, k, plaintext as Buf)));
 }

@@ -56,6 +56,7 @@ describe('interoperability with @hpke/core (independent implementation)', () => 
   it('@hpke/core opens what the WebCrypto path seals (native X25519 and the raw-X25519 fallback)', async () => {
     expect(await refOpen(r.secretKey, info, aad, await webSeal(r.publicKey, info, aad, pt))).toEqual(pt);
     const fallback = { dh: (s: Uint8Array, p: Uint8Array) => nacl.scalarMult(s, p), keyPair: () => nacl.box.keyPair() };
+    // (the Library's fallback refuses an all-zero X25519 output itself: packages/library/test/batch.test.ts)
     expect(await refOpen(r.secretKey, info, aad, await webSeal(r.publicKey, info, aad, pt, { x25519: fallback }))).toEqual(pt);
   });
 

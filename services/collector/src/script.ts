@@ -3,7 +3,9 @@
  * `GET /cipherstat.min.js` (cached 5 minutes: always the current build) and
  * `GET /cipherstat.<hash>.min.js` (named by its content: cached for a year, immutable), both
  * with `Access-Control-Allow-Origin: *` so a tag with `integrity` and `crossorigin` loads it
- * from any shop. `npm run build` copies the build into `dist/script/`.
+ * from any shop. `GET /cipherstat-fallback.min.js` (cached 5 minutes) is the chunk the script
+ * fetches from the same origin only where WebCrypto lacks X25519 or is missing (tweetnacl).
+ * `npm run build` copies both into `dist/script/`.
  */
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
@@ -19,6 +21,8 @@ export interface ScriptBuild {
   immutablePath: string;
   /** Subresource Integrity: `sha384-…` */
   integrity: string;
+  /** `cipherstat-fallback.min.js` beside it, when built. */
+  fallback?: Uint8Array;
 }
 
 /** The build, or undefined when it was not built (the routes then answer 404 script_not_built). */
@@ -26,7 +30,9 @@ export function loadScript(file = DEFAULT_SCRIPT_FILE): ScriptBuild | undefined 
   if (!existsSync(file)) return undefined;
   const bytes = readFileSync(file);
   const hash = createHash('sha256').update(bytes).digest('hex').slice(0, 16);
-  return { bytes, immutablePath: `/cipherstat.${hash}.min.js`, integrity: `sha384-${createHash('sha384').update(bytes).digest('base64')}` };
+  const fallbackFile = file.replace(/cipherstat\.min\.js$/, 'cipherstat-fallback.min.js');
+  const fallback = fallbackFile !== file && existsSync(fallbackFile) ? readFileSync(fallbackFile) : undefined;
+  return { bytes, immutablePath: `/cipherstat.${hash}.min.js`, integrity: `sha384-${createHash('sha384').update(bytes).digest('base64')}`, fallback };
 }
 
 /** The script tag for an account: the collector serves the script and receives the data. */
@@ -45,11 +51,12 @@ export function scriptSnippet(o: {
 }
 
 export function registerScriptRoutes(app: Hono, script: ScriptBuild | undefined): void {
-  const serve = (cacheControl: string) => () => {
-    if (!script) {
+  const serve = (cacheControl: string, part: 'bytes' | 'fallback' = 'bytes') => () => {
+    const bytes = script?.[part];
+    if (!bytes) {
       return Response.json({ error: { code: 'script_not_built', message: 'the script build is missing: run `npm run build`' } }, { status: 404 });
     }
-    return new Response(script.bytes as Uint8Array<ArrayBuffer>, {
+    return new Response(bytes as Uint8Array<ArrayBuffer>, {
       headers: {
         'content-type': 'text/javascript; charset=utf-8',
         'cache-control': cacheControl,
@@ -60,5 +67,6 @@ export function registerScriptRoutes(app: Hono, script: ScriptBuild | undefined)
     });
   };
   app.get('/cipherstat.min.js', serve('public, max-age=300'));
+  app.get('/cipherstat-fallback.min.js', serve('public, max-age=300', 'fallback'));
   if (script) app.get(script.immutablePath, serve('public, max-age=31536000, immutable'));
 }

@@ -4,6 +4,8 @@
  */
 import type { Config } from '../options.js';
 import type { Store } from '../persist.js';
+import type { Fallback } from '../fallback.js';
+import type { HpkeSeal } from '@cipherstat/protocol';
 
 export interface Platform {
   fetch(url: string, init?: RequestInit): Promise<Response>;
@@ -20,4 +22,8 @@ export interface Platform {
   offline(): boolean;
   /** Global Privacy Control signal. */
   gpc: boolean;
+  /** Loads the fallback (tweetnacl) when the platform needs it; default: platform/fallback.ts. */
+  fallback?(): Promise<Fallback>;
+  /** A synchronous HPKE seal (Node: node:crypto); browsers use WebCrypto. */
+  hpke?: HpkeSeal;
 }

@@ -1,0 +1,4 @@
+/** Loads the fallback (tweetnacl) on demand: npm builds import it as a separate module. */
+import type { Fallback } from '../fallback.js';
+
+export const loadFallback = (): Promise<Fallback> => import('../fallback.js').then((m) => m.fallback);
