@@ -461,10 +461,10 @@ export function packInput(input: TickInput): PackedTickInput {
   for (const r of input.rows) total += r.sealed.length;
   const buf = new Uint8Array(total);
   let offset = 0;
-  const rows = input.rows.map(({ accountId, batchId, pointCount, receivedAt, sealed }) => {
+  const rows = input.rows.map(({ accountId, batchId, pointCount, receivedAt, version, sealed }) => {
     buf.set(sealed, offset);
     offset += sealed.length;
-    return { accountId, batchId, pointCount, receivedAt, offset: offset - sealed.length, length: sealed.length };
+    return { accountId, batchId, pointCount, receivedAt, version, offset: offset - sealed.length, length: sealed.length };
   });
   return { rows, bytes: buf.buffer, accounts: input.accounts, now: input.now, part: input.part };
 }

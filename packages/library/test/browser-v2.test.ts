@@ -1,0 +1,130 @@
+/**
+ * Envelope v2 from the <script> build in real Chromium to a real collector (127.0.0.1, chDB):
+ * the collector serves the script and its fallback chunk, the shop page lives on another
+ * origin. Native WebCrypto X25519 (no fallback fetched), WebCrypto without X25519 (the
+ * fallback chunk's X25519, still v2), no crypto.subtle (v1 through the fallback); and a page
+ * recording and flushing 500 points sees no long task attributable to the Library.
+ * Needs the build (`npm run build`) and /usr/bin/chromium.
+ */
+import { existsSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { createAccount, startTestCollector, type TestAccount, type TestCollector } from '../../../services/collector/test/support/collector.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+let browser: Browser;
+let shop: Server;
+let shopOrigin: string;
+let c: TestCollector;
+const pages = new Map<string, string>();
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing`);
+  c = await startTestCollector({ fromDist: true });
+  shop = createServer((req, res) => {
+    const page = pages.get((req.url ?? '/').split('?')[0]!);
+    if (!page) return res.writeHead(404).end();
+    res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'no-store' });
+    res.end(page);
+  });
+  await new Promise<void>((r) => shop.listen(0, '127.0.0.1', r));
+  shopOrigin = `http://127.0.0.1:${(shop.address() as AddressInfo).port}`;
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+}, 120_000);
+afterAll(async () => {
+  await browser?.close();
+  await new Promise((r) => shop?.close(r));
+  await c?.stop();
+});
+
+/** A shop page with the collector's script tag (as `cipherstat account create` prints it). */
+function shopPage(path: string, a: TestAccount): string {
+  pages.set(
+    path,
+    `<!doctype html><html><head><meta charset="utf-8"><script>
+      window.__long = []; window.__loaf = [];
+      new PerformanceObserver((l) => window.__long.push(...l.getEntries().map((e) => ({ start: e.startTime, end: e.startTime + e.duration })))).observe({ type: 'longtask', buffered: true });
+      if (PerformanceObserver.supportedEntryTypes.includes('long-animation-frame'))
+        new PerformanceObserver((l) => { for (const f of l.getEntries()) for (const s of f.scripts) window.__loaf.push({ src: s.sourceURL, start: s.startTime, end: s.startTime + s.duration, duration: s.duration }); }).observe({ type: 'long-animation-frame', buffered: true });
+    </script></head><body><h1>shop</h1>
+    <script src="${c.url}/cipherstat.min.js" data-endpoint="${c.url}" data-account="${a.accountId}" data-write-key="${a.writeKey}"
+            data-collector-key-id="${a.collectorKey.keyId}" data-collector-key="${a.collectorKey.publicKey}"></script></body></html>`,
+  );
+  return shopOrigin + path;
+}
+
+const envelopes = async (a: TestAccount) => (await (await fetch(`${c.url}/v1/metrics`, { headers: { authorization: `Bearer ${a.readToken}` } })).json()).envelopes;
+const fallbackFetched = (page: Page) => page.evaluate(() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('/cipherstat-fallback.min.js')));
+
+/** Records `n` points (in slices, as a page would), flushes, waits for the collector to process them. */
+async function recordAndFlush(page: Page, a: TestAccount, n: number): Promise<void> {
+  await page.evaluate(async (n) => {
+    const lib = (window as unknown as { Cipherstat: { instance: { count(name: string, v?: number, tags?: Record<string, string>): void; flush(): Promise<void> } } }).Cipherstat.instance;
+    for (let i = 0; i < n; i++) {
+      lib.count('orders', 1, { page: '/p' + (i % 20) });
+      if (i % 50 === 49) await new Promise((r) => setTimeout(r, 0));
+    }
+    await lib.flush();
+  }, n);
+  await c.services.processor!.drain();
+  const rows = await c.services.store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
+  expect(Number(rows[0]!.n)).toBe(n);
+}
+
+it('native WebCrypto X25519: v2 batches reach the collector, the fallback is never fetched, no long task is attributable to the Library (500 points)', async () => {
+  const a = await createAccount(c);
+  const page = await browser.newPage();
+  page.on('pageerror', (e) => console.error('page error:', e));
+  await page.goto(shopPage('/native', a));
+  expect(await page.evaluate(async () => !!(await crypto.subtle.generateKey({ name: 'X25519' }, false, ['deriveBits']).catch(() => null)))).toBe(true);
+  await recordAndFlush(page, a, 500);
+  const env = await envelopes(a); // 500 points: a few batches (cut by maxBatchBytes), every one v2
+  expect(Object.keys(env)).toEqual(['2']);
+  expect(env['2']).toBeGreaterThanOrEqual(1);
+  expect(await fallbackFetched(page)).toBe(false);
+  const { long, loaf, loafSupported } = await page.evaluate(() => ({
+    long: (window as unknown as { __long: { start: number; end: number }[] }).__long,
+    loaf: (window as unknown as { __loaf: { src: string; start: number; end: number; duration: number }[] }).__loaf,
+    loafSupported: PerformanceObserver.supportedEntryTypes.includes('long-animation-frame'),
+  }));
+  expect(loafSupported).toBe(true); // scripts are attributed through long-animation-frame entries
+  const library = loaf.filter((s) => s.src.includes('cipherstat'));
+  // A long task is the Library's when a script of the Library ran 50 ms or more inside it.
+  const attributable = long.filter((t) => library.some((s) => s.duration >= 50 && s.start < t.end && s.end > t.start));
+  console.log(`long tasks on the page: ${long.length}; Library script entries in long animation frames: ${library.length}, longest ${Math.max(0, ...library.map((s) => s.duration)).toFixed(1)} ms`);
+  expect(attributable).toEqual([]);
+  await page.close();
+}, 180_000);
+
+it('WebCrypto without X25519: the script fetches the fallback chunk from its own origin and still sends v2', async () => {
+  const a = await createAccount(c);
+  const page = await browser.newPage();
+  await page.addInitScript(() => {
+    const subtle = crypto.subtle;
+    const refuse = (alg: unknown) => (typeof alg === 'string' ? alg : (alg as { name?: string })?.name) === 'X25519';
+    for (const m of ['generateKey', 'importKey', 'deriveBits'] as const) {
+      const orig = subtle[m].bind(subtle) as (...args: unknown[]) => Promise<unknown>;
+      (subtle as unknown as Record<string, unknown>)[m] = (...args: unknown[]) =>
+        refuse(m === 'importKey' ? args[2] : args[0]) ? Promise.reject(new DOMException('Unrecognized name', 'NotSupportedError')) : orig(...args);
+    }
+  });
+  await page.goto(shopPage('/no-x25519', a));
+  await recordAndFlush(page, a, 30);
+  expect(await envelopes(a)).toEqual({ '2': 1 });
+  expect(await fallbackFetched(page)).toBe(true);
+  await page.close();
+}, 180_000);
+
+it('no crypto.subtle (as on a plain-HTTP page): the fallback seals envelope v1, still accepted', async () => {
+  const a = await createAccount(c);
+  const page = await browser.newPage();
+  await page.addInitScript(() => Object.defineProperty(Crypto.prototype, 'subtle', { get: () => undefined }));
+  await page.goto(shopPage('/no-subtle', a));
+  expect(await page.evaluate(() => typeof crypto.subtle)).toBe('undefined');
+  await recordAndFlush(page, a, 30);
+  expect(await envelopes(a)).toEqual({ '1': 1 });
+  expect(await fallbackFetched(page)).toBe(true);
+  await page.close();
+}, 180_000);
