@@ -21,7 +21,8 @@ const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 //                                                  import and require (no @cipherstat/protocol)
 //   dist/browser.js                                npm `browser` condition: no Node code; imports
 //                                                  ./fallback.js dynamically, only when needed
-//   dist/fallback.js                               npm `./fallback`: tweetnacl (v1, X25519 fallback)
+//   dist/fallback.js                               tweetnacl (v1, X25519 fallback): imported by
+//                                                  browser.js, so bundlers make it a separate chunk
 //   dist/cipherstat.min.js                         <script> tag, window.Cipherstat: envelope v2 on
 //                                                  WebCrypto, no tweetnacl
 //   dist/cipherstat-fallback.min.js                loaded by cipherstat.min.js from its own origin
