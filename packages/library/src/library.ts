@@ -135,13 +135,15 @@ export function create(options: LibraryOptions, p: Platform): Library {
       sealing = sealing
         .then(() => form(accountId, c.writeKey, points, load))
         .then(
-          (stored: StoredBatch) => {
+          async (stored: StoredBatch) => {
+            const b = revive(stored, 0)!;
+            // sealed ahead for the known collector key, and stored once with it: a beacon can send it at once
+            if (key) await envelope(b, key, accountId, load).catch(() => {});
             if (e != epoch) return; // dropped meanwhile (and reported by clear())
             unsealed -= points.length;
-            const b = revive(stored, seq++)!;
+            b._seq = seq++;
             queue.push(b);
-            if (key) envelope(b, key, accountId, load, undefined, store.update).catch(() => {}); // sealed ahead: a beacon can send it at once
-            for (const [id] of store.add(stored)) {
+            for (const [id] of store.add(b._stored)) {
               const b = queue.find((b) => b._stored[0] == id);
               if (b) remove(b), dropBatch(b, 'persist_overflow');
             }

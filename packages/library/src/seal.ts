@@ -59,7 +59,7 @@ export const detect = ({ load, hpke }: Sealing): Promise<Sealer> =>
     if (!subtle) return { v: 1, f: await f() };
     try {
       await subtle.generateKey({ name: 'X25519' }, false, ['deriveBits']);
-      return { v: 2, o: {} };
+      return { v: 2 };
     } catch {
       const x = await f();
       return { v: 2, o: { x25519: x.x25519 }, f: x };

@@ -22,10 +22,10 @@ const V1 = utf8('HPKE-v1');
 const EMPTY = new Uint8Array(0);
 
 /** `LabeledExtract(salt, label, ikm)` = HMAC(salt, "HPKE-v1" || suite || label || ikm); an empty salt is Nh zero bytes (the same HMAC key). */
-export const labeledExtract = (kem: boolean, label: string, ikm: Uint8Array): Uint8Array => concat(V1, kem ? KEM_SUITE : HPKE_SUITE, utf8(label), ikm);
+export const labeledExtract = (suite: Uint8Array, label: string, ikm: Uint8Array): Uint8Array => concat(V1, suite, utf8(label), ikm);
 /** `LabeledExpand(prk, label, info, L)` for L ≤ 32: T(1) = HMAC(prk, I2OSP(L,2) || "HPKE-v1" || suite || label || info || 0x01). */
-export const labeledExpand = (kem: boolean, label: string, info: Uint8Array, length: number): Uint8Array =>
-  concat(new Uint8Array([0, length]), V1, kem ? KEM_SUITE : HPKE_SUITE, utf8(label), info, new Uint8Array([1]));
+export const labeledExpand = (suite: Uint8Array, label: string, info: Uint8Array, length: number): Uint8Array =>
+  concat(new Uint8Array([0, length]), V1, suite, utf8(label), info, new Uint8Array([1]));
 
 /** The HMAC key of an Extract with an empty salt. */
 export const ZERO_SALT = new Uint8Array(32);
@@ -39,14 +39,14 @@ export type HmacStep = [key: Uint8Array, message: Uint8Array];
  * [key(16), base_nonce(12)] for the DH output and kem_context = enc || pkRm.
  */
 export function* keySchedule(dh: Uint8Array, kemContext: Uint8Array, info: Uint8Array): Generator<HmacStep, [Uint8Array, Uint8Array], Uint8Array> {
-  const eaePrk = yield [ZERO_SALT, labeledExtract(true, 'eae_prk', dh)];
-  const shared = (yield [eaePrk, labeledExpand(true, 'shared_secret', kemContext, 32)]).subarray(0, 32);
-  const pskIdHash = yield [ZERO_SALT, labeledExtract(false, 'psk_id_hash', EMPTY)];
-  const infoHash = yield [ZERO_SALT, labeledExtract(false, 'info_hash', info)];
+  const eaePrk = yield [ZERO_SALT, labeledExtract(KEM_SUITE, 'eae_prk', dh)];
+  const shared = yield [eaePrk, labeledExpand(KEM_SUITE, 'shared_secret', kemContext, 32)]; // L = Nh: T(1) whole
+  const pskIdHash = yield [ZERO_SALT, labeledExtract(HPKE_SUITE, 'psk_id_hash', EMPTY)];
+  const infoHash = yield [ZERO_SALT, labeledExtract(HPKE_SUITE, 'info_hash', info)];
   const context = concat(new Uint8Array([0]), pskIdHash, infoHash);
-  const secret = yield [shared, labeledExtract(false, 'secret', EMPTY)];
-  const key = (yield [secret, labeledExpand(false, 'key', context, 16)]).subarray(0, 16);
-  return [key, (yield [secret, labeledExpand(false, 'base_nonce', context, 12)]).subarray(0, 12)];
+  const secret = yield [shared, labeledExtract(HPKE_SUITE, 'secret', EMPTY)];
+  const key = (yield [secret, labeledExpand(HPKE_SUITE, 'key', context, 16)]).subarray(0, 16);
+  return [key, (yield [secret, labeledExpand(HPKE_SUITE, 'base_nonce', context, 12)]).subarray(0, 12)];
 }
 
 /** Raw X25519 for WebCrypto-less X25519 (tweetnacl in the Library's fallback chunk). */
@@ -77,7 +77,7 @@ export async function webSeal(recipientPublicKey: Uint8Array, info: Uint8Array, 
     const e = (await subtle.generateKey(alg, false, ['deriveBits'])) as CryptoKeyPair;
     enc = new Uint8Array(await subtle.exportKey('raw', e.publicKey));
     const pk = await subtle.importKey('raw', recipientPublicKey as Buf, alg, false, []);
-    dh = new Uint8Array(await subtle.deriveBits({ name: 'X25519', public: pk } as EcdhKeyDeriveParams, e.privateKey, 256));
+    dh = new Uint8Array(await subtle.deriveBits({ ...alg, public: pk } as EcdhKeyDeriveParams, e.privateKey, 256));
   }
   const schedule = keySchedule(dh, concat(enc, recipientPublicKey), info);
   let step = schedule.next();

@@ -10,12 +10,18 @@ export const platform = (): Platform => ({
     // localStorage may be missing, blocked or full: fall back to memory for this page
     let mem: Stored | null = null;
     let broken = false;
+    // The text last read or written here: parsed again only when another tab changed it.
+    let text: string | null = null;
     return {
-      read: () => (broken ? mem : JSON.parse(localStorage.getItem(k)!)),
+      read() {
+        if (broken) return mem;
+        const t = localStorage.getItem(k);
+        return t == text ? mem : (mem = JSON.parse((text = t)!));
+      },
       write(v) {
         mem = v;
         try {
-          v ? localStorage.setItem(k, JSON.stringify(v)) : localStorage.removeItem(k);
+          v ? localStorage.setItem(k, (text = JSON.stringify(v))) : (localStorage.removeItem(k), (text = null));
         } catch {
           broken = true;
         }
