@@ -78,7 +78,7 @@ async function recordAndFlush(page: Page, a: TestAccount, n: number): Promise<{ 
   return window_;
 }
 
-it('native WebCrypto X25519: v2 batches reach the collector, the fallback is never fetched; 500 points cost under 50 ms of main-thread CPU per batch (no long task can be the Library'\''s)', async () => {
+it('native WebCrypto X25519: v2 batches reach the collector, the fallback is never fetched; 500 points cost under 50 ms of main-thread CPU per batch (no long task can be the Library)', async () => {
   const a = await createAccount(c);
   const page = await browser.newPage();
   page.on('pageerror', (e) => console.error('page error:', e));
