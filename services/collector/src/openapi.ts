@@ -41,6 +41,7 @@ const routes = (): Route[] => [
   { method: 'get', path: '/openapi.json', summary: 'this description', auth: 'none', ok: [200, 'OpenAPI 3.1'] },
   { method: 'get', path: '/v1/collector-key', summary: 'the current transport key', auth: 'none', ok: [200, '{ keyId, publicKey }'] },
   { method: 'get', path: '/cipherstat.min.js', summary: "the Library's script build (5 min cache)", auth: 'none', ok: [200, 'JavaScript'], produces: 'text/javascript' },
+  { method: 'get', path: '/cipherstat-fallback.min.js', summary: "the script build's fallback chunk (tweetnacl), fetched only where WebCrypto lacks X25519 or is missing (5 min cache)", auth: 'none', ok: [200, 'JavaScript'], produces: 'text/javascript' },
   { method: 'get', path: '/cipherstat.{hash}.min.js', summary: "the Library's script build under its content-named path (immutable, for SRI)", auth: 'none', ok: [200, 'JavaScript'], produces: 'text/javascript' },
   {
     method: 'post', path: '/v1/batches', summary: 'an encrypted batch envelope (binary, or its base64 as text/plain for sendBeacon); 202 once durable', auth: 'none',
@@ -57,7 +58,7 @@ const routes = (): Route[] => [
   { method: 'post', path: '/v1/accounts/{id}/wipe', summary: "destroy an account's data, keep the account", auth: 'admin', ok: [200, 'lifecycle state'] },
   { method: 'post', path: '/v1/accounts/{id}/read-token', summary: 'rotate the read token', auth: 'admin', ok: [200, '{ readToken }'] },
   { method: 'get', path: '/v1/accounts/{id}/verify', summary: "verify an account's stored data", auth: 'admin', ok: [200, 'verification report'] },
-  { method: 'get', path: '/v1/metrics', summary: "the account's metric names, tag keys, volume and rejects", auth: 'read', ok: [200, 'the listing'] },
+  { method: 'get', path: '/v1/metrics', summary: "the account's metric names, tag keys, volume, rejects and processed batches by envelope version", auth: 'read', ok: [200, 'the listing'] },
   { method: 'post', path: '/v1/query', summary: 'aggregated series', auth: 'read', json: querySchema, ok: [200, '{ series, meta }'] },
   { method: 'get', path: '/', summary: 'the dashboard', auth: 'none', ok: [200, 'HTML'], produces: 'text/html' },
   { method: 'get', path: '/index.html', summary: 'the dashboard', auth: 'none', ok: [200, 'HTML'], produces: 'text/html' },
