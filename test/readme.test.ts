@@ -63,6 +63,7 @@ const KNOWN: Record<string, string> = {
   nginx: 'a reverse-proxy example (README: "no test runs them")',
   systemd: 'a unit file example (README: "no test runs them")',
   cluster: 'needs a ClickHouse cluster (the roles are tested in-process: services/collector/test/storage-remote.test.ts)',
+  'send-hpke': 'run against a real collector by test/example-send-with-hpke.test.ts (the same line, with its URL and account)',
 };
 
 let dir: string;
