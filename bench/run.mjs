@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 const ALL = [
   ['protocol', 'bench/protocol.mjs'],
   ['library', 'packages/library/bench/library.bench.mjs'],
+  ['hpke', 'bench/hpke.mjs'],
   ['ingest', 'bench/ingest.mjs'],
   ['storefront', 'bench/storefront.mjs'],
   ['query', 'bench/query.mjs'],
