@@ -57,7 +57,7 @@ await new Promise((r) => server.listen(0, '127.0.0.1', r));
 const origin = `http://127.0.0.1:${server.address().port}`;
 const browser = await chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
 const BATCHES = 20;
-async function library(v1) {
+async function library(v1, persist = true) {
   const page = await browser.newPage();
   if (v1) await page.addInitScript(() => Object.defineProperty(Crypto.prototype, 'subtle', { get: () => undefined }));
   await page.goto(origin + '/');
@@ -76,7 +76,7 @@ async function library(v1) {
         }
         return performance.now() - t0;
       },
-      [n, { endpoint: origin, accountId: 'acct_bench_0001', writeKey: P.toBase64(account.publicKey), collectorKey: { keyId, publicKey: P.toBase64(collector.publicKey) }, persist: true }],
+      [n, { endpoint: origin, accountId: 'acct_bench_0001', writeKey: P.toBase64(account.publicKey), collectorKey: { keyId, publicKey: P.toBase64(collector.publicKey) }, persist }],
     );
   await run(2); // warm-up: compile, the fallback chunk, WebCrypto
   const c0 = await thread();
@@ -85,7 +85,7 @@ async function library(v1) {
   await page.close();
   return { cpuMsPerBatch: ms, wallMsPerBatch: wall / BATCHES };
 }
-const lib = { v2: await library(false), v1: await library(true) };
+const lib = { v2: await library(false), v1: await library(true), v2NoPersist: await library(false, false), v1NoPersist: await library(true, false) };
 await browser.close();
 server.close();
 
@@ -93,6 +93,7 @@ const pass = (ok) => (ok ? 'PASS' : 'FAIL');
 const ratio = { v1: cpu.plain / cpu.v1, v2: cpu.plain / cpu.v2 };
 table([
   { figure: 'Library main-thread CPU per 100-point batch, Chromium (ms)', v1: fmt(lib.v1.cpuMsPerBatch, 2), v2: fmt(lib.v2.cpuMsPerBatch, 2), target: 'v2 ≤ 1 ms', result: pass(lib.v2.cpuMsPerBatch <= 1) },
+  { figure: '  the same with persist: false (no localStorage outbox, ms)', v1: fmt(lib.v1NoPersist.cpuMsPerBatch, 2), v2: fmt(lib.v2NoPersist.cpuMsPerBatch, 2), target: '', result: '' },
   { figure: '  (wall per batch incl. async WebCrypto and the POST, ms)', v1: fmt(lib.v1.wallMsPerBatch, 1), v2: fmt(lib.v2.wallMsPerBatch, 1), target: '', result: '' },
   { figure: 'collector CPU per point, open both layers (µs)', v1: fmt(cpu.v1, 2), v2: fmt(cpu.v2, 2), target: 'v2 < v1', result: pass(cpu.v2 < cpu.v1) },
   { figure: 'opening throughput ratio to plaintext JSON.parse', v1: fmt(ratio.v1, 3), v2: fmt(ratio.v2, 3), target: 'v2 ≥ v1', result: pass(ratio.v2 >= ratio.v1) },
