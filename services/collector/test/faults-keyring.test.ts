@@ -6,7 +6,7 @@
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openStore } from '../src/storage/index.js';
 import { loadMasterKeys } from '../src/keyring/index.js';
+import { atomicWrite } from '../src/keyring/fsutil.js';
 import { ADMIN_TOKEN, envelope, points, post, type TestAccount } from './support/collector.js';
 import { until } from './lifecycle-support.js';
 
@@ -171,24 +172,18 @@ async function expectExactlyOnce(dataDir: string, acked: Acked): Promise<void> {
 const keyFile = (dataDir: string, a: TestAccount) => join(dataDir, 'keyring', 'accounts', `${a.accountId}.json`);
 
 /** Real damage to a real key file; returns the reason the collector must give. */
-/**
- * Replaces a file in one step (write aside, rename): a running collector reading it meanwhile
- * sees the old or the new bytes, never a half-written file (which it would rightly report with
- * another reason first, a second log line).
- */
-const replace = (path: string, bytes: string | Uint8Array) => {
-  writeFileSync(`${path}.damage`, bytes);
-  renameSync(`${path}.damage`, path);
-};
+// Damage and restore go through the keyring's own atomicWrite (temp file, rename): a running
+// collector reading the file meanwhile sees the old or the new bytes, never a half-written
+// file (which it would rightly report with another reason first, a second log line).
 const damage = {
   missing: (path: string) => (unlinkSync(path), 'file missing and no tombstone (only a tombstone means deleted)'),
-  truncated: (path: string) => (replace(path, readFileSync(path).subarray(0, 40)), 'not JSON (truncated or garbled)'),
-  empty: (path: string) => (replace(path, ''), 'empty file'),
+  truncated: (path: string) => (atomicWrite(path, readFileSync(path).subarray(0, 40)), 'not JSON (truncated or garbled)'),
+  empty: (path: string) => (atomicWrite(path, ''), 'empty file'),
   garbled: (path: string) => {
     const j = JSON.parse(readFileSync(path, 'utf8')) as { sealed: string };
     const bytes = Buffer.from(j.sealed, 'base64');
     bytes[bytes.length - 5]! ^= 0xff; // one flipped byte inside the ciphertext
-    replace(path, JSON.stringify({ ...j, sealed: bytes.toString('base64') }) + '\n');
+    atomicWrite(path, JSON.stringify({ ...j, sealed: bytes.toString('base64') }) + '\n');
     return 'cannot unwrap (wrong master key or altered file)';
   },
 };
@@ -266,7 +261,7 @@ describe('an account key entry that cannot be read: 503 account_key_unavailable,
     expect(metrics).toMatch(/^cipherstat_batch_rejects_total\{code="account_key_unavailable"\} 5$/m);
 
     // 5. The operator restores the files: the waiting batches are processed, ingest accepts again.
-    for (const a of broken.values()) replace(keyFile(dir, a), originals.get(a.accountId)!);
+    for (const a of broken.values()) atomicWrite(keyFile(dir, a), originals.get(a.accountId)!);
     await new Promise((r) => setTimeout(r, 1000)); // past the keyring's file cache window
     for (const a of broken.values()) expect((await acked.send(c.url, a)).status).toBe(202);
     await until(async () => (await Promise.all(all.map((a) => rowsOf(c.url, a)))).every((r, i) => r.processed === acked.count(all[i]!)), 90_000, 'every acknowledged batch processed');
@@ -311,7 +306,7 @@ describe('an account key entry that cannot be read: 503 account_key_unavailable,
     }
     expect(await (await fetch(`${c.url}/metrics`)).text()).toMatch(/^cipherstat_accounts_key_unavailable 4$/m);
 
-    for (const a of broken.values()) replace(keyFile(dir, a), originals.get(a.accountId)!);
+    for (const a of broken.values()) atomicWrite(keyFile(dir, a), originals.get(a.accountId)!);
     await new Promise((r) => setTimeout(r, 1000));
     for (const a of all) expect((await acked.send(c.url, a)).status).toBe(202);
     await until(async () => (await Promise.all(all.map((a) => rowsOf(c.url, a)))).every((r, i) => r.processed === acked.count(all[i]!)), 90_000, 'every acknowledged batch processed');
