@@ -422,7 +422,7 @@ progress(`data dir ${dataDir}; ${fmt(N)} points, processor tick ${TICK_S} s of t
 // phase runs 20 dashboard clients on one token to measure throughput, not the limits.
 const CLIENTS = Number(args.clients);
 const config = { ...loadConfig({ port: '0', 'data-dir': dataDir, role: 'query' }, {}), queryConcurrency: CLIENTS, queryRowsPerMinute: 1e12 };
-const running = await startCollector(config, { env: {}, log: createLogger({ level: 'warn' }) });
+const running = await startCollector(config, { secrets: {}, log: createLogger({ level: 'warn' }) });
 const { services } = running;
 const store = services.store;
 

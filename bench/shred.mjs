@@ -29,7 +29,7 @@ const METRICS = [
 const dataDir = mkdtempSync(join(tmpdir(), 'cipherstat-bench-shred-'));
 const quiet = new Writable({ write: (_c, _e, cb) => cb() });
 const config = { ...loadConfig({ 'data-dir': dataDir, port: '0' }, {}), role: 'all' };
-const s = await openServices(config, { log: createLogger({ level: 'warn', destination: quiet }), env: { CIPHERSTAT_ADMIN_TOKEN: 'csa_bench_admin_token_0123456789abcdefghijklmnop' } });
+const s = await openServices(config, { log: createLogger({ level: 'warn', destination: quiet }), secrets: { adminToken: 'csa_bench_admin_token_0123456789abcdefghijklmnop' } });
 const totals = async (id) => {
   const c = (await countPurgeRows(s.store, [id])).get(id);
   return { ...c, total: PURGE_TABLES.reduce((n, t) => n + c[t], 0) };

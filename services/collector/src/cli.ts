@@ -13,7 +13,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline/promises';
-import { loadConfig, type Config } from './config.js';
+import { loadConfig, loadSecrets, type Config } from './config.js';
 import { openServices, startCollector, storeOptions } from './services.js';
 import { pino } from 'pino';
 import { createLogger } from './logger.js';
@@ -23,7 +23,7 @@ import { openStore } from './storage/index.js';
 import { isKeyringError } from './keyring/index.js';
 import { isCollectorError } from './errors.js';
 import { loadScript, scriptSnippet } from './script.js';
-import { lastRotation, lifecycleEnv, rotateMaster, DEFAULT_MASTER_ROTATION_DAYS } from './lifecycle/index.js';
+import { lastRotation, rotateMaster, DEFAULT_MASTER_ROTATION_DAYS } from './lifecycle/index.js';
 
 /** Every command: usage, what it does, examples (`cipherstat help COMMAND`, `COMMAND --help`). */
 const COMMANDS: Record<string, { usage: string; about: string; examples: string[] }> = {
@@ -187,7 +187,7 @@ async function proveCollector(url: string, token: string, source: string): Promi
   }
 }
 
-const collectorUrl = (config: Config) => flags.url ?? process.env.CIPHERSTAT_URL ?? `http://${config.host}:${config.port}`;
+const collectorUrl = (config: Config) => config.collectorUrl ?? `http://${config.host}:${config.port}`;
 
 async function remote(config: Config): Promise<{ url: string; token: string } | undefined> {
   const url = collectorUrl(config);
@@ -211,10 +211,11 @@ async function remote(config: Config): Promise<{ url: string; token: string } | 
     return undefined;
   }
   const file = join(config.dataDir, 'admin.token');
+  const { adminToken } = loadSecrets();
   const [token, source] = flags.token
     ? [flags.token, '--token']
-    : process.env.CIPHERSTAT_ADMIN_TOKEN
-      ? [process.env.CIPHERSTAT_ADMIN_TOKEN, 'CIPHERSTAT_ADMIN_TOKEN']
+    : adminToken
+      ? [adminToken, 'CIPHERSTAT_ADMIN_TOKEN']
       : existsSync(file)
         ? [readFileSync(file, 'utf8').trim(), file]
         : [undefined, ''];
@@ -283,7 +284,8 @@ function openKeyring(config: Config, transport?: 'create' | 'optional', restorin
   if (restoring && !existsSync(config.dataDir)) fail(`no data directory ${config.dataDir}; pass the collector's --data-dir D (or CIPHERSTAT_DATA_DIR)`);
   if (!restoring && !existsSync(join(config.dataDir, 'keyring'))) fail(`no keyring in ${config.dataDir} (looked for ${join(config.dataDir, 'keyring')}); pass the collector's --data-dir D (or CIPHERSTAT_DATA_DIR)`);
   const log = createLogger({ level: 'warn', destination: process.stderr });
-  const master = loadMasterKeys({ dataDir: config.dataDir, env: process.env, log });
+  const { masterKey, masterKeyFile } = loadSecrets();
+  const master = loadMasterKeys({ dataDir: config.dataDir, masterKey, masterKeyFile, log });
   return { master, keyring: Keyring.open({ dir: join(config.dataDir, 'keyring'), master, transport }) };
 }
 
@@ -316,7 +318,7 @@ async function main(): Promise<void> {
     return console.log(text);
   }
   if (!cmd) return console.log(HELP);
-  const config = loadConfig({ role: flags.role, host: flags.host, port: flags.port, 'data-dir': flags['data-dir'], partition: flags.partition });
+  const config = loadConfig({ role: flags.role, host: flags.host, port: flags.port, 'data-dir': flags['data-dir'], partition: flags.partition, url: flags.url });
 
   if (cmd === 'serve') {
     const running = await startCollector(config);
@@ -424,7 +426,7 @@ async function main(): Promise<void> {
   }
 
   if (cmd === 'keyring') {
-    const rotationDays = lifecycleEnv(process.env).masterRotationDays ?? DEFAULT_MASTER_ROTATION_DAYS;
+    const rotationDays = config.masterRotationDays ?? DEFAULT_MASTER_ROTATION_DAYS;
     if (sub === 'backup') {
       const { keyring, master } = openKeyring(config);
       const blob = keyring.backup();

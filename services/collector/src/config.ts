@@ -138,6 +138,16 @@ const schema = z.object({
   processTickAccountPoints: z.coerce.number().int().positive().default(10_000),
   /** Process role: compute processing ticks in a worker thread (`1`) or on the main thread (`0`). */
   processWorker: bool(true),
+  /** Compaction scheduler period (ms); unset: the compactor's default; 0: no scheduled compaction (runs only when called). */
+  compactionIntervalMs: z.coerce.number().nonnegative().optional(),
+  /** Lifecycle scheduler period (ms; unset: 60 s). */
+  lifecycleIntervalMs: z.coerce.number().min(10).optional(),
+  /** Days between scheduled master key rotations (unset: 30). */
+  masterRotationDays: z.coerce.number().min(0.001).optional(),
+  /** Log level (pino). */
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /** CLI: the running collector account commands talk to (unset: http://host:port). */
+  collectorUrl: z.string().url().optional(),
 });
 
 export type Config = z.infer<typeof schema>;
@@ -184,6 +194,11 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['processCoalesceMs', 'CIPHERSTAT_PROCESS_COALESCE_MS'],
   ['processTickAccountPoints', 'CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS'],
   ['processWorker', 'CIPHERSTAT_PROCESS_WORKER'],
+  ['compactionIntervalMs', 'CIPHERSTAT_COMPACTION_INTERVAL_MS'],
+  ['lifecycleIntervalMs', 'CIPHERSTAT_LIFECYCLE_INTERVAL_MS'],
+  ['masterRotationDays', 'CIPHERSTAT_MASTER_ROTATION_DAYS'],
+  ['logLevel', 'CIPHERSTAT_LOG_LEVEL'],
+  ['collectorUrl', 'CIPHERSTAT_URL', 'url'],
 ];
 
 /** Builds the config from flags (already parsed) over environment variables; an empty value is unset. */
@@ -202,4 +217,22 @@ export function loadConfig(flags: Record<string, string | undefined> = {}, env: 
     throw new Error(`invalid configuration: ${source[field] ?? issue.path.join('.')}: ${issue.message}`);
   }
   return { ...parsed.data, dataDir: resolve(parsed.data.dataDir) };
+}
+
+/**
+ * Secrets from the environment: kept out of `Config` so that a configuration can be logged,
+ * shown or passed around without carrying a key or token. Empty values are unset.
+ */
+export interface Secrets {
+  /** CIPHERSTAT_MASTER_KEY: the master key(s), base64 (`v1:…,v2:…` for several versions). */
+  masterKey?: string;
+  /** CIPHERSTAT_MASTER_KEY_FILE: a file holding the master key(s). */
+  masterKeyFile?: string;
+  /** CIPHERSTAT_ADMIN_TOKEN: the admin token (else `${dataDir}/admin.token`). */
+  adminToken?: string;
+}
+
+export function loadSecrets(env: NodeJS.ProcessEnv = process.env): Secrets {
+  const get = (name: string) => env[name]?.trim() || undefined;
+  return { masterKey: get('CIPHERSTAT_MASTER_KEY'), masterKeyFile: get('CIPHERSTAT_MASTER_KEY_FILE'), adminToken: get('CIPHERSTAT_ADMIN_TOKEN') };
 }

@@ -24,10 +24,11 @@ export const REDACT = [
   '*.body',
 ];
 
+/** `level`: config.ts `logLevel` (CIPHERSTAT_LOG_LEVEL) where the process has a configuration; default info. */
 export function createLogger(opts: { level?: string; destination?: DestinationStream } = {}): Logger {
   return pino(
     {
-      level: opts.level ?? process.env.CIPHERSTAT_LOG_LEVEL ?? 'info',
+      level: opts.level ?? 'info',
       base: { service: 'cipherstat' },
       redact: { paths: REDACT, censor: '[redacted]' },
     },

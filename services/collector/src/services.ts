@@ -7,7 +7,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { serve, type ServerType } from '@hono/node-server';
-import type { Config } from './config.js';
+import { loadSecrets, type Config, type Secrets } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { openStore, type Store } from './storage/index.js';
@@ -22,7 +22,7 @@ import { Admission, AuthFailures, textFormBytes } from './admission.js';
 import { Fairness } from './fairness.js';
 import { createApp } from './app.js';
 import { QueryCache } from './query/index.js';
-import { Lifecycle, lifecycleEnv } from './lifecycle/index.js';
+import { Lifecycle } from './lifecycle/index.js';
 import { Refusals } from './refusals.js';
 import { loadScript, type ScriptBuild } from './script.js';
 
@@ -62,7 +62,8 @@ export interface Services {
 export interface OpenOptions {
   log?: Logger;
   now?: () => number;
-  env?: NodeJS.ProcessEnv;
+  /** Master key and admin token (default: `loadSecrets()` from the environment). */
+  secrets?: Secrets;
 }
 
 /** Where storage is, from the configuration. */
@@ -77,19 +78,19 @@ export const storeOptions = (config: Config) => ({
 
 /** Opens storage and keyring and builds the services (no HTTP server). */
 export async function openServices(config: Config, opts: OpenOptions = {}): Promise<Services> {
-  const log = opts.log ?? createLogger();
-  const env = opts.env ?? process.env;
+  const log = opts.log ?? createLogger({ level: config.logLevel });
+  const secrets = opts.secrets ?? loadSecrets();
   const now = opts.now ?? Date.now;
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
   const keyringDir = join(config.dataDir, 'keyring');
   const metrics = createMetrics({ rotationIncomplete: () => readRotationRecord(keyringDir)?.pending !== undefined });
   // Keys first: a start that lacks what opens the keyring refuses before touching anything else.
-  const master = loadMasterKeys({ dataDir: config.dataDir, env, log });
+  const master = loadMasterKeys({ dataDir: config.dataDir, masterKey: secrets.masterKey, masterKeyFile: secrets.masterKeyFile, log });
   const keyring = await Keyring.open({ dir: keyringDir, master, now });
   const store = await openStore(storeOptions(config));
   const schema = await store.migrate();
   log.info({ storage: store.kind, schemaFrom: schema.from, schemaVersion: schema.to }, 'storage ready');
-  const admin = loadAdminToken({ dataDir: config.dataDir, env, log });
+  const admin = loadAdminToken({ dataDir: config.dataDir, adminToken: secrets.adminToken, log });
   // Calls made while answering a request end within storageTimeoutMs (503 storage_unavailable);
   // background work (processing, compaction, lifecycle) keeps the store without a deadline of its own.
   const requestStore = store.withDeadline(config.storageTimeoutMs);
@@ -135,11 +136,6 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
       })
     : undefined;
   const fairness = new Fairness({ config, processing: processor, now });
-  const compactionEnv = env.CIPHERSTAT_COMPACTION_INTERVAL_MS;
-  const compactionIntervalMs = compactionEnv === undefined || compactionEnv === '' ? undefined : Number(compactionEnv);
-  if (compactionIntervalMs !== undefined && !(Number.isFinite(compactionIntervalMs) && compactionIntervalMs >= 0)) {
-    throw new Error('invalid configuration: CIPHERSTAT_COMPACTION_INTERVAL_MS must be a number >= 0 (0: no scheduled compaction)');
-  }
   // One compactor for all accounts (its passes assume no other compactor runs): the process
   // node of partition 0, or the only one.
   const compactor = roles.process && (parsePartition(config.processPartition)?.index ?? 0) === 0
@@ -149,7 +145,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         log,
         now,
         registry: metrics.registry,
-        intervalMs: compactionIntervalMs,
+        intervalMs: config.compactionIntervalMs,
         onCompacted: (ids) => queryCache.invalidate(ids),
       })
     : undefined;
@@ -164,7 +160,8 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const lifecycle = new Lifecycle({
     store, keyring, accounts, metrics, log, writer, processor, master, now,
     graceDays: config.graceDays,
-    ...lifecycleEnv(env),
+    masterRotationDays: config.masterRotationDays,
+    intervalMs: config.lifecycleIntervalMs,
   });
   // Deleting or wiping an account drops its cached query results everywhere in this process.
   lifecycle.onShred.push((id) => queryCache.dropAccount(id));

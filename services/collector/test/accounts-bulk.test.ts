@@ -20,7 +20,7 @@ const ids: string[] = [];
 let reads = 0;
 
 beforeAll(async () => {
-  store = await openStore({ dataDir: join(dir, 'data') }, {});
+  store = await openStore({ dataDir: join(dir, 'data') });
   await store.migrate();
   const getAccounts = store.getAccounts.bind(store);
   const getAccount = store.getAccount.bind(store);

@@ -70,7 +70,7 @@ it('every acknowledged batch survives kill -9 exactly once', { timeout: 120_000 
   }
   await stopProcess(p);
 
-  const store = await openStore({ dataDir }, {});
+  const store = await openStore({ dataDir });
   try {
     const rows = await store.query<{ batch_id: string; n: string }>('SELECT batch_id, count() AS n FROM batches WHERE account_id = {a:String} GROUP BY batch_id', { a: account.accountId });
     const stored = new Map(rows.map((r) => [r.batch_id, Number(r.n)]));

@@ -8,7 +8,7 @@ import { request, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { toBase64 } from '@cipherstat/protocol';
-import { loadConfig, type Config } from '../src/config.js';
+import { loadConfig, loadSecrets, type Config } from '../src/config.js';
 import { resolveClient, textFormBytes } from '../src/admission.js';
 import type { RejectRow, Store } from '../src/storage/types.js';
 import { ADMIN_TOKEN, createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
@@ -42,6 +42,28 @@ describe('configuration booleans are strict', () => {
     expect(loadConfig({}, { CIPHERSTAT_PROCESS_WORKER: 'yes' }).processWorker).toBe(true);
     expect(loadConfig({}, {}).processWorker).toBe(true);
     expect(() => loadConfig({ port: 'x' }, {})).toThrow(/--port/);
+  });
+
+  it('every CIPHERSTAT_* setting is read by loadConfig alone; secrets stay out of the config', () => {
+    const env = {
+      CIPHERSTAT_COMPACTION_INTERVAL_MS: '0',
+      CIPHERSTAT_LIFECYCLE_INTERVAL_MS: '250',
+      CIPHERSTAT_MASTER_ROTATION_DAYS: '7',
+      CIPHERSTAT_LOG_LEVEL: 'warn',
+      CIPHERSTAT_URL: 'http://127.0.0.1:9999',
+      CIPHERSTAT_ADMIN_TOKEN: ' csa_admin ',
+      CIPHERSTAT_MASTER_KEY: 'k',
+    };
+    const config = loadConfig({}, env);
+    expect(config).toMatchObject({ compactionIntervalMs: 0, lifecycleIntervalMs: 250, masterRotationDays: 7, logLevel: 'warn', collectorUrl: 'http://127.0.0.1:9999' });
+    expect(JSON.stringify(config)).not.toMatch(/csa_admin|masterKey/);
+    expect(loadSecrets(env)).toEqual({ adminToken: 'csa_admin', masterKey: 'k', masterKeyFile: undefined });
+    expect(loadConfig({}, {})).toMatchObject({ compactionIntervalMs: undefined, lifecycleIntervalMs: undefined, masterRotationDays: undefined, logLevel: 'info' });
+    expect(() => loadConfig({}, { CIPHERSTAT_COMPACTION_INTERVAL_MS: '-1' })).toThrow(/CIPHERSTAT_COMPACTION_INTERVAL_MS/);
+    expect(() => loadConfig({}, { CIPHERSTAT_LIFECYCLE_INTERVAL_MS: '5' })).toThrow(/CIPHERSTAT_LIFECYCLE_INTERVAL_MS/);
+    expect(() => loadConfig({}, { CIPHERSTAT_MASTER_ROTATION_DAYS: 'soon' })).toThrow(/CIPHERSTAT_MASTER_ROTATION_DAYS/);
+    expect(() => loadConfig({}, { CIPHERSTAT_LOG_LEVEL: 'loud' })).toThrow(/CIPHERSTAT_LOG_LEVEL/);
+    expect(() => loadConfig({ url: 'not a url' }, {})).toThrow(/--url/);
   });
 });
 

@@ -101,7 +101,7 @@ it.skipIf(!mounted)('disk full: 503 storage_unavailable naming the path and free
     }, { timeout: 180_000, interval: 500 })
     .toBeGreaterThanOrEqual(t.acked.size);
   await stopProcess(p);
-  const store = await openStore({ dataDir }, {});
+  const store = await openStore({ dataDir });
   try {
     const totals = await expectExactlyOnce(store, account.accountId, t);
     console.log(`fault disk full: ${totals.acknowledged} acknowledged, ${totals.counted} counted, statuses ${JSON.stringify([...t.statuses])}`);

@@ -154,7 +154,7 @@ async function counted(url: string, a: TestAccount): Promise<number> {
 
 /** Storage, read after the collector stopped: every acknowledged batch stored once, processed once. */
 async function expectExactlyOnce(dataDir: string, acked: Acked): Promise<void> {
-  const store = await openStore({ dataDir }, {});
+  const store = await openStore({ dataDir });
   try {
     for (const [accountId, ids] of acked.ids) {
       const stored = await store.query<{ batch_id: string; n: string }>('SELECT batch_id, count() AS n FROM batches WHERE account_id = {a:String} GROUP BY batch_id', { a: accountId });
@@ -513,7 +513,7 @@ describe('an interrupted master key rotation', () => {
     const [a, b] = accounts as [TestAccount, TestAccount];
     // The state a crash right after the rotation recorded its new version leaves: v2 current,
     // nothing re-wrapped yet. (The real code path, stopped where kill -9 would stop it.)
-    const master = loadMasterKeys({ dataDir: dir, env: {}, log: { info() {}, warn() {} } });
+    const master = loadMasterKeys({ dataDir: dir, log: { info() {}, warn() {} } });
     expect(master.rotate()).toBe(2);
     expect(readdirSync(join(dir, 'master-keys')).sort()).toEqual(['v1.key', 'v2.key']);
     // ... and one damaged entry that keeps the re-wrap from finishing.
@@ -549,7 +549,7 @@ describe('an interrupted master key rotation', () => {
 
   it('with nothing in the way, the next start resumes and finishes it', { timeout: 300_000 }, async () => {
     const { dir, acked, accounts, keyId } = await populated();
-    const master = loadMasterKeys({ dataDir: dir, env: {}, log: { info() {}, warn() {} } });
+    const master = loadMasterKeys({ dataDir: dir, log: { info() {}, warn() {} } });
     expect(master.rotate()).toBe(2);
     const c = await recovers(dir, acked, accounts, keyId);
     await until(async () => readdirSync(join(dir, 'master-keys')).length === 1 && true, 90_000, 'the rotation to finish');

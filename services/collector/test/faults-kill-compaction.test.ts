@@ -62,7 +62,7 @@ it('kill -9 during compaction passes: processed exactly once, the queried total 
   expect(await queriedSum(p.url, account)).toBe(expected);
   await stopProcess(p);
   p = undefined;
-  const store = await openStore({ dataDir }, {});
+  const store = await openStore({ dataDir });
   try {
     const totals = await expectExactlyOnce(store, account.accountId, t);
     console.log(`fault kill -9 during compaction: ${totals.acknowledged} acknowledged, ${totals.counted} counted, ${expected} queried`);

@@ -77,7 +77,7 @@ it('kill -9 during shred and during purge: whole or not at all, purge resumes, t
   await expect.poll(async () => (await details(keep.accountId)).rows.processed, { timeout: 180_000, interval: 250 }).toBeGreaterThanOrEqual(kept.acked.size);
   await stopProcess(p);
   p = undefined;
-  const store = await openStore({ dataDir }, {});
+  const store = await openStore({ dataDir });
   try {
     const totals = await expectExactlyOnce(store, keep.accountId, kept);
     console.log(`fault kill -9 during shred (${first}) and purge: kept account ${totals.acknowledged} acknowledged, ${totals.counted} counted`);

@@ -78,7 +78,7 @@ it('SIGSTOP/SIGCONT under Library traffic: every point recorded counted exactly 
   await stopProcess(p);
   p = undefined;
 
-  const store = await openStore({ dataDir }, {});
+  const store = await openStore({ dataDir });
   try {
     const rows = await store.query<{ n: string; dupes: string; pts: string }>(
       `SELECT count() AS n, count() - uniqExact(batch_id) AS dupes, sum(accepted) AS pts FROM processed FINAL WHERE account_id = {a:String}`,

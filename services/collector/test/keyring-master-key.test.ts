@@ -41,7 +41,7 @@ describe('loadMasterKeys: local generated key', () => {
   it('generates v1 once, mode 0600 in a 0700 directory, with a loud warning that never holds the key', () => {
     const dataDir = tempDir();
     const { log, lines } = captureLog();
-    const keys = loadMasterKeys({ dataDir, env: {}, log });
+    const keys = loadMasterKeys({ dataDir, log });
     expect(keys.source).toBe('local');
     expect(keys.generated).toBe(true);
     const dir = join(dataDir, 'master-keys');
@@ -59,14 +59,14 @@ describe('loadMasterKeys: local generated key', () => {
     expect(warning.msg).toMatch(/KMS/);
     expect(JSON.stringify(lines)).not.toContain(toBase64(key));
 
-    const again = loadMasterKeys({ dataDir, env: {}, log: captureLog().log });
+    const again = loadMasterKeys({ dataDir, log: captureLog().log });
     expect(again.generated).toBe(false);
     expect(again.current().key).toEqual(key);
   });
 
   it('rotates to n+1, keeps old versions for unwrapping, destroys only non-current ones', () => {
     const dataDir = tempDir();
-    const keys = loadMasterKeys({ dataDir, env: {}, log: captureLog().log });
+    const keys = loadMasterKeys({ dataDir, log: captureLog().log });
     const v1 = keys.current().key.slice();
     expect(keys.rotate()).toBe(2);
     expect(keys.current().version).toBe(2);
@@ -75,7 +75,7 @@ describe('loadMasterKeys: local generated key', () => {
     expect(code(() => keys.destroy(2))).toBe('master_key_in_use');
 
     // another process (a second provider on the same directory) sees the rotation
-    const other = loadMasterKeys({ dataDir, env: {}, log: captureLog().log });
+    const other = loadMasterKeys({ dataDir, log: captureLog().log });
     expect(other.current().version).toBe(2);
 
     expect(keys.destroy(1)).toBe(true);
@@ -89,22 +89,22 @@ describe('loadMasterKeys: local generated key', () => {
 describe('loadMasterKeys: keys created once, versions current only by a recorded rotation', () => {
   it('never generates a key over a keyring that has entries; says what to restore and writes nothing', () => {
     const dataDir = tempDir();
-    Keyring.open({ dir: join(dataDir, 'keyring'), master: loadMasterKeys({ dataDir, env: {}, log: captureLog().log }) });
+    Keyring.open({ dir: join(dataDir, 'keyring'), master: loadMasterKeys({ dataDir, log: captureLog().log }) });
     rmSync(join(dataDir, 'master-keys', 'v1.key'));
     const { log, lines } = captureLog();
-    expect(code(() => loadMasterKeys({ dataDir, env: {}, log }))).toBe('keyring_incomplete');
-    expect(() => loadMasterKeys({ dataDir, env: {}, log })).toThrow(/Restore .*v1\.key from your master key backup.*Nothing was written/);
+    expect(code(() => loadMasterKeys({ dataDir, log }))).toBe('keyring_incomplete');
+    expect(() => loadMasterKeys({ dataDir, log })).toThrow(/Restore .*v1\.key from your master key backup.*Nothing was written/);
     expect(readdirSync(join(dataDir, 'master-keys'))).toEqual([]);
     expect(lines).toEqual([]);
   });
 
   it('ignores a version file no rotation recorded (never current), and a rotation is recorded before it is used, then resumed', () => {
     const dataDir = tempDir();
-    const keys = loadMasterKeys({ dataDir, env: {}, log: captureLog().log });
+    const keys = loadMasterKeys({ dataDir, log: captureLog().log });
     const v1 = keys.current().key.slice();
     writeFileSync(join(dataDir, 'master-keys', 'v2.key'), toBase64(randomBytes(32)) + '\n');
     const { log, lines } = captureLog();
-    const again = loadMasterKeys({ dataDir, env: {}, log });
+    const again = loadMasterKeys({ dataDir, log });
     expect(again.current()).toEqual({ version: 1, key: v1 });
     expect(again.get(2)).toBeUndefined();
     expect(again.ignoredVersions()).toEqual([2]);
@@ -112,7 +112,7 @@ describe('loadMasterKeys: keys created once, versions current only by a recorded
     // a rotation never takes the stray file for its key
     expect(again.rotate()).toBe(3);
     expect(JSON.parse(readFileSync(join(dataDir, 'keyring', 'master-rotation.json'), 'utf8'))).toMatchObject({ masterKeyVersion: 1, pending: { version: 3 } });
-    expect(loadMasterKeys({ dataDir, env: {}, log: captureLog().log }).current().version).toBe(3);
+    expect(loadMasterKeys({ dataDir, log: captureLog().log }).current().version).toBe(3);
     // interrupted here: rotate() again resumes the same version
     expect(again.rotate()).toBe(3);
     expect(again.ignoredVersions()).toEqual([2]);
@@ -122,7 +122,7 @@ describe('loadMasterKeys: keys created once, versions current only by a recorded
 describe('loadMasterKeys: configured key', () => {
   it('reads CIPHERSTAT_MASTER_KEY as version 1', () => {
     const key = randomBytes(32);
-    const keys = loadMasterKeys({ dataDir: tempDir(), env: { CIPHERSTAT_MASTER_KEY: toBase64(key) }, log: captureLog().log });
+    const keys = loadMasterKeys({ dataDir: tempDir(), masterKey: toBase64(key), log: captureLog().log });
     expect(keys.source).toBe('env');
     expect(keys.current()).toEqual({ version: 1, key });
     expect(code(() => keys.rotate())).toBe('master_key_readonly');
@@ -132,8 +132,8 @@ describe('loadMasterKeys: configured key', () => {
   it('reads the versioned form; the highest version is current', () => {
     const k1 = randomBytes(32);
     const k3 = randomBytes(32);
-    const env = { CIPHERSTAT_MASTER_KEY: `v3:${toBase64(k3)}, v1:${toBase64(k1)}` };
-    const keys = loadMasterKeys({ dataDir: tempDir(), env, log: captureLog().log });
+    const masterKey = `v3:${toBase64(k3)}, v1:${toBase64(k1)}`;
+    const keys = loadMasterKeys({ dataDir: tempDir(), masterKey, log: captureLog().log });
     expect(keys.current()).toEqual({ version: 3, key: k3 });
     expect(keys.get(1)).toEqual(k1);
     expect(keys.get(2)).toBeUndefined();
@@ -145,7 +145,7 @@ describe('loadMasterKeys: configured key', () => {
     const key = randomBytes(32);
     const file = join(tempDir(), 'kek');
     writeFileSync(file, toBase64(key) + '\n', { mode: 0o600 });
-    const keys = loadMasterKeys({ dataDir, env: { CIPHERSTAT_MASTER_KEY_FILE: file }, log: captureLog().log });
+    const keys = loadMasterKeys({ dataDir, masterKeyFile: file, log: captureLog().log });
     expect(keys.source).toBe('file');
     expect(keys.current().key).toEqual(key);
     expect(readdirSync(dataDir)).toEqual([]);
@@ -155,19 +155,19 @@ describe('loadMasterKeys: configured key', () => {
     const short = toBase64(randomBytes(16));
     let err: KeyringError | undefined;
     try {
-      loadMasterKeys({ dataDir: tempDir(), env: { CIPHERSTAT_MASTER_KEY: short }, log: captureLog().log });
+      loadMasterKeys({ dataDir: tempDir(), masterKey: short, log: captureLog().log });
     } catch (e) {
       err = e as KeyringError;
     }
     expect(err?.code).toBe('master_key_invalid');
     expect(err?.message).not.toContain(short);
-    expect(code(() => loadMasterKeys({ dataDir: tempDir(), env: { CIPHERSTAT_MASTER_KEY: 'not base64!' }, log: captureLog().log }))).toBe('master_key_invalid');
+    expect(code(() => loadMasterKeys({ dataDir: tempDir(), masterKey: 'not base64!', log: captureLog().log }))).toBe('master_key_invalid');
     const k = toBase64(randomBytes(32));
-    expect(code(() => loadMasterKeys({ dataDir: tempDir(), env: { CIPHERSTAT_MASTER_KEY: `v1:${k},v1:${k}` }, log: captureLog().log }))).toBe('master_key_invalid');
+    expect(code(() => loadMasterKeys({ dataDir: tempDir(), masterKey: `v1:${k},v1:${k}`, log: captureLog().log }))).toBe('master_key_invalid');
     expect(
-      code(() => loadMasterKeys({ dataDir: tempDir(), env: { CIPHERSTAT_MASTER_KEY: k, CIPHERSTAT_MASTER_KEY_FILE: '/x' }, log: captureLog().log })),
+      code(() => loadMasterKeys({ dataDir: tempDir(), masterKey: k, masterKeyFile: '/x', log: captureLog().log })),
     ).toBe('master_key_config');
-    expect(code(() => loadMasterKeys({ dataDir: tempDir(), env: { CIPHERSTAT_MASTER_KEY_FILE: '/nonexistent/kek' }, log: captureLog().log }))).toBe('master_key_config');
+    expect(code(() => loadMasterKeys({ dataDir: tempDir(), masterKeyFile: '/nonexistent/kek', log: captureLog().log }))).toBe('master_key_config');
     expect(code(() => staticMasterKeys({ 1: randomBytes(31) }))).toBe('master_key_invalid');
   });
 });

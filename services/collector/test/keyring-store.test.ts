@@ -385,7 +385,7 @@ describe('shred and tombstones', () => {
 
   it('a master key rotation finishes an interrupted shred instead of keeping the old KEK alive', () => {
     const dataDir = tempDir();
-    const kek = loadMasterKeys({ dataDir, env: {}, log: silent });
+    const kek = loadMasterKeys({ dataDir, log: silent });
     const dir = join(dataDir, 'keyring');
     const k = Keyring.open({ dir, master: kek });
     k.createAccount(A);
@@ -398,7 +398,7 @@ describe('shred and tombstones', () => {
 describe('master key rotation and backups', () => {
   it('re-wraps every entry under the new version and destroys the old one', () => {
     const dataDir = tempDir();
-    const kek = loadMasterKeys({ dataDir, env: {}, log: silent });
+    const kek = loadMasterKeys({ dataDir, log: silent });
     const dir = join(dataDir, 'keyring');
     const k = Keyring.open({ dir, master: kek, cacheTtlMs: 0 });
     const a = k.createAccount(A);
@@ -410,7 +410,7 @@ describe('master key rotation and backups', () => {
     expect(rotateMasterKey(k, kek)).toEqual({ version: 2, rewrapped: 2, destroyed: [1] });
     expect(k.masterKeyVersionsInUse()).toEqual([2]);
     expect(readdirSync(join(dataDir, 'master-keys'))).toEqual(['v2.key']);
-    const reopened = Keyring.open({ dir, master: loadMasterKeys({ dataDir, env: {}, log: silent }) });
+    const reopened = Keyring.open({ dir, master: loadMasterKeys({ dataDir, log: silent }) });
     expect(reopened.accountKeys(A)).toEqual([a]);
     expect(reopened.currentTransportKey()).toEqual(transport);
     // a backup from before the rotation is now noise

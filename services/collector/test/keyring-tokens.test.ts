@@ -55,7 +55,7 @@ describe('loadAdminToken', () => {
   it('generates admin.token with mode 0600, logs only its location, and reuses it', () => {
     const dataDir = tempDir();
     const { log, lines } = captureLog();
-    const first = loadAdminToken({ dataDir, env: {}, log });
+    const first = loadAdminToken({ dataDir, log });
     const path = join(dataDir, 'admin.token');
     expect(first).toEqual({ hash: expect.stringMatching(/^[0-9a-f]{64}$/), path, generated: true });
     expect(statSync(path).mode & 0o777).toBe(0o600);
@@ -66,7 +66,7 @@ describe('loadAdminToken', () => {
     expect(lines.join('\n')).not.toContain(token);
     expect(lines.join('\n')).not.toContain(token.slice(4));
 
-    const second = loadAdminToken({ dataDir, env: {}, log });
+    const second = loadAdminToken({ dataDir, log });
     expect(second).toEqual({ hash: first.hash, path, generated: false });
   });
 
@@ -74,9 +74,9 @@ describe('loadAdminToken', () => {
     const dataDir = tempDir();
     const token = newToken('admin');
     const { log, lines } = captureLog();
-    const loaded = loadAdminToken({ dataDir, env: { CIPHERSTAT_ADMIN_TOKEN: token }, log });
+    const loaded = loadAdminToken({ dataDir, adminToken: token, log });
     expect(loaded).toEqual({ hash: hashToken(token), generated: false });
     expect(lines.join('\n')).not.toContain(token);
-    expect(() => loadAdminToken({ dataDir, env: { CIPHERSTAT_ADMIN_TOKEN: 'secret' }, log })).toThrow(KeyringError);
+    expect(() => loadAdminToken({ dataDir, adminToken: 'secret', log })).toThrow(KeyringError);
   });
 });

@@ -33,7 +33,7 @@ const deps = () => ({ store, keyring, cache });
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'cipherstat-query-'));
-  store = await openStore({ dataDir: dir }, {});
+  store = await openStore({ dataDir: dir });
   await store.migrate();
   keyring = Keyring.open({ dir: join(dir, 'keyring'), master: staticMasterKeys({ 1: randomBytes(32) }) });
   keyring.createAccount(A);

@@ -9,11 +9,11 @@ import { storeConformance } from './support/storage-conformance.js';
 const dataDir = await mkdtemp(join(tmpdir(), 'cipherstat-storage-chdb-'));
 afterAll(() => rm(dataDir, { recursive: true, force: true }));
 
-storeConformance('chdb', { open: () => openStore({ dataDir }, {}) });
+storeConformance('chdb', { open: () => openStore({ dataDir }) });
 
 describe('chdb adapter', () => {
   it('keeps its files under <dataDir>/clickhouse and honours the database name', async () => {
-    const store = await openStore({ dataDir, database: 'other_db' }, {});
+    const store = await openStore({ dataDir, database: 'other_db' });
     expect(store.kind).toBe('chdb');
     await store.migrate();
     expect(await store.tables()).toContain('other_db.batches');
@@ -23,17 +23,17 @@ describe('chdb adapter', () => {
   });
 
   it('refuses a second data directory in the same process while one is open', async () => {
-    const store = await openStore({ dataDir }, {});
+    const store = await openStore({ dataDir });
     const other = await mkdtemp(join(tmpdir(), 'cipherstat-storage-other-'));
-    await expect(openStore({ dataDir: other }, {})).rejects.toMatchObject({ code: 'storage_unavailable' });
+    await expect(openStore({ dataDir: other })).rejects.toMatchObject({ code: 'storage_unavailable' });
     await store.ping();
     await store.close();
     await rm(other, { recursive: true, force: true });
   });
 
   it('refuses a cluster and a missing dataDir', async () => {
-    await expect(openStore({ dataDir, cluster: 'c1' }, {})).rejects.toMatchObject({ code: 'storage_invalid_input' });
-    await expect(openStore({}, {})).rejects.toMatchObject({ code: 'storage_invalid_input' });
-    await expect(openStore({ dataDir, database: 'bad-name; DROP' }, {})).rejects.toMatchObject({ code: 'storage_invalid_input' });
+    await expect(openStore({ dataDir, cluster: 'c1' })).rejects.toMatchObject({ code: 'storage_invalid_input' });
+    await expect(openStore({})).rejects.toMatchObject({ code: 'storage_invalid_input' });
+    await expect(openStore({ dataDir, database: 'bad-name; DROP' })).rejects.toMatchObject({ code: 'storage_invalid_input' });
   });
 });

@@ -25,7 +25,7 @@ it('keeps every acknowledged insert, exactly once and whole, after kill -9', asy
   child.kill('SIGKILL');
   await exited;
 
-  const store = await openStore({ dataDir }, {});
+  const store = await openStore({ dataDir });
   await store.migrate();
   const rows = await store.query<{ i: string; n: string }>(
     "SELECT splitByChar('-', batch_id)[1] AS i, count() AS n FROM cipherstat.batches WHERE account_id = 'acct-kill' GROUP BY i",

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { ClickHouseLogLevel, createClient } from '@clickhouse/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LIST_PARAM_BYTES, openStore, type RollupRow, type Store } from '../src/storage/index.js';
+import { loadConfig } from '../src/config.js';
+import { storeOptions } from '../src/services.js';
 import { startClickHouseHttp, type ClickHouseHttp } from './support/clickhouse-http.js';
 import { ALL_BYTES, account, batch, storeConformance } from './support/storage-conformance.js';
 
@@ -29,8 +31,8 @@ afterAll(async () => {
 
 const open = (): Promise<Store> =>
   realUrl
-    ? openStore({ url: realUrl, database, cluster: process.env.CLICKHOUSE_TEST_CLUSTER }, {})
-    : openStore({ url: shim!.url, database, user: 'cipher', password: 'pw-never-in-sql' }, {});
+    ? openStore({ url: realUrl, database, cluster: process.env.CLICKHOUSE_TEST_CLUSTER })
+    : openStore({ url: shim!.url, database, user: 'cipher', password: 'pw-never-in-sql' });
 
 storeConformance(realUrl ? 'remote (ClickHouse server)' : 'remote (chDB HTTP shim)', {
   open,
@@ -41,15 +43,17 @@ storeConformance(realUrl ? 'remote (ClickHouse server)' : 'remote (chDB HTTP shi
 
 describe('remote adapter', () => {
   it('is unavailable against a dead URL', async () => {
-    const store = await openStore({ url: 'http://127.0.0.1:9' }, {});
+    const store = await openStore({ url: 'http://127.0.0.1:9' });
     expect(store.kind).toBe('remote');
     await expect(store.ping()).rejects.toMatchObject({ name: 'StorageError', code: 'storage_unavailable' });
     await expect(store.insertBatches([batch('a', 'b', Date.now())])).rejects.toMatchObject({ code: 'storage_unavailable' });
     await store.close();
   });
 
-  it('takes its settings from CLICKHOUSE_* when options leave them out', async () => {
-    const store = await openStore({}, { CLICKHOUSE_URL: 'http://127.0.0.1:9', CLICKHOUSE_DATABASE: 'x' });
+  it('takes its settings from CLICKHOUSE_* through the configuration', async () => {
+    const config = loadConfig({}, { CLICKHOUSE_URL: 'http://127.0.0.1:9', CLICKHOUSE_DATABASE: 'x' });
+    expect(storeOptions(config)).toMatchObject({ url: 'http://127.0.0.1:9', database: 'x' });
+    const store = await openStore(storeOptions(config));
     expect(store.kind).toBe('remote');
     await store.close();
   });
@@ -84,7 +88,7 @@ describe.skipIf(realUrl)('ClickHouse HTTP shim', () => {
     const c = createClient({ url: shim!.url, username: 'cipher', password: 'wrong', log: { level: ClickHouseLogLevel.OFF } });
     await expect(c.query({ query: 'SELECT 1' })).rejects.toMatchObject({ code: '516', type: 'AUTHENTICATION_FAILED' });
     await c.close();
-    const store = await openStore({ url: shim!.url, user: 'cipher', password: 'wrong' }, {});
+    const store = await openStore({ url: shim!.url, user: 'cipher', password: 'wrong' });
     await expect(store.putAccount(account('a', 1))).rejects.toMatchObject({ code: 'storage_query_failed', clickhouseCode: 516 });
     await store.close();
   });

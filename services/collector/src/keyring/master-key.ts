@@ -54,7 +54,10 @@ export interface KeyringLog {
 
 export interface LoadOptions {
   dataDir: string;
-  env?: Record<string, string | undefined>;
+  /** CIPHERSTAT_MASTER_KEY (config.ts `loadSecrets`). */
+  masterKey?: string;
+  /** CIPHERSTAT_MASTER_KEY_FILE (config.ts `loadSecrets`). */
+  masterKeyFile?: string;
   log: KeyringLog;
 }
 
@@ -341,9 +344,9 @@ class LocalMasterKeys implements ManagedMasterKeys {
   }
 }
 
-export function loadMasterKeys({ dataDir, env = process.env, log }: LoadOptions): ManagedMasterKeys {
-  const inline = env.CIPHERSTAT_MASTER_KEY?.trim();
-  const file = env.CIPHERSTAT_MASTER_KEY_FILE?.trim();
+export function loadMasterKeys({ dataDir, masterKey, masterKeyFile, log }: LoadOptions): ManagedMasterKeys {
+  const inline = masterKey?.trim();
+  const file = masterKeyFile?.trim();
   if (inline && file) {
     throw new KeyringError('master_key_config', 'set CIPHERSTAT_MASTER_KEY or CIPHERSTAT_MASTER_KEY_FILE, not both');
   }

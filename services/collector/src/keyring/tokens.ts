@@ -70,14 +70,15 @@ export interface AdminToken {
  */
 export function loadAdminToken({
   dataDir,
-  env = process.env,
+  adminToken,
   log,
 }: {
   dataDir: string;
-  env?: Record<string, string | undefined>;
+  /** CIPHERSTAT_ADMIN_TOKEN (config.ts `loadSecrets`). */
+  adminToken?: string;
   log: KeyringLog;
 }): AdminToken {
-  const fromEnv = env.CIPHERSTAT_ADMIN_TOKEN?.trim();
+  const fromEnv = adminToken?.trim();
   if (fromEnv) {
     if (fromEnv.length < MIN_ADMIN_TOKEN_LENGTH) {
       throw new KeyringError('admin_token_invalid', `CIPHERSTAT_ADMIN_TOKEN must be at least ${MIN_ADMIN_TOKEN_LENGTH} characters`);

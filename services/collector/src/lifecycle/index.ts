@@ -1,6 +1,5 @@
 export {
   Lifecycle,
-  lifecycleEnv,
   DEFAULT_GRACE_DAYS,
   DEFAULT_LIFECYCLE_INTERVAL_MS,
   DEFAULT_RETENTION_INTERVAL_MS,

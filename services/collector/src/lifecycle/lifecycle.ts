@@ -45,24 +45,12 @@ export interface LifecycleOptions {
   now?: () => number;
   /** Days between deactivation and shred (default 7). */
   graceDays?: number;
-  /** Days between master key rotations (default 30, CIPHERSTAT_MASTER_ROTATION_DAYS). */
+  /** Days between master key rotations (default 30; config `masterRotationDays`). */
   masterRotationDays?: number;
-  /** Scheduler period (default 60 s, CIPHERSTAT_LIFECYCLE_INTERVAL_MS). */
+  /** Scheduler period (default 60 s; config `lifecycleIntervalMs`). */
   intervalMs?: number;
   /** How often the retention job runs (default 1 h). */
   retentionIntervalMs?: number;
-}
-
-/** Options that come from the environment. */
-export function lifecycleEnv(env: NodeJS.ProcessEnv): Pick<LifecycleOptions, 'masterRotationDays' | 'intervalMs'> {
-  const num = (name: string, min: number): number | undefined => {
-    const v = env[name];
-    if (v === undefined || v === '') return undefined;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < min) throw new Error(`invalid configuration: ${name} must be a number >= ${min}`);
-    return n;
-  };
-  return { masterRotationDays: num('CIPHERSTAT_MASTER_ROTATION_DAYS', 0.001), intervalMs: num('CIPHERSTAT_LIFECYCLE_INTERVAL_MS', 10) };
 }
 
 export interface DeactivateReport {

@@ -18,20 +18,14 @@ export interface OpenStoreOptions {
 
 /**
  * Opens the store: a ClickHouse server when `url` is given, else embedded chDB under `dataDir`.
- * Missing options fall back to CLICKHOUSE_URL, CLICKHOUSE_DATABASE, CLICKHOUSE_USER,
- * CLICKHOUSE_PASSWORD and CLICKHOUSE_CLUSTER. Call `migrate()` before use.
+ * The options come from the configuration (config.ts: CLICKHOUSE_URL, CLICKHOUSE_DATABASE,
+ * CLICKHOUSE_USER, CLICKHOUSE_PASSWORD, CLICKHOUSE_CLUSTER; services.ts `storeOptions`).
+ * Call `migrate()` before use.
  */
-export async function openStore(options: OpenStoreOptions, env: NodeJS.ProcessEnv = process.env): Promise<Store> {
-  const url = options.url ?? env.CLICKHOUSE_URL;
-  const database = options.database ?? env.CLICKHOUSE_DATABASE;
+export async function openStore(options: OpenStoreOptions): Promise<Store> {
+  const { url, database } = options;
   if (url) {
-    return openRemoteStore({
-      url,
-      database,
-      user: options.user ?? env.CLICKHOUSE_USER,
-      password: options.password ?? env.CLICKHOUSE_PASSWORD,
-      cluster: options.cluster ?? env.CLICKHOUSE_CLUSTER,
-    });
+    return openRemoteStore({ url, database, user: options.user, password: options.password, cluster: options.cluster });
   }
   if (options.cluster) throw new StorageError('storage_invalid_input', 'cluster needs a ClickHouse server (url)');
   if (!options.dataDir) throw new StorageError('storage_invalid_input', 'openStore needs a dataDir or a url');

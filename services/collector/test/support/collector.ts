@@ -18,6 +18,7 @@ export interface TestCollector extends RunningCollector {
 }
 
 export async function startTestCollector(
+  /** env: CIPHERSTAT_* settings read by loadConfig (as the CLI would). */
   opts: { config?: Partial<Config>; env?: Record<string, string>; now?: () => number; dataDir?: string; fromDist?: boolean } = {},
 ): Promise<TestCollector> {
   // From the compiled files (services/collector/dist): the processor then runs ticks in its worker thread.
@@ -38,10 +39,10 @@ export async function startTestCollector(
   });
   // Generous storage deadlines unless a test sets its own: on a loaded machine a slow call is
   // slow, not a fault (the fault suite sets short ones and asserts the 503s).
-  const config = { ...loadConfig({ port: '0', 'data-dir': dataDir }, {}), storageTimeoutMs: 60_000, queryTimeoutMs: 60_000, readyTimeoutMs: 1000, ...opts.config };
+  const config = { ...loadConfig({ port: '0', 'data-dir': dataDir }, opts.env ?? {}), storageTimeoutMs: 60_000, queryTimeoutMs: 60_000, readyTimeoutMs: 1000, ...opts.config };
   const running = await startCollector(config, {
     log: createLogger({ level: 'debug', destination }),
-    env: { CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, ...opts.env },
+    secrets: { adminToken: ADMIN_TOKEN },
     now: opts.now,
   });
   const admin = (method: string, path: string, body?: unknown) =>

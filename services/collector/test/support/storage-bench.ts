@@ -42,7 +42,7 @@ async function time(on: Store, off: Store, n: number): Promise<[string, string]>
 
 const stores: Store[] = [];
 for (const database of ['bench_fsync', 'bench_nofsync']) {
-  const store = await openStore({ dataDir, database }, {});
+  const store = await openStore({ dataDir, database });
   await store.migrate();
   stores.push(store);
 }

@@ -7,7 +7,7 @@ import { openStore } from '../../src/storage/index.js';
 
 const dataDir = process.argv[2];
 if (!dataDir) throw new Error('usage: storage-kill-child.ts <dataDir>');
-const store = await openStore({ dataDir }, {});
+const store = await openStore({ dataDir });
 await store.migrate();
 for (let i = 0; ; i++) {
   const now = Date.now();
