@@ -27,6 +27,8 @@ const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 //                                                  WebCrypto, no tweetnacl
 //   dist/cipherstat-fallback.min.js                loaded by cipherstat.min.js from its own origin
 //                                                  only where WebCrypto lacks X25519 or is missing
+//   dist/cipherstat-storefront.min.js              the core script + autocapture, Web Vitals and
+//                                                  commerce helpers (same fallback chunk)
 // @cipherstat/protocol is bundled in (only what the Library uses).
 // ---------------------------------------------------------------------------------------
 const lib = (p) => here(`./packages/library/${p}`);
@@ -113,7 +115,7 @@ const removeTypesDir = () => ({
 });
 
 /** Unused protocol/library modules (and their top-level constants) may be dropped. */
-const treeshake = { moduleSideEffects: (id) => !/packages[\\/](protocol[\\/]dist|library[\\/]src)[\\/](?!script\.ts|fallback-script\.ts)/.test(id), propertyReadSideEffects: false };
+const treeshake = { moduleSideEffects: (id) => !/packages[\\/](protocol[\\/]dist|library[\\/]src)[\\/](?!script\.ts|script-storefront\.ts|fallback-script\.ts)/.test(id), propertyReadSideEffects: false };
 /** The core script: tweetnacl's module (imported by protocol code the core does not use) is left out unless used. */
 const coreTreeshake = { ...treeshake, moduleSideEffects: (id) => !/tweetnacl/.test(id) && treeshake.moduleSideEffects(id) };
 const fallbackModule = lib('src/fallback.ts');
@@ -166,6 +168,15 @@ const library = [
       { file: lib('dist/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
       // the same bytes, served by the collector at /cipherstat.min.js (its package is self-contained)
       { file: here('./services/collector/dist/script/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
+    ],
+  },
+  {
+    input: lib('src/script-storefront.ts'),
+    treeshake: coreTreeshake,
+    plugins: [...libraryPlugins({ browser: true, target: 'ES2021', script: true }), terserScript()],
+    output: [
+      { file: lib('dist/cipherstat-storefront.min.js'), format: 'iife', name: 'Cipherstat' },
+      { file: here('./services/collector/dist/script/cipherstat-storefront.min.js'), format: 'iife', name: 'Cipherstat' },
     ],
   },
   {

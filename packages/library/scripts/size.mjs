@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 /**
- * Size budget of the <script> build: dist/cipherstat.min.js (envelope v2 on WebCrypto, no
- * tweetnacl) must stay ≤ 6,000 bytes after gzip -9. Exits 1 when over (or when the file is
- * missing). Also prints the size of dist/cipherstat-fallback.min.js, the chunk the core loads
+ * Size budgets of the <script> builds: dist/cipherstat.min.js (envelope v2 on WebCrypto, no
+ * tweetnacl) must stay ≤ 6,000 bytes after gzip -9, dist/cipherstat-storefront.min.js (the
+ * core + autocapture, Web Vitals, commerce helpers) ≤ 12,000 bytes. Exits 1 when one is over
+ * (or when the file is missing). Also prints the size of dist/cipherstat-fallback.min.js, the chunk the core loads
  * only where WebCrypto lacks X25519 or is missing (no budget: most browsers never load it).
  *
- *   node packages/library/scripts/size.mjs [file]      (after `npx rollup -c`)
+ *   node packages/library/scripts/size.mjs [file]      (after `npx rollup -c`; with a file: that file against the core budget)
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +14,8 @@ import { gzipSync } from 'node:zlib';
 
 export const LIMIT = 6_000;
 export const FILE = fileURLToPath(new URL('../dist/cipherstat.min.js', import.meta.url));
+export const STOREFRONT_LIMIT = 12_000;
+export const STOREFRONT = fileURLToPath(new URL('../dist/cipherstat-storefront.min.js', import.meta.url));
 export const FALLBACK = fileURLToPath(new URL('../dist/cipherstat-fallback.min.js', import.meta.url));
 
 /** { raw, gzip } bytes of a file. */
@@ -27,9 +30,19 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     console.error(`size: ${file} is missing; run \`npx rollup -c\` first`);
     process.exit(1);
   }
-  const { raw, gzip } = measure(file);
-  const ok = gzip <= LIMIT;
-  console.log(`size: cipherstat.min.js ${raw} B minified, ${gzip} B gzipped (budget ${LIMIT} B, ${ok ? `${LIMIT - gzip} B left` : `${gzip - LIMIT} B OVER`})`);
+  const check = (name, f, limit) => {
+    const { raw, gzip } = measure(f);
+    console.log(`size: ${name} ${raw} B minified, ${gzip} B gzipped (budget ${limit} B, ${gzip <= limit ? `${limit - gzip} B left` : `${gzip - limit} B OVER`})`);
+    return gzip <= limit;
+  };
+  let ok = check('cipherstat.min.js', file, LIMIT);
+  if (!process.argv[2]) {
+    if (!existsSync(STOREFRONT)) {
+      console.error(`size: ${STOREFRONT} is missing; run \`npx rollup -c\` first`);
+      process.exit(1);
+    }
+    ok = check('cipherstat-storefront.min.js', STOREFRONT, STOREFRONT_LIMIT) && ok;
+  }
   if (existsSync(FALLBACK)) {
     const f = measure(FALLBACK);
     console.log(`size: cipherstat-fallback.min.js ${f.raw} B minified, ${f.gzip} B gzipped (loaded only where WebCrypto lacks X25519 or is missing)`);
