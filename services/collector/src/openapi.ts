@@ -41,6 +41,7 @@ const routes = (): Route[] => [
   { method: 'get', path: '/openapi.json', summary: 'this description', auth: 'none', ok: [200, 'OpenAPI 3.1'] },
   { method: 'get', path: '/v1/collector-key', summary: 'the current transport key', auth: 'none', ok: [200, '{ keyId, publicKey }'] },
   { method: 'get', path: '/cipherstat.min.js', summary: "the Library's script build (5 min cache)", auth: 'none', ok: [200, 'JavaScript'], produces: 'text/javascript' },
+  { method: 'get', path: '/cipherstat-storefront.min.js', summary: "the Library's storefront script build: the core plus autocapture, Web Vitals and commerce helpers (5 min cache)", auth: 'none', ok: [200, 'JavaScript'], produces: 'text/javascript' },
   { method: 'get', path: '/cipherstat-fallback.min.js', summary: "the script build's fallback chunk (tweetnacl), fetched only where WebCrypto lacks X25519 or is missing (5 min cache)", auth: 'none', ok: [200, 'JavaScript'], produces: 'text/javascript' },
   { method: 'get', path: '/cipherstat.{hash}.min.js', summary: "the Library's script build under its content-named path (immutable, for SRI)", auth: 'none', ok: [200, 'JavaScript'], produces: 'text/javascript' },
   {

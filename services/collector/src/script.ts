@@ -5,6 +5,8 @@
  * with `Access-Control-Allow-Origin: *` so a tag with `integrity` and `crossorigin` loads it
  * from any shop. `GET /cipherstat-fallback.min.js` (cached 5 minutes) is the chunk the script
  * fetches from the same origin only where WebCrypto lacks X25519 or is missing (tweetnacl).
+ * `GET /cipherstat-storefront.min.js` (cached 5 minutes) is the storefront build (the core
+ * plus autocapture, Web Vitals and the commerce helpers; it uses the same fallback chunk).
  * `npm run build` copies both into `dist/script/`.
  */
 import { createHash } from 'node:crypto';
@@ -23,6 +25,8 @@ export interface ScriptBuild {
   integrity: string;
   /** `cipherstat-fallback.min.js` beside it, when built. */
   fallback?: Uint8Array;
+  /** `cipherstat-storefront.min.js` beside it, when built. */
+  storefront?: Uint8Array;
 }
 
 /** The build, or undefined when it was not built (the routes then answer 404 script_not_built). */
@@ -30,9 +34,17 @@ export function loadScript(file = DEFAULT_SCRIPT_FILE): ScriptBuild | undefined 
   if (!existsSync(file)) return undefined;
   const bytes = readFileSync(file);
   const hash = createHash('sha256').update(bytes).digest('hex').slice(0, 16);
-  const fallbackFile = file.replace(/cipherstat\.min\.js$/, 'cipherstat-fallback.min.js');
-  const fallback = fallbackFile !== file && existsSync(fallbackFile) ? readFileSync(fallbackFile) : undefined;
-  return { bytes, immutablePath: `/cipherstat.${hash}.min.js`, integrity: `sha384-${createHash('sha384').update(bytes).digest('base64')}`, fallback };
+  const beside = (name: string) => {
+    const f = file.replace(/cipherstat\.min\.js$/, name);
+    return f !== file && existsSync(f) ? readFileSync(f) : undefined;
+  };
+  return {
+    bytes,
+    immutablePath: `/cipherstat.${hash}.min.js`,
+    integrity: `sha384-${createHash('sha384').update(bytes).digest('base64')}`,
+    fallback: beside('cipherstat-fallback.min.js'),
+    storefront: beside('cipherstat-storefront.min.js'),
+  };
 }
 
 /** The script tag for an account: the collector serves the script and receives the data. */
@@ -51,7 +63,7 @@ export function scriptSnippet(o: {
 }
 
 export function registerScriptRoutes(app: Hono, script: ScriptBuild | undefined): void {
-  const serve = (cacheControl: string, part: 'bytes' | 'fallback' = 'bytes') => () => {
+  const serve = (cacheControl: string, part: 'bytes' | 'fallback' | 'storefront' = 'bytes') => () => {
     const bytes = script?.[part];
     if (!bytes) {
       return Response.json({ error: { code: 'script_not_built', message: 'the script build is missing: run `npm run build`' } }, { status: 404 });
@@ -68,5 +80,6 @@ export function registerScriptRoutes(app: Hono, script: ScriptBuild | undefined)
   };
   app.get('/cipherstat.min.js', serve('public, max-age=300'));
   app.get('/cipherstat-fallback.min.js', serve('public, max-age=300', 'fallback'));
+  app.get('/cipherstat-storefront.min.js', serve('public, max-age=300', 'storefront'));
   if (script) app.get(script.immutablePath, serve('public, max-age=31536000, immutable'));
 }
