@@ -98,8 +98,8 @@ console.log(JSON.stringify({ id: p.ACCOUNT_ID_PATTERN.test('acct_12345678'), b64
 it('@cipherstat/collector installs beside the protocol tarball only, and its `cipherstat` bin runs', () => {
   const p = project('collector', [tgz.protocol!, tgz.collector!]);
   expect(run('npx', ['--no-install', 'cipherstat', 'help'], p)).toMatch(/cipherstat — /);
-  // the script build travels with the collector, for GET /cipherstat.min.js (and its fallback chunk)
-  expect(readdirSync(join(p, 'node_modules/@cipherstat/collector/dist/script')).sort()).toEqual(['cipherstat-fallback.min.js', 'cipherstat.min.js']);
+  // the script builds travel with the collector, for GET /cipherstat.min.js, /cipherstat-storefront.min.js (and their fallback chunk)
+  expect(readdirSync(join(p, 'node_modules/@cipherstat/collector/dist/script')).sort()).toEqual(['cipherstat-fallback.min.js', 'cipherstat-storefront.min.js', 'cipherstat.min.js']);
   expect(run(process.execPath, ['--input-type=module', '-e', `await import('@cipherstat/collector'); console.log('ok')`], p).trim()).toBe('ok');
 }, 300_000);
 
