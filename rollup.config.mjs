@@ -200,7 +200,54 @@ const library = [
 ];
 
 // ---------------------------------------------------------------------------------------
+// @cipherstat/otel
+//   dist/index.js + dist/index.cjs                 Node (ESM and CJS); @cipherstat/library and
+//                                                  @opentelemetry/* stay external (dependencies)
+//   dist/index.d.ts + dist/index.d.cts             one declaration file each
+// ---------------------------------------------------------------------------------------
+const otel = (p) => here(`./packages/otel/${p}`);
+const otelExternal = (id) => !id.startsWith('.') && !id.startsWith('/') && !id.startsWith('\0');
+const otelBuild = [
+  {
+    input: otel('src/index.ts'),
+    external: otelExternal,
+    plugins: [
+      typescript({
+        tsconfig: otel('tsconfig.json'),
+        include: ['packages/otel/src/**/*.ts'],
+        exclude: [],
+        filterRoot: here('.'),
+        compilerOptions: {
+          noEmit: false,
+          module: 'ESNext',
+          moduleResolution: 'Bundler',
+          paths: {},
+          sourceMap: false,
+          declaration: true,
+          declarationDir: otel('dist/types'),
+          rootDir: otel('src'),
+        },
+        noEmitOnError: true,
+      }),
+    ],
+    output: [
+      { file: otel('dist/index.js'), format: 'es' },
+      { file: otel('dist/index.cjs'), format: 'cjs' },
+    ],
+  },
+  {
+    input: otel('dist/types/index.d.ts'),
+    external: otelExternal,
+    plugins: [dts(), { name: 'remove-otel-types-dir', writeBundle: () => rmSync(otel('dist/types'), { recursive: true, force: true }) }],
+    output: [
+      { file: otel('dist/index.d.ts'), format: 'es' },
+      { file: otel('dist/index.d.cts'), format: 'es' },
+    ],
+  },
+];
+
+// ---------------------------------------------------------------------------------------
 // @cipherstat/collector dashboard: services/collector/dashboard/rollup.dashboard.mjs → services/collector/dist/dashboard/
 // ---------------------------------------------------------------------------------------
 
-export default [...library, ...dashboard];
+export default [...library, ...otelBuild, ...dashboard];

@@ -9,6 +9,7 @@ export default defineConfig({
       { find: /^@cipherstat\/protocol$/, replacement: src('./packages/protocol/src/index.ts') },
       { find: /^@cipherstat\/protocol\/node$/, replacement: src('./packages/protocol/src/node.ts') },
       { find: /^@cipherstat\/library$/, replacement: src('./packages/library/src/index.ts') },
+      { find: /^@cipherstat\/otel$/, replacement: src('./packages/otel/src/index.ts') },
     ],
   },
   test: {
