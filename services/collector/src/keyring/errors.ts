@@ -21,6 +21,8 @@ export type KeyringErrorCode =
   | 'invalid_argument'
   /** Another process held the keyring lock for too long. */
   | 'keyring_busy'
+  /** This process's lock expired and was taken over (a holder elsewhere presumed it gone): the operation stopped before writing. */
+  | 'keyring_lock_lost'
   /** An account's entry is missing without a tombstone, or cannot be read: its data waits, nothing is deleted. */
   | 'account_key_unavailable'
   /** The keyring has entries but this start lacks what opens them (master key, transport.json): nothing was written. */

@@ -13,12 +13,14 @@ import {
   openSync,
   readFileSync,
   readdirSync,
+  readlinkSync,
   renameSync,
   rmSync,
   statSync,
   writeFileSync,
   type Stats,
 } from 'node:fs';
+import { hostname } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { randomBytes, toHex } from '@cipherstat/protocol';
 import { KeyringError } from './errors.js';
@@ -141,70 +143,185 @@ export function unlinkDurably(path: string): boolean {
   return true;
 }
 
-/** Removes temp files left by a crash between write and rename. Call under the lock. */
+/** Removes temp files left by a crash between write and rename (and locks set aside). Call under the lock. */
 export function removeTempFiles(dir: string): void {
   for (const name of readdirSync(dir)) {
-    if (name.startsWith('.') && name.endsWith('.tmp')) rmSync(join(dir, name), { force: true });
+    if (name.startsWith('.') && (name.endsWith('.tmp') || name.endsWith('.aside'))) rmSync(join(dir, name), { force: true });
   }
 }
 
 const sleeper = new Int32Array(new SharedArrayBuffer(4));
 const sleepSync = (ms: number): void => void Atomics.wait(sleeper, 0, 0, ms);
 
+/** How long a lock taken elsewhere is honoured: keyring operations take milliseconds. */
+export const LOCK_TTL_MS = 30_000;
+/** Clock difference tolerated between hosts sharing a keyring (keep them on NTP). */
+export const LOCK_CLOCK_SKEW_MS = 5_000;
+
 /**
- * Cross-process mutex on one host: `path` created with O_EXCL, holding "pid token".
- * All keyring operations are synchronous, so a lock held by a dead process (or left
- * by this very process) is stale and taken over. Returns the release function.
+ * Where a process runs, as far as PIDs go: host name, boot and PID namespace. Two
+ * processes with the same value can check each other's PID; any other pair cannot (another
+ * host on a shared filesystem, another container).
  */
-export function acquireLock(path: string, timeoutMs = 10_000): () => void {
-  const token = `${process.pid} ${toHex(randomBytes(8))}\n`;
-  const deadline = Date.now() + timeoutMs;
+let here: string | undefined;
+export function pidScope(): string {
+  const read = (f: () => string): string => {
+    try {
+      return f().trim();
+    } catch {
+      return '';
+    }
+  };
+  here ??= [hostname(), read(() => readFileSync('/proc/sys/kernel/random/boot_id', 'utf8')), read(() => readlinkSync('/proc/self/ns/pid'))].join(' ');
+  return here;
+}
+
+/** What a lock file holds. */
+interface LockRecord {
+  scope: string;
+  pid: number;
+  token: string;
+  /** Epoch ms after which a holder outside `scope` is presumed gone. */
+  until: number;
+}
+
+export interface HeldLock {
+  release(): void;
+  /** Fencing: throws `keyring_lock_lost` unless the lock file is still ours and unexpired. Call before each write. */
+  assertHeld(): void;
+}
+
+export interface LockOptions {
+  timeoutMs?: number;
+  ttlMs?: number;
+  now?: () => number;
+}
+
+/**
+ * Cross-process mutex that also holds across hosts sharing the keyring directory: `path`
+ * created with O_EXCL, holding a record of its holder (PID scope, PID, token, expiry).
+ * A lock whose holder shares our PID scope is stale as soon as that PID is gone; a lock
+ * from elsewhere is stale only after its expiry plus the tolerated clock skew (a PID from
+ * another host or namespace says nothing here). Staleness never depends on comparing PIDs
+ * across scopes. Stale locks are taken over by renaming them aside and checking that what
+ * was moved is the lock judged stale (a fresh lock moved by mistake is put back).
+ */
+export function acquireLock(path: string, options: LockOptions = {}): HeldLock {
+  const now = options.now ?? Date.now;
+  const ttl = options.ttlMs ?? LOCK_TTL_MS;
+  const deadline = now() + (options.timeoutMs ?? 10_000);
+  const token = toHex(randomBytes(8));
   for (;;) {
+    const record: LockRecord = { scope: pidScope(), pid: process.pid, token, until: now() + ttl };
+    const text = `${JSON.stringify(record)}\n`;
     try {
       const fd = openSync(path, 'wx', 0o600);
       try {
-        writeFileSync(fd, token);
+        writeFileSync(fd, text);
+        fsyncSync(fd);
       } catch (e) {
         closeSync(fd);
         rmSync(path, { force: true });
         throw nameDiskFull(e, path);
       }
       closeSync(fd);
-      return () => {
-        try {
-          if (readFileSync(path, 'utf8') === token) rmSync(path);
-        } catch {
-          // already gone
-        }
+      return {
+        release: () => removeIfUnchanged(path, text),
+        assertHeld: () => {
+          let current = '';
+          try {
+            current = readFileSync(path, 'utf8');
+          } catch {
+            // gone: not ours any more
+          }
+          if (current !== text || (now() > record.until && !sameScope(record))) {
+            throw new KeyringError('keyring_lock_lost', `keyring lock ${path} was taken over while this process held it; nothing more was written`);
+          }
+        },
       };
     } catch (e) {
       if (errno(e) !== 'EEXIST') throw e;
     }
-    if (lockIsStale(path)) {
-      rmSync(path, { force: true });
+    const seen = readLock(path);
+    if (seen && isStale(seen, now())) {
+      removeIfUnchanged(path, seen.text);
       continue;
     }
-    if (Date.now() > deadline) throw new KeyringError('keyring_busy', `keyring lock ${path} is held by another process`);
+    if (now() > deadline) {
+      const who = seen?.record ? ` (pid ${seen.record.pid} in ${seen.record.scope === pidScope() ? 'this host' : `"${seen.record.scope}"`}, until ${new Date(seen.record.until).toISOString()})` : '';
+      throw new KeyringError('keyring_busy', `keyring lock ${path} is held by another process${who}`);
+    }
     sleepSync(5);
   }
 }
 
-function lockIsStale(path: string): boolean {
+const sameScope = (r: LockRecord): boolean => r.scope === pidScope();
+
+function readLock(path: string): { text: string; ageMs: number; record?: LockRecord } | undefined {
   let text: string;
-  let age: number;
+  let ageMs: number;
   try {
     text = readFileSync(path, 'utf8');
-    age = Date.now() - statSync(path).mtimeMs;
+    ageMs = Date.now() - statSync(path).mtimeMs;
   } catch {
-    return false; // released meanwhile: just retry
+    return undefined; // released meanwhile: just retry
   }
-  const pid = Number(text.split(' ')[0]);
-  if (!Number.isInteger(pid) || pid <= 0) return age > 5_000; // holder crashed before writing its pid
-  if (pid === process.pid) return true;
+  try {
+    const r = JSON.parse(text) as LockRecord;
+    if (typeof r.scope === 'string' && Number.isInteger(r.pid) && typeof r.token === 'string' && Number.isFinite(r.until)) {
+      return { text, ageMs, record: r };
+    }
+  } catch {
+    // a lock written by an older version ("pid token") or cut short by a crash
+  }
+  return { text, ageMs };
+}
+
+function isStale(seen: { text: string; ageMs: number; record?: LockRecord }, t: number): boolean {
+  const r = seen.record;
+  if (!r) {
+    // Older versions wrote "pid token" on one host; an unreadable lock is a crash before its write.
+    const pid = Number(seen.text.split(' ')[0]);
+    return Number.isInteger(pid) && pid > 0 ? pidGone(pid) : seen.ageMs > 5_000;
+  }
+  if (sameScope(r)) return pidGone(r.pid);
+  return t > r.until + LOCK_CLOCK_SKEW_MS;
+}
+
+function pidGone(pid: number): boolean {
+  if (pid === process.pid) return true; // keyring operations are synchronous: never our own live lock
   try {
     process.kill(pid, 0);
     return false;
   } catch (e) {
     return errno(e) === 'ESRCH';
   }
+}
+
+/**
+ * Removes the lock at `path` if it still holds `text`: renamed aside first (atomic), then
+ * checked, so a lock taken by someone else in between is never deleted — it is linked back.
+ */
+function removeIfUnchanged(path: string, text: string): void {
+  const aside = `${path}.${toHex(randomBytes(6))}.aside`;
+  try {
+    renameSync(path, aside);
+  } catch (e) {
+    if (errno(e) === 'ENOENT') return;
+    throw e;
+  }
+  let moved = '';
+  try {
+    moved = readFileSync(aside, 'utf8');
+  } catch {
+    // vanished: nothing to put back
+  }
+  if (moved !== text) {
+    try {
+      linkSync(aside, path);
+    } catch (e) {
+      if (errno(e) !== 'EEXIST') throw e;
+    }
+  }
+  rmSync(aside, { force: true });
 }

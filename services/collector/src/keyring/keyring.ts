@@ -41,6 +41,7 @@ import { destroyKeys } from '@cipherstat/protocol/node';
 import { KeyringError } from './errors.js';
 import {
   acquireLock,
+  type HeldLock,
   atomicWrite,
   ensurePrivateDir,
   errno,
@@ -235,6 +236,7 @@ export class Keyring {
   private readonly tombstonesDir: string;
   private readonly transportPath: string;
   private readonly lockPath: string;
+  private held: HeldLock | undefined;
   /** Unwrapped account keys, bounded whatever the number of accounts (a miss re-reads and unwraps the file). */
   private readonly accounts = new Lru<string, Cached<AccountKeys[]>>(ACCOUNT_CACHE_MAX);
   /** accountKeys() answered from memory (hit) or by reading and unwrapping the file (miss). */
@@ -710,12 +712,19 @@ export class Keyring {
   // ---------------------------------------------------------------- internals
 
   private locked<T>(fn: () => T): T {
-    const release = acquireLock(this.lockPath);
+    const lock = acquireLock(this.lockPath);
+    this.held = lock;
     try {
       return fn();
     } finally {
-      release();
+      this.held = undefined;
+      lock.release();
     }
+  }
+
+  /** Before each write under the lock: stop if the lock expired and someone else took it. */
+  private fence(): void {
+    this.held?.assertHeld();
   }
 
   /** Ids of the account files on disk, finishing any shred a crash interrupted (call under the lock). */
@@ -760,6 +769,7 @@ export class Keyring {
   /** Durable and exclusive; false when a tombstone already existed. */
   private writeTombstone(accountId: string, tombstonedAt: number): boolean {
     const text = JSON.stringify({ format: FORMAT, accountId, tombstonedAt }) + '\n';
+    this.fence();
     const written = atomicWrite(this.tombstonePath(accountId), text, true) !== undefined;
     this.tombstoned.add(accountId);
     this.destroyCached(accountId);
@@ -818,6 +828,7 @@ export class Keyring {
 
   private writeTransport(keys: TransportKey[], exclusive = false): void {
     const { text, version } = this.wrap('transport', 'collector', { keys: keys.map(transportToJson) });
+    this.fence();
     const file = atomicWrite(this.transportPath, text, exclusive);
     if (file) this.transport = { value: keys, file, checkedAt: this.now(), masterKeyVersion: version };
   }
@@ -848,6 +859,7 @@ export class Keyring {
   private writeAccount(accountId: string, versions: AccountKeys[], exclusive: boolean): boolean {
     const path = this.accountPath(accountId);
     const { text, version } = this.wrap('account', accountId, { versions: versions.map(accountToJson) });
+    this.fence();
     const file = atomicWrite(path, text, exclusive);
     if (!file) return false;
     if (this.tombstoneExists(accountId)) {
