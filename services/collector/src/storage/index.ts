@@ -1,4 +1,3 @@
-import { openChdbStore } from './chdb.js';
 import { StorageError } from './errors.js';
 import { openRemoteStore } from './remote.js';
 import type { Store } from './types.js';
@@ -29,7 +28,27 @@ export async function openStore(options: OpenStoreOptions): Promise<Store> {
   }
   if (options.cluster) throw new StorageError('storage_invalid_input', 'cluster needs a ClickHouse server (url)');
   if (!options.dataDir) throw new StorageError('storage_invalid_input', 'openStore needs a dataDir or a url');
-  return openChdbStore({ dataDir: options.dataDir, database });
+  return (await embeddedEngine()).openChdbStore({ dataDir: options.dataDir, database });
+}
+
+/**
+ * The embedded engine (the `chdb` package, ~550 MB with its library) is loaded only here,
+ * when no server is configured, and may be left out of an install for nodes that use a
+ * ClickHouse server (`npm install --omit=optional`).
+ */
+async function embeddedEngine(): Promise<typeof import('./chdb.js')> {
+  try {
+    return await import('./chdb.js');
+  } catch (e) {
+    const code = (e as { code?: unknown } | null)?.code;
+    if (code !== 'ERR_MODULE_NOT_FOUND' && code !== 'MODULE_NOT_FOUND') throw e;
+    throw new StorageError(
+      'storage_unavailable',
+      'the embedded engine (npm package chdb) is not installed: install it (npm install chdb) or set CLICKHOUSE_URL to a ClickHouse server',
+      undefined,
+      { cause: e },
+    );
+  }
 }
 
 export { StorageError, isStorageError } from './errors.js';
