@@ -12,9 +12,13 @@
 // ratio is reported, with every run's row). Results: bench/results/ingest.json.
 //
 //   node bench/ingest.mjs [--runs 3] [--duration 12] [--warmup 3] [--concurrency 64] [--batches 30000]
-//                         [--client http|fetch] [--only encrypted|plaintext] [--pin]
+//                         [--client http|fetch] [--only encrypted|plaintext] [--pin] [--envelope v2|v1|v1,v2]
+//                         [--result ingest]
 //                         [--profile] [--keep] [--cli path/to/collector/dist/cli.js]
 //
+// --envelope which envelope version(s) the encrypted pipeline is sent (default v2, what the Library
+//            sends); `v1,v2` measures both in every run, each with its own ratio to the same plaintext run.
+// --result   name of the JSON in bench/results/ (default ingest; `npm run bench hpke` writes its own).
 // --pin      load generator on CPU 0, server child on CPU 1 (default: no pinning, the OS
 //            shares both cores; each side's CPU use is measured and printed).
 // --profile  runs the collector child with --cpu-prof and prints its top functions.
@@ -87,7 +91,7 @@ async function buildWorker() {
   const { mode, from, to, baseTime, keys } = workerData;
   let encode;
   if (mode === 'envelope') {
-    const seal = await envelopeSealer(keys);
+    const seal = await envelopeSealer({ ...keys, envelope: workerData.envelope });
     const accountPk = new Uint8Array(keys.accountPublicKey);
     encode = (i) => seal(keys.accountId, accountPk, makePoints(i, baseTime), baseTime);
   } else {
@@ -103,9 +107,9 @@ async function buildWorker() {
 // ---------------------------------------------------------------------------------------------
 // The two pipelines.
 
-async function encryptedPipeline(o, tmp) {
-  progress('encrypted pipeline: starting the collector child');
-  const dataDir = join(tmp, 'collector');
+async function encryptedPipeline(o, tmp, envelope) {
+  progress(`encrypted pipeline (envelope ${envelope}): starting the collector child`);
+  const dataDir = join(tmp, `collector-${envelope}`);
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const profDir = join(tmp, 'profile');
@@ -143,7 +147,7 @@ async function encryptedPipeline(o, tmp) {
       collectorKeyId: account.collectorKey.keyId,
       collectorPublicKey: Buffer.from(account.collectorKey.publicKey, 'base64'),
     };
-    const { bodies, avgBytes } = await buildBodies(SELF, 'envelope', o.batches, { mode: 'envelope', baseTime: Date.now(), keys });
+    const { bodies, avgBytes } = await buildBodies(SELF, `envelope ${envelope}`, o.batches, { mode: 'envelope', envelope, baseTime: Date.now(), keys });
 
     const send = makeSender(o.client, url, '/v1/batches', 'application/octet-stream', o.concurrency);
     let atStart;
@@ -170,6 +174,7 @@ async function encryptedPipeline(o, tmp) {
     const windowSec = load.windowSec;
     const result = {
       url,
+      envelope,
       envelopeBytes: avgBytes,
       ...load,
       pointsPerSecProcessed: o.role === 'ingest' ? NaN : atStart ? (atEnd.processed - atStart.processed) / ((atEnd.at - atStart.at) / 1000) : NaN,
@@ -250,6 +255,8 @@ async function main() {
       batches: { type: 'string', default: '30000' },
       client: { type: 'string', default: 'http' },
       only: { type: 'string' },
+      envelope: { type: 'string', default: 'v2' },
+      result: { type: 'string', default: 'ingest' },
       'drain-timeout': { type: 'string', default: '60' },
       cli: { type: 'string', default: 'services/collector/dist/cli.js' },
       role: { type: 'string' },
@@ -273,9 +280,11 @@ async function main() {
     pin: values.pin,
     profile: values.profile,
     runs: Math.max(1, Number(values.runs)),
+    envelopes: values.envelope.split(','),
   };
+  if (!o.envelopes.every((v) => v === 'v1' || v === 'v2')) throw new Error(`--envelope: v1, v2 or v1,v2 (got ${values.envelope})`);
   // Everything is bounded: a watchdog ends the run (and the children) if something hangs.
-  const stopWatchdog = watchdog('ingest', o.runs * (2 * (o.warmup + o.duration + o.drainTimeout) + 300));
+  const stopWatchdog = watchdog('ingest', o.runs * ((1 + o.envelopes.length) * (o.warmup + o.duration + o.drainTimeout) + 300));
 
   const build = buildInfo(o.cli);
   if (build.stale) progress(`WARNING: ${build.stale}`);
@@ -289,21 +298,30 @@ async function main() {
     const run = { n };
     try {
       // Each run measures both pipelines back to back, so every ratio has a baseline of its own moment.
-      if (values.only !== 'plaintext') run.encrypted = await encryptedPipeline({ ...o, profile: o.profile && n === 1 }, tmp);
-      globalThis.gc?.(); // drop the encrypted bodies before building the plaintext ones
+      // With several envelopes, the order alternates between runs (load drifts on a shared machine).
+      const order = n % 2 ? o.envelopes : [...o.envelopes].reverse();
+      if (values.only !== 'plaintext') {
+        run.envelopes = {};
+        for (const v of order) {
+          run.envelopes[v] = await encryptedPipeline({ ...o, profile: o.profile && n === 1 && v === order[0] }, tmp, v);
+          globalThis.gc?.(); // drop the encrypted bodies before building the next ones
+        }
+        run.encrypted = run.envelopes[o.envelopes[0]];
+      }
       if (values.only !== 'encrypted') run.plaintext = await plaintextPipeline(o, tmp);
     } finally {
       if (!values.keep) rmSync(tmp, { recursive: true, force: true });
       else progress(`kept ${tmp}`);
     }
-    for (const [r, enc] of [[run.encrypted, true], [run.plaintext, false]]) {
+    for (const [r, enc] of [...Object.values(run.envelopes ?? {}).map((r) => [r, true]), [run.plaintext, false]]) {
       if (!r) continue;
       r.diskSummary = diskSummary(r.disk, r.pointsAcked);
       delete r.disk;
       r.pointsPerSecEndToEnd = e2e(r, enc);
       r.serverCpuMicrosPerPoint = (r.serverCpuCores * 1e6) / e2e(r, enc);
     }
-    run.ratio = run.encrypted && run.plaintext ? run.encrypted.pointsPerSecEndToEnd / run.plaintext.pointsPerSecEndToEnd : NaN;
+    for (const r of Object.values(run.envelopes ?? {})) r.ratio = run.plaintext ? r.pointsPerSecEndToEnd / run.plaintext.pointsPerSecEndToEnd : NaN;
+    run.ratio = run.encrypted ? run.encrypted.ratio : NaN;
     runs.push(run);
     globalThis.gc?.();
   }
@@ -333,12 +351,14 @@ async function main() {
   console.log('');
   table(
     runs.flatMap((run) => [
-      ...(run.encrypted ? [row(`run ${run.n}${run === median ? ' (median)' : ''}: ${o.role === 'ingest' ? 'encrypted, ingest role only' : 'encrypted (collector)'}`, run.encrypted, true, run.ratio)] : []),
+      ...Object.entries(run.envelopes ?? {}).map(([v, r]) =>
+        row(`run ${run.n}${run === median ? ' (median)' : ''}: ${o.role === 'ingest' ? 'encrypted, ingest role only' : 'encrypted (collector)'}, envelope ${v}`, r, true, r.ratio),
+      ),
       ...(run.plaintext ? [row(`run ${run.n}: plaintext Hono→chDB`, run.plaintext, false)] : []),
     ]),
   );
   console.log('CPU columns: server CPU time per end-to-end point; cores used during the measured window by the server child / the load generator / everything else on the machine.');
-  const noisy = runs.flatMap((run) => [run.encrypted, run.plaintext]).filter((r) => r && r.otherCpuCores > 0.2);
+  const noisy = runs.flatMap((run) => [...Object.values(run.envelopes ?? {}), run.plaintext]).filter((r) => r && r.otherCpuCores > 0.2);
   if (noisy.length) console.log(`WARNING: other processes used ${noisy.map((r) => fmt(r.otherCpuCores, 2)).join(' / ')} cores during the runs; the numbers are skewed. Re-run on a quiet machine.`);
   console.log('');
   const verdict = (ok) => (ok ? 'PASS' : 'FAIL');
@@ -355,7 +375,13 @@ async function main() {
   }
   if (e && p) {
     targets.ratio = { target: '>= 0.6x plaintext (median of runs)', value: ratio, pass: ratio >= 0.6 };
-    rows.push({ figure: 'ratio to plaintext (median of runs)', target: '≥ 0.6×', value: `${fmt(ratio, 2)}× (runs: ${runs.map((r) => fmt(r.ratio, 2) + '×').join(', ')})`, verdict: verdict(targets.ratio.pass) });
+    rows.push({ figure: `ratio to plaintext (median of runs, envelope ${o.envelopes[0]})`, target: '≥ 0.6×', value: `${fmt(ratio, 2)}× (runs: ${runs.map((r) => fmt(r.ratio, 2) + '×').join(', ')})`, verdict: verdict(targets.ratio.pass) });
+  }
+  // Both envelopes measured: v2 (what the Library sends) against v1, each against the plaintext run it shared.
+  const ratios = Object.fromEntries(o.envelopes.map((v) => [v, medianOf((r) => r.envelopes?.[v]?.ratio)]));
+  if (e && p && o.envelopes.length > 1) {
+    targets.envelopes = { target: 'v2 ratio >= v1 ratio (medians of runs)', value: ratios, pass: ratios.v2 >= ratios.v1 };
+    rows.push({ figure: 'ratio to plaintext, envelope v1 → v2 (medians)', target: 'v2 ≥ v1', value: `${fmt(ratios.v1, 2)}× → ${fmt(ratios.v2, 2)}×`, verdict: verdict(targets.envelopes.pass) });
   }
   if (rows.length) table(rows);
   if (e && o.role !== 'ingest') console.log(`  collector (median run): ${fmt(e.batchesPerInsert, 1)} batches per group-commit insert, insert mean ${fmt(e.insertMs.batchesMean, 1)} ms; rollup insert mean ${fmt(e.insertMs.rollupsMean, 1)} ms`);
@@ -368,15 +394,16 @@ async function main() {
   if (prof) {
     printProfile('run 1, main thread', prof);
   }
-  writeResult('ingest', {
+  writeResult(values.result, {
     options: { ...o, pointsPerBatch: POINTS_PER_BATCH, cpuSplit: o.pin ? 'loadgen CPU 0, server CPU 1' : 'unpinned' },
     build,
     targets,
     ratio,
+    ratios,
     medianRun: median.n,
     encrypted: e,
     plaintext: p,
-    runs,
+    runs: runs.map(({ encrypted, ...run }) => run),
   });
   stopWatchdog();
 }

@@ -690,15 +690,24 @@ export function postBodies(port, from, to, encode, chunk = 250) {
   }
 }
 
+const randomBytesHex = (n) => crypto.getRandomValues(Buffer.alloc(n)).toString('hex');
+
 /**
- * Envelopes as the Library seals them, fast: `seal(accountId, accountPublicKey, points, baseTime)`
+ * Envelopes as the Library seals them, fast (`envelope: 'v2'`: HPKE through node:crypto; v1 below): `seal(accountId, accountPublicKey, points, baseTime)`
  * with the collector key given here. Sealed boxes exactly as @cipherstat/protocol `seal`
  * (ephemeral X25519, nonce = SHA-512(epk || pk)[0..24], XSalsa20-Poly1305), with the two X25519
  * steps through node:crypto: the load generator is not what is measured, and tweetnacl's scalar
  * multiplication would cost ~1.8 ms per batch. Self-tested against the protocol's own open.
  */
-export async function envelopeSealer({ collectorKeyId, collectorPublicKey }) {
+export async function envelopeSealer({ collectorKeyId, collectorPublicKey, envelope = 'v1' }) {
   const P = await import('@cipherstat/protocol');
+  if (envelope === 'v2') {
+    // Envelope v2 (HPKE) as the Library seals it in Node: the protocol's own seal over node:crypto.
+    const { hpkeSeal } = await import('@cipherstat/protocol/node');
+    const keys = { collectorKeyId, collectorPublicKey: new Uint8Array(collectorPublicKey) };
+    return (accountId, accountPublicKey, points, baseTime) =>
+      P.sealBatchV2({ accountId, batchId: randomBytesHex(16), createdAt: baseTime, sdk: 'bench/1' }, points, { ...keys, accountPublicKey }, hpkeSeal);
+  }
   const { default: nacl } = await import('tweetnacl');
   const { createPrivateKey, createPublicKey, diffieHellman, randomBytes } = await import('node:crypto');
   // JWK imports: OpenSSL 3's DER decoders cost ~10x more per key (measured ~80-500 µs vs ~7-45 µs).
