@@ -15,9 +15,12 @@ export function toBase64(bytes: Uint8Array): string {
   return btoa(s);
 }
 
-/** Which char codes are in the standard base64 alphabet (no padding). */
-const ALPHABET = new Uint8Array(128);
-for (const ch of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/') ALPHABET[ch.charCodeAt(0)] = 1;
+/** Which char codes are in the standard base64 alphabet (no padding). Pure: dropped from bundles that never decode. */
+const ALPHABET = /* @__PURE__ */ (() => {
+  const a = new Uint8Array(128);
+  for (const ch of 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/') a[ch.charCodeAt(0)] = 1;
+  return a;
+})();
 
 /**
  * The length of the bytes `text` decodes to when it is strict standard base64 (padding

@@ -23,9 +23,11 @@ const EMPTY = new Uint8Array(0);
 
 /** `LabeledExtract(salt, label, ikm)` = HMAC(salt, "HPKE-v1" || suite || label || ikm); an empty salt is Nh zero bytes (the same HMAC key). */
 export const labeledExtract = (suite: Uint8Array, label: string, ikm: Uint8Array): Uint8Array => concat(V1, suite, utf8(label), ikm);
-/** `LabeledExpand(prk, label, info, L)` for L ≤ 32: T(1) = HMAC(prk, I2OSP(L,2) || "HPKE-v1" || suite || label || info || 0x01). */
+/** The `info` of HKDF-Expand in `LabeledExpand(prk, label, info, L)`: I2OSP(L,2) || "HPKE-v1" || suite || label || info. */
+const labeledInfo = (suite: Uint8Array, label: string, info: Uint8Array, length: number): Uint8Array => concat(new Uint8Array([0, length]), V1, suite, utf8(label), info);
+/** `LabeledExpand(prk, label, info, L)` for L ≤ 32: T(1) = HMAC(prk, labeled info || 0x01). */
 export const labeledExpand = (suite: Uint8Array, label: string, info: Uint8Array, length: number): Uint8Array =>
-  concat(new Uint8Array([0, length]), V1, suite, utf8(label), info, new Uint8Array([1]));
+  concat(labeledInfo(suite, label, info, length), new Uint8Array([1]));
 
 /** The HMAC key of an Extract with an empty salt. */
 export const ZERO_SALT = new Uint8Array(32);
@@ -59,10 +61,29 @@ export interface WebHpkeOptions {
 
 type Buf = Uint8Array<ArrayBuffer>;
 
+/** HMAC-SHA256 through WebCrypto. */
+const hmac = async (key: Uint8Array, message: Uint8Array) =>
+  new Uint8Array(await crypto.subtle.sign('HMAC', await crypto.subtle.importKey('raw', key as Buf, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']), message as Buf));
+/** An HKDF input key (WebCrypto). */
+const hkdfKey = (ikm: Uint8Array) => crypto.subtle.importKey('raw', ikm as Buf, 'HKDF', false, ['deriveBits']);
+/** HKDF (extract with `salt`, expand with `info`) of `length` bytes: one native call. */
+const hkdf = async (key: CryptoKey, salt: Uint8Array, info: Uint8Array, length: number) =>
+  new Uint8Array(await crypto.subtle.deriveBits({ name: 'HKDF', hash: 'SHA-256', salt: salt as Buf, info: info as Buf }, key, length * 8));
+
+/** Per `info` (keyed "i" + its bytes as text: never a name of Object.prototype): [psk_id_hash, info_hash] of the key schedule context (base mode: constant per info). */
+const contexts: Record<string, Promise<Uint8Array[]>> = {};
+/** The input key of `secret = LabeledExtract(shared_secret, "secret", psk = "")`: the same for every seal. */
+let secretIkm: Promise<CryptoKey> | undefined;
+
 /**
  * SealBase + Seal (single shot) through WebCrypto: `enc || ct`. Never reuses an ephemeral
  * key: each call generates one (non-extractable in WebCrypto). A low-order recipient key
  * throws: WebCrypto's X25519 deriveBits refuses an all-zero secret (so does `o.x25519.dh`).
+ *
+ * The key schedule (the same as keySchedule() above) runs as native HKDF calls: each
+ * LabeledExtract that a LabeledExpand follows is one HKDF, so a seal is ten WebCrypto calls
+ * (X25519 four, HKDF three, AES-GCM two, one import), each a promise settled on the calling
+ * thread; the two info-only hashes are computed once per `info`.
  */
 export async function webSeal(recipientPublicKey: Uint8Array, info: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, o: WebHpkeOptions = {}): Promise<Uint8Array> {
   const subtle = crypto.subtle;
@@ -79,14 +100,12 @@ export async function webSeal(recipientPublicKey: Uint8Array, info: Uint8Array, 
     const pk = await subtle.importKey('raw', recipientPublicKey as Buf, alg, false, []);
     dh = new Uint8Array(await subtle.deriveBits({ ...alg, public: pk } as EcdhKeyDeriveParams, e.privateKey, 256));
   }
-  const schedule = keySchedule(dh, concat(enc, recipientPublicKey), info);
-  let step = schedule.next();
-  while (!step.done) {
-    const [k, m] = step.value;
-    const hk = await subtle.importKey('raw', k as Buf, { name: 'HMAC', hash: 'SHA-256' }, false, ['sign']);
-    step = schedule.next(new Uint8Array(await subtle.sign('HMAC', hk, m as Buf)));
-  }
-  const [key, nonce] = step.value;
+  // ExtractAndExpand: shared_secret = LabeledExpand(LabeledExtract("", "eae_prk", dh), "shared_secret", enc || pkR, 32)
+  const shared = await hkdf(await hkdfKey(labeledExtract(KEM_SUITE, 'eae_prk', dh)), EMPTY, labeledInfo(KEM_SUITE, 'shared_secret', concat(enc, recipientPublicKey), 32), 32);
+  const c = concat(new Uint8Array([0]), ...(await (contexts['i' + String.fromCharCode(...info)] ||= Promise.all([hmac(ZERO_SALT, labeledExtract(HPKE_SUITE, 'psk_id_hash', EMPTY)), hmac(ZERO_SALT, labeledExtract(HPKE_SUITE, 'info_hash', info))]))));
+  const secret = await (secretIkm ||= hkdfKey(labeledExtract(HPKE_SUITE, 'secret', EMPTY)));
+  const [key, nonce] = await Promise.all([hkdf(secret, shared, labeledInfo(HPKE_SUITE, 'key', c, 16), 16), hkdf(secret, shared, labeledInfo(HPKE_SUITE, 'base_nonce', c, 12), 12)]);
   const k = await subtle.importKey('raw', key as Buf, 'AES-GCM', false, ['encrypt']);
   return concat(enc, new Uint8Array(await subtle.encrypt({ name: 'AES-GCM', iv: nonce as Buf, additionalData: aad as Buf }, k, plaintext as Buf)));
 }
+
