@@ -7,7 +7,8 @@ import terser from '@rollup/plugin-terser';
 import typescript from '@rollup/plugin-typescript';
 import { dts } from 'rollup-plugin-dts';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import dashboard from './services/collector/dashboard/rollup.dashboard.mjs';
@@ -26,7 +27,8 @@ const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 //   dist/cipherstat.min.js                         <script> tag, window.Cipherstat: envelope v2 on
 //                                                  WebCrypto, no tweetnacl
 //   dist/cipherstat-fallback.min.js                loaded by cipherstat.min.js from its own origin
-//                                                  only where WebCrypto lacks X25519 or is missing
+//                                                  only where WebCrypto lacks X25519 or is missing,
+//                                                  checked by its SHA-256 (SRI) fixed in the core
 //   dist/cipherstat-storefront.min.js              the core script + autocapture, Web Vitals and
 //                                                  commerce helpers (same fallback chunk)
 // @cipherstat/protocol is bundled in (only what the Library uses).
@@ -119,6 +121,8 @@ const treeshake = { moduleSideEffects: (id) => !/packages[\\/](protocol[\\/]dist
 /** The core script: tweetnacl's module (imported by protocol code the core does not use) is left out unless used. */
 const coreTreeshake = { ...treeshake, moduleSideEffects: (id) => !/tweetnacl/.test(id) && treeshake.moduleSideEffects(id) };
 const fallbackModule = lib('src/fallback.ts');
+/** `sha256-…` of the built fallback chunk, for the core script's Subresource Integrity check. */
+const fallbackIntegrity = () => 'sha256-' + createHash('sha256').update(readFileSync(lib('dist/cipherstat-fallback.min.js'))).digest('base64');
 const terserScript = () =>
   terser({
     ecma: 2021,
@@ -128,6 +132,14 @@ const terserScript = () =>
     mangle: { properties: { regex: /^_[a-z]/i } },
     format: { comments: false },
   });
+
+/** The <script> builds (core, storefront): they load the fallback chunk with its integrity, from the chunk built before them (rollup builds this array in order). */
+const scriptPlugins = () => [
+  // ES2021 (logical assignment): older than what the script already needs (addEventListener's `signal`)
+  ...libraryPlugins({ browser: true, target: 'ES2021', script: true }),
+  replace({ include: /fallback-script\.ts$/, preventAssignment: true, values: { __FALLBACK_INTEGRITY__: () => JSON.stringify(fallbackIntegrity()) } }),
+  terserScript(),
+];
 
 const library = [
   {
@@ -156,14 +168,20 @@ const library = [
     plugins: libraryPlugins({ browser: true }),
     output: { file: lib('dist/fallback.js'), format: 'es' },
   },
+  // built before the scripts that load it, which carry its SHA-256 (Subresource Integrity)
+  {
+    input: lib('src/fallback-script.ts'),
+    treeshake,
+    plugins: [...libraryPlugins({ browser: true, target: 'ES2021', subset: true }), terserScript()],
+    output: [
+      { file: lib('dist/cipherstat-fallback.min.js'), format: 'iife' },
+      { file: here('./services/collector/dist/script/cipherstat-fallback.min.js'), format: 'iife' },
+    ],
+  },
   {
     input: lib('src/script.ts'),
     treeshake: coreTreeshake,
-    plugins: [
-      // ES2021 (logical assignment): older than what the script already needs (addEventListener's `signal`)
-      ...libraryPlugins({ browser: true, target: 'ES2021', script: true }),
-      terserScript(),
-    ],
+    plugins: scriptPlugins(),
     output: [
       { file: lib('dist/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
       // the same bytes, served by the collector at /cipherstat.min.js (its package is self-contained)
@@ -173,19 +191,10 @@ const library = [
   {
     input: lib('src/script-storefront.ts'),
     treeshake: coreTreeshake,
-    plugins: [...libraryPlugins({ browser: true, target: 'ES2021', script: true }), terserScript()],
+    plugins: scriptPlugins(),
     output: [
       { file: lib('dist/cipherstat-storefront.min.js'), format: 'iife', name: 'Cipherstat' },
       { file: here('./services/collector/dist/script/cipherstat-storefront.min.js'), format: 'iife', name: 'Cipherstat' },
-    ],
-  },
-  {
-    input: lib('src/fallback-script.ts'),
-    treeshake,
-    plugins: [...libraryPlugins({ browser: true, target: 'ES2021', subset: true }), terserScript()],
-    output: [
-      { file: lib('dist/cipherstat-fallback.min.js'), format: 'iife' },
-      { file: here('./services/collector/dist/script/cipherstat-fallback.min.js'), format: 'iife' },
     ],
   },
   {

@@ -10,7 +10,11 @@ export type LibraryErrorCode =
   /** A batch could not be delivered after maxRetries; it stays persisted and is retried later. */
   | 'send_failed'
   /** The persistence layer (localStorage / file) refused a read or write. */
-  | 'persist_failed';
+  | 'persist_failed'
+  /** A browser that needs the fallback chunk (WebCrypto without X25519, or no crypto.subtle)
+   * could not load it — refused by its integrity check, or a network or CSP failure. The
+   * batch was dropped (onDrop 'rejected'), nothing was sent unsealed; the next batch tries again. */
+  | 'fallback_failed';
 
 /** The one error type of the Library. */
 export class LibraryError extends Error {

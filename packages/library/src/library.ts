@@ -11,7 +11,7 @@ import { tagsError, toBase64, validName, type PointKind } from '@cipherstat/prot
 import { fits, OVERHEAD, pointSize, type QueuedPoint } from './batch.js';
 import { LibraryError, type LibraryErrorCode } from './errors.js';
 import { parseKey, resolve, type DropInfo, type DropReason, type Key, type LibraryOptions, type Tags } from './options.js';
-import { memoryStore, outbox, type StoredBatch } from './persist.js';
+import { memoryStore, outbox } from './persist.js';
 import { platform } from './platform/index.js';
 import { loadFallback } from './platform/fallback.js';
 import type { Platform } from './platform/types.js';
@@ -135,8 +135,7 @@ export function create(options: LibraryOptions, p: Platform): Library {
       sealing = sealing
         .then(() => form(accountId, c.writeKey, points, load))
         .then(
-          async (stored: StoredBatch) => {
-            const b = revive(stored, 0)!;
+          async (b: Batch) => {
             // sealed ahead for the known collector key, and stored once with it: a beacon can send it at once
             if (key) await envelope(b, key, accountId, load).catch(() => {});
             if (e != epoch) return; // dropped meanwhile (and reported by clear())
@@ -148,12 +147,13 @@ export function create(options: LibraryOptions, p: Platform): Library {
               if (b) remove(b), dropBatch(b, 'persist_overflow');
             }
           },
-          () => {
+          (err) => {
             if (e != epoch) return;
             unsealed -= points.length;
-            // A write key that is a low-order point cannot be sealed to: never throw at the page.
+            // Never sent unsealed, never thrown at the page: the fallback chunk did not load
+            // (fallback_failed), or the write key is a low-order point (cannot be sealed to).
             drop('rejected', { count: points.length });
-            report('invalid_option', undefined, 'invalid option writeKey');
+            err instanceof LibraryError ? report(err.code, undefined, err.message) : report('invalid_option', undefined, 'invalid option writeKey');
           },
         )
         .catch(() => {}); // the chain never breaks: the next batch is sealed whatever became of this one

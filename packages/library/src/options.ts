@@ -2,7 +2,8 @@
  * Options: the public type, every default in one place, and the one validator that turns
  * user options into a checked Config (or throws LibraryError 'invalid_option').
  */
-import { ACCOUNT_ID_PATTERN, LIMITS, fromBase64 } from '@cipherstat/protocol';
+import { ACCOUNT_ID_PATTERN, LIMITS } from '@cipherstat/protocol';
+import { fromBase64 } from './seal.js';
 import { LibraryError } from './errors.js';
 
 /** The collector's transport public key, as served by `GET /v1/collector-key`. */

@@ -10,7 +10,7 @@
  * is no crypto.subtle at all (plain HTTP), the batch is envelope v1, sealed by the fallback.
  * Which applies is detected once.
  */
-import { BATCH_ID_PATTERN, concat, type HpkeSeal, encodeHeader, encodeInner, fromBase64, fromHex, INFO_INNER, INFO_OUTER, innerAad, outerPlaintext, toBase64, toHex, webSeal, type Point, type WebHpkeOptions } from '@cipherstat/protocol';
+import { BATCH_ID_PATTERN, concat, type HpkeSeal, encodeHeader, encodeInner, fromHex, INFO_INNER, INFO_OUTER, innerAad, outerPlaintext, toBase64, toHex, webSeal, type Point, type WebHpkeOptions } from '@cipherstat/protocol';
 import type { Fallback } from './fallback.js';
 import type { Key } from './options.js';
 import type { StoredBatch } from './persist.js';
@@ -55,16 +55,25 @@ export const detect = ({ load, hpke }: Sealing): Promise<Sealer> =>
   (sealer ||= (async (): Promise<Sealer> => {
     if (hpke) return { v: 2, h: hpke };
     const subtle = globalThis.crypto?.subtle;
-    const f = () => (fallback ||= load());
-    if (!subtle) return { v: 1, f: await f() };
+    if (!subtle) return { v: 1, f: await loadOnce(load) };
     try {
       await subtle.generateKey({ name: 'X25519' }, false, ['deriveBits']);
       return { v: 2 };
     } catch {
-      const x = await f();
+      const x = await loadOnce(load);
       return { v: 2, o: { x25519: x.x25519 }, f: x };
     }
-  })());
+  })().catch((e) => {
+    sealer = undefined; // the fallback did not load: the next batch detects (and loads) again
+    throw e;
+  }));
+
+/** The fallback, loaded at most once at a time; a failed load is tried again next time. */
+const loadOnce = (load: () => Promise<Fallback>) =>
+  (fallback ||= load().catch((e) => {
+    fallback = undefined;
+    throw e;
+  }));
 
 /** Forgets the detection (tests switch platforms). */
 export const redetect = () => (sealer = fallback = undefined);
@@ -76,15 +85,25 @@ const PREFIX = new Uint8Array([0x43, 0x53, 2, 0]);
 
 const random = (n: number) => crypto.getRandomValues(new Uint8Array(n));
 
+/** Strict base64: exactly what btoa writes (padded, no whitespace), else undefined. */
+export const fromBase64 = (text: string): Uint8Array | undefined => {
+  try {
+    const s = atob(text);
+    if (btoa(s) == text) return Uint8Array.from(s, (c) => c.charCodeAt(0));
+  } catch {}
+};
+
+const batch = (s: StoredBatch, inner: Uint8Array, seq: number): Batch => ({ _stored: s, _inner: inner, _attempts: 0, _wait: 0, _seq: seq });
+
 /** Forms a batch: ids (batch: 16 random bytes, point: index), inner seal (v2, or v1 without crypto.subtle). */
-export async function form(accountId: string, accountKey: Uint8Array, points: Point[], sealing: Sealing): Promise<StoredBatch> {
+export async function form(accountId: string, accountKey: Uint8Array, points: Point[], sealing: Sealing): Promise<Batch> {
   points.forEach((p, i) => (p.id = i));
   const id = toHex(random(16));
   const plain = encodeInner(accountId, id, points);
   const s = await detect(sealing);
-  return s.v == 2
-    ? [id, Date.now(), points.length, toBase64(await hpke(s, accountKey, INFO_INNER, innerAad(accountId, id), plain)), '', 2, '']
-    : [id, Date.now(), points.length, toBase64(s.f!.inner(plain, accountKey)), toBase64(random(32))];
+  const inner = s.v == 2 ? await hpke(s, accountKey, INFO_INNER, innerAad(accountId, id), plain) : s.f!.inner(plain, accountKey);
+  // the bytes are kept as they are: only storage needs them as text
+  return batch(s.v == 2 ? [id, Date.now(), points.length, toBase64(inner), '', 2, ''] : [id, Date.now(), points.length, toBase64(inner), toBase64(random(32))], inner, 0);
 }
 
 /** Stored form → Batch; undefined when malformed. */
@@ -92,7 +111,7 @@ export function revive(s: StoredBatch, seq: number): Batch | undefined {
   const inner = Array.isArray(s) && BATCH_ID_PATTERN.test(s[0]) && s[2] > 0 && s[1] > 0 && fromBase64(s[3]);
   const other = inner && fromBase64(s[4]);
   if (!other) return;
-  const b: Batch = { _stored: s, _inner: inner, _attempts: 0, _wait: 0, _seq: seq };
+  const b = batch(s, inner, seq);
   if (s[5] == 2) {
     if (s[6]) (b._env = Promise.resolve(other)), (b._envKey = s[6]);
     return b;
@@ -120,7 +139,7 @@ export function envelope(b: Batch, key: Key, accountId: string, sealing: Sealing
             sealed?.(s);
             return env;
           })
-        : (fallback ||= sealing.load()).then((f) => f.outer(b._inner, fromBase64(s[4])!, key.keyId, key.publicKey, h));
+        : loadOnce(sealing.load).then((f) => f.outer(b._inner, fromBase64(s[4])!, key.keyId, key.publicKey, h));
     b._env.catch(() => (b._envKey = undefined));
   }
   return b._env;

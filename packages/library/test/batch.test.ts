@@ -98,7 +98,7 @@ describe('size estimate', () => {
       fc.asyncProperty(fc.array(point, { minLength: 1, maxLength: 40 }), async (ps) => {
         const now = Date.now();
         const queued: QueuedPoint[] = ps.map((p) => ({ id: 0, kind: p.kind, name: p.name, value: p.value, time: now + p.dt, tags: p.tags, _size: pointSize(p.name, p.tags) }));
-        const bytes = (await envelope(revive(await form('acct_12345678', account.publicKey, queued, load), 0)!, key, 'acct_12345678', load)).length;
+        const bytes = (await envelope(await form('acct_12345678', account.publicKey, queued, load), key, 'acct_12345678', load)).length;
         expect(bytes).toBeLessThanOrEqual(OVERHEAD + queued.reduce((n, p) => n + p._size, 0));
       }),
       { numRuns: 100 },
@@ -122,10 +122,12 @@ describe('sealed once', () => {
     const collector = keyPair();
     const k1 = { keyId: toHex(randomBytes(8)), publicKey: collector.publicKey };
     const k2 = { keyId: toHex(randomBytes(8)), publicKey: keyPair().publicKey };
-    const stored = await form('acct_12345678', account.publicKey, one(), load);
+    const batch = await form('acct_12345678', account.publicKey, one(), load);
+    const stored = batch._stored;
     expect(stored[5]).toBe(2);
+    // formed with its bytes: the same as the stored text says
+    expect(Buffer.from(batch._inner).equals(Buffer.from(revive(JSON.parse(JSON.stringify(stored)), 0)!._inner))).toBe(true);
     let persisted: StoredBatch | undefined;
-    const batch = revive(stored, 0)!;
     const a = await envelope(batch, k1, 'acct_12345678', load, undefined, (s) => (persisted = JSON.parse(JSON.stringify(s))));
     expect(Buffer.from(await envelope(batch, k1, 'acct_12345678', load)).equals(Buffer.from(a))).toBe(true);
     // a batch revived from storage (reload / restart) sends the stored bytes, never a new seal
@@ -166,6 +168,11 @@ describe('sealed once', () => {
     expect(revive([toHex(randomBytes(16)), 1, 1, '!!', 'AAAA'], 0)).toBeUndefined();
     expect(revive([toHex(randomBytes(16)), 1, 1, 'AAAA', 'AAAA'], 0)).toBeUndefined(); // seed must be 32 bytes
     expect(revive([toHex(randomBytes(16)), 1, 1, 'AAAA', '!!', 2, 'x'], 0)).toBeUndefined();
+    // strict base64: what btoa writes and nothing else (no missing padding, no whitespace, no stray bits)
+    expect(revive([toHex(randomBytes(16)), 1, 1, 'AAAA', 'AA', 2, 'x'], 0)).toBeUndefined();
+    expect(revive([toHex(randomBytes(16)), 1, 1, 'AA AA===', 'AAAA', 2, 'x'], 0)).toBeUndefined();
+    expect(revive([toHex(randomBytes(16)), 1, 1, 'AB==', 'AAAA', 2, 'x'], 0)).toBeUndefined();
+    expect(revive([toHex(randomBytes(16)), 1, 1, 'AA==', 'AAAA', 2, 'x'], 0)).toBeDefined();
     expect(revive(null as never, 0)).toBeUndefined();
   });
 });

@@ -147,3 +147,65 @@ it('no crypto.subtle (as on a plain-HTTP page): the fallback seals envelope v1, 
   expect(await fallbackFetched(page)).toBe(true);
   await page.close();
 }, 180_000);
+
+it('the fallback chunk is checked by its SHA-256 (Subresource Integrity, fixed at build time): a tampered chunk never runs, nothing is sent, the batch is dropped and reported as fallback_failed; the genuine chunk is loaded by the next batch', async () => {
+  const a = await createAccount(c);
+  // The core and a chunk served side by side from another origin, as a CDN or a proxy would; the chunk changed on the way.
+  const core = await (await fetch(`${c.url}/cipherstat.min.js`)).text();
+  const genuine = await (await fetch(`${c.url}/cipherstat-fallback.min.js`)).text();
+  let chunk = genuine + '\n;window.__tampered = true;';
+  const cdn = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    const body = path === '/t/cipherstat.min.js' ? core : path === '/t/cipherstat-fallback.min.js' ? chunk : undefined;
+    if (body === undefined) return res.writeHead(404).end();
+    res.writeHead(200, { 'content-type': 'text/javascript', 'access-control-allow-origin': '*', 'cache-control': 'no-store' }).end(body);
+  });
+  await new Promise<void>((r) => cdn.listen(0, '127.0.0.1', r));
+  const cdnOrigin = `http://127.0.0.1:${(cdn.address() as AddressInfo).port}`;
+  pages.set('/tampered', `<!doctype html><html><head><meta charset="utf-8"></head><body><script src="${cdnOrigin}/t/cipherstat.min.js"></script></body></html>`);
+  const page = await browser.newPage();
+  const posts: string[] = [];
+  page.on('request', (r) => r.method() === 'POST' && posts.push(r.url()));
+  try {
+    await page.addInitScript(() => {
+      const subtle = crypto.subtle;
+      const refuse = (alg: unknown) => (typeof alg === 'string' ? alg : (alg as { name?: string })?.name) === 'X25519';
+      for (const m of ['generateKey', 'importKey', 'deriveBits'] as const) {
+        const orig = subtle[m].bind(subtle) as (...args: unknown[]) => Promise<unknown>;
+        (subtle as unknown as Record<string, unknown>)[m] = (...args: unknown[]) =>
+          refuse(m === 'importKey' ? args[2] : args[0]) ? Promise.reject(new DOMException('Unrecognized name', 'NotSupportedError')) : orig(...args);
+      }
+    });
+    await page.goto(shopOrigin + '/tampered');
+    const options = { endpoint: c.url, accountId: a.accountId, writeKey: a.writeKey, collectorKey: a.collectorKey, persist: false };
+    const first = await page.evaluate(async (o) => {
+      const w = window as unknown as { Cipherstat: { createLibrary(o: unknown): { count(n: string): void; flush(): Promise<void> } }; __lib: unknown; __events: unknown[]; __tampered?: boolean };
+      w.__events = [];
+      const lib = w.Cipherstat.createLibrary({ ...o, onError: (e: { code: string }) => w.__events.push(['error', e.code]), onDrop: (r: string, i: { count: number }) => w.__events.push(['drop', r, i.count]) });
+      w.__lib = lib;
+      for (let i = 0; i < 7; i++) lib.count('orders');
+      await lib.flush();
+      return { events: w.__events.splice(0), tampered: w.__tampered ?? false };
+    }, options);
+    expect(first.tampered).toBe(false); // refused by the browser before it ran
+    expect(first.events).toEqual([['drop', 'rejected', 7], ['error', 'fallback_failed']]);
+    expect(posts).toEqual([]); // nothing sent, sealed or not
+    await c.services.processor!.drain();
+    expect(await envelopes(a)).toEqual({});
+    // The genuine chunk back in place: the next batch loads it and is sent (v2, the chunk's X25519).
+    chunk = genuine;
+    const second = await page.evaluate(async () => {
+      const w = window as unknown as { __lib: { count(n: string): void; flush(): Promise<void> }; __events: unknown[] };
+      for (let i = 0; i < 5; i++) w.__lib.count('orders');
+      await w.__lib.flush();
+      return w.__events;
+    });
+    expect(second).toEqual([]);
+    expect(posts).toEqual([`${c.url}/v1/batches`]);
+    await c.services.processor!.drain();
+    expect(await envelopes(a)).toEqual({ '2': 1 });
+  } finally {
+    await page.close();
+    await new Promise((r) => cdn.close(r));
+  }
+}, 180_000);
