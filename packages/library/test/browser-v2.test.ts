@@ -56,6 +56,17 @@ function shopPage(path: string, a: TestAccount): string {
   return shopOrigin + path;
 }
 
+/** Page init script: a WebCrypto without X25519 (as in browsers that lack it), the rest native. */
+function refuseX25519() {
+  const subtle = crypto.subtle;
+  const refuse = (alg: unknown) => (typeof alg === 'string' ? alg : (alg as { name?: string })?.name) === 'X25519';
+  for (const m of ['generateKey', 'importKey', 'deriveBits'] as const) {
+    const orig = subtle[m].bind(subtle) as (...args: unknown[]) => Promise<unknown>;
+    (subtle as unknown as Record<string, unknown>)[m] = (...args: unknown[]) =>
+      refuse(m === 'importKey' ? args[2] : args[0]) ? Promise.reject(new DOMException('Unrecognized name', 'NotSupportedError')) : orig(...args);
+  }
+}
+
 const envelopes = async (a: TestAccount) => (await (await fetch(`${c.url}/v1/metrics`, { headers: { authorization: `Bearer ${a.readToken}` } })).json()).envelopes;
 const fallbackFetched = (page: Page) => page.evaluate(() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('/cipherstat-fallback.min.js')));
 
@@ -120,15 +131,7 @@ it('native WebCrypto X25519: v2 batches reach the collector, the fallback is nev
 it('WebCrypto without X25519: the script fetches the fallback chunk from its own origin and still sends v2', async () => {
   const a = await createAccount(c);
   const page = await browser.newPage();
-  await page.addInitScript(() => {
-    const subtle = crypto.subtle;
-    const refuse = (alg: unknown) => (typeof alg === 'string' ? alg : (alg as { name?: string })?.name) === 'X25519';
-    for (const m of ['generateKey', 'importKey', 'deriveBits'] as const) {
-      const orig = subtle[m].bind(subtle) as (...args: unknown[]) => Promise<unknown>;
-      (subtle as unknown as Record<string, unknown>)[m] = (...args: unknown[]) =>
-        refuse(m === 'importKey' ? args[2] : args[0]) ? Promise.reject(new DOMException('Unrecognized name', 'NotSupportedError')) : orig(...args);
-    }
-  });
+  await page.addInitScript(refuseX25519);
   await page.goto(shopPage('/no-x25519', a));
   await recordAndFlush(page, a, 30);
   expect(await envelopes(a)).toEqual({ '2': 1 });
@@ -167,15 +170,7 @@ it('the fallback chunk is checked by its SHA-256 (Subresource Integrity, fixed a
   const posts: string[] = [];
   page.on('request', (r) => r.method() === 'POST' && posts.push(r.url()));
   try {
-    await page.addInitScript(() => {
-      const subtle = crypto.subtle;
-      const refuse = (alg: unknown) => (typeof alg === 'string' ? alg : (alg as { name?: string })?.name) === 'X25519';
-      for (const m of ['generateKey', 'importKey', 'deriveBits'] as const) {
-        const orig = subtle[m].bind(subtle) as (...args: unknown[]) => Promise<unknown>;
-        (subtle as unknown as Record<string, unknown>)[m] = (...args: unknown[]) =>
-          refuse(m === 'importKey' ? args[2] : args[0]) ? Promise.reject(new DOMException('Unrecognized name', 'NotSupportedError')) : orig(...args);
-      }
-    });
+    await page.addInitScript(refuseX25519);
     await page.goto(shopOrigin + '/tampered');
     const options = { endpoint: c.url, accountId: a.accountId, writeKey: a.writeKey, collectorKey: a.collectorKey, persist: false };
     const first = await page.evaluate(async (o) => {
