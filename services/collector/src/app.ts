@@ -17,7 +17,7 @@ import { StorageError } from './storage/index.js';
 import { isDiskFull } from './disk.js';
 import { everyFewSeconds } from './logger.js';
 import { registerLifecycleRoutes } from './lifecycle/index.js';
-import { registerQueryRoutes } from './query/index.js';
+import { prometheusError, registerQueryRoutes } from './query/index.js';
 import { addCounts } from './refusals.js';
 import { registerScriptRoutes } from './script.js';
 import { openApiDocument } from './openapi.js';
@@ -107,6 +107,7 @@ export function createApp(s: Services): Hono {
       metrics.batchRejects.inc({ code: e.code });
       s.refusals.record(refused, e.code, e.message, c.req.header('origin'));
     }
+    if (c.req.path.startsWith('/prometheus/')) return prometheusError(c, e); // Grafana reads Prometheus's envelope
     return c.json({ error: { code: e.code, message: e.message } }, e.status as 400);
   });
   app.notFound((c) => c.json({ error: { code: 'not_found', message: `no route for ${c.req.method} ${c.req.path}` } }, 404));

@@ -220,6 +220,25 @@ describe('requests shaped as Grafana’s Prometheus data source sends them', () 
     expect(neq.json.data.result).toEqual(res.json.data.result);
   });
 
+  it('a missing tag reads as "" (as in Prometheus): != and !~ also select the points without the tag, and tag="" only those', async () => {
+    const q = async (query: string) => Number((await prom(a.readToken, 'query', { query, time: String((H + HOUR) / 1000) })).json.data.result[0]?.value[1] ?? 0);
+    const orders = pointsA.filter((p) => p.name === 'orders' && p.time >= H && p.time < H + HOUR);
+    const total = (keep: (channel: string | undefined) => boolean) => orders.filter((p) => keep(p.tags.channel)).reduce((x, p) => x + p.value, 0);
+    const without = total((ch) => ch === undefined);
+    expect(without).toBeGreaterThan(0); // about 20 % of the orders carry no channel
+    expect(await q('sum(sum_over_time(orders{channel!="web"}[1h]))')).toBe(total((ch) => ch !== 'web'));
+    expect(await q('sum(sum_over_time(orders{channel!~"w.*"}[1h]))')).toBe(total((ch) => ch !== 'web'));
+    expect(await q('sum(sum_over_time(orders{channel=~"web|"}[1h]))')).toBe(total((ch) => ch === undefined || ch === 'web'));
+    expect(await q('sum(sum_over_time(orders{channel=""}[1h]))')).toBe(without);
+    expect(await q('sum(sum_over_time(orders{channel!=""}[1h]))')).toBe(total((ch) => ch !== undefined));
+    // the same selection through POST /v1/query: null in a filter is "without the tag"
+    const v = await v1(a.readToken, { metric: 'orders', aggregation: 'sum', interval: 'hour', from: H, to: H + HOUR, filter: { channel: ['app', null] } });
+    expect(v.series[0]!.points[0]![1]).toBe(total((ch) => ch !== 'web'));
+    // grouped by the tag: points without it form their own series, labelled without it
+    const byChannel = await prom(a.readToken, 'query', { query: 'sum by (channel) (sum_over_time(orders{channel!="app"}[1h]))', time: String((H + HOUR) / 1000) });
+    expect(Object.fromEntries(byChannel.json.data.result.map((r: any) => [r.metric.channel ?? '', Number(r.value[1])]))).toEqual({ '': without, web: total((ch) => ch === 'web') });
+  });
+
   it('regular expressions are anchored, as in Prometheus', async () => {
     const q = (query: string) => prom(a.readToken, 'query', { query, time: String((H + HOUR) / 1000) });
     expect((await q('sum(sum_over_time(orders{country=~"D"}[1h]))')).json.data.result).toEqual([]);
@@ -277,7 +296,6 @@ describe('requests shaped as Grafana’s Prometheus data source sends them', () 
       ['quantile_over_time(0.75, page_load_ms[1m])', range, 'φ must be one of'],
       ['sum_over_time(wide[1m])', range, 'wide would need 5 tag keys as series labels (k1, k2, k3, k4, k5); at most 4'],
       ['sum(quantile_over_time(0.95, page_load_ms[1m]))', range, 'sum of quantile_over_time is not supported'],
-      ['sum_over_time(orders{channel=""}[1m])', range, 'channel="" (points without the tag channel) is not supported'],
       ['sum_over_time({country="DE"}[1m])', range, 'a selector needs a metric name'],
       ['sum(sum_over_time(orders[1m]))', { ...range, start: String((H - 7.5 * 86_400_000) / 1000) }, 'more than 10000 minute buckets'],
     ];

@@ -236,15 +236,21 @@ export function buildSql(ctx: AccountContext, q: Query, rollups: string): { sql:
     params[`m${i}`] = m;
     params[`v${i}`] = v.version;
     const parts = [`key_version = {v${i}:UInt32}`, `metric = {m${i}:UInt64}`];
-    q.filter.forEach(([k, values], j) => {
+    q.filter.forEach(([k, values, missing], j) => {
       const name = `f${i}_${j}`;
+      let part = '0';
       if (values.length === 1) {
         params[name] = v.pseudonyms.tagValue(k, values[0]!);
-        parts.push(`has(tag_values, {${name}:UInt64})`);
-      } else {
+        part = `has(tag_values, {${name}:UInt64})`;
+      } else if (values.length > 1) {
         params[name] = values.map((value) => v.pseudonyms.tagValue(k, value));
-        parts.push(`hasAny(tag_values, ${u64s(name)})`);
+        part = `hasAny(tag_values, ${u64s(name)})`;
       }
+      if (missing) {
+        params[`${name}k`] = v.pseudonyms.tagKey(k);
+        part = `(${part} OR NOT has(tag_keys, {${name}k:UInt64}))`;
+      }
+      parts.push(part);
     });
     return `(${parts.join(' AND ')})`;
   });
@@ -288,7 +294,8 @@ LIMIT {lim:UInt32}`;
 /** Per key version: the group-by key pseudonyms and, per filter, the accepted value pseudonyms. */
 interface VersionPlan {
   groupKeys: string[];
-  filters: Set<string>[];
+  /** Accepted value pseudonyms, and the key's pseudonym when points without the key pass too. */
+  filters: { accepted: Set<string>; missingKey?: string }[];
 }
 
 function plans(ctx: AccountContext, q: Query): Map<number, VersionPlan> {
@@ -296,7 +303,10 @@ function plans(ctx: AccountContext, q: Query): Map<number, VersionPlan> {
   for (const v of ctx.versions) {
     out.set(v.version, {
       groupKeys: q.groupBy.map((k) => v.pseudonyms.tagKey(k)),
-      filters: q.filter.map(([k, values]) => new Set(values.map((value) => v.pseudonyms.tagValue(k, value)))),
+      filters: q.filter.map(([k, values, missing]) => ({
+        accepted: new Set(values.map((value) => v.pseudonyms.tagValue(k, value))),
+        ...(missing ? { missingKey: v.pseudonyms.tagKey(k) } : {}),
+      })),
     });
   }
   return out;
@@ -309,7 +319,7 @@ function plans(ctx: AccountContext, q: Query): Map<number, VersionPlan> {
 function groupOf(plan: VersionPlan, k: string, t: string): { key: string; values: string[] } | null {
   const keys = k === '' ? [] : k.split(',');
   const values = t === '' ? [] : t.split(',');
-  for (const accepted of plan.filters) if (!values.some((x) => accepted.has(x))) return null;
+  for (const f of plan.filters) if (!values.some((x) => f.accepted.has(x)) && !(f.missingKey !== undefined && !keys.includes(f.missingKey))) return null;
   const g = plan.groupKeys.map((gk) => {
     const i = keys.indexOf(gk);
     return i < 0 ? '0' : values[i] ?? '0';

@@ -1,4 +1,5 @@
 export { registerQueryRoutes } from './routes.js';
+export { prometheusError } from './prometheus/routes.js';
 export type { QueryRoutesOptions } from './routes.js';
 export { QueryCache } from './cache.js';
 export type { QueryCacheOptions } from './cache.js';

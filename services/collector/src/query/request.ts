@@ -35,7 +35,8 @@ export const querySchema = z
     to: time,
     interval: z.enum(['minute', 'hour', 'day', 'week', 'month']),
     groupBy: z.array(tagKey).max(MAX_GROUP_BY).optional(),
-    filter: z.record(tagKey, z.union([tagValue, z.array(tagValue).min(1).max(MAX_FILTER_VALUES)])).optional(),
+    // null: points without the tag (Prometheus reads a missing label as "")
+    filter: z.record(tagKey, z.union([tagValue, z.null(), z.array(z.union([tagValue, z.null()])).min(1).max(MAX_FILTER_VALUES)])).optional(),
     timezone: z.string().min(1).max(64).optional(),
   })
   .strict();
@@ -49,8 +50,9 @@ export interface Query {
   interval: Interval;
   timezone: string;
   groupBy: string[];
-  /** tag key → accepted values (one or more; a point matches when its value is any of them) */
-  filter: [string, string[]][];
+  /** tag key → accepted values (a point matches when its value is any of them) and, with
+   * `missing`, points without the tag */
+  filter: [key: string, values: string[], missing?: boolean][];
   /** Bucket starts, epoch ms, ascending; bucket i covers [starts[i], starts[i+1] or end). */
   starts: number[];
   /** End of the last bucket (exclusive). */
@@ -88,7 +90,10 @@ export function parseQuery(body: unknown): Query {
   if (!validName(b.metric)) throw bad('invalid_query', 'metric: not a valid metric name');
   const groupBy = b.groupBy ?? [];
   if (new Set(groupBy).size !== groupBy.length) throw bad('invalid_query', 'groupBy: repeated tag key');
-  const filter = Object.entries(b.filter ?? {}).map(([k, v]): [string, string[]] => [k, [...new Set(typeof v === 'string' ? [v] : v)]]);
+  const filter = Object.entries(b.filter ?? {}).map(([k, v]): Query['filter'][number] => {
+    const all = Array.isArray(v) ? v : [v];
+    return [k, [...new Set(all.filter((x): x is string => x !== null))], all.includes(null)];
+  });
   if (filter.length > MAX_FILTER_KEYS) throw bad('invalid_query', `filter: at most ${MAX_FILTER_KEYS} tag keys`);
   for (const k of [...groupBy, ...filter.map(([k]) => k)]) {
     if (tagsError({ [k]: '' }) !== null) throw bad('invalid_query', `not a valid tag key: ${JSON.stringify(k)}`);
@@ -132,7 +137,7 @@ export function queryKey(q: Query): string {
     q.interval,
     q.timezone,
     q.groupBy,
-    [...q.filter].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v]) => [k, [...v].sort()]),
+    [...q.filter].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([k, v, missing]) => [k, [...v].sort(), !!missing]),
     q.starts[0],
     q.end,
   ]);

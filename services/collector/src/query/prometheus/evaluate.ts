@@ -68,27 +68,30 @@ type Metric = MetricsListing['metrics'][number];
 
 /**
  * The engine filter for the matchers: `=` as given; `!=`, `=~`, `!~` as the tag's recorded
- * values (of the last 30 days, GET /v1/metrics) that match. Such a matcher selects only points
- * that carry the tag, unless it matches every recorded value and the empty one (then it
- * selects everything). null: nothing can match.
+ * values (of the last 30 days, GET /v1/metrics) that match. A matcher that matches the empty
+ * string also selects the points without the tag (`null` in the filter), as Prometheus reads a
+ * missing label as ""; one that matches every recorded value and "" is left out (it selects
+ * everything). Returns null when nothing can match.
  */
-export function filterOf(metric: Metric, matchers: Matcher[]): Record<string, string[]> | null {
-  const filter: Record<string, string[]> = {};
+export function filterOf(metric: Metric, matchers: Matcher[]): Record<string, (string | null)[]> | null {
+  const filter: Record<string, (string | null)[]> = {};
   for (const m of matchers) {
     const test = matcherTest(m);
     const tag = metric.tags.find((t) => t.key === m.label);
-    let accepted: string[] | undefined;
+    let accepted: (string | null)[];
     if (!tag) {
       // No point carries the tag: it reads as '' for all of them.
       if (test('')) continue;
       return null;
     }
-    if (m.op === '=' && m.value !== '') accepted = [m.value];
+    // A point without the tag reads as '' (as in Prometheus): null in the filter selects it.
+    const missing = test('') ? [null] : [];
+    if (m.op === '=') accepted = [m.value, ...missing];
     else {
       if (tag.values === null) throw badData(`tag ${m.label} has more than 100 recorded values: only ${m.label}="value" can select among them, not ${m.label}${m.op}${JSON.stringify(m.value)}`);
-      accepted = tag.values.filter(test);
-      if (test('') && accepted.length === tag.values.length) continue; // selects everything
-      if (m.op === '=' && m.value === '') throw badData(`${m.label}="" (points without the tag ${m.label}) is not supported`);
+      const values = tag.values.filter(test);
+      if (missing.length && values.length === tag.values.length) continue; // selects everything
+      accepted = [...values, ...missing];
     }
     const prev = filter[m.label];
     const next = prev ? accepted.filter((v) => prev.includes(v)) : accepted;

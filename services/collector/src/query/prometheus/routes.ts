@@ -67,6 +67,13 @@ function errorType(e: CollectorError): string {
   return e.code;
 }
 
+/** A refusal in Prometheus's envelope: by these routes, and by app.onError for a failure under /prometheus (storage). */
+export function prometheusError(c: Context, e: CollectorError): Response {
+  if (e.retryAfter !== undefined) c.header('Retry-After', String(e.retryAfter));
+  const message = e.code === 'bad_data' ? e.message : `${e.code}: ${e.message}`;
+  return c.json({ status: 'error', errorType: errorType(e), error: message }, e.status as 400);
+}
+
 /** Parameters of a Prometheus API call: the query string plus, for a form POST, the body. */
 async function params(c: Context, d: PrometheusRoutesDeps): Promise<URLSearchParams> {
   const p = new URL(c.req.url).searchParams;
@@ -153,10 +160,8 @@ export function registerPrometheusRoutes(app: Hono, d: PrometheusRoutesDeps): vo
         c.header('Cache-Control', 'no-store');
         return c.json({ status: 'success', data });
       } catch (e) {
-        if (!(e instanceof CollectorError)) throw e;
-        if (e.retryAfter !== undefined) c.header('Retry-After', String(e.retryAfter));
-        const message = e.code === 'bad_data' ? e.message : `${e.code}: ${e.message}`;
-        return c.json({ status: 'error', errorType: errorType(e), error: message }, e.status as 400);
+        if (!(e instanceof CollectorError)) throw e; // storage and others: app.onError, which answers with prometheusError
+        return prometheusError(c, e);
       }
     };
   const route = (path: keyof typeof PROMETHEUS_PARAMS, fn: Parameters<typeof handle>[0]) => {
