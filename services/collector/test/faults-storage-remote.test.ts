@@ -5,39 +5,24 @@
  * logs the failed write, and ends with every batch retried until acknowledged: counted exactly
  * once, nothing acknowledged lost. No assertion on timing.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startClickHouseHttp, type ClickHouseHttp } from './support/clickhouse-http.js';
-import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
-import { startFaultProxy, type FaultMode, type FaultProxy } from './support/fault-proxy.js';
+import type { ClickHouseHttp } from './support/clickhouse-http.js';
+import { createAccount, envelope, points, post, type TestAccount, type TestCollector } from './support/collector.js';
+import { collectorBehindFaultProxy, type FaultMode, type FaultProxy } from './support/fault-proxy.js';
 import { expectExactlyOnce, tracker, waitProcessed } from './support/faults.js';
 
-let chDir = '';
 let shim: ClickHouseHttp;
 let proxy: FaultProxy;
 let c: TestCollector;
+let close: (() => Promise<void>) | undefined;
 
 beforeAll(async () => {
-  chDir = mkdtempSync(join(tmpdir(), 'cipherstat-faults-ch-'));
-  shim = await startClickHouseHttp({ dataDir: chDir });
-  proxy = await startFaultProxy(shim.url);
   // Short deadlines so the suite is quick; what is asserted is the answer, never its timing.
   // No backpressure (maxProcessLagMs 0): a processor stuck on hung storage would otherwise
   // turn the refusals into `overloaded` before the write path is reached.
-  c = await startTestCollector({
-    config: { clickhouseUrl: proxy.url, storageTimeoutMs: 1500, queryTimeoutMs: 1500, readyTimeoutMs: 500, rateLimit: 100_000, maxProcessLagMs: 0 },
-    env: { CIPHERSTAT_COMPACTION_INTERVAL_MS: '0' }, // compaction only where a test runs it
-  });
+  ({ c, proxy, shim, close } = await collectorBehindFaultProxy({ storageTimeoutMs: 1500, queryTimeoutMs: 1500, readyTimeoutMs: 500, rateLimit: 100_000, maxProcessLagMs: 0 }));
 });
-afterAll(async () => {
-  await proxy?.mode('pass');
-  await c?.stop();
-  await proxy?.close();
-  await shim?.close();
-  if (chDir) rmSync(chDir, { recursive: true, force: true });
-});
+afterAll(async () => close?.());
 
 /** createAccount, again while this file's short deadlines refuse it (a loaded machine). */
 async function newAccount(): Promise<TestAccount> {

@@ -5,34 +5,20 @@
  * cannot serve; /v1/query keeps its own `{ error: { code } }` form. A file of its own: the shim
  * holds a chDB data directory, one per process.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { startClickHouseHttp, type ClickHouseHttp } from './support/clickhouse-http.js';
-import { createAccount, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
-import { startFaultProxy, type FaultProxy } from './support/fault-proxy.js';
+import { createAccount, type TestAccount, type TestCollector } from './support/collector.js';
+import { collectorBehindFaultProxy, type FaultProxy } from './support/fault-proxy.js';
 
-let chDir = '';
-let shim: ClickHouseHttp;
 let proxy: FaultProxy;
 let c: TestCollector;
+let close: (() => Promise<void>) | undefined;
 let account: TestAccount;
 
 beforeAll(async () => {
-  chDir = mkdtempSync(join(tmpdir(), 'cipherstat-prom-faults-ch-'));
-  shim = await startClickHouseHttp({ dataDir: chDir });
-  proxy = await startFaultProxy(shim.url);
-  c = await startTestCollector({ config: { clickhouseUrl: proxy.url }, env: { CIPHERSTAT_COMPACTION_INTERVAL_MS: '0' } });
+  ({ c, proxy, close } = await collectorBehindFaultProxy());
   account = await createAccount(c);
 });
-afterAll(async () => {
-  await proxy?.mode('pass');
-  await c?.stop();
-  await proxy?.close();
-  await shim?.close();
-  if (chDir) rmSync(chDir, { recursive: true, force: true });
-});
+afterAll(async () => close?.());
 
 it('storage refusing: 503 in the Prometheus envelope (errorType unavailable, Retry-After) on every route; /v1/query keeps its form', async () => {
   const auth = { authorization: `Bearer ${account.readToken}` };

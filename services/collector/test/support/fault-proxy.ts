@@ -8,7 +8,13 @@
  *   stalled server or a black-holed network). Leaving `hang` resets those connections, as the
  *   network would once its timeouts fire.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Config } from '../../src/config.js';
+import { startClickHouseHttp, type ClickHouseHttp } from './clickhouse-http.js';
+import { startTestCollector, type TestCollector } from './collector.js';
 
 export type FaultMode = 'pass' | 'refuse' | 'kill' | 'hang';
 
@@ -83,4 +89,23 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       if (current !== 'refuse' && current !== 'kill') stopListening();
     },
   };
+}
+
+/**
+ * A test collector on the test ClickHouse HTTP endpoint (chDB in this process, on a temp dir)
+ * behind a fault proxy, without compaction unless a test runs it. `close` ends all three.
+ */
+export async function collectorBehindFaultProxy(config: Partial<Config> = {}): Promise<{ c: TestCollector; proxy: FaultProxy; shim: ClickHouseHttp; close: () => Promise<void> }> {
+  const chDir = mkdtempSync(join(tmpdir(), 'cipherstat-faults-ch-'));
+  const shim = await startClickHouseHttp({ dataDir: chDir });
+  const proxy = await startFaultProxy(shim.url);
+  const c = await startTestCollector({ config: { clickhouseUrl: proxy.url, ...config }, env: { CIPHERSTAT_COMPACTION_INTERVAL_MS: '0' } });
+  const close = async () => {
+    await proxy.mode('pass');
+    await c.stop();
+    await proxy.close();
+    await shim.close();
+    rmSync(chDir, { recursive: true, force: true });
+  };
+  return { c, proxy, shim, close };
 }
