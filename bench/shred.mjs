@@ -11,7 +11,7 @@ import { seal, encodeInner, fromBase64, randomBytes, toHex } from '../packages/p
 import { loadConfig } from '../services/collector/dist/config.js';
 import { openServices } from '../services/collector/dist/services.js';
 import { createLogger } from '../services/collector/dist/logger.js';
-import { countPurgeRows, PURGE_TABLES } from '../services/collector/dist/lifecycle/index.js';
+import { PURGE_TABLES } from '../services/collector/dist/storage/index.js';
 import { progress, table, writeResult, fmt } from './lib.mjs';
 
 const POINTS = Number(process.argv[2] ?? 1_000_000);
@@ -31,7 +31,7 @@ const quiet = new Writable({ write: (_c, _e, cb) => cb() });
 const config = { ...loadConfig({ 'data-dir': dataDir, port: '0' }, {}), role: 'all' };
 const s = await openServices(config, { log: createLogger({ level: 'warn', destination: quiet }), secrets: { adminToken: 'csa_bench_admin_token_0123456789abcdefghijklmnop' } });
 const totals = async (id) => {
-  const c = (await countPurgeRows(s.store, [id])).get(id);
+  const c = (await s.store.purgeRowCounts([id])).get(id);
   return { ...c, total: PURGE_TABLES.reduce((n, t) => n + c[t], 0) };
 };
 

@@ -325,11 +325,7 @@ export class Accounts {
     const fresh = hit && this.now() - hit.at < (hit.accountId === undefined ? UNKNOWN_TOKEN_TTL_MS : this.opts.ttlMs ?? 1000);
     let accountId = hit?.accountId;
     if (!fresh) {
-      const rows = await this.store.query<{ account_id: string }>(
-        'SELECT account_id FROM accounts FINAL WHERE read_token_hash = {h:String} LIMIT 1',
-        { h: hash },
-      );
-      accountId = rows[0]?.account_id;
+      accountId = await this.store.accountIdByReadTokenHash(hash);
       this.byToken.set(hash, { accountId, at: this.now() });
     }
     if (!accountId) return undefined;

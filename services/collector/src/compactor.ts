@@ -37,11 +37,11 @@ import type { AccountKeys } from './keyring/index.js';
 import type { Logger } from './logger.js';
 import { openRollupRow, sealRollup } from './records.js';
 import { decodeAggregate, encodeAggregate, encodeDayPack, forEachInDayPack, mergeInto, type Aggregate } from './rollup/index.js';
-import { fromBase64, table } from './query/context.js';
-import { DAY_MS, DAY_PART_PREFIX, DAY_SQL, HOUR_MS, dayOf, hourEntry, supersededRefs } from './query/days.js';
+import { DAY_PART_PREFIX, HOUR_MS, dayOf, hourEntry, supersededRefs } from './query/days.js';
 import { isCompacted, Supersession, type RowHandle } from './query/supersedes.js';
 import {
   COMPACTION_PART_PREFIX,
+  type DayToPack,
   type RollupGroupCount,
   type RollupGroupKey,
   type RollupRef,
@@ -51,7 +51,6 @@ import {
   type SupersedingRollup,
   type UnfinishedRollup,
 } from './storage/types.js';
-import { LIST_PARAM_BYTES, chunkList } from './storage/repository.js';
 
 export { COMPACTION_PART_PREFIX };
 
@@ -192,7 +191,7 @@ export class Compactor {
   /** `d:`/`c:` + row → when a delete (sources) or a list update (merged rows) was last queued for it. */
   private readonly queued = new Map<string, number>();
   /** Where the next packDays page starts (undefined: at the first day). */
-  private packAfter: { a: string; m: string; d: number | string; s: string; v: number | string } | undefined;
+  private packAfter: DayToPack | undefined;
   private readonly m: ReturnType<typeof counters>;
 
   constructor(private readonly o: CompactorOptions) {
@@ -586,103 +585,66 @@ export class Compactor {
     const limit = this.o.maxDayPacks ?? 2000;
     if (limit <= 0) return false;
     const { store } = this.o;
-    const rollups = await table(store, 'rollups');
-    const processed = await table(store, 'processed');
     const closed = dayOf(this.now() - (this.o.dayPackLagMs ?? 15 * 60_000));
-    const hours = `level = 1 AND bucket < fromUnixTimestamp64Milli({closed:Int64}, 'UTC')`;
-    const marked = (where: string) => `(startsWith(part, '${COMPACTION_PART_PREFIX}') OR (account_id, part) IN (
-      SELECT account_id, part FROM ${processed} WHERE (account_id, part) IN (SELECT account_id, part FROM ${rollups} WHERE ${where})))`;
     // Pages in key order, resumed after the last day of the previous page (wrapping round after
     // a short page): days that cannot be packed (no keys, rows that fail to open) never hold up
     // the ones after them.
-    const cursor = this.packAfter;
-    const after = cursor
-      ? ` AND (account_id, metric, ${DAY_SQL}, series, key_version) > ({pa:String}, {pm:UInt64}, {pd:Int64}, {ps:UInt64}, {pv:UInt32})`
-      : '';
-    const todo = await store.query<{ a: string; m: string; d: number | string; s: string; v: number | string }>(
-      `SELECT account_id AS a, toString(metric) AS m, ${DAY_SQL} AS d, toString(series) AS s, key_version AS v
-       FROM ${rollups}
-       WHERE level IN (1, 2) AND bucket < fromUnixTimestamp64Milli({closed:Int64}, 'UTC')${after}
-         AND (account_id, metric, ${DAY_SQL}, series) IN (SELECT account_id, metric, ${DAY_SQL}, series FROM ${rollups} WHERE ${hours})
-       GROUP BY account_id, metric, d, series, key_version
-       HAVING countIf(notEmpty(supersedes)) = 0 AND countIf(level = 1 AND ${marked(hours)}) > 0
-       ORDER BY account_id, metric, d, series, key_version
-       LIMIT {lim:UInt32}`,
-      { closed, lim: limit, ...(cursor ? { pa: cursor.a, pm: cursor.m, pd: Number(cursor.d), ps: cursor.s, pv: Number(cursor.v) } : {}) },
-    );
+    const todo = await store.daysToPack({ closed, after: this.packAfter, limit });
     this.packAfter = todo.length === limit ? todo.at(-1) : undefined;
     if (todo.length === 0) return false;
     const byAccount = new Map<string, typeof todo>();
     for (const r of todo) {
-      const list = byAccount.get(r.a);
+      const list = byAccount.get(r.accountId);
       if (list) list.push(r);
-      else byAccount.set(r.a, [r]);
+      else byAccount.set(r.accountId, [r]);
     }
     const now = this.now();
     const written: RollupRow[] = [];
-    // An account's day keys go in statements of bounded size (each day's rows read by one of them).
-    const runs = [...byAccount].flatMap(([a, ds]) => chunkList(ds, (d) => `${d.m}|${d.d}|${d.s}|${d.v}`, LIST_PARAM_BYTES[store.kind]).map((run) => [a, run] as const));
-    for (const [accountId, days] of runs) {
+    for (const [accountId, days] of byAccount) {
       const keys = await this.o.keyring.accountKeys(accountId);
       if (!keys?.length) continue;
-      const dayNums = days.map((d) => Number(d.d));
-      const range = `account_id = {acc:String} AND level IN (1, 2)
-        AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')
-        AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))`;
-      // One read (one snapshot): a pack holds exactly the rows it lists.
-      const rows = await store.query<{ l: number; b: number; m: string; s: string; v: number | string; p: string; sup: string[]; k: string[]; t: string[]; a: string; e: number; ok: number }>(
-        `SELECT toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v, part AS p,
-           supersedes AS sup, arrayMap(x -> toString(x), tag_keys) AS k, arrayMap(x -> toString(x), tag_values) AS t, base64Encode(agg) AS a,
-           toFloat64(toUnixTimestamp64Milli(expires_at)) AS e, toUInt8(${marked(range)}) AS ok
-         FROM ${rollups}
-         WHERE ${range}`,
-        {
-          acc: accountId,
-          from: Math.min(...dayNums) * DAY_MS,
-          to: (Math.max(...dayNums) + 1) * DAY_MS,
-          ks: days.map((d) => `${d.m}|${d.d}|${d.s}|${d.v}`),
-        },
-      );
+      // Each day's rows are read by one statement (one snapshot): a pack holds exactly the rows it lists.
+      const rows = await store.rollupsOfDays(accountId, days);
       const groups = new Map<string, typeof rows>();
       for (const r of rows) {
-        const k = `${r.m}|${dayOf(r.b)}|${r.s}|${r.v}`;
+        const k = `${r.metric}|${dayOf(r.bucket)}|${r.series}|${r.keyVersion}`;
         const list = groups.get(k);
         if (list) list.push(r);
         else groups.set(k, [r]);
       }
       for (const list of groups.values()) {
         await this.opening(report, list.length);
-        const version = Number(list[0]!.v);
+        const version = list[0]!.keyVersion;
         const key = keys.find((k) => k.version === version);
-        const packs = list.filter((r) => Number(r.l) === 2);
-        if (!key || list.some((r) => r.sup.length > 0)) {
+        const packs = list.filter((r) => r.level === 2);
+        if (!key || list.some((r) => r.supersedes.length > 0)) {
           report.skippedGroups++; // a destroyed key version, or not what compaction leaves: left alone
           continue;
         }
         const first = packs[0] ?? list[0]!;
-        const day = dayOf(first.b);
-        const id = { accountId, bucket: day, metric: first.m, series: first.s, tagKeys: first.k, tagValues: first.t };
+        const day = dayOf(first.bucket);
+        const id = { accountId, bucket: day, metric: first.metric, series: first.series, tagKeys: first.tagKeys, tagValues: first.tagValues };
         // Every row of the day opened first: the lists sealed in the pack and in merged hour rows
         // say which rows came back after they took them (listed again below, not counted again).
         const day_ = new Supersession();
         const opened: { r: (typeof rows)[number]; h: RowHandle; payload: Uint8Array }[] = [];
         let broken = false;
         for (const r of list) {
-          const level = Number(r.l) as 1 | 2;
-          if (level === 1 && !r.ok) {
+          const level = r.level as 1 | 2;
+          if (level === 1 && !r.marked) {
             report.unmarkedRows++;
             continue;
           }
-          const o = level === 2 || (sameList(r.k, first.k) && sameList(r.t, first.t))
-            ? openRollupRow(key.dataKey, { ...id, level, bucket: r.b, tagKeys: r.k, tagValues: r.t, keyVersion: version, part: r.p }, fromBase64(r.a))
+          const o = level === 2 || (sameList(r.tagKeys, first.tagKeys) && sameList(r.tagValues, first.tagValues))
+            ? openRollupRow(key.dataKey, { ...id, level, bucket: r.bucket, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: version, part: r.part }, r.agg)
             : null; // other tag pseudonyms than its series: not what the processor writes
-          if (!o || (o.sealsList && !isCompacted(r.p))) {
+          if (!o || (o.sealsList && !isCompacted(r.part))) {
             report.failedRows++;
             if (level === 2) broken = true;
             continue;
           }
           // a copy storage made of a row (counted): packed once, the delete removes both
-          const h = day_.add(r.p, level, r.b, r.m, r.s, version, o);
+          const h = day_.add(r.part, level, r.bucket, r.metric, r.series, version, o);
           if (h) opened.push({ r, h, payload: o.payload });
         }
         if (broken) {
@@ -701,7 +663,7 @@ export class Compactor {
         let hours = 0;
         const replaced = new Set(opened.filter((o) => day_.replaced(o.h)));
         report.tamperedRows += day_.tampered; // copies, and rows back after this day's pack or merged rows took them
-        const current = opened.filter((o) => Number(o.r.l) === 2 && !replaced.has(o));
+        const current = opened.filter((o) => o.r.level === 2 && !replaced.has(o));
         if (current.length > 1) {
           report.skippedGroups++; // two packs neither of which replaces the other: not what compaction leaves
           continue;
@@ -725,19 +687,19 @@ export class Compactor {
             hours++;
             continue;
           }
-          if (Number(o.r.l) === 2) continue; // (counted above)
+          if (o.r.level === 2) continue; // (counted above)
           const agg = decoded(o.payload);
           if (!agg) {
             report.failedRows++;
             continue;
           }
-          addHour(Math.floor((o.r.b - day) / HOUR_MS), agg);
+          addHour(Math.floor((o.r.bucket - day) / HOUR_MS), agg);
           sources.push(o.r);
           hours++;
         }
         if (hours === 0) continue; // no hour row to add
         const part = newPart(DAY_PART_PREFIX);
-        const supersedes = sources.map((r) => (Number(r.l) === 2 ? r.p : hourEntry(r.b, r.p)));
+        const supersedes = sources.map((r) => (r.level === 2 ? r.part : hourEntry(r.bucket, r.part)));
         written.push({
           ...id,
           level: 2,
@@ -746,7 +708,7 @@ export class Compactor {
           supersedes,
           agg: sealRollup(key.dataKey, { ...id, level: 2, keyVersion: version, part }, encodeDayPack([...hourAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) }))), supersedes),
           writtenAt: now,
-          expiresAt: Math.max(...sources.map((r) => r.e)),
+          expiresAt: Math.max(...sources.map((r) => r.expiresAt)),
         });
       }
     }

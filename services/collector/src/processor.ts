@@ -23,8 +23,6 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { randomBytes, toHex } from '@cipherstat/protocol';
 import type { BatchRow, DictRow, Partition, RollupRef, RollupRow, Store } from './storage/types.js';
-import { COMPACTION_PART_PREFIX, partitionParams, partitionSql } from './storage/types.js';
-import { LIST_PARAM_BYTES, chunkList } from './storage/repository.js';
 import type { Keyring } from './keyring/index.js';
 import type { Accounts } from './accounts.js';
 import type { Metrics } from './metrics.js';
@@ -272,11 +270,8 @@ export class Processor {
    * processed again right after. Throws when storage cannot tell (kept for the next attempt).
    */
   private async cleanupPart(part: string, refs: RollupRef[], at: number): Promise<void> {
-    const marked = await this.o.store.query<{ n: string }>(
-      `SELECT count() AS n FROM processed WHERE processed_at >= fromUnixTimestamp64Milli({at:Int64}) AND part = {part:String}`,
-      { at, part },
-    );
-    if (Number(marked[0]?.n ?? 0) === 0 && refs.length) await this.o.store.deleteRollups(refs, { wait: true });
+    const marked = await this.o.store.partMarkedSince(part, at);
+    if (!marked && refs.length) await this.o.store.deleteRollups(refs, { wait: true });
     this.dirty.delete(part);
   }
 
@@ -294,18 +289,9 @@ export class Processor {
   async recover(opts: { minAgeMs?: number } = {}): Promise<number> {
     const now = this.now();
     const since = now - (this.o.lookbackMs ?? 2 * DAY);
-    const p = this.o.partition;
-    const orphans = await this.o.store.query<{ part: string }>(
-      `SELECT part FROM rollups WHERE written_at >= fromUnixTimestamp64Milli({since:Int64})
-       AND NOT startsWith(part, {compacted:String})${p ? ` AND ${partitionSql('account_id')}` : ''}
-       AND part NOT IN (SELECT part FROM processed WHERE processed_at >= fromUnixTimestamp64Milli({since:Int64}))
-       GROUP BY part HAVING max(written_at) < fromUnixTimestamp64Milli({cutoff:Int64})`,
-      { since, compacted: COMPACTION_PART_PREFIX, cutoff: now - (opts.minAgeMs ?? 0) + 1, ...(p ? partitionParams(p) : {}) },
-    );
+    const orphans = await this.o.store.orphanParts({ since, writtenBefore: now - (opts.minAgeMs ?? 0) + 1, partition: this.o.partition });
     if (orphans.length) {
-      for (const run of chunkList(orphans, (o) => o.part, LIST_PARAM_BYTES[this.o.store.kind])) {
-        await this.o.store.exec('DELETE FROM rollups WHERE part IN {parts:Array(String)}', { parts: run.map((o) => o.part) });
-      }
+      await this.o.store.deleteRollupParts(orphans);
       this.o.log.warn({ parts: orphans.length }, 'removed rollup rows of interrupted processing ticks');
     }
     return orphans.length;

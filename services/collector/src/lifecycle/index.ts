@@ -16,8 +16,8 @@ export type {
   AccountDetails,
   AccountSettings,
 } from './lifecycle.js';
-export { verifyAccount, countPurgeRows, PURGE_TABLES } from './verify.js';
-export type { VerifyReport, VerifyOptions, TrialResult, PurgeTable } from './verify.js';
+export { verifyAccount } from './verify.js';
+export type { VerifyReport, VerifyOptions, TrialResult } from './verify.js';
 export { rotateMaster, lastRotation, rotationDue, rotationPending, readRotationState, DEFAULT_MASTER_ROTATION_DAYS } from './master-rotation.js';
 export type { MasterRotationReport, RotationState } from './master-rotation.js';
 export { registerLifecycleRoutes } from './routes.js';

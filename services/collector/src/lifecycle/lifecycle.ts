@@ -18,12 +18,12 @@ import type { Metrics } from '../metrics.js';
 import type { Logger } from '../logger.js';
 import { toBase64 } from '@cipherstat/protocol';
 import { CollectorError } from '../errors.js';
-import { PURGE_TABLES, PURGE_WHERE, countPurgeRows, verifyAccount, type PurgeTable, type VerifyOptions, type VerifyReport } from './verify.js';
+import { verifyAccount, type VerifyOptions, type VerifyReport } from './verify.js';
+import { PURGE_TABLES, type PurgeTable } from '../storage/index.js';
 import { DEFAULT_MASTER_ROTATION_DAYS, rotateMaster, rotationDue, type MasterRotationReport } from './master-rotation.js';
 
 const DAY = 86_400_000;
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
-const time = `fromUnixTimestamp64Milli({t:Int64}, 'UTC')`;
 
 export const DEFAULT_GRACE_DAYS = 7;
 export const DEFAULT_LIFECYCLE_INTERVAL_MS = 60_000;
@@ -234,7 +234,7 @@ export class Lifecycle {
     if (row.state === 'active') row = await this.o.accounts.update(accountId, { state: 'deactivated', deactivatedAt: t, shredAfter: t });
     const k = this.o.keyring.shred(accountId); // tombstone first, then the key file
     // Counted before the row says shredded: only then may a scheduler tick start purging.
-    const rowsToPurge = (await countPurgeRows(this.o.store, [accountId])).get(accountId)!;
+    const rowsToPurge = (await this.o.store.purgeRowCounts([accountId])).get(accountId)!;
     const deactivatedAt = row.deactivatedAt;
     if (row.state !== 'shredded') row = await this.o.accounts.tombstone(accountId, t); // origins, token hash, timestamps: gone
     const caches: string[] = [];
@@ -294,14 +294,11 @@ export class Lifecycle {
       const started = performance.now();
       // Shredded before tombstones were minimal: the current row still names origins and a token hash.
       if (row.readTokenHash !== '') await this.o.accounts.tombstone(accountId, row.shreddedAt ?? this.now());
-      const rowsBefore = (await countPurgeRows(this.o.store, [accountId])).get(accountId)!;
-      for (const table of PURGE_TABLES) {
-        if (rowsBefore[table] === 0) continue;
-        // ALTER … DELETE rewrites the parts holding the rows, so the bytes leave the disk, not
-        // only the results; mutations_sync = 2 waits for every replica.
-        await this.o.store.exec(`ALTER TABLE ${table} DELETE WHERE ${PURGE_WHERE[table]} SETTINGS mutations_sync = 2`, { id: accountId });
-      }
-      const rowsLeft = (await countPurgeRows(this.o.store, [accountId])).get(accountId)!;
+      const rowsBefore = (await this.o.store.purgeRowCounts([accountId])).get(accountId)!;
+      // ALTER … DELETE rewrites the parts holding the rows, so the bytes leave the disk, not
+      // only the results; it waits for every replica. Tables with no row of the account are skipped.
+      await this.o.store.purgeAccount(accountId, PURGE_TABLES.filter((t) => rowsBefore[t] > 0));
+      const rowsLeft = (await this.o.store.purgeRowCounts([accountId])).get(accountId)!;
       this.setPending(accountId, PURGE_TABLES.reduce((n, t) => n + rowsLeft[t], 0));
       const tookMs = Math.round(performance.now() - started);
       this.o.log.info({ accountId, rowsBefore, rowsLeft, tookMs }, 'account purged');
@@ -346,11 +343,11 @@ export class Lifecycle {
           this.o.log.error({ accountId, err: (e as Error).message }, 'onWipe listener failed');
         }
       }
-      const deleted = await this.deleteBeforeWipe(accountId, rotated.keys.version, t);
+      const deleted = await this.o.store.deleteBeforeWipe(accountId, rotated.keys.version, t);
       if (!this.stopped) {
         const timer = setTimeout(() => {
           this.timers.delete(timer);
-          this.deleteBeforeWipe(accountId, rotated.keys.version, t).catch((e) =>
+          this.o.store.deleteBeforeWipe(accountId, rotated.keys.version, t).catch((e) =>
             this.o.log.warn({ accountId, err: (e as Error).message }, 'second wipe pass failed'),
           );
         }, WIPE_SECOND_PASS_MS);
@@ -369,24 +366,6 @@ export class Lifecycle {
     });
   }
 
-  /** Rollups and dictionary entries of older key versions, and batches received up to `t`. */
-  private async deleteBeforeWipe(accountId: string, version: number, t: number): Promise<WipeReport['deleted']> {
-    const { store } = this.o;
-    const params = { id: accountId, v: version, t };
-    const [counts] = await store.query<{ b: string; r: string; d: string }>(
-      `SELECT
-         (SELECT count() FROM batches WHERE account_id = {id:String} AND received_at <= ${time}) AS b,
-         (SELECT count() FROM rollups WHERE account_id = {id:String} AND key_version < {v:UInt32}) AS r,
-         (SELECT count() FROM dictionary WHERE account_id = {id:String} AND key_version < {v:UInt32}) AS d`,
-      params,
-    );
-    const deleted = { batches: Number(counts?.b ?? 0), rollups: Number(counts?.r ?? 0), dictionary: Number(counts?.d ?? 0) };
-    if (deleted.batches) await store.exec(`ALTER TABLE batches DELETE WHERE account_id = {id:String} AND received_at <= ${time} SETTINGS mutations_sync = 2`, params);
-    if (deleted.rollups) await store.exec('ALTER TABLE rollups DELETE WHERE account_id = {id:String} AND key_version < {v:UInt32} SETTINGS mutations_sync = 2', params);
-    if (deleted.dictionary) await store.exec('ALTER TABLE dictionary DELETE WHERE account_id = {id:String} AND key_version < {v:UInt32} SETTINGS mutations_sync = 2', params);
-    return deleted;
-  }
-
   /**
    * Changes settings. Turning confidential mode on also deletes the sealed batches already
    * processed (from then on the processor deletes each batch once it is processed). A new
@@ -398,12 +377,7 @@ export class Lifecycle {
       if (row.state === 'shredded' || this.deleted(accountId)) throw new CollectorError(410, 'account_deleted', 'this account was shredded');
       const next = await this.o.accounts.update(accountId, Object.fromEntries(Object.entries(change).filter(([, v]) => v !== undefined)));
       if (next.confidential && !row.confidential) {
-        await this.o.store.exec(
-          `ALTER TABLE batches DELETE WHERE account_id = {id:String}
-             AND batch_id IN (SELECT batch_id FROM processed WHERE account_id = {id:String})
-           SETTINGS mutations_sync = 2`,
-          { id: accountId },
-        );
+        await this.o.store.deleteProcessedBatches(accountId);
       }
       this.o.log.info({ accountId, changed: Object.keys(change) }, 'account settings changed');
       return this.o.accounts.view(next);
@@ -432,7 +406,7 @@ export class Lifecycle {
     ]);
     let purge: AccountDetails['purge'] = null;
     if (row.state === 'shredded') {
-      const tables = (await countPurgeRows(this.o.store, [row.accountId])).get(row.accountId)!;
+      const tables = (await this.o.store.purgeRowCounts([row.accountId])).get(row.accountId)!;
       const pendingRows = PURGE_TABLES.reduce((n, t) => n + tables[t], 0);
       purge = { complete: pendingRows === 0, pendingRows, tables };
     }
@@ -454,12 +428,7 @@ export class Lifecycle {
    */
   async runRetention(): Promise<RetentionReport> {
     const t = this.now();
-    const deleted = { batches: 0, rollups: 0 };
-    for (const table of ['batches', 'rollups'] as const) {
-      const [r] = await this.o.store.query<{ n: string }>(`SELECT count() AS n FROM ${table} WHERE expires_at < ${time}`, { t });
-      deleted[table] = Number(r?.n ?? 0);
-      if (deleted[table]) await this.o.store.exec(`ALTER TABLE ${table} DELETE WHERE expires_at < ${time} SETTINGS mutations_sync = 2`, { t });
-    }
+    const deleted = await this.o.store.deleteExpired(t);
     this.lastRetention = t;
     if (deleted.batches || deleted.rollups) this.o.log.info({ deleted }, 'retention: expired rows deleted');
     return { at: new Date(t).toISOString(), deleted };
@@ -519,7 +488,7 @@ export class Lifecycle {
     }
     const shredded = rows.filter((r) => r.state === 'shredded').map((r) => r.accountId);
     await step('purge', async () => {
-      const counts = await countPurgeRows(this.o.store, shredded);
+      const counts = await this.o.store.purgeRowCounts(shredded);
       for (const [id, c] of counts) {
         const n = PURGE_TABLES.reduce((s, t) => s + c[t], 0);
         this.setPending(id, n);

@@ -6,7 +6,7 @@
  * 2. Nothing opens: every key the keyring still holds (every data key version of every other
  *    account, every account key pair, every transport key pair) is tried against a sample of
  *    the account's remaining rollup and dictionary ciphertexts and against its remaining
- *    sealed batches. secretbox and sealed boxes authenticate, so "opened" is never a guess.
+ *    sealed batches. XChaCha20-Poly1305 records and sealed boxes authenticate, so "opened" is never a guess.
  * 3. What is left: ciphertext rows per table (the purge drives them to zero).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
@@ -14,24 +14,9 @@ import { join, relative, sep } from 'node:path';
 import { openSeal, type KeyPair } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
 import { readRotationRecord, type Keyring } from '../keyring/index.js';
-import type { AccountState, DictKind, RollupLevel, Store } from '../storage/types.js';
-import { LIST_PARAM_BYTES, chunkList } from '../storage/repository.js';
+import type { AccountState, PurgeTable, Store } from '../storage/types.js';
+import { PURGE_TABLES } from '../storage/index.js';
 import { openRollup, opensDict } from '../records.js';
-
-export const PURGE_TABLES = ['batches', 'processed', 'rollups', 'dictionary', 'rejects', 'accounts'] as const;
-export type PurgeTable = (typeof PURGE_TABLES)[number];
-/**
- * Which rows of a table the purge deletes: all of the account's, except in `accounts` its
- * tombstone (state shredded, no read-token hash: see Accounts.tombstone).
- */
-export const PURGE_WHERE: Record<PurgeTable, string> = {
-  batches: 'account_id = {id:String}',
-  processed: 'account_id = {id:String}',
-  rollups: 'account_id = {id:String}',
-  dictionary: 'account_id = {id:String}',
-  rejects: 'account_id = {id:String}',
-  accounts: "account_id = {id:String} AND (state != 'shredded' OR read_token_hash != '')",
-};
 
 export interface VerifyOptions {
   /** Rollup and dictionary ciphertexts tried per table (default 1000). */
@@ -68,29 +53,6 @@ export interface VerifyReport {
   /** Physical rows per table (before merges), ciphertext tables only. */
   rowsRemaining: Record<PurgeTable, number>;
   purge: 'complete' | 'pending';
-}
-
-/** Physical row counts of the purge tables for these accounts (no FINAL: what is on disk). */
-export async function countPurgeRows(store: Store, accountIds: string[]): Promise<Map<string, Record<PurgeTable, number>>> {
-  const out = new Map<string, Record<PurgeTable, number>>();
-  if (accountIds.length === 0) return out;
-  for (const id of accountIds) out.set(id, { batches: 0, processed: 0, rollups: 0, dictionary: 0, rejects: 0, accounts: 0 });
-  for (const ids of chunkList(accountIds, (id) => id, LIST_PARAM_BYTES[store.kind])) {
-    const rows = await store.query<{ t: string; a: string; n: string }>(
-      PURGE_TABLES.map(
-        (t) =>
-          `SELECT '${t}' AS t, account_id AS a, count() AS n FROM ${t} WHERE ${PURGE_WHERE[t].replace('account_id = {id:String}', 'account_id IN {ids:Array(String)}')} GROUP BY account_id`,
-      ).join(
-        '\nUNION ALL ',
-      ),
-      { ids },
-    );
-    for (const r of rows) {
-      const counts = out.get(r.a);
-      if (counts) counts[r.t as PurgeTable] = Number(r.n);
-    }
-  }
-  return out;
 }
 
 function walk(dir: string): string[] {
@@ -169,33 +131,16 @@ export async function verifyAccount(
   for (const t of keyring.acceptedTransportKeys()) pairs.push({ publicKey: t.publicKey, secretKey: t.secretKey });
   if (unreadable.length) problems.push(`${unreadable.length} keyring entr${unreadable.length === 1 ? 'y' : 'ies'} cannot be read, so their keys were not tried: run \`cipherstat keyring check\``);
 
-  const counts = (await countPurgeRows(store, [accountId])).get(accountId)!;
-  const b64 = (c: string) => new Uint8Array(Buffer.from(c, 'base64'));
+  const counts = (await store.purgeRowCounts([accountId])).get(accountId)!;
   // Each ciphertext is tried under its row's own identity (the associated data it was sealed with).
-  const [rollups, dictionary, batches] = await Promise.all([
-    store.query<{ l: number; b: string; m: string; s: string; k: string[]; t: string[]; c: string; v: number; p: string }>(
-      `SELECT level AS l, toString(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v, part AS p,
-         arrayMap(x -> toString(x), tag_keys) AS k, arrayMap(x -> toString(x), tag_values) AS t, base64Encode(agg) AS c
-       FROM rollups WHERE account_id = {id:String} LIMIT {n:UInt32}`,
-      { id: accountId, n: sample },
-    ),
-    store.query<{ kind: number; p: string; c: string }>(
-      'SELECT kind, toString(pseudonym) AS p, base64Encode(ciphertext) AS c FROM dictionary WHERE account_id = {id:String} LIMIT {n:UInt32}',
-      { id: accountId, n: sample },
-    ),
-    store.query<{ c: string }>('SELECT base64Encode(sealed) AS c FROM batches WHERE account_id = {id:String} LIMIT {n:UInt32}', { id: accountId, n: maxBatches }),
-  ]);
-  const rollupOpens = (r: (typeof rollups)[number]) => {
-    const id = { accountId, level: Number(r.l) as RollupLevel, bucket: Number(r.b), metric: r.m, series: r.s, tagKeys: r.k, tagValues: r.t, keyVersion: Number(r.v), part: r.p };
-    const sealed = b64(r.c);
-    return dataKeys.some((k) => openRollup(k, id, sealed) !== null);
-  };
-  const dictOpens = (r: (typeof dictionary)[number]) => dataKeys.some((k) => opensDict(k, accountId, Number(r.kind) as DictKind, r.p, b64(r.c)));
+  const sample_ = await store.ciphertextSample(accountId, { rows: sample, batches: maxBatches });
+  const rollupOpens = ({ agg, ...id }: (typeof sample_.rollups)[number]) => dataKeys.some((k) => openRollup(k, id, agg) !== null);
+  const dictOpens = (r: (typeof sample_.dictionary)[number]) => dataKeys.some((k) => opensDict(k, accountId, r.kind, r.pseudonym, r.ciphertext));
   const trySealed = (cts: Uint8Array[]) => cts.filter((ct) => pairs.some((p) => openSeal(ct, p, nodeX25519).ok)).length;
   const decryption = {
-    rollups: { remaining: counts.rollups, tried: rollups.length, opened: rollups.filter(rollupOpens).length },
-    dictionary: { remaining: counts.dictionary, tried: dictionary.length, opened: dictionary.filter(dictOpens).length },
-    batches: { remaining: counts.batches, tried: batches.length, opened: trySealed(batches.map((r) => b64(r.c))) },
+    rollups: { remaining: counts.rollups, tried: sample_.rollups.length, opened: sample_.rollups.filter(rollupOpens).length },
+    dictionary: { remaining: counts.dictionary, tried: sample_.dictionary.length, opened: sample_.dictionary.filter(dictOpens).length },
+    batches: { remaining: counts.batches, tried: sample_.batches.length, opened: trySealed(sample_.batches) },
   };
   for (const [table, r] of Object.entries(decryption)) {
     if (r.opened) problems.push(`${r.opened} of ${r.tried} ${table} ciphertexts opened with a key the keyring holds`);

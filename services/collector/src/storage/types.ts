@@ -10,6 +10,7 @@
  *   (JSON cannot carry 64-bit integers exactly);
  * - binary columns (ciphertext) are Uint8Array in and out and are stored as raw bytes.
  */
+import type { AccountTable } from './schema.js';
 
 export type AccountState = 'active' | 'deactivated' | 'shredded';
 
@@ -79,7 +80,7 @@ export interface RollupRow {
   keyVersion: number;
   /** Unique id of this partial row (several partial rows may exist per bucket and series). */
   part: string;
-  /** secretbox ciphertext of the aggregate under the account data key. */
+  /** XChaCha20-Poly1305 ciphertext of the aggregate under the account data key (records.ts). */
   agg: Uint8Array;
   /** When the processor wrote this row (finds orphan parts after a crash). */
   writtenAt: number;
@@ -179,43 +180,21 @@ export function parsePartition(s: string | undefined): Partition | undefined {
 
 export type Params = Record<string, string | number | boolean | string[] | number[] | null>;
 
-export interface Store {
-  readonly kind: 'chdb' | 'remote';
-  /** Applies pending versioned migrations; returns the schema version now in force. */
-  migrate(): Promise<{ from: number; to: number }>;
-  /** Throws when storage cannot answer. */
-  ping(): Promise<void>;
-  close(): Promise<void>;
-  /**
-   * This store with a deadline on every call: one that does not answer within `ms` throws
-   * StorageError `storage_unavailable` (the remote request is aborted; chDB's statement runs on
-   * unobserved, so a write that timed out may still land: writes through it must be idempotent).
-   * Shares the connection; closing it does nothing.
-   */
-  withDeadline(ms: number): Store;
-
-  /**
-   * Generic escape hatches for the query role; params are bound server side ({name:Type}).
-   * Rows come as JSONEachRow objects with 64-bit integers as decimal strings. The store's
-   * database is current, so `FROM rollups` works (tables() gives `db.table`). A list of UInt64 pseudonyms binds as
-   * `{ps:Array(String)}` (then `arrayMap(x -> toUInt64(x), {ps:Array(String)})`); a single
-   * one binds as `{p:UInt64}` from its string.
-   */
-  query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]>;
-  /**
-   * Like `query`, but returns the raw RowBinary output (no header: columns in SELECT order),
-   * for reading with RowBinaryReader; String columns then come as zero-copy byte views. The
-   * SQL must not carry its own FORMAT clause. Bad SQL throws the same StorageError as `query`.
-   */
-  queryBinary(sql: string, params?: Params): Promise<Uint8Array>;
-  exec(sql: string, params?: Params): Promise<void>;
-
+/** Accounts (storage/accounts.ts). */
+export interface AccountStore {
   putAccount(row: AccountRow): Promise<void>;
   getAccount(accountId: string): Promise<AccountRow | undefined>;
   /** The rows of these accounts (one read; unknown ids are absent). */
   getAccounts(accountIds: string[]): Promise<AccountRow[]>;
   listAccounts(): Promise<AccountRow[]>;
+  /** The account whose current row holds this read-token hash. */
+  accountIdByReadTokenHash(hash: string): Promise<string | undefined>;
+  addRejects(rows: RejectRow[]): Promise<void>;
+  rejects(accountId: string): Promise<Record<string, number>>;
+}
 
+/** Batches and processed markers (storage/batches.ts). */
+export interface BatchStore {
   /** Resolves only once the rows are durable (on disk, fsynced where the engine allows). */
   insertBatches(rows: BatchRow[]): Promise<void>;
   /**
@@ -231,9 +210,27 @@ export interface Store {
   markProcessed(rows: ProcessedRow[]): Promise<void>;
   /** Deletes sealed batches (confidential mode, retention). */
   deleteBatches(keys: { accountId: string; batchId: string }[]): Promise<void>;
+  /** Deletes the sealed batches of an account that are processed (confidential mode turned on). */
+  deleteProcessedBatches(accountId: string): Promise<void>;
+  /** Whether a processed marker written at or after `since` names this rollup part (its tick's insert committed). */
+  partMarkedSince(part: string, since: number): Promise<boolean>;
+  /** Processed batches of an account by envelope version, e.g. `{ "1": 3, "2": 120 }`. */
+  envelopeVersions(accountId: string): Promise<Record<string, number>>;
+}
 
+/** A (UTC day, metric, series, key version) of one account whose hour rows wait for a day pack. */
+export interface DayToPack {
+  accountId: string;
+  metric: string;
+  /** Start of the UTC day, epoch ms. */
+  day: number;
+  series: string;
+  keyVersion: number;
+}
+
+/** Rollup rows (storage/rollups.ts). */
+export interface RollupStore {
   insertRollups(rows: RollupRow[]): Promise<void>;
-
   /**
    * Compaction, step 1: groups (account, level, metric, bucket, series) holding more than one
    * rollup row and no row with a non-empty `supersedes`, in sorting-key order, strictly after
@@ -259,17 +256,93 @@ export interface Store {
   clearSupersedes(rows: RollupRef[], opts?: { wait?: boolean }): Promise<void>;
   /** Which of these rows are stored (as of now), with their `supersedes`. */
   findRollups(rows: RollupRef[]): Promise<SupersedingRollup[]>;
+  /**
+   * Recovery: parts of rollup rows written since `since` that no processed marker names (ticks
+   * that never finished), whose newest row was written before `writtenBefore`; never a part
+   * compaction wrote. With `partition`, only its accounts.
+   */
+  orphanParts(o: { since: number; writtenBefore: number; partition?: Partition }): Promise<string[]>;
+  /** Deletes every rollup row of these parts (lightweight delete, applied at once). */
+  deleteRollupParts(parts: string[]): Promise<void>;
+  /**
+   * Day packing, step 1: (account, metric, day, series, key version) of UTC days that ended
+   * before `closed` holding a finished hour row and no unfinished merged row, in key order,
+   * strictly after `after`, at most `limit`.
+   */
+  daysToPack(o: { closed: number; after?: DayToPack; limit: number }): Promise<DayToPack[]>;
+  /** Day packing, step 2: the hour rows and packs of these days of one account (one read per statement), each with whether it is finished. */
+  rollupsOfDays(accountId: string, days: DayToPack[]): Promise<StoredRollup[]>;
+}
+
+/** Dictionary (storage/dictionary.ts). */
+export interface DictionaryStore {
   insertDictionary(rows: DictRow[]): Promise<void>;
   dictionary(accountId: string, kind?: DictKind): Promise<DictRow[]>;
-  addRejects(rows: RejectRow[]): Promise<void>;
-  rejects(accountId: string): Promise<Record<string, number>>;
-  /** Processed batches of an account by envelope version, e.g. `{ "1": 3, "2": 120 }`. */
-  envelopeVersions(accountId: string): Promise<Record<string, number>>;
+}
 
-  /** Rows held per table for one account (deletion reports, verify). */
+/** The tables an account's rows live in; the purge empties them (all but the tombstone). */
+export type PurgeTable = AccountTable;
+
+/** What `verify` tries every remaining key on. */
+export interface CiphertextSample {
+  rollups: Omit<RollupRow, 'writtenAt' | 'expiresAt'>[];
+  dictionary: { kind: DictKind; pseudonym: string; ciphertext: Uint8Array }[];
+  /** Sealed batches. */
+  batches: Uint8Array[];
+}
+
+/** An account's rows across tables, for the lifecycle (storage/lifecycle.ts). */
+export interface LifecycleStore {
+  /** Rows held per table for one account, merged (deletion reports, tests). */
   countAccountRows(accountId: string): Promise<Record<string, number>>;
-  /** Removes every row of one account from every table, its account row included (the purge after a shred). */
-  purgeAccount(accountId: string): Promise<void>;
+  /** Physical rows per table (no FINAL: what is on disk) the purge would delete, for these accounts. */
+  purgeRowCounts(accountIds: string[]): Promise<Map<string, Record<PurgeTable, number>>>;
+  /**
+   * The one purge: deletes every row of the account from these tables (default all), except
+   * its tombstone (a shredded account row without read-token hash). Waits for every replica.
+   */
+  purgeAccount(accountId: string, tables?: readonly PurgeTable[]): Promise<void>;
+  /** Wipe: deletes rollups and dictionary entries of key versions below `keyVersion` and batches received up to `receivedUpTo`; returns what it deleted. */
+  deleteBeforeWipe(accountId: string, keyVersion: number, receivedUpTo: number): Promise<{ batches: number; rollups: number; dictionary: number }>;
+  /** Retention: deletes batches and rollups whose `expires_at` is before `now`; returns what it deleted. */
+  deleteExpired(now: number): Promise<{ batches: number; rollups: number }>;
+  /** Up to `rows` rollup and dictionary ciphertexts and `batches` sealed batches of the account, each with its identity. */
+  ciphertextSample(accountId: string, limits: { rows: number; batches: number }): Promise<CiphertextSample>;
+}
+
+export interface Store extends AccountStore, BatchStore, RollupStore, DictionaryStore, LifecycleStore {
+  readonly kind: 'chdb' | 'remote';
+  /** Applies pending versioned migrations; returns the schema version now in force. */
+  migrate(): Promise<{ from: number; to: number }>;
+  /** Throws when storage cannot answer. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+  /**
+   * This store with a deadline on every call: one that does not answer within `ms` throws
+   * StorageError `storage_unavailable` (the remote request is aborted; chDB's statement runs on
+   * unobserved, so a write that timed out may still land: writes through it must be idempotent).
+   * Shares the connection; closing it does nothing.
+   */
+  withDeadline(ms: number): Store;
+
+  /**
+   * Raw SQL, left for the query role (src/query/: its reads move behind intent-named methods
+   * next) and for tests that inspect or tamper with stored rows. Params are bound server side
+   * ({name:Type}). Rows come as JSONEachRow objects with 64-bit integers as decimal strings. The
+   * store's database is current, so `FROM rollups` works (tables() gives `db.table`). A list of
+   * UInt64 pseudonyms binds as `{ps:Array(String)}` (then `arrayMap(x -> toUInt64(x), {ps:Array(String)})`);
+   * a single one binds as `{p:UInt64}` from its string.
+   */
+  query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]>;
+  /**
+   * Like `query`, but returns the raw RowBinary output (no header: columns in SELECT order),
+   * for reading with RowBinaryReader; String columns then come as zero-copy byte views. The
+   * SQL must not carry its own FORMAT clause. Bad SQL throws the same StorageError as `query`.
+   */
+  queryBinary(sql: string, params?: Params): Promise<Uint8Array>;
+  /** Raw statement: tests only (no collector code outside storage/ calls it). */
+  exec(sql: string, params?: Params): Promise<void>;
+
   /** Names of every table this store created, as `database.table` (for dumps in tests and verify). */
   tables(): Promise<string[]>;
 }

@@ -426,6 +426,40 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       expect(await store.existingBatches([{ accountId: 'acct-p', batchId: 'x1' }])).toEqual(new Set());
     });
 
+    it('keeps the tombstone through the one purge, counting what it will delete', async () => {
+      const t = Date.UTC(2020, 0, 2);
+      await store.putAccount(account('acct-s', 1, { readTokenHash: 'cd'.repeat(32) }));
+      await store.insertBatches([batch('acct-s', 's1', t)]);
+      await store.insertRollups([rollup('acct-s', 's-1')]);
+      expect(await store.accountIdByReadTokenHash('cd'.repeat(32))).toBe('acct-s');
+      await store.putAccount(account('acct-s', 2, { state: 'shredded', readTokenHash: '', allowedOrigins: [], shreddedAt: t }));
+      expect(await store.accountIdByReadTokenHash('cd'.repeat(32))).toBeUndefined(); // the current row has no hash
+      const before = (await store.purgeRowCounts(['acct-s', 'acct-none']));
+      expect(before.get('acct-s')).toEqual({ accounts: 1, batches: 1, processed: 0, rollups: 1, dictionary: 0, rejects: 0 }); // version 1 only: the tombstone stays
+      expect(before.get('acct-none')).toEqual({ accounts: 0, batches: 0, processed: 0, rollups: 0, dictionary: 0, rejects: 0 });
+      await store.purgeAccount('acct-s');
+      expect((await store.purgeRowCounts(['acct-s'])).get('acct-s')).toEqual({ accounts: 0, batches: 0, processed: 0, rollups: 0, dictionary: 0, rejects: 0 });
+      expect(await store.getAccount('acct-s')).toMatchObject({ state: 'shredded', version: 2, readTokenHash: '' });
+    });
+
+    it('tells recovery which tick parts never committed, and deletes them by part', async () => {
+      const w = Date.UTC(2027, 2, 3, 4, 5);
+      await store.insertRollups([
+        rollup('acct-rec', 'o-orphan', { writtenAt: w }),
+        rollup('acct-rec', 'o-done', { writtenAt: w, series: '7' }),
+        rollup('acct-rec', 'c:o-merged', { writtenAt: w, series: '8' }),
+      ]);
+      await store.markProcessed([{ accountId: 'acct-rec', batchId: 'ob', processedAt: w, accepted: 1, rejected: 0, part: 'o-done' }]);
+      expect(await store.partMarkedSince('o-done', w)).toBe(true);
+      expect(await store.partMarkedSince('o-done', w + 1)).toBe(false);
+      expect(await store.partMarkedSince('o-orphan', 0)).toBe(false);
+      const mine = (parts: string[]) => parts.filter((p) => p.startsWith('o-')).sort();
+      expect(mine(await store.orphanParts({ since: w - 60_000, writtenBefore: w + 1 }))).toEqual(['o-orphan']);
+      expect(mine(await store.orphanParts({ since: w - 60_000, writtenBefore: w }))).toEqual([]); // not old enough yet
+      await store.deleteRollupParts(['o-orphan']);
+      expect((await store.countAccountRows('acct-rec')).rollups).toBe(2);
+    });
+
     it('drops expired rows by TTL', async () => {
       const t = Date.UTC(2019, 0, 1);
       await store.insertBatches([{ ...batch('acct-ttl', 'old', t), expiresAt: t + 1 }, batch('acct-ttl', 'new', t)]);

@@ -1,0 +1,253 @@
+/**
+ * Rollup rows: what processing writes, what compaction finds, merges, packs and deletes, and
+ * what recovery removes after a crashed tick. Rows are ciphertext; only their identity
+ * (account, level, bucket, pseudonyms, part) is visible here.
+ */
+import { bytes, str, strArray, time, u64, u64Array, uint } from './tsv.js';
+import type { Params, RollupGroupKey, RollupLevel, RollupRef, RollupStore, StoredRollup } from './types.js';
+import { COMPACTION_PART_PREFIX, partitionParams, partitionSql } from './types.js';
+import { at, fromBase64, ms, num, unique, type Db, type Raw } from './sql.js';
+
+const since = at('since');
+const ROLLUP_COLUMNS = [
+  'account_id', 'level', 'bucket', 'metric', 'series', 'tag_keys', 'tag_values', 'key_version', 'part', 'supersedes', 'agg', 'written_at', 'expires_at',
+] as const;
+// One rollup group / row of an account as one string, in SQL and here: exact matches through a
+// hash set (`IN`) instead of a linear has(arrayZip(...)) per row.
+const GROUP_KEY_SQL = `concat(account_id, '|', toString(level), '|', toString(metric), '|', toString(toUnixTimestamp64Milli(bucket)), '|', toString(series))`;
+const REF_KEY_SQL = `concat(${GROUP_KEY_SQL}, '|', part)`;
+const groupKey = (g: RollupGroupKey): string => `${g.accountId}|${g.level}|${g.metric}|${g.bucket}|${g.series}`;
+const refKey = (r: RollupRef): string => `${groupKey(r)}|${r.part}`;
+/** Coarse filters on the sorting key (accounts, metrics, bucket range) so exact key matches read few granules. */
+function refRange(rows: RollupGroupKey[]): { accs: string[]; ms: string[]; bmin: number; bmax: number } {
+  let bmin = Infinity;
+  let bmax = -Infinity;
+  for (const r of rows) {
+    if (r.bucket < bmin) bmin = r.bucket;
+    if (r.bucket > bmax) bmax = r.bucket;
+  }
+  return { accs: unique(rows.map((r) => r.accountId)), ms: unique(rows.map((r) => r.metric)), bmin, bmax };
+}
+const RANGE_SQL = `account_id IN {accs:Array(String)} AND metric IN arrayMap(x -> toUInt64(x), {ms:Array(String)})
+  AND bucket >= fromUnixTimestamp64Milli({bmin:Int64}, 'UTC') AND bucket <= fromUnixTimestamp64Milli({bmax:Int64}, 'UTC')`;
+
+export function rollupRepository(db: Db): RollupStore {
+  return {
+    insertRollups: (rows) =>
+      db.insert('rollups', ROLLUP_COLUMNS, rows, (r) => [
+        str(r.accountId), uint(r.level, 2), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
+        uint(r.keyVersion), str(r.part), strArray(r.supersedes ?? []), bytes(r.agg), time(r.writtenAt), time(r.expiresAt),
+      ]),
+
+    async rollupGroupsToCompact({ since: sinceMs, after, limit }) {
+      const key = '(account_id, level, metric, bucket, series)';
+      const params: Params = { limit };
+      let cursor = '';
+      if (after) {
+        cursor = ` AND ${key} > ({ca:String}, {cl:UInt8}, {cm:UInt64}, fromUnixTimestamp64Milli({cb:Int64}, 'UTC'), {cs:UInt64})`;
+        Object.assign(params, { ca: after.accountId, cl: after.level, cm: after.metric, cb: after.bucket, cs: after.series });
+      }
+      let recent = '';
+      if (sinceMs !== undefined) {
+        recent = ` AND ${key} IN (SELECT account_id, level, metric, bucket, series FROM ${db.t('rollups')} WHERE written_at >= ${since}${cursor})`;
+        params.since = sinceMs;
+      }
+      const rows = await db.conn.query<{ a: string; l: number; m: string; b: number | string; s: string; n: number | string }>(
+        `SELECT account_id AS a, level AS l, toString(metric) AS m, toUnixTimestamp64Milli(bucket) AS b, toString(series) AS s, count() AS n
+         FROM ${db.t('rollups')}
+         WHERE 1${cursor}${recent}
+         GROUP BY account_id, level, metric, bucket, series
+         HAVING n > 1 AND countIf(notEmpty(supersedes)) = 0
+         ORDER BY account_id, level, metric, bucket, series
+         LIMIT {limit:UInt32}
+         SETTINGS optimize_aggregation_in_order = 1`,
+        params,
+      );
+      return rows.map((r) => ({ accountId: r.a, level: num(r.l) as RollupLevel, metric: r.m, bucket: num(r.b), series: r.s, rows: num(r.n) }));
+    },
+
+    async rollupsOfGroups(groups, perGroup) {
+      const out: StoredRollup[] = [];
+      for (const part of db.chunks(groups, groupKey)) {
+        const where = `${RANGE_SQL} AND ${GROUP_KEY_SQL} IN {keys:Array(String)}`;
+        const rows = await db.conn.query<Raw>(
+          `SELECT account_id AS acc, level AS l, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s,
+             tag_keys AS tk, tag_values AS tv, key_version AS v, part AS p, supersedes AS sup, base64Encode(agg) AS a,
+             ${ms('written_at', 'w')}, ${ms('expires_at', 'e')},
+             (account_id, part) IN (SELECT account_id, part FROM ${db.t('processed')} WHERE account_id IN {accs:Array(String)}
+                AND (account_id, part) IN (SELECT account_id, part FROM ${db.t('rollups')} WHERE ${where})) AS marked
+           FROM ${db.t('rollups')}
+           WHERE ${where}
+           ORDER BY account_id, level, metric, bucket, series, written_at, part
+           LIMIT {per:UInt32} BY account_id, level, metric, bucket, series`,
+          { ...refRange(part), keys: part.map(groupKey), per: perGroup },
+        );
+        for (const r of rows) {
+          out.push({
+            accountId: String(r.acc),
+            level: num(r.l) as RollupLevel,
+            bucket: num(r.b),
+            metric: String(r.m),
+            series: String(r.s),
+            tagKeys: (r.tk as unknown[]).map(String),
+            tagValues: (r.tv as unknown[]).map(String),
+            keyVersion: num(r.v),
+            part: String(r.p),
+            supersedes: (r.sup as unknown[]).map(String),
+            agg: fromBase64(r.a),
+            writtenAt: num(r.w),
+            expiresAt: num(r.e),
+            marked: r.marked === true || r.marked === 1 || r.marked === '1',
+          });
+        }
+      }
+      return out;
+    },
+
+    async supersedingRollups(limit) {
+      const rows = await db.conn.query<{ a: string; l: number; b: number | string; m: string; s: string; p: string; sup: string[]; tk: unknown[]; tv: unknown[]; v: number | string; g: string }>(
+        `SELECT account_id AS a, level AS l, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, part AS p, supersedes AS sup,
+           tag_keys AS tk, tag_values AS tv, key_version AS v, base64Encode(agg) AS g
+         FROM ${db.t('rollups')} WHERE notEmpty(supersedes)
+         ORDER BY account_id, written_at, part
+         LIMIT {limit:UInt32}`,
+        { limit },
+      );
+      return rows.map((r) => ({
+        accountId: r.a, level: num(r.l) as RollupLevel, bucket: num(r.b), metric: r.m, series: r.s, part: r.p, supersedes: r.sup,
+        tagKeys: r.tk.map(String), tagValues: r.tv.map(String), keyVersion: num(r.v), agg: fromBase64(r.g),
+      }));
+    },
+
+    // Mutations, queued or waited for (every replica); the exact row keys go through a hash
+    // set, the account/metric/bucket/part filters let ClickHouse skip parts and granules.
+    async deleteRollups(rows, opts) {
+      for (const part of db.chunks(rows, refKey)) {
+        await db.conn.exec(
+          `DELETE FROM ${db.t('rollups')}
+           WHERE ${RANGE_SQL} AND part IN {parts:Array(String)} AND ${REF_KEY_SQL} IN {keys:Array(String)}
+           SETTINGS lightweight_deletes_sync = ${opts?.wait ? 2 : 0}`,
+          { ...refRange(part), parts: unique(part.map((r) => r.part)), keys: part.map(refKey) },
+        );
+      }
+    },
+
+    async clearSupersedes(rows, opts) {
+      for (const part of db.chunks(rows, refKey)) {
+        await db.conn.exec(
+          `ALTER TABLE ${db.t('rollups')} UPDATE supersedes = []
+           WHERE ${RANGE_SQL} AND part IN {parts:Array(String)} AND ${REF_KEY_SQL} IN {keys:Array(String)}
+           SETTINGS mutations_sync = ${opts?.wait ? 2 : 0}`,
+          { ...refRange(part), parts: unique(part.map((r) => r.part)), keys: part.map(refKey) },
+        );
+      }
+    },
+
+
+    async findRollups(rows) {
+      const out: { accountId: string; level: RollupLevel; bucket: number; metric: string; series: string; part: string; supersedes: string[] }[] = [];
+      for (const part of db.chunks(rows, refKey)) {
+        const found = await db.conn.query<{ a: string; l: number; b: number | string; m: string; s: string; p: string; sup: string[] }>(
+          `SELECT account_id AS a, level AS l, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, part AS p, supersedes AS sup
+           FROM ${db.t('rollups')}
+           WHERE ${RANGE_SQL} AND part IN {parts:Array(String)} AND ${REF_KEY_SQL} IN {keys:Array(String)}
+           ORDER BY account_id, level, metric, bucket, series, part`,
+          { ...refRange(part), parts: unique(part.map((r) => r.part)), keys: part.map(refKey) },
+        );
+        for (const r of found) out.push({ accountId: r.a, level: num(r.l) as RollupLevel, bucket: num(r.b), metric: r.m, series: r.s, part: r.p, supersedes: r.sup });
+      }
+      return out;
+    },
+
+    async orphanParts({ since: sinceMs, writtenBefore, partition }) {
+      const rows = await db.conn.query<{ part: string }>(
+        `SELECT part FROM ${db.t('rollups')} WHERE written_at >= ${since}
+         AND NOT startsWith(part, {compacted:String})${partition ? ` AND ${partitionSql('account_id')}` : ''}
+         AND part NOT IN (SELECT part FROM ${db.t('processed')} WHERE processed_at >= ${since})
+         GROUP BY part HAVING max(written_at) < ${at('cutoff')}`,
+        { since: sinceMs, compacted: COMPACTION_PART_PREFIX, cutoff: writtenBefore, ...(partition ? partitionParams(partition) : {}) },
+      );
+      return rows.map((r) => r.part);
+    },
+
+    async deleteRollupParts(parts) {
+      for (const run of db.chunks(parts, (p) => p)) {
+        await db.conn.exec(`DELETE FROM ${db.t('rollups')} WHERE part IN {parts:Array(String)}`, { parts: run });
+      }
+    },
+
+    async daysToPack({ closed, after, limit }) {
+      const rollups = db.t('rollups');
+      const hours = `level = 1 AND bucket < ${at('closed')}`;
+      const cursor = after
+        ? ` AND (account_id, metric, ${DAY_SQL}, series, key_version) > ({pa:String}, {pm:UInt64}, {pd:Int64}, {ps:UInt64}, {pv:UInt32})`
+        : '';
+      const rows = await db.conn.query<{ a: string; m: string; d: number | string; s: string; v: number | string }>(
+        `SELECT account_id AS a, toString(metric) AS m, ${DAY_SQL} AS d, toString(series) AS s, key_version AS v
+         FROM ${rollups}
+         WHERE level IN (1, 2) AND bucket < ${at('closed')}${cursor}
+           AND (account_id, metric, ${DAY_SQL}, series) IN (SELECT account_id, metric, ${DAY_SQL}, series FROM ${rollups} WHERE ${hours})
+         GROUP BY account_id, metric, d, series, key_version
+         HAVING countIf(notEmpty(supersedes)) = 0 AND countIf(level = 1 AND ${marked(db, hours)}) > 0
+         ORDER BY account_id, metric, d, series, key_version
+         LIMIT {lim:UInt32}`,
+        {
+          closed,
+          lim: limit,
+          ...(after ? { pa: after.accountId, pm: after.metric, pd: after.day / DAY_MS, ps: after.series, pv: after.keyVersion } : {}),
+        },
+      );
+      return rows.map((r) => ({ accountId: r.a, metric: r.m, day: num(r.d) * DAY_MS, series: r.s, keyVersion: num(r.v) }));
+    },
+
+    async rollupsOfDays(accountId, days) {
+      const out: StoredRollup[] = [];
+      const dayKey = (d: { metric: string; day: number; series: string; keyVersion: number }) => `${d.metric}|${d.day / DAY_MS}|${d.series}|${d.keyVersion}`;
+      for (const run of db.chunks(days, dayKey)) {
+        const range = `account_id = {acc:String} AND level IN (1, 2)
+          AND bucket >= ${at('from')} AND bucket < ${at('to')}
+          AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))`;
+        // One read (one snapshot) per run: a pack holds exactly the rows it lists.
+        const rows = await db.conn.query<Raw>(
+          `SELECT toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v, part AS p,
+             supersedes AS sup, arrayMap(x -> toString(x), tag_keys) AS k, arrayMap(x -> toString(x), tag_values) AS t, base64Encode(agg) AS a,
+             toFloat64(toUnixTimestamp64Milli(written_at)) AS w, toFloat64(toUnixTimestamp64Milli(expires_at)) AS e, toUInt8(${marked(db, range)}) AS ok
+           FROM ${db.t('rollups')}
+           WHERE ${range}`,
+          {
+            acc: accountId,
+            from: Math.min(...run.map((d) => d.day)),
+            to: Math.max(...run.map((d) => d.day)) + DAY_MS,
+            ks: run.map(dayKey),
+          },
+        );
+        for (const r of rows) {
+          out.push({
+            accountId,
+            level: num(r.l) as RollupLevel,
+            bucket: num(r.b),
+            metric: String(r.m),
+            series: String(r.s),
+            tagKeys: r.k as string[],
+            tagValues: r.t as string[],
+            keyVersion: num(r.v),
+            part: String(r.p),
+            supersedes: r.sup as string[],
+            agg: fromBase64(r.a),
+            writtenAt: num(r.w),
+            expiresAt: num(r.e),
+            marked: num(r.ok) === 1,
+          });
+        }
+      }
+      return out;
+    },
+  };
+}
+
+const DAY_MS = 86_400_000;
+/** UTC day number of a row's bucket. */
+const DAY_SQL = 'intDiv(toUnixTimestamp64Milli(bucket), 86400000)';
+/** Rows (selected by `where`) whose tick finished (a processed marker names the part) or that compaction wrote. */
+const marked = (db: Db, where: string) => `(startsWith(part, '${COMPACTION_PART_PREFIX}') OR (account_id, part) IN (
+  SELECT account_id, part FROM ${db.t('processed')} WHERE (account_id, part) IN (SELECT account_id, part FROM ${db.t('rollups')} WHERE ${where})))`;
