@@ -75,3 +75,19 @@ it('a v2 batch whose inner layer is bound to another batch id is counted inner_a
   expect(r3.status).toBe(400);
   expect((await r3.json()).error).toMatchObject({ code: 'unsupported_version', message: expect.stringContaining('1, 2') });
 });
+
+it('batches stored but not processed yet are counted by version too', async () => {
+  const x = await createAccount(c);
+  await c.services.processor!.stop(); // ingest goes on storing; nothing is processed until start()
+  try {
+    expect((await post(c.url, sealBatchV2({ accountId: x.accountId, batchId: newBatchId(), createdAt: Date.now(), sdk: 'test/2' }, points(2), keysOf(x), hpkeSeal))).status).toBe(202);
+    expect((await post(c.url, envelope(x, points(1)).bytes)).status).toBe(202); // v1
+    const processed = await c.services.store.query<{ n: string }>('SELECT count() AS n FROM processed WHERE account_id = {a:String}', { a: x.accountId });
+    expect(Number(processed[0]!.n)).toBe(0);
+    expect((await metrics(x)).envelopes).toEqual({ '1': 1, '2': 1 });
+  } finally {
+    c.services.processor!.start();
+  }
+  await c.services.processor!.drain();
+  expect((await metrics(x)).envelopes).toEqual({ '1': 1, '2': 1 }); // processed (and deleted from batches): the same counts
+});

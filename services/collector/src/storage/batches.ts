@@ -98,7 +98,11 @@ export function batchRepository(db: Db): BatchStore {
 
     async envelopeVersions(accountId) {
       const rows = await db.conn.query<{ v: string; n: string }>(
-        `SELECT toString(version) AS v, count() AS n FROM ${db.t('processed')} FINAL WHERE account_id = {id:String} GROUP BY version ORDER BY version`,
+        // processed, and stored but not yet processed (a batch is in both between its processing and its deletion; a retry twice in batches until merged)
+        `SELECT toString(version) AS v, uniqExact(batch_id) AS n
+         FROM (SELECT batch_id, version FROM ${db.t('processed')} WHERE account_id = {id:String}
+               UNION ALL SELECT batch_id, version FROM ${db.t('batches')} WHERE account_id = {id:String})
+         GROUP BY version ORDER BY version`,
         { id: accountId },
       );
       return Object.fromEntries(rows.map((r) => [r.v, num(r.n)]));

@@ -214,7 +214,7 @@ export interface BatchStore {
   deleteProcessedBatches(accountId: string): Promise<void>;
   /** Whether a processed marker written at or after `since` names this rollup part (its tick's insert committed). */
   partMarkedSince(part: string, since: number): Promise<boolean>;
-  /** Processed batches of an account by envelope version, e.g. `{ "1": 3, "2": 120 }`. */
+  /** Stored batches of an account (processed or not yet) by envelope version, e.g. `{ "1": 3, "2": 120 }`. */
   envelopeVersions(accountId: string): Promise<Record<string, number>>;
 }
 
