@@ -17,6 +17,7 @@ import { StorageError } from './storage/index.js';
 import { isDiskFull } from './disk.js';
 import { everyFewSeconds } from './logger.js';
 import { registerLifecycleRoutes } from './lifecycle/index.js';
+import { accountDetails, accountView } from './lifecycle/routes.js';
 import { prometheusError, registerQueryRoutes } from './query/index.js';
 import { addCounts } from './refusals.js';
 import { registerScriptRoutes } from './script.js';
@@ -75,6 +76,24 @@ export const createAccountBody = z.object({
   retentionDays: z.number().int().min(1).max(3650).optional(),
   confidential: z.boolean().optional(),
 }).strict();
+
+// ---- responses (described in /openapi.json; services/collector/test/openapi.test.ts validates recorded answers)
+export const APP_RESPONSES = {
+  health: z.object({ status: z.literal('ok') }),
+  ready: z.object({ ready: z.boolean(), storage: z.boolean(), schemaVersion: z.number() }),
+  collectorKey: z.object({ keyId: z.string(), publicKey: z.string() }),
+  batch: z.object({ batchId: z.string(), duplicate: z.boolean() }),
+  adminProof: z.object({ proof: z.string() }),
+  created: z.object({
+    accountId: z.string(),
+    writeKey: z.string(),
+    readToken: z.string(),
+    collectorKey: z.object({ keyId: z.string(), publicKey: z.string() }),
+    script: z.object({ path: z.string(), integrity: z.string() }).optional().describe('where this collector serves the script build (for a ready-to-paste tag)'),
+  }),
+  accounts: z.object({ accounts: z.array(accountView) }),
+  account: accountDetails,
+};
 
 export function createApp(s: Services): Hono {
   const app = new Hono();

@@ -16,6 +16,74 @@ import { CollectorError } from '../errors.js';
 import { readJson } from '../body.js';
 import type { Lifecycle } from './lifecycle.js';
 
+// ---- responses (described in /openapi.json; services/collector/test/openapi.test.ts validates recorded answers)
+const iso = z.string().describe('ISO 8601 instant');
+const perTable = z.object({ batches: z.number(), processed: z.number(), rollups: z.number(), dictionary: z.number(), rejects: z.number(), accounts: z.number() });
+/** What admins see of an account (accounts.ts AccountView): never the token hash, never a key. */
+export const accountView = z.object({
+  accountId: z.string(),
+  name: z.string(),
+  state: z.enum(['active', 'deactivated', 'shredded', 'key_unavailable']),
+  createdAt: iso,
+  deactivatedAt: iso.nullable(),
+  shredAfter: iso.nullable(),
+  shreddedAt: iso.nullable(),
+  allowedOrigins: z.array(z.string()),
+  retentionDays: z.number(),
+  confidential: z.boolean(),
+  writeKey: z.string().nullable(),
+  keyProblem: z.object({ file: z.string(), reason: z.string(), since: iso, refusedBatches: z.number() }).nullable(),
+});
+/** GET /v1/accounts/:id: the view plus reject counts, rows held and the purge's progress. */
+export const accountDetails = accountView.extend({
+  rejects: z.record(z.string(), z.number()),
+  rows: perTable,
+  purge: z.object({ complete: z.boolean(), pendingRows: z.number(), tables: perTable }).nullable(),
+});
+const deactivated = z.object({ accountId: z.string(), state: z.literal('deactivated'), deactivatedAt: iso, shredAfter: iso, graceDays: z.number() });
+const shredded = z.object({
+  accountId: z.string(),
+  state: z.literal('shredded'),
+  deactivatedAt: iso.nullable(),
+  tombstonedAt: iso,
+  shreddedAt: iso,
+  destroyed: z.array(z.string()),
+  caches: z.array(z.string()),
+  rowsToPurge: perTable,
+  purge: z.enum(['pending', 'complete']),
+});
+const trial = z.object({ remaining: z.number(), tried: z.number(), opened: z.number() });
+export const LIFECYCLE_RESPONSES = {
+  delete: z.union([deactivated, shredded]),
+  restore: accountView,
+  wipe: z.object({
+    accountId: z.string(),
+    wipedAt: iso,
+    keyVersion: z.number(),
+    destroyedKeyVersions: z.array(z.number()),
+    deleted: z.object({ batches: z.number(), rollups: z.number(), dictionary: z.number() }),
+    writeKey: z.string(),
+  }),
+  readToken: z.object({ accountId: z.string(), readToken: z.string() }),
+  verify: z.object({
+    accountId: z.string(),
+    verifiedAt: iso,
+    state: z.enum(['active', 'deactivated', 'shredded', 'unknown']),
+    ok: z.boolean(),
+    problems: z.array(z.string()),
+    keyring: z.object({
+      accountFile: z.boolean(),
+      tombstone: z.object({ present: z.boolean(), tombstonedAt: iso.nullable() }),
+      filesScanned: z.number(),
+      filesMentioningAccount: z.array(z.string()),
+    }),
+    keysTried: z.object({ dataKeys: z.number(), keyPairs: z.number() }),
+    decryption: z.object({ rollups: trial, dictionary: trial, batches: trial }),
+    rowsRemaining: perTable,
+    purge: z.enum(['pending', 'complete']),
+  }),
+};
+
 export const settingsBody = z
   .object({
     name: z.string().max(200).optional(),

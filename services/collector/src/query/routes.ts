@@ -8,6 +8,7 @@
  */
 import type { Context, Hono } from 'hono';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { z } from 'zod';
 import { fromUtf8 } from '@cipherstat/protocol';
 import { readBody } from '../body.js';
 import { clientAddressOf } from '../admission.js';
@@ -22,6 +23,45 @@ import { runQuery, type QueryResult, type QueryStats } from './engine.js';
 import { registerPrometheusRoutes } from './prometheus/routes.js';
 import { addCounts, refusalAdvice } from '../refusals.js';
 import { QueryLimits } from './limits.js';
+
+// ---- responses (described in /openapi.json; services/collector/test/openapi.test.ts validates recorded answers)
+export const QUERY_RESPONSES = {
+  /** GET /v1/metrics */
+  metrics: z.object({
+    accountId: z.string(),
+    metrics: z.array(
+      z.object({
+        name: z.string(),
+        kind: z.string(),
+        tags: z.array(z.object({ key: z.string(), values: z.array(z.string()).nullable(), distinctValues: z.number() })),
+        points24h: z.number(),
+      }),
+    ),
+    rejects: z.record(z.string(), z.number()),
+    failedRows: z.number(),
+    tamperedRows: z.number(),
+    volumeSince: z.number(),
+    advice: z.record(z.string(), z.string()),
+    envelopes: z.record(z.string(), z.number()).describe('processed batches by envelope version'),
+  }),
+  /** POST /v1/query */
+  query: z.object({
+    series: z.array(z.object({ tags: z.record(z.string(), z.string()), points: z.array(z.tuple([z.number(), z.number().nullable()])) })),
+    meta: z.object({
+      metric: z.string(),
+      aggregation: z.string(),
+      interval: z.string(),
+      timezone: z.string(),
+      from: z.number(),
+      to: z.number(),
+      level: z.enum(['minute', 'hour', 'hour+minute']),
+      rows: z.number(),
+      failedRows: z.number(),
+      tamperedRows: z.number(),
+      cached: z.boolean(),
+    }),
+  }),
+};
 
 export interface QueryRoutesOptions {
   /** Where the built dashboard is (default services/collector/dist/dashboard). */

@@ -50,6 +50,23 @@ export const PROMETHEUS_PARAMS = {
   'status/buildinfo': z.object({}),
 } as const;
 
+// ---- responses: `{ status: "success", data }` with each route's data (described in /openapi.json)
+const labels = z.record(z.string(), z.string());
+const sample = z.tuple([z.number(), z.string()]).describe('[unix seconds, value as text]');
+const matrix = z.object({ resultType: z.literal('matrix'), result: z.array(z.object({ metric: labels, values: z.array(sample) })) });
+const vector = z.object({ resultType: z.literal('vector'), result: z.array(z.object({ metric: labels, value: sample })) });
+const scalar = z.object({ resultType: z.literal('scalar'), result: sample });
+const success = (data: z.ZodType) => z.object({ status: z.literal('success'), data });
+export const PROMETHEUS_RESPONSES: Record<keyof typeof PROMETHEUS_PARAMS, z.ZodType> = {
+  query_range: success(matrix),
+  query: success(z.union([vector, scalar])),
+  labels: success(z.array(z.string())),
+  'label/{name}/values': success(z.array(z.string())),
+  series: success(z.array(labels)),
+  metadata: success(z.record(z.string(), z.array(z.object({ type: z.string(), help: z.string(), unit: z.string() })))),
+  'status/buildinfo': success(z.object({ version: z.string(), revision: z.string(), branch: z.string(), buildUser: z.string(), buildDate: z.string(), goVersion: z.string() })),
+};
+
 /** The parameters checked against the route's schema: a missing one is bad_data naming it. */
 function checked(path: keyof typeof PROMETHEUS_PARAMS, p: URLSearchParams): void {
   const r = PROMETHEUS_PARAMS[path].safeParse(Object.fromEntries([...new Set(p.keys())].map((k) => [k, p.getAll(k).length > 1 ? p.getAll(k) : p.get(k)!])));
