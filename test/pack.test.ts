@@ -48,9 +48,9 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'cipherstat-pack-'));
   const packs = join(dir, 'packs');
   mkdirSync(packs);
-  run('npm', ['pack', '--silent', '--pack-destination', packs, '-w', 'packages/protocol', '-w', 'packages/library', '-w', 'services/collector'], ROOT);
+  run('npm', ['pack', '--silent', '--pack-destination', packs, '-w', 'packages/protocol', '-w', 'packages/library', '-w', 'packages/otel', '-w', 'services/collector'], ROOT);
   for (const f of readdirSync(packs)) tgz[f.replace(/^cipherstat-|-\d.*$/g, '')] = join(packs, f);
-  expect(Object.keys(tgz).sort()).toEqual(['collector', 'library', 'protocol']);
+  expect(Object.keys(tgz).sort()).toEqual(['collector', 'library', 'otel', 'protocol']);
 }, 120_000);
 afterAll(() => dir && rmSync(dir, { recursive: true, force: true }));
 
@@ -103,10 +103,36 @@ it('@cipherstat/collector installs beside the protocol tarball only, and its `ci
   expect(run(process.execPath, ['--input-type=module', '-e', `await import('@cipherstat/collector'); console.log('ok')`], p).trim()).toBe('ok');
 }, 300_000);
 
+it('@cipherstat/otel installs beside the Library tarball (OpenTelemetry from the registry) and works from ESM, CJS and TypeScript', () => {
+  const p = project('otel', [tgz.library!, tgz.otel!, '@opentelemetry/sdk-metrics@2.12.1', '@opentelemetry/api@1.9.1']);
+  const use = (load: string) => `${load}
+const key = Buffer.alloc(32, 7).toString('base64');
+const e = new otel.CipherstatMetricExporter({ endpoint: 'http://127.0.0.1:9', accountId: 'acct_12345678', writeKey: key, persist: false });
+const bad = (() => { try { new otel.CipherstatMetricExporter({ endpoint: 'http://127.0.0.1:9', accountId: 'acct_12345678', writeKey: key, maxTags: 17 }); } catch (x) { return x.message; } })();
+console.log(JSON.stringify({ temporality: e.selectAggregationTemporality(sdk.InstrumentType.COUNTER) === sdk.AggregationTemporality.DELTA, bad }));
+e.shutdown();`;
+  writeFileSync(join(p, 'esm.mjs'), use(`import * as otel from '@cipherstat/otel';\nimport * as sdk from '@opentelemetry/sdk-metrics';`));
+  writeFileSync(join(p, 'cjs.cjs'), use(`const otel = require('@cipherstat/otel');\nconst sdk = require('@opentelemetry/sdk-metrics');`));
+  const expected = { temporality: true, bad: '@cipherstat/otel: invalid option maxTags: 0..16' };
+  expect(JSON.parse(run(process.execPath, ['esm.mjs'], p))).toEqual(expected);
+  expect(JSON.parse(run(process.execPath, ['cjs.cjs'], p))).toEqual(expected);
+  const ts = (load: string) => `${load}
+const options: CipherstatExporterOptions = { endpoint: 'https://metrics.example', accountId: 'acct_12345678', writeKey: 'k', temporality: 'cumulative' };
+const exporter: PushMetricExporter = new CipherstatMetricExporter(options);
+new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter })] });
+// @ts-expect-error temporality is 'delta' or 'cumulative'
+new CipherstatMetricExporter({ ...options, temporality: 'sometimes' });
+`;
+  const imports = `import { CipherstatMetricExporter, type CipherstatExporterOptions } from '@cipherstat/otel';
+import { MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter } from '@opentelemetry/sdk-metrics';`;
+  typecheck(p, { 'use.mts': ts(imports), 'use.cts': ts(imports) });
+}, 300_000);
+
 it('attw and publint find no problem in any tarball', () => {
   const attw = (file: string, ...extra: string[]) => run(BIN('attw'), [file, '--format', 'ascii', ...extra], dir);
   // the Library ships ESM and CJS; the protocol and the collector are ESM only (Node's require(esm) loads them)
   attw(tgz.library!, '--exclude-entrypoints', 'cipherstat.min.js', 'cipherstat-fallback.min.js', 'cipherstat-storefront.min.js');
+  attw(tgz.otel!);
   attw(tgz.protocol!, '--profile', 'esm-only');
   attw(tgz.collector!, '--profile', 'esm-only');
   for (const f of Object.values(tgz)) expect(run(BIN('publint'), [f, '--strict'], dir)).not.toMatch(/Warnings|Errors/);

@@ -65,7 +65,7 @@ const KNOWN: Record<string, string> = {
   cluster: 'needs a ClickHouse cluster (the roles are tested in-process: services/collector/test/storage-remote.test.ts)',
   'send-hpke': 'run against a real collector by test/example-send-with-hpke.test.ts (the same line, with its URL and account)',
   otel: 'run against a real collector by packages/otel/test/otel.test.ts (the same code, with its URL and account)',
-  'otel-install': '`npm i` from the registry: the workspace package packages/otel is what the snippet imports',
+  'otel-install': '`npm i` from the registry: the packed tarball installs with OpenTelemetry from the registry in test/pack.test.ts',
 };
 
 let dir: string;
