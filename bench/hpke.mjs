@@ -88,8 +88,42 @@ const noX25519 = () => {
   }
 };
 const noSubtle = () => Object.defineProperty(Crypto.prototype, 'subtle', { get: () => undefined });
+/**
+ * Where the main thread's time goes (CDP Profiler, sampled; a separate pass, since profiling
+ * slows what it samples): shares of the sampled non-idle time by what ran — the Library's own
+ * JavaScript, fetch, localStorage, WebCrypto, GC, and Chromium's internals the profile cannot
+ * attribute ("(program)": task scheduling, IPC, promise settling of native calls).
+ */
+function profileSplit(profile) {
+  const self = new Map();
+  profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+  const split = {};
+  let total = 0;
+  for (const n of profile.nodes) {
+    const us = self.get(n.id) ?? 0;
+    const { url, functionName: f } = n.callFrame;
+    if (!us || f === '(idle)') continue;
+    const what = url.includes('cipherstat')
+      ? 'library JS'
+      : url
+        ? 'other JS'
+        : f === 'fetch' || f === 'Response'
+          ? 'fetch'
+          : /^(setItem|getItem|removeItem)$/.test(f)
+            ? 'localStorage'
+            : /^(generateKey|exportKey|importKey|deriveBits|deriveKey|encrypt|sign|getRandomValues)$/.test(f)
+              ? 'WebCrypto'
+              : f === '(program)' || f === '(garbage collector)'
+                ? f
+                : 'other native';
+    split[what] = (split[what] ?? 0) + us;
+    total += us;
+  }
+  return Object.fromEntries(Object.entries(split).sort((a, b) => b[1] - a[1]).map(([k, v]) => [k, v / total]));
+}
+
 /** mode: 'v2' (native X25519), 'fallback' (v2, X25519 from the fallback chunk), 'v1' (no crypto.subtle). */
-async function library(mode, persist = true) {
+async function library(mode, persist = true, profile = false) {
   const page = await browser.newPage();
   if (mode === 'v1') await page.addInitScript(noSubtle);
   if (mode === 'fallback') await page.addInitScript(noX25519);
@@ -120,11 +154,19 @@ async function library(mode, persist = true) {
   const wall = await run(BATCHES);
   const ms = ((await thread()) - c0) / BATCHES;
   const chunk = await page.evaluate(() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('/cipherstat-fallback.min.js')));
+  let split;
+  if (profile) {
+    await cdp.send('Profiler.enable');
+    await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
+    await cdp.send('Profiler.start');
+    await run(BATCHES);
+    split = profileSplit((await cdp.send('Profiler.stop')).profile);
+  }
   await page.close();
-  return { cpuMsPerBatch: ms, wallMsPerBatch: wall / BATCHES, firstBatchWallMs: firstWall, firstBatchCpuMs: firstCpu, fallbackFetched: chunk };
+  return { cpuMsPerBatch: ms, wallMsPerBatch: wall / BATCHES, firstBatchWallMs: firstWall, firstBatchCpuMs: firstCpu, fallbackFetched: chunk, split };
 }
 const lib = {
-  v2: await library('v2'),
+  v2: await library('v2', true, true),
   fallback: await library('fallback'),
   v1: await library('v1'),
   v2NoPersist: await library('v2', false),
@@ -174,6 +216,9 @@ table([
       ]
     : [{ figure: 'ingest throughput ratio to plaintext, end to end', v1: 'not run', v2: 'not run (--no-ingest)', target: 'v2 ≥ v1', result: '' }]),
 ]);
+const pct = (x) => fmt(100 * x, 0) + ' %';
+console.log(`\nWhere v2's main-thread time goes (CDP profile of ${BATCHES} more batches, shares of sampled non-idle time; × ${fmt(lib.v2.cpuMsPerBatch, 2)} ms ≈ ms per batch):`);
+table(Object.entries(lib.v2.split).map(([what, share]) => ({ what, share: pct(share), 'ms per batch (≈)': fmt(share * lib.v2.cpuMsPerBatch, 2) })));
 console.log('\nWhat the fallback costs a browser whose WebCrypto lacks X25519 (v2 with the chunk\'s X25519, against native X25519, same run):');
 table([
   { figure: 'extra bytes: cipherstat-fallback.min.js, min+gzip, one same-origin request', value: `${fmt(fb.bytes)} B (${fmt(sizes.fallback.raw)} B minified)` },
