@@ -3,6 +3,7 @@
 //   CDP ThreadTime, which only counts while the main thread runs: load-insensitive);
 // - collector CPU per point to open both layers of a 100-point batch (process.cpuUsage);
 // - opening throughput relative to the plaintext work (JSON.parse of the same points);
+// - where v2's main-thread time goes (a CDP profile pass: Library JS, fetch, localStorage, WebCrypto, internals);
 // - what the fallback costs a browser that needs it (WebCrypto without X25519): the chunk's
 //   bytes, main-thread CPU per batch, and first-batch latency against native X25519;
 // - ingest throughput ratio to plaintext end to end through the real collector, v1 and v2
