@@ -14,7 +14,10 @@ import { addPoint, emptyAggregate, encodeAggregate, encodeDayPack } from '../src
 import { CollectorError } from '../src/errors.js';
 import { QueryCache, runQuery } from '../src/query/index.js';
 import { accountContext } from '../src/query/context.js';
-import { mergeRows } from '../src/query/engine.js';
+import { buildSql, mergePlan } from '../src/query/engine.js';
+import { handleMergeRequest, inlineMergers } from '../src/query/mergers.js';
+import { table } from '../src/query/context.js';
+import { mergeRows } from '../src/query/merge.js';
 import { parseQuery } from '../src/query/request.js';
 import { checkAgainstReference, generatePoints, writeRollups, type GenPoint, type RefQuery } from './query-support.js';
 
@@ -238,8 +241,8 @@ describe('runQuery', () => {
     const pack = encodeDayPack([{ hour: 1, bytes: agg(7, day + H) }, { hour: 20, bytes: agg(100, day + 20 * H) }]);
     const dayRow = { l: 2, b: day, v: keys.version, s: '77', k: '', t: '', p: 'd1', a: sealRollup(keys.dataKey, { ...id, level: 2, bucket: day, part: 'd1' }, pack) };
     const metricOf = new Map([[keys.version, metric]]);
-    const sum = (rows: Parameters<typeof mergeRows>[2]) => {
-      const { groups, failed, tampered } = mergeRows(ctx, q, rows, metricOf);
+    const sum = (rows: Parameters<typeof mergeRows>[1]) => {
+      const { groups, failed, tampered } = mergeRows(mergePlan(ctx, q, metricOf), rows);
       const g = groups.get('');
       return { value: g ? g.aggs.reduce((n, a) => n + (a?.sum ?? 0), 0) : 0, failed, ...(tampered ? { tampered } : {}) };
     };
@@ -275,6 +278,37 @@ describe('runQuery', () => {
     expect(sum([tickWithList, hourRow])).toEqual({ value: 5, failed: 1 });
   });
 
+  it("a query worker's merge zeroes the data keys it received, holds the groups until finish or drop, and answers like the inline merge", async () => {
+    const ctx = await accountContext({ store, keyring }, A);
+    const q = parseQuery({ metric: 'page.load', aggregation: 'p95', interval: 'hour', from: FROM, to: TO, groupBy: ['page'] });
+    const { sql, params, metricOf } = buildSql(ctx, q, await table(store, 'rollups'));
+    const bytes = await store.queryBinary(sql, params);
+    // what the worker receives: its own copies of the keys (postMessage clones them)
+    const plan = mergePlan(ctx, q, metricOf);
+    const sent = { ...plan, versions: plan.versions.map((v) => ({ ...v, dataKey: v.dataKey.slice() })) };
+    const merges = new Map();
+    const merged = handleMergeRequest(merges, { type: 'merge', id: 1, plan: sent, bytes });
+    expect(merged).toMatchObject({ id: 1, ok: true });
+    for (const v of sent.versions) expect(v.dataKey.every((b) => b === 0)).toBe(true);
+    for (const v of plan.versions) expect(v.dataKey.some((b) => b !== 0)).toBe(true); // the caller's keys are its own
+    expect(merges.size).toBe(1);
+
+    const inline = await inlineMergers.merge(plan, bytes);
+    const reply = merged as { merged: { rows: number; failed: number; groups: string[][] } };
+    expect(reply.merged.rows).toBe(inline.rows);
+    expect(reply.merged.rows).toBeGreaterThan(0);
+    expect(reply.merged.groups).toEqual(inline.groups);
+    const seriesOf = inline.groups.map((_, j) => j);
+    const finished = handleMergeRequest(merges, { type: 'finish', id: 1, seriesOf, series: seriesOf.length });
+    expect(finished).toEqual({ id: 1, ok: true, values: await inline.finish(seriesOf, seriesOf.length) });
+    expect(merges.size).toBe(0);
+
+    handleMergeRequest(merges, { type: 'merge', id: 2, plan: { ...plan, versions: plan.versions.map((v) => ({ ...v, dataKey: v.dataKey.slice() })) }, bytes });
+    expect(merges.size).toBe(1);
+    expect(handleMergeRequest(merges, { type: 'drop', id: 2 })).toBeUndefined();
+    expect(merges.size).toBe(0);
+  });
+
   it('caches answers per account until invalidated', async () => {
     const c = new QueryCache({ ttlMs: 60_000 });
     const q = { metric: 'revenue', aggregation: 'sum', interval: 'day', from: FROM, to: TO };
@@ -297,7 +331,7 @@ describe('runQuery', () => {
     const q = parseQuery({ metric: 'page.load', aggregation: 'p95', interval: 'hour', from: FROM, to: TO, groupBy: ['page'] });
     const metric = ctx.versions.at(-1)!.pseudonyms.metric('page.load');
     const pageKey = ctx.versions.at(-1)!.pseudonyms.tagKey('page');
-    const rows: Parameters<typeof mergeRows>[2] = [];
+    const rows: Parameters<typeof mergeRows>[1] = [];
     for (let i = 0; i < 15_000; i++) {
       const bucket = FROM + (i % 120) * 3_600_000;
       const series = String(1000 + (i % 20));
@@ -309,9 +343,9 @@ describe('runQuery', () => {
       rows.push({ b: bucket, v: keys.version, s: series, a: sealed, k: tagKeys.join(','), t: tagValues.join(','), p: `p${i}` });
     }
     const metricOf = new Map([[keys.version, metric]]);
-    const { groups, failed } = mergeRows(ctx, q, rows, metricOf);
+    const { groups, failed } = mergeRows(mergePlan(ctx, q, metricOf), rows);
     expect(failed).toBe(0);
     expect(groups.size).toBe(20);
-    expect(() => mergeRows(ctx, q, rows, metricOf, 5)).toThrow(expect.objectContaining({ status: 400, code: 'too_many_series' }));
+    expect(() => mergeRows(mergePlan(ctx, q, metricOf, 5), rows)).toThrow(expect.objectContaining({ status: 400, code: 'too_many_series' }));
   });
 });

@@ -11,6 +11,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
 import { Compactor, type CompactionReport } from '../src/compactor.js';
 import { listMetrics, runQuery, type QueryResult } from '../src/query/index.js';
+import { WorkerMergers } from '../src/query/mergers.js';
 import { createLogger } from '../src/logger.js';
 import { openRollupRow } from '../src/records.js';
 import type { Params } from '../src/storage/types.js';
@@ -31,9 +32,17 @@ const QUERIES = ['count', 'sum', 'p95', 'last'].flatMap((aggregation) => [
   { metric: 'page.load', aggregation, interval: 'day' }, // hour rows, day packs after compaction
 ]);
 const deps = () => ({ store: c.services.store, keyring: c.services.keyring, now });
+// The compiled query worker (what the service uses for all but small reads), for every read:
+// its answers and counters are the inline path's, byte for byte.
+const workers = new WorkerMergers({ url: new URL('../dist/query/worker.js', import.meta.url), inlineBytes: 0 });
 const ask = async (): Promise<QueryResult[]> => {
   const out: QueryResult[] = [];
-  for (const q of QUERIES) out.push(await runQuery(deps(), { accountId: a.accountId }, { ...q, from: FROM, to: NOW }));
+  for (const q of QUERIES) {
+    const body = { ...q, from: FROM, to: NOW };
+    const inline = await runQuery(deps(), { accountId: a.accountId }, body);
+    expect(JSON.stringify(await runQuery({ ...deps(), mergers: workers }, { accountId: a.accountId }, body))).toBe(JSON.stringify(inline));
+    out.push(inline);
+  }
   return out;
 };
 const failed = (rs: QueryResult[]) => rs.reduce((n, r) => n + r.meta.failedRows, 0);
@@ -91,7 +100,10 @@ beforeAll(async () => {
   await ingest(generatePoints(12, 120, NOW - 2 * H, NOW - H - 50 * 60_000), 15);
   await ingest(generatePoints(13, 120, FROM + H, FROM + H + 10 * 60_000), 15);
 }, 300_000);
-afterAll(async () => c?.stop());
+afterAll(async () => {
+  await workers.close();
+  await c?.stop();
+});
 
 /**
  * Copies every row, copies every row under another part, and lists rows in other rows' stored

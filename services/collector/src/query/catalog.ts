@@ -4,12 +4,10 @@
  * rollups and day packs of the last 30 days (ClickHouse counts distinct pseudonyms; labels are
  * decrypted here); the 24-hour volume by opening the hour rollups and day packs of the last 24 hours.
  */
-import { openRollupJoined } from '../records.js';
-import { decodeAggregate, forEachInDayPack } from '../rollup/index.js';
+import { decodeAggregate } from '../rollup/index.js';
 import { dayOf, hourLevelSql } from './days.js';
 import { accountContext, allDictionary, lookupDictionary, table, type QueryDeps } from './context.js';
-import { ROW_COLUMNS, readRows } from './engine.js';
-import { compactedFirst, isCompacted, Supersession, type RowHandle } from './supersedes.js';
+import { LEVEL, ROW_COLUMNS, readRows, RowReader } from './rows.js';
 
 /** A tag key lists its values when it has at most this many. */
 export const MAX_LISTED_VALUES = 100;
@@ -76,62 +74,31 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   const few = tagRows.filter((r) => Number(r.n) <= MAX_LISTED_VALUES);
   const valueLabels = await lookupDictionary(deps, ctx, 2, new Set(few.flatMap((r) => r.vs)));
 
-  // Volume: open each row (never trust a row that does not open). Like the engine: a copy of a
-  // row counts once, and a row a merged row or pack replaces (its sealed list) not at all; the
-  // rows compaction wrote are opened first. The metric is part of a row's identity: a series
+  // Volume: the rows that count (rows.ts: opened, a copy once, a row a merged row or pack
+  // replaces not at all, one pack per day). The metric is part of a row's identity: a series
   // pseudonym depends on the tags only and one processing tick writes one part, so rows of
   // different metrics with the same tags, hour and tick share (level, bucket, series, version, part).
   const volume = new Map<string, number>();
-  let failedRows = 0;
-  const identity: { accountId: string; level: 1 | 2; bucket: number; metric: string; series: string; keyVersion: number; part: string } =
-    { accountId, level: 1, bucket: 0, metric: '', series: '', keyVersion: 0, part: '' };
-  const rows = new Supersession();
-  const opened: { r: (typeof volumeRows)[number]; h: RowHandle; payload: Uint8Array }[] = [];
-  for (const r of compactedFirst(volumeRows)) {
-    const keys = ctx.byVersion.get(r.v);
-    identity.level = r.l === 2 ? 2 : 1;
-    identity.bucket = r.b;
-    identity.metric = r.m!;
-    identity.series = r.s;
-    identity.keyVersion = r.v;
-    identity.part = r.p;
-    const o = keys ? openRollupJoined(keys.dataKey, identity, r.k, r.t, r.a) : null;
-    if (!o || (o.sealsList && !isCompacted(r.p))) {
-      failedRows++;
+  const reader = new RowReader({
+    accountId,
+    dataKey: (v) => ctx.byVersion.get(v)?.dataKey,
+    level: (r) => (r.l === LEVEL.dayPack ? LEVEL.dayPack : LEVEL.hour),
+  });
+  let undecodable = 0;
+  const volumeEnd = volumeSince + 24 * HOUR;
+  for (const o of reader.rows(volumeRows)) {
+    let count = 0;
+    try {
+      if (o.level === LEVEL.dayPack) reader.hours(o, volumeSince, volumeEnd, (_, bytes) => (count += decodeAggregate(bytes, false).count));
+      else count = decodeAggregate(o.payload, false).count;
+    } catch {
+      undecodable++;
       continue;
     }
-    const h = rows.add(r.p, identity.level, r.b, r.m!, r.s, r.v, o, r.u);
-    if (h) opened.push({ r, h, payload: o.payload }); // else a copy (counted)
+    volume.set(o.metric, (volume.get(o.metric) ?? 0) + count);
   }
-  const packed = new Set<string>(); // like the engine: one pack per (day, series, key version)
-  for (const { r, h, payload } of opened) {
-    if (rows.replaced(h)) continue;
-    const metric = r.m!;
-    if (r.l === 2) {
-      const day = `${r.v}\u0000${metric}\u0000${r.s}\u0000${r.b}`;
-      if (packed.has(day)) {
-        failedRows++;
-        continue;
-      }
-      packed.add(day);
-    }
-    let count: number | undefined;
-    try {
-      if (r.l === 2) {
-        let n = 0;
-        forEachInDayPack(payload, (h, bytes) => {
-          const t = r.b + h * HOUR;
-          if (t >= volumeSince && t < volumeSince + 24 * HOUR) n += decodeAggregate(bytes, false).count;
-        });
-        count = n;
-      } else count = decodeAggregate(payload, false).count;
-    } catch {
-      count = undefined;
-    }
-    if (count === undefined) failedRows++;
-    else volume.set(metric, (volume.get(metric) ?? 0) + count);
-  }
-  const tamperedRows = rows.tampered;
+  const failedRows = reader.failed + undecodable;
+  const tamperedRows = reader.tampered;
 
   // One entry per name: key versions give one name several pseudonyms.
   const byName = new Map<string, { kind: string; pseudonyms: string[] }>();

@@ -10,6 +10,7 @@ import { openDict, type DictEntry } from '../records.js';
 import type { AccountKeys } from '../keyring/index.js';
 import type { DictKind, Store } from '../storage/types.js';
 import { QueryCache } from './cache.js';
+import type { Mergers } from './mergers.js';
 
 export interface QueryDeps {
   store: Store;
@@ -22,6 +23,8 @@ export interface QueryDeps {
   onTamperedRows?: (n: number) => void;
   /** Told when a query starts (+1) and ends (−1) opening and merging its rows (a Prometheus gauge). */
   onMerge?: (delta: 1 | -1) => void;
+  /** Where rows are opened and merged (default: inline, on the calling thread). */
+  mergers?: Mergers;
 }
 
 export interface VersionKeys {

@@ -23,6 +23,7 @@ import { runQuery, type QueryResult, type QueryStats } from './engine.js';
 import { registerPrometheusRoutes } from './prometheus/routes.js';
 import { addCounts, refusalAdvice } from '../refusals.js';
 import { QueryLimits } from './limits.js';
+import { defaultMergers, type Mergers } from './mergers.js';
 
 // ---- responses (described in /openapi.json; services/collector/test/openapi.test.ts validates recorded answers)
 export const QUERY_RESPONSES = {
@@ -66,6 +67,8 @@ export const QUERY_RESPONSES = {
 export interface QueryRoutesOptions {
   /** Where the built dashboard is (default services/collector/dist/dashboard). */
   dashboardDir?: string;
+  /** Where queries are merged (default: query worker threads when running from dist, else inline). */
+  mergers?: Mergers;
 }
 
 const MAX_QUERY_BODY = 16 * 1024;
@@ -82,6 +85,7 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     onFailedRows: (n: number) => m.failedRows.inc(n),
     onTamperedRows: (n: number) => m.tamperedRows.inc(n),
     onMerge: (d: 1 | -1) => m.merging.inc(d),
+    mergers: opts.mergers ?? defaultMergers(s.log),
   };
   const proxy = s.config.trustProxy;
   const secure = securityHeaders('cidrs' in proxy || proxy.hops > 0);

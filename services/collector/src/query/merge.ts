@@ -1,0 +1,210 @@
+/**
+ * The CPU part of a query: decode the stored rows, open them (rows.ts), merge the partial
+ * aggregates per (time-zone bucket, group), then finalize per labelled series. Plain data in,
+ * plain data out (a MergePlan, the storage result bytes): it runs in a query worker thread
+ * (worker.ts) or, for small reads, inline (mergers.ts). The engine (engine.ts) does the I/O.
+ */
+import { CollectorError } from '../errors.js';
+import { emptyAggregate, finalize, mergeEncoded, mergeInto, type Aggregate, type Aggregation } from '../rollup/index.js';
+import type { RollupLevel } from '../storage/types.js';
+import { HOUR_MS } from './days.js';
+import { LEVEL, readRows, RowReader, type StoredRow } from './rows.js';
+
+/** Most series in one answer. */
+export const MAX_SERIES = 1000;
+
+/** What merging a query needs, without the account's MAC keys: a worker receives it. */
+export interface MergePlan {
+  accountId: string;
+  /** The query's level (0 minute, 1 hour with day packs). */
+  level: RollupLevel;
+  /** Bucket starts in the query's zone (epoch ms), and the end of the last bucket. */
+  starts: number[];
+  end: number;
+  /** UTC hours read from minute rows (an hour-level query with a bucket edge inside them). */
+  minuteHours?: number[];
+  aggregation: Aggregation;
+  /** Most rows read (more: `tooLarge`, nothing opened). */
+  maxRows: number;
+  /** Most groups (more: 400 too_many_series). */
+  maxGroups: number;
+  versions: {
+    version: number;
+    dataKey: Uint8Array;
+    /** The metric's pseudonym under this version. */
+    metric: string;
+    /** Group-by key pseudonyms, parallel to the query's groupBy. */
+    groupKeys: string[];
+    /** Per filter, the accepted value pseudonyms, and the key's pseudonym when points without the key pass too. */
+    filters: { accepted: string[]; missingKey?: string }[];
+  }[];
+}
+
+export interface Group {
+  /** group-by tag value pseudonyms, parallel to the query's groupBy ('0' = tag absent) */
+  values: string[];
+  aggs: (Aggregate | undefined)[];
+}
+
+export interface Merged {
+  rows: number;
+  /** More than plan.maxRows rows: nothing was opened. */
+  tooLarge: boolean;
+  groups: Map<string, Group>;
+  failed: number;
+  tampered: number;
+}
+
+export const tooManySeries = (): CollectorError =>
+  new CollectorError(400, 'too_many_series', `more than ${MAX_SERIES} series; group by fewer tags or add a filter`);
+
+/** Index of the bucket containing t (greatest start ≤ t), or −1. */
+function locate(starts: number[], t: number): number {
+  let lo = 0;
+  let hi = starts.length - 1;
+  if (hi < 0 || t < starts[0]!) return -1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (starts[mid]! <= t) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/** Decodes the storage result (RowBinary, rows.ts ROW_COLUMNS) and merges it. */
+export const mergeBytes = (plan: MergePlan, bytes: Uint8Array): Merged => mergeRows(plan, readRows(bytes));
+
+/**
+ * Opens and merges rows per (bucket, group). A row's group and filter match come from its tag
+ * pseudonym arrays, which its identity covers: storage rewriting `tag_values` makes the row fail
+ * to open (never regrouped); a row outside the filter is counted as failed.
+ */
+export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
+  if (rows.length > plan.maxRows) return { rows: rows.length, tooLarge: true, groups: new Map(), failed: 0, tampered: 0 };
+  const { starts, end } = plan;
+  const n = starts.length;
+  const versions = new Map(plan.versions.map((v) => [v.version, { ...v, accepted: v.filters.map((f) => ({ values: new Set(f.accepted), missingKey: f.missingKey })) }]));
+  const groups = new Map<string, Group>();
+  const bucketIndex = new Map<number, number>();
+  const indexOf = (t: number): number => {
+    let i = bucketIndex.get(t);
+    if (i === undefined) bucketIndex.set(t, (i = locate(starts, t)));
+    return i;
+  };
+  // (version, tag arrays) → group; rows of one series share it. Keyed by what the identity covers.
+  const groupCache = new Map<string, { key: string; values: string[] } | null>();
+  const groupOf = (row: StoredRow): { key: string; values: string[] } | null => {
+    const ck = `${row.v}\u0001${row.k}\u0001${row.t}`;
+    let grp = groupCache.get(ck);
+    if (grp !== undefined) return grp;
+    const v = versions.get(row.v)!;
+    const keys = row.k === '' ? [] : row.k.split(',');
+    const values = row.t === '' ? [] : row.t.split(',');
+    const passes = (f: { values: Set<string>; missingKey: string | undefined }) =>
+      values.some((x) => f.values.has(x)) || (f.missingKey !== undefined && !keys.includes(f.missingKey));
+    if (!v.accepted.every(passes)) grp = null;
+    else {
+      // Like `tag_values[indexOf(tag_keys, k)]`: '0' when the key is absent.
+      const g = v.groupKeys.map((gk) => {
+        const i = keys.indexOf(gk);
+        return i < 0 ? '0' : values[i] ?? '0';
+      });
+      grp = { key: g.join('\u0000'), values: g };
+    }
+    groupCache.set(ck, grp);
+    return grp;
+  };
+  const minuteHours = plan.minuteHours ? new Set(plan.minuteHours) : undefined;
+  const reader = new RowReader({
+    accountId: plan.accountId,
+    dataKey: (v) => versions.get(v)?.dataKey,
+    metric: (row) => versions.get(row.v)?.metric,
+    level: (row) => {
+      if (row.l === LEVEL.dayPack) return plan.level === LEVEL.hour ? LEVEL.dayPack : 'fail';
+      // With minute hours: a minute row only inside them, an hour row only outside them.
+      const level: RollupLevel = minuteHours && row.l === LEVEL.minute ? LEVEL.minute : plan.level;
+      if (minuteHours) {
+        const inMinutes = minuteHours.has(row.b - (row.b % HOUR_MS));
+        if (level === LEVEL.hour && inMinutes) return 'skip'; // selected by the range; these hours come from minute rows
+        if (level === LEVEL.minute && !inMinutes) return 'fail';
+      }
+      return indexOf(row.b) < 0 || row.b >= end ? 'fail' : level;
+    },
+    accept: (row) => groupOf(row) !== null, // storage returned a row outside the filter: failed
+  });
+
+  const withSketch = plan.aggregation[0] === 'p';
+  let failed = 0;
+  const add = (grp: { key: string; values: string[] }, i: number, bytes: Uint8Array): void => {
+    let g = groups.get(grp.key);
+    const cur = g?.aggs[i];
+    try {
+      if (cur) return mergeEncoded(cur, bytes, withSketch); // unchanged when it throws
+      const agg = emptyAggregate();
+      mergeEncoded(agg, bytes, withSketch);
+      if (!g) {
+        if (groups.size >= plan.maxGroups) throw tooManySeries();
+        g = { values: grp.values, aggs: new Array(n) };
+        groups.set(grp.key, g);
+      }
+      g.aggs[i] = agg;
+    } catch (e) {
+      if (e instanceof CollectorError) throw e;
+      failed++;
+    }
+  };
+  const from = starts[0]!;
+  for (const o of reader.rows(rows)) {
+    const grp = groupOf(o.row)!;
+    if (o.level !== LEVEL.dayPack) add(grp, indexOf(o.row.b), o.payload);
+    else {
+      // only its hours inside the range, and not those read from minute rows
+      reader.hours(o, from, end, (t, bytes) => {
+        if (!minuteHours?.has(t)) add(grp, indexOf(t), bytes);
+      });
+    }
+  }
+  return { rows: rows.length, tooLarge: false, groups, failed: failed + reader.failed, tampered: reader.tampered };
+}
+
+/**
+ * 15 significant digits: what float64 sums of decimal inputs support. Drops the binary tail
+ * of an addition (19.99 + 179.4 = 199.39000000000001 → 199.39); any value a point carried
+ * (≤ 15 digits) is unchanged.
+ */
+export const roundFloat = (v: number | null): number | null => (v === null || Number.isInteger(v) ? v : Number(v.toPrecision(15)));
+
+/**
+ * The values of each answer series: groups (in merge order) are merged into series
+ * `seriesOf[j]` (groups of different key versions with the same labels are one series;
+ * −1: left out), then finalized per bucket. An empty bucket is the empty aggregate's value.
+ */
+export function finishSeries(plan: Pick<MergePlan, 'starts' | 'aggregation'>, groups: Iterable<Group>, seriesOf: number[], series: number): (number | null)[][] {
+  const { starts, aggregation } = plan;
+  const merged: ((Aggregate | undefined)[] | undefined)[] = new Array(series);
+  let j = 0;
+  for (const g of groups) {
+    const s = seriesOf[j++] ?? -1;
+    if (s < 0) continue;
+    const same = merged[s];
+    if (!same) {
+      merged[s] = g.aggs;
+      continue;
+    }
+    for (let i = 0; i < starts.length; i++) {
+      const a = g.aggs[i];
+      if (a === undefined) continue;
+      const b = same[i];
+      if (b === undefined) same[i] = a;
+      else mergeInto(b, a);
+    }
+  }
+  const empty = finalize(emptyAggregate(), aggregation);
+  return Array.from({ length: series }, (_, s) => {
+    const aggs = merged[s];
+    return starts.map((_, i) => {
+      const a = aggs?.[i];
+      return a === undefined ? empty : roundFloat(finalize(a, aggregation));
+    });
+  });
+}

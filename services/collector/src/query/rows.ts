@@ -1,0 +1,200 @@
+/**
+ * Opening stored rollup rows: the one path the query engine and `GET /v1/metrics` read rows
+ * through (compaction and `verify` are to follow, issue 13). What a reader may count, decided
+ * here once:
+ *
+ * - a row opens only under its identity (records.ts: account, level, bucket, metric, series,
+ *   tag pseudonyms, key version, part) and the data key of its key version; one that does not
+ *   is counted in `failed` and never used;
+ * - a sealed `supersedes` list opens only on a row compaction wrote (part `c:`);
+ * - a copy of a row already read, and a row a merged row or day pack replaces, are left out
+ *   from the sealed lists (supersedes.ts), copies and replays counted in `tampered`;
+ * - a (UTC day, metric, series, key version) is counted through at most one day pack: compaction
+ *   leaves one (an older pack is listed by the newer), a second is not trusted (`failed`);
+ * - a day pack's hours are read with `hours`: a malformed pack counts its hours before the
+ *   fault (like separate rows) and is counted in `failed`.
+ *
+ * The rows compaction wrote are opened first and held until every sealed list is known, then
+ * each row that counts is yielded once by `RowReader.rows`.
+ */
+import { CollectorError } from '../errors.js';
+import { openRollupJoined, type OpenedRollup, type RollupIdentity } from '../records.js';
+import { forEachInDayPack } from '../rollup/index.js';
+import { RowBinaryReader } from '../storage/rowbinary.js';
+import type { RollupLevel } from '../storage/types.js';
+import { DAY_MS, HOUR_MS } from './days.js';
+import { compactedFirst, isCompacted, Supersession, type RowHandle } from './supersedes.js';
+
+/** The stored levels of the `rollups` table. */
+export const LEVEL = { minute: 0, hour: 1, dayPack: 2 } as const satisfies Record<string, RollupLevel>;
+
+/** A stored rollup row as readers select it (ROW_COLUMNS, in this order). */
+export interface StoredRow {
+  /** Stored level (absent: the reader's level). */
+  l?: number;
+  /** Bucket (epoch ms, UTC; a day pack: its UTC day). */
+  b: number;
+  /** Key version. */
+  v: number;
+  /** Series pseudonym. */
+  s: string;
+  /** The sealed aggregate or day pack. */
+  a: Uint8Array;
+  /** tag_keys joined by ',' (bound into the row's identity). */
+  k: string;
+  /** tag_values joined by ',' (bound into the row's identity). */
+  t: string;
+  /** The metric pseudonym as stored. */
+  m?: string;
+  /** The row's part (bound into its identity since record format 2; a second row with the same one is a copy). */
+  p: string;
+  /** The stored `supersedes` column (compaction's to-do list; only the sealed list decides). */
+  u?: string[];
+}
+
+/** The columns of a StoredRow, in the order readRows reads them (RowBinary). */
+export const ROW_COLUMNS = `toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, agg AS a,
+  arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t,
+  toString(metric) AS m, part AS p, supersedes AS u`;
+
+const NONE: string[] = [];
+const readList = (r: RowBinaryReader): string[] => {
+  const n = r.arrayLength();
+  if (n === 0) return NONE;
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) out.push(r.string());
+  return out;
+};
+
+/** Rows of a `SELECT ${ROW_COLUMNS}` read with store.queryBinary. */
+export function readRows(bytes: Uint8Array): StoredRow[] {
+  const r = new RowBinaryReader(bytes);
+  const rows: StoredRow[] = [];
+  while (!r.done) {
+    rows.push({ l: r.u8(), b: r.f64(), v: r.u32(), s: r.string(), a: r.bytes(), k: r.string(), t: r.string(), m: r.string(), p: r.string(), u: readList(r) });
+  }
+  return rows;
+}
+
+/** A row that counts: opened, not a copy, not replaced. */
+export interface OpenedRow {
+  row: StoredRow;
+  /** The level it opened at. */
+  level: RollupLevel;
+  /** The metric pseudonym it opened under. */
+  metric: string;
+  /** Its aggregate (levels 0, 1) or day pack (level 2). */
+  payload: Uint8Array;
+}
+
+export interface RowReaderOptions {
+  accountId: string;
+  /** The data key of a key version (undefined: the row fails). */
+  dataKey(version: number): Uint8Array | undefined;
+  /** The level a row opens at; 'skip' leaves it out uncounted, 'fail' counts it as failed. */
+  level(row: StoredRow): RollupLevel | 'skip' | 'fail';
+  /** The metric pseudonym a row opens under (default: as stored; undefined: the row fails). */
+  metric?(row: StoredRow): string | undefined;
+  /** Asked of each opened row that is not a copy: false counts it as failed (the engine: tags outside the filter). */
+  accept?(row: StoredRow): boolean;
+}
+
+interface Held extends OpenedRow {
+  h: RowHandle;
+}
+
+/** Reads the rows of one query (or listing): construct one per read. */
+export class RowReader {
+  /** Rows that did not open, or that a reader must not use. */
+  failed = 0;
+  private readonly supersession = new Supersession();
+  private readonly packedDays = new Set<string>();
+  private readonly identity: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>;
+
+  constructor(private readonly o: RowReaderOptions) {
+    this.identity = { accountId: o.accountId, level: 0, bucket: 0, metric: '', series: '', keyVersion: 0, part: '' };
+  }
+
+  /** Copies, replays and forged stored lists found (left out). */
+  get tampered(): number {
+    return this.supersession.tampered;
+  }
+
+  /** Each row of `stored` that counts, once. */
+  *rows(stored: readonly StoredRow[]): Generator<OpenedRow> {
+    const held: Held[] = [];
+    let holding = true;
+    for (const row of compactedFirst(stored)) {
+      const opened = this.open(row);
+      if (!opened) continue;
+      if (holding && isCompacted(row.p)) {
+        held.push(opened);
+        continue;
+      }
+      if (holding) {
+        holding = false;
+        for (const o of held) if (this.counts(o)) yield o;
+        held.length = 0;
+      }
+      if (this.counts(opened)) yield opened;
+    }
+    for (const o of held) if (this.counts(o)) yield o;
+  }
+
+  /** Calls `each(hourStart, aggregateBytes)` for the hours of a day pack in [from, to). */
+  hours(o: OpenedRow, from: number, to: number, each: (t: number, bytes: Uint8Array) => void): void {
+    try {
+      forEachInDayPack(o.payload, (h, bytes) => {
+        const t = o.row.b + h * HOUR_MS;
+        if (t >= from && t < to) each(t, bytes);
+      });
+    } catch (e) {
+      if (e instanceof CollectorError) throw e; // a refusal (too many series), not a fault of the pack
+      this.failed++; // a malformed pack (its hours before the fault are counted, like separate rows)
+    }
+  }
+
+  private open(row: StoredRow): Held | undefined {
+    const level = this.o.level(row);
+    if (level === 'skip') return undefined;
+    const dataKey = this.o.dataKey(row.v);
+    const metric = this.o.metric ? this.o.metric(row) : row.m;
+    if (level === 'fail' || !dataKey || metric === undefined || (level === LEVEL.dayPack && row.b % DAY_MS !== 0)) {
+      this.failed++;
+      return undefined;
+    }
+    const id = this.identity;
+    id.level = level; // a level this reader reads: a row sealed at another level does not open
+    id.bucket = row.b;
+    id.metric = metric;
+    id.series = row.s;
+    id.keyVersion = row.v;
+    id.part = row.p;
+    const opened: OpenedRollup | null = openRollupJoined(dataKey, id, row.k, row.t, row.a);
+    // a sealed list on a row no compaction wrote: not what compaction writes
+    if (!opened || (opened.sealsList && !isCompacted(row.p))) {
+      this.failed++;
+      return undefined;
+    }
+    const h = this.supersession.add(row.p, level, row.b, metric, row.s, row.v, opened, row.u);
+    if (!h) return undefined; // a copy (counted)
+    if (this.o.accept && !this.o.accept(row)) {
+      this.failed++;
+      return undefined;
+    }
+    return { row, level, metric, payload: opened.payload, h };
+  }
+
+  /** Whether an opened row counts: not replaced, and the only pack of its day. */
+  private counts(o: Held): boolean {
+    if (this.supersession.replaced(o.h)) return false;
+    if (o.level !== LEVEL.dayPack) return true;
+    const day = `${o.row.v}\u0000${o.metric}\u0000${o.row.s}\u0000${o.row.b}`;
+    if (this.packedDays.has(day)) {
+      this.failed++;
+      return false;
+    }
+    this.packedDays.add(day);
+    return true;
+  }
+}

@@ -1,0 +1,16 @@
+/**
+ * A query worker thread (mergers.ts): opens and merges the rows of heavy queries off the main
+ * thread. Requests are handled in order; a merge's groups stay here until `finish` or `drop`.
+ */
+import { parentPort } from 'node:worker_threads';
+import type { Group, MergePlan } from './merge.js';
+import { handleMergeRequest, type MergeRequest } from './mergers.js';
+
+const port = parentPort;
+if (!port) throw new Error('query/worker.js runs as a worker thread');
+const merges = new Map<number, { plan: MergePlan; groups: Group[] }>();
+
+port.on('message', (msg: MergeRequest) => {
+  const reply = handleMergeRequest(merges, msg);
+  if (reply) port.postMessage(reply);
+});
