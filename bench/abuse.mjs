@@ -14,7 +14,7 @@
 // Loopback only (B from 127.0.0.1, the flooder from 127.0.0.2, A from 127.0.0.3, so
 // per-address limits see three senders); every loop is bounded by the phase clock and a
 // watchdog ends the run.
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -122,6 +122,24 @@ async function scrape(url) {
 
 const count = (m, k) => (m[k] = (m[k] ?? 0) + 1);
 
+/**
+ * CPU seconds of the collector's main thread (its HTTP, storage I/O and JSON; Linux
+ * /proc/<pid>/task/<pid>/stat, utime + stime in clock ticks of 10 ms) and of the whole process:
+ * CPU time, not wall time, so a loaded machine stretches it far less than latencies. NaN elsewhere.
+ */
+function cpuOf(pid) {
+  const ticks = (path) => {
+    try {
+      const text = readFileSync(path, 'utf8');
+      const f = text.slice(text.lastIndexOf(')') + 2).split(' ');
+      return (Number(f[11]) + Number(f[12])) / 100; // fields 14 and 15 (utime, stime)
+    } catch {
+      return NaN;
+    }
+  };
+  return { mainSec: ticks(`/proc/${pid}/task/${pid}/stat`), processSec: ticks(`/proc/${pid}/stat`) };
+}
+
 async function main() {
   const watchdog = setTimeout(() => {
     console.error('abuse bench: watchdog fired; killing the collector');
@@ -171,7 +189,21 @@ async function main() {
     const heavyQuery = Buffer.from(JSON.stringify({ metric: 'seed.load_ms', aggregation: 'p99', interval: 'minute', from: seedNow - (SEED_MINUTES + 1) * 60_000, to: seedNow }));
     const q0 = await aSend('POST', '/v1/query', heavyQuery, { authorization: `Bearer ${A.readToken}`, 'content-type': 'application/json' });
     const q0meta = q0.status === 200 ? JSON.parse(q0.body).meta : {};
-    progress(`heavy query: ${q0.status}, ${fmt(q0meta.rows ?? 0)} rows, ${fmt(q0.ms)} ms alone`);
+    progress(`heavy query: ${q0.status}, ${fmt(q0meta.rows ?? 0)} rows, ${fmt(q0.ms)} ms alone (${q0.timing ?? ''})`);
+    // The heavy query alone, three times (other aggregations: not answered from the cache): how
+    // much CPU the collector's main thread spent on it (load-insensitive where wall time is not).
+    const alone = [];
+    for (const aggregation of ['p95', 'p90', 'p50']) {
+      const body = Buffer.from(JSON.stringify({ ...JSON.parse(heavyQuery), aggregation }));
+      const c0 = cpuOf(child.pid);
+      const r = await aSend('POST', '/v1/query', body, { authorization: `Bearer ${A.readToken}`, 'content-type': 'application/json' });
+      const c1 = cpuOf(child.pid);
+      alone.push({ status: r.status, ms: r.ms, mainCpuMs: (c1.mainSec - c0.mainSec) * 1000, cpuMs: (c1.processSec - c0.processSec) * 1000, timing: r.timing });
+      await sleep(300);
+    }
+    const median = (xs) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
+    const aloneSummary = { wallMs: median(alone.map((x) => x.ms)), mainCpuMs: median(alone.map((x) => x.mainCpuMs)), cpuMs: median(alone.map((x) => x.cpuMs)) };
+    progress(`heavy query alone ×3 (median): ${fmt(aloneSummary.wallMs)} ms wall, collector main-thread CPU ${fmt(aloneSummary.mainCpuMs)} ms, collector CPU (all threads) ${fmt(aloneSummary.cpuMs)} ms`);
 
     // Pre-built bodies (building is not measured).
     const total = Math.ceil(((PHASE_MS + GAP_MS) * PHASES.length + GAP_MS * 2) / 1000 * B_RATE) + 20;
@@ -285,13 +317,16 @@ async function main() {
       for (const p of schedule) {
         while (now() < p.start) await sleep(Math.min(200, p.start - now()));
         const s0 = await scrape(url);
+        const c0 = cpuOf(child.pid);
         while (now() < p.end) await sleep(Math.min(200, p.end - now()));
+        const c1 = cpuOf(child.pid);
         const s1 = await scrape(url);
         const inserts = s1.batchInserts - s0.batchInserts;
         stats[p.name].server = {
           loopP99Ms: s1.loopP99Ms,
           loopMaxMs: s1.loopMaxMs,
           cpuPerSec: (s1.cpuSec - s0.cpuSec) / ((p.end - p.start) / 1000),
+          mainCpuPerSec: (c1.mainSec - c0.mainSec) / ((p.end - p.start) / 1000),
           batchInsertMeanMs: inserts ? ((s1.batchInsertSec - s0.batchInsertSec) / inserts) * 1000 : NaN,
         };
       }
@@ -388,15 +423,18 @@ async function main() {
         'event loop p99 ms': fmt(v.loopP99Ms, 1),
         'event loop max ms': fmt(v.loopMaxMs, 1),
         'collector CPU (cores)': fmt(v.cpuPerSec, 2),
+        'main-thread CPU (cores)': fmt(v.mainCpuPerSec, 2),
         'batches insert mean ms': fmt(v.batchInsertMeanMs, 1),
       };
     }));
     const allPass = PHASES.every(({ name }) => Object.values(results[name].pass).every(Boolean));
-    console.log(`\nheavy query: ${fmt(q0meta.rows ?? 0)} rows, ${fmt(q0.ms)} ms alone; points processed ${fmt(afterAll.processed)}, rejected ${fmt(afterAll.rejected)}; overall ${allPass ? 'PASS' : 'FAIL'}`);
+    console.log(`\nheavy query alone (median of 3): ${fmt(aloneSummary.wallMs)} ms wall, collector main-thread CPU ${fmt(aloneSummary.mainCpuMs)} ms, collector CPU (all threads) ${fmt(aloneSummary.cpuMs)} ms; load average ${os.loadavg().map((x) => x.toFixed(1)).join(' ')}`);
+    console.log(`heavy query: ${fmt(q0meta.rows ?? 0)} rows, ${fmt(q0.ms)} ms alone; points processed ${fmt(afterAll.processed)}, rejected ${fmt(afterAll.rejected)}; overall ${allPass ? 'PASS' : 'FAIL'}`);
     writeResult('abuse', {
       options: { phaseSec: PHASE_MS / 1000, gapSec: GAP_MS / 1000, bRate: B_RATE, bPointsPerBatch: B_POINTS + 1 },
       targets: TARGETS,
-      heavyQuery: { status: q0.status, rows: q0meta.rows, msAlone: q0.ms },
+      heavyQuery: { status: q0.status, rows: q0meta.rows, msAlone: q0.ms, alone, aloneMedian: aloneSummary },
+      loadAverage: os.loadavg(),
       phases: results,
       pass: allPass,
     });
