@@ -109,6 +109,25 @@ if (n > 0) {
     log(`shopper ${++i}/${n}: ${plan.referrer ? new URL(plan.referrer).hostname : plan.utm ? plan.utm.utm_source : 'direct'} → ${['viewed', 'added to cart', 'began checkout', 'paid in ' + plan.currency][plan.depth]}`);
   }
   await browser.close();
+  // what the shoppers did, as the collector must count it once it has processed their batches
+  const all = plans(n);
+  const views = all.reduce((v, p) => v + 2 + (p.category ? 1 : 0) + p.depth, 0); // landing, product, a category tab, cart/checkout/thank-you
+  const purchases = all.filter((p) => p.depth == 3).length;
+  const total = async (metric) => {
+    const res = await fetch(`${url}/v1/query`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${account.readToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ metric, aggregation: 'count', interval: 'day', from: Date.now() - 86_400_000, to: Date.now() + 86_400_000 }),
+    });
+    return res.ok ? (await res.json()).series[0].points.reduce((n, [, v]) => n + (v ?? 0), 0) : 0;
+  };
+  const deadline = Date.now() + 120_000;
+  let seen = [0, 0];
+  while (Date.now() < deadline && (seen = [await total('page.views'), purchases ? await total('commerce.purchase') : 0]).some((v, i) => v < [views, purchases][i])) {
+    await new Promise((r) => setTimeout(r, 500));
+  }
+  if (seen[0] != views || seen[1] != purchases) await fail(`the collector shows ${seen[0]} page views and ${seen[1]} purchases, expected ${views} and ${purchases}`);
+  log(`the collector has processed all ${views} page views and ${purchases} purchase${purchases == 1 ? '' : 's'} of the shoppers`);
 }
 
 console.log(`
