@@ -8,7 +8,9 @@
  * normalisation and the cardinality bound against a page that makes unbounded paths;
  * uncaught errors are counted without their messages.
  */
+import { readFileSync } from 'node:fs';
 import type { Server } from 'node:http';
+import { fileURLToPath } from 'node:url';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startShopServer } from '../examples/storefront/server.mjs';
@@ -135,9 +137,67 @@ describe('a population of shoppers through the demo shop', () => {
   it('no errors were captured on the shop', async () => {
     expect(await query(account, 'page.errors', 'sum')).toEqual(new Map());
   });
+
+  it('what the collector holds about the visitors: these metric names, tag keys and values, nothing else (no query string, no full referrer URL, no identifier)', async () => {
+    await settled(account, 'commerce.purchase', population.filter((p) => p.depth === 3).length);
+    // (Web Vitals of a visit's last page may be lost when its context closes before they are due: not awaited)
+    const res = await fetch(`${c.url}/v1/metrics`, { headers: { authorization: `Bearer ${account.readToken}` } });
+    const { metrics } = (await res.json()) as { metrics: { name: string; kind: string; tags: { key: string; values: string[] }[] }[] };
+    const inventory = Object.fromEntries(metrics.map((m) => [m.name, Object.fromEntries(m.tags.map((t) => [t.key, [...t.values].sort()]))]));
+    const paths = ['/', '/cart', '/category/shirts', '/category/shoes', '/checkout', '/product/:id', '/thank-you'];
+    const loaded = ['/', '/cart', '/checkout', '/product/:id', '/thank-you'];
+    const vitals = Object.fromEntries(['vitals.ttfb', 'vitals.fcp', 'vitals.lcp', 'vitals.cls'].filter((n) => inventory[n]).map((n) => [n, { path: loaded.filter((p) => inventory[n]!.path!.includes(p)) }]));
+    expect(Object.keys(vitals)).toEqual(expect.arrayContaining(['vitals.ttfb', 'vitals.fcp']));
+    expect(inventory).toEqual({
+      'page.views': { path: paths, nav: ['load', 'spa'] },
+      referrals: { referrer: ['news.example', 'search.example'], utm_source: ['newsletter', 'search'], utm_medium: ['cpc', 'email'], utm_campaign: ['shoes', 'winter'] },
+      'commerce.view_item': { category: ['shirts', 'shoes'] },
+      'commerce.add_to_cart': { category: ['shirts', 'shoes'] },
+      'commerce.begin_checkout': {},
+      'commerce.purchase': { currency: ['EUR', 'USD'] },
+      'commerce.revenue': { currency: ['EUR', 'USD'] },
+      'commerce.order_value': { currency: ['EUR', 'USD'] },
+      ...vitals,
+      // INP only where there was an interaction on a page that was then left
+      ...(inventory['vitals.inp'] ? { 'vitals.inp': { path: inventory['vitals.inp'].path!.filter((p) => loaded.includes(p)) } } : {}),
+    });
+    expect(JSON.stringify(metrics)).not.toMatch(/currency=|\?|#|https?:|127\.0\.0\.1|HeadlessChrome|Mozilla/);
+  });
 });
 
-describe('consent', () => {
+describe('consent and visits', () => {
+  it('with data-respect-gpc and Global Privacy Control on, a visit posts nothing', async () => {
+    const account = await createAccount(c);
+    const origin = await shopFor(account, ' data-respect-gpc');
+    const context = await browser.newContext();
+    await context.addInitScript(() => Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', { get: () => true }));
+    const page = await context.newPage();
+    const posts: string[] = [];
+    page.on('request', (r) => r.url().startsWith(c.url) && r.method() === 'POST' && posts.push(r.url()));
+    await page.goto(`${origin}/?utm_source=newsletter`, { referer: 'https://news.example/' });
+    await page.goto(`${origin}/product/101`);
+    await page.click('#add');
+    await page.waitForURL(`${origin}/cart`);
+    await page.evaluate(() => (window as any).Cipherstat.instance.flush());
+    await page.goto('about:blank');
+    expect(posts).toEqual([]);
+    expect(await query(account, 'page.views', 'count')).toEqual(new Map());
+    await context.close();
+  });
+
+  it('a reload is a page view but not a new visit: the referral is counted once', async () => {
+    const account = await createAccount(c);
+    const origin = await shopFor(account);
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await page.goto(`${origin}/?utm_source=newsletter&utm_medium=email`, { referer: 'https://news.example/' });
+    await page.reload();
+    await page.evaluate(() => (window as any).Cipherstat.instance.flush());
+    await context.close();
+    await settled(account, 'page.views', 2);
+    expect(await query(account, 'referrals', 'sum', ['referrer', 'utm_source', 'utm_medium'])).toEqual(new Map([['news.example newsletter email', 1]]));
+  });
+
   it('with data-require-consent and no consent, a whole visit sends nothing; after setConsent(true) the current page is captured', async () => {
     const account = await createAccount(c);
     const origin = await shopFor(account, ' data-require-consent');
@@ -168,6 +228,45 @@ describe('consent', () => {
     await settled(account, 'page.views', 1);
     expect(await query(account, 'page.views', 'sum', ['path', 'nav'])).toEqual(new Map([['/cart load', 1]]));
     await context.close();
+  });
+});
+
+describe("README's storefront embed", () => {
+  const README = readFileSync(fileURLToPath(new URL('../README.md', import.meta.url)), 'utf8');
+  const block = /<!-- readme-test: storefront -->\n```html\n([\s\S]*?)\n```/.exec(README)![1]!;
+
+  it('runs as written in Chromium: the page view, each funnel step, the purchase and its revenue under its currency; data-auto="errors" keeps only error counts', async () => {
+    const account = await createAccount(c);
+    const only = await createAccount(c);
+    const html = (a: TestAccount, auto = 'data-auto') =>
+      `<!doctype html><meta charset="utf-8"><title>readme</title>\n` +
+      block
+        .replaceAll('https://metrics.shop.example', c.url)
+        .replace('acct_3f9c…', a.accountId)
+        .replace('m1x…=', a.writeKey)
+        .replace(' data-auto>', ` ${auto}>`);
+    expect(html(account)).not.toContain('…');
+    const { server, origin } = await startShop((req, res) =>
+      res.writeHead(200, { 'content-type': 'text/html' }).end(req.url === '/only-errors' ? html(only, 'data-auto="errors"') : html(account)),
+    );
+    servers.push(server);
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    for (const path of ['/shoes/trail-runner', '/only-errors']) {
+      await page.goto(origin + path);
+      await page.evaluate(() => (window as any).Cipherstat.instance.flush());
+    }
+    await context.close();
+    await settled(account, 'commerce.purchase', 1);
+    await settled(account, 'page.views', 1);
+    expect(await query(account, 'page.views', 'sum', ['path', 'nav'])).toEqual(new Map([['/shoes/trail-runner load', 1]]));
+    for (const step of ['view_item', 'add_to_cart', 'begin_checkout']) expect(await query(account, `commerce.${step}`, 'sum'), step).toEqual(new Map([['', 1]]));
+    expect(await query(account, 'commerce.revenue', 'sum', ['currency'])).toEqual(new Map([['EUR', 99.5]]));
+    expect(await query(account, 'commerce.order_value', 'count', ['currency'])).toEqual(new Map([['EUR', 1]]));
+    // data-auto="errors": the commerce calls are recorded, no page view, no vitals
+    await settled(only, 'commerce.purchase', 1);
+    expect(await query(only, 'page.views', 'count')).toEqual(new Map());
+    expect(await query(only, 'vitals.ttfb', 'count')).toEqual(new Map());
   });
 });
 
