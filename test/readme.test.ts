@@ -64,6 +64,8 @@ const KNOWN: Record<string, string> = {
   systemd: 'a unit file example (README: "no test runs them")',
   cluster: 'needs a ClickHouse cluster (the roles are tested in-process: services/collector/test/storage-remote.test.ts)',
   'send-hpke': 'run against a real collector by test/example-send-with-hpke.test.ts (the same line, with its URL and account)',
+  storefront: 'run in Chromium against a real collector by test/storefront.test.ts (its URL and account filled in)',
+  demo: 'run by test/storefront-demo.test.ts (with free ports, 4 shoppers and --exit)',
   otel: 'run against a real collector by packages/otel/test/otel.test.ts (the same code, with its URL and account)',
   'otel-install': '`npm i` from the registry: the packed tarball installs with OpenTelemetry from the registry in test/pack.test.ts',
 };
