@@ -61,10 +61,10 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 // --dist: another build of services/collector/dist (A/B experiments on a scratch copy)
 const DIST = args.dist ? `${resolve(args.dist)}/` : `${ROOT}services/collector/dist/`;
 const { loadConfig } = await import(`${DIST}config.js`);
-const { startCollector } = await import(`${DIST}services.js`);
+const { startCollector } = await import(`${DIST}server.js`);
 const { createLogger } = await import(`${DIST}logger.js`);
-const { Pseudonyms } = await import(`${DIST}pseudonyms.js`);
-const { sealDict, sealRollup } = await import(`${DIST}records.js`);
+const { Pseudonyms } = await import(`${DIST}at-rest/pseudonyms.js`);
+const { sealDict, sealRollup } = await import(`${DIST}at-rest/records.js`);
 const { addPoint, emptyAggregate, encodeAggregate } = await import(`${DIST}rollup/index.js`);
 const { MAX_ROWS } = await import(`${DIST}query/engine.js`);
 const { randomBytes, toHex } = await import('@cipherstat/protocol');
@@ -685,7 +685,7 @@ async function measurePhase(variant) {
 const phases = [];
 if (TICK_S < 3600 && !REUSE) phases.push('partial');
 phases.push('compacted');
-// Day packs (rollup level 2): the real compactor (services/collector/src/compactor.ts) run over
+// Day packs (rollup level 2): the real compactor (services/collector/src/compaction/compactor.ts) run over
 // the compacted state; its hour merging finds nothing left (one row per group), it packs every
 // closed UTC day (and deletes the packed hour rows). A build without day packs measures the
 // compacted state again.
@@ -695,7 +695,7 @@ let compactedRows = null;
 let packReport = null;
 for (const phase of phases) {
   if (phase === 'packed') {
-    const { Compactor } = await import(`${DIST}compactor.js`);
+    const { Compactor } = await import(`${DIST}compaction/compactor.js`);
     const t = performance.now();
     packReport = await new Compactor({ store, keyring: services.keyring, log: createLogger({ level: 'warn' }), intervalMs: 0 }).runUntilDone();
     packReport.seconds = (performance.now() - t) / 1000;

@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeInner, randomBytes, seal, toHex } from '@cipherstat/protocol';
-import { Compactor } from '../src/compactor.js';
+import { Compactor } from '../src/compaction/compactor.js';
 import { createLogger } from '../src/logger.js';
 import { executeQuery, type QueryResult, type QueryStats } from '../src/query/engine.js';
 import { parseQuery } from '../src/query/request.js';

@@ -10,7 +10,7 @@ import { hashToken, isKeyringError, newToken } from './keyring/index.js';
 import { CollectorError, isCollectorError } from './errors.js';
 import type { Logger } from './logger.js';
 import type { Metrics } from './metrics.js';
-import { Lru } from './lru.js';
+import { FifoMap } from './fifo-map.js';
 
 /** Retry-After (s) of `503 account_key_unavailable`: an operator has to restore a file. */
 export const KEY_UNAVAILABLE_RETRY_AFTER_S = 60;
@@ -74,8 +74,8 @@ const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOStrin
 export const newAccountId = (): string => `acct_${toHex(randomBytes(12))}`;
 
 export class Accounts {
-  private readonly cache = new Lru<string, { row: AccountRow | undefined; at: number }>(50_000);
-  private readonly byToken = new Lru<string, { accountId: string | undefined; at: number }>(10_000);
+  private readonly cache = new FifoMap<string, { row: AccountRow | undefined; at: number }>(50_000);
+  private readonly byToken = new FifoMap<string, { accountId: string | undefined; at: number }>(10_000);
   /** Single flight: one storage read per account at a time, shared by every caller that missed. */
   private readonly loading = new Map<string, Promise<AccountRow | undefined>>();
   /** Misses waiting for the next bulk read, and whether one is running. */

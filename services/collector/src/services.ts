@@ -1,29 +1,25 @@
 /**
  * Wires one collector process: storage, keyring, accounts, the ingest writer, the processor
- * and the HTTP app, for the roles this process runs. `startCollector` is what
- * `cipherstat serve` and the tests call.
+ * and the rest of what the roles of this process need (no HTTP server: server.ts).
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AddressInfo } from 'node:net';
-import { serve, type ServerType } from '@hono/node-server';
 import { loadSecrets, type Config, type Secrets } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { openStore, type Store } from './storage/index.js';
 import { Keyring, loadAdminToken, loadMasterKeys, readRotationRecord, type ManagedMasterKeys } from './keyring/index.js';
 import { Accounts } from './accounts.js';
-import { BatchWriter } from './writer.js';
-import { Processor } from './processor.js';
+import { BatchWriter } from './ingest/writer.js';
+import { Processor } from './process/processor.js';
 import { parsePartition } from './storage/types.js';
-import { Compactor } from './compactor.js';
-import { RateLimiter } from './rate-limit.js';
-import { Admission, AuthFailures, textFormBytes } from './admission.js';
-import { Fairness } from './fairness.js';
-import { createApp } from './app.js';
-import { QueryCache } from './query/index.js';
+import { Compactor } from './compaction/compactor.js';
+import { RateLimiter } from './ingest/rate-limit.js';
+import { Admission, AuthFailures, textFormBytes } from './ingest/admission.js';
+import { Fairness } from './ingest/fairness.js';
+import { QueryCache } from './query/cache.js';
 import { Lifecycle } from './lifecycle/index.js';
-import { Refusals } from './refusals.js';
+import { Refusals } from './ingest/refusals.js';
 import { loadScript, type ScriptBuild } from './script.js';
 
 export interface Services {
@@ -204,63 +200,4 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
       }
     },
   };
-}
-
-export interface RunningCollector {
-  url: string;
-  services: Services;
-  server: ServerType;
-  close: () => Promise<void>;
-}
-
-/** Starts the HTTP server and background work; `close` shuts down gracefully. */
-export async function startCollector(config: Config, opts: OpenOptions = {}): Promise<RunningCollector> {
-  const services = await openServices(config, opts);
-  const { processor, log } = services;
-  if (processor) {
-    await processor.recover();
-    processor.start();
-  }
-  // After recovery: orphans of a crashed tick are gone before the first pass looks.
-  services.compactor?.start();
-  if (services.roles.process) services.lifecycle.start();
-  services.refusals.start();
-  const app = createApp(services);
-  const server = await new Promise<ServerType>((resolve) => {
-    const srv = serve(
-      {
-        fetch: app.fetch,
-        port: config.port,
-        hostname: config.host,
-        // Slow or idle clients cannot hold connections open (Node's defaults: 60 s, 300 s, no cap).
-        serverOptions: {
-          headersTimeout: config.headersTimeoutMs,
-          requestTimeout: config.requestTimeoutMs,
-          keepAliveTimeout: config.keepAliveTimeoutMs,
-        },
-      },
-      () => resolve(srv),
-    );
-  });
-  server.maxConnections = config.maxConnections;
-  const address = server.address() as AddressInfo;
-  const url = `http://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`;
-  log.info({ url, role: config.role, dataDir: config.dataDir }, 'cipherstat collector listening');
-  let closing: Promise<void> | undefined;
-  const close = () =>
-    (closing ??= (async () => {
-      log.info('shutting down: no new connections, flushing');
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
-      });
-      await services.writer.close();
-      await services.refusals.close();
-      await processor?.stop();
-      await services.compactor?.stop();
-      await services.lifecycle.stop();
-      await services.store.close();
-      log.info('stopped');
-    })());
-  return { url, services, server, close };
 }

@@ -9,7 +9,7 @@ import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { toBase64 } from '@cipherstat/protocol';
 import { loadConfig, loadSecrets, type Config } from '../src/config.js';
-import { resolveClient, textFormBytes } from '../src/admission.js';
+import { resolveClient, textFormBytes } from '../src/ingest/admission.js';
 import type { RejectRow, Store } from '../src/storage/types.js';
 import { ADMIN_TOKEN, createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { metric } from './lifecycle-support.js';

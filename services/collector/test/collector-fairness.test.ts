@@ -11,8 +11,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Gauge } from 'prom-client';
 import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { writeRollups, type GenPoint } from './query-support.js';
-import { DEFAULT_MS_PER_POINT, FairQueue } from '../src/fair-queue.js';
-import { Compactor } from '../src/compactor.js';
+import { DEFAULT_MS_PER_POINT, FairQueue } from '../src/process/fair-queue.js';
+import { Compactor } from '../src/compaction/compactor.js';
 import { createLogger } from '../src/logger.js';
 import type { BatchRow } from '../src/storage/types.js';
 

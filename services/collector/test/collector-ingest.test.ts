@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toBase64 } from '@cipherstat/protocol';
-import { Admission } from '../src/admission.js';
-import { RateLimiter } from '../src/rate-limit.js';
+import { Admission } from '../src/ingest/admission.js';
+import { RateLimiter } from '../src/ingest/rate-limit.js';
 import { createAccount, envelope, points, post, startTestCollector, type TestCollector, type TestAccount } from './support/collector.js';
 
 let c: TestCollector;

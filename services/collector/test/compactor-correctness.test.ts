@@ -9,11 +9,11 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
-import { Compactor, type CompactionStep } from '../src/compactor.js';
+import { Compactor, type CompactionStep } from '../src/compaction/compactor.js';
 import { listMetrics, runQuery, type QueryResult } from '../src/query/index.js';
 import { createLogger } from '../src/logger.js';
 import type { RollupRow } from '../src/storage/types.js';
-import { openRollup, sealRollup } from '../src/records.js';
+import { openRollup, sealRollup } from '../src/at-rest/records.js';
 import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { checkAgainstReference, expectSameAnswers, generatePoints, type GenPoint, type RefQuery } from './query-support.js';
 

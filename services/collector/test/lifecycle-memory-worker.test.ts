@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, it } from 'vitest';
 import { auditShred } from './support/memory.js';
 
-const built = existsSync(fileURLToPath(new URL('../dist/tick-worker.js', import.meta.url)));
+const built = existsSync(fileURLToPath(new URL('../dist/process/tick-worker.js', import.meta.url)));
 if (!built) console.warn('lifecycle-memory-worker skipped: services/collector/dist is missing (npm run build)');
 
 describe.skipIf(!built)('shred forgets the keys in every thread (worker mode)', () => {

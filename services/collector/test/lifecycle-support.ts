@@ -5,7 +5,7 @@ import { openSeal, toBase64, type KeyPair } from '@cipherstat/protocol';
 import { nodeX25519 } from '@cipherstat/protocol/node';
 import type { Keyring } from '../src/keyring/index.js';
 import type { Store } from '../src/storage/types.js';
-import { openRollup, opensDict } from '../src/records.js';
+import { openRollup, opensDict } from '../src/at-rest/records.js';
 import { decodeAggregate } from '../src/rollup/index.js';
 import type { TestCollector } from './support/collector.js';
 

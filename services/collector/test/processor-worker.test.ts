@@ -1,5 +1,5 @@
 /**
- * The tick worker thread (dist/tick-worker.js, built by `npm test`'s pretest): it computes the
+ * The tick worker thread (dist/process/tick-worker.js, built by `npm test`'s pretest): it computes the
  * same tick as the inline path, keeps its caches across the thread boundary, survives a crash
  * without losing or double-counting a batch, and a collector running it answers queries like
  * one that does not.
@@ -12,13 +12,13 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
 import { encodeInner, keyPair, randomBytes, seal, toHex, type Point } from '@cipherstat/protocol';
-import { computeTick, packInput, TickState, type TickAccount, type TickInput, type TickKey, type TickOutput, type WorkerReply, type WorkerRequest } from '../src/tick.js';
-import { openDict, openRollup } from '../src/records.js';
-import { Processor } from '../src/processor.js';
+import { computeTick, packInput, TickState, type TickAccount, type TickInput, type TickKey, type TickOutput, type WorkerReply, type WorkerRequest } from '../src/process/tick.js';
+import { openDict, openRollup } from '../src/at-rest/records.js';
+import { Processor } from '../src/process/processor.js';
 import type { BatchRow } from '../src/storage/types.js';
 import { ADMIN_TOKEN, envelope, post, startTestCollector, type TestAccount } from './support/collector.js';
 
-const WORKER = fileURLToPath(new URL('../dist/tick-worker.js', import.meta.url));
+const WORKER = fileURLToPath(new URL('../dist/process/tick-worker.js', import.meta.url));
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const built = existsSync(WORKER) && existsSync(CLI);
 if (!built) console.warn('processor-worker tests skipped: services/collector/dist is missing (run `npx tsc -b packages/protocol services/collector`)');

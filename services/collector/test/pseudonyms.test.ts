@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { hmacSha512, utf8 } from '@cipherstat/protocol';
 import { nodeHmacSha512 } from '@cipherstat/protocol/node';
-import { Pseudonyms, type PseudonymLabel } from '../src/pseudonyms.js';
+import { Pseudonyms, type PseudonymLabel } from '../src/at-rest/pseudonyms.js';
 
 /** The implementation before node:crypto: first 8 bytes of the tweetnacl HMAC, as a UInt64. */
 function reference(macKey: Uint8Array, label: PseudonymLabel, text: string): string {

@@ -10,7 +10,7 @@
  */
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Compactor } from '../src/compactor.js';
+import { Compactor } from '../src/compaction/compactor.js';
 import { createLogger } from '../src/logger.js';
 import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { checkAgainstReference, generatePoints, query, queryServer, type GenPoint, type RefQuery } from './query-support.js';

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
 import { openStore, type Store } from '../src/storage/index.js';
 import { Keyring, staticMasterKeys } from '../src/keyring/index.js';
-import { sealDict, sealRollup } from '../src/records.js';
+import { sealDict, sealRollup } from '../src/at-rest/records.js';
 import { addPoint, emptyAggregate, encodeAggregate, encodeDayPack } from '../src/rollup/index.js';
 import { CollectorError } from '../src/errors.js';
 import { QueryCache, runQuery } from '../src/query/index.js';

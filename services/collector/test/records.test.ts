@@ -9,7 +9,7 @@ import fc from 'fast-check';
 import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { concat, randomBytes, secretSeal } from '@cipherstat/protocol';
 import { nodeSha512 } from '@cipherstat/protocol/node';
-import { SEAL_OVERHEAD, openDict, openRollup, openRollupJoined, openRollupRow, opensDict, sealDict, sealRecord, sealRollup } from '../src/records.js';
+import { SEAL_OVERHEAD, openDict, openRollup, openRollupJoined, openRollupRow, opensDict, sealDict, sealRecord, sealRollup } from '../src/at-rest/records.js';
 
 const id = { accountId: 'acct_x', level: 1 as const, bucket: 1_790_000_000_000, metric: '123', series: '456', tagKeys: ['7', '8'], tagValues: ['9', '10'], keyVersion: 3, part: 'p1' };
 const AD = 'rollup\u0000acct_x\u00001\u00001790000000000\u0000123\u0000456\u00007,8\u00009,10';

@@ -9,11 +9,11 @@
  */
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
-import { Compactor, type CompactionReport } from '../src/compactor.js';
+import { Compactor, type CompactionReport } from '../src/compaction/compactor.js';
 import { listMetrics, runQuery, type QueryResult } from '../src/query/index.js';
 import { WorkerMergers } from '../src/query/mergers.js';
 import { createLogger } from '../src/logger.js';
-import { openRollupRow } from '../src/records.js';
+import { openRollupRow } from '../src/at-rest/records.js';
 import type { Params } from '../src/storage/types.js';
 import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { expectSameAnswers, generatePoints, type GenPoint } from './query-support.js';

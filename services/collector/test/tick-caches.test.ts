@@ -6,8 +6,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { encodeInner, keyPair, randomBytes, seal, toHex, type Point } from '@cipherstat/protocol';
-import { computeTick, TickState, type TickAccount, type TickInput, type TickKey, type TickOutput } from '../src/tick.js';
-import { openRollup } from '../src/records.js';
+import { computeTick, TickState, type TickAccount, type TickInput, type TickKey, type TickOutput } from '../src/process/tick.js';
+import { openRollup } from '../src/at-rest/records.js';
 import { decodeAggregate } from '../src/rollup/index.js';
 import { mulberry32 } from '../../../test/support/seeded.mjs';
 

@@ -53,7 +53,7 @@ import {
   type FileId,
 } from './fsutil.js';
 import type { ManagedMasterKeys, MasterKeyProvider } from './master-key.js';
-import { Lru } from '../lru.js';
+import { FifoMap } from '../fifo-map.js';
 
 export const DEFAULT_TRANSPORT_OVERLAP_MS = 7 * 24 * 60 * 60 * 1000;
 export const DEFAULT_CACHE_TTL_MS = 250;
@@ -238,7 +238,7 @@ export class Keyring {
   private readonly lockPath: string;
   private held: HeldLock | undefined;
   /** Unwrapped account keys, bounded whatever the number of accounts (a miss re-reads and unwraps the file). */
-  private readonly accounts = new Lru<string, Cached<AccountKeys[]>>(ACCOUNT_CACHE_MAX);
+  private readonly accounts = new FifoMap<string, Cached<AccountKeys[]>>(ACCOUNT_CACHE_MAX);
   /** accountKeys() answered from memory (hit) or by reading and unwrapping the file (miss). */
   readonly stats = { hit: 0, miss: 0 };
   private readonly tombstoned = new Set<string>();

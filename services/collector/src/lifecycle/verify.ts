@@ -16,7 +16,7 @@ import { nodeX25519 } from '@cipherstat/protocol/node';
 import { readRotationRecord, type Keyring } from '../keyring/index.js';
 import type { AccountState, PurgeTable, Store } from '../storage/types.js';
 import { PURGE_TABLES } from '../storage/index.js';
-import { openRollup, opensDict } from '../records.js';
+import { openRollup, opensDict } from '../at-rest/records.js';
 
 export interface VerifyOptions {
   /** Rollup and dictionary ciphertexts tried per table (default 1000). */

@@ -8,9 +8,9 @@
  * never served again. A query captures the generation before it reads storage, so a result
  * racing with new data is stored under the old generation and is dead on arrival.
  */
-import { Pseudonyms } from '../pseudonyms.js';
-import type { DictEntry } from '../records.js';
-import { Lru } from '../lru.js';
+import { Pseudonyms } from '../at-rest/pseudonyms.js';
+import type { DictEntry } from '../at-rest/records.js';
+import { FifoMap } from '../fifo-map.js';
 
 export interface QueryCacheOptions {
   /** Most cached results over all accounts (default 1000). */
@@ -42,10 +42,10 @@ export class QueryCache {
   private counter = 0;
   /** Generation of every account not in `gens` (raised when `gens` is cleared). */
   private floor = 0;
-  private readonly dicts = new Lru<string, Map<string, DictEntry>>(1000);
-  private readonly pseudonymsByAccount = new Lru<string, Map<number, { macKey: Uint8Array; p: Pseudonyms }>>(1000);
+  private readonly dicts = new FifoMap<string, Map<string, DictEntry>>(1000);
+  private readonly pseudonymsByAccount = new FifoMap<string, Map<number, { macKey: Uint8Array; p: Pseudonyms }>>(1000);
   /** The HMAC results of every account's Pseudonyms, in one bounded cache (prefix: account and a per-instance number). */
-  private readonly pseudonymCache = new Lru<string, string>(200_000);
+  private readonly pseudonymCache = new FifoMap<string, string>(200_000);
   private pseudonymSeq = 0;
   hits = 0;
   misses = 0;

@@ -5,8 +5,8 @@
  */
 import { CollectorError } from '../errors.js';
 import type { Logger } from '../logger.js';
-import type { Pseudonyms } from '../pseudonyms.js';
-import { openDict, type DictEntry } from '../records.js';
+import type { Pseudonyms } from '../at-rest/pseudonyms.js';
+import { openDict, type DictEntry } from '../at-rest/records.js';
 import type { AccountKeys } from '../keyring/index.js';
 import type { DictKind, Store } from '../storage/types.js';
 import { QueryCache } from './cache.js';

@@ -7,7 +7,7 @@
  * nothing. Kept in memory, keyed by account (a read token selects exactly one account).
  */
 import { CollectorError } from '../errors.js';
-import { RateLimiter } from '../rate-limit.js';
+import { RateLimiter } from '../ingest/rate-limit.js';
 
 export class QueryLimits {
   private readonly running = new Map<string, number>();

@@ -11,7 +11,7 @@ import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { z } from 'zod';
 import { fromUtf8 } from '@cipherstat/protocol';
 import { readBody } from '../body.js';
-import { clientAddressOf } from '../admission.js';
+import { clientAddressOf } from '../ingest/admission.js';
 import { CollectorError } from '../errors.js';
 import { tokenKind } from '../keyring/index.js';
 import type { AccountRow } from '../storage/types.js';
@@ -21,7 +21,7 @@ import { listMetrics, type MetricsListing } from './catalog.js';
 import { DashboardFiles, securityHeaders, serveDashboard } from './dashboard.js';
 import { runQuery, type QueryResult, type QueryStats } from './engine.js';
 import { registerPrometheusRoutes } from './prometheus/routes.js';
-import { addCounts, refusalAdvice } from '../refusals.js';
+import { addCounts, refusalAdvice } from '../ingest/refusals.js';
 import { QueryLimits } from './limits.js';
 import { defaultMergers, type Mergers } from './mergers.js';
 

@@ -18,7 +18,7 @@
  * each row that counts is yielded once by `RowReader.rows`.
  */
 import { CollectorError } from '../errors.js';
-import { openRollupJoined, type OpenedRollup, type RollupIdentity } from '../records.js';
+import { openRollupJoined, type OpenedRollup, type RollupIdentity } from '../at-rest/records.js';
 import { forEachInDayPack } from '../rollup/index.js';
 import { RowBinaryReader } from '../storage/rowbinary.js';
 import type { RollupLevel } from '../storage/types.js';

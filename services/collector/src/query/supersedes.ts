@@ -21,7 +21,7 @@
  * seal no list: for those compaction wrote (merged rows and packs of earlier versions) the stored
  * column is taken as it is (README, "Guarantees and their exact bounds").
  */
-import type { OpenedRollup } from '../records.js';
+import type { OpenedRollup } from '../at-rest/records.js';
 import { COMPACTION_PART_PREFIX, type RollupLevel } from '../storage/types.js';
 import { HOUR_MS, dayOf } from './days.js';
 

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { fromBase64, sealBatch, randomBytes, toHex, type Point } from '@cipherstat/protocol';
 import { loadConfig as srcLoadConfig, type Config } from '../../src/config.js';
-import { startCollector as srcStartCollector, type RunningCollector } from '../../src/services.js';
+import { startCollector as srcStartCollector, type RunningCollector } from '../../src/server.js';
 import { createLogger as srcCreateLogger } from '../../src/logger.js';
 
 export const ADMIN_TOKEN = 'csa_test_admin_token_0123456789abcdefghijklmnop';
@@ -25,7 +25,7 @@ export async function startTestCollector(
   const { loadConfig, startCollector, createLogger } = opts.fromDist
     ? {
         ...((await import('../../dist/config.js')) as unknown as typeof import('../../src/config.js')),
-        ...((await import('../../dist/services.js')) as unknown as typeof import('../../src/services.js')),
+        ...((await import('../../dist/server.js')) as unknown as typeof import('../../src/server.js')),
         ...((await import('../../dist/logger.js')) as unknown as typeof import('../../src/logger.js')),
       }
     : { loadConfig: srcLoadConfig, startCollector: srcStartCollector, createLogger: srcCreateLogger };

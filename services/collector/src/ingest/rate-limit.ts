@@ -1,8 +1,8 @@
-import { Lru } from './lru.js';
+import { FifoMap } from '../fifo-map.js';
 
 /** Token buckets per key, in memory only (nothing about callers is stored). */
 export class RateLimiter {
-  private readonly buckets = new Lru<string, { tokens: number; at: number }>(100_000);
+  private readonly buckets = new FifoMap<string, { tokens: number; at: number }>(100_000);
   constructor(
     private readonly perSecond: number,
     private readonly burst = perSecond * 2,

@@ -33,12 +33,12 @@
  */
 import { randomBytes, toHex } from '@cipherstat/protocol';
 import { Counter, Histogram, type Registry } from 'prom-client';
-import type { AccountKeys } from './keyring/index.js';
-import type { Logger } from './logger.js';
-import { openRollupRow, sealRollup } from './records.js';
-import { decodeAggregate, encodeAggregate, encodeDayPack, forEachInDayPack, mergeInto, type Aggregate } from './rollup/index.js';
-import { DAY_PART_PREFIX, HOUR_MS, dayOf, hourEntry, supersededRefs } from './query/days.js';
-import { isCompacted, Supersession, type RowHandle } from './query/supersedes.js';
+import type { AccountKeys } from '../keyring/index.js';
+import type { Logger } from '../logger.js';
+import { openRollupRow, sealRollup } from '../at-rest/records.js';
+import { decodeAggregate, encodeAggregate, encodeDayPack, forEachInDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
+import { DAY_PART_PREFIX, HOUR_MS, dayOf, hourEntry, supersededRefs } from '../query/days.js';
+import { isCompacted, Supersession, type RowHandle } from '../query/supersedes.js';
 import {
   COMPACTION_PART_PREFIX,
   type DayToPack,
@@ -50,7 +50,7 @@ import {
   type StoredRollup,
   type SupersedingRollup,
   type UnfinishedRollup,
-} from './storage/types.js';
+} from '../storage/types.js';
 
 export { COMPACTION_PART_PREFIX };
 

@@ -11,8 +11,8 @@
  * - the origins refused for an account are remembered (the last few, in this process) so the
  *   dashboard can say which origin to allow and how.
  */
-import type { Logger } from './logger.js';
-import type { Store } from './storage/index.js';
+import type { Logger } from '../logger.js';
+import type { Store } from '../storage/index.js';
 
 const HOUR = 3_600_000;
 /** Accounts with counts waiting for a flush, at most (a flood naming many accounts stays bounded). */

@@ -20,26 +20,22 @@
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
 import { randomBytes, toHex } from '@cipherstat/protocol';
-import type { BatchRow, DictRow, Partition, RollupRef, RollupRow, Store } from './storage/types.js';
-import type { Keyring } from './keyring/index.js';
-import type { Accounts } from './accounts.js';
-import type { Metrics } from './metrics.js';
-import type { Logger } from './logger.js';
-import { computeTick, packInput, TickState, type CacheLookups, type TickAccount, type TickInput, type TickLimits, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
+import type { BatchRow, DictRow, Partition, RollupRef, RollupRow, Store } from '../storage/types.js';
+import type { Keyring } from '../keyring/index.js';
+import type { Accounts } from '../accounts.js';
+import type { Metrics } from '../metrics.js';
+import type { Logger } from '../logger.js';
+import { computeTick, TickState, type CacheLookups, type TickAccount, type TickInput, type TickLimits, type TickOutput } from './tick.js';
+import { TickWorker, WORKER_URL, WorkerFailure } from './worker-client.js';
 import { FairQueue, type TickBudget } from './fair-queue.js';
-import { Lru } from './lru.js';
-import { isCollectorError } from './errors.js';
+import { FifoMap } from '../fifo-map.js';
+import { isCollectorError } from '../errors.js';
 
 const DAY = 86_400_000;
 const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
 /** Worker failures in a row after which ticks run inline. */
 const WORKER_FAILURES_BEFORE_INLINE = 3;
-/** A tick failed because its worker died or went silent (not because of the tick's data). */
-class WorkerFailure extends Error {}
-/** A tick's CPU part takes about a second at full load; a worker silent this long is stuck. */
-const TICK_TIMEOUT_MS = 60_000;
 /** Most batches per tick. */
 const TICK_BATCHES = 1000;
 /**
@@ -49,8 +45,6 @@ const TICK_BATCHES = 1000;
 export const TICK_ACCOUNT_BUDGET_MS = 250;
 /** Most points of one account per tick (the backstop of the estimate; CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS). */
 export const DEFAULT_TICK_ACCOUNT_POINTS = 10_000;
-/** The compiled worker entry; only beside the compiled processor (dist), not beside the .ts sources. */
-const WORKER_URL = new URL('./tick-worker.js', import.meta.url);
 
 export interface ProcessorOptions {
   store: Store;
@@ -105,7 +99,7 @@ interface Pending {
 export class Processor {
   private readonly queue = new FairQueue();
   private readonly inflight = new Set<string>();
-  private readonly done = new Lru<string, true>(500_000);
+  private readonly done = new FifoMap<string, true>(500_000);
   /** Caches of the inline path (the worker thread keeps its own). */
   private readonly state = new TickState();
   private worker: TickWorker | undefined;
@@ -507,103 +501,5 @@ export class Processor {
       m.processingLag.observe((doneAt - r.receivedAt) / 1000);
     }
     this.o.onProcessed?.([...new Set(rows.map((r) => r.accountId))]);
-  }
-}
-
-/**
- * The tick worker thread, started on first use. When it dies (crash, uncaught error, lost
- * reply), what is pending fails like any failed tick and the next tick starts a new one, with
- * empty caches (its dictionary entries are written again: harmless).
- */
-class TickWorker {
-  private worker: Worker | undefined;
-  private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (o: TickOutput | undefined) => void; reject: (e: Error) => void }>();
-
-  constructor(
-    private readonly url: URL,
-    private readonly log: Logger,
-  ) {}
-
-  /** Ends worker `w` (if it is the current one) and fails what is pending on it. */
-  private fail(w: Worker, err: Error): void {
-    if (this.worker !== w) return;
-    this.worker = undefined;
-    void w.terminate();
-    for (const p of this.pending.values()) p.reject(err);
-    this.pending.clear();
-    this.log.error({ err: err.message }, 'tick worker failed; a new one starts with the next tick');
-  }
-
-  private start(): Worker {
-    const w = new Worker(this.url);
-    const fail = (err: Error) => this.fail(w, new WorkerFailure(err.message));
-    w.on('message', (m: WorkerReply) => {
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      if (!this.pending.size) w.unref();
-      if (m.ok) p.resolve(m.output);
-      else p.reject(new Error(m.error));
-    });
-    w.on('error', fail);
-    w.on('messageerror', fail);
-    w.on('exit', (code) => fail(new Error(`tick worker exited with code ${code}`)));
-    w.unref(); // referenced only while a tick is pending
-    this.log.info({ threadId: w.threadId }, 'tick worker started');
-    return w;
-  }
-
-  tick(input: TickInput): Promise<TickOutput> {
-    const w = (this.worker ??= this.start());
-    const packed = packInput(input);
-    return this.request(w, { type: 'tick', id: 0, input: packed }, [packed.bytes]) as Promise<TickOutput>;
-  }
-
-  /** Resolves once the worker dropped the account (in order: after every tick sent before). */
-  async forgetAccount(accountId: string): Promise<void> {
-    const w = this.worker;
-    // A worker that fails meanwhile is terminated: its copies go with its thread.
-    if (w) await this.request(w, { type: 'forgetAccount', id: 0, accountId }, []).catch(() => {});
-  }
-
-  heapSnapshot(): Promise<NodeJS.ReadableStream> | undefined {
-    return this.worker?.getHeapSnapshot();
-  }
-
-  private request(w: Worker, msg: Extract<WorkerRequest, { id: number }>, transfer: ArrayBuffer[]): Promise<TickOutput | undefined> {
-    const id = ++this.nextId;
-    msg.id = id;
-    return new Promise((resolve, reject) => {
-      // A worker that never answers (a loop, a lost message) fails like a crashed one.
-      const timer = setTimeout(() => this.fail(w, new WorkerFailure(`tick worker gave no answer in ${TICK_TIMEOUT_MS / 1000} s`)), TICK_TIMEOUT_MS);
-      timer.unref();
-      const settle = <T>(f: (v: T) => void) => (v: T) => {
-        clearTimeout(timer);
-        f(v);
-      };
-      this.pending.set(id, { resolve: settle(resolve), reject: settle(reject) });
-      w.ref();
-      try {
-        w.postMessage(msg, transfer);
-      } catch (e) {
-        this.pending.delete(id);
-        if (!this.pending.size) w.unref();
-        reject(e instanceof Error ? e : new Error(String(e)));
-      }
-    });
-  }
-
-  /** Cache messages; without a live worker there is no cache to change. */
-  post(msg: Extract<WorkerRequest, { type: 'forgetDict' }>): void {
-    this.worker?.postMessage(msg);
-  }
-
-  async stop(): Promise<void> {
-    const w = this.worker;
-    this.worker = undefined;
-    for (const p of this.pending.values()) p.reject(new Error('processor stopped'));
-    this.pending.clear();
-    await w?.terminate();
   }
 }

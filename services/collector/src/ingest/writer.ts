@@ -17,12 +17,12 @@
  *   per stored row, and a row that landed late without a hand-off is found by the poll.
  * The client that gave up after the 503 loses nothing either: nothing was acknowledged.
  */
-import type { BatchRow, Store } from './storage/types.js';
-import { Lru } from './lru.js';
-import { CollectorError } from './errors.js';
-import type { Metrics } from './metrics.js';
-import { everyFewSeconds, type Logger } from './logger.js';
-import { diskFullMessage, isDiskFull } from './disk.js';
+import type { BatchRow, Store } from '../storage/types.js';
+import { FifoMap } from '../fifo-map.js';
+import { CollectorError } from '../errors.js';
+import type { Metrics } from '../metrics.js';
+import { everyFewSeconds, type Logger } from '../logger.js';
+import { diskFullMessage, isDiskFull } from '../disk.js';
 
 type Outcome = 'stored' | 'duplicate';
 interface Pending {
@@ -38,7 +38,7 @@ export class BatchWriter {
   private running = false;
   private closed = false;
   private idle: Promise<void> = Promise.resolve();
-  private readonly recent = new Lru<string, true>(500_000);
+  private readonly recent = new FifoMap<string, true>(500_000);
   private readonly logFailure = everyFewSeconds();
 
   constructor(

@@ -15,9 +15,9 @@
  * Every refusal of a known account is counted per account by code (refusals.ts, in
  * `GET /v1/metrics` → rejects).
  */
-import type { Config } from './config.js';
-import { CollectorError } from './errors.js';
-import { Lru } from './lru.js';
+import type { Config } from '../config.js';
+import { CollectorError } from '../errors.js';
+import { FifoMap } from '../fifo-map.js';
 import { RateLimiter } from './rate-limit.js';
 
 /** How long an account stays slowed after processing rejected its points for cardinality. */
@@ -37,7 +37,7 @@ export class Fairness {
   private readonly bytes: RateLimiter;
   private readonly points: RateLimiter;
   private readonly penalized: RateLimiter;
-  private readonly penaltyUntil = new Lru<string, number>(100_000);
+  private readonly penaltyUntil = new FifoMap<string, number>(100_000);
 
   constructor(
     private readonly o: {

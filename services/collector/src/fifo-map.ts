@@ -1,5 +1,8 @@
-/** A bounded Map that forgets the oldest entries first (insertion order). */
-export class Lru<K, V> {
+/**
+ * A bounded Map that forgets the least recently *written* entries first: `set` moves a key to
+ * the back, `get` does not (first in, first out by last write; not LRU).
+ */
+export class FifoMap<K, V> {
   private readonly map = new Map<K, V>();
   constructor(private readonly max: number) {}
   get(key: K): V | undefined {

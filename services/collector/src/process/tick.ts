@@ -6,11 +6,11 @@
  */
 import { equalBytes, isZero, openInner, type Point, type KeyPair } from '@cipherstat/protocol';
 import { destroyKeys, hpkeOpen, nodeX25519 } from '@cipherstat/protocol/node';
-import type { DictKind, DictRow, ProcessedRow, RejectRow, RollupLevel, RollupRow } from './storage/types.js';
-import { Pseudonyms } from './pseudonyms.js';
-import { sealDict, sealRollup } from './records.js';
-import { addPoint, emptyAggregate, encodeAggregate, type Aggregate } from './rollup/index.js';
-import { Lru } from './lru.js';
+import type { DictKind, DictRow, ProcessedRow, RejectRow, RollupLevel, RollupRow } from '../storage/types.js';
+import { Pseudonyms } from '../at-rest/pseudonyms.js';
+import { sealDict, sealRollup } from '../at-rest/records.js';
+import { addPoint, emptyAggregate, encodeAggregate, type Aggregate } from '../rollup/index.js';
+import { FifoMap } from '../fifo-map.js';
 
 const LEVELS: { level: RollupLevel; ms: number }[] = [
   { level: 0, ms: 60_000 },
@@ -119,15 +119,15 @@ const MAX_HELD = 100_000;
  * dictionary entries written.
  */
 export class TickState {
-  readonly known = new Lru<string, true>(500_000);
-  readonly pseudonyms = new Lru<string, Pseudonyms>(10_000);
+  readonly known = new FifoMap<string, true>(500_000);
+  readonly pseudonyms = new FifoMap<string, Pseudonyms>(10_000);
   /** `${accountId}\0${n}\0${label}\0${text}` → pseudonym for every account, n numbering the Pseudonyms built. */
-  readonly pseudonymCache = new Lru<string, string>(200_000);
+  readonly pseudonymCache = new FifoMap<string, string>(200_000);
   private seq = 0;
   /** Lookups of the current tick (zeroed when one begins; the object stays: Pseudonyms count into it). */
   readonly lookups = noLookups();
   /** Per series (account, key version, kind, name, tags): its pseudonyms, dictionary entries written. */
-  readonly seriesCache = new Lru<string, SeriesDescriptor>(200_000);
+  readonly seriesCache = new FifoMap<string, SeriesDescriptor>(200_000);
   /**
    * The worker's own copies of account keys, one set per account: a tick's input brings fresh
    * copies, which are zeroed at once when they equal the held set. Dropping an account zeroes
@@ -140,8 +140,8 @@ export class TickState {
    * per (account, kind, metric name) the tag sets seen, per account the new dictionary entries
    * in the current and the previous hour.
    */
-  readonly seriesPerMetric = new Lru<string, Set<string>>(100_000);
-  readonly newValues = new Lru<string, { start: number; current: number; previous: number }>(100_000);
+  readonly seriesPerMetric = new FifoMap<string, Set<string>>(100_000);
+  readonly newValues = new FifoMap<string, { start: number; current: number; previous: number }>(100_000);
 
   constructor(private readonly ownsKeys = false) {}
 

@@ -6,8 +6,8 @@
 import { BlockList, isIP } from 'node:net';
 import type { Context } from 'hono';
 import { getConnInfo } from '@hono/node-server/conninfo';
-import type { ProxyTrust } from './config.js';
-import { CollectorError } from './errors.js';
+import type { ProxyTrust } from '../config.js';
+import { CollectorError } from '../errors.js';
 import { RateLimiter } from './rate-limit.js';
 
 /** `::ffff:1.2.3.4` → `1.2.3.4`; `[::1]` → `::1`; anything else trimmed. */

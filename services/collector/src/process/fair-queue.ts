@@ -13,8 +13,8 @@
  * reads: an account sending more than its share waits on its own queue and is slowed (503),
  * the others are not.
  */
-import type { BatchRow } from './storage/types.js';
-import { Lru } from './lru.js';
+import type { BatchRow } from '../storage/types.js';
+import { FifoMap } from '../fifo-map.js';
 
 /**
  * Estimated CPU per point for an account not measured yet (ms): a point bringing new series
@@ -40,7 +40,7 @@ interface AccountQueue {
 export class FairQueue {
   private readonly accounts = new Map<string, AccountQueue>();
   private count = 0;
-  private readonly msPerPoint = new Lru<string, number>(100_000);
+  private readonly msPerPoint = new FifoMap<string, number>(100_000);
 
   get size(): number {
     return this.count;

@@ -8,13 +8,13 @@
  * test/pseudonyms.test.ts); results are cached per MAC key.
  */
 import { nodeHmacSha512 } from '@cipherstat/protocol/node';
-import { Lru } from './lru.js';
+import { FifoMap } from '../fifo-map.js';
 
 export type PseudonymLabel = 'metric' | 'key' | 'value' | 'series';
 
 export interface PseudonymCache {
   /** Shared by many Pseudonyms (bounded memory whatever the number of accounts); entries under `prefix`. */
-  cache: Lru<string, string>;
+  cache: FifoMap<string, string>;
   /** Unique per MAC key and starting with `${accountId}\0` (so an account's entries can be dropped). */
   prefix: string;
   /** Lookups counted here. */
@@ -23,12 +23,12 @@ export interface PseudonymCache {
 
 export class Pseudonyms {
   private readonly hmac: (message: string) => Uint8Array;
-  private readonly cache: Lru<string, string>;
+  private readonly cache: FifoMap<string, string>;
   private readonly prefix: string;
   private readonly stats: { hit: number; miss: number } | undefined;
   constructor(macKey: Uint8Array, shared?: PseudonymCache) {
     this.hmac = nodeHmacSha512(macKey);
-    this.cache = shared?.cache ?? new Lru<string, string>(200_000);
+    this.cache = shared?.cache ?? new FifoMap<string, string>(200_000);
     this.prefix = shared?.prefix ?? '';
     this.stats = shared?.stats;
   }

@@ -32,7 +32,7 @@ import * as nodeCrypto from 'node:crypto';
 import { hchacha } from '@noble/ciphers/chacha.js';
 import { equalBytes, fromUtf8, isZero, secretOpen, utf8 } from '@cipherstat/protocol';
 import { nodeSha512 } from '@cipherstat/protocol/node';
-import type { DictKind, RollupLevel } from './storage/types.js';
+import type { DictKind, RollupLevel } from '../storage/types.js';
 
 export interface RollupIdentity {
   accountId: string;
