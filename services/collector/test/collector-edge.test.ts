@@ -235,12 +235,12 @@ describe('authentication failures are cheap and limited', () => {
   /** Counts storage lookups of read tokens through the real store the accounts use (request paths get one with deadlines). */
   function countTokenLookups(c: TestCollector): () => number {
     const store = (c.services.accounts as unknown as { store: Store }).store;
-    const query = store.query.bind(store);
+    const lookup = store.accountIdByReadTokenHash.bind(store);
     let n = 0;
-    store.query = ((sql: string, ...rest: unknown[]) => {
-      if (sql.includes('read_token_hash')) n++;
-      return (query as (...a: unknown[]) => unknown)(sql, ...rest);
-    }) as typeof store.query;
+    store.accountIdByReadTokenHash = (hash) => {
+      n++;
+      return lookup(hash);
+    };
     return () => n;
   }
   const guess = () => `csr_${toBase64(crypto.getRandomValues(new Uint8Array(32))).replace(/\+/g, '-').replace(/\//g, '_').slice(0, 43)}`;
