@@ -34,7 +34,7 @@ import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
   LIB, buildBodies, buildInfo, diskSummary, envelopeSealer, fmt, freePort, killAll, loadPipeline, makeSender, pinSelf, postBodies, printProfile,
-  progress, runChildJson, scrape, startChild, stopChild, summarizeProfile, table, waitProcessed, waitReady, watchdog, writeResult,
+  plaintextRun, progress, runChildJson, scrape, startChild, stopChild, summarizeProfile, table, waitProcessed, waitReady, watchdog, writeResult,
 } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
 
@@ -214,36 +214,17 @@ async function encryptedPipeline(o, tmp, envelope) {
 }
 
 async function plaintextPipeline(o, tmp) {
-  progress('plaintext pipeline: starting the Hono → chDB child');
-  const dataDir = join(tmp, 'plain');
-  mkdirSync(dataDir, { recursive: true });
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const child = startChild('plaintext', [LIB, '--serve-plaintext'], { PORT: String(port), PLAIN_DATA_DIR: dataDir }, { pin: o.pin ? { cpu: 1 } : undefined });
-  try {
-    await waitReady(url, child, '/healthz');
-    progress(`plaintext pipeline: ready at ${url}; pre-building ${fmt(o.batches)} JSON bodies (the same points)`);
-    const { bodies, avgBytes } = await buildBodies(SELF, 'json', o.batches, { mode: 'json', baseTime: Date.now() });
-    const send = makeSender(o.client, url, '/v1/points', 'application/json', o.concurrency);
-    const load = await loadPipeline(o, 'plaintext', send, bodies, child.pid, { pointsOf: () => POINTS_PER_BATCH });
-    pinSelf(o.pin ? '0-' + (os.cpus().length - 1) : undefined);
-    const result = {
-      url,
-      bodyBytes: avgBytes,
-      ...load,
-      // A 202 comes after the insert: acknowledged points are queryable.
-      pointsPerSecProcessed: load.pointsPerSecAcked,
-      pointsAcked: (load.batchesAcked + 1) * POINTS_PER_BATCH,
-      lagSec: { p50: 0, p95: 0 },
-    };
-    progress('plaintext pipeline: stopping the server');
-    await stopChild(child);
-    progress('plaintext pipeline: measuring bytes on disk');
-    result.disk = await runChildJson([LIB, '--disk-usage', dataDir, 'plain']);
-    return result;
-  } finally {
-    await stopChild(child, 5000);
-  }
+  const result = await plaintextRun(o, tmp, {
+    self: SELF,
+    bodyData: { mode: 'json', baseTime: Date.now() },
+    label: 'the same points',
+    client: o.client,
+    pointsOf: () => POINTS_PER_BATCH,
+    pin: o.pin ? { cpu: 1 } : undefined,
+    disk: true,
+    afterLoad: () => pinSelf(o.pin ? '0-' + (os.cpus().length - 1) : undefined),
+  });
+  return { ...result, pointsAcked: (result.batchesAcked + 1) * POINTS_PER_BATCH };
 }
 
 async function main() {

@@ -500,6 +500,46 @@ export async function loadPipeline(o, name, send, bodies, serverPid, hooks = {})
 }
 
 /** Top functions of a V8 .cpuprofile: self time and inclusive time per function. */
+/**
+ * The plaintext baseline both ingest benchmarks compare against: a Hono → chDB child
+ * (`--serve-plaintext`) fed the same points as JSON bodies (built by `self` from `bodyData`)
+ * under the same load. Processed = acknowledged (its 202 comes after the insert, so acknowledged
+ * points are queryable); with `disk`, its bytes on disk after it stopped.
+ */
+export async function plaintextRun(o, tmp, { self, bodyData, label, client = 'http', pointsOf, headersOf, pin, disk = false, afterLoad }) {
+  progress('plaintext pipeline: starting the Hono → chDB child');
+  const dataDir = join(tmp, 'plain');
+  mkdirSync(dataDir, { recursive: true });
+  const port = await freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const child = startChild('plaintext', [LIB, '--serve-plaintext'], { PORT: String(port), PLAIN_DATA_DIR: dataDir }, { pin });
+  try {
+    await waitReady(url, child, '/healthz');
+    progress(`plaintext pipeline: ready at ${url}; pre-building ${fmt(o.batches)} JSON bodies (${label})`);
+    const { bodies, avgBytes } = await buildBodies(self, 'json', o.batches, bodyData);
+    const send = makeSender(client, url, '/v1/points', 'application/json', o.concurrency);
+    const load = await loadPipeline(o, 'plaintext', send, bodies, child.pid, { pointsOf, headersOf });
+    afterLoad?.();
+    const result = {
+      url,
+      bodyBytes: avgBytes,
+      ...load,
+      pointsPerSecProcessed: load.pointsPerSecAcked,
+      batchesPerSecProcessed: load.batchesPerSecAcked,
+      lagSec: { p50: 0, p95: 0, p99: 0 },
+    };
+    progress('plaintext pipeline: stopping the server');
+    await stopChild(child);
+    if (disk) {
+      progress('plaintext pipeline: measuring bytes on disk');
+      result.disk = await runChildJson([LIB, '--disk-usage', dataDir, 'plain']);
+    }
+    return result;
+  } finally {
+    await stopChild(child, 5000);
+  }
+}
+
 export function summarizeProfile(file, window, top = 20) {
   const prof = JSON.parse(readFileSync(file, 'utf8'));
   const byId = new Map(prof.nodes.map((n) => [n.id, n]));

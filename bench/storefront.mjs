@@ -20,7 +20,7 @@ import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
   LIB, ROOT, buildBodies, buildInfo, envelopeSealer, fmt, freePort, killAll, loadPipeline, makeSender, parsePrometheus, postBodies, printProfile,
-  progress, runChildJson, scrape, startChild, stopChild, summarizeProfile, table, waitProcessed, waitReady, watchdog, writeResult,
+  plaintextRun, progress, runChildJson, scrape, startChild, stopChild, summarizeProfile, table, waitProcessed, waitReady, watchdog, writeResult,
 } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
 
@@ -229,34 +229,24 @@ function pointCounter(o, baseTime) {
 }
 
 async function plaintextPipeline(o, tmp) {
-  const dataDir = join(tmp, 'plain');
-  mkdirSync(dataDir, { recursive: true });
   const accountsFile = join(tmp, 'accounts.json');
   const { accounts } = JSON.parse(readFileSync(accountsFile, 'utf8'));
-  const port = await freePort();
-  const url = `http://127.0.0.1:${port}`;
-  const child = startChild('plaintext', [LIB, '--serve-plaintext'], { PORT: String(port), PLAIN_DATA_DIR: dataDir });
-  try {
-    await waitReady(url, child, '/healthz');
-    progress(`plaintext pipeline: ready at ${url}; pre-building ${fmt(o.batches)} JSON bodies (the same accounts and points)`);
-    const baseTime = Date.now();
-    const { bodies, avgBytes } = await buildBodies(SELF, 'json', o.batches, { mode: 'json', baseTime, accountsFile, accounts: o.accounts, zipf: o.zipf });
-    const cdf = zipfCdf(o.accounts, o.zipf);
-    const heads = new Array(o.batches);
-    const counts = new Uint8Array(o.batches);
-    for (let i = 0; i < o.batches; i++) {
-      const b = makeBatch(i, cdf, baseTime);
-      heads[i] = { 'x-account': accounts[b.account].accountId };
-      counts[i] = b.points.length;
-    }
-    const send = makeSender('http', url, '/v1/points', 'application/json', o.concurrency);
-    const load = await loadPipeline(o, 'plaintext', send, bodies, child.pid, { pointsOf: (i) => counts[i], headersOf: (i) => heads[i] });
-    await stopChild(child);
-    // A 202 comes after the insert: acknowledged points are queryable.
-    return { bodyBytes: avgBytes, ...load, pointsPerSecProcessed: load.pointsPerSecAcked, batchesPerSecProcessed: load.batchesPerSecAcked, lagSec: { p50: 0, p95: 0, p99: 0 } };
-  } finally {
-    await stopChild(child, 5000);
+  const baseTime = Date.now();
+  const cdf = zipfCdf(o.accounts, o.zipf);
+  const heads = new Array(o.batches);
+  const counts = new Uint8Array(o.batches);
+  for (let i = 0; i < o.batches; i++) {
+    const b = makeBatch(i, cdf, baseTime);
+    heads[i] = { 'x-account': accounts[b.account].accountId };
+    counts[i] = b.points.length;
   }
+  return plaintextRun(o, tmp, {
+    self: SELF,
+    bodyData: { mode: 'json', baseTime, accountsFile, accounts: o.accounts, zipf: o.zipf },
+    label: 'the same accounts and points',
+    pointsOf: (i) => counts[i],
+    headersOf: (i) => heads[i],
+  });
 }
 
 async function main() {
