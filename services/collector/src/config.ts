@@ -136,6 +136,8 @@ const schema = z.object({
   processCoalesceMs: z.coerce.number().int().min(0).max(5000).default(200),
   /** Process role: most points of one account in one processing tick (its backlog is spread over ticks interleaved with other accounts'). */
   processTickAccountPoints: z.coerce.number().int().positive().default(10_000),
+  /** Process role: most estimated CPU (ms) of one account's batches in one processing tick (the estimate is measured per account). */
+  processTickAccountMs: z.coerce.number().positive().default(250),
   /** Process role: compute processing ticks in a worker thread (`1`) or on the main thread (`0`). */
   processWorker: bool(true),
   /** Compaction scheduler period (ms); unset: the compactor's default; 0: no scheduled compaction (runs only when called). */
@@ -193,6 +195,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['processPartition', 'CIPHERSTAT_PROCESS_PARTITION', 'partition'],
   ['processCoalesceMs', 'CIPHERSTAT_PROCESS_COALESCE_MS'],
   ['processTickAccountPoints', 'CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS'],
+  ['processTickAccountMs', 'CIPHERSTAT_PROCESS_TICK_ACCOUNT_MS'],
   ['processWorker', 'CIPHERSTAT_PROCESS_WORKER'],
   ['compactionIntervalMs', 'CIPHERSTAT_COMPACTION_INTERVAL_MS'],
   ['lifecycleIntervalMs', 'CIPHERSTAT_LIFECYCLE_INTERVAL_MS'],

@@ -127,7 +127,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         partition: config.processPartition === '0/1' ? undefined : parsePartition(config.processPartition),
         onProcessed: (ids) => queryCache.invalidate(ids),
         limits: { seriesPerMetric: config.maxSeriesPerMetric, newValuesPerHour: config.maxNewValuesPerHour },
-        tickBudget: { points: config.processTickAccountPoints },
+        tickBudget: { points: config.processTickAccountPoints, ms: config.processTickAccountMs },
         onCardinalityLimited: (ids) => fairness.penalize(ids),
       })
     : undefined;

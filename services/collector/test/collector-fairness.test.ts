@@ -185,7 +185,9 @@ describe('fairness between tenants at ingest', () => {
   });
 
   it('processing: one account\'s queued batches go through ticks of at most CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS points', { timeout: 60_000 }, async () => {
-    c = await startTestCollector({ config: { processTickAccountPoints: 100 } });
+    // Only the points bound decides (no CPU estimate, which a loaded machine inflates), and no
+    // backpressure: the queued batches wait longer than the default lag allows while stopped.
+    c = await startTestCollector({ config: { processTickAccountPoints: 100, processTickAccountMs: Number.MAX_SAFE_INTEGER, maxProcessLagMs: 0 } });
     const a = await createAccount(c);
     const processor = c.services.processor!;
     await processor.stop(); // hand-offs wait in the queue
