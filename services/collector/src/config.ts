@@ -120,6 +120,8 @@ const schema = z.object({
   maxNewValuesPerHour: z.coerce.number().int().positive().default(100_000),
   /** Queries one read token may run at once; more: 429 `too_many_queries`. */
   queryConcurrency: z.coerce.number().int().positive().default(2),
+  /** Threads that open and merge heavy queries' rows (default: one per core, at most 2). */
+  queryWorkers: z.coerce.number().int().min(1).max(64).optional(),
   /** Stored rows one read token's queries may open per minute (token bucket); beyond: 429 `query_budget_exceeded`. */
   queryRowsPerMinute: z.coerce.number().int().positive().default(2_000_000),
   trustProxy: proxyTrust,
@@ -190,6 +192,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['maxSeriesPerMetric', 'CIPHERSTAT_MAX_SERIES_PER_METRIC'],
   ['maxNewValuesPerHour', 'CIPHERSTAT_MAX_NEW_VALUES_PER_HOUR'],
   ['queryConcurrency', 'CIPHERSTAT_QUERY_CONCURRENCY'],
+  ['queryWorkers', 'CIPHERSTAT_QUERY_WORKERS'],
   ['queryRowsPerMinute', 'CIPHERSTAT_QUERY_ROWS_PER_MINUTE'],
   ['trustProxy', 'CIPHERSTAT_TRUST_PROXY'],
   ['processPartition', 'CIPHERSTAT_PROCESS_PARTITION', 'partition'],

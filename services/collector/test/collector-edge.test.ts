@@ -4,12 +4,14 @@
  * authentication failures, HTTP server limits. Real server on 127.0.0.1, real chDB. Rate
  * limits run on a frozen clock, so no assertion depends on timing.
  */
+import { availableParallelism } from 'node:os';
 import { request, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { toBase64 } from '@cipherstat/protocol';
 import { loadConfig, loadSecrets, type Config } from '../src/config.js';
 import { resolveClient, textFormBytes } from '../src/ingest/admission.js';
+import { WorkerMergers } from '../src/query/mergers.js';
 import type { RejectRow, Store } from '../src/storage/types.js';
 import { ADMIN_TOKEN, createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { metric } from './lifecycle-support.js';
@@ -42,6 +44,13 @@ describe('configuration booleans are strict', () => {
     expect(loadConfig({}, { CIPHERSTAT_PROCESS_WORKER: 'yes' }).processWorker).toBe(true);
     expect(loadConfig({}, {}).processWorker).toBe(true);
     expect(() => loadConfig({ port: 'x' }, {})).toThrow(/--port/);
+  });
+
+  it('CIPHERSTAT_QUERY_WORKERS sizes the query merge pool (default one per core, at most 2); 0 or junk is a startup error naming it', () => {
+    expect(new WorkerMergers({ size: loadConfig({}, { CIPHERSTAT_QUERY_WORKERS: '1' }).queryWorkers }).size).toBe(1);
+    expect(new WorkerMergers({ size: loadConfig({}, { CIPHERSTAT_QUERY_WORKERS: '3' }).queryWorkers }).size).toBe(3);
+    expect(new WorkerMergers({ size: loadConfig({}, {}).queryWorkers }).size).toBe(Math.min(2, availableParallelism()));
+    for (const v of ['0', 'two', '-1']) expect(() => loadConfig({}, { CIPHERSTAT_QUERY_WORKERS: v })).toThrow(/CIPHERSTAT_QUERY_WORKERS/);
   });
 
   it('every CIPHERSTAT_* setting is read by loadConfig alone; secrets stay out of the config', () => {

@@ -220,6 +220,11 @@ export class WorkerMergers implements Mergers {
     this.workers = Array.from({ length: Math.max(1, size) }, () => new MergeWorker(o.url ?? WORKER_URL, o.log));
   }
 
+  /** Threads in the pool (each started with its first merge). */
+  get size(): number {
+    return this.workers.length;
+  }
+
   merge(plan: MergePlan, bytes: Uint8Array): Promise<Merging> {
     if (bytes.length <= this.inlineBytes) return inlineMergers.merge(plan, bytes);
     let best = this.workers[0]!;
@@ -233,5 +238,5 @@ export class WorkerMergers implements Mergers {
 }
 
 /** Workers when the compiled worker exists (the service from dist), else inline. */
-export const defaultMergers = (log?: Logger): Mergers =>
-  existsSync(fileURLToPath(WORKER_URL)) ? new WorkerMergers({ log }) : inlineMergers;
+export const defaultMergers = (log?: Logger, size?: number): Mergers =>
+  existsSync(fileURLToPath(WORKER_URL)) ? new WorkerMergers({ log, size }) : inlineMergers;
