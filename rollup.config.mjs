@@ -34,6 +34,9 @@ const here = (p) => fileURLToPath(new URL(p, import.meta.url));
 // @cipherstat/protocol is bundled in (only what the Library uses).
 // ---------------------------------------------------------------------------------------
 const lib = (p) => here(`./packages/library/${p}`);
+/** A <script> build: the Library's dist file and the same bytes in the collector's package, which serves them at /<name>. */
+const scriptOutputs = (name, global) =>
+  [lib(`dist/${name}`), here(`./services/collector/dist/script/${name}`)].map((file) => ({ file, format: 'iife', ...(global && { name: global }) }));
 
 // The Library bundles @cipherstat/protocol from its compiled dist (JS and .d.ts).
 // `npm run build` compiles it first; a bare `npx rollup -c` does it here when it is
@@ -174,29 +177,19 @@ const library = [
     input: lib('src/fallback-script.ts'),
     treeshake,
     plugins: [...libraryPlugins({ browser: true, target: 'ES2021', subset: true, fast: true }), terserScript()],
-    output: [
-      { file: lib('dist/cipherstat-fallback.min.js'), format: 'iife' },
-      { file: here('./services/collector/dist/script/cipherstat-fallback.min.js'), format: 'iife' },
-    ],
+    output: scriptOutputs('cipherstat-fallback.min.js'),
   },
   {
     input: lib('src/script.ts'),
     treeshake: coreTreeshake,
     plugins: scriptPlugins(),
-    output: [
-      { file: lib('dist/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
-      // the same bytes, served by the collector at /cipherstat.min.js (its package is self-contained)
-      { file: here('./services/collector/dist/script/cipherstat.min.js'), format: 'iife', name: 'Cipherstat' },
-    ],
+    output: scriptOutputs('cipherstat.min.js', 'Cipherstat'), // the collector's package is self-contained
   },
   {
     input: lib('src/script-storefront.ts'),
     treeshake: coreTreeshake,
     plugins: scriptPlugins(),
-    output: [
-      { file: lib('dist/cipherstat-storefront.min.js'), format: 'iife', name: 'Cipherstat' },
-      { file: here('./services/collector/dist/script/cipherstat-storefront.min.js'), format: 'iife', name: 'Cipherstat' },
-    ],
+    output: scriptOutputs('cipherstat-storefront.min.js', 'Cipherstat'),
   },
   {
     // the per-module declarations tsc wrote, bundled into one file per module system
