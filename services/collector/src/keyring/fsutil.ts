@@ -187,7 +187,7 @@ interface LockRecord {
 
 export interface HeldLock {
   release(): void;
-  /** Fencing: throws `keyring_lock_lost` unless the lock file is still ours and unexpired. Call before each write. */
+  /** Fencing: throws `keyring_lock_lost` unless the lock file still holds this holder's record. Call before each write. */
   assertHeld(): void;
 }
 
@@ -234,7 +234,7 @@ export function acquireLock(path: string, options: LockOptions = {}): HeldLock {
           } catch {
             // gone: not ours any more
           }
-          if (current !== text || (now() > record.until && !sameScope(record))) {
+          if (current !== text) {
             throw new KeyringError('keyring_lock_lost', `keyring lock ${path} was taken over while this process held it; nothing more was written`);
           }
         },
@@ -248,7 +248,7 @@ export function acquireLock(path: string, options: LockOptions = {}): HeldLock {
       continue;
     }
     if (now() > deadline) {
-      const who = seen?.record ? ` (pid ${seen.record.pid} in ${seen.record.scope === pidScope() ? 'this host' : `"${seen.record.scope}"`}, until ${new Date(seen.record.until).toISOString()})` : '';
+      const who = seen?.record ? ` (pid ${seen.record.pid} in ${sameScope(seen.record) ? 'this host' : `"${seen.record.scope}"`}, until ${new Date(seen.record.until).toISOString()})` : '';
       throw new KeyringError('keyring_busy', `keyring lock ${path} is held by another process${who}`);
     }
     sleepSync(5);
