@@ -5,18 +5,15 @@
  * `npm install --omit=optional`): on the test ClickHouse HTTP endpoint it starts, is ready
  * and acknowledges a batch; without a URL it refuses to start and says what to do.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startClickHouseHttp, type ClickHouseHttp } from './support/clickhouse-http.js';
 import { ADMIN_TOKEN, envelope, points, post, type TestAccount } from './support/collector.js';
+import { startCollectorProcess, stopProcess } from './support/faults.js';
 
-const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const dirs: string[] = [];
-const children: ChildProcess[] = [];
 const tmp = () => {
   const d = mkdtempSync(join(tmpdir(), 'cipherstat-nochdb-'));
   dirs.push(d);
@@ -39,29 +36,11 @@ beforeAll(async () => {
   writeFileSync(blockChdb, `import { register } from 'node:module';\nregister(${JSON.stringify(`data:text/javascript,${encodeURIComponent(hook)}`)});\n`);
 });
 afterAll(async () => {
-  for (const ch of children) if (ch.exitCode === null && ch.signalCode === null) ch.kill('SIGKILL');
   await shim?.close();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-function serve(env: Record<string, string>): Promise<{ url: string; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, ['--import', blockChdb, CLI, 'serve'], {
-    env: { ...process.env, PORT: '0', HOST: '127.0.0.1', CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, CIPHERSTAT_LOG_LEVEL: 'info', CIPHERSTAT_DATA_DIR: tmp(), ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let out = '';
-  const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  return new Promise((resolve, reject) => {
-    child.stdout!.on('data', (d) => {
-      out += d;
-      const m = /"url":"(http:\/\/[^"]+)"/.exec(out);
-      if (m) resolve({ url: m[1]!, stop: async () => (child.kill('SIGTERM'), await exited) });
-    });
-    child.stderr!.on('data', (d) => (out += d));
-    child.on('exit', (code) => reject(Object.assign(new Error(`collector exited (${code}): ${out.slice(-3000)}`), { out, code })));
-  });
-}
+const serve = (env: Record<string, string>) => startCollectorProcess(tmp(), env, { nodeArgs: ['--import', blockChdb] });
 
 describe('an install without the embedded engine', () => {
   it('serves on a ClickHouse server and acknowledges batches', { timeout: 300_000 }, async () => {
@@ -80,19 +59,20 @@ describe('an install without the embedded engine', () => {
       // The batch reached the server: the endpoint received its insert.
       expect(shim.requests.some((r) => /INSERT INTO\s+\S*batches/i.test(r.query))).toBe(true);
     } finally {
-      await node.stop();
+      await stopProcess(node);
     }
   });
 
   it('without CLICKHOUSE_URL refuses to start and names the missing package and the alternative', { timeout: 300_000 }, async () => {
     const e = (await serve({}).then(
-      () => {
+      async (p) => {
+        await stopProcess(p);
         throw new Error('the collector started without its engine');
       },
       (err: unknown) => err,
-    )) as { out: string; code: number };
+    )) as { output: string; code: number };
     expect(e.code).not.toBe(0);
-    expect(e.out).toContain('the embedded engine (npm package chdb) is not installed');
-    expect(e.out).toContain('CLICKHOUSE_URL');
+    expect(e.output).toContain('the embedded engine (npm package chdb) is not installed');
+    expect(e.output).toContain('CLICKHOUSE_URL');
   });
 });

@@ -19,11 +19,12 @@ export interface CollectorProcess {
 }
 
 /**
- * `cipherstat serve` (the built CLI) as a child process on `dataDir`; resolves once it listens,
+ * `cipherstat serve` (the built CLI) as a child process on `dataDir` (`nodeArgs` before the
+ * script, e.g. `--import` hooks); resolves once it listens,
  * rejects with its output when it exits first (a start that fails).
  */
-export function startCollectorProcess(dataDir: string, env: Record<string, string> = {}): Promise<CollectorProcess> {
-  const child = spawn(process.execPath, [CLI, 'serve'], {
+export function startCollectorProcess(dataDir: string, env: Record<string, string> = {}, o: { nodeArgs?: string[] } = {}): Promise<CollectorProcess> {
+  const child = spawn(process.execPath, [...(o.nodeArgs ?? []), CLI, 'serve'], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', CIPHERSTAT_DATA_DIR: dataDir, CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, CIPHERSTAT_LOG_LEVEL: 'info', CIPHERSTAT_RATE_LIMIT: '100000', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
