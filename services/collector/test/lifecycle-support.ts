@@ -82,13 +82,14 @@ export function countPoints(s: Snapshot, accountId: string, dataKey: Uint8Array)
   return n;
 }
 
-/** Every file under `dir` (recursively) with its bytes. */
-export function files(dir: string): { path: string; bytes: Buffer }[] {
+/** Every file under `dir` (recursively) with its bytes, not descending into the directories in `skip`. */
+export function files(dir: string, skip: readonly string[] = []): { path: string; bytes: Buffer }[] {
   const out: { path: string; bytes: Buffer }[] = [];
   for (const e of readdirSync(dir, { withFileTypes: true })) {
     const p = join(dir, e.name);
-    if (e.isDirectory()) out.push(...files(p));
-    else if (e.isFile()) out.push({ path: p, bytes: readFileSync(p) });
+    if (e.isDirectory()) {
+      if (!skip.includes(p)) out.push(...files(p, skip));
+    } else if (e.isFile()) out.push({ path: p, bytes: readFileSync(p) });
   }
   return out;
 }

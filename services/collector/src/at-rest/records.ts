@@ -246,9 +246,13 @@ function splitList(plain: Uint8Array): OpenedRollup | null {
 function openRow(key: Uint8Array, id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string, sealed: Uint8Array): OpenedRollup | null {
   if (sealed[0] === FORMAT_MERGED) {
     const plain = openRecord(key, mergedText(id, keys, values), sealed, FORMAT_MERGED);
-    return plain && splitList(plain);
+    if (plain) return splitList(plain);
   }
-  const payload = sealed[0] === FORMAT_ROW ? openRecord(key, rowText(id, keys, values), sealed, FORMAT_ROW) : openAny(key, rollupText(id, keys, values), sealed);
+  // A legacy row starts with a random nonce byte, which is 2 or 3 for one row in 128: when the
+  // marked format does not open, the row may still be legacy.
+  const payload =
+    (sealed[0] === FORMAT_ROW ? openRecord(key, rowText(id, keys, values), sealed, FORMAT_ROW) : null) ??
+    openAny(key, rollupText(id, keys, values), sealed);
   return payload && { payload, sealsList: false, supersedes: undefined };
 }
 const dictAd = (accountId: string, kind: DictKind, pseudonym: string) => `dict\u0000${accountId}\u0000${kind}\u0000${pseudonym}`;
