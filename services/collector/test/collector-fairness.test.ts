@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Gauge } from 'prom-client';
 import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { writeRollups, type GenPoint } from './query-support.js';
-import { DEFAULT_MS_PER_POINT, FairQueue } from '../src/process/fair-queue.js';
+import { ALONE_FACTOR, DEFAULT_MS_PER_POINT, FairQueue } from '../src/process/fair-queue.js';
 import { Compactor } from '../src/compaction/compactor.js';
 import { createLogger } from '../src/logger.js';
 import type { BatchRow } from '../src/storage/types.js';
@@ -152,42 +152,51 @@ describe('fairness between tenants at ingest', () => {
     expect(q.countOf('heavy')).toBe(500 - 1 - first.filter((r) => r.accountId === 'heavy').length);
   });
 
-  it('an account alone in the queue gets at most its per-tick budget of points: its backlog is spread over ticks', () => {
+  it('an account alone in the queue gets ALONE_FACTOR times its per-tick budget; with others waiting, the budget: its backlog is spread over ticks', () => {
     const q = new FairQueue();
     for (let i = 0; i < 100; i++) q.push(batch('heavy', i, 350), i);
     q.recordCost('heavy', 0, 350); // measured cheap: only the points budget bounds it
     const points = (rows: BatchRow[]) => rows.reduce((s, r) => s + r.pointCount, 0);
-    const tick = q.take(1000, { ms: 1_000_000, points: 4000 });
+    const budget = { ms: 1_000_000, points: 1000 };
+    expect(ALONE_FACTOR).toBe(4);
+    const tick = q.take(1000, budget);
     expect(tick.every((r) => r.accountId === 'heavy')).toBe(true);
-    expect(points(tick)).toBe(11 * 350); // 11 batches fit in 4000 points, a 12th would not
+    expect(points(tick)).toBe(11 * 350); // alone: 11 batches fit in 4 × 1000 points, a 12th would not
+    // Another account with a backlog of its own: both get the plain budget (2 × 350 fit in 1000).
+    for (let i = 0; i < 10; i++) q.push(batch('busy', i, 350), 1000 + i);
+    const shared = q.take(1000, budget);
+    expect(points(shared.filter((r) => r.accountId === 'heavy'))).toBe(2 * 350);
+    expect(points(shared.filter((r) => r.accountId === 'busy'))).toBe(2 * 350);
     // A batch of another account arriving now is in the very next tick, beside heavy's next share.
-    q.push(batch('calm', 0, 20), 1000);
-    const next = q.take(1000, { ms: 1_000_000, points: 4000 });
+    q.push(batch('calm', 0, 20), 2000);
+    const next = q.take(1000, budget);
     expect(next.filter((r) => r.accountId === 'calm')).toHaveLength(1);
-    expect(points(next.filter((r) => r.accountId === 'heavy'))).toBe(11 * 350);
+    expect(points(next.filter((r) => r.accountId === 'heavy'))).toBe(2 * 350);
     // One batch larger than the budget still moves (alone in its tick).
-    q.push(batch('big', 0, 50_000), 1001);
-    expect(q.take(1000, { ms: 1_000_000, points: 4000 }).filter((r) => r.accountId === 'big')).toHaveLength(1);
+    q.push(batch('big', 0, 50_000), 3000);
+    expect(q.take(1000, budget).filter((r) => r.accountId === 'big')).toHaveLength(1);
   });
 
   it('the CPU estimate bounds a tick too: an unmeasured account is assumed expensive, a measured rise counts at once', () => {
     const q = new FairQueue();
     for (let i = 0; i < 100; i++) q.push(batch('a', i, 350), i);
-    // Unmeasured: DEFAULT_MS_PER_POINT (0.1 ms) → 35 ms a batch → 7 batches in a 250 ms budget.
-    expect(q.take(1000, { ms: 250, points: 1_000_000 })).toHaveLength(Math.floor(250 / (350 * DEFAULT_MS_PER_POINT)));
+    // Unmeasured: DEFAULT_MS_PER_POINT (0.1 ms) → 35 ms a batch → 28 batches in 4 × a 250 ms budget (alone).
+    expect(q.take(1000, { ms: 250, points: 1_000_000 })).toHaveLength(Math.floor((ALONE_FACTOR * 250) / (350 * DEFAULT_MS_PER_POINT)));
     q.recordCost('a', 3.5, 350); // cheap: 0.01 ms a point
     expect(q.estimate('a', 100)).toBeCloseTo(1);
     q.recordCost('a', 350, 350); // new series: 1 ms a point, taken at once
     expect(q.estimate('a', 100)).toBeCloseTo(100);
-    expect(q.take(1000, { ms: 250, points: 1_000_000 })).toHaveLength(1);
+    expect(q.take(1000, { ms: 250, points: 1_000_000 })).toHaveLength(2); // 350 ms a batch: 2 fit in 4 × 250 ms
+    expect(q.take(1000, { ms: 250 / ALONE_FACTOR, points: 1_000_000 })).toHaveLength(1); // the first always moves
     q.recordCost('a', 3.5, 350); // cheap again: falls by half per tick
     expect(q.estimate('a', 100)).toBeCloseTo(50.5);
   });
 
-  it('processing: one account\'s queued batches go through ticks of at most CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS points', { timeout: 60_000 }, async () => {
+  it('processing: one account\'s queued batches, alone, go through ticks of at most ALONE_FACTOR × CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS points', { timeout: 60_000 }, async () => {
     // Only the points bound decides (no CPU estimate, which a loaded machine inflates), and no
     // backpressure: the queued batches wait longer than the default lag allows while stopped.
-    c = await startTestCollector({ config: { processTickAccountPoints: 100, processTickAccountMs: Number.MAX_SAFE_INTEGER, maxProcessLagMs: 0 } });
+    // The account is alone in the queue: ALONE_FACTOR × 25 = 100 points a tick.
+    c = await startTestCollector({ config: { processTickAccountPoints: 25, processTickAccountMs: Number.MAX_SAFE_INTEGER, maxProcessLagMs: 0 } });
     const a = await createAccount(c);
     const processor = c.services.processor!;
     await processor.stop(); // hand-offs wait in the queue

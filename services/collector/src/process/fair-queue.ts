@@ -1,10 +1,12 @@
 /**
  * The processor's queue: one FIFO per account, served round robin. A tick takes one batch per
  * account in turn and stops taking an account's batches once they pass a per-tick budget — an
- * estimate of their processing CPU and a hard number of points — whether or not other accounts
- * are waiting at that moment: a batch of another account that arrives a moment later waits for
- * at most one bounded tick, and a heavy account's backlog is processed over several ticks
- * interleaved with everyone else's. The estimate per account is a moving average of the CPU its
+ * estimate of their processing CPU and a hard number of points — while another account has
+ * batches waiting. An account alone in the queue gets ALONE_FACTOR times that budget: its ticks
+ * stay large (fewer partial rollup rows and inserts per point, the cost that made a lone busy
+ * account 2x slower with the plain budget), and a batch of another account that arrives a moment
+ * later still waits for at most one bounded tick (~1 s of estimated CPU). A heavy account's
+ * backlog is processed over several ticks interleaved with everyone else's. The estimate per account is a moving average of the CPU its
  * batches measured in earlier ticks (per point) that rises at once and falls slowly, so an
  * account whose points turn expensive (new series, new tag values) gets fewer of them per tick
  * from its next tick on; an account not measured yet is assumed expensive.
@@ -23,7 +25,13 @@ import { FifoMap } from '../fifo-map.js';
  */
 export const DEFAULT_MS_PER_POINT = 0.1;
 
-/** What one account's batches may take of one tick (at least one batch, whatever they cost). */
+/**
+ * How much more of a tick an account alone in the queue may take than its budget: 4 × 250 ms of
+ * estimated CPU by default, about what one tick of 1000 batches was meant to hold.
+ */
+export const ALONE_FACTOR = 4;
+
+/** What one account's batches may take of one tick while others wait (at least one batch, whatever they cost). */
 export interface TickBudget {
   /** Estimated processing CPU (ms). */
   ms: number;
@@ -88,8 +96,8 @@ export class FairQueue {
 
   /**
    * Up to `maxBatches` batches, one per account per round; an account's turns stop when its next
-   * batch would take its batches in this tick past `budget` (estimated CPU or points), alone in
-   * the queue or not (an
+   * batch would take its batches in this tick past `budget` (estimated CPU or points) — or past
+   * ALONE_FACTOR × `budget` when no other account has batches waiting at that moment (an
    * account always gets at least one batch when it has its turn). Accounts served go to the back
    * of the line, so the next tick starts with the others.
    */
@@ -105,7 +113,9 @@ export class FairQueue {
         let used = spent.get(id);
         const q = this.accounts.get(id)!;
         const row = q.rows[q.head]!;
-        if (used && (used.points + row.pointCount > budget.points || used.ms + this.estimate(id, row.pointCount) > budget.ms)) {
+        // Others waiting: this account has the budget; alone (it is the only queue left): ALONE_FACTOR × it.
+        const f = this.accounts.size > 1 ? 1 : ALONE_FACTOR;
+        if (used && (used.points + row.pointCount > f * budget.points || used.ms + this.estimate(id, row.pointCount) > f * budget.ms)) {
           full.add(id); // its next batch would pass the budget: done for this tick
           continue;
         }

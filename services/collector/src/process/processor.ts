@@ -39,8 +39,9 @@ const WORKER_FAILURES_BEFORE_INLINE = 3;
 /** Most batches per tick. */
 const TICK_BATCHES = 1000;
 /**
- * Most estimated CPU (ms) one account's batches may take of one tick, whether or not others are
- * waiting (fair-queue.ts): a batch arriving next waits behind one bounded tick at most.
+ * Most estimated CPU (ms) one account's batches may take of one tick while other accounts wait,
+ * ALONE_FACTOR times that when it is alone (fair-queue.ts): a batch arriving next waits behind
+ * one bounded tick at most.
  */
 export const TICK_ACCOUNT_BUDGET_MS = 250;
 /** Most points of one account per tick (the backstop of the estimate; CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS). */
