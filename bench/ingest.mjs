@@ -33,7 +33,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
-  LIB, buildBodies, buildInfo, diskSummary, envelopeSealer, fmt, freePort, killAll, loadPipeline, makeSender, pinSelf, postBodies, printProfile,
+  LIB, buildBodies, buildInfo, diskSummary, envelopeSealer, fmt, freePort, killAll, loadPipeline, makeSender, pinSelf, postBodies, printProfile, processCpuSeconds,
   plaintextRun, progress, runChildJson, scrape, startChild, stopChild, summarizeProfile, table, waitProcessed, waitReady, watchdog, writeResult,
 } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
@@ -151,10 +151,12 @@ async function encryptedPipeline(o, tmp, envelope) {
 
     const send = makeSender(o.client, url, '/v1/batches', 'application/octet-stream', o.concurrency);
     let atStart;
+    let cpuAtStart;
     let lastScrape;
     const load = await loadPipeline(o, 'encrypted', send, bodies, child.pid, {
       pointsOf: () => POINTS_PER_BATCH,
       onWindowStart: async () => {
+        cpuAtStart = processCpuSeconds(child.pid);
         atStart = await scrape(url);
       },
       onTick: async () => {
@@ -171,6 +173,10 @@ async function encryptedPipeline(o, tmp, envelope) {
     const want = load.batchesAcked + 1; // + preflight
     const drain = o.role === 'ingest' ? { final: atEnd, lagSec: {}, drainedAfterLastAckSec: null } : await waitProcessed(url, { want, atStart, lastAck: load.lastAck, timeoutSec: o.drainTimeout });
     const { final } = drain;
+    // Load-insensitive: the collector's CPU (all threads) from the window's start until all was
+    // processed, per point and per batch processed in that span (each also ingested in it).
+    const processedInSpan = final.processed - (atStart?.processed ?? 0);
+    const spanCpuSec = processCpuSeconds(child.pid) - cpuAtStart;
     const windowSec = load.windowSec;
     const result = {
       url,
@@ -191,6 +197,7 @@ async function encryptedPipeline(o, tmp, envelope) {
       },
       batchesPerInsert: ((atEnd.accepted - atStart.accepted) / Math.max(1, atEnd.insertBatchesCount - atStart.insertBatchesCount)),
       windowSecUsed: windowSec,
+      cpuWholeRun: { seconds: spanCpuSec, points: processedInSpan, microsPerPoint: (spanCpuSec * 1e6) / processedInSpan, microsPerBatch: (spanCpuSec * 1e6 * POINTS_PER_BATCH) / processedInSpan },
     };
     progress('encrypted pipeline: stopping the collector');
     const stopped = await stopChild(child);
@@ -326,6 +333,7 @@ async function main() {
     'lag p50/p95 s': isEnc ? (o.role === 'ingest' ? 'n/a' : `${fmt(r.lagSec.p50, 2)} / ${fmt(r.lagSec.p95, 2)}`) : '0 (202 after insert)',
     'B/point': `${fmt(r.diskSummary.asIngested.bytesPerPoint, 1)} (${fmt(r.diskSummary.optimized.bytesPerPoint, 1)} opt.)`,
     'srv CPU µs/pt': fmt(r.serverCpuMicrosPerPoint, 1),
+    'CPU µs/pt (/batch) window→drained': r.cpuWholeRun ? `${fmt(r.cpuWholeRun.microsPerPoint, 1)} (${fmt(r.cpuWholeRun.microsPerBatch)})` : `${fmt(r.serverCpuMicrosPerPoint, 1)} (${fmt(r.serverCpuMicrosPerPoint * POINTS_PER_BATCH)})`,
     'RSS MB': fmt(r.rssMaxBytes / 2 ** 20),
     'CPU srv/gen/other': `${fmt(r.serverCpuCores, 2)} / ${fmt(r.loadgenCpuCores, 2)} / ${fmt(r.otherCpuCores, 2)}`,
   });
