@@ -25,7 +25,7 @@
 //              (what the processor does after a tick), the dictionary/pseudonym caches stay warm.
 //   plaintext: MergeTree plain.events (time, name, value, country, device) ORDER BY (name, time)
 //              in the same chDB; the equivalent SQL through the same store connection
-//              (store.query: JSONEachRow, parsed in JS).
+//              (connectionOf(store).query: JSONEachRow, parsed in JS).
 //
 //   node bench/query.mjs [--points 10000000] [--tick 900] [--runs 15] [--warmup 2] [--seed 42]
 //                        [--keep] [--no-optimize] [--dist path/to/collector/dist]   (--tick 3600: compacted only)
@@ -67,6 +67,7 @@ const { Pseudonyms } = await import(`${DIST}at-rest/pseudonyms.js`);
 const { sealDict, sealRollup } = await import(`${DIST}at-rest/records.js`);
 const { addPoint, emptyAggregate, encodeAggregate } = await import(`${DIST}rollup/index.js`);
 const { MAX_ROWS } = await import(`${DIST}query/engine.js`);
+const { connectionOf } = await import(`${DIST}storage/index.js`);
 const { randomBytes, toHex } = await import('@cipherstat/protocol');
 
 const N = Number(args.points);
@@ -328,7 +329,7 @@ class RollupWriter {
 
   /** Replaces the account's partial hour rows by the compacted ones. */
   async compact(table) {
-    await this.store.exec(`ALTER TABLE ${table} DELETE WHERE account_id = {a:String} AND level = 1 SETTINGS mutations_sync = 2`, { a: this.accountId });
+    await connectionOf(this.store).exec(`ALTER TABLE ${table} DELETE WHERE account_id = {a:String} AND level = 1 SETTINGS mutations_sync = 2`, { a: this.accountId });
     for (let i = 0; i < this.compacted.length; i += INSERT_ROWS) await this.store.insertRollups(this.compacted.slice(i, i + INSERT_ROWS));
   }
 }
@@ -425,14 +426,16 @@ const config = { ...loadConfig({ port: '0', 'data-dir': dataDir, role: 'query' }
 const running = await startCollector(config, { secrets: {}, log: createLogger({ level: 'warn' }) });
 const { services } = running;
 const store = services.store;
+/** Raw SQL on the store's connection (the plaintext baseline, counts, merges). */
+const sql = connectionOf(store);
 
 // A second session on the same data path shares the one in-process engine (chdb: "connections
 // at the same path coexist"); used only for the plaintext table's raw TSV inserts.
 const session = new Session(join(dataDir, 'clickhouse'), {
   connectionArgs: ['--output_format_json_quote_64bit_integers=1', '--async_load_databases=0'],
 });
-await store.exec(`CREATE DATABASE IF NOT EXISTS ${PLAIN_DB}`);
-await store.exec(`CREATE TABLE IF NOT EXISTS ${PLAIN_TABLE} (
+await sql.exec(`CREATE DATABASE IF NOT EXISTS ${PLAIN_DB}`);
+await sql.exec(`CREATE TABLE IF NOT EXISTS ${PLAIN_TABLE} (
   time DateTime64(3, 'UTC'),
   name LowCardinality(String),
   value Float64,
@@ -523,7 +526,7 @@ console.log('');
 const ENC_DB = config.clickhouseDatabase;
 const optimize = !args['no-optimize'];
 async function partsBytes(db, tbl) {
-  const [r] = await store.query(
+  const [r] = await sql.query(
     `SELECT sum(bytes_on_disk) AS b, sum(rows) AS r, count() AS parts FROM system.parts WHERE active AND database = {db:String} AND table = {t:String}`,
     { db, t: tbl },
   );
@@ -531,9 +534,9 @@ async function partsBytes(db, tbl) {
 }
 async function measureEncrypted() {
   const t = performance.now();
-  if (optimize) for (const tbl of ['rollups', 'dictionary']) await store.exec(`OPTIMIZE TABLE ${ENC_DB}.${tbl} FINAL`);
+  if (optimize) for (const tbl of ['rollups', 'dictionary']) await sql.exec(`OPTIMIZE TABLE ${ENC_DB}.${tbl} FINAL`);
   const out = { rollups: await partsBytes(ENC_DB, 'rollups'), dictionary: await partsBytes(ENC_DB, 'dictionary') };
-  const byLevel = await store.query(`SELECT level, count() AS n, sum(length(agg)) AS b FROM ${ENC_DB}.rollups WHERE account_id = {a:String} GROUP BY level ORDER BY level`, { a: accountId });
+  const byLevel = await sql.query(`SELECT level, count() AS n, sum(length(agg)) AS b FROM ${ENC_DB}.rollups WHERE account_id = {a:String} GROUP BY level ORDER BY level`, { a: accountId });
   out.ciphertextByLevel = Object.fromEntries(byLevel.map((r) => [['minute', 'hour', 'day pack'][Number(r.level)] ?? `level ${r.level}`, { rows: Number(r.n), aggBytes: Number(r.b), aggBytesPerRow: Number(r.b) / Number(r.n) }]));
   out.bytes = out.rollups.bytes + out.dictionary.bytes;
   out.bytesPerPoint = out.bytes / N;
@@ -543,7 +546,7 @@ async function measureEncrypted() {
 const disk = { optimized: optimize, variants: {} };
 {
   const t = performance.now();
-  if (optimize) await store.exec(`OPTIMIZE TABLE ${PLAIN_TABLE} FINAL`);
+  if (optimize) await sql.exec(`OPTIMIZE TABLE ${PLAIN_TABLE} FINAL`);
   disk.plaintext = await partsBytes(PLAIN_DB, 'events');
   disk.plaintext.bytesPerPoint = disk.plaintext.bytes / N;
   disk.plaintext.seconds = (performance.now() - t) / 1000;
@@ -611,7 +614,7 @@ async function encryptedQuery(q, { allowCached = false } = {}) {
 
 async function plainQuery(q) {
   const t = performance.now();
-  const rows = await store.query(q.sql, q.params);
+  const rows = await sql.query(q.sql, q.params);
   return { ms: performance.now() - t, rows };
 }
 
@@ -630,7 +633,7 @@ const answers = {};
 async function settle() {
   const t = performance.now();
   for (;;) {
-    const [r] = await store.query(`SELECT (SELECT count() FROM system.merges) + (SELECT count() FROM system.mutations WHERE is_done = 0) AS n`);
+    const [r] = await sql.query(`SELECT (SELECT count() FROM system.merges) + (SELECT count() FROM system.mutations WHERE is_done = 0) AS n`);
     if (Number(r.n) === 0 || performance.now() - t > 60_000) break;
     await new Promise((res) => setTimeout(res, 250));
   }
@@ -779,7 +782,7 @@ for (const interval of ['hour', 'day']) {
 // ---------------------------------------------------------------------------------------------
 // Correctness: every (hour, country) cell of each answer against the plaintext table
 
-const exactP95 = await store.query(
+const exactP95 = await sql.query(
   `SELECT toInt64(toUnixTimestamp(toStartOfHour(time))) * 1000 AS h, country,
      arrayElement(arraySort(groupArray(value)), toUInt32(floor(0.95 * (count() - 1))) + 1) AS v
    FROM ${PLAIN_TABLE}

@@ -11,7 +11,7 @@ import { seal, encodeInner, fromBase64, randomBytes, toHex } from '../packages/p
 import { loadConfig } from '../services/collector/dist/config.js';
 import { openServices } from '../services/collector/dist/services.js';
 import { createLogger } from '../services/collector/dist/logger.js';
-import { PURGE_TABLES } from '../services/collector/dist/storage/index.js';
+import { PURGE_TABLES, connectionOf } from '../services/collector/dist/storage/index.js';
 import { progress, table, writeResult, fmt } from './lib.mjs';
 
 const POINTS = Number(process.argv[2] ?? 1_000_000);
@@ -87,7 +87,7 @@ try {
   progress(`victim holds ${fmt(before.total)} ciphertext rows: ${PURGE_TABLES.map((t) => `${t} ${fmt(before[t])}`).join(', ')}`);
   const disk = async () =>
     Object.fromEntries(
-      (await s.store.query("SELECT table, sum(bytes_on_disk) AS b FROM system.parts WHERE active AND database = currentDatabase() GROUP BY table")).map((r) => [r.table, Number(r.b)]),
+      (await connectionOf(s.store).query("SELECT table, sum(bytes_on_disk) AS b FROM system.parts WHERE active AND database = currentDatabase() GROUP BY table")).map((r) => [r.table, Number(r.b)]),
     );
   const diskBefore = await disk();
 

@@ -11,6 +11,7 @@ import type { Browser } from 'playwright-core';
 import { launchChromium, startShop } from './support/browser.js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createAccount, startTestCollector, type TestAccount, type TestCollector } from '../services/collector/test/support/collector.js';
+import { connectionOf } from '../services/collector/src/storage/index.js';
 
 const BUNDLE = fileURLToPath(new URL('../packages/library/dist/cipherstat.min.js', import.meta.url));
 let browser: Browser;
@@ -68,7 +69,7 @@ it('points recorded right before navigating away reach the collector and are pro
   let accepted = 0;
   while (Date.now() < deadline) {
     await c.services.processor!.drain();
-    const r = await c.services.store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId });
+    const r = await connectionOf(c.services.store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId });
     accepted = Number(r[0]!.n);
     if (accepted >= 31) break;
     await new Promise((r) => setTimeout(r, 100));
@@ -81,7 +82,7 @@ it('points recorded right before navigating away reach the collector and are pro
 
 async function acceptedPoints(accountId: string): Promise<number> {
   await c.services.processor!.drain();
-  const r = await c.services.store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: accountId });
+  const r = await connectionOf(c.services.store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: accountId });
   return Number(r[0]!.n);
 }
 

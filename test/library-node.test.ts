@@ -8,6 +8,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createLibrary } from '@cipherstat/library';
 import { createAccount, startTestCollector, type TestAccount, type TestCollector } from '../services/collector/test/support/collector.js';
 import { until } from '../services/collector/test/lifecycle-support.js';
+import { connectionOf } from '../services/collector/src/storage/index.js';
 
 let c: TestCollector;
 let account: TestAccount;
@@ -20,7 +21,7 @@ afterAll(async () => c?.stop());
 
 async function accepted(accountId: string): Promise<{ points: number; batches: number }> {
   await c.services.processor!.drain();
-  const r = await c.services.store.query<{ points: string; batches: string }>(
+  const r = await connectionOf(c.services.store).query<{ points: string; batches: string }>(
     'SELECT sum(accepted) AS points, count() AS batches FROM processed FINAL WHERE account_id = {a:String}',
     { a: accountId },
   );

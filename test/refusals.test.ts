@@ -15,6 +15,7 @@ import { launchChromium, startShop } from './support/browser.js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createAccount, startTestCollector, type TestAccount, type TestCollector } from '../services/collector/test/support/collector.js';
 import { scriptSnippet } from '../services/collector/src/script.js';
+import { connectionOf } from '../services/collector/src/storage/index.js';
 
 let browser: Browser;
 let shop: Server;
@@ -120,6 +121,6 @@ it('a refused origin is seen by the page, counted, explained, logged once, and f
   const after = await visit();
   expect(after.drops).toEqual([]);
   await c.services.processor!.drain();
-  const r = await c.services.store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId });
+  const r = await connectionOf(c.services.store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId });
   expect(Number(r[0]!.n)).toBe(6);
 });

@@ -17,6 +17,7 @@ import { parseQuery } from '../src/query/request.js';
 import type { BatchRow } from '../src/storage/types.js';
 import { createAccount, startTestCollector, type TestCollector } from '../test/support/collector.js';
 import { expectSameAnswers, generatePoints } from '../test/query-support.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const DAY = 86_400_000;
 const NOW = Date.now();
@@ -82,7 +83,7 @@ async function measure(accountId: string): Promise<{ rows: number[]; ms: number[
 }
 
 async function stored(accountId: string): Promise<{ rows: number; groups: number }> {
-  const [r] = await c.services.store.query<{ rows: string; groups: string }>(
+  const [r] = await connectionOf(c.services.store).query<{ rows: string; groups: string }>(
     'SELECT count() AS rows, uniqExact(level, metric, bucket, series) AS groups FROM rollups WHERE account_id = {a:String}',
     { a: accountId },
   );

@@ -7,6 +7,7 @@
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { connectionOf } from '../src/storage/index.js';
 
 let c: TestCollector;
 let a: TestAccount;
@@ -38,7 +39,7 @@ describe('ingest backpressure', () => {
     processor.start(); // the poll picks the stored batch up
     await expect.poll(async () => (await post(c.url, envelope(a, points(10)).bytes)).status, { timeout: 20_000, interval: 200 }).toBe(202);
     await processor.drain();
-    const [row] = await c.services.store.query<{ n: string; pts: string }>(
+    const [row] = await connectionOf(c.services.store).query<{ n: string; pts: string }>(
       'SELECT count() AS n, sum(accepted) AS pts FROM processed FINAL WHERE account_id = {a:String}',
       { a: a.accountId },
     );
@@ -69,7 +70,7 @@ describe('Retry-After of overloaded', () => {
       processor.start();
     }
     await processor.drain();
-    const [row] = await c.services.store.query<{ n: string }>('SELECT count() AS n FROM processed FINAL WHERE account_id = {a:String}', { a: acct.accountId });
+    const [row] = await connectionOf(c.services.store).query<{ n: string }>('SELECT count() AS n FROM processed FINAL WHERE account_id = {a:String}', { a: acct.accountId });
     expect(Number(row!.n)).toBe(1); // the acknowledged batch, counted once
   });
 });

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { toBase64, toHex } from '@cipherstat/protocol';
 import { createAccount, envelope, post, startTestCollector, ADMIN_TOKEN, type TestAccount, type TestCollector } from './support/collector.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const CANARY = {
   name: 'canary.metric_Xq7Zk9',
@@ -65,23 +66,23 @@ it('the data really is there (processed, rolled up)', async () => {
 
 it('no canary and no secret in any table of any database, dumped through ClickHouse', async () => {
   const store = c.services.store;
-  const dbs = await store.query<{ name: string }>("SELECT name FROM system.databases WHERE name NOT IN ('system', 'INFORMATION_SCHEMA', 'information_schema')");
+  const dbs = await connectionOf(store).query<{ name: string }>("SELECT name FROM system.databases WHERE name NOT IN ('system', 'INFORMATION_SCHEMA', 'information_schema')");
   let dumped = 0;
   let text = '';
   for (const { name: db } of dbs) {
-    const tables = await store.query<{ name: string }>('SELECT name FROM system.tables WHERE database = {db:String}', { db });
+    const tables = await connectionOf(store).query<{ name: string }>('SELECT name FROM system.tables WHERE database = {db:String}', { db });
     for (const { name: t } of tables) {
-      const cols = await store.query<{ name: string }>('SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}', { db, t });
+      const cols = await connectionOf(store).query<{ name: string }>('SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}', { db, t });
       const select = cols.map((col) => `toString(\`${col.name}\`)`).join(', ');
-      const rows = await store.query<Record<string, string>>(`SELECT ${select} FROM \`${db}\`.\`${t}\``);
+      const rows = await connectionOf(store).query<Record<string, string>>(`SELECT ${select} FROM \`${db}\`.\`${t}\``);
       dumped += rows.length;
       text += JSON.stringify(rows);
     }
   }
   // ClickHouse's own logs of the queries we sent, where the engine keeps them.
   for (const t of ['query_log', 'text_log', 'query_thread_log']) {
-    const exists = await store.query<{ n: string }>("SELECT count() AS n FROM system.tables WHERE database = 'system' AND name = {t:String}", { t });
-    if (Number(exists[0]!.n)) text += JSON.stringify(await store.query(`SELECT * FROM system.${t}`));
+    const exists = await connectionOf(store).query<{ n: string }>("SELECT count() AS n FROM system.tables WHERE database = 'system' AND name = {t:String}", { t });
+    if (Number(exists[0]!.n)) text += JSON.stringify(await connectionOf(store).query(`SELECT * FROM system.${t}`));
   }
   expect(dumped).toBeGreaterThan(50);
   expect(text).toContain(account.accountId); // positive control: the dump holds what is stored

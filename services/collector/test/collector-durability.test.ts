@@ -11,6 +11,7 @@ import { afterAll, expect, it } from 'vitest';
 import { openStore } from '../src/storage/index.js';
 import { ADMIN_TOKEN, envelope, points, post, type TestAccount } from './support/collector.js';
 import { CLI, startCollectorProcess, stopProcess, type CollectorProcess } from './support/faults.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'cipherstat-kill-'));
 const children: CollectorProcess[] = [];
@@ -72,16 +73,16 @@ it('every acknowledged batch survives kill -9 exactly once', { timeout: 120_000 
 
   const store = await openStore({ dataDir });
   try {
-    const rows = await store.query<{ batch_id: string; n: string }>('SELECT batch_id, count() AS n FROM batches WHERE account_id = {a:String} GROUP BY batch_id', { a: account.accountId });
+    const rows = await connectionOf(store).query<{ batch_id: string; n: string }>('SELECT batch_id, count() AS n FROM batches WHERE account_id = {a:String} GROUP BY batch_id', { a: account.accountId });
     const stored = new Map(rows.map((r) => [r.batch_id, Number(r.n)]));
     for (const id of acked) expect(stored.get(id), `acknowledged batch ${id}`).toBe(1);
-    const processed = await store.query<{ batch_id: string; n: string }>('SELECT batch_id, count() AS n FROM processed FINAL WHERE account_id = {a:String} GROUP BY batch_id', { a: account.accountId });
+    const processed = await connectionOf(store).query<{ batch_id: string; n: string }>('SELECT batch_id, count() AS n FROM processed FINAL WHERE account_id = {a:String} GROUP BY batch_id', { a: account.accountId });
     expect(processed.length).toBe(stored.size);
     for (const p of processed) expect(Number(p.n)).toBe(1);
     // Rows a compaction pass wrote (parts `c:…`) have no marker by design.
-    const orphans = await store.query<{ n: string }>("SELECT count() AS n FROM rollups WHERE part NOT IN (SELECT part FROM processed) AND NOT startsWith(part, 'c:')");
+    const orphans = await connectionOf(store).query<{ n: string }>("SELECT count() AS n FROM rollups WHERE part NOT IN (SELECT part FROM processed) AND NOT startsWith(part, 'c:')");
     expect(Number(orphans[0]!.n)).toBe(0);
-    const accepted = await store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId });
+    const accepted = await connectionOf(store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId });
     expect(Number(accepted[0]!.n)).toBe(stored.size * 20);
   } finally {
     await store.close();

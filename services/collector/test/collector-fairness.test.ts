@@ -15,6 +15,7 @@ import { ALONE_FACTOR, DEFAULT_MS_PER_POINT, FairQueue } from '../src/process/fa
 import { Compactor } from '../src/compaction/compactor.js';
 import { createLogger } from '../src/logger.js';
 import type { BatchRow } from '../src/storage/types.js';
+import { connectionOf } from '../src/storage/index.js';
 
 let c: TestCollector | undefined;
 afterEach(async () => {
@@ -30,7 +31,7 @@ const readRejects = async (col: TestCollector, a: TestAccount): Promise<Record<s
 };
 
 const processedPoints = async (col: TestCollector, a: TestAccount): Promise<number> => {
-  const [row] = await col.services.store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
+  const [row] = await connectionOf(col.services.store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
   return Number(row?.n ?? 0);
 };
 
@@ -205,7 +206,7 @@ describe('fairness between tenants at ingest', () => {
     await processor.drain();
     expect(await processedPoints(c, a)).toBe(250);
     // Two 50-point batches per tick: three ticks (parts), none with more than 100 points.
-    const ticks = await c.services.store.query<{ part: string; n: string }>(
+    const ticks = await connectionOf(c.services.store).query<{ part: string; n: string }>(
       'SELECT part, sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String} GROUP BY part ORDER BY n DESC',
       { a: a.accountId },
     );

@@ -3,6 +3,7 @@ import { toBase64 } from '@cipherstat/protocol';
 import { Admission } from '../src/ingest/admission.js';
 import { RateLimiter } from '../src/ingest/rate-limit.js';
 import { createAccount, envelope, points, post, startTestCollector, type TestCollector, type TestAccount } from './support/collector.js';
+import { connectionOf } from '../src/storage/index.js';
 
 let c: TestCollector;
 let account: TestAccount;
@@ -29,7 +30,7 @@ describe('ingest and process, end to end', () => {
     const rb = await post(c.url, toBase64(b.bytes));
     expect(rb.status).toBe(202);
     await c.services.processor!.drain();
-    const processed = await c.services.store.query<{ accepted: string; rejected: string }>(
+    const processed = await connectionOf(c.services.store).query<{ accepted: string; rejected: string }>(
       'SELECT sum(accepted) AS accepted, sum(rejected) AS rejected FROM processed FINAL WHERE account_id = {a:String}',
       { a: account.accountId },
     );
@@ -50,12 +51,12 @@ describe('ingest and process, end to end', () => {
     const again = await post(c.url, e.bytes);
     expect(await again.json()).toEqual({ batchId: e.batchId, duplicate: true });
     await c.services.processor!.drain();
-    const n = await c.services.store.query<{ n: string }>(
+    const n = await connectionOf(c.services.store).query<{ n: string }>(
       'SELECT count() AS n FROM batches FINAL WHERE account_id = {a:String} AND batch_id = {b:String}',
       { a: account.accountId, b: e.batchId },
     );
     expect(Number(n[0]!.n)).toBe(1);
-    const p = await c.services.store.query<{ n: string }>('SELECT count() AS n FROM processed FINAL WHERE batch_id = {b:String}', { b: e.batchId });
+    const p = await connectionOf(c.services.store).query<{ n: string }>('SELECT count() AS n FROM processed FINAL WHERE batch_id = {b:String}', { b: e.batchId });
     expect(Number(p[0]!.n)).toBe(1);
   });
 

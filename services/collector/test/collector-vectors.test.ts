@@ -7,6 +7,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { toBase64 } from '@cipherstat/protocol';
 import { loadVectors } from '../../../packages/protocol/test/support/vectors.js';
 import { post, startTestCollector, type TestCollector } from './support/collector.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const vectors = loadVectors();
 const NOW = vectors[0]!.now;
@@ -49,7 +50,7 @@ for (const v of vectors) {
     expect(res.status, JSON.stringify(body)).toBe(202);
     await s.processor!.drain();
     const rejects = await s.store.rejects(v.account.id);
-    const processed = await s.store.query<{ accepted: string }>('SELECT sum(accepted) AS accepted FROM processed FINAL WHERE account_id = {a:String}', { a: v.account.id });
+    const processed = await connectionOf(s.store).query<{ accepted: string }>('SELECT sum(accepted) AS accepted FROM processed FINAL WHERE account_id = {a:String}', { a: v.account.id });
     if (v.expect === 'ok') {
       expect(rejects).toEqual({});
       expect(Number(processed[0]!.accepted)).toBe(v.points!.length);

@@ -16,6 +16,7 @@ import type { RollupRow } from '../src/storage/types.js';
 import { openRollup, sealRollup } from '../src/at-rest/records.js';
 import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { checkAgainstReference, expectSameAnswers, generatePoints, type GenPoint, type RefQuery } from './query-support.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const NOW = Date.UTC(2026, 3, 1, 12);
 const FROM = NOW - 2 * 86_400_000;
@@ -76,7 +77,7 @@ interface Shape {
   pending: number;
 }
 async function shape(accountId: string): Promise<Shape> {
-  const [r] = await c.services.store.query<{ rows: string; groups: string; pending: string }>(
+  const [r] = await connectionOf(c.services.store).query<{ rows: string; groups: string; pending: string }>(
     `SELECT count() AS rows, uniqExact(level, metric, bucket, series) AS groups, countIf(notEmpty(supersedes)) AS pending
      FROM rollups WHERE account_id = {a:String} AND level < 2`,
     { a: accountId },
@@ -85,7 +86,7 @@ async function shape(accountId: string): Promise<Shape> {
 }
 /** Hour rows stored for closed UTC days (compaction packs them into day packs). */
 async function closedHourRows(accountId: string): Promise<number> {
-  const [r] = await c.services.store.query<{ n: string }>(
+  const [r] = await connectionOf(c.services.store).query<{ n: string }>(
     `SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket < fromUnixTimestamp64Milli({t:Int64}, 'UTC')`,
     { a: accountId, t: TODAY },
   );
@@ -93,7 +94,7 @@ async function closedHourRows(accountId: string): Promise<number> {
 }
 /** Day packs (level 2) per (day, metric, series, key version), and how many are stored. */
 async function dayPacks(accountId: string): Promise<{ rows: number; days: number }> {
-  const [r] = await c.services.store.query<{ rows: string; days: string }>(
+  const [r] = await connectionOf(c.services.store).query<{ rows: string; days: string }>(
     `SELECT count() AS rows, uniqExact(metric, bucket, series, key_version) AS days FROM rollups WHERE account_id = {a:String} AND level = 2`,
     { a: accountId },
   );
@@ -188,7 +189,7 @@ describe('rollup compaction', () => {
     const before = await checkAll(x);
     await expect(compactor({ hook: crashAt('packed') }).runPass()).rejects.toThrow(/simulated crash/);
     const pendingPacks = async () => {
-      const [r] = await c.services.store.query<{ n: string }>(
+      const [r] = await connectionOf(c.services.store).query<{ n: string }>(
         'SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND level = 2 AND notEmpty(supersedes)',
         { a: x.accountId },
       );
@@ -250,7 +251,7 @@ describe('rollup compaction', () => {
     await ingest(x, generatePoints(15, 100, FROM, NOW - 60_000));
     // A tick in flight: its rows are stored, its markers not yet. A finished row's aggregate
     // sealed again as a row of a new part without a marker (the part is bound into the row).
-    const [row] = await c.services.store.query<{ level: number; b: string; m: string; s: string; v: number; a: string; tk: string[]; tv: string[]; p: string }>(
+    const [row] = await connectionOf(c.services.store).query<{ level: number; b: string; m: string; s: string; v: number; a: string; tk: string[]; tv: string[]; p: string }>(
       `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v,
          base64Encode(agg) AS a, arrayMap(x -> toString(x), tag_keys) AS tk, arrayMap(x -> toString(x), tag_values) AS tv, part AS p
        FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') LIMIT 1`,
@@ -268,7 +269,7 @@ describe('rollup compaction', () => {
     const left = (await c.services.store.rollupsOfGroups([group], 100)).map((r) => r.part);
     expect(left).toHaveLength(2); // the group's finished rows (merged into one, or one alone) + the unmarked one
     expect(left).toContain(inflight.part);
-    const listed = await c.services.store.query<{ n: string }>('SELECT count() AS n FROM rollups WHERE has(supersedes, {p:String})', { p: inflight.part });
+    const listed = await connectionOf(c.services.store).query<{ n: string }>('SELECT count() AS n FROM rollups WHERE has(supersedes, {p:String})', { p: inflight.part });
     expect(Number(listed[0]!.n)).toBe(0);
 
     // The tick finishes (its marker lands): the next pass merges the row.
@@ -305,7 +306,7 @@ describe('rollup compaction', () => {
     const x = await createAccount(c);
     await ingest(x, generatePoints(17, 60, FROM, NOW - 60_000));
     // A tampered row in a group with a marked part: garbage ciphertext under a real tick's part.
-    const [row] = await c.services.store.query<{ level: number; b: string; m: string; s: string; part: string }>(
+    const [row] = await connectionOf(c.services.store).query<{ level: number; b: string; m: string; s: string; part: string }>(
       `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, part
        FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') LIMIT 1`,
       { a: x.accountId, t: TODAY },
@@ -330,7 +331,7 @@ describe('rollup compaction', () => {
   it('never merges a row whose tag pseudonyms storage rewrote (they are bound into its identity)', async () => {
     const x = await createAccount(c);
     await ingest(x, generatePoints(18, 60, FROM, NOW - 60_000));
-    const [row] = await c.services.store.query<{ level: number; b: string; m: string; s: string; tk: string[]; tv: string[]; a: string }>(
+    const [row] = await connectionOf(c.services.store).query<{ level: number; b: string; m: string; s: string; tk: string[]; tv: string[]; a: string }>(
       `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s,
          arrayMap(x -> toString(x), tag_keys) AS tk, arrayMap(x -> toString(x), tag_values) AS tv, base64Encode(agg) AS a
        FROM rollups WHERE account_id = {a:String} AND level = 1 AND notEmpty(tag_values) AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') LIMIT 1`,

@@ -17,6 +17,7 @@ import { loadMasterKeys } from '../src/keyring/index.js';
 import { atomicWrite } from '../src/keyring/fsutil.js';
 import { ADMIN_TOKEN, envelope, points, post, type TestAccount } from './support/collector.js';
 import { until } from './lifecycle-support.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const run = promisify(execFile);
@@ -157,10 +158,10 @@ async function expectExactlyOnce(dataDir: string, acked: Acked): Promise<void> {
   const store = await openStore({ dataDir });
   try {
     for (const [accountId, ids] of acked.ids) {
-      const stored = await store.query<{ batch_id: string; n: string }>('SELECT batch_id, count() AS n FROM batches WHERE account_id = {a:String} GROUP BY batch_id', { a: accountId });
+      const stored = await connectionOf(store).query<{ batch_id: string; n: string }>('SELECT batch_id, count() AS n FROM batches WHERE account_id = {a:String} GROUP BY batch_id', { a: accountId });
       const byId = new Map(stored.map((r) => [r.batch_id, Number(r.n)]));
       for (const id of ids) expect(byId.get(id), `acknowledged batch ${id} of ${accountId}`).toBe(1);
-      const processed = await store.query<{ n: string; accepted: string }>('SELECT count() AS n, sum(accepted) AS accepted FROM processed FINAL WHERE account_id = {a:String}', { a: accountId });
+      const processed = await connectionOf(store).query<{ n: string; accepted: string }>('SELECT count() AS n, sum(accepted) AS accepted FROM processed FINAL WHERE account_id = {a:String}', { a: accountId });
       expect(Number(processed[0]!.n), `processed batches of ${accountId}`).toBe(ids.size);
       expect(Number(processed[0]!.accepted), `accepted points of ${accountId}`).toBe(ids.size * POINTS);
     }

@@ -12,6 +12,7 @@ import { createLibrary } from '@cipherstat/library';
 import { openStore } from '../src/storage/index.js';
 import { ADMIN_TOKEN, type TestAccount } from './support/collector.js';
 import { startCollectorProcess, stopProcess, type CollectorProcess } from './support/faults.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'cipherstat-sigstop-'));
 let p: CollectorProcess | undefined;
@@ -80,7 +81,7 @@ it('SIGSTOP/SIGCONT under Library traffic: every point recorded counted exactly 
 
   const store = await openStore({ dataDir });
   try {
-    const rows = await store.query<{ n: string; dupes: string; pts: string }>(
+    const rows = await connectionOf(store).query<{ n: string; dupes: string; pts: string }>(
       `SELECT count() AS n, count() - uniqExact(batch_id) AS dupes, sum(accepted) AS pts FROM processed FINAL WHERE account_id = {a:String}`,
       { a: account.accountId },
     );

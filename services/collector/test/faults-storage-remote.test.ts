@@ -10,6 +10,7 @@ import type { ClickHouseHttp } from './support/clickhouse-http.js';
 import { createAccount, envelope, points, post, type TestAccount, type TestCollector } from './support/collector.js';
 import { collectorBehindFaultProxy, type FaultMode, type FaultProxy } from './support/fault-proxy.js';
 import { expectExactlyOnce, tracker, waitProcessed } from './support/faults.js';
+import { connectionOf } from '../src/storage/index.js';
 
 let shim: ClickHouseHttp;
 let proxy: FaultProxy;
@@ -133,7 +134,7 @@ describe('remote storage faults', () => {
     // The group keys of one pass did not fit one statement: several statements, each within a URL field.
     expect(statements.filter((r) => 'keys' in r.params).length).toBeGreaterThan(2);
     for (const r of statements) for (const v of Object.values(r.params)) expect(Buffer.byteLength(v)).toBeLessThan(128 * 1024);
-    const [rows] = await c.services.store.query<{ rows: string; groups: string }>(
+    const [rows] = await connectionOf(c.services.store).query<{ rows: string; groups: string }>(
       'SELECT count() AS rows, uniqExact(level, metric, bucket, series) AS groups FROM rollups WHERE account_id = {a:String}',
       { a: account.accountId },
     );

@@ -8,6 +8,7 @@ import { concat, encodeHeader, encodeInner, envelopePrefix, fromBase64, outerPla
 import { hpkeSeal } from '@cipherstat/protocol/node';
 import { refSeal } from '../../../packages/protocol/test/support/hpke-ref.js';
 import { createAccount, envelope, newBatchId, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { connectionOf } from '../src/storage/index.js';
 
 let c: TestCollector;
 let a: TestAccount;
@@ -48,7 +49,7 @@ it('accepts v2 from node:crypto and from @hpke/core, still accepts v1, and count
   expect(ma.rejects).toEqual({});
   expect(ma.metrics.find((m: { name: string }) => m.name === 'orders')).toBeTruthy();
   expect((await metrics(b)).envelopes).toEqual({ '1': 1 });
-  const processed = await c.services.store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
+  const processed = await connectionOf(c.services.store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
   expect(Number(processed[0]!.n)).toBe(3 + 2 + 4);
   const prom = await (await fetch(`${c.url}/metrics`)).text();
   expect(prom).toMatch(/cipherstat_batches_by_envelope_version_total\{version="2"\} 2/);
@@ -82,7 +83,7 @@ it('batches stored but not processed yet are counted by version too', async () =
   try {
     expect((await post(c.url, sealBatchV2({ accountId: x.accountId, batchId: newBatchId(), createdAt: Date.now(), sdk: 'test/2' }, points(2), keysOf(x), hpkeSeal))).status).toBe(202);
     expect((await post(c.url, envelope(x, points(1)).bytes)).status).toBe(202); // v1
-    const processed = await c.services.store.query<{ n: string }>('SELECT count() AS n FROM processed WHERE account_id = {a:String}', { a: x.accountId });
+    const processed = await connectionOf(c.services.store).query<{ n: string }>('SELECT count() AS n FROM processed WHERE account_id = {a:String}', { a: x.accountId });
     expect(Number(processed[0]!.n)).toBe(0);
     expect((await metrics(x)).envelopes).toEqual({ '1': 1, '2': 1 });
   } finally {

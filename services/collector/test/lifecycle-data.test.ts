@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { countPoints, inventory, openable, rows, snapshot } from './lifecycle-support.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const DAY = 86_400_000;
 let offset = 0;
@@ -124,10 +125,10 @@ describe('retention', () => {
     await store.insertBatches([batch('a', t + 1500), batch('b', t + DAY)]);
     expect(await rows(c, id, false)).toMatchObject({ batches: 2, rollups: 3 });
     await new Promise((r) => setTimeout(r, 2000));
-    await store.exec('OPTIMIZE TABLE rollups FINAL');
-    await store.exec('OPTIMIZE TABLE batches FINAL');
+    await connectionOf(store).exec('OPTIMIZE TABLE rollups FINAL');
+    await connectionOf(store).exec('OPTIMIZE TABLE batches FINAL');
     expect(await rows(c, id, false)).toMatchObject({ batches: 1, rollups: 1 });
-    for (const t of ['rollups', 'batches']) await store.exec(`ALTER TABLE ${t} DELETE WHERE account_id = {id:String} SETTINGS mutations_sync = 2`, { id });
+    for (const t of ['rollups', 'batches']) await connectionOf(store).exec(`ALTER TABLE ${t} DELETE WHERE account_id = {id:String} SETTINGS mutations_sync = 2`, { id });
   });
 
   it('the retention job deletes what is past each account’s retention, on the service clock', async () => {
@@ -152,7 +153,7 @@ describe('retention', () => {
     expect((await res.json()).retentionDays).toBe(1);
     expect((await send(long)).status).toBe(202);
     await c.services.processor!.drain();
-    const [r] = await c.services.store.query<{ n: string }>(
+    const [r] = await connectionOf(c.services.store).query<{ n: string }>(
       `SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND expires_at < fromUnixTimestamp64Milli({t:Int64}, 'UTC')`,
       { a: long.accountId, t: now() + 2 * DAY },
     );

@@ -10,6 +10,7 @@ import { createAccount, envelope, points, post, startTestCollector, type TestAcc
 import { countPoints, files, inventory, keyNeedles, metric, openable, rows, snapshot, until, type Snapshot } from './lifecycle-support.js';
 import { KeyringError, hashToken } from '../src/keyring/index.js';
 import type { AccountKeys } from '../src/keyring/index.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const DAY = 86_400_000;
 let offset = 0;
@@ -213,12 +214,12 @@ describe('shred now', () => {
     expect((await c.admin('DELETE', `/v1/accounts/${a.accountId}?now=true`)).status).toBe(200);
     await until(async () => (await account(a.accountId)).purge?.complete, 15_000, 'the purge');
 
-    const tables = await c.services.store.query<{ name: string }>('SELECT name FROM system.tables WHERE database = currentDatabase()');
+    const tables = await connectionOf(c.services.store).query<{ name: string }>('SELECT name FROM system.tables WHERE database = currentDatabase()');
     expect(tables.map((t) => t.name)).toEqual(expect.arrayContaining(['accounts', 'batches', 'processed', 'rollups', 'dictionary', 'rejects']));
     const mentions: { table: string; row: Record<string, unknown> }[] = [];
     const dump: string[] = [];
     for (const { name } of tables) {
-      for (const row of await c.services.store.query<Record<string, unknown>>(`SELECT * FROM ${name}`)) {
+      for (const row of await connectionOf(c.services.store).query<Record<string, unknown>>(`SELECT * FROM ${name}`)) {
         const text = JSON.stringify(row);
         dump.push(text);
         if (text.includes(a.accountId)) mentions.push({ table: name, row });

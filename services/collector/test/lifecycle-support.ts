@@ -8,6 +8,7 @@ import type { Store } from '../src/storage/types.js';
 import { openRollup, opensDict } from '../src/at-rest/records.js';
 import { decodeAggregate } from '../src/rollup/index.js';
 import type { TestCollector } from './support/collector.js';
+import { connectionOf } from '../src/storage/index.js';
 
 export interface Snapshot {
   accountId: string;
@@ -20,7 +21,7 @@ const b64 = (s: string) => new Uint8Array(Buffer.from(s, 'base64'));
 
 /** Every ciphertext stored for an account: what anyone holding a copy of storage has. */
 export async function snapshot(store: Store, accountId: string): Promise<Snapshot> {
-  const q = <T>(sql: string) => store.query<T>(sql, { a: accountId });
+  const q = <T>(sql: string) => connectionOf(store).query<T>(sql, { a: accountId });
   const rollups = await q<{ level: number; bucket: string; metric: string; series: string; tk: string[]; tv: string[]; v: number; agg: string; part: string; sup: string[] }>(
     `SELECT level, toUnixTimestamp64Milli(bucket) AS bucket, toString(metric) AS metric, toString(series) AS series,
             arrayMap(x -> toString(x), tag_keys) AS tk, arrayMap(x -> toString(x), tag_values) AS tv, key_version AS v, base64Encode(agg) AS agg, part, supersedes AS sup FROM rollups WHERE account_id = {a:String}`,
@@ -111,7 +112,7 @@ export async function until<T>(fn: () => Promise<T | undefined | false>, ms = 15
 
 export async function rows(c: TestCollector, accountId: string, final = true): Promise<Record<string, number>> {
   if (final) return c.services.store.countAccountRows(accountId);
-  const r = await c.services.store.query<{ t: string; n: string }>(
+  const r = await connectionOf(c.services.store).query<{ t: string; n: string }>(
     ['batches', 'processed', 'rollups', 'dictionary']
       .map((t) => `SELECT '${t}' AS t, count() AS n FROM ${t} WHERE account_id = {a:String}`)
       .join(' UNION ALL '),

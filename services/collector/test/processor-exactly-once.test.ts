@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import type { Store } from '../src/storage/types.js';
+import { connectionOf } from '../src/storage/index.js';
 
 let c: TestCollector;
 let account: TestAccount;
@@ -29,7 +30,7 @@ function failOnce<K extends 'markProcessed' | 'deleteRollups' | 'insertDictionar
 }
 
 async function rollupParts(accountId: string): Promise<{ parts: number; rows: number; unmarked: number }> {
-  const [r] = await c.services.store.query<{ parts: string; rows: string; unmarked: string }>(
+  const [r] = await connectionOf(c.services.store).query<{ parts: string; rows: string; unmarked: string }>(
     `SELECT uniqExact(part) AS parts, count() AS rows,
             countIf(part NOT IN (SELECT part FROM processed WHERE account_id = {a:String})) AS unmarked
      FROM rollups WHERE account_id = {a:String}`,
@@ -39,7 +40,7 @@ async function rollupParts(accountId: string): Promise<{ parts: number; rows: nu
 }
 
 async function acceptedPoints(accountId: string): Promise<number> {
-  const [r] = await c.services.store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: accountId });
+  const [r] = await connectionOf(c.services.store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: accountId });
   return Number(r!.n);
 }
 
@@ -97,10 +98,10 @@ describe('processor: a failed tick never counts twice', () => {
     await store.insertRollups([row('orphan-old', now - 10 * 60_000), row('orphan-young', now - 1000), row('c:compacted', now - 10 * 60_000)]);
     const processor = c.services.processor!;
     expect(await processor.recover({ minAgeMs: 120_000 })).toBe(1);
-    const parts = await store.query<{ part: string }>('SELECT DISTINCT part FROM rollups WHERE account_id = {a:String} AND metric = 1 ORDER BY part', { a: account.accountId });
+    const parts = await connectionOf(store).query<{ part: string }>('SELECT DISTINCT part FROM rollups WHERE account_id = {a:String} AND metric = 1 ORDER BY part', { a: account.accountId });
     expect(parts.map((p) => p.part)).toEqual(['c:compacted', 'orphan-young']);
     expect(await processor.recover()).toBe(1); // at start-up: every orphan
-    await store.exec("DELETE FROM rollups WHERE part = 'c:compacted'");
+    await connectionOf(store).exec("DELETE FROM rollups WHERE part = 'c:compacted'");
   });
 });
 

@@ -17,6 +17,7 @@ import { openDict, openRollup } from '../src/at-rest/records.js';
 import { Processor } from '../src/process/processor.js';
 import type { BatchRow } from '../src/storage/types.js';
 import { ADMIN_TOKEN, envelope, post, startTestCollector, type TestAccount } from './support/collector.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const WORKER = fileURLToPath(new URL('../dist/process/tick-worker.js', import.meta.url));
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -169,7 +170,7 @@ describe.skipIf(!built)('processor with a worker thread', () => {
       const { store, keyring, accounts, metrics, log } = c.services;
       const p = new Processor({ store, keyring, accounts, metrics, log, pollMs: 60_000, pollMinAgeMs: 0, workerUrl: new URL(`data:text/javascript,${encodeURIComponent(code)}`) });
       const count = async () => {
-        const [r] = await store.query<{ n: string; acc: string }>('SELECT count() AS n, sum(accepted) AS acc FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId });
+        const [r] = await connectionOf(store).query<{ n: string; acc: string }>('SELECT count() AS n, sum(accepted) AS acc FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId });
         return { batches: Number(r!.n), accepted: Number(r!.acc) };
       };
 
@@ -182,7 +183,7 @@ describe.skipIf(!built)('processor with a worker thread', () => {
       expect(await p.poll()).toBe(3); // left for the poll, as after any failed tick
       await p.drain();
       expect(await count()).toEqual({ batches: 3, accepted: 60 });
-      const [r] = await store.query<{ unmarked: string; parts: string }>(
+      const [r] = await connectionOf(store).query<{ unmarked: string; parts: string }>(
         'SELECT countIf(part NOT IN (SELECT part FROM processed)) AS unmarked, uniqExact(part) AS parts FROM rollups WHERE account_id = {a:String}',
         { a: account.accountId },
       );
@@ -203,7 +204,7 @@ describe.skipIf(!built)('processor with a worker thread', () => {
       const { store, keyring, accounts, metrics, log } = c.services;
       const broken = new URL(`data:text/javascript,${encodeURIComponent("throw new Error('broken worker file')")}`);
       const p = new Processor({ store, keyring, accounts, metrics, log, pollMs: 60_000, pollMinAgeMs: 0, workerUrl: broken });
-      const processed = async () => Number((await store.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId }))[0]!.n);
+      const processed = async () => Number((await connectionOf(store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: account.accountId }))[0]!.n);
       let attempts = 0;
       while ((await processed()) === 0 && attempts < 6) {
         attempts++;
@@ -234,7 +235,7 @@ describe.skipIf(!built)('processor with a worker thread', () => {
       // No CPU bound per tick (it depends on the cost measured): ticks of 1000 and 100 batches, whatever the machine's speed.
       const tickBudget = { ms: Infinity, points: Infinity };
       const p = new Processor({ store, keyring, accounts, metrics, log, pollMs: 60_000, pollMinAgeMs: 0, workerUrl: pathToFileURL(WORKER), tickBudget });
-      const count = async (sql: string) => Number((await store.query<{ n: string }>(sql, { a: accountId }))[0]!.n);
+      const count = async (sql: string) => Number((await connectionOf(store).query<{ n: string }>(sql, { a: accountId }))[0]!.n);
       const original = store.markProcessed.bind(store);
       store.markProcessed = async () => {
         store.markProcessed = original;

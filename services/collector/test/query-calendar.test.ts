@@ -14,6 +14,7 @@ import { Compactor } from '../src/compaction/compactor.js';
 import { createLogger } from '../src/logger.js';
 import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { checkAgainstReference, generatePoints, query, queryServer, type GenPoint, type RefQuery } from './query-support.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const H = 3_600_000;
 const FROM = Date.UTC(2025, 9, 1); // 2025-10-01
@@ -107,7 +108,7 @@ describe('week and month intervals', () => {
     const before = await checkAll(['count']);
     const compactor = new Compactor({ store: c.services.store, keyring: c.services.keyring, log: createLogger({ level: 'silent' }), now, onCompacted: (ids) => c.services.queryCache.invalidate(ids) });
     expect((await compactor.runUntilDone()).packedDays).toBeGreaterThan(0);
-    const [stored] = await c.services.store.query<{ packs: string; closedHours: string }>(
+    const [stored] = await connectionOf(c.services.store).query<{ packs: string; closedHours: string }>(
       `SELECT countIf(level = 2) AS packs, countIf(level = 1 AND bucket < fromUnixTimestamp64Milli({t:Int64}, 'UTC')) AS closedHours
        FROM rollups WHERE account_id = {a:String}`,
       { a: a.accountId, t: Date.UTC(2026, 0, 15) },

@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fromBase64, sealBatch, toBase64, toHex, type Point } from '@cipherstat/protocol';
 import { ADMIN_TOKEN, createAccount, newBatchId, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { CANARY, checkAgainstReference, generatePoints, query, queryServer, type GenPoint, type RefQuery } from './query-support.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const NOW = Date.UTC(2026, 3, 1, 12); // 2026-04-01T12:00Z; the data spans Berlin's spring-forward
 const FROM = Date.UTC(2026, 2, 26);
@@ -196,15 +197,15 @@ describe('canaries', () => {
     const secrets = keys.flatMap((k) => [k.dataKey, k.macKey, k.secretKey]).flatMap((k) => [toBase64(k), toHex(k)]);
     const needles = [CANARY.metric, CANARY.key, CANARY.value, 'page.load', 'checkout', a.readToken, ...secrets];
     const dumps: string[] = [];
-    await store.exec('SYSTEM FLUSH LOGS').catch(() => {});
+    await connectionOf(store).exec('SYSTEM FLUSH LOGS').catch(() => {});
     const tables = [...(await store.tables())];
-    const system = await store.query<{ t: string }>(`SELECT concat(database, '.', name) AS t FROM system.tables WHERE database = 'system' AND name IN ('query_log', 'text_log', 'query_thread_log')`);
+    const system = await connectionOf(store).query<{ t: string }>(`SELECT concat(database, '.', name) AS t FROM system.tables WHERE database = 'system' AND name IN ('query_log', 'text_log', 'query_thread_log')`);
     tables.push(...system.map((r) => r.t));
     for (const t of tables) {
       const [db, name] = t.split('.') as [string, string];
-      const cols = await store.query<{ name: string }>('SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}', { db, t: name });
+      const cols = await connectionOf(store).query<{ name: string }>('SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String}', { db, t: name });
       const select = cols.map((col) => `toString(\`${col.name}\`)`).join(', ');
-      const rows = await store.query<Record<string, string>>(`SELECT ${select} FROM ${t}`);
+      const rows = await connectionOf(store).query<Record<string, string>>(`SELECT ${select} FROM ${t}`);
       dumps.push(rows.map((r) => Object.values(r).join('\t')).join('\n'));
     }
     const all = dumps.join('\n');

@@ -14,9 +14,8 @@ import { addPoint, emptyAggregate, encodeAggregate, encodeDayPack } from '../src
 import { CollectorError } from '../src/errors.js';
 import { QueryCache, runQuery } from '../src/query/index.js';
 import { accountContext } from '../src/query/context.js';
-import { buildSql, mergePlan } from '../src/query/engine.js';
+import { mergePlan, rowSelection } from '../src/query/engine.js';
 import { handleMergeRequest, inlineMergers } from '../src/query/mergers.js';
-import { table } from '../src/query/context.js';
 import { mergeRows } from '../src/query/merge.js';
 import { parseQuery } from '../src/query/request.js';
 import { checkAgainstReference, generatePoints, writeRollups, type GenPoint, type RefQuery } from './query-support.js';
@@ -281,8 +280,8 @@ describe('runQuery', () => {
   it("a query worker's merge zeroes the data keys it received, holds the groups until finish or drop, and answers like the inline merge", async () => {
     const ctx = await accountContext({ store, keyring }, A);
     const q = parseQuery({ metric: 'page.load', aggregation: 'p95', interval: 'hour', from: FROM, to: TO, groupBy: ['page'] });
-    const { sql, params, metricOf } = buildSql(ctx, q, await table(store, 'rollups'));
-    const bytes = await store.queryBinary(sql, params);
+    const { selection, metricOf } = rowSelection(ctx, q);
+    const bytes = await store.selectRollups(selection);
     // what the worker receives: its own copies of the keys (postMessage clones them)
     const plan = mergePlan(ctx, q, metricOf);
     const sent = { ...plan, versions: plan.versions.map((v) => ({ ...v, dataKey: v.dataKey.slice() })) };

@@ -17,6 +17,7 @@ import { openRollupRow } from '../src/at-rest/records.js';
 import type { Params } from '../src/storage/types.js';
 import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { expectSameAnswers, generatePoints, type GenPoint } from './query-support.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const H = 3_600_000;
 const NOW = Date.UTC(2026, 3, 1, 12);
@@ -47,8 +48,8 @@ const ask = async (): Promise<QueryResult[]> => {
 };
 const failed = (rs: QueryResult[]) => rs.reduce((n, r) => n + r.meta.failedRows, 0);
 const tampered = (rs: QueryResult[]) => rs.reduce((n, r) => n + r.meta.tamperedRows, 0);
-const sql = (text: string, params: Params = {}) => c.services.store.exec(text, { a: a.accountId, ...params });
-const select = <T>(text: string, params: Params = {}) => c.services.store.query<T>(text, { a: a.accountId, ...params });
+const sql = (text: string, params: Params = {}) => connectionOf(c.services.store).exec(text, { a: a.accountId, ...params });
+const select = <T>(text: string, params: Params = {}) => connectionOf(c.services.store).query<T>(text, { a: a.accountId, ...params });
 const listing = () => listMetrics(deps(), a.accountId);
 const volume = async () => (await listing()).metrics.map((m) => [m.name, m.points24h]);
 const registry = new Registry(); // compaction's Prometheus counters

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openStore } from '../src/storage/index.js';
 import { storeConformance } from './support/storage-conformance.js';
+import { connectionOf } from '../src/storage/index.js';
 
 // chDB binds one data directory per process: this file owns its fork and its directory.
 const dataDir = await mkdtemp(join(tmpdir(), 'cipherstat-storage-chdb-'));
@@ -17,7 +18,7 @@ describe('chdb adapter', () => {
     expect(store.kind).toBe('chdb');
     await store.migrate();
     expect(await store.tables()).toContain('other_db.batches');
-    const [row] = await store.query<{ path: string }>("SELECT data_paths[1] AS path FROM system.tables WHERE database = 'other_db' AND name = 'batches'");
+    const [row] = await connectionOf(store).query<{ path: string }>("SELECT data_paths[1] AS path FROM system.tables WHERE database = 'other_db' AND name = 'batches'");
     expect(row?.path.startsWith(join(dataDir, 'clickhouse'))).toBe(true);
     await store.close();
   });

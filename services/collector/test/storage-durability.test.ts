@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, expect, it } from 'vitest';
 import { openStore } from '../src/storage/index.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const dataDir = await mkdtemp(join(tmpdir(), 'cipherstat-storage-kill-'));
 afterAll(() => rm(dataDir, { recursive: true, force: true }));
@@ -27,7 +28,7 @@ it('keeps every acknowledged insert, exactly once and whole, after kill -9', asy
 
   const store = await openStore({ dataDir });
   await store.migrate();
-  const rows = await store.query<{ i: string; n: string }>(
+  const rows = await connectionOf(store).query<{ i: string; n: string }>(
     "SELECT splitByChar('-', batch_id)[1] AS i, count() AS n FROM cipherstat.batches WHERE account_id = 'acct-kill' GROUP BY i",
   );
   const inserts = new Map(rows.map((r) => [Number(r.i.slice(1)), Number(r.n)]));

@@ -13,6 +13,7 @@ import { loadConfig } from '../src/config.js';
 import { storeOptions } from '../src/services.js';
 import { startClickHouseHttp, type ClickHouseHttp } from './support/clickhouse-http.js';
 import { ALL_BYTES, account, batch, storeConformance } from './support/storage-conformance.js';
+import { connectionOf } from '../src/storage/index.js';
 
 const realUrl = process.env.CLICKHOUSE_TEST_URL;
 const database = `cipherstat_test_${process.pid}_${Date.now().toString(36)}`;
@@ -37,7 +38,7 @@ const open = (): Promise<Store> =>
 storeConformance(realUrl ? 'remote (ClickHouse server)' : 'remote (chDB HTTP shim)', {
   open,
   async dispose(store) {
-    if (realUrl) await store.exec(`DROP DATABASE IF EXISTS ${database}${process.env.CLICKHOUSE_TEST_CLUSTER ? ` ON CLUSTER ${process.env.CLICKHOUSE_TEST_CLUSTER}` : ''} SYNC`);
+    if (realUrl) await connectionOf(store).exec(`DROP DATABASE IF EXISTS ${database}${process.env.CLICKHOUSE_TEST_CLUSTER ? ` ON CLUSTER ${process.env.CLICKHOUSE_TEST_CLUSTER}` : ''} SYNC`);
   },
 });
 

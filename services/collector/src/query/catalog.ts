@@ -5,9 +5,8 @@
  * decrypted here); the 24-hour volume by opening the hour rollups and day packs of the last 24 hours.
  */
 import { decodeAggregate } from '../rollup/index.js';
-import { dayOf, hourLevelSql } from './days.js';
-import { accountContext, allDictionary, lookupDictionary, table, type QueryDeps } from './context.js';
-import { LEVEL, ROW_COLUMNS, readRows, RowReader } from './rows.js';
+import { accountContext, allDictionary, lookupDictionary, type QueryDeps } from './context.js';
+import { LEVEL, readRows, RowReader } from './rows.js';
 
 /** A tag key lists its values when it has at most this many. */
 export const MAX_LISTED_VALUES = 100;
@@ -45,34 +44,18 @@ export interface MetricsListing {
 export async function listMetrics(deps: QueryDeps & { now?: () => number }, accountId: string): Promise<MetricsListing> {
   const ctx = await accountContext(deps, accountId);
   const now = (deps.now ?? Date.now)();
-  const rollups = await table(deps.store, 'rollups');
   const volumeSince = Math.floor(now / HOUR) * HOUR - 23 * HOUR;
 
   const names = await allDictionary(deps, ctx, 0);
-  const tagRows = await deps.store.query<{ m: string; k: string; n: number | string; vs: string[] }>(
-    `SELECT toString(metric) AS m, toString(kv.1) AS k, uniqExact(kv.2) AS n,
-       arrayMap(x -> toString(x), groupUniqArray(${MAX_LISTED_VALUES + 1})(kv.2)) AS vs
-     FROM ${rollups} ARRAY JOIN arrayZip(tag_keys, tag_values) AS kv
-     WHERE account_id = {acc:String} AND level IN (1, 2) AND bucket >= fromUnixTimestamp64Milli({since:Int64}, 'UTC')
-     GROUP BY metric, kv.1`,
-    { acc: accountId, since: now - TAGS_WINDOW_MS },
-  );
+  const tagRows = await deps.store.tagValueCounts({ accountId, since: now - TAGS_WINDOW_MS, listed: MAX_LISTED_VALUES });
   // Like the query engine: the hour rows of the window and the packs of the days it overlaps
   // (their hours inside it).
-  const volumeRows = readRows(
-    await deps.store.queryBinary(`SELECT * FROM (${hourLevelSql(rollups, ROW_COLUMNS, 'account_id = {acc:String}')}) LIMIT {lim:UInt32}`, {
-      acc: accountId,
-      from: volumeSince,
-      to: volumeSince + 24 * HOUR,
-      dfrom: dayOf(volumeSince),
-      lim: VOLUME_ROW_LIMIT,
-    }),
-  );
+  const volumeRows = readRows(await deps.store.selectRollups({ accountId, level: 1, from: volumeSince, to: volumeSince + 24 * HOUR, limit: VOLUME_ROW_LIMIT }));
 
   // Labels of tag keys, and of the values of keys with few values.
-  const keyLabels = await lookupDictionary(deps, ctx, 1, new Set(tagRows.map((r) => r.k)));
-  const few = tagRows.filter((r) => Number(r.n) <= MAX_LISTED_VALUES);
-  const valueLabels = await lookupDictionary(deps, ctx, 2, new Set(few.flatMap((r) => r.vs)));
+  const keyLabels = await lookupDictionary(deps, ctx, 1, new Set(tagRows.map((r) => r.key)));
+  const few = tagRows.filter((r) => r.distinct <= MAX_LISTED_VALUES);
+  const valueLabels = await lookupDictionary(deps, ctx, 2, new Set(few.flatMap((r) => r.values)));
 
   // Volume: the rows that count (rows.ts: opened, a copy once, a row a merged row or pack
   // replaces not at all, one pack per day). The metric is part of a row's identity: a series
@@ -109,23 +92,23 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   }
   const tagsOf = new Map<string, typeof tagRows>();
   for (const r of tagRows) {
-    const list = tagsOf.get(r.m);
+    const list = tagsOf.get(r.metric);
     if (list) list.push(r);
-    else tagsOf.set(r.m, [r]);
+    else tagsOf.set(r.metric, [r]);
   }
   const metrics: MetricInfo[] = [...byName.entries()]
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     .map(([name, { kind, pseudonyms }]) => {
       const tags = new Map<string, { values: Set<string> | null; n: number }>();
       for (const r of pseudonyms.flatMap((p) => tagsOf.get(p) ?? [])) {
-        const key = keyLabels.entries.get(r.k)?.text;
+        const key = keyLabels.entries.get(r.key)?.text;
         if (key === undefined) continue;
         const t = tags.get(key) ?? { values: new Set<string>(), n: 0 };
         tags.set(key, t);
-        const n = Number(r.n);
+        const n = r.distinct;
         t.n = Math.max(t.n, n);
         if (n > MAX_LISTED_VALUES || t.values === null) t.values = null;
-        else for (const v of r.vs) {
+        else for (const v of r.values) {
           const label = valueLabels.entries.get(v)?.text;
           if (label !== undefined) t.values.add(label);
         }

@@ -1,6 +1,6 @@
 /**
  * What a query needs of an account: its key versions (data key to open rows, pseudonyms to
- * find them), table names, and decrypted dictionary labels. Keys stay in this process:
+ * find them), and decrypted dictionary labels. Keys stay in this process:
  * ClickHouse only ever receives pseudonyms, times and the account id.
  */
 import { CollectorError } from '../errors.js';
@@ -60,33 +60,6 @@ export async function accountContext(deps: QueryDeps, accountId: string): Promis
   return { accountId, versions, byVersion: new Map(versions.map((v) => [v.version, v])), cache };
 }
 
-/** Base64 from ClickHouse's base64Encode (trusted, well-formed) to bytes, without copying. */
-export const fromBase64 = (s: string): Uint8Array => {
-  const b = Buffer.from(s, 'base64');
-  return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-};
-
-const databases = new WeakMap<Store, Promise<string>>();
-
-/** `db.table` for one of the store's tables (the store's SQL is not bound to a database). */
-export async function table(store: Store, name: string): Promise<string> {
-  let db = databases.get(store);
-  if (!db) {
-    db = store.tables().then((ts) => {
-      const hit = ts.find((t) => t.endsWith(`.${name}`) || t === name);
-      if (!hit) throw new CollectorError(503, 'storage_unavailable', 'storage schema is missing; run migrations');
-      return hit.includes('.') ? hit.slice(0, hit.lastIndexOf('.')) : '';
-    });
-    db.catch(() => databases.delete(store));
-    databases.set(store, db);
-  }
-  const d = await db;
-  return d ? `${d}.${name}` : name;
-}
-
-/** Array(UInt64) from decimal strings: bound as Array(String), converted in SQL (portable across adapters). */
-export const u64s = (param: string): string => `arrayMap(x -> toUInt64(x), {${param}:Array(String)})`;
-
 /**
  * Decrypted dictionary entries for these pseudonyms of one kind (from the cache, else one
  * storage read for the missing ones). Entries that fail to open are left out and counted.
@@ -106,14 +79,9 @@ export async function lookupDictionary(
     else if (p !== '0') missing.push(p);
   }
   let failed = 0;
-  for (let i = 0; i < missing.length; i += 10_000) {
-    const rows = await deps.store.query<{ v: number; p: string; c: string }>(
-      `SELECT key_version AS v, toString(pseudonym) AS p, base64Encode(ciphertext) AS c
-       FROM ${await table(deps.store, 'dictionary')} FINAL
-       WHERE account_id = {acc:String} AND kind = {kind:UInt8} AND pseudonym IN (SELECT arrayJoin(${u64s('ps')}))`,
-      { acc: ctx.accountId, kind, ps: missing.slice(i, i + 10_000) },
-    );
-    failed += openDictRows(ctx, kind, rows, entries);
+  if (missing.length > 0) {
+    const rows = await deps.store.dictionaryEntries(ctx.accountId, kind, missing);
+    failed += openDictRows(ctx, kind, rows.map((r) => ({ v: r.keyVersion, p: r.pseudonym, sealed: r.ciphertext })), entries);
   }
   return { entries, failed };
 }
@@ -135,15 +103,14 @@ export async function allDictionary(deps: QueryDeps, ctx: AccountContext, kind: 
 function openDictRows(
   ctx: AccountContext,
   kind: DictKind,
-  rows: { v: number | string; p: string; c?: string; sealed?: Uint8Array }[],
+  rows: { v: number; p: string; sealed: Uint8Array }[],
   into: Map<string, DictEntry>,
 ): number {
   const dict = ctx.cache.dictionary(ctx.accountId);
   let failed = 0;
   for (const r of rows) {
-    const keys = ctx.byVersion.get(Number(r.v));
-    const sealed = r.sealed ?? (r.c !== undefined ? fromBase64(r.c) : null);
-    const entry = keys && sealed ? openDict(keys.dataKey, ctx.accountId, kind, r.p, sealed) : null;
+    const keys = ctx.byVersion.get(r.v);
+    const entry = keys ? openDict(keys.dataKey, ctx.accountId, kind, r.p, r.sealed) : null;
     if (!entry || typeof entry.text !== 'string') {
       failed++;
       continue;

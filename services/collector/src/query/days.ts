@@ -20,9 +20,6 @@ export const DAY_MS = 86_400_000;
 /** Parts of day packs (compaction's prefix: recovery never deletes them). */
 export const DAY_PART_PREFIX = `${COMPACTION_PART_PREFIX}d:`;
 
-/** UTC day number of a row's bucket. */
-export const DAY_SQL = 'intDiv(toUnixTimestamp64Milli(bucket), 86400000)';
-
 /** Start of the UTC day of `t` (epoch ms). */
 export const dayOf = (t: number): number => t - (((t % DAY_MS) + DAY_MS) % DAY_MS);
 
@@ -37,20 +34,4 @@ export function supersededRefs(r: SupersedingRollup): RollupRef[] {
     if (slash < 0) return { ...base, part: e };
     return { ...base, level: 1, bucket: r.bucket + Number(e.slice(0, slash)) * HOUR_MS, part: e.slice(slash + 1) };
   });
-}
-
-/**
- * Hour-level rows of [from, to): the hour rows of the range and the day packs of the UTC days
- * overlapping it (the reader keeps only their hours inside the range, and leaves out what a
- * pack or merged row replaces: query/supersedes.ts). `base` filters account and metric (no
- * level, no time); `filters` the tags. Binds {from:Int64}, {to:Int64} and {dfrom:Int64} (= dayOf(from)).
- */
-export function hourLevelSql(rollups: string, cols: string, base: string, filters = '1'): string {
-  const hours = `${base} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
-  const packs = `${base} AND level = 2 AND bucket >= fromUnixTimestamp64Milli({dfrom:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
-  return `SELECT ${cols} FROM ${rollups}
-  WHERE ${hours} AND ${filters}
-  UNION ALL
-  SELECT ${cols} FROM ${rollups}
-  WHERE ${packs} AND ${filters}`;
 }

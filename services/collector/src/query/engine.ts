@@ -30,13 +30,11 @@
  *   covers: storage rewriting `tag_values` makes the row fail to open (never regrouped).
  */
 import { CollectorError } from '../errors.js';
-import type { Params } from '../storage/types.js';
-import { dayOf, hourLevelSql } from './days.js';
-import { accountContext, lookupDictionary, table, u64s, type AccountContext, type QueryDeps } from './context.js';
+import type { RollupSelection } from '../storage/types.js';
+import { accountContext, lookupDictionary, type AccountContext, type QueryDeps } from './context.js';
 import { MAX_SERIES, tooManySeries, type MergePlan } from './merge.js';
 import { inlineMergers, type Merging } from './mergers.js';
 import { parseQuery, queryKey, type Query } from './request.js';
-import { ROW_COLUMNS } from './rows.js';
 
 export { MAX_SERIES, roundFloat } from './merge.js';
 
@@ -103,8 +101,8 @@ export async function runQuery(deps: QueryDeps, account: { accountId: string }, 
 export async function executeQuery(deps: QueryDeps, accountId: string, q: Query, stats?: QueryStats): Promise<QueryResult> {
   const ctx = await accountContext(deps, accountId);
   const t0 = performance.now();
-  const { sql, params, metricOf } = buildSql(ctx, q, await table(deps.store, 'rollups'));
-  const bytes = await deps.store.queryBinary(sql, params);
+  const { selection, metricOf } = rowSelection(ctx, q);
+  const bytes = await deps.store.selectRollups(selection);
   const t1 = performance.now();
   deps.onMerge?.(1);
   let merging: Merging;
@@ -177,72 +175,36 @@ export function mergePlan(ctx: AccountContext, q: Query, metricOf: Map<number, s
 }
 
 /**
- * One SELECT; only pseudonyms, times, the level and the account id are bound. ClickHouse
- * filters by tag pseudonyms; grouping happens here, from the tag arrays the identity tag
- * covers (and the filters are checked again on them), so storage cannot relabel a row.
+ * The rows a query reads (storage: QueryStore.selectRollups); only pseudonyms, times, the level
+ * and the account id go to storage. ClickHouse filters by tag pseudonyms; grouping happens here,
+ * from the tag arrays the identity tag covers (and the filters are checked again on them), so
+ * storage cannot relabel a row. Rows compaction replaced are left out by the reader, from the
+ * lists merged rows seal (query/supersedes.ts): the selection reads every row of the range.
  */
-export function buildSql(ctx: AccountContext, q: Query, rollups: string): { sql: string; params: Params; metricOf: Map<number, string> } {
-  const params: Params = { acc: ctx.accountId, lvl: q.level, from: q.starts[0]!, to: q.end, lim: MAX_ROWS + 1 };
+export function rowSelection(ctx: AccountContext, q: Query): { selection: RollupSelection; metricOf: Map<number, string> } {
   const metricOf = new Map<number, string>();
-  const perVersion = ctx.versions.map((v, i) => {
-    const m = v.pseudonyms.metric(q.metric);
-    metricOf.set(v.version, m);
-    params[`m${i}`] = m;
-    params[`v${i}`] = v.version;
-    const parts = [`key_version = {v${i}:UInt32}`, `metric = {m${i}:UInt64}`];
-    q.filter.forEach(([k, values, missing], j) => {
-      const name = `f${i}_${j}`;
-      let part = '0';
-      if (values.length === 1) {
-        params[name] = v.pseudonyms.tagValue(k, values[0]!);
-        part = `has(tag_values, {${name}:UInt64})`;
-      } else if (values.length > 1) {
-        params[name] = values.map((value) => v.pseudonyms.tagValue(k, value));
-        part = `hasAny(tag_values, ${u64s(name)})`;
-      }
-      if (missing) {
-        params[`${name}k`] = v.pseudonyms.tagKey(k);
-        part = `(${part} OR NOT has(tag_keys, {${name}k:UInt64}))`;
-      }
-      parts.push(part);
-    });
-    return `(${parts.join(' AND ')})`;
+  const versions = ctx.versions.map((v) => {
+    const metric = v.pseudonyms.metric(q.metric);
+    metricOf.set(v.version, metric);
+    return {
+      version: v.version,
+      metric,
+      filters: q.filter.map(([k, values, missing]) => ({
+        accepted: values.map((value) => v.pseudonyms.tagValue(k, value)),
+        ...(missing ? { missingKey: v.pseudonyms.tagKey(k) } : {}),
+      })),
+    };
   });
-  // Rows compaction replaced are left out by the engine, from the lists merged rows seal
-  // (query/supersedes.ts): the SELECT reads every row of the range.
-  const metrics = `metric IN (${ctx.versions.map((_, i) => `{m${i}:UInt64}`).join(', ')})`;
-  const range = `account_id = {acc:String} AND level = {lvl:UInt8} AND ${metrics}
-  AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
-  const cols = ROW_COLUMNS;
-  const filters = perVersion.length === 1 ? perVersion[0]! : `(${perVersion.join(' OR ')})`;
-  if (q.level !== 1) {
-    const sql = `SELECT ${cols}
-FROM ${rollups}
-WHERE ${range}
-  AND ${filters}
-LIMIT {lim:UInt32}`;
-    return { sql, params, metricOf };
-  }
-  // Hour rows plus the day packs (query/days.ts) of the UTC days the range overlaps, and the
-  // minute rows of the UTC hours holding a bucket edge (q.minuteHours).
-  params.dfrom = dayOf(q.starts[0]!);
-  const base = `account_id = {acc:String} AND ${metrics}`;
-  let minutes = '';
-  if (q.minuteHours) {
-    params.mh = q.minuteHours.map(String);
-    const m = `account_id = {acc:String} AND level = 0 AND ${metrics}
-  AND bucket >= fromUnixTimestamp64Milli({from:Int64}, 'UTC') AND bucket < fromUnixTimestamp64Milli({to:Int64}, 'UTC')`;
-    minutes = `
-  UNION ALL
-  SELECT ${cols} FROM ${rollups}
-  WHERE ${m} AND intDiv(toUnixTimestamp64Milli(bucket), 3600000) * 3600000 IN arrayMap(x -> toInt64(x), {mh:Array(String)})
-    AND ${filters}`;
-  }
-  const sql = `SELECT * FROM (
-${hourLevelSql(rollups, cols, base, filters)}${minutes}
-)
-LIMIT {lim:UInt32}`;
-  return { sql, params, metricOf };
+  const selection: RollupSelection = {
+    accountId: ctx.accountId,
+    level: q.level === 1 ? 1 : 0,
+    from: q.starts[0]!,
+    to: q.end,
+    ...(q.level === 1 && q.minuteHours ? { minuteHours: q.minuteHours } : {}),
+    versions,
+    limit: MAX_ROWS + 1,
+  };
+  return { selection, metricOf };
 }
 
 const UNKNOWN_LABEL = '(unknown)';

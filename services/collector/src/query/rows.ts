@@ -20,7 +20,7 @@
 import { CollectorError } from '../errors.js';
 import { openRollupJoined, type OpenedRollup, type RollupIdentity } from '../at-rest/records.js';
 import { forEachInDayPack } from '../rollup/index.js';
-import { RowBinaryReader } from '../storage/rowbinary.js';
+import type { StoredRow } from '../storage/queries.js';
 import type { RollupLevel } from '../storage/types.js';
 import { DAY_MS, HOUR_MS } from './days.js';
 import { compactedFirst, isCompacted, Supersession, type RowHandle } from './supersedes.js';
@@ -28,53 +28,8 @@ import { compactedFirst, isCompacted, Supersession, type RowHandle } from './sup
 /** The stored levels of the `rollups` table. */
 export const LEVEL = { minute: 0, hour: 1, dayPack: 2 } as const satisfies Record<string, RollupLevel>;
 
-/** A stored rollup row as readers select it (ROW_COLUMNS, in this order). */
-export interface StoredRow {
-  /** Stored level (absent: the reader's level). */
-  l?: number;
-  /** Bucket (epoch ms, UTC; a day pack: its UTC day). */
-  b: number;
-  /** Key version. */
-  v: number;
-  /** Series pseudonym. */
-  s: string;
-  /** The sealed aggregate or day pack. */
-  a: Uint8Array;
-  /** tag_keys joined by ',' (bound into the row's identity). */
-  k: string;
-  /** tag_values joined by ',' (bound into the row's identity). */
-  t: string;
-  /** The metric pseudonym as stored. */
-  m?: string;
-  /** The row's part (bound into its identity since record format 2; a second row with the same one is a copy). */
-  p: string;
-  /** The stored `supersedes` column (compaction's to-do list; only the sealed list decides). */
-  u?: string[];
-}
-
-/** The columns of a StoredRow, in the order readRows reads them (RowBinary). */
-export const ROW_COLUMNS = `toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, agg AS a,
-  arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t,
-  toString(metric) AS m, part AS p, supersedes AS u`;
-
-const NONE: string[] = [];
-const readList = (r: RowBinaryReader): string[] => {
-  const n = r.arrayLength();
-  if (n === 0) return NONE;
-  const out: string[] = [];
-  for (let i = 0; i < n; i++) out.push(r.string());
-  return out;
-};
-
-/** Rows of a `SELECT ${ROW_COLUMNS}` read with store.queryBinary. */
-export function readRows(bytes: Uint8Array): StoredRow[] {
-  const r = new RowBinaryReader(bytes);
-  const rows: StoredRow[] = [];
-  while (!r.done) {
-    rows.push({ l: r.u8(), b: r.f64(), v: r.u32(), s: r.string(), a: r.bytes(), k: r.string(), t: r.string(), m: r.string(), p: r.string(), u: readList(r) });
-  }
-  return rows;
-}
+/** A stored row as the query side selects it, and its reader (storage/queries.ts). */
+export { readStoredRows as readRows, type StoredRow } from '../storage/queries.js';
 
 /** A row that counts: opened, not a copy, not replaced. */
 export interface OpenedRow {

@@ -54,6 +54,9 @@ async function embeddedEngine(): Promise<typeof import('./chdb.js')> {
 export { StorageError, isStorageError } from './errors.js';
 export type { StorageErrorCode } from './errors.js';
 export { RowBinaryReader } from './rowbinary.js';
+export { connectionOf } from './repository.js';
+export type { Connection } from './connection.js';
+export { readStoredRows, type StoredRow } from './queries.js';
 export { LIST_PARAM_BYTES, chunkList } from './sql.js';
 /** The tables an account's rows live in, in the order the purge empties them. */
 export { ACCOUNT_TABLES as PURGE_TABLES } from './schema.js';

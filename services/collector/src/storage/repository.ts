@@ -14,14 +14,27 @@ import { batchRepository } from './batches.js';
 import { rollupRepository } from './rollups.js';
 import { dictionaryRepository } from './dictionary.js';
 import { lifecycleRepository } from './lifecycle.js';
+import { queryRepository } from './queries.js';
 
 export { LIST_PARAM_BYTES, chunkList } from './sql.js';
+
+const connections = new WeakMap<Store, Connection>();
+
+/**
+ * The raw connection under a store (its database current), for tests that inspect or tamper
+ * with stored rows and for bench tools; collector code outside storage/ never uses it.
+ */
+export function connectionOf(store: Store): Connection {
+  const conn = connections.get(store);
+  if (!conn) throw new Error('not a store opened by openStore/createStore');
+  return conn;
+}
 
 export function createStore(conn: Connection, opts: SchemaOptions): Store {
   const db = createDb(conn, opts.database);
   const { t, insert } = db;
 
-  return {
+  const store: Store = {
     kind: conn.kind,
 
     async migrate() {
@@ -49,14 +62,14 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
     ...rollupRepository(db),
     ...dictionaryRepository(db),
     ...lifecycleRepository(db),
-    query: (sql, params) => conn.query(sql, params),
-    queryBinary: (sql, params) => conn.queryBinary(sql, params),
-    exec: (sql, params) => conn.exec(sql, params),
+    ...queryRepository(db),
 
     async tables() {
       const rows = await conn.query<{ name: string }>(`SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name`, { db: opts.database });
       return rows.map((r) => t(r.name));
     },
   };
+  connections.set(store, conn);
+  return store;
 }
 

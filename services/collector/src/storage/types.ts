@@ -310,7 +310,48 @@ export interface LifecycleStore {
   ciphertextSample(accountId: string, limits: { rows: number; batches: number }): Promise<CiphertextSample>;
 }
 
-export interface Store extends AccountStore, BatchStore, RollupStore, DictionaryStore, LifecycleStore {
+/** A tag filter of one key version, as pseudonyms: a row's tag values hold one of `accepted` (none: no row), or with `missingKey` its tag keys lack that key. */
+export interface TagFilter {
+  accepted: string[];
+  missingKey?: string;
+}
+
+/** The rollup rows one query reads (`QueryStore.selectRollups`). */
+export interface RollupSelection {
+  accountId: string;
+  /** 0: minute rows of [from, to); 1: hour rows of [from, to) and the day packs of the UTC days it overlaps. */
+  level: 0 | 1;
+  from: number;
+  to: number;
+  /** Level 1: also the minute rows of these UTC hours (epoch ms of their starts) inside [from, to). */
+  minuteHours?: number[];
+  /** Per key version, the metric pseudonym and tag filters that must all hold; absent: every metric, every version, no filter. */
+  versions?: { version: number; metric: string; filters: TagFilter[] }[];
+  /** Most rows returned. */
+  limit: number;
+}
+
+/** The tag pseudonyms one metric occurs with under one tag key. */
+export interface TagValueCount {
+  metric: string;
+  key: string;
+  /** Distinct values (key=value pseudonyms). */
+  distinct: number;
+  /** Up to `listed + 1` of them. */
+  values: string[];
+}
+
+/** What the query role reads (storage/queries.ts). */
+export interface QueryStore {
+  /** The selected rows, as RowBinary for `readStoredRows` (storage/queries.ts); the caller decides which count. */
+  selectRollups(sel: RollupSelection): Promise<Uint8Array>;
+  /** Per (metric, tag key), the distinct tag values in hour rows and day packs since `since`, listing up to `listed + 1`. */
+  tagValueCounts(o: { accountId: string; since: number; listed: number }): Promise<TagValueCount[]>;
+  /** The dictionary entries of these pseudonyms of one kind (every key version). */
+  dictionaryEntries(accountId: string, kind: DictKind, pseudonyms: string[]): Promise<DictRow[]>;
+}
+
+export interface Store extends AccountStore, BatchStore, RollupStore, DictionaryStore, LifecycleStore, QueryStore {
   readonly kind: 'chdb' | 'remote';
   /** Applies pending versioned migrations; returns the schema version now in force. */
   migrate(): Promise<{ from: number; to: number }>;
@@ -324,24 +365,6 @@ export interface Store extends AccountStore, BatchStore, RollupStore, Dictionary
    * Shares the connection; closing it does nothing.
    */
   withDeadline(ms: number): Store;
-
-  /**
-   * Raw SQL, left for the query role (src/query/: its reads move behind intent-named methods
-   * next) and for tests that inspect or tamper with stored rows. Params are bound server side
-   * ({name:Type}). Rows come as JSONEachRow objects with 64-bit integers as decimal strings. The
-   * store's database is current, so `FROM rollups` works (tables() gives `db.table`). A list of
-   * UInt64 pseudonyms binds as `{ps:Array(String)}` (then `arrayMap(x -> toUInt64(x), {ps:Array(String)})`);
-   * a single one binds as `{p:UInt64}` from its string.
-   */
-  query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]>;
-  /**
-   * Like `query`, but returns the raw RowBinary output (no header: columns in SELECT order),
-   * for reading with RowBinaryReader; String columns then come as zero-copy byte views. The
-   * SQL must not carry its own FORMAT clause. Bad SQL throws the same StorageError as `query`.
-   */
-  queryBinary(sql: string, params?: Params): Promise<Uint8Array>;
-  /** Raw statement: tests only (no collector code outside storage/ calls it). */
-  exec(sql: string, params?: Params): Promise<void>;
 
   /** Names of every table this store created, as `database.table` (for dumps in tests and verify). */
   tables(): Promise<string[]>;

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import type { Store } from '../../src/storage/index.js';
 import { ADMIN_TOKEN, envelope, points, post, type TestAccount } from './collector.js';
+import { connectionOf } from '../../src/storage/index.js';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 
@@ -116,7 +117,7 @@ export function tracker(url: () => string, account: TestAccount): Tracker {
 export async function waitProcessed(store: Store, accountId: string, expected: number, timeoutMs = 180_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const [row] = await store.query<{ n: string }>('SELECT count() AS n FROM processed FINAL WHERE account_id = {a:String}', { a: accountId });
+    const [row] = await connectionOf(store).query<{ n: string }>('SELECT count() AS n FROM processed FINAL WHERE account_id = {a:String}', { a: accountId });
     if (Number(row?.n) >= expected) return;
     if (Date.now() > deadline) throw new Error(`only ${row?.n} of ${expected} acknowledged batches processed`);
     await new Promise((r) => setTimeout(r, 500));
@@ -129,7 +130,7 @@ export async function waitProcessed(store: Store, accountId: string, expected: n
  * is exact. Returns the totals for the report.
  */
 export async function expectExactlyOnce(store: Store, accountId: string, t: Tracker): Promise<{ acknowledged: number; counted: number; points: number }> {
-  const rows = await store.query<{ id: string; n: string; pts: string }>(
+  const rows = await connectionOf(store).query<{ id: string; n: string; pts: string }>(
     'SELECT batch_id AS id, count() AS n, sum(accepted) AS pts FROM processed FINAL WHERE account_id = {a:String} GROUP BY batch_id',
     { a: accountId },
   );
@@ -141,7 +142,7 @@ export async function expectExactlyOnce(store: Store, accountId: string, t: Trac
     expect(Number(r!.pts), `batch ${id} has all its points`).toBe(POINTS_PER_BATCH);
   }
   for (const id of counted.keys()) expect(t.sent.has(id), `counted batch ${id} was sent`).toBe(true);
-  const [sum] = await store.query<{ pts: string }>(
+  const [sum] = await connectionOf(store).query<{ pts: string }>(
     'SELECT sum(accepted) AS pts FROM processed FINAL WHERE account_id = {a:String}',
     { a: accountId },
   );

@@ -8,6 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openStore, type BatchRow, type Store } from '../../src/storage/index.js';
+import { connectionOf } from '../../src/storage/index.js';
 
 const ROUNDS = 100;
 const dataDir = process.argv[2] ?? (await mkdtemp(join(tmpdir(), 'cipherstat-storage-bench-')));
@@ -46,7 +47,7 @@ for (const database of ['bench_fsync', 'bench_nofsync']) {
   await store.migrate();
   stores.push(store);
 }
-await stores[1]!.exec('ALTER TABLE bench_nofsync.batches MODIFY SETTING fsync_after_insert = 0, fsync_part_directory = 0');
+await connectionOf(stores[1]!).exec('ALTER TABLE bench_nofsync.batches MODIFY SETTING fsync_after_insert = 0, fsync_part_directory = 0');
 for (const n of [1, 100]) {
   const [on, off] = await time(stores[0]!, stores[1]!, n);
   console.log(`insertBatches ${String(n).padStart(3)} x 4 KB, fsync on : ${on}`);

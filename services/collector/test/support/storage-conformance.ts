@@ -5,9 +5,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RowBinaryReader, type AccountRow, type BatchRow, type DictRow, type RollupGroupKey, type RollupRow, type Store } from '../../src/storage/index.js';
+import { RowBinaryReader, connectionOf, readStoredRows, type AccountRow, type BatchRow, type DictRow, type RollupGroupKey, type RollupRow, type Store } from '../../src/storage/index.js';
 import { SCHEMA_VERSION, migrations } from '../../src/storage/schema.js';
-import { DAY_SQL, hourEntry, supersededRefs } from '../../src/query/days.js';
+import { hourEntry, supersededRefs } from '../../src/query/days.js';
 
 export interface StoreFactory {
   /** Opens a store over the same data every time (the suite closes and reopens it). */
@@ -92,21 +92,21 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       expect(await store.migrate()).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION });
       const tables = await store.tables();
       table = (n) => tables.find((t) => t.endsWith(`.${n}`)) ?? `missing.${n}`;
-      const rows = await store.query<{ version: number }>(`SELECT version FROM ${table('schema_migrations')} ORDER BY version`);
+      const rows = await connectionOf(store).query<{ version: number }>(`SELECT version FROM ${table('schema_migrations')} ORDER BY version`);
       expect(rows.map((r) => r.version)).toEqual(migrations.map((m) => m.version));
     });
 
     it('withDeadline: a call that does not answer in time is storage_unavailable, and the store keeps serving', async () => {
       const bounded = store.withDeadline(200);
       // ~6 s of engine time (two rows, 3 s each) against a 200 ms deadline.
-      await expect(bounded.query('SELECT sleep(3) FROM numbers(2) SETTINGS max_block_size = 1')).rejects.toMatchObject({
+      await expect(connectionOf(bounded).query('SELECT sleep(3) FROM numbers(2) SETTINGS max_block_size = 1')).rejects.toMatchObject({
         name: 'StorageError',
         code: 'storage_unavailable',
         message: 'storage did not answer within 200 ms',
       });
       await bounded.close(); // a view: closing it leaves the store open
       // Once the abandoned statement is done (chDB runs one at a time), the store answers as before.
-      expect(await store.query<{ one: number }>('SELECT 1 AS one')).toEqual([{ one: 1 }]);
+      expect(await connectionOf(store).query<{ one: number }>('SELECT 1 AS one')).toEqual([{ one: 1 }]);
     });
 
     it('lists every table it created', async () => {
@@ -115,7 +115,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
     });
 
     it('adds the supersedes column to rollups (migration 2)', async () => {
-      const cols = await store.query<{ name: string; type: string }>(
+      const cols = await connectionOf(store).query<{ name: string; type: string }>(
         `SELECT name, type FROM system.columns WHERE database = {db:String} AND table = 'rollups' AND name = 'supersedes'`,
         { db: table('rollups').split('.')[0]! },
       );
@@ -123,7 +123,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
     });
 
     it('declares TTL, raw codecs and fsync in the DDL', async () => {
-      const ddl = async (n: string) => (await store.query<{ statement: string }>(`SHOW CREATE TABLE ${table(n)}`))[0]?.statement ?? '';
+      const ddl = async (n: string) => (await connectionOf(store).query<{ statement: string }>(`SHOW CREATE TABLE ${table(n)}`))[0]?.statement ?? '';
       const batches = await ddl('batches');
       expect(batches).toMatch(/TTL expires_at/);
       expect(batches).toMatch(/`sealed` String CODEC\(NONE\)/);
@@ -198,7 +198,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       const seen: string[] = [];
       for (let i = 0; i < 3; i++) {
         const got = mine(await store.pendingBatches(t, 1000, { index: i, count: 3 }));
-        const want = await store.query<{ a: string }>(
+        const want = await connectionOf(store).query<{ a: string }>(
           'SELECT arrayJoin({accts:Array(String)}) AS a WHERE cityHash64(a) % 3 = {i:UInt64} ORDER BY a',
           { accts: accounts, i },
         );
@@ -240,7 +240,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         rollup('acct-r2', 'p4', { tagValues: [U64_MAX] }),
       ];
       await store.insertRollups(rows);
-      const hit = await store.query<{ part: string; metric: string; tag_values: string[]; agg: string; bucket: string }>(
+      const hit = await connectionOf(store).query<{ part: string; metric: string; tag_values: string[]; agg: string; bucket: string }>(
         `SELECT part, metric, tag_values, base64Encode(agg) AS agg, toUnixTimestamp64Milli(bucket) AS bucket
          FROM ${table('rollups')} WHERE account_id = {a:String} AND has(tag_values, {p:UInt64}) ORDER BY part`,
         { a, p: U64_MAX },
@@ -251,7 +251,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       expect(Number(hit[0]?.bucket)).toBe(Date.UTC(2026, 0, 1, 12, 0));
       expect(hex(Buffer.from(hit[0]?.agg ?? '', 'base64'))).toBe(hex(ALL_BYTES));
       // A list of UInt64 pseudonyms binds as Array(String): the engine won't read ['7','8'] as Array(UInt64).
-      const any = await store.query<{ n: string }>(
+      const any = await connectionOf(store).query<{ n: string }>(
         `SELECT count() AS n FROM ${table('rollups')}
          WHERE account_id = {a:String} AND hasAny(tag_values, arrayMap(x -> toUInt64(x), {ps:Array(String)}))`,
         { a, ps: ['7', '8'] },
@@ -277,7 +277,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       expect(refs[3]).toEqual({ accountId: a, level: 2, bucket: day, metric: pack.metric, series: pack.series, part: 'c:d:old' });
       expect((await store.findRollups(refs)).map((r) => r.part).sort()).toEqual(['c:m', 't1', 't2']);
       await store.clearSupersedes([{ accountId: a, level: 2, bucket: day, metric: pack.metric, series: pack.series, part: pack.part }], { wait: true });
-      const [day2] = await store.query<{ l: number; d: string }>(`SELECT level AS l, toString(${DAY_SQL}) AS d FROM rollups WHERE account_id = {a:String} AND level = 2`, { a });
+      const [day2] = await connectionOf(store).query<{ l: number; d: string }>(`SELECT level AS l, toString(intDiv(toUnixTimestamp64Milli(bucket), 86400000)) AS d FROM rollups WHERE account_id = {a:String} AND level = 2`, { a });
       expect(day2).toEqual({ l: 2, d: String(day / 86_400_000) });
       await expect(store.insertRollups([rollup(a, 'bad', { level: 3 as never })])).rejects.toMatchObject({ code: 'storage_invalid_input' });
     });
@@ -287,13 +287,13 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       const w = Date.UTC(2033, 0, 1);
       await store.insertRollups([rollup(a, 'done', { writtenAt: w }), rollup(a, 'orphan', { writtenAt: w }), rollup(a, 'old', { writtenAt: w - HOUR })]);
       await store.markProcessed([{ accountId: a, batchId: 'o1', processedAt: w, accepted: 1, rejected: 0, part: 'done' }]);
-      const orphans = await store.query<{ part: string }>(
+      const orphans = await connectionOf(store).query<{ part: string }>(
         `SELECT DISTINCT part FROM rollups WHERE written_at >= fromUnixTimestamp64Milli({since:Int64})
          AND part NOT IN (SELECT part FROM processed WHERE processed_at >= fromUnixTimestamp64Milli({since:Int64}))`,
         { since: w },
       );
       expect(orphans).toEqual([{ part: 'orphan' }]);
-      await store.exec('DELETE FROM rollups WHERE part IN {parts:Array(String)}', { parts: ['orphan'] });
+      await connectionOf(store).exec('DELETE FROM rollups WHERE part IN {parts:Array(String)}', { parts: ['orphan'] });
       expect((await store.countAccountRows(a)).rollups).toBe(2);
     });
 
@@ -354,7 +354,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       await store.clearSupersedes([]);
       expect(await store.findRollups([])).toEqual([]);
       expect(await store.supersedingRollups(10)).toEqual([]);
-      const left = await store.query<{ part: string; b: string; sup: string[] }>(
+      const left = await connectionOf(store).query<{ part: string; b: string; sup: string[] }>(
         `SELECT part, toUnixTimestamp64Milli(bucket) AS b, supersedes AS sup FROM ${table('rollups')} WHERE account_id = {a:String} ORDER BY level, bucket, part`,
         { a },
       );
@@ -371,6 +371,59 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       }
       await store.deleteRollups([{ ...g2, part: 'c:y' }], { wait: true });
       expect((await store.findRollups([{ ...g2, part: 't2' }])).length).toBe(1);
+    });
+
+    it("selects a query's rollup rows by level, range, metric per key version and tag filters (QueryStore)", async () => {
+      const a = 'acct-q';
+      const day = Date.UTC(2026, 0, 2);
+      const at = (h: number, m = 0) => day + h * HOUR + m * 60_000;
+      await store.insertRollups([
+        rollup(a, 'm1', { bucket: at(1, 5), tagKeys: ['10'], tagValues: ['7'] }),
+        rollup(a, 'm2', { bucket: at(1, 6), tagKeys: ['10'], tagValues: ['8'] }),
+        rollup(a, 'm3', { bucket: at(1, 7), tagKeys: ['11'], tagValues: ['9'] }),
+        rollup(a, 'm4', { bucket: at(3, 0), metric: '5', keyVersion: 2, tagKeys: ['10'], tagValues: ['7'] }),
+        rollup(a, 'm5', { bucket: at(2, 30), tagKeys: ['10'], tagValues: ['7'] }),
+        rollup(a, 'h1', { level: 1, bucket: at(2), tagKeys: ['10'], tagValues: ['7'], supersedes: ['x'] }),
+        rollup(a, 'h0', { level: 1, bucket: at(0), tagKeys: ['10'], tagValues: ['7'] }),
+        rollup(a, 'c:d:1', { level: 2, bucket: day, tagKeys: ['10'], tagValues: ['7'], agg: ALL_BYTES }),
+        rollup(a, 'c:d:0', { level: 2, bucket: day - 24 * HOUR, tagKeys: ['10'], tagValues: ['7'] }),
+        rollup('acct-q2', 'o1', { bucket: at(1, 5), tagKeys: ['10'], tagValues: ['7'] }),
+      ]);
+      const parts = async (sel: Parameters<Store['selectRollups']>[0]) => readStoredRows(await store.selectRollups(sel)).map((r) => r.p).sort();
+      const v1 = (filters: { accepted: string[]; missingKey?: string }[] = []) => ({ version: 1, metric: '1', filters });
+      const minute = { accountId: a, level: 0 as const, from: at(1), to: at(3), limit: 100 };
+      expect(await parts({ ...minute, versions: [v1()] })).toEqual(['m1', 'm2', 'm3', 'm5']);
+      expect(await parts({ ...minute, versions: [v1([{ accepted: ['7'] }])] })).toEqual(['m1', 'm5']);
+      expect(await parts({ ...minute, versions: [v1([{ accepted: ['7', '8'] }])] })).toEqual(['m1', 'm2', 'm5']);
+      expect(await parts({ ...minute, versions: [v1([{ accepted: [] }])] })).toEqual([]);
+      expect(await parts({ ...minute, versions: [v1([{ accepted: ['7'], missingKey: '10' }])] })).toEqual(['m1', 'm3', 'm5']);
+      expect(await parts({ ...minute, to: at(4), versions: [v1([{ accepted: ['7'] }]), { version: 2, metric: '5', filters: [{ accepted: ['7'] }] }] })).toEqual(['m1', 'm4', 'm5']);
+      expect(await parts({ ...minute, limit: 2, versions: [v1()] })).toHaveLength(2);
+      // hour level: hour rows of the range, the packs of the days it overlaps, minute rows of the hours asked for
+      const hour = { accountId: a, level: 1 as const, from: at(1), to: at(3), limit: 100, versions: [v1()] };
+      expect(await parts(hour)).toEqual(['c:d:1', 'h1']);
+      expect(await parts({ ...hour, minuteHours: [at(2)] })).toEqual(['c:d:1', 'h1', 'm5']);
+      expect(await parts({ ...hour, from: at(0) })).toEqual(['c:d:1', 'h0', 'h1']);
+      expect(await parts({ accountId: a, level: 1, from: at(0) - 24 * HOUR, to: at(24), limit: 100 })).toEqual(['c:d:0', 'c:d:1', 'h0', 'h1']);
+      const [pack] = readStoredRows(await store.selectRollups({ ...hour, versions: [v1([{ accepted: ['7'] }])] })).filter((r) => r.l === 2);
+      expect(pack).toMatchObject({ l: 2, b: day, v: 1, s: '2', k: '10', t: '7', m: '1', p: 'c:d:1', u: [] });
+      expect(hex(pack!.a)).toBe(hex(ALL_BYTES));
+      expect(readStoredRows(await store.selectRollups(hour)).find((r) => r.p === 'h1')?.u).toEqual(['x']);
+
+      // the tag pseudonyms metrics occur with (hour rows and packs since `since`)
+      const counts = await store.tagValueCounts({ accountId: a, since: day - 24 * HOUR, listed: 1 });
+      expect(counts).toEqual([{ metric: '1', key: '10', distinct: 1, values: ['7'] }]);
+      await store.insertRollups([rollup(a, 'h2', { level: 1, bucket: at(5), tagKeys: ['10', '12'], tagValues: ['8', '13'] }), rollup(a, 'h3', { level: 1, bucket: at(5), tagKeys: ['10'], tagValues: ['6'] })]);
+      const more = await store.tagValueCounts({ accountId: a, since: day, listed: 1 });
+      expect(more.map((c) => [c.metric, c.key, c.distinct, c.values.length]).sort()).toEqual([['1', '10', 3, 2], ['1', '12', 1, 1]]);
+
+      // dictionary entries by pseudonym, of one kind (the newest key version of each, like dictionary())
+      await store.insertDictionary([dict(a, 2, '7', 1, Uint8Array.of(1)), dict(a, 2, U64_MAX, 1, NASTY), dict(a, 1, '7', 1, Uint8Array.of(3)), dict('acct-q2', 2, '7', 1, Uint8Array.of(4))]);
+      await store.insertDictionary([dict(a, 2, '7', 2, Uint8Array.of(2))]);
+      const entries = await store.dictionaryEntries(a, 2, ['7', U64_MAX, '99']);
+      expect(entries.map((e) => [e.pseudonym, e.keyVersion, hex(e.ciphertext)]).sort()).toEqual([['7', 2, '02'], [U64_MAX, 1, hex(NASTY)]].sort());
+      expect(entries[0]).toMatchObject({ accountId: a, kind: 2, firstSeen: Date.UTC(2026, 0, 1) });
+      expect(await store.dictionaryEntries(a, 2, [])).toEqual([]);
     });
 
     it('keeps the newest key version of a dictionary entry and filters by kind', async () => {
@@ -463,18 +516,18 @@ export function storeConformance(name: string, factory: StoreFactory): void {
     it('drops expired rows by TTL', async () => {
       const t = Date.UTC(2019, 0, 1);
       await store.insertBatches([{ ...batch('acct-ttl', 'old', t), expiresAt: t + 1 }, batch('acct-ttl', 'new', t)]);
-      await store.exec(`OPTIMIZE TABLE ${table('batches')} FINAL`);
+      await connectionOf(store).exec(`OPTIMIZE TABLE ${table('batches')} FINAL`);
       expect(ids(await store.pendingBatches(t, 1000), 'acct-ttl')).toEqual(['new']);
     });
 
     it('binds every parameter type server side', async () => {
       const s = "it's a \\ back\tslash\nnewline ' OR 1=1 --";
-      const [row] = await store.query(
+      const [row] = await connectionOf(store).query(
         'SELECT {s:String} AS s, {n:Nullable(String)} AS n, {a:Array(String)} AS a, {b:Bool} AS b, {i:Int64} AS i, {u:UInt64} AS u, {f:Float64} AS f',
         { s, n: null, a: [s, ''], b: true, i: -5, u: U64_MAX, f: 1.5 },
       );
       expect(row).toEqual({ s, n: null, a: [s, ''], b: true, i: '-5', u: U64_MAX, f: 1.5 });
-      await store.exec('SELECT {x:UInt8}', { x: 1 });
+      await connectionOf(store).exec('SELECT {x:UInt8}', { x: 1 });
     });
 
     it('reads RowBinary through queryBinary with bound params, byte-exact and zero-copy', async () => {
@@ -487,7 +540,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
           [unhex({h:String}), '', {u:String}][number + 1] AS s, arrayPushBack(range(number), {big:UInt64}) AS arr
         FROM numbers(3) ORDER BY number`;
       const params = { u32: 4_294_967_295, u64s, f: Math.PI, ts: times, h: hex(ALL_BYTES), u: text, big: U64_MAX };
-      const out = await store.queryBinary(sql, params);
+      const out = await connectionOf(store).queryBinary(sql, params);
       expect(out).toBeInstanceOf(Uint8Array);
       const r = new RowBinaryReader(out);
       const rows = [];
@@ -508,34 +561,34 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       expect(rows.map((x) => hex(x.s))).toEqual([hex(ALL_BYTES), '', hex(Buffer.from(text))]);
       expect(rows[0]?.s.buffer).toBe(out.buffer);
       // The same SQL through query() agrees (64-bit integers as strings there).
-      const json = await store.query<{ u64: string; arr: string[]; t: string }>(sql, params);
+      const json = await connectionOf(store).query<{ u64: string; arr: string[]; t: string }>(sql, params);
       expect(json.map((x) => [x.u64, x.arr])).toEqual(rows.map((x) => [x.u64, x.arr]));
 
       // A string column as text, and a table read.
       const a = 'acct-rb';
       await store.insertRollups([rollup(a, 'rb1', { agg: ALL_BYTES, tagValues: [U64_MAX] }), rollup(a, 'rb2', { agg: NASTY })]);
-      const tr = new RowBinaryReader(await store.queryBinary('SELECT part, agg, tag_values FROM rollups WHERE account_id = {a:String} ORDER BY part', { a }));
+      const tr = new RowBinaryReader(await connectionOf(store).queryBinary('SELECT part, agg, tag_values FROM rollups WHERE account_id = {a:String} ORDER BY part', { a }));
       const got = [];
       while (!tr.done) got.push({ part: tr.string(), agg: hex(tr.bytes()), tv: Array.from({ length: tr.arrayLength() }, () => tr.u64()) });
       expect(got).toEqual([{ part: 'rb1', agg: hex(ALL_BYTES), tv: [U64_MAX] }, { part: 'rb2', agg: hex(NASTY), tv: ['4'] }]);
 
-      expect((await store.queryBinary('SELECT 1 WHERE 0')).length).toBe(0);
-      expect((await store.queryBinary('SELECT number FROM numbers(10) WHERE number > {n:UInt64}', { n: 100 })).length).toBe(0);
+      expect((await connectionOf(store).queryBinary('SELECT 1 WHERE 0')).length).toBe(0);
+      expect((await connectionOf(store).queryBinary('SELECT number FROM numbers(10) WHERE number > {n:UInt64}', { n: 100 })).length).toBe(0);
     });
 
     it('throws the same StorageError from queryBinary as from query for a bad query', async () => {
       for (const sql of ['SELEC 1', `SELECT * FROM ${table('batches').split('.')[0]}.nope`, 'SELECT {x:UInt8}']) {
-        const want = await store.query(sql).then(() => undefined, (e: unknown) => e);
-        const got = await store.queryBinary(sql).then(() => undefined, (e: unknown) => e);
+        const want = await connectionOf(store).query(sql).then(() => undefined, (e: unknown) => e);
+        const got = await connectionOf(store).queryBinary(sql).then(() => undefined, (e: unknown) => e);
         expect(want).toMatchObject({ name: 'StorageError', code: 'storage_query_failed' });
         expect(got).toMatchObject({ name: 'StorageError', code: (want as { code: string }).code, clickhouseCode: (want as { clickhouseCode: number }).clickhouseCode });
       }
     });
 
     it('throws StorageError with the engine code for a bad query', async () => {
-      await expect(store.query('SELEC 1')).rejects.toMatchObject({ name: 'StorageError', code: 'storage_query_failed', clickhouseCode: 62 });
-      await expect(store.query(`SELECT * FROM ${table('batches').split('.')[0]}.nope`)).rejects.toMatchObject({ code: 'storage_query_failed', clickhouseCode: 60 });
-      await expect(store.exec('DROP TABLE nowhere.nothing')).rejects.toMatchObject({ code: 'storage_query_failed' });
+      await expect(connectionOf(store).query('SELEC 1')).rejects.toMatchObject({ name: 'StorageError', code: 'storage_query_failed', clickhouseCode: 62 });
+      await expect(connectionOf(store).query(`SELECT * FROM ${table('batches').split('.')[0]}.nope`)).rejects.toMatchObject({ code: 'storage_query_failed', clickhouseCode: 60 });
+      await expect(connectionOf(store).exec('DROP TABLE nowhere.nothing')).rejects.toMatchObject({ code: 'storage_query_failed' });
       await expect(store.putAccount(account('acct-bad', 1, { createdAt: Number.NaN }))).rejects.toMatchObject({ code: 'storage_invalid_input' });
     });
 
@@ -544,7 +597,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       await store.close();
       await expect(store.ping()).rejects.toMatchObject({ name: 'StorageError', code: 'storage_unavailable' });
       await expect(store.getAccount('acct-v')).rejects.toMatchObject({ code: 'storage_unavailable' });
-      await expect(store.queryBinary('SELECT 1')).rejects.toMatchObject({ name: 'StorageError', code: 'storage_unavailable' });
+      await expect(connectionOf(store).queryBinary('SELECT 1')).rejects.toMatchObject({ name: 'StorageError', code: 'storage_unavailable' });
       await store.close(); // idempotent
       store = await factory.open();
       expect(await store.migrate()).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION });

@@ -1,0 +1,163 @@
+/**
+ * What the query role reads: the rollup rows of a query (and of the 24-hour volume of
+ * `GET /v1/metrics`) as RowBinary for the row model to open (rollup/rows.ts), the tag
+ * pseudonyms a metric occurs with, and dictionary entries by pseudonym. Only pseudonyms,
+ * times, levels, key versions and the account id are bound; ClickHouse filters by tag
+ * pseudonyms, and which rows count (copies, replaced rows, one pack per day) is decided by
+ * the reader from what the rows seal, never here.
+ */
+import { RowBinaryReader } from './rowbinary.js';
+import type { DictRow, Params, QueryStore, RollupSelection } from './types.js';
+import { at, fromBase64, num, type Db } from './sql.js';
+
+/** A stored rollup row as the query side selects it (STORED_ROW_COLUMNS, in this order). */
+export interface StoredRow {
+  /** Stored level (absent: the reader's level). */
+  l?: number;
+  /** Bucket (epoch ms, UTC; a day pack: its UTC day). */
+  b: number;
+  /** Key version. */
+  v: number;
+  /** Series pseudonym. */
+  s: string;
+  /** The sealed aggregate or day pack. */
+  a: Uint8Array;
+  /** tag_keys joined by ',' (bound into the row's identity). */
+  k: string;
+  /** tag_values joined by ',' (bound into the row's identity). */
+  t: string;
+  /** The metric pseudonym as stored. */
+  m?: string;
+  /** The row's part (bound into its identity since record format 2; a second row with the same one is a copy). */
+  p: string;
+  /** The stored `supersedes` column (compaction's to-do list; only the sealed list decides). */
+  u?: string[];
+}
+
+/** The columns of a StoredRow, in the order readStoredRows reads them (RowBinary). */
+const ROW_COLUMNS = `toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, key_version AS v, toString(series) AS s, agg AS a,
+  arrayStringConcat(arrayMap(x -> toString(x), tag_keys), ',') AS k, arrayStringConcat(arrayMap(x -> toString(x), tag_values), ',') AS t,
+  toString(metric) AS m, part AS p, supersedes AS u`;
+
+const NONE: string[] = [];
+const readList = (r: RowBinaryReader): string[] => {
+  const n = r.arrayLength();
+  if (n === 0) return NONE;
+  const out: string[] = [];
+  for (let i = 0; i < n; i++) out.push(r.string());
+  return out;
+};
+
+/** The rows of `QueryStore.selectRollups`' answer (String columns are zero-copy views of `bytes`). */
+export function readStoredRows(bytes: Uint8Array): StoredRow[] {
+  const r = new RowBinaryReader(bytes);
+  const rows: StoredRow[] = [];
+  while (!r.done) {
+    rows.push({ l: r.u8(), b: r.f64(), v: r.u32(), s: r.string(), a: r.bytes(), k: r.string(), t: r.string(), m: r.string(), p: r.string(), u: readList(r) });
+  }
+  return rows;
+}
+
+/** Array(UInt64) from decimal strings: bound as Array(String), converted in SQL (portable across adapters). */
+const u64s = (param: string): string => `arrayMap(x -> toUInt64(x), {${param}:Array(String)})`;
+const inRange = (from: string, to: string) => `bucket >= ${at(from)} AND bucket < ${at(to)}`;
+const DAY_MS = 86_400_000;
+const dayOf = (t: number): number => t - (((t % DAY_MS) + DAY_MS) % DAY_MS);
+
+/** The WHERE clause of a selection's metrics and tag filters (one disjunct per key version); '1' for every metric. */
+function metricFilters(sel: RollupSelection, params: Params): { metrics: string; filters: string } {
+  if (!sel.versions) return { metrics: '1', filters: '1' };
+  const perVersion = sel.versions.map((v, i) => {
+    params[`m${i}`] = v.metric;
+    params[`v${i}`] = v.version;
+    const parts = [`key_version = {v${i}:UInt32}`, `metric = {m${i}:UInt64}`];
+    v.filters.forEach(({ accepted, missingKey }, j) => {
+      const name = `f${i}_${j}`;
+      let part = '0';
+      if (accepted.length === 1) {
+        params[name] = accepted[0]!;
+        part = `has(tag_values, {${name}:UInt64})`;
+      } else if (accepted.length > 1) {
+        params[name] = accepted;
+        part = `hasAny(tag_values, ${u64s(name)})`;
+      }
+      if (missingKey !== undefined) {
+        params[`${name}k`] = missingKey;
+        part = `(${part} OR NOT has(tag_keys, {${name}k:UInt64}))`;
+      }
+      parts.push(part);
+    });
+    return `(${parts.join(' AND ')})`;
+  });
+  return {
+    metrics: `metric IN (${sel.versions.map((_, i) => `{m${i}:UInt64}`).join(', ')})`,
+    filters: perVersion.length === 1 ? perVersion[0]! : `(${perVersion.join(' OR ')})`,
+  };
+}
+
+export function queryRepository(db: Db): QueryStore {
+  return {
+    async selectRollups(sel) {
+      const rollups = db.t('rollups');
+      const params: Params = { acc: sel.accountId, from: sel.from, to: sel.to, lim: sel.limit };
+      const { metrics, filters } = metricFilters(sel, params);
+      const base = `account_id = {acc:String} AND ${metrics}`;
+      let sql: string;
+      if (sel.level === 0) {
+        sql = `SELECT ${ROW_COLUMNS} FROM ${rollups}
+WHERE ${base} AND level = 0 AND ${inRange('from', 'to')}
+  AND ${filters}
+LIMIT {lim:UInt32}`;
+      } else {
+        // Hour rows of the range, the day packs of the UTC days it overlaps (the reader keeps
+        // only their hours inside it), and the minute rows of the UTC hours in `minuteHours`.
+        params.dfrom = dayOf(sel.from);
+        let minutes = '';
+        if (sel.minuteHours) {
+          params.mh = sel.minuteHours.map(String);
+          minutes = `
+  UNION ALL
+  SELECT ${ROW_COLUMNS} FROM ${rollups}
+  WHERE ${base} AND level = 0 AND ${inRange('from', 'to')}
+    AND intDiv(toUnixTimestamp64Milli(bucket), 3600000) * 3600000 IN arrayMap(x -> toInt64(x), {mh:Array(String)})
+    AND ${filters}`;
+        }
+        sql = `SELECT * FROM (
+  SELECT ${ROW_COLUMNS} FROM ${rollups}
+  WHERE ${base} AND level = 1 AND ${inRange('from', 'to')} AND ${filters}
+  UNION ALL
+  SELECT ${ROW_COLUMNS} FROM ${rollups}
+  WHERE ${base} AND level = 2 AND ${inRange('dfrom', 'to')} AND ${filters}${minutes}
+)
+LIMIT {lim:UInt32}`;
+      }
+      return db.conn.queryBinary(sql, params);
+    },
+
+    async tagValueCounts({ accountId, since, listed }) {
+      const rows = await db.conn.query<{ m: string; k: string; n: number | string; vs: string[] }>(
+        `SELECT toString(metric) AS m, toString(kv.1) AS k, uniqExact(kv.2) AS n,
+           arrayMap(x -> toString(x), groupUniqArray(${Math.floor(listed) + 1})(kv.2)) AS vs
+         FROM ${db.t('rollups')} ARRAY JOIN arrayZip(tag_keys, tag_values) AS kv
+         WHERE account_id = {acc:String} AND level IN (1, 2) AND bucket >= ${at('since')}
+         GROUP BY metric, kv.1`,
+        { acc: accountId, since },
+      );
+      return rows.map((r) => ({ metric: r.m, key: r.k, distinct: num(r.n), values: r.vs }));
+    },
+
+    async dictionaryEntries(accountId, kind, pseudonyms) {
+      const out: DictRow[] = [];
+      for (const run of db.chunks(pseudonyms, (p) => p)) {
+        const rows = await db.conn.query<{ v: number; p: string; c: string; f: number | string }>(
+          `SELECT key_version AS v, toString(pseudonym) AS p, base64Encode(ciphertext) AS c, toUnixTimestamp64Milli(first_seen) AS f
+           FROM ${db.t('dictionary')} FINAL
+           WHERE account_id = {acc:String} AND kind = {kind:UInt8} AND pseudonym IN (SELECT arrayJoin(${u64s('ps')}))`,
+          { acc: accountId, kind, ps: run },
+        );
+        for (const r of rows) out.push({ accountId, kind, pseudonym: r.p, keyVersion: num(r.v), ciphertext: fromBase64(r.c), firstSeen: num(r.f) });
+      }
+      return out;
+    },
+  };
+}
