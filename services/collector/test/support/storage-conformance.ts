@@ -374,7 +374,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
     });
 
     it("selects a query's rollup rows by level, range, metric per key version and tag filters (QueryStore)", async () => {
-      const a = 'acct-q';
+      const a = 'acct-sel';
       const day = Date.UTC(2026, 0, 2);
       const at = (h: number, m = 0) => day + h * HOUR + m * 60_000;
       await store.insertRollups([
@@ -387,7 +387,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         rollup(a, 'h0', { level: 1, bucket: at(0), tagKeys: ['10'], tagValues: ['7'] }),
         rollup(a, 'c:d:1', { level: 2, bucket: day, tagKeys: ['10'], tagValues: ['7'], agg: ALL_BYTES }),
         rollup(a, 'c:d:0', { level: 2, bucket: day - 24 * HOUR, tagKeys: ['10'], tagValues: ['7'] }),
-        rollup('acct-q2', 'o1', { bucket: at(1, 5), tagKeys: ['10'], tagValues: ['7'] }),
+        rollup('acct-sel2', 'o1', { bucket: at(1, 5), tagKeys: ['10'], tagValues: ['7'] }),
       ]);
       const parts = async (sel: Parameters<Store['selectRollups']>[0]) => readStoredRows(await store.selectRollups(sel)).map((r) => r.p).sort();
       const v1 = (filters: { accepted: string[]; missingKey?: string }[] = []) => ({ version: 1, metric: '1', filters });
@@ -418,7 +418,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       expect(more.map((c) => [c.metric, c.key, c.distinct, c.values.length]).sort()).toEqual([['1', '10', 3, 2], ['1', '12', 1, 1]]);
 
       // dictionary entries by pseudonym, of one kind (the newest key version of each, like dictionary())
-      await store.insertDictionary([dict(a, 2, '7', 1, Uint8Array.of(1)), dict(a, 2, U64_MAX, 1, NASTY), dict(a, 1, '7', 1, Uint8Array.of(3)), dict('acct-q2', 2, '7', 1, Uint8Array.of(4))]);
+      await store.insertDictionary([dict(a, 2, '7', 1, Uint8Array.of(1)), dict(a, 2, U64_MAX, 1, NASTY), dict(a, 1, '7', 1, Uint8Array.of(3)), dict('acct-sel2', 2, '7', 1, Uint8Array.of(4))]);
       await store.insertDictionary([dict(a, 2, '7', 2, Uint8Array.of(2))]);
       const entries = await store.dictionaryEntries(a, 2, ['7', U64_MAX, '99']);
       expect(entries.map((e) => [e.pseudonym, e.keyVersion, hex(e.ciphertext)]).sort()).toEqual([['7', 2, '02'], [U64_MAX, 1, hex(NASTY)]].sort());
