@@ -24,7 +24,7 @@
 // --profile  runs the collector child with --cpu-prof and prints its top functions.
 // --keep     keeps the temporary data directories.
 // --cli      another build of the collector (A/B experiments on a scratch copy).
-// --role     passed to `cipherstat serve` (`--role ingest`: the ingest ceiling, nothing processed).
+// --store-only  CIPHERSTAT_PROCESSING=false for the collector: batches stored, nothing processed (the ingest ceiling).
 // --process-worker 0|1  sets CIPHERSTAT_PROCESS_WORKER for the collector (default: its own default, on).
 import { copyFileSync, mkdtempSync, readdirSync, rmSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
@@ -113,7 +113,7 @@ async function encryptedPipeline(o, tmp, envelope) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const profDir = join(tmp, 'profile');
-  const args = [...(o.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), o.cli, 'serve', ...(o.role ? ['--role', o.role] : [])];
+  const args = [...(o.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), o.cli, 'serve'];
   const child = startChild(
     'collector',
     args,
@@ -128,6 +128,7 @@ async function encryptedPipeline(o, tmp, envelope) {
       CIPHERSTAT_IP_BYTE_RATE: String(1 << 30),
       CIPHERSTAT_LOG_LEVEL: 'warn',
       ...(o.processWorker !== undefined ? { CIPHERSTAT_PROCESS_WORKER: o.processWorker } : {}),
+      ...(o.storeOnly ? { CIPHERSTAT_PROCESSING: 'false' } : {}),
     },
     { pin: o.pin ? { cpu: 1 } : undefined },
   );
@@ -171,7 +172,7 @@ async function encryptedPipeline(o, tmp, envelope) {
     pinSelf(o.pin ? '0-' + (os.cpus().length - 1) : undefined);
     progress(`encrypted pipeline: load stopped; waiting for processing to catch up (${fmt(atEnd.processQueue)} batches queued)`);
     const want = load.batchesAcked + 1; // + preflight
-    const drain = o.role === 'ingest' ? { final: atEnd, lagSec: {}, drainedAfterLastAckSec: null } : await waitProcessed(url, { want, atStart, lastAck: load.lastAck, timeoutSec: o.drainTimeout });
+    const drain = o.storeOnly ? { final: atEnd, lagSec: {}, drainedAfterLastAckSec: null } : await waitProcessed(url, { want, atStart, lastAck: load.lastAck, timeoutSec: o.drainTimeout });
     const { final } = drain;
     // Load-insensitive: the collector's CPU (all threads) from the window's start until all was
     // processed, per point and per batch processed in that span (each also ingested in it).
@@ -183,7 +184,7 @@ async function encryptedPipeline(o, tmp, envelope) {
       envelope,
       envelopeBytes: avgBytes,
       ...load,
-      pointsPerSecProcessed: o.role === 'ingest' ? NaN : atStart ? (atEnd.processed - atStart.processed) / ((atEnd.at - atStart.at) / 1000) : NaN,
+      pointsPerSecProcessed: o.storeOnly ? NaN : atStart ? (atEnd.processed - atStart.processed) / ((atEnd.at - atStart.at) / 1000) : NaN,
       pointsAcked: (load.batchesAcked + 1) * POINTS_PER_BATCH,
       pointsProcessed: final.processed,
       pointsRejected: final.rejected,
@@ -247,7 +248,7 @@ async function main() {
       result: { type: 'string', default: 'ingest' },
       'drain-timeout': { type: 'string', default: '60' },
       cli: { type: 'string', default: 'services/collector/dist/cli.js' },
-      role: { type: 'string' },
+      'store-only': { type: 'boolean', default: false },
       'process-worker': { type: 'string' },
       pin: { type: 'boolean', default: false },
       profile: { type: 'boolean', default: false },
@@ -263,7 +264,7 @@ async function main() {
     client: values.client === 'fetch' ? 'fetch' : 'http',
     drainTimeout: Number(values['drain-timeout']),
     cli: values.cli,
-    role: values.role,
+    storeOnly: values['store-only'],
     processWorker: values['process-worker'],
     pin: values.pin,
     profile: values.profile,
@@ -277,8 +278,8 @@ async function main() {
   const build = buildInfo(o.cli);
   if (build.stale) progress(`WARNING: ${build.stale}`);
   progress(`ingest bench: ${o.runs} run(s), ${os.cpus().length} cores, ${o.pin ? 'load generator pinned to CPU 0, server child to CPU 1' : 'no CPU pinning (OS shares both cores; CPU use of each side is measured)'}`);
-  // End to end = acknowledged and processed; with --role ingest nothing is processed (ingest ceiling).
-  const e2e = (r, enc) => (r ? (o.role === 'ingest' && enc ? r.pointsPerSecAcked : Math.min(r.pointsPerSecAcked, r.pointsPerSecProcessed)) : NaN);
+  // End to end = acknowledged and processed; with --store-only nothing is processed (ingest ceiling).
+  const e2e = (r, enc) => (r ? (o.storeOnly && enc ? r.pointsPerSecAcked : Math.min(r.pointsPerSecAcked, r.pointsPerSecProcessed)) : NaN);
   const runs = [];
   for (let n = 1; n <= o.runs; n++) {
     const tmp = mkdtempSync(join(os.tmpdir(), 'cipherstat-bench-ingest-'));
@@ -330,7 +331,7 @@ async function main() {
     'ratio e2e': isEnc ? (Number.isFinite(runRatio) ? fmt(runRatio, 2) + '×' : '-') : '1.00×',
     'ack p50 ms': fmt(r.ackMs.p50, 1),
     'ack p99 ms': fmt(r.ackMs.p99, 1),
-    'lag p50/p95 s': isEnc ? (o.role === 'ingest' ? 'n/a' : `${fmt(r.lagSec.p50, 2)} / ${fmt(r.lagSec.p95, 2)}`) : '0 (202 after insert)',
+    'lag p50/p95 s': isEnc ? (o.storeOnly ? 'n/a' : `${fmt(r.lagSec.p50, 2)} / ${fmt(r.lagSec.p95, 2)}`) : '0 (202 after insert)',
     'B/point': `${fmt(r.diskSummary.asIngested.bytesPerPoint, 1)} (${fmt(r.diskSummary.optimized.bytesPerPoint, 1)} opt.)`,
     'srv CPU µs/pt': fmt(r.serverCpuMicrosPerPoint, 1),
     'CPU µs/pt (/batch) window→drained': r.cpuWholeRun ? `${fmt(r.cpuWholeRun.microsPerPoint, 1)} (${fmt(r.cpuWholeRun.microsPerBatch)})` : `${fmt(r.serverCpuMicrosPerPoint, 1)} (${fmt(r.serverCpuMicrosPerPoint * POINTS_PER_BATCH)})`,
@@ -341,7 +342,7 @@ async function main() {
   table(
     runs.flatMap((run) => [
       ...Object.entries(run.envelopes ?? {}).map(([v, r]) =>
-        row(`run ${run.n}${run === median ? ' (median)' : ''}: ${o.role === 'ingest' ? 'encrypted, ingest role only' : 'encrypted (collector)'}, envelope ${v}`, r, true, r.ratio),
+        row(`run ${run.n}${run === median ? ' (median)' : ''}: ${o.storeOnly ? 'encrypted, stored only (not processed)' : 'encrypted (collector)'}, envelope ${v}`, r, true, r.ratio),
       ),
       ...(run.plaintext ? [row(`run ${run.n}: plaintext Hono→chDB`, run.plaintext, false)] : []),
     ]),
@@ -355,7 +356,7 @@ async function main() {
   const e = median.encrypted;
   const p = median.plaintext;
   const rows = [];
-  if (e && o.role !== 'ingest') {
+  if (e && !o.storeOnly) {
     const drained = runs.every((r) => r.encrypted.drainedAfterLastAckSec !== null);
     targets.freshness = { target: 'processing lag p95 <= 2 s (median of runs), every run drained', value: lagP95, pass: lagP95 <= 2 && drained };
     rows.push({ figure: 'freshness p95 (median of runs)', target: '≤ 2 s', value: `${fmt(lagP95, 2)} s (runs: ${runs.map((r) => fmt(r.encrypted.lagSec.p95, 2)).join(', ')})${drained ? '' : ', NOT all drained'}`, verdict: verdict(targets.freshness.pass) });
@@ -373,7 +374,7 @@ async function main() {
     rows.push({ figure: 'ratio to plaintext, envelope v1 → v2 (medians)', target: 'v2 ≥ v1', value: `${fmt(ratios.v1, 2)}× → ${fmt(ratios.v2, 2)}×`, verdict: verdict(targets.envelopes.pass) });
   }
   if (rows.length) table(rows);
-  if (e && o.role !== 'ingest') console.log(`  collector (median run): ${fmt(e.batchesPerInsert, 1)} batches per group-commit insert, insert mean ${fmt(e.insertMs.batchesMean, 1)} ms; rollup insert mean ${fmt(e.insertMs.rollupsMean, 1)} ms`);
+  if (e && !o.storeOnly) console.log(`  collector (median run): ${fmt(e.batchesPerInsert, 1)} batches per group-commit insert, insert mean ${fmt(e.insertMs.batchesMean, 1)} ms; rollup insert mean ${fmt(e.insertMs.rollupsMean, 1)} ms`);
   for (const [name, r] of [['encrypted', e], ['plaintext', p]]) {
     if (!r) continue;
     const t = Object.entries(r.diskSummary.asIngested.tables).map(([k, v]) => `${k} ${fmt(v.bytesPerPoint, 2)}`).join(', ');

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * cipherstat serve | accounts create|list|show|update|delete|restore|wipe | verify | keys rotate
- * | keyring backup|restore|rotate-master
+ * | keyring backup|restore|rotate-master|check|export-transport|new-transport-key
  *
  * Account commands talk to a running collector when one answers (at --url, $CIPHERSTAT_URL,
  * or http://$HOST:$PORT), authenticated with the admin token; otherwise they open the data
@@ -10,7 +10,7 @@
  */
 import { readFileSync, existsSync, writeFileSync } from 'node:fs';
 import { networkInterfaces } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { createInterface } from 'node:readline/promises';
 import { loadConfig, loadSecrets, type Config } from './config.js';
@@ -87,6 +87,13 @@ const COMMANDS: Record<string, { usage: string; about: string; examples: string[
     about: 'Unwraps every keyring entry; lists each one that cannot be read with its file and reason (exit 1 if any, or while a rotation is unfinished).',
     examples: ['cipherstat keyring check', 'cipherstat keyring check --json'],
   },
+  'keyring export-transport': {
+    usage: 'keyring export-transport --out DIR [--master-key-file FILE]',
+    about:
+      "Writes an ingest node's data directory DIR: a keyring holding the collector transport keys only (no account entry), wrapped under a new master key generated in DIR/master-keys " +
+      '(or under the key in FILE, which the ingest nodes then get as CIPHERSTAT_MASTER_KEY_FILE). Run it again after `keys rotate`.',
+    examples: ['cipherstat keyring export-transport --out /srv/ingest-data', 'cipherstat keyring export-transport --out /srv/ingest-data --master-key-file /run/cipherstat/ingest-master.key'],
+  },
   'keyring new-transport-key': {
     usage: 'keyring new-transport-key',
     about: 'Only when transport.json is lost and no keyring backup has it: issues a new collector key (clients pinned to the old one must update).',
@@ -137,6 +144,7 @@ const { values: flags, positionals } = parseArgs({
     grace: { type: 'string' },
     out: { type: 'string' },
     'overlap-days': { type: 'string' },
+    'master-key-file': { type: 'string' },
     json: { type: 'boolean' },
     name: { type: 'string' },
     rotate: { type: 'boolean' },
@@ -491,6 +499,15 @@ async function main(): Promise<void> {
       );
       if (!result.ok) process.exit(1);
       return;
+    }
+    if (sub === 'export-transport') {
+      if (!flags.out) fail('usage: cipherstat keyring export-transport --out DIR [--master-key-file FILE]');
+      const { keyring } = openKeyring(config);
+      const log = createLogger({ level: 'warn', destination: process.stderr });
+      // The ingest nodes' master key: its own (generated in DIR, or FILE), never this keyring's.
+      const target = loadMasterKeys({ dataDir: resolve(flags.out), masterKeyFile: flags['master-key-file'], log });
+      const exported = keyring.exportTransport(join(resolve(flags.out), 'keyring'), target);
+      return report({ ...exported, dataDir: resolve(flags.out), masterKey: target.location, accounts: 0 });
     }
     if (sub === 'new-transport-key') {
       const { keyring } = openKeyring(config, 'create');

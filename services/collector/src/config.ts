@@ -142,6 +142,11 @@ const schema = z.object({
   processTickAccountMs: z.coerce.number().positive().default(250),
   /** Process role: compute processing ticks in a worker thread (`1`) or on the main thread (`0`). */
   processWorker: bool(true),
+  /**
+   * Roles `all` and `process`: `false` stores batches and runs no processing, compaction or
+   * scheduled lifecycle work (maintenance, tests). Role `ingest` never processes.
+   */
+  processing: bool(true),
   /** Compaction scheduler period (ms); unset: the compactor's default; 0: no scheduled compaction (runs only when called). */
   compactionIntervalMs: z.coerce.number().nonnegative().optional(),
   /** Lifecycle scheduler period (ms; unset: 60 s). */
@@ -200,6 +205,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['processTickAccountPoints', 'CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS'],
   ['processTickAccountMs', 'CIPHERSTAT_PROCESS_TICK_ACCOUNT_MS'],
   ['processWorker', 'CIPHERSTAT_PROCESS_WORKER'],
+  ['processing', 'CIPHERSTAT_PROCESSING'],
   ['compactionIntervalMs', 'CIPHERSTAT_COMPACTION_INTERVAL_MS'],
   ['lifecycleIntervalMs', 'CIPHERSTAT_LIFECYCLE_INTERVAL_MS'],
   ['masterRotationDays', 'CIPHERSTAT_MASTER_ROTATION_DAYS'],

@@ -82,7 +82,10 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const metrics = createMetrics({ rotationIncomplete: () => readRotationRecord(keyringDir)?.pending !== undefined });
   // Keys first: a start that lacks what opens the keyring refuses before touching anything else.
   const master = loadMasterKeys({ dataDir: config.dataDir, masterKey: secrets.masterKey, masterKeyFile: secrets.masterKeyFile, log });
-  const keyring = await Keyring.open({ dir: keyringDir, master, now });
+  // An ingest-only node holds transport keys only: it refuses account entries it could read
+  // (keyring_has_accounts) and never loads one (README, "The transport keyring").
+  const transportOnly = config.role === 'ingest';
+  const keyring = await Keyring.open({ dir: keyringDir, master, now, transportOnly });
   const store = await openStore(storeOptions(config));
   const schema = await store.migrate();
   log.info({ storage: store.kind, schemaFrom: schema.from, schemaVersion: schema.to }, 'storage ready');
@@ -95,20 +98,24 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   metrics.cacheSources.set('account_keys', () => keyring.stats);
   // Every entry unwrapped before the first request: each one that cannot be read is logged
   // (file and reason) and its account answers 503 account_key_unavailable; the others serve.
-  const check = keyring.check();
-  for (const p of check.problems) {
-    if (p.accountId) {
-      try {
-        accounts.keys(p.accountId);
-      } catch {
-        // logged and counted by accounts.keys
+  if (transportOnly) log.info({ keyring: keyringDir, transportKeys: keyring.acceptedTransportKeys().length }, 'transport-only keyring');
+  else {
+    const check = keyring.check();
+    for (const p of check.problems) {
+      if (p.accountId) {
+        try {
+          accounts.keys(p.accountId);
+        } catch {
+          // logged and counted by accounts.keys
+        }
       }
     }
+    log.info({ entries: check.entries, unreadable: check.problems.length }, 'keyring checked');
   }
-  log.info({ entries: check.entries, unreadable: check.problems.length }, 'keyring checked');
   const roles = {
     ingest: config.role === 'all' || config.role === 'ingest',
-    process: config.role === 'all' || config.role === 'process',
+    // CIPHERSTAT_PROCESSING=false: batches are stored, nothing is processed here.
+    process: (config.role === 'all' || config.role === 'process') && config.processing,
     query: config.role === 'all' || config.role === 'query',
   };
   const queryCache = new QueryCache({ now, ttlMs: roles.process ? 30_000 : 1_000 });

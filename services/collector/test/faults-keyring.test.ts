@@ -207,8 +207,8 @@ describe('an account key entry that cannot be read: 503 account_key_unavailable,
     await until(async () => (await Promise.all(all.map((a) => rowsOf(c.url, a)))).every((r) => r.processed === 3), 90_000, 'first batches processed');
     await c.stop();
 
-    // 2. An ingest-only node acknowledges more: stored, not processed yet.
-    c = await serve(dir, { CIPHERSTAT_ROLE: 'ingest' });
+    // 2. A node that does not process (CIPHERSTAT_PROCESSING=false) acknowledges more: stored, not processed yet.
+    c = await serve(dir, { CIPHERSTAT_PROCESSING: 'false' });
     for (const a of all) for (let i = 0; i < 4; i++) expect((await acked.send(c.url, a)).status).toBe(202);
     await c.stop();
 

@@ -157,7 +157,7 @@ describe.skipIf(!built)('tick in a worker thread', () => {
 
 describe.skipIf(!built)('processor with a worker thread', () => {
   it('retries the batches of a tick whose worker died, exactly once', { timeout: 60_000 }, async () => {
-    const c = await startTestCollector({ config: { role: 'ingest' } }); // stores batches, processes nothing
+    const c = await startTestCollector({ config: { processing: false } }); // stores batches, processes nothing
     try {
       const account = (await c.services.accounts.create({})) as unknown as TestAccount;
       for (let i = 0; i < 3; i++) expect((await post(c.url, envelope(account, pts(20, i)).bytes)).status).toBe(202);
@@ -197,7 +197,7 @@ describe.skipIf(!built)('processor with a worker thread', () => {
   });
 
   it('processes on the main thread after the worker failed three ticks in a row (a file that does not load)', { timeout: 60_000 }, async () => {
-    const c = await startTestCollector({ config: { role: 'ingest' } });
+    const c = await startTestCollector({ config: { processing: false } });
     try {
       const account = (await c.services.accounts.create({})) as unknown as TestAccount;
       for (let i = 0; i < 3; i++) expect((await post(c.url, envelope(account, pts(20, i)).bytes)).status).toBe(202);
@@ -221,7 +221,7 @@ describe.skipIf(!built)('processor with a worker thread', () => {
   });
 
   it('drops the tick computed ahead when the one before it fails; the retry counts once and writes the dictionary', { timeout: 60_000 }, async () => {
-    const c = await startTestCollector({ config: { role: 'ingest' } });
+    const c = await startTestCollector({ config: { processing: false } });
     try {
       const { store, keyring, accounts, metrics, log } = c.services;
       const { accountId } = await accounts.create({});

@@ -26,7 +26,11 @@ export type KeyringErrorCode =
   /** An account's entry is missing without a tombstone, or cannot be read: its data waits, nothing is deleted. */
   | 'account_key_unavailable'
   /** The keyring has entries but this start lacks what opens them (master key, transport.json): nothing was written. */
-  | 'keyring_incomplete';
+  | 'keyring_incomplete'
+  /** A transport-only keyring (an ingest node's) was asked for account keys or a change: it holds transport keys only. */
+  | 'transport_only'
+  /** An ingest-only node found account entries it could read: it refuses to start rather than hold them. */
+  | 'keyring_has_accounts';
 
 export class KeyringError extends Error {
   readonly code: KeyringErrorCode;

@@ -21,7 +21,7 @@
  * All I/O is synchronous: files are tiny, mutations are rare admin operations, and the
  * hot paths (accountKeys, transportKey) are served from memory.
  */
-import { readFileSync, readdirSync, renameSync } from 'node:fs';
+import { accessSync, constants, readFileSync, readdirSync, renameSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
   ACCOUNT_ID_PATTERN,
@@ -104,6 +104,13 @@ export interface KeyringOptions {
    * missing (an explicit command). `optional` opens without it (restore, check).
    */
   transport?: 'require' | 'create' | 'optional';
+  /**
+   * An ingest node's keyring: transport keys only. Refuses to open (`keyring_has_accounts`)
+   * when an account entry in the directory can be read, never reads one, never writes
+   * (no lock either: the directory may be read-only), and answers every account key lookup
+   * or change with `transport_only`. Written by `exportTransport`.
+   */
+  transportOnly?: boolean;
 }
 
 /** What `cipherstat keyring check` and the start-up check find. */
@@ -249,6 +256,7 @@ export class Keyring {
     private readonly master: MasterKeyProvider,
     private readonly now: () => number,
     private readonly ttl: number,
+    private readonly transportOnly = false,
   ) {
     this.dir = dir;
     this.accountsDir = join(dir, 'accounts');
@@ -258,9 +266,10 @@ export class Keyring {
   }
 
   /** Opens (creating on first use) the keyring in `dir`; fails with unwrap_failed under a wrong master key. */
-  static open({ dir, master, now = Date.now, cacheTtlMs = DEFAULT_CACHE_TTL_MS, transport = 'require' }: KeyringOptions): Keyring {
+  static open({ dir, master, now = Date.now, cacheTtlMs = DEFAULT_CACHE_TTL_MS, transport = 'require', transportOnly = false }: KeyringOptions): Keyring {
     if (!(cacheTtlMs >= 0 && cacheTtlMs <= 1000)) throw new KeyringError('invalid_argument', 'cacheTtlMs must be within 0..1000');
-    const k = new Keyring(resolve(dir), master, now, cacheTtlMs);
+    const k = new Keyring(resolve(dir), master, now, cacheTtlMs, transportOnly);
+    if (transportOnly) return k.openTransportOnly();
     for (const d of [k.dir, k.accountsDir, k.tombstonesDir]) ensurePrivateDir(d);
     k.locked(() => {
       for (const d of [k.dir, k.accountsDir, k.tombstonesDir]) removeTempFiles(d);
@@ -281,6 +290,52 @@ export class Keyring {
     });
     if (transport !== 'optional') k.checkTransport();
     return k;
+  }
+
+  /** `transportOnly`: refuse readable account entries (without reading them), then read transport.json. */
+  private openTransportOnly(): Keyring {
+    const readable = readableEntries(this.accountsDir);
+    if (readable.length > 0) {
+      throw new KeyringError(
+        'keyring_has_accounts',
+        `an ingest-only node holds transport keys only, but it can read ${readable.length} account entr${readable.length === 1 ? 'y' : 'ies'} in ${this.accountsDir} ` +
+          `(${readable.slice(0, 3).join(', ')}${readable.length > 3 ? ', …' : ''}). Give it the keyring \`cipherstat keyring export-transport --out DIR\` writes ` +
+          '(and its data directory DIR), not the full keyring. Nothing was read.',
+        { file: join(this.accountsDir, readable[0]!), reason: 'account entries readable' },
+      );
+    }
+    if (!statId(this.transportPath)) {
+      throw new KeyringError(
+        'keyring_incomplete',
+        `${this.transportPath} is missing: write this ingest node's keyring with \`cipherstat keyring export-transport --out DIR\` on a node that holds the full keyring.`,
+        { file: this.transportPath, reason: 'missing' },
+      );
+    }
+    this.transportKeys(); // unwrap_failed / master_key_missing name the file
+    return this;
+  }
+
+  /**
+   * Writes a transport-only keyring into `dir` (an ingest node's `<data dir>/keyring`): the
+   * current transport key and the previous ones still accepted, wrapped under `master` (the
+   * ingest nodes' own master key), nothing else. Refuses an existing transport.json there.
+   */
+  exportTransport(dir: string, master: MasterKeyProvider): { dir: string; keyIds: string[]; masterKeyVersion: number } {
+    this.assertFull();
+    const target = new Keyring(resolve(dir), master, this.now, this.ttl, true);
+    if (readableEntries(target.accountsDir).length > 0) throw new KeyringError('invalid_argument', `${target.accountsDir} holds account entries: choose an empty directory`);
+    ensurePrivateDir(target.dir);
+    const keys = this.acceptedTransportKeys();
+    const { text, version } = target.wrap('transport', 'collector', { keys: keys.map(transportToJson) });
+    if (!atomicWrite(target.transportPath, text, true)) throw new KeyringError('invalid_argument', `${target.transportPath} exists: export into an empty directory`);
+    return { dir: target.dir, keyIds: keys.map((k) => k.keyId), masterKeyVersion: version };
+  }
+
+  /** Account keys and every change need the full keyring: a transport-only one refuses. */
+  private assertFull(): void {
+    if (this.transportOnly) {
+      throw new KeyringError('transport_only', `${this.dir} is a transport-only keyring (an ingest node's): it holds no account keys and is never written`);
+    }
   }
 
   /** Reads transport.json, or refuses with what is wrong and what to restore. */
@@ -316,6 +371,7 @@ export class Keyring {
    * cannot be read, with the file and the reason. Reads only.
    */
   check(): KeyringCheck {
+    this.assertFull();
     const problems: KeyringCheck['problems'] = [];
     const report = (file: string, e: unknown, accountId?: string) => {
       const code = e instanceof KeyringError ? e.code : 'io_error';
@@ -396,6 +452,7 @@ export class Keyring {
   /** All key versions, oldest first; undefined when the account has none or is tombstoned. */
   accountKeys(accountId: string): AccountKeys[] | undefined {
     checkAccountId(accountId);
+    this.assertFull();
     const t = this.now();
     const cached = this.accounts.get(accountId);
     if (cached && this.fresh(cached, t)) {
@@ -505,6 +562,7 @@ export class Keyring {
 
   /** Accounts that have keys (tombstoned ones excluded), sorted. */
   listAccounts(): string[] {
+    this.assertFull();
     return readdirSync(this.accountsDir)
       .filter((n) => n.endsWith('.json') && !n.startsWith('.'))
       .map((n) => n.slice(0, -5))
@@ -712,6 +770,7 @@ export class Keyring {
   // ---------------------------------------------------------------- internals
 
   private locked<T>(fn: () => T): T {
+    this.assertFull();
     const lock = acquireLock(this.lockPath);
     this.held = lock;
     try {
@@ -847,6 +906,7 @@ export class Keyring {
   }
 
   private readAccount(accountId: string): Cached<AccountKeys[]> | undefined {
+    this.assertFull();
     const file = readWithId(this.accountPath(accountId));
     if (!file) return undefined;
     const where = `accounts/${accountId}.json`;
@@ -890,6 +950,25 @@ function keepHeld(fresh: AccountKeys[], held: AccountKeys[]): AccountKeys[] {
     if (!h) return k;
     destroyKeys(k.secretKey, k.dataKey, k.macKey);
     return h;
+  });
+}
+
+/** Account entries (`*.json`) in `dir` this process may open for reading; none when the directory is absent or unreadable. Reads no entry. */
+function readableEntries(dir: string): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith('.json') && !n.startsWith('.'));
+  } catch (e) {
+    if (errno(e) === 'ENOENT' || errno(e) === 'EACCES') return [];
+    throw e;
+  }
+  return names.filter((n) => {
+    try {
+      accessSync(join(dir, n), constants.R_OK);
+      return true;
+    } catch {
+      return false;
+    }
   });
 }
 

@@ -21,11 +21,11 @@ export interface CollectorProcess {
 
 /**
  * `cipherstat serve` (the built CLI) as a child process on `dataDir` (`nodeArgs` before the
- * script, e.g. `--import` hooks); resolves once it listens,
+ * script, e.g. `--import` hooks; `args` after `serve`); resolves once it listens,
  * rejects with its output when it exits first (a start that fails).
  */
-export function startCollectorProcess(dataDir: string, env: Record<string, string> = {}, o: { nodeArgs?: string[] } = {}): Promise<CollectorProcess> {
-  const child = spawn(process.execPath, [...(o.nodeArgs ?? []), CLI, 'serve'], {
+export function startCollectorProcess(dataDir: string, env: Record<string, string> = {}, o: { nodeArgs?: string[]; args?: string[] } = {}): Promise<CollectorProcess> {
+  const child = spawn(process.execPath, [...(o.nodeArgs ?? []), CLI, 'serve', ...(o.args ?? [])], {
     env: { ...process.env, PORT: '0', HOST: '127.0.0.1', CIPHERSTAT_DATA_DIR: dataDir, CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, CIPHERSTAT_LOG_LEVEL: 'info', CIPHERSTAT_RATE_LIMIT: '100000', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -6,7 +6,7 @@
  * audit also checks that every key buffer the keyring had handed out is zeroed.
  */
 import { expect } from 'vitest';
-import { readFileSync, rmSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { writeHeapSnapshot } from 'node:v8';
@@ -18,7 +18,7 @@ const URL_ALPHABET = Buffer.from('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrst
 const HEX = Buffer.from('0123456789abcdef');
 
 /** Base64 (unpadded prefix) and hex written straight into bytes: the test itself never holds a key as a JS string. */
-function encodings(key: Uint8Array): Buffer[] {
+export function encodings(key: Uint8Array): Buffer[] {
   const b64 = (alphabet: Buffer) => {
     const out: number[] = [];
     for (let i = 0; i + 3 <= key.length; i += 3) {
@@ -43,6 +43,45 @@ export function keyNeedlesOf(c: TestCollector, accountId: string): { needles: Bu
 }
 
 const found = (snapshot: Buffer, needles: Buffer[]) => needles.filter((n) => snapshot.includes(n)).length;
+
+/**
+ * A memory dump of another process (Linux): every readable mapping of `pid`, read through
+ * /proc/PID/mem (ArrayBuffer contents, native heaps and stacks included, unlike a V8 heap
+ * snapshot). Returns, per needle, whether it occurs anywhere; chunks overlap by the longest
+ * needle so nothing is missed at a boundary. Mappings that vanish while read are skipped.
+ */
+export function processMemoryIncludes(pid: number, needles: Buffer[]): boolean[] {
+  const hit = needles.map(() => false);
+  const overlap = Math.max(...needles.map((n) => n.length)) - 1;
+  const chunk = Buffer.alloc(8 << 20);
+  const mem = openSync(`/proc/${pid}/mem`, 'r');
+  try {
+    for (const line of readFileSync(`/proc/${pid}/maps`, 'utf8').split('\n')) {
+      const [range, perms, , , , path] = line.split(/\s+/);
+      if (!range || !perms?.startsWith('r') || path === '[vvar]' || path === '[vsyscall]') continue;
+      const [from, to] = range.split('-').map((h) => BigInt(`0x${h}`)) as [bigint, bigint];
+      for (let at = from; at < to; ) {
+        const want = Number(to - at < BigInt(chunk.length) ? to - at : BigInt(chunk.length));
+        let n: number;
+        try {
+          n = readSync(mem, chunk, 0, want, at);
+        } catch {
+          break; // unmapped or unreadable meanwhile
+        }
+        if (n <= 0) break;
+        const view = chunk.subarray(0, n);
+        needles.forEach((needle, i) => {
+          if (!hit[i] && view.includes(needle)) hit[i] = true;
+        });
+        if (n < want || at + BigInt(n) >= to) break;
+        at += BigInt(Math.max(1, n - overlap));
+      }
+    }
+  } finally {
+    closeSync(mem);
+  }
+  return hit;
+}
 
 function mainThreadSnapshot(): Buffer {
   const file = writeHeapSnapshot(join(tmpdir(), `cipherstat-heap-${process.pid}-${Date.now()}.heapsnapshot`));
