@@ -1,5 +1,5 @@
 /**
- * The at-rest record format (src/records.ts): XChaCha20-Poly1305 with the row identity as
+ * The at-rest record format (src/at-rest/records.ts): XChaCha20-Poly1305 with the row identity as
  * associated data, built from HChaCha20 (@noble/ciphers) and node:crypto's ChaCha20-Poly1305,
  * checked byte for byte against @noble/ciphers' own xchacha20poly1305; legacy secretbox rows
  * still open; anything moved, relabelled or tampered does not.

@@ -1,9 +1,9 @@
 /**
  * What storage can and cannot do to an answer by adding, copying or relabelling whole rollup
  * rows. Each row's identity (account, level, bucket, metric, series, tag pseudonyms, key version
- * and part) is its associated data (record format 2, src/records.ts); rows compaction writes
+ * and part) is its associated data (record format 2, src/at-rest/records.ts); rows compaction writes
  * (merged rows, day packs) also seal the list of rows they replace (format 3), and readers go by
- * that sealed list only (query/supersedes.ts). Points go over HTTP through the real processor
+ * that sealed list only (rollup/supersedes.ts). Points go over HTTP through the real processor
  * into chDB; the tampering is SQL on the real table; every answer is compared with the untampered
  * one, before and after compaction of the tampered table.
  */

@@ -2,14 +2,13 @@ import { describe, expect, it } from 'vitest';
 import { RollupError } from '../src/rollup/errors.js';
 import {
   type Interval,
-  LEVEL_HOUR,
-  LEVEL_MINUTE,
   bucketStart,
   buckets,
   isValidTimeZone,
   nextBucketStart,
   sourceLevel,
 } from '../src/rollup/time.js';
+import { LEVEL } from '../src/rollup/levels.js';
 import { mulberry32 } from '../../../test/support/seeded.mjs';
 
 
@@ -205,22 +204,22 @@ describe('sourceLevel', () => {
   const from = utc('2026-03-01T00:00Z');
   const to = utc('2026-11-30T00:00Z');
   it('hour level when every boundary is a UTC hour', () => {
-    expect(sourceLevel('hour', 'UTC', from, to)).toBe(LEVEL_HOUR);
-    expect(sourceLevel('day', 'UTC', from, to)).toBe(LEVEL_HOUR);
-    expect(sourceLevel('day', 'Europe/Berlin', from, to)).toBe(LEVEL_HOUR);
-    expect(sourceLevel('week', 'Europe/Berlin', from, to)).toBe(LEVEL_HOUR);
-    expect(sourceLevel('month', 'America/New_York', from, to)).toBe(LEVEL_HOUR);
-    expect(sourceLevel('hour', 'America/New_York', from, to)).toBe(LEVEL_HOUR);
+    expect(sourceLevel('hour', 'UTC', from, to)).toBe(LEVEL.hour);
+    expect(sourceLevel('day', 'UTC', from, to)).toBe(LEVEL.hour);
+    expect(sourceLevel('day', 'Europe/Berlin', from, to)).toBe(LEVEL.hour);
+    expect(sourceLevel('week', 'Europe/Berlin', from, to)).toBe(LEVEL.hour);
+    expect(sourceLevel('month', 'America/New_York', from, to)).toBe(LEVEL.hour);
+    expect(sourceLevel('hour', 'America/New_York', from, to)).toBe(LEVEL.hour);
   });
   it('minute level for :30/:45 zones, 30-minute DST, and minute buckets', () => {
-    expect(sourceLevel('hour', 'Asia/Kolkata', from, to)).toBe(LEVEL_MINUTE);
-    expect(sourceLevel('day', 'Asia/Kolkata', from, to)).toBe(LEVEL_MINUTE);
-    expect(sourceLevel('day', 'Asia/Kathmandu', from, to)).toBe(LEVEL_MINUTE);
-    expect(sourceLevel('month', 'Asia/Kolkata', from, to)).toBe(LEVEL_MINUTE);
-    expect(sourceLevel('hour', 'Australia/Lord_Howe', from, to)).toBe(LEVEL_MINUTE);
-    expect(sourceLevel('minute', 'UTC', from, to)).toBe(LEVEL_MINUTE);
+    expect(sourceLevel('hour', 'Asia/Kolkata', from, to)).toBe(LEVEL.minute);
+    expect(sourceLevel('day', 'Asia/Kolkata', from, to)).toBe(LEVEL.minute);
+    expect(sourceLevel('day', 'Asia/Kathmandu', from, to)).toBe(LEVEL.minute);
+    expect(sourceLevel('month', 'Asia/Kolkata', from, to)).toBe(LEVEL.minute);
+    expect(sourceLevel('hour', 'Australia/Lord_Howe', from, to)).toBe(LEVEL.minute);
+    expect(sourceLevel('minute', 'UTC', from, to)).toBe(LEVEL.minute);
     // +10:30 / +11: standard-time midnights are never on a UTC hour
-    expect(sourceLevel('day', 'Australia/Lord_Howe', from, to)).toBe(LEVEL_MINUTE);
+    expect(sourceLevel('day', 'Australia/Lord_Howe', from, to)).toBe(LEVEL.minute);
   });
 });
 

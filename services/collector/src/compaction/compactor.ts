@@ -19,7 +19,7 @@
  *    chDB runs one statement at a time, and a waiting mutation would stall ingest and queries
  *    for about a second per statement.
  *
- * 6. pack closed UTC days (query/days.ts): the hour rows of a (day, series, key version) and its
+ * 6. pack closed UTC days (rollup/days.ts): the hour rows of a (day, series, key version) and its
  *    current pack, if any, become one new day pack that lists them all; then step 5 for it.
  *    Hour groups of closed days are not merged in step 3: they go into their day's pack.
  *
@@ -37,8 +37,8 @@ import type { AccountKeys } from '../keyring/index.js';
 import type { Logger } from '../logger.js';
 import { openRollupRow, sealRollup } from '../at-rest/records.js';
 import { decodeAggregate, encodeAggregate, encodeDayPack, forEachInDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
-import { DAY_PART_PREFIX, HOUR_MS, dayOf, hourEntry, supersededRefs } from '../query/days.js';
-import { isCompacted, Supersession, type RowHandle } from '../query/supersedes.js';
+import { DAY_PART_PREFIX, HOUR_MS, dayOf, hourEntry, supersededRefs } from '../rollup/days.js';
+import { isCompacted, Supersession, type RowHandle } from '../rollup/supersedes.js';
 import {
   COMPACTION_PART_PREFIX,
   type DayToPack,
@@ -51,6 +51,7 @@ import {
   type SupersedingRollup,
   type UnfinishedRollup,
 } from '../storage/types.js';
+import { LEVEL } from '../rollup/levels.js';
 
 export { COMPACTION_PART_PREFIX };
 
@@ -324,7 +325,7 @@ export class Compactor {
 
     // 3. Read and merge. An hour row an unfinished day pack lists is counted in that pack: its
     // group waits until the pack is finished (with a full list of unfinished rows, every hour group).
-    const packing = earlier.length === maxGroups ? 'all' : new Set(earlier.filter((r) => r.level === 2).map(dayId));
+    const packing = earlier.length === maxGroups ? 'all' : new Set(earlier.filter((r) => r.level === LEVEL.dayPack).map(dayId));
     const merged = taken.length > 0 ? await this.mergeGroups(taken, perGroup, report, packing) : [];
 
     // Resume after the last group done whole: a group merged only in part (more rows than
@@ -401,7 +402,7 @@ export class Compactor {
     // hour row first: the pack is what seals the list naming them, so a row replayed after the
     // pack took it is recognised (a merged hour row would not see the pack's list).
     const closed = (this.o.maxDayPacks ?? 2000) > 0 ? dayOf(this.now() - (this.o.dayPackLagMs ?? 15 * 60_000)) : -Infinity;
-    const taken = all.filter((g) => g.level !== 1 || g.bucket >= closed);
+    const taken = all.filter((g) => g.level !== LEVEL.hour || g.bucket >= closed);
     if (taken.length === 0) return [];
     const rows = await this.o.store.rollupsOfGroups(taken, perGroup);
     const byGroup = new Map<string, StoredRollup[]>();
@@ -415,8 +416,8 @@ export class Compactor {
     const now = this.now();
     const out: RollupRow[] = [];
     for (const g of taken) {
-      if (g.level === 2) continue; // day packs are not merged: a repack replaces them (packDays)
-      if (g.level === 1 && (packing === 'all' || packing.has(dayId(g)))) {
+      if (g.level === LEVEL.dayPack) continue; // day packs are not merged: a repack replaces them (packDays)
+      if (g.level === LEVEL.hour && (packing === 'all' || packing.has(dayId(g)))) {
         report.skippedGroups++;
         continue;
       }
@@ -573,7 +574,7 @@ export class Compactor {
   }
 
   /**
-   * Step 6 (query/days.ts): packs the hour rows of closed UTC days into one row per (day, metric,
+   * Step 6 (rollup/days.ts): packs the hour rows of closed UTC days into one row per (day, metric,
    * series, key version), together with the day's pack when there is one (late data: a repack).
    * The pack lists what it holds in `supersedes`; those rows are then deleted and the list
    * emptied (`finish`), the same steps as for merged rows, so a crash never counts anything
@@ -616,7 +617,7 @@ export class Compactor {
         await this.opening(report, list.length);
         const version = list[0]!.keyVersion;
         const key = keys.find((k) => k.version === version);
-        const packs = list.filter((r) => r.level === 2);
+        const packs = list.filter((r) => r.level === LEVEL.dayPack);
         if (!key || list.some((r) => r.supersedes.length > 0)) {
           report.skippedGroups++; // a destroyed key version, or not what compaction leaves: left alone
           continue;
@@ -630,17 +631,17 @@ export class Compactor {
         const opened: { r: (typeof rows)[number]; h: RowHandle; payload: Uint8Array }[] = [];
         let broken = false;
         for (const r of list) {
-          const level = r.level as 1 | 2;
-          if (level === 1 && !r.marked) {
+          const level = r.level as typeof LEVEL.hour | typeof LEVEL.dayPack;
+          if (level === LEVEL.hour && !r.marked) {
             report.unmarkedRows++;
             continue;
           }
-          const o = level === 2 || (sameList(r.tagKeys, first.tagKeys) && sameList(r.tagValues, first.tagValues))
+          const o = level === LEVEL.dayPack || (sameList(r.tagKeys, first.tagKeys) && sameList(r.tagValues, first.tagValues))
             ? openRollupRow(key.dataKey, { ...id, level, bucket: r.bucket, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: version, part: r.part }, r.agg)
             : null; // other tag pseudonyms than its series: not what the processor writes
           if (!o || (o.sealsList && !isCompacted(r.part))) {
             report.failedRows++;
-            if (level === 2) broken = true;
+            if (level === LEVEL.dayPack) broken = true;
             continue;
           }
           // a copy storage made of a row (counted): packed once, the delete removes both
@@ -663,7 +664,7 @@ export class Compactor {
         let hours = 0;
         const replaced = new Set(opened.filter((o) => day_.replaced(o.h)));
         report.tamperedRows += day_.tampered; // copies, and rows back after this day's pack or merged rows took them
-        const current = opened.filter((o) => o.r.level === 2 && !replaced.has(o));
+        const current = opened.filter((o) => o.r.level === LEVEL.dayPack && !replaced.has(o));
         if (current.length > 1) {
           report.skippedGroups++; // two packs neither of which replaces the other: not what compaction leaves
           continue;
@@ -687,7 +688,7 @@ export class Compactor {
             hours++;
             continue;
           }
-          if (o.r.level === 2) continue; // (counted above)
+          if (o.r.level === LEVEL.dayPack) continue; // (counted above)
           const agg = decoded(o.payload);
           if (!agg) {
             report.failedRows++;
@@ -699,14 +700,14 @@ export class Compactor {
         }
         if (hours === 0) continue; // no hour row to add
         const part = newPart(DAY_PART_PREFIX);
-        const supersedes = sources.map((r) => (r.level === 2 ? r.part : hourEntry(r.bucket, r.part)));
+        const supersedes = sources.map((r) => (r.level === LEVEL.dayPack ? r.part : hourEntry(r.bucket, r.part)));
         written.push({
           ...id,
-          level: 2,
+          level: LEVEL.dayPack,
           keyVersion: version,
           part,
           supersedes,
-          agg: sealRollup(key.dataKey, { ...id, level: 2, keyVersion: version, part }, encodeDayPack([...hourAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) }))), supersedes),
+          agg: sealRollup(key.dataKey, { ...id, level: LEVEL.dayPack, keyVersion: version, part }, encodeDayPack([...hourAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) }))), supersedes),
           writtenAt: now,
           expiresAt: Math.max(...sources.map((r) => r.expiresAt)),
         });

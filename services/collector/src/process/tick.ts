@@ -11,10 +11,11 @@ import { Pseudonyms } from '../at-rest/pseudonyms.js';
 import { sealDict, sealRollup } from '../at-rest/records.js';
 import { addPoint, emptyAggregate, encodeAggregate, type Aggregate } from '../rollup/index.js';
 import { FifoMap } from '../fifo-map.js';
+import { LEVEL } from '../rollup/levels.js';
 
 const LEVELS: { level: RollupLevel; ms: number }[] = [
-  { level: 0, ms: 60_000 },
-  { level: 1, ms: 3_600_000 },
+  { level: LEVEL.minute, ms: 60_000 },
+  { level: LEVEL.hour, ms: 3_600_000 },
 ];
 const DAY = 86_400_000;
 const HOUR = 3_600_000;

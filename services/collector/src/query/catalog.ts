@@ -6,7 +6,7 @@
  */
 import { decodeAggregate } from '../rollup/index.js';
 import { accountContext, allDictionary, lookupDictionary, type QueryDeps } from './context.js';
-import { LEVEL, readRows, RowReader } from './rows.js';
+import { LEVEL, readRows, RowReader } from '../rollup/rows.js';
 
 /** A tag key lists its values when it has at most this many. */
 export const MAX_LISTED_VALUES = 100;
@@ -50,7 +50,7 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   const tagRows = await deps.store.tagValueCounts({ accountId, since: now - TAGS_WINDOW_MS, listed: MAX_LISTED_VALUES });
   // Like the query engine: the hour rows of the window and the packs of the days it overlaps
   // (their hours inside it).
-  const volumeRows = readRows(await deps.store.selectRollups({ accountId, level: 1, from: volumeSince, to: volumeSince + 24 * HOUR, limit: VOLUME_ROW_LIMIT }));
+  const volumeRows = readRows(await deps.store.selectRollups({ accountId, level: LEVEL.hour, from: volumeSince, to: volumeSince + 24 * HOUR, limit: VOLUME_ROW_LIMIT }));
 
   // Labels of tag keys, and of the values of keys with few values.
   const keyLabels = await lookupDictionary(deps, ctx, 1, new Set(tagRows.map((r) => r.key)));

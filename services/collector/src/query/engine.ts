@@ -16,13 +16,13 @@
  * - a row that fails to open (wrong key, moved, tampered, malformed) is never used; it is
  *   counted in `meta.failedRows`, logged and exported as a Prometheus counter;
  * - a row a merged row or day pack replaces (compaction) is left out here, from the list that
- *   row seals (query/supersedes.ts), never in SQL; a copy of a row, a row that came back after
+ *   row seals (rollup/supersedes.ts), never in SQL; a copy of a row, a row that came back after
  *   it was merged, or a stored `supersedes` list naming more than the sealed one is counted in
  *   `meta.tamperedRows`. The reads of `rollups` in one query see one snapshot of the table
  *   with ClickHouse's `enable_shared_storage_snapshot_in_query` (default since 25.12, chDB
  *   included; older servers: set it in the profile, else an hour-level query racing the insert
  *   of a day pack may, rarely, count it and its hour rows once each);
- * - hour-level queries read the day packs (level 2, query/days.ts) of the UTC days the range
+ * - hour-level queries read the day packs (level 2, rollup/days.ts) of the UTC days the range
  *   overlaps, keeping their hours inside the range, plus the hour rows no pack supersedes
  *   (today's, and late data for packed days); a (day, series, key version) is counted
  *   through at most one pack (an older one is replaced by the newer, which lists it);
@@ -35,6 +35,7 @@ import { accountContext, lookupDictionary, type AccountContext, type QueryDeps }
 import { MAX_SERIES, tooManySeries, type MergePlan } from './merge.js';
 import { inlineMergers, type Merging } from './mergers.js';
 import { parseQuery, queryKey, type Query } from './request.js';
+import { LEVEL } from '../rollup/levels.js';
 
 export { MAX_SERIES, roundFloat } from './merge.js';
 
@@ -141,7 +142,7 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
       timezone: q.timezone,
       from: q.starts[0]!,
       to: q.end,
-      level: q.level === 0 ? 'minute' : q.minuteHours ? 'hour+minute' : 'hour',
+      level: q.level === LEVEL.minute ? 'minute' : q.minuteHours ? 'hour+minute' : 'hour',
       rows,
       failedRows: failed,
       tamperedRows: tampered,
@@ -179,7 +180,7 @@ export function mergePlan(ctx: AccountContext, q: Query, metricOf: Map<number, s
  * and the account id go to storage. ClickHouse filters by tag pseudonyms; grouping happens here,
  * from the tag arrays the identity tag covers (and the filters are checked again on them), so
  * storage cannot relabel a row. Rows compaction replaced are left out by the reader, from the
- * lists merged rows seal (query/supersedes.ts): the selection reads every row of the range.
+ * lists merged rows seal (rollup/supersedes.ts): the selection reads every row of the range.
  */
 export function rowSelection(ctx: AccountContext, q: Query): { selection: RollupSelection; metricOf: Map<number, string> } {
   const metricOf = new Map<number, string>();
@@ -197,10 +198,10 @@ export function rowSelection(ctx: AccountContext, q: Query): { selection: Rollup
   });
   const selection: RollupSelection = {
     accountId: ctx.accountId,
-    level: q.level === 1 ? 1 : 0,
+    level: q.level,
     from: q.starts[0]!,
     to: q.end,
-    ...(q.level === 1 && q.minuteHours ? { minuteHours: q.minuteHours } : {}),
+    ...(q.level === LEVEL.hour && q.minuteHours ? { minuteHours: q.minuteHours } : {}),
     versions,
     limit: MAX_ROWS + 1,
   };

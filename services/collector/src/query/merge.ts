@@ -7,8 +7,8 @@
 import { CollectorError } from '../errors.js';
 import { emptyAggregate, finalize, mergeEncoded, mergeInto, type Aggregate, type Aggregation } from '../rollup/index.js';
 import type { RollupLevel } from '../storage/types.js';
-import { HOUR_MS } from './days.js';
-import { LEVEL, readRows, RowReader, type StoredRow } from './rows.js';
+import { HOUR_MS } from '../rollup/days.js';
+import { LEVEL, readRows, RowReader, type StoredRow } from '../rollup/rows.js';
 
 /** Most series in one answer. */
 export const MAX_SERIES = 1000;
@@ -71,7 +71,7 @@ function locate(starts: number[], t: number): number {
   return lo;
 }
 
-/** Decodes the storage result (RowBinary, rows.ts ROW_COLUMNS) and merges it. */
+/** Decodes the storage result (RowBinary, storage/queries.ts) and merges it. */
 export const mergeBytes = (plan: MergePlan, bytes: Uint8Array): Merged => mergeRows(plan, readRows(bytes));
 
 /**

@@ -8,8 +8,8 @@
 import { z } from 'zod';
 import { tagsError, validName } from '@cipherstat/protocol';
 import { CollectorError } from '../errors.js';
-import { LEVEL_HOUR, LEVEL_MINUTE, RollupError, buckets, isValidTimeZone, nextBucketStart, sourceLevel, type Aggregation, type Interval, type Level } from '../rollup/index.js';
-import { HOUR_MS } from './days.js';
+import { LEVEL, RollupError, buckets, isValidTimeZone, nextBucketStart, sourceLevel, type Aggregation, type Interval, type QueryLevel } from '../rollup/index.js';
+import { HOUR_MS } from '../rollup/days.js';
 
 /** The aggregations of the public surface, plus `last` (the newest value; handy for gauges). */
 export const QUERY_AGGREGATIONS = ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p90', 'p95', 'p99', 'last'] as const satisfies readonly Aggregation[];
@@ -57,7 +57,7 @@ export interface Query {
   starts: number[];
   /** End of the last bucket (exclusive). */
   end: number;
-  level: Level;
+  level: QueryLevel;
   /**
    * With level hour: UTC hours (their starts) read from minute rollups instead, because a
    * bucket edge falls inside them; the hour-level data of these hours is not used.
@@ -119,10 +119,10 @@ export function parseQuery(body: unknown): Query {
   // only the UTC hours holding a bucket edge need minute rollups; every other hour comes from
   // hour rollups and day packs.
   let minuteHours: number[] | undefined;
-  if (level === LEVEL_MINUTE && interval !== 'minute') {
+  if (level === LEVEL.minute && interval !== 'minute') {
     const edges = new Set([...starts, end].filter((t) => t % HOUR_MS !== 0).map((t) => t - (t % HOUR_MS)));
     if (edges.size * 2 <= Math.ceil((end - starts[0]!) / HOUR_MS)) {
-      level = LEVEL_HOUR;
+      level = LEVEL.hour;
       minuteHours = [...edges].sort((a, b) => a - b);
     }
   }

@@ -29,10 +29,7 @@ export {
 } from './aggregate.js';
 export {
   INTERVALS,
-  LEVEL_MINUTE,
-  LEVEL_HOUR,
   type Interval,
-  type Level,
   bucketStart,
   nextBucketStart,
   buckets,
@@ -40,3 +37,4 @@ export {
   isValidTimeZone,
 } from './time.js';
 export { encodeDayPack, forEachInDayPack } from './pack.js';
+export { LEVEL, type QueryLevel, type RollupLevel } from './levels.js';

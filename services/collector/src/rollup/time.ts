@@ -15,14 +15,10 @@
  * (Pacific/Apia, 2011-12-30) starts the unit at the next day that exists.
  */
 import { RollupError, invalid } from './errors.js';
+import { LEVEL, type QueryLevel } from './levels.js';
 
 export type Interval = 'minute' | 'hour' | 'day' | 'week' | 'month';
 export const INTERVALS: readonly Interval[] = ['minute', 'hour', 'day', 'week', 'month'];
-
-/** Stored rollup levels (UTC-aligned). */
-export const LEVEL_MINUTE = 0;
-export const LEVEL_HOUR = 1;
-export type Level = typeof LEVEL_MINUTE | typeof LEVEL_HOUR;
 
 const MINUTE = 60_000;
 const HOUR = 3_600_000;
@@ -299,17 +295,17 @@ export function buckets(from: number, to: number, interval: Interval, timeZone: 
 
 /**
  * Which stored level answers a query exactly, assuming whole buckets are aggregated
- * (bucket b covers [b, next start), as returned by buckets()): LEVEL_HOUR when every
+ * (bucket b covers [b, next start), as returned by buckets()): LEVEL.hour when every
  * bucket boundary in range, including the end of the last bucket, is on a UTC hour,
- * else LEVEL_MINUTE. Minute-level rollups align with local minutes in every zone
+ * else LEVEL.minute. Minute-level rollups align with local minutes in every zone
  * whose offsets are whole minutes (all of them since 1972).
  */
-export function sourceLevel(interval: Interval, timeZone: string, from: number, to: number): Level {
+export function sourceLevel(interval: Interval, timeZone: string, from: number, to: number): QueryLevel {
   unitOf(interval);
-  if (interval === 'minute') return LEVEL_MINUTE;
+  if (interval === 'minute') return LEVEL.minute;
   const starts = buckets(from, to, interval, timeZone);
   const last = starts[starts.length - 1];
-  if (last === undefined) return LEVEL_HOUR;
+  if (last === undefined) return LEVEL.hour;
   starts.push(nextBucketStart(last, interval, timeZone));
-  return starts.every((b) => mod(b, HOUR) === 0) ? LEVEL_HOUR : LEVEL_MINUTE;
+  return starts.every((b) => mod(b, HOUR) === 0) ? LEVEL.hour : LEVEL.minute;
 }

@@ -118,7 +118,7 @@ ORDER BY (account_id, code, toStartOfHour(at))`,
   },
   {
     version: 2,
-    // Compaction (src/compactor.ts): a merged rollup row lists the parts of its group it
+    // Compaction (src/compaction/compactor.ts): a merged rollup row lists the parts of its group it
     // replaces; readers ignore those rows until they are deleted, then the list is emptied.
     statements: ({ t, on }) => [
       `ALTER TABLE ${t('rollups')}${on} ADD COLUMN IF NOT EXISTS supersedes Array(String) AFTER part`,
@@ -126,7 +126,7 @@ ORDER BY (account_id, code, toStartOfHour(at))`,
   },
   {
     version: 3,
-    // Day packs (level 2) now replace the hour rows they hold (query/days.ts). Packs of the
+    // Day packs (level 2) now replace the hour rows they hold (rollup/days.ts). Packs of the
     // earlier kind sat beside their hour rows: drop them (derived data; compaction repacks).
     statements: ({ t, on }) => [`ALTER TABLE ${t('rollups')}${on} DELETE WHERE level = 2 SETTINGS mutations_sync = 2`],
   },

@@ -60,8 +60,9 @@ export interface ProcessedRow {
   version?: number;
 }
 
-/** Rollup levels: 0 = minute, 1 = hour, 2 = day pack (the hour aggregates of one UTC day, written by compaction). */
-export type RollupLevel = 0 | 1 | 2;
+/** Rollup levels by name: rollup/levels.ts `LEVEL` (0 = minute, 1 = hour, 2 = day pack, the hour aggregates of one UTC day written by compaction). */
+import type { QueryLevel, RollupLevel } from '../rollup/levels.js';
+export type { RollupLevel };
 
 /** An encrypted partial aggregate of one series (metric + full tag set) in one bucket. */
 export interface RollupRow {
@@ -320,7 +321,7 @@ export interface TagFilter {
 export interface RollupSelection {
   accountId: string;
   /** 0: minute rows of [from, to); 1: hour rows of [from, to) and the day packs of the UTC days it overlaps. */
-  level: 0 | 1;
+  level: QueryLevel;
   from: number;
   to: number;
   /** Level 1: also the minute rows of these UTC hours (epoch ms of their starts) inside [from, to). */

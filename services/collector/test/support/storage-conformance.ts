@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RowBinaryReader, connectionOf, readStoredRows, type AccountRow, type BatchRow, type DictRow, type RollupGroupKey, type RollupRow, type Store } from '../../src/storage/index.js';
 import { SCHEMA_VERSION, migrations } from '../../src/storage/schema.js';
-import { hourEntry, supersededRefs } from '../../src/query/days.js';
+import { hourEntry, supersededRefs } from '../../src/rollup/days.js';
 
 export interface StoreFactory {
   /** Opens a store over the same data every time (the suite closes and reopens it). */
@@ -263,7 +263,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       });
     });
 
-    it('stores day packs (level 2); supersededRefs reads their lists of hour rows (query/days.ts)', async () => {
+    it('stores day packs (level 2); supersededRefs reads their lists of hour rows (rollup/days.ts)', async () => {
       const a = 'acct-dp';
       const day = Date.UTC(2033, 1, 3);
       const hours = [rollup(a, 't1', { level: 1, bucket: day + HOUR }), rollup(a, 'c:m', { level: 1, bucket: day + 13 * HOUR }), rollup(a, 't2', { level: 1, bucket: day + 13 * HOUR })];

@@ -1,8 +1,8 @@
 /**
  * Which stored rollup rows count, decided from what the rows themselves seal, never from SQL.
  *
- * Compaction (src/compactor.ts) replaces rows by a merged row or a day pack that lists them; it
- * seals that list inside the new row (record format 3, src/records.ts) and also stores it in the
+ * Compaction (src/compaction/compactor.ts) replaces rows by a merged row or a day pack that lists them; it
+ * seals that list inside the new row (record format 3, src/at-rest/records.ts) and also stores it in the
  * `supersedes` column, its to-do list, emptied once the listed rows are deleted. A reader opens
  * the rows compaction wrote first (their parts start with `c:`), takes their sealed lists, and
  * then leaves out every row one of them names, whatever the stored columns say:
@@ -24,6 +24,7 @@
 import type { OpenedRollup } from '../at-rest/records.js';
 import { COMPACTION_PART_PREFIX, type RollupLevel } from '../storage/types.js';
 import { HOUR_MS, dayOf } from './days.js';
+import { LEVEL } from './levels.js';
 
 /** Rows compaction wrote (merged rows, day packs): the only ones that may replace others. */
 export const isCompacted = (part: string): boolean => part.startsWith(COMPACTION_PART_PREFIX);
@@ -48,7 +49,7 @@ export interface RowHandle {
  * series and key version (a merged hour row names rows of its hour, a pack hour rows and packs of its day).
  */
 const scopeOf = (level: RollupLevel, bucket: number, metric: string, series: string, keyVersion: number): string =>
-  level === 0 ? `0\u0000${bucket}\u0000${metric}\u0000${series}\u0000${keyVersion}` : `d\u0000${dayOf(bucket)}\u0000${metric}\u0000${series}\u0000${keyVersion}`;
+  level === LEVEL.minute ? `0\u0000${bucket}\u0000${metric}\u0000${series}\u0000${keyVersion}` : `d\u0000${dayOf(bucket)}\u0000${metric}\u0000${series}\u0000${keyVersion}`;
 const keyOf = (level: RollupLevel, bucket: number, part: string): string => `${level}\u0000${bucket}\u0000${part}`;
 
 const NONE: readonly string[] = [];
@@ -137,8 +138,8 @@ function resolve(listers: readonly Lister[]): Map<string, boolean> {
     const list = l.sealed.supersedes ?? l.stored;
     const pending = l.stored.length === 0 ? undefined : new Set(l.stored);
     for (const e of list) {
-      const slash = l.level === 2 ? e.indexOf('/') : -1;
-      const key = slash < 0 ? keyOf(l.level, l.bucket, e) : keyOf(1, l.bucket + Number(e.slice(0, slash)) * HOUR_MS, e.slice(slash + 1));
+      const slash = l.level === LEVEL.dayPack ? e.indexOf('/') : -1;
+      const key = slash < 0 ? keyOf(l.level, l.bucket, e) : keyOf(LEVEL.hour, l.bucket + Number(e.slice(0, slash)) * HOUR_MS, e.slice(slash + 1));
       named.set(key, named.get(key) === true || pending?.has(e) === true);
     }
   }

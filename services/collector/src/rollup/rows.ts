@@ -19,14 +19,13 @@
  */
 import { CollectorError } from '../errors.js';
 import { openRollupJoined, type OpenedRollup, type RollupIdentity } from '../at-rest/records.js';
-import { forEachInDayPack } from '../rollup/index.js';
+import { forEachInDayPack } from './pack.js';
 import type { StoredRow } from '../storage/queries.js';
-import type { RollupLevel } from '../storage/types.js';
+import { LEVEL, type RollupLevel } from './levels.js';
 import { DAY_MS, HOUR_MS } from './days.js';
 import { compactedFirst, isCompacted, Supersession, type RowHandle } from './supersedes.js';
 
-/** The stored levels of the `rollups` table. */
-export const LEVEL = { minute: 0, hour: 1, dayPack: 2 } as const satisfies Record<string, RollupLevel>;
+export { LEVEL, type RollupLevel } from './levels.js';
 
 /** A stored row as the query side selects it, and its reader (storage/queries.ts). */
 export { readStoredRows as readRows, type StoredRow } from '../storage/queries.js';
@@ -67,7 +66,7 @@ export class RowReader {
   private readonly identity: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>;
 
   constructor(private readonly o: RowReaderOptions) {
-    this.identity = { accountId: o.accountId, level: 0, bucket: 0, metric: '', series: '', keyVersion: 0, part: '' };
+    this.identity = { accountId: o.accountId, level: LEVEL.minute, bucket: 0, metric: '', series: '', keyVersion: 0, part: '' };
   }
 
   /** Copies, replays and forged stored lists found (left out). */

@@ -1,11 +1,11 @@
 /**
  * Day packs (rollup level 2): one row per (UTC day, metric, series, key version) holding that
- * day's hour aggregates in one ciphertext, written by compaction (src/compactor.ts) for closed
+ * day's hour aggregates in one ciphertext, written by compaction (src/compaction/compactor.ts) for closed
  * days. A pack is a merged row like any other: it lists in `supersedes` the rows it replaces,
  * compaction then deletes them and empties the list (the same crash-safe steps as merging
  * partial rows). So once a day is packed its hour rows are gone, and a query reads the pack
  * plus the hour rows that arrived later (late data). The pack also seals that list (record
- * format 3): readers leave out the rows it names from the sealed list (query/supersedes.ts).
+ * format 3): readers leave out the rows it names from the sealed list (rollup/supersedes.ts).
  *
  * `supersedes` entries of a pack: `<hour>/<part>` for an hour row (level 1, bucket = day +
  * hour), a bare `<part>` for an older pack of the same day it replaces (repack after late
@@ -14,6 +14,7 @@
  */
 import type { RollupRef, SupersedingRollup } from '../storage/types.js';
 import { COMPACTION_PART_PREFIX } from '../storage/types.js';
+import { LEVEL } from './levels.js';
 
 export const HOUR_MS = 3_600_000;
 export const DAY_MS = 86_400_000;
@@ -30,8 +31,8 @@ export const hourEntry = (bucket: number, part: string): string => `${Math.floor
 export function supersededRefs(r: SupersedingRollup): RollupRef[] {
   const base = { accountId: r.accountId, level: r.level, bucket: r.bucket, metric: r.metric, series: r.series };
   return r.supersedes.map((e) => {
-    const slash = r.level === 2 ? e.indexOf('/') : -1;
+    const slash = r.level === LEVEL.dayPack ? e.indexOf('/') : -1;
     if (slash < 0) return { ...base, part: e };
-    return { ...base, level: 1, bucket: r.bucket + Number(e.slice(0, slash)) * HOUR_MS, part: e.slice(slash + 1) };
+    return { ...base, level: LEVEL.hour, bucket: r.bucket + Number(e.slice(0, slash)) * HOUR_MS, part: e.slice(slash + 1) };
   });
 }
