@@ -140,6 +140,8 @@ const schema = z.object({
   processTickAccountPoints: z.coerce.number().int().positive().default(10_000),
   /** Process role: most estimated CPU (ms) of one account's batches in one processing tick (the estimate is measured per account). */
   processTickAccountMs: z.coerce.number().positive().default(250),
+  /** Process role: how often the poll loop removes rollup rows of interrupted ticks older than 2 minutes (0: only at start). */
+  processRecoveryIntervalMs: z.coerce.number().int().min(0).default(60_000),
   /** Process role: compute processing ticks in a worker thread (`1`) or on the main thread (`0`). */
   processWorker: bool(true),
   /**
@@ -202,6 +204,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['trustProxy', 'CIPHERSTAT_TRUST_PROXY'],
   ['processPartition', 'CIPHERSTAT_PROCESS_PARTITION', 'partition'],
   ['processCoalesceMs', 'CIPHERSTAT_PROCESS_COALESCE_MS'],
+  ['processRecoveryIntervalMs', 'CIPHERSTAT_PROCESS_RECOVERY_INTERVAL_MS'],
   ['processTickAccountPoints', 'CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS'],
   ['processTickAccountMs', 'CIPHERSTAT_PROCESS_TICK_ACCOUNT_MS'],
   ['processWorker', 'CIPHERSTAT_PROCESS_WORKER'],

@@ -130,6 +130,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         pollMs: config.role === 'all' ? 5000 : 250,
         pollMinAgeMs: config.role === 'all' ? 10_000 : 0,
         coalesceMs: config.processCoalesceMs,
+        recoverEveryMs: config.processRecoveryIntervalMs,
         worker: config.processWorker,
         partition: config.processPartition === '0/1' ? undefined : parsePartition(config.processPartition),
         onProcessed: (ids) => queryCache.invalidate(ids),
