@@ -63,7 +63,7 @@ const KNOWN: Record<string, string> = {
   nginx: 'a reverse-proxy example (README: "no test runs them")',
   systemd: 'a unit file example (README: "no test runs them")',
   'transport-keyring': 'run by services/collector/test/keyring-transport.test.ts (these two lines, with its directories)',
-  cluster: 'needs a ClickHouse cluster (the roles are tested in-process: services/collector/test/storage-remote.test.ts)',
+  cluster: 'these roles run as child processes on one ClickHouse endpoint in services/collector/test/cluster-failover.test.ts (support/cluster.ts: with their data directories and ports)',
   'send-hpke': 'run against a real collector by test/example-send-with-hpke.test.ts (the same line, with its URL and account)',
   storefront: 'run in Chromium against a real collector by test/storefront.test.ts (its URL and account filled in)',
   demo: 'run by test/storefront-demo.test.ts (with free ports, 4 shoppers and --exit)',

@@ -149,6 +149,12 @@ const schema = z.object({
    * scheduled lifecycle work (maintenance, tests). Role `ingest` never processes.
    */
   processing: bool(true),
+  /**
+   * Role `process`: how long a partition's or the compactor's lease lasts without renewal (ms);
+   * renewed every third of it. Another node takes over this long (plus 5 s of clock allowance)
+   * after a holder stops renewing.
+   */
+  leaseMs: z.coerce.number().int().min(300).max(600_000).default(15_000),
   /** Compaction scheduler period (ms); unset: the compactor's default; 0: no scheduled compaction (runs only when called). */
   compactionIntervalMs: z.coerce.number().nonnegative().optional(),
   /** Lifecycle scheduler period (ms; unset: 60 s). */
@@ -209,6 +215,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['processTickAccountMs', 'CIPHERSTAT_PROCESS_TICK_ACCOUNT_MS'],
   ['processWorker', 'CIPHERSTAT_PROCESS_WORKER'],
   ['processing', 'CIPHERSTAT_PROCESSING'],
+  ['leaseMs', 'CIPHERSTAT_LEASE_MS'],
   ['compactionIntervalMs', 'CIPHERSTAT_COMPACTION_INTERVAL_MS'],
   ['lifecycleIntervalMs', 'CIPHERSTAT_LIFECYCLE_INTERVAL_MS'],
   ['masterRotationDays', 'CIPHERSTAT_MASTER_ROTATION_DAYS'],

@@ -19,12 +19,17 @@ export interface RunningCollector {
 export async function startCollector(config: Config, opts: OpenOptions = {}): Promise<RunningCollector> {
   const services = await openServices(config, opts);
   const { processor, log } = services;
-  if (processor) {
-    await processor.recover();
-    processor.start();
+  if (services.ownership.length) {
+    // Role process: the processor and the compactor run while their leases are held (ownership.ts).
+    for (const o of services.ownership) o.start();
+  } else {
+    if (processor) {
+      await processor.recover();
+      processor.start();
+    }
+    // After recovery: orphans of a crashed tick are gone before the first pass looks.
+    services.compactor?.start();
   }
-  // After recovery: orphans of a crashed tick are gone before the first pass looks.
-  services.compactor?.start();
   if (services.roles.process) services.lifecycle.start();
   services.refusals.start();
   const app = createApp(services);
@@ -58,6 +63,7 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
       });
       await services.writer.close();
       await services.refusals.close();
+      for (const o of services.ownership) await o.close(); // stops the work, then gives the leases up
       await processor?.stop();
       await services.compactor?.stop();
       await services.lifecycle.stop();

@@ -14,6 +14,9 @@ import { BatchWriter } from './ingest/writer.js';
 import { Processor } from './process/processor.js';
 import { parsePartition } from './storage/types.js';
 import { Compactor } from './compaction/compactor.js';
+import { Lease } from './keyring/leases.js';
+import { Ownership } from './process/ownership.js';
+import { CollectorError } from './errors.js';
 import { RateLimiter } from './ingest/rate-limit.js';
 import { Admission, AuthFailures, textFormBytes } from './ingest/admission.js';
 import { Fairness } from './ingest/fairness.js';
@@ -37,6 +40,8 @@ export interface Services {
   processor: Processor | undefined;
   /** Merges partial rollup rows (process role; its scheduler starts after recovery). */
   compactor: Compactor | undefined;
+  /** Role process: the partition's and the compactor's leases, which start and stop the processor and compactor. */
+  ownership: Ownership[];
   rateLimiter: RateLimiter;
   /** Ingest admission per sender address and the in-flight body cap (before any body is read). */
   admission: Admission;
@@ -119,6 +124,10 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     query: config.role === 'all' || config.role === 'query',
   };
   const queryCache = new QueryCache({ now, ttlMs: roles.process ? 30_000 : 1_000 });
+  // Role process: its partition and the compactor are owned by lease (ownership.ts), never by convention.
+  const partition = parsePartition(config.processPartition);
+  const leased = roles.process && config.role === 'process';
+  const partitionLease = leased ? new Lease(keyringDir, `partition-${partition?.index ?? 0}-of-${partition?.count ?? 1}`, config.leaseMs, now) : undefined;
   const processor = roles.process
     ? new Processor({
         store,
@@ -137,12 +146,19 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         limits: { seriesPerMetric: config.maxSeriesPerMetric, newValuesPerHour: config.maxNewValuesPerHour },
         tickBudget: { points: config.processTickAccountPoints, ms: config.processTickAccountMs },
         onCardinalityLimited: (ids) => fairness.penalize(ids),
+        fence: partitionLease
+          ? () => {
+              if (!partitionLease.validFor(Math.floor(config.leaseMs / 3))) {
+                throw new CollectorError(503, 'lease_lost', `${partitionLease.name}: this node's lease (epoch ${partitionLease.epoch ?? 'none'}) is not valid long enough to commit; tick abandoned`);
+              }
+            }
+          : undefined,
       })
     : undefined;
   const fairness = new Fairness({ config, processing: processor, now });
-  // One compactor for all accounts (its passes assume no other compactor runs): the process
-  // node of partition 0, or the only one.
-  const compactor = roles.process && (parsePartition(config.processPartition)?.index ?? 0) === 0
+  // One compactor for all accounts (its passes assume no other compactor runs): in role
+  // process, whichever node holds the compactor lease; in role all (one node), that node.
+  const compactor = roles.process && (leased || (partition?.index ?? 0) === 0)
     ? new Compactor({
         store,
         keyring,
@@ -170,6 +186,24 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   // Deleting or wiping an account drops its cached query results everywhere in this process.
   lifecycle.onShred.push((id) => queryCache.dropAccount(id));
   lifecycle.onWipe.push((id) => queryCache.dropAccount(id));
+  const ownership: Ownership[] = [];
+  if (partitionLease && processor) {
+    ownership.push(
+      new Ownership({
+        lease: partitionLease,
+        log,
+        // Orphans of the previous holder's interrupted tick go first (it stopped before this lease was free).
+        start: async () => {
+          await processor.recover();
+          processor.start();
+        },
+        stop: () => processor.suspend(),
+      }),
+    );
+  }
+  if (leased && compactor) {
+    ownership.push(new Ownership({ lease: new Lease(keyringDir, 'compactor', config.leaseMs, now), log, start: async () => compactor.start(), stop: () => compactor.stop() }));
+  }
   let schemaVersion = schema.to;
   return {
     config,
@@ -184,6 +218,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     writer,
     processor,
     compactor,
+    ownership,
     rateLimiter: new RateLimiter(config.rateLimit, undefined, now),
     admission: new Admission({
       requestsPerSecond: config.ipRateLimit,

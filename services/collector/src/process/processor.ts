@@ -87,6 +87,12 @@ export interface ProcessorOptions {
   limits?: TickLimits;
   /** Called after each tick with the accounts whose points it rejected for cardinality (ingest slows them). */
   onCardinalityLimited?: (accountIds: string[]) => void;
+  /**
+   * Called right before a tick's processed markers are written (its commit): throws when this
+   * node may no longer commit (its partition lease ran out; ownership.ts). The tick then fails
+   * and its rollup rows are removed like any failed tick's.
+   */
+  fence?: () => void;
 }
 
 /** A tick whose CPU part has started. */
@@ -358,6 +364,20 @@ export class Processor {
     return this.worker?.heapSnapshot();
   }
 
+  /**
+   * Stops at once without draining (a lost lease): queued batches are forgotten (they stay
+   * durable and unmarked, for whoever holds the partition next), the tick being written fails
+   * at its fence. start() resumes.
+   */
+  async suspend(): Promise<void> {
+    clearTimeout(this.timer);
+    this.loops++;
+    this.stopped = true;
+    for (const r of this.queue.take(Infinity, { ms: Infinity, points: Infinity })) this.inflight.delete(key(r));
+    this.o.metrics.processQueue.set(this.queue.size);
+    await this.running?.catch(() => {});
+  }
+
   async stop(): Promise<void> {
     clearTimeout(this.timer);
     this.loops++;
@@ -484,6 +504,7 @@ export class Processor {
       await this.o.store.insertRollups(rollups);
       end();
     }
+    this.o.fence?.();
     const end = t.startTimer({ table: 'processed' });
     await this.o.store.markProcessed(processed);
     end();

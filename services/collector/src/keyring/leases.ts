@@ -1,0 +1,140 @@
+/**
+ * Leases: who owns a processing partition or the compactor, with holder, epoch and expiry,
+ * kept in the shared keyring directory (`<keyring>/leases/<name>.json`).
+ *
+ * Why there and not in ClickHouse: a lease needs compare-and-set (take it only if nobody else
+ * holds it), and ClickHouse has none — inserts never conflict, and reads from a replica may lag.
+ * The keyring directory already gives every process node an atomic, cross-host mutex (the
+ * keyring lock, fsutil.ts) on a medium with the semantics the README requires; a lease is one
+ * small file read and rewritten under that lock.
+ *
+ * Rules (the classic lease with a clock-skew allowance):
+ * - Taking: under the lock, a lease that is absent, released, or past `expiresAt` plus
+ *   LOCK_CLOCK_SKEW_MS is written with `epoch + 1`, this holder and `expiresAt = now + durationMs`.
+ * - Renewing: under the lock, only while the file still names this holder and epoch.
+ * - Holding: a holder counts its lease valid until `durationMs` after it *started* the renewal
+ *   that succeeded, on its monotonic clock, so it stops (`validFor` false) at least the
+ *   skew allowance before anyone else may take over, whatever the wall clocks say within it.
+ */
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes, toHex } from '@cipherstat/protocol';
+import { acquireLock, atomicWrite, ensurePrivateDir, LOCK_CLOCK_SKEW_MS, readWithId, unlinkDurably } from './fsutil.js';
+import { KeyringError } from './errors.js';
+
+export interface LeaseRecord {
+  name: string;
+  /** host/pid/random: unique per process start. */
+  holder: string;
+  /** Grows by one at every change of holder: fences the writes of earlier holders. */
+  epoch: number;
+  /** Wall-clock ms after which (plus the skew allowance) another node may take the lease. */
+  expiresAt: number;
+  durationMs: number;
+}
+
+export type LeaseAttempt = { held: true; lease: LeaseRecord } | { held: false; lease: LeaseRecord };
+
+/** One process's side of one named lease. */
+export class Lease {
+  readonly holder = `${hostname()}/${process.pid}/${toHex(randomBytes(4))}`;
+  private mine: LeaseRecord | undefined;
+  /** performance.now() until which this holder may act. */
+  private validUntil = 0;
+  private readonly path: string;
+
+  constructor(
+    private readonly keyringDir: string,
+    readonly name: string,
+    readonly durationMs: number,
+    private readonly now: () => number = Date.now,
+  ) {
+    if (!/^[a-z0-9-]+$/.test(name)) throw new KeyringError('invalid_argument', `bad lease name ${name}`);
+    if (!(durationMs >= 100)) throw new KeyringError('invalid_argument', 'lease duration must be at least 100 ms');
+    this.path = join(keyringDir, 'leases', `${name}.json`);
+  }
+
+  /** The epoch this process holds, or undefined. */
+  get epoch(): number | undefined {
+    return this.mine?.epoch;
+  }
+
+  /** True while this process holds the lease with at least `marginMs` left (monotonic clock; no I/O). */
+  validFor(marginMs = 0): boolean {
+    return this.mine !== undefined && performance.now() + marginMs < this.validUntil;
+  }
+
+  /** What the file says now (undefined: never taken or released). */
+  read(): LeaseRecord | undefined {
+    const file = readWithId(this.path);
+    if (!file) return undefined;
+    try {
+      const r = JSON.parse(file.text) as LeaseRecord;
+      if (typeof r.holder === 'string' && Number.isInteger(r.epoch) && Number.isFinite(r.expiresAt)) return r;
+    } catch {
+      // cut short by a crash before the rename: atomicWrite never leaves one; treat as absent
+    }
+    return undefined;
+  }
+
+  /**
+   * Takes the lease when free or expired, renews it when this process holds it; otherwise
+   * reports the holder. Loses it (held: false) when the file names another holder or epoch.
+   */
+  acquireOrRenew(): LeaseAttempt {
+    const started = performance.now();
+    ensurePrivateDir(join(this.keyringDir, 'leases'));
+    const lock = acquireLock(join(this.keyringDir, '.lock'));
+    try {
+      const t = this.now();
+      const seen = this.read();
+      const ours = seen !== undefined && this.mine !== undefined && seen.holder === this.holder && seen.epoch === this.mine.epoch;
+      const free = seen === undefined || seen.holder === '' || t > seen.expiresAt + LOCK_CLOCK_SKEW_MS;
+      if (!ours && !free) {
+        this.drop();
+        return { held: false, lease: seen! };
+      }
+      const next: LeaseRecord = {
+        name: this.name,
+        holder: this.holder,
+        epoch: ours ? seen!.epoch : (seen?.epoch ?? 0) + 1,
+        expiresAt: t + this.durationMs,
+        durationMs: this.durationMs,
+      };
+      lock.assertHeld();
+      atomicWrite(this.path, JSON.stringify(next) + '\n');
+      this.mine = next;
+      this.validUntil = started + this.durationMs;
+      return { held: true, lease: next };
+    } finally {
+      lock.release();
+    }
+  }
+
+  /** Gives the lease up at once (a graceful stop): the next holder need not wait for the expiry. */
+  release(): void {
+    if (!this.mine) return;
+    const mine = this.mine;
+    this.drop();
+    const lock = acquireLock(join(this.keyringDir, '.lock'));
+    try {
+      const seen = this.read();
+      if (seen?.holder === mine.holder && seen.epoch === mine.epoch) {
+        lock.assertHeld();
+        atomicWrite(this.path, JSON.stringify({ ...seen, holder: '', expiresAt: 0 }) + '\n');
+      }
+    } finally {
+      lock.release();
+    }
+  }
+
+  private drop(): void {
+    this.mine = undefined;
+    this.validUntil = 0;
+  }
+}
+
+/** Removes a lease file (tests, an operator clearing a retired partition count). */
+export function removeLease(keyringDir: string, name: string): boolean {
+  return unlinkDurably(join(keyringDir, 'leases', `${name}.json`));
+}
