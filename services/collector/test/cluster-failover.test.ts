@@ -14,6 +14,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { until } from './lifecycle-support.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../src/storage/index.js';
 import { startCluster, type Cluster } from './support/cluster.js';
@@ -30,13 +31,6 @@ afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-const until = async (what: string, f: () => Promise<boolean>, ms = 240_000) => {
-  const deadline = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-};
 
 describe('a cluster of separate roles under kill -9', () => {
   it('hands partitions over by lease and counts every acknowledged batch exactly once', { timeout: 1_200_000 }, async () => {
@@ -70,19 +64,19 @@ describe('a cluster of separate roles under kill -9', () => {
     })();
     const times: Record<string, number> = {};
     try {
-      await until('both partitions processing', async () => (await markedAfter(0, 0)) > 0 && (await markedAfter(1, 0)) > 0);
+      await until(async () => (await markedAfter(0, 0)) > 0 && (await markedAfter(1, 0)) > 0, 240_000, 'both partitions processing');
 
       // The second node for 0/2 waits and says why.
       const holder0 = c.holderOf('partition-0-of-2')!;
       expect(holder0, 'someone holds partition 0/2').toBeDefined();
       const standby = [c.node('process-0'), c.node('process-2')].find((n) => n !== holder0)!;
-      await until('the standby says why it waits', async () => standby.proc.output().includes(`partition-0-of-2 is held by ${c.lease('partition-0-of-2')!.holder}`));
+      await until(async () => standby.proc.output().includes(`partition-0-of-2 is held by ${c.lease('partition-0-of-2')!.holder}`), 240_000, 'the standby says why it waits');
       const epoch0 = c.lease('partition-0-of-2')!.epoch;
 
       // kill -9 the 0/2 holder: the standby takes over after the expiry.
       let killedAt = Date.now();
       await c.stop(holder0.name, 'SIGKILL');
-      await until('partition 0/2 processed again after its holder died', async () => (await markedAfter(0, killedAt)) > 0);
+      await until(async () => (await markedAfter(0, killedAt)) > 0, 240_000, 'partition 0/2 processed again after its holder died');
       times['partition 0/2 (standby takes over)'] = Date.now() - killedAt;
       expect(c.holderOf('partition-0-of-2')?.name).toBe(standby.name);
       expect(c.lease('partition-0-of-2')!.epoch).toBeGreaterThan(epoch0);
@@ -96,7 +90,7 @@ describe('a cluster of separate roles under kill -9', () => {
       killedAt = Date.now();
       await c.stop('process-1', 'SIGKILL');
       const restarted = await c.start('process-1', 'process', '1/2');
-      await until('partition 1/2 processed again after a restart', async () => (await markedAfter(1, killedAt)) > 0);
+      await until(async () => (await markedAfter(1, killedAt)) > 0, 240_000, 'partition 1/2 processed again after a restart');
       times['partition 1/2 (restarted node)'] = Date.now() - killedAt;
       expect(c.lease('partition-1-of-2')!.epoch).toBeGreaterThan(epoch1);
       expect(c.holderOf('partition-1-of-2')?.proc.child.pid).toBe(restarted.proc.child.pid);
@@ -104,7 +98,7 @@ describe('a cluster of separate roles under kill -9', () => {
       // kill -9 an ingest node (senders move to the other), then the query node; restart each.
       await c.stop('ingest-0', 'SIGKILL');
       const acked = all.reduce((n, t) => n + t.acked.size, 0);
-      await until('batches acknowledged by the other ingest node', async () => all.reduce((n, t) => n + t.acked.size, 0) > acked + 20);
+      await until(async () => all.reduce((n, t) => n + t.acked.size, 0) > acked + 20, 240_000, 'batches acknowledged by the other ingest node');
       await c.start('ingest-0', 'ingest');
       await c.stop('query-0', 'SIGKILL');
       await c.start('query-0', 'query');
@@ -118,7 +112,7 @@ describe('a cluster of separate roles under kill -9', () => {
     for (const [p, list] of trackers.entries()) {
       for (const [i, t] of list.entries()) {
         const id = accounts[p]![i]!.accountId;
-        await until(`${id} processed`, async () => Number((await c.sql(`SELECT count() FROM processed FINAL WHERE account_id = '${id}'`))[0]![0]) >= t.acked.size);
+        await until(async () => Number((await c.sql(`SELECT count() FROM processed FINAL WHERE account_id = '${id}'`))[0]![0]) >= t.acked.size, 240_000, `${id} processed`);
       }
     }
 
@@ -127,9 +121,8 @@ describe('a cluster of separate roles under kill -9', () => {
     const every = `${ids(0)},${ids(1)}`;
     expect(await c.sql(`SELECT batch_id FROM processed WHERE account_id IN (${every}) GROUP BY account_id, batch_id HAVING uniqExact(part) > 1`)).toEqual([]);
     // No orphaned rollup row: every row's part has its markers (or compaction wrote it); a dead holder's are removed at takeover.
-    await until('no orphaned rollup rows', async () =>
-      Number((await c.sql(`SELECT count() FROM rollups WHERE account_id IN (${every}) AND NOT startsWith(part, 'c:') AND (account_id, part) NOT IN (SELECT account_id, part FROM processed)`))[0]![0]) === 0,
-    );
+    await until(async () =>
+      Number((await c.sql(`SELECT count() FROM rollups WHERE account_id IN (${every}) AND NOT startsWith(part, 'c:') AND (account_id, part) NOT IN (SELECT account_id, part FROM processed)`))[0]![0]) === 0, 240_000, 'no orphaned rollup rows');
 
     // The query node answers the ground truth: each batch is 5 points of values 1..5 named `orders`.
     const q = c.node('query-0');

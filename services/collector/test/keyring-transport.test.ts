@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { until } from './lifecycle-support.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes, toBase64 } from '@cipherstat/protocol';
 import { Keyring, staticMasterKeys } from '../src/keyring/index.js';
@@ -46,13 +47,6 @@ afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
-const until = async (what: string, f: () => Promise<boolean>, ms = 180_000) => {
-  const deadline = Date.now() + ms;
-  while (!(await f())) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-};
 
 const processedOn = async (accountId: string): Promise<number> => {
   const q = `SELECT count() FROM cipherstat.processed FINAL WHERE account_id = '${accountId}'`;
@@ -111,7 +105,7 @@ describe('the transport keyring of ingest nodes', () => {
         expect(res.status).toBe(202);
       }
       // The process node (full keyring) opens and counts them: the ingest node stored them whole.
-      await until('the ingest node\'s batches processed', async () => (await processedOn(account.accountId)) === 5);
+      await until(async () => (await processedOn(account.accountId)) === 5, 180_000, 'the ingest node\'s batches processed');
 
       // 4. Memory: the account's secret, data and MAC keys, raw, base64, base64url and hex.
       const fullKeyring = Keyring.open({ dir: join(fullDir, 'keyring'), master: staticMasterKeys({ 1: Buffer.from(masterKey, 'base64') }) });
@@ -126,7 +120,7 @@ describe('the transport keyring of ingest nodes', () => {
 
       // The V8 heap snapshot of the ingest node (written on SIGUSR2; the next answer comes after it).
       ingest.child.kill('SIGUSR2');
-      await until('the heap snapshot', async () => readdirSync(snapshots).some((n) => n.endsWith('.heapsnapshot')));
+      await until(async () => readdirSync(snapshots).some((n) => n.endsWith('.heapsnapshot')), 180_000, 'the heap snapshot');
       expect((await fetch(`${ingest.url}/healthz`)).status).toBe(200);
       const snapshot = readFileSync(join(snapshots, readdirSync(snapshots).find((n) => n.endsWith('.heapsnapshot'))!));
       expect(snapshot.includes(Buffer.from(account.accountId)), 'positive control: the snapshot holds the account id it served').toBe(true);
