@@ -35,7 +35,8 @@ import { randomBytes, toHex } from '@cipherstat/protocol';
 import { Counter, Histogram, type Registry } from 'prom-client';
 import type { AccountKeys } from '../keyring/index.js';
 import type { Logger } from '../logger.js';
-import { openRollupRow, sealRollup } from '../at-rest/records.js';
+import { sealRollup } from '../at-rest/records.js';
+import { openRow } from '../rollup/rows.js';
 import { decodeAggregate, encodeAggregate, encodeDayPack, forEachInDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
 import { DAY_PART_PREFIX, HOUR_MS, dayOf, hourEntry, supersededRefs } from '../rollup/days.js';
 import { isCompacted, Supersession, type RowHandle } from '../rollup/supersedes.js';
@@ -384,7 +385,7 @@ export class Compactor {
       if (!keysOf.has(r.accountId)) keysOf.set(r.accountId, await this.o.keyring.accountKeys(r.accountId));
       const key = keysOf.get(r.accountId)?.find((k) => k.version === r.keyVersion);
       if (!key) continue;
-      const o = openRollupRow(key.dataKey, r, r.agg);
+      const o = openRow(key.dataKey, r, r.agg);
       const sealed = o && isCompacted(r.part) ? (o.supersedes ?? r.supersedes) : [];
       const kept = r.supersedes.filter((e) => sealed.includes(e));
       if (kept.length < r.supersedes.length) {
@@ -637,9 +638,9 @@ export class Compactor {
             continue;
           }
           const o = level === LEVEL.dayPack || (sameList(r.tagKeys, first.tagKeys) && sameList(r.tagValues, first.tagValues))
-            ? openRollupRow(key.dataKey, { ...id, level, bucket: r.bucket, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: version, part: r.part }, r.agg)
+            ? openRow(key.dataKey, { ...id, level, bucket: r.bucket, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: version, part: r.part }, r.agg)
             : null; // other tag pseudonyms than its series: not what the processor writes
-          if (!o || (o.sealsList && !isCompacted(r.part))) {
+          if (!o) {
             report.failedRows++;
             if (level === LEVEL.dayPack) broken = true;
             continue;
@@ -743,8 +744,8 @@ export class Compactor {
     for (const r of candidates) {
       await this.opening(report);
       // the row's own tag pseudonyms: a row whose tag_values storage rewrote fails here
-      const o = openRollupRow(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: r.keyVersion, part: r.part }, r.agg);
-      const a = o && (!o.sealsList || isCompacted(r.part)) ? decoded(o.payload) : undefined;
+      const o = openRow(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: r.keyVersion, part: r.part }, r.agg);
+      const a = o ? decoded(o.payload) : undefined;
       if (!a) {
         failed++;
         continue;

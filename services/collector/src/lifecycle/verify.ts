@@ -16,7 +16,8 @@ import { nodeX25519 } from '@cipherstat/protocol/node';
 import { readRotationRecord, type Keyring } from '../keyring/index.js';
 import type { AccountState, PurgeTable, Store } from '../storage/types.js';
 import { PURGE_TABLES } from '../storage/index.js';
-import { openRollup, opensDict } from '../at-rest/records.js';
+import { opensDict } from '../at-rest/records.js';
+import { decryptsUnder } from '../rollup/rows.js';
 
 export interface VerifyOptions {
   /** Rollup and dictionary ciphertexts tried per table (default 1000). */
@@ -134,7 +135,7 @@ export async function verifyAccount(
   const counts = (await store.purgeRowCounts([accountId])).get(accountId)!;
   // Each ciphertext is tried under its row's own identity (the associated data it was sealed with).
   const sample_ = await store.ciphertextSample(accountId, { rows: sample, batches: maxBatches });
-  const rollupOpens = ({ agg, ...id }: (typeof sample_.rollups)[number]) => dataKeys.some((k) => openRollup(k, id, agg) !== null);
+  const rollupOpens = ({ agg, ...id }: (typeof sample_.rollups)[number]) => dataKeys.some((k) => decryptsUnder(k, id, agg));
   const dictOpens = (r: (typeof sample_.dictionary)[number]) => dataKeys.some((k) => opensDict(k, accountId, r.kind, r.pseudonym, r.ciphertext));
   const trySealed = (cts: Uint8Array[]) => cts.filter((ct) => pairs.some((p) => openSeal(ct, p, nodeX25519).ok)).length;
   const decryption = {

@@ -1,7 +1,8 @@
 /**
- * Opening stored rollup rows: the one path the query engine and `GET /v1/metrics` read rows
- * through (compaction and `verify` are to follow, issue 13). What a reader may count, decided
- * here once:
+ * Opening stored rollup rows: the one path every reader of rollup ciphertext goes through — the
+ * query engine and `GET /v1/metrics` (RowReader), compaction's merges and day packs and its
+ * check of unfinished lists (`openRow`), `verify` (`decryptsUnder`). What a reader may count,
+ * decided here once:
  *
  * - a row opens only under its identity (records.ts: account, level, bucket, metric, series,
  *   tag pseudonyms, key version, part) and the data key of its key version; one that does not
@@ -18,7 +19,7 @@
  * each row that counts is yielded once by `RowReader.rows`.
  */
 import { CollectorError } from '../errors.js';
-import { openRollupJoined, type OpenedRollup, type RollupIdentity } from '../at-rest/records.js';
+import { openRollupJoined, openRollupRow, type OpenedRollup, type RollupIdentity } from '../at-rest/records.js';
 import { forEachInDayPack } from './pack.js';
 import type { StoredRow } from '../storage/queries.js';
 import { LEVEL, type RollupLevel } from './levels.js';
@@ -29,6 +30,23 @@ export { LEVEL, type RollupLevel } from './levels.js';
 
 /** A stored row as the query side selects it, and its reader (storage/queries.ts). */
 export { readStoredRows as readRows, type StoredRow } from '../storage/queries.js';
+
+/** A row opened that may be used: a sealed list only on a row compaction wrote (else not what compaction writes). */
+const usable = (o: OpenedRollup | null, part: string): OpenedRollup | null => (o && (!o.sealsList || isCompacted(part)) ? o : null);
+
+/**
+ * Opens one stored rollup row under its identity and the data key of its key version: its
+ * payload (aggregate or day pack) and sealed list. Null when it does not open (wrong key, moved,
+ * tampered, malformed) or seals a list without being a row compaction wrote.
+ */
+export const openRow = (dataKey: Uint8Array, id: RollupIdentity, sealed: Uint8Array): OpenedRollup | null =>
+  usable(openRollupRow(dataKey, id, sealed), id.part);
+
+/**
+ * Whether `key` decrypts a stored row under its identity at all, whatever a reader would make of
+ * it (`verify` after a shred: authenticated, so never a false positive).
+ */
+export const decryptsUnder = (key: Uint8Array, id: RollupIdentity, sealed: Uint8Array): boolean => openRollupRow(key, id, sealed) !== null;
 
 /** A row that counts: opened, not a copy, not replaced. */
 export interface OpenedRow {
@@ -124,9 +142,8 @@ export class RowReader {
     id.series = row.s;
     id.keyVersion = row.v;
     id.part = row.p;
-    const opened: OpenedRollup | null = openRollupJoined(dataKey, id, row.k, row.t, row.a);
-    // a sealed list on a row no compaction wrote: not what compaction writes
-    if (!opened || (opened.sealsList && !isCompacted(row.p))) {
+    const opened = usable(openRollupJoined(dataKey, id, row.k, row.t, row.a), row.p);
+    if (!opened) {
       this.failed++;
       return undefined;
     }
