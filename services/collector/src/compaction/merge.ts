@@ -1,0 +1,160 @@
+/**
+ * Step 3 of a pass (compactor.ts): the rows of each taken group opened (rollup/rows.ts) and
+ * merged into one row that seals the list of its sources. Only rows whose tick finished or that
+ * compaction wrote are merged; rows of different key versions never; rows that fail to open or
+ * decode stay where they are (counted).
+ */
+import type { AccountKeys } from '../keyring/index.js';
+import { sealRollup } from '../at-rest/records.js';
+import { encodeAggregate, mergeInto, type Aggregate } from '../rollup/index.js';
+import { dayOf } from '../rollup/days.js';
+import { LEVEL } from '../rollup/levels.js';
+import { openRow } from '../rollup/rows.js';
+import { Supersession, type RowHandle } from '../rollup/supersedes.js';
+import { COMPACTION_PART_PREFIX, type RollupGroupCount, type RollupRow, type StoredRollup } from '../storage/types.js';
+import { dayId, decoded, groupId, newPart, sameList, type CompactionReport, type PassContext } from './pass.js';
+
+export class GroupMerger {
+  constructor(private readonly c: PassContext) {}
+
+  async mergeGroups(all: RollupGroupCount[], perGroup: number, report: CompactionReport, packing: Set<string> | 'all'): Promise<RollupRow[]> {
+    // Hour rows of closed days go into their day's pack directly (step 6), never into a merged
+    // hour row first: the pack is what seals the list naming them, so a row replayed after the
+    // pack took it is recognised (a merged hour row would not see the pack's list).
+    const closed = (this.c.o.maxDayPacks ?? 2000) > 0 ? dayOf(this.c.now() - (this.c.o.dayPackLagMs ?? 15 * 60_000)) : -Infinity;
+    const taken = all.filter((g) => g.level !== LEVEL.hour || g.bucket >= closed);
+    if (taken.length === 0) return [];
+    const rows = await this.c.o.store.rollupsOfGroups(taken, perGroup);
+    const byGroup = new Map<string, StoredRollup[]>();
+    for (const r of rows) {
+      const k = groupId(r);
+      const list = byGroup.get(k);
+      if (list) list.push(r);
+      else byGroup.set(k, [r]);
+    }
+    const keysOf = new Map<string, AccountKeys[] | undefined>();
+    const now = this.c.now();
+    const out: RollupRow[] = [];
+    for (const g of taken) {
+      if (g.level === LEVEL.dayPack) continue; // day packs are not merged: a repack replaces them (packDays)
+      if (g.level === LEVEL.hour && (packing === 'all' || packing.has(dayId(g)))) {
+        report.skippedGroups++;
+        continue;
+      }
+      const groupRows = byGroup.get(groupId(g)) ?? [];
+      if (!keysOf.has(g.accountId)) keysOf.set(g.accountId, await this.c.o.keyring.accountKeys(g.accountId));
+      const keys = keysOf.get(g.accountId);
+      if (!keys?.length) {
+        // Shredded (or wiped meanwhile): no keys, nothing to open; the lifecycle deletes the rows.
+        report.skippedGroups++;
+        continue;
+      }
+      if (groupRows.some((r) => r.supersedes.length > 0)) {
+        report.skippedGroups++; // an unfinished merged row: finished first
+        continue;
+      }
+      const versions = new Map<number, StoredRollup[]>();
+      for (const r of groupRows) {
+        if (!r.marked && !r.part.startsWith(COMPACTION_PART_PREFIX)) {
+          report.unmarkedRows++;
+          continue;
+        }
+        const list = versions.get(r.keyVersion);
+        if (list) list.push(r);
+        else versions.set(r.keyVersion, [r]);
+      }
+      for (const [version, candidates] of versions) {
+        if (candidates.length < 2) continue;
+        const key = keys.find((k) => k.version === version);
+        if (!key) {
+          report.skippedGroups++; // a destroyed key version: a wipe deletes these rows
+          continue;
+        }
+        const merged = await this.merge(g, key.dataKey, candidates, report);
+        if (!merged) continue;
+        const first = merged.sources[0]!;
+        const part = newPart(COMPACTION_PART_PREFIX); // one per row: a list entry names exactly one row
+        out.push({
+          accountId: g.accountId,
+          level: g.level,
+          bucket: g.bucket,
+          metric: g.metric,
+          series: g.series,
+          tagKeys: first.tagKeys,
+          tagValues: first.tagValues,
+          keyVersion: version,
+          part,
+          supersedes: merged.sources.map((s) => s.part),
+          // bound to the tag pseudonyms it is stored with (all sources carry the same ones), its key
+          // version and part; the list sealed with it (format 3) is what readers go by
+          agg: sealRollup(
+            key.dataKey,
+            { ...g, tagKeys: first.tagKeys, tagValues: first.tagValues, keyVersion: version, part },
+            encodeAggregate(merged.agg),
+            merged.sources.map((s) => s.part),
+          ),
+          writtenAt: now,
+          expiresAt: Math.max(...merged.sources.map((s) => s.expiresAt)),
+        });
+        report.groups++;
+        report.mergedRows += merged.sources.length;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Opens and merges a group's candidate rows (in slices); rows that fail are left out (and stay stored). All
+   * are opened first: a row a merged row among them seals in its list came back after that row
+   * took it (a replay), so it is listed by the new row (and deleted) without being counted again.
+   */
+  private async merge(
+    g: RollupGroupCount,
+    dataKey: Uint8Array,
+    candidates: StoredRollup[],
+    report: CompactionReport,
+  ): Promise<{ agg: Aggregate; sources: StoredRollup[] } | undefined> {
+    const group = new Supersession();
+    const opened: { r: StoredRollup; h: RowHandle; a: Aggregate }[] = [];
+    let failed = 0;
+    for (const r of candidates) {
+      await this.c.opening(report);
+      // the row's own tag pseudonyms: a row whose tag_values storage rewrote fails here
+      const o = openRow(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: r.keyVersion, part: r.part }, r.agg);
+      const a = o ? decoded(o.payload) : undefined;
+      if (!a) {
+        failed++;
+        continue;
+      }
+      if (opened.length > 0 && !(sameList(r.tagKeys, opened[0]!.r.tagKeys) && sameList(r.tagValues, opened[0]!.r.tagValues))) {
+        failed++; // same series pseudonym, other tag pseudonyms: not what the processor writes
+        continue;
+      }
+      // a copy storage made of a row (same part, counted): merged once; the delete removes both
+      const h = group.add(r.part, g.level, g.bucket, g.metric, g.series, r.keyVersion, o!);
+      if (h) opened.push({ r, h, a });
+    }
+    let agg: Aggregate | undefined;
+    const sources: StoredRollup[] = [];
+    for (const { r, h, a } of opened) {
+      if (!group.replaced(h)) {
+        if (agg === undefined) agg = a;
+        else {
+          try {
+            mergeInto(agg, a); // throws before changing anything
+          } catch {
+            failed++;
+            continue;
+          }
+        }
+      }
+      sources.push(r);
+    }
+    report.tamperedRows += group.tampered;
+    if (failed) {
+      report.failedRows += failed;
+      this.c.o.log.warn({ accountId: g.accountId, level: g.level, bucket: g.bucket, failedRows: failed }, 'rollup compaction: rows failed to open and were left in place');
+    }
+    return agg && sources.length >= 2 ? { agg, sources } : undefined;
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * What the steps of a compaction pass share (compactor.ts runs them): the options, the report,
+ * the row and group ids, and the pass context each step gets (the clock, the event-loop slices,
+ * whether the compactor is stopping).
+ */
+import { randomBytes, toHex } from '@cipherstat/protocol';
+import type { Registry } from 'prom-client';
+import type { AccountKeys } from '../keyring/index.js';
+import type { Logger } from '../logger.js';
+import { decodeAggregate, type Aggregate } from '../rollup/index.js';
+import { dayOf } from '../rollup/days.js';
+import type { RollupGroupKey, RollupRef, Store } from '../storage/types.js';
+
+export const DEFAULT_COMPACTION_INTERVAL_MS = 60_000;
+/**
+ * Rows a pass opens and merges between two turns of the event loop: compaction runs on the
+ * main thread beside ingest, queries and /healthz, and must never hold it for long (a pass
+ * opens up to `maxRows` rows: ~0.5 s of CPU at once without slices).
+ */
+export const COMPACTION_SLICE_ROWS = 500;
+
+export type CompactionStep = 'inserted' | 'packed' | 'deleted' | 'cleared';
+
+export interface CompactorOptions {
+  store: Store;
+  keyring: { accountKeys(accountId: string): AccountKeys[] | undefined | Promise<AccountKeys[] | undefined> };
+  log: Logger;
+  /** Counters and a pass-duration histogram are registered here (Prometheus /metrics). */
+  registry?: Registry;
+  now?: () => number;
+  /** Period of the scheduler (default 60 s); 0: no scheduler, passes only through `runPass()`. */
+  intervalMs?: number;
+  /** Delay before the next pass when a pass stopped at its bounds (default 1 s). */
+  catchUpMs?: number;
+  /** Most groups one pass looks at (default 2000). */
+  maxGroups?: number;
+  /** Most rows one pass reads and merges (default 20 000). */
+  maxRows?: number;
+  /** Most rows of one group merged in one pass (default 2000; the rest in the next passes). */
+  maxRowsPerGroup?: number;
+  /** How long a pass polls for its queued deletes and list updates to apply (default 10 s). */
+  settleMs?: number;
+  /**
+   * After a complete sweep, the next sweep only looks at groups with a row written since this
+   * long before the previous sweep started (default 10 min: covers ticks in flight). The first
+   * sweep after start looks at every group.
+   */
+  windowSlackMs?: number;
+  /** Most day packs (level 2) one pass writes (default 2000; 0: none). */
+  maxDayPacks?: number;
+  /** A UTC day is packed once it ended this long ago (default 15 min; late data only costs a repack). */
+  dayPackLagMs?: number;
+  /** Rows opened between two turns of the event loop (default COMPACTION_SLICE_ROWS). */
+  sliceRows?: number;
+  /** Told which accounts a pass changed (query caches). */
+  onCompacted?: (accountIds: string[]) => void;
+  /** Test seam: called after each write step of a pass; throwing there stops the pass like a crash would. */
+  hook?: (step: CompactionStep) => void | Promise<void>;
+}
+
+export interface CompactionReport {
+  /** Merged rows of earlier, interrupted passes finished in this pass. */
+  finished: number;
+  /** Merged rows (of this pass or earlier ones) still unfinished at the end of the pass. */
+  unfinished: number;
+  /** Groups merged into one row each. */
+  groups: number;
+  /** Source rows merged (and deleted). */
+  mergedRows: number;
+  /** Merged rows written. */
+  writtenRows: number;
+  /** Rows that failed to open, decode or merge (or carry other tag pseudonyms than their group): left in place. */
+  failedRows: number;
+  /**
+   * Rows found tampered with: a copy of a row (merged once; the delete removes both), or a row
+   * a merged row or pack stored with it already holds (back after its deletion: listed by the
+   * new row and deleted, not counted again).
+   */
+  tamperedRows: number;
+  /** Rows of ticks without a processed marker (in flight or orphaned): left in place. */
+  unmarkedRows: number;
+  /** Groups left alone: no keys (shredded) or no key of their version (wiped), or an unfinished merged row. */
+  skippedGroups: number;
+  /** Day packs (level 2) written or refreshed. */
+  packedDays: number;
+  /** The pass stopped at its bounds: more work is waiting. */
+  more: boolean;
+  /** Turns the pass gave the event loop while opening and merging rows (every `sliceRows` rows). */
+  slices: number;
+  tookMs: number;
+}
+
+export const emptyReport = (): CompactionReport => ({
+  finished: 0, unfinished: 0, groups: 0, mergedRows: 0, writtenRows: 0, failedRows: 0, tamperedRows: 0, unmarkedRows: 0, skippedGroups: 0, packedDays: 0, more: false, slices: 0, tookMs: 0,
+});
+export const groupId = (g: RollupGroupKey): string => `${g.accountId}\u0000${g.level}\u0000${g.bucket}\u0000${g.metric}\u0000${g.series}`;
+export const refId = (r: RollupRef): string => `${groupId(r)}\u0000${r.part}`;
+export const refOf = (r: RollupRef): RollupRef => ({ accountId: r.accountId, level: r.level, bucket: r.bucket, metric: r.metric, series: r.series, part: r.part });
+export const sameList = (a: string[], b: string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+/** An aggregate decoded; undefined when it does not decode. */
+export function decoded(payload: Uint8Array): Aggregate | undefined {
+  try {
+    return decodeAggregate(payload);
+  } catch {
+    return undefined;
+  }
+}
+export const newPart = (prefix: string): string => `${prefix}${toHex(randomBytes(16))}`;
+/** (account, metric, UTC day, series) of a row: the scope of a day pack. */
+export const dayId = (r: RollupGroupKey): string => `${r.accountId}\u0000${r.metric}\u0000${dayOf(r.bucket)}\u0000${r.series}`;
+
+/** What each step of a pass gets from the compactor. */
+export interface PassContext {
+  readonly o: CompactorOptions;
+  now(): number;
+  /** Counts `n` rows opened; every `sliceRows` of them, gives the event loop a turn (pending I/O first). */
+  opening(report: CompactionReport, n?: number): Promise<void>;
+  /** Whether stop() was called: a pass in flight stops polling. */
+  closing(): boolean;
+}
