@@ -8,7 +8,8 @@
  * processed markers naming that part. A crash between the two leaves rollup rows whose part
  * has no marker; `recover()` deletes them before their batches are processed again. A tick
  * that fails in process deletes its own rows before its batches can be retried (and refuses
- * to process anything else until that succeeded); a periodic recovery sweeps what is left.
+ * to process anything else until that succeeded); a periodic recovery sweeps what is left
+ * (recovery.ts).
  *
  * CPU: opening, aggregating and sealing (tick.ts) run in a worker thread when running from the
  * compiled files (tick-worker.js), inline otherwise; storage writes stay on the main thread.
@@ -21,7 +22,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { randomBytes, toHex } from '@cipherstat/protocol';
-import type { BatchRow, DictRow, Partition, RollupRef, RollupRow, Store } from '../storage/types.js';
+import type { BatchRow, DictRow, Partition, RollupRow, Store } from '../storage/types.js';
 import type { Keyring } from '../keyring/index.js';
 import type { Accounts } from '../accounts.js';
 import type { Metrics } from '../metrics.js';
@@ -29,6 +30,7 @@ import type { Logger } from '../logger.js';
 import { computeTick, TickState, type CacheLookups, type TickAccount, type TickInput, type TickLimits, type TickOutput } from './tick.js';
 import { TickWorker, WORKER_URL, WorkerFailure } from './worker-client.js';
 import { FairQueue, type TickBudget } from './fair-queue.js';
+import { TickRecovery } from './recovery.js';
 import { FifoMap } from '../fifo-map.js';
 import { isCollectorError } from '../errors.js';
 
@@ -121,8 +123,8 @@ export class Processor {
   /** Hand-offs in the current and the previous 1 s window (real time). */
   private rateWindow = { start: 0, current: 0, previous: 0 };
   private lastRecover = 0;
-  /** Parts of failed ticks whose rollup rows are not known to be gone yet: nothing is processed until they are. */
-  private readonly dirty = new Map<string, { refs: RollupRef[]; at: number }>();
+  /** Rows of failed ticks and of crashed ones (recovery.ts). */
+  private readonly recovery: TickRecovery;
   /** Poll loops started; a loop runs only while its number is the latest. */
   private loops = 0;
 
@@ -133,6 +135,7 @@ export class Processor {
     for (const [cache, c] of Object.entries(this.cacheTotals)) o.metrics.cacheSources.set(cache, () => c);
     const use = o.worker !== false && (o.workerUrl !== undefined || existsSync(fileURLToPath(WORKER_URL)));
     this.worker = use ? new TickWorker(o.workerUrl ?? WORKER_URL, o.log) : undefined;
+    this.recovery = new TickRecovery(o, () => this.now());
   }
 
   private now(): number {
@@ -266,36 +269,11 @@ export class Processor {
   }
 
   /**
-   * Removes the rollup rows of a failed tick unless its processed markers made it to storage
-   * (an error after the insert was committed). Waits for the delete to apply: the batches are
-   * processed again right after. Throws when storage cannot tell (kept for the next attempt).
+   * Deletes rollup rows of ticks that never wrote their processed markers (a crash): recovery.ts.
+   * Only this node's partition; with `minAgeMs`, only parts written at least that long ago.
    */
-  private async cleanupPart(part: string, refs: RollupRef[], at: number): Promise<void> {
-    const marked = await this.o.store.partMarkedSince(part, at);
-    if (!marked && refs.length) await this.o.store.deleteRollups(refs, { wait: true });
-    this.dirty.delete(part);
-  }
-
-  private async cleanupFailedTicks(): Promise<void> {
-    for (const [part, { refs, at }] of [...this.dirty]) await this.cleanupPart(part, refs, at);
-  }
-
-  /**
-   * Deletes rollup rows of ticks that never wrote their processed markers (a crash). Rows a
-   * compaction pass wrote (parts `c:…`) have no marker by design and are left alone; the
-   * compactor never merges rows without a marker, so nothing deleted here was merged.
-   * Only this node's partition; with `minAgeMs`, only parts written at least that long ago
-   * (a tick still running on another node or in this process is never touched).
-   */
-  async recover(opts: { minAgeMs?: number } = {}): Promise<number> {
-    const now = this.now();
-    const since = now - (this.o.lookbackMs ?? 2 * DAY);
-    const orphans = await this.o.store.orphanParts({ since, writtenBefore: now - (opts.minAgeMs ?? 0) + 1, partition: this.o.partition });
-    if (orphans.length) {
-      await this.o.store.deleteRollupParts(orphans);
-      this.o.log.warn({ parts: orphans.length }, 'removed rollup rows of interrupted processing ticks');
-    }
-    return orphans.length;
+  recover(opts: { minAgeMs?: number } = {}): Promise<number> {
+    return this.recovery.recoverCrashed(opts);
   }
 
   /** Starts (or, after stop(), resumes) the poll loop and the processing of queued hand-offs. */
@@ -460,7 +438,7 @@ export class Processor {
       for (const [accountId, c] of Object.entries(output.costs)) this.queue.recordCost(accountId, c.ms, c.points);
       computed();
       // Rows of failed ticks go before this one writes anything.
-      await this.cleanupFailedTicks();
+      await this.recovery.cleanupFailedTicks();
       // Stamped now, not when the CPU part began: periodic recovery deletes unmarked parts by
       // written_at age, and must never take this tick's rows for a crashed one's.
       now = this.now();
@@ -472,10 +450,7 @@ export class Processor {
       this.forgetDict(out.dict);
       // Best effort now; if storage cannot answer, before the next tick (and by periodic recovery).
       const refs = out.rollups.map(({ accountId, level, bucket, metric, series }) => ({ accountId, level, bucket, metric, series, part }));
-      this.dirty.set(part, { refs, at: now });
-      await this.cleanupPart(part, refs, now).catch((err) =>
-        this.o.log.warn({ part, err: err instanceof Error ? err.message : String(err) }, 'could not remove the rollup rows of a failed tick yet'),
-      );
+      await this.recovery.tickFailed(part, refs, now);
       throw e;
     }
   }

@@ -1,0 +1,73 @@
+/**
+ * Exactly once after failures (processor.ts): every tick writes its rollup rows under one random
+ * `part`, then the processed markers naming it. A tick that fails in this process has its rows
+ * removed before its batches are retried (and nothing else is written until that succeeded);
+ * a crash leaves rows whose part no marker names, which `recoverCrashed` deletes (at start, and
+ * periodically for parts old enough never to be a live tick's).
+ */
+import type { Logger } from '../logger.js';
+import type { Partition, RollupRef, Store } from '../storage/types.js';
+
+/** The processor's options it reads (live: the same object). */
+export interface TickRecoveryOptions {
+  readonly store: Store;
+  readonly log: Logger;
+  /** This node's share of accounts (default: all of them). */
+  readonly partition?: Partition;
+  /** How far back crashed parts are looked for (default 2 days). */
+  readonly lookbackMs?: number;
+}
+
+const DAY = 86_400_000;
+
+export class TickRecovery {
+  /** Parts of failed ticks whose rollup rows are not known to be gone yet: nothing is processed until they are. */
+  private readonly dirty = new Map<string, { refs: RollupRef[]; at: number }>();
+
+  constructor(
+    private readonly o: TickRecoveryOptions,
+    private readonly now: () => number,
+  ) {}
+
+  /** A tick failed after it may have written `refs` (at `at`): removed now if storage answers, else before the next tick. */
+  async tickFailed(part: string, refs: RollupRef[], at: number): Promise<void> {
+    this.dirty.set(part, { refs, at });
+    await this.cleanupPart(part, refs, at).catch((err) =>
+      this.o.log.warn({ part, err: err instanceof Error ? err.message : String(err) }, 'could not remove the rollup rows of a failed tick yet'),
+    );
+  }
+
+  /**
+   * Removes the rollup rows of a failed tick unless its processed markers made it to storage
+   * (an error after the insert was committed). Waits for the delete to apply: the batches are
+   * processed again right after. Throws when storage cannot tell (kept for the next attempt).
+   */
+  private async cleanupPart(part: string, refs: RollupRef[], at: number): Promise<void> {
+    const marked = await this.o.store.partMarkedSince(part, at);
+    if (!marked && refs.length) await this.o.store.deleteRollups(refs, { wait: true });
+    this.dirty.delete(part);
+  }
+
+  /** Before a tick writes: the rows of earlier failed ticks go first (throws while storage cannot tell). */
+  async cleanupFailedTicks(): Promise<void> {
+    for (const [part, { refs, at }] of [...this.dirty]) await this.cleanupPart(part, refs, at);
+  }
+
+  /**
+   * Deletes rollup rows of ticks that never wrote their processed markers (a crash). Rows a
+   * compaction pass wrote (parts `c:…`) have no marker by design and are left alone; the
+   * compactor never merges rows without a marker, so nothing deleted here was merged.
+   * Only this node's partition; with `minAgeMs`, only parts written at least that long ago
+   * (a tick still running on another node or in this process is never touched).
+   */
+  async recoverCrashed(opts: { minAgeMs?: number } = {}): Promise<number> {
+    const now = this.now();
+    const since = now - (this.o.lookbackMs ?? 2 * DAY);
+    const orphans = await this.o.store.orphanParts({ since, writtenBefore: now - (opts.minAgeMs ?? 0) + 1, partition: this.o.partition });
+    if (orphans.length) {
+      await this.o.store.deleteRollupParts(orphans);
+      this.o.log.warn({ parts: orphans.length }, 'removed rollup rows of interrupted processing ticks');
+    }
+    return orphans.length;
+  }
+}
