@@ -30,11 +30,10 @@ import type { Logger } from '../logger.js';
 import { computeTick, TickState, type CacheLookups, type TickAccount, type TickInput, type TickLimits, type TickOutput } from './tick.js';
 import { TickWorker, WORKER_URL, WorkerFailure } from './worker-client.js';
 import { FairQueue, type TickBudget } from './fair-queue.js';
-import { TickRecovery } from './recovery.js';
+import { LOOKBACK_MS, TickRecovery } from './recovery.js';
 import { FifoMap } from '../fifo-map.js';
 import { isCollectorError } from '../errors.js';
 
-const DAY = 86_400_000;
 const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
 /** Worker failures in a row after which ticks run inline. */
 const WORKER_FAILURES_BEFORE_INLINE = 3;
@@ -307,7 +306,7 @@ export class Processor {
   /** Picks up stored batches that nobody processed (other ingest nodes, a crash, a failed tick). */
   async poll(): Promise<number> {
     const now = this.now();
-    const rows = await this.o.store.pendingBatches(now - (this.o.lookbackMs ?? 2 * DAY), 5000, this.o.partition);
+    const rows = await this.o.store.pendingBatches(now - (this.o.lookbackMs ?? LOOKBACK_MS), 5000, this.o.partition);
     const fresh = rows.filter((r) => r.receivedAt <= now - this.o.pollMinAgeMs && !this.inflight.has(key(r)) && !this.done.has(key(r)));
     if (fresh.length) this.enqueue(fresh);
     return fresh.length;

@@ -14,11 +14,12 @@ export interface TickRecoveryOptions {
   readonly log: Logger;
   /** This node's share of accounts (default: all of them). */
   readonly partition?: Partition;
-  /** How far back crashed parts are looked for (default 2 days). */
+  /** How far back crashed parts (and pending batches) are looked for (default LOOKBACK_MS). */
   readonly lookbackMs?: number;
 }
 
-const DAY = 86_400_000;
+/** Default of `lookbackMs`: two days. */
+export const LOOKBACK_MS = 2 * 86_400_000;
 
 export class TickRecovery {
   /** Parts of failed ticks whose rollup rows are not known to be gone yet: nothing is processed until they are. */
@@ -62,7 +63,7 @@ export class TickRecovery {
    */
   async recoverCrashed(opts: { minAgeMs?: number } = {}): Promise<number> {
     const now = this.now();
-    const since = now - (this.o.lookbackMs ?? 2 * DAY);
+    const since = now - (this.o.lookbackMs ?? LOOKBACK_MS);
     const orphans = await this.o.store.orphanParts({ since, writtenBefore: now - (opts.minAgeMs ?? 0) + 1, partition: this.o.partition });
     if (orphans.length) {
       await this.o.store.deleteRollupParts(orphans);

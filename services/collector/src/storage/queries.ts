@@ -6,6 +6,7 @@
  * pseudonyms, and which rows count (copies, replaced rows, one pack per day) is decided by
  * the reader from what the rows seal, never here.
  */
+import { dayOf } from '../rollup/days.js';
 import { RowBinaryReader } from './rowbinary.js';
 import type { DictRow, Params, QueryStore, RollupSelection } from './types.js';
 import { at, fromBase64, num, type Db } from './sql.js';
@@ -61,8 +62,6 @@ export function readStoredRows(bytes: Uint8Array): StoredRow[] {
 /** Array(UInt64) from decimal strings: bound as Array(String), converted in SQL (portable across adapters). */
 const u64s = (param: string): string => `arrayMap(x -> toUInt64(x), {${param}:Array(String)})`;
 const inRange = (from: string, to: string) => `bucket >= ${at(from)} AND bucket < ${at(to)}`;
-const DAY_MS = 86_400_000;
-const dayOf = (t: number): number => t - (((t % DAY_MS) + DAY_MS) % DAY_MS);
 
 /** The WHERE clause of a selection's metrics and tag filters (one disjunct per key version); '1' for every metric. */
 function metricFilters(sel: RollupSelection, params: Params): { metrics: string; filters: string } {
