@@ -122,6 +122,8 @@ const schema = z.object({
   queryConcurrency: z.coerce.number().int().positive().default(2),
   /** Threads that open and merge heavy queries' rows (default: one per core, at most 2). */
   queryWorkers: z.coerce.number().int().min(1).max(64).optional(),
+  /** Nice value of the query worker threads (Linux, per thread): heavy queries take the CPU the rest leaves (0: same as the process). */
+  queryWorkerNice: z.coerce.number().int().min(0).max(19).default(10),
   /** Stored rows one read token's queries may open per minute (token bucket); beyond: 429 `query_budget_exceeded`. */
   queryRowsPerMinute: z.coerce.number().int().positive().default(2_000_000),
   trustProxy: proxyTrust,
@@ -206,6 +208,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['maxNewValuesPerHour', 'CIPHERSTAT_MAX_NEW_VALUES_PER_HOUR'],
   ['queryConcurrency', 'CIPHERSTAT_QUERY_CONCURRENCY'],
   ['queryWorkers', 'CIPHERSTAT_QUERY_WORKERS'],
+  ['queryWorkerNice', 'CIPHERSTAT_QUERY_WORKER_NICE'],
   ['queryRowsPerMinute', 'CIPHERSTAT_QUERY_ROWS_PER_MINUTE'],
   ['trustProxy', 'CIPHERSTAT_TRUST_PROXY'],
   ['processPartition', 'CIPHERSTAT_PROCESS_PARTITION', 'partition'],

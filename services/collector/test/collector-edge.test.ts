@@ -4,7 +4,8 @@
  * authentication failures, HTTP server limits. Real server on 127.0.0.1, real chDB. Rate
  * limits run on a frozen clock, so no assertion depends on timing.
  */
-import { availableParallelism } from 'node:os';
+import { readdirSync, readFileSync } from 'node:fs';
+import os, { availableParallelism } from 'node:os';
 import { request, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -51,6 +52,38 @@ describe('configuration booleans are strict', () => {
     expect(new WorkerMergers({ size: loadConfig({}, { CIPHERSTAT_QUERY_WORKERS: '3' }).queryWorkers }).size).toBe(3);
     expect(new WorkerMergers({ size: loadConfig({}, {}).queryWorkers }).size).toBe(Math.min(2, availableParallelism()));
     for (const v of ['0', 'two', '-1']) expect(() => loadConfig({}, { CIPHERSTAT_QUERY_WORKERS: v })).toThrow(/CIPHERSTAT_QUERY_WORKERS/);
+  });
+
+  it.runIf(process.platform === 'linux')('query worker threads run at CIPHERSTAT_QUERY_WORKER_NICE (default 10), below the rest of the process; 0 keeps the process priority; junk is a startup error', async () => {
+    expect(loadConfig({}, {}).queryWorkerNice).toBe(10);
+    for (const v of ['20', '-1', 'low']) expect(() => loadConfig({}, { CIPHERSTAT_QUERY_WORKER_NICE: v })).toThrow(/CIPHERSTAT_QUERY_WORKER_NICE/);
+    // Threads of this process by id, with their nice value (/proc/self/task/<tid>/stat, field 19).
+    const threads = () =>
+      new Map(readdirSync('/proc/self/task').flatMap((tid): [string, number][] => {
+        try {
+          const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+          return [[tid, Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])]];
+        } catch {
+          return []; // the thread ended meanwhile
+        }
+      }));
+    const plan = { accountId: 'acct_000000000000000000000000', level: 0, starts: [0], end: 60_000, aggregation: 'count', maxRows: 10, maxGroups: 10, versions: [] };
+    const url = new URL('../dist/query/worker.js', import.meta.url);
+    for (const nice of [undefined, 7, 0]) {
+      const before = threads();
+      const pool = new WorkerMergers({ url, size: 1, inlineBytes: -1, ...(nice === undefined ? {} : { nice }) });
+      try {
+        const merged = await pool.merge(plan as never, new Uint8Array(0)); // an empty result, merged in the worker
+        expect(merged.rows).toBe(0);
+        const started = [...threads()].filter(([tid]) => !before.has(tid)).map(([, n]) => n);
+        const expected = nice ?? 10;
+        if (expected > 0) expect(started).toContain(expected);
+        else expect(started.every((n) => n === os.getPriority())).toBe(true);
+        merged.drop();
+      } finally {
+        await pool.close();
+      }
+    }
   });
 
   it('every CIPHERSTAT_* setting is read by loadConfig alone; secrets stay out of the config', () => {

@@ -10,8 +10,8 @@
  * them when the query fails before finishing); the data keys it received are zeroed as soon as
  * the rows are open.
  */
-import { existsSync } from 'node:fs';
-import { availableParallelism } from 'node:os';
+import { existsSync, readlinkSync } from 'node:fs';
+import { availableParallelism, setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { CollectorError } from '../errors.js';
@@ -35,6 +35,34 @@ export interface Merging {
 export interface Mergers {
   merge(plan: MergePlan, bytes: Uint8Array): Promise<Merging>;
   close(): Promise<void>;
+}
+
+/**
+ * The nice value query worker threads run at (Linux: per thread; 0 = the process's own). On two
+ * cores the two query workers, the tick worker, storage and the main thread compete for the CPU:
+ * at equal priority one read token's heavy query took ~1.9 of 2 cores and the other tenants'
+ * acknowledgements, processing and /healthz waited for CPU (`npm run bench abuse`). At nice 10 a
+ * query thread gets about a tenth of what a busy thread at nice 0 gets while they compete, and
+ * all of an idle core otherwise.
+ */
+export const QUERY_WORKER_NICE = 10;
+
+/**
+ * Lowers the calling thread's scheduling priority to `nice` (raising nice needs no privilege;
+ * it cannot be undone by the thread). Linux only: the thread is named by its id from
+ * /proc/thread-self, and setpriority(2) on a thread id changes that thread alone. Elsewhere,
+ * or when refused, nothing changes. Returns the thread id changed, if any.
+ */
+export function lowerThreadPriority(nice: number): number | undefined {
+  if (nice <= 0 || process.platform !== 'linux') return undefined;
+  try {
+    const tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+    if (!Number.isInteger(tid) || tid <= 0) return undefined;
+    setPriority(tid, Math.min(19, nice));
+    return tid;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Storage results up to this size are merged on the main thread (a few ms at most). */
@@ -113,6 +141,7 @@ class MergeWorker {
   constructor(
     private readonly url: URL,
     private readonly log?: Logger,
+    private readonly nice = QUERY_WORKER_NICE,
   ) {}
 
   private fail(w: Worker, why: string): void {
@@ -126,7 +155,7 @@ class MergeWorker {
   }
 
   private start(): Worker {
-    const w = new Worker(this.url);
+    const w = new Worker(this.url, { workerData: { nice: this.nice } });
     w.on('message', (m: MergeReply) => {
       const p = this.pending.get(m.id);
       if (!p) return;
@@ -213,11 +242,14 @@ export class WorkerMergers implements Mergers {
 
   private readonly inlineBytes: number;
 
-  /** `inlineBytes`: results up to this size are merged inline (default INLINE_BYTES; tests: 0). */
-  constructor(o: { url?: URL; size?: number; log?: Logger; inlineBytes?: number } = {}) {
+  /**
+   * `inlineBytes`: results up to this size are merged inline (default INLINE_BYTES; tests: 0).
+   * `nice`: the workers' scheduling priority (default QUERY_WORKER_NICE; 0: the process's).
+   */
+  constructor(o: { url?: URL; size?: number; log?: Logger; inlineBytes?: number; nice?: number } = {}) {
     this.inlineBytes = o.inlineBytes ?? INLINE_BYTES;
     const size = o.size ?? Math.min(2, availableParallelism());
-    this.workers = Array.from({ length: Math.max(1, size) }, () => new MergeWorker(o.url ?? WORKER_URL, o.log));
+    this.workers = Array.from({ length: Math.max(1, size) }, () => new MergeWorker(o.url ?? WORKER_URL, o.log, o.nice));
   }
 
   /** Threads in the pool (each started with its first merge). */
@@ -238,5 +270,5 @@ export class WorkerMergers implements Mergers {
 }
 
 /** Workers when the compiled worker exists (the service from dist), else inline. */
-export const defaultMergers = (log?: Logger, size?: number): Mergers =>
-  existsSync(fileURLToPath(WORKER_URL)) ? new WorkerMergers({ log, size }) : inlineMergers;
+export const defaultMergers = (log?: Logger, size?: number, nice?: number): Mergers =>
+  existsSync(fileURLToPath(WORKER_URL)) ? new WorkerMergers({ log, size, nice }) : inlineMergers;

@@ -74,7 +74,7 @@ export interface QueryRoutesOptions {
 const MAX_QUERY_BODY = 16 * 1024;
 
 type QueryServices = Pick<Services, 'store' | 'keyring' | 'accounts' | 'log' | 'metrics' | 'now' | 'authFailures' | 'refusals'> & {
-  config: Pick<Services['config'], 'trustProxy' | 'bodyTimeoutMs' | 'queryTimeoutMs' | 'queryConcurrency' | 'queryRowsPerMinute' | 'queryWorkers'>;
+  config: Pick<Services['config'], 'trustProxy' | 'bodyTimeoutMs' | 'queryTimeoutMs' | 'queryConcurrency' | 'queryRowsPerMinute' | 'queryWorkers' | 'queryWorkerNice'>;
 };
 
 export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCache, opts: QueryRoutesOptions = {}): void {
@@ -85,7 +85,7 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     onFailedRows: (n: number) => m.failedRows.inc(n),
     onTamperedRows: (n: number) => m.tamperedRows.inc(n),
     onMerge: (d: 1 | -1) => m.merging.inc(d),
-    mergers: opts.mergers ?? defaultMergers(s.log, s.config.queryWorkers),
+    mergers: opts.mergers ?? defaultMergers(s.log, s.config.queryWorkers, s.config.queryWorkerNice),
   };
   const proxy = s.config.trustProxy;
   const secure = securityHeaders('cidrs' in proxy || proxy.hops > 0);

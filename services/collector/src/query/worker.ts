@@ -1,13 +1,16 @@
 /**
  * A query worker thread (mergers.ts): opens and merges the rows of heavy queries off the main
  * thread. Requests are handled in order; a merge's groups stay here until `finish` or `drop`.
+ * The thread first lowers its own scheduling priority (mergers.ts `lowerThreadPriority`), so a
+ * heavy query takes the CPU that the main thread, the tick worker and storage leave.
  */
-import { parentPort } from 'node:worker_threads';
+import { parentPort, workerData } from 'node:worker_threads';
 import type { Group, MergePlan } from './merge.js';
-import { handleMergeRequest, type MergeRequest } from './mergers.js';
+import { handleMergeRequest, lowerThreadPriority, QUERY_WORKER_NICE, type MergeRequest } from './mergers.js';
 
 const port = parentPort;
 if (!port) throw new Error('query/worker.js runs as a worker thread');
+lowerThreadPriority((workerData as { nice?: number } | null)?.nice ?? QUERY_WORKER_NICE);
 const merges = new Map<number, { plan: MergePlan; groups: Group[] }>();
 
 port.on('message', (msg: MergeRequest) => {
