@@ -2,12 +2,17 @@
  * Backpressure: when processing falls behind (the oldest batch waiting for a tick waited longer
  * than CIPHERSTAT_MAX_PROCESS_LAG_MS), ingest answers 503 overloaded with Retry-After instead
  * of acknowledging more than it can process; once processing catches up it accepts again, and
- * everything acknowledged is processed exactly once.
+ * everything acknowledged is processed exactly once. The writer's queue (batches waiting for
+ * their durable insert) is capped the same way.
  */
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { BatchWriter } from '../src/ingest/writer.js';
+import type { BatchRow, Store } from '../src/storage/types.js';
 import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { connectionOf } from '../src/storage/index.js';
+import { batch } from './support/storage-conformance.js';
 
 let c: TestCollector;
 let a: TestAccount;
@@ -72,5 +77,27 @@ describe('Retry-After of overloaded', () => {
     await processor.drain();
     const [row] = await connectionOf(c.services.store).query<{ n: string }>('SELECT count() AS n FROM processed FINAL WHERE account_id = {a:String}', { a: acct.accountId });
     expect(Number(row!.n)).toBe(1); // the acknowledged batch, counted once
+  });
+});
+
+describe('CIPHERSTAT_MAX_QUEUED_BATCHES', () => {
+  it('batches waiting for their durable insert are capped: beyond the cap 503 overloaded, nothing of the queue is lost', async () => {
+    expect(loadConfig({}, {}).maxQueuedBatches).toBe(20_000);
+    const maxQueued = loadConfig({}, { CIPHERSTAT_MAX_QUEUED_BATCHES: '2' }).maxQueuedBatches;
+    const store = c.services.store;
+    // The real store, its duplicate check held until released: the first group's insert is in flight.
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const gated = Object.create(store, { existingBatches: { value: async (rows: BatchRow[]) => (await held, store.existingBatches(rows)) } }) as Store;
+    const writer = new BatchWriter(gated, c.services.metrics, { maxQueued });
+    const acct = await createAccount(c);
+    const row = (i: number) => batch(acct.accountId, `queued-${i}`, Date.now());
+    const first = writer.submit(row(1)); // taken into the insert in flight
+    await new Promise((r) => setImmediate(r));
+    const queued = [writer.submit(row(2)), writer.submit(row(3))]; // wait for the next insert: the cap
+    await expect(writer.submit(row(4))).rejects.toMatchObject({ status: 503, code: 'overloaded' });
+    release();
+    expect(await Promise.all([first, ...queued])).toEqual(['stored', 'stored', 'stored']);
+    await writer.close();
   });
 });

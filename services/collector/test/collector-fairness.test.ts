@@ -113,6 +113,25 @@ describe('fairness between tenants at ingest', () => {
     expect(await readRejects(c, calm)).toEqual({});
   });
 
+  it('true overload: at CIPHERSTAT_MAX_PROCESS_BACKLOG batches waiting in all, everyone gets 503 overloaded, also an account with nothing waiting; accepted again once processed', { timeout: 120_000 }, async () => {
+    // Per-account lag off (0): only the global cap refuses here.
+    c = await startTestCollector({ config: { maxProcessBacklog: 2, maxProcessLagMs: 0 } });
+    const busy = await createAccount(c);
+    const calm = await createAccount(c);
+    const processor = c.services.processor!;
+    await processor.stop(); // processing halts: hand-offs wait in its queue
+    expect((await post(c.url, envelope(busy, points(5)).bytes)).status).toBe(202);
+    expect((await post(c.url, envelope(busy, points(5)).bytes)).status).toBe(202);
+    const refused = await post(c.url, envelope(calm, points(5)).bytes);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('1');
+    expect((await refused.json()).error.code).toBe('overloaded');
+    processor.start();
+    await processor.drain();
+    expect((await post(c.url, envelope(calm, points(5)).bytes)).status).toBe(202);
+    expect(await processedPoints(c, busy)).toBe(10);
+  });
+
   it('points per second per account: over budget is 429 points_rate_limited, counted; another account is not affected', { timeout: 60_000 }, async () => {
     c = await startTestCollector({ config: { accountPointsPerSecond: 10 } }); // burst 20
     const a = await createAccount(c);
