@@ -226,6 +226,9 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['collectorUrl', 'CIPHERSTAT_URL', 'url'],
 ];
 
+/** Every setting's environment variable and flag, with its field (the README's Configuration table lists each). */
+export const CONFIG_VARIABLES: readonly { field: keyof Config; env: string; flag?: string }[] = FIELDS.map(([field, env, flag]) => ({ field: field as keyof Config, env, ...(flag ? { flag } : {}) }));
+
 /** Builds the config from flags (already parsed) over environment variables; an empty value is unset. */
 export function loadConfig(flags: Record<string, string | undefined> = {}, env: NodeJS.ProcessEnv = process.env): Config {
   const input: Record<string, string | undefined> = {};

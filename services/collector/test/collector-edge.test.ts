@@ -10,7 +10,7 @@ import { request, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { toBase64 } from '@cipherstat/protocol';
-import { loadConfig, loadSecrets, type Config } from '../src/config.js';
+import { CONFIG_VARIABLES, loadConfig, loadSecrets, type Config } from '../src/config.js';
 import { resolveClient, textFormBytes } from '../src/ingest/admission.js';
 import { WorkerMergers } from '../src/query/mergers.js';
 import type { RejectRow, Store } from '../src/storage/types.js';
@@ -82,6 +82,34 @@ describe('configuration booleans are strict', () => {
         merged.drop();
       } finally {
         await pool.close();
+      }
+    }
+  });
+
+  it('the README\'s Configuration table has a row for every setting, with its default, and names the test of every limit (which exists)', () => {
+    const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
+    const section = readme.slice(readme.indexOf('\n## Configuration\n'), readme.indexOf('\n## Security model\n'));
+    const rows = section.split('\n').filter((l) => l.startsWith('| `'));
+    const defaults = loadConfig({}, {}) as Record<string, unknown>;
+    // Not limits: where the service runs, its storage, schedules and tuning.
+    const notLimits = new Set(['role', 'host', 'port', 'dataDir', 'clickhouseUrl', 'clickhouseDatabase', 'clickhouseUser', 'clickhousePassword', 'clickhouseCluster', 'processPartition', 'processing', 'processRecoveryIntervalMs', 'leaseMs', 'processCoalesceMs', 'compactionIntervalMs', 'lifecycleIntervalMs', 'logLevel']);
+    const testDir = new URL('./', import.meta.url);
+    for (const { field, env } of CONFIG_VARIABLES) {
+      const row = rows.find((l) => l.split(' | ')[0]!.includes(`\`${env}\``));
+      expect(row, `README Configuration: no row for ${env}`).toBeDefined();
+      const cells = row!.split(' | ');
+      const value = defaults[field];
+      if (field !== 'dataDir' && (typeof value === 'number' || typeof value === 'string' || typeof value === 'boolean')) {
+        expect(cells[1], `README Configuration: ${env}'s default`).toContain(`\`${value}\``);
+      }
+      if (notLimits.has(field)) continue;
+      const files = [...cells.at(-1)!.matchAll(/`([a-z0-9-]+\.test\.ts)`/g)].map((m) => m[1]!);
+      expect(files.length, `README Configuration: ${env} names no test`).toBeGreaterThan(0);
+      const text = files.map((f) => readFileSync(new URL(f, testDir), 'utf8').replaceAll("\\'", "'")).join('\n');
+      for (const [, name] of cells.at(-1)!.matchAll(/"([^"]+)"/g)) {
+        for (const part of name!.split('…').map((x) => x.replace(/^[\s,;]+|[\s,;]+$/g, '')).filter(Boolean)) {
+          expect(text.includes(part), `README Configuration: ${env}: no test "${part}" in ${files.join(', ')}`).toBe(true);
+        }
       }
     }
   });
