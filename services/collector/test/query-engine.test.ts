@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
-import { openStore, type Store } from '../src/storage/index.js';
+import { openStore, type RollupSelection, type Store } from '../src/storage/index.js';
 import { Keyring, staticMasterKeys } from '../src/keyring/index.js';
 import { sealDict, sealRollup } from '../src/at-rest/records.js';
 import { addPoint, emptyAggregate, encodeAggregate, encodeDayPack } from '../src/rollup/index.js';
@@ -17,6 +17,7 @@ import { accountContext } from '../src/query/context.js';
 import { mergePlan, rowSelection } from '../src/query/engine.js';
 import { handleMergeRequest, inlineMergers } from '../src/query/mergers.js';
 import { mergeRows } from '../src/query/merge.js';
+import { countRows, readRows } from '../src/rollup/rows.js';
 import { parseQuery } from '../src/query/request.js';
 import { checkAgainstReference, generatePoints, writeRollups, type GenPoint, type RefQuery } from './query-support.js';
 
@@ -89,6 +90,37 @@ describe('runQuery', () => {
       }
     });
   }
+
+  it('reads a query in statements over consecutive days (hour level) or minutes, sized from the rows the one before returned', async () => {
+    const statements: { from: number; to: number; rows: number }[] = [];
+    const counting = Object.create(store, {
+      selectRollups: {
+        value: async (sel: RollupSelection) => {
+          const bytes = await store.selectRollups(sel);
+          // the engine sizes the next statement from countRows: lengths only, the same count as decoding
+          const rows = readRows(bytes);
+          expect(countRows(bytes)).toBe(rows.length);
+          statements.push({ from: sel.from, to: sel.to, rows: rows.length });
+          return bytes;
+        },
+      },
+    }) as Store;
+    for (const [interval, from, to] of [['day', FROM, TO], ['minute', Date.UTC(2026, 2, 29, 0, 30), Date.UTC(2026, 2, 29, 2, 30)]] as const) {
+      statements.length = 0;
+      const q: RefQuery = { metric: 'page.load', groupBy: ['page'], aggregation: 'p95', interval, timezone: 'UTC' };
+      const res = await runQuery({ store: counting, keyring }, { accountId: A }, { ...q, from, to });
+      checkAgainstReference(q, res, points);
+      expect(statements.length).toBeGreaterThan(1);
+      expect(statements.reduce((n, x) => n + x.rows, 0)).toBe(res.meta.rows);
+      // consecutive ranges covering the query's, each starting where the one before ended
+      expect(statements[0]!.from).toBe(res.meta.from);
+      expect(statements.at(-1)!.to).toBe(res.meta.to);
+      statements.slice(1).forEach((s, i) => expect(s.from).toBe(statements[i]!.to));
+      // split only at UTC days (hour level: a day's hour rows and packs in one statement) or minutes
+      const unit = interval === 'day' ? 86_400_000 : 60_000;
+      statements.slice(0, -1).forEach((s) => expect(s.to % unit).toBe(0));
+    }
+  });
 
   it('follows the time zone: Berlin days around the spring-forward last 24, 23 and 24 hours', async () => {
     const res = await runQuery(deps(), { accountId: A }, { metric: 'orders', aggregation: 'count', interval: 'day', timezone: 'Europe/Berlin', from: '2026-03-28T00:00:00+01:00', to: '2026-03-31T00:00:00+02:00' });

@@ -18,7 +18,9 @@
  * - a row a merged row or day pack replaces (compaction) is left out here, from the list that
  *   row seals (rollup/supersedes.ts), never in SQL; a copy of a row, a row that came back after
  *   it was merged, or a stored `supersedes` list naming more than the sealed one is counted in
- *   `meta.tamperedRows`. The reads of `rollups` in one query see one snapshot of the table
+ *   `meta.tamperedRows`. A heavy query is read in several statements over consecutive UTC
+ *   days (hour level) or minutes (readInStatements), so every day's (or bucket's) rows come
+ *   from one statement; the reads of `rollups` in one statement see one snapshot of the table
  *   with ClickHouse's `enable_shared_storage_snapshot_in_query` (default since 25.12, chDB
  *   included; older servers: set it in the profile, else an hour-level query racing the insert
  *   of a day pack may, rarely, count it and its hour rows once each);
@@ -36,8 +38,12 @@ import { MAX_SERIES, tooManySeries, type MergePlan } from './merge.js';
 import { inlineMergers, type Merging } from './mergers.js';
 import { parseQuery, queryKey, type Query } from './request.js';
 import { LEVEL } from '../rollup/levels.js';
+import { DAY_MS } from '../rollup/days.js';
+import { countRows } from '../rollup/rows.js';
 
 export { MAX_SERIES, roundFloat } from './merge.js';
+
+const MINUTE_MS = 60_000;
 
 /** Most rollup rows one query may read (each is opened and merged). */
 export const MAX_ROWS = 500_000;
@@ -103,7 +109,7 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
   const ctx = await accountContext(deps, accountId);
   const t0 = performance.now();
   const { selection, metricOf } = rowSelection(ctx, q);
-  const bytes = await deps.store.selectRollups(selection);
+  const bytes = await readInStatements(deps, selection);
   const t1 = performance.now();
   deps.onMerge?.(1);
   let merging: Merging;
@@ -149,6 +155,39 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
       cached: false,
     },
   };
+}
+
+/** Rows one statement of a query's read aims at. */
+export const STATEMENT_ROWS = 20_000;
+
+/**
+ * Reads a query's rows in statements over consecutive time ranges, each sized from the rows
+ * the one before returned (about STATEMENT_ROWS): chDB runs one statement at a time, so a
+ * heavy query read in one statement would hold back every insert (acknowledgements,
+ * processing writes) for its whole read. Ranges are split at UTC days (hour level: a day's
+ * hour rows and its day packs, the scope of a sealed `supersedes` list, are read by one
+ * statement) or minutes (minute level: the scope is one bucket), so what supersedes.ts
+ * decides per scope comes from one statement, which sees one snapshot. At most MAX_ROWS + 1
+ * rows in all (more: the merge answers query_too_large).
+ */
+async function readInStatements(deps: QueryDeps, selection: RollupSelection): Promise<Uint8Array> {
+  const unit = selection.level === LEVEL.minute ? MINUTE_MS : DAY_MS;
+  const parts: Uint8Array[] = [];
+  let rows = 0;
+  // The first statement reads 10 minutes (minute level: 12,000 rows at 1,200 series) or one UTC day.
+  let span = (selection.level === LEVEL.minute ? 10 : 1) * unit;
+  for (let from = selection.from; from < selection.to && rows <= MAX_ROWS; ) {
+    const to = Math.min(selection.to, from - (((from % unit) + unit) % unit) + span);
+    const bytes = await deps.store.selectRollups({ ...selection, from, to, limit: MAX_ROWS + 1 - rows });
+    const n = countRows(bytes);
+    rows += n;
+    parts.push(bytes);
+    // The next range: as long as STATEMENT_ROWS at the density just read (over to − from), at most 16 times it.
+    const read = to - from;
+    span = Math.max(unit, Math.floor(Math.min(16 * read, (read * STATEMENT_ROWS) / Math.max(n, 1)) / unit) * unit);
+    from = to;
+  }
+  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }
 
 /** What merging needs of a query (merge.ts): per key version its data key and the pseudonyms to match. */

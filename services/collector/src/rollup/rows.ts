@@ -29,7 +29,7 @@ import { compactedFirst, isCompacted, Supersession, type RowHandle } from './sup
 export { LEVEL, type RollupLevel } from './levels.js';
 
 /** A stored row as the query side selects it, and its reader (storage/queries.ts). */
-export { readStoredRows as readRows, type StoredRow } from '../storage/queries.js';
+export { countStoredRows as countRows, readStoredRows as readRows, type StoredRow } from '../storage/queries.js';
 
 /** A row opened that may be used: a sealed list only on a row compaction wrote (else not what compaction writes). */
 const usable = (o: OpenedRollup | null, part: string): OpenedRollup | null => (o && (!o.sealsList || isCompacted(part)) ? o : null);

@@ -59,6 +59,19 @@ export function readStoredRows(bytes: Uint8Array): StoredRow[] {
   return rows;
 }
 
+/** How many rows a `selectRollups` answer holds, from the lengths alone (nothing decoded). */
+export function countStoredRows(bytes: Uint8Array): number {
+  const r = new RowBinaryReader(bytes);
+  let rows = 0;
+  while (!r.done) {
+    r.skip(13); // l UInt8, b Float64, v UInt32
+    for (let i = 0; i < 6; i++) r.skipString(); // s, a, k, t, m, p
+    for (let n = r.arrayLength(); n > 0; n--) r.skipString(); // u Array(String)
+    rows++;
+  }
+  return rows;
+}
+
 /** Array(UInt64) from decimal strings: bound as Array(String), converted in SQL (portable across adapters). */
 const u64s = (param: string): string => `arrayMap(x -> toUInt64(x), {${param}:Array(String)})`;
 const inRange = (from: string, to: string) => `bucket >= ${at(from)} AND bucket < ${at(to)}`;

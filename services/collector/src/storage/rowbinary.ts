@@ -103,6 +103,16 @@ export class RowBinaryReader {
     return this.#buf.subarray(p, p + n);
   }
 
+  /** Skips a String (or an element of Array(String)). */
+  skipString(): void {
+    this.#take(this.#varint());
+  }
+
+  /** Skips n bytes (fixed-size columns). */
+  skip(n: number): void {
+    this.#take(n);
+  }
+
   /** A String decoded as UTF-8 (invalid sequences become U+FFFD); a flat string, decoded natively. */
   string(): string {
     const n = this.#varint();
