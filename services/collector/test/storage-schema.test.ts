@@ -61,6 +61,27 @@ describe('TSV encoding', () => {
     expect(strArray(["it's", 'a\\b', 'x\ty']).toString()).toBe("['it\\'s','a\\\\b','x\\ty']");
   });
 
+  it('an insert payload is each field\'s bytes (strings as UTF-8), TAB between fields, LF after each row, however large', async () => {
+    const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+    const texts = ['', 'plain', 'tab\there', 'back\\slash', 'line\nbreak\r', 'Grüße ✓ 😀', 'lone \ud800 surrogate'];
+    // Enough rows (and long fields) that the payload outgrows its first buffer several times.
+    const rows = Array.from({ length: 3000 }, (_, i) => ({ t: texts[i % texts.length]! + i, b: all.subarray(i % 256), n: i * 7919 }));
+    const fields = (r: (typeof rows)[number]) => [str(r.t), uint(r.n), escapeBytes(r.b), u64(String(r.n)), time(r.n)];
+    const expected = Buffer.concat(
+      rows.flatMap((r) => {
+        const f = fields(r).map((v) => (typeof v === 'string' ? Buffer.from(v, 'utf8') : v));
+        return [...f.flatMap((v, j) => (j ? [Buffer.from('\t'), v] : [v])), Buffer.from('\n')];
+      }),
+    );
+    expect((await tsv(rows, fields)).equals(expected)).toBe(true);
+    expect((await tsv(rows.slice(0, 1), fields)).equals(expected.subarray(0, expected.indexOf(0x0a, expected.indexOf(0xff)) + 1))).toBe(true);
+    // a string with something to escape goes through escapeBytes; without, as itself
+    expect(str('a\tb')).toEqual(Buffer.from('a\\tb'));
+    expect(str('ab')).toBe('ab');
+    expect(u64('9999999999999999999')).toBe('9999999999999999999'); // 19 digits always fit
+    expect(u64('10000000000000000000')).toBe('10000000000000000000');
+  });
+
   it('builds an insert payload in slices, giving the event loop a turn every sliceRows rows (counted), the same bytes', async () => {
     const rows = Array.from({ length: 2500 }, (_, i) => ({ a: `row\t${i}`, n: i }));
     const fields = (r: { a: string; n: number }) => [str(r.a), uint(r.n)];

@@ -37,8 +37,11 @@ const invalid = (what: string, v: unknown): never => {
   throw new StorageError('storage_invalid_input', `invalid ${what}: ${JSON.stringify(v)?.slice(0, 80)}`);
 };
 
-/** A JS string as one TSV String field. */
-export const str = (s: string): Buffer => (typeof s === 'string' ? escapeBytes(Buffer.from(s, 'utf8')) : invalid('string', s));
+const NEEDS_ESCAPE = /[\t\n\r\\]/;
+
+/** A JS string as one TSV String field (the string itself when it holds nothing to escape: written as UTF-8). */
+export const str = (s: string): string | Buffer =>
+  typeof s === 'string' ? (NEEDS_ESCAPE.test(s) ? escapeBytes(Buffer.from(s, 'utf8')) : s) : invalid('string', s);
 
 export const bytes = (b: Uint8Array): Buffer => (b instanceof Uint8Array ? escapeBytes(b) : invalid('bytes', b));
 
@@ -48,9 +51,12 @@ export function uint(n: number, max = 0xffffffff): string {
 
 const UINT64_MAX = (1n << 64n) - 1n;
 
+const UINT64_MAX_TEXT = UINT64_MAX.toString();
+
 /** A UInt64 pseudonym given as a decimal string. */
 export function u64(s: string): string {
-  return typeof s === 'string' && /^(0|[1-9]\d{0,19})$/.test(s) && BigInt(s) <= UINT64_MAX ? s : invalid('UInt64', s);
+  // Up to 19 digits always fit; 20 digits fit up to UINT64_MAX (same length: text order is numeric order).
+  return typeof s === 'string' && /^(0|[1-9]\d{0,19})$/.test(s) && (s.length < 20 || s <= UINT64_MAX_TEXT) ? s : invalid('UInt64', s);
 }
 
 /** `YYYY-MM-DD hh:mm:ss` by whole second: rows of one insert share a handful of seconds. */
@@ -98,23 +104,37 @@ export const TSV_SLICE_ROWS = 1000;
 
 /**
  * Builds a TSV payload from rows of already-encoded fields, giving the event loop a turn
- * (setImmediate: pending I/O first) every `sliceRows` rows; `onTurn` counts the turns.
+ * (setImmediate: pending I/O first) every `sliceRows` rows; `onTurn` counts the turns. Fields are
+ * written into one growing buffer (strings as UTF-8), not gathered as a buffer per field.
  */
 export async function tsv<R>(rows: readonly R[], fields: (r: R) => (string | Buffer)[], sliceRows = TSV_SLICE_ROWS, onTurn?: () => void): Promise<Buffer> {
-  const parts: Buffer[] = [];
-  const TAB = Buffer.from('\t');
-  const LF = Buffer.from('\n');
+  let out = Buffer.allocUnsafe(64 * 1024);
+  let o = 0;
+  const room = (n: number) => {
+    if (o + n <= out.length) return;
+    const next = Buffer.allocUnsafe(Math.max(out.length * 2, o + n));
+    out.copy(next, 0, 0, o);
+    out = next;
+  };
   for (let i = 0; i < rows.length; i++) {
     if (i > 0 && i % sliceRows === 0) {
       await new Promise<void>((resolve) => setImmediate(resolve));
       onTurn?.();
     }
     const f = fields(rows[i]!);
-    f.forEach((v, j) => {
-      if (j > 0) parts.push(TAB);
-      parts.push(typeof v === 'string' ? Buffer.from(v, 'utf8') : v);
-    });
-    parts.push(LF);
+    for (let j = 0; j < f.length; j++) {
+      const v = f[j]!;
+      if (typeof v === 'string') {
+        room(v.length * 3 + 1); // a UTF-16 unit is at most 3 UTF-8 bytes
+        o += out.write(v, o, 'utf8');
+      } else {
+        room(v.length + 1);
+        out.set(v, o);
+        o += v.length;
+      }
+      out[o++] = j === f.length - 1 ? 0x0a : 0x09; // TAB between fields, LF after the row
+    }
+    if (i === 0 && rows.length > 1) room(Math.ceil(o * rows.length * 1.25) - o); // sized from the first row: few regrowths
   }
-  return Buffer.concat(parts);
+  return out.subarray(0, o);
 }
