@@ -14,7 +14,7 @@
 // Loopback only (B from 127.0.0.1, the flooder from 127.0.0.2, A from 127.0.0.3, so
 // per-address limits see three senders); every loop is bounded by the phase clock and a
 // watchdog ends the run.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import { join } from 'node:path';
@@ -137,7 +137,22 @@ function cpuOf(pid) {
       return NaN;
     }
   };
-  return { mainSec: ticks(`/proc/${pid}/task/${pid}/stat`), processSec: ticks(`/proc/${pid}/stat`) };
+  // Threads running at a positive nice value: the query workers (CIPHERSTAT_QUERY_WORKER_NICE).
+  let nicedSec = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        const f = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+        const v = f.slice(f.lastIndexOf(')') + 2).split(' ');
+        if (Number(v[16]) > 0) nicedSec += (Number(v[11]) + Number(v[12])) / 100; // nice (field 19), utime + stime
+      } catch {
+        // the thread ended
+      }
+    }
+  } catch {
+    nicedSec = NaN;
+  }
+  return { mainSec: ticks(`/proc/${pid}/task/${pid}/stat`), processSec: ticks(`/proc/${pid}/stat`), nicedSec };
 }
 
 async function main() {
@@ -327,6 +342,7 @@ async function main() {
           loopMaxMs: s1.loopMaxMs,
           cpuPerSec: (s1.cpuSec - s0.cpuSec) / ((p.end - p.start) / 1000),
           mainCpuPerSec: (c1.mainSec - c0.mainSec) / ((p.end - p.start) / 1000),
+          queryWorkersCpuPerSec: (c1.nicedSec - c0.nicedSec) / ((p.end - p.start) / 1000),
           batchInsertMeanMs: inserts ? ((s1.batchInsertSec - s0.batchInsertSec) / inserts) * 1000 : NaN,
         };
       }
@@ -424,6 +440,7 @@ async function main() {
         'event loop max ms': fmt(v.loopMaxMs, 1),
         'collector CPU (cores)': fmt(v.cpuPerSec, 2),
         'main-thread CPU (cores)': fmt(v.mainCpuPerSec, 2),
+        'query workers CPU (cores, niced)': fmt(v.queryWorkersCpuPerSec, 2),
         'batches insert mean ms': fmt(v.batchInsertMeanMs, 1),
       };
     }));
