@@ -62,6 +62,7 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
         (server as unknown as { closeIdleConnections?: () => void }).closeIdleConnections?.();
       });
       await services.writer.close();
+      services.visitors.destroy(); // today's visitor secret: zeroed, never written anywhere
       await services.refusals.close();
       for (const o of services.ownership) await o.close(); // stops the work, then gives the leases up
       await processor?.stop();

@@ -23,6 +23,7 @@ import { Fairness } from './ingest/fairness.js';
 import { QueryCache } from './query/cache.js';
 import { Lifecycle } from './lifecycle/index.js';
 import { Refusals } from './ingest/refusals.js';
+import { Visitors } from './ingest/visitors.js';
 import { loadScript, type ScriptBuild } from './script.js';
 
 export interface Services {
@@ -54,6 +55,8 @@ export interface Services {
   script: ScriptBuild | undefined;
   /** Per-account budgets and processing backpressure at ingest (fairness.ts). */
   fairness: Fairness;
+  /** Today's visitor secret (memory only) and the sealed visitor hash of browser batches (ingest/visitors.ts). */
+  visitors: Visitors;
   adminTokenHash: string;
   roles: { ingest: boolean; process: boolean; query: boolean };
   now: () => number;
@@ -63,6 +66,8 @@ export interface Services {
 export interface OpenOptions {
   log?: Logger;
   now?: () => number;
+  /** The clock that decides the daily visitor secret's UTC day (default: `now`); tests move it to the next day. */
+  visitorClock?: () => number;
   /** Master key and admin token (default: `loadSecrets()` from the environment). */
   secrets?: Secrets;
 }
@@ -231,6 +236,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     refusals: new Refusals({ store, log, now, flushMs: config.refusalFlushMs }),
     script: loadScript(),
     fairness,
+    visitors: new Visitors(opts.visitorClock ?? now),
     adminTokenHash: admin.hash,
     roles,
     now,

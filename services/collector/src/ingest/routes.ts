@@ -17,6 +17,7 @@ import type { Fairness } from './fairness.js';
 import type { RateLimiter } from './rate-limit.js';
 import type { BatchWriter } from './writer.js';
 import type { Refusals } from './refusals.js';
+import type { Visitors, VisitorRequest } from './visitors.js';
 
 /** What the ingest route needs (a slice of the process's services). */
 export interface IngestDeps {
@@ -29,6 +30,7 @@ export interface IngestDeps {
   rateLimiter: RateLimiter;
   writer: BatchWriter;
   refusals: Refusals;
+  visitors: Visitors;
   roles: { process: boolean };
   now: () => number;
 }
@@ -52,6 +54,22 @@ function staleWriteKey(s: IngestDeps, accountId: string, batchId: string, versio
   if (!keys?.length || keys[0]!.version === 1) return false;
   const opens = version === VERSION_2 ? (k: (typeof keys)[number]) => hpkeOpen(k, INFO_INNER, innerAad(accountId, batchId), inner).ok : (k: (typeof keys)[number]) => openSeal(inner, k, nodeX25519).ok;
   return !keys.some(opens);
+}
+
+/**
+ * The batch's visitor hash sealed to the account's current public key (ingest/visitors.ts), or
+ * undefined: not a browser's request, or this node holds no key entry for the account (an
+ * ingest-only node without account entries stores the batch without a visitor).
+ */
+function sealVisitor(s: IngestDeps, accountId: string, batchId: string, r: VisitorRequest): Uint8Array | undefined {
+  let keys: ReturnType<Keyring['accountKeys']>;
+  try {
+    keys = s.keyring.accountKeys(accountId);
+  } catch {
+    return undefined;
+  }
+  const current = keys?.[keys.length - 1];
+  return current ? s.visitors.seal(accountId, batchId, current.publicKey, r) : undefined;
 }
 
 /** The envelope in a text/plain body: strict base64, sized from its length before decoding. */
@@ -164,6 +182,7 @@ export function registerIngestRoutes(
       // counted per account and in Prometheus by the error handler, like every refusal
       throw new CollectorError(400, 'stale_write_key', 'sealed to a write key this account no longer has (it was wiped): use the new write key');
     }
+    const visitor = sealVisitor(s, account.accountId, header.batchId, { address: clientAddress(c), userAgent: c.req.header('user-agent'), origin });
     const outcome = await s.writer.submit({
       accountId: header.accountId,
       batchId: header.batchId,
@@ -173,6 +192,7 @@ export function registerIngestRoutes(
       sdk: header.sdk,
       version,
       sealed: inner,
+      ...(visitor ? { visitor } : {}),
       expiresAt: now + account.retentionDays * 86_400_000,
     });
     metrics.batches.inc({ outcome: outcome === 'stored' ? 'accepted' : 'duplicate' });

@@ -12,6 +12,7 @@ import { sealDict, sealRollup } from '../at-rest/records.js';
 import { addPoint, emptyAggregate, encodeAggregate, type Aggregate } from '../rollup/index.js';
 import { FifoMap } from '../fifo-map.js';
 import { LEVEL } from '../rollup/levels.js';
+import { openVisitor } from '../at-rest/visitor.js';
 
 const LEVELS: { level: RollupLevel; ms: number }[] = [
   { level: LEVEL.minute, ms: 60_000 },
@@ -28,6 +29,8 @@ export interface TickBatch {
   receivedAt: number;
   /** Envelope version (1 when absent): v2 inner layers are HPKE. */
   version?: number;
+  /** The sealed visitor hash of a browser's batch (ingest/visitors.ts), when it has one. */
+  visitor?: Uint8Array;
 }
 
 export interface TickKey {
@@ -308,9 +311,11 @@ function compute(state: TickState, { rows, accounts, now, part, limits }: TickIn
     }
     const { points, rejects: bad } = opened.value;
     for (const r of bad) reject(row.accountId, r.code, 1);
+    const visitor = row.visitor?.length ? openVisitor(ctx.pairs, row.accountId, row.batchId, row.visitor) : undefined;
+    if (visitor === null) reject(row.accountId, 'visitor_auth_failed', 1); // the points count; the visitor does not
     let accepted = 0;
     for (const p of points) {
-      const over = addToRollups(state, rollups, dict, row.accountId, ctx, p, touched);
+      const over = addToRollups(state, rollups, dict, row.accountId, ctx, p, touched, visitor ?? undefined);
       if (over === null) accepted++;
       else {
         reject(row.accountId, over, 1);
@@ -373,7 +378,7 @@ function cardinality(state: TickState, ctx: Context, p: Point): string | null {
 }
 
 /** Adds a point to the tick's rollups; null, or the code of the cardinality limit that refused it. */
-function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accountId: string, ctx: Context, p: Point, touched: SeriesDescriptor[]): string | null {
+function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accountId: string, ctx: Context, p: Point, touched: SeriesDescriptor[], visitor: Uint8Array | undefined): string | null {
   const keyVersion = ctx.keys[ctx.keys.length - 1]!.version;
   let ck = `${accountId}\u0000${keyVersion}\u0000${p.kind}\u0000${p.name}`;
   for (const t in p.tags) ck += `\u0000${t}\u0000${p.tags[t]}`;
@@ -429,7 +434,7 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
       }
       last[l] = { bucket, entry: r };
     }
-    addPoint(r.agg, p.value, p.time);
+    addPoint(r.agg, p.value, p.time, visitor);
   }
   return null;
 }
@@ -439,7 +444,7 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
 
 /** A tick input for postMessage: the sealed batches copied into one transferable buffer. */
 export interface PackedTickInput {
-  rows: (Omit<TickBatch, 'sealed'> & { offset: number; length: number })[];
+  rows: (Omit<TickBatch, 'sealed' | 'visitor'> & { offset: number; length: number; visitorLength: number })[];
   bytes: ArrayBuffer;
   accounts: Map<string, TickAccount | null>;
   now: number;
@@ -459,19 +464,27 @@ export type WorkerReply = { id: number; ok: true; output?: TickOutput } | { id: 
  */
 export function packInput(input: TickInput): PackedTickInput {
   let total = 0;
-  for (const r of input.rows) total += r.sealed.length;
+  for (const r of input.rows) total += r.sealed.length + (r.visitor?.length ?? 0);
   const buf = new Uint8Array(total);
   let offset = 0;
-  const rows = input.rows.map(({ accountId, batchId, pointCount, receivedAt, version, sealed }) => {
+  // each batch's sealed bytes, then its sealed visitor (if any)
+  const rows = input.rows.map(({ accountId, batchId, pointCount, receivedAt, version, sealed, visitor }) => {
+    const at = offset;
     buf.set(sealed, offset);
     offset += sealed.length;
-    return { accountId, batchId, pointCount, receivedAt, version, offset: offset - sealed.length, length: sealed.length };
+    if (visitor) buf.set(visitor, offset);
+    offset += visitor?.length ?? 0;
+    return { accountId, batchId, pointCount, receivedAt, version, offset: at, length: sealed.length, visitorLength: visitor?.length ?? 0 };
   });
   return { rows, bytes: buf.buffer, accounts: input.accounts, now: input.now, part: input.part };
 }
 
 export function unpackInput(p: PackedTickInput): TickInput {
-  const rows = p.rows.map(({ offset, length, ...r }) => ({ ...r, sealed: new Uint8Array(p.bytes, offset, length) }));
+  const rows = p.rows.map(({ offset, length, visitorLength, ...r }) => ({
+    ...r,
+    sealed: new Uint8Array(p.bytes, offset, length),
+    ...(visitorLength ? { visitor: new Uint8Array(p.bytes, offset + length, visitorLength) } : {}),
+  }));
   return { rows, accounts: p.accounts, now: p.now, part: p.part };
 }
 

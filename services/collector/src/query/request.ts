@@ -12,7 +12,7 @@ import { LEVEL, RollupError, buckets, isValidTimeZone, nextBucketStart, sourceLe
 import { HOUR_MS } from '../rollup/days.js';
 
 /** The aggregations of the public surface, plus `last` (the newest value; handy for gauges). */
-export const QUERY_AGGREGATIONS = ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p90', 'p95', 'p99', 'last'] as const satisfies readonly Aggregation[];
+export const QUERY_AGGREGATIONS = ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p75', 'p90', 'p95', 'p99', 'last', 'uniq'] as const satisfies readonly Aggregation[];
 /** Most buckets per series (10,000: a week of minutes, 416 days of hours). */
 export const MAX_BUCKETS = 10_000;
 export const MAX_GROUP_BY = 4;

@@ -29,6 +29,7 @@ import {
   validParams,
   writeSketchBody,
 } from './sketch.js';
+import { type Distinct, addHash, cloneDistinct, emptyDistinct, estimateDistinct, mergeDistinct, readDistinct, writeDistinct } from './distinct.js';
 
 export interface Aggregate {
   count: number;
@@ -40,24 +41,35 @@ export interface Aggregate {
   /** Epoch milliseconds of `last`; −∞ when empty. */
   lastAt: number;
   sketch: Sketch;
+  /**
+   * Distinct visitors of the points (distinct.ts), when any point came with a visitor hash
+   * (browser batches, README "Unique visitors"); absent otherwise.
+   */
+  visitors?: Distinct;
 }
 
-export const AGGREGATIONS = ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p90', 'p95', 'p99', 'last'] as const;
+export const AGGREGATIONS = ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p75', 'p90', 'p95', 'p99', 'last', 'uniq'] as const;
 export type Aggregation = (typeof AGGREGATIONS)[number];
-const QUANTILES: Partial<Record<Aggregation, number>> = { p50: 0.5, p90: 0.9, p95: 0.95, p99: 0.99 };
+const QUANTILES: Partial<Record<Aggregation, number>> = { p50: 0.5, p75: 0.75, p90: 0.9, p95: 0.95, p99: 0.99 };
 
 export function emptyAggregate(opts?: SketchOptions): Aggregate {
   return { count: 0, sum: 0, min: Infinity, max: -Infinity, last: 0, lastAt: -Infinity, sketch: createSketch(opts) };
 }
 
 export function cloneAggregate(a: Aggregate): Aggregate {
-  return { ...a, sketch: cloneSketch(a.sketch) };
+  const c = { ...a, sketch: cloneSketch(a.sketch) };
+  if (a.visitors) c.visitors = cloneDistinct(a.visitors);
+  return c;
 }
 
-/** Adds one point (value finite, timeMs a safe integer). Mutates and returns `agg`. */
-export function addPoint(agg: Aggregate, value: number, timeMs: number): Aggregate {
+/**
+ * Adds one point (value finite, timeMs a safe integer), and its visitor's hash (8 bytes or more)
+ * when it has one. Mutates and returns `agg`.
+ */
+export function addPoint(agg: Aggregate, value: number, timeMs: number, visitor?: Uint8Array): Aggregate {
   if (!Number.isFinite(value)) throw invalid('value must be a finite number');
   if (!Number.isSafeInteger(timeMs)) throw invalid('time must be an integer number of milliseconds');
+  if (visitor) addHash((agg.visitors ??= emptyDistinct()), visitor);
   if (value === 0) value = 0; // -0 → 0, so equal inputs give byte-equal encodings in any order
   add(agg.sketch, value);
   mergeFields(agg, 1, value, value, value, value, timeMs); // one point: an aggregate of one value
@@ -68,6 +80,7 @@ export function addPoint(agg: Aggregate, value: number, timeMs: number): Aggrega
 export function mergeInto(into: Aggregate, from: Aggregate): Aggregate {
   if (into.sketch === NO_SKETCH && from.sketch.count > 0) into.sketch = createSketch(); // never write to NO_SKETCH
   merge(into.sketch, from.sketch); // first: it may throw, and then nothing has changed
+  if (from.visitors) mergeDistinct((into.visitors ??= emptyDistinct()), from.visitors);
   mergeFields(into, from.count, from.sum, from.min, from.max, from.last, from.lastAt);
   return into;
 }
@@ -96,6 +109,7 @@ export function mergeAggregates(a: Aggregate, b: Aggregate): Aggregate {
 export function finalize(agg: Aggregate, aggregation: Aggregation): number | null {
   if (aggregation === 'count') return agg.count;
   if (aggregation === 'sum') return agg.sum;
+  if (aggregation === 'uniq') return agg.visitors ? estimateDistinct(agg.visitors) : 0;
   const q = QUANTILES[aggregation];
   if (q === undefined && !AGGREGATIONS.includes(aggregation)) throw invalid(`unknown aggregation: ${String(aggregation)}`);
   if (agg.count === 0) return null;
@@ -122,8 +136,13 @@ export function finalize(agg: Aggregate, aggregation: Aggregation): number | nul
 //   PARAMS ? f64 alpha, varint maxBuckets : (defaults)
 //   SKETCH_IMPLIED ? (sketch = v added count times) : sketch body (sketch.ts)
 // The flags make the common cases small: one point, or a counter of all-equal values.
+//
+// Version 2 (an aggregate with visitors; README "Unique visitors"): version 1's layout with the
+// distinct sketch (distinct.ts writeDistinct) right after lastAt. An aggregate without visitors
+// is still written as version 1, byte for byte, and rows of either version open.
 
 const VERSION = 1;
+const VERSION_VISITORS = 2;
 const SINGLE = 1;
 const SUM_IMPLIED = 2;
 const SKETCH_IMPLIED = 4;
@@ -133,7 +152,8 @@ const ALL_FLAGS = SINGLE | SUM_IMPLIED | SKETCH_IMPLIED | PARAMS | LASTAT_NEG;
 
 export function encodeAggregate(agg: Aggregate): Uint8Array {
   const w = new ByteWriter();
-  w.u8(VERSION);
+  const visitors = agg.count > 0 && agg.visitors ? agg.visitors : undefined;
+  w.u8(visitors ? VERSION_VISITORS : VERSION);
   w.varint(agg.count);
   if (agg.count === 0) return w.finish();
   const s = agg.sketch;
@@ -156,6 +176,7 @@ export function encodeAggregate(agg: Aggregate): Uint8Array {
   }
   if (!(flags & SUM_IMPLIED)) w.f64(agg.sum);
   w.varint(Math.abs(agg.lastAt));
+  if (visitors) writeDistinct(w, visitors);
   if (flags & PARAMS) {
     w.f64(s.alpha);
     w.varint(s.maxBuckets);
@@ -201,14 +222,21 @@ function readScalars(r: ByteReader, count: number): typeof head {
 export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate {
   if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
   const r = new ByteReader(bytes);
-  if (r.u8() !== VERSION) throw malformed('unknown version');
+  const version = r.u8();
+  if (version !== VERSION && version !== VERSION_VISITORS) throw malformed('unknown version');
   const count = r.varint();
   if (count === 0) {
+    if (version !== VERSION) throw malformed('visitors without points');
     if (r.remaining !== 0) throw malformed('trailing bytes');
     return emptyAggregate();
   }
   const { flags, min, max, last, sum, lastAt } = readScalars(r, count);
-  if (!withSketch) return { count, sum, min, max, last, lastAt, sketch: NO_SKETCH };
+  const visitors = version === VERSION_VISITORS ? readDistinct(r) : undefined;
+  const withVisitors = <T extends Aggregate>(a: T): T => {
+    if (visitors) a.visitors = visitors;
+    return a;
+  };
+  if (!withSketch) return withVisitors({ count, sum, min, max, last, lastAt, sketch: NO_SKETCH });
 
   let sketch: Sketch;
   try {
@@ -223,7 +251,7 @@ export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate
     if (sketch.count !== count) throw malformed('sketch count does not match count');
   }
   if (r.remaining !== 0) throw malformed('trailing bytes');
-  return { count, sum, min, max, last, lastAt, sketch };
+  return withVisitors({ count, sum, min, max, last, lastAt, sketch });
 }
 
 const cursor = new ByteReader();
@@ -240,14 +268,17 @@ export function mergeEncoded(into: Aggregate, bytes: Uint8Array, withSketch: boo
   if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
   const r = cursor;
   r.reset(bytes);
-  if (r.u8() !== VERSION) throw malformed('unknown version');
+  const version = r.u8();
+  if (version !== VERSION && version !== VERSION_VISITORS) throw malformed('unknown version');
   const count = r.varint();
   if (count === 0) {
+    if (version !== VERSION) throw malformed('visitors without points');
     if (r.remaining !== 0) throw malformed('trailing bytes');
     mergeFields(into, 0, 0, Infinity, -Infinity, 0, -Infinity); // an empty aggregate
     return;
   }
   const { flags, min, max, last, sum, lastAt } = readScalars(r, count); // the same checks as decodeAggregate
+  const visitors = version === VERSION_VISITORS ? readDistinct(r) : undefined; // merged last: `into` unchanged on a throw
   if (withSketch) {
     let alpha = DEFAULT_ALPHA;
     let maxBuckets = DEFAULT_MAX_BUCKETS;
@@ -264,6 +295,10 @@ export function mergeEncoded(into: Aggregate, bytes: Uint8Array, withSketch: boo
     // an empty sketch adopts the body's parameters and cannot throw, so swapping NO_SKETCH out first is safe
     if (into.sketch === NO_SKETCH) into.sketch = createSketch();
     mergeScanned(into.sketch, alpha, maxBuckets, lnGamma); // may throw; nothing has changed yet
+  }
+  if (visitors) {
+    if (into.visitors) mergeDistinct(into.visitors, visitors);
+    else into.visitors = visitors;
   }
   mergeFields(into, count, sum, min, max, last, lastAt);
 }

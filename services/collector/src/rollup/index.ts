@@ -38,3 +38,4 @@ export {
 } from './time.js';
 export { encodeDayPack, forEachInDayPack } from './pack.js';
 export { LEVEL, type QueryLevel, type RollupLevel } from './levels.js';
+export { type Distinct, DISTINCT_P, emptyDistinct, addHash, mergeDistinct, estimateDistinct } from './distinct.js';

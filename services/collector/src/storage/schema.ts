@@ -144,6 +144,12 @@ ORDER BY (account_id, code, toStartOfHour(at))`,
       `ALTER TABLE ${t('processed')}${on} ADD COLUMN IF NOT EXISTS version UInt8 DEFAULT 1`,
     ],
   },
+  {
+    version: 6,
+    // Unique visitors (ingest/visitors.ts): a browser batch's daily visitor hash, sealed to the
+    // account key by ingest; empty for batches without one (and for every batch stored before).
+    statements: ({ t, on }) => [`ALTER TABLE ${t('batches')}${on} ADD COLUMN IF NOT EXISTS visitor String DEFAULT '' CODEC(NONE) AFTER sealed`],
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */

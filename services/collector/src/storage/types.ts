@@ -45,6 +45,8 @@ export interface BatchRow {
   /** Envelope version the batch came in (1 when absent): how its inner layer is sealed. */
   version?: number;
   sealed: Uint8Array;
+  /** The visitor hash of a browser's batch sealed to the account key (ingest/visitors.ts); absent otherwise. */
+  visitor?: Uint8Array;
   expiresAt: number;
 }
 

@@ -19,7 +19,7 @@ export interface TestCollector extends RunningCollector {
 
 export async function startTestCollector(
   /** env: CIPHERSTAT_* settings read by loadConfig (as the CLI would). */
-  opts: { config?: Partial<Config>; env?: Record<string, string>; now?: () => number; dataDir?: string; fromDist?: boolean } = {},
+  opts: { config?: Partial<Config>; env?: Record<string, string>; now?: () => number; visitorClock?: () => number; dataDir?: string; fromDist?: boolean } = {},
 ): Promise<TestCollector> {
   // From the compiled files (services/collector/dist): the processor then runs ticks in its worker thread.
   const { loadConfig, startCollector, createLogger } = opts.fromDist
@@ -44,6 +44,7 @@ export async function startTestCollector(
     log: createLogger({ level: 'debug', destination }),
     secrets: { adminToken: ADMIN_TOKEN },
     now: opts.now,
+    visitorClock: opts.visitorClock,
   });
   const admin = (method: string, path: string, body?: unknown) =>
     fetch(running.url + path, {
