@@ -13,7 +13,11 @@ const SOURCES = [
   { referrer: 'https://search.example/?q=shoes', utm: { utm_source: 'search', utm_medium: 'cpc', utm_campaign: 'shoes' } },
 ];
 
-/** n visit plans: sources, categories, products, funnel depth and currency rotate independently. */
+/**
+ * n visit plans: sources, categories, products, funnel depth and currency rotate independently.
+ * `visitor` numbers the person: the last two of n ≥ 3 visits are returning visitors (visits 0
+ * and 1 again), so n visits come from max(1, n − 2) distinct visitors (one browser each).
+ */
 export const plans = (n) =>
   Array.from({ length: n }, (_, i) => ({
     ...SOURCES[i % SOURCES.length],
@@ -22,13 +26,19 @@ export const plans = (n) =>
     // 0 views only, 1 adds to the cart, 2 begins checkout, 3 pays
     depth: [0, 1, 2, 3, 3][i % 5],
     currency: i % 2 ? 'USD' : 'EUR',
+    visitor: i % Math.max(1, n - 2),
   }));
 
+/** The user agent of visitor `v`: one machine plays many visitors, each with its own browser. */
+export const shopperAgent = (v) => `Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36 Shopper/${v}`;
+
 /** Runs one visit in `browser` (playwright-core) against the shop at `origin`; resolves once
- * the Library on the last page has delivered everything. */
-export async function visit(browser, origin, plan) {
-  const context = await browser.newContext();
+ * the Library on the last page has delivered everything. `contextOptions` go to newContext
+ * (the visitor's user agent is set unless given); `prepare(context)` runs before the first page. */
+export async function visit(browser, origin, plan, contextOptions = {}, prepare = undefined) {
+  const context = await browser.newContext({ userAgent: shopperAgent(plan.visitor ?? 0), ...contextOptions });
   try {
+    await prepare?.(context);
     const page = await context.newPage();
     const query = new URLSearchParams({ ...plan.utm, currency: plan.currency });
     await page.goto(`${origin}/?${query}`, plan.referrer ? { referer: plan.referrer } : undefined);

@@ -328,7 +328,7 @@ function showSession(on: boolean): void {
   $('session').hidden = !on;
   $('intro').hidden = on;
   $('catalog').hidden = !on;
-  if (!on) $('overview').hidden = $('problems').hidden = $('explorer').hidden = $('welcome').hidden = true;
+  if (!on) $('overview').hidden = $('storefront').hidden = $('problems').hidden = $('explorer').hidden = $('welcome').hidden = true;
 }
 
 /** Metrics exist: the explorer (state from the URL, else the busiest metric) and the overview. */
@@ -341,7 +341,7 @@ async function showData(l: Listing): Promise<void> {
   fillPickers(l);
   applyState(new URLSearchParams(location.search));
   setStatus('');
-  await Promise.all([renderOverview(l), runQuery(false)]);
+  await Promise.all([renderOverview(l), renderStorefront(l), runQuery(false)]);
 }
 
 /** No metric yet: the tag to paste, and a check every few seconds for the first data. */
@@ -691,6 +691,7 @@ const AGGREGATION_WORDS: Record<string, string> = {
   min: 'Lowest',
   max: 'Highest',
   p50: 'Median',
+  p75: '75th percentile',
   p90: '90th percentile',
   p95: '95th percentile',
   p99: '99th percentile',
@@ -885,6 +886,140 @@ async function renderOverview(l: Listing): Promise<void> {
   );
 }
 
+// ---- storefront view -------------------------------------------------------------
+//
+// The storefront build's metrics (README "Storefront analytics") for one calendar period in the
+// viewer's zone (today, this week, this month: one bucket of the query API, so visitors and p75
+// are the collector's exact merge of the period, not a sum of smaller ones) next to the period
+// before it. Visitors are `uniq` of page views: a visitor counts once per UTC day (README
+// "Unique visitors"), so a week's visitors add up its days' visitors.
+
+/** Google's thresholds (web.dev): good ≤ first, poor > second. */
+const VITALS: { metric: string; name: string; good: number; poor: number; unit: Unit }[] = [
+  { metric: 'vitals.lcp', name: 'Largest Contentful Paint', good: 2500, poor: 4000, unit: { kind: 'ms' } },
+  { metric: 'vitals.inp', name: 'Interaction to Next Paint', good: 200, poor: 500, unit: { kind: 'ms' } },
+  { metric: 'vitals.cls', name: 'Cumulative Layout Shift', good: 0.1, poor: 0.25, unit: NONE },
+  { metric: 'vitals.fcp', name: 'First Contentful Paint', good: 1800, poor: 3000, unit: { kind: 'ms' } },
+  { metric: 'vitals.ttfb', name: 'Time to First Byte', good: 800, poor: 1800, unit: { kind: 'ms' } },
+];
+const FUNNEL: [metric: string, label: string][] = [
+  ['commerce.view_item', 'Viewed an item'],
+  ['commerce.add_to_cart', 'Added to cart'],
+  ['commerce.begin_checkout', 'Began checkout'],
+  ['commerce.purchase', 'Purchased'],
+];
+const PERIODS: Record<string, { span: number; now: string; before: string }> = {
+  day: { span: 86_400_000, now: 'today so far', before: 'yesterday' },
+  week: { span: 7 * 86_400_000, now: 'this week so far', before: 'last week' },
+  month: { span: 31 * 86_400_000, now: 'this month so far', before: 'last month' },
+};
+const STOREFRONT_METRICS = /^(page\.views|referrals|commerce\.|vitals\.)/;
+
+/** Per series (key: its tag values joined by ' '), [this period, the period before]. */
+type PeriodPair = Map<string, [number | null, number | null]>;
+
+async function periodQuery(metric: string, aggregation: string, groupBy: string[] = []): Promise<PeriodPair> {
+  const out: PeriodPair = new Map();
+  if (!metricInfo(metric)) return out;
+  const interval = $<HTMLSelectElement>('sf-period').value;
+  const timezone = $<HTMLInputElement>('timezone').value.trim() || browserZone;
+  const to = Date.now();
+  const r = await api<QueryResult>('/v1/query', { metric, aggregation, interval, timezone, from: to - PERIODS[interval]!.span, to, groupBy });
+  for (const s of r.series) {
+    const n = s.points.length;
+    out.set(groupBy.map((k) => s.tags[k] ?? '(none)').join(' · '), [s.points[n - 1]?.[1] ?? null, n > 1 ? s.points[n - 2]![1] : null]);
+  }
+  return out;
+}
+const total = (p: PeriodPair): [number | null, number | null] => p.get('') ?? [0, 0];
+
+/** A figure, its change against the period before, and the exact value for tests and copy. */
+function figure(now: number | null, before: number | null, unit: Unit = NONE): HTMLElement {
+  const ch = changeText(now, before);
+  const value = el('span', { className: 'value', text: formatValue(now, unit) });
+  value.dataset.value = now === null ? '' : String(now);
+  const delta = el('span', { className: `delta ${ch.dir}`, text: ch.text, title: `the period before: ${formatValue(before, unit)}` });
+  delta.dataset.before = before === null ? '' : String(before);
+  return el('span', { className: 'figure' }, value, delta);
+}
+
+function sfTable(id: string, head: string[], rows: (string | Node)[][]): void {
+  const table = $(id);
+  table.querySelector('thead')!.replaceChildren(el('tr', {}, ...head.map((h, i) => el('th', { text: h, className: i ? 'num' : '' }))));
+  table.querySelector('tbody')!.replaceChildren(
+    ...(rows.length ? rows : [['no data in this period']]).map((r) => el('tr', {}, ...r.map((c, i) => (typeof c === 'string' ? el('td', { text: c, className: i ? 'num' : '' }) : el('td', { className: 'num' }, c))))),
+  );
+}
+
+const pct = (part: number | null, whole: number | null): string => (part === null || !whole ? '—' : `${oneDecimal.format((100 * part) / whole)} %`);
+
+async function renderStorefront(l: Listing): Promise<void> {
+  const section = $('storefront');
+  section.hidden = !l.metrics.some((m) => STOREFRONT_METRICS.test(m.name));
+  if (section.hidden) return;
+  const period = PERIODS[$<HTMLSelectElement>('sf-period').value]!;
+  $('storefront-note').textContent = `${period.now}, compared with ${period.before}`;
+  section.dataset.state = 'loading';
+  try {
+    const [visitors, views, pages, pageVisitors, sources, campaigns, steps, revenue, orders, vitals] = await Promise.all([
+      periodQuery('page.views', 'uniq'),
+      periodQuery('page.views', 'sum'),
+      periodQuery('page.views', 'sum', ['path']),
+      periodQuery('page.views', 'uniq', ['path']),
+      periodQuery('referrals', 'sum', ['referrer']),
+      periodQuery('referrals', 'sum', ['utm_source', 'utm_medium', 'utm_campaign']),
+      Promise.all(FUNNEL.map(([m]) => periodQuery(m, 'sum'))),
+      periodQuery('commerce.revenue', 'sum', [CURRENCY]),
+      periodQuery('commerce.purchase', 'sum', [CURRENCY]),
+      Promise.all(VITALS.map((v) => periodQuery(v.metric, 'p75'))),
+    ]);
+    const kpi = (name: string, title: string, f: HTMLElement) => {
+      const tile = el('div', { className: 'tile' }, el('span', { className: 'title', text: title }), f);
+      tile.dataset.kpi = name;
+      return tile;
+    };
+    $('sf-kpis').replaceChildren(kpi('visitors', 'Visitors', figure(...total(visitors))), kpi('pageviews', 'Page views', figure(...total(views))));
+
+    const byNow = (p: PeriodPair) => [...p].filter(([, [now]]) => now).sort((a, b) => b[1][0]! - a[1][0]! || (a[0] < b[0] ? -1 : 1));
+    sfTable('sf-pages', ['Page', 'Views', 'Visitors'], byNow(pages).slice(0, 10).map(([path, [n, b]]) => [path, figure(n, b), figure(...(pageVisitors.get(path) ?? [null, null]))]));
+    sfTable('sf-sources', ['Referrer', 'Visits'], byNow(sources).filter(([k]) => k !== '(none)').slice(0, 10).map(([k, [n, b]]) => [k, figure(n, b)]));
+    sfTable('sf-campaigns', ['Source · medium · campaign', 'Visits'], byNow(campaigns).filter(([k]) => k !== '(none) · (none) · (none)').slice(0, 10).map(([k, [n, b]]) => [k, figure(n, b)]));
+
+    const counts = steps.map((s) => total(s));
+    sfTable(
+      'sf-funnel',
+      ['Step', 'Events', 'From the step before', 'From the first step'],
+      FUNNEL.map(([, label], i) => [label, figure(...counts[i]!), i ? pct(counts[i]![0], counts[i - 1]![0]) : '', i ? pct(counts[i]![0], counts[0]![0]) : '']),
+    );
+
+    sfTable(
+      'sf-revenue',
+      ['Currency', 'Revenue', 'Orders', 'Average order value'],
+      byNow(revenue).map(([cur, [n, b]]) => {
+        const [o, ob] = orders.get(cur) ?? [null, null];
+        const unit: Unit = { kind: 'currency', code: cur };
+        return [cur, figure(n, b, unit), figure(o, ob), figure(n !== null && o ? n / o : null, b !== null && ob ? b / ob : null, unit)];
+      }),
+    );
+
+    sfTable(
+      'sf-vitals',
+      ['Metric', 'p75', 'Rating'],
+      VITALS.flatMap((v, i) => {
+        const [n, b] = total(vitals[i]!);
+        if (n === null && b === null) return [];
+        const rating = n === null ? '—' : n <= v.good ? 'good' : n <= v.poor ? 'needs improvement' : 'poor';
+        const badge = el('span', { className: `rating ${rating.replace(/ /g, '-')}`, text: rating });
+        return [[`${v.name} (${v.metric})`, figure(n, b, v.unit), badge]];
+      }),
+    );
+    section.dataset.state = 'ready';
+  } catch (e) {
+    section.dataset.state = 'error';
+    $('storefront-note').textContent = e instanceof ApiError ? `could not load: ${e.code}` : 'could not load';
+  }
+}
+
 // ---- wiring --------------------------------------------------------------------
 
 function init(): void {
@@ -925,6 +1060,7 @@ function init(): void {
     void runQuery();
   });
   $('range').addEventListener('change', onRangeChange);
+  $('sf-period').addEventListener('change', () => listing && void renderStorefront(listing));
   $('filter-key').addEventListener('change', onFilterKeyChange);
   window.addEventListener('popstate', () => {
     if (!listing?.metrics.length || $('explorer').hidden) return;
