@@ -56,7 +56,14 @@ export const APP_RESPONSES = {
     writeKey: z.string(),
     readToken: z.string(),
     collectorKey: z.object({ keyId: z.string(), publicKey: z.string() }),
-    script: z.object({ path: z.string(), integrity: z.string() }).optional().describe('where this collector serves the script build (for a ready-to-paste tag)'),
+    script: z
+      .object({
+        path: z.string(),
+        integrity: z.string(),
+        storefront: z.object({ path: z.string(), integrity: z.string() }).optional().describe('the storefront build (autocapture, Web Vitals, commerce helpers)'),
+      })
+      .optional()
+      .describe('where this collector serves the script build (for a ready-to-paste tag)'),
   }),
   accounts: z.object({ accounts: z.array(accountView) }),
   account: accountDetails,
@@ -89,7 +96,8 @@ export function registerAdminRoutes(app: Hono, s: AdminDeps, clientAddress: (c: 
     const created = await s.accounts.create(input);
     log.info({ accountId: created.accountId }, 'account created');
     // where this collector serves the script build, for a ready-to-paste snippet
-    const script = s.script && { path: s.script.immutablePath, integrity: s.script.integrity };
+    const sf = s.script?.storefrontTag;
+    const script = s.script && { path: s.script.immutablePath, integrity: s.script.integrity, ...(sf ? { storefront: { path: sf.immutablePath, integrity: sf.integrity } } : {}) };
     return c.json({ ...created, script }, 201);
   });
   app.get('/v1/accounts', async (c) => {

@@ -353,9 +353,12 @@ async function main(): Promise<void> {
       const created = r ? await call(r, 'POST', '/v1/accounts', input) : await local(config, (s) => s.accounts.create(input), { write: true });
       // the collector that serves the script and receives the data (use your public https URL in production)
       const url = r?.url ?? `http://${config.host}:${config.port}`;
-      const script = created.script ? { immutablePath: created.script.path, integrity: created.script.integrity } : loadScript();
+      const built = created.script ? undefined : loadScript();
+      const script = created.script ? { immutablePath: created.script.path, integrity: created.script.integrity } : built;
+      const sf = created.script ? created.script.storefront && { immutablePath: created.script.storefront.path, integrity: created.script.storefront.integrity } : built?.storefrontTag;
       const snippet = script ? scriptSnippet({ ...created, url, script }) : undefined;
-      return out({ ...created, snippet }, (c) =>
+      const storefrontSnippet = sf ? scriptSnippet({ ...created, url, script: sf, autocapture: true }) : undefined;
+      return out({ ...created, snippet, storefrontSnippet }, (c) =>
         [
           `account     ${c.accountId}`,
           `write key   ${c.writeKey}`,
@@ -364,6 +367,9 @@ async function main(): Promise<void> {
           ...(snippet
             ? ['', `Paste into the shop's pages (script and data from ${url}; collector key pinned; integrity-checked):`, snippet]
             : ['', 'The script build is missing (run `npm run build`), so no snippet to paste.']),
+          ...(storefrontSnippet
+            ? ['', 'Or, for page views, sources, Web Vitals and the commerce helpers (the storefront build, autocapture on):', storefrontSnippet]
+            : []),
         ].join('\n'),
       );
     }

@@ -51,6 +51,7 @@ const routes = (): Route[] => [
   { method: 'get', path: '/cipherstat-storefront.min.js', summary: "the Library's storefront script build: the core plus autocapture, Web Vitals and commerce helpers (5 min cache)", auth: 'none', ok: [200, 'JavaScript'], produces: 'text/javascript' },
   { method: 'get', path: '/cipherstat-fallback.min.js', summary: "the script build's fallback chunk (tweetnacl), fetched only where WebCrypto lacks X25519 or is missing (5 min cache)", auth: 'none', ok: [200, 'JavaScript'], produces: 'text/javascript' },
   { method: 'get', path: '/cipherstat.{hash}.min.js', summary: "the Library's script build under its content-named path (immutable, for SRI)", auth: 'none', ok: [200, 'JavaScript'], produces: 'text/javascript' },
+  { method: 'get', path: '/cipherstat-storefront.{hash}.min.js', summary: "the storefront script build under its content-named path (immutable, for SRI; `accounts create` prints its tag)", auth: 'none', ok: [200, 'JavaScript'], produces: 'text/javascript' },
   {
     method: 'post', path: '/v1/batches', summary: 'an encrypted batch envelope (binary, or its base64 as text/plain for sendBeacon); 202 once durable', auth: 'none',
     body: { 'application/octet-stream': { type: 'string', contentMediaType: 'application/octet-stream' }, 'text/plain': { type: 'string', contentEncoding: 'base64' } },

@@ -27,38 +27,50 @@ export interface ScriptBuild {
   fallback?: Uint8Array;
   /** `cipherstat-storefront.min.js` beside it, when built. */
   storefront?: Uint8Array;
+  /** The storefront build's content-named path (`/cipherstat-storefront.<16 hex>.min.js`) and integrity, when built. */
+  storefrontTag?: { immutablePath: string; integrity: string };
 }
+
+const named = (prefix: string, bytes: Uint8Array) => ({
+  immutablePath: `/${prefix}.${createHash('sha256').update(bytes).digest('hex').slice(0, 16)}.min.js`,
+  integrity: `sha384-${createHash('sha384').update(bytes).digest('base64')}`,
+});
 
 /** The build, or undefined when it was not built (the routes then answer 404 script_not_built). */
 export function loadScript(file = DEFAULT_SCRIPT_FILE): ScriptBuild | undefined {
   if (!existsSync(file)) return undefined;
   const bytes = readFileSync(file);
-  const hash = createHash('sha256').update(bytes).digest('hex').slice(0, 16);
   const beside = (name: string) => {
     const f = file.replace(/cipherstat\.min\.js$/, name);
     return f !== file && existsSync(f) ? readFileSync(f) : undefined;
   };
+  const storefront = beside('cipherstat-storefront.min.js');
   return {
     bytes,
-    immutablePath: `/cipherstat.${hash}.min.js`,
-    integrity: `sha384-${createHash('sha384').update(bytes).digest('base64')}`,
+    ...named('cipherstat', bytes),
     fallback: beside('cipherstat-fallback.min.js'),
-    storefront: beside('cipherstat-storefront.min.js'),
+    storefront,
+    ...(storefront ? { storefrontTag: named('cipherstat-storefront', storefront) } : {}),
   };
 }
 
-/** The script tag for an account: the collector serves the script and receives the data. */
+/**
+ * The script tag for an account: the collector serves the script and receives the data. Given
+ * the storefront build's path and integrity as `script`, `autocapture` adds `data-auto` (page
+ * views, sources, errors, Web Vitals; README "Storefront analytics").
+ */
 export function scriptSnippet(o: {
   url: string;
   script: Pick<ScriptBuild, 'immutablePath' | 'integrity'>;
   accountId: string;
   writeKey: string;
   collectorKey: { keyId: string; publicKey: string };
+  autocapture?: boolean;
 }): string {
   return [
     `<script src="${o.url}${o.script.immutablePath}" integrity="${o.script.integrity}" crossorigin="anonymous"`,
     `        data-endpoint="${o.url}" data-account="${o.accountId}" data-write-key="${o.writeKey}"`,
-    `        data-collector-key-id="${o.collectorKey.keyId}" data-collector-key="${o.collectorKey.publicKey}"></script>`,
+    `        data-collector-key-id="${o.collectorKey.keyId}" data-collector-key="${o.collectorKey.publicKey}"${o.autocapture ? ' data-auto' : ''}></script>`,
   ].join('\n');
 }
 
@@ -82,4 +94,5 @@ export function registerScriptRoutes(app: Hono, script: ScriptBuild | undefined)
   app.get('/cipherstat-fallback.min.js', serve('public, max-age=300', 'fallback'));
   app.get('/cipherstat-storefront.min.js', serve('public, max-age=300', 'storefront'));
   if (script) app.get(script.immutablePath, serve('public, max-age=31536000, immutable'));
+  if (script?.storefrontTag) app.get(script.storefrontTag.immutablePath, serve('public, max-age=31536000, immutable', 'storefront'));
 }

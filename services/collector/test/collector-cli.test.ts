@@ -2,7 +2,8 @@
 import { execFile, spawn } from 'node:child_process';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { mkdtempSync, rmSync, statSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, existsSync, writeFileSync, readFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -78,6 +79,14 @@ it('talks to a running collector with the admin token', { timeout: 240_000 }, as
     expect(created.snippet).toContain(`src="${url}/cipherstat.`);
     expect(created.snippet).toMatch(/integrity="sha384-[A-Za-z0-9+/]+=*" crossorigin="anonymous"/);
     expect(created.snippet).toContain(`data-collector-key="${created.collectorKey.publicKey}"`);
+    // and the storefront build's tag (autocapture on): served at its content-named path, with that integrity
+    const sf = /src="([^"]+)" integrity="(sha384-[^"]+)" crossorigin="anonymous"/.exec(created.storefrontSnippet)!;
+    expect(sf[1]).toMatch(new RegExp(`^${url}/cipherstat-storefront\\.[0-9a-f]{16}\\.min\\.js$`));
+    expect(created.storefrontSnippet).toContain(`data-account="${created.accountId}"`);
+    expect(created.storefrontSnippet).toContain(' data-auto></script>');
+    const served = Buffer.from(await (await fetch(sf[1]!)).arrayBuffer());
+    expect(`sha384-${createHash('sha384').update(served).digest('base64')}`).toBe(sf[2]);
+    expect(served.equals(readFileSync(fileURLToPath(new URL('../dist/script/cipherstat-storefront.min.js', import.meta.url))))).toBe(true);
 
     // the right data directory but the wrong port: the lock error, translated
     const wrongPort = await failing(['accounts', 'list', '--data-dir', dir, '--port', '1']);

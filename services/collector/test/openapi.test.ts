@@ -34,12 +34,12 @@ it('lists every route the app registers, with its method', () => {
   const routes = app.routes.filter((r) => r.method !== 'ALL');
   expect(routes.length).toBeGreaterThan(30);
   const missing = routes
-    .map((r) => ({ method: r.method.toLowerCase(), path: r.path.replace(/:(\w+)/g, '{$1}').replace(/^\/cipherstat\.[^/]+\.min\.js$/, '/cipherstat.{hash}.min.js') }))
+    .map((r) => ({ method: r.method.toLowerCase(), path: r.path.replace(/:(\w+)/g, '{$1}').replace(/^\/cipherstat(-storefront)?\.[^/]+\.min\.js$/, '/cipherstat$1.{hash}.min.js') }))
     .filter(({ method, path }) => !doc.paths[path]?.[method])
     .map(({ method, path }) => `${method} ${path}`);
   expect(missing).toEqual([]);
   // and nothing described that the app does not serve
-  const served = new Set(routes.map((r) => `${r.method.toLowerCase()} ${r.path.replace(/:(\w+)/g, '{$1}').replace(/^\/cipherstat\.[^/]+\.min\.js$/, '/cipherstat.{hash}.min.js')}`));
+  const served = new Set(routes.map((r) => `${r.method.toLowerCase()} ${r.path.replace(/:(\w+)/g, '{$1}').replace(/^\/cipherstat(-storefront)?\.[^/]+\.min\.js$/, '/cipherstat$1.{hash}.min.js')}`));
   const described = Object.entries(doc.paths).flatMap(([path, ops]: [string, any]) => Object.keys(ops).map((m) => `${m} ${path}`));
   expect(described.filter((d) => !served.has(d))).toEqual([]);
 });
