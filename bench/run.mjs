@@ -14,6 +14,8 @@ const ALL = [
   ['abuse', 'bench/abuse.mjs'],
   // Measurements written as vitest files (they drive the collector's classes directly).
   ['compaction', 'services/collector/bench/compaction.measure.ts', ['node_modules/vitest/vitest.mjs', 'run', '--config', 'vitest.measure.config.ts']],
+  // Child processes by role on one ClickHouse endpoint (the test harness, so TypeScript through tsx).
+  ['cluster', 'services/collector/bench/cluster.ts', ['--import', 'tsx']],
 ];
 const root = fileURLToPath(new URL('..', import.meta.url));
 const wanted = process.argv.slice(2);
