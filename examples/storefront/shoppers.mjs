@@ -29,14 +29,18 @@ export const plans = (n) =>
     visitor: i % Math.max(1, n - 2),
   }));
 
-/** The user agent of visitor `v`: one machine plays many visitors, each with its own browser. */
+/**
+ * A user agent for visitor `v`, for a proxy that presents a visitor's requests (as the visitors
+ * test does). Not set on the browser context: Chromium's per-context user agent does not reach
+ * the beacons a page sends as it unloads, so one shopper would show as two visitors.
+ */
 export const shopperAgent = (v) => `Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36 Shopper/${v}`;
 
 /** Runs one visit in `browser` (playwright-core) against the shop at `origin`; resolves once
  * the Library on the last page has delivered everything. `contextOptions` go to newContext
- * (the visitor's user agent is set unless given); `prepare(context)` runs before the first page. */
+ * (e.g. a user agent); `prepare(context)` runs before the first page. */
 export async function visit(browser, origin, plan, contextOptions = {}, prepare = undefined) {
-  const context = await browser.newContext({ userAgent: shopperAgent(plan.visitor ?? 0), ...contextOptions });
+  const context = await browser.newContext(contextOptions);
   try {
     await prepare?.(context);
     const page = await context.newPage();
