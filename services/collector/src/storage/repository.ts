@@ -18,14 +18,18 @@ import { queryRepository } from './queries.js';
 
 export { LIST_PARAM_BYTES, chunkList } from './sql.js';
 
-const connections = new WeakMap<Store, Connection>();
+/**
+ * Where a store keeps its connection: a registered symbol, so a store made by another copy of
+ * this module (the compiled files in dist/ beside the sources in tests) answers too.
+ */
+const CONNECTION = Symbol.for('@cipherstat/collector.storage.connection');
 
 /**
  * The raw connection under a store (its database current), for tests that inspect or tamper
  * with stored rows and for bench tools; collector code outside storage/ never uses it.
  */
 export function connectionOf(store: Store): Connection {
-  const conn = connections.get(store);
+  const conn = (store as Store & { [CONNECTION]?: Connection })[CONNECTION];
   if (!conn) throw new Error('not a store opened by openStore/createStore');
   return conn;
 }
@@ -69,7 +73,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
       return rows.map((r) => t(r.name));
     },
   };
-  connections.set(store, conn);
+  Object.defineProperty(store, CONNECTION, { value: conn }); // not enumerable: `{ ...store }` is a Store without it
   return store;
 }
 
