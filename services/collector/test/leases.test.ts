@@ -62,6 +62,27 @@ describe('leases', () => {
     expect(a.acquireOrRenew()).toMatchObject({ held: true, lease: { holder: a.holder, epoch: 3 } });
   });
 
+  it('a partition lease of another partition count waits until every lease of the running count is released or expired', () => {
+    const dir = tmp();
+    let wall = Date.now();
+    const old0 = new Lease(dir, 'partition-0-of-2', 60_000);
+    const old1 = new Lease(dir, 'partition-1-of-2', 60_000);
+    const new0 = new Lease(dir, 'partition-0-of-3', 60_000, () => wall);
+    const compactor = new Lease(dir, 'compactor', 60_000);
+    expect(old0.acquireOrRenew().held).toBe(true);
+    expect(old1.acquireOrRenew().held).toBe(true);
+    expect(compactor.acquireOrRenew().held).toBe(true); // not a partition lease: never in the way
+    expect(new0.acquireOrRenew()).toMatchObject({ held: false, lease: { name: 'partition-0-of-2', holder: old0.holder } });
+    old0.release(); // SIGTERM of the first old node
+    expect(new0.acquireOrRenew()).toMatchObject({ held: false, lease: { name: 'partition-1-of-2', holder: old1.holder } });
+    // The second old node died instead: its lease blocks until expiry plus the allowance.
+    wall = old1.read()!.expiresAt + LOCK_CLOCK_SKEW_MS + 1;
+    expect(new0.acquireOrRenew()).toMatchObject({ held: true, lease: { name: 'partition-0-of-3', epoch: 1 } });
+    // And now the old count cannot come back while the new one runs (with its clock, past the old leases too).
+    old1.release();
+    expect(new Lease(dir, 'partition-0-of-2', 60_000).acquireOrRenew()).toMatchObject({ held: false, lease: { name: 'partition-0-of-3', holder: new0.holder } });
+  });
+
   it("a holder's validity runs out on its own monotonic clock (no renewal, no I/O)", async () => {
     const a = new Lease(tmp(), 'compactor', 300);
     expect(a.acquireOrRenew().held).toBe(true);

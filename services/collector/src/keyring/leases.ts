@@ -12,10 +12,14 @@
  * - Taking: under the lock, a lease that is absent, released, or past `expiresAt` plus
  *   LOCK_CLOCK_SKEW_MS is written with `epoch + 1`, this holder and `expiresAt = now + durationMs`.
  * - Renewing: under the lock, only while the file still names this holder and epoch.
+ * - Partition counts: `partition-i-of-n` is not taken while a lease `partition-j-of-m` with
+ *   m ≠ n is live (held and not past expiry plus allowance): a new partition count starts only
+ *   once every node of the old one released its lease (SIGTERM) or stopped renewing.
  * - Holding: a holder counts its lease valid until `durationMs` after it *started* the renewal
  *   that succeeded, on its monotonic clock, so it stops (`validFor` false) at least the
  *   skew allowance before anyone else may take over, whatever the wall clocks say within it.
  */
+import { readdirSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes, toHex } from '@cipherstat/protocol';
@@ -64,17 +68,9 @@ export class Lease {
     return this.mine !== undefined && performance.now() + marginMs < this.validUntil;
   }
 
-  /** What the file says now (undefined: never taken or released). */
+  /** What the file says now (undefined: never taken). */
   read(): LeaseRecord | undefined {
-    const file = readWithId(this.path);
-    if (!file) return undefined;
-    try {
-      const r = JSON.parse(file.text) as LeaseRecord;
-      if (typeof r.holder === 'string' && Number.isInteger(r.epoch) && Number.isFinite(r.expiresAt)) return r;
-    } catch {
-      // cut short by a crash before the rename: atomicWrite never leaves one; treat as absent
-    }
-    return undefined;
+    return readLease(this.path);
   }
 
   /**
@@ -94,6 +90,13 @@ export class Lease {
         this.drop();
         return { held: false, lease: seen! };
       }
+      // Partition leases of another partition count exclude this one until released or expired:
+      // nodes for 0/2 and 0/3 would process overlapping accounts.
+      const other = ours ? undefined : this.otherCount(t);
+      if (other) {
+        this.drop();
+        return { held: false, lease: other };
+      }
       const next: LeaseRecord = {
         name: this.name,
         holder: this.holder,
@@ -109,6 +112,19 @@ export class Lease {
     } finally {
       lock.release();
     }
+  }
+
+  /** A live lease `partition-i-of-m` with m other than this lease's count (none for other names). */
+  private otherCount(t: number): LeaseRecord | undefined {
+    const mine = PARTITION.exec(this.name);
+    if (!mine) return undefined;
+    for (const file of readdirSync(join(this.keyringDir, 'leases'))) {
+      const m = PARTITION.exec(file.replace(/\.json$/, ''));
+      if (!m || m[2] === mine[2] || !file.endsWith('.json')) continue;
+      const l = readLease(join(this.keyringDir, 'leases', file));
+      if (l && l.holder !== '' && t <= l.expiresAt + LOCK_CLOCK_SKEW_MS) return l;
+    }
+    return undefined;
   }
 
   /** Gives the lease up at once (a graceful stop): the next holder need not wait for the expiry. */
@@ -132,6 +148,20 @@ export class Lease {
     this.mine = undefined;
     this.validUntil = 0;
   }
+}
+
+const PARTITION = /^partition-(\d+)-of-(\d+)$/;
+
+function readLease(path: string): LeaseRecord | undefined {
+  const file = readWithId(path);
+  if (!file) return undefined;
+  try {
+    const r = JSON.parse(file.text) as LeaseRecord;
+    if (typeof r.holder === 'string' && Number.isInteger(r.epoch) && Number.isFinite(r.expiresAt)) return r;
+  } catch {
+    // atomicWrite never leaves a partial file; anything else is not a lease
+  }
+  return undefined;
 }
 
 /** Removes a lease file (tests, an operator clearing a retired partition count). */

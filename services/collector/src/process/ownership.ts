@@ -84,9 +84,12 @@ export class Ownership {
     const key = `${l.holder}/${l.epoch}`;
     if (key === this.reported) return;
     this.reported = key;
+    const mine = this.o.lease.name;
     this.o.log.warn(
-      { lease: l.name, holder: l.holder, epoch: l.epoch, expiresAt: new Date(l.expiresAt).toISOString() },
-      `${l.name} is held by ${l.holder} (epoch ${l.epoch}): waiting; this node takes over only if that holder stops renewing (${l.durationMs} ms lease + ${LOCK_CLOCK_SKEW_MS} ms clock allowance)`,
+      { lease: mine, blockedBy: l.name, holder: l.holder, epoch: l.epoch, expiresAt: new Date(l.expiresAt).toISOString() },
+      l.name === mine
+        ? `${l.name} is held by ${l.holder} (epoch ${l.epoch}): waiting; this node takes over only if that holder stops renewing (${l.durationMs} ms lease + ${LOCK_CLOCK_SKEW_MS} ms clock allowance)`
+        : `${mine}: another partition count runs (${l.name} is held by ${l.holder}, epoch ${l.epoch}): waiting until every node of that count has released its lease (SIGTERM) or stopped renewing`,
     );
   }
 
