@@ -15,7 +15,6 @@ import { ALONE_FACTOR, DEFAULT_MS_PER_POINT, FairQueue } from '../src/process/fa
 import { Compactor } from '../src/compaction/compactor.js';
 import { createLogger } from '../src/logger.js';
 import type { BatchRow } from '../src/storage/types.js';
-import { connectionOf } from '../src/storage/index.js';
 
 let c: TestCollector | undefined;
 afterEach(async () => {
@@ -31,7 +30,7 @@ const readRejects = async (col: TestCollector, a: TestAccount): Promise<Record<s
 };
 
 const processedPoints = async (col: TestCollector, a: TestAccount): Promise<number> => {
-  const [row] = await connectionOf(col.services.store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
+  const [row] = await col.connection.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
   return Number(row?.n ?? 0);
 };
 
@@ -133,7 +132,9 @@ describe('fairness between tenants at ingest', () => {
   });
 
   it('points per second per account: over budget is 429 points_rate_limited, counted; another account is not affected', { timeout: 60_000 }, async () => {
-    c = await startTestCollector({ config: { accountPointsPerSecond: 10 } }); // burst 20
+    // 0.01 points/s, burst 0.02: the first batch (from the full bucket) leaves it ~20 points in
+    // debt, ~2000 s to refill, so the second is refused however slow the machine
+    c = await startTestCollector({ config: { accountPointsPerSecond: 0.01 } });
     const a = await createAccount(c);
     const b = await createAccount(c);
     expect((await post(c.url, envelope(a, points(20)).bytes)).status).toBe(202);
@@ -146,7 +147,9 @@ describe('fairness between tenants at ingest', () => {
   });
 
   it('bytes per second per account: over budget is 429 bytes_rate_limited', { timeout: 60_000 }, async () => {
-    c = await startTestCollector({ config: { accountBytesPerSecond: 1000 } }); // burst 2000 bytes
+    // burst 2 bytes: the first batch (from the full bucket) leaves it in debt for most of an
+    // hour, so the second is refused however long the first took on a loaded machine
+    c = await startTestCollector({ config: { accountBytesPerSecond: 1 } });
     const a = await createAccount(c);
     const big = () => envelope(a, points(40, (i) => ({ tags: { page: `/some/long/page/path/${i}` } }))).bytes; // > 2000 bytes
     expect((await post(c.url, big())).status).toBe(202); // from the full bucket
@@ -225,7 +228,7 @@ describe('fairness between tenants at ingest', () => {
     await processor.drain();
     expect(await processedPoints(c, a)).toBe(250);
     // Two 50-point batches per tick: three ticks (parts), none with more than 100 points.
-    const ticks = await connectionOf(c.services.store).query<{ part: string; n: string }>(
+    const ticks = await c.connection.query<{ part: string; n: string }>(
       'SELECT part, sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String} GROUP BY part ORDER BY n DESC',
       { a: a.accountId },
     );
