@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
-import { openStore, type RollupSelection, type Store } from '../src/storage/index.js';
+import { connectionOf, openStore, type RollupSelection, type Store } from '../src/storage/index.js';
 import { Keyring, staticMasterKeys } from '../src/keyring/index.js';
 import { sealDict, sealRollup } from '../src/at-rest/records.js';
 import { addPoint, emptyAggregate, encodeAggregate, encodeDayPack } from '../src/rollup/index.js';
@@ -64,7 +64,7 @@ describe('runQuery', () => {
     { metric: 'page.load', groupBy: ['page'], filter: { country: ['DE', 'IN'] } },
     { metric: 'temperature', groupBy: ['site'] },
   ];
-  for (const timezone of ['UTC', 'Europe/Berlin', 'Asia/Kolkata']) {
+  for (const timezone of ['UTC', 'Europe/Berlin', 'Asia/Kolkata', 'Asia/Kathmandu']) {
     for (const interval of ['hour', 'day'] as const) {
       it(`matches the reference: ${interval} in ${timezone}`, async () => {
         for (const aggregation of aggregations) {
@@ -129,7 +129,7 @@ describe('runQuery', () => {
     expect(res.meta.to).toBe(Date.UTC(2026, 2, 30, 22));
     expect(res.meta.level).toBe('hour');
     const kolkata = await runQuery(deps(), { accountId: A }, { metric: 'orders', aggregation: 'count', interval: 'hour', timezone: 'Asia/Kolkata', from: FROM, to: FROM + 3 * 3_600_000 });
-    expect(kolkata.meta.level).toBe('minute'); // Kolkata hours start at UTC :30
+    expect(kolkata.meta.level).toBe('quarter'); // Kolkata hours start at UTC :30: quarter-hour rows
     expect(kolkata.series[0]!.points[0]![0]).toBe(FROM - 30 * 60_000);
     // Kolkata days: only the UTC hours holding local midnight come from minute rollups
     const days = await runQuery(deps(), { accountId: A }, { metric: 'orders', aggregation: 'count', interval: 'day', timezone: 'Asia/Kolkata', from: FROM, to: TO });
@@ -378,5 +378,47 @@ describe('runQuery', () => {
     expect(failed).toBe(0);
     expect(groups.size).toBe(20);
     expect(() => mergeRows(mergePlan(ctx, q, metricOf, 5), rows)).toThrow(expect.objectContaining({ status: 400, code: 'too_many_series' }));
+  });
+
+  it('hours in :30 and :45 zones read quarter-hour rows (fewer than minute rows, the same answers); a database that held rows before quarter hours existed reads minute rows for older ranges', async () => {
+    // A store whose quarter-hour rows start after the data (what migration 7 records for a database
+    // that already held rollup rows): the same queries from minute rows.
+    const later = Date.now() + 600_000;
+    const upgraded = new Proxy(store, { get: (t, k) => (k === 'rollupLevelSince' ? async () => later : Reflect.get(t, k)) });
+    const fresh = new QueryCache({ ttlMs: 0 });
+    for (const timezone of ['Asia/Kolkata', 'Asia/Kathmandu']) {
+      for (const aggregation of ['count', 'sum', 'p95']) {
+        const q: RefQuery = { metric: 'page.load', groupBy: ['page'], aggregation, interval: 'hour', timezone };
+        const quarter = await runQuery({ store, keyring, cache: fresh }, { accountId: A }, { ...q, from: FROM, to: TO });
+        const minute = await runQuery({ store: upgraded, keyring, cache: fresh }, { accountId: A }, { ...q, from: FROM, to: TO });
+        expect(quarter.meta.level).toBe('quarter');
+        expect(minute.meta.level).toBe('minute');
+        expect(quarter.meta.rows).toBeLessThan(minute.meta.rows);
+        expect(quarter.meta.failedRows + minute.meta.failedRows).toBe(0);
+        checkAgainstReference(q, quarter, points);
+        checkAgainstReference(q, minute, points);
+        if (aggregation === 'count') expect(quarter.series).toEqual(minute.series); // (float sums may differ in their last digit by merge order)
+      }
+    }
+    // Minute buckets stay on minute rows in every zone.
+    const minutes = await runQuery(deps(), { accountId: A }, { metric: 'orders', aggregation: 'count', interval: 'minute', timezone: 'Asia/Kathmandu', from: MID, to: MID + 3_600_000 });
+    expect(minutes.meta.level).toBe('minute');
+  });
+
+  it('migration 7: a new database has quarter-hour rows for everything; one that already held rollup rows, from 10 minutes after it ran', async () => {
+    expect(await store.rollupLevelSince(3)).toBe(0); // migrated when the rollups table was empty
+    expect(await store.rollupLevelSince(1)).toBe(Infinity); // no record: never
+    // Replay migration 7 on this database, which holds rows now.
+    await connectionOf(store).exec(`ALTER TABLE schema_migrations DELETE WHERE version = 7 SETTINGS mutations_sync = 2`);
+    await connectionOf(store).exec('TRUNCATE TABLE rollup_levels');
+    const before = Date.now();
+    expect((await store.migrate()).from).toBe(6);
+    const since = await store.rollupLevelSince(3);
+    expect(since).toBeGreaterThanOrEqual(before + 600_000 - 1000); // now64 of the engine, to the millisecond
+    expect(since).toBeLessThanOrEqual(Date.now() + 600_000 + 1000);
+    // Running it again (an interrupted migration) keeps the first record.
+    await connectionOf(store).exec(`ALTER TABLE schema_migrations DELETE WHERE version = 7 SETTINGS mutations_sync = 2`);
+    await store.migrate();
+    expect(await store.rollupLevelSince(3)).toBe(since);
   });
 });

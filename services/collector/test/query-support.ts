@@ -164,12 +164,13 @@ export function checkAgainstReference(q: RefQuery, res: Pick<QueryResult, 'serie
 const LEVELS = [
   { level: 0 as const, ms: 60_000 },
   { level: 1 as const, ms: 3_600_000 },
+  { level: 3 as const, ms: 900_000 },
 ];
 
 /**
  * Stores rollups and dictionary entries for `points` like the processor: pseudonyms and data
- * key of `keys`, minute and hour levels, each (bucket, series) split into up to `parts`
- * partial rows.
+ * key of `keys`, minute, hour and quarter-hour levels, each (bucket, series) split into up to
+ * `parts` partial rows.
  */
 export async function writeRollups(store: Store, accountId: string, keys: AccountKeys, points: GenPoint[], parts = 3, seed = 1): Promise<number> {
   const ps = new Pseudonyms(keys.macKey);

@@ -31,6 +31,7 @@ const QUERIES = ['count', 'sum', 'p95', 'last'].flatMap((aggregation) => [
   { metric: 'orders', aggregation, interval: 'hour', groupBy: ['country'] },
   { metric: 'revenue', aggregation, interval: 'day', timezone: 'Asia/Kolkata' }, // minute rows
   { metric: 'page.load', aggregation, interval: 'day' }, // hour rows, day packs after compaction
+  { metric: 'orders', aggregation, interval: 'hour', timezone: 'Asia/Kathmandu' }, // quarter-hour rows
 ]);
 const deps = () => ({ store: c.services.store, keyring: c.services.keyring, now });
 // The compiled query worker (what the service uses for all but small reads), for every read:

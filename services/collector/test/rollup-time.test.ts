@@ -211,15 +211,18 @@ describe('sourceLevel', () => {
     expect(sourceLevel('month', 'America/New_York', from, to)).toBe(LEVEL.hour);
     expect(sourceLevel('hour', 'America/New_York', from, to)).toBe(LEVEL.hour);
   });
-  it('minute level for :30/:45 zones, 30-minute DST, and minute buckets', () => {
-    expect(sourceLevel('hour', 'Asia/Kolkata', from, to)).toBe(LEVEL.minute);
-    expect(sourceLevel('day', 'Asia/Kolkata', from, to)).toBe(LEVEL.minute);
-    expect(sourceLevel('day', 'Asia/Kathmandu', from, to)).toBe(LEVEL.minute);
-    expect(sourceLevel('month', 'Asia/Kolkata', from, to)).toBe(LEVEL.minute);
-    expect(sourceLevel('hour', 'Australia/Lord_Howe', from, to)).toBe(LEVEL.minute);
+  it('quarter-hour level for :30/:45 zones and 30-minute DST; minute level for minute buckets', () => {
+    expect(sourceLevel('hour', 'Asia/Kolkata', from, to)).toBe(LEVEL.quarter);
+    expect(sourceLevel('day', 'Asia/Kolkata', from, to)).toBe(LEVEL.quarter);
+    expect(sourceLevel('hour', 'Asia/Kathmandu', from, to)).toBe(LEVEL.quarter);
+    expect(sourceLevel('day', 'Asia/Kathmandu', from, to)).toBe(LEVEL.quarter);
+    expect(sourceLevel('month', 'Asia/Kolkata', from, to)).toBe(LEVEL.quarter);
+    expect(sourceLevel('hour', 'Australia/Lord_Howe', from, to)).toBe(LEVEL.quarter);
+    expect(sourceLevel('hour', 'America/St_Johns', from, to)).toBe(LEVEL.quarter);
+    // +10:30 / +11: standard-time midnights are never on a UTC hour, always on a quarter
+    expect(sourceLevel('day', 'Australia/Lord_Howe', from, to)).toBe(LEVEL.quarter);
     expect(sourceLevel('minute', 'UTC', from, to)).toBe(LEVEL.minute);
-    // +10:30 / +11: standard-time midnights are never on a UTC hour
-    expect(sourceLevel('day', 'Australia/Lord_Howe', from, to)).toBe(LEVEL.minute);
+    expect(sourceLevel('minute', 'Asia/Kathmandu', from, to)).toBe(LEVEL.minute);
   });
 });
 

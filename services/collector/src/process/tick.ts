@@ -17,6 +17,8 @@ import { openVisitor } from '../at-rest/visitor.js';
 const LEVELS: { level: RollupLevel; ms: number }[] = [
   { level: LEVEL.minute, ms: 60_000 },
   { level: LEVEL.hour, ms: 3_600_000 },
+  // Quarter hours: hourly and daily buckets of zones at :30 and :45 (Asia/Kolkata, Asia/Kathmandu).
+  { level: LEVEL.quarter, ms: 900_000 },
 ];
 const DAY = 86_400_000;
 const HOUR = 3_600_000;

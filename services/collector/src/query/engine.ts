@@ -32,7 +32,7 @@
  *   covers: storage rewriting `tag_values` makes the row fail to open (never regrouped).
  */
 import { CollectorError } from '../errors.js';
-import type { RollupSelection } from '../storage/types.js';
+import type { RollupSelection, Store } from '../storage/types.js';
 import { accountContext, lookupDictionary, type AccountContext, type QueryDeps } from './context.js';
 import { MAX_SERIES, tooManySeries, type MergePlan } from './merge.js';
 import { inlineMergers, type Merging } from './mergers.js';
@@ -44,6 +44,18 @@ import { countRows } from '../rollup/rows.js';
 export { MAX_SERIES, roundFloat } from './merge.js';
 
 const MINUTE_MS = 60_000;
+const QUARTER_MS = 900_000;
+const quarterSince = new WeakMap<Store, Promise<number>>();
+/** From when every point has quarter-hour rows (read once per store; a failed read is retried next time). */
+function quarterLevelSince(store: Store): Promise<number> {
+  let p = quarterSince.get(store);
+  if (!p) {
+    p = store.rollupLevelSince(LEVEL.quarter);
+    p.catch(() => quarterSince.delete(store));
+    quarterSince.set(store, p);
+  }
+  return p;
+}
 
 /** Most rollup rows one query may read (each is opened and merged). */
 export const MAX_ROWS = 500_000;
@@ -65,9 +77,8 @@ export interface QueryResult {
     /** Start of the first bucket and end of the last one (epoch ms; the range actually answered). */
     from: number;
     to: number;
-    /** Stored rollup level read: minute or hour. */
-    /** Stored level read: minute, hour (with day packs), or hour with minute rows in the hours holding a bucket edge. */
-    level: 'minute' | 'hour' | 'hour+minute';
+    /** Stored level read: minute, quarter (15 minutes), hour (with day packs), or hour with minute rows in the hours holding a bucket edge. */
+    level: 'minute' | 'quarter' | 'hour' | 'hour+minute';
     /** Rollup rows read. */
     rows: number;
     /** Rows that failed to open or decode: left out of the answer. */
@@ -93,7 +104,7 @@ export interface QueryStats {
  * one. Throws CollectorError (400 for bad queries, 410 when the account has no keys).
  */
 export async function runQuery(deps: QueryDeps, account: { accountId: string }, body: unknown, stats?: QueryStats): Promise<QueryResult> {
-  const q = parseQuery(body);
+  const q = parseQuery(body, { quarterSince: await quarterLevelSince(deps.store) });
   const { cache } = deps;
   const key = cache ? `query\u0000${queryKey(q)}` : '';
   const hit = cache?.get<QueryResult>(account.accountId, key);
@@ -148,7 +159,7 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
       timezone: q.timezone,
       from: q.starts[0]!,
       to: q.end,
-      level: q.level === LEVEL.minute ? 'minute' : q.minuteHours ? 'hour+minute' : 'hour',
+      level: q.level === LEVEL.minute ? 'minute' : q.level === LEVEL.quarter ? 'quarter' : q.minuteHours ? 'hour+minute' : 'hour',
       rows,
       failedRows: failed,
       tamperedRows: tampered,
@@ -166,16 +177,16 @@ export const STATEMENT_ROWS = 20_000;
  * heavy query read in one statement would hold back every insert (acknowledgements,
  * processing writes) for its whole read. Ranges are split at UTC days (hour level: a day's
  * hour rows and its day packs, the scope of a sealed `supersedes` list, are read by one
- * statement) or minutes (minute level: the scope is one bucket), so what supersedes.ts
+ * statement) or minutes and quarter hours (minute and quarter-hour levels: the scope is one bucket), so what supersedes.ts
  * decides per scope comes from one statement, which sees one snapshot. At most MAX_ROWS + 1
  * rows in all (more: the merge answers query_too_large).
  */
 async function readInStatements(deps: QueryDeps, selection: RollupSelection): Promise<Uint8Array> {
-  const unit = selection.level === LEVEL.minute ? MINUTE_MS : DAY_MS;
+  const unit = selection.level === LEVEL.minute ? MINUTE_MS : selection.level === LEVEL.quarter ? QUARTER_MS : DAY_MS;
   const parts: Uint8Array[] = [];
   let rows = 0;
-  // The first statement reads 10 minutes (minute level: 12,000 rows at 1,200 series) or one UTC day.
-  let span = (selection.level === LEVEL.minute ? 10 : 1) * unit;
+  // The first statement reads 10 minutes or quarter hours (12,000 rows at 1,200 series) or one UTC day.
+  let span = (selection.level === LEVEL.hour ? 1 : 10) * unit;
   for (let from = selection.from; from < selection.to && rows <= MAX_ROWS; ) {
     const to = Math.min(selection.to, from - (((from % unit) + unit) % unit) + span);
     const bytes = await deps.store.selectRollups({ ...selection, from, to, limit: MAX_ROWS + 1 - rows });

@@ -79,8 +79,12 @@ export function parseTime(v: number | string, field: string): number {
   return ms;
 }
 
-/** Validates `body` (already JSON-parsed) and plans the buckets. Throws CollectorError(400). */
-export function parseQuery(body: unknown): Query {
+/**
+ * Validates `body` (already JSON-parsed) and plans the buckets. Throws CollectorError(400).
+ * `quarterSince`: from when quarter-hour rows exist for every point (schema migration 7; default
+ * never): a range starting earlier reads minute rows instead.
+ */
+export function parseQuery(body: unknown, opts: { quarterSince?: number } = {}): Query {
   const parsed = querySchema.safeParse(body);
   if (!parsed.success) {
     const i = parsed.error.issues[0]!;
@@ -115,11 +119,12 @@ export function parseQuery(body: unknown): Query {
   }
   const end = nextBucketStart(starts[starts.length - 1]!, interval, timezone);
   let level = sourceLevel(interval, timezone, from, to);
+  if (level === LEVEL.quarter && starts[0]! < (opts.quarterSince ?? Infinity)) level = LEVEL.minute;
   // Day (or longer) buckets in a zone whose midnights are not on UTC hours (Asia/Kolkata):
   // only the UTC hours holding a bucket edge need minute rollups; every other hour comes from
-  // hour rollups and day packs.
+  // hour rollups and day packs (fewer rows than quarter hours over the whole range).
   let minuteHours: number[] | undefined;
-  if (level === LEVEL.minute && interval !== 'minute') {
+  if (level !== LEVEL.hour && interval !== 'minute') {
     const edges = new Set([...starts, end].filter((t) => t % HOUR_MS !== 0).map((t) => t - (t % HOUR_MS)));
     if (edges.size * 2 <= Math.ceil((end - starts[0]!) / HOUR_MS)) {
       level = LEVEL.hour;

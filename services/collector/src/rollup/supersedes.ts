@@ -44,12 +44,14 @@ export interface RowHandle {
 }
 
 /**
- * The scope of a row: a list can only name rows of its lister's scope. Minute rows: their group
- * (a merged minute row names rows of its group); hour rows and day packs: the UTC day of their
- * series and key version (a merged hour row names rows of its hour, a pack hour rows and packs of its day).
+ * The scope of a row: a list can only name rows of its lister's scope. Minute and quarter-hour
+ * rows: their group (a merged row names rows of its group); hour rows and day packs: the UTC day
+ * of their series and key version (a merged hour row names rows of its hour, a pack hour rows and packs of its day).
  */
 const scopeOf = (level: RollupLevel, bucket: number, metric: string, series: string, keyVersion: number): string =>
-  level === LEVEL.minute ? `0\u0000${bucket}\u0000${metric}\u0000${series}\u0000${keyVersion}` : `d\u0000${dayOf(bucket)}\u0000${metric}\u0000${series}\u0000${keyVersion}`;
+  level === LEVEL.minute || level === LEVEL.quarter
+    ? `${level}\u0000${bucket}\u0000${metric}\u0000${series}\u0000${keyVersion}`
+    : `d\u0000${dayOf(bucket)}\u0000${metric}\u0000${series}\u0000${keyVersion}`;
 const keyOf = (level: RollupLevel, bucket: number, part: string): string => `${level}\u0000${bucket}\u0000${part}`;
 
 const NONE: readonly string[] = [];

@@ -21,6 +21,7 @@ export type Interval = 'minute' | 'hour' | 'day' | 'week' | 'month';
 export const INTERVALS: readonly Interval[] = ['minute', 'hour', 'day', 'week', 'month'];
 
 const MINUTE = 60_000;
+const QUARTER = 900_000;
 const HOUR = 3_600_000;
 const DAY = 86_400_000;
 /** Fixed wall-clock units; week and month are calendar units of days (CALENDAR). */
@@ -297,8 +298,10 @@ export function buckets(from: number, to: number, interval: Interval, timeZone: 
  * Which stored level answers a query exactly, assuming whole buckets are aggregated
  * (bucket b covers [b, next start), as returned by buckets()): LEVEL.hour when every
  * bucket boundary in range, including the end of the last bucket, is on a UTC hour,
- * else LEVEL.minute. Minute-level rollups align with local minutes in every zone
- * whose offsets are whole minutes (all of them since 1972).
+ * else LEVEL.quarter when every one is on a UTC quarter hour (zones at :30 and :45:
+ * Asia/Kolkata, Asia/Kathmandu, Australia/Adelaide, America/St_Johns), else LEVEL.minute.
+ * Minute-level rollups align with local minutes in every zone whose offsets are whole
+ * minutes (all of them since 1972).
  */
 export function sourceLevel(interval: Interval, timeZone: string, from: number, to: number): QueryLevel {
   unitOf(interval);
@@ -307,5 +310,6 @@ export function sourceLevel(interval: Interval, timeZone: string, from: number, 
   const last = starts[starts.length - 1];
   if (last === undefined) return LEVEL.hour;
   starts.push(nextBucketStart(last, interval, timeZone));
-  return starts.every((b) => mod(b, HOUR) === 0) ? LEVEL.hour : LEVEL.minute;
+  if (starts.every((b) => mod(b, HOUR) === 0)) return LEVEL.hour;
+  return starts.every((b) => mod(b, QUARTER) === 0) ? LEVEL.quarter : LEVEL.minute;
 }

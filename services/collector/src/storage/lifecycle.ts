@@ -6,7 +6,7 @@
  * the disk, not only the results.
  */
 import { ACCOUNT_TABLES, ACCOUNT_TABLES as PURGE_TABLES, REPLACING_TABLES } from './schema.js';
-import type { LifecycleStore, PurgeTable } from './types.js';
+import type { LifecycleStore, PurgeTable, RollupLevel } from './types.js';
 import { at, fromBase64, num, type Db } from './sql.js';
 
 /**
@@ -107,7 +107,7 @@ export function lifecycleRepository(db: Db): LifecycleStore {
       ]);
       return {
         rollups: rollups.map((r) => ({
-          accountId, level: num(r.l) as 0 | 1 | 2, bucket: num(r.b), metric: r.m, series: r.s, tagKeys: r.k, tagValues: r.t, keyVersion: num(r.v), part: r.p, agg: fromBase64(r.c),
+          accountId, level: num(r.l) as RollupLevel, bucket: num(r.b), metric: r.m, series: r.s, tagKeys: r.k, tagValues: r.t, keyVersion: num(r.v), part: r.p, agg: fromBase64(r.c),
         })),
         dictionary: dictionary.map((r) => ({ kind: num(r.kind) as 0 | 1 | 2, pseudonym: r.p, ciphertext: fromBase64(r.c) })),
         batches: sealed.map((r) => fromBase64(r.c)),

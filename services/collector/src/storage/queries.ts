@@ -115,9 +115,11 @@ export function queryRepository(db: Db): QueryStore {
       const { metrics, filters } = metricFilters(sel, params);
       const base = `account_id = {acc:String} AND ${metrics}`;
       let sql: string;
-      if (sel.level === 0) {
+      if (sel.level === 0 || sel.level === 3) {
+        // minute (0) or quarter-hour (3) rows of the range
+        params.lvl = sel.level;
         sql = `SELECT ${ROW_COLUMNS} FROM ${rollups}
-WHERE ${base} AND level = 0 AND ${inRange('from', 'to')}
+WHERE ${base} AND level = {lvl:UInt8} AND ${inRange('from', 'to')}
   AND ${filters}
 LIMIT {lim:UInt32}`;
       } else {

@@ -35,7 +35,7 @@ export function rollupRepository(db: Db): RollupStore {
   return {
     insertRollups: (rows) =>
       db.insert('rollups', ROLLUP_COLUMNS, rows, (r) => [
-        str(r.accountId), uint(r.level, 2), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
+        str(r.accountId), uint(r.level, 3), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
         uint(r.keyVersion), str(r.part), strArray(r.supersedes ?? []), bytes(r.agg), time(r.writtenAt), time(r.expiresAt),
       ]),
 
@@ -198,6 +198,14 @@ export function rollupRepository(db: Db): RollupStore {
         },
       );
       return rows.map((r) => ({ accountId: r.a, metric: r.m, day: num(r.d) * DAY_MS, series: r.s, keyVersion: num(r.v) }));
+    },
+
+    async rollupLevelSince(level) {
+      const [r] = await db.conn.query<Raw>(
+        `SELECT toFloat64(toUnixTimestamp64Milli(min(since))) AS s, count() AS n FROM ${db.t('rollup_levels')} WHERE level = {l:UInt8}`,
+        { l: level },
+      );
+      return r && num(r.n) > 0 ? num(r.s) : Infinity;
     },
 
     async rollupsOfDays(accountId, days) {

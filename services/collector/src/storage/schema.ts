@@ -150,6 +150,24 @@ ORDER BY (account_id, code, toStartOfHour(at))`,
     // account key by ingest; empty for batches without one (and for every batch stored before).
     statements: ({ t, on }) => [`ALTER TABLE ${t('batches')}${on} ADD COLUMN IF NOT EXISTS visitor String DEFAULT '' CODEC(NONE) AFTER sealed`],
   },
+  {
+    version: 7,
+    // Quarter-hour rollups (level 3, hourly and daily buckets in zones at :30 and :45) are
+    // written from this version on. Queries read them only for ranges from `since` on: a
+    // database that already held rollup rows has none for its older data (answered from minute
+    // rows, as before), so `since` is now plus 10 minutes (points may be stamped up to 5 minutes
+    // ahead); a new database has them for everything (`since` = 0).
+    statements: ({ t, on, engine }) => [
+      `CREATE TABLE IF NOT EXISTS ${t('rollup_levels')}${on} (
+  level UInt8,
+  since ${TIME}
+) ${engine('ReplacingMergeTree', 'rollup_levels')}
+ORDER BY level`,
+      `INSERT INTO ${t('rollup_levels')} (level, since)
+SELECT 3, if((SELECT count() FROM ${t('rollups')}) = 0, toDateTime64(0, 3, 'UTC'), now64(3, 'UTC') + INTERVAL 10 MINUTE)
+WHERE (SELECT count() FROM ${t('rollup_levels')} WHERE level = 3) = 0`,
+    ],
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */

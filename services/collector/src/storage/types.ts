@@ -275,6 +275,8 @@ export interface RollupStore {
   daysToPack(o: { closed: number; after?: DayToPack; limit: number }): Promise<DayToPack[]>;
   /** Day packing, step 2: the hour rows and packs of these days of one account (one read per statement), each with whether it is finished. */
   rollupsOfDays(accountId: string, days: DayToPack[]): Promise<StoredRollup[]>;
+  /** From when (epoch ms) every point has rows of this level (schema migration 7); Infinity: never. */
+  rollupLevelSince(level: RollupLevel): Promise<number>;
 }
 
 /** Dictionary (storage/dictionary.ts). */
@@ -322,7 +324,7 @@ export interface TagFilter {
 /** The rollup rows one query reads (`QueryStore.selectRollups`). */
 export interface RollupSelection {
   accountId: string;
-  /** 0: minute rows of [from, to); 1: hour rows of [from, to) and the day packs of the UTC days it overlaps. */
+  /** 0: minute rows of [from, to); 3: quarter-hour rows of [from, to); 1: hour rows of [from, to) and the day packs of the UTC days it overlaps. */
   level: QueryLevel;
   from: number;
   to: number;

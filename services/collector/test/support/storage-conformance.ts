@@ -111,7 +111,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
 
     it('lists every table it created', async () => {
       const names = (await store.tables()).map((t) => t.split('.')[1]);
-      expect(names.sort()).toEqual(['accounts', 'batches', 'dictionary', 'processed', 'rejects', 'rollups', 'schema_migrations']);
+      expect(names.sort()).toEqual(['accounts', 'batches', 'dictionary', 'processed', 'rejects', 'rollup_levels', 'rollups', 'schema_migrations']);
     });
 
     it('adds the supersedes column to rollups (migration 2)', async () => {
@@ -279,7 +279,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       await store.clearSupersedes([{ accountId: a, level: 2, bucket: day, metric: pack.metric, series: pack.series, part: pack.part }], { wait: true });
       const [day2] = await connectionOf(store).query<{ l: number; d: string }>(`SELECT level AS l, toString(intDiv(toUnixTimestamp64Milli(bucket), 86400000)) AS d FROM rollups WHERE account_id = {a:String} AND level = 2`, { a });
       expect(day2).toEqual({ l: 2, d: String(day / 86_400_000) });
-      await expect(store.insertRollups([rollup(a, 'bad', { level: 3 as never })])).rejects.toMatchObject({ code: 'storage_invalid_input' });
+      await expect(store.insertRollups([rollup(a, 'bad', { level: 4 as never })])).rejects.toMatchObject({ code: 'storage_invalid_input' });
     });
 
     it('answers unqualified table names (the store database is current): orphan rollup parts', async () => {
