@@ -1,7 +1,7 @@
 // Query benchmark: the encrypted query path beside a plaintext ClickHouse table of the same
 // events, in one embedded chDB, one process. Six query shapes a dashboard sends (30-day hourly
-// sum and p95 by a 20-value tag in UTC and in Asia/Kolkata, 24-hour minute p95 by tag, 90-day
-// daily sum), each in three stored states, then 20 concurrent dashboard clients running the
+// sum and p95 by a 20-value tag in UTC, in Asia/Kolkata (UTC+5:30) and in Asia/Kathmandu
+// (UTC+5:45), 24-hour minute p95 by tag, 90-day daily sum), each in four stored states, then 20 concurrent dashboard clients running the
 // overview's queries in a loop (throughput and p99), each against the same on the plaintext table.
 //
 //   data:      N points (default 10M) of one account over the last 30 days, seeded PRNG:
@@ -19,6 +19,9 @@
 //                packed    — then the real Compactor (dist/compactor.js) runs: nothing left to
 //                            merge, it writes a day pack (rollup level 2) per closed UTC day and
 //                            series and deletes the hour rows it holds.
+//                live      — what a dashboard meets between two compaction passes: the packed
+//                            state, but the newest hour held as the processor's partial rows
+//                            (its compacted row replaced by them; not with --tick 3600).
 //              Queried over HTTP (POST /v1/query, read token) against startCollector on port 0
 //              (role `query`: no processor/lifecycle timers running beside the measurement);
 //              the result cache is bypassed by invalidating the account before every run
@@ -178,10 +181,14 @@ async function generate(from, emit, onHour) {
 // processor's LRU makes them the same strings), and map keys are numbers instead of strings:
 // neither changes a stored byte.
 
+// Index = stored level (2, the day pack, is the compactor's): minute, hour, quarter hour.
 const LEVELS = [
   { level: 0, ms: MIN },
   { level: 1, ms: HOUR },
+  null,
+  { level: 3, ms: 15 * MIN },
 ];
+const WRITTEN_LEVELS = [0, 1, 3];
 const INSERT_ROWS = 50_000;
 
 class RollupWriter {
@@ -199,9 +206,11 @@ class RollupWriter {
     this.hour = new Map(); // series → aggregate of the current hour (the compacted hour rows)
     this.hourEnd = -Infinity;
     this.compacted = []; // sealed compacted hour rows, inserted by compact()
+    this.lastHour = -Infinity; // the newest hour bucket seen, and its partial hour rows (the live state)
+    this.lastHourPartials = [];
     this.pending = [];
     this.inflight = Promise.resolve();
-    this.rowsByLevel = [0, 0];
+    this.rowsByLevel = [0, 0, 0, 0];
     this.hourRowsByMetric = new Array(METRICS.length).fill(0);
     this.compactedByMetric = new Array(METRICS.length).fill(0);
     this.sealMs = 0;
@@ -245,10 +254,10 @@ class RollupWriter {
       this.hourEnd = time - (time % HOUR) + HOUR;
     }
     this.seriesInfo(s, m, c, d, time);
-    for (let l = 0; l < 2; l++) {
+    for (const l of WRITTEN_LEVELS) {
       const ms = LEVELS[l].ms;
       const bucket = time - (((time % ms) + ms) % ms);
-      const k = (bucket / MIN) * 2 * NSERIES + l * NSERIES + s; // unique per (level, bucket, series)
+      const k = (bucket / MIN) * 4 * NSERIES + l * NSERIES + s; // unique per (level, bucket, series)
       let r = this.tick.get(k);
       if (!r) this.tick.set(k, (r = { s, level: l, bucket, agg: emptyAggregate() }));
       addPoint(r.agg, value, time);
@@ -284,7 +293,15 @@ class RollupWriter {
     const part = toHex(randomBytes(16));
     const writtenAt = this.now();
     for (const { s, level, bucket, agg } of this.tick.values()) {
-      this.pending.push(this.seal(s, level, bucket, agg, part, writtenAt));
+      const row = this.seal(s, level, bucket, agg, part, writtenAt);
+      this.pending.push(row);
+      if (level === 1) {
+        if (bucket > this.lastHour) {
+          this.lastHour = bucket;
+          this.lastHourPartials = [];
+        }
+        if (bucket === this.lastHour) this.lastHourPartials.push(row);
+      }
       this.rowsByLevel[level]++;
       if (level === 1) this.hourRowsByMetric[this.series[s].m]++;
     }
@@ -325,6 +342,16 @@ class RollupWriter {
     if (this.hour.size) this.flushHour();
     await this.maybeInsert(true);
     await this.inflight;
+  }
+
+  /** The live state: the newest hour's compacted rows replaced by its partial rows again. */
+  async unmergeLastHour(table) {
+    await connectionOf(this.store).exec(
+      `ALTER TABLE ${table} DELETE WHERE account_id = {a:String} AND level = 1 AND bucket = fromUnixTimestamp64Milli({b:Int64}, 'UTC') SETTINGS mutations_sync = 2`,
+      { a: this.accountId, b: this.lastHour },
+    );
+    await this.store.insertRollups(this.lastHourPartials);
+    return this.lastHourPartials.length;
   }
 
   /** Replaces the account's partial hour rows by the compacted ones. */
@@ -492,7 +519,7 @@ await writer.finish();
 await plain.finish();
 genSeconds = (performance.now() - tGen) / 1000;
 progress(`generated and stored ${fmt(n)} points in ${genSeconds.toFixed(1)} s (${fmt(n / genSeconds)} points/s)`);
-progress(`  encrypted: ${fmt(writer.rowsByLevel[0])} minute + ${fmt(writer.rowsByLevel[1])} partial hour rows (+ ${fmt(writer.compacted.length)} compacted hour rows held back); encode+seal ${(writer.sealMs / 1000).toFixed(1)} s`);
+progress(`  encrypted: ${fmt(writer.rowsByLevel[0])} minute + ${fmt(writer.rowsByLevel[3])} quarter-hour + ${fmt(writer.rowsByLevel[1])} partial hour rows (+ ${fmt(writer.compacted.length)} compacted hour rows held back); encode+seal ${(writer.sealMs / 1000).toFixed(1)} s`);
 progress(`  plaintext: ${fmt(plain.n)} rows; chDB insert ${(plain.insertMs / 1000).toFixed(1)} s`);
 
 // ---------------------------------------------------------------------------------------------
@@ -537,7 +564,7 @@ async function measureEncrypted() {
   if (optimize) for (const tbl of ['rollups', 'dictionary']) await sql.exec(`OPTIMIZE TABLE ${ENC_DB}.${tbl} FINAL`);
   const out = { rollups: await partsBytes(ENC_DB, 'rollups'), dictionary: await partsBytes(ENC_DB, 'dictionary') };
   const byLevel = await sql.query(`SELECT level, count() AS n, sum(length(agg)) AS b FROM ${ENC_DB}.rollups WHERE account_id = {a:String} GROUP BY level ORDER BY level`, { a: accountId });
-  out.ciphertextByLevel = Object.fromEntries(byLevel.map((r) => [['minute', 'hour', 'day pack'][Number(r.level)] ?? `level ${r.level}`, { rows: Number(r.n), aggBytes: Number(r.b), aggBytesPerRow: Number(r.b) / Number(r.n) }]));
+  out.ciphertextByLevel = Object.fromEntries(byLevel.map((r) => [['minute', 'hour', 'day pack', 'quarter hour'][Number(r.level)] ?? `level ${r.level}`, { rows: Number(r.n), aggBytes: Number(r.b), aggBytesPerRow: Number(r.b) / Number(r.n) }]));
   out.bytes = out.rollups.bytes + out.dictionary.bytes;
   out.bytesPerPoint = out.bytes / N;
   out.seconds = (performance.now() - t) / 1000;
@@ -579,6 +606,9 @@ const QUERIES = [
   shape('30 d hourly p95 page.load_ms by country', 'page.load_ms', 'p95', 'quantile(0.95)(value)', 'hour', 30),
   shape('30 d hourly sum, Asia/Kolkata', 'orders', 'sum', 'sum(value)', 'hour', 30, { timezone: 'Asia/Kolkata' }),
   shape('30 d hourly p95, Asia/Kolkata', 'page.load_ms', 'p95', 'quantile(0.95)(value)', 'hour', 30, { timezone: 'Asia/Kolkata' }),
+  shape('30 d hourly sum, Asia/Kathmandu', 'orders', 'sum', 'sum(value)', 'hour', 30, { timezone: 'Asia/Kathmandu' }),
+  shape('30 d hourly p95, Asia/Kathmandu', 'page.load_ms', 'p95', 'quantile(0.95)(value)', 'hour', 30, { timezone: 'Asia/Kathmandu' }),
+  shape('30 d daily sum, Asia/Kathmandu', 'orders', 'sum', 'sum(value)', 'day', 30, { timezone: 'Asia/Kathmandu' }),
   shape('24 h minute p95 page.load_ms by country', 'page.load_ms', 'p95', 'quantile(0.95)(value)', 'minute', 1),
   shape('90 d daily sum revenue', 'revenue', 'sum', 'sum(value)', 'day', 90, { groupBy: [] }),
 ];
@@ -693,6 +723,7 @@ phases.push('compacted');
 // closed UTC day (and deletes the packed hour rows). A build without day packs measures the
 // compacted state again.
 phases.push('packed');
+if (TICK_S < 3600 && !REUSE) phases.push('live');
 let compactSeconds = null;
 let compactedRows = null;
 let packReport = null;
@@ -703,6 +734,10 @@ for (const phase of phases) {
     packReport = await new Compactor({ store, keyring: services.keyring, log: createLogger({ level: 'warn' }), intervalMs: 0 }).runUntilDone();
     packReport.seconds = (performance.now() - t) / 1000;
     progress(`compaction (real compactor): ${fmt(packReport.packedDays ?? 0)} day packs written in ${packReport.seconds.toFixed(1)} s`);
+  }
+  if (phase === 'live') {
+    const n = await writer.unmergeLastHour(`${ENC_DB}.rollups`);
+    progress(`live: the newest hour (${new Date(writer.lastHour).toISOString().slice(0, 13)}h UTC) back to its ${fmt(n)} partial hour rows`);
   }
   if (phase === 'compacted' && TICK_S < 3600 && !REUSE) {
     progress(`compaction (simulated): delete the ${fmt(writer.rowsByLevel[1])} partial hour rows, insert ${fmt(writer.compacted.length)} compacted ones`);
@@ -929,7 +964,7 @@ if (!REUSE) writeResult('query', {
   },
   loadavg,
   data: { pointsPerMetric: Object.fromEntries(METRICS.map((m, i) => [m.name, pointsPerMetric[i]])), generateSeconds: genSeconds, pointsPerSecond: N / genSeconds, encodeSealSeconds: writer.sealMs / 1000, plaintextInsertSeconds: plain.insertMs / 1000 },
-  rowsWritten: { minute: writer.rowsByLevel[0], partialHour: writer.rowsByLevel[1], compactedHour: compactedRows ?? writer.compacted.length, compactSeconds, dayPacks: packReport?.packedDays ?? 0, packSeconds: packReport?.seconds ?? null },
+  rowsWritten: { minute: writer.rowsByLevel[0], quarter: writer.rowsByLevel[3], partialHour: writer.rowsByLevel[1], compactedHour: compactedRows ?? writer.compacted.length, compactSeconds, dayPacks: packReport?.packedDays ?? 0, packSeconds: packReport?.seconds ?? null },
   partialRowsByTick: tickRows,
   queries: results,
   concurrent,
