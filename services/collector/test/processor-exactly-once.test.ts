@@ -64,7 +64,7 @@ describe('processor: a failed tick never counts twice', () => {
     expect(await acceptedPoints(account.accountId)).toBe(before + 15);
     const r = await rollupParts(account.accountId);
     expect(r.unmarked).toBe(0);
-    expect(r.rows).toBe(2 * r.parts); // one series, one minute and one hour bucket per tick
+    expect(r.rows).toBe(3 * r.parts); // one series, one minute, one quarter-hour and one hour bucket per tick
   });
 
   it('when the dictionary insert fails beside the rollup insert, the rollup rows go and the retry counts once', { timeout: 60_000 }, async () => {
@@ -73,7 +73,7 @@ describe('processor: a failed tick never counts twice', () => {
     expect(await acceptedPoints(fresh.accountId)).toBe(15);
     const r = await rollupParts(fresh.accountId);
     expect(r.unmarked).toBe(0);
-    expect(r.rows).toBe(2 * r.parts);
+    expect(r.rows).toBe(3 * r.parts);
     expect((await c.services.store.dictionary(fresh.accountId)).length).toBeGreaterThan(0);
   });
 

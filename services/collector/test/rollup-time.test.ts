@@ -203,26 +203,29 @@ describe('week and month buckets', () => {
 describe('sourceLevel', () => {
   const from = utc('2026-03-01T00:00Z');
   const to = utc('2026-11-30T00:00Z');
-  it('hour level when every boundary is a UTC hour', () => {
-    expect(sourceLevel('hour', 'UTC', from, to)).toBe(LEVEL.hour);
-    expect(sourceLevel('day', 'UTC', from, to)).toBe(LEVEL.hour);
-    expect(sourceLevel('day', 'Europe/Berlin', from, to)).toBe(LEVEL.hour);
-    expect(sourceLevel('week', 'Europe/Berlin', from, to)).toBe(LEVEL.hour);
-    expect(sourceLevel('month', 'America/New_York', from, to)).toBe(LEVEL.hour);
-    expect(sourceLevel('hour', 'America/New_York', from, to)).toBe(LEVEL.hour);
-  });
-  it('quarter-hour level for :30/:45 zones and 30-minute DST; minute level for minute buckets', () => {
-    expect(sourceLevel('hour', 'Asia/Kolkata', from, to)).toBe(LEVEL.quarter);
-    expect(sourceLevel('day', 'Asia/Kolkata', from, to)).toBe(LEVEL.quarter);
-    expect(sourceLevel('hour', 'Asia/Kathmandu', from, to)).toBe(LEVEL.quarter);
-    expect(sourceLevel('day', 'Asia/Kathmandu', from, to)).toBe(LEVEL.quarter);
-    expect(sourceLevel('month', 'Asia/Kolkata', from, to)).toBe(LEVEL.quarter);
-    expect(sourceLevel('hour', 'Australia/Lord_Howe', from, to)).toBe(LEVEL.quarter);
-    expect(sourceLevel('hour', 'America/St_Johns', from, to)).toBe(LEVEL.quarter);
-    // +10:30 / +11: standard-time midnights are never on a UTC hour, always on a quarter
-    expect(sourceLevel('day', 'Australia/Lord_Howe', from, to)).toBe(LEVEL.quarter);
-    expect(sourceLevel('minute', 'UTC', from, to)).toBe(LEVEL.minute);
-    expect(sourceLevel('minute', 'Asia/Kathmandu', from, to)).toBe(LEVEL.minute);
+  const cases: [Interval, string, number][] = [
+    // hour level when every boundary is a UTC hour
+    ['hour', 'UTC', LEVEL.hour],
+    ['day', 'UTC', LEVEL.hour],
+    ['day', 'Europe/Berlin', LEVEL.hour],
+    ['week', 'Europe/Berlin', LEVEL.hour],
+    ['month', 'America/New_York', LEVEL.hour],
+    ['hour', 'America/New_York', LEVEL.hour],
+    // quarter-hour level for :30/:45 zones and 30-minute DST
+    ['hour', 'Asia/Kolkata', LEVEL.quarter],
+    ['day', 'Asia/Kolkata', LEVEL.quarter],
+    ['hour', 'Asia/Kathmandu', LEVEL.quarter],
+    ['day', 'Asia/Kathmandu', LEVEL.quarter],
+    ['month', 'Asia/Kolkata', LEVEL.quarter],
+    ['hour', 'Australia/Lord_Howe', LEVEL.quarter],
+    ['hour', 'America/St_Johns', LEVEL.quarter],
+    ['day', 'Australia/Lord_Howe', LEVEL.quarter], // +10:30 / +11: midnights never on a UTC hour, always on a quarter
+    // minute level for minute buckets, in every zone
+    ['minute', 'UTC', LEVEL.minute],
+    ['minute', 'Asia/Kathmandu', LEVEL.minute],
+  ];
+  it.each(cases)('%s buckets in %s: level %i', (interval, zone, level) => {
+    expect(sourceLevel(interval, zone, from, to)).toBe(level);
   });
 });
 
