@@ -14,6 +14,7 @@ import { Lease } from '../src/keyring/leases.js';
 import { LOCK_CLOCK_SKEW_MS } from '../src/keyring/fsutil.js';
 import { Ownership } from '../src/process/ownership.js';
 import { createLogger } from '../src/logger.js';
+import { until } from './lifecycle-support.js';
 import { Writable } from 'node:stream';
 
 const dirs: string[] = [];
@@ -25,14 +26,6 @@ const tmp = () => {
 afterAll(() => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
-
-const until = async (what: string, f: () => boolean, ms = 60_000) => {
-  const deadline = Date.now() + ms;
-  while (!f()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-};
 
 describe('leases', () => {
   it('one holder at a time; takeover only past expiry plus the clock allowance, with the next epoch', () => {
@@ -87,7 +80,7 @@ describe('leases', () => {
     const a = new Lease(tmp(), 'compactor', 300);
     expect(a.acquireOrRenew().held).toBe(true);
     expect(a.validFor(0)).toBe(true);
-    await until('the lease runs out locally', () => !a.validFor(0));
+    await until(async () => !a.validFor(0), 60_000, 'the lease runs out locally');
     expect(a.read()!.holder).toBe(a.holder); // the file still names it: only the holder's own view ended
   });
 
@@ -104,14 +97,14 @@ describe('leases', () => {
     const a = own('A', leaseA);
     const b = own('B', leaseB);
     a.start();
-    await until('A starts', () => events.includes('A start 1'));
+    await until(async () => events.includes('A start 1'), 60_000, 'A starts');
     b.start();
-    await until('B says why it waits', () => logs.some((l) => l.includes(`partition-1-of-2 is held by ${leaseA.holder} (epoch 1): waiting`)));
+    await until(async () => logs.some((l) => l.includes(`partition-1-of-2 is held by ${leaseA.holder} (epoch 1): waiting`)), 60_000, 'B says why it waits');
     expect(events).toEqual(['A start 1']);
     // B's clock is far ahead (as if A had stopped renewing long ago): B takes over; A's next renewal loses and stops.
     wallB = Date.now() + 3_600_000;
-    await until('B starts under epoch 2', () => events.includes('B start 2'));
-    await until('A stops', () => events.includes('A stop'));
+    await until(async () => events.includes('B start 2'), 60_000, 'B starts under epoch 2');
+    await until(async () => events.includes('A stop'), 60_000, 'A stops');
     expect(logs.some((l) => l.includes(`lease partition-1-of-2 lost to ${leaseB.holder} (epoch 2): stopping`))).toBe(true);
     await a.close();
     await b.close();
