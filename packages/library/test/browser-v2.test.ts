@@ -13,6 +13,7 @@ import type { AddressInfo } from 'node:net';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createAccount, startTestCollector, type TestAccount, type TestCollector } from '../../../services/collector/test/support/collector.js';
+import { connectionOf } from '../../../services/collector/src/storage/index.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 let browser: Browser;
@@ -84,7 +85,7 @@ async function recordAndFlush(page: Page, a: TestAccount, n: number): Promise<{ 
     return { start, end: performance.now() };
   }, n);
   await c.services.processor!.drain();
-  const rows = await c.connection.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
+  const rows = await connectionOf(c.services.store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
   expect(Number(rows[0]!.n)).toBe(n);
   return window_;
 }

@@ -10,6 +10,7 @@ import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { Gauge } from 'prom-client';
 import { createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { connectionOf } from '../src/storage/index.js';
 import { writeRollups, type GenPoint } from './query-support.js';
 import { ALONE_FACTOR, DEFAULT_MS_PER_POINT, FairQueue } from '../src/process/fair-queue.js';
 import { Compactor } from '../src/compaction/compactor.js';
@@ -30,7 +31,7 @@ const readRejects = async (col: TestCollector, a: TestAccount): Promise<Record<s
 };
 
 const processedPoints = async (col: TestCollector, a: TestAccount): Promise<number> => {
-  const [row] = await col.connection.query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
+  const [row] = await connectionOf(col.services.store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
   return Number(row?.n ?? 0);
 };
 
@@ -228,7 +229,7 @@ describe('fairness between tenants at ingest', () => {
     await processor.drain();
     expect(await processedPoints(c, a)).toBe(250);
     // Two 50-point batches per tick: three ticks (parts), none with more than 100 points.
-    const ticks = await c.connection.query<{ part: string; n: string }>(
+    const ticks = await connectionOf(c.services.store).query<{ part: string; n: string }>(
       'SELECT part, sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String} GROUP BY part ORDER BY n DESC',
       { a: a.accountId },
     );

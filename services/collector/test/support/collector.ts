@@ -7,7 +7,6 @@ import { fromBase64, sealBatch, randomBytes, toHex, type Point } from '@cipherst
 import { loadConfig as srcLoadConfig, type Config } from '../../src/config.js';
 import { startCollector as srcStartCollector, type RunningCollector } from '../../src/server.js';
 import { createLogger as srcCreateLogger } from '../../src/logger.js';
-import { connectionOf as srcConnectionOf, type Connection } from '../../src/storage/index.js';
 
 export const ADMIN_TOKEN = 'csa_test_admin_token_0123456789abcdefghijklmnop';
 
@@ -15,8 +14,6 @@ export interface TestCollector extends RunningCollector {
   dataDir: string;
   logs: string[];
   admin: (method: string, path: string, body?: unknown) => Promise<Response>;
-  /** The store's connection, for SQL a test runs on the tables (from the same build as the collector: src or dist). */
-  connection: Connection;
   stop: () => Promise<void>;
 }
 
@@ -25,14 +22,13 @@ export async function startTestCollector(
   opts: { config?: Partial<Config>; env?: Record<string, string>; now?: () => number; visitorClock?: () => number; dataDir?: string; fromDist?: boolean } = {},
 ): Promise<TestCollector> {
   // From the compiled files (services/collector/dist): the processor then runs ticks in its worker thread.
-  const { loadConfig, startCollector, createLogger, connectionOf } = opts.fromDist
+  const { loadConfig, startCollector, createLogger } = opts.fromDist
     ? {
         ...((await import('../../dist/config.js')) as unknown as typeof import('../../src/config.js')),
         ...((await import('../../dist/server.js')) as unknown as typeof import('../../src/server.js')),
         ...((await import('../../dist/logger.js')) as unknown as typeof import('../../src/logger.js')),
-        ...((await import('../../dist/storage/index.js')) as unknown as typeof import('../../src/storage/index.js')),
       }
-    : { loadConfig: srcLoadConfig, startCollector: srcStartCollector, createLogger: srcCreateLogger, connectionOf: srcConnectionOf };
+    : { loadConfig: srcLoadConfig, startCollector: srcStartCollector, createLogger: srcCreateLogger };
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'cipherstat-test-'));
   const logs: string[] = [];
   const destination = new Writable({
@@ -61,7 +57,6 @@ export async function startTestCollector(
     dataDir,
     logs,
     admin,
-    connection: connectionOf(running.services.store),
     stop: async () => {
       await running.close();
       if (!opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
