@@ -9,7 +9,7 @@ import { toBase64 } from '@cipherstat/protocol';
 import { CollectorError, isCollectorError } from './errors.js';
 import { clientAddressOf } from './ingest/admission.js';
 import { registerIngestRoutes } from './ingest/routes.js';
-import { registerAdminRoutes } from './admin.js';
+import { registerAdminRoutes } from './accounts/routes.js';
 import type { Services } from './services.js';
 import { StorageError } from './storage/index.js';
 import { isDiskFull } from './disk.js';

@@ -8,7 +8,7 @@
  * test checks it).
  */
 import { z } from 'zod';
-import { APP_RESPONSES, adminProofBody, createAccountBody } from './admin.js';
+import { APP_RESPONSES, adminProofBody, createAccountBody } from './accounts/routes.js';
 import { LIFECYCLE_RESPONSES, settingsBody } from './lifecycle/routes.js';
 import { querySchema } from './query/request.js';
 import { QUERY_RESPONSES } from './query/routes.js';

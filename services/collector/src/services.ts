@@ -9,7 +9,7 @@ import { createLogger, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { openStore, type Store } from './storage/index.js';
 import { Keyring, loadAdminToken, loadMasterKeys, readRotationRecord, type ManagedMasterKeys } from './keyring/index.js';
-import { Accounts } from './accounts.js';
+import { Accounts } from './accounts/accounts.js';
 import { BatchWriter } from './ingest/writer.js';
 import { Processor } from './process/processor.js';
 import { parsePartition } from './storage/types.js';

@@ -10,7 +10,7 @@ import { randomBytes } from '@cipherstat/protocol';
 import { openStore } from '../src/storage/index.js';
 import type { Store } from '../src/storage/types.js';
 import { Keyring, staticMasterKeys } from '../src/keyring/index.js';
-import { Accounts } from '../src/accounts.js';
+import { Accounts } from '../src/accounts/accounts.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'cipherstat-accounts-bulk-'));
 let store: Store;

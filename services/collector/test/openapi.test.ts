@@ -8,7 +8,7 @@ import SwaggerParser from '@apidevtools/swagger-parser';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createApp } from '../src/app.js';
-import { createAccountBody } from '../src/admin.js';
+import { createAccountBody } from '../src/accounts/routes.js';
 import { querySchema } from '../src/query/index.js';
 import { randomBytes, toBase64 } from '@cipherstat/protocol';
 import { ADMIN_TOKEN, createAccount, envelope, points, post, startTestCollector, type TestCollector } from './support/collector.js';

@@ -1,6 +1,6 @@
 /** The account cache of the ingest and process hot paths: single flight, and never a stale overwrite. */
 import { describe, expect, it } from 'vitest';
-import { Accounts } from '../src/accounts.js';
+import { Accounts } from '../src/accounts/accounts.js';
 import type { AccountRow, Store } from '../src/storage/types.js';
 import type { Keyring } from '../src/keyring/index.js';
 

@@ -11,7 +11,7 @@
 import type { AccountRow, Store } from '../storage/types.js';
 import type { Keyring, ManagedMasterKeys } from '../keyring/index.js';
 import { isKeyringError } from '../keyring/index.js';
-import type { Accounts, AccountView } from '../accounts.js';
+import type { Accounts, AccountView } from '../accounts/accounts.js';
 import type { BatchWriter } from '../ingest/writer.js';
 import type { Processor } from '../process/processor.js';
 import type { Metrics } from '../metrics.js';

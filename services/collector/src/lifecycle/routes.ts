@@ -13,13 +13,13 @@ import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import { ACCOUNT_ID_PATTERN } from '@cipherstat/protocol';
 import { CollectorError } from '../errors.js';
-import { readJson } from '../body.js';
+import { readJson } from '../ingest/body.js';
 import type { Lifecycle } from './lifecycle.js';
 
 // ---- responses (described in /openapi.json; services/collector/test/openapi.test.ts validates recorded answers)
 const iso = z.string().describe('ISO 8601 instant');
 const perTable = z.object({ batches: z.number(), processed: z.number(), rollups: z.number(), dictionary: z.number(), rejects: z.number(), accounts: z.number() });
-/** What admins see of an account (accounts.ts AccountView): never the token hash, never a key. */
+/** What admins see of an account (accounts/accounts.ts AccountView): never the token hash, never a key. */
 export const accountView = z.object({
   accountId: z.string(),
   name: z.string(),

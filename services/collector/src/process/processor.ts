@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { randomBytes, toHex } from '@cipherstat/protocol';
 import type { BatchRow, DictRow, Partition, RollupRow, Store } from '../storage/types.js';
 import type { Keyring } from '../keyring/index.js';
-import type { Accounts } from '../accounts.js';
+import type { Accounts } from '../accounts/accounts.js';
 import type { Metrics } from '../metrics.js';
 import type { Logger } from '../logger.js';
 import { computeTick, TickState, type CacheLookups, type TickAccount, type TickInput, type TickLimits, type TickOutput } from './tick.js';

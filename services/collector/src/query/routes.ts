@@ -10,7 +10,7 @@ import type { Context, Hono } from 'hono';
 import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
 import { z } from 'zod';
 import { fromUtf8 } from '@cipherstat/protocol';
-import { readBody } from '../body.js';
+import { readBody } from '../ingest/body.js';
 import { clientAddressOf } from '../ingest/admission.js';
 import { CollectorError } from '../errors.js';
 import { tokenKind } from '../keyring/index.js';

@@ -6,16 +6,16 @@
 import type { Context, Hono } from 'hono';
 import { z } from 'zod';
 import { fromBase64 } from '@cipherstat/protocol';
-import { CollectorError } from './errors.js';
-import { readJson } from './body.js';
-import { adminProof, tokenMatches } from './keyring/index.js';
-import type { Logger } from './logger.js';
+import { CollectorError } from '../errors.js';
+import { readJson } from '../ingest/body.js';
+import { adminProof, tokenMatches } from '../keyring/index.js';
+import type { Logger } from '../logger.js';
 import type { Accounts } from './accounts.js';
-import type { Lifecycle } from './lifecycle/index.js';
-import { accountDetails, accountView } from './lifecycle/routes.js';
-import type { AuthFailures } from './ingest/admission.js';
-import { addCounts, type Refusals } from './ingest/refusals.js';
-import type { ScriptBuild } from './script.js';
+import type { Lifecycle } from '../lifecycle/index.js';
+import { accountDetails, accountView } from '../lifecycle/routes.js';
+import type { AuthFailures } from '../ingest/admission.js';
+import { addCounts, type Refusals } from '../ingest/refusals.js';
+import type { ScriptBuild } from '../script.js';
 
 /** What the admin routes need (a slice of the process's services). */
 export interface AdminDeps {

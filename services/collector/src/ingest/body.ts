@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import { fromUtf8 } from '@cipherstat/protocol';
-import { CollectorError } from './errors.js';
+import { CollectorError } from '../errors.js';
 
 /** The request's Content-Length, or undefined when it has none (a chunked body). */
 export function declaredLength(req: Request): number | undefined {

@@ -4,13 +4,13 @@
  * or shred made by another process is honoured within that window everywhere.
  */
 import { randomBytes, toBase64, toHex } from '@cipherstat/protocol';
-import type { AccountRow, Store } from './storage/types.js';
-import type { AccountKeys, Keyring } from './keyring/index.js';
-import { hashToken, isKeyringError, newToken } from './keyring/index.js';
-import { CollectorError, isCollectorError } from './errors.js';
-import type { Logger } from './logger.js';
-import type { Metrics } from './metrics.js';
-import { FifoMap } from './fifo-map.js';
+import type { AccountRow, Store } from '../storage/types.js';
+import type { AccountKeys, Keyring } from '../keyring/index.js';
+import { hashToken, isKeyringError, newToken } from '../keyring/index.js';
+import { CollectorError, isCollectorError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
+import { FifoMap } from '../fifo-map.js';
 
 /** Retry-After (s) of `503 account_key_unavailable`: an operator has to restore a file. */
 export const KEY_UNAVAILABLE_RETRY_AFTER_S = 60;
