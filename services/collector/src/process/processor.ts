@@ -11,6 +11,8 @@
  * to process anything else until that succeeded); a periodic recovery sweeps what is left
  * (recovery.ts).
  *
+ * Batches arrive by hand-off and by the poll and wait in the intake (intake.ts).
+ *
  * CPU: opening, aggregating and sealing (tick.ts) run in a worker thread when running from the
  * compiled files (tick-worker.js), inline otherwise; storage writes stay on the main thread.
  * Ticks write one at a time, in order; with the worker, the next tick's CPU part overlaps the
@@ -19,34 +21,18 @@
  * Scale-out: with `partition` (i of n), the poll and recovery only see accounts with
  * `cityHash64(account_id) % n = i`, so n process nodes never process the same batch.
  */
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { randomBytes, toHex } from '@cipherstat/protocol';
 import type { BatchRow, DictRow, Partition, RollupRow, Store } from '../storage/types.js';
 import type { Keyring } from '../keyring/index.js';
 import type { Accounts } from '../accounts/accounts.js';
 import type { Metrics } from '../metrics.js';
 import type { Logger } from '../logger.js';
-import { computeTick, TickState, type CacheLookups, type TickAccount, type TickInput, type TickLimits, type TickOutput } from './tick.js';
-import { TickWorker, WORKER_URL, WorkerFailure } from './worker-client.js';
-import { FairQueue, type TickBudget } from './fair-queue.js';
+import type { CacheLookups, TickAccount, TickInput, TickLimits, TickOutput } from './tick.js';
+import { TickRunner } from './worker-client.js';
+import type { TickBudget } from './fair-queue.js';
+import { Intake } from './intake.js';
 import { LOOKBACK_MS, TickRecovery } from './recovery.js';
-import { FifoMap } from '../fifo-map.js';
 import { isCollectorError } from '../errors.js';
-
-const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
-/** Worker failures in a row after which ticks run inline. */
-const WORKER_FAILURES_BEFORE_INLINE = 3;
-/** Most batches per tick. */
-const TICK_BATCHES = 1000;
-/**
- * Most estimated CPU (ms) one account's batches may take of one tick while other accounts wait,
- * ALONE_FACTOR times that when it is alone (fair-queue.ts): a batch arriving next waits behind
- * one bounded tick at most.
- */
-export const TICK_ACCOUNT_BUDGET_MS = 250;
-/** Most points of one account per tick (the backstop of the estimate; CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS). */
-export const DEFAULT_TICK_ACCOUNT_POINTS = 10_000;
 
 export interface ProcessorOptions {
   store: Store;
@@ -61,12 +47,7 @@ export interface ProcessorOptions {
   /** How far back the poll looks for unprocessed batches. */
   lookbackMs?: number;
   now?: () => number;
-  /**
-   * Hand-offs coalesce into bigger ticks (far fewer rollup rows per point): a tick waits up to
-   * this many ms (minus how long the previous tick ran) or until a full tick is queued. 0: no wait.
-   * Only under load (at least `coalesceMinRate` batches handed off in the last second): a quiet
-   * collector processes at once.
-   */
+  /** Hand-offs coalesce into bigger ticks under load (intake.ts). */
   coalesceMs?: number;
   /** Batches per second of hand-offs from which ticks coalesce (default 100). */
   coalesceMinRate?: number;
@@ -82,7 +63,7 @@ export interface ProcessorOptions {
   worker?: boolean;
   /** Another worker entry (tests). */
   workerUrl?: URL;
-  /** What one account's batches may take of one tick (fair-queue.ts); default TICK_ACCOUNT_BUDGET_MS and DEFAULT_TICK_ACCOUNT_POINTS. */
+  /** What one account's batches may take of one tick (fair-queue.ts); default intake.ts's TICK_ACCOUNT_BUDGET_MS and DEFAULT_TICK_ACCOUNT_POINTS. */
   tickBudget?: Partial<TickBudget>;
   /** Cardinality limits per account (tick.ts); default: none. */
   limits?: TickLimits;
@@ -105,22 +86,13 @@ interface Pending {
 }
 
 export class Processor {
-  private readonly queue = new FairQueue();
-  private readonly inflight = new Set<string>();
-  private readonly done = new FifoMap<string, true>(500_000);
-  /** Caches of the inline path (the worker thread keeps its own). */
-  private readonly state = new TickState();
-  private worker: TickWorker | undefined;
-  /** Ticks in a row whose worker failed (crash, silence, a file that does not load). */
-  private workerFailures = 0;
+  /** Batches waiting for a tick, in one, or processed here (intake.ts). */
+  private readonly queue: Intake;
+  /** Where ticks are computed: the worker thread or inline (worker-client.ts). */
+  private readonly runner: TickRunner;
   private running: Promise<void> | undefined;
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
-  private urgent = 0;
-  private wake: (() => void) | undefined;
-  private lastTickMs = 0;
-  /** Hand-offs in the current and the previous 1 s window (real time). */
-  private rateWindow = { start: 0, current: 0, previous: 0 };
   private lastRecover = 0;
   /** Rows of failed ticks and of crashed ones (recovery.ts). */
   private readonly recovery: TickRecovery;
@@ -132,8 +104,8 @@ export class Processor {
 
   constructor(private readonly o: ProcessorOptions) {
     for (const [cache, c] of Object.entries(this.cacheTotals)) o.metrics.cacheSources.set(cache, () => c);
-    const use = o.worker !== false && (o.workerUrl !== undefined || existsSync(fileURLToPath(WORKER_URL)));
-    this.worker = use ? new TickWorker(o.workerUrl ?? WORKER_URL, o.log) : undefined;
+    this.runner = new TickRunner({ worker: o.worker, workerUrl: o.workerUrl, log: o.log });
+    this.queue = new Intake({ metrics: o.metrics, now: () => this.now(), coalesceMs: o.coalesceMs, coalesceMinRate: o.coalesceMinRate, tickBudget: o.tickBudget });
     this.recovery = new TickRecovery(o, () => this.now());
   }
 
@@ -147,39 +119,17 @@ export class Processor {
 
   /** How long the oldest batch waiting for a tick has waited (ms; 0: none). O(accounts): not per request. */
   lagMs(): number {
-    const at = this.queue.oldest();
-    return at === Infinity ? 0 : Math.max(0, this.now() - at);
+    return this.queue.lagMs();
   }
 
-  /**
-   * How long this account's oldest batch still waiting for a tick has waited (ms; 0: none
-   * waiting). Queues are per account and served round robin (fair-queue.ts), so this grows
-   * only for an account that sends more than processing gives it, or when processing stalls.
-   */
+  /** How long this account's oldest batch still waiting for a tick has waited (ms; 0: none waiting; intake.ts). */
   accountLagMs(accountId: string): number {
-    const at = this.queue.oldestOf(accountId);
-    return at === undefined ? 0 : Math.max(0, this.now() - at);
+    return this.queue.accountLagMs(accountId);
   }
 
   /** Hand-off from ingest: rows that are durable now. */
   enqueue(rows: BatchRow[]): void {
-    const t = performance.now();
-    const w = this.rateWindow;
-    if (t - w.start >= 1000) {
-      w.previous = t - w.start < 2000 ? w.current : 0;
-      w.current = 0;
-      w.start = t;
-    }
-    w.current += rows.length;
-    for (const r of rows) {
-      const k = key(r);
-      if (this.inflight.has(k) || this.done.has(k)) continue;
-      this.inflight.add(k);
-      // When it was handed to this processor (the poll hands over old batches).
-      this.queue.push(r, Math.max(r.receivedAt, this.now()));
-    }
-    this.o.metrics.processQueue.set(this.queue.size);
-    if (this.queue.size >= TICK_BATCHES) this.wake?.();
+    this.queue.push(rows);
     this.kick();
   }
 
@@ -191,37 +141,6 @@ export class Processor {
     });
   }
 
-  /** Lets hand-offs accumulate: up to `coalesceMs` minus the previous tick's run time, or a full tick. */
-  private async coalesce(): Promise<void> {
-    const wait = (this.o.coalesceMs ?? 0) - this.lastTickMs;
-    if (wait <= 0 || this.urgent > 0 || this.queue.size >= TICK_BATCHES) return;
-    // Batches handed off over roughly the last second.
-    const w = this.rateWindow;
-    const age = performance.now() - w.start;
-    const recent = w.current + (age < 1000 ? w.previous * (1 - age / 1000) : 0);
-    if (recent < (this.o.coalesceMinRate ?? 100)) return;
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.wake = undefined;
-        resolve();
-      }, wait);
-      this.wake = () => {
-        clearTimeout(timer);
-        this.wake = undefined;
-        resolve();
-      };
-    });
-  }
-
-  private take(): BatchRow[] {
-    const rows = this.queue.take(TICK_BATCHES, {
-      ms: this.o.tickBudget?.ms ?? TICK_ACCOUNT_BUDGET_MS,
-      points: this.o.tickBudget?.points ?? DEFAULT_TICK_ACCOUNT_POINTS,
-    });
-    this.o.metrics.processQueue.set(this.queue.size);
-    return rows;
-  }
-
   /**
    * With the worker, the next tick's CPU part runs while this tick writes (one tick ahead at
    * most; writes stay in order). When a tick fails, the next one was computed as if this one's
@@ -230,21 +149,21 @@ export class Processor {
   private async drainQueue(): Promise<void> {
     let next: Pending | undefined;
     while ((next || this.queue.size) && !this.stopped) {
-      if (!next) await this.coalesce();
-      const cur = next ?? this.begin(this.take());
+      if (!next) await this.queue.coalesce();
+      const cur = next ?? this.begin(this.queue.take());
       next = undefined;
       const t0 = performance.now();
       try {
         await this.process(cur, () => {
-          if (this.worker && this.queue.size) next = this.begin(this.take());
+          if (this.runner.threaded && this.queue.size) next = this.begin(this.queue.take());
         });
-        this.lastTickMs = performance.now() - t0;
+        this.queue.lastTickMs = performance.now() - t0;
       } catch (e) {
         // Leave them for the poll: they are durable and unmarked (process() removed its rollup rows).
-        for (const r of cur.rows) this.inflight.delete(key(r));
+        this.queue.release(cur.rows);
         if (next) await this.abandon(next);
         next = undefined;
-        this.lastTickMs = 0;
+        this.queue.lastTickMs = 0;
         this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'processing failed; batches will be retried');
         await new Promise((r) => setTimeout(r, 1000));
       }
@@ -254,17 +173,9 @@ export class Processor {
 
   /** Drops a computed tick that will not be written: its batches are retried, its dictionary entries forgotten. */
   private async abandon(t: Pending): Promise<void> {
-    for (const r of t.rows) this.inflight.delete(key(r));
+    this.queue.release(t.rows);
     const out = await t.output.catch(() => undefined);
-    if (out) this.forgetDict(out.dict);
-  }
-
-  /** Dictionary entries that may not be stored: written again when seen next. */
-  private forgetDict(dict: DictRow[]): void {
-    if (!dict.length) return;
-    const keys = dict.map(({ accountId, keyVersion, kind, pseudonym }) => ({ accountId, keyVersion, kind, pseudonym }));
-    if (this.worker) this.worker.post({ type: 'forgetDict', dict: keys });
-    else this.state.forgetDict(keys);
+    if (out) this.runner.forgetDict(out.dict);
   }
 
   /**
@@ -307,22 +218,22 @@ export class Processor {
   async poll(): Promise<number> {
     const now = this.now();
     const rows = await this.o.store.pendingBatches(now - (this.o.lookbackMs ?? LOOKBACK_MS), 5000, this.o.partition);
-    const fresh = rows.filter((r) => r.receivedAt <= now - this.o.pollMinAgeMs && !this.inflight.has(key(r)) && !this.done.has(key(r)));
+    const fresh = rows.filter((r) => r.receivedAt <= now - this.o.pollMinAgeMs && this.queue.isNew(r));
     if (fresh.length) this.enqueue(fresh);
     return fresh.length;
   }
 
   /** Waits until everything handed off so far is processed. */
   async drain(): Promise<void> {
-    this.urgent++;
-    this.wake?.();
+    this.queue.urgent++;
+    this.queue.hurry();
     try {
       while (this.running || (this.queue.size && !this.stopped)) {
         this.kick();
         await this.running;
       }
     } finally {
-      this.urgent--;
+      this.queue.urgent--;
     }
   }
 
@@ -331,14 +242,13 @@ export class Processor {
    * resolves once every thread dropped them (the worker zeroes its copies, then answers).
    */
   async forgetAccount(accountId: string): Promise<void> {
-    this.done.deleteWhere((k) => k.startsWith(`${accountId}/`));
-    this.state.forgetAccount(accountId);
-    await this.worker?.forgetAccount(accountId);
+    this.queue.forgetAccount(accountId);
+    await this.runner.forgetAccount(accountId);
   }
 
   /** A heap snapshot of the tick worker thread, or undefined without one (memory audits, tests). */
   workerHeapSnapshot(): Promise<NodeJS.ReadableStream> | undefined {
-    return this.worker?.heapSnapshot();
+    return this.runner.heapSnapshot();
   }
 
   /**
@@ -350,8 +260,7 @@ export class Processor {
     clearTimeout(this.timer);
     this.loops++;
     this.stopped = true;
-    for (const r of this.queue.take(Infinity, { ms: Infinity, points: Infinity })) this.inflight.delete(key(r));
-    this.o.metrics.processQueue.set(this.queue.size);
+    this.queue.dropWaiting();
     await this.running?.catch(() => {});
   }
 
@@ -360,7 +269,7 @@ export class Processor {
     this.loops++;
     await this.drain();
     this.stopped = true;
-    await this.worker?.stop();
+    await this.runner.stop();
   }
 
   /** What a tick needs of an account; null when it is deleted or shredded. */
@@ -403,26 +312,11 @@ export class Processor {
     });
     if (unresolved.size) {
       const keep = rows.filter((r) => !unresolved.has(r.accountId));
-      for (const r of rows) if (unresolved.has(r.accountId)) this.inflight.delete(key(r));
+      this.queue.release(rows.filter((r) => unresolved.has(r.accountId)));
       rows.splice(0, rows.length, ...keep); // the tick's own list: these are neither written nor marked done
     }
     const input: TickInput = { rows, accounts, now, part, limits: this.o.limits };
-    if (!this.worker) return computeTick(this.state, input);
-    try {
-      const out = await this.worker.tick(input);
-      this.workerFailures = 0;
-      return out;
-    } catch (e) {
-      // A worker that keeps failing (say its file does not load) must not stop processing,
-      // and with it ingest (backpressure): after a few in a row, ticks run on this thread.
-      if (e instanceof WorkerFailure && ++this.workerFailures >= WORKER_FAILURES_BEFORE_INLINE) {
-        this.o.log.error({ failures: this.workerFailures }, 'tick worker keeps failing; processing on the main thread from now on');
-        const w = this.worker;
-        this.worker = undefined;
-        void w.stop();
-      }
-      throw e;
-    }
+    return this.runner.compute(input);
   }
 
   /** Writes a tick (`computed`: called once its CPU part is done). */
@@ -446,7 +340,7 @@ export class Processor {
       await this.write(t, output, out);
     } catch (e) {
       // Dictionary entries of this tick may not be stored: write them again next time.
-      this.forgetDict(out.dict);
+      this.runner.forgetDict(out.dict);
       // Best effort now; if storage cannot answer, before the next tick (and by periodic recovery).
       const refs = out.rollups.map(({ accountId, level, bucket, metric, series }) => ({ accountId, level, bucket, metric, series, part }));
       await this.recovery.tickFailed(part, refs, now);
@@ -491,11 +385,8 @@ export class Processor {
     if (confidential.length) await this.o.store.deleteBatches(confidential);
 
     const doneAt = this.now();
-    for (const r of rows) {
-      this.inflight.delete(key(r));
-      this.done.set(key(r), true);
-      m.processingLag.observe((doneAt - r.receivedAt) / 1000);
-    }
+    this.queue.processed(rows);
+    for (const r of rows) m.processingLag.observe((doneAt - r.receivedAt) / 1000);
     this.o.onProcessed?.([...new Set(rows.map((r) => r.accountId))]);
   }
 }

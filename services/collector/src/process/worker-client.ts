@@ -1,11 +1,16 @@
 /**
- * The processor's client of its tick worker thread (tick-worker.ts runs `computeTick` there):
- * requests with transferred buffers, one pending promise per request, a deadline, and a new
- * thread after a crash.
+ * Where the processor's ticks are computed (`TickRunner`): in the tick worker thread
+ * (tick-worker.ts runs `computeTick` there) when its compiled file exists, inline otherwise or
+ * once the worker keeps failing. `TickWorker` is the client of that thread: requests with
+ * transferred buffers, one pending promise per request, a deadline, and a new thread after a
+ * crash.
  */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import type { DictRow } from '../storage/types.js';
 import type { Logger } from '../logger.js';
-import { packInput, type TickInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
+import { computeTick, packInput, TickState, type TickInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
 
 /** The compiled worker entry; only beside the compiled processor (dist), not beside the .ts sources. */
 export const WORKER_URL = new URL('./tick-worker.js', import.meta.url);
@@ -13,6 +18,8 @@ export const WORKER_URL = new URL('./tick-worker.js', import.meta.url);
 export class WorkerFailure extends Error {}
 /** A tick's CPU part takes about a second at full load; a worker silent this long is stuck. */
 const TICK_TIMEOUT_MS = 60_000;
+/** Worker failures in a row after which ticks run inline. */
+const WORKER_FAILURES_BEFORE_INLINE = 3;
 
 /**
  * The tick worker thread, started on first use. When it dies (crash, uncaught error, lost
@@ -109,5 +116,65 @@ export class TickWorker {
     for (const p of this.pending.values()) p.reject(new Error('processor stopped'));
     this.pending.clear();
     await w?.terminate();
+  }
+}
+
+/** Computes ticks in the worker thread, or inline (no compiled worker, or one that keeps failing). */
+export class TickRunner {
+  /** Caches of the inline path (the worker thread keeps its own). */
+  private readonly state = new TickState();
+  private worker: TickWorker | undefined;
+  /** Ticks in a row whose worker failed (crash, silence, a file that does not load). */
+  private workerFailures = 0;
+
+  constructor(private readonly o: { worker?: boolean; workerUrl?: URL; log: Logger }) {
+    const use = o.worker !== false && (o.workerUrl !== undefined || existsSync(fileURLToPath(WORKER_URL)));
+    this.worker = use ? new TickWorker(o.workerUrl ?? WORKER_URL, o.log) : undefined;
+  }
+
+  /** Whether ticks run in a thread of their own (so the next one can be computed while one is written). */
+  get threaded(): boolean {
+    return this.worker !== undefined;
+  }
+
+  async compute(input: TickInput): Promise<TickOutput> {
+    if (!this.worker) return computeTick(this.state, input);
+    try {
+      const out = await this.worker.tick(input);
+      this.workerFailures = 0;
+      return out;
+    } catch (e) {
+      // A worker that keeps failing (say its file does not load) must not stop processing,
+      // and with it ingest (backpressure): after a few in a row, ticks run on this thread.
+      if (e instanceof WorkerFailure && ++this.workerFailures >= WORKER_FAILURES_BEFORE_INLINE) {
+        this.o.log.error({ failures: this.workerFailures }, 'tick worker keeps failing; processing on the main thread from now on');
+        const w = this.worker;
+        this.worker = undefined;
+        void w.stop();
+      }
+      throw e;
+    }
+  }
+
+  /** Dictionary entries that may not be stored: written again when seen next. */
+  forgetDict(dict: DictRow[]): void {
+    if (!dict.length) return;
+    const keys = dict.map(({ accountId, keyVersion, kind, pseudonym }) => ({ accountId, keyVersion, kind, pseudonym }));
+    if (this.worker) this.worker.post({ type: 'forgetDict', dict: keys });
+    else this.state.forgetDict(keys);
+  }
+
+  /** Drops an account's cached pseudonyms and key copies in this thread and the worker (resolves once the worker did). */
+  async forgetAccount(accountId: string): Promise<void> {
+    this.state.forgetAccount(accountId);
+    await this.worker?.forgetAccount(accountId);
+  }
+
+  heapSnapshot(): Promise<NodeJS.ReadableStream> | undefined {
+    return this.worker?.heapSnapshot();
+  }
+
+  async stop(): Promise<void> {
+    await this.worker?.stop();
   }
 }

@@ -1,0 +1,166 @@
+/**
+ * The processor's intake: which batches wait for a tick and which are taken. Batches arrive by
+ * hand-off from ingest (durable rows) and by the poll (rows other nodes stored, a crash or a
+ * failed tick left); a batch waiting, in a tick or processed by this node is taken once
+ * (`inflight`, `done`). Waiting batches are queued per account and served round robin under
+ * a per-account budget (fair-queue.ts); under load, hand-offs coalesce into bigger ticks.
+ */
+import type { BatchRow } from '../storage/types.js';
+import type { Metrics } from '../metrics.js';
+import { FairQueue, type TickBudget } from './fair-queue.js';
+import { FifoMap } from '../fifo-map.js';
+
+const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
+/** Most batches per tick. */
+export const TICK_BATCHES = 1000;
+/**
+ * Most estimated CPU (ms) one account's batches may take of one tick while other accounts wait,
+ * ALONE_FACTOR times that when it is alone (fair-queue.ts): a batch arriving next waits behind
+ * one bounded tick at most.
+ */
+export const TICK_ACCOUNT_BUDGET_MS = 250;
+/** Most points of one account per tick (the backstop of the estimate; CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS). */
+export const DEFAULT_TICK_ACCOUNT_POINTS = 10_000;
+
+export interface IntakeOptions {
+  metrics: Metrics;
+  now: () => number;
+  /**
+   * Hand-offs coalesce into bigger ticks (far fewer rollup rows per point): a tick waits up to
+   * this many ms (minus how long the previous tick ran) or until a full tick is queued. 0: no wait.
+   * Only under load (at least `coalesceMinRate` batches handed off in the last second): a quiet
+   * collector processes at once.
+   */
+  coalesceMs?: number;
+  /** Batches per second of hand-offs from which ticks coalesce (default 100). */
+  coalesceMinRate?: number;
+  /** What one account's batches may take of one tick (fair-queue.ts); default TICK_ACCOUNT_BUDGET_MS and DEFAULT_TICK_ACCOUNT_POINTS. */
+  tickBudget?: Partial<TickBudget>;
+}
+
+export class Intake {
+  private readonly queue = new FairQueue();
+  private readonly inflight = new Set<string>();
+  private readonly done = new FifoMap<string, true>(500_000);
+  /** Hand-offs in the current and the previous 1 s window (real time). */
+  private rateWindow = { start: 0, current: 0, previous: 0 };
+  private wake: (() => void) | undefined;
+  /** How long the previous tick ran (ms): a coalescing wait is shortened by it. */
+  lastTickMs = 0;
+  /** Callers waiting for everything queued (drain): no coalescing wait meanwhile. */
+  urgent = 0;
+
+  constructor(private readonly o: IntakeOptions) {}
+
+  get size(): number {
+    return this.queue.size;
+  }
+
+  /** How long the oldest batch waiting for a tick has waited (ms; 0: none). O(accounts): not per request. */
+  lagMs(): number {
+    const at = this.queue.oldest();
+    return at === Infinity ? 0 : Math.max(0, this.o.now() - at);
+  }
+
+  /**
+   * How long this account's oldest batch still waiting for a tick has waited (ms; 0: none
+   * waiting). Queues are per account and served round robin (fair-queue.ts), so this grows
+   * only for an account that sends more than processing gives it, or when processing stalls.
+   */
+  accountLagMs(accountId: string): number {
+    const at = this.queue.oldestOf(accountId);
+    return at === undefined ? 0 : Math.max(0, this.o.now() - at);
+  }
+
+  /** Whether a stored batch is neither waiting, in a tick, nor processed by this node. */
+  isNew(r: BatchRow): boolean {
+    return !this.inflight.has(key(r)) && !this.done.has(key(r));
+  }
+
+  /** Queues the rows not seen yet. */
+  push(rows: BatchRow[]): void {
+    const t = performance.now();
+    const w = this.rateWindow;
+    if (t - w.start >= 1000) {
+      w.previous = t - w.start < 2000 ? w.current : 0;
+      w.current = 0;
+      w.start = t;
+    }
+    w.current += rows.length;
+    for (const r of rows) {
+      const k = key(r);
+      if (this.inflight.has(k) || this.done.has(k)) continue;
+      this.inflight.add(k);
+      // When it was handed to this processor (the poll hands over old batches).
+      this.queue.push(r, Math.max(r.receivedAt, this.o.now()));
+    }
+    this.o.metrics.processQueue.set(this.queue.size);
+    if (this.queue.size >= TICK_BATCHES) this.wake?.();
+  }
+
+  /** Lets hand-offs accumulate: up to `coalesceMs` minus the previous tick's run time, or a full tick. */
+  async coalesce(): Promise<void> {
+    const wait = (this.o.coalesceMs ?? 0) - this.lastTickMs;
+    if (wait <= 0 || this.urgent > 0 || this.queue.size >= TICK_BATCHES) return;
+    // Batches handed off over roughly the last second.
+    const w = this.rateWindow;
+    const age = performance.now() - w.start;
+    const recent = w.current + (age < 1000 ? w.previous * (1 - age / 1000) : 0);
+    if (recent < (this.o.coalesceMinRate ?? 100)) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.wake = undefined;
+        resolve();
+      }, wait);
+      this.wake = () => {
+        clearTimeout(timer);
+        this.wake = undefined;
+        resolve();
+      };
+    });
+  }
+
+  /** Ends a coalescing wait at once (drain). */
+  hurry(): void {
+    this.wake?.();
+  }
+
+  /** The next tick's batches. */
+  take(): BatchRow[] {
+    const rows = this.queue.take(TICK_BATCHES, {
+      ms: this.o.tickBudget?.ms ?? TICK_ACCOUNT_BUDGET_MS,
+      points: this.o.tickBudget?.points ?? DEFAULT_TICK_ACCOUNT_POINTS,
+    });
+    this.o.metrics.processQueue.set(this.queue.size);
+    return rows;
+  }
+
+  /** What a tick cost an account (its next budget uses it). */
+  recordCost(accountId: string, ms: number, points: number): void {
+    this.queue.recordCost(accountId, ms, points);
+  }
+
+  /** Batches that left a tick unwritten: durable and unmarked, taken again by the poll. */
+  release(rows: readonly BatchRow[]): void {
+    for (const r of rows) this.inflight.delete(key(r));
+  }
+
+  /** Batches whose tick committed. */
+  processed(rows: readonly BatchRow[]): void {
+    for (const r of rows) {
+      this.inflight.delete(key(r));
+      this.done.set(key(r), true);
+    }
+  }
+
+  /** Forgets every waiting batch (a lost lease): they stay durable and unmarked. */
+  dropWaiting(): void {
+    this.release(this.queue.take(Infinity, { ms: Infinity, points: Infinity }));
+    this.o.metrics.processQueue.set(this.queue.size);
+  }
+
+  /** Forgets an account's processed batches (shred, wipe). */
+  forgetAccount(accountId: string): void {
+    this.done.deleteWhere((k) => k.startsWith(`${accountId}/`));
+  }
+}
