@@ -1,5 +1,5 @@
 /**
- * Writes the envelope v1 (001-035) and v2 (036-) test vectors, one case per file, into packages/protocol/vectors/.
+ * Writes the envelope v1 (001-035), v2 (036-063) and v2 deflate (064-) test vectors, one case per file, into packages/protocol/vectors/.
  * Deterministic: fixed keys, a seeded random source, a fixed clock. Published vectors never
  * change; `test/vectors.test.ts` checks that this script still reproduces them byte for byte.
  *
@@ -9,8 +9,8 @@ import { readFileSync, writeFileSync, readdirSync, mkdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { concat, publicKeyOf, seal, sha512, type Random } from '../src/crypto.js';
 import { toBase64, utf8 } from '../src/codec.js';
-import { encodeHeader, encodeInner, envelopePrefix, INFO_INNER, INFO_OUTER, innerAad, outerPlaintext, wrapOuter, type BatchHeader } from '../src/envelope.js';
-import { hpkeSeal } from '../src/node.js';
+import { encodeHeader, encodeInner, envelopePrefix, FLAG_DEFLATE, INFO_INNER, INFO_OUTER, innerAad, outerPlaintext, wrapOuter, type BatchHeader } from '../src/envelope.js';
+import { deflateRaw, hpkeSeal } from '../src/node.js';
 import type { Point } from '../src/limits.js';
 
 export const VECTORS_DIR = fileURLToPath(new URL('../vectors/', import.meta.url));
@@ -83,6 +83,10 @@ interface BuildV2 {
   innerSealed?: Uint8Array;
   innerAccount?: string;
   innerAadBatch?: string;
+  /** The flags the inner AAD is built for (default: `flags`). */
+  innerAadFlags?: number;
+  /** Deflate the inner plaintext before sealing (default: when `flags` has FLAG_DEFLATE). */
+  deflate?: boolean;
   innerInfo?: Uint8Array;
   innerTo?: Uint8Array;
   outerInfo?: Uint8Array;
@@ -98,11 +102,19 @@ interface BuildV2 {
 function buildV2(name: string, b: BuildV2 = {}): Uint8Array {
   const random = seeded(name);
   const points = b.points ?? basePoints;
+  const flags = b.flags ?? 0;
+  const plain = b.inner ?? encodeInner(b.innerAccount ?? account.id, BATCH, points);
   const innerSealed =
     b.innerSealed ??
-    hpkeSeal(b.innerTo ?? publicKeyOf(account.secretKey), b.innerInfo ?? INFO_INNER, innerAad(account.id, b.innerAadBatch ?? BATCH), b.inner ?? encodeInner(b.innerAccount ?? account.id, BATCH, points), random(32));
+    hpkeSeal(
+      b.innerTo ?? publicKeyOf(account.secretKey),
+      b.innerInfo ?? INFO_INNER,
+      innerAad(account.id, b.innerAadBatch ?? BATCH, b.innerAadFlags ?? flags),
+      (b.deflate ?? (flags & FLAG_DEFLATE) !== 0) ? deflateRaw(plain) : plain,
+      random(32),
+    );
   const header = encodeHeader({ accountId: account.id, batchId: BATCH, createdAt: NOW - 1000, sdk: 'js/0.2.0', count: points.length, ...b.header });
-  const prefix = envelopePrefix(b.version ?? 2, b.flags ?? 0, b.keyId ?? collector.keyId);
+  const prefix = envelopePrefix(b.version ?? 2, flags, b.keyId ?? collector.keyId);
   const outerTo = b.outerTo ?? publicKeyOf(b.collectorSecret ?? collector.secretKey);
   return concat(prefix, hpkeSeal(outerTo, b.outerInfo ?? INFO_OUTER, b.outerAad ?? prefix, outerPlaintext(header, innerSealed), random(32)));
 }
@@ -200,6 +212,27 @@ function cases(): Case[] {
     { name: 'tag-value-nul', description: 'a tag value containing NUL (it would collide with another tag set once pseudonymized)', expect: 'invalid_tags', envelope: build('tag-value-nul', { points: one({ tags: { a: 'x\u0000b' } }) }), points: [basePoints[1]!], rejects: [{ index: 0, code: 'invalid_tags' }] },
     { name: 'tag-value-lone-surrogate', description: 'a tag value with a lone UTF-16 surrogate (not representable in UTF-8)', expect: 'invalid_tags', envelope: build('tag-value-lone-surrogate', { points: one({ tags: { a: 'x\ud800' } }) }), points: [basePoints[1]!], rejects: [{ index: 0, code: 'invalid_tags' }] },
     ...casesV2(),
+    ...casesDeflate(),
+  ];
+}
+
+/** Envelope v2 with a deflated inner plaintext (FLAG_DEFLATE), for a reader of versions 1 and 2 and that flag: 064 on. */
+function casesDeflate(): Case[] {
+  const z = FLAG_DEFLATE;
+  const one = (p: Partial<Point>): Point[] => [{ ...basePoints[0]!, ...p }, basePoints[1]!];
+  // Valid JSON whose text is one byte over the limit: what a zip bomb inflates to, stopped at 1 MiB.
+  const head = `{"a":"${account.id}","b":"${BATCH}","t":${NOW - 5000},"m":["orders"],"p":[[0,0,0,1,0]]`;
+  const bomb = utf8(head + ' '.repeat(1024 * 1024 + 1 - head.length - 1) + '}');
+  return [
+    { name: 'v2-deflate-ok-basic', description: 'v2 flag 0x01: the inner plaintext deflated (raw) before sealing, inner AAD "account/batch/z"', expect: 'ok', envelope: buildV2('v2-deflate-ok-basic', { flags: z }), points: basePoints },
+    { name: 'v2-deflate-ok-unicode-tags', description: 'v2 flag 0x01: tag values are arbitrary Unicode strings', expect: 'ok', envelope: buildV2('v2-deflate-ok-unicode-tags', { flags: z, points: one({ tags: { city: 'Zürich', note: '日本語 ✓' } }) }), points: one({ tags: { city: 'Zürich', note: '日本語 ✓' } }) },
+    { name: 'v2-deflate-inner-aad-uncompressed', description: 'v2 flag 0x01 and a deflated inner plaintext, but the inner AAD of an uncompressed layer (no "/z")', expect: 'inner_auth_failed', envelope: buildV2('v2-deflate-inner-aad-uncompressed', { flags: z, innerAadFlags: 0 }) },
+    { name: 'v2-deflate-flag-cleared', description: 'v2 flags 0x00 around an inner layer sealed deflated (AAD "/z"): the flag cannot be dropped', expect: 'inner_auth_failed', envelope: buildV2('v2-deflate-flag-cleared', { flags: 0, innerAadFlags: z, deflate: true }) },
+    { name: 'v2-deflate-not-deflated', description: 'v2 flag 0x01, inner AAD "/z", but the inner plaintext is JSON, not a deflate-raw stream', expect: 'invalid_payload', envelope: buildV2('v2-deflate-not-deflated', { flags: z, deflate: false }) },
+    { name: 'v2-deflate-bomb', description: 'v2 flag 0x01: ~1 KiB that inflates to 1 MiB + 1 byte (over maxInflatedBytes); decompression stops at the limit', expect: 'inflated_too_large', envelope: buildV2('v2-deflate-bomb', { flags: z, inner: bomb, header: { count: 1 } }) },
+    { name: 'v2-deflate-unknown-flag', description: 'v2 flags 0x03: bit 1 is not defined', expect: 'unsupported_flags', envelope: buildV2('v2-deflate-unknown-flag', { flags: 3 }) },
+    { name: 'v1-deflate-flag', description: 'version 1 with flag 0x01: version 1 has no flags', expect: 'unsupported_flags', envelope: build('v1-deflate-flag', { flags: z }) },
+    { name: 'v2-deflate-bad-name', description: 'v2 flag 0x01: every point check applies after inflating; the other point is kept', expect: 'invalid_name', envelope: buildV2('v2-deflate-bad-name', { flags: z, points: one({ name: 'bad name' }) }), points: [basePoints[1]!], rejects: [{ index: 0, code: 'invalid_name' }] },
   ];
 }
 
@@ -220,7 +253,7 @@ function casesV2(): Case[] {
     { name: 'v2-outer-wrong-aad', description: 'v2: outer layer sealed with an empty AAD instead of the 12-byte prefix', expect: 'outer_auth_failed', envelope: buildV2('v2-outer-wrong-aad', { outerAad: new Uint8Array(0) }) },
     { name: 'v2-tampered-key-id', description: 'v2: key id rewritten to the other accepted key (the prefix is the AAD)', expect: 'outer_auth_failed', envelope: concat(ok.subarray(0, 4), Uint8Array.from(Buffer.from(collectorOld.keyId, 'hex')), ok.subarray(12)) },
     { name: 'v2-outer-aad-other-flags', description: 'v2: outer AAD with flags 0x80 while the prefix says 0x00', expect: 'outer_auth_failed', envelope: buildV2('v2-outer-aad-other-flags', { outerAad: envelopePrefix(2, 0x80, collector.keyId) }) },
-    { name: 'v2-reserved-flag', description: 'v2: flag 0x01 (compressed inner plaintext, reserved) is not read by this version', expect: 'unsupported_flags', envelope: buildV2('v2-reserved-flag', { flags: 1 }) },
+    { name: 'v2-reserved-flag', description: 'v2: flag 0x01 (compressed inner plaintext, reserved) is not read by this version', expect: 'unsupported_flags', envelope: buildV2('v2-reserved-flag', { flags: 1, innerAadFlags: 0, deflate: false }) },
     { name: 'v2-layers-swapped', description: 'v2: each layer sealed with the other layer\'s info', expect: 'outer_auth_failed', envelope: buildV2('v2-layers-swapped', { outerInfo: INFO_INNER, innerInfo: INFO_OUTER }) },
     { name: 'v2-inner-outer-info', description: 'v2: inner layer sealed with the outer layer\'s info', expect: 'inner_auth_failed', envelope: buildV2('v2-inner-outer-info', { innerInfo: INFO_OUTER }) },
     { name: 'v2-outer-sealed-to-account-key', description: 'v2: outer layer sealed to the account key instead of the collector key', expect: 'outer_auth_failed', envelope: buildV2('v2-outer-sealed-to-account-key', { outerTo: accountKey }) },

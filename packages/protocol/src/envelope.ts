@@ -1,9 +1,9 @@
 /**
  * Envelopes v1 and v2 (spec: docs/protocol.md).
  *
- *   envelope    = "CS" version flags=0x00 key-id(8) outer-seal
+ *   envelope    = "CS" version flags key-id(8) outer-seal     (flags: 0x00, or v2 FLAG_DEFLATE)
  *   outer-seal  = seal(collector public key, header-len(u16 BE) header(JSON) inner-seal)
- *   inner-seal  = seal(account public key, inner(JSON))
+ *   inner-seal  = seal(account public key, inner(JSON))        (FLAG_DEFLATE: deflate-raw(inner(JSON)))
  *
  * v1 seals with NaCl sealed boxes (./crypto.ts). v2 seals each layer with HPKE base mode
  * (RFC 9180; ./hpke.ts, ./node.ts), the outer layer with the 12-byte cleartext prefix as
@@ -29,8 +29,20 @@ export const VERSION_2 = 2;
 export const INFO_OUTER = /*#__PURE__*/ utf8('cipherstat envelope v2 outer');
 /** Envelope v2: HPKE `info` of the inner layer (sealed to the account key). */
 export const INFO_INNER = /*#__PURE__*/ utf8('cipherstat envelope v2 inner');
-/** Envelope v2: the inner layer's AAD, ASCII `account-id "/" batch-id`. */
-export const innerAad = (accountId: string, batchId: string): Uint8Array => utf8(accountId + '/' + batchId);
+/** Envelope v2 flag: the inner plaintext is deflated (RFC 1951, raw: no zlib or gzip header) before sealing. */
+export const FLAG_DEFLATE = 1;
+/**
+ * Envelope v2: the inner layer's AAD, ASCII `account-id "/" batch-id`, and `"/z"` after them
+ * when the inner plaintext is deflated (FLAG_DEFLATE): a layer opens only in the form it was sealed for.
+ */
+export const innerAad = (accountId: string, batchId: string, flags = 0): Uint8Array => utf8(accountId + '/' + batchId + (flags & FLAG_DEFLATE ? '/z' : ''));
+/** Deflate-raw (RFC 1951) compression, synchronous (node:zlib's `deflateRaw` in ./node.ts). */
+export type Deflate = (plain: Uint8Array) => Uint8Array;
+/**
+ * Deflate-raw decompression of at most `maxBytes` output bytes: the bytes, `'too_large'` as soon
+ * as the output would pass `maxBytes` (never more is produced), `'invalid'` when not a deflate-raw stream.
+ */
+export type Inflate = (deflated: Uint8Array, maxBytes: number) => Uint8Array | 'too_large' | 'invalid';
 
 /** HPKE single-shot Seal to a recipient public key (sync: node:crypto). */
 export type HpkeSeal = (recipientPublicKey: Uint8Array, info: Uint8Array, aad: Uint8Array, plaintext: Uint8Array) => Uint8Array;
@@ -106,10 +118,15 @@ export function wrapOuterV2(headerBytes: Uint8Array, innerSealed: Uint8Array, ke
   return concat(prefix, hpke(keys.collectorPublicKey, INFO_OUTER, prefix, outerPlaintext(headerBytes, innerSealed)));
 }
 
-/** Seals a batch as envelope v2, both layers, with a synchronous HPKE Seal (node:crypto's `hpkeSeal`). */
-export function sealBatchV2(header: Omit<BatchHeader, 'count'>, points: readonly Point[], keys: SealKeys, hpke: HpkeSeal): Uint8Array {
-  const inner = hpke(keys.accountPublicKey, INFO_INNER, innerAad(header.accountId, header.batchId), encodeInner(header.accountId, header.batchId, points));
-  return wrapOuterV2(encodeHeader({ ...header, count: points.length }), inner, keys, hpke);
+/**
+ * Seals a batch as envelope v2, both layers, with a synchronous HPKE Seal (node:crypto's `hpkeSeal`);
+ * with `deflate`, the inner plaintext is deflated first and the envelope carries FLAG_DEFLATE.
+ */
+export function sealBatchV2(header: Omit<BatchHeader, 'count'>, points: readonly Point[], keys: SealKeys, hpke: HpkeSeal, deflate?: Deflate): Uint8Array {
+  const flags = deflate ? FLAG_DEFLATE : 0;
+  const plain = encodeInner(header.accountId, header.batchId, points);
+  const inner = hpke(keys.accountPublicKey, INFO_INNER, innerAad(header.accountId, header.batchId, flags), deflate ? deflate(plain) : plain);
+  return wrapOuterV2(encodeHeader({ ...header, count: points.length }), inner, keys, hpke, flags);
 }
 
 /** Seals a batch, both layers: what the Library sends. */
@@ -121,6 +138,8 @@ export function sealBatch(header: Omit<BatchHeader, 'count'>, points: readonly P
 export interface OpenedEnvelope {
   /** 1 or 2: how the inner layer is sealed (the process role needs it). */
   version: number;
+  /** The flags byte (version 2: FLAG_DEFLATE or 0; the process role needs it). */
+  flags: number;
   keyId: string;
   header: BatchHeader;
   /** The inner layer, still sealed to the account key: what ingest stores. */
@@ -136,6 +155,8 @@ export interface OpenEnvelopeOptions {
   hpke?: HpkeOpen;
   /** The versions read (default: 1, and 2 when `hpke` is given). */
   versions?: readonly number[];
+  /** The version 2 flags read (default: none; a collector whose process role inflates passes FLAG_DEFLATE). Version 1 has none. */
+  flags?: number;
 }
 
 /** Decodes the base64 text form used by sendBeacon; null when malformed. */
@@ -154,7 +175,8 @@ export function openEnvelope(bytes: Uint8Array, opts: OpenEnvelopeOptions): Resu
   const versions = opts.versions ?? (opts.hpke ? [VERSION, VERSION_2] : [VERSION]);
   const version = bytes[2]!;
   if (!versions.includes(version)) return fail('unsupported_version', `envelope version ${version} is not supported; this collector reads versions ${versions.join(', ')}`);
-  if (bytes[3] !== 0) return fail('unsupported_flags');
+  const flags = bytes[3]!;
+  if (flags & ~(version === VERSION_2 ? (opts.flags ?? 0) : 0)) return fail('unsupported_flags');
   if (bytes.length < MIN_ENVELOPE_BYTES) return fail('envelope_truncated');
   const keyId = toHex(bytes.subarray(4, PREFIX_BYTES));
   const key = opts.keys(keyId);
@@ -181,6 +203,7 @@ export function openEnvelope(bytes: Uint8Array, opts: OpenEnvelopeOptions): Resu
     ok: true,
     value: {
       version,
+      flags,
       keyId,
       header: { accountId: a, batchId: b, createdAt: t as number, sdk: s, count: n as number },
       inner: plain.subarray(2 + headerLength),
@@ -211,6 +234,10 @@ export interface OpenInnerOptions {
   version?: number;
   /** HPKE Open, for version 2. */
   hpke?: HpkeOpen;
+  /** The envelope's flags (default 0): FLAG_DEFLATE needs `inflate`. */
+  flags?: number;
+  /** Bounded deflate-raw decompression (node:zlib's `inflateRaw` in ./node.ts), for FLAG_DEFLATE. */
+  inflate?: Inflate;
 }
 
 /**
@@ -222,11 +249,21 @@ export function openInner(inner: Uint8Array, opts: OpenInnerOptions): Result<Ope
   if (inner.length < SEAL_OVERHEAD) return fail('inner_auth_failed');
   const v2 = opts.version === VERSION_2;
   if (v2 && !opts.hpke) return fail('unsupported_version');
-  const opened = v2 ? opts.hpke!(opts.account, INFO_INNER, innerAad(opts.accountId, opts.batchId), inner) : openSeal(inner, opts.account, opts.x25519);
+  const flags = v2 ? (opts.flags ?? 0) : 0;
+  if (flags & ~FLAG_DEFLATE || (flags & FLAG_DEFLATE && !opts.inflate)) return fail('unsupported_flags');
+  const opened = v2 ? opts.hpke!(opts.account, INFO_INNER, innerAad(opts.accountId, opts.batchId, flags), inner) : openSeal(inner, opts.account, opts.x25519);
   if (!opened.ok) return fail(opened.code === 'low_order_key' ? 'low_order_key' : 'inner_auth_failed');
+  let plain = opened.value;
+  if (flags & FLAG_DEFLATE) {
+    // Bounded: never more than an uncompressed envelope could carry is produced (a zip bomb stops there).
+    const inflated = opts.inflate!(plain, LIMITS.maxInflatedBytes);
+    if (inflated === 'too_large') return fail('inflated_too_large', `the inflated inner plaintext is over ${LIMITS.maxInflatedBytes} bytes`);
+    if (inflated === 'invalid') return fail('invalid_payload', 'the inner plaintext is not a deflate-raw stream');
+    plain = inflated;
+  }
   let body: Record<string, unknown>;
   try {
-    body = JSON.parse(fromUtf8(opened.value));
+    body = JSON.parse(fromUtf8(plain));
   } catch {
     return fail('invalid_payload');
   }

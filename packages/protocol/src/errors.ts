@@ -24,6 +24,7 @@ export const ERROR_CODES = [
   'batch_mismatch',
   'invalid_payload',
   'point_count_mismatch',
+  'inflated_too_large',
   // single points (the rest of the batch is kept; each reject is counted)
   'invalid_point',
   'invalid_kind',

@@ -7,6 +7,7 @@ export {
   VERSION_2,
   INFO_OUTER,
   INFO_INNER,
+  FLAG_DEFLATE,
   innerAad,
   envelopePrefix,
   outerPlaintext,
@@ -21,7 +22,7 @@ export {
   encodeHeader,
   wrapOuter,
 } from './envelope.js';
-export type { HpkeSeal, HpkeOpen, BatchHeader, SealKeys, OpenedEnvelope, OpenedBatch, PointReject, OpenEnvelopeOptions, OpenInnerOptions } from './envelope.js';
+export type { HpkeSeal, HpkeOpen, Deflate, Inflate, BatchHeader, SealKeys, OpenedEnvelope, OpenedBatch, PointReject, OpenEnvelopeOptions, OpenInnerOptions } from './envelope.js';
 export {
   keyPair,
   publicKeyOf,

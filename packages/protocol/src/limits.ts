@@ -3,6 +3,8 @@ import type { ErrorCode } from './errors.js';
 /** Limits shared by the Library (drops early, with a reason) and the collector (enforces). */
 export const LIMITS = {
   maxEnvelopeBytes: 1024 * 1024,
+  /** A deflated inner plaintext (envelope v2 flag 0x01) inflates to at most this: what an uncompressed envelope could carry. */
+  maxInflatedBytes: 1024 * 1024,
   maxHeaderBytes: 1024,
   maxPointsPerBatch: 2000,
   maxNameLength: 128,

@@ -6,6 +6,8 @@
 import { randomBytes, createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createSecretKey, createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
 import { concat, isZero, KEY_BYTES, MAC_BYTES, SEAL_OVERHEAD, type KeyPair, type OpenResult, type X25519 } from './crypto.js';
 import { keySchedule } from './hpke.js';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import type { Deflate, Inflate } from './envelope.js';
 
 const PKCS8 = Buffer.from('302e020100300506032b656e04220420', 'hex');
 /**
@@ -115,3 +117,19 @@ export function hpkeOpen(recipient: KeyPair, info: Uint8Array, aad: Uint8Array, 
     return { ok: false, code: 'auth_failed' };
   }
 }
+
+/** Deflate-raw (RFC 1951) of an inner plaintext, envelope v2 FLAG_DEFLATE (docs/protocol.md §Flags). */
+export const deflateRaw: Deflate = (plain) => deflateRawSync(plain);
+
+/**
+ * Bounded deflate-raw decompression: zlib stops producing output once it would pass `maxBytes`
+ * (`maxOutputLength`), so a zip bomb costs at most `maxBytes` of output and the time to make it.
+ */
+export const inflateRaw: Inflate = (deflated, maxBytes) => {
+  try {
+    const out = inflateRawSync(deflated, { maxOutputLength: maxBytes });
+    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  } catch (e) {
+    return (e as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE' ? 'too_large' : 'invalid';
+  }
+};

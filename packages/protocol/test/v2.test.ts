@@ -3,9 +3,10 @@
  * of what the project seals (and of every v2 'ok' vector), and an envelope whose layers it
  * sealed by following docs/protocol.md alone is accepted.
  */
+import { inflateRawSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { concat, encodeHeader, encodeInner, envelopePrefix, fromUtf8, INFO_INNER, INFO_OUTER, innerAad, keyPair, openEnvelope, openInner, outerPlaintext, sealBatchV2, utf8, type Point } from '@cipherstat/protocol';
-import { hpkeOpen, hpkeSeal } from '@cipherstat/protocol/node';
+import { concat, FLAG_DEFLATE, encodeHeader, encodeInner, envelopePrefix, fromUtf8, INFO_INNER, INFO_OUTER, innerAad, keyPair, openEnvelope, openInner, outerPlaintext, sealBatchV2, utf8, type Point } from '@cipherstat/protocol';
+import { deflateRaw, hpkeOpen, hpkeSeal, inflateRaw } from '@cipherstat/protocol/node';
 import { refOpen, refSeal } from './support/hpke-ref.js';
 import { loadVectors } from './support/vectors.js';
 
@@ -55,14 +56,34 @@ describe('envelope v2 and @hpke/core', () => {
     expect(innerAad(account.id, batchId)).toEqual(utf8(`${account.id}/${batchId}`));
   });
 
-  it('@hpke/core opens both layers of every v2 ok vector', async () => {
+  it('sealBatchV2 with deflate: flag 0x01, @hpke/core opens it with AAD "account/batch/z", openInner inflates it; a reader without the flag refuses it', async () => {
+    const env = sealBatchV2({ accountId: account.id, batchId, createdAt: now - 100, sdk: 'js/0.2.0' }, points, keys, hpkeSeal, deflateRaw);
+    expect([...env.subarray(0, 4)]).toEqual([0x43, 0x53, 2, FLAG_DEFLATE]);
+    const { inner } = split(await refOpen(collector.secretKey, INFO_OUTER, env.subarray(0, 12), env.subarray(12)));
+    const plain = await refOpen(account.secretKey, INFO_INNER, utf8(`${account.id}/${batchId}/z`), inner);
+    expect(JSON.parse(inflateRawSync(plain).toString('utf8'))).toMatchObject({ a: account.id, b: batchId, m: ['orders', 'page.load_ms'] });
+    expect(open(env)).toMatchObject({ ok: false, code: 'unsupported_flags' });
+    const outer = openEnvelope(env, { keys: () => collector, now, hpke: hpkeOpen, flags: FLAG_DEFLATE });
+    expect(outer.ok && outer.value.flags).toBe(FLAG_DEFLATE);
+    if (!outer.ok) return;
+    const base = { account, accountId: account.id, batchId, count: 2, now, version: 2, hpke: hpkeOpen, flags: outer.value.flags };
+    expect(openInner(outer.value.inner, { ...base, inflate: inflateRaw })).toMatchObject({ ok: true, value: { points } });
+    // a process role that cannot inflate refuses the flag rather than misreading the layer
+    expect(openInner(outer.value.inner, base)).toMatchObject({ ok: false, code: 'unsupported_flags' });
+  });
+
+  it('@hpke/core opens both layers of every v2 ok vector (and node:zlib inflates the deflated ones: flag 0x01, inner AAD "/z")', async () => {
     const oks = loadVectors().filter((v) => v.file >= '036' && v.expect === 'ok');
-    expect(oks.length).toBeGreaterThanOrEqual(3);
+    expect(oks.length).toBeGreaterThanOrEqual(5);
+    expect(oks.filter((v) => v.envelope[3] === 1).length).toBeGreaterThanOrEqual(2);
     for (const v of oks) {
       const keyId = Buffer.from(v.envelope.subarray(4, 12)).toString('hex');
       const { header, inner } = split(await refOpen(v.collectorKeys.get(keyId)!.secretKey, INFO_OUTER, v.envelope.subarray(0, 12), v.envelope.subarray(12)));
       const h = JSON.parse(header);
-      const body = JSON.parse(fromUtf8(await refOpen(v.account.keys.secretKey, INFO_INNER, innerAad(h.a, h.b), inner)));
+      const flags = v.envelope[3]!;
+      if (flags) expect(fromUtf8(innerAad(h.a, h.b, flags))).toBe(`${h.a}/${h.b}/z`);
+      const plain = await refOpen(v.account.keys.secretKey, INFO_INNER, innerAad(h.a, h.b, flags), inner);
+      const body = JSON.parse(fromUtf8(flags ? inflateRawSync(plain) : plain));
       expect(body.p.length, v.file).toBe(h.n);
     }
   });

@@ -26,11 +26,14 @@ beforeAll(async () => {
 afterAll(async () => c?.stop());
 
 const OUTER_STATUS: Record<string, number> = { envelope_too_large: 413 };
-const INNER = new Set(['inner_auth_failed', 'account_mismatch', 'batch_mismatch', 'invalid_payload', 'point_count_mismatch']);
+const INNER = new Set(['inner_auth_failed', 'account_mismatch', 'batch_mismatch', 'invalid_payload', 'point_count_mismatch', 'inflated_too_large']);
 /** Inner-layer outcomes whose code is also an outer-layer code. */
 const INNER_FILES = new Set(['049-v2-inner-low-order-ephemeral.json']);
-/** The collector reads versions 1 and 2: vector 007 (version byte 2 around a v1 seal) is a v1-reader case (docs/protocol.md §Test vectors). */
-const READER_1_2: Record<string, string> = { '007-unknown-version.json': 'outer_auth_failed' };
+/**
+ * The collector reads versions 1 and 2 and the deflate flag: vector 007 (version byte 2 around a v1 seal) is a v1-reader
+ * case, 042 (flag 0x01 around an inner layer sealed without it) a case for a reader of no flags (docs/protocol.md §Test vectors).
+ */
+const READER_1_2: Record<string, string> = { '007-unknown-version.json': 'outer_auth_failed', '042-v2-reserved-flag.json': 'inner_auth_failed' };
 
 it('runs every vector file', () => expect(vectors.length).toBeGreaterThanOrEqual(16));
 
@@ -60,7 +63,7 @@ for (const v of vectors) {
       expect(rejects).toEqual(expected);
       expect(Number(processed[0]!.accepted)).toBe(v.points!.length);
     } else {
-      expect(Object.keys(rejects)).toEqual([v.expect]);
+      expect(Object.keys(rejects)).toEqual([expected]);
       expect(Number(processed[0]!.accepted)).toBe(0);
     }
     // The vectors share one batch id: purge between cases so each is processed afresh.

@@ -1,8 +1,8 @@
 /** Loads and runs the envelope vector files (v1: 001-035, v2: 036 on); shared by the protocol's and the collector's tests. */
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { fromBase64, openEnvelope, openInner, publicKeyOf, type Point, type X25519, type KeyPair } from '@cipherstat/protocol';
-import { hpkeOpen } from '@cipherstat/protocol/node';
+import { FLAG_DEFLATE, fromBase64, openEnvelope, openInner, publicKeyOf, type Point, type X25519, type KeyPair } from '@cipherstat/protocol';
+import { hpkeOpen, inflateRaw } from '@cipherstat/protocol/node';
 
 export const VECTORS_DIR = fileURLToPath(new URL('../../vectors/', import.meta.url));
 
@@ -53,13 +53,15 @@ export function loadVectors(): Vector[] {
 
 /** The versions a reader of this vector reads: 001-035 are cases for a version-1 reader, 036 on for a reader of 1 and 2. */
 export const readerVersions = (v: Pick<Vector, 'file'>): number[] => (v.file < '036' ? [1] : [1, 2]);
+/** The version 2 flags a reader of this vector reads: 064 on are cases for a reader of FLAG_DEFLATE (042: one that reads none). */
+export const readerFlags = (v: Pick<Vector, 'file'>): number => (v.file < '064' ? 0 : FLAG_DEFLATE);
 
 /** Runs one vector through both layers, as docs/protocol.md §Test vectors describes. */
 export function runVector(v: Vector, x25519?: X25519): { outcome: string; points?: Point[]; rejects?: { index: number; code: string }[] } {
-  const outer = openEnvelope(v.envelope, { keys: (id) => v.collectorKeys.get(id), now: v.now, x25519, hpke: hpkeOpen, versions: readerVersions(v) });
+  const outer = openEnvelope(v.envelope, { keys: (id) => v.collectorKeys.get(id), now: v.now, x25519, hpke: hpkeOpen, versions: readerVersions(v), flags: readerFlags(v) });
   if (!outer.ok) return { outcome: outer.code };
-  const { header, inner, version } = outer.value;
-  const opened = openInner(inner, { account: v.account.keys, accountId: header.accountId, batchId: header.batchId, count: header.count, now: v.now, x25519, version, hpke: hpkeOpen });
+  const { header, inner, version, flags } = outer.value;
+  const opened = openInner(inner, { account: v.account.keys, accountId: header.accountId, batchId: header.batchId, count: header.count, now: v.now, x25519, version, hpke: hpkeOpen, flags, inflate: inflateRaw });
   if (!opened.ok) return { outcome: opened.code };
   const { points, rejects } = opened.value;
   return { outcome: rejects[0]?.code ?? 'ok', points, rejects };

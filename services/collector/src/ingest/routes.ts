@@ -4,7 +4,7 @@
  * still-sealed inner layer handed to the writer's group commit; 202 once it is durable.
  */
 import type { Context, Hono } from 'hono';
-import { base64DecodedLength, fromBase64, fromUtf8, INFO_INNER, innerAad, openEnvelope, openSeal, VERSION_2 } from '@cipherstat/protocol';
+import { base64DecodedLength, FLAG_DEFLATE, fromBase64, fromUtf8, INFO_INNER, innerAad, openEnvelope, openSeal, VERSION_2 } from '@cipherstat/protocol';
 import { hpkeOpen, nodeX25519 } from '@cipherstat/protocol/node';
 import { CollectorError, isCollectorError } from '../errors.js';
 import type { Config } from '../config.js';
@@ -44,7 +44,7 @@ const DEACTIVATED_RETRY_AFTER_S = 3600;
  * (oldest key version above 1) pay this X25519, and only where this process holds the keys;
  * elsewhere the processor counts the batch under the same code.
  */
-function staleWriteKey(s: IngestDeps, accountId: string, batchId: string, version: number, inner: Uint8Array): boolean {
+function staleWriteKey(s: IngestDeps, accountId: string, batchId: string, version: number, flags: number, inner: Uint8Array): boolean {
   let keys: ReturnType<Keyring['accountKeys']>;
   try {
     keys = s.keyring.accountKeys(accountId);
@@ -52,7 +52,7 @@ function staleWriteKey(s: IngestDeps, accountId: string, batchId: string, versio
     return false;
   }
   if (!keys?.length || keys[0]!.version === 1) return false;
-  const opens = version === VERSION_2 ? (k: (typeof keys)[number]) => hpkeOpen(k, INFO_INNER, innerAad(accountId, batchId), inner).ok : (k: (typeof keys)[number]) => openSeal(inner, k, nodeX25519).ok;
+  const opens = version === VERSION_2 ? (k: (typeof keys)[number]) => hpkeOpen(k, INFO_INNER, innerAad(accountId, batchId, flags), inner).ok : (k: (typeof keys)[number]) => openSeal(inner, k, nodeX25519).ok;
   return !keys.some(opens);
 }
 
@@ -125,7 +125,7 @@ export function registerIngestRoutes(
       }
       s.fairness.checkGlobal(); // truly overloaded: say so before spending an X25519 on the envelope
       metrics.ingestOpenedBytes.inc(bytes.length);
-      opened = openEnvelope(bytes, { keys: (id) => s.keyring.transportKey(id), now, x25519: nodeX25519, hpke: hpkeOpen });
+      opened = openEnvelope(bytes, { keys: (id) => s.keyring.transportKey(id), now, x25519: nodeX25519, hpke: hpkeOpen, flags: FLAG_DEFLATE });
     } finally {
       ticket?.release();
     }
@@ -134,7 +134,7 @@ export function registerIngestRoutes(
       metrics.batchRejects.inc({ code: opened.code });
       throw new CollectorError(opened.code === 'envelope_too_large' ? 413 : 400, opened.code, opened.message);
     }
-    const { header, inner, version } = opened.value;
+    const { header, inner, version, flags } = opened.value;
     const account = await s.accounts.get(header.accountId);
     if (!account) throw new CollectorError(401, 'unknown_account', 'no such account');
     batchAccount.set(c.req.raw, account.accountId);
@@ -177,7 +177,7 @@ export function registerIngestRoutes(
     if (wait) throw new CollectorError(429, 'rate_limited', 'too many batches for this account', wait);
     // What this batch will cost processing, charged to its account (fairness.ts).
     s.fairness.admit(account.accountId, { bytes: bytes.length, points: header.count });
-    if (staleWriteKey(s, account.accountId, header.batchId, version, inner)) {
+    if (staleWriteKey(s, account.accountId, header.batchId, version, flags, inner)) {
       metrics.batches.inc({ outcome: 'rejected' });
       // counted per account and in Prometheus by the error handler, like every refusal
       throw new CollectorError(400, 'stale_write_key', 'sealed to a write key this account no longer has (it was wiped): use the new write key');
@@ -191,6 +191,7 @@ export function registerIngestRoutes(
       pointCount: header.count,
       sdk: header.sdk,
       version,
+      ...(flags ? { flags } : {}),
       sealed: inner,
       ...(visitor ? { visitor } : {}),
       expiresAt: now + account.retentionDays * 86_400_000,

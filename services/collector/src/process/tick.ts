@@ -5,7 +5,7 @@
  * (tick-worker.ts) and writes what it returns.
  */
 import { equalBytes, isZero, openInner, type Point, type KeyPair } from '@cipherstat/protocol';
-import { destroyKeys, hpkeOpen, nodeX25519 } from '@cipherstat/protocol/node';
+import { destroyKeys, hpkeOpen, inflateRaw, nodeX25519 } from '@cipherstat/protocol/node';
 import type { DictKind, DictRow, ProcessedRow, RejectRow, RollupLevel, RollupRow } from '../storage/types.js';
 import { Pseudonyms } from '../at-rest/pseudonyms.js';
 import { sealDict, sealRollup } from '../at-rest/records.js';
@@ -31,6 +31,8 @@ export interface TickBatch {
   receivedAt: number;
   /** Envelope version (1 when absent): v2 inner layers are HPKE. */
   version?: number;
+  /** Envelope flags (0 when absent): FLAG_DEFLATE, a deflated inner plaintext (inflated, bounded). */
+  flags?: number;
   /** The sealed visitor hash of a browser's batch (ingest/visitors.ts), when it has one. */
   visitor?: Uint8Array;
 }
@@ -297,7 +299,7 @@ function compute(state: TickState, { rows, accounts, now, part, limits }: TickIn
     }
     let opened: ReturnType<typeof openInner> | undefined;
     for (const account of ctx.pairs) {
-      opened = openInner(row.sealed, { account, accountId: row.accountId, batchId: row.batchId, count: row.pointCount, now: row.receivedAt, x25519: nodeX25519, version: row.version, hpke: hpkeOpen });
+      opened = openInner(row.sealed, { account, accountId: row.accountId, batchId: row.batchId, count: row.pointCount, now: row.receivedAt, x25519: nodeX25519, version: row.version, hpke: hpkeOpen, flags: row.flags, inflate: inflateRaw });
       if (opened.ok || opened.code !== 'inner_auth_failed') break;
     }
     if (!opened || !opened.ok) {
@@ -470,13 +472,13 @@ export function packInput(input: TickInput): PackedTickInput {
   const buf = new Uint8Array(total);
   let offset = 0;
   // each batch's sealed bytes, then its sealed visitor (if any)
-  const rows = input.rows.map(({ accountId, batchId, pointCount, receivedAt, version, sealed, visitor }) => {
+  const rows = input.rows.map(({ accountId, batchId, pointCount, receivedAt, version, flags, sealed, visitor }) => {
     const at = offset;
     buf.set(sealed, offset);
     offset += sealed.length;
     if (visitor) buf.set(visitor, offset);
     offset += visitor?.length ?? 0;
-    return { accountId, batchId, pointCount, receivedAt, version, offset: at, length: sealed.length, visitorLength: visitor?.length ?? 0 };
+    return { accountId, batchId, pointCount, receivedAt, version, flags, offset: at, length: sealed.length, visitorLength: visitor?.length ?? 0 };
   });
   return { rows, bytes: buf.buffer, accounts: input.accounts, now: input.now, part: input.part };
 }

@@ -11,9 +11,9 @@ import { at, fromBase64, ms, num, unique, type Db, type Raw } from './sql.js';
 const key = (k: { accountId: string; batchId: string }): string => `${k.accountId}/${k.batchId}`;
 const since = at('since');
 
-const BATCH_COLUMNS = ['account_id', 'batch_id', 'received_at', 'created_at', 'point_count', 'sdk', 'version', 'sealed', 'visitor', 'expires_at'] as const;
+const BATCH_COLUMNS = ['account_id', 'batch_id', 'received_at', 'created_at', 'point_count', 'sdk', 'version', 'flags', 'sealed', 'visitor', 'expires_at'] as const;
 const BATCH_SELECT = `account_id AS accountId, batch_id AS batchId, ${ms('received_at', 'receivedAt')}, ${ms('created_at', 'createdAt')},
-  point_count AS pointCount, sdk, version, base64Encode(sealed) AS sealedBase64, base64Encode(visitor) AS visitorBase64, ${ms('expires_at', 'expiresAt')}`;
+  point_count AS pointCount, sdk, version, flags, base64Encode(sealed) AS sealedBase64, base64Encode(visitor) AS visitorBase64, ${ms('expires_at', 'expiresAt')}`;
 
 const PROCESSED_COLUMNS = ['account_id', 'batch_id', 'processed_at', 'accepted', 'rejected', 'part', 'version'] as const;
 function toBatch(r: Raw): BatchRow {
@@ -25,6 +25,7 @@ function toBatch(r: Raw): BatchRow {
     pointCount: num(r.pointCount),
     sdk: String(r.sdk),
     version: num(r.version),
+    ...(num(r.flags) ? { flags: num(r.flags) } : {}),
     sealed: fromBase64(r.sealedBase64),
     ...(r.visitorBase64 ? { visitor: fromBase64(r.visitorBase64) } : {}),
     expiresAt: num(r.expiresAt),
@@ -35,7 +36,7 @@ export function batchRepository(db: Db): BatchStore {
   return {
     insertBatches: (rows) =>
       db.insert('batches', BATCH_COLUMNS, rows, (r) => [
-        str(r.accountId), str(r.batchId), time(r.receivedAt), time(r.createdAt), uint(r.pointCount), str(r.sdk), uint(r.version ?? 1, 255), bytes(r.sealed), bytes(r.visitor ?? new Uint8Array(0)),
+        str(r.accountId), str(r.batchId), time(r.receivedAt), time(r.createdAt), uint(r.pointCount), str(r.sdk), uint(r.version ?? 1, 255), uint(r.flags ?? 0, 255), bytes(r.sealed), bytes(r.visitor ?? new Uint8Array(0)),
         time(r.expiresAt),
       ]),
 

@@ -168,6 +168,12 @@ SELECT 3, if((SELECT count() FROM ${t('rollups')}) = 0, toDateTime64(0, 3, 'UTC'
 WHERE (SELECT count() FROM ${t('rollup_levels')} WHERE level = 3) = 0`,
     ],
   },
+  {
+    version: 8,
+    // Envelope v2 flags (docs/protocol.md §Flags): 0x01 means the stored inner layer seals a
+    // deflated plaintext (and its AAD says so); the process role inflates it, bounded.
+    statements: ({ t, on }) => [`ALTER TABLE ${t('batches')}${on} ADD COLUMN IF NOT EXISTS flags UInt8 DEFAULT 0 AFTER version`],
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */

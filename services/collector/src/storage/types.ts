@@ -44,6 +44,8 @@ export interface BatchRow {
   sdk: string;
   /** Envelope version the batch came in (1 when absent): how its inner layer is sealed. */
   version?: number;
+  /** The envelope's flags (0 when absent; version 2 FLAG_DEFLATE: the inner plaintext is deflated). */
+  flags?: number;
   sealed: Uint8Array;
   /** The visitor hash of a browser's batch sealed to the account key (ingest/visitors.ts); absent otherwise. */
   visitor?: Uint8Array;
