@@ -81,8 +81,12 @@ function tickInput(): { input: TickInput; accounts: Map<string, TickAccount | nu
 /** The output with ciphertexts opened (their nonces are random), CPU costs as points only (times vary). */
 function readable(out: TickOutput, accounts: Map<string, TickAccount | null>) {
   const dataKey = (id: string) => accounts.get(id)!.keys.at(-1)!.dataKey;
+  const { insert, timings, ...rest } = out;
+  // The insert body encodes exactly the rows (random nonces aside: checked in storage-schema.test.ts); times vary.
+  expect(insert.rowEnds.length).toBe(out.rollups.length);
+  expect(Object.keys(timings).sort()).toEqual(['aggregate', 'encode', 'open', 'seal']);
   return {
-    ...out,
+    ...rest,
     costs: Object.fromEntries(Object.entries(out.costs).map(([id, c]) => [id, c.points])),
     rollups: out.rollups.map(({ agg, ...r }) => ({ ...r, plain: toHex(openRollup(dataKey(r.accountId), r, agg) ?? new Uint8Array()) })),
     dict: out.dict.map(({ ciphertext, ...d }) => ({ ...d, entry: openDict(dataKey(d.accountId), d.accountId, d.kind, d.pseudonym, ciphertext) })),

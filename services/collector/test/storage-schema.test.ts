@@ -1,6 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { SCHEMA_VERSION, bootstrapSql, migrations, renderMigrations } from '../src/storage/schema.js';
 import { escapeBytes, strArray, str, time, tsv, u64, uint } from '../src/storage/tsv.js';
+import { encodeRollups, stampWrittenAt } from '../src/storage/rollups.js';
+import { LEVEL } from '../src/rollup/levels.js';
+import type { RollupRow } from '../src/storage/types.js';
 
 describe('schema', () => {
   it('numbers migrations strictly increasing from 1', () => {
@@ -97,5 +100,25 @@ describe('TSV encoding', () => {
     expect(turns).toBe(2);
     expect(sliced.equals(whole)).toBe(true);
     expect(sliced.toString().split('\n')[1]).toBe('row\\t1\t1');
+  });
+
+  it('encodes rollup rows off the main thread and restamps written_at in place: the bytes of rows written at that time', () => {
+    const all = Uint8Array.from({ length: 256 }, (_, i) => i); // every byte, escapes included
+    const rows = (writtenAt: number): RollupRow[] =>
+      Array.from({ length: 700 }, (_, i) => ({
+        accountId: `acct_${i % 3}`, level: [LEVEL.minute, LEVEL.quarter, LEVEL.hour][i % 3]!, bucket: 1_700_000_000_000 + i * 60_000,
+        metric: String(i * 7919), series: '18446744073709551615', tagKeys: i % 2 ? [] : ['1', String(i)], tagValues: i % 2 ? [] : ['2', String(i + 1)],
+        keyVersion: 1 + (i % 2), part: 'p1', agg: all.subarray(i % 256), writtenAt, expiresAt: 1_800_000_000_000 + i,
+      }));
+    for (const at of [Date.UTC(1900, 0, 1), 1_764_900_000_123, Date.UTC(2299, 11, 31, 23, 59, 59, 999)]) {
+      const direct = encodeRollups(rows(at));
+      const stamped = stampWrittenAt(encodeRollups(rows(1_700_000_000_000)), at);
+      expect(Buffer.from(stamped.body).equals(Buffer.from(direct.body))).toBe(true);
+      expect([...stamped.rowEnds]).toEqual([...direct.rowEnds]);
+      expect(stamped.rowEnds.at(-1)).toBe(stamped.body.length);
+      const last = Buffer.from(stamped.body).subarray(stamped.rowEnds[0]! - 24, stamped.rowEnds[0]!).toString('latin1');
+      expect(last).toBe(`${time(at)}\n`);
+    }
+    expect(encodeRollups([]).body.length).toBe(0);
   });
 });

@@ -23,6 +23,7 @@
  */
 import { randomBytes, toHex } from '@cipherstat/protocol';
 import type { BatchRow, DictRow, Partition, RollupRow, Store } from '../storage/types.js';
+import { stampWrittenAt } from '../storage/rollups.js';
 import type { Keyring } from '../keyring/index.js';
 import type { Accounts } from '../accounts/accounts.js';
 import type { Metrics } from '../metrics.js';
@@ -300,7 +301,9 @@ export class Processor {
     const unresolved = new Set<string>();
     // All at once: the accounts' state misses become one storage read (Accounts.get).
     const ids = [...new Set(rows.map((r) => r.accountId))];
+    const resolving = this.o.metrics.tickPhaseSeconds.startTimer({ phase: 'accounts' });
     const resolved = await Promise.allSettled(ids.map((id) => this.account(id)));
+    resolving();
     ids.forEach((id, i) => {
       const r = resolved[i]!;
       if (r.status === 'fulfilled') return void accounts.set(id, r.value);
@@ -325,7 +328,10 @@ export class Processor {
     let now = t.now;
     const out = { rollups: [] as RollupRow[], dict: [] as DictRow[] };
     try {
+      const waiting = this.o.metrics.tickPhaseSeconds.startTimer({ phase: 'wait' });
       const output = await t.output;
+      waiting();
+      for (const [phase, ms] of Object.entries(output.timings)) this.o.metrics.tickPhaseSeconds.observe({ phase }, ms / 1000);
       out.dict = output.dict;
       // What this tick cost per account, before the next tick is taken (its budget uses it).
       for (const [accountId, c] of Object.entries(output.costs)) this.queue.recordCost(accountId, c.ms, c.points);
@@ -336,6 +342,7 @@ export class Processor {
       // written_at age, and must never take this tick's rows for a crashed one's.
       now = this.now();
       for (const r of output.rollups) r.writtenAt = now;
+      stampWrittenAt(output.insert, now); // the same rows, encoded in the worker
       for (const r of output.processed) r.processedAt = now;
       await this.write(t, output, out);
     } catch (e) {
@@ -369,8 +376,10 @@ export class Processor {
     if (rollups.length) {
       const end = t.startTimer({ table: 'rollups' });
       out.rollups = rollups;
-      await this.o.store.insertRollups(rollups);
+      // Encoded where they were sealed (tick.ts): this thread only hands the bytes over.
+      await this.o.store.insertEncodedRollups(output.insert);
       end();
+      m.rollupRowsWritten.inc(rollups.length);
     }
     this.o.fence?.();
     const end = t.startTimer({ table: 'processed' });

@@ -6,7 +6,8 @@
  */
 import { equalBytes, isZero, openInner, type Point, type KeyPair } from '@cipherstat/protocol';
 import { destroyKeys, hpkeOpen, inflateRaw, nodeX25519 } from '@cipherstat/protocol/node';
-import type { DictKind, DictRow, ProcessedRow, RejectRow, RollupLevel, RollupRow } from '../storage/types.js';
+import type { DictKind, DictRow, EncodedRollups, ProcessedRow, RejectRow, RollupLevel, RollupRow } from '../storage/types.js';
+import { encodeRollups } from '../storage/rollups.js';
 import { Pseudonyms } from '../at-rest/pseudonyms.js';
 import { sealDict, sealRollup } from '../at-rest/records.js';
 import { addPoint, emptyAggregate, encodeAggregate, type Aggregate } from '../rollup/index.js';
@@ -91,6 +92,17 @@ export interface TickOutput {
   costs: Record<string, { ms: number; points: number }>;
   /** Accounts with points rejected for cardinality in this tick. */
   limited: string[];
+  /** The rollup rows as one insert body, built here (the worker) rather than on the main thread. */
+  insert: EncodedRollups;
+  /** Where the tick's CPU part went (ms of wall time in its thread): opening inner layers, aggregating, sealing rows, encoding the insert. */
+  timings: TickTimings;
+}
+
+export interface TickTimings {
+  open: number;
+  aggregate: number;
+  seal: number;
+  encode: number;
 }
 
 export type CacheLookups = Record<'tick_account' | 'series' | 'pseudonym', { hit: number; miss: number }>;
@@ -282,6 +294,7 @@ function compute(state: TickState, { rows, accounts, now, part, limits }: TickIn
   const settle = () => {
     if (last) charge(last.accountId, performance.now() - started, last.pointCount);
   };
+  const timings: TickTimings = { open: 0, aggregate: 0, seal: 0, encode: 0 };
   for (const row of rows) {
     settle();
     last = row;
@@ -298,11 +311,13 @@ function compute(state: TickState, { rows, accounts, now, part, limits }: TickIn
       continue;
     }
     let opened: ReturnType<typeof openInner> | undefined;
+    const opening = performance.now();
     for (const account of ctx.pairs) {
       opened = openInner(row.sealed, { account, accountId: row.accountId, batchId: row.batchId, count: row.pointCount, now: row.receivedAt, x25519: nodeX25519, version: row.version, hpke: hpkeOpen, flags: row.flags, inflate: inflateRaw });
       if (opened.ok || opened.code !== 'inner_auth_failed') break;
     }
     if (!opened || !opened.ok) {
+      timings.open += performance.now() - opening;
       let code: string = opened?.code ?? 'inner_auth_failed';
       // A wiped account (oldest key version above 1): sealed to the write key the wipe destroyed.
       if (code === 'inner_auth_failed' && ctx.keys[0]!.version > 1) code = 'stale_write_key';
@@ -317,6 +332,8 @@ function compute(state: TickState, { rows, accounts, now, part, limits }: TickIn
     for (const r of bad) reject(row.accountId, r.code, 1);
     const visitor = row.visitor?.length ? openVisitor(ctx.pairs, row.accountId, row.batchId, row.visitor) : undefined;
     if (visitor === null) reject(row.accountId, 'visitor_auth_failed', 1); // the points count; the visitor does not
+    const aggregating = performance.now();
+    timings.open += aggregating - opening;
     let accepted = 0;
     for (const p of points) {
       const over = addToRollups(state, rollups, dict, row.accountId, ctx, p, touched, visitor ?? undefined);
@@ -326,6 +343,7 @@ function compute(state: TickState, { rows, accounts, now, part, limits }: TickIn
         limited.add(row.accountId);
       }
     }
+    timings.aggregate += performance.now() - aggregating;
     pointsProcessed += accepted;
     pointsRejected += points.length - accepted + bad.length;
     mark(accepted, points.length - accepted + bad.length);
@@ -334,6 +352,7 @@ function compute(state: TickState, { rows, accounts, now, part, limits }: TickIn
   settle();
 
   const rollupRows: RollupRow[] = [];
+  const sealing = performance.now();
   for (const { row, agg } of rollups.values()) {
     const t0 = performance.now();
     const ctx = contexts.get(row.accountId)!;
@@ -341,11 +360,15 @@ function compute(state: TickState, { rows, accounts, now, part, limits }: TickIn
     rollupRows.push({ ...row, part, writtenAt: now, agg: sealRollup(dataKey, { ...row, part }, encodeAggregate(agg)) });
     charge(row.accountId, performance.now() - t0, 0);
   }
+  const encoding = performance.now();
+  timings.seal = encoding - sealing;
+  const insert = encodeRollups(rollupRows);
+  timings.encode = performance.now() - encoding;
   const rejectRows: RejectRow[] = [...rejects].map(([k, count]) => {
     const [accountId, code] = k.split('\u0000') as [string, string];
     return { accountId, code, count, at: now };
   });
-  return { rollups: rollupRows, dict, processed, rejects: rejectRows, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups: structuredClone(state.lookups), costs, limited: [...limited] };
+  return { rollups: rollupRows, dict, processed, rejects: rejectRows, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups: structuredClone(state.lookups), costs, limited: [...limited], insert, timings };
 }
 
 function context(state: TickState, accountId: string, account: TickAccount | null, now: number, limits: TickLimits | undefined): Context | null {
@@ -500,5 +523,8 @@ export function transferables(out: TickOutput): ArrayBuffer[] {
   };
   for (const r of out.rollups) add(r.agg);
   for (const d of out.dict) add(d.ciphertext);
+  // The insert body's buffer is its own (TsvWriter), whatever part of it the body uses.
+  list.add(out.insert.body.buffer as ArrayBuffer);
+  list.add(out.insert.rowEnds.buffer as ArrayBuffer);
   return [...list];
 }

@@ -3,15 +3,47 @@
  * what recovery removes after a crashed tick. Rows are ciphertext; only their identity
  * (account, level, bucket, pseudonyms, part) is visible here.
  */
-import { bytes, str, strArray, time, u64, u64Array, uint } from './tsv.js';
-import type { Params, RollupGroupKey, RollupLevel, RollupRef, RollupStore, StoredRollup } from './types.js';
+import { bytes, str, strArray, time, TsvWriter, u64, u64Array, uint } from './tsv.js';
+import type { EncodedRollups, Params, RollupGroupKey, RollupLevel, RollupRef, RollupRow, RollupStore, StoredRollup } from './types.js';
 import { COMPACTION_PART_PREFIX, partitionParams, partitionSql } from './types.js';
 import { at, fromBase64, ms, num, unique, type Db, type Raw } from './sql.js';
 
 const since = at('since');
+// written_at last: an encoded insert stamps it in place, at the end of each row (stampWrittenAt).
 const ROLLUP_COLUMNS = [
-  'account_id', 'level', 'bucket', 'metric', 'series', 'tag_keys', 'tag_values', 'key_version', 'part', 'supersedes', 'agg', 'written_at', 'expires_at',
+  'account_id', 'level', 'bucket', 'metric', 'series', 'tag_keys', 'tag_values', 'key_version', 'part', 'supersedes', 'agg', 'expires_at', 'written_at',
 ] as const;
+const rollupFields = (r: RollupRow): (string | Buffer)[] => [
+  str(r.accountId), uint(r.level, 3), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
+  uint(r.keyVersion), str(r.part), strArray(r.supersedes ?? []), bytes(r.agg), time(r.expiresAt), time(r.writtenAt),
+];
+/** `YYYY-MM-DD hh:mm:ss.mmm`: the fixed width of a time field (years 1900..2299). */
+const TIME_WIDTH = 23;
+
+/**
+ * Rollup rows as one insert body, built where they are sealed (the tick worker), so the thread
+ * that serves ingest only hands bytes to the engine. Pure: no connection needed. `written_at`
+ * is each row's last field, restamped at write time by stampWrittenAt (periodic recovery
+ * judges unmarked parts by it, so it must be the time of the write, not of the computation).
+ */
+export function encodeRollups(rows: readonly RollupRow[]): EncodedRollups {
+  const w = new TsvWriter();
+  const ends = new Uint32Array(rows.length);
+  for (let i = 0; i < rows.length; i++) {
+    w.row(rollupFields(rows[i]!));
+    ends[i] = w.length;
+    if (i === 0 && rows.length > 1) w.reserve(Math.ceil(w.length * rows.length * 1.25) - w.length);
+  }
+  return { body: w.bytes(), rowEnds: ends };
+}
+
+/** Sets every row's `written_at` of an encoded insert to `ms`, in place. */
+export function stampWrittenAt(e: EncodedRollups, ms: number): EncodedRollups {
+  const t = time(ms);
+  const body = Buffer.from(e.body.buffer, e.body.byteOffset, e.body.byteLength);
+  for (const end of e.rowEnds) body.write(t, end - 1 - TIME_WIDTH, TIME_WIDTH, 'latin1');
+  return e;
+}
 // One rollup group / row of an account as one string, in SQL and here: exact matches through a
 // hash set (`IN`) instead of a linear has(arrayZip(...)) per row.
 const GROUP_KEY_SQL = `concat(account_id, '|', toString(level), '|', toString(metric), '|', toString(toUnixTimestamp64Milli(bucket)), '|', toString(series))`;
@@ -33,11 +65,8 @@ const RANGE_SQL = `account_id IN {accs:Array(String)} AND metric IN arrayMap(x -
 
 export function rollupRepository(db: Db): RollupStore {
   return {
-    insertRollups: (rows) =>
-      db.insert('rollups', ROLLUP_COLUMNS, rows, (r) => [
-        str(r.accountId), uint(r.level, 3), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
-        uint(r.keyVersion), str(r.part), strArray(r.supersedes ?? []), bytes(r.agg), time(r.writtenAt), time(r.expiresAt),
-      ]),
+    insertRollups: (rows) => db.insert('rollups', ROLLUP_COLUMNS, rows, rollupFields),
+    insertEncodedRollups: (e) => db.insertBody('rollups', ROLLUP_COLUMNS, e.body),
 
     async rollupGroupsToCompact({ since: sinceMs, after, limit }) {
       const key = '(account_id, level, metric, bucket, series)';

@@ -15,6 +15,8 @@ export interface Db {
   /** `database.table` of the store. */
   t(name: string): string;
   insert<R>(table: string, columns: readonly string[], rows: readonly R[], fields: (r: R) => (string | Buffer)[]): Promise<void>;
+  /** Inserts a TSV payload built elsewhere (a worker thread) for `columns`. */
+  insertBody(table: string, columns: readonly string[], body: Uint8Array): Promise<void>;
   /** `xs` cut into runs that fit one list parameter of a statement on this connection. */
   chunks<T>(xs: readonly T[], text: (x: T) => string): T[][];
 }
@@ -26,6 +28,9 @@ export function createDb(conn: Connection, database: string): Db {
     t,
     insert: async (table, columns, rows, fields) => {
       if (rows.length > 0) await conn.insert(t(table), columns, await tsv(rows, fields));
+    },
+    insertBody: async (table, columns, body) => {
+      if (body.length > 0) await conn.insert(t(table), columns, Buffer.from(body.buffer, body.byteOffset, body.byteLength));
     },
     chunks: (xs, text) => chunkList(xs, text, LIST_PARAM_BYTES[conn.kind]),
   };

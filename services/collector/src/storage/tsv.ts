@@ -103,38 +103,61 @@ export const u64Array = (a: string[]): string => (Array.isArray(a) ? `[${a.map(u
 export const TSV_SLICE_ROWS = 1000;
 
 /**
+ * A TSV payload written row by row into one growing buffer (strings as UTF-8), not gathered as
+ * a buffer per field. Its buffer is its own (never Node's shared pool): a worker thread may
+ * transfer it.
+ */
+export class TsvWriter {
+  private out = Buffer.allocUnsafe(64 * 1024);
+  private o = 0;
+
+  /** Bytes written so far (a row's end, after row()). */
+  get length(): number {
+    return this.o;
+  }
+
+  /** Room for n more bytes. */
+  reserve(n: number): void {
+    if (this.o + n <= this.out.length) return;
+    const next = Buffer.allocUnsafe(Math.max(this.out.length * 2, this.o + n));
+    this.out.copy(next, 0, 0, this.o);
+    this.out = next;
+  }
+
+  /** One row of already-encoded fields: TAB between fields, LF after the row. */
+  row(f: (string | Buffer)[]): void {
+    for (let j = 0; j < f.length; j++) {
+      const v = f[j]!;
+      if (typeof v === 'string') {
+        this.reserve(v.length * 3 + 1); // a UTF-16 unit is at most 3 UTF-8 bytes
+        this.o += this.out.write(v, this.o, 'utf8');
+      } else {
+        this.reserve(v.length + 1);
+        this.out.set(v, this.o);
+        this.o += v.length;
+      }
+      this.out[this.o++] = j === f.length - 1 ? 0x0a : 0x09;
+    }
+  }
+
+  bytes(): Buffer {
+    return this.out.subarray(0, this.o);
+  }
+}
+
+/**
  * Builds a TSV payload from rows of already-encoded fields, giving the event loop a turn
- * (setImmediate: pending I/O first) every `sliceRows` rows; `onTurn` counts the turns. Fields are
- * written into one growing buffer (strings as UTF-8), not gathered as a buffer per field.
+ * (setImmediate: pending I/O first) every `sliceRows` rows; `onTurn` counts the turns.
  */
 export async function tsv<R>(rows: readonly R[], fields: (r: R) => (string | Buffer)[], sliceRows = TSV_SLICE_ROWS, onTurn?: () => void): Promise<Buffer> {
-  let out = Buffer.allocUnsafe(64 * 1024);
-  let o = 0;
-  const room = (n: number) => {
-    if (o + n <= out.length) return;
-    const next = Buffer.allocUnsafe(Math.max(out.length * 2, o + n));
-    out.copy(next, 0, 0, o);
-    out = next;
-  };
+  const w = new TsvWriter();
   for (let i = 0; i < rows.length; i++) {
     if (i > 0 && i % sliceRows === 0) {
       await new Promise<void>((resolve) => setImmediate(resolve));
       onTurn?.();
     }
-    const f = fields(rows[i]!);
-    for (let j = 0; j < f.length; j++) {
-      const v = f[j]!;
-      if (typeof v === 'string') {
-        room(v.length * 3 + 1); // a UTF-16 unit is at most 3 UTF-8 bytes
-        o += out.write(v, o, 'utf8');
-      } else {
-        room(v.length + 1);
-        out.set(v, o);
-        o += v.length;
-      }
-      out[o++] = j === f.length - 1 ? 0x0a : 0x09; // TAB between fields, LF after the row
-    }
-    if (i === 0 && rows.length > 1) room(Math.ceil(o * rows.length * 1.25) - o); // sized from the first row: few regrowths
+    w.row(fields(rows[i]!));
+    if (i === 0 && rows.length > 1) w.reserve(Math.ceil(w.length * rows.length * 1.25) - w.length); // sized from the first row: few regrowths
   }
-  return out.subarray(0, o);
+  return w.bytes();
 }

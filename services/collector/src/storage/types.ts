@@ -234,8 +234,16 @@ export interface DayToPack {
 }
 
 /** Rollup rows (storage/rollups.ts). */
+/** Rollup rows encoded as one insert (storage/rollups.ts encodeRollups): the body and where each row ends. */
+export interface EncodedRollups {
+  body: Uint8Array;
+  rowEnds: Uint32Array;
+}
+
 export interface RollupStore {
   insertRollups(rows: RollupRow[]): Promise<void>;
+  /** Inserts rows encoded by encodeRollups (in a worker thread), `written_at` stamped by stampWrittenAt. */
+  insertEncodedRollups(rows: EncodedRollups): Promise<void>;
   /**
    * Compaction, step 1: groups (account, level, metric, bucket, series) holding more than one
    * rollup row and no row with a non-empty `supersedes`, in sorting-key order, strictly after
