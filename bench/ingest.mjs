@@ -21,20 +21,22 @@
 // --result   name of the JSON in bench/results/ (default ingest; `npm run bench hpke` writes its own).
 // --pin      load generator on CPU 0, server child on CPU 1 (default: no pinning, the OS
 //            shares both cores; each side's CPU use is measured and printed).
-// --profile  runs the collector child with --cpu-prof and prints its top functions.
+// --profile  runs the collector child (run 1) with --cpu-prof: one profile per thread in bench/results/
+//            (ingest-main.cpuprofile, ingest-tick-worker.cpuprofile, …); prints the top self-time
+//            functions of the main thread and of the tick worker over the measured window.
 // --keep     keeps the temporary data directories.
 // --cli      another build of the collector (A/B experiments on a scratch copy).
 // --store-only  CIPHERSTAT_PROCESSING=false for the collector: batches stored, nothing processed (the ingest ceiling).
 // --process-worker 0|1  sets CIPHERSTAT_PROCESS_WORKER for the collector (default: its own default, on).
-import { copyFileSync, mkdtempSync, readdirSync, rmSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
-  LIB, buildBodies, buildInfo, diskSummary, envelopeSealer, fmt, freePort, killAll, loadPipeline, makeSender, pinSelf, postBodies, printProfile, processCpuSeconds,
-  plaintextRun, progress, runChildJson, scrape, startChild, stopChild, summarizeProfile, table, waitProcessed, waitReady, watchdog, writeResult,
+  LIB, buildBodies, buildInfo, collectProfiles, diskSummary, envelopeSealer, fmt, formatTickSplit, freePort, killAll, loadPipeline, makeSender, pinSelf, postBodies, printProfile,
+  processCpuSeconds, profileFlags, plaintextRun, progress, runChildJson, scrape, startChild, stopChild, table, tickSplit, waitProcessed, waitReady, watchdog, writeResult,
 } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
 
@@ -113,7 +115,7 @@ async function encryptedPipeline(o, tmp, envelope) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const profDir = join(tmp, 'profile');
-  const args = [...(o.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), o.cli, 'serve'];
+  const args = [...(o.profile ? profileFlags(profDir) : []), o.cli, 'serve'];
   const child = startChild(
     'collector',
     args,
@@ -196,6 +198,8 @@ async function encryptedPipeline(o, tmp, envelope) {
         rollupsMean: (1000 * (atEnd.insertRollupsSum - atStart.insertRollupsSum)) / Math.max(1, atEnd.insertRollupsCount - atStart.insertRollupsCount),
         rollupsInserts: atEnd.insertRollupsCount - atStart.insertRollupsCount,
       },
+      // Ticks from the window's start until all was processed (the drain included).
+      tick: tickSplit(atStart, final),
       batchesPerInsert: ((atEnd.accepted - atStart.accepted) / Math.max(1, atEnd.insertBatchesCount - atStart.insertBatchesCount)),
       windowSecUsed: windowSec,
       cpuWholeRun: { seconds: spanCpuSec, points: processedInSpan, microsPerPoint: (spanCpuSec * 1e6) / processedInSpan, microsPerBatch: (spanCpuSec * 1e6 * POINTS_PER_BATCH) / processedInSpan },
@@ -203,16 +207,7 @@ async function encryptedPipeline(o, tmp, envelope) {
     progress('encrypted pipeline: stopping the collector');
     const stopped = await stopChild(child);
     if (stopped.code !== 0) progress(`  collector exited with ${stopped.code ?? stopped.signal}`);
-    if (o.profile) {
-      // Main thread only (tid 0 in CPU.<date>.<time>.<pid>.<tid>.<seq>.cpuprofile; the tick worker writes its own).
-      const files = readdirSync(profDir).filter((f) => /\.0\.\d+\.cpuprofile$/.test(f));
-      if (files.length) {
-        // Outside the temporary directory, so it survives the cleanup (open it in Chrome DevTools).
-        const file = join(os.tmpdir(), 'cipherstat-ingest-collector.cpuprofile');
-        copyFileSync(join(profDir, files[0]), file);
-        result.profile = { file, ...summarizeProfile(file, { startUs: load.windowStartHrUs, endUs: load.windowEndHrUs }) };
-      }
-    }
+    if (o.profile) result.profiles = collectProfiles(profDir, `ingest-${envelope}`, { startUs: load.windowStartHrUs, endUs: load.windowEndHrUs });
     progress('encrypted pipeline: measuring bytes on disk');
     result.disk = await runChildJson([LIB, '--disk-usage', join(dataDir, 'clickhouse'), 'cipherstat']);
     return result;
@@ -374,15 +369,17 @@ async function main() {
     rows.push({ figure: 'ratio to plaintext, envelope v1 → v2 (medians)', target: 'v2 ≥ v1', value: `${fmt(ratios.v1, 2)}× → ${fmt(ratios.v2, 2)}×`, verdict: verdict(targets.envelopes.pass) });
   }
   if (rows.length) table(rows);
-  if (e && !o.storeOnly) console.log(`  collector (median run): ${fmt(e.batchesPerInsert, 1)} batches per group-commit insert, insert mean ${fmt(e.insertMs.batchesMean, 1)} ms; rollup insert mean ${fmt(e.insertMs.rollupsMean, 1)} ms`);
+  if (e && !o.storeOnly) {
+    console.log(`  collector (median run): ${fmt(e.batchesPerInsert, 1)} batches per group-commit insert, insert mean ${fmt(e.insertMs.batchesMean, 1)} ms; rollup insert mean ${fmt(e.insertMs.rollupsMean, 1)} ms`);
+    console.log(`  ticks (median run): ${formatTickSplit(e.tick)}`);
+  }
   for (const [name, r] of [['encrypted', e], ['plaintext', p]]) {
     if (!r) continue;
     const t = Object.entries(r.diskSummary.asIngested.tables).map(([k, v]) => `${k} ${fmt(v.bytesPerPoint, 2)}`).join(', ');
     console.log(`bytes on disk per point, ${name} (median run): ${fmt(r.diskSummary.asIngested.bytesPerPoint, 1)} as ingested (${t}); ${fmt(r.diskSummary.optimized.bytesPerPoint, 1)} after OPTIMIZE FINAL`);
   }
-  const prof = runs[0]?.encrypted?.profile;
-  if (prof) {
-    printProfile('run 1, main thread', prof);
+  for (const [thread, prof] of Object.entries(runs[0]?.encrypted?.profiles ?? {})) {
+    if (thread === 'main' || thread === 'tick-worker') printProfile(`run 1, ${thread}`, prof);
   }
   writeResult(values.result, {
     options: { ...o, pointsPerBatch: POINTS_PER_BATCH, cpuSplit: o.pin ? 'loadgen CPU 0, server CPU 1' : 'unpinned' },

@@ -4,7 +4,7 @@
 // plaintext Hono → chDB baseline server (`node bench/lib.mjs --serve-plaintext`), bytes on disk
 // (`--disk-usage`), the keep-alive load generator, metric scrapes, CPU profiles, fast sealing.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { join } from 'node:path';
@@ -331,6 +331,32 @@ export function makeSender(kind, url, path, contentType, concurrency) {
     });
 }
 
+const TICK_PHASES = ['accounts', 'wait', 'open', 'aggregate', 'seal', 'encode'];
+const TICK_WRITES = ['dictionary', 'rollups', 'processed'];
+
+/**
+ * Mean wall time per tick of each phase between two scrapes (ms): the CPU part in the tick worker
+ * (open, aggregate, seal, encode), what the main thread waits for (accounts: state and keys; wait:
+ * the CPU part, once the previous tick is written), and the writes (dictionary, rollups, markers).
+ * Shows whether processing is CPU-bound (the CPU part dominates) or latency-bound (the writes).
+ */
+export function tickSplit(a, b) {
+  const ticks = b.tick.rollups.count - a.tick.rollups.count || b.tick.processed.count - a.tick.processed.count;
+  const perTick = (k) => (ticks ? (1000 * (b.tick[k].sum - a.tick[k].sum)) / ticks : NaN);
+  const out = { ticks, rowsPerTick: ticks ? (b.rollupRows - a.rollupRows) / ticks : NaN, msPerTick: {} };
+  for (const k of [...TICK_PHASES, ...TICK_WRITES]) out.msPerTick[k] = perTick(k);
+  return out;
+}
+
+/** One line: a tick's mean phases (tickSplit). */
+export function formatTickSplit(t) {
+  const f = (k) => `${k === 'processed' ? 'markers' : k} ${fmt(t.msPerTick[k], 1)}`;
+  const cpu = ['open', 'aggregate', 'seal', 'encode'];
+  const writes = ['dictionary', 'rollups', 'processed'];
+  const sum = (ks) => ks.reduce((n, k) => n + (t.msPerTick[k] || 0), 0);
+  return `${fmt(t.ticks)} ticks, ${fmt(t.rowsPerTick)} rollup rows per tick; ms per tick — CPU part (worker) ${fmt(sum(cpu), 1)}: ${cpu.map(f).join(', ')}; main thread waited: ${['accounts', 'wait'].map(f).join(', ')}; writes ${fmt(sum(writes), 1)}: ${writes.map(f).join(', ')}`;
+}
+
 export async function scrape(url) {
   const text = await (await fetch(url + '/metrics')).text();
   const rows = parsePrometheus(text);
@@ -352,6 +378,14 @@ export async function scrape(url) {
     insertBatchesCount: get('cipherstat_storage_insert_seconds_count', { table: 'batches' }),
     insertRollupsSum: get('cipherstat_storage_insert_seconds_sum', { table: 'rollups' }),
     insertRollupsCount: get('cipherstat_storage_insert_seconds_count', { table: 'rollups' }),
+    // Where a tick's time goes (collector metrics; sums in seconds): its CPU part by phase, its writes by table.
+    tick: Object.fromEntries(
+      [...TICK_PHASES.map((p) => [p, ['cipherstat_tick_phase_seconds', { phase: p }]]), ...TICK_WRITES.map((t) => [t, ['cipherstat_storage_insert_seconds', { table: t }]])].map(([k, [name, labels]]) => [
+        k,
+        { sum: get(`${name}_sum`, labels), count: get(`${name}_count`, labels) },
+      ]),
+    ),
+    rollupRows: get('cipherstat_rollup_rows_written_total'),
     writerQueue: get('cipherstat_ingest_queue_batches'),
     processQueue: get('cipherstat_process_queue_batches'),
   };
@@ -665,6 +699,32 @@ export function watchdog(name, seconds) {
   process.on('exit', killAll);
   for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => (killAll(), process.exit(130)));
   return () => clearTimeout(timer);
+}
+
+/** Node flags that make a child write one CPU profile per thread into `dir` (collectProfiles reads them). */
+export const profileFlags = (dir) => ['--cpu-prof', `--cpu-prof-dir=${dir}`];
+
+/**
+ * A child's CPU profiles (profileFlags: CPU.<date>.<time>.<pid>.<tid>.<seq>.cpuprofile, one per
+ * thread) kept as bench/results/<name>-<thread>.cpuprofile (open them in Chrome DevTools) and
+ * summarized over the measured window. tid 0 is the main thread; the busiest other thread is the
+ * tick worker (query workers idle while ingesting); the rest are named by tid.
+ */
+export function collectProfiles(dir, name, window) {
+  if (!existsSync(dir)) return {};
+  const found = readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile'))
+    .map((f) => ({ f, tid: f.split('.').at(-3), summary: summarizeProfile(join(dir, f), window) }));
+  const others = found.filter((p) => p.tid !== '0').sort((a, b) => b.summary.busyPct - a.summary.busyPct);
+  const label = (p) => (p.tid === '0' ? 'main' : p === others[0] ? 'tick-worker' : `thread-${p.tid}`);
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const out = {};
+  for (const p of found) {
+    const file = join(RESULTS_DIR, `${name}-${label(p)}.cpuprofile`);
+    copyFileSync(join(dir, p.f), file);
+    out[label(p)] = { file, ...p.summary };
+  }
+  return out;
 }
 
 /** Prints the top functions of a summarized profile (summarizeProfile). */

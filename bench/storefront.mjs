@@ -9,18 +9,19 @@
 //
 // Accounts are created in bulk through the collector's own Accounts API on the data directory
 // (a child process, before the server starts), not by 10,000 HTTP calls.
-// --profile  runs the collector with --cpu-prof and prints the top functions of its main thread
-//            and of its tick worker (where processing CPU goes).
+// --profile  runs the collector with --cpu-prof: one profile per thread in bench/results/
+//            (storefront-main.cpuprofile, storefront-tick-worker.cpuprofile, …); prints the top
+//            self-time functions of its main thread and of its tick worker over the measured window.
 // Results: bench/results/storefront.json.
-import { copyFileSync, mkdtempSync, readdirSync, readFileSync, rmSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
-  LIB, ROOT, buildBodies, buildInfo, envelopeSealer, fmt, freePort, killAll, loadPipeline, makeSender, parsePrometheus, postBodies, printProfile,
-  plaintextRun, progress, runChildJson, scrape, startChild, stopChild, summarizeProfile, table, waitProcessed, waitReady, watchdog, writeResult,
+  ROOT, buildBodies, buildInfo, collectProfiles, envelopeSealer, fmt, formatTickSplit, freePort, killAll, loadPipeline, makeSender, parsePrometheus, postBodies,
+  printProfile, profileFlags, plaintextRun, progress, runChildJson, scrape, startChild, stopChild, table, tickSplit, waitProcessed, waitReady, watchdog, writeResult,
 } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
 
@@ -145,7 +146,7 @@ async function encryptedPipeline(o, tmp) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const profDir = join(tmp, 'profile');
-  const args = [...(o.profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : []), o.cli, 'serve'];
+  const args = [...(o.profile ? profileFlags(profDir) : []), o.cli, 'serve'];
   const child = startChild('collector', args, {
     ...env,
     PORT: String(port),
@@ -201,19 +202,12 @@ async function encryptedPipeline(o, tmp) {
         rollupsMean: (1000 * (atEnd.insertRollupsSum - atStart.insertRollupsSum)) / Math.max(1, atEnd.insertRollupsCount - atStart.insertRollupsCount),
       },
       caches,
+      // Ticks from the window's start until all was processed (the drain included).
+      tick: tickSplit(atStart, drain.final),
       accountsCreatedSec: created.seconds,
     };
     await stopChild(child);
-    if (o.profile) {
-      result.profiles = {};
-      for (const f of readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile'))) {
-        // CPU.<date>.<time>.<pid>.<tid>.<seq>.cpuprofile: tid 0 is the main thread; the busiest other one is the tick worker.
-        const tid = f.split('.').at(-3);
-        const file = join(os.tmpdir(), `cipherstat-storefront-${tid === '0' ? 'main' : `thread${tid}`}.cpuprofile`);
-        copyFileSync(join(profDir, f), file);
-        result.profiles[tid === '0' ? 'main' : `thread ${tid}`] = { file, ...summarizeProfile(file, { startUs: load.windowStartHrUs, endUs: load.windowEndHrUs }) };
-      }
-    }
+    if (o.profile) result.profiles = collectProfiles(profDir, 'storefront', { startUs: load.windowStartHrUs, endUs: load.windowEndHrUs });
     return result;
   } finally {
     await stopChild(child, 5000);
@@ -328,6 +322,7 @@ async function main() {
   if (cacheRows.length) table(cacheRows);
   else console.log('per-account caches: the collector exports no cipherstat_cache_lookups_total');
   console.log(`collector: rollup inserts ${fmt(e.insertMs.rollupsInsertsPerSec, 1)}/s (mean ${fmt(e.insertMs.rollupsMean, 1)} ms), batch inserts ${fmt(e.insertMs.batchesInsertsPerSec, 1)}/s`);
+  console.log(`ticks: ${formatTickSplit(e.tick)}`);
   console.log('');
   const verdict = (ok) => (ok ? 'PASS' : 'FAIL');
   const targets = {
@@ -341,8 +336,7 @@ async function main() {
     { figure: 'collector RSS (max during the window)', target: 'reported', value: `${fmt(e.rssMaxBytes / 2 ** 20)} MB`, verdict: verdict(targets.rss.pass) },
   ]);
   for (const [name, prof] of Object.entries(e.profiles ?? {})) {
-    if (prof.busyPct < 5) continue;
-    printProfile(name, prof);
+    if (name === 'main' || name === 'tick-worker') printProfile(name, prof);
   }
   writeResult('storefront', { options: o, build, targets, ratio, encrypted: e, plaintext: p });
   stopWatchdog();
