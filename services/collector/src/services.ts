@@ -19,7 +19,7 @@ import { Ownership } from './process/ownership.js';
 import { CollectorError } from './errors.js';
 import { RateLimiter } from './ingest/rate-limit.js';
 import { Admission, AuthFailures, textFormBytes } from './ingest/admission.js';
-import { Fairness } from './ingest/fairness.js';
+import { Fairness, retryAfterSeconds } from './ingest/fairness.js';
 import { QueryCache } from './query/cache.js';
 import { Lifecycle } from './lifecycle/index.js';
 import { Refusals } from './ingest/refusals.js';
@@ -177,8 +177,8 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const writer = new BatchWriter(requestStore, metrics, {
     maxQueued: config.maxQueuedBatches,
     onDurable: processor ? (rows) => processor.enqueue(rows) : undefined,
-    // Come back when the backlog should be gone: as long as its oldest batch has waited (1 to 60 s).
-    retryAfter: processor ? () => Math.min(60, Math.max(1, Math.ceil(processor.lagMs() / 1000))) : undefined,
+    // Come back when the processing backlog should be gone (1 to 60 s, spread: fairness.ts).
+    retryAfter: processor ? () => retryAfterSeconds(processor.drainSeconds()) : undefined,
     log,
     diskPath: store.kind === 'chdb' ? join(config.dataDir, 'clickhouse') : undefined,
   });

@@ -13,6 +13,8 @@ import { createAccount, envelope, points, post, startTestCollector, type TestAcc
 import { connectionOf } from '../src/storage/index.js';
 import { writeRollups, type GenPoint } from './query-support.js';
 import { ALONE_FACTOR, DEFAULT_MS_PER_POINT, FairQueue } from '../src/process/fair-queue.js';
+import { Fairness, retryAfterSeconds } from '../src/ingest/fairness.js';
+import { isCollectorError } from '../src/errors.js';
 import { Compactor } from '../src/compaction/compactor.js';
 import { createLogger } from '../src/logger.js';
 import type { BatchRow } from '../src/storage/types.js';
@@ -124,12 +126,54 @@ describe('fairness between tenants at ingest', () => {
     expect((await post(c.url, envelope(busy, points(5)).bytes)).status).toBe(202);
     const refused = await post(c.url, envelope(calm, points(5)).bytes);
     expect(refused.status).toBe(503);
-    expect(refused.headers.get('retry-after')).toBe('1');
+    // Nothing was processed lately: as long as the oldest has waited, halved (a moment: 1 s; a slow machine: a few).
+    expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
     expect((await refused.json()).error.code).toBe('overloaded');
     processor.start();
     await processor.drain();
     expect((await post(c.url, envelope(calm, points(5)).bytes)).status).toBe(202);
     expect(await processedPoints(c, busy)).toBe(10);
+  });
+
+  it('Retry-After follows the backlog and is spread, so senders refused together do not come back as one wave', () => {
+    // Edges: at least 1, at most 60, s..s+s/2 for s the expected seconds rounded up.
+    expect(retryAfterSeconds(0, () => 0.99)).toBe(1);
+    expect(retryAfterSeconds(0.2, () => 0)).toBe(1);
+    expect(retryAfterSeconds(1, () => 0.99)).toBe(1);
+    expect(retryAfterSeconds(2, () => 0)).toBe(2);
+    expect(retryAfterSeconds(2, () => 0.99)).toBe(3);
+    expect(retryAfterSeconds(7.2, () => 0)).toBe(8);
+    expect(retryAfterSeconds(7.2, () => 0.99)).toBe(12);
+    expect(retryAfterSeconds(59, () => 0.99)).toBe(60);
+    expect(retryAfterSeconds(1e9, () => 0)).toBe(60);
+    expect(retryAfterSeconds(Number.NaN, () => 0)).toBe(60);
+    // Every value of the range is drawn (a seeded sequence over [0, 1)).
+    const seen = new Set(Array.from({ length: 100 }, (_, i) => retryAfterSeconds(10, () => i / 100)));
+    expect([...seen].sort((a, b) => a - b)).toEqual([10, 11, 12, 13, 14, 15]);
+
+    // The global cap: half of what the backlog needs at the recent rate.
+    const config = { maxProcessLagMs: 1000, maxProcessBacklog: 10, accountBytesPerSecond: 1e9, accountPointsPerSecond: 1e9 };
+    const refusal = (processing: { backlog: number; accountLagMs: () => number; drainSeconds: () => number }, account?: string) => {
+      const f = new Fairness({ config, processing });
+      try {
+        if (account) f.admit(account, { bytes: 1, points: 1 });
+        else f.checkGlobal();
+      } catch (e) {
+        if (isCollectorError(e)) return { code: e.code, after: e.retryAfter! };
+        throw e;
+      }
+      return undefined;
+    };
+    const global = refusal({ backlog: 10, accountLagMs: () => 0, drainSeconds: () => 16 });
+    expect(global?.code).toBe('overloaded');
+    expect(global!.after).toBeGreaterThanOrEqual(8);
+    expect(global!.after).toBeLessThanOrEqual(12);
+    expect(refusal({ backlog: 9, accountLagMs: () => 0, drainSeconds: () => 16 })).toBeUndefined();
+    // An account behind: about as long again as its oldest batch waited.
+    const behind = refusal({ backlog: 1, accountLagMs: () => 4000, drainSeconds: () => 1 }, 'acct_a');
+    expect(behind?.code).toBe('overloaded');
+    expect(behind!.after).toBeGreaterThanOrEqual(4);
+    expect(behind!.after).toBeLessThanOrEqual(6);
   });
 
   it('points per second per account: over budget is 429 points_rate_limited, counted; another account is not affected', { timeout: 60_000 }, async () => {

@@ -29,6 +29,19 @@ export const CARDINALITY_PENALTY_SHARE = 0.01;
 export interface ProcessingBacklog {
   readonly backlog: number;
   accountLagMs(accountId: string): number;
+  /** About how long what waits now needs (s), at the recent processing rate. */
+  drainSeconds(): number;
+}
+
+/**
+ * Retry-After (whole seconds, 1..60) for a refusal expected to last about `seconds`: drawn
+ * from [s, s + s/2] (s = that rounded up), so senders refused in the same moment come back
+ * spread over the following seconds rather than as one wave (the Library adds its own jitter
+ * on top). A refusal expected to end within a second says 1.
+ */
+export function retryAfterSeconds(seconds: number, random: () => number = Math.random): number {
+  const s = Math.min(60, Math.max(1, Math.ceil(Number.isFinite(seconds) ? seconds : 60)));
+  return Math.min(60, s + Math.floor(random() * (Math.floor(s / 2) + 1)));
 }
 
 export type FairnessConfig = Pick<Config, 'maxProcessLagMs' | 'maxProcessBacklog' | 'accountBytesPerSecond' | 'accountPointsPerSecond'>;
@@ -61,7 +74,8 @@ export class Fairness {
   checkGlobal(): void {
     const p = this.o.processing;
     if (p && p.backlog >= this.o.config.maxProcessBacklog) {
-      throw new CollectorError(503, 'overloaded', 'processing is behind; retry later', 1);
+      // Come back when about half the backlog is processed.
+      throw new CollectorError(503, 'overloaded', 'processing is behind; retry later', retryAfterSeconds(p.drainSeconds() / 2));
     }
   }
 
@@ -75,7 +89,8 @@ export class Fairness {
     if (p && maxLag > 0) {
       const lag = p.accountLagMs(accountId);
       if (lag > maxLag) {
-        this.refuse(accountId, new CollectorError(503, 'overloaded', "this account's batches are behind in processing; retry later", Math.min(60, Math.max(1, Math.ceil(lag / 1000)))));
+        // Its oldest batch waited `lag`: about as long again until its backlog is processed.
+        this.refuse(accountId, new CollectorError(503, 'overloaded', "this account's batches are behind in processing; retry later", retryAfterSeconds(lag / 1000)));
       }
     }
     const until = this.penaltyUntil.get(accountId);

@@ -38,12 +38,42 @@ export interface IntakeOptions {
   tickBudget?: Partial<TickBudget>;
 }
 
+/** Events over about the last `spanMs` (sliding, from two fixed windows of real time). */
+class RateWindow {
+  private start = 0;
+  private current = 0;
+  private previous = 0;
+
+  constructor(private readonly spanMs: number) {}
+
+  add(n: number): void {
+    const t = performance.now();
+    if (t - this.start >= this.spanMs) {
+      this.previous = t - this.start < 2 * this.spanMs ? this.current : 0;
+      this.current = 0;
+      this.start = t;
+    }
+    this.current += n;
+  }
+
+  /** About how many in the last `spanMs`. */
+  recent(): number {
+    const age = performance.now() - this.start;
+    return this.current + (age < this.spanMs ? this.previous * (1 - age / this.spanMs) : 0);
+  }
+}
+
+/** Over how long the processing rate is measured (a few ticks). */
+const PROCESSED_SPAN_MS = 5000;
+
 export class Intake {
   private readonly queue = new FairQueue();
   private readonly inflight = new Set<string>();
   private readonly done = new FifoMap<string, true>(500_000);
-  /** Hand-offs in the current and the previous 1 s window (real time). */
-  private rateWindow = { start: 0, current: 0, previous: 0 };
+  /** Hand-offs over about the last second. */
+  private readonly handedOff = new RateWindow(1000);
+  /** Batches processed over about the last few seconds. */
+  private readonly processedRate = new RateWindow(PROCESSED_SPAN_MS);
   private wake: (() => void) | undefined;
   /** How long the previous tick ran (ms): a coalescing wait is shortened by it. */
   lastTickMs = 0;
@@ -72,6 +102,15 @@ export class Intake {
     return at === undefined ? 0 : Math.max(0, this.o.now() - at);
   }
 
+  /**
+   * About how long the batches waiting now need to be processed (s), at the rate of the last few
+   * seconds; while nothing was processed lately, how long the oldest has waited.
+   */
+  drainSeconds(): number {
+    const perSecond = this.processedRate.recent() / (PROCESSED_SPAN_MS / 1000);
+    return perSecond > 0 ? this.queue.size / perSecond : this.lagMs() / 1000;
+  }
+
   /** Whether a stored batch is neither waiting, in a tick, nor processed by this node. */
   isNew(r: BatchRow): boolean {
     return !this.inflight.has(key(r)) && !this.done.has(key(r));
@@ -79,14 +118,7 @@ export class Intake {
 
   /** Queues the rows not seen yet. */
   push(rows: BatchRow[]): void {
-    const t = performance.now();
-    const w = this.rateWindow;
-    if (t - w.start >= 1000) {
-      w.previous = t - w.start < 2000 ? w.current : 0;
-      w.current = 0;
-      w.start = t;
-    }
-    w.current += rows.length;
+    this.handedOff.add(rows.length);
     for (const r of rows) {
       const k = key(r);
       if (this.inflight.has(k) || this.done.has(k)) continue;
@@ -103,10 +135,7 @@ export class Intake {
     const wait = (this.o.coalesceMs ?? 0) - this.lastTickMs;
     if (wait <= 0 || this.urgent > 0 || this.queue.size >= TICK_BATCHES) return;
     // Batches handed off over roughly the last second.
-    const w = this.rateWindow;
-    const age = performance.now() - w.start;
-    const recent = w.current + (age < 1000 ? w.previous * (1 - age / 1000) : 0);
-    if (recent < (this.o.coalesceMinRate ?? 100)) return;
+    if (this.handedOff.recent() < (this.o.coalesceMinRate ?? 100)) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.wake = undefined;
@@ -147,6 +176,7 @@ export class Intake {
 
   /** Batches whose tick committed. */
   processed(rows: readonly BatchRow[]): void {
+    this.processedRate.add(rows.length);
     for (const r of rows) {
       this.inflight.delete(key(r));
       this.done.set(key(r), true);

@@ -128,6 +128,11 @@ export class Processor {
     return this.queue.accountLagMs(accountId);
   }
 
+  /** About how long the batches waiting now need (s), at the recent processing rate (Retry-After). */
+  drainSeconds(): number {
+    return this.queue.drainSeconds();
+  }
+
   /** Hand-off from ingest: rows that are durable now. */
   enqueue(rows: BatchRow[]): void {
     this.queue.push(rows);
