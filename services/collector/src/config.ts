@@ -264,3 +264,24 @@ export function loadSecrets(env: NodeJS.ProcessEnv = process.env): Secrets {
   const get = (name: string) => env[name]?.trim() || undefined;
   return { masterKey: get('CIPHERSTAT_MASTER_KEY'), masterKeyFile: get('CIPHERSTAT_MASTER_KEY_FILE'), adminToken: get('CIPHERSTAT_ADMIN_TOKEN') };
 }
+
+/** Points of a processing tick's commit where a test can stop a node (tests only). */
+export const COMMIT_POINTS = ['rollups-written', 'markers-written'] as const;
+export type CommitPoint = (typeof COMMIT_POINTS)[number];
+
+/**
+ * TEST ONLY, not a setting (no operator sets it; the README's Configuration table leaves it
+ * out): `CIPHERSTAT_TEST_PAUSE_AT=<point>@<n>` makes the n-th processing tick (counted from 1
+ * per process) that reaches `<point>` of its commit log a line and wait forever there, so a
+ * cluster test can `kill -9` the node at a chosen point mid-tick (test/cluster-*.test.ts).
+ * `rollups-written`: its rollup rows are stored, its processed markers not yet;
+ * `markers-written`: its markers are stored too, its batches not yet marked done in memory.
+ */
+export function loadTestPause(env: NodeJS.ProcessEnv = process.env): { point: CommitPoint; tick: number } | undefined {
+  const v = env.CIPHERSTAT_TEST_PAUSE_AT?.trim();
+  if (!v) return undefined;
+  const m = /^([a-z-]+)@(\d{1,6})$/.exec(v);
+  const point = COMMIT_POINTS.find((p) => p === m?.[1]);
+  if (!m || !point || Number(m[2]) < 1) throw new Error(`invalid configuration: CIPHERSTAT_TEST_PAUSE_AT: expected <${COMMIT_POINTS.join('|')}>@<n ≥ 1>, got ${JSON.stringify(v)}`);
+  return { point, tick: Number(m[2]) };
+}

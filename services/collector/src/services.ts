@@ -4,7 +4,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadSecrets, type Config, type Secrets } from './config.js';
+import { loadSecrets, loadTestPause, type Config, type Secrets } from './config.js';
 import { createLogger, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { openStore, type Store } from './storage/index.js';
@@ -133,6 +133,8 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const partition = parsePartition(config.processPartition);
   const leased = roles.process && config.role === 'process';
   const partitionLease = leased ? new Lease(keyringDir, `partition-${partition?.index ?? 0}-of-${partition?.count ?? 1}`, config.leaseMs, now) : undefined;
+  const pause = loadTestPause();
+  let ticksAtPause = 0;
   const processor = roles.process
     ? new Processor({
         store,
@@ -156,6 +158,14 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
               if (!partitionLease.validFor(Math.floor(config.leaseMs / 3))) {
                 throw new CollectorError(503, 'lease_lost', `${partitionLease.name}: this node's lease (epoch ${partitionLease.epoch ?? 'none'}) is not valid long enough to commit; tick abandoned`);
               }
+            }
+          : undefined,
+        // Tests only: the n-th tick to reach the named commit point stops there for good (kill -9 follows).
+        atCommitPoint: pause
+          ? async (point, part) => {
+              if (point !== pause.point || ++ticksAtPause !== pause.tick) return;
+              log.warn({ point, part, tick: ticksAtPause }, `test hook: tick paused at ${point} (part ${part})`);
+              await new Promise<never>(() => {});
             }
           : undefined,
       })

@@ -34,6 +34,7 @@ import type { TickBudget } from './fair-queue.js';
 import { Intake } from './intake.js';
 import { LOOKBACK_MS, TickRecovery } from './recovery.js';
 import { isCollectorError } from '../errors.js';
+import type { CommitPoint } from '../config.js';
 
 export interface ProcessorOptions {
   store: Store;
@@ -76,6 +77,8 @@ export interface ProcessorOptions {
    * and its rollup rows are removed like any failed tick's.
    */
   fence?: () => void;
+  /** Tests only (CIPHERSTAT_TEST_PAUSE_AT, config.ts): awaited at each commit point of every tick. */
+  atCommitPoint?: (point: CommitPoint, part: string) => Promise<void>;
 }
 
 /** A tick whose CPU part has started. */
@@ -360,7 +363,7 @@ export class Processor {
     }
   }
 
-  private async write({ rows }: Pending, output: TickOutput, out: { rollups: RollupRow[] }): Promise<void> {
+  private async write({ rows, part }: Pending, output: TickOutput, out: { rollups: RollupRow[] }): Promise<void> {
     const { rollups, dict, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups, limited } = output;
     const m = this.o.metrics;
     for (const [cache, c] of Object.entries(cacheLookups) as [keyof CacheLookups, { hit: number; miss: number }][]) {
@@ -386,10 +389,12 @@ export class Processor {
       end();
       m.rollupRowsWritten.inc(rollups.length);
     }
+    await this.o.atCommitPoint?.('rollups-written', part);
     this.o.fence?.();
     const end = t.startTimer({ table: 'processed' });
     await this.o.store.markProcessed(processed);
     end();
+    await this.o.atCommitPoint?.('markers-written', part);
     // After the markers: a failure here loses reject counts rather than counting them twice.
     try {
       if (rejects.length) await this.o.store.addRejects(rejects);
