@@ -3,13 +3,20 @@
  * nodes on the transport keyring, process nodes for partitions 0/2 and 1/2 plus a second node
  * for 0/2, and a query node — each the built CLI in its own child process — on one ClickHouse
  * endpoint and one shared keyring directory (support/cluster.ts). Under steady load through both
- * ingest nodes: the second 0/2 node waits and says why; kill -9 the 0/2 holder (the waiting node
- * takes over once the lease expired), restart it; kill -9 the 1/2 holder and restart it (it takes
- * its own partition back after the expiry); kill -9 an ingest node and the query node, restarting
- * each. After the load drains, every acknowledged batch is counted exactly once (one processed
- * marker, one part), no rollup row is orphaned, and the query node's sums and counts equal the
- * ground truth sent. Leases are short and explicit (CIPHERSTAT_LEASE_MS); every wait is a
- * wait-for-condition with a generous deadline; no timing is asserted (times are printed).
+ * ingest nodes:
+ * - the 0/2 holder is stopped mid-tick after its rollup rows are written and before its
+ *   processed markers (test hook CIPHERSTAT_TEST_PAUSE_AT, config.ts): while it hangs there it
+ *   keeps its lease and the second 0/2 node waits, saying who holds the partition; after
+ *   kill -9 the waiting node takes over, removes the dead tick's rows and processes the partition;
+ * - the 1/2 holder is stopped after its markers are written (its batches are committed, but not
+ *   yet done in its memory), killed and restarted: it takes its partition back and processes
+ *   none of those batches again;
+ * - kill -9 an ingest node and the query node, restarting each.
+ * After the load drains, every acknowledged batch is counted exactly once (one processed marker,
+ * one part), no rollup row is orphaned, the query node's sums and counts equal the ground truth
+ * sent, and its answers to eleven aggregations equal a single node's fed the same ciphertexts.
+ * Leases are short and explicit (CIPHERSTAT_LEASE_MS); every wait is a wait-for-condition with a
+ * generous deadline; no timing is asserted (times are printed).
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,8 +24,8 @@ import { join } from 'node:path';
 import { until } from './lifecycle-support.js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openStore, type Store } from '../src/storage/index.js';
-import { startCluster, type Cluster } from './support/cluster.js';
-import { expectExactlyOnce, POINTS_PER_BATCH, tracker, type Tracker } from './support/faults.js';
+import { expectCountedExactlyOnce, spreadPoint, startCluster, type Cluster, type ClusterNode, type Sender } from './support/cluster.js';
+import { tracker } from './support/faults.js';
 import type { TestAccount } from './support/collector.js';
 
 const LEASE_MS = 1500;
@@ -31,10 +38,12 @@ afterAll(async () => {
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
+/** The part of the tick a node's test hook stopped at `point` (from its log line). */
+const pausedPart = (node: ClusterNode, point: string) => new RegExp(`test hook: tick paused at ${point} \\(part ([0-9a-f]+)\\)`).exec(node.proc.output())?.[1];
 
 describe('a cluster of separate roles under kill -9', () => {
-  it('hands partitions over by lease and counts every acknowledged batch exactly once', { timeout: 1_200_000 }, async () => {
-    const c = (cluster = await startCluster({ ingest: 2, process: ['0/2', '1/2', '0/2'], query: 1, leaseMs: LEASE_MS, env: { CIPHERSTAT_RATE_LIMIT: '100000' } }));
+  it('hands partitions over by lease when holders die mid-tick and counts every acknowledged batch exactly once, as a single node would', { timeout: 1_500_000 }, async () => {
+    const c = (cluster = await startCluster({ ingest: 2, process: [], query: 1, leaseMs: LEASE_MS, env: { CIPHERSTAT_RATE_LIMIT: '100000' } }));
     const dataDir = mkdtempSync(join(tmpdir(), 'cipherstat-cluster-store-'));
     dirs.push(dataDir);
     store = await openStore({ url: c.clickhouseUrl, dataDir, database: 'cipherstat' });
@@ -51,54 +60,70 @@ describe('a cluster of separate roles under kill -9', () => {
       const urls = c.ingestUrls();
       return urls[rr++ % urls.length]!;
     };
-    const trackers: Tracker[][] = accounts.map((list) => list.map((a) => tracker(ingest, a)));
-    const all = trackers.flat();
+    const t0 = Date.now();
+    const senders: Sender[] = accounts.flat().map((account) => ({ account, tracker: tracker(ingest, account, spreadPoint(t0)) }));
     const ids = (p: number) => accounts[p]!.map((a) => `'${a.accountId}'`).join(',');
     /** Markers written after `t` (epoch ms) for partition `p`'s accounts: only a live holder writes them. */
     const markedAfter = async (p: number, t: number) =>
       Number((await c.sql(`SELECT count() FROM processed WHERE account_id IN (${ids(p)}) AND processed_at > fromUnixTimestamp64Milli(${t})`))[0]![0]);
+    const rowsOfPart = async (table: 'rollups' | 'processed', part: string) => Number((await c.sql(`SELECT count() FROM ${table} WHERE part = '${part}'`))[0]![0]);
 
     let loading = true;
     const load = (async () => {
-      while (loading) await Promise.all(all.map((t) => t.send()));
+      while (loading) await Promise.all(senders.map((s) => s.tracker.send()));
     })();
     const times: Record<string, number> = {};
     try {
-      await until(async () => (await markedAfter(0, 0)) > 0 && (await markedAfter(1, 0)) > 0, 240_000, 'both partitions processing');
+      // Each holder's third tick stops at a chosen point of its commit; 0/2's holder first, then its standby.
+      const holder0 = await c.start('process-0', 'process', '0/2', { CIPHERSTAT_TEST_PAUSE_AT: 'rollups-written@3' });
+      await until(async () => c.holderOf('partition-0-of-2') === holder0, 240_000, 'process-0 holds partition 0/2');
+      await c.start('process-1', 'process', '1/2', { CIPHERSTAT_TEST_PAUSE_AT: 'markers-written@3' });
+      const standby = await c.start('process-2', 'process', '0/2');
 
-      // The second node for 0/2 waits and says why.
-      const holder0 = c.holderOf('partition-0-of-2')!;
-      expect(holder0, 'someone holds partition 0/2').toBeDefined();
-      const standby = [c.node('process-0'), c.node('process-2')].find((n) => n !== holder0)!;
-      await until(async () => standby.proc.output().includes(`partition-0-of-2 is held by ${c.lease('partition-0-of-2')!.holder}`), 240_000, 'the standby says why it waits');
+      // The second node for 0/2 waits and says who holds it.
       const epoch0 = c.lease('partition-0-of-2')!.epoch;
+      await until(async () => standby.proc.output().includes(`partition-0-of-2 is held by ${c.lease('partition-0-of-2')!.holder} (epoch ${epoch0}): waiting`), 240_000, 'the standby says who holds 0/2');
 
-      // kill -9 the 0/2 holder: the standby takes over after the expiry.
+      // 0/2's holder hangs after its rollup rows, before its markers: the rows are there, unmarked.
+      const part0 = await until(async () => pausedPart(holder0, 'rollups-written'), 240_000, 'process-0 paused at rollups-written');
+      expect(await rowsOfPart('rollups', part0)).toBeGreaterThan(0);
+      expect(await rowsOfPart('processed', part0)).toBe(0);
+      // A node hanging mid-tick keeps renewing its lease: the standby still waits.
+      const renewed = c.lease('partition-0-of-2')!.expiresAt;
+      await until(async () => c.lease('partition-0-of-2')!.expiresAt > renewed, 240_000, 'the hanging holder renews its lease');
+      expect(c.holderOf('partition-0-of-2')).toBe(holder0);
+      expect(standby.proc.output()).not.toContain('lease partition-0-of-2 taken');
+
+      // kill -9 there: the standby takes over after the expiry, removes the dead tick's rows, processes the partition.
       let killedAt = Date.now();
-      await c.stop(holder0.name, 'SIGKILL');
+      await c.stop('process-0', 'SIGKILL');
       await until(async () => (await markedAfter(0, killedAt)) > 0, 240_000, 'partition 0/2 processed again after its holder died');
-      times['partition 0/2 (standby takes over)'] = Date.now() - killedAt;
-      expect(c.holderOf('partition-0-of-2')?.name).toBe(standby.name);
+      times['0/2 killed after its rollups, standby takes over'] = Date.now() - killedAt;
+      expect(c.holderOf('partition-0-of-2')).toBe(standby);
       expect(c.lease('partition-0-of-2')!.epoch).toBeGreaterThan(epoch0);
       expect(standby.proc.output()).toContain('lease partition-0-of-2 taken');
-      await c.start(holder0.name, 'process', '0/2'); // back as the standby
+      await until(async () => (await rowsOfPart('rollups', part0)) === 0, 240_000, "the dead tick's rollup rows removed");
+      await c.start('process-0', 'process', '0/2'); // back as the standby, without the hook
 
-      // kill -9 the only 1/2 node, restart it: it takes its partition back once the old lease expired.
-      const holder1 = c.holderOf('partition-1-of-2')!;
-      expect(holder1.name).toBe('process-1');
+      // 1/2's holder hangs after its markers (committed, not yet done in memory): kill -9, restart.
+      const holder1 = c.node('process-1');
+      const part1 = await until(async () => pausedPart(holder1, 'markers-written'), 240_000, 'process-1 paused at markers-written');
+      expect(await rowsOfPart('processed', part1)).toBeGreaterThan(0);
+      expect(c.holderOf('partition-1-of-2')).toBe(holder1);
       const epoch1 = c.lease('partition-1-of-2')!.epoch;
       killedAt = Date.now();
       await c.stop('process-1', 'SIGKILL');
       const restarted = await c.start('process-1', 'process', '1/2');
       await until(async () => (await markedAfter(1, killedAt)) > 0, 240_000, 'partition 1/2 processed again after a restart');
-      times['partition 1/2 (restarted node)'] = Date.now() - killedAt;
+      times['1/2 killed after its markers, restarted'] = Date.now() - killedAt;
       expect(c.lease('partition-1-of-2')!.epoch).toBeGreaterThan(epoch1);
-      expect(c.holderOf('partition-1-of-2')?.proc.child.pid).toBe(restarted.proc.child.pid);
+      expect(c.holderOf('partition-1-of-2')).toBe(restarted);
 
       // kill -9 an ingest node (senders move to the other), then the query node; restart each.
       await c.stop('ingest-0', 'SIGKILL');
-      const acked = all.reduce((n, t) => n + t.acked.size, 0);
-      await until(async () => all.reduce((n, t) => n + t.acked.size, 0) > acked + 20, 240_000, 'batches acknowledged by the other ingest node');
+      const acked = () => senders.reduce((n, s) => n + s.tracker.acked.size, 0);
+      const before = acked();
+      await until(async () => acked() > before + 20, 240_000, 'batches acknowledged by the other ingest node');
       await c.start('ingest-0', 'ingest');
       await c.stop('query-0', 'SIGKILL');
       await c.start('query-0', 'query');
@@ -107,40 +132,7 @@ describe('a cluster of separate roles under kill -9', () => {
       await load;
     }
 
-    // Drain: every batch sent is retried until acknowledged, then processed.
-    for (const t of all) await t.retryAll();
-    for (const [p, list] of trackers.entries()) {
-      for (const [i, t] of list.entries()) {
-        const id = accounts[p]![i]!.accountId;
-        await until(async () => Number((await c.sql(`SELECT count() FROM processed FINAL WHERE account_id = '${id}'`))[0]![0]) >= t.acked.size, 240_000, `${id} processed`);
-      }
-    }
-
-    // Exactly once: one marker per acknowledged batch, all points, nothing unsent; one part per batch (no second processing).
-    for (const [p, list] of trackers.entries()) for (const [i, t] of list.entries()) await expectExactlyOnce(store, accounts[p]![i]!.accountId, t);
-    const every = `${ids(0)},${ids(1)}`;
-    expect(await c.sql(`SELECT batch_id FROM processed WHERE account_id IN (${every}) GROUP BY account_id, batch_id HAVING uniqExact(part) > 1`)).toEqual([]);
-    // No orphaned rollup row: every row's part has its markers (or compaction wrote it); a dead holder's are removed at takeover.
-    await until(async () =>
-      Number((await c.sql(`SELECT count() FROM rollups WHERE account_id IN (${every}) AND NOT startsWith(part, 'c:') AND (account_id, part) NOT IN (SELECT account_id, part FROM processed)`))[0]![0]) === 0, 240_000, 'no orphaned rollup rows');
-
-    // The query node answers the ground truth: each batch is 5 points of values 1..5 named `orders`.
-    const q = c.node('query-0');
-    for (const [p, list] of accounts.entries()) {
-      for (const [i, a] of list.entries()) {
-        const sent = trackers[p]![i]!.acked.size;
-        for (const [aggregation, want] of [['count', sent * POINTS_PER_BATCH], ['sum', sent * 15]] as const) {
-          const res = await fetch(`${q.url}/v1/query`, {
-            method: 'POST',
-            headers: { authorization: `Bearer ${a.readToken}`, 'content-type': 'application/json' },
-            body: JSON.stringify({ metric: 'orders', aggregation, interval: 'month', from: Date.now() - 40 * 86_400_000, to: Date.now() + 86_400_000 }),
-          });
-          expect(res.status).toBe(200);
-          const body = (await res.json()) as { series: { points: [number, number][] }[] };
-          expect(body.series[0]!.points.reduce((s, [, v]) => s + v, 0), `${a.accountId} ${aggregation}`).toBe(want);
-        }
-      }
-    }
-    console.log(`failover (kill -9 → partition processed again; lease ${LEASE_MS} ms + 5000 ms clock allowance): ${JSON.stringify(times)}; acknowledged ${all.reduce((n, t) => n + t.acked.size, 0)} batches`);
+    const { acknowledged, compared } = await expectCountedExactlyOnce(c, store, senders, t0);
+    console.log(`failover (kill -9 → partition processed again; lease ${LEASE_MS} ms + 5000 ms clock allowance): ${JSON.stringify(times)}; acknowledged ${acknowledged} batches; ${compared} answers equal a single node's`);
   });
 });

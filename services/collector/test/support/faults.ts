@@ -7,6 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
 import type { Store } from '../../src/storage/index.js';
+import type { Point } from '@cipherstat/protocol';
 import { ADMIN_TOKEN, envelope, points, post, type TestAccount } from './collector.js';
 import { connectionOf } from '../../src/storage/index.js';
 
@@ -54,6 +55,8 @@ export const POINTS_PER_BATCH = 5;
 export interface Tracker {
   /** Batch id → its envelope, for every batch sent (acknowledged or not). */
   sent: Map<string, Uint8Array>;
+  /** Batch id → the points it carries. */
+  points: Map<string, Point[]>;
   acked: Set<string>;
   /** Status codes seen, with the `error.code` of refusals (`503 storage_unavailable`). */
   statuses: Map<string, number>;
@@ -67,8 +70,13 @@ export interface Tracker {
   retryAll(): Promise<void>;
 }
 
-export function tracker(url: () => string, account: TestAccount): Tracker {
+/**
+ * Sends batches of POINTS_PER_BATCH points named `orders`; `make(i, n)` shapes point i of the
+ * n-th batch (from 0; default: values 1..5, tags k = 0, 1, 2, 0, 1, time one second ago).
+ */
+export function tracker(url: () => string, account: TestAccount, make: (i: number, n: number) => Partial<Point> = (i) => ({ value: i + 1, tags: { k: String(i % 3) } })): Tracker {
   const sent = new Map<string, Uint8Array>();
+  const sentPoints = new Map<string, Point[]>();
   const acked = new Set<string>();
   const statuses = new Map<string, number>();
   const retryAfter: string[] = [];
@@ -90,12 +98,16 @@ export function tracker(url: () => string, account: TestAccount): Tracker {
   };
   const t: Tracker = {
     sent,
+    points: sentPoints,
     acked,
     statuses,
     retryAfter,
     async send() {
-      const e = envelope(account, points(POINTS_PER_BATCH, (i) => ({ value: i + 1, tags: { k: String(i % 3) } })));
+      const n = sent.size;
+      const p = points(POINTS_PER_BATCH, (i) => make(i, n));
+      const e = envelope(account, p);
       sent.set(e.batchId, e.bytes);
+      sentPoints.set(e.batchId, p);
       return attempt(e.batchId);
     },
     async retryUntilAcked(batchId, o = {}) {
