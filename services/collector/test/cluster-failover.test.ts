@@ -18,25 +18,15 @@
  * Leases are short and explicit (CIPHERSTAT_LEASE_MS); every wait is a wait-for-condition with a
  * generous deadline; no timing is asserted (times are printed).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { until } from './lifecycle-support.js';
 import { afterAll, describe, expect, it } from 'vitest';
-import { openStore, type Store } from '../src/storage/index.js';
 import { expectCountedExactlyOnce, spreadPoint, startCluster, type Cluster, type ClusterNode, type Sender } from './support/cluster.js';
 import { tracker } from './support/faults.js';
 import type { TestAccount } from './support/collector.js';
 
 const LEASE_MS = 1500;
 let cluster: Cluster | undefined;
-let store: Store | undefined;
-const dirs: string[] = [];
-afterAll(async () => {
-  await store?.close();
-  await cluster?.close();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+afterAll(() => cluster?.close());
 
 /** The part of the tick a node's test hook stopped at `point` (from its log line). */
 const pausedPart = (node: ClusterNode, point: string) => new RegExp(`test hook: tick paused at ${point} \\(part ([0-9a-f]+)\\)`).exec(node.proc.output())?.[1];
@@ -44,9 +34,6 @@ const pausedPart = (node: ClusterNode, point: string) => new RegExp(`test hook: 
 describe('a cluster of separate roles under kill -9', () => {
   it('hands partitions over by lease when holders die mid-tick and counts every acknowledged batch exactly once, as a single node would', { timeout: 1_500_000 }, async () => {
     const c = (cluster = await startCluster({ ingest: 2, process: [], query: 1, leaseMs: LEASE_MS, env: { CIPHERSTAT_RATE_LIMIT: '100000' } }));
-    const dataDir = mkdtempSync(join(tmpdir(), 'cipherstat-cluster-store-'));
-    dirs.push(dataDir);
-    store = await openStore({ url: c.clickhouseUrl, dataDir, database: 'cipherstat' });
 
     // Two accounts in each partition (chosen by asking the engine's cityHash64, not by chance).
     const accounts: TestAccount[][] = [[], []];
@@ -132,7 +119,7 @@ describe('a cluster of separate roles under kill -9', () => {
       await load;
     }
 
-    const { acknowledged, compared } = await expectCountedExactlyOnce(c, store, senders, t0);
+    const { acknowledged, compared } = await expectCountedExactlyOnce(c, senders, t0);
     console.log(`failover (kill -9 → partition processed again; lease ${LEASE_MS} ms + 5000 ms clock allowance): ${JSON.stringify(times)}; acknowledged ${acknowledged} batches; ${compared} answers equal a single node's`);
   });
 });

@@ -16,7 +16,7 @@ import { startClickHouseHttp, type ClickHouseHttp } from './clickhouse-http.js';
 import { expect } from 'vitest';
 import { ADMIN_TOKEN, post, type TestAccount } from './collector.js';
 import type { LeaseRecord } from '../../src/keyring/leases.js';
-import type { Store } from '../../src/storage/index.js';
+import { openStore, type Store } from '../../src/storage/index.js';
 import { CLI, expectExactlyOnce, POINTS_PER_BATCH, startCollectorProcess, stopProcess, type CollectorProcess, type Tracker } from './faults.js';
 import { until } from '../lifecycle-support.js';
 
@@ -47,6 +47,8 @@ export interface ClusterOptions {
 export interface Cluster {
   /** The ClickHouse HTTP endpoint every node uses. */
   clickhouseUrl: string;
+  /** A store on that endpoint (database `cipherstat`) for the tests' checks. */
+  store: Store;
   nodes: Map<string, ClusterNode>;
   ingestUrls(): string[];
   node(name: string): ClusterNode;
@@ -89,6 +91,7 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
   const ingestDir = join(tmp('ingest'), 'data');
   const masterKey = toBase64(randomBytes(32));
   const nodes = new Map<string, ClusterNode>();
+  const store = await openStore({ url: clickhouseUrl, dataDir: tmp('store'), database: 'cipherstat' });
   const base = { CLICKHOUSE_URL: clickhouseUrl, CIPHERSTAT_LOG_LEVEL: 'info', CIPHERSTAT_IP_RATE_LIMIT: '1000000', CIPHERSTAT_IP_BYTE_RATE: String(1 << 30), ...o.env };
 
   const singles: CollectorProcess[] = [];
@@ -112,6 +115,7 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
 
   const cluster: Cluster = {
     clickhouseUrl,
+    store,
     nodes,
     ingestUrls: () => [...nodes.values()].filter((n) => n.role === 'ingest' && n.proc.child.exitCode === null && n.proc.child.signalCode === null).map((n) => n.url),
     node: (name) => {
@@ -167,6 +171,7 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
     },
     async close() {
       await Promise.all([...nodes.values()].map((n) => n.proc).concat(singles).map((p) => stopProcess(p, 'SIGKILL')));
+      await store.close();
       await ch?.close();
       for (const d of dirs) rmSync(d, { recursive: true, force: true });
     },
@@ -237,14 +242,14 @@ export const comparedQueries = (t0: number) => {
  * acknowledged batch is counted exactly once (one marker with all its points, one part, nothing
  * unsent), no rollup row is orphaned, the query node's count and sum equal the ground truth sent,
  * and its answers to `comparedQueries` equal those of a single node fed the same acknowledged
- * ciphertexts. `store` is opened on the cluster's endpoint.
+ * ciphertexts.
  */
-export async function expectCountedExactlyOnce(c: Cluster, store: Store, senders: Sender[], t0: number): Promise<{ acknowledged: number; compared: number }> {
+export async function expectCountedExactlyOnce(c: Cluster, senders: Sender[], t0: number): Promise<{ acknowledged: number; compared: number }> {
   for (const { tracker: t } of senders) await t.retryAll();
   const countIn = async (db: string, id: string) => Number((await c.sql(`SELECT count() FROM ${db}.processed FINAL WHERE account_id = '${id}'`))[0]![0]);
   for (const { account, tracker: t } of senders) await until(async () => (await countIn('cipherstat', account.accountId)) >= t.acked.size, 300_000, `${account.accountId} processed`);
 
-  for (const { account, tracker: t } of senders) await expectExactlyOnce(store, account.accountId, t);
+  for (const { account, tracker: t } of senders) await expectExactlyOnce(c.store, account.accountId, t);
   const every = senders.map((s) => `'${s.account.accountId}'`).join(',');
   expect(await c.sql(`SELECT account_id, batch_id FROM processed WHERE account_id IN (${every}) GROUP BY account_id, batch_id HAVING uniqExact(part) > 1`), 'a batch processed by two ticks').toEqual([]);
   // Every rollup row's part has its markers (or compaction wrote it): a dead holder's rows are removed at takeover.
