@@ -90,15 +90,18 @@ export function histogramQuantile(buckets, q) {
 }
 
 /** CPU seconds (user + system, all threads) a Linux process has used so far; NaN elsewhere. */
-export function processCpuSeconds(pid, ticksPerSecond = 100) {
+export function processCpuSeconds(pid, ticksPerSecond = 100, path = `/proc/${pid}/stat`) {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const stat = readFileSync(path, 'utf8');
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     return (Number(f[11]) + Number(f[12])) / ticksPerSecond; // utime, stime (fields 14, 15)
   } catch {
     return NaN;
   }
 }
+
+/** CPU seconds of a process's main thread (Linux: its HTTP, storage calls and event loop; NaN elsewhere). */
+export const mainThreadCpuSeconds = (pid) => processCpuSeconds(pid, 100, `/proc/${pid}/task/${pid}/stat`);
 
 /** Resident set size of a Linux process in bytes (VmRSS); NaN elsewhere. */
 export function processRssBytes(pid) {

@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
-  ROOT, buildBodies, buildInfo, collectProfiles, envelopeSealer, fmt, formatTickSplit, freePort, killAll, loadPipeline, makeSender, parsePrometheus, postBodies,
+  ROOT, mainThreadCpuSeconds, processCpuSeconds, buildBodies, buildInfo, collectProfiles, envelopeSealer, fmt, formatTickSplit, freePort, killAll, loadPipeline, makeSender, parsePrometheus, postBodies,
   printProfile, profileFlags, plaintextRun, progress, runChildJson, scrape, startChild, stopChild, table, tickSplit, waitProcessed, waitReady, watchdog, writeResult,
 } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
@@ -165,10 +165,12 @@ async function encryptedPipeline(o, tmp) {
     const send = makeSender('http', url, '/v1/batches', 'application/octet-stream', o.concurrency);
     let atStart;
     let cachesAtStart;
+    let cpuAtStart;
     let lastScrape;
     const load = await loadPipeline(o, 'encrypted', send, bodies, child.pid, {
       pointsOf,
       onWindowStart: async () => {
+        cpuAtStart = { all: processCpuSeconds(child.pid), main: mainThreadCpuSeconds(child.pid) };
         [atStart, cachesAtStart] = await Promise.all([scrape(url), cacheCounts(url)]);
       },
       onTick: async () => {
@@ -182,6 +184,11 @@ async function encryptedPipeline(o, tmp) {
     const [atEnd, cachesAtEnd] = await Promise.all([scrape(url), cacheCounts(url)]);
     progress(`encrypted pipeline: load stopped; waiting for processing to catch up (${fmt(atEnd.processQueue)} batches queued)`);
     const drain = await waitProcessed(url, { want: load.batchesAcked + 1, atStart, lastAck: load.lastAck, timeoutSec: o.drainTimeout });
+    // Load-insensitive: the collector's CPU (all threads, and its main thread) from the window's
+    // start until all was processed, per batch and per point processed in that span.
+    const spanBatches = drain.final.lagCount - atStart.lagCount;
+    const spanPoints = drain.final.processed - atStart.processed;
+    const spanCpu = { all: processCpuSeconds(child.pid) - cpuAtStart.all, main: mainThreadCpuSeconds(child.pid) - cpuAtStart.main };
     const caches = {};
     for (const [name, c] of Object.entries(cachesAtEnd)) {
       const hit = c.hit - (cachesAtStart?.[name]?.hit ?? 0);
@@ -202,6 +209,13 @@ async function encryptedPipeline(o, tmp) {
         rollupsMean: (1000 * (atEnd.insertRollupsSum - atStart.insertRollupsSum)) / Math.max(1, atEnd.insertRollupsCount - atStart.insertRollupsCount),
       },
       caches,
+      cpuWholeRun: {
+        batches: spanBatches,
+        points: spanPoints,
+        microsPerBatch: (spanCpu.all * 1e6) / spanBatches,
+        microsPerPoint: (spanCpu.all * 1e6) / spanPoints,
+        mainMicrosPerBatch: (spanCpu.main * 1e6) / spanBatches,
+      },
       // Ticks from the window's start until all was processed (the drain included).
       tick: tickSplit(atStart, drain.final),
       accountsCreatedSec: created.seconds,
@@ -323,6 +337,8 @@ async function main() {
   else console.log('per-account caches: the collector exports no cipherstat_cache_lookups_total');
   console.log(`collector: rollup inserts ${fmt(e.insertMs.rollupsInsertsPerSec, 1)}/s (mean ${fmt(e.insertMs.rollupsMean, 1)} ms), batch inserts ${fmt(e.insertMs.batchesInsertsPerSec, 1)}/s`);
   console.log(`ticks: ${formatTickSplit(e.tick)}`);
+  const w = e.cpuWholeRun;
+  console.log(`collector CPU from the window's start until all was processed: ${fmt(w.microsPerBatch)} µs per batch (main thread ${fmt(w.mainMicrosPerBatch)}), ${fmt(w.microsPerPoint, 1)} µs per point; plaintext (its window): ${p ? `${fmt(p.serverCpuMicrosPerBatch)} µs per batch` : '-'}`);
   console.log('');
   const verdict = (ok) => (ok ? 'PASS' : 'FAIL');
   const targets = {

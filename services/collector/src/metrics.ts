@@ -45,7 +45,7 @@ export function createMetrics(opts: { rotationIncomplete?: () => boolean } = {})
       registers: [registry],
     }),
     rollupRowsWritten: new Counter({ name: 'cipherstat_rollup_rows_written_total', help: 'Rollup rows processing wrote (minute, quarter-hour and hour rows per series and tick)', registers: [registry] }),
-    processingLag: new Histogram({ name: 'cipherstat_processing_lag_seconds', help: 'Time from durable ingest (202) to processed', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60], registers: [registry] }),
+    processingLag: new Histogram({ name: 'cipherstat_processing_lag_seconds', help: 'Time from durable ingest (202) to processed', buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3, 4, 5, 7.5, 10, 30, 60], registers: [registry] }),
     writerQueue: new Gauge({ name: 'cipherstat_ingest_queue_batches', help: 'Batches waiting for a durable insert', registers: [registry] }),
     processQueue: new Gauge({ name: 'cipherstat_process_queue_batches', help: 'Batches waiting to be processed', registers: [registry] }),
     keyUnavailable: new Gauge({ name: 'cipherstat_accounts_key_unavailable', help: 'Accounts whose key entry cannot be read (missing without tombstone, damaged, wrapped under a missing master key): their batches are refused or wait', registers: [registry] }),
