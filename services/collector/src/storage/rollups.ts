@@ -15,7 +15,7 @@ const ROLLUP_COLUMNS = [
 ] as const;
 const rollupFields = (r: RollupRow): (string | Buffer)[] => [
   str(r.accountId), uint(r.level, 3), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
-  uint(r.keyVersion), str(r.part), strArray(r.supersedes ?? []), bytes(r.agg), time(r.expiresAt), time(r.writtenAt),
+  uint(r.keyVersion), str(r.part), r.supersedes?.length ? strArray(r.supersedes) : '[]', bytes(r.agg), time(r.expiresAt), time(r.writtenAt),
 ];
 /** `YYYY-MM-DD hh:mm:ss.mmm`: the fixed width of a time field (years 1900..2299). */
 const TIME_WIDTH = 23;
