@@ -14,6 +14,8 @@ import { connectionOf } from '../src/storage/index.js';
 import { writeRollups, type GenPoint } from './query-support.js';
 import { ALONE_FACTOR, DEFAULT_MS_PER_POINT, FairQueue } from '../src/process/fair-queue.js';
 import { Fairness, retryAfterSeconds } from '../src/ingest/fairness.js';
+import { Intake } from '../src/process/intake.js';
+import { createMetrics } from '../src/metrics.js';
 import { isCollectorError } from '../src/errors.js';
 import { Compactor } from '../src/compaction/compactor.js';
 import { createLogger } from '../src/logger.js';
@@ -174,6 +176,22 @@ describe('fairness between tenants at ingest', () => {
     expect(behind?.code).toBe('overloaded');
     expect(behind!.after).toBeGreaterThanOrEqual(4);
     expect(behind!.after).toBeLessThanOrEqual(6);
+  });
+
+  it('the drain estimate behind Retry-After: what waits, at the rate processed over the last seconds; before any, how long the oldest waited', () => {
+    let now = 1_000_000;
+    const intake = new Intake({ metrics: createMetrics(), now: () => now });
+    const rows = (n: number, from: number): BatchRow[] =>
+      Array.from({ length: n }, (_, i) => ({ accountId: 'acct_a', batchId: `b${from + i}`, receivedAt: now, pointCount: 10, sealed: new Uint8Array(1), version: 2 }) as BatchRow);
+    intake.push(rows(30, 0));
+    now += 4000;
+    expect(intake.drainSeconds()).toBe(4); // nothing processed yet: as long as the oldest waited
+    const done = intake.take().slice(0, 10);
+    expect(done.length).toBeGreaterThan(0);
+    intake.processed(done); // in about the last 5 s
+    intake.push(rows(20, 100));
+    expect(intake.size).toBeGreaterThanOrEqual(20);
+    expect(intake.drainSeconds()).toBeCloseTo(intake.size / (done.length / 5), 5);
   });
 
   it('points per second per account: over budget is 429 points_rate_limited, counted; another account is not affected', { timeout: 60_000 }, async () => {
