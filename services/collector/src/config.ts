@@ -159,7 +159,7 @@ const schema = z.object({
   leaseMs: z.coerce.number().int().min(300).max(600_000).default(15_000),
   /** Compaction scheduler period (ms); unset: the compactor's default; 0: no scheduled compaction (runs only when called). */
   compactionIntervalMs: z.coerce.number().nonnegative().optional(),
-  /** Lifecycle scheduler period (ms; unset: 60 s). */
+  /** Period of the lifecycle sweep (ms; unset: 60 s; lifecycle/sweep.ts). */
   lifecycleIntervalMs: z.coerce.number().min(10).optional(),
   /** Days between scheduled master key rotations (unset: 30). */
   masterRotationDays: z.coerce.number().min(0.001).optional(),

@@ -34,7 +34,7 @@ export interface Services {
   keyring: Keyring;
   master: ManagedMasterKeys;
   accounts: Accounts;
-  /** Deactivate, shred, purge, wipe, retention, master key rotation (its scheduler runs with the process role). */
+  /** Deactivate, shred, purge, wipe, retention, master key rotation (its sweep runs with the process role). */
   lifecycle: Lifecycle;
   queryCache: QueryCache;
   writer: BatchWriter;

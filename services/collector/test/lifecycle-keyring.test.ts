@@ -71,13 +71,13 @@ describe('grace period, driven by the scheduler tick', () => {
     expect((await c.admin('DELETE', `/v1/accounts/${a.accountId}?graceDays=1`)).status).toBe(200);
 
     offset += DAY / 2;
-    expect((await c.services.lifecycle.tick()).shredded).toEqual([]);
+    expect((await c.services.lifecycle.sweep()).shredded).toEqual([]);
     offset += DAY;
     const late = await c.admin('POST', `/v1/accounts/${a.accountId}/restore`);
     expect(late.status).toBe(409);
     expect((await late.json()).error.code).toBe('grace_period_over');
 
-    const tick = await c.services.lifecycle.tick();
+    const tick = await c.services.lifecycle.sweep();
     expect(tick.shredded).toEqual([a.accountId]);
     expect(tick.errors).toEqual([]);
     const shown = await (await c.admin('GET', `/v1/accounts/${a.accountId}`)).json();
@@ -89,7 +89,7 @@ describe('grace period, driven by the scheduler tick', () => {
     const a = await createAccount(c);
     c.services.keyring.shred(a.accountId); // the process died right after this
     expect((await (await c.admin('GET', `/v1/accounts/${a.accountId}`)).json()).state).toBe('active');
-    const tick = await c.services.lifecycle.tick();
+    const tick = await c.services.lifecycle.sweep();
     expect(tick.shredded).toEqual([a.accountId]);
     expect((await (await c.admin('GET', `/v1/accounts/${a.accountId}`)).json()).state).toBe('shredded');
   });
@@ -107,7 +107,7 @@ describe('CLI', () => {
     expect(deleted.json).toMatchObject({ accountId: a.accountId, state: 'shredded', destroyed: [`accounts/${a.accountId}.json`, 'keys v1', 'in-memory key cache (buffers zeroed)'] });
     expect(deleted.json.rowsToPurge.rollups).toBeGreaterThan(0);
 
-    expect((await c.services.lifecycle.tick()).purged).toEqual([a.accountId]);
+    expect((await c.services.lifecycle.sweep()).purged).toEqual([a.accountId]);
     const shown = await cli(['accounts', 'show', a.accountId]);
     expect(shown.json).toMatchObject({ state: 'shredded', purge: { complete: true, pendingRows: 0 } });
 
@@ -176,11 +176,11 @@ describe('keyring backups', () => {
 
   it('after two master key rotations (scheduled, then CLI) the old backup cannot be read at all', async () => {
     const keptKeys = c.services.keyring.accountKeys(kept.accountId)!;
-    expect((await c.services.lifecycle.tick()).masterRotation).toBeUndefined();
+    expect((await c.services.lifecycle.sweep()).masterRotation).toBeUndefined();
     offset += 31 * DAY;
-    const tick = await c.services.lifecycle.tick();
+    const tick = await c.services.lifecycle.sweep();
     expect(tick.masterRotation).toMatchObject({ version: 2, destroyed: [1], source: 'local' });
-    expect((await c.services.lifecycle.tick()).masterRotation).toBeUndefined(); // recorded: not due again
+    expect((await c.services.lifecycle.sweep()).masterRotation).toBeUndefined(); // recorded: not due again
 
     const second = await cli(['keyring', 'rotate-master']);
     expect(second.code, second.stderr).toBe(0);

@@ -4,9 +4,10 @@
  * keys and write key, old data destroyed), retention, settings, and verify.
  *
  * State lives in storage (the account row) and in the keyring (tombstones), never only in
- * memory: `tick()` finds due shreds, shreds interrupted by a crash, pending purges, expired
- * rows and a due master key rotation from that state alone, so it survives restarts and
- * can run in any process that holds the keyring.
+ * memory: the sweep (sweep.ts) finds due shreds, shreds interrupted by a crash, pending
+ * purges, expired rows (retention.ts) and a due master key rotation from that state alone,
+ * so it survives restarts and can run in any process that holds the keyring. What the
+ * operations report: reports.ts.
  */
 import type { AccountRow, Store } from '../storage/types.js';
 import type { Keyring, ManagedMasterKeys } from '../keyring/index.js';
@@ -19,15 +20,15 @@ import type { Logger } from '../logger.js';
 import { toBase64 } from '@cipherstat/protocol';
 import { CollectorError } from '../errors.js';
 import { verifyAccount, type VerifyOptions, type VerifyReport } from './verify.js';
-import { PURGE_TABLES, type PurgeTable } from '../storage/index.js';
-import { DEFAULT_MASTER_ROTATION_DAYS, rotateMaster, rotationDue, type MasterRotationReport } from './master-rotation.js';
+import { PURGE_TABLES } from '../storage/index.js';
+import { DEFAULT_MASTER_ROTATION_DAYS, rotateMaster, type MasterRotationReport } from './master-rotation.js';
+import { LifecycleSweep, type SweepTarget } from './sweep.js';
+import type { AccountDetails, AccountSettings, DeactivateReport, PurgeReport, RetentionReport, ShredReport, SweepReport, WipeReport } from './reports.js';
 
 const DAY = 86_400_000;
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
 export const DEFAULT_GRACE_DAYS = 7;
-export const DEFAULT_LIFECYCLE_INTERVAL_MS = 60_000;
-export const DEFAULT_RETENTION_INTERVAL_MS = 3_600_000;
 /** A wipe deletes old-version rows again this long after it returned (rows a processor
  *  tick still had in flight, or another process whose keyring cache had the old keys). */
 export const WIPE_SECOND_PASS_MS = 2_000;
@@ -40,93 +41,20 @@ export interface LifecycleOptions {
   log: Logger;
   writer?: BatchWriter;
   processor?: Processor;
-  /** Needed for scheduled master key rotation; without it the scheduler skips rotation. */
+  /** Needed for scheduled master key rotation; without it the sweep skips rotation. */
   master?: ManagedMasterKeys;
   now?: () => number;
   /** Days between deactivation and shred (default 7). */
   graceDays?: number;
   /** Days between master key rotations (default 30; config `masterRotationDays`). */
   masterRotationDays?: number;
-  /** Scheduler period (default 60 s; config `lifecycleIntervalMs`). */
+  /** Period of the sweep (default 60 s; config `lifecycleIntervalMs`). */
   intervalMs?: number;
-  /** How often the retention job runs (default 1 h). */
+  /** How often retention runs (default 1 h). */
   retentionIntervalMs?: number;
 }
 
-export interface DeactivateReport {
-  accountId: string;
-  state: 'deactivated';
-  deactivatedAt: string;
-  /** When the shred runs by itself; restore before then to undo. */
-  shredAfter: string;
-  graceDays: number;
-}
-
-export interface ShredReport {
-  accountId: string;
-  state: 'shredded';
-  deactivatedAt: string | null;
-  tombstonedAt: string;
-  shreddedAt: string;
-  /** Key material removed by this call (empty when it was already gone). */
-  destroyed: string[];
-  /** In-memory state dropped in this process (other processes: see the README bounds). */
-  caches: string[];
-  /** Ciphertext rows still to delete per table; the purge runs in the background. */
-  rowsToPurge: Record<PurgeTable, number>;
-  purge: 'pending' | 'complete';
-}
-
-export interface PurgeReport {
-  accountId: string;
-  purgedAt: string;
-  tookMs: number;
-  rowsBefore: Record<PurgeTable, number>;
-  rowsLeft: Record<PurgeTable, number>;
-}
-
-export interface WipeReport {
-  accountId: string;
-  wipedAt: string;
-  /** The key version everything is written under from now on. */
-  keyVersion: number;
-  destroyedKeyVersions: number[];
-  /** Rows deleted per table (rollups and dictionary of old key versions, sealed batches received so far). */
-  deleted: { batches: number; rollups: number; dictionary: number };
-  /** The account's new write key (returned once): the SDK config must change to it. Batches
-   *  sealed to the old one are refused with 400 `stale_write_key`. */
-  writeKey: string;
-}
-
-export interface RetentionReport {
-  at: string;
-  deleted: { batches: number; rollups: number };
-}
-
-export interface TickReport {
-  shredded: string[];
-  purged: string[];
-  purgePendingRows: number;
-  retention?: RetentionReport;
-  masterRotation?: MasterRotationReport;
-  errors: string[];
-}
-
-export interface AccountDetails extends AccountView {
-  rejects: Record<string, number>;
-  rows: Record<string, number>;
-  /** Shredded accounts: how far the purge is. */
-  purge: { complete: boolean; pendingRows: number; tables: Record<PurgeTable, number> } | null;
-}
-
-export interface AccountSettings {
-  name?: string;
-  confidential?: boolean;
-  retentionDays?: number;
-  allowedOrigins?: string[];
-}
-
-export class Lifecycle {
+export class Lifecycle implements SweepTarget {
   /** Called with the account id right after a shred in this process (attach caches holding plaintext or keys). */
   readonly onShred: ((accountId: string) => void)[] = [];
   /** Called right after a wipe in this process (old results and pseudonyms are stale). */
@@ -136,14 +64,15 @@ export class Lifecycle {
   private readonly chains = new Map<string, Promise<unknown>>();
   private readonly pending = new Map<string, number>();
   private readonly timers = new Set<NodeJS.Timeout>();
-  private ticking: Promise<TickReport> | undefined;
-  private timer: NodeJS.Timeout | undefined;
+  /** No background work (purges after a shred, a wipe's second pass) until start(): the CLI purges itself. */
   private stopped = true;
-  private lastRetention = -Infinity;
+  private readonly sweeper: LifecycleSweep;
 
   constructor(private readonly o: LifecycleOptions) {
     this.graceDays = o.graceDays ?? DEFAULT_GRACE_DAYS;
     this.masterRotationDays = o.masterRotationDays ?? DEFAULT_MASTER_ROTATION_DAYS;
+    const { store, keyring, log, master, intervalMs, retentionIntervalMs } = o;
+    this.sweeper = new LifecycleSweep(this, { store, keyring, log, master, intervalMs, retentionIntervalMs, now: () => this.now() });
   }
 
   private now(): number {
@@ -169,6 +98,10 @@ export class Lifecycle {
 
   private deleted(accountId: string): boolean {
     return this.o.keyring.isTombstoned(accountId);
+  }
+
+  isTombstoned(accountId: string): boolean {
+    return this.deleted(accountId);
   }
 
   // ---------------------------------------------------------------- deactivate / restore
@@ -230,10 +163,10 @@ export class Lifecycle {
     const { accountId } = row;
     const t = this.now();
     // Ingest and queries stop before the keys go (a crash in between leaves a deactivated,
-    // tombstoned account that the next tick finishes).
+    // tombstoned account that the next sweep finishes).
     if (row.state === 'active') row = await this.o.accounts.update(accountId, { state: 'deactivated', deactivatedAt: t, shredAfter: t });
     const k = this.o.keyring.shred(accountId); // tombstone first, then the key file
-    // Counted before the row says shredded: only then may a scheduler tick start purging.
+    // Counted before the row says shredded: only then may a sweep start purging.
     const rowsToPurge = (await this.o.store.purgeRowCounts([accountId])).get(accountId)!;
     const deactivatedAt = row.deactivatedAt;
     if (row.state !== 'shredded') row = await this.o.accounts.tombstone(accountId, t); // origins, token hash, timestamps: gone
@@ -277,7 +210,7 @@ export class Lifecycle {
     if (this.stopped) return; // no background work (CLI): the caller purges
     const timer = setTimeout(() => {
       this.timers.delete(timer);
-      this.purge(accountId).catch((e) => this.o.log.warn({ accountId, err: (e as Error).message }, 'purge failed; the scheduler retries'));
+      this.purge(accountId).catch((e) => this.o.log.warn({ accountId, err: (e as Error).message }, 'purge failed; the next sweep retries'));
     }, 0);
     this.timers.add(timer);
   }
@@ -306,12 +239,28 @@ export class Lifecycle {
     });
   }
 
-  private setPending(accountId: string, n: number): void {
+  /** Shreds the account if it is still due, or its shred was interrupted (the sweep); whether it did. */
+  shredIfDue(accountId: string): Promise<boolean> {
+    return this.serial(accountId, async () => {
+      const fresh = await this.row(accountId);
+      const stillDue = fresh.state === 'deactivated' && fresh.shredAfter !== null && fresh.shredAfter <= this.now();
+      if (!stillDue && !(fresh.state !== 'shredded' && this.deleted(accountId))) return false;
+      await this.shredLocked(fresh);
+      return true;
+    });
+  }
+
+  setPending(accountId: string, n: number): void {
     if (n > 0) this.pending.set(accountId, n);
     else this.pending.delete(accountId);
+    this.o.metrics.purgePending.set(this.pendingRows());
+  }
+
+  /** Rows of shredded accounts left to purge, as last counted in this process. */
+  pendingRows(): number {
     let total = 0;
     for (const v of this.pending.values()) total += v;
-    this.o.metrics.purgePending.set(total);
+    return total;
   }
 
   // ---------------------------------------------------------------- wipe / settings
@@ -419,22 +368,12 @@ export class Lifecycle {
     return verifyAccount({ store: this.o.store, keyring: this.o.keyring, now: () => this.now() }, accountId, row?.state, opts);
   }
 
-  // ---------------------------------------------------------------- retention
+  // ---------------------------------------------------------------- retention, master key
 
-  /**
-   * Deletes batches and rollups whose `expires_at` has passed. ClickHouse's TTL does the same
-   * during merges, but only when a merge happens (at most every `merge_with_ttl_timeout`,
-   * 4 h by default, per partition); this job bounds it by its own period.
-   */
-  async runRetention(): Promise<RetentionReport> {
-    const t = this.now();
-    const deleted = await this.o.store.deleteExpired(t);
-    this.lastRetention = t;
-    if (deleted.batches || deleted.rollups) this.o.log.info({ deleted }, 'retention: expired rows deleted');
-    return { at: new Date(t).toISOString(), deleted };
+  /** Deletes expired rows now (retention.ts). */
+  runRetention(): Promise<RetentionReport> {
+    return this.sweeper.runRetention();
   }
-
-  // ---------------------------------------------------------------- master key
 
   rotateMasterKey(): MasterRotationReport {
     if (!this.o.master) throw new CollectorError(409, 'master_key_external', 'no managed master key in this process');
@@ -443,99 +382,25 @@ export class Lifecycle {
     return r;
   }
 
-  // ---------------------------------------------------------------- scheduler
+  // ---------------------------------------------------------------- the sweep
 
-  /**
-   * One pass: finish shreds a crash interrupted, run due shreds, purge shredded accounts
-   * with rows left, delete expired rows (every retentionIntervalMs) and rotate the master
-   * key when due. Concurrent calls share one pass.
-   */
-  tick(): Promise<TickReport> {
-    return (this.ticking ??= this.runTick().finally(() => (this.ticking = undefined)));
+  /** One pass of the sweep now (sweep.ts); concurrent calls share one pass. */
+  sweep(): Promise<SweepReport> {
+    return this.sweeper.sweep();
   }
 
-  private async runTick(): Promise<TickReport> {
-    const report: TickReport = { shredded: [], purged: [], purgePendingRows: 0, errors: [] };
-    const step = async (what: string, fn: () => Promise<void>) => {
-      try {
-        await fn();
-      } catch (e) {
-        const msg = `${what}: ${(e as Error).message}`;
-        report.errors.push(msg);
-        this.o.log.warn({ err: msg }, 'lifecycle step failed; retried next tick');
-      }
-    };
-    let rows: AccountRow[] = [];
-    await step('list accounts', async () => void (rows = await this.o.store.listAccounts()));
-    const t = this.now();
-    for (const row of rows) {
-      const interrupted = row.state !== 'shredded' && this.deleted(row.accountId);
-      const due = row.state === 'deactivated' && row.shredAfter !== null && row.shredAfter <= t;
-      if (!interrupted && !due) continue;
-      await step(`shred ${row.accountId}`, async () => {
-        const done = await this.serial(row.accountId, async () => {
-          const fresh = await this.row(row.accountId);
-          const stillDue = fresh.state === 'deactivated' && fresh.shredAfter !== null && fresh.shredAfter <= this.now();
-          if (!stillDue && !(fresh.state !== 'shredded' && this.deleted(row.accountId))) return false;
-          await this.shredLocked(fresh);
-          return true;
-        });
-        if (done) {
-          report.shredded.push(row.accountId);
-          row.state = 'shredded';
-        }
-      });
-    }
-    const shredded = rows.filter((r) => r.state === 'shredded').map((r) => r.accountId);
-    await step('purge', async () => {
-      const counts = await this.o.store.purgeRowCounts(shredded);
-      for (const [id, c] of counts) {
-        const n = PURGE_TABLES.reduce((s, t) => s + c[t], 0);
-        this.setPending(id, n);
-        if (n === 0) continue;
-        await step(`purge ${id}`, async () => {
-          await this.purge(id);
-          report.purged.push(id);
-        });
-      }
-    });
-    for (const v of this.pending.values()) report.purgePendingRows += v;
-    if (t - this.lastRetention >= (this.o.retentionIntervalMs ?? DEFAULT_RETENTION_INTERVAL_MS)) {
-      await step('retention', async () => void (report.retention = await this.runRetention()));
-    }
-    const master = this.o.master;
-    if (master) {
-      await step('master key rotation', async () => {
-        if (!rotationDue(this.o.keyring.dir, master, t, this.masterRotationDays)) return;
-        if (master.source === 'local') report.masterRotation = this.rotateMasterKey();
-        else this.o.log.warn({ source: master.source, location: master.location }, 'master key rotation is due: add a version where it is configured, restart, run `cipherstat keyring rotate-master`');
-      });
-    }
-    return report;
-  }
-
-  /** Starts the periodic scheduler (first pass at once). */
+  /** Starts the periodic sweep (first pass at once) and background work. */
   start(): void {
-    if (!this.stopped) return;
     this.stopped = false;
-    const loop = async () => {
-      if (this.stopped) return;
-      await this.tick().catch(() => {});
-      if (!this.stopped) {
-        this.timer = setTimeout(loop, this.o.intervalMs ?? DEFAULT_LIFECYCLE_INTERVAL_MS);
-        this.timer.unref();
-      }
-    };
-    this.timer = setTimeout(loop, 0);
+    this.sweeper.start();
   }
 
-  /** Stops the scheduler and waits for work in flight. */
+  /** Stops the sweep and background work, and waits for work in flight. */
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.timer);
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
-    await this.ticking?.catch(() => {});
+    await this.sweeper.stop();
     await Promise.all([...this.chains.values()].map((p) => p.catch(() => {})));
   }
 }

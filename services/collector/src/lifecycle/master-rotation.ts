@@ -11,7 +11,7 @@
  * secret, no account id), written atomically, so the schedule survives restarts. A local
  * rotation is recorded as pending before anything is wrapped under the new version and as
  * done after the old versions are destroyed: an interrupted one is resumed by the next
- * lifecycle pass (at start and every tick) or `cipherstat keyring rotate-master`, and shown
+ * lifecycle sweep (at start and every minute) or `cipherstat keyring rotate-master`, and shown
  * until then by /metrics (cipherstat_master_key_rotation_incomplete), `verify` and
  * `cipherstat keyring check`.
  */
