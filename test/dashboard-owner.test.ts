@@ -190,13 +190,13 @@ describe('dashboard for a shop owner', () => {
     for (const l of labels) expect(l).toMatch(/^[A-Z][a-z]{2} \d{1,2}, \d{2}:\d{2}$/);
     expect(labels[0]).toBe(new Intl.DateTimeFormat('en-US', { timeZone: ZONE, month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' }).format(times[0]!));
     // the chart's axes (drawn on a canvas; their labels are kept on #chart): the same time format, units on the y axis
-    const axis = async (name: string) => JSON.parse((await page.getAttribute('#chart', `data-${name}-ticks`)) ?? '[]') as string[];
-    const xTicks = await axis('x');
-    expect(xTicks.length).toBeGreaterThan(0);
-    for (const l of xTicks) expect(l).toMatch(/^[A-Z][a-z]{2} \d{1,2}, \d{2}:\d{2}$/);
-    const yTicks = await axis('y');
-    expect(yTicks.length).toBeGreaterThan(1);
-    for (const l of yTicks) expect(l).toMatch(/^[\d,.]+ (ms|s)$/);
+    const axis = async (name: string) => JSON.parse((await page.getAttribute('#chart', `data-${name}-labels`)) ?? '[]') as string[];
+    const xLabels = await axis('x');
+    expect(xLabels.length).toBeGreaterThan(0);
+    for (const l of xLabels) expect(l).toMatch(/^[A-Z][a-z]{2} \d{1,2}, \d{2}:\d{2}$/);
+    const yLabels = await axis('y');
+    expect(yLabels.length).toBeGreaterThan(1);
+    for (const l of yLabels) expect(l).toMatch(/^[\d,.]+ (ms|s)$/);
     const box = (await page.$('#chart .u-over'))!;
     const b = (await box.boundingBox())!;
     await page.mouse.move(b.x + b.width * 0.5, b.y + b.height * 0.5);

@@ -752,7 +752,7 @@ function renderChart(result: QueryResult, body: QueryBody): void {
   const units = result.series.map((s) => unitOf(body.metric, body.aggregation, s.tags));
   const axisUnit = units.every((u) => JSON.stringify(u) === JSON.stringify(units[0])) ? units[0]! : NONE;
   // The axes are drawn on a canvas: their labels are also kept on the element (readable, testable).
-  const ticks = (name: 'xTicks' | 'yTicks', labels: string[]): string[] => {
+  const axisLabels = (name: 'xLabels' | 'yLabels', labels: string[]): string[] => {
     host.dataset[name] = JSON.stringify(labels);
     return labels;
   };
@@ -764,8 +764,8 @@ function renderChart(result: QueryResult, body: QueryBody): void {
     cursor: { drag: { x: true, y: false } },
     scales: { x: { time: true } },
     axes: [
-      { stroke: '#57606a', grid: { stroke: '#eaeef2' }, space: 110, values: (_u, splits) => ticks('xTicks', splits.map((t) => fmt(t))) },
-      { stroke: '#57606a', grid: { stroke: '#eaeef2' }, size: 80, label: axisLabel(units, body.aggregation), values: (_u, splits) => ticks('yTicks', splits.map((v) => formatValue(v, axisUnit))) },
+      { stroke: '#57606a', grid: { stroke: '#eaeef2' }, space: 110, values: (_u, splits) => axisLabels('xLabels', splits.map((t) => fmt(t))) },
+      { stroke: '#57606a', grid: { stroke: '#eaeef2' }, size: 80, label: axisLabel(units, body.aggregation), values: (_u, splits) => axisLabels('yLabels', splits.map((v) => formatValue(v, axisUnit))) },
     ],
     series: [
       { label: 'Time', value: (_u, v) => (v == null ? '—' : fmt(v)) },
