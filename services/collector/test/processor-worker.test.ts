@@ -5,35 +5,31 @@
  * one that does not.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
 import { afterAll, describe, expect, it } from 'vitest';
 import { encodeInner, keyPair, randomBytes, seal, toHex, type Point } from '@cipherstat/protocol';
-import { computeTick, packInput, TickState, type TickAccount, type TickInput, type TickKey, type TickOutput, type WorkerReply, type WorkerRequest } from '../src/process/tick.js';
+import { computeTick, TickState, type TickAccount, type TickInput, type TickKey, type TickOutput } from '../src/process/tick.js';
+import { TickWorker } from '../src/process/worker-client.js';
+import { createLogger } from '../src/logger.js';
 import { openDict, openRollup } from '../src/at-rest/records.js';
 import { Processor } from '../src/process/processor.js';
 import type { BatchRow } from '../src/storage/types.js';
 import { ADMIN_TOKEN, envelope, post, startTestCollector, type TestAccount } from './support/collector.js';
 import { connectionOf } from '../src/storage/index.js';
+import { keyNeedlesOf } from './support/memory.js';
+import { tempDirs } from './support/temp-dirs.js';
 
 const WORKER = fileURLToPath(new URL('../dist/process/tick-worker.js', import.meta.url));
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 const built = existsSync(WORKER) && existsSync(CLI);
 if (!built) console.warn('processor-worker tests skipped: services/collector/dist is missing (run `npx tsc -b packages/protocol services/collector`)');
 
-const dirs: string[] = [];
+const tmp = tempDirs('cipherstat-');
 const children: ChildProcess[] = [];
-const tmp = (name: string) => {
-  const d = mkdtempSync(join(tmpdir(), `cipherstat-${name}-`));
-  dirs.push(d);
-  return d;
-};
 afterAll(() => {
   for (const ch of children) if (ch.exitCode === null) ch.kill('SIGKILL');
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -93,31 +89,12 @@ function readable(out: TickOutput, accounts: Map<string, TickAccount | null>) {
   };
 }
 
-function workerClient(w: Worker) {
-  let id = 0;
-  return {
-    tick: (input: TickInput) =>
-      new Promise<TickOutput>((resolve, reject) => {
-        const mine = ++id;
-        const packed = packInput(input);
-        w.on('message', function on(m: WorkerReply) {
-          if (m.id !== mine) return;
-          w.off('message', on);
-          if (m.ok) resolve(m.output!);
-          else reject(new Error(m.error));
-        });
-        w.postMessage({ type: 'tick', id: mine, input: packed } satisfies WorkerRequest, [packed.bytes]);
-      }),
-    post: (m: WorkerRequest) => w.postMessage(m),
-  };
-}
-
 describe.skipIf(!built)('tick in a worker thread', () => {
-  it('computes what the inline path computes, with the same cache semantics', { timeout: 30_000 }, async () => {
-    const w = new Worker(WORKER);
+  it('computes what the inline path computes, with the same cache semantics; a retired thread takes its caches with it', { timeout: 60_000 }, async () => {
+    const lines: string[] = [];
+    const remote = new TickWorker(pathToFileURL(WORKER), createLogger({ destination: { write: (l: string) => void lines.push(l) } }));
     try {
-      const remote = workerClient(w);
-      const state = new TickState();
+      let state = new TickState();
       const { input, accounts } = tickInput();
       const both = async (i: TickInput) => {
         const local = readable(computeTick(state, i), accounts);
@@ -137,21 +114,20 @@ describe.skipIf(!built)('tick in a worker thread', () => {
       expect(first.confidential.map((c) => c.accountId)).toEqual(['acct_c']);
       expect(first.processed).toHaveLength(input.rows.length);
 
-      // Dictionary entries are written once...
+      // Dictionary entries are emitted once per thread (the processor writes what a failed tick
+      // emitted with the next one: processor.ts `unwritten`)...
       expect((await both(input)).dict).toEqual([]);
-      // ...again after a failed tick forgot them...
-      const keys = first.dict.map(({ accountId, keyVersion, kind, pseudonym }) => ({ accountId, keyVersion, kind, pseudonym }));
-      state.forgetDict(keys);
-      remote.post({ type: 'forgetDict', dict: keys });
-      expect((await both(input)).dict.map((d) => d.pseudonym)).toEqual(first.dict.map((d) => d.pseudonym));
-      // ...and after the account is forgotten.
-      state.forgetAccount('acct_c');
-      remote.post({ type: 'forgetAccount', id: -1, accountId: 'acct_c' });
+      // ...and a retired thread takes every cache with it: the next tick runs in a new thread,
+      // which derives and emits everything again, as fresh inline state does.
+      await remote.retire();
+      expect(remote.heapSnapshot()).toBeUndefined();
+      state = new TickState();
       const again = await both(input);
-      expect(again.dict.length).toBeGreaterThan(0);
-      expect(again.dict.every((d) => d.accountId === 'acct_c')).toBe(true);
+      expect(again.dict.map((d) => d.pseudonym)).toEqual(first.dict.map((d) => d.pseudonym));
+      expect(lines.filter((l) => l.includes('tick worker started'))).toHaveLength(2);
+      expect(lines.join('')).not.toContain('tick worker failed');
     } finally {
-      await w.terminate();
+      await remote.stop();
     }
   });
 });
@@ -194,6 +170,61 @@ describe.skipIf(!built)('processor with a worker thread', () => {
       expect(Number(r!.unmarked)).toBe(0);
       expect(Number(r!.parts)).toBe(1);
       expect(c.logs.filter((l) => l.includes('tick worker started'))).toHaveLength(2);
+      await p.stop();
+    } finally {
+      await c.stop();
+    }
+  });
+
+  it('forgetting an account (shred, wipe) leaves nothing of it in the tick worker: keys, pseudonyms and dictionary state go with the retired thread', { timeout: 120_000 }, async () => {
+    const c = await startTestCollector({ config: { processing: false } }); // stores batches, processes nothing
+    try {
+      const gone = (await c.services.accounts.create({})) as unknown as TestAccount;
+      const kept = (await c.services.accounts.create({})) as unknown as TestAccount;
+      const { store, keyring, accounts, metrics, log } = c.services;
+      const p = new Processor({ store, keyring, accounts, metrics, log, pollMs: 60_000, pollMinAgeMs: 0, workerUrl: pathToFileURL(WORKER) });
+      // Dictionary entries written, per account (counted at the insert: storage may merge duplicates away).
+      const inserted = new Map<string, number>();
+      const insertDictionary = store.insertDictionary.bind(store);
+      store.insertDictionary = async (rows) => {
+        await insertDictionary(rows);
+        for (const r of rows) inserted.set(r.accountId, (inserted.get(r.accountId) ?? 0) + 1);
+      };
+      const dictRows = async (a: TestAccount) => inserted.get(a.accountId) ?? 0;
+      const snapshot = async () => {
+        const chunks: Buffer[] = [];
+        for await (const chunk of (await p.workerHeapSnapshot())!) chunks.push(Buffer.from(chunk as Buffer));
+        return Buffer.concat(chunks);
+      };
+      const send = async (a: TestAccount, seed: number) => {
+        expect((await post(c.url, envelope(a, pts(20, seed)).bytes)).status).toBe(202);
+        expect(await p.poll()).toBe(1);
+        await p.drain();
+      };
+      await send(gone, 1);
+      await send(kept, 2);
+      const written = { gone: await dictRows(gone), kept: await dictRows(kept) };
+      expect(written.gone).toBeGreaterThan(0);
+      expect((await snapshot()).includes(Buffer.from(gone.accountId))).toBe(true); // the search sees what it looks for
+      // Known entries are not written again by the same thread.
+      await send(kept, 3);
+      expect(await dictRows(kept)).toBe(written.kept);
+
+      const { needles } = keyNeedlesOf(c, gone.accountId);
+      await p.forgetAccount(gone.accountId);
+      expect(p.workerHeapSnapshot(), 'the thread that held the account was retired').toBeUndefined();
+      // The next tick runs in a new thread: it derives the other account's state again (its
+      // dictionary entries are emitted and written again) and holds nothing of the forgotten one.
+      await send(kept, 4);
+      expect(await dictRows(kept)).toBeGreaterThan(written.kept);
+      const heap = await snapshot();
+      expect(heap.includes(Buffer.from(kept.accountId))).toBe(true);
+      expect(heap.includes(Buffer.from(gone.accountId))).toBe(false);
+      expect(needles.filter((n) => heap.includes(n))).toEqual([]);
+      // Its dictionary state went too: its entries are emitted again when it sends again.
+      await send(gone, 5);
+      expect(await dictRows(gone)).toBeGreaterThan(written.gone);
+      expect(c.logs.join('')).not.toContain('tick worker failed');
       await p.stop();
     } finally {
       await c.stop();

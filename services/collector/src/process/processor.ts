@@ -36,6 +36,9 @@ import { LOOKBACK_MS, TickRecovery } from './recovery.js';
 import { isCollectorError } from '../errors.js';
 import type { CommitPoint } from '../config.js';
 
+/** Most dictionary entries of unwritten ticks kept for the next write (beyond: caches start afresh). */
+const MAX_UNWRITTEN = 500_000;
+
 export interface ProcessorOptions {
   store: Store;
   keyring: Keyring;
@@ -98,6 +101,12 @@ export class Processor {
   private timer: NodeJS.Timeout | undefined;
   private stopped = false;
   private lastRecover = 0;
+  /**
+   * Dictionary entries of ticks that were not written (a failed tick, or the one computed
+   * ahead of it), by entry: the thread that computed them counts them as written, so they go
+   * out with the next tick's write. Owned here, so the worker thread is never told to forget.
+   */
+  private unwritten = new Map<string, DictRow>();
   /** Rows of failed ticks and of crashed ones (recovery.ts). */
   private readonly recovery: TickRecovery;
   /** Poll loops started; a loop runs only while its number is the latest. */
@@ -152,8 +161,8 @@ export class Processor {
 
   /**
    * With the worker, the next tick's CPU part runs while this tick writes (one tick ahead at
-   * most; writes stay in order). When a tick fails, the next one was computed as if this one's
-   * dictionary entries were stored: it is dropped too, its batches retried like the failed ones.
+   * most; writes stay in order). When a tick fails, the next one is dropped too, its batches
+   * retried like the failed ones (both ticks' dictionary entries are kept: `unwritten`).
    */
   private async drainQueue(): Promise<void> {
     let next: Pending | undefined;
@@ -180,11 +189,29 @@ export class Processor {
     if (next) await this.abandon(next);
   }
 
-  /** Drops a computed tick that will not be written: its batches are retried, its dictionary entries forgotten. */
+  /** Drops a computed tick that will not be written: its batches are retried, its dictionary entries kept for the next write. */
   private async abandon(t: Pending): Promise<void> {
     this.queue.release(t.rows);
     const out = await t.output.catch(() => undefined);
-    if (out) this.runner.forgetDict(out.dict);
+    if (out) await this.keepUnwritten(out.dict);
+  }
+
+  /** Keeps dictionary entries that were not written for the next tick's write. */
+  private async keepUnwritten(dict: DictRow[]): Promise<void> {
+    for (const d of dict) this.unwritten.set(`${d.accountId}\u0000${d.keyVersion}\u0000${d.kind}\u0000${d.pseudonym}`, d);
+    if (this.unwritten.size <= MAX_UNWRITTEN) return;
+    // Storage has refused writes for long while new series kept arriving: rather than hold
+    // more, every thread starts its caches afresh and emits every entry again when it is next seen.
+    this.unwritten.clear();
+    await this.runner.reset();
+  }
+
+  /** The dictionary entries a tick writes: those kept from unwritten ticks, then its own. */
+  private takeUnwritten(dict: DictRow[]): DictRow[] {
+    if (!this.unwritten.size) return dict;
+    const all = [...this.unwritten.values(), ...dict];
+    this.unwritten.clear();
+    return all;
   }
 
   /**
@@ -247,11 +274,13 @@ export class Processor {
   }
 
   /**
-   * Forgets an account's processed batches, cached pseudonyms and key copies (shred, wipe):
-   * resolves once every thread dropped them (the worker zeroes its copies, then answers).
+   * Forgets an account's processed batches, unwritten dictionary entries, cached pseudonyms and
+   * key copies (shred, wipe): resolves once every thread dropped them (the worker thread is
+   * retired whole after zeroing its key copies; worker-client.ts).
    */
   async forgetAccount(accountId: string): Promise<void> {
     this.queue.forgetAccount(accountId);
+    for (const [k, d] of this.unwritten) if (d.accountId === accountId) this.unwritten.delete(k);
     await this.runner.forgetAccount(accountId);
   }
 
@@ -340,7 +369,7 @@ export class Processor {
       const output = await t.output;
       waiting();
       for (const [phase, ms] of Object.entries(output.timings)) this.o.metrics.tickPhaseSeconds.observe({ phase }, ms / 1000);
-      out.dict = output.dict;
+      out.dict = this.takeUnwritten(output.dict);
       // What this tick cost per account, before the next tick is taken (its budget uses it).
       for (const [accountId, c] of Object.entries(output.costs)) this.queue.recordCost(accountId, c.ms, c.points);
       computed();
@@ -354,8 +383,8 @@ export class Processor {
       for (const r of output.processed) r.processedAt = now;
       await this.write(t, output, out);
     } catch (e) {
-      // Dictionary entries of this tick may not be stored: write them again next time.
-      this.runner.forgetDict(out.dict);
+      // Dictionary entries of this tick may not be stored: written with the next tick.
+      await this.keepUnwritten(out.dict);
       // Best effort now; if storage cannot answer, before the next tick (and by periodic recovery).
       const refs = out.rollups.map(({ accountId, level, bucket, metric, series }) => ({ accountId, level, bucket, metric, series, part }));
       await this.recovery.tickFailed(part, refs, now);
@@ -363,8 +392,9 @@ export class Processor {
     }
   }
 
-  private async write({ rows, part }: Pending, output: TickOutput, out: { rollups: RollupRow[] }): Promise<void> {
-    const { rollups, dict, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups, limited } = output;
+  private async write({ rows, part }: Pending, output: TickOutput, out: { rollups: RollupRow[]; dict: DictRow[] }): Promise<void> {
+    const { dict } = out;
+    const { rollups, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups, limited } = output;
     const m = this.o.metrics;
     for (const [cache, c] of Object.entries(cacheLookups) as [keyof CacheLookups, { hit: number; miss: number }][]) {
       this.cacheTotals[cache].hit += c.hit;

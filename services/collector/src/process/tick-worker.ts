@@ -1,7 +1,8 @@
 /**
  * Worker thread of the processor: computes ticks (tick.ts) off the main thread, which keeps
- * ingest. Owns the tick caches; messages are handled in order, so a `forgetDict` after a
- * failed tick applies before the next tick.
+ * ingest. Owns the tick caches and its key copies; the main thread never tells it what to
+ * forget (worker-client.ts): it only sends ticks, and `retire` when the thread is to end
+ * (shred, wipe), after which nothing of this thread is used again.
  */
 import { parentPort } from 'node:worker_threads';
 import { computeTick, TickState, transferables, unpackInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
@@ -23,12 +24,9 @@ port.on('message', (msg: WorkerRequest) => {
       }
       break;
     }
-    case 'forgetDict':
-      state.forgetDict(msg.dict);
-      break;
-    case 'forgetAccount':
-      state.forgetAccount(msg.accountId);
-      port.postMessage({ id: msg.id, ok: true } satisfies WorkerReply); // shred and wipe wait for it
+    case 'retire':
+      state.forgetAll(); // zeroes the key copies before the main thread ends this thread
+      port.postMessage({ id: msg.id, ok: true } satisfies WorkerReply);
       break;
   }
 });

@@ -165,7 +165,7 @@ export class TickState {
 
   constructor(private readonly ownsKeys = false) {}
 
-  /** After a failed tick: its dictionary entries may not be stored, so they are written again. */
+  /** After a tick that failed in this thread (its output never left it): its dictionary entries are emitted again. */
   forgetDict(dict: DictKey[]): void {
     if (dict.length) this.seriesCache.clear();
     for (const d of dict) this.known.delete(dictKey(d));
@@ -182,6 +182,17 @@ export class TickState {
     const held = this.held.get(accountId);
     this.held.delete(accountId);
     if (held) destroyTickKeys(held);
+  }
+
+  /** Zeroes every key copy held and drops every cache (a retiring worker thread). */
+  forgetAll(): void {
+    for (const id of [...this.held.keys()]) this.forgetAccount(id);
+    this.known.clear();
+    this.seriesCache.clear();
+    this.pseudonyms.clear();
+    this.pseudonymCache.clear();
+    this.seriesPerMetric.clear();
+    this.newValues.clear();
   }
 
   /** The pseudonym function of an account's current key, its results in the shared bounded cache. */
@@ -495,10 +506,8 @@ export interface PackedTickInput {
   part: string;
 }
 
-export type WorkerRequest =
-  | { type: 'tick'; id: number; input: PackedTickInput }
-  | { type: 'forgetDict'; dict: DictKey[] }
-  | { type: 'forgetAccount'; id: number; accountId: string };
+/** What the main thread sends the tick worker: ticks, and at the end `retire` (zero your key copies and answer). */
+export type WorkerRequest = { type: 'tick'; id: number; input: PackedTickInput } | { type: 'retire'; id: number };
 
 export type WorkerReply = { id: number; ok: true; output?: TickOutput } | { id: number; ok: false; error: string };
 

@@ -1,15 +1,21 @@
 /**
  * Where the processor's ticks are computed (`TickRunner`): in the tick worker thread
  * (tick-worker.ts runs `computeTick` there) when its compiled file exists, inline otherwise or
- * once the worker keeps failing. `TickWorker` is the client of that thread: requests with
- * transferred buffers, one pending promise per request, a deadline, and a new thread after a
- * crash.
+ * once the worker keeps failing. `TickWorker` is the client of that thread (../worker-thread.ts:
+ * requests with transferred buffers, one pending promise each, a deadline, a new thread after a
+ * crash).
+ *
+ * State goes one way: the main thread sends each tick its batches and its accounts' keys; the
+ * thread owns what it derives from them (pseudonym functions, series, the dictionary entries it
+ * emitted, cardinality counts, its key copies). Nobody tells it what to forget: the entries of
+ * a tick that is not written stay the processor's to write with the next tick
+ * (processor.ts `unwritten`), and a shred or wipe retires the thread, so everything it held of
+ * every account goes with it (the inline state, on the main thread, drops the account).
  */
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
-import type { DictRow } from '../storage/types.js';
 import type { Logger } from '../logger.js';
+import { WorkerThread } from '../worker-thread.js';
 import { computeTick, packInput, TickState, type TickInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
 
 /** The compiled worker entry; only beside the compiled processor (dist), not beside the .ts sources. */
@@ -24,105 +30,48 @@ const WORKER_FAILURES_BEFORE_INLINE = 3;
 /**
  * The tick worker thread, started on first use. When it dies (crash, uncaught error, lost
  * reply), what is pending fails like any failed tick and the next tick starts a new one, with
- * empty caches (its dictionary entries are written again: harmless).
+ * empty caches (its dictionary entries are written again: harmless). The thread owns its caches
+ * and key copies: nothing here tells it what to forget; `retire` ends it (it zeroes its key
+ * copies first) and the next tick starts a new one.
  */
 export class TickWorker {
-  private worker: Worker | undefined;
   private nextId = 0;
-  private readonly pending = new Map<number, { resolve: (o: TickOutput | undefined) => void; reject: (e: Error) => void }>();
+  private readonly thread: WorkerThread<WorkerRequest, WorkerReply>;
 
-  constructor(
-    private readonly url: URL,
-    private readonly log: Logger,
-  ) {}
-
-  /** Ends worker `w` (if it is the current one) and fails what is pending on it. */
-  private fail(w: Worker, err: Error): void {
-    if (this.worker !== w) return;
-    this.worker = undefined;
-    void w.terminate();
-    for (const p of this.pending.values()) p.reject(err);
-    this.pending.clear();
-    this.log.error({ err: err.message }, 'tick worker failed; a new one starts with the next tick');
-  }
-
-  private start(): Worker {
-    const w = new Worker(this.url);
-    const fail = (err: Error) => this.fail(w, new WorkerFailure(err.message));
-    w.on('message', (m: WorkerReply) => {
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      if (!this.pending.size) w.unref();
-      if (m.ok) p.resolve(m.output);
-      else p.reject(new Error(m.error));
+  constructor(url: URL, log: Logger) {
+    this.thread = new WorkerThread({
+      url,
+      timeoutMs: TICK_TIMEOUT_MS,
+      failure: (why) => new WorkerFailure(`tick worker ${why}`),
+      refusal: (m) => new Error(m.error),
+      onStart: (w) => log.info({ threadId: w.threadId }, 'tick worker started'),
+      onFail: (why) => log.error({ err: `tick worker ${why}` }, 'tick worker failed; a new one starts with the next tick'),
     });
-    w.on('error', fail);
-    w.on('messageerror', fail);
-    w.on('exit', (code) => fail(new Error(`tick worker exited with code ${code}`)));
-    w.unref(); // referenced only while a tick is pending
-    this.log.info({ threadId: w.threadId }, 'tick worker started');
-    return w;
   }
 
-  tick(input: TickInput): Promise<TickOutput> {
-    const w = (this.worker ??= this.start());
+  async tick(input: TickInput): Promise<TickOutput> {
     const packed = packInput(input);
-    return this.request(w, { type: 'tick', id: 0, input: packed }, [packed.bytes]) as Promise<TickOutput>;
+    return (await this.thread.request({ type: 'tick', id: ++this.nextId, input: packed }, [packed.bytes])).output!;
   }
 
-  /** Resolves once the worker dropped the account (in order: after every tick sent before). */
-  async forgetAccount(accountId: string): Promise<void> {
-    const w = this.worker;
-    // A worker that fails meanwhile is terminated: its copies go with its thread.
-    if (w) await this.request(w, { type: 'forgetAccount', id: 0, accountId }, []).catch(() => {});
+  /** Ends the thread after the ticks sent before (it zeroes its key copies, then exits); resolves once it ended. */
+  retire(): Promise<void> {
+    return this.thread.retire({ type: 'retire', id: ++this.nextId });
   }
 
   heapSnapshot(): Promise<NodeJS.ReadableStream> | undefined {
-    return this.worker?.getHeapSnapshot();
+    return this.thread.worker?.getHeapSnapshot();
   }
 
-  private request(w: Worker, msg: Extract<WorkerRequest, { id: number }>, transfer: ArrayBuffer[]): Promise<TickOutput | undefined> {
-    const id = ++this.nextId;
-    msg.id = id;
-    return new Promise((resolve, reject) => {
-      // A worker that never answers (a loop, a lost message) fails like a crashed one.
-      const timer = setTimeout(() => this.fail(w, new WorkerFailure(`tick worker gave no answer in ${TICK_TIMEOUT_MS / 1000} s`)), TICK_TIMEOUT_MS);
-      timer.unref();
-      const settle = <T>(f: (v: T) => void) => (v: T) => {
-        clearTimeout(timer);
-        f(v);
-      };
-      this.pending.set(id, { resolve: settle(resolve), reject: settle(reject) });
-      w.ref();
-      try {
-        w.postMessage(msg, transfer);
-      } catch (e) {
-        this.pending.delete(id);
-        if (!this.pending.size) w.unref();
-        reject(e instanceof Error ? e : new Error(String(e)));
-      }
-    });
-  }
-
-  /** Cache messages; without a live worker there is no cache to change. */
-  post(msg: Extract<WorkerRequest, { type: 'forgetDict' }>): void {
-    this.worker?.postMessage(msg);
-  }
-
-  async stop(): Promise<void> {
-    const w = this.worker;
-    this.worker = undefined;
-    for (const p of this.pending.values()) p.reject(new Error('processor stopped'));
-    this.pending.clear();
-    await w?.terminate();
+  stop(): Promise<void> {
+    return this.thread.stop('processor stopped');
   }
 }
 
 /** Computes ticks in the worker thread, or inline (no compiled worker, or one that keeps failing). */
 export class TickRunner {
   /** Caches of the inline path (the worker thread keeps its own). */
-  private readonly state = new TickState();
+  private state = new TickState();
   private worker: TickWorker | undefined;
   /** Ticks in a row whose worker failed (crash, silence, a file that does not load). */
   private workerFailures = 0;
@@ -156,18 +105,20 @@ export class TickRunner {
     }
   }
 
-  /** Dictionary entries that may not be stored: written again when seen next. */
-  forgetDict(dict: DictRow[]): void {
-    if (!dict.length) return;
-    const keys = dict.map(({ accountId, keyVersion, kind, pseudonym }) => ({ accountId, keyVersion, kind, pseudonym }));
-    if (this.worker) this.worker.post({ type: 'forgetDict', dict: keys });
-    else this.state.forgetDict(keys);
-  }
-
-  /** Drops an account's cached pseudonyms and key copies in this thread and the worker (resolves once the worker did). */
+  /**
+   * Drops what any thread derived from an account (shred, wipe): inline, its entries; the worker
+   * thread is retired whole (after the ticks sent before; it zeroes its key copies), and the next
+   * tick starts a new one with empty caches. Resolves once the thread ended.
+   */
   async forgetAccount(accountId: string): Promise<void> {
     this.state.forgetAccount(accountId);
-    await this.worker?.forgetAccount(accountId);
+    await this.worker?.retire();
+  }
+
+  /** Starts every cache afresh (a new worker thread, empty inline caches): everything is derived and emitted again. */
+  async reset(): Promise<void> {
+    this.state = new TickState();
+    await this.worker?.retire();
   }
 
   heapSnapshot(): Promise<NodeJS.ReadableStream> | undefined {

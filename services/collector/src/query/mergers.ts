@@ -13,8 +13,9 @@
 import { existsSync, readlinkSync } from 'node:fs';
 import { availableParallelism, setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import { CollectorError } from '../errors.js';
+import { WorkerThread } from '../worker-thread.js';
 import type { Logger } from '../logger.js';
 import { finishSeries, mergeBytes, type Group, type MergePlan } from './merge.js';
 
@@ -131,59 +132,31 @@ export function handleMergeRequest(merges: Map<number, { plan: MergePlan; groups
 
 const unavailable = (why: string) => new CollectorError(503, 'query_unavailable', `the query could not be merged (${why}); retry`, 1);
 
-/** One query worker thread, started on first use; when it dies, what is pending fails (503) and the next merge starts another. */
+/** One query worker thread, started on first use; when it dies, what is pending fails (503) and the next merge starts another (../worker-thread.ts). */
 class MergeWorker {
-  private worker: Worker | undefined;
-  private readonly pending = new Map<number, { resolve: (r: MergeReply & { ok: true }) => void; reject: (e: Error) => void }>();
+  private readonly thread: WorkerThread<MergeRequest, MergeReply>;
   /** Merges this worker holds or is computing (load, for picking a worker). */
   load = 0;
 
-  constructor(
-    private readonly url: URL,
-    private readonly log?: Logger,
-    private readonly nice = QUERY_WORKER_NICE,
-  ) {}
-
-  private fail(w: Worker, why: string): void {
-    if (this.worker !== w) return;
-    this.worker = undefined;
-    this.load = 0;
-    void w.terminate();
-    for (const p of this.pending.values()) p.reject(unavailable(why));
-    this.pending.clear();
-    this.log?.error({ err: why }, 'query worker failed; a new one starts with the next query');
-  }
-
-  private start(): Worker {
-    const w = new Worker(this.url, { workerData: { nice: this.nice } });
-    w.on('message', (m: MergeReply) => {
-      const p = this.pending.get(m.id);
-      if (!p) return;
-      this.pending.delete(m.id);
-      if (!this.pending.size) w.unref();
-      if (m.ok) p.resolve(m);
-      else p.reject(m.error.code ? new CollectorError(m.error.status ?? 500, m.error.code, m.error.message) : new Error(m.error.message));
+  constructor(url: URL, log?: Logger, nice = QUERY_WORKER_NICE) {
+    this.thread = new WorkerThread({
+      url,
+      workerData: { nice },
+      failure: unavailable,
+      refusal: (m) => (m.error.code ? new CollectorError(m.error.status ?? 500, m.error.code, m.error.message) : new Error(m.error.message)),
+      onFail: (why) => {
+        this.load = 0;
+        log?.error({ err: why }, 'query worker failed; a new one starts with the next query');
+      },
     });
-    w.on('error', (e) => this.fail(w, e.message));
-    w.on('messageerror', (e) => this.fail(w, e.message));
-    w.on('exit', (code) => this.fail(w, `exited with code ${code}`));
-    w.unref(); // referenced only while a request is pending
-    return w;
   }
 
   private request(msg: MergeRequest, transfer: ArrayBuffer[] = []): Promise<MergeReply & { ok: true }> {
-    const w = (this.worker ??= this.start());
-    return new Promise((resolve, reject) => {
-      this.pending.set(msg.id, { resolve, reject });
-      w.ref();
-      try {
-        w.postMessage(msg, transfer);
-      } catch (e) {
-        this.pending.delete(msg.id);
-        if (!this.pending.size) w.unref();
-        reject(e instanceof Error ? e : new Error(String(e)));
-      }
-    });
+    return this.thread.request(msg, transfer);
+  }
+
+  private get worker(): Worker | undefined {
+    return this.thread.worker;
   }
 
   async merge(id: number, plan: MergePlan, bytes: Uint8Array): Promise<Merging> {
@@ -215,7 +188,7 @@ class MergeWorker {
           return (await this.request({ type: 'finish', id, seriesOf, series })).values!;
         },
         drop: () => {
-          if (release() && this.worker === worker) worker?.postMessage({ type: 'drop', id } satisfies MergeRequest);
+          if (release() && this.worker === worker) this.thread.post({ type: 'drop', id }, worker);
         },
       };
     } finally {
@@ -223,12 +196,8 @@ class MergeWorker {
     }
   }
 
-  async stop(): Promise<void> {
-    const w = this.worker;
-    this.worker = undefined;
-    for (const p of this.pending.values()) p.reject(unavailable('stopping'));
-    this.pending.clear();
-    await w?.terminate();
+  stop(): Promise<void> {
+    return this.thread.stop('stopping');
   }
 }
 
