@@ -6,26 +6,18 @@
  * expires; an expired holder is fenced before it writes.
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
 import { Keyring, KeyringError, staticMasterKeys } from '../src/keyring/index.js';
 import { acquireLock, LOCK_CLOCK_SKEW_MS, pidScope } from '../src/keyring/fsutil.js';
+import { tempDirs } from './support/temp-dirs.js';
 
 const FSUTIL = fileURLToPath(new URL('../dist/keyring/fsutil.js', import.meta.url));
 
-const dirs: string[] = [];
-const tempDir = () => {
-  const d = mkdtempSync(join(tmpdir(), 'cs-lock-'));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const tempDir = tempDirs('cs-lock-', 'each');
 
 function code(fn: () => unknown): string {
   try {

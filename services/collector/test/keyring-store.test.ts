@@ -1,8 +1,7 @@
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { equalBytes, publicKeyOf, randomBytes, toBase64, toHex } from '@cipherstat/protocol';
 import {
   Keyring,
@@ -12,16 +11,9 @@ import {
   staticMasterKeys,
   type AccountKeys,
 } from '../src/keyring/index.js';
+import { tempDirs } from './support/temp-dirs.js';
 
-const dirs: string[] = [];
-const tempDir = () => {
-  const d = mkdtempSync(join(tmpdir(), 'cs-keyring-'));
-  dirs.push(d);
-  return d;
-};
-afterEach(() => {
-  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
-});
+const tempDir = tempDirs('cs-keyring-', 'each');
 
 const A = 'acct_alpha_0001';
 const B = 'acct_bravo_0002';

@@ -10,8 +10,7 @@
  * account key. All nodes are the built CLI in child processes on one ClickHouse HTTP endpoint.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -23,6 +22,7 @@ import { startClickHouseHttp, type ClickHouseHttp } from './support/clickhouse-h
 import { ADMIN_TOKEN, createAccount, envelope, points, post } from './support/collector.js';
 import { CLI, startCollectorProcess, stopProcess, type CollectorProcess } from './support/faults.js';
 import { encodings, processMemoryIncludes } from './support/memory.js';
+import { tempDirs } from './support/temp-dirs.js';
 
 const exec = promisify(execFile);
 /** README.md's transport keyring block: the export line and the ingest node's serve line. */
@@ -31,12 +31,7 @@ const README_LINES = /<!-- readme-test: transport-keyring -->\n```sh\n([\s\S]*?)
   .split('\n')
   .map((l) => l.replace(/\s+#.*$/, '').trim())
   .filter(Boolean);
-const dirs: string[] = [];
-const tmp = (name: string) => {
-  const d = mkdtempSync(join(tmpdir(), `cipherstat-transport-${name}-`));
-  dirs.push(d);
-  return d;
-};
+const tmp = tempDirs('cipherstat-transport-');
 
 let shim: ClickHouseHttp;
 beforeAll(async () => {
@@ -44,7 +39,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await shim?.close();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 

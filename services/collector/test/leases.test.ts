@@ -6,26 +6,16 @@
  * a holder's own validity runs out on its monotonic clock without any I/O; a release frees the
  * lease at once. No timing is asserted: clocks are moved explicitly, waits are for conditions.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Lease } from '../src/keyring/leases.js';
 import { LOCK_CLOCK_SKEW_MS } from '../src/keyring/fsutil.js';
 import { Ownership } from '../src/process/ownership.js';
 import { createLogger } from '../src/logger.js';
 import { until } from './lifecycle-support.js';
 import { Writable } from 'node:stream';
+import { tempDirs } from './support/temp-dirs.js';
 
-const dirs: string[] = [];
-const tmp = () => {
-  const d = mkdtempSync(join(tmpdir(), 'cipherstat-leases-'));
-  dirs.push(d);
-  return d;
-};
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const tmp = tempDirs('cipherstat-leases-');
 
 describe('leases', () => {
   it('one holder at a time; takeover only past expiry plus the clock allowance, with the next epoch', () => {

@@ -1,7 +1,7 @@
 /** The account cache of the ingest and process hot paths: single flight, and never a stale overwrite. */
 import { describe, expect, it } from 'vitest';
 import { Accounts } from '../src/accounts/accounts.js';
-import type { AccountRow, Store } from '../src/storage/types.js';
+import type { AccountRow, AccountStore } from '../src/storage/types.js';
 import type { Keyring } from '../src/keyring/index.js';
 
 const row = (version: number, state: AccountRow['state'] = 'active'): AccountRow => ({
@@ -9,20 +9,28 @@ const row = (version: number, state: AccountRow['state'] = 'active'): AccountRow
   readTokenHash: 'h', allowedOrigins: [], retentionDays: 30, confidential: false,
 });
 
-/** A store whose getAccount reads resolve only when told to, in any order. */
+/** An in-memory account store holding one account, whose reads resolve only when told to, in any order. */
 function fakeStore() {
   let stored = row(1);
   const pending: { resolve: () => void; value: AccountRow }[] = [];
-  const store = {
+  const rejects = new Map<string, number>();
+  const read = async (): Promise<AccountRow> => {
+    store.reads++;
+    const value = stored;
+    await new Promise<void>((resolve) => pending.push({ resolve, value }));
+    return value;
+  };
+  const store: AccountStore & { reads: number } = {
     reads: 0,
-    getAccount: async () => {
-      store.reads++;
-      const value = stored;
-      await new Promise<void>((resolve) => pending.push({ resolve, value }));
-      return value;
+    getAccount: async (id) => (id === stored.accountId ? read() : undefined),
+    getAccounts: async (ids) => (ids.includes(stored.accountId) ? [await read()] : []),
+    listAccounts: async () => [await read()],
+    putAccount: async (r) => void (stored = r),
+    accountIdByReadTokenHash: async (hash) => (hash === stored.readTokenHash ? stored.accountId : undefined),
+    addRejects: async (rows) => {
+      for (const r of rows) rejects.set(r.code, (rejects.get(r.code) ?? 0) + r.count);
     },
-    getAccounts: async (ids: string[]) => (ids.includes(stored.accountId) ? [await store.getAccount()] : []),
-    putAccount: async (r: AccountRow) => void (stored = r),
+    rejects: async () => Object.fromEntries(rejects),
   };
   const release = async (i = 0) => {
     pending.splice(i, 1)[0]!.resolve();
@@ -34,7 +42,7 @@ function fakeStore() {
 describe('Accounts.get', () => {
   it('shares one storage read between concurrent misses', async () => {
     const { store, release } = fakeStore();
-    const accounts = new Accounts(store as unknown as Store, {} as Keyring, { defaultRetentionDays: 30, ttlMs: 60_000 });
+    const accounts = new Accounts(store, {} as Keyring, { defaultRetentionDays: 30, ttlMs: 60_000 });
     const gets = Array.from({ length: 50 }, () => accounts.get('acct_x'));
     expect(store.reads).toBe(1);
     await release();
@@ -45,7 +53,7 @@ describe('Accounts.get', () => {
 
   it('never lets a read started before update() overwrite it', async () => {
     const { store, pending, release } = fakeStore();
-    const accounts = new Accounts(store as unknown as Store, {} as Keyring, { defaultRetentionDays: 30, ttlMs: 60_000 });
+    const accounts = new Accounts(store, {} as Keyring, { defaultRetentionDays: 30, ttlMs: 60_000 });
     const old = accounts.get('acct_x'); // reads version 1, held
     const updating = accounts.update('acct_x', { state: 'deactivated' }); // fresh() read, held
     await new Promise((r) => setImmediate(r));

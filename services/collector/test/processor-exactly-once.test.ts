@@ -21,12 +21,13 @@ beforeAll(async () => {
 afterAll(async () => c?.stop());
 
 /** Makes the next call of `method` throw once. */
-function failOnce<K extends 'markProcessed' | 'deleteRollups' | 'insertDictionary'>(store: Store, method: K): void {
-  const original = store[method].bind(store) as (...a: unknown[]) => Promise<void>;
-  (store as unknown as Record<K, unknown>)[method] = async () => {
-    (store as unknown as Record<K, unknown>)[method] = original;
+function failOnce<K extends 'markProcessed' | 'deleteRollups' | 'insertDictionary'>(store: Pick<Store, K>, method: K): void {
+  const original = store[method];
+  const failing: () => Promise<void> = async () => {
+    store[method] = original;
     throw new Error(`injected ${method} failure`);
   };
+  store[method] = failing as Store[K];
 }
 
 async function rollupParts(accountId: string): Promise<{ parts: number; rows: number; unmarked: number }> {

@@ -5,20 +5,15 @@
  * `npm install --omit=optional`): on the test ClickHouse HTTP endpoint it starts, is ready
  * and acknowledges a batch; without a URL it refuses to start and says what to do.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startClickHouseHttp, type ClickHouseHttp } from './support/clickhouse-http.js';
 import { ADMIN_TOKEN, envelope, points, post, type TestAccount } from './support/collector.js';
 import { startCollectorProcess, stopProcess } from './support/faults.js';
+import { tempDirs } from './support/temp-dirs.js';
 
-const dirs: string[] = [];
-const tmp = () => {
-  const d = mkdtempSync(join(tmpdir(), 'cipherstat-nochdb-'));
-  dirs.push(d);
-  return d;
-};
+const tmp = tempDirs('cipherstat-nochdb-');
 
 let shim: ClickHouseHttp;
 let blockChdb = '';
@@ -37,7 +32,6 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await shim?.close();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
 });
 
 const serve = (env: Record<string, string>) => startCollectorProcess(tmp(), env, { nodeArgs: ['--import', blockChdb] });

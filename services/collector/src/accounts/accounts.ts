@@ -4,7 +4,7 @@
  * or shred made by another process is honoured within that window everywhere.
  */
 import { randomBytes, toBase64, toHex } from '@cipherstat/protocol';
-import type { AccountRow, Store } from '../storage/types.js';
+import type { AccountRow, AccountStore } from '../storage/types.js';
 import type { AccountKeys, Keyring } from '../keyring/index.js';
 import { hashToken, isKeyringError, newToken } from '../keyring/index.js';
 import { CollectorError, isCollectorError } from '../errors.js';
@@ -95,7 +95,7 @@ export class Accounts {
   private readonly keyProblems = new Map<string, { file: string; reason: string; since: number; loggedAt: number; refused: number }>();
 
   constructor(
-    private readonly store: Store,
+    private readonly store: AccountStore,
     private readonly keyring: Keyring,
     private readonly opts: { defaultRetentionDays: number; ttlMs?: number; now?: () => number; log?: Logger; metrics?: Metrics },
   ) {}
