@@ -244,7 +244,8 @@ export const comparedQueries = (t0: number) => {
  * and its answers to `comparedQueries` equal those of a single node fed the same acknowledged
  * ciphertexts.
  */
-export async function expectCountedExactlyOnce(c: Cluster, senders: Sender[], t0: number): Promise<{ acknowledged: number; compared: number }> {
+export async function expectCountedExactlyOnce(c: Cluster, senders: Sender[], t0: number): Promise<{ acknowledged: number; compared: number; ms: Record<string, number> }> {
+  const started = Date.now();
   for (const { tracker: t } of senders) await t.retryAll();
   const countIn = async (db: string, id: string) => Number((await c.sql(`SELECT count() FROM ${db}.processed FINAL WHERE account_id = '${id}'`))[0]![0]);
   for (const { account, tracker: t } of senders) await until(async () => (await countIn('cipherstat', account.accountId)) >= t.acked.size, 300_000, `${account.accountId} processed`);
@@ -268,6 +269,7 @@ export async function expectCountedExactlyOnce(c: Cluster, senders: Sender[], t0
   }
 
   // A single node fed the same acknowledged ciphertexts answers exactly the same.
+  const singleAt = Date.now();
   const single = await c.startSingleNode(senders.map((s) => s.account.accountId));
   const queue = senders.flatMap(({ tracker: t }) => [...t.acked].map((id) => t.sent.get(id)!));
   await Promise.all(Array.from({ length: 8 }, async () => {
@@ -295,5 +297,6 @@ export async function expectCountedExactlyOnce(c: Cluster, senders: Sender[], t0
       compared++;
     }
   }
-  return { acknowledged: senders.reduce((n, s) => n + s.tracker.acked.size, 0), compared };
+  const ms = { drainAndCheck: singleAt - started, singleNode: Date.now() - singleAt };
+  return { acknowledged: senders.reduce((n, s) => n + s.tracker.acked.size, 0), compared, ms };
 }
