@@ -796,7 +796,7 @@ export function postBodies(port, from, to, encode, chunk = 250) {
 const randomBytesHex = (n) => crypto.getRandomValues(Buffer.alloc(n)).toString('hex');
 
 /**
- * Envelopes as the Library seals them, fast (`envelope: 'v2'`: HPKE through node:crypto; v1 below): `seal(accountId, accountPublicKey, points, baseTime)`
+ * Envelopes as the Library seals them, fast (`envelope: 'v2'`: HPKE through node:crypto, deflated; 'v2plain': not deflated; v1 below): `seal(accountId, accountPublicKey, points, baseTime)`
  * with the collector key given here. Sealed boxes exactly as @cipherstat/protocol `seal`
  * (ephemeral X25519, nonce = SHA-512(epk || pk)[0..24], XSalsa20-Poly1305), with the two X25519
  * steps through node:crypto: the load generator is not what is measured, and tweetnacl's scalar
@@ -804,12 +804,15 @@ const randomBytesHex = (n) => crypto.getRandomValues(Buffer.alloc(n)).toString('
  */
 export async function envelopeSealer({ collectorKeyId, collectorPublicKey, envelope = 'v1' }) {
   const P = await import('@cipherstat/protocol');
-  if (envelope === 'v2') {
-    // Envelope v2 (HPKE) as the Library seals it in Node: the protocol's own seal over node:crypto.
-    const { hpkeSeal } = await import('@cipherstat/protocol/node');
+  if (envelope === 'v2' || envelope === 'v2plain') {
+    // Envelope v2 (HPKE) as the Library seals it in Node: the protocol's own seal over node:crypto,
+    // the inner plaintext deflated (flag 0x01) as the Library does in Node (browsers: not yet, docs/protocol.md §Flags);
+    // 'v2plain': flags 0, what browsers (and every Library before it) send.
+    const { deflateRaw, hpkeSeal } = await import('@cipherstat/protocol/node');
     const keys = { collectorKeyId, collectorPublicKey: new Uint8Array(collectorPublicKey) };
+    const deflate = envelope === 'v2' ? deflateRaw : undefined;
     return (accountId, accountPublicKey, points, baseTime) =>
-      P.sealBatchV2({ accountId, batchId: randomBytesHex(16), createdAt: baseTime, sdk: 'bench/1' }, points, { ...keys, accountPublicKey }, hpkeSeal);
+      P.sealBatchV2({ accountId, batchId: randomBytesHex(16), createdAt: baseTime, sdk: 'bench/1' }, points, { ...keys, accountPublicKey }, hpkeSeal, deflate);
   }
   const { default: nacl } = await import('tweetnacl');
   const { createPrivateKey, createPublicKey, diffieHellman, randomBytes } = await import('node:crypto');

@@ -38,6 +38,9 @@ it('records, flushes and gets every point processed', async () => {
   await lib.flush();
   expect(await accepted(account.accountId)).toMatchObject({ points: 301 });
   expect(drops).toEqual(['invalid_name']);
+  // Node 20+ has CompressionStream: every batch deflated (flag 0x01, docs/protocol.md §Flags)
+  const flags = await connectionOf(c.services.store).query<{ f: number }>('SELECT DISTINCT flags AS f FROM batches WHERE account_id = {a:String}', { a: account.accountId });
+  expect(flags.map((r) => Number(r.f))).toEqual([1]);
   await lib.shutdown();
 });
 

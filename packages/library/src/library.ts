@@ -75,7 +75,7 @@ export function create(options: LibraryOptions, p: Platform): Library {
   /** Points cut but not sealed yet; `epoch` changes when everything queued is dropped. */
   let unsealed = 0;
   let epoch = 0;
-  const load = { load: p.fallback || loadFallback, hpke: p.hpke };
+  const load = { ...p, load: p.fallback || loadFallback }; // and the platform's hpke and deflate, where it has them
 
   const drop = (reason: DropReason, info: DropInfo) => {
     try {

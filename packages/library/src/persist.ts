@@ -11,8 +11,9 @@ import type { CollectorKey } from './options.js';
 /** One sealed batch as stored: `inner` is the inner layer (sealed to the account key).
  * Envelope v1: `other` is the outer layer's ephemeral secret, so the envelope is rebuilt
  * byte-identically. Envelope v2 (`version` 2): `other` is the sealed envelope once it was
- * sealed for the collector key `keyId` ('' before), resent as it is. */
-export type StoredBatch = [batchId: string, createdAt: number, count: number, inner: string, other: string, version?: 2, keyId?: string];
+ * sealed for the collector key `keyId` ('' before), resent as it is; `flags` 1 when the inner
+ * layer seals a deflated plaintext (absent in batches stored before: 0). */
+export type StoredBatch = [batchId: string, createdAt: number, count: number, inner: string, other: string, version?: 2, keyId?: string, flags?: 0 | 1];
 
 export interface Stored {
   k?: CollectorKey;

@@ -10,7 +10,7 @@
  * is no crypto.subtle at all (plain HTTP), the batch is envelope v1, sealed by the fallback.
  * Which applies is detected once.
  */
-import { BATCH_ID_PATTERN, concat, type HpkeSeal, encodeHeader, encodeInner, fromHex, INFO_INNER, INFO_OUTER, innerAad, outerPlaintext, toBase64, toHex, webSeal, type Point, type WebHpkeOptions } from '@cipherstat/protocol';
+import { BATCH_ID_PATTERN, concat, type HpkeSeal, encodeHeader, encodeInner, INFO_INNER, INFO_OUTER, innerAad, outerPlaintext, toBase64, webSeal, type Point, type WebHpkeOptions } from '@cipherstat/protocol';
 import type { Fallback } from './fallback.js';
 import type { Key } from './options.js';
 import type { StoredBatch } from './persist.js';
@@ -45,6 +45,12 @@ interface Sealer {
 export interface Sealing {
   load: () => Promise<Fallback>;
   hpke?: HpkeSeal;
+  /**
+   * Deflate-raw the platform brings (Node: node:zlib, synchronous): then v2 batches are deflated
+   * (flag 0x01). Browsers send flags 0 for now: CompressionStream is asynchronous, and a batch
+   * formed at pagehide must be sealed before the page goes (not yet shown safe; docs/protocol.md §Flags).
+   */
+  deflate?: (plain: Uint8Array) => Uint8Array;
 }
 
 let sealer: Promise<Sealer> | undefined;
@@ -80,9 +86,6 @@ export const redetect = () => (sealer = fallback = undefined);
 
 const hpke = (s: Sealer, pk: Uint8Array, info: Uint8Array, aad: Uint8Array, plain: Uint8Array) => (s.h ? s.h(pk, info, aad, plain) : webSeal(pk, info, aad, plain, s.o));
 
-/** magic "CS", version 2, flags 0: the start of the prefix (docs/protocol.md). */
-const PREFIX = new Uint8Array([0x43, 0x53, 2, 0]);
-
 const random = (n: number) => crypto.getRandomValues(new Uint8Array(n));
 
 /** Strict base64: exactly what btoa writes (padded, no whitespace), else undefined. */
@@ -98,12 +101,15 @@ const batch = (s: StoredBatch, inner: Uint8Array, seq: number): Batch => ({ _sto
 /** Forms a batch: ids (batch: 16 random bytes, point: index), inner seal (v2, or v1 without crypto.subtle). */
 export async function form(accountId: string, accountKey: Uint8Array, points: Point[], sealing: Sealing): Promise<Batch> {
   points.forEach((p, i) => (p.id = i));
-  const id = toHex(random(16));
+  const id = Array.from(random(16), (b) => (b | 256).toString(16).slice(1)).join(''); // hex (smaller here than the protocol's toHex)
   const plain = encodeInner(accountId, id, points);
   const s = await detect(sealing);
-  const inner = s.v == 2 ? await hpke(s, accountKey, INFO_INNER, innerAad(accountId, id), plain) : s.f!.inner(plain, accountKey);
+  // v2: deflated where the platform can (flag 0x01, the inner AAD says so); v1 has no flags
+  const z = s.v == 2 && sealing.deflate?.(plain);
+  const f = z ? 1 : 0;
+  const inner = s.v == 2 ? await hpke(s, accountKey, INFO_INNER, innerAad(accountId, id, f), z || plain) : s.f!.inner(plain, accountKey);
   // the bytes are kept as they are: only storage needs them as text
-  return batch(s.v == 2 ? [id, Date.now(), points.length, toBase64(inner), '', 2, ''] : [id, Date.now(), points.length, toBase64(inner), toBase64(random(32))], inner, 0);
+  return batch(s.v == 2 ? [id, Date.now(), points.length, toBase64(inner), '', 2, '', f] : [id, Date.now(), points.length, toBase64(inner), toBase64(random(32))], inner, 0);
 }
 
 /** Stored form → Batch; undefined when malformed. */
@@ -132,7 +138,8 @@ export function envelope(b: Batch, key: Key, accountId: string, sealing: Sealing
     b._env =
       s[5] == 2
         ? detect(sealing).then(async (x) => {
-            const prefix = concat(PREFIX, fromHex(key.keyId)!); // the key id was checked when parsed (16 hex)
+            // magic "CS", version 2, the batch's flags (docs/protocol.md); the key id was checked when parsed (16 hex)
+            const prefix = concat(new Uint8Array([0x43, 0x53, 2, s[7]! | 0]), Uint8Array.from(key.keyId.match(/../g)!, (h) => parseInt(h, 16)));
             const env = concat(prefix, await hpke(x, key.publicKey, INFO_OUTER, prefix, outerPlaintext(encodeHeader(h), b._inner)));
             s[4] = toBase64(env);
             s[6] = key.keyId;

@@ -1,7 +1,7 @@
 /** Batching rules: count, bytes, time; ids; sealed once. */
 import fc from 'fast-check';
-import { encodeInner, keyPair, openEnvelope, openInner, randomBytes, toBase64, toHex, type Point } from '@cipherstat/protocol';
-import { hpkeOpen } from '@cipherstat/protocol/node';
+import { encodeInner, FLAG_DEFLATE, INFO_INNER, innerAad, keyPair, openEnvelope, openInner, randomBytes, toBase64, toHex, type Point } from '@cipherstat/protocol';
+import { deflateRaw, hpkeOpen, hpkeSeal, inflateRaw } from '@cipherstat/protocol/node';
 import { fallback } from '../src/fallback.js';
 import type { StoredBatch } from '../src/persist.js';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -19,7 +19,7 @@ afterEach(() => vi.useRealTimers());
 
 const setup = (options: Record<string, unknown> = {}) =>
   harness({ endpoint: col.endpoint, accountId: col.accountId, writeKey: col.writeKey, collectorKey: col.collectorKey, ...options }, { fetch: col.fetch });
-const load = { load: () => Promise.resolve(fallback) };
+const load = { load: () => Promise.resolve(fallback), deflate: deflateRaw };
 const sizes = () => [...col.batches.values()].map((p) => p.length);
 
 describe('batching', () => {
@@ -135,10 +135,22 @@ describe('sealed once', () => {
     const b = await envelope(revive(persisted!, 1)!, k1, 'acct_12345678', load);
     expect(Buffer.from(a).equals(Buffer.from(b))).toBe(true);
     // both layers open at the collector side (node:crypto)
-    const outer = openEnvelope(a, { keys: () => collector, now: Date.now(), hpke: hpkeOpen });
+    // deflated (Node has CompressionStream): flag 0x01 stored with the batch and in the prefix
+    expect(stored[7]).toBe(1);
+    expect(a[3]).toBe(FLAG_DEFLATE);
+    const outer = openEnvelope(a, { keys: () => collector, now: Date.now(), hpke: hpkeOpen, flags: FLAG_DEFLATE });
     expect(outer.ok && outer.value.version).toBe(2);
-    const inner = outer.ok && openInner(outer.value.inner, { account, accountId: 'acct_12345678', batchId: stored[0], count: 1, now: Date.now(), version: 2, hpke: hpkeOpen });
+    const inner = outer.ok && openInner(outer.value.inner, { account, accountId: 'acct_12345678', batchId: stored[0], count: 1, now: Date.now(), version: 2, hpke: hpkeOpen, flags: outer.value.flags, inflate: inflateRaw });
     expect(inner && inner.ok && inner.value.points.length).toBe(1);
+    // a v2 batch stored by a Library before the flag (no 8th field) is resent with flags 0, as it was sealed
+    const old = JSON.parse(JSON.stringify(persisted!)).slice(0, 7);
+    old[3] = toBase64(hpkeSeal(account.publicKey, INFO_INNER, innerAad('acct_12345678', stored[0]), encodeInner('acct_12345678', stored[0], one())));
+    old[4] = '';
+    old[6] = '';
+    const o = await envelope(revive(old, 3)!, k1, 'acct_12345678', load);
+    expect(o[3]).toBe(0);
+    const oo = openEnvelope(o, { keys: () => collector, now: Date.now(), hpke: hpkeOpen, flags: FLAG_DEFLATE });
+    expect(oo.ok && openInner(oo.value.inner, { account, accountId: 'acct_12345678', batchId: stored[0], count: 1, now: Date.now(), version: 2, hpke: hpkeOpen, flags: oo.value.flags, inflate: inflateRaw }).ok).toBe(true);
     // another collector key (rotation): a new seal around the same inner layer
     const c = await envelope(revive(persisted!, 2)!, k2, 'acct_12345678', load);
     expect(Buffer.from(a).equals(Buffer.from(c))).toBe(false);

@@ -41,8 +41,8 @@ afterAll(async () => {
   await c?.stop();
 });
 
-/** A shop page with the collector's script tag (as `cipherstat account create` prints it). */
-function shopPage(path: string, a: TestAccount): string {
+/** A shop page with the collector's script tag (as `cipherstat account create` prints it); `script`: which build. */
+function shopPage(path: string, a: TestAccount, script = 'cipherstat.min.js'): string {
   pages.set(
     path,
     `<!doctype html><html><head><meta charset="utf-8"><script>
@@ -51,7 +51,7 @@ function shopPage(path: string, a: TestAccount): string {
       if (PerformanceObserver.supportedEntryTypes.includes('long-animation-frame'))
         new PerformanceObserver((l) => { for (const f of l.getEntries()) for (const s of f.scripts) window.__loaf.push({ src: s.sourceURL, start: s.startTime, end: s.startTime + s.duration, duration: s.duration, invoker: s.invoker }); }).observe({ type: 'long-animation-frame', buffered: true });
     </script></head><body><h1>shop</h1>
-    <script src="${c.url}/cipherstat.min.js" data-endpoint="${c.url}" data-account="${a.accountId}" data-write-key="${a.writeKey}"
+    <script src="${c.url}/${script}" data-endpoint="${c.url}" data-account="${a.accountId}" data-write-key="${a.writeKey}"
             data-collector-key-id="${a.collectorKey.keyId}" data-collector-key="${a.collectorKey.publicKey}"></script></body></html>`,
   );
   return shopOrigin + path;
@@ -126,6 +126,19 @@ it('native WebCrypto X25519: v2 batches reach the collector, the fallback is nev
   // spent on the whole window is below 50 ms per batch, so no batch's work, even run in one
   // piece, is a long task. The wall-clock long tasks are printed above (and in `npm run bench`).
   expect(cpu).toBeLessThan(50 * env['2']);
+  await page.close();
+}, 180_000);
+
+/** The stored batches' flags of an account (docs/protocol.md §Flags: 1 = deflated inner plaintext). */
+const storedFlags = async (a: TestAccount) =>
+  (await connectionOf(c.services.store).query<{ f: number }>('SELECT DISTINCT flags AS f FROM batches WHERE account_id = {a:String} ORDER BY f', { a: a.accountId })).map((r) => Number(r.f));
+
+it('browsers send flags 0 (no deflate yet, docs/protocol.md §Flags) and the collector, which reads flag 0x01, still reads that form', async () => {
+  const a = await createAccount(c);
+  const page = await browser.newPage();
+  await page.goto(shopPage('/plain', a, 'cipherstat-storefront.min.js'));
+  await recordAndFlush(page, a, 300); // asserts all 300 points were processed
+  expect(await storedFlags(a)).toEqual([0]);
   await page.close();
 }, 180_000);
 

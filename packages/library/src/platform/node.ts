@@ -3,7 +3,7 @@
  * rename), flush on `beforeExit`, timers that never keep the process alive on their own.
  */
 import { randomBytes } from 'node:crypto';
-import { hpkeSeal } from '@cipherstat/protocol/node';
+import { deflateRaw, hpkeSeal } from '@cipherstat/protocol/node';
 import { closeSync, fsyncSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { open, rename, rm } from 'node:fs/promises';
 import { LibraryError } from '../errors.js';
@@ -26,6 +26,7 @@ export const platform = (): Platform => ({
   offline: () => false,
   gpc: false,
   hpke: (pk, info, aad, plain) => hpkeSeal(pk, info, aad, plain),
+  deflate: deflateRaw,
 });
 
 /**

@@ -26,4 +26,6 @@ export interface Platform {
   fallback?(): Promise<Fallback>;
   /** A synchronous HPKE seal (Node: node:crypto); browsers use WebCrypto. */
   hpke?: HpkeSeal;
+  /** Deflate-raw the platform brings (Node: node:zlib, synchronous): v2 batches are then deflated (flag 0x01). */
+  deflate?: (plain: Uint8Array) => Uint8Array;
 }

@@ -6,8 +6,8 @@
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { hpkeOpen } from '@cipherstat/protocol/node';
-import { fromTextForm, keyPair, openEnvelope, openInner, randomBytes, toBase64, toHex, type KeyPair, type Point } from '@cipherstat/protocol';
+import { hpkeOpen, inflateRaw } from '@cipherstat/protocol/node';
+import { FLAG_DEFLATE, fromTextForm, keyPair, openEnvelope, openInner, randomBytes, toBase64, toHex, type KeyPair, type Point } from '@cipherstat/protocol';
 
 export interface Received {
   method: string;
@@ -54,13 +54,13 @@ export function fakeCollector(opts: { prefix?: string } = {}) {
   function ingest(bytes: Uint8Array | null): Reply {
     if (!bytes) return fail(400, 'not_an_envelope');
     const now = Date.now();
-    const env = openEnvelope(bytes, { keys: (id) => (id === transport.keyId ? transport.pair : retired.get(id)), now, hpke: hpkeOpen });
+    const env = openEnvelope(bytes, { keys: (id) => (id === transport.keyId ? transport.pair : retired.get(id)), now, hpke: hpkeOpen, flags: FLAG_DEFLATE });
     if (!env.ok) return fail(400, env.code);
-    const { header, inner, version } = env.value;
+    const { header, inner, version, flags } = env.value;
     if (header.accountId !== ACCOUNT_ID) return fail(404, 'unknown_account');
     deliveries.set(header.batchId, (deliveries.get(header.batchId) ?? 0) + 1);
     if (batches.has(header.batchId)) return { status: 202, body: { batchId: header.batchId, duplicate: true } };
-    const opened = openInner(inner, { account, accountId: header.accountId, batchId: header.batchId, count: header.count, now, version, hpke: hpkeOpen });
+    const opened = openInner(inner, { account, accountId: header.accountId, batchId: header.batchId, count: header.count, now, version, hpke: hpkeOpen, flags, inflate: inflateRaw });
     if (!opened.ok) {
       errors.push(opened.code);
       return fail(400, opened.code);
