@@ -157,6 +157,13 @@ const schema = z.object({
    * after a holder stops renewing.
    */
   leaseMs: z.coerce.number().int().min(300).max(600_000).default(15_000),
+  /**
+   * Tests only: the process node stops itself (SIGSTOP, after logging `test stop at …`) once, at
+   * this point — `commit`: a tick past its lease check, right before its processed markers are
+   * written; `takeover`: right after taking a partition over (fence written, orphans removed),
+   * before processing. The fencing test resumes it with SIGCONT.
+   */
+  testStopAt: z.enum(['commit', 'takeover']).optional(),
   /** Compaction scheduler period (ms); unset: the compactor's default; 0: no scheduled compaction (runs only when called). */
   compactionIntervalMs: z.coerce.number().nonnegative().optional(),
   /** Period of the lifecycle sweep (ms; unset: 60 s; lifecycle/sweep.ts). */
@@ -219,6 +226,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['processWorker', 'CIPHERSTAT_PROCESS_WORKER'],
   ['processing', 'CIPHERSTAT_PROCESSING'],
   ['leaseMs', 'CIPHERSTAT_LEASE_MS'],
+  ['testStopAt', 'CIPHERSTAT_TEST_STOP_AT'],
   ['compactionIntervalMs', 'CIPHERSTAT_COMPACTION_INTERVAL_MS'],
   ['lifecycleIntervalMs', 'CIPHERSTAT_LIFECYCLE_INTERVAL_MS'],
   ['masterRotationDays', 'CIPHERSTAT_MASTER_ROTATION_DAYS'],

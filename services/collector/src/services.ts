@@ -135,6 +135,14 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const partitionLease = leased ? new Lease(keyringDir, `partition-${partition?.index ?? 0}-of-${partition?.count ?? 1}`, config.leaseMs, now) : undefined;
   const pause = loadTestPause();
   let ticksAtPause = 0;
+  const compactorLease = leased ? new Lease(keyringDir, 'compactor', config.leaseMs, now) : undefined;
+  // Throws unless this node holds `lease` with a third of it left: checked before every commit
+  // of a tick or write of a compaction pass, so both stop before another node may take over.
+  const leaseFence = (lease: Lease, work: string) => () => {
+    if (!lease.validFor(Math.floor(config.leaseMs / 3))) {
+      throw new CollectorError(503, 'lease_lost', `${lease.name}: this node's lease (epoch ${lease.epoch ?? 'none'}) is not valid long enough to commit; ${work} abandoned`);
+    }
+  };
   const processor = roles.process
     ? new Processor({
         store,
@@ -153,13 +161,8 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         limits: { seriesPerMetric: config.maxSeriesPerMetric, newValuesPerHour: config.maxNewValuesPerHour },
         tickBudget: { points: config.processTickAccountPoints, ms: config.processTickAccountMs },
         onCardinalityLimited: (ids) => fairness.penalize(ids),
-        fence: partitionLease
-          ? () => {
-              if (!partitionLease.validFor(Math.floor(config.leaseMs / 3))) {
-                throw new CollectorError(503, 'lease_lost', `${partitionLease.name}: this node's lease (epoch ${partitionLease.epoch ?? 'none'}) is not valid long enough to commit; tick abandoned`);
-              }
-            }
-          : undefined,
+        fence: partitionLease ? leaseFence(partitionLease, 'tick') : undefined,
+        beforeCommit: () => testStop('commit'),
         // Tests only: the n-th tick to reach the named commit point stops there for good (kill -9 follows).
         atCommitPoint: pause
           ? async (point, part) => {
@@ -182,6 +185,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         registry: metrics.registry,
         intervalMs: config.compactionIntervalMs,
         onCompacted: (ids) => queryCache.invalidate(ids),
+        fence: compactorLease ? leaseFence(compactorLease, 'compaction pass') : undefined,
       })
     : undefined;
   const writer = new BatchWriter(requestStore, metrics, {
@@ -201,23 +205,33 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   // Deleting or wiping an account drops its cached query results everywhere in this process.
   lifecycle.onShred.push((id) => queryCache.dropAccount(id));
   lifecycle.onWipe.push((id) => queryCache.dropAccount(id));
+  /** CIPHERSTAT_TEST_STOP_AT: this process stops itself once at that point (the fencing test resumes it). */
+  let testStopped = false;
+  function testStop(point: NonNullable<typeof config.testStopAt>): void {
+    if (config.testStopAt !== point || testStopped) return;
+    testStopped = true;
+    log.warn({ point, pid: process.pid }, `test stop at ${point}: SIGSTOP`);
+    process.kill(process.pid, 'SIGSTOP');
+  }
   const ownership: Ownership[] = [];
   if (partitionLease && processor) {
     ownership.push(
       new Ownership({
         lease: partitionLease,
         log,
-        // Orphans of the previous holder's interrupted tick go first (it stopped before this lease was free).
-        start: async () => {
-          await processor.recover();
+        // The fence, then the orphans of the previous holder's interrupted tick (it stopped before
+        // this lease was free; what it commits from now on does not count: storage/fences.ts).
+        start: async (epoch) => {
+          await processor.takeOver(epoch, partitionLease.holder);
+          testStop('takeover');
           processor.start();
         },
         stop: () => processor.suspend(),
       }),
     );
   }
-  if (leased && compactor) {
-    ownership.push(new Ownership({ lease: new Lease(keyringDir, 'compactor', config.leaseMs, now), log, start: async () => compactor.start(), stop: () => compactor.stop() }));
+  if (compactorLease && compactor) {
+    ownership.push(new Ownership({ lease: compactorLease, log, start: async () => compactor.start(), stop: () => compactor.stop() }));
   }
   let schemaVersion = schema.to;
   return {

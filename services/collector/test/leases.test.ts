@@ -60,7 +60,9 @@ describe('leases', () => {
     expect(new0.acquireOrRenew()).toMatchObject({ held: false, lease: { name: 'partition-1-of-2', holder: old1.holder } });
     // The second old node died instead: its lease blocks until expiry plus the allowance.
     wall = old1.read()!.expiresAt + LOCK_CLOCK_SKEW_MS + 1;
-    expect(new0.acquireOrRenew()).toMatchObject({ held: true, lease: { name: 'partition-0-of-3', epoch: 1 } });
+    // Epochs are one sequence over every lease: above the old count's (1, 2) and the compactor's (3),
+    // so the new count's fence also fences the old count's holders (storage/fences.ts).
+    expect(new0.acquireOrRenew()).toMatchObject({ held: true, lease: { name: 'partition-0-of-3', epoch: 4 } });
     // And now the old count cannot come back while the new one runs (with its clock, past the old leases too).
     old1.release();
     expect(new Lease(dir, 'partition-0-of-2', 60_000).acquireOrRenew()).toMatchObject({ held: false, lease: { name: 'partition-0-of-3', holder: new0.holder } });

@@ -250,6 +250,7 @@ export class Compactor {
     // 4. From this insert on, readers count the merged rows instead of their sources.
     let kept = merged;
     if (merged.length > 0) {
+      this.o.fence?.();
       await store.insertRollups(merged);
       report.writtenRows = merged.length;
       for (const m of merged) touched.add(m.accountId);

@@ -163,6 +163,7 @@ export class DayPacker {
       }
     }
     if (written.length > 0) {
+      this.c.o.fence?.();
       await store.insertRollups(written);
       report.packedDays += written.length;
       await this.c.o.hook?.('packed');

@@ -69,6 +69,7 @@ export class FinishProtocol {
       ...rows.filter((r) => !fresh.has(refId(r))).flatMap((r) => sourcesOf(r).map((s) => ({ ...s, supersedes: [] as string[] }))),
     ];
     if (present.length > 0) {
+      this.c.o.fence?.();
       await store.deleteRollups(this.toQueue('d', present), { wait });
       // Reading the rows is the proof (not the table's mutation list: another mutation — a purge,
       // a retention delete — must not hold this pass up).
@@ -82,6 +83,7 @@ export class FinishProtocol {
     let state = await store.findRollups(ready.map(refOf));
     const pending = () => state.filter((r) => r.supersedes.length > 0);
     if (pending().length > 0) {
+      this.c.o.fence?.();
       await store.clearSupersedes(this.toQueue('c', pending().map(refOf)), { wait });
       const check = async () => {
         state = await store.findRollups(ready.map(refOf));
@@ -130,6 +132,7 @@ export class FinishProtocol {
       (fresh.get(m.accountId)?.some((k) => k.version === m.keyVersion) ? kept : gone).push(m);
     }
     if (gone.length) {
+      this.c.o.fence?.();
       await this.c.o.store.deleteRollups(gone.map(refOf));
       this.c.o.log.info({ rows: gone.length }, 'rollup compaction: key version destroyed during the pass; rows written removed');
     }

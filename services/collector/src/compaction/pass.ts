@@ -54,6 +54,13 @@ export interface CompactorOptions {
   sliceRows?: number;
   /** Told which accounts a pass changed (query caches). */
   onCompacted?: (accountIds: string[]) => void;
+  /**
+   * Called right before each write of a pass (merged rows, day packs, deletes, emptied lists):
+   * throws when this node may no longer compact (its compactor lease ran out; ownership.ts).
+   * The pass then stops like a crashed one, and the next pass (of whichever node holds the
+   * lease) finishes what it wrote.
+   */
+  fence?: () => void;
   /** Test seam: called after each write step of a pass; throwing there stops the pass like a crash would. */
   hook?: (step: CompactionStep) => void | Promise<void>;
 }

@@ -10,7 +10,10 @@
  *
  * Rules (the classic lease with a clock-skew allowance):
  * - Taking: under the lock, a lease that is absent, released, or past `expiresAt` plus
- *   LOCK_CLOCK_SKEW_MS is written with `epoch + 1`, this holder and `expiresAt = now + durationMs`.
+ *   LOCK_CLOCK_SKEW_MS is written with the next epoch, this holder and `expiresAt = now + durationMs`.
+ *   Epochs are one sequence over every lease of the directory (the next is above every lease
+ *   file's): a fence written with it (storage/fences.ts) also fences holders of another
+ *   partition count that covered the same accounts.
  * - Renewing: under the lock, only while the file still names this holder and epoch.
  * - Partition counts: `partition-i-of-n` is not taken while a lease `partition-j-of-m` with
  *   m ≠ n is live (held and not past expiry plus allowance): a new partition count starts only
@@ -30,7 +33,7 @@ export interface LeaseRecord {
   name: string;
   /** host/pid/random: unique per process start. */
   holder: string;
-  /** Grows by one at every change of holder: fences the writes of earlier holders. */
+  /** Grows at every change of holder (one sequence over all leases): fences the writes of earlier holders. */
   epoch: number;
   /** Wall-clock ms after which (plus the skew allowance) another node may take the lease. */
   expiresAt: number;
@@ -100,7 +103,7 @@ export class Lease {
       const next: LeaseRecord = {
         name: this.name,
         holder: this.holder,
-        epoch: ours ? seen!.epoch : (seen?.epoch ?? 0) + 1,
+        epoch: ours ? seen!.epoch : this.newestEpoch(seen) + 1,
         expiresAt: t + this.durationMs,
         durationMs: this.durationMs,
       };
@@ -112,6 +115,16 @@ export class Lease {
     } finally {
       lock.release();
     }
+  }
+
+  /** The highest epoch of any lease in the directory (and of `seen`). */
+  private newestEpoch(seen: LeaseRecord | undefined): number {
+    let newest = seen?.epoch ?? 0;
+    for (const file of readdirSync(join(this.keyringDir, 'leases'))) {
+      if (!file.endsWith('.json')) continue;
+      newest = Math.max(newest, readLease(join(this.keyringDir, 'leases', file))?.epoch ?? 0);
+    }
+    return newest;
   }
 
   /** A live lease `partition-i-of-m` with m other than this lease's count (none for other names). */

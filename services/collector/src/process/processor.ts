@@ -75,13 +75,17 @@ export interface ProcessorOptions {
   /** Called after each tick with the accounts whose points it rejected for cardinality (ingest slows them). */
   onCardinalityLimited?: (accountIds: string[]) => void;
   /**
-   * Called right before a tick's processed markers are written (its commit): throws when this
-   * node may no longer commit (its partition lease ran out; ownership.ts). The tick then fails
-   * and its rollup rows are removed like any failed tick's.
+   * Called right before a tick's processed markers are written (its commit), and again after:
+   * throws when this node may no longer commit (its partition lease ran out; ownership.ts).
+   * Before, the tick then fails and its rollup rows are removed like any failed tick's; after,
+   * storage says whether the markers count (they do not when the next holder's fence came
+   * first: storage/fences.ts) — if not, the tick failed the same way.
    */
   fence?: () => void;
   /** Tests only (CIPHERSTAT_TEST_PAUSE_AT, config.ts): awaited at each commit point of every tick. */
   atCommitPoint?: (point: CommitPoint, part: string) => Promise<void>;
+  /** Tests only (CIPHERSTAT_TEST_STOP_AT=commit): called past the fence check, right before the markers are written. */
+  beforeCommit?: () => void;
 }
 
 /** A tick whose CPU part has started. */
@@ -111,6 +115,8 @@ export class Processor {
   private readonly recovery: TickRecovery;
   /** Poll loops started; a loop runs only while its number is the latest. */
   private loops = 0;
+  /** The lease epoch this processor runs under (0: no lease), written with every tick's rows and markers. */
+  private epoch = 0;
 
   /** Lookups in the tick caches (worker or inline), summed over ticks. */
   private readonly cacheTotals: CacheLookups = { tick_account: { hit: 0, miss: 0 }, series: { hit: 0, miss: 0 }, pseudonym: { hit: 0, miss: 0 } };
@@ -219,7 +225,16 @@ export class Processor {
    * Only this node's partition; with `minAgeMs`, only parts written at least that long ago.
    */
   recover(opts: { minAgeMs?: number } = {}): Promise<number> {
-    return this.recovery.recoverCrashed(opts);
+    return this.recovery.recoverCrashed({ ...opts, epoch: this.epoch });
+  }
+
+  /**
+   * Before start() under a newly taken lease: fences the partition with `epoch` (the previous
+   * holder's late markers never count) and removes what earlier holders left (recovery.ts).
+   */
+  takeOver(epoch: number, holder: string): Promise<number> {
+    this.epoch = epoch;
+    return this.recovery.takeOver(epoch, holder);
   }
 
   /** Starts (or, after stop(), resumes) the poll loop and the processing of queued hand-offs. */
@@ -310,6 +325,16 @@ export class Processor {
     await this.runner.stop();
   }
 
+  /** After the markers: throws when the lease ran out and storage does not count them (the tick failed). */
+  private async committed(part: string, processedAt: number): Promise<void> {
+    try {
+      this.o.fence?.();
+    } catch (e) {
+      if (await this.o.store.partMarkedSince(part, processedAt)) return; // committed before any fence: done
+      throw e;
+    }
+  }
+
   /** What a tick needs of an account; null when it is deleted or shredded. */
   private async account(accountId: string): Promise<TickAccount | null> {
     const account = await this.o.accounts.get(accountId);
@@ -355,7 +380,7 @@ export class Processor {
       this.queue.release(rows.filter((r) => unresolved.has(r.accountId)));
       rows.splice(0, rows.length, ...keep); // the tick's own list: these are neither written nor marked done
     }
-    const input: TickInput = { rows, accounts, now, part, limits: this.o.limits };
+    const input: TickInput = { rows, accounts, now, part, limits: this.o.limits, epoch: this.epoch };
     return this.runner.compute(input);
   }
 
@@ -380,7 +405,10 @@ export class Processor {
       now = this.now();
       for (const r of output.rollups) r.writtenAt = now;
       stampWrittenAt(output.insert, now); // the same rows, encoded in the worker
-      for (const r of output.processed) r.processedAt = now;
+      for (const r of output.processed) {
+        r.processedAt = now;
+        r.epoch = this.epoch;
+      }
       await this.write(t, output, out);
     } catch (e) {
       // Dictionary entries of this tick may not be stored: written with the next tick.
@@ -421,9 +449,13 @@ export class Processor {
     }
     await this.o.atCommitPoint?.('rollups-written', part);
     this.o.fence?.();
+    this.o.beforeCommit?.();
     const end = t.startTimer({ table: 'processed' });
     await this.o.store.markProcessed(processed);
     end();
+    // A holder that stalled past its lease during the insert: its markers count only if they
+    // were committed before the next holder's fence (storage decides, fences.ts).
+    await this.committed(part, processed[0]?.processedAt ?? 0);
     await this.o.atCommitPoint?.('markers-written', part);
     // After the markers: a failure here loses reject counts rather than counting them twice.
     try {

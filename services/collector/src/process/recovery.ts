@@ -4,6 +4,11 @@
  * removed before its batches are retried (and nothing else is written until that succeeded);
  * a crash leaves rows whose part no marker names, which `recoverCrashed` deletes (at start, and
  * periodically for parts old enough never to be a live tick's).
+ *
+ * Under a lease (services.ts), `takeOver` first fences the partition with the new epoch
+ * (storage/fences.ts): from then on a marker the previous holder commits late does not count,
+ * so its batches stay pending for this holder and its rows stay orphans; recovery deletes both
+ * (rows of an older epoch at once, whatever their age: no marker of theirs can count any more).
  */
 import type { Logger } from '../logger.js';
 import type { Partition, RollupRef, Store } from '../storage/types.js';
@@ -17,6 +22,9 @@ export interface TickRecoveryOptions {
   /** How far back crashed parts (and pending batches) are looked for (default LOOKBACK_MS). */
   readonly lookbackMs?: number;
 }
+
+/** Most fenced markers deleted per recovery round. */
+const FENCED_MARKERS = 10_000;
 
 /** Default of `lookbackMs`: two days. */
 export const LOOKBACK_MS = 2 * 86_400_000;
@@ -61,14 +69,33 @@ export class TickRecovery {
    * Only this node's partition; with `minAgeMs`, only parts written at least that long ago
    * (a tick still running on another node or in this process is never touched).
    */
-  async recoverCrashed(opts: { minAgeMs?: number } = {}): Promise<number> {
+  async recoverCrashed(opts: { minAgeMs?: number; epoch?: number } = {}): Promise<number> {
     const now = this.now();
     const since = now - (this.o.lookbackMs ?? LOOKBACK_MS);
-    const orphans = await this.o.store.orphanParts({ since, writtenBefore: now - (opts.minAgeMs ?? 0) + 1, partition: this.o.partition });
+    const { store, partition, log } = this.o;
+    // Markers a fence made stale first (their parts are orphans either way: no count depends on the order).
+    if (opts.epoch) {
+      const stale = await store.fencedMarkers({ since, partition, limit: FENCED_MARKERS });
+      if (stale.length) {
+        await store.deleteMarkers(stale);
+        log.warn({ markers: stale.length, epochs: [...new Set(stale.map((m) => m.epoch))] }, 'removed processed markers a stale lease holder committed after it was fenced');
+      }
+    }
+    const orphans = await store.orphanParts({ since, writtenBefore: now - (opts.minAgeMs ?? 0) + 1, epochBelow: opts.epoch, partition });
     if (orphans.length) {
-      await this.o.store.deleteRollupParts(orphans);
-      this.o.log.warn({ parts: orphans.length }, 'removed rollup rows of interrupted processing ticks');
+      await store.deleteRollupParts(orphans);
+      log.warn({ parts: orphans.length }, 'removed rollup rows of interrupted processing ticks');
     }
     return orphans.length;
+  }
+
+  /**
+   * A new lease holder's first step (epoch `epoch`): the fence, then every orphan of the
+   * partition (the previous holder stopped before this lease was free; whatever it commits from
+   * now on does not count) and the markers already fenced.
+   */
+  async takeOver(epoch: number, holder: string): Promise<number> {
+    await this.o.store.fencePartition({ partition: this.o.partition ?? { index: 0, count: 1 }, epoch, holder });
+    return this.recoverCrashed({ epoch });
   }
 }

@@ -72,6 +72,8 @@ export interface TickInput {
   now: number;
   part: string;
   limits?: TickLimits;
+  /** The lease epoch the tick is written under (0 or absent: none), sealed into no record: storage/fences.ts. */
+  epoch?: number;
 }
 
 export interface TickOutput {
@@ -279,7 +281,7 @@ export function computeTick(state: TickState, input: TickInput): TickOutput {
   }
 }
 
-function compute(state: TickState, { rows, accounts, now, part, limits }: TickInput, dict: DictRow[], touched: SeriesDescriptor[]): TickOutput {
+function compute(state: TickState, { rows, accounts, now, part, limits, epoch }: TickInput, dict: DictRow[], touched: SeriesDescriptor[]): TickOutput {
   const rollups: Rollups = new Map();
   const rejects = new Map<string, number>();
   const processed: ProcessedRow[] = [];
@@ -368,7 +370,7 @@ function compute(state: TickState, { rows, accounts, now, part, limits }: TickIn
     const t0 = performance.now();
     const ctx = contexts.get(row.accountId)!;
     const dataKey = ctx.keys[ctx.keys.length - 1]!.dataKey;
-    rollupRows.push({ ...row, part, writtenAt: now, agg: sealRollup(dataKey, { ...row, part }, encodeAggregate(agg)) });
+    rollupRows.push({ ...row, part, epoch: epoch ?? 0, writtenAt: now, agg: sealRollup(dataKey, { ...row, part }, encodeAggregate(agg)) });
     charge(row.accountId, performance.now() - t0, 0);
   }
   packAggs(rollupRows);
@@ -504,6 +506,7 @@ export interface PackedTickInput {
   accounts: Map<string, TickAccount | null>;
   now: number;
   part: string;
+  epoch?: number;
 }
 
 /** What the main thread sends the tick worker: ticks, and at the end `retire` (zero your key copies and answer). */
@@ -529,7 +532,7 @@ export function packInput(input: TickInput): PackedTickInput {
     offset += visitor?.length ?? 0;
     return { accountId, batchId, pointCount, receivedAt, version, flags, offset: at, length: sealed.length, visitorLength: visitor?.length ?? 0 };
   });
-  return { rows, bytes: buf.buffer, accounts: input.accounts, now: input.now, part: input.part };
+  return { rows, bytes: buf.buffer, accounts: input.accounts, now: input.now, part: input.part, epoch: input.epoch };
 }
 
 export function unpackInput(p: PackedTickInput): TickInput {
@@ -538,7 +541,7 @@ export function unpackInput(p: PackedTickInput): TickInput {
     sealed: new Uint8Array(p.bytes, offset, length),
     ...(visitorLength ? { visitor: new Uint8Array(p.bytes, offset + length, visitorLength) } : {}),
   }));
-  return { rows, accounts: p.accounts, now: p.now, part: p.part };
+  return { rows, accounts: p.accounts, now: p.now, part: p.part, epoch: p.epoch };
 }
 
 /** The output's ciphertext buffers (each owned by its row) to transfer instead of copying. */

@@ -7,6 +7,7 @@ import { bytes, str, time, uint } from './tsv.js';
 import type { BatchRow, BatchStore } from './types.js';
 import { partitionParams, partitionSql } from './types.js';
 import { at, fromBase64, ms, num, unique, type Db, type Raw } from './sql.js';
+import { liveMarker } from './fences.js';
 
 const key = (k: { accountId: string; batchId: string }): string => `${k.accountId}/${k.batchId}`;
 const since = at('since');
@@ -15,7 +16,8 @@ const BATCH_COLUMNS = ['account_id', 'batch_id', 'received_at', 'created_at', 'p
 const BATCH_SELECT = `account_id AS accountId, batch_id AS batchId, ${ms('received_at', 'receivedAt')}, ${ms('created_at', 'createdAt')},
   point_count AS pointCount, sdk, version, flags, base64Encode(sealed) AS sealedBase64, base64Encode(visitor) AS visitorBase64, ${ms('expires_at', 'expiresAt')}`;
 
-const PROCESSED_COLUMNS = ['account_id', 'batch_id', 'processed_at', 'accepted', 'rejected', 'part', 'version'] as const;
+// committed_at is left to the server's clock (its default): fences.ts
+const PROCESSED_COLUMNS = ['account_id', 'batch_id', 'processed_at', 'accepted', 'rejected', 'part', 'version', 'epoch'] as const;
 function toBatch(r: Raw): BatchRow {
   return {
     accountId: String(r.accountId),
@@ -68,7 +70,7 @@ export function batchRepository(db: Db): BatchStore {
          WHERE received_at >= ${since}${partition ? ` AND ${partitionSql('account_id')}` : ''}
            AND (account_id, batch_id) NOT IN (
              SELECT account_id, batch_id FROM ${db.t('processed')}
-             WHERE (account_id, batch_id) IN (SELECT account_id, batch_id FROM ${db.t('batches')} WHERE received_at >= ${since}))
+             WHERE ${liveMarker(db)} AND (account_id, batch_id) IN (SELECT account_id, batch_id FROM ${db.t('batches')} WHERE received_at >= ${since}))
          ORDER BY received_at, account_id, batch_id
          LIMIT {limit:UInt32}`,
         { since: sinceMs, limit, ...(partition ? partitionParams(partition) : {}) },
@@ -78,7 +80,7 @@ export function batchRepository(db: Db): BatchStore {
 
     markProcessed: (rows) =>
       db.insert('processed', PROCESSED_COLUMNS, rows, (r) => [
-        str(r.accountId), str(r.batchId), time(r.processedAt), uint(r.accepted), uint(r.rejected), str(r.part), uint(r.version ?? 1, 255),
+        str(r.accountId), str(r.batchId), time(r.processedAt), uint(r.accepted), uint(r.rejected), str(r.part), uint(r.version ?? 1, 255), uint(r.epoch ?? 0),
       ]),
 
     async deleteBatches(keys) {
@@ -112,7 +114,7 @@ export function batchRepository(db: Db): BatchStore {
 
     async partMarkedSince(part, sinceMs) {
       const [r] = await db.conn.query<{ n: string }>(
-        `SELECT count() AS n FROM ${db.t('processed')} WHERE processed_at >= ${since} AND part = {part:String}`,
+        `SELECT count() AS n FROM ${db.t('processed')} WHERE processed_at >= ${since} AND part = {part:String} AND ${liveMarker(db)}`,
         { since: sinceMs, part },
       );
       return num(r?.n ?? 0) > 0;

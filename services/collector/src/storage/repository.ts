@@ -15,6 +15,7 @@ import { rollupRepository } from './rollups.js';
 import { dictionaryRepository } from './dictionary.js';
 import { lifecycleRepository } from './lifecycle.js';
 import { queryRepository } from './queries.js';
+import { fenceRepository } from './fences.js';
 
 export { LIST_PARAM_BYTES, chunkList } from './sql.js';
 
@@ -67,6 +68,7 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
     ...dictionaryRepository(db),
     ...lifecycleRepository(db),
     ...queryRepository(db),
+    ...fenceRepository(db),
 
     async tables() {
       const rows = await conn.query<{ name: string }>(`SELECT name FROM system.tables WHERE database = {db:String} ORDER BY name`, { db: opts.database });

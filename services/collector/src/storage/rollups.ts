@@ -7,15 +7,16 @@ import { bytes, str, strArray, time, TsvWriter, u64, u64Array, uint } from './ts
 import type { EncodedRollups, Params, RollupGroupKey, RollupLevel, RollupRef, RollupRow, RollupStore, StoredRollup } from './types.js';
 import { COMPACTION_PART_PREFIX, partitionParams, partitionSql } from './types.js';
 import { at, fromBase64, ms, num, unique, type Db, type Raw } from './sql.js';
+import { liveMarker } from './fences.js';
 
 const since = at('since');
 // written_at last: an encoded insert stamps it in place, at the end of each row (stampWrittenAt).
 const ROLLUP_COLUMNS = [
-  'account_id', 'level', 'bucket', 'metric', 'series', 'tag_keys', 'tag_values', 'key_version', 'part', 'supersedes', 'agg', 'expires_at', 'written_at',
+  'account_id', 'level', 'bucket', 'metric', 'series', 'tag_keys', 'tag_values', 'key_version', 'part', 'supersedes', 'agg', 'epoch', 'expires_at', 'written_at',
 ] as const;
 const rollupFields = (r: RollupRow): (string | Buffer)[] => [
   str(r.accountId), uint(r.level, 3), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
-  uint(r.keyVersion), str(r.part), r.supersedes?.length ? strArray(r.supersedes) : '[]', bytes(r.agg), time(r.expiresAt), time(r.writtenAt),
+  uint(r.keyVersion), str(r.part), r.supersedes?.length ? strArray(r.supersedes) : '[]', bytes(r.agg), uint(r.epoch ?? 0), time(r.expiresAt), time(r.writtenAt),
 ];
 /** `YYYY-MM-DD hh:mm:ss.mmm`: the fixed width of a time field (years 1900..2299). */
 const TIME_WIDTH = 23;
@@ -103,7 +104,7 @@ export function rollupRepository(db: Db): RollupStore {
           `SELECT account_id AS acc, level AS l, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s,
              tag_keys AS tk, tag_values AS tv, key_version AS v, part AS p, supersedes AS sup, base64Encode(agg) AS a,
              ${ms('written_at', 'w')}, ${ms('expires_at', 'e')},
-             (account_id, part) IN (SELECT account_id, part FROM ${db.t('processed')} WHERE account_id IN {accs:Array(String)}
+             (account_id, part) IN (SELECT account_id, part FROM ${db.t('processed')} WHERE account_id IN {accs:Array(String)} AND ${liveMarker(db)}
                 AND (account_id, part) IN (SELECT account_id, part FROM ${db.t('rollups')} WHERE ${where})) AS marked
            FROM ${db.t('rollups')}
            WHERE ${where}
@@ -188,13 +189,13 @@ export function rollupRepository(db: Db): RollupStore {
       return out;
     },
 
-    async orphanParts({ since: sinceMs, writtenBefore, partition }) {
+    async orphanParts({ since: sinceMs, writtenBefore, epochBelow, partition }) {
       const rows = await db.conn.query<{ part: string }>(
         `SELECT part FROM ${db.t('rollups')} WHERE written_at >= ${since}
          AND NOT startsWith(part, {compacted:String})${partition ? ` AND ${partitionSql('account_id')}` : ''}
-         AND part NOT IN (SELECT part FROM ${db.t('processed')} WHERE processed_at >= ${since})
-         GROUP BY part HAVING max(written_at) < ${at('cutoff')}`,
-        { since: sinceMs, compacted: COMPACTION_PART_PREFIX, cutoff: writtenBefore, ...(partition ? partitionParams(partition) : {}) },
+         AND part NOT IN (SELECT part FROM ${db.t('processed')} WHERE processed_at >= ${since} AND ${liveMarker(db)})
+         GROUP BY part HAVING max(written_at) < ${at('cutoff')} OR max(epoch) < {below:UInt32}`,
+        { since: sinceMs, compacted: COMPACTION_PART_PREFIX, cutoff: writtenBefore, below: epochBelow ?? 0, ...(partition ? partitionParams(partition) : {}) },
       );
       return rows.map((r) => r.part);
     },
@@ -287,4 +288,4 @@ const DAY_MS = 86_400_000;
 const DAY_SQL = 'intDiv(toUnixTimestamp64Milli(bucket), 86400000)';
 /** Rows (selected by `where`) whose tick finished (a processed marker names the part) or that compaction wrote. */
 const marked = (db: Db, where: string) => `(startsWith(part, '${COMPACTION_PART_PREFIX}') OR (account_id, part) IN (
-  SELECT account_id, part FROM ${db.t('processed')} WHERE (account_id, part) IN (SELECT account_id, part FROM ${db.t('rollups')} WHERE ${where})))`;
+  SELECT account_id, part FROM ${db.t('processed')} WHERE ${liveMarker(db)} AND (account_id, part) IN (SELECT account_id, part FROM ${db.t('rollups')} WHERE ${where})))`;

@@ -174,6 +174,30 @@ WHERE (SELECT count() FROM ${t('rollup_levels')} WHERE level = 3) = 0`,
     // deflated plaintext (and its AAD says so); the process role inflates it, bounded.
     statements: ({ t, on }) => [`ALTER TABLE ${t('batches')}${on} ADD COLUMN IF NOT EXISTS flags UInt8 DEFAULT 0 AFTER version`],
   },
+  {
+    version: 9,
+    // Epoch fencing (ARCHITECTURE.md, "Fencing a stale lease holder"): a processing tick writes
+    // its lease epoch with its rollup rows and processed markers; a marker's `committed_at` is
+    // the server's clock when the insert ran (never the writer's). A node taking a partition over
+    // first writes a fence (the partition, its new epoch, the server's time): a marker of an older
+    // epoch committed at or after a fence of its account's partition is a stale holder's late
+    // write, ignored by every reader and deleted. `epoch` joins the markers' sorting key so a
+    // stale marker never replaces the valid one of its batch in a merge (a column added in the
+    // same ALTER, without a default expression: the only sorting-key change ClickHouse allows).
+    // Rows written before (epoch 0, like role all's) are never fenced.
+    statements: ({ t, on, engine }) => [
+      `ALTER TABLE ${t('processed')}${on} ADD COLUMN IF NOT EXISTS epoch UInt32, ADD COLUMN IF NOT EXISTS committed_at DateTime64(6, 'UTC') DEFAULT now64(6), MODIFY ORDER BY (account_id, batch_id, epoch)`,
+      `ALTER TABLE ${t('rollups')}${on} ADD COLUMN IF NOT EXISTS epoch UInt32 DEFAULT 0`,
+      `CREATE TABLE IF NOT EXISTS ${t('fences')}${on} (
+  partition_index UInt32,
+  partition_count UInt32,
+  epoch UInt32,
+  holder String,
+  fenced_at DateTime64(6, 'UTC') DEFAULT now64(6)
+) ${engine('MergeTree', 'fences')}
+ORDER BY (partition_count, partition_index, epoch)`,
+    ],
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */

@@ -62,6 +62,8 @@ export interface ProcessedRow {
   part: string;
   /** Envelope version of the batch (1 when absent). */
   version?: number;
+  /** The lease epoch of the tick that wrote it (0 or absent: no lease, never fenced; fences.ts). */
+  epoch?: number;
 }
 
 /** Rollup levels by name: rollup/levels.ts `LEVEL` (0 = minute, 1 = hour, 2 = day pack, the hour aggregates of one UTC day written by compaction). */
@@ -97,6 +99,8 @@ export interface RollupRow {
    * processing tick.
    */
   supersedes?: string[];
+  /** The lease epoch of the processing tick that wrote it (0 or absent: compaction, no lease). */
+  epoch?: number;
 }
 
 /** Rollup rows written by compaction have parts starting with this (never a processed marker's part). */
@@ -272,9 +276,11 @@ export interface RollupStore {
   /**
    * Recovery: parts of rollup rows written since `since` that no processed marker names (ticks
    * that never finished), whose newest row was written before `writtenBefore`; never a part
-   * compaction wrote. With `partition`, only its accounts.
+   * compaction wrote. With `partition`, only its accounts. With `epochBelow`, also parts of an
+   * older lease epoch than that whatever their age: their holder is fenced (fences.ts), so no
+   * marker of theirs can count any more.
    */
-  orphanParts(o: { since: number; writtenBefore: number; partition?: Partition }): Promise<string[]>;
+  orphanParts(o: { since: number; writtenBefore: number; epochBelow?: number; partition?: Partition }): Promise<string[]>;
   /** Deletes every rollup row of these parts (lightweight delete, applied at once). */
   deleteRollupParts(parts: string[]): Promise<void>;
   /**
@@ -366,7 +372,28 @@ export interface QueryStore {
   dictionaryEntries(accountId: string, kind: DictKind, pseudonyms: string[]): Promise<DictRow[]>;
 }
 
-export interface Store extends AccountStore, BatchStore, RollupStore, DictionaryStore, LifecycleStore, QueryStore {
+/** A processed marker by its sorting key (fences.ts). */
+export interface MarkerRef {
+  accountId: string;
+  batchId: string;
+  epoch: number;
+  part: string;
+}
+
+/** Epoch fences of processing partitions (storage/fences.ts). */
+export interface FenceStore {
+  /**
+   * Records that `epoch` holds `partition` from now on (the server's clock): markers of older
+   * epochs of its accounts committed from now on are a stale holder's and never count.
+   */
+  fencePartition(f: { partition: Partition; epoch: number; holder: string }): Promise<void>;
+  /** Markers of the partition's accounts processed since `since` that a fence makes stale, at most `limit`. */
+  fencedMarkers(o: { since: number; partition?: Partition; limit: number }): Promise<MarkerRef[]>;
+  /** Deletes exactly these markers (applied at once). */
+  deleteMarkers(refs: MarkerRef[]): Promise<void>;
+}
+
+export interface Store extends AccountStore, BatchStore, RollupStore, DictionaryStore, LifecycleStore, QueryStore, FenceStore {
   readonly kind: 'chdb' | 'remote';
   /** Applies pending versioned migrations; returns the schema version now in force. */
   migrate(): Promise<{ from: number; to: number }>;

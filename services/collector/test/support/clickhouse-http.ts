@@ -31,6 +31,8 @@ export interface ClickHouseHttpOptions {
   /** When set, requests must authenticate as this user (Basic, X-ClickHouse-* or URL). */
   user?: string;
   password?: string;
+  /** How long an idle keep-alive connection stays open (Node's default 5 s; a test whose client is paused longer sets more). */
+  keepAliveTimeoutMs?: number;
 }
 
 const VERSION = '26.7.2.1-chdb-shim';
@@ -201,6 +203,7 @@ export async function startClickHouseHttp(options: ClickHouseHttpOptions): Promi
         .end(`${text} (version ${VERSION})\n`);
     });
   });
+  if (options.keepAliveTimeoutMs !== undefined) server.keepAliveTimeout = options.keepAliveTimeoutMs;
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
 

@@ -42,6 +42,8 @@ export interface ClusterOptions {
   leaseMs?: number;
   /** Environment of every node (CIPHERSTAT_*). */
   env?: Record<string, string>;
+  /** The test endpoint's keep-alive timeout (a test that pauses a node longer keeps its connections open). */
+  clickhouseKeepAliveMs?: number;
 }
 
 export interface Cluster {
@@ -85,7 +87,7 @@ export async function startCluster(o: ClusterOptions = {}): Promise<Cluster> {
     return d;
   };
   const external = process.env.CLICKHOUSE_TEST_URL;
-  const ch: ClickHouseHttp | undefined = external ? undefined : await startClickHouseHttp({ dataDir: tmp('clickhouse') });
+  const ch: ClickHouseHttp | undefined = external ? undefined : await startClickHouseHttp({ dataDir: tmp('clickhouse'), keepAliveTimeoutMs: o.clickhouseKeepAliveMs });
   const clickhouseUrl = external ?? ch!.url;
   const shared = tmp('shared');
   const ingestDir = join(tmp('ingest'), 'data');

@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RowBinaryReader, connectionOf, readStoredRows, type AccountRow, type BatchRow, type DictRow, type RollupGroupKey, type RollupRow, type Store } from '../../src/storage/index.js';
-import { SCHEMA_VERSION, migrations } from '../../src/storage/schema.js';
+import { SCHEMA_VERSION, bootstrapSql, migrations, renderMigrations } from '../../src/storage/schema.js';
+import { createStore } from '../../src/storage/repository.js';
 import { hourEntry, supersededRefs } from '../../src/rollup/days.js';
 
 export interface StoreFactory {
@@ -111,7 +112,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
 
     it('lists every table it created', async () => {
       const names = (await store.tables()).map((t) => t.split('.')[1]);
-      expect(names.sort()).toEqual(['accounts', 'batches', 'dictionary', 'processed', 'rejects', 'rollup_levels', 'rollups', 'schema_migrations']);
+      expect(names.sort()).toEqual(['accounts', 'batches', 'dictionary', 'fences', 'processed', 'rejects', 'rollup_levels', 'rollups', 'schema_migrations']);
     });
 
     it('adds the supersedes column to rollups (migration 2)', async () => {
@@ -511,6 +512,96 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       expect(mine(await store.orphanParts({ since: w - 60_000, writtenBefore: w }))).toEqual([]); // not old enough yet
       await store.deleteRollupParts(['o-orphan']);
       expect((await store.countAccountRows('acct-rec')).rollups).toBe(2);
+    });
+
+    it("fences a stale lease holder: its markers committed after a newer epoch's fence of its partition never count, and recovery finds them (migration 9)", async () => {
+      const w = Date.UTC(2031, 3, 4, 5, 6);
+      // Accounts by cityHash64 % 7 (a count no other test fences): a and b in one partition, c in another.
+      const cands = Array.from({ length: 40 }, (_, i) => `acct-fence-${i}`);
+      const parts = await connectionOf(store).query<{ a: string; p: number | string }>('SELECT arrayJoin({x:Array(String)}) AS a, cityHash64(a) % 7 AS p', { x: cands });
+      const of = new Map(parts.map((r) => [r.a, Number(r.p)]));
+      const a = cands[0]!;
+      const p = of.get(a)!;
+      const b = cands.find((x) => x !== a && of.get(x) === p)!;
+      const c = cands.find((x) => of.get(x) !== p)!;
+      const mark = (accountId: string, batchId: string, part: string, epoch?: number) => ({ accountId, batchId, processedAt: w, accepted: 1, rejected: 0, part, ...(epoch === undefined ? {} : { epoch }) });
+      await store.insertBatches([a, b, c].flatMap((x) => ['f1', 'f2', 'f3', 'f4', 'f5'].map((id) => batch(x, id, w))));
+      await store.insertRollups([
+        rollup(a, 'f-old', { writtenAt: w, epoch: 3 }),
+        rollup(a, 'f-late', { writtenAt: w, epoch: 3, series: '5' }),
+        rollup(a, 'f-new', { writtenAt: w, epoch: 4, series: '6' }),
+      ]);
+      // Epoch 3 holds the partition: its marker counts.
+      await store.markProcessed([mark(a, 'f1', 'f-old', 3)]);
+      // Epoch 4 takes over and fences; from now on epoch 3's markers of this partition do not count.
+      await store.fencePartition({ partition: { index: p, count: 7 }, epoch: 4, holder: 'host/1/x' });
+      await store.markProcessed([
+        mark(a, 'f2', 'f-late', 3), // the stale holder, late: a batch still pending
+        mark(a, 'f3', 'f-new', 4), // the new holder …
+        mark(a, 'f3', 'f-late', 3), // … and the stale one's late marker of the same batch
+        mark(b, 'f1', 'f-late-b', 3), // stale too (same partition)
+        mark(c, 'f1', 'f-c', 3), // another partition's holder of epoch 3: not fenced
+        mark(a, 'f4', 'f-zero'), // epoch 0 (no lease, rows before migration 9): never fenced
+      ]);
+      const pending = async (x: string) => ids(await store.pendingBatches(w, 10_000), x).sort();
+      expect(await pending(a)).toEqual(['f2', 'f5']);
+      expect(await pending(b)).toEqual(['f1', 'f2', 'f3', 'f4', 'f5']); // its only marker is stale
+      expect(await pending(c)).toEqual(['f2', 'f3', 'f4', 'f5']);
+      expect(await store.partMarkedSince('f-old', w)).toBe(true);
+      expect(await store.partMarkedSince('f-new', w)).toBe(true);
+      expect(await store.partMarkedSince('f-late', w)).toBe(false);
+      expect(await store.partMarkedSince('f-c', w)).toBe(true);
+      // Recovery: the stale part is an orphan at once (an older epoch than the holder's), the others are not.
+      const orphans = async (epochBelow?: number) => (await store.orphanParts({ since: w - 60_000, writtenBefore: w - 1, epochBelow, partition: { index: p, count: 7 } })).filter((x) => x.startsWith('f-')).sort();
+      expect(await orphans()).toEqual([]); // not old enough by age
+      expect(await orphans(4)).toEqual(['f-late']);
+      // A merge never lets the stale marker replace the valid one (epoch is in the sorting key).
+      await connectionOf(store).exec(`OPTIMIZE TABLE ${table('processed')} FINAL`);
+      const raw = async () =>
+        (await connectionOf(store).query<{ k: string }>(`SELECT concat(account_id, '/', batch_id, '/', toString(epoch)) AS k FROM ${table('processed')} FINAL WHERE account_id IN {x:Array(String)} ORDER BY k`, { x: [a, b, c] })).map((r) => r.k);
+      expect(await raw()).toEqual([`${a}/f1/3`, `${a}/f2/3`, `${a}/f3/3`, `${a}/f3/4`, `${a}/f4/0`, `${b}/f1/3`, `${c}/f1/3`].sort());
+      const stale = await store.fencedMarkers({ since: w - 60_000, partition: { index: p, count: 7 }, limit: 100 });
+      const key = (m: { accountId: string; batchId: string; epoch: number }) => `${m.accountId}/${m.batchId}/${m.epoch}`;
+      expect(stale.map(key).sort()).toEqual([`${a}/f2/3`, `${a}/f3/3`, `${b}/f1/3`].sort());
+      expect(stale.find((m) => m.batchId === 'f2')?.part).toBe('f-late');
+      await store.deleteMarkers(stale);
+      expect(await raw()).toEqual([`${a}/f1/3`, `${a}/f3/4`, `${a}/f4/0`, `${c}/f1/3`].sort());
+      // A fence of another partition count (epochs are one sequence over all leases) fences the old count's holders too.
+      const p5 = Number((await connectionOf(store).query<{ p: number | string }>('SELECT cityHash64({a:String}) % 5 AS p', { a }))[0]!.p);
+      await store.fencePartition({ partition: { index: p5, count: 5 }, epoch: 6, holder: 'host/2/y' });
+      await store.markProcessed([mark(a, 'f5', 'f-new', 4)]);
+      expect(await pending(a)).toEqual(['f2', 'f5']);
+    });
+
+    it('migration 9 keeps the markers and rows of a database at version 8: they count as before (epoch 0, never fenced)', async () => {
+      const conn = connectionOf(store);
+      const old = `${table('processed').split('.')[0]}_v8`;
+      const boot = bootstrapSql({ database: old });
+      await conn.execOutsideDatabase(boot.createDatabase);
+      try {
+        await conn.exec(boot.createMigrationsTable);
+        for (const m of renderMigrations({ database: old }).filter((m) => m.version <= 8)) {
+          for (const sql of m.statements) await conn.exec(sql);
+          await conn.exec(`INSERT INTO ${old}.schema_migrations (version, applied_at) VALUES (${m.version}, now64(3))`);
+        }
+        const w = '2031-05-06 07:08:09.000';
+        await conn.exec(`INSERT INTO ${old}.batches (account_id, batch_id, received_at, created_at, point_count, sdk, sealed, expires_at) VALUES ('acct-v8', 'b1', '${w}', '${w}', 1, 'js', 'x', '2099-01-01 00:00:00.000'), ('acct-v8', 'b2', '${w}', '${w}', 1, 'js', 'x', '2099-01-01 00:00:00.000')`);
+        await conn.exec(`INSERT INTO ${old}.processed (account_id, batch_id, processed_at, accepted, rejected, part) VALUES ('acct-v8', 'b1', '${w}', 1, 0, 'v8-part')`);
+        await conn.exec(`INSERT INTO ${old}.rollups (account_id, level, bucket, metric, series, tag_keys, tag_values, key_version, part, agg, written_at, expires_at) VALUES ('acct-v8', 0, '${w}', 1, 2, [], [], 1, 'v8-part', 'a', '${w}', '2099-01-01 00:00:00.000')`);
+        const upgraded = createStore(conn, { database: old });
+        expect(await upgraded.migrate()).toEqual({ from: 8, to: SCHEMA_VERSION });
+        // A holder takes every account over (epoch 9): the old marker still counts, its part is no orphan.
+        await upgraded.fencePartition({ partition: { index: 0, count: 1 }, epoch: 9, holder: 'host/1/z' });
+        const t = Date.UTC(2031, 4, 6, 7, 8, 9);
+        expect(ids(await upgraded.pendingBatches(t, 100), 'acct-v8')).toEqual(['b2']);
+        expect(await upgraded.partMarkedSince('v8-part', t)).toBe(true);
+        expect(await upgraded.orphanParts({ since: t - 1, writtenBefore: t + 1, epochBelow: 9 })).toEqual([]);
+        expect(await upgraded.fencedMarkers({ since: t - 1, limit: 10 })).toEqual([]);
+        const [row] = await conn.query<{ e: number | string; n: number | string }>(`SELECT max(epoch) AS e, count() AS n FROM ${old}.processed`);
+        expect([Number(row!.e), Number(row!.n)]).toEqual([0, 1]);
+      } finally {
+        await conn.execOutsideDatabase(`DROP DATABASE IF EXISTS ${old}`);
+      }
     });
 
     it('drops expired rows by TTL', async () => {
