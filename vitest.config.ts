@@ -20,7 +20,7 @@ export default defineConfig({
     maxWorkers: 2,
     // Sized for a loaded machine (`npm run test:stress`: every core busy): a test that is slow
     // there is slow, not failing. Speed is measured by `npm run bench`, never by a timeout.
-    testTimeout: 180_000,
-    hookTimeout: 300_000,
+    testTimeout: 600_000,
+    hookTimeout: 600_000,
   },
 });

@@ -171,7 +171,7 @@ describe('dashboard for a shop owner', () => {
     await shot(page, 'dashboard-first-batch-390.png');
     expect(problems).toEqual([]);
     await context.close();
-  }, 180_000);
+  });
 
   it('defaults to the busiest metric, compares with the previous period, shows units, newest first, one time format', async () => {
     const { context, page, problems } = await open(shop);
@@ -237,7 +237,7 @@ describe('dashboard for a shop owner', () => {
     await shot(page, 'dashboard-known-data.png');
     expect(problems).toEqual([]);
     await context.close();
-  }, 240_000);
+  });
 
   it('keeps the choices in the URL: reload and Back restore them', async () => {
     const { context, page, problems } = await open(shop);
@@ -278,7 +278,7 @@ describe('dashboard for a shop owner', () => {
     await other.context.close();
     expect(problems).toEqual([]);
     await context.close();
-  }, 240_000);
+  });
 
   it('offers week and month steps: ISO weeks from Monday, calendar months, newest first', async () => {
     const { context, page, problems } = await open(shop, undefined, '?metric=orders&show=count&period=90d&step=week');
@@ -317,7 +317,7 @@ describe('dashboard for a shop owner', () => {
     expect(await page.$$eval('#table thead th', (ths) => ths.map((t) => t.textContent))).toEqual([`Time (${ZONE})`, 'All', 'Previous period', 'Change']);
     expect(problems).toEqual([]);
     await context.close();
-  }, 240_000);
+  });
 
   it('works at 390 px: Disconnect fully visible, no horizontal overflow, tables scroll in their box', async () => {
     const { context, page, problems } = await open(shop, { width: 390, height: 844 });
@@ -338,5 +338,5 @@ describe('dashboard for a shop owner', () => {
     await page.waitForSelector('#login:not([hidden])');
     expect(problems).toEqual([]);
     await context.close();
-  }, 180_000);
+  });
 });

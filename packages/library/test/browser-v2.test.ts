@@ -34,7 +34,7 @@ beforeAll(async () => {
   await new Promise<void>((r) => shop.listen(0, '127.0.0.1', r));
   shopOrigin = `http://127.0.0.1:${(shop.address() as AddressInfo).port}`;
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
-}, 120_000);
+});
 afterAll(async () => {
   await browser?.close();
   await new Promise((r) => shop?.close(r));
@@ -127,7 +127,7 @@ it('native WebCrypto X25519: v2 batches reach the collector, the fallback is nev
   // piece, is a long task. The wall-clock long tasks are printed above (and in `npm run bench`).
   expect(cpu).toBeLessThan(50 * env['2']);
   await page.close();
-}, 180_000);
+});
 
 /** The stored batches' flags of an account (docs/protocol.md §Flags: 1 = deflated inner plaintext). */
 const storedFlags = async (a: TestAccount) =>
@@ -151,7 +151,7 @@ it('WebCrypto without X25519: the script fetches the fallback chunk from its own
   expect(await envelopes(a)).toEqual({ '2': 1 });
   expect(await fallbackFetched(page)).toBe(true);
   await page.close();
-}, 180_000);
+});
 
 it('no crypto.subtle (as on a plain-HTTP page): the fallback seals envelope v1, still accepted', async () => {
   const a = await createAccount(c);
@@ -163,7 +163,7 @@ it('no crypto.subtle (as on a plain-HTTP page): the fallback seals envelope v1, 
   expect(await envelopes(a)).toEqual({ '1': 1 });
   expect(await fallbackFetched(page)).toBe(true);
   await page.close();
-}, 180_000);
+});
 
 it('the fallback chunk is checked by its SHA-256 (Subresource Integrity, fixed at build time): a tampered chunk never runs, nothing is sent, the batch is dropped and reported as fallback_failed; the genuine chunk is loaded by the next batch', async () => {
   const a = await createAccount(c);
@@ -217,4 +217,4 @@ it('the fallback chunk is checked by its SHA-256 (Subresource Integrity, fixed a
     await page.close();
     await new Promise((r) => cdn.close(r));
   }
-}, 180_000);
+});

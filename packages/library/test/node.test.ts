@@ -32,7 +32,7 @@ describe('Node', () => {
       const lib = createLibrary(${options()});
       lib.count('job.done', 1, { queue: 'mail' });
       lib.observe('job.ms', 125);`;
-    await run(process.execPath, ['--input-type=module', '-e', code], { timeout: 20_000 });
+    await run(process.execPath, ['--input-type=module', '-e', code], { timeout: 120_000 });
     expect(col.points().map((p) => p.name)).toEqual(['job.done', 'job.ms']);
   });
 
@@ -42,7 +42,7 @@ describe('Node', () => {
       lib.count('lambda.invocation');
       try { createLibrary({}) } catch (e) { if (!isLibraryError(e) || !(e instanceof LibraryError)) process.exit(3) }
       lib.shutdown().then(() => process.exit(0));`;
-    await run(process.execPath, ['-e', code], { timeout: 20_000 });
+    await run(process.execPath, ['-e', code], { timeout: 120_000 });
     expect(col.points().map((p) => p.name)).toEqual(['lambda.invocation']);
   });
 
@@ -54,12 +54,12 @@ describe('Node', () => {
       lib.count('first.run');
       await lib.flush();
       process.exit(0);`;
-    await run(process.execPath, ['--input-type=module', '-e', first], { timeout: 20_000 });
+    await run(process.execPath, ['--input-type=module', '-e', first], { timeout: 120_000 });
     expect(col.batches.size).toBe(0);
     expect(JSON.parse(readFileSync(path, 'utf8')).q).toHaveLength(1);
     const second = `import { createLibrary } from ${JSON.stringify(join(dist, 'index.js'))};
       createLibrary(${options(`, persistPath: ${JSON.stringify(path)}`)});`;
-    await run(process.execPath, ['--input-type=module', '-e', second], { timeout: 20_000 });
+    await run(process.execPath, ['--input-type=module', '-e', second], { timeout: 120_000 });
     expect(col.points().map((p) => p.name)).toEqual(['first.run']);
     expect(JSON.parse(readFileSync(path, 'utf8')).q).toEqual([]);
   });

@@ -35,7 +35,7 @@ beforeAll(async () => {
   keyring = Keyring.open({ dir: join(dir, 'keyring'), master: staticMasterKeys({ 1: randomBytes(32) }) });
   const creator = new Accounts(store, keyring, { defaultRetentionDays: 30 });
   for (let i = 0; i < 40; i++) ids.push((await creator.create({ retentionDays: 10 + i, confidential: i % 3 === 0 })).accountId);
-}, 120_000);
+});
 
 afterAll(async () => {
   await store?.close();

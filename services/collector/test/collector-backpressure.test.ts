@@ -42,7 +42,7 @@ describe('ingest backpressure', () => {
     expect((await fetch(`${c.url}/healthz`)).status).toBe(200);
 
     processor.start(); // the poll picks the stored batch up
-    await expect.poll(async () => (await post(c.url, envelope(a, points(10)).bytes)).status, { timeout: 20_000, interval: 200 }).toBe(202);
+    await expect.poll(async () => (await post(c.url, envelope(a, points(10)).bytes)).status, { timeout: 120_000, interval: 200 }).toBe(202);
     await processor.drain();
     const [row] = await connectionOf(c.services.store).query<{ n: string; pts: string }>(
       'SELECT count() AS n, sum(accepted) AS pts FROM processed FINAL WHERE account_id = {a:String}',

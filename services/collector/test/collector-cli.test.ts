@@ -33,7 +33,7 @@ const failing = async (args: string[], cwd?: string) => {
   throw new Error(`cipherstat ${args.join(' ')} succeeded`);
 };
 
-it('creates, lists and shows accounts in a data directory, with --json', { timeout: 60_000 }, async () => {
+it('creates, lists and shows accounts in a data directory, with --json', async () => {
   expect(existsSync(CLI), 'run `npm run build` first').toBe(true);
   const dir = tmp();
   // --port 1: nothing listens there, so the CLI opens the data directory itself.
@@ -51,7 +51,7 @@ it('creates, lists and shows accounts in a data directory, with --json', { timeo
   expect(human).toContain(created.accountId);
 });
 
-it('talks to a running collector with the admin token', { timeout: 240_000 }, async () => {
+it('talks to a running collector with the admin token', async () => {
   const dir = tmp();
   const child = spawn(process.execPath, [CLI, 'serve'], {
     env: { ...process.env, PORT: '0', CIPHERSTAT_DATA_DIR: dir, CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN },
@@ -115,7 +115,7 @@ const cliFails = async (args: string[], env: Record<string, string> = {}) => {
   throw new Error('the CLI succeeded');
 };
 
-it('never hands the admin token to a server that is not the collector of its data directory', { timeout: 60_000 }, async () => {
+it('never hands the admin token to a server that is not the collector of its data directory', async () => {
   // An impostor took the port while the collector is down: it answers everything with 200.
   const seen: string[] = [];
   const impostor = createServer((req, res) => {
@@ -141,7 +141,7 @@ it('never hands the admin token to a server that is not the collector of its dat
   }
 });
 
-it('refuses plain http to a host that is not this one without --insecure-http', { timeout: 60_000 }, async () => {
+it('refuses plain http to a host that is not this one without --insecure-http', async () => {
   const refused = await cliFails(['accounts', 'list', '--url', 'http://192.0.2.1:8787', '--token', ADMIN_TOKEN]);
   expect(refused.stderr).toMatch(/refusing to send the admin token over plain http to 192\.0\.2\.1: use https:\/\/, or pass --insecure-http/);
   // with the flag it goes on (and finds nothing at this documentation address)
@@ -149,7 +149,7 @@ it('refuses plain http to a host that is not this one without --insecure-http', 
   expect(insecure.stderr).toMatch(/no collector answers at http:\/\/192\.0\.2\.1:8787/);
 });
 
-it('help: a list, then per command with examples; `help X` and `X --help` agree', { timeout: 180_000 }, async () => {
+it('help: a list, then per command with examples; `help X` and `X --help` agree', async () => {
   const all = await cli(['help']);
   for (const c of ['serve', 'accounts create', 'accounts update ID', 'accounts token ID --rotate', 'keyring backup']) expect(all).toContain(`cipherstat ${c}`);
   expect(all).toContain('CIPHERSTAT_URL');
@@ -161,7 +161,7 @@ it('help: a list, then per command with examples; `help X` and `X --help` agree'
   expect((await failing(['help', 'nonsense'])).code).toBe(2);
 });
 
-it('read-only commands in the wrong directory create nothing and say where they looked', { timeout: 180_000 }, async () => {
+it('read-only commands in the wrong directory create nothing and say where they looked', async () => {
   const cwd = tmp();
   const r = await failing(['accounts', 'list', '--port', '1'], cwd);
   expect(r.code).toBe(1);
@@ -173,7 +173,7 @@ it('read-only commands in the wrong directory create nothing and say where they 
   expect(existsSync(join(cwd, 'data'))).toBe(false); // no data directory, no master key, no admin token
 });
 
-it('delete --now asks for confirmation (refuses without a terminal), --yes skips it; output is human unless --json', { timeout: 180_000 }, async () => {
+it('delete --now asks for confirmation (refuses without a terminal), --yes skips it; output is human unless --json', async () => {
   const dir = tmp();
   const at = ['--data-dir', dir, '--port', '1'];
   const { accountId } = JSON.parse(await cli(['accounts', 'create', '--json', ...at]));

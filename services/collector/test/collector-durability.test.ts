@@ -26,7 +26,7 @@ afterAll(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-it('every acknowledged batch survives kill -9 exactly once', { timeout: 120_000 }, async () => {
+it('every acknowledged batch survives kill -9 exactly once', async () => {
   expect(existsSync(CLI), 'run `npm run build` first').toBe(true);
   let p = await startChild();
   let { url } = p;

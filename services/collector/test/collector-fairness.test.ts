@@ -49,7 +49,7 @@ const batch = (accountId: string, i: number, pointCount: number): BatchRow =>
 const distinctSeries = (n: number, prefix: string) => points(n, (i) => ({ tags: { item: `${prefix}${i}` } }));
 
 describe('fairness between tenants at ingest', () => {
-  it('a heavy-cardinality tenant gets its points rejected (counted) and is slowed; another tenant keeps getting 202 and its points are counted', { timeout: 120_000 }, async () => {
+  it('a heavy-cardinality tenant gets its points rejected (counted) and is slowed; another tenant keeps getting 202 and its points are counted', async () => {
     c = await startTestCollector({ config: { maxSeriesPerMetric: 50, maxNewValuesPerHour: 10_000, accountPointsPerSecond: 500 } });
     const heavy = await createAccount(c);
     const calm = await createAccount(c);
@@ -83,7 +83,7 @@ describe('fairness between tenants at ingest', () => {
     expect(await readRejects(c, calm)).toEqual({});
   });
 
-  it('new tag values per hour are limited per account (new_values_limit)', { timeout: 60_000 }, async () => {
+  it('new tag values per hour are limited per account (new_values_limit)', async () => {
     c = await startTestCollector({ config: { maxNewValuesPerHour: 20 } });
     const a = await createAccount(c);
     // Metric name + tag key + 100 values: the first points fit in 20 new entries, the rest are refused.
@@ -94,7 +94,7 @@ describe('fairness between tenants at ingest', () => {
     expect(rejects.new_values_limit! + (await processedPoints(c, a))).toBe(100);
   });
 
-  it('an account behind in processing gets 503 with Retry-After; another account still gets 202, and the refusal is counted for the first', { timeout: 120_000 }, async () => {
+  it('an account behind in processing gets 503 with Retry-After; another account still gets 202, and the refusal is counted for the first', async () => {
     c = await startTestCollector({ config: { maxProcessLagMs: 1000 } });
     const heavy = await createAccount(c);
     const calm = await createAccount(c);
@@ -117,7 +117,7 @@ describe('fairness between tenants at ingest', () => {
     expect(await readRejects(c, calm)).toEqual({});
   });
 
-  it('true overload: at CIPHERSTAT_MAX_PROCESS_BACKLOG batches waiting in all, everyone gets 503 overloaded, also an account with nothing waiting; accepted again once processed', { timeout: 120_000 }, async () => {
+  it('true overload: at CIPHERSTAT_MAX_PROCESS_BACKLOG batches waiting in all, everyone gets 503 overloaded, also an account with nothing waiting; accepted again once processed', async () => {
     // Per-account lag off (0): only the global cap refuses here.
     c = await startTestCollector({ config: { maxProcessBacklog: 2, maxProcessLagMs: 0 } });
     const busy = await createAccount(c);
@@ -194,7 +194,7 @@ describe('fairness between tenants at ingest', () => {
     expect(intake.drainSeconds()).toBeCloseTo(intake.size / (done.length / 5), 5);
   });
 
-  it('points per second per account: over budget is 429 points_rate_limited, counted; another account is not affected', { timeout: 60_000 }, async () => {
+  it('points per second per account: over budget is 429 points_rate_limited, counted; another account is not affected', async () => {
     // 0.01 points/s, burst 0.02: the first batch (from the full bucket) leaves it ~20 points in
     // debt, ~2000 s to refill, so the second is refused however slow the machine
     c = await startTestCollector({ config: { accountPointsPerSecond: 0.01 } });
@@ -209,7 +209,7 @@ describe('fairness between tenants at ingest', () => {
     expect((await readRejects(c, a)).points_rate_limited).toBe(1);
   });
 
-  it('bytes per second per account: over budget is 429 bytes_rate_limited', { timeout: 60_000 }, async () => {
+  it('bytes per second per account: over budget is 429 bytes_rate_limited', async () => {
     // burst 2 bytes: the first batch (from the full bucket) leaves it in debt for most of an
     // hour, so the second is refused however long the first took on a loaded machine
     c = await startTestCollector({ config: { accountBytesPerSecond: 1 } });
@@ -278,7 +278,7 @@ describe('fairness between tenants at ingest', () => {
     expect(q.estimate('a', 100)).toBeCloseTo(50.5);
   });
 
-  it('processing: one account\'s queued batches, alone, go through ticks of at most ALONE_FACTOR × CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS points', { timeout: 60_000 }, async () => {
+  it('processing: one account\'s queued batches, alone, go through ticks of at most ALONE_FACTOR × CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS points', async () => {
     // Only the points bound decides (no CPU estimate, which a loaded machine inflates), and no
     // backpressure: the queued batches wait longer than the default lag allows while stopped.
     // The account is alone in the queue: ALONE_FACTOR × 25 = 100 points a tick.
@@ -312,7 +312,7 @@ describe('queries cannot starve the node', () => {
     return { a, body: { metric: 'heavy', aggregation: 'sum', interval: 'minute', from, to: from + 3_600_000 } };
   }
 
-  it('/healthz is answered while a heavy query is still merging (the merge runs in a query worker thread)', { timeout: 180_000 }, async () => {
+  it('/healthz is answered while a heavy query is still merging (the merge runs in a query worker thread)', async () => {
     // From the compiled files, like the service: merges of all but small reads go to the query
     // worker. Merged inline, the gauge would rise and fall without a turn of the event loop.
     c = await startTestCollector({ fromDist: true });
@@ -338,8 +338,12 @@ describe('queries cannot starve the node', () => {
     expect(res.json.series[0].points.reduce((s: number, [, v]: [number, number]) => s + v, 0)).toBe(30_000);
   });
 
-  it('per read token: more queries at once than allowed → 429 too_many_queries; over the rows budget → 429 query_budget_exceeded with Retry-After; both counted', { timeout: 180_000 }, async () => {
-    c = await startTestCollector({ config: { queryConcurrency: 1, queryRowsPerMinute: 50_000 } });
+  it('per read token: more queries at once than allowed → 429 too_many_queries; over the rows budget → 429 query_budget_exceeded with Retry-After; both counted', async () => {
+    // The rows budget refills with the clock (50,000 rows a minute): on a loaded machine the
+    // seconds between the queries below would refill part of it. A clock that stands still
+    // keeps the budget exactly where the queries leave it.
+    const frozen = Date.now();
+    c = await startTestCollector({ config: { queryConcurrency: 1, queryRowsPerMinute: 50_000 }, now: () => frozen });
     const { a, body } = await heavyAccount(c);
     const other = await createAccount(c);
     const all = await Promise.all([0, 1, 2].map(() => runQuery(c!.url, a, body)));
@@ -367,7 +371,7 @@ describe('queries cannot starve the node', () => {
 });
 
 describe('compaction does not hold the event loop', () => {
-  it('a pass opens and merges rows in slices, giving the event loop a turn every `sliceRows` rows (counted), with the same answers', { timeout: 120_000 }, async () => {
+  it('a pass opens and merges rows in slices, giving the event loop a turn every `sliceRows` rows (counted), with the same answers', async () => {
     c = await startTestCollector({ env: { CIPHERSTAT_COMPACTION_INTERVAL_MS: '0' } });
     const a = await createAccount(c);
     const keys = (await c.services.keyring.accountKeys(a.accountId))![0]!;

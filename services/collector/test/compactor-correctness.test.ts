@@ -118,7 +118,7 @@ beforeAll(async () => {
   b = await createAccount(c);
   await ingest(a, generatePoints(11, 600, FROM, NOW - 60_000));
   await ingest(b, generatePoints(12, 100, FROM, NOW - 60_000));
-}, 120_000);
+});
 afterAll(async () => {
   await c?.stop();
   if (c) rmSync(c.dataDir, { recursive: true, force: true });

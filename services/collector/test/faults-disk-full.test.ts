@@ -66,7 +66,7 @@ it.skipIf(!mounted)('disk full: 503 storage_unavailable naming the path and free
   expect([200, 503]).toContain((await fetch(`${p.url}/readyz`)).status);
   expect((await fetch(`${p.url}/healthz`)).status).toBe(200);
   // The failed insert is logged with the engine's error, the path and the free space.
-  await expect.poll(() => p.output().split('\n').find((l) => l.includes('ingest insert failed')), { timeout: 60_000 }).toBeDefined();
+  await expect.poll(() => p.output().split('\n').find((l) => l.includes('ingest insert failed')), { timeout: 180_000 }).toBeDefined();
   const line = JSON.parse(p.output().split('\n').find((l) => l.includes('ingest insert failed'))!);
   expect(line.err).toMatch(/NOT_ENOUGH_SPACE|No space left|ENOSPC/);
   expect(line.disk).toMatch(new RegExp(`^disk full: cannot write ${join(dataDir, 'clickhouse')} \\(\\d+ bytes free\\)`));
@@ -76,7 +76,7 @@ it.skipIf(!mounted)('disk full: 503 storage_unavailable naming the path and free
   const created = await adminCreate(p.url);
   expect(created.status).toBe(503);
   expect(((await created.json()) as { error: { code: string } }).error.code).toBe('storage_unavailable');
-  await expect.poll(() => p.output().split('\n').find((l) => l.includes('storage call failed') && l.includes('disk full: cannot write')), { timeout: 60_000 }).toBeDefined();
+  await expect.poll(() => p.output().split('\n').find((l) => l.includes('storage call failed') && l.includes('disk full: cannot write')), { timeout: 180_000 }).toBeDefined();
   expect(p.output()).toMatch(new RegExp(`disk full: cannot write ${join(dataDir, 'keyring')}\\S* \\(\\d+ bytes free\\)`));
 
   // A restart on the full disk fails, saying which file it could not write.

@@ -273,7 +273,7 @@ describe('an account key entry that cannot be read: 503 account_key_unavailable,
     await expectExactlyOnce(dir, acked);
   });
 
-  it('while running: refused with 503 from the moment the file is damaged until it is restored; nothing acknowledged lost', { timeout: 300_000 }, async () => {
+  it('while running: refused with 503 from the moment the file is damaged until it is restored; nothing acknowledged lost', async () => {
     const dir = tmp();
     const acked = new Acked();
     const c = await serve(dir);
@@ -365,7 +365,7 @@ async function recoversExactly(dir: string, acked: Acked, accounts: TestAccount[
 }
 
 describe('keys are created once: a start that lacks what opens the keyring refuses, says what to restore, writes nothing', () => {
-  it('master key missing: refused naming the file to restore, no key generated; counted exactly once after the restore', { timeout: 300_000 }, async () => {
+  it('master key missing: refused naming the file to restore, no key generated; counted exactly once after the restore', async () => {
     const { dir, acked, accounts, keyId } = await populated();
     const key = join(dir, 'master-keys', 'v1.key');
     const saved = readFileSync(key);
@@ -383,7 +383,7 @@ describe('keys are created once: a start that lacks what opens the keyring refus
     await recoversExactly(dir, acked, accounts, keyId);
   });
 
-  it('wrong master key: refused as the wrong key (not a damaged file), nothing written; counted exactly once after the restore', { timeout: 300_000 }, async () => {
+  it('wrong master key: refused as the wrong key (not a damaged file), nothing written; counted exactly once after the restore', async () => {
     const { dir, acked, accounts, keyId } = await populated();
     const key = join(dir, 'master-keys', 'v1.key');
     const saved = readFileSync(key);
@@ -398,7 +398,7 @@ describe('keys are created once: a start that lacks what opens the keyring refus
     await recoversExactly(dir, acked, accounts, keyId);
   });
 
-  it('a stray master key version is ignored with a warning, never adopted; removing it changes nothing', { timeout: 300_000 }, async () => {
+  it('a stray master key version is ignored with a warning, never adopted; removing it changes nothing', async () => {
     const { dir, acked, accounts, keyId } = await populated();
     const stray = join(dir, 'master-keys', 'v2.key');
     writeFileSync(stray, randomBytes(32).toString('base64') + '\n', { mode: 0o600 });
@@ -425,7 +425,7 @@ describe('keys are created once: a start that lacks what opens the keyring refus
   });
 
   for (const fault of ['missing', 'garbled'] as const) {
-    it(`transport.json ${fault}: refused with what to restore, never regenerated; the keyring backup brings the same collector key back`, { timeout: 300_000 }, async () => {
+    it(`transport.json ${fault}: refused with what to restore, never regenerated; the keyring backup brings the same collector key back`, async () => {
       const { dir, acked, accounts, keyId, backup } = await populated();
       const transport = join(dir, 'keyring', 'transport.json');
       if (fault === 'missing') unlinkSync(transport);
@@ -451,7 +451,7 @@ describe('keys are created once: a start that lacks what opens the keyring refus
 });
 
 describe('cipherstat keyring new-transport-key', () => {
-  it('mints a collector key only when asked, over a keyring whose transport.json is lost; the accounts keep working with it', { timeout: 300_000 }, async () => {
+  it('mints a collector key only when asked, over a keyring whose transport.json is lost; the accounts keep working with it', async () => {
     const { dir, acked, accounts, keyId } = await populated();
     unlinkSync(join(dir, 'keyring', 'transport.json'));
     const made = await cli(dir, ['keyring', 'new-transport-key', '--json']);
@@ -472,7 +472,7 @@ describe('cipherstat keyring new-transport-key', () => {
 });
 
 describe('cipherstat keyring check', () => {
-  it('lists every entry that cannot be read with the file and the reason (human and --json), exit 1; exit 0 once restored', { timeout: 300_000 }, async () => {
+  it('lists every entry that cannot be read with the file and the reason (human and --json), exit 1; exit 0 once restored', async () => {
     const { dir, accounts } = await populated();
     const [a, b] = accounts as [TestAccount, TestAccount];
     const saved = [readFileSync(keyFile(dir, a)), readFileSync(keyFile(dir, b))];
@@ -509,7 +509,7 @@ describe('cipherstat keyring check', () => {
 });
 
 describe('an interrupted master key rotation', () => {
-  it('is reported (/metrics, verify, keyring check) while it cannot finish and resumed by the next lifecycle pass; nothing acknowledged lost', { timeout: 300_000 }, async () => {
+  it('is reported (/metrics, verify, keyring check) while it cannot finish and resumed by the next lifecycle pass; nothing acknowledged lost', async () => {
     const { dir, acked, accounts, keyId } = await populated();
     const [a, b] = accounts as [TestAccount, TestAccount];
     // The state a crash right after the rotation recorded its new version leaves: v2 current,
@@ -548,7 +548,7 @@ describe('an interrupted master key rotation', () => {
     await expectExactlyOnce(dir, acked);
   });
 
-  it('with nothing in the way, the next start resumes and finishes it', { timeout: 300_000 }, async () => {
+  it('with nothing in the way, the next start resumes and finishes it', async () => {
     const { dir, acked, accounts, keyId } = await populated();
     const master = loadMasterKeys({ dataDir: dir, log: { info() {}, warn() {} } });
     expect(master.rotate()).toBe(2);

@@ -80,7 +80,7 @@ describe('keyring lock', () => {
 
   const unshare = spawnSync('unshare', ['--pid', '--fork', 'true']).status === 0;
 
-  it('holders in separate PID namespaces are never inside together', { timeout: 300_000 }, async () => {
+  it('holders in separate PID namespaces are never inside together', async () => {
     // Needs root (CI runs as root, as the README says). Without it the test cannot show anything.
     expect(unshare, '`unshare --pid --fork` must work (run as root)').toBe(true);
     const dir = tempDir();

@@ -31,7 +31,7 @@ function cli(args: string[], { remote = true } = {}): Promise<{ code: number; st
   for (const k of ['CIPHERSTAT_MASTER_KEY', 'CIPHERSTAT_MASTER_KEY_FILE', 'CIPHERSTAT_URL', 'CIPHERSTAT_DATA_DIR']) delete env[k];
   const where = remote ? ['--url', c.url, '--token', ADMIN_TOKEN] : ['--port', '1']; // port 1: nobody answers, so it runs locally
   return new Promise((resolve) => {
-    execFile(process.execPath, ['--import', 'tsx', CLI, ...args, '--json', ...(args.includes('--now') ? ['--yes'] : []), '--data-dir', c.dataDir, ...where], { cwd: ROOT, env, timeout: 60_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, ['--import', 'tsx', CLI, ...args, '--json', ...(args.includes('--now') ? ['--yes'] : []), '--data-dir', c.dataDir, ...where], { cwd: ROOT, env, timeout: 120_000 }, (err, stdout, stderr) => {
       let json: any;
       try {
         json = JSON.parse(stdout);

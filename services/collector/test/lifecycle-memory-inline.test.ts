@@ -7,7 +7,7 @@ import { describe, it } from 'vitest';
 import { auditShred } from './support/memory.js';
 
 describe('shred forgets the keys (inline processing)', () => {
-  it('no key of the shredded account in the main thread heap after processing, queries and verify', { timeout: 300_000 }, async () => {
+  it('no key of the shredded account in the main thread heap after processing, queries and verify', async () => {
     await auditShred('inline');
   });
 });

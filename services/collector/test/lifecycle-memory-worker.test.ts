@@ -12,7 +12,7 @@ const built = existsSync(fileURLToPath(new URL('../dist/process/tick-worker.js',
 if (!built) console.warn('lifecycle-memory-worker skipped: services/collector/dist is missing (npm run build)');
 
 describe.skipIf(!built)('shred forgets the keys in every thread (worker mode)', () => {
-  it('no key of the shredded account in the main or the worker heap; the control account is found', { timeout: 300_000 }, async () => {
+  it('no key of the shredded account in the main or the worker heap; the control account is found', async () => {
     await auditShred('worker');
   });
 });

@@ -21,7 +21,7 @@ beforeAll(async () => {
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toContain('application/json');
   doc = await res.json();
-}, 60_000);
+});
 afterAll(async () => c?.stop());
 
 it('is valid OpenAPI 3.1 (swagger-parser)', async () => {

@@ -58,7 +58,7 @@ async function failedThenRetried(fail: () => void, to = account): Promise<void> 
 }
 
 describe('processor: a failed tick never counts twice', () => {
-  it('removes its own rollup rows when markProcessed fails, so the retry counts exactly once', { timeout: 60_000 }, async () => {
+  it('removes its own rollup rows when markProcessed fails, so the retry counts exactly once', async () => {
     const store = c.services.store;
     const before = await acceptedPoints(account.accountId);
     await failedThenRetried(() => failOnce(store, 'markProcessed'));
@@ -68,7 +68,7 @@ describe('processor: a failed tick never counts twice', () => {
     expect(r.rows).toBe(3 * r.parts); // one series, one minute, one quarter-hour and one hour bucket per tick
   });
 
-  it('when the dictionary insert fails beside the rollup insert, the rollup rows go and the retry counts once', { timeout: 60_000 }, async () => {
+  it('when the dictionary insert fails beside the rollup insert, the rollup rows go and the retry counts once', async () => {
     const fresh = await createAccount(c); // new names: its first tick writes dictionary entries
     await failedThenRetried(() => failOnce(c.services.store, 'insertDictionary'), fresh);
     expect(await acceptedPoints(fresh.accountId)).toBe(15);
@@ -78,7 +78,7 @@ describe('processor: a failed tick never counts twice', () => {
     expect((await c.services.store.dictionary(fresh.accountId)).length).toBeGreaterThan(0);
   });
 
-  it('when the cleanup fails too, the next tick removes the rows first', { timeout: 60_000 }, async () => {
+  it('when the cleanup fails too, the next tick removes the rows first', async () => {
     const store = c.services.store;
     const before = await acceptedPoints(account.accountId);
     await failedThenRetried(() => {
@@ -89,7 +89,7 @@ describe('processor: a failed tick never counts twice', () => {
     expect((await rollupParts(account.accountId)).unmarked).toBe(0);
   });
 
-  it('periodic recovery deletes only orphan parts older than its safety age, never compaction parts', { timeout: 60_000 }, async () => {
+  it('periodic recovery deletes only orphan parts older than its safety age, never compaction parts', async () => {
     const store = c.services.store;
     const now = Date.now() + offset;
     const row = (part: string, writtenAt: number) => ({
@@ -107,7 +107,7 @@ describe('processor: a failed tick never counts twice', () => {
 });
 
 describe('processor: an account that cannot be read', () => {
-  it('holds up only its own batches; they are processed once it can be read again', { timeout: 60_000 }, async () => {
+  it('holds up only its own batches; they are processed once it can be read again', async () => {
     const broken = await createAccount(c);
     const fine = await createAccount(c);
     // A real failure: the account's key file becomes unreadable garbage (the keyring refuses it).

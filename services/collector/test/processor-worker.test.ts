@@ -90,7 +90,7 @@ function readable(out: TickOutput, accounts: Map<string, TickAccount | null>) {
 }
 
 describe.skipIf(!built)('tick in a worker thread', () => {
-  it('computes what the inline path computes, with the same cache semantics; a retired thread takes its caches with it', { timeout: 60_000 }, async () => {
+  it('computes what the inline path computes, with the same cache semantics; a retired thread takes its caches with it', async () => {
     const lines: string[] = [];
     const remote = new TickWorker(pathToFileURL(WORKER), createLogger({ destination: { write: (l: string) => void lines.push(l) } }));
     try {
@@ -136,7 +136,7 @@ describe.skipIf(!built)('tick in a worker thread', () => {
 // A crashed worker: the tick fails, nothing is written twice, a new worker finishes the work.
 
 describe.skipIf(!built)('processor with a worker thread', () => {
-  it('retries the batches of a tick whose worker died, exactly once', { timeout: 60_000 }, async () => {
+  it('retries the batches of a tick whose worker died, exactly once', async () => {
     const c = await startTestCollector({ config: { processing: false } }); // stores batches, processes nothing
     try {
       const account = (await c.services.accounts.create({})) as unknown as TestAccount;
@@ -176,7 +176,7 @@ describe.skipIf(!built)('processor with a worker thread', () => {
     }
   });
 
-  it('forgetting an account (shred, wipe) leaves nothing of it in the tick worker: keys, pseudonyms and dictionary state go with the retired thread', { timeout: 120_000 }, async () => {
+  it('forgetting an account (shred, wipe) leaves nothing of it in the tick worker: keys, pseudonyms and dictionary state go with the retired thread', async () => {
     const c = await startTestCollector({ config: { processing: false } }); // stores batches, processes nothing
     try {
       const gone = (await c.services.accounts.create({})) as unknown as TestAccount;
@@ -231,7 +231,7 @@ describe.skipIf(!built)('processor with a worker thread', () => {
     }
   });
 
-  it('processes on the main thread after the worker failed three ticks in a row (a file that does not load)', { timeout: 60_000 }, async () => {
+  it('processes on the main thread after the worker failed three ticks in a row (a file that does not load)', async () => {
     const c = await startTestCollector({ config: { processing: false } });
     try {
       const account = (await c.services.accounts.create({})) as unknown as TestAccount;
@@ -255,7 +255,7 @@ describe.skipIf(!built)('processor with a worker thread', () => {
     }
   });
 
-  it('drops the tick computed ahead when the one before it fails; the retry counts once and writes the dictionary', { timeout: 60_000 }, async () => {
+  it('drops the tick computed ahead when the one before it fails; the retry counts once and writes the dictionary', async () => {
     const c = await startTestCollector({ config: { processing: false } });
     try {
       const { store, keyring, accounts, metrics, log } = c.services;
@@ -322,7 +322,7 @@ function startChild(dataDir: string, worker: '0' | '1'): Promise<{ url: string; 
 }
 
 describe.skipIf(!built)('the built collector with and without the worker', () => {
-  it('processes the same batches into the same query answers', { timeout: 120_000 }, async () => {
+  it('processes the same batches into the same query answers', async () => {
     const [on, off] = await Promise.all([startChild(tmp('worker-on'), '1'), startChild(tmp('worker-off'), '0')]);
     const run = async (c: { url: string }) => {
       const admin = (method: string, path: string, body?: unknown) =>

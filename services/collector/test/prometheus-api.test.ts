@@ -66,7 +66,7 @@ beforeAll(async () => {
   // Account B: the same metric name with other values, and a metric A never recorded.
   await ingest(b, [...makePoints(2, 400, 10).filter((p) => p.name === 'orders'), { id: 0, kind: 'counter', name: 'secret.metric', value: 5, time: H + MIN, tags: { who: 'b' } }]);
   await c.services.processor!.drain();
-}, 120_000);
+});
 afterAll(async () => c?.stop());
 
 const v1 = async (token: string, body: unknown) => {
@@ -91,7 +91,7 @@ const prom = async (token: string, path: string, form?: Record<string, string | 
 async function promtool(kind: 'range' | 'instant', expr: string, flags: string[], token = a.readToken): Promise<any> {
   const server = kind === 'range' ? `${c.url}/prometheus` : `${c.url.replace('http://', `http://grafana:${token}@`)}/prometheus`;
   const auth = kind === 'range' ? [`--header=Authorization=Bearer ${token}`] : [];
-  const { stdout } = await run('/usr/bin/promtool', ['query', kind, '-o', 'json', ...auth, ...flags, server, expr], { timeout: 60_000 });
+  const { stdout } = await run('/usr/bin/promtool', ['query', kind, '-o', 'json', ...auth, ...flags, server, expr], { timeout: 120_000 });
   return JSON.parse(stdout);
 }
 

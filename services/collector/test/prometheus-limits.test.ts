@@ -28,4 +28,4 @@ it('rows budget spent: 429 unavailable with Retry-After', async () => {
   } finally {
     await small.stop();
   }
-}, 60_000);
+});

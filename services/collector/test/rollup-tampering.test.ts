@@ -103,7 +103,7 @@ beforeAll(async () => {
   // several processing ticks in the same hours and minutes: groups of many rows, merged by compaction
   await ingest(generatePoints(12, 120, NOW - 2 * H, NOW - H - 50 * 60_000), 15);
   await ingest(generatePoints(13, 120, FROM + H, FROM + H + 10 * 60_000), 15);
-}, 300_000);
+});
 afterAll(async () => {
   await workers.close();
   await c?.stop();

@@ -106,7 +106,7 @@ describe.skipIf(realUrl)('ClickHouse HTTP shim', () => {
 });
 
 describe.skipIf(realUrl)('bounded statements (remote)', () => {
-  it('cuts every key list into statements a server takes, however many keys', { timeout: 300_000 }, async () => {
+  it('cuts every key list into statements a server takes, however many keys', async () => {
     const store = await open();
     try {
       await store.migrate();

@@ -37,7 +37,7 @@ afterAll(async () => {
 const serve = (env: Record<string, string>) => startCollectorProcess(tmp(), env, { nodeArgs: ['--import', blockChdb] });
 
 describe('an install without the embedded engine', () => {
-  it('serves on a ClickHouse server and acknowledges batches', { timeout: 300_000 }, async () => {
+  it('serves on a ClickHouse server and acknowledges batches', async () => {
     const node = await serve({ CLICKHOUSE_URL: shim.url });
     try {
       expect((await fetch(`${node.url}/readyz`)).status).toBe(200);
@@ -57,7 +57,7 @@ describe('an install without the embedded engine', () => {
     }
   });
 
-  it('without CLICKHOUSE_URL refuses to start and names the missing package and the alternative', { timeout: 300_000 }, async () => {
+  it('without CLICKHOUSE_URL refuses to start and names the missing package and the alternative', async () => {
     const e = (await serve({}).then(
       async (p) => {
         await stopProcess(p);
