@@ -286,9 +286,10 @@ export async function expectCountedExactlyOnce(c: Cluster, senders: Sender[], t0
   }));
   for (const { account, tracker: t } of senders) await until(async () => (await countIn('cipherstat_single', account.accountId)) >= t.acked.size, 300_000, `${account.accountId} processed by the single node`);
   let compared = 0;
-  for (const { account, tracker: t } of senders) {
+  // Accounts side by side, each one's two answers at once (one query per read token and node at a time).
+  await Promise.all(senders.map(async ({ account, tracker: t }) => {
     for (const [i, body] of comparedQueries(t0).entries()) {
-      const [cluster, alone] = [await answer(q.url, account.readToken, body), await answer(single.url, account.readToken, body)];
+      const [cluster, alone] = await Promise.all([answer(q.url, account.readToken, body), answer(single.url, account.readToken, body)]);
       expect(cluster, `${account.accountId} ${JSON.stringify(body)}: the query node answers as a single node`).toEqual(alone);
       if (i === 0) {
         // Not two empty answers: the hourly counts hold every point sent, over many hours.
@@ -298,7 +299,7 @@ export async function expectCountedExactlyOnce(c: Cluster, senders: Sender[], t0
       }
       compared++;
     }
-  }
+  }));
   const ms = { drainAndCheck: singleAt - started, singleNode: Date.now() - singleAt };
   return { acknowledged: senders.reduce((n, s) => n + s.tracker.acked.size, 0), compared, ms };
 }
