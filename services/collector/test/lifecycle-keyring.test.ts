@@ -1,5 +1,5 @@
 /**
- * Grace period edges driven by the scheduler's tick, the CLI against a running collector and
+ * Grace period edges driven by the lifecycle sweep, the CLI against a running collector and
  * on its own, and keyring backups: a backup never resurrects a shredded account (tombstones,
  * also re-applied from storage after losing the keyring), and after the master key rotations
  * a backup from before the shred cannot be read at all.
@@ -50,7 +50,7 @@ async function send(a: TestAccount, n = 10): Promise<Response> {
   return post(c.url, envelope({ ...a, collectorKey }, points(n, (i) => ({ value: i, time: t - 1000, tags: { shop: `s${i % 4}` } })), { createdAt: t }).bytes);
 }
 
-/** A collector whose lifecycle scheduler only runs when a test calls tick() (no timer races). */
+/** A collector whose lifecycle sweep only runs when a test calls sweep() (no timer races). */
 async function start(dataDir?: string): Promise<TestCollector> {
   const x = await startTestCollector({ now, dataDir });
   await x.services.lifecycle.stop();
@@ -62,8 +62,8 @@ beforeAll(async () => {
 });
 afterAll(async () => c?.stop());
 
-describe('grace period, driven by the scheduler tick', () => {
-  it('restores inside the grace period, refuses with 409 once it is over, and the tick shreds', async () => {
+describe('grace period, driven by the lifecycle sweep', () => {
+  it('restores inside the grace period, refuses with 409 once it is over, and the sweep shreds', async () => {
     const a = await createAccount(c);
     expect((await c.admin('DELETE', `/v1/accounts/${a.accountId}?graceDays=1`)).status).toBe(200);
     expect((await c.admin('POST', `/v1/accounts/${a.accountId}/restore`)).status).toBe(200);
@@ -77,9 +77,9 @@ describe('grace period, driven by the scheduler tick', () => {
     expect(late.status).toBe(409);
     expect((await late.json()).error.code).toBe('grace_period_over');
 
-    const tick = await c.services.lifecycle.sweep();
-    expect(tick.shredded).toEqual([a.accountId]);
-    expect(tick.errors).toEqual([]);
+    const sweep = await c.services.lifecycle.sweep();
+    expect(sweep.shredded).toEqual([a.accountId]);
+    expect(sweep.errors).toEqual([]);
     const shown = await (await c.admin('GET', `/v1/accounts/${a.accountId}`)).json();
     expect(shown.state).toBe('shredded');
     expect((await c.admin('POST', `/v1/accounts/${a.accountId}/restore`)).status).toBe(410);
@@ -89,8 +89,8 @@ describe('grace period, driven by the scheduler tick', () => {
     const a = await createAccount(c);
     c.services.keyring.shred(a.accountId); // the process died right after this
     expect((await (await c.admin('GET', `/v1/accounts/${a.accountId}`)).json()).state).toBe('active');
-    const tick = await c.services.lifecycle.sweep();
-    expect(tick.shredded).toEqual([a.accountId]);
+    const sweep = await c.services.lifecycle.sweep();
+    expect(sweep.shredded).toEqual([a.accountId]);
     expect((await (await c.admin('GET', `/v1/accounts/${a.accountId}`)).json()).state).toBe('shredded');
   });
 });
@@ -178,8 +178,8 @@ describe('keyring backups', () => {
     const keptKeys = c.services.keyring.accountKeys(kept.accountId)!;
     expect((await c.services.lifecycle.sweep()).masterRotation).toBeUndefined();
     offset += 31 * DAY;
-    const tick = await c.services.lifecycle.sweep();
-    expect(tick.masterRotation).toMatchObject({ version: 2, destroyed: [1], source: 'local' });
+    const sweep = await c.services.lifecycle.sweep();
+    expect(sweep.masterRotation).toMatchObject({ version: 2, destroyed: [1], source: 'local' });
     expect((await c.services.lifecycle.sweep()).masterRotation).toBeUndefined(); // recorded: not due again
 
     const second = await cli(['keyring', 'rotate-master']);

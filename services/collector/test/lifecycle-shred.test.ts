@@ -83,14 +83,14 @@ describe('after the grace period', () => {
     expect((await send(a)).status).toBe(202);
     await c.services.processor!.drain();
     expect((await c.admin('DELETE', `/v1/accounts/${a.accountId}?graceDays=2`)).status).toBe(200);
-    await new Promise((r) => setTimeout(r, 300)); // a few ticks: nothing is due yet
+    await new Promise((r) => setTimeout(r, 300)); // a few sweeps: nothing is due yet
     expect((await account(a.accountId)).state).toBe('deactivated');
 
     offset += 3 * DAY;
     const shredded = await until(async () => {
       const v = await account(a.accountId);
       return v.state === 'shredded' && v.purge?.complete && v;
-    }, 15_000, 'the scheduled shred and purge');
+    }, undefined, 'the scheduled shred and purge');
     expect(shredded.purge).toEqual({ complete: true, pendingRows: 0, tables: { batches: 0, processed: 0, rollups: 0, dictionary: 0, rejects: 0, accounts: 0 } });
     expect(c.services.keyring.isTombstoned(a.accountId)).toBe(true);
     const late = await send(a);
@@ -165,7 +165,7 @@ describe('shred now', () => {
     const purged = await until(async () => {
       const v = await account(victim.accountId);
       return v.purge?.complete && v;
-    }, 15_000, 'the purge');
+    }, undefined, 'the purge');
     expect(purged.state).toBe('shredded');
     expect(purged.writeKey).toBeNull();
     expect(await rows(c, victim.accountId, false)).toEqual({ batches: 0, processed: 0, rollups: 0, dictionary: 0 });
@@ -195,7 +195,7 @@ describe('shred now', () => {
     expect((await rows(c, victim.accountId)).rollups).toBe(0);
     expect((await rows(c, victim.accountId, false)).processed).toBe(1);
     c.services.lifecycle.start();
-    await until(async () => (await account(victim.accountId)).purge?.complete, 15_000, 'the purge of the late batch');
+    await until(async () => (await account(victim.accountId)).purge?.complete, undefined, 'the purge of the late batch');
     expect(await rows(c, victim.accountId, false)).toEqual({ batches: 0, processed: 0, rollups: 0, dictionary: 0 });
     expect(await c.services.store.rejects(victim.accountId)).toEqual({}); // per-account counts are purged with the rest
     expect(await metric(c.url, 'cipherstat_batch_rejects_total{code="account_deleted"}')).toBeGreaterThan(dropsBefore); // the service-wide counter stays
@@ -212,7 +212,7 @@ describe('shred now', () => {
     await c.services.processor!.drain();
     expect(Object.keys(await c.services.store.rejects(a.accountId)).length).toBeGreaterThan(0);
     expect((await c.admin('DELETE', `/v1/accounts/${a.accountId}?now=true`)).status).toBe(200);
-    await until(async () => (await account(a.accountId)).purge?.complete, 15_000, 'the purge');
+    await until(async () => (await account(a.accountId)).purge?.complete, undefined, 'the purge');
 
     const tables = await connectionOf(c.services.store).query<{ name: string }>('SELECT name FROM system.tables WHERE database = currentDatabase()');
     expect(tables.map((t) => t.name)).toEqual(expect.arrayContaining(['accounts', 'batches', 'processed', 'rollups', 'dictionary', 'rejects']));

@@ -100,7 +100,13 @@ export function keyNeedles(keys: Uint8Array[]): Buffer[] {
   return keys.flatMap((k) => [Buffer.from(k), Buffer.from(toBase64(k)), Buffer.from(Buffer.from(k).toString('hex'))]);
 }
 
-export async function until<T>(fn: () => Promise<T | undefined | false>, ms = 15_000, what = 'condition'): Promise<T> {
+/**
+ * Waits for a condition that must become true (never an assertion on how fast). The bound is
+ * sized for a loaded machine, like the suite's timeouts: background work (a purge's ALTER …
+ * DELETE rewriting parts, a processing tick) takes many times longer at load 30 than quiet —
+ * `npm run test:stress` failed lifecycle-shred's purge waits at the former 15 s.
+ */
+export async function until<T>(fn: () => Promise<T | undefined | false>, ms = 120_000, what = 'condition'): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await fn();

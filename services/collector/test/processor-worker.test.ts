@@ -2,7 +2,8 @@
  * The tick worker thread (dist/process/tick-worker.js, built by `npm test`'s pretest): it computes the
  * same tick as the inline path, keeps its caches across the thread boundary, survives a crash
  * without losing or double-counting a batch, and a collector running it answers queries like
- * one that does not.
+ * one that does not. No test here sets a shorter timeout than the suite's, which is sized for a
+ * loaded machine (vitest.config.ts): under `npm run test:stress` two of them ran past 60 s and 120 s.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
