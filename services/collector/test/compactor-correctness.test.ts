@@ -52,8 +52,8 @@ for (const aggregation of ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p95', 'p
     { metric: 'temperature' },
   ]) {
     QUERIES.push({ ...shape, aggregation, interval: 'hour', timezone: 'UTC' });
-    QUERIES.push({ ...shape, aggregation, interval: 'day', timezone: 'Asia/Kolkata' }); // minute rollups
-    QUERIES.push({ ...shape, aggregation, interval: 'hour', timezone: 'Asia/Kathmandu' }); // quarter-hour rollups
+    QUERIES.push({ ...shape, aggregation, interval: 'day', timezone: 'Asia/Kolkata' }); // quarter-hour rollups and quarter packs
+    QUERIES.push({ ...shape, aggregation, interval: 'hour', timezone: 'Asia/Kathmandu' }); // quarter-hour rollups and quarter packs
   }
 }
 
@@ -85,19 +85,19 @@ async function shape(accountId: string): Promise<Shape> {
   );
   return { rows: Number(r!.rows), groups: Number(r!.groups), pending: Number(r!.pending) };
 }
-/** Hour rows stored for closed UTC days (compaction packs them into day packs). */
-async function closedHourRows(accountId: string): Promise<number> {
+/** Hour (or quarter-hour: level 3) rows stored for closed UTC days (compaction packs them into day packs). */
+async function closedHourRows(accountId: string, level = 1): Promise<number> {
   const [r] = await connectionOf(c.services.store).query<{ n: string }>(
-    `SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket < fromUnixTimestamp64Milli({t:Int64}, 'UTC')`,
-    { a: accountId, t: TODAY },
+    `SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND level = {l:UInt8} AND bucket < fromUnixTimestamp64Milli({t:Int64}, 'UTC')`,
+    { a: accountId, t: TODAY, l: level },
   );
   return Number(r!.n);
 }
-/** Day packs (level 2) per (day, metric, series, key version), and how many are stored. */
-async function dayPacks(accountId: string): Promise<{ rows: number; days: number }> {
+/** Day packs (level 2: hours; 4: quarter hours) per (day, metric, series, key version), and how many are stored. */
+async function dayPacks(accountId: string, level = 2): Promise<{ rows: number; days: number }> {
   const [r] = await connectionOf(c.services.store).query<{ rows: string; days: string }>(
-    `SELECT count() AS rows, uniqExact(metric, bucket, series, key_version) AS days FROM rollups WHERE account_id = {a:String} AND level = 2`,
-    { a: accountId },
+    `SELECT count() AS rows, uniqExact(metric, bucket, series, key_version) AS days FROM rollups WHERE account_id = {a:String} AND level = {l:UInt8}`,
+    { a: accountId, l: level },
   );
   return { rows: Number(r!.rows), days: Number(r!.days) };
 }
@@ -139,6 +139,7 @@ describe('rollup compaction', () => {
     expect(s1).toEqual({ rows: s1.groups, groups: s1.groups, pending: 0 });
     expect(s1.groups).toBeLessThan(s0.groups);
     expect(await closedHourRows(a.accountId)).toBe(0);
+    expect(await closedHourRows(a.accountId, 3)).toBe(0);
     const sB = await shape(b.accountId);
     expect(sB.rows).toBe(sB.groups);
 
@@ -150,17 +151,25 @@ describe('rollup compaction', () => {
     const opened = (rs: QueryResult[]) => rs.reduce((n, r) => n + r.meta.rows, 0);
     expect(opened(after)).toBeLessThan(opened(before));
 
-    // Closed UTC days are packed, one row per (day, metric, series).
+    // Closed UTC days are packed, one row per (day, metric, series) of each kind (hours, quarter hours).
     expect(report.packedDays).toBeGreaterThan(0);
     const packs = await dayPacks(a.accountId);
     expect(packs.rows).toBe(packs.days);
     expect(packs.rows).toBeGreaterThan(0);
+    const quarterPacks = await dayPacks(a.accountId, 4);
+    expect(quarterPacks).toEqual(packs); // the same (day, metric, series, key version)s
+    // a zone's hours over the closed days open one quarter pack per day and series, as UTC hours open one hour pack
+    const zone = (await checkAll(a, [{ metric: 'orders', groupBy: ['country', 'channel'], aggregation: 'sum', interval: 'hour', timezone: 'Asia/Kathmandu' }]))[0]!;
+    const utc = (await checkAll(a, [{ metric: 'orders', groupBy: ['country', 'channel'], aggregation: 'sum', interval: 'hour', timezone: 'UTC' }]))[0]!;
+    expect(zone.meta.level).toBe('quarter');
+    expect(zone.meta.rows).toBeLessThan(4 * utc.meta.rows); // today's rows: 4 quarter hours per hour
 
     // Nothing left to do; recovery leaves compacted rows and day packs (no processed marker) alone.
     expect(await compactor().runPass()).toMatchObject({ writtenRows: 0, packedDays: 0 });
     expect(await c.services.processor!.recover()).toBe(0);
     expect(await shape(a.accountId)).toEqual(s1);
     expect(await dayPacks(a.accountId)).toEqual(packs);
+    expect(await dayPacks(a.accountId, 4)).toEqual(quarterPacks);
   });
 
   it('day packs: late data for a packed day is counted once, before and after the repack', async () => {
@@ -191,13 +200,14 @@ describe('rollup compaction', () => {
     await expect(compactor({ hook: crashAt('packed') }).runPass()).rejects.toThrow(/simulated crash/);
     const pendingPacks = async () => {
       const [r] = await connectionOf(c.services.store).query<{ n: string }>(
-        'SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND level = 2 AND notEmpty(supersedes)',
+        'SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND level IN (2, 4) AND notEmpty(supersedes)',
         { a: x.accountId },
       );
       return Number(r!.n);
     };
     expect(await pendingPacks()).toBeGreaterThan(0); // packs written, their hour rows still stored
     expect(await closedHourRows(x.accountId)).toBeGreaterThan(0);
+    expect(await closedHourRows(x.accountId, 3)).toBeGreaterThan(0);
     expectSameAnswers(before, await checkAll(x));
     // Late data into the packed days meanwhile: hour groups holding a packed row are not merged
     // until the pack is finished (the pack already counts that row).
@@ -207,6 +217,7 @@ describe('rollup compaction', () => {
     expect(r.finished).toBeGreaterThan(0);
     expect(await pendingPacks()).toBe(0);
     expect(await closedHourRows(x.accountId)).toBe(0);
+    expect(await closedHourRows(x.accountId, 3)).toBe(0);
     expectSameAnswers(late, await checkAll(x));
   });
 

@@ -108,9 +108,13 @@ describe('runQuery', () => {
         },
       },
     }) as Store;
-    for (const [interval, from, to] of [['day', FROM, TO], ['minute', Date.UTC(2026, 2, 29, 0, 30), Date.UTC(2026, 2, 29, 2, 30)]] as const) {
+    for (const [interval, from, to, timezone] of [
+      ['day', FROM, TO, 'UTC'],
+      ['hour', FROM, TO, 'Asia/Kathmandu'], // quarter-hour rows and quarter packs: split at UTC days too
+      ['minute', Date.UTC(2026, 2, 29, 0, 30), Date.UTC(2026, 2, 29, 2, 30), 'UTC'],
+    ] as const) {
       statements.length = 0;
-      const q: RefQuery = { metric: 'page.load', groupBy: ['page'], aggregation: 'p95', interval, timezone: 'UTC' };
+      const q: RefQuery = { metric: 'page.load', groupBy: ['page'], aggregation: 'p95', interval, timezone };
       const res = await runQuery({ store: counting, keyring }, { accountId: A }, { ...q, from, to });
       checkAgainstReference(q, res, points);
       expect(statements.length).toBeGreaterThan(1);
@@ -119,8 +123,8 @@ describe('runQuery', () => {
       expect(statements[0]!.from).toBe(res.meta.from);
       expect(statements.at(-1)!.to).toBe(res.meta.to);
       statements.slice(1).forEach((s, i) => expect(s.from).toBe(statements[i]!.to));
-      // split only at UTC days (hour level: a day's hour rows and packs in one statement) or minutes
-      const unit = interval === 'day' ? 86_400_000 : 60_000;
+      // split only at UTC days (hour and quarter levels: a day's rows and packs in one statement) or minutes
+      const unit = interval === 'minute' ? 60_000 : 86_400_000;
       statements.slice(0, -1).forEach((s) => expect(s.to % unit).toBe(0));
     }
   });
@@ -134,9 +138,9 @@ describe('runQuery', () => {
     const kolkata = await runQuery(deps(), { accountId: A }, { metric: 'orders', aggregation: 'count', interval: 'hour', timezone: 'Asia/Kolkata', from: FROM, to: FROM + 3 * 3_600_000 });
     expect(kolkata.meta.level).toBe('quarter'); // Kolkata hours start at UTC :30: quarter-hour rows
     expect(kolkata.series[0]!.points[0]![0]).toBe(FROM - 30 * 60_000);
-    // Kolkata days: only the UTC hours holding local midnight come from minute rollups
+    // Kolkata days: quarter-hour rows and quarter packs (one pack per closed day and series)
     const days = await runQuery(deps(), { accountId: A }, { metric: 'orders', aggregation: 'count', interval: 'day', timezone: 'Asia/Kolkata', from: FROM, to: TO });
-    expect(days.meta.level).toBe('hour+minute');
+    expect(days.meta.level).toBe('quarter');
     expect(days.meta.failedRows).toBe(0);
   });
 
@@ -312,6 +316,47 @@ describe('runQuery', () => {
     expect(sum([tickWithList, hourRow])).toEqual({ value: 5, failed: 1 });
   });
 
+  it('counts a quarter pack once, only its quarter hours inside the range, and the quarter-hour rows beside it (late data)', async () => {
+    const keys = keyring.accountKeys(A)!.at(-1)!;
+    const ctx = await accountContext({ store, keyring }, A);
+    const day = Date.UTC(2025, 10, 4);
+    const Q = 900_000;
+    // Kathmandu (UTC+5:45) hours 05:45–17:45 local: UTC 00:00–12:00 of `day`, read from quarter hours
+    const q = parseQuery({ metric: 'orders', aggregation: 'sum', interval: 'hour', timezone: 'Asia/Kathmandu', from: day, to: day + 12 * 4 * Q }, { quarterSince: 0 });
+    expect(q.level).toBe(3);
+    const metric = ctx.versions.at(-1)!.pseudonyms.metric('orders');
+    const id = { accountId: A, metric, series: '78', tagKeys: [] as string[], tagValues: [] as string[], keyVersion: keys.version };
+    const agg = (v: number, t: number) => encodeAggregate(addPoint(emptyAggregate(), v, t));
+    const quarterRow = { l: 3, b: day + 5 * Q, v: keys.version, s: '78', k: '', t: '', p: 'q5', a: sealRollup(keys.dataKey, { ...id, level: 3, bucket: day + 5 * Q, part: 'q5' }, agg(5, day + 5 * Q)) };
+    // quarter hours 5 and 90 packed (90: 22:30 UTC, outside the range)
+    const pack = encodeDayPack([{ hour: 5, bytes: agg(7, day + 5 * Q) }, { hour: 90, bytes: agg(100, day + 90 * Q) }], 96);
+    const packRow = { l: 4, b: day, v: keys.version, s: '78', k: '', t: '', p: 'd1', a: sealRollup(keys.dataKey, { ...id, level: 4, bucket: day, part: 'd1' }, pack) };
+    const metricOf = new Map([[keys.version, metric]]);
+    const sum = (rows: Parameters<typeof mergeRows>[1]) => {
+      const { groups, failed, tampered } = mergeRows(mergePlan(ctx, q, metricOf), rows);
+      const g = groups.get('');
+      return { value: g ? g.aggs.reduce((n, a) => n + (a?.sum ?? 0), 0) : 0, failed, ...(tampered ? { tampered } : {}) };
+    };
+    expect(sum([quarterRow])).toEqual({ value: 5, failed: 0 });
+    expect(sum([packRow])).toEqual({ value: 7, failed: 0 });
+    expect(sum([quarterRow, packRow])).toEqual({ value: 12, failed: 0 });
+    expect(sum([packRow, packRow])).toEqual({ value: 7, failed: 0, tampered: 1 });
+    const other = { ...packRow, p: 'd2', a: sealRollup(keys.dataKey, { ...id, level: 4, bucket: day, part: 'd2' }, pack) };
+    expect(sum([packRow, other])).toEqual({ value: 7, failed: 1 });
+    // an hour pack relabelled a quarter pack (or back), or a quarter pack moved to another day, does not open
+    expect(sum([{ ...packRow, l: 2 }, quarterRow])).toEqual({ value: 5, failed: 1 });
+    expect(sum([{ ...packRow, b: day + 86_400_000 }, quarterRow])).toEqual({ value: 5, failed: 1 });
+    // a slot past 95 is a malformed pack
+    expect(() => encodeDayPack([{ hour: 96, bytes: agg(1, day) }], 96)).toThrow(/slot out of range/);
+    // A repack seals the older pack and the quarter-hour row (`<quarter>/<part>`): left out in any order.
+    const repack = encodeDayPack([{ hour: 5, bytes: agg(12, day + 5 * Q) }, { hour: 90, bytes: agg(100, day + 90 * Q) }], 96);
+    const entries = ['d1', '5/q5'];
+    const newer = { ...packRow, p: 'c:d:2', a: sealRollup(keys.dataKey, { ...id, level: 4, bucket: day, part: 'c:d:2' }, repack, entries) };
+    expect(sum([newer])).toEqual({ value: 12, failed: 0 });
+    expect(sum([quarterRow, packRow, { ...newer, u: entries }])).toEqual({ value: 12, failed: 0 });
+    expect(sum([packRow, quarterRow, newer])).toEqual({ value: 12, failed: 0, tampered: 2 }); // replayed after their deletion
+  });
+
   it("a query worker's merge zeroes the data keys it received, holds the groups until finish or drop, and answers like the inline merge", async () => {
     const ctx = await accountContext({ store, keyring }, A);
     const q = parseQuery({ metric: 'page.load', aggregation: 'p95', interval: 'hour', from: FROM, to: TO, groupBy: ['page'] });
@@ -401,6 +446,14 @@ describe('runQuery', () => {
         checkAgainstReference(q, quarter, points);
         checkAgainstReference(q, minute, points);
         if (aggregation === 'count') expect(quarter.series).toEqual(minute.series); // (float sums may differ in their last digit by merge order)
+        // Days: quarter-hour rows; without them, hour rows and minute rows only in the UTC hours holding local midnight
+        const d: RefQuery = { ...q, interval: 'day' };
+        const dq = await runQuery({ store, keyring, cache: fresh }, { accountId: A }, { ...d, from: FROM, to: TO });
+        const dm = await runQuery({ store: upgraded, keyring, cache: fresh }, { accountId: A }, { ...d, from: FROM, to: TO });
+        expect([dq.meta.level, dm.meta.level]).toEqual(['quarter', 'hour+minute']);
+        expect(dq.meta.failedRows + dm.meta.failedRows).toBe(0);
+        checkAgainstReference(d, dq, points);
+        checkAgainstReference(d, dm, points);
       }
     }
     // Minute buckets stay on minute rows in every zone.

@@ -20,8 +20,9 @@
  *    for about a second per statement.
  *
  * 6. pack closed UTC days (rollup/days.ts): the hour rows of a (day, series, key version) and its
- *    current pack, if any, become one new day pack that lists them all; then step 5 for it.
- *    Hour groups of closed days are not merged in step 3: they go into their day's pack.
+ *    current pack, if any, become one new day pack that lists them all, and its quarter-hour
+ *    rows one quarter pack likewise; then step 5 for them. Hour and quarter-hour groups of
+ *    closed days are not merged in step 3: they go into their day's pack.
  *
  * A crash (or a timeout) after 4 (or the pack insert of 6) leaves merged rows and sources,
  * never both counted; the next pass finishes them. A list is emptied only once its sources are gone, and a group holding an
@@ -36,7 +37,7 @@
  * stored row is opened through the rollup row model (rollup/rows.ts).
  */
 import { Counter, Histogram, type Registry } from 'prom-client';
-import { LEVEL } from '../rollup/levels.js';
+import { isPack } from '../rollup/levels.js';
 import type { RollupGroupCount } from '../storage/types.js';
 import { DayPacker } from './day-packs.js';
 import { FinishProtocol } from './finish.js';
@@ -235,7 +236,7 @@ export class Compactor {
 
     // 3. Read and merge. An hour row an unfinished day pack lists is counted in that pack: its
     // group waits until the pack is finished (with a full list of unfinished rows, every hour group).
-    const packing = earlier.length === maxGroups ? 'all' : new Set(earlier.filter((r) => r.level === LEVEL.dayPack).map(dayId));
+    const packing = earlier.length === maxGroups ? 'all' : new Set(earlier.filter((r) => isPack(r.level)).map(dayId));
     const merged = taken.length > 0 ? await this.merger.mergeGroups(taken, perGroup, report, packing) : [];
 
     // Resume after the last group done whole: a group merged only in part (more rows than

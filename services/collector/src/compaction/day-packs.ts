@@ -1,12 +1,13 @@
 /**
  * Step 6 of a pass (compactor.ts): closed UTC days packed — the hour rows of a (day, metric,
- * series, key version) and its current pack, opened through rollup/rows.ts, become one day pack
+ * series, key version) and its current hour pack, and likewise its quarter-hour rows and
+ * quarter pack, opened through rollup/rows.ts, become one day pack of each kind
  * (rollup/days.ts) that seals the list of what it holds; then the finish protocol (finish.ts).
  */
 import { sealRollup } from '../at-rest/records.js';
 import { decodeAggregate, encodeAggregate, encodeDayPack, forEachInDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
-import { DAY_PART_PREFIX, HOUR_MS, dayOf, hourEntry } from '../rollup/days.js';
-import { LEVEL } from '../rollup/levels.js';
+import { DAY_PART_PREFIX, dayOf, slotEntry } from '../rollup/days.js';
+import { LEVEL, PACKS, isPack, type PackLevel } from '../rollup/levels.js';
 import { openRow } from '../rollup/rows.js';
 import { Supersession, type RowHandle } from '../rollup/supersedes.js';
 import type { DayToPack, RollupRow } from '../storage/types.js';
@@ -14,8 +15,8 @@ import type { FinishProtocol } from './finish.js';
 import { decoded, newPart, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
 
 export class DayPacker {
-  /** Where the next packDays page starts (undefined: at the first day). */
-  private packAfter: DayToPack | undefined;
+  /** Per pack level, where the next packDays page starts (undefined: at the first day). */
+  private readonly packAfter = new Map<PackLevel, DayToPack | undefined>();
 
   constructor(
     private readonly c: PassContext,
@@ -32,15 +33,23 @@ export class DayPacker {
    * fail to open stay where they are (counted). Returns whether more days are waiting.
    */
   async packDays(report: CompactionReport): Promise<boolean> {
+    let more = false;
+    for (const pack of [LEVEL.dayPack, LEVEL.quarterPack] as const) if (await this.packLevel(pack, report)) more = true;
+    return more;
+  }
+
+  /** Packs the closed days of one kind of pack (hours, quarter hours); whether more are waiting. */
+  private async packLevel(packLevel: PackLevel, report: CompactionReport): Promise<boolean> {
     const limit = this.c.o.maxDayPacks ?? 2000;
     if (limit <= 0) return false;
     const { store } = this.c.o;
+    const { of: level, slotMs, slots } = PACKS[packLevel];
     const closed = dayOf(this.c.now() - (this.c.o.dayPackLagMs ?? 15 * 60_000));
     // Pages in key order, resumed after the last day of the previous page (wrapping round after
     // a short page): days that cannot be packed (no keys, rows that fail to open) never hold up
     // the ones after them.
-    const todo = await store.daysToPack({ closed, after: this.packAfter, limit });
-    this.packAfter = todo.length === limit ? todo.at(-1) : undefined;
+    const todo = await store.daysToPack({ closed, after: this.packAfter.get(packLevel), limit, level });
+    this.packAfter.set(packLevel, todo.length === limit ? todo.at(-1) : undefined);
     if (todo.length === 0) return false;
     const byAccount = new Map<string, typeof todo>();
     for (const r of todo) {
@@ -54,7 +63,7 @@ export class DayPacker {
       const keys = await this.c.o.keyring.accountKeys(accountId);
       if (!keys?.length) continue;
       // Each day's rows are read by one statement (one snapshot): a pack holds exactly the rows it lists.
-      const rows = await store.rollupsOfDays(accountId, days);
+      const rows = await store.rollupsOfDays(accountId, days, level);
       const groups = new Map<string, typeof rows>();
       for (const r of rows) {
         const k = `${r.metric}|${dayOf(r.bucket)}|${r.series}|${r.keyVersion}`;
@@ -66,7 +75,7 @@ export class DayPacker {
         await this.c.opening(report, list.length);
         const version = list[0]!.keyVersion;
         const key = keys.find((k) => k.version === version);
-        const packs = list.filter((r) => r.level === LEVEL.dayPack);
+        const packs = list.filter((r) => r.level === packLevel);
         if (!key || list.some((r) => r.supersedes.length > 0)) {
           report.skippedGroups++; // a destroyed key version, or not what compaction leaves: left alone
           continue;
@@ -80,21 +89,20 @@ export class DayPacker {
         const opened: { r: (typeof rows)[number]; h: RowHandle; payload: Uint8Array }[] = [];
         let broken = false;
         for (const r of list) {
-          const level = r.level as typeof LEVEL.hour | typeof LEVEL.dayPack;
-          if (level === LEVEL.hour && !r.marked) {
+          if (r.level === level && !r.marked) {
             report.unmarkedRows++;
             continue;
           }
-          const o = level === LEVEL.dayPack || (sameList(r.tagKeys, first.tagKeys) && sameList(r.tagValues, first.tagValues))
-            ? openRow(key.dataKey, { ...id, level, bucket: r.bucket, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: version, part: r.part }, r.agg)
+          const o = r.level === packLevel || (sameList(r.tagKeys, first.tagKeys) && sameList(r.tagValues, first.tagValues))
+            ? openRow(key.dataKey, { ...id, level: r.level, bucket: r.bucket, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: version, part: r.part }, r.agg)
             : null; // other tag pseudonyms than its series: not what the processor writes
           if (!o) {
             report.failedRows++;
-            if (level === LEVEL.dayPack) broken = true;
+            if (r.level === packLevel) broken = true;
             continue;
           }
           // a copy storage made of a row (counted): packed once, the delete removes both
-          const h = day_.add(r.part, level, r.bucket, r.metric, r.series, version, o);
+          const h = day_.add(r.part, r.level, r.bucket, r.metric, r.series, version, o);
           if (h) opened.push({ r, h, payload: o.payload });
         }
         if (broken) {
@@ -113,14 +121,14 @@ export class DayPacker {
         let hours = 0;
         const replaced = new Set(opened.filter((o) => day_.replaced(o.h)));
         report.tamperedRows += day_.tampered; // copies, and rows back after this day's pack or merged rows took them
-        const current = opened.filter((o) => o.r.level === LEVEL.dayPack && !replaced.has(o));
+        const current = opened.filter((o) => o.r.level === packLevel && !replaced.has(o));
         if (current.length > 1) {
           report.skippedGroups++; // two packs neither of which replaces the other: not what compaction leaves
           continue;
         }
         if (current[0]) {
           try {
-            forEachInDayPack(current[0].payload, (h, bytes) => addHour(h, decodeAggregate(bytes)));
+            forEachInDayPack(current[0].payload, (h, bytes) => addHour(h, decodeAggregate(bytes)), slots);
           } catch {
             report.failedRows++;
             this.c.o.log.warn({ accountId, day, failedRows: 1 }, 'rollup compaction: a day pack failed to decode; day left as it is');
@@ -137,26 +145,26 @@ export class DayPacker {
             hours++;
             continue;
           }
-          if (o.r.level === LEVEL.dayPack) continue; // (counted above)
+          if (isPack(o.r.level)) continue; // (counted above)
           const agg = decoded(o.payload);
           if (!agg) {
             report.failedRows++;
             continue;
           }
-          addHour(Math.floor((o.r.bucket - day) / HOUR_MS), agg);
+          addHour(Math.floor((o.r.bucket - day) / slotMs), agg);
           sources.push(o.r);
           hours++;
         }
         if (hours === 0) continue; // no hour row to add
         const part = newPart(DAY_PART_PREFIX);
-        const supersedes = sources.map((r) => (r.level === LEVEL.dayPack ? r.part : hourEntry(r.bucket, r.part)));
+        const supersedes = sources.map((r) => (r.level === packLevel ? r.part : slotEntry(packLevel, r.bucket, r.part)));
         written.push({
           ...id,
-          level: LEVEL.dayPack,
+          level: packLevel,
           keyVersion: version,
           part,
           supersedes,
-          agg: sealRollup(key.dataKey, { ...id, level: LEVEL.dayPack, keyVersion: version, part }, encodeDayPack([...hourAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) }))), supersedes),
+          agg: sealRollup(key.dataKey, { ...id, level: packLevel, keyVersion: version, part }, encodeDayPack([...hourAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })), slots), supersedes),
           writtenAt: now,
           expiresAt: Math.max(...sources.map((r) => r.expiresAt)),
         });

@@ -8,7 +8,7 @@ import type { AccountKeys } from '../keyring/index.js';
 import { sealRollup } from '../at-rest/records.js';
 import { encodeAggregate, mergeInto, type Aggregate } from '../rollup/index.js';
 import { dayOf } from '../rollup/days.js';
-import { LEVEL } from '../rollup/levels.js';
+import { isPack, packOf } from '../rollup/levels.js';
 import { openRow } from '../rollup/rows.js';
 import { Supersession, type RowHandle } from '../rollup/supersedes.js';
 import { COMPACTION_PART_PREFIX, type RollupGroupCount, type RollupRow, type StoredRollup } from '../storage/types.js';
@@ -18,11 +18,11 @@ export class GroupMerger {
   constructor(private readonly c: PassContext) {}
 
   async mergeGroups(all: RollupGroupCount[], perGroup: number, report: CompactionReport, packing: Set<string> | 'all'): Promise<RollupRow[]> {
-    // Hour rows of closed days go into their day's pack directly (step 6), never into a merged
-    // hour row first: the pack is what seals the list naming them, so a row replayed after the
-    // pack took it is recognised (a merged hour row would not see the pack's list).
+    // Hour and quarter-hour rows of closed days go into their day's pack directly (step 6), never
+    // into a merged row first: the pack is what seals the list naming them, so a row replayed
+    // after the pack took it is recognised (a merged row would not see the pack's list).
     const closed = (this.c.o.maxDayPacks ?? 2000) > 0 ? dayOf(this.c.now() - (this.c.o.dayPackLagMs ?? 15 * 60_000)) : -Infinity;
-    const taken = all.filter((g) => g.level !== LEVEL.hour || g.bucket >= closed);
+    const taken = all.filter((g) => packOf(g.level) === undefined || g.bucket >= closed);
     if (taken.length === 0) return [];
     const rows = await this.c.o.store.rollupsOfGroups(taken, perGroup);
     const byGroup = new Map<string, StoredRollup[]>();
@@ -36,8 +36,8 @@ export class GroupMerger {
     const now = this.c.now();
     const out: RollupRow[] = [];
     for (const g of taken) {
-      if (g.level === LEVEL.dayPack) continue; // day packs are not merged: a repack replaces them (packDays)
-      if (g.level === LEVEL.hour && (packing === 'all' || packing.has(dayId(g)))) {
+      if (isPack(g.level)) continue; // day packs are not merged: a repack replaces them (packDays)
+      if (packOf(g.level) !== undefined && (packing === 'all' || packing.has(dayId(g)))) {
         report.skippedGroups++;
         continue;
       }

@@ -9,6 +9,7 @@ import type { AccountKeys } from '../keyring/index.js';
 import type { Logger } from '../logger.js';
 import { decodeAggregate, type Aggregate } from '../rollup/index.js';
 import { dayOf } from '../rollup/days.js';
+import { isPack, packOf } from '../rollup/levels.js';
 import type { RollupGroupKey, RollupRef, Store } from '../storage/types.js';
 
 export const DEFAULT_COMPACTION_INTERVAL_MS = 60_000;
@@ -113,8 +114,9 @@ export function decoded(payload: Uint8Array): Aggregate | undefined {
   }
 }
 export const newPart = (prefix: string): string => `${prefix}${toHex(randomBytes(16))}`;
-/** (account, metric, UTC day, series) of a row: the scope of a day pack. */
-export const dayId = (r: RollupGroupKey): string => `${r.accountId}\u0000${r.metric}\u0000${dayOf(r.bucket)}\u0000${r.series}`;
+/** (account, kind of pack, metric, UTC day, series) of a row or pack: the scope of a day pack. */
+export const dayId = (r: RollupGroupKey): string =>
+  `${r.accountId}\u0000${isPack(r.level) ? r.level : packOf(r.level) ?? r.level}\u0000${r.metric}\u0000${dayOf(r.bucket)}\u0000${r.series}`;
 
 /** What each step of a pass gets from the compactor. */
 export interface PassContext {

@@ -26,8 +26,9 @@
  *   of a day pack may, rarely, count it and its hour rows once each);
  * - hour-level queries read the day packs (level 2, rollup/days.ts) of the UTC days the range
  *   overlaps, keeping their hours inside the range, plus the hour rows no pack supersedes
- *   (today's, and late data for packed days); a (day, series, key version) is counted
- *   through at most one pack (an older one is replaced by the newer, which lists it);
+ *   (today's, and late data for packed days); quarter-hour queries likewise the quarter packs
+ *   (level 4) and quarter-hour rows; a (day, series, key version) is counted through at most
+ *   one pack of each kind (an older one is replaced by the newer, which lists it);
  * - a row's group and filter match come from its tag pseudonym arrays, which its identity tag
  *   covers: storage rewriting `tag_values` makes the row fail to open (never regrouped).
  */
@@ -44,7 +45,6 @@ import { countRows } from '../rollup/rows.js';
 export { MAX_SERIES, roundFloat } from './merge.js';
 
 const MINUTE_MS = 60_000;
-const QUARTER_MS = 900_000;
 const quarterSince = new WeakMap<Store, Promise<number>>();
 /** From when every point has quarter-hour rows (read once per store; a failed read is retried next time). */
 function quarterLevelSince(store: Store): Promise<number> {
@@ -175,18 +175,18 @@ export const STATEMENT_ROWS = 20_000;
  * Reads a query's rows in statements over consecutive time ranges, each sized from the rows
  * the one before returned (about STATEMENT_ROWS): chDB runs one statement at a time, so a
  * heavy query read in one statement would hold back every insert (acknowledgements,
- * processing writes) for its whole read. Ranges are split at UTC days (hour level: a day's
- * hour rows and its day packs, the scope of a sealed `supersedes` list, are read by one
- * statement) or minutes and quarter hours (minute and quarter-hour levels: the scope is one bucket), so what supersedes.ts
+ * processing writes) for its whole read. Ranges are split at UTC days (hour and quarter-hour
+ * levels: a day's rows and its day pack, the scope of a sealed `supersedes` list, are read by
+ * one statement) or minutes (minute level: the scope is one bucket), so what supersedes.ts
  * decides per scope comes from one statement, which sees one snapshot. At most MAX_ROWS + 1
  * rows in all (more: the merge answers query_too_large).
  */
 async function readInStatements(deps: QueryDeps, selection: RollupSelection): Promise<Uint8Array> {
-  const unit = selection.level === LEVEL.minute ? MINUTE_MS : selection.level === LEVEL.quarter ? QUARTER_MS : DAY_MS;
+  const unit = selection.level === LEVEL.minute ? MINUTE_MS : DAY_MS;
   const parts: Uint8Array[] = [];
   let rows = 0;
-  // The first statement reads 10 minutes or quarter hours (12,000 rows at 1,200 series) or one UTC day.
-  let span = (selection.level === LEVEL.hour ? 1 : 10) * unit;
+  // The first statement reads 10 minutes (12,000 rows at 1,200 series) or one UTC day.
+  let span = (selection.level === LEVEL.minute ? 10 : 1) * unit;
   for (let from = selection.from; from < selection.to && rows <= MAX_ROWS; ) {
     const to = Math.min(selection.to, from - (((from % unit) + unit) % unit) + span);
     const bytes = await deps.store.selectRollups({ ...selection, from, to, limit: MAX_ROWS + 1 - rows });

@@ -9,6 +9,7 @@ import { emptyAggregate, finalize, mergeEncoded, mergeInto, type Aggregate, type
 import type { RollupLevel } from '../storage/types.js';
 import { HOUR_MS } from '../rollup/days.js';
 import { LEVEL, readRows, RowReader, type StoredRow } from '../rollup/rows.js';
+import { isPack } from '../rollup/levels.js';
 
 /** Most series in one answer. */
 export const MAX_SERIES = 1000;
@@ -16,7 +17,7 @@ export const MAX_SERIES = 1000;
 /** What merging a query needs, without the account's MAC keys: a worker receives it. */
 export interface MergePlan {
   accountId: string;
-  /** The query's level (0 minute, 1 hour with day packs). */
+  /** The query's level (minute; hour with hour packs; quarter hour with quarter packs). */
   level: RollupLevel;
   /** Bucket starts in the query's zone (epoch ms), and the end of the last bucket. */
   starts: number[];
@@ -121,6 +122,7 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
     metric: (row) => versions.get(row.v)?.metric,
     level: (row) => {
       if (row.l === LEVEL.dayPack) return plan.level === LEVEL.hour ? LEVEL.dayPack : 'fail';
+      if (row.l === LEVEL.quarterPack) return plan.level === LEVEL.quarter ? LEVEL.quarterPack : 'fail';
       // With minute hours: a minute row only inside them, an hour row only outside them.
       const level: RollupLevel = minuteHours && row.l === LEVEL.minute ? LEVEL.minute : plan.level;
       if (minuteHours) {
@@ -156,9 +158,9 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
   const from = starts[0]!;
   for (const o of reader.rows(rows)) {
     const grp = groupOf(o.row)!;
-    if (o.level !== LEVEL.dayPack) add(grp, indexOf(o.row.b), o.payload);
+    if (!isPack(o.level)) add(grp, indexOf(o.row.b), o.payload);
     else {
-      // only its hours inside the range, and not those read from minute rows
+      // only its slots inside the range, and not those read from minute rows
       reader.hours(o, from, end, (t, bytes) => {
         if (!minuteHours?.has(t)) add(grp, indexOf(t), bytes);
       });

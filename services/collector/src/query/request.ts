@@ -120,11 +120,13 @@ export function parseQuery(body: unknown, opts: { quarterSince?: number } = {}):
   const end = nextBucketStart(starts[starts.length - 1]!, interval, timezone);
   let level = sourceLevel(interval, timezone, from, to);
   if (level === LEVEL.quarter && starts[0]! < (opts.quarterSince ?? Infinity)) level = LEVEL.minute;
-  // Day (or longer) buckets in a zone whose midnights are not on UTC hours (Asia/Kolkata):
-  // only the UTC hours holding a bucket edge need minute rollups; every other hour comes from
-  // hour rollups and day packs (fewer rows than quarter hours over the whole range).
+  // Day (or longer) buckets in a zone whose midnights are on quarter hours (Asia/Kolkata) read
+  // quarter-hour rows and quarter packs: one pack per closed day and series, as UTC reads hour
+  // packs. Without quarter rows (a range before they exist, a zone off quarter hours): only
+  // the UTC hours holding a bucket edge need minute rollups; every other hour comes from hour
+  // rollups and day packs.
   let minuteHours: number[] | undefined;
-  if (level !== LEVEL.hour && interval !== 'minute') {
+  if (level === LEVEL.minute && interval !== 'minute') {
     const edges = new Set([...starts, end].filter((t) => t % HOUR_MS !== 0).map((t) => t - (t % HOUR_MS)));
     if (edges.size * 2 <= Math.ceil((end - starts[0]!) / HOUR_MS)) {
       level = LEVEL.hour;

@@ -1,14 +1,35 @@
 /**
- * The stored levels of the `rollups` table, by name: minute rows, hour rows, day packs (one
- * row per UTC day, metric, series and key version holding that day's hour aggregates, written
- * by compaction: rollup/days.ts) and quarter-hour (15-minute) rows, for hourly buckets in zones
- * at :30 and :45 (since schema version 7). Code says `LEVEL.hour`, never `1`; SQL in storage/
+ * The stored levels of the `rollups` table, by name: minute rows, hour rows, quarter-hour
+ * (15-minute) rows for hourly buckets in zones at :30 and :45 (since schema version 7), and two
+ * kinds of day pack written by compaction for closed UTC days (rollup/days.ts): one row per
+ * (UTC day, metric, series, key version) holding that day's hour aggregates (`dayPack`) or its
+ * quarter-hour aggregates (`quarterPack`). Code says `LEVEL.hour`, never `1`; SQL in storage/
  * spells the numbers, next to a comment naming them.
  */
-export const LEVEL = { minute: 0, hour: 1, dayPack: 2, quarter: 3 } as const;
+export const LEVEL = { minute: 0, hour: 1, dayPack: 2, quarter: 3, quarterPack: 4 } as const;
 
 /** A stored level. */
 export type RollupLevel = (typeof LEVEL)[keyof typeof LEVEL];
 
-/** The levels a query reads its buckets from (day packs are read as the hour rows they hold). */
+/** The levels a query reads its buckets from (day packs are read as the rows they hold). */
 export type QueryLevel = typeof LEVEL.minute | typeof LEVEL.hour | typeof LEVEL.quarter;
+
+/** A level compaction packs by UTC day, and the pack level holding it. */
+export type PackedLevel = typeof LEVEL.hour | typeof LEVEL.quarter;
+export type PackLevel = typeof LEVEL.dayPack | typeof LEVEL.quarterPack;
+
+const QUARTER_MS = 900_000;
+const HOUR_MS = 3_600_000;
+
+/** What a pack level holds: the rows of `of`, one slot of `slotMs` each, `slots` per UTC day. */
+export const PACKS: Readonly<Record<PackLevel, { of: PackedLevel; slotMs: number; slots: number }>> = {
+  [LEVEL.dayPack]: { of: LEVEL.hour, slotMs: HOUR_MS, slots: 24 },
+  [LEVEL.quarterPack]: { of: LEVEL.quarter, slotMs: QUARTER_MS, slots: 96 },
+};
+
+/** Whether a level is a day pack (of hours or of quarter hours). */
+export const isPack = (level: number): level is PackLevel => level === LEVEL.dayPack || level === LEVEL.quarterPack;
+
+/** The pack level holding rows of `level` (hour: dayPack, quarter: quarterPack), else undefined. */
+export const packOf = (level: number): PackLevel | undefined =>
+  level === LEVEL.hour ? LEVEL.dayPack : level === LEVEL.quarter ? LEVEL.quarterPack : undefined;

@@ -1,20 +1,23 @@
 /**
- * A day pack: the hour aggregates of one series in one UTC day, in one plaintext (rollup
- * level 2, written by compaction). Layout: u8 version (1), then per hour in increasing order:
- * u8 hour (0–23), varint length, the aggregate's encoding (aggregate.ts).
+ * A day pack: the aggregates of one series in one UTC day, in one plaintext (written by
+ * compaction): the day's hour aggregates (rollup level 2, 24 slots) or its quarter-hour
+ * aggregates (level 4, 96 slots); the level is bound into the row's identity, so a pack of
+ * one kind never opens as the other. Layout: u8 version (1), then per slot in increasing order:
+ * u8 slot (hour 0–23, or quarter hour 0–95), varint length, the aggregate's encoding (aggregate.ts).
  */
 import { RollupError } from './errors.js';
 
 const VERSION = 1;
 const malformed = (why: string) => new RollupError('malformed_aggregate', `malformed day pack: ${why}`);
 
-export function encodeDayPack(hours: { hour: number; bytes: Uint8Array }[]): Uint8Array {
+/** Encodes the slots of a pack (`slots`: 24 for hours, 96 for quarter hours). */
+export function encodeDayPack(hours: { hour: number; bytes: Uint8Array }[], slots = 24): Uint8Array {
   const sorted = [...hours].sort((a, b) => a.hour - b.hour);
   const chunks: number[] = [VERSION];
   let size = 1;
   const heads: number[][] = [];
   for (const { hour, bytes } of sorted) {
-    if (!Number.isInteger(hour) || hour < 0 || hour > 23) throw malformed('hour out of range');
+    if (!Number.isInteger(hour) || hour < 0 || hour >= slots) throw malformed('slot out of range');
     const head = [hour];
     for (let n = bytes.length; ; n = Math.floor(n / 128)) {
       if (n < 128) {
@@ -38,14 +41,14 @@ export function encodeDayPack(hours: { hour: number; bytes: Uint8Array }[]): Uin
   return out;
 }
 
-/** Calls `each(hour, aggregateBytes)` per hour of a pack (views into `pack`); throws on a malformed pack. */
-export function forEachInDayPack(pack: Uint8Array, each: (hour: number, bytes: Uint8Array) => void): void {
+/** Calls `each(slot, aggregateBytes)` per slot of a pack (views into `pack`); throws on a malformed pack. */
+export function forEachInDayPack(pack: Uint8Array, each: (hour: number, bytes: Uint8Array) => void, slots = 24): void {
   if (pack[0] !== VERSION) throw malformed('unknown version');
   let o = 1;
   let last = -1;
   while (o < pack.length) {
     const hour = pack[o++]!;
-    if (hour > 23 || hour <= last) throw malformed('hours out of order');
+    if (hour >= slots || hour <= last) throw malformed('slots out of order');
     last = hour;
     let len = 0;
     for (let shift = 1; ; shift *= 128) {

@@ -10,9 +10,10 @@
  * - a sealed `supersedes` list opens only on a row compaction wrote (part `c:`);
  * - a copy of a row already read, and a row a merged row or day pack replaces, are left out
  *   from the sealed lists (supersedes.ts), copies and replays counted in `tampered`;
- * - a (UTC day, metric, series, key version) is counted through at most one day pack: compaction
- *   leaves one (an older pack is listed by the newer), a second is not trusted (`failed`);
- * - a day pack's hours are read with `hours`: a malformed pack counts its hours before the
+ * - a (UTC day, metric, series, key version) is counted through at most one day pack of each
+ *   kind (hours, quarter hours): compaction leaves one (an older pack is listed by the newer), a
+ *   second is not trusted (`failed`);
+ * - a day pack's slots are read with `hours`: a malformed pack counts its slots before the
  *   fault (like separate rows) and is counted in `failed`.
  *
  * The rows compaction wrote are opened first and held until every sealed list is known, then
@@ -22,8 +23,8 @@ import { CollectorError } from '../errors.js';
 import { openRollupJoined, openRollupRow, type OpenedRollup, type RollupIdentity } from '../at-rest/records.js';
 import { forEachInDayPack } from './pack.js';
 import type { StoredRow } from '../storage/queries.js';
-import { LEVEL, type RollupLevel } from './levels.js';
-import { DAY_MS, HOUR_MS } from './days.js';
+import { LEVEL, PACKS, isPack, type RollupLevel } from './levels.js';
+import { DAY_MS } from './days.js';
 import { compactedFirst, isCompacted, Supersession, type RowHandle } from './supersedes.js';
 
 export { LEVEL, type RollupLevel } from './levels.js';
@@ -55,7 +56,7 @@ export interface OpenedRow {
   level: RollupLevel;
   /** The metric pseudonym it opened under. */
   metric: string;
-  /** Its aggregate (levels 0, 1) or day pack (level 2). */
+  /** Its aggregate (minute, hour, quarter-hour rows) or day pack (hour and quarter packs). */
   payload: Uint8Array;
 }
 
@@ -113,13 +114,15 @@ export class RowReader {
     for (const o of held) if (this.counts(o)) yield o;
   }
 
-  /** Calls `each(hourStart, aggregateBytes)` for the hours of a day pack in [from, to). */
+  /** Calls `each(slotStart, aggregateBytes)` for the slots (hours, quarter hours) of a day pack in [from, to). */
   hours(o: OpenedRow, from: number, to: number, each: (t: number, bytes: Uint8Array) => void): void {
+    if (!isPack(o.level)) throw new Error('not a day pack');
+    const { slotMs, slots } = PACKS[o.level];
     try {
       forEachInDayPack(o.payload, (h, bytes) => {
-        const t = o.row.b + h * HOUR_MS;
+        const t = o.row.b + h * slotMs;
         if (t >= from && t < to) each(t, bytes);
-      });
+      }, slots);
     } catch (e) {
       if (e instanceof CollectorError) throw e; // a refusal (too many series), not a fault of the pack
       this.failed++; // a malformed pack (its hours before the fault are counted, like separate rows)
@@ -131,7 +134,7 @@ export class RowReader {
     if (level === 'skip') return undefined;
     const dataKey = this.o.dataKey(row.v);
     const metric = this.o.metric ? this.o.metric(row) : row.m;
-    if (level === 'fail' || !dataKey || metric === undefined || (level === LEVEL.dayPack && row.b % DAY_MS !== 0)) {
+    if (level === 'fail' || !dataKey || metric === undefined || (isPack(level) && row.b % DAY_MS !== 0)) {
       this.failed++;
       return undefined;
     }
@@ -159,8 +162,8 @@ export class RowReader {
   /** Whether an opened row counts: not replaced, and the only pack of its day. */
   private counts(o: Held): boolean {
     if (this.supersession.replaced(o.h)) return false;
-    if (o.level !== LEVEL.dayPack) return true;
-    const day = `${o.row.v}\u0000${o.metric}\u0000${o.row.s}\u0000${o.row.b}`;
+    if (!isPack(o.level)) return true;
+    const day = `${o.level}\u0000${o.row.v}\u0000${o.metric}\u0000${o.row.s}\u0000${o.row.b}`;
     if (this.packedDays.has(day)) {
       this.failed++;
       return false;

@@ -16,14 +16,14 @@
  * - a second row with the identity of a row already read (a copy) is left out and counted.
  *
  * An entry names a row of the lister's group (same account, metric, series, key version, level
- * and bucket) or, for a day pack, an hour row of its day (`<hour>/<part>`) or an older pack of
- * the same day (`<part>`): a sealed list cannot name any other row. Rows written before format 3
+ * and bucket) or, for a day pack, a row of its day it holds (`<slot>/<part>`) or an older pack of
+ * the same day and kind (`<part>`): a sealed list cannot name any other row. Rows written before format 3
  * seal no list: for those compaction wrote (merged rows and packs of earlier versions) the stored
  * column is taken as it is (README, "Guarantees and their exact bounds").
  */
 import type { OpenedRollup } from '../at-rest/records.js';
 import { COMPACTION_PART_PREFIX, type RollupLevel } from '../storage/types.js';
-import { HOUR_MS, dayOf } from './days.js';
+import { dayOf, entryRow } from './days.js';
 import { LEVEL } from './levels.js';
 
 /** Rows compaction wrote (merged rows, day packs): the only ones that may replace others. */
@@ -44,14 +44,15 @@ export interface RowHandle {
 }
 
 /**
- * The scope of a row: a list can only name rows of its lister's scope. Minute and quarter-hour
- * rows: their group (a merged row names rows of its group); hour rows and day packs: the UTC day
- * of their series and key version (a merged hour row names rows of its hour, a pack hour rows and packs of its day).
+ * The scope of a row: a list can only name rows of its lister's scope. Minute rows: their group
+ * (a merged row names rows of its group); hour rows and hour packs, and quarter-hour rows and
+ * quarter packs: the UTC day of their series and key version (a merged row names rows of its
+ * bucket, a pack the rows it holds and older packs of its day and kind).
  */
 const scopeOf = (level: RollupLevel, bucket: number, metric: string, series: string, keyVersion: number): string =>
-  level === LEVEL.minute || level === LEVEL.quarter
+  level === LEVEL.minute
     ? `${level}\u0000${bucket}\u0000${metric}\u0000${series}\u0000${keyVersion}`
-    : `d\u0000${dayOf(bucket)}\u0000${metric}\u0000${series}\u0000${keyVersion}`;
+    : `${level === LEVEL.hour || level === LEVEL.dayPack ? 'd' : 'q'}\u0000${dayOf(bucket)}\u0000${metric}\u0000${series}\u0000${keyVersion}`;
 const keyOf = (level: RollupLevel, bucket: number, part: string): string => `${level}\u0000${bucket}\u0000${part}`;
 
 const NONE: readonly string[] = [];
@@ -140,8 +141,8 @@ function resolve(listers: readonly Lister[]): Map<string, boolean> {
     const list = l.sealed.supersedes ?? l.stored;
     const pending = l.stored.length === 0 ? undefined : new Set(l.stored);
     for (const e of list) {
-      const slash = l.level === LEVEL.dayPack ? e.indexOf('/') : -1;
-      const key = slash < 0 ? keyOf(l.level, l.bucket, e) : keyOf(LEVEL.hour, l.bucket + Number(e.slice(0, slash)) * HOUR_MS, e.slice(slash + 1));
+      const r = entryRow(l.level, l.bucket, e);
+      const key = keyOf(r.level as RollupLevel, r.bucket, r.part);
       named.set(key, named.get(key) === true || pending?.has(e) === true);
     }
   }

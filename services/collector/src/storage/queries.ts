@@ -115,12 +115,23 @@ export function queryRepository(db: Db): QueryStore {
       const { metrics, filters } = metricFilters(sel, params);
       const base = `account_id = {acc:String} AND ${metrics}`;
       let sql: string;
-      if (sel.level === 0 || sel.level === 3) {
-        // minute (0) or quarter-hour (3) rows of the range
-        params.lvl = sel.level;
+      if (sel.level === 0) {
+        // minute (0) rows of the range
         sql = `SELECT ${ROW_COLUMNS} FROM ${rollups}
-WHERE ${base} AND level = {lvl:UInt8} AND ${inRange('from', 'to')}
+WHERE ${base} AND level = 0 AND ${inRange('from', 'to')}
   AND ${filters}
+LIMIT {lim:UInt32}`;
+      } else if (sel.level === 3) {
+        // Quarter-hour (3) rows of the range and the quarter packs (4) of the UTC days it
+        // overlaps (the reader keeps only their quarter hours inside it).
+        params.dfrom = dayOf(sel.from);
+        sql = `SELECT * FROM (
+  SELECT ${ROW_COLUMNS} FROM ${rollups}
+  WHERE ${base} AND level = 3 AND ${inRange('from', 'to')} AND ${filters}
+  UNION ALL
+  SELECT ${ROW_COLUMNS} FROM ${rollups}
+  WHERE ${base} AND level = 4 AND ${inRange('dfrom', 'to')} AND ${filters}
+)
 LIMIT {lim:UInt32}`;
       } else {
         // Hour rows of the range, the day packs of the UTC days it overlaps (the reader keeps

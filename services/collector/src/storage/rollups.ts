@@ -15,7 +15,7 @@ const ROLLUP_COLUMNS = [
   'account_id', 'level', 'bucket', 'metric', 'series', 'tag_keys', 'tag_values', 'key_version', 'part', 'supersedes', 'agg', 'epoch', 'expires_at', 'written_at',
 ] as const;
 const rollupFields = (r: RollupRow): (string | Buffer)[] => [
-  str(r.accountId), uint(r.level, 3), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
+  str(r.accountId), uint(r.level, 4), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
   uint(r.keyVersion), str(r.part), r.supersedes?.length ? strArray(r.supersedes) : '[]', bytes(r.agg), uint(r.epoch ?? 0), time(r.expiresAt), time(r.writtenAt),
 ];
 /** `YYYY-MM-DD hh:mm:ss.mmm`: the fixed width of a time field (years 1900..2299). */
@@ -206,19 +206,21 @@ export function rollupRepository(db: Db): RollupStore {
       }
     },
 
-    async daysToPack({ closed, after, limit }) {
+    async daysToPack({ closed, after, limit, level = 1 }) {
       const rollups = db.t('rollups');
-      const hours = `level = 1 AND bucket < ${at('closed')}`;
+      // hour rows (1) and hour packs (2), or quarter-hour rows (3) and quarter packs (4)
+      const pack = level === 1 ? 2 : 4;
+      const hours = `level = ${level} AND bucket < ${at('closed')}`;
       const cursor = after
         ? ` AND (account_id, metric, ${DAY_SQL}, series, key_version) > ({pa:String}, {pm:UInt64}, {pd:Int64}, {ps:UInt64}, {pv:UInt32})`
         : '';
       const rows = await db.conn.query<{ a: string; m: string; d: number | string; s: string; v: number | string }>(
         `SELECT account_id AS a, toString(metric) AS m, ${DAY_SQL} AS d, toString(series) AS s, key_version AS v
          FROM ${rollups}
-         WHERE level IN (1, 2) AND bucket < ${at('closed')}${cursor}
+         WHERE level IN (${level}, ${pack}) AND bucket < ${at('closed')}${cursor}
            AND (account_id, metric, ${DAY_SQL}, series) IN (SELECT account_id, metric, ${DAY_SQL}, series FROM ${rollups} WHERE ${hours})
          GROUP BY account_id, metric, d, series, key_version
-         HAVING countIf(notEmpty(supersedes)) = 0 AND countIf(level = 1 AND ${marked(db, hours)}) > 0
+         HAVING countIf(notEmpty(supersedes)) = 0 AND countIf(level = ${level} AND ${marked(db, hours)}) > 0
          ORDER BY account_id, metric, d, series, key_version
          LIMIT {lim:UInt32}`,
         {
@@ -238,11 +240,11 @@ export function rollupRepository(db: Db): RollupStore {
       return r && num(r.n) > 0 ? num(r.s) : Infinity;
     },
 
-    async rollupsOfDays(accountId, days) {
+    async rollupsOfDays(accountId, days, level = 1) {
       const out: StoredRollup[] = [];
       const dayKey = (d: { metric: string; day: number; series: string; keyVersion: number }) => `${d.metric}|${d.day / DAY_MS}|${d.series}|${d.keyVersion}`;
       for (const run of db.chunks(days, dayKey)) {
-        const range = `account_id = {acc:String} AND level IN (1, 2)
+        const range = `account_id = {acc:String} AND level IN (${level === 1 ? '1, 2' : '3, 4'})
           AND bucket >= ${at('from')} AND bucket < ${at('to')}
           AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))`;
         // One read (one snapshot) per run: a pack holds exactly the rows it lists.

@@ -67,7 +67,7 @@ export interface ProcessedRow {
 }
 
 /** Rollup levels by name: rollup/levels.ts `LEVEL` (0 = minute, 1 = hour, 2 = day pack, the hour aggregates of one UTC day written by compaction). */
-import type { QueryLevel, RollupLevel } from '../rollup/levels.js';
+import type { PackedLevel, QueryLevel, RollupLevel } from '../rollup/levels.js';
 export type { RollupLevel };
 
 /** An encrypted partial aggregate of one series (metric + full tag set) in one bucket. */
@@ -227,7 +227,7 @@ export interface BatchStore {
   envelopeVersions(accountId: string): Promise<Record<string, number>>;
 }
 
-/** A (UTC day, metric, series, key version) of one account whose hour rows wait for a day pack. */
+/** A (UTC day, metric, series, key version) of one account whose hour (quarter-hour) rows wait for a day pack. */
 export interface DayToPack {
   accountId: string;
   metric: string;
@@ -285,12 +285,12 @@ export interface RollupStore {
   deleteRollupParts(parts: string[]): Promise<void>;
   /**
    * Day packing, step 1: (account, metric, day, series, key version) of UTC days that ended
-   * before `closed` holding a finished hour row and no unfinished merged row, in key order,
+   * before `closed` holding a finished row of `level` (default hour; quarter hour: quarter packs) and no unfinished merged row, in key order,
    * strictly after `after`, at most `limit`.
    */
-  daysToPack(o: { closed: number; after?: DayToPack; limit: number }): Promise<DayToPack[]>;
-  /** Day packing, step 2: the hour rows and packs of these days of one account (one read per statement), each with whether it is finished. */
-  rollupsOfDays(accountId: string, days: DayToPack[]): Promise<StoredRollup[]>;
+  daysToPack(o: { closed: number; after?: DayToPack; limit: number; level?: PackedLevel }): Promise<DayToPack[]>;
+  /** Day packing, step 2: the hour (or quarter-hour) rows and packs of these days of one account (one read per statement), each with whether it is finished. */
+  rollupsOfDays(accountId: string, days: DayToPack[], level?: PackedLevel): Promise<StoredRollup[]>;
   /** From when (epoch ms) every point has rows of this level (schema migration 7); Infinity: never. */
   rollupLevelSince(level: RollupLevel): Promise<number>;
 }
@@ -340,7 +340,7 @@ export interface TagFilter {
 /** The rollup rows one query reads (`QueryStore.selectRollups`). */
 export interface RollupSelection {
   accountId: string;
-  /** 0: minute rows of [from, to); 3: quarter-hour rows of [from, to); 1: hour rows of [from, to) and the day packs of the UTC days it overlaps. */
+  /** 0: minute rows of [from, to); 3: quarter-hour rows of [from, to) and the quarter packs (4) of the UTC days it overlaps; 1: hour rows of [from, to) and the hour packs (2) of the UTC days it overlaps. */
   level: QueryLevel;
   from: number;
   to: number;
