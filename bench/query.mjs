@@ -17,8 +17,10 @@
 //                compacted — after a (simulated) compaction: the partial hour rows replaced by
 //                            one row per (hour, series), sealed the same way (part `c:…`);
 //                packed    — then the real Compactor (dist/compactor.js) runs: nothing left to
-//                            merge, it writes a day pack (rollup level 2) per closed UTC day and
-//                            series and deletes the hour rows it holds.
+//                            merge, it writes a day pack (rollup level 2) and a quarter pack
+//                            (level 4) per closed UTC day and series and deletes the hour and
+//                            quarter-hour rows they hold (each tick's part has its processed
+//                            marker, as the processor writes it: only finished ticks are packed).
 //                live      — what a dashboard meets between two compaction passes: the packed
 //                            state, but the newest hour held as the processor's partial rows
 //                            (its compacted row replaced by them; not with --tick 3600).
@@ -209,6 +211,7 @@ class RollupWriter {
     this.lastHour = -Infinity; // the newest hour bucket seen, and its partial hour rows (the live state)
     this.lastHourPartials = [];
     this.pending = [];
+    this.markers = []; // one processed marker per tick part, as the processor writes (compaction packs only finished ticks' rows)
     this.inflight = Promise.resolve();
     this.rowsByLevel = [0, 0, 0, 0];
     this.hourRowsByMetric = new Array(METRICS.length).fill(0);
@@ -292,6 +295,7 @@ class RollupWriter {
     const t0 = performance.now();
     const part = toHex(randomBytes(16));
     const writtenAt = this.now();
+    this.markers.push({ accountId: this.accountId, batchId: part, processedAt: writtenAt, accepted: this.tick.size, rejected: 0, part });
     for (const { s, level, bucket, agg } of this.tick.values()) {
       const row = this.seal(s, level, bucket, agg, part, writtenAt);
       this.pending.push(row);
@@ -328,11 +332,14 @@ class RollupWriter {
     if (!force && this.pending.length < INSERT_ROWS) return;
     const rows = this.pending;
     const dict = this.dict;
+    const markers = this.markers;
     this.pending = [];
     this.dict = [];
+    this.markers = [];
     await this.inflight;
     this.inflight = (async () => {
       if (dict.length) await this.store.insertDictionary(dict);
+      if (markers.length) await this.store.markProcessed(markers);
       for (let i = 0; i < rows.length; i += INSERT_ROWS) await this.store.insertRollups(rows.slice(i, i + INSERT_ROWS));
     })();
   }

@@ -5,12 +5,11 @@
  * (rollup/days.ts) that seals the list of what it holds; then the finish protocol (finish.ts).
  */
 import { sealRollup } from '../at-rest/records.js';
-import { decodeAggregate, encodeAggregate, encodeDayPack, forEachInDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
+import { encodeAggregate, encodeDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
 import { DAY_PART_PREFIX, dayOf, slotEntry } from '../rollup/days.js';
-import { LEVEL, PACKS, isPack, type PackLevel } from '../rollup/levels.js';
-import { openRow } from '../rollup/rows.js';
-import { Supersession, type RowHandle } from '../rollup/supersedes.js';
-import type { DayToPack, RollupRow } from '../storage/types.js';
+import { LEVEL, PACKS, type PackLevel } from '../rollup/levels.js';
+import { compactionRow, RowReader, type CompactionRow } from '../rollup/rows.js';
+import type { DayToPack, RollupRow, StoredRollup } from '../storage/types.js';
 import type { FinishProtocol } from './finish.js';
 import { decoded, newPart, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
 
@@ -75,87 +74,71 @@ export class DayPacker {
         await this.c.opening(report, list.length);
         const version = list[0]!.keyVersion;
         const key = keys.find((k) => k.version === version);
-        const packs = list.filter((r) => r.level === packLevel);
         if (!key || list.some((r) => r.supersedes.length > 0)) {
           report.skippedGroups++; // a destroyed key version, or not what compaction leaves: left alone
           continue;
         }
-        const first = packs[0] ?? list[0]!;
+        const first = list.find((r) => r.level === packLevel) ?? list[0]!;
         const day = dayOf(first.bucket);
         const id = { accountId, bucket: day, metric: first.metric, series: first.series, tagKeys: first.tagKeys, tagValues: first.tagValues };
-        // Every row of the day opened first: the lists sealed in the pack and in merged hour rows
-        // say which rows came back after they took them (listed again below, not counted again).
-        const day_ = new Supersession();
-        const opened: { r: (typeof rows)[number]; h: RowHandle; payload: Uint8Array }[] = [];
+        // Every row of the day read by the one reader (rollup/rows.ts): the lists sealed in the
+        // pack and in merged rows say which rows came back after they took them (listed again
+        // below, not counted again); a pack that fails to open or decode, or a second pack,
+        // leaves the day as it is.
+        const sources: StoredRollup[] = [];
         let broken = false;
-        for (const r of list) {
-          if (r.level === level && !r.marked) {
-            report.unmarkedRows++;
-            continue;
-          }
-          const o = r.level === packLevel || (sameList(r.tagKeys, first.tagKeys) && sameList(r.tagValues, first.tagValues))
-            ? openRow(key.dataKey, { ...id, level: r.level, bucket: r.bucket, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: version, part: r.part }, r.agg)
-            : null; // other tag pseudonyms than its series: not what the processor writes
-          if (!o) {
-            report.failedRows++;
+        let added = 0; // rows of `level` counted or listed: without any, the pack stays as it is
+        const reader = new RowReader<CompactionRow>({
+          accountId,
+          dataKey: (v) => (v === version ? key.dataKey : undefined),
+          level: ({ r }) => {
+            if (r.level === level && !r.marked) {
+              report.unmarkedRows++; // a tick in flight or orphaned: never packed
+              return 'skip';
+            }
+            return r.level;
+          },
+          // other tag pseudonyms than its series: not what the processor writes
+          accept: ({ r }) => r.level === packLevel || (sameList(r.tagKeys, first.tagKeys) && sameList(r.tagValues, first.tagValues)),
+          failed: ({ r }) => {
             if (r.level === packLevel) broken = true;
-            continue;
-          }
-          // a copy storage made of a row (counted): packed once, the delete removes both
-          const h = day_.add(r.part, r.level, r.bucket, r.metric, r.series, version, o);
-          if (h) opened.push({ r, h, payload: o.payload });
-        }
-        if (broken) {
-          report.tamperedRows += day_.tampered;
-          // the day stays as it is: its pack and hour rows are read as they are
-          this.c.o.log.warn({ accountId, day, failedRows: 1 }, 'rollup compaction: a day pack failed to open; day left as it is');
-          continue;
-        }
-        const hourAggs = new Map<number, Aggregate>();
-        const addHour = (h: number, agg: Aggregate) => {
-          const cur = hourAggs.get(h);
-          if (cur) mergeInto(cur, agg);
-          else hourAggs.set(h, agg);
-        };
-        const sources: typeof rows = [];
-        let hours = 0;
-        const replaced = new Set(opened.filter((o) => day_.replaced(o.h)));
-        report.tamperedRows += day_.tampered; // copies, and rows back after this day's pack or merged rows took them
-        const current = opened.filter((o) => o.r.level === packLevel && !replaced.has(o));
-        if (current.length > 1) {
-          report.skippedGroups++; // two packs neither of which replaces the other: not what compaction leaves
-          continue;
-        }
-        if (current[0]) {
+          },
+          replaced: ({ r }) => {
+            sources.push(r); // back after a row of this day took it: listed and deleted, not counted again
+            added++;
+          },
+        });
+        const slotAggs = new Map<number, Aggregate>();
+        let pack: StoredRollup | undefined;
+        let undecodable = 0;
+        // a copy storage made of a row (counted): packed once, the delete removes both
+        for (const { o, t, bytes } of reader.cells(list.map(compactionRow))) {
+          const agg = decoded(bytes);
+          const slot = Math.floor((t - day) / slotMs);
+          const cur = slotAggs.get(slot);
           try {
-            forEachInDayPack(current[0].payload, (h, bytes) => addHour(h, decodeAggregate(bytes)), slots);
+            if (!agg) throw new Error('undecodable');
+            if (cur) mergeInto(cur, agg); // throws before changing anything
+            else slotAggs.set(slot, agg);
           } catch {
-            report.failedRows++;
-            this.c.o.log.warn({ accountId, day, failedRows: 1 }, 'rollup compaction: a day pack failed to decode; day left as it is');
+            undecodable++;
+            if (o.level === packLevel) broken = true;
             continue;
+          }
+          if (o.level === packLevel) pack = o.row.r;
+          else {
+            sources.push(o.row.r);
+            added++;
           }
         }
-        for (const o of opened) {
-          if (o === current[0]) {
-            sources.push(o.r);
-            continue;
-          }
-          if (replaced.has(o)) {
-            sources.push(o.r); // back after a row of this day took it: listed and deleted, not counted again
-            hours++;
-            continue;
-          }
-          if (isPack(o.r.level)) continue; // (counted above)
-          const agg = decoded(o.payload);
-          if (!agg) {
-            report.failedRows++;
-            continue;
-          }
-          addHour(Math.floor((o.r.bucket - day) / slotMs), agg);
-          sources.push(o.r);
-          hours++;
+        if (pack) sources.push(pack);
+        report.failedRows += reader.failed + undecodable;
+        report.tamperedRows += reader.tampered; // copies, and rows back after this day's pack or merged rows took them
+        if (broken) {
+          this.c.o.log.warn({ accountId, day, level: packLevel }, 'rollup compaction: a day pack failed to open or decode, or a second pack is stored; day left as it is');
+          continue;
         }
-        if (hours === 0) continue; // no hour row to add
+        if (added === 0) continue; // no row to add
         const part = newPart(DAY_PART_PREFIX);
         const supersedes = sources.map((r) => (r.level === packLevel ? r.part : slotEntry(packLevel, r.bucket, r.part)));
         written.push({
@@ -164,7 +147,7 @@ export class DayPacker {
           keyVersion: version,
           part,
           supersedes,
-          agg: sealRollup(key.dataKey, { ...id, level: packLevel, keyVersion: version, part }, encodeDayPack([...hourAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })), slots), supersedes),
+          agg: sealRollup(key.dataKey, { ...id, level: packLevel, keyVersion: version, part }, encodeDayPack([...slotAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })), slots), supersedes),
           writtenAt: now,
           expiresAt: Math.max(...sources.map((r) => r.expiresAt)),
         });

@@ -1,5 +1,5 @@
 /**
- * Step 3 of a pass (compactor.ts): the rows of each taken group opened (rollup/rows.ts) and
+ * Step 3 of a pass (compactor.ts): the rows of each taken group read (rollup/rows.ts) and
  * merged into one row that seals the list of its sources. Only rows whose tick finished or that
  * compaction wrote are merged; rows of different key versions never; rows that fail to open or
  * decode stay where they are (counted).
@@ -9,8 +9,7 @@ import { sealRollup } from '../at-rest/records.js';
 import { encodeAggregate, mergeInto, type Aggregate } from '../rollup/index.js';
 import { dayOf } from '../rollup/days.js';
 import { isPack, packOf } from '../rollup/levels.js';
-import { openRow } from '../rollup/rows.js';
-import { Supersession, type RowHandle } from '../rollup/supersedes.js';
+import { compactionRow, RowReader, type CompactionRow } from '../rollup/rows.js';
 import { COMPACTION_PART_PREFIX, type RollupGroupCount, type RollupRow, type StoredRollup } from '../storage/types.js';
 import { dayId, decoded, groupId, newPart, sameList, type CompactionReport, type PassContext } from './pass.js';
 
@@ -70,7 +69,7 @@ export class GroupMerger {
           report.skippedGroups++; // a destroyed key version: a wipe deletes these rows
           continue;
         }
-        const merged = await this.merge(g, key.dataKey, candidates, report);
+        const merged = await this.merge(g, version, key.dataKey, candidates, report);
         if (!merged) continue;
         const first = merged.sources[0]!;
         const part = newPart(COMPACTION_PART_PREFIX); // one per row: a list entry names exactly one row
@@ -104,53 +103,47 @@ export class GroupMerger {
   }
 
   /**
-   * Opens and merges a group's candidate rows (in slices); rows that fail are left out (and stay stored). All
-   * are opened first: a row a merged row among them seals in its list came back after that row
-   * took it (a replay), so it is listed by the new row (and deleted) without being counted again.
+   * Opens and merges a group's candidate rows (rollup/rows.ts's reader; the event loop gets a
+   * turn every `sliceRows` rows); rows that fail are left out (and stay stored). A row a merged row
+   * among them seals in its list came back after that row took it (a replay): it is listed by
+   * the new row (and deleted) without being counted again.
    */
   private async merge(
     g: RollupGroupCount,
+    version: number,
     dataKey: Uint8Array,
     candidates: StoredRollup[],
     report: CompactionReport,
   ): Promise<{ agg: Aggregate; sources: StoredRollup[] } | undefined> {
-    const group = new Supersession();
-    const opened: { r: StoredRollup; h: RowHandle; a: Aggregate }[] = [];
+    let first: StoredRollup | undefined;
+    const sources: StoredRollup[] = [];
+    const reader = new RowReader<CompactionRow>({
+      accountId: g.accountId,
+      dataKey: (v) => (v === version ? dataKey : undefined),
+      level: () => g.level,
+      // the row's own tag pseudonyms open it (a row whose tag_values storage rewrote fails); the
+      // same series pseudonym with other tag pseudonyms is not what the processor writes
+      accept: ({ r }) => sameList(r.tagKeys, (first ??= r).tagKeys) && sameList(r.tagValues, first.tagValues),
+      replaced: ({ r }) => sources.push(r), // back after a merged row took it: listed, not counted again
+    });
+    let agg: Aggregate | undefined;
     let failed = 0;
-    for (const r of candidates) {
+    // a copy storage made of a row (same part, counted): merged once; the delete removes both
+    for (const o of reader.rows(candidates.map(compactionRow))) {
       await this.c.opening(report);
-      // the row's own tag pseudonyms: a row whose tag_values storage rewrote fails here
-      const o = openRow(dataKey, { ...g, tagKeys: r.tagKeys, tagValues: r.tagValues, keyVersion: r.keyVersion, part: r.part }, r.agg);
-      const a = o ? decoded(o.payload) : undefined;
-      if (!a) {
+      const a = decoded(o.payload);
+      try {
+        if (!a) throw new Error('undecodable');
+        if (agg === undefined) agg = a;
+        else mergeInto(agg, a); // throws before changing anything
+      } catch {
         failed++;
         continue;
       }
-      if (opened.length > 0 && !(sameList(r.tagKeys, opened[0]!.r.tagKeys) && sameList(r.tagValues, opened[0]!.r.tagValues))) {
-        failed++; // same series pseudonym, other tag pseudonyms: not what the processor writes
-        continue;
-      }
-      // a copy storage made of a row (same part, counted): merged once; the delete removes both
-      const h = group.add(r.part, g.level, g.bucket, g.metric, g.series, r.keyVersion, o!);
-      if (h) opened.push({ r, h, a });
+      sources.push(o.row.r);
     }
-    let agg: Aggregate | undefined;
-    const sources: StoredRollup[] = [];
-    for (const { r, h, a } of opened) {
-      if (!group.replaced(h)) {
-        if (agg === undefined) agg = a;
-        else {
-          try {
-            mergeInto(agg, a); // throws before changing anything
-          } catch {
-            failed++;
-            continue;
-          }
-        }
-      }
-      sources.push(r);
-    }
-    report.tamperedRows += group.tampered;
+    failed += reader.failed;
+    report.tamperedRows += reader.tampered;
     if (failed) {
       report.failedRows += failed;
       this.c.o.log.warn({ accountId: g.accountId, level: g.level, bucket: g.bucket, failedRows: failed }, 'rollup compaction: rows failed to open and were left in place');

@@ -69,11 +69,10 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   });
   let undecodable = 0;
   const volumeEnd = volumeSince + 24 * HOUR;
-  for (const o of reader.rows(volumeRows)) {
+  for (const { o, bytes } of reader.cells(volumeRows, volumeSince, volumeEnd)) {
     let count = 0;
     try {
-      if (o.level === LEVEL.dayPack) reader.hours(o, volumeSince, volumeEnd, (_, bytes) => (count += decodeAggregate(bytes, false).count));
-      else count = decodeAggregate(o.payload, false).count;
+      count = decodeAggregate(bytes, false).count;
     } catch {
       undecodable++;
       continue;

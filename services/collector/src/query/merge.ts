@@ -155,16 +155,10 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
       failed++;
     }
   };
-  const from = starts[0]!;
-  for (const o of reader.rows(rows)) {
-    const grp = groupOf(o.row)!;
-    if (!isPack(o.level)) add(grp, indexOf(o.row.b), o.payload);
-    else {
-      // only its slots inside the range, and not those read from minute rows
-      reader.hours(o, from, end, (t, bytes) => {
-        if (!minuteHours?.has(t)) add(grp, indexOf(t), bytes);
-      });
-    }
+  // a day pack: only its slots inside the range, and not those read from minute rows
+  for (const { o, t, bytes } of reader.cells(rows, starts[0]!, end)) {
+    if (minuteHours?.has(t) && isPack(o.level)) continue;
+    add(groupOf(o.row)!, indexOf(t), bytes);
   }
   return { rows: rows.length, tooLarge: false, groups, failed: failed + reader.failed, tampered: reader.tampered };
 }

@@ -41,15 +41,15 @@ export function encodeDayPack(hours: { hour: number; bytes: Uint8Array }[], slot
   return out;
 }
 
-/** Calls `each(slot, aggregateBytes)` per slot of a pack (views into `pack`); throws on a malformed pack. */
-export function forEachInDayPack(pack: Uint8Array, each: (hour: number, bytes: Uint8Array) => void, slots = 24): void {
+/** Each (slot, aggregateBytes) of a pack in order (views into `pack`); throws at the first fault of a malformed pack. */
+export function* daySlots(pack: Uint8Array, slots = 24): Generator<[slot: number, bytes: Uint8Array]> {
   if (pack[0] !== VERSION) throw malformed('unknown version');
   let o = 1;
   let last = -1;
   while (o < pack.length) {
-    const hour = pack[o++]!;
-    if (hour >= slots || hour <= last) throw malformed('slots out of order');
-    last = hour;
+    const slot = pack[o++]!;
+    if (slot >= slots || slot <= last) throw malformed('slots out of order');
+    last = slot;
     let len = 0;
     for (let shift = 1; ; shift *= 128) {
       if (o >= pack.length || shift > 2 ** 28) throw malformed('truncated');
@@ -58,7 +58,7 @@ export function forEachInDayPack(pack: Uint8Array, each: (hour: number, bytes: U
       if (b < 0x80) break;
     }
     if (o + len > pack.length) throw malformed('truncated');
-    each(hour, pack.subarray(o, o + len));
+    yield [slot, pack.subarray(o, o + len)];
     o += len;
   }
 }

@@ -13,16 +13,19 @@
  * - a (UTC day, metric, series, key version) is counted through at most one day pack of each
  *   kind (hours, quarter hours): compaction leaves one (an older pack is listed by the newer), a
  *   second is not trusted (`failed`);
- * - a day pack's slots are read with `hours`: a malformed pack counts its slots before the
+ * - a day pack's slots are read with `cells`: a malformed pack counts its slots before the
  *   fault (like separate rows) and is counted in `failed`.
  *
  * The rows compaction wrote are opened first and held until every sealed list is known, then
- * each row that counts is yielded once by `RowReader.rows`.
+ * each row that counts is yielded once by `RowReader.rows` (or its aggregates, a day pack's
+ * slots one by one, by `RowReader.cells`); compaction is also told which rows were replaced
+ * (it deletes them) and which failed.
  */
-import { CollectorError } from '../errors.js';
-import { openRollupJoined, openRollupRow, type OpenedRollup, type RollupIdentity } from '../at-rest/records.js';
-import { forEachInDayPack } from './pack.js';
+import { joinPseudonyms, openRollupJoined, openRollupRow, type OpenedRollup, type RollupIdentity } from '../at-rest/records.js';
+import { daySlots } from './pack.js';
+import { RollupError } from './errors.js';
 import type { StoredRow } from '../storage/queries.js';
+import type { StoredRollup } from '../storage/types.js';
 import { LEVEL, PACKS, isPack, type RollupLevel } from './levels.js';
 import { DAY_MS } from './days.js';
 import { compactedFirst, isCompacted, Supersession, type RowHandle } from './supersedes.js';
@@ -49,9 +52,17 @@ export const openRow = (dataKey: Uint8Array, id: RollupIdentity, sealed: Uint8Ar
  */
 export const decryptsUnder = (key: Uint8Array, id: RollupIdentity, sealed: Uint8Array): boolean => openRollupRow(key, id, sealed) !== null;
 
+/** A row compaction read (storage/rollups.ts) as the reader takes it, with the row itself (`r`). */
+export interface CompactionRow extends StoredRow {
+  r: StoredRollup;
+}
+export const compactionRow = (r: StoredRollup): CompactionRow => ({
+  l: r.level, b: r.bucket, v: r.keyVersion, s: r.series, a: r.agg, k: joinPseudonyms(r.tagKeys), t: joinPseudonyms(r.tagValues), m: r.metric, p: r.part, u: r.supersedes, r,
+});
+
 /** A row that counts: opened, not a copy, not replaced. */
-export interface OpenedRow {
-  row: StoredRow;
+export interface OpenedRow<R extends StoredRow = StoredRow> {
+  row: R;
   /** The level it opened at. */
   level: RollupLevel;
   /** The metric pseudonym it opened under. */
@@ -60,31 +71,47 @@ export interface OpenedRow {
   payload: Uint8Array;
 }
 
-export interface RowReaderOptions {
+/** One aggregate that counts: a row's own (at its bucket), or one slot of a day pack (at the slot's start). */
+export interface Cell<R extends StoredRow = StoredRow> {
+  o: OpenedRow<R>;
+  t: number;
+  bytes: Uint8Array;
+}
+
+export interface RowReaderOptions<R extends StoredRow = StoredRow> {
   accountId: string;
   /** The data key of a key version (undefined: the row fails). */
   dataKey(version: number): Uint8Array | undefined;
   /** The level a row opens at; 'skip' leaves it out uncounted, 'fail' counts it as failed. */
-  level(row: StoredRow): RollupLevel | 'skip' | 'fail';
+  level(row: R): RollupLevel | 'skip' | 'fail';
   /** The metric pseudonym a row opens under (default: as stored; undefined: the row fails). */
-  metric?(row: StoredRow): string | undefined;
+  metric?(row: R): string | undefined;
   /** Asked of each opened row that is not a copy: false counts it as failed (the engine: tags outside the filter). */
-  accept?(row: StoredRow): boolean;
+  accept?(row: R): boolean;
+  /** Told of each row counted in `failed` (compaction leaves a day whose pack failed as it is). */
+  failed?(row: R): void;
+  /** Told of each row left out because a row read replaces it (compaction lists it with the rows it merges, and deletes it). */
+  replaced?(row: R): void;
 }
 
-interface Held extends OpenedRow {
+interface Held<R extends StoredRow> extends OpenedRow<R> {
   h: RowHandle;
 }
 
-/** Reads the rows of one query (or listing): construct one per read. */
-export class RowReader {
+/**
+ * Reads the rows of one query, listing or compaction step: construct one per read. The only
+ * iterator over stored rollup rows: the engine (query/merge.ts), the 24-hour volume
+ * (query/catalog.ts) and compaction's merges and day packs (compaction/merge.ts, day-packs.ts)
+ * all take the rows that count, and the day packs' slots, from here.
+ */
+export class RowReader<R extends StoredRow = StoredRow> {
   /** Rows that did not open, or that a reader must not use. */
   failed = 0;
   private readonly supersession = new Supersession();
   private readonly packedDays = new Set<string>();
   private readonly identity: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>;
 
-  constructor(private readonly o: RowReaderOptions) {
+  constructor(private readonly o: RowReaderOptions<R>) {
     this.identity = { accountId: o.accountId, level: LEVEL.minute, bucket: 0, metric: '', series: '', keyVersion: 0, part: '' };
   }
 
@@ -93,9 +120,9 @@ export class RowReader {
     return this.supersession.tampered;
   }
 
-  /** Each row of `stored` that counts, once. */
-  *rows(stored: readonly StoredRow[]): Generator<OpenedRow> {
-    const held: Held[] = [];
+  /** Each row of `stored` that counts, once (a day pack whole). */
+  *rows(stored: readonly R[]): Generator<OpenedRow<R>> {
+    const held: Held<R>[] = [];
     let holding = true;
     for (const row of compactedFirst(stored)) {
       const opened = this.open(row);
@@ -114,28 +141,42 @@ export class RowReader {
     for (const o of held) if (this.counts(o)) yield o;
   }
 
-  /** Calls `each(slotStart, aggregateBytes)` for the slots (hours, quarter hours) of a day pack in [from, to). */
-  hours(o: OpenedRow, from: number, to: number, each: (t: number, bytes: Uint8Array) => void): void {
-    if (!isPack(o.level)) throw new Error('not a day pack');
-    const { slotMs, slots } = PACKS[o.level];
-    try {
-      forEachInDayPack(o.payload, (h, bytes) => {
-        const t = o.row.b + h * slotMs;
-        if (t >= from && t < to) each(t, bytes);
-      }, slots);
-    } catch (e) {
-      if (e instanceof CollectorError) throw e; // a refusal (too many series), not a fault of the pack
-      this.failed++; // a malformed pack (its hours before the fault are counted, like separate rows)
+  /**
+   * Each aggregate of `stored` that counts, once: a row's own, and each slot (hour, quarter
+   * hour) of a day pack inside [from, to). A malformed pack yields its slots before the fault
+   * (like separate rows) and is counted in `failed`.
+   */
+  *cells(stored: readonly R[], from = -Infinity, to = Infinity): Generator<Cell<R>> {
+    for (const o of this.rows(stored)) {
+      if (!isPack(o.level)) {
+        yield { o, t: o.row.b, bytes: o.payload };
+        continue;
+      }
+      const { slotMs, slots } = PACKS[o.level];
+      try {
+        for (const [slot, bytes] of daySlots(o.payload, slots)) {
+          const t = o.row.b + slot * slotMs;
+          if (t >= from && t < to) yield { o, t, bytes };
+        }
+      } catch (e) {
+        if (!(e instanceof RollupError)) throw e; // a refusal by the consumer (too many series), not a fault of the pack
+        this.fail(o.row); // a malformed pack
+      }
     }
   }
 
-  private open(row: StoredRow): Held | undefined {
+  private fail(row: R): void {
+    this.failed++;
+    this.o.failed?.(row);
+  }
+
+  private open(row: R): Held<R> | undefined {
     const level = this.o.level(row);
     if (level === 'skip') return undefined;
     const dataKey = this.o.dataKey(row.v);
     const metric = this.o.metric ? this.o.metric(row) : row.m;
     if (level === 'fail' || !dataKey || metric === undefined || (isPack(level) && row.b % DAY_MS !== 0)) {
-      this.failed++;
+      this.fail(row);
       return undefined;
     }
     const id = this.identity;
@@ -147,25 +188,28 @@ export class RowReader {
     id.part = row.p;
     const opened = usable(openRollupJoined(dataKey, id, row.k, row.t, row.a), row.p);
     if (!opened) {
-      this.failed++;
+      this.fail(row);
       return undefined;
     }
     const h = this.supersession.add(row.p, level, row.b, metric, row.s, row.v, opened, row.u);
     if (!h) return undefined; // a copy (counted)
     if (this.o.accept && !this.o.accept(row)) {
-      this.failed++;
+      this.fail(row);
       return undefined;
     }
     return { row, level, metric, payload: opened.payload, h };
   }
 
-  /** Whether an opened row counts: not replaced, and the only pack of its day. */
-  private counts(o: Held): boolean {
-    if (this.supersession.replaced(o.h)) return false;
+  /** Whether an opened row counts: not replaced, and the only pack of its kind for its day. */
+  private counts(o: Held<R>): boolean {
+    if (this.supersession.replaced(o.h)) {
+      this.o.replaced?.(o.row);
+      return false;
+    }
     if (!isPack(o.level)) return true;
     const day = `${o.level}\u0000${o.row.v}\u0000${o.metric}\u0000${o.row.s}\u0000${o.row.b}`;
     if (this.packedDays.has(day)) {
-      this.failed++;
+      this.fail(o.row); // a second pack neither of which replaces the other: not what compaction leaves
       return false;
     }
     this.packedDays.add(day);
