@@ -41,9 +41,9 @@ export function entryRow(level: number, bucket: number, entry: string): { level:
 
 /** The rows a merged row or a day pack replaces, from its `supersedes` list. */
 export function supersededRefs(r: SupersedingRollup): RollupRef[] {
-  const base = { accountId: r.accountId, metric: r.metric, series: r.series };
   return r.supersedes.map((e) => {
     const { level, bucket, part } = entryRow(r.level, r.bucket, e);
-    return { ...base, level: level as RollupRef['level'], bucket, part };
+    // a literal, not a spread: a pass builds these for every entry of every pack it finishes (96 per quarter pack)
+    return { accountId: r.accountId, level: level as RollupRef['level'], bucket, metric: r.metric, series: r.series, part };
   });
 }
