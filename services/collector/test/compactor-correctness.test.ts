@@ -17,6 +17,9 @@ import { openRollup, sealRollup } from '../src/at-rest/records.js';
 import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { checkAgainstReference, expectSameAnswers, generatePoints, type GenPoint, type RefQuery } from './query-support.js';
 import { connectionOf } from '../src/storage/index.js';
+import { Lease } from '../src/keyring/leases.js';
+import { tempDirs } from './support/temp-dirs.js';
+import { until } from './lifecycle-support.js';
 
 const NOW = Date.UTC(2026, 3, 1, 12);
 const FROM = NOW - 2 * 86_400_000;
@@ -103,9 +106,17 @@ async function dayPacks(accountId: string, level = 2): Promise<{ rows: number; d
 }
 
 function compactor(
-  o: { hook?: (step: CompactionStep) => void; maxRows?: number; maxGroups?: number; maxRowsPerGroup?: number; maxDayPacks?: number; log?: typeof silent } = {},
+  o: { hook?: (step: CompactionStep) => void | Promise<void>; fence?: () => void; maxRows?: number; maxGroups?: number; maxRowsPerGroup?: number; maxDayPacks?: number; log?: typeof silent } = {},
 ): Compactor {
   return new Compactor({ store: c.services.store, keyring: c.services.keyring, log: silent, now, ...o });
+}
+/** Passes until done finish the `pending` merged rows an interrupted pass left: one row per group, the same answers. */
+async function finishedByNextPasses(before: QueryResult[], pending: number): Promise<void> {
+  const r = await compactor().runUntilDone();
+  expect(r.finished).toBe(pending);
+  const s2 = await shape(a.accountId);
+  expect(s2).toEqual({ rows: s2.groups, groups: s2.groups, pending: 0 });
+  expectSameAnswers(before, await checkAll(a));
 }
 const crashAt = (at: CompactionStep) => (step: CompactionStep) => {
   if (step === at) throw new Error(`simulated crash after step ${step}`);
@@ -237,11 +248,35 @@ describe('rollup compaction', () => {
     c = await startTestCollector({ now, dataDir: c.dataDir, env: { CIPHERSTAT_COMPACTION_INTERVAL_MS: '0' } });
     expect(await c.services.processor!.recover()).toBe(0);
     expectSameAnswers(before, await checkAll(a));
-    const r = await compactor().runUntilDone();
-    expect(r.finished).toBe(s1.pending);
-    const s2 = await shape(a.accountId);
-    expect(s2).toEqual({ rows: s2.groups, groups: s2.groups, pending: 0 });
+    await finishedByNextPasses(before, s1.pending);
+  });
+
+  it('a pass whose compactor lease runs out writes nothing more (fenced by the lease); the next holder finishes it', async () => {
+    await ingest(a, generatePoints(23, 100, FROM, NOW - 60_000)); // new partial rows next to the merged ones
+    const before = await checkAll(a);
+    const s0 = await shape(a.accountId);
+    // The fence services.ts gives the compactor of a process node: its lease with a third left.
+    const lease = new Lease(tempDirs('cs-compactor-lease-')(), 'compactor', 300);
+    expect(lease.acquireOrRenew().held).toBe(true);
+    let fenced = 0;
+    const fence = () => {
+      if (!lease.validFor(100)) {
+        fenced++;
+        throw new Error('compactor lease not valid long enough: pass abandoned');
+      }
+    };
+    // The pass stalls right after its merged-row insert until its lease ran out (no renewal).
+    const stall = async (step: CompactionStep) => {
+      if (step === 'inserted') await until(async () => !lease.validFor(100), 30_000, 'the lease to run out');
+    };
+    await expect(compactor({ fence, hook: stall }).runPass()).rejects.toThrow(/pass abandoned/);
+    expect(fenced).toBe(1); // its next write (the sources' delete) was refused
+    const s1 = await shape(a.accountId);
+    expect(s1.pending).toBeGreaterThan(0); // merged rows written before, sources untouched after
+    expect(s1.rows).toBe(s0.rows + s1.pending);
     expectSameAnswers(before, await checkAll(a));
+    // The next holder's passes finish the job.
+    await finishedByNextPasses(before, s1.pending);
   });
 
   it('counts nothing twice after a crash between the source delete and emptying the lists', async () => {
