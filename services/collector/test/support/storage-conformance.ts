@@ -8,7 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RowBinaryReader, connectionOf, readStoredRows, type AccountRow, type BatchRow, type DictRow, type RollupGroupKey, type RollupRow, type Store } from '../../src/storage/index.js';
 import { SCHEMA_VERSION, bootstrapSql, migrations, renderMigrations } from '../../src/storage/schema.js';
 import { createStore } from '../../src/storage/repository.js';
-import { hourEntry, supersededRefs } from '../../src/rollup/days.js';
+import { slotEntry, supersededRefs } from '../../src/rollup/days.js';
+import { LEVEL } from '../../src/rollup/levels.js';
 
 export interface StoreFactory {
   /** Opens a store over the same data every time (the suite closes and reopens it). */
@@ -271,7 +272,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       const late = rollup(a, 'late', { level: 1, bucket: day + 13 * HOUR });
       const other = rollup(a, 't1', { level: 1, bucket: day + HOUR, series: '9' }); // same part, other series
       await store.insertRollups([...hours, late, other]);
-      const pack = rollup(a, 'c:d:p', { level: 2, bucket: day, supersedes: [...hours.map((r) => hourEntry(r.bucket, r.part)), 'c:d:old'] });
+      const pack = rollup(a, 'c:d:p', { level: 2, bucket: day, supersedes: [...hours.map((r) => slotEntry(LEVEL.dayPack, r.bucket, r.part)), 'c:d:old'] });
       await store.insertRollups([pack]);
       const refs = supersededRefs({ ...pack, supersedes: pack.supersedes! });
       expect(refs.slice(0, 3)).toEqual(hours.map((r) => ({ accountId: a, level: 1, bucket: r.bucket, metric: r.metric, series: r.series, part: r.part })));
@@ -280,7 +281,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       await store.clearSupersedes([{ accountId: a, level: 2, bucket: day, metric: pack.metric, series: pack.series, part: pack.part }], { wait: true });
       const [day2] = await connectionOf(store).query<{ l: number; d: string }>(`SELECT level AS l, toString(intDiv(toUnixTimestamp64Milli(bucket), 86400000)) AS d FROM rollups WHERE account_id = {a:String} AND level = 2`, { a });
       expect(day2).toEqual({ l: 2, d: String(day / 86_400_000) });
-      await expect(store.insertRollups([rollup(a, 'bad', { level: 4 as never })])).rejects.toMatchObject({ code: 'storage_invalid_input' });
+      await expect(store.insertRollups([rollup(a, 'bad', { level: 5 as never })])).rejects.toMatchObject({ code: 'storage_invalid_input' });
     });
 
     it('answers unqualified table names (the store database is current): orphan rollup parts', async () => {
