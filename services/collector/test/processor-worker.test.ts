@@ -125,7 +125,14 @@ describe.skipIf(!built)('tick in a worker thread', () => {
       state = new TickState();
       const again = await both(input);
       expect(again.dict.map((d) => d.pseudonym)).toEqual(first.dict.map((d) => d.pseudonym));
-      expect(lines.filter((l) => l.includes('tick worker started'))).toHaveLength(2);
+      // Cardinality limits reach the worker too (they were once left out of the message, and the
+      // worker ran without any): from fresh state on both sides, the same series are refused.
+      await remote.retire();
+      state = new TickState();
+      const limited = await both({ ...input, limits: { seriesPerMetric: 4, newValuesPerHour: 1_000_000 } });
+      expect(limited.rejects.some((r) => r.code === 'series_limit')).toBe(true);
+      expect(limited.pointsProcessed).toBeLessThan(first.pointsProcessed);
+      expect(lines.filter((l) => l.includes('tick worker started'))).toHaveLength(3);
       expect(lines.join('')).not.toContain('tick worker failed');
     } finally {
       await remote.stop();

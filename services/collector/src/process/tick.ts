@@ -500,13 +500,9 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
 // Across the thread boundary.
 
 /** A tick input for postMessage: the sealed batches copied into one transferable buffer. */
-export interface PackedTickInput {
+export interface PackedTickInput extends Omit<TickInput, 'rows'> {
   rows: (Omit<TickBatch, 'sealed' | 'visitor'> & { offset: number; length: number; visitorLength: number })[];
   bytes: ArrayBuffer;
-  accounts: Map<string, TickAccount | null>;
-  now: number;
-  part: string;
-  epoch?: number;
 }
 
 /** What the main thread sends the tick worker: ticks, and at the end `retire` (zero your key copies and answer). */
@@ -532,16 +528,20 @@ export function packInput(input: TickInput): PackedTickInput {
     offset += visitor?.length ?? 0;
     return { accountId, batchId, pointCount, receivedAt, version, flags, offset: at, length: sealed.length, visitorLength: visitor?.length ?? 0 };
   });
-  return { rows, bytes: buf.buffer, accounts: input.accounts, now: input.now, part: input.part, epoch: input.epoch };
+  // every other field as it is: naming them here dropped one each time a field was added (the
+  // envelope version once, the cardinality limits until a test compared them)
+  const { rows: _rows, ...rest } = input;
+  return { ...rest, rows, bytes: buf.buffer };
 }
 
 export function unpackInput(p: PackedTickInput): TickInput {
-  const rows = p.rows.map(({ offset, length, visitorLength, ...r }) => ({
+  const { rows: packed, bytes, ...rest } = p;
+  const rows = packed.map(({ offset, length, visitorLength, ...r }) => ({
     ...r,
-    sealed: new Uint8Array(p.bytes, offset, length),
-    ...(visitorLength ? { visitor: new Uint8Array(p.bytes, offset + length, visitorLength) } : {}),
+    sealed: new Uint8Array(bytes, offset, length),
+    ...(visitorLength ? { visitor: new Uint8Array(bytes, offset + length, visitorLength) } : {}),
   }));
-  return { rows, accounts: p.accounts, now: p.now, part: p.part, epoch: p.epoch };
+  return { ...rest, rows };
 }
 
 /** The output's ciphertext buffers (each owned by its row) to transfer instead of copying. */
