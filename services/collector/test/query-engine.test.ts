@@ -54,6 +54,13 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+
+/** The ungrouped sum a merge of `rows` answers, with what it failed or found tampered. */
+function mergedSum(plan: Parameters<typeof mergeRows>[0], rows: Parameters<typeof mergeRows>[1]) {
+  const { groups, failed, tampered } = mergeRows(plan, rows);
+  const g = groups.get('');
+  return { value: g ? g.aggs.reduce((n, a) => n + (a?.sum ?? 0), 0) : 0, failed, ...(tampered ? { tampered } : {}) };
+}
 describe('runQuery', () => {
   const aggregations = ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p90', 'p95', 'p99', 'last'];
   const shapes: Omit<RefQuery, 'aggregation' | 'interval' | 'timezone'>[] = [
@@ -279,11 +286,7 @@ describe('runQuery', () => {
     const pack = encodeDayPack([{ hour: 1, bytes: agg(7, day + H) }, { hour: 20, bytes: agg(100, day + 20 * H) }]);
     const dayRow = { l: 2, b: day, v: keys.version, s: '77', k: '', t: '', p: 'd1', a: sealRollup(keys.dataKey, { ...id, level: 2, bucket: day, part: 'd1' }, pack) };
     const metricOf = new Map([[keys.version, metric]]);
-    const sum = (rows: Parameters<typeof mergeRows>[1]) => {
-      const { groups, failed, tampered } = mergeRows(mergePlan(ctx, q, metricOf), rows);
-      const g = groups.get('');
-      return { value: g ? g.aggs.reduce((n, a) => n + (a?.sum ?? 0), 0) : 0, failed, ...(tampered ? { tampered } : {}) };
-    };
+    const sum = (rows: Parameters<typeof mergeRows>[1]) => mergedSum(mergePlan(ctx, q, metricOf), rows);
     expect(sum([hourRow])).toEqual({ value: 5, failed: 0 });
     expect(sum([dayRow])).toEqual({ value: 7, failed: 0 });
     expect(sum([hourRow, dayRow])).toEqual({ value: 12, failed: 0 }); // an hour row beside its pack is other data
@@ -332,11 +335,7 @@ describe('runQuery', () => {
     const pack = encodeDayPack([{ hour: 5, bytes: agg(7, day + 5 * Q) }, { hour: 90, bytes: agg(100, day + 90 * Q) }], 96);
     const packRow = { l: 4, b: day, v: keys.version, s: '78', k: '', t: '', p: 'd1', a: sealRollup(keys.dataKey, { ...id, level: 4, bucket: day, part: 'd1' }, pack) };
     const metricOf = new Map([[keys.version, metric]]);
-    const sum = (rows: Parameters<typeof mergeRows>[1]) => {
-      const { groups, failed, tampered } = mergeRows(mergePlan(ctx, q, metricOf), rows);
-      const g = groups.get('');
-      return { value: g ? g.aggs.reduce((n, a) => n + (a?.sum ?? 0), 0) : 0, failed, ...(tampered ? { tampered } : {}) };
-    };
+    const sum = (rows: Parameters<typeof mergeRows>[1]) => mergedSum(mergePlan(ctx, q, metricOf), rows);
     expect(sum([quarterRow])).toEqual({ value: 5, failed: 0 });
     expect(sum([packRow])).toEqual({ value: 7, failed: 0 });
     expect(sum([quarterRow, packRow])).toEqual({ value: 12, failed: 0 });
