@@ -374,6 +374,58 @@ describe('authentication failures are cheap and limited', () => {
     expect(lateWrites).toHaveLength(1);
     expect((await store.rejects(victim.accountId)).late_batch_dropped).toBe(20);
   });
+
+  it('a refusal count is reported once while its flush is being written: neither lost from memory nor counted twice (GET /v1/metrics, accounts show)', async () => {
+    const c = await collector({ refusalFlushMs: 3_600_000 }); // only explicit flushes
+    const shop = await createAccount(c, { allowedOrigins: ['https://shop.example'] });
+    const refuse = async () => expect((await post(c.url, envelope(shop, points(1)).bytes, { origin: 'https://elsewhere.example' })).status).toBe(403);
+    for (let i = 0; i < 3; i++) await refuse();
+    const store = c.services.store;
+    // The flush's insert is held until a reader has read storage beside it, or has asked for
+    // the counts through `counted` (whose read of storage waits for the flush in progress).
+    const realAdd = store.addRejects.bind(store);
+    const realRejects = store.rejects.bind(store);
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let inserting!: () => void;
+    const insertStarted = new Promise<void>((r) => (inserting = r));
+    let flushDone = Promise.resolve();
+    let readsDuringFlush = 0;
+    let flushing = false;
+    store.addRejects = async (rows) => {
+      inserting();
+      await gate;
+      return realAdd(rows);
+    };
+    store.rejects = async (id) => {
+      const counts = await realRejects(id);
+      if (flushing) readsDuringFlush++;
+      release(); // a read beside the flush has read storage: now let the insert land
+      await flushDone;
+      return counts;
+    };
+    const refusals = c.services.refusals;
+    const realCounted = refusals.counted.bind(refusals);
+    refusals.counted = (id, stored) => {
+      const counts = realCounted(id, stored);
+      release();
+      return counts;
+    };
+    flushing = true;
+    flushDone = c.services.refusals.flush().then(() => void (flushing = false));
+    await insertStarted; // the three counts have left the pending map and are not in storage yet
+    await refuse(); // a fourth, recorded during the flush
+    const metrics = fetch(`${c.url}/v1/metrics`, { headers: { authorization: `Bearer ${shop.readToken}` } });
+    const body = (await (await metrics).json()) as { rejects: Record<string, number> };
+    await flushDone;
+    expect(readsDuringFlush).toBe(0);
+    expect(body.rejects.origin_not_allowed).toBe(4);
+    // After the flush: three in storage, one in memory, four in all — not seven.
+    const shown = (await (await c.admin('GET', `/v1/accounts/${shop.accountId}`)).json()) as { rejects: Record<string, number> };
+    expect(shown.rejects.origin_not_allowed).toBe(4);
+    await c.services.refusals.flush();
+    expect((await realRejects(shop.accountId)).origin_not_allowed).toBe(4);
+  });
 });
 
 describe('HTTP server limits', () => {

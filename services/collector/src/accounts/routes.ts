@@ -14,7 +14,8 @@ import type { Accounts } from './accounts.js';
 import type { Lifecycle } from '../lifecycle/index.js';
 import { accountDetails, accountView } from '../lifecycle/routes.js';
 import type { AuthFailures } from '../ingest/admission.js';
-import { addCounts, type Refusals } from '../ingest/refusals.js';
+import type { Refusals } from '../ingest/refusals.js';
+import type { Store } from '../storage/index.js';
 import type { ScriptBuild } from '../script.js';
 
 /** What the admin routes need (a slice of the process's services). */
@@ -23,6 +24,7 @@ export interface AdminDeps {
   accounts: Accounts;
   lifecycle: Lifecycle;
   refusals: Refusals;
+  store: Pick<Store, 'rejects'>;
   authFailures: AuthFailures;
   adminTokenHash: string;
   script: ScriptBuild | undefined;
@@ -107,7 +109,7 @@ export function registerAdminRoutes(app: Hono, s: AdminDeps, clientAddress: (c: 
   app.get('/v1/accounts/:id', async (c) => {
     const row = await s.accounts.fresh(c.req.param('id'));
     if (!row) throw new CollectorError(404, 'account_not_found', 'no such account');
-    const described = await s.lifecycle.describe(row);
-    return c.json({ ...described, rejects: addCounts(described.rejects, s.refusals.pending(row.accountId)) });
+    // Refusals not written yet included, read beside no flush (refusals.ts `counted`).
+    return c.json(await s.lifecycle.describe(row, (id) => s.refusals.counted(id, () => s.store.rejects(id))));
   });
 }

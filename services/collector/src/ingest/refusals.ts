@@ -5,7 +5,9 @@
  * - counted per account and code in memory and written to storage's `rejects` table by one
  *   insert per flush (every `flushMs`, and on close): a flood of hostile requests costs a map
  *   update each, never a storage write each;
- * - counts not flushed yet are added to what `GET /v1/metrics` and `accounts show` report;
+ * - counts not flushed yet are added to what `GET /v1/metrics` and `accounts show` report
+ *   (`counted`: the stored counts are read while no flush runs, so a count is always either in
+ *   storage or in memory when it is read, never in neither or both);
  * - logged at most once per account, code and origin per UTC hour (at most `maxLogKeys`
  *   distinct lines an hour, then one line saying that more were suppressed);
  * - the origins refused for an account are remembered (the last few, in this process) so the
@@ -64,9 +66,24 @@ export class Refusals {
     this.#logOnce(accountId, code, message, origin);
   }
 
-  /** Counts recorded but not yet in storage. */
+  /** Counts recorded but not yet in storage (during a flush: not those being written; see `counted`). */
   pending(accountId: string): Record<string, number> {
     return Object.fromEntries(this.#pending.get(accountId) ?? []);
+  }
+
+  /**
+   * The account's counts: `stored` (what storage holds) read while no flush runs, plus what is
+   * pending in memory. A flush moves counts out of memory before its insert returns, so a read
+   * of storage beside a flush would see them in neither place (or, after the insert, in both):
+   * the read waits for the flush in progress and the next flush waits for the read.
+   */
+  counted(accountId: string, stored: () => Promise<Record<string, number>>): Promise<Record<string, number>> {
+    const read = this.#flushing.then(async () => addCounts(await stored(), this.pending(accountId)));
+    this.#flushing = read.then(
+      () => {},
+      () => {},
+    );
+    return read;
   }
 
   /** Origins recently refused for the account (this process only), oldest first. */
@@ -147,7 +164,7 @@ export function refusalAdvice(code: string, account: { accountId: string; allowe
 }
 
 /** `a + b` per code. */
-export function addCounts(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
+function addCounts(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
   const sum = { ...a };
   for (const [code, n] of Object.entries(b)) sum[code] = (sum[code] ?? 0) + n;
   return sum;

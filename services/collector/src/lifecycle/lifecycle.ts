@@ -346,11 +346,11 @@ export class Lifecycle implements SweepTarget {
 
   // ---------------------------------------------------------------- reads
 
-  /** What `GET /v1/accounts/:id` and `cipherstat accounts show` print. */
-  async describe(row: AccountRow): Promise<AccountDetails> {
-    const [view, rejects, rows] = await Promise.all([
+  /** What `GET /v1/accounts/:id` and `cipherstat accounts show` print (`rejects`: how the reject counts are read). */
+  async describe(row: AccountRow, rejects: (accountId: string) => Promise<Record<string, number>> = (id) => this.o.store.rejects(id)): Promise<AccountDetails> {
+    const [view, counts, rows] = await Promise.all([
       this.o.accounts.view(row),
-      this.o.store.rejects(row.accountId),
+      rejects(row.accountId),
       this.o.store.countAccountRows(row.accountId),
     ]);
     let purge: AccountDetails['purge'] = null;
@@ -359,7 +359,7 @@ export class Lifecycle implements SweepTarget {
       const pendingRows = PURGE_TABLES.reduce((n, t) => n + tables[t], 0);
       purge = { complete: pendingRows === 0, pendingRows, tables };
     }
-    return { ...view, rejects, rows, purge };
+    return { ...view, rejects: counts, rows, purge };
   }
 
   async verify(accountId: string, opts?: VerifyOptions): Promise<VerifyReport> {

@@ -21,7 +21,7 @@ import { listMetrics, type MetricsListing } from './catalog.js';
 import { DashboardFiles, securityHeaders, serveDashboard } from './dashboard.js';
 import { runQuery, type QueryResult, type QueryStats } from './engine.js';
 import { registerPrometheusRoutes } from './prometheus/routes.js';
-import { addCounts, refusalAdvice } from '../ingest/refusals.js';
+import { refusalAdvice } from '../ingest/refusals.js';
 import { QueryLimits } from './limits.js';
 import { defaultMergers, type Mergers } from './mergers.js';
 
@@ -161,7 +161,7 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     const account = await authenticate(c);
     const listed = await listing(account.accountId);
     // Reject counts are read fresh (not cached with the listing), plus refusals not yet flushed.
-    const rejects = addCounts(await s.store.rejects(account.accountId), s.refusals.pending(account.accountId));
+    const rejects = await s.refusals.counted(account.accountId, () => s.store.rejects(account.accountId));
     // Processed batches by envelope version: senders still on the deprecated v1 show here.
     const envelopes = await s.store.envelopeVersions(account.accountId);
     const origins = s.refusals.refusedOrigins(account.accountId);
