@@ -7,6 +7,7 @@ const ALL = [
   ['protocol', 'bench/protocol.mjs'],
   ['library', 'packages/library/bench/library.bench.mjs'],
   ['hpke', 'bench/hpke.mjs'],
+  ['records', 'bench/records.mjs'],
   ['ingest', 'bench/ingest.mjs'],
   ['storefront', 'bench/storefront.mjs'],
   ['query', 'bench/query.mjs'],

@@ -1,15 +1,20 @@
 /**
  * The at-rest record format (src/at-rest/records.ts): XChaCha20-Poly1305 with the row identity as
- * associated data, built from HChaCha20 (@noble/ciphers) and node:crypto's ChaCha20-Poly1305,
- * checked byte for byte against @noble/ciphers' own xchacha20poly1305; legacy secretbox rows
- * still open; anything moved, relabelled or tampered does not.
+ * associated data (libsodium through sodium-native), checked byte for byte against
+ * @noble/ciphers' own xchacha20poly1305 and against the construction used before sodium-native
+ * (HChaCha20 + node:crypto's ChaCha20-Poly1305, kept here as `previousSeal`/`previousOpen`);
+ * records that implementation sealed (fixed vectors, support/records-vectors.json) still open;
+ * legacy secretbox rows still open; anything moved, relabelled or tampered does not; a destroyed
+ * (zeroed) key seals nothing.
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { readFileSync } from 'node:fs';
+import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { hchacha, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { concat, randomBytes, secretSeal } from '@cipherstat/protocol';
 import { nodeSha512 } from '@cipherstat/protocol/node';
-import { SEAL_OVERHEAD, openDict, openRollup, openRollupJoined, openRollupRow, opensDict, sealDict, sealRecord, sealRollup } from '../src/at-rest/records.js';
+import { SEAL_OVERHEAD, openAny, openDict, openRollup, openRollupJoined, openRollupRow, opensDict, sealDict, sealRecord, sealRollup } from '../src/at-rest/records.js';
 
 const id = { accountId: 'acct_x', level: 1 as const, bucket: 1_790_000_000_000, metric: '123', series: '456', tagKeys: ['7', '8'], tagValues: ['9', '10'], keyVersion: 3, part: 'p1' };
 const AD = 'rollup\u0000acct_x\u00001\u00001790000000000\u0000123\u0000456\u00007,8\u00009,10';
@@ -116,4 +121,105 @@ describe('at-rest records', () => {
       expect(openRollup(key, { ...id, series: '457' }, legacy)).toBeNull();
     }
   });
+
+  describe('across implementations (sodium-native now; HChaCha20 + node:crypto before session 8)', () => {
+    const vectors = JSON.parse(readFileSync(new URL('./support/records-vectors.json', import.meta.url), 'utf8')) as {
+      key: string;
+      id: typeof id;
+      records: { kind: 'record' | 'rollup' | 'dict'; format: number; ad?: string; n?: number; supersedes?: string[]; entry?: { text: string; extra?: string }; sealed: string }[];
+    };
+    const vkey = Buffer.from(vectors.key, 'hex');
+    const plainOf = (n: number) => Uint8Array.from({ length: n }, (_, i) => (i * 7 + 3) & 255);
+
+    it('records sealed by the previous implementation (fixed vectors) open, byte for byte, and fail when tampered', () => {
+      expect(vectors.records.length).toBe(8);
+      for (const r of vectors.records) {
+        const sealed = Buffer.from(r.sealed, 'hex');
+        expect(sealed[0]).toBe(r.format);
+        if (r.kind === 'dict') {
+          expect(openDict(vkey, 'acct_vec', 0, '99', sealed)).toEqual(r.entry);
+          expect(openDict(vkey, 'acct_vec', 0, '98', sealed)).toBeNull();
+          continue;
+        }
+        const rid = r.format === 3 ? { ...vectors.id, part: 'c:vec' } : vectors.id;
+        const opened = r.kind === 'record' ? openAny(vkey, r.ad!, sealed) : openRollupRow(vkey, rid, sealed)?.payload;
+        expect(Buffer.from(opened!).equals(Buffer.from(plainOf(r.n!))), `${r.kind} ${r.format} ${r.n}`).toBe(true);
+        if (r.format === 3) expect(openRollupRow(vkey, rid, sealed)!.supersedes).toEqual(r.supersedes);
+        // the previous implementation (kept below) opens its own vector too: the vectors are what it wrote
+        if (r.kind === 'record') expect(Buffer.from(previousOpen(vkey, r.ad!, sealed)!).equals(Buffer.from(plainOf(r.n!)))).toBe(true);
+        // one flipped bit anywhere (first, inside the nonce, body, tag, last) and it no longer opens
+        for (const at of [1, 12, 25, sealed.length - 17, sealed.length - 1]) {
+          const t = Buffer.from(sealed);
+          t[at] = t[at]! ^ 0x80;
+          expect(r.kind === 'record' ? openAny(vkey, r.ad!, t) : openRollupRow(vkey, rid, t), `${r.kind} ${r.n} byte ${at}`).toBeNull();
+        }
+      }
+    });
+
+    it('records sealed now open with the previous implementation and the reverse, at 0 B to 5 KB', () => {
+      const key = randomBytes(32);
+      for (const n of [0, 1, 15, 16, 17, 63, 64, 65, 100, 1024, 5120]) {
+        for (const ad of ['', 'a', AD, AD.repeat(40), 'ü€😀']) {
+          const plain = plainOf(n);
+          const now = sealRecord(key, ad, plain);
+          expect(Buffer.from(previousOpen(key, ad, now)!).equals(Buffer.from(plain)), `now → before, ${n} B`).toBe(true);
+          const before = previousSeal(key, ad, plain);
+          expect(Buffer.from(openAny(key, ad, before)!).equals(Buffer.from(plain)), `before → now, ${n} B`).toBe(true);
+          // same nonce, same bytes
+          expect(Buffer.from(previousSealWith(key, ad, plain, now.subarray(1, 25))).equals(Buffer.from(now))).toBe(true);
+          expect(openAny(key, `${ad}x`, before)).toBeNull();
+        }
+      }
+    });
+
+    it('refuse to seal under a destroyed (zeroed) key, and a zeroed key opens nothing sealed under the real one', () => {
+      const key = randomBytes(32);
+      const sealed = sealRollup(key, id, plainOf(120));
+      const destroyed = new Uint8Array(32);
+      expect(() => sealRecord(destroyed, AD, plainOf(10))).toThrow(/destroyed/);
+      expect(() => sealRollup(destroyed, id, plainOf(10))).toThrow(/destroyed/);
+      expect(() => sealDict(destroyed, 'acct_x', 0, '1', { text: 't' })).toThrow(/destroyed/);
+      key.fill(0); // what shred does to a key still held
+      expect(openRollup(key, id, sealed)).toBeNull();
+      expect(() => sealRollup(key, id, plainOf(10))).toThrow(/destroyed/);
+      expect(() => sealRecord(randomBytes(31), AD, plainOf(10))).toThrow(/32 bytes/);
+    });
+
+    it('nonces differ between seals and the pool keeps none it handed out', () => {
+      const key = randomBytes(32);
+      const seen = new Set<string>();
+      for (let i = 0; i < 1000; i++) seen.add(Buffer.from(sealRecord(key, '', plainOf(1)).subarray(1, 25)).toString('hex'));
+      expect(seen.size).toBe(1000);
+    });
+  });
 });
+
+// The construction records.ts used before sodium-native: XChaCha20-Poly1305 as HChaCha20
+// (@noble/ciphers) for the subkey and node:crypto's ChaCha20-Poly1305 with (0^4 | nonce[16..24]).
+const SIGMA = new Uint32Array(new TextEncoder().encode('expand 32-byte k').buffer);
+function previousCipher<T>(make: (k: Uint8Array, iv: Uint8Array) => T, key: Uint8Array, nonce: Uint8Array): T {
+  const sub = new Uint32Array(8);
+  hchacha(SIGMA, new Uint32Array(Uint8Array.from(key).buffer), new Uint32Array(Uint8Array.from(nonce.subarray(0, 16)).buffer), sub);
+  const iv = new Uint8Array(12);
+  iv.set(nonce.subarray(16, 24), 4);
+  return make(new Uint8Array(sub.buffer), iv);
+}
+function previousSealWith(key: Uint8Array, ad: string, plain: Uint8Array, nonce: Uint8Array): Uint8Array {
+  const c = previousCipher((k, iv) => createCipheriv('chacha20-poly1305', k, iv, { authTagLength: 16 }), key, nonce);
+  c.setAAD(Buffer.from(ad, 'utf8'), { plaintextLength: plain.length });
+  const body = Buffer.concat([c.update(plain), c.final()]);
+  return concat(Uint8Array.of(1), nonce, body, c.getAuthTag());
+}
+const previousSeal = (key: Uint8Array, ad: string, plain: Uint8Array) => previousSealWith(key, ad, plain, randomBytes(24));
+function previousOpen(key: Uint8Array, ad: string, sealed: Uint8Array): Uint8Array | null {
+  const d = previousCipher((k, iv) => createDecipheriv('chacha20-poly1305', k, iv, { authTagLength: 16 }), key, sealed.subarray(1, 25));
+  d.setAAD(Buffer.from(ad, 'utf8'), { plaintextLength: sealed.length - 41 });
+  d.setAuthTag(sealed.subarray(sealed.length - 16));
+  const plain = d.update(sealed.subarray(25, sealed.length - 16));
+  try {
+    d.final();
+  } catch {
+    return null;
+  }
+  return plain;
+}

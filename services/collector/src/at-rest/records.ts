@@ -7,9 +7,12 @@
  *
  * Format 1: `0x01 | nonce (24) | XChaCha20-Poly1305 ciphertext | tag (16)`, the identity text
  * as associated data, a random nonce per seal (192 bits: no limit on how many rows one key
- * seals). XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha): HChaCha20 from @noble/ciphers derives
- * the subkey, node:crypto's ChaCha20-Poly1305 does the bulk — ~4x faster than tweetnacl's
- * secretbox for a 2.5 KB day pack, which the query engine opens thousands of per query.
+ * seals). XChaCha20-Poly1305 (draft-irtf-cfrg-xchacha, libsodium's
+ * `crypto_aead_xchacha20poly1305_ietf`) through sodium-native: one native call per record, no
+ * cipher object per row (the query engine opens thousands of rows per query, a tick seals
+ * thousands). Until session 8 the same bytes came from @noble/ciphers' HChaCha20 and
+ * node:crypto's ChaCha20-Poly1305 (a cipher object per row): records of either open with the
+ * other (test/records.test.ts, fixed vectors).
  * Rows written before format 1 (secretbox with an 8-byte identity tag in front of the
  * plaintext) still open.
  *
@@ -29,7 +32,7 @@
  * it nor bring a merged-away row back while the row that merged it is stored.
  */
 import * as nodeCrypto from 'node:crypto';
-import { hchacha } from '@noble/ciphers/chacha.js';
+import { createRequire } from 'node:module';
 import { equalBytes, fromUtf8, isZero, secretOpen, utf8 } from '@cipherstat/protocol';
 import { nodeSha512 } from '@cipherstat/protocol/node';
 import type { DictKind, RollupLevel } from '../storage/types.js';
@@ -60,38 +63,24 @@ const MAC = 16;
 /** Bytes a sealed record adds to its plaintext. */
 export const SEAL_OVERHEAD = 1 + NONCE + MAC;
 
-// Words as the bytes of "expand 32-byte k" lie in memory (hchacha swaps them on big-endian hosts).
-const SIGMA = new Uint32Array(new TextEncoder().encode('expand 32-byte k').buffer);
-const keyWords = new Uint32Array(8);
-const nonceWords = new Uint32Array(4);
-const subkeyWords = new Uint32Array(8);
-const subkey = new Uint8Array(subkeyWords.buffer);
-const iv = new Uint8Array(12);
-
-/** XChaCha20-Poly1305: the ChaCha20-Poly1305 cipher of (HChaCha20(key, nonce[0..16]), 0^4 | nonce[16..24]). */
-function xchacha<T extends nodeCrypto.CipherChaCha20Poly1305 | nodeCrypto.DecipherChaCha20Poly1305>(
-  make: (key: Uint8Array, iv: Uint8Array) => T,
-  key: Uint8Array,
-  nonce: Uint8Array,
-): T {
-  if (key.length !== 32) throw new Error('a data key is 32 bytes');
-  new Uint8Array(keyWords.buffer).set(key);
-  new Uint8Array(nonceWords.buffer).set(nonce.subarray(0, 16));
-  hchacha(SIGMA, keyWords, nonceWords, subkeyWords);
-  iv.set(nonce.subarray(16, 24), 4);
-  const c = make(subkey, iv); // node copies the key into the cipher
-  keyWords.fill(0); // no key material left behind in module memory
-  subkeyWords.fill(0);
-  return c;
+/**
+ * libsodium's XChaCha20-Poly1305 (IETF) through sodium-native: one native call per seal or open,
+ * on the caller's buffers — no cipher object, no subkey in JavaScript memory. The functions we
+ * call, typed here (the package ships no types).
+ */
+interface Sodium {
+  crypto_aead_xchacha20poly1305_ietf_encrypt(c: Uint8Array, m: Uint8Array, ad: Uint8Array | null, nsec: null, npub: Uint8Array, k: Uint8Array): number;
+  /** Throws when the tag does not verify. */
+  crypto_aead_xchacha20poly1305_ietf_decrypt(m: Uint8Array, nsec: null, c: Uint8Array, ad: Uint8Array | null, npub: Uint8Array, k: Uint8Array): number;
 }
+const sodium = createRequire(import.meta.url)('sodium-native') as Sodium;
+
 let adScratch = Buffer.allocUnsafe(1024);
 /** The associated data as UTF-8, in a reused buffer (valid until the next call). */
 function adBytes(ad: string): Buffer {
   if (ad.length * 3 > adScratch.length) adScratch = Buffer.allocUnsafe(ad.length * 3);
   return adScratch.subarray(0, adScratch.write(ad, 0, 'utf8'));
 }
-const cipher = (k: Uint8Array, n: Uint8Array) => nodeCrypto.createCipheriv('chacha20-poly1305', k, n, { authTagLength: MAC });
-const decipher = (k: Uint8Array, n: Uint8Array) => nodeCrypto.createDecipheriv('chacha20-poly1305', k, n, { authTagLength: MAC });
 
 // Nonces come from a pool refilled 4 KiB at a time (one randomFillSync per ~170 seals).
 const pool = new Uint8Array(4096);
@@ -113,29 +102,23 @@ export function sealRecord(key: Uint8Array, ad: string, plain: Uint8Array, forma
   if (isZero(key)) throw new Error('refusing to seal under a destroyed (all-zero) data key');
   const out = new Uint8Array(SEAL_OVERHEAD + plain.length);
   out[0] = format;
+  if (key.length !== 32) throw new Error('a data key is 32 bytes');
   const nonce = fillNonce(out.subarray(1, 1 + NONCE));
-  const c = xchacha(cipher, key, nonce);
-  c.setAAD(adBytes(ad), { plaintextLength: plain.length });
-  const body = c.update(plain);
-  c.final();
-  out.set(body, 1 + NONCE);
-  out.set(c.getAuthTag(), 1 + NONCE + plain.length);
+  sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(out.subarray(1 + NONCE), plain, adBytes(ad), null, nonce, key);
   return out;
 }
 
 /** The plaintext, or null when `sealed` is not a record of `format` of `ad` under `key`. */
 function openRecord(key: Uint8Array, ad: string, sealed: Uint8Array, format = FORMAT): Uint8Array | null {
   if (sealed.length < SEAL_OVERHEAD || sealed[0] !== format) return null;
-  const d = xchacha(decipher, key, sealed.subarray(1, 1 + NONCE));
-  d.setAAD(adBytes(ad), { plaintextLength: sealed.length - SEAL_OVERHEAD });
-  d.setAuthTag(sealed.subarray(sealed.length - MAC));
-  const plain = d.update(sealed.subarray(1 + NONCE, sealed.length - MAC));
+  if (key.length !== 32) throw new Error('a data key is 32 bytes');
+  const plain = new Uint8Array(sealed.length - SEAL_OVERHEAD);
   try {
-    d.final();
+    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(plain, null, sealed.subarray(1 + NONCE), adBytes(ad), sealed.subarray(1, 1 + NONCE), key);
   } catch {
-    return null;
+    return null; // the tag did not verify: another key, another identity, or tampered
   }
-  return new Uint8Array(plain.buffer, plain.byteOffset, plain.byteLength);
+  return plain;
 }
 
 // Rows written before format 1: secretbox(identity tag (8 bytes) | plaintext).

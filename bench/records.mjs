@@ -1,0 +1,135 @@
+// At-rest records (services/collector/src/at-rest/records.ts): CPU µs per seal and per open of
+// one record at 100 B, 1 KB and 5 KB (a rollup row is ~100 B, a day pack 1–5 KB), the current
+// implementation (sodium-native: one libsodium call) beside the one before it (HChaCha20 from
+// @noble/ciphers + a node:crypto ChaCha20-Poly1305 cipher object per record), interleaved in
+// the same process, 3 runs. CPU time of this thread (process.cpuUsage), so load on other cores
+// matters less than wall time would. `--runs n`, `--ms n` (per measurement).
+import * as nodeCrypto from 'node:crypto';
+import { hchacha } from '@noble/ciphers/chacha.js';
+import { fmt, progress, table, writeResult } from './lib.mjs';
+
+const { sealRecord, openAny } = await import('../services/collector/dist/at-rest/records.js');
+
+const arg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+const RUNS = arg('runs', 3);
+const MS = arg('ms', 400);
+
+// The implementation before sodium-native, as it was in records.ts (commit badd7c2).
+const SIGMA = new Uint32Array(new TextEncoder().encode('expand 32-byte k').buffer);
+const keyWords = new Uint32Array(8);
+const nonceWords = new Uint32Array(4);
+const subkeyWords = new Uint32Array(8);
+const subkey = new Uint8Array(subkeyWords.buffer);
+const iv = new Uint8Array(12);
+function xchacha(make, key, nonce) {
+  new Uint8Array(keyWords.buffer).set(key);
+  new Uint8Array(nonceWords.buffer).set(nonce.subarray(0, 16));
+  hchacha(SIGMA, keyWords, nonceWords, subkeyWords);
+  iv.set(nonce.subarray(16, 24), 4);
+  const c = make(subkey, iv);
+  keyWords.fill(0);
+  subkeyWords.fill(0);
+  return c;
+}
+let adScratch = Buffer.allocUnsafe(1024);
+const adBytes = (ad) => adScratch.subarray(0, adScratch.write(ad, 0, 'utf8'));
+const cipher = (k, n) => nodeCrypto.createCipheriv('chacha20-poly1305', k, n, { authTagLength: 16 });
+const decipher = (k, n) => nodeCrypto.createDecipheriv('chacha20-poly1305', k, n, { authTagLength: 16 });
+const pool = new Uint8Array(4096);
+let poolAt = pool.length;
+function fillNonce(into) {
+  if (poolAt + 24 > pool.length) {
+    nodeCrypto.randomFillSync(pool);
+    poolAt = 0;
+  }
+  into.set(pool.subarray(poolAt, poolAt + 24));
+  pool.fill(0, poolAt, poolAt + 24);
+  poolAt += 24;
+  return into;
+}
+function previousSeal(key, ad, plain) {
+  const out = new Uint8Array(41 + plain.length);
+  out[0] = 1;
+  const nonce = fillNonce(out.subarray(1, 25));
+  const c = xchacha(cipher, key, nonce);
+  c.setAAD(adBytes(ad), { plaintextLength: plain.length });
+  const body = c.update(plain);
+  c.final();
+  out.set(body, 25);
+  out.set(c.getAuthTag(), 25 + plain.length);
+  return out;
+}
+function previousOpen(key, ad, sealed) {
+  const d = xchacha(decipher, key, sealed.subarray(1, 25));
+  d.setAAD(adBytes(ad), { plaintextLength: sealed.length - 41 });
+  d.setAuthTag(sealed.subarray(sealed.length - 16));
+  const plain = d.update(sealed.subarray(25, sealed.length - 16));
+  try {
+    d.final();
+  } catch {
+    return null;
+  }
+  return new Uint8Array(plain.buffer, plain.byteOffset, plain.byteLength);
+}
+
+/** CPU µs per call of fn over ~MS ms (after a warm-up), this thread's user+system time. */
+function cpuPerOp(fn) {
+  for (let end = performance.now() + 100; performance.now() < end; ) fn();
+  globalThis.gc?.();
+  let n = 0;
+  const start = process.cpuUsage();
+  const wallEnd = performance.now() + MS;
+  while (performance.now() < wallEnd) {
+    for (let i = 0; i < 64; i++) fn();
+    n += 64;
+  }
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / n;
+}
+
+const key = nodeCrypto.randomBytes(32);
+// A format-2 rollup row's identity text is ~110 B.
+const ad = 'rollup\u0000acct_0123456789abcdef\u00001\u00001790000000000\u000012345678901234\u000023456789012345\u00007,8\u00009,10\u0000v1\u0000p0123456789abcdef';
+const sizes = [100, 1024, 5120];
+const runs = [];
+progress(`records bench: seal/open CPU µs per record, previous (node:crypto cipher object + noble HChaCha20) vs sodium-native, ${RUNS} runs`);
+for (let r = 0; r < RUNS; r++) {
+  const run = {};
+  for (const n of sizes) {
+    const plain = nodeCrypto.randomBytes(n);
+    const sealedBefore = previousSeal(key, ad, plain);
+    const sealedNow = sealRecord(key, ad, plain);
+    // both open each other's records: the same wire format
+    if (!Buffer.from(openAny(key, ad, sealedBefore)).equals(plain) || !Buffer.from(previousOpen(key, ad, sealedNow)).equals(plain)) throw new Error('implementations disagree');
+    run[n] = {
+      sealBefore: cpuPerOp(() => previousSeal(key, ad, plain)),
+      sealNow: cpuPerOp(() => sealRecord(key, ad, plain)),
+      openBefore: cpuPerOp(() => previousOpen(key, ad, sealedBefore)),
+      openNow: cpuPerOp(() => openAny(key, ad, sealedNow)),
+    };
+  }
+  runs.push(run);
+}
+const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const rows = [];
+for (const n of sizes) {
+  for (const op of ['seal', 'open']) {
+    const before = runs.map((r) => r[n][`${op}Before`]);
+    const now = runs.map((r) => r[n][`${op}Now`]);
+    const ratio = median(now) / median(before);
+    rows.push({
+      op,
+      bytes: n,
+      'before µs (runs)': before.map((x) => fmt(x, 2)).join(' / '),
+      'sodium µs (runs)': now.map((x) => fmt(x, 2)).join(' / '),
+      'median ratio': `${fmt(ratio, 2)}×`,
+      target: '< 1×',
+      verdict: ratio < 1 ? 'PASS' : 'FAIL',
+    });
+  }
+}
+table(rows);
+writeResult('records', { runs, rows, ad: ad.length });
