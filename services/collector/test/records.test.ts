@@ -2,7 +2,7 @@
  * The at-rest record format (src/at-rest/records.ts): XChaCha20-Poly1305 with the row identity as
  * associated data (libsodium through sodium-native), checked byte for byte against
  * @noble/ciphers' own xchacha20poly1305 and against the construction used before sodium-native
- * (HChaCha20 + node:crypto's ChaCha20-Poly1305, kept here as `previousSeal`/`previousOpen`);
+ * (HChaCha20 + node:crypto's ChaCha20-Poly1305, bench/records-previous.mjs, the baseline of `bench records`);
  * records that implementation sealed (fixed vectors, support/records-vectors.json) still open;
  * legacy secretbox rows still open; anything moved, relabelled or tampered does not; a destroyed
  * (zeroed) key seals nothing.
@@ -10,10 +10,10 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { readFileSync } from 'node:fs';
-import { createCipheriv, createDecipheriv } from 'node:crypto';
-import { hchacha, xchacha20poly1305 } from '@noble/ciphers/chacha.js';
+import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { concat, randomBytes, secretSeal } from '@cipherstat/protocol';
 import { nodeSha512 } from '@cipherstat/protocol/node';
+import { previousOpen, previousSeal } from '../../../bench/records-previous.mjs';
 import { SEAL_OVERHEAD, openAny, openDict, openRollup, openRollupJoined, openRollupRow, opensDict, sealDict, sealRecord, sealRollup } from '../src/at-rest/records.js';
 
 const id = { accountId: 'acct_x', level: 1 as const, bucket: 1_790_000_000_000, metric: '123', series: '456', tagKeys: ['7', '8'], tagValues: ['9', '10'], keyVersion: 3, part: 'p1' };
@@ -166,7 +166,7 @@ describe('at-rest records', () => {
           const before = previousSeal(key, ad, plain);
           expect(Buffer.from(openAny(key, ad, before)!).equals(Buffer.from(plain)), `before → now, ${n} B`).toBe(true);
           // same nonce, same bytes
-          expect(Buffer.from(previousSealWith(key, ad, plain, now.subarray(1, 25))).equals(Buffer.from(now))).toBe(true);
+          expect(Buffer.from(previousSeal(key, ad, plain, now.subarray(1, 25))).equals(Buffer.from(now))).toBe(true);
           expect(openAny(key, `${ad}x`, before)).toBeNull();
         }
       }
@@ -193,33 +193,3 @@ describe('at-rest records', () => {
     });
   });
 });
-
-// The construction records.ts used before sodium-native: XChaCha20-Poly1305 as HChaCha20
-// (@noble/ciphers) for the subkey and node:crypto's ChaCha20-Poly1305 with (0^4 | nonce[16..24]).
-const SIGMA = new Uint32Array(new TextEncoder().encode('expand 32-byte k').buffer);
-function previousCipher<T>(make: (k: Uint8Array, iv: Uint8Array) => T, key: Uint8Array, nonce: Uint8Array): T {
-  const sub = new Uint32Array(8);
-  hchacha(SIGMA, new Uint32Array(Uint8Array.from(key).buffer), new Uint32Array(Uint8Array.from(nonce.subarray(0, 16)).buffer), sub);
-  const iv = new Uint8Array(12);
-  iv.set(nonce.subarray(16, 24), 4);
-  return make(new Uint8Array(sub.buffer), iv);
-}
-function previousSealWith(key: Uint8Array, ad: string, plain: Uint8Array, nonce: Uint8Array): Uint8Array {
-  const c = previousCipher((k, iv) => createCipheriv('chacha20-poly1305', k, iv, { authTagLength: 16 }), key, nonce);
-  c.setAAD(Buffer.from(ad, 'utf8'), { plaintextLength: plain.length });
-  const body = Buffer.concat([c.update(plain), c.final()]);
-  return concat(Uint8Array.of(1), nonce, body, c.getAuthTag());
-}
-const previousSeal = (key: Uint8Array, ad: string, plain: Uint8Array) => previousSealWith(key, ad, plain, randomBytes(24));
-function previousOpen(key: Uint8Array, ad: string, sealed: Uint8Array): Uint8Array | null {
-  const d = previousCipher((k, iv) => createDecipheriv('chacha20-poly1305', k, iv, { authTagLength: 16 }), key, sealed.subarray(1, 25));
-  d.setAAD(Buffer.from(ad, 'utf8'), { plaintextLength: sealed.length - 41 });
-  d.setAuthTag(sealed.subarray(sealed.length - 16));
-  const plain = d.update(sealed.subarray(25, sealed.length - 16));
-  try {
-    d.final();
-  } catch {
-    return null;
-  }
-  return plain;
-}
