@@ -42,12 +42,9 @@ export const sameFile = (a: FileId, b: FileId): boolean =>
 
 /** FileId of `path`, or undefined when it does not exist. */
 export function statId(path: string): FileId | undefined {
-  try {
-    return fileId(statSync(path));
-  } catch (e) {
-    if (errno(e) === 'ENOENT') return undefined;
-    throw e;
-  }
+  // No exception for a missing file: the tombstone check misses on nearly every call (ingest asks per batch).
+  const st = statSync(path, { throwIfNoEntry: false });
+  return st && fileId(st);
 }
 
 /** Contents and identity read from the same open file, or undefined when absent. */
