@@ -4,7 +4,7 @@
  * or shred made by another process is honoured within that window everywhere.
  */
 import { randomBytes, toBase64, toHex } from '@cipherstat/protocol';
-import type { AccountRow, AccountStore } from '../storage/types.js';
+import type { AccountRow, AccountSeen, AccountStore } from '../storage/types.js';
 import type { AccountKeys, Keyring } from '../keyring/index.js';
 import { hashToken, isKeyringError, newToken } from '../keyring/index.js';
 import { CollectorError, isCollectorError } from '../errors.js';
@@ -192,6 +192,18 @@ export class Accounts {
       void this.readMisses(); // starts a read now unless one is in flight (then this miss joins the next)
     }
     return p;
+  }
+
+  /**
+   * What this process last read of the account's settings processing needs, and when (the
+   * cache entry, however old; a deleted or shredded account: null), or undefined when not
+   * cached. Never reads storage.
+   */
+  seen(accountId: string): AccountSeen | null | undefined {
+    const entry = this.cache.get(accountId);
+    if (!entry) return undefined;
+    const { row, at } = entry;
+    return row && row.state !== 'shredded' ? { retentionDays: row.retentionDays, confidential: row.confidential, at } : null;
   }
 
   /** Several accounts at once (one storage read for all misses). */

@@ -195,6 +195,8 @@ export function registerIngestRoutes(
       sealed: inner,
       ...(visitor ? { visitor } : {}),
       expiresAt: now + account.retentionDays * 86_400_000,
+      // Handed to processing with the batch: its tick does not wait for account state.
+      seen: s.accounts.seen(account.accountId) || { retentionDays: account.retentionDays, confidential: account.confidential, at: now },
     });
     metrics.batches.inc({ outcome: outcome === 'stored' ? 'accepted' : 'duplicate' });
     if (outcome === 'stored') metrics.envelopes.inc({ version: String(version) });

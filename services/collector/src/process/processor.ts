@@ -22,7 +22,7 @@
  * `cityHash64(account_id) % n = i`, so n process nodes never process the same batch.
  */
 import { randomBytes, toHex } from '@cipherstat/protocol';
-import type { BatchRow, DictRow, Partition, RollupRow, Store } from '../storage/types.js';
+import type { AccountRow, AccountSeen, BatchRow, DictRow, Partition, RollupRow, Store } from '../storage/types.js';
 import { stampWrittenAt } from '../storage/rollups.js';
 import type { Keyring } from '../keyring/index.js';
 import type { Accounts } from '../accounts/accounts.js';
@@ -335,17 +335,30 @@ export class Processor {
     }
   }
 
-  /** What a tick needs of an account; null when it is deleted or shredded. */
-  private async account(accountId: string): Promise<TickAccount | null> {
-    const account = await this.o.accounts.get(accountId);
-    if (!account || account.state === 'shredded') return null;
+  /**
+   * What a tick needs of an account; null when it is deleted or shredded. Its settings: for
+   * batches handed off by ingest, the newer of what ingest saw (carried with them) and what this
+   * process read since — never waiting for storage; for batches of the poll alone, read (in
+   * bulk, through the account cache). A shred is caught by the keyring's tombstone, which is
+   * written before anything else of a shred (README "What a shred does, in order").
+   */
+  private async account(accountId: string, seen: AccountSeen | undefined): Promise<TickAccount | null> {
+    let settings: AccountSeen | AccountRow | null | undefined = seen;
+    if (seen) {
+      const cached = this.o.accounts.seen(accountId);
+      if (cached !== undefined && (cached === null || cached.at > seen.at)) settings = cached;
+    } else {
+      const row = await this.o.accounts.get(accountId);
+      settings = row && row.state !== 'shredded' ? row : null;
+    }
+    if (!settings) return null;
     // undefined only when tombstoned; an entry that cannot be read throws: its batches wait.
     const keys = this.o.accounts.keys(accountId);
     if (!keys?.length) return null;
     return {
       keys: keys.map(({ version, publicKey, secretKey, dataKey, macKey }) => ({ version, publicKey, secretKey, dataKey, macKey })),
-      retentionDays: account.retentionDays,
-      confidential: account.confidential,
+      retentionDays: settings.retentionDays,
+      confidential: settings.confidential,
     };
   }
 
@@ -361,10 +374,16 @@ export class Processor {
   private async compute(rows: BatchRow[], now: number, part: string): Promise<TickOutput> {
     const accounts = new Map<string, TickAccount | null>();
     const unresolved = new Set<string>();
-    // All at once: the accounts' state misses become one storage read (Accounts.get).
-    const ids = [...new Set(rows.map((r) => r.accountId))];
+    // What ingest saw of each account, the newest per account (hand-offs carry it).
+    const seen = new Map<string, AccountSeen | undefined>();
+    for (const r of rows) {
+      const s = seen.get(r.accountId);
+      if (!s || (r.seen && r.seen.at > s.at)) seen.set(r.accountId, r.seen);
+    }
+    // All at once: the misses of batches without it become one storage read (Accounts.get).
+    const ids = [...seen.keys()];
     const resolving = this.o.metrics.tickPhaseSeconds.startTimer({ phase: 'accounts' });
-    const resolved = await Promise.allSettled(ids.map((id) => this.account(id)));
+    const resolved = await Promise.allSettled(ids.map((id) => this.account(id, seen.get(id))));
     resolving();
     ids.forEach((id, i) => {
       const r = resolved[i]!;

@@ -50,6 +50,18 @@ export interface BatchRow {
   /** The visitor hash of a browser's batch sealed to the account key (ingest/visitors.ts); absent otherwise. */
   visitor?: Uint8Array;
   expiresAt: number;
+  /**
+   * Not stored: what ingest knew of the account when it took the batch (hand-offs only; a batch
+   * the poll reads has none), so a tick need not wait for account state (process/processor.ts).
+   */
+  seen?: AccountSeen;
+}
+
+/** An account's settings processing needs, as a node saw them at `at` (its account cache's read time). */
+export interface AccountSeen {
+  retentionDays: number;
+  confidential: boolean;
+  at: number;
 }
 
 export interface ProcessedRow {
