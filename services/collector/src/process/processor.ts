@@ -346,7 +346,7 @@ export class Processor {
     let settings: AccountSeen | AccountRow | null | undefined = seen;
     if (seen) {
       const cached = this.o.accounts.seen(accountId);
-      if (cached !== undefined && (cached === null || cached.at > seen.at)) settings = cached;
+      if (cached !== undefined && (cached === null || cached.at >= seen.at)) settings = cached; // a tie: the cache is the newer (seen came from it or before it)
     } else {
       const row = await this.o.accounts.get(accountId);
       settings = row && row.state !== 'shredded' ? row : null;
