@@ -96,7 +96,16 @@ export function createApp(s: Services): Hono {
   if (!s.roles.process && !s.roles.query) return app;
   registerAdminRoutes(app, s, clientAddress);
   registerLifecycleRoutes(app, s);
-  if (s.roles.query) registerQueryRoutes(app, s, s.queryCache);
+  if (s.roles.query) {
+    // Storage migrated by a newer collector: answers by older rules could be wrong (schema-gate.ts).
+    for (const path of ['/v1/query', '/v1/metrics', '/prometheus/*']) {
+      app.use(path, async (_c, next) => {
+        await s.schemaGate.check();
+        await next();
+      });
+    }
+    registerQueryRoutes(app, s, s.queryCache);
+  }
 
   return app;
 }

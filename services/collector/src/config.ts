@@ -77,6 +77,8 @@ const schema = z.object({
   authFailureLimit: z.coerce.number().positive().default(30),
   /** How often per-account refusal counts are written to storage (ms): one insert per interval, whatever the flood. */
   refusalFlushMs: z.coerce.number().int().positive().default(5000),
+  /** How often (ms) a running node re-reads storage's schema version (schema-gate.ts); 0: before every guarded call. */
+  schemaCheckMs: z.coerce.number().int().nonnegative().default(30_000),
   /** HTTP server: the whole request head must arrive within this (ms). */
   headersTimeoutMs: z.coerce.number().int().positive().default(10_000),
   /** HTTP server: the whole request (head and body) must arrive within this (ms). */
@@ -196,6 +198,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['maxInflightBytes', 'CIPHERSTAT_MAX_INFLIGHT_BYTES'],
   ['authFailureLimit', 'CIPHERSTAT_AUTH_FAILURE_LIMIT'],
   ['refusalFlushMs', 'CIPHERSTAT_REFUSAL_FLUSH_MS'],
+  ['schemaCheckMs', 'CIPHERSTAT_SCHEMA_CHECK_MS'],
   ['headersTimeoutMs', 'CIPHERSTAT_HEADERS_TIMEOUT_MS'],
   ['requestTimeoutMs', 'CIPHERSTAT_REQUEST_TIMEOUT_MS'],
   ['keepAliveTimeoutMs', 'CIPHERSTAT_KEEP_ALIVE_TIMEOUT_MS'],

@@ -17,6 +17,8 @@ import { Compactor } from './compaction/compactor.js';
 import { Lease } from './keyring/leases.js';
 import { Ownership } from './process/ownership.js';
 import { CollectorError } from './errors.js';
+import { SchemaGate } from './schema-gate.js';
+import { SCHEMA_VERSION } from './storage/schema.js';
 import { RateLimiter } from './ingest/rate-limit.js';
 import { Admission, AuthFailures, textFormBytes } from './ingest/admission.js';
 import { Fairness, retryAfterSeconds } from './ingest/fairness.js';
@@ -60,6 +62,8 @@ export interface Services {
   adminTokenHash: string;
   roles: { ingest: boolean; process: boolean; query: boolean };
   now: () => number;
+  /** Refuses work once storage is migrated past this collector's schema (schema-gate.ts). */
+  schemaGate: SchemaGate;
   ready: () => Promise<{ ready: boolean; storage: boolean; schemaVersion: number }>;
 }
 
@@ -98,6 +102,8 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const keyring = await Keyring.open({ dir: keyringDir, master, now, transportOnly });
   const store = await openStore(storeOptions(config));
   const schema = await store.migrate();
+  // A node never runs by rules older than storage's (schema-gate.ts): refuses to start here.
+  const schemaGate = new SchemaGate(store, SCHEMA_VERSION, schema.from, config.schemaCheckMs, now);
   log.info({ storage: store.kind, schemaFrom: schema.from, schemaVersion: schema.to }, 'storage ready');
   const admin = loadAdminToken({ dataDir: config.dataDir, adminToken: secrets.adminToken, log });
   // Calls made while answering a request end within storageTimeoutMs (503 storage_unavailable);
@@ -139,6 +145,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   // Throws unless this node holds `lease` with a third of it left: checked before every commit
   // of a tick or write of a compaction pass, so both stop before another node may take over.
   const leaseFence = (lease: Lease, work: string) => () => {
+    schemaGate.assertCurrent();
     if (!lease.validFor(Math.floor(config.leaseMs / 3))) {
       throw new CollectorError(503, 'lease_lost', `${lease.name}: this node's lease (epoch ${lease.epoch ?? 'none'}) is not valid long enough to commit; ${work} abandoned`);
     }
@@ -161,7 +168,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         limits: { seriesPerMetric: config.maxSeriesPerMetric, newValuesPerHour: config.maxNewValuesPerHour },
         tickBudget: { points: config.processTickAccountPoints, ms: config.processTickAccountMs },
         onCardinalityLimited: (ids) => fairness.penalize(ids),
-        fence: partitionLease ? leaseFence(partitionLease, 'tick') : undefined,
+        fence: partitionLease ? leaseFence(partitionLease, 'tick') : () => schemaGate.assertCurrent(),
         beforeCommit: () => testStop('commit'),
         // Tests only: the n-th tick to reach the named commit point stops there for good (kill -9 follows).
         atCommitPoint: pause
@@ -185,7 +192,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         registry: metrics.registry,
         intervalMs: config.compactionIntervalMs,
         onCompacted: (ids) => queryCache.invalidate(ids),
-        fence: compactorLease ? leaseFence(compactorLease, 'compaction pass') : undefined,
+        fence: compactorLease ? leaseFence(compactorLease, 'compaction pass') : () => schemaGate.assertCurrent(),
       })
     : undefined;
   const writer = new BatchWriter(requestStore, metrics, {
@@ -233,7 +240,6 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   if (compactorLease && compactor) {
     ownership.push(new Ownership({ lease: compactorLease, log, start: async () => compactor.start(), stop: () => compactor.stop() }));
   }
-  let schemaVersion = schema.to;
   return {
     config,
     log,
@@ -264,13 +270,16 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     adminTokenHash: admin.hash,
     roles,
     now,
+    schemaGate,
     ready: async () => {
       try {
         await store.withDeadline(config.readyTimeoutMs).ping();
-        return { ready: true, storage: true, schemaVersion };
+        await schemaGate.refresh();
       } catch {
-        return { ready: false, storage: false, schemaVersion };
+        return { ready: false, storage: false, schemaVersion: schemaGate.version };
       }
+      // Storage migrated by a newer collector: this node no longer answers queries (schema_newer).
+      return { ready: schemaGate.current, storage: true, schemaVersion: schemaGate.version };
     },
   };
 }

@@ -49,7 +49,11 @@ export const createAccountBody = z.object({
 // ---- responses (described in /openapi.json; services/collector/test/openapi.test.ts validates recorded answers)
 export const APP_RESPONSES = {
   health: z.object({ status: z.literal('ok') }),
-  ready: z.object({ ready: z.boolean(), storage: z.boolean(), schemaVersion: z.number() }),
+  ready: z.object({
+    ready: z.boolean(),
+    storage: z.boolean(),
+    schemaVersion: z.number().describe("storage's schema version; above this collector's own (then ready is false): a newer collector migrated storage"),
+  }),
   collectorKey: z.object({ keyId: z.string(), publicKey: z.string() }),
   batch: z.object({ batchId: z.string(), duplicate: z.boolean() }),
   adminProof: z.object({ proof: z.string() }),

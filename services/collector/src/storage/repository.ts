@@ -56,6 +56,11 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
       return { from, to: Math.max(from, SCHEMA_VERSION) };
     },
 
+    async schemaVersion() {
+      const [row] = await conn.query<{ v: number }>(`SELECT max(version) AS v FROM ${t(MIGRATIONS_TABLE)}`);
+      return num(row?.v ?? 0);
+    },
+
     async ping() {
       await conn.query('SELECT 1 AS ok');
     },

@@ -409,6 +409,8 @@ export interface Store extends AccountStore, BatchStore, RollupStore, Dictionary
   readonly kind: 'chdb' | 'remote';
   /** Applies pending versioned migrations; returns the schema version now in force. */
   migrate(): Promise<{ from: number; to: number }>;
+  /** The highest schema version applied to storage (by this or any newer collector). */
+  schemaVersion(): Promise<number>;
   /** Throws when storage cannot answer. */
   ping(): Promise<void>;
   close(): Promise<void>;
