@@ -3,8 +3,8 @@
  * the back, `get` does not (first in, first out by last write; not LRU).
  */
 export class FifoMap<K, V> {
-  private readonly map = new Map<K, V>();
-  constructor(private readonly max: number) {}
+  protected readonly map = new Map<K, V>();
+  constructor(protected readonly max: number) {}
   get(key: K): V | undefined {
     return this.map.get(key);
   }
@@ -32,5 +32,22 @@ export class FifoMap<K, V> {
   }
   get size(): number {
     return this.map.size;
+  }
+}
+
+/**
+ * A FifoMap whose reads count as writes: it forgets the least recently *used* entry first, so
+ * an entry read all the time is never the one evicted, however many others come and go (a
+ * FIFO by write evicts the busiest shop's series as readily as a one-off's once it is full).
+ * A hit costs a delete and an insert in the Map.
+ */
+export class LruMap<K, V> extends FifoMap<K, V> {
+  override get(key: K): V | undefined {
+    const v = this.map.get(key);
+    if (v !== undefined) {
+      this.map.delete(key);
+      this.map.set(key, v);
+    }
+    return v;
   }
 }

@@ -9,6 +9,7 @@ import { encodeInner, keyPair, randomBytes, seal, toHex, type Point } from '@cip
 import { computeTick, TickState, type TickAccount, type TickInput, type TickKey, type TickOutput } from '../src/process/tick.js';
 import { openRollup } from '../src/at-rest/records.js';
 import { decodeAggregate } from '../src/rollup/index.js';
+import { FifoMap, LruMap } from '../src/fifo-map.js';
 import { mulberry32 } from '../../../test/support/seeded.mjs';
 
 const NOW = Date.now();
@@ -71,6 +72,37 @@ describe('tick caches over many accounts', () => {
       expect(a.cacheLookups.tick_account.hit + a.cacheLookups.tick_account.miss).toBe(touched);
       expect(b.cacheLookups.tick_account).toEqual({ hit: 0, miss: touched });
     }
+  });
+
+  it('caches far smaller than accounts × series evict in every tick and never give a wrong answer', () => {
+    const n = 150;
+    const accounts = new Map<string, TickAccount | null>(Array.from({ length: n }, (_, i) => [id(i), { keys: [key(1)], retentionDays: 30, confidential: false }]));
+    const small = new TickState(false, { accounts: 7, pseudonyms: 60, series: 40 });
+    for (let t = 0; t < 3; t++) {
+      const { rows, points } = storefront(accounts, n, 150, 21 + t);
+      const input = { rows, accounts, now: NOW, part: `s${t}` };
+      const a = computeTick(small, input);
+      expect(opened(a, accounts)).toEqual(opened(computeTick(new TickState(), input), accounts));
+      expect(a.pointsProcessed).toBe(points.length);
+      expect(a.cacheLookups.series.miss).toBeGreaterThan(40); // it did evict
+      expect([small.pseudonyms.size, small.pseudonymCache.size, small.seriesCache.size]).toEqual([7, 60, 40]);
+    }
+  });
+
+  it('least recently used first: an entry read all the time stays while many others come and go (a FIFO by write drops it)', () => {
+    const lru = new LruMap<string, number>(3);
+    const fifo = new FifoMap<string, number>(3);
+    for (const m of [lru, fifo]) {
+      m.set('busy', 1);
+      for (let i = 0; i < 1000; i++) {
+        m.get('busy');
+        m.set(`tail${i}`, i);
+      }
+    }
+    expect(lru.get('busy')).toBe(1);
+    expect(fifo.get('busy')).toBeUndefined();
+    expect([...lru.keys()]).toEqual(['tail998', 'tail999', 'busy']);
+    expect(lru.size).toBe(3);
   });
 
   it('picks up a rotation and a wipe with a new key pair at once', () => {
