@@ -6,12 +6,15 @@
 //   node bench/storefront.mjs [--accounts 10000] [--zipf 1] [--duration 15] [--warmup 5]
 //                             [--concurrency 128] [--batches 60000] [--profile] [--keep]
 //                             [--only encrypted|plaintext] [--cli path/to/collector/dist/cli.js]
+//                             [--envelope v2plain|v2|v1]
 //
 // Accounts are created in bulk through the collector's own Accounts API on the data directory
 // (a child process, before the server starts), not by 10,000 HTTP calls.
 // --profile  runs the collector with --cpu-prof: one profile per thread in bench/results/
 //            (storefront-main.cpuprofile, storefront-tick-worker.cpuprofile, …); prints the top
 //            self-time functions of its main thread and of its tick worker over the measured window.
+// --envelope  what the shops send: v2plain (default: envelope v2, flags 0 — what browsers send),
+//             v2 (deflated inner layer, as the Node Library sends), v1 (deprecated NaCl boxes).
 // Results: bench/results/storefront.json.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -81,12 +84,12 @@ export function makeBatch(i, cdf, baseTime) {
 // Worker: bodies [from, to).
 
 async function buildWorker() {
-  const { mode, from, to, baseTime, accountsFile, accounts: n, zipf } = workerData;
+  const { mode, from, to, baseTime, accountsFile, accounts: n, zipf, envelope } = workerData;
   const cdf = zipfCdf(n, zipf);
   const list = JSON.parse(readFileSync(accountsFile, 'utf8'));
   let encode;
   if (mode === 'envelope') {
-    const seal = await envelopeSealer({ collectorKeyId: list.collectorKey.keyId, collectorPublicKey: Buffer.from(list.collectorKey.publicKey, 'base64') });
+    const seal = await envelopeSealer({ collectorKeyId: list.collectorKey.keyId, collectorPublicKey: Buffer.from(list.collectorKey.publicKey, 'base64'), envelope });
     const pks = list.accounts.map((a) => new Uint8Array(Buffer.from(a.writeKey, 'base64')));
     encode = (i) => {
       const { account, points } = makeBatch(i, cdf, baseTime);
@@ -161,7 +164,7 @@ async function encryptedPipeline(o, tmp) {
     await waitReady(url, child, '/readyz');
     progress(`encrypted pipeline: collector ready at ${url}; pre-building ${fmt(o.batches)} envelopes`);
     const baseTime = Date.now();
-    const { bodies, avgBytes } = await buildBodies(SELF, 'envelope', o.batches, { mode: 'envelope', baseTime, accountsFile, accounts: o.accounts, zipf: o.zipf });
+    const { bodies, avgBytes } = await buildBodies(SELF, 'envelope', o.batches, { mode: 'envelope', baseTime, accountsFile, accounts: o.accounts, zipf: o.zipf, envelope: o.envelope });
     const pointsOf = pointCounter(o, baseTime);
     const send = makeSender('http', url, '/v1/batches', 'application/octet-stream', o.concurrency);
     let atStart;
@@ -271,6 +274,7 @@ async function main() {
       cli: { type: 'string', default: 'services/collector/dist/cli.js' },
       only: { type: 'string' },
       profile: { type: 'boolean', default: false },
+      envelope: { type: 'string', default: 'v2plain' },
       keep: { type: 'boolean', default: false },
     },
   });
@@ -285,13 +289,15 @@ async function main() {
     drainTimeout: Number(values['drain-timeout']),
     cli: values.cli,
     profile: values.profile,
+    envelope: values.envelope,
   };
+  if (!['v1', 'v2', 'v2plain'].includes(o.envelope)) throw new Error(`--envelope ${o.envelope}: v1, v2 or v2plain`);
   const tmp = mkdtempSync(join(os.tmpdir(), 'cipherstat-bench-storefront-'));
   // Generous: creating 10,000 accounts is bound by the keyring's fsyncs (minutes on a busy disk).
   const stopWatchdog = watchdog('storefront', 2 * (o.warmup + o.duration + o.drainTimeout) + 3600);
   const build = buildInfo(o.cli);
   if (build.stale) progress(`WARNING: ${build.stale}`);
-  progress(`storefront bench: ${fmt(o.accounts)} accounts, Zipf s=${o.zipf}, ~10-point batches, ${SERIES_PER_ACCOUNT} series per account, ${o.concurrency} keep-alive clients; data in ${tmp}`);
+  progress(`storefront bench: ${fmt(o.accounts)} accounts, Zipf s=${o.zipf}, ~10-point batches, ${SERIES_PER_ACCOUNT} series per account, envelope ${o.envelope}, ${o.concurrency} keep-alive clients; data in ${tmp}`);
   let e;
   let p;
   try {
