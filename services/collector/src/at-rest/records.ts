@@ -108,11 +108,22 @@ export function sealRecord(key: Uint8Array, ad: string, plain: Uint8Array, forma
   return out;
 }
 
+/**
+ * A plaintext's bytes: up to 4 KiB a view into Node's allocation pool (Buffer.allocUnsafe's shared
+ * slab; the decrypt overwrites all of it, and it is never returned when the tag fails), so opening
+ * a row allocates no ArrayBuffer of its own — a query opens tens of thousands, and each backing
+ * store costs the garbage collector more than the view. A plain Uint8Array: `slice` copies.
+ */
+function plainBuffer(n: number): Uint8Array {
+  const b = Buffer.allocUnsafe(n);
+  return new Uint8Array(b.buffer, b.byteOffset, n);
+}
+
 /** The plaintext, or null when `sealed` is not a record of `format` of `ad` under `key`. */
 function openRecord(key: Uint8Array, ad: string, sealed: Uint8Array, format = FORMAT): Uint8Array | null {
   if (sealed.length < SEAL_OVERHEAD || sealed[0] !== format) return null;
   if (key.length !== 32) throw new Error('a data key is 32 bytes');
-  const plain = new Uint8Array(sealed.length - SEAL_OVERHEAD);
+  const plain = plainBuffer(sealed.length - SEAL_OVERHEAD);
   try {
     sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(plain, null, sealed.subarray(1 + NONCE), adBytes(ad), sealed.subarray(1, 1 + NONCE), key);
   } catch {

@@ -92,12 +92,22 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
     if (i === undefined) bucketIndex.set(t, (i = locate(starts, t)));
     return i;
   };
-  // (version, tag arrays) → group; rows of one series share it. Keyed by what the identity covers.
-  const groupCache = new Map<string, { key: string; values: string[] } | null>();
+  // (version, series) → the group of its tag arrays: the rows of one series carry the same ones
+  // (checked: a row of the series with other arrays gets its own answer, uncached). No key
+  // string per row.
+  type Grouping = { k: string; t: string; grp: { key: string; values: string[] } | null };
+  const groupCache = new Map<number, Map<string, Grouping>>();
   const groupOf = (row: StoredRow): { key: string; values: string[] } | null => {
-    const ck = `${row.v}\u0001${row.k}\u0001${row.t}`;
-    let grp = groupCache.get(ck);
-    if (grp !== undefined) return grp;
+    let bySeries = groupCache.get(row.v);
+    if (!bySeries) groupCache.set(row.v, (bySeries = new Map()));
+    const hit = bySeries.get(row.s);
+    if (hit && hit.k === row.k && hit.t === row.t) return hit.grp;
+    const grp = groupFor(row);
+    if (!hit) bySeries.set(row.s, { k: row.k, t: row.t, grp });
+    return grp;
+  };
+  const groupFor = (row: StoredRow): { key: string; values: string[] } | null => {
+    let grp: { key: string; values: string[] } | null;
     const v = versions.get(row.v)!;
     const keys = row.k === '' ? [] : row.k.split(',');
     const values = row.t === '' ? [] : row.t.split(',');
@@ -112,7 +122,6 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
       });
       grp = { key: g.join('\u0000'), values: g };
     }
-    groupCache.set(ck, grp);
     return grp;
   };
   const minuteHours = plan.minuteHours ? new Set(plan.minuteHours) : undefined;

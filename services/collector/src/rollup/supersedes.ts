@@ -37,10 +37,12 @@ export function compactedFirst<T extends { p: string }>(rows: readonly T[]): T[]
   return first.length === 0 ? (then.length === rows.length ? (rows as T[]) : then) : first.concat(then);
 }
 
-/** A row as far as replacing goes: its scope (the rows a list of its can name) and its place in it. */
+/** A row as far as replacing goes: its scope (the rows a list of its can name) and its place in it (level, bucket, part). */
 export interface RowHandle {
   scope: string;
-  key: string;
+  level: RollupLevel;
+  bucket: number;
+  part: string;
 }
 
 /**
@@ -58,7 +60,7 @@ const keyOf = (level: RollupLevel, bucket: number, part: string): string => `${l
 const NONE: readonly string[] = [];
 
 interface Lister {
-  key: string;
+  part: string;
   level: RollupLevel;
   bucket: number;
   /** The sealed list (decoded when first needed); undefined: a row of an earlier format, whose stored list is taken as it is. */
@@ -97,8 +99,8 @@ export class Supersession {
     stored: readonly string[] = NONE,
   ): RowHandle | undefined {
     const scope = scopeOf(level, bucket, metric, series, keyVersion);
-    const key = keyOf(level, bucket, part);
-    const id = `${scope}\u0001${key}`;
+    // One string per row (the row's place, `keyOf`, is built only where a scope holds a list).
+    const id = `${scope}\u0001${level}\u0000${bucket}\u0000${part}`;
     if (this.seen.has(id)) {
       this.tampered++;
       return undefined;
@@ -106,28 +108,32 @@ export class Supersession {
     this.seen.add(id);
     if (!isCompacted(part)) {
       if (stored.length > 0) this.tampered++;
-      return { scope, key };
+      return { scope, level, bucket, part };
     }
     if (stored.length > 0 && opened.sealsList) {
       const sealed = new Set(opened.supersedes);
       if (stored.some((e) => !sealed.has(e))) this.tampered++; // storage added to the stored list: ignored
     }
     if (opened.sealsList || stored.length > 0) {
-      const lister: Lister = { key, level, bucket, sealed: opened, stored };
+      const lister: Lister = { part, level, bucket, sealed: opened, stored };
       const list = this.listers.get(scope);
       if (list) list.push(lister);
       else this.listers.set(scope, [lister]);
     }
-    return { scope, key };
+    return { scope, level, bucket, part };
   }
 
   /** Whether a row is replaced by one added (leave it out); a replaced row no stored list names any more is counted as tampered. */
   replaced(row: RowHandle): boolean {
     const listers = this.listers.get(row.scope);
-    if (!listers || (listers.length === 1 && listers[0]!.key === row.key)) return false;
+    if (!listers) return false;
+    if (listers.length === 1) {
+      const l = listers[0]!;
+      if (l.part === row.part && l.level === row.level && l.bucket === row.bucket) return false;
+    }
     let named = this.resolved.get(row.scope);
     if (!named) this.resolved.set(row.scope, (named = resolve(listers)));
-    const pending = named.get(row.key);
+    const pending = named.get(keyOf(row.level, row.bucket, row.part));
     if (pending === undefined) return false;
     if (!pending) this.tampered++;
     return true;
