@@ -11,6 +11,7 @@ const ALL = [
   ['ingest', 'bench/ingest.mjs'],
   ['storefront', 'bench/storefront.mjs'],
   ['query', 'bench/query.mjs'],
+  ['merge', 'bench/merge.mjs'],
   ['shred', 'bench/shred.mjs'],
   ['abuse', 'bench/abuse.mjs'],
   // Measurements written as vitest files (they drive the collector's classes directly).
