@@ -36,7 +36,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
-  LIB, mainThreadCpuSeconds, buildBodies, buildInfo, collectProfiles, diskSummary, envelopeSealer, fmt, formatTickSplit, freePort, killAll, loadPipeline, makeSender, pinSelf, postBodies, printProfile,
+  LIB, mainThreadCpuSeconds, buildBodies, buildInfo, collectProfiles, diskSummary, envelopeSealer, fmt, formatColumnSplit, formatTickSplit, freePort, killAll, loadPipeline, makeSender, pinSelf, postBodies, printProfile,
   processCpuSeconds, profileFlags, plaintextRun, progress, runChildJson, scrape, startChild, stopChild, table, tickSplit, waitProcessed, waitReady, watchdog, writeResult,
 } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
@@ -405,6 +405,7 @@ async function main() {
     if (!r) continue;
     const t = Object.entries(r.diskSummary.asIngested.tables).map(([k, v]) => `${k} ${fmt(v.bytesPerPoint, 2)}`).join(', ');
     console.log(`bytes on disk per point, ${name} (median run): ${fmt(r.diskSummary.asIngested.bytesPerPoint, 1)} as ingested (${t}); ${fmt(r.diskSummary.optimized.bytesPerPoint, 1)} after OPTIMIZE FINAL`);
+    for (const line of formatColumnSplit(r.diskSummary)) console.log(line);
   }
   for (const [thread, prof] of Object.entries(runs[0]?.encrypted?.profiles ?? {})) {
     if (thread === 'main' || thread === 'tick-worker') printProfile(`run 1, ${thread}`, prof);

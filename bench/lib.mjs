@@ -226,10 +226,46 @@ export async function diskUsage(dir, database) {
     q(`SELECT table, sum(bytes_on_disk) AS bytes, sum(data_uncompressed_bytes) AS uncompressed, sum(rows) AS rows, count() AS parts
        FROM system.parts WHERE active AND database = '${database}' GROUP BY table ORDER BY table`);
   const asIngested = await parts();
+  const columns = {};
+  for (const { table } of asIngested) if (table in SPLIT_TABLES) columns[table] = await columnSplit(q, database, table);
   for (const { table } of asIngested) await q(`OPTIMIZE TABLE ${database}.${table} FINAL`);
   const optimized = await parts();
   s.close();
-  process.stdout.write(JSON.stringify({ asIngested, optimized }) + '\n');
+  process.stdout.write(JSON.stringify({ asIngested, optimized, columns }) + '\n');
+}
+
+/** Tables split by column, and what their ciphertext column is (its length per row is measured too). */
+const SPLIT_TABLES = { rollups: 'agg', batches: 'sealed', points: null };
+
+/**
+ * Bytes per column of a table as ingested. Small parts are *compact* (all columns in one file), for
+ * which ClickHouse reports no per-column sizes, so each active part is copied on its own into a
+ * scratch table that writes *wide* parts (one file per column; same rows, same sorting, same codecs)
+ * and the copies' compressed column sizes are read. What the compact parts hold beyond their columns'
+ * compressed data (marks, primary index, checksums and other part files, and the difference of
+ * compressing a compact part's granules one by one) is `partFiles`: bytes_on_disk minus the columns.
+ */
+async function columnSplit(q, database, table) {
+  const copy = `${database}.bench_split_${table}`;
+  await q(`DROP TABLE IF EXISTS ${copy}`);
+  await q(`CREATE TABLE ${copy} AS ${database}.${table} SETTINGS min_bytes_for_wide_part = 0, min_rows_for_wide_part = 0`);
+  const names = await q(`SELECT name FROM system.parts WHERE active AND database = '${database}' AND table = '${table}'`);
+  for (const { name } of names) {
+    await q(`INSERT INTO ${copy} SELECT * FROM ${database}.${table} WHERE _part = '${name}' SETTINGS max_threads = 1, max_insert_threads = 1, insert_deduplicate = 0`);
+  }
+  const cols = await q(`SELECT column, sum(column_data_compressed_bytes) AS compressed, sum(column_data_uncompressed_bytes) AS uncompressed
+     FROM system.parts_columns WHERE active AND database = '${database}' AND table = 'bench_split_${table}' GROUP BY column ORDER BY compressed DESC`);
+  const [{ parts: copyParts }] = await q(`SELECT count() AS parts FROM system.parts WHERE active AND database = '${database}' AND table = 'bench_split_${table}'`);
+  await q(`DROP TABLE ${copy} SYNC`);
+  const sealed = SPLIT_TABLES[table];
+  const [rows] = sealed ? await q(`SELECT count() AS rows, sum(length(${sealed})) AS sealedBytes FROM ${database}.${table}`) : [{}];
+  return {
+    parts: names.length,
+    copyParts: Number(copyParts),
+    sealedColumn: sealed,
+    sealedBytes: Number(rows.sealedBytes ?? 0),
+    columns: cols.map((c) => ({ column: c.column, compressed: Number(c.compressed), uncompressed: Number(c.uncompressed) })),
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -651,14 +687,54 @@ export function pinSelf(cpus) {
   if (r.status !== 0) progress(`  taskset failed: ${r.stderr}`);
 }
 
+/** What sealing adds to a rollup row's aggregate (services/collector/src/at-rest/records.ts SEAL_OVERHEAD: format, nonce, tag). */
+const ROLLUP_SEAL_OVERHEAD = 1 + 24 + 16;
+
 export function diskSummary(disk, points) {
   const sum = (rows) => rows.reduce((s, r) => s + Number(r.bytes), 0);
   const perTable = (rows) => Object.fromEntries(rows.map((r) => [r.table, { bytes: Number(r.bytes), rows: Number(r.rows), parts: Number(r.parts), bytesPerPoint: Number(r.bytes) / points }]));
+  const asIngested = perTable(disk.asIngested);
+  // Per column (bench/lib.mjs columnSplit): each column's compressed bytes per point, and the part files the rest.
+  for (const [table, split] of Object.entries(disk.columns ?? {})) {
+    const t = asIngested[table];
+    if (!t) continue;
+    const inColumns = split.columns.reduce((s, c) => s + c.compressed, 0);
+    t.columns = Object.fromEntries(split.columns.map((c) => [c.column, c.compressed / points]));
+    t.partFilesPerPoint = (t.bytes - inColumns) / points;
+    t.rowsPerPoint = t.rows / points;
+    t.bytesPerRow = t.bytes / t.rows;
+    if (split.sealedColumn) t.sealedPerRow = split.sealedBytes / t.rows;
+    if (table === 'rollups') {
+      t.sealOverheadPerPoint = (ROLLUP_SEAL_OVERHEAD * t.rows) / points;
+      t.aggregatePlaintextPerRow = (split.sealedBytes - ROLLUP_SEAL_OVERHEAD * t.rows) / t.rows;
+    }
+  }
   return {
     points,
-    asIngested: { bytes: sum(disk.asIngested), bytesPerPoint: sum(disk.asIngested) / points, tables: perTable(disk.asIngested) },
+    asIngested: { bytes: sum(disk.asIngested), bytesPerPoint: sum(disk.asIngested) / points, tables: asIngested },
     optimized: { bytes: sum(disk.optimized), bytesPerPoint: sum(disk.optimized) / points, tables: perTable(disk.optimized) },
   };
+}
+
+/**
+ * Lines explaining bytes per point as ingested, by table and, for the split tables, by column
+ * (diskSummary): where the bytes go, so a change to a row's encoding shows in the column it touched.
+ */
+export function formatColumnSplit(summary) {
+  const lines = [];
+  for (const [table, t] of Object.entries(summary.asIngested.tables)) {
+    if (!t.columns) continue;
+    const cols = Object.entries(t.columns).filter(([, v]) => v >= 0.005).map(([c, v]) => `${c} ${fmt(v, 2)}`).join(', ');
+    let head = `  ${table} ${fmt(t.bytesPerPoint, 2)} B/pt = ${cols}; part files ${fmt(t.partFilesPerPoint, 2)}`;
+    head += ` (${fmt(t.rows)} rows in ${fmt(t.parts)} parts, ${fmt(t.rowsPerPoint, 3)} rows/pt, ${fmt(t.bytesPerRow, 1)} B/row`;
+    if (t.sealedPerRow !== undefined) head += `, sealed ${fmt(t.sealedPerRow, 1)} B/row`;
+    head += ')';
+    lines.push(head);
+    if (t.sealOverheadPerPoint !== undefined) {
+      lines.push(`    of which the rollups' sealed aggregates: seal overhead ${fmt(t.sealOverheadPerPoint, 2)} B/pt (${ROLLUP_SEAL_OVERHEAD} B/row: format, nonce, tag) + aggregate plaintext ${fmt(t.aggregatePlaintextPerRow, 1)} B/row`);
+    }
+  }
+  return lines;
 }
 
 /**
