@@ -100,16 +100,24 @@ results.sealNodeMs = await sealNode(55);
 const RUNS = 3;
 const BLOCKS = 6;
 const PER_BLOCK = 10;
-const baselineFile = process.argv.includes('--baseline') ? process.argv[process.argv.indexOf('--baseline') + 1] : undefined;
+const baselineFiles = process.argv.flatMap((a, i) => (a == '--baseline' ? [process.argv[i + 1]] : []));
+/** Body bytes of the POSTs the local server received (the envelopes of 100-point batches). */
+const posted = [];
 async function sealChromium() {
   if (!existsSync(CHROMIUM)) return undefined;
   const { chromium } = await import('playwright-core');
   const { readFileSync } = await import('node:fs');
-  const scripts = { current: readFileSync(`${dist}cipherstat.min.js`), ...(baselineFile && { baseline: readFileSync(baselineFile) }) };
+  const scripts = { current: readFileSync(`${dist}cipherstat.min.js`) };
+  for (const f of baselineFiles) scripts[f.split('/').pop()] = readFileSync(f);
   const server = createServer((req, res) => {
     const path = req.url.split('?')[0];
     const cors = { 'access-control-allow-origin': '*', 'access-control-allow-headers': 'content-type' };
     if (path.startsWith('/s/')) return res.writeHead(200, { 'content-type': 'text/javascript' }).end(scripts[path.slice(3)]);
+    if (path === '/v1/batches' && req.method === 'POST') {
+      let n = 0;
+      req.on('data', (d) => (n += d.length));
+      return req.on('end', () => (posted.push(n), res.writeHead(202, { ...cors, 'content-type': 'application/json' }).end('{"batchId":"x"}')));
+    }
     if (path === '/v1/batches') return req.resume().on('end', () => res.writeHead(req.method === 'POST' ? 202 : 204, { ...cors, 'content-type': 'application/json' }).end('{"batchId":"x"}'));
     res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><body>page</body>');
   });
@@ -163,6 +171,7 @@ async function sealChromium() {
           out.push(((await thread()) - t0) / PER_BLOCK);
         }
       }
+      posted.length = 0;
       const wall = await page.evaluate(async () => {
         const w = window;
         const t = [];
@@ -174,7 +183,7 @@ async function sealChromium() {
         }
         return t.sort((a, b) => a - b)[5];
       });
-      return { total: median(seal), record: median(record), seal: median(seal) - median(record), wall };
+      return { total: median(seal), record: median(record), seal: median(seal) - median(record), wall, envelopeBytes: post ? median(posted) : undefined };
     } finally {
       await page.close();
     }
@@ -187,14 +196,14 @@ async function sealChromium() {
       }
     }
     const userAgent = await (await browser.newPage()).evaluate(() => navigator.userAgent);
-    const summary = (runs) => ({ runs, sealMs: median(runs.map((r) => r.seal)), recordMs: median(runs.map((r) => r.record)), wallMs: median(runs.map((r) => r.wall)) });
+    const summary = (runs) => ({ runs, sealMs: median(runs.map((r) => r.seal)), recordMs: median(runs.map((r) => r.record)), wallMs: median(runs.map((r) => r.wall)), envelopeBytes: runs[0].envelopeBytes });
     return { userAgent, ...Object.fromEntries(Object.entries(out).map(([k, v]) => [k, { seal: summary(v.seal), post: summary(v.post) }])) };
   } finally {
     await browser.close();
     server.close();
   }
 }
-log(`main-thread CPU to seal a 100-point batch in Chromium (${RUNS} runs × ${BLOCKS} blocks of ${PER_BLOCK} batches${baselineFile ? `, baseline ${baselineFile} interleaved` : ''})`);
+log(`main-thread CPU to seal a 100-point batch in Chromium (${RUNS} runs × ${BLOCKS} blocks of ${PER_BLOCK} batches${baselineFiles.length ? `, baseline ${baselineFiles.join(', ')} interleaved` : ''})`);
 const chromiumResult = await sealChromium();
 results.chromium = chromiumResult;
 
@@ -214,10 +223,12 @@ if (!chromiumResult) rows.push(['seal 100 points, Chromium', 'skipped (no chromi
 else {
   for (const [name, r] of Object.entries(chromiumResult).filter(([k]) => k != 'userAgent')) {
     const tag = name == 'current' ? '' : ` [${name}]`;
+    if (name != 'current') rows.push([`baseline ${name}: ${measure(baselineFiles.find((f) => f.endsWith(name))).gzip} B min+gzip`, '', '', '']);
     rows.push(
       [`Chromium main-thread CPU to seal 100 points${tag} (both layers, localStorage outbox; median of ${RUNS}: ${perRun(r.seal)})`, ms(r.seal.sealMs), `≤ ${TARGET_MS} ms`, r.seal.sealMs <= TARGET_MS ? 'PASS' : 'FAIL'],
       [`  the same and its POST to 127.0.0.1 (fetch, keepalive)${tag} (${perRun(r.post)})`, ms(r.post.sealMs), '', ''],
       [`  recording the 100 points${tag} (not included above)`, ms(r.seal.recordMs), '', ''],
+      [`  envelope of a 100-point batch as posted${tag} (2 tags per point)`, `${r.post.envelopeBytes} B`, '', ''],
       [`  wall time of await flush()${tag}, seal only (mostly waiting for WebCrypto: not main-thread time)`, ms(r.seal.wallMs), '', ''],
     );
   }

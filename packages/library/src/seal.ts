@@ -45,12 +45,8 @@ interface Sealer {
 export interface Sealing {
   load: () => Promise<Fallback>;
   hpke?: HpkeSeal;
-  /**
-   * Deflate-raw the platform brings (Node: node:zlib, synchronous): then v2 batches are deflated
-   * (flag 0x01). Browsers send flags 0 for now: CompressionStream is asynchronous, and a batch
-   * formed at pagehide must be sealed before the page goes (not yet shown safe; docs/protocol.md §Flags).
-   */
-  deflate?: (plain: Uint8Array) => Uint8Array;
+  /** Deflate-raw the platform brings (Node: node:zlib; browsers: CompressionStream): then v2 batches are deflated (flag 0x01). */
+  deflate?: (plain: Uint8Array) => Uint8Array | Promise<Uint8Array>;
 }
 
 let sealer: Promise<Sealer> | undefined;
@@ -105,7 +101,10 @@ export async function form(accountId: string, accountKey: Uint8Array, points: Po
   const plain = encodeInner(accountId, id, points);
   const s = await detect(sealing);
   // v2: deflated where the platform can (flag 0x01, the inner AAD says so); v1 has no flags
-  const z = s.v == 2 && sealing.deflate?.(plain);
+  let z;
+  try {
+    z = s.v == 2 && (await sealing.deflate?.(plain));
+  } catch {} // no CompressionStream or no 'deflate-raw' here: flags 0
   const f = z ? 1 : 0;
   const inner = s.v == 2 ? await hpke(s, accountKey, INFO_INNER, innerAad(accountId, id, f), z || plain) : s.f!.inner(plain, accountKey);
   // the bytes are kept as they are: only storage needs them as text

@@ -133,14 +133,88 @@ it('native WebCrypto X25519: v2 batches reach the collector, the fallback is nev
 const storedFlags = async (a: TestAccount) =>
   (await connectionOf(c.services.store).query<{ f: number }>('SELECT DISTINCT flags AS f FROM batches WHERE account_id = {a:String} ORDER BY f', { a: a.accountId })).map((r) => Number(r.f));
 
-it('browsers send flags 0 (no deflate yet, docs/protocol.md §Flags) and the collector, which reads flag 0x01, still reads that form', async () => {
+it('browsers deflate the inner plaintext (flag 0x01 through CompressionStream, docs/protocol.md §Flags): every point arrives (the collector inflates it); where CompressionStream or its deflate-raw is missing, flags 0', async () => {
   const a = await createAccount(c);
   const page = await browser.newPage();
-  await page.goto(shopPage('/plain', a, 'cipherstat-storefront.min.js'));
+  await page.goto(shopPage('/deflated', a, 'cipherstat-storefront.min.js'));
   await recordAndFlush(page, a, 300); // asserts all 300 points were processed
-  expect(await storedFlags(a)).toEqual([0]);
+  expect(await storedFlags(a)).toEqual([1]);
   await page.close();
-}, 180_000);
+  for (const init of [
+    () => delete (window as { CompressionStream?: unknown }).CompressionStream,
+    () => {
+      const Native = CompressionStream;
+      (window as { CompressionStream: unknown }).CompressionStream = function (format: CompressionFormat) {
+        if (format === 'deflate-raw') throw new TypeError(`Unsupported compression format: '${format}'`); // as in Chromium < 103
+        return new Native(format);
+      };
+    },
+  ]) {
+    const b = await createAccount(c);
+    const old = await browser.newPage();
+    await old.addInitScript(init);
+    await old.goto(shopPage('/old-browser', b));
+    await recordAndFlush(old, b, 30);
+    expect(await storedFlags(b)).toEqual([0]);
+    await old.close();
+  }
+});
+
+/**
+ * Points recorded just before the page goes are cut at pagehide, deflated, sealed (both
+ * asynchronous) and handed to sendBeacon while the page is being unloaded. The page is left
+ * for a page of the same site without the script (so the renderer process lives on, as in any
+ * navigation within a shop, and no later page of the Library can send them from the outbox
+ * instead): what arrives came through the pagehide path. By navigation from script, by a
+ * link, and by page.goto; the flags show the batches were deflated.
+ */
+it('a batch cut at pagehide is deflated, sealed and beaconed while the page goes: every point recorded before leaving arrives', async () => {
+  const a = await createAccount(c);
+  pages.set('/elsewhere', '<!doctype html><html><body><p>no script here</p></body></html>');
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  const beacons: string[] = [];
+  page.on('request', (r) => r.url() === `${c.url}/v1/batches` && r.headers()['content-type']?.startsWith('text/plain') && beacons.push(r.url()));
+  const sent: number[] = [];
+  const ways = ['script', 'link', 'goto'] as const;
+  for (let i = 0; i < 9; i++) {
+    const how = ways[i % 3]!;
+    await page.goto(shopPage('/leaving', a));
+    const n = 1 + (i % 4) * 7; // 1, 8, 15, 22 points
+    sent.push(n);
+    await page.evaluate(
+      ([n, how]) => {
+        const lib = (window as unknown as { Cipherstat: { instance: { count(name: string, v?: number, tags?: Record<string, string>): void } } }).Cipherstat.instance;
+        for (let k = 0; k < n; k++) lib.count('leaving', 1, { how, k: String(k % 5) });
+        if (how === 'script') location.href = '/elsewhere';
+        if (how === 'link') {
+          const link = document.createElement('a');
+          link.href = '/elsewhere';
+          link.id = 'away';
+          link.textContent = 'elsewhere';
+          document.body.append(link);
+        }
+      },
+      [n, how] as const,
+    );
+    if (how === 'link') await page.click('#away');
+    if (how === 'goto') await page.goto(shopOrigin + '/elsewhere');
+    await page.waitForURL(shopOrigin + '/elsewhere');
+  }
+  const total = sent.reduce((x, y) => x + y);
+  const deadline = Date.now() + 120_000;
+  let got = 0;
+  while (Date.now() < deadline) {
+    await c.services.processor!.drain();
+    const rows = await connectionOf(c.services.store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
+    if ((got = Number(rows[0]!.n)) >= total) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  expect(got).toBe(total);
+  console.log(`${sent.length} pages left with ${total} points unsent: ${beacons.length} beacon(s), ${got} points processed`);
+  expect(await storedFlags(a)).toEqual([1]);
+  await context.close();
+});
 
 it('WebCrypto without X25519: the script fetches the fallback chunk from its own origin and still sends v2', async () => {
   const a = await createAccount(c);

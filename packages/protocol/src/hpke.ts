@@ -70,7 +70,7 @@ const hkdfKey = (ikm: Uint8Array) => crypto.subtle.importKey('raw', ikm as Buf, 
 const hkdf = async (key: CryptoKey, salt: Uint8Array, info: Uint8Array, length: number) =>
   new Uint8Array(await crypto.subtle.deriveBits({ name: 'HKDF', hash: 'SHA-256', salt: salt as Buf, info: info as Buf }, key, length * 8));
 
-/** Per `info` (keyed "i" + its bytes as text: never a name of Object.prototype): [psk_id_hash, info_hash] of the key schedule context (base mode: constant per info). */
+/** Per `info` (keyed by its bytes as text, "1,2,…": never a name of Object.prototype): [psk_id_hash, info_hash] of the key schedule context (base mode: constant per info). */
 const contexts: Record<string, Promise<Uint8Array[]>> = {};
 /** The input key of `secret = LabeledExtract(shared_secret, "secret", psk = "")`: the same for every seal. */
 let secretIkm: Promise<CryptoKey> | undefined;
@@ -102,7 +102,7 @@ export async function webSeal(recipientPublicKey: Uint8Array, info: Uint8Array, 
   }
   // ExtractAndExpand: shared_secret = LabeledExpand(LabeledExtract("", "eae_prk", dh), "shared_secret", enc || pkR, 32)
   const shared = await hkdf(await hkdfKey(labeledExtract(KEM_SUITE, 'eae_prk', dh)), EMPTY, labeledInfo(KEM_SUITE, 'shared_secret', concat(enc, recipientPublicKey), 32), 32);
-  const c = concat(new Uint8Array([0]), ...(await (contexts['i' + String.fromCharCode(...info)] ||= Promise.all([hmac(ZERO_SALT, labeledExtract(HPKE_SUITE, 'psk_id_hash', EMPTY)), hmac(ZERO_SALT, labeledExtract(HPKE_SUITE, 'info_hash', info))]))));
+  const c = concat(new Uint8Array([0]), ...(await (contexts[info as any] ||= Promise.all([hmac(ZERO_SALT, labeledExtract(HPKE_SUITE, 'psk_id_hash', EMPTY)), hmac(ZERO_SALT, labeledExtract(HPKE_SUITE, 'info_hash', info))]))));
   const secret = await (secretIkm ||= hkdfKey(labeledExtract(HPKE_SUITE, 'secret', EMPTY)));
   const [key, nonce] = await Promise.all([hkdf(secret, shared, labeledInfo(HPKE_SUITE, 'key', c, 16), 16), hkdf(secret, shared, labeledInfo(HPKE_SUITE, 'base_nonce', c, 12), 12)]);
   const k = await subtle.importKey('raw', key as Buf, 'AES-GCM', false, ['encrypt']);

@@ -26,6 +26,6 @@ export interface Platform {
   fallback?(): Promise<Fallback>;
   /** A synchronous HPKE seal (Node: node:crypto); browsers use WebCrypto. */
   hpke?: HpkeSeal;
-  /** Deflate-raw the platform brings (Node: node:zlib, synchronous): v2 batches are then deflated (flag 0x01). */
-  deflate?: (plain: Uint8Array) => Uint8Array;
+  /** Deflate-raw the platform brings (Node: node:zlib; browsers: CompressionStream): v2 batches are then deflated (flag 0x01); where it throws or rejects, the batch goes with flags 0. */
+  deflate?: (plain: Uint8Array) => Uint8Array | Promise<Uint8Array>;
 }
