@@ -5,7 +5,7 @@
  */
 import { randomBytes, createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createSecretKey, createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
 import { concat, isZero, KEY_BYTES, MAC_BYTES, SEAL_OVERHEAD, type KeyPair, type OpenResult, type X25519 } from './crypto.js';
-import { keySchedule } from './hpke.js';
+import { keySchedule, ZERO_SALT } from './hpke.js';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import type { Deflate, Inflate } from './envelope.js';
 
@@ -66,10 +66,32 @@ export function nodePublicKeyOf(secretKey: Uint8Array): Uint8Array {
   return Buffer.from(createPublicKey(privateKey(secretKey)).export({ format: 'jwk' }).x!, 'base64url');
 }
 
+/**
+ * Per `info` buffer (the envelope's two constants): the key schedule's third and fourth HMACs,
+ * psk_id_hash and info_hash, which depend on nothing but `info` in base mode — 2 of the 7
+ * HMACs of every open and seal. Keyed by the buffer object (so a caller's own buffers are never
+ * kept alive) and checked against its bytes.
+ */
+const infoHashes = new WeakMap<Uint8Array, { bytes: Uint8Array; hashes: Uint8Array[] }>();
+const INFO_ONLY_STEPS = [2, 3];
+
 function schedule(dh: Uint8Array, kemContext: Uint8Array, info: Uint8Array): [Uint8Array, Uint8Array] {
   const steps = keySchedule(dh, kemContext, info);
+  const entry = infoHashes.get(info);
+  // (checked against a copy of the bytes: a caller may have changed its buffer since)
+  const known = entry && entry.bytes.length === info.length && entry.bytes.every((b, i) => b === info[i]) ? entry.hashes : undefined;
+  const computed: Uint8Array[] = [];
   let step = steps.next();
-  while (!step.done) step = steps.next(createHmac('sha256', step.value[0]).update(step.value[1]).digest());
+  for (let i = 0; !step.done; i++) {
+    const k = step.value[0] === ZERO_SALT ? INFO_ONLY_STEPS.indexOf(i) : -1; // (their key is the empty salt)
+    let mac = k >= 0 ? known?.[k] : undefined;
+    if (!mac) {
+      mac = createHmac('sha256', step.value[0]).update(step.value[1]).digest();
+      if (k >= 0) computed[k] = mac;
+    }
+    step = steps.next(mac);
+  }
+  if (!known) infoHashes.set(info, { bytes: info.slice(), hashes: computed });
   return step.value;
 }
 

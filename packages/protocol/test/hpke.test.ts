@@ -30,6 +30,21 @@ describe('RFC 9180 A.1.1 (base mode, X25519 / HKDF-SHA256 / AES-128-GCM)', () =>
     expect(hpkeOpen({ secretKey: hex(a11.skRm), publicKey: hex(a11.pkRm) }, info, hex(a11.encryptions[1].aad), hex(expected))).toEqual({ ok: false, code: 'auth_failed' });
   });
 
+  it('node:crypto keeps the info-only hashes per info buffer: the second and later seals and opens with the same buffer give the exact bytes too', () => {
+    const same = hex(a11.info); // a buffer of its own: its first use computes the hashes, the later ones reuse them
+    for (let i = 0; i < 3; i++) {
+      expect(toHex(hpkeSeal(hex(a11.pkRm), same, hex(e0.aad), hex(e0.plaintext), hex(a11.skEm)))).toBe(expected);
+      const opened = hpkeOpen({ secretKey: hex(a11.skRm), publicKey: hex(a11.pkRm) }, same, hex(e0.aad), hex(expected));
+      expect(opened.ok && toHex(opened.value)).toBe(e0.plaintext);
+    }
+    // The same buffer with other contents: its hashes are computed afresh, never taken for the old ones.
+    same.fill(0x61);
+    expect(hpkeOpen({ secretKey: hex(a11.skRm), publicKey: hex(a11.pkRm) }, same, hex(e0.aad), hex(expected))).toEqual({ ok: false, code: 'auth_failed' });
+    const sealed = hpkeSeal(hex(a11.pkRm), same, hex(e0.aad), hex(e0.plaintext));
+    const fresh = hpkeOpen({ secretKey: hex(a11.skRm), publicKey: hex(a11.pkRm) }, new Uint8Array(same), hex(e0.aad), sealed);
+    expect(fresh.ok && toHex(fresh.value)).toBe(e0.plaintext);
+  });
+
   it('WebCrypto path with a raw X25519 (the Library fallback): the same exact bytes', async () => {
     const fixed = { publicKey: hex(a11.pkEm), secretKey: hex(a11.skEm) };
     const sealed = await webSeal(hex(a11.pkRm), info, hex(e0.aad), hex(e0.plaintext), { x25519: { dh: (s, p) => nacl.scalarMult(s, p), keyPair: () => fixed } });
