@@ -1,6 +1,6 @@
 import type { z } from 'zod';
 import { fromUtf8 } from '@cipherstat/protocol';
-import { CollectorError } from '../errors.js';
+import { CollectorError, isCollectorError } from '../errors.js';
 
 /** The request's Content-Length, or undefined when it has none (a chunked body). */
 export function declaredLength(req: Request): number | undefined {
@@ -17,7 +17,9 @@ export function declaredLength(req: Request): number | undefined {
  * `onChunk` sees each chunk's size as it arrives and may refuse the rest by throwing.
  */
 export async function readBody(req: Request, maxBytes: number, timeoutMs: number, onChunk?: (bytes: number) => void): Promise<Uint8Array> {
-  if ((declaredLength(req) ?? 0) > maxBytes) throw new CollectorError(413, 'envelope_too_large', `body over ${maxBytes} bytes`);
+  const declared = declaredLength(req);
+  if ((declared ?? 0) > maxBytes) throw new CollectorError(413, 'envelope_too_large', `body over ${maxBytes} bytes`);
+  if (declared !== undefined && declared <= WHOLE_BODY_BYTES) return readDeclared(req, timeoutMs, onChunk);
   if (!req.body) return new Uint8Array(0);
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
@@ -56,6 +58,37 @@ export async function readBody(req: Request, maxBytes: number, timeoutMs: number
   let o = 0;
   for (const c of chunks) (out.set(c, o), (o += c.length));
   return out;
+}
+
+/**
+ * Bodies of at most this many declared bytes (a page view's batch is well under 2 KB) are read
+ * whole: they arrive in one or two reads anyway; bigger ones chunk by chunk, each chunk counted
+ * as it arrives (`onChunk`: the address's byte budget, cipherstat_ingest_body_bytes_total).
+ */
+const WHOLE_BODY_BYTES = 16 * 1024;
+
+/**
+ * A small body with a Content-Length (at most the cap: checked before): Node's HTTP parser
+ * never delivers more than declared, so it is read whole — on @hono/node-server straight from
+ * the socket's IncomingMessage, without the WHATWG Request and stream the `body` getter builds
+ * (~11 % of the ingest thread's CPU in the storefront bench). The deadline still holds.
+ */
+async function readDeclared(req: Request, timeoutMs: number, onChunk?: (bytes: number) => void): Promise<Uint8Array> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new CollectorError(408, 'body_timeout', `body not received within ${timeoutMs} ms`)), timeoutMs);
+  });
+  let body: ArrayBuffer;
+  try {
+    body = await Promise.race([req.arrayBuffer(), late]);
+  } catch (e) {
+    if (isCollectorError(e)) throw e;
+    throw new CollectorError(400, 'body_incomplete', 'the request body ended early');
+  } finally {
+    clearTimeout(timer);
+  }
+  onChunk?.(body.byteLength);
+  return new Uint8Array(body);
 }
 
 /**
