@@ -6,15 +6,16 @@
 //   node bench/storefront.mjs [--accounts 10000] [--zipf 1] [--duration 15] [--warmup 5]
 //                             [--concurrency 128] [--batches 60000] [--profile] [--keep]
 //                             [--only encrypted|plaintext] [--cli path/to/collector/dist/cli.js]
-//                             [--envelope v2plain|v2|v1]
+//                             [--envelope v2|v2plain|v1]
 //
 // Accounts are created in bulk through the collector's own Accounts API on the data directory
 // (a child process, before the server starts), not by 10,000 HTTP calls.
 // --profile  runs the collector with --cpu-prof: one profile per thread in bench/results/
 //            (storefront-main.cpuprofile, storefront-tick-worker.cpuprofile, …); prints the top
 //            self-time functions of its main thread and of its tick worker over the measured window.
-// --envelope  what the shops send: v2plain (default: envelope v2, flags 0 — what browsers send),
-//             v2 (deflated inner layer, as the Node Library sends), v1 (deprecated NaCl boxes).
+// --envelope  what the shops send: v2 (default: envelope v2, the inner layer deflated — what the
+//             Library sends, browsers included), v2plain (flags 0: browsers without
+//             CompressionStream('deflate-raw')), v1 (deprecated NaCl boxes).
 // Results: bench/results/storefront.json.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -274,7 +275,7 @@ async function main() {
       cli: { type: 'string', default: 'services/collector/dist/cli.js' },
       only: { type: 'string' },
       profile: { type: 'boolean', default: false },
-      envelope: { type: 'string', default: 'v2plain' },
+      envelope: { type: 'string', default: 'v2' },
       keep: { type: 'boolean', default: false },
     },
   });
