@@ -227,7 +227,7 @@ describe('decode rejects malformed input', () => {
       if (i % 2 === 0) {
         bytes = new Uint8Array(Math.floor(r() * 64));
         for (let j = 0; j < bytes.length; j++) bytes[j] = Math.floor(r() * 256);
-        if (r() < 0.5 && bytes.length > 0) bytes[0] = 1; // get past the version byte
+        if (r() < 0.5 && bytes.length > 0) bytes[0] = r() < 0.5 ? 1 : 3; // get past the version byte (version 1 or compact)
       } else {
         bytes = samples[i % samples.length]!.slice();
         for (let k = 1 + Math.floor(r() * 3); k > 0; k--) bytes[Math.floor(r() * bytes.length)] = Math.floor(r() * 256);

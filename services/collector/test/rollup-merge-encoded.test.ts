@@ -315,7 +315,7 @@ describe('mergeEncoded: cases that matter', () => {
   });
 
   it('withSketch=false skips the body and trailing bytes, like decodeAggregate', () => {
-    const bytes = encodeAggregate(build([[1, 0], [5, 1]]));
+    const bytes = encodeAggregate(build([[1, 0], [5, 1], [9, 2], [20, 3]])); // 4 values: a sketch body is written
     const bad = new Uint8Array([...bytes.subarray(0, bytes.length - 1), 0xff, 0xff]); // body broken, extra byte
     expect(attempt(() => decodeAggregate(bad, false))).toEqual({ ok: true });
     step(emptyAggregate(), emptyAggregate(), bad, false);

@@ -138,43 +138,104 @@ export function finalize(agg: Aggregate, aggregation: Aggregation): number | nul
 // The flags make the common cases small: one point, or a counter of all-equal values.
 //
 // Version 2 (an aggregate with visitors; README "Unique visitors"): version 1's layout with the
-// distinct sketch (distinct.ts writeDistinct) right after lastAt. An aggregate without visitors
-// is still written as version 1, byte for byte, and rows of either version open.
+// distinct sketch (distinct.ts writeDistinct) right after lastAt.
+//
+// ---- version 3, compact (4: with visitors, after lastAt as in 2) — what encodeAggregate writes ----
+// Version 1's layout with fewer bytes for what rows hold most (issue 14, bytes per point):
+//   - every value (min, max, last, sum) is a *number* (below): a decimal such as 1, 4000 or 129.95
+//     takes 1–4 bytes instead of 8; any other float64 takes 9 (1 + the float);
+//   - LAST_MIN / LAST_MAX: `last` equals min / max and is not written;
+//   - SKETCH_IMPLIED also without SINGLE: a sketch of 2 values is {min, max}, of 3 values
+//     {min, max, sum − min − max} — used only when that rebuilds the sketch exactly (checked when
+//     encoding), so the decoded sketch is the same.
+// number: varint h; d = h % 16. d ≤ 9: the value is m / 10^d with m = zigzag⁻¹(⌊h / 16⌋), |m| ≤ 2^47;
+// d = 15 (h = 15): a little-endian float64 follows. The encoder writes m / 10^d only when it gives
+// the value back bit for bit (so −0 and non-decimals take the float), with the smallest such d.
+// An empty aggregate is still written as version 1 (`01 00`). Rows of every version open.
 
 const VERSION = 1;
 const VERSION_VISITORS = 2;
+const VERSION_COMPACT = 3;
+const VERSION_COMPACT_VISITORS = 4;
 const SINGLE = 1;
 const SUM_IMPLIED = 2;
 const SKETCH_IMPLIED = 4;
 const PARAMS = 8;
 const LASTAT_NEG = 16;
+const LAST_MIN = 32;
+const LAST_MAX = 64;
 const ALL_FLAGS = SINGLE | SUM_IMPLIED | SKETCH_IMPLIED | PARAMS | LASTAT_NEG;
+const ALL_COMPACT_FLAGS = ALL_FLAGS | LAST_MIN | LAST_MAX;
+const POW10 = [1, 10, 100, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9];
+const MAX_MANTISSA = 2 ** 47;
+const FLOAT_NUMBER = 15;
 
+/** A value as a number of the compact encoding (above). */
+function writeNumber(w: ByteWriter, v: number): void {
+  for (let d = 0; d < POW10.length; d++) {
+    const m = Math.round(v * POW10[d]!) + 0; // + 0: −0 is written as a float
+    if (!(Math.abs(m) <= MAX_MANTISSA)) break; // larger for every greater d (and NaN, ±∞)
+    if (Object.is(m / POW10[d]!, v)) {
+      w.varint((m >= 0 ? m * 2 : -m * 2 - 1) * 16 + d);
+      return;
+    }
+  }
+  w.u8(FLOAT_NUMBER);
+  w.f64(v);
+}
+
+function readNumber(r: ByteReader): number {
+  const h = r.varint();
+  const d = h % 16;
+  if (d === FLOAT_NUMBER && h === FLOAT_NUMBER) return r.f64();
+  if (d >= POW10.length) throw malformed('number');
+  const z = (h - d) / 16;
+  if (z > MAX_MANTISSA * 2) throw malformed('number');
+  return (z % 2 === 0 ? z / 2 : -(z + 1) / 2) / POW10[d]!;
+}
+
+/** The sketch a compact SKETCH_IMPLIED stands for: `count` times min when min = max, else {min, max(, sum − min − max)}. */
+function impliedSketch(params: SketchOptions, count: number, min: number, max: number, sum: number): Sketch | null {
+  if (min !== max && count !== 2 && count !== 3) return null;
+  const s = createSketch(params);
+  if (min === max) return add(s, min, count);
+  add(add(s, min), max);
+  if (count === 3) {
+    const mid = sum - min - max;
+    if (!(mid >= min && mid <= max)) return null;
+    add(s, mid);
+  }
+  return s;
+}
+
+/** The compact encoding (version 3, or 4 with visitors); an empty aggregate as version 1. */
 export function encodeAggregate(agg: Aggregate): Uint8Array {
+  if (agg.count === 0) return new Uint8Array([VERSION, 0]);
   const w = new ByteWriter();
-  const visitors = agg.count > 0 && agg.visitors ? agg.visitors : undefined;
-  w.u8(visitors ? VERSION_VISITORS : VERSION);
+  const visitors = agg.visitors;
+  w.u8(visitors ? VERSION_COMPACT_VISITORS : VERSION_COMPACT);
   w.varint(agg.count);
-  if (agg.count === 0) return w.finish();
   const s = agg.sketch;
   const params = { alpha: s.alpha, maxBuckets: s.maxBuckets };
-  const single = agg.min === agg.max && agg.last === agg.min;
+  // Object.is: a value written once stands for others only when it is the same float, −0 included
+  const single = Object.is(agg.min, agg.max) && Object.is(agg.last, agg.min);
   let flags = 0;
   if (single) {
     flags |= SINGLE;
-    if (agg.sum === agg.count * agg.min) flags |= SUM_IMPLIED;
-    if (sketchEquals(s, add(createSketch(params), agg.min, agg.count))) flags |= SKETCH_IMPLIED;
-  }
+    if (Object.is(agg.sum, agg.count * agg.min)) flags |= SUM_IMPLIED;
+  } else if (Object.is(agg.last, agg.min)) flags |= LAST_MIN;
+  else if (Object.is(agg.last, agg.max)) flags |= LAST_MAX;
+  const implied = impliedSketch(params, agg.count, agg.min, agg.max, agg.sum);
+  if (implied && sketchEquals(s, implied)) flags |= SKETCH_IMPLIED;
   if (s.alpha !== DEFAULT_ALPHA || s.maxBuckets !== DEFAULT_MAX_BUCKETS) flags |= PARAMS;
   if (agg.lastAt < 0) flags |= LASTAT_NEG;
   w.u8(flags);
-  if (single) w.f64(agg.min);
-  else {
-    w.f64(agg.min);
-    w.f64(agg.max);
-    w.f64(agg.last);
+  writeNumber(w, agg.min);
+  if (!single) {
+    writeNumber(w, agg.max);
+    if (!(flags & (LAST_MIN | LAST_MAX))) writeNumber(w, agg.last);
   }
-  if (!(flags & SUM_IMPLIED)) w.f64(agg.sum);
+  if (!(flags & SUM_IMPLIED)) writeNumber(w, agg.sum);
   w.varint(Math.abs(agg.lastAt));
   if (visitors) writeDistinct(w, visitors);
   if (flags & PARAMS) {
@@ -197,17 +258,23 @@ const NO_SKETCH: Sketch = createSketch();
 /** The scalar part of an encoding after version and count, as read by readScalars (reused: no allocation). */
 const head = { flags: 0, min: 0, max: 0, last: 0, sum: 0, lastAt: 0 };
 
+const readF64 = (r: ByteReader): number => r.f64();
+
 /** Reads and validates flags, min/max/last, sum and lastAt into `head` (decodeAggregate and mergeEncoded alike). */
-function readScalars(r: ByteReader, count: number): typeof head {
+function readScalars(r: ByteReader, count: number, compact: boolean): typeof head {
   const flags = r.u8();
-  if (flags & ~ALL_FLAGS) throw malformed('unknown flags');
-  if (!(flags & SINGLE) && flags & (SUM_IMPLIED | SKETCH_IMPLIED)) throw malformed('implied fields need SINGLE');
-  const min = r.f64();
-  const max = flags & SINGLE ? min : r.f64();
-  const last = flags & SINGLE ? min : r.f64();
+  if (flags & ~(compact ? ALL_COMPACT_FLAGS : ALL_FLAGS)) throw malformed('unknown flags');
+  if (!(flags & SINGLE) && flags & SUM_IMPLIED) throw malformed('implied fields need SINGLE');
+  if (!compact && !(flags & SINGLE) && flags & SKETCH_IMPLIED) throw malformed('implied fields need SINGLE');
+  if (flags & LAST_MIN && flags & (LAST_MAX | SINGLE)) throw malformed('last is one of min, max');
+  if (flags & LAST_MAX && flags & SINGLE) throw malformed('last is one of min, max');
+  const num = compact ? readNumber : readF64;
+  const min = num(r);
+  const max = flags & SINGLE ? min : num(r);
+  const last = flags & SINGLE || flags & LAST_MIN ? min : flags & LAST_MAX ? max : num(r);
   if (!Number.isFinite(min) || !Number.isFinite(max) || !Number.isFinite(last)) throw malformed('non-finite value');
   if (!(min <= last && last <= max)) throw malformed('min/last/max out of order');
-  const sum = flags & SUM_IMPLIED ? count * min : r.f64();
+  const sum = flags & SUM_IMPLIED ? count * min : num(r);
   if (Number.isNaN(sum)) throw malformed('sum is NaN');
   const lastAtAbs = r.varint();
   head.flags = flags;
@@ -219,19 +286,39 @@ function readScalars(r: ByteReader, count: number): typeof head {
   return head;
 }
 
+/** The version byte: whether it is a compact one, and whether a distinct sketch follows lastAt. */
+function readVersion(r: ByteReader): { compact: boolean; visitors: boolean } {
+  const version = r.u8();
+  if (version < VERSION || version > VERSION_COMPACT_VISITORS) throw malformed('unknown version');
+  return VERSIONS[version]!;
+}
+const VERSIONS: Record<number, { compact: boolean; visitors: boolean }> = {
+  [VERSION]: { compact: false, visitors: false },
+  [VERSION_VISITORS]: { compact: false, visitors: true },
+  [VERSION_COMPACT]: { compact: true, visitors: false },
+  [VERSION_COMPACT_VISITORS]: { compact: true, visitors: true },
+};
+
+/** A compact SKETCH_IMPLIED without SINGLE: the sketch of 2 or 3 values, rebuilt (malformed when it cannot be). */
+function impliedMulti(params: SketchOptions, count: number, h: typeof head): Sketch {
+  const s = impliedSketch(params, count, h.min, h.max, h.sum);
+  if (!s) throw malformed('implied sketch');
+  return s;
+}
+
 export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate {
   if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
   const r = new ByteReader(bytes);
-  const version = r.u8();
-  if (version !== VERSION && version !== VERSION_VISITORS) throw malformed('unknown version');
+  const v = readVersion(r);
   const count = r.varint();
   if (count === 0) {
-    if (version !== VERSION) throw malformed('visitors without points');
+    if (v.compact || v.visitors) throw malformed('empty aggregate of a version other than 1');
     if (r.remaining !== 0) throw malformed('trailing bytes');
     return emptyAggregate();
   }
-  const { flags, min, max, last, sum, lastAt } = readScalars(r, count);
-  const visitors = version === VERSION_VISITORS ? readDistinct(r) : undefined;
+  const h = readScalars(r, count, v.compact);
+  const { flags, min, max, last, sum, lastAt } = h;
+  const visitors = v.visitors ? readDistinct(r) : undefined;
   const withVisitors = <T extends Aggregate>(a: T): T => {
     if (visitors) a.visitors = visitors;
     return a;
@@ -245,8 +332,10 @@ export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate
     if (e instanceof RollupError && e.code === 'invalid_argument') throw malformed('sketch parameters');
     throw e;
   }
-  if (flags & SKETCH_IMPLIED) add(sketch, min, count);
-  else {
+  if (flags & SKETCH_IMPLIED) {
+    if (flags & SINGLE) add(sketch, min, count);
+    else sketch = impliedMulti({ alpha: sketch.alpha, maxBuckets: sketch.maxBuckets }, count, h);
+  } else {
     readSketchBody(r, sketch);
     if (sketch.count !== count) throw malformed('sketch count does not match count');
   }
@@ -268,17 +357,17 @@ export function mergeEncoded(into: Aggregate, bytes: Uint8Array, withSketch: boo
   if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
   const r = cursor;
   r.reset(bytes);
-  const version = r.u8();
-  if (version !== VERSION && version !== VERSION_VISITORS) throw malformed('unknown version');
+  const v = readVersion(r);
   const count = r.varint();
   if (count === 0) {
-    if (version !== VERSION) throw malformed('visitors without points');
+    if (v.compact || v.visitors) throw malformed('empty aggregate of a version other than 1');
     if (r.remaining !== 0) throw malformed('trailing bytes');
     mergeFields(into, 0, 0, Infinity, -Infinity, 0, -Infinity); // an empty aggregate
     return;
   }
-  const { flags, min, max, last, sum, lastAt } = readScalars(r, count); // the same checks as decodeAggregate
-  const visitors = version === VERSION_VISITORS ? readDistinct(r) : undefined; // merged last: `into` unchanged on a throw
+  const h = readScalars(r, count, v.compact); // the same checks as decodeAggregate
+  const { flags, min, max, last, sum, lastAt } = h;
+  const visitors = v.visitors ? readDistinct(r) : undefined; // merged last: `into` unchanged on a throw
   if (withSketch) {
     let alpha = DEFAULT_ALPHA;
     let maxBuckets = DEFAULT_MAX_BUCKETS;
@@ -289,12 +378,17 @@ export function mergeEncoded(into: Aggregate, bytes: Uint8Array, withSketch: boo
       if (!validParams(alpha, maxBuckets)) throw malformed('sketch parameters');
       lnGamma = lnGammaOf(alpha);
     }
-    if (flags & SKETCH_IMPLIED) scanSingle(min, count, lnGamma);
+    // 2 or 3 values (compact): rebuilt as a sketch and merged whole, like mergeInto
+    const multi = flags & SKETCH_IMPLIED && !(flags & SINGLE) ? impliedMulti({ alpha, maxBuckets }, count, h) : null;
+    if (multi) {
+      /* rebuilt above */
+    } else if (flags & SKETCH_IMPLIED) scanSingle(min, count, lnGamma);
     else if (scanSketchBody(r, maxBuckets, lnGamma) !== count) throw malformed('sketch count does not match count');
     if (r.remaining !== 0) throw malformed('trailing bytes');
     // an empty sketch adopts the body's parameters and cannot throw, so swapping NO_SKETCH out first is safe
     if (into.sketch === NO_SKETCH) into.sketch = createSketch();
-    mergeScanned(into.sketch, alpha, maxBuckets, lnGamma); // may throw; nothing has changed yet
+    if (multi) merge(into.sketch, multi); // may throw; nothing has changed yet
+    else mergeScanned(into.sketch, alpha, maxBuckets, lnGamma); // may throw; nothing has changed yet
   }
   if (visitors) {
     if (into.visitors) mergeDistinct(into.visitors, visitors);
