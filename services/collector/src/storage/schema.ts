@@ -198,6 +198,28 @@ WHERE (SELECT count() FROM ${t('rollup_levels')} WHERE level = 3) = 0`,
 ORDER BY (partition_count, partition_index, epoch)`,
     ],
   },
+  {
+    version: 10,
+    // Bytes per point (issue 14): ZSTD on the identity columns stored beside each sealed row (HMAC
+    // pseudonyms repeat across a part's rows: LZ4 gets ~3 of their 8 bytes back, ZSTD ~6), and
+    // Delta first on times. Measured on a tick of the ingest bench's shape: rollups' identity columns
+    // 2.7 -> 1.6 B/point. Ciphertext columns keep CODEC(NONE) (nothing to gain). A codec change is
+    // metadata only: parts written before keep their codec until a merge rewrites them; new parts
+    // use these. Columns with a default expression are left alone (MODIFY COLUMN restates it).
+    statements: ({ t, on }) => {
+      const zstd = (col: string, type: string) => `MODIFY COLUMN ${col} ${type} CODEC(ZSTD(1))`;
+      const time = (col: string) => `MODIFY COLUMN ${col} ${TIME} CODEC(Delta, ZSTD(1))`;
+      return [
+        `ALTER TABLE ${t('rollups')}${on} ${[
+          zstd('account_id', 'String'), zstd('level', 'UInt8'), time('bucket'), zstd('metric', 'UInt64'), zstd('series', 'UInt64'),
+          zstd('tag_keys', 'Array(UInt64)'), zstd('tag_values', 'Array(UInt64)'), zstd('key_version', 'UInt32'), zstd('part', 'String'),
+          zstd('supersedes', 'Array(String)'), time('written_at'), time('expires_at'),
+        ].join(', ')}`,
+        `ALTER TABLE ${t('batches')}${on} ${[zstd('account_id', 'String'), zstd('batch_id', 'String'), time('received_at'), time('created_at'), zstd('point_count', 'UInt32'), time('expires_at')].join(', ')}`,
+        `ALTER TABLE ${t('processed')}${on} ${[zstd('account_id', 'String'), zstd('batch_id', 'String'), time('processed_at'), zstd('accepted', 'UInt32'), zstd('rejected', 'UInt32'), zstd('part', 'String')].join(', ')}`,
+      ];
+    },
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */

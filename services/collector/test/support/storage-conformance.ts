@@ -605,6 +605,51 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       }
     });
 
+    it('migration 10 (column codecs) keeps the rows of a database at version 9, which read as before; new parts are written with ZSTD', async () => {
+      const conn = connectionOf(store);
+      const old = `${table('processed').split('.')[0]}_v9`;
+      const boot = bootstrapSql({ database: old });
+      await conn.execOutsideDatabase(boot.createDatabase);
+      try {
+        await conn.exec(boot.createMigrationsTable);
+        for (const m of renderMigrations({ database: old }).filter((m) => m.version <= 9)) {
+          for (const sql of m.statements) await conn.exec(sql);
+          await conn.exec(`INSERT INTO ${old}.schema_migrations (version, applied_at) VALUES (${m.version}, now64(3))`);
+        }
+        const w = '2031-05-06 07:08:09.000';
+        const before = createStore(conn, { database: old });
+        const t = Date.UTC(2031, 4, 6, 7, 8, 9);
+        await before.insertBatches([batch('acct-v9', 'b1', t), batch('acct-v9', 'b2', t)]);
+        await conn.exec(`INSERT INTO ${old}.processed (account_id, batch_id, processed_at, accepted, rejected, part) VALUES ('acct-v9', 'b1', '${w}', 1, 0, 'v9-part')`);
+        await conn.exec(`INSERT INTO ${old}.rollups (account_id, level, bucket, metric, series, tag_keys, tag_values, key_version, part, agg, written_at, expires_at) VALUES ('acct-v9', 0, '${w}', 1, 2, [3], [4], 1, 'v9-part', 'a', '${w}', '2099-01-01 00:00:00.000')`);
+        const mutations = async () => Number((await conn.query<{ n: number | string }>('SELECT count() AS n FROM system.mutations WHERE database = {db:String}', { db: old }))[0]!.n);
+        const mutationsBefore = await mutations();
+        const upgraded = createStore(conn, { database: old });
+        expect(await upgraded.migrate()).toEqual({ from: 9, to: SCHEMA_VERSION });
+        expect(await upgraded.migrate()).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION }); // again: nothing to do
+        expect(await mutations()).toBe(mutationsBefore); // a codec change rewrites no part (metadata only)
+        const codecs = await conn.query<{ t: string; name: string; c: string }>(
+          `SELECT table AS t, name, compression_codec AS c FROM system.columns WHERE database = {db:String} AND table IN ('rollups', 'batches', 'processed') ORDER BY t, name`,
+          { db: old },
+        );
+        const codec = (t: string, name: string) => codecs.find((c) => c.t === t && c.name === name)?.c;
+        expect([codec('rollups', 'series'), codec('rollups', 'tag_values'), codec('batches', 'batch_id'), codec('processed', 'part')]).toEqual(Array(4).fill('CODEC(ZSTD(1))'));
+        expect([codec('rollups', 'bucket'), codec('batches', 'received_at')]).toEqual(['CODEC(Delta(8), ZSTD(1))', 'CODEC(Delta(8), ZSTD(1))']);
+        expect([codec('rollups', 'agg'), codec('batches', 'sealed'), codec('processed', 'committed_at')]).toEqual(['CODEC(NONE)', 'CODEC(NONE)', '']);
+        // rows from before read as before, beside rows written after
+        await upgraded.insertBatches([batch('acct-v9', 'b3', t)]);
+        expect(ids(await upgraded.pendingBatches(t, 100), 'acct-v9')).toEqual(['b2', 'b3']);
+        expect(await upgraded.partMarkedSince('v9-part', t)).toBe(true);
+        const [row] = await conn.query<{ s: string; tv: string[]; a: string; n: number | string }>(
+          `SELECT toString(series) AS s, arrayMap(x -> toString(x), tag_values) AS tv, agg AS a, count() OVER () AS n FROM ${old}.rollups`,
+        );
+        expect(row).toEqual({ s: '2', tv: ['4'], a: 'a', n: expect.anything() });
+        expect(Number(row!.n)).toBe(1);
+      } finally {
+        await conn.execOutsideDatabase(`DROP DATABASE IF EXISTS ${old}`);
+      }
+    });
+
     it('drops expired rows by TTL', async () => {
       const t = Date.UTC(2019, 0, 1);
       await store.insertBatches([{ ...batch('acct-ttl', 'old', t), expiresAt: t + 1 }, batch('acct-ttl', 'new', t)]);
