@@ -127,6 +127,19 @@ export function systemCpuSeconds(ticksPerSecond = 100) {
 // ---------------------------------------------------------------------------------------------
 // Child: the plaintext Hono → chDB baseline (same group commit, same fsync settings as the collector).
 
+/** The plaintext baseline's table (the ingest benches' server and bench/bytes.mjs). */
+export const PLAIN_POINTS_TABLE = `CREATE TABLE IF NOT EXISTS plain.points (
+    account LowCardinality(String),
+    time DateTime64(3, 'UTC'),
+    name LowCardinality(String),
+    kind LowCardinality(String),
+    value Float64,
+    tags Map(LowCardinality(String), String)
+  ) ENGINE = MergeTree ORDER BY (account, name, time)
+  SETTINGS fsync_after_insert = 1, fsync_part_directory = 1`;
+/** A point as the plaintext baseline stores it (one JSONEachRow line). */
+export const plainRow = (account, p) => JSON.stringify({ account, time: p.time, name: p.name, kind: p.kind, value: p.value, tags: p.tags }) + '\n';
+
 export async function servePlaintext() {
   const { Hono } = await import('hono');
   const { serve } = await import('@hono/node-server');
@@ -137,15 +150,7 @@ export async function servePlaintext() {
   await session.queryAsync('CREATE DATABASE IF NOT EXISTS plain');
   // Same durability as the collector's batches table: a 202 means fsynced.
   // `account`: the tenant, from the x-account header (the storefront bench; '' for one tenant).
-  await session.queryAsync(`CREATE TABLE IF NOT EXISTS plain.points (
-    account LowCardinality(String),
-    time DateTime64(3, 'UTC'),
-    name LowCardinality(String),
-    kind LowCardinality(String),
-    value Float64,
-    tags Map(LowCardinality(String), String)
-  ) ENGINE = MergeTree ORDER BY (account, name, time)
-  SETTINGS fsync_after_insert = 1, fsync_part_directory = 1`);
+  await session.queryAsync(PLAIN_POINTS_TABLE);
 
   // Group commit, as the collector's BatchWriter: one insert in flight, the next takes all waiting.
   let queue = [];
@@ -192,7 +197,7 @@ export async function servePlaintext() {
         rejected++;
         continue;
       }
-      rows += JSON.stringify({ account, time: p.time, name: p.name, kind: p.kind, value: p.value, tags: p.tags }) + '\n';
+      rows += plainRow(account, p);
     }
     try {
       if (rows) await submit(rows);
@@ -249,6 +254,7 @@ async function columnSplit(q, database, table) {
   const copy = `${database}.bench_split_${table}`;
   await q(`DROP TABLE IF EXISTS ${copy}`);
   await q(`CREATE TABLE ${copy} AS ${database}.${table} SETTINGS min_bytes_for_wide_part = 0, min_rows_for_wide_part = 0`);
+  await q(`SYSTEM STOP MERGES ${copy}`); // one copy per part, as the parts are (a merge would interleave their rows)
   const names = await q(`SELECT name FROM system.parts WHERE active AND database = '${database}' AND table = '${table}'`);
   for (const { name } of names) {
     await q(`INSERT INTO ${copy} SELECT * FROM ${database}.${table} WHERE _part = '${name}' SETTINGS max_threads = 1, max_insert_threads = 1, insert_deduplicate = 0`);

@@ -9,6 +9,7 @@ const ALL = [
   ['hpke', 'bench/hpke.mjs'],
   ['records', 'bench/records.mjs'],
   ['ingest', 'bench/ingest.mjs'],
+  ['bytes', 'bench/bytes.mjs'],
   ['storefront', 'bench/storefront.mjs'],
   ['query', 'bench/query.mjs'],
   ['merge', 'bench/merge.mjs'],
