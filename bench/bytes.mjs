@@ -135,7 +135,7 @@ async function main() {
         'ratio (≤ 4×)': `${fmt(r.ratio, 2)}× ${r.ratio <= 4 ? 'PASS' : 'FAIL'}`,
       };
     });
-    console.log(`\nbytes on disk per point as ingested, ${fmt(points)} points (the ingest bench's), same points in both tables, build ${build.commit}`);
+    console.log(`\nbytes on disk per point as ingested, ${fmt(points)} points (the ingest bench's), same points in both tables; collector build ${dist === DEFAULT_DIST ? `of ${build.commit}` : dist}`);
     table(rows);
     console.log(`plaintext: ${fmt(plain.asIngested.bytesPerPoint, 2)} B/pt`);
     for (const line of formatColumnSplit(plain)) console.log(line);
@@ -152,8 +152,7 @@ async function main() {
 
 if (process.argv[2] === '--child') {
   const args = JSON.parse(process.argv[4]);
-  await (process.argv[3] === 'encrypted' ? encryptedChild(args) : plaintextChild(args));
-  process.exit(0);
+  await (process.argv[3] === 'encrypted' ? encryptedChild(args) : plaintextChild(args)); // then ends by itself (chDB closed)
 } else {
   await main();
 }
