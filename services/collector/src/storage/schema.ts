@@ -201,11 +201,14 @@ ORDER BY (partition_count, partition_index, epoch)`,
   {
     version: 10,
     // Bytes per point (issue 14): ZSTD on the identity columns stored beside each sealed row (HMAC
-    // pseudonyms repeat across a part's rows: LZ4 gets ~3 of their 8 bytes back, ZSTD ~6), and
-    // Delta first on times. Measured on a tick of the ingest bench's shape: rollups' identity columns
-    // 2.7 -> 1.6 B/point. Ciphertext columns keep CODEC(NONE) (nothing to gain). A codec change is
-    // metadata only: parts written before keep their codec until a merge rewrites them; new parts
-    // use these. Columns with a default expression are left alone (MODIFY COLUMN restates it).
+    // pseudonyms repeat across a part's rows; `tag_values` of the ingest bench's ticks: LZ4 1.7,
+    // ZSTD 0.85 B/point), and Delta first on times (`npm run bench bytes` splits bytes by column).
+    // Ciphertext columns keep CODEC(NONE) (nothing to gain). A codec change is metadata only: parts
+    // written before keep their codec until a merge rewrites them; new parts use these. Columns
+    // with a default expression are left alone (MODIFY COLUMN would have to restate it).
+    // The same release writes rollup aggregates in the compact encoding (rollup/aggregate.ts,
+    // version 3) that older nodes cannot read: this version is also the mark that keeps them from
+    // running on such storage (schema-gate.ts).
     statements: ({ t, on }) => {
       const zstd = (col: string, type: string) => `MODIFY COLUMN ${col} ${type} CODEC(ZSTD(1))`;
       const time = (col: string) => `MODIFY COLUMN ${col} ${TIME} CODEC(Delta, ZSTD(1))`;
