@@ -82,6 +82,19 @@ export function storeConformance(name: string, factory: StoreFactory): void {
     beforeAll(async () => {
       store = await factory.open();
     });
+    /** A database `<store's>_v<version>` created by the migrations up to `version` (the test drops it). */
+    const databaseAt = async (version: number): Promise<string> => {
+      const conn = connectionOf(store);
+      const old = `${table('processed').split('.')[0]}_v${version}`;
+      const boot = bootstrapSql({ database: old });
+      await conn.execOutsideDatabase(boot.createDatabase);
+      await conn.exec(boot.createMigrationsTable);
+      for (const m of renderMigrations({ database: old }).filter((m) => m.version <= version)) {
+        for (const sql of m.statements) await conn.exec(sql);
+        await conn.exec(`INSERT INTO ${old}.schema_migrations (version, applied_at) VALUES (${m.version}, now64(3))`);
+      }
+      return old;
+    };
     afterAll(async () => {
       if (store) {
         await factory.dispose?.(store);
@@ -576,15 +589,8 @@ export function storeConformance(name: string, factory: StoreFactory): void {
 
     it('migration 9 keeps the markers and rows of a database at version 8: they count as before (epoch 0, never fenced)', async () => {
       const conn = connectionOf(store);
-      const old = `${table('processed').split('.')[0]}_v8`;
-      const boot = bootstrapSql({ database: old });
-      await conn.execOutsideDatabase(boot.createDatabase);
+      const old = await databaseAt(8);
       try {
-        await conn.exec(boot.createMigrationsTable);
-        for (const m of renderMigrations({ database: old }).filter((m) => m.version <= 8)) {
-          for (const sql of m.statements) await conn.exec(sql);
-          await conn.exec(`INSERT INTO ${old}.schema_migrations (version, applied_at) VALUES (${m.version}, now64(3))`);
-        }
         const w = '2031-05-06 07:08:09.000';
         await conn.exec(`INSERT INTO ${old}.batches (account_id, batch_id, received_at, created_at, point_count, sdk, sealed, expires_at) VALUES ('acct-v8', 'b1', '${w}', '${w}', 1, 'js', 'x', '2099-01-01 00:00:00.000'), ('acct-v8', 'b2', '${w}', '${w}', 1, 'js', 'x', '2099-01-01 00:00:00.000')`);
         await conn.exec(`INSERT INTO ${old}.processed (account_id, batch_id, processed_at, accepted, rejected, part) VALUES ('acct-v8', 'b1', '${w}', 1, 0, 'v8-part')`);
@@ -607,15 +613,8 @@ export function storeConformance(name: string, factory: StoreFactory): void {
 
     it('migration 10 (column codecs) keeps the rows of a database at version 9, which read as before; new parts are written with ZSTD', async () => {
       const conn = connectionOf(store);
-      const old = `${table('processed').split('.')[0]}_v9`;
-      const boot = bootstrapSql({ database: old });
-      await conn.execOutsideDatabase(boot.createDatabase);
+      const old = await databaseAt(9);
       try {
-        await conn.exec(boot.createMigrationsTable);
-        for (const m of renderMigrations({ database: old }).filter((m) => m.version <= 9)) {
-          for (const sql of m.statements) await conn.exec(sql);
-          await conn.exec(`INSERT INTO ${old}.schema_migrations (version, applied_at) VALUES (${m.version}, now64(3))`);
-        }
         const w = '2031-05-06 07:08:09.000';
         const before = createStore(conn, { database: old });
         const t = Date.UTC(2031, 4, 6, 7, 8, 9);
