@@ -133,6 +133,8 @@ async function main() {
         other: fmt(r.disk.asIngested.bytesPerPoint - (t.batches?.bytesPerPoint ?? 0) - (t.rollups?.bytesPerPoint ?? 0), 1),
         plaintext: fmt(plain.asIngested.bytesPerPoint, 1),
         'ratio (≤ 4×)': `${fmt(r.ratio, 2)}× ${r.ratio <= 4 ? 'PASS' : 'FAIL'}`,
+        // after OPTIMIZE FINAL on both sides: one part per table, whatever merges ran before
+        'merged: B/pt (ratio)': `${fmt(r.disk.optimized.bytesPerPoint, 1)} vs ${fmt(plain.optimized.bytesPerPoint, 1)} (${fmt(r.disk.optimized.bytesPerPoint / plain.optimized.bytesPerPoint, 2)}×)`,
       };
     });
     console.log(`\nbytes on disk per point as ingested, ${fmt(points)} points (the ingest bench's), same points in both tables; collector build ${dist === DEFAULT_DIST ? `of ${build.commit}` : dist}`);
