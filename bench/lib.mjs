@@ -265,11 +265,14 @@ async function columnSplit(q, database, table) {
   await q(`DROP TABLE ${copy} SYNC`);
   const sealed = SPLIT_TABLES[table];
   const [rows] = sealed ? await q(`SELECT count() AS rows, sum(length(${sealed})) AS sealedBytes FROM ${database}.${table}`) : [{}];
+  // rollups by level (minute 0, hour 1, day pack 2, quarter hour 3, quarter pack 4): what each level's rows cost
+  const levels = table === 'rollups' ? await q(`SELECT level, count() AS rows, sum(length(agg)) AS sealedBytes FROM ${database}.rollups GROUP BY level ORDER BY level`) : [];
   return {
     parts: names.length,
     copyParts: Number(copyParts),
     sealedColumn: sealed,
     sealedBytes: Number(rows.sealedBytes ?? 0),
+    levels: levels.map((l) => ({ level: Number(l.level), rows: Number(l.rows), sealedBytes: Number(l.sealedBytes) })),
     columns: cols.map((c) => ({ column: c.column, compressed: Number(c.compressed), uncompressed: Number(c.uncompressed) })),
   };
 }
@@ -713,6 +716,7 @@ export function diskSummary(disk, points) {
     if (table === 'rollups') {
       t.sealOverheadPerPoint = (ROLLUP_SEAL_OVERHEAD * t.rows) / points;
       t.aggregatePlaintextPerRow = (split.sealedBytes - ROLLUP_SEAL_OVERHEAD * t.rows) / t.rows;
+      t.levels = (split.levels ?? []).map((l) => ({ level: l.level, rowsPerPoint: l.rows / points, sealedPerPoint: l.sealedBytes / points }));
     }
   }
   return {
@@ -738,6 +742,8 @@ export function formatColumnSplit(summary) {
     lines.push(head);
     if (t.sealOverheadPerPoint !== undefined) {
       lines.push(`    of which the rollups' sealed aggregates: seal overhead ${fmt(t.sealOverheadPerPoint, 2)} B/pt (${ROLLUP_SEAL_OVERHEAD} B/row: format, nonce, tag) + aggregate plaintext ${fmt(t.aggregatePlaintextPerRow, 1)} B/row`);
+      const names = ['minute', 'hour', 'day pack', 'quarter hour', 'quarter pack'];
+      if (t.levels?.length) lines.push(`    sealed aggregates by level: ${t.levels.map((l) => `${names[l.level] ?? l.level} ${fmt(l.sealedPerPoint, 2)} B/pt (${fmt(l.rowsPerPoint, 3)} rows/pt)`).join(', ')}`);
     }
   }
   return lines;
