@@ -172,6 +172,17 @@ describe('aggregate encoding: compact (version 3, 4 with visitors)', () => {
     expect(view(accEncoded)).toEqual(view(acc));
     const custom = build([[10, T0], [20, T0 + 1], [30, T0 + 2]], { alpha: 0.05, maxBuckets: 64 });
     expectOpensTo(encodeAggregate(custom), custom);
+    // 2 and 3 values whose buckets span more than maxBuckets: add collapses them, and so does mergeEncoded
+    for (const points of [[[1, T0], [1000, T0 + 1]], [[1, T0], [3, T0 + 1], [1000, T0 + 2]], [[-1000, T0], [-1, T0 + 1]]] as [number, number][][]) {
+      const narrow = build(points, { alpha: 0.01, maxBuckets: 16 });
+      const bytes = encodeAggregate(narrow);
+      expect(bytes[2]! & 4).toBe(4); // the sketch is implied
+      expectOpensTo(bytes, narrow);
+      const into = build([[2, T0], [500, T0 + 5]], { alpha: 0.01, maxBuckets: 16 });
+      const ref = mergeInto(build([[2, T0], [500, T0 + 5]], { alpha: 0.01, maxBuckets: 16 }), narrow);
+      mergeEncoded(into, bytes, true);
+      expect(view(into)).toEqual(view(ref));
+    }
   });
 
   it('implies a sketch of 2 or 3 values only where min, max and sum rebuild it exactly', () => {

@@ -25,6 +25,7 @@ import {
   readSketchBody,
   scanSingle,
   scanSketchBody,
+  scanValues,
   sketchEquals,
   validParams,
   writeSketchBody,
@@ -306,6 +307,15 @@ function impliedMulti(params: SketchOptions, count: number, h: typeof head): Ske
   return s;
 }
 
+/** impliedMulti's sketch put in the scan scratch (sketch.ts scanValues), with its checks (malformed alike). */
+function scanImplied(count: number, h: typeof head, lnGamma: number): void {
+  if (h.min === h.max) return scanSingle(h.min, count, lnGamma);
+  if (count !== 2 && count !== 3) throw malformed('implied sketch');
+  const mid = count === 3 ? h.sum - h.min - h.max : 0;
+  if (count === 3 && !(mid >= h.min && mid <= h.max)) throw malformed('implied sketch');
+  scanValues(h.min, h.max, mid, count, lnGamma);
+}
+
 export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate {
   if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
   const r = new ByteReader(bytes);
@@ -378,17 +388,14 @@ export function mergeEncoded(into: Aggregate, bytes: Uint8Array, withSketch: boo
       if (!validParams(alpha, maxBuckets)) throw malformed('sketch parameters');
       lnGamma = lnGammaOf(alpha);
     }
-    // 2 or 3 values (compact): rebuilt as a sketch and merged whole, like mergeInto
-    const multi = flags & SKETCH_IMPLIED && !(flags & SINGLE) ? impliedMulti({ alpha, maxBuckets }, count, h) : null;
-    if (multi) {
-      /* rebuilt above */
-    } else if (flags & SKETCH_IMPLIED) scanSingle(min, count, lnGamma);
-    else if (scanSketchBody(r, maxBuckets, lnGamma) !== count) throw malformed('sketch count does not match count');
+    if (flags & SKETCH_IMPLIED) {
+      if (flags & SINGLE) scanSingle(min, count, lnGamma);
+      else scanImplied(count, h, lnGamma); // 2 or 3 values (compact): from min, max (and sum − min − max)
+    } else if (scanSketchBody(r, maxBuckets, lnGamma) !== count) throw malformed('sketch count does not match count');
     if (r.remaining !== 0) throw malformed('trailing bytes');
     // an empty sketch adopts the body's parameters and cannot throw, so swapping NO_SKETCH out first is safe
     if (into.sketch === NO_SKETCH) into.sketch = createSketch();
-    if (multi) merge(into.sketch, multi); // may throw; nothing has changed yet
-    else mergeScanned(into.sketch, alpha, maxBuckets, lnGamma); // may throw; nothing has changed yet
+    mergeScanned(into.sketch, alpha, maxBuckets, lnGamma); // may throw; nothing has changed yet
   }
   if (visitors) {
     if (into.visitors) mergeDistinct(into.visitors, visitors);

@@ -420,6 +420,42 @@ export function scanSingle(value: number, n: number, lnGamma: number): void {
 }
 
 /**
+ * Puts the body of a sketch of `n` (2 or 3) values — createSketch(params), then add(a), add(b)
+ * (and add(c)) — in scratch, for mergeScanned: the compact aggregate's implied sketch, without
+ * building one. Buckets spanning more than maxBuckets are left for the merge to collapse, which
+ * gives the same buckets as adding them (the final buckets do not depend on the order of adds
+ * and merges).
+ */
+export function scanValues(a: number, b: number, c: number, n: number, lnGamma: number): void {
+  scanned.zero = 0;
+  scanned.count = n;
+  scanned.pos.n = scanned.neg.n = 0;
+  for (let i = 0; i < n; i++) {
+    const v = i === 0 ? a : i === 1 ? b : c;
+    const m = Math.abs(v);
+    if (m < MIN_INDEXABLE) scanned.zero++;
+    else insertRun(v > 0 ? scanned.pos : scanned.neg, indexOf(lnGamma, m));
+  }
+}
+
+/** One value into sorted runs (equal indexes counted together). */
+function insertRun(r: Runs, index: number): void {
+  let j = 0;
+  while (j < r.n && r.idx[j]! < index) j++;
+  if (j < r.n && r.idx[j] === index) {
+    r.cnt[j]!++;
+    return;
+  }
+  for (let k = r.n; k > j; k--) {
+    r.idx[k] = r.idx[k - 1]!;
+    r.cnt[k] = r.cnt[k - 1]!;
+  }
+  r.idx[j] = index;
+  r.cnt[j] = 1;
+  r.n++;
+}
+
+/**
  * merge(into, the scanned body as a sketch with these parameters): the same result and
  * errors, thrown before anything changes.
  */
