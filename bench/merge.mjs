@@ -27,8 +27,10 @@ const load = async (dist) => ({
 });
 const now = await load(new URL('../services/collector/dist/', import.meta.url).href);
 const base = args.base ? await load(`file://${resolve(args.base)}/`) : undefined;
-const { sealRollup } = now.records;
-const { addPoint, emptyAggregate, encodeAggregate, encodeDayPack } = now.rollup;
+// Rows are written by the base build when there is one (a newer build reads what an older one wrote).
+const writer = base ?? now;
+const { sealRollup } = writer.records;
+const { addPoint, emptyAggregate, encodeAggregate, encodeDayPack } = writer.rollup;
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
