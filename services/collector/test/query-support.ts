@@ -168,9 +168,11 @@ const LEVELS = [
 ];
 
 /**
- * Stores rollups and dictionary entries for `points` like the processor: pseudonyms and data
- * key of `keys`, minute, hour and quarter-hour levels, each (bucket, series) split into up to
- * `parts` partial rows.
+ * Stores rollups and dictionary entries for `points` like the processor did before hour rows
+ * were derived by compaction: pseudonyms and data key of `keys`, minute, hour and quarter-hour
+ * levels, each (bucket, series) split into up to `parts` partial rows. Their hours have their
+ * hour rows, so the derivation watermark moves past them (compaction/derive.ts): queries read
+ * the hour rows, as they did.
  */
 export async function writeRollups(store: Store, accountId: string, keys: AccountKeys, points: GenPoint[], parts = 3, seed = 1): Promise<number> {
   const ps = new Pseudonyms(keys.macKey);
@@ -222,6 +224,8 @@ export async function writeRollups(store: Store, accountId: string, keys: Accoun
   }
   await store.insertDictionary([...dict.values()]);
   for (let i = 0; i < rows.length; i += 20_000) await store.insertRollups(rows.slice(i, i + 20_000));
+  const last = points.reduce((t, p) => Math.max(t, p.time), -Infinity);
+  if (points.length > 0 && last >= (await store.derivedUntil())) await store.setDerivedUntil(last - (last % 3_600_000) + 3_600_000);
   return rows.length;
 }
 

@@ -19,7 +19,9 @@
  *    chDB runs one statement at a time, and a waiting mutation would stall ingest and queries
  *    for about a second per statement.
  *
- * 6. pack closed UTC days (rollup/days.ts): the hour rows of a (day, series, key version) and its
+ * 6. derive the hour and quarter-hour rows of closed hours from their minute rows (derive.ts:
+ *    ticks write minute rows only for recent hours) and move the derivation watermark; then
+ *    pack closed UTC days before it (rollup/days.ts): the hour rows of a (day, series, key version) and its
  *    current pack, if any, become one new day pack that lists them all, and its quarter-hour
  *    rows one quarter pack likewise; then step 5 for them. Hour and quarter-hour groups of
  *    closed days are not merged in step 3: they go into their day's pack.
@@ -40,6 +42,7 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import { isPack } from '../rollup/levels.js';
 import type { RollupGroupCount } from '../storage/types.js';
 import { DayPacker } from './day-packs.js';
+import { Deriver } from './derive.js';
 import { FinishProtocol } from './finish.js';
 import { GroupMerger } from './merge.js';
 import {
@@ -101,6 +104,7 @@ export class Compactor {
   private readonly finisher: FinishProtocol;
   private readonly merger: GroupMerger;
   private readonly packer: DayPacker;
+  private readonly deriver: Deriver;
 
   constructor(private readonly o: CompactorOptions) {
     this.m = counters(o.registry);
@@ -108,6 +112,7 @@ export class Compactor {
     this.finisher = new FinishProtocol(c);
     this.merger = new GroupMerger(c);
     this.packer = new DayPacker(c, this.finisher);
+    this.deriver = new Deriver(c, this.finisher);
   }
 
   private now(): number {
@@ -268,7 +273,9 @@ export class Compactor {
       report.unfinished = finishing.length - done.size;
     }
 
-    // 6. Day packs of closed UTC days that have hour rows (never packed, or late data).
+    // 6. Hour and quarter-hour rows of closed hours derived from minute rows, then day packs of
+    // closed UTC days before the derivation watermark that have hour rows (never packed, or late data).
+    if (await this.deriver.derive(report)) report.more = true;
     if (await this.packer.packDays(report)) report.more = true;
 
     // The sweep moves on only after a pass that went through.

@@ -43,7 +43,8 @@ export class DayPacker {
     if (limit <= 0) return false;
     const { store } = this.c.o;
     const { of: level, slotMs, slots } = PACKS[packLevel];
-    const closed = dayOf(this.c.now() - (this.c.o.dayPackLagMs ?? 15 * 60_000));
+    // Only days whose hours are all derived (derive.ts): a day is packed once, after its hour and quarter-hour rows exist.
+    const closed = Math.min(dayOf(this.c.now() - (this.c.o.dayPackLagMs ?? 15 * 60_000)), dayOf(await store.derivedUntil()));
     // Pages in key order, resumed after the last day of the previous page (wrapping round after
     // a short page): days that cannot be packed (no keys, rows that fail to open) never hold up
     // the ones after them.

@@ -20,8 +20,11 @@ export class GroupMerger {
     // Hour and quarter-hour rows of closed days go into their day's pack directly (step 6), never
     // into a merged row first: the pack is what seals the list naming them, so a row replayed
     // after the pack took it is recognised (a merged row would not see the pack's list).
+    // Hour and quarter-hour rows of hours not derived yet are not merged either: their derived rows
+    // replace them (derive.ts), and that row's sealed list must name them, not a merged row.
     const closed = (this.c.o.maxDayPacks ?? 2000) > 0 ? dayOf(this.c.now() - (this.c.o.dayPackLagMs ?? 15 * 60_000)) : -Infinity;
-    const taken = all.filter((g) => packOf(g.level) === undefined || g.bucket >= closed);
+    const derived = all.some((g) => packOf(g.level) !== undefined) ? await this.c.o.store.derivedUntil() : 0;
+    const taken = all.filter((g) => packOf(g.level) === undefined || (g.bucket >= closed && g.bucket < derived));
     if (taken.length === 0) return [];
     const rows = await this.c.o.store.rollupsOfGroups(taken, perGroup);
     const byGroup = new Map<string, StoredRollup[]>();

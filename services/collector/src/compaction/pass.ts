@@ -20,7 +20,7 @@ export const DEFAULT_COMPACTION_INTERVAL_MS = 60_000;
  */
 export const COMPACTION_SLICE_ROWS = 500;
 
-export type CompactionStep = 'inserted' | 'packed' | 'deleted' | 'cleared';
+export type CompactionStep = 'inserted' | 'packed' | 'derived' | 'watermark' | 'deleted' | 'cleared';
 
 export interface CompactorOptions {
   store: Store;
@@ -91,6 +91,8 @@ export interface CompactionReport {
   skippedGroups: number;
   /** Day packs (level 2) written or refreshed. */
   packedDays: number;
+  /** Series-hours whose hour and quarter-hour rows were derived from minute rows (derive.ts). */
+  derivedHours: number;
   /** The pass stopped at its bounds: more work is waiting. */
   more: boolean;
   /** Turns the pass gave the event loop while opening and merging rows (every `sliceRows` rows). */
@@ -99,7 +101,7 @@ export interface CompactionReport {
 }
 
 export const emptyReport = (): CompactionReport => ({
-  finished: 0, unfinished: 0, groups: 0, mergedRows: 0, writtenRows: 0, failedRows: 0, tamperedRows: 0, unmarkedRows: 0, skippedGroups: 0, packedDays: 0, more: false, slices: 0, tookMs: 0,
+  finished: 0, unfinished: 0, groups: 0, mergedRows: 0, writtenRows: 0, failedRows: 0, tamperedRows: 0, unmarkedRows: 0, skippedGroups: 0, packedDays: 0, derivedHours: 0, more: false, slices: 0, tookMs: 0,
 });
 export const groupId = (g: RollupGroupKey): string => `${g.accountId}\u0000${g.level}\u0000${g.bucket}\u0000${g.metric}\u0000${g.series}`;
 export const refId = (r: RollupRef): string => `${groupId(r)}\u0000${r.part}`;

@@ -34,6 +34,7 @@ import type { TickBudget } from './fair-queue.js';
 import { Intake } from './intake.js';
 import { LOOKBACK_MS, TickRecovery } from './recovery.js';
 import { isCollectorError } from '../errors.js';
+import { TICK_COMMIT_MAX_MS } from '../rollup/levels.js';
 import type { CommitPoint } from '../config.js';
 
 /** Most dictionary entries of unwritten ticks kept for the next write (beyond: caches start afresh). */
@@ -439,7 +440,7 @@ export class Processor {
     }
   }
 
-  private async write({ rows, part }: Pending, output: TickOutput, out: { rollups: RollupRow[]; dict: DictRow[] }): Promise<void> {
+  private async write({ rows, part, now }: Pending, output: TickOutput, out: { rollups: RollupRow[]; dict: DictRow[] }): Promise<void> {
     const { dict } = out;
     const { rollups, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups, limited } = output;
     const m = this.o.metrics;
@@ -468,6 +469,9 @@ export class Processor {
     }
     await this.o.atCommitPoint?.('rollups-written', part);
     this.o.fence?.();
+    // Compaction derives an hour's rows from the minute rows stored once it ended DERIVE_LAG_MS ago
+    // (rollup/levels.ts): a tick that wrote minute rows only for it must not commit later than this.
+    if (this.now() - now > TICK_COMMIT_MAX_MS) throw new Error('tick too old to commit: retried');
     this.o.beforeCommit?.();
     const end = t.startTimer({ table: 'processed' });
     await this.o.store.markProcessed(processed);

@@ -1,6 +1,7 @@
 /**
  * The CPU part of a processing tick: opens inner layers, validates points, aggregates them per
- * (level, bucket, series) and seals rollup rows and new dictionary entries. Pure apart from
+ * (level, bucket, series) — minute rows, and hour and quarter-hour rows for late points only
+ * (LEVELS) — and seals rollup rows and new dictionary entries. Pure apart from
  * its caches (`TickState`): the processor runs it inline or in a worker thread
  * (tick-worker.ts) and writes what it returns.
  */
@@ -12,9 +13,15 @@ import { Pseudonyms } from '../at-rest/pseudonyms.js';
 import { sealDict, sealRollup } from '../at-rest/records.js';
 import { addPoint, emptyAggregate, encodeAggregate, type Aggregate } from '../rollup/index.js';
 import { FifoMap, LruMap } from '../fifo-map.js';
-import { LEVEL } from '../rollup/levels.js';
+import { LATE_HOUR_MS, LEVEL } from '../rollup/levels.js';
 import { openVisitor } from '../at-rest/visitor.js';
 
+/**
+ * The levels a point is added to: its minute row always; its hour and quarter-hour rows only when
+ * its UTC hour ended LATE_HOUR_MS before the tick (late data: compaction may have derived that
+ * hour already). Compaction derives the hour and quarter-hour rows of every other point from the
+ * minute rows (compaction/derive.ts) — one sealed row per series and tick instead of three.
+ */
 const LEVELS: { level: RollupLevel; ms: number }[] = [
   { level: LEVEL.minute, ms: 60_000 },
   { level: LEVEL.hour, ms: 3_600_000 },
@@ -498,7 +505,8 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
     last = d.last = [];
     touched.push(d);
   }
-  for (let l = 0; l < LEVELS.length; l++) {
+  const levels = p.time - (((p.time % HOUR) + HOUR) % HOUR) + HOUR <= ctx.now - LATE_HOUR_MS ? LEVELS.length : 1;
+  for (let l = 0; l < levels; l++) {
     const { level, ms } = LEVELS[l]!;
     const bucket = p.time - (((p.time % ms) + ms) % ms);
     const hit = last[l];

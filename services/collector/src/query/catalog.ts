@@ -2,7 +2,8 @@
  * GET /v1/metrics: what an account has recorded. Metric names and kinds come from the
  * encrypted dictionary; which tag keys and values occur with a metric from the hour
  * rollups and day packs of the last 30 days (ClickHouse counts distinct pseudonyms; labels are
- * decrypted here); the 24-hour volume by opening the hour rollups and day packs of the last 24 hours.
+ * decrypted here); the 24-hour volume by opening the hour rollups and day packs of the last 24 hours
+ * — minute rollups for the hours whose hour rollups are not derived yet (compaction/derive.ts).
  */
 import { decodeAggregate } from '../rollup/index.js';
 import { accountContext, allDictionary, lookupDictionary, type QueryDeps } from './context.js';
@@ -47,10 +48,12 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   const volumeSince = Math.floor(now / HOUR) * HOUR - 23 * HOUR;
 
   const names = await allDictionary(deps, ctx, 0);
-  const tagRows = await deps.store.tagValueCounts({ accountId, since: now - TAGS_WINDOW_MS, listed: MAX_LISTED_VALUES });
+  // Hours from the derivation watermark on have no hour rows yet: their minute rows instead (compaction/derive.ts).
+  const minuteFrom = await deps.store.derivedUntil();
+  const tagRows = await deps.store.tagValueCounts({ accountId, since: now - TAGS_WINDOW_MS, listed: MAX_LISTED_VALUES, minuteFrom });
   // Like the query engine: the hour rows of the window and the packs of the days it overlaps
-  // (their hours inside it).
-  const volumeRows = readRows(await deps.store.selectRollups({ accountId, level: LEVEL.hour, from: volumeSince, to: volumeSince + 24 * HOUR, limit: VOLUME_ROW_LIMIT }));
+  // (their hours inside it), minute rows in the hours not derived yet.
+  const volumeRows = readRows(await deps.store.selectRollups({ accountId, level: LEVEL.hour, from: volumeSince, to: volumeSince + 24 * HOUR, minuteFrom, limit: VOLUME_ROW_LIMIT }));
 
   // Labels of tag keys, and of the values of keys with few values.
   const keyLabels = await lookupDictionary(deps, ctx, 1, new Set(tagRows.map((r) => r.key)));
@@ -65,11 +68,17 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
   const reader = new RowReader({
     accountId,
     dataKey: (v) => ctx.byVersion.get(v)?.dataKey,
-    level: (r) => (r.l === LEVEL.dayPack ? LEVEL.dayPack : LEVEL.hour),
+    level: (r) => {
+      if (r.l === LEVEL.dayPack) return LEVEL.dayPack;
+      const minutes = r.b >= minuteFrom;
+      if (r.l === LEVEL.minute) return minutes ? LEVEL.minute : 'fail';
+      return minutes ? 'skip' : LEVEL.hour; // hours not derived yet: counted from their minute rows
+    },
   });
   let undecodable = 0;
   const volumeEnd = volumeSince + 24 * HOUR;
-  for (const { o, bytes } of reader.cells(volumeRows, volumeSince, volumeEnd)) {
+  for (const { o, t, bytes } of reader.cells(volumeRows, volumeSince, volumeEnd)) {
+    if (o.level === LEVEL.dayPack && t >= minuteFrom) continue;
     let count = 0;
     try {
       count = decodeAggregate(bytes, false).count;

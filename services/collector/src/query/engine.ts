@@ -29,6 +29,9 @@
  *   (today's, and late data for packed days); quarter-hour queries likewise the quarter packs
  *   (level 4) and quarter-hour rows; a (day, series, key version) is counted through at most
  *   one pack of each kind (an older one is replaced by the newer, which lists it);
+ * - hour and quarter-hour queries read minute rows for the UTC hours from the derivation
+ *   watermark on (their hour rows are not derived yet: compaction/derive.ts) and leave out the
+ *   hour-level rows and pack slots there, never counting both for one hour;
  * - a row's group and filter match come from its tag pseudonym arrays, which its identity tag
  *   covers: storage rewriting `tag_values` makes the row fail to open (never regrouped).
  */
@@ -104,7 +107,9 @@ export interface QueryStats {
  * one. Throws CollectorError (400 for bad queries, 410 when the account has no keys).
  */
 export async function runQuery(deps: QueryDeps, account: { accountId: string }, body: unknown, stats?: QueryStats): Promise<QueryResult> {
-  const q = parseQuery(body, { quarterSince: await quarterLevelSince(deps.store) });
+  // The derivation watermark, read per query (one small statement): hours from it on are read
+  // from minute rows. It only grows; an older one costs more rows, never another answer.
+  const q = parseQuery(body, { quarterSince: await quarterLevelSince(deps.store), derivedUntil: await deps.store.derivedUntil() });
   const { cache } = deps;
   const key = cache ? `query\u0000${queryKey(q)}` : '';
   const hit = cache?.get<QueryResult>(account.accountId, key);
@@ -209,6 +214,7 @@ export function mergePlan(ctx: AccountContext, q: Query, metricOf: Map<number, s
     starts: q.starts,
     end: q.end,
     ...(q.minuteHours ? { minuteHours: q.minuteHours } : {}),
+    ...(q.minuteFrom !== undefined ? { minuteFrom: q.minuteFrom } : {}),
     aggregation: q.aggregation,
     maxRows: MAX_ROWS,
     maxGroups,
@@ -252,6 +258,7 @@ export function rowSelection(ctx: AccountContext, q: Query): { selection: Rollup
     from: q.starts[0]!,
     to: q.end,
     ...(q.level === LEVEL.hour && q.minuteHours ? { minuteHours: q.minuteHours } : {}),
+    ...(q.minuteFrom !== undefined ? { minuteFrom: q.minuteFrom } : {}),
     versions,
     limit: MAX_ROWS + 1,
   };

@@ -24,6 +24,8 @@ export interface MergePlan {
   end: number;
   /** UTC hours read from minute rows (an hour-level query with a bucket edge inside them). */
   minuteHours?: number[];
+  /** UTC hours from here on are read from minute rows (their hour rows are not derived yet: the derivation watermark). */
+  minuteFrom?: number;
   aggregation: Aggregation;
   /** Most rows read (more: `tooLarge`, nothing opened). */
   maxRows: number;
@@ -124,7 +126,15 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
     }
     return grp;
   };
+  // Hours read from minute rows (bucket edges inside them, or not derived yet): there a minute
+  // row counts and the hour (quarter-hour) rows and pack slots do not; elsewhere the reverse.
   const minuteHours = plan.minuteHours ? new Set(plan.minuteHours) : undefined;
+  const minuteFrom = plan.minuteFrom ?? Infinity;
+  const anyMinutes = minuteHours !== undefined || plan.minuteFrom !== undefined;
+  const inMinutes = (t: number): boolean => {
+    const hour = t - (t % HOUR_MS);
+    return hour >= minuteFrom || minuteHours?.has(hour) === true;
+  };
   const reader = new RowReader({
     accountId: plan.accountId,
     dataKey: (v) => versions.get(v)?.dataKey,
@@ -132,12 +142,11 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
     level: (row) => {
       if (row.l === LEVEL.dayPack) return plan.level === LEVEL.hour ? LEVEL.dayPack : 'fail';
       if (row.l === LEVEL.quarterPack) return plan.level === LEVEL.quarter ? LEVEL.quarterPack : 'fail';
-      // With minute hours: a minute row only inside them, an hour row only outside them.
-      const level: RollupLevel = minuteHours && row.l === LEVEL.minute ? LEVEL.minute : plan.level;
-      if (minuteHours) {
-        const inMinutes = minuteHours.has(row.b - (row.b % HOUR_MS));
-        if (level === LEVEL.hour && inMinutes) return 'skip'; // selected by the range; these hours come from minute rows
-        if (level === LEVEL.minute && !inMinutes) return 'fail';
+      const level: RollupLevel = anyMinutes && row.l === LEVEL.minute ? LEVEL.minute : plan.level;
+      if (anyMinutes) {
+        const minutes = inMinutes(row.b);
+        if (level !== LEVEL.minute && minutes) return 'skip'; // selected by the range; these hours come from minute rows
+        if (level === LEVEL.minute && !minutes) return 'fail';
       }
       return indexOf(row.b) < 0 || row.b >= end ? 'fail' : level;
     },
@@ -166,7 +175,7 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
   };
   // a day pack: only its slots inside the range, and not those read from minute rows
   for (const { o, t, bytes } of reader.cells(rows, starts[0]!, end)) {
-    if (minuteHours?.has(t) && isPack(o.level)) continue;
+    if (anyMinutes && isPack(o.level) && inMinutes(t)) continue;
     add(groupOf(o.row)!, indexOf(t), bytes);
   }
   return { rows: rows.length, tooLarge: false, groups, failed: failed + reader.failed, tampered: reader.tampered };

@@ -63,6 +63,11 @@ export interface Query {
    * bucket edge falls inside them; the hour-level data of these hours is not used.
    */
   minuteHours?: number[];
+  /**
+   * With level hour or quarter: UTC hours from here on (the derivation watermark, when the range
+   * reaches it) are read from minute rows; their hour and quarter-hour rows are not derived yet.
+   */
+  minuteFrom?: number;
 }
 
 const bad = (code: string, message: string) => new CollectorError(400, code, message);
@@ -82,9 +87,11 @@ export function parseTime(v: number | string, field: string): number {
 /**
  * Validates `body` (already JSON-parsed) and plans the buckets. Throws CollectorError(400).
  * `quarterSince`: from when quarter-hour rows exist for every point (schema migration 7; default
- * never): a range starting earlier reads minute rows instead.
+ * never): a range starting earlier reads minute rows instead. `derivedUntil`: the derivation
+ * watermark (compaction/derive.ts; the engine always passes it; absent: every hour derived), from
+ * which hour and quarter-hour queries read minute rows.
  */
-export function parseQuery(body: unknown, opts: { quarterSince?: number } = {}): Query {
+export function parseQuery(body: unknown, opts: { quarterSince?: number; derivedUntil?: number } = {}): Query {
   const parsed = querySchema.safeParse(body);
   if (!parsed.success) {
     const i = parsed.error.issues[0]!;
@@ -133,7 +140,15 @@ export function parseQuery(body: unknown, opts: { quarterSince?: number } = {}):
       minuteHours = [...edges].sort((a, b) => a - b);
     }
   }
-  return { metric: b.metric, aggregation: b.aggregation, interval, timezone, groupBy, filter, starts, end, level, ...(minuteHours ? { minuteHours } : {}) };
+  // Hours not derived yet (from the watermark on) come from minute rows: ticks write minute rows
+  // only, compaction derives the hour and quarter-hour rows once an hour is closed.
+  const derivedUntil = opts.derivedUntil;
+  const minuteFrom = derivedUntil !== undefined && level !== LEVEL.minute && end > derivedUntil ? derivedUntil : undefined;
+  return {
+    metric: b.metric, aggregation: b.aggregation, interval, timezone, groupBy, filter, starts, end, level,
+    ...(minuteHours ? { minuteHours } : {}),
+    ...(minuteFrom !== undefined ? { minuteFrom } : {}),
+  };
 }
 
 /** A canonical string of a query (cache key): equal for queries with equal answers. */

@@ -33,3 +33,16 @@ export const isPack = (level: number): level is PackLevel => level === LEVEL.day
 /** The pack level holding rows of `level` (hour: dayPack, quarter: quarterPack), else undefined. */
 export const packOf = (level: number): PackLevel | undefined =>
   level === LEVEL.hour ? LEVEL.dayPack : level === LEVEL.quarter ? LEVEL.quarterPack : undefined;
+
+/**
+ * Hour and quarter-hour rows derived from minute rows (compaction/derive.ts): a tick writes them
+ * itself only for points of UTC hours that ended at least LATE_HOUR_MS before it (late data,
+ * process/tick.ts), and minute rows only for the rest; a tick that is more than
+ * TICK_COMMIT_MAX_MS old when it would write its processed markers fails and is retried
+ * (process/processor.ts); compaction derives an hour once it ended DERIVE_LAG_MS ago — longer
+ * than both together plus a clock allowance between nodes, so every minute row a tick wrote for
+ * an hour without its hour rows was inserted before compaction reads that hour.
+ */
+export const LATE_HOUR_MS = 5 * 60_000;
+export const TICK_COMMIT_MAX_MS = 5 * 60_000;
+export const DERIVE_LAG_MS = LATE_HOUR_MS + TICK_COMMIT_MAX_MS + 60_000;

@@ -121,52 +121,52 @@ export function queryRepository(db: Db): QueryStore {
 WHERE ${base} AND level = 0 AND ${inRange('from', 'to')}
   AND ${filters}
 LIMIT {lim:UInt32}`;
-      } else if (sel.level === 3) {
-        // Quarter-hour (3) rows of the range and the quarter packs (4) of the UTC days it
-        // overlaps (the reader keeps only their quarter hours inside it).
-        params.dfrom = dayOf(sel.from);
-        sql = `SELECT * FROM (
-  SELECT ${ROW_COLUMNS} FROM ${rollups}
-  WHERE ${base} AND level = 3 AND ${inRange('from', 'to')} AND ${filters}
-  UNION ALL
-  SELECT ${ROW_COLUMNS} FROM ${rollups}
-  WHERE ${base} AND level = 4 AND ${inRange('dfrom', 'to')} AND ${filters}
-)
-LIMIT {lim:UInt32}`;
       } else {
-        // Hour rows of the range, the day packs of the UTC days it overlaps (the reader keeps
-        // only their hours inside it), and the minute rows of the UTC hours in `minuteHours`.
+        // Hour rows (1) of the range and the hour packs (2) of the UTC days it overlaps, or
+        // quarter-hour rows (3) and quarter packs (4) (the reader keeps only the packs' slots
+        // inside the range), and the minute rows (0) of the UTC hours in `minuteHours` and from
+        // `minuteFrom` on (hours whose hour rows are not derived yet: the reader leaves out the
+        // other levels there).
+        const [rowLevel, packLevel] = sel.level === 3 ? [3, 4] : [1, 2];
         params.dfrom = dayOf(sel.from);
-        let minutes = '';
-        if (sel.minuteHours) {
+        const inMinutes: string[] = [];
+        if (sel.minuteHours?.length) {
           params.mh = sel.minuteHours.map(String);
-          minutes = `
+          inMinutes.push(`intDiv(toUnixTimestamp64Milli(bucket), 3600000) * 3600000 IN arrayMap(x -> toInt64(x), {mh:Array(String)})`);
+        }
+        if (sel.minuteFrom !== undefined && sel.minuteFrom < sel.to) {
+          params.mfrom = sel.minuteFrom;
+          inMinutes.push(`bucket >= ${at('mfrom')}`);
+        }
+        const minutes = inMinutes.length
+          ? `
   UNION ALL
   SELECT ${ROW_COLUMNS} FROM ${rollups}
   WHERE ${base} AND level = 0 AND ${inRange('from', 'to')}
-    AND intDiv(toUnixTimestamp64Milli(bucket), 3600000) * 3600000 IN arrayMap(x -> toInt64(x), {mh:Array(String)})
-    AND ${filters}`;
-        }
+    AND (${inMinutes.join(' OR ')})
+    AND ${filters}`
+          : '';
         sql = `SELECT * FROM (
   SELECT ${ROW_COLUMNS} FROM ${rollups}
-  WHERE ${base} AND level = 1 AND ${inRange('from', 'to')} AND ${filters}
+  WHERE ${base} AND level = ${rowLevel} AND ${inRange('from', 'to')} AND ${filters}
   UNION ALL
   SELECT ${ROW_COLUMNS} FROM ${rollups}
-  WHERE ${base} AND level = 2 AND ${inRange('dfrom', 'to')} AND ${filters}${minutes}
+  WHERE ${base} AND level = ${packLevel} AND ${inRange('dfrom', 'to')} AND ${filters}${minutes}
 )
 LIMIT {lim:UInt32}`;
       }
       return db.conn.queryBinary(sql, params);
     },
 
-    async tagValueCounts({ accountId, since, listed }) {
+    async tagValueCounts({ accountId, since, listed, minuteFrom }) {
       const rows = await db.conn.query<{ m: string; k: string; n: number | string; vs: string[] }>(
         `SELECT toString(metric) AS m, toString(kv.1) AS k, uniqExact(kv.2) AS n,
            arrayMap(x -> toString(x), groupUniqArray(${Math.floor(listed) + 1})(kv.2)) AS vs
          FROM ${db.t('rollups')} ARRAY JOIN arrayZip(tag_keys, tag_values) AS kv
-         WHERE account_id = {acc:String} AND level IN (1, 2) AND bucket >= ${at('since')}
+         WHERE account_id = {acc:String} AND bucket >= ${at('since')}
+           AND (level IN (1, 2)${minuteFrom === undefined ? '' : ` OR (level = 0 AND bucket >= ${at('mfrom')})`})
          GROUP BY metric, kv.1`,
-        { acc: accountId, since },
+        { acc: accountId, since, ...(minuteFrom === undefined ? {} : { mfrom: minuteFrom }) },
       );
       return rows.map((r) => ({ metric: r.m, key: r.k, distinct: num(r.n), values: r.vs }));
     },

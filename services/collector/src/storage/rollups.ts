@@ -4,7 +4,7 @@
  * (account, level, bucket, pseudonyms, part) is visible here.
  */
 import { bytes, str, strArray, time, TsvWriter, u64, u64Array, uint } from './tsv.js';
-import type { EncodedRollups, Params, RollupGroupKey, RollupLevel, RollupRef, RollupRow, RollupStore, StoredRollup } from './types.js';
+import type { EncodedRollups, HourToDerive, Params, RollupGroupKey, RollupLevel, RollupRef, RollupRow, RollupStore, StoredRollup } from './types.js';
 import { COMPACTION_PART_PREFIX, partitionParams, partitionSql } from './types.js';
 import { at, fromBase64, ms, num, unique, type Db, type Raw } from './sql.js';
 import { liveMarker } from './fences.js';
@@ -240,6 +240,48 @@ export function rollupRepository(db: Db): RollupStore {
       return r && num(r.n) > 0 ? num(r.s) : Infinity;
     },
 
+    async derivedUntil() {
+      const [r] = await db.conn.query<Raw>(`SELECT toFloat64(toUnixTimestamp64Milli(max(until))) AS u, count() AS n FROM ${db.t('derived')}`);
+      return r && num(r.n) > 0 ? num(r.u) : 0;
+    },
+
+    setDerivedUntil: (until) => db.insert('derived', ['until'], [until], (u) => [time(u)]),
+
+    async hoursToDerive({ from, to, after, limit }) {
+      const cursor = after
+        ? ` AND (account_id, metric, ${HOUR_SQL}, series) > ({ca:String}, {cm:UInt64}, {ch:Int64}, {cs:UInt64})`
+        : '';
+      // minute rows (0)
+      const rows = await db.conn.query<{ a: string; m: string; h: number | string; s: string }>(
+        `SELECT account_id AS a, toString(metric) AS m, ${HOUR_SQL} AS h, toString(series) AS s
+         FROM ${db.t('rollups')}
+         WHERE level = 0 AND bucket >= ${at('from')} AND bucket < ${at('to')}${cursor}
+         GROUP BY account_id, metric, h, series
+         ORDER BY account_id, metric, h, series
+         LIMIT {lim:UInt32}`,
+        { from, to, lim: limit, ...(after ? { ca: after.accountId, cm: after.metric, ch: after.hour / HOUR_MS, cs: after.series } : {}) },
+      );
+      return rows.map((r) => ({ accountId: r.a, metric: r.m, hour: num(r.h) * HOUR_MS, series: r.s }));
+    },
+
+    async rollupsOfHours(accountId, hours) {
+      const out: StoredRollup[] = [];
+      const hourKey = (h: HourToDerive) => `${h.metric}|${h.hour / HOUR_MS}|${h.series}`;
+      for (const run of db.chunks(hours, hourKey)) {
+        // minute (0), hour (1) and quarter-hour (3) rows
+        const range = `account_id = {acc:String} AND level IN (0, 1, 3)
+          AND bucket >= ${at('from')} AND bucket < ${at('to')}
+          AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${HOUR_SQL}), '|', toString(series)))`;
+        out.push(...(await storedRows(db, accountId, range, {
+          acc: accountId,
+          from: Math.min(...run.map((h) => h.hour)),
+          to: Math.max(...run.map((h) => h.hour)) + HOUR_MS,
+          ks: run.map(hourKey),
+        })));
+      }
+      return out;
+    },
+
     async rollupsOfDays(accountId, days, level = 1) {
       const out: StoredRollup[] = [];
       const dayKey = (d: { metric: string; day: number; series: string; keyVersion: number }) => `${d.metric}|${d.day / DAY_MS}|${d.series}|${d.keyVersion}`;
@@ -248,37 +290,12 @@ export function rollupRepository(db: Db): RollupStore {
           AND bucket >= ${at('from')} AND bucket < ${at('to')}
           AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))`;
         // One read (one snapshot) per run: a pack holds exactly the rows it lists.
-        const rows = await db.conn.query<Raw>(
-          `SELECT toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v, part AS p,
-             supersedes AS sup, arrayMap(x -> toString(x), tag_keys) AS k, arrayMap(x -> toString(x), tag_values) AS t, base64Encode(agg) AS a,
-             toFloat64(toUnixTimestamp64Milli(written_at)) AS w, toFloat64(toUnixTimestamp64Milli(expires_at)) AS e, toUInt8(${marked(db, range)}) AS ok
-           FROM ${db.t('rollups')}
-           WHERE ${range}`,
-          {
-            acc: accountId,
-            from: Math.min(...run.map((d) => d.day)),
-            to: Math.max(...run.map((d) => d.day)) + DAY_MS,
-            ks: run.map(dayKey),
-          },
-        );
-        for (const r of rows) {
-          out.push({
-            accountId,
-            level: num(r.l) as RollupLevel,
-            bucket: num(r.b),
-            metric: String(r.m),
-            series: String(r.s),
-            tagKeys: r.k as string[],
-            tagValues: r.t as string[],
-            keyVersion: num(r.v),
-            part: String(r.p),
-            supersedes: r.sup as string[],
-            agg: fromBase64(r.a),
-            writtenAt: num(r.w),
-            expiresAt: num(r.e),
-            marked: num(r.ok) === 1,
-          });
-        }
+        out.push(...(await storedRows(db, accountId, range, {
+          acc: accountId,
+          from: Math.min(...run.map((d) => d.day)),
+          to: Math.max(...run.map((d) => d.day)) + DAY_MS,
+          ks: run.map(dayKey),
+        })));
       }
       return out;
     },
@@ -286,8 +303,39 @@ export function rollupRepository(db: Db): RollupStore {
 }
 
 const DAY_MS = 86_400_000;
+const HOUR_MS = 3_600_000;
+/** UTC hour number of a row's bucket. */
+const HOUR_SQL = 'intDiv(toUnixTimestamp64Milli(bucket), 3600000)';
 /** UTC day number of a row's bucket. */
 const DAY_SQL = 'intDiv(toUnixTimestamp64Milli(bucket), 86400000)';
 /** Rows (selected by `where`) whose tick finished (a processed marker names the part) or that compaction wrote. */
 const marked = (db: Db, where: string) => `(startsWith(part, '${COMPACTION_PART_PREFIX}') OR (account_id, part) IN (
   SELECT account_id, part FROM ${db.t('processed')} WHERE ${liveMarker(db)} AND (account_id, part) IN (SELECT account_id, part FROM ${db.t('rollups')} WHERE ${where})))`;
+
+/** The rows of one account selected by `range` (one statement: one snapshot), each with whether it is finished. */
+async function storedRows(db: Db, accountId: string, range: string, params: Params): Promise<StoredRollup[]> {
+  const rows = await db.conn.query<Raw>(
+    `SELECT toUInt8(level) AS l, toFloat64(toUnixTimestamp64Milli(bucket)) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v, part AS p,
+       supersedes AS sup, arrayMap(x -> toString(x), tag_keys) AS k, arrayMap(x -> toString(x), tag_values) AS t, base64Encode(agg) AS a,
+       toFloat64(toUnixTimestamp64Milli(written_at)) AS w, toFloat64(toUnixTimestamp64Milli(expires_at)) AS e, toUInt8(${marked(db, range)}) AS ok
+     FROM ${db.t('rollups')}
+     WHERE ${range}`,
+    params,
+  );
+  return rows.map((r) => ({
+    accountId,
+    level: num(r.l) as RollupLevel,
+    bucket: num(r.b),
+    metric: String(r.m),
+    series: String(r.s),
+    tagKeys: r.k as string[],
+    tagValues: r.t as string[],
+    keyVersion: num(r.v),
+    part: String(r.p),
+    supersedes: r.sup as string[],
+    agg: fromBase64(r.a),
+    writtenAt: num(r.w),
+    expiresAt: num(r.e),
+    marked: num(r.ok) === 1,
+  }));
+}

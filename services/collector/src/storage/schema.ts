@@ -223,6 +223,24 @@ ORDER BY (partition_count, partition_index, epoch)`,
       ];
     },
   },
+  {
+    version: 11,
+    // Hour and quarter-hour rows derived by compaction from minute rows (ARCHITECTURE.md,
+    // "Hour rows derived from minute rows"): `until` is the derivation watermark — hours before
+    // it have complete hour and quarter-hour rows, hours from it on are read from minute rows.
+    // It only grows (readers take the max). An upgraded database starts at the hour before the
+    // upgrade (older hours were written whole by the old ticks), a new one at 0.
+    statements: ({ t, on, engine }) => [
+      `CREATE TABLE IF NOT EXISTS ${t('derived')}${on} (
+  until ${TIME},
+  written_at ${TIME} DEFAULT now64(3)
+) ${engine('MergeTree', 'derived')}
+ORDER BY until`,
+      `INSERT INTO ${t('derived')} (until)
+SELECT if((SELECT count() FROM ${t('rollups')}) = 0, toDateTime64(0, 3, 'UTC'), toDateTime64(toStartOfHour(now('UTC') - INTERVAL 10 MINUTE), 3, 'UTC'))
+WHERE (SELECT count() FROM ${t('derived')}) = 0`,
+    ],
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */

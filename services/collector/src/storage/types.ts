@@ -305,6 +305,29 @@ export interface RollupStore {
   rollupsOfDays(accountId: string, days: DayToPack[], level?: PackedLevel): Promise<StoredRollup[]>;
   /** From when (epoch ms) every point has rows of this level (schema migration 7); Infinity: never. */
   rollupLevelSince(level: RollupLevel): Promise<number>;
+  /**
+   * The derivation watermark (schema migration 11; compaction/derive.ts): UTC hours before it have
+   * complete hour and quarter-hour rows, hours from it on are read from minute rows. 0 when unset.
+   */
+  derivedUntil(): Promise<number>;
+  /** Moves the derivation watermark to `until` (readers take the greatest ever written). */
+  setDerivedUntil(until: number): Promise<void>;
+  /**
+   * Derivation, step 1: the (account, metric, UTC hour, series) holding minute rows in [from, to),
+   * in key order, strictly after `after`, at most `limit`.
+   */
+  hoursToDerive(o: { from: number; to: number; after?: HourToDerive; limit: number }): Promise<HourToDerive[]>;
+  /** Derivation, step 2: the minute, hour and quarter-hour rows of these hours of one account (one read per statement), each with whether it is finished. */
+  rollupsOfHours(accountId: string, hours: HourToDerive[]): Promise<StoredRollup[]>;
+}
+
+/** One series' UTC hour to derive hour and quarter-hour rows for. */
+export interface HourToDerive {
+  accountId: string;
+  metric: string;
+  /** Start of the UTC hour, epoch ms. */
+  hour: number;
+  series: string;
 }
 
 /** Dictionary (storage/dictionary.ts). */
@@ -358,6 +381,8 @@ export interface RollupSelection {
   to: number;
   /** Level 1: also the minute rows of these UTC hours (epoch ms of their starts) inside [from, to). */
   minuteHours?: number[];
+  /** Levels 1 and 3: also the minute rows from here (a UTC hour: the derivation watermark) to `to`. */
+  minuteFrom?: number;
   /** Per key version, the metric pseudonym and tag filters that must all hold; absent: every metric, every version, no filter. */
   versions?: { version: number; metric: string; filters: TagFilter[] }[];
   /** Most rows returned. */
@@ -378,8 +403,8 @@ export interface TagValueCount {
 export interface QueryStore {
   /** The selected rows, as RowBinary for `readStoredRows` (storage/queries.ts); the caller decides which count. */
   selectRollups(sel: RollupSelection): Promise<Uint8Array>;
-  /** Per (metric, tag key), the distinct tag values in hour rows and day packs since `since`, listing up to `listed + 1`. */
-  tagValueCounts(o: { accountId: string; since: number; listed: number }): Promise<TagValueCount[]>;
+  /** Per (metric, tag key), the distinct tag values in hour rows and day packs since `since` (and minute rows from `minuteFrom` on: hours not derived yet), listing up to `listed + 1`. */
+  tagValueCounts(o: { accountId: string; since: number; listed: number; minuteFrom?: number }): Promise<TagValueCount[]>;
   /** The dictionary entries of these pseudonyms of one kind (every key version). */
   dictionaryEntries(accountId: string, kind: DictKind, pseudonyms: string[]): Promise<DictRow[]>;
 }

@@ -126,7 +126,15 @@ export function storeConformance(name: string, factory: StoreFactory): void {
 
     it('lists every table it created', async () => {
       const names = (await store.tables()).map((t) => t.split('.')[1]);
-      expect(names.sort()).toEqual(['accounts', 'batches', 'dictionary', 'fences', 'processed', 'rejects', 'rollup_levels', 'rollups', 'schema_migrations']);
+      expect(names.sort()).toEqual(['accounts', 'batches', 'derived', 'dictionary', 'fences', 'processed', 'rejects', 'rollup_levels', 'rollups', 'schema_migrations']);
+    });
+
+    it('keeps the greatest derivation watermark written (migration 11)', async () => {
+      const start = await store.derivedUntil();
+      const t = Math.max(start, Date.UTC(2026, 3, 1)) + 3_600_000;
+      await store.setDerivedUntil(t);
+      await store.setDerivedUntil(t - 3_600_000); // an older one written later does not move it back
+      expect(await store.derivedUntil()).toBe(t);
     });
 
     it('adds the supersedes column to rollups (migration 2)', async () => {
