@@ -524,6 +524,10 @@ await generate(
 );
 await writer.finish();
 await plain.finish();
+// This writer stores every level for every point (as ticks before derivation did): its hours
+// need no derivation, so the watermark goes past them (compaction/derive.ts); else every query
+// would read minute rows for all 30 days.
+await store.setDerivedUntil(to + HOUR);
 genSeconds = (performance.now() - tGen) / 1000;
 progress(`generated and stored ${fmt(n)} points in ${genSeconds.toFixed(1)} s (${fmt(n / genSeconds)} points/s)`);
 progress(`  encrypted: ${fmt(writer.rowsByLevel[0])} minute + ${fmt(writer.rowsByLevel[3])} quarter-hour + ${fmt(writer.rowsByLevel[1])} partial hour rows (+ ${fmt(writer.compacted.length)} compacted hour rows held back); encode+seal ${(writer.sealMs / 1000).toFixed(1)} s`);
