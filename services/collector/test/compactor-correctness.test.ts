@@ -19,7 +19,6 @@ import { checkAgainstReference, expectSameAnswers, generatePoints, type GenPoint
 import { connectionOf } from '../src/storage/index.js';
 import { Lease } from '../src/keyring/leases.js';
 import { tempDirs } from './support/temp-dirs.js';
-import { until } from './lifecycle-support.js';
 
 const NOW = Date.UTC(2026, 3, 1, 12);
 const FROM = NOW - 2 * 86_400_000;
@@ -256,7 +255,9 @@ describe('rollup compaction', () => {
     const before = await checkAll(a);
     const s0 = await shape(a.accountId);
     // The fence services.ts gives the compactor of a process node: its lease with a third left.
-    const lease = new Lease(tempDirs('cs-compactor-lease-')(), 'compactor', 300);
+    // A lease far longer than any pass: it ends when the stall below gives it up, never by the
+    // clock (a 300 ms lease once ran out before the first write on a loaded machine).
+    const lease = new Lease(tempDirs('cs-compactor-lease-')(), 'compactor', 600_000);
     expect(lease.acquireOrRenew().held).toBe(true);
     let fenced = 0;
     const fence = () => {
@@ -265,9 +266,12 @@ describe('rollup compaction', () => {
         throw new Error('compactor lease not valid long enough: pass abandoned');
       }
     };
-    // The pass stalls right after its merged-row insert until its lease ran out (no renewal).
+    // The pass stalls right after its merged-row insert and loses its lease meanwhile (as when it
+    // runs out, or another node takes it: validFor is false from then on).
     const stall = async (step: CompactionStep) => {
-      if (step === 'inserted') await until(async () => !lease.validFor(100), 30_000, 'the lease to run out');
+      if (step !== 'inserted') return;
+      expect(lease.validFor(100)).toBe(true); // every write so far was fenced by a valid lease
+      lease.release();
     };
     await expect(compactor({ fence, hook: stall }).runPass()).rejects.toThrow(/pass abandoned/);
     expect(fenced).toBe(1); // its next write (the sources' delete) was refused
