@@ -272,12 +272,12 @@ export function rollupRepository(db: Db): RollupStore {
         const range = `account_id = {acc:String} AND level IN (0, 1, 3)
           AND bucket >= ${at('from')} AND bucket < ${at('to')}
           AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${HOUR_SQL}), '|', toString(series)))`;
-        out.push(...(await storedRows(db, accountId, range, {
+        for (const r of await storedRows(db, accountId, range, {
           acc: accountId,
           from: Math.min(...run.map((h) => h.hour)),
           to: Math.max(...run.map((h) => h.hour)) + HOUR_MS,
           ks: run.map(hourKey),
-        })));
+        })) out.push(r); // not push(...rows): a spread of ~100k rows overflows the call stack
       }
       return out;
     },
@@ -290,12 +290,12 @@ export function rollupRepository(db: Db): RollupStore {
           AND bucket >= ${at('from')} AND bucket < ${at('to')}
           AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))`;
         // One read (one snapshot) per run: a pack holds exactly the rows it lists.
-        out.push(...(await storedRows(db, accountId, range, {
+        for (const r of await storedRows(db, accountId, range, {
           acc: accountId,
           from: Math.min(...run.map((d) => d.day)),
           to: Math.max(...run.map((d) => d.day)) + DAY_MS,
           ks: run.map(dayKey),
-        })));
+        })) out.push(r); // not push(...rows): a spread of ~100k rows overflows the call stack
       }
       return out;
     },
