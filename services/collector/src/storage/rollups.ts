@@ -65,6 +65,20 @@ const RANGE_SQL = `account_id IN {accs:Array(String)} AND metric IN arrayMap(x -
   AND bucket >= fromUnixTimestamp64Milli({bmin:Int64}, 'UTC') AND bucket <= fromUnixTimestamp64Milli({bmax:Int64}, 'UTC')`;
 
 export function rollupRepository(db: Db): RollupStore {
+  /**
+   * An account's rows of the (metric, span, series…) keys in `items`, one read per run of
+   * `db.chunks`: `keyed` is the SQL condition naming `{ks}`, each run read over its items' span.
+   */
+  async function rowsOfRuns<T>(accountId: string, items: T[], key: (t: T) => string, startOf: (t: T) => number, spanMs: number, keyed: string): Promise<StoredRollup[]> {
+    const out: StoredRollup[] = [];
+    for (const run of db.chunks(items, key)) {
+      const range = `account_id = {acc:String} AND bucket >= ${at('from')} AND bucket < ${at('to')} AND ${keyed}`;
+      const starts = run.map(startOf);
+      const rows = await storedRows(db, accountId, range, { acc: accountId, from: Math.min(...starts), to: Math.max(...starts) + spanMs, ks: run.map(key) });
+      for (const r of rows) out.push(r); // not push(...rows): a spread of ~100k rows overflows the call stack
+    }
+    return out;
+  }
   return {
     insertRollups: (rows) => db.insert('rollups', ROLLUP_COLUMNS, rows, rollupFields),
     insertEncodedRollups: (e) => db.insertBody('rollups', ROLLUP_COLUMNS, e.body),
@@ -265,39 +279,17 @@ export function rollupRepository(db: Db): RollupStore {
     },
 
     async rollupsOfHours(accountId, hours) {
-      const out: StoredRollup[] = [];
       const hourKey = (h: HourToDerive) => `${h.metric}|${h.hour / HOUR_MS}|${h.series}`;
-      for (const run of db.chunks(hours, hourKey)) {
-        // minute (0), hour (1) and quarter-hour (3) rows
-        const range = `account_id = {acc:String} AND level IN (0, 1, 3)
-          AND bucket >= ${at('from')} AND bucket < ${at('to')}
-          AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${HOUR_SQL}), '|', toString(series)))`;
-        for (const r of await storedRows(db, accountId, range, {
-          acc: accountId,
-          from: Math.min(...run.map((h) => h.hour)),
-          to: Math.max(...run.map((h) => h.hour)) + HOUR_MS,
-          ks: run.map(hourKey),
-        })) out.push(r); // not push(...rows): a spread of ~100k rows overflows the call stack
-      }
-      return out;
+      // minute (0), hour (1) and quarter-hour (3) rows
+      return rowsOfRuns(accountId, hours, hourKey, (h) => h.hour, HOUR_MS, `level IN (0, 1, 3)
+          AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${HOUR_SQL}), '|', toString(series)))`);
     },
 
     async rollupsOfDays(accountId, days, level = 1) {
-      const out: StoredRollup[] = [];
       const dayKey = (d: { metric: string; day: number; series: string; keyVersion: number }) => `${d.metric}|${d.day / DAY_MS}|${d.series}|${d.keyVersion}`;
-      for (const run of db.chunks(days, dayKey)) {
-        const range = `account_id = {acc:String} AND level IN (${level === 1 ? '1, 2' : '3, 4'})
-          AND bucket >= ${at('from')} AND bucket < ${at('to')}
-          AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))`;
-        // One read (one snapshot) per run: a pack holds exactly the rows it lists.
-        for (const r of await storedRows(db, accountId, range, {
-          acc: accountId,
-          from: Math.min(...run.map((d) => d.day)),
-          to: Math.max(...run.map((d) => d.day)) + DAY_MS,
-          ks: run.map(dayKey),
-        })) out.push(r); // not push(...rows): a spread of ~100k rows overflows the call stack
-      }
-      return out;
+      // One read (one snapshot) per run: a pack holds exactly the rows it lists.
+      return rowsOfRuns(accountId, days, dayKey, (d) => d.day, DAY_MS, `level IN (${level === 1 ? '1, 2' : '3, 4'})
+          AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))`);
     },
   };
 }
