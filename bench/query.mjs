@@ -1,41 +1,42 @@
 // Query benchmark: the encrypted query path beside a plaintext ClickHouse table of the same
-// events, in one embedded chDB, one process. Six query shapes a dashboard sends (30-day hourly
+// events, in one embedded chDB, one process. Nine query shapes a dashboard sends (30-day hourly
 // sum and p95 by a 20-value tag in UTC, in Asia/Kolkata (UTC+5:30) and in Asia/Kathmandu
-// (UTC+5:45), 24-hour minute p95 by tag, 90-day daily sum), each in four stored states, then 20 concurrent dashboard clients running the
-// overview's queries in a loop (throughput and p99), each against the same on the plaintext table.
+// (UTC+5:45), 30-day daily sum in Kathmandu, 24-hour minute p95 by tag, 90-day daily sum), each
+// in three stored states, then 20 concurrent dashboard clients running the overview's queries in
+// a loop (throughput and p99) in the live state, each against the same on the plaintext table.
 //
-//   data:      N points (default 10M) of one account over the last 30 days, seeded PRNG:
-//              orders (counter), revenue (counter), page.load_ms (histogram, log-normal),
-//              tags country (20 values, Zipf-ish) and device (3 values) → 60 series per metric.
-//   encrypted: one account, written through the processor's write path (services/collector/dist:
-//              the real Pseudonyms, addPoint/encodeAggregate, sealRollup/sealDict,
-//              store.insertRollups/insertDictionary), one processor tick per --tick seconds of
-//              traffic (default 900): each tick writes one partial row per (level, bucket,
-//              series) it saw, so an hour bucket of a series holds up to 3600/tick partial rows
-//              (minute buckets one, for ticks >= 60 s). Queried in three states:
-//                partial   — as the processor leaves it;
-//                compacted — after a (simulated) compaction: the partial hour rows replaced by
-//                            one row per (hour, series), sealed the same way (part `c:…`);
-//                packed    — then the real Compactor (dist/compactor.js) runs: nothing left to
-//                            merge, it writes a day pack (rollup level 2) and a quarter pack
-//                            (level 4) per closed UTC day and series and deletes the hour and
-//                            quarter-hour rows they hold (each tick's part has its processed
-//                            marker, as the processor writes it: only finished ticks are packed).
-//                live      — what a dashboard meets between two compaction passes: the packed
-//                            state, but the newest hour held as the processor's partial rows
-//                            (its compacted row replaced by them; not with --tick 3600).
+//   data:      N points (default 10M) of one account over the 30 days before --at o'clock UTC
+//              today (default 23), seeded PRNG: orders (counter), revenue (counter),
+//              page.load_ms (histogram, log-normal), tags country (20 values, Zipf-ish) and
+//              device (3 values) → 60 series per metric.
+//   encrypted: one account, written as production writes it: the points of every --tick seconds
+//              of traffic (default 300) sealed as the Node Library sends them and processed by the
+//              collector's tick code (dist/process/tick.js computeTick) at the end of that window:
+//              minute rows only (ticks write hour and quarter-hour rows only for late points),
+//              each tick's processed markers after its rows. Any tick of 60 s or more dividing
+//              the hour stores the same rows (one per minute and series: what compaction's merge
+//              leaves of production's ~1 s ticks); longer ones only cost less to set up. Then the real Compactor
+//              (dist/compaction/compactor.js, clock injected) takes it through three states:
+//                unpacked — every closed hour derived (compaction/derive.ts: hour and quarter-hour
+//                           rows from minute rows, the derivation watermark moved), no day packed:
+//                           the worst a compaction backlog leaves;
+//                live     — then a pass at `to`: closed UTC days packed, today as compaction leaves
+//                           it, the last hour still minute rows behind the real watermark (it
+//                           closed less than 11 min ago): what a dashboard meets;
+//                packed   — compaction's clock 80 min later: every stored hour in a pack.
 //              Queried over HTTP (POST /v1/query, read token) against startCollector on port 0
 //              (role `query`: no processor/lifecycle timers running beside the measurement);
 //              the result cache is bypassed by invalidating the account before every run
 //              (what the processor does after a tick), the dictionary/pseudonym caches stay warm.
 //   plaintext: MergeTree plain.events (time, name, value, country, device) ORDER BY (name, time)
 //              in the same chDB; the equivalent SQL through the same store connection
-//              (connectionOf(store).query: JSONEachRow, parsed in JS).
+//              (connectionOf(store).query: JSONEachRow, parsed in JS). Every state's answers are
+//              checked against it.
 //
-//   node bench/query.mjs [--points 10000000] [--tick 900] [--runs 15] [--warmup 2] [--seed 42]
-//                        [--keep] [--no-optimize] [--dist path/to/collector/dist]   (--tick 3600: compacted only)
+//   node bench/query.mjs [--points 10000000] [--tick 300] [--at 23] [--runs 15] [--warmup 2] [--seed 42]
+//                        [--keep] [--no-optimize] [--dist path/to/collector/dist]
 //                        [--clients 20] [--concurrent-seconds 15]
-//   node bench/query.mjs --reuse <dir kept by --keep> [--dist …]   queries only (compacted state), no JSON written
+//   node bench/query.mjs --reuse <dir kept by --keep> [--dist …]   queries only (the kept state), no JSON written
 //
 // Results: bench/results/query.json.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -50,7 +51,8 @@ import { mulberry32 } from '../test/support/seeded.mjs';
 const { values: args } = parseArgs({
   options: {
     points: { type: 'string', default: '10000000' },
-    tick: { type: 'string', default: '900' },
+    tick: { type: 'string', default: '300' },
+    at: { type: 'string', default: '23' },
     runs: { type: 'string', default: '15' },
     warmup: { type: 'string', default: '2' },
     seed: { type: 'string', default: '42' },
@@ -68,19 +70,22 @@ const DIST = args.dist ? `${resolve(args.dist)}/` : `${ROOT}services/collector/d
 const { loadConfig } = await import(`${DIST}config.js`);
 const { startCollector } = await import(`${DIST}server.js`);
 const { createLogger } = await import(`${DIST}logger.js`);
-const { Pseudonyms } = await import(`${DIST}at-rest/pseudonyms.js`);
-const { sealDict, sealRollup } = await import(`${DIST}at-rest/records.js`);
-const { addPoint, emptyAggregate, encodeAggregate } = await import(`${DIST}rollup/index.js`);
+const { computeTick, TickState } = await import(`${DIST}process/tick.js`);
+const { stampWrittenAt } = await import(`${DIST}storage/rollups.js`);
+const { Compactor } = await import(`${DIST}compaction/compactor.js`);
 const { MAX_ROWS } = await import(`${DIST}query/engine.js`);
 const { connectionOf } = await import(`${DIST}storage/index.js`);
-const { randomBytes, toHex } = await import('@cipherstat/protocol');
+const { FLAG_DEFLATE, INFO_INNER, encodeInner, innerAad, randomBytes, toHex } = await import('@cipherstat/protocol');
+const { deflateRaw, hpkeSeal } = await import('@cipherstat/protocol/node');
 
 const N = Number(args.points);
 const TICK_S = Number(args.tick);
 const RUNS = Number(args.runs);
 const WARMUP = Number(args.warmup);
 const SEED = Number(args.seed);
-if (!(3600 % TICK_S === 0)) throw new Error('--tick must divide 3600 (ticks aligned to the hour)');
+if (!(TICK_S >= 1 && 3600 % TICK_S === 0)) throw new Error('--tick must divide 3600 (ticks aligned to the hour)');
+const AT = Number(args.at);
+if (!(Number.isInteger(AT) && AT >= 1 && AT <= 24)) throw new Error('--at: the UTC hour (1..24) at which the data ends and compaction runs');
 
 const MIN = 60_000;
 const HOUR = 3_600_000;
@@ -115,7 +120,6 @@ const pick = (cum, r) => {
 /** Per-country page-load median factor (slow and fast markets, so the p95s differ). */
 const LOAD_FACTOR = COUNTRIES.map((_, i) => 0.7 + ((i * 7) % 11) / 10);
 const NSERIES = METRICS.length * COUNTRIES.length * DEVICES.length;
-const seriesIndex = (m, c, d) => (m * COUNTRIES.length + c) * DEVICES.length + d;
 
 /** Points per hour: a diurnal curve with weekly and random variation, summing to N. */
 function hourCounts(rnd) {
@@ -174,228 +178,97 @@ async function generate(from, emit, onHour) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The processor's write path (processor.ts Processor.process + addToRollups), one writer per
-// variant. Per point it does what addToRollups does — bucket per level, one aggregate per
-// (level, bucket, metric, series) in the current tick, addPoint — and at the end of each tick
-// what process() does: encodeAggregate + sealRollup per row, insertRollups; dictionary rows via
-// sealDict the first time a pseudonym is seen. Pseudonyms come from the real Pseudonyms class
-// (HMAC under the account MAC key), computed once per series rather than per point (the
-// processor's LRU makes them the same strings), and map keys are numbers instead of strings:
-// neither changes a stored byte.
+// The processor's tick, as it runs in production: every --tick seconds of traffic (default 300)
+// the points of that window go to the collector's own tick code (dist/process/tick.js
+// computeTick, with a TickState that lives across ticks, as in the tick worker), sealed as the
+// Node Library sends them (envelope v2 inner layer: deflate-raw + HPKE to the account key, at
+// most 100 points per batch). The tick runs at the end of its window, so its points are of the
+// running hour: it writes minute rows only (hour and quarter-hour rows are compaction's,
+// compaction/derive.ts). Its rows are inserted with written_at stamped at the tick's time, then
+// its processed markers, as processor.ts commits a tick (several ticks per insert here: one
+// chDB insert per tick would only slow the set-up).
 
-// Index = stored level (2, the day pack, is the compactor's): minute, hour, quarter hour.
-const LEVELS = [
-  { level: 0, ms: MIN },
-  { level: 1, ms: HOUR },
-  null,
-  { level: 3, ms: 15 * MIN },
-];
-const WRITTEN_LEVELS = [0, 1, 3];
+const BATCH_POINTS = 100;
 const INSERT_ROWS = 50_000;
+const hex = (n) => toHex(randomBytes(n));
 
-class RollupWriter {
-  constructor({ store, accountId, keys, retentionDays, tickMs, now }) {
-    Object.assign(this, { store, accountId, tickMs, now, retentionDays });
-    const current = keys[keys.length - 1];
-    this.keyVersion = current.version;
-    this.dataKey = current.dataKey;
-    this.ps = new Pseudonyms(current.macKey);
-    this.series = new Array(NSERIES); // per series index: pseudonyms and tag arrays
-    this.known = new Set();
-    this.dict = [];
-    this.tick = new Map(); // (level, bucket, series) → { s, level, bucket, agg } of the current tick
+class TickWriter {
+  constructor({ store, accountId, keys, retentionDays, tickMs }) {
+    Object.assign(this, { store, accountId, tickMs });
+    const ks = keys.map(({ version, publicKey, secretKey, dataKey, macKey }) => ({ version, publicKey, secretKey, dataKey, macKey }));
+    this.publicKey = ks.at(-1).publicKey;
+    this.accounts = new Map([[accountId, { keys: ks, retentionDays, confidential: false }]]);
+    this.state = new TickState();
+    this.points = [];
     this.tickEnd = -Infinity;
-    this.hour = new Map(); // series → aggregate of the current hour (the compacted hour rows)
-    this.hourEnd = -Infinity;
-    this.compacted = []; // sealed compacted hour rows, inserted by compact()
-    this.lastHour = -Infinity; // the newest hour bucket seen, and its partial hour rows (the live state)
-    this.lastHourPartials = [];
-    this.pending = [];
-    this.markers = []; // one processed marker per tick part, as the processor writes (compaction packs only finished ticks' rows)
+    this.bodies = [];
+    this.bodyRows = 0;
+    this.dict = [];
+    this.markers = [];
     this.inflight = Promise.resolve();
+    this.ticks = 0;
     this.rowsByLevel = [0, 0, 0, 0];
-    this.hourRowsByMetric = new Array(METRICS.length).fill(0);
-    this.compactedByMetric = new Array(METRICS.length).fill(0);
-    this.sealMs = 0;
+    this.sealMs = 0; // sealing the batches (the Library's side)
+    this.tickMs_ = 0; // computeTick (the processor's CPU part)
   }
 
-  seriesInfo(s, m, c, d, time) {
-    let info = this.series[s];
-    if (info) return info;
-    const { ps, accountId, keyVersion, dataKey } = this;
-    const metric = METRICS[m];
-    const tags = Object.entries({ country: COUNTRIES[c], device: DEVICES[d] }).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    info = {
-      m,
-      metric: ps.metric(metric.name),
-      series: ps.series(tags),
-      tagKeys: tags.map(([k]) => ps.tagKey(k)),
-      tagValues: tags.map(([k, v]) => ps.tagValue(k, v)),
-    };
-    const remember = (kind, pseudonym, text, extra) => {
-      const k = `${kind}\u0000${pseudonym}`;
-      if (this.known.has(k)) return;
-      this.known.add(k);
-      const entry = extra === undefined ? { text } : { text, extra };
-      this.dict.push({ accountId, kind, pseudonym, keyVersion, ciphertext: sealDict(dataKey, accountId, kind, pseudonym, entry), firstSeen: time });
-    };
-    remember(0, info.metric, metric.name, metric.kind);
-    tags.forEach(([k, v], i) => {
-      remember(1, info.tagKeys[i], k);
-      remember(2, info.tagValues[i], v, k);
-    });
-    return (this.series[s] = info);
-  }
-
-  add(s, m, c, d, value, time) {
+  add(m, c, d, value, time) {
     if (time >= this.tickEnd) {
-      if (this.tick.size) this.flushTick();
+      if (this.points.length) this.flushTick();
       this.tickEnd = time - (time % this.tickMs) + this.tickMs;
     }
-    if (time >= this.hourEnd) {
-      if (this.hour.size) this.flushHour();
-      this.hourEnd = time - (time % HOUR) + HOUR;
-    }
-    this.seriesInfo(s, m, c, d, time);
-    for (const l of WRITTEN_LEVELS) {
-      const ms = LEVELS[l].ms;
-      const bucket = time - (((time % ms) + ms) % ms);
-      const k = (bucket / MIN) * 4 * NSERIES + l * NSERIES + s; // unique per (level, bucket, series)
-      let r = this.tick.get(k);
-      if (!r) this.tick.set(k, (r = { s, level: l, bucket, agg: emptyAggregate() }));
-      addPoint(r.agg, value, time);
-    }
-    let h = this.hour.get(s);
-    if (!h) this.hour.set(s, (h = emptyAggregate()));
-    addPoint(h, value, time);
+    const metric = METRICS[m];
+    this.points.push({ id: this.points.length % BATCH_POINTS, kind: metric.kind, name: metric.name, value, time, tags: { country: COUNTRIES[c], device: DEVICES[d] } });
   }
 
-  seal(s, level, bucket, agg, part, writtenAt) {
-    const info = this.series[s];
-    const row = {
-      accountId: this.accountId,
-      level,
-      bucket,
-      metric: info.metric,
-      series: info.series,
-      tagKeys: info.tagKeys,
-      tagValues: info.tagValues,
-      keyVersion: this.keyVersion,
-      expiresAt: bucket + LEVELS[level].ms + this.retentionDays * DAY,
-    };
-    row.part = part; // bound into the row's identity (record format 2)
-    const agg_ = sealRollup(this.dataKey, row, encodeAggregate(agg));
-    row.writtenAt = writtenAt;
-    row.agg = agg_;
-    return row;
-  }
-
-  /** End of a processor tick: seal every partial row of the tick under one part id. */
   flushTick() {
+    const now = this.tickEnd;
     const t0 = performance.now();
-    const part = toHex(randomBytes(16));
-    const writtenAt = this.now();
-    this.markers.push({ accountId: this.accountId, batchId: part, processedAt: writtenAt, accepted: this.tick.size, rejected: 0, part });
-    for (const { s, level, bucket, agg } of this.tick.values()) {
-      const row = this.seal(s, level, bucket, agg, part, writtenAt);
-      this.pending.push(row);
-      if (level === 1) {
-        if (bucket > this.lastHour) {
-          this.lastHour = bucket;
-          this.lastHourPartials = [];
-        }
-        if (bucket === this.lastHour) this.lastHourPartials.push(row);
-      }
-      this.rowsByLevel[level]++;
-      if (level === 1) this.hourRowsByMetric[this.series[s].m]++;
+    const rows = [];
+    for (let i = 0; i < this.points.length; i += BATCH_POINTS) {
+      const batchId = hex(16);
+      const points = this.points.slice(i, i + BATCH_POINTS);
+      const flags = FLAG_DEFLATE;
+      const sealed = hpkeSeal(this.publicKey, INFO_INNER, innerAad(this.accountId, batchId, flags), deflateRaw(encodeInner(this.accountId, batchId, points)));
+      rows.push({ accountId: this.accountId, batchId, receivedAt: now, pointCount: points.length, version: 2, flags, sealed });
     }
-    this.tick.clear();
-    this.sealMs += performance.now() - t0;
+    const t1 = performance.now();
+    const out = computeTick(this.state, { rows, accounts: this.accounts, now, part: hex(16), epoch: 0 });
+    this.tickMs_ += performance.now() - t1;
+    this.sealMs += t1 - t0;
+    if (out.pointsRejected > 0) throw new Error(`the tick rejected ${out.pointsRejected} points: ${JSON.stringify(out.rejects)}`);
+    for (const r of out.rollups) this.rowsByLevel[r.level]++;
+    this.bodies.push(stampWrittenAt(out.insert, now).body);
+    this.bodyRows += out.rollups.length;
+    for (const d of out.dict) this.dict.push(d);
+    for (const p of out.processed) this.markers.push(p);
+    this.points = [];
+    this.ticks++;
   }
 
-  /** End of an hour: the one row per (hour, series) a compaction would leave. */
-  flushHour() {
-    const t0 = performance.now();
-    const part = `c:${toHex(randomBytes(16))}`; // what compaction writes (COMPACTION_PART_PREFIX)
-    const writtenAt = this.now();
-    const bucket = this.hourEnd - HOUR;
-    for (const [s, agg] of this.hour) {
-      this.compacted.push(this.seal(s, 1, bucket, agg, part, writtenAt));
-      this.compactedByMetric[this.series[s].m]++;
-    }
-    this.hour.clear();
-    this.sealMs += performance.now() - t0;
-  }
-
-  /** Inserts what is sealed once enough has gathered (one insert in flight). */
+  /** Inserts what the ticks wrote once enough has gathered (one insert in flight): rows, then markers. */
   async maybeInsert(force = false) {
-    if (!force && this.pending.length < INSERT_ROWS) return;
-    const rows = this.pending;
-    const dict = this.dict;
-    const markers = this.markers;
-    this.pending = [];
+    if (!force && this.bodyRows < INSERT_ROWS) return;
+    const body = Buffer.concat(this.bodies);
+    const { dict, markers } = this;
+    this.bodies = [];
+    this.bodyRows = 0;
     this.dict = [];
     this.markers = [];
     await this.inflight;
     this.inflight = (async () => {
       if (dict.length) await this.store.insertDictionary(dict);
+      if (body.length) await this.store.insertEncodedRollups({ body });
       if (markers.length) await this.store.markProcessed(markers);
-      for (let i = 0; i < rows.length; i += INSERT_ROWS) await this.store.insertRollups(rows.slice(i, i + INSERT_ROWS));
     })();
   }
 
   async finish() {
-    if (this.tick.size) this.flushTick();
-    if (this.hour.size) this.flushHour();
+    if (this.points.length) this.flushTick();
     await this.maybeInsert(true);
     await this.inflight;
   }
-
-  /** The live state: the newest hour's compacted rows replaced by its partial rows again. */
-  async unmergeLastHour(table) {
-    await connectionOf(this.store).exec(
-      `ALTER TABLE ${table} DELETE WHERE account_id = {a:String} AND level = 1 AND bucket = fromUnixTimestamp64Milli({b:Int64}, 'UTC') SETTINGS mutations_sync = 2`,
-      { a: this.accountId, b: this.lastHour },
-    );
-    await this.store.insertRollups(this.lastHourPartials);
-    return this.lastHourPartials.length;
-  }
-
-  /** Replaces the account's partial hour rows by the compacted ones. */
-  async compact(table) {
-    await connectionOf(this.store).exec(`ALTER TABLE ${table} DELETE WHERE account_id = {a:String} AND level = 1 SETTINGS mutations_sync = 2`, { a: this.accountId });
-    for (let i = 0; i < this.compacted.length; i += INSERT_ROWS) await this.store.insertRollups(this.compacted.slice(i, i + INSERT_ROWS));
-  }
 }
-
-/**
- * Partial rows that other tick sizes would have written, counted without writing them:
- * with time-ordered points, a (level, bucket, series) gets a new partial row whenever a
- * point of that series falls in a different (bucket, tick) than the series' previous point.
- */
-class TickCounter {
-  constructor(tickSeconds) {
-    this.ticks = tickSeconds;
-    this.last = this.ticks.map(() => [new Float64Array(NSERIES).fill(-1), new Float64Array(NSERIES).fill(-1)]);
-    this.rows = this.ticks.map(() => [0, 0]);
-    this.hourRowsByMetric = this.ticks.map(() => new Array(METRICS.length).fill(0));
-  }
-  add(s, m, time) {
-    for (let i = 0; i < this.ticks.length; i++) {
-      const tick = Math.floor(time / (this.ticks[i] * 1000));
-      for (let l = 0; l < 2; l++) {
-        const bucket = Math.floor(time / LEVELS[l].ms);
-        const id = bucket * 1e10 + tick; // both only grow with time, so id changes exactly when either does
-        if (this.last[i][l][s] !== id) {
-          this.last[i][l][s] = id;
-          this.rows[i][l]++;
-          if (l === 1) this.hourRowsByMetric[i][m]++;
-        }
-      }
-    }
-  }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Plaintext baseline table
 
@@ -478,10 +351,13 @@ await sql.exec(`CREATE TABLE IF NOT EXISTS ${PLAIN_TABLE} (
 ) ENGINE = MergeTree ORDER BY (name, time)`);
 
 const now = Date.now();
-// 30 days ending at 23:00 UTC of the current day: the worst case for day packs, whatever the
-// time of day the benchmark runs (today is not closed, so its 23 hours are read as hour rows,
-// and the first day of the range is a pack with one hour inside the range).
-const to = INFO?.to ?? now - (now % DAY) + 23 * HOUR;
+// 30 days ending at --at o'clock UTC (default 23:00) of the current day, a whole hour: every
+// shape's buckets (UTC, +5:30, +5:45) are whole. The data ends there, and compaction runs with
+// its clock there (an injected clock: the same states whatever the time of day the benchmark
+// runs): today's hours before the last one are derived, the last one (its 60 minutes) is still
+// minute rows — it closed less than DERIVE_LAG_MS (11 min) ago — and, at 23:00, today holds the
+// most hour rows a day can hold before it is packed.
+const to = INFO?.to ?? now - (now % DAY) + AT * HOUR;
 const from = to - DAYS * DAY;
 
 const created = INFO?.account ?? (await services.accounts.create());
@@ -490,24 +366,19 @@ const keys = await services.keyring.accountKeys(accountId);
 const accountRow = await services.accounts.get(accountId);
 const loadavg = { start: os.loadavg() };
 let genSeconds = null;
-let tickRows = null;
 const pointsPerMetric = new Array(METRICS.length).fill(0);
-const writer = new RollupWriter({ store, accountId, keys, retentionDays: accountRow.retentionDays, tickMs: TICK_S * 1000, now: Date.now });
+const writer = new TickWriter({ store, accountId, keys, retentionDays: accountRow.retentionDays, tickMs: TICK_S * 1000 });
 const plain = new PlainWriter(session);
-const COUNT_TICKS = [1, 10, 60, 300, 900, 3600];
-const counter = new TickCounter(COUNT_TICKS);
 
 if (!REUSE) {
-progress('generating and writing (encrypted: aggregate → encode → seal → insertRollups; plaintext: TSV insert)');
+progress('generating and writing (encrypted: Library seal → the processor tick (computeTick) → insert; plaintext: TSV insert)');
 const tGen = performance.now();
 let n = 0;
 let nextReport = 1_000_000;
 await generate(
   from,
   (m, c, d, value, time) => {
-    const s = seriesIndex(m, c, d);
-    writer.add(s, m, c, d, value, time);
-    counter.add(s, m, time);
+    writer.add(m, c, d, value, time);
     plain.add(m, c, d, value, time);
     pointsPerMetric[m]++;
     n++;
@@ -517,45 +388,18 @@ await generate(
     await writer.maybeInsert();
     if (n >= nextReport) {
       const el = (performance.now() - tGen) / 1000;
-      progress(`  ${fmt(n)} points, ${el.toFixed(1)} s (${fmt(n / el)} points/s); ${fmt(writer.rowsByLevel[0])} minute + ${fmt(writer.rowsByLevel[1])} hour rows`);
+      progress(`  ${fmt(n)} points, ${el.toFixed(1)} s (${fmt(n / el)} points/s); ${fmt(writer.ticks)} ticks, ${fmt(writer.rowsByLevel[0])} minute rows`);
       while (nextReport <= n) nextReport += 1_000_000;
     }
   },
 );
 await writer.finish();
 await plain.finish();
-// This writer stores every level for every point (as ticks before derivation did): its hours
-// need no derivation, so the watermark goes past them (compaction/derive.ts); else every query
-// would read minute rows for all 30 days.
-await store.setDerivedUntil(to + HOUR);
 genSeconds = (performance.now() - tGen) / 1000;
 progress(`generated and stored ${fmt(n)} points in ${genSeconds.toFixed(1)} s (${fmt(n / genSeconds)} points/s)`);
-progress(`  encrypted: ${fmt(writer.rowsByLevel[0])} minute + ${fmt(writer.rowsByLevel[3])} quarter-hour + ${fmt(writer.rowsByLevel[1])} partial hour rows (+ ${fmt(writer.compacted.length)} compacted hour rows held back); encode+seal ${(writer.sealMs / 1000).toFixed(1)} s`);
+progress(`  encrypted: ${fmt(writer.ticks)} ticks wrote ${writer.rowsByLevel.map((r, l) => `${fmt(r)} level-${l}`).join(' + ')} rows; Library seal ${(writer.sealMs / 1000).toFixed(1)} s, computeTick ${(writer.tickMs_ / 1000).toFixed(1)} s`);
 progress(`  plaintext: ${fmt(plain.n)} rows; chDB insert ${(plain.insertMs / 1000).toFixed(1)} s`);
-
-// ---------------------------------------------------------------------------------------------
-// Partial rows per tick size (counted, not written)
-
-const seriesHours = writer.compacted.length;
-tickRows = COUNT_TICKS.map((t, i) => ({
-  tick_s: t,
-  minute_rows: counter.rows[i][0],
-  hour_rows: counter.rows[i][1],
-  partials_per_hour_series: +(counter.rows[i][1] / seriesHours).toFixed(2),
-  orders_rows_30d: counter.hourRowsByMetric[i][0],
-  load_rows_30d: counter.hourRowsByMetric[i][2],
-  over_MAX_ROWS: counter.hourRowsByMetric[i].some((r) => r > MAX_ROWS) ? 'yes' : 'no',
-}));
-console.log(`\nPartial rows a processor tick of each size writes for these points (hour rows are what a 30-day hourly query reads; MAX_ROWS ${fmt(MAX_ROWS)}):`);
-table(tickRows.map((r) => ({ ...r, minute_rows: fmt(r.minute_rows), hour_rows: fmt(r.hour_rows), orders_rows_30d: fmt(r.orders_rows_30d), load_rows_30d: fmt(r.load_rows_30d) })));
-console.log('');
-{
-  const i = COUNT_TICKS.indexOf(TICK_S);
-  if (i >= 0 && (counter.rows[i][0] !== writer.rowsByLevel[0] || counter.rows[i][1] !== writer.rowsByLevel[1])) {
-    throw new Error(`row count mismatch: counted ${counter.rows[i]}, written ${writer.rowsByLevel}`);
-  }
-  if (counter.rows[COUNT_TICKS.indexOf(3600)][1] !== seriesHours) throw new Error('compacted row count mismatch');
-}
+if (writer.rowsByLevel[1] || writer.rowsByLevel[3]) throw new Error('ticks of the running hour wrote hour or quarter-hour rows: not the current tick design');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -726,44 +570,6 @@ async function measurePhase(variant) {
   }
 }
 
-const phases = [];
-if (TICK_S < 3600 && !REUSE) phases.push('partial');
-phases.push('compacted');
-// Day packs (rollup level 2): the real compactor (services/collector/src/compaction/compactor.ts) run over
-// the compacted state; its hour merging finds nothing left (one row per group), it packs every
-// closed UTC day (and deletes the packed hour rows). A build without day packs measures the
-// compacted state again.
-phases.push('packed');
-if (TICK_S < 3600 && !REUSE) phases.push('live');
-let compactSeconds = null;
-let compactedRows = null;
-let packReport = null;
-for (const phase of phases) {
-  if (phase === 'packed') {
-    const { Compactor } = await import(`${DIST}compaction/compactor.js`);
-    const t = performance.now();
-    packReport = await new Compactor({ store, keyring: services.keyring, log: createLogger({ level: 'warn' }), intervalMs: 0 }).runUntilDone();
-    packReport.seconds = (performance.now() - t) / 1000;
-    progress(`compaction (real compactor): ${fmt(packReport.packedDays ?? 0)} day packs written in ${packReport.seconds.toFixed(1)} s`);
-  }
-  if (phase === 'live') {
-    const n = await writer.unmergeLastHour(`${ENC_DB}.rollups`);
-    progress(`live: the newest hour (${new Date(writer.lastHour).toISOString().slice(0, 13)}h UTC) back to its ${fmt(n)} partial hour rows`);
-  }
-  if (phase === 'compacted' && TICK_S < 3600 && !REUSE) {
-    progress(`compaction (simulated): delete the ${fmt(writer.rowsByLevel[1])} partial hour rows, insert ${fmt(writer.compacted.length)} compacted ones`);
-    const t = performance.now();
-    await writer.compact(`${ENC_DB}.rollups`);
-    compactSeconds = (performance.now() - t) / 1000;
-    compactedRows = writer.compacted.length;
-    writer.compacted = []; // the generator's rows: not kept alive through the measurements
-  }
-  progress(`storage (${phase})${optimize ? ': OPTIMIZE TABLE … FINAL' : ''}`);
-  disk.variants[phase] = await measureEncrypted();
-  await settle();
-  await measurePhase(phase);
-}
-
 // 20 dashboard clients at once, each running the overview's queries in a loop (the result cache
 // invalidated before each encrypted query, as above; with 20 clients another client's answer
 // can land in the cache in between — counted as `cached`, and the latency still counted).
@@ -791,24 +597,66 @@ async function concurrently(run) {
   const s = [...lat].sort((a, b) => a - b);
   return { queries: lat.length, perSecond: lat.length / seconds, p50: percentile(s, 0.5), p99: percentile(s, 0.99), errors, cached };
 }
-progress(`concurrent: ${CLIENTS} dashboard clients × the overview's ${OVERVIEW.length} queries in a loop, ${CONCURRENT_S} s each side`);
-await settle();
-const concurrentPlain = await concurrently((q) => plainQuery(q));
-const concurrentEnc = await concurrently((q) => encryptedQuery(q, { allowCached: true }));
-const concurrent = {
-  clients: CLIENTS,
-  seconds: CONCURRENT_S,
-  plaintext: concurrentPlain,
-  encrypted: concurrentEnc,
-  throughputRatio: concurrentEnc.perSecond / concurrentPlain.perSecond,
-  p99Ratio: concurrentEnc.p99 / concurrentPlain.p99,
+async function measureConcurrent(state) {
+  progress(`concurrent (${state}): ${CLIENTS} dashboard clients × the overview's ${OVERVIEW.length} queries in a loop, ${CONCURRENT_S} s each side`);
+  await settle();
+  const plaintext = await concurrently((q) => plainQuery(q));
+  const encrypted = await concurrently((q) => encryptedQuery(q, { allowCached: true }));
+  progress(`  encrypted ${encrypted.perSecond.toFixed(1)} queries/s p99 ${encrypted.p99.toFixed(0)} ms, plaintext ${plaintext.perSecond.toFixed(1)} queries/s p99 ${plaintext.p99.toFixed(0)} ms`);
+  return { state, clients: CLIENTS, seconds: CONCURRENT_S, plaintext, encrypted, throughputRatio: encrypted.perSecond / plaintext.perSecond, p99Ratio: encrypted.p99 / plaintext.p99 };
+}
+
+/**
+ * The stored states, each reached by the real compactor (dist/compaction/compactor.js) with its
+ * clock injected, over what the ticks wrote:
+ *   unpacked — every closed hour derived (hour and quarter-hour rows from the minute rows), no
+ *              day packed: the worst a compaction backlog leaves (maxDayPacks 0);
+ *   live     — then a pass as production runs it at `to`: closed UTC days packed, today's hours
+ *              before the watermark as compaction leaves them, the newest hour minute rows
+ *              behind the real derivation watermark. What a dashboard meets most of the time;
+ *              the concurrent phase runs here;
+ *   packed   — compaction's clock 80 min later (the data ended at `to`): the last hour derived,
+ *              today packed too — every stored hour in a pack.
+ */
+const STATES = {
+  unpacked: { now: to, maxDayPacks: 0 },
+  live: { now: to },
+  packed: { now: to + HOUR + 20 * MIN },
 };
-progress(`  encrypted ${concurrentEnc.perSecond.toFixed(1)} queries/s p99 ${concurrentEnc.p99.toFixed(0)} ms, plaintext ${concurrentPlain.perSecond.toFixed(1)} queries/s p99 ${concurrentPlain.p99.toFixed(0)} ms`);
+const phases = REUSE ? ['reused'] : Object.keys(STATES);
+const compaction = {};
+let concurrent = null;
+for (const phase of phases) {
+  if (STATES[phase]) {
+    const { now: clock, ...limits } = STATES[phase];
+    const t = performance.now();
+    const report = await new Compactor({
+      store,
+      keyring: services.keyring,
+      log: createLogger({ level: 'warn' }),
+      intervalMs: 0,
+      now: () => clock,
+      maxGroups: 10_000,
+      onCompacted: (ids) => services.queryCache.invalidate(ids),
+      ...limits,
+    }).runUntilDone(100_000);
+    report.seconds = (performance.now() - t) / 1000;
+    report.watermark = new Date(await store.derivedUntil()).toISOString();
+    const levels = await sql.query(`SELECT level, count() AS n FROM ${ENC_DB}.rollups WHERE account_id = {a:String} GROUP BY level ORDER BY level`, { a: accountId });
+    report.rowsByLevel = Object.fromEntries(levels.map((r) => [Number(r.level), Number(r.n)]));
+    compaction[phase] = report;
+    progress(`compaction (${phase}, clock ${new Date(clock).toISOString().slice(0, 16)}Z): ${fmt(report.derivedHours)} series-hours derived, ${fmt(report.packedDays)} packs written in ${report.seconds.toFixed(1)} s; watermark ${report.watermark}; rows by level ${JSON.stringify(report.rowsByLevel)}`);
+  }
+  progress(`storage (${phase})${optimize ? ': OPTIMIZE TABLE … FINAL' : ''}`);
+  disk.variants[phase] = await measureEncrypted();
+  await settle();
+  await measurePhase(phase);
+  if (phase === 'live' || REUSE) concurrent = await measureConcurrent(phase);
+}
 loadavg.end = os.loadavg();
 
 // Informational: the same 30-day sum by hour and by day in a time zone whose hours are not UTC
-// hours (UTC+5:30). Hours read minute rollups (request.ts sourceLevel); days read minute
-// rollups only in the UTC hours holding local midnight (`hour+minute`).
+// hours (UTC+5:30), in the last state: the level each reads (request.ts sourceLevel).
 const tzProbe = [];
 for (const interval of ['hour', 'day']) {
   const probe = { timezone: 'Asia/Kolkata', metric: 'orders', aggregation: 'sum', interval, groupBy: ['country'] };
@@ -875,26 +723,21 @@ for (const v of phases) {
 }
 const spot = [];
 {
-  const v = phases[0];
   const sums = cellMap(answers[`plain ${QUERIES[0].id}`]);
   const p95q = cellMap(answers[`plain ${QUERIES[1].id}`]);
   const p95x = cellMap(exactP95);
-  const encSum = seriesCells(answers[`${v} ${QUERIES[0].id}`] ?? { series: [] });
-  const encP95 = seriesCells(answers[`${v} ${QUERIES[1].id}`] ?? { series: [] });
-  const cSum = seriesCells(answers[`compacted ${QUERIES[0].id}`] ?? { series: [] });
-  const cP95 = seriesCells(answers[`compacted ${QUERIES[1].id}`] ?? { series: [] });
-  for (const [hOff, country] of [[100, 'US'], [400, 'DE'], [650, 'IE'], [719, 'JP']]) {
+  const enc = phases.map((v) => [v, seriesCells(answers[`${v} ${QUERIES[0].id}`] ?? { series: [] }), seriesCells(answers[`${v} ${QUERIES[1].id}`] ?? { series: [] })]);
+  // the last hour (719) is read from minute rows in the unpacked and live states
+  for (const [hOff, country] of [[100, 'US'], [400, 'DE'], [650, 'IE'], [718, 'GB'], [719, 'JP']]) {
     const k = `${from + hOff * HOUR}|${country}`;
     spot.push({
       hour: new Date(from + hOff * HOUR).toISOString().slice(0, 13),
       country,
       'sum plain': sums.get(k),
-      [`sum ${v}`]: encSum.get(k),
-      'sum compacted': cSum.get(k),
+      ...Object.fromEntries(enc.map(([v, sum]) => [`sum ${v}`, sum.get(k)])),
       'p95 exact': p95x.get(k),
       'p95 CH quantile': p95q.get(k)?.toFixed(1),
-      [`p95 ${v}`]: encP95.get(k)?.toFixed(1),
-      'p95 compacted': cP95.get(k)?.toFixed(1),
+      ...Object.fromEntries(enc.map(([v, , p95]) => [`p95 ${v}`, p95.get(k)?.toFixed(1)])),
     });
   }
 }
@@ -915,7 +758,7 @@ console.log(`\nQuery latency (HTTP POST /v1/query, result cache bypassed; ${RUNS
 table(
   results.map((r) => ({
     query: r.query,
-    stored: r.variant === 'partial' ? `partial (tick ${TICK_S} s)` : r.variant,
+    stored: r.variant,
     'rows read': fmt(r.rowsRead),
     'enc p50 ms': r.error ? r.error : f1(r.encrypted.p50),
     'enc p95 ms': r.error ? '-' : f1(r.encrypted.p95),
@@ -926,7 +769,7 @@ table(
     'target ≤1.5x': r.ratioP50 == null ? 'FAIL' : r.ratioP50 <= 1.5 && r.ratioP95 <= 1.5 ? 'PASS' : 'FAIL',
   })),
 );
-console.log(`\n${CLIENTS} concurrent dashboard clients, the overview's ${OVERVIEW.length} queries in a loop for ${CONCURRENT_S} s (final stored state; per-token limits lifted):`);
+console.log(`\n${CLIENTS} concurrent dashboard clients, the overview's ${OVERVIEW.length} queries in a loop for ${CONCURRENT_S} s (stored state: ${concurrent.state}; per-token limits lifted):`);
 table([
   { figure: 'throughput (queries/s)', encrypted: concurrent.encrypted.perSecond.toFixed(1), plaintext: concurrent.plaintext.perSecond.toFixed(1), ratio: `${concurrent.throughputRatio.toFixed(2)}x`, target: '≥ 0.67x', verdict: concurrent.throughputRatio >= 0.67 ? 'PASS' : 'FAIL' },
   { figure: 'latency p99 (ms)', encrypted: concurrent.encrypted.p99.toFixed(0), plaintext: concurrent.plaintext.p99.toFixed(0), ratio: `${concurrent.p99Ratio.toFixed(2)}x`, target: '≤ 1.5x', verdict: concurrent.p99Ratio <= 1.5 ? 'PASS' : 'FAIL' },
@@ -971,12 +814,14 @@ if (!REUSE) writeResult('query', {
     transport: 'HTTP POST /v1/query against startCollector (role query) in this process',
     cache: 'result cache invalidated before each encrypted run (dictionary and pseudonym caches warm)',
     plaintext: 'MergeTree plain.events ORDER BY (name, time), same chDB, store.query (JSONEachRow parsed)',
-    compaction: 'simulated: partial hour rows deleted, one sealed row per (hour, series) inserted; then (packed) the real compactor writes day packs',
+    writer: 'Library-sealed batches (v2, deflate) through computeTick (dist/process/tick.js), one tick per tickSeconds of traffic, minute rows only',
+    compaction: 'the real Compactor (dist/compaction/compactor.js) with an injected clock: derive, watermark, day packs',
+    states: Object.fromEntries(Object.entries(STATES).map(([k, v]) => [k, { ...v, now: new Date(v.now).toISOString() }])),
   },
   loadavg,
-  data: { pointsPerMetric: Object.fromEntries(METRICS.map((m, i) => [m.name, pointsPerMetric[i]])), generateSeconds: genSeconds, pointsPerSecond: N / genSeconds, encodeSealSeconds: writer.sealMs / 1000, plaintextInsertSeconds: plain.insertMs / 1000 },
-  rowsWritten: { minute: writer.rowsByLevel[0], quarter: writer.rowsByLevel[3], partialHour: writer.rowsByLevel[1], compactedHour: compactedRows ?? writer.compacted.length, compactSeconds, dayPacks: packReport?.packedDays ?? 0, packSeconds: packReport?.seconds ?? null },
-  partialRowsByTick: tickRows,
+  data: { pointsPerMetric: Object.fromEntries(METRICS.map((m, i) => [m.name, pointsPerMetric[i]])), generateSeconds: genSeconds, pointsPerSecond: N / genSeconds, librarySealSeconds: writer.sealMs / 1000, computeTickSeconds: writer.tickMs_ / 1000, plaintextInsertSeconds: plain.insertMs / 1000 },
+  rowsWritten: { ticks: writer.ticks, byLevel: writer.rowsByLevel },
+  compaction,
   queries: results,
   concurrent,
   timeZoneProbe: tzProbe,
@@ -992,6 +837,6 @@ session.close();
 await running.close();
 if (args.keep && !REUSE) {
   writeFileSync(join(dataDir, 'bench-query.json'), JSON.stringify({ points: N, to, account: { accountId, readToken: created.readToken } }));
-  progress(`kept ${dataDir} (compacted state; rerun queries with --reuse ${dataDir})`);
+  progress(`kept ${dataDir} (${phases.at(-1)} state; rerun queries with --reuse ${dataDir})`);
 } else if (!REUSE) rmSync(dataDir, { recursive: true, force: true });
 process.exit(ok ? 0 : 1);
