@@ -3,14 +3,20 @@
  * plaintext references: a row's group is cached per (key version, series) with its tag arrays
  * checked, so rows of one series pseudonym carrying other tag arrays still land in their own
  * group (and outside a filter still fail); opened plaintexts are views into a shared pool, so
- * every payload kept must still hold its own bytes after thousands more rows were opened.
+ * every payload kept must still hold its own bytes after thousands more rows were opened. Day
+ * packs are merged slot by slot straight from the pack's bytes (no view, no object per slot,
+ * no sketch per cell unless a percentile is asked): answers over packs, the rows they hold
+ * still stored, late rows and unpacked days, in UTC and in zones at :30 and :45, by hour and
+ * by day, equal the plaintext points' (sums exactly, p95 within the sketch's bound).
  */
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
 import { openRollup, sealRollup } from '../src/at-rest/records.js';
-import { mergeRows, type MergePlan } from '../src/query/merge.js';
-import { addPoint, emptyAggregate, encodeAggregate, finalize } from '../src/rollup/index.js';
+import { finishSeries, mergeRows, type MergePlan } from '../src/query/merge.js';
+import { addPoint, buckets, bucketStart, emptyAggregate, encodeAggregate, encodeDayPack, finalize, nextBucketStart, sourceLevel, type Aggregate, type Aggregation, type Interval } from '../src/rollup/index.js';
+import { LEVEL, PACKS, type PackLevel } from '../src/rollup/levels.js';
 import type { StoredRow } from '../src/rollup/rows.js';
+import { mulberry32 } from '../../../test/support/seeded.mjs';
 
 const HOUR = 3_600_000;
 const day0 = Date.UTC(2026, 10, 2);
@@ -79,5 +85,150 @@ describe('query merge', () => {
     const copy = kept[1]!.slice();
     copy.fill(0);
     expect(Buffer.from(kept[1]!).equals(Buffer.from(plains[1]!))).toBe(true);
+  });
+});
+
+describe('query merge over day packs (plaintext reference)', () => {
+  const DAY = 24 * HOUR;
+  const QUARTER = HOUR / 4;
+  const start = Date.UTC(2026, 10, 2); // day 0; days 0 and 1 packed, day 2 not
+  const countries = ['100', '101'];
+  const series = countries.flatMap((c, i) => ['200', '201'].map((d, j) => ({ s: `${5000 + i * 2 + j}`, k: '7,8', t: `${c},${d}` })));
+  const rnd = mulberry32(14);
+  type Point = { t: number; s: number; v: number };
+  const points: Point[] = [];
+  // edges first (day and hour boundaries, the last millisecond of a day and of a quarter hour), then seeded times
+  const edges = [0, 1, HOUR - 1, HOUR, 5 * HOUR + 30 * 60_000, 18 * HOUR + 15 * 60_000 - 1, 18 * HOUR + 15 * 60_000, DAY - 1, DAY, 2 * DAY - 1, 2 * DAY, 3 * DAY - 1];
+  edges.forEach((e, i) => points.push({ t: start + e, s: i % series.length, v: [0, 1, 2.5, 1e6, 0.25][i % 5]! }));
+  for (let i = 0; i < 3000; i++) points.push({ t: start + Math.floor(rnd() * 3 * DAY), s: Math.floor(rnd() * series.length), v: Math.round(Math.exp(rnd() * 8)) / 4 });
+  const late = { t: start + DAY + 7 * HOUR + 5 * 60_000, s: 1, v: 33 }; // arrived after day 1 was packed: an hour (quarter) row beside the pack
+  const all = [...points, late];
+
+  const ident = (level: number, b: number, sr: (typeof series)[number], part: string) => ({
+    accountId, level: level as 0, bucket: b, metric, series: sr.s, tagKeys: sr.k.split(','), tagValues: sr.t.split(','), keyVersion: 1, part,
+  });
+  const row = (level: number, b: number, si: number, part: string, plain: Uint8Array, list?: string[], stored: string[] = []): StoredRow => {
+    const sr = series[si]!;
+    return { l: level, b, v: 1, s: sr.s, a: sealRollup(key, ident(level, b, sr, part), plain, list), k: sr.k, t: sr.t, m: metric, p: part, u: stored };
+  };
+  const aggOf = (ps: Point[]): Uint8Array => {
+    const a = emptyAggregate();
+    for (const p of ps) addPoint(a, p.v, p.t);
+    return encodeAggregate(a);
+  };
+  /** The stored rows of one kind (hour rows and hour packs, or quarter-hour rows and quarter packs). */
+  function storedRows(pack: PackLevel): StoredRow[] {
+    const { of, slotMs } = PACKS[pack];
+    const rows: StoredRow[] = [];
+    for (let si = 0; si < series.length; si++) {
+      const cells = new Map<number, Point[]>();
+      for (const p of points.filter((p) => p.s === si)) {
+        const b = p.t - (p.t % slotMs);
+        cells.set(b, [...(cells.get(b) ?? []), p]);
+      }
+      for (let d = 0; d < 3; d++) {
+        const day = start + d * DAY;
+        const mine = [...cells].filter(([b]) => b >= day && b < day + DAY).sort((x, y) => x[0] - y[0]);
+        if (d === 2) {
+          for (const [b, ps] of mine) rows.push(row(of, b, si, `h${si}_${b}`, aggOf(ps)));
+          continue;
+        }
+        const slots = mine.map(([b, ps]) => ({ hour: (b - day) / slotMs, bytes: aggOf(ps) }));
+        const list = mine.map(([b]) => `${(b - day) / slotMs}/h${si}_${b}`);
+        // day 1: compaction not finished — the pack's stored list still names the rows it holds, and one of them is still stored
+        rows.push(row(pack, day, si, `c:d:${si}_${d}`, encodeDayPack(slots, PACKS[pack].slots), list, d === 1 ? list : []));
+        if (d === 1 && mine.length > 0) rows.push(row(of, mine[0]![0], si, `h${si}_${mine[0]![0]}`, aggOf(mine[0]![1])));
+      }
+    }
+    const lb = late.t - (late.t % slotMs);
+    rows.push(row(of, lb, late.s, 'late', aggOf([late])));
+    return rows;
+  }
+  const hourRows = storedRows(LEVEL.dayPack);
+  const quarterRows = storedRows(LEVEL.quarterPack);
+
+  /** The answer per country and bucket, as the engine finishes it, and the reference from the points. */
+  function answer(interval: Interval, tz: string, from: number, to: number, aggregation: Aggregation) {
+    const starts = buckets(from, to, interval, tz);
+    const end = nextBucketStart(starts.at(-1)!, interval, tz);
+    const level = sourceLevel(interval, tz, from, to);
+    expect(level).not.toBe(LEVEL.minute);
+    const stored = (level === LEVEL.hour ? hourRows : quarterRows).filter((r) => r.l === LEVEL.dayPack || r.l === LEVEL.quarterPack || (r.b >= starts[0]! && r.b < end));
+    const p: MergePlan = { ...plan(), level, starts, end, aggregation, versions: [{ version: 1, dataKey: key, metric, groupKeys: ['7'], filters: [] }] };
+    const m = mergeRows(p, [...stored].reverse());
+    expect(m.failed).toBe(0);
+    expect(m.tampered).toBe(0);
+    const groups = [...m.groups.values()];
+    const values = finishSeries(p, groups, groups.map((_, j) => j), groups.length);
+    const got = Object.fromEntries(groups.map((g, j) => [g.values[0], values[j]]));
+    const ref: Record<string, number[][]> = {};
+    for (const pt of all) {
+      if (pt.t < starts[0]! || pt.t >= end) continue;
+      const i = starts.indexOf(bucketStart(pt.t, interval, tz));
+      const c = series[pt.s]!.t.split(',')[0]!;
+      ((ref[c] ??= starts.map(() => []))[i]!).push(pt.v);
+    }
+    return { got, ref, starts };
+  }
+  const cases: [Interval, string][] = [
+    ['hour', 'UTC'],
+    ['day', 'UTC'],
+    ['hour', 'Asia/Kolkata'],
+    ['hour', 'Asia/Kathmandu'],
+    ['day', 'Asia/Kolkata'],
+    ['day', 'Asia/Kathmandu'],
+  ];
+  const ranges = [
+    [start, start + 3 * DAY],
+    [start + 5 * HOUR, start + 2 * DAY + 20 * HOUR], // starts and ends inside packed and unpacked days
+  ];
+
+  it.each(cases)('sums by %s in %s equal the points\' exactly, count and max too', (interval, tz) => {
+    for (const [from, to] of ranges) {
+      for (const aggregation of ['sum', 'count', 'max'] as const) {
+        const { got, ref } = answer(interval, tz, from!, to!, aggregation);
+        expect(Object.keys(got).sort()).toEqual(countries);
+        for (const c of countries) {
+          const want = ref[c]!.map((vs) => (aggregation === 'sum' ? vs.reduce((a, b) => a + b, 0) : aggregation === 'count' ? vs.length : vs.length ? Math.max(...vs) : null));
+          expect(got[c], `${aggregation} ${c}`).toEqual(want);
+        }
+      }
+    }
+  });
+
+  it.each(cases)('p95 by %s in %s is within the sketch\'s bound of the exact rank value', (interval, tz) => {
+    for (const [from, to] of ranges) {
+      const { got, ref } = answer(interval, tz, from!, to!, 'p95');
+      let cells = 0;
+      for (const c of countries)
+        ref[c]!.forEach((vs, i) => {
+          const v = got[c]![i];
+          if (vs.length === 0) return expect(v).toBeNull();
+          const x = [...vs].sort((a, b) => a - b)[Math.floor(0.95 * (vs.length - 1))]!;
+          expect(Math.abs(v! - x), `${c} bucket ${i}: ${v} vs ${x}`).toBeLessThanOrEqual(0.01 * Math.abs(x) + 1e-9);
+          cells++;
+        });
+      expect(cells).toBeGreaterThanOrEqual(6);
+    }
+  });
+
+  it('a malformed pack counts the slots before its fault, and is counted as failed', () => {
+    const day = start;
+    const slots = [0, 1, 2].map((h) => ({ hour: h, bytes: aggOf([{ t: day + h * HOUR, s: 0, v: 10 + h }]) }));
+    const good = encodeDayPack(slots);
+    const truncated = good.subarray(0, good.length - 1); // the last slot's aggregate cut short
+    const outOfOrder = Uint8Array.from(good);
+    outOfOrder[3 + good[2]!] = 0; // the second slot's number (after version, slot 0, its length and aggregate) rewritten to 0: not after slot 0
+    const p: MergePlan = { ...plan(), starts: [day, day + HOUR, day + 2 * HOUR], end: day + 3 * HOUR };
+    for (const [bytes, want] of [
+      [truncated, [10, 11, null]],
+      [outOfOrder, [10, null, null]],
+      [Uint8Array.of(9, ...good.subarray(1)), [null, null, null]], // unknown version
+    ] as const) {
+      const m = mergeRows(p, [row(LEVEL.dayPack, day, 0, 'c:d:bad', bytes, [])]);
+      const sums = [...m.groups.values()][0]?.aggs.map((a: Aggregate | undefined) => (a ? finalize(a, 'sum') : null)) ?? [null, null, null];
+      expect(Array.from({ length: 3 }, (_, i) => sums[i] ?? null)).toEqual(want);
+      expect(m.failed).toBe(1);
+    }
   });
 });

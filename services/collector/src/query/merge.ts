@@ -5,10 +5,10 @@
  * (worker.ts) or, for small reads, inline (mergers.ts). The engine (engine.ts) does the I/O.
  */
 import { CollectorError } from '../errors.js';
-import { emptyAggregate, finalize, mergeEncoded, mergeInto, type Aggregate, type Aggregation } from '../rollup/index.js';
+import { emptyAggregate, emptyScalars, finalize, mergeEncoded, mergeInto, type Aggregate, type Aggregation } from '../rollup/index.js';
 import type { RollupLevel } from '../storage/types.js';
 import { HOUR_MS } from '../rollup/days.js';
-import { LEVEL, readRows, RowReader, type StoredRow } from '../rollup/rows.js';
+import { LEVEL, readRows, RowReader, type OpenedRow, type StoredRow } from '../rollup/rows.js';
 import { isPack } from '../rollup/levels.js';
 
 /** Most series in one answer. */
@@ -88,18 +88,24 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
   const n = starts.length;
   const versions = new Map(plan.versions.map((v) => [v.version, { ...v, accepted: v.filters.map((f) => ({ values: new Set(f.accepted), missingKey: f.missingKey })) }]));
   const groups = new Map<string, Group>();
-  const bucketIndex = new Map<number, number>();
+  // Bucket of a time: rows and a pack's slots mostly come in increasing time, so the last
+  // bucket found (or the next) is checked before a binary search; no map, no boxed key.
+  let at = 0;
   const indexOf = (t: number): number => {
-    let i = bucketIndex.get(t);
-    if (i === undefined) bucketIndex.set(t, (i = locate(starts, t)));
-    return i;
+    if (n === 0 || t < starts[0]!) return -1;
+    if (starts[at]! <= t) {
+      if (at + 1 === n || t < starts[at + 1]!) return at;
+      if (at + 2 === n || t < starts[at + 2]!) return ++at;
+    }
+    return (at = locate(starts, t));
   };
   // (version, series) → the group of its tag arrays: the rows of one series carry the same ones
   // (checked: a row of the series with other arrays gets its own answer, uncached). No key
-  // string per row.
-  type Grouping = { k: string; t: string; grp: { key: string; values: string[] } | null };
+  // string per row; the Group itself is kept once it exists (no map lookup per cell).
+  type Target = { key: string; values: string[]; g: Group | undefined };
+  type Grouping = { k: string; t: string; grp: Target | null };
   const groupCache = new Map<number, Map<string, Grouping>>();
-  const groupOf = (row: StoredRow): { key: string; values: string[] } | null => {
+  const groupOf = (row: StoredRow): Target | null => {
     let bySeries = groupCache.get(row.v);
     if (!bySeries) groupCache.set(row.v, (bySeries = new Map()));
     const hit = bySeries.get(row.s);
@@ -108,23 +114,20 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
     if (!hit) bySeries.set(row.s, { k: row.k, t: row.t, grp });
     return grp;
   };
-  const groupFor = (row: StoredRow): { key: string; values: string[] } | null => {
-    let grp: { key: string; values: string[] } | null;
+  const groupFor = (row: StoredRow): Target | null => {
     const v = versions.get(row.v)!;
     const keys = row.k === '' ? [] : row.k.split(',');
     const values = row.t === '' ? [] : row.t.split(',');
     const passes = (f: { values: Set<string>; missingKey: string | undefined }) =>
       values.some((x) => f.values.has(x)) || (f.missingKey !== undefined && !keys.includes(f.missingKey));
-    if (!v.accepted.every(passes)) grp = null;
-    else {
-      // Like `tag_values[indexOf(tag_keys, k)]`: '0' when the key is absent.
-      const g = v.groupKeys.map((gk) => {
-        const i = keys.indexOf(gk);
-        return i < 0 ? '0' : values[i] ?? '0';
-      });
-      grp = { key: g.join('\u0000'), values: g };
-    }
-    return grp;
+    if (!v.accepted.every(passes)) return null;
+    // Like `tag_values[indexOf(tag_keys, k)]`: '0' when the key is absent.
+    const g = v.groupKeys.map((gk) => {
+      const i = keys.indexOf(gk);
+      return i < 0 ? '0' : values[i] ?? '0';
+    });
+    const key = g.join('\u0000');
+    return { key, values: g, g: undefined };
   };
   // Hours read from minute rows (bucket edges inside them, or not derived yet): there a minute
   // row counts and the hour (quarter-hour) rows and pack slots do not; elsewhere the reverse.
@@ -153,31 +156,41 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
     accept: (row) => groupOf(row) !== null, // storage returned a row outside the filter: failed
   });
 
+  // Percentiles merge sketches; every other aggregation reads none, and its cells share one
+  // empty sketch (no sketch stores per cell).
   const withSketch = plan.aggregation[0] === 'p';
+  const newCell = withSketch ? emptyAggregate : emptyScalars;
   let failed = 0;
-  const add = (grp: { key: string; values: string[] }, i: number, bytes: Uint8Array): void => {
-    let g = groups.get(grp.key);
+  const add = (grp: Target, i: number, bytes: Uint8Array, from: number, to: number): void => {
+    const g = grp.g ?? (grp.g = groups.get(grp.key)); // another series may have made the group
     const cur = g?.aggs[i];
     try {
-      if (cur) return mergeEncoded(cur, bytes, withSketch); // unchanged when it throws
-      const agg = emptyAggregate();
-      mergeEncoded(agg, bytes, withSketch);
-      if (!g) {
+      if (cur) return mergeEncoded(cur, bytes, withSketch, from, to); // unchanged when it throws
+      const agg = newCell();
+      mergeEncoded(agg, bytes, withSketch, from, to);
+      if (g) g.aggs[i] = agg;
+      else {
         if (groups.size >= plan.maxGroups) throw tooManySeries();
-        g = { values: grp.values, aggs: new Array(n) };
-        groups.set(grp.key, g);
+        const made: Group = { values: grp.values, aggs: new Array(n) };
+        made.aggs[i] = agg;
+        groups.set(grp.key, (grp.g = made));
       }
-      g.aggs[i] = agg;
     } catch (e) {
       if (e instanceof CollectorError) throw e;
       failed++;
     }
   };
   // a day pack: only its slots inside the range, and not those read from minute rows
-  for (const { o, t, bytes } of reader.cells(rows, starts[0]!, end)) {
-    if (anyMinutes && isPack(o.level) && inMinutes(t)) continue;
-    add(groupOf(o.row)!, indexOf(t), bytes);
-  }
+  let last: OpenedRow | undefined;
+  let target: Target | null = null;
+  reader.eachCell(rows, starts[0]!, end, (o, t, bytes, from, to) => {
+    if (anyMinutes && isPack(o.level) && inMinutes(t)) return;
+    if (o !== last) {
+      last = o;
+      target = groupOf(o.row);
+    }
+    add(target!, indexOf(t), bytes, from, to);
+  });
   return { rows: rows.length, tooLarge: false, groups, failed: failed + reader.failed, tampered: reader.tampered };
 }
 

@@ -57,6 +57,15 @@ export function emptyAggregate(opts?: SketchOptions): Aggregate {
   return { count: 0, sum: 0, min: Infinity, max: -Infinity, last: 0, lastAt: -Infinity, sketch: createSketch(opts) };
 }
 
+/**
+ * An empty aggregate for merges that never ask for a percentile (mergeEncoded with
+ * withSketch = false): it shares one empty sketch instead of building one (mergeInto and
+ * mergeEncoded replace it rather than write to it). Do not add points to it.
+ */
+export function emptyScalars(): Aggregate {
+  return { count: 0, sum: 0, min: Infinity, max: -Infinity, last: 0, lastAt: -Infinity, sketch: NO_SKETCH };
+}
+
 export function cloneAggregate(a: Aggregate): Aggregate {
   const c = { ...a, sketch: cloneSketch(a.sketch) };
   if (a.visitors) c.visitors = cloneDistinct(a.visitors);
@@ -361,12 +370,13 @@ const cursor = new ByteReader();
  * decodeAggregate would, and merge's errors (incompatible_sketch, invalid_argument on count
  * overflow) exactly when mergeInto would; either way `into` is left unchanged.
  * withSketch = false: like decodeAggregate(bytes, false), the sketch body is neither read
- * nor validated, and `into.sketch` is untouched.
+ * nor validated, and `into.sketch` is untouched. `start`, `end`: the encoding is
+ * `bytes[start, end)` (a day pack's slot, without a view per slot).
  */
-export function mergeEncoded(into: Aggregate, bytes: Uint8Array, withSketch: boolean): void {
+export function mergeEncoded(into: Aggregate, bytes: Uint8Array, withSketch: boolean, start = 0, end = bytes.length): void {
   if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
   const r = cursor;
-  r.reset(bytes);
+  r.reset(bytes, start, end);
   const v = readVersion(r);
   const count = r.varint();
   if (count === 0) {

@@ -54,30 +54,34 @@ export class ByteWriter {
 export class ByteReader {
   bytes: Uint8Array = new Uint8Array(0);
   pos = 0;
+  /** Where the bytes read end (exclusive): `bytes.length`, or the end of a range (`reset`). */
+  end = 0;
   private readonly f = new Uint8Array(8);
   private readonly view = new DataView(this.f.buffer);
 
   constructor(bytes?: Uint8Array) {
-    if (bytes) this.bytes = bytes;
+    if (bytes) this.reset(bytes);
   }
 
-  reset(bytes: Uint8Array): void {
+  /** Reads `bytes[start, end)` (default: all of it): a range without a view of its own. */
+  reset(bytes: Uint8Array, start = 0, end = bytes.length): void {
     this.bytes = bytes;
-    this.pos = 0;
+    this.pos = start;
+    this.end = end;
   }
 
   get remaining(): number {
-    return this.bytes.length - this.pos;
+    return this.end - this.pos;
   }
 
   u8(): number {
-    if (this.pos >= this.bytes.length) throw malformed('truncated');
+    if (this.pos >= this.end) throw malformed('truncated');
     return this.bytes[this.pos++]!;
   }
 
   varint(): number {
     const p = this.pos;
-    if (p < this.bytes.length) {
+    if (p < this.end) {
       const b = this.bytes[p]!;
       if (b < 0x80) {
         this.pos = p + 1;

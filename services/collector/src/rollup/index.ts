@@ -18,6 +18,7 @@ export {
   type Aggregate,
   type Aggregation,
   emptyAggregate,
+  emptyScalars,
   cloneAggregate,
   addPoint,
   mergeInto,

@@ -41,15 +41,38 @@ export function encodeDayPack(hours: { hour: number; bytes: Uint8Array }[], slot
   return out;
 }
 
-/** Each (slot, aggregateBytes) of a pack in order (views into `pack`); throws at the first fault of a malformed pack. */
-export function* daySlots(pack: Uint8Array, slots = 24): Generator<[slot: number, bytes: Uint8Array]> {
-  if (pack[0] !== VERSION) throw malformed('unknown version');
-  let o = 1;
-  let last = -1;
-  while (o < pack.length) {
+/**
+ * Walks the slots of a pack without a view or an array per slot (the query engine's hot loop):
+ * after `reset`, each `next()` that answers true locates one slot's aggregate at
+ * `pack[start, end)`; `next()` throws at the first fault of a malformed pack (an unknown version
+ * at the first call; the slots before it were visited). Reusable.
+ */
+export class PackSlots {
+  pack: Uint8Array = new Uint8Array(0);
+  slot = -1;
+  start = 0;
+  end = 0;
+  private slots = 24;
+
+  /** Starts a walk over `pack` (`slots`: 24 for hours, 96 for quarter hours). */
+  reset(pack: Uint8Array, slots = 24): this {
+    this.pack = pack;
+    this.slots = slots;
+    this.slot = -1;
+    this.end = 0;
+    return this;
+  }
+
+  next(): boolean {
+    const pack = this.pack;
+    let o = this.end;
+    if (o === 0) {
+      if (pack[0] !== VERSION) throw malformed('unknown version');
+      o = 1;
+    }
+    if (o >= pack.length) return false;
     const slot = pack[o++]!;
-    if (slot >= slots || slot <= last) throw malformed('slots out of order');
-    last = slot;
+    if (slot >= this.slots || slot <= this.slot) throw malformed('slots out of order');
     let len = 0;
     for (let shift = 1; ; shift *= 128) {
       if (o >= pack.length || shift > 2 ** 28) throw malformed('truncated');
@@ -58,7 +81,15 @@ export function* daySlots(pack: Uint8Array, slots = 24): Generator<[slot: number
       if (b < 0x80) break;
     }
     if (o + len > pack.length) throw malformed('truncated');
-    yield [slot, pack.subarray(o, o + len)];
-    o += len;
+    this.slot = slot;
+    this.start = o;
+    this.end = o + len;
+    return true;
   }
+}
+
+/** Each (slot, aggregateBytes) of a pack in order (views into `pack`); throws at the first fault of a malformed pack. */
+export function* daySlots(pack: Uint8Array, slots = 24): Generator<[slot: number, bytes: Uint8Array]> {
+  const c = new PackSlots().reset(pack, slots);
+  while (c.next()) yield [c.slot, pack.subarray(c.start, c.end)];
 }

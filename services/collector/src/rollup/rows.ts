@@ -22,7 +22,7 @@
  * (it deletes them) and which failed.
  */
 import { joinPseudonyms, openRollupJoined, openRollupRow, type OpenedRollup, type RollupIdentity } from '../at-rest/records.js';
-import { daySlots } from './pack.js';
+import { PackSlots } from './pack.js';
 import { RollupError } from './errors.js';
 import type { StoredRow } from '../storage/queries.js';
 import type { StoredRollup } from '../storage/types.js';
@@ -77,6 +77,9 @@ export interface Cell<R extends StoredRow = StoredRow> {
   t: number;
   bytes: Uint8Array;
 }
+
+/** Told of one cell by `RowReader.eachCell`: its row, its time, and its aggregate `bytes[start, end)`. */
+export type CellVisitor<R extends StoredRow = StoredRow> = (o: OpenedRow<R>, t: number, bytes: Uint8Array, start: number, end: number) => void;
 
 export interface RowReaderOptions<R extends StoredRow = StoredRow> {
   accountId: string;
@@ -147,21 +150,45 @@ export class RowReader<R extends StoredRow = StoredRow> {
    * (like separate rows) and is counted in `failed`.
    */
   *cells(stored: readonly R[], from = -Infinity, to = Infinity): Generator<Cell<R>> {
+    const cells: Cell<R>[] = [];
+    // the cells of one row at a time: collected by eachCell, yielded in order
     for (const o of this.rows(stored)) {
-      if (!isPack(o.level)) {
-        yield { o, t: o.row.b, bytes: o.payload };
-        continue;
-      }
-      const { slotMs, slots } = PACKS[o.level];
+      this.rowCells(o, from, to, (o, t, bytes, start, end) => cells.push({ o, t, bytes: start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end) }));
+      yield* cells;
+      cells.length = 0;
+    }
+  }
+
+  /**
+   * `cells` without an object or a view per cell, for the query engine's hot loop: `visit` is
+   * called with each cell's row, time and aggregate `bytes[start, end)` (a day pack's slot is a
+   * range of its payload). A RollupError thrown by `visit` is its own (never counted here).
+   */
+  eachCell(stored: readonly R[], from: number, to: number, visit: CellVisitor<R>): void {
+    for (const o of this.rows(stored)) this.rowCells(o, from, to, visit);
+  }
+
+  private readonly slotWalk = new PackSlots();
+
+  private rowCells(o: OpenedRow<R>, from: number, to: number, visit: CellVisitor<R>): void {
+    if (!isPack(o.level)) {
+      visit(o, o.row.b, o.payload, 0, o.payload.length);
+      return;
+    }
+    const { slotMs, slots } = PACKS[o.level];
+    const walk = this.slotWalk;
+    const pack = o.payload;
+    walk.reset(pack, slots);
+    for (;;) {
       try {
-        for (const [slot, bytes] of daySlots(o.payload, slots)) {
-          const t = o.row.b + slot * slotMs;
-          if (t >= from && t < to) yield { o, t, bytes };
-        }
+        if (!walk.next()) return;
       } catch (e) {
-        if (!(e instanceof RollupError)) throw e; // a refusal by the consumer (too many series), not a fault of the pack
+        if (!(e instanceof RollupError)) throw e;
         this.fail(o.row); // a malformed pack
+        return;
       }
+      const t = o.row.b + walk.slot * slotMs;
+      if (t >= from && t < to) visit(o, t, pack, walk.start, walk.end);
     }
   }
 

@@ -371,7 +371,7 @@ function scanRuns(c: ByteReader, runs: Runs, minIndex: number, maxIndex: number,
   const idx = runs.idx;
   const cnt = runs.cnt;
   const bytes = c.bytes;
-  const len = bytes.length;
+  const len = c.end;
   let index = c.zigzag();
   let p = c.pos; // kept local in the loop; one-byte varints inline, longer ones via the cursor
   for (let b = 0; ; ) {
