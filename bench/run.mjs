@@ -8,6 +8,7 @@ const ALL = [
   ['library', 'packages/library/bench/library.bench.mjs'],
   ['hpke', 'bench/hpke.mjs'],
   ['records', 'bench/records.mjs'],
+  ['x25519', 'bench/x25519.mjs'],
   ['ingest', 'bench/ingest.mjs'],
   ['bytes', 'bench/bytes.mjs'],
   ['storefront', 'bench/storefront.mjs'],

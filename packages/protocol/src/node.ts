@@ -1,6 +1,10 @@
 /**
- * Node-only fast path: X25519 through node:crypto (OpenSSL), ~18x faster than tweetnacl's
- * scalar multiplication. Same bytes as tweetnacl, proven by the Wycheproof vectors.
+ * Node-only fast paths. X25519 through node:crypto (OpenSSL, ~18x faster than tweetnacl's
+ * scalar multiplication), or through libsodium (`libsodiumX25519`) for a process that loads
+ * sodium-native: the collector, where node:crypto's key imports cost more than the multiplication
+ * (~0.5 ms the first time a secret key is seen, a JWK import of the peer's key every time).
+ * The same bytes as tweetnacl, proven by RFC 7748's and Wycheproof's vectors (test/x25519.test.ts,
+ * test/wycheproof.test.ts). HPKE seal and open take the backend (default node:crypto).
  * Kept out of the main entry so browser bundles never import node:crypto.
  */
 import { randomBytes, createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createSecretKey, createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
@@ -9,11 +13,18 @@ import { keySchedule, ZERO_SALT } from './hpke.js';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import type { Deflate, Inflate } from './envelope.js';
 
+/** An X25519 implementation: the shared secret (throws when it would be all zero: a low-order peer key) and the public key of a secret key. */
+export interface X25519Backend {
+  name: 'libsodium' | 'openssl';
+  dh: X25519;
+  publicKeyOf(secretKey: Uint8Array): Uint8Array;
+}
+
 const PKCS8 = Buffer.from('302e020100300506032b656e04220420', 'hex');
 /**
- * Imported private keys, keyed by the very secret key buffer they came from (never by its
- * bytes or their base64: no copy of a secret key ever lives in a map key). An entry goes
- * with its buffer, or at once with `forgetX25519Key` (shred, wipe, a worker dropping an account).
+ * Imported private keys (node:crypto path), keyed by the very secret key buffer they came from
+ * (never by its bytes or their base64: no copy of a secret key ever lives in a map key). An entry
+ * goes with its buffer, or at once with `forgetX25519Key` (shred, wipe, a worker dropping an account).
  */
 const privateKeys = new WeakMap<Uint8Array, KeyObject>();
 
@@ -41,13 +52,48 @@ export function destroyKeys(...keys: Uint8Array[]): void {
   }
 }
 
-/** Throws when OpenSSL refuses (all-zero shared secret); `sharedKey` maps that to null. */
-export const nodeX25519: X25519 = (secretKey, publicKey) =>
-  diffieHellman({
-    privateKey: privateKey(secretKey),
-    // JWK import: OpenSSL 3 decodes a DER SubjectPublicKeyInfo ~10x slower than a JWK.
-    publicKey: createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.byteLength).toString('base64url') }, format: 'jwk' }),
-  });
+/** X25519 through node:crypto: the private key imported once per secret key buffer, the public key per call (JWK). OpenSSL throws on an all-zero shared secret. */
+export const openssl: X25519Backend = {
+  name: 'openssl',
+  dh: (secretKey, publicKey) =>
+    diffieHellman({
+      privateKey: privateKey(secretKey),
+      // JWK import: OpenSSL 3 decodes a DER SubjectPublicKeyInfo ~10x slower than a JWK.
+      publicKey: createPublicKey({ key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(publicKey.buffer, publicKey.byteOffset, publicKey.byteLength).toString('base64url') }, format: 'jwk' }),
+    }),
+  publicKeyOf: (secretKey) => Buffer.from(createPublicKey(privateKey(secretKey)).export({ format: 'jwk' }).x!, 'base64url'),
+};
+
+/** The two functions of sodium-native (libsodium) an X25519 backend needs; both throw on a failure, `crypto_scalarmult` on an all-zero result. */
+export interface SodiumX25519 {
+  crypto_scalarmult(q: Uint8Array, n: Uint8Array, p: Uint8Array): void;
+  crypto_scalarmult_base(q: Uint8Array, n: Uint8Array): void;
+}
+
+/**
+ * X25519 through libsodium, for a process that loads sodium-native itself (the collector: its
+ * dependency; this package does not depend on it, so the Library never loads a native module).
+ * One native call on the raw key bytes: no key import.
+ */
+export function libsodiumX25519(sodium: SodiumX25519): X25519Backend {
+  return {
+    name: 'libsodium',
+    // libsodium refuses (-1, which sodium-native throws) exactly where the result would be all zero, as OpenSSL does.
+    dh: (secretKey, publicKey) => {
+      const q = new Uint8Array(KEY_BYTES);
+      sodium.crypto_scalarmult(q, secretKey, publicKey);
+      return q;
+    },
+    publicKeyOf: (secretKey) => {
+      const q = new Uint8Array(KEY_BYTES);
+      sodium.crypto_scalarmult_base(q, secretKey);
+      return q;
+    },
+  };
+}
+
+/** Raw X25519 through node:crypto; throws on an all-zero shared secret (`sharedKey` maps that to null). */
+export const nodeX25519: X25519 = openssl.dh;
 
 /** SHA-512 through node:crypto: the same bytes as tweetnacl's `sha512`, ~3x faster for short inputs. */
 export const nodeSha512 = (message: Uint8Array | string): Uint8Array => createHash('sha512').update(message).digest();
@@ -62,9 +108,7 @@ export function nodeHmacSha512(key: Uint8Array): (message: Uint8Array | string) 
 }
 
 /** The public key of an X25519 secret key, through node:crypto. */
-export function nodePublicKeyOf(secretKey: Uint8Array): Uint8Array {
-  return Buffer.from(createPublicKey(privateKey(secretKey)).export({ format: 'jwk' }).x!, 'base64url');
-}
+export const nodePublicKeyOf = (secretKey: Uint8Array): Uint8Array => openssl.publicKeyOf(secretKey);
 
 /**
  * Per `info` buffer (the envelope's two constants): the key schedule's third and fourth HMACs,
@@ -97,15 +141,16 @@ function schedule(dh: Uint8Array, kemContext: Uint8Array, info: Uint8Array): [Ui
 
 /**
  * HPKE base mode single-shot Seal (RFC 9180; DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
- * AES-128-GCM) through node:crypto: `enc(32) || ct || tag(16)`. `ephemeralSecretKey` is
- * for test vectors only; otherwise a fresh one is drawn. Throws on a low-order recipient key.
+ * AES-128-GCM) through node:crypto, X25519 through `x` (default node:crypto; the collector passes
+ * libsodium): `enc(32) || ct || tag(16)`. `ephemeralSecretKey` is for test vectors only; otherwise a
+ * fresh one is drawn. Throws on a low-order recipient key.
  */
-export function hpkeSeal(recipientPublicKey: Uint8Array, info: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, ephemeralSecretKey?: Uint8Array): Uint8Array {
+export function hpkeSeal(recipientPublicKey: Uint8Array, info: Uint8Array, aad: Uint8Array, plaintext: Uint8Array, ephemeralSecretKey?: Uint8Array, x: X25519Backend = openssl): Uint8Array {
   const skE = ephemeralSecretKey ?? new Uint8Array(randomBytes(KEY_BYTES));
-  const enc = nodePublicKeyOf(skE);
+  const enc = x.publicKeyOf(skE);
   let dh: Uint8Array;
   try {
-    dh = nodeX25519(skE, recipientPublicKey);
+    dh = x.dh(skE, recipientPublicKey);
     if (isZero(dh)) throw 0;
   } catch {
     throw new RangeError('low-order recipient key');
@@ -118,18 +163,19 @@ export function hpkeSeal(recipientPublicKey: Uint8Array, info: Uint8Array, aad: 
 }
 
 /**
- * HPKE base mode single-shot Open through node:crypto. An all-zero DH output (a low-order
- * `enc`) is `low_order_key` before anything else; a failed tag is `auth_failed`.
+ * HPKE base mode single-shot Open through node:crypto, X25519 through `x` (default node:crypto).
+ * An all-zero DH output (a low-order `enc`) is `low_order_key` before anything else; a failed
+ * tag is `auth_failed`.
  */
-export function hpkeOpen(recipient: KeyPair, info: Uint8Array, aad: Uint8Array, sealed: Uint8Array): OpenResult {
+export function hpkeOpen(recipient: KeyPair, info: Uint8Array, aad: Uint8Array, sealed: Uint8Array, x: X25519Backend = openssl): OpenResult {
   if (sealed.length < SEAL_OVERHEAD) return { ok: false, code: 'auth_failed' };
   const enc = sealed.subarray(0, KEY_BYTES);
   let dh: Uint8Array;
   try {
-    dh = nodeX25519(recipient.secretKey, enc);
+    dh = x.dh(recipient.secretKey, enc);
     if (isZero(dh)) throw 0;
   } catch {
-    return { ok: false, code: 'low_order_key' }; // OpenSSL refuses an all-zero shared secret
+    return { ok: false, code: 'low_order_key' }; // libsodium and OpenSSL refuse an all-zero shared secret
   }
   const [key, nonce] = schedule(dh, concat(enc, recipient.publicKey), info);
   try {

@@ -9,7 +9,8 @@ import nacl from 'tweetnacl';
 import { describe, expect, it } from 'vitest';
 import { refOpen, refSeal } from './support/hpke-ref.js';
 import { fromHex, toHex, keyPair, webSeal, utf8, concat } from '@cipherstat/protocol';
-import { hpkeOpen, hpkeSeal, nodePublicKeyOf } from '@cipherstat/protocol/node';
+import { hpkeOpen, hpkeSeal, nodePublicKeyOf, openssl } from '@cipherstat/protocol/node';
+import { libsodium } from './support/libsodium.js';
 
 const hex = (s: string) => fromHex(s)!;
 const a11 = JSON.parse(readFileSync(new URL('./data/hpke/rfc9180-a1-1-base.json', import.meta.url), 'utf8'));
@@ -23,11 +24,16 @@ describe('RFC 9180 A.1.1 (base mode, X25519 / HKDF-SHA256 / AES-128-GCM)', () =>
     expect(toHex(nodePublicKeyOf(hex(a11.skRm)))).toBe(a11.pkRm);
   });
 
-  it('node:crypto: sealing with the vector ephemeral key gives its exact bytes; opening gives its plaintext', () => {
-    expect(toHex(hpkeSeal(hex(a11.pkRm), info, hex(e0.aad), hex(e0.plaintext), hex(a11.skEm)))).toBe(expected);
-    const opened = hpkeOpen({ secretKey: hex(a11.skRm), publicKey: hex(a11.pkRm) }, info, hex(e0.aad), hex(expected));
+  it.each([
+    ['libsodium', libsodium],
+    ['node:crypto', openssl],
+  ])('node:crypto HPKE, X25519 through %s: sealing with the vector ephemeral key gives its exact bytes; opening gives its plaintext', (_, x) => {
+    expect(toHex(hpkeSeal(hex(a11.pkRm), info, hex(e0.aad), hex(e0.plaintext), hex(a11.skEm), x))).toBe(expected);
+    const opened = hpkeOpen({ secretKey: hex(a11.skRm), publicKey: hex(a11.pkRm) }, info, hex(e0.aad), hex(expected), x);
     expect(opened.ok && toHex(opened.value)).toBe(e0.plaintext);
-    expect(hpkeOpen({ secretKey: hex(a11.skRm), publicKey: hex(a11.pkRm) }, info, hex(a11.encryptions[1].aad), hex(expected))).toEqual({ ok: false, code: 'auth_failed' });
+    expect(hpkeOpen({ secretKey: hex(a11.skRm), publicKey: hex(a11.pkRm) }, info, hex(a11.encryptions[1].aad), hex(expected), x)).toEqual({ ok: false, code: 'auth_failed' });
+    // the default (node:crypto) as well
+    expect(toHex(hpkeSeal(hex(a11.pkRm), info, hex(e0.aad), hex(e0.plaintext), hex(a11.skEm)))).toBe(expected);
   });
 
   it('node:crypto keeps the info-only hashes per info buffer: the second and later seals and opens with the same buffer give the exact bytes too', () => {
@@ -78,8 +84,10 @@ describe('interoperability with @hpke/core (independent implementation)', () => 
   it('a low-order enc is low_order_key before any AEAD work; a low-order recipient key is refused when sealing', async () => {
     const sealed = hpkeSeal(r.publicKey, info, aad, pt);
     for (const bad of [new Uint8Array(32), hex('e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800')]) {
-      expect(hpkeOpen(r, info, aad, concat(bad, sealed.subarray(32)))).toEqual({ ok: false, code: 'low_order_key' });
-      expect(() => hpkeSeal(bad, info, aad, pt)).toThrow(RangeError);
+      for (const x of [libsodium, openssl]) {
+        expect(hpkeOpen(r, info, aad, concat(bad, sealed.subarray(32)), x)).toEqual({ ok: false, code: 'low_order_key' });
+        expect(() => hpkeSeal(bad, info, aad, pt, undefined, x)).toThrow(RangeError);
+      }
       await expect(webSeal(bad, info, aad, pt)).rejects.toThrow();
     }
   });

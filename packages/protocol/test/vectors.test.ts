@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { nodeX25519 } from '@cipherstat/protocol/node';
+import { openssl } from '@cipherstat/protocol/node';
+import { libsodium } from './support/libsodium.js';
 import { ERROR_CODES } from '@cipherstat/protocol';
 import { loadVectors, runVector, VECTORS_DIR } from './support/vectors.js';
 import { renderVectors } from '../scripts/make-vectors.js';
@@ -22,8 +23,9 @@ describe('envelope v1 test vectors', () => {
 
   for (const v of vectors) {
     it(`${v.file}: ${v.description} → ${v.expect}`, () => {
-      for (const x25519 of [undefined, nodeX25519]) {
-        const r = runVector(v, x25519);
+      // tweetnacl (v1) and the default; libsodium and node:crypto for both layers of both versions
+      for (const backend of [undefined, libsodium, openssl]) {
+        const r = runVector(v, backend);
         expect(r.outcome).toBe(v.expect);
         if (v.points) expect(r.points).toEqual(v.points);
         if (v.rejects) expect(r.rejects).toEqual(v.rejects);

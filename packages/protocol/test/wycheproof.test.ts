@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { naclX25519, sharedKey, fromHex, toHex, type X25519 } from '@cipherstat/protocol';
-import { nodeX25519 } from '@cipherstat/protocol/node';
+import { openssl } from '@cipherstat/protocol/node';
+import { libsodium } from './support/libsodium.js';
 
 interface Case { tcId: number; comment: string; flags: string[]; public: string; private: string; shared: string; result: string }
 const file = JSON.parse(readFileSync(new URL('./data/wycheproof/x25519_test.json', import.meta.url), 'utf8'));
@@ -15,7 +16,8 @@ describe('Wycheproof x25519_test.json', () => {
     expect(cases.length).toBe(518);
   });
 
-  for (const [name, impl] of [['tweetnacl', naclX25519], ['node:crypto', nodeX25519]] as [string, X25519][]) {
+  // node:crypto (OpenSSL, the Node entry's default) and libsodium (sodium-native, what the collector uses)
+  for (const [name, impl] of [['tweetnacl', naclX25519], ['node:crypto', openssl.dh], ['libsodium', libsodium.dh]] as [string, X25519][]) {
     it(`${name}: every valid case computes the expected secret; every low-order / zero-secret case is refused`, () => {
       let computed = 0;
       let rejected = 0;

@@ -7,6 +7,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import type { Config } from './config.js';
 import { createApp } from './app.js';
 import { openServices, type OpenOptions, type Services } from './services.js';
+import { x25519 } from './x25519.js';
 
 export interface RunningCollector {
   url: string;
@@ -52,7 +53,7 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
   server.maxConnections = config.maxConnections;
   const address = server.address() as AddressInfo;
   const url = `http://${address.address.includes(':') ? `[${address.address}]` : address.address}:${address.port}`;
-  log.info({ url, role: config.role, dataDir: config.dataDir }, 'cipherstat collector listening');
+  log.info({ url, role: config.role, dataDir: config.dataDir, x25519: x25519.name }, 'cipherstat collector listening');
   let closing: Promise<void> | undefined;
   const close = () =>
     (closing ??= (async () => {

@@ -1,8 +1,8 @@
 /** Loads and runs the envelope vector files (v1: 001-035, v2: 036 on); shared by the protocol's and the collector's tests. */
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { FLAG_DEFLATE, fromBase64, openEnvelope, openInner, publicKeyOf, type Point, type X25519, type KeyPair } from '@cipherstat/protocol';
-import { hpkeOpen, inflateRaw } from '@cipherstat/protocol/node';
+import { FLAG_DEFLATE, fromBase64, openEnvelope, openInner, publicKeyOf, type Point, type KeyPair, type HpkeOpen } from '@cipherstat/protocol';
+import { hpkeOpen, inflateRaw, type X25519Backend } from '@cipherstat/protocol/node';
 
 export const VECTORS_DIR = fileURLToPath(new URL('../../vectors/', import.meta.url));
 
@@ -56,12 +56,18 @@ export const readerVersions = (v: Pick<Vector, 'file'>): number[] => (v.file < '
 /** The version 2 flags a reader of this vector reads: 064 on are cases for a reader of FLAG_DEFLATE (042: one that reads none). */
 export const readerFlags = (v: Pick<Vector, 'file'>): number => (v.file < '064' ? 0 : FLAG_DEFLATE);
 
-/** Runs one vector through both layers, as docs/protocol.md §Test vectors describes. */
-export function runVector(v: Vector, x25519?: X25519): { outcome: string; points?: Point[]; rejects?: { index: number; code: string }[] } {
-  const outer = openEnvelope(v.envelope, { keys: (id) => v.collectorKeys.get(id), now: v.now, x25519, hpke: hpkeOpen, versions: readerVersions(v), flags: readerFlags(v) });
+/**
+ * Runs one vector through both layers, as docs/protocol.md §Test vectors describes: X25519
+ * through `backend` (libsodium or node:crypto) for both versions, or without one tweetnacl for
+ * version 1 and the default backend for version 2.
+ */
+export function runVector(v: Vector, backend?: X25519Backend): { outcome: string; points?: Point[]; rejects?: { index: number; code: string }[] } {
+  const x25519 = backend?.dh;
+  const hpke: HpkeOpen = backend ? (k, info, aad, sealed) => hpkeOpen(k, info, aad, sealed, backend) : hpkeOpen;
+  const outer = openEnvelope(v.envelope, { keys: (id) => v.collectorKeys.get(id), now: v.now, x25519, hpke, versions: readerVersions(v), flags: readerFlags(v) });
   if (!outer.ok) return { outcome: outer.code };
   const { header, inner, version, flags } = outer.value;
-  const opened = openInner(inner, { account: v.account.keys, accountId: header.accountId, batchId: header.batchId, count: header.count, now: v.now, x25519, version, hpke: hpkeOpen, flags, inflate: inflateRaw });
+  const opened = openInner(inner, { account: v.account.keys, accountId: header.accountId, batchId: header.batchId, count: header.count, now: v.now, x25519, version, hpke, flags, inflate: inflateRaw });
   if (!opened.ok) return { outcome: opened.code };
   const { points, rejects } = opened.value;
   return { outcome: rejects[0]?.code ?? 'ok', points, rejects };

@@ -8,7 +8,7 @@
  * A later format takes a new info string, so a field of one version never opens as another.
  */
 import { utf8, type KeyPair } from '@cipherstat/protocol';
-import { hpkeOpen, hpkeSeal } from '@cipherstat/protocol/node';
+import { hpkeOpen, hpkeSeal } from '../x25519.js';
 
 const INFO_VISITOR = utf8('cipherstat visitor v1');
 const aad = (accountId: string, batchId: string): Uint8Array => utf8(`${accountId}/${batchId}`);

@@ -5,7 +5,7 @@
  */
 import type { Context, Hono } from 'hono';
 import { base64DecodedLength, FLAG_DEFLATE, fromBase64, fromUtf8, INFO_INNER, innerAad, openEnvelope, openSeal, VERSION_2 } from '@cipherstat/protocol';
-import { hpkeOpen, nodeX25519 } from '@cipherstat/protocol/node';
+import { hpkeOpen, rawX25519 } from '../x25519.js';
 import { CollectorError, isCollectorError } from '../errors.js';
 import type { Config } from '../config.js';
 import type { Metrics } from '../metrics.js';
@@ -52,7 +52,7 @@ function staleWriteKey(s: IngestDeps, accountId: string, batchId: string, versio
     return false;
   }
   if (!keys?.length || keys[0]!.version === 1) return false;
-  const opens = version === VERSION_2 ? (k: (typeof keys)[number]) => hpkeOpen(k, INFO_INNER, innerAad(accountId, batchId, flags), inner).ok : (k: (typeof keys)[number]) => openSeal(inner, k, nodeX25519).ok;
+  const opens = version === VERSION_2 ? (k: (typeof keys)[number]) => hpkeOpen(k, INFO_INNER, innerAad(accountId, batchId, flags), inner).ok : (k: (typeof keys)[number]) => openSeal(inner, k, rawX25519).ok;
   return !keys.some(opens);
 }
 
@@ -125,7 +125,7 @@ export function registerIngestRoutes(
       }
       s.fairness.checkGlobal(); // truly overloaded: say so before spending an X25519 on the envelope
       metrics.ingestOpenedBytes.inc(bytes.length);
-      opened = openEnvelope(bytes, { keys: (id) => s.keyring.transportKey(id), now, x25519: nodeX25519, hpke: hpkeOpen, flags: FLAG_DEFLATE });
+      opened = openEnvelope(bytes, { keys: (id) => s.keyring.transportKey(id), now, x25519: rawX25519, hpke: hpkeOpen, flags: FLAG_DEFLATE });
     } finally {
       ticket?.release();
     }

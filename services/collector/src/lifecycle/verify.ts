@@ -12,7 +12,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join, relative, sep } from 'node:path';
 import { openSeal, type KeyPair } from '@cipherstat/protocol';
-import { nodeX25519 } from '@cipherstat/protocol/node';
+import { rawX25519 } from '../x25519.js';
 import { readRotationRecord, type Keyring } from '../keyring/index.js';
 import type { AccountState, PurgeTable, Store } from '../storage/types.js';
 import { PURGE_TABLES } from '../storage/index.js';
@@ -137,7 +137,7 @@ export async function verifyAccount(
   const sample_ = await store.ciphertextSample(accountId, { rows: sample, batches: maxBatches });
   const rollupOpens = ({ agg, ...id }: (typeof sample_.rollups)[number]) => dataKeys.some((k) => decryptsUnder(k, id, agg));
   const dictOpens = (r: (typeof sample_.dictionary)[number]) => dataKeys.some((k) => opensDict(k, accountId, r.kind, r.pseudonym, r.ciphertext));
-  const trySealed = (cts: Uint8Array[]) => cts.filter((ct) => pairs.some((p) => openSeal(ct, p, nodeX25519).ok)).length;
+  const trySealed = (cts: Uint8Array[]) => cts.filter((ct) => pairs.some((p) => openSeal(ct, p, rawX25519).ok)).length;
   const decryption = {
     rollups: { remaining: counts.rollups, tried: sample_.rollups.length, opened: sample_.rollups.filter(rollupOpens).length },
     dictionary: { remaining: counts.dictionary, tried: sample_.dictionary.length, opened: sample_.dictionary.filter(dictOpens).length },

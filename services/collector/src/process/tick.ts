@@ -6,7 +6,8 @@
  * (tick-worker.ts) and writes what it returns.
  */
 import { equalBytes, isZero, openInner, type Point, type KeyPair } from '@cipherstat/protocol';
-import { destroyKeys, hpkeOpen, inflateRaw, nodeX25519 } from '@cipherstat/protocol/node';
+import { destroyKeys, inflateRaw } from '@cipherstat/protocol/node';
+import { hpkeOpen, rawX25519 } from '../x25519.js';
 import type { DictKind, DictRow, EncodedRollups, ProcessedRow, RejectRow, RollupLevel, RollupRow } from '../storage/types.js';
 import { encodeRollups } from '../storage/rollups.js';
 import { Pseudonyms } from '../at-rest/pseudonyms.js';
@@ -357,7 +358,7 @@ function compute(state: TickState, { rows, accounts, now, part, limits, epoch }:
     let opened: ReturnType<typeof openInner> | undefined;
     const opening = performance.now();
     for (const account of ctx.pairs) {
-      opened = openInner(row.sealed, { account, accountId: row.accountId, batchId: row.batchId, count: row.pointCount, now: row.receivedAt, x25519: nodeX25519, version: row.version, hpke: hpkeOpen, flags: row.flags, inflate: inflateRaw });
+      opened = openInner(row.sealed, { account, accountId: row.accountId, batchId: row.batchId, count: row.pointCount, now: row.receivedAt, x25519: rawX25519, version: row.version, hpke: hpkeOpen, flags: row.flags, inflate: inflateRaw });
       if (opened.ok || opened.code !== 'inner_auth_failed') break;
     }
     if (!opened || !opened.ok) {
