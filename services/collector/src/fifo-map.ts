@@ -1,10 +1,22 @@
+/** What FifoMap and LruMap share: a Map bounded to `max` entries, each forgetting by its own rule. */
+export interface BoundedMap<K, V> {
+  get(key: K): V | undefined;
+  has(key: K): boolean;
+  set(key: K, value: V): unknown;
+  delete(key: K): boolean;
+  deleteWhere(test: (key: K) => boolean): void;
+  keys(): IterableIterator<K>;
+  clear(): void;
+  readonly size: number;
+}
+
 /**
  * A bounded Map that forgets the least recently *written* entries first: `set` moves a key to
- * the back, `get` does not (first in, first out by last write; not LRU).
+ * the back, `get` does not (first in, first out by last write; not LRU: LruMap).
  */
-export class FifoMap<K, V> {
-  protected readonly map = new Map<K, V>();
-  constructor(protected readonly max: number) {}
+export class FifoMap<K, V> implements BoundedMap<K, V> {
+  private readonly map = new Map<K, V>();
+  constructor(private readonly max: number) {}
   get(key: K): V | undefined {
     return this.map.get(key);
   }
@@ -36,18 +48,60 @@ export class FifoMap<K, V> {
 }
 
 /**
- * A FifoMap whose reads count as writes: it forgets the least recently *used* entry first, so
- * an entry read all the time is never the one evicted, however many others come and go (a
- * FIFO by write evicts the busiest shop's series as readily as a one-off's once it is full).
- * A hit costs a delete and an insert in the Map.
+ * A bounded Map that forgets the least recently *used* entry first, approximately: an entry read
+ * all the time is never the one evicted, however many others come and go (a FIFO by write evicts
+ * the busiest shop's series as readily as a one-off's once it is full).
+ *
+ * A hit moves its entry to the back (a delete and an insert in the Map) only when it is stale:
+ * `stale = max(1, floor(max / 2))` or more entries were inserted or moved since it was (each
+ * entry keeps the write count at its last move); a hit on a fresh entry is one Map lookup — the
+ * delete and insert per hit were the busiest tick worker's largest self time. A fresh entry has
+ * fewer than `stale` entries behind it, so an entry stays as long as at most `max - stale` other
+ * keys were used (set or read) since its own last use (true LRU: `max - 1`), and one nobody
+ * uses leaves after at most `max` insertions, as under LRU.
  */
-export class LruMap<K, V> extends FifoMap<K, V> {
-  override get(key: K): V | undefined {
-    const v = this.map.get(key);
-    if (v !== undefined) {
+export class LruMap<K, V> implements BoundedMap<K, V> {
+  private readonly map = new Map<K, { value: V; at: number }>();
+  /** Insertions and moves so far: an entry's `at` is this count at its last one. */
+  private writes = 0;
+  private readonly stale: number;
+  constructor(private readonly max: number) {
+    this.stale = Math.max(1, Math.floor(max / 2));
+  }
+  get(key: K): V | undefined {
+    const e = this.map.get(key);
+    if (e === undefined) return undefined;
+    if (this.writes - e.at >= this.stale) {
       this.map.delete(key);
-      this.map.set(key, v);
+      this.map.set(key, e);
+      e.at = ++this.writes;
     }
-    return v;
+    return e.value;
+  }
+  has(key: K): boolean {
+    return this.map.has(key);
+  }
+  set(key: K, value: V): this {
+    this.map.delete(key);
+    this.map.set(key, { value, at: ++this.writes });
+    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as K);
+    return this;
+  }
+  delete(key: K): boolean {
+    return this.map.delete(key);
+  }
+  /** Deletes every entry whose key passes `test` (rare admin paths: O(size)). */
+  deleteWhere(test: (key: K) => boolean): void {
+    for (const k of [...this.map.keys()]) if (test(k)) this.map.delete(k);
+  }
+  /** Keys, least recently moved first. */
+  keys(): IterableIterator<K> {
+    return this.map.keys();
+  }
+  clear(): void {
+    this.map.clear();
+  }
+  get size(): number {
+    return this.map.size;
   }
 }

@@ -105,6 +105,81 @@ describe('tick caches over many accounts', () => {
     expect(lru.size).toBe(3);
   });
 
+  it('a hit moves its entry only when max/2 or more insertions or moves came after it: a fresh hit leaves the order as it is', () => {
+    const m = new LruMap<string, number>(10);
+    for (let i = 0; i < 10; i++) m.set(`k${i}`, i);
+    const order = () => [...m.keys()].join(' ');
+    const before = order();
+    // k5..k9: fewer than 5 writes after them (fresh); k0..k4: 5 or more (stale)
+    for (const k of ['k9', 'k5', 'k7']) expect(m.get(k)).toBe(Number(k.slice(1)));
+    expect(order()).toBe(before);
+    expect(m.get('k4')).toBe(4); // 5 writes after it: moved to the back
+    expect(order()).toBe('k0 k1 k2 k3 k5 k6 k7 k8 k9 k4');
+    expect(m.get('k5')).toBe(5); // now 5 writes after it (k6..k9 and k4's move): stale, moved
+    expect(order()).toBe('k0 k1 k2 k3 k6 k7 k8 k9 k4 k5');
+    // eviction takes the front: k0 (never read), then k1
+    m.set('n1', 1).set('n2', 2);
+    expect(order()).toBe('k2 k3 k6 k7 k8 k9 k4 k5 n1 n2');
+    // set moves at once, read or not; has() never moves
+    m.set('k2', 20);
+    expect(m.has('k3')).toBe(true);
+    expect(order()).toBe('k3 k6 k7 k8 k9 k4 k5 n1 n2 k2');
+    expect(m.get('k2')).toBe(20);
+  });
+
+  it('the bound, deterministically over sizes 1..12 and random traffic: an entry stays while at most max - max(1, floor(max/2)) other keys were used (set or read) since its last use; every answer is the last value set; size never exceeds max', () => {
+    for (let max = 1; max <= 12; max++) {
+      const rnd = mulberry32(1000 + max);
+      const m = new LruMap<number, number>(max);
+      const truth = new Map<number, number>();
+      /** per key: the other keys used since its own last use (true LRU keeps it while there are at most max - 1) */
+      const since = new Map<number, Set<number>>();
+      const keep = max - Math.max(1, Math.floor(max / 2)); // (max 1: 0, nothing else may be used)
+      let evictedEarly = 0;
+      for (let step = 0; step < 5000; step++) {
+        const key = Math.floor(rnd() ** 2 * 4 * max); // skewed: a few keys hot, most cold
+        let used = false;
+        if (rnd() < 0.5) {
+          const got = m.get(key);
+          if (got !== undefined) {
+            expect(got).toBe(truth.get(key));
+            used = true;
+          }
+        } else {
+          m.set(key, step);
+          truth.set(key, step);
+          used = true;
+        }
+        if (used) {
+          for (const [k, others] of since) if (k !== key) others.add(key);
+          since.set(key, new Set());
+        }
+        expect(m.size).toBeLessThanOrEqual(max);
+        for (const [k, others] of since) {
+          if (others.size <= keep) expect(m.has(k), `max ${max}, step ${step}, key ${k}: ${others.size} others used since`).toBe(true);
+          else if (others.size < max && !m.has(k)) evictedEarly++; // where it is LRU-ish rather than LRU
+        }
+      }
+      if (max >= 4) expect(evictedEarly).toBeGreaterThan(0); // the cases between the two bounds occur: the bound is what is tested
+    }
+  });
+
+  it('an entry read once every max - floor(max/2) insertions survives 10,000 others (true LRU: every max - 1); one never read is gone', () => {
+    for (const max of [2, 3, 10, 11, 1000]) {
+      const keep = max - Math.floor(max / 2);
+      const m = new LruMap<string, number>(max);
+      m.set('hot', 1);
+      m.set('cold', 2);
+      for (let i = 0; i < 10_000; i++) {
+        if (i % keep === 0) expect(m.get('hot'), `max ${max}, after ${i}`).toBe(1);
+        m.set(`tail${i}`, i);
+      }
+      expect(m.get('hot')).toBe(1);
+      expect(m.has('cold')).toBe(false);
+      expect(m.size).toBe(max);
+    }
+  });
+
   it('picks up a rotation and a wipe with a new key pair at once', () => {
     const v1 = key(1);
     const accounts = new Map<string, TickAccount | null>([[id(1), { keys: [v1], retentionDays: 30, confidential: false }]]);

@@ -8,13 +8,13 @@
  * test/pseudonyms.test.ts); results are cached per MAC key.
  */
 import { nodeHmacSha512 } from '@cipherstat/protocol/node';
-import { FifoMap } from '../fifo-map.js';
+import { FifoMap, type BoundedMap } from '../fifo-map.js';
 
 export type PseudonymLabel = 'metric' | 'key' | 'value' | 'series';
 
 export interface PseudonymCache {
   /** Shared by many Pseudonyms (bounded memory whatever the number of accounts); entries under `prefix`. */
-  cache: FifoMap<string, string>;
+  cache: BoundedMap<string, string>;
   /** Unique per MAC key and starting with `${accountId}\0` (so an account's entries can be dropped). */
   prefix: string;
   /** Lookups counted here. */
@@ -23,7 +23,7 @@ export interface PseudonymCache {
 
 export class Pseudonyms {
   private readonly hmac: (message: string) => Uint8Array;
-  private readonly cache: FifoMap<string, string>;
+  private readonly cache: BoundedMap<string, string>;
   private readonly prefix: string;
   private readonly stats: { hit: number; miss: number } | undefined;
   constructor(macKey: Uint8Array, shared?: PseudonymCache) {

@@ -166,14 +166,14 @@ const MAX_HELD = 100_000;
 export class TickState {
   readonly known = new FifoMap<string, true>(500_000);
   /** Least recently used first (LruMap): a busy account's entries stay whatever the long tail does. */
-  readonly pseudonyms: FifoMap<string, Pseudonyms>;
+  readonly pseudonyms: LruMap<string, Pseudonyms>;
   /** `${accountId}\0${n}\0${label}\0${text}` → pseudonym for every account, n numbering the Pseudonyms built. */
-  readonly pseudonymCache: FifoMap<string, string>;
+  readonly pseudonymCache: LruMap<string, string>;
   private seq = 0;
   /** Lookups of the current tick (zeroed when one begins; the object stays: Pseudonyms count into it). */
   readonly lookups = noLookups();
   /** Per series (account, key version, kind, name, tags): its pseudonyms, dictionary entries written. */
-  readonly seriesCache: FifoMap<string, SeriesDescriptor>;
+  readonly seriesCache: LruMap<string, SeriesDescriptor>;
   /**
    * The worker's own copies of account keys, one set per account: a tick's input brings fresh
    * copies, which are zeroed at once when they equal the held set. Dropping an account zeroes
