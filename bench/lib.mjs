@@ -940,3 +940,24 @@ if (process.argv[1] && fileURLToPath(new URL(`file://${process.argv[1]}`)) === L
   if (process.argv[2] === '--serve-plaintext') await servePlaintext();
   else if (process.argv[2] === '--disk-usage') await diskUsage(process.argv[3], process.argv[4]);
 }
+
+/** A numeric `--name n` argument of this script, or `dflt`. */
+export const numberArg = (name, dflt) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+};
+
+/** CPU µs per call of fn over ~`ms` ms of wall time (after a 100 ms warm-up), this thread's user+system time, calling it `batch` times between clock reads. */
+export function cpuPerOp(fn, ms, batch = 64) {
+  for (let end = performance.now() + 100; performance.now() < end; ) fn();
+  globalThis.gc?.();
+  let n = 0;
+  const start = process.cpuUsage();
+  const wallEnd = performance.now() + ms;
+  while (performance.now() < wallEnd) {
+    for (let i = 0; i < batch; i++) fn();
+    n += batch;
+  }
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / n;
+}

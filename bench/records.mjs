@@ -6,31 +6,13 @@
 // matters less than wall time would. `--runs n`, `--ms n` (per measurement).
 import * as nodeCrypto from 'node:crypto';
 import { previousOpen, previousSeal } from './records-previous.mjs';
-import { fmt, progress, table, writeResult } from './lib.mjs';
+import { cpuPerOp as cpuPerOpFor, fmt, numberArg, progress, table, writeResult } from './lib.mjs';
 
 const { sealRecord, openAny } = await import('../services/collector/dist/at-rest/records.js');
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const RUNS = arg('runs', 3);
-const MS = arg('ms', 400);
-
-/** CPU µs per call of fn over ~MS ms (after a warm-up), this thread's user+system time. */
-function cpuPerOp(fn) {
-  for (let end = performance.now() + 100; performance.now() < end; ) fn();
-  globalThis.gc?.();
-  let n = 0;
-  const start = process.cpuUsage();
-  const wallEnd = performance.now() + MS;
-  while (performance.now() < wallEnd) {
-    for (let i = 0; i < 64; i++) fn();
-    n += 64;
-  }
-  const used = process.cpuUsage(start);
-  return (used.user + used.system) / n;
-}
+const RUNS = numberArg('runs', 3);
+const MS = numberArg('ms', 400);
+const cpuPerOp = (fn) => cpuPerOpFor(fn, MS);
 
 const key = nodeCrypto.randomBytes(32);
 // A format-2 rollup row's identity text is ~110 B.

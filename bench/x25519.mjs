@@ -12,32 +12,14 @@
 // `--runs n`, `--ms n` (per measurement).
 import * as P from '@cipherstat/protocol';
 import { deflateRaw, hpkeOpen, hpkeSeal, inflateRaw, openssl } from '@cipherstat/protocol/node';
-import { fmt, progress, table, writeResult } from './lib.mjs';
+import { cpuPerOp as cpuPerOpFor, fmt, numberArg, progress, table, writeResult } from './lib.mjs';
 
 const { x25519 } = await import('../services/collector/dist/x25519.js');
 if (x25519.name !== 'libsodium') throw new Error(`the collector's X25519 is ${x25519.name}, not libsodium: is sodium-native installed?`);
 
-const arg = (name, dflt) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const RUNS = arg('runs', 3);
-const MS = arg('ms', 400);
-
-/** CPU µs per call of fn over ~MS ms (after a warm-up), this thread's user+system time. */
-function cpuPerOp(fn) {
-  for (let end = performance.now() + 100; performance.now() < end; ) fn();
-  globalThis.gc?.();
-  let n = 0;
-  const start = process.cpuUsage();
-  const wallEnd = performance.now() + MS;
-  while (performance.now() < wallEnd) {
-    for (let i = 0; i < 16; i++) fn();
-    n += 16;
-  }
-  const used = process.cpuUsage(start);
-  return (used.user + used.system) / n;
-}
+const RUNS = numberArg('runs', 3);
+const MS = numberArg('ms', 400);
+const cpuPerOp = (fn) => cpuPerOpFor(fn, MS, 16);
 
 const now = Date.now();
 const collector = P.keyPair();

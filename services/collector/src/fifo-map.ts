@@ -10,24 +10,18 @@ export interface BoundedMap<K, V> {
   readonly size: number;
 }
 
-/**
- * A bounded Map that forgets the least recently *written* entries first: `set` moves a key to
- * the back, `get` does not (first in, first out by last write; not LRU: LruMap).
- */
-export class FifoMap<K, V> implements BoundedMap<K, V> {
-  private readonly map = new Map<K, V>();
-  constructor(private readonly max: number) {}
-  get(key: K): V | undefined {
-    return this.map.get(key);
+/** The Map and what FifoMap and LruMap do alike (their entries differ: LruMap keeps a write count with each value). */
+abstract class Bounded<K, E> {
+  protected readonly map = new Map<K, E>();
+  constructor(protected readonly max: number) {}
+  /** Puts `entry` at the back (moving `key` there), then forgets the front entry beyond `max`. */
+  protected put(key: K, entry: E): void {
+    this.map.delete(key);
+    this.map.set(key, entry);
+    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as K);
   }
   has(key: K): boolean {
     return this.map.has(key);
-  }
-  set(key: K, value: V): this {
-    this.map.delete(key);
-    this.map.set(key, value);
-    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as K);
-    return this;
   }
   delete(key: K): boolean {
     return this.map.delete(key);
@@ -36,6 +30,7 @@ export class FifoMap<K, V> implements BoundedMap<K, V> {
   deleteWhere(test: (key: K) => boolean): void {
     for (const k of [...this.map.keys()]) if (test(k)) this.map.delete(k);
   }
+  /** Keys, front (next to be forgotten) first. */
   keys(): IterableIterator<K> {
     return this.map.keys();
   }
@@ -44,6 +39,20 @@ export class FifoMap<K, V> implements BoundedMap<K, V> {
   }
   get size(): number {
     return this.map.size;
+  }
+}
+
+/**
+ * A bounded Map that forgets the least recently *written* entries first: `set` moves a key to
+ * the back, `get` does not (first in, first out by last write; not LRU: LruMap).
+ */
+export class FifoMap<K, V> extends Bounded<K, V> implements BoundedMap<K, V> {
+  get(key: K): V | undefined {
+    return this.map.get(key);
+  }
+  set(key: K, value: V): this {
+    this.put(key, value);
+    return this;
   }
 }
 
@@ -60,14 +69,10 @@ export class FifoMap<K, V> implements BoundedMap<K, V> {
  * keys were used (set or read) since its own last use (true LRU: `max - 1`), and one nobody
  * uses leaves after at most `max` insertions, as under LRU.
  */
-export class LruMap<K, V> implements BoundedMap<K, V> {
-  private readonly map = new Map<K, { value: V; at: number }>();
+export class LruMap<K, V> extends Bounded<K, { value: V; at: number }> implements BoundedMap<K, V> {
   /** Insertions and moves so far: an entry's `at` is this count at its last one. */
   private writes = 0;
-  private readonly stale: number;
-  constructor(private readonly max: number) {
-    this.stale = Math.max(1, Math.floor(max / 2));
-  }
+  private readonly stale = Math.max(1, Math.floor(this.max / 2));
   get(key: K): V | undefined {
     const e = this.map.get(key);
     if (e === undefined) return undefined;
@@ -78,30 +83,8 @@ export class LruMap<K, V> implements BoundedMap<K, V> {
     }
     return e.value;
   }
-  has(key: K): boolean {
-    return this.map.has(key);
-  }
   set(key: K, value: V): this {
-    this.map.delete(key);
-    this.map.set(key, { value, at: ++this.writes });
-    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as K);
+    this.put(key, { value, at: ++this.writes });
     return this;
-  }
-  delete(key: K): boolean {
-    return this.map.delete(key);
-  }
-  /** Deletes every entry whose key passes `test` (rare admin paths: O(size)). */
-  deleteWhere(test: (key: K) => boolean): void {
-    for (const k of [...this.map.keys()]) if (test(k)) this.map.delete(k);
-  }
-  /** Keys, least recently moved first. */
-  keys(): IterableIterator<K> {
-    return this.map.keys();
-  }
-  clear(): void {
-    this.map.clear();
-  }
-  get size(): number {
-    return this.map.size;
   }
 }
