@@ -100,6 +100,48 @@ export function processCpuSeconds(pid, ticksPerSecond = 100, path = `/proc/${pid
   }
 }
 
+/**
+ * CPU seconds of a Linux process so far, split by thread: `total` (every thread, exited ones
+ * included), `main`, and `byName` (live threads by name: the collector names its tick worker
+ * `cs-tick-worker`; Node's own threads — libuv's pool, where chDB's calls run, and V8's — are
+ * `node`; chDB's engine threads have their own names). Empty elsewhere.
+ */
+export function threadCpuSeconds(pid) {
+  const out = { total: processCpuSeconds(pid), main: mainThreadCpuSeconds(pid), byName: {} };
+  let tids = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    if (tid === String(pid)) continue;
+    let name;
+    try {
+      name = readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim();
+    } catch {
+      continue;
+    }
+    const cpu = processCpuSeconds(pid, 100, `/proc/${pid}/task/${tid}/stat`);
+    if (Number.isFinite(cpu)) out.byName[name] = (out.byName[name] ?? 0) + cpu;
+  }
+  return out;
+}
+
+/**
+ * CPU between two threadCpuSeconds snapshots, in groups: main thread, tick worker, Node's other
+ * threads (libuv's pool running chDB's calls, V8's GC and compiler threads), and the rest —
+ * chDB's engine threads (merges, pipelines), threads that ended in between included.
+ */
+export function threadCpuSplit(a, b) {
+  const named = (s, name) => s.byName[name] ?? 0;
+  const main = b.main - a.main;
+  const tick = named(b, 'cs-tick-worker') - named(a, 'cs-tick-worker');
+  const node = named(b, 'node') - named(a, 'node');
+  const total = b.total - a.total;
+  return { total, main, tickWorker: tick, nodeThreads: node, engine: total - main - tick - node };
+}
+
 /** CPU seconds of a process's main thread (Linux: its HTTP, storage calls and event loop; NaN elsewhere). */
 export const mainThreadCpuSeconds = (pid) => processCpuSeconds(pid, 100, `/proc/${pid}/task/${pid}/stat`);
 
@@ -405,6 +447,37 @@ export function formatTickSplit(t) {
   return `${fmt(t.ticks)} ticks, ${fmt(t.rowsPerTick)} rollup rows per tick; ms per tick — CPU part (worker) ${fmt(sum(cpu), 1)}: ${cpu.map(f).join(', ')}; main thread waited: ${['accounts', 'wait'].map(f).join(', ')}; writes ${fmt(sum(writes), 1)}: ${writes.map(f).join(', ')}`;
 }
 
+function storageCallsOf(rows) {
+  const out = {};
+  for (const r of rows) {
+    if (r.name === 'cipherstat_storage_calls_total') (out[r.labels.call] ??= { calls: 0, wait: 0, run: 0 }).calls = r.value;
+    else if (r.name === 'cipherstat_storage_call_seconds_total') (out[r.labels.call] ??= { calls: 0, wait: 0, run: 0 })[r.labels.phase] = r.value;
+  }
+  return out;
+}
+
+/**
+ * Storage calls between two scrapes, by kind, busiest first: calls per second over `seconds`, and
+ * per call the ms waited for the engine (it runs one call at a time) and the ms it ran; the
+ * engine's busy share (run seconds per second).
+ */
+export function storageCallSplit(a, b, seconds) {
+  const rows = [];
+  for (const [call, e] of Object.entries(b.storageCalls)) {
+    const s = a.storageCalls[call] ?? { calls: 0, wait: 0, run: 0 };
+    const calls = e.calls - s.calls;
+    if (!calls) continue;
+    rows.push({ call, calls, perSec: calls / seconds, waitMs: (1000 * (e.wait - s.wait)) / calls, runMs: (1000 * (e.run - s.run)) / calls, busy: (e.run - s.run) / seconds });
+  }
+  return rows.sort((x, y) => y.busy - x.busy);
+}
+
+/** Mean ms per stored batch of each phase of its 202's wait (queued, dedup, insert) between two scrapes. */
+export function ackSplit(a, b) {
+  const n = b.ack.batches - a.ack.batches;
+  return Object.fromEntries(['queued', 'dedup', 'insert'].map((p) => [p, n ? (1000 * (b.ack[p] - a.ack[p])) / n : NaN]));
+}
+
 export async function scrape(url) {
   const text = await (await fetch(url + '/metrics')).text();
   const rows = parsePrometheus(text);
@@ -434,6 +507,13 @@ export async function scrape(url) {
       ]),
     ),
     rollupRows: get('cipherstat_rollup_rows_written_total'),
+    // Storage calls by kind (the collector's engine lane): count, seconds waiting for the engine, seconds running.
+    storageCalls: storageCallsOf(rows),
+    // Where the 202s waited, summed over batches (ingest/writer.ts).
+    ack: {
+      batches: get('cipherstat_ingest_ack_batches_total'),
+      ...Object.fromEntries(['queued', 'dedup', 'insert'].map((p) => [p, get('cipherstat_ingest_ack_seconds_total', { phase: p })])),
+    },
     writerQueue: get('cipherstat_ingest_queue_batches'),
     processQueue: get('cipherstat_process_queue_batches'),
   };

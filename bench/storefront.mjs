@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
-  ROOT, mainThreadCpuSeconds, processCpuSeconds, buildBodies, buildInfo, collectProfiles, envelopeSealer, fmt, formatTickSplit, freePort, killAll, loadPipeline, makeSender, parsePrometheus, postBodies,
+  ROOT, ackSplit, mainThreadCpuSeconds, processCpuSeconds, buildBodies, storageCallSplit, threadCpuSeconds, threadCpuSplit, buildInfo, collectProfiles, envelopeSealer, fmt, formatTickSplit, freePort, killAll, loadPipeline, makeSender, parsePrometheus, postBodies,
   printProfile, profileFlags, plaintextRun, progress, runChildJson, scrape, startChild, stopChild, table, tickSplit, waitProcessed, waitReady, watchdog, writeResult,
 } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
@@ -175,7 +175,7 @@ async function encryptedPipeline(o, tmp) {
     const load = await loadPipeline(o, 'encrypted', send, bodies, child.pid, {
       pointsOf,
       onWindowStart: async () => {
-        cpuAtStart = { all: processCpuSeconds(child.pid), main: mainThreadCpuSeconds(child.pid) };
+        cpuAtStart = { all: processCpuSeconds(child.pid), main: mainThreadCpuSeconds(child.pid), threads: threadCpuSeconds(child.pid) };
         [atStart, cachesAtStart] = await Promise.all([scrape(url), cacheCounts(url)]);
       },
       onTick: async () => {
@@ -194,6 +194,7 @@ async function encryptedPipeline(o, tmp) {
     const spanBatches = drain.final.lagCount - atStart.lagCount;
     const spanPoints = drain.final.processed - atStart.processed;
     const spanCpu = { all: processCpuSeconds(child.pid) - cpuAtStart.all, main: mainThreadCpuSeconds(child.pid) - cpuAtStart.main };
+    const threads = threadCpuSplit(cpuAtStart.threads, threadCpuSeconds(child.pid));
     const caches = {};
     for (const [name, c] of Object.entries(cachesAtEnd)) {
       const hit = c.hit - (cachesAtStart?.[name]?.hit ?? 0);
@@ -220,7 +221,12 @@ async function encryptedPipeline(o, tmp) {
         microsPerBatch: (spanCpu.all * 1e6) / spanBatches,
         microsPerPoint: (spanCpu.all * 1e6) / spanPoints,
         mainMicrosPerBatch: (spanCpu.main * 1e6) / spanBatches,
+        // By thread (µs per batch): main, tick worker, Node's other threads (libuv's pool runs chDB's calls; V8), chDB's engine threads and ended threads.
+        threadsMicrosPerBatch: Object.fromEntries(Object.entries(threads).map(([k, v]) => [k, (v * 1e6) / spanBatches])),
       },
+      // Storage calls over the window by kind (per second, ms waiting for the engine and running per call) and the 202's wait split.
+      storageCalls: storageCallSplit(atStart, atEnd, (atEnd.at - atStart.at) / 1000),
+      ackMsPerBatch: ackSplit(atStart, atEnd),
       // Ticks from the window's start until all was processed (the drain included).
       tick: tickSplit(atStart, drain.final),
       accountsCreatedSec: created.seconds,
@@ -347,6 +353,12 @@ async function main() {
   console.log(`ticks: ${formatTickSplit(e.tick)}`);
   const w = e.cpuWholeRun;
   console.log(`collector CPU from the window's start until all was processed: ${fmt(w.microsPerBatch)} µs per batch (main thread ${fmt(w.mainMicrosPerBatch)}), ${fmt(w.microsPerPoint, 1)} µs per point; plaintext (its window): ${p ? `${fmt(p.serverCpuMicrosPerBatch)} µs per batch` : '-'}`);
+  const th = w.threadsMicrosPerBatch;
+  console.log(`  by thread, µs per batch: main ${fmt(th.main)}, tick worker ${fmt(th.tickWorker)}, Node's other threads (libuv pool running chDB calls, V8) ${fmt(th.nodeThreads)}, chDB engine threads (and ended threads) ${fmt(th.engine)}`);
+  const a = e.ackMsPerBatch;
+  console.log(`202 wait per stored batch (ms): queued behind the group commit in flight ${fmt(a.queued, 1)}, duplicate check ${fmt(a.dedup, 1)}, insert ${fmt(a.insert, 1)}; client-side ack p50 ${fmt(e.ackMs.p50, 1)}`);
+  console.log('storage calls in the window (the engine runs one at a time; wait = for the engine):');
+  table(e.storageCalls.slice(0, 12).map((c) => ({ call: c.call, 'calls/s': fmt(c.perSec, 1), 'wait ms/call': fmt(c.waitMs, 1), 'run ms/call': fmt(c.runMs, 1), 'engine busy': `${fmt(100 * c.busy, 1)}%` })));
   console.log('');
   const verdict = (ok) => (ok ? 'PASS' : 'FAIL');
   const targets = {

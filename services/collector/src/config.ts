@@ -138,8 +138,14 @@ const schema = z.object({
       return n >= 1 && i < n;
     }, 'expected i/n with 0 <= i < n')
     .default('0/1'),
-  /** Process role: how long hand-offs may wait to coalesce into a bigger tick (0: none). */
+  /**
+   * Process role, tick cadence under load: a processing tick starts at least this many ms after the
+   * previous one started, unless processTickMinBatches are queued (0: at once). Fewer, bigger
+   * ticks write fewer rollup rows and inserts per point; a batch waits up to this long more.
+   */
   processCoalesceMs: z.coerce.number().int().min(0).max(5000).default(200),
+  /** Process role: batches queued that start a tick before its cadence (at most 1000, the most per tick). */
+  processTickMinBatches: z.coerce.number().int().min(1).max(1000).default(1000),
   /** Process role: most points of one account in one processing tick (its backlog is spread over ticks interleaved with other accounts'). */
   processTickAccountPoints: z.coerce.number().int().positive().default(10_000),
   /** Process role: most estimated CPU (ms) of one account's batches in one processing tick (the estimate is measured per account). */
@@ -223,6 +229,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['trustProxy', 'CIPHERSTAT_TRUST_PROXY'],
   ['processPartition', 'CIPHERSTAT_PROCESS_PARTITION', 'partition'],
   ['processCoalesceMs', 'CIPHERSTAT_PROCESS_COALESCE_MS'],
+  ['processTickMinBatches', 'CIPHERSTAT_PROCESS_TICK_MIN_BATCHES'],
   ['processRecoveryIntervalMs', 'CIPHERSTAT_PROCESS_RECOVERY_INTERVAL_MS'],
   ['processTickAccountPoints', 'CIPHERSTAT_PROCESS_TICK_ACCOUNT_POINTS'],
   ['processTickAccountMs', 'CIPHERSTAT_PROCESS_TICK_ACCOUNT_MS'],

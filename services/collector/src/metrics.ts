@@ -7,13 +7,42 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 /** Cumulative lookups of one per-account cache. */
 export type CacheStats = () => { hit: number; miss: number };
 
+/** Storage calls so far by kind (Store.callStats). */
+export type StorageCallSource = () => Record<string, { calls: number; waitSeconds: number; runSeconds: number }>;
+
 export function createMetrics(opts: { rotationIncomplete?: () => boolean } = {}) {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry });
   /** Per-account caches (account state, keys, tick state, pseudonyms), read at each scrape. */
   const cacheSources = new Map<string, CacheStats>();
+  /** Where storage calls come from (the store's engine lane), read at each scrape. */
+  const storageCalls: { source?: StorageCallSource } = {};
   const m = {
     cacheSources,
+    storageCalls,
+    storageCallSeconds: new Counter({
+      name: 'cipherstat_storage_call_seconds_total',
+      help: 'Seconds storage calls spent by kind (`insert <table>`, or the statement verb and first table) and phase: wait (for the embedded engine, which runs one call at a time) and run',
+      labelNames: ['call', 'phase'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [call, s] of Object.entries(storageCalls.source?.() ?? {})) {
+          this.inc({ call, phase: 'wait' }, s.waitSeconds);
+          this.inc({ call, phase: 'run' }, s.runSeconds);
+        }
+      },
+    }),
+    storageCallCount: new Counter({
+      name: 'cipherstat_storage_calls_total',
+      help: 'Storage calls by kind (see cipherstat_storage_call_seconds_total)',
+      labelNames: ['call'],
+      registers: [registry],
+      collect() {
+        this.reset();
+        for (const [call, s] of Object.entries(storageCalls.source?.() ?? {})) this.inc({ call }, s.calls);
+      },
+    }),
     cacheLookups: new Counter({
       name: 'cipherstat_cache_lookups_total',
       help: 'Lookups in per-account caches by cache and outcome (hit, miss)',
@@ -36,6 +65,13 @@ export function createMetrics(opts: { rotationIncomplete?: () => boolean } = {})
     ingestBodyBytes: new Counter({ name: 'cipherstat_ingest_body_bytes_total', help: 'Request body bytes ingest read off the network (admitted requests only)', registers: [registry] }),
     ingestOpenedBytes: new Counter({ name: 'cipherstat_ingest_opened_bytes_total', help: 'Envelope bytes ingest decoded and handed to the outer-layer open', registers: [registry] }),
     points: new Counter({ name: 'cipherstat_points_total', help: 'Points by outcome (processed, rejected)', labelNames: ['outcome'], registers: [registry] }),
+    ingestAckSeconds: new Counter({
+      name: 'cipherstat_ingest_ack_seconds_total',
+      help: "Where stored batches' 202s waited, summed over batches: queued (behind the group commit in flight), dedup (the duplicate check), insert (the durable insert); the storage calls' own wait for the engine is in cipherstat_storage_call_seconds_total",
+      labelNames: ['phase'],
+      registers: [registry],
+    }),
+    ingestAckBatches: new Counter({ name: 'cipherstat_ingest_ack_batches_total', help: 'Batches whose group commit succeeded (the count behind cipherstat_ingest_ack_seconds_total)', registers: [registry] }),
     insertSeconds: new Histogram({ name: 'cipherstat_storage_insert_seconds', help: 'Latency of storage inserts', labelNames: ['table'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] }),
     tickPhaseSeconds: new Histogram({
       name: 'cipherstat_tick_phase_seconds',

@@ -108,7 +108,10 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const admin = loadAdminToken({ dataDir: config.dataDir, adminToken: secrets.adminToken, log });
   // Calls made while answering a request end within storageTimeoutMs (503 storage_unavailable);
   // background work (processing, compaction, lifecycle) keeps the store without a deadline of its own.
-  const requestStore = store.withDeadline(config.storageTimeoutMs);
+  // Urgent: a request waits for them, so they go before processing's, compaction's and queries'
+  // waiting calls where the engine runs one call at a time (storage/lane.ts).
+  const requestStore = store.withDeadline(config.storageTimeoutMs).urgent();
+  metrics.storageCalls.source = () => store.callStats();
   const accounts = new Accounts(requestStore, keyring, { defaultRetentionDays: config.retentionDays, now, log, metrics });
   metrics.cacheSources.set('account_state', () => accounts.stats);
   metrics.cacheSources.set('account_keys', () => keyring.stats);
@@ -161,6 +164,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         pollMs: config.role === 'all' ? 5000 : 250,
         pollMinAgeMs: config.role === 'all' ? 10_000 : 0,
         coalesceMs: config.processCoalesceMs,
+        tickMinBatches: config.processTickMinBatches,
         recoverEveryMs: config.processRecoveryIntervalMs,
         worker: config.processWorker,
         partition: config.processPartition === '0/1' ? undefined : parsePartition(config.processPartition),

@@ -27,6 +27,8 @@ import { diskFullMessage, isDiskFull } from '../disk.js';
 type Outcome = 'stored' | 'duplicate';
 interface Pending {
   row: BatchRow;
+  /** performance.now() when submitted: how long it waited for the group commits before its own. */
+  at: number;
   resolve: (o: Outcome) => void;
   reject: (e: unknown) => void;
 }
@@ -72,7 +74,7 @@ export class BatchWriter {
     }
     if (this.recent.has(key(row))) return Promise.resolve('duplicate');
     return new Promise<Outcome>((resolve, reject) => {
-      this.queue.push({ row, resolve, reject });
+      this.queue.push({ row, at: performance.now(), resolve, reject });
       this.metrics.writerQueue.set(this.queue.length);
       if (!this.running) this.idle = this.run();
     });
@@ -100,9 +102,17 @@ export class BatchWriter {
       if (first.has(k) || this.recent.has(k)) dupes.push(p);
       else first.set(k, p);
     }
+    // Where a 202's wait goes, summed over the group's batches (cipherstat_ingest_ack_seconds_total).
+    const ack = this.metrics.ingestAckSeconds;
+    const started = performance.now();
+    let queued = 0;
+    for (const p of items) queued += started - p.at;
+    ack.inc({ phase: 'queued' }, queued / 1000);
     try {
       const candidates = [...first.values()];
       const existing = candidates.length ? await this.store.existingBatches(candidates.map((p) => p.row)) : new Set<string>();
+      const checked = performance.now();
+      ack.inc({ phase: 'dedup' }, ((checked - started) * items.length) / 1000);
       const fresh = candidates.filter((p) => !existing.has(key(p.row)));
       const rows = fresh.map((p) => p.row);
       if (rows.length) {
@@ -110,6 +120,8 @@ export class BatchWriter {
         await this.store.insertBatches(rows);
         end();
       }
+      ack.inc({ phase: 'insert' }, ((performance.now() - checked) * items.length) / 1000);
+      this.metrics.ingestAckBatches.inc(items.length);
       this.logFailure.reset();
       for (const p of candidates) this.recent.set(key(p.row), true);
       for (const p of fresh) p.resolve('stored');

@@ -26,12 +26,16 @@ export interface IntakeOptions {
   metrics: Metrics;
   now: () => number;
   /**
-   * Hand-offs coalesce into bigger ticks (far fewer rollup rows per point): a tick waits up to
-   * this many ms (minus how long the previous tick ran) or until a full tick is queued. 0: no wait.
-   * Only under load (at least `coalesceMinRate` batches handed off in the last second): a quiet
-   * collector processes at once.
+   * Tick cadence under load: a tick starts at least this many ms after the previous one started
+   * (CIPHERSTAT_PROCESS_COALESCE_MS), unless `minBatches` are queued — the next tick's CPU part
+   * included, which with the worker would otherwise start as soon as the previous one's ended.
+   * Fewer, bigger ticks: fewer rollup rows per point and fewer inserts. 0: no wait. Only under load
+   * (at least `coalesceMinRate` batches handed off in the last second): a quiet collector
+   * processes at once.
    */
   coalesceMs?: number;
+  /** Batches queued that start a tick before its cadence (default and most: TICK_BATCHES; CIPHERSTAT_PROCESS_TICK_MIN_BATCHES). */
+  minBatches?: number;
   /** Batches per second of hand-offs from which ticks coalesce (default 100). */
   coalesceMinRate?: number;
   /** What one account's batches may take of one tick (fair-queue.ts); default TICK_ACCOUNT_BUDGET_MS and DEFAULT_TICK_ACCOUNT_POINTS. */
@@ -75,8 +79,8 @@ export class Intake {
   /** Batches processed over about the last few seconds. */
   private readonly processedRate = new RateWindow(PROCESSED_SPAN_MS);
   private wake: (() => void) | undefined;
-  /** How long the previous tick ran (ms): a coalescing wait is shortened by it. */
-  lastTickMs = 0;
+  /** When the previous tick was taken (performance.now()): the next waits for the cadence from then. */
+  private lastTakeAt = -Infinity;
   /** Callers waiting for everything queued (drain): no coalescing wait meanwhile. */
   urgent = 0;
 
@@ -127,15 +131,30 @@ export class Intake {
       this.queue.push(r, Math.max(r.receivedAt, this.o.now()));
     }
     this.o.metrics.processQueue.set(this.queue.size);
-    if (this.queue.size >= TICK_BATCHES) this.wake?.();
+    if (this.queue.size >= this.minBatches) this.wake?.();
   }
 
-  /** Lets hand-offs accumulate: up to `coalesceMs` minus the previous tick's run time, or a full tick. */
-  async coalesce(): Promise<void> {
-    const wait = (this.o.coalesceMs ?? 0) - this.lastTickMs;
-    if (wait <= 0 || this.urgent > 0 || this.queue.size >= TICK_BATCHES) return;
+  private get minBatches(): number {
+    return Math.min(TICK_BATCHES, this.o.minBatches ?? TICK_BATCHES);
+  }
+
+  /**
+   * How long the next tick should still wait for hand-offs (ms; 0: take it now): the rest of the
+   * cadence since the previous tick was taken — 0 when `minBatches` are queued, a drain waits,
+   * or hand-offs are too few to be worth gathering.
+   */
+  coalesceWait(): number {
+    if (this.urgent > 0 || this.queue.size >= this.minBatches) return 0;
+    const wait = (this.o.coalesceMs ?? 0) - (performance.now() - this.lastTakeAt);
+    if (wait <= 0) return 0;
     // Batches handed off over roughly the last second.
-    if (this.handedOff.recent() < (this.o.coalesceMinRate ?? 100)) return;
+    return this.handedOff.recent() < (this.o.coalesceMinRate ?? 100) ? 0 : wait;
+  }
+
+  /** Lets hand-offs accumulate for the next tick (coalesceWait), ended early once `minBatches` are queued. */
+  async coalesce(): Promise<void> {
+    const wait = this.coalesceWait();
+    if (wait <= 0) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
         this.wake = undefined;
@@ -156,6 +175,7 @@ export class Intake {
 
   /** The next tick's batches. */
   take(): BatchRow[] {
+    this.lastTakeAt = performance.now();
     const rows = this.queue.take(TICK_BATCHES, {
       ms: this.o.tickBudget?.ms ?? TICK_ACCOUNT_BUDGET_MS,
       points: this.o.tickBudget?.points ?? DEFAULT_TICK_ACCOUNT_POINTS,

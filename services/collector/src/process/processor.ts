@@ -53,8 +53,10 @@ export interface ProcessorOptions {
   /** How far back the poll looks for unprocessed batches. */
   lookbackMs?: number;
   now?: () => number;
-  /** Hand-offs coalesce into bigger ticks under load (intake.ts). */
+  /** Under load, a tick starts at most this often (ms) unless `tickMinBatches` are queued (intake.ts). */
   coalesceMs?: number;
+  /** Batches queued that start a tick before its cadence (intake.ts; default TICK_BATCHES). */
+  tickMinBatches?: number;
   /** Batches per second of hand-offs from which ticks coalesce (default 100). */
   coalesceMinRate?: number;
   /** This node's share of accounts for the poll and recovery (default: all of them). */
@@ -125,7 +127,7 @@ export class Processor {
   constructor(private readonly o: ProcessorOptions) {
     for (const [cache, c] of Object.entries(this.cacheTotals)) o.metrics.cacheSources.set(cache, () => c);
     this.runner = new TickRunner({ worker: o.worker, workerUrl: o.workerUrl, log: o.log });
-    this.queue = new Intake({ metrics: o.metrics, now: () => this.now(), coalesceMs: o.coalesceMs, coalesceMinRate: o.coalesceMinRate, tickBudget: o.tickBudget });
+    this.queue = new Intake({ metrics: o.metrics, now: () => this.now(), coalesceMs: o.coalesceMs, minBatches: o.tickMinBatches, coalesceMinRate: o.coalesceMinRate, tickBudget: o.tickBudget });
     this.recovery = new TickRecovery(o, () => this.now());
   }
 
@@ -177,18 +179,16 @@ export class Processor {
       if (!next) await this.queue.coalesce();
       const cur = next ?? this.begin(this.queue.take());
       next = undefined;
-      const t0 = performance.now();
       try {
         await this.process(cur, () => {
-          if (this.runner.threaded && this.queue.size) next = this.begin(this.queue.take());
+          // The next tick's CPU part overlaps this one's writes once its cadence is due (intake.ts).
+          if (this.runner.threaded && this.queue.size && this.queue.coalesceWait() <= 0) next = this.begin(this.queue.take());
         });
-        this.queue.lastTickMs = performance.now() - t0;
       } catch (e) {
         // Leave them for the poll: they are durable and unmarked (process() removed its rollup rows).
         this.queue.release(cur.rows);
         if (next) await this.abandon(next);
         next = undefined;
-        this.queue.lastTickMs = 0;
         this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'processing failed; batches will be retried');
         await new Promise((r) => setTimeout(r, 1000));
       }

@@ -2,11 +2,17 @@
  * Embedded adapter: chDB (in-process ClickHouse) on one data directory. Every call is async
  * (runs on libuv's pool, never on the event loop). chDB binds one data directory per
  * process: a second store at another path in the same process fails with storage_unavailable.
+ *
+ * The engine runs one statement at a time per session (a second call waits inside chDB until
+ * the first ends). So calls wait here instead, in the `CallLane` (lane.ts): one at a time, those
+ * of an `urgent()` view (ingest's group commit, whose 202 waits for them) before every waiting
+ * call of the others, and each call's wait and run time counted by kind (`callStats`).
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Session, drainPending, type ChdbResult } from 'chdb';
 import { withinDeadline, type Connection } from './connection.js';
+import { CallLane, callKind } from './lane.js';
 import { StorageError, toStorageError } from './errors.js';
 import { createStore } from './repository.js';
 import { checkIdentifier } from './schema.js';
@@ -32,14 +38,17 @@ class ChdbConnection implements Connection {
   readonly kind = 'chdb' as const;
 
   /**
-   * @param held the session, shared with every deadline view (null once closed).
-   * @param timeoutMs deadline of each call (0: none). chDB cannot cancel a statement: at the
+   * @param held the session and its lane, shared with every view (session null once closed).
+   * @param timeoutMs deadline of each call (0: none), its wait in the lane included. A call
+   *   still waiting at its deadline never runs; chDB cannot cancel a running statement: at the
    *   deadline the caller gets `storage_unavailable` and the statement runs on unobserved.
+   * @param urgent this view's calls go before the waiting calls of non-urgent views.
    */
   private constructor(
-    private readonly held: { session: Session | null },
+    private readonly held: { session: Session | null; lane: CallLane },
     private readonly timeoutMs = 0,
     private readonly view = false,
+    private readonly urgentCalls = false,
   ) {}
 
   /** Opens the data directory with `database` current (created if missing: it costs nothing here). */
@@ -50,7 +59,7 @@ class ChdbConnection implements Connection {
     } catch (e) {
       throw new StorageError('storage_unavailable', `cannot open chDB at ${path}: ${(e as Error).message}`, undefined, { cause: e });
     }
-    const conn = new ChdbConnection({ session });
+    const conn = new ChdbConnection({ session, lane: new CallLane() });
     try {
       await conn.execOutsideDatabase(`CREATE DATABASE IF NOT EXISTS ${database}`);
       await conn.exec(`USE ${database}`);
@@ -68,18 +77,29 @@ class ChdbConnection implements Connection {
   }
 
   withDeadline(ms: number): Connection {
-    return new ChdbConnection(this.held, ms, true);
+    return new ChdbConnection(this.held, ms, true, this.urgentCalls);
   }
 
-  async #run(sql: string, params: Params | undefined, format: string): Promise<ChdbResult> {
-    const s = this.#open();
+  urgent(): Connection {
+    return new ChdbConnection(this.held, this.timeoutMs, true, true);
+  }
+
+  callStats() {
+    return this.held.lane.stats();
+  }
+
+  /** `call` through the lane, within this view's deadline. */
+  async #call<T>(kind: string, call: (s: Session) => Promise<T>): Promise<T> {
+    this.#open();
     try {
-      return await withinDeadline(this.timeoutMs, () =>
-        params && Object.keys(params).length > 0 ? s.queryBindAsync(sql, params, { format }) : s.queryAsync(sql, { format }),
-      );
+      return await withinDeadline(this.timeoutMs, (signal) => this.held.lane.run(kind, this.urgentCalls, () => call(this.#open()), signal));
     } catch (e) {
       throw wrap(e);
     }
+  }
+
+  #run(sql: string, params: Params | undefined, format: string): Promise<ChdbResult> {
+    return this.#call(callKind(sql), (s) => (params && Object.keys(params).length > 0 ? s.queryBindAsync(sql, params, { format }) : s.queryAsync(sql, { format })));
   }
 
   async query<T>(sql: string, params?: Params): Promise<T[]> {
@@ -97,12 +117,7 @@ class ChdbConnection implements Connection {
   }
 
   async insert(table: string, columns: readonly string[], tsv: Buffer): Promise<void> {
-    const s = this.#open();
-    try {
-      await withinDeadline(this.timeoutMs, () => s.insert({ table, columns, values: tsv, format: 'TabSeparated' }));
-    } catch (e) {
-      throw wrap(e);
-    }
+    await this.#call(`insert ${table.slice(table.lastIndexOf('.') + 1)}`, (s) => s.insert({ table, columns, values: tsv, format: 'TabSeparated' }));
   }
 
   execOutsideDatabase(sql: string): Promise<void> {

@@ -1,4 +1,5 @@
 import { StorageError } from './errors.js';
+import type { CallStats } from './lane.js';
 import type { Params } from './types.js';
 
 /**
@@ -26,6 +27,14 @@ export interface Connection {
    * has may still complete (callers of writes must be idempotent). Closing a view is a no-op.
    */
   withDeadline(ms: number): Connection;
+  /**
+   * The same connection whose calls go before the waiting calls of other views, where the
+   * engine runs one call at a time (chDB: lane.ts); a server runs calls side by side, so there
+   * it is the same connection.
+   */
+  urgent(): Connection;
+  /** Calls so far by kind, with the seconds they waited for the engine and ran (chDB; empty for a server). */
+  callStats(): Record<string, CallStats>;
   close(): Promise<void>;
 }
 

@@ -62,6 +62,15 @@ class RemoteConnection implements Connection {
     return new RemoteConnection(this.client, this.outside, this.cluster, this.state, ms, true);
   }
 
+  /** A server runs calls side by side: nothing to go before. */
+  urgent(): Connection {
+    return this;
+  }
+
+  callStats(): Record<string, never> {
+    return {};
+  }
+
   /** Runs one request within the deadline; an aborted request reads as the deadline's error. */
   async #call<T>(run: (signal?: AbortSignal) => Promise<T>): Promise<T> {
     this.#check();

@@ -67,6 +67,8 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
 
     close: () => conn.close(),
     withDeadline: (ms) => createStore(conn.withDeadline(ms), opts),
+    urgent: () => createStore(conn.urgent(), opts),
+    callStats: () => conn.callStats(),
     ...accountRepository(db),
     ...batchRepository(db),
     ...rollupRepository(db),

@@ -11,6 +11,8 @@
  * - binary columns (ciphertext) are Uint8Array in and out and are stored as raw bytes.
  */
 import type { AccountTable } from './schema.js';
+import type { CallStats } from './lane.js';
+export type { CallStats } from './lane.js';
 
 export type AccountState = 'active' | 'deactivated' | 'shredded';
 
@@ -446,6 +448,14 @@ export interface Store extends AccountStore, BatchStore, RollupStore, Dictionary
    * Shares the connection; closing it does nothing.
    */
   withDeadline(ms: number): Store;
+  /**
+   * This store with its calls going before the waiting calls of every other view where the
+   * engine runs one call at a time (embedded chDB: storage/lane.ts) — ingest's group commit,
+   * whose 202s wait for it. Keeps this view's deadline. Shares the connection.
+   */
+  urgent(): Store;
+  /** Storage calls so far by kind (`insert batches`, `SELECT batches`, …): count, seconds waiting for the engine, seconds running (chDB; empty for a server). */
+  callStats(): Record<string, CallStats>;
 
   /** Names of every table this store created, as `database.table` (for dumps in tests and verify). */
   tables(): Promise<string[]>;
