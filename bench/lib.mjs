@@ -523,9 +523,9 @@ export async function scrape(url) {
  * Sends bodies with `concurrency` clients for warmupMs + durationMs. A batch counts when
  * answered 202, inside the window when its 202 arrives inside it; latencies of requests
  * started inside the window. `pointsOf(i)`: points in body i; `headersOf(i)`: extra request
- * headers. The server's RSS is sampled every second (max and last reported).
+ * headers; `untilExhausted`: sending every body is the point (a warm pass), not a shortfall. The server's RSS is sampled every second (max and last reported).
  */
-export async function runLoad({ name, send, bodies, pointsOf, headersOf = () => undefined, warmupMs, durationMs, concurrency, serverPid, onWindowStart, onTick }) {
+export async function runLoad({ name, send, bodies, pointsOf, headersOf = () => undefined, warmupMs, durationMs, concurrency, serverPid, onWindowStart, onTick, untilExhausted = false }) {
   const t0 = performance.now();
   const windowStart = t0 + warmupMs;
   const windowEnd = windowStart + durationMs;
@@ -621,7 +621,7 @@ export async function runLoad({ name, send, bodies, pointsOf, headersOf = () => 
   const systemCpu = atEnd.system - systemCpu0;
   const loadgenCpu = cpu0 ? (atEnd.cpu.user + atEnd.cpu.system) / 1e6 : NaN;
   const lat = Array.from(latencies.subarray(0, nLat)).sort((a, b) => a - b);
-  if (exhausted) progress(`  ${name}: ran out of pre-built bodies after ${fmt(acked)} batches; raise --batches (window shortened to ${fmt(windowSec, 1)} s)`);
+  if (exhausted && !untilExhausted) progress(`  ${name}: ran out of pre-built bodies after ${fmt(acked)} batches; raise --batches (window shortened to ${fmt(windowSec, 1)} s)`);
   return {
     windowSec,
     exhausted,
@@ -668,7 +668,7 @@ export async function loadPipeline(o, name, send, bodies, serverPid, hooks = {})
  * under the same load. Processed = acknowledged (its 202 comes after the insert, so acknowledged
  * points are queryable); with `disk`, its bytes on disk after it stopped.
  */
-export async function plaintextRun(o, tmp, { self, bodyData, label, client = 'http', pointsOf, headersOf, pin, disk = false, afterLoad }) {
+export async function plaintextRun(o, tmp, { self, bodyData, label, client = 'http', pointsOf, headersOf, pin, disk = false, afterLoad, count = o.batches, run }) {
   progress('plaintext pipeline: starting the Hono → chDB child');
   const dataDir = join(tmp, 'plain');
   mkdirSync(dataDir, { recursive: true });
@@ -678,9 +678,10 @@ export async function plaintextRun(o, tmp, { self, bodyData, label, client = 'ht
   try {
     await waitReady(url, child, '/healthz');
     progress(`plaintext pipeline: ready at ${url}; pre-building ${fmt(o.batches)} JSON bodies (${label})`);
-    const { bodies, avgBytes } = await buildBodies(self, 'json', o.batches, bodyData);
+    const { bodies, avgBytes } = await buildBodies(self, 'json', count, bodyData);
     const send = makeSender(client, url, '/v1/points', 'application/json', o.concurrency);
-    const load = await loadPipeline(o, 'plaintext', send, bodies, child.pid, { pointsOf, headersOf });
+    // `run`: the bench's own phases on these bodies (storefront: cold, warm pass, steady); default one loadPipeline.
+    const load = run ? await run({ send, bodies, serverPid: child.pid }) : await loadPipeline(o, 'plaintext', send, bodies, child.pid, { pointsOf, headersOf });
     afterLoad?.();
     const result = {
       url,
