@@ -37,7 +37,7 @@ import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
   LIB, mainThreadCpuSeconds, buildBodies, buildInfo, collectProfiles, diskSummary, envelopeSealer, fmt, formatColumnSplit, formatTickSplit, freePort, killAll, loadPipeline, makeSender, pinSelf, postBodies, printProfile,
-  processCpuSeconds, profileFlags, plaintextRun, progress, runChildJson, scrape, startChild, stopChild, table, tickSplit, waitProcessed, waitReady, watchdog, writeResult,
+  processCpuSeconds, profileFlags, plaintextRun, processingTicker, progress, runChildJson, scrape, startChild, stopChild, table, tickSplit, waitProcessed, waitReady, watchdog, writeResult,
 } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
 
@@ -157,7 +157,6 @@ async function encryptedPipeline(o, tmp, envelope) {
     let atStart;
     let cpuAtStart;
     let mainCpuAtStart;
-    let lastScrape;
     const load = await loadPipeline(o, 'encrypted', send, bodies, child.pid, {
       pointsOf: () => POINTS_PER_BATCH,
       onWindowStart: async () => {
@@ -165,13 +164,7 @@ async function encryptedPipeline(o, tmp, envelope) {
         mainCpuAtStart = mainThreadCpuSeconds(child.pid);
         atStart = await scrape(url);
       },
-      onTick: async () => {
-        const s = await scrape(url);
-        const prev = lastScrape;
-        lastScrape = s;
-        if (!prev) return '';
-        return `, processed ${fmt((s.processed - prev.processed) / ((s.at - prev.at) / 1000))} pts/s, queues ingest ${s.writerQueue} / process ${s.processQueue} batches`;
-      },
+      onTick: processingTicker(url),
     });
     const atEnd = await scrape(url);
     pinSelf(o.pin ? '0-' + (os.cpus().length - 1) : undefined);

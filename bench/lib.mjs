@@ -478,6 +478,18 @@ export function ackSplit(a, b) {
   return Object.fromEntries(['queued', 'dedup', 'insert'].map((p) => [p, n ? (1000 * (b.ack[p] - a.ack[p])) / n : NaN]));
 }
 
+/** A runLoad `onTick` that adds the collector's processing rate and queues (since its last call) to the progress line. */
+export function processingTicker(url) {
+  let last;
+  return async () => {
+    const s = await scrape(url);
+    const prev = last;
+    last = s;
+    if (!prev) return '';
+    return `, processed ${fmt((s.processed - prev.processed) / ((s.at - prev.at) / 1000))} pts/s, queues ingest ${s.writerQueue} / process ${s.processQueue} batches`;
+  };
+}
+
 export async function scrape(url) {
   const text = await (await fetch(url + '/metrics')).text();
   const rows = parsePrometheus(text);

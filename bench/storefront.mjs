@@ -35,7 +35,7 @@ import { parseArgs } from 'node:util';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import {
   ROOT, ackSplit, mainThreadCpuSeconds, processCpuSeconds, buildBodies, storageCallSplit, threadCpuSeconds, threadCpuSplit, buildInfo, collectProfiles, envelopeSealer, fmt, formatTickSplit, freePort, killAll, makeSender, parsePrometheus, postBodies,
-  printProfile, profileFlags, plaintextRun, progress, runChildJson, runLoad, scrape, startChild, stopChild, table, tickSplit, waitProcessed, waitReady, watchdog, writeResult,
+  printProfile, profileFlags, plaintextRun, processingTicker, progress, runChildJson, runLoad, scrape, startChild, stopChild, table, tickSplit, waitProcessed, waitReady, watchdog, writeResult,
 } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
 
@@ -231,19 +231,12 @@ async function encryptedPipeline(o, tmp) {
       let atStart;
       let cachesAtStart;
       let cpuAtStart;
-      let lastScrape;
       const run = await load({
         onWindowStart: async () => {
           cpuAtStart = { all: processCpuSeconds(child.pid), main: mainThreadCpuSeconds(child.pid), threads: threadCpuSeconds(child.pid) };
           [atStart, cachesAtStart] = await Promise.all([scrape(url), cacheCounts(url)]);
         },
-        onTick: async () => {
-          const s = await scrape(url);
-          const prev = lastScrape;
-          lastScrape = s;
-          if (!prev) return '';
-          return `, processed ${fmt((s.processed - prev.processed) / ((s.at - prev.at) / 1000))} pts/s, queues ingest ${s.writerQueue} / process ${s.processQueue} batches`;
-        },
+        onTick: processingTicker(url),
       });
       profileWindow ??= { startUs: run.windowStartHrUs, endUs: run.windowEndHrUs }; // the cold window
       const [atEnd, cachesAtEnd] = await Promise.all([scrape(url), cacheCounts(url)]);
