@@ -12,7 +12,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { toBase64 } from '@cipherstat/protocol';
 import { CONFIG_VARIABLES, loadConfig, loadSecrets, type Config } from '../src/config.js';
 import { resolveClient, textFormBytes } from '../src/ingest/admission.js';
-import { WorkerMergers } from '../src/query/mergers.js';
+import { mergeOnce, WorkerMergers } from '../src/query/mergers.js';
 import type { RejectRow, Store } from '../src/storage/types.js';
 import { ADMIN_TOKEN, createAccount, envelope, points, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { metric } from './lifecycle-support.js';
@@ -73,7 +73,7 @@ describe('configuration booleans are strict', () => {
       const before = threads();
       const pool = new WorkerMergers({ url, size: 1, inlineBytes: -1, ...(nice === undefined ? {} : { nice }) });
       try {
-        const merged = await pool.merge(plan as never, new Uint8Array(0)); // an empty result, merged in the worker
+        const merged = await mergeOnce(pool, plan as never, new Uint8Array(0), 0); // an empty result, merged in the worker
         expect(merged.rows).toBe(0);
         const started = [...threads()].filter(([tid]) => !before.has(tid)).map(([, n]) => n);
         const expected = nice ?? 10;

@@ -15,7 +15,7 @@ import { CollectorError } from '../src/errors.js';
 import { QueryCache, runQuery } from '../src/query/index.js';
 import { accountContext } from '../src/query/context.js';
 import { mergePlan, rowSelection } from '../src/query/engine.js';
-import { handleMergeRequest, inlineMergers } from '../src/query/mergers.js';
+import { handleMergeRequest, inlineMergers, mergeOnce } from '../src/query/mergers.js';
 import { mergeRows } from '../src/query/merge.js';
 import { countRows, readRows } from '../src/rollup/rows.js';
 import { parseQuery } from '../src/query/request.js';
@@ -356,7 +356,7 @@ describe('runQuery', () => {
     expect(sum([packRow, quarterRow, newer])).toEqual({ value: 12, failed: 0, tampered: 2 }); // replayed after their deletion
   });
 
-  it("a query worker's merge zeroes the data keys it received, holds the groups until finish or drop, and answers like the inline merge", async () => {
+  it("a query worker's merge zeroes the data keys it received once closed, holds the groups until finish or drop, and answers like the inline merge", async () => {
     const ctx = await accountContext({ store, keyring }, A);
     const q = parseQuery({ metric: 'page.load', aggregation: 'p95', interval: 'hour', from: FROM, to: TO, groupBy: ['page'] });
     const { selection, metricOf } = rowSelection(ctx, q);
@@ -365,13 +365,14 @@ describe('runQuery', () => {
     const plan = mergePlan(ctx, q, metricOf);
     const sent = { ...plan, versions: plan.versions.map((v) => ({ ...v, dataKey: v.dataKey.slice() })) };
     const merges = new Map();
-    const merged = handleMergeRequest(merges, { type: 'merge', id: 1, plan: sent, bytes });
+    expect(handleMergeRequest(merges, { type: 'part', id: 1, plan: sent, bytes })).toEqual({ id: 1, ok: true });
+    const merged = handleMergeRequest(merges, { type: 'close', id: 1 });
     expect(merged).toMatchObject({ id: 1, ok: true });
     for (const v of sent.versions) expect(v.dataKey.every((b) => b === 0)).toBe(true);
     for (const v of plan.versions) expect(v.dataKey.some((b) => b !== 0)).toBe(true); // the caller's keys are its own
     expect(merges.size).toBe(1);
 
-    const inline = await inlineMergers.merge(plan, bytes);
+    const inline = await mergeOnce(inlineMergers, plan, bytes, countRows(bytes));
     const reply = merged as { merged: { rows: number; failed: number; groups: string[][] } };
     expect(reply.merged.rows).toBe(inline.rows);
     expect(reply.merged.rows).toBeGreaterThan(0);
@@ -381,10 +382,12 @@ describe('runQuery', () => {
     expect(finished).toEqual({ id: 1, ok: true, values: await inline.finish(seriesOf, seriesOf.length) });
     expect(merges.size).toBe(0);
 
-    handleMergeRequest(merges, { type: 'merge', id: 2, plan: { ...plan, versions: plan.versions.map((v) => ({ ...v, dataKey: v.dataKey.slice() })) }, bytes });
+    const again = { ...plan, versions: plan.versions.map((v) => ({ ...v, dataKey: v.dataKey.slice() })) };
+    handleMergeRequest(merges, { type: 'part', id: 2, plan: again, bytes });
     expect(merges.size).toBe(1);
     expect(handleMergeRequest(merges, { type: 'drop', id: 2 })).toBeUndefined();
     expect(merges.size).toBe(0);
+    for (const v of again.versions) expect(v.dataKey.every((b) => b === 0)).toBe(true);
   });
 
   it('caches answers per account until invalidated', async () => {

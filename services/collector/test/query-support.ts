@@ -210,7 +210,7 @@ export async function writeRollups(store: Store, accountId: string, keys: Accoun
         };
         rollups.set(k, r);
       }
-      addPoint(r.aggs[Math.floor(rnd() * parts)]!, p.value, p.time);
+      addPoint(r.aggs[Math.floor(rnd() * parts)]!, p.value, p.time, (p as { visitor?: Uint8Array }).visitor);
     }
   }
   const rows: RollupRow[] = [];

@@ -39,7 +39,7 @@ import { CollectorError } from '../errors.js';
 import type { RollupSelection, Store } from '../storage/types.js';
 import { accountContext, lookupDictionary, type AccountContext, type QueryDeps } from './context.js';
 import { MAX_SERIES, tooManySeries, type MergePlan } from './merge.js';
-import { inlineMergers, type Merging } from './mergers.js';
+import { inlineMergers, type MergeSession, type Merging } from './mergers.js';
 import { parseQuery, queryKey, type Query } from './request.js';
 import { LEVEL } from '../rollup/levels.js';
 import { DAY_MS } from '../rollup/days.js';
@@ -97,7 +97,9 @@ export interface QueryResult {
 }
 
 export interface QueryStats {
+  /** Until storage answered the last statement (the merge of the earlier ones runs meanwhile). */
   storageMs: number;
+  /** From then until the answer (the rest of the merge, labels, finalizing). */
   mergeMs: number;
   rows: number;
 }
@@ -125,12 +127,20 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
   const ctx = await accountContext(deps, accountId);
   const t0 = performance.now();
   const { selection, metricOf } = rowSelection(ctx, q);
-  const bytes = await readInStatements(deps, selection);
-  const t1 = performance.now();
+  let t1 = t0;
   deps.onMerge?.(1);
   let merging: Merging;
   try {
-    merging = await (deps.mergers ?? inlineMergers).merge(mergePlan(ctx, q, metricOf), bytes);
+    // Each statement is merged (by the query workers) while the next is read.
+    const session = (deps.mergers ?? inlineMergers).begin(mergePlan(ctx, q, metricOf));
+    try {
+      await readInStatements(deps, selection, session);
+    } catch (e) {
+      session.abort();
+      throw e;
+    }
+    t1 = performance.now();
+    merging = await session.end();
   } finally {
     deps.onMerge?.(-1);
   }
@@ -184,11 +194,11 @@ export const STATEMENT_ROWS = 20_000;
  * levels: a day's rows and its day pack, the scope of a sealed `supersedes` list, are read by
  * one statement) or minutes (minute level: the scope is one bucket), so what supersedes.ts
  * decides per scope comes from one statement, which sees one snapshot. At most MAX_ROWS + 1
- * rows in all (more: the merge answers query_too_large).
+ * rows in all (more: the merge answers query_too_large). Each statement's rows go to `session`
+ * as they arrive, so the workers merge while storage reads the next.
  */
-async function readInStatements(deps: QueryDeps, selection: RollupSelection): Promise<Uint8Array> {
+async function readInStatements(deps: QueryDeps, selection: RollupSelection, session: MergeSession): Promise<void> {
   const unit = selection.level === LEVEL.minute ? MINUTE_MS : DAY_MS;
-  const parts: Uint8Array[] = [];
   let rows = 0;
   // The first statement reads 10 minutes (12,000 rows at 1,200 series) or one UTC day.
   let span = (selection.level === LEVEL.minute ? 10 : 1) * unit;
@@ -197,13 +207,12 @@ async function readInStatements(deps: QueryDeps, selection: RollupSelection): Pr
     const bytes = await deps.store.selectRollups({ ...selection, from, to, limit: MAX_ROWS + 1 - rows });
     const n = countRows(bytes);
     rows += n;
-    parts.push(bytes);
+    session.add(bytes, n);
     // The next range: as long as STATEMENT_ROWS at the density just read (over to − from), at most 16 times it.
     const read = to - from;
     span = Math.max(unit, Math.floor(Math.min(16 * read, (read * STATEMENT_ROWS) / Math.max(n, 1)) / unit) * unit);
     from = to;
   }
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts);
 }
 
 /** What merging needs of a query (merge.ts): per key version its data key and the pseudonyms to match. */

@@ -74,20 +74,22 @@ function locate(starts: number[], t: number): number {
   return lo;
 }
 
-/** Decodes the storage result (RowBinary, storage/queries.ts) and merges it. */
-export const mergeBytes = (plan: MergePlan, bytes: Uint8Array): Merged => mergeRows(plan, readRows(bytes));
+/** Decodes the storage result (RowBinary, storage/queries.ts) and merges it (into `groups`: the groups of earlier parts of the query). */
+export const mergeBytes = (plan: MergePlan, bytes: Uint8Array, groups?: Map<string, Group>): Merged => mergeRows(plan, readRows(bytes), groups);
+
+/** The key of a group in `Merged.groups`: its group-by value pseudonyms. */
+export const groupKey = (values: readonly string[]): string => values.join('\u0000');
 
 /**
  * Opens and merges rows per (bucket, group). A row's group and filter match come from its tag
  * pseudonym arrays, which its identity covers: storage rewriting `tag_values` makes the row fail
  * to open (never regrouped); a row outside the filter is counted as failed.
  */
-export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
-  if (rows.length > plan.maxRows) return { rows: rows.length, tooLarge: true, groups: new Map(), failed: 0, tampered: 0 };
+export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<string, Group>()): Merged {
+  if (rows.length > plan.maxRows) return { rows: rows.length, tooLarge: true, groups, failed: 0, tampered: 0 };
   const { starts, end } = plan;
   const n = starts.length;
   const versions = new Map(plan.versions.map((v) => [v.version, { ...v, accepted: v.filters.map((f) => ({ values: new Set(f.accepted), missingKey: f.missingKey })) }]));
-  const groups = new Map<string, Group>();
   // Bucket of a time: rows and a pack's slots mostly come in increasing time, so the last
   // bucket found (or the next) is checked before a binary search; no map, no boxed key.
   let at = 0;
@@ -126,7 +128,7 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[]): Merged {
       const i = keys.indexOf(gk);
       return i < 0 ? '0' : values[i] ?? '0';
     });
-    const key = g.join('\u0000');
+    const key = groupKey(g);
     return { key, values: g, g: undefined };
   };
   // Hours read from minute rows (bucket edges inside them, or not derived yet): there a minute

@@ -4,11 +4,19 @@
  * (which keeps /healthz, ingest and storage I/O); inline for small reads (posting them costs more
  * than merging) and when there is no compiled worker (tests from the sources).
  *
- * A merge is two steps around the dictionary lookup the engine does in between: `merge` opens
- * and merges, answering the groups' value pseudonyms; `finish` merges groups into the labelled
- * series and finalizes them. The worker keeps the merged aggregates in between (`drop` frees
- * them when the query fails before finishing); the data keys it received are zeroed as soon as
- * the rows are open.
+ * A merge is a session (`begin`): the engine adds each statement's rows as storage answers them
+ * (engine.ts readInStatements) and the workers merge them meanwhile; `end` answers the groups'
+ * value pseudonyms; `finish` (after the engine's dictionary lookup) merges groups into the
+ * labelled series and finalizes them. One query uses every idle worker: while a worker has no
+ * merge of its own it helps a query with rows waiting (each statement is then cut into parts of
+ * whole UTC days — whole hours at minute level — so every part merges alone, the scope of
+ * supersedes.ts), and at the end hands its groups over encoded (`export`) to the query's own
+ * worker, which merges them in (`close`) — the same groups and aggregates the single worker
+ * computes. Under concurrent queries no worker is idle: each query is merged by one worker, as
+ * before. Limits are counted across parts: the rows by the session (more than `maxRows`: nothing
+ * more is merged, `tooLarge`), the groups when merged together (too_many_series). The worker
+ * keeps the merged aggregates until `finish` (`drop` frees them when the query fails before
+ * finishing); the data keys it received are zeroed when its part of the merge is done.
  */
 import { existsSync, readlinkSync } from 'node:fs';
 import { availableParallelism, setPriority } from 'node:os';
@@ -17,7 +25,10 @@ import type { Worker } from 'node:worker_threads';
 import { CollectorError } from '../errors.js';
 import { WorkerThread } from '../worker-thread.js';
 import type { Logger } from '../logger.js';
-import { finishSeries, mergeBytes, type Group, type MergePlan } from './merge.js';
+import { emptyAggregate, emptyScalars, mergeEncoded, encodeAggregate, RollupError, LEVEL } from '../rollup/index.js';
+import { dayOf, HOUR_MS } from '../rollup/days.js';
+import { splitStoredRows } from '../storage/queries.js';
+import { finishSeries, groupKey, mergeBytes, tooManySeries, type Group, type MergePlan } from './merge.js';
 
 /** A query's rows, opened and merged, until `finish` or `drop`. */
 export interface Merging {
@@ -33,9 +44,26 @@ export interface Merging {
   drop(): void;
 }
 
+/** One query's merge: its rows added as read, then `end`. */
+export interface MergeSession {
+  /** The rows of one statement (storage's RowBinary answer) and how many they are. */
+  add(bytes: Uint8Array, rows: number): void;
+  /** After the last `add`: the merge (rows over plan.maxRows: `tooLarge`, groups empty). */
+  end(): Promise<Merging>;
+  /** The read failed: frees what was merged (no `end`). */
+  abort(): void;
+}
+
 export interface Mergers {
-  merge(plan: MergePlan, bytes: Uint8Array): Promise<Merging>;
+  begin(plan: MergePlan): MergeSession;
   close(): Promise<void>;
+}
+
+/** Merges `bytes` as one statement's rows (tests, small callers). */
+export async function mergeOnce(mergers: Mergers, plan: MergePlan, bytes: Uint8Array, rows: number): Promise<Merging> {
+  const s = mergers.begin(plan);
+  s.add(bytes, rows);
+  return s.end();
 }
 
 /**
@@ -66,8 +94,14 @@ export function lowerThreadPriority(nice: number): number | undefined {
   }
 }
 
-/** Storage results up to this size are merged on the main thread (a few ms at most). */
+/** Storage results up to this size (a query's statements together) are merged on the main thread (a few ms at most). */
 export const INLINE_BYTES = 64 * 1024;
+
+const concat = (parts: Uint8Array[]): Uint8Array => (parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+
+function tooLargeMerging(rows: number): Merging {
+  return { rows, tooLarge: true, failed: 0, tampered: 0, groups: [], finish: async () => Promise.reject(new Error('merge too large')), drop: () => {} };
+}
 
 function inlineMerging(plan: MergePlan, bytes: Uint8Array): Merging {
   const m = mergeBytes(plan, bytes);
@@ -83,60 +117,220 @@ function inlineMerging(plan: MergePlan, bytes: Uint8Array): Merging {
   };
 }
 
+/** Collects a query's statements and merges them on the calling thread at `end` (as one read). */
+class InlineSession implements MergeSession {
+  readonly parts: Uint8Array[] = [];
+  bytes = 0;
+  rows = 0;
+  constructor(readonly plan: MergePlan) {}
+  add(bytes: Uint8Array, rows: number): void {
+    this.rows += rows;
+    if (this.rows > this.plan.maxRows) this.parts.length = 0; // refused at end: nothing more kept
+    else {
+      this.parts.push(bytes);
+      this.bytes += bytes.length;
+    }
+  }
+  async end(): Promise<Merging> {
+    return this.rows > this.plan.maxRows ? tooLargeMerging(this.rows) : inlineMerging(this.plan, concat(this.parts));
+  }
+  abort(): void {
+    this.parts.length = 0;
+  }
+}
+
 /** Merges on the calling thread. */
 export const inlineMergers: Mergers = {
-  merge: async (plan, bytes) => inlineMerging(plan, bytes),
+  begin: (plan) => new InlineSession(plan),
   close: async () => {},
 };
 
+/** A worker's groups handed to another worker (`export`): the groups' values, and per cell (group, bucket, end offset) into `cells`, the encoded aggregates. */
+export interface ExportedGroups {
+  values: string[][];
+  index: Uint32Array;
+  cells: Uint8Array;
+}
+
+/** Encodes merged groups for another worker (mergeEncoded-able: exact for every field and sketch). */
+export function exportGroups(groups: Iterable<Group>): ExportedGroups {
+  const values: string[][] = [];
+  const index: number[] = [];
+  const encoded: Uint8Array[] = [];
+  let size = 0;
+  for (const g of groups) {
+    const j = values.push(g.values) - 1;
+    g.aggs.forEach((a, i) => {
+      if (!a) return;
+      const e = encodeAggregate(a);
+      encoded.push(e);
+      size += e.length;
+      index.push(j, i, size);
+    });
+  }
+  const cells = new Uint8Array(size);
+  let at = 0;
+  for (const e of encoded) {
+    cells.set(e, at);
+    at += e.length;
+  }
+  return { values, index: Uint32Array.from(index), cells };
+}
+
+/**
+ * Merges exported groups into `groups` (of the same plan), as the rows behind them would have
+ * been merged: a new group past plan.maxGroups is too_many_series; a cell that does not merge
+ * (sketches of other parameters) is left out and counted in the returned failures.
+ */
+export function absorbGroups(plan: MergePlan, groups: Map<string, Group>, e: ExportedGroups): number {
+  const withSketch = plan.aggregation[0] === 'p';
+  const newCell = withSketch ? emptyAggregate : emptyScalars; // as merge.ts: sketches only for percentiles
+  let failed = 0;
+  for (let c = 0, from = 0; c < e.index.length; c += 3) {
+    const j = e.index[c]!;
+    const i = e.index[c + 1]!;
+    const to = e.index[c + 2]!;
+    const bytes = e.cells.subarray(from, to);
+    from = to;
+    const values = e.values[j]!;
+    const key = groupKey(values);
+    let g = groups.get(key);
+    if (!g) {
+      if (groups.size >= plan.maxGroups) throw tooManySeries();
+      g = { values, aggs: new Array(plan.starts.length) };
+      groups.set(key, g);
+    }
+    const cur = g.aggs[i];
+    try {
+      if (cur) mergeEncoded(cur, bytes, withSketch);
+      else {
+        const agg = newCell();
+        mergeEncoded(agg, bytes, withSketch);
+        g.aggs[i] = agg;
+      }
+    } catch (err) {
+      if (!(err instanceof RollupError)) throw err;
+      failed++;
+    }
+  }
+  return failed;
+}
+
 export type MergeRequest =
-  | { type: 'merge'; id: number; plan: MergePlan; bytes: Uint8Array }
+  /** Merges rows into merge `id` (`plan` with the first request of the merge this worker gets). */
+  | { type: 'part'; id: number; plan?: MergePlan; bytes: Uint8Array }
+  /** Hands merge `id`'s groups over (encoded) and forgets it. */
+  | { type: 'export'; id: number }
+  /** Ends merging `id`: merges in the groups other workers exported, answers the groups. */
+  | { type: 'close'; id: number; plan?: MergePlan; absorb?: ExportedGroups[] }
   | { type: 'finish'; id: number; seriesOf: number[]; series: number }
   | { type: 'drop'; id: number };
 
 export type MergeReply =
-  | { id: number; ok: true; merged?: Omit<Merging, 'finish' | 'drop'>; values?: (number | null)[][] }
+  | {
+      id: number;
+      ok: true;
+      merged?: Omit<Merging, 'finish' | 'drop'>;
+      exported?: { groups: ExportedGroups; failed: number; tampered: number };
+      values?: (number | null)[][];
+    }
   | { id: number; ok: false; error: { status?: number; code?: string; message: string } };
 
-/** What a worker does with one request (worker.ts); `merges` holds the groups between merge and finish. */
-export function handleMergeRequest(merges: Map<number, { plan: MergePlan; groups: Group[] }>, msg: MergeRequest): MergeReply | undefined {
+/** A merge held by a worker between its requests. */
+export interface MergeState {
+  plan: MergePlan;
+  groups: Map<string, Group>;
+  rows: number;
+  tooLarge: boolean;
+  failed: number;
+  tampered: number;
+  /** Keys zeroed: no more rows to open (closed or exported). */
+  closed: boolean;
+}
+
+const zeroKeys = (m: MergeState): void => {
+  for (const v of m.plan.versions) v.dataKey.fill(0); // this thread's copies
+  m.closed = true;
+};
+
+/** What a worker does with one request (worker.ts); `merges` holds each merge between its requests. */
+export function handleMergeRequest(merges: Map<number, MergeState>, msg: MergeRequest): MergeReply | undefined {
+  const held = (plan?: MergePlan): MergeState => {
+    let m = merges.get(msg.id);
+    if (!m && plan) merges.set(msg.id, (m = { plan, groups: new Map(), rows: 0, tooLarge: false, failed: 0, tampered: 0, closed: false }));
+    if (!m) throw new Error('no such merge');
+    return m;
+  };
   try {
     switch (msg.type) {
-      case 'merge': {
-        let m;
-        try {
-          m = mergeBytes(msg.plan, msg.bytes);
-        } finally {
-          for (const v of msg.plan.versions) v.dataKey.fill(0); // this thread's copies
-        }
+      case 'part': {
+        const m = held(msg.plan);
+        if (m.closed) throw new Error('merge already closed');
+        const r = mergeBytes(m.plan, msg.bytes, m.groups);
+        m.rows += r.rows;
+        m.tooLarge ||= r.tooLarge;
+        m.failed += r.failed;
+        m.tampered += r.tampered;
+        return { id: msg.id, ok: true };
+      }
+      case 'export': {
+        const m = held();
+        zeroKeys(m);
+        merges.delete(msg.id);
+        return { id: msg.id, ok: true, exported: { groups: exportGroups(m.groups.values()), failed: m.failed, tampered: m.tampered } };
+      }
+      case 'close': {
+        const m = held(msg.plan);
+        zeroKeys(m);
+        for (const e of msg.absorb ?? []) m.failed += absorbGroups(m.plan, m.groups, e);
         const groups = [...m.groups.values()];
-        merges.set(msg.id, { plan: msg.plan, groups });
         return { id: msg.id, ok: true, merged: { rows: m.rows, tooLarge: m.tooLarge, failed: m.failed, tampered: m.tampered, groups: groups.map((g) => g.values) } };
       }
       case 'finish': {
         const m = merges.get(msg.id);
         merges.delete(msg.id);
         if (!m) throw new Error('no such merge');
-        return { id: msg.id, ok: true, values: finishSeries(m.plan, m.groups, msg.seriesOf, msg.series) };
+        return { id: msg.id, ok: true, values: finishSeries(m.plan, m.groups.values(), msg.seriesOf, msg.series) };
       }
-      case 'drop':
+      case 'drop': {
+        const m = merges.get(msg.id);
+        if (m) zeroKeys(m);
         merges.delete(msg.id);
         return undefined;
+      }
     }
   } catch (e) {
-    if (msg.type === 'merge' || msg.type === 'finish') merges.delete(msg.id);
+    const m = merges.get(msg.id);
+    if (m && msg.type !== 'drop') {
+      zeroKeys(m);
+      merges.delete(msg.id);
+    }
     const error = e instanceof CollectorError ? { status: e.status, code: e.code, message: e.message } : { message: e instanceof Error ? e.message : String(e) };
     return { id: msg.id, ok: false, error };
   }
 }
 
+/** The buffers a reply moves rather than copies (an export's encoded groups). */
+export const replyTransfer = (r: MergeReply | undefined): ArrayBuffer[] =>
+  r?.ok && r.exported ? [r.exported.groups.index.buffer as ArrayBuffer, r.exported.groups.cells.buffer as ArrayBuffer] : [];
+
 const unavailable = (why: string) => new CollectorError(503, 'query_unavailable', `the query could not be merged (${why}); retry`, 1);
 
-/** One query worker thread, started on first use; when it dies, what is pending fails (503) and the next merge starts another (../worker-thread.ts). */
+/** Where a statement may be cut (every part merges alone): UTC days for hour and quarter-hour reads (packs, supersedes lists), hours for minute reads (a list's scope is one minute). */
+const unitOf = (plan: MergePlan): ((bucket: number) => number) => (plan.level === LEVEL.minute ? (b) => b - (((b % HOUR_MS) + HOUR_MS) % HOUR_MS) : dayOf);
+
+/** Parts of about this size at least when a statement is cut for several workers. */
+export const PART_BYTES = 32 * 1024;
+
+/** One query worker thread, started on first use; when it dies, what is pending fails (503) and the next request starts another (../worker-thread.ts). */
 class MergeWorker {
   private readonly thread: WorkerThread<MergeRequest, MergeReply>;
-  /** Merges this worker holds or is computing (load, for picking a worker). */
-  load = 0;
+  /** Merges with rows to merge here (the first one of each it owns, the others it helps), oldest first. */
+  readonly sessions: WorkerSession[] = [];
+  /** Merges this worker holds until finish or drop (counted with `sessions` when picking a worker). */
+  held = 0;
+  /** A part is being merged here. */
+  busy = false;
 
   constructor(url: URL, log?: Logger, nice = QUERY_WORKER_NICE) {
     this.thread = new WorkerThread({
@@ -145,55 +339,32 @@ class MergeWorker {
       failure: unavailable,
       refusal: (m) => (m.error.code ? new CollectorError(m.error.status ?? 500, m.error.code, m.error.message) : new Error(m.error.message)),
       onFail: (why) => {
-        this.load = 0;
+        this.held = 0;
+        for (const s of [...this.sessions]) s.fail(unavailable(why));
         log?.error({ err: why }, 'query worker failed; a new one starts with the next query');
       },
     });
   }
 
-  private request(msg: MergeRequest, transfer: ArrayBuffer[] = []): Promise<MergeReply & { ok: true }> {
+  /** For picking a merge's own worker: merges held and owned here count 1, merges helped ½ (a helper takes their parts only when it has none of its own). */
+  get load(): number {
+    return this.held + this.sessions.reduce((n, s) => n + (s.workers[0] === this ? 1 : 0.5), 0);
+  }
+
+  get idle(): boolean {
+    return !this.busy && this.sessions.length === 0;
+  }
+
+  request(msg: MergeRequest, transfer: ArrayBuffer[] = []): Promise<MergeReply & { ok: true }> {
     return this.thread.request(msg, transfer);
   }
 
-  private get worker(): Worker | undefined {
+  get worker(): Worker | undefined {
     return this.thread.worker;
   }
 
-  async merge(id: number, plan: MergePlan, bytes: Uint8Array): Promise<Merging> {
-    // The result bytes move to the worker (copied first when they are a view into a larger buffer).
-    const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer ? bytes : bytes.slice();
-    // Only the data keys themselves are sent (a view would send its whole buffer); the copies
-    // made here are zeroed once posted (postMessage clones synchronously).
-    const keys = plan.versions.map((v) => v.dataKey.slice());
-    const sent: MergePlan = { ...plan, versions: plan.versions.map((v, i) => ({ ...v, dataKey: keys[i]! })) };
-    this.load++;
-    let held = false;
-    try {
-      const reply = this.request({ type: 'merge', id, plan: sent, bytes: own }, [own.buffer as ArrayBuffer]);
-      for (const k of keys) k.fill(0);
-      const r = await reply;
-      held = true;
-      const worker = this.worker;
-      let open = true;
-      const release = () => {
-        if (!open) return false;
-        open = false;
-        if (this.worker === worker) this.load--;
-        return true;
-      };
-      return {
-        ...r.merged!,
-        finish: async (seriesOf, series) => {
-          if (!release()) throw new Error('merge already finished');
-          return (await this.request({ type: 'finish', id, seriesOf, series })).values!;
-        },
-        drop: () => {
-          if (release() && this.worker === worker) this.thread.post({ type: 'drop', id }, worker);
-        },
-      };
-    } finally {
-      if (!held) this.load = Math.max(0, this.load - 1);
-    }
+  post(msg: MergeRequest, to: Worker | undefined): void {
+    if (to && this.worker === to) this.thread.post(msg, to);
   }
 
   stop(): Promise<void> {
@@ -201,22 +372,211 @@ class MergeWorker {
   }
 }
 
+/** A plan as sent to a worker: only the data keys themselves (a view would send its whole buffer), zeroed by `wipe` once posted. */
+function sendable(plan: MergePlan): { plan: MergePlan; wipe: () => void } {
+  const keys = plan.versions.map((v) => v.dataKey.slice());
+  return { plan: { ...plan, versions: plan.versions.map((v, i) => ({ ...v, dataKey: keys[i]! })) }, wipe: () => keys.forEach((k) => k.fill(0)) };
+}
+
+/** A query's merge in the worker pool. */
+class WorkerSession implements MergeSession {
+  /** Statements held until they exceed the pool's inline size (then: to the workers). */
+  private buffered: Uint8Array[] | undefined = [];
+  private bufferedBytes = 0;
+  /** Parts waiting for a worker. */
+  readonly queue: Uint8Array[] = [];
+  /** The merge's own worker first, then the workers helping it. */
+  readonly workers: MergeWorker[] = [];
+  /** Workers that received the plan (they hold state for this merge). */
+  private readonly planned = new Map<MergeWorker, Worker | undefined>();
+  private inFlight = 0;
+  private rows = 0;
+  private ended = false;
+  error: unknown;
+  private wake: (() => void) | undefined;
+  private readonly unitOf: (bucket: number) => number;
+
+  constructor(
+    private readonly pool: WorkerMergers,
+    readonly id: number,
+    readonly plan: MergePlan,
+  ) {
+    this.unitOf = unitOf(plan);
+  }
+
+  get tooLarge(): boolean {
+    return this.rows > this.plan.maxRows;
+  }
+
+  /** Whether parts are waiting (and should be). */
+  get waiting(): boolean {
+    return this.queue.length > 0 && this.error === undefined && !this.tooLarge;
+  }
+
+  add(bytes: Uint8Array, rows: number): void {
+    if (this.ended || this.error !== undefined) return;
+    this.rows += rows;
+    if (this.tooLarge) {
+      // refused at end; nothing more is merged
+      this.queue.length = 0;
+      this.buffered = undefined;
+      return;
+    }
+    if (this.buffered) {
+      this.buffered.push(bytes);
+      this.bufferedBytes += bytes.length;
+      if (this.bufferedBytes <= this.pool.inlineBytes) return;
+      const held = this.buffered;
+      this.buffered = undefined;
+      this.pool.own(this);
+      for (const b of held) this.enqueue(b);
+    } else this.enqueue(bytes);
+    this.pool.schedule();
+  }
+
+  private enqueue(bytes: Uint8Array): void {
+    const workers = this.workers.length + this.pool.idleCount();
+    if (workers > 1) this.queue.push(...splitStoredRows(bytes, this.unitOf, Math.min(4 * workers, Math.ceil(bytes.length / this.pool.partBytes))));
+    else if (bytes.length) this.queue.push(bytes);
+  }
+
+  /** Sends the next waiting part to `w` (free, and one of this merge's workers). */
+  send(w: MergeWorker): void {
+    const bytes = this.queue.shift()!;
+    // The bytes move to the worker (copied first when they are a view into a larger buffer; a Buffer's slice is a view, hence the copy by constructor).
+    const own = bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength && bytes.buffer instanceof ArrayBuffer ? bytes : new Uint8Array(bytes);
+    const first = !this.planned.has(w);
+    const p = first ? sendable(this.plan) : undefined;
+    w.busy = true;
+    this.inFlight++;
+    this.pool.counts.parts++;
+    if (w !== this.workers[0]) this.pool.counts.helped++;
+    const reply = w.request({ type: 'part', id: this.id, ...(p ? { plan: p.plan } : {}), bytes: own }, [own.buffer as ArrayBuffer]);
+    p?.wipe();
+    if (first) this.planned.set(w, w.worker);
+    reply
+      .catch((e: unknown) => this.fail(e))
+      .finally(() => {
+        w.busy = false;
+        this.inFlight--;
+        this.settle();
+        this.pool.schedule();
+      });
+  }
+
+  /** The merge failed (a part refused, a worker died): nothing more is merged; `end` throws. */
+  fail(e: unknown): void {
+    this.error ??= e;
+    this.queue.length = 0;
+    this.settle();
+  }
+
+  private settle(): void {
+    if (this.ended && this.inFlight === 0 && !this.waiting) this.wake?.();
+  }
+
+  abort(): void {
+    this.fail(new Error('aborted'));
+    this.end().then((m) => m.drop(), () => {});
+  }
+
+  async end(): Promise<Merging> {
+    this.ended = true;
+    if (this.buffered) {
+      const parts = this.buffered;
+      this.buffered = undefined;
+      if (this.error !== undefined) throw this.error;
+      return inlineMerging(this.plan, concat(parts));
+    }
+    if (this.inFlight > 0 || this.waiting) await new Promise<void>((resolve) => (this.wake = resolve));
+    const [own, ...helpers] = this.workers;
+    try {
+      if (this.error !== undefined) throw this.error;
+      if (this.tooLarge) {
+        this.dropAll();
+        return tooLargeMerging(this.rows);
+      }
+      // The helpers' groups, encoded, into the merge's own worker.
+      this.pool.counts.exports += helpers.filter((w) => this.planned.has(w)).length;
+      const exported = await Promise.all(helpers.filter((w) => this.planned.has(w)).map(async (w) => (await w.request({ type: 'export', id: this.id })).exported!));
+      for (const w of helpers) this.planned.delete(w);
+      this.pool.release(this, helpers);
+      const p = this.planned.has(own!) ? undefined : sendable(this.plan);
+      const absorb = exported.map((e) => e.groups);
+      const reply = own!.request({ type: 'close', id: this.id, ...(p ? { plan: p.plan } : {}), absorb }, absorb.flatMap((g) => [g.index.buffer as ArrayBuffer, g.cells.buffer as ArrayBuffer]));
+      p?.wipe();
+      if (p) this.planned.set(own!, own!.worker);
+      const merged = (await reply).merged!;
+      for (const e of exported) {
+        merged.failed += e.failed;
+        merged.tampered += e.tampered;
+      }
+      merged.rows = this.rows;
+      return this.held(own!, merged);
+    } catch (e) {
+      this.dropAll();
+      throw e;
+    }
+  }
+
+  /** The merge's own worker holds the groups until finish or drop. */
+  private held(w: MergeWorker, merged: Omit<Merging, 'finish' | 'drop'>): Merging {
+    const worker = this.planned.get(w);
+    this.pool.release(this, [w]);
+    w.held++;
+    let open = true;
+    const release = () => {
+      if (!open) return false;
+      open = false;
+      if (w.worker === worker) w.held = Math.max(0, w.held - 1);
+      this.pool.schedule();
+      return true;
+    };
+    return {
+      ...merged,
+      finish: async (seriesOf, series) => {
+        if (!release()) throw new Error('merge already finished');
+        return (await w.request({ type: 'finish', id: this.id, seriesOf, series })).values!;
+      },
+      drop: () => {
+        if (release()) w.post({ type: 'drop', id: this.id }, worker);
+      },
+    };
+  }
+
+  private dropAll(): void {
+    for (const [w, worker] of this.planned) w.post({ type: 'drop', id: this.id }, worker);
+    this.planned.clear();
+    this.pool.release(this, this.workers);
+  }
+}
+
 /** The compiled worker entry; only beside the compiled engine (dist), not beside the .ts sources. */
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 
-/** Query workers (`size`, default: one per core up to 2), each merge on the least loaded. */
+/**
+ * Query workers (`size`, default: one per core up to 2). A merge goes to the least loaded; a
+ * worker with nothing of its own to merge helps the oldest merge with parts waiting.
+ */
 export class WorkerMergers implements Mergers {
   private readonly workers: MergeWorker[];
   private nextId = 0;
+  /** Merges with rows still to merge, oldest first. */
+  private readonly sessions: WorkerSession[] = [];
 
-  private readonly inlineBytes: number;
+  readonly inlineBytes: number;
+  readonly partBytes: number;
+  /** Parts sent to workers, those merged by a helping worker, and helpers' groups handed over. */
+  readonly counts = { parts: 0, helped: 0, exports: 0 };
 
   /**
-   * `inlineBytes`: results up to this size are merged inline (default INLINE_BYTES; tests: 0).
+   * `inlineBytes`: results up to this size are merged inline (default INLINE_BYTES; tests: 0 or −1).
+   * `partBytes`: a statement cut for several workers gives parts of about this size at least (default PART_BYTES).
    * `nice`: the workers' scheduling priority (default QUERY_WORKER_NICE; 0: the process's).
    */
-  constructor(o: { url?: URL; size?: number; log?: Logger; inlineBytes?: number; nice?: number } = {}) {
+  constructor(o: { url?: URL; size?: number; log?: Logger; inlineBytes?: number; partBytes?: number; nice?: number } = {}) {
     this.inlineBytes = o.inlineBytes ?? INLINE_BYTES;
+    this.partBytes = Math.max(1, o.partBytes ?? PART_BYTES);
     const size = o.size ?? Math.min(2, availableParallelism());
     this.workers = Array.from({ length: Math.max(1, size) }, () => new MergeWorker(o.url ?? WORKER_URL, o.log, o.nice));
   }
@@ -226,11 +586,50 @@ export class WorkerMergers implements Mergers {
     return this.workers.length;
   }
 
-  merge(plan: MergePlan, bytes: Uint8Array): Promise<Merging> {
-    if (bytes.length <= this.inlineBytes) return inlineMergers.merge(plan, bytes);
+  begin(plan: MergePlan): MergeSession {
+    return new WorkerSession(this, ++this.nextId, plan);
+  }
+
+  /** Gives a merge its own worker: the least loaded. */
+  own(s: WorkerSession): void {
     let best = this.workers[0]!;
     for (const w of this.workers) if (w.load < best.load) best = w;
-    return best.merge(++this.nextId, plan, bytes);
+    best.sessions.push(s);
+    s.workers.push(best);
+    this.sessions.push(s);
+  }
+
+  idleCount(): number {
+    return this.workers.filter((w) => w.idle).length;
+  }
+
+  /** The merge is done with these workers (nothing more to merge there). */
+  release(s: WorkerSession, workers: MergeWorker[]): void {
+    for (const w of workers) {
+      const i = w.sessions.indexOf(s);
+      if (i >= 0) w.sessions.splice(i, 1);
+    }
+    if (workers.includes(s.workers[0]!)) {
+      const i = this.sessions.indexOf(s);
+      if (i >= 0) this.sessions.splice(i, 1);
+    }
+    this.schedule();
+  }
+
+  /** Idle workers help the oldest merge with parts waiting; every free worker takes its next part (its own merges first, oldest first). */
+  schedule(): void {
+    for (const w of this.workers) {
+      if (!w.idle) continue;
+      const s = this.sessions.find((x) => x.waiting && !x.workers.includes(w));
+      if (!s) continue;
+      w.sessions.push(s);
+      s.workers.push(w);
+    }
+    for (const w of this.workers) {
+      if (w.busy) continue;
+      const s = w.sessions.find((x) => x.workers[0] === w && x.waiting) ?? w.sessions.find((x) => x.waiting);
+      s?.send(w);
+    }
   }
 
   async close(): Promise<void> {

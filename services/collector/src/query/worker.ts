@@ -1,19 +1,19 @@
 /**
  * A query worker thread (mergers.ts): opens and merges the rows of heavy queries off the main
- * thread. Requests are handled in order; a merge's groups stay here until `finish` or `drop`.
+ * thread. Requests are handled in order; a merge's groups stay here until `finish` or `drop`
+ * (or `export`, when this worker helped another's merge).
  * The thread first lowers its own scheduling priority (mergers.ts `lowerThreadPriority`), so a
  * heavy query takes the CPU that the main thread, the tick worker and storage leave.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import type { Group, MergePlan } from './merge.js';
-import { handleMergeRequest, lowerThreadPriority, QUERY_WORKER_NICE, type MergeRequest } from './mergers.js';
+import { handleMergeRequest, lowerThreadPriority, QUERY_WORKER_NICE, replyTransfer, type MergeRequest, type MergeState } from './mergers.js';
 
 const port = parentPort;
 if (!port) throw new Error('query/worker.js runs as a worker thread');
 lowerThreadPriority((workerData as { nice?: number } | null)?.nice ?? QUERY_WORKER_NICE);
-const merges = new Map<number, { plan: MergePlan; groups: Group[] }>();
+const merges = new Map<number, MergeState>();
 
 port.on('message', (msg: MergeRequest) => {
   const reply = handleMergeRequest(merges, msg);
-  if (reply) port.postMessage(reply);
+  if (reply) port.postMessage(reply, replyTransfer(reply));
 });

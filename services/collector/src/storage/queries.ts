@@ -72,6 +72,54 @@ export function countStoredRows(bytes: Uint8Array): number {
   return rows;
 }
 
+/**
+ * A `selectRollups` answer cut into at most `parts` answers of about equal size, each holding
+ * the whole rows of consecutive units (`unitOf(bucket)`: e.g. the UTC day; every row of a unit
+ * lands in the same answer), in unit order; empty answers are left out. Rows are copied, not
+ * decoded.
+ */
+export function splitStoredRows(bytes: Uint8Array, unitOf: (bucket: number) => number, parts: number): Uint8Array[] {
+  const r = new RowBinaryReader(bytes);
+  const ends: number[] = [];
+  const units: number[] = [];
+  const sizes = new Map<number, number>();
+  for (let start = 0; !r.done; ) {
+    r.skip(1); // l
+    const unit = unitOf(r.f64());
+    r.skip(4); // v
+    for (let i = 0; i < 6; i++) r.skipString(); // s, a, k, t, m, p
+    for (let n = r.arrayLength(); n > 0; n--) r.skipString(); // u
+    const end = bytes.length - r.remaining;
+    ends.push(end);
+    units.push(unit);
+    sizes.set(unit, (sizes.get(unit) ?? 0) + end - start);
+    start = end;
+  }
+  if (parts <= 1 || sizes.size <= 1) return bytes.length ? [bytes] : [];
+  // consecutive units into parts of about bytes / parts each
+  const partOf = new Map<number, number>();
+  const target = bytes.length / Math.min(parts, sizes.size);
+  let part = 0;
+  let filled = 0;
+  for (const unit of [...sizes.keys()].sort((a, b) => a - b)) {
+    const size = sizes.get(unit)!;
+    if (filled > 0 && filled + size / 2 > target * (part + 1) && part < parts - 1) part++;
+    partOf.set(unit, part);
+    filled += size;
+  }
+  const lengths = new Array<number>(part + 1).fill(0);
+  ends.forEach((end, i) => (lengths[partOf.get(units[i]!)!]! += end - (i ? ends[i - 1]! : 0)));
+  const out = lengths.map((n) => new Uint8Array(n));
+  const at = new Array<number>(part + 1).fill(0);
+  ends.forEach((end, i) => {
+    const p = partOf.get(units[i]!)!;
+    const start = i ? ends[i - 1]! : 0;
+    out[p]!.set(bytes.subarray(start, end), at[p]);
+    at[p]! += end - start;
+  });
+  return out.filter((b) => b.length > 0);
+}
+
 /** Array(UInt64) from decimal strings: bound as Array(String), converted in SQL (portable across adapters). */
 const u64s = (param: string): string => `arrayMap(x -> toUInt64(x), {${param}:Array(String)})`;
 const inRange = (from: string, to: string) => `bucket >= ${at(from)} AND bucket < ${at(to)}`;
