@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readFileSync, readdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { equalBytes, publicKeyOf, randomBytes, toBase64, toHex } from '@cipherstat/protocol';
@@ -362,6 +362,85 @@ describe('shred and tombstones', () => {
     const { keys } = admin.rotateDataKeys(A);
     c.t += 100;
     expect(query.accountKeys(A)!.at(-1)).toEqual(keys);
+  });
+
+  describe('re-checks by directory (one pair of stats per window for the whole keyring, not per account)', () => {
+    /** Both directories' times set to `at` (whole seconds: set again, they are exactly the same). */
+    const touchDirs = (dir: string, at: number) => {
+      for (const d of ['tombstones', 'accounts']) utimesSync(join(dir, d), at, at);
+    };
+    const secondsAgo = (s: number) => Math.floor(Date.now() / 1000) - s;
+    /** Both directories as a keyring left them an hour ago: their stamp is settled (trusted). */
+    const settle = (dir: string) => touchDirs(dir, secondsAgo(3600));
+    const setup = () => {
+      const dir = tempDir();
+      const kek = master();
+      const c = clock();
+      const query = Keyring.open({ dir, master: kek, now: c.now, cacheTtlMs: 100 });
+      const admin = Keyring.open({ dir, master: kek, now: c.now });
+      admin.createAccount(A);
+      admin.createAccount(B);
+      return { dir, c, query, admin };
+    };
+
+    it('settled directories: a shred, a rotation and a wipe by another instance are each seen within the window', () => {
+      const { dir, c, query, admin } = setup();
+      settle(dir);
+      expect(query.accountKeys(A)).toHaveLength(1);
+      expect(query.accountKeys(B)).toHaveLength(1);
+      for (let i = 0; i < 3; i++) {
+        c.t += 100; // past the window: the directories' stamp vouches for both entries
+        expect(query.accountKeys(A)).toHaveLength(1);
+        expect(query.accountKeys(B)).toHaveLength(1);
+      }
+      const { keys } = admin.rotateDataKeys(A);
+      c.t += 100;
+      expect(query.accountKeys(A)!.at(-1)).toEqual(keys);
+      settle(dir);
+      c.t += 100;
+      expect(query.accountKeys(A)).toHaveLength(2);
+      expect(query.accountKeys(B)).toHaveLength(1);
+      admin.shred(B);
+      c.t += 99;
+      expect(query.accountKeys(B)).toHaveLength(1); // within the window: cached
+      c.t += 1;
+      expect(query.accountKeys(B)).toBeUndefined();
+      settle(dir);
+      const wiped = admin.rotateDataKeys(A, { destroyOld: true, rotateKeyPair: true });
+      c.t += 100;
+      expect(query.accountKeys(A)).toEqual([wiped.keys]);
+    });
+
+    it('a change in the same clock tick as the directory stamp is still seen: a stamp younger than its settling time is not trusted', () => {
+      const { dir, c, query, admin } = setup();
+      // Directories written a second ago (a file clock ticking in seconds): not settled yet.
+      const recent = secondsAgo(1);
+      touchDirs(dir, recent);
+      expect(query.accountKeys(B)).toHaveLength(1);
+      c.t += 100;
+      expect(query.accountKeys(B)).toHaveLength(1);
+      const before = ['tombstones', 'accounts'].map((d) => statSync(join(dir, d)).mtimeMs);
+      admin.shred(B);
+      // As if the shred fell in the same tick of the file clock: both directories look as they did.
+      touchDirs(dir, recent);
+      expect(['tombstones', 'accounts'].map((d) => statSync(join(dir, d)).mtimeMs)).toEqual(before);
+      c.t += 100;
+      expect(query.accountKeys(B)).toBeUndefined(); // the entry checked its own files
+    });
+
+    it('what it relies on: a change that leaves both directories as they were (no keyring makes one) is not seen while they are settled', () => {
+      const { dir, c, query, admin } = setup();
+      settle(dir);
+      expect(query.accountKeys(A)).toHaveLength(1);
+      admin.shred(A);
+      settle(dir); // both directories back to exactly what they showed
+      c.t += 100;
+      expect(query.accountKeys(A)).toHaveLength(1); // no stat of its own: the directories vouched for it
+      // ... until anything touches a directory (here: an account created elsewhere)
+      admin.createAccount(C);
+      c.t += 100;
+      expect(query.accountKeys(A)).toBeUndefined();
+    });
   });
 
   it('a tombstone left without the unlink (crash mid-shred) still hides the keys', () => {
