@@ -9,7 +9,7 @@ import { hpkeOpen, rawX25519 } from '../x25519.js';
 import { CollectorError, isCollectorError } from '../errors.js';
 import type { Config } from '../config.js';
 import type { Metrics } from '../metrics.js';
-import type { Keyring } from '../keyring/index.js';
+import type { AccountKeys, Keyring } from '../keyring/index.js';
 import type { Accounts } from '../accounts/accounts.js';
 import { declaredLength, readBody } from './body.js';
 import { textFormBytes, type Admission, type Ticket } from './admission.js';
@@ -44,15 +44,9 @@ const DEACTIVATED_RETRY_AFTER_S = 3600;
  * (oldest key version above 1) pay this X25519, and only where this process holds the keys;
  * elsewhere the processor counts the batch under the same code.
  */
-function staleWriteKey(s: IngestDeps, accountId: string, batchId: string, version: number, flags: number, inner: Uint8Array): boolean {
-  let keys: ReturnType<Keyring['accountKeys']>;
-  try {
-    keys = s.keyring.accountKeys(accountId);
-  } catch {
-    return false;
-  }
+function staleWriteKey(keys: AccountKeys[] | undefined, accountId: string, batchId: string, version: number, flags: number, inner: Uint8Array): boolean {
   if (!keys?.length || keys[0]!.version === 1) return false;
-  const opens = version === VERSION_2 ? (k: (typeof keys)[number]) => hpkeOpen(k, INFO_INNER, innerAad(accountId, batchId, flags), inner).ok : (k: (typeof keys)[number]) => openSeal(inner, k, rawX25519).ok;
+  const opens = version === VERSION_2 ? (k: AccountKeys) => hpkeOpen(k, INFO_INNER, innerAad(accountId, batchId, flags), inner).ok : (k: AccountKeys) => openSeal(inner, k, rawX25519).ok;
   return !keys.some(opens);
 }
 
@@ -61,15 +55,18 @@ function staleWriteKey(s: IngestDeps, accountId: string, batchId: string, versio
  * undefined: not a browser's request, or this node holds no key entry for the account (an
  * ingest-only node without account entries stores the batch without a visitor).
  */
-function sealVisitor(s: IngestDeps, accountId: string, batchId: string, r: VisitorRequest): Uint8Array | undefined {
-  let keys: ReturnType<Keyring['accountKeys']>;
+function sealVisitor(s: IngestDeps, keys: AccountKeys[] | undefined, accountId: string, batchId: string, r: VisitorRequest): Uint8Array | undefined {
+  const current = keys?.[keys.length - 1];
+  return current ? s.visitors.seal(accountId, batchId, current.publicKey, r) : undefined;
+}
+
+/** The keys this node holds for an account that is not required to have them here (a node that does not process), or undefined. */
+function heldKeys(s: IngestDeps, accountId: string): AccountKeys[] | undefined {
   try {
-    keys = s.keyring.accountKeys(accountId);
+    return s.keyring.accountKeys(accountId);
   } catch {
     return undefined;
   }
-  const current = keys?.[keys.length - 1];
-  return current ? s.visitors.seal(accountId, batchId, current.publicKey, r) : undefined;
 }
 
 /** The envelope in a text/plain body: strict base64, sized from its length before decoding. */
@@ -153,8 +150,9 @@ export function registerIngestRoutes(
     // read would wait unprocessed; refused (503) until the entry is readable again. Checked
     // where this node also processes: an ingest-only node may hold a keyring without account
     // entries (README); what it acknowledges for such an account waits, never dropped.
+    // The keys are asked for once per request: the checks below use these.
+    const keys = s.roles.process ? s.accounts.keys(account.accountId, { refusing: true }) /* 503 counted by onError */ : heldKeys(s, account.accountId);
     if (s.roles.process) {
-      const keys = s.accounts.keys(account.accountId, { refusing: true }); // 503 counted by onError
       if (!keys) {
         // Tombstoned: the shred is being finished (the lifecycle's next pass).
         metrics.batches.inc({ outcome: 'dropped' });
@@ -177,12 +175,12 @@ export function registerIngestRoutes(
     if (wait) throw new CollectorError(429, 'rate_limited', 'too many batches for this account', wait);
     // What this batch will cost processing, charged to its account (fairness.ts).
     s.fairness.admit(account.accountId, { bytes: bytes.length, points: header.count });
-    if (staleWriteKey(s, account.accountId, header.batchId, version, flags, inner)) {
+    if (staleWriteKey(keys, account.accountId, header.batchId, version, flags, inner)) {
       metrics.batches.inc({ outcome: 'rejected' });
       // counted per account and in Prometheus by the error handler, like every refusal
       throw new CollectorError(400, 'stale_write_key', 'sealed to a write key this account no longer has (it was wiped): use the new write key');
     }
-    const visitor = sealVisitor(s, account.accountId, header.batchId, { address: clientAddress(c), userAgent: c.req.header('user-agent'), origin });
+    const visitor = sealVisitor(s, keys, account.accountId, header.batchId, { address: clientAddress(c), userAgent: c.req.header('user-agent'), origin });
     const outcome = await s.writer.submit({
       accountId: header.accountId,
       batchId: header.batchId,
