@@ -26,6 +26,18 @@ function clock(start = 1_700_000_000_000) {
   return c;
 }
 
+/** A keyring with accounts A and B, and a second instance on it (`query`, caching for `ttl` ms) with an injected clock. */
+function twoInstances(ttl: number) {
+  const dir = tempDir();
+  const kek = master();
+  const c = clock();
+  const query = Keyring.open({ dir, master: kek, now: c.now, cacheTtlMs: ttl });
+  const admin = Keyring.open({ dir, master: kek, now: c.now });
+  admin.createAccount(A);
+  admin.createAccount(B);
+  return { dir, c, query, admin };
+}
+
 function code(fn: () => unknown): string {
   try {
     fn();
@@ -314,13 +326,7 @@ describe('shred and tombstones', () => {
   });
 
   it('a shred by another instance is honoured within the cache window', () => {
-    const dir = tempDir();
-    const kek = master();
-    const c = clock();
-    const query = Keyring.open({ dir, master: kek, now: c.now, cacheTtlMs: 200 });
-    const admin = Keyring.open({ dir, master: kek, now: c.now });
-    admin.createAccount(A);
-    admin.createAccount(B);
+    const { c, query, admin } = twoInstances(200);
     expect(query.accountKeys(A)).toHaveLength(1);
     expect(query.accountKeys(B)).toHaveLength(1);
 
@@ -370,18 +376,10 @@ describe('shred and tombstones', () => {
       for (const d of ['tombstones', 'accounts']) utimesSync(join(dir, d), at, at);
     };
     const secondsAgo = (s: number) => Math.floor(Date.now() / 1000) - s;
+    const hourAgo = secondsAgo(3600); // one value for every call: set twice, the directories look exactly the same
     /** Both directories as a keyring left them an hour ago: their stamp is settled (trusted). */
-    const settle = (dir: string) => touchDirs(dir, secondsAgo(3600));
-    const setup = () => {
-      const dir = tempDir();
-      const kek = master();
-      const c = clock();
-      const query = Keyring.open({ dir, master: kek, now: c.now, cacheTtlMs: 100 });
-      const admin = Keyring.open({ dir, master: kek, now: c.now });
-      admin.createAccount(A);
-      admin.createAccount(B);
-      return { dir, c, query, admin };
-    };
+    const settle = (dir: string) => touchDirs(dir, hourAgo);
+    const setup = () => twoInstances(100);
 
     it('settled directories: a shred, a rotation and a wipe by another instance are each seen within the window', () => {
       const { dir, c, query, admin } = setup();
@@ -413,8 +411,8 @@ describe('shred and tombstones', () => {
 
     it('a change in the same clock tick as the directory stamp is still seen: a stamp younger than its settling time is not trusted', () => {
       const { dir, c, query, admin } = setup();
-      // Directories written a second ago (a file clock ticking in seconds): not settled yet.
-      const recent = secondsAgo(1);
+      // Directories written "just now" (an hour ahead: never settled while this test runs, however slowly).
+      const recent = secondsAgo(-3600); // (set twice below: the same value both times)
       touchDirs(dir, recent);
       expect(query.accountKeys(B)).toHaveLength(1);
       c.t += 100;
