@@ -17,6 +17,9 @@
 // libuv's pool, where chDB's calls run —, chDB's engine threads), its storage calls by kind (per
 // second, ms waiting for the engine and running), and its 202s' wait by phase.
 // --env      passes a CIPHERSTAT_* setting to the collector (e.g. a tick cadence to compare).
+// --accounts-dir DIR  keeps the created accounts (data directory and keyring, before any load) in
+//            DIR/<n>-accounts and copies them from there in later runs: creating 10,000 accounts
+//            takes minutes of keyring fsyncs, which A/B runs of two builds need not repeat.
 //
 // Accounts are created in bulk through the collector's own Accounts API on the data directory
 // (a child process, before the server starts), not by 10,000 HTTP calls.
@@ -27,7 +30,7 @@
 //             Library sends, browsers included), v2plain (flags 0: browsers without
 //             CompressionStream('deflate-raw')), v1 (deprecated NaCl boxes).
 // Results: bench/results/storefront.json.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -200,10 +203,22 @@ async function encryptedPipeline(o, tmp) {
   const dataDir = join(tmp, 'collector');
   const accountsFile = join(tmp, 'accounts.json');
   const env = { CIPHERSTAT_DATA_DIR: dataDir, CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, CIPHERSTAT_LOG_LEVEL: 'warn', ...o.collectorEnv };
-  progress(`encrypted pipeline: creating ${fmt(o.accounts)} accounts through the Accounts API on the data directory`);
-  // Set-up, not measured: on a busy machine 32 creations at once can keep one storage call past the 5 s deadline.
-  const created = await runChildJson([SELF, '--create-accounts', dataDir, String(o.accounts), accountsFile], { ...env, CIPHERSTAT_STORAGE_TIMEOUT_MS: '120000' });
-  progress(`  created ${fmt(created.accounts)} accounts in ${fmt(created.seconds, 1)} s`);
+  const saved = o.accountsDir && join(o.accountsDir, `${o.accounts}-accounts`);
+  let created = { accounts: o.accounts, seconds: NaN };
+  if (saved && existsSync(join(saved, 'accounts.json'))) {
+    progress(`encrypted pipeline: ${fmt(o.accounts)} accounts from ${saved} (created by an earlier run; copied, never changed)`);
+    cpSync(join(saved, 'collector'), dataDir, { recursive: true });
+    cpSync(join(saved, 'accounts.json'), accountsFile);
+  } else {
+    progress(`encrypted pipeline: creating ${fmt(o.accounts)} accounts through the Accounts API on the data directory`);
+    // Set-up, not measured: on a busy machine 32 creations at once can keep one storage call past the 5 s deadline.
+    created = await runChildJson([SELF, '--create-accounts', dataDir, String(o.accounts), accountsFile], { ...env, CIPHERSTAT_STORAGE_TIMEOUT_MS: '120000' });
+    progress(`  created ${fmt(created.accounts)} accounts in ${fmt(created.seconds, 1)} s`);
+    if (saved) {
+      cpSync(dataDir, join(saved, 'collector'), { recursive: true });
+      cpSync(accountsFile, join(saved, 'accounts.json'));
+    }
+  }
 
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
@@ -369,6 +384,7 @@ async function main() {
       profile: { type: 'boolean', default: false },
       envelope: { type: 'string', default: 'v2' },
       keep: { type: 'boolean', default: false },
+      'accounts-dir': { type: 'string' },
     },
   });
   const o = {
@@ -385,6 +401,7 @@ async function main() {
     collectorEnv: Object.fromEntries(values.env.map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)])),
     profile: values.profile,
     envelope: values.envelope,
+    accountsDir: values['accounts-dir'],
   };
   if (!['v1', 'v2', 'v2plain'].includes(o.envelope)) throw new Error(`--envelope ${o.envelope}: v1, v2 or v2plain`);
   if (values.env.some((kv) => !/^CIPHERSTAT_[A-Z0-9_]+=/.test(kv))) throw new Error('--env CIPHERSTAT_NAME=value');

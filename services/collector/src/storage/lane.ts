@@ -6,8 +6,8 @@
  * the poll, compaction, queries), each queue in arrival order. A running call is never
  * interrupted, so an urgent call waits at most for the one call running when it arrived.
  *
- * Per kind of call (`insert <table>`, or the statement's verb and first table) the lane counts
- * calls and the seconds they waited and ran (`stats`: the collector's
+ * Per kind of call (`insert <table>`, or the statement's verb and first table; `… (urgent)` for
+ * urgent calls) the lane counts calls and the seconds they waited and ran (`stats`: the collector's
  * cipherstat_storage_call_seconds_total and cipherstat_storage_calls_total).
  */
 import { StorageError } from './errors.js';
@@ -17,8 +17,6 @@ export interface CallStats {
   calls: number;
   waitSeconds: number;
   runSeconds: number;
-  /** Of these, calls of urgent views. */
-  urgent: number;
 }
 
 interface Job {
@@ -46,9 +44,8 @@ export class CallLane {
    * rejects with storage_unavailable); one that already runs is awaited as it is.
    */
   run<T>(kind: string, urgent: boolean, call: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    const stats = this.statsOf(kind);
+    const stats = this.statsOf(urgent ? `${kind} (urgent)` : kind);
     stats.calls++;
-    if (urgent) stats.urgent++;
     return new Promise<T>((resolve, reject) => {
       const job: Job = {
         kind,
@@ -101,7 +98,7 @@ export class CallLane {
 
   private statsOf(kind: string): CallStats {
     let s = this.byKind.get(kind);
-    if (!s) this.byKind.set(kind, (s = { calls: 0, waitSeconds: 0, runSeconds: 0, urgent: 0 }));
+    if (!s) this.byKind.set(kind, (s = { calls: 0, waitSeconds: 0, runSeconds: 0 }));
     return s;
   }
 
