@@ -212,6 +212,21 @@ describe('query merge over day packs (plaintext reference)', () => {
     }
   });
 
+  it('a copy of any stored row (a pack, the first row of its UTC day or a later one) moves no number and is counted', () => {
+    const starts = buckets(start, start + 3 * DAY, 'hour', 'UTC');
+    const p: MergePlan = { ...plan(), starts, end: start + 3 * DAY };
+    const copies = hourRows.filter((_, i) => i % 3 !== 1).map((r) => ({ ...r }));
+    expect(copies.some((r) => r.l === LEVEL.dayPack) && copies.some((r) => r.l === LEVEL.hour && r.b < start + 2 * DAY)).toBe(true);
+    const once = mergeRows(p, hourRows);
+    for (const rows of [[...hourRows, ...copies], [...copies, ...hourRows]]) {
+      const twice = mergeRows(p, rows);
+      expect(twice.tampered).toBe(copies.length);
+      expect(twice.failed).toBe(0);
+      const sums = (m: ReturnType<typeof mergeRows>) => [...m.groups.values()].map((g) => [g.values[0], Array.from(g.aggs, (a) => (a ? finalize(a, 'sum') : null))]).sort();
+      expect(sums(twice)).toEqual(sums(once));
+    }
+  });
+
   it('a malformed pack counts the slots before its fault, and is counted as failed', () => {
     const day = start;
     const slots = [0, 1, 2].map((h) => ({ hour: h, bytes: aggOf([{ t: day + h * HOUR, s: 0, v: 10 + h }]) }));

@@ -111,7 +111,6 @@ export class RowReader<R extends StoredRow = StoredRow> {
   /** Rows that did not open, or that a reader must not use. */
   failed = 0;
   private readonly supersession = new Supersession();
-  private readonly packedDays = new Set<string>();
   private readonly identity: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>;
 
   constructor(private readonly o: RowReaderOptions<R>) {
@@ -233,13 +232,8 @@ export class RowReader<R extends StoredRow = StoredRow> {
       this.o.replaced?.(o.row);
       return false;
     }
-    if (!isPack(o.level)) return true;
-    const day = `${o.level}\u0000${o.row.v}\u0000${o.metric}\u0000${o.row.s}\u0000${o.row.b}`;
-    if (this.packedDays.has(day)) {
-      this.fail(o.row); // a second pack neither of which replaces the other: not what compaction leaves
-      return false;
-    }
-    this.packedDays.add(day);
-    return true;
+    if (!isPack(o.level) || this.supersession.firstPack(o.h)) return true;
+    this.fail(o.row); // a second pack neither of which replaces the other: not what compaction leaves
+    return false;
   }
 }

@@ -37,24 +37,39 @@ export function compactedFirst<T extends { p: string }>(rows: readonly T[]): T[]
   return first.length === 0 ? (then.length === rows.length ? (rows as T[]) : then) : first.concat(then);
 }
 
-/** A row as far as replacing goes: its scope (the rows a list of its can name) and its place in it (level, bucket, part). */
+/**
+ * The rows of one scope (a list can only name rows of its lister's scope). Minute rows: their
+ * group (a merged row names rows of its group); hour rows and hour packs, and quarter-hour rows
+ * and quarter packs: the UTC day of their series and key version (a merged row names rows of
+ * its bucket, a pack the rows it holds and older packs of its day and kind).
+ */
+interface Scope {
+  /** 0: minute rows (`at`: their bucket); 1: hour rows and hour packs, 2: quarter-hour rows and quarter packs (`at`: their UTC day). */
+  kind: number;
+  at: number;
+  metric: string;
+  keyVersion: number;
+  /** The first row added (most scopes hold one row), then part → (level, bucket) pairs of the others: a second row with the same three is a copy. */
+  part: string;
+  level: RollupLevel;
+  bucket: number;
+  more: Map<string, number[]> | undefined;
+  /** The rows here that list others (compaction wrote them). */
+  listers: Lister[] | undefined;
+  /** Once a row here is asked about while it holds another lister: key → whether a stored list names it too (a compaction not finished yet). */
+  resolved: Map<string, boolean> | undefined;
+  /** Whether a day pack of this scope was counted (RowReader: one pack per day and kind). */
+  packed: boolean;
+}
+
+/** A row as far as replacing goes: its scope and its place in it (level, bucket, part). */
 export interface RowHandle {
-  scope: string;
+  scope: Scope;
   level: RollupLevel;
   bucket: number;
   part: string;
 }
 
-/**
- * The scope of a row: a list can only name rows of its lister's scope. Minute rows: their group
- * (a merged row names rows of its group); hour rows and hour packs, and quarter-hour rows and
- * quarter packs: the UTC day of their series and key version (a merged row names rows of its
- * bucket, a pack the rows it holds and older packs of its day and kind).
- */
-const scopeOf = (level: RollupLevel, bucket: number, metric: string, series: string, keyVersion: number): string =>
-  level === LEVEL.minute
-    ? `${level}\u0000${bucket}\u0000${metric}\u0000${series}\u0000${keyVersion}`
-    : `${level === LEVEL.hour || level === LEVEL.dayPack ? 'd' : 'q'}\u0000${dayOf(bucket)}\u0000${metric}\u0000${series}\u0000${keyVersion}`;
 const keyOf = (level: RollupLevel, bucket: number, part: string): string => `${level}\u0000${bucket}\u0000${part}`;
 
 const NONE: readonly string[] = [];
@@ -72,15 +87,29 @@ interface Lister {
  * The rows of one read. Rows compaction wrote are added first (with `add`), then `replaced` is
  * asked of each row. A list is decoded only where its scope holds another row (outside a
  * compaction's window, and without tampering, every scope holds one row compaction wrote and
- * the rows that came after it): a query over packed days decodes none.
+ * the rows that came after it): a query over packed days decodes none. A scope is found by
+ * series, then time, then kind, metric and key version, and a copy by part within its scope:
+ * no string is built per row (a query adds tens of thousands).
  */
 export class Supersession {
   /** Rows found tampered with: copies, replays, stored lists naming what the sealed one does not. */
   tampered = 0;
-  private readonly seen = new Set<string>();
-  private readonly listers = new Map<string, Lister[]>();
-  /** Per scope with more than one row: key → whether a stored list names it too (a compaction not finished yet). */
-  private readonly resolved = new Map<string, Map<string, boolean>>();
+  /** series → scope time → the scopes of that series and time (kinds, metrics, key versions: mostly one). */
+  private readonly scopes = new Map<string, Map<number, Scope[]>>();
+
+  /** The scope of a row, with the row added to it; undefined when it holds the row already (a copy). */
+  private scopeOf(level: RollupLevel, bucket: number, metric: string, series: string, keyVersion: number, part: string): Scope | undefined {
+    const kind = level === LEVEL.minute ? 0 : level === LEVEL.hour || level === LEVEL.dayPack ? 1 : 2;
+    const at = kind === 0 ? bucket : dayOf(bucket);
+    let byTime = this.scopes.get(series);
+    if (!byTime) this.scopes.set(series, (byTime = new Map()));
+    const here = byTime.get(at);
+    if (here) for (const sc of here) if (sc.kind === kind && sc.keyVersion === keyVersion && sc.metric === metric) return addRow(sc, level, bucket, part);
+    const sc: Scope = { kind, at, metric, keyVersion, part, level, bucket, more: undefined, listers: undefined, resolved: undefined, packed: false };
+    if (here) here.push(sc);
+    else byTime.set(at, [sc]);
+    return sc;
+  }
 
   /**
    * Adds an opened row; undefined when it is a copy of a row already added (counted as tampered).
@@ -98,14 +127,11 @@ export class Supersession {
     opened: OpenedRollup,
     stored: readonly string[] = NONE,
   ): RowHandle | undefined {
-    const scope = scopeOf(level, bucket, metric, series, keyVersion);
-    // One string per row (the row's place, `keyOf`, is built only where a scope holds a list).
-    const id = `${scope}\u0001${level}\u0000${bucket}\u0000${part}`;
-    if (this.seen.has(id)) {
-      this.tampered++;
+    const scope = this.scopeOf(level, bucket, metric, series, keyVersion, part);
+    if (!scope) {
+      this.tampered++; // a copy
       return undefined;
     }
-    this.seen.add(id);
     if (!isCompacted(part)) {
       if (stored.length > 0) this.tampered++;
       return { scope, level, bucket, part };
@@ -114,30 +140,44 @@ export class Supersession {
       const sealed = new Set(opened.supersedes);
       if (stored.some((e) => !sealed.has(e))) this.tampered++; // storage added to the stored list: ignored
     }
-    if (opened.sealsList || stored.length > 0) {
-      const lister: Lister = { part, level, bucket, sealed: opened, stored };
-      const list = this.listers.get(scope);
-      if (list) list.push(lister);
-      else this.listers.set(scope, [lister]);
-    }
+    if (opened.sealsList || stored.length > 0) (scope.listers ??= []).push({ part, level, bucket, sealed: opened, stored });
     return { scope, level, bucket, part };
   }
 
   /** Whether a row is replaced by one added (leave it out); a replaced row no stored list names any more is counted as tampered. */
   replaced(row: RowHandle): boolean {
-    const listers = this.listers.get(row.scope);
+    const scope = row.scope;
+    const listers = scope.listers;
     if (!listers) return false;
     if (listers.length === 1) {
       const l = listers[0]!;
       if (l.part === row.part && l.level === row.level && l.bucket === row.bucket) return false;
     }
-    let named = this.resolved.get(row.scope);
-    if (!named) this.resolved.set(row.scope, (named = resolve(listers)));
+    const named = (scope.resolved ??= resolve(listers));
     const pending = named.get(keyOf(row.level, row.bucket, row.part));
     if (pending === undefined) return false;
     if (!pending) this.tampered++;
     return true;
   }
+
+  /** Whether this is the first day pack of its UTC day and kind asked about (compaction leaves one; a second is not trusted). */
+  firstPack(row: RowHandle): boolean {
+    if (row.scope.packed) return false;
+    row.scope.packed = true;
+    return true;
+  }
+}
+
+/** Adds a row to a scope it is not the first of: the scope, or undefined when it holds the row already. */
+function addRow(sc: Scope, level: RollupLevel, bucket: number, part: string): Scope | undefined {
+  if (sc.part === part && sc.level === level && sc.bucket === bucket) return undefined;
+  const same = (sc.more ??= new Map()).get(part);
+  if (!same) sc.more.set(part, [level, bucket]);
+  else {
+    for (let i = 0; i < same.length; i += 2) if (same[i] === level && same[i + 1] === bucket) return undefined;
+    same.push(level, bucket);
+  }
+  return sc;
 }
 
 /** key → pending, for every entry of these listers' lists. */
