@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CallLane, callKind } from '../src/storage/lane.js';
+import { CallLane, URGENT_IN_A_ROW, callKind } from '../src/storage/lane.js';
 import { connectionOf, openStore } from '../src/storage/index.js';
 
 /** A call the test ends (`finish`), recording when it started and ended. */
@@ -27,7 +27,7 @@ function held(log: string[], name: string) {
 }
 
 describe('CallLane', () => {
-  it('runs one call at a time; urgent calls go before every waiting ordinary call, each queue in arrival order', async () => {
+  it('runs one call at a time; urgent calls go before waiting ordinary calls, each queue in arrival order', async () => {
     const lane = new CallLane();
     const log: string[] = [];
     const a = held(log, 'A');
@@ -49,6 +49,21 @@ describe('CallLane', () => {
       expect(s.waitSeconds).toBeGreaterThanOrEqual(0);
       expect(s.runSeconds).toBeGreaterThanOrEqual(0);
     }
+  });
+
+  it('at most URGENT_IN_A_ROW urgent calls run in a row while an ordinary call waits: requests cannot starve processing', async () => {
+    const lane = new CallLane();
+    const log: string[] = [];
+    const a = held(log, 'A');
+    const calls: Promise<unknown>[] = [lane.run('x', false, a.call)];
+    const quick = (name: string) => async () => void log.push(name);
+    const urgent = Array.from({ length: URGENT_IN_A_ROW + 2 }, (_, i) => `U${i + 1}`);
+    calls.push(lane.run('x', false, quick('O1')));
+    for (const u of urgent) calls.push(lane.run('y', true, quick(u)));
+    calls.push(lane.run('x', false, quick('O2')));
+    a.finish();
+    await Promise.all(calls);
+    expect(log).toEqual(['start A', 'end A', ...urgent.slice(0, URGENT_IN_A_ROW), 'O1', ...urgent.slice(URGENT_IN_A_ROW), 'O2']);
   });
 
   it('a call abandoned while it waits never runs; one already running is awaited as it is; a failed call frees the lane', async () => {

@@ -5,8 +5,9 @@
  *
  * The engine runs one statement at a time per session (a second call waits inside chDB until
  * the first ends). So calls wait here instead, in the `CallLane` (lane.ts): one at a time, those
- * of an `urgent()` view (ingest's group commit, whose 202 waits for them) before every waiting
- * call of the others, and each call's wait and run time counted by kind (`callStats`).
+ * of an `urgent()` view (ingest's group commit, whose 202 waits for them) before the waiting
+ * calls of the others (at most URGENT_IN_A_ROW in a row while one of those waits), and each
+ * call's wait and run time counted by kind (`callStats`).
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';

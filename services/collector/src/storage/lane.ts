@@ -2,9 +2,11 @@
  * The embedded engine's call lane. chDB runs one statement at a time per session: a call made
  * while another runs waits inside the engine, in no order we choose. Here calls wait in JS
  * instead, one running at a time, in two queues: urgent calls (ingest's group commit — a
- * page view's 202 waits for them) run before every waiting ordinary call (processing's inserts,
- * the poll, compaction, queries), each queue in arrival order. A running call is never
- * interrupted, so an urgent call waits at most for the one call running when it arrived.
+ * page view's 202 waits for them) run before waiting ordinary calls (processing's inserts, the
+ * poll, compaction, queries), each queue in arrival order — but at most URGENT_IN_A_ROW urgent
+ * calls in a row while an ordinary call waits, so requests that saturate the engine cannot
+ * starve processing. A running call is never interrupted: an urgent call waits for the call
+ * running when it arrived and, at worst, one ordinary call more.
  *
  * Per kind of call (`insert <table>`, or the statement's verb and first table; `… (urgent)` for
  * urgent calls) the lane counts calls and the seconds they waited and ran (`stats`: the collector's
@@ -32,8 +34,12 @@ export function callKind(sql: string): string {
   return table ? `${verb} ${table}` : verb;
 }
 
+/** Most urgent calls run in a row while an ordinary call waits. */
+export const URGENT_IN_A_ROW = 4;
+
 export class CallLane {
   private running = false;
+  private urgentInARow = 0;
   private readonly urgentQueue: Job[] = [];
   private readonly queue: Job[] = [];
   private readonly byKind = new Map<string, CallStats>();
@@ -90,8 +96,13 @@ export class CallLane {
 
   private next(): void {
     if (this.running) return;
-    const job = this.urgentQueue.shift() ?? this.queue.shift();
+    // Urgent first, but never more than URGENT_IN_A_ROW of them while an ordinary call waits:
+    // on an engine saturated by requests, processing's writes still go through (freshness, and
+    // the processing lag that ingest's backpressure reads).
+    const ordinaryTurn = this.queue.length > 0 && (this.urgentQueue.length === 0 || this.urgentInARow >= URGENT_IN_A_ROW);
+    const job = ordinaryTurn ? this.queue.shift() : this.urgentQueue.shift();
     if (!job) return;
+    this.urgentInARow = ordinaryTurn ? 0 : this.urgentInARow + 1;
     this.running = true;
     job.start();
   }

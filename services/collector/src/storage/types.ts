@@ -449,9 +449,10 @@ export interface Store extends AccountStore, BatchStore, RollupStore, Dictionary
    */
   withDeadline(ms: number): Store;
   /**
-   * This store with its calls going before the waiting calls of every other view where the
-   * engine runs one call at a time (embedded chDB: storage/lane.ts) — ingest's group commit,
-   * whose 202s wait for it. Keeps this view's deadline. Shares the connection.
+   * This store with its calls going before the waiting calls of other views (a few in a row at
+   * most while one of those waits) where the engine runs one call at a time (embedded chDB:
+   * storage/lane.ts) — the request path, ingest's group commit above all, whose 202s wait for
+   * it. Keeps this view's deadline. Shares the connection.
    */
   urgent(): Store;
   /** Storage calls so far by kind (`insert batches`, `SELECT batches`, …): count, seconds waiting for the engine, seconds running (chDB; empty for a server). */
