@@ -143,7 +143,7 @@ const schema = z.object({
    * previous one started, unless processTickMinBatches are queued (0: at once). Fewer, bigger
    * ticks write fewer rollup rows and inserts per point; a batch waits up to this long more.
    */
-  processCoalesceMs: z.coerce.number().int().min(0).max(5000).default(200),
+  processCoalesceMs: z.coerce.number().int().min(0).max(5000).default(500),
   /** Process role: batches queued that start a tick before its cadence (at most 1000, the most per tick). */
   processTickMinBatches: z.coerce.number().int().min(1).max(1000).default(1000),
   /** Process role: most points of one account in one processing tick (its backlog is spread over ticks interleaved with other accounts'). */
