@@ -53,6 +53,36 @@ describe('at-rest records', () => {
     expect(opensDict(key, 'acct_x', 0, '98', d)).toBe(false);
   });
 
+  it('open rows whose identity text is written as bytes on the open path (non-ASCII, odd numbers, long texts) exactly as sealed from the text', () => {
+    const key = randomBytes(32);
+    const plain = randomBytes(50);
+    const long = 'x'.repeat(3000);
+    const odd = [
+      { accountId: 'acct_ünï€😀' },
+      { part: 'p\u00e9\ud83d\ude00' },
+      { part: 'lone\ud800surrogate' },
+      { bucket: 0 },
+      { bucket: -60_000 },
+      { bucket: 1.5 },
+      { bucket: 2 ** 53 + 2 },
+      { bucket: 1e21 },
+      { keyVersion: 0 },
+      { keyVersion: 4_294_967_295 },
+      { metric: long, series: `${long}é` },
+      {}, // after a long one: the short views again
+    ];
+    for (const change of odd) {
+      const row = { ...id, ...change };
+      for (const list of [undefined, ['a', 'é']]) {
+        const sealed = sealRollup(key, row, plain, list); // the identity as text
+        const opened = openRollupJoined(key, row, '7,8', '9,10', sealed);
+        expect(opened && Buffer.from(opened.payload).equals(Buffer.from(plain)), JSON.stringify(change).slice(0, 80)).toBe(true);
+        expect(openRollupJoined(key, row, '7,8', '9,11', sealed)).toBeNull();
+        expect(openRollupJoined(key, { ...row, part: `${row.part}x` }, '7,8', '9,10', sealed)).toBeNull();
+      }
+    }
+  });
+
   it('seal what a merged row replaces (format 3): the list in front of the plaintext, under the format 2 identity and a marker', () => {
     const key = randomBytes(32);
     const plain = randomBytes(120);

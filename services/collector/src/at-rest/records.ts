@@ -78,7 +78,7 @@ const sodium = createRequire(import.meta.url)('sodium-native') as Sodium;
 let adScratch = Buffer.allocUnsafe(1024);
 /** The associated data as UTF-8, in a reused buffer (valid until the next call). */
 function adBytes(ad: string): Buffer {
-  if (ad.length * 3 > adScratch.length) adScratch = Buffer.allocUnsafe(ad.length * 3);
+  if (ad.length * 3 > adScratch.length) growAd(ad.length * 3, 0);
   return adScratch.subarray(0, adScratch.write(ad, 0, 'utf8'));
 }
 
@@ -133,16 +133,80 @@ function plainBuffer(n: number): Uint8Array {
 }
 
 /** The plaintext, or null when `sealed` is not a record of `format` of `ad` under `key`. */
-function openRecord(key: Uint8Array, ad: string, sealed: Uint8Array, format = FORMAT): Uint8Array | null {
+const openRecord = (key: Uint8Array, ad: string, sealed: Uint8Array, format = FORMAT): Uint8Array | null => openRecordAd(key, adBytes(ad), sealed, format);
+
+/** openRecord with the associated data as bytes. */
+function openRecordAd(key: Uint8Array, ad: Uint8Array, sealed: Uint8Array, format: number): Uint8Array | null {
   if (sealed.length < SEAL_OVERHEAD || sealed[0] !== format) return null;
   if (key.length !== 32) throw new Error('a data key is 32 bytes');
   const plain = plainBuffer(sealed.length - SEAL_OVERHEAD);
   try {
-    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(plain, null, sealed.subarray(1 + NONCE), adBytes(ad), sealed.subarray(1, 1 + NONCE), key);
+    sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(plain, null, sealed.subarray(1 + NONCE), ad, sealed.subarray(1, 1 + NONCE), key);
   } catch {
     return null; // the tag did not verify: another key, another identity, or tampered
   }
   return plain;
+}
+
+// ---- a rollup row's identity written as bytes, without building its text (the open path) ----
+// The bytes are exactly the UTF-8 of rowText / mergedText: ASCII characters are copied one by
+// one, a string from its first other character on is encoded by Buffer.write, a bucket that is
+// a non-negative safe integer is written digit by digit (anything else as String() writes it).
+
+/** Writes `s` as UTF-8 at `o` of adScratch (grown as needed); the offset after it. */
+function putText(o: number, s: string): number {
+  const n = s.length;
+  if (o + n * 3 + 64 > adScratch.length) growAd(o + n * 3 + 64, o);
+  const b = adScratch;
+  for (let i = 0; i < n; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x80) return o + b.write(s.substring(i), o, 'utf8');
+    b[o++] = c;
+  }
+  return o;
+}
+/** Writes a number as `${v}` does. */
+function putNumber(o: number, v: number): number {
+  if (!(Number.isSafeInteger(v) && v >= 0)) return putText(o, String(v));
+  if (o + 32 > adScratch.length) growAd(o + 32, o);
+  let digits = 1;
+  for (let x = v; x >= 10; x = Math.floor(x / 10)) digits++;
+  for (let i = o + digits - 1, x = v; i >= o; i--, x = Math.floor(x / 10)) adScratch[i] = 48 + (x % 10);
+  return o + digits;
+}
+function growAd(size: number, keep: number): void {
+  const next = Buffer.allocUnsafe(Math.max(size, adScratch.length * 2));
+  adScratch.copy(next, 0, 0, keep);
+  adScratch = next;
+  adViews.length = 0;
+}
+/** Views of adScratch by length (the decrypt needs the exact length): one per length, not one per row. */
+const adViews: Uint8Array[] = [];
+const adView = (n: number): Uint8Array => (adViews[n] ??= adScratch.subarray(0, n));
+const NUL = '\u0000';
+
+/** rowText (format 2), or mergedText (format 3) when `merged`, as bytes in adScratch (valid until the next call). */
+function rowAd(id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string, merged: boolean): Uint8Array {
+  let o = putText(0, 'rollup\u0000');
+  o = putText(o, id.accountId);
+  o = putText(o, NUL);
+  o = putNumber(o, id.level);
+  o = putText(o, NUL);
+  o = putNumber(o, id.bucket);
+  o = putText(o, NUL);
+  o = putText(o, id.metric);
+  o = putText(o, NUL);
+  o = putText(o, id.series);
+  o = putText(o, NUL);
+  o = putText(o, keys);
+  o = putText(o, NUL);
+  o = putText(o, values);
+  o = putText(o, '\u0000v');
+  o = putNumber(o, id.keyVersion);
+  o = putText(o, '\u0000p');
+  o = putText(o, id.part);
+  if (merged) o = putText(o, '\u0000s');
+  return adView(o);
 }
 
 // Rows written before format 1: secretbox(identity tag (8 bytes) | plaintext).
@@ -252,13 +316,13 @@ function splitList(plain: Uint8Array): OpenedRollup | null {
 /** Format 3 or 2 (key version and part bound) or, for rows written before them, format 1 / legacy. */
 function openRow(key: Uint8Array, id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string, sealed: Uint8Array): OpenedRollup | null {
   if (sealed[0] === FORMAT_MERGED) {
-    const plain = openRecord(key, mergedText(id, keys, values), sealed, FORMAT_MERGED);
+    const plain = openRecordAd(key, rowAd(id, keys, values, true), sealed, FORMAT_MERGED);
     if (plain) return splitList(plain);
   }
   // A legacy row starts with a random nonce byte, which is 2 or 3 for one row in 128: when the
   // marked format does not open, the row may still be legacy.
   const payload =
-    (sealed[0] === FORMAT_ROW ? openRecord(key, rowText(id, keys, values), sealed, FORMAT_ROW) : null) ??
+    (sealed[0] === FORMAT_ROW ? openRecordAd(key, rowAd(id, keys, values, false), sealed, FORMAT_ROW) : null) ??
     openAny(key, rollupText(id, keys, values), sealed);
   return payload && { payload, sealsList: false, supersedes: undefined };
 }
