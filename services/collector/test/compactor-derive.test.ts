@@ -5,12 +5,14 @@
  * watermark on. Points are posted over HTTP on a moving test clock (one tick per batch), each
  * hour's points while that hour runs; answers (hour, day and minute buckets, UTC, Asia/Kolkata,
  * Asia/Kathmandu) are checked against a plaintext reference before derivation, with derived rows
- * written and the watermark not moved yet, after derivation, with late data after derivation,
- * after packing, and with storage moving the watermark or putting back a row a derived row replaced.
+ * written and the watermark not moved yet, after derivation (today packed in 6-hour steps), with
+ * late data after derivation, after packing, and with storage moving the watermark or putting
+ * back a row a derived row replaced (after that row went into a pack).
  */
 import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Compactor, type CompactionStep } from '../src/compaction/compactor.js';
+import { PACK_STEP_MS } from '../src/compaction/pass.js';
 import { listMetrics, runQuery, type QueryResult } from '../src/query/index.js';
 import { createLogger } from '../src/logger.js';
 import { connectionOf } from '../src/storage/index.js';
@@ -148,6 +150,11 @@ describe('hour and quarter-hour rows derived from minute rows', () => {
     );
     expect(Number(dup!.n)).toBe(0);
     expect(await levels(FROM, D)).toEqual({ 0: expect.any(Number), 2: expect.any(Number), 4: expect.any(Number) });
+    // today (08:30, watermark 08:00) is packed in steps of 6 h: its hours before 06:00 in packs,
+    // 06:00 and 07:00 derived rows (PACK_STEP_MS)
+    expect(PACK_STEP_MS).toBe(6 * HOUR);
+    expect(await levels(D, D + 6 * HOUR)).toEqual({ 0: expect.any(Number), 2: expect.any(Number), 4: expect.any(Number) });
+    expect(await levels(D + 6 * HOUR, end)).toEqual({ 0: expect.any(Number), 1: expect.any(Number), 3: expect.any(Number) });
     const after = await checkAll(end);
     expectSameAnswers(before, after);
     expect(opened(after)).toBeLessThan(opened(before));
@@ -217,6 +224,13 @@ describe('hour and quarter-hour rows derived from minute rows', () => {
     setClock(H + 2 * HOUR);
     await compactor().runUntilDone();
     expect(await c.services.store.derivedUntil()).toBeGreaterThan(H);
+    // hour H − 1 (05:00) went into today's pack (the 06:00 step) with its derived rows: the pack's
+    // list names the tick's rows those replaced
+    const [inRows] = await conn.query<{ n: string }>(
+      `SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND level IN (1, 3) AND bucket < fromUnixTimestamp64Milli({h:Int64}, 'UTC')`,
+      { a: x.accountId, h: H },
+    );
+    expect(Number(inRows!.n)).toBe(0);
     const q = { metric: 'orders', aggregation: 'sum', interval: 'hour', timezone: 'UTC' } as const;
     const query = () => runQuery(deps(), { accountId: x.accountId }, { ...q, from: H - HOUR, to: H + HOUR });
     const honest = await query();

@@ -8,10 +8,11 @@ import { sealRollup } from '../at-rest/records.js';
 import { encodeAggregate, encodeDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
 import { DAY_PART_PREFIX, dayOf, slotEntry } from '../rollup/days.js';
 import { LEVEL, PACKS, type PackLevel } from '../rollup/levels.js';
-import { compactionRow, RowReader, type CompactionRow } from '../rollup/rows.js';
+import { compactionRow, openRow, RowReader, type CompactionRow } from '../rollup/rows.js';
+import { isCompacted } from '../rollup/supersedes.js';
 import type { DayToPack, RollupRow, StoredRollup } from '../storage/types.js';
 import type { FinishProtocol } from './finish.js';
-import { decoded, newPart, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
+import { decoded, newPart, packedBefore, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
 
 export class DayPacker {
   /** Per pack level, where the next packDays page starts (undefined: at the first day). */
@@ -43,8 +44,10 @@ export class DayPacker {
     if (limit <= 0) return false;
     const { store } = this.c.o;
     const { of: level, slotMs, slots } = PACKS[packLevel];
-    // Only days whose hours are all derived (derive.ts): a day is packed once, after its hour and quarter-hour rows exist.
-    const closed = Math.min(dayOf(this.c.now() - (this.c.o.dayPackLagMs ?? 15 * 60_000)), dayOf(await store.derivedUntil()));
+    // Only hours derived (derive.ts): closed days, and today's hours in steps (packedBefore).
+    // Hour rows of later hours (late points of hours not derived yet) stay rows: their
+    // derivation replaces them.
+    const closed = packedBefore(this.c.o, this.c.now(), await store.derivedUntil());
     // Pages in key order, resumed after the last day of the previous page (wrapping round after
     // a short page): days that cannot be packed (no keys, rows that fail to open) never hold up
     // the ones after them.
@@ -63,7 +66,7 @@ export class DayPacker {
       const keys = await this.c.o.keyring.accountKeys(accountId);
       if (!keys?.length) continue;
       // Each day's rows are read by one statement (one snapshot): a pack holds exactly the rows it lists.
-      const rows = await store.rollupsOfDays(accountId, days, level);
+      const rows = (await store.rollupsOfDays(accountId, days, level)).filter((r) => r.level === packLevel || r.bucket < closed);
       const groups = new Map<string, typeof rows>();
       for (const r of rows) {
         const k = `${r.metric}|${dayOf(r.bucket)}|${r.series}|${r.keyVersion}`;
@@ -141,7 +144,15 @@ export class DayPacker {
         }
         if (added === 0) continue; // no row to add
         const part = newPart(DAY_PART_PREFIX);
-        const supersedes = sources.map((r) => (r.level === packLevel ? r.part : slotEntry(packLevel, r.bucket, r.part)));
+        // Its list also names what its sources replaced (the sealed list of a derived or merged
+        // row, of the older pack): once those sources are deleted, a row they replaced that comes
+        // back is still named by a list a reader knows (today is packed in steps: packedBefore).
+        const listed = new Set(sources.map((r) => (r.level === packLevel ? r.part : slotEntry(packLevel, r.bucket, r.part))));
+        for (const r of sources) {
+          if (!isCompacted(r.part)) continue;
+          for (const e of openRow(key.dataKey, r, r.agg)?.supersedes ?? []) listed.add(r.level === packLevel ? e : slotEntry(packLevel, r.bucket, e));
+        }
+        const supersedes = [...listed];
         written.push({
           ...id,
           level: packLevel,

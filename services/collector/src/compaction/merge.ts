@@ -7,23 +7,23 @@
 import type { AccountKeys } from '../keyring/index.js';
 import { sealRollup } from '../at-rest/records.js';
 import { encodeAggregate, mergeInto, type Aggregate } from '../rollup/index.js';
-import { dayOf } from '../rollup/days.js';
 import { isPack, packOf } from '../rollup/levels.js';
 import { compactionRow, RowReader, type CompactionRow } from '../rollup/rows.js';
 import { COMPACTION_PART_PREFIX, type RollupGroupCount, type RollupRow, type StoredRollup } from '../storage/types.js';
-import { dayId, decoded, groupId, newPart, sameList, type CompactionReport, type PassContext } from './pass.js';
+import { dayId, decoded, groupId, newPart, packedBefore, sameList, type CompactionReport, type PassContext } from './pass.js';
 
 export class GroupMerger {
   constructor(private readonly c: PassContext) {}
 
   async mergeGroups(all: RollupGroupCount[], perGroup: number, report: CompactionReport, packing: Set<string> | 'all'): Promise<RollupRow[]> {
-    // Hour and quarter-hour rows of closed days go into their day's pack directly (step 6), never
+    // Hour and quarter-hour rows of packed hours (closed days, today's steps: packedBefore) go
+    // into their day's pack directly (step 6), never
     // into a merged row first: the pack is what seals the list naming them, so a row replayed
     // after the pack took it is recognised (a merged row would not see the pack's list).
     // Hour and quarter-hour rows of hours not derived yet are not merged either: their derived rows
     // replace them (derive.ts), and that row's sealed list must name them, not a merged row.
-    const closed = (this.c.o.maxDayPacks ?? 2000) > 0 ? dayOf(this.c.now() - (this.c.o.dayPackLagMs ?? 15 * 60_000)) : -Infinity;
     const derived = all.some((g) => packOf(g.level) !== undefined) ? await this.c.o.store.derivedUntil() : 0;
+    const closed = (this.c.o.maxDayPacks ?? 2000) > 0 ? packedBefore(this.c.o, this.c.now(), derived) : -Infinity;
     const taken = all.filter((g) => packOf(g.level) === undefined || (g.bucket >= closed && g.bucket < derived));
     if (taken.length === 0) return [];
     const rows = await this.c.o.store.rollupsOfGroups(taken, perGroup);

@@ -8,7 +8,7 @@ import type { Registry } from 'prom-client';
 import type { AccountKeys } from '../keyring/index.js';
 import type { Logger } from '../logger.js';
 import { decodeAggregate, type Aggregate } from '../rollup/index.js';
-import { dayOf } from '../rollup/days.js';
+import { DAY_MS, dayOf } from '../rollup/days.js';
 import { isPack, packOf } from '../rollup/levels.js';
 import type { RollupGroupKey, RollupRef, Store } from '../storage/types.js';
 
@@ -51,6 +51,13 @@ export interface CompactorOptions {
   maxDayPacks?: number;
   /** A UTC day is packed once it ended this long ago (default 15 min; late data only costs a repack). */
   dayPackLagMs?: number;
+  /**
+   * Today is packed in steps of this much (default PACK_STEP_MS, 6 h; must divide 24 h; a day:
+   * only closed days): once the derivation watermark and the clock (less dayPackLagMs) passed a
+   * step, the day's derived hours before it go into the day's pack (a repack at each step), so
+   * a query reads at most a step of today's hours as rows instead of up to 23 (92 quarter hours).
+   */
+  packStepMs?: number;
   /** Rows opened between two turns of the event loop (default COMPACTION_SLICE_ROWS). */
   sliceRows?: number;
   /** Told which accounts a pass changed (query caches). */
@@ -119,6 +126,21 @@ export const newPart = (prefix: string): string => `${prefix}${toHex(randomBytes
 /** (account, kind of pack, metric, UTC day, series) of a row or pack: the scope of a day pack. */
 export const dayId = (r: RollupGroupKey): string =>
   `${r.accountId}\u0000${isPack(r.level) ? r.level : packOf(r.level) ?? r.level}\u0000${r.metric}\u0000${dayOf(r.bucket)}\u0000${r.series}`;
+
+/** Today's derived hours are packed in steps of 6 h (CompactorOptions.packStepMs). */
+export const PACK_STEP_MS = 6 * 3_600_000;
+
+/**
+ * Hour and quarter-hour rows before this go into their day's packs (day-packs.ts) and are never
+ * merged (merge.ts); those from it on, before the watermark, are merged. The step (start of a
+ * UTC day plus a multiple of packStepMs) that both the clock less dayPackLagMs and the
+ * derivation watermark passed: never an hour not derived yet.
+ */
+export function packedBefore(o: CompactorOptions, now: number, derivedUntil: number): number {
+  const step = o.packStepMs ?? PACK_STEP_MS;
+  const floor = (t: number) => (step > 0 && step < DAY_MS && DAY_MS % step === 0 ? t - ((t - dayOf(t)) % step) : dayOf(t));
+  return Math.min(floor(now - (o.dayPackLagMs ?? 15 * 60_000)), floor(derivedUntil));
+}
 
 /** What each step of a pass gets from the compactor. */
 export interface PassContext {
