@@ -10,6 +10,7 @@ import { rmSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
 import { Compactor, type CompactionStep } from '../src/compaction/compactor.js';
+import { PACK_STEP_MS } from '../src/compaction/pass.js';
 import { listMetrics, runQuery, type QueryResult } from '../src/query/index.js';
 import { createLogger } from '../src/logger.js';
 import type { RollupRow } from '../src/storage/types.js';
@@ -23,7 +24,9 @@ import { tempDirs } from './support/temp-dirs.js';
 const NOW = Date.UTC(2026, 3, 1, 12);
 const FROM = NOW - 2 * 86_400_000;
 const FAR = Date.UTC(2099, 0, 1); // hand-made rows: not expired by TTL on the real clock
-const TODAY = Date.UTC(2026, 3, 1); // the UTC day of NOW: not closed, so never packed
+const TODAY = Date.UTC(2026, 3, 1); // the UTC day of NOW: not closed
+// today's hours from its last 6-hour step on (PACK_STEP_MS) before NOW: never packed
+const UNPACKED = TODAY + PACK_STEP_MS;
 const offset = NOW - Date.now();
 const now = () => Date.now() + offset;
 const silent = createLogger({ level: 'silent' });
@@ -306,7 +309,7 @@ describe('rollup compaction', () => {
       `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v,
          base64Encode(agg) AS a, arrayMap(x -> toString(x), tag_keys) AS tk, arrayMap(x -> toString(x), tag_values) AS tv, part AS p
        FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') LIMIT 1`,
-      { a: x.accountId, t: TODAY },
+      { a: x.accountId, t: UNPACKED },
     );
     const identity = { accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s, tagKeys: row!.tk, tagValues: row!.tv, keyVersion: Number(row!.v) };
     const dataKey = c.services.keyring.accountKeys(x.accountId)!.find((k) => k.version === identity.keyVersion)!.dataKey;
@@ -360,7 +363,7 @@ describe('rollup compaction', () => {
     const [row] = await connectionOf(c.services.store).query<{ level: number; b: string; m: string; s: string; part: string }>(
       `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, part
        FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') LIMIT 1`,
-      { a: x.accountId, t: TODAY },
+      { a: x.accountId, t: UNPACKED },
     );
     const group = { accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s };
     const bad = 'tampered000000000000000000000000';
@@ -386,7 +389,7 @@ describe('rollup compaction', () => {
       `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s,
          arrayMap(x -> toString(x), tag_keys) AS tk, arrayMap(x -> toString(x), tag_values) AS tv, base64Encode(agg) AS a
        FROM rollups WHERE account_id = {a:String} AND level = 1 AND notEmpty(tag_values) AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') LIMIT 1`,
-      { a: x.accountId, t: TODAY },
+      { a: x.accountId, t: UNPACKED },
     );
     const group = { accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s };
     // A genuine ciphertext copied into a second row of its group, its tag values relabelled.
