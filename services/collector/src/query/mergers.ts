@@ -10,9 +10,10 @@
  * labelled series and finalizes them. One query uses every idle worker: while a worker has no
  * merge of its own it helps a query with rows waiting (each statement is then cut into parts of
  * whole UTC days — whole hours at minute level — so every part merges alone, the scope of
- * supersedes.ts), and at the end hands its groups over encoded (`export`) to the query's own
- * worker, which merges them in (`close`) — the same groups and aggregates the single worker
- * computes. Under concurrent queries no worker is idle: each query is merged by one worker, as
+ * supersedes.ts). At the end (`close`) each worker names the buckets it holds cells of; the
+ * cells of a bucket two workers hold (a zone's bucket across a cut between days) are handed over
+ * encoded (`export`) to the query's own worker, which merges them in (`absorb`); then each worker
+ * finishes the buckets it holds — the same aggregates the single worker computes. Under concurrent queries no worker is idle: each query is merged by one worker, as
  * before. Limits are counted across parts: the rows by the session (more than `maxRows`: nothing
  * more is merged, `tooLarge`), the groups when merged together (too_many_series). The worker
  * keeps the merged aggregates until `finish` (`drop` frees them when the query fails before
@@ -152,21 +153,28 @@ export interface ExportedGroups {
   cells: Uint8Array;
 }
 
-/** Encodes merged groups for another worker (mergeEncoded-able: exact for every field and sketch). */
-export function exportGroups(groups: Iterable<Group>): ExportedGroups {
+/**
+ * Encodes merged groups for another worker (mergeEncoded-able: exact for every field and sketch):
+ * every cell, or only those of `buckets` (then taken out of `groups`).
+ */
+export function exportGroups(groups: Iterable<Group>, buckets?: readonly number[]): ExportedGroups {
   const values: string[][] = [];
   const index: number[] = [];
   const encoded: Uint8Array[] = [];
   let size = 0;
+  const cell = (g: Group, i: number): void => {
+    const a = g.aggs[i];
+    if (!a) return;
+    if (index.length === 0 || values.at(-1) !== g.values) values.push(g.values);
+    const e = encodeAggregate(a);
+    encoded.push(e);
+    size += e.length;
+    index.push(values.length - 1, i, size);
+    if (buckets) g.aggs[i] = undefined;
+  };
   for (const g of groups) {
-    const j = values.push(g.values) - 1;
-    g.aggs.forEach((a, i) => {
-      if (!a) return;
-      const e = encodeAggregate(a);
-      encoded.push(e);
-      size += e.length;
-      index.push(j, i, size);
-    });
+    if (buckets) for (const i of buckets) cell(g, i);
+    else for (let i = 0; i < g.aggs.length; i++) cell(g, i);
   }
   const cells = new Uint8Array(size);
   let at = 0;
@@ -219,21 +227,30 @@ export function absorbGroups(plan: MergePlan, groups: Map<string, Group>, e: Exp
 export type MergeRequest =
   /** Merges rows into merge `id` (`plan` with the first request of the merge this worker gets). */
   | { type: 'part'; id: number; plan?: MergePlan; bytes: Uint8Array }
-  /** Hands merge `id`'s groups over (encoded) and forgets it. */
-  | { type: 'export'; id: number }
-  /** Ends merging `id`: merges in the groups other workers exported, answers the groups. */
-  | { type: 'close'; id: number; plan?: MergePlan; absorb?: ExportedGroups[] }
+  /** No more rows for merge `id`: answers its groups and the buckets it holds cells of. */
+  | { type: 'close'; id: number; plan?: MergePlan }
+  /** Hands the cells of these buckets over (encoded), keeping the rest. */
+  | { type: 'export'; id: number; buckets: number[] }
+  /** Merges in cells other workers exported; answers the groups (new ones at the end). */
+  | { type: 'absorb'; id: number; groups: ExportedGroups[] }
+  /** The finalized values of `series` series, group j merged into series seriesOf[j]; frees the merge. */
   | { type: 'finish'; id: number; seriesOf: number[]; series: number }
   | { type: 'drop'; id: number };
 
+/** What a worker holds of a merge once closed. */
+export interface Closed {
+  rows: number;
+  tooLarge: boolean;
+  failed: number;
+  tampered: number;
+  /** Each group's group-by value pseudonyms, in merge order. */
+  groups: string[][];
+  /** Per bucket, 1 when a cell of it is held here. */
+  touched?: Uint8Array;
+}
+
 export type MergeReply =
-  | {
-      id: number;
-      ok: true;
-      merged?: Omit<Merging, 'finish' | 'drop'>;
-      exported?: { groups: ExportedGroups; failed: number; tampered: number };
-      values?: (number | null)[][];
-    }
+  | { id: number; ok: true; merged?: Closed; exported?: ExportedGroups; values?: (number | null)[][] }
   | { id: number; ok: false; error: { status?: number; code?: string; message: string } };
 
 /** A merge held by a worker between its requests. */
@@ -273,18 +290,21 @@ export function handleMergeRequest(merges: Map<number, MergeState>, msg: MergeRe
         m.tampered += r.tampered;
         return { id: msg.id, ok: true };
       }
-      case 'export': {
-        const m = held();
-        zeroKeys(m);
-        merges.delete(msg.id);
-        return { id: msg.id, ok: true, exported: { groups: exportGroups(m.groups.values()), failed: m.failed, tampered: m.tampered } };
-      }
       case 'close': {
         const m = held(msg.plan);
         zeroKeys(m);
-        for (const e of msg.absorb ?? []) m.failed += absorbGroups(m.plan, m.groups, e);
         const groups = [...m.groups.values()];
-        return { id: msg.id, ok: true, merged: { rows: m.rows, tooLarge: m.tooLarge, failed: m.failed, tampered: m.tampered, groups: groups.map((g) => g.values) } };
+        const touched = new Uint8Array(m.plan.starts.length);
+        for (const g of groups) g.aggs.forEach((a, i) => a && (touched[i] = 1));
+        return { id: msg.id, ok: true, merged: { rows: m.rows, tooLarge: m.tooLarge, failed: m.failed, tampered: m.tampered, groups: groups.map((g) => g.values), touched } };
+      }
+      case 'export':
+        return { id: msg.id, ok: true, exported: exportGroups(held().groups.values(), msg.buckets) };
+      case 'absorb': {
+        const m = held();
+        let failed = 0;
+        for (const e of msg.groups) failed += absorbGroups(m.plan, m.groups, e);
+        return { id: msg.id, ok: true, merged: { rows: 0, tooLarge: false, failed, tampered: 0, groups: [...m.groups.values()].map((g) => g.values) } };
       }
       case 'finish': {
         const m = merges.get(msg.id);
@@ -312,7 +332,7 @@ export function handleMergeRequest(merges: Map<number, MergeState>, msg: MergeRe
 
 /** The buffers a reply moves rather than copies (an export's encoded groups). */
 export const replyTransfer = (r: MergeReply | undefined): ArrayBuffer[] =>
-  r?.ok && r.exported ? [r.exported.groups.index.buffer as ArrayBuffer, r.exported.groups.cells.buffer as ArrayBuffer] : [];
+  r?.ok && r.exported ? [r.exported.index.buffer as ArrayBuffer, r.exported.cells.buffer as ArrayBuffer] : [];
 
 const unavailable = (why: string) => new CollectorError(503, 'query_unavailable', `the query could not be merged (${why}); retry`, 1);
 
@@ -489,46 +509,77 @@ class WorkerSession implements MergeSession {
       return inlineMerging(this.plan, concat(parts));
     }
     if (this.inFlight > 0 || this.waiting) await new Promise<void>((resolve) => (this.wake = resolve));
-    const [own, ...helpers] = this.workers;
+    const [own, ...rest] = this.workers;
+    const helpers = rest.filter((w) => this.planned.has(w));
     try {
       if (this.error !== undefined) throw this.error;
       if (this.tooLarge) {
         this.dropAll();
         return tooLargeMerging(this.rows);
       }
-      // The helpers' groups, encoded, into the merge's own worker.
-      this.pool.counts.exports += helpers.filter((w) => this.planned.has(w)).length;
-      const exported = await Promise.all(helpers.filter((w) => this.planned.has(w)).map(async (w) => (await w.request({ type: 'export', id: this.id })).exported!));
-      for (const w of helpers) this.planned.delete(w);
-      this.pool.release(this, helpers);
+      this.pool.release(this, rest.filter((w) => !this.planned.has(w))); // helped with nothing
       const p = this.planned.has(own!) ? undefined : sendable(this.plan);
-      const absorb = exported.map((e) => e.groups);
-      const reply = own!.request({ type: 'close', id: this.id, ...(p ? { plan: p.plan } : {}), absorb }, absorb.flatMap((g) => [g.index.buffer as ArrayBuffer, g.cells.buffer as ArrayBuffer]));
+      const closing = own!.request({ type: 'close', id: this.id, ...(p ? { plan: p.plan } : {}) });
       p?.wipe();
       if (p) this.planned.set(own!, own!.worker);
-      const merged = (await reply).merged!;
-      for (const e of exported) {
-        merged.failed += e.failed;
-        merged.tampered += e.tampered;
+      const ws = [own!, ...helpers];
+      const closed = (await Promise.all([closing, ...helpers.map((w) => w.request({ type: 'close', id: this.id }))])).map((r) => r.merged!);
+      // Which worker finishes each bucket: the one holding its cells; a bucket held by several
+      // (a zone's bucket across a cut between days) is handed over to the merge's own worker.
+      const owner = new Int32Array(this.plan.starts.length).fill(-1);
+      closed.forEach((c, k) => c.touched!.forEach((t, i) => t && (owner[i] = owner[i] === -1 ? k : -2)));
+      const shared: number[] = [];
+      owner.forEach((k, i) => k === -2 && (shared.push(i), (owner[i] = 0)));
+      let failed = 0;
+      let tampered = 0;
+      for (const c of closed) {
+        failed += c.failed;
+        tampered += c.tampered;
       }
-      merged.rows = this.rows;
-      return this.held(own!, merged);
+      const groupsOf = closed.map((c) => c.groups);
+      if (shared.length > 0 && helpers.length > 0) {
+        this.pool.counts.exports += helpers.length;
+        const exported = await Promise.all(helpers.map(async (w) => (await w.request({ type: 'export', id: this.id, buckets: shared })).exported!));
+        const absorbed = (await own!.request({ type: 'absorb', id: this.id, groups: exported }, exported.flatMap((g) => [g.index.buffer as ArrayBuffer, g.cells.buffer as ArrayBuffer]))).merged!;
+        failed += absorbed.failed;
+        groupsOf[0] = absorbed.groups;
+      }
+      // The groups of every worker, once each (a group may have cells in several).
+      const index = new Map<string, number>();
+      const groups: string[][] = [];
+      const unionOf = groupsOf.map((gs) =>
+        gs.map((values) => {
+          const key = groupKey(values);
+          let j = index.get(key);
+          if (j === undefined) {
+            index.set(key, (j = groups.length));
+            groups.push(values);
+          }
+          return j;
+        }),
+      );
+      if (groups.length > this.plan.maxGroups) throw tooManySeries();
+      return this.held(ws, unionOf, owner, { rows: this.rows, tooLarge: false, failed, tampered, groups });
     } catch (e) {
       this.dropAll();
       throw e;
     }
   }
 
-  /** The merge's own worker holds the groups until finish or drop. */
-  private held(w: MergeWorker, merged: Omit<Merging, 'finish' | 'drop'>): Merging {
-    const worker = this.planned.get(w);
-    this.pool.release(this, [w]);
-    w.held++;
+  /**
+   * The workers hold their groups until finish or drop; each finishes the buckets it holds
+   * (`owner`: index into `ws`; −1: none, the merge's own worker answers them empty).
+   */
+  private held(ws: MergeWorker[], unionOf: number[][], owner: Int32Array, merged: Omit<Merging, 'finish' | 'drop'>): Merging {
+    const threads = ws.map((w) => this.planned.get(w));
+    this.planned.clear();
+    this.pool.release(this, ws);
+    for (const w of ws) w.held++;
     let open = true;
     const release = () => {
       if (!open) return false;
       open = false;
-      if (w.worker === worker) w.held = Math.max(0, w.held - 1);
+      ws.forEach((w, k) => w.worker === threads[k] && (w.held = Math.max(0, w.held - 1)));
       this.pool.schedule();
       return true;
     };
@@ -536,10 +587,15 @@ class WorkerSession implements MergeSession {
       ...merged,
       finish: async (seriesOf, series) => {
         if (!release()) throw new Error('merge already finished');
-        return (await w.request({ type: 'finish', id: this.id, seriesOf, series })).values!;
+        const values = await Promise.all(
+          ws.map(async (w, k) => (await w.request({ type: 'finish', id: this.id, seriesOf: unionOf[k]!.map((j) => seriesOf[j] ?? -1), series })).values!),
+        );
+        const out = values[0]!;
+        if (ws.length > 1) owner.forEach((k, i) => k > 0 && out.forEach((row, s) => (row[i] = values[k]![s]![i]!)));
+        return out;
       },
       drop: () => {
-        if (release()) w.post({ type: 'drop', id: this.id }, worker);
+        if (release()) ws.forEach((w, k) => w.post({ type: 'drop', id: this.id }, threads[k]));
       },
     };
   }
@@ -566,7 +622,7 @@ export class WorkerMergers implements Mergers {
 
   readonly inlineBytes: number;
   readonly partBytes: number;
-  /** Parts sent to workers, those merged by a helping worker, and helpers' groups handed over. */
+  /** Parts sent to workers, those merged by a helping worker, and hand-overs of a helper's cells (buckets two workers held). */
   readonly counts = { parts: 0, helped: 0, exports: 0 };
 
   /**
