@@ -4,7 +4,7 @@
 // requests (the same points of the same accounts, the account in an `x-account` header).
 //
 //   node bench/storefront.mjs [--accounts 10000] [--zipf 1] [--duration 15] [--warmup 5] [--steady 15]
-//                             [--concurrency 128] [--batches 100000] [--profile] [--keep]
+//                             [--concurrency 128] [--batches 200000] [--profile] [--keep]
 //                             [--only encrypted|plaintext] [--cli path/to/collector/dist/cli.js]
 //                             [--envelope v2|v2plain|v1] [--env CIPHERSTAT_NAME=value ...]
 //
@@ -193,7 +193,10 @@ async function runPhases(o, name, { send, bodies, serverPid, pointsOf, headersOf
   const pass = await phase('warm pass', o.batches, warm, 0, 3600, { untilExhausted: true });
   cold.warmPass = { batches: pass.batchesAcked, seconds: (performance.now() - t0) / 1000 };
   const from = cold.batchesSent;
-  if (zipf.length - from < 1000) throw new Error(`too few Zipf bodies left for the steady phase (${zipf.length - from}): raise --batches`);
+  // The steady phase sends at the cold phase's rate or faster: too few bodies left would end its
+  // window early (or before it starts) and measure nothing.
+  const need = Math.max(1000, Math.ceil((cold.batchesSent / (o.warmup + o.duration)) * (o.warmup + o.steady) * 1.25));
+  if (zipf.length - from < need) throw new Error(`too few Zipf bodies left for the steady phase (${zipf.length - from}, ~${need} needed at the cold phase's rate): raise --batches`);
   progress(`${name} pipeline: steady phase (${o.warmup} s + ${o.steady} s measured, the Zipf traffic continued from batch ${fmt(from)})`);
   cold.steady = await measure((hooks) => phase('steady', from, zipf.slice(from), o.warmup, o.steady, hooks));
   return cold;
@@ -376,7 +379,7 @@ async function main() {
       warmup: { type: 'string', default: '5' },
       steady: { type: 'string', default: '15' },
       concurrency: { type: 'string', default: '128' },
-      batches: { type: 'string', default: '100000' },
+      batches: { type: 'string', default: '200000' },
       'drain-timeout': { type: 'string', default: '60' },
       cli: { type: 'string', default: 'services/collector/dist/cli.js' },
       env: { type: 'string', multiple: true, default: [] },
