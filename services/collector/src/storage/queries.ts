@@ -59,14 +59,20 @@ export function readStoredRows(bytes: Uint8Array): StoredRow[] {
   return rows;
 }
 
+/** Skips a `selectRollups` row's columns after its bucket: v UInt32, s, a, k, t, m, p String, u Array(String). */
+function skipAfterBucket(r: RowBinaryReader): void {
+  r.skip(4);
+  for (let i = 0; i < 6; i++) r.skipString();
+  for (let n = r.arrayLength(); n > 0; n--) r.skipString();
+}
+
 /** How many rows a `selectRollups` answer holds, from the lengths alone (nothing decoded). */
 export function countStoredRows(bytes: Uint8Array): number {
   const r = new RowBinaryReader(bytes);
   let rows = 0;
   while (!r.done) {
-    r.skip(13); // l UInt8, b Float64, v UInt32
-    for (let i = 0; i < 6; i++) r.skipString(); // s, a, k, t, m, p
-    for (let n = r.arrayLength(); n > 0; n--) r.skipString(); // u Array(String)
+    r.skip(9); // l UInt8, b Float64
+    skipAfterBucket(r);
     rows++;
   }
   return rows;
@@ -86,9 +92,7 @@ export function splitStoredRows(bytes: Uint8Array, unitOf: (bucket: number) => n
   for (let start = 0; !r.done; ) {
     r.skip(1); // l
     const unit = unitOf(r.f64());
-    r.skip(4); // v
-    for (let i = 0; i < 6; i++) r.skipString(); // s, a, k, t, m, p
-    for (let n = r.arrayLength(); n > 0; n--) r.skipString(); // u
+    skipAfterBucket(r);
     const end = bytes.length - r.remaining;
     ends.push(end);
     units.push(unit);
