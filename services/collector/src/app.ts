@@ -13,7 +13,6 @@ import { registerAdminRoutes } from './accounts/routes.js';
 import type { Services } from './services.js';
 import { StorageError } from './storage/index.js';
 import { isDiskFull } from './disk.js';
-import { everyFewSeconds } from './logger.js';
 import { registerLifecycleRoutes } from './lifecycle/index.js';
 import { prometheusError, registerQueryRoutes } from './query/index.js';
 import { registerScriptRoutes } from './script.js';
@@ -25,7 +24,7 @@ const PACKAGE_VERSION = (createRequire(import.meta.url)('../package.json') as { 
 export function createApp(s: Services): Hono {
   const app = new Hono();
   const { metrics, log } = s;
-  const logStorageFailure = everyFewSeconds();
+  const logStorageFailure = s.storageFailureLog;
   const clientAddress = clientAddressOf(s.config.trustProxy);
   /** Ingest requests whose account is known: a refusal of one is counted for that account. */
   const batchAccount = new WeakMap<Request, string>();

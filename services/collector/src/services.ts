@@ -5,7 +5,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadSecrets, loadTestPause, type Config, type Secrets } from './config.js';
-import { createLogger, type Logger } from './logger.js';
+import { createLogger, everyFewSeconds, type Logger } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { openStore, type Store } from './storage/index.js';
 import { Keyring, loadAdminToken, loadMasterKeys, readRotationRecord, type ManagedMasterKeys } from './keyring/index.js';
@@ -65,6 +65,12 @@ export interface Services {
   /** Refuses work once storage is migrated past this collector's schema (schema-gate.ts). */
   schemaGate: SchemaGate;
   ready: () => Promise<{ ready: boolean; storage: boolean; schemaVersion: number }>;
+  /**
+   * Failed storage calls are logged through this (one line per message every few seconds, with a
+   * count of the others), by the batch writer and by the app's error handler alike; any
+   * successful write or readiness probe clears it, so a new outage right after one always logs.
+   */
+  storageFailureLog: ReturnType<typeof everyFewSeconds>;
 }
 
 export interface OpenOptions {
@@ -199,12 +205,14 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         fence: compactorLease ? leaseFence(compactorLease, 'compaction pass') : () => schemaGate.assertCurrent(),
       })
     : undefined;
+  const storageFailureLog = everyFewSeconds();
   const writer = new BatchWriter(requestStore, metrics, {
     maxQueued: config.maxQueuedBatches,
     onDurable: processor ? (rows) => processor.enqueue(rows) : undefined,
     // Come back when the processing backlog should be gone (1 to 60 s, spread: fairness.ts).
     retryAfter: processor ? () => retryAfterSeconds(processor.drainSeconds()) : undefined,
     log,
+    logLimiter: storageFailureLog,
     diskPath: store.kind === 'chdb' ? join(config.dataDir, 'clickhouse') : undefined,
   });
   const lifecycle = new Lifecycle({
@@ -275,10 +283,12 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     roles,
     now,
     schemaGate,
+    storageFailureLog,
     ready: async () => {
       try {
         await store.withDeadline(config.readyTimeoutMs).ping();
         await schemaGate.refresh();
+        storageFailureLog.reset();
       } catch {
         return { ready: false, storage: false, schemaVersion: schemaGate.version };
       }

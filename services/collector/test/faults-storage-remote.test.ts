@@ -49,39 +49,41 @@ async function faultCase(mode: Exclude<FaultMode, 'pass'>): Promise<{ acknowledg
   const logsBefore = c.logs.length;
   const inFlight = Array.from({ length: 10 }, () => t.send());
   await proxy.mode(mode);
-  await Promise.all(inFlight);
-  for (let i = 0; i < 10; i++) {
-    const status = await t.send();
-    expect(status).toBe(503);
+  try {
+    await Promise.all(inFlight);
+    for (let i = 0; i < 10; i++) {
+      const status = await t.send();
+      expect(status).toBe(503);
+    }
+    expect(t.statuses.get('503 storage_unavailable')).toBeGreaterThanOrEqual(10);
+
+    const refused = await post(c.url, t.sent.get([...t.sent.keys()].at(-1)!)!);
+    expect(refused.status).toBe(503);
+    expect(refused.headers.get('retry-after')).toBe('5');
+    expect(await errorOf(refused)).toBe('storage_unavailable');
+
+    const ready = await fetch(`${c.url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(await ready.json()).toMatchObject({ ready: false, storage: false });
+    expect((await fetch(`${c.url}/healthz`)).status).toBe(200);
+
+    // A query ends in 503 too (its account read or its statements pass their deadline).
+    const q = await fetch(`${c.url}/v1/query`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${account.readToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ metric: 'orders', aggregation: 'sum', interval: 'hour', from: Date.now() - 3_600_000, to: Date.now() }),
+    });
+    expect(q.status).toBe(503);
+    expect(await errorOf(q)).toBe('storage_unavailable');
+
+    // The failure is in the log with its error: the failed insert's line (`ingest insert failed`)
+    // or, when the account read before it failed, the request's (`storage call failed`).
+    const failed = c.logs.slice(logsBefore).filter((l) => /ingest insert failed|storage call failed/.test(l));
+    expect(failed.length, 'a log line for the failed storage call').toBeGreaterThan(0);
+    expect(JSON.parse(failed[0]!).err).toBeTruthy();
+  } finally {
+    await proxy.mode('pass'); // a failed assertion above must not leave the next case without storage
   }
-  expect(t.statuses.get('503 storage_unavailable')).toBeGreaterThanOrEqual(10);
-
-  const refused = await post(c.url, t.sent.get([...t.sent.keys()].at(-1)!)!);
-  expect(refused.status).toBe(503);
-  expect(refused.headers.get('retry-after')).toBe('5');
-  expect(await errorOf(refused)).toBe('storage_unavailable');
-
-  const ready = await fetch(`${c.url}/readyz`);
-  expect(ready.status).toBe(503);
-  expect(await ready.json()).toMatchObject({ ready: false, storage: false });
-  expect((await fetch(`${c.url}/healthz`)).status).toBe(200);
-
-  // A query ends in 503 too (its account read or its statements pass their deadline).
-  const q = await fetch(`${c.url}/v1/query`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${account.readToken}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ metric: 'orders', aggregation: 'sum', interval: 'hour', from: Date.now() - 3_600_000, to: Date.now() }),
-  });
-  expect(q.status).toBe(503);
-  expect(await errorOf(q)).toBe('storage_unavailable');
-
-  // The failure is in the log with its error: the failed insert's line (`ingest insert failed`)
-  // or, when the account read before it failed, the request's (`storage call failed`).
-  const failed = c.logs.slice(logsBefore).filter((l) => /ingest insert failed|storage call failed/.test(l));
-  expect(failed.length, 'a log line for the failed storage call').toBeGreaterThan(0);
-  expect(JSON.parse(failed[0]!).err).toBeTruthy();
-
-  await proxy.mode('pass');
   await expect.poll(async () => (await fetch(`${c.url}/readyz`)).status, { timeout: 120_000, interval: 250 }).toBe(200);
   await t.retryAll();
   await waitProcessed(c.services.store, account.accountId, t.acked.size);
@@ -101,6 +103,33 @@ describe('remote storage faults', () => {
     await faultCase('hang');
     const line = c.logs.find((l) => /ingest insert failed|storage call failed/.test(l) && l.includes('storage did not answer within 1500 ms'));
     expect(line, 'the log names the deadline').toBeDefined();
+  });
+
+  it('a second outage right after storage came back is logged again (the log limit clears on recovery)', async () => {
+    const account = await newAccount();
+    const query = () =>
+      fetch(`${c.url}/v1/query`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${account.readToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ metric: 'orders', aggregation: 'sum', interval: 'hour', from: Date.now() - 3_600_000, to: Date.now() }),
+      });
+    const t = tracker(() => c.url, account);
+    while ((await t.send()) !== 202) await t.retryAll(); // (this file's short deadlines, on a loaded machine)
+    await waitProcessed(c.services.store, account.accountId, 1);
+    expect((await query()).status).toBe(200); // the metric and the read token are known before storage goes
+    for (let outage = 1; outage <= 2; outage++) {
+      const logsBefore = c.logs.length;
+      await proxy.mode('refuse');
+      try {
+        // Both outages fail with the same message, which the log limit would otherwise hold back for a while.
+        expect((await query()).status).toBe(503);
+        const lines = c.logs.slice(logsBefore).filter((l) => /storage call failed/.test(l));
+        expect(lines.length, `the failure logged in outage ${outage}`).toBeGreaterThan(0);
+      } finally {
+        await proxy.mode('pass');
+      }
+      await expect.poll(async () => (await fetch(`${c.url}/readyz`)).status, { timeout: 120_000, interval: 250 }).toBe(200);
+    }
   });
 
   it('compaction after a backlog with more keys than one statement can hold: every statement fits, totals unchanged', { timeout: 600_000 }, async () => {

@@ -41,7 +41,7 @@ export class BatchWriter {
   private closed = false;
   private idle: Promise<void> = Promise.resolve();
   private readonly recent = new FifoMap<string, true>(500_000);
-  private readonly logFailure = everyFewSeconds();
+  private readonly logFailure: ReturnType<typeof everyFewSeconds>;
 
   constructor(
     private readonly store: Store,
@@ -54,10 +54,14 @@ export class BatchWriter {
       retryAfter?: () => number;
       /** Failed inserts are logged here (at most one line every few seconds, with a count of the others). */
       log?: Logger;
+      /** The rate limit of those lines, shared with the request path's storage failures (reset by a successful insert). */
+      logLimiter?: ReturnType<typeof everyFewSeconds>;
       /** Where the engine keeps its files (chDB), named with the free space when the disk is full. */
       diskPath?: string;
     },
-  ) {}
+  ) {
+    this.logFailure = opts.logLimiter ?? everyFewSeconds();
+  }
 
   private overloaded(message: string): CollectorError {
     return new CollectorError(503, 'overloaded', message, this.opts.retryAfter?.() ?? 1);
