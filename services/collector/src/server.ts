@@ -32,6 +32,7 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
     services.compactor?.start();
   }
   if (services.roles.process) services.lifecycle.start();
+  services.accounts.start(); // account state refreshed in the background (accounts.ts)
   services.refusals.start();
   const app = createApp(services);
   const server = await new Promise<ServerType>((resolve) => {
@@ -69,6 +70,7 @@ export async function startCollector(config: Config, opts: OpenOptions = {}): Pr
       await processor?.stop();
       await services.compactor?.stop();
       await services.lifecycle.stop();
+      await services.accounts.stop();
       await services.store.close();
       log.info('stopped');
     })());

@@ -215,6 +215,7 @@ describe('shred now', () => {
     expect((await c.admin('POST', `/v1/accounts/${a.accountId}/restore`)).status).toBe(200); // more row versions
     await c.services.processor!.drain();
     expect(Object.keys(await c.services.store.rejects(a.accountId)).length).toBeGreaterThan(0);
+    const shredding = Date.now(); // storage's clock (same machine), not the collector's injected one
     expect((await c.admin('DELETE', `/v1/accounts/${a.accountId}?now=true`)).status).toBe(200);
     await until(async () => (await account(a.accountId)).purge?.complete, undefined, 'the purge');
 
@@ -238,6 +239,9 @@ describe('shred now', () => {
     expect(t).toMatchObject({ account_id: a.accountId, state: 'shredded', read_token_hash: '', allowed_origins: [], deactivated_at: null, shred_after: null, retention_days: 0 });
     expect(t.created_at).toBe(t.shredded_at); // no history: the only instant kept is the shred's
     expect(t.updated_at).toBe(t.shredded_at);
+    // When storage wrote the tombstone, by its own clock (the background refresh of account
+    // state reads rows by it): the shred's moment again, not an earlier version's.
+    expect(Date.parse(`${String(t.changed_at).replace(' ', 'T')}Z`)).toBeGreaterThanOrEqual(shredding - 1000);
   });
 
   it('never creates a key for the id again', async () => {

@@ -31,6 +31,7 @@ function fakeStore() {
       for (const r of rows) rejects.set(r.code, (rejects.get(r.code) ?? 0) + r.count);
     },
     rejects: async () => Object.fromEntries(rejects),
+    accountChanges: async () => ({ now: undefined, rows: [] }), // no background refresh here (never started)
   };
   const release = async (i = 0) => {
     pending.splice(i, 1)[0]!.resolve();

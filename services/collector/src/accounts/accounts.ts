@@ -1,7 +1,12 @@
 /**
  * Accounts: metadata and state in storage (every role on every node sees the same state),
- * key material in the keyring. Ingest caches state for at most `ttlMs`, so a deactivation
- * or shred made by another process is honoured within that window everywhere.
+ * key material in the keyring. A cached account's state is served for at most `ttlMs` after
+ * it was last known current: read from storage, or confirmed by the background refresh (one
+ * query every `refreshMs` for every account row storage wrote since the last one, which
+ * updates the cached entries it names). So a deactivation or shred made by another process is
+ * honoured within `ttlMs` everywhere, and while the refresh keeps up a request reads storage
+ * only for an account this process has not cached; while it fails, entries expire after
+ * `ttlMs` and are read again on the request path.
  */
 import { randomBytes, toBase64, toHex } from '@cipherstat/protocol';
 import type { AccountRow, AccountSeen, AccountStore } from '../storage/types.js';
@@ -68,6 +73,12 @@ interface Miss {
 }
 /** Most accounts per bulk state read. */
 const READ_BATCH = 1000;
+/**
+ * How far back (ms, storage's clock) each refresh looks before the previous one's storage time:
+ * covers a row stamped (changed_at) just before a poll but visible only after it (an insert in
+ * flight) and clock differences between a cluster's replicas.
+ */
+export const REFRESH_OVERLAP_MS = 10_000;
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 /** `acct_` and 24 hex characters (96 random bits). */
@@ -81,8 +92,23 @@ export class Accounts {
   /** Misses waiting for the next bulk read, and whether one is running. */
   private misses: Miss[] = [];
   private reading = false;
-  /** Cache lookups of get() (cipherstat_cache_lookups_total{cache="account_state"}). */
-  readonly stats = { hit: 0, miss: 0 };
+  /**
+   * Cache lookups of get() (cipherstat_cache_lookups_total{cache="account_state"}); background
+   * refreshes that succeeded and failed, and the cached entries they replaced.
+   */
+  readonly stats = { hit: 0, miss: 0, refreshes: 0, refreshFailures: 0, refreshed: 0 };
+  /**
+   * The background refresh: the storage time (ms) the next poll reads from; when the last good
+   * poll started (this.now()); from when on (this.now()) the polls have seen every change, so
+   * only entries read since then count as current as of the last good poll.
+   */
+  private refresh: { since: number | undefined; validAt: number; from: number; timer?: NodeJS.Timeout; running?: Promise<void>; stopped: boolean; loggedAt: number } = {
+    since: undefined,
+    validAt: -Infinity,
+    from: Infinity,
+    stopped: true,
+    loggedAt: -Infinity,
+  };
   /** Bumped by every write to an account's cache entry: a read started before it never overwrites it. */
   private readonly generation = new Map<string, number>();
   private generationSeq = 0;
@@ -97,8 +123,97 @@ export class Accounts {
   constructor(
     private readonly store: AccountStore,
     private readonly keyring: Keyring,
-    private readonly opts: { defaultRetentionDays: number; ttlMs?: number; now?: () => number; log?: Logger; metrics?: Metrics },
+    private readonly opts: {
+      defaultRetentionDays: number;
+      /** How long a cached state is served after it was last known current (ms, default 1000). */
+      ttlMs?: number;
+      /** Background refresh interval once start() is called (ms, default ttlMs / 2). */
+      refreshMs?: number;
+      now?: () => number;
+      log?: Logger;
+      metrics?: Metrics;
+    },
   ) {}
+
+  private get ttl(): number {
+    return this.opts.ttlMs ?? 1000;
+  }
+
+  /**
+   * Starts the background refresh: every `refreshMs`, one query for the account rows storage
+   * wrote since the previous one (storage's clock, REFRESH_OVERLAP_MS of overlap); each cached
+   * entry they name is replaced by the newest version, and every cached entry counts as current
+   * as of the poll's start. A failing poll changes nothing: entries then expire after `ttlMs`.
+   */
+  start(): void {
+    if (!this.refresh.stopped) return;
+    this.refresh.stopped = false;
+    this.schedule(0);
+  }
+
+  /** Stops the background refresh (waits for a poll in flight). */
+  async stop(): Promise<void> {
+    this.refresh.stopped = true;
+    clearTimeout(this.refresh.timer);
+    await this.refresh.running;
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.refresh.stopped) return;
+    this.refresh.timer = setTimeout(() => {
+      const started = performance.now();
+      this.refresh.running = this.poll().finally(() => {
+        this.refresh.running = undefined;
+        this.schedule(Math.max(0, (this.opts.refreshMs ?? this.ttl / 2) - (performance.now() - started)));
+      });
+    }, delayMs);
+    this.refresh.timer.unref?.();
+  }
+
+  /** One background refresh (see start()). */
+  private async poll(): Promise<void> {
+    const startedAt = this.now();
+    const first = this.refresh.since === undefined;
+    let changes: Awaited<ReturnType<AccountStore['accountChanges']>>;
+    try {
+      changes = await this.store.accountChanges(this.refresh.since);
+    } catch (e) {
+      this.stats.refreshFailures++;
+      if (startedAt - this.refresh.loggedAt >= 60_000) {
+        this.refresh.loggedAt = startedAt;
+        this.opts.log?.warn({ err: (e as Error).message }, 'account state refresh failed: cached account state expires after its TTL and is read on the request path until a refresh succeeds');
+      }
+      return;
+    }
+    if (changes.now !== undefined) this.refresh.since = Math.max(this.refresh.since ?? -Infinity, changes.now - REFRESH_OVERLAP_MS);
+    // The first poll only reads storage's clock: it says nothing of changes before it. Every
+    // change from its end on is stamped after that clock, so every later poll sees it.
+    if (first) {
+      this.refresh.from = this.now();
+      return;
+    }
+    const newest = new Map<string, AccountRow>();
+    for (const { row } of changes.rows) {
+      const seen = newest.get(row.accountId);
+      if (!seen || row.version > seen.version) newest.set(row.accountId, row);
+    }
+    for (const [accountId, row] of newest) {
+      const entry = this.cache.get(accountId);
+      // Not cached here (never read, or forgotten) and no read in flight: nothing to update. A
+      // read in flight may have started before this change: the row goes in now, and the read
+      // caches what it got only if it is not older (readMisses).
+      if (entry ? (entry.row?.version ?? 0) >= row.version : !this.loading.has(accountId)) continue;
+      this.cache.set(accountId, { row, at: entry?.at ?? startedAt });
+      this.stats.refreshed++;
+    }
+    this.stats.refreshes++;
+    this.refresh.validAt = Math.max(this.refresh.validAt, startedAt);
+  }
+
+  /** When a cached entry read at `at` was last known current: its read, or the last good refresh since. */
+  private asOf(at: number): number {
+    return at >= this.refresh.from ? Math.max(at, this.refresh.validAt) : at;
+  }
 
   /**
    * The account's key versions; undefined only when it is deleted (tombstoned). An entry that
@@ -179,7 +294,7 @@ export class Accounts {
    */
   async get(accountId: string): Promise<AccountRow | undefined> {
     const hit = this.cache.get(accountId);
-    if (hit && this.now() - hit.at < (this.opts.ttlMs ?? 1000)) {
+    if (hit && this.now() - this.asOf(hit.at) < this.ttl) {
       this.stats.hit++;
       return hit.row;
     }
@@ -202,8 +317,8 @@ export class Accounts {
   seen(accountId: string): AccountSeen | null | undefined {
     const entry = this.cache.get(accountId);
     if (!entry) return undefined;
-    const { row, at } = entry;
-    return row && row.state !== 'shredded' ? { retentionDays: row.retentionDays, confidential: row.confidential, at } : null;
+    const { row } = entry;
+    return row && row.state !== 'shredded' ? { retentionDays: row.retentionDays, confidential: row.confidential, at: this.asOf(entry.at) } : null;
   }
 
   /** Several accounts at once (one storage read for all misses). */
@@ -230,10 +345,12 @@ export class Accounts {
           const rows = new Map((await this.store.getAccounts([...new Set(take.map((m) => m.accountId))])).map((r) => [r.accountId, r]));
           for (const m of take) {
             const row = rows.get(m.accountId);
-            // A newer update(), fresh() or forget() happened meanwhile: it wins.
+            // A newer update(), fresh() or forget() happened meanwhile: it wins; so does a newer
+            // version the background refresh put in meanwhile.
             if (this.gen(m.accountId) === m.gen) {
               settle(m);
-              this.cache.set(m.accountId, { row, at });
+              const cached = this.cache.get(m.accountId)?.row;
+              if (!cached || (row?.version ?? 0) >= cached.version) this.cache.set(m.accountId, { row, at });
             }
             m.resolve(row);
           }
@@ -334,7 +451,9 @@ export class Accounts {
   async byReadToken(token: string): Promise<AccountRow | undefined> {
     const hash = hashToken(token);
     const hit = this.byToken.get(hash);
-    const fresh = hit && this.now() - hit.at < (hit.accountId === undefined ? UNKNOWN_TOKEN_TTL_MS : this.opts.ttlMs ?? 1000);
+    // A known token's account never changes (a rotation gives a new token: the row's hash,
+    // checked below on every use, then differs); an unknown one may be created elsewhere.
+    const fresh = hit && (hit.accountId !== undefined || this.now() - hit.at < UNKNOWN_TOKEN_TTL_MS);
     let accountId = hit?.accountId;
     if (!fresh) {
       accountId = await this.store.accountIdByReadTokenHash(hash);

@@ -1,7 +1,7 @@
 /** Accounts: the account rows (settings, state, read-token hash) and per-account refusal counts. */
 import { bool, nullable, str, strArray, time, uint } from './tsv.js';
 import type { AccountRow, AccountState, AccountStore } from './types.js';
-import { ms, num, numOrNull, type Db, type Raw } from './sql.js';
+import { at, ms, num, numOrNull, type Db, type Raw } from './sql.js';
 
 const ACCOUNT_COLUMNS = [
   'account_id', 'version', 'state', 'created_at', 'updated_at', 'deactivated_at', 'shred_after', 'shredded_at',
@@ -64,6 +64,22 @@ export function accountRepository(db: Db): AccountStore {
         { h: hash },
       );
       return rows[0]?.account_id;
+    },
+
+    async accountChanges(sinceMs) {
+      // Storage's clock in the same statement: a poll's next `since` never comes from a node's clock.
+      const clock = `toUnixTimestamp64Milli(now64(3)) AS storageNow`;
+      if (sinceMs === undefined) {
+        const [r] = await db.conn.query(`SELECT ${clock}`);
+        return { now: num(r!.storageNow), rows: [] };
+      }
+      // changed_at is not in the sort key: the whole column is scanned (one small column; rows
+      // are read only where it matches). No FINAL: the caller keeps each account's newest version.
+      const rows = await db.conn.query(
+        `SELECT ${ACCOUNT_SELECT}, ${ms('changed_at', 'changedAt')}, ${clock} FROM ${db.t('accounts')} WHERE changed_at >= ${at('since')}`,
+        { since: sinceMs },
+      );
+      return { now: rows.length ? num(rows[0]!.storageNow) : undefined, rows: rows.map((r) => ({ row: toAccount(r), changedAt: num(r.changedAt) })) };
     },
 
     addRejects: (rows) =>

@@ -241,6 +241,21 @@ SELECT if((SELECT count() FROM ${t('rollups')}) = 0, toDateTime64(0, 3, 'UTC'), 
 WHERE (SELECT count() FROM ${t('derived')}) = 0`,
     ],
   },
+  {
+    version: 12,
+    // Account state refreshed in the background (accounts/accounts.ts): when storage wrote each
+    // account row, by storage's clock (not a node's: nodes' clocks may differ, and a tombstone's
+    // updated_at is the shred's time, which may be in the past), so a node reads only the rows
+    // written since its last poll. Rows written before this version get their updated_at (first
+    // materialized, then the default becomes storage's clock: a part without the column would
+    // otherwise read the new default as "now" on every poll). Run again after an interruption,
+    // MATERIALIZE may move old rows' times forward, never back: one poll reads them once more.
+    statements: ({ t, on }) => [
+      `ALTER TABLE ${t('accounts')}${on} ADD COLUMN IF NOT EXISTS changed_at ${TIME} DEFAULT updated_at`,
+      `ALTER TABLE ${t('accounts')}${on} MATERIALIZE COLUMN changed_at SETTINGS mutations_sync = 2`,
+      `ALTER TABLE ${t('accounts')}${on} MODIFY COLUMN changed_at ${TIME} DEFAULT now64(3)`,
+    ],
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */

@@ -212,6 +212,12 @@ export interface AccountStore {
   listAccounts(): Promise<AccountRow[]>;
   /** The account whose current row holds this read-token hash. */
   accountIdByReadTokenHash(hash: string): Promise<string | undefined>;
+  /**
+   * Account rows written since `sinceMs` by storage's clock (`changed_at`, every version, no
+   * FINAL) and storage's clock (ms) when there were any: the background refresh of account
+   * state (accounts/accounts.ts). Without `sinceMs`, only storage's clock.
+   */
+  accountChanges(sinceMs?: number): Promise<{ now: number | undefined; rows: { row: AccountRow; changedAt: number }[] }>;
   addRejects(rows: RejectRow[]): Promise<void>;
   rejects(accountId: string): Promise<Record<string, number>>;
 }

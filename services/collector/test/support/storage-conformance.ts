@@ -629,7 +629,8 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         await before.insertBatches([batch('acct-v9', 'b1', t), batch('acct-v9', 'b2', t)]);
         await conn.exec(`INSERT INTO ${old}.processed (account_id, batch_id, processed_at, accepted, rejected, part) VALUES ('acct-v9', 'b1', '${w}', 1, 0, 'v9-part')`);
         await conn.exec(`INSERT INTO ${old}.rollups (account_id, level, bucket, metric, series, tag_keys, tag_values, key_version, part, agg, written_at, expires_at) VALUES ('acct-v9', 0, '${w}', 1, 2, [3], [4], 1, 'v9-part', 'a', '${w}', '2099-01-01 00:00:00.000')`);
-        const mutations = async () => Number((await conn.query<{ n: number | string }>('SELECT count() AS n FROM system.mutations WHERE database = {db:String}', { db: old }))[0]!.n);
+        // (migration 12, run by the same upgrade, materializes a new accounts column: a mutation of its own)
+        const mutations = async () => Number((await conn.query<{ n: number | string }>("SELECT count() AS n FROM system.mutations WHERE database = {db:String} AND table != 'accounts'", { db: old }))[0]!.n);
         const mutationsBefore = await mutations();
         const upgraded = createStore(conn, { database: old });
         expect(await upgraded.migrate()).toEqual({ from: 9, to: SCHEMA_VERSION });
@@ -652,6 +653,32 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         );
         expect(row).toEqual({ s: '2', tv: ['4'], a: 'a', n: expect.anything() });
         expect(Number(row!.n)).toBe(1);
+      } finally {
+        await conn.execOutsideDatabase(`DROP DATABASE IF EXISTS ${old}`);
+      }
+    });
+
+    it('migration 12 stamps each account row with storage\'s clock (changed_at); rows of a database at version 11 get their updated_at, and accountChanges reads rows by it', async () => {
+      const conn = connectionOf(store);
+      const old = await databaseAt(11);
+      try {
+        const w = '2021-05-06 07:08:09.000';
+        await conn.exec(`INSERT INTO ${old}.accounts (account_id, version, state, created_at, updated_at, read_token_hash, allowed_origins, retention_days, confidential) VALUES ('acct-v11', 1, 'active', '${w}', '${w}', 'h', [], 30, false)`);
+        const upgraded = createStore(conn, { database: old });
+        expect(await upgraded.migrate()).toEqual({ from: 11, to: SCHEMA_VERSION });
+        const { now } = await upgraded.accountChanges();
+        expect(Math.abs(now! - Date.now())).toBeLessThan(60_000); // storage's clock (the same machine here)
+        const t = Date.UTC(2021, 4, 6, 7, 8, 9);
+        // The old row: its update time, never "now" on every read.
+        expect((await upgraded.accountChanges(t)).rows.map((r) => [r.row.accountId, r.changedAt])).toEqual([['acct-v11', t]]);
+        expect((await upgraded.accountChanges(t + 1)).rows).toEqual([]);
+        // A row written now (whatever its updated_at says): stamped by storage when written.
+        await upgraded.putAccount(account('acct-v12', 1));
+        const changed = await upgraded.accountChanges(now! - 1000);
+        expect(changed.rows.map((r) => r.row)).toEqual([account('acct-v12', 1)]);
+        expect(changed.rows[0]!.changedAt).toBeGreaterThanOrEqual(now! - 1000);
+        expect(changed.now).toBeGreaterThanOrEqual(changed.rows[0]!.changedAt);
+        expect((await upgraded.accountChanges(t + 1)).rows.map((r) => r.row.accountId)).toEqual(['acct-v12']);
       } finally {
         await conn.execOutsideDatabase(`DROP DATABASE IF EXISTS ${old}`);
       }
