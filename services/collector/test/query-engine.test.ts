@@ -101,16 +101,26 @@ describe('runQuery', () => {
     });
   }
 
-  it('reads a query in statements over consecutive days (hour level) or minutes, sized from the rows the one before returned', async () => {
-    const statements: { from: number; to: number; rows: number }[] = [];
+  it('reads a query in statements over consecutive days (hour level) or minutes, sized from a count of the rows per day or minute first', async () => {
+    const statements: { from: number; to: number; rows: number; units: number }[] = [];
+    const counts: number[] = [];
+    let unit = 0;
     const counting = Object.create(store, {
+      countRollups: {
+        value: async (sel: Omit<RollupSelection, 'limit'>, slotMs: number) => {
+          const slots = await store.countRollups(sel, slotMs);
+          counts.push(slots.reduce((n, x) => n + x.rows, 0));
+          expect(statements).toEqual([]); // counted before the first statement
+          return slots;
+        },
+      },
       selectRollups: {
         value: async (sel: RollupSelection) => {
           const bytes = await store.selectRollups(sel);
-          // the engine sizes the next statement from countRows: lengths only, the same count as decoding
+          // the engine counts each statement's rows with countRows: lengths only, the same count as decoding
           const rows = readRows(bytes);
           expect(countRows(bytes)).toBe(rows.length);
-          statements.push({ from: sel.from, to: sel.to, rows: rows.length });
+          statements.push({ from: sel.from, to: sel.to, rows: rows.length, units: new Set(rows.map((r) => Math.floor(r.b / unit))).size });
           return bytes;
         },
       },
@@ -120,10 +130,21 @@ describe('runQuery', () => {
       ['hour', FROM, TO, 'Asia/Kathmandu'], // quarter-hour rows and quarter packs: split at UTC days too
       ['minute', Date.UTC(2026, 2, 29, 0, 30), Date.UTC(2026, 2, 29, 2, 30), 'UTC'],
     ] as const) {
-      statements.length = 0;
       const q: RefQuery = { metric: 'page.load', groupBy: ['page'], aggregation: 'p95', interval, timezone };
-      const res = await runQuery({ store: counting, keyring }, { accountId: A }, { ...q, from, to });
+      unit = interval === 'minute' ? 60_000 : 86_400_000;
+      const most = interval === 'minute' ? 8 : 700; // days of ~300 rows, minutes of a few
+      // by default (20,000 rows a statement) this data is read in one statement after the count
+      statements.length = counts.length = 0;
+      const whole = await runQuery({ store: counting, keyring }, { accountId: A }, { ...q, from, to });
+      checkAgainstReference(q, whole, points);
+      expect(statements.map((s) => [s.from, s.to, s.rows])).toEqual([[whole.meta.from, whole.meta.to, whole.meta.rows]]);
+      expect(counts).toEqual([whole.meta.rows]);
+      // at most `most` rows a statement: several
+      statements.length = counts.length = 0;
+      const res = await runQuery({ store: counting, keyring, statementRows: most }, { accountId: A }, { ...q, from, to });
       checkAgainstReference(q, res, points);
+      expect(res.meta.rows).toBeGreaterThan(2 * most);
+      expect(counts).toEqual([res.meta.rows]);
       expect(statements.length).toBeGreaterThan(1);
       expect(statements.reduce((n, x) => n + x.rows, 0)).toBe(res.meta.rows);
       // consecutive ranges covering the query's, each starting where the one before ended
@@ -131,8 +152,9 @@ describe('runQuery', () => {
       expect(statements.at(-1)!.to).toBe(res.meta.to);
       statements.slice(1).forEach((s, i) => expect(s.from).toBe(statements[i]!.to));
       // split only at UTC days (hour and quarter levels: a day's rows and packs in one statement) or minutes
-      const unit = interval === 'minute' ? 60_000 : 86_400_000;
       statements.slice(0, -1).forEach((s) => expect(s.to % unit).toBe(0));
+      // each within the bound, unless its rows are of one day (minute) that alone holds more
+      for (const s of statements) if (s.units > 1) expect(s.rows).toBeLessThanOrEqual(most);
     }
   });
 

@@ -25,6 +25,8 @@ export interface QueryDeps {
   onMerge?: (delta: 1 | -1) => void;
   /** Where rows are opened and merged (default: inline, on the calling thread). */
   mergers?: Mergers;
+  /** Rows one storage statement of a query holds at most (default engine.ts STATEMENT_ROWS; tests set fewer). */
+  statementRows?: number;
 }
 
 export interface VersionKeys {

@@ -97,7 +97,7 @@ export interface QueryResult {
 }
 
 export interface QueryStats {
-  /** Until storage answered the last statement (the merge of the earlier ones runs meanwhile). */
+  /** Until storage answered the last statement (the count first; the merge of the earlier statements runs meanwhile). */
   storageMs: number;
   /** From then until the answer (the rest of the merge, labels, finalizing). */
   mergeMs: number;
@@ -183,35 +183,43 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
   };
 }
 
-/** Rows one statement of a query's read aims at. */
+/** Rows one statement of a query's read holds at most (unless one UTC day, or minute at minute level, holds more). */
 export const STATEMENT_ROWS = 20_000;
 
 /**
- * Reads a query's rows in statements over consecutive time ranges, each sized from the rows
- * the one before returned (about STATEMENT_ROWS): chDB runs one statement at a time, so a
- * heavy query read in one statement would hold back every insert (acknowledgements,
- * processing writes) for its whole read. Ranges are split at UTC days (hour and quarter-hour
- * levels: a day's rows and its day pack, the scope of a sealed `supersedes` list, are read by
- * one statement) or minutes (minute level: the scope is one bucket), so what supersedes.ts
- * decides per scope comes from one statement, which sees one snapshot. At most MAX_ROWS + 1
- * rows in all (more: the merge answers query_too_large). Each statement's rows go to `session`
- * as they arrive, so the workers merge while storage reads the next.
+ * Reads a query's rows in statements over consecutive time ranges of at most STATEMENT_ROWS
+ * rows each, sized from one statement first counting the rows per UTC day (minute at minute
+ * level) without reading them: chDB runs one statement at a time, so a heavy query read in one
+ * statement would hold back every insert (acknowledgements, processing writes) for its whole
+ * read, while each statement costs the engine a fixed ~5–10 ms however few rows it returns
+ * (most queries fit one). Ranges are split at UTC days (hour and quarter-hour levels: a day's
+ * rows and its day pack, the scope of a sealed `supersedes` list, are read by one statement)
+ * or minutes (minute level: the scope is one bucket), so what supersedes.ts decides per scope
+ * comes from one statement, which sees one snapshot; the count may see another (it only sizes
+ * the ranges). At most MAX_ROWS + 1 rows in all (more: the merge answers query_too_large).
+ * Each statement's rows go to `session` as they arrive, so the workers merge while storage
+ * reads the next.
  */
 async function readInStatements(deps: QueryDeps, selection: RollupSelection, session: MergeSession): Promise<void> {
   const unit = selection.level === LEVEL.minute ? MINUTE_MS : DAY_MS;
+  const most = deps.statementRows ?? STATEMENT_ROWS;
+  const ends: number[] = [];
   let rows = 0;
-  // The first statement reads 10 minutes (12,000 rows at 1,200 series) or one UTC day.
-  let span = (selection.level === LEVEL.minute ? 10 : 1) * unit;
-  for (let from = selection.from; from < selection.to && rows <= MAX_ROWS; ) {
-    const to = Math.min(selection.to, from - (((from % unit) + unit) % unit) + span);
-    const bytes = await deps.store.selectRollups({ ...selection, from, to, limit: MAX_ROWS + 1 - rows });
+  for (const slot of await deps.store.countRollups(selection, unit)) {
+    // a cut at the slot's start: after `from` (the first slot may begin before it), after rows
+    if (rows > 0 && rows + slot.rows > most && slot.at > selection.from && slot.at < selection.to) {
+      ends.push(slot.at);
+      rows = 0;
+    }
+    rows += slot.rows;
+  }
+  ends.push(selection.to);
+  rows = 0;
+  for (let i = 0, from = selection.from; i < ends.length && rows <= MAX_ROWS; from = ends[i++]!) {
+    const bytes = await deps.store.selectRollups({ ...selection, from, to: ends[i]!, limit: MAX_ROWS + 1 - rows });
     const n = countRows(bytes);
     rows += n;
     session.add(bytes, n);
-    // The next range: as long as STATEMENT_ROWS at the density just read (over to − from), at most 16 times it.
-    const read = to - from;
-    span = Math.max(unit, Math.floor(Math.min(16 * read, (read * STATEMENT_ROWS) / Math.max(n, 1)) / unit) * unit);
-    from = to;
   }
 }
 

@@ -129,7 +129,7 @@ const u64s = (param: string): string => `arrayMap(x -> toUInt64(x), {${param}:Ar
 const inRange = (from: string, to: string) => `bucket >= ${at(from)} AND bucket < ${at(to)}`;
 
 /** The WHERE clause of a selection's metrics and tag filters (one disjunct per key version); '1' for every metric. */
-function metricFilters(sel: RollupSelection, params: Params): { metrics: string; filters: string } {
+function metricFilters(sel: Omit<RollupSelection, 'limit'>, params: Params): { metrics: string; filters: string } {
   if (!sel.versions) return { metrics: '1', filters: '1' };
   const perVersion = sel.versions.map((v, i) => {
     params[`m${i}`] = v.metric;
@@ -159,55 +159,70 @@ function metricFilters(sel: RollupSelection, params: Params): { metrics: string;
   };
 }
 
-export function queryRepository(db: Db): QueryStore {
-  return {
-    async selectRollups(sel) {
-      const rollups = db.t('rollups');
-      const params: Params = { acc: sel.accountId, from: sel.from, to: sel.to, lim: sel.limit };
-      const { metrics, filters } = metricFilters(sel, params);
-      const base = `account_id = {acc:String} AND ${metrics}`;
-      let sql: string;
-      if (sel.level === 0) {
-        // minute (0) rows of the range
-        sql = `SELECT ${ROW_COLUMNS} FROM ${rollups}
+/**
+ * The SELECT (no LIMIT) of a selection's rows with `columns`: minute rows of the range, or at
+ * levels 1 and 3 the UNION ALL of the level's rows, its packs and the minute rows asked for.
+ */
+function selectionSql(rollups: string, sel: Omit<RollupSelection, 'limit'>, params: Params, columns: string): string {
+  Object.assign(params, { acc: sel.accountId, from: sel.from, to: sel.to });
+  const { metrics, filters } = metricFilters(sel, params);
+  const base = `account_id = {acc:String} AND ${metrics}`;
+  if (sel.level === 0) {
+    // minute (0) rows of the range
+    return `SELECT ${columns} FROM ${rollups}
 WHERE ${base} AND level = 0 AND ${inRange('from', 'to')}
-  AND ${filters}
-LIMIT {lim:UInt32}`;
-      } else {
-        // Hour rows (1) of the range and the hour packs (2) of the UTC days it overlaps, or
-        // quarter-hour rows (3) and quarter packs (4) (the reader keeps only the packs' slots
-        // inside the range), and the minute rows (0) of the UTC hours in `minuteHours` and from
-        // `minuteFrom` on (hours whose hour rows are not derived yet: the reader leaves out the
-        // other levels there).
-        const [rowLevel, packLevel] = sel.level === 3 ? [3, 4] : [1, 2];
-        params.dfrom = dayOf(sel.from);
-        const inMinutes: string[] = [];
-        if (sel.minuteHours?.length) {
-          params.mh = sel.minuteHours.map(String);
-          inMinutes.push(`intDiv(toUnixTimestamp64Milli(bucket), 3600000) * 3600000 IN arrayMap(x -> toInt64(x), {mh:Array(String)})`);
-        }
-        if (sel.minuteFrom !== undefined && sel.minuteFrom < sel.to) {
-          params.mfrom = sel.minuteFrom;
-          inMinutes.push(`bucket >= ${at('mfrom')}`);
-        }
-        const minutes = inMinutes.length
-          ? `
+  AND ${filters}`;
+  }
+  // Hour rows (1) of the range and the hour packs (2) of the UTC days it overlaps, or
+  // quarter-hour rows (3) and quarter packs (4) (the reader keeps only the packs' slots
+  // inside the range), and the minute rows (0) of the UTC hours in `minuteHours` and from
+  // `minuteFrom` on (hours whose hour rows are not derived yet: the reader leaves out the
+  // other levels there).
+  const [rowLevel, packLevel] = sel.level === 3 ? [3, 4] : [1, 2];
+  params.dfrom = dayOf(sel.from);
+  const inMinutes: string[] = [];
+  if (sel.minuteHours?.length) {
+    params.mh = sel.minuteHours.map(String);
+    inMinutes.push(`intDiv(toUnixTimestamp64Milli(bucket), 3600000) * 3600000 IN arrayMap(x -> toInt64(x), {mh:Array(String)})`);
+  }
+  if (sel.minuteFrom !== undefined && sel.minuteFrom < sel.to) {
+    params.mfrom = sel.minuteFrom;
+    inMinutes.push(`bucket >= ${at('mfrom')}`);
+  }
+  const minutes = inMinutes.length
+    ? `
   UNION ALL
-  SELECT ${ROW_COLUMNS} FROM ${rollups}
+  SELECT ${columns} FROM ${rollups}
   WHERE ${base} AND level = 0 AND ${inRange('from', 'to')}
     AND (${inMinutes.join(' OR ')})
     AND ${filters}`
-          : '';
-        sql = `SELECT * FROM (
-  SELECT ${ROW_COLUMNS} FROM ${rollups}
+    : '';
+  return `SELECT ${columns} FROM ${rollups}
   WHERE ${base} AND level = ${rowLevel} AND ${inRange('from', 'to')} AND ${filters}
   UNION ALL
-  SELECT ${ROW_COLUMNS} FROM ${rollups}
-  WHERE ${base} AND level = ${packLevel} AND ${inRange('dfrom', 'to')} AND ${filters}${minutes}
+  SELECT ${columns} FROM ${rollups}
+  WHERE ${base} AND level = ${packLevel} AND ${inRange('dfrom', 'to')} AND ${filters}${minutes}`;
+}
+
+export function queryRepository(db: Db): QueryStore {
+  return {
+    async selectRollups(sel) {
+      const params: Params = { lim: sel.limit };
+      const rows = selectionSql(db.t('rollups'), sel, params, ROW_COLUMNS);
+      return db.conn.queryBinary(sel.level === 0 ? `${rows}\nLIMIT {lim:UInt32}` : `SELECT * FROM (\n  ${rows}\n)\nLIMIT {lim:UInt32}`, params);
+    },
+
+    async countRollups(sel, slotMs) {
+      const params: Params = { slot: slotMs };
+      const rows = selectionSql(db.t('rollups'), sel, params, 'toUnixTimestamp64Milli(bucket) AS b');
+      const out = await db.conn.query<{ at: number | string; n: number | string }>(
+        `SELECT intDiv(b, {slot:Int64}) * {slot:Int64} AS at, count() AS n FROM (
+  ${rows}
 )
-LIMIT {lim:UInt32}`;
-      }
-      return db.conn.queryBinary(sql, params);
+GROUP BY at ORDER BY at`,
+        params,
+      );
+      return out.map((r) => ({ at: num(r.at), rows: num(r.n) }));
     },
 
     async tagValueCounts({ accountId, since, listed, minuteFrom }) {

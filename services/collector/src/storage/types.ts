@@ -411,6 +411,12 @@ export interface TagValueCount {
 export interface QueryStore {
   /** The selected rows, as RowBinary for `readStoredRows` (storage/queries.ts); the caller decides which count. */
   selectRollups(sel: RollupSelection): Promise<Uint8Array>;
+  /**
+   * How many rows `selectRollups(sel)` would return without a limit, per slot of `slotMs`
+   * (rows whose bucket is in [at, at + slotMs), epoch ms), in time order, empty slots left out:
+   * one statement reading no sealed bytes, so a query can size its reads (query/engine.ts).
+   */
+  countRollups(sel: Omit<RollupSelection, 'limit'>, slotMs: number): Promise<{ at: number; rows: number }[]>;
   /** Per (metric, tag key), the distinct tag values in hour rows and day packs since `since` (and minute rows from `minuteFrom` on: hours not derived yet), listing up to `listed + 1`. */
   tagValueCounts(o: { accountId: string; since: number; listed: number; minuteFrom?: number }): Promise<TagValueCount[]>;
   /** The dictionary entries of these pseudonyms of one kind (every key version). */
