@@ -32,6 +32,11 @@
 //              in the same chDB; the equivalent SQL through the same store connection
 //              (connectionOf(store).query: JSONEachRow, parsed in JS). Every state's answers are
 //              checked against it.
+//   CPU:       per encrypted query (mean of the measured runs; the concurrent phase: of all its
+//              queries), ms of CPU of this process's main thread (the collector's HTTP, storage
+//              calls, labels and JSON, and this bench's client) and of the query workers (threads
+//              named cs-query-worker: opening and merging rows), read per thread from /proc (Linux,
+//              10 ms ticks).
 //
 //   node bench/query.mjs [--points 10000000] [--tick 300] [--at 23] [--runs 15] [--warmup 2] [--seed 42]
 //                        [--keep] [--no-optimize] [--dist path/to/collector/dist]
@@ -45,7 +50,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Session } from 'chdb';
-import { fmt, percentile, progress, table, writeResult } from './lib.mjs';
+import { fmt, percentile, progress, table, threadCpuSeconds, writeResult } from './lib.mjs';
 import { mulberry32 } from '../test/support/seeded.mjs';
 
 const { values: args } = parseArgs({
@@ -512,6 +517,16 @@ const stats = (xs) => {
 const results = [];
 const answers = {};
 /**
+ * CPU seconds so far of this process's main thread (the collector's HTTP, storage calls, JSON
+ * and labels, and this bench's client) and of the query workers (threads named cs-query-worker:
+ * opening and merging rows), from /proc (Linux, 10 ms ticks; NaN elsewhere).
+ */
+function queryCpu() {
+  const t = threadCpuSeconds(process.pid);
+  return { main: t.main, workers: t.byName['cs-query-worker'] ?? (process.platform === 'linux' ? 0 : NaN) };
+}
+const cpuMs = (a, b, n) => ({ main: ((b.main - a.main) * 1000) / n, workers: ((b.workers - a.workers) * 1000) / n });
+/**
  * Before measuring: the engine idle (no background merge or mutation left from the writes,
  * OPTIMIZE or compaction) and this process's generator garbage collected (with --expose-gc,
  * as `npm run bench` runs it), so both pipelines are measured on a quiet process.
@@ -530,7 +545,7 @@ async function settle() {
 async function measurePhase(variant) {
   for (const q of QUERIES) {
     const plainTimes = [];
-    const e = { times: [], storage: [], merge: [], error: null, rows: 0 };
+    const e = { times: [], storage: [], merge: [], error: null, rows: 0, cpu: { main: 0, workers: 0 } };
     progress(`query (${variant}): ${q.id}`);
     for (let i = 0; i < WARMUP + RUNS; i++) {
       // interleaved, so drift (merges, GC, other load) hits both sides alike
@@ -539,8 +554,12 @@ async function measurePhase(variant) {
       answers[`plain ${q.id}`] = p.rows;
       if (e.error) continue;
       try {
+        const c0 = queryCpu();
         const r = await encryptedQuery(q);
+        const c1 = queryCpu();
         if (i >= WARMUP) {
+          e.cpu.main += c1.main - c0.main;
+          e.cpu.workers += c1.workers - c0.workers;
           e.times.push(r.ms);
           e.storage.push(r.storageMs);
           e.merge.push(r.mergeMs);
@@ -562,6 +581,7 @@ async function measurePhase(variant) {
       encrypted: es,
       encryptedStorageP50: es && stats(e.storage).p50,
       encryptedMergeP50: es && stats(e.merge).p50,
+      encryptedCpuMs: es && cpuMs({ main: 0, workers: 0 }, e.cpu, e.times.length),
       plaintext: ps,
       ratioP50: es ? es.p50 / ps.p50 : null,
       ratioP95: es ? es.p95 / ps.p95 : null,
@@ -580,6 +600,7 @@ async function concurrently(run) {
   let errors = 0;
   let cached = 0;
   const started = performance.now();
+  const c0 = queryCpu();
   const end = started + CONCURRENT_S * 1000;
   await Promise.all(
     Array.from({ length: CLIENTS }, async (_, client) => {
@@ -595,8 +616,9 @@ async function concurrently(run) {
     }),
   );
   const seconds = (performance.now() - started) / 1000;
+  const cpu = cpuMs(c0, queryCpu(), Math.max(1, lat.length));
   const s = [...lat].sort((a, b) => a - b);
-  return { queries: lat.length, perSecond: lat.length / seconds, p50: percentile(s, 0.5), p99: percentile(s, 0.99), errors, cached };
+  return { queries: lat.length, perSecond: lat.length / seconds, p50: percentile(s, 0.5), p99: percentile(s, 0.99), errors, cached, cpu };
 }
 async function measureConcurrent(state) {
   progress(`concurrent (${state}): ${CLIENTS} dashboard clients × the overview's ${OVERVIEW.length} queries in a loop, ${CONCURRENT_S} s each side`);
@@ -769,6 +791,7 @@ table(
     'enc p50 ms': r.error ? r.error : f1(r.encrypted.p50),
     'enc p95 ms': r.error ? '-' : f1(r.encrypted.p95),
     'storage/merge p50': r.error ? '-' : `${f1(r.encryptedStorageP50)}/${f1(r.encryptedMergeP50)}`,
+    'CPU main/workers': r.error ? '-' : `${f1(r.encryptedCpuMs.main)}/${f1(r.encryptedCpuMs.workers)}`,
     'plain p50 ms': f1(r.plaintext.p50),
     'plain p95 ms': f1(r.plaintext.p95),
     'ratio p50/p95': r.ratioP50 == null ? '-' : `${r.ratioP50.toFixed(2)}x / ${r.ratioP95.toFixed(2)}x`,
@@ -780,6 +803,7 @@ for (const cc of [concurrentLiveDays, concurrent].filter(Boolean)) {
   table([
     { figure: 'throughput (queries/s)', encrypted: cc.encrypted.perSecond.toFixed(1), plaintext: cc.plaintext.perSecond.toFixed(1), ratio: `${cc.throughputRatio.toFixed(2)}x`, target: '≥ 0.67x', verdict: cc.throughputRatio >= 0.67 ? 'PASS' : 'FAIL' },
     { figure: 'latency p99 (ms)', encrypted: cc.encrypted.p99.toFixed(0), plaintext: cc.plaintext.p99.toFixed(0), ratio: `${cc.p99Ratio.toFixed(2)}x`, target: '≤ 1.5x', verdict: cc.p99Ratio <= 1.5 ? 'PASS' : 'FAIL' },
+    { figure: 'CPU ms per query: main / query workers', encrypted: `${f1(cc.encrypted.cpu.main)} / ${f1(cc.encrypted.cpu.workers)}`, plaintext: `${f1(cc.plaintext.cpu.main)} / -`, ratio: '', target: '', verdict: '' },
     { figure: 'errors / cached answers', encrypted: `${cc.encrypted.errors} / ${cc.encrypted.cached}`, plaintext: `${cc.plaintext.errors} / -`, ratio: '', target: '0 errors', verdict: cc.encrypted.errors ? 'FAIL' : 'PASS' },
   ]);
 }
