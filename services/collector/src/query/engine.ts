@@ -60,6 +60,23 @@ function quarterLevelSince(store: Store): Promise<number> {
   return p;
 }
 
+const derivedReads = new WeakMap<Store, Promise<number>>();
+/**
+ * The derivation watermark; queries that arrive while a read of it is under way share that read
+ * (one statement fewer each under concurrent queries; storage runs one at a time). It only
+ * grows: a value read a moment earlier costs more minute rows, never another answer.
+ */
+function derivedUntil(store: Store): Promise<number> {
+  let p = derivedReads.get(store);
+  if (!p) {
+    p = store.derivedUntil();
+    derivedReads.set(store, p);
+    const done = (): void => void (derivedReads.get(store) === p && derivedReads.delete(store));
+    p.then(done, done);
+  }
+  return p;
+}
+
 /** Most rollup rows one query may read (each is opened and merged). */
 export const MAX_ROWS = 500_000;
 
@@ -109,9 +126,10 @@ export interface QueryStats {
  * one. Throws CollectorError (400 for bad queries, 410 when the account has no keys).
  */
 export async function runQuery(deps: QueryDeps, account: { accountId: string }, body: unknown, stats?: QueryStats): Promise<QueryResult> {
-  // The derivation watermark, read per query (one small statement): hours from it on are read
-  // from minute rows. It only grows; an older one costs more rows, never another answer.
-  const q = parseQuery(body, { quarterSince: await quarterLevelSince(deps.store), derivedUntil: await deps.store.derivedUntil() });
+  // The derivation watermark, read per query (one small statement, shared by queries arriving
+  // while it runs): hours from it on are read from minute rows. It only grows; an older one costs
+  // more rows, never another answer.
+  const q = parseQuery(body, { quarterSince: await quarterLevelSince(deps.store), derivedUntil: await derivedUntil(deps.store) });
   const { cache } = deps;
   const key = cache ? `query\u0000${queryKey(q)}` : '';
   const hit = cache?.get<QueryResult>(account.accountId, key);
@@ -186,10 +204,15 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
 /** Rows one statement of a query's read holds at most (unless one UTC day, or minute at minute level, holds more). */
 export const STATEMENT_ROWS = 20_000;
 
+/** A range up to this long is first read in one statement (most fit; see readInStatements). */
+export const READ_WHOLE_MS = 2 * DAY_MS;
+
 /**
  * Reads a query's rows in statements over consecutive time ranges of at most STATEMENT_ROWS
- * rows each, sized from one statement first counting the rows per UTC day (minute at minute
- * level) without reading them: chDB runs one statement at a time, so a heavy query read in one
+ * rows each. A range of at most READ_WHOLE_MS (a dashboard's "last 24 hours") is first read
+ * whole with a limit of STATEMENT_ROWS + 1 rows: if it holds more, those rows are dropped and
+ * it is read as a longer one. A longer range is sized from one statement first counting the
+ * rows per UTC day (minute at minute level) without reading them: chDB runs one statement at a time, so a heavy query read in one
  * statement would hold back every insert (acknowledgements, processing writes) for its whole
  * read, while each statement costs the engine a fixed ~5–10 ms however few rows it returns
  * (most queries fit one). Ranges are split at UTC days (hour and quarter-hour levels: a day's
@@ -203,6 +226,14 @@ export const STATEMENT_ROWS = 20_000;
 async function readInStatements(deps: QueryDeps, selection: RollupSelection, session: MergeSession): Promise<void> {
   const unit = selection.level === LEVEL.minute ? MINUTE_MS : DAY_MS;
   const most = deps.statementRows ?? STATEMENT_ROWS;
+  if (selection.to - selection.from <= READ_WHOLE_MS) {
+    const bytes = await deps.store.selectRollups({ ...selection, limit: Math.min(most, MAX_ROWS) + 1 });
+    const n = countRows(bytes);
+    if (n <= most) {
+      session.add(bytes, n);
+      return;
+    }
+  }
   const ends: number[] = [];
   let rows = 0;
   for (const slot of await deps.store.countRollups(selection, unit)) {
