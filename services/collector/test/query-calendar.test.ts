@@ -155,5 +155,9 @@ describe('week and month intervals', () => {
     const kolkata = await query(q.url, a.readToken, { ...rq, from: FROM, to: NOW });
     expect(kolkata.json.meta.level).toBe('quarter');
     checkAgainstReference(rq, kolkata.json, sent);
+    // a UTC day is read from one kind (its quarter pack, or hour rows and quarter-hour rows only
+    // at the hour holding local midnight), never from both packs: about as many rows as UTC months
+    const utc = await query(q.url, a.readToken, { ...rq, timezone: 'UTC', from: FROM, to: NOW });
+    expect(kolkata.json.meta.rows).toBeLessThan(1.5 * utc.json.meta.rows);
   });
 });

@@ -13,6 +13,7 @@ import { describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
 import { openRollup, sealRollup } from '../src/at-rest/records.js';
 import { finishSeries, mergeRows, type MergePlan } from '../src/query/merge.js';
+import { parseQuery } from '../src/query/request.js';
 import { addPoint, buckets, bucketStart, emptyAggregate, encodeAggregate, encodeDayPack, finalize, nextBucketStart, sourceLevel, type Aggregate, type Aggregation, type Interval } from '../src/rollup/index.js';
 import { LEVEL, PACKS, type PackLevel } from '../src/rollup/levels.js';
 import type { StoredRow } from '../src/rollup/rows.js';
@@ -117,7 +118,7 @@ describe('query merge over day packs (plaintext reference)', () => {
     return encodeAggregate(a);
   };
   /** The stored rows of one kind (hour rows and hour packs, or quarter-hour rows and quarter packs). */
-  function storedRows(pack: PackLevel): StoredRow[] {
+  function storedRows(pack: PackLevel, unpacked: (si: number, d: number) => boolean = (_si, d) => d === 2): StoredRow[] {
     const { of, slotMs } = PACKS[pack];
     const rows: StoredRow[] = [];
     for (let si = 0; si < series.length; si++) {
@@ -129,7 +130,7 @@ describe('query merge over day packs (plaintext reference)', () => {
       for (let d = 0; d < 3; d++) {
         const day = start + d * DAY;
         const mine = [...cells].filter(([b]) => b >= day && b < day + DAY).sort((x, y) => x[0] - y[0]);
-        if (d === 2) {
+        if (unpacked(si, d)) {
           for (const [b, ps] of mine) rows.push(row(of, b, si, `h${si}_${b}`, aggOf(ps)));
           continue;
         }
@@ -146,15 +147,26 @@ describe('query merge over day packs (plaintext reference)', () => {
   }
   const hourRows = storedRows(LEVEL.dayPack);
   const quarterRows = storedRows(LEVEL.quarterPack);
+  // Both kinds, as storage holds them while compaction has packed series 0's day 1 by hours
+  // but not yet by quarter hours: a quarter-level query with quarterHours reads each (day,
+  // series) from one kind only, whatever storage returns.
+  const bothKinds = [...hourRows, ...storedRows(LEVEL.quarterPack, (si, d) => d === 2 || (si === 0 && d === 1))];
 
   /** The answer per country and bucket, as the engine finishes it, and the reference from the points. */
-  function answer(interval: Interval, tz: string, from: number, to: number, aggregation: Aggregation) {
+  function answer(interval: Interval, tz: string, from: number, to: number, aggregation: Aggregation, both = false) {
     const starts = buckets(from, to, interval, tz);
     const end = nextBucketStart(starts.at(-1)!, interval, tz);
     const level = sourceLevel(interval, tz, from, to);
     expect(level).not.toBe(LEVEL.minute);
-    const stored = (level === LEVEL.hour ? hourRows : quarterRows).filter((r) => r.l === LEVEL.dayPack || r.l === LEVEL.quarterPack || (r.b >= starts[0]! && r.b < end));
-    const p: MergePlan = { ...plan(), level, starts, end, aggregation, versions: [{ version: 1, dataKey: key, metric, groupKeys: ['7'], filters: [] }] };
+    let quarterHours: number[] | undefined;
+    if (both) {
+      const q = parseQuery({ metric: 'orders', aggregation, interval, timezone: tz, from, to }, { quarterSince: 0 });
+      expect([q.level, q.starts, q.end]).toEqual([LEVEL.quarter, starts, end]);
+      quarterHours = q.quarterHours;
+      expect(quarterHours?.length).toBeGreaterThan(0);
+    }
+    const stored = (both ? bothKinds : level === LEVEL.hour ? hourRows : quarterRows).filter((r) => r.l === LEVEL.dayPack || r.l === LEVEL.quarterPack || (r.b >= starts[0]! && r.b < end));
+    const p: MergePlan = { ...plan(), level, starts, end, aggregation, ...(quarterHours ? { quarterHours } : {}), versions: [{ version: 1, dataKey: key, metric, groupKeys: ['7'], filters: [] }] };
     const m = mergeRows(p, [...stored].reverse());
     expect(m.failed).toBe(0);
     expect(m.tampered).toBe(0);
@@ -183,10 +195,13 @@ describe('query merge over day packs (plaintext reference)', () => {
     [start + 5 * HOUR, start + 2 * DAY + 20 * HOUR], // starts and ends inside packed and unpacked days
   ];
 
-  it.each(cases)('sums by %s in %s equal the points\' exactly, count and max too', (interval, tz) => {
+  // days in zones at :30 and :45 with quarterHours: hour data beside quarter-hour data, one kind per (day, series)
+  const bothCases = cases.filter(([interval, tz]) => interval === 'day' && tz !== 'UTC').map(([i, tz]) => [i, tz, true] as const);
+
+  it.each([...cases.map(([i, tz]) => [i, tz, false] as const), ...bothCases])('sums by %s in %s equal the points\' exactly, count and max too (hour rows beside quarter-hour rows: %s)', (interval, tz, both) => {
     for (const [from, to] of ranges) {
       for (const aggregation of ['sum', 'count', 'max'] as const) {
-        const { got, ref } = answer(interval, tz, from!, to!, aggregation);
+        const { got, ref } = answer(interval, tz, from!, to!, aggregation, both);
         expect(Object.keys(got).sort()).toEqual(countries);
         for (const c of countries) {
           const want = ref[c]!.map((vs) => (aggregation === 'sum' ? vs.reduce((a, b) => a + b, 0) : aggregation === 'count' ? vs.length : vs.length ? Math.max(...vs) : null));
@@ -196,9 +211,9 @@ describe('query merge over day packs (plaintext reference)', () => {
     }
   });
 
-  it.each(cases)('p95 by %s in %s is within the sketch\'s bound of the exact rank value', (interval, tz) => {
+  it.each([...cases.map(([i, tz]) => [i, tz, false] as const), ...bothCases])('p95 by %s in %s is within the sketch\'s bound of the exact rank value (hour rows beside quarter-hour rows: %s)', (interval, tz, both) => {
     for (const [from, to] of ranges) {
-      const { got, ref } = answer(interval, tz, from!, to!, 'p95');
+      const { got, ref } = answer(interval, tz, from!, to!, 'p95', both);
       let cells = 0;
       for (const c of countries)
         ref[c]!.forEach((vs, i) => {

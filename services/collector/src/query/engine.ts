@@ -29,6 +29,10 @@
  *   (today's, and late data for packed days); quarter-hour queries likewise the quarter packs
  *   (level 4) and quarter-hour rows; a (day, series, key version) is counted through at most
  *   one pack of each kind (an older one is replaced by the newer, which lists it);
+ * - quarter-hour queries whose bucket edges fall in few UTC hours (days in Asia/Kathmandu) read
+ *   a (day, series, key version) without a quarter pack from its hour rows and hour pack, and
+ *   quarter-hour rows only in the hours holding an edge (`quarterHours`); one with a quarter
+ *   pack as before; merge.ts decides per (day, series, key version), never both for one hour;
  * - hour and quarter-hour queries read minute rows for the UTC hours from the derivation
  *   watermark on (their hour rows are not derived yet: compaction/derive.ts) and leave out the
  *   hour-level rows and pack slots there, never counting both for one hour;
@@ -262,6 +266,7 @@ export function mergePlan(ctx: AccountContext, q: Query, metricOf: Map<number, s
     starts: q.starts,
     end: q.end,
     ...(q.minuteHours ? { minuteHours: q.minuteHours } : {}),
+    ...(q.quarterHours ? { quarterHours: q.quarterHours } : {}),
     ...(q.minuteFrom !== undefined ? { minuteFrom: q.minuteFrom } : {}),
     aggregation: q.aggregation,
     maxRows: MAX_ROWS,
@@ -306,6 +311,7 @@ export function rowSelection(ctx: AccountContext, q: Query): { selection: Rollup
     from: q.starts[0]!,
     to: q.end,
     ...(q.level === LEVEL.hour && q.minuteHours ? { minuteHours: q.minuteHours } : {}),
+    ...(q.level === LEVEL.quarter && q.quarterHours ? { quarterHours: q.quarterHours } : {}),
     ...(q.minuteFrom !== undefined ? { minuteFrom: q.minuteFrom } : {}),
     versions,
     limit: MAX_ROWS + 1,

@@ -7,7 +7,7 @@
 import { CollectorError } from '../errors.js';
 import { emptyAggregate, emptyScalars, finalize, mergeEncoded, mergeInto, type Aggregate, type Aggregation } from '../rollup/index.js';
 import type { RollupLevel } from '../storage/types.js';
-import { HOUR_MS } from '../rollup/days.js';
+import { DAY_MS, HOUR_MS } from '../rollup/days.js';
 import { LEVEL, readRows, RowReader, type OpenedRow, type StoredRow } from '../rollup/rows.js';
 import { isPack } from '../rollup/levels.js';
 
@@ -24,6 +24,12 @@ export interface MergePlan {
   end: number;
   /** UTC hours read from minute rows (an hour-level query with a bucket edge inside them). */
   minuteHours?: number[];
+  /**
+   * A quarter-level plan: the UTC hours holding a bucket edge, the only ones read from
+   * quarter-hour data for a (UTC day, series, key version) without a quarter pack; its other
+   * hours are read from its hour rows and hour pack.
+   */
+  quarterHours?: number[];
   /** UTC hours from here on are read from minute rows (their hour rows are not derived yet: the derivation watermark). */
   minuteFrom?: number;
   aggregation: Aggregation;
@@ -140,14 +146,30 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
     const hour = t - (t % HOUR_MS);
     return hour >= minuteFrom || minuteHours?.has(hour) === true;
   };
+  // A quarter-level plan with quarterHours: per (key version, series, UTC day), quarter-hour data
+  // (its quarter pack and quarter-hour rows) when the rows hold its quarter pack, else hour data
+  // (hour rows, hour pack) outside quarterHours and quarter-hour rows in them; never both for one hour.
+  const quarterHours = plan.level === LEVEL.quarter && plan.quarterHours ? new Set(plan.quarterHours) : undefined;
+  const quarterPacked = quarterHours ? quarterPackedDays(rows) : undefined;
+  const inQuarters = (row: StoredRow): boolean =>
+    quarterPacked!.get(row.v)?.get(row.s)?.has(row.b - (row.b % DAY_MS)) === true || quarterHours!.has(row.b - (row.b % HOUR_MS));
   const reader = new RowReader({
     accountId: plan.accountId,
     dataKey: (v) => versions.get(v)?.dataKey,
     metric: (row) => versions.get(row.v)?.metric,
     level: (row) => {
-      if (row.l === LEVEL.dayPack) return plan.level === LEVEL.hour ? LEVEL.dayPack : 'fail';
+      if (row.l === LEVEL.dayPack) {
+        if (quarterHours) return quarterPacked!.get(row.v)?.get(row.s)?.has(row.b) === true ? 'skip' : LEVEL.dayPack;
+        return plan.level === LEVEL.hour ? LEVEL.dayPack : 'fail';
+      }
       if (row.l === LEVEL.quarterPack) return plan.level === LEVEL.quarter ? LEVEL.quarterPack : 'fail';
-      const level: RollupLevel = anyMinutes && row.l === LEVEL.minute ? LEVEL.minute : plan.level;
+      let level: RollupLevel = anyMinutes && row.l === LEVEL.minute ? LEVEL.minute : plan.level;
+      if (quarterHours && level === LEVEL.quarter) {
+        if (row.l === LEVEL.hour) {
+          if (inQuarters(row)) return 'skip';
+          level = LEVEL.hour;
+        } else if (!inQuarters(row)) return 'skip'; // these hours come from hour data
+      }
       if (anyMinutes) {
         const minutes = inMinutes(row.b);
         if (level !== LEVEL.minute && minutes) return 'skip'; // selected by the range; these hours come from minute rows
@@ -187,6 +209,7 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
   let target: Target | null = null;
   reader.eachCell(rows, starts[0]!, end, (o, t, bytes, from, to) => {
     if (anyMinutes && isPack(o.level) && inMinutes(t)) return;
+    if (o.level === LEVEL.dayPack && quarterHours?.has(t)) return; // read from quarter-hour rows
     if (o !== last) {
       last = o;
       target = groupOf(o.row);
@@ -194,6 +217,20 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
     add(target!, indexOf(t), bytes, from, to);
   });
   return { rows: rows.length, tooLarge: false, groups, failed: failed + reader.failed, tampered: reader.tampered };
+}
+
+/** The (key version → series → UTC day) of the quarter packs among `rows`. */
+function quarterPackedDays(rows: readonly StoredRow[]): Map<number, Map<string, Set<number>>> {
+  const out = new Map<number, Map<string, Set<number>>>();
+  for (const row of rows) {
+    if (row.l !== LEVEL.quarterPack) continue;
+    let bySeries = out.get(row.v);
+    if (!bySeries) out.set(row.v, (bySeries = new Map()));
+    const days = bySeries.get(row.s);
+    if (days) days.add(row.b);
+    else bySeries.set(row.s, new Set([row.b]));
+  }
+  return out;
 }
 
 /**

@@ -64,6 +64,12 @@ export interface Query {
    */
   minuteHours?: number[];
   /**
+   * With level quarter: the UTC hours (their starts) holding a bucket edge, the only ones that
+   * need quarter-hour data; elsewhere a (UTC day, series, key version) without a quarter pack is
+   * read from its hour rows and hour pack (merge.ts).
+   */
+  quarterHours?: number[];
+  /**
    * With level hour or quarter: UTC hours from here on (the derivation watermark, when the range
    * reaches it) are read from minute rows; their hour and quarter-hour rows are not derived yet.
    */
@@ -133,13 +139,20 @@ export function parseQuery(body: unknown, opts: { quarterSince?: number; derived
   // the UTC hours holding a bucket edge need minute rollups; every other hour comes from hour
   // rollups and day packs.
   let minuteHours: number[] | undefined;
-  if (level === LEVEL.minute && interval !== 'minute') {
+  // The UTC hours holding a bucket edge, when they are at most half the range's hours.
+  const edgeHours = (): number[] | undefined => {
     const edges = new Set([...starts, end].filter((t) => t % HOUR_MS !== 0).map((t) => t - (t % HOUR_MS)));
-    if (edges.size * 2 <= Math.ceil((end - starts[0]!) / HOUR_MS)) {
-      level = LEVEL.hour;
-      minuteHours = [...edges].sort((a, b) => a - b);
-    }
+    return edges.size * 2 <= Math.ceil((end - starts[0]!) / HOUR_MS) ? [...edges].sort((a, b) => a - b) : undefined;
+  };
+  if (level === LEVEL.minute && interval !== 'minute') {
+    minuteHours = edgeHours();
+    if (minuteHours) level = LEVEL.hour;
   }
+  // Quarter-hour data is needed only in the hours holding a bucket edge (a day in
+  // Asia/Kathmandu: one UTC hour in 24). A (UTC day, series, key version) without a quarter
+  // pack (a compaction backlog, today) is read from hour rows and its hour pack elsewhere:
+  // about 1 row per hour instead of up to 4 (merge.ts decides per day, never both for one hour).
+  const quarterHours = level === LEVEL.quarter ? edgeHours() : undefined;
   // Hours not derived yet (from the watermark on) come from minute rows: ticks write minute rows
   // only, compaction derives the hour and quarter-hour rows once an hour is closed.
   const derivedUntil = opts.derivedUntil;
@@ -147,6 +160,7 @@ export function parseQuery(body: unknown, opts: { quarterSince?: number; derived
   return {
     metric: b.metric, aggregation: b.aggregation, interval, timezone, groupBy, filter, starts, end, level,
     ...(minuteHours ? { minuteHours } : {}),
+    ...(quarterHours ? { quarterHours } : {}),
     ...(minuteFrom !== undefined ? { minuteFrom } : {}),
   };
 }

@@ -160,6 +160,34 @@ function metricFilters(sel: Omit<RollupSelection, 'limit'>, params: Params): { m
 }
 
 /**
+ * A quarter-hour selection with `quarterHours` (RollupSelection), as selectionSql: per (UTC
+ * day, series, key version) with a quarter pack (4) in the range, the pack and its quarter-hour
+ * rows (3), as without `quarterHours`; else its hour pack (2), and quarter-hour rows only at the
+ * hours of the day `quarterHours` fall on (a superset for weeks and months). Hour rows (1) of
+ * the range whatever the day (a packed day holds only late ones). One statement, one snapshot,
+ * one scan (measured faster than a branch per level with the exact hours): the reader picks one
+ * kind per day from the packs it gets and skips the rest (query/merge.ts).
+ */
+function quartersAtEdges(rollups: string, sel: Omit<RollupSelection, 'limit'>, params: Params, base: string, filters: string, columns: string): string {
+  params.qh = [...new Set(sel.quarterHours!.map((h) => new Date(h).getUTCHours()))];
+  const day = 'intDiv(toUnixTimestamp64Milli(bucket), 86400000)';
+  const packed = `(series, key_version, ${day}) IN (
+      SELECT series, key_version, ${day} FROM ${rollups} WHERE ${base} AND level = 4 AND ${inRange('dfrom', 'to')} AND ${filters})`;
+  let minutes = '';
+  if (sel.minuteFrom !== undefined && sel.minuteFrom < sel.to) {
+    params.mfrom = sel.minuteFrom;
+    minutes = `
+  UNION ALL
+  SELECT ${columns} FROM ${rollups}
+  WHERE ${base} AND level = 0 AND ${inRange('from', 'to')} AND bucket >= ${at('mfrom')} AND ${filters}`;
+  }
+  return `SELECT ${columns} FROM ${rollups}
+  WHERE ${base} AND level IN (1, 2, 3, 4) AND ${inRange('dfrom', 'to')} AND ${filters}
+    AND (level = 4 OR (level = 2 AND NOT ${packed})
+      OR (level IN (1, 3) AND bucket >= ${at('from')} AND (level = 1 OR toHour(bucket) IN {qh:Array(UInt8)} OR ${packed})))${minutes}`;
+}
+
+/**
  * The SELECT (no LIMIT) of a selection's rows with `columns`: minute rows of the range, or at
  * levels 1 and 3 the UNION ALL of the level's rows, its packs and the minute rows asked for.
  */
@@ -180,6 +208,7 @@ WHERE ${base} AND level = 0 AND ${inRange('from', 'to')}
   // other levels there).
   const [rowLevel, packLevel] = sel.level === 3 ? [3, 4] : [1, 2];
   params.dfrom = dayOf(sel.from);
+  if (sel.level === 3 && sel.quarterHours?.length) return quartersAtEdges(rollups, sel, params, base, filters, columns);
   const inMinutes: string[] = [];
   if (sel.minuteHours?.length) {
     params.mh = sel.minuteHours.map(String);

@@ -389,6 +389,13 @@ export interface RollupSelection {
   to: number;
   /** Level 1: also the minute rows of these UTC hours (epoch ms of their starts) inside [from, to). */
   minuteHours?: number[];
+  /**
+   * Level 3: only these UTC hours (their starts) need quarter-hour data. A (UTC day, series, key
+   * version) with a quarter pack is read as without it (its quarter pack and quarter-hour rows);
+   * one without is read from its quarter-hour rows of these hours and, elsewhere, its hour rows
+   * and hour pack (levels 1 and 2).
+   */
+  quarterHours?: number[];
   /** Levels 1 and 3: also the minute rows from here (a UTC hour: the derivation watermark) to `to`. */
   minuteFrom?: number;
   /** Per key version, the metric pseudonym and tag filters that must all hold; absent: every metric, every version, no filter. */
