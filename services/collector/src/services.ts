@@ -118,7 +118,9 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   // waiting calls where the engine runs one call at a time (storage/lane.ts).
   const requestStore = store.withDeadline(config.storageTimeoutMs).urgent();
   metrics.storageCalls.source = () => store.callStats();
-  const accounts = new Accounts(requestStore, keyring, { defaultRetentionDays: config.retentionDays, now, log, metrics });
+  // The background refresh of account state is an ordinary call (it must not go ahead of
+  // queries and processing), with the request deadline so a hung storage cannot hold a stop.
+  const accounts = new Accounts(requestStore, keyring, { defaultRetentionDays: config.retentionDays, now, log, metrics, refreshStore: store.withDeadline(config.storageTimeoutMs) });
   metrics.cacheSources.set('account_state', () => accounts.stats);
   metrics.cacheSources.set('account_keys', () => keyring.stats);
   // Every entry unwrapped before the first request: each one that cannot be read is logged

@@ -129,6 +129,8 @@ export class Accounts {
       ttlMs?: number;
       /** Background refresh interval once start() is called (ms, default ttlMs / 2). */
       refreshMs?: number;
+      /** Where the background refresh reads (default: the store above; the collector gives it an ordinary, not urgent, lane). */
+      refreshStore?: Pick<AccountStore, 'accountChanges'>;
       now?: () => number;
       log?: Logger;
       metrics?: Metrics;
@@ -176,7 +178,7 @@ export class Accounts {
     const first = this.refresh.since === undefined;
     let changes: Awaited<ReturnType<AccountStore['accountChanges']>>;
     try {
-      changes = await this.store.accountChanges(this.refresh.since);
+      changes = await (this.opts.refreshStore ?? this.store).accountChanges(this.refresh.since);
     } catch (e) {
       this.stats.refreshFailures++;
       if (startedAt - this.refresh.loggedAt >= 60_000) {
