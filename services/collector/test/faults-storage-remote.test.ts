@@ -134,13 +134,14 @@ describe('remote storage faults', () => {
 
   it('compaction after a backlog with more keys than one statement can hold: every statement fits, totals unchanged', { timeout: 600_000 }, async () => {
     const account = await newAccount();
-    // Two batches over the same 1,000 series: 1,000 groups (or more) of two rows each, 2,000 row keys.
+    // Two batches over the same 1,000 series, each processed before the next is sent (so in two
+    // ticks, never aggregated together): 1,000 groups (or more) of two rows each, 2,000 row keys.
     // (Sent again until acknowledged: this collector's short deadlines may refuse on a loaded machine.)
     for (let b = 0; b < 2; b++) {
       const e = envelope(account, points(1000, (i) => ({ value: 1, tags: { s: String(i) } })));
       await expect.poll(async () => (await post(c.url, e.bytes)).status, { timeout: 120_000, interval: 500 }).toBe(202);
+      await waitProcessed(c.services.store, account.accountId, b + 1);
     }
-    await waitProcessed(c.services.store, account.accountId, 2);
     const sum = async () => {
       const ask = () =>
         fetch(`${c.url}/v1/query`, {

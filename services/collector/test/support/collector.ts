@@ -38,8 +38,12 @@ export async function startTestCollector(
     },
   });
   // Generous storage deadlines unless a test sets its own: on a loaded machine a slow call is
-  // slow, not a fault (the fault suite sets short ones and asserts the 503s).
-  const config = { ...loadConfig({ port: '0', 'data-dir': dataDir }, opts.env ?? {}), storageTimeoutMs: 60_000, queryTimeoutMs: 60_000, readyTimeoutMs: 1000, ...opts.config };
+  // slow, not a fault (the fault suite sets short ones and asserts the 503s). Likewise no
+  // processing backpressure unless a test sets it (config or env): at the default 1 s of lag a
+  // loaded machine answers `503 overloaded` to a test that only wants its batches stored.
+  const env = opts.env ?? {};
+  const lag = 'CIPHERSTAT_MAX_PROCESS_LAG_MS' in env ? {} : { maxProcessLagMs: 0 };
+  const config = { ...loadConfig({ port: '0', 'data-dir': dataDir }, env), storageTimeoutMs: 60_000, queryTimeoutMs: 60_000, readyTimeoutMs: 1000, ...lag, ...opts.config };
   const running = await startCollector(config, {
     log: createLogger({ level: 'debug', destination }),
     secrets: { adminToken: ADMIN_TOKEN },
