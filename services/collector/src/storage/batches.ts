@@ -45,20 +45,15 @@ export function batchRepository(db: Db): BatchStore {
     // A batch counts as stored while either its sealed row or its processed row exists, so a
     // client retrying a batch already processed and deleted (confidential mode) is not re-ingested.
     // `IN` on both key columns uses the primary index; the cross product it may over-select is
-    // filtered here (an exact tuple match in SQL costs 2-20x more), and so are the pairs found in
-    // both tables (UNION ALL: no hashing in the engine). One thread per SELECT: the check reads a
-    // few granules per account, and fanning that out over the engine's threads cost more than the
-    // read — it is on every 202's path (a storefront group commit's ~50 accounts, 44,000 batches:
-    // 8.3 -> 3.6 ms p50, 13.2 -> 5.1 mean, same process, interleaved; a SETTINGS clause on the
-    // whole UNION or around it in a subquery does not reach the two reads: 8.0 ms).
+    // filtered here (an exact tuple match in SQL costs 2-20x more).
     async existingBatches(keys) {
       const found = new Set<string>();
       for (const part of db.chunks(keys, key)) {
         const wanted = new Set(part.map(key));
         const where = 'account_id IN {a:Array(String)} AND batch_id IN {b:Array(String)}';
         const rows = await db.conn.query<{ account_id: string; batch_id: string }>(
-          `SELECT account_id, batch_id FROM ${db.t('batches')} WHERE ${where} SETTINGS max_threads = 1
-           UNION ALL SELECT account_id, batch_id FROM ${db.t('processed')} WHERE ${where} SETTINGS max_threads = 1`,
+          `SELECT account_id, batch_id FROM ${db.t('batches')} WHERE ${where}
+           UNION DISTINCT SELECT account_id, batch_id FROM ${db.t('processed')} WHERE ${where}`,
           { a: unique(part.map((k) => k.accountId)), b: unique(part.map((k) => k.batchId)) },
         );
         for (const r of rows) {
