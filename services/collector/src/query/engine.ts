@@ -216,10 +216,10 @@ export const READ_WHOLE_MS = 2 * DAY_MS;
  * rows each. A range of at most READ_WHOLE_MS (a dashboard's "last 24 hours") is first read
  * whole with a limit of STATEMENT_ROWS + 1 rows: if it holds more, those rows are dropped and
  * it is read as a longer one. A longer range is sized from one statement first counting the
- * rows per UTC day (minute at minute level) without reading them: chDB runs one statement at a time, so a heavy query read in one
- * statement would hold back every insert (acknowledgements, processing writes) for its whole
- * read, while each statement costs the engine a fixed ~5–10 ms however few rows it returns
- * (most queries fit one). Ranges are split at UTC days (hour and quarter-hour levels: a day's
+ * rows per UTC day (minute at minute level) without reading them: chDB runs one statement at a
+ * time, so a heavy query read in one statement would hold back every insert (acknowledgements,
+ * processing writes) for its whole read, while each statement costs the engine a fixed
+ * ~5–10 ms however few rows it returns (most queries fit one). Ranges are split at UTC days (hour and quarter-hour levels: a day's
  * rows and its day pack, the scope of a sealed `supersedes` list, are read by one statement)
  * or minutes (minute level: the scope is one bucket), so what supersedes.ts decides per scope
  * comes from one statement, which sees one snapshot; the count may see another (it only sizes
