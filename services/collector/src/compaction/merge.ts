@@ -17,9 +17,9 @@ export class GroupMerger {
 
   async mergeGroups(all: RollupGroupCount[], perGroup: number, report: CompactionReport, packing: Set<string> | 'all'): Promise<RollupRow[]> {
     // Hour and quarter-hour rows of packed hours (closed days, today's steps: packedBefore) go
-    // into their day's pack directly (step 6), never
-    // into a merged row first: the pack is what seals the list naming them, so a row replayed
-    // after the pack took it is recognised (a merged row would not see the pack's list).
+    // into their day's pack directly (step 6), never into a merged row first: the pack is what
+    // seals the list naming them, so a row replayed after the pack took it is recognised (a
+    // merged row would not see the pack's list).
     // Hour and quarter-hour rows of hours not derived yet are not merged either: their derived rows
     // replace them (derive.ts), and that row's sealed list must name them, not a merged row.
     const derived = all.some((g) => packOf(g.level) !== undefined) ? await this.c.o.store.derivedUntil() : 0;

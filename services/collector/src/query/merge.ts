@@ -151,15 +151,16 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
   // (hour rows, hour pack) outside quarterHours and quarter-hour rows in them; never both for one hour.
   const quarterHours = plan.level === LEVEL.quarter && plan.quarterHours ? new Set(plan.quarterHours) : undefined;
   const quarterPacked = quarterHours ? quarterPackedDays(rows) : undefined;
-  const inQuarters = (row: StoredRow): boolean =>
-    quarterPacked!.get(row.v)?.get(row.s)?.has(row.b - (row.b % DAY_MS)) === true || quarterHours!.has(row.b - (row.b % HOUR_MS));
+  /** Whether the rows hold the quarter pack of this row's key version and series for UTC day `day`. */
+  const quarterPackOf = (row: StoredRow, day: number): boolean => quarterPacked!.get(row.v)?.get(row.s)?.has(day) === true;
+  const inQuarters = (row: StoredRow): boolean => quarterPackOf(row, row.b - (row.b % DAY_MS)) || quarterHours!.has(row.b - (row.b % HOUR_MS));
   const reader = new RowReader({
     accountId: plan.accountId,
     dataKey: (v) => versions.get(v)?.dataKey,
     metric: (row) => versions.get(row.v)?.metric,
     level: (row) => {
       if (row.l === LEVEL.dayPack) {
-        if (quarterHours) return quarterPacked!.get(row.v)?.get(row.s)?.has(row.b) === true ? 'skip' : LEVEL.dayPack;
+        if (quarterHours) return quarterPackOf(row, row.b) ? 'skip' : LEVEL.dayPack;
         return plan.level === LEVEL.hour ? LEVEL.dayPack : 'fail';
       }
       if (row.l === LEVEL.quarterPack) return plan.level === LEVEL.quarter ? LEVEL.quarterPack : 'fail';

@@ -13,9 +13,10 @@
  * supersedes.ts). At the end (`close`) each worker names the buckets it holds cells of; the
  * cells of a bucket two workers hold (a zone's bucket across a cut between days) are handed over
  * encoded (`export`) to the query's own worker, which merges them in (`absorb`); then each worker
- * finishes the buckets it holds — the same aggregates the single worker computes. Under concurrent queries no worker is idle: each query is merged by one worker, as
- * before. Limits are counted across parts: the rows by the session (more than `maxRows`: nothing
- * more is merged, `tooLarge`), the groups when merged together (too_many_series). The worker
+ * finishes the buckets it holds — the same aggregates the single worker computes. Under
+ * concurrent queries no worker is idle: each query is merged by one worker, as before. Limits
+ * are counted across parts: the rows by the session (more than `maxRows`: nothing more is
+ * merged, `tooLarge`), the groups when merged together (too_many_series). The worker
  * keeps the merged aggregates until `finish` (`drop` frees them when the query fails before
  * finishing); the data keys it received are zeroed when its part of the merge is done.
  */
