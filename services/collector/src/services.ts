@@ -120,7 +120,9 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   metrics.storageCalls.source = () => store.callStats();
   // The background refresh of account state is an ordinary call (it must not go ahead of
   // queries and processing), with the request deadline so a hung storage cannot hold a stop.
-  const accounts = new Accounts(requestStore, keyring, { defaultRetentionDays: config.retentionDays, now, log, metrics, refreshStore: store.withDeadline(config.storageTimeoutMs) });
+  // The first poll also reads up to 20,000 accounts' state (one query): a restarted collector
+  // serving many shops does not read each one on its first batch.
+  const accounts = new Accounts(requestStore, keyring, { defaultRetentionDays: config.retentionDays, now, log, metrics, refreshStore: store.withDeadline(config.storageTimeoutMs), warmAccounts: 20_000 });
   metrics.cacheSources.set('account_state', () => accounts.stats);
   metrics.cacheSources.set('account_keys', () => keyring.stats);
   // Every entry unwrapped before the first request: each one that cannot be read is logged

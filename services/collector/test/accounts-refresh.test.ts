@@ -24,9 +24,9 @@ const ids: string[] = [];
 const tokens = new Map<string, string>();
 
 /** The other process: its store counts request-path reads and can be made to fail its polls. */
-function otherProcess() {
-  const counts = { reads: 0, polls: 0 };
-  const faults = { polls: false };
+function otherProcess({ warmAccounts }: { warmAccounts?: number } = {}) {
+  const counts = { reads: 0, polls: 0, warmReads: 0 };
+  const faults = { polls: false, warm: false };
   const clock = { t: 1_000_000 };
   const own: Store = {
     ...store,
@@ -42,8 +42,12 @@ function otherProcess() {
       counts.polls++;
       return faults.polls ? Promise.reject(new Error('storage unavailable (test)')) : store.accountChanges(since);
     },
+    someAccounts: (limit) => {
+      counts.warmReads++;
+      return faults.warm ? Promise.reject(new Error('storage unavailable (test)')) : store.someAccounts(limit);
+    },
   };
-  const accounts = new Accounts(own, keyring, { defaultRetentionDays: 30, ttlMs: 1000, refreshMs: 20, now: () => clock.t });
+  const accounts = new Accounts(own, keyring, { defaultRetentionDays: 30, ttlMs: 1000, refreshMs: 20, now: () => clock.t, warmAccounts });
   running.push(accounts);
   return { accounts, counts, faults, clock };
 }
@@ -167,6 +171,43 @@ describe('Accounts: background refresh of account state', () => {
     await polls(p.accounts);
     expect((await p.accounts.get(id))?.retentionDays).toBe(44);
     expect(p.counts.reads).toBe(reads);
+  });
+
+  it('warm-up: the first poll reads up to warmAccounts accounts in one query; they are served and kept current by the polls with no request-path read', async () => {
+    const p = otherProcess({ warmAccounts: 1000 });
+    p.accounts.start();
+    await polls(p.accounts, 1);
+    expect(p.counts.warmReads).toBe(1);
+    expect(p.accounts.stats.warmed).toBeGreaterThanOrEqual(ids.length);
+    p.clock.t += 60_000; // far past the TTL: only the polls keep the warmed entries current
+    await polls(p.accounts);
+    const id = ids[7]!;
+    await admin.update(id, { retentionDays: 77 });
+    await expect.poll(async () => (await p.accounts.get(id))?.retentionDays, { timeout: 60_000, interval: 20 }).toBe(77);
+    await p.accounts.getMany(ids);
+    expect(p.counts.reads).toBe(0);
+    expect(p.counts.warmReads).toBe(1); // once, at the first poll
+
+    // Bounded: with a limit of 3 only 3 accounts are warmed; the others are read on their first request.
+    const q = otherProcess({ warmAccounts: 3 });
+    q.accounts.start();
+    await polls(q.accounts, 1);
+    expect(q.accounts.stats.warmed).toBe(3);
+    await q.accounts.getMany(ids);
+    expect(q.counts.reads).toBeGreaterThan(0); // the misses, read in bulk
+    expect(q.accounts.stats.hit).toBeLessThanOrEqual(3);
+    expect(q.accounts.stats.hit + q.accounts.stats.miss).toBe(ids.length);
+  });
+
+  it('warm-up that fails caches nothing: accounts are read on their first request', async () => {
+    const p = otherProcess({ warmAccounts: 1000 });
+    p.faults.warm = true;
+    p.accounts.start();
+    await polls(p.accounts, 1);
+    expect(p.counts.warmReads).toBe(1);
+    expect(p.accounts.stats.warmed).toBe(0);
+    await p.accounts.getMany(ids);
+    expect(p.accounts.stats.miss).toBe(ids.length);
   });
 
   it('never started (CLI, unit tests): the TTL rule alone', async () => {

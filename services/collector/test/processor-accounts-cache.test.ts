@@ -25,6 +25,7 @@ function fakeStore() {
     getAccount: async (id) => (id === stored.accountId ? read() : undefined),
     getAccounts: async (ids) => (ids.includes(stored.accountId) ? [await read()] : []),
     listAccounts: async () => [await read()],
+    someAccounts: async () => [await read()],
     putAccount: async (r) => void (stored = r),
     accountIdByReadTokenHash: async (hash) => (hash === stored.readTokenHash ? stored.accountId : undefined),
     addRejects: async (rows) => {

@@ -71,6 +71,8 @@ interface Miss {
   resolve: (row: AccountRow | undefined) => void;
   reject: (e: unknown) => void;
 }
+/** Accounts whose state is cached at most (first in, first out beyond). */
+const ACCOUNT_CACHE_SIZE = 50_000;
 /** Most accounts per bulk state read. */
 const READ_BATCH = 1000;
 /**
@@ -85,7 +87,7 @@ const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOStrin
 export const newAccountId = (): string => `acct_${toHex(randomBytes(12))}`;
 
 export class Accounts {
-  private readonly cache = new FifoMap<string, { row: AccountRow | undefined; at: number }>(50_000);
+  private readonly cache = new FifoMap<string, { row: AccountRow | undefined; at: number }>(ACCOUNT_CACHE_SIZE);
   private readonly byToken = new FifoMap<string, { accountId: string | undefined; at: number }>(10_000);
   /** Single flight: one storage read per account at a time, shared by every caller that missed. */
   private readonly loading = new Map<string, Promise<AccountRow | undefined>>();
@@ -96,7 +98,7 @@ export class Accounts {
    * Cache lookups of get() (cipherstat_cache_lookups_total{cache="account_state"}); background
    * refreshes that succeeded and failed, and the cached entries they replaced.
    */
-  readonly stats = { hit: 0, miss: 0, refreshes: 0, refreshFailures: 0, refreshed: 0 };
+  readonly stats = { hit: 0, miss: 0, refreshes: 0, refreshFailures: 0, refreshed: 0, warmed: 0 };
   /**
    * The background refresh: the storage time (ms) the next poll reads from; when the last good
    * poll started (this.now()); from when on (this.now()) the polls have seen every change, so
@@ -129,8 +131,14 @@ export class Accounts {
       ttlMs?: number;
       /** Background refresh interval once start() is called (ms, default ttlMs / 2). */
       refreshMs?: number;
-      /** Where the background refresh reads (default: the store above; the collector gives it an ordinary, not urgent, lane). */
-      refreshStore?: Pick<AccountStore, 'accountChanges'>;
+      /** Where the background refresh (and the warm-up) reads (default: the store above; the collector gives it an ordinary, not urgent, lane). */
+      refreshStore?: Pick<AccountStore, 'accountChanges' | 'someAccounts'>;
+      /**
+       * Accounts read into the cache by the refresh's first poll (one query, most recently
+       * changed first; default 0: none), so a restarted process does not read each account
+       * on its first request. At most the cache's size.
+       */
+      warmAccounts?: number;
       now?: () => number;
       log?: Logger;
       metrics?: Metrics;
@@ -192,6 +200,7 @@ export class Accounts {
     // change from its end on is stamped after that clock, so every later poll sees it.
     if (first) {
       this.refresh.from = this.now();
+      await this.warm();
       return;
     }
     const newest = new Map<string, AccountRow>();
@@ -210,6 +219,36 @@ export class Accounts {
     }
     this.stats.refreshes++;
     this.refresh.validAt = Math.max(this.refresh.validAt, startedAt);
+  }
+
+  /**
+   * The warm-up (first poll only, after storage's clock was read): up to `warmAccounts` current
+   * rows read in one query and cached as read now — after the refresh's `from`, so the polls
+   * keep them current like any entry read on the request path. An entry written here since the
+   * read began (update, fresh, forget) or a newer version already cached wins. A failing read
+   * caches nothing: requests read their accounts as before.
+   */
+  private async warm(): Promise<void> {
+    const limit = Math.min(this.opts.warmAccounts ?? 0, ACCOUNT_CACHE_SIZE);
+    if (!(limit > 0)) return;
+    const at = this.now();
+    const seq = this.generationSeq;
+    const epoch = this.generationEpoch;
+    let rows: AccountRow[];
+    try {
+      rows = await (this.opts.refreshStore ?? this.store).someAccounts(limit);
+    } catch (e) {
+      this.opts.log?.warn({ err: (e as Error).message }, 'account cache warm-up failed: accounts are read on their first request');
+      return;
+    }
+    if (this.generationEpoch !== epoch) return;
+    for (const row of rows) {
+      if ((this.generation.get(row.accountId) ?? 0) > seq) continue;
+      const cached = this.cache.get(row.accountId);
+      if (cached && (cached.row?.version ?? 0) >= row.version) continue;
+      this.cache.set(row.accountId, { row, at });
+      this.stats.warmed++;
+    }
   }
 
   /** When a cached entry read at `at` was last known current: its read, or the last good refresh since. */

@@ -58,6 +58,11 @@ export function accountRepository(db: Db): AccountStore {
       return (await db.conn.query(`SELECT ${ACCOUNT_SELECT} FROM ${db.t('accounts')} FINAL ORDER BY account_id`)).map(toAccount);
     },
 
+    async someAccounts(limit) {
+      // FINAL: each account's current row; one scan of a small table, bounded by the limit.
+      return (await db.conn.query(`SELECT ${ACCOUNT_SELECT} FROM ${db.t('accounts')} FINAL ORDER BY changed_at DESC LIMIT {n:UInt32}`, { n: limit })).map(toAccount);
+    },
+
     async accountIdByReadTokenHash(hash) {
       const rows = await db.conn.query<{ account_id: string }>(
         `SELECT account_id FROM ${db.t('accounts')} FINAL WHERE read_token_hash = {h:String} LIMIT 1`,

@@ -210,6 +210,8 @@ export interface AccountStore {
   /** The rows of these accounts (one read; unknown ids are absent). */
   getAccounts(accountIds: string[]): Promise<AccountRow[]>;
   listAccounts(): Promise<AccountRow[]>;
+  /** The current rows of up to `limit` accounts, most recently changed first (one read): the account cache's warm-up at start. */
+  someAccounts(limit: number): Promise<AccountRow[]>;
   /** The account whose current row holds this read-token hash. */
   accountIdByReadTokenHash(hash: string): Promise<string | undefined>;
   /**
