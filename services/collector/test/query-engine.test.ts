@@ -15,8 +15,8 @@ import { CollectorError } from '../src/errors.js';
 import { QueryCache, runQuery } from '../src/query/index.js';
 import { accountContext } from '../src/query/context.js';
 import { mergePlan, rowSelection } from '../src/query/engine.js';
-import { handleMergeRequest, inlineMergers, mergeOnce } from '../src/query/mergers.js';
-import { mergeRows } from '../src/query/merge.js';
+import { handleMergeRequest, inlineMergers, mergeOnce, replyTransfer } from '../src/query/mergers.js';
+import { mergeRows, unpackValues, type FinishedValues } from '../src/query/merge.js';
 import { countRows, readRows } from '../src/rollup/rows.js';
 import { parseQuery } from '../src/query/request.js';
 import { checkAgainstReference, generatePoints, writeRollups, type GenPoint, type RefQuery } from './query-support.js';
@@ -425,7 +425,12 @@ describe('runQuery', () => {
     expect(reply.merged.groups).toEqual(inline.groups);
     const seriesOf = inline.groups.map((_, j) => j);
     const finished = handleMergeRequest(merges, { type: 'finish', id: 1, seriesOf, series: seriesOf.length });
-    expect(finished).toEqual({ id: 1, ok: true, values: await inline.finish(seriesOf, seriesOf.length) });
+    expect(finished).toMatchObject({ id: 1, ok: true });
+    // the values cross back as two flat buffers, moved (not cloned value by value)
+    const f = (finished as { finished: FinishedValues }).finished;
+    expect(f.values).toBeInstanceOf(Float64Array);
+    expect(replyTransfer(finished)).toEqual([f.values.buffer, f.nulls.buffer]);
+    expect(unpackValues(f)).toEqual(await inline.finish(seriesOf, seriesOf.length));
     expect(merges.size).toBe(0);
 
     const again = { ...plan, versions: plan.versions.map((v) => ({ ...v, dataKey: v.dataKey.slice() })) };

@@ -12,9 +12,9 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
 import { openRollup, sealRollup } from '../src/at-rest/records.js';
-import { finishSeries, mergeRows, type MergePlan } from '../src/query/merge.js';
+import { finishCells, finishSeries, mergeRows, unpackValues, type Group, type MergePlan } from '../src/query/merge.js';
 import { parseQuery } from '../src/query/request.js';
-import { addPoint, buckets, bucketStart, emptyAggregate, encodeAggregate, encodeDayPack, finalize, nextBucketStart, sourceLevel, type Aggregate, type Aggregation, type Interval } from '../src/rollup/index.js';
+import { addPoint, mergeInto, buckets, bucketStart, emptyAggregate, encodeAggregate, encodeDayPack, finalize, nextBucketStart, sourceLevel, type Aggregate, type Aggregation, type Interval } from '../src/rollup/index.js';
 import { LEVEL, PACKS, type PackLevel } from '../src/rollup/levels.js';
 import type { StoredRow } from '../src/rollup/rows.js';
 import { mulberry32 } from '../../../test/support/seeded.mjs';
@@ -75,6 +75,31 @@ describe('query merge', () => {
       expect(r.out).toEqual({ '101': reference['101'] });
       expect(r.failed).toBe(3); // storage returned rows outside the filter (a, c, f)
     }
+  });
+
+  it('finished values cross as flat buffers: series merged by label, empty buckets as the aggregation answers them, nulls and every float kept', () => {
+    const agg = (...vs: number[]) => vs.reduce((a, v, i) => addPoint(a, v, i), emptyAggregate());
+    const groups: Group[] = [
+      { values: ['a'], aggs: [agg(1, 2), undefined, agg(-0.5)] },
+      { values: ['b'], aggs: [undefined, agg(1e300, -1e-300), agg(19.99, 179.4)] },
+      { values: ['c'], aggs: [agg(4), undefined, undefined] }, // same labels as a
+    ];
+    const starts = [0, 1, 2];
+    for (const aggregation of ['sum', 'max', 'p50'] as Aggregation[]) {
+      // the reference: finalize per cell, groups with the same series merged first
+      const cell = (s: number, i: number) => {
+        const merged = (s === 0 ? [groups[0]!, groups[2]!] : [groups[1]!]).map((g) => g.aggs[i]).filter((a) => a !== undefined);
+        const a = merged.reduce((x, y) => mergeInto(x, y), emptyAggregate());
+        const v = finalize(a, aggregation);
+        return v === null || Number.isInteger(v) ? v : Number(v.toPrecision(15));
+      };
+      const fresh = groups.map((g) => ({ values: g.values, aggs: g.aggs.map((a) => a && mergeInto(emptyAggregate(), a)) }));
+      const f = finishCells({ starts, aggregation }, fresh, [0, 1, 0], 2);
+      expect([f.series, f.buckets, f.values.length, f.nulls.length]).toEqual([2, 3, 6, 6]);
+      expect(unpackValues(f)).toEqual([0, 1].map((s) => starts.map((i) => cell(s, i))));
+    }
+    expect(unpackValues(finishCells({ starts, aggregation: 'max' }, [], [], 1))).toEqual([[null, null, null]]);
+    expect(unpackValues(finishCells({ starts, aggregation: 'count' }, [], [], 0))).toEqual([]);
   });
 
   it('payloads opened earlier keep their bytes while thousands more rows are opened', () => {

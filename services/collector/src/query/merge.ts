@@ -242,12 +242,25 @@ function quarterPackedDays(rows: readonly StoredRow[]): Map<number, Map<string, 
 export const roundFloat = (v: number | null): number | null => (v === null || Number.isInteger(v) ? v : Number(v.toPrecision(15)));
 
 /**
+ * An answer's finalized values as they cross between threads: `values[s * buckets + i]` is series
+ * s's value in bucket i, null where `nulls` holds 1. Two flat buffers are moved (postMessage's
+ * transfer list) instead of an array per series cloned value by value.
+ */
+export interface FinishedValues {
+  series: number;
+  buckets: number;
+  values: Float64Array;
+  nulls: Uint8Array;
+}
+
+/**
  * The values of each answer series: groups (in merge order) are merged into series
  * `seriesOf[j]` (groups of different key versions with the same labels are one series;
  * −1: left out), then finalized per bucket. An empty bucket is the empty aggregate's value.
  */
-export function finishSeries(plan: Pick<MergePlan, 'starts' | 'aggregation'>, groups: Iterable<Group>, seriesOf: number[], series: number): (number | null)[][] {
+export function finishCells(plan: Pick<MergePlan, 'starts' | 'aggregation'>, groups: Iterable<Group>, seriesOf: number[], series: number): FinishedValues {
   const { starts, aggregation } = plan;
+  const buckets = starts.length;
   const merged: ((Aggregate | undefined)[] | undefined)[] = new Array(series);
   let j = 0;
   for (const g of groups) {
@@ -258,7 +271,7 @@ export function finishSeries(plan: Pick<MergePlan, 'starts' | 'aggregation'>, gr
       merged[s] = g.aggs;
       continue;
     }
-    for (let i = 0; i < starts.length; i++) {
+    for (let i = 0; i < buckets; i++) {
       const a = g.aggs[i];
       if (a === undefined) continue;
       const b = same[i];
@@ -267,11 +280,32 @@ export function finishSeries(plan: Pick<MergePlan, 'starts' | 'aggregation'>, gr
     }
   }
   const empty = finalize(emptyAggregate(), aggregation);
-  return Array.from({ length: series }, (_, s) => {
+  const values = new Float64Array(series * buckets);
+  const nulls = new Uint8Array(series * buckets);
+  for (let s = 0, k = 0; s < series; s++) {
     const aggs = merged[s];
-    return starts.map((_, i) => {
+    for (let i = 0; i < buckets; i++, k++) {
       const a = aggs?.[i];
-      return a === undefined ? empty : roundFloat(finalize(a, aggregation));
-    });
-  });
+      const v = a === undefined ? empty : roundFloat(finalize(a, aggregation));
+      if (v === null) nulls[k] = 1;
+      else values[k] = v;
+    }
+  }
+  return { series, buckets, values, nulls };
 }
+
+/** The values of each series (finishCells' layout, one array per series). */
+export function unpackValues(f: FinishedValues): (number | null)[][] {
+  const { series, buckets, values, nulls } = f;
+  const out: (number | null)[][] = new Array(series);
+  for (let s = 0, k = 0; s < series; s++) {
+    const row: (number | null)[] = new Array(buckets);
+    for (let i = 0; i < buckets; i++, k++) row[i] = nulls[k] ? null : values[k]!;
+    out[s] = row;
+  }
+  return out;
+}
+
+/** finishCells as one array of values per series (the inline merge, tests). */
+export const finishSeries = (plan: Pick<MergePlan, 'starts' | 'aggregation'>, groups: Iterable<Group>, seriesOf: number[], series: number): (number | null)[][] =>
+  unpackValues(finishCells(plan, groups, seriesOf, series));

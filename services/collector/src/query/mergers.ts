@@ -30,7 +30,7 @@ import type { Logger } from '../logger.js';
 import { emptyAggregate, emptyScalars, mergeEncoded, encodeAggregate, RollupError, LEVEL } from '../rollup/index.js';
 import { dayOf, HOUR_MS } from '../rollup/days.js';
 import { splitStoredRows } from '../storage/queries.js';
-import { finishSeries, groupKey, mergeBytes, tooManySeries, type Group, type MergePlan } from './merge.js';
+import { finishCells, finishSeries, groupKey, mergeBytes, tooManySeries, unpackValues, type FinishedValues, type Group, type MergePlan } from './merge.js';
 
 /** A query's rows, opened and merged, until `finish` or `drop`. */
 export interface Merging {
@@ -251,7 +251,7 @@ export interface Closed {
 }
 
 export type MergeReply =
-  | { id: number; ok: true; merged?: Closed; exported?: ExportedGroups; values?: (number | null)[][] }
+  | { id: number; ok: true; merged?: Closed; exported?: ExportedGroups; finished?: FinishedValues }
   | { id: number; ok: false; error: { status?: number; code?: string; message: string } };
 
 /** A merge held by a worker between its requests. */
@@ -311,7 +311,7 @@ export function handleMergeRequest(merges: Map<number, MergeState>, msg: MergeRe
         const m = merges.get(msg.id);
         merges.delete(msg.id);
         if (!m) throw new Error('no such merge');
-        return { id: msg.id, ok: true, values: finishSeries(m.plan, m.groups.values(), msg.seriesOf, msg.series) };
+        return { id: msg.id, ok: true, finished: finishCells(m.plan, m.groups.values(), msg.seriesOf, msg.series) };
       }
       case 'drop': {
         const m = merges.get(msg.id);
@@ -331,9 +331,13 @@ export function handleMergeRequest(merges: Map<number, MergeState>, msg: MergeRe
   }
 }
 
-/** The buffers a reply moves rather than copies (an export's encoded groups). */
-export const replyTransfer = (r: MergeReply | undefined): ArrayBuffer[] =>
-  r?.ok && r.exported ? [r.exported.index.buffer as ArrayBuffer, r.exported.cells.buffer as ArrayBuffer] : [];
+/** The buffers a reply moves rather than copies (an export's encoded groups, finished values). */
+export const replyTransfer = (r: MergeReply | undefined): ArrayBuffer[] => {
+  if (!r?.ok) return [];
+  if (r.exported) return [r.exported.index.buffer as ArrayBuffer, r.exported.cells.buffer as ArrayBuffer];
+  if (r.finished) return [r.finished.values.buffer as ArrayBuffer, r.finished.nulls.buffer as ArrayBuffer];
+  return [];
+};
 
 const unavailable = (why: string) => new CollectorError(503, 'query_unavailable', `the query could not be merged (${why}); retry`, 1);
 
@@ -589,7 +593,7 @@ class WorkerSession implements MergeSession {
       finish: async (seriesOf, series) => {
         if (!release()) throw new Error('merge already finished');
         const values = await Promise.all(
-          ws.map(async (w, k) => (await w.request({ type: 'finish', id: this.id, seriesOf: unionOf[k]!.map((j) => seriesOf[j] ?? -1), series })).values!),
+          ws.map(async (w, k) => unpackValues((await w.request({ type: 'finish', id: this.id, seriesOf: unionOf[k]!.map((j) => seriesOf[j] ?? -1), series })).finished!)),
         );
         const out = values[0]!;
         if (ws.length > 1) owner.forEach((k, i) => k > 0 && out.forEach((row, s) => (row[i] = values[k]![s]![i]!)));
