@@ -182,6 +182,73 @@ describe('runQuery', () => {
     expect(reads).toBe(2);
   });
 
+  it('with watermarkTtlMs (the query routes), a watermark read also serves the queries after it within that time', async () => {
+    let reads = 0;
+    const watching = Object.create(store, {
+      derivedUntil: {
+        value: async () => {
+          reads++;
+          return store.derivedUntil();
+        },
+      },
+    }) as Store;
+    const q = { metric: 'orders', aggregation: 'sum', interval: 'hour', from: FROM, to: TO } as const;
+    const one = await runQuery({ store: watching, keyring, watermarkTtlMs: 600_000 }, { accountId: A }, q);
+    for (let i = 0; i < 3; i++) expect(await runQuery({ store: watching, keyring, watermarkTtlMs: 600_000 }, { accountId: A }, q)).toEqual(one);
+    expect(reads).toBe(1);
+    const other = Object.create(watching) as Store; // another store: its own read
+    await runQuery({ store: other, keyring, watermarkTtlMs: 600_000 }, { accountId: A }, q);
+    expect(reads).toBe(2);
+  });
+
+  it('a range over 48 hours whose last read fitted one statement is read whole again without the count; one that outgrew it is counted again', async () => {
+    const C = 'acct_dddddddddddddddddddddddd'; // an account of its own: its rows grow below
+    keyring.createAccount(C);
+    const keys = keyring.accountKeys(C)![0]!;
+    const sent = generatePoints(11, 300, FROM, TO);
+    await writeRollups(store, C, keys, sent, 1, 4);
+    const calls: string[] = [];
+    const counting = Object.create(store, {
+      countRollups: {
+        value: async (sel: Omit<RollupSelection, 'limit'>, slotMs: number) => {
+          calls.push('count');
+          return store.countRollups(sel, slotMs);
+        },
+      },
+      selectRollups: {
+        value: async (sel: RollupSelection) => {
+          const bytes = await store.selectRollups(sel);
+          calls.push(`read ${countRows(bytes)}`);
+          return bytes;
+        },
+      },
+    }) as Store;
+    const q: RefQuery = { metric: 'orders', aggregation: 'sum', interval: 'day', timezone: 'UTC', groupBy: ['country'] };
+    let most = 20_000;
+    const run = () => runQuery({ store: counting, keyring, statementRows: most }, { accountId: C }, { ...q, from: FROM, to: TO });
+    const first = await run();
+    checkAgainstReference(q, first, sent);
+    const n = first.meta.rows;
+    expect(calls).toEqual(['count', `read ${n}`]);
+    most = n + 5;
+    calls.length = 0;
+    expect(await run()).toEqual(first);
+    expect(calls).toEqual([`read ${n}`]); // no count
+    // the same selection now holds more than a statement's rows: the whole read is dropped, then counted and read in parts
+    const more = generatePoints(12, 900, FROM, TO);
+    await writeRollups(store, C, keys, more, 3, 5);
+    calls.length = 0;
+    const grown = await run();
+    checkAgainstReference(q, grown, [...sent, ...more]);
+    expect(grown.meta.rows).toBeGreaterThan(2 * most);
+    expect(calls.slice(0, 2)).toEqual([`read ${most + 1}`, 'count']);
+    expect(calls.length).toBeGreaterThan(3);
+    // and from then on it is counted first
+    calls.length = 0;
+    checkAgainstReference(q, await run(), [...sent, ...more]);
+    expect(calls[0]).toBe('count');
+  });
+
   it('follows the time zone: Berlin days around the spring-forward last 24, 23 and 24 hours', async () => {
     const res = await runQuery(deps(), { accountId: A }, { metric: 'orders', aggregation: 'count', interval: 'day', timezone: 'Europe/Berlin', from: '2026-03-28T00:00:00+01:00', to: '2026-03-31T00:00:00+02:00' });
     const starts = res.series[0]!.points.map(([t]) => t);

@@ -27,6 +27,8 @@ export interface QueryDeps {
   mergers?: Mergers;
   /** Rows one storage statement of a query holds at most (default engine.ts STATEMENT_ROWS; tests set fewer). */
   statementRows?: number;
+  /** How long a read of the derivation watermark serves later queries too (ms of performance.now(); default 0: only those arriving while it is read; the routes: engine.ts WATERMARK_TTL_MS). */
+  watermarkTtlMs?: number;
 }
 
 export interface VersionKeys {

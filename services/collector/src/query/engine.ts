@@ -48,6 +48,7 @@ import { parseQuery, queryKey, type Query } from './request.js';
 import { LEVEL } from '../rollup/levels.js';
 import { DAY_MS } from '../rollup/days.js';
 import { countRows } from '../rollup/rows.js';
+import { FifoMap } from '../fifo-map.js';
 
 export { MAX_SERIES, roundFloat } from './merge.js';
 
@@ -64,20 +65,29 @@ function quarterLevelSince(store: Store): Promise<number> {
   return p;
 }
 
-const derivedReads = new WeakMap<Store, Promise<number>>();
+/** How long this process reuses a read of the derivation watermark for later queries (the query routes; QueryDeps.watermarkTtlMs). */
+export const WATERMARK_TTL_MS = 1000;
+
+const derivedReads = new WeakMap<Store, { p: Promise<number>; until: number }>();
 /**
- * The derivation watermark; queries that arrive while a read of it is under way share that read
- * (one statement fewer each under concurrent queries; storage runs one at a time). It only
- * grows: a value read a moment earlier costs more minute rows, never another answer.
+ * The derivation watermark; queries that arrive while a read of it is under way share that read,
+ * and for `ttlMs` after it answered (one statement fewer each under concurrent queries; storage
+ * runs one at a time). It only grows: a value read a moment earlier costs more minute rows,
+ * never another answer.
  */
-function derivedUntil(store: Store): Promise<number> {
-  let p = derivedReads.get(store);
-  if (!p) {
-    p = store.derivedUntil();
-    derivedReads.set(store, p);
-    const done = (): void => void (derivedReads.get(store) === p && derivedReads.delete(store));
-    p.then(done, done);
-  }
+function derivedUntil(store: Store, ttlMs: number): Promise<number> {
+  const hit = derivedReads.get(store);
+  if (hit && performance.now() < hit.until) return hit.p;
+  const p = store.derivedUntil();
+  const entry = { p, until: Infinity }; // in flight: shared
+  derivedReads.set(store, entry);
+  p.then(
+    () => {
+      if (ttlMs > 0) entry.until = performance.now() + ttlMs;
+      else if (derivedReads.get(store) === entry) derivedReads.delete(store);
+    },
+    () => void (derivedReads.get(store) === entry && derivedReads.delete(store)),
+  );
   return p;
 }
 
@@ -131,9 +141,10 @@ export interface QueryStats {
  */
 export async function runQuery(deps: QueryDeps, account: { accountId: string }, body: unknown, stats?: QueryStats): Promise<QueryResult> {
   // The derivation watermark, read per query (one small statement, shared by queries arriving
-  // while it runs): hours from it on are read from minute rows. It only grows; an older one costs
-  // more rows, never another answer.
-  const q = parseQuery(body, { quarterSince: await quarterLevelSince(deps.store), derivedUntil: await derivedUntil(deps.store) });
+  // while it runs or within deps.watermarkTtlMs after): hours from it on are read from minute
+  // rows. It only grows; an older one costs more rows, never another answer.
+  const watermark = derivedUntil(deps.store, deps.watermarkTtlMs ?? 0);
+  const q = parseQuery(body, { quarterSince: await quarterLevelSince(deps.store), derivedUntil: await watermark });
   const { cache } = deps;
   const key = cache ? `query\u0000${queryKey(q)}` : '';
   const hit = cache?.get<QueryResult>(account.accountId, key);
@@ -211,6 +222,14 @@ export const STATEMENT_ROWS = 20_000;
 /** A range up to this long is first read in one statement (most fit; see readInStatements). */
 export const READ_WHOLE_MS = 2 * DAY_MS;
 
+const sizesByStore = new WeakMap<Store, FifoMap<string, number>>();
+/** Rows the last read of a selection found (by its JSON, limit left out), for the most recent selections. */
+function selectionSizes(store: Store): FifoMap<string, number> {
+  let m = sizesByStore.get(store);
+  if (!m) sizesByStore.set(store, (m = new FifoMap(1000)));
+  return m;
+}
+
 /**
  * Reads a query's rows in statements over consecutive time ranges of at most STATEMENT_ROWS
  * rows each. A range of at most READ_WHOLE_MS (a dashboard's "last 24 hours") is first read
@@ -219,28 +238,36 @@ export const READ_WHOLE_MS = 2 * DAY_MS;
  * rows per UTC day (minute at minute level) without reading them: chDB runs one statement at a
  * time, so a heavy query read in one statement would hold back every insert (acknowledgements,
  * processing writes) for its whole read, while each statement costs the engine a fixed
- * ~5–10 ms however few rows it returns (most queries fit one). Ranges are split at UTC days (hour and quarter-hour levels: a day's
- * rows and its day pack, the scope of a sealed `supersedes` list, are read by one statement)
- * or minutes (minute level: the scope is one bucket), so what supersedes.ts decides per scope
- * comes from one statement, which sees one snapshot; the count may see another (it only sizes
- * the ranges). At most MAX_ROWS + 1 rows in all (more: the merge answers query_too_large).
- * Each statement's rows go to `session` as they arrive, so the workers merge while storage
- * reads the next.
+ * ~5–10 ms however few rows it returns (most queries fit one). A longer range whose last read
+ * (the same selection: a dashboard's ranges are whole buckets) held at most STATEMENT_ROWS
+ * rows is read whole first like a short one, without the count. Ranges are split at UTC days
+ * (hour and quarter-hour levels: a day's rows and its day pack, the scope of a sealed
+ * `supersedes` list, are read by one statement) or minutes (minute level: the scope is one
+ * bucket), so what supersedes.ts decides per scope comes from one statement, which sees one
+ * snapshot; the count may see another (it only sizes the ranges). At most MAX_ROWS + 1 rows in
+ * all (more: the merge answers query_too_large). Each statement's rows go to `session` as they
+ * arrive, so the workers merge while storage reads the next.
  */
 async function readInStatements(deps: QueryDeps, selection: RollupSelection, session: MergeSession): Promise<void> {
   const unit = selection.level === LEVEL.minute ? MINUTE_MS : DAY_MS;
   const most = deps.statementRows ?? STATEMENT_ROWS;
-  if (selection.to - selection.from <= READ_WHOLE_MS) {
+  const sizes = selectionSizes(deps.store);
+  const key = JSON.stringify({ ...selection, limit: 0 });
+  const known = sizes.get(key);
+  if (selection.to - selection.from <= READ_WHOLE_MS || (known !== undefined && known <= most)) {
     const bytes = await deps.store.selectRollups({ ...selection, limit: Math.min(most, MAX_ROWS) + 1 });
     const n = countRows(bytes);
     if (n <= most) {
+      sizes.set(key, n);
       session.add(bytes, n);
       return;
     }
   }
   const ends: number[] = [];
   let rows = 0;
-  for (const slot of await deps.store.countRollups(selection, unit)) {
+  const slots = await deps.store.countRollups(selection, unit);
+  sizes.set(key, slots.reduce((n, slot) => n + slot.rows, 0));
+  for (const slot of slots) {
     // a cut at the slot's start: after `from` (the first slot may begin before it), after rows
     if (rows > 0 && rows + slot.rows > most && slot.at > selection.from && slot.at < selection.to) {
       ends.push(slot.at);

@@ -19,7 +19,7 @@ import type { Services } from '../services.js';
 import type { QueryCache } from './cache.js';
 import { listMetrics, type MetricsListing } from './catalog.js';
 import { DashboardFiles, securityHeaders, serveDashboard } from './dashboard.js';
-import { runQuery, type QueryResult, type QueryStats } from './engine.js';
+import { runQuery, WATERMARK_TTL_MS, type QueryResult, type QueryStats } from './engine.js';
 import { registerPrometheusRoutes } from './prometheus/routes.js';
 import { refusalAdvice } from '../ingest/refusals.js';
 import { QueryLimits } from './limits.js';
@@ -82,6 +82,7 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
   // Every statement of a query ends within queryTimeoutMs (then 503 storage_unavailable).
   const deps = {
     store: s.store.withDeadline(s.config.queryTimeoutMs), keyring: { accountKeys: (id: string) => s.accounts.keys(id) }, log: s.log, cache, now: s.now,
+    watermarkTtlMs: WATERMARK_TTL_MS,
     onFailedRows: (n: number) => m.failedRows.inc(n),
     onTamperedRows: (n: number) => m.tamperedRows.inc(n),
     onMerge: (d: 1 | -1) => m.merging.inc(d),
