@@ -61,6 +61,7 @@ export function createMetrics(opts: { rotationIncomplete?: () => boolean } = {})
     requests: new Counter({ name: 'cipherstat_http_requests_total', help: 'HTTP requests by route and status', labelNames: ['route', 'status'], registers: [registry] }),
     batches: new Counter({ name: 'cipherstat_batches_total', help: 'Batches by outcome (accepted, duplicate, rejected, dropped)', labelNames: ['outcome'], registers: [registry] }),
     envelopes: new Counter({ name: 'cipherstat_batches_by_envelope_version_total', help: 'Batches stored by envelope version (1: NaCl, deprecated; 2: HPKE)', labelNames: ['version'], registers: [registry] }),
+    batchTwins: new Counter({ name: 'cipherstat_batch_twins_total', help: 'Batches a processing tick left out because they already had a live processed marker (a batch stored again, e.g. a retry after a restart)', registers: [registry] }),
     batchRejects: new Counter({ name: 'cipherstat_batch_rejects_total', help: 'Refused or dropped batches by error code', labelNames: ['code'], registers: [registry] }),
     ingestBodyBytes: new Counter({ name: 'cipherstat_ingest_body_bytes_total', help: 'Request body bytes ingest read off the network (admitted requests only)', registers: [registry] }),
     ingestOpenedBytes: new Counter({ name: 'cipherstat_ingest_opened_bytes_total', help: 'Envelope bytes ingest decoded and handed to the outer-layer open', registers: [registry] }),

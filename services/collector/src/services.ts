@@ -213,6 +213,9 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const writer = new BatchWriter(requestStore, metrics, {
     maxQueued: config.maxQueuedBatches,
     onDurable: processor ? (rows) => processor.enqueue(rows) : undefined,
+    // Every batch stored here is handed to this node's processor, which skips twins of processed
+    // batches: the 202's duplicate check needs no storage read (writer.ts).
+    checkStorage: !processor,
     // Come back when the processing backlog should be gone (1 to 60 s, spread: fairness.ts).
     retryAfter: processor ? () => retryAfterSeconds(processor.drainSeconds()) : undefined,
     log,

@@ -4,6 +4,18 @@
  * insert; throughput is as many batches as arrive during it. Idempotent by batch id: a
  * batch already stored (recently seen here, or found in storage) resolves as a duplicate.
  *
+ * Where this node also processes (role `all`: every stored batch is handed to its processor),
+ * the check is this process's memory only (`checkStorage: false`): the batches it stored or
+ * acknowledged since it started, the last 500,000 of them. A twin it does not remember (a retry
+ * after a restart, or of a batch evicted from memory) is stored again — the same (account_id,
+ * batch_id), one row for every reader of `batches` (FINAL) — and answered `duplicate: false`;
+ * processing counts it once all the same: a tick leaves out every batch that already has a live
+ * processed marker, and deletes its sealed row in confidential mode (process/processor.ts). The
+ * storage read this saves was a third of embedded chDB's time under storefront load
+ * (ARCHITECTURE.md). An ingest-only node keeps the storage check: its batches reach
+ * processing through the poll, which never returns a batch with a marker, so a twin of a
+ * processed batch there would stay stored (a confidential account's too).
+ *
  * A batch is acknowledged only after its insert resolved. When the duplicate check or the
  * insert fails or passes its deadline (the store given here has one), every batch of the group
  * is refused with 503 storage_unavailable and nothing is remembered as seen, so the client's
@@ -58,6 +70,8 @@ export class BatchWriter {
       logLimiter?: ReturnType<typeof everyFewSeconds>;
       /** Where the engine keeps its files (chDB), named with the free space when the disk is full. */
       diskPath?: string;
+      /** Whether a batch not remembered here is looked up in storage (default true; false only where processing skips marked twins: above). */
+      checkStorage?: boolean;
     },
   ) {
     this.logFailure = opts.logLimiter ?? everyFewSeconds();
@@ -114,7 +128,7 @@ export class BatchWriter {
     ack.inc({ phase: 'queued' }, queued / 1000);
     try {
       const candidates = [...first.values()];
-      const existing = candidates.length ? await this.store.existingBatches(candidates.map((p) => p.row)) : new Set<string>();
+      const existing = candidates.length && this.opts.checkStorage !== false ? await this.store.existingBatches(candidates.map((p) => p.row)) : new Set<string>();
       const checked = performance.now();
       ack.inc({ phase: 'dedup' }, ((checked - started) * items.length) / 1000);
       const fresh = candidates.filter((p) => !existing.has(key(p.row)));

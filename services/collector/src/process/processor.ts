@@ -5,7 +5,11 @@
  * pseudonyms and per-account reject counts.
  *
  * Exactly once: every tick writes its rollup rows under one random `part` id and then the
- * processed markers naming that part. A crash between the two leaves rollup rows whose part
+ * processed markers naming that part. Before it computes anything a tick reads which of its
+ * batches already have a live marker (one read per tick, whatever path they came by: hand-off or
+ * poll) and leaves those out — a twin stored again (a retry after a restart: ingest's duplicate
+ * check is this process's memory only, ingest/writer.ts) is never counted twice; in confidential
+ * mode its sealed row is deleted like a processed batch's. A crash between the two leaves rollup rows whose part
  * has no marker; `recover()` deletes them before their batches are processed again. A tick
  * that fails in process deletes its own rows before its batches can be retried (and refuses
  * to process anything else until that succeeded); a periodic recovery sweeps what is left
@@ -94,6 +98,10 @@ export interface ProcessorOptions {
 /** A tick whose CPU part has started. */
 interface Pending {
   rows: BatchRow[];
+  /** Batches of this tick found already processed (a live marker): not computed, not marked again. */
+  twins: BatchRow[];
+  /** Those of confidential accounts: their sealed rows are deleted with the tick's own. */
+  twinsToDelete: { accountId: string; batchId: string }[];
   now: number;
   part: string;
   output: Promise<TickOutput>;
@@ -187,6 +195,7 @@ export class Processor {
       } catch (e) {
         // Leave them for the poll: they are durable and unmarked (process() removed its rollup rows).
         this.queue.release(cur.rows);
+        this.queue.release(cur.twins);
         if (next) await this.abandon(next);
         next = undefined;
         this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'processing failed; batches will be retried');
@@ -198,8 +207,9 @@ export class Processor {
 
   /** Drops a computed tick that will not be written: its batches are retried, its dictionary entries kept for the next write. */
   private async abandon(t: Pending): Promise<void> {
-    this.queue.release(t.rows);
     const out = await t.output.catch(() => undefined);
+    this.queue.release(t.rows);
+    this.queue.release(t.twins);
     if (out) await this.keepUnwritten(out.dict);
   }
 
@@ -365,14 +375,14 @@ export class Processor {
 
   /** Starts a tick's CPU part (in the worker, or inline at once). */
   private begin(rows: BatchRow[]): Pending {
-    const now = this.now();
-    const part = toHex(randomBytes(16));
-    const output = this.compute(rows, now, part);
-    output.catch(() => {}); // awaited by process() or abandon()
-    return { rows, now, part, output };
+    const t: Pending = { rows, twins: [], twinsToDelete: [], now: this.now(), part: toHex(randomBytes(16)), output: Promise.resolve(undefined as never) };
+    t.output = this.compute(t);
+    t.output.catch(() => {}); // awaited by process() or abandon()
+    return t;
   }
 
-  private async compute(rows: BatchRow[], now: number, part: string): Promise<TickOutput> {
+  private async compute(t: Pending): Promise<TickOutput> {
+    const { rows, now, part } = t;
     const accounts = new Map<string, TickAccount | null>();
     const unresolved = new Set<string>();
     // What ingest saw of each account, the newest per account (hand-offs carry it).
@@ -384,7 +394,12 @@ export class Processor {
     // All at once: the misses of batches without it become one storage read (Accounts.get).
     const ids = [...seen.keys()];
     const resolving = this.o.metrics.tickPhaseSeconds.startTimer({ phase: 'accounts' });
-    const resolved = await Promise.allSettled(ids.map((id) => this.account(id, seen.get(id))));
+    // Beside them, the one read of which batches already have a live marker (twins). If it
+    // fails, the tick fails before writing anything: its batches are retried.
+    const [resolved, marked] = await Promise.all([
+      Promise.allSettled(ids.map((id) => this.account(id, seen.get(id)))),
+      rows.length ? this.o.store.markedBatches(rows) : new Set<string>(),
+    ]);
     resolving();
     ids.forEach((id, i) => {
       const r = resolved[i]!;
@@ -399,6 +414,19 @@ export class Processor {
       const keep = rows.filter((r) => !unresolved.has(r.accountId));
       this.queue.release(rows.filter((r) => unresolved.has(r.accountId)));
       rows.splice(0, rows.length, ...keep); // the tick's own list: these are neither written nor marked done
+    }
+    if (marked.size) {
+      const keep: BatchRow[] = [];
+      for (const r of rows) {
+        if (!marked.has(`${r.accountId}/${r.batchId}`)) keep.push(r);
+        else {
+          t.twins.push(r);
+          // A deleted or shredded account (null) has nothing left to delete here.
+          if (accounts.get(r.accountId)?.confidential) t.twinsToDelete.push({ accountId: r.accountId, batchId: r.batchId });
+        }
+      }
+      rows.splice(0, rows.length, ...keep);
+      this.o.metrics.batchTwins.inc(t.twins.length);
     }
     const input: TickInput = { rows, accounts, now, part, limits: this.o.limits, epoch: this.epoch };
     return this.runner.compute(input);
@@ -440,7 +468,7 @@ export class Processor {
     }
   }
 
-  private async write({ rows, part, now }: Pending, output: TickOutput, out: { rollups: RollupRow[]; dict: DictRow[] }): Promise<void> {
+  private async write({ rows, twins, twinsToDelete, part, now }: Pending, output: TickOutput, out: { rollups: RollupRow[]; dict: DictRow[] }): Promise<void> {
     const { dict } = out;
     const { rollups, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups, limited } = output;
     const m = this.o.metrics;
@@ -486,10 +514,12 @@ export class Processor {
     } catch (e) {
       this.o.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'could not store reject counts');
     }
-    if (confidential.length) await this.o.store.deleteBatches(confidential);
+    const toDelete = twinsToDelete.length ? [...confidential, ...twinsToDelete] : confidential;
+    if (toDelete.length) await this.o.store.deleteBatches(toDelete);
 
     const doneAt = this.now();
     this.queue.processed(rows);
+    this.queue.processed(twins);
     for (const r of rows) m.processingLag.observe((doneAt - r.receivedAt) / 1000);
     this.o.onProcessed?.([...new Set(rows.map((r) => r.accountId))]);
   }

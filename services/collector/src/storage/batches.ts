@@ -64,6 +64,26 @@ export function batchRepository(db: Db): BatchStore {
       return found;
     },
 
+    // Processing's check before a tick (process/processor.ts): one read of `processed` for the
+    // tick's batches, the same index use and over-selection filter as existingBatches, live
+    // markers only (a stale lease holder's late marker does not count: fences.ts).
+    async markedBatches(keys) {
+      const found = new Set<string>();
+      for (const part of db.chunks(keys, key)) {
+        const wanted = new Set(part.map(key));
+        const rows = await db.conn.query<{ account_id: string; batch_id: string }>(
+          `SELECT DISTINCT account_id, batch_id FROM ${db.t('processed')}
+           WHERE account_id IN {a:Array(String)} AND batch_id IN {b:Array(String)} AND ${liveMarker(db)}`,
+          { a: unique(part.map((k) => k.accountId)), b: unique(part.map((k) => k.batchId)) },
+        );
+        for (const r of rows) {
+          const k = key({ accountId: r.account_id, batchId: r.batch_id });
+          if (wanted.has(k)) found.add(k);
+        }
+      }
+      return found;
+    },
+
     async pendingBatches(sinceMs, limit, partition) {
       const rows = await db.conn.query(
         `SELECT ${BATCH_SELECT} FROM ${db.t('batches')} FINAL

@@ -234,6 +234,11 @@ export interface BatchStore {
    */
   existingBatches(keys: { accountId: string; batchId: string }[]): Promise<Set<string>>;
   /**
+   * Which of these pairs have a live processed marker (a stale lease holder's late one does not
+   * count: fences.ts); keys `${accountId}/${batchId}`. Processing skips them (a twin stored again).
+   */
+  markedBatches(keys: { accountId: string; batchId: string }[]): Promise<Set<string>>;
+  /**
    * Stored batches received at or after `since` that have no processed row, oldest first;
    * with `partition`, only those of its accounts.
    */

@@ -200,6 +200,9 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       await store.markProcessed([{ accountId: 'acct-b', batchId: 'b1', processedAt: t + 10, accepted: 99, rejected: 1, part: 'tick-1' }]);
       await store.markProcessed([{ accountId: 'acct-b', batchId: 'b1', processedAt: t + 11, accepted: 99, rejected: 1, part: 'tick-1' }]);
       expect(ids(await store.pendingBatches(t, 10), 'acct-b')).toEqual(['b2', 'b3']);
+      // What processing skips: the batches with a marker (the tuple, not either column alone).
+      expect([...(await store.markedBatches(keys))]).toEqual(['acct-b/b1']);
+      expect(await store.markedBatches([])).toEqual(new Set());
       expect((await store.pendingBatches(t, 1)).map((b) => b.batchId)).toEqual(['b2']);
       expect(ids(await store.pendingBatches(t + 3, 10), 'acct-b')).toEqual(['b3']);
       expect((await store.countAccountRows('acct-b')).processed).toBe(1);
@@ -569,6 +572,11 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       expect(await pending(a)).toEqual(['f2', 'f5']);
       expect(await pending(b)).toEqual(['f1', 'f2', 'f3', 'f4', 'f5']); // its only marker is stale
       expect(await pending(c)).toEqual(['f2', 'f3', 'f4', 'f5']);
+      // Processing's twin check counts the same markers as the poll: a stale one does not.
+      const marked = async (x: string) => [...(await store.markedBatches(['f1', 'f2', 'f3', 'f4', 'f5'].map((batchId) => ({ accountId: x, batchId }))))].map((k) => k.slice(x.length + 1)).sort();
+      expect(await marked(a)).toEqual(['f1', 'f3', 'f4']);
+      expect(await marked(b)).toEqual([]);
+      expect(await marked(c)).toEqual(['f1']);
       expect(await store.partMarkedSince('f-old', w)).toBe(true);
       expect(await store.partMarkedSince('f-new', w)).toBe(true);
       expect(await store.partMarkedSince('f-late', w)).toBe(false);
