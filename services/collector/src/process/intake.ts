@@ -120,12 +120,17 @@ export class Intake {
     return !this.inflight.has(key(r)) && !this.done.has(key(r));
   }
 
-  /** Queues the rows not seen yet. */
+  /**
+   * Queues the rows not waiting or in a tick already. One processed here before is queued again
+   * when handed off: ingest stored it again (a twin its memory no longer held), and only a tick
+   * deletes a confidential account's twin (it skips the batch itself: its marker). The poll
+   * hands over only rows that are new here (isNew).
+   */
   push(rows: BatchRow[]): void {
     this.handedOff.add(rows.length);
     for (const r of rows) {
       const k = key(r);
-      if (this.inflight.has(k) || this.done.has(k)) continue;
+      if (this.inflight.has(k)) continue;
       this.inflight.add(k);
       // When it was handed to this processor (the poll hands over old batches).
       this.queue.push(r, Math.max(r.receivedAt, this.o.now()));
