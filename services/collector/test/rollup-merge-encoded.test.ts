@@ -13,7 +13,9 @@ import {
   emptyAggregate,
   encodeAggregate,
   finalize,
+  emptyScalars,
   mergeEncoded,
+  mergeEncodedDeferred,
   mergeInto,
 } from '../src/rollup/aggregate.js';
 import { ByteWriter } from '../src/rollup/bytes.js';
@@ -345,3 +347,89 @@ function build(points: [number, number][], agg = emptyAggregate()): Aggregate {
   for (const [v, t] of points) addPoint(agg, v, t);
   return agg;
 }
+
+describe('mergeEncodedDeferred ≡ mergeEncoded(…, true)', () => {
+  const QS = ['p50', 'p75', 'p90', 'p95', 'p99', 'min', 'max', 'count', 'sum', 'last'] as const;
+  const mutation = fc.tuple(fc.constantFrom('set', 'truncate', 'insert', 'delete', 'append'), fc.nat(), fc.nat(255));
+  /** An encoding, sometimes mutated (so errors are compared too). */
+  const encoding = fc.tuple(aggregate, fc.array(mutation, { maxLength: 2 })).map(([agg, muts]) => {
+    let b = [...encodeAggregate(agg)];
+    for (const [kind, at, byte] of muts) {
+      const i = at % (b.length + 1);
+      if (kind === 'set' && i < b.length) b[i] = byte;
+      else if (kind === 'truncate') b = b.slice(0, i);
+      else if (kind === 'insert') b.splice(i, 0, byte);
+      else if (kind === 'delete') b.splice(i, 1);
+      else if (kind === 'append') b.push(byte);
+    }
+    return new Uint8Array(b);
+  });
+
+  it('same outcomes, into unchanged on a throw, the same percentiles before and the same aggregate after its sketch is merged', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.constant(null), start), fc.array(encoding, { minLength: 1, maxLength: 8 }), fc.boolean(), (from, parts, slots) => {
+        const ref = from ? cloneAggregate(from) : emptyScalars();
+        const got = from ? cloneAggregate(from) : emptyScalars();
+        for (const bytes of parts) {
+          // also as a slot of a larger buffer (a day pack's)
+          const buf = slots ? new Uint8Array([7, ...bytes, 9]) : bytes;
+          const [at, end] = slots ? [1, bytes.length + 1] : [0, bytes.length];
+          const before = structuredClone(got);
+          const r = attempt(() => mergeEncoded(ref, bytes, true));
+          expect(attempt(() => mergeEncodedDeferred(got, buf, at, end))).toEqual(r);
+          if (!r.ok) expect(got).toEqual(before);
+        }
+        for (const q of QS) expect(finalize(got, q)).toBe(finalize(ref, q)); // through the scratch sketch
+        const copy = cloneAggregate(got); // merges the deferred sketches
+        expect(got.deferred).toBeUndefined();
+        expect(view(got)).toEqual(view(ref));
+        expect(view(copy)).toEqual(view(ref));
+        if (got.count > 0) expect(hex(encodeAggregate(got))).toBe(hex(encodeAggregate(ref)));
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  it('cells with deferred sketches merge, export and take more like eager ones (mergeInto, encodeAggregate, mergeEncoded)', () => {
+    fc.assert(
+      fc.property(fc.array(aggregate, { minLength: 2, maxLength: 6 }), (aggs) => {
+        const half = aggs.length >> 1;
+        const cell = (xs: Aggregate[], deferred: boolean) => {
+          const c = deferred ? emptyScalars() : emptyAggregate();
+          for (const a of xs) attempt(() => (deferred ? mergeEncodedDeferred(c, encodeAggregate(a)) : mergeEncoded(c, encodeAggregate(a), true)));
+          return c;
+        };
+        const [a, b] = [cell(aggs.slice(0, half), true), cell(aggs.slice(half), true)];
+        const [ra, rb] = [cell(aggs.slice(0, half), false), cell(aggs.slice(half), false)];
+        expect(attempt(() => mergeInto(a, b))).toEqual(attempt(() => mergeInto(ra, rb)));
+        expect(view(a)).toEqual(view(ra));
+        const c = cell(aggs.slice(half), true);
+        const rc = cell(aggs.slice(half), false);
+        const bytes = encodeAggregate(ra);
+        expect(attempt(() => mergeEncoded(c, bytes, true))).toEqual(attempt(() => mergeEncoded(rc, bytes, true)));
+        expect(view(c)).toEqual(view(rc));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('different alpha and count overflow: the same errors as the eager merge, against sketches deferred or merged', () => {
+    const into = emptyScalars();
+    mergeEncodedDeferred(into, encodeAggregate(addPoint(addPoint(emptyAggregate({ alpha: 0.02 }), 1, 0), 2, 1)));
+    const other = encodeAggregate(addPoint(addPoint(emptyAggregate(), 3, 5), 4, 6));
+    const before = structuredClone(into);
+    expect(attempt(() => mergeEncodedDeferred(into, other))).toMatchObject({ ok: false, code: 'incompatible_sketch' });
+    expect(into).toEqual(before);
+    const big = emptyAggregate();
+    add(big.sketch, 5, MAX_SAFE - 10);
+    Object.assign(big, { count: MAX_SAFE - 10, sum: 5 * (MAX_SAFE - 10), min: 5, max: 5, last: 5, lastAt: 0 });
+    const twenty = encodeAggregate(build(Array.from({ length: 20 }, (_, i): [number, number] => [2, i])));
+    for (const deferred of [true, false]) {
+      const b = deferred ? emptyScalars() : cloneAggregate(big);
+      if (deferred) mergeEncodedDeferred(b, encodeAggregate(big));
+      const kept = structuredClone(b);
+      expect(attempt(() => mergeEncodedDeferred(b, twenty))).toMatchObject({ ok: false, code: 'invalid_argument', message: 'sketch count overflow' });
+      expect(b).toEqual(kept);
+    }
+  });
+});

@@ -5,7 +5,7 @@
  * (worker.ts) or, for small reads, inline (mergers.ts). The engine (engine.ts) does the I/O.
  */
 import { CollectorError } from '../errors.js';
-import { emptyAggregate, emptyScalars, finalize, mergeEncoded, mergeInto, type Aggregate, type Aggregation } from '../rollup/index.js';
+import { emptyAggregate, emptyScalars, finalize, mergeEncoded, mergeEncodedDeferred, mergeInto, type Aggregate, type Aggregation } from '../rollup/index.js';
 import type { RollupLevel } from '../storage/types.js';
 import { DAY_MS, HOUR_MS } from '../rollup/days.js';
 import { LEVEL, readRows, RowReader, type OpenedRow, type StoredRow } from '../rollup/rows.js';
@@ -181,18 +181,19 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
     accept: (row) => groupOf(row) !== null, // storage returned a row outside the filter: failed
   });
 
-  // Percentiles merge sketches; every other aggregation reads none, and its cells share one
-  // empty sketch (no sketch stores per cell).
+  // Percentiles merge sketches: a cell keeps the encodings it merged (validated) and its sketch
+  // is merged when finalized, through one scratch sketch (no sketch stores per cell); every
+  // other aggregation reads no sketch.
   const withSketch = plan.aggregation[0] === 'p';
-  const newCell = withSketch ? emptyAggregate : emptyScalars;
+  const merge = withSketch ? mergeEncodedDeferred : (a: Aggregate, bytes: Uint8Array, from: number, to: number) => mergeEncoded(a, bytes, false, from, to);
   let failed = 0;
   const add = (grp: Target, i: number, bytes: Uint8Array, from: number, to: number): void => {
     const g = grp.g ?? (grp.g = groups.get(grp.key)); // another series may have made the group
     const cur = g?.aggs[i];
     try {
-      if (cur) return mergeEncoded(cur, bytes, withSketch, from, to); // unchanged when it throws
-      const agg = newCell();
-      mergeEncoded(agg, bytes, withSketch, from, to);
+      if (cur) return merge(cur, bytes, from, to); // unchanged when it throws
+      const agg = emptyScalars();
+      merge(agg, bytes, from, to);
       if (g) g.aggs[i] = agg;
       else {
         if (groups.size >= plan.maxGroups) throw tooManySeries();

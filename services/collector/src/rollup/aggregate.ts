@@ -16,8 +16,10 @@ import {
   type Sketch,
   type SketchOptions,
   add,
+  clearSketch,
   cloneSketch,
   createSketch,
+  incompatible,
   lnGammaOf,
   merge,
   mergeScanned,
@@ -47,6 +49,20 @@ export interface Aggregate {
    * (browser batches, README "Unique visitors"); absent otherwise.
    */
   visitors?: Distinct;
+  /**
+   * Sketches merged in but not yet into `sketch` (mergeEncodedDeferred): the encodings they
+   * came in, validated when merged. Every function here that reads `sketch` merges them first
+   * (finalize reads a percentile through a scratch sketch instead, and keeps them).
+   */
+  deferred?: Deferred;
+}
+
+/** Encodings `bytes[i]` at [at[2i], at[2i + 1]), their sketches' total count and their (common) alpha. */
+interface Deferred {
+  bytes: Uint8Array[];
+  at: number[];
+  count: number;
+  alpha: number;
 }
 
 export const AGGREGATIONS = ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p75', 'p90', 'p95', 'p99', 'last', 'uniq'] as const;
@@ -63,10 +79,12 @@ export function emptyAggregate(opts?: SketchOptions): Aggregate {
  * mergeEncoded replace it rather than write to it). Do not add points to it.
  */
 export function emptyScalars(): Aggregate {
-  return { count: 0, sum: 0, min: Infinity, max: -Infinity, last: 0, lastAt: -Infinity, sketch: NO_SKETCH };
+  // `deferred` from the start: one object shape whether or not a sketch is deferred (mergeEncodedDeferred)
+  return { count: 0, sum: 0, min: Infinity, max: -Infinity, last: 0, lastAt: -Infinity, sketch: NO_SKETCH, deferred: undefined };
 }
 
 export function cloneAggregate(a: Aggregate): Aggregate {
+  settleSketch(a);
   const c = { ...a, sketch: cloneSketch(a.sketch) };
   if (a.visitors) c.visitors = cloneDistinct(a.visitors);
   return c;
@@ -79,6 +97,7 @@ export function cloneAggregate(a: Aggregate): Aggregate {
 export function addPoint(agg: Aggregate, value: number, timeMs: number, visitor?: Uint8Array): Aggregate {
   if (!Number.isFinite(value)) throw invalid('value must be a finite number');
   if (!Number.isSafeInteger(timeMs)) throw invalid('time must be an integer number of milliseconds');
+  settleSketch(agg);
   if (visitor) addHash((agg.visitors ??= emptyDistinct()), visitor);
   if (value === 0) value = 0; // -0 → 0, so equal inputs give byte-equal encodings in any order
   add(agg.sketch, value);
@@ -88,6 +107,8 @@ export function addPoint(agg: Aggregate, value: number, timeMs: number, visitor?
 
 /** Merges `from` into `into` (mutates and returns `into`); use in hot loops. */
 export function mergeInto(into: Aggregate, from: Aggregate): Aggregate {
+  settleSketch(into);
+  settleSketch(from);
   if (into.sketch === NO_SKETCH && from.sketch.count > 0) into.sketch = createSketch(); // never write to NO_SKETCH
   merge(into.sketch, from.sketch); // first: it may throw, and then nothing has changed
   if (from.visitors) mergeDistinct((into.visitors ??= emptyDistinct()), from.visitors);
@@ -133,7 +154,7 @@ export function finalize(agg: Aggregate, aggregation: Aggregation): number | nul
     case 'last':
       return agg.last;
   }
-  const v = quantile(agg.sketch, q!)!;
+  const v = quantile(agg.deferred && agg.sketch.count === 0 ? scratchOf(agg.deferred) : (settleSketch(agg), agg.sketch), q!)!;
   return Math.min(Math.max(v, agg.min), agg.max);
 }
 
@@ -220,6 +241,7 @@ function impliedSketch(params: SketchOptions, count: number, min: number, max: n
 
 /** The compact encoding (version 3, or 4 with visitors); an empty aggregate as version 1. */
 export function encodeAggregate(agg: Aggregate): Uint8Array {
+  settleSketch(agg);
   if (agg.count === 0) return new Uint8Array([VERSION, 0]);
   const w = new ByteWriter();
   const visitors = agg.visitors;
@@ -364,6 +386,60 @@ export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate
 
 const cursor = new ByteReader();
 
+/** What parseEncoded read (module scratch, reused): the scalars are in `head`, the sketch (withSketch) in sketch.ts' scan scratch. */
+const parsed = { count: 0, alpha: DEFAULT_ALPHA, maxBuckets: DEFAULT_MAX_BUCKETS, lnGamma: DEFAULT_LN_GAMMA, visitors: undefined as Distinct | undefined };
+
+/**
+ * Reads and validates `bytes[start, end)` exactly as decodeAggregate(…, withSketch) does (same
+ * errors) into `parsed` and `head`; a count of 0 reads nothing more.
+ */
+function parseEncoded(bytes: Uint8Array, withSketch: boolean, start: number, end: number): typeof head {
+  if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
+  const r = cursor;
+  r.reset(bytes, start, end);
+  const v = readVersion(r);
+  const count = r.varint();
+  parsed.count = count;
+  parsed.visitors = undefined;
+  if (count === 0) {
+    if (v.compact || v.visitors) throw malformed('empty aggregate of a version other than 1');
+    if (r.remaining !== 0) throw malformed('trailing bytes');
+    return head;
+  }
+  const h = readScalars(r, count, v.compact); // the same checks as decodeAggregate
+  if (v.visitors) parsed.visitors = readDistinct(r);
+  if (withSketch) {
+    let alpha = DEFAULT_ALPHA;
+    let maxBuckets = DEFAULT_MAX_BUCKETS;
+    let lnGamma = DEFAULT_LN_GAMMA;
+    if (h.flags & PARAMS) {
+      alpha = r.f64();
+      maxBuckets = r.varint();
+      if (!validParams(alpha, maxBuckets)) throw malformed('sketch parameters');
+      lnGamma = lnGammaOf(alpha);
+    }
+    if (h.flags & SKETCH_IMPLIED) {
+      if (h.flags & SINGLE) scanSingle(h.min, count, lnGamma);
+      else scanImplied(count, h, lnGamma); // 2 or 3 values (compact): from min, max (and sum − min − max)
+    } else if (scanSketchBody(r, maxBuckets, lnGamma) !== count) throw malformed('sketch count does not match count');
+    if (r.remaining !== 0) throw malformed('trailing bytes');
+    parsed.alpha = alpha;
+    parsed.maxBuckets = maxBuckets;
+    parsed.lnGamma = lnGamma;
+  }
+  return h;
+}
+
+/** The parsed visitors and scalars merged into `into` (last: `into` is unchanged by anything that throws before). */
+function mergeParsed(into: Aggregate, h: typeof head): void {
+  const visitors = parsed.visitors;
+  if (visitors) {
+    if (into.visitors) mergeDistinct(into.visitors, visitors);
+    else into.visitors = visitors;
+  }
+  mergeFields(into, parsed.count, h.sum, h.min, h.max, h.last, h.lastAt);
+}
+
 /**
  * Same result as mergeInto(into, decodeAggregate(bytes, withSketch)), without building the
  * decoded aggregate: for hot loops. Throws RollupError('malformed_aggregate') exactly when
@@ -374,42 +450,64 @@ const cursor = new ByteReader();
  * `bytes[start, end)` (a day pack's slot, without a view per slot).
  */
 export function mergeEncoded(into: Aggregate, bytes: Uint8Array, withSketch: boolean, start = 0, end = bytes.length): void {
-  if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
-  const r = cursor;
-  r.reset(bytes, start, end);
-  const v = readVersion(r);
-  const count = r.varint();
-  if (count === 0) {
-    if (v.compact || v.visitors) throw malformed('empty aggregate of a version other than 1');
-    if (r.remaining !== 0) throw malformed('trailing bytes');
-    mergeFields(into, 0, 0, Infinity, -Infinity, 0, -Infinity); // an empty aggregate
-    return;
-  }
-  const h = readScalars(r, count, v.compact); // the same checks as decodeAggregate
-  const { flags, min, max, last, sum, lastAt } = h;
-  const visitors = v.visitors ? readDistinct(r) : undefined; // merged last: `into` unchanged on a throw
+  if (withSketch) settleSketch(into);
+  const h = parseEncoded(bytes, withSketch, start, end);
+  if (parsed.count === 0) return mergeFields(into, 0, 0, Infinity, -Infinity, 0, -Infinity); // an empty aggregate
   if (withSketch) {
-    let alpha = DEFAULT_ALPHA;
-    let maxBuckets = DEFAULT_MAX_BUCKETS;
-    let lnGamma = DEFAULT_LN_GAMMA;
-    if (flags & PARAMS) {
-      alpha = r.f64();
-      maxBuckets = r.varint();
-      if (!validParams(alpha, maxBuckets)) throw malformed('sketch parameters');
-      lnGamma = lnGammaOf(alpha);
-    }
-    if (flags & SKETCH_IMPLIED) {
-      if (flags & SINGLE) scanSingle(min, count, lnGamma);
-      else scanImplied(count, h, lnGamma); // 2 or 3 values (compact): from min, max (and sum − min − max)
-    } else if (scanSketchBody(r, maxBuckets, lnGamma) !== count) throw malformed('sketch count does not match count');
-    if (r.remaining !== 0) throw malformed('trailing bytes');
     // an empty sketch adopts the body's parameters and cannot throw, so swapping NO_SKETCH out first is safe
     if (into.sketch === NO_SKETCH) into.sketch = createSketch();
-    mergeScanned(into.sketch, alpha, maxBuckets, lnGamma); // may throw; nothing has changed yet
+    mergeScanned(into.sketch, parsed.alpha, parsed.maxBuckets, parsed.lnGamma); // may throw; nothing has changed yet
   }
-  if (visitors) {
-    if (into.visitors) mergeDistinct(into.visitors, visitors);
-    else into.visitors = visitors;
+  mergeParsed(into, h);
+}
+
+/**
+ * mergeEncoded(into, bytes, true, start, end) with the sketch merged later: the encoding is
+ * validated now (the same errors, `into` unchanged on any) and kept (`bytes` must not change
+ * until the aggregate is done with: a row's opened payload); its sketch goes into `into.sketch`
+ * when something reads it, or through a scratch sketch when finalize asks for a percentile. A
+ * query merges many small sketches into cells it finalizes once: no sketch is built per cell.
+ * Start from emptyScalars(): `into` may also be one mergeEncoded or mergeInto built.
+ */
+export function mergeEncodedDeferred(into: Aggregate, bytes: Uint8Array, start = 0, end = bytes.length): void {
+  const h = parseEncoded(bytes, true, start, end);
+  if (parsed.count === 0) return mergeFields(into, 0, 0, Infinity, -Infinity, 0, -Infinity); // an empty aggregate
+  const d = into.deferred;
+  const before = into.sketch.count + (d ? d.count : 0);
+  if (before > 0) {
+    // what mergeScanned checks of a non-empty sketch
+    if ((d ? d.alpha : into.sketch.alpha) !== parsed.alpha) throw incompatible();
+    if (before + parsed.count > Number.MAX_SAFE_INTEGER) throw invalid('sketch count overflow');
   }
-  mergeFields(into, count, sum, min, max, last, lastAt);
+  mergeParsed(into, h);
+  if (d) {
+    d.bytes.push(bytes);
+    d.at.push(start, end);
+    d.count += parsed.count;
+  } else into.deferred = { bytes: [bytes], at: [start, end], count: parsed.count, alpha: parsed.alpha };
+}
+
+/** Merges the deferred sketches into `s`, in the order they came (validated then: nothing throws). */
+function mergeDeferred(s: Sketch, d: Deferred): void {
+  for (let i = 0; i < d.bytes.length; i++) {
+    parseEncoded(d.bytes[i]!, true, d.at[2 * i]!, d.at[2 * i + 1]!);
+    mergeScanned(s, parsed.alpha, parsed.maxBuckets, parsed.lnGamma);
+  }
+}
+
+/** Merges an aggregate's deferred sketches (mergeEncodedDeferred) into its sketch, allocating one if it has none; then `sketch` is all of it. */
+export function settleSketch(a: Aggregate): void {
+  const d = a.deferred;
+  if (!d) return;
+  a.deferred = undefined; // not deleted: the object keeps its shape
+  if (a.sketch === NO_SKETCH) a.sketch = createSketch();
+  mergeDeferred(a.sketch, d);
+}
+
+/** One sketch, emptied and reused for each deferred aggregate finalize reads a percentile of. */
+const scratch = createSketch();
+function scratchOf(d: Deferred): Sketch {
+  clearSketch(scratch);
+  mergeDeferred(scratch, d);
+  return scratch;
 }

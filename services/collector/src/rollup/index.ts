@@ -23,6 +23,8 @@ export {
   addPoint,
   mergeInto,
   mergeEncoded,
+  mergeEncodedDeferred,
+  settleSketch,
   mergeAggregates,
   finalize,
   encodeAggregate,

@@ -135,7 +135,21 @@ export function merge(into: Sketch, from: Sketch): Sketch {
   return into;
 }
 
-const incompatible = (): RollupError => new RollupError('incompatible_sketch', 'cannot merge sketches with different alpha');
+export const incompatible = (): RollupError => new RollupError('incompatible_sketch', 'cannot merge sketches with different alpha');
+
+/**
+ * Empties `s` for reuse, keeping its stores' arrays (a scratch sketch merged into again and
+ * again without allocating): the counts of [lo, hi] are zeroed, every other one already is.
+ */
+export function clearSketch(s: Sketch): void {
+  for (const st of [s.pos, s.neg]) {
+    for (let i = st.lo; i <= st.hi; i++) st.counts[i - st.offset] = 0;
+    st.lo = 0;
+    st.hi = -1;
+  }
+  s.count = 0;
+  s.zero = 0;
+}
 
 /** The q-quantile (see the rank convention above), or null for an empty sketch. */
 export function quantile(s: Sketch, q: number): number | null {
