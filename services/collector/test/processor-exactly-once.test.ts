@@ -21,13 +21,13 @@ beforeAll(async () => {
 afterAll(async () => c?.stop());
 
 /** Makes the next call of `method` throw once. */
-function failOnce<K extends 'markProcessed' | 'deleteRollups' | 'insertDictionary'>(store: Pick<Store, K>, method: K): void {
+function failOnce<K extends 'markProcessed' | 'deleteRollups' | 'insertDictionary' | 'markedBatches'>(store: Pick<Store, K>, method: K): void {
   const original = store[method];
   const failing: () => Promise<void> = async () => {
     store[method] = original;
     throw new Error(`injected ${method} failure`);
   };
-  store[method] = failing as Store[K];
+  store[method] = failing as unknown as Store[K];
 }
 
 async function rollupParts(accountId: string): Promise<{ parts: number; rows: number; unmarked: number }> {
@@ -72,6 +72,16 @@ describe('processor: a failed tick never counts twice', () => {
   it('when the dictionary insert fails beside the rollup insert, the rollup rows go and the retry counts once', async () => {
     const fresh = await createAccount(c); // new names: its first tick writes dictionary entries
     await failedThenRetried(() => failOnce(c.services.store, 'insertDictionary'), fresh);
+    expect(await acceptedPoints(fresh.accountId)).toBe(15);
+    const r = await rollupParts(fresh.accountId);
+    expect(r.unmarked).toBe(0);
+    expect(r.rows).toBe(r.parts);
+    expect((await c.services.store.dictionary(fresh.accountId)).length).toBeGreaterThan(0);
+  });
+
+  it('when the twin check (markedBatches) fails, the computed tick is dropped unwritten, its dictionary entries kept: the retry counts once and writes them', async () => {
+    const fresh = await createAccount(c); // new names: the dropped computation made dictionary entries
+    await failedThenRetried(() => failOnce(c.services.store, 'markedBatches'), fresh);
     expect(await acceptedPoints(fresh.accountId)).toBe(15);
     const r = await rollupParts(fresh.accountId);
     expect(r.unmarked).toBe(0);

@@ -393,13 +393,14 @@ export class Processor {
     }
     // All at once: the misses of batches without it become one storage read (Accounts.get).
     const ids = [...seen.keys()];
+    // The one read of which batches already have a live marker (twins) runs while the tick's
+    // accounts are resolved and its CPU part computed — its wait for the engine is off the tick's
+    // path; when it names any (rare: a retry after a restart), the tick is computed again without
+    // them. If it fails, the tick fails before writing anything: its batches are retried.
+    const marking = rows.length ? this.o.store.markedBatches([...rows]) : Promise.resolve(new Set<string>());
+    marking.catch(() => {}); // awaited below
     const resolving = this.o.metrics.tickPhaseSeconds.startTimer({ phase: 'accounts' });
-    // Beside them, the one read of which batches already have a live marker (twins). If it
-    // fails, the tick fails before writing anything: its batches are retried.
-    const [resolved, marked] = await Promise.all([
-      Promise.allSettled(ids.map((id) => this.account(id, seen.get(id)))),
-      rows.length ? this.o.store.markedBatches(rows) : new Set<string>(),
-    ]);
+    const resolved = await Promise.allSettled(ids.map((id) => this.account(id, seen.get(id))));
     resolving();
     ids.forEach((id, i) => {
       const r = resolved[i]!;
@@ -415,21 +416,31 @@ export class Processor {
       this.queue.release(rows.filter((r) => unresolved.has(r.accountId)));
       rows.splice(0, rows.length, ...keep); // the tick's own list: these are neither written nor marked done
     }
-    if (marked.size) {
-      const keep: BatchRow[] = [];
-      for (const r of rows) {
-        if (!marked.has(`${r.accountId}/${r.batchId}`)) keep.push(r);
-        else {
-          t.twins.push(r);
-          // A deleted or shredded account (null) has nothing left to delete here.
-          if (accounts.get(r.accountId)?.confidential) t.twinsToDelete.push({ accountId: r.accountId, batchId: r.batchId });
-        }
-      }
-      rows.splice(0, rows.length, ...keep);
-      this.o.metrics.batchTwins.inc(t.twins.length);
-    }
     const input: TickInput = { rows, accounts, now, part, limits: this.o.limits, epoch: this.epoch };
-    return this.runner.compute(input);
+    const output = await this.runner.compute(input);
+    let marked: Set<string>;
+    try {
+      marked = await marking;
+    } catch (e) {
+      await this.keepUnwritten(output.dict); // computed, never written
+      throw e;
+    }
+    if (!marked.size) return output;
+    const keep: BatchRow[] = [];
+    for (const r of rows) {
+      if (!marked.has(`${r.accountId}/${r.batchId}`)) keep.push(r);
+      else {
+        t.twins.push(r);
+        // A deleted or shredded account (null) has nothing left to delete here.
+        if (accounts.get(r.accountId)?.confidential) t.twinsToDelete.push({ accountId: r.accountId, batchId: r.batchId });
+      }
+    }
+    rows.splice(0, rows.length, ...keep);
+    this.o.metrics.batchTwins.inc(t.twins.length);
+    // The first computation is dropped: its dictionary entries (counted as written by the thread
+    // that computed them) go out with the next write, like an abandoned tick's.
+    await this.keepUnwritten(output.dict);
+    return this.runner.compute({ ...input, rows });
   }
 
   /** Writes a tick (`computed`: called once its CPU part is done). */
