@@ -345,6 +345,21 @@ describe('shred and tombstones', () => {
     expect(query.accountKeys(B)).toBeUndefined();
   });
 
+  it('check() keeps what it unwrapped in the cache: the first accountKeys() reads no file; a shred and a rotation by another instance are still seen after the window', () => {
+    const { c, query, admin } = twoInstances(200);
+    expect(query.check().problems).toEqual([]);
+    const misses = query.stats.miss;
+    expect(query.accountKeys(A)).toHaveLength(1);
+    expect(query.accountKeys(B)).toHaveLength(1);
+    expect(query.stats.miss).toBe(misses);
+
+    admin.shred(A);
+    admin.rotateDataKeys(B);
+    c.t += 200;
+    expect(query.accountKeys(A)).toBeUndefined();
+    expect(query.accountKeys(B)).toHaveLength(2);
+  });
+
   it('with the real clock and the default window (250 ms)', async () => {
     const dir = tempDir();
     const kek = master();

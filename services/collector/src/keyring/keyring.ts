@@ -387,7 +387,8 @@ export class Keyring {
 
   /**
    * Unwraps transport.json and every account entry without a tombstone; lists each one that
-   * cannot be read, with the file and the reason. Reads only.
+   * cannot be read, with the file and the reason. Reads only (what it unwraps stays in the
+   * bounded account key cache).
    */
   check(): KeyringCheck {
     this.assertFull();
@@ -406,10 +407,18 @@ export class Keyring {
         report('transport.json', e);
       }
     }
+    // What it unwraps is kept in the bounded cache (as accountKeys() would, under the directory
+    // stamp taken before any file was read), so a process's first batch of each account does
+    // not read and unwrap its file again; the rest (cache full, or already cached) is zeroed.
+    const stamp = this.directories(this.now());
     for (const id of this.listAccounts()) {
       entries++;
       try {
-        this.readAccount(id);
+        const loaded = this.readAccount(id);
+        if (loaded && !this.accounts.has(id) && this.accounts.size < ACCOUNT_CACHE_MAX) {
+          loaded.dirs = stamp;
+          this.accounts.set(id, loaded);
+        } else if (loaded) destroyVersions(loaded.value, []);
       } catch (e) {
         report(`accounts/${id}.json`, e, id);
       }
