@@ -32,7 +32,7 @@ import {
   validParams,
   writeSketchBody,
 } from './sketch.js';
-import { type Distinct, addHash, cloneDistinct, emptyDistinct, estimateDistinct, mergeDistinct, readDistinct, writeDistinct } from './distinct.js';
+import { type Distinct, addHash, cloneDistinct, emptyDistinct, estimateDistinct, mergeDistinct, readDistinct, skipDistinct, writeDistinct } from './distinct.js';
 
 export interface Aggregate {
   count: number;
@@ -391,9 +391,10 @@ const parsed = { count: 0, alpha: DEFAULT_ALPHA, maxBuckets: DEFAULT_MAX_BUCKETS
 
 /**
  * Reads and validates `bytes[start, end)` exactly as decodeAggregate(…, withSketch) does (same
- * errors) into `parsed` and `head`; a count of 0 reads nothing more.
+ * errors) into `parsed` and `head`; a count of 0 reads nothing more. `again`: bytes this has
+ * accepted before, read for their sketch only (the visitors skipped, not built).
  */
-function parseEncoded(bytes: Uint8Array, withSketch: boolean, start: number, end: number): typeof head {
+function parseEncoded(bytes: Uint8Array, withSketch: boolean, start: number, end: number, again = false): typeof head {
   if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
   const r = cursor;
   r.reset(bytes, start, end);
@@ -407,7 +408,10 @@ function parseEncoded(bytes: Uint8Array, withSketch: boolean, start: number, end
     return head;
   }
   const h = readScalars(r, count, v.compact); // the same checks as decodeAggregate
-  if (v.visitors) parsed.visitors = readDistinct(r);
+  if (v.visitors) {
+    if (again) skipDistinct(r);
+    else parsed.visitors = readDistinct(r);
+  }
   if (withSketch) {
     let alpha = DEFAULT_ALPHA;
     let maxBuckets = DEFAULT_MAX_BUCKETS;
@@ -490,7 +494,7 @@ export function mergeEncodedDeferred(into: Aggregate, bytes: Uint8Array, start =
 /** Merges the deferred sketches into `s`, in the order they came (validated then: nothing throws). */
 function mergeDeferred(s: Sketch, d: Deferred): void {
   for (let i = 0; i < d.bytes.length; i++) {
-    parseEncoded(d.bytes[i]!, true, d.at[2 * i]!, d.at[2 * i + 1]!);
+    parseEncoded(d.bytes[i]!, true, d.at[2 * i]!, d.at[2 * i + 1]!, true);
     mergeScanned(s, parsed.alpha, parsed.maxBuckets, parsed.lnGamma);
   }
 }

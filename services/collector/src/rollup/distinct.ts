@@ -149,6 +149,19 @@ export function writeDistinct(w: ByteWriter, d: Distinct): void {
   }
 }
 
+/** Moves `r` past what readDistinct reads, building nothing: for bytes readDistinct has already accepted. */
+export function skipDistinct(r: ByteReader): void {
+  if (r.u8() === 1) {
+    r.pos += M;
+    return;
+  }
+  const n = r.varint();
+  for (let k = 0; k < n; k++) {
+    r.varint();
+    r.u8();
+  }
+}
+
 /** Reads what writeDistinct wrote; throws RollupError('malformed_aggregate') on anything off. */
 export function readDistinct(r: ByteReader): Distinct {
   const form = r.u8();
