@@ -166,7 +166,7 @@ async function cacheCounts(url) {
  * same Zipf traffic, continued, over accounts all seen before). Both pipelines run the same phases
  * on the same bodies.
  */
-async function runPhases(o, name, { send, bodies, serverPid, pointsOf, headersOf, measure }) {
+async function runPhases(o, name, { send, bodies, serverPid, pointsOf, headersOf, measure, drain }) {
   const zipf = bodies.slice(0, o.batches);
   const warm = bodies.slice(o.batches);
   const preflight = warm.pop();
@@ -192,6 +192,9 @@ async function runPhases(o, name, { send, bodies, serverPid, pointsOf, headersOf
   const t0 = performance.now();
   const pass = await phase('warm pass', o.batches, warm, 0, 3600, { untilExhausted: true });
   cold.warmPass = { batches: pass.batchesAcked, seconds: (performance.now() - t0) / 1000 };
+  // Steady starts from a steady state: the warm pass's batches processed first (encrypted; the
+  // plaintext pipeline stores and is done), not left as a backlog its window would measure.
+  await drain?.(pass);
   const from = cold.batchesSent;
   // The steady phase sends at the cold phase's rate or faster: too few bodies left would end its
   // window early (or before it starts) and measure nothing.
@@ -302,7 +305,12 @@ async function encryptedPipeline(o, tmp) {
         tick: tickSplit(atStart, drain.final),
       };
     };
-    const result = await runPhases(o, 'encrypted', { send, bodies, serverPid: child.pid, pointsOf, measure });
+    const drain = async (pass) => {
+      const at = await scrape(url);
+      progress(`encrypted pipeline: warm pass sent; waiting for processing to catch up (${fmt(at.processQueue)} batches queued)`);
+      await waitProcessed(url, { want: at.accepted, lastAck: pass.lastAck, timeoutSec: o.drainTimeout });
+    };
+    const result = await runPhases(o, 'encrypted', { send, bodies, serverPid: child.pid, pointsOf, measure, drain });
     result.accountsCreatedSec = created.seconds;
     await stopChild(child);
     if (o.profile) result.profiles = collectProfiles(profDir, 'storefront', profileWindow);
