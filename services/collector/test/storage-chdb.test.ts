@@ -1,10 +1,11 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openStore } from '../src/storage/index.js';
 import { storeConformance } from './support/storage-conformance.js';
 import { connectionOf } from '../src/storage/index.js';
+import { removeTornMutationEntries } from '../src/storage/chdb.js';
 
 // chDB binds one data directory per process: this file owns its fork and its directory.
 const dataDir = await mkdtemp(join(tmpdir(), 'cipherstat-storage-chdb-'));
@@ -30,6 +31,26 @@ describe('chdb adapter', () => {
     await store.ping();
     await store.close();
     await rm(other, { recursive: true, force: true });
+  });
+
+  it('a torn mutation entry (what a mutation on a full disk leaves) is removed at open, so its table attaches again', async () => {
+    let store = await openStore({ dataDir });
+    await store.migrate();
+    const [row] = await connectionOf(store).query<{ path: string }>("SELECT data_paths[1] AS path FROM system.tables WHERE database = 'cipherstat' AND name = 'rollups'");
+    await connectionOf(store).exec('ALTER TABLE rollups DELETE WHERE 0 SETTINGS mutations_sync = 2');
+    const count = async () => Number((await connectionOf(store).query<{ n: string }>('SELECT count() AS n FROM rollups'))[0]!.n);
+    const before = await count();
+    await store.close();
+    const entries = (await readdir(row!.path)).filter((f) => /^mutation_\d+\.txt$/.test(f));
+    expect(entries.length).toBeGreaterThan(0);
+    // A whole entry begins with the format line the repair looks for: left alone.
+    expect(await removeTornMutationEntries(join(dataDir, 'clickhouse'))).toEqual([]);
+    const torn = join(row!.path, entries.at(-1)!);
+    await writeFile(torn, ''); // as ENOSPC leaves it
+    store = await openStore({ dataDir });
+    expect(await count()).toBe(before); // the table attached, its rows all there
+    await expect(stat(torn)).rejects.toMatchObject({ code: 'ENOENT' });
+    await store.close();
   });
 
   it('refuses a cluster and a missing dataDir', async () => {

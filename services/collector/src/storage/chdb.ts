@@ -9,7 +9,7 @@
  * calls of the others (at most URGENT_IN_A_ROW in a row while one of those waits), and each
  * call's wait and run time counted by kind (`callStats`).
  */
-import { mkdir } from 'node:fs/promises';
+import { mkdir, open as openFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Session, drainPending, type ChdbResult } from 'chdb';
 import { withinDeadline, type Connection } from './connection.js';
@@ -35,6 +35,41 @@ function parseJsonEachRow<T>(text: string): T[] {
   return body === '' ? [] : (JSON.parse(`[${body.split('\n').join(',')}]`) as T[]);
 }
 
+const MUTATION_ENTRY = /^mutation_\d+\.txt$/;
+const MUTATION_HEADER = 'format version: 1\n';
+
+/**
+ * Removes torn mutation entries from the engine's tables (`store/<xyz>/<uuid>/mutation_N.txt`
+ * that do not begin with their format line) and returns their paths. ClickHouse writes a
+ * mutation's entry file in place; a mutation started on a full disk (a DELETE that failed with
+ * ENOSPC) can leave it empty, and the engine then refuses to attach the whole table at every
+ * start ("Cannot attach table ... expected 'format version: 1'"). Such an entry was never
+ * written, so its statement failed and was never acknowledged: the collector repeats what it
+ * needs (a failed tick's or a crash's rows are deleted again by recovery at start).
+ */
+export async function removeTornMutationEntries(path: string): Promise<string[]> {
+  const removed: string[] = [];
+  const list = async (dir: string) => readdir(dir, { withFileTypes: true }).catch(() => []);
+  for (const shard of await list(join(path, 'store'))) {
+    if (!shard.isDirectory()) continue;
+    for (const table of await list(join(path, 'store', shard.name))) {
+      if (!table.isDirectory()) continue;
+      const dir = join(path, 'store', shard.name, table.name);
+      for (const f of await list(dir)) {
+        if (!f.isFile() || !MUTATION_ENTRY.test(f.name)) continue;
+        const file = join(dir, f.name);
+        const fh = await openFile(file, 'r');
+        const head = Buffer.alloc(MUTATION_HEADER.length);
+        const { bytesRead } = await fh.read(head, 0, head.length, 0).finally(() => fh.close());
+        if (head.subarray(0, bytesRead).toString('latin1') === MUTATION_HEADER) continue;
+        await rm(file);
+        removed.push(file);
+      }
+    }
+  }
+  return removed;
+}
+
 class ChdbConnection implements Connection {
   readonly kind = 'chdb' as const;
 
@@ -55,6 +90,9 @@ class ChdbConnection implements Connection {
   /** Opens the data directory with `database` current (created if missing: it costs nothing here). */
   static async open(path: string, database: string): Promise<ChdbConnection> {
     let session: Session;
+    for (const file of await removeTornMutationEntries(path)) {
+      process.emitWarning(`removed a torn mutation entry (written on a full disk; the engine could not attach its table): ${file}`);
+    }
     try {
       session = new Session(path, { connectionArgs: ['--output_format_json_quote_64bit_integers=1', '--async_load_databases=0'] });
     } catch (e) {
