@@ -50,10 +50,13 @@ export class TickRecovery {
    * Removes the rollup rows of a failed tick unless its processed markers made it to storage
    * (an error after the insert was committed). Waits for the delete to apply: the batches are
    * processed again right after. Throws when storage cannot tell (kept for the next attempt).
+   * The delete is issued only when some of those rows are there: a failed insert wrote nothing
+   * (an insert is all or nothing), and a mutation started on a full disk can leave its entry file
+   * empty, which chDB then refuses at the next start ("Cannot attach table ... rollups").
    */
   private async cleanupPart(part: string, refs: RollupRef[], at: number): Promise<void> {
     const marked = await this.o.store.partMarkedSince(part, at);
-    if (!marked && refs.length) await this.o.store.deleteRollups(refs, { wait: true });
+    if (!marked && refs.length && (await this.o.store.findRollups(refs)).length) await this.o.store.deleteRollups(refs, { wait: true });
     this.dirty.delete(part);
   }
 
