@@ -373,11 +373,15 @@ export class Keyring {
     }
   }
 
-  /** True when some account entry unwraps (so the master key is right); false when none does or there are none. */
+  /** True when some account entry unwraps (so the master key is right); false when none does or there are none. What it unwraps is zeroed. */
   private someAccountOpens(): boolean {
     for (const id of this.listAccounts().slice(0, 20)) {
       try {
-        if (this.readAccount(id)) return true;
+        const loaded = this.readAccount(id);
+        if (loaded) {
+          destroyVersions(loaded.value, []);
+          return true;
+        }
       } catch {
         // try the next one
       }
