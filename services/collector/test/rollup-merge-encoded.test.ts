@@ -29,6 +29,23 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 type Outcome = { ok: true } | { ok: false; code: string; message: string };
 
+/** Byte mutations of an encoding: set, truncate, insert, delete or append a byte at a position. */
+const mutation = fc.tuple(fc.constantFrom('set', 'truncate', 'insert', 'delete', 'append'), fc.nat(), fc.nat(255));
+
+/** `agg`'s encoding with `muts` applied in order. */
+function mutated(agg: Aggregate, muts: [string, number, number][]): Uint8Array {
+  let b = [...encodeAggregate(agg)];
+  for (const [kind, at, byte] of muts) {
+    const i = at % (b.length + 1);
+    if (kind === 'set' && i < b.length) b[i] = byte;
+    else if (kind === 'truncate') b = b.slice(0, i);
+    else if (kind === 'insert') b.splice(i, 0, byte);
+    else if (kind === 'delete') b.splice(i, 1);
+    else if (kind === 'append') b.push(byte);
+  }
+  return new Uint8Array(b);
+}
+
 function attempt(f: () => unknown): Outcome {
   try {
     f();
@@ -150,19 +167,9 @@ describe('mergeEncoded ≡ mergeInto ∘ decodeAggregate', () => {
   });
 
   it('mutated and truncated encodings: throws exactly when decodeAggregate does, into unchanged', () => {
-    const mutation = fc.tuple(fc.constantFrom('set', 'truncate', 'insert', 'delete', 'append'), fc.nat(), fc.nat(255));
     fc.assert(
       fc.property(start, aggregate, fc.array(mutation, { minLength: 1, maxLength: 3 }), fc.boolean(), (into, agg, muts, ws) => {
-        let b = [...encodeAggregate(agg)];
-        for (const [kind, at, byte] of muts) {
-          const i = at % (b.length + 1);
-          if (kind === 'set' && i < b.length) b[i] = byte;
-          else if (kind === 'truncate') b = b.slice(0, i);
-          else if (kind === 'insert') b.splice(i, 0, byte);
-          else if (kind === 'delete') b.splice(i, 1);
-          else if (kind === 'append') b.push(byte);
-        }
-        step(cloneAggregate(into), cloneAggregate(into), new Uint8Array(b), ws);
+        step(cloneAggregate(into), cloneAggregate(into), mutated(agg, muts), ws);
       }),
       { numRuns: 1000 },
     );
@@ -352,7 +359,6 @@ function build(points: [number, number][], agg = emptyAggregate()): Aggregate {
 
 describe('mergeEncodedDeferred ≡ mergeEncoded(…, true)', () => {
   const QS = ['p50', 'p75', 'p90', 'p95', 'p99', 'min', 'max', 'count', 'sum', 'last'] as const;
-  const mutation = fc.tuple(fc.constantFrom('set', 'truncate', 'insert', 'delete', 'append'), fc.nat(), fc.nat(255));
   /** An encoding, sometimes mutated (so errors are compared too). */
   const visitor = (n: number) => new Uint8Array(createHash('sha256').update(String(n)).digest().subarray(0, 8));
   /** Enough visitors for the dense form of the distinct sketch. */
@@ -366,18 +372,7 @@ describe('mergeEncodedDeferred ≡ mergeEncoded(…, true)', () => {
       if (dense) mergeDistinct((agg.visitors ??= emptyDistinct()), manyVisitors.visitors!);
       return agg;
     });
-  const encoding = fc.tuple(fc.oneof(aggregate, withVisitors), fc.array(mutation, { maxLength: 2 })).map(([agg, muts]) => {
-    let b = [...encodeAggregate(agg)];
-    for (const [kind, at, byte] of muts) {
-      const i = at % (b.length + 1);
-      if (kind === 'set' && i < b.length) b[i] = byte;
-      else if (kind === 'truncate') b = b.slice(0, i);
-      else if (kind === 'insert') b.splice(i, 0, byte);
-      else if (kind === 'delete') b.splice(i, 1);
-      else if (kind === 'append') b.push(byte);
-    }
-    return new Uint8Array(b);
-  });
+  const encoding = fc.tuple(fc.oneof(aggregate, withVisitors), fc.array(mutation, { maxLength: 2 })).map(([agg, muts]) => mutated(agg, muts));
 
   it('same outcomes, into unchanged on a throw, the same percentiles before and the same aggregate after its sketch is merged', () => {
     expect(manyVisitors.visitors?.dense).toBeTruthy();
