@@ -5,15 +5,15 @@
  * pseudonyms and per-account reject counts.
  *
  * Exactly once: every tick writes its rollup rows under one random `part` id and then the
- * processed markers naming that part. Before it computes anything a tick reads which of its
- * batches already have a live marker (one read per tick, whatever path they came by: hand-off or
- * poll) and leaves those out — a twin stored again (a retry after a restart: ingest's duplicate
- * check is this process's memory only, ingest/writer.ts) is never counted twice; in confidential
- * mode its sealed row is deleted like a processed batch's. A crash between the two leaves rollup rows whose part
+ * processed markers naming that part. A crash between the two leaves rollup rows whose part
  * has no marker; `recover()` deletes them before their batches are processed again. A tick
  * that fails in process deletes its own rows before its batches can be retried (and refuses
  * to process anything else until that succeeded); a periodic recovery sweeps what is left
- * (recovery.ts).
+ * (recovery.ts). While a tick computes, one read finds which of its batches already have a
+ * live marker, whatever path they came by (hand-off or poll); the tick is computed again without
+ * them when there are any — a twin stored again (a retry after a restart: ingest's duplicate
+ * check is this process's memory only, ingest/writer.ts) is never counted twice; in
+ * confidential mode its sealed row is deleted like a processed batch's.
  *
  * Batches arrive by hand-off and by the poll and wait in the intake (intake.ts).
  *

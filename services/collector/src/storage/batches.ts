@@ -35,6 +35,27 @@ function toBatch(r: Raw): BatchRow {
 }
 
 export function batchRepository(db: Db): BatchStore {
+  /**
+   * Which of these (account, batch) pairs `select(where)` returns, as `${accountId}/${batchId}`.
+   * `where` is `IN` on both key columns, which uses the primary index; the cross product it may
+   * over-select is filtered here (an exact tuple match in SQL costs 2-20x more).
+   */
+  async function pairsFound(keys: { accountId: string; batchId: string }[], select: (where: string) => string): Promise<Set<string>> {
+    const found = new Set<string>();
+    for (const part of db.chunks(keys, key)) {
+      const wanted = new Set(part.map(key));
+      const rows = await db.conn.query<{ account_id: string; batch_id: string }>(
+        select('account_id IN {a:Array(String)} AND batch_id IN {b:Array(String)}'),
+        { a: unique(part.map((k) => k.accountId)), b: unique(part.map((k) => k.batchId)) },
+      );
+      for (const r of rows) {
+        const k = key({ accountId: r.account_id, batchId: r.batch_id });
+        if (wanted.has(k)) found.add(k);
+      }
+    }
+    return found;
+  }
+
   return {
     insertBatches: (rows) =>
       db.insert('batches', BATCH_COLUMNS, rows, (r) => [
@@ -44,45 +65,15 @@ export function batchRepository(db: Db): BatchStore {
 
     // A batch counts as stored while either its sealed row or its processed row exists, so a
     // client retrying a batch already processed and deleted (confidential mode) is not re-ingested.
-    // `IN` on both key columns uses the primary index; the cross product it may over-select is
-    // filtered here (an exact tuple match in SQL costs 2-20x more).
-    async existingBatches(keys) {
-      const found = new Set<string>();
-      for (const part of db.chunks(keys, key)) {
-        const wanted = new Set(part.map(key));
-        const where = 'account_id IN {a:Array(String)} AND batch_id IN {b:Array(String)}';
-        const rows = await db.conn.query<{ account_id: string; batch_id: string }>(
-          `SELECT account_id, batch_id FROM ${db.t('batches')} WHERE ${where}
-           UNION DISTINCT SELECT account_id, batch_id FROM ${db.t('processed')} WHERE ${where}`,
-          { a: unique(part.map((k) => k.accountId)), b: unique(part.map((k) => k.batchId)) },
-        );
-        for (const r of rows) {
-          const k = key({ accountId: r.account_id, batchId: r.batch_id });
-          if (wanted.has(k)) found.add(k);
-        }
-      }
-      return found;
-    },
+    existingBatches: (keys) =>
+      pairsFound(keys, (where) =>
+        `SELECT account_id, batch_id FROM ${db.t('batches')} WHERE ${where}
+         UNION DISTINCT SELECT account_id, batch_id FROM ${db.t('processed')} WHERE ${where}`),
 
-    // Processing's check before a tick (process/processor.ts): one read of `processed` for the
-    // tick's batches, the same index use and over-selection filter as existingBatches, live
-    // markers only (a stale lease holder's late marker does not count: fences.ts).
-    async markedBatches(keys) {
-      const found = new Set<string>();
-      for (const part of db.chunks(keys, key)) {
-        const wanted = new Set(part.map(key));
-        const rows = await db.conn.query<{ account_id: string; batch_id: string }>(
-          `SELECT DISTINCT account_id, batch_id FROM ${db.t('processed')}
-           WHERE account_id IN {a:Array(String)} AND batch_id IN {b:Array(String)} AND ${liveMarker(db)}`,
-          { a: unique(part.map((k) => k.accountId)), b: unique(part.map((k) => k.batchId)) },
-        );
-        for (const r of rows) {
-          const k = key({ accountId: r.account_id, batchId: r.batch_id });
-          if (wanted.has(k)) found.add(k);
-        }
-      }
-      return found;
-    },
+    // Processing's check of a tick's batches (process/processor.ts): one read of `processed`,
+    // live markers only (a stale lease holder's late marker does not count: fences.ts).
+    markedBatches: (keys) =>
+      pairsFound(keys, (where) => `SELECT DISTINCT account_id, batch_id FROM ${db.t('processed')} WHERE ${where} AND ${liveMarker(db)}`),
 
     async pendingBatches(sinceMs, limit, partition) {
       const rows = await db.conn.query(
