@@ -69,24 +69,23 @@ describe('processor: a failed tick never counts twice', () => {
     expect(r.rows).toBe(r.parts);
   });
 
-  it('when the dictionary insert fails beside the rollup insert, the rollup rows go and the retry counts once', async () => {
-    const fresh = await createAccount(c); // new names: its first tick writes dictionary entries
-    await failedThenRetried(() => failOnce(c.services.store, 'insertDictionary'), fresh);
+  /** A fresh account (new names: its first tick makes dictionary entries) whose first tick fails at `call` once: the retry counts once, leaves no unmarked rows and writes the entries. */
+  async function failOnceWithNewNames(call: Parameters<typeof failOnce>[1]): Promise<void> {
+    const fresh = await createAccount(c);
+    await failedThenRetried(() => failOnce(c.services.store, call), fresh);
     expect(await acceptedPoints(fresh.accountId)).toBe(15);
     const r = await rollupParts(fresh.accountId);
     expect(r.unmarked).toBe(0);
     expect(r.rows).toBe(r.parts);
     expect((await c.services.store.dictionary(fresh.accountId)).length).toBeGreaterThan(0);
+  }
+
+  it('when the dictionary insert fails beside the rollup insert, the rollup rows go and the retry counts once', async () => {
+    await failOnceWithNewNames('insertDictionary');
   });
 
   it('when the twin check (markedBatches) fails, the computed tick is dropped unwritten, its dictionary entries kept: the retry counts once and writes them', async () => {
-    const fresh = await createAccount(c); // new names: the dropped computation made dictionary entries
-    await failedThenRetried(() => failOnce(c.services.store, 'markedBatches'), fresh);
-    expect(await acceptedPoints(fresh.accountId)).toBe(15);
-    const r = await rollupParts(fresh.accountId);
-    expect(r.unmarked).toBe(0);
-    expect(r.rows).toBe(r.parts);
-    expect((await c.services.store.dictionary(fresh.accountId)).length).toBeGreaterThan(0);
+    await failOnceWithNewNames('markedBatches');
   });
 
   it('when the cleanup fails too, the next tick removes the rows first', async () => {
