@@ -300,6 +300,15 @@ describe('mergeEncoded: cases that matter', () => {
     expect(into.sketch).toEqual(before.sketch);
   });
 
+  it('a compact 2- or 3-value sketch wider than its maxBuckets merges collapsed, into an accumulator with more buckets', () => {
+    // (fast-check seed 807429085 found it: the implied sketch was merged uncollapsed)
+    for (const values of [[2e-9, 1e300], [-1e300, -2e-9], [2e-9, 1, 1e300], [-1e300, 5, 1e300]]) {
+      const agg = build(values.map((v, i): [number, number] => [v, i]), emptyAggregate({ maxBuckets: 2048 }));
+      const into = build([[0, 0], [7, 1]], emptyAggregate({ maxBuckets: 65_536 }));
+      expect(step(cloneAggregate(into), cloneAggregate(into), encodeAggregate(agg), true)).toEqual({ ok: true });
+    }
+  });
+
   it('sketch count overflow: invalid_argument like merge, into unchanged', () => {
     const big = emptyAggregate();
     add(big.sketch, 5, MAX_SAFE - 10);

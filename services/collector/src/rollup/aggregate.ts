@@ -339,12 +339,12 @@ function impliedMulti(params: SketchOptions, count: number, h: typeof head): Ske
 }
 
 /** impliedMulti's sketch put in the scan scratch (sketch.ts scanValues), with its checks (malformed alike). */
-function scanImplied(count: number, h: typeof head, lnGamma: number): void {
+function scanImplied(count: number, h: typeof head, lnGamma: number, maxBuckets: number): void {
   if (h.min === h.max) return scanSingle(h.min, count, lnGamma);
   if (count !== 2 && count !== 3) throw malformed('implied sketch');
   const mid = count === 3 ? h.sum - h.min - h.max : 0;
   if (count === 3 && !(mid >= h.min && mid <= h.max)) throw malformed('implied sketch');
-  scanValues(h.min, h.max, mid, count, lnGamma);
+  scanValues(h.min, h.max, mid, count, lnGamma, maxBuckets);
 }
 
 export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate {
@@ -424,7 +424,7 @@ function parseEncoded(bytes: Uint8Array, withSketch: boolean, start: number, end
     }
     if (h.flags & SKETCH_IMPLIED) {
       if (h.flags & SINGLE) scanSingle(h.min, count, lnGamma);
-      else scanImplied(count, h, lnGamma); // 2 or 3 values (compact): from min, max (and sum − min − max)
+      else scanImplied(count, h, lnGamma, maxBuckets); // 2 or 3 values (compact): from min, max (and sum − min − max)
     } else if (scanSketchBody(r, maxBuckets, lnGamma) !== count) throw malformed('sketch count does not match count');
     if (r.remaining !== 0) throw malformed('trailing bytes');
     parsed.alpha = alpha;

@@ -436,11 +436,11 @@ export function scanSingle(value: number, n: number, lnGamma: number): void {
 /**
  * Puts the body of a sketch of `n` (2 or 3) values — createSketch(params), then add(a), add(b)
  * (and add(c)) — in scratch, for mergeScanned: the compact aggregate's implied sketch, without
- * building one. Buckets spanning more than maxBuckets are left for the merge to collapse, which
- * gives the same buckets as adding them (the final buckets do not depend on the order of adds
- * and merges).
+ * building one. Buckets spanning more than `maxBuckets` (the encoded sketch's) are collapsed here
+ * as the adds would have collapsed them: the merge collapses only by the accumulator's own
+ * maxBuckets, which may be larger.
  */
-export function scanValues(a: number, b: number, c: number, n: number, lnGamma: number): void {
+export function scanValues(a: number, b: number, c: number, n: number, lnGamma: number, maxBuckets: number): void {
   scanned.zero = 0;
   scanned.count = n;
   scanned.pos.n = scanned.neg.n = 0;
@@ -450,6 +450,25 @@ export function scanValues(a: number, b: number, c: number, n: number, lnGamma: 
     if (m < MIN_INDEXABLE) scanned.zero++;
     else insertRun(v > 0 ? scanned.pos : scanned.neg, indexOf(lnGamma, m));
   }
+  collapseRuns(scanned.pos, true, maxBuckets);
+  collapseRuns(scanned.neg, false, maxBuckets);
+}
+
+/** Folds sorted runs into `max` consecutive buckets as a store does (keepHigh: the lowest fold into the lowest kept one). */
+function collapseRuns(r: Runs, keepHigh: boolean, max: number): void {
+  if (r.n < 2 || r.idx[r.n - 1]! - r.idx[0]! + 1 <= max) return;
+  const lo = keepHigh ? r.idx[r.n - 1]! - max + 1 : r.idx[0]!;
+  const hi = lo + max - 1;
+  let k = 0;
+  for (let j = 0; j < r.n; j++) {
+    const index = Math.min(Math.max(r.idx[j]!, lo), hi);
+    if (k > 0 && r.idx[k - 1] === index) r.cnt[k - 1]! += r.cnt[j]!;
+    else {
+      r.idx[k] = index;
+      r.cnt[k++] = r.cnt[j]!;
+    }
+  }
+  r.n = k;
 }
 
 /** One value into sorted runs (equal indexes counted together). */
