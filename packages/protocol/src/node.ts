@@ -18,6 +18,45 @@ export interface X25519Backend {
   name: 'libsodium' | 'openssl';
   dh: X25519;
   publicKeyOf(secretKey: Uint8Array): Uint8Array;
+  /** HMAC-SHA-256 for the HPKE key schedule (its keys are 32 bytes); absent: node:crypto's, an Hmac object per call. */
+  hmacSha256?: HmacSha256;
+}
+
+/** HMAC-SHA-256 of `message` under `key` (at most 64 bytes: the key schedule's are 32). */
+export type HmacSha256 = (key: Uint8Array, message: Uint8Array) => Uint8Array;
+
+/** HMAC-SHA-256 through node:crypto: a KeyObject and an Hmac object per call. */
+const nodeHmacSha256: HmacSha256 = (key, message) => createHmac('sha256', key).update(message).digest();
+
+/**
+ * HMAC-SHA-256 (RFC 2104) from a one-shot SHA-256 (`sha256(out, input)`): two hash calls on
+ * reused scratch buffers, zeroed after each call (they held the key and the message: in the key
+ * schedule, the DH output and the secrets derived from it). No object per call.
+ */
+export function hmacFromSha256(sha256: (out: Uint8Array, input: Uint8Array) => void): HmacSha256 {
+  let scratch = new Uint8Array(64 + 128); // (key ^ ipad) || message, grown for longer messages
+  const outer = new Uint8Array(64 + 32); // (key ^ opad) || inner hash
+  return (key, message) => {
+    if (key.length > 64) throw new RangeError('HMAC key over 64 bytes');
+    const n = 64 + message.length;
+    if (scratch.length < n) scratch = new Uint8Array(n);
+    for (let i = 0; i < 64; i++) {
+      const k = i < key.length ? key[i]! : 0;
+      scratch[i] = k ^ 0x36;
+      outer[i] = k ^ 0x5c;
+    }
+    scratch.set(message, 64);
+    const input = scratch.subarray(0, n);
+    try {
+      sha256(outer.subarray(64), input);
+      const mac = new Uint8Array(32);
+      sha256(mac, outer);
+      return mac;
+    } finally {
+      input.fill(0);
+      outer.fill(0);
+    }
+  };
 }
 
 const PKCS8 = Buffer.from('302e020100300506032b656e04220420', 'hex');
@@ -64,10 +103,11 @@ export const openssl: X25519Backend = {
   publicKeyOf: (secretKey) => Buffer.from(createPublicKey(privateKey(secretKey)).export({ format: 'jwk' }).x!, 'base64url'),
 };
 
-/** The two functions of sodium-native (libsodium) an X25519 backend needs; both throw on a failure, `crypto_scalarmult` on an all-zero result. */
+/** The functions of sodium-native (libsodium) an X25519 backend needs; both throw on a failure, `crypto_scalarmult` on an all-zero result. With `crypto_hash_sha256`, the key schedule's HMACs are libsodium's too. */
 export interface SodiumX25519 {
   crypto_scalarmult(q: Uint8Array, n: Uint8Array, p: Uint8Array): void;
   crypto_scalarmult_base(q: Uint8Array, n: Uint8Array): void;
+  crypto_hash_sha256?(out: Uint8Array, input: Uint8Array): void;
 }
 
 /**
@@ -89,6 +129,7 @@ export function libsodiumX25519(sodium: SodiumX25519): X25519Backend {
       sodium.crypto_scalarmult_base(q, secretKey);
       return q;
     },
+    ...(sodium.crypto_hash_sha256 ? { hmacSha256: hmacFromSha256((out, input) => sodium.crypto_hash_sha256!(out, input)) } : {}),
   };
 }
 
@@ -119,7 +160,7 @@ export const nodePublicKeyOf = (secretKey: Uint8Array): Uint8Array => openssl.pu
 const infoHashes = new WeakMap<Uint8Array, { bytes: Uint8Array; hashes: Uint8Array[] }>();
 const INFO_ONLY_STEPS = [2, 3];
 
-function schedule(dh: Uint8Array, kemContext: Uint8Array, info: Uint8Array): [Uint8Array, Uint8Array] {
+function schedule(dh: Uint8Array, kemContext: Uint8Array, info: Uint8Array, hmac: HmacSha256): [Uint8Array, Uint8Array] {
   const steps = keySchedule(dh, kemContext, info);
   const entry = infoHashes.get(info);
   // (checked against a copy of the bytes: a caller may have changed its buffer since)
@@ -130,7 +171,7 @@ function schedule(dh: Uint8Array, kemContext: Uint8Array, info: Uint8Array): [Ui
     const k = step.value[0] === ZERO_SALT ? INFO_ONLY_STEPS.indexOf(i) : -1; // (their key is the empty salt)
     let mac = k >= 0 ? known?.[k] : undefined;
     if (!mac) {
-      mac = createHmac('sha256', step.value[0]).update(step.value[1]).digest();
+      mac = hmac(step.value[0], step.value[1]);
       if (k >= 0) computed[k] = mac;
     }
     step = steps.next(mac);
@@ -157,7 +198,7 @@ export function hpkeSeal(recipientPublicKey: Uint8Array, info: Uint8Array, aad: 
   } finally {
     if (!ephemeralSecretKey) destroyKeys(skE);
   }
-  const [key, nonce] = schedule(dh, concat(enc, recipientPublicKey), info);
+  const [key, nonce] = schedule(dh, concat(enc, recipientPublicKey), info, x.hmacSha256 ?? nodeHmacSha256);
   const c = createCipheriv('aes-128-gcm', key, nonce).setAAD(aad);
   return concat(enc, c.update(plaintext), c.final(), c.getAuthTag());
 }
@@ -177,7 +218,7 @@ export function hpkeOpen(recipient: KeyPair, info: Uint8Array, aad: Uint8Array, 
   } catch {
     return { ok: false, code: 'low_order_key' }; // libsodium and OpenSSL refuse an all-zero shared secret
   }
-  const [key, nonce] = schedule(dh, concat(enc, recipient.publicKey), info);
+  const [key, nonce] = schedule(dh, concat(enc, recipient.publicKey), info, x.hmacSha256 ?? nodeHmacSha256);
   try {
     const d = createDecipheriv('aes-128-gcm', key, nonce).setAAD(aad).setAuthTag(sealed.subarray(sealed.length - MAC_BYTES));
     return { ok: true, value: concat(d.update(sealed.subarray(KEY_BYTES, sealed.length - MAC_BYTES)), d.final()) };

@@ -4,12 +4,13 @@
  * independent implementation in both directions (node:crypto and WebCrypto paths).
  */
 import { readFileSync } from 'node:fs';
-import { createCipheriv, createDecipheriv } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac } from 'node:crypto';
+import fc from 'fast-check';
 import nacl from 'tweetnacl';
 import { describe, expect, it } from 'vitest';
 import { refOpen, refSeal } from './support/hpke-ref.js';
 import { fromHex, toHex, keyPair, webSeal, utf8, concat } from '@cipherstat/protocol';
-import { hpkeOpen, hpkeSeal, nodePublicKeyOf, openssl } from '@cipherstat/protocol/node';
+import { hmacFromSha256, hpkeOpen, hpkeSeal, nodePublicKeyOf, openssl } from '@cipherstat/protocol/node';
 import { libsodium } from './support/libsodium.js';
 
 const hex = (s: string) => fromHex(s)!;
@@ -36,6 +37,11 @@ describe('RFC 9180 A.1.1 (base mode, X25519 / HKDF-SHA256 / AES-128-GCM)', () =>
     expect(toHex(hpkeSeal(hex(a11.pkRm), info, hex(e0.aad), hex(e0.plaintext), hex(a11.skEm)))).toBe(expected);
   });
 
+  it("the libsodium backend brings its own HMAC-SHA-256 for the key schedule (the vector above ran through it)", () => {
+    expect(libsodium.hmacSha256).toBeTypeOf('function');
+    expect(openssl.hmacSha256).toBeUndefined();
+  });
+
   it('node:crypto keeps the info-only hashes per info buffer: the second and later seals and opens with the same buffer give the exact bytes too', () => {
     const same = hex(a11.info); // a buffer of its own: its first use computes the hashes, the later ones reuse them
     for (let i = 0; i < 3; i++) {
@@ -59,6 +65,37 @@ describe('RFC 9180 A.1.1 (base mode, X25519 / HKDF-SHA256 / AES-128-GCM)', () =>
 
   it('@hpke/core opens the vector ciphertext to the same plaintext', async () => {
     expect(toHex(await refOpen(hex(a11.skRm), info, hex(e0.aad), hex(expected)))).toBe(e0.plaintext);
+  });
+});
+
+describe('HMAC-SHA-256 from a one-shot SHA-256 (hmacFromSha256: the libsodium backend\'s key schedule)', () => {
+  const bySha256 = [
+    ['libsodium', libsodium.hmacSha256!],
+    ['node:crypto sha256', hmacFromSha256((out, input) => out.set(createHash('sha256').update(input).digest()))],
+  ] as const;
+  it.each(bySha256)('%s: the same bytes as node:crypto createHmac for keys of 0-64 bytes and messages of any length, one after another (reused buffers)', (_, hmac) => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), fc.uint8Array({ maxLength: 600 }), (key, message) => {
+        const mac = hmac(key, message);
+        expect(toHex(mac)).toBe(createHmac('sha256', key).update(message).digest('hex'));
+        // an independent copy: a later call does not change what an earlier one returned
+        const again = hmac(key, message);
+        expect(again).not.toBe(mac);
+        expect(toHex(again)).toBe(toHex(mac));
+      }),
+      { numRuns: 500 },
+    );
+  });
+  it('leaves neither the key nor the message in its buffers, and refuses a key over 64 bytes (the schedule never uses one)', () => {
+    const seen: Uint8Array[] = [];
+    const hmac = hmacFromSha256((out, input) => {
+      seen.push(input);
+      out.set(createHash('sha256').update(input).digest());
+    });
+    hmac(new Uint8Array(32).fill(0xaa), new Uint8Array(100).fill(0xbb));
+    expect(seen).toHaveLength(2);
+    for (const b of seen) expect(b.every((x) => x === 0)).toBe(true);
+    expect(() => hmac(new Uint8Array(65), new Uint8Array(1))).toThrow(RangeError);
   });
 });
 
