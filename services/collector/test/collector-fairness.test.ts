@@ -117,6 +117,36 @@ describe('fairness between tenants at ingest', () => {
     expect(await readRejects(c, calm)).toEqual({});
   });
 
+  it('a refused batch sent again as the same bytes while its account is still behind is refused before its outer layer is opened, counted for the account; once caught up, the same bytes are accepted', async () => {
+    c = await startTestCollector({ config: { maxProcessLagMs: 1000 } });
+    const heavy = await createAccount(c);
+    const processor = c.services.processor!;
+    const opened = async () => (await c!.services.metrics.ingestOpenedBytes.get()).values[0]?.value ?? 0;
+    await processor.stop();
+    expect((await post(c.url, envelope(heavy, points(10)).bytes)).status).toBe(202);
+    await new Promise((r) => setTimeout(r, 1500));
+    const resent = envelope(heavy, points(7)).bytes;
+    expect((await post(c.url, resent)).status).toBe(503);
+    const before = await opened();
+    for (let i = 0; i < 2; i++) {
+      const again = await post(c.url, resent);
+      expect(again.status).toBe(503);
+      expect((await again.json()).error.code).toBe('overloaded');
+      expect(Number(again.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    }
+    expect(await opened()).toBe(before); // refused without the open
+    // Other bytes (another batch of the account) are opened as always, and refused.
+    expect((await post(c.url, envelope(heavy, points(3)).bytes)).status).toBe(503);
+    expect(await opened()).toBeGreaterThan(before);
+
+    processor.start();
+    await processor.drain();
+    expect((await post(c.url, resent)).status).toBe(202);
+    await processor.drain();
+    expect(await processedPoints(c, heavy)).toBe(17);
+    expect((await readRejects(c, heavy)).overloaded).toBe(4);
+  });
+
   it('true overload: at CIPHERSTAT_MAX_PROCESS_BACKLOG batches waiting in all, everyone gets 503 overloaded, also an account with nothing waiting; accepted again once processed', async () => {
     // Per-account lag off (0): only the global cap refuses here.
     c = await startTestCollector({ config: { maxProcessBacklog: 2, maxProcessLagMs: 0 } });

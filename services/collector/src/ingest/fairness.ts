@@ -84,15 +84,7 @@ export class Fairness {
    * its own processing lag first, then its cardinality penalty, bytes and points budgets.
    */
   admit(accountId: string, cost: { bytes: number; points: number }): void {
-    const p = this.o.processing;
-    const maxLag = this.o.config.maxProcessLagMs;
-    if (p && maxLag > 0) {
-      const lag = p.accountLagMs(accountId);
-      if (lag > maxLag) {
-        // Its oldest batch waited `lag`: about as long again until its backlog is processed.
-        this.refuse(accountId, new CollectorError(503, 'overloaded', "this account's batches are behind in processing; retry later", retryAfterSeconds(lag / 1000)));
-      }
-    }
+    this.checkLag(accountId);
     const until = this.penaltyUntil.get(accountId);
     if (until !== undefined && until > this.now()) {
       const wait = this.penalized.wait(accountId, cost.points);
@@ -105,6 +97,19 @@ export class Fairness {
     this.bytes.take(accountId, cost.bytes);
     this.points.take(accountId, cost.points);
     if (until !== undefined && until > this.now()) this.penalized.take(accountId, cost.points);
+  }
+
+  /** The account's own processing lag: 503 `overloaded` (counted for it) while its oldest waiting batch is older than `maxProcessLagMs`. */
+  checkLag(accountId: string): void {
+    const p = this.o.processing;
+    const maxLag = this.o.config.maxProcessLagMs;
+    if (p && maxLag > 0) {
+      const lag = p.accountLagMs(accountId);
+      if (lag > maxLag) {
+        // Its oldest batch waited `lag`: about as long again until its backlog is processed.
+        this.refuse(accountId, new CollectorError(503, 'overloaded', "this account's batches are behind in processing; retry later", retryAfterSeconds(lag / 1000)));
+      }
+    }
   }
 
   /** Processing rejected points of these accounts over a cardinality limit: slow their ingest for a while. */

@@ -3,9 +3,11 @@
  * layer opened, the account's state, origin, rate and fairness budget checked, then the
  * still-sealed inner layer handed to the writer's group commit; 202 once it is durable.
  */
+import { createHash } from 'node:crypto';
 import type { Context, Hono } from 'hono';
 import { base64DecodedLength, FLAG_DEFLATE, fromBase64, fromUtf8, INFO_INNER, innerAad, openEnvelope, openSeal, VERSION_2 } from '@cipherstat/protocol';
 import { hpkeOpen, rawX25519 } from '../x25519.js';
+import { FifoMap } from '../fifo-map.js';
 import { CollectorError, isCollectorError } from '../errors.js';
 import type { Config } from '../config.js';
 import type { Metrics } from '../metrics.js';
@@ -34,6 +36,12 @@ export interface IngestDeps {
   roles: { process: boolean };
   now: () => number;
 }
+
+/** Envelopes refused as `overloaded` for their account that are remembered (their digest and account): ~100 bytes each. */
+export const REFUSED_ENVELOPES = 20_000;
+
+/** The digest an envelope is remembered by once refused: SHA-256 of all its bytes, so only the very same envelope matches. */
+const envelopeDigest = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('base64');
 
 /** Retry-After (s) for a deactivated account: senders ask again hourly at most. */
 const DEACTIVATED_RETRY_AFTER_S = 3600;
@@ -93,6 +101,12 @@ export function registerIngestRoutes(
   { clientAddress, batchAccount }: { clientAddress: (c: Context) => string | undefined; batchAccount: WeakMap<Request, string> },
 ): void {
   const { metrics } = s;
+  // A batch refused because its account is behind in processing comes back as the very same
+  // bytes (the Library stores the sealed envelope and resends it after Retry-After). Its account
+  // is known from the open that refused it, kept here in memory only (never in clear on the
+  // wire); while that account is still behind, the resend is refused before its X25519 open.
+  // Looked up only while something is remembered.
+  const refused = new FifoMap<string, string>(REFUSED_ENVELOPES);
   app.post('/v1/batches', async (c) => {
     // Admission before work: the address pays for the request and its bytes before the body
     // is read, decoded or opened, whatever becomes of it.
@@ -102,6 +116,7 @@ export function registerIngestRoutes(
     let ticket: Ticket | undefined;
     let opened: ReturnType<typeof openEnvelope>;
     let bytes: Uint8Array;
+    let digest: string | undefined;
     const now = s.now();
     try {
       try {
@@ -121,6 +136,17 @@ export function registerIngestRoutes(
         throw e;
       }
       s.fairness.checkGlobal(); // truly overloaded: say so before spending an X25519 on the envelope
+      digest = refused.size ? envelopeDigest(bytes) : undefined;
+      const behind = digest === undefined ? undefined : refused.get(digest);
+      if (behind !== undefined) {
+        try {
+          s.fairness.checkLag(behind); // throws while the account is still behind
+        } catch (e) {
+          batchAccount.set(c.req.raw, behind); // counted for its account, like any refusal
+          throw e;
+        }
+        refused.delete(digest!); // caught up: this resend goes the whole way
+      }
       metrics.ingestOpenedBytes.inc(bytes.length);
       opened = openEnvelope(bytes, { keys: (id) => s.keyring.transportKey(id), now, x25519: rawX25519, hpke: hpkeOpen, flags: FLAG_DEFLATE });
     } finally {
@@ -174,7 +200,12 @@ export function registerIngestRoutes(
     const wait = s.rateLimiter.take(account.accountId);
     if (wait) throw new CollectorError(429, 'rate_limited', 'too many batches for this account', wait);
     // What this batch will cost processing, charged to its account (fairness.ts).
-    s.fairness.admit(account.accountId, { bytes: bytes.length, points: header.count });
+    try {
+      s.fairness.admit(account.accountId, { bytes: bytes.length, points: header.count });
+    } catch (e) {
+      if (isCollectorError(e) && e.code === 'overloaded') refused.set(digest ?? envelopeDigest(bytes), account.accountId);
+      throw e;
+    }
     if (staleWriteKey(keys, account.accountId, header.batchId, version, flags, inner)) {
       metrics.batches.inc({ outcome: 'rejected' });
       // counted per account and in Prometheus by the error handler, like every refusal
