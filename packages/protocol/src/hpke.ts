@@ -16,8 +16,9 @@ export const HPKE_KEM_ID = 0x0020;
 export const HPKE_KDF_ID = 0x0001;
 export const HPKE_AEAD_ID = 0x0001;
 
-const KEM_SUITE = utf8('KEM\x00\x20');
-const HPKE_SUITE = utf8('HPKE\x00\x20\x00\x01\x00\x01');
+/** The suite ids of the labeled inputs: the KEM's, and the whole suite's (KEM, KDF, AEAD). */
+export const KEM_SUITE = utf8('KEM\x00\x20');
+export const HPKE_SUITE = utf8('HPKE\x00\x20\x00\x01\x00\x01');
 const V1 = utf8('HPKE-v1');
 const EMPTY = new Uint8Array(0);
 
@@ -37,7 +38,8 @@ export type HmacStep = [key: Uint8Array, message: Uint8Array];
 
 /**
  * The key schedule of a base-mode context (RFC 9180 §4.1 ExtractAndExpand, §5.1 KeySchedule),
- * written once for sync and async HMACs: it yields each HMAC it needs and returns
+ * step by step, as the reference node.ts's hpkeKeySchedule is tested against (test/hpke.test.ts):
+ * it yields each HMAC it needs and returns
  * [key(16), base_nonce(12)] for the DH output and kem_context = enc || pkRm.
  */
 export function* keySchedule(dh: Uint8Array, kemContext: Uint8Array, info: Uint8Array): Generator<HmacStep, [Uint8Array, Uint8Array], Uint8Array> {

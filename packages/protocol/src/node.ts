@@ -9,7 +9,7 @@
  */
 import { randomBytes, createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createSecretKey, createPublicKey, diffieHellman, type KeyObject } from 'node:crypto';
 import { concat, isZero, KEY_BYTES, MAC_BYTES, SEAL_OVERHEAD, type KeyPair, type OpenResult, type X25519 } from './crypto.js';
-import { keySchedule, ZERO_SALT } from './hpke.js';
+import { HPKE_SUITE, KEM_SUITE, labeledExpand, labeledExtract, ZERO_SALT } from './hpke.js';
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import type { Deflate, Inflate } from './envelope.js';
 
@@ -22,11 +22,15 @@ export interface X25519Backend {
   hmacSha256?: HmacSha256;
 }
 
-/** HMAC-SHA-256 of `message` under `key` (at most 64 bytes: the key schedule's are 32). */
-export type HmacSha256 = (key: Uint8Array, message: Uint8Array) => Uint8Array;
+/** HMAC-SHA-256 under `key` (at most 64 bytes: the key schedule's are 32) of the concatenation of `message` (its parts, in order). */
+export type HmacSha256 = (key: Uint8Array, ...message: Uint8Array[]) => Uint8Array;
 
 /** HMAC-SHA-256 through node:crypto: a KeyObject and an Hmac object per call. */
-const nodeHmacSha256: HmacSha256 = (key, message) => createHmac('sha256', key).update(message).digest();
+const nodeHmacSha256: HmacSha256 = (key, ...message) => {
+  const h = createHmac('sha256', key);
+  for (const part of message) h.update(part);
+  return h.digest();
+};
 
 /**
  * HMAC-SHA-256 (RFC 2104) from a one-shot SHA-256 (`sha256(out, input)`): two hash calls on
@@ -36,16 +40,21 @@ const nodeHmacSha256: HmacSha256 = (key, message) => createHmac('sha256', key).u
 export function hmacFromSha256(sha256: (out: Uint8Array, input: Uint8Array) => void): HmacSha256 {
   let scratch = new Uint8Array(64 + 128); // (key ^ ipad) || message, grown for longer messages
   const outer = new Uint8Array(64 + 32); // (key ^ opad) || inner hash
-  return (key, message) => {
+  return (key, ...message) => {
     if (key.length > 64) throw new RangeError('HMAC key over 64 bytes');
-    const n = 64 + message.length;
+    let n = 64;
+    for (const part of message) n += part.length;
     if (scratch.length < n) scratch = new Uint8Array(n);
     for (let i = 0; i < 64; i++) {
       const k = i < key.length ? key[i]! : 0;
       scratch[i] = k ^ 0x36;
       outer[i] = k ^ 0x5c;
     }
-    scratch.set(message, 64);
+    n = 64;
+    for (const part of message) {
+      scratch.set(part, n);
+      n += part.length;
+    }
     const input = scratch.subarray(0, n);
     try {
       sha256(outer.subarray(64), input);
@@ -151,33 +160,55 @@ export function nodeHmacSha512(key: Uint8Array): (message: Uint8Array | string) 
 /** The public key of an X25519 secret key, through node:crypto. */
 export const nodePublicKeyOf = (secretKey: Uint8Array): Uint8Array => openssl.publicKeyOf(secretKey);
 
-/**
- * Per `info` buffer (the envelope's two constants): the key schedule's third and fourth HMACs,
- * psk_id_hash and info_hash, which depend on nothing but `info` in base mode — 2 of the 7
- * HMACs of every open and seal. Keyed by the buffer object (so a caller's own buffers are never
- * kept alive) and checked against its bytes.
- */
-const infoHashes = new WeakMap<Uint8Array, { bytes: Uint8Array; hashes: Uint8Array[] }>();
-const INFO_ONLY_STEPS = [2, 3];
+const EMPTY = new Uint8Array(0);
+const ONE = new Uint8Array([1]);
+/** The labeled message of `eae_prk` before the DH output, of `shared_secret` before kem_context (its 0x01 after), and the whole of `secret` (base mode: no psk). */
+const EAE_PRK = labeledExtract(KEM_SUITE, 'eae_prk', EMPTY);
+const SHARED_SECRET = labeledExpand(KEM_SUITE, 'shared_secret', EMPTY, 32).subarray(0, -1);
+const SECRET = labeledExtract(HPKE_SUITE, 'secret', EMPTY);
+/** psk_id_hash: in base mode the same for every context. */
+const PSK_ID_HASH = nodeHmacSha256(ZERO_SALT, labeledExtract(HPKE_SUITE, 'psk_id_hash', EMPTY));
 
-function schedule(dh: Uint8Array, kemContext: Uint8Array, info: Uint8Array, hmac: HmacSha256): [Uint8Array, Uint8Array] {
-  const steps = keySchedule(dh, kemContext, info);
-  const entry = infoHashes.get(info);
-  // (checked against a copy of the bytes: a caller may have changed its buffer since)
-  const known = entry && entry.bytes.length === info.length && entry.bytes.every((b, i) => b === info[i]) ? entry.hashes : undefined;
-  const computed: Uint8Array[] = [];
-  let step = steps.next();
-  for (let i = 0; !step.done; i++) {
-    const k = step.value[0] === ZERO_SALT ? INFO_ONLY_STEPS.indexOf(i) : -1; // (their key is the empty salt)
-    let mac = k >= 0 ? known?.[k] : undefined;
-    if (!mac) {
-      mac = hmac(step.value[0], step.value[1]);
-      if (k >= 0) computed[k] = mac;
-    }
-    step = steps.next(mac);
+/**
+ * Per `info` buffer (the envelope's two constants): the whole messages of the key schedule's
+ * `key` and `base_nonce` expansions, which in base mode depend on nothing but `info` (through
+ * info_hash). Keyed by the buffer object (so a caller's own buffers are never kept alive) and
+ * checked against a copy of its bytes (a caller may have changed its buffer since).
+ */
+const infoMessages = new WeakMap<Uint8Array, { bytes: Uint8Array; key: Uint8Array; nonce: Uint8Array }>();
+
+function messagesOf(info: Uint8Array): { key: Uint8Array; nonce: Uint8Array } {
+  const known = infoMessages.get(info);
+  if (known && known.bytes.length === info.length) {
+    let same = true;
+    for (let i = 0; same && i < info.length; i++) same = known.bytes[i] === info[i];
+    if (same) return known;
   }
-  if (!known) infoHashes.set(info, { bytes: info.slice(), hashes: computed });
-  return step.value;
+  const context = concat(new Uint8Array([0]), PSK_ID_HASH, nodeHmacSha256(ZERO_SALT, labeledExtract(HPKE_SUITE, 'info_hash', info)));
+  const entry = { bytes: info.slice(), key: labeledExpand(HPKE_SUITE, 'key', context, 16), nonce: labeledExpand(HPKE_SUITE, 'base_nonce', context, 12) };
+  infoMessages.set(info, entry);
+  return entry;
+}
+
+/**
+ * The base-mode key schedule (RFC 9180 §4.1 ExtractAndExpand, §5.1 KeySchedule) for the DH
+ * output, kem_context = enc || pkR and `info`: [key(16), base_nonce(12)]. The same HMACs as
+ * hpke.ts's `keySchedule` (proven equal in test/hpke.test.ts), of which five remain per call:
+ * the labeled messages are constants or constants around the inputs (passed as parts, never
+ * concatenated), and psk_id_hash, info_hash and the two expansions' messages are per `info`.
+ * The intermediate secrets are zeroed.
+ */
+export function hpkeKeySchedule(dh: Uint8Array, enc: Uint8Array, recipientPublicKey: Uint8Array, info: Uint8Array, hmac: HmacSha256 = nodeHmacSha256): [Uint8Array, Uint8Array] {
+  const m = messagesOf(info);
+  const eaePrk = hmac(ZERO_SALT, EAE_PRK, dh);
+  const shared = hmac(eaePrk, SHARED_SECRET, enc, recipientPublicKey, ONE);
+  const secret = hmac(shared, SECRET);
+  const key = hmac(secret, m.key).subarray(0, 16);
+  const nonce = hmac(secret, m.nonce).subarray(0, 12);
+  eaePrk.fill(0);
+  shared.fill(0);
+  secret.fill(0);
+  return [key, nonce];
 }
 
 /**
@@ -198,7 +229,7 @@ export function hpkeSeal(recipientPublicKey: Uint8Array, info: Uint8Array, aad: 
   } finally {
     if (!ephemeralSecretKey) destroyKeys(skE);
   }
-  const [key, nonce] = schedule(dh, concat(enc, recipientPublicKey), info, x.hmacSha256 ?? nodeHmacSha256);
+  const [key, nonce] = hpkeKeySchedule(dh, enc, recipientPublicKey, info, x.hmacSha256);
   const c = createCipheriv('aes-128-gcm', key, nonce).setAAD(aad);
   return concat(enc, c.update(plaintext), c.final(), c.getAuthTag());
 }
@@ -218,7 +249,7 @@ export function hpkeOpen(recipient: KeyPair, info: Uint8Array, aad: Uint8Array, 
   } catch {
     return { ok: false, code: 'low_order_key' }; // libsodium and OpenSSL refuse an all-zero shared secret
   }
-  const [key, nonce] = schedule(dh, concat(enc, recipient.publicKey), info, x.hmacSha256 ?? nodeHmacSha256);
+  const [key, nonce] = hpkeKeySchedule(dh, enc, recipient.publicKey, info, x.hmacSha256);
   try {
     const d = createDecipheriv('aes-128-gcm', key, nonce).setAAD(aad).setAuthTag(sealed.subarray(sealed.length - MAC_BYTES));
     return { ok: true, value: concat(d.update(sealed.subarray(KEY_BYTES, sealed.length - MAC_BYTES)), d.final()) };

@@ -9,8 +9,8 @@ import fc from 'fast-check';
 import nacl from 'tweetnacl';
 import { describe, expect, it } from 'vitest';
 import { refOpen, refSeal } from './support/hpke-ref.js';
-import { fromHex, toHex, keyPair, webSeal, utf8, concat } from '@cipherstat/protocol';
-import { hmacFromSha256, hpkeOpen, hpkeSeal, nodePublicKeyOf, openssl } from '@cipherstat/protocol/node';
+import { fromHex, toHex, keyPair, keySchedule, webSeal, utf8, concat } from '@cipherstat/protocol';
+import { hmacFromSha256, hpkeKeySchedule, hpkeOpen, hpkeSeal, nodePublicKeyOf, openssl } from '@cipherstat/protocol/node';
 import { libsodium } from './support/libsodium.js';
 
 const hex = (s: string) => fromHex(s)!;
@@ -86,6 +86,14 @@ describe('HMAC-SHA-256 from a one-shot SHA-256 (hmacFromSha256: the libsodium ba
       { numRuns: 500 },
     );
   });
+  it.each(bySha256)('%s: a message in parts is the HMAC of their concatenation', (_, hmac) => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.array(fc.uint8Array({ maxLength: 100 }), { maxLength: 5 }), (key, parts) => {
+        expect(toHex(hmac(key, ...parts))).toBe(createHmac('sha256', key).update(concat(...parts)).digest('hex'));
+      }),
+      { numRuns: 200 },
+    );
+  });
   it('leaves neither the key nor the message in its buffers, and refuses a key over 64 bytes (the schedule never uses one)', () => {
     const seen: Uint8Array[] = [];
     const hmac = hmacFromSha256((out, input) => {
@@ -96,6 +104,31 @@ describe('HMAC-SHA-256 from a one-shot SHA-256 (hmacFromSha256: the libsodium ba
     expect(seen).toHaveLength(2);
     for (const b of seen) expect(b.every((x) => x === 0)).toBe(true);
     expect(() => hmac(new Uint8Array(65), new Uint8Array(1))).toThrow(RangeError);
+  });
+});
+
+describe('the key schedule of node.ts (hpkeKeySchedule: constant messages kept, parts not concatenated)', () => {
+  /** hpke.ts's keySchedule, every HMAC through node:crypto: the reference. */
+  const reference = (dh: Uint8Array, kemContext: Uint8Array, info: Uint8Array) => {
+    const steps = keySchedule(dh, kemContext, info);
+    let step = steps.next();
+    while (!step.done) step = steps.next(createHmac('sha256', step.value[0]).update(step.value[1]).digest());
+    return step.value.map(toHex);
+  };
+  it.each([
+    ['node:crypto', undefined],
+    ['libsodium', libsodium.hmacSha256],
+  ])('through %s: the same key and base nonce as the reference for any DH output, keys and info, also for an info buffer changed in place', (_, hmac) => {
+    fc.assert(
+      fc.property(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.uint8Array({ maxLength: 64 }), (dh, enc, pkR, info) => {
+        expect(hpkeKeySchedule(dh, enc, pkR, info, hmac).map(toHex)).toEqual(reference(dh, concat(enc, pkR), info));
+        if (info.length) {
+          info[0]! ^= 1; // the same buffer, other bytes: its messages are computed afresh
+          expect(hpkeKeySchedule(dh, enc, pkR, info, hmac).map(toHex)).toEqual(reference(dh, concat(enc, pkR), info));
+        }
+      }),
+      { numRuns: 300 },
+    );
   });
 });
 
