@@ -394,14 +394,18 @@ export async function runChildJson(args, env = {}) {
   return JSON.parse(out.trim().split('\n').at(-1));
 }
 
-/** A sender: POSTs a body (with optional extra headers) and resolves with the status once the response has been read. */
+/**
+ * A sender: POSTs a body (with optional extra headers) and resolves once the response has been
+ * read with `{ status, retryAfterMs }` (the Retry-After of a 429 or 503 in ms, as the Library
+ * reads it: packages/library/src/transport.ts `retryAfter`; otherwise undefined).
+ */
 export function makeSender(kind, url, path, contentType, concurrency) {
   if (kind === 'fetch') {
     const target = url + path;
     return async (body, extra) => {
       const r = await fetch(target, { method: 'POST', headers: { 'content-type': contentType, ...extra }, body });
       await r.arrayBuffer();
-      return r.status;
+      return { status: r.status, retryAfterMs: retryAfterMs(r.status, r.headers.get('retry-after')) };
     };
   }
   const { hostname, port } = new URL(url);
@@ -412,7 +416,7 @@ export function makeSender(kind, url, path, contentType, concurrency) {
         { hostname, port, path, method: 'POST', agent, headers: { 'content-type': contentType, 'content-length': body.length, ...extra } },
         (res) => {
           res.on('data', () => {});
-          res.on('end', () => resolve(res.statusCode));
+          res.on('end', () => resolve({ status: res.statusCode, retryAfterMs: retryAfterMs(res.statusCode, res.headers['retry-after']) }));
           res.on('error', reject);
         },
       );
@@ -420,6 +424,22 @@ export function makeSender(kind, url, path, contentType, concurrency) {
       req.end(body);
     });
 }
+
+/** Retry-After of a 429 or 503 in ms (delta-seconds or an HTTP date, clamped to an hour), as the Library reads it; undefined otherwise. */
+function retryAfterMs(status, value) {
+  if ((status !== 429 && status !== 503) || !value) return undefined;
+  const v = String(value).trim();
+  const ms = /^\d+$/.test(v) ? +v * 1000 : /[a-z]/i.test(v) ? Math.max(0, Date.parse(v) - Date.now()) : NaN;
+  return ms >= 0 ? Math.min(ms, 36e5) : undefined;
+}
+
+/**
+ * When the Library sends a refused batch again (packages/library/src/transport.ts, library.ts):
+ * after its Retry-After plus random(0, max(1 s, after / 2)); without one (or a network failure),
+ * full-jitter backoff random(0, min(60 s, 1 s · 2^attempt)) — its defaults.
+ */
+export const resendDelayMs = (retryAfter, attempt, random = Math.random) =>
+  retryAfter === undefined ? random() * Math.min(60_000, 1000 * 2 ** attempt) : retryAfter + random() * Math.max(1000, retryAfter / 2);
 
 const TICK_PHASES = ['accounts', 'wait', 'open', 'aggregate', 'seal', 'encode'];
 const TICK_WRITES = ['dictionary', 'rollups', 'processed'];
@@ -580,32 +600,77 @@ export async function runLoad({ name, send, bodies, pointsOf, headersOf = () => 
     const phase = now < windowStart ? 'warm-up' : 'measure';
     const avg = now >= windowStart ? `, window avg ${fmt(pointsInWindow / ((now - windowStart) / 1000))} pts/s` : '';
     const extra = onTick ? await onTick(now).catch(() => '') : '';
-    const errs = Object.keys(errors).length || Object.keys(statuses).some((s) => s !== '202') ? `, other: ${JSON.stringify({ ...statuses, 202: undefined, ...errors })}` : '';
+    const errs = Object.keys(errors).length || Object.keys(statuses).some((s) => s !== '202') ? `, other: ${JSON.stringify({ ...statuses, 202: undefined, ...errors })}, resent ${fmt(counts.resent)} (${fmt(waiting)} waiting)` : '';
     progress(`  ${name} ${phase} ${fmt((now - t0) / 1000, 0)} s: acked ${fmt(inst)} pts/s${avg}${extra}${errs}`);
   }, 1000);
 
+  // The Library's client model (same code for every pipeline): a batch refused with 429/503
+  // (or lost to a network failure) is sent again after resendDelayMs — its Retry-After with
+  // jitter — while the client goes on with the next batch (another visitor's page). A batch due
+  // again goes before new ones. Other refusals (4xx) are final, as in the Library.
+  const due = []; // body indexes whose resend time has come (FIFO)
+  let dueHead = 0;
+  let waiting = 0; // refused batches not yet due
+  const attempts = new Map(); // body index → failed attempts so far
+  const timers = new Set();
+  let wake = null; // resolves when a batch falls due (clients out of new bodies wait for it)
+  let woken = null;
+  const counts = { refused: 0, resent: 0, resentAcked: 0, networkErrors: 0 };
+  const refuse = (i, retryAfter) => {
+    const attempt = (attempts.get(i) ?? 0) + 1;
+    attempts.set(i, attempt);
+    waiting++;
+    const t = setTimeout(() => {
+      timers.delete(t);
+      waiting--;
+      due.push(i);
+      wake?.();
+      wake = woken = null;
+    }, resendDelayMs(retryAfter, attempt - 1));
+    timers.add(t);
+  };
+  const nextBody = async () => {
+    for (;;) {
+      if (dueHead < due.length) {
+        counts.resent++;
+        return due[dueHead++];
+      }
+      if (next < bodies.length) return next++;
+      exhausted = true;
+      // Out of new bodies: a warm pass still sends what is waiting to be resent; a timed phase ends.
+      if (!untilExhausted || !waiting || performance.now() >= windowEnd) return -1;
+      await (woken ??= new Promise((r) => (wake = r)));
+    }
+  };
+
   const client = async () => {
     for (;;) {
+      if (performance.now() >= windowEnd) return;
+      const i = await nextBody();
+      if (i < 0) return;
       const start = performance.now();
-      if (start >= windowEnd) return;
-      const i = next++;
-      if (i >= bodies.length) {
-        exhausted = true;
-        return;
-      }
       let status;
+      let retryAfter;
       try {
-        status = await send(bodies[i], headersOf(i));
+        ({ status, retryAfterMs: retryAfter } = await send(bodies[i], headersOf(i)));
       } catch (e) {
         errors[e.code ?? e.message] = (errors[e.code ?? e.message] ?? 0) + 1;
-        await new Promise((r) => setTimeout(r, 50));
+        counts.networkErrors++;
+        refuse(i, undefined);
         continue;
       }
       const end = performance.now();
       statuses[status] = (statuses[status] ?? 0) + 1;
       if (status !== 202) {
-        if (status === 429 || status === 503) await new Promise((r) => setTimeout(r, 50));
+        if (status === 429 || status === 503) {
+          counts.refused++;
+          refuse(i, retryAfter);
+        }
         continue;
+      }
+      if (attempts.has(i)) {
+        counts.resentAcked++;
+        attempts.delete(i);
       }
       acked++;
       pointsAcked += pointsOf(i);
@@ -620,6 +685,8 @@ export async function runLoad({ name, send, bodies, pointsOf, headersOf = () => 
     }
   };
   await Promise.all(Array.from({ length: concurrency }, client));
+  for (const t of timers) clearTimeout(t);
+  const notResent = waiting + due.length - dueHead;
   atEnd ??= snapshot(); // ran out of bodies before the window ended
   clearTimeout(windowTimer);
   clearTimeout(windowEndTimer);
@@ -647,6 +714,8 @@ export async function runLoad({ name, send, bodies, pointsOf, headersOf = () => 
     ackMs: { p50: percentile(lat, 0.5), p90: percentile(lat, 0.9), p99: percentile(lat, 0.99), max: lat.at(-1) },
     statuses,
     errors,
+    // The client model's counts: responses 429/503 (each batch refused is sent again), resends, resends acknowledged, batches refused and not sent again by the phase's end.
+    resends: { ...counts, notResent },
     lastAck,
     windowStart,
     windowEnd: measuredEnd,
@@ -665,7 +734,7 @@ export async function runLoad({ name, send, bodies, pointsOf, headersOf = () => 
  * runLoad over the other bodies, the load generator pinned like the options say.
  */
 export async function loadPipeline(o, name, send, bodies, serverPid, hooks = {}) {
-  const pre = await send(bodies[bodies.length - 1], hooks.headersOf?.(bodies.length - 1));
+  const { status: pre } = await send(bodies[bodies.length - 1], hooks.headersOf?.(bodies.length - 1));
   if (pre !== 202) throw new Error(`preflight batch answered ${pre}`);
   bodies.pop();
   progress(`${name} pipeline: load (${o.warmup} s warm-up + ${o.duration} s measured, ${o.concurrency} concurrent ${o.client} clients)`);

@@ -7,12 +7,18 @@
 //                             [--concurrency 128] [--batches 200000] [--profile] [--keep]
 //                             [--only encrypted|plaintext] [--cli path/to/collector/dist/cli.js]
 //                             [--envelope v2|v2plain|v1] [--env CIPHERSTAT_NAME=value ...]
+//                             [--accounts-dir DIR] [--base path/to/base/collector/dist/cli.js [--pairs 2]]
 //
 // Phases, the same for both pipelines: cold (--warmup s, then --duration s measured: the Zipf
 // traffic as shops first arrive — most of the 10,000 accounts are first seen in it), a warm pass
 // (one batch per account, not measured), steady (--warmup s, then --steady s measured: the Zipf
 // traffic continued over accounts all seen before; --steady 0 skips the warm pass and this phase).
 // The targets are judged on the steady phase; the cold one is reported beside it.
+// Clients behave like the Library (bench/lib.mjs runLoad, the same code for both pipelines): a
+// batch refused with 429/503 is sent again after its Retry-After plus jitter (random(0, max(1 s,
+// after / 2)), packages/library/src/transport.ts), while the client goes on with the next batch;
+// a batch due again goes first. Per phase the bench reports refusals, resends, resends
+// acknowledged and batches still waiting to be resent when the phase ended.
 // Per phase the collector's CPU is split by thread (main, tick worker, Node's other threads —
 // libuv's pool, where chDB's calls run —, chDB's engine threads), its storage calls by kind (per
 // second, ms waiting for the engine and running), and its 202s' wait by phase.
@@ -23,6 +29,10 @@
 //
 // Accounts are created in bulk through the collector's own Accounts API on the data directory
 // (a child process, before the server starts), not by 10,000 HTTP calls.
+// --base     A/B: the encrypted pipeline runs --pairs times with each build, interleaved (base,
+//            this, base, this…), on the same envelopes (built once) and copies of the same accounts,
+//            then the plaintext pipeline once; a table gives each run's steady figures (batches/s,
+//            ratio, CPU per batch by thread). The detail below it is the last run of this build.
 // --profile  runs the collector with --cpu-prof: one profile per thread in bench/results/
 //            (storefront-main.cpuprofile, storefront-tick-worker.cpuprofile, …); prints the top
 //            self-time functions of its main thread and of its tick worker over the measured window.
@@ -170,7 +180,7 @@ async function runPhases(o, name, { send, bodies, serverPid, pointsOf, headersOf
   const zipf = bodies.slice(0, o.batches);
   const warm = bodies.slice(o.batches);
   const preflight = warm.pop();
-  const pre = await send(preflight, headersOf?.(o.batches + warm.length));
+  const { status: pre } = await send(preflight, headersOf?.(o.batches + warm.length));
   if (pre !== 202) throw new Error(`preflight batch answered ${pre}`);
   const phase = (label, from, list, warmupSec, durationSec, hooks = {}) =>
     runLoad({
@@ -205,8 +215,13 @@ async function runPhases(o, name, { send, bodies, serverPid, pointsOf, headersOf
   return cold;
 }
 
-async function encryptedPipeline(o, tmp) {
-  const dataDir = join(tmp, 'collector');
+/**
+ * One run of the encrypted pipeline: a collector (`cli`, default --cli) on its own copy of the
+ * accounts. The envelopes are built once per bench (`o.built`) and sent again by later runs
+ * (--base: the same bodies to both builds).
+ */
+async function encryptedPipeline(o, tmp, { cli = o.cli, run = 0 } = {}) {
+  const dataDir = join(tmp, run ? `collector-${run}` : 'collector');
   const accountsFile = join(tmp, 'accounts.json');
   const env = { CIPHERSTAT_DATA_DIR: dataDir, CIPHERSTAT_ADMIN_TOKEN: ADMIN_TOKEN, CIPHERSTAT_LOG_LEVEL: 'warn', ...o.collectorEnv };
   const saved = o.accountsDir && join(o.accountsDir, `${o.accounts}-accounts`);
@@ -229,7 +244,7 @@ async function encryptedPipeline(o, tmp) {
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const profDir = join(tmp, 'profile');
-  const args = [...(o.profile ? profileFlags(profDir) : []), o.cli, 'serve'];
+  const args = [...(o.profile ? profileFlags(profDir) : []), cli, 'serve'];
   const child = startChild('collector', args, {
     ...env,
     PORT: String(port),
@@ -242,9 +257,12 @@ async function encryptedPipeline(o, tmp) {
   try {
     await waitReady(url, child, '/readyz');
     const count = o.batches + o.accounts;
-    progress(`encrypted pipeline: collector ready at ${url}; pre-building ${fmt(count)} envelopes`);
-    const baseTime = Date.now();
-    const { bodies, avgBytes } = await buildBodies(SELF, 'envelope', count, { mode: 'envelope', baseTime, accountsFile, accounts: o.accounts, batches: o.batches, zipf: o.zipf, envelope: o.envelope });
+    if (!o.built) {
+      progress(`encrypted pipeline: collector ready at ${url}; pre-building ${fmt(count)} envelopes`);
+      const baseTime = Date.now();
+      o.built = { baseTime, ...(await buildBodies(SELF, 'envelope', count, { mode: 'envelope', baseTime, accountsFile, accounts: o.accounts, batches: o.batches, zipf: o.zipf, envelope: o.envelope })) };
+    } else progress(`encrypted pipeline: collector (${cli}) ready at ${url}; the same ${fmt(count)} envelopes as the first run`);
+    const { bodies, avgBytes, baseTime } = o.built;
     const pointsOf = pointCounter(o, baseTime);
     const send = makeSender('http', url, '/v1/batches', 'application/octet-stream', o.concurrency);
     let profileWindow;
@@ -396,6 +414,8 @@ async function main() {
       envelope: { type: 'string', default: 'v2' },
       keep: { type: 'boolean', default: false },
       'accounts-dir': { type: 'string' },
+      base: { type: 'string' },
+      pairs: { type: 'string', default: '2' },
     },
   });
   const o = {
@@ -413,7 +433,10 @@ async function main() {
     profile: values.profile,
     envelope: values.envelope,
     accountsDir: values['accounts-dir'],
+    base: values.base,
+    pairs: Number(values.pairs),
   };
+  if (o.base && o.profile) throw new Error('--base and --profile: profile one build at a time');
   if (!['v1', 'v2', 'v2plain'].includes(o.envelope)) throw new Error(`--envelope ${o.envelope}: v1, v2 or v2plain`);
   if (values.env.some((kv) => !/^CIPHERSTAT_[A-Z0-9_]+=/.test(kv))) throw new Error('--env CIPHERSTAT_NAME=value');
   const tmp = mkdtempSync(join(os.tmpdir(), 'cipherstat-bench-storefront-'));
@@ -424,9 +447,19 @@ async function main() {
   progress(`storefront bench: ${fmt(o.accounts)} accounts, Zipf s=${o.zipf}, ~10-point batches, ${SERIES_PER_ACCOUNT} series per account, envelope ${o.envelope}, ${o.concurrency} keep-alive clients; data in ${tmp}`);
   let e;
   let p;
+  const runs = []; // --base: [label, result] of each encrypted run, interleaved base, this, base, this…
   try {
     // The accounts file is written by the encrypted pipeline's set-up; the plaintext one reuses its ids.
-    e = await encryptedPipeline(o, tmp);
+    if (o.base) {
+      o.accountsDir ??= join(tmp, 'accounts'); // every run starts from the same accounts
+      for (let k = 0, n = 0; k < o.pairs; k++) {
+        for (const [label, cli] of [['base', o.base], ['this', o.cli]]) {
+          progress(`A/B pair ${k + 1} of ${o.pairs}: ${label} (${cli})`);
+          runs.push([label, (e = await encryptedPipeline(o, tmp, { cli, run: ++n }))]);
+          globalThis.gc?.();
+        }
+      }
+    } else e = await encryptedPipeline(o, tmp);
     globalThis.gc?.();
     if (values.only !== 'encrypted') p = await plaintextPipeline(o, tmp);
   } finally {
@@ -436,7 +469,7 @@ async function main() {
 
   const e2e = (r) => Math.min(r.pointsPerSecAcked, r.pointsPerSecProcessed);
   const e2eBatches = (r) => Math.min(r.batchesPerSecAcked, r.batchesPerSecProcessed);
-  for (const r of [e, p, e.steady, p?.steady]) {
+  for (const r of [e, p, e.steady, p?.steady, ...runs.flatMap(([, x]) => [x, x.steady])]) {
     if (!r) continue;
     r.pointsPerSecEndToEnd = e2e(r);
     r.batchesPerSecEndToEnd = e2eBatches(r);
@@ -464,6 +497,11 @@ async function main() {
   const rows = [row('cold: encrypted (collector)', e, coldRatio), ...(p ? [row('cold: plaintext Hono→chDB', p, 1)] : [])];
   if (e.steady) rows.push(row('steady: encrypted (collector)', e.steady, steadyRatio), ...(p?.steady ? [row('steady: plaintext Hono→chDB', p.steady, 1)] : []));
   table(rows);
+  const resendRows = [['cold', e, p], ['steady', e.steady, p?.steady]].flatMap(([phase, er, pr]) =>
+    [['encrypted', er], ['plaintext', pr]].filter(([, r]) => r?.resends).map(([pipeline, r]) => ({ phase, pipeline, 'refused (429/503)': fmt(r.resends.refused), resent: fmt(r.resends.resent), 'resent, acked': fmt(r.resends.resentAcked), 'not resent by the end': fmt(r.resends.notResent), 'network errors': fmt(r.resends.networkErrors) })),
+  );
+  console.log('clients as the Library: a refused batch is sent again after Retry-After + jitter');
+  table(resendRows);
   if (e.warmPass) console.log(`warm pass between them (every account sends one batch): encrypted ${fmt(e.warmPass.seconds, 1)} s${p?.warmPass ? `, plaintext ${fmt(p.warmPass.seconds, 1)} s` : ''}`);
   const noisy = [e, p, e.steady, p?.steady].filter((r) => r && r.otherCpuCores > 0.2);
   if (noisy.length) console.log(`WARNING: other processes used ${noisy.map((r) => fmt(r.otherCpuCores, 2)).join(' / ')} cores during the runs; the numbers are skewed.`);
@@ -486,10 +524,30 @@ async function main() {
     { figure: `freshness p95 (${phase})`, target: '≤ 2 s', value: `${fmt(s.lagSec.p95, 2)} s${s.drainedAfterLastAckSec === null ? ', NOT all processed' : ''}`, verdict: verdict(targets.freshness.pass) },
     { figure: 'collector RSS (max during the windows)', target: 'reported', value: `${fmt(targets.rss.value / 2 ** 20)} MB`, verdict: verdict(targets.rss.pass) },
   ]);
+  if (runs.length) {
+    console.log(`A/B: ${o.base} (base) and ${o.cli} (this), interleaved, the same envelopes; steady phase unless said${p ? `; plaintext steady ${fmt(e2eBatches(p.steady ?? p))} batches/s` : ''}`);
+    table(
+      runs.map(([label, r], i) => {
+        const st = r.steady ?? r;
+        const th = st.cpuWholeRun.threadsMicrosPerBatch;
+        return {
+          run: `${Math.floor(i / 2) + 1} ${label}`,
+          'batches/s e2e': fmt(e2eBatches(st)),
+          ratio: p ? `${fmt(ratioOf(st, p.steady ?? p), 2)}×` : '-',
+          'cold batches/s': fmt(e2eBatches(r)),
+          'lag p95 s': fmt(st.lagSec.p95, 2),
+          'CPU µs/batch': fmt(st.cpuWholeRun.microsPerBatch),
+          'main / tick / node / engine': `${fmt(th.main)} / ${fmt(th.tickWorker)} / ${fmt(th.nodeThreads)} / ${fmt(th.engine)}`,
+          'refused / resent': `${fmt(st.resends.refused)} / ${fmt(st.resends.resent)}`,
+          'other CPU': fmt(st.otherCpuCores, 2),
+        };
+      }),
+    );
+  }
   for (const [name, prof] of Object.entries(e.profiles ?? {})) {
     if (name === 'main' || name === 'tick-worker') printProfile(name, prof);
   }
-  writeResult('storefront', { options: o, build, targets, ratio, coldRatio, steadyRatio, encrypted: e, plaintext: p });
+  writeResult('storefront', { options: { ...o, built: undefined }, build, targets, ratio, coldRatio, steadyRatio, encrypted: e, plaintext: p, ...(runs.length ? { pairs: runs.map(([label, r]) => ({ label, result: r })) } : {}) });
   stopWatchdog();
 }
 
