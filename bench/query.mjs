@@ -595,10 +595,21 @@ async function measurePhase(variant) {
 // invalidated before each encrypted query, as above; with 20 clients another client's answer
 // can land in the cache in between — counted as `cached`, and the latency still counted).
 const CONCURRENT_S = Number(args['concurrent-seconds']);
+/** Encrypted answers by the collector's cache result (cipherstat_query_cache_total: hit, miss, shared — an identical query's answer while it waited for storage). */
+async function cacheResults() {
+  const m = services.metrics.registry.getSingleMetric('cipherstat_query_cache_total');
+  const values = m ? (await m.get()).values : [];
+  return Object.fromEntries(values.map((v) => [v.labels.result, v.value]));
+}
 async function concurrently(run) {
   const lat = [];
   let errors = 0;
   let cached = 0;
+  // every encrypted answer of a shape must equal its first (the data does not change meanwhile)
+  const first = new Map();
+  let differing = 0;
+  const r0 = await cacheResults();
+  const s0 = store.callStats();
   const started = performance.now();
   const c0 = queryCpu();
   const end = started + CONCURRENT_S * 1000;
@@ -607,8 +618,14 @@ async function concurrently(run) {
       for (let i = client; performance.now() < end; i++) {
         const t = performance.now();
         try {
-          if ((await run(OVERVIEW[i % OVERVIEW.length])).cached) cached++;
+          const q = OVERVIEW[i % OVERVIEW.length];
+          const r = await run(q);
           lat.push(performance.now() - t);
+          if (r.cached) cached++;
+          const answer = r.json && JSON.stringify(r.json.series); // encrypted (the plaintext's order and float sums vary)
+          if (!answer) continue;
+          if (!first.has(q.id)) first.set(q.id, answer);
+          else if (first.get(q.id) !== answer) differing++;
         } catch {
           errors++;
         }
@@ -617,15 +634,23 @@ async function concurrently(run) {
   );
   const seconds = (performance.now() - started) / 1000;
   const cpu = cpuMs(c0, queryCpu(), Math.max(1, lat.length));
+  const r1 = await cacheResults();
+  const shared = (r1.shared ?? 0) - (r0.shared ?? 0);
+  // the engine's calls meanwhile (storage/lane.ts: one at a time), both sides' in one
+  const engine = { calls: 0, runSeconds: 0 };
+  for (const [kind, c] of Object.entries(store.callStats())) {
+    engine.calls += c.calls - (s0[kind]?.calls ?? 0);
+    engine.runSeconds += c.runSeconds - (s0[kind]?.runSeconds ?? 0);
+  }
   const s = [...lat].sort((a, b) => a - b);
-  return { queries: lat.length, perSecond: lat.length / seconds, p50: percentile(s, 0.5), p99: percentile(s, 0.99), errors, cached, cpu };
+  return { queries: lat.length, perSecond: lat.length / seconds, p50: percentile(s, 0.5), p99: percentile(s, 0.99), errors, cached, shared, differing, cpu, engine };
 }
 async function measureConcurrent(state) {
   progress(`concurrent (${state}): ${CLIENTS} dashboard clients × the overview's ${OVERVIEW.length} queries in a loop, ${CONCURRENT_S} s each side`);
   await settle();
   const plaintext = await concurrently((q) => plainQuery(q));
   const encrypted = await concurrently((q) => encryptedQuery(q, { allowCached: true }));
-  progress(`  encrypted ${encrypted.perSecond.toFixed(1)} queries/s p99 ${encrypted.p99.toFixed(0)} ms, plaintext ${plaintext.perSecond.toFixed(1)} queries/s p99 ${plaintext.p99.toFixed(0)} ms`);
+  progress(`  encrypted ${encrypted.perSecond.toFixed(1)} queries/s p99 ${encrypted.p99.toFixed(0)} ms (${encrypted.shared} shared, ${encrypted.cached} cached, ${encrypted.differing} differing), plaintext ${plaintext.perSecond.toFixed(1)} queries/s p99 ${plaintext.p99.toFixed(0)} ms`);
   return { state, clients: CLIENTS, seconds: CONCURRENT_S, plaintext, encrypted, throughputRatio: encrypted.perSecond / plaintext.perSecond, p99Ratio: encrypted.p99 / plaintext.p99 };
 }
 
@@ -804,7 +829,9 @@ for (const cc of [concurrentLiveDays, concurrent].filter(Boolean)) {
     { figure: 'throughput (queries/s)', encrypted: cc.encrypted.perSecond.toFixed(1), plaintext: cc.plaintext.perSecond.toFixed(1), ratio: `${cc.throughputRatio.toFixed(2)}x`, target: '≥ 0.67x', verdict: cc.throughputRatio >= 0.67 ? 'PASS' : 'FAIL' },
     { figure: 'latency p99 (ms)', encrypted: cc.encrypted.p99.toFixed(0), plaintext: cc.plaintext.p99.toFixed(0), ratio: `${cc.p99Ratio.toFixed(2)}x`, target: '≤ 1.5x', verdict: cc.p99Ratio <= 1.5 ? 'PASS' : 'FAIL' },
     { figure: 'CPU ms per query: main / query workers', encrypted: `${f1(cc.encrypted.cpu.main)} / ${f1(cc.encrypted.cpu.workers)}`, plaintext: `${f1(cc.plaintext.cpu.main)} / -`, ratio: '', target: '', verdict: '' },
-    { figure: 'errors / cached answers', encrypted: `${cc.encrypted.errors} / ${cc.encrypted.cached}`, plaintext: `${cc.plaintext.errors} / -`, ratio: '', target: '0 errors', verdict: cc.encrypted.errors ? 'FAIL' : 'PASS' },
+    { figure: 'engine statements per query, ms each', encrypted: `${(cc.encrypted.engine.calls / Math.max(1, cc.encrypted.queries)).toFixed(2)}, ${f1((cc.encrypted.engine.runSeconds * 1000) / Math.max(1, cc.encrypted.engine.calls))}`, plaintext: `${(cc.plaintext.engine.calls / Math.max(1, cc.plaintext.queries)).toFixed(2)}, ${f1((cc.plaintext.engine.runSeconds * 1000) / Math.max(1, cc.plaintext.engine.calls))}`, ratio: '', target: '', verdict: '' },
+    { figure: 'errors / cached / shared answers', encrypted: `${cc.encrypted.errors} / ${cc.encrypted.cached} / ${cc.encrypted.shared}`, plaintext: `${cc.plaintext.errors} / - / -`, ratio: '', target: '0 errors', verdict: cc.encrypted.errors ? 'FAIL' : 'PASS' },
+    { figure: 'answers differing from their shape\'s first', encrypted: String(cc.encrypted.differing), plaintext: '-', ratio: '', target: '0', verdict: cc.encrypted.differing ? 'FAIL' : 'PASS' },
   ]);
 }
 console.log(`\nBytes on disk per point (${optimize ? 'after OPTIMIZE TABLE … FINAL' : 'as written, not optimized'}; sum of bytes_on_disk of active parts in system.parts):`);

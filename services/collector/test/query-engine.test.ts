@@ -199,6 +199,62 @@ describe('runQuery', () => {
     expect(reads()).toBe(2);
   });
 
+  it("identical queries arriving while the first one's read waits for the engine share its answer; one arriving once that read runs reads for itself and sees rows written meanwhile", async () => {
+    const E = 'acct_eeeeeeeeeeeeeeeeeeeeeeee'; // an account of its own: its rows grow below
+    keyring.createAccount(E);
+    const keys = keyring.accountKeys(E)![0]!;
+    const sent = generatePoints(21, 300, FROM, TO);
+    await writeRollups(store, E, keys, sent, 1, 4);
+    const reads: number[] = [];
+    let gate: Promise<unknown> = Promise.resolve();
+    let gated = false;
+    let onStart = (): void => {};
+    const watching = Object.create(store, {
+      selectRollups: {
+        value: async (sel: RollupSelection, onWait?: (waiting: boolean) => void) => {
+          if (gated) await gate; // (telling the engine that it waits when the call is made, as the store does)
+          const bytes = await store.selectRollups(sel, (waiting) => {
+            onWait?.(waiting);
+            if (!waiting) onStart();
+          });
+          reads.push(countRows(bytes));
+          return bytes;
+        },
+      },
+    }) as Store;
+    const q: RefQuery = { metric: 'orders', aggregation: 'sum', interval: 'hour', timezone: 'UTC', groupBy: ['country'] };
+    // no result cache (deps without one); the watermark read kept, so a query's first statement is its read of rows
+    const run = () => runQuery({ store: watching, keyring, watermarkTtlMs: 600_000 }, { accountId: E }, { ...q, from: FROM, to: TO });
+    checkAgainstReference(q, await run(), sent);
+    reads.length = 0;
+
+    // The engine busy: the three reads wait behind this call (the queries reach the lane within this turn).
+    const busy = connectionOf(store).query('SELECT sleep(0.2)');
+    const [one, two, three] = await Promise.all([run(), run(), run()]);
+    await busy;
+    expect(reads).toEqual([one.meta.rows]); // one read for the three
+    checkAgainstReference(q, one, sent);
+    expect(two).toEqual(one);
+    expect(three).toEqual(one);
+
+    // Once the first read runs, a query arriving then reads for itself, after rows written meanwhile.
+    reads.length = 0;
+    const more = generatePoints(22, 200, FROM, TO);
+    let later: Promise<Awaited<ReturnType<typeof run>>> | undefined;
+    onStart = () => {
+      onStart = () => {};
+      gate = writeRollups(store, E, keys, more, 3, 5); // the later query's read waits for these rows
+      gated = true;
+      later = run();
+    };
+    const first = await run();
+    const second = await later!;
+    checkAgainstReference(q, first, sent);
+    checkAgainstReference(q, second, [...sent, ...more]);
+    expect(reads).toEqual([first.meta.rows, second.meta.rows]);
+    expect(second.meta.rows).toBeGreaterThan(first.meta.rows);
+  });
+
   it('a range over 48 hours whose last read fitted one statement is read whole again without the count; one that outgrew it is counted again', async () => {
     const C = 'acct_dddddddddddddddddddddddd'; // an account of its own: its rows grow below
     keyring.createAccount(C);

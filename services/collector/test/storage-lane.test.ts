@@ -93,6 +93,19 @@ describe('CallLane', () => {
     expect(await lane.run('x', false, async () => 'still serving')).toBe('still serving');
   });
 
+  it('tells a call\'s onWait when it is queued (true, as the call is made) and just before it runs (false)', async () => {
+    const lane = new CallLane();
+    const log: string[] = [];
+    const a = held(log, 'A');
+    const seen = (name: string) => (waiting: boolean) => void log.push(`${name} ${waiting ? 'waits' : 'runs'}`);
+    const first = lane.run('x', false, a.call, undefined, seen('A'));
+    const second = lane.run('x', false, async () => void log.push('start B'), undefined, seen('B'));
+    expect(log).toEqual(['A waits', 'A runs', 'start A', 'B waits']); // told synchronously
+    a.finish();
+    await Promise.all([first, second]);
+    expect(log).toEqual(['A waits', 'A runs', 'start A', 'B waits', 'end A', 'B runs', 'start B']);
+  });
+
   it('names calls by verb and first table', () => {
     expect(callKind('SELECT account_id FROM cipherstat.batches WHERE x UNION DISTINCT SELECT 1 FROM cipherstat.processed')).toBe('SELECT batches');
     expect(callKind('  select count() from (SELECT 1 FROM db.rollups)')).toBe('SELECT rollups');

@@ -40,7 +40,7 @@
  *   covers: storage rewriting `tag_values` makes the row fail to open (never regrouped).
  */
 import { CollectorError } from '../errors.js';
-import type { RollupSelection, Store } from '../storage/types.js';
+import type { RollupSelection, Store, WaitObserver } from '../storage/types.js';
 import { accountContext, lookupDictionary, type AccountContext, type QueryDeps } from './context.js';
 import { MAX_SERIES, tooManySeries, type MergePlan } from './merge.js';
 import { inlineMergers, type MergeSession, type Merging } from './mergers.js';
@@ -133,6 +133,8 @@ export interface QueryStats {
   /** From then until the answer (the rest of the merge, labels, finalizing). */
   mergeMs: number;
   rows: number;
+  /** The answer of an identical query that was waiting for storage (sharedQuery): these figures are that query's. */
+  shared?: boolean;
 }
 
 /**
@@ -150,14 +152,62 @@ export async function runQuery(deps: QueryDeps, account: { accountId: string }, 
   const hit = cache?.get<QueryResult>(account.accountId, key);
   if (hit) return { series: hit.series, meta: { ...hit.meta, cached: true } };
   const gen = cache?.generation(account.accountId) ?? 0;
-  const result = await executeQuery(deps, account.accountId, q, stats);
+  const result = await sharedQuery(deps, account.accountId, q, stats);
   cache?.set(account.accountId, key, result, gen);
   return result;
 }
 
-/** Answers a parsed query (no result cache). */
-export async function executeQuery(deps: QueryDeps, accountId: string, q: Query, stats?: QueryStats): Promise<QueryResult> {
+/** A query whose first read still waits for the engine, which identical queries arriving meanwhile share. */
+interface Waiting {
+  answer: Promise<QueryResult>;
+  stats: QueryStats;
+}
+const waitingByStore = new WeakMap<Store, Map<string, Waiting>>();
+
+/**
+ * Answers a parsed query, or shares the answer of an identical one (same account, key versions
+ * and queryKey) whose first read of rows has not started yet: it is still before that read or
+ * the read waits for the engine (embedded chDB's lane: QueryStore.selectRollups' `onWait`). That
+ * read takes the engine's snapshot after this query arrived, so the shared answer is one this
+ * query could have computed itself, never an older one. Once the read runs, later queries read
+ * for themselves. Under concurrent dashboards (one statement at a time, ~10-30 ms each) the
+ * identical queries queued behind one another are read and merged once. A server runs a read
+ * at once (it never says it waits): there only queries arriving before the read is sent share.
+ */
+async function sharedQuery(deps: QueryDeps, accountId: string, q: Query, stats?: QueryStats): Promise<QueryResult> {
   const ctx = await accountContext(deps, accountId);
+  const key = `${accountId}\u0000${ctx.versions.map((v) => v.version).join(',')}\u0000${queryKey(q)}`;
+  let waiting = waitingByStore.get(deps.store);
+  if (!waiting) waitingByStore.set(deps.store, (waiting = new Map()));
+  const shared = waiting.get(key);
+  if (shared) {
+    const result = await shared.answer;
+    if (stats) Object.assign(stats, shared.stats, { shared: true });
+    return { series: result.series, meta: { ...result.meta } };
+  }
+  // Shared from now until its first read of rows runs (`answer` is set before a joiner can read it).
+  const entry: Waiting = { answer: undefined as unknown as Promise<QueryResult>, stats: { storageMs: 0, mergeMs: 0, rows: 0 } };
+  waiting.set(key, entry);
+  const stop = (): void => void (waiting.get(key) === entry && waiting.delete(key));
+  entry.answer = executeQuery(deps, accountId, q, entry.stats, ctx, (isWaiting) => isWaiting || stop());
+  try {
+    return await entry.answer;
+  } finally {
+    stop();
+    if (stats) Object.assign(stats, entry.stats);
+  }
+}
+
+/** Answers a parsed query (no result cache); `onWait` is told when its first read of rows waits for the engine and when it runs. */
+export async function executeQuery(
+  deps: QueryDeps,
+  accountId: string,
+  q: Query,
+  stats?: QueryStats,
+  context?: AccountContext,
+  onWait?: WaitObserver,
+): Promise<QueryResult> {
+  const ctx = context ?? (await accountContext(deps, accountId));
   const t0 = performance.now();
   const { selection, metricOf } = rowSelection(ctx, q);
   let t1 = t0;
@@ -167,7 +217,7 @@ export async function executeQuery(deps: QueryDeps, accountId: string, q: Query,
     // Each statement is merged (by the query workers) while the next is read.
     const session = (deps.mergers ?? inlineMergers).begin(mergePlan(ctx, q, metricOf));
     try {
-      await readInStatements(deps, selection, session);
+      await readInStatements(deps, selection, session, onWait);
     } catch (e) {
       session.abort();
       throw e;
@@ -248,14 +298,28 @@ function selectionSizes(store: Store): FifoMap<string, number> {
  * all (more: the merge answers query_too_large). Each statement's rows go to `session` as they
  * arrive, so the workers merge while storage reads the next.
  */
-async function readInStatements(deps: QueryDeps, selection: RollupSelection, session: MergeSession): Promise<void> {
+async function readInStatements(deps: QueryDeps, selection: RollupSelection, session: MergeSession, onWait?: WaitObserver): Promise<void> {
   const unit = selection.level === LEVEL.minute ? MINUTE_MS : DAY_MS;
   const most = deps.statementRows ?? STATEMENT_ROWS;
+  // `onWait` hears about the first read only; a store that does not tell, when the call is made,
+  // that it waits (a server, a wrapper) is taken to run it at once.
+  const read = (sel: RollupSelection): Promise<Uint8Array> => {
+    const first = onWait;
+    onWait = undefined;
+    if (!first) return deps.store.selectRollups(sel);
+    let told = false;
+    const bytes = deps.store.selectRollups(sel, (waiting) => {
+      told = true;
+      first(waiting);
+    });
+    if (!told) first(false);
+    return bytes;
+  };
   const sizes = selectionSizes(deps.store);
   const key = JSON.stringify({ ...selection, limit: 0 });
   const known = sizes.get(key);
   if (selection.to - selection.from <= READ_WHOLE_MS || (known !== undefined && known <= most)) {
-    const bytes = await deps.store.selectRollups({ ...selection, limit: Math.min(most, MAX_ROWS) + 1 });
+    const bytes = await read({ ...selection, limit: Math.min(most, MAX_ROWS) + 1 });
     const n = countRows(bytes);
     if (n <= most) {
       sizes.set(key, n);
@@ -278,7 +342,7 @@ async function readInStatements(deps: QueryDeps, selection: RollupSelection, ses
   ends.push(selection.to);
   rows = 0;
   for (let i = 0, from = selection.from; i < ends.length && rows <= MAX_ROWS; from = ends[i++]!) {
-    const bytes = await deps.store.selectRollups({ ...selection, from, to: ends[i]!, limit: MAX_ROWS + 1 - rows });
+    const bytes = await read({ ...selection, from, to: ends[i]!, limit: MAX_ROWS + 1 - rows });
     const n = countRows(bytes);
     rows += n;
     session.add(bytes, n);

@@ -153,7 +153,7 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     } finally {
       done(stats.rows);
     }
-    m.cache.inc({ result: result.meta.cached ? 'hit' : 'miss' });
+    m.cache.inc({ result: result.meta.cached ? 'hit' : stats.shared ? 'shared' : 'miss' });
     return result;
   };
 
@@ -265,7 +265,7 @@ function queryMetrics(registry: Registry) {
     ),
     cache: once(
       'cipherstat_query_cache_total',
-      () => new Counter({ name: 'cipherstat_query_cache_total', help: 'Query answers by cache result (hit, miss)', labelNames: ['result'], registers: [registry] }),
+      () => new Counter({ name: 'cipherstat_query_cache_total', help: 'Query answers by cache result (hit; shared: the answer of an identical query still waiting for storage; miss)', labelNames: ['result'], registers: [registry] }),
     ),
   };
 }

@@ -13,7 +13,7 @@ import { mkdir, open as openFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Session, drainPending, type ChdbResult } from 'chdb';
 import { withinDeadline, type Connection } from './connection.js';
-import { CallLane, callKind } from './lane.js';
+import { CallLane, callKind, type WaitObserver } from './lane.js';
 import { StorageError, toStorageError } from './errors.js';
 import { createStore } from './repository.js';
 import { checkIdentifier } from './schema.js';
@@ -128,27 +128,27 @@ class ChdbConnection implements Connection {
   }
 
   /** `call` through the lane, within this view's deadline. */
-  async #call<T>(kind: string, call: (s: Session) => Promise<T>): Promise<T> {
+  async #call<T>(kind: string, call: (s: Session) => Promise<T>, onWait?: WaitObserver): Promise<T> {
     this.#open();
     try {
-      return await withinDeadline(this.timeoutMs, (signal) => this.held.lane.run(kind, this.urgentCalls, () => call(this.#open()), signal));
+      return await withinDeadline(this.timeoutMs, (signal) => this.held.lane.run(kind, this.urgentCalls, () => call(this.#open()), signal, onWait));
     } catch (e) {
       throw wrap(e);
     }
   }
 
-  #run(sql: string, params: Params | undefined, format: string): Promise<ChdbResult> {
-    return this.#call(callKind(sql), (s) => (params && Object.keys(params).length > 0 ? s.queryBindAsync(sql, params, { format }) : s.queryAsync(sql, { format })));
+  #run(sql: string, params: Params | undefined, format: string, onWait?: WaitObserver): Promise<ChdbResult> {
+    return this.#call(callKind(sql), (s) => (params && Object.keys(params).length > 0 ? s.queryBindAsync(sql, params, { format }) : s.queryAsync(sql, { format })), onWait);
   }
 
   async query<T>(sql: string, params?: Params): Promise<T[]> {
     return parseJsonEachRow<T>((await this.#run(sql, params, 'JSONEachRow')).text());
   }
 
-  async queryBinary(sql: string, params?: Params): Promise<Uint8Array> {
+  async queryBinary(sql: string, params?: Params, onWait?: WaitObserver): Promise<Uint8Array> {
     // No copy needed: the addon copies the engine's output into a JS-owned Buffer
     // (napi_create_buffer_copy), which stays valid after later queries and close().
-    return (await this.#run(sql, params, 'RowBinary')).bytes();
+    return (await this.#run(sql, params, 'RowBinary', onWait)).bytes();
   }
 
   async exec(sql: string, params?: Params): Promise<void> {

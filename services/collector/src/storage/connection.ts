@@ -1,5 +1,5 @@
 import { StorageError } from './errors.js';
-import type { CallStats } from './lane.js';
+import type { CallStats, WaitObserver } from './lane.js';
 import type { Params } from './types.js';
 
 /**
@@ -10,8 +10,11 @@ export interface Connection {
   readonly kind: 'chdb' | 'remote';
   /** Runs a SELECT; rows as JSONEachRow objects, 64-bit integers as decimal strings. */
   query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]>;
-  /** Runs a SELECT; its raw RowBinary output (no header; read it with RowBinaryReader). */
-  queryBinary(sql: string, params?: Params): Promise<Uint8Array>;
+  /**
+   * Runs a SELECT; its raw RowBinary output (no header; read it with RowBinaryReader). `onWait`
+   * is told when the call waits for the engine and when it starts (lane.ts; a server: never).
+   */
+  queryBinary(sql: string, params?: Params, onWait?: WaitObserver): Promise<Uint8Array>;
   /** Runs a statement without result rows (DDL, DELETE, ALTER). */
   exec(sql: string, params?: Params): Promise<void>;
   /** Inserts a TabSeparated payload; resolves once the engine has written (and fsynced) it. */

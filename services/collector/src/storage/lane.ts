@@ -14,6 +14,9 @@
  */
 import { StorageError } from './errors.js';
 
+/** Told when a call starts to wait for the engine (true) and when it starts to run (false); a runtime without a wait (a server) never tells. */
+export type WaitObserver = (waiting: boolean) => void;
+
 /** Calls of one kind so far: how many, and the seconds they waited in the lane and ran in the engine. */
 export interface CallStats {
   calls: number;
@@ -47,9 +50,11 @@ export class CallLane {
   /**
    * Runs `call` once no other call of this lane runs and no urgent call (or, for an ordinary
    * call, no earlier call) waits. A call whose `signal` fires while it waits never runs (it
-   * rejects with storage_unavailable); one that already runs is awaited as it is.
+   * rejects with storage_unavailable); one that already runs is awaited as it is. `onWait` is
+   * told true when the call is queued and false just before it runs (the engine's snapshot is
+   * taken after that: query/engine.ts shares a query still waiting with identical later ones).
    */
-  run<T>(kind: string, urgent: boolean, call: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  run<T>(kind: string, urgent: boolean, call: () => Promise<T>, signal?: AbortSignal, onWait?: WaitObserver): Promise<T> {
     const stats = this.statsOf(urgent ? `${kind} (urgent)` : kind);
     stats.calls++;
     return new Promise<T>((resolve, reject) => {
@@ -61,6 +66,7 @@ export class CallLane {
           stats.waitSeconds += (started - job.queuedAt) / 1000;
           let done: Promise<T>;
           try {
+            onWait?.(false);
             done = call();
           } catch (e) {
             done = Promise.reject(e);
@@ -90,6 +96,7 @@ export class CallLane {
         );
       }
       (urgent ? this.urgentQueue : this.queue).push(job);
+      onWait?.(true);
       this.next();
     });
   }

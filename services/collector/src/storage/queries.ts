@@ -227,10 +227,10 @@ WHERE ${base} AND level = 0 AND ${inRange('from', 'to')}
 
 export function queryRepository(db: Db): QueryStore {
   return {
-    async selectRollups(sel) {
+    async selectRollups(sel, onWait) {
       const params: Params = { lim: sel.limit };
       const rows = selectionSql(db.t('rollups'), sel, params, ROW_COLUMNS);
-      return db.conn.queryBinary(sel.level === 0 ? `${rows}\nLIMIT {lim:UInt32}` : `SELECT * FROM (\n  ${rows}\n)\nLIMIT {lim:UInt32}`, params);
+      return db.conn.queryBinary(sel.level === 0 ? `${rows}\nLIMIT {lim:UInt32}` : `SELECT * FROM (\n  ${rows}\n)\nLIMIT {lim:UInt32}`, params, onWait);
     },
 
     async countRollups(sel, slotMs) {

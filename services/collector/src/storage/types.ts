@@ -11,8 +11,8 @@
  * - binary columns (ciphertext) are Uint8Array in and out and are stored as raw bytes.
  */
 import type { AccountTable } from './schema.js';
-import type { CallStats } from './lane.js';
-export type { CallStats } from './lane.js';
+import type { CallStats, WaitObserver } from './lane.js';
+export type { CallStats, WaitObserver } from './lane.js';
 
 export type AccountState = 'active' | 'deactivated' | 'shredded';
 
@@ -423,8 +423,12 @@ export interface TagValueCount {
 
 /** What the query role reads (storage/queries.ts). */
 export interface QueryStore {
-  /** The selected rows, as RowBinary for `readStoredRows` (storage/queries.ts); the caller decides which count. */
-  selectRollups(sel: RollupSelection): Promise<Uint8Array>;
+  /**
+   * The selected rows, as RowBinary for `readStoredRows` (storage/queries.ts); the caller decides
+   * which count. `onWait`: told true while the statement waits for the engine, false when it
+   * starts (embedded chDB's lane; a server never tells).
+   */
+  selectRollups(sel: RollupSelection, onWait?: WaitObserver): Promise<Uint8Array>;
   /**
    * How many rows `selectRollups(sel)` would return without a limit, per slot of `slotMs`
    * (rows whose bucket is in [at, at + slotMs), epoch ms), in time order, empty slots left out:
