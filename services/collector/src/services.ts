@@ -205,6 +205,8 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         now,
         registry: metrics.registry,
         intervalMs: config.compactionIntervalMs,
+        // Scheduled passes wait (bounded) while batches arrive at load rate: compactor.ts.
+        busy: processor ? () => processor.underLoad() : undefined,
         onCompacted: (ids) => queryCache.invalidate(ids),
         fence: compactorLease ? leaseFence(compactorLease, 'compaction pass') : () => schemaGate.assertCurrent(),
       })

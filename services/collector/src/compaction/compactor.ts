@@ -34,6 +34,13 @@
  * One compactor for all accounts: services.ts runs it on the partition-0 process node only
  * (or the one `all` node); passes in this process never overlap.
  *
+ * Scheduling: a pass at start, then one every `intervalMs`, or `catchUpMs` after a pass that
+ * stopped at its bounds. A scheduled pass yields to ingest: while `busy()` says batches arrive
+ * at load rate, it waits (asking again every COMPACTION_YIELD_CHECK_MS), at most `yieldMaxMs`
+ * from when it was due, then runs anyway — compaction's reads and deletes leave the engine to
+ * the group commits during a burst, and still progress under load that never stops. Waiting
+ * changes only when a pass runs, never what it does (every step above is safe at any time).
+ *
  * This file is the scheduler and runs the steps of a pass: finish.ts (steps 1 and 5, the finish
  * protocol), merge.ts (step 3), day-packs.ts (step 6); pass.ts holds what they share. Every
  * stored row is opened through the rollup row model (rollup/rows.ts).
@@ -47,7 +54,9 @@ import { FinishProtocol } from './finish.js';
 import { GroupMerger } from './merge.js';
 import {
   COMPACTION_SLICE_ROWS,
+  COMPACTION_YIELD_CHECK_MS,
   DEFAULT_COMPACTION_INTERVAL_MS,
+  DEFAULT_COMPACTION_YIELD_MAX_MS,
   dayId,
   emptyReport,
   groupId,
@@ -61,6 +70,7 @@ import {
 export {
   COMPACTION_SLICE_ROWS,
   DEFAULT_COMPACTION_INTERVAL_MS,
+  DEFAULT_COMPACTION_YIELD_MAX_MS,
   type CompactionReport,
   type CompactionStep,
   type CompactorOptions,
@@ -87,6 +97,8 @@ function counters(registry: Registry | undefined) {
         labelNames: ['outcome'],
         registers: [registry],
       })),
+    yielded: get('cipherstat_compaction_yield_seconds_total', () =>
+      new Counter({ name: 'cipherstat_compaction_yield_seconds_total', help: 'Seconds scheduled compaction passes waited for a busy ingest before running', registers: [registry] })),
     seconds: get('cipherstat_compaction_pass_seconds', () =>
       new Histogram({ name: 'cipherstat_compaction_pass_seconds', help: 'Duration of rollup compaction passes', buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120], registers: [registry] })),
   };
@@ -131,14 +143,26 @@ export class Compactor {
     await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
-  /** Starts the scheduler: a pass at once (call after `Processor.recover()`), then periodically. */
+  /** Starts the scheduler: a pass at once (call after `Processor.recover()`), then periodically; each yields to a busy ingest (above). */
   start(): void {
     const interval = this.o.intervalMs ?? DEFAULT_COMPACTION_INTERVAL_MS;
     if (!this.stopped || interval <= 0) return;
     this.stopped = false;
     this.closing = false;
+    const maxYield = this.o.yieldMaxMs ?? DEFAULT_COMPACTION_YIELD_MAX_MS;
+    /** When the pass waiting to run became due (performance.now()). */
+    let dueAt: number | undefined;
     const loop = async () => {
       if (this.stopped) return;
+      dueAt ??= performance.now();
+      const waited = performance.now() - dueAt;
+      if (waited < maxYield && this.o.busy?.()) {
+        this.timer = setTimeout(loop, Math.min(COMPACTION_YIELD_CHECK_MS, maxYield - waited));
+        this.timer.unref();
+        return;
+      }
+      if (waited > 0) this.m?.yielded.inc(waited / 1000);
+      dueAt = undefined;
       let more = false;
       try {
         more = (await this.runPass()).more;

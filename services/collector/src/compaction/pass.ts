@@ -14,6 +14,15 @@ import type { RollupGroupKey, RollupRef, Store } from '../storage/types.js';
 
 export const DEFAULT_COMPACTION_INTERVAL_MS = 60_000;
 /**
+ * Longest a due pass waits while ingest is busy (CompactorOptions.busy): a pass reads and
+ * deletes on the engine that runs one statement at a time, beside the group commits whose 202s
+ * wait for it (storefront load: ~21 % of the engine in passes). Bounded, so compaction still
+ * progresses under load that never stops: at least one pass per this long plus its own time.
+ */
+export const DEFAULT_COMPACTION_YIELD_MAX_MS = 10_000;
+/** How often a waiting pass asks again whether ingest is still busy. */
+export const COMPACTION_YIELD_CHECK_MS = 250;
+/**
  * Rows a pass opens and merges between two turns of the event loop: compaction runs on the
  * main thread beside ingest, queries and /healthz, and must never hold it for long (a pass
  * opens up to `maxRows` rows: ~0.5 s of CPU at once without slices).
@@ -33,6 +42,14 @@ export interface CompactorOptions {
   intervalMs?: number;
   /** Delay before the next pass when a pass stopped at its bounds (default 1 s). */
   catchUpMs?: number;
+  /**
+   * Whether ingest is busy now (services.ts: batches arriving for processing at the rate that
+   * makes ticks coalesce). While it is, a scheduled pass (periodic or catch-up) waits, at most
+   * `yieldMaxMs` from when it was due; `runPass()` never waits.
+   */
+  busy?: () => boolean;
+  /** Longest a due pass waits for a busy ingest (default DEFAULT_COMPACTION_YIELD_MAX_MS; 0: never waits). */
+  yieldMaxMs?: number;
   /** Most groups one pass looks at (default 2000). */
   maxGroups?: number;
   /** Most rows one pass reads and merges (default 20 000). */

@@ -152,8 +152,12 @@ export class Intake {
     if (this.urgent > 0 || this.queue.size >= this.minBatches) return 0;
     const wait = (this.o.coalesceMs ?? 0) - (performance.now() - this.lastTakeAt);
     if (wait <= 0) return 0;
-    // Batches handed off over roughly the last second.
-    return this.handedOff.recent() < (this.o.coalesceMinRate ?? 100) ? 0 : wait;
+    return this.underLoad() ? wait : 0;
+  }
+
+  /** Whether batches arrive at load rate (at least `coalesceMinRate` over about the last second): what makes ticks coalesce, and compaction yield (compactor.ts). */
+  underLoad(): boolean {
+    return this.handedOff.recent() >= (this.o.coalesceMinRate ?? 100);
   }
 
   /** Lets hand-offs accumulate for the next tick (coalesceWait), ended early once `minBatches` are queued. */

@@ -157,6 +157,11 @@ export class Processor {
     return this.queue.accountLagMs(accountId);
   }
 
+  /** Whether batches arrive at load rate (intake.ts): scheduled compaction passes yield meanwhile (compactor.ts). */
+  underLoad(): boolean {
+    return this.queue.underLoad();
+  }
+
   /** About how long the batches waiting now need (s), at the recent processing rate (Retry-After). */
   drainSeconds(): number {
     return this.queue.drainSeconds();
