@@ -4,11 +4,11 @@
  */
 import { createRequire } from 'node:module';
 import { Hono } from 'hono';
-import { cors } from 'hono/cors';
 import { toBase64 } from '@cipherstat/protocol';
 import { CollectorError, isCollectorError } from './errors.js';
 import { clientAddressOf } from './ingest/admission.js';
 import { registerIngestRoutes } from './ingest/routes.js';
+import { ingestCors } from './ingest/cors.js';
 import { registerAdminRoutes } from './accounts/routes.js';
 import type { Services } from './services.js';
 import { StorageError } from './storage/index.js';
@@ -75,7 +75,7 @@ export function createApp(s: Services): Hono {
   });
 
   // Ingest surface: any origin may talk to it; per-account origins are enforced per batch.
-  const open = cors({ origin: (o) => o, allowMethods: ['GET', 'POST', 'OPTIONS'], allowHeaders: ['Content-Type'], exposeHeaders: ['Retry-After'], maxAge: 86400 });
+  const open = ingestCors();
   app.use('/v1/collector-key', open);
   app.use('/v1/batches', open);
 

@@ -68,8 +68,23 @@ describe('ingest and process, end to end', () => {
     const bad = await post(c.url, envelope(shop, points(1)).bytes, { origin: 'https://evil.example' });
     expect(bad.status).toBe(403);
     expect((await bad.json()).error.code).toBe('origin_not_allowed');
+    // CORS (ingest/cors.ts): on an answer and on a refusal alike, a browser may read Retry-After.
+    for (const r of [ok, bad]) {
+      expect(r.headers.get('access-control-expose-headers')).toBe('Retry-After');
+      expect(r.headers.get('vary')).toBe('Origin');
+      expect(r.headers.get('content-type')).toMatch(/^application\/json/);
+    }
+    expect(bad.headers.get('access-control-allow-origin')).toBe('https://evil.example'); // readable: the refusal says why
+    const noOrigin = await post(c.url, envelope(shop, points(1)).bytes);
+    expect(noOrigin.headers.get('access-control-allow-origin')).toBeNull();
     const preflight = await fetch(`${c.url}/v1/batches`, { method: 'OPTIONS', headers: { origin: 'https://shop.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' } });
     expect(preflight.status).toBe(204);
+    expect(preflight.headers.get('access-control-allow-origin')).toBe('https://shop.example');
+    expect(preflight.headers.get('access-control-allow-methods')).toBe('GET,POST,OPTIONS');
+    expect(preflight.headers.get('access-control-allow-headers')).toBe('Content-Type');
+    expect(preflight.headers.get('access-control-max-age')).toBe('86400');
+    const key = await fetch(`${c.url}/v1/collector-key`, { headers: { origin: 'https://shop.example' } });
+    expect([key.headers.get('access-control-allow-origin'), key.headers.get('cache-control')]).toEqual(['https://shop.example', 'public, max-age=300']);
   });
 
   it('answers 401 for an unknown account and 429 with Retry-After over the rate limit', async () => {
