@@ -105,6 +105,12 @@ const schema = z.object({
   /** Most batches waiting for a durable insert before ingest answers 503. */
   maxQueuedBatches: z.coerce.number().int().positive().default(20_000),
   /**
+   * Group commit under load (the previous insert carried GROUP_LOAD_BATCHES or more): the least
+   * time (ms) between the starts of two batch inserts, so each carries more batches (0: the next
+   * insert starts as soon as the previous one ended). A 202 waits up to this long more.
+   */
+  ingestGroupMs: z.coerce.number().int().min(0).max(1000).default(100),
+  /**
    * Roles with processing: ingest answers 503 `overloaded` while the oldest batch waiting for
    * processing has waited longer than this (ms), so acknowledged data stays fresh and memory
    * bounded under overload; 0: never.
@@ -216,6 +222,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['queryTimeoutMs', 'CIPHERSTAT_QUERY_TIMEOUT_MS'],
   ['readyTimeoutMs', 'CIPHERSTAT_READY_TIMEOUT_MS'],
   ['maxQueuedBatches', 'CIPHERSTAT_MAX_QUEUED_BATCHES'],
+  ['ingestGroupMs', 'CIPHERSTAT_INGEST_GROUP_MS'],
   ['maxProcessLagMs', 'CIPHERSTAT_MAX_PROCESS_LAG_MS'],
   ['maxProcessBacklog', 'CIPHERSTAT_MAX_PROCESS_BACKLOG'],
   ['accountBytesPerSecond', 'CIPHERSTAT_ACCOUNT_BYTES_PER_SECOND'],

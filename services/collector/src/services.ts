@@ -214,6 +214,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const storageFailureLog = everyFewSeconds();
   const writer = new BatchWriter(requestStore, metrics, {
     maxQueued: config.maxQueuedBatches,
+    groupMs: config.ingestGroupMs,
     onDurable: processor ? (rows) => processor.enqueue(rows) : undefined,
     // Every batch stored here is handed to this node's processor, which skips twins of processed
     // batches: the 202's duplicate check needs no storage read (writer.ts).

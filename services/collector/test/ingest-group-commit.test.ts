@@ -1,0 +1,77 @@
+/**
+ * The group commit under load (ingest/writer.ts, CIPHERSTAT_INGEST_GROUP_MS): after an insert of
+ * GROUP_LOAD_BATCHES or more, the next insert starts no sooner than `groupMs` after it started,
+ * so the batches arriving meanwhile go together; after a smaller insert (a quiet collector) the
+ * next one starts at once. Every batch is still acknowledged only once inserted. Real chDB in a
+ * temporary directory; the store is the real one, its inserts recorded.
+ */
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.js';
+import { BatchWriter, GROUP_LOAD_BATCHES } from '../src/ingest/writer.js';
+import { createMetrics } from '../src/metrics.js';
+import { openStore } from '../src/storage/index.js';
+import type { BatchRow, Store } from '../src/storage/types.js';
+import { tempDirs } from './support/temp-dirs.js';
+
+const tmp = tempDirs('cipherstat-group-commit-');
+let store: Store;
+
+beforeAll(async () => {
+  store = await openStore({ dataDir: join(tmp(), 'data') });
+  await store.migrate();
+});
+afterAll(async () => {
+  await store?.close();
+});
+
+const row = (batchId: string): BatchRow => {
+  const now = Date.now();
+  return { accountId: 'acct-group', batchId, receivedAt: now, createdAt: now, pointCount: 1, sdk: 'test', sealed: new Uint8Array([1, 2, 3]), expiresAt: now + 86_400_000 };
+};
+
+/** A writer on the real store whose inserts' sizes are recorded. */
+function writer(groupMs: number) {
+  const sizes: number[] = [];
+  const recording = Object.create(store, {
+    insertBatches: { value: (rows: BatchRow[]) => (sizes.push(rows.length), store.insertBatches(rows)) },
+  }) as Store;
+  return { w: new BatchWriter(recording, createMetrics(), { maxQueued: 10_000, checkStorage: false, groupMs }), sizes };
+}
+
+const turn = () => new Promise((r) => setImmediate(r));
+
+describe('CIPHERSTAT_INGEST_GROUP_MS', () => {
+  it('is 100 ms unless set (0: off)', () => {
+    expect(loadConfig({}, {}).ingestGroupMs).toBe(100);
+    expect(loadConfig({}, { CIPHERSTAT_INGEST_GROUP_MS: '0' }).ingestGroupMs).toBe(0);
+  });
+
+  it('after an insert under load, batches arriving within groupMs of its start go in one insert, each acknowledged once stored', async () => {
+    const { w, sizes } = writer(5_000);
+    const load = GROUP_LOAD_BATCHES + 3;
+    // The first batch starts an insert alone; the rest queue behind it and go in the next (load).
+    const first = Array.from({ length: load + 1 }, (_, i) => w.submit(row(`load-${i}`)));
+    expect(await Promise.all(first)).toEqual(first.map(() => 'stored'));
+    expect(sizes).toEqual([1, load]);
+    // Three batches one after another: the next insert waits for the interval, so all three go together.
+    const later: Promise<string>[] = [];
+    for (let i = 0; i < 3; i++) {
+      later.push(w.submit(row(`later-${i}`)));
+      await turn();
+    }
+    expect(await Promise.all(later)).toEqual(['stored', 'stored', 'stored']);
+    expect(sizes).toEqual([1, load, 3]);
+    const [stored] = await store.existingBatches([row('load-0'), row('later-2')]).then((s) => [s.size]);
+    expect(stored).toBe(2);
+    await w.close();
+  });
+
+  it('a quiet collector never waits: after an insert under GROUP_LOAD_BATCHES the next starts at once', async () => {
+    // An interval longer than the test's timeout: any wait would fail it.
+    const { w, sizes } = writer(600_000);
+    for (let i = 0; i < 5; i++) expect(await w.submit(row(`quiet-${i}`))).toBe('stored');
+    expect(sizes).toEqual([1, 1, 1, 1, 1]);
+    await w.close();
+  });
+});
