@@ -154,7 +154,9 @@ function metricFilters(sel: Omit<RollupSelection, 'limit'>, params: Params): { m
     return `(${parts.join(' AND ')})`;
   });
   return {
-    metrics: `metric IN (${sel.versions.map((_, i) => `{m${i}:UInt64}`).join(', ')})`,
+    // One version's conjunct already holds `metric = …` for the primary key; several need the IN
+    // beside their disjunction (a condition more costs chDB's analysis of every statement).
+    metrics: perVersion.length === 1 ? '1' : `metric IN (${sel.versions.map((_, i) => `{m${i}:UInt64}`).join(', ')})`,
     filters: perVersion.length === 1 ? perVersion[0]! : `(${perVersion.join(' OR ')})`,
   };
 }
@@ -202,7 +204,7 @@ function quartersAtEdges(rollups: string, sel: Omit<RollupSelection, 'limit'>, p
 function selectionSql(rollups: string, sel: Omit<RollupSelection, 'limit'>, params: Params, columns: string): string {
   Object.assign(params, { acc: sel.accountId, from: sel.from, to: sel.to });
   const { metrics, filters } = metricFilters(sel, params);
-  const base = `account_id = {acc:String} AND ${metrics}`;
+  const base = metrics === '1' ? 'account_id = {acc:String}' : `account_id = {acc:String} AND ${metrics}`;
   if (sel.level === 0) {
     // minute (0) rows of the range
     return `SELECT ${columns} FROM ${rollups}
@@ -239,7 +241,9 @@ export function queryRepository(db: Db): QueryStore {
     async selectRollups(sel, onWait) {
       const params: Params = { lim: sel.limit };
       const rows = selectionSql(db.t('rollups'), sel, params, ROW_COLUMNS);
-      return db.conn.queryBinary(sel.level === 0 ? `${rows}\nLIMIT {lim:UInt32}` : `SELECT * FROM (\n  ${rows}\n)\nLIMIT {lim:UInt32}`, params, onWait);
+      // The LIMIT on the selection itself: a `SELECT * FROM (…)` around it (from when levels were
+      // UNION ALL branches) cost chDB ~1 ms more analysis per statement.
+      return db.conn.queryBinary(`${rows}\nLIMIT {lim:UInt32}`, params, onWait);
     },
 
     async countRollups(sel, slotMs) {
