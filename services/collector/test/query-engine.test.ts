@@ -199,7 +199,7 @@ describe('runQuery', () => {
     expect(reads()).toBe(2);
   });
 
-  it("identical queries arriving while the first one's read waits for the engine share its answer; one arriving once that read runs reads for itself and sees rows written meanwhile", async () => {
+  it("identical queries arriving while the first one's read waits for the engine share its answer (other queries of the same rows its read); one arriving once that read runs reads for itself and sees rows written meanwhile", async () => {
     const E = 'acct_eeeeeeeeeeeeeeeeeeeeeeee'; // an account of its own: its rows grow below
     keyring.createAccount(E);
     const keys = keyring.accountKeys(E)![0]!;
@@ -229,13 +229,21 @@ describe('runQuery', () => {
     reads.length = 0;
 
     // The engine busy: the three reads wait behind this call (the queries reach the lane within this turn).
+    // Another query of the same rows (the same metric and range, not grouped) shares the read too.
+    const ungrouped: RefQuery = { ...q, groupBy: [] };
     const busy = connectionOf(store).query('SELECT sleep(0.2)');
-    const [one, two, three] = await Promise.all([run(), run(), run()]);
+    const [one, two, three, total] = await Promise.all([
+      run(),
+      run(),
+      run(),
+      runQuery({ store: watching, keyring, watermarkTtlMs: 600_000 }, { accountId: E }, { ...ungrouped, from: FROM, to: TO }),
+    ]);
     await busy;
-    expect(reads).toEqual([one.meta.rows]); // one read for the three
+    expect(reads).toEqual([one.meta.rows]); // one read for the four
     checkAgainstReference(q, one, sent);
     expect(two).toEqual(one);
     expect(three).toEqual(one);
+    checkAgainstReference(ungrouped, total, sent);
 
     // Once the first read runs, a query arriving then reads for itself, after rows written meanwhile.
     reads.length = 0;

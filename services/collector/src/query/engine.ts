@@ -280,6 +280,51 @@ function selectionSizes(store: Store): FifoMap<string, number> {
   return m;
 }
 
+/** A read of rows that has not started yet, which identical reads arriving meanwhile share; told to `observers` when it starts. */
+interface WaitingRead {
+  bytes: Promise<Uint8Array>;
+  observers: WaitObserver[];
+  sharers: number;
+}
+const readsByStore = new WeakMap<Store, Map<string, WaitingRead>>();
+
+/**
+ * `store.selectRollups(sel)`, or the answer of an identical read (the same selection, limit
+ * included: another query may group or finalize the same rows differently — a dashboard's
+ * "orders" and "orders by country") that has not started yet: it waits for the engine, so its
+ * snapshot is taken after this read was asked for. Each sharer gets its own copy of the bytes
+ * (a merge moves them to a worker). `onWait` (the query's first read) is told when the read it
+ * gets runs; a store that does not say, when the call is made, that it waits (a server, a
+ * wrapper) is taken to run it at once: nothing shares it.
+ */
+function sharedRead(store: Store, sel: RollupSelection, onWait?: WaitObserver): Promise<Uint8Array> {
+  let reads = readsByStore.get(store);
+  if (!reads) readsByStore.set(store, (reads = new Map()));
+  const key = JSON.stringify(sel);
+  const shared = reads.get(key);
+  if (shared) {
+    shared.sharers++;
+    if (onWait) shared.observers.push(onWait);
+    return shared.bytes.then((b) => new Uint8Array(b));
+  }
+  const entry: WaitingRead = { bytes: undefined as unknown as Promise<Uint8Array>, observers: onWait ? [onWait] : [], sharers: 0 };
+  const started = (): void => {
+    if (reads.get(key) === entry) reads.delete(key);
+    const told = entry.observers.splice(0);
+    for (const o of told) o(false);
+  };
+  let waits = false;
+  reads.set(key, entry);
+  entry.bytes = store.selectRollups(sel, (waiting) => {
+    if (waiting) waits = true;
+    else started();
+  });
+  if (!waits) started();
+  entry.bytes.then(started, started); // a read abandoned while it waited: no longer shared either
+  // the sharers (all known once it answers) copy before anyone moves the bytes
+  return entry.bytes.then((b) => (entry.sharers > 0 ? new Uint8Array(b) : b));
+}
+
 /**
  * Reads a query's rows in statements over consecutive time ranges of at most STATEMENT_ROWS
  * rows each. A range of at most READ_WHOLE_MS (a dashboard's "last 24 hours") is first read
@@ -306,14 +351,7 @@ async function readInStatements(deps: QueryDeps, selection: RollupSelection, ses
   const read = (sel: RollupSelection): Promise<Uint8Array> => {
     const first = onWait;
     onWait = undefined;
-    if (!first) return deps.store.selectRollups(sel);
-    let told = false;
-    const bytes = deps.store.selectRollups(sel, (waiting) => {
-      told = true;
-      first(waiting);
-    });
-    if (!told) first(false);
-    return bytes;
+    return sharedRead(deps.store, sel, first);
   };
   const sizes = selectionSizes(deps.store);
   const key = JSON.stringify({ ...selection, limit: 0 });
