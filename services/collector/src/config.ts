@@ -180,6 +180,8 @@ const schema = z.object({
   testStopAt: z.enum(['commit', 'takeover']).optional(),
   /** Compaction scheduler period (ms); unset: the compactor's default; 0: no scheduled compaction (runs only when called). */
   compactionIntervalMs: z.coerce.number().nonnegative().optional(),
+  /** Longest a scheduled compaction pass waits while batches arrive at load rate (ms; 0: never waits; compaction/compactor.ts). */
+  compactionYieldMaxMs: z.coerce.number().int().min(0).max(600_000).default(10_000),
   /** Period of the lifecycle sweep (ms; unset: 60 s; lifecycle/sweep.ts). */
   lifecycleIntervalMs: z.coerce.number().min(10).optional(),
   /** Days between scheduled master key rotations (unset: 30). */
@@ -245,6 +247,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['leaseMs', 'CIPHERSTAT_LEASE_MS'],
   ['testStopAt', 'CIPHERSTAT_TEST_STOP_AT'],
   ['compactionIntervalMs', 'CIPHERSTAT_COMPACTION_INTERVAL_MS'],
+  ['compactionYieldMaxMs', 'CIPHERSTAT_COMPACTION_YIELD_MAX_MS'],
   ['lifecycleIntervalMs', 'CIPHERSTAT_LIFECYCLE_INTERVAL_MS'],
   ['masterRotationDays', 'CIPHERSTAT_MASTER_ROTATION_DAYS'],
   ['logLevel', 'CIPHERSTAT_LOG_LEVEL'],

@@ -207,6 +207,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
         intervalMs: config.compactionIntervalMs,
         // Scheduled passes wait (bounded) while batches arrive at load rate: compactor.ts.
         busy: processor ? () => processor.underLoad() : undefined,
+        yieldMaxMs: config.compactionYieldMaxMs,
         onCompacted: (ids) => queryCache.invalidate(ids),
         fence: compactorLease ? leaseFence(compactorLease, 'compaction pass') : () => schemaGate.assertCurrent(),
       })

@@ -9,6 +9,7 @@ import { Registry } from 'prom-client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
 import { Compactor } from '../src/compaction/compactor.js';
+import { loadConfig } from '../src/config.js';
 import { Keyring, staticMasterKeys } from '../src/keyring/index.js';
 import { createLogger } from '../src/logger.js';
 import { openStore } from '../src/storage/index.js';
@@ -38,6 +39,11 @@ function scheduled(busy: () => boolean, yieldMaxMs: number) {
 }
 
 describe('compaction yields to a busy ingest', () => {
+  it('CIPHERSTAT_COMPACTION_YIELD_MAX_MS is 10 s unless set (0: never waits)', () => {
+    expect(loadConfig({}, {}).compactionYieldMaxMs).toBe(10_000);
+    expect(loadConfig({}, { CIPHERSTAT_COMPACTION_YIELD_MAX_MS: '0' }).compactionYieldMaxMs).toBe(0);
+  });
+
   it('a due pass waits while ingest is busy and runs once it is not', async () => {
     let busy = true;
     let asked = 0;
@@ -64,6 +70,19 @@ describe('compaction yields to a busy ingest', () => {
     try {
       await expect.poll(() => s.passes(), { timeout: 60_000 }).toBe(1);
       expect(await s.yielded()).toBeGreaterThanOrEqual(0.3);
+    } finally {
+      await s.compactor.stop();
+    }
+  });
+
+  it('with yieldMaxMs 0 a due pass never waits', async () => {
+    let asked = 0;
+    const s = scheduled(() => (asked++, true), 0);
+    s.compactor.start();
+    try {
+      await expect.poll(() => s.passes(), { timeout: 60_000 }).toBe(1);
+      expect(asked).toBe(0);
+      expect(await s.yielded()).toBe(0);
     } finally {
       await s.compactor.stop();
     }

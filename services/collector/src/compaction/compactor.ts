@@ -150,19 +150,22 @@ export class Compactor {
     this.stopped = false;
     this.closing = false;
     const maxYield = this.o.yieldMaxMs ?? DEFAULT_COMPACTION_YIELD_MAX_MS;
-    /** When the pass waiting to run became due (performance.now()). */
+    /** When the pass waiting to run became due (performance.now()), and whether it has waited for ingest. */
     let dueAt: number | undefined;
+    let yielded = false;
     const loop = async () => {
       if (this.stopped) return;
       dueAt ??= performance.now();
       const waited = performance.now() - dueAt;
       if (waited < maxYield && this.o.busy?.()) {
+        yielded = true;
         this.timer = setTimeout(loop, Math.min(COMPACTION_YIELD_CHECK_MS, maxYield - waited));
         this.timer.unref();
         return;
       }
-      if (waited > 0) this.m?.yielded.inc(waited / 1000);
+      if (yielded) this.m?.yielded.inc(waited / 1000);
       dueAt = undefined;
+      yielded = false;
       let more = false;
       try {
         more = (await this.runPass()).more;
