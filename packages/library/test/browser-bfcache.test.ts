@@ -8,12 +8,12 @@
  * Needs the build (`npm run build`) and /usr/bin/chromium.
  */
 import { existsSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Server } from 'node:http';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createAccount, startTestCollector, type TestAccount, type TestCollector } from '../../../services/collector/test/support/collector.js';
 import { connectionOf } from '../../../services/collector/src/storage/index.js';
+import { launchChromium, servePages, startShop } from '../../../test/support/browser.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 let browser: Browser;
@@ -26,19 +26,8 @@ beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing`);
   c = await startTestCollector({ fromDist: true });
   // (no `cache-control: no-store`: Chromium keeps such pages out of the back/forward cache)
-  shop = createServer((req, res) => {
-    const page = pages.get((req.url ?? '/').split('?')[0]!);
-    if (!page) return res.writeHead(404).end();
-    res.writeHead(200, { 'content-type': 'text/html' });
-    res.end(page);
-  });
-  await new Promise<void>((r) => shop.listen(0, '127.0.0.1', r));
-  shopOrigin = `http://127.0.0.1:${(shop.address() as AddressInfo).port}`;
-  browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-    ignoreDefaultArgs: ['--disable-back-forward-cache'],
-  });
+  ({ server: shop, origin: shopOrigin } = await startShop(servePages(pages)));
+  browser = await launchChromium(['--disable-back-forward-cache']);
 });
 afterAll(async () => {
   await browser?.close();

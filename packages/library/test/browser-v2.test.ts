@@ -8,12 +8,12 @@
  * Needs the build (`npm run build`) and /usr/bin/chromium.
  */
 import { existsSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Server } from 'node:http';
+import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createAccount, startTestCollector, type TestAccount, type TestCollector } from '../../../services/collector/test/support/collector.js';
 import { connectionOf } from '../../../services/collector/src/storage/index.js';
+import { launchChromium, servePages, startShop } from '../../../test/support/browser.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 let browser: Browser;
@@ -25,15 +25,8 @@ const pages = new Map<string, string>();
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing`);
   c = await startTestCollector({ fromDist: true });
-  shop = createServer((req, res) => {
-    const page = pages.get((req.url ?? '/').split('?')[0]!);
-    if (!page) return res.writeHead(404).end();
-    res.writeHead(200, { 'content-type': 'text/html', 'cache-control': 'no-store' });
-    res.end(page);
-  });
-  await new Promise<void>((r) => shop.listen(0, '127.0.0.1', r));
-  shopOrigin = `http://127.0.0.1:${(shop.address() as AddressInfo).port}`;
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+  ({ server: shop, origin: shopOrigin } = await startShop(servePages(pages, { 'cache-control': 'no-store' })));
+  browser = await launchChromium();
 });
 afterAll(async () => {
   await browser?.close();
@@ -245,14 +238,12 @@ it('the fallback chunk is checked by its SHA-256 (Subresource Integrity, fixed a
   const core = await (await fetch(`${c.url}/cipherstat.min.js`)).text();
   const genuine = await (await fetch(`${c.url}/cipherstat-fallback.min.js`)).text();
   let chunk = genuine + '\n;window.__tampered = true;';
-  const cdn = createServer((req, res) => {
+  const { server: cdn, origin: cdnOrigin } = await startShop((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     const body = path === '/t/cipherstat.min.js' ? core : path === '/t/cipherstat-fallback.min.js' ? chunk : undefined;
     if (body === undefined) return res.writeHead(404).end();
     res.writeHead(200, { 'content-type': 'text/javascript', 'access-control-allow-origin': '*', 'cache-control': 'no-store' }).end(body);
   });
-  await new Promise<void>((r) => cdn.listen(0, '127.0.0.1', r));
-  const cdnOrigin = `http://127.0.0.1:${(cdn.address() as AddressInfo).port}`;
   pages.set('/tampered', `<!doctype html><html><head><meta charset="utf-8"></head><body><script src="${cdnOrigin}/t/cipherstat.min.js"></script></body></html>`);
   const page = await browser.newPage();
   const posts: string[] = [];
