@@ -1,11 +1,16 @@
 /** Cross-package browser tests: Debian's Chromium (playwright-core) and a storefront server on another origin. */
+import { existsSync } from 'node:fs';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { chromium, type Browser } from 'playwright-core';
 
-/** `ignoreDefaultArgs`: playwright's defaults to leave out (e.g. `--disable-back-forward-cache`). */
-export const launchChromium = (ignoreDefaultArgs?: string[]): Promise<Browser> =>
-  chromium.launch({ executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'], ignoreDefaultArgs });
+const CHROMIUM = '/usr/bin/chromium';
+
+/** Debian's Chromium; `ignoreDefaultArgs`: playwright's defaults to leave out (e.g. `--disable-back-forward-cache`). */
+export async function launchChromium(ignoreDefaultArgs?: string[]): Promise<Browser> {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing (apt-get install -y chromium)`);
+  return chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'], ignoreDefaultArgs });
+}
 
 /** Serves `pages` (path → HTML, read at each request) with `headers`; 404 otherwise. */
 export const servePages =

@@ -5,9 +5,9 @@
  * fallback chunk's X25519, still v2), no crypto.subtle (v1 through the fallback); and a page
  * recording and flushing 500 points spends under 50 ms of main-thread CPU per batch (so no
  * long task can be the Library's, whatever the machine's load); wall-clock long tasks printed.
+ * Leaving pages: unloaded (pagehide beacons) and kept in the back/forward cache.
  * Needs the build (`npm run build`) and /usr/bin/chromium.
  */
-import { existsSync } from 'node:fs';
 import type { Server } from 'node:http';
 import type { Browser, Page } from 'playwright-core';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -15,7 +15,6 @@ import { createAccount, startTestCollector, type TestAccount, type TestCollector
 import { connectionOf } from '../../../services/collector/src/storage/index.js';
 import { launchChromium, servePages, startShop } from '../../../test/support/browser.js';
 
-const CHROMIUM = '/usr/bin/chromium';
 let browser: Browser;
 let shop: Server;
 let shopOrigin: string;
@@ -23,7 +22,6 @@ let c: TestCollector;
 const pages = new Map<string, string>();
 
 beforeAll(async () => {
-  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing`);
   c = await startTestCollector({ fromDist: true });
   ({ server: shop, origin: shopOrigin } = await startShop(servePages(pages, { 'cache-control': 'no-store' })));
   browser = await launchChromium();
@@ -64,6 +62,12 @@ function refuseX25519() {
 const envelopes = async (a: TestAccount) => (await (await fetch(`${c.url}/v1/metrics`, { headers: { authorization: `Bearer ${a.readToken}` } })).json()).envelopes;
 const fallbackFetched = (page: Page) => page.evaluate(() => performance.getEntriesByType('resource').some((e) => e.name.endsWith('/cipherstat-fallback.min.js')));
 
+const processed = async (a: TestAccount): Promise<{ points: number; batches: number }> => {
+  await c.services.processor!.drain();
+  const rows = await connectionOf(c.services.store).query<{ n: string; b: string }>('SELECT sum(accepted) AS n, count() AS b FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
+  return { points: Number(rows[0]!.n), batches: Number(rows[0]!.b) };
+};
+
 /** Records `n` points (in slices, as a page would), flushes, waits for the collector to process them. */
 async function recordAndFlush(page: Page, a: TestAccount, n: number): Promise<{ start: number; end: number }> {
   const window_ = await page.evaluate(async (n) => {
@@ -77,9 +81,7 @@ async function recordAndFlush(page: Page, a: TestAccount, n: number): Promise<{ 
     await new Promise((r) => setTimeout(r, 200)); // let the observers report the last frames
     return { start, end: performance.now() };
   }, n);
-  await c.services.processor!.drain();
-  const rows = await connectionOf(c.services.store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
-  expect(Number(rows[0]!.n)).toBe(n);
+  expect((await processed(a)).points).toBe(n);
   return window_;
 }
 
@@ -198,9 +200,7 @@ it('a batch cut at pagehide is deflated, sealed and beaconed while the page goes
   const deadline = Date.now() + 120_000;
   let got = 0;
   while (Date.now() < deadline) {
-    await c.services.processor!.drain();
-    const rows = await connectionOf(c.services.store).query<{ n: string }>('SELECT sum(accepted) AS n FROM processed FINAL WHERE account_id = {a:String}', { a: a.accountId });
-    if ((got = Number(rows[0]!.n)) >= total) break;
+    if ((got = (await processed(a)).points) >= total) break;
     await new Promise((r) => setTimeout(r, 250));
   }
   expect(got).toBe(total);
@@ -283,3 +283,54 @@ it('the fallback chunk is checked by its SHA-256 (Subresource Integrity, fixed a
     await new Promise((r) => cdn.close(r));
   }
 });
+
+const record = (page: Page, n: number, tag: string) =>
+  page.evaluate(
+    ([n, tag]) => {
+      const lib = (window as unknown as { Cipherstat: { instance: { count(name: string, v?: number, tags?: Record<string, string>): void } } }).Cipherstat.instance;
+      for (let k = 0; k < n; k++) lib.count('visits', 1, { tag, k: String(k % 3) });
+    },
+    [n, tag] as const,
+  );
+
+it('a page restored from the back/forward cache records and sends on; its pagehide batch, beaconed and later confirmed, is counted once', async () => {
+  // Its own Chromium (playwright launches it with --disable-back-forward-cache) and shop: pages
+  // without `cache-control: no-store`, which Chromium keeps out of the back/forward cache.
+  const bfBrowser = await launchChromium(['--disable-back-forward-cache']);
+  const bfPages = new Map<string, string>();
+  const { server: bfShop, origin: bfOrigin } = await startShop(servePages(bfPages));
+  const a = await createAccount(c);
+  bfPages.set(
+    '/shop',
+    `<!doctype html><html><head><meta charset="utf-8"><script>
+      window.__shows = []; addEventListener('pageshow', (e) => window.__shows.push(e.persisted));
+    </script></head><body><a id="away" href="/elsewhere">elsewhere</a>
+    <script src="${c.url}/cipherstat.min.js" data-endpoint="${c.url}" data-account="${a.accountId}" data-write-key="${a.writeKey}"
+            data-collector-key-id="${a.collectorKey.keyId}" data-collector-key="${a.collectorKey.publicKey}"></script></body></html>`,
+  );
+  bfPages.set('/elsewhere', '<!doctype html><html><body><p>no script here</p></body></html>');
+  const context = await bfBrowser.newContext();
+  const page = await context.newPage();
+  const answers: number[] = []; // statuses of the page's POSTs (not its beacons: text/plain)
+  page.on('response', (r) => r.url() === `${c.url}/v1/batches` && r.request().headers()['content-type'] === 'application/octet-stream' && answers.push(r.status()));
+
+  await page.goto(bfOrigin + '/shop');
+  await page.evaluate(() => ((window as unknown as { __state: number }).__state = 42));
+  await record(page, 10, 'before');
+  await page.click('#away'); // right after recording: the batch is cut at pagehide
+  await page.waitForURL(bfOrigin + '/elsewhere');
+  await expect.poll(() => processed(a), { timeout: 120_000, interval: 250 }).toEqual({ points: 10, batches: 1 }); // the beacon
+
+  await page.goBack({ waitUntil: 'commit' }); // a restore fires pageshow, not load
+  await page.waitForFunction(() => (window as unknown as { __shows: boolean[] }).__shows.length === 2);
+  const restored = await page.evaluate(() => ({ shows: (window as unknown as { __shows: boolean[] }).__shows, state: (window as unknown as { __state?: number }).__state }));
+  expect(restored).toEqual({ shows: [false, true], state: 42 }); // the same page, not a reload
+
+  await record(page, 5, 'after');
+  await expect.poll(() => processed(a), { timeout: 120_000, interval: 250 }).toEqual({ points: 15, batches: 2 });
+  // the beaconed batch's confirmation (a POST after the 60 s grace): acknowledged, not counted again
+  await expect.poll(() => answers, { timeout: 240_000, interval: 500 }).toEqual([202, 202]);
+  expect(await processed(a)).toEqual({ points: 15, batches: 2 });
+  await bfBrowser.close();
+  await new Promise((r) => bfShop.close(r));
+}, 600_000);
