@@ -49,6 +49,15 @@ beforeAll(async () => {
   await writeRollups(store, B, keyring.accountKeys(B)![0]!, generatePoints(7, 500, FROM, TO), 1, 3);
 });
 
+/** A new account with 300 points (from `seed`) written as rollups of key version 1. */
+async function accountWithRows(accountId: string, seed: number) {
+  keyring.createAccount(accountId);
+  const keys = keyring.accountKeys(accountId)![0]!;
+  const sent = generatePoints(seed, 300, FROM, TO);
+  await writeRollups(store, accountId, keys, sent, 1, 4);
+  return { keys, sent };
+}
+
 afterAll(async () => {
   await store?.close();
   rmSync(dir, { recursive: true, force: true });
@@ -201,10 +210,7 @@ describe('runQuery', () => {
 
   it("identical queries arriving while the first one's read waits for the engine share its answer (other queries of the same rows its read); one arriving once that read runs reads for itself and sees rows written meanwhile", async () => {
     const E = 'acct_eeeeeeeeeeeeeeeeeeeeeeee'; // an account of its own: its rows grow below
-    keyring.createAccount(E);
-    const keys = keyring.accountKeys(E)![0]!;
-    const sent = generatePoints(21, 300, FROM, TO);
-    await writeRollups(store, E, keys, sent, 1, 4);
+    const { keys, sent } = await accountWithRows(E, 21);
     const reads: number[] = [];
     let gate: Promise<unknown> = Promise.resolve();
     let gated = false;
@@ -265,10 +271,7 @@ describe('runQuery', () => {
 
   it('a range over 48 hours whose last read fitted one statement is read whole again without the count; one that outgrew it is counted again', async () => {
     const C = 'acct_dddddddddddddddddddddddd'; // an account of its own: its rows grow below
-    keyring.createAccount(C);
-    const keys = keyring.accountKeys(C)![0]!;
-    const sent = generatePoints(11, 300, FROM, TO);
-    await writeRollups(store, C, keys, sent, 1, 4);
+    const { keys, sent } = await accountWithRows(C, 11);
     const calls: string[] = [];
     const counting = Object.create(store, {
       countRollups: {
