@@ -26,7 +26,9 @@ const tokens = new Map<string, string>();
 /** The other process: its store counts request-path reads and can be made to fail its polls. */
 function otherProcess({ warmAccounts }: { warmAccounts?: number } = {}) {
   const counts = { reads: 0, polls: 0, warmReads: 0 };
-  const faults = { polls: false, warm: false };
+  // slowPollMs: the next poll's read waits that long (on the injected clock) before it runs, and
+  // the polls after it fail (so it stays the last good one)
+  const faults = { polls: false, warm: false, slowPollMs: 0 };
   const clock = { t: 1_000_000 };
   const own: Store = {
     ...store,
@@ -38,9 +40,15 @@ function otherProcess({ warmAccounts }: { warmAccounts?: number } = {}) {
       counts.reads++;
       return store.getAccount(id);
     },
-    accountChanges: (since) => {
+    accountChanges: async (since, onWait) => {
       counts.polls++;
-      return faults.polls ? Promise.reject(new Error('storage unavailable (test)')) : store.accountChanges(since);
+      if (faults.polls) throw new Error('storage unavailable (test)');
+      if (!faults.slowPollMs) return store.accountChanges(since, onWait);
+      clock.t += faults.slowPollMs;
+      faults.slowPollMs = 0;
+      const changes = await store.accountChanges(since, onWait); // the real lane tells when the read starts
+      faults.polls = true;
+      return changes;
     },
     someAccounts: (limit) => {
       counts.warmReads++;
@@ -171,6 +179,25 @@ describe('Accounts: background refresh of account state', () => {
     await polls(p.accounts);
     expect((await p.accounts.get(id))?.retentionDays).toBe(44);
     expect(p.counts.reads).toBe(reads);
+  });
+
+  it('a poll whose read waited for the engine keeps entries current from when the read started, not from when the poll was called', async () => {
+    const p = otherProcess();
+    p.accounts.start();
+    await polls(p.accounts, 1);
+    const id = ids[5]!;
+    await p.accounts.get(id);
+    const failures = p.accounts.stats.refreshFailures;
+    const calledAt = p.clock.t;
+    p.faults.slowPollMs = 900; // the next poll's read starts 900 ms after the poll was called
+    await expect.poll(() => p.accounts.stats.refreshFailures, { timeout: 60_000, interval: 10 }).toBeGreaterThan(failures); // it ran; the later ones fail
+    const reads = p.counts.reads;
+    p.clock.t = calledAt + 900 + 999; // within the TTL of the read's start (1,899 ms after the call)
+    await p.accounts.get(id);
+    expect(p.counts.reads).toBe(reads);
+    p.clock.t = calledAt + 900 + 1000; // past it: read on the request path
+    await p.accounts.get(id);
+    expect(p.counts.reads).toBe(reads + 1);
   });
 
   it('warm-up: the first poll reads up to warmAccounts accounts in one query; they are served and kept current by the polls with no request-path read', async () => {

@@ -182,11 +182,15 @@ export class Accounts {
 
   /** One background refresh (see start()). */
   private async poll(): Promise<void> {
-    const startedAt = this.now();
+    // When the read starts in the engine, which sees every change committed before then: under
+    // load the read waits behind other calls (embedded chDB runs one at a time; the poll's lane
+    // is the ordinary one), and counting from the call would leave cached entries ~that wait
+    // less of their TTL, so they expired between polls and were read again on the request path.
+    let startedAt = this.now();
     const first = this.refresh.since === undefined;
     let changes: Awaited<ReturnType<AccountStore['accountChanges']>>;
     try {
-      changes = await (this.opts.refreshStore ?? this.store).accountChanges(this.refresh.since);
+      changes = await (this.opts.refreshStore ?? this.store).accountChanges(this.refresh.since, (waiting) => void (waiting || (startedAt = this.now())));
     } catch (e) {
       this.stats.refreshFailures++;
       if (startedAt - this.refresh.loggedAt >= 60_000) {

@@ -71,7 +71,7 @@ export function accountRepository(db: Db): AccountStore {
       return rows[0]?.account_id;
     },
 
-    async accountChanges(sinceMs) {
+    async accountChanges(sinceMs, onWait) {
       // Storage's clock in the same statement: a poll's next `since` never comes from a node's clock.
       const clock = `toUnixTimestamp64Milli(now64(3)) AS storageNow`;
       if (sinceMs === undefined) {
@@ -83,6 +83,7 @@ export function accountRepository(db: Db): AccountStore {
       const rows = await db.conn.query(
         `SELECT ${ACCOUNT_SELECT}, ${ms('changed_at', 'changedAt')}, ${clock} FROM ${db.t('accounts')} WHERE changed_at >= ${at('since')}`,
         { since: sinceMs },
+        onWait,
       );
       return { now: rows.length ? num(rows[0]!.storageNow) : undefined, rows: rows.map((r) => ({ row: toAccount(r), changedAt: num(r.changedAt) })) };
     },

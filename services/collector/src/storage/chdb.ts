@@ -141,8 +141,8 @@ class ChdbConnection implements Connection {
     return this.#call(callKind(sql), (s) => (params && Object.keys(params).length > 0 ? s.queryBindAsync(sql, params, { format }) : s.queryAsync(sql, { format })), onWait);
   }
 
-  async query<T>(sql: string, params?: Params): Promise<T[]> {
-    return parseJsonEachRow<T>((await this.#run(sql, params, 'JSONEachRow')).text());
+  async query<T>(sql: string, params?: Params, onWait?: WaitObserver): Promise<T[]> {
+    return parseJsonEachRow<T>((await this.#run(sql, params, 'JSONEachRow', onWait)).text());
   }
 
   async queryBinary(sql: string, params?: Params, onWait?: WaitObserver): Promise<Uint8Array> {

@@ -8,8 +8,8 @@ import type { Params } from './types.js';
  */
 export interface Connection {
   readonly kind: 'chdb' | 'remote';
-  /** Runs a SELECT; rows as JSONEachRow objects, 64-bit integers as decimal strings. */
-  query<T = Record<string, unknown>>(sql: string, params?: Params): Promise<T[]>;
+  /** Runs a SELECT; rows as JSONEachRow objects, 64-bit integers as decimal strings. `onWait`: as for queryBinary. */
+  query<T = Record<string, unknown>>(sql: string, params?: Params, onWait?: WaitObserver): Promise<T[]>;
   /**
    * Runs a SELECT; its raw RowBinary output (no header; read it with RowBinaryReader). `onWait`
    * is told when the call waits for the engine and when it starts (lane.ts; a server: never).

@@ -217,9 +217,10 @@ export interface AccountStore {
   /**
    * Account rows written since `sinceMs` by storage's clock (`changed_at`, every version, no
    * FINAL) and storage's clock (ms) when there were any: the background refresh of account
-   * state (accounts/accounts.ts). Without `sinceMs`, only storage's clock.
+   * state (accounts/accounts.ts). Without `sinceMs`, only storage's clock. `onWait` is told when
+   * the read waits for the engine and when it starts (lane.ts; a server: never).
    */
-  accountChanges(sinceMs?: number): Promise<{ now: number | undefined; rows: { row: AccountRow; changedAt: number }[] }>;
+  accountChanges(sinceMs?: number, onWait?: WaitObserver): Promise<{ now: number | undefined; rows: { row: AccountRow; changedAt: number }[] }>;
   addRejects(rows: RejectRow[]): Promise<void>;
   rejects(accountId: string): Promise<Record<string, number>>;
 }
