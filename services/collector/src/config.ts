@@ -107,9 +107,11 @@ const schema = z.object({
   /**
    * Group commit under load (the previous insert carried GROUP_LOAD_BATCHES or more): the least
    * time (ms) between the starts of two batch inserts, so each carries more batches (0: the next
-   * insert starts as soon as the previous one ended). A 202 waits up to this long more.
+   * insert starts as soon as the previous one ended). A 202 waits up to this long more. Default
+   * 0: with clients that wait for their 202 (the Library, the benches), it caps ingest at about
+   * (clients in flight) / groupMs (ARCHITECTURE.md, group commit).
    */
-  ingestGroupMs: z.coerce.number().int().min(0).max(1000).default(100),
+  ingestGroupMs: z.coerce.number().int().min(0).max(1000).default(0),
   /**
    * Roles with processing: ingest answers 503 `overloaded` while the oldest batch waiting for
    * processing has waited longer than this (ms), so acknowledged data stays fresh and memory
