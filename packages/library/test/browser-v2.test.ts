@@ -293,7 +293,7 @@ const record = (page: Page, n: number, tag: string) =>
     [n, tag] as const,
   );
 
-it('a page restored from the back/forward cache records and sends on; its pagehide batch, beaconed and later confirmed, is counted once', async () => {
+it('a page restored from the back/forward cache records and sends on; its pagehide batch, beaconed and later confirmed (flush() waits for that), is counted once', async () => {
   // Its own Chromium (playwright launches it with --disable-back-forward-cache) and shop: pages
   // without `cache-control: no-store`, which Chromium keeps out of the back/forward cache.
   const bfBrowser = await launchChromium(['--disable-back-forward-cache']);
@@ -328,8 +328,10 @@ it('a page restored from the back/forward cache records and sends on; its pagehi
 
   await record(page, 5, 'after');
   await expect.poll(() => processed(a), { timeout: 120_000, interval: 250 }).toEqual({ points: 15, batches: 2 });
-  // the beaconed batch's confirmation (a POST after the 60 s grace): acknowledged, not counted again
-  await expect.poll(() => answers, { timeout: 240_000, interval: 500 }).toEqual([202, 202]);
+  // flush() resolves once everything recorded was acknowledged, the beaconed batch included: its
+  // confirmation (a POST after the 60 s grace) is acknowledged before, and not counted again
+  await page.evaluate(() => (window as unknown as { Cipherstat: { instance: { flush(): Promise<void> } } }).Cipherstat.instance.flush());
+  expect(answers).toEqual([202, 202]);
   expect(await processed(a)).toEqual({ points: 15, batches: 2 });
   await bfBrowser.close();
   await new Promise((r) => bfShop.close(r));
