@@ -53,6 +53,14 @@ import { FifoMap } from '../fifo-map.js';
 export { MAX_SERIES, roundFloat } from './merge.js';
 
 const MINUTE_MS = 60_000;
+
+/** `map`'s entry for `store`, made by `make` the first time (state this process keeps per store). */
+function perStore<T>(map: WeakMap<Store, T>, store: Store, make: () => T): T {
+  let v = map.get(store);
+  if (v === undefined) map.set(store, (v = make()));
+  return v;
+}
+
 const quarterSince = new WeakMap<Store, Promise<number>>();
 /** From when every point has quarter-hour rows (read once per store; a failed read is retried next time). */
 function quarterLevelSince(store: Store): Promise<number> {
@@ -177,8 +185,7 @@ const waitingByStore = new WeakMap<Store, Map<string, Waiting>>();
 async function sharedQuery(deps: QueryDeps, accountId: string, q: Query, stats?: QueryStats): Promise<QueryResult> {
   const ctx = await accountContext(deps, accountId);
   const key = `${accountId}\u0000${ctx.versions.map((v) => v.version).join(',')}\u0000${queryKey(q)}`;
-  let waiting = waitingByStore.get(deps.store);
-  if (!waiting) waitingByStore.set(deps.store, (waiting = new Map()));
+  const waiting = perStore(waitingByStore, deps.store, () => new Map<string, Waiting>());
   const shared = waiting.get(key);
   if (shared) {
     const result = await shared.answer;
@@ -274,11 +281,7 @@ export const READ_WHOLE_MS = 2 * DAY_MS;
 
 const sizesByStore = new WeakMap<Store, FifoMap<string, number>>();
 /** Rows the last read of a selection found (by its JSON, limit left out), for the most recent selections. */
-function selectionSizes(store: Store): FifoMap<string, number> {
-  let m = sizesByStore.get(store);
-  if (!m) sizesByStore.set(store, (m = new FifoMap(1000)));
-  return m;
-}
+const selectionSizes = (store: Store): FifoMap<string, number> => perStore(sizesByStore, store, () => new FifoMap(1000));
 
 /** A read of rows that has not started yet, which identical reads arriving meanwhile share; told to `observers` when it starts. */
 interface WaitingRead {
@@ -298,8 +301,7 @@ const readsByStore = new WeakMap<Store, Map<string, WaitingRead>>();
  * wrapper) is taken to run it at once: nothing shares it.
  */
 function sharedRead(store: Store, sel: RollupSelection, onWait?: WaitObserver): Promise<Uint8Array> {
-  let reads = readsByStore.get(store);
-  if (!reads) readsByStore.set(store, (reads = new Map()));
+  const reads = perStore(readsByStore, store, () => new Map<string, WaitingRead>());
   const key = JSON.stringify(sel);
   const shared = reads.get(key);
   if (shared) {
