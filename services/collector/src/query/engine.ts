@@ -135,6 +135,31 @@ export interface QueryResult {
   };
 }
 
+/**
+ * `JSON.stringify(result)`, the same text, about twice as fast for the answers a dashboard asks
+ * (20 series × 720 hours, or × 1,440 minutes: 14,400-28,800 points): the series of an answer
+ * share their bucket starts, so each bucket's `[start,` is written once and reused, and no
+ * generic walk visits every point's array. Values the engine never makes (NaN, ±Infinity) are
+ * `null`, as JSON.stringify writes them.
+ */
+export function queryResultJson(result: QueryResult): string {
+  const { series } = result;
+  const first = series[0]?.points ?? [];
+  const starts = first.map((p) => p[0]);
+  const prefixes = starts.map((t) => `[${t},`);
+  let out = '{"series":[';
+  for (let s = 0; s < series.length; s++) {
+    const { tags, points } = series[s]!;
+    out += `${s ? ',' : ''}{"tags":${JSON.stringify(tags)},"points":[`;
+    for (let i = 0; i < points.length; i++) {
+      const [t, v] = points[i]!;
+      out += `${i ? ',' : ''}${starts[i] === t ? prefixes[i] : `[${JSON.stringify(t)},`}${v === null || !Number.isFinite(v) ? 'null' : v}]`;
+    }
+    out += ']}';
+  }
+  return `${out}],"meta":${JSON.stringify(result.meta)}}`;
+}
+
 export interface QueryStats {
   /** Until storage answered the last statement (the count first; the merge of the earlier statements runs meanwhile). */
   storageMs: number;

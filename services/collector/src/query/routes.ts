@@ -19,7 +19,7 @@ import type { Services } from '../services.js';
 import type { QueryCache } from './cache.js';
 import { listMetrics, type MetricsListing } from './catalog.js';
 import { DashboardFiles, securityHeaders, serveDashboard } from './dashboard.js';
-import { runQuery, WATERMARK_TTL_MS, type QueryResult, type QueryStats } from './engine.js';
+import { queryResultJson, runQuery, WATERMARK_TTL_MS, type QueryResult, type QueryStats } from './engine.js';
 import { registerPrometheusRoutes } from './prometheus/routes.js';
 import { refusalAdvice } from '../ingest/refusals.js';
 import { QueryLimits } from './limits.js';
@@ -199,7 +199,9 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     end();
     c.header('Cache-Control', 'no-store');
     if (!result.meta.cached) c.header('Server-Timing', `storage;dur=${stats.storageMs.toFixed(1)}, merge;dur=${stats.mergeMs.toFixed(1)}`);
-    return c.json(result);
+    // c.json's text, written faster (the answer is most of a dashboard query's main-thread work)
+    c.header('Content-Type', 'application/json');
+    return c.body(queryResultJson(result));
   });
 
   // Prometheus's HTTP query API (Grafana's Prometheus data source) over the same engine path.
