@@ -142,13 +142,17 @@ export const incompatible = (): RollupError => new RollupError('incompatible_ske
  * again without allocating): the counts of [lo, hi] are zeroed, every other one already is.
  */
 export function clearSketch(s: Sketch): void {
-  for (const st of [s.pos, s.neg]) {
-    for (let i = st.lo; i <= st.hi; i++) st.counts[i - st.offset] = 0;
-    st.lo = 0;
-    st.hi = -1;
-  }
+  clearStore(s.pos);
+  clearStore(s.neg);
   s.count = 0;
   s.zero = 0;
+}
+
+/** clearSketch's work on one store (no array of both per call: finalize clears once per percentile cell). */
+function clearStore(st: Store): void {
+  for (let i = st.lo; i <= st.hi; i++) st.counts[i - st.offset] = 0;
+  st.lo = 0;
+  st.hi = -1;
 }
 
 /** The q-quantile (see the rank convention above), or null for an empty sketch. */
