@@ -12,6 +12,7 @@ const ALL = [
   ['ingest', 'bench/ingest.mjs'],
   ['bytes', 'bench/bytes.mjs'],
   ['storefront', 'bench/storefront.mjs'],
+  ['tick', 'bench/tick.mjs'],
   ['query', 'bench/query.mjs'],
   ['merge', 'bench/merge.mjs'],
   ['shred', 'bench/shred.mjs'],

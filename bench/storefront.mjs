@@ -75,7 +75,7 @@ function accountSeries(a) {
 }
 
 /** Cumulative Zipf(s) weights over n ranks (rank 0 the biggest shop). */
-function zipfCdf(n, s) {
+export function zipfCdf(n, s) {
   const w = Array.from({ length: n }, (_, r) => 1 / (r + 1) ** s);
   const total = w.reduce((a, b) => a + b, 0);
   let acc = 0;
