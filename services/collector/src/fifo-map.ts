@@ -13,12 +13,24 @@ export interface BoundedMap<K, V> {
 /** The Map and what FifoMap and LruMap do alike (their entries differ: LruMap keeps a write count with each value). */
 abstract class Bounded<K, E> {
   protected readonly map = new Map<K, E>();
+  /**
+   * One iterator kept over the map's keys: it stands at the front, since every key it has passed
+   * was forgotten through it (or deleted before). A new `keys()` per eviction walked from the
+   * start of V8's table over every entry deleted since it was last rebuilt — O(deletions): a
+   * full 250,000-entry map took 24-120 µs per eviction (the tick worker's pseudonym and series
+   * caches, once full) instead of ~1.
+   */
+  private front: IterableIterator<K> = this.map.keys();
   constructor(protected readonly max: number) {}
   /** Puts `entry` at the back (moving `key` there), then forgets the front entry beyond `max`. */
   protected put(key: K, entry: E): void {
     this.map.delete(key);
     this.map.set(key, entry);
-    if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as K);
+    if (this.map.size > this.max) {
+      let first = this.front.next();
+      if (first.done) first = (this.front = this.map.keys()).next(); // never while the map holds entries; a fresh start if it did
+      this.map.delete(first.value as K);
+    }
   }
   has(key: K): boolean {
     return this.map.has(key);

@@ -164,6 +164,33 @@ describe('tick caches over many accounts', () => {
     }
   });
 
+  it('evicts exactly the front entry a fresh keys() walk finds, through deletes, deleteWhere and clear (the kept front iterator)', () => {
+    // the reference: the same bounded maps with the front looked up anew at each eviction (before 2026-12-06)
+    class Reference<K, V> {
+      readonly map = new Map<K, V>();
+      constructor(private readonly max: number) {}
+      set(k: K, v: V) {
+        this.map.delete(k);
+        this.map.set(k, v);
+        if (this.map.size > this.max) this.map.delete(this.map.keys().next().value as K);
+      }
+    }
+    for (const max of [1, 2, 5, 64]) {
+      const rnd = mulberry32(77 + max);
+      const fifo = new FifoMap<number, number>(max);
+      const ref = new Reference<number, number>(max);
+      for (let step = 0; step < 20_000; step++) {
+        const key = Math.floor(rnd() * 3 * max);
+        const r = rnd();
+        if (r < 0.7) (fifo.set(key, step), ref.set(key, step));
+        else if (r < 0.95) (fifo.delete(key), ref.map.delete(key));
+        else if (r < 0.999) (fifo.deleteWhere((k) => k % 7 === key % 7), [...ref.map.keys()].filter((k) => k % 7 === key % 7).forEach((k) => ref.map.delete(k)));
+        else (fifo.clear(), ref.map.clear());
+        expect([...fifo.keys()].join(' '), `max ${max}, step ${step}`).toBe([...ref.map.keys()].join(' '));
+      }
+    }
+  });
+
   it('an entry read once every max - floor(max/2) insertions survives 10,000 others (true LRU: every max - 1); one never read is gone', () => {
     for (const max of [2, 3, 10, 11, 1000]) {
       const keep = max - Math.floor(max / 2);
