@@ -242,6 +242,17 @@ function quarterPackedDays(rows: readonly StoredRow[]): Map<number, Map<string, 
  */
 export const roundFloat = (v: number | null): number | null => (v === null || Number.isInteger(v) ? v : Number(v.toPrecision(15)));
 
+/** `f` remembering its answer per value (for one finish: bounded by its cells). */
+function memoized(f: (v: number | null) => number | null): (v: number | null) => number | null {
+  const seen = new Map<number, number | null>();
+  return (v) => {
+    if (v === null) return v;
+    let r = seen.get(v);
+    if (r === undefined) seen.set(v, (r = f(v)));
+    return r;
+  };
+}
+
 /**
  * An answer's finalized values as they cross between threads: `values[s * buckets + i]` is series
  * s's value in bucket i, null where `nulls` holds 1. Two flat buffers are moved (postMessage's
@@ -283,11 +294,15 @@ export function finishCells(plan: Pick<MergePlan, 'starts' | 'aggregation'>, gro
   const empty = finalize(emptyAggregate(), aggregation);
   const values = new Float64Array(series * buckets);
   const nulls = new Uint8Array(series * buckets);
+  // A percentile is one of a few hundred sketch bucket values (or a cell's min or max): each
+  // distinct one is rounded once (toPrecision is ~1 µs, and a 30-day hourly p95 by 20 tag
+  // values finalizes 14,400 cells).
+  const round = aggregation[0] === 'p' ? memoized(roundFloat) : roundFloat;
   for (let s = 0, k = 0; s < series; s++) {
     const aggs = merged[s];
     for (let i = 0; i < buckets; i++, k++) {
       const a = aggs?.[i];
-      const v = a === undefined ? empty : roundFloat(finalize(a, aggregation));
+      const v = a === undefined ? empty : round(finalize(a, aggregation));
       if (v === null) nulls[k] = 1;
       else values[k] = v;
     }
