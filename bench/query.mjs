@@ -40,6 +40,11 @@
 //              named cs-query-worker: opening and merging rows), read per thread from /proc (Linux,
 //              10 ms ticks).
 //
+//   breakdown: in the last state, where each shape's time goes, each part alone on this process's
+//              main thread (--runs times, medians): one statement of all its rows (the storage
+//              call: wall and process CPU), opening and merging them (merge.ts mergeBytes),
+//              finishing its cells (finishSeries), and writing the answer's JSON.
+//
 //   node bench/query.mjs [--points 10000000] [--tick 300] [--at 23] [--runs 15] [--warmup 2] [--seed 42]
 //                        [--keep] [--no-optimize] [--dist path/to/collector/dist]
 //                        [--clients 20] [--concurrent-seconds 15] [--live-days]
@@ -81,7 +86,13 @@ const { createLogger } = await import(`${DIST}logger.js`);
 const { computeTick, TickState } = await import(`${DIST}process/tick.js`);
 const { stampWrittenAt } = await import(`${DIST}storage/rollups.js`);
 const { Compactor } = await import(`${DIST}compaction/compactor.js`);
-const { MAX_ROWS } = await import(`${DIST}query/engine.js`);
+const engineModule = await import(`${DIST}query/engine.js`);
+const { MAX_ROWS, rowSelection, mergePlan } = engineModule;
+// the route's answer writer (older builds under --dist: JSON.stringify, what c.json wrote)
+const answerJson = engineModule.queryResultJson ?? JSON.stringify;
+const { parseQuery } = await import(`${DIST}query/request.js`);
+const { accountContext } = await import(`${DIST}query/context.js`);
+const { mergeBytes, finishSeries } = await import(`${DIST}query/merge.js`);
 const { connectionOf } = await import(`${DIST}storage/index.js`);
 const { FLAG_DEFLATE, INFO_INNER, encodeInner, innerAad, randomBytes, toHex } = await import('@cipherstat/protocol');
 const { deflateRaw, hpkeSeal } = await import('@cipherstat/protocol/node');
@@ -665,6 +676,63 @@ async function measureConcurrent(state, distinct = false) {
 }
 
 /**
+ * Where each shape's time goes (the last state): one statement of all its rows alone (what the
+ * engine's first read asks when they are 20,000 or fewer: wall and process CPU — chDB's threads
+ * included, this thread idle meanwhile),
+ * then on this thread, inline, the open and merge of those rows (mergeBytes), the finish of its
+ * cells (finishSeries) and the answer's JSON, each the median of --runs. The query workers split
+ * the merge and finish between them under a real query; these are one thread's CPU.
+ */
+async function measureBreakdown(state) {
+  progress(`breakdown (${state}): each shape's statement, merge, finish and JSON alone`);
+  const deps = { store, keyring: { accountKeys: (id) => services.accounts.keys(id) }, cache: services.queryCache };
+  const ctx = await accountContext(deps, accountId);
+  const quarterSince = await store.rollupLevelSince(3);
+  const derived = await store.derivedUntil();
+  const cpuNow = () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1000;
+  };
+  const out = [];
+  for (const q of QUERIES) {
+    const body = { metric: q.metric, aggregation: q.aggregation, from: q.from, to, interval: q.interval, groupBy: q.groupBy, ...(q.timezone ? { timezone: q.timezone } : {}) };
+    const parsed = parseQuery(body, { quarterSince, derivedUntil: derived });
+    const { selection, metricOf } = rowSelection(ctx, parsed);
+    const plan = mergePlan(ctx, parsed, metricOf);
+    const m = { statement: [], statementCpu: [], merge: [], finish: [], json: [] };
+    let bytes;
+    let rows = 0;
+    for (let i = 0; i < WARMUP + RUNS; i++) {
+      const keep = i >= WARMUP;
+      const c0 = cpuNow();
+      const t0 = performance.now();
+      bytes = await store.selectRollups({ ...selection, limit: MAX_ROWS + 1 }); // all its rows in one statement (the engine splits above 20,000)
+      const t1 = performance.now();
+      const c1 = cpuNow();
+      const merged = mergeBytes(plan, bytes);
+      const c2 = cpuNow();
+      const groups = [...merged.groups.values()];
+      finishSeries(plan, groups, groups.map((_, j) => j), groups.length);
+      const c3 = cpuNow();
+      const answer = answers[`${state} ${q.id}`];
+      if (answer) answerJson(answer);
+      const c4 = cpuNow();
+      rows = merged.rows;
+      if (!keep) continue;
+      m.statement.push(t1 - t0);
+      m.statementCpu.push(c1 - c0);
+      m.merge.push(c2 - c1);
+      m.finish.push(c3 - c2);
+      m.json.push(c4 - c3);
+    }
+    const med = (xs) => stats(xs).p50;
+    const plainP50 = results.find((r) => r.variant === state && r.query === q.id)?.plaintext.p50 ?? null;
+    out.push({ query: q.id, rows, bytes: bytes.length, statementMs: med(m.statement), statementCpuMs: med(m.statementCpu), mergeCpuMs: med(m.merge), finishCpuMs: med(m.finish), jsonCpuMs: med(m.json), plaintextP50: plainP50 });
+  }
+  return { state, rows: out };
+}
+
+/**
  * The stored states, each reached by the real compactor (dist/compaction/compactor.js) with its
  * clock injected, over what the ticks wrote:
  *   unpacked — every closed hour derived (hour and quarter-hour rows from the minute rows), no
@@ -690,6 +758,8 @@ let concurrent = null;
 let concurrentLiveDays = null;
 /** The live state's 20 clients again, no two asking the same range: what sharing cannot help (informational). */
 let concurrentDistinct = null;
+/** Where each shape's time goes in the last state (measureBreakdown). */
+let breakdown = null;
 for (const phase of phases) {
   if (STATES[phase]) {
     const { now: clock, ...limits } = STATES[phase];
@@ -715,6 +785,7 @@ for (const phase of phases) {
   disk.variants[phase] = await measureEncrypted();
   await settle();
   await measurePhase(phase);
+  if (phase === phases.at(-1)) breakdown = await measureBreakdown(phase);
   if (phase === 'live' || REUSE) {
     concurrent = await measureConcurrent(phase);
     concurrentDistinct = await measureConcurrent(phase, true);
@@ -838,6 +909,20 @@ table(
     'target ≤1.5x': r.ratioP50 == null ? 'FAIL' : r.ratioP50 <= 1.5 && r.ratioP95 <= 1.5 ? 'PASS' : 'FAIL',
   })),
 );
+if (breakdown) {
+  console.log(`\nWhere the time goes (stored state: ${breakdown.state}; each part alone, median of ${RUNS}; ms — the statement's wall and the process's CPU, the rest this thread's CPU, inline: a real query's workers split the merge and finish):`);
+  table(
+    breakdown.rows.map((r) => ({
+      query: r.query,
+      'rows, bytes': `${fmt(r.rows)}, ${fmt(r.bytes)}`,
+      'statement wall/CPU': `${f1(r.statementMs)}/${f1(r.statementCpuMs)}`,
+      'open+merge': f1(r.mergeCpuMs),
+      finish: f1(r.finishCpuMs),
+      JSON: f1(r.jsonCpuMs),
+      'plain p50': f1(r.plaintextP50),
+    })),
+  );
+}
 for (const cc of [concurrentLiveDays, concurrent, concurrentDistinct].filter(Boolean)) {
   console.log(`\n${CLIENTS} concurrent dashboard clients, the overview's ${OVERVIEW.length} queries in a loop for ${CONCURRENT_S} s (stored state: ${cc.state}; per-token limits lifted)${cc.distinct ? ' — each client its own ranges, so no two queries are identical and none is shared (informational: the issue\'s target is the overview above)' : ''}:`);
   table([
@@ -901,6 +986,7 @@ if (!REUSE) writeResult('query', {
   ...(concurrentDistinct ? { concurrentDistinct } : {}),
   ...(concurrentLiveDays ? { concurrentLiveDays } : {}),
   timeZoneProbe: tzProbe,
+  breakdown,
   disk,
   correctness,
   correct: ok,
