@@ -132,6 +132,18 @@ describe('abuse', () => {
       c.services.admission = original;
     }
   });
+
+  it('a sender in use keeps its spent budget while many other keys come and go; one no longer in use is forgotten', () => {
+    const t = Date.now(); // a frozen clock: nothing refills
+    const limiter = new RateLimiter(1, 2, () => t, 1000); // at most 1,000 keys
+    expect([limiter.take('busy'), limiter.take('busy'), limiter.take('idle'), limiter.take('idle')]).toEqual([0, 0, 0, 0]);
+    for (let i = 0; i < 3000; i++) {
+      limiter.take(`other-${i}`);
+      if (i % 100 === 0) expect(limiter.take('busy')).toBeGreaterThan(0); // refused, but in use
+    }
+    expect(limiter.take('busy')).toBeGreaterThan(0);
+    expect(limiter.take('idle')).toBe(0); // forgotten: a full bucket again (memory stays bounded)
+  });
 });
 
 describe('admin API', () => {
