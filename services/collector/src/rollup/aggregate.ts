@@ -157,6 +157,9 @@ export function finalize(agg: Aggregate, aggregation: Aggregation): number | nul
     case 'last':
       return agg.last;
   }
+  // Every value the same (one point, often, in a cell of a percentile query): the clamp below
+  // gives min whatever the sketch says, so its sketch is not merged.
+  if (Object.is(agg.min, agg.max)) return agg.min;
   const v = quantile(agg.deferred && agg.sketch.count === 0 ? scratchOf(agg.deferred) : (settleSketch(agg), agg.sketch), q!)!;
   return Math.min(Math.max(v, agg.min), agg.max);
 }
