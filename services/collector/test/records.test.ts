@@ -14,7 +14,7 @@ import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { concat, randomBytes, secretSeal } from '@cipherstat/protocol';
 import { nodeSha512 } from '@cipherstat/protocol/node';
 import { previousOpen, previousSeal } from '../../../bench/records-previous.mjs';
-import { SEAL_OVERHEAD, openAny, openDict, openRollup, openRollupJoined, openRollupRow, opensDict, sealDict, sealRecord, sealRollup } from '../src/at-rest/records.js';
+import { SEAL_OVERHEAD, openAny, openDict, openRollup, openRollupJoined, openRollupRow, opensDict, sealDict, sealRecord, sealRollup, sealRollupInto } from '../src/at-rest/records.js';
 
 const id = { accountId: 'acct_x', level: 1 as const, bucket: 1_790_000_000_000, metric: '123', series: '456', tagKeys: ['7', '8'], tagValues: ['9', '10'], keyVersion: 3, part: 'p1' };
 const AD = 'rollup\u0000acct_x\u00001\u00001790000000000\u0000123\u0000456\u00007,8\u00009,10';
@@ -81,6 +81,30 @@ describe('at-rest records', () => {
         expect(openRollupJoined(key, { ...row, part: `${row.part}x` }, '7,8', '9,10', sealed)).toBeNull();
       }
     }
+  });
+
+  it('sealRollupInto writes format 2 into the caller\'s buffer: the identity as bytes, exactly the XChaCha20-Poly1305 of the format 2 text, and it opens as sealRollup\'s rows do', () => {
+    const key = randomBytes(32);
+    const long = 'x'.repeat(3000);
+    const odd = [{ accountId: 'acct_ünï€😀' }, { part: 'lone\ud800surrogate' }, { bucket: -60_000 }, { bucket: 1.5 }, { bucket: 1e21 }, { keyVersion: 4_294_967_295 }, { metric: long, series: `${long}é` }, {}];
+    for (const change of odd) {
+      const row = { ...id, ...change };
+      for (const n of [0, 1, 50, 700]) {
+        const plain = randomBytes(n);
+        const arena = new Uint8Array(SEAL_OVERHEAD + n + 10); // a view into a bigger buffer, as a tick seals its rows
+        const sealed = arena.subarray(5, 5 + SEAL_OVERHEAD + n);
+        sealRollupInto(key, row, '7,8', '9,10', plain, sealed);
+        expect(sealed[0]).toBe(2);
+        const text = `rollup\u0000${row.accountId}\u0000${row.level}\u0000${row.bucket}\u0000${row.metric}\u0000${row.series}\u00007,8\u00009,10\u0000v${row.keyVersion}\u0000p${row.part}`;
+        const reference = xchacha20poly1305(key, sealed.subarray(1, 25), new TextEncoder().encode(text)).encrypt(plain);
+        expect(Buffer.from(sealed.subarray(25)).equals(Buffer.from(reference)), JSON.stringify(change).slice(0, 80)).toBe(true);
+        expect(Buffer.from(openRollup(key, row, sealed)!).equals(Buffer.from(plain))).toBe(true);
+        expect(openRollup(key, { ...row, tagValues: ['9', '11'] }, sealed)).toBeNull();
+        expect(arena[0] | arena[arena.length - 1]!).toBe(0); // nothing written outside its view
+      }
+    }
+    expect(() => sealRollupInto(key, id, '7,8', '9,10', randomBytes(3), new Uint8Array(SEAL_OVERHEAD + 4))).toThrow(/longer/);
+    expect(() => sealRollupInto(new Uint8Array(32), id, '7,8', '9,10', randomBytes(3), new Uint8Array(SEAL_OVERHEAD + 3))).toThrow(/destroyed/);
   });
 
   it('seal what a merged row replaces (format 3): the list in front of the plaintext, under the format 2 identity and a marker', () => {

@@ -11,8 +11,9 @@ import { hpkeOpen, rawX25519 } from '../x25519.js';
 import type { DictKind, DictRow, EncodedRollups, ProcessedRow, RejectRow, RollupLevel, RollupRow } from '../storage/types.js';
 import { encodeRollups } from '../storage/rollups.js';
 import { Pseudonyms } from '../at-rest/pseudonyms.js';
-import { sealDict, sealRollup } from '../at-rest/records.js';
-import { addPoint, emptyAggregate, encodeAggregate, type Aggregate } from '../rollup/index.js';
+import { joinPseudonyms, SEAL_OVERHEAD, sealDict, sealRollupInto } from '../at-rest/records.js';
+import { addPoint, emptyAggregate, encodeAggregateTo, type Aggregate } from '../rollup/index.js';
+import { ByteWriter } from '../rollup/bytes.js';
 import { FifoMap, LruMap } from '../fifo-map.js';
 import { LATE_HOUR_MS, LEVEL } from '../rollup/levels.js';
 import { openVisitor } from '../at-rest/visitor.js';
@@ -128,6 +129,9 @@ interface SeriesDescriptor {
   series: string;
   tagKeys: string[];
   tagValues: string[];
+  /** tagKeys and tagValues joined by ',' (the sealed identity's text: records.ts joinPseudonyms). */
+  keysText: string;
+  valuesText: string;
   /** During a tick: the rollup entry this series used last, per level (a shortcut past the map's string keys); cleared when the tick ends. */
   last?: ({ bucket: number; entry: RollupEntry } | undefined)[];
 }
@@ -292,6 +296,8 @@ interface Context {
 interface RollupEntry {
   row: Omit<RollupRow, 'agg' | 'part' | 'writtenAt'>;
   agg: Aggregate;
+  /** Its series' (SeriesDescriptor). */
+  d: SeriesDescriptor;
 }
 type Rollups = Map<string, RollupEntry>;
 
@@ -396,16 +402,8 @@ function compute(state: TickState, { rows, accounts, now, part, limits, epoch }:
   }
   settle();
 
-  const rollupRows: RollupRow[] = [];
   const sealing = performance.now();
-  for (const { row, agg } of rollups.values()) {
-    const t0 = performance.now();
-    const ctx = contexts.get(row.accountId)!;
-    const dataKey = ctx.keys[ctx.keys.length - 1]!.dataKey;
-    rollupRows.push({ ...row, part, epoch: epoch ?? 0, writtenAt: now, agg: sealRollup(dataKey, { ...row, part }, encodeAggregate(agg)) });
-    charge(row.accountId, performance.now() - t0, 0);
-  }
-  packAggs(rollupRows);
+  const rollupRows = sealRows(rollups, contexts, part, epoch ?? 0, now, charge);
   const encoding = performance.now();
   timings.seal = encoding - sealing;
   const insert = encodeRollups(rollupRows);
@@ -418,19 +416,45 @@ function compute(state: TickState, { rows, accounts, now, part, limits, epoch }:
 }
 
 /**
- * The rows' sealed aggregates moved into one buffer (views into it): the worker hands them
- * over as one transfer instead of one per row (thousands per tick, each costing the main
- * thread). The buffer belongs to these rows only.
+ * The tick's rows, each aggregate encoded into one writer and sealed straight into one buffer
+ * (the rows' `agg` are views into it): no buffer per row, and the worker hands them over as one
+ * transfer instead of one per row (thousands per tick, each costing the main thread). The buffer
+ * belongs to these rows only. Sealing is charged to each row's account.
  */
-function packAggs(rows: RollupRow[]): void {
-  let total = 0;
-  for (const r of rows) total += r.agg.length;
-  const arena = new Uint8Array(total);
-  let at = 0;
-  for (const r of rows) {
-    arena.set(r.agg, at);
-    r.agg = arena.subarray(at, (at += r.agg.length));
+function sealRows(rollups: Rollups, contexts: Map<string, Context | null>, part: string, epoch: number, now: number, charge: (accountId: string, ms: number, points: number) => void): RollupRow[] {
+  const w = new ByteWriter(); // the plaintexts: dropped once sealed
+  const ends = new Uint32Array(rollups.size);
+  let i = 0;
+  for (const { agg } of rollups.values()) {
+    encodeAggregateTo(agg, w);
+    ends[i++] = w.length;
   }
+  const plain = w.written();
+  const arena = new Uint8Array(w.length + rollups.size * SEAL_OVERHEAD);
+  const rows: RollupRow[] = new Array(rollups.size);
+  const id = { accountId: '', level: 0 as RollupLevel, bucket: 0, metric: '', series: '', keyVersion: 0, part };
+  let start = 0;
+  let at = 0;
+  i = 0;
+  for (const { row, d } of rollups.values()) {
+    const t0 = performance.now();
+    const ctx = contexts.get(row.accountId)!;
+    const aggregate = plain.subarray(start, (start = ends[i]!));
+    const sealed = arena.subarray(at, (at += SEAL_OVERHEAD + aggregate.length));
+    id.accountId = row.accountId;
+    id.level = row.level;
+    id.bucket = row.bucket;
+    id.metric = row.metric;
+    id.series = row.series;
+    id.keyVersion = row.keyVersion;
+    sealRollupInto(ctx.keys[ctx.keys.length - 1]!.dataKey, id, d.keysText, d.valuesText, aggregate, sealed);
+    rows[i++] = {
+      accountId: row.accountId, level: row.level, bucket: row.bucket, metric: row.metric, series: row.series, tagKeys: row.tagKeys, tagValues: row.tagValues,
+      keyVersion: row.keyVersion, expiresAt: row.expiresAt, part, epoch, writtenAt: now, agg: sealed,
+    };
+    charge(row.accountId, performance.now() - t0, 0);
+  }
+  return rows;
 }
 
 function context(state: TickState, accountId: string, account: TickAccount | null, now: number, limits: TickLimits | undefined): Context | null {
@@ -497,7 +521,7 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
       remember(1, tagKeys[i]!, k);
       remember(2, tagValues[i]!, v, k);
     });
-    d = { id: `${accountId}\u0000${metric}\u0000${series}`, metric, series, tagKeys, tagValues };
+    d = { id: `${accountId}\u0000${metric}\u0000${series}`, metric, series, tagKeys, tagValues, keysText: joinPseudonyms(tagKeys), valuesText: joinPseudonyms(tagValues) };
     state.seriesCache.set(ck, d);
   }
   const { metric, series, tagKeys, tagValues } = d;
@@ -519,6 +543,7 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
         r = {
           row: { accountId, level, bucket, metric, series, tagKeys, tagValues, keyVersion, expiresAt: bucket + ms + ctx.retentionDays * DAY },
           agg: emptyAggregate(),
+          d,
         };
         rollups.set(k, r);
       }

@@ -247,9 +247,19 @@ function impliedSketch(params: SketchOptions, count: number, min: number, max: n
 
 /** The compact encoding (version 3, or 4 with visitors); an empty aggregate as version 1. */
 export function encodeAggregate(agg: Aggregate): Uint8Array {
-  settleSketch(agg);
-  if (agg.count === 0) return new Uint8Array([VERSION, 0]);
   const w = new ByteWriter();
+  encodeAggregateTo(agg, w);
+  return w.finish();
+}
+
+/** encodeAggregate appended to `w` (a tick encodes all its rows into one writer). */
+export function encodeAggregateTo(agg: Aggregate, w: ByteWriter): void {
+  settleSketch(agg);
+  if (agg.count === 0) {
+    w.u8(VERSION);
+    w.u8(0);
+    return;
+  }
   const visitors = agg.visitors;
   w.u8(visitors ? VERSION_COMPACT_VISITORS : VERSION_COMPACT);
   w.varint(agg.count);
@@ -281,7 +291,6 @@ export function encodeAggregate(agg: Aggregate): Uint8Array {
     w.varint(s.maxBuckets);
   }
   if (!(flags & SKETCH_IMPLIED)) writeSketchBody(w, s);
-  return w.finish();
 }
 
 /** Stands in for the sketch when it is not decoded: empty, never written to (merging empty sketches changes nothing). */

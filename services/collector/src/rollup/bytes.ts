@@ -45,6 +45,16 @@ export class ByteWriter {
   finish(): Uint8Array {
     return this.buf.slice(0, this.len);
   }
+
+  /** Bytes written so far. */
+  get length(): number {
+    return this.len;
+  }
+
+  /** The bytes written so far, not copied: valid until the next write. */
+  written(): Uint8Array {
+    return this.buf.subarray(0, this.len);
+  }
 }
 
 /**

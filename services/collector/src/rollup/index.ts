@@ -28,6 +28,7 @@ export {
   mergeAggregates,
   finalize,
   encodeAggregate,
+  encodeAggregateTo,
   decodeAggregate,
 } from './aggregate.js';
 export {
