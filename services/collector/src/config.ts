@@ -113,6 +113,13 @@ const schema = z.object({
    */
   ingestGroupMs: z.coerce.number().int().min(0).max(1000).default(0),
   /**
+   * Roles with processing: the same least time (ms) between two batch inserts under load, but only
+   * while processing is behind (what waits for it needs PROCESSING_BEHIND_SECONDS or more at its
+   * recent rate): those batches wait for processing anyway, or are refused `overloaded`, and the
+   * insert CPU saved goes to processing. A collector whose processing keeps up never waits (0: off).
+   */
+  ingestGroupBehindMs: z.coerce.number().int().min(0).max(1000).default(100),
+  /**
    * Roles with processing: ingest answers 503 `overloaded` while the oldest batch waiting for
    * processing has waited longer than this (ms), so acknowledged data stays fresh and memory
    * bounded under overload; 0: never.
@@ -227,6 +234,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['readyTimeoutMs', 'CIPHERSTAT_READY_TIMEOUT_MS'],
   ['maxQueuedBatches', 'CIPHERSTAT_MAX_QUEUED_BATCHES'],
   ['ingestGroupMs', 'CIPHERSTAT_INGEST_GROUP_MS'],
+  ['ingestGroupBehindMs', 'CIPHERSTAT_INGEST_GROUP_BEHIND_MS'],
   ['maxProcessLagMs', 'CIPHERSTAT_MAX_PROCESS_LAG_MS'],
   ['maxProcessBacklog', 'CIPHERSTAT_MAX_PROCESS_BACKLOG'],
   ['accountBytesPerSecond', 'CIPHERSTAT_ACCOUNT_BYTES_PER_SECOND'],

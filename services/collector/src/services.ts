@@ -10,7 +10,7 @@ import { createMetrics, type Metrics } from './metrics.js';
 import { openStore, type Store } from './storage/index.js';
 import { Keyring, loadAdminToken, loadMasterKeys, readRotationRecord, type ManagedMasterKeys } from './keyring/index.js';
 import { Accounts } from './accounts/accounts.js';
-import { BatchWriter } from './ingest/writer.js';
+import { BatchWriter, PROCESSING_BEHIND_SECONDS } from './ingest/writer.js';
 import { Processor } from './process/processor.js';
 import { parsePartition } from './storage/types.js';
 import { Compactor } from './compaction/compactor.js';
@@ -216,6 +216,8 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const writer = new BatchWriter(requestStore, metrics, {
     maxQueued: config.maxQueuedBatches,
     groupMs: config.ingestGroupMs,
+    behind: processor ? () => processor.drainSeconds() >= PROCESSING_BEHIND_SECONDS : undefined,
+    behindGroupMs: config.ingestGroupBehindMs,
     onDurable: processor ? (rows) => processor.enqueue(rows) : undefined,
     // Every batch stored here is handed to this node's processor, which skips twins of processed
     // batches: the 202's duplicate check needs no storage read (writer.ts).

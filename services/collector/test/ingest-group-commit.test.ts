@@ -2,7 +2,8 @@
  * The group commit under load (ingest/writer.ts, CIPHERSTAT_INGEST_GROUP_MS): after an insert of
  * GROUP_LOAD_BATCHES or more, the next insert starts no sooner than `groupMs` after it started,
  * so the batches arriving meanwhile go together; after a smaller insert (a quiet collector) the
- * next one starts at once. Every batch is still acknowledged only once inserted. Real chDB in a
+ * next one starts at once. CIPHERSTAT_INGEST_GROUP_BEHIND_MS: the same interval, only while processing
+ * is behind. Every batch is still acknowledged only once inserted. Real chDB in a
  * temporary directory; the store is the real one, its inserts recorded.
  */
 import { join } from 'node:path';
@@ -31,12 +32,12 @@ const row = (batchId: string): BatchRow => {
 };
 
 /** A writer on the real store whose inserts' sizes are recorded. */
-function writer(groupMs: number) {
+function writer(groupMs: number, behind?: { behind: () => boolean; behindGroupMs: number }) {
   const sizes: number[] = [];
   const recording = Object.create(store, {
     insertBatches: { value: (rows: BatchRow[]) => (sizes.push(rows.length), store.insertBatches(rows)) },
   }) as Store;
-  return { w: new BatchWriter(recording, createMetrics(), { maxQueued: 10_000, checkStorage: false, groupMs }), sizes };
+  return { w: new BatchWriter(recording, createMetrics(), { maxQueued: 10_000, checkStorage: false, groupMs, ...behind }), sizes };
 }
 
 const turn = () => new Promise((r) => setImmediate(r));
@@ -72,6 +73,38 @@ describe('CIPHERSTAT_INGEST_GROUP_MS', () => {
     const { w, sizes } = writer(600_000);
     for (let i = 0; i < 5; i++) expect(await w.submit(row(`quiet-${i}`))).toBe('stored');
     expect(sizes).toEqual([1, 1, 1, 1, 1]);
+    await w.close();
+  });
+});
+
+describe('CIPHERSTAT_INGEST_GROUP_BEHIND_MS', () => {
+  it('is 100 unless set, 0 turns it off', () => {
+    expect(loadConfig({}, {}).ingestGroupBehindMs).toBe(100);
+    expect(loadConfig({}, { CIPHERSTAT_INGEST_GROUP_BEHIND_MS: '0' }).ingestGroupBehindMs).toBe(0);
+  });
+
+  it('spaces inserts under load only while processing is behind; once it keeps up, the next insert starts at once', async () => {
+    let behind = true;
+    // An interval longer than the test's timeout once processing keeps up: any wait then would fail it.
+    const { w, sizes } = writer(0, { behind: () => behind, behindGroupMs: 5_000 });
+    const load = GROUP_LOAD_BATCHES + 3;
+    const first = Array.from({ length: load + 1 }, (_, i) => w.submit(row(`behind-load-${i}`)));
+    expect(await Promise.all(first)).toEqual(first.map(() => 'stored'));
+    expect(sizes).toEqual([1, load]);
+    // Behind: three batches one after another wait for the interval and go in one insert.
+    const later: Promise<string>[] = [];
+    for (let i = 0; i < 3; i++) {
+      later.push(w.submit(row(`behind-later-${i}`)));
+      await turn();
+    }
+    expect(await Promise.all(later)).toEqual(['stored', 'stored', 'stored']);
+    expect(sizes).toEqual([1, load, 3]);
+    // Under load again, but processing keeps up: no wait.
+    const again = Array.from({ length: load + 1 }, (_, i) => w.submit(row(`kept-up-load-${i}`)));
+    expect(await Promise.all(again)).toEqual(again.map(() => 'stored'));
+    behind = false;
+    expect(await w.submit(row('kept-up-next'))).toBe('stored');
+    expect(sizes.slice(3)).toEqual([1, load, 1]);
     await w.close();
   });
 });

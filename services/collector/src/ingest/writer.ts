@@ -43,6 +43,12 @@ type Outcome = 'stored' | 'duplicate';
  * group interval (`groupMs`). Below it (a quiet collector) an insert starts as soon as it can.
  */
 export const GROUP_LOAD_BATCHES = 16;
+/**
+ * Processing is behind when the batches waiting for it need this long or more at its recent rate
+ * (a collector that keeps up has at most about one tick cadence, 0.5 s, waiting): then inserts
+ * under load are spaced by CIPHERSTAT_INGEST_GROUP_BEHIND_MS.
+ */
+export const PROCESSING_BEHIND_SECONDS = 1;
 interface Pending {
   row: BatchRow;
   /** performance.now() when submitted: how long it waited for the group commits before its own. */
@@ -84,6 +90,16 @@ export class BatchWriter {
        * few ms of CPU (a new part, and merging it later) whatever it carries.
        */
       groupMs?: number;
+      /**
+       * Whether processing is behind (role with processing: services.ts). While it is, under load,
+       * inserts start at least `behindGroupMs` apart (when longer than `groupMs`): the 202s wait a
+       * little (the batches would wait for processing anyway, or be refused `overloaded`) and each
+       * insert carries more, leaving the engine's CPU to processing. A collector whose processing
+       * keeps up never waits for it (ARCHITECTURE.md, group commit).
+       */
+      behind?: () => boolean;
+      /** The least time (ms) between the starts of two inserts under load while `behind()` (default 0: none). */
+      behindGroupMs?: number;
     },
   ) {
     this.logFailure = opts.logLimiter ?? everyFewSeconds();
@@ -115,8 +131,10 @@ export class BatchWriter {
 
   /** How long the next insert should still wait for more batches (ms; 0: start now). */
   private groupWait(): number {
-    const groupMs = this.opts.groupMs ?? 0;
-    if (groupMs <= 0 || this.last.batches < GROUP_LOAD_BATCHES || this.closed) return 0;
+    if (this.last.batches < GROUP_LOAD_BATCHES || this.closed) return 0;
+    const behindMs = this.opts.behindGroupMs ?? 0;
+    const groupMs = Math.max(this.opts.groupMs ?? 0, behindMs > 0 && this.opts.behind?.() ? behindMs : 0);
+    if (groupMs <= 0) return 0;
     if (this.queue.length >= (this.opts.maxPerInsert ?? 10_000)) return 0;
     return Math.max(0, groupMs - (performance.now() - this.last.at));
   }
