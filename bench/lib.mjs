@@ -107,7 +107,7 @@ export function processCpuSeconds(pid, ticksPerSecond = 100, path = `/proc/${pid
  * `node`; chDB's engine threads have their own names). Empty elsewhere.
  */
 export function threadCpuSeconds(pid) {
-  const out = { total: processCpuSeconds(pid), main: mainThreadCpuSeconds(pid), byName: {} };
+  const out = { total: processCpuSeconds(pid), main: mainThreadCpuSeconds(pid), byName: {}, nodeByTid: {} };
   let tids = [];
   try {
     tids = readdirSync(`/proc/${pid}/task`);
@@ -124,14 +124,27 @@ export function threadCpuSeconds(pid) {
     }
     const cpu = processCpuSeconds(pid, 100, `/proc/${pid}/task/${tid}/stat`);
     if (Number.isFinite(cpu)) out.byName[name] = (out.byName[name] ?? 0) + cpu;
+    if (Number.isFinite(cpu) && name === 'node') out.nodeByTid[tid] = cpu;
   }
   return out;
 }
 
 /**
+ * How many of Node's own threads (named `node`, the main thread aside) are V8's platform: its
+ * delayed-task thread and 4 workers (parallel scavenges, ArrayBuffer sweeping, concurrent marking
+ * and compilation), started before any JavaScript runs, so the lowest thread ids. The later ones
+ * are libuv's pool, started at its first use, where chDB's calls run (the statement's parsing and
+ * execution on the calling thread), and query workers if any ran. Told apart in session 13 by
+ * `perf record -e cpu-clock:u` per thread (V8's GC symbols vs libchdb.so); it assumes Node's
+ * default --v8-pool-size (4).
+ */
+const V8_PLATFORM_THREADS = 5;
+
+/**
  * CPU between two threadCpuSeconds snapshots, in groups: main thread, tick worker, Node's other
- * threads (libuv's pool running chDB's calls, V8's GC and compiler threads), and the rest —
- * chDB's engine threads (merges, pipelines), threads that ended in between included.
+ * threads (libuv's pool running chDB's calls, V8's GC and compiler threads; also apart as
+ * poolThreads and v8Threads), and the rest — chDB's engine threads (merges, pipelines), threads
+ * that ended in between included.
  */
 export function threadCpuSplit(a, b) {
   const named = (s, name) => s.byName[name] ?? 0;
@@ -139,7 +152,9 @@ export function threadCpuSplit(a, b) {
   const tick = named(b, 'cs-tick-worker') - named(a, 'cs-tick-worker');
   const node = named(b, 'node') - named(a, 'node');
   const total = b.total - a.total;
-  return { total, main, tickWorker: tick, nodeThreads: node, engine: total - main - tick - node };
+  const platform = Object.keys(b.nodeByTid ?? {}).map(Number).sort((x, y) => x - y).slice(0, V8_PLATFORM_THREADS);
+  const v8 = platform.reduce((sum, tid) => sum + b.nodeByTid[tid] - (a.nodeByTid?.[tid] ?? 0), 0);
+  return { total, main, tickWorker: tick, nodeThreads: node, v8Threads: v8, poolThreads: node - v8, engine: total - main - tick - node };
 }
 
 /** CPU seconds of a process's main thread (Linux: its HTTP, storage calls and event loop; NaN elsewhere). */

@@ -20,8 +20,9 @@
 // a batch due again goes first. Per phase the bench reports refusals, resends, resends
 // acknowledged and batches still waiting to be resent when the phase ended.
 // Per phase the collector's CPU is split by thread (main, tick worker, Node's other threads —
-// libuv's pool, where chDB's calls run —, chDB's engine threads), its storage calls by kind (per
-// second, ms waiting for the engine and running), and its 202s' wait by phase.
+// libuv's pool, where chDB's calls run, and V8's platform threads, its GC helpers —, chDB's
+// engine threads), its storage calls by kind (per second, ms waiting for the engine and
+// running), and its 202s' wait by phase.
 // --env      passes a CIPHERSTAT_* setting to the collector (e.g. a tick cadence to compare).
 // --accounts-dir DIR  keeps the created accounts (data directory and keyring, before any load) in
 //            DIR/<n>-accounts and copies them from there in later runs: creating 10,000 accounts
@@ -388,7 +389,7 @@ function printCollectorDetail(label, e, p) {
   const w = e.cpuWholeRun;
   console.log(`collector CPU from the window's start until all was processed: ${fmt(w.microsPerBatch)} µs per batch (main thread ${fmt(w.mainMicrosPerBatch)}), ${fmt(w.microsPerPoint, 1)} µs per point; plaintext (its window): ${p ? `${fmt(p.serverCpuMicrosPerBatch)} µs per batch` : '-'}`);
   const th = w.threadsMicrosPerBatch;
-  console.log(`  by thread, µs per batch: main ${fmt(th.main)}, tick worker ${fmt(th.tickWorker)}, Node's other threads (libuv pool running chDB calls, V8) ${fmt(th.nodeThreads)}, chDB engine threads (and ended threads) ${fmt(th.engine)}`);
+  console.log(`  by thread, µs per batch: main ${fmt(th.main)}, tick worker ${fmt(th.tickWorker)}, Node's other threads ${fmt(th.nodeThreads)} (libuv pool running chDB calls ${fmt(th.poolThreads)}, V8 platform: GC helpers and compiler ${fmt(th.v8Threads)}), chDB engine threads (and ended threads) ${fmt(th.engine)}`);
   const a = e.ackMsPerBatch;
   console.log(`202 wait per stored batch (ms): queued behind the group commit in flight ${fmt(a.queued, 1)}, duplicate check ${fmt(a.dedup, 1)}, insert ${fmt(a.insert, 1)}; client-side ack p50 ${fmt(e.ackMs.p50, 1)}`);
   console.log('storage calls in the window (the engine runs one at a time; wait = for the engine):');
@@ -537,7 +538,7 @@ async function main() {
           'cold batches/s': fmt(e2eBatches(r)),
           'lag p95 s': fmt(st.lagSec.p95, 2),
           'CPU µs/batch': fmt(st.cpuWholeRun.microsPerBatch),
-          'main / tick / node / engine': `${fmt(th.main)} / ${fmt(th.tickWorker)} / ${fmt(th.nodeThreads)} / ${fmt(th.engine)}`,
+          'main / tick / node (pool + V8) / engine': `${fmt(th.main)} / ${fmt(th.tickWorker)} / ${fmt(th.nodeThreads)} (${fmt(th.poolThreads)} + ${fmt(th.v8Threads)}) / ${fmt(th.engine)}`,
           'refused / resent': `${fmt(st.resends.refused)} / ${fmt(st.resends.resent)}`,
           'other CPU': fmt(st.otherCpuCores, 2),
         };
