@@ -100,7 +100,7 @@ describe('at-rest records', () => {
         expect(Buffer.from(sealed.subarray(25)).equals(Buffer.from(reference)), JSON.stringify(change).slice(0, 80)).toBe(true);
         expect(Buffer.from(openRollup(key, row, sealed)!).equals(Buffer.from(plain))).toBe(true);
         expect(openRollup(key, { ...row, tagValues: ['9', '11'] }, sealed)).toBeNull();
-        expect(arena[0] | arena[arena.length - 1]!).toBe(0); // nothing written outside its view
+        expect(arena[0]! | arena[arena.length - 1]!).toBe(0); // nothing written outside its view
       }
     }
     expect(() => sealRollupInto(key, id, '7,8', '9,10', randomBytes(3), new Uint8Array(SEAL_OVERHEAD + 4))).toThrow(/longer/);
