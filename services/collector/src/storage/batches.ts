@@ -37,15 +37,20 @@ function toBatch(r: Raw): BatchRow {
 export function batchRepository(db: Db): BatchStore {
   /**
    * Which of these (account, batch) pairs `select(where)` returns, as `${accountId}/${batchId}`.
-   * `where` is `IN` on both key columns, which uses the primary index; the cross product it may
-   * over-select is filtered here (an exact tuple match in SQL costs 2-20x more).
+   * `where` (`PREWHERE … WHERE …`) is `IN` on both key columns, which uses the primary index; the
+   * cross product it may over-select is filtered here (an exact tuple match in SQL costs 2-20x
+   * more). It reads the batch ids first (PREWHERE) and the account ids only of rows whose batch
+   * id matched: a tick's accounts are spread over the whole key space, so the index selects nearly
+   * every granule, and the batches checked are nearly all new (no row matches). The twin read of
+   * a tick (1,000 batches of ~800 accounts, 200,000 markers, process CPU, mean of 30 calls):
+   * 38/41 -> 25/25 ms; with 50 twins among the 1,000, 37/40/37 -> 30/30/31 ms (interleaved).
    */
   async function pairsFound(keys: { accountId: string; batchId: string }[], select: (where: string) => string): Promise<Set<string>> {
     const found = new Set<string>();
     for (const part of db.chunks(keys, key)) {
       const wanted = new Set(part.map(key));
       const rows = await db.conn.query<{ account_id: string; batch_id: string }>(
-        select('account_id IN {a:Array(String)} AND batch_id IN {b:Array(String)}'),
+        select('PREWHERE batch_id IN {b:Array(String)} WHERE account_id IN {a:Array(String)}'),
         { a: unique(part.map((k) => k.accountId)), b: unique(part.map((k) => k.batchId)) },
       );
       for (const r of rows) {
@@ -67,13 +72,13 @@ export function batchRepository(db: Db): BatchStore {
     // client retrying a batch already processed and deleted (confidential mode) is not re-ingested.
     existingBatches: (keys) =>
       pairsFound(keys, (where) =>
-        `SELECT account_id, batch_id FROM ${db.t('batches')} WHERE ${where}
-         UNION DISTINCT SELECT account_id, batch_id FROM ${db.t('processed')} WHERE ${where}`),
+        `SELECT account_id, batch_id FROM ${db.t('batches')} ${where}
+         UNION DISTINCT SELECT account_id, batch_id FROM ${db.t('processed')} ${where}`),
 
     // Processing's check of a tick's batches (process/processor.ts): one read of `processed`,
     // live markers only (a stale lease holder's late marker does not count: fences.ts).
     markedBatches: (keys) =>
-      pairsFound(keys, (where) => `SELECT DISTINCT account_id, batch_id FROM ${db.t('processed')} WHERE ${where} AND ${liveMarker(db)}`),
+      pairsFound(keys, (where) => `SELECT DISTINCT account_id, batch_id FROM ${db.t('processed')} ${where} AND ${liveMarker(db)}`),
 
     async pendingBatches(sinceMs, limit, partition) {
       const rows = await db.conn.query(
