@@ -25,7 +25,10 @@ import {
   mergeScanned,
   quantile,
   readSketchBody,
+  scanBucket,
   scanSingle,
+  scannedIndex,
+  scannedSide,
   scanSketchBody,
   scanValues,
   sketchEquals,
@@ -62,6 +65,10 @@ export interface Aggregate {
  * bytes, start, end, …] — their sketches' total count, their (common) alpha, then each encoding
  * `bytes[start, end)`. One array per cell instead of an object and two arrays: a percentile
  * query's cells (20 groups × 720 hours, three encodings each) are most of its merge's garbage.
+ * An encoding of one value (SINGLE with its implied sketch and the default parameters: most hour
+ * slots of a percentile metric) is kept as its sketch's one bucket instead, [side, index, n]
+ * (sketch.ts scannedSide: a number where an encoding has its bytes), so finishing the cell
+ * parses it no second time.
  */
 type Deferred = (number | Uint8Array)[];
 const DEFERRED_COUNT = 0;
@@ -499,16 +506,27 @@ export function mergeEncodedDeferred(into: Aggregate, bytes: Uint8Array, start =
     if (before + parsed.count > Number.MAX_SAFE_INTEGER) throw invalid('sketch count overflow');
   }
   mergeParsed(into, h);
+  // one value, default parameters: its bucket (the scan scratch holds it now), not its bytes
+  const single = (h.flags & (SINGLE | SKETCH_IMPLIED | PARAMS)) === (SINGLE | SKETCH_IMPLIED);
+  const a = single ? scannedSide() : bytes;
+  const b = single ? scannedIndex() : start;
+  const c = single ? parsed.count : end;
   if (d) {
     (d[DEFERRED_COUNT] as number) += parsed.count;
-    d.push(bytes, start, end);
-  } else into.deferred = [parsed.count, parsed.alpha, bytes, start, end];
+    d.push(a, b, c);
+  } else into.deferred = [parsed.count, parsed.alpha, a, b, c];
 }
 
 /** Merges the deferred sketches into `s`, in the order they came (validated then: nothing throws). */
 function mergeDeferred(s: Sketch, d: Deferred): void {
   for (let i = DEFERRED_FIRST; i < d.length; i += 3) {
-    parseEncoded(d[i] as Uint8Array, true, d[i + 1] as number, d[i + 2] as number, true);
+    const bytes = d[i]!;
+    if (typeof bytes === 'number') {
+      scanBucket(bytes, d[i + 1] as number, d[i + 2] as number);
+      mergeScanned(s, DEFAULT_ALPHA, DEFAULT_MAX_BUCKETS, DEFAULT_LN_GAMMA);
+      continue;
+    }
+    parseEncoded(bytes, true, d[i + 1] as number, d[i + 2] as number, true);
     mergeScanned(s, parsed.alpha, parsed.maxBuckets, parsed.lnGamma);
   }
 }

@@ -437,6 +437,22 @@ export function scanSingle(value: number, n: number, lnGamma: number): void {
   }
 }
 
+/** Right after scanSingle: where its value went — 0 the zero counter, 1 a bucket of the positive store, 2 of the negative one (scannedIndex: which). */
+export const scannedSide = (): number => (scanned.pos.n === 1 ? 1 : scanned.neg.n === 1 ? 2 : 0);
+export const scannedIndex = (): number => (scanned.pos.n === 1 ? scanned.pos.idx[0]! : scanned.neg.n === 1 ? scanned.neg.idx[0]! : 0);
+
+/** Puts in scratch what scanSingle put for `n` values on `side` (scannedSide) in bucket `index`, for mergeScanned. */
+export function scanBucket(side: number, index: number, n: number): void {
+  scanned.count = n;
+  scanned.zero = side === 0 ? n : 0;
+  scanned.pos.n = scanned.neg.n = 0;
+  if (side === 0) return;
+  const runs = side === 1 ? scanned.pos : scanned.neg;
+  runs.idx[0] = index;
+  runs.cnt[0] = n;
+  runs.n = 1;
+}
+
 /**
  * Puts the body of a sketch of `n` (2 or 3) values — createSketch(params), then add(a), add(b)
  * (and add(c)) — in scratch, for mergeScanned: the compact aggregate's implied sketch, without
