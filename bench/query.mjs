@@ -40,10 +40,10 @@
 //              named cs-query-worker: opening and merging rows), read per thread from /proc (Linux,
 //              10 ms ticks).
 //
-//   breakdown: in the last state, where each shape's time goes, each part alone on this process's
-//              main thread (--runs times, medians): one statement of all its rows (the storage
-//              call: wall and process CPU), opening and merging them (merge.ts mergeBytes),
-//              finishing its cells (finishSeries), and writing the answer's JSON.
+//   breakdown: in the live state and the last, where each shape's time goes, each part alone on
+//              this process's main thread (--runs times, medians): one statement of all its rows
+//              (the storage call: wall and process CPU), opening and merging them (merge.ts
+//              mergeBytes), finishing its cells (finishSeries), and writing the answer's JSON.
 //
 //   node bench/query.mjs [--points 10000000] [--tick 300] [--at 23] [--runs 15] [--warmup 2] [--seed 42]
 //                        [--keep] [--no-optimize] [--dist path/to/collector/dist]
@@ -676,12 +676,12 @@ async function measureConcurrent(state, distinct = false) {
 }
 
 /**
- * Where each shape's time goes (the last state): one statement of all its rows alone (what the
- * engine's first read asks when they are 20,000 or fewer: wall and process CPU — chDB's threads
- * included, this thread idle meanwhile),
- * then on this thread, inline, the open and merge of those rows (mergeBytes), the finish of its
- * cells (finishSeries) and the answer's JSON, each the median of --runs. The query workers split
- * the merge and finish between them under a real query; these are one thread's CPU.
+ * Where each shape's time goes in one state (the live one and the last): one statement of all its
+ * rows alone (what the engine's first read asks when they are 20,000 or fewer: wall and process
+ * CPU — chDB's threads included, this thread idle meanwhile), then on this thread, inline, the
+ * open and merge of those rows (mergeBytes), the finish of its cells (finishSeries) and the
+ * answer's JSON, each the median of --runs. The query workers split the merge and finish between
+ * them under a real query; these are one thread's CPU.
  */
 async function measureBreakdown(state) {
   progress(`breakdown (${state}): each shape's statement, merge, finish and JSON alone`);
@@ -758,8 +758,8 @@ let concurrent = null;
 let concurrentLiveDays = null;
 /** The live state's 20 clients again, no two asking the same range: what sharing cannot help (informational). */
 let concurrentDistinct = null;
-/** Where each shape's time goes in the last state (measureBreakdown). */
-let breakdown = null;
+/** Where each shape's time goes in the live state and the last (measureBreakdown). */
+const breakdowns = [];
 for (const phase of phases) {
   if (STATES[phase]) {
     const { now: clock, ...limits } = STATES[phase];
@@ -785,7 +785,7 @@ for (const phase of phases) {
   disk.variants[phase] = await measureEncrypted();
   await settle();
   await measurePhase(phase);
-  if (phase === phases.at(-1)) breakdown = await measureBreakdown(phase);
+  if (phase === 'live' || phase === phases.at(-1)) breakdowns.push(await measureBreakdown(phase));
   if (phase === 'live' || REUSE) {
     concurrent = await measureConcurrent(phase);
     concurrentDistinct = await measureConcurrent(phase, true);
@@ -909,7 +909,7 @@ table(
     'target ≤1.5x': r.ratioP50 == null ? 'FAIL' : r.ratioP50 <= 1.5 && r.ratioP95 <= 1.5 ? 'PASS' : 'FAIL',
   })),
 );
-if (breakdown) {
+for (const breakdown of breakdowns) {
   console.log(`\nWhere the time goes (stored state: ${breakdown.state}; each part alone, median of ${RUNS}; ms — the statement's wall and the process's CPU, the rest this thread's CPU, inline: a real query's workers split the merge and finish):`);
   table(
     breakdown.rows.map((r) => ({
@@ -986,7 +986,7 @@ if (!REUSE) writeResult('query', {
   ...(concurrentDistinct ? { concurrentDistinct } : {}),
   ...(concurrentLiveDays ? { concurrentLiveDays } : {}),
   timeZoneProbe: tzProbe,
-  breakdown,
+  breakdowns,
   disk,
   correctness,
   correct: ok,
