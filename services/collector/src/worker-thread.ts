@@ -6,7 +6,7 @@
  * pending on it fails and the next request starts a new thread. The thread keeps the process
  * alive only while a request is pending.
  */
-import { Worker } from 'node:worker_threads';
+import { Worker, type ResourceLimits } from 'node:worker_threads';
 
 export interface Reply {
   id: number;
@@ -16,6 +16,8 @@ export interface Reply {
 export interface WorkerThreadOptions<R extends Reply> {
   url: URL;
   workerData?: unknown;
+  /** The thread's heap limits (default: Node's, from the process's flags). */
+  resourceLimits?: ResourceLimits;
   /** A request without its reply after this long ends the thread (default: no deadline). */
   timeoutMs?: number;
   /** The error of a request whose thread died (`why`: what happened). */
@@ -54,7 +56,8 @@ export class WorkerThread<Q extends { id: number }, R extends Reply> {
   }
 
   private start(): Thread {
-    const worker = new Worker(this.o.url, this.o.workerData === undefined ? undefined : { workerData: this.o.workerData });
+    const { workerData, resourceLimits } = this.o;
+    const worker = new Worker(this.o.url, { ...(workerData === undefined ? {} : { workerData }), ...(resourceLimits ? { resourceLimits } : {}) });
     const t: Thread = { worker, pending: new Map() };
     worker.on('message', (m: R) => {
       const p = t.pending.get(m.id);
