@@ -72,6 +72,12 @@ export function createMetrics(opts: { rotationIncomplete?: () => boolean } = {})
       labelNames: ['phase'],
       registers: [registry],
     }),
+    ingestGroupWaitSeconds: new Counter({
+      name: 'cipherstat_ingest_group_wait_seconds_total',
+      help: 'Seconds the group commit held its next insert to fill it, by reason: interval (CIPHERSTAT_INGEST_GROUP_MS) or behind (CIPHERSTAT_INGEST_GROUP_BEHIND_MS, while processing is behind)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
     ingestAckBatches: new Counter({ name: 'cipherstat_ingest_ack_batches_total', help: 'Batches whose group commit succeeded (the count behind cipherstat_ingest_ack_seconds_total)', registers: [registry] }),
     insertSeconds: new Histogram({ name: 'cipherstat_storage_insert_seconds', help: 'Latency of storage inserts', labelNames: ['table'], buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5], registers: [registry] }),
     tickPhaseSeconds: new Histogram({

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config.js';
 import { BatchWriter, GROUP_LOAD_BATCHES } from '../src/ingest/writer.js';
-import { createMetrics } from '../src/metrics.js';
+import { createMetrics, type Metrics } from '../src/metrics.js';
 import { openStore } from '../src/storage/index.js';
 import type { BatchRow, Store } from '../src/storage/types.js';
 import { tempDirs } from './support/temp-dirs.js';
@@ -37,7 +37,14 @@ function writer(groupMs: number, behind?: { behind: () => boolean; behindGroupMs
   const recording = Object.create(store, {
     insertBatches: { value: (rows: BatchRow[]) => (sizes.push(rows.length), store.insertBatches(rows)) },
   }) as Store;
-  return { w: new BatchWriter(recording, createMetrics(), { maxQueued: 10_000, checkStorage: false, groupMs, ...behind }), sizes };
+  const metrics = createMetrics();
+  return { w: new BatchWriter(recording, metrics, { maxQueued: 10_000, checkStorage: false, groupMs, ...behind }), sizes, metrics };
+}
+
+/** cipherstat_ingest_group_wait_seconds_total by reason. */
+async function waited(metrics: Metrics): Promise<Record<string, number>> {
+  const { values } = await metrics.ingestGroupWaitSeconds.get();
+  return Object.fromEntries(values.map((v) => [String(v.labels.reason), v.value]));
 }
 
 const turn = () => new Promise((r) => setImmediate(r));
@@ -49,7 +56,7 @@ describe('CIPHERSTAT_INGEST_GROUP_MS', () => {
   });
 
   it('after an insert under load, batches arriving within groupMs of its start go in one insert, each acknowledged once stored', async () => {
-    const { w, sizes } = writer(5_000);
+    const { w, sizes, metrics } = writer(5_000);
     const load = GROUP_LOAD_BATCHES + 3;
     // The first batch starts an insert alone; the rest queue behind it and go in the next (load).
     const first = Array.from({ length: load + 1 }, (_, i) => w.submit(row(`load-${i}`)));
@@ -63,6 +70,7 @@ describe('CIPHERSTAT_INGEST_GROUP_MS', () => {
     }
     expect(await Promise.all(later)).toEqual(['stored', 'stored', 'stored']);
     expect(sizes).toEqual([1, load, 3]);
+    expect(Object.keys(await waited(metrics))).toEqual(['interval']);
     const [stored] = await store.existingBatches([row('load-0'), row('later-2')]).then((s) => [s.size]);
     expect(stored).toBe(2);
     await w.close();
@@ -70,9 +78,10 @@ describe('CIPHERSTAT_INGEST_GROUP_MS', () => {
 
   it('a quiet collector never waits: after an insert under GROUP_LOAD_BATCHES the next starts at once', async () => {
     // An interval longer than the test's timeout: any wait would fail it.
-    const { w, sizes } = writer(600_000);
+    const { w, sizes, metrics } = writer(600_000);
     for (let i = 0; i < 5; i++) expect(await w.submit(row(`quiet-${i}`))).toBe('stored');
     expect(sizes).toEqual([1, 1, 1, 1, 1]);
+    expect(await waited(metrics)).toEqual({});
     await w.close();
   });
 });
@@ -86,7 +95,7 @@ describe('CIPHERSTAT_INGEST_GROUP_BEHIND_MS', () => {
   it('spaces inserts under load only while processing is behind; once it keeps up, the next insert starts at once', async () => {
     let behind = true;
     // An interval longer than the test's timeout once processing keeps up: any wait then would fail it.
-    const { w, sizes } = writer(0, { behind: () => behind, behindGroupMs: 5_000 });
+    const { w, sizes, metrics } = writer(0, { behind: () => behind, behindGroupMs: 5_000 });
     const load = GROUP_LOAD_BATCHES + 3;
     const first = Array.from({ length: load + 1 }, (_, i) => w.submit(row(`behind-load-${i}`)));
     expect(await Promise.all(first)).toEqual(first.map(() => 'stored'));
@@ -99,12 +108,16 @@ describe('CIPHERSTAT_INGEST_GROUP_BEHIND_MS', () => {
     }
     expect(await Promise.all(later)).toEqual(['stored', 'stored', 'stored']);
     expect(sizes).toEqual([1, load, 3]);
+    const held = await waited(metrics);
+    expect(Object.keys(held)).toEqual(['behind']);
+    expect(held.behind).toBeGreaterThan(0);
     // Under load again, but processing keeps up: no wait.
     const again = Array.from({ length: load + 1 }, (_, i) => w.submit(row(`kept-up-load-${i}`)));
     expect(await Promise.all(again)).toEqual(again.map(() => 'stored'));
     behind = false;
     expect(await w.submit(row('kept-up-next'))).toBe('stored');
     expect(sizes.slice(3)).toEqual([1, load, 1]);
+    expect(await waited(metrics)).toEqual(held);
     await w.close();
   });
 });

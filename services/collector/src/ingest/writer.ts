@@ -129,14 +129,20 @@ export class BatchWriter {
   /** When the previous insert started (performance.now()) and how many batches it carried. */
   private last = { at: -Infinity, batches: 0 };
 
-  /** How long the next insert should still wait for more batches (ms; 0: start now). */
-  private groupWait(): number {
-    if (this.last.batches < GROUP_LOAD_BATCHES || this.closed) return 0;
+  /**
+   * How long the next insert should still wait for more batches (ms; 0: start now), and why:
+   * `interval` (groupMs) or `behind` (behindGroupMs while processing is behind, when longer).
+   */
+  private groupWait(): { ms: number; reason: 'interval' | 'behind' } {
+    const none = { ms: 0, reason: 'interval' as const };
+    if (this.last.batches < GROUP_LOAD_BATCHES || this.closed) return none;
+    const intervalMs = this.opts.groupMs ?? 0;
     const behindMs = this.opts.behindGroupMs ?? 0;
-    const groupMs = Math.max(this.opts.groupMs ?? 0, behindMs > 0 && this.opts.behind?.() ? behindMs : 0);
-    if (groupMs <= 0) return 0;
-    if (this.queue.length >= (this.opts.maxPerInsert ?? 10_000)) return 0;
-    return Math.max(0, groupMs - (performance.now() - this.last.at));
+    const behind = behindMs > intervalMs && this.opts.behind?.() === true;
+    const groupMs = behind ? behindMs : intervalMs;
+    if (groupMs <= 0) return none;
+    if (this.queue.length >= (this.opts.maxPerInsert ?? 10_000)) return none;
+    return { ms: Math.max(0, groupMs - (performance.now() - this.last.at)), reason: behind ? 'behind' : 'interval' };
   }
 
   private async run(): Promise<void> {
@@ -144,7 +150,11 @@ export class BatchWriter {
     try {
       while (this.queue.length) {
         const wait = this.groupWait();
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+        if (wait.ms > 0) {
+          const waited = performance.now();
+          await new Promise((resolve) => setTimeout(resolve, wait.ms));
+          this.metrics.ingestGroupWaitSeconds.inc({ reason: wait.reason }, (performance.now() - waited) / 1000);
+        }
         const take = this.queue.splice(0, this.opts.maxPerInsert ?? 10_000);
         this.last = { at: performance.now(), batches: take.length };
         this.metrics.writerQueue.set(this.queue.length);
