@@ -494,9 +494,12 @@ const OVERVIEW = [
   shape('24 h hourly sum orders by country', 'orders', 'sum', 'sum(value)', 'hour', 1),
 ];
 
+/** The POST /v1/query body of a shape (the HTTP query and the breakdown's parseQuery). */
+const requestBody = (q) => ({ metric: q.metric, aggregation: q.aggregation, from: q.from, to, interval: q.interval, groupBy: q.groupBy, ...(q.timezone ? { timezone: q.timezone } : {}) });
+
 async function encryptedQuery(q, { allowCached = false } = {}) {
   services.queryCache.invalidate([accountId]); // no cached result; dictionary/pseudonyms stay warm
-  const body = { metric: q.metric, aggregation: q.aggregation, from: q.from, to, interval: q.interval, groupBy: q.groupBy, ...(q.timezone ? { timezone: q.timezone } : {}) };
+  const body = requestBody(q);
   const t = performance.now();
   const res = await fetch(`${running.url}/v1/query`, {
     method: 'POST',
@@ -695,8 +698,7 @@ async function measureBreakdown(state) {
   };
   const out = [];
   for (const q of QUERIES) {
-    const body = { metric: q.metric, aggregation: q.aggregation, from: q.from, to, interval: q.interval, groupBy: q.groupBy, ...(q.timezone ? { timezone: q.timezone } : {}) };
-    const parsed = parseQuery(body, { quarterSince, derivedUntil: derived });
+    const parsed = parseQuery(requestBody(q), { quarterSince, derivedUntil: derived });
     const { selection, metricOf } = rowSelection(ctx, parsed);
     const plan = mergePlan(ctx, parsed, metricOf);
     const m = { statement: [], statementCpu: [], merge: [], finish: [], json: [] };
