@@ -216,7 +216,7 @@ async function main() {
       alone.push({ status: r.status, ms: r.ms, mainCpuMs: (c1.mainSec - c0.mainSec) * 1000, cpuMs: (c1.processSec - c0.processSec) * 1000, timing: r.timing });
       await sleep(300);
     }
-    const median = (xs) => [...xs].sort((x, y) => x - y)[xs.length >> 1];
+    const median = (xs) => percentile([...xs].sort((x, y) => x - y), 0.5);
     const aloneSummary = { wallMs: median(alone.map((x) => x.ms)), mainCpuMs: median(alone.map((x) => x.mainCpuMs)), cpuMs: median(alone.map((x) => x.cpuMs)) };
     progress(`heavy query alone ×3 (median): ${fmt(aloneSummary.wallMs)} ms wall, collector main-thread CPU ${fmt(aloneSummary.mainCpuMs)} ms, collector CPU (all threads) ${fmt(aloneSummary.cpuMs)} ms`);
 

@@ -22,7 +22,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { makeBatch, zipfCdf } from './storefront.mjs';
-import { fmt, ROOT } from './lib.mjs';
+import { fmt, percentile, ROOT } from './lib.mjs';
 
 const SELF = fileURLToPath(import.meta.url);
 const { values: o } = parseArgs({
@@ -40,6 +40,10 @@ const { values: o } = parseArgs({
   },
 });
 
+/** One run's result as printed (alone, or as one side of a pair). */
+const summary = (res) =>
+  `${fmt(res.usPerBatch, 1)} µs/batch CPU; per tick ${fmt(res.rowsPerTick)} rows, ms open ${fmt(res.ms.open, 1)} aggregate ${fmt(res.ms.aggregate, 1)} seal ${fmt(res.ms.seal, 1)} encode ${fmt(res.ms.encode, 1)}; load ${res.load}; heap ${res.heapMB} MB; lookups ${JSON.stringify(res.lookups)}`;
+
 if (o.base) {
   // A/B: each run in its own process, interleaved.
   const runs = { base: [], this: [] };
@@ -50,10 +54,10 @@ if (o.base) {
       if (r.status !== 0) throw new Error(`${name} run failed`);
       const res = JSON.parse(r.stdout.trim().split('\n').pop());
       runs[name].push(res);
-      console.log(`pair ${i + 1} ${name.padEnd(4)}: ${fmt(res.usPerBatch, 1)} µs/batch CPU; per tick ${fmt(res.rowsPerTick)} rows, ms open ${fmt(res.ms.open, 1)} aggregate ${fmt(res.ms.aggregate, 1)} seal ${fmt(res.ms.seal, 1)} encode ${fmt(res.ms.encode, 1)}; load ${res.load}; heap ${res.heapMB} MB; lookups ${JSON.stringify(res.lookups)}`);
+      console.log(`pair ${i + 1} ${name.padEnd(4)}: ${summary(res)}`);
     }
   }
-  const med = (xs) => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+  const med = (xs) => percentile([...xs].sort((a, b) => a - b), 0.5);
   console.log(`median µs/batch: base ${fmt(med(runs.base.map((r) => r.usPerBatch)), 1)}, this ${fmt(med(runs.this.map((r) => r.usPerBatch)), 1)}`);
   process.exit(0);
 }
@@ -126,4 +130,4 @@ if (session) {
 const n = Number(o.ticks);
 const res = { usPerBatch: cpu / (n * perTick), rowsPerTick: rows / n, ms: Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, v / n])), load: (await import('node:os')).loadavg()[0].toFixed(1), lookups, heapMB: Math.round(process.memoryUsage().heapUsed / 1e6) };
 if (o.json) console.log(JSON.stringify(res));
-else console.log(`${fmt(res.usPerBatch, 1)} µs/batch CPU; per tick ${fmt(res.rowsPerTick)} rows, ms open ${fmt(res.ms.open, 1)} aggregate ${fmt(res.ms.aggregate, 1)} seal ${fmt(res.ms.seal, 1)} encode ${fmt(res.ms.encode, 1)}; load ${res.load}; heap ${res.heapMB} MB; lookups ${JSON.stringify(res.lookups)}`);
+else console.log(summary(res));
