@@ -516,7 +516,9 @@ async function encryptedQuery(q, { allowCached = false } = {}) {
       return [k, Number(d)];
     }),
   );
-  return { ms, json, storageMs: timing.storage, mergeMs: timing.merge, cached: json.meta.cached };
+  // `total` is the handler's time; the rest of the client's time is HTTP (both ends, in this process) and the client's parse
+  if (timing.total !== undefined) timing.http = ms - timing.total;
+  return { ms, json, timing, cached: json.meta.cached };
 }
 
 async function plainQuery(q) {
@@ -529,6 +531,12 @@ const stats = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return { p50: percentile(s, 0.5), p95: percentile(s, 0.95), min: s[0], max: s.at(-1) };
 };
+
+/** The median of each Server-Timing phase over runs (a phase missing from a run counts 0 there), in the order the phases first appear. */
+function phaseMedians(runs) {
+  const names = [...new Set(runs.flatMap((t) => Object.keys(t)))].filter((k) => k && Number.isFinite(runs.find((t) => k in t)[k]));
+  return Object.fromEntries(names.map((k) => [k, stats(runs.map((t) => t[k] ?? 0)).p50]));
+}
 
 const results = [];
 const answers = {};
@@ -561,7 +569,7 @@ async function settle() {
 async function measurePhase(variant) {
   for (const q of QUERIES) {
     const plainTimes = [];
-    const e = { times: [], storage: [], merge: [], error: null, rows: 0, cpu: { main: 0, workers: 0 } };
+    const e = { times: [], phases: [], error: null, rows: 0, cpu: { main: 0, workers: 0 } };
     progress(`query (${variant}): ${q.id}`);
     for (let i = 0; i < WARMUP + RUNS; i++) {
       // interleaved, so drift (merges, GC, other load) hits both sides alike
@@ -577,8 +585,7 @@ async function measurePhase(variant) {
           e.cpu.main += c1.main - c0.main;
           e.cpu.workers += c1.workers - c0.workers;
           e.times.push(r.ms);
-          e.storage.push(r.storageMs);
-          e.merge.push(r.mergeMs);
+          e.phases.push(r.timing);
         }
         e.rows = r.json.meta.rows;
         answers[`${variant} ${q.id}`] = r.json;
@@ -595,8 +602,8 @@ async function measurePhase(variant) {
       rowsRead: e.rows,
       error: e.error,
       encrypted: es,
-      encryptedStorageP50: es && stats(e.storage).p50,
-      encryptedMergeP50: es && stats(e.merge).p50,
+      // per phase of the answer's Server-Timing (older builds: storage, merge), the median over the runs (0 where a run had none)
+      encryptedPhasesP50: es && phaseMedians(e.phases),
       encryptedCpuMs: es && cpuMs({ main: 0, workers: 0 }, e.cpu, e.times.length),
       plaintext: ps,
       ratioP50: es ? es.p50 / ps.p50 : null,
@@ -903,7 +910,6 @@ table(
     'rows read': fmt(r.rowsRead),
     'enc p50 ms': r.error ? r.error : f1(r.encrypted.p50),
     'enc p95 ms': r.error ? '-' : f1(r.encrypted.p95),
-    'storage/merge p50': r.error ? '-' : `${f1(r.encryptedStorageP50)}/${f1(r.encryptedMergeP50)}`,
     'CPU main/workers': r.error ? '-' : `${f1(r.encryptedCpuMs.main)}/${f1(r.encryptedCpuMs.workers)}`,
     'plain p50 ms': f1(r.plaintext.p50),
     'plain p95 ms': f1(r.plaintext.p95),
@@ -911,6 +917,24 @@ table(
     'target ≤1.5x': r.ratioP50 == null ? 'FAIL' : r.ratioP50 <= 1.5 && r.ratioP95 <= 1.5 ? 'PASS' : 'FAIL',
   })),
 );
+{
+  // the phases of the answers' Server-Timing (engine.ts QUERY_PHASES), the median of each over the runs
+  const order = ['auth', 'body', 'context', 'wait', 'count', 'statement', 'handoff', 'merge', 'labels', 'finish', 'json', 'shared', 'cache', 'storage'];
+  const seen = new Set(results.flatMap((r) => Object.keys(r.encryptedPhasesP50 ?? {})));
+  const cols = [...order.filter((k) => seen.has(k)), ...[...seen].filter((k) => !order.includes(k) && !['total', 'http', 'open'].includes(k))];
+  console.log(`\nWhere a query's time goes as it runs (each answer's Server-Timing, median of ${RUNS} per phase, ms of wall: the phases follow one another and add up to total, the handler's time; http: the client's time minus total; open: open+merge summed over the threads doing it, overlapping statement/handoff/merge):`);
+  table(
+    results.filter((r) => !r.error).map((r) => ({
+      query: r.query,
+      stored: r.variant,
+      'enc p50': f1(r.encrypted.p50),
+      ...Object.fromEntries(cols.map((k) => [k, f1(r.encryptedPhasesP50[k] ?? 0)])),
+      total: f1(r.encryptedPhasesP50.total),
+      http: f1(r.encryptedPhasesP50.http),
+      open: f1(r.encryptedPhasesP50.open ?? 0),
+    })),
+  );
+}
 for (const breakdown of breakdowns) {
   console.log(`\nWhere the time goes (stored state: ${breakdown.state}; each part alone, median of ${RUNS}; ms — the statement's wall and the process's CPU, the rest this thread's CPU, inline: a real query's workers split the merge and finish):`);
   table(

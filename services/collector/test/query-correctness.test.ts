@@ -101,6 +101,32 @@ describe('POST /v1/query end to end', () => {
     });
   }
 
+  it('says where each answer\'s time went in Server-Timing: its phases in order, adding up to total, and counts them in the metrics', async () => {
+    const body = { metric: 'orders', aggregation: 'sum', interval: 'hour', groupBy: ['country'], filter: { channel: 'web' }, from: FROM, to: TO, timezone: 'Asia/Kolkata' };
+    const phasesOf = (h: Headers) =>
+      (h.get('server-timing') ?? '').split(', ').map((p) => {
+        const m = /^([a-z]+);dur=(\d+\.\d)$/.exec(p);
+        expect(m, p).not.toBeNull();
+        return [m![1]!, Number(m![2])] as const;
+      });
+    const first = await run(a.readToken, body);
+    expect(first.status).toBe(200);
+    const phases = phasesOf(first.headers);
+    const names = phases.map(([n]) => n);
+    expect(names.at(-1)).toBe('total');
+    // the phases of a query that read its rows, in the order they ran (wait: embedded chDB's lane)
+    const ran = first.json.meta.cached ? ['auth', 'body', 'context', 'cache', 'json'] : ['auth', 'body', 'context', 'wait', 'statement', 'handoff', 'merge', 'labels', 'finish', 'json'];
+    expect(names.filter((n) => n !== 'total' && n !== 'open' && n !== 'count')).toEqual(ran);
+    if (!first.json.meta.cached) expect(names).toContain('open');
+    // one after another: the phases add up to total (each rounded to 0.1 ms)
+    const sum = phases.filter(([n]) => n !== 'total' && n !== 'open').reduce((t, [, d]) => t + d, 0);
+    const total = phases.at(-1)![1];
+    expect(Math.abs(sum - total)).toBeLessThanOrEqual(0.05 * phases.length + 1e-9);
+    const prom = await (await fetch(`${q.url}/metrics`)).text();
+    for (const p of ['auth', 'body', 'context', 'json']) expect(prom).toMatch(new RegExp(`^cipherstat_query_phase_seconds_total\\{phase="${p}"\\} [0-9.e-]+$`, 'm'));
+    expect(prom).toMatch(/^cipherstat_query_open_seconds_total [0-9.e-]+$/m);
+  });
+
   it('keeps accounts apart and checks tokens', async () => {
     const orders = { metric: 'orders', aggregation: 'count', interval: 'day', from: FROM, to: TO };
     const total = (json: { series: { points: [number, number][] }[] }) => json.series.reduce((n, s) => n + s.points.reduce((m, [, v]) => m + v, 0), 0);

@@ -569,7 +569,7 @@ describe('runQuery', () => {
     const plan = mergePlan(ctx, q, metricOf);
     const sent = { ...plan, versions: plan.versions.map((v) => ({ ...v, dataKey: v.dataKey.slice() })) };
     const merges = new Map();
-    expect(handleMergeRequest(merges, { type: 'part', id: 1, plan: sent, bytes })).toEqual({ id: 1, ok: true });
+    expect(handleMergeRequest(merges, { type: 'part', id: 1, plan: sent, bytes })).toEqual({ id: 1, ok: true, ms: expect.any(Number) }); // ms: its open and merge (Server-Timing open)
     const merged = handleMergeRequest(merges, { type: 'close', id: 1 });
     expect(merged).toMatchObject({ id: 1, ok: true });
     for (const v of sent.versions) expect(v.dataKey.every((b) => b === 0)).toBe(true);

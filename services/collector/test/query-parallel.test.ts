@@ -251,8 +251,8 @@ describe('limits counted across parts', () => {
       const x = new Map();
       const y = new Map();
       const p = () => ({ ...plan, maxGroups, versions: plan.versions.map((v) => ({ ...v, dataKey: v.dataKey.slice() })) });
-      even.forEach((b, i) => expect(handleMergeRequest(x, { type: 'part', id: 1, ...(i ? {} : { plan: p() }), bytes: b })).toEqual({ id: 1, ok: true }));
-      odd.forEach((b, i) => expect(handleMergeRequest(y, { type: 'part', id: 1, ...(i ? {} : { plan: p() }), bytes: b })).toEqual({ id: 1, ok: true }));
+      even.forEach((b, i) => expect(handleMergeRequest(x, { type: 'part', id: 1, ...(i ? {} : { plan: p() }), bytes: b })).toEqual({ id: 1, ok: true, ms: expect.any(Number) }));
+      odd.forEach((b, i) => expect(handleMergeRequest(y, { type: 'part', id: 1, ...(i ? {} : { plan: p() }), bytes: b })).toEqual({ id: 1, ok: true, ms: expect.any(Number) }));
       const closed = handleMergeRequest(y, { type: 'close', id: 1 }) as { merged: Closed };
       expect(closed.merged.groups).toHaveLength(2);
       const buckets = [...closed.merged.touched!].flatMap((t, i) => (t ? [i] : []));

@@ -160,7 +160,58 @@ export function queryResultJson(result: QueryResult): string {
   return `${out}],"meta":${JSON.stringify(result.meta)}}`;
 }
 
+/**
+ * The phases of one query as it runs, in order (routes.ts writes them as the answer's
+ * `Server-Timing` and counts them in cipherstat_query_phase_seconds_total): each is the wall
+ * time from the end of the one before, so together they are the request's time in the handler.
+ * auth: the read token; body: reading and parsing the body; context: the derivation watermark,
+ * the request's checks, the account's keys and pseudonyms, the selection; wait: statements
+ * waiting for the engine's lane (embedded chDB runs one at a time); count: the statement sizing a
+ * long range; statement: the reads of rows (the engine, and its answer back on this thread);
+ * handoff: this thread handing each statement's rows to the merge (cut and posted to the query
+ * workers); merge: waiting for the workers to open and merge the rest once the last statement
+ * answered; labels: the groups' labels (the dictionary); finish: the workers finalizing the
+ * cells into series; json: writing the answer; shared: waiting for an identical query's answer;
+ * cache: an answer from the cache.
+ */
+export const QUERY_PHASES = ['auth', 'body', 'context', 'wait', 'count', 'statement', 'handoff', 'merge', 'labels', 'finish', 'json', 'shared', 'cache'] as const;
+export type QueryPhase = (typeof QUERY_PHASES)[number];
+
+/** Where one query's time goes (QUERY_PHASES); `mark` charges the time since the last mark to a phase. */
+export class QueryTiming {
+  readonly ms: Partial<Record<QueryPhase, number>> = {};
+  /** Open and merge of the rows, summed over the threads that did it (query workers, or this thread for a small read): not a phase of the wall, it overlaps `statement`, `handoff` and `merge`. */
+  openMs = 0;
+  private last: number;
+  readonly started: number;
+
+  constructor(now = performance.now()) {
+    this.started = this.last = now;
+  }
+
+  mark(phase: QueryPhase): void {
+    const now = performance.now();
+    this.ms[phase] = (this.ms[phase] ?? 0) + (now - this.last);
+    this.last = now;
+  }
+
+  /** ms from the start to the last mark. */
+  get totalMs(): number {
+    return this.last - this.started;
+  }
+
+  /** The `Server-Timing` header's value: the phases that ran, `open`, and `total` (ms, 0.1 ms). */
+  header(): string {
+    const parts = QUERY_PHASES.filter((p) => this.ms[p] !== undefined).map((p) => `${p};dur=${this.ms[p]!.toFixed(1)}`);
+    if (this.openMs > 0) parts.push(`open;dur=${this.openMs.toFixed(1)}`);
+    parts.push(`total;dur=${this.totalMs.toFixed(1)}`);
+    return parts.join(', ');
+  }
+}
+
 export interface QueryStats {
+  /** The query's phases (routes.ts: Server-Timing), marked as it runs. */
+  timing?: QueryTiming;
   /** Until storage answered the last statement (the count first; the merge of the earlier statements runs meanwhile). */
   storageMs: number;
   /** From then until the answer (the rest of the merge, labels, finalizing). */
@@ -180,10 +231,14 @@ export async function runQuery(deps: QueryDeps, account: { accountId: string }, 
   // rows. It only grows; an older one costs more rows, never another answer.
   const watermark = derivedUntil(deps.store, deps.watermarkTtlMs ?? 0);
   const q = parseQuery(body, { quarterSince: await quarterLevelSince(deps.store), derivedUntil: await watermark });
+  stats?.timing?.mark('context');
   const { cache } = deps;
   const key = cache ? `query\u0000${queryKey(q)}` : '';
   const hit = cache?.get<QueryResult>(account.accountId, key);
-  if (hit) return { series: hit.series, meta: { ...hit.meta, cached: true } };
+  if (hit) {
+    stats?.timing?.mark('cache');
+    return { series: hit.series, meta: { ...hit.meta, cached: true } };
+  }
   const gen = cache?.generation(account.accountId) ?? 0;
   const result = await sharedQuery(deps, account.accountId, q, stats);
   cache?.set(account.accountId, key, result, gen);
@@ -213,12 +268,14 @@ async function sharedQuery(deps: QueryDeps, accountId: string, q: Query, stats?:
   const waiting = perStore(waitingByStore, deps.store, () => new Map<string, Waiting>());
   const shared = waiting.get(key);
   if (shared) {
+    stats?.timing?.mark('context');
     const result = await shared.answer;
-    if (stats) Object.assign(stats, shared.stats, { shared: true });
+    if (stats) Object.assign(stats, shared.stats, { shared: true, timing: stats.timing });
+    stats?.timing?.mark('shared');
     return { series: result.series, meta: { ...result.meta } };
   }
   // Shared from now until its first read of rows runs (`answer` is set before a joiner can read it).
-  const entry: Waiting = { answer: undefined as unknown as Promise<QueryResult>, stats: { storageMs: 0, mergeMs: 0, rows: 0 } };
+  const entry: Waiting = { answer: undefined as unknown as Promise<QueryResult>, stats: { storageMs: 0, mergeMs: 0, rows: 0, ...(stats?.timing ? { timing: stats.timing } : {}) } };
   waiting.set(key, entry);
   const stop = (): void => void (waiting.get(key) === entry && waiting.delete(key));
   entry.answer = executeQuery(deps, accountId, q, entry.stats, ctx, (isWaiting) => isWaiting || stop());
@@ -240,6 +297,7 @@ export async function executeQuery(
   onWait?: WaitObserver,
 ): Promise<QueryResult> {
   const ctx = context ?? (await accountContext(deps, accountId));
+  const timing = stats?.timing;
   const t0 = performance.now();
   const { selection, metricOf } = rowSelection(ctx, q);
   let t1 = t0;
@@ -248,14 +306,17 @@ export async function executeQuery(
   try {
     // Each statement is merged (by the query workers) while the next is read.
     const session = (deps.mergers ?? inlineMergers).begin(mergePlan(ctx, q, metricOf));
+    timing?.mark('context');
     try {
-      await readInStatements(deps, selection, session, onWait);
+      await readInStatements(deps, selection, session, onWait, timing);
     } catch (e) {
       session.abort();
       throw e;
     }
     t1 = performance.now();
     merging = await session.end();
+    timing?.mark('merge');
+    if (timing) timing.openMs += merging.openMs ?? 0;
   } finally {
     deps.onMerge?.(-1);
   }
@@ -266,7 +327,7 @@ export async function executeQuery(
     if (merging.tooLarge) {
       throw new CollectorError(400, 'query_too_large', `more than ${MAX_ROWS} stored rows; shorten the range, use a longer interval or filter`);
     }
-    series = await labelAndFinalize(deps, ctx, q, merging);
+    series = await labelAndFinalize(deps, ctx, q, merging, timing);
   } finally {
     merging.drop();
   }
@@ -370,15 +431,22 @@ function sharedRead(store: Store, sel: RollupSelection, onWait?: WaitObserver): 
  * all (more: the merge answers query_too_large). Each statement's rows go to `session` as they
  * arrive, so the workers merge while storage reads the next.
  */
-async function readInStatements(deps: QueryDeps, selection: RollupSelection, session: MergeSession, onWait?: WaitObserver): Promise<void> {
+async function readInStatements(deps: QueryDeps, selection: RollupSelection, session: MergeSession, onWait?: WaitObserver, timing?: QueryTiming): Promise<void> {
   const unit = selection.level === LEVEL.minute ? MINUTE_MS : DAY_MS;
   const most = deps.statementRows ?? STATEMENT_ROWS;
   // `onWait` hears about the first read only; a store that does not tell, when the call is made,
   // that it waits (a server, a wrapper) is taken to run it at once.
-  const read = (sel: RollupSelection): Promise<Uint8Array> => {
+  const read = async (sel: RollupSelection): Promise<Uint8Array> => {
     const first = onWait;
     onWait = undefined;
-    return sharedRead(deps.store, sel, first);
+    const observe: WaitObserver | undefined = timing ? (waiting) => (waiting || timing.mark('wait'), first?.(waiting)) : first;
+    const bytes = await sharedRead(deps.store, sel, observe);
+    timing?.mark('statement');
+    return bytes;
+  };
+  const add = (bytes: Uint8Array, n: number): void => {
+    session.add(bytes, n);
+    timing?.mark('handoff');
   };
   const sizes = selectionSizes(deps.store);
   const key = JSON.stringify({ ...selection, limit: 0 });
@@ -388,13 +456,14 @@ async function readInStatements(deps: QueryDeps, selection: RollupSelection, ses
     const n = countRows(bytes);
     if (n <= most) {
       sizes.set(key, n);
-      session.add(bytes, n);
+      add(bytes, n);
       return;
     }
   }
   const ends: number[] = [];
   let rows = 0;
   const slots = await deps.store.countRollups(selection, unit);
+  timing?.mark('count');
   sizes.set(key, slots.reduce((n, slot) => n + slot.rows, 0));
   for (const slot of slots) {
     // a cut at the slot's start: after `from` (the first slot may begin before it), after rows
@@ -410,7 +479,7 @@ async function readInStatements(deps: QueryDeps, selection: RollupSelection, ses
     const bytes = await read({ ...selection, from, to: ends[i]!, limit: MAX_ROWS + 1 - rows });
     const n = countRows(bytes);
     rows += n;
-    session.add(bytes, n);
+    add(bytes, n);
   }
 }
 
@@ -478,12 +547,14 @@ export function rowSelection(ctx: AccountContext, q: Query): { selection: Rollup
 const UNKNOWN_LABEL = '(unknown)';
 
 /** Labels the merged groups (the dictionary), merges groups with the same labels, finalizes. */
-async function labelAndFinalize(deps: QueryDeps, ctx: AccountContext, q: Query, merging: Merging): Promise<Series[]> {
+async function labelAndFinalize(deps: QueryDeps, ctx: AccountContext, q: Query, merging: Merging, timing?: QueryTiming): Promise<Series[]> {
   const { starts } = q;
   const withTimes = (values: (number | null)[]): SeriesPoint[] => values.map((v, i) => [starts[i]!, v]);
   if (q.groupBy.length === 0) {
     const [values] = await merging.finish(merging.groups.map(() => 0), 1);
-    return [{ tags: {}, points: withTimes(values!) }];
+    const series = [{ tags: {}, points: withTimes(values!) }];
+    timing?.mark('finish');
+    return series;
   }
   const pseudonyms = new Set<string>();
   for (const values of merging.groups) for (const p of values) pseudonyms.add(p);
@@ -506,8 +577,11 @@ async function labelAndFinalize(deps: QueryDeps, ctx: AccountContext, q: Query, 
     return s.index;
   });
   if (labelled.size > MAX_SERIES) throw tooManySeries();
+  timing?.mark('labels');
   const values = await merging.finish(seriesOf, labelled.size);
-  return [...labelled.entries()]
+  const series = [...labelled.entries()]
     .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
     .map(([, s]) => ({ tags: s.tags, points: withTimes(values[s.index]!) }));
+  timing?.mark('finish');
+  return series;
 }

@@ -40,6 +40,8 @@ export interface Merging {
   tampered: number;
   /** Each group's group-by value pseudonyms, in merge order. */
   groups: string[][];
+  /** ms the rows' open and merge took, summed over the threads that did it (engine.ts QueryTiming.openMs). */
+  openMs?: number;
   /** The finalized values of `series` series, group j merged into series seriesOf[j] (−1: left out). */
   finish(seriesOf: number[], series: number): Promise<(number | null)[][]>;
   /** Frees the merge (no-op after finish). */
@@ -106,9 +108,12 @@ function tooLargeMerging(rows: number): Merging {
 }
 
 function inlineMerging(plan: MergePlan, bytes: Uint8Array): Merging {
+  const t = performance.now();
   const m = mergeBytes(plan, bytes);
+  const openMs = performance.now() - t;
   const groups = [...m.groups.values()];
   return {
+    openMs,
     rows: m.rows,
     tooLarge: m.tooLarge,
     failed: m.failed,
@@ -251,7 +256,8 @@ export interface Closed {
 }
 
 export type MergeReply =
-  | { id: number; ok: true; merged?: Closed; exported?: ExportedGroups; finished?: FinishedValues }
+  /** `ms`: a part's open and merge on the worker. */
+  | { id: number; ok: true; merged?: Closed; exported?: ExportedGroups; finished?: FinishedValues; ms?: number }
   | { id: number; ok: false; error: { status?: number; code?: string; message: string } };
 
 /** A merge held by a worker between its requests. */
@@ -284,12 +290,13 @@ export function handleMergeRequest(merges: Map<number, MergeState>, msg: MergeRe
       case 'part': {
         const m = held(msg.plan);
         if (m.closed) throw new Error('merge already closed');
+        const t = performance.now();
         const r = mergeBytes(m.plan, msg.bytes, m.groups);
         m.rows += r.rows;
         m.tooLarge ||= r.tooLarge;
         m.failed += r.failed;
         m.tampered += r.tampered;
-        return { id: msg.id, ok: true };
+        return { id: msg.id, ok: true, ms: performance.now() - t };
       }
       case 'close': {
         const m = held(msg.plan);
@@ -416,6 +423,8 @@ class WorkerSession implements MergeSession {
   private readonly planned = new Map<MergeWorker, Worker | undefined>();
   private inFlight = 0;
   private rows = 0;
+  /** The parts' open and merge on the workers so far (ms, summed). */
+  private openMs = 0;
   private ended = false;
   error: unknown;
   private wake: (() => void) | undefined;
@@ -480,6 +489,7 @@ class WorkerSession implements MergeSession {
     p?.wipe();
     if (first) this.planned.set(w, w.worker);
     reply
+      .then((r) => void (this.openMs += r.ms ?? 0))
       .catch((e: unknown) => this.fail(e))
       .finally(() => {
         w.busy = false;
@@ -564,7 +574,7 @@ class WorkerSession implements MergeSession {
         }),
       );
       if (groups.length > this.plan.maxGroups) throw tooManySeries();
-      return this.held(ws, unionOf, owner, { rows: this.rows, tooLarge: false, failed, tampered, groups });
+      return this.held(ws, unionOf, owner, { rows: this.rows, tooLarge: false, failed, tampered, groups, openMs: this.openMs });
     } catch (e) {
       this.dropAll();
       throw e;

@@ -19,7 +19,7 @@ import type { Services } from '../services.js';
 import type { QueryCache } from './cache.js';
 import { listMetrics, type MetricsListing } from './catalog.js';
 import { DashboardFiles, securityHeaders, serveDashboard } from './dashboard.js';
-import { queryResultJson, runQuery, WATERMARK_TTL_MS, type QueryResult, type QueryStats } from './engine.js';
+import { QUERY_PHASES, QueryTiming, queryResultJson, runQuery, WATERMARK_TTL_MS, type QueryResult, type QueryStats } from './engine.js';
 import { registerPrometheusRoutes } from './prometheus/routes.js';
 import { refusalAdvice } from '../ingest/refusals.js';
 import { QueryLimits } from './limits.js';
@@ -177,7 +177,9 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
 
   app.post('/v1/query', async (c) => {
     const end = m.seconds.startTimer({ route: 'query' });
+    const timing = new QueryTiming();
     const account = await authenticate(c);
+    timing.mark('auth');
     const body = await readBody(c.req.raw, MAX_QUERY_BODY, s.config.bodyTimeoutMs);
     let value: unknown;
     try {
@@ -185,7 +187,8 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     } catch {
       throw new CollectorError(400, 'invalid_json', 'the request body is not JSON');
     }
-    const stats: QueryStats = { storageMs: 0, mergeMs: 0, rows: 0 };
+    timing.mark('body');
+    const stats: QueryStats = { storageMs: 0, mergeMs: 0, rows: 0, timing };
     const result = await answer(account, value, stats);
     // No row at all: say so when the account never recorded the metric (the closest names help).
     if (result.meta.rows === 0) {
@@ -196,12 +199,17 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
         throw new CollectorError(404, 'unknown_metric', `no metric ${JSON.stringify(metric)} was ever recorded${closest.length ? `; did you mean ${closest.map((n) => JSON.stringify(n)).join(', ')}?` : ' (GET /v1/metrics lists them)'}`);
       }
     }
-    end();
-    c.header('Cache-Control', 'no-store');
-    if (!result.meta.cached) c.header('Server-Timing', `storage;dur=${stats.storageMs.toFixed(1)}, merge;dur=${stats.mergeMs.toFixed(1)}`);
     // c.json's text, written faster (the answer is most of a dashboard query's main-thread work)
+    const json = queryResultJson(result);
+    timing.mark('json');
+    end();
+    for (const p of QUERY_PHASES) if (timing.ms[p] !== undefined) m.phases.inc({ phase: p }, timing.ms[p] / 1000);
+    if (timing.openMs > 0) m.open.inc(timing.openMs / 1000);
+    c.header('Cache-Control', 'no-store');
+    // where this query's time went (engine.ts QUERY_PHASES), whether answered from the cache or not
+    c.header('Server-Timing', timing.header());
     c.header('Content-Type', 'application/json');
-    return c.body(queryResultJson(result));
+    return c.body(json);
   });
 
   // Prometheus's HTTP query API (Grafana's Prometheus data source) over the same engine path.
@@ -264,6 +272,20 @@ function queryMetrics(registry: Registry) {
     merging: once(
       'cipherstat_queries_merging',
       () => new Gauge({ name: 'cipherstat_queries_merging', help: 'Queries opening and merging their rows now (in slices between which the event loop serves other requests)', registers: [registry] }),
+    ),
+    phases: once(
+      'cipherstat_query_phase_seconds_total',
+      () =>
+        new Counter({
+          name: 'cipherstat_query_phase_seconds_total',
+          help: 'Wall seconds POST /v1/query answers spent in each phase (query/engine.ts QUERY_PHASES; the Server-Timing header of each answer)',
+          labelNames: ['phase'],
+          registers: [registry],
+        }),
+    ),
+    open: once(
+      'cipherstat_query_open_seconds_total',
+      () => new Counter({ name: 'cipherstat_query_open_seconds_total', help: 'Seconds POST /v1/query answers spent opening and merging rows, summed over the threads doing it (query workers, or the main thread for small reads)', registers: [registry] }),
     ),
     cache: once(
       'cipherstat_query_cache_total',
