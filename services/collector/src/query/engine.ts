@@ -365,9 +365,21 @@ export const STATEMENT_ROWS = 20_000;
 /** A range up to this long is first read in one statement (most fit; see readInStatements). */
 export const READ_WHOLE_MS = 2 * DAY_MS;
 
-const sizesByStore = new WeakMap<Store, FifoMap<string, number>>();
-/** Rows the last read of a selection found (by its JSON, limit left out), for the most recent selections. */
-const selectionSizes = (store: Store): FifoMap<string, number> => perStore(sizesByStore, store, () => new FifoMap(1000));
+/**
+ * What the last read of a selection found: its rows, and when it was read in several statements,
+ * the ends of those statements' ranges and the rows the count gave each (the next read uses
+ * them without counting again, until a statement holds more than its bound).
+ */
+interface SelectionSize {
+  rows: number;
+  /** The statements' ranges (with `counted`, and the bound `most` they were cut for). */
+  ends?: number[];
+  counted?: number[];
+  most?: number;
+}
+const sizesByStore = new WeakMap<Store, FifoMap<string, SelectionSize>>();
+/** What the last read of a selection found (by its JSON, limit left out), for the most recent selections. */
+const selectionSizes = (store: Store): FifoMap<string, SelectionSize> => perStore(sizesByStore, store, () => new FifoMap(1000));
 
 /** A read of rows that has not started yet, which identical reads arriving meanwhile share; told to `observers` when it starts. */
 interface WaitingRead {
@@ -417,13 +429,17 @@ function sharedRead(store: Store, sel: RollupSelection, onWait?: WaitObserver): 
  * Reads a query's rows in statements over consecutive time ranges of at most STATEMENT_ROWS
  * rows each. A range of at most READ_WHOLE_MS (a dashboard's "last 24 hours") is first read
  * whole with a limit of STATEMENT_ROWS + 1 rows: if it holds more, those rows are dropped and
- * it is read as a longer one. A longer range is sized from one statement first counting the
+ * it is read as a longer one (not again while the last read of the same selection found more).
+ * A longer range is sized from one statement first counting the
  * rows per UTC day (minute at minute level) without reading them: chDB runs one statement at a
  * time, so a heavy query read in one statement would hold back every insert (acknowledgements,
  * processing writes) for its whole read, while each statement costs the engine a fixed
  * ~5–10 ms however few rows it returns (most queries fit one). A longer range whose last read
  * (the same selection: a dashboard's ranges are whole buckets) held at most STATEMENT_ROWS
- * rows is read whole first like a short one, without the count. Ranges are split at UTC days
+ * rows is read whole first like a short one, without the count; one that needed several
+ * statements is read again in the ranges of its last count, without counting, until a statement
+ * outgrows its bound (more than STATEMENT_ROWS rows, or than its one unit held when counted:
+ * then the next read counts again). Ranges are split at UTC days
  * (hour and quarter-hour levels: a day's rows and its day pack, the scope of a sealed
  * `supersedes` list, are read by one statement) or minutes (minute level: the scope is one
  * bucket), so what supersedes.ts decides per scope comes from one statement, which sees one
@@ -451,36 +467,51 @@ async function readInStatements(deps: QueryDeps, selection: RollupSelection, ses
   const sizes = selectionSizes(deps.store);
   const key = JSON.stringify({ ...selection, limit: 0 });
   const known = sizes.get(key);
-  if (selection.to - selection.from <= READ_WHOLE_MS || (known !== undefined && known <= most)) {
+  // Read whole first (a limit of one statement's rows + 1): a short range whose size is not known,
+  // or a selection whose last read fitted one statement. One known to hold more is not read whole
+  // only to be dropped.
+  if (known === undefined ? selection.to - selection.from <= READ_WHOLE_MS : known.rows <= most) {
     const bytes = await read({ ...selection, limit: Math.min(most, MAX_ROWS) + 1 });
     const n = countRows(bytes);
     if (n <= most) {
-      sizes.set(key, n);
+      sizes.set(key, { rows: n });
       add(bytes, n);
       return;
     }
   }
-  const ends: number[] = [];
-  let rows = 0;
-  const slots = await deps.store.countRollups(selection, unit);
-  timing?.mark('count');
-  sizes.set(key, slots.reduce((n, slot) => n + slot.rows, 0));
-  for (const slot of slots) {
-    // a cut at the slot's start: after `from` (the first slot may begin before it), after rows
-    if (rows > 0 && rows + slot.rows > most && slot.at > selection.from && slot.at < selection.to) {
-      ends.push(slot.at);
-      rows = 0;
+  // The ranges: those of the last count of this selection (they only size the statements, so
+  // any cut at a unit serves), else from a count of the rows per unit.
+  let ends = known?.most === most ? known.ends : undefined;
+  let counted = known?.counted;
+  if (!ends || !counted) {
+    const slots = await deps.store.countRollups(selection, unit);
+    timing?.mark('count');
+    ends = [];
+    counted = [];
+    let rows = 0;
+    for (const slot of slots) {
+      // a cut at the slot's start: after `from` (the first slot may begin before it), after rows
+      if (rows > 0 && rows + slot.rows > most && slot.at > selection.from && slot.at < selection.to) {
+        ends.push(slot.at);
+        counted.push(rows);
+        rows = 0;
+      }
+      rows += slot.rows;
     }
-    rows += slot.rows;
+    ends.push(selection.to);
+    counted.push(rows);
   }
-  ends.push(selection.to);
-  rows = 0;
+  let rows = 0;
+  // a statement over its bound (more than `most` rows, or than its unit alone held when counted): count again next time
+  let outgrown = false;
   for (let i = 0, from = selection.from; i < ends.length && rows <= MAX_ROWS; from = ends[i++]!) {
     const bytes = await read({ ...selection, from, to: ends[i]!, limit: MAX_ROWS + 1 - rows });
     const n = countRows(bytes);
     rows += n;
+    if (n > Math.max(most, counted[i]!)) outgrown = true;
     add(bytes, n);
   }
+  sizes.set(key, outgrown || rows > MAX_ROWS || rows <= most ? { rows } : { rows, ends, counted, most });
 }
 
 /** What merging needs of a query (merge.ts): per key version its data key and the pseudonyms to match. */
