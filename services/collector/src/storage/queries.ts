@@ -122,12 +122,23 @@ export function splitStoredRows(bytes: Uint8Array, unitOf: (bucket: number) => n
   ends.forEach((end, i) => (lengths[partOf.get(units[i]!)!]! += end - (i ? ends[i - 1]! : 0)));
   const out = lengths.map((n) => new Uint8Array(n));
   const at = new Array<number>(part + 1).fill(0);
-  ends.forEach((end, i) => {
+  // consecutive rows of one part are copied together (a series' days lie side by side)
+  let runStart = 0;
+  let runPart = -1;
+  const flush = (end: number): void => {
+    if (runPart < 0) return;
+    out[runPart]!.set(bytes.subarray(runStart, end), at[runPart]);
+    at[runPart]! += end - runStart;
+  };
+  for (let i = 0; i < ends.length; i++) {
     const p = partOf.get(units[i]!)!;
+    if (p === runPart) continue;
     const start = i ? ends[i - 1]! : 0;
-    out[p]!.set(bytes.subarray(start, end), at[p]);
-    at[p]! += end - start;
-  });
+    flush(start);
+    runStart = start;
+    runPart = p;
+  }
+  flush(bytes.length);
   return out.filter((b) => b.length > 0);
 }
 
