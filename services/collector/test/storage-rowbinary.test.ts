@@ -69,6 +69,23 @@ describe('RowBinaryReader', () => {
     expect(new RowBinaryReader(Uint8Array.from(str([0x61, 0xff]))).string()).toBe('a\uFFFD');
   });
 
+  it('gives a repeated short string as the string its bytes decode to, through collisions and past a full intern table', () => {
+    // 3,000 distinct short strings (more than the table takes, so many share a slot), each
+    // read three times in shuffled order, with invalid UTF-8, the empty string and long ones.
+    const words = Array.from({ length: 3000 }, (_, i) => Buffer.from(i % 7 === 0 ? `${i},${i * 31}` : String(BigInt(i) * 6364136223846793005n)));
+    words.push(Buffer.from(''), Buffer.from([0x61, 0xff]), Buffer.from([0xff, 0x61]), Buffer.from('é'), Buffer.from('x'.repeat(64)), Buffer.from('x'.repeat(65)));
+    const order = [...words.keys(), ...words.keys(), ...words.keys()];
+    let seed = 7;
+    for (let i = order.length - 1; i > 0; i--) {
+      seed = (seed * 48271) % 2147483647;
+      const j = seed % (i + 1);
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    const r = new RowBinaryReader(Uint8Array.from(order.flatMap((i) => str(words[i]!))));
+    expect(order.map(() => r.string())).toEqual(order.map((i) => words[i]!.toString('utf8')));
+    expect(r.done).toBe(true);
+  });
+
   it('throws storage_query_failed on truncated input', () => {
     const cases = [[], [1], [1, 2, 3], [1, 2, 3, 4, 5, 6, 7], [5, 0x61, 0x62], [0x80], [0xac, 0x02, ...new Array(299).fill(0)]];
     const reads: ((r: RowBinaryReader) => unknown)[] = [(r) => r.u8(), (r) => r.u16(), (r) => r.u32(), (r) => r.u64(), (r) => r.bytes(), (r) => r.arrayLength(), (r) => r.string()];

@@ -7,11 +7,21 @@ import { StorageError } from './errors.js';
 
 const TWO_32 = 2 ** 32;
 
+/** Strings up to this many bytes are interned by `string()` (pseudonyms, tag lists, parts). */
+const INTERN_MAX_BYTES = 64;
+/** Slots of the intern table (a power of two); it stops taking new strings at half full. */
+const INTERN_SLOTS = 2048;
+
 export class RowBinaryReader {
   readonly #buf: Uint8Array;
   readonly #view: DataView;
   readonly #text: Buffer;
   #pos = 0;
+  /** Interned strings: where each one's bytes start in the input (-1: empty slot), their length, the string; made at the first `string()`. */
+  #internAt: Int32Array | undefined;
+  #internLength: Int32Array | undefined;
+  #internText: string[] = [];
+  #interned = 0;
 
   constructor(buf: Uint8Array) {
     // A plain Uint8Array (not a Buffer subclass), so bytes() views are plain too.
@@ -113,10 +123,42 @@ export class RowBinaryReader {
     this.#take(n);
   }
 
-  /** A String decoded as UTF-8 (invalid sequences become U+FFFD); a flat string, decoded natively. */
+  /**
+   * A String decoded as UTF-8 (invalid sequences become U+FFFD); a flat string, decoded natively.
+   * A short one whose bytes this reader decoded before is that same string: a query's rows repeat
+   * a few dozen series, tag lists and parts over thousands of rows, and one string each (not one
+   * per row) saves the decoding, the garbage and, for the reader's maps, the hashing (24 h minute
+   * p95 at 2M points, 20,000 rows: readStoredRows ~20 → ~14 ms at the query workers' young
+   * generation). Equal bytes are checked in full: the result is what decoding gives.
+   */
   string(): string {
     const n = this.#varint();
     const p = this.#take(n);
-    return this.#text.toString('utf8', p, p + n);
+    if (n > INTERN_MAX_BYTES) return this.#text.toString('utf8', p, p + n);
+    const buf = this.#buf;
+    let h = n;
+    for (let i = p; i < p + n; i++) h = Math.imul(h ^ buf[i]!, 16777619);
+    const at = (this.#internAt ??= new Int32Array(INTERN_SLOTS).fill(-1));
+    const length = (this.#internLength ??= new Int32Array(INTERN_SLOTS));
+    for (let slot = h & (INTERN_SLOTS - 1); ; slot = (slot + 1) & (INTERN_SLOTS - 1)) {
+      const start = at[slot]!;
+      if (start < 0) {
+        const text = this.#text.toString('utf8', p, p + n);
+        if (this.#interned < INTERN_SLOTS / 2) {
+          at[slot] = p;
+          length[slot] = n;
+          this.#internText[slot] = text;
+          this.#interned++;
+        }
+        return text;
+      }
+      if (length[slot] === n && sameBytes(buf, start, p, n)) return this.#internText[slot]!;
+    }
   }
+}
+
+/** Whether buf[a, a + n) and buf[b, b + n) hold the same bytes. */
+function sameBytes(buf: Uint8Array, a: number, b: number, n: number): boolean {
+  for (let i = 0; i < n; i++) if (buf[a + i] !== buf[b + i]) return false;
+  return true;
 }
