@@ -438,7 +438,7 @@ async function measureEncrypted() {
   if (optimize) for (const tbl of ['rollups', 'dictionary']) await sql.exec(`OPTIMIZE TABLE ${ENC_DB}.${tbl} FINAL`);
   const out = { rollups: await partsBytes(ENC_DB, 'rollups'), dictionary: await partsBytes(ENC_DB, 'dictionary') };
   const byLevel = await sql.query(`SELECT level, count() AS n, sum(length(agg)) AS b FROM ${ENC_DB}.rollups WHERE account_id = {a:String} GROUP BY level ORDER BY level`, { a: accountId });
-  out.ciphertextByLevel = Object.fromEntries(byLevel.map((r) => [['minute', 'hour', 'day pack', 'quarter hour'][Number(r.level)] ?? `level ${r.level}`, { rows: Number(r.n), aggBytes: Number(r.b), aggBytesPerRow: Number(r.b) / Number(r.n) }]));
+  out.ciphertextByLevel = Object.fromEntries(byLevel.map((r) => [['minute', 'hour', 'day pack', 'quarter hour', 'quarter pack', 'minute pack'][Number(r.level)] ?? `level ${r.level}`, { rows: Number(r.n), aggBytes: Number(r.b), aggBytesPerRow: Number(r.b) / Number(r.n) }]));
   out.bytes = out.rollups.bytes + out.dictionary.bytes;
   out.bytesPerPoint = out.bytes / N;
   out.seconds = (performance.now() - t) / 1000;

@@ -308,8 +308,12 @@ describe('rollup compaction', () => {
     const [row] = await connectionOf(c.services.store).query<{ level: number; b: string; m: string; s: string; v: number; a: string; tk: string[]; tv: string[]; p: string }>(
       `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, key_version AS v,
          base64Encode(agg) AS a, arrayMap(x -> toString(x), tag_keys) AS tk, arrayMap(x -> toString(x), tag_values) AS tv, part AS p
-       FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') LIMIT 1`,
-      { a: x.accountId, t: UNPACKED },
+       FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC')
+         AND bucket < fromUnixTimestamp64Milli({u:Int64}, 'UTC') LIMIT 1`,
+      // an hour before the watermark (merged, not derived again) whenever the test clock, which
+      // runs on from NOW, reaches this test: the last hour's rows are late data once NOW + 5 min
+      // passed, and not derived or merged before NOW + 11 min (DERIVE_LAG_MS)
+      { a: x.accountId, t: UNPACKED, u: NOW - 2 * 3_600_000 },
     );
     const identity = { accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s, tagKeys: row!.tk, tagValues: row!.tv, keyVersion: Number(row!.v) };
     const dataKey = c.services.keyring.accountKeys(x.accountId)!.find((k) => k.version === identity.keyVersion)!.dataKey;
@@ -362,8 +366,12 @@ describe('rollup compaction', () => {
     // A tampered row in a group with a marked part: garbage ciphertext under a real tick's part.
     const [row] = await connectionOf(c.services.store).query<{ level: number; b: string; m: string; s: string; part: string }>(
       `SELECT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s, part
-       FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC') LIMIT 1`,
-      { a: x.accountId, t: UNPACKED },
+       FROM rollups WHERE account_id = {a:String} AND level = 1 AND bucket >= fromUnixTimestamp64Milli({t:Int64}, 'UTC')
+         AND bucket < fromUnixTimestamp64Milli({u:Int64}, 'UTC') LIMIT 1`,
+      // an hour before the watermark (merged, not derived again) whenever the test clock, which
+      // runs on from NOW, reaches this test: the last hour's rows are late data once NOW + 5 min
+      // passed, and not derived or merged before NOW + 11 min (DERIVE_LAG_MS)
+      { a: x.accountId, t: UNPACKED, u: NOW - 2 * 3_600_000 },
     );
     const group = { accountId: x.accountId, level: row!.level as 0 | 1, bucket: Number(row!.b), metric: row!.m, series: row!.s };
     const bad = 'tampered000000000000000000000000';

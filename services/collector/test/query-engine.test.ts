@@ -110,7 +110,7 @@ describe('runQuery', () => {
     });
   }
 
-  it('reads a query in statements over consecutive days (hour level) or minutes, sized from a count of the rows per day or minute first; up to 48 hours first whole', async () => {
+  it('reads a query in statements over consecutive days (hour level) or UTC hours (minute level: an hour\'s minute rows and minute pack), sized from a count of the rows per day or hour first; up to 48 hours first whole', async () => {
     const statements: { from: number; to: number; rows: number; units: number; limit: number }[] = [];
     const counts: { rows: number; after: number }[] = [];
     let unit = 0;
@@ -139,9 +139,9 @@ describe('runQuery', () => {
       ['minute', Date.UTC(2026, 2, 29, 0, 30), Date.UTC(2026, 2, 29, 2, 30), 'UTC'], // up to 48 hours: read whole first
     ] as const) {
       const q: RefQuery = { metric: 'page.load', groupBy: ['page'], aggregation: 'p95', interval, timezone };
-      unit = interval === 'minute' ? 60_000 : 86_400_000;
+      unit = interval === 'minute' ? 3_600_000 : 86_400_000;
       const short = interval === 'minute';
-      const most = short ? 8 : 700; // days of ~300 rows, minutes of a few
+      const most = short ? 8 : 700; // days of ~300 rows, hours of more than 8 minute rows
       // by default (20,000 rows a statement) this data is read in one statement (after the count, over 48 hours)
       statements.length = counts.length = 0;
       const whole = await runQuery({ store: counting, keyring }, { accountId: A }, { ...q, from, to });
@@ -165,9 +165,9 @@ describe('runQuery', () => {
       expect(statements[0]!.from).toBe(res.meta.from);
       expect(statements.at(-1)!.to).toBe(res.meta.to);
       statements.slice(1).forEach((s, i) => expect(s.from).toBe(statements[i]!.to));
-      // split only at UTC days (hour and quarter levels: a day's rows and packs in one statement) or minutes
+      // split only at UTC days (hour and quarter levels: a day's rows and packs in one statement) or hours (minute level)
       statements.slice(0, -1).forEach((s) => expect(s.to % unit).toBe(0));
-      // each within the bound, unless its rows are of one day (minute) that alone holds more
+      // each within the bound, unless its rows are of one day (hour) that alone holds more
       for (const s of statements) if (s.units > 1) expect(s.rows).toBeLessThanOrEqual(most);
       // read again: in the ranges of that count, without counting again nor (short) reading whole to drop it
       const ranges = statements.map((s) => [s.from, s.to]);
@@ -567,6 +567,52 @@ describe('runQuery', () => {
     expect(sum([newer])).toEqual({ value: 12, failed: 0 });
     expect(sum([quarterRow, packRow, { ...newer, u: entries }])).toEqual({ value: 12, failed: 0 });
     expect(sum([packRow, quarterRow, newer])).toEqual({ value: 12, failed: 0, tampered: 2 }); // replayed after their deletion
+  });
+
+  it('counts a minute pack once, only its minutes inside the range, and the minute rows beside it (late data); its layout', async () => {
+    // the layout (rollup/pack.ts): u8 version 1, then per slot u8 minute, varint length, the aggregate's bytes
+    expect(Buffer.from(encodeDayPack([{ hour: 59, bytes: Uint8Array.of(3) }, { hour: 0, bytes: Uint8Array.of(1, 2) }], 60)).toString('hex')).toBe('01000201023b0103');
+    expect(() => encodeDayPack([{ hour: 60, bytes: Uint8Array.of(1) }], 60)).toThrow(/slot out of range/);
+    const keys = keyring.accountKeys(A)!.at(-1)!;
+    const ctx = await accountContext({ store, keyring }, A);
+    const hour = Date.UTC(2025, 10, 5, 7);
+    const M = 60_000;
+    // minutes 07:10–07:40 only
+    const q = parseQuery({ metric: 'orders', aggregation: 'sum', interval: 'minute', from: hour + 10 * M, to: hour + 40 * M });
+    expect(q.level).toBe(0);
+    const metric = ctx.versions.at(-1)!.pseudonyms.metric('orders');
+    const id = { accountId: A, metric, series: '79', tagKeys: [] as string[], tagValues: [] as string[], keyVersion: keys.version };
+    const agg = (v: number, t: number) => encodeAggregate(addPoint(emptyAggregate(), v, t));
+    const minuteRow = { l: 0, b: hour + 12 * M, v: keys.version, s: '79', k: '', t: '', p: 'm12', a: sealRollup(keys.dataKey, { ...id, level: 0, bucket: hour + 12 * M, part: 'm12' }, agg(5, hour + 12 * M)) };
+    // minutes 12 and 50 packed (50: outside the range)
+    const pack = encodeDayPack([{ hour: 12, bytes: agg(7, hour + 12 * M) }, { hour: 50, bytes: agg(100, hour + 50 * M) }], 60);
+    const packRow = { l: 5, b: hour, v: keys.version, s: '79', k: '', t: '', p: 'h1', a: sealRollup(keys.dataKey, { ...id, level: 5, bucket: hour, part: 'h1' }, pack) };
+    const metricOf = new Map([[keys.version, metric]]);
+    const sum = (rows: Parameters<typeof mergeRows>[1]) => mergedSum(mergePlan(ctx, q, metricOf), rows);
+    expect(sum([minuteRow])).toEqual({ value: 5, failed: 0 });
+    expect(sum([packRow])).toEqual({ value: 7, failed: 0 });
+    expect(sum([minuteRow, packRow])).toEqual({ value: 12, failed: 0 }); // a minute row beside its pack is other data
+    expect(sum([packRow, packRow])).toEqual({ value: 7, failed: 0, tampered: 1 });
+    const other = { ...packRow, p: 'h2', a: sealRollup(keys.dataKey, { ...id, level: 5, bucket: hour, part: 'h2' }, pack) };
+    expect(sum([packRow, other])).toEqual({ value: 7, failed: 1 });
+    // a minute pack relabelled a day pack, moved to another hour or off an hour's start, or a minute row relabelled a pack, does not open
+    expect(sum([{ ...packRow, l: 2 }, minuteRow])).toEqual({ value: 5, failed: 1 });
+    expect(sum([{ ...packRow, b: hour + 3_600_000 }, minuteRow])).toEqual({ value: 5, failed: 1 });
+    expect(sum([{ ...packRow, b: hour + M }, minuteRow])).toEqual({ value: 5, failed: 1 });
+    expect(sum([{ ...minuteRow, l: 5 }, packRow])).toEqual({ value: 7, failed: 1 });
+    // A repack seals the older pack and the minute row (`<minute>/<part>`): left out in any order.
+    const repack = encodeDayPack([{ hour: 12, bytes: agg(12, hour + 12 * M) }, { hour: 50, bytes: agg(100, hour + 50 * M) }], 60);
+    const entries = ['h1', '12/m12'];
+    const newer = { ...packRow, p: 'c:d:2', a: sealRollup(keys.dataKey, { ...id, level: 5, bucket: hour, part: 'c:d:2' }, repack, entries) };
+    expect(sum([newer])).toEqual({ value: 12, failed: 0 });
+    expect(sum([minuteRow, packRow, { ...newer, u: entries }])).toEqual({ value: 12, failed: 0 });
+    expect(sum([packRow, minuteRow, newer])).toEqual({ value: 12, failed: 0, tampered: 2 }); // replayed after their deletion
+    // an hour-level plan reads a minute pack only in an hour read from minute data
+    const hourly = parseQuery({ metric: 'orders', aggregation: 'sum', interval: 'hour', from: hour, to: hour + 3_600_000 });
+    const hourSum = (plan: Partial<Parameters<typeof mergeRows>[0]>) => mergedSum({ ...mergePlan(ctx, hourly, metricOf), ...plan }, [packRow]);
+    expect(hourSum({ minuteHours: [hour] })).toEqual({ value: 107, failed: 0 });
+    expect(hourSum({ minuteFrom: hour })).toEqual({ value: 107, failed: 0 });
+    expect(hourSum({ minuteHours: [hour + 3_600_000] })).toEqual({ value: 0, failed: 1 });
   });
 
   it("a query worker's merge zeroes the data keys it received once closed, holds the groups until finish or drop, and answers like the inline merge", async () => {

@@ -2,17 +2,19 @@
  * Step 6 of a pass (compactor.ts): closed UTC days packed — the hour rows of a (day, metric,
  * series, key version) and its current hour pack, and likewise its quarter-hour rows and
  * quarter pack, opened through rollup/rows.ts, become one day pack of each kind
- * (rollup/days.ts) that seals the list of what it holds; then the finish protocol (finish.ts).
+ * (rollup/days.ts) that seals the list of what it holds; and derived UTC hours likewise: the
+ * minute rows of an (hour, metric, series, key version) and its current minute pack become one
+ * minute pack. Then the finish protocol (finish.ts).
  */
 import { sealRollup } from '../at-rest/records.js';
 import { encodeAggregate, encodeDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
-import { DAY_PART_PREFIX, dayOf, slotEntry } from '../rollup/days.js';
-import { LEVEL, PACKS, type PackLevel } from '../rollup/levels.js';
+import { DAY_PART_PREFIX, slotEntry } from '../rollup/days.js';
+import { LEVEL, PACKS, packUnitStart, type PackLevel } from '../rollup/levels.js';
 import { compactionRow, openRow, RowReader, type CompactionRow } from '../rollup/rows.js';
 import { isCompacted } from '../rollup/supersedes.js';
 import type { DayToPack, RollupRow, StoredRollup } from '../storage/types.js';
 import type { FinishProtocol } from './finish.js';
-import { decoded, newPart, packedBefore, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
+import { decoded, newPart, packedBeforeOf, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
 
 export class DayPacker {
   /** Per pack level, where the next packDays page starts (undefined: at the first day). */
@@ -34,11 +36,11 @@ export class DayPacker {
    */
   async packDays(report: CompactionReport): Promise<boolean> {
     let more = false;
-    for (const pack of [LEVEL.dayPack, LEVEL.quarterPack] as const) if (await this.packLevel(pack, report)) more = true;
+    for (const pack of [LEVEL.dayPack, LEVEL.quarterPack, LEVEL.minutePack] as const) if (await this.packLevel(pack, report)) more = true;
     return more;
   }
 
-  /** Packs the closed days of one kind of pack (hours, quarter hours); whether more are waiting. */
+  /** Packs the closed days (hours) of one kind of pack (hours, quarter hours; minutes); whether more are waiting. */
   private async packLevel(packLevel: PackLevel, report: CompactionReport): Promise<boolean> {
     const limit = this.c.o.maxDayPacks ?? 2000;
     if (limit <= 0) return false;
@@ -46,8 +48,10 @@ export class DayPacker {
     const { of: level, slotMs, slots } = PACKS[packLevel];
     // Only hours derived (derive.ts): closed days, and today's hours in steps (packedBefore).
     // Hour rows of later hours (late points of hours not derived yet) stay rows: their
-    // derivation replaces them.
-    const closed = packedBefore(this.c.o, this.c.now(), await store.derivedUntil());
+    // derivation replaces them. Minute rows: of derived hours only (minutesPackedBefore), which
+    // derivation never reads again.
+    const closed = packedBeforeOf(level, this.c.o, this.c.now(), await store.derivedUntil());
+    const unitOf = (t: number) => packUnitStart(packLevel, t);
     // Pages in key order, resumed after the last day of the previous page (wrapping round after
     // a short page): days that cannot be packed (no keys, rows that fail to open) never hold up
     // the ones after them.
@@ -69,7 +73,7 @@ export class DayPacker {
       const rows = (await store.rollupsOfDays(accountId, days, level)).filter((r) => r.level === packLevel || r.bucket < closed);
       const groups = new Map<string, typeof rows>();
       for (const r of rows) {
-        const k = `${r.metric}|${dayOf(r.bucket)}|${r.series}|${r.keyVersion}`;
+        const k = `${r.metric}|${unitOf(r.bucket)}|${r.series}|${r.keyVersion}`;
         const list = groups.get(k);
         if (list) list.push(r);
         else groups.set(k, [r]);
@@ -83,7 +87,7 @@ export class DayPacker {
           continue;
         }
         const first = list.find((r) => r.level === packLevel) ?? list[0]!;
-        const day = dayOf(first.bucket);
+        const day = unitOf(first.bucket); // a minute pack: its UTC hour
         const id = { accountId, bucket: day, metric: first.metric, series: first.series, tagKeys: first.tagKeys, tagValues: first.tagValues };
         // Every row of the day read by the one reader (rollup/rows.ts): the lists sealed in the
         // pack and in merged rows say which rows came back after they took them (listed again

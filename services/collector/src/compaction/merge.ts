@@ -7,10 +7,10 @@
 import type { AccountKeys } from '../keyring/index.js';
 import { sealRollup } from '../at-rest/records.js';
 import { encodeAggregate, mergeInto, type Aggregate } from '../rollup/index.js';
-import { isPack, packOf } from '../rollup/levels.js';
+import { isPack, LEVEL, packOf } from '../rollup/levels.js';
 import { compactionRow, RowReader, type CompactionRow } from '../rollup/rows.js';
 import { COMPACTION_PART_PREFIX, type RollupGroupCount, type RollupRow, type StoredRollup } from '../storage/types.js';
-import { dayId, decoded, groupId, newPart, packedBefore, sameList, type CompactionReport, type PassContext } from './pass.js';
+import { dayId, decoded, groupId, minutesPackedBefore, newPart, packedBefore, sameList, type CompactionReport, type PassContext } from './pass.js';
 
 export class GroupMerger {
   constructor(private readonly c: PassContext) {}
@@ -22,9 +22,13 @@ export class GroupMerger {
     // merged row would not see the pack's list).
     // Hour and quarter-hour rows of hours not derived yet are not merged either: their derived rows
     // replace them (derive.ts), and that row's sealed list must name them, not a merged row.
+    // Minute rows of hours packed into minute packs (derived hours: minutesPackedBefore) likewise.
     const derived = all.some((g) => packOf(g.level) !== undefined) ? await this.c.o.store.derivedUntil() : 0;
-    const closed = (this.c.o.maxDayPacks ?? 2000) > 0 ? packedBefore(this.c.o, this.c.now(), derived) : -Infinity;
-    const taken = all.filter((g) => packOf(g.level) === undefined || (g.bucket >= closed && g.bucket < derived));
+    const packs = (this.c.o.maxDayPacks ?? 2000) > 0;
+    const closed = packs ? packedBefore(this.c.o, this.c.now(), derived) : -Infinity;
+    const minutesClosed = packs ? minutesPackedBefore(this.c.o, this.c.now(), derived) : -Infinity;
+    const taken = all.filter((g) =>
+      g.level === LEVEL.minute ? g.bucket >= minutesClosed : packOf(g.level) === undefined || (g.bucket >= closed && g.bucket < derived));
     if (taken.length === 0) return [];
     const rows = await this.c.o.store.rollupsOfGroups(taken, perGroup);
     const byGroup = new Map<string, StoredRollup[]>();

@@ -8,8 +8,8 @@ import type { Registry } from 'prom-client';
 import type { AccountKeys } from '../keyring/index.js';
 import type { Logger } from '../logger.js';
 import { decodeAggregate, type Aggregate } from '../rollup/index.js';
-import { DAY_MS, dayOf } from '../rollup/days.js';
-import { isPack, packOf } from '../rollup/levels.js';
+import { DAY_MS, dayOf, HOUR_MS } from '../rollup/days.js';
+import { isPack, LEVEL, packOf, packUnitStart, type PackedLevel } from '../rollup/levels.js';
 import type { RollupGroupKey, RollupRef, Store } from '../storage/types.js';
 
 export const DEFAULT_COMPACTION_INTERVAL_MS = 60_000;
@@ -64,9 +64,9 @@ export interface CompactorOptions {
    * sweep after start looks at every group.
    */
   windowSlackMs?: number;
-  /** Most day packs (level 2) one pass writes (default 2000; 0: none). */
+  /** Most packs of each kind (day packs of hours, of quarter hours; minute packs) one pass writes (default 2000; 0: none). */
   maxDayPacks?: number;
-  /** A UTC day is packed once it ended this long ago (default 15 min; late data only costs a repack). */
+  /** A UTC day (a derived UTC hour: its minute rows) is packed once it ended this long ago (default 15 min; late data only costs a repack). */
   dayPackLagMs?: number;
   /**
    * Today is packed in steps of this much (default PACK_STEP_MS, 6 h; must divide 24 h; a day:
@@ -113,7 +113,7 @@ export interface CompactionReport {
   unmarkedRows: number;
   /** Groups left alone: no keys (shredded) or no key of their version (wiped), or an unfinished merged row. */
   skippedGroups: number;
-  /** Day packs (level 2) written or refreshed. */
+  /** Packs written or refreshed (day packs of hours and of quarter hours, minute packs). */
   packedDays: number;
   /** Series-hours whose hour and quarter-hour rows were derived from minute rows (derive.ts). */
   derivedHours: number;
@@ -140,9 +140,11 @@ export function decoded(payload: Uint8Array): Aggregate | undefined {
   }
 }
 export const newPart = (prefix: string): string => `${prefix}${toHex(randomBytes(16))}`;
-/** (account, kind of pack, metric, UTC day, series) of a row or pack: the scope of a day pack. */
-export const dayId = (r: RollupGroupKey): string =>
-  `${r.accountId}\u0000${isPack(r.level) ? r.level : packOf(r.level) ?? r.level}\u0000${r.metric}\u0000${dayOf(r.bucket)}\u0000${r.series}`;
+/** (account, kind of pack, metric, UTC day or hour, series) of a row or pack: the scope of a pack. */
+export const dayId = (r: RollupGroupKey): string => {
+  const pack = isPack(r.level) ? r.level : packOf(r.level);
+  return `${r.accountId}\u0000${pack ?? r.level}\u0000${r.metric}\u0000${pack === undefined ? dayOf(r.bucket) : packUnitStart(pack, r.bucket)}\u0000${r.series}`;
+};
 
 /** Today's derived hours are packed in steps of 6 h (CompactorOptions.packStepMs). */
 export const PACK_STEP_MS = 6 * 3_600_000;
@@ -158,6 +160,20 @@ export function packedBefore(o: CompactorOptions, now: number, derivedUntil: num
   const floor = (t: number) => (step > 0 && step < DAY_MS && DAY_MS % step === 0 ? t - ((t - dayOf(t)) % step) : dayOf(t));
   return Math.min(floor(now - (o.dayPackLagMs ?? 15 * 60_000)), floor(derivedUntil));
 }
+
+/**
+ * Minute rows before this go into their hour's minute pack (day-packs.ts) and are never merged
+ * (merge.ts): hours derived (the watermark: derive.ts never reads them again) that ended
+ * dayPackLagMs ago (late data there only costs a repack).
+ */
+export function minutesPackedBefore(o: CompactorOptions, now: number, derivedUntil: number): number {
+  const t = Math.min(now - (o.dayPackLagMs ?? 15 * 60_000), derivedUntil);
+  return t - (((t % HOUR_MS) + HOUR_MS) % HOUR_MS);
+}
+
+/** Rows of `level` before this are packed (never merged): packedBefore, or minutesPackedBefore for minute rows. */
+export const packedBeforeOf = (level: PackedLevel, o: CompactorOptions, now: number, derivedUntil: number): number =>
+  level === LEVEL.minute ? minutesPackedBefore(o, now, derivedUntil) : packedBefore(o, now, derivedUntil);
 
 /** What each step of a pass gets from the compactor. */
 export interface PassContext {

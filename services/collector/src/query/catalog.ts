@@ -71,6 +71,7 @@ export async function listMetrics(deps: QueryDeps & { now?: () => number }, acco
     level: (r) => {
       if (r.l === LEVEL.dayPack) return LEVEL.dayPack;
       const minutes = r.b >= minuteFrom;
+      if (r.l === LEVEL.minutePack) return minutes ? LEVEL.minutePack : 'fail'; // only after storage moved the watermark back
       if (r.l === LEVEL.minute) return minutes ? LEVEL.minute : 'fail';
       return minutes ? 'skip' : LEVEL.hour; // hours not derived yet: counted from their minute rows
     },

@@ -46,13 +46,11 @@ import { MAX_SERIES, tooManySeries, type MergePlan } from './merge.js';
 import { inlineMergers, type MergeSession, type Merging } from './mergers.js';
 import { parseQuery, queryKey, type Query } from './request.js';
 import { LEVEL } from '../rollup/levels.js';
-import { DAY_MS } from '../rollup/days.js';
+import { DAY_MS, HOUR_MS } from '../rollup/days.js';
 import { countRows } from '../rollup/rows.js';
 import { FifoMap } from '../fifo-map.js';
 
 export { MAX_SERIES, roundFloat } from './merge.js';
-
-const MINUTE_MS = 60_000;
 
 /** `map`'s entry for `store`, made by `make` the first time (state this process keeps per store). */
 function perStore<T>(map: WeakMap<Store, T>, store: Store, make: () => T): T {
@@ -359,7 +357,7 @@ export async function executeQuery(
   };
 }
 
-/** Rows one statement of a query's read holds at most (unless one UTC day, or minute at minute level, holds more). */
+/** Rows one statement of a query's read holds at most (unless one UTC day, or hour at minute level, holds more). */
 export const STATEMENT_ROWS = 20_000;
 
 /** A range up to this long is first read in one statement (most fit; see readInStatements). */
@@ -431,7 +429,7 @@ function sharedRead(store: Store, sel: RollupSelection, onWait?: WaitObserver): 
  * whole with a limit of STATEMENT_ROWS + 1 rows: if it holds more, those rows are dropped and
  * it is read as a longer one (not again while the last read of the same selection found more).
  * A longer range is sized from one statement first counting the
- * rows per UTC day (minute at minute level) without reading them: chDB runs one statement at a
+ * rows per UTC day (hour at minute level) without reading them: chDB runs one statement at a
  * time, so a heavy query read in one statement would hold back every insert (acknowledgements,
  * processing writes) for its whole read, while each statement costs the engine a fixed
  * ~5–10 ms however few rows it returns (most queries fit one). A longer range whose last read
@@ -441,14 +439,14 @@ function sharedRead(store: Store, sel: RollupSelection, onWait?: WaitObserver): 
  * outgrows its bound (more than STATEMENT_ROWS rows, or than its one unit held when counted:
  * then the next read counts again). Ranges are split at UTC days
  * (hour and quarter-hour levels: a day's rows and its day pack, the scope of a sealed
- * `supersedes` list, are read by one statement) or minutes (minute level: the scope is one
- * bucket), so what supersedes.ts decides per scope comes from one statement, which sees one
+ * `supersedes` list, are read by one statement) or UTC hours (minute level: an hour's minute
+ * rows and its minute pack), so what supersedes.ts decides per scope comes from one statement, which sees one
  * snapshot; the count may see another (it only sizes the ranges). At most MAX_ROWS + 1 rows in
  * all (more: the merge answers query_too_large). Each statement's rows go to `session` as they
  * arrive, so the workers merge while storage reads the next.
  */
 async function readInStatements(deps: QueryDeps, selection: RollupSelection, session: MergeSession, onWait?: WaitObserver, timing?: QueryTiming): Promise<void> {
-  const unit = selection.level === LEVEL.minute ? MINUTE_MS : DAY_MS;
+  const unit = selection.level === LEVEL.minute ? HOUR_MS : DAY_MS;
   const most = deps.statementRows ?? STATEMENT_ROWS;
   // `onWait` hears about the first read only; a store that does not tell, when the call is made,
   // that it waits (a server, a wrapper) is taken to run it at once.

@@ -164,6 +164,8 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
         return plan.level === LEVEL.hour ? LEVEL.dayPack : 'fail';
       }
       if (row.l === LEVEL.quarterPack) return plan.level === LEVEL.quarter ? LEVEL.quarterPack : 'fail';
+      // a minute pack (at its UTC hour): a minute plan, or an hour read from minute data (its slots are that hour's minute rows)
+      if (row.l === LEVEL.minutePack) return plan.level === LEVEL.minute || (anyMinutes && inMinutes(row.b)) ? LEVEL.minutePack : 'fail';
       let level: RollupLevel = anyMinutes && row.l === LEVEL.minute ? LEVEL.minute : plan.level;
       if (quarterHours && level === LEVEL.quarter) {
         if (row.l === LEVEL.hour) {
@@ -206,11 +208,11 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
       failed++;
     }
   };
-  // a day pack: only its slots inside the range, and not those read from minute rows
+  // a day pack: only its slots inside the range, and not those read from minute rows (a minute pack: its slots inside the range)
   let last: OpenedRow | undefined;
   let target: Target | null = null;
   reader.eachCell(rows, starts[0]!, end, (o, t, bytes, from, to) => {
-    if (anyMinutes && isPack(o.level) && inMinutes(t)) return;
+    if (anyMinutes && o.level !== LEVEL.minutePack && isPack(o.level) && inMinutes(t)) return;
     if (o.level === LEVEL.dayPack && quarterHours?.has(t)) return; // read from quarter-hour rows
     if (o !== last) {
       last = o;

@@ -361,7 +361,7 @@ export const replyTransfer = (r: MergeReply | undefined): ArrayBuffer[] => {
 
 const unavailable = (why: string) => new CollectorError(503, 'query_unavailable', `the query could not be merged (${why}); retry`, 1);
 
-/** Where a statement may be cut (every part merges alone): UTC days for hour and quarter-hour reads (packs, supersedes lists), hours for minute reads (a list's scope is one minute). */
+/** Where a statement may be cut (every part merges alone): UTC days for hour and quarter-hour reads (packs, supersedes lists), hours for minute reads (minute packs, a list's scope). */
 const unitOf = (plan: MergePlan): ((bucket: number) => number) => (plan.level === LEVEL.minute ? (b) => b - (((b % HOUR_MS) + HOUR_MS) % HOUR_MS) : dayOf);
 
 /** Parts of about this size at least when a statement is cut for several workers. */

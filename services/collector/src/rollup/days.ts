@@ -1,7 +1,9 @@
 /**
  * Day packs: one row per (UTC day, metric, series, key version) holding that day's hour
  * aggregates (level 2) or quarter-hour aggregates (level 4) in one ciphertext, written by
- * compaction (src/compaction/day-packs.ts) for closed days. A pack is a merged row like any other: it lists in `supersedes` the rows it replaces,
+ * compaction (src/compaction/day-packs.ts) for closed days; and minute packs, the same for the
+ * minute rows of one derived UTC hour (level 5: the unit is the hour, not the day; below, "day"
+ * reads "hour" for them). A pack is a merged row like any other: it lists in `supersedes` the rows it replaces,
  * compaction then deletes them and empties the list (the same crash-safe steps as merging
  * partial rows). So once a day is packed its hour (quarter-hour) rows are gone, and a query reads
  * the pack plus the rows that arrived later (late data). The pack also seals that list (record
@@ -9,13 +11,13 @@
  *
  * `supersedes` entries of a pack: `<slot>/<part>` for a row it holds (an hour pack: the hour
  * row of bucket day + slot hours; a quarter pack: the quarter-hour row of bucket day + slot
- * quarter hours), a bare `<part>` for an older pack of the same day and kind it replaces
+ * quarter hours; a minute pack: the minute row of bucket hour + slot minutes), a bare `<part>` for an older pack of the same day and kind it replaces
  * (repack after late data). Parts never contain '/'. Every row compaction writes has its own random part, so an
  * entry names exactly one row.
  */
 import type { RollupRef, SupersedingRollup } from '../storage/types.js';
 import { COMPACTION_PART_PREFIX } from '../storage/types.js';
-import { PACKS, isPack, type PackLevel } from './levels.js';
+import { PACKS, isPack, packUnitStart, type PackLevel } from './levels.js';
 
 export const HOUR_MS = 3_600_000;
 export const DAY_MS = 86_400_000;
@@ -26,7 +28,7 @@ export const DAY_PART_PREFIX = `${COMPACTION_PART_PREFIX}d:`;
 export const dayOf = (t: number): number => t - (((t % DAY_MS) + DAY_MS) % DAY_MS);
 
 /** A pack's `supersedes` entry for one of the rows it holds. */
-export const slotEntry = (pack: PackLevel, bucket: number, part: string): string => `${Math.floor((bucket - dayOf(bucket)) / PACKS[pack].slotMs)}/${part}`;
+export const slotEntry = (pack: PackLevel, bucket: number, part: string): string => `${Math.floor((bucket - packUnitStart(pack, bucket)) / PACKS[pack].slotMs)}/${part}`;
 
 /**
  * What a `supersedes` entry of a row of `level` at `bucket` names: a row of its own group (a bare

@@ -1,16 +1,17 @@
 /**
- * A day pack: the aggregates of one series in one UTC day, in one plaintext (written by
- * compaction): the day's hour aggregates (rollup level 2, 24 slots) or its quarter-hour
- * aggregates (level 4, 96 slots); the level is bound into the row's identity, so a pack of
- * one kind never opens as the other. Layout: u8 version (1), then per slot in increasing order:
- * u8 slot (hour 0–23, or quarter hour 0–95), varint length, the aggregate's encoding (aggregate.ts).
+ * A pack: the aggregates of one series in one UTC day (or hour), in one plaintext (written by
+ * compaction): the day's hour aggregates (rollup level 2, 24 slots), its quarter-hour
+ * aggregates (level 4, 96 slots), or one UTC hour's minute aggregates (level 5, 60 slots); the
+ * level is bound into the row's identity, so a pack of one kind never opens as another.
+ * Layout: u8 version (1), then per slot in increasing order: u8 slot (hour 0–23, quarter hour
+ * 0–95, or minute 0–59), varint length, the aggregate's encoding (aggregate.ts).
  */
 import { RollupError } from './errors.js';
 
 const VERSION = 1;
 const malformed = (why: string) => new RollupError('malformed_aggregate', `malformed day pack: ${why}`);
 
-/** Encodes the slots of a pack (`slots`: 24 for hours, 96 for quarter hours). */
+/** Encodes the slots of a pack (`slots`: 24 for hours, 96 for quarter hours, 60 for minutes). */
 export function encodeDayPack(hours: { hour: number; bytes: Uint8Array }[], slots = 24): Uint8Array {
   const sorted = [...hours].sort((a, b) => a.hour - b.hour);
   const chunks: number[] = [VERSION];
@@ -54,7 +55,7 @@ export class PackSlots {
   end = 0;
   private slots = 24;
 
-  /** Starts a walk over `pack` (`slots`: 24 for hours, 96 for quarter hours). */
+  /** Starts a walk over `pack` (`slots`: 24 for hours, 96 for quarter hours, 60 for minutes). */
   reset(pack: Uint8Array, slots = 24): this {
     this.pack = pack;
     this.slots = slots;

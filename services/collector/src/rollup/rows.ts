@@ -11,8 +11,9 @@
  * - a copy of a row already read, and a row a merged row or day pack replaces, are left out
  *   from the sealed lists (supersedes.ts), copies and replays counted in `tampered`;
  * - a (UTC day, metric, series, key version) is counted through at most one day pack of each
- *   kind (hours, quarter hours): compaction leaves one (an older pack is listed by the newer), a
- *   second is not trusted (`failed`);
+ *   kind (hours, quarter hours), a (UTC hour, metric, series, key version) through at most one
+ *   minute pack: compaction leaves one (an older pack is listed by the newer), a second is not
+ *   trusted (`failed`);
  * - a day pack's slots are read with `cells`: a malformed pack counts its slots before the
  *   fault (like separate rows) and is counted in `failed`.
  *
@@ -27,7 +28,6 @@ import { RollupError } from './errors.js';
 import type { StoredRow } from '../storage/queries.js';
 import type { StoredRollup } from '../storage/types.js';
 import { LEVEL, PACKS, isPack, type RollupLevel } from './levels.js';
-import { DAY_MS } from './days.js';
 import { compactedFirst, isCompacted, Supersession, type RowHandle } from './supersedes.js';
 
 export { LEVEL, type RollupLevel } from './levels.js';
@@ -201,7 +201,7 @@ export class RowReader<R extends StoredRow = StoredRow> {
     if (level === 'skip') return undefined;
     const dataKey = this.o.dataKey(row.v);
     const metric = this.o.metric ? this.o.metric(row) : row.m;
-    if (level === 'fail' || !dataKey || metric === undefined || (isPack(level) && row.b % DAY_MS !== 0)) {
+    if (level === 'fail' || !dataKey || metric === undefined || (isPack(level) && row.b % PACKS[level].unitMs !== 0)) {
       this.fail(row);
       return undefined;
     }

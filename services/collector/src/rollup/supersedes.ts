@@ -16,15 +16,17 @@
  * - a second row with the identity of a row already read (a copy) is left out and counted.
  *
  * An entry names a row of the lister's group (same account, metric, series, key version, level
- * and bucket) or, for a day pack, a row of its day it holds (`<slot>/<part>`) or an older pack of
- * the same day and kind (`<part>`): a sealed list cannot name any other row. Rows written before format 3
+ * and bucket) or, for a pack, a row of its day (a minute pack: hour) it holds (`<slot>/<part>`) or an older pack of
+ * the same day (hour) and kind (`<part>`): a sealed list cannot name any other row. Rows written before format 3
  * seal no list: for those compaction wrote (merged rows and packs of earlier versions) the stored
  * column is taken as it is (README, "Guarantees and their exact bounds").
  */
 import type { OpenedRollup } from '../at-rest/records.js';
 import { COMPACTION_PART_PREFIX, type RollupLevel } from '../storage/types.js';
-import { dayOf, entryRow } from './days.js';
+import { dayOf, entryRow, HOUR_MS } from './days.js';
 import { LEVEL } from './levels.js';
+
+const hourOf = (t: number): number => t - (((t % HOUR_MS) + HOUR_MS) % HOUR_MS);
 
 /** Rows compaction wrote (merged rows, day packs): the only ones that may replace others. */
 export const isCompacted = (part: string): boolean => part.startsWith(COMPACTION_PART_PREFIX);
@@ -38,13 +40,13 @@ export function compactedFirst<T extends { p: string }>(rows: readonly T[]): T[]
 }
 
 /**
- * The rows of one scope (a list can only name rows of its lister's scope). Minute rows: their
- * group (a merged row names rows of its group); hour rows and hour packs, and quarter-hour rows
- * and quarter packs: the UTC day of their series and key version (a merged row names rows of
- * its bucket, a pack the rows it holds and older packs of its day and kind).
+ * The rows of one scope (a list can only name rows of its lister's scope). Minute rows and
+ * minute packs: the UTC hour of their series and key version; hour rows and hour packs, and
+ * quarter-hour rows and quarter packs: the UTC day (a merged row names rows of its bucket, a
+ * pack the rows it holds and older packs of its hour or day and kind).
  */
 interface Scope {
-  /** 0: minute rows (`at`: their bucket); 1: hour rows and hour packs, 2: quarter-hour rows and quarter packs (`at`: their UTC day). */
+  /** 0: minute rows and minute packs (`at`: their UTC hour); 1: hour rows and hour packs, 2: quarter-hour rows and quarter packs (`at`: their UTC day). */
   kind: number;
   at: number;
   metric: string;
@@ -99,8 +101,8 @@ export class Supersession {
 
   /** The scope of a row, with the row added to it; undefined when it holds the row already (a copy). */
   private scopeOf(level: RollupLevel, bucket: number, metric: string, series: string, keyVersion: number, part: string): Scope | undefined {
-    const kind = level === LEVEL.minute ? 0 : level === LEVEL.hour || level === LEVEL.dayPack ? 1 : 2;
-    const at = kind === 0 ? bucket : dayOf(bucket);
+    const kind = level === LEVEL.minute || level === LEVEL.minutePack ? 0 : level === LEVEL.hour || level === LEVEL.dayPack ? 1 : 2;
+    const at = kind === 0 ? hourOf(bucket) : dayOf(bucket);
     let byTime = this.scopes.get(series);
     if (!byTime) this.scopes.set(series, (byTime = new Map()));
     const here = byTime.get(at);

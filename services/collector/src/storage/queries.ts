@@ -6,7 +6,9 @@
  * pseudonyms, and which rows count (copies, replaced rows, one pack per day) is decided by
  * the reader from what the rows seal, never here.
  */
-import { dayOf } from '../rollup/days.js';
+import { dayOf, HOUR_MS } from '../rollup/days.js';
+
+const hourOf = (t: number): number => t - (((t % HOUR_MS) + HOUR_MS) % HOUR_MS);
 import { RowBinaryReader } from './rowbinary.js';
 import type { DictRow, Params, QueryStore, RollupSelection } from './types.js';
 import { at, fromBase64, num, type Db } from './sql.js';
@@ -15,13 +17,13 @@ import { at, fromBase64, num, type Db } from './sql.js';
 export interface StoredRow {
   /** Stored level (absent: the reader's level). */
   l?: number;
-  /** Bucket (epoch ms, UTC; a day pack: its UTC day). */
+  /** Bucket (epoch ms, UTC; a day pack: its UTC day; a minute pack: its UTC hour). */
   b: number;
   /** Key version. */
   v: number;
   /** Series pseudonym. */
   s: string;
-  /** The sealed aggregate or day pack. */
+  /** The sealed aggregate or pack. */
   a: Uint8Array;
   /** tag_keys joined by ',' (bound into the row's identity). */
   k: string;
@@ -202,17 +204,18 @@ function quartersAtEdges(rollups: string, sel: Omit<RollupSelection, 'limit'>, p
   let minutes = '';
   if (sel.minuteFrom !== undefined && sel.minuteFrom < sel.to) {
     params.mfrom = sel.minuteFrom;
+    // minute packs (5) only if storage moved the watermark back (only derived hours are packed)
     minutes = `
-        OR (level = 0 AND bucket >= ${at('from')} AND bucket >= ${at('mfrom')})`;
+        OR (level = 0 AND bucket >= ${at('from')} AND bucket >= ${at('mfrom')}) OR (level = 5 AND bucket >= ${at('mfrom')})`;
   }
   return `SELECT ${columns} FROM (
     SELECT level, bucket, key_version, series, agg, tag_keys, tag_values, metric, part, supersedes,
       max(level = 4) OVER (PARTITION BY series, key_version, ${day}) AS quarter_packed
     FROM ${rollups}
-    WHERE ${base} AND level IN (${minutes ? '0, ' : ''}1, 2, 3, 4) AND ${inRange('dfrom', 'to')} AND ${filters}
+    WHERE ${base} AND level IN (${minutes ? '0, 5, ' : ''}1, 2, 3, 4) AND ${inRange('dfrom', 'to')} AND ${filters}
       AND (level IN (2, 4) OR (level IN (1, 3) AND bucket >= ${at('from')})${minutes})
   )
-  WHERE level IN (0, 1, 4) OR (level = 2 AND NOT quarter_packed) OR (level = 3 AND (toHour(bucket) IN {qh:Array(UInt8)} OR quarter_packed))`;
+  WHERE level IN (0, 1, 4, 5) OR (level = 2 AND NOT quarter_packed) OR (level = 3 AND (toHour(bucket) IN {qh:Array(UInt8)} OR quarter_packed))`;
 }
 
 /**
@@ -224,10 +227,12 @@ function selectionSql(rollups: string, sel: Omit<RollupSelection, 'limit'>, para
   const { metrics, filters } = metricFilters(sel, params);
   const base = metrics === '1' ? 'account_id = {acc:String}' : `account_id = {acc:String} AND ${metrics}`;
   if (sel.level === 0) {
-    // minute (0) rows of the range
+    // minute (0) rows of the range and the minute packs (5) of the UTC hours it overlaps (the
+    // reader keeps only the packs' slots inside the range)
+    params.hfrom = hourOf(sel.from);
     return `SELECT ${columns} FROM ${rollups}
-WHERE ${base} AND level = 0 AND ${inRange('from', 'to')}
-  AND ${filters}`;
+WHERE ${base} AND level IN (0, 5) AND ${inRange('hfrom', 'to')}
+  AND ${filters} AND (level = 5 OR bucket >= ${at('from')})`;
   }
   // Hour rows (1) of the range and the hour packs (2) of the UTC days it overlaps, or
   // quarter-hour rows (3) and quarter packs (4) (the reader keeps only the packs' slots
@@ -246,12 +251,16 @@ WHERE ${base} AND level = 0 AND ${inRange('from', 'to')}
     params.mfrom = sel.minuteFrom;
     inMinutes.push(`bucket >= ${at('mfrom')}`);
   }
-  // One scan of the levels: a UNION ALL branch per level cost chDB a read of its own (bench's
-  // kept packed state, in-process CPU per 24-hour query 23-24 -> 19-20 ms).
+  // One scan of the levels: a UTC hour read from minute data is its minute rows (0) and its
+  // minute pack (5: at the hour's start, so not cut by `from`; only derived hours are packed,
+  // so from the watermark on none but after storage moved it back). A UNION ALL branch per
+  // level cost chDB a read of its own (bench's kept packed state, in-process CPU per 24-hour
+  // query 23-24 -> 19-20 ms).
   const minutes = inMinutes.length ? ` OR (level = 0 AND (${inMinutes.join(' OR ')}))` : '';
+  const minutePacks = inMinutes.length ? ` OR (level = 5 AND (${inMinutes.join(' OR ')}))` : '';
   return `SELECT ${columns} FROM ${rollups}
-  WHERE ${base} AND level IN (${minutes ? '0, ' : ''}${rowLevel}, ${packLevel}) AND ${inRange('dfrom', 'to')} AND ${filters}
-    AND (level = ${packLevel} OR (bucket >= ${at('from')} AND (level = ${rowLevel}${minutes})))`;
+  WHERE ${base} AND level IN (${minutes ? '0, 5, ' : ''}${rowLevel}, ${packLevel}) AND ${inRange('dfrom', 'to')} AND ${filters}
+    AND (level = ${packLevel}${minutePacks} OR (bucket >= ${at('from')} AND (level = ${rowLevel}${minutes})))`;
 }
 
 export function queryRepository(db: Db): QueryStore {
@@ -283,7 +292,7 @@ GROUP BY at ORDER BY at`,
            arrayMap(x -> toString(x), groupUniqArray(${Math.floor(listed) + 1})(kv.2)) AS vs
          FROM ${db.t('rollups')} ARRAY JOIN arrayZip(tag_keys, tag_values) AS kv
          WHERE account_id = {acc:String} AND bucket >= ${at('since')}
-           AND (level IN (1, 2)${minuteFrom === undefined ? '' : ` OR (level = 0 AND bucket >= ${at('mfrom')})`})
+           AND (level IN (1, 2)${minuteFrom === undefined ? '' : ` OR (level IN (0, 5) AND bucket >= ${at('mfrom')})`})
          GROUP BY metric, kv.1`,
         { acc: accountId, since, ...(minuteFrom === undefined ? {} : { mfrom: minuteFrom }) },
       );

@@ -15,7 +15,7 @@ const ROLLUP_COLUMNS = [
   'account_id', 'level', 'bucket', 'metric', 'series', 'tag_keys', 'tag_values', 'key_version', 'part', 'supersedes', 'agg', 'epoch', 'expires_at', 'written_at',
 ] as const;
 const rollupFields = (r: RollupRow): (string | Buffer)[] => [
-  str(r.accountId), uint(r.level, 4), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
+  str(r.accountId), uint(r.level, 5), time(r.bucket), u64(r.metric), u64(r.series), u64Array(r.tagKeys), u64Array(r.tagValues),
   uint(r.keyVersion), str(r.part), r.supersedes?.length ? strArray(r.supersedes) : '[]', bytes(r.agg), uint(r.epoch ?? 0), time(r.expiresAt), time(r.writtenAt),
 ];
 /** `YYYY-MM-DD hh:mm:ss.mmm`: the fixed width of a time field (years 1900..2299). */
@@ -222,17 +222,16 @@ export function rollupRepository(db: Db): RollupStore {
 
     async daysToPack({ closed, after, limit, level = 1 }) {
       const rollups = db.t('rollups');
-      // hour rows (1) and hour packs (2), or quarter-hour rows (3) and quarter packs (4)
-      const pack = level === 1 ? 2 : 4;
+      const { pack, unitMs, unitSql } = packing(level);
       const hours = `level = ${level} AND bucket < ${at('closed')}`;
       const cursor = after
-        ? ` AND (account_id, metric, ${DAY_SQL}, series, key_version) > ({pa:String}, {pm:UInt64}, {pd:Int64}, {ps:UInt64}, {pv:UInt32})`
+        ? ` AND (account_id, metric, ${unitSql}, series, key_version) > ({pa:String}, {pm:UInt64}, {pd:Int64}, {ps:UInt64}, {pv:UInt32})`
         : '';
       const rows = await db.conn.query<{ a: string; m: string; d: number | string; s: string; v: number | string }>(
-        `SELECT account_id AS a, toString(metric) AS m, ${DAY_SQL} AS d, toString(series) AS s, key_version AS v
+        `SELECT account_id AS a, toString(metric) AS m, ${unitSql} AS d, toString(series) AS s, key_version AS v
          FROM ${rollups}
          WHERE level IN (${level}, ${pack}) AND bucket < ${at('closed')}${cursor}
-           AND (account_id, metric, ${DAY_SQL}, series) IN (SELECT account_id, metric, ${DAY_SQL}, series FROM ${rollups} WHERE ${hours})
+           AND (account_id, metric, ${unitSql}, series) IN (SELECT account_id, metric, ${unitSql}, series FROM ${rollups} WHERE ${hours})
          GROUP BY account_id, metric, d, series, key_version
          HAVING countIf(notEmpty(supersedes)) = 0 AND countIf(level = ${level} AND ${marked(db, hours)}) > 0
          ORDER BY account_id, metric, d, series, key_version
@@ -240,10 +239,10 @@ export function rollupRepository(db: Db): RollupStore {
         {
           closed,
           lim: limit,
-          ...(after ? { pa: after.accountId, pm: after.metric, pd: after.day / DAY_MS, ps: after.series, pv: after.keyVersion } : {}),
+          ...(after ? { pa: after.accountId, pm: after.metric, pd: after.day / unitMs, ps: after.series, pv: after.keyVersion } : {}),
         },
       );
-      return rows.map((r) => ({ accountId: r.a, metric: r.m, day: num(r.d) * DAY_MS, series: r.s, keyVersion: num(r.v) }));
+      return rows.map((r) => ({ accountId: r.a, metric: r.m, day: num(r.d) * unitMs, series: r.s, keyVersion: num(r.v) }));
     },
 
     async rollupLevelSince(level) {
@@ -286,10 +285,11 @@ export function rollupRepository(db: Db): RollupStore {
     },
 
     async rollupsOfDays(accountId, days, level = 1) {
-      const dayKey = (d: { metric: string; day: number; series: string; keyVersion: number }) => `${d.metric}|${d.day / DAY_MS}|${d.series}|${d.keyVersion}`;
+      const { pack, unitMs, unitSql } = packing(level);
+      const dayKey = (d: { metric: string; day: number; series: string; keyVersion: number }) => `${d.metric}|${d.day / unitMs}|${d.series}|${d.keyVersion}`;
       // One read (one snapshot) per run: a pack holds exactly the rows it lists.
-      return rowsOfRuns(accountId, days, dayKey, (d) => d.day, DAY_MS, `level IN (${level === 1 ? '1, 2' : '3, 4'})
-          AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${DAY_SQL}), '|', toString(series), '|', toString(key_version)))`);
+      return rowsOfRuns(accountId, days, dayKey, (d) => d.day, unitMs, `level IN (${level}, ${pack})
+          AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${unitSql}), '|', toString(series), '|', toString(key_version)))`);
     },
   };
 }
@@ -300,6 +300,12 @@ const HOUR_MS = 3_600_000;
 const HOUR_SQL = 'intDiv(toUnixTimestamp64Milli(bucket), 3600000)';
 /** UTC day number of a row's bucket. */
 const DAY_SQL = 'intDiv(toUnixTimestamp64Milli(bucket), 86400000)';
+/**
+ * The pack level of rows of `level` and its unit: hour rows (1) and hour packs (2), quarter-hour
+ * rows (3) and quarter packs (4) by UTC day; minute rows (0) and minute packs (5) by UTC hour.
+ */
+const packing = (level: number): { pack: number; unitMs: number; unitSql: string } =>
+  level === 0 ? { pack: 5, unitMs: HOUR_MS, unitSql: HOUR_SQL } : { pack: level === 1 ? 2 : 4, unitMs: DAY_MS, unitSql: DAY_SQL };
 /** Rows (selected by `where`) whose tick finished (a processed marker names the part) or that compaction wrote. */
 const marked = (db: Db, where: string) => `(startsWith(part, '${COMPACTION_PART_PREFIX}') OR (account_id, part) IN (
   SELECT account_id, part FROM ${db.t('processed')} WHERE ${liveMarker(db)} AND (account_id, part) IN (SELECT account_id, part FROM ${db.t('rollups')} WHERE ${where})))`;

@@ -256,6 +256,15 @@ WHERE (SELECT count() FROM ${t('derived')}) = 0`,
       `ALTER TABLE ${t('accounts')}${on} MODIFY COLUMN changed_at ${TIME} DEFAULT now64(3)`,
     ],
   },
+  {
+    version: 13,
+    // Minute packs (rollup level 5, rollup/levels.ts): compaction packs the minute rows of a
+    // derived UTC hour into one row per (hour, metric, series, key version) and deletes them.
+    // No statement: the rows go into the same table. An older node would read minute buckets
+    // from minute rows only and miss the packed ones: this version is the mark that keeps it
+    // from running on such storage (schema-gate.ts).
+    statements: () => [],
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */

@@ -259,7 +259,7 @@ export interface BatchStore {
 export interface DayToPack {
   accountId: string;
   metric: string;
-  /** Start of the UTC day, epoch ms. */
+  /** Start of the UTC day (minute rows: of the UTC hour), epoch ms. */
   day: number;
   series: string;
   keyVersion: number;
@@ -313,11 +313,12 @@ export interface RollupStore {
   deleteRollupParts(parts: string[]): Promise<void>;
   /**
    * Day packing, step 1: (account, metric, day, series, key version) of UTC days that ended
-   * before `closed` holding a finished row of `level` (default hour; quarter hour: quarter packs) and no unfinished merged row, in key order,
+   * before `closed` holding a finished row of `level` (default hour; quarter hour: quarter packs;
+   * minute: minute packs, whose unit is the UTC hour) and no unfinished merged row, in key order,
    * strictly after `after`, at most `limit`.
    */
   daysToPack(o: { closed: number; after?: DayToPack; limit: number; level?: PackedLevel }): Promise<DayToPack[]>;
-  /** Day packing, step 2: the hour (or quarter-hour) rows and packs of these days of one account (one read per statement), each with whether it is finished. */
+  /** Day packing, step 2: the hour (quarter-hour, minute) rows and packs of these days (hours) of one account (one read per statement), each with whether it is finished. */
   rollupsOfDays(accountId: string, days: DayToPack[], level?: PackedLevel): Promise<StoredRollup[]>;
   /** From when (epoch ms) every point has rows of this level (schema migration 7); Infinity: never. */
   rollupLevelSince(level: RollupLevel): Promise<number>;

@@ -305,7 +305,30 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       await store.clearSupersedes([{ accountId: a, level: 2, bucket: day, metric: pack.metric, series: pack.series, part: pack.part }], { wait: true });
       const [day2] = await connectionOf(store).query<{ l: number; d: string }>(`SELECT level AS l, toString(intDiv(toUnixTimestamp64Milli(bucket), 86400000)) AS d FROM rollups WHERE account_id = {a:String} AND level = 2`, { a });
       expect(day2).toEqual({ l: 2, d: String(day / 86_400_000) });
-      await expect(store.insertRollups([rollup(a, 'bad', { level: 5 as never })])).rejects.toMatchObject({ code: 'storage_invalid_input' });
+      await expect(store.insertRollups([rollup(a, 'bad', { level: 6 as never })])).rejects.toMatchObject({ code: 'storage_invalid_input' });
+    });
+
+    it('stores minute packs (level 5): packing finds and reads the minute rows of closed UTC hours; supersededRefs reads their lists', async () => {
+      const a = 'acct-mp';
+      const hour = Date.UTC(2033, 1, 4, 5);
+      const MIN = 60_000;
+      // compaction's parts count as finished (no processed marker needed)
+      const minutes = [rollup(a, 'c:m1', { level: 0, bucket: hour + 7 * MIN }), rollup(a, 'c:m2', { level: 0, bucket: hour + 59 * MIN })];
+      const next = rollup(a, 'c:m3', { level: 0, bucket: hour + HOUR });
+      await store.insertRollups([...minutes, next, rollup(a, 'c:h', { level: 1, bucket: hour })]);
+      // closed before the next hour: this hour only, as one (account, metric, hour, series, key version)
+      expect(await store.daysToPack({ closed: hour + HOUR, limit: 10, level: 0 })).toEqual([{ accountId: a, metric: '1', day: hour, series: '2', keyVersion: 1 }]);
+      const todo = await store.daysToPack({ closed: hour + 2 * HOUR, limit: 10, level: 0 });
+      expect(todo.map((d) => d.day)).toEqual([hour, hour + HOUR]);
+      const pack = rollup(a, 'c:d:mp', { level: 5, bucket: hour, supersedes: minutes.map((r) => slotEntry(LEVEL.minutePack, r.bucket, r.part)) });
+      expect(pack.supersedes).toEqual(['7/c:m1', '59/c:m2']);
+      await store.insertRollups([pack]);
+      // one hour's minute rows and its pack, not the hour row, not the next hour
+      expect((await store.rollupsOfDays(a, todo.slice(0, 1), 0)).map((r) => `${r.level}/${r.part}`).sort()).toEqual(['0/c:m1', '0/c:m2', '5/c:d:mp']);
+      const refs = supersededRefs({ ...pack, supersedes: pack.supersedes! });
+      expect(refs).toEqual(minutes.map((r) => ({ accountId: a, level: 0, bucket: r.bucket, metric: r.metric, series: r.series, part: r.part })));
+      expect((await store.findRollups(refs)).map((r) => r.part).sort()).toEqual(['c:m1', 'c:m2']);
+      await store.clearSupersedes([{ accountId: a, level: 5, bucket: hour, metric: pack.metric, series: pack.series, part: pack.part }], { wait: true });
     });
 
     it('answers unqualified table names (the store database is current): orphan rollup parts', async () => {
