@@ -7,7 +7,8 @@
 // then the same 20 clients each with its own ranges (no identical queries, so nothing shared:
 // informational).
 //
-//   data:      N points (default 10M) of one account over the 30 days before --at o'clock UTC
+//   data:      N points (default 2M: a month of a small shop; its state takes ~10 min
+//              to build on 2 cores) of one account over the 30 days before --at o'clock UTC
 //              today (default 23), seeded PRNG: orders (counter), revenue (counter),
 //              page.load_ms (histogram, log-normal), tags country (20 values, Zipf-ish) and
 //              device (3 values) → 60 series per metric.
@@ -45,7 +46,7 @@
 //              (the storage call: wall and process CPU), opening and merging them (merge.ts
 //              mergeBytes), finishing its cells (finishSeries), and writing the answer's JSON.
 //
-//   node bench/query.mjs [--points 10000000] [--tick 300] [--at 23] [--runs 15] [--warmup 2] [--seed 42]
+//   node bench/query.mjs [--points 2000000] [--tick 300] [--at 23] [--runs 15] [--warmup 2] [--seed 42]
 //                        [--keep] [--no-optimize] [--dist path/to/collector/dist]
 //                        [--clients 20] [--concurrent-seconds 15] [--live-days]
 //   node bench/query.mjs --reuse <dir kept by --keep> [--dist …]   queries only (the kept state), no JSON written
@@ -62,7 +63,7 @@ import { mulberry32 } from '../test/support/seeded.mjs';
 
 const { values: args } = parseArgs({
   options: {
-    points: { type: 'string', default: '10000000' },
+    points: { type: 'string', default: '2000000' },
     tick: { type: 'string', default: '300' },
     at: { type: 'string', default: '23' },
     runs: { type: 'string', default: '15' },
