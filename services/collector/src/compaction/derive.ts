@@ -91,6 +91,12 @@ export class Deriver {
           sweep.hold = Math.min(sweep.hold, hour);
           continue;
         }
+        // Minutes packed: the hour was derived before they were (packing stays behind the
+        // watermark), and every minute row written for it since is late, written with its own hour
+        // and quarter-hour rows by its tick. Deriving it again (a sweep from a watermark storage
+        // moved back, or one begun before another node packed the hour) would sum only the minute
+        // rows left outside the pack and replace the derived row that counts the packed ones.
+        if (rows.some((r) => r.level === LEVEL.minutePack)) continue;
         if (derivedAlready(rows)) continue;
         written.push(...this.deriveHour(rows, hour, key.dataKey, report));
       }

@@ -279,8 +279,9 @@ export function rollupRepository(db: Db): RollupStore {
 
     async rollupsOfHours(accountId, hours) {
       const hourKey = (h: HourToDerive) => `${h.metric}|${h.hour / HOUR_MS}|${h.series}`;
-      // minute (0), hour (1) and quarter-hour (3) rows
-      return rowsOfRuns(accountId, hours, hourKey, (h) => h.hour, HOUR_MS, `level IN (0, 1, 3)
+      // minute (0), hour (1) and quarter-hour (3) rows, and minute packs (5: the hour was derived
+      // already, derive.ts leaves it alone)
+      return rowsOfRuns(accountId, hours, hourKey, (h) => h.hour, HOUR_MS, `level IN (0, 1, 3, 5)
           AND has({ks:Array(String)}, concat(toString(metric), '|', toString(${HOUR_SQL}), '|', toString(series)))`);
     },
 
