@@ -18,7 +18,7 @@ import { runQuery, type QueryResult } from '../src/query/index.js';
 import { createLogger } from '../src/logger.js';
 import { connectionOf } from '../src/storage/index.js';
 import type { Store } from '../src/storage/types.js';
-import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { createAccount, postTicked, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { checkAgainstReference, expectSameAnswers, generatePoints, type GenPoint, type RefQuery } from './query-support.js';
 
 const MIN = 60_000;
@@ -37,15 +37,7 @@ let a: TestAccount;
 const sent: GenPoint[] = [];
 
 /** Posts `pts` in batches of 10 at the clock's time, each processed on its own (one tick per batch). */
-async function ingest(account: TestAccount, pts: GenPoint[], into = sent): Promise<void> {
-  for (let i = 0; i < pts.length; i += 10) {
-    const batch = pts.slice(i, i + 10);
-    const res = await post(c.url, envelope(account, batch.map((p, j) => ({ ...p, id: j })), { createdAt: now() }).bytes);
-    expect(res.status).toBe(202);
-    await c.services.processor!.drain();
-    into.push(...batch);
-  }
-}
+const ingest = (account: TestAccount, pts: GenPoint[], into = sent): Promise<void> => postTicked(c, account, pts, now, into);
 
 const QUERIES: RefQuery[] = [];
 for (const aggregation of ['count', 'sum', 'p95', 'last']) {

@@ -3,6 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import { expect } from 'vitest';
 import { fromBase64, sealBatch, randomBytes, toHex, type Point } from '@cipherstat/protocol';
 import { loadConfig as srcLoadConfig, type Config } from '../../src/config.js';
 import { startCollector as srcStartCollector, type RunningCollector } from '../../src/server.js';
@@ -100,6 +101,21 @@ export function post(url: string, bytes: Uint8Array | string, headers: Record<st
     headers: { 'content-type': text ? 'text/plain' : 'application/octet-stream', ...headers },
     body: bytes as BodyInit,
   });
+}
+
+/**
+ * Posts `points` (without ids) in batches of 10 with `createdAt` as each batch's time, each
+ * acknowledged (202) and processed on its own (one tick per batch) before the next; `sent` gets
+ * each batch once it is processed.
+ */
+export async function postTicked(c: TestCollector, account: TestAccount, points: Omit<Point, 'id'>[], createdAt: () => number, sent: Omit<Point, 'id'>[]): Promise<void> {
+  for (let i = 0; i < points.length; i += 10) {
+    const batch = points.slice(i, i + 10);
+    const res = await post(c.url, envelope(account, batch.map((p, j) => ({ ...p, id: j })), { createdAt: createdAt() }).bytes);
+    expect(res.status).toBe(202);
+    await c.services.processor!.drain();
+    sent.push(...batch);
+  }
 }
 
 export function points(n: number, make: (i: number) => Partial<Point> = () => ({})): Point[] {
