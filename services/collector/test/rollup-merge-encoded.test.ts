@@ -23,7 +23,7 @@ import { ByteWriter } from '../src/rollup/bytes.js';
 import { mulberry32 } from '../../../test/support/seeded.mjs';
 import { emptyDistinct, mergeDistinct } from '../src/rollup/distinct.js';
 import { RollupError } from '../src/rollup/errors.js';
-import { type SketchOptions, type Store, add, createSketch, sketchEquals } from '../src/rollup/sketch.js';
+import { type SketchOptions, type Store, add, createSketch, keptQuantile, quantile, sketchEquals } from '../src/rollup/sketch.js';
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -487,5 +487,42 @@ describe('mergeEncodedDeferred ≡ mergeEncoded(…, true)', () => {
       for (const q of QS) expect(finalize(got, q)).toBe(finalize(ref, q));
       expect(view(cloneAggregate(got))).toEqual(view(ref));
     }
+  });
+  it('a percentile read from the kept buckets of its bodies (no store) is the store\'s, at every rank from both ends', () => {
+    // cells of 1–40 bodies of 1–12 values: shared buckets across bodies, zeros, one-value
+    // bodies, wide spans (beyond maxBuckets: left to the store), negatives (left to the store)
+    const rand = mulberry32(11);
+    let read = 0;
+    for (let c = 0; c < 600; c++) {
+      const got = emptyScalars();
+      const ref = emptyAggregate();
+      const kind = c % 6;
+      const bodies = 1 + Math.floor(rand() * 40);
+      for (let b = 0; b < bodies; b++) {
+        const agg = emptyAggregate();
+        const n = 1 + Math.floor(rand() * 12);
+        for (let i = 0; i < n; i++) {
+          let v = kind === 0 ? 100 + Math.floor(rand() * 4) : Math.exp(rand() * 8);
+          if (kind === 1 && rand() < 0.2) v = 0;
+          if (kind === 2 && rand() < 0.05) v = rand() < 0.5 ? 1e-8 : 1e30; // a span beyond 2,048 buckets
+          if (kind === 3 && rand() < 0.05) v = -v;
+          addPoint(agg, v, b * 100 + i);
+        }
+        const bytes = encodeAggregate(agg);
+        mergeEncodedDeferred(got, bytes);
+        mergeEncoded(ref, bytes, true);
+      }
+      const d = got.deferred!;
+      for (let k = 0; k <= 40; k++) {
+        const q = k / 40;
+        const v = keptQuantile(d, 2, d[0] as number, q);
+        if (v !== undefined) {
+          read++;
+          expect(v).toBe(quantile(ref.sketch, q));
+        } else if (kind < 2 && (q <= 0.05 || q >= 0.95)) expect((d.length - 2) / 3).toBeGreaterThan(8); // else too wide, negative, or a long walk
+      }
+      for (const q of ['p50', 'p75', 'p90', 'p95', 'p99'] as const) expect(finalize(got, q)).toBe(finalize(ref, q));
+    }
+    expect(read).toBeGreaterThan(10_000);
   });
 });

@@ -26,6 +26,7 @@ import {
   quantile,
   readSketchBody,
   keepScanned,
+  keptQuantile,
   mergeKept,
   scanSingle,
   scanSketchBody,
@@ -168,7 +169,10 @@ export function finalize(agg: Aggregate, aggregation: Aggregation): number | nul
   // Every value the same (one point, often, in a cell of a percentile query): the clamp below
   // gives min whatever the sketch says, so its sketch is not merged.
   if (Object.is(agg.min, agg.max)) return agg.min;
-  const v = quantile(agg.deferred && agg.sketch.count === 0 ? scratchOf(agg.deferred) : (settleSketch(agg), agg.sketch), q!)!;
+  // Deferred sketches only: read from their kept buckets (sketch.ts keptQuantile), else through a scratch sketch.
+  const d = agg.deferred;
+  const only = d !== undefined && agg.sketch.count === 0;
+  const v = (only ? keptQuantile(d, DEFERRED_FIRST, d[DEFERRED_COUNT] as number, q!) : undefined) ?? quantile(only ? scratchOf(d) : (settleSketch(agg), agg.sketch), q!)!;
   return Math.min(Math.max(v, agg.min), agg.max);
 }
 
