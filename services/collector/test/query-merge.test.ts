@@ -12,7 +12,7 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
 import { openRollup, sealRollup } from '../src/at-rest/records.js';
-import { finishCells, finishSeries, mergeRows, unpackValues, type Group, type MergePlan } from '../src/query/merge.js';
+import { finishCells, finishSeries, mergeRows, roundFloat, unpackValues, type Group, type MergePlan } from '../src/query/merge.js';
 import { parseQuery } from '../src/query/request.js';
 import { addPoint, mergeInto, buckets, bucketStart, emptyAggregate, encodeAggregate, encodeDayPack, finalize, nextBucketStart, sourceLevel, type Aggregate, type Aggregation, type Interval } from '../src/rollup/index.js';
 import { LEVEL, PACKS, type PackLevel } from '../src/rollup/levels.js';
@@ -100,6 +100,19 @@ describe('query merge', () => {
     }
     expect(unpackValues(finishCells({ starts, aggregation: 'max' }, [], [], 1))).toEqual([[null, null, null]]);
     expect(unpackValues(finishCells({ starts, aggregation: 'count' }, [], [], 0))).toEqual([]);
+  });
+
+  it('rounds every value to 15 significant digits, a short decimal without toPrecision (the same number)', () => {
+    const rand = mulberry32(151);
+    const values = [0.1, -0.1, 0.1 + 0.2, 19.99 + 179.4, 1e-6, 1e-7, 5e-7, -2.5, 123456.123456, 999999999.999999, 99999999999999.9, 1e15 - 0.5, 1e21 + 0.5, 5e-324, Number.MAX_VALUE, Number.NaN, Number.POSITIVE_INFINITY];
+    for (let i = 0; i < 20_000; i++) {
+      const places = Math.floor(rand() * 9);
+      const m = Math.floor(rand() * 10 ** (1 + Math.floor(rand() * 16))) * (rand() < 0.3 ? -1 : 1);
+      values.push(m / 10 ** places, m * 10 ** -places, Math.exp(rand() * 40 - 20), (m / 10 ** places) * 3 + 0.1);
+    }
+    const wrong = values.filter((v) => !Object.is(roundFloat(v), Number.isInteger(v) ? v : Number(v.toPrecision(15))));
+    expect(wrong).toEqual([]);
+    expect(roundFloat(null)).toBe(null);
   });
 
   it('payloads opened earlier keep their bytes while thousands more rows are opened', () => {
