@@ -512,13 +512,13 @@ describe('runQuery', () => {
     expect(sum([hourRow, { ...dayRow, b: day + 86_400_000 }])).toEqual({ value: 5, failed: 1 });
     expect(sum([{ ...hourRow, l: 2, b: day }, hourRow])).toEqual({ value: 5, failed: 1 });
 
-    // A repack (record format 3) seals what it replaces: the older pack and the hour row. Rows it
+    // A repack (record format 4) seals what it replaces: the older pack and the hour row. Rows it
     // names are left out whatever the stored lists say, in any order; while its stored list names
     // them too (compaction between insert and deletes) silently, else (they came back) counted.
     const repack = encodeDayPack([{ hour: 1, bytes: agg(12, day + H) }, { hour: 20, bytes: agg(100, day + 20 * H) }]);
     const entries = ['d1', '1/h1'];
     const newer = { ...dayRow, p: 'c:d:2', a: sealRollup(keys.dataKey, { ...id, level: 2, bucket: day, part: 'c:d:2' }, repack, entries) };
-    expect(newer.a[0]).toBe(3);
+    expect(newer.a[0]).toBe(4); // record format 4: the list sealed in binary
     expect(sum([newer])).toEqual({ value: 12, failed: 0 });
     expect(sum([hourRow, dayRow, { ...newer, u: entries }])).toEqual({ value: 12, failed: 0 });
     expect(sum([dayRow, hourRow, newer])).toEqual({ value: 12, failed: 0, tampered: 2 }); // replayed after their deletion

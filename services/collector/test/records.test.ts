@@ -5,7 +5,8 @@
  * (HChaCha20 + node:crypto's ChaCha20-Poly1305, bench/records-previous.mjs, the baseline of `bench records`);
  * records that implementation sealed (fixed vectors, support/records-vectors.json) still open;
  * legacy secretbox rows still open; anything moved, relabelled or tampered does not; a destroyed
- * (zeroed) key seals nothing.
+ * (zeroed) key seals nothing; a sealed list (format 4, binary; format 3, text) gives back the list
+ * written, and a fixed format 4 vector opens.
  */
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -107,15 +108,29 @@ describe('at-rest records', () => {
     expect(() => sealRollupInto(new Uint8Array(32), id, '7,8', '9,10', randomBytes(3), new Uint8Array(SEAL_OVERHEAD + 3))).toThrow(/destroyed/);
   });
 
-  it('seal what a merged row replaces (format 3): the list in front of the plaintext, under the format 2 identity and a marker', () => {
+  it('seal what a merged row replaces (format 4): the list in binary in front of the plaintext, under the format 2 identity and a marker', () => {
     const key = randomBytes(32);
     const plain = randomBytes(120);
-    const list = ['c:0f', 'p-1', '13/c:ab', 'é'];
+    const [hexA, hexB, hexC] = ['06494934b3798b88eac1734c9b52deb5', 'c4ea517463cbbf9a6053c012d0d2694b', 'f6f56b22152beaa8e7d419a1c1a5b1fd'];
+    // what compaction lists (slot/part, older packs, tick parts) in binary; anything else as text
+    const list = [`18/c:${hexA}`, `c:d:${hexB}`, hexC, `7/${hexC}`, `0/c:d:${hexA}`, `c:${hexB}`, 'c:0f', 'p-1', '13/c:ab', 'é', `07/c:${hexA}`, `5/c:${hexA.toUpperCase()}`, `1234567890/c:${hexA}`, `c:${hexA}x`, `x/${hexA}`];
     const sealed = sealRollup(key, { ...id, part: 'c:x' }, plain, list);
-    expect(sealed[0]).toBe(3);
-    // byte for byte: varint count, then varint length | UTF-8 per entry, then the payload; AD `<format 2 identity>\0s`
-    const body = concat(Uint8Array.of(4, 4), Buffer.from('c:0f'), Uint8Array.of(3), Buffer.from('p-1'), Uint8Array.of(7), Buffer.from('13/c:ab'), Uint8Array.of(2), Buffer.from('é'), plain);
-    const ad = `${AD}\u0000v3\u0000pc:x\u0000s`;
+    expect(sealed[0]).toBe(4);
+    const hex = (h: string) => Buffer.from(h, 'hex');
+    const text = (e: string) => concat(Uint8Array.of(0, Buffer.byteLength(e)), Buffer.from(e));
+    // byte for byte: varint count, then per entry a kind byte (1–6: [varint slot] | 16 bytes of hex; 0: varint length | UTF-8), then the payload
+    const body = concat(
+      Uint8Array.of(list.length),
+      Uint8Array.of(5, 18), hex(hexA),
+      Uint8Array.of(3), hex(hexB),
+      Uint8Array.of(1), hex(hexC),
+      Uint8Array.of(4, 7), hex(hexC),
+      Uint8Array.of(6, 0), hex(hexA),
+      Uint8Array.of(2), hex(hexB),
+      ...list.slice(6).map(text),
+      plain,
+    );
+    const ad = `${AD}\u0000v3\u0000pc:x\u0000s4`;
     const reference = xchacha20poly1305(key, sealed.subarray(1, 25), new TextEncoder().encode(ad)).encrypt(body);
     expect(Buffer.from(sealed.subarray(25)).equals(Buffer.from(reference))).toBe(true);
     const opened = openRollupRow(key, { ...id, part: 'c:x' }, sealed)!;
@@ -126,13 +141,76 @@ describe('at-rest records', () => {
     expect(openRollupRow(key, { ...id, part: 'c:x' }, sealRollup(key, { ...id, part: 'c:x' }, plain, []))!.supersedes).toEqual([]);
     // rows of formats 1 and 2 seal no list
     expect(openRollupRow(key, id, sealRollup(key, id, plain))!.supersedes).toBeUndefined();
-    // relabelled 3 → 2 or 2 → 3: does not open
-    const as2 = sealed.slice();
-    as2[0] = 2;
-    expect(openRollupRow(key, { ...id, part: 'c:x' }, as2)).toBeNull();
+    // relabelled 4 → 2 or 3, or 2 → 4: does not open
+    for (const f of [2, 3]) {
+      const relabelled = sealed.slice();
+      relabelled[0] = f;
+      expect(openRollupRow(key, { ...id, part: 'c:x' }, relabelled)).toBeNull();
+    }
+    const as4 = sealRollup(key, id, plain).slice();
+    as4[0] = 4;
+    expect(openRollupRow(key, id, as4)).toBeNull();
+    // a 4 that is really a malformed list (only a writer's bug: it is authenticated) does not open
+    for (const bad of [Uint8Array.of(1, 7, ...hex(hexA)), Uint8Array.of(1, 1, 1, 2), Uint8Array.of(1, 4), Uint8Array.of(2, 0, 1, 97), Uint8Array.of(1, 0, 5, 97)]) {
+      expect(openRollupRow(key, { ...id, part: 'c:x' }, sealRecord(key, ad, bad, 4))).toBeNull();
+    }
+  });
+
+  it('a binary list (format 4) gives back every list it was given', () => {
+    const key = randomBytes(32);
+    const hexChar = fc.constantFrom(...'0123456789abcdefABCDEF');
+    const entry = fc.oneof(
+      fc.tuple(fc.option(fc.nat({ max: 2 ** 31 }), { nil: undefined }), fc.constantFrom('', 'c:', 'c:d:', 'd:', 'C:'), fc.array(hexChar, { minLength: 31, maxLength: 33 })).map(
+        ([slot, prefix, h]) => `${slot === undefined ? '' : `${slot}/`}${prefix}${h.join('')}`,
+      ),
+      fc.string(),
+      fc.string({ unit: 'grapheme' }),
+    );
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 40 }), fc.uint8Array({ maxLength: 300 }), (list, plain) => {
+        const opened = openRollupRow(key, { ...id, part: 'c:x' }, sealRollup(key, { ...id, part: 'c:x' }, plain, list))!;
+        expect(opened.supersedes).toEqual(list);
+        expect(Buffer.from(opened.payload).equals(Buffer.from(plain))).toBe(true);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('rows compaction sealed in format 3 (the list as text) still open, with their list', () => {
+    const key = randomBytes(32);
+    const plain = randomBytes(120);
+    const list = ['c:0f', 'p-1', '13/c:ab', 'é'];
+    // varint count, then varint length | UTF-8 per entry, then the payload; AD `<format 2 identity>\0s`
+    const body = concat(Uint8Array.of(4, 4), Buffer.from('c:0f'), Uint8Array.of(3), Buffer.from('p-1'), Uint8Array.of(7), Buffer.from('13/c:ab'), Uint8Array.of(2), Buffer.from('é'), plain);
+    const sealed = sealRecord(key, `${AD}\u0000v3\u0000pc:x\u0000s`, body, 3);
+    const opened = openRollupRow(key, { ...id, part: 'c:x' }, sealed)!;
+    expect(opened.supersedes).toEqual(list);
+    expect(Buffer.from(opened.payload).equals(Buffer.from(plain))).toBe(true);
+    expect(openRollupJoined(key, { ...id, part: 'c:x' }, '7,8', '9,10', sealed)!.supersedes).toEqual(list);
+    expect(openRollupRow(key, { ...id, part: 'c:y' }, sealed)).toBeNull();
+    // relabelled 3 → 2 or 4, or 2 → 3: does not open
+    for (const f of [2, 4]) {
+      const relabelled = sealed.slice();
+      relabelled[0] = f;
+      expect(openRollupRow(key, { ...id, part: 'c:x' }, relabelled)).toBeNull();
+    }
     const as3 = sealRollup(key, id, plain).slice();
     as3[0] = 3;
     expect(openRollupRow(key, id, as3)).toBeNull();
+  });
+
+  it('a format 4 row sealed with fixed bytes (a vector) opens to its list and payload', () => {
+    // key byte i = 13i + 1, nonce byte i = 29i + 5, payload byte i = 7i + 3 (40 bytes); a day pack's identity
+    const key = Uint8Array.from({ length: 32 }, (_, i) => (i * 13 + 1) & 255);
+    const vid = { accountId: 'acct_vec', level: 2 as const, bucket: 1_790_000_000_000, metric: '123', series: '456', tagKeys: ['7', '8'], tagValues: ['9', '10'], keyVersion: 2, part: 'c:d:vec' };
+    const sealed = Buffer.from(
+      '0405223f5c7996b3d0ed0a2744617e9bb8d5f20f2c496683a0049c824b028d679b5333b4da6b2bbcdfed6921576f90311113a5decffcb1a7c29915a4689e89d4425d22b03f4bfbc640b14a3f84caf224e367a8ddd4fe4a07a7299b82f07fde3bf03f301c38a5c191d4e0dcd27f8c947c50ff7251c70ed9d91c5ddb145631c714f337b6be3cb01b29d3c46f',
+      'hex',
+    );
+    const opened = openRollupRow(key, vid, sealed)!;
+    expect(opened.supersedes).toEqual(['18/c:06494934b3798b88eac1734c9b52deb5', 'c:d:c4ea517463cbbf9a6053c012d0d2694b', 'f6f56b22152beaa8e7d419a1c1a5b1fd', 'p-1']);
+    expect(Buffer.from(opened.payload).equals(Buffer.from(Uint8Array.from({ length: 40 }, (_, i) => (i * 7 + 3) & 255)))).toBe(true);
+    expect(openRollupRow(key, { ...vid, part: 'c:d:other' }, sealed)).toBeNull();
   });
 
   it('refuse every tampered byte and every truncation', () => {
@@ -167,7 +245,7 @@ describe('at-rest records', () => {
     const key = randomBytes(32);
     const plain = randomBytes(100);
     // the nonce comes first and is random: a legacy row can start with any format's marker
-    for (const first of [0, 1, 2, 3, 200]) {
+    for (const first of [0, 1, 2, 3, 4, 200]) {
       const nonce = (n: number) => { const b = randomBytes(n); b[0] = first; return b; };
       const legacy = secretSeal(key, concat(nodeSha512(AD).subarray(0, 8), plain), nonce);
       expect(legacy[0]).toBe(first);

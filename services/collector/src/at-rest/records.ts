@@ -30,6 +30,19 @@
  * compaction's to-do list (emptied once the sources are deleted): readers decide which rows a
  * merged row replaces from the sealed list alone, so storage can neither hide a row by listing
  * it nor bring a merged-away row back while the row that merged it is stored.
+ *
+ * Format 4 (what compaction writes since session 15; same cipher, `0x04` first, the format 2
+ * identity then `\0s4` as associated data): format 3 with the list's entries in a binary form.
+ * An entry is almost always `<slot>/<part>` or `<part>` with a part of 32 hex digits after
+ * `c:`, `c:d:` or nothing (compaction/pass.ts `newPart`, the tick's parts): 37–41 bytes as text,
+ * and at 2,000,000 points (bench query's state) the sealed list was 65–72 % of a counter's
+ * day and quarter pack (ARCHITECTURE, "Where a pack's bytes go"). Per entry a kind byte: 0 —
+ * `varint length | UTF-8`, any entry as format 3 writes it; 1–6 — the entry is
+ * `[<slot>/]<prefix><hex>`: kinds 4–6 have a slot (varint), prefix '' / 'c:' / 'c:d:' by
+ * (kind − 1) % 3, then the 32 lowercase hex digits as 16 bytes. The writer uses 1–6 only for an
+ * entry that reads back as the same text (a canonical slot, lowercase hex), so the decoded list
+ * is the list written, and readers decide exactly as with format 3. Format 3 rows still open;
+ * relabelled 3 ↔ 4 they do not (the marker differs).
  */
 import * as nodeCrypto from 'node:crypto';
 import { createRequire } from 'node:module';
@@ -58,6 +71,8 @@ const FORMAT = 1;
 const FORMAT_ROW = 2;
 /** Rows compaction writes: format 2 plus the sealed `supersedes` list in front of the plaintext. */
 const FORMAT_MERGED = 3;
+/** Format 3 with the list's entries in binary (compaction writes it since session 15; format 3 rows still open). */
+const FORMAT_MERGED_BINARY = 4;
 const NONCE = 24;
 const MAC = 16;
 /** Bytes a sealed record adds to its plaintext. */
@@ -149,7 +164,7 @@ function openRecordAd(key: Uint8Array, ad: Uint8Array, sealed: Uint8Array, forma
 }
 
 // ---- a rollup row's identity written as bytes, without building its text (the open path) ----
-// The bytes are exactly the UTF-8 of rowText / mergedText: ASCII characters are copied one by
+// The bytes are exactly the UTF-8 of rowText / binaryText (or format 3's text): ASCII characters are copied one by
 // one, a string from its first other character on is encoded by Buffer.write, a bucket that is
 // a non-negative safe integer is written digit by digit (anything else as String() writes it).
 
@@ -185,8 +200,8 @@ const adViews: Uint8Array[] = [];
 const adView = (n: number): Uint8Array => (adViews[n] ??= adScratch.subarray(0, n));
 const NUL = '\u0000';
 
-/** rowText (format 2), or mergedText (format 3) when `merged`, as bytes in adScratch (valid until the next call). */
-function rowAd(id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string, merged: boolean): Uint8Array {
+/** rowText (format 2), or with `marker` appended format 3's text ('\0s') or binaryText (format 4: '\0s4'), as bytes in adScratch (valid until the next call). */
+function rowAd(id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string, marker: '' | typeof MERGED_MARK | typeof BINARY_MARK): Uint8Array {
   let o = putText(0, 'rollup\u0000');
   o = putText(o, id.accountId);
   o = putText(o, NUL);
@@ -205,7 +220,7 @@ function rowAd(id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, 
   o = putNumber(o, id.keyVersion);
   o = putText(o, '\u0000p');
   o = putText(o, id.part);
-  if (merged) o = putText(o, '\u0000s');
+  if (marker) o = putText(o, marker);
   return adView(o);
 }
 
@@ -231,13 +246,15 @@ const rollupText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: str
 /** Format 2: the format 1 identity, then the key version and the part. */
 const rowText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string) =>
   `${rollupText(id, keys, values)}\u0000v${id.keyVersion}\u0000p${id.part}`;
-/** Format 3: the format 2 identity and a marker (a format 3 row relabelled 2, or back, does not open). */
-const mergedText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string) => `${rowText(id, keys, values)}\u0000s`;
+/** Format 3 (read only now): the format 2 identity and a marker; format 4: another marker (a row relabelled 2, 3 or 4 as another does not open). */
+const MERGED_MARK = '\u0000s';
+const BINARY_MARK = '\u0000s4';
+const binaryText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string) => `${rowText(id, keys, values)}${BINARY_MARK}`;
 
-/** An opened rollup row: its aggregate (or day pack) and, for a format 3 row, the sealed `supersedes` list. */
+/** An opened rollup row: its aggregate (or day pack) and, for a format 3 or 4 row, the sealed `supersedes` list. */
 export interface OpenedRollup {
   payload: Uint8Array;
-  /** Whether the row seals a list (format 3). */
+  /** Whether the row seals a list (format 3 or 4). */
   readonly sealsList: boolean;
   /** The rows this row replaces, as compaction listed them (decoded on first use); undefined for rows of formats 1 and 2 (none sealed). */
   readonly supersedes: string[] | undefined;
@@ -247,23 +264,41 @@ function varint(out: number[], n: number): void {
   for (; n >= 0x80; n = Math.floor(n / 0x80)) out.push((n % 0x80) | 0x80);
   out.push(n);
 }
-/** `varint n | n × (varint length | UTF-8)`, then the payload. */
-function withList(list: readonly string[], payload: Uint8Array): Uint8Array {
+/** Prefixes of a binary entry's part (kinds 1–3 without a slot, 4–6 with one). */
+const PREFIXES = ['', 'c:', 'c:d:'] as const;
+const RAW = 0;
+const HEX_BYTES = 16;
+/** An entry that kinds 1–6 give back as the same text: an optional canonical slot, a known prefix, 32 lowercase hex digits. */
+const BINARY_ENTRY = /^(?:(0|[1-9][0-9]{0,8})\/)?(c:d:|c:)?([0-9a-f]{32})$/;
+
+/** Format 4's list, `varint n | n × entry` (above), then the payload. */
+function withBinaryList(list: readonly string[], payload: Uint8Array): Uint8Array {
   const head: number[] = [];
   varint(head, list.length);
-  const texts = list.map((e) => Buffer.from(e, 'utf8'));
+  const parts: Uint8Array[] = [];
   let size = 0;
-  for (const t of texts) size += t.length;
-  const lens: number[] = [];
-  for (const t of texts) varint(lens, t.length);
-  const out = new Uint8Array(head.length + lens.length + size + payload.length);
+  for (const e of list) {
+    const m = BINARY_ENTRY.exec(e);
+    const bytes: number[] = [];
+    let tail: Uint8Array;
+    if (m) {
+      bytes.push(1 + PREFIXES.indexOf((m[2] ?? '') as (typeof PREFIXES)[number]) + (m[1] === undefined ? 0 : 3));
+      if (m[1] !== undefined) varint(bytes, Number(m[1]));
+      tail = Buffer.from(m[3]!, 'hex');
+    } else {
+      tail = Buffer.from(e, 'utf8');
+      bytes.push(RAW);
+      varint(bytes, tail.length);
+    }
+    parts.push(Uint8Array.from(bytes), tail);
+    size += bytes.length + tail.length;
+  }
+  const out = new Uint8Array(head.length + size + payload.length);
   out.set(head, 0);
   let o = head.length;
-  let l = 0;
-  for (const t of texts) {
-    do out[o++] = lens[l]!; while (lens[l++]! >= 0x80);
-    out.set(t, o);
-    o += t.length;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
   }
   out.set(payload, o);
   return out;
@@ -278,7 +313,34 @@ function readVarint(b: Uint8Array, at: { o: number }): number {
   }
   return -1;
 }
-/** A format 3 row opened: the list is only located here, and decoded when a reader asks for it. */
+/**
+ * Steps over one list entry at `at.o`: format 3's `varint length | UTF-8`, or format 4's
+ * (`binary`); its text when `text`, else ''. null when truncated or of an unknown kind.
+ */
+function readEntry(b: Uint8Array, at: { o: number }, binary: boolean, text: boolean): string | null {
+  let slot = -1;
+  let prefix = '';
+  let len = HEX_BYTES;
+  if (binary) {
+    if (at.o >= b.length) return null;
+    const kind = b[at.o++]!;
+    if (kind > 6) return null;
+    if (kind === RAW) binary = false;
+    else {
+      if (kind > 3 && (slot = readVarint(b, at)) < 0) return null;
+      prefix = PREFIXES[(kind - 1) % 3]!;
+    }
+  }
+  if (!binary && (len = readVarint(b, at)) < 0) return null;
+  if (at.o + len > b.length) return null;
+  const start = b.byteOffset + at.o;
+  at.o += len;
+  if (!text) return '';
+  const buf = Buffer.from(b.buffer, start, len);
+  if (!binary) return buf.toString('utf8');
+  return `${slot < 0 ? '' : `${slot}/`}${prefix}${buf.toString('hex')}`;
+}
+/** A format 3 or 4 row opened: the list is only located here, and decoded when a reader asks for it. */
 class Merged implements OpenedRollup {
   readonly sealsList = true;
   #list: string[] | undefined;
@@ -286,43 +348,40 @@ class Merged implements OpenedRollup {
     readonly payload: Uint8Array,
     private readonly bytes: Uint8Array,
     private readonly count: number,
+    private readonly binary: boolean,
   ) {}
   get supersedes(): string[] {
     if (this.#list) return this.#list;
     const list: string[] = [];
     const at = { o: 0 };
     readVarint(this.bytes, at);
-    for (let i = 0; i < this.count; i++) {
-      const len = readVarint(this.bytes, at);
-      list.push(Buffer.from(this.bytes.buffer, this.bytes.byteOffset + at.o, len).toString('utf8'));
-      at.o += len;
-    }
+    for (let i = 0; i < this.count; i++) list.push(readEntry(this.bytes, at, this.binary, true)!); // located by splitList: well formed
     return (this.#list = list);
   }
 }
-/** The list and the payload of a format 3 plaintext; null when malformed (only a writer's bug: it is authenticated). */
-function splitList(plain: Uint8Array): OpenedRollup | null {
+/** The list and the payload of a format 3 (or, `binary`, 4) plaintext; null when malformed (only a writer's bug: it is authenticated). */
+function splitList(plain: Uint8Array, binary: boolean): OpenedRollup | null {
   const at = { o: 0 };
   const count = readVarint(plain, at);
   if (count < 0) return null;
-  for (let i = 0; i < count; i++) {
-    const len = readVarint(plain, at);
-    if (len < 0 || at.o + len > plain.length) return null;
-    at.o += len;
-  }
-  return new Merged(plain.subarray(at.o), plain.subarray(0, at.o), count);
+  for (let i = 0; i < count; i++) if (readEntry(plain, at, binary, false) === null) return null;
+  return new Merged(plain.subarray(at.o), plain.subarray(0, at.o), count, binary);
 }
 
-/** Format 3 or 2 (key version and part bound) or, for rows written before them, format 1 / legacy. */
+/** Format 4, 3 or 2 (key version and part bound) or, for rows written before them, format 1 / legacy. */
 function openRow(key: Uint8Array, id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string, sealed: Uint8Array): OpenedRollup | null {
-  if (sealed[0] === FORMAT_MERGED) {
-    const plain = openRecordAd(key, rowAd(id, keys, values, true), sealed, FORMAT_MERGED);
-    if (plain) return splitList(plain);
+  if (sealed[0] === FORMAT_MERGED_BINARY) {
+    const plain = openRecordAd(key, rowAd(id, keys, values, BINARY_MARK), sealed, FORMAT_MERGED_BINARY);
+    if (plain) return splitList(plain, true);
   }
-  // A legacy row starts with a random nonce byte, which is 2 or 3 for one row in 128: when the
+  if (sealed[0] === FORMAT_MERGED) {
+    const plain = openRecordAd(key, rowAd(id, keys, values, MERGED_MARK), sealed, FORMAT_MERGED);
+    if (plain) return splitList(plain, false);
+  }
+  // A legacy row starts with a random nonce byte, which is 2, 3 or 4 for 3 rows in 256: when the
   // marked format does not open, the row may still be legacy.
   const payload =
-    (sealed[0] === FORMAT_ROW ? openRecordAd(key, rowAd(id, keys, values, false), sealed, FORMAT_ROW) : null) ??
+    (sealed[0] === FORMAT_ROW ? openRecordAd(key, rowAd(id, keys, values, ''), sealed, FORMAT_ROW) : null) ??
     openAny(key, rollupText(id, keys, values), sealed);
   return payload && { payload, sealsList: false, supersedes: undefined };
 }
@@ -330,14 +389,14 @@ const dictAd = (accountId: string, kind: DictKind, pseudonym: string) => `dict\u
 
 /**
  * Seals a rollup row: format 2, or with `supersedes` (the rows compaction replaces with it,
- * as in its `supersedes` column) format 3, the list sealed in front of the aggregate.
+ * as in its `supersedes` column) format 4, the list sealed in binary in front of the aggregate.
  */
 export function sealRollup(dataKey: Uint8Array, id: RollupIdentity, aggregate: Uint8Array, supersedes?: readonly string[]): Uint8Array {
   const keys = joinPseudonyms(id.tagKeys);
   const values = joinPseudonyms(id.tagValues);
   return supersedes === undefined
     ? sealRecord(dataKey, rowText(id, keys, values), aggregate, FORMAT_ROW)
-    : sealRecord(dataKey, mergedText(id, keys, values), withList(supersedes, aggregate), FORMAT_MERGED);
+    : sealRecord(dataKey, binaryText(id, keys, values), withBinaryList(supersedes, aggregate), FORMAT_MERGED_BINARY);
 }
 
 /**
@@ -351,7 +410,7 @@ export function sealRollupInto(dataKey: Uint8Array, id: Omit<RollupIdentity, 'ta
   if (out.length !== SEAL_OVERHEAD + aggregate.length) throw new Error('a sealed row is SEAL_OVERHEAD bytes longer than its aggregate');
   out[0] = FORMAT_ROW;
   const nonce = fillNonce(out.subarray(1, 1 + NONCE));
-  sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(out.subarray(1 + NONCE), aggregate, rowAd(id, tagKeys, tagValues, false), null, nonce, dataKey);
+  sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(out.subarray(1 + NONCE), aggregate, rowAd(id, tagKeys, tagValues, ''), null, nonce, dataKey);
 }
 
 /** A rollup row of any format opened: its payload and sealed list. */

@@ -2,7 +2,7 @@
  * Which stored rollup rows count, decided from what the rows themselves seal, never from SQL.
  *
  * Compaction (src/compaction/compactor.ts) replaces rows by a merged row or a day pack that lists them; it
- * seals that list inside the new row (record format 3, src/at-rest/records.ts) and also stores it in the
+ * seals that list inside the new row (record format 3, in binary since format 4: src/at-rest/records.ts) and also stores it in the
  * `supersedes` column, its to-do list, emptied once the listed rows are deleted. A reader opens
  * the rows compaction wrote first (their parts start with `c:`), takes their sealed lists, and
  * then leaves out every row one of them names, whatever the stored columns say:

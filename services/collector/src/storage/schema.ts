@@ -265,6 +265,15 @@ WHERE (SELECT count() FROM ${t('derived')}) = 0`,
     // from running on such storage (schema-gate.ts).
     statements: () => [],
   },
+  {
+    version: 14,
+    // Record format 4 (at-rest/records.ts): compaction seals the list of rows a merged row or a
+    // pack replaces in binary (a pack's list was most of its bytes). No statement: the rows go
+    // into the same table. An older node opens no format 4 row (it would count every merged row
+    // and pack as failed and answer without them): this version keeps it off such storage
+    // (schema-gate.ts).
+    statements: () => [],
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */
