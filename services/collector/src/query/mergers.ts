@@ -616,12 +616,20 @@ class WorkerSession implements MergeSession {
       ...merged,
       finish: async (seriesOf, series) => {
         if (!release()) throw new Error('merge already finished');
-        const values = await Promise.all(
-          ws.map(async (w, k) => unpackValues((await w.request({ type: 'finish', id: this.id, seriesOf: unionOf[k]!.map((j) => seriesOf[j] ?? -1), series })).finished!)),
-        );
-        const out = values[0]!;
-        if (ws.length > 1) owner.forEach((k, i) => k > 0 && out.forEach((row, s) => (row[i] = values[k]![s]![i]!)));
-        return out;
+        const finished = await Promise.all(ws.map(async (w, k) => (await w.request({ type: 'finish', id: this.id, seriesOf: unionOf[k]!.map((j) => seriesOf[j] ?? -1), series })).finished!));
+        // each bucket from the worker that holds it, into the own worker's buffers; then one unpack
+        const out = finished[0]!;
+        const buckets = out.buckets;
+        for (let i = 0; i < buckets; i++) {
+          const k = owner[i]!;
+          if (k <= 0) continue;
+          const from = finished[k]!;
+          for (let s = 0, at = i; s < series; s++, at += buckets) {
+            out.values[at] = from.values[at]!;
+            out.nulls[at] = from.nulls[at]!;
+          }
+        }
+        return unpackValues(out);
       },
       drop: () => {
         if (release()) ws.forEach((w, k) => w.post({ type: 'drop', id: this.id }, threads[k]));
