@@ -162,13 +162,28 @@ async function createAccounts(dataDir, n, out) {
 
 // ---------------------------------------------------------------------------------------------
 
-/** Per-account cache lookups the collector exports (`cipherstat_cache_lookups_total{cache,outcome}`). */
+/**
+ * Per-account cache lookups the collector exports (`cipherstat_cache_lookups_total{cache,outcome}`),
+ * and its compaction so far (passes ended, their seconds, rows merged and written, packs written):
+ * compaction runs on the main thread and the engine beside ingest.
+ */
 async function cacheCounts(url) {
-  const rows = parsePrometheus(await (await fetch(url + '/metrics')).text()).filter((r) => r.name === 'cipherstat_cache_lookups_total');
+  const rows = parsePrometheus(await (await fetch(url + '/metrics')).text());
   const out = {};
-  for (const r of rows) (out[r.labels.cache] ??= { hit: 0, miss: 0 })[r.labels.outcome] = r.value;
-  return out;
+  for (const r of rows) if (r.name === 'cipherstat_cache_lookups_total') (out[r.labels.cache] ??= { hit: 0, miss: 0 })[r.labels.outcome] = r.value;
+  const get = (name, outcome) => rows.find((r) => r.name === name && (outcome === undefined || r.labels.outcome === outcome))?.value ?? 0;
+  const compaction = {
+    passes: get('cipherstat_compaction_pass_seconds_count'),
+    seconds: get('cipherstat_compaction_pass_seconds_sum'),
+    merged: get('cipherstat_compaction_rows_total', 'merged'),
+    written: get('cipherstat_compaction_rows_total', 'written'),
+    yieldSeconds: get('cipherstat_compaction_yield_seconds_total'),
+  };
+  return { caches: out, compaction };
 }
+
+/** Compaction between two cacheCounts (passes ended in between). */
+const compactionSplit = (a, b) => Object.fromEntries(Object.keys(b.compaction).map((k) => [k, b.compaction[k] - (a?.compaction[k] ?? 0)]));
 
 /**
  * The bodies of a run: [0, batches) Zipf traffic, then one batch per account (the warm pass),
@@ -289,9 +304,10 @@ async function encryptedPipeline(o, tmp, { cli = o.cli, run = 0 } = {}) {
       const spanCpu = { all: processCpuSeconds(child.pid) - cpuAtStart.all, main: mainThreadCpuSeconds(child.pid) - cpuAtStart.main };
       const threads = threadCpuSplit(cpuAtStart.threads, threadCpuSeconds(child.pid));
       const caches = {};
-      for (const [name, c] of Object.entries(cachesAtEnd)) {
-        const hit = c.hit - (cachesAtStart?.[name]?.hit ?? 0);
-        const miss = c.miss - (cachesAtStart?.[name]?.miss ?? 0);
+      const compaction = compactionSplit(cachesAtStart, await cacheCounts(url)); // until all was processed
+      for (const [name, c] of Object.entries(cachesAtEnd.caches)) {
+        const hit = c.hit - (cachesAtStart?.caches[name]?.hit ?? 0);
+        const miss = c.miss - (cachesAtStart?.caches[name]?.miss ?? 0);
         caches[name] = { hit, miss, hitRate: hit + miss ? hit / (hit + miss) : NaN };
       }
       const processedPerSec = (atEnd.processed - atStart.processed) / ((atEnd.at - atStart.at) / 1000);
@@ -308,6 +324,7 @@ async function encryptedPipeline(o, tmp, { cli = o.cli, run = 0 } = {}) {
           rollupsMean: (1000 * (atEnd.insertRollupsSum - atStart.insertRollupsSum)) / Math.max(1, atEnd.insertRollupsCount - atStart.insertRollupsCount),
         },
         caches,
+        compaction,
         cpuWholeRun: {
           batches: spanBatches,
           points: spanPoints,
@@ -386,6 +403,8 @@ function printCollectorDetail(label, e, p) {
   else console.log('per-account caches: the collector exports no cipherstat_cache_lookups_total');
   console.log(`collector: rollup inserts ${fmt(e.insertMs.rollupsInsertsPerSec, 1)}/s (mean ${fmt(e.insertMs.rollupsMean, 1)} ms), batch inserts ${fmt(e.insertMs.batchesInsertsPerSec, 1)}/s`);
   console.log(`ticks: ${formatTickSplit(e.tick)}`);
+  const k = e.compaction;
+  console.log(`compaction from the window's start until all was processed: ${fmt(k.passes)} passes ended, ${fmt(k.seconds, 2)} s in passes, ${fmt(k.yieldSeconds, 1)} s yielded to ingest, ${fmt(k.merged)} rows merged into ${fmt(k.written)} written`);
   const w = e.cpuWholeRun;
   console.log(`collector CPU from the window's start until all was processed: ${fmt(w.microsPerBatch)} µs per batch (main thread ${fmt(w.mainMicrosPerBatch)}), ${fmt(w.microsPerPoint, 1)} µs per point; plaintext (its window): ${p ? `${fmt(p.serverCpuMicrosPerBatch)} µs per batch` : '-'}`);
   const th = w.threadsMicrosPerBatch;
@@ -540,6 +559,7 @@ async function main() {
           'CPU µs/batch': fmt(st.cpuWholeRun.microsPerBatch),
           'main / tick / node (pool + V8) / engine': `${fmt(th.main)} / ${fmt(th.tickWorker)} / ${fmt(th.nodeThreads)} (${fmt(th.poolThreads)} + ${fmt(th.v8Threads)}) / ${fmt(th.engine)}`,
           'refused / resent': `${fmt(st.resends.refused)} / ${fmt(st.resends.resent)}`,
+          'compaction passes / s': `${fmt(st.compaction.passes)} / ${fmt(st.compaction.seconds, 2)}`,
           'other CPU': fmt(st.otherCpuCores, 2),
         };
       }),
