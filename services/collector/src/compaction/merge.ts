@@ -10,7 +10,7 @@ import { encodeAggregate, mergeInto, type Aggregate } from '../rollup/index.js';
 import { isPack, LEVEL, packOf } from '../rollup/levels.js';
 import { compactionRow, RowReader, type CompactionRow } from '../rollup/rows.js';
 import { COMPACTION_PART_PREFIX, type RollupGroupCount, type RollupRow, type StoredRollup } from '../storage/types.js';
-import { dayId, decoded, groupId, minutesPackedBefore, newPart, packedBefore, sameList, type CompactionReport, type PassContext } from './pass.js';
+import { BUSY_MINUTE_GROUP_ROWS, dayId, decoded, groupId, minutesPackedBefore, newPart, packedBefore, sameList, type CompactionReport, type PassContext } from './pass.js';
 
 export class GroupMerger {
   constructor(private readonly c: PassContext) {}
@@ -23,12 +23,20 @@ export class GroupMerger {
     // Hour and quarter-hour rows of hours not derived yet are not merged either: their derived rows
     // replace them (derive.ts), and that row's sealed list must name them, not a merged row.
     // Minute rows of hours packed into minute packs (derived hours: minutesPackedBefore) likewise.
+    // While ingest is busy, minute groups of a few rows wait (pass.ts BUSY_MINUTE_GROUP_ROWS):
+    // their hour's derivation and minute pack read them anyway.
     const derived = all.some((g) => packOf(g.level) !== undefined) ? await this.c.o.store.derivedUntil() : 0;
     const packs = (this.c.o.maxDayPacks ?? 2000) > 0;
     const closed = packs ? packedBefore(this.c.o, this.c.now(), derived) : -Infinity;
     const minutesClosed = packs ? minutesPackedBefore(this.c.o, this.c.now(), derived) : -Infinity;
-    const taken = all.filter((g) =>
-      g.level === LEVEL.minute ? g.bucket >= minutesClosed : packOf(g.level) === undefined || (g.bucket >= closed && g.bucket < derived));
+    const minuteRows = packs && this.c.o.busy?.() ? Math.max(2, this.c.o.busyMinuteGroupRows ?? BUSY_MINUTE_GROUP_ROWS) : 2;
+    const taken = all.filter((g) => {
+      if (g.level !== LEVEL.minute) return packOf(g.level) === undefined || (g.bucket >= closed && g.bucket < derived);
+      if (g.bucket < minutesClosed) return false;
+      if (g.rows >= minuteRows) return true;
+      report.skippedGroups++;
+      return false;
+    });
     if (taken.length === 0) return [];
     const rows = await this.c.o.store.rollupsOfGroups(taken, perGroup);
     const byGroup = new Map<string, StoredRollup[]>();
