@@ -260,48 +260,88 @@ export interface OpenedRollup {
   readonly supersedes: string[] | undefined;
 }
 
-function varint(out: number[], n: number): void {
-  for (; n >= 0x80; n = Math.floor(n / 0x80)) out.push((n % 0x80) | 0x80);
-  out.push(n);
-}
 /** Prefixes of a binary entry's part (kinds 1–3 without a slot, 4–6 with one). */
 const PREFIXES = ['', 'c:', 'c:d:'] as const;
 const RAW = 0;
 const HEX_BYTES = 16;
-/** An entry that kinds 1–6 give back as the same text: an optional canonical slot, a known prefix, 32 lowercase hex digits. */
-const BINARY_ENTRY = /^(?:(0|[1-9][0-9]{0,8})\/)?(c:d:|c:)?([0-9a-f]{32})$/;
+/** A lowercase hex digit's value, else -1. */
+const hexDigit = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1);
 
-/** Format 4's list, `varint n | n × entry` (above), then the payload. */
-function withBinaryList(list: readonly string[], payload: Uint8Array): Uint8Array {
-  const head: number[] = [];
-  varint(head, list.length);
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  for (const e of list) {
-    const m = BINARY_ENTRY.exec(e);
-    const bytes: number[] = [];
-    let tail: Uint8Array;
-    if (m) {
-      bytes.push(1 + PREFIXES.indexOf((m[2] ?? '') as (typeof PREFIXES)[number]) + (m[1] === undefined ? 0 : 3));
-      if (m[1] !== undefined) varint(bytes, Number(m[1]));
-      tail = Buffer.from(m[3]!, 'hex');
-    } else {
-      tail = Buffer.from(e, 'utf8');
-      bytes.push(RAW);
-      varint(bytes, tail.length);
+/**
+ * Writes `e` as kinds 1–6 at `o` of `out` (room for 22 bytes): `[<slot>/]<prefix><32 hex>` with a
+ * canonical slot (digits, no leading zero, at most 9) and lowercase hex, which reads back as the
+ * same text; the offset after it, or -1 (then it is written as text). No regex, no buffer per
+ * entry: compaction seals a list with every pack.
+ */
+function putBinaryEntry(e: string, out: Uint8Array, o: number): number {
+  let i = 0;
+  let slot = -1;
+  const slash = e.indexOf('/');
+  if (slash >= 0) {
+    if (slash === 0 || slash > 9 || (slash > 1 && e.charCodeAt(0) === 48)) return -1;
+    slot = 0;
+    for (; i < slash; i++) {
+      const d = e.charCodeAt(i) - 48;
+      if (d < 0 || d > 9) return -1;
+      slot = slot * 10 + d;
     }
-    parts.push(Uint8Array.from(bytes), tail);
-    size += bytes.length + tail.length;
+    i++;
   }
-  const out = new Uint8Array(head.length + size + payload.length);
-  out.set(head, 0);
-  let o = head.length;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
+  const prefix = e.startsWith('c:d:', i) ? 2 : e.startsWith('c:', i) ? 1 : 0;
+  i += prefix * 2;
+  if (e.length - i !== HEX_BYTES * 2) return -1;
+  let w = o + 1;
+  out[o] = 1 + prefix + (slot < 0 ? 0 : 3);
+  if (slot >= 0) for (; ; slot = Math.floor(slot / 0x80)) {
+    if (slot < 0x80) {
+      out[w++] = slot;
+      break;
+    }
+    out[w++] = (slot % 0x80) | 0x80;
+  }
+  for (let j = 0; j < HEX_BYTES; j++, i += 2) {
+    const hi = hexDigit(e.charCodeAt(i));
+    const lo = hexDigit(e.charCodeAt(i + 1));
+    if (hi < 0 || lo < 0) return -1;
+    out[w++] = hi * 16 + lo;
+  }
+  return w;
+}
+
+let listScratch = Buffer.allocUnsafe(16 * 1024);
+/** Format 4's list, `varint n | n × entry` (above), then the payload: a view of a reused buffer, valid until the next call (sealed at once). */
+function withBinaryList(list: readonly string[], payload: Uint8Array): Uint8Array {
+  let max = 5 + payload.length;
+  for (const e of list) max += 6 + Math.max(HEX_BYTES, e.length * 3);
+  if (max > listScratch.length) listScratch = Buffer.allocUnsafe(Math.max(max, listScratch.length * 2));
+  const out = listScratch;
+  let o = 0;
+  for (let n = list.length; ; n = Math.floor(n / 0x80)) {
+    if (n < 0x80) {
+      out[o++] = n;
+      break;
+    }
+    out[o++] = (n % 0x80) | 0x80;
+  }
+  for (const e of list) {
+    const w = putBinaryEntry(e, out, o);
+    if (w >= 0) {
+      o = w;
+      continue;
+    }
+    const len = Buffer.byteLength(e, 'utf8');
+    out[o++] = RAW;
+    for (let n = len; ; n = Math.floor(n / 0x80)) {
+      if (n < 0x80) {
+        out[o++] = n;
+        break;
+      }
+      out[o++] = (n % 0x80) | 0x80;
+    }
+    o += out.write(e, o, 'utf8');
   }
   out.set(payload, o);
-  return out;
+  return out.subarray(0, o + payload.length);
 }
 /** Reads a varint at `at.o` (advancing it); -1 when truncated or too long. */
 function readVarint(b: Uint8Array, at: { o: number }): number {
