@@ -15,6 +15,9 @@ import { xchacha20poly1305 } from '@noble/ciphers/chacha.js';
 import { concat, randomBytes, secretSeal } from '@cipherstat/protocol';
 import { nodeSha512 } from '@cipherstat/protocol/node';
 import { previousOpen, previousSeal } from '../../../bench/records-previous.mjs';
+import { RowReader, type StoredRow } from '../src/rollup/rows.js';
+import { addPoint, decodeAggregate, emptyAggregate, encodeAggregate } from '../src/rollup/aggregate.js';
+import { encodeDayPack } from '../src/rollup/pack.js';
 import { SEAL_OVERHEAD, openAny, openDict, openRollup, openRollupJoined, openRollupRow, opensDict, sealDict, sealRecord, sealRollup, sealRollupInto } from '../src/at-rest/records.js';
 
 const id = { accountId: 'acct_x', level: 1 as const, bucket: 1_790_000_000_000, metric: '123', series: '456', tagKeys: ['7', '8'], tagValues: ['9', '10'], keyVersion: 3, part: 'p1' };
@@ -197,6 +200,39 @@ describe('at-rest records', () => {
     const as3 = sealRollup(key, id, plain).slice();
     as3[0] = 3;
     expect(openRollupRow(key, id, as3)).toBeNull();
+  });
+
+  it('an upgraded table: a day pack sealed in format 3 and its repack in format 4 count once, and the rows either list is left out', () => {
+    const key = randomBytes(32);
+    const H = 3_600_000;
+    const day = Math.floor(1_790_000_000_000 / (24 * H)) * 24 * H;
+    const [hexA, hexB] = ['06494934b3798b88eac1734c9b52deb5', 'c4ea517463cbbf9a6053c012d0d2694b'];
+    const base = { accountId: 'acct_x', metric: '123', series: '456', tagKeys: ['7', '8'], tagValues: ['9', '10'], keyVersion: 1 };
+    const agg = (n: number, t: number) => encodeAggregate(addPoint(emptyAggregate(), n, t));
+    const row = (level: 1 | 2, bucket: number, part: string, a: Uint8Array): StoredRow => ({ l: level, b: bucket, v: 1, s: '456', a, k: '7,8', t: '9,10', m: '123', p: part, u: [] });
+    // the old pack (what compaction wrote before format 4): hour 1, listing hour row h1, its list as text
+    const oldPart = `c:d:${hexA}`;
+    const oldPack = encodeDayPack([{ hour: 1, bytes: agg(5, day + H) }]);
+    const oldBody = concat(Uint8Array.of(1, 4), Buffer.from('1/h1'), oldPack);
+    const oldAd = `rollup\u0000acct_x\u00002\u0000${day}\u0000123\u0000456\u00007,8\u00009,10\u0000v1\u0000p${oldPart}\u0000s`;
+    const old = row(2, day, oldPart, sealRecord(key, oldAd, oldBody, 3));
+    const h1 = row(1, day + H, 'h1', sealRollup(key, { ...base, level: 1, bucket: day + H, part: 'h1' }, agg(5, day + H)));
+    const h2 = row(1, day + 2 * H, 'h2', sealRollup(key, { ...base, level: 1, bucket: day + 2 * H, part: 'h2' }, agg(7, day + 2 * H)));
+    // the repack (format 4): hours 1 and 2, listing the old pack and the late hour row h2
+    const newPart = `c:d:${hexB}`;
+    const repack = encodeDayPack([{ hour: 1, bytes: agg(5, day + H) }, { hour: 2, bytes: agg(7, day + 2 * H) }]);
+    const neu = row(2, day, newPart, sealRollup(key, { ...base, level: 2, bucket: day, part: newPart }, repack, [oldPart, '2/h2']));
+    expect([old.a[0], neu.a[0]]).toEqual([3, 4]);
+    const read = (rows: StoredRow[]) => {
+      const reader = new RowReader({ accountId: 'acct_x', dataKey: () => key, level: (r) => r.l as 1 | 2 });
+      let sum = 0;
+      for (const c of reader.cells(rows)) sum += decodeAggregate(c.bytes).sum;
+      return { sum, failed: reader.failed };
+    };
+    // before the repack: the old pack and the late row; h1 (named by the old pack's list) put back is left out
+    expect(read([h1, old, h2])).toEqual({ sum: 12, failed: 0 });
+    // after it: the repack alone counts, whatever else storage still holds or puts back
+    for (const rows of [[neu], [old, neu], [h2, old, h1, neu], [neu, h2]]) expect(read(rows)).toEqual({ sum: 12, failed: 0 });
   });
 
   it('a format 4 row sealed with fixed bytes (a vector) opens to its list and payload', () => {
