@@ -120,7 +120,17 @@ export class Compactor {
 
   constructor(private readonly o: CompactorOptions) {
     this.m = counters(o.registry);
-    const c: PassContext = { o, now: () => this.now(), opening: (report, n) => this.opening(report, n), closing: () => this.closing };
+    const c: PassContext = {
+      o,
+      now: () => this.now(),
+      opening: (report, n) => this.opening(report, n),
+      closing: () => this.closing,
+      watermark: () => (this.watermark ??= o.store.derivedUntil()),
+      // storage's watermark is the highest one set (not read yet in this pass: the next read asks storage)
+      moved: (until) => {
+        this.watermark = this.watermark?.then((w) => Math.max(w, until));
+      },
+    };
     this.finisher = new FinishProtocol(c);
     this.merger = new GroupMerger(c);
     this.packer = new DayPacker(c, this.finisher);
@@ -133,6 +143,8 @@ export class Compactor {
 
   /** Rows opened in this pass since the event loop last had a turn. */
   private opened = 0;
+  /** The derivation watermark as this pass read it (PassContext.watermark); undefined until read. */
+  private watermark: Promise<number> | undefined;
 
   /** Counts `n` rows opened; every `sliceRows` of them, gives the event loop a turn (pending I/O first). */
   private async opening(report: CompactionReport, n = 1): Promise<void> {
@@ -213,6 +225,7 @@ export class Compactor {
     const endTimer = this.m?.seconds.startTimer();
     const report = emptyReport();
     this.opened = 0;
+    this.watermark = undefined; // read again by each pass
     try {
       await this.compact(report);
       this.m?.passes.inc({ result: 'ok' });

@@ -50,7 +50,7 @@ export class DayPacker {
     // Hour rows of later hours (late points of hours not derived yet) stay rows: their
     // derivation replaces them. Minute rows: of derived hours only (minutesPackedBefore), which
     // derivation never reads again.
-    const closed = packedBeforeOf(level, this.c.o, this.c.now(), await store.derivedUntil());
+    const closed = packedBeforeOf(level, this.c.o, this.c.now(), await this.c.watermark());
     const unitOf = (t: number) => packUnitStart(packLevel, t);
     // Pages in key order, resumed after the last day of the previous page (wrapping round after
     // a short page): days that cannot be packed (no keys, rows that fail to open) never hold up

@@ -52,7 +52,7 @@ export class Deriver {
     const { store } = this.c.o;
     const limit = Math.max(1, this.c.o.maxGroups ?? 2000);
     if (!this.sweep) {
-      const from = await store.derivedUntil();
+      const from = await this.c.watermark();
       const to = hourOf(this.c.now() - DERIVE_LAG_MS);
       if (to <= from) return false;
       this.sweep = { from, to, hold: to };
@@ -123,6 +123,7 @@ export class Deriver {
     if (sweep.hold > sweep.from) {
       this.c.o.fence?.();
       await store.setDerivedUntil(sweep.hold);
+      this.c.moved(sweep.hold);
       await this.c.o.hook?.('watermark');
     }
     // Held by an unfinished compaction: more to do once the next pass finished it. (Held by a

@@ -25,7 +25,7 @@ export class GroupMerger {
     // Minute rows of hours packed into minute packs (derived hours: minutesPackedBefore) likewise.
     // While ingest is busy, minute groups of a few rows wait (pass.ts BUSY_MINUTE_GROUP_ROWS):
     // their hour's derivation and minute pack read them anyway.
-    const derived = all.some((g) => packOf(g.level) !== undefined) ? await this.c.o.store.derivedUntil() : 0;
+    const derived = all.some((g) => packOf(g.level) !== undefined) ? await this.c.watermark() : 0;
     const packs = (this.c.o.maxDayPacks ?? 2000) > 0;
     const closed = packs ? packedBefore(this.c.o, this.c.now(), derived) : -Infinity;
     const minutesClosed = packs ? minutesPackedBefore(this.c.o, this.c.now(), derived) : -Infinity;

@@ -202,4 +202,11 @@ export interface PassContext {
   opening(report: CompactionReport, n?: number): Promise<void>;
   /** Whether stop() was called: a pass in flight stops polling. */
   closing(): boolean;
+  /**
+   * The derivation watermark (storage's `derivedUntil`), read once per pass: the merge, the
+   * derivation and each kind of pack need it, and each read is a statement on the engine ingest
+   * waits for (five a pass since minute packs). `moved` after the pass's own setDerivedUntil.
+   */
+  watermark(): Promise<number>;
+  moved(until: number): void;
 }
