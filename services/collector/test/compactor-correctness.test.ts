@@ -292,7 +292,15 @@ describe('rollup compaction', () => {
     await expect(compactor({ hook: crashAt('deleted') }).runPass()).rejects.toThrow(/simulated crash/);
     const s1 = await shape(a.accountId);
     expect(s1.pending).toBeGreaterThan(0);
-    expect(s1.rows).toBe(s1.groups);
+    // Every source the unfinished merged rows list is gone. (Not "one row per group": whether the
+    // late hour rows of the last hour are merged or left to their derivation or day pack depends
+    // on where the test clock, running on from NOW, is when this test runs.)
+    const [left] = await connectionOf(c.services.store).query<{ n: string }>(
+      `SELECT count() AS n FROM rollups WHERE account_id = {a:String} AND (level, metric, bucket, series, part) IN
+         (SELECT level, metric, bucket, series, arrayJoin(supersedes) FROM rollups WHERE account_id = {a:String} AND notEmpty(supersedes) AND level IN (0, 1, 3))`,
+      { a: a.accountId },
+    );
+    expect(Number(left!.n)).toBe(0);
     expectSameAnswers(before, await checkAll(a));
     const r = await compactor().runPass();
     expect(r.finished).toBe(s1.pending);
