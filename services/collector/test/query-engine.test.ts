@@ -527,7 +527,7 @@ describe('runQuery', () => {
     expect(sum([{ ...newer, u: [...entries, '1/h9'] }, { ...hourRow, p: 'h9', a: sealRollup(keys.dataKey, { ...id, level: 1, bucket: day + H, part: 'h9' }, agg(3, day + H)) }]))
       .toEqual({ value: 15, failed: 0, tampered: 1 });
     // a sealed list on a row that is no compaction's does not open as one (its part is bound), and
-    // a format 3 row under a tick part is not what compaction writes
+    // a row sealing a list (format 4) under a tick part is not what compaction writes
     const tickWithList = { ...hourRow, p: 'h2', a: sealRollup(keys.dataKey, { ...id, level: 1, bucket: day + H, part: 'h2' }, agg(1, day + H), ['h1']) };
     expect(sum([tickWithList, hourRow])).toEqual({ value: 5, failed: 1 });
   });

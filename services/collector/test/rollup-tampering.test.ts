@@ -2,7 +2,7 @@
  * What storage can and cannot do to an answer by adding, copying or relabelling whole rollup
  * rows. Each row's identity (account, level, bucket, metric, series, tag pseudonyms, key version
  * and part) is its associated data (record format 2, src/at-rest/records.ts); rows compaction writes
- * (merged rows, day packs) also seal the list of rows they replace (format 3), and readers go by
+ * (merged rows, day packs) also seal the list of rows they replace (format 3; 4 since schema 14, in binary), and readers go by
  * that sealed list only (rollup/supersedes.ts). Points go over HTTP through the real processor
  * into chDB; the tampering is SQL on the real table; every answer is compared with the untampered
  * one, before and after compaction of the tampered table.
@@ -190,7 +190,7 @@ it('tick rows (record format 2): a copy, a copy under another part, a row listed
   expectSameAnswers(untampered, await ask()); // restored
 }, 600_000);
 
-it('merged rows and day packs (record format 3): the same tamperings, and rows replayed after compaction deleted them, move no number and are counted', async () => {
+it('merged rows and day packs (record formats 3 and 4): the same tamperings, and rows replayed after compaction deleted them, move no number and are counted', async () => {
   await save('before_compaction');
   const report = await compact();
   expect(report.writtenRows).toBeGreaterThan(0);

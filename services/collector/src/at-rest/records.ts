@@ -246,7 +246,7 @@ const rollupText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: str
 /** Format 2: the format 1 identity, then the key version and the part. */
 const rowText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string) =>
   `${rollupText(id, keys, values)}\u0000v${id.keyVersion}\u0000p${id.part}`;
-/** Format 3 (read only now): the format 2 identity and a marker; format 4: another marker (a row relabelled 2, 3 or 4 as another does not open). */
+/** Format 3 (read only now): the format 2 identity and a marker; format 4: another marker (a row relabelled 2, 3 or 4 as another does not open: no identity field may hold a NUL, `hasNul`). */
 const MERGED_MARK = '\u0000s';
 const BINARY_MARK = '\u0000s4';
 const binaryText = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string) => `${rowText(id, keys, values)}${BINARY_MARK}`;
@@ -408,8 +408,18 @@ function splitList(plain: Uint8Array, binary: boolean): OpenedRollup | null {
   return new Merged(plain.subarray(at.o), plain.subarray(0, at.o), count, binary);
 }
 
+/**
+ * Whether an identity column storage gave holds a NUL, the associated data's separator. No writer
+ * puts one there; refused, so no field can absorb a separator and turn one format's associated
+ * data into another's (a format 4 row relabelled 2 with `part` = `X\0s4`, or a format 2 row
+ * relabelled 1 with the key version and part moved into `values`).
+ */
+const hasNul = (id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string): boolean =>
+  id.part.includes('\u0000') || values.includes('\u0000') || keys.includes('\u0000') || id.series.includes('\u0000') || id.metric.includes('\u0000');
+
 /** Format 4, 3 or 2 (key version and part bound) or, for rows written before them, format 1 / legacy. */
 function openRow(key: Uint8Array, id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string, sealed: Uint8Array): OpenedRollup | null {
+  if (hasNul(id, keys, values)) return null;
   if (sealed[0] === FORMAT_MERGED_BINARY) {
     const plain = openRecordAd(key, rowAd(id, keys, values, BINARY_MARK), sealed, FORMAT_MERGED_BINARY);
     if (plain) return splitList(plain, true);

@@ -7,7 +7,8 @@
  * compaction then deletes them and empties the list (the same crash-safe steps as merging
  * partial rows). So once a day is packed its hour (quarter-hour) rows are gone, and a query reads
  * the pack plus the rows that arrived later (late data). The pack also seals that list (record
- * format 3): readers leave out the rows it names from the sealed list (rollup/supersedes.ts).
+ * format 4, in binary; format 3 rows, the list as text, still open): readers leave out the rows it
+ * names from the sealed list (rollup/supersedes.ts).
  *
  * `supersedes` entries of a pack: `<slot>/<part>` for a row it holds (an hour pack: the hour
  * row of bucket day + slot hours; a quarter pack: the quarter-hour row of bucket day + slot
