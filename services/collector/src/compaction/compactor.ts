@@ -327,11 +327,4 @@ export class Compactor {
     }
     if (touched.size) this.o.onCompacted?.([...touched]);
   }
-
-  /** Step 3: the merged row of every taken group that has at least two rows to merge. */
-
-  /** The rows this mutation (`d`elete, `c`lear) was not queued for in the last minute (by a pass that timed out). */
-
-  /** Polls `done` (after 100 ms, then less often, up to 1 s apart) until it holds, the settle time is over, or stop(). */
-
 }
