@@ -24,8 +24,11 @@ export class FinishProtocol {
   /** `d:`/`c:` + row → when a delete (sources) or a list update (merged rows) was last queued for it. */
   private readonly queued = new Map<string, number>();
   /**
-   * Per kind of mutation (`d`elete, `c`lear), how long the last one took to apply here (ms): the
-   * first read of the next poll waits that long. Each read is a statement over every row still
+   * Per kind of mutation (`d`elete, `c`lear), about how long the last one took to apply here (ms):
+   * the first read of the next poll waits that long. It follows the mutations both ways: a poll
+   * done at its first read halves it (the mutation may have applied sooner), a later read sets it to
+   * the time slept before that read — not to the poll's whole time, which includes the reads and
+   * would only ever grow, until every poll slept the 1 s cap. Each read is a statement over every row still
    * awaited (at storefront load, ~0.3 s of engine CPU for a pass's 8,000 sources) and chDB applies
    * a queued mutation in a second or so under load: reads from 100 ms on, doubling, took about
    * five per pass, most of them finding the rows still there.
@@ -130,15 +133,17 @@ export class FinishProtocol {
     return out.map(refOf);
   }
 
-  /** Polls `done` (first after the last mutation of this kind took to apply, then less often, up to 1 s apart) until it holds, the settle time is over, or stop(). */
+  /** Polls `done` (first after about as long as the last mutation of this kind took to apply, then less often, up to 1 s apart) until it holds, the settle time is over, or stop(). */
   private async poll(done: () => Promise<boolean>, kind: 'd' | 'c'): Promise<boolean> {
     const started = performance.now();
     const deadline = started + (this.c.o.settleMs ?? 10_000);
-    for (let wait = this.applyMs[kind]; ; wait = Math.min(MAX_POLL_MS, wait * 2)) {
+    let slept = 0;
+    for (let wait = this.applyMs[kind], first = true; ; wait = Math.min(MAX_POLL_MS, wait * 2), first = false) {
       if (this.c.closing() || performance.now() > deadline) return false;
       await sleep(wait);
+      slept += wait;
       if (await done()) {
-        this.applyMs[kind] = Math.min(MAX_POLL_MS, Math.max(FIRST_POLL_MS, performance.now() - started));
+        this.applyMs[kind] = Math.min(MAX_POLL_MS, Math.max(FIRST_POLL_MS, first ? this.applyMs[kind] / 2 : slept));
         return true;
       }
     }

@@ -38,7 +38,10 @@ export const COMPACTION_SLICE_ROWS = 500;
  * half of the groups merged held two rows, and each pass beside ingest took CPU from it. A
  * group skipped so is merged by a later pass once it holds this many rows or ingest is quiet
  * (if it got rows in the sweep's window), or packed with its hour; a query of the live hour
- * reads at most this many rows less one per series-minute for it meanwhile.
+ * reads fewer than this many rows per series-minute for it at the moment of a busy pass (rows that
+ * arrive between passes add to them, and `rows` counts every key version). While ingest never
+ * stops, only the minute pack absorbs such a group, about `dayPackLagMs` after its hour, once the
+ * derivation watermark has passed it.
  */
 export const BUSY_MINUTE_GROUP_ROWS = 4;
 
