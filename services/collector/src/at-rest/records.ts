@@ -264,6 +264,12 @@ export interface OpenedRollup {
 const PREFIXES = ['', 'c:', 'c:d:'] as const;
 const RAW = 0;
 const HEX_BYTES = 16;
+/** Writes `n` as a varint at `o` of `out`; the offset after it. */
+function putVarint(out: Uint8Array, o: number, n: number): number {
+  for (; n >= 0x80; n = Math.floor(n / 0x80)) out[o++] = (n % 0x80) | 0x80;
+  out[o++] = n;
+  return o;
+}
 /** A lowercase hex digit's value, else -1. */
 const hexDigit = (c: number): number => (c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : -1);
 
@@ -292,13 +298,7 @@ function putBinaryEntry(e: string, out: Uint8Array, o: number): number {
   if (e.length - i !== HEX_BYTES * 2) return -1;
   let w = o + 1;
   out[o] = 1 + prefix + (slot < 0 ? 0 : 3);
-  if (slot >= 0) for (; ; slot = Math.floor(slot / 0x80)) {
-    if (slot < 0x80) {
-      out[w++] = slot;
-      break;
-    }
-    out[w++] = (slot % 0x80) | 0x80;
-  }
+  if (slot >= 0) w = putVarint(out, w, slot);
   for (let j = 0; j < HEX_BYTES; j++, i += 2) {
     const hi = hexDigit(e.charCodeAt(i));
     const lo = hexDigit(e.charCodeAt(i + 1));
@@ -315,29 +315,15 @@ function withBinaryList(list: readonly string[], payload: Uint8Array): Uint8Arra
   for (const e of list) max += 6 + Math.max(HEX_BYTES, e.length * 3);
   if (max > listScratch.length) listScratch = Buffer.allocUnsafe(Math.max(max, listScratch.length * 2));
   const out = listScratch;
-  let o = 0;
-  for (let n = list.length; ; n = Math.floor(n / 0x80)) {
-    if (n < 0x80) {
-      out[o++] = n;
-      break;
-    }
-    out[o++] = (n % 0x80) | 0x80;
-  }
+  let o = putVarint(out, 0, list.length);
   for (const e of list) {
     const w = putBinaryEntry(e, out, o);
     if (w >= 0) {
       o = w;
       continue;
     }
-    const len = Buffer.byteLength(e, 'utf8');
     out[o++] = RAW;
-    for (let n = len; ; n = Math.floor(n / 0x80)) {
-      if (n < 0x80) {
-        out[o++] = n;
-        break;
-      }
-      out[o++] = (n % 0x80) | 0x80;
-    }
+    o = putVarint(out, o, Buffer.byteLength(e, 'utf8'));
     o += out.write(e, o, 'utf8');
   }
   out.set(payload, o);

@@ -104,7 +104,9 @@ export function count(s: Sketch): number {
 /** `+ 0`: magnitudes just under 1 give Math.ceil(−0.x) = −0; bucket indexes are +0 (same bytes, exact store bounds). */
 const indexOf = (lnGamma: number, magnitude: number): number => Math.ceil(Math.log(magnitude) / lnGamma) + 0;
 /** γ^i·(1 − α), computed in log space so the top bucket does not overflow. */
-const valueOf = (s: Sketch, i: number): number => Math.min(Math.exp(i * s.lnGamma + Math.log1p(-s.alpha)), Number.MAX_VALUE);
+/** The value bucket `i` stands for, under `lnGamma` and `alpha`. */
+const valueAt = (i: number, lnGamma: number, alpha: number): number => Math.min(Math.exp(i * lnGamma + Math.log1p(-alpha)), Number.MAX_VALUE);
+const valueOf = (s: Sketch, i: number): number => valueAt(i, s.lnGamma, s.alpha);
 
 /** Adds `n` occurrences of `value` (finite; n a positive safe integer). Mutates and returns the sketch. */
 export function add(s: Sketch, value: number, n = 1): Sketch {
@@ -619,15 +621,13 @@ export function keptQuantile(list: readonly unknown[], from: number, count: numb
     const chunk = list[from + 3 * best] as Int32Array;
     const at = walkAt[best]!;
     seen += chunk[at + 1]!;
-    if (seen > r) return keptValue(index);
+    if (seen > r) return valueAt(index, DEFAULT_LN_GAMMA, DEFAULT_ALPHA);
     const next = up ? at + 2 : at - 2;
     walkAt[best] = next;
     walkIndex[best] = up ? (next < walkEnd[best]! ? (chunk[next]! - 1) >> 2 : Infinity) : next >= walkEnd[best]! ? (chunk[next]! - 1) >> 2 : -Infinity;
   }
 }
 
-/** valueOf for the default parameters. */
-const keptValue = (i: number): number => Math.min(Math.exp(i * DEFAULT_LN_GAMMA + Math.log1p(-DEFAULT_ALPHA)), Number.MAX_VALUE);
 
 /**
  * Puts the body of a sketch of `n` (2 or 3) values — createSketch(params), then add(a), add(b)
