@@ -60,16 +60,22 @@ const MINUTES = QUERIES.filter((q) => q.interval === 'minute');
 const withoutQuarters = (store: Store): Store =>
   new Proxy(store, { get: (t, k) => (k === 'rollupLevelSince' ? async () => Date.now() + 600_000 : Reflect.get(t, k)) });
 
-/** Every answer over [D, to) matches the reference of `pts`; no row failed. */
-async function checkAll(to: number, o: { account?: TestAccount; pts?: GenPoint[]; queries?: RefQuery[] } = {}): Promise<QueryResult[]> {
+/** Each of `queries` over [from, to) for the account matches the reference of `pts`; no row failed. */
+async function answers(accountId: string, queries: readonly RefQuery[], from: number, to: number, pts: GenPoint[]): Promise<QueryResult[]> {
   const res: QueryResult[] = [];
-  const accountId = (o.account ?? a).accountId;
-  for (const q of o.queries ?? QUERIES) {
-    const r = await runQuery({ store: c.services.store, keyring: c.services.keyring }, { accountId }, { ...q, from: D, to });
+  for (const q of queries) {
+    const r = await runQuery({ store: c.services.store, keyring: c.services.keyring }, { accountId }, { ...q, from, to });
     expect(r.meta.failedRows).toBe(0);
-    checkAgainstReference(q, r, o.pts ?? sent);
+    checkAgainstReference(q, r, pts);
     res.push(r);
   }
+  return res;
+}
+
+/** Every answer over [D, to) matches the reference of `pts`; no row failed. */
+async function checkAll(to: number, o: { account?: TestAccount; pts?: GenPoint[]; queries?: RefQuery[] } = {}): Promise<QueryResult[]> {
+  const accountId = (o.account ?? a).accountId;
+  const res = await answers(accountId, o.queries ?? QUERIES, D, to, o.pts ?? sent);
   // hours and days in Asia/Kolkata without quarter-hour rows: from minute data where a bucket edge is inside a UTC hour
   const store = withoutQuarters(c.services.store);
   for (const interval of ['hour', 'day'] as const) {
@@ -211,16 +217,7 @@ describe('minute packs', () => {
     expect(await levels(H, H + HOUR, x.accountId)).toMatchObject({ 5: expect.any(Number) });
     expect((await levels(H, H + HOUR, x.accountId))[0]).toBeUndefined();
     const queries = MINUTES.filter((q) => q.timezone === 'UTC');
-    const check = async () => {
-      const res: QueryResult[] = [];
-      for (const q of queries) {
-        const r = await runQuery({ store: c.services.store, keyring: c.services.keyring }, { accountId: x.accountId }, { ...q, from: H, to: H + HOUR });
-        expect(r.meta.failedRows).toBe(0);
-        checkAgainstReference(q, r, pts);
-        res.push(r);
-      }
-      return res;
-    };
+    const check = () => answers(x.accountId, queries, H, H + HOUR, pts);
     const honest = await check();
     expect(honest.every((r) => r.meta.tamperedRows === 0)).toBe(true);
     // the tick's minute rows the pack holds come back (a replay from a backup)
@@ -306,16 +303,7 @@ describe('minute packs', () => {
       (await levels(H + minute * MIN, H + (minute + 1) * MIN, z.accountId))[0];
     expect([await minuteRows(10), await minuteRows(20)]).toEqual([2, BUSY_MINUTE_GROUP_ROWS]);
     const queries = MINUTES.filter((q) => q.timezone === 'UTC');
-    const ask = async () => {
-      const res: QueryResult[] = [];
-      for (const q of queries) {
-        const r = await runQuery({ store: c.services.store, keyring: c.services.keyring }, { accountId: z.accountId }, { ...q, from: H, to: H + HOUR });
-        expect(r.meta.failedRows).toBe(0);
-        checkAgainstReference(q, r, pts);
-        res.push(r);
-      }
-      return res;
-    };
+    const ask = () => answers(z.accountId, queries, H, H + HOUR, pts);
     const before = await ask();
     const busy = await compactor({ busy: () => true }).runPass();
     expect(busy.skippedGroups).toBeGreaterThanOrEqual(1);

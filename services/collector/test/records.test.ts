@@ -22,6 +22,12 @@ import { SEAL_OVERHEAD, openAny, openDict, openRollup, openRollupJoined, openRol
 
 const id = { accountId: 'acct_x', level: 1 as const, bucket: 1_790_000_000_000, metric: '123', series: '456', tagKeys: ['7', '8'], tagValues: ['9', '10'], keyVersion: 3, part: 'p1' };
 const AD = 'rollup\u0000acct_x\u00001\u00001790000000000\u0000123\u0000456\u00007,8\u00009,10';
+/** A copy of a sealed row with another format byte (relabelled). */
+const asFormat = (sealed: Uint8Array, format: number): Uint8Array => {
+  const relabelled = sealed.slice();
+  relabelled[0] = format;
+  return relabelled;
+};
 
 describe('at-rest records', () => {
   it('are XChaCha20-Poly1305 records: 0x01 | nonce | ciphertext | tag, the identity as associated data', () => {
@@ -145,23 +151,13 @@ describe('at-rest records', () => {
     // rows of formats 1 and 2 seal no list
     expect(openRollupRow(key, id, sealRollup(key, id, plain))!.supersedes).toBeUndefined();
     // relabelled 4 → 2 or 3, or 2 → 4: does not open
-    for (const f of [2, 3]) {
-      const relabelled = sealed.slice();
-      relabelled[0] = f;
-      expect(openRollupRow(key, { ...id, part: 'c:x' }, relabelled)).toBeNull();
-    }
-    const as4 = sealRollup(key, id, plain).slice();
-    as4[0] = 4;
-    expect(openRollupRow(key, id, as4)).toBeNull();
+    for (const f of [2, 3]) expect(openRollupRow(key, { ...id, part: 'c:x' }, asFormat(sealed, f))).toBeNull();
+    expect(openRollupRow(key, id, asFormat(sealRollup(key, id, plain), 4))).toBeNull();
     // a separator absorbed by a field storage controls: 4 relabelled 2 under part `c:x\0s4` has
     // the same associated data as the format 4 row, and 2 relabelled 1 with the key version and
     // part moved into the tag values has the same as the format 2 row: neither opens
-    const as2 = sealed.slice();
-    as2[0] = 2;
-    expect(openRollupRow(key, { ...id, part: 'c:x\u0000s4' }, as2)).toBeNull();
-    const as1 = sealRollup(key, id, plain).slice();
-    as1[0] = 1;
-    expect(openRollupJoined(key, id, '7,8', '9,10\u0000v3\u0000pp1', as1)).toBeNull();
+    expect(openRollupRow(key, { ...id, part: 'c:x\u0000s4' }, asFormat(sealed, 2))).toBeNull();
+    expect(openRollupJoined(key, id, '7,8', '9,10\u0000v3\u0000pp1', asFormat(sealRollup(key, id, plain), 1))).toBeNull();
     // a 4 that is really a malformed list (only a writer's bug: it is authenticated) does not open:
     // an unknown kind, a truncated entry, a missing slot, text past the end, a count or a slot
     // varint longer than 5 bytes; the well-formed list beside them opens
@@ -226,14 +222,8 @@ describe('at-rest records', () => {
     expect(openRollupJoined(key, { ...id, part: 'c:x' }, '7,8', '9,10', sealed)!.supersedes).toEqual(list);
     expect(openRollupRow(key, { ...id, part: 'c:y' }, sealed)).toBeNull();
     // relabelled 3 → 2 or 4, or 2 → 3: does not open
-    for (const f of [2, 4]) {
-      const relabelled = sealed.slice();
-      relabelled[0] = f;
-      expect(openRollupRow(key, { ...id, part: 'c:x' }, relabelled)).toBeNull();
-    }
-    const as3 = sealRollup(key, id, plain).slice();
-    as3[0] = 3;
-    expect(openRollupRow(key, id, as3)).toBeNull();
+    for (const f of [2, 4]) expect(openRollupRow(key, { ...id, part: 'c:x' }, asFormat(sealed, f))).toBeNull();
+    expect(openRollupRow(key, id, asFormat(sealRollup(key, id, plain), 3))).toBeNull();
   });
 
   it('an upgraded table: a day pack sealed in format 3 and its repack in format 4 count once, and the rows either list is left out', () => {
@@ -302,13 +292,8 @@ describe('at-rest records', () => {
     expect(Buffer.from(openRollup(key, { ...id, part: 'any' }, v1)!).equals(Buffer.from(plain))).toBe(true);
     expect(openRollup(key, { ...id, series: '457' }, v1)).toBeNull();
     // relabelled as format 2 (or a format 2 row as format 1): the tag no longer verifies
-    const as2 = v1.slice();
-    as2[0] = 2;
-    expect(openRollup(key, id, as2)).toBeNull();
-    const v2 = sealRollup(key, id, plain);
-    const as1 = v2.slice();
-    as1[0] = 1;
-    expect(openRollup(key, id, as1)).toBeNull();
+    expect(openRollup(key, id, asFormat(v1, 2))).toBeNull();
+    expect(openRollup(key, id, asFormat(sealRollup(key, id, plain), 1))).toBeNull();
   });
 
   it('still open rows written before format 1 (secretbox with an 8-byte identity tag inside)', () => {
