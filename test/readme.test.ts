@@ -54,7 +54,7 @@ const commands = (code: string): string[] =>
     .filter((l) => l !== '' && !l.startsWith('#'));
 
 /** Blocks this file runs, and those it does not, with the reason. */
-const RUN = ['start', 'create', 'manage', 'http-create', 'script', 'npm', 'metrics', 'metrics-answer', 'query', 'query-answer', 'query-hourly'];
+const RUN = ['start', 'create', 'manage', 'http-create', 'script', 'npm', 'metrics', 'metrics-answer', 'query', 'query-answer', 'query-hourly', 'query-columns-answer', 'query-columns'];
 /** packages/library/README.md: its blocks run here, or why not. */
 const LIBRARY_RUN = ['script', 'npm'];
 const LIBRARY_KNOWN: Record<string, string> = { install: '`npm i` from the registry: the packed tarball installs in test/pack.test.ts' };
@@ -288,6 +288,25 @@ ${inline}`;
     const values = answer.series[0].points.filter(([, v]: [number, number | null]) => v !== null);
     expect(values).toHaveLength(1);
     expect(values[0][1]).toBeGreaterThan(0);
+    // the same in the columns form: every bucket once, the same value at the same bucket start
+    const columns = JSON.parse(await sh(local(block('query-columns')), { READ_TOKEN: readToken }));
+    expect(Object.keys(columns)).toEqual(['buckets', 'series', 'meta']);
+    expect(columns.meta).toMatchObject({ metric: 'page.load_ms', aggregation: 'p95', interval: 'hour', timezone: 'Asia/Kolkata', failedRows: 0 });
+    expect(columns.series).toHaveLength(1);
+    expect(columns.series[0].values).toHaveLength(columns.buckets.length);
+    const at = columns.buckets.indexOf(values[0][0]);
+    expect(at, JSON.stringify(columns)).toBeGreaterThanOrEqual(0);
+    expect(columns.series[0].values[at]).toBe(values[0][1]);
+    expect(columns.series[0].values.filter((v: number | null) => v !== null)).toHaveLength(1);
+    // the documented columns answer: the first example's answer in that form
+    const documentedColumns = JSON.parse(block('query-columns-answer').replace(/, …\]/g, ']'));
+    expect(Object.keys(documentedColumns)).toEqual(['buckets', 'series', 'meta']);
+    expect(documentedColumns.meta).toEqual(documented.meta);
+    expect(documentedColumns.buckets).toEqual(documented.series[0].points.map(([t]: [number]) => t));
+    documentedColumns.series.forEach((s: { tags: object; values: number[] }, i: number) => {
+      expect(s.tags).toEqual(documented.series[i].tags);
+      expect(s.values).toEqual(documented.series[i].points.map(([, v]: [number, number]) => v));
+    });
     // and the order from the browser and the one from Node, counted per hour
     const orders = JSON.parse(
       await sh(local(`curl -s http://127.0.0.1:8787/v1/query -H "Authorization: Bearer $READ_TOKEN" -d '{"metric":"orders","aggregation":"count","interval":"day","from":${Date.now() - 86_400_000},"to":${Date.now() + 60_000}}'`), { READ_TOKEN: readToken }),

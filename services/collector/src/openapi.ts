@@ -69,7 +69,7 @@ const routes = (): Route[] => [
   { method: 'post', path: '/v1/accounts/{id}/read-token', summary: 'rotate the read token', auth: 'admin', ok: [200, '{ accountId, readToken }'], response: LIFECYCLE_RESPONSES.readToken },
   { method: 'get', path: '/v1/accounts/{id}/verify', summary: "verify an account's stored data", auth: 'admin', ok: [200, 'verification report'], response: LIFECYCLE_RESPONSES.verify },
   { method: 'get', path: '/v1/metrics', summary: "the account's metric names, tag keys, volume, rejects and processed batches by envelope version", auth: 'read', ok: [200, 'the listing'], response: QUERY_RESPONSES.metrics },
-  { method: 'post', path: '/v1/query', summary: 'aggregated series', auth: 'read', json: querySchema, ok: [200, '{ series, meta }'], response: QUERY_RESPONSES.query },
+  { method: 'post', path: '/v1/query', summary: 'aggregated series (`format`: the points form, or columns: every bucket start once and each series its values)', auth: 'read', json: querySchema, ok: [200, '{ series, meta }, or with "format": "columns" { buckets, series, meta }'], response: QUERY_RESPONSES.query },
   { method: 'get', path: '/', summary: 'the dashboard', auth: 'none', ok: [200, 'HTML'], produces: 'text/html' },
   { method: 'get', path: '/index.html', summary: 'the dashboard', auth: 'none', ok: [200, 'HTML'], produces: 'text/html' },
   { method: 'get', path: '/assets/{name}', summary: "the dashboard's static files", auth: 'none', ok: [200, 'a file'], produces: 'application/octet-stream' },

@@ -81,6 +81,7 @@ it('recorded requests validate against the document, and what it refuses the col
   for (const [path, token, body, method] of [
     ['/v1/query', readToken, { ...q, extra: 1 }, 'POST'],
     ['/v1/query', readToken, { ...q, aggregation: 'p42' }, 'POST'],
+    ['/v1/query', readToken, { ...q, format: 'csv' }, 'POST'],
     ['/v1/accounts', ADMIN_TOKEN, { retentionDays: 0 }, 'POST'],
     ['/v1/accounts/{id}', ADMIN_TOKEN, { allowedOrigins: ['not an origin'] }, 'PATCH'],
   ] as const) {
@@ -138,6 +139,9 @@ it('every JSON route has a response schema, and recorded answers of every route 
   const q = { metric: 'page.load_ms', aggregation: 'p95', interval: 'hour', from: now - 7_200_000, to: now, groupBy: ['country'] };
   await record('/v1/query', 'post', await fetch(`${c.url}/v1/query`, { method: 'POST', headers: { ...read, 'content-type': 'application/json' }, body: JSON.stringify(q) }));
   await record('/v1/query', 'post', await fetch(`${c.url}/v1/query`, { method: 'POST', headers: { ...read, 'content-type': 'application/json' }, body: JSON.stringify({ ...q, metric: 'nope' }) })); // 404
+  const columns = await record('/v1/query', 'post', await fetch(`${c.url}/v1/query`, { method: 'POST', headers: { ...read, 'content-type': 'application/json' }, body: JSON.stringify({ ...q, format: 'columns' }) }));
+  expect(Object.keys(columns)).toEqual(['buckets', 'series', 'meta']);
+  expect((await record('/v1/query', 'post', await fetch(`${c.url}/v1/query`, { method: 'POST', headers: { ...read, 'content-type': 'application/json' }, body: JSON.stringify({ ...q, format: 'csv' }) }))).error.code).toBe('unknown_format');
 
   const prom = async (route: string, params: Record<string, string>, method: 'get' | 'post') => {
     const form = new URLSearchParams(params);
@@ -178,5 +182,8 @@ it('every JSON route has a response schema, and recorded answers of every route 
   const answer = await (await fetch(`${c.url}/v1/query`, { method: 'POST', headers: { ...read2(), 'content-type': 'application/json' }, body: JSON.stringify(q) })).json();
   expect(schemaOf('/v1/query', 'post')(answer)).toBe(true);
   expect(schemaOf('/v1/query', 'post')({ ...answer, extra: 1 })).toBe(false);
+  // either form, never a mix of the two
+  expect(schemaOf('/v1/query', 'post')({ ...answer, buckets: [] })).toBe(false);
+  expect(schemaOf('/v1/query', 'post')({ buckets: [], series: answer.series, meta: answer.meta })).toBe(answer.series.length === 0);
   expect(schemaOf('/healthz', 'get')({ status: 'fine' })).toBe(false);
 });

@@ -48,6 +48,7 @@ import { parseQuery, queryKey, type Query } from './request.js';
 import { LEVEL } from '../rollup/levels.js';
 import { DAY_MS, HOUR_MS } from '../rollup/days.js';
 import { countRows } from '../rollup/rows.js';
+import { buckets, type Interval } from '../rollup/time.js';
 import { FifoMap } from '../fifo-map.js';
 
 export { MAX_SERIES, roundFloat } from './merge.js';
@@ -156,6 +157,31 @@ export function queryResultJson(result: QueryResult): string {
     out += ']}';
   }
   return `${out}],"meta":${JSON.stringify(result.meta)}}`;
+}
+
+/**
+ * The answer in the `columns` form (request.ts QUERY_FORMATS):
+ * `{"buckets":[t0,t1,…],"series":[{"tags":{…},"values":[v0,v1,…]}],"meta":{…}}` — every bucket
+ * start once, each series' values in bucket order: the same numbers and nulls as
+ * queryResultJson's points, a fifth to a half of the bytes for a dashboard's answers (the bucket
+ * starts are most of the points form). No series: the buckets of `meta`'s range all the same.
+ */
+export function queryResultColumnsJson(result: QueryResult): string {
+  const { series, meta } = result;
+  const starts = series.length ? series[0]!.points.map((p) => p[0]) : buckets(meta.from, meta.to, meta.interval as Interval, meta.timezone);
+  let out = `{"buckets":[${starts.join(',')}],"series":[`;
+  for (let s = 0; s < series.length; s++) {
+    const { tags, points } = series[s]!;
+    if (points.length !== starts.length) throw new Error(`query answer: series ${s} has ${points.length} points for ${starts.length} buckets`);
+    out += `${s ? ',' : ''}{"tags":${JSON.stringify(tags)},"values":[`;
+    for (let i = 0; i < points.length; i++) {
+      const [t, v] = points[i]!;
+      if (t !== starts[i]) throw new Error(`query answer: series ${s} point ${i} is not at its bucket start`);
+      out += `${i ? ',' : ''}${v === null || !Number.isFinite(v) ? 'null' : v}`;
+    }
+    out += ']}';
+  }
+  return `${out}],"meta":${JSON.stringify(meta)}}`;
 }
 
 /**

@@ -19,13 +19,28 @@ import type { Services } from '../services.js';
 import type { QueryCache } from './cache.js';
 import { listMetrics, type MetricsListing } from './catalog.js';
 import { DashboardFiles, securityHeaders, serveDashboard } from './dashboard.js';
-import { QUERY_PHASES, QueryTiming, queryResultJson, runQuery, WATERMARK_TTL_MS, type QueryResult, type QueryStats } from './engine.js';
+import { QUERY_PHASES, QueryTiming, queryResultColumnsJson, queryResultJson, runQuery, WATERMARK_TTL_MS, type QueryResult, type QueryStats } from './engine.js';
 import { registerPrometheusRoutes } from './prometheus/routes.js';
 import { refusalAdvice } from '../ingest/refusals.js';
 import { QueryLimits } from './limits.js';
+import { answerFormat } from './request.js';
 import { defaultMergers, type Mergers } from './mergers.js';
 
 // ---- responses (described in /openapi.json; services/collector/test/openapi.test.ts validates recorded answers)
+/** POST /v1/query's `meta`, the same in both answer forms. */
+const queryMeta = z.object({
+  metric: z.string(),
+  aggregation: z.string(),
+  interval: z.string(),
+  timezone: z.string(),
+  from: z.number(),
+  to: z.number(),
+  level: z.enum(['minute', 'quarter', 'hour', 'hour+minute']),
+  rows: z.number(),
+  failedRows: z.number(),
+  tamperedRows: z.number(),
+  cached: z.boolean(),
+});
 export const QUERY_RESPONSES = {
   /** GET /v1/metrics */
   metrics: z.object({
@@ -45,23 +60,18 @@ export const QUERY_RESPONSES = {
     advice: z.record(z.string(), z.string()),
     envelopes: z.record(z.string(), z.number()).describe('processed batches by envelope version'),
   }),
-  /** POST /v1/query */
-  query: z.object({
-    series: z.array(z.object({ tags: z.record(z.string(), z.string()), points: z.array(z.tuple([z.number(), z.number().nullable()])) })),
-    meta: z.object({
-      metric: z.string(),
-      aggregation: z.string(),
-      interval: z.string(),
-      timezone: z.string(),
-      from: z.number(),
-      to: z.number(),
-      level: z.enum(['minute', 'hour', 'hour+minute']),
-      rows: z.number(),
-      failedRows: z.number(),
-      tamperedRows: z.number(),
-      cached: z.boolean(),
+  /** POST /v1/query: the points form (default), or `"format": "columns"` */
+  query: z.union([
+    z.object({
+      series: z.array(z.object({ tags: z.record(z.string(), z.string()), points: z.array(z.tuple([z.number(), z.number().nullable()])) })),
+      meta: queryMeta,
     }),
-  }),
+    z.object({
+      buckets: z.array(z.number()).describe('every bucket start (epoch ms), once, ascending'),
+      series: z.array(z.object({ tags: z.record(z.string(), z.string()), values: z.array(z.number().nullable()).describe('one per bucket, in the order of `buckets`') })),
+      meta: queryMeta,
+    }).describe('"format": "columns"'),
+  ]),
 };
 
 export interface QueryRoutesOptions {
@@ -187,6 +197,8 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     } catch {
       throw new CollectorError(400, 'invalid_json', 'the request body is not JSON');
     }
+    // the answer's form (400 unknown_format): only how it is written, so a cached answer serves either
+    const format = answerFormat(value);
     timing.mark('body');
     const stats: QueryStats = { storageMs: 0, mergeMs: 0, rows: 0, timing };
     const result = await answer(account, value, stats);
@@ -200,7 +212,7 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
       }
     }
     // c.json's text, written faster (the answer is most of a dashboard query's main-thread work)
-    const json = queryResultJson(result);
+    const json = format === 'columns' ? queryResultColumnsJson(result) : queryResultJson(result);
     timing.mark('json');
     end();
     for (const p of QUERY_PHASES) if (timing.ms[p] !== undefined) m.phases.inc({ phase: p }, timing.ms[p] / 1000);
