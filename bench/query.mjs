@@ -91,7 +91,14 @@ const engineModule = await import(`${DIST}query/engine.js`);
 const { MAX_ROWS, rowSelection, mergePlan } = engineModule;
 // the route's answer writer (older builds under --dist: JSON.stringify, what c.json wrote)
 const answerJson = engineModule.queryResultJson ?? JSON.stringify;
-const { parseQuery } = await import(`${DIST}query/request.js`);
+/** The `columns` answer form's writer (null: a build before it). */
+const columnsJson = engineModule.queryResultColumnsJson ?? null;
+const { parseQuery, QUERY_FORMATS } = await import(`${DIST}query/request.js`);
+/**
+ * The answer form the dashboard asks for (dashboard/app.ts `query`), so the encrypted queries
+ * send what it sends: `columns`, or nothing on a build before the form (its points form).
+ */
+const DASHBOARD_FORMAT = QUERY_FORMATS?.includes('columns') ? 'columns' : null;
 const { accountContext } = await import(`${DIST}query/context.js`);
 const { mergeBytes, finishSeries } = await import(`${DIST}query/merge.js`);
 const { connectionOf } = await import(`${DIST}storage/index.js`);
@@ -498,19 +505,33 @@ const OVERVIEW = [
 /** The POST /v1/query body of a shape (the HTTP query and the breakdown's parseQuery). */
 const requestBody = (q) => ({ metric: q.metric, aggregation: q.aggregation, from: q.from, to, interval: q.interval, groupBy: q.groupBy, ...(q.timezone ? { timezone: q.timezone } : {}) });
 
-async function encryptedQuery(q, { allowCached = false } = {}) {
-  services.queryCache.invalidate([accountId]); // no cached result; dictionary/pseudonyms stay warm
-  const body = requestBody(q);
+/** A `columns` answer as the points form (every value at its bucket's start), for the checks below; a points answer as it is. */
+function asPoints(json) {
+  if (!json?.buckets) return json;
+  const { buckets } = json;
+  return { series: json.series.map((s) => ({ tags: s.tags, points: s.values.map((v, i) => [buckets[i], v]) })), meta: json.meta };
+}
+
+/**
+ * One encrypted query over HTTP, in the dashboard's answer form (`format`: another form;
+ * `cached`: leave the result cache as it is, so the answer may come from it). `json` is the
+ * answer as the points form (asPoints, after the client's time was taken); `bytes` its length.
+ */
+async function encryptedQuery(q, { allowCached = false, format = DASHBOARD_FORMAT, cached = false } = {}) {
+  if (!cached) services.queryCache.invalidate([accountId]); // no cached result; dictionary/pseudonyms stay warm
+  const body = { ...requestBody(q), ...(format ? { format } : {}) };
   const t = performance.now();
   const res = await fetch(`${running.url}/v1/query`, {
     method: 'POST',
     headers: { authorization: `Bearer ${created.readToken}`, 'content-type': 'application/json' },
     body: JSON.stringify(body),
   });
-  const json = await res.json();
+  const text = await res.text();
+  const parsed = JSON.parse(text);
   const ms = performance.now() - t;
-  if (res.status !== 200) throw Object.assign(new Error(`${q.id}: HTTP ${res.status} ${JSON.stringify(json)}`), { json });
-  if (json.meta.cached && !allowCached) throw new Error('cached answer: the cache bypass did not work');
+  if (res.status !== 200) throw Object.assign(new Error(`${q.id}: HTTP ${res.status} ${text.slice(0, 500)}`), { json: parsed });
+  const json = asPoints(parsed);
+  if (json.meta.cached && !allowCached && !cached) throw new Error('cached answer: the cache bypass did not work');
   const timing = Object.fromEntries(
     (res.headers.get('server-timing') ?? '').split(',').map((p) => {
       const [k, d] = p.trim().split(';dur=');
@@ -519,7 +540,7 @@ async function encryptedQuery(q, { allowCached = false } = {}) {
   );
   // `total` is the handler's time; the rest of the client's time is HTTP (both ends, in this process) and the client's parse
   if (timing.total !== undefined) timing.http = ms - timing.total;
-  return { ms, json, timing, cached: json.meta.cached };
+  return { ms, json, timing, cached: json.meta.cached, bytes: Buffer.byteLength(text) };
 }
 
 async function plainQuery(q) {
@@ -709,7 +730,7 @@ async function measureBreakdown(state) {
     const parsed = parseQuery(requestBody(q), { quarterSince, derivedUntil: derived });
     const { selection, metricOf } = rowSelection(ctx, parsed);
     const plan = mergePlan(ctx, parsed, metricOf);
-    const m = { statement: [], statementCpu: [], merge: [], finish: [], json: [] };
+    const m = { statement: [], statementCpu: [], merge: [], finish: [], json: [], jsonColumns: [] };
     let bytes;
     let rows = 0;
     for (let i = 0; i < WARMUP + RUNS; i++) {
@@ -727,6 +748,8 @@ async function measureBreakdown(state) {
       const answer = answers[`${state} ${q.id}`];
       if (answer) answerJson(answer);
       const c4 = cpuNow();
+      if (answer && columnsJson) columnsJson(answer);
+      const c5 = cpuNow();
       rows = merged.rows;
       if (!keep) continue;
       m.statement.push(t1 - t0);
@@ -734,13 +757,52 @@ async function measureBreakdown(state) {
       m.merge.push(c2 - c1);
       m.finish.push(c3 - c2);
       m.json.push(c4 - c3);
+      m.jsonColumns.push(c5 - c4);
     }
     const med = (xs) => stats(xs).p50;
     const plainP50 = results.find((r) => r.variant === state && r.query === q.id)?.plaintext.p50 ?? null;
-    out.push({ query: q.id, rows, bytes: bytes.length, statementMs: med(m.statement), statementCpuMs: med(m.statementCpu), mergeCpuMs: med(m.merge), finishCpuMs: med(m.finish), jsonCpuMs: med(m.json), plaintextP50: plainP50 });
+    out.push({ query: q.id, rows, bytes: bytes.length, statementMs: med(m.statement), statementCpuMs: med(m.statementCpu), mergeCpuMs: med(m.merge), finishCpuMs: med(m.finish), jsonCpuMs: med(m.json), jsonColumnsCpuMs: columnsJson ? med(m.jsonColumns) : null, plaintextP50: plainP50 });
   }
   return { state, rows: out };
 }
+
+/**
+ * The answer's way out in each form (the default `points`, and `columns`, which the dashboard
+ * asks for), per shape: the same query answered from the result cache (so no read or merge runs,
+ * only auth, checks, the writer and HTTP), the two forms alternating, --runs each after the
+ * warm-ups: the answer's bytes, the writer's time (Server-Timing json), http (the client's time
+ * minus the handler's: both ends of HTTP in this process and the client's JSON.parse) and the
+ * client's whole time. A build without the columns form: points only.
+ */
+async function measureForms(state) {
+  progress(`answer forms (${state}): each shape's answer from the cache, ${DASHBOARD_FORMAT ? 'points and columns alternating' : 'points (this build has no columns form)'}`);
+  const forms = DASHBOARD_FORMAT ? ['points', 'columns'] : ['points'];
+  const out = [];
+  for (const q of QUERIES) {
+    await encryptedQuery(q, { format: null }); // computes it and fills the cache
+    const m = Object.fromEntries(forms.map((f) => [f, { bytes: 0, json: [], http: [], ms: [] }]));
+    let same = true;
+    for (let i = 0; i < WARMUP + RUNS; i++) {
+      const got = {};
+      for (const f of i % 2 ? [...forms].reverse() : forms) {
+        const r = await encryptedQuery(q, { format: f === 'points' && !DASHBOARD_FORMAT ? null : f, cached: true });
+        if (!r.cached) throw new Error(`${q.id}: the answer forms phase expects cached answers`);
+        got[f] = JSON.stringify(r.json.series);
+        m[f].bytes = r.bytes;
+        if (i < WARMUP) continue;
+        m[f].json.push(r.timing.json ?? 0);
+        m[f].http.push(r.timing.http);
+        m[f].ms.push(r.ms);
+      }
+      if (got.columns !== undefined && got.columns !== got.points) same = false;
+    }
+    const med = (xs) => stats(xs).p50;
+    out.push({ query: q.id, same, ...Object.fromEntries(forms.map((f) => [f, { bytes: m[f].bytes, jsonMs: med(m[f].json), httpMs: med(m[f].http), clientMs: med(m[f].ms) }])) });
+  }
+  return { state, rows: out };
+}
+/** Per state where it ran: measureForms. */
+const answerForms = [];
 
 /**
  * The stored states, each reached by the real compactor (dist/compaction/compactor.js) with its
@@ -795,7 +857,10 @@ for (const phase of phases) {
   disk.variants[phase] = await measureEncrypted();
   await settle();
   await measurePhase(phase);
-  if (phase === 'live' || phase === phases.at(-1)) breakdowns.push(await measureBreakdown(phase));
+  if (phase === 'live' || phase === phases.at(-1)) {
+    breakdowns.push(await measureBreakdown(phase));
+    answerForms.push(await measureForms(phase));
+  }
   if (phase === 'live' || REUSE) {
     concurrent = await measureConcurrent(phase);
     concurrentDistinct = await measureConcurrent(phase, true);
@@ -890,7 +955,7 @@ const spot = [];
     });
   }
 }
-const ok = Object.values(correctness).every(
+const ok = answerForms.every((af) => af.rows.every((r) => r.same)) && Object.values(correctness).every(
   (o) =>
     o.sum &&
     Object.entries(o).every(([kind, c]) => !kind.startsWith('sum') || (c.withinLimit === c.cells && !c.extra)) &&
@@ -946,7 +1011,25 @@ for (const breakdown of breakdowns) {
       'open+merge': f1(r.mergeCpuMs),
       finish: f1(r.finishCpuMs),
       JSON: f1(r.jsonCpuMs),
+      ...(r.jsonColumnsCpuMs != null ? { 'JSON columns': f1(r.jsonColumnsCpuMs) } : {}),
       'plain p50': f1(r.plaintextP50),
+    })),
+  );
+}
+for (const af of answerForms) {
+  const both = af.rows.some((r) => r.columns);
+  console.log(`\nThe answer's way out by form (stored state: ${af.state}; each shape answered from the result cache, forms alternating, median of ${RUNS}; bytes of the answer; json: the writer, Server-Timing; http: the client's time minus the handler's, both ends and the client's JSON.parse; client: the whole request)${both ? '' : ' — this build has the points form only'}:`);
+  table(
+    af.rows.map((r) => ({
+      query: r.query,
+      'bytes points': fmt(r.points.bytes),
+      ...(both ? { 'bytes columns': fmt(r.columns.bytes) } : {}),
+      'json ms points': f1(r.points.jsonMs),
+      ...(both ? { 'json ms columns': f1(r.columns.jsonMs) } : {}),
+      'http ms points': f1(r.points.httpMs),
+      ...(both ? { 'http ms columns': f1(r.columns.httpMs) } : {}),
+      'client ms points': f1(r.points.clientMs),
+      ...(both ? { 'client ms columns': f1(r.columns.clientMs), 'same values': r.same ? 'yes' : 'NO' } : {}),
     })),
   );
 }
@@ -1014,6 +1097,7 @@ if (!REUSE) writeResult('query', {
   ...(concurrentLiveDays ? { concurrentLiveDays } : {}),
   timeZoneProbe: tzProbe,
   breakdowns,
+  answerForms,
   disk,
   correctness,
   correct: ok,
