@@ -88,6 +88,11 @@ describe('dashboard', () => {
       if (m.type() === 'error' || /Content Security Policy|Refused to|TrustedHTML|Trusted Type/i.test(m.text())) problems.push(`console ${m.type()}: ${m.text()}`);
     });
     page.on('pageerror', (e) => problems.push(`pageerror: ${e.message}`));
+    // the answer form each query asks for (README "Answer forms": the dashboard asks for columns)
+    const formats: unknown[] = [];
+    page.on('request', (r) => {
+      if (r.url().endsWith('/v1/query')) formats.push((JSON.parse(r.postData() ?? '{}') as { format?: unknown }).format);
+    });
     await page.addInitScript(() => {
       document.addEventListener('securitypolicyviolation', (e) => {
         (window as unknown as { __csp: string[] }).__csp ??= [];
@@ -124,6 +129,8 @@ describe('dashboard', () => {
 
     const rows = await tableValues(page);
     expect(rows.length).toBeGreaterThanOrEqual(24);
+    expect(formats.length).toBeGreaterThan(0);
+    expect(new Set(formats)).toEqual(new Set(['columns']));
     const want = expectedOrdersByHour();
     let total = 0;
     for (const r of rows) {
