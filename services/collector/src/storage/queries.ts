@@ -263,6 +263,18 @@ WHERE ${base} AND level IN (0, 5) AND ${inRange('hfrom', 'to')}
     AND (level = ${packLevel}${minutePacks} OR (bucket >= ${at('from')} AND (level = ${rowLevel}${minutes})))`;
 }
 
+/**
+ * The read settings of `selectRollups`: column files of 1 MiB or more are read through mmap
+ * instead of pread into buffers on a thread pool. Such a statement reads whole granules of the
+ * sealed `agg` column (up to 10 MiB each) to return a few MB of them; through mmap the engine
+ * filters the page cache's bytes without copying them first. Bench query's kept 2M-point state,
+ * the statement alone, interleaved, median of 15: 30 d hourly sum 13.8 -> 12.1 ms, Kathmandu
+ * daily 29.7 -> 25.6, 90 d daily 14.3 -> 12.8, every shape 0.4-4 ms less, same bytes. Smaller
+ * files (a fresh part's columns) stay on pread: an mmap per small file costs more than it saves.
+ * Query-level settings of the reading engine: a server (or cluster) takes them too.
+ */
+const READ_SETTINGS = "SETTINGS local_filesystem_read_method = 'mmap', min_bytes_to_use_mmap_io = 1048576";
+
 export function queryRepository(db: Db): QueryStore {
   return {
     async selectRollups(sel, onWait) {
@@ -270,7 +282,7 @@ export function queryRepository(db: Db): QueryStore {
       const rows = selectionSql(db.t('rollups'), sel, params, rowColumns(sel));
       // The LIMIT on the selection itself: a `SELECT * FROM (…)` around it (from when levels were
       // UNION ALL branches) cost chDB ~1 ms more analysis per statement.
-      return db.conn.queryBinary(`${rows}\nLIMIT {lim:UInt32}`, params, onWait);
+      return db.conn.queryBinary(`${rows}\nLIMIT {lim:UInt32} ${READ_SETTINGS}`, params, onWait);
     },
 
     async countRollups(sel, slotMs) {
