@@ -9,7 +9,7 @@ import { emptyAggregate, emptyScalars, finalize, mergeEncoded, mergeEncodedDefer
 import type { RollupLevel } from '../storage/types.js';
 import { DAY_MS, HOUR_MS } from '../rollup/days.js';
 import { LEVEL, readRows, RowReader, type OpenedRow, type StoredRow } from '../rollup/rows.js';
-import { isPack } from '../rollup/levels.js';
+import { isPack, PACKS } from '../rollup/levels.js';
 
 /** Most series in one answer. */
 export const MAX_SERIES = 1000;
@@ -211,14 +211,18 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
   // a day pack: only its slots inside the range, and not those read from minute rows (a minute pack: its slots inside the range)
   let last: OpenedRow | undefined;
   let target: Target | null = null;
-  reader.eachCell(rows, starts[0]!, end, (o, t, bytes, from, to) => {
-    if (anyMinutes && o.level !== LEVEL.minutePack && isPack(o.level) && inMinutes(t)) return;
-    if (o.level === LEVEL.dayPack && quarterHours?.has(t)) return; // read from quarter-hour rows
+  let slotMs = 0;
+  reader.eachCell(rows, starts[0]!, end, (o, slot, bytes, from, to) => {
     if (o !== last) {
       last = o;
       target = groupOf(o.row);
+      slotMs = isPack(o.level) ? PACKS[o.level].slotMs : 0;
     }
-    add(target!, indexOf(t), bytes, from, to);
+    const t = o.row.b + slot * slotMs;
+    if (anyMinutes && o.level !== LEVEL.minutePack && isPack(o.level) && inMinutes(t)) return;
+    if (o.level === LEVEL.dayPack && quarterHours?.has(t)) return; // read from quarter-hour rows
+    // indexOf's first check written out: `t` stays a local double (a call not inlined boxes it)
+    add(target!, starts[at]! <= t && (at + 1 === n || t < starts[at + 1]!) ? at : indexOf(t), bytes, from, to);
   });
   return { rows: rows.length, tooLarge: false, groups, failed: failed + reader.failed, tampered: reader.tampered };
 }
