@@ -93,6 +93,7 @@ const sodium = createRequire(import.meta.url)('sodium-native') as Sodium;
 let adScratch = Buffer.allocUnsafe(1024);
 /** The associated data as UTF-8, in a reused buffer (valid until the next call). */
 function adBytes(ad: string): Buffer {
+  prefixEnd = -1; // rowAd's fields are overwritten
   if (ad.length * 3 > adScratch.length) growAd(ad.length * 3, 0);
   return adScratch.subarray(0, adScratch.write(ad, 0, 'utf8'));
 }
@@ -190,6 +191,7 @@ function putNumber(o: number, v: number): number {
   return o + digits;
 }
 function growAd(size: number, keep: number): void {
+  if (keep < prefixEnd) prefixEnd = -1; // not copied
   const next = Buffer.allocUnsafe(Math.max(size, adScratch.length * 2));
   adScratch.copy(next, 0, 0, keep);
   adScratch = next;
@@ -200,17 +202,37 @@ const adViews: Uint8Array[] = [];
 const adView = (n: number): Uint8Array => (adViews[n] ??= adScratch.subarray(0, n));
 const NUL = '\u0000';
 
+/**
+ * Where the identity's fields up to the metric (account, level, bucket, metric, each followed by
+ * NUL) end in adScratch when they are still there (-1: not), and what they were: a query reads
+ * its rows in the table's order (level, metric, bucket, series), so consecutive rows mostly share
+ * them and only the rest is written again. Anything else writing adScratch sets -1.
+ */
+let prefixEnd = -1;
+let prefixAccount = '';
+let prefixLevel = -1;
+let prefixBucket = -1;
+let prefixMetric = '';
+
 /** rowText (format 2), or with `marker` appended format 3's text ('\0s') or binaryText (format 4: '\0s4'), as bytes in adScratch (valid until the next call). */
 function rowAd(id: Omit<RollupIdentity, 'tagKeys' | 'tagValues'>, keys: string, values: string, marker: '' | typeof MERGED_MARK | typeof BINARY_MARK): Uint8Array {
-  let o = putText(0, 'rollup\u0000');
-  o = putText(o, id.accountId);
-  o = putText(o, NUL);
-  o = putNumber(o, id.level);
-  o = putText(o, NUL);
-  o = putNumber(o, id.bucket);
-  o = putText(o, NUL);
-  o = putText(o, id.metric);
-  o = putText(o, NUL);
+  let o = prefixEnd;
+  if (o < 0 || id.bucket !== prefixBucket || id.level !== prefixLevel || id.metric !== prefixMetric || id.accountId !== prefixAccount) {
+    o = putText(0, 'rollup\u0000');
+    o = putText(o, id.accountId);
+    o = putText(o, NUL);
+    o = putNumber(o, id.level);
+    o = putText(o, NUL);
+    o = putNumber(o, id.bucket);
+    o = putText(o, NUL);
+    o = putText(o, id.metric);
+    o = putText(o, NUL);
+    prefixEnd = o;
+    prefixAccount = id.accountId;
+    prefixLevel = id.level;
+    prefixBucket = id.bucket;
+    prefixMetric = id.metric;
+  }
   o = putText(o, id.series);
   o = putText(o, NUL);
   o = putText(o, keys);
