@@ -77,6 +77,26 @@ describe('query merge', () => {
     }
   });
 
+  it('a merge in parts (one mergeRows per part into the same groups, as a query worker merges a cut statement) keeps each series\' group across parts and still groups every row by its own tag arrays', () => {
+    const cuts = [[rows.slice(0, 2), rows.slice(2)], [rows.slice(0, 1), rows.slice(1, 4), rows.slice(4)], [[...rows].reverse().slice(0, 3), [...rows].reverse().slice(3)]];
+    for (const parts of cuts) {
+      for (const p of [plan(), plan([{ accepted: ['101'] }])]) {
+        const groups = new Map<string, Group>();
+        let failed = 0;
+        for (const part of parts) failed += mergeRows(p, part, groups).failed;
+        const out: Record<string, (number | null)[]> = {};
+        for (const g of groups.values()) out[g.values.join('|')] = Array.from(g.aggs, (a) => (a ? finalize(a, 'sum') : null));
+        expect(out).toEqual(p.versions[0]!.filters.length ? { '101': reference['101'] } : reference);
+        expect(failed).toBe(p.versions[0]!.filters.length ? 3 : 0);
+      }
+      // the same groups map under another plan (a filter): the other plan's groupings are not reused
+      const groups = new Map<string, Group>();
+      mergeRows(plan(), parts[0]!, groups);
+      const r = mergeRows(plan([{ accepted: ['999'] }]), parts[1]!, groups);
+      expect(r.failed).toBe(parts[1]!.length);
+    }
+  });
+
   it('finished values cross as flat buffers: series merged by label, empty buckets as the aggregation answers them, nulls and every float kept', () => {
     const agg = (...vs: number[]) => vs.reduce((a, v, i) => addPoint(a, v, i), emptyAggregate());
     const groups: Group[] = [

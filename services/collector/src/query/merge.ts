@@ -67,6 +67,25 @@ export interface Merged {
 export const tooManySeries = (): CollectorError =>
   new CollectorError(400, 'too_many_series', `more than ${MAX_SERIES} series; group by fewer tags or add a filter`);
 
+type Target = { key: string; values: string[]; g: Group | undefined };
+type Grouping = { k: string; t: string; grp: Target | null };
+type Groupings = Map<number, Map<string, Grouping>>;
+const groupings = new WeakMap<Map<string, Group>, { plan: MergePlan; cache: Groupings }>();
+/**
+ * The (key version → series → group) cache of the merge `groups` belongs to: kept across the
+ * parts of one merge (a query worker merges a statement in parts, each a mergeRows call into the
+ * same groups under the same plan), so each part does not work out every series' group again
+ * (the kept 2M state's 30 d hourly sum cut into 8 parts, inline: 12.2 ms of CPU in one call,
+ * 19.6 in parts, ~5 ms of it the groups found again).
+ */
+function groupingsOf(plan: MergePlan, groups: Map<string, Group>): Groupings {
+  const held = groupings.get(groups);
+  if (held && held.plan === plan) return held.cache;
+  const cache: Groupings = new Map();
+  groupings.set(groups, { plan, cache });
+  return cache;
+}
+
 /** Index of the bucket containing t (greatest start ≤ t), or −1. */
 function locate(starts: number[], t: number): number {
   let lo = 0;
@@ -110,9 +129,7 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
   // (version, series) → the group of its tag arrays: the rows of one series carry the same ones
   // (checked: a row of the series with other arrays gets its own answer, uncached). No key
   // string per row; the Group itself is kept once it exists (no map lookup per cell).
-  type Target = { key: string; values: string[]; g: Group | undefined };
-  type Grouping = { k: string; t: string; grp: Target | null };
-  const groupCache = new Map<number, Map<string, Grouping>>();
+  const groupCache = groupingsOf(plan, groups);
   const groupOf = (row: StoredRow): Target | null => {
     let bySeries = groupCache.get(row.v);
     if (!bySeries) groupCache.set(row.v, (bySeries = new Map()));
