@@ -12,13 +12,25 @@ describe('schema', () => {
   });
 
   it('renders plain engines without a cluster', () => {
-    const sql = [...Object.values(bootstrapSql({ database: 'cs' })), ...renderMigrations({ database: 'cs' }).flatMap((m) => m.statements)];
+    const rendered = renderMigrations({ database: 'cs' });
+    const sql = [...Object.values(bootstrapSql({ database: 'cs' })), ...rendered.filter((m) => !m.rerun).flatMap((m) => m.statements)];
     for (const s of sql) {
       expect(s).not.toMatch(/ON CLUSTER|Replicated/);
       // every statement can run twice (an INSERT only where its table holds no such row yet)
       expect(s).toMatch(/IF NOT EXISTS| DELETE WHERE |^INSERT INTO [\s\S]+\nWHERE \(SELECT count\(\) FROM [\s\S]+\) = 0$|^ALTER TABLE cs\.\w+ (MODIFY COLUMN \w+ [\w(), ']+ CODEC\([\w(), ]+\)(, |$))+|^ALTER TABLE cs\.accounts (MATERIALIZE COLUMN changed_at SETTINGS mutations_sync = 2|MODIFY COLUMN changed_at [\w(), ']+ DEFAULT now64\(3\))$/);
     }
     expect(sql.join('\n')).toMatch(/CREATE TABLE IF NOT EXISTS cs\.batches \(/);
+    // a migration that swaps tables: the copy starts over until the swap, then only the old table is dropped (conformance: "migration 15")
+    const m15 = rendered.find((m) => m.version === 15)!;
+    expect(m15.statements.map((s) => s.split('\n')[0])).toEqual([
+      'CREATE TABLE cs.rollups_v15 (', // the claim: no IF NOT EXISTS
+      'INSERT INTO cs.rollups_v15 (account_id, level, bucket, metric, series, tag_keys, tag_values, key_version, part, supersedes, agg, written_at, expires_at, epoch) SELECT account_id, level, bucket, metric, series, tag_keys, tag_values, key_version, part, supersedes, agg, written_at, expires_at, epoch FROM cs.rollups',
+      'EXCHANGE TABLES cs.rollups AND cs.rollups_v15',
+      'DROP TABLE IF EXISTS cs.rollups_v15 SYNC',
+    ]);
+    expect(m15.rerun!.done).toContain("database = 'cs' AND name = 'rollups' AND engine_full LIKE '%index_granularity_bytes = 262144%'");
+    expect(m15.rerun!.finish).toEqual(['DROP TABLE IF EXISTS cs.rollups_v15 SYNC']);
+    expect(rendered.filter((m) => m.rerun).map((m) => m.version)).toEqual([15]);
   });
 
   it('renders ON CLUSTER and Replicated* engines for a cluster, without running them', () => {
@@ -30,17 +42,23 @@ describe('schema', () => {
         expect(s).toMatch(/^INSERT INTO cs\.\w+ \(/); // (an insert reaches every replica by replication)
         continue;
       }
+      if (s.startsWith('DROP TABLE') || s.startsWith('EXCHANGE TABLES')) {
+        expect(s).toMatch(/^(DROP TABLE IF EXISTS cs\.rollups_v15 ON CLUSTER c1 SYNC|EXCHANGE TABLES cs\.rollups AND cs\.rollups_v15 ON CLUSTER c1)$/);
+        continue;
+      }
       if (s.startsWith('ALTER TABLE')) {
         expect(s).toMatch(/^ALTER TABLE cs\.\w+ ON CLUSTER c1 (ADD COLUMN IF NOT EXISTS|DELETE WHERE|MODIFY COLUMN|MATERIALIZE COLUMN) /);
         continue;
       }
-      expect(s).toMatch(/^CREATE TABLE IF NOT EXISTS cs\.\w+ ON CLUSTER c1 \(/);
+      expect(s).toMatch(/^CREATE TABLE (IF NOT EXISTS cs\.\w+|cs\.rollups_v15) ON CLUSTER c1 \(/);
       expect(s).toMatch(/ENGINE = Replicated(Replacing|Summing)?MergeTree\('\/clickhouse\/tables\/\{shard\}\/\{database\}\/\w+', '\{replica\}'/);
     }
     const all = sql.join('\n');
     expect(all).toContain("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/accounts', '{replica}', version)");
     expect(all).toContain("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/batches', '{replica}')");
     expect(all).toContain("ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/rollups', '{replica}')");
+    expect(all).toContain("ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/rollups_v15', '{replica}')");
+    expect(renderMigrations(opts).find((m) => m.version === 15)!.rerun!.finish).toEqual(['DROP TABLE IF EXISTS cs.rollups_v15 ON CLUSTER c1 SYNC']);
     expect(all).toContain("ReplicatedSummingMergeTree('/clickhouse/tables/{shard}/{database}/rejects', '{replica}', count)");
     expect(all).toContain("ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/dictionary', '{replica}', key_version)");
   });

@@ -9,6 +9,7 @@ import { MIGRATIONS_TABLE, SCHEMA_VERSION, bootstrapSql, renderMigrations, type 
 import { time, uint } from './tsv.js';
 import type { Store } from './types.js';
 import { createDb, num } from './sql.js';
+import { StorageError } from './errors.js';
 import { accountRepository } from './accounts.js';
 import { batchRepository } from './batches.js';
 import { rollupRepository } from './rollups.js';
@@ -39,6 +40,24 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
   const db = createDb(conn, opts.database);
   const { t, insert } = db;
 
+  /** A migration that rewrites a table (schema.ts, Migration.rerun). */
+  const rewrite = async ([claim, ...rest]: string[], rerun: { done: string; finish: string[]; busy: string }): Promise<void> => {
+    if (num((await conn.query<{ done: number | string }>(rerun.done))[0]?.done ?? 0) === 1) {
+      for (const sql of rerun.finish) await conn.exec(sql);
+      return;
+    }
+    // one process opens a chDB data directory: a copy left here is an interrupted run's
+    if (conn.kind === 'chdb') for (const sql of rerun.finish) await conn.exec(sql);
+    try {
+      await conn.exec(claim!);
+    } catch (e) {
+      // 57 TABLE_ALREADY_EXISTS
+      if (e instanceof StorageError && e.clickhouseCode === 57) throw new StorageError('storage_query_failed', rerun.busy, 57, { cause: e });
+      throw e;
+    }
+    for (const sql of rest) await conn.exec(sql);
+  };
+
   const store: Store = {
     kind: conn.kind,
 
@@ -50,7 +69,8 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
       const from = num(row?.v ?? 0);
       for (const m of renderMigrations(opts)) {
         if (m.version <= from) continue;
-        for (const sql of m.statements) await conn.exec(sql);
+        if (m.rerun) await rewrite(m.statements, m.rerun);
+        else for (const sql of m.statements) await conn.exec(sql);
         await insert(MIGRATIONS_TABLE, ['version', 'applied_at'], [m.version], (v) => [uint(v), time(Date.now())]);
       }
       return { from, to: Math.max(from, SCHEMA_VERSION) };

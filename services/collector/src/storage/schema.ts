@@ -17,10 +17,21 @@ export interface SchemaOptions {
 export interface Migration {
   version: number;
   statements: (s: SchemaContext) => string[];
+  /**
+   * A migration whose statements cannot all run twice (one that rewrites a table and swaps it
+   * in): its first statement creates the copy without IF NOT EXISTS, the claim (on a server, a
+   * second node migrating at the same time fails there and refuses to start, `busy` says why);
+   * `done`, a query answering one row `{ done: 0 | 1 }`, 1 once the swap happened, after which a
+   * run again (an interruption before the version was recorded) only runs `finish`; `finish`
+   * also removes a copy an interrupted run left before the swap where one process owns storage
+   * (chDB's data directory).
+   */
+  rerun?: (s: SchemaContext) => { done: string; finish: string[]; busy: string };
 }
 
 /** What a migration needs to render its DDL. */
 export interface SchemaContext {
+  database: string;
   /** `db.table` */
   t(name: string): string;
   /** ` ON CLUSTER c` or `` */
@@ -30,6 +41,8 @@ export interface SchemaContext {
 }
 
 const TIME = "DateTime64(3, 'UTC')";
+/** The rollups table's granules: at most this many bytes of columns (migration 15; 8,192 rows at most, as before). */
+export const ROLLUP_GRANULE_BYTES = 262_144;
 
 export const migrations: Migration[] = [
   {
@@ -274,6 +287,59 @@ WHERE (SELECT count() FROM ${t('derived')}) = 0`,
     // (schema-gate.ts).
     statements: () => [],
   },
+  {
+    version: 15,
+    // Smaller granules for the rollups table (ARCHITECTURE.md, "The statement's read"): at most
+    // 256 KiB of columns per granule instead of 10 MiB. A query reads whole granules of the sealed
+    // `agg` column, so a 30-day hourly sum (1.8 MB of rows) read 16 MB of them. Both granularity
+    // settings are readonly for an existing MergeTree table, so the table is rewritten: a copy
+    // with the new settings (same columns, codecs, index, partitioning, sorting key and TTL), the
+    // rows copied across (unfinished mutations applied on the fly, no block dropped as a
+    // duplicate), then the two swapped (EXCHANGE TABLES: atomic, both names always exist) and
+    // the old one dropped. Every process node is stopped for an upgrade (README "Upgrading"): no
+    // writer runs beside the copy, and creating the copy is the claim of one migrating node
+    // (Migration.rerun). Run again after an interruption: after the swap (`done`: the table
+    // already has the new setting) only the old table is dropped; before it, chDB drops the
+    // unfinished copy and starts over, a server refuses until an operator did (`busy`). On a
+    // cluster the copy has its own ZooKeeper path, which the swapped table keeps: a later
+    // rewrite must name its copy anew.
+    statements: ({ t, on, engine }) => {
+      const columns = `account_id, level, bucket, metric, series, tag_keys, tag_values, key_version, part, supersedes, agg, written_at, expires_at, epoch`;
+      return [
+        `CREATE TABLE ${t('rollups_v15')}${on} (
+  account_id String CODEC(ZSTD(1)),
+  level UInt8 CODEC(ZSTD(1)),
+  bucket ${TIME} CODEC(Delta, ZSTD(1)),
+  metric UInt64 CODEC(ZSTD(1)),
+  series UInt64 CODEC(ZSTD(1)),
+  tag_keys Array(UInt64) CODEC(ZSTD(1)),
+  tag_values Array(UInt64) CODEC(ZSTD(1)),
+  key_version UInt32 CODEC(ZSTD(1)),
+  part String CODEC(ZSTD(1)),
+  supersedes Array(String) CODEC(ZSTD(1)),
+  agg String CODEC(NONE),
+  written_at ${TIME} CODEC(Delta, ZSTD(1)),
+  expires_at ${TIME} CODEC(Delta, ZSTD(1)),
+  epoch UInt32 DEFAULT 0,
+  INDEX written_at_idx written_at TYPE minmax GRANULARITY 1
+) ${engine('MergeTree', 'rollups_v15')}
+PARTITION BY toYYYYMM(bucket)
+ORDER BY (account_id, level, metric, bucket, series)
+TTL expires_at DELETE
+SETTINGS non_replicated_deduplication_window = 1000, index_granularity_bytes = ${ROLLUP_GRANULE_BYTES}`,
+        `INSERT INTO ${t('rollups_v15')} (${columns}) SELECT ${columns} FROM ${t('rollups')}
+SETTINGS insert_deduplicate = 0, apply_mutations_on_fly = 1`,
+        `EXCHANGE TABLES ${t('rollups')} AND ${t('rollups_v15')}${on}`,
+        `DROP TABLE IF EXISTS ${t('rollups_v15')}${on} SYNC`,
+      ];
+    },
+    rerun: ({ database, t, on }) => ({
+      done: `SELECT toUInt8(count() > 0) AS done FROM system.tables
+WHERE database = '${database}' AND name = 'rollups' AND engine_full LIKE '%index_granularity_bytes = ${ROLLUP_GRANULE_BYTES}%'`,
+      finish: [`DROP TABLE IF EXISTS ${t('rollups_v15')}${on} SYNC`],
+      busy: `${t('rollups_v15')} exists: another node is rewriting the rollups table (schema version 15), or one was interrupted doing it. Start this node again once that node is up; if no node is migrating, drop the unfinished copy first (DROP TABLE ${t('rollups_v15')}${on} SYNC)`,
+    }),
+  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */
@@ -295,6 +361,7 @@ export function schemaContext({ database, cluster }: SchemaOptions): SchemaConte
   checkIdentifier('database', database);
   if (cluster !== undefined) checkIdentifier('cluster', cluster);
   return {
+    database,
     t: (name) => `${database}.${name}`,
     on: cluster ? ` ON CLUSTER ${cluster}` : '',
     engine: (kind, table, ...args) =>
@@ -318,7 +385,7 @@ ORDER BY version`,
 }
 
 /** Every migration rendered to SQL (what migrate() runs; also what tests inspect). */
-export function renderMigrations(opts: SchemaOptions): { version: number; statements: string[] }[] {
+export function renderMigrations(opts: SchemaOptions): { version: number; statements: string[]; rerun?: { done: string; finish: string[]; busy: string } }[] {
   const s = schemaContext(opts);
-  return migrations.map((m) => ({ version: m.version, statements: m.statements(s) }));
+  return migrations.map((m) => ({ version: m.version, statements: m.statements(s), ...(m.rerun ? { rerun: m.rerun(s) } : {}) }));
 }
