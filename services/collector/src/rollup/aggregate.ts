@@ -26,6 +26,8 @@ import {
   quantile,
   readSketchBody,
   keepScanned,
+  commitKept,
+  scanKeptBody,
   keptQuantile,
   mergeKept,
   scanSingle,
@@ -437,14 +439,14 @@ export function decodeAggregate(bytes: Uint8Array, withSketch = true): Aggregate
 const cursor = new ByteReader();
 
 /** What parseEncoded read (module scratch, reused): the scalars are in `head`, the sketch (withSketch) in sketch.ts' scan scratch. */
-const parsed = { count: 0, alpha: DEFAULT_ALPHA, maxBuckets: DEFAULT_MAX_BUCKETS, lnGamma: DEFAULT_LN_GAMMA, visitors: undefined as Distinct | undefined };
+const parsed = { count: 0, alpha: DEFAULT_ALPHA, maxBuckets: DEFAULT_MAX_BUCKETS, lnGamma: DEFAULT_LN_GAMMA, visitors: undefined as Distinct | undefined, keptBody: false };
 
 /**
  * Reads and validates `bytes[start, end)` exactly as decodeAggregate(…, withSketch) does (same
  * errors) into `parsed` and `head`; a count of 0 reads nothing more. `again`: bytes this has
  * accepted before, read for their sketch only (the visitors skipped, not built).
  */
-function parseEncoded(bytes: Uint8Array, withSketch: boolean, start: number, end: number, again = false): number {
+function parseEncoded(bytes: Uint8Array, withSketch: boolean, start: number, end: number, again = false, keep = false): number {
   if (!(bytes instanceof Uint8Array)) throw malformed('not a Uint8Array');
   const r = cursor;
   r.reset(bytes, start, end);
@@ -452,6 +454,7 @@ function parseEncoded(bytes: Uint8Array, withSketch: boolean, start: number, end
   const count = r.varint();
   parsed.count = count;
   parsed.visitors = undefined;
+  parsed.keptBody = false;
   if (count === 0) {
     if (v.compact || v.visitors) throw malformed('empty aggregate of a version other than 1');
     if (r.remaining !== 0) throw malformed('trailing bytes');
@@ -475,6 +478,10 @@ function parseEncoded(bytes: Uint8Array, withSketch: boolean, start: number, end
     if (flags & SKETCH_IMPLIED) {
       if (flags & SINGLE) scanSingle(head[MIN]!, count, lnGamma);
       else scanImplied(count, lnGamma, maxBuckets); // 2 or 3 values (compact): from min, max (and sum − min − max)
+    } else if (keep && !(flags & PARAMS)) {
+      // straight into the kept chunk (sketch.ts scanKeptBody: the same checks), committed by the caller
+      if (scanKeptBody(r) !== count) throw malformed('sketch count does not match count');
+      parsed.keptBody = true;
     } else if (scanSketchBody(r, maxBuckets, lnGamma) !== count) throw malformed('sketch count does not match count');
     if (r.remaining !== 0) throw malformed('trailing bytes');
     parsed.alpha = alpha;
@@ -524,7 +531,7 @@ export function mergeEncoded(into: Aggregate, bytes: Uint8Array, withSketch: boo
  * Start from emptyScalars(): `into` may also be one mergeEncoded or mergeInto built.
  */
 export function mergeEncodedDeferred(into: Aggregate, bytes: Uint8Array, start = 0, end = bytes.length): void {
-  const flags = parseEncoded(bytes, true, start, end);
+  const flags = parseEncoded(bytes, true, start, end, false, true);
   if (parsed.count === 0) return mergeFields(into, 0, 0, Infinity, -Infinity, 0, -Infinity); // an empty aggregate
   const d = into.deferred;
   const before = into.sketch.count + (d ? (d[DEFERRED_COUNT] as number) : 0);
@@ -536,8 +543,8 @@ export function mergeEncodedDeferred(into: Aggregate, bytes: Uint8Array, start =
   mergeParsed(into);
   const kept = d ?? (into.deferred = [0, parsed.alpha === DEFAULT_ALPHA ? 0 : parsed.alpha]);
   (kept[DEFERRED_COUNT] as number) += parsed.count;
-  // default parameters: its buckets (the scan scratch holds them now), else its bytes
-  if (flags & PARAMS || !keepScanned(kept)) kept.push(bytes, start, end);
+  // default parameters: its buckets (written by the scan, or in the scan scratch for an implied sketch), else its bytes
+  if (flags & PARAMS || !(parsed.keptBody ? commitKept(kept) : keepScanned(kept))) kept.push(bytes, start, end);
 }
 
 /** The alpha of deferred sketches (0: the default, a small integer rather than a float boxed per cell). */

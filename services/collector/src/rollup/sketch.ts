@@ -455,6 +455,86 @@ let kept = new Int32Array(KEPT_CHUNK);
 let keptAt = 0;
 
 /**
+ * scanSketchBody and keepScanned in one pass, for a body of the default parameters: parses and
+ * validates it exactly as scanSketchBody does (same checks, same errors, in the same order) and
+ * writes its buckets as keepScanned would, straight into the kept chunk (no scan scratch, no
+ * second loop over the buckets: a 30-day hourly p95 in a zone keeps ~180,000 bodies). Nothing is
+ * kept until `commitKept` (a merge that throws after the scan leaves the chunk as it was). Returns
+ * the body's total count; `pendingKept.ok` is false when a count does not fit an int32 (then
+ * nothing may be committed: keep the bytes instead, as keepScanned's false).
+ */
+export function scanKeptBody(c: ByteReader): number {
+  const zero = c.varint();
+  // room for the zero counter and every bucket (each takes at least 2 bytes of the body)
+  if (keptAt + c.remaining + 2 > kept.length) {
+    kept = new Int32Array(Math.max(KEPT_CHUNK, c.remaining + 2));
+    keptAt = 0;
+  }
+  const k = kept;
+  let o = keptAt;
+  if (zero > 0) {
+    k[o++] = 0;
+    k[o++] = zero;
+  }
+  let n = zero;
+  const bytes = c.bytes;
+  const len = c.end;
+  for (let side = 1; side <= 2; side++) {
+    const count = c.varint();
+    if (count > DEFAULT_MAX_BUCKETS || count * 2 > c.remaining) throw malformed('bucket count');
+    if (count === 0) continue;
+    let index = c.zigzag();
+    const first = index;
+    let p = c.pos; // as scanRuns: one-byte varints inline, longer ones via the cursor
+    for (let b = 0; ; ) {
+      if (index < KEPT_MIN_INDEX || index > KEPT_MAX_INDEX) throw malformed('bucket index out of range');
+      let v = p < len ? bytes[p]! : 0x80;
+      if (v < 0x80) p++;
+      else {
+        c.pos = p;
+        v = c.varint();
+        p = c.pos;
+      }
+      if (v === 0) throw malformed('empty bucket');
+      k[o++] = index * 4 + side;
+      k[o++] = v;
+      if (n + v > Number.MAX_SAFE_INTEGER) throw malformed('count overflow');
+      n += v;
+      if (++b === count) break;
+      let d = p < len ? bytes[p]! : 0x80;
+      if (d < 0x80) p++;
+      else {
+        c.pos = p;
+        d = c.varint();
+        p = c.pos;
+      }
+      index += d + 1;
+    }
+    c.pos = p;
+    if (index - first + 1 > DEFAULT_MAX_BUCKETS) throw malformed('bucket span exceeds maxBuckets');
+  }
+  pendingKept.ok = n <= MAX_KEPT_COUNT; // every count is at most the total
+  pendingKept.chunk = k;
+  pendingKept.start = keptAt;
+  pendingKept.end = o;
+  return n;
+}
+/** The last body scanKeptBody wrote (not kept yet). */
+const pendingKept = { ok: false, chunk: kept, start: 0, end: 0 };
+const KEPT_MIN_INDEX = Math.ceil(LN_MIN_INDEXABLE / DEFAULT_LN_GAMMA);
+const KEPT_MAX_INDEX = Math.ceil(LN_MAX_VALUE / DEFAULT_LN_GAMMA);
+
+/** Keeps the body scanKeptBody wrote last and appends where it is to `out` (chunk, start, end); false when it may not be kept (pendingKept.ok). */
+export function commitKept(out: unknown[]): boolean {
+  const p = pendingKept;
+  if (!p.ok || p.chunk !== kept || p.start !== keptAt) return false;
+  keptAt = p.end;
+  p.ok = false;
+  out.push(p.chunk, p.start, p.end);
+  return true;
+}
+
+/**
  * Keeps the scanned body's buckets (the last scan*, of the default parameters) and appends
  * where they are to `out`: the chunk, start, end. False (nothing kept or appended) when a
  * count does not fit an int32.
