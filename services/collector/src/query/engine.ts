@@ -169,19 +169,17 @@ export function queryResultJson(result: QueryResult): string {
 export function queryResultColumnsJson(result: QueryResult): string {
   const { series, meta } = result;
   const starts = series.length ? series[0]!.points.map((p) => p[0]) : buckets(meta.from, meta.to, meta.interval as Interval, meta.timezone);
-  let out = `{"buckets":${JSON.stringify(starts)},"series":[`;
-  // one array of numbers per series for JSON.stringify's own number-array path (about twice as
-  // fast as writing each value here; NaN and ±Infinity are null there too)
-  const values: (number | null)[] = new Array(starts.length);
+  let out = `{"buckets":[${starts.join(',')}],"series":[`;
   for (let s = 0; s < series.length; s++) {
     const { tags, points } = series[s]!;
     if (points.length !== starts.length) throw new Error(`query answer: series ${s} has ${points.length} points for ${starts.length} buckets`);
+    out += `${s ? ',' : ''}{"tags":${JSON.stringify(tags)},"values":[`;
     for (let i = 0; i < points.length; i++) {
-      const p = points[i]!;
-      if (p[0] !== starts[i]) throw new Error(`query answer: series ${s} point ${i} is not at its bucket start`);
-      values[i] = p[1];
+      const [t, v] = points[i]!;
+      if (t !== starts[i]) throw new Error(`query answer: series ${s} point ${i} is not at its bucket start`);
+      out += `${i ? ',' : ''}${v === null || !Number.isFinite(v) ? 'null' : v}`;
     }
-    out += `${s ? ',' : ''}{"tags":${JSON.stringify(tags)},"values":${JSON.stringify(values)}}`;
+    out += ']}';
   }
   return `${out}],"meta":${JSON.stringify(meta)}}`;
 }
