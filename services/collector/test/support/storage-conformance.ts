@@ -785,6 +785,26 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       }
     });
 
+    it('migration 15 run by two nodes at once: one rewrites, the other finds it done or refuses with the reason; no row lost or doubled', async () => {
+      const conn = connectionOf(store);
+      const old = `${table('processed').split('.')[0]}_v14`;
+      await databaseAt(14);
+      try {
+        await createStore(conn, { database: old }).insertRollups(Array.from({ length: 300 }, (_, i) => rollup('acct-v14b', `v14b-${i}`, { bucket: Date.UTC(2026, i % 2, 2, i % 24), agg: randomBytes(1500) })));
+        const count = async () => Number((await conn.query<{ n: number | string }>(`SELECT count() AS n FROM ${old}.rollups`))[0]!.n);
+        const results = await Promise.allSettled([createStore(conn, { database: old }).migrate(), createStore(conn, { database: old }).migrate()]);
+        expect(results.some((r) => r.status === 'fulfilled')).toBe(true);
+        for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ name: 'StorageError' });
+        expect(await createStore(conn, { database: old }).migrate()).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION });
+        expect(await count()).toBe(300);
+        const tables = await conn.query<{ name: string; e: string }>(`SELECT name, engine_full AS e FROM system.tables WHERE database = {db:String} AND name LIKE 'rollups%'`, { db: old });
+        expect(tables.map((t) => t.name)).toEqual(['rollups']);
+        expect(tables[0]!.e).toContain('index_granularity_bytes = 262144');
+      } finally {
+        await conn.execOutsideDatabase(`DROP DATABASE IF EXISTS ${old} SYNC`);
+      }
+    });
+
     it('reads RowBinary through queryBinary with bound params, byte-exact and zero-copy', async () => {
       const u64s = [U64_MAX, '9007199254740993', '0'];
       const times = [Date.UTC(2026, 0, 1, 12, 0, 0, 123), Date.UTC(1950, 5, 6, 7, 8, 9, 10), 0];
