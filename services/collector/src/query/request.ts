@@ -21,7 +21,8 @@ export const MAX_FILTER_VALUES = 100;
 /**
  * The forms of an answer (`format`): `points` (the default) gives each series `[start, value]`
  * pairs; `columns` gives every bucket start once (`buckets`) and each series its `values` in
- * that order — the same numbers in a fifth to a half of the bytes. The form is only how the
+ * that order — the same numbers in fewer bytes (bench query: 20-54 % of the points form's for
+ * grouped hourly and minute answers). The form is only how the
  * answer is written (routes.ts): the cache and shared reads serve either.
  */
 export const QUERY_FORMATS = ['points', 'columns'] as const;
