@@ -27,7 +27,8 @@
 //                           it, the last hour still minute rows behind the real watermark (it
 //                           closed less than 11 min ago): what a dashboard meets;
 //                packed   — compaction's clock 80 min later: every stored hour in a pack.
-//              Queried over HTTP (POST /v1/query, read token) against startCollector on port 0
+//              Queried over HTTP (POST /v1/query, read token, in the answer form the dashboard
+//              asks for: `columns`; a --dist build before that form: the points form) against startCollector on port 0
 //              (role `query`: no processor/lifecycle timers running beside the measurement);
 //              the result cache is bypassed by invalidating the account before every run
 //              (what the processor does after a tick), the dictionary/pseudonym caches stay warm.
@@ -44,7 +45,13 @@
 //   breakdown: in the live state and the last, where each shape's time goes, each part alone on
 //              this process's main thread (--runs times, medians): one statement of all its rows
 //              (the storage call: wall and process CPU), opening and merging them (merge.ts
-//              mergeBytes), finishing its cells (finishSeries), and writing the answer's JSON.
+//              mergeBytes), finishing its cells (finishSeries), and writing the answer's JSON
+//              (each form).
+//
+//   answer forms: in the same states, each shape's answer from the result cache in the points
+//              and the columns form, alternating (--runs each): bytes, the writer (Server-Timing
+//              json), http (the client's time minus the handler's) and the client's whole time;
+//              the run fails if the two forms' values differ.
 //
 //   node bench/query.mjs [--points 2000000] [--tick 300] [--at 23] [--runs 15] [--warmup 2] [--seed 42]
 //                        [--keep] [--no-optimize] [--dist path/to/collector/dist]
