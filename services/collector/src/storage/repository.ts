@@ -5,7 +5,7 @@
  * as base64.
  */
 import type { Connection } from './connection.js';
-import { MIGRATIONS_TABLE, SCHEMA_VERSION, bootstrapSql, renderMigrations, type SchemaOptions } from './schema.js';
+import { MIGRATIONS_TABLE, SCHEMA_VERSION, bootstrapSql, renderMigrations, type RewriteRerun, type SchemaOptions } from './schema.js';
 import { time, uint } from './tsv.js';
 import type { Store } from './types.js';
 import { createDb, num } from './sql.js';
@@ -41,13 +41,23 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
   const { t, insert } = db;
 
   /** A migration that rewrites a table (schema.ts, Migration.rerun). */
-  const rewrite = async ([claim, ...rest]: string[], rerun: { done: string; finish: string[]; busy: string }): Promise<void> => {
-    if (num((await conn.query<{ done: number | string }>(rerun.done))[0]?.done ?? 0) === 1) {
+  const rewrite = async ([claim, ...rest]: string[], rerun: RewriteRerun): Promise<void> => {
+    const yes = async (sql: string) => num((await conn.query<{ done: number | string }>(sql))[0]?.done ?? 0) === 1;
+    const finish = async () => {
       for (const sql of rerun.finish) await conn.exec(sql);
+    };
+    if (await yes(rerun.done)) return finish();
+    if (conn.kind === 'chdb') {
+      // One process opens a chDB data directory: a copy left here is an interrupted run's, dropped
+      // to start over — never while the table it copies is missing (a swap torn by a crash: the
+      // copy may be the only whole table).
+      if (!(await yes(rerun.source))) throw new StorageError('storage_query_failed', rerun.torn);
+      await finish();
+    } else if (!(await yes(rerun.empty))) {
+      // A server's table that holds rows keeps its layout: nothing here can prove that no other
+      // node writes into it while it is copied (README "Upgrading", the offline rewrite).
       return;
     }
-    // one process opens a chDB data directory: a copy left here is an interrupted run's
-    if (conn.kind === 'chdb') for (const sql of rerun.finish) await conn.exec(sql);
     try {
       await conn.exec(claim!);
     } catch (e) {
@@ -55,6 +65,9 @@ export function createStore(conn: Connection, opts: SchemaOptions): Store {
       if (e instanceof StorageError && e.clickhouseCode === 57) throw new StorageError('storage_query_failed', rerun.busy, 57, { cause: e });
       throw e;
     }
+    // On a server, a node that migrated at the same time may have swapped and dropped its copy
+    // (which freed the name this claim took) and be writing rows: then this copy is not needed.
+    if (conn.kind === 'remote' && ((await yes(rerun.done)) || !(await yes(rerun.empty)))) return finish();
     for (const sql of rest) await conn.exec(sql);
   };
 

@@ -21,12 +21,25 @@ export interface Migration {
    * A migration whose statements cannot all run twice (one that rewrites a table and swaps it
    * in): its first statement creates the copy without IF NOT EXISTS, the claim (on a server, a
    * second node migrating at the same time fails there and refuses to start, `busy` says why);
-   * `done`, a query answering one row `{ done: 0 | 1 }`, 1 once the swap happened, after which a
-   * run again (an interruption before the version was recorded) only runs `finish`; `finish`
-   * also removes a copy an interrupted run left before the swap where one process owns storage
-   * (chDB's data directory).
+   * `done`, `source` and `empty` are queries answering one row `{ done: 0 | 1 }`: `done` 1 once
+   * the swap happened, after which a run again (an interruption before the version was
+   * recorded) only runs `finish`; `source` 1 while the table copied exists; `empty` 1 while it
+   * holds no row. `finish` also removes a copy an interrupted run left before the swap where one
+   * process owns storage (chDB's data directory; `torn` refuses when the source table is missing
+   * there). On a server the rewrite runs only on an empty table (a new database): storage there
+   * cannot tell whether another node still writes into a table being copied.
    */
-  rerun?: (s: SchemaContext) => { done: string; finish: string[]; busy: string };
+  rerun?: (s: SchemaContext) => RewriteRerun;
+}
+
+/** How a table-rewriting migration runs again (Migration.rerun). */
+export interface RewriteRerun {
+  done: string;
+  source: string;
+  empty: string;
+  finish: string[];
+  busy: string;
+  torn: string;
 }
 
 /** What a migration needs to render its DDL. */
@@ -296,11 +309,16 @@ WHERE (SELECT count() FROM ${t('derived')}) = 0`,
     // with the new settings (same columns, codecs, index, partitioning, sorting key and TTL), the
     // rows copied across (unfinished mutations applied on the fly, no block dropped as a
     // duplicate), then the two swapped (EXCHANGE TABLES: atomic, both names always exist) and
-    // the old one dropped. Every process node is stopped for an upgrade (README "Upgrading"): no
-    // writer runs beside the copy, and creating the copy is the claim of one migrating node
-    // (Migration.rerun). Run again after an interruption: after the swap (`done`: the table
-    // already has the new setting) only the old table is dropped; before it, chDB drops the
-    // unfinished copy and starts over, a server refuses until an operator did (`busy`). On a
+    // the old one dropped. Only where no writer can run beside the copy: chDB (one process owns
+    // the data directory, and this node's own writers start after the migrations) or a server's
+    // table that holds no row yet (a new database). A server's table with rows keeps 10 MiB
+    // granules: a node of the older version left running (or a second node) would write rows
+    // into the old table during the copy that the drop then loses, and storage cannot prove that
+    // none does; README "Upgrading" gives the offline rewrite. Creating the copy is the claim of
+    // one migrating node (Migration.rerun). Run again after an interruption: after the swap
+    // (`done`: the table already has the new setting) only the old table is dropped; before it,
+    // chDB drops the unfinished copy and starts over, a server refuses until an operator did
+    // (`busy`). On a
     // cluster the copy has its own ZooKeeper path, which the swapped table keeps: a later
     // rewrite must name its copy anew.
     statements: ({ t, on, engine }) => {
@@ -336,7 +354,10 @@ SETTINGS insert_deduplicate = 0, apply_mutations_on_fly = 1`,
     rerun: ({ database, t, on }) => ({
       done: `SELECT toUInt8(count() > 0) AS done FROM system.tables
 WHERE database = '${database}' AND name = 'rollups' AND engine_full LIKE '%index_granularity_bytes = ${ROLLUP_GRANULE_BYTES}%'`,
+      source: `SELECT toUInt8(count() > 0) AS done FROM system.tables WHERE database = '${database}' AND name = 'rollups'`,
+      empty: `SELECT toUInt8(count() = 0) AS done FROM ${t('rollups')}`,
       finish: [`DROP TABLE IF EXISTS ${t('rollups_v15')}${on} SYNC`],
+      torn: `${t('rollups')} is missing and ${t('rollups_v15')} exists: the swap of schema version 15 was interrupted. Do not drop ${t('rollups_v15')}: rename it back (RENAME TABLE ${t('rollups_v15')} TO ${t('rollups')}), then start again`,
       busy: `${t('rollups_v15')} exists: another node is rewriting the rollups table (schema version 15), or one was interrupted doing it. Start this node again once that node is up; if no node is migrating, drop the unfinished copy first (DROP TABLE ${t('rollups_v15')}${on} SYNC)`,
     }),
   },
@@ -385,7 +406,7 @@ ORDER BY version`,
 }
 
 /** Every migration rendered to SQL (what migrate() runs; also what tests inspect). */
-export function renderMigrations(opts: SchemaOptions): { version: number; statements: string[]; rerun?: { done: string; finish: string[]; busy: string } }[] {
+export function renderMigrations(opts: SchemaOptions): { version: number; statements: string[]; rerun?: RewriteRerun }[] {
   const s = schemaContext(opts);
   return migrations.map((m) => ({ version: m.version, statements: m.statements(s), ...(m.rerun ? { rerun: m.rerun(s) } : {}) }));
 }
