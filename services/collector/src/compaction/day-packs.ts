@@ -7,6 +7,7 @@
  * minute pack. Then the finish protocol (finish.ts).
  */
 import { sealRollup } from '../at-rest/records.js';
+import type { AccountKeys } from '../keyring/index.js';
 import { encodeAggregate, encodeDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
 import { DAY_PART_PREFIX, slotEntry } from '../rollup/days.js';
 import { LEVEL, PACKS, packUnitStart, type PackLevel } from '../rollup/levels.js';
@@ -58,19 +59,24 @@ export class DayPacker {
     const todo = await store.daysToPack({ closed, after: this.packAfter.get(packLevel), limit, level });
     this.packAfter.set(packLevel, todo.length === limit ? todo.at(-1) : undefined);
     if (todo.length === 0) return false;
-    const byAccount = new Map<string, typeof todo>();
-    for (const r of todo) {
-      const list = byAccount.get(r.accountId);
-      if (list) list.push(r);
-      else byAccount.set(r.accountId, [r]);
-    }
     const now = this.c.now();
     const written: RollupRow[] = [];
-    for (const [accountId, days] of byAccount) {
+    const keysOf = new Map<string, AccountKeys[]>();
+    for (const accountId of new Set(todo.map((t) => t.accountId))) {
       const keys = await this.c.o.keyring.accountKeys(accountId);
-      if (!keys?.length) continue;
-      // Each day's rows are read by one statement (one snapshot): a pack holds exactly the rows it lists.
-      const rows = (await store.rollupsOfDays(accountId, days, level)).filter((r) => r.level === packLevel || r.bucket < closed);
+      if (keys?.length) keysOf.set(accountId, keys);
+    }
+    // Each day's rows are read by one statement (one snapshot): a pack holds exactly the rows it
+    // lists. The page's days of every account at once (one read per run of many accounts).
+    const rowsOf = new Map<string, StoredRollup[]>();
+    for (const r of await store.rollupsOfDays(todo.filter((d) => keysOf.has(d.accountId)), level)) {
+      if (r.level !== packLevel && r.bucket >= closed) continue;
+      const list = rowsOf.get(r.accountId);
+      if (list) list.push(r);
+      else rowsOf.set(r.accountId, [r]);
+    }
+    for (const [accountId, keys] of keysOf) {
+      const rows = rowsOf.get(accountId) ?? [];
       const groups = new Map<string, typeof rows>();
       for (const r of rows) {
         const k = `${r.metric}|${unitOf(r.bucket)}|${r.series}|${r.keyVersion}`;

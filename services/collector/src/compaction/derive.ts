@@ -16,6 +16,7 @@
  * rows derived from minute rows", says why nothing is lost or counted twice.
  */
 import { sealRollup } from '../at-rest/records.js';
+import type { AccountKeys } from '../keyring/index.js';
 import { encodeAggregate, mergeInto, type Aggregate } from '../rollup/index.js';
 import { DERIVE_LAG_MS, LEVEL } from '../rollup/levels.js';
 import { HOUR_MS } from '../rollup/days.js';
@@ -59,18 +60,22 @@ export class Deriver {
     }
     const sweep = this.sweep;
     const todo = await store.hoursToDerive({ from: sweep.from, to: sweep.to, after: sweep.after, limit });
-    const byAccount = new Map<string, HourToDerive[]>();
-    for (const h of todo) {
-      const list = byAccount.get(h.accountId);
-      if (list) list.push(h);
-      else byAccount.set(h.accountId, [h]);
-    }
     const written: RollupRow[] = [];
-    for (const [accountId, hours] of byAccount) {
+    const keysOf = new Map<string, AccountKeys[]>();
+    for (const accountId of new Set(todo.map((t) => t.accountId))) {
       const keys = await this.c.o.keyring.accountKeys(accountId);
-      if (!keys?.length) continue; // shredded: nothing opens, the lifecycle deletes the rows
+      if (keys?.length) keysOf.set(accountId, keys); // else shredded: nothing opens, the lifecycle deletes the rows
+    }
+    // The page's rows of every account at once (one read per run of many accounts, each hour's rows in one read)
+    const rowsOf = new Map<string, StoredRollup[]>();
+    for (const r of await store.rollupsOfHours(todo.filter((h) => keysOf.has(h.accountId)))) {
+      const list = rowsOf.get(r.accountId);
+      if (list) list.push(r);
+      else rowsOf.set(r.accountId, [r]);
+    }
+    for (const [accountId, keys] of keysOf) {
       const groups = new Map<string, StoredRollup[]>();
-      for (const r of await store.rollupsOfHours(accountId, hours)) {
+      for (const r of rowsOf.get(accountId) ?? []) {
         const k = `${r.metric}|${hourOf(r.bucket)}|${r.series}|${r.keyVersion}`;
         const list = groups.get(k);
         if (list) list.push(r);

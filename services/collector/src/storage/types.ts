@@ -318,8 +318,11 @@ export interface RollupStore {
    * strictly after `after`, at most `limit`.
    */
   daysToPack(o: { closed: number; after?: DayToPack; limit: number; level?: PackedLevel }): Promise<DayToPack[]>;
-  /** Day packing, step 2: the hour (quarter-hour, minute) rows and packs of these days (hours) of one account (one read per statement), each with whether it is finished. */
-  rollupsOfDays(accountId: string, days: DayToPack[], level?: PackedLevel): Promise<StoredRollup[]>;
+  /**
+   * Day packing, step 2: the hour (quarter-hour, minute) rows and packs of these days (hours), of
+   * any accounts, each with whether it is finished; all rows of one day in one read (statement).
+   */
+  rollupsOfDays(days: DayToPack[], level?: PackedLevel): Promise<StoredRollup[]>;
   /** From when (epoch ms) every point has rows of this level (schema migration 7); Infinity: never. */
   rollupLevelSince(level: RollupLevel): Promise<number>;
   /**
@@ -334,8 +337,11 @@ export interface RollupStore {
    * in key order, strictly after `after`, at most `limit`.
    */
   hoursToDerive(o: { from: number; to: number; after?: HourToDerive; limit: number }): Promise<HourToDerive[]>;
-  /** Derivation, step 2: the minute, hour and quarter-hour rows of these hours of one account (one read per statement), each with whether it is finished. */
-  rollupsOfHours(accountId: string, hours: HourToDerive[]): Promise<StoredRollup[]>;
+  /**
+   * Derivation, step 2: the minute, hour and quarter-hour rows of these hours, of any accounts,
+   * each with whether it is finished; all rows of one hour in one read (statement).
+   */
+  rollupsOfHours(hours: HourToDerive[]): Promise<StoredRollup[]>;
 }
 
 /** One series' UTC hour to derive hour and quarter-hour rows for. */

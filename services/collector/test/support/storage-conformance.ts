@@ -324,7 +324,13 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       expect(pack.supersedes).toEqual(['7/c:m1', '59/c:m2']);
       await store.insertRollups([pack]);
       // one hour's minute rows and its pack, not the hour row, not the next hour
-      expect((await store.rollupsOfDays(a, todo.slice(0, 1), 0)).map((r) => `${r.level}/${r.part}`).sort()).toEqual(['0/c:m1', '0/c:m2', '5/c:d:mp']);
+      expect((await store.rollupsOfDays(todo.slice(0, 1), 0)).map((r) => `${r.level}/${r.part}`).sort()).toEqual(['0/c:m1', '0/c:m2', '5/c:d:mp']);
+      // days of several accounts in one read, each row with its own account; another account's row of the same key is not read for this one
+      const b = 'acct-mp2';
+      await store.insertRollups([rollup(b, 'c:b1', { level: 0, bucket: hour + 7 * MIN })]);
+      expect((await store.rollupsOfDays(todo.slice(0, 1), 0)).map((r) => `${r.accountId}/${r.part}`).sort()).toEqual([`${a}/c:d:mp`, `${a}/c:m1`, `${a}/c:m2`]);
+      const both = await store.rollupsOfDays([todo[0]!, { ...todo[0]!, accountId: b }], 0);
+      expect(both.map((r) => `${r.accountId}/${r.part}`).sort()).toEqual([`${a}/c:d:mp`, `${a}/c:m1`, `${a}/c:m2`, `${b}/c:b1`]);
       const refs = supersededRefs({ ...pack, supersedes: pack.supersedes! });
       expect(refs).toEqual(minutes.map((r) => ({ accountId: a, level: 0, bucket: r.bucket, metric: r.metric, series: r.series, part: r.part })));
       expect((await store.findRollups(refs)).map((r) => r.part).sort()).toEqual(['c:m1', 'c:m2']);
