@@ -9,7 +9,7 @@ import { emptyAggregate, emptyScalars, finalize, mergeEncoded, mergeEncodedDefer
 import type { RollupLevel } from '../storage/types.js';
 import { DAY_MS, HOUR_MS } from '../rollup/days.js';
 import { LEVEL, readRows, RowReader, type OpenedRow, type StoredRow } from '../rollup/rows.js';
-import { isPack, PACKS } from '../rollup/levels.js';
+import { isPack } from '../rollup/levels.js';
 
 /** Most series in one answer. */
 export const MAX_SERIES = 1000;
@@ -67,25 +67,6 @@ export interface Merged {
 export const tooManySeries = (): CollectorError =>
   new CollectorError(400, 'too_many_series', `more than ${MAX_SERIES} series; group by fewer tags or add a filter`);
 
-type Target = { key: string; values: string[]; g: Group | undefined };
-type Grouping = { k: string; t: string; grp: Target | null };
-type Groupings = Map<number, Map<string, Grouping>>;
-const groupings = new WeakMap<Map<string, Group>, { plan: MergePlan; cache: Groupings }>();
-/**
- * The (key version → series → group) cache of the merge `groups` belongs to: kept across the
- * parts of one merge (a query worker merges a statement in parts, each a mergeRows call into the
- * same groups under the same plan), so each part does not work out every series' group again
- * (the kept 2M state's 30 d hourly sum cut into 8 parts, inline: 12.2 ms of CPU in one call,
- * 19.6 in parts, ~5 ms of it the groups found again).
- */
-function groupingsOf(plan: MergePlan, groups: Map<string, Group>): Groupings {
-  const held = groupings.get(groups);
-  if (held && held.plan === plan) return held.cache;
-  const cache: Groupings = new Map();
-  groupings.set(groups, { plan, cache });
-  return cache;
-}
-
 /** Index of the bucket containing t (greatest start ≤ t), or −1. */
 function locate(starts: number[], t: number): number {
   let lo = 0;
@@ -129,7 +110,9 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
   // (version, series) → the group of its tag arrays: the rows of one series carry the same ones
   // (checked: a row of the series with other arrays gets its own answer, uncached). No key
   // string per row; the Group itself is kept once it exists (no map lookup per cell).
-  const groupCache = groupingsOf(plan, groups);
+  type Target = { key: string; values: string[]; g: Group | undefined };
+  type Grouping = { k: string; t: string; grp: Target | null };
+  const groupCache = new Map<number, Map<string, Grouping>>();
   const groupOf = (row: StoredRow): Target | null => {
     let bySeries = groupCache.get(row.v);
     if (!bySeries) groupCache.set(row.v, (bySeries = new Map()));
@@ -228,18 +211,14 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
   // a day pack: only its slots inside the range, and not those read from minute rows (a minute pack: its slots inside the range)
   let last: OpenedRow | undefined;
   let target: Target | null = null;
-  let slotMs = 0;
-  reader.eachCell(rows, starts[0]!, end, (o, slot, bytes, from, to) => {
+  reader.eachCell(rows, starts[0]!, end, (o, t, bytes, from, to) => {
+    if (anyMinutes && o.level !== LEVEL.minutePack && isPack(o.level) && inMinutes(t)) return;
+    if (o.level === LEVEL.dayPack && quarterHours?.has(t)) return; // read from quarter-hour rows
     if (o !== last) {
       last = o;
       target = groupOf(o.row);
-      slotMs = isPack(o.level) ? PACKS[o.level].slotMs : 0;
     }
-    const t = o.row.b + slot * slotMs;
-    if (anyMinutes && o.level !== LEVEL.minutePack && isPack(o.level) && inMinutes(t)) return;
-    if (o.level === LEVEL.dayPack && quarterHours?.has(t)) return; // read from quarter-hour rows
-    // indexOf's first check written out: `t` stays a local double (a call not inlined boxes it)
-    add(target!, starts[at]! <= t && (at + 1 === n || t < starts[at + 1]!) ? at : indexOf(t), bytes, from, to);
+    add(target!, indexOf(t), bytes, from, to);
   });
   return { rows: rows.length, tooLarge: false, groups, failed: failed + reader.failed, tampered: reader.tampered };
 }

@@ -78,13 +78,8 @@ export interface Cell<R extends StoredRow = StoredRow> {
   bytes: Uint8Array;
 }
 
-/**
- * Told of one cell by `RowReader.eachCell`: its row, its slot, and its aggregate `bytes[start,
- * end)`. The cell's time is `o.row.b + slot × PACKS[o.level].slotMs` (a row's own aggregate:
- * slot 0, at its bucket): a slot rather than the time, which is beyond a small integer and was
- * allocated as a heap number per cell when passed (~4-5 MB per query over 2M points' packs).
- */
-export type CellVisitor<R extends StoredRow = StoredRow> = (o: OpenedRow<R>, slot: number, bytes: Uint8Array, start: number, end: number) => void;
+/** Told of one cell by `RowReader.eachCell`: its row, its time, and its aggregate `bytes[start, end)`. */
+export type CellVisitor<R extends StoredRow = StoredRow> = (o: OpenedRow<R>, t: number, bytes: Uint8Array, start: number, end: number) => void;
 
 export interface RowReaderOptions<R extends StoredRow = StoredRow> {
   accountId: string;
@@ -157,18 +152,16 @@ export class RowReader<R extends StoredRow = StoredRow> {
     const cells: Cell<R>[] = [];
     // the cells of one row at a time: collected by eachCell, yielded in order
     for (const o of this.rows(stored)) {
-      const slotMs = isPack(o.level) ? PACKS[o.level].slotMs : 0;
-      this.rowCells(o, from, to, (o, slot, bytes, start, end) => cells.push({ o, t: o.row.b + slot * slotMs, bytes: start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end) }));
+      this.rowCells(o, from, to, (o, t, bytes, start, end) => cells.push({ o, t, bytes: start === 0 && end === bytes.length ? bytes : bytes.subarray(start, end) }));
       yield* cells;
       cells.length = 0;
     }
   }
 
   /**
-   * `cells` without an object, a view or a number per cell, for the query engine's hot loop:
-   * `visit` is called with each cell's row, slot and aggregate `bytes[start, end)` (a day pack's
-   * slot is a range of its payload; CellVisitor). A RollupError thrown by `visit` is its own
-   * (never counted here).
+   * `cells` without an object or a view per cell, for the query engine's hot loop: `visit` is
+   * called with each cell's row, time and aggregate `bytes[start, end)` (a day pack's slot is a
+   * range of its payload). A RollupError thrown by `visit` is its own (never counted here).
    */
   eachCell(stored: readonly R[], from: number, to: number, visit: CellVisitor<R>): void {
     for (const o of this.rows(stored)) this.rowCells(o, from, to, visit);
@@ -178,7 +171,7 @@ export class RowReader<R extends StoredRow = StoredRow> {
 
   private rowCells(o: OpenedRow<R>, from: number, to: number, visit: CellVisitor<R>): void {
     if (!isPack(o.level)) {
-      visit(o, 0, o.payload, 0, o.payload.length);
+      visit(o, o.row.b, o.payload, 0, o.payload.length);
       return;
     }
     const { slotMs, slots } = PACKS[o.level];
@@ -194,7 +187,7 @@ export class RowReader<R extends StoredRow = StoredRow> {
         return;
       }
       const t = o.row.b + walk.slot * slotMs;
-      if (t >= from && t < to) visit(o, walk.slot, pack, walk.start, walk.end);
+      if (t >= from && t < to) visit(o, t, pack, walk.start, walk.end);
     }
   }
 
