@@ -77,7 +77,7 @@ describe('query merge', () => {
     }
   });
 
-  it('a merge in parts (one mergeRows per part into the same groups, as a query worker merges a cut statement) keeps each series\' group across parts and still groups every row by its own tag arrays', () => {
+  it('a merge in parts (one mergeRows per part into the same groups, as a query worker merges a cut statement) groups every row by its own tag arrays, a filter\'s failures counted alike', () => {
     const cuts = [[rows.slice(0, 2), rows.slice(2)], [rows.slice(0, 1), rows.slice(1, 4), rows.slice(4)], [[...rows].reverse().slice(0, 3), [...rows].reverse().slice(3)]];
     for (const parts of cuts) {
       for (const p of [plan(), plan([{ accepted: ['101'] }])]) {
@@ -89,7 +89,7 @@ describe('query merge', () => {
         expect(out).toEqual(p.versions[0]!.filters.length ? { '101': reference['101'] } : reference);
         expect(failed).toBe(p.versions[0]!.filters.length ? 3 : 0);
       }
-      // the same groups map under another plan (a filter): the other plan's groupings are not reused
+      // the same groups map under another plan (a filter): its rows are judged by that plan
       const groups = new Map<string, Group>();
       mergeRows(plan(), parts[0]!, groups);
       const r = mergeRows(plan([{ accepted: ['999'] }]), parts[1]!, groups);
