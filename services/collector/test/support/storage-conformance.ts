@@ -337,6 +337,38 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       await store.clearSupersedes([{ accountId: a, level: 5, bucket: hour, metric: pack.metric, series: pack.series, part: pack.part }], { wait: true });
     });
 
+    it("derivation reads an hour's minute, hour and quarter-hour rows of several accounts at once, each row with its own account, never another account's row of the same key", async () => {
+      const a = 'acct-dh1';
+      const b = 'acct-dh2';
+      const hour = Date.UTC(2033, 2, 4, 7);
+      const MIN = 60_000;
+      // compaction's parts count as finished (no processed marker needed)
+      const ofA = [
+        rollup(a, 'c:a0', { level: 0, bucket: hour + 3 * MIN }),
+        rollup(a, 'c:a1', { level: 0, bucket: hour + 59 * MIN }),
+        rollup(a, 'c:ah', { level: 1, bucket: hour }),
+        rollup(a, 'c:aq', { level: 3, bucket: hour + 45 * MIN }),
+      ];
+      const ofB = [rollup(b, 'c:b0', { level: 0, bucket: hour + 3 * MIN }), rollup(b, 'c:bq', { level: 3, bucket: hour })];
+      // not of these hours: the next hour, another series, another metric
+      const others = [
+        rollup(a, 'c:next', { level: 0, bucket: hour + HOUR }),
+        rollup(a, 'c:s9', { level: 0, bucket: hour + MIN, series: '9' }),
+        rollup(b, 'c:m7', { level: 0, bucket: hour + MIN, metric: '7' }),
+      ];
+      await store.insertRollups([...ofA, ...ofB, ...others]);
+      const todo = await store.hoursToDerive({ from: hour, to: hour + HOUR, limit: 10 });
+      expect(todo.map((h) => `${h.accountId}/${h.metric}/${h.hour}/${h.series}`)).toEqual([`${a}/1/${hour}/2`, `${a}/1/${hour}/9`, `${b}/1/${hour}/2`, `${b}/7/${hour}/2`]);
+      const key = (r: { accountId: string; level: number; part: string }) => `${r.accountId}/${r.level}/${r.part}`;
+      const onlyA = todo.filter((h) => h.accountId === a && h.series === '2');
+      expect((await store.rollupsOfHours(onlyA)).map(key).sort()).toEqual(ofA.map(key).sort());
+      const bothOfKey = todo.filter((h) => h.series === '2' && h.metric === '1');
+      expect(bothOfKey.map((h) => h.accountId)).toEqual([a, b]);
+      const read = await store.rollupsOfHours(bothOfKey);
+      expect(read.map(key).sort()).toEqual([...ofA, ...ofB].map(key).sort());
+      for (const r of read) expect(r.accountId === a ? ofA : ofB).toContainEqual(expect.objectContaining({ part: r.part, level: r.level, bucket: r.bucket }));
+    });
+
     it('answers unqualified table names (the store database is current): orphan rollup parts', async () => {
       const a = 'acct-o';
       const w = Date.UTC(2033, 0, 1);
