@@ -313,4 +313,33 @@ describe('minute packs', () => {
     expect([await minuteRows(10), await minuteRows(20)]).toEqual([1, 1]);
     expectSameAnswers(before, await ask());
   });
+
+  it('a busy pass looks for days to pack again only BUSY_PACK_RECHECK_MS after a look found none at the same boundary; a quiet pass always looks', async () => {
+    setClock(D + 22 * HOUR + 35 * MIN); // no boundary (an hour derived, a 6 h step) within the test
+    const store = c.services.store;
+    const looks: { level: number; found: number }[] = [];
+    const counted = new Proxy(store, {
+      get: (t, k) => {
+        if (k === 'daysToPack') {
+          return async (o: Parameters<typeof store.daysToPack>[0]) => {
+            const r = await store.daysToPack(o);
+            looks.push({ level: o.level ?? 1, found: r.length });
+            return r;
+          };
+        }
+        const v = Reflect.get(t, k) as unknown;
+        return typeof v === 'function' ? v.bind(t) : v;
+      },
+    });
+    await compactor().runUntilDone(); // nothing left a pass can pack
+    const busy = new Compactor({ store: counted, keyring: c.services.keyring, log: silent, now, busy: () => true });
+    await busy.runPass();
+    const first = looks.splice(0);
+    expect(first.map((l) => l.level).sort()).toEqual([0, 1, 3]);
+    expect(first.some((l) => l.found === 0)).toBe(true);
+    await busy.runPass(); // looks again only where the first look found days (that it could not pack)
+    expect(looks.splice(0).map((l) => l.level).sort()).toEqual(first.filter((l) => l.found > 0).map((l) => l.level).sort());
+    await new Compactor({ store: counted, keyring: c.services.keyring, log: silent, now }).runPass();
+    expect(looks.splice(0).map((l) => l.level).sort()).toEqual([0, 1, 3]);
+  });
 });

@@ -15,11 +15,13 @@ import { compactionRow, openRow, RowReader, type CompactionRow } from '../rollup
 import { isCompacted } from '../rollup/supersedes.js';
 import type { DayToPack, RollupRow, StoredRollup } from '../storage/types.js';
 import type { FinishProtocol } from './finish.js';
-import { decoded, newPart, packedBeforeOf, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
+import { BUSY_PACK_RECHECK_MS, decoded, newPart, packedBeforeOf, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
 
 export class DayPacker {
   /** Per pack level, where the next packDays page starts (undefined: at the first day). */
   private readonly packAfter = new Map<PackLevel, DayToPack | undefined>();
+  /** Per pack level, the last look from the first day that found nothing: its boundary and when (performance.now()). */
+  private readonly quiet = new Map<PackLevel, { closed: number; at: number }>();
 
   constructor(
     private readonly c: PassContext,
@@ -56,8 +58,15 @@ export class DayPacker {
     // Pages in key order, resumed after the last day of the previous page (wrapping round after
     // a short page): days that cannot be packed (no keys, rows that fail to open) never hold up
     // the ones after them.
-    const todo = await store.daysToPack({ closed, after: this.packAfter.get(packLevel), limit, level });
+    // While ingest is busy, a level whose last look found nothing at the same boundary is looked
+    // at again only after BUSY_PACK_RECHECK_MS (pass.ts): rows before the boundary come only late.
+    const after = this.packAfter.get(packLevel);
+    const quiet = this.quiet.get(packLevel);
+    if (after === undefined && quiet?.closed === closed && performance.now() - quiet.at < BUSY_PACK_RECHECK_MS && this.c.o.busy?.()) return false;
+    const todo = await store.daysToPack({ closed, after, limit, level });
     this.packAfter.set(packLevel, todo.length === limit ? todo.at(-1) : undefined);
+    if (after === undefined && todo.length === 0) this.quiet.set(packLevel, { closed, at: performance.now() });
+    else this.quiet.delete(packLevel);
     if (todo.length === 0) return false;
     const now = this.c.now();
     const written: RollupRow[] = [];

@@ -45,6 +45,15 @@ export const COMPACTION_SLICE_ROWS = 500;
  */
 export const BUSY_MINUTE_GROUP_ROWS = 4;
 
+/**
+ * While ingest is busy, how long a kind of pack whose last look (from the first day) found
+ * nothing to pack at the same boundary goes without another look (day-packs.ts). Each look is a
+ * statement over the table's rows of that level (~65 ms of engine at storefront scale, three a
+ * pass), and between two boundaries (an hour derived, a 6 h step) only late rows or a tick's
+ * markers arriving can give it something to pack; those wait at most this long more.
+ */
+export const BUSY_PACK_RECHECK_MS = 60_000;
+
 export type CompactionStep = 'inserted' | 'packed' | 'derived' | 'watermark' | 'deleted' | 'cleared';
 
 export interface CompactorOptions {
