@@ -16,7 +16,7 @@ import { runQuery, type QueryResult } from '../src/query/index.js';
 import { createLogger } from '../src/logger.js';
 import type { RollupRef, Store } from '../src/storage/types.js';
 import { connectionOf } from '../src/storage/index.js';
-import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { createAccount, postTicked, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { checkAgainstReference, generatePoints, mulberry32, type GenPoint, type RefQuery } from './query-support.js';
 
 const NOW = Date.UTC(2026, 3, 1, 12);
@@ -28,14 +28,11 @@ const silent = createLogger({ level: 'silent' });
 let c: TestCollector;
 const sent = new Map<string, GenPoint[]>();
 
-async function ingest(account: TestAccount, pts: GenPoint[], size = 5): Promise<void> {
-  for (let i = 0; i < pts.length; i += size) {
-    const batch = pts.slice(i, i + size);
-    const res = await post(c.url, envelope(account, batch.map((p, j) => ({ ...p, id: j })), { createdAt: now() }).bytes);
-    expect(res.status).toBe(202);
-    await c.services.processor!.drain();
-    sent.set(account.accountId, [...(sent.get(account.accountId) ?? []), ...batch]);
-  }
+/** Posts in batches of 5, each its own tick: every bucket and series collects many partial rows. */
+async function ingest(account: TestAccount, pts: GenPoint[]): Promise<void> {
+  const mine = sent.get(account.accountId) ?? [];
+  sent.set(account.accountId, mine);
+  await postTicked(c, account, pts, now, mine, 5);
 }
 
 // Every level a pass touches: hour rows and day packs (UTC hours), quarter-hour rows and quarter

@@ -6,9 +6,9 @@
  * name or tag value and no key in any table or log line).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fromBase64, sealBatch, toBase64, toHex, type Point } from '@cipherstat/protocol';
-import { ADMIN_TOKEN, createAccount, newBatchId, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
-import { CANARY, checkAgainstReference, generatePoints, query, queryServer, type GenPoint, type RefQuery } from './query-support.js';
+import { toBase64, toHex } from '@cipherstat/protocol';
+import { ADMIN_TOKEN, createAccount, postAll, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { CANARY, checkAgainstReference, generatePoints, query, queryServer, type RefQuery } from './query-support.js';
 import { connectionOf } from '../src/storage/index.js';
 
 const NOW = Date.UTC(2026, 3, 1, 12); // 2026-04-01T12:00Z; the data spans Berlin's spring-forward
@@ -25,29 +25,15 @@ const pointsA = generatePoints(2026, 8000, FROM, TO);
 const pointsB = generatePoints(99, 600, FROM, TO).filter((p) => p.name !== CANARY.metric);
 const timings: number[] = [];
 
-async function ingest(account: TestAccount, pts: GenPoint[], collectorKey: { keyId: string; publicKey: string }) {
-  for (let i = 0; i < pts.length; i += 500) {
-    const batch: Point[] = pts.slice(i, i + 500).map((p, j) => ({ ...p, id: j }));
-    const bytes = sealBatch({ accountId: account.accountId, batchId: newBatchId(), createdAt: now(), sdk: 'test/0' }, batch, {
-      accountPublicKey: fromBase64(account.writeKey)!,
-      collectorKeyId: collectorKey.keyId,
-      collectorPublicKey: fromBase64(collectorKey.publicKey)!,
-    });
-    const res = await fetch(`${c.url}/v1/batches`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: bytes as Uint8Array<ArrayBuffer> });
-    expect(res.status).toBe(202);
-  }
-}
-
 beforeAll(async () => {
   c = await startTestCollector({ now });
   q = await queryServer(c);
   a = await createAccount(c);
   b = await createAccount(c);
-  const key = (await (await fetch(`${c.url}/v1/collector-key`)).json()) as { keyId: string; publicKey: string };
-  await ingest(a, pointsA, key);
-  await ingest(b, pointsB, key);
+  await postAll(c, a, pointsA, now);
+  await postAll(c, b, pointsB, now);
   // one batch with an invalid point: counted as a reject
-  await ingest(a, [{ kind: 'counter', name: '9bad', value: 1, time: TO - 1000, tags: {} }], key);
+  await postAll(c, a, [{ kind: 'counter', name: '9bad', value: 1, time: TO - 1000, tags: {} }], now);
   await c.services.processor!.drain();
 });
 

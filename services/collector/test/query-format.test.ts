@@ -5,9 +5,8 @@
  * byte for byte; the result cache answers either form; an unknown form is 400 unknown_format.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { fromBase64, sealBatch, type Point } from '@cipherstat/protocol';
-import { createAccount, newBatchId, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
-import { generatePoints, queryServer, type GenPoint } from './query-support.js';
+import { createAccount, postAll, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
+import { generatePoints, queryServer } from './query-support.js';
 import { QUERY_AGGREGATIONS } from '../src/query/request.js';
 import { queryResultColumnsJson, queryResultJson, type QueryResult } from '../src/query/engine.js';
 
@@ -22,25 +21,11 @@ let q: Awaited<ReturnType<typeof queryServer>>;
 let a: TestAccount;
 const points = generatePoints(1606, 3000, FROM, TO);
 
-async function ingest(account: TestAccount, pts: GenPoint[]) {
-  const key = (await (await fetch(`${c.url}/v1/collector-key`)).json()) as { keyId: string; publicKey: string };
-  for (let i = 0; i < pts.length; i += 500) {
-    const batch: Point[] = pts.slice(i, i + 500).map((p, j) => ({ ...p, id: j }));
-    const bytes = sealBatch({ accountId: account.accountId, batchId: newBatchId(), createdAt: now(), sdk: 'test/0' }, batch, {
-      accountPublicKey: fromBase64(account.writeKey)!,
-      collectorKeyId: key.keyId,
-      collectorPublicKey: fromBase64(key.publicKey)!,
-    });
-    const res = await fetch(`${c.url}/v1/batches`, { method: 'POST', headers: { 'content-type': 'application/octet-stream' }, body: bytes as Uint8Array<ArrayBuffer> });
-    expect(res.status).toBe(202);
-  }
-}
-
 beforeAll(async () => {
   c = await startTestCollector({ now });
   q = await queryServer(c);
   a = await createAccount(c);
-  await ingest(a, points);
+  await postAll(c, a, points, now);
   await c.services.processor!.drain();
 });
 

@@ -104,17 +104,25 @@ export function post(url: string, bytes: Uint8Array | string, headers: Record<st
 }
 
 /**
- * Posts `points` (without ids) in batches of 10 with `createdAt` as each batch's time, each
- * acknowledged (202) and processed on its own (one tick per batch) before the next; `sent` gets
- * each batch once it is processed.
+ * Posts `points` (without ids) in batches of `size` (10) with `createdAt` as each batch's time,
+ * each acknowledged (202) and processed on its own (one tick per batch) before the next; `sent`
+ * gets each batch once it is processed.
  */
-export async function postTicked(c: TestCollector, account: TestAccount, points: Omit<Point, 'id'>[], createdAt: () => number, sent: Omit<Point, 'id'>[]): Promise<void> {
-  for (let i = 0; i < points.length; i += 10) {
-    const batch = points.slice(i, i + 10);
+export async function postTicked(c: TestCollector, account: TestAccount, points: Omit<Point, 'id'>[], createdAt: () => number, sent: Omit<Point, 'id'>[], size = 10): Promise<void> {
+  for (let i = 0; i < points.length; i += size) {
+    const batch = points.slice(i, i + size);
     const res = await post(c.url, envelope(account, batch.map((p, j) => ({ ...p, id: j })), { createdAt: createdAt() }).bytes);
     expect(res.status).toBe(202);
     await c.services.processor!.drain();
     sent.push(...batch);
+  }
+}
+
+/** Posts `points` (without ids) in batches of `size` (500) with `createdAt()` as each batch's time, each acknowledged (202); processing is the caller's. */
+export async function postAll(c: { url: string }, account: TestAccount, points: Omit<Point, 'id'>[], createdAt: () => number = Date.now, size = 500): Promise<void> {
+  for (let i = 0; i < points.length; i += size) {
+    const batch = points.slice(i, i + size).map((p, j) => ({ ...p, id: j }));
+    expect((await post(c.url, envelope(account, batch, { createdAt: createdAt() }).bytes)).status).toBe(202);
   }
 }
 
