@@ -7,7 +7,6 @@
  * minute pack. Then the finish protocol (finish.ts).
  */
 import { sealRollup } from '../at-rest/records.js';
-import type { AccountKeys } from '../keyring/index.js';
 import { encodeAggregate, encodeDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
 import { DAY_PART_PREFIX, slotEntry } from '../rollup/days.js';
 import { LEVEL, PACKS, packUnitStart, type PackLevel } from '../rollup/levels.js';
@@ -15,7 +14,7 @@ import { compactionRow, openRow, RowReader, type CompactionRow } from '../rollup
 import { isCompacted } from '../rollup/supersedes.js';
 import type { DayToPack, RollupRow, StoredRollup } from '../storage/types.js';
 import type { FinishProtocol } from './finish.js';
-import { BUSY_PACK_RECHECK_MS, decoded, newPart, packedBeforeOf, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
+import { BUSY_PACK_RECHECK_MS, byAccount, decoded, keysOfAccounts, newPart, packedBeforeOf, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
 
 export class DayPacker {
   /** Per pack level, where the next packDays page starts (undefined: at the first day). */
@@ -70,20 +69,11 @@ export class DayPacker {
     if (todo.length === 0) return false;
     const now = this.c.now();
     const written: RollupRow[] = [];
-    const keysOf = new Map<string, AccountKeys[]>();
-    for (const accountId of new Set(todo.map((t) => t.accountId))) {
-      const keys = await this.c.o.keyring.accountKeys(accountId);
-      if (keys?.length) keysOf.set(accountId, keys);
-    }
+    const keysOf = await keysOfAccounts(this.c, todo.map((t) => t.accountId));
     // Each day's rows are read by one statement (one snapshot): a pack holds exactly the rows it
     // lists. The page's days of every account at once (one read per run of many accounts).
-    const rowsOf = new Map<string, StoredRollup[]>();
-    for (const r of await store.rollupsOfDays(todo.filter((d) => keysOf.has(d.accountId)), level)) {
-      if (r.level !== packLevel && r.bucket >= closed) continue;
-      const list = rowsOf.get(r.accountId);
-      if (list) list.push(r);
-      else rowsOf.set(r.accountId, [r]);
-    }
+    const read = await store.rollupsOfDays(todo.filter((d) => keysOf.has(d.accountId)), level);
+    const rowsOf = byAccount(read.filter((r) => r.level === packLevel || r.bucket < closed));
     for (const [accountId, keys] of keysOf) {
       const rows = rowsOf.get(accountId) ?? [];
       const groups = new Map<string, typeof rows>();

@@ -16,7 +16,6 @@
  * rows derived from minute rows", says why nothing is lost or counted twice.
  */
 import { sealRollup } from '../at-rest/records.js';
-import type { AccountKeys } from '../keyring/index.js';
 import { encodeAggregate, mergeInto, type Aggregate } from '../rollup/index.js';
 import { DERIVE_LAG_MS, LEVEL } from '../rollup/levels.js';
 import { HOUR_MS } from '../rollup/days.js';
@@ -24,7 +23,7 @@ import { compactionRow, RowReader, type CompactionRow } from '../rollup/rows.js'
 import { isCompacted } from '../rollup/supersedes.js';
 import { COMPACTION_PART_PREFIX, type HourToDerive, type RollupRow, type StoredRollup } from '../storage/types.js';
 import type { FinishProtocol } from './finish.js';
-import { decoded, newPart, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
+import { byAccount, decoded, keysOfAccounts, newPart, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
 
 const MINUTE_MS = 60_000;
 const QUARTER_MS = 900_000;
@@ -61,18 +60,9 @@ export class Deriver {
     const sweep = this.sweep;
     const todo = await store.hoursToDerive({ from: sweep.from, to: sweep.to, after: sweep.after, limit });
     const written: RollupRow[] = [];
-    const keysOf = new Map<string, AccountKeys[]>();
-    for (const accountId of new Set(todo.map((t) => t.accountId))) {
-      const keys = await this.c.o.keyring.accountKeys(accountId);
-      if (keys?.length) keysOf.set(accountId, keys); // else shredded: nothing opens, the lifecycle deletes the rows
-    }
+    const keysOf = await keysOfAccounts(this.c, todo.map((t) => t.accountId));
     // The page's rows of every account at once (one read per run of many accounts, each hour's rows in one read)
-    const rowsOf = new Map<string, StoredRollup[]>();
-    for (const r of await store.rollupsOfHours(todo.filter((h) => keysOf.has(h.accountId)))) {
-      const list = rowsOf.get(r.accountId);
-      if (list) list.push(r);
-      else rowsOf.set(r.accountId, [r]);
-    }
+    const rowsOf = byAccount(await store.rollupsOfHours(todo.filter((h) => keysOf.has(h.accountId))));
     for (const [accountId, keys] of keysOf) {
       const groups = new Map<string, StoredRollup[]>();
       for (const r of rowsOf.get(accountId) ?? []) {

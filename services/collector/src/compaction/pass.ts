@@ -206,6 +206,30 @@ export function minutesPackedBefore(o: CompactorOptions, now: number, derivedUnt
 export const packedBeforeOf = (level: PackedLevel, o: CompactorOptions, now: number, derivedUntil: number): number =>
   level === LEVEL.minute ? minutesPackedBefore(o, now, derivedUntil) : packedBefore(o, now, derivedUntil);
 
+/**
+ * The keys of each of these accounts that has any (derivation and packing, per page): an account
+ * without (shredded) is left out, nothing of it opens and the lifecycle deletes its rows.
+ */
+export async function keysOfAccounts(c: PassContext, accountIds: Iterable<string>): Promise<Map<string, AccountKeys[]>> {
+  const out = new Map<string, AccountKeys[]>();
+  for (const accountId of new Set(accountIds)) {
+    const keys = await c.o.keyring.accountKeys(accountId);
+    if (keys?.length) out.set(accountId, keys);
+  }
+  return out;
+}
+
+/** `rows` by account, each list in the rows' order. */
+export function byAccount<T extends { accountId: string }>(rows: Iterable<T>): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const r of rows) {
+    const list = out.get(r.accountId);
+    if (list) list.push(r);
+    else out.set(r.accountId, [r]);
+  }
+  return out;
+}
+
 /** What each step of a pass gets from the compactor. */
 export interface PassContext {
   readonly o: CompactorOptions;
