@@ -7,7 +7,7 @@
  * minute pack. Then the finish protocol (finish.ts).
  */
 import { sealRollup } from '../at-rest/records.js';
-import { encodeAggregate, encodeDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
+import { encodeAggregate, encodeDayPack, encodeTotalsPack, mergeInto, type Aggregate } from '../rollup/index.js';
 import { DAY_PART_PREFIX, slotEntry } from '../rollup/days.js';
 import { LEVEL, PACKS, packUnitStart, type PackLevel } from '../rollup/levels.js';
 import { compactionRow, openRow, RowReader, type CompactionRow } from '../rollup/rows.js';
@@ -15,6 +15,23 @@ import { isCompacted } from '../rollup/supersedes.js';
 import type { DayToPack, RollupRow, StoredRollup } from '../storage/types.js';
 import type { FinishProtocol } from './finish.js';
 import { BUSY_PACK_RECHECK_MS, byAccount, decoded, keysOfAccounts, newPart, packedBeforeOf, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
+
+/**
+ * Span width of the hour sub-totals of a quarter pack (4 quarter hours): a zone at :15, :30 or
+ * :45 merges a quarter-packed day's whole hours once each (rollup/pack.ts, version 2).
+ */
+export const QUARTER_SPAN = 4;
+
+/**
+ * A pack's plaintext: hour and quarter packs in version 2 with the day's total (and a quarter
+ * pack's hour totals: QUARTER_SPAN), merged from the slots by the encoder; minute packs in
+ * version 1 (no query reads a whole UTC hour of minute slots: its hour rows are read instead).
+ */
+export function encodePack(packLevel: PackLevel, slotAggs: Map<number, Aggregate>): Uint8Array {
+  const { slots } = PACKS[packLevel];
+  if (packLevel === LEVEL.minutePack) return encodeDayPack([...slotAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })), slots);
+  return encodeTotalsPack([...slotAggs].map(([slot, agg]) => ({ slot, agg })), slots, packLevel === LEVEL.quarterPack ? QUARTER_SPAN : 0);
+}
 
 export class DayPacker {
   /** Per pack level, where the next packDays page starts (undefined: at the first day). */
@@ -168,7 +185,7 @@ export class DayPacker {
           keyVersion: version,
           part,
           supersedes,
-          agg: sealRollup(key.dataKey, { ...id, level: packLevel, keyVersion: version, part }, encodeDayPack([...slotAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })), slots), supersedes),
+          agg: sealRollup(key.dataKey, { ...id, level: packLevel, keyVersion: version, part }, encodePack(packLevel, slotAggs), supersedes),
           writtenAt: now,
           expiresAt: Math.max(...sources.map((r) => r.expiresAt)),
         });
