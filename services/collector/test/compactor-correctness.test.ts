@@ -63,7 +63,7 @@ for (const aggregation of ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p95', 'p
     QUERIES.push({ ...shape, aggregation, interval: 'day', timezone: 'Asia/Kolkata' }); // quarter-hour rollups and quarter packs
     QUERIES.push({ ...shape, aggregation, interval: 'hour', timezone: 'Asia/Kathmandu' }); // quarter-hour rollups and quarter packs
     QUERIES.push({ ...shape, aggregation, interval: 'day', timezone: 'UTC' }); // hour packs' day totals (pack format 2)
-    QUERIES.push({ ...shape, aggregation, interval: 'day', timezone: 'Asia/Kathmandu' }); // quarter packs' hour totals
+    QUERIES.push({ ...shape, aggregation, interval: 'day', timezone: 'Asia/Kathmandu' }); // quarter packs beside hour packs' totals
   }
 }
 
@@ -211,7 +211,7 @@ describe('rollup compaction', () => {
     expect(repacked.meta.failedRows).toBe(0);
   });
 
-  it('pack format 1 stays readable; a repack after late data writes format 2 beside format 1 packs of the same day', async () => {
+  it('pack format 1 stays readable; a repack after late data writes hour packs in format 2 beside format 1 packs of the same day', async () => {
     const x = await createAccount(c);
     const dayStart = Math.floor(NOW / 86_400_000) * 86_400_000 - 86_400_000; // yesterday (closed)
     await ingest(x, generatePoints(21, 200, dayStart - 43_200_000, NOW - 60_000));
@@ -227,7 +227,7 @@ describe('rollup compaction', () => {
     };
     const v2 = await packsOf();
     expect(v2.length).toBeGreaterThan(0);
-    expect(v2.every(({ opened }) => opened.payload[0] === 2)).toBe(true);
+    expect(v2.every(({ r, opened }) => opened.payload[0] === (r.level === 2 ? 2 : 1))).toBe(true); // hour packs in format 2, quarter packs in 1
     // Every pack rewritten as format 1 (as a node before schema version 16 wrote it): same part, same sealed list.
     await c.services.store.deleteRollups(v2.map(({ r }) => r), { wait: true });
     await c.services.store.insertRollups(
@@ -245,7 +245,8 @@ describe('rollup compaction', () => {
     const late = await checkAll(x, queries);
     expect((await compactor().runUntilDone()).packedDays).toBeGreaterThan(0);
     const mixed = await packsOf();
-    expect(mixed.some(({ opened }) => opened.payload[0] === 1) && mixed.some(({ opened }) => opened.payload[0] === 2)).toBe(true);
+    const hourPacks = mixed.filter(({ r }) => r.level === 2);
+    expect(hourPacks.some(({ opened }) => opened.payload[0] === 1) && hourPacks.some(({ opened }) => opened.payload[0] === 2)).toBe(true);
     // a repacked day's format 2 pack: its slots are its sources' (the format 1 pack's and the late rows'), its totals merged from them
     for (const { r, opened } of mixed.filter(({ opened }) => opened.payload[0] === 2)) {
       const slots = PACKS[r.level as PackLevel].slots;

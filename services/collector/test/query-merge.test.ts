@@ -16,7 +16,6 @@ import { finishCells, finishSeries, mergeRows, roundFloat, unpackValues, type Gr
 import { parseQuery } from '../src/query/request.js';
 import { addPoint, mergeInto, buckets, bucketStart, emptyAggregate, encodeAggregate, encodeDayPack, encodeTotalsPack, finalize, nextBucketStart, sourceLevel, type Aggregate, type Aggregation, type Interval } from '../src/rollup/index.js';
 import { LEVEL, PACKS, type PackLevel } from '../src/rollup/levels.js';
-import { QUARTER_SPAN } from '../src/compaction/day-packs.js';
 import type { StoredRow } from '../src/rollup/rows.js';
 import { mulberry32 } from '../../../test/support/seeded.mjs';
 
@@ -148,8 +147,8 @@ describe('query merge', () => {
   });
 });
 
-// Pack formats: version 1 (slots only), version 2 (rollup/pack.ts: the day's total, a quarter
-// pack's hour totals), and both in one answer (a day's series half in each, as storage holds
+// Pack formats: version 1 (slots only), version 2 (rollup/pack.ts: the day's total; for quarter
+// packs also the hour totals the format allows), and both in one answer (a day's series half in each, as storage holds
 // them while compaction repacks after an upgrade).
 describe.each([1, 2, 'mixed'] as const)('query merge over day packs, format %s (plaintext reference)', (format) => {
   const DAY = 24 * HOUR;
@@ -184,7 +183,7 @@ describe.each([1, 2, 'mixed'] as const)('query merge over day packs, format %s (
   const packOf = (pack: PackLevel, cells: [number, Point[]][], day: number, si: number, d: number): Uint8Array => {
     const { slotMs, slots } = PACKS[pack];
     if (format === 1 || (format === 'mixed' && (si + d) % 2 === 0)) return encodeDayPack(cells.map(([b, ps]) => ({ hour: (b - day) / slotMs, bytes: aggOf(ps) })), slots);
-    return encodeTotalsPack(cells.map(([b, ps]) => ({ slot: (b - day) / slotMs, agg: aggregateOf(ps) })), slots, pack === LEVEL.quarterPack ? QUARTER_SPAN : 0);
+    return encodeTotalsPack(cells.map(([b, ps]) => ({ slot: (b - day) / slotMs, agg: aggregateOf(ps) })), slots, pack === LEVEL.quarterPack ? 4 : 0); // a quarter pack's hour totals: readable, not written (day-packs.ts)
   };
   /** The stored rows of one kind (hour rows and hour packs, or quarter-hour rows and quarter packs). */
   function storedRows(pack: PackLevel, unpacked: (si: number, d: number) => boolean = (_si, d) => d === 2): StoredRow[] {

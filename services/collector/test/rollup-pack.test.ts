@@ -1,6 +1,6 @@
 /**
- * Pack format 2 (rollup/pack.ts): the day's total and a quarter pack's hour totals before the
- * slots, merged by the encoder from the slots it writes; version 1 packs still read; the walk's
+ * Pack format 2 (rollup/pack.ts): the day's total (and, as the format allows, a quarter pack's
+ * hour totals) before the slots, merged by the encoder from the slots it writes; version 1 packs still read; the walk's
  * faults; and which readers use a total — the query merge where a span's slots all fall in one
  * bucket inside the range and none is read from other data, never the slot walk (compaction's
  * repack, the volume).
@@ -8,7 +8,9 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
 import { sealRollup } from '../src/at-rest/records.js';
-import { QUARTER_SPAN, encodePack } from '../src/compaction/day-packs.js';
+import { encodePack } from '../src/compaction/day-packs.js';
+
+const QUARTER_SPAN = 4; // hour totals of a quarter pack: format 2 allows them (read here), compaction does not write them
 import { mergeRows, type MergePlan } from '../src/query/merge.js';
 import { addPoint, daySlots, decodeAggregate, emptyAggregate, encodeAggregate, encodeDayPack, encodeTotalsPack, finalize, mergeAggregates, type Aggregate } from '../src/rollup/index.js';
 import { LEVEL, PACKS, type PackLevel } from '../src/rollup/levels.js';
@@ -88,8 +90,8 @@ describe('pack format 2', () => {
         const values = Array.from({ length: 1 + Math.floor(rnd() * 5) }, () => Math.round(Math.exp(rnd() * 8)) / 4);
         slotAggs.set(s, aggOf(values, day + s * slotMs + Math.floor(rnd() * slotMs)));
       }
-      const pack = encodePack(level, slotAggs);
       const width = level === LEVEL.quarterPack ? QUARTER_SPAN : 0;
+      const pack = level === LEVEL.dayPack ? encodePack(level, slotAggs) : encodeTotalsPack([...slotAggs].map(([slot, agg]) => ({ slot, agg })), slots, width);
       const all = entries(pack, slots);
       const bySlot = new Map(all.filter(([, w]) => w === 1).map(([s, , b]) => [s, b]));
       expect([...bySlot.keys()]).toEqual([...slotAggs.keys()].sort((x, y) => x - y));
@@ -106,8 +108,9 @@ describe('pack format 2', () => {
       const want = [...spans].filter((sp) => [...slotAggs.keys()].filter((s) => Math.floor(s / width) === sp).length >= 2).length + (slotAggs.size >= 2 ? 1 : 0);
       expect(all.filter(([, w]) => w > 1).length).toBe(want);
     }
-    // minute packs stay version 1
-    expect(encodePack(LEVEL.minutePack, new Map([[3, aggOf([1], day)], [4, aggOf([2], day)]]))[0]).toBe(1);
+    // compaction writes hour packs in version 2, quarter and minute packs in version 1
+    const two = new Map([[3, aggOf([1], day)], [4, aggOf([2], day)]]);
+    expect([LEVEL.dayPack, LEVEL.quarterPack, LEVEL.minutePack].map((l) => encodePack(l, two)[0])).toEqual([2, 1, 1]);
   });
 
   it('a malformed version 2 pack is a fault of the walk', () => {

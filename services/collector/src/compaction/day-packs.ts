@@ -17,20 +17,18 @@ import type { FinishProtocol } from './finish.js';
 import { BUSY_PACK_RECHECK_MS, byAccount, decoded, keysOfAccounts, newPart, packedBeforeOf, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
 
 /**
- * Span width of the hour sub-totals of a quarter pack (4 quarter hours): a zone at :15, :30 or
- * :45 merges a quarter-packed day's whole hours once each (rollup/pack.ts, version 2).
- */
-export const QUARTER_SPAN = 4;
-
-/**
- * A pack's plaintext: hour and quarter packs in version 2 with the day's total (and a quarter
- * pack's hour totals: QUARTER_SPAN), merged from the slots by the encoder; minute packs in
- * version 1 (no query reads a whole UTC hour of minute slots: its hour rows are read instead).
+ * A pack's plaintext: hour packs in version 2 with the UTC day's total, merged from the slots
+ * by the encoder (a daily bucket in UTC reads it instead of 24 slots); quarter and minute packs
+ * in version 1. A quarter pack's day total is never read (a zone at :15, :30 or :45 splits every
+ * UTC day), and its hour totals did not pay: measured at 2M points (ARCHITECTURE.md, "Pack
+ * totals"), a 30-day daily sum in Asia/Kathmandu merged no faster while the zones' hourly
+ * shapes read 16 % (sum) and 40 % (p95) more bytes. Minute packs: no query reads a whole UTC
+ * hour of minute slots (it reads the hour's rows).
  */
 export function encodePack(packLevel: PackLevel, slotAggs: Map<number, Aggregate>): Uint8Array {
   const { slots } = PACKS[packLevel];
-  if (packLevel === LEVEL.minutePack) return encodeDayPack([...slotAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })), slots);
-  return encodeTotalsPack([...slotAggs].map(([slot, agg]) => ({ slot, agg })), slots, packLevel === LEVEL.quarterPack ? QUARTER_SPAN : 0);
+  if (packLevel === LEVEL.dayPack) return encodeTotalsPack([...slotAggs].map(([slot, agg]) => ({ slot, agg })), slots);
+  return encodeDayPack([...slotAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })), slots);
 }
 
 export class DayPacker {
