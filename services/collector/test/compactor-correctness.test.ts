@@ -14,10 +14,7 @@ import { PACK_STEP_MS } from '../src/compaction/pass.js';
 import { listMetrics, runQuery, type QueryResult } from '../src/query/index.js';
 import { createLogger } from '../src/logger.js';
 import type { RollupRow } from '../src/storage/types.js';
-import { openRollup, openRollupRow, sealRollup } from '../src/at-rest/records.js';
-import { daySlots, decodeAggregate, encodeAggregate, encodeDayPack, mergeAggregates } from '../src/rollup/index.js';
-import { PACKS, type PackLevel } from '../src/rollup/levels.js';
-import { PackSlots } from '../src/rollup/pack.js';
+import { openRollup, sealRollup } from '../src/at-rest/records.js';
 import { createAccount, envelope, post, startTestCollector, type TestAccount, type TestCollector } from './support/collector.js';
 import { checkAgainstReference, expectSameAnswers, generatePoints, type GenPoint, type RefQuery } from './query-support.js';
 import { connectionOf } from '../src/storage/index.js';
@@ -62,8 +59,6 @@ for (const aggregation of ['count', 'sum', 'avg', 'min', 'max', 'p50', 'p95', 'p
     QUERIES.push({ ...shape, aggregation, interval: 'hour', timezone: 'UTC' });
     QUERIES.push({ ...shape, aggregation, interval: 'day', timezone: 'Asia/Kolkata' }); // quarter-hour rollups and quarter packs
     QUERIES.push({ ...shape, aggregation, interval: 'hour', timezone: 'Asia/Kathmandu' }); // quarter-hour rollups and quarter packs
-    QUERIES.push({ ...shape, aggregation, interval: 'day', timezone: 'UTC' }); // hour packs' day totals (pack format 2)
-    QUERIES.push({ ...shape, aggregation, interval: 'day', timezone: 'Asia/Kathmandu' }); // quarter packs beside hour packs' totals
   }
 }
 
@@ -209,53 +204,6 @@ describe('rollup compaction', () => {
     expectSameAnswers([late], [repacked]);
     expect(repacked.meta.rows).toBeLessThan(late.meta.rows);
     expect(repacked.meta.failedRows).toBe(0);
-  });
-
-  it('pack format 1 stays readable; a repack after late data writes hour packs in format 2 beside format 1 packs of the same day', async () => {
-    const x = await createAccount(c);
-    const dayStart = Math.floor(NOW / 86_400_000) * 86_400_000 - 86_400_000; // yesterday (closed)
-    await ingest(x, generatePoints(21, 200, dayStart - 43_200_000, NOW - 60_000));
-    expect((await compactor().runUntilDone()).packedDays).toBeGreaterThan(0);
-    const keys = c.services.keyring.accountKeys(x.accountId)!;
-    const packsOf = async () => {
-      const groups = await connectionOf(c.services.store).query<{ level: number; b: string; m: string; s: string }>(
-        `SELECT DISTINCT level, toUnixTimestamp64Milli(bucket) AS b, toString(metric) AS m, toString(series) AS s FROM rollups WHERE account_id = {a:String} AND level IN (2, 4)`,
-        { a: x.accountId },
-      );
-      const rows = await c.services.store.rollupsOfGroups(groups.map((g) => ({ accountId: x.accountId, level: g.level as 2, bucket: Number(g.b), metric: g.m, series: g.s })), 10);
-      return rows.map((r) => ({ r, opened: openRollupRow(keys.find((k) => k.version === r.keyVersion)!.dataKey, r, r.agg)! }));
-    };
-    const v2 = await packsOf();
-    expect(v2.length).toBeGreaterThan(0);
-    expect(v2.every(({ r, opened }) => opened.payload[0] === (r.level === 2 ? 2 : 1))).toBe(true); // hour packs in format 2, quarter packs in 1
-    // Every pack rewritten as format 1 (as a node before schema version 16 wrote it): same part, same sealed list.
-    await c.services.store.deleteRollups(v2.map(({ r }) => r), { wait: true });
-    await c.services.store.insertRollups(
-      v2.map(({ r, opened }) => {
-        const slots = PACKS[r.level as PackLevel].slots;
-        const v1 = encodeDayPack([...daySlots(opened.payload, slots)].map(([hour, bytes]) => ({ hour, bytes })), slots);
-        return { ...r, agg: sealRollup(keys.find((k) => k.version === r.keyVersion)!.dataKey, r, v1, opened.supersedes ?? []) };
-      }),
-    );
-    expect((await packsOf()).every(({ opened }) => opened.payload[0] === 1)).toBe(true);
-    const queries = [...SOME, ...QUERIES.filter((q) => q.interval === 'day' && ['avg', 'min'].includes(q.aggregation))];
-    const v1Answers = await checkAll(x, queries);
-    // late points in a few hours of the day: their series' packs are repacked as format 2, the others stay format 1
-    await ingest(x, generatePoints(22, 12, dayStart + 3_600_000, dayStart + 5 * 3_600_000));
-    const late = await checkAll(x, queries);
-    expect((await compactor().runUntilDone()).packedDays).toBeGreaterThan(0);
-    const mixed = await packsOf();
-    const hourPacks = mixed.filter(({ r }) => r.level === 2);
-    expect(hourPacks.some(({ opened }) => opened.payload[0] === 1) && hourPacks.some(({ opened }) => opened.payload[0] === 2)).toBe(true);
-    // a repacked day's format 2 pack: its slots are its sources' (the format 1 pack's and the late rows'), its totals merged from them
-    for (const { r, opened } of mixed.filter(({ opened }) => opened.payload[0] === 2)) {
-      const slots = PACKS[r.level as PackLevel].slots;
-      const total = [...daySlots(opened.payload, slots)].map(([, b]) => decodeAggregate(b)).reduce((t, a) => mergeAggregates(t, a));
-      const walk = new PackSlots().reset(opened.payload, slots);
-      if (walk.next() && walk.width === slots) expect(decodeAggregate(opened.payload.subarray(walk.start, walk.end))).toEqual(decodeAggregate(encodeAggregate(total)));
-    }
-    expectSameAnswers(late, await checkAll(x, queries));
-    expect(v1Answers.length).toBe(late.length);
   });
 
   it('counts nothing twice after a crash between a day pack insert and the deletion of its hour rows', async () => {

@@ -14,7 +14,7 @@ import { randomBytes } from '@cipherstat/protocol';
 import { openRollup, sealRollup } from '../src/at-rest/records.js';
 import { finishCells, finishSeries, mergeRows, roundFloat, unpackValues, type Group, type MergePlan } from '../src/query/merge.js';
 import { parseQuery } from '../src/query/request.js';
-import { addPoint, mergeInto, buckets, bucketStart, emptyAggregate, encodeAggregate, encodeDayPack, encodeTotalsPack, finalize, nextBucketStart, sourceLevel, type Aggregate, type Aggregation, type Interval } from '../src/rollup/index.js';
+import { addPoint, mergeInto, buckets, bucketStart, emptyAggregate, encodeAggregate, encodeDayPack, finalize, nextBucketStart, sourceLevel, type Aggregate, type Aggregation, type Interval } from '../src/rollup/index.js';
 import { LEVEL, PACKS, type PackLevel } from '../src/rollup/levels.js';
 import type { StoredRow } from '../src/rollup/rows.js';
 import { mulberry32 } from '../../../test/support/seeded.mjs';
@@ -147,10 +147,7 @@ describe('query merge', () => {
   });
 });
 
-// Pack formats: version 1 (slots only), version 2 (rollup/pack.ts: the day's total; for quarter
-// packs also the hour totals the format allows), and both in one answer (a day's series half in each, as storage holds
-// them while compaction repacks after an upgrade).
-describe.each([1, 2, 'mixed'] as const)('query merge over day packs, format %s (plaintext reference)', (format) => {
+describe('query merge over day packs (plaintext reference)', () => {
   const DAY = 24 * HOUR;
   const QUARTER = HOUR / 4;
   const start = Date.UTC(2026, 10, 2); // day 0; days 0 and 1 packed, day 2 not
@@ -173,17 +170,10 @@ describe.each([1, 2, 'mixed'] as const)('query merge over day packs, format %s (
     const sr = series[si]!;
     return { l: level, b, v: 1, s: sr.s, a: sealRollup(key, ident(level, b, sr, part), plain, list), k: sr.k, t: sr.t, m: metric, p: part, u: stored };
   };
-  const aggregateOf = (ps: Point[]): Aggregate => {
+  const aggOf = (ps: Point[]): Uint8Array => {
     const a = emptyAggregate();
     for (const p of ps) addPoint(a, p.v, p.t);
-    return a;
-  };
-  const aggOf = (ps: Point[]): Uint8Array => encodeAggregate(aggregateOf(ps));
-  /** A pack of `format` (mixed: version 2 for every other (series, day)). */
-  const packOf = (pack: PackLevel, cells: [number, Point[]][], day: number, si: number, d: number): Uint8Array => {
-    const { slotMs, slots } = PACKS[pack];
-    if (format === 1 || (format === 'mixed' && (si + d) % 2 === 0)) return encodeDayPack(cells.map(([b, ps]) => ({ hour: (b - day) / slotMs, bytes: aggOf(ps) })), slots);
-    return encodeTotalsPack(cells.map(([b, ps]) => ({ slot: (b - day) / slotMs, agg: aggregateOf(ps) })), slots, pack === LEVEL.quarterPack ? 4 : 0); // a quarter pack's hour totals: readable, not written (day-packs.ts)
+    return encodeAggregate(a);
   };
   /** The stored rows of one kind (hour rows and hour packs, or quarter-hour rows and quarter packs). */
   function storedRows(pack: PackLevel, unpacked: (si: number, d: number) => boolean = (_si, d) => d === 2): StoredRow[] {
@@ -202,9 +192,10 @@ describe.each([1, 2, 'mixed'] as const)('query merge over day packs, format %s (
           for (const [b, ps] of mine) rows.push(row(of, b, si, `h${si}_${b}`, aggOf(ps)));
           continue;
         }
+        const slots = mine.map(([b, ps]) => ({ hour: (b - day) / slotMs, bytes: aggOf(ps) }));
         const list = mine.map(([b]) => `${(b - day) / slotMs}/h${si}_${b}`);
         // day 1: compaction not finished — the pack's stored list still names the rows it holds, and one of them is still stored
-        rows.push(row(pack, day, si, `c:d:${si}_${d}`, packOf(pack, mine, day, si, d), list, d === 1 ? list : []));
+        rows.push(row(pack, day, si, `c:d:${si}_${d}`, encodeDayPack(slots, PACKS[pack].slots), list, d === 1 ? list : []));
         if (d === 1 && mine.length > 0) rows.push(row(of, mine[0]![0], si, `h${si}_${mine[0]![0]}`, aggOf(mine[0]![1])));
       }
     }

@@ -7,7 +7,7 @@
  * minute pack. Then the finish protocol (finish.ts).
  */
 import { sealRollup } from '../at-rest/records.js';
-import { encodeAggregate, encodeDayPack, encodeTotalsPack, mergeInto, type Aggregate } from '../rollup/index.js';
+import { encodeAggregate, encodeDayPack, mergeInto, type Aggregate } from '../rollup/index.js';
 import { DAY_PART_PREFIX, slotEntry } from '../rollup/days.js';
 import { LEVEL, PACKS, packUnitStart, type PackLevel } from '../rollup/levels.js';
 import { compactionRow, openRow, RowReader, type CompactionRow } from '../rollup/rows.js';
@@ -15,21 +15,6 @@ import { isCompacted } from '../rollup/supersedes.js';
 import type { DayToPack, RollupRow, StoredRollup } from '../storage/types.js';
 import type { FinishProtocol } from './finish.js';
 import { BUSY_PACK_RECHECK_MS, byAccount, decoded, keysOfAccounts, newPart, packedBeforeOf, refOf, sameList, type CompactionReport, type PassContext } from './pass.js';
-
-/**
- * A pack's plaintext: hour packs in version 2 with the UTC day's total, merged from the slots
- * by the encoder (a daily bucket in UTC reads it instead of 24 slots); quarter and minute packs
- * in version 1. A quarter pack's day total is never read (a zone at :15, :30 or :45 splits every
- * UTC day), and its hour totals did not pay: measured at 2M points (ARCHITECTURE.md, "Pack
- * totals"), a 30-day daily sum in Asia/Kathmandu merged no faster while the zones' hourly
- * shapes read 16 % (sum) and 40 % (p95) more bytes. Minute packs: no query reads a whole UTC
- * hour of minute slots (it reads the hour's rows).
- */
-export function encodePack(packLevel: PackLevel, slotAggs: Map<number, Aggregate>): Uint8Array {
-  const { slots } = PACKS[packLevel];
-  if (packLevel === LEVEL.dayPack) return encodeTotalsPack([...slotAggs].map(([slot, agg]) => ({ slot, agg })), slots);
-  return encodeDayPack([...slotAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })), slots);
-}
 
 export class DayPacker {
   /** Per pack level, where the next packDays page starts (undefined: at the first day). */
@@ -183,7 +168,7 @@ export class DayPacker {
           keyVersion: version,
           part,
           supersedes,
-          agg: sealRollup(key.dataKey, { ...id, level: packLevel, keyVersion: version, part }, encodePack(packLevel, slotAggs), supersedes),
+          agg: sealRollup(key.dataKey, { ...id, level: packLevel, keyVersion: version, part }, encodeDayPack([...slotAggs].map(([hour, agg]) => ({ hour, bytes: encodeAggregate(agg) })), slots), supersedes),
           writtenAt: now,
           expiresAt: Math.max(...sources.map((r) => r.expiresAt)),
         });

@@ -208,17 +208,6 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
       failed++;
     }
   };
-  // A version 2 pack's total (rollup/pack.ts) stands for its slots where they all fall in one
-  // bucket inside the range and none of its hours is read from other data (minute rows; for an
-  // hour pack, quarter-hour rows): a UTC day's 24 hours merged once in a daily bucket in UTC, a
-  // quarter pack's hour in an hourly or daily bucket in a zone at :15, :30 or :45.
-  const whole = (o: OpenedRow, from: number, to: number): boolean => {
-    const i = indexOf(from);
-    if (i < 0 || to > end || (i + 1 < n && starts[i + 1]! < to)) return false;
-    if (anyMinutes || (quarterHours && o.level === LEVEL.dayPack))
-      for (let h = from; h < to; h += HOUR_MS) if ((anyMinutes && inMinutes(h)) || (o.level === LEVEL.dayPack && quarterHours?.has(h))) return false;
-    return true;
-  };
   // a day pack: only its slots inside the range, and not those read from minute rows (a minute pack: its slots inside the range)
   let last: OpenedRow | undefined;
   let target: Target | null = null;
@@ -230,7 +219,7 @@ export function mergeRows(plan: MergePlan, rows: StoredRow[], groups = new Map<s
       target = groupOf(o.row);
     }
     add(target!, indexOf(t), bytes, from, to);
-  }, whole);
+  });
   return { rows: rows.length, tooLarge: false, groups, failed: failed + reader.failed, tampered: reader.tampered };
 }
 

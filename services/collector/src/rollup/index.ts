@@ -40,6 +40,6 @@ export {
   sourceLevel,
   isValidTimeZone,
 } from './time.js';
-export { encodeDayPack, encodeTotalsPack, daySlots } from './pack.js';
+export { encodeDayPack, daySlots } from './pack.js';
 export { LEVEL, type QueryLevel, type RollupLevel } from './levels.js';
 export { type Distinct, DISTINCT_P, emptyDistinct, addHash, mergeDistinct, estimateDistinct } from './distinct.js';

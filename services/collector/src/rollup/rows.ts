@@ -81,12 +81,6 @@ export interface Cell<R extends StoredRow = StoredRow> {
 /** Told of one cell by `RowReader.eachCell`: its row, its time, and its aggregate `bytes[start, end)`. */
 export type CellVisitor<R extends StoredRow = StoredRow> = (o: OpenedRow<R>, t: number, bytes: Uint8Array, start: number, end: number) => void;
 
-/**
- * Asked by `RowReader.eachCell` of a version 2 pack's total over the UTC span [from, to): true
- * reads the total (once, at `from`) instead of the span's slots.
- */
-export type SpanCheck<R extends StoredRow = StoredRow> = (o: OpenedRow<R>, from: number, to: number) => boolean;
-
 export interface RowReaderOptions<R extends StoredRow = StoredRow> {
   accountId: string;
   /** The data key of a key version (undefined: the row fails). */
@@ -167,18 +161,15 @@ export class RowReader<R extends StoredRow = StoredRow> {
   /**
    * `cells` without an object or a view per cell, for the query engine's hot loop: `visit` is
    * called with each cell's row, time and aggregate `bytes[start, end)` (a day pack's slot is a
-   * range of its payload). With `whole`, a version 2 pack's totals (rollup/pack.ts) are offered
-   * first: a total `whole` accepts for its UTC span [t, t2) is visited once at `t` in place of the
-   * slots it covers (the caller answers true only where they all fall in one of its buckets and
-   * are all read from the pack). A RollupError thrown by `visit` is its own (never counted here).
+   * range of its payload). A RollupError thrown by `visit` is its own (never counted here).
    */
-  eachCell(stored: readonly R[], from: number, to: number, visit: CellVisitor<R>, whole?: SpanCheck<R>): void {
-    for (const o of this.rows(stored)) this.rowCells(o, from, to, visit, whole);
+  eachCell(stored: readonly R[], from: number, to: number, visit: CellVisitor<R>): void {
+    for (const o of this.rows(stored)) this.rowCells(o, from, to, visit);
   }
 
   private readonly slotWalk = new PackSlots();
 
-  private rowCells(o: OpenedRow<R>, from: number, to: number, visit: CellVisitor<R>, whole?: SpanCheck<R>): void {
+  private rowCells(o: OpenedRow<R>, from: number, to: number, visit: CellVisitor<R>): void {
     if (!isPack(o.level)) {
       visit(o, o.row.b, o.payload, 0, o.payload.length);
       return;
@@ -187,8 +178,6 @@ export class RowReader<R extends StoredRow = StoredRow> {
     const walk = this.slotWalk;
     const pack = o.payload;
     walk.reset(pack, slots);
-    let taken = 0; // spans whose total was visited, a bit each
-    let width = 1;
     for (;;) {
       try {
         if (!walk.next()) return;
@@ -198,16 +187,6 @@ export class RowReader<R extends StoredRow = StoredRow> {
         return;
       }
       const t = o.row.b + walk.slot * slotMs;
-      if (walk.width > 1) {
-        if (whole && whole(o, t, t + walk.width * slotMs)) {
-          visit(o, t, pack, walk.start, walk.end);
-          if (walk.width === slots) return; // the pack's total: nothing else of it is read
-          width = walk.width;
-          taken |= 1 << (walk.slot / width);
-        }
-        continue;
-      }
-      if (taken !== 0 && (taken & (1 << Math.floor(walk.slot / width))) !== 0) continue;
       if (t >= from && t < to) visit(o, t, pack, walk.start, walk.end);
     }
   }

@@ -361,14 +361,6 @@ WHERE database = '${database}' AND name = 'rollups' AND engine_full LIKE '%index
       busy: `${t('rollups_v15')} exists: another node is rewriting the rollups table (schema version 15), or one was interrupted doing it. Start this node again once that node is up; if no node is migrating, drop the unfinished copy first (DROP TABLE ${t('rollups_v15')}${on} SYNC)`,
     }),
   },
-  {
-    version: 16,
-    // Pack format 2 (rollup/pack.ts): compaction writes hour and quarter packs with the day's
-    // total (and a quarter pack's hour totals) before the slots. No statement: the rows go into
-    // the same table. An older node counts a format 2 pack as malformed (failed) and answers
-    // without it: this version keeps it off such storage (schema-gate.ts).
-    statements: () => [],
-  },
 ];
 
 /** Tables holding account data, in purge order (the account row last). */
