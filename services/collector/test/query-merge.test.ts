@@ -12,7 +12,7 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from '@cipherstat/protocol';
 import { openRollup, sealRollup } from '../src/at-rest/records.js';
-import { finishCells, finishSeries, mergeRows, roundFloat, unpackValues, type Group, type MergePlan } from '../src/query/merge.js';
+import { finishCells, finishSeries, mergeRows, PERCENTILE_ERROR, roundFloat, roundSketchValue, SKETCH_DIGITS, unpackValues, type Group, type MergePlan } from '../src/query/merge.js';
 import { parseQuery } from '../src/query/request.js';
 import { addPoint, mergeInto, buckets, bucketStart, emptyAggregate, encodeAggregate, encodeDayPack, finalize, nextBucketStart, sourceLevel, type Aggregate, type Aggregation, type Interval } from '../src/rollup/index.js';
 import { LEVEL, PACKS, type PackLevel } from '../src/rollup/levels.js';
@@ -111,7 +111,10 @@ describe('query merge', () => {
         const merged = (s === 0 ? [groups[0]!, groups[2]!] : [groups[1]!]).map((g) => g.aggs[i]).filter((a) => a !== undefined);
         const a = merged.reduce((x, y) => mergeInto(x, y), emptyAggregate());
         const v = finalize(a, aggregation);
-        return v === null || Number.isInteger(v) ? v : Number(v.toPrecision(15));
+        if (v === null || Number.isInteger(v)) return v;
+        // a percentile strictly inside its cell's [min, max] is a sketch value: SKETCH_DIGITS digits
+        if (aggregation[0] === 'p' && v !== a.min && v !== a.max) return Number(v.toPrecision(SKETCH_DIGITS));
+        return Number(v.toPrecision(15));
       };
       const fresh = groups.map((g) => ({ values: g.values, aggs: g.aggs.map((a) => a && mergeInto(emptyAggregate(), a)) }));
       const f = finishCells({ starts, aggregation }, fresh, [0, 1, 0], 2);
@@ -133,6 +136,69 @@ describe('query merge', () => {
     const wrong = values.filter((v) => !Object.is(roundFloat(v), Number.isInteger(v) ? v : Number(v.toPrecision(15))));
     expect(wrong).toEqual([]);
     expect(roundFloat(null)).toBe(null);
+  });
+
+  it('answers a percentile from the sketch to SKETCH_DIGITS significant digits, within PERCENTILE_ERROR of the exact rank value; a cell\'s min, max and one-value cells exactly, other aggregations to 15 digits', () => {
+    const rand = mulberry32(95);
+    const digits = (v: number) => (v === 0 ? 0 : Number(Math.abs(v).toExponential(14).split('e')[0]!.replace('.', '').replace(/0+$/, '').length));
+    let sketchValues = 0;
+    let exactValues = 0;
+    let worst = 0;
+    let worstUnrounded = 0;
+    for (let round = 0; round < 400; round++) {
+      // cells of 1-60 values: decimals of page loads, prices, tiny and huge magnitudes, negatives, repeats
+      const kind = round % 5;
+      const cells = Array.from({ length: 20 }, () => {
+        const n = 1 + Math.floor(rand() * (rand() < 0.3 ? 2 : 60));
+        return Array.from({ length: n }, () => {
+          const x = Math.exp(6 + 1.5 * (rand() - 0.5) * 4);
+          if (kind === 0) return Math.round(x * 10) / 10;
+          if (kind === 1) return Math.round(x) / 100;
+          if (kind === 2) return x * 10 ** (Math.floor(rand() * 12) - 6); // within the span a sketch keeps uncollapsed (γ^2048)
+          if (kind === 3) return (rand() < 0.5 ? -1 : 1) * Math.round(x * 1000) / 1000;
+          return [3, 7.5, 100][Math.floor(rand() * 3)]!;
+        });
+      });
+      const group: Group = { values: ['g'], aggs: cells.map((vs) => vs.reduce((a, v, i) => addPoint(a, v, i), emptyAggregate())) };
+      for (const aggregation of ['p50', 'p95', 'p99', 'avg', 'max'] as Aggregation[]) {
+        const fresh: Group = { values: ['g'], aggs: group.aggs.map((a) => a && mergeInto(emptyAggregate(), a)) };
+        const [values] = unpackValues(finishCells({ starts: cells.map((_, i) => i), aggregation }, [fresh], [0], 1));
+        cells.forEach((vs, i) => {
+          const v = values![i]!;
+          const a = group.aggs[i]!;
+          const raw = finalize(a, aggregation)!;
+          if (aggregation[0] !== 'p') return expect(v).toBe(roundFloat(raw));
+          const sorted = [...vs].sort((x, y) => x - y);
+          const x = sorted[Math.floor(Number(aggregation.slice(1)) / 100 * (vs.length - 1))]!;
+          expect(v).toBeGreaterThanOrEqual(roundFloat(sorted[0]!)!); // min and max to 15 digits, as every answer
+          expect(v).toBeLessThanOrEqual(roundFloat(sorted.at(-1)!)!);
+          if (Math.abs(x) >= 1e-9) {
+            worst = Math.max(worst, Math.abs(v - x) / Math.abs(x));
+            worstUnrounded = Math.max(worstUnrounded, Math.abs(raw - x) / Math.abs(x));
+          }
+          expect(Math.abs(v - x), `${aggregation} of ${vs.length} values: ${v} vs ${x}`).toBeLessThanOrEqual(PERCENTILE_ERROR * Math.abs(x) + 1e-9);
+          if (raw === a.min || raw === a.max) {
+            // a point's own value (one value, or clamped): as every other answer
+            expect(v).toBe(roundFloat(raw));
+            exactValues++;
+          } else {
+            // a sketch value: SKETCH_DIGITS digits (then kept inside [min, max])
+            expect(v === roundSketchValue(raw) || v === roundFloat(a.min) || v === roundFloat(a.max), `${v} from ${raw}`).toBe(true);
+            expect(digits(v)).toBeLessThanOrEqual(SKETCH_DIGITS);
+            sketchValues++;
+          }
+          if (vs.every((y) => y === vs[0])) expect(v).toBe(roundFloat(vs[0]!));
+        });
+      }
+    }
+    expect(sketchValues).toBeGreaterThan(5000);
+    expect(exactValues).toBeGreaterThan(1000);
+    // the sketch alone stays within α; the rounding adds at most 5e-5 of the value
+    expect(worstUnrounded).toBeLessThanOrEqual(0.01 * (1 + 1e-12));
+    expect(worst).toBeGreaterThan(0.009);
+    expect(worst - worstUnrounded).toBeLessThanOrEqual(0.5 * 10 ** (1 - SKETCH_DIGITS) * 1.01);
+    // short decimals and edge values
+    expect([123.456789, 0.000123456789, -987654.321, 1e300 * 1.23456789, 0].map(roundSketchValue)).toEqual([123.46, 0.00012346, -987650, 1.2346e300, 0]);
   });
 
   it('payloads opened earlier keep their bytes while thousands more rows are opened', () => {
@@ -278,7 +344,7 @@ describe('query merge over day packs (plaintext reference)', () => {
           const v = got[c]![i];
           if (vs.length === 0) return expect(v).toBeNull();
           const x = [...vs].sort((a, b) => a - b)[Math.floor(0.95 * (vs.length - 1))]!;
-          expect(Math.abs(v! - x), `${c} bucket ${i}: ${v} vs ${x}`).toBeLessThanOrEqual(0.01 * Math.abs(x) + 1e-9);
+          expect(Math.abs(v! - x), `${c} bucket ${i}: ${v} vs ${x}`).toBeLessThanOrEqual(PERCENTILE_ERROR * Math.abs(x) + 1e-9);
           cells++;
         });
       expect(cells).toBeGreaterThanOrEqual(6);

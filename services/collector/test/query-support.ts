@@ -9,6 +9,7 @@ import { expect } from 'vitest';
 import type { Point } from '@cipherstat/protocol';
 import { createApp } from '../src/app.js';
 import { QueryCache, registerQueryRoutes, type QueryResult } from '../src/query/index.js';
+import { PERCENTILE_ERROR } from '../src/query/merge.js';
 import type { Services } from '../src/services.js';
 import { Pseudonyms } from '../src/at-rest/pseudonyms.js';
 import { sealDict, sealRollup } from '../src/at-rest/records.js';
@@ -153,7 +154,7 @@ export function checkAgainstReference(q: RefQuery, res: Pick<QueryResult, 'serie
       const want = exact(list.map((p) => p.value), list.map((p) => p.time), q.aggregation);
       const where = `${JSON.stringify(q)} group ${g} at ${new Date(t).toISOString()}`;
       if (want === null || v === null) expect(v, where).toBe(want);
-      else if (q.aggregation.startsWith('p')) expect(Math.abs(v - want), where).toBeLessThanOrEqual(0.01 * Math.abs(want) + 1e-9);
+      else if (q.aggregation.startsWith('p')) expect(Math.abs(v - want), where).toBeLessThanOrEqual(PERCENTILE_ERROR * Math.abs(want) + 1e-9);
       else expect(Math.abs(v - want), where).toBeLessThanOrEqual(1e-9 * Math.max(1, Math.abs(want)));
     }
   }

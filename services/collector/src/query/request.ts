@@ -39,7 +39,11 @@ const tagValue = z.string().max(256);
 export const querySchema = z
   .object({
     metric: z.string().min(1).max(128),
-    aggregation: z.enum(QUERY_AGGREGATIONS),
+    aggregation: z
+      .enum(QUERY_AGGREGATIONS)
+      .describe(
+        'count, sum, avg, min, max and last are exact (15 significant digits); p50-p99 come from a DDSketch of 1 % relative error, given to 5 significant digits where the value is the sketch\'s (a cell\'s minimum or maximum, and a one-value cell, exactly): within 1.006 % of the exact rank value; uniq is a HyperLogLog++ estimate',
+      ),
     from: time,
     to: time,
     interval: z.enum(['minute', 'hour', 'day', 'week', 'month']),
