@@ -168,16 +168,27 @@ export interface QueryResult {
  */
 export function queryResultJson(result: QueryResult): string {
   const { series } = result;
-  const first = series[0]?.points ?? [];
-  const starts = first.map((p) => p[0]);
+  const columns = series.length ? columnsOf(series[0]!) : undefined;
+  // the engine's series (answerSeries): written from their values, without making their points
+  const direct = columns !== undefined && series.every((x) => columnsOf(x)?.starts === columns.starts);
+  const starts = direct ? columns.starts : (series[0]?.points ?? []).map((p) => p[0]);
   const prefixes = starts.map((t) => `[${t},`);
   let out = '{"series":[';
   for (let s = 0; s < series.length; s++) {
-    const { tags, points } = series[s]!;
-    out += `${s ? ',' : ''}{"tags":${JSON.stringify(tags)},"points":[`;
-    for (let i = 0; i < points.length; i++) {
-      const [t, v] = points[i]!;
-      out += `${i ? ',' : ''}${starts[i] === t ? prefixes[i] : `[${JSON.stringify(t)},`}${v === null || !Number.isFinite(v) ? 'null' : v}]`;
+    const x = series[s]!;
+    out += `${s ? ',' : ''}{"tags":${JSON.stringify(x.tags)},"points":[`;
+    if (direct) {
+      const { values } = columnsOf(x)!;
+      for (let i = 0; i < values.length; i++) {
+        const v = values[i]!;
+        out += `${i ? ',' : ''}${prefixes[i]}${v === null || !Number.isFinite(v) ? 'null' : v}]`;
+      }
+    } else {
+      const { points } = x;
+      for (let i = 0; i < points.length; i++) {
+        const [t, v] = points[i]!;
+        out += `${i ? ',' : ''}${starts[i] === t ? prefixes[i] : `[${JSON.stringify(t)},`}${v === null || !Number.isFinite(v) ? 'null' : v}]`;
+      }
     }
     out += ']}';
   }
