@@ -133,6 +133,12 @@ function answerSeries(tags: Record<string, string>, starts: readonly number[], v
 /** A series' bucket starts and values when the engine made it (answerSeries), else undefined. */
 const columnsOf = (s: Series): Columns | undefined => (s as Series & { [COLUMNS]?: Columns })[COLUMNS];
 
+/** The bucket starts every series of an answer shares when the engine made them all (answerSeries), else undefined: the writers then write from the values, without making points. */
+function sharedStarts(series: readonly Series[]): readonly number[] | undefined {
+  const starts = series.length ? columnsOf(series[0]!)?.starts : undefined;
+  return starts !== undefined && series.every((x) => columnsOf(x)?.starts === starts) ? starts : undefined;
+}
+
 export interface QueryResult {
   series: Series[];
   meta: {
@@ -168,10 +174,9 @@ export interface QueryResult {
  */
 export function queryResultJson(result: QueryResult): string {
   const { series } = result;
-  const columns = series.length ? columnsOf(series[0]!) : undefined;
-  // the engine's series (answerSeries): written from their values, without making their points
-  const direct = columns !== undefined && series.every((x) => columnsOf(x)?.starts === columns.starts);
-  const starts = direct ? columns.starts : (series[0]?.points ?? []).map((p) => p[0]);
+  const shared = sharedStarts(series);
+  const direct = shared !== undefined;
+  const starts = shared ?? (series[0]?.points ?? []).map((p) => p[0]);
   const prefixes = starts.map((t) => `[${t},`);
   let out = '{"series":[';
   for (let s = 0; s < series.length; s++) {
@@ -204,10 +209,9 @@ export function queryResultJson(result: QueryResult): string {
  */
 export function queryResultColumnsJson(result: QueryResult): string {
   const { series, meta } = result;
-  const first = series.length ? columnsOf(series[0]!) : undefined;
-  // the engine's series share the query's starts and keep their values (answerSeries): no points made
-  const direct = first !== undefined && series.every((x) => columnsOf(x)?.starts === first.starts);
-  const starts = direct ? first.starts : series.length ? series[0]!.points.map((p) => p[0]) : buckets(meta.from, meta.to, meta.interval as Interval, meta.timezone);
+  const shared = sharedStarts(series);
+  const direct = shared !== undefined;
+  const starts = shared ?? (series.length ? series[0]!.points.map((p) => p[0]) : buckets(meta.from, meta.to, meta.interval as Interval, meta.timezone));
   let out = `{"buckets":[${starts.join(',')}],"series":[`;
   for (let s = 0; s < series.length; s++) {
     const x = series[s]!;
