@@ -24,6 +24,16 @@ describe('chdb adapter', () => {
     await store.close();
   });
 
+  // README "Running on a ClickHouse cluster" names the one ClickHouse release the tests run against
+  // (every storage test, the remote ones included: their HTTP endpoint serves this same engine).
+  // A chdb upgrade fails this test until the README says which release it brings.
+  it('runs on the ClickHouse release the README names (26.7)', async () => {
+    const store = await openStore({ dataDir });
+    const [row] = await connectionOf(store).query<{ v: string }>('SELECT version() AS v');
+    expect(row?.v).toMatch(/^26\.7\./);
+    await store.close();
+  });
+
   it('refuses a second data directory in the same process while one is open', async () => {
     const store = await openStore({ dataDir });
     const other = await mkdtemp(join(tmpdir(), 'cipherstat-storage-other-'));
