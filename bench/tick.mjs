@@ -13,7 +13,10 @@
 // worker's: it owns its key copies, a fresh copy per tick as the main thread sends them).
 // Reported: CPU µs per batch (this thread's user + system, GC included) and the tick's own
 // phase timings (wall ms per tick: open, aggregate, seal, encode), rollup rows per tick, the
-// caches' lookups and the heap used at the end.
+// caches' lookups and the heap used at the end; and, apart, `cross`: CPU ms per tick of the
+// output's crossing to the main thread, cloned (structuredClone, with the same transfer list) as
+// the worker's postMessage sends it — the worker's serializing and the main thread's reading back
+// (the build's forTransfer when it has one, else the whole output).
 // --base DIR: runs the harness on DIR's collector build (DIR/services/collector/dist) and on
 // this one, --pairs times each, interleaved (base, this, base, this…), each in its own process.
 import { spawnSync } from 'node:child_process';
@@ -42,7 +45,7 @@ const { values: o } = parseArgs({
 
 /** One run's result as printed (alone, or as one side of a pair). */
 const summary = (res) =>
-  `${fmt(res.usPerBatch, 1)} µs/batch CPU; per tick ${fmt(res.rowsPerTick)} rows, ms open ${fmt(res.ms.open, 1)} aggregate ${fmt(res.ms.aggregate, 1)} seal ${fmt(res.ms.seal, 1)} encode ${fmt(res.ms.encode, 1)}; load ${res.load}; heap ${res.heapMB} MB; lookups ${JSON.stringify(res.lookups)}`;
+  `${fmt(res.usPerBatch, 1)} µs/batch CPU; per tick ${fmt(res.rowsPerTick)} rows, cross ${fmt(res.crossMs, 1)} ms, ms open ${fmt(res.ms.open, 1)} aggregate ${fmt(res.ms.aggregate, 1)} seal ${fmt(res.ms.seal, 1)} encode ${fmt(res.ms.encode, 1)}; load ${res.load}; heap ${res.heapMB} MB; lookups ${JSON.stringify(res.lookups)}`;
 
 if (o.base) {
   // A/B: each run in its own process, interleaved.
@@ -59,6 +62,7 @@ if (o.base) {
   }
   const med = (xs) => percentile([...xs].sort((a, b) => a - b), 0.5);
   console.log(`median µs/batch: base ${fmt(med(runs.base.map((r) => r.usPerBatch)), 1)}, this ${fmt(med(runs.this.map((r) => r.usPerBatch)), 1)}`);
+  console.log(`median cross ms/tick: base ${fmt(med(runs.base.map((r) => r.crossMs)), 1)}, this ${fmt(med(runs.this.map((r) => r.crossMs)), 1)}`);
   process.exit(0);
 }
 
@@ -66,7 +70,7 @@ const accounts = Number(o.accounts);
 const perTick = Number(o['batches-per-tick']);
 const P = await import('@cipherstat/protocol');
 const N = await import('@cipherstat/protocol/node');
-const { computeTick, TickState } = await import(pathToFileURL(join(o.dist, 'process/tick.js')).href);
+const { computeTick, TickState, transferables, forTransfer } = await import(pathToFileURL(join(o.dist, 'process/tick.js')).href);
 
 // Accounts: one key version each (X25519 pair, data key, MAC key).
 const keys = Array.from({ length: accounts }, () => {
@@ -100,6 +104,7 @@ for (let a = 0; a < accounts; a += perTick) computeTick(state, input(Array.from(
 const ticks = Number(o['warm-ticks']) + Number(o.ticks);
 const inputs = Array.from({ length: ticks }, (_, t) => input(Array.from({ length: perTick }, () => batch()), accounts + t));
 let cpu = 0;
+let cross = 0;
 let rows = 0;
 const ms = { open: 0, aggregate: 0, seal: 0, encode: 0 };
 const lookups = {};
@@ -117,7 +122,12 @@ for (let t = 0; t < ticks; t++) {
   const out = computeTick(state, inputs[t]);
   const c = process.cpuUsage(c0);
   inputs[t] = undefined;
+  const x0 = process.cpuUsage();
+  const sent = forTransfer ? forTransfer(out) : out;
+  structuredClone(sent, { transfer: transferables(sent) });
+  const x = process.cpuUsage(x0);
   if (!measured) continue;
+  cross += x.user + x.system;
   cpu += c.user + c.system;
   rows += out.rollups.length;
   for (const k in ms) ms[k] += out.timings[k];
@@ -128,6 +138,6 @@ if (session) {
   (await import('node:fs')).writeFileSync(o.profile, JSON.stringify(profile));
 }
 const n = Number(o.ticks);
-const res = { usPerBatch: cpu / (n * perTick), rowsPerTick: rows / n, ms: Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, v / n])), load: (await import('node:os')).loadavg()[0].toFixed(1), lookups, heapMB: Math.round(process.memoryUsage().heapUsed / 1e6) };
+const res = { usPerBatch: cpu / (n * perTick), crossMs: cross / 1000 / n, rowsPerTick: rows / n, ms: Object.fromEntries(Object.entries(ms).map(([k, v]) => [k, v / n])), load: (await import('node:os')).loadavg()[0].toFixed(1), lookups, heapMB: Math.round(process.memoryUsage().heapUsed / 1e6) };
 if (o.json) console.log(JSON.stringify(res));
 else console.log(summary(res));

@@ -26,13 +26,13 @@
  * `cityHash64(account_id) % n = i`, so n process nodes never process the same batch.
  */
 import { randomBytes, toHex } from '@cipherstat/protocol';
-import type { AccountRow, AccountSeen, BatchRow, DictRow, Partition, RollupRow, Store } from '../storage/types.js';
+import type { AccountRow, AccountSeen, BatchRow, DictRow, Partition, Store } from '../storage/types.js';
 import { stampWrittenAt } from '../storage/rollups.js';
 import type { Keyring } from '../keyring/index.js';
 import type { Accounts } from '../accounts/accounts.js';
 import type { Metrics } from '../metrics.js';
 import type { Logger } from '../logger.js';
-import type { CacheLookups, TickAccount, TickInput, TickLimits, TickOutput } from './tick.js';
+import { rollupRefs, type CacheLookups, type TickAccount, type TickInput, type TickLimits, type TickOutput } from './tick.js';
 import { TickRunner } from './worker-client.js';
 import type { TickBudget } from './fair-queue.js';
 import { Intake } from './intake.js';
@@ -105,6 +105,13 @@ interface Pending {
   now: number;
   part: string;
   output: Promise<TickOutput>;
+}
+
+/** What a tick began to write (process()): removed again or kept for the next tick when it fails. */
+interface TickWrites {
+  /** Its rollup rows, once their insert started (their keys: tick.ts rollupRefs). */
+  rollups: Pick<TickOutput, 'rollups' | 'rollupKeys'> | undefined;
+  dict: DictRow[];
 }
 
 export class Processor {
@@ -452,7 +459,8 @@ export class Processor {
   private async process(t: Pending, computed: () => void): Promise<void> {
     const { part } = t;
     let now = t.now;
-    const out = { rollups: [] as RollupRow[], dict: [] as DictRow[] };
+    // What this tick began to write: its rollup rows (by key: removed if it fails) and dictionary entries.
+    const out: TickWrites = { rollups: undefined, dict: [] };
     try {
       const waiting = this.o.metrics.tickPhaseSeconds.startTimer({ phase: 'wait' });
       const output = await t.output;
@@ -467,7 +475,7 @@ export class Processor {
       // Stamped now, not when the CPU part began: periodic recovery deletes unmarked parts by
       // written_at age, and must never take this tick's rows for a crashed one's.
       now = this.now();
-      for (const r of output.rollups) r.writtenAt = now;
+      for (const r of output.rollups) r.writtenAt = now; // inline only: from the worker the rows are in `insert` alone
       stampWrittenAt(output.insert, now); // the same rows, encoded in the worker
       for (const r of output.processed) {
         r.processedAt = now;
@@ -478,15 +486,15 @@ export class Processor {
       // Dictionary entries of this tick may not be stored: written with the next tick.
       await this.keepUnwritten(out.dict);
       // Best effort now; if storage cannot answer, before the next tick (and by periodic recovery).
-      const refs = out.rollups.map(({ accountId, level, bucket, metric, series }) => ({ accountId, level, bucket, metric, series, part }));
+      const refs = out.rollups ? rollupRefs(out.rollups, part) : [];
       await this.recovery.tickFailed(part, refs, now);
       throw e;
     }
   }
 
-  private async write({ rows, twins, twinsToDelete, part, now }: Pending, output: TickOutput, out: { rollups: RollupRow[]; dict: DictRow[] }): Promise<void> {
+  private async write({ rows, twins, twinsToDelete, part, now }: Pending, output: TickOutput, out: TickWrites): Promise<void> {
     const { dict } = out;
-    const { rollups, processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups, limited } = output;
+    const { processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups, limited } = output;
     const m = this.o.metrics;
     for (const [cache, c] of Object.entries(cacheLookups) as [keyof CacheLookups, { hit: number; miss: number }][]) {
       this.cacheTotals[cache].hit += c.hit;
@@ -503,13 +511,15 @@ export class Processor {
       await this.o.store.insertDictionary(dict);
       end();
     }
-    if (rollups.length) {
+    // The rows as the worker encoded them (its output carries their keys, not the row objects: tick.ts forTransfer).
+    const rollupRows = output.insert.rowEnds.length;
+    if (rollupRows) {
       const end = t.startTimer({ table: 'rollups' });
-      out.rollups = rollups;
+      out.rollups = output;
       // Encoded where they were sealed (tick.ts): this thread only hands the bytes over.
       await this.o.store.insertEncodedRollups(output.insert);
       end();
-      m.rollupRowsWritten.inc(rollups.length);
+      m.rollupRowsWritten.inc(rollupRows);
     }
     await this.o.atCommitPoint?.('rollups-written', part);
     this.o.fence?.();

@@ -6,7 +6,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { parentPort } from 'node:worker_threads';
-import { computeTick, TickState, transferables, unpackInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
+import { computeTick, forTransfer, TickState, transferables, unpackInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
 
 const port = parentPort;
 if (!port) throw new Error('tick-worker.js runs as a worker thread');
@@ -22,7 +22,8 @@ port.on('message', (msg: WorkerRequest) => {
       let output: TickOutput | undefined;
       try {
         output = computeTick(state, unpackInput(msg.input));
-        port.postMessage({ id: msg.id, ok: true, output } satisfies WorkerReply, transferables(output));
+        const sent = forTransfer(output); // the rows stay here: the main thread writes `insert`
+        port.postMessage({ id: msg.id, ok: true, output: sent } satisfies WorkerReply, transferables(sent));
       } catch (e) {
         if (output) state.forgetDict(output.dict); // never sent: its entries are not written
         port.postMessage({ id: msg.id, ok: false, error: e instanceof Error ? e.message : String(e) } satisfies WorkerReply);

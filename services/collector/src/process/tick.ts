@@ -8,7 +8,7 @@
 import { equalBytes, isZero, openInner, type Point, type KeyPair } from '@cipherstat/protocol';
 import { destroyKeys, inflateRaw } from '@cipherstat/protocol/node';
 import { hpkeOpen, rawX25519 } from '../x25519.js';
-import type { DictKind, DictRow, EncodedRollups, ProcessedRow, RejectRow, RollupLevel, RollupRow } from '../storage/types.js';
+import type { DictKind, DictRow, EncodedRollups, ProcessedRow, RejectRow, RollupLevel, RollupRef, RollupRow } from '../storage/types.js';
 import { encodeRollups } from '../storage/rollups.js';
 import { Pseudonyms } from '../at-rest/pseudonyms.js';
 import { joinPseudonyms, SEAL_OVERHEAD, sealDict, sealRollupInto } from '../at-rest/records.js';
@@ -86,7 +86,15 @@ export interface TickInput {
 }
 
 export interface TickOutput {
+  /**
+   * The rollup rows (what `insert` encodes). Empty in an output that crossed from the tick worker
+   * (`forTransfer`): the main thread writes `insert` and needs of the rows only their keys, in
+   * `rollupKeys` — cloning thousands of row objects per tick cost both threads more than the rest
+   * of the message.
+   */
   rollups: RollupRow[];
+  /** Set by `forTransfer` instead of `rollups`: the rows' group keys as one JSON text (rollupRefs reads it). */
+  rollupKeys?: string;
   /** New dictionary entries (not written by an earlier tick as far as this state knows). */
   dict: DictRow[];
   processed: ProcessedRow[];
@@ -417,9 +425,9 @@ function compute(state: TickState, { rows, accounts, now, part, limits, epoch }:
 
 /**
  * The tick's rows, each aggregate encoded into one writer and sealed straight into one buffer
- * (the rows' `agg` are views into it): no buffer per row, and the worker hands them over as one
- * transfer instead of one per row (thousands per tick, each costing the main thread). The buffer
- * belongs to these rows only. Sealing is charged to each row's account.
+ * (the rows' `agg` are views into it): no buffer per row. The buffer belongs to these rows only
+ * (the worker keeps the rows: they cross as `insert` and their keys, forTransfer). Sealing is
+ * charged to each row's account.
  */
 function sealRows(rollups: Rollups, contexts: Map<string, Context | null>, part: string, epoch: number, now: number, charge: (accountId: string, ms: number, points: number) => void): RollupRow[] {
   const w = new ByteWriter(); // the plaintexts: dropped once sealed
@@ -557,6 +565,43 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
 // ---------------------------------------------------------------------------------------------
 // Across the thread boundary.
 
+/**
+ * The output as the tick worker posts it: the rollup rows left out (they are encoded in `insert`,
+ * which the main thread writes as it is) and their group keys sent as one string. Structured
+ * clone of ~6,000-8,000 row objects per storefront tick (strings, tag arrays, a view per row) cost
+ * the worker ~15-45 ms to serialize and the main thread ~20-40 ms to read back (and its GC the
+ * objects); one string is a copy. The main thread needs the keys only when a tick fails
+ * (rollupRefs: its rows are deleted by key).
+ */
+export function forTransfer(out: TickOutput): TickOutput {
+  let keys = '[';
+  for (let i = 0; i < out.rollups.length; i++) {
+    const r = out.rollups[i]!;
+    // metric and series are UInt64 pseudonyms in decimal (encodeRollups refused the tick otherwise), level and bucket numbers: only the account id needs quoting
+    keys += `${i ? ',' : ''}[${JSON.stringify(r.accountId)},${r.level},${r.bucket},"${r.metric}","${r.series}"]`;
+  }
+  // The dictionary entries' ciphertexts copied into one buffer: one transfer instead of one per entry.
+  let bytes = 0;
+  for (const d of out.dict) bytes += d.ciphertext.length;
+  const arena = new Uint8Array(bytes);
+  packedDict.add(arena.buffer);
+  let at = 0;
+  const dict = out.dict.map((d) => {
+    const ciphertext = arena.subarray(at, (at += d.ciphertext.length));
+    ciphertext.set(d.ciphertext);
+    return { ...d, ciphertext };
+  });
+  return { ...out, rollups: [], rollupKeys: keys + ']', dict };
+}
+/** The buffers forTransfer packed dictionary ciphertexts into (each its own: transferable). */
+const packedDict = new WeakSet<ArrayBuffer>();
+
+/** The keys of a tick's rollup rows under `part` (a failed tick's rows are deleted by them): from the rows, or from `rollupKeys` once it crossed threads. */
+export function rollupRefs(out: Pick<TickOutput, 'rollups' | 'rollupKeys'>, part: string): RollupRef[] {
+  if (out.rollupKeys === undefined) return out.rollups.map(({ accountId, level, bucket, metric, series }) => ({ accountId, level, bucket, metric, series, part }));
+  return (JSON.parse(out.rollupKeys) as [string, RollupLevel, number, string, string][]).map(([accountId, level, bucket, metric, series]) => ({ accountId, level, bucket, metric, series, part }));
+}
+
 /** A tick input for postMessage: the sealed batches copied into one transferable buffer. */
 export interface PackedTickInput extends Omit<TickInput, 'rows'> {
   rows: (Omit<TickBatch, 'sealed' | 'visitor'> & { offset: number; length: number; visitorLength: number })[];
@@ -611,6 +656,7 @@ export function transferables(out: TickOutput): ArrayBuffer[] {
   // The rows' aggregates share one buffer of their own (packAggs).
   if (out.rollups.length) list.add(out.rollups[0]!.agg.buffer as ArrayBuffer);
   for (const d of out.dict) add(d.ciphertext);
+  if (out.dict.length && packedDict.has(out.dict[0]!.ciphertext.buffer as ArrayBuffer)) list.add(out.dict[0]!.ciphertext.buffer as ArrayBuffer);
   // The insert body's buffer is its own (TsvWriter), whatever part of it the body uses.
   list.add(out.insert.body.buffer as ArrayBuffer);
   list.add(out.insert.rowEnds.buffer as ArrayBuffer);
