@@ -227,7 +227,8 @@ export class Processor {
 
   /** Keeps dictionary entries that were not written for the next tick's write. */
   private async keepUnwritten(dict: DictRow[]): Promise<void> {
-    for (const d of dict) this.unwritten.set(`${d.accountId}\u0000${d.keyVersion}\u0000${d.kind}\u0000${d.pseudonym}`, d);
+    // each ciphertext copied out of its tick's one buffer (tick.ts forTransfer): a kept entry holds only its own bytes
+    for (const d of dict) this.unwritten.set(`${d.accountId}\u0000${d.keyVersion}\u0000${d.kind}\u0000${d.pseudonym}`, { ...d, ciphertext: d.ciphertext.slice() });
     if (this.unwritten.size <= MAX_UNWRITTEN) return;
     // Storage has refused writes for long while new series kept arriving: rather than hold
     // more, every thread starts its caches afresh and emits every entry again when it is next seen.
@@ -475,7 +476,6 @@ export class Processor {
       // Stamped now, not when the CPU part began: periodic recovery deletes unmarked parts by
       // written_at age, and must never take this tick's rows for a crashed one's.
       now = this.now();
-      for (const r of output.rollups) r.writtenAt = now; // inline only: from the worker the rows are in `insert` alone
       stampWrittenAt(output.insert, now); // the same rows, encoded in the worker
       for (const r of output.processed) {
         r.processedAt = now;
