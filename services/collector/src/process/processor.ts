@@ -32,7 +32,10 @@ import type { Keyring } from '../keyring/index.js';
 import type { Accounts } from '../accounts/accounts.js';
 import type { Metrics } from '../metrics.js';
 import type { Logger } from '../logger.js';
-import { rollupRefs, type CacheLookups, type TickAccount, type TickInput, type TickLimits, type TickOutput } from './tick.js';
+import { rollupRefs, type CacheLookups, type SentTickOutput, type TickAccount, type TickInput, type TickLimits, type TickOutput } from './tick.js';
+
+/** A tick's output as the processor gets it: computed inline, or posted by the tick worker (no row objects). */
+type Output = TickOutput | SentTickOutput;
 import { TickRunner } from './worker-client.js';
 import type { TickBudget } from './fair-queue.js';
 import { Intake } from './intake.js';
@@ -104,13 +107,13 @@ interface Pending {
   twinsToDelete: { accountId: string; batchId: string }[];
   now: number;
   part: string;
-  output: Promise<TickOutput>;
+  output: Promise<Output>;
 }
 
 /** What a tick began to write (process()): removed again or kept for the next tick when it fails. */
 interface TickWrites {
   /** Its rollup rows, once their insert started (their keys: tick.ts rollupRefs). */
-  rollups: Pick<TickOutput, 'rollups' | 'rollupKeys'> | undefined;
+  rollups: Output | undefined;
   dict: DictRow[];
 }
 
@@ -394,7 +397,7 @@ export class Processor {
     return t;
   }
 
-  private async compute(t: Pending): Promise<TickOutput> {
+  private async compute(t: Pending): Promise<Output> {
     const { rows, now, part } = t;
     const accounts = new Map<string, TickAccount | null>();
     const unresolved = new Set<string>();
@@ -492,7 +495,7 @@ export class Processor {
     }
   }
 
-  private async write({ rows, twins, twinsToDelete, part, now }: Pending, output: TickOutput, out: TickWrites): Promise<void> {
+  private async write({ rows, twins, twinsToDelete, part, now }: Pending, output: Output, out: TickWrites): Promise<void> {
     const { dict } = out;
     const { processed, rejects, confidential, batchRejects, pointsProcessed, pointsRejected, cacheLookups, limited } = output;
     const m = this.o.metrics;

@@ -86,15 +86,8 @@ export interface TickInput {
 }
 
 export interface TickOutput {
-  /**
-   * The rollup rows (what `insert` encodes). Empty in an output that crossed from the tick worker
-   * (`forTransfer`): the main thread writes `insert` and needs of the rows only their keys, in
-   * `rollupKeys` — cloning thousands of row objects per tick cost both threads more than the rest
-   * of the message.
-   */
+  /** The rollup rows (what `insert` encodes); not in the output the tick worker posts (SentTickOutput). */
   rollups: RollupRow[];
-  /** Set by `forTransfer` instead of `rollups`: the rows' group keys as one JSON text (rollupRefs reads it). */
-  rollupKeys?: string;
   /** New dictionary entries (not written by an earlier tick as far as this state knows). */
   dict: DictRow[];
   processed: ProcessedRow[];
@@ -573,7 +566,7 @@ function addToRollups(state: TickState, rollups: Rollups, dict: DictRow[], accou
  * objects); one string is a copy. The main thread needs the keys only when a tick fails
  * (rollupRefs: its rows are deleted by key).
  */
-export function forTransfer(out: TickOutput): TickOutput {
+export function forTransfer(out: TickOutput): SentTickOutput {
   let keys = '[';
   for (let i = 0; i < out.rollups.length; i++) {
     const r = out.rollups[i]!;
@@ -584,21 +577,26 @@ export function forTransfer(out: TickOutput): TickOutput {
   let bytes = 0;
   for (const d of out.dict) bytes += d.ciphertext.length;
   const arena = new Uint8Array(bytes);
-  packedDict.add(arena.buffer);
   let at = 0;
   const dict = out.dict.map((d) => {
     const ciphertext = arena.subarray(at, (at += d.ciphertext.length));
     ciphertext.set(d.ciphertext);
     return { ...d, ciphertext };
   });
-  return { ...out, rollups: [], rollupKeys: keys + ']', dict };
+  const { rollups: _rows, ...rest } = out;
+  return { ...rest, rollupKeys: keys + ']', dict };
 }
-/** The buffers forTransfer packed dictionary ciphertexts into (each its own: transferable). */
-const packedDict = new WeakSet<ArrayBuffer>();
 
-/** The keys of a tick's rollup rows under `part` (a failed tick's rows are deleted by them): from the rows, or from `rollupKeys` once it crossed threads. */
-export function rollupRefs(out: Pick<TickOutput, 'rollups' | 'rollupKeys'>, part: string): RollupRef[] {
-  if (out.rollupKeys === undefined) return out.rollups.map(({ accountId, level, bucket, metric, series }) => ({ accountId, level, bucket, metric, series, part }));
+/**
+ * A tick's output as the tick worker posts it (forTransfer): no rollup row objects, their group
+ * keys as one JSON text instead (rollupRefs reads it), the dictionary ciphertexts views into one
+ * buffer. Its own type, so that code on the main thread cannot read rows that are not there.
+ */
+export type SentTickOutput = Omit<TickOutput, 'rollups'> & { rollupKeys: string };
+
+/** The keys of a tick's rollup rows under `part` (a failed tick's rows are deleted by them): from the rows computed here, or from the keys of an output that crossed threads. */
+export function rollupRefs(out: TickOutput | SentTickOutput, part: string): RollupRef[] {
+  if (!('rollupKeys' in out)) return out.rollups.map(({ accountId, level, bucket, metric, series }) => ({ accountId, level, bucket, metric, series, part }));
   return (JSON.parse(out.rollupKeys) as [string, RollupLevel, number, string, string][]).map(([accountId, level, bucket, metric, series]) => ({ accountId, level, bucket, metric, series, part }));
 }
 
@@ -611,7 +609,7 @@ export interface PackedTickInput extends Omit<TickInput, 'rows'> {
 /** What the main thread sends the tick worker: ticks, and at the end `retire` (zero your key copies and answer). */
 export type WorkerRequest = { type: 'tick'; id: number; input: PackedTickInput } | { type: 'retire'; id: number };
 
-export type WorkerReply = { id: number; ok: true; output?: TickOutput } | { id: number; ok: false; error: string };
+export type WorkerReply = { id: number; ok: true; output?: SentTickOutput } | { id: number; ok: false; error: string };
 
 /**
  * Copies the sealed batches into one buffer (a batch's bytes may be a view into a bigger
@@ -647,18 +645,9 @@ export function unpackInput(p: PackedTickInput): TickInput {
   return { ...rest, rows };
 }
 
-/** The output's ciphertext buffers (each owned by its row) to transfer instead of copying. */
-export function transferables(out: TickOutput): ArrayBuffer[] {
-  const list = new Set<ArrayBuffer>();
-  const add = (b: Uint8Array) => {
-    if (b.byteOffset === 0 && b.byteLength === b.buffer.byteLength && b.buffer instanceof ArrayBuffer) list.add(b.buffer);
-  };
-  // The rows' aggregates share one buffer of their own (packAggs).
-  if (out.rollups.length) list.add(out.rollups[0]!.agg.buffer as ArrayBuffer);
-  for (const d of out.dict) add(d.ciphertext);
-  if (out.dict.length && packedDict.has(out.dict[0]!.ciphertext.buffer as ArrayBuffer)) list.add(out.dict[0]!.ciphertext.buffer as ArrayBuffer);
-  // The insert body's buffer is its own (TsvWriter), whatever part of it the body uses.
-  list.add(out.insert.body.buffer as ArrayBuffer);
-  list.add(out.insert.rowEnds.buffer as ArrayBuffer);
+/** What a posted output transfers instead of copying: its insert's buffers (its own: TsvWriter) and forTransfer's one dictionary buffer. */
+export function transferables(out: SentTickOutput): ArrayBuffer[] {
+  const list = new Set<ArrayBuffer>([out.insert.body.buffer as ArrayBuffer, out.insert.rowEnds.buffer as ArrayBuffer]);
+  if (out.dict.length) list.add(out.dict[0]!.ciphertext.buffer as ArrayBuffer);
   return [...list];
 }

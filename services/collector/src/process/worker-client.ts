@@ -16,7 +16,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Logger } from '../logger.js';
 import { WorkerThread } from '../worker-thread.js';
-import { computeTick, packInput, TickState, type TickInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
+import { computeTick, packInput, TickState, type SentTickOutput, type TickInput, type TickOutput, type WorkerReply, type WorkerRequest } from './tick.js';
 
 /** The compiled worker entry; only beside the compiled processor (dist), not beside the .ts sources. */
 export const WORKER_URL = new URL('./tick-worker.js', import.meta.url);
@@ -60,7 +60,7 @@ export class TickWorker {
     });
   }
 
-  async tick(input: TickInput): Promise<TickOutput> {
+  async tick(input: TickInput): Promise<SentTickOutput> {
     const packed = packInput(input);
     return (await this.thread.request({ type: 'tick', id: ++this.nextId, input: packed }, [packed.bytes])).output!;
   }
@@ -97,7 +97,8 @@ export class TickRunner {
     return this.worker !== undefined;
   }
 
-  async compute(input: TickInput): Promise<TickOutput> {
+  /** A tick's output: computed on this thread, or as the tick worker posted it (without its row objects). */
+  async compute(input: TickInput): Promise<TickOutput | SentTickOutput> {
     if (!this.worker) return computeTick(this.state, input);
     try {
       const out = await this.worker.tick(input);
