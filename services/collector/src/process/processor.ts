@@ -33,9 +33,6 @@ import type { Accounts } from '../accounts/accounts.js';
 import type { Metrics } from '../metrics.js';
 import type { Logger } from '../logger.js';
 import { rollupRefs, type CacheLookups, type SentTickOutput, type TickAccount, type TickInput, type TickLimits, type TickOutput } from './tick.js';
-
-/** A tick's output as the processor gets it: computed inline, or posted by the tick worker (no row objects). */
-type Output = TickOutput | SentTickOutput;
 import { TickRunner } from './worker-client.js';
 import type { TickBudget } from './fair-queue.js';
 import { Intake } from './intake.js';
@@ -97,6 +94,9 @@ export interface ProcessorOptions {
   /** Tests only (CIPHERSTAT_TEST_STOP_AT=commit): called past the fence check, right before the markers are written. */
   beforeCommit?: () => void;
 }
+
+/** A tick's output as the processor gets it: computed inline, or posted by the tick worker (no row objects). */
+type Output = TickOutput | SentTickOutput;
 
 /** A tick whose CPU part has started. */
 interface Pending {
