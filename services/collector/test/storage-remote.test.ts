@@ -106,7 +106,7 @@ describe.skipIf(realUrl)('ClickHouse HTTP shim', () => {
 });
 
 describe.skipIf(realUrl)('bounded statements (remote)', () => {
-  it('cuts every key list into statements a server takes, however many keys', async () => {
+  it('cuts every key list into statements a server takes, however many keys (compaction\'s reads by series-hour and pack unit too)', async () => {
     const store = await open();
     try {
       await store.migrate();
@@ -128,6 +128,17 @@ describe.skipIf(realUrl)('bounded statements (remote)', () => {
       const groups = refs.filter((_, i) => i < 2000);
       expect((await store.rollupsOfGroups(groups, 10)).length).toBe(4000);
       expect((await store.findRollups(refs)).length).toBe(4000);
+      // compaction's reads by series-hour (derivation) and by pack unit (minute packs): each
+      // group's two rows once, whichever statement its key went into
+      const hour = bucket - (bucket % 3_600_000);
+      const units = groups.map((g) => ({ accountId: g.accountId, metric: g.metric, series: g.series }));
+      const unitBytes = units.reduce((n, u) => n + `${u.accountId}|${u.metric}|${hour / 3_600_000}|${u.series}|1`.length, 0);
+      expect(unitBytes).toBeGreaterThan(LIST_PARAM_BYTES.remote); // more than one statement
+      const parts = (got: { part: string }[]) => got.map((r) => r.part).sort();
+      const before = shim!.requests.length;
+      expect(parts(await store.rollupsOfHours(units.map((u) => ({ ...u, hour }))))).toEqual(parts(rows));
+      expect(parts(await store.rollupsOfDays(units.map((u) => ({ ...u, day: hour, keyVersion: 1 })), 0))).toEqual(parts(rows));
+      expect(shim!.requests.slice(before).filter((r) => /concat\(account_id/.test(r.query)).length).toBeGreaterThanOrEqual(4);
       await store.clearSupersedes(refs, { wait: true });
       const ids = Array.from({ length: 6000 }, (_, i) => ({ accountId: acc, batchId: `b${String(i).padStart(31, '0')}` }));
       await store.insertBatches(ids.map((k) => batch(k.accountId, k.batchId, now)));

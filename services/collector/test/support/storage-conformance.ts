@@ -847,7 +847,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       }
     });
 
-    it('migration 15 on a table that holds rows: chDB rewrites it, never dropping a copy while the table is missing; a server keeps the table as it is (no copy, every row, 10 MiB granules)', async () => {
+    it('migration 15 on a table that holds rows: chDB rewrites it, never dropping a copy while the table is missing; a server keeps the table as it is (no copy, every row, 10 MiB granules) until an operator runs the four statements by hand (every row, 256 KiB granules, nothing left to migrate)', async () => {
       const conn = connectionOf(store);
       const old = `${table('processed').split('.')[0]}_v14`;
       const hash = async () =>
@@ -873,7 +873,19 @@ export function storeConformance(name: string, factory: StoreFactory): void {
         const after = await tables();
         expect(after.map((t) => t.name)).toEqual(['rollups']);
         if (store.kind === 'chdb') expect(after[0]!.e).toContain('index_granularity_bytes = 262144');
-        else expect(after[0]!.e).not.toContain('index_granularity_bytes');
+        else {
+          expect(after[0]!.e).not.toContain('index_granularity_bytes');
+          // README "Upgrading": with every node stopped, an operator runs the four statements of
+          // migration 15 by hand; every row reads the same, the table has the small granules, and
+          // a node starting afterwards finds nothing left to do
+          for (const sql of renderMigrations({ database: old }).find((m) => m.version === 15)!.statements) await conn.exec(sql);
+          expect(await hash()).toEqual(stored);
+          const rewritten = await tables();
+          expect(rewritten.map((t) => t.name)).toEqual(['rollups']);
+          expect(rewritten[0]!.e).toContain('index_granularity_bytes = 262144');
+          expect(await createStore(conn, { database: old }).migrate()).toEqual({ from: SCHEMA_VERSION, to: SCHEMA_VERSION });
+          expect(await hash()).toEqual(stored);
+        }
       } finally {
         await conn.execOutsideDatabase(`DROP DATABASE IF EXISTS ${old} SYNC`);
       }
