@@ -596,8 +596,9 @@ export type SentTickOutput = Omit<TickOutput, 'rollups'> & { rollupKeys: string 
 
 /** The keys of a tick's rollup rows under `part` (a failed tick's rows are deleted by them): from the rows computed here, or from the keys of an output that crossed threads. */
 export function rollupRefs(out: TickOutput | SentTickOutput, part: string): RollupRef[] {
-  if (!('rollupKeys' in out)) return out.rollups.map(({ accountId, level, bucket, metric, series }) => ({ accountId, level, bucket, metric, series, part }));
-  return (JSON.parse(out.rollupKeys) as [string, RollupLevel, number, string, string][]).map(([accountId, level, bucket, metric, series]) => ({ accountId, level, bucket, metric, series, part }));
+  const keys: [string, RollupLevel, number, string, string][] =
+    'rollupKeys' in out ? JSON.parse(out.rollupKeys) : out.rollups.map((r) => [r.accountId, r.level, r.bucket, r.metric, r.series]);
+  return keys.map(([accountId, level, bucket, metric, series]) => ({ accountId, level, bucket, metric, series, part }));
 }
 
 /** A tick input for postMessage: the sealed batches copied into one transferable buffer. */
