@@ -853,13 +853,13 @@ export function storeConformance(name: string, factory: StoreFactory): void {
       const hash = async () =>
         (await conn.query<{ n: string; h: string }>(`SELECT toString(count()) AS n, toString(sum(cityHash64(part, agg, supersedes))) AS h FROM ${old}.rollups`))[0];
       const tables = async () => conn.query<{ name: string; e: string }>(`SELECT name, engine_full AS e FROM system.tables WHERE database = {db:String} AND name LIKE 'rollups%' ORDER BY name`, { db: old });
+      const m15 = renderMigrations({ database: old }).find((m) => m.version === 15)!;
       await databaseAt(14);
       try {
         await createStore(conn, { database: old }).insertRollups(Array.from({ length: 50 }, (_, i) => rollup('acct-v14c', `v14c-${i}`, { bucket: Date.UTC(2026, 0, 2, i % 24), agg: randomBytes(900), supersedes: i % 4 ? [] : [`c:${i}`] })));
         const stored = await hash();
         if (store.kind === 'chdb') {
           // a swap torn by a crash: only the copy is attached; it is refused, not dropped
-          const m15 = renderMigrations({ database: old }).find((m) => m.version === 15)!;
           await conn.exec(m15.statements[0]!);
           await conn.exec(m15.statements[1]!);
           await conn.exec(`RENAME TABLE ${old}.rollups TO ${old}.rollups_torn`);
@@ -878,7 +878,7 @@ export function storeConformance(name: string, factory: StoreFactory): void {
           // README "Upgrading": with every node stopped, an operator runs the four statements of
           // migration 15 by hand; every row reads the same, the table has the small granules, and
           // a node starting afterwards finds nothing left to do
-          for (const sql of renderMigrations({ database: old }).find((m) => m.version === 15)!.statements) await conn.exec(sql);
+          for (const sql of m15.statements) await conn.exec(sql);
           expect(await hash()).toEqual(stored);
           const rewritten = await tables();
           expect(rewritten.map((t) => t.name)).toEqual(['rollups']);
