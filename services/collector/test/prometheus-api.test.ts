@@ -248,6 +248,45 @@ describe('requests shaped as Grafana’s Prometheus data source sends them', () 
     expect(Number(de.json.data.result[0].value[1])).toBe(want.series[0]!.points[0]![1]);
   });
 
+  it('regular expressions run in linear time: a pattern that backtracks exponentially answers; what cannot run in linear time, or a malformed match[], is 400 bad_data', async () => {
+    // An account of its own: a metric name and a tag value of 40 a's that a pattern like (a+)+
+    // fails on only at their end. A backtracking engine takes ~2^40 steps there, on the thread
+    // that serves every account (a regression hangs this test rather than failing it fast).
+    const d = await createAccount(c);
+    const long = 'a'.repeat(40);
+    const res = await post(c.url, envelope(d, [{ id: 0, kind: 'counter', name: `${long}_x`, value: 7, time: H + MIN, tags: { v: `${long}!` } }]).bytes);
+    expect(res.status).toBe(202);
+    await c.services.processor!.drain();
+    const at = { time: String((H + HOUR) / 1000) };
+    const hostile = await prom(d.readToken, 'query', { query: `sum(sum_over_time(${long}_x{v=~"(a+)+"}[1h]))`, ...at });
+    expect(hostile.status).toBe(200);
+    expect(hostile.json.data.result).toEqual([]);
+    const matching = await prom(d.readToken, 'query', { query: `sum(sum_over_time(${long}_x{v=~"(a+)+!"}[1h]))`, ...at });
+    expect(Number(matching.json.data.result[0].value[1])).toBe(7);
+    const none = await prom(d.readToken, 'query', { query: `sum(sum_over_time(${long}_x{v!~"(a+)+"}[1h]))`, ...at });
+    expect(Number(none.json.data.result[0].value[1])).toBe(7);
+    const names = await prom(d.readToken, 'label/__name__/values', { 'match[]': '{__name__=~"(a+)+"}' }, 'GET');
+    expect(names.json).toEqual({ status: 'success', data: [] });
+    expect((await prom(d.readToken, 'label/__name__/values', { 'match[]': '{__name__=~"(a+)+_x"}' }, 'GET')).json.data).toEqual([`${long}_x`]);
+    // The linear engine's refusals (a backtracking engine would run them): bad_data, not 500.
+    for (const pattern of ['(a)\\\\1', '(?=a)a+', 'a{1,20}']) {
+      for (const r of [
+        await prom(d.readToken, 'query', { query: `sum(sum_over_time(${long}_x{v=~"${pattern}"}[1h]))`, ...at }),
+        await prom(d.readToken, 'labels', { 'match[]': `{__name__=~"${pattern}"}` }, 'GET'),
+      ]) {
+        expect(r.status, pattern).toBe(400);
+        expect(r.json.errorType).toBe('bad_data');
+        expect(r.json.error).toContain('cannot run in linear time');
+      }
+    }
+    // A string PromQL does not accept in match[] (a Go escape JSON has not): 400, was 500 internal_error.
+    for (const m of ['{__name__="\\q"}', '{__name__=~"\\x61+"}']) {
+      const r = await prom(d.readToken, 'labels', { 'match[]': m }, 'GET');
+      expect(r.status, m).toBe(400);
+      expect(r.json.errorType).toBe('bad_data');
+    }
+  });
+
   it('the README\'s example panels answer what /v1/query answers', async () => {
     const readme = readFileSync(fileURLToPath(new URL('../../../README.md', import.meta.url)), 'utf8');
     const table = readme.slice(readme.indexOf('<!-- grafana-panels -->'), readme.indexOf('<!-- /grafana-panels -->'));

@@ -14,7 +14,7 @@ import { CollectorError } from '../../errors.js';
 import type { MetricsListing } from '../catalog.js';
 import type { QueryResult } from '../engine.js';
 import type { QueryBody } from '../request.js';
-import type { Aggregate, Call, Expr, Matcher, RangeFunction, Selector } from './promql.js';
+import { matcherRegex, type Aggregate, type Call, type Expr, type Matcher, type RangeFunction, type Selector } from './promql.js';
 
 const badData = (message: string) => new CollectorError(400, 'bad_data', message);
 
@@ -55,12 +55,7 @@ export function resolveMetric(listing: MetricsListing, name: string): MetricsLis
 export function matcherTest(m: Matcher): (v: string) => boolean {
   if (m.op === '=') return (v) => v === m.value;
   if (m.op === '!=') return (v) => v !== m.value;
-  let re: RegExp;
-  try {
-    re = new RegExp(`^(?:${m.value})$`, 'u');
-  } catch {
-    throw badData(`invalid regular expression in ${m.label}${m.op}${JSON.stringify(m.value)}`);
-  }
+  const re = matcherRegex(m.value, `${m.label}${m.op}${JSON.stringify(m.value)}`);
   return m.op === '=~' ? (v) => re.test(v) : (v) => !re.test(v);
 }
 

@@ -18,7 +18,7 @@ import type { MetricsListing } from '../catalog.js';
 import type { QueryResult } from '../engine.js';
 import type { QueryBody } from '../request.js';
 import { evaluateInstant, evaluateRange, filterOf, legacyName, resolveMetric, type PromDeps } from './evaluate.js';
-import { parseDuration, parsePromQL, type Selector } from './promql.js';
+import { matcherRegex, parseDuration, parsePromQL, unquote, type Selector } from './promql.js';
 
 export interface PrometheusRoutesDeps {
   authenticate(c: Context, opts: { basic: true }): Promise<AccountRow>;
@@ -122,13 +122,8 @@ function matches(p: URLSearchParams): { name: (n: string) => boolean; selector?:
     // {__name__=~"…"} and other name matchers select among names; parsePromQL wants one name.
     const named = /^\{\s*__name__\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*")\s*\}$/.exec(m);
     if (named) {
-      const value = JSON.parse(named[2]!) as string;
-      let re: RegExp | undefined;
-      try {
-        re = named[1]!.includes('~') ? new RegExp(`^(?:${value})$`, 'u') : undefined;
-      } catch {
-        throw badData(`match[]: invalid regular expression ${JSON.stringify(value)}`);
-      }
+      const value = unquote(named[2]!);
+      const re = named[1]!.includes('~') ? matcherRegex(value, 'match[]') : undefined;
       const test = (n: string) => (re ? re.test(n) : n === value);
       return { name: named[1]![0] === '!' ? (n: string) => !test(n) : test };
     }
