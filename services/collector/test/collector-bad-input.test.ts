@@ -104,7 +104,12 @@ describe('POST /v1/batches refuses', () => {
     await expectError(await post(c.url, `${b.slice(0, 20)} \n ${b.slice(20)}`), 400, 'invalid_base64');
   });
   it('15 invalid UTF-8 as text/plain', async () => expectError(await post(c.url, new Uint8Array([0xff, 0xfe, 0xfd]), { 'content-type': 'text/plain' }), 400, 'invalid_base64'));
-  it('16 an unknown account', async () => expectError(await post(c.url, envelope({ ...account, accountId: 'acct_unknown_00000000' }, points(1)).bytes), 401, 'unknown_account'));
+  it('16 an unknown account (counted service-wide: there is no account to count it for)', async () => {
+    const counted = async () => Number(/^cipherstat_batch_rejects_total\{code="unknown_account"\} (\d+)$/m.exec(await (await fetch(`${c.url}/metrics`)).text())?.[1] ?? 0);
+    const before = await counted();
+    await expectError(await post(c.url, envelope({ ...account, accountId: 'acct_unknown_00000000' }, points(1)).bytes), 401, 'unknown_account');
+    expect(await counted()).toBe(before + 1);
+  });
   it('17 a header that is not JSON', async () => {
     const inner = seal(new Uint8Array(10), fromBase64(account.writeKey)!);
     await expectError(await post(c.url, wrapOuter(new TextEncoder().encode('{nope'), inner, keys())), 400, 'invalid_header');

@@ -135,7 +135,12 @@ export function registerIngestRoutes(
         if (isCollectorError(e)) metrics.batchRejects.inc({ code: e.code });
         throw e;
       }
-      s.fairness.checkGlobal(); // truly overloaded: say so before spending an X25519 on the envelope
+      try {
+        s.fairness.checkGlobal(); // truly overloaded: say so before spending an X25519 on the envelope
+      } catch (e) {
+        if (isCollectorError(e)) metrics.batchRejects.inc({ code: e.code }); // no account known yet: the service-wide count only
+        throw e;
+      }
       digest = refused.size ? envelopeDigest(bytes) : undefined;
       const behind = digest === undefined ? undefined : refused.get(digest);
       if (behind !== undefined) {
@@ -159,7 +164,10 @@ export function registerIngestRoutes(
     }
     const { header, inner, version, flags } = opened.value;
     const account = await s.accounts.get(header.accountId);
-    if (!account) throw new CollectorError(401, 'unknown_account', 'no such account');
+    if (!account) {
+      metrics.batchRejects.inc({ code: 'unknown_account' });
+      throw new CollectorError(401, 'unknown_account', 'no such account');
+    }
     batchAccount.set(c.req.raw, account.accountId);
     if (account.state === 'shredded') {
       metrics.batches.inc({ outcome: 'dropped' });
