@@ -161,6 +161,9 @@ describe('fairness between tenants at ingest', () => {
     // Nothing was processed lately: as long as the oldest has waited, halved (a moment: 1 s; a slow machine: a few).
     expect(Number(refused.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
     expect((await refused.json()).error.code).toBe('overloaded');
+    // refused before its envelope is opened (no account known): counted service-wide
+    const metrics = await (await fetch(`${c.url}/metrics`)).text();
+    expect(metrics).toMatch(/^cipherstat_batch_rejects_total\{code="overloaded"\} 1$/m);
     processor.start();
     await processor.drain();
     expect((await post(c.url, envelope(calm, points(5)).bytes)).status).toBe(202);
@@ -382,6 +385,9 @@ describe('queries cannot starve the node', () => {
     expect(statuses.slice(1)).toEqual([429, 429]);
     for (const r of all) if (r.status === 429) expect((await r.json()).error.code).toBe('too_many_queries');
 
+    // GET /v1/metrics within the budget: answered (its listing cached from here on)
+    const metricsOf = (t: TestAccount) => fetch(`${c!.url}/v1/metrics`, { headers: { authorization: `Bearer ${t.readToken}` } });
+    expect((await metricsOf(a)).status).toBe(200);
     // One heavy query (30,000 rows) is let in with the budget it has left; the next exceeds it
     // (other aggregations: not answered from the cache).
     const second = await runQuery(c.url, a, { ...body, aggregation: 'count' });
@@ -390,13 +396,21 @@ describe('queries cannot starve the node', () => {
     expect(third.status).toBe(429);
     expect((await third.json()).error.code).toBe('query_budget_exceeded');
     expect(Number(third.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    // GET /v1/metrics reads storage afresh on every request (reject counts, envelope versions):
+    // under the token's slot and budget too, though its listing is cached.
+    const listing = await metricsOf(a);
+    expect(listing.status).toBe(429);
+    expect((await listing.json()).error.code).toBe('query_budget_exceeded');
     // Another token is not affected (its account recorded nothing: 404 unknown_metric, not 429).
     expect((await runQuery(c.url, other, { ...body, metric: 'orders' })).status).toBe(404);
+    // The 404's names (for "did you mean") came from the account's listing, made under its slot
+    // and cached like GET /v1/metrics's: the next unknown name does not list the account again.
+    expect(c.services.queryCache.get(other.accountId, 'metrics')).toBeDefined();
 
     await c.services.refusals.flush();
     const rejects = await c.services.store.rejects(a.accountId);
     expect(rejects.too_many_queries).toBe(2);
-    expect(rejects.query_budget_exceeded).toBe(1);
+    expect(rejects.query_budget_exceeded).toBe(2);
   });
 });
 

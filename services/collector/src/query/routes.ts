@@ -171,10 +171,18 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     const end = m.seconds.startTimer({ route: 'metrics' });
     const account = await authenticate(c);
     const listed = await listing(account.accountId);
-    // Reject counts are read fresh (not cached with the listing), plus refusals not yet flushed.
-    const rejects = await s.refusals.counted(account.accountId, () => s.store.rejects(account.accountId));
-    // Processed batches by envelope version: senders still on the deprecated v1 show here.
-    const envelopes = await s.store.envelopeVersions(account.accountId);
+    // Read fresh on every request (not cached with the listing), under the token's concurrency
+    // slot and the query deadline like any query: reject counts (plus refusals not yet flushed),
+    // and the processed batches by envelope version (senders still on the deprecated v1 show here).
+    const release = begin(account.accountId);
+    let rejects: Record<string, number>;
+    let envelopes: Record<string, number>;
+    try {
+      rejects = await s.refusals.counted(account.accountId, () => deps.store.rejects(account.accountId));
+      envelopes = await deps.store.envelopeVersions(account.accountId);
+    } finally {
+      release(0);
+    }
     const origins = s.refusals.refusedOrigins(account.accountId);
     const advice = Object.fromEntries(Object.keys(rejects).flatMap((code) => {
       const text = refusalAdvice(code, account, origins);
@@ -204,7 +212,8 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     const result = await answer(account, value, stats);
     // No row at all: say so when the account never recorded the metric (the closest names help).
     if (result.meta.rows === 0) {
-      const names = (cache.get<MetricsListing>(account.accountId, 'metrics') ?? (await listMetrics(deps, account.accountId))).metrics.map((x) => x.name);
+      // the cached listing, else one made under the token's slot and cached (as GET /v1/metrics)
+      const names = (await listing(account.accountId)).metrics.map((x) => x.name);
       const metric = result.meta.metric;
       if (!names.includes(metric)) {
         const closest = closestNames(metric, names);
@@ -252,9 +261,11 @@ export function closestNames(name: string, names: string[]): string[] {
     }
     return prev[b.length]!;
   };
+  const most = Math.max(2, name.length / 2);
   return names
-    .map((n) => ({ n, d: n.startsWith(name) || name.startsWith(n) ? 0.5 : distance(name, n) }))
-    .filter(({ d }) => d <= Math.max(2, name.length / 2))
+    // the distance is at least the difference in length: names too long or short are not compared
+    .map((n) => ({ n, d: n.startsWith(name) || name.startsWith(n) ? 0.5 : Math.abs(n.length - name.length) > most ? Infinity : distance(name, n) }))
+    .filter(({ d }) => d <= most)
     .sort((a, b) => a.d - b.d || (a.n < b.n ? -1 : 1))
     .slice(0, 3)
     .map(({ n }) => n);
