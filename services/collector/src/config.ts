@@ -127,6 +127,8 @@ const schema = z.object({
   maxProcessLagMs: z.coerce.number().int().nonnegative().default(1000),
   /** Roles with processing: batches waiting for processing (all accounts) above which ingest answers 503 `overloaded` to everyone. */
   maxProcessBacklog: z.coerce.number().int().positive().default(50_000),
+  /** Roles with processing: bytes the waiting batches hold (sealed), all accounts, above which ingest answers 503 `overloaded` to everyone. */
+  maxProcessBacklogBytes: z.coerce.number().int().positive().default(256 * 1024 * 1024),
   /** Envelope bytes per second per account (token bucket, burst = 2 s worth). */
   accountBytesPerSecond: z.coerce.number().positive().default(16 * 1024 * 1024),
   /** Points per second per account, as the envelope header counts them (burst = 2 s worth). */
@@ -237,6 +239,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['ingestGroupBehindMs', 'CIPHERSTAT_INGEST_GROUP_BEHIND_MS'],
   ['maxProcessLagMs', 'CIPHERSTAT_MAX_PROCESS_LAG_MS'],
   ['maxProcessBacklog', 'CIPHERSTAT_MAX_PROCESS_BACKLOG'],
+  ['maxProcessBacklogBytes', 'CIPHERSTAT_MAX_PROCESS_BACKLOG_BYTES'],
   ['accountBytesPerSecond', 'CIPHERSTAT_ACCOUNT_BYTES_PER_SECOND'],
   ['accountPointsPerSecond', 'CIPHERSTAT_ACCOUNT_POINTS_PER_SECOND'],
   ['maxSeriesPerMetric', 'CIPHERSTAT_MAX_SERIES_PER_METRIC'],

@@ -170,6 +170,30 @@ describe('fairness between tenants at ingest', () => {
     expect(await processedPoints(c, busy)).toBe(10);
   });
 
+  it('true overload in bytes: batches waiting in all holding CIPHERSTAT_MAX_PROCESS_BACKLOG_BYTES or more get everyone 503 overloaded, however few they are; accepted again once processed', async () => {
+    // Per-account lag off (0) and a batch count far away: only the bytes refuse here.
+    c = await startTestCollector({ config: { maxProcessBacklog: 1000, maxProcessBacklogBytes: 4096, maxProcessLagMs: 0 } });
+    const big = await createAccount(c);
+    const calm = await createAccount(c);
+    const processor = c.services.processor!;
+    await processor.stop(); // processing halts: hand-offs wait in its queue
+    let stored = 0;
+    while (processor.backlogBytes < 4096) {
+      expect((await post(c.url, envelope(big, points(200)).bytes)).status).toBe(202);
+      stored++;
+    }
+    expect(processor.backlog).toBe(stored); // a few batches, far below the count ceiling
+    expect(stored).toBeLessThan(100);
+    const refused = await post(c.url, envelope(calm, points(1)).bytes);
+    expect(refused.status).toBe(503);
+    expect((await refused.json()).error.code).toBe('overloaded');
+    processor.start();
+    await processor.drain();
+    expect(processor.backlogBytes).toBe(0);
+    expect((await post(c.url, envelope(calm, points(1)).bytes)).status).toBe(202);
+    expect(await processedPoints(c, big)).toBe(200 * stored);
+  });
+
   it('Retry-After follows the backlog and is spread, so senders refused together do not come back as one wave', () => {
     // Edges: at least 1, at most 60, s..s+s/2 for s the expected seconds rounded up.
     expect(retryAfterSeconds(0, () => 0.99)).toBe(1);
@@ -187,9 +211,9 @@ describe('fairness between tenants at ingest', () => {
     expect([...seen].sort((a, b) => a - b)).toEqual([10, 11, 12, 13, 14, 15]);
 
     // The global cap: half of what the backlog needs at the recent rate.
-    const config = { maxProcessLagMs: 1000, maxProcessBacklog: 10, accountBytesPerSecond: 1e9, accountPointsPerSecond: 1e9 };
-    const refusal = (processing: { backlog: number; accountLagMs: () => number; drainSeconds: () => number }, account?: string) => {
-      const f = new Fairness({ config, processing });
+    const config = { maxProcessLagMs: 1000, maxProcessBacklog: 10, maxProcessBacklogBytes: 1000, accountBytesPerSecond: 1e9, accountPointsPerSecond: 1e9 };
+    const refusal = (p: { backlog: number; backlogBytes?: number; accountLagMs: () => number; drainSeconds: () => number }, account?: string) => {
+      const f = new Fairness({ config, processing: { backlogBytes: 0, ...p } });
       try {
         if (account) f.admit(account, { bytes: 1, points: 1 });
         else f.checkGlobal();
@@ -204,6 +228,9 @@ describe('fairness between tenants at ingest', () => {
     expect(global!.after).toBeGreaterThanOrEqual(8);
     expect(global!.after).toBeLessThanOrEqual(12);
     expect(refusal({ backlog: 9, accountLagMs: () => 0, drainSeconds: () => 16 })).toBeUndefined();
+    // the same ceiling in bytes: few batches, but big ones
+    expect(refusal({ backlog: 2, backlogBytes: 1000, accountLagMs: () => 0, drainSeconds: () => 16 })?.code).toBe('overloaded');
+    expect(refusal({ backlog: 2, backlogBytes: 999, accountLagMs: () => 0, drainSeconds: () => 16 })).toBeUndefined();
     // An account behind: about as long again as its oldest batch waited.
     const behind = refusal({ backlog: 1, accountLagMs: () => 4000, drainSeconds: () => 1 }, 'acct_a');
     expect(behind?.code).toBe('overloaded');

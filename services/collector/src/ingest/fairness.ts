@@ -7,8 +7,10 @@
  *   them round robin (fair-queue.ts), so only an account that sends more than processing gives
  *   it builds a backlog; while its own oldest waiting batch is older than
  *   `maxProcessLagMs`, its batches get 503 `overloaded` with Retry-After, and nobody else's.
- * - A global ceiling for true overload: more than `maxProcessBacklog` batches waiting in all
- *   → 503 `overloaded` for everyone (checked before the envelope is opened).
+ * - A global ceiling for true overload: more than `maxProcessBacklog` batches, or batches
+ *   holding more than `maxProcessBacklogBytes`, waiting in all → 503 `overloaded` for everyone
+ *   (checked before the envelope is opened). The bytes bound memory whatever the batches' size:
+ *   50,000 batches of 64 KiB would hold 3.2 GB, of a storefront's ~1 KB 50 MB.
  * - Cardinality feedback: an account whose points processing rejected over a cardinality
  *   limit (tick.ts) gets 1 % of its points budget for a minute (429 `cardinality_limited`).
  *
@@ -28,6 +30,8 @@ export const CARDINALITY_PENALTY_SHARE = 0.01;
 /** What admission reads of the processor (absent on nodes that do not process). */
 export interface ProcessingBacklog {
   readonly backlog: number;
+  /** Bytes the waiting batches hold. */
+  readonly backlogBytes: number;
   accountLagMs(accountId: string): number;
   /** About how long what waits now needs (s), at the recent processing rate. */
   drainSeconds(): number;
@@ -44,7 +48,7 @@ export function retryAfterSeconds(seconds: number, random: () => number = Math.r
   return Math.min(60, s + Math.floor(random() * (Math.floor(s / 2) + 1)));
 }
 
-export type FairnessConfig = Pick<Config, 'maxProcessLagMs' | 'maxProcessBacklog' | 'accountBytesPerSecond' | 'accountPointsPerSecond'>;
+export type FairnessConfig = Pick<Config, 'maxProcessLagMs' | 'maxProcessBacklog' | 'maxProcessBacklogBytes' | 'accountBytesPerSecond' | 'accountPointsPerSecond'>;
 
 export class Fairness {
   private readonly bytes: RateLimiter;
@@ -73,7 +77,7 @@ export class Fairness {
   /** The global ceiling, before any work on the envelope: 503 for everyone when processing is truly overloaded. */
   checkGlobal(): void {
     const p = this.o.processing;
-    if (p && p.backlog >= this.o.config.maxProcessBacklog) {
+    if (p && (p.backlog >= this.o.config.maxProcessBacklog || p.backlogBytes >= this.o.config.maxProcessBacklogBytes)) {
       // Come back when about half the backlog is processed.
       throw new CollectorError(503, 'overloaded', 'processing is behind; retry later', retryAfterSeconds(p.drainSeconds() / 2));
     }

@@ -45,13 +45,22 @@ interface AccountQueue {
   head: number;
 }
 
+/** The bytes a waiting batch holds in memory: its sealed inner layer and sealed visitor. */
+const heldBytes = (r: BatchRow): number => r.sealed.length + (r.visitor?.length ?? 0);
+
 export class FairQueue {
   private readonly accounts = new Map<string, AccountQueue>();
   private count = 0;
+  private held = 0;
   private readonly msPerPoint = new FifoMap<string, number>(100_000);
 
   get size(): number {
     return this.count;
+  }
+
+  /** Bytes the waiting batches hold (sealed inner layers and visitors). */
+  get bytes(): number {
+    return this.held;
   }
 
   push(row: BatchRow, queuedAt: number): void {
@@ -60,6 +69,7 @@ export class FairQueue {
     q.rows.push(row);
     q.queuedAt.push(queuedAt);
     this.count++;
+    this.held += heldBytes(row);
   }
 
   /** When the oldest queued batch was queued (Infinity: nothing queued). O(accounts). */
@@ -121,6 +131,7 @@ export class FairQueue {
         }
         q.head++;
         this.count--;
+        this.held -= heldBytes(row);
         out.push(row);
         if (!used) spent.set(id, (used = { ms: 0, points: 0 }));
         used.ms += this.estimate(id, row.pointCount);

@@ -90,6 +90,11 @@ export class Intake {
     return this.queue.size;
   }
 
+  /** Bytes the waiting batches hold (fair-queue.ts). */
+  get bytes(): number {
+    return this.queue.bytes;
+  }
+
   /** How long the oldest batch waiting for a tick has waited (ms; 0: none). O(accounts): not per request. */
   lagMs(): number {
     const at = this.queue.oldest();

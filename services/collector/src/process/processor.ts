@@ -157,6 +157,11 @@ export class Processor {
     return this.queue.size;
   }
 
+  /** Bytes the batches waiting for a tick hold (their sealed inner layers and visitors). */
+  get backlogBytes(): number {
+    return this.queue.bytes;
+  }
+
   /** How long the oldest batch waiting for a tick has waited (ms; 0: none). O(accounts): not per request. */
   lagMs(): number {
     return this.queue.lagMs();
