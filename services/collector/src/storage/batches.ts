@@ -139,7 +139,7 @@ export function batchRepository(db: Db): BatchStore {
     async deleteProcessedBatches(accountId) {
       await db.conn.exec(
         `ALTER TABLE ${db.t('batches')} DELETE WHERE account_id = {id:String}
-           AND batch_id IN (SELECT batch_id FROM ${db.t('processed')} WHERE account_id = {id:String})
+           AND batch_id IN (SELECT batch_id FROM ${db.t('processed')} WHERE account_id = {id:String} AND ${liveMarker(db)})
          SETTINGS mutations_sync = 2`,
         { id: accountId },
       );
