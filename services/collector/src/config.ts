@@ -167,7 +167,7 @@ const schema = z.object({
   processTickAccountPoints: z.coerce.number().int().positive().default(10_000),
   /** Process role: most estimated CPU (ms) of one account's batches in one processing tick (the estimate is measured per account). */
   processTickAccountMs: z.coerce.number().positive().default(250),
-  /** Process role: how often the poll loop removes rollup rows of interrupted ticks older than 2 minutes (0: only at start). */
+  /** Process role: how often the poll loop removes rollup rows of interrupted ticks older than 6 minutes (processor.ts RECOVER_MIN_AGE_MS; 0: only at start). */
   processRecoveryIntervalMs: z.coerce.number().int().min(0).default(60_000),
   /** Process role: compute processing ticks in a worker thread (`1`) or on the main thread (`0`). */
   processWorker: bool(true),

@@ -10,6 +10,7 @@ import { runQuery } from '../src/query/index.js';
 import { connectionOf } from '../src/storage/index.js';
 import { Processor } from '../src/process/processor.js';
 import { LATE_HOUR_MS, TICK_COMMIT_MAX_MS } from '../src/rollup/levels.js';
+import { RECOVER_MIN_AGE_MS } from '../src/process/processor.js';
 import { createAccount, envelope, post, startTestCollector } from './support/collector.js';
 import { checkAgainstReference, generatePoints } from './query-support.js';
 
@@ -21,6 +22,42 @@ const now = () => Date.now() + offset;
 const setClock = (t: number) => {
   offset = t - Date.now();
 };
+
+describe('a tick held between its rows and its markers', () => {
+  it('is never taken for a crashed one by periodic recovery, however old its rows; its points count once', async () => {
+    setClock(D + 2 * DAY + 5 * HOUR);
+    const p0 = await startTestCollector({ now, config: { processing: false, compactionIntervalMs: 0 } }); // stores batches, processes nothing
+    try {
+      const x = await createAccount(p0);
+      const { store, keyring, accounts, metrics, log } = p0.services;
+      let found: number | undefined;
+      let p: Processor;
+      // The tick's rollup insert returned; its markers wait (a write held behind a long statement):
+      // meanwhile the clock passes the default safety age and periodic recovery runs.
+      const atCommitPoint = async (point: string) => {
+        if (point !== 'rollups-written' || found !== undefined) return;
+        offset += TICK_COMMIT_MAX_MS - 30_000; // still young enough to commit (the tick began before its stamp)
+        found = await p.recover({ minAgeMs: 60_000 });
+      };
+      p = new Processor({ store, keyring, accounts, metrics, log, pollMs: 60_000, pollMinAgeMs: 0, now, atCommitPoint });
+      const H = D + 2 * DAY + 5 * HOUR;
+      const pts = generatePoints(300, 10, H, H + 30 * 60_000);
+      setClock(H + 31 * 60_000);
+      expect((await post(p0.url, envelope(x, pts.map((q, j) => ({ ...q, id: j })), { createdAt: now() }).bytes)).status).toBe(202);
+      expect(await p.poll()).toBe(1);
+      await p.drain();
+      expect(found).toBe(0); // its own part, still writing: not an orphan
+      const q = { metric: 'page.load', aggregation: 'count', interval: 'hour', timezone: 'UTC' } as const;
+      checkAgainstReference(q, await runQuery({ store, keyring }, { accountId: x.accountId }, { ...q, from: H, to: H + HOUR }), pts);
+      // Once written, an unmarked part of the same age is a crashed tick's: the default age passes the commit limit.
+      expect(RECOVER_MIN_AGE_MS).toBeGreaterThan(TICK_COMMIT_MAX_MS);
+      await p.stop();
+    } finally {
+      await p0.stop();
+      rmSync(p0.dataDir, { recursive: true, force: true });
+    }
+  });
+});
 
 describe('a tick too old to commit', () => {
   it('fails and is retried: its minute-only rows never land after compaction could derive their hour', async () => {

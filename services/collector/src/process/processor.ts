@@ -39,6 +39,15 @@ import { Intake } from './intake.js';
 import { LOOKBACK_MS, TickRecovery } from './recovery.js';
 import { isCollectorError } from '../errors.js';
 import { TICK_COMMIT_MAX_MS } from '../rollup/levels.js';
+
+/**
+ * The least age of an unmarked part periodic recovery deletes (default of `recoverMinAgeMs`): a
+ * tick on any node begins its marker insert at most TICK_COMMIT_MAX_MS after it began (it fails
+ * instead), so after that plus a minute for the insert itself and the clocks of two nodes, a part
+ * without markers is a crashed tick's. (It was 2 min, shorter than a live tick may take.) This
+ * process's own ticks are never touched while they write, however long (`writing`).
+ */
+export const RECOVER_MIN_AGE_MS = TICK_COMMIT_MAX_MS + 60_000;
 import type { CommitPoint } from '../config.js';
 
 /** Most dictionary entries of unwritten ticks kept for the next write (beyond: caches start afresh). */
@@ -67,7 +76,11 @@ export interface ProcessorOptions {
   partition?: Partition;
   /** Periodic recovery from the poll loop: how often (default 60 s; 0: never). */
   recoverEveryMs?: number;
-  /** Periodic recovery only deletes parts written at least this long ago (default 2 min: never a live tick). */
+  /**
+   * Periodic recovery only deletes parts written at least this long ago (default
+   * RECOVER_MIN_AGE_MS), and never a part this processor is writing: a live tick may begin its
+   * markers up to TICK_COMMIT_MAX_MS after its rows' stamp (after that it fails instead).
+   */
   recoverMinAgeMs?: number;
   /** Called after each tick with the accounts it touched (query caches). */
   onProcessed?: (accountIds: string[]) => void;
@@ -140,6 +153,13 @@ export class Processor {
   private epoch = 0;
 
   /** Lookups in the tick caches (worker or inline), summed over ticks. */
+  /**
+   * Parts of this processor's ticks from their rows' stamp until their write ended: periodic
+   * recovery leaves them alone however old their stamp (a write held behind a long statement
+   * would otherwise lose its rows between its rollup insert and its markers).
+   */
+  private readonly writing = new Set<string>();
+
   private readonly cacheTotals: CacheLookups = { tick_account: { hit: 0, miss: 0 }, series: { hit: 0, miss: 0 }, pseudonym: { hit: 0, miss: 0 } };
 
   constructor(private readonly o: ProcessorOptions) {
@@ -257,7 +277,7 @@ export class Processor {
    * Only this node's partition; with `minAgeMs`, only parts written at least that long ago.
    */
   recover(opts: { minAgeMs?: number } = {}): Promise<number> {
-    return this.recovery.recoverCrashed({ ...opts, epoch: this.epoch });
+    return this.recovery.recoverCrashed({ ...opts, epoch: this.epoch, writing: this.writing });
   }
 
   /**
@@ -282,7 +302,7 @@ export class Processor {
       if (every > 0 && this.now() - this.lastRecover >= every) {
         this.lastRecover = this.now();
         try {
-          await this.recover({ minAgeMs: this.o.recoverMinAgeMs ?? 120_000 });
+          await this.recover({ minAgeMs: this.o.recoverMinAgeMs ?? RECOVER_MIN_AGE_MS });
         } catch (e) {
           this.o.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'periodic recovery failed');
         }
@@ -468,6 +488,7 @@ export class Processor {
   private async process(t: Pending, computed: () => void): Promise<void> {
     const { part } = t;
     let now = t.now;
+    this.writing.add(part);
     // What this tick began to write: its rollup rows (by key: removed if it fails) and dictionary entries.
     const out: TickWrites = { rollups: undefined, dict: [] };
     try {
@@ -497,6 +518,8 @@ export class Processor {
       const refs = out.rollups ? rollupRefs(out.rollups, part) : [];
       await this.recovery.tickFailed(part, refs, now);
       throw e;
+    } finally {
+      this.writing.delete(part);
     }
   }
 

@@ -72,7 +72,7 @@ export class TickRecovery {
    * Only this node's partition; with `minAgeMs`, only parts written at least that long ago
    * (a tick still running on another node or in this process is never touched).
    */
-  async recoverCrashed(opts: { minAgeMs?: number; epoch?: number } = {}): Promise<number> {
+  async recoverCrashed(opts: { minAgeMs?: number; epoch?: number; writing?: ReadonlySet<string> } = {}): Promise<number> {
     const now = this.now();
     const since = now - (this.o.lookbackMs ?? LOOKBACK_MS);
     const { store, partition, log } = this.o;
@@ -84,7 +84,8 @@ export class TickRecovery {
         log.warn({ markers: stale.length, epochs: [...new Set(stale.map((m) => m.epoch))] }, 'removed processed markers a stale lease holder committed after it was fenced');
       }
     }
-    const orphans = await store.orphanParts({ since, writtenBefore: now - (opts.minAgeMs ?? 0) + 1, epochBelow: opts.epoch, partition });
+    // Not a part this process is writing (its markers may still come, whatever its stamp's age).
+    const orphans = (await store.orphanParts({ since, writtenBefore: now - (opts.minAgeMs ?? 0) + 1, epochBelow: opts.epoch, partition })).filter((p) => !opts.writing?.has(p));
     if (orphans.length) {
       await store.deleteRollupParts(orphans);
       log.warn({ parts: orphans.length }, 'removed rollup rows of interrupted processing ticks');
