@@ -39,6 +39,7 @@ import { Intake } from './intake.js';
 import { LOOKBACK_MS, TickRecovery } from './recovery.js';
 import { isCollectorError } from '../errors.js';
 import { TICK_COMMIT_MAX_MS } from '../rollup/levels.js';
+import type { CommitPoint } from '../config.js';
 
 /**
  * The least age of an unmarked part periodic recovery deletes (default of `recoverMinAgeMs`): a
@@ -48,7 +49,6 @@ import { TICK_COMMIT_MAX_MS } from '../rollup/levels.js';
  * process's own ticks are never touched while they write, however long (`writing`).
  */
 export const RECOVER_MIN_AGE_MS = TICK_COMMIT_MAX_MS + 60_000;
-import type { CommitPoint } from '../config.js';
 
 /** Most dictionary entries of unwritten ticks kept for the next write (beyond: caches start afresh). */
 const MAX_UNWRITTEN = 500_000;
@@ -152,7 +152,6 @@ export class Processor {
   /** The lease epoch this processor runs under (0: no lease), written with every tick's rows and markers. */
   private epoch = 0;
 
-  /** Lookups in the tick caches (worker or inline), summed over ticks. */
   /**
    * Parts of this processor's ticks from their rows' stamp until their write ended: periodic
    * recovery leaves them alone however old their stamp (a write held behind a long statement
@@ -160,6 +159,7 @@ export class Processor {
    */
   private readonly writing = new Set<string>();
 
+  /** Lookups in the tick caches (worker or inline), summed over ticks. */
   private readonly cacheTotals: CacheLookups = { tick_account: { hit: 0, miss: 0 }, series: { hit: 0, miss: 0 }, pseudonym: { hit: 0, miss: 0 } };
 
   constructor(private readonly o: ProcessorOptions) {
