@@ -138,17 +138,22 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     return row;
   };
 
+  /** Storage reads other than queries (their rows are not counted), under the token's concurrency slot and budget. */
+  const inSlot = async <T>(accountId: string, read: () => Promise<T>): Promise<T> => {
+    const release = begin(accountId);
+    try {
+      return await read();
+    } finally {
+      release(0);
+    }
+  };
+
   /** The account's metrics listing (cached until the processor writes new data for it). */
   const listing = async (accountId: string): Promise<MetricsListing> => {
     const gen = cache.generation(accountId);
     let listed = cache.get<MetricsListing>(accountId, 'metrics');
     if (!listed) {
-      const release = begin(accountId);
-      try {
-        listed = await listMetrics(deps, accountId);
-      } finally {
-        release(0);
-      }
+      listed = await inSlot(accountId, () => listMetrics(deps, accountId));
       cache.set(accountId, 'metrics', listed, gen);
     }
     return listed;
@@ -174,15 +179,10 @@ export function registerQueryRoutes(app: Hono, s: QueryServices, cache: QueryCac
     // Read fresh on every request (not cached with the listing), under the token's concurrency
     // slot and the query deadline like any query: reject counts (plus refusals not yet flushed),
     // and the processed batches by envelope version (senders still on the deprecated v1 show here).
-    const release = begin(account.accountId);
-    let rejects: Record<string, number>;
-    let envelopes: Record<string, number>;
-    try {
-      rejects = await s.refusals.counted(account.accountId, () => deps.store.rejects(account.accountId));
-      envelopes = await deps.store.envelopeVersions(account.accountId);
-    } finally {
-      release(0);
-    }
+    const { rejects, envelopes } = await inSlot(account.accountId, async () => ({
+      rejects: await s.refusals.counted(account.accountId, () => deps.store.rejects(account.accountId)),
+      envelopes: await deps.store.envelopeVersions(account.accountId),
+    }));
     const origins = s.refusals.refusedOrigins(account.accountId);
     const advice = Object.fromEntries(Object.keys(rejects).flatMap((code) => {
       const text = refusalAdvice(code, account, origins);
