@@ -8,9 +8,8 @@ import { rmSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { runQuery } from '../src/query/index.js';
 import { connectionOf } from '../src/storage/index.js';
-import { Processor } from '../src/process/processor.js';
+import { Processor, RECOVER_MIN_AGE_MS } from '../src/process/processor.js';
 import { LATE_HOUR_MS, TICK_COMMIT_MAX_MS } from '../src/rollup/levels.js';
-import { RECOVER_MIN_AGE_MS } from '../src/process/processor.js';
 import { createAccount, envelope, post, startTestCollector } from './support/collector.js';
 import { checkAgainstReference, generatePoints } from './query-support.js';
 
