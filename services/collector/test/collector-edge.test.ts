@@ -375,6 +375,23 @@ describe('authentication failures are cheap and limited', () => {
     expect((await store.rejects(victim.accountId)).late_batch_dropped).toBe(20);
   });
 
+  it("late batches while a shred is being finished (the key entry tombstoned, this node's account state not yet shredded) are dropped and counted the same way", async () => {
+    const c = await collector({ refusalFlushMs: 3_600_000 });
+    const victim: TestAccount = await createAccount(c);
+    expect((await post(c.url, envelope(victim, points(1)).bytes)).status).toBe(202);
+    // Another node's shred, seen through the shared keyring: tombstone written, key file gone.
+    c.services.keyring.shred(victim.accountId);
+    expect((await c.services.accounts.get(victim.accountId))?.state).toBe('active');
+    const drops = await metric(c.url, 'cipherstat_batch_rejects_total{code="account_deleted"}');
+    for (let i = 0; i < 5; i++) {
+      const r = await post(c.url, envelope(victim, points(1)).bytes);
+      expect([r.status, (await r.json()).error.code]).toEqual([410, 'account_deleted']);
+    }
+    expect(await metric(c.url, 'cipherstat_batch_rejects_total{code="account_deleted"}')).toBe(drops + 5);
+    await c.services.refusals.flush();
+    expect((await c.services.store.rejects(victim.accountId)).late_batch_dropped).toBe(5);
+  });
+
   it('a refusal count is reported once while its flush is being written: neither lost from memory nor counted twice (GET /v1/metrics, accounts show)', async () => {
     const c = await collector({ refusalFlushMs: 3_600_000 }); // only explicit flushes
     const shop = await createAccount(c, { allowedOrigins: ['https://shop.example'] });

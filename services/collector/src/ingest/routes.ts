@@ -188,9 +188,12 @@ export function registerIngestRoutes(
     const keys = s.roles.process ? s.accounts.keys(account.accountId, { refusing: true }) /* 503 counted by onError */ : heldKeys(s, account.accountId);
     if (s.roles.process) {
       if (!keys) {
-        // Tombstoned: the shred is being finished (the lifecycle's next pass).
+        // Tombstoned: the shred is being finished (the lifecycle's next pass, or another node's
+        // shred seen through the shared keyring before this node's account state): dropped and
+        // counted for the account like a batch to a shredded one.
         metrics.batches.inc({ outcome: 'dropped' });
         metrics.batchRejects.inc({ code: 'account_deleted' });
+        s.refusals.record(account.accountId, 'late_batch_dropped', 'the account was deleted', c.req.header('origin'));
         throw new CollectorError(410, 'account_deleted', 'this account no longer accepts data');
       }
     }
