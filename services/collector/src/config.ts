@@ -104,6 +104,8 @@ const schema = z.object({
   readyTimeoutMs: z.coerce.number().int().positive().max(1000).default(800),
   /** Most batches waiting for a durable insert before ingest answers 503. */
   maxQueuedBatches: z.coerce.number().int().positive().default(20_000),
+  /** Most bytes (sealed) the batches waiting for a durable insert, and the insert in flight, hold before ingest answers 503. */
+  maxQueuedBytes: z.coerce.number().int().positive().default(256 * 1024 * 1024),
   /**
    * Group commit under load (the previous insert carried GROUP_LOAD_BATCHES or more): the least
    * time (ms) between the starts of two batch inserts, so each carries more batches (0: the next
@@ -235,6 +237,7 @@ const FIELDS: [field: keyof z.input<typeof schema>, env: string, flag?: string][
   ['queryTimeoutMs', 'CIPHERSTAT_QUERY_TIMEOUT_MS'],
   ['readyTimeoutMs', 'CIPHERSTAT_READY_TIMEOUT_MS'],
   ['maxQueuedBatches', 'CIPHERSTAT_MAX_QUEUED_BATCHES'],
+  ['maxQueuedBytes', 'CIPHERSTAT_MAX_QUEUED_BYTES'],
   ['ingestGroupMs', 'CIPHERSTAT_INGEST_GROUP_MS'],
   ['ingestGroupBehindMs', 'CIPHERSTAT_INGEST_GROUP_BEHIND_MS'],
   ['maxProcessLagMs', 'CIPHERSTAT_MAX_PROCESS_LAG_MS'],

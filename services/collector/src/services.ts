@@ -215,6 +215,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
   const storageFailureLog = everyFewSeconds();
   const writer = new BatchWriter(requestStore, metrics, {
     maxQueued: config.maxQueuedBatches,
+    maxQueuedBytes: config.maxQueuedBytes,
     groupMs: config.ingestGroupMs,
     behind: processor ? () => processor.drainSeconds() >= PROCESSING_BEHIND_SECONDS : undefined,
     behindGroupMs: config.ingestGroupBehindMs,

@@ -103,4 +103,26 @@ describe('CIPHERSTAT_MAX_QUEUED_BATCHES', () => {
     expect(await Promise.all([first, ...queued])).toEqual(['stored', 'stored', 'stored']);
     await writer.close();
   });
+
+  it('CIPHERSTAT_MAX_QUEUED_BYTES caps the bytes they hold (waiting and in flight), however few they are: 503 overloaded at the cap, accepted again once inserted, nothing lost', async () => {
+    expect(loadConfig({}, {}).maxQueuedBytes).toBe(256 * 1024 * 1024);
+    const maxQueuedBytes = loadConfig({}, { CIPHERSTAT_MAX_QUEUED_BYTES: '3000' }).maxQueuedBytes;
+    const store = c.services.store;
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const gated = Object.create(store, { existingBatches: { value: async (rows: BatchRow[]) => (await held, store.existingBatches(rows)) } }) as Store;
+    const writer = new BatchWriter(gated, c.services.metrics, { maxQueued: 1000, maxQueuedBytes });
+    const acct = await createAccount(c);
+    const row = (i: number) => ({ ...batch(acct.accountId, `bytes-${i}`, Date.now()), sealed: new Uint8Array(1000).fill(i) });
+    const first = writer.submit(row(1)); // 1,000 bytes in the insert in flight
+    await new Promise((r) => setImmediate(r));
+    const queued = [writer.submit(row(2)), writer.submit(row(3))]; // 3,000 held: the cap, with 3 of 1,000 batches
+    await expect(writer.submit(row(4))).rejects.toMatchObject({ status: 503, code: 'overloaded', message: 'too many bytes waiting for storage' });
+    release();
+    expect(await Promise.all([first, ...queued])).toEqual(['stored', 'stored', 'stored']);
+    expect(await writer.submit(row(4))).toBe('stored'); // nothing held any more
+    const stored = await store.existingBatches([1, 2, 3, 4].map(row));
+    expect(stored.size).toBe(4);
+    await writer.close();
+  });
 });

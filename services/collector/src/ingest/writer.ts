@@ -60,9 +60,13 @@ interface Pending {
 }
 
 const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
+/** What a batch waiting for its insert holds in memory, as `maxQueuedBytes` counts it. */
+const heldSize = (r: BatchRow) => r.sealed.length + (r.visitor?.length ?? 0);
 
 export class BatchWriter {
   private queue: Pending[] = [];
+  /** Sealed bytes of the batches submitted and not yet answered (waiting, and the insert in flight). */
+  private heldBytes = 0;
   private running = false;
   private closed = false;
   private idle: Promise<void> = Promise.resolve();
@@ -74,6 +78,8 @@ export class BatchWriter {
     private readonly metrics: Metrics,
     private readonly opts: {
       maxQueued: number;
+      /** Sealed bytes held (waiting and in the insert in flight) at or above which a batch is refused 503 `overloaded` (default: no limit). */
+      maxQueuedBytes?: number;
       maxPerInsert?: number;
       onDurable?: (rows: BatchRow[]) => void;
       /** Retry-After (s) of an `overloaded` answer: how long the backlog needs (default 1). */
@@ -120,7 +126,11 @@ export class BatchWriter {
     if (this.queue.length >= this.opts.maxQueued) {
       return Promise.reject(this.overloaded('too many batches waiting for storage'));
     }
+    if (this.heldBytes >= (this.opts.maxQueuedBytes ?? Infinity)) {
+      return Promise.reject(this.overloaded('too many bytes waiting for storage'));
+    }
     if (this.recent.has(key(row))) return Promise.resolve('duplicate');
+    this.heldBytes += heldSize(row);
     return new Promise<Outcome>((resolve, reject) => {
       this.queue.push({ row, at: performance.now(), resolve, reject });
       this.metrics.writerQueue.set(this.queue.length);
@@ -160,7 +170,11 @@ export class BatchWriter {
         const take = this.queue.splice(0, this.opts.maxPerInsert ?? 10_000);
         this.last = { at: performance.now(), batches: take.length };
         this.metrics.writerQueue.set(this.queue.length);
-        await this.commit(take);
+        try {
+          await this.commit(take);
+        } finally {
+          for (const p of take) this.heldBytes -= heldSize(p.row);
+        }
       }
     } finally {
       this.running = false;
