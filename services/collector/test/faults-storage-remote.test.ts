@@ -5,12 +5,13 @@
  * logs the failed write, and ends with every batch retried until acknowledged: counted exactly
  * once, nothing acknowledged lost. No assertion on timing.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { ClickHouseHttp } from './support/clickhouse-http.js';
 import { createAccount, envelope, points, post, type TestAccount, type TestCollector } from './support/collector.js';
 import { collectorBehindFaultProxy, type FaultMode, type FaultProxy } from './support/fault-proxy.js';
 import { expectExactlyOnce, tracker, waitProcessed } from './support/faults.js';
 import { connectionOf } from '../src/storage/index.js';
+import { everyFewSeconds } from '../src/logger.js';
 
 let shim: ClickHouseHttp;
 let proxy: FaultProxy;
@@ -174,5 +175,31 @@ describe('remote storage faults', () => {
     );
     expect(Number(rows!.rows)).toBe(Number(rows!.groups)); // one row per group now
     expect(await sum()).toBe(2000);
+  });
+});
+
+describe('the storage failure log limit (README "When things go wrong")', () => {
+  it('one line per error message every 10 s, with a count of those held back; another message at once; a success clears it', () => {
+    vi.useFakeTimers({ toFake: ['performance'] }); // the limit's clock only: nothing here waits
+    try {
+      const lines: [string, number][] = [];
+      const limited = everyFewSeconds();
+      const fail = (message: string) => limited(message, (suppressed) => lines.push([message, suppressed]));
+      for (let i = 0; i < 5; i++) fail('connection refused');
+      fail('timeout');
+      expect(lines).toEqual([['connection refused', 0], ['timeout', 0]]);
+      vi.advanceTimersByTime(9_999);
+      fail('connection refused');
+      expect(lines).toHaveLength(2);
+      vi.advanceTimersByTime(1);
+      fail('connection refused');
+      expect(lines.at(-1)).toEqual(['connection refused', 5]); // the 5 held back since the last line
+      limited.reset(); // a write or a readiness check succeeded: the next outage is a new incident
+      fail('connection refused');
+      expect(lines.at(-1)).toEqual(['connection refused', 0]);
+      expect(lines).toHaveLength(4);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

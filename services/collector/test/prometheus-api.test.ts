@@ -254,7 +254,13 @@ describe('requests shaped as Grafana’s Prometheus data source sends them', () 
     // that serves every account (a regression hangs this test rather than failing it fast).
     const d = await createAccount(c);
     const long = 'a'.repeat(40);
-    const res = await post(c.url, envelope(d, [{ id: 0, kind: 'counter', name: `${long}_x`, value: 7, time: H + MIN, tags: { v: `${long}!` } }]).bytes);
+    const res = await post(
+      c.url,
+      envelope(d, [
+        { id: 0, kind: 'counter', name: `${long}_x`, value: 7, time: H + MIN, tags: { v: `${long}!` } },
+        { id: 1, kind: 'counter', name: 'emoji_x', value: 3, time: H + MIN, tags: { v: '🛒' } },
+      ]).bytes,
+    );
     expect(res.status).toBe(202);
     await c.services.processor!.drain();
     const at = { time: String((H + HOUR) / 1000) };
@@ -268,6 +274,10 @@ describe('requests shaped as Grafana’s Prometheus data source sends them', () 
     const names = await prom(d.readToken, 'label/__name__/values', { 'match[]': '{__name__=~"(a+)+"}' }, 'GET');
     expect(names.json).toEqual({ status: 'success', data: [] });
     expect((await prom(d.readToken, 'label/__name__/values', { 'match[]': '{__name__=~"(a+)+_x"}' }, 'GET')).json.data).toEqual([`${long}_x`]);
+    // No Unicode mode (README): `.` is one UTF-16 code unit, so an emoji outside the BMP is two.
+    const dots = async (re: string) => (await prom(d.readToken, 'query', { query: `sum(sum_over_time(emoji_x{v=~"${re}"}[1h]))`, ...at })).json.data.result;
+    expect(await dots('.')).toEqual([]);
+    expect(Number((await dots('..'))[0].value[1])).toBe(3);
     // The linear engine's refusals (a backtracking engine would run them): bad_data, not 500.
     for (const pattern of ['(a)\\\\1', '(?=a)a+', 'a{1,20}']) {
       for (const r of [
