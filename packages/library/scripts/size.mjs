@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * Size budgets of the <script> builds: dist/cipherstat.min.js (envelope v2 on WebCrypto, no
- * tweetnacl) must stay ≤ 6,100 bytes after gzip -9 (6,000 until browsers deflated their batches: README "Embed the Library"), dist/cipherstat-storefront.min.js (the
+ * tweetnacl) must stay ≤ 6,200 bytes after gzip -9 (6,000 until browsers deflated their batches, 6,100 until requests got a timeout and storage failures a report: README "Embed the Library"), dist/cipherstat-storefront.min.js (the
  * core + autocapture, Web Vitals, commerce helpers) ≤ 12,000 bytes. Exits 1 when one is over
  * (or when the file is missing). Also prints the size of dist/cipherstat-fallback.min.js, the chunk the core loads
  * only where WebCrypto lacks X25519 or is missing (no budget: most browsers never load it).
@@ -12,7 +12,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 
-export const LIMIT = 6_100;
+export const LIMIT = 6_200;
 export const FILE = fileURLToPath(new URL('../dist/cipherstat.min.js', import.meta.url));
 export const STOREFRONT_LIMIT = 12_000;
 export const STOREFRONT = fileURLToPath(new URL('../dist/cipherstat-storefront.min.js', import.meta.url));

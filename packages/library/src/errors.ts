@@ -7,7 +7,7 @@ export type LibraryErrorCode =
   /** The collector answered 503 account_deactivated (restorable): sending paused, the queue
    * kept; the Library asks again every recheckInterval at most and resumes by itself. */
   | 'account_deactivated'
-  /** A batch could not be delivered after maxRetries; it stays persisted and is retried later. */
+  /** A batch could not be delivered after maxRetries; it stays queued (stored, where a store exists) and is retried later. */
   | 'send_failed'
   /** The persistence layer (localStorage / file) refused a read or write. */
   | 'persist_failed'

@@ -16,7 +16,7 @@ import { platform } from './platform/index.js';
 import { loadFallback } from './platform/fallback.js';
 import type { Platform } from './platform/types.js';
 import { envelope, form, revive, type Batch } from './seal.js';
-import { backoff, jittered, permanent, post } from './transport.js';
+import { backoff, deadline, jittered, permanent, post } from './transport.js';
 
 export interface Library {
   /** Adds `value` (default 1) to a counter. */
@@ -47,7 +47,9 @@ export function create(options: LibraryOptions, p: Platform): Library {
   const c = resolve(options);
   const { accountId, maxBatchSize, maxBatchBytes, rate, onDrop, onError, collectorKey, persist } = c;
   const url = c.endpoint + '/v1/batches';
-  const store = outbox((persist && p.store(c)) || memoryStore(), c.maxPersistedBatches, c.maxPersistedBytes);
+  /** Where unsent batches outlive this page or process; absent: memory only (Node without persistPath). */
+  const kept = persist && p.store(c);
+  const store = outbox(kept || memoryStore(), c.maxPersistedBatches, c.maxPersistedBytes);
   const maxPending = maxBatchSize * c.maxPersistedBatches;
 
   let key: Key | undefined = collectorKey;
@@ -142,9 +144,12 @@ export function create(options: LibraryOptions, p: Platform): Library {
             unsealed -= points.length;
             b._seq = seq++;
             queue.push(b);
-            for (const [id] of store.add(b._stored)) {
-              const b = queue.find((b) => b._stored[0] == id);
-              if (b) remove(b), dropBatch(b, 'persist_overflow');
+            // Evicted batches are reported here whoever stored them: another tab's batch is gone
+            // from the shared entry, and that tab may be closed before it could send it.
+            for (const s of store.add(b._stored)) {
+              const b = queue.find((b) => b._stored[0] == s[0]);
+              if (b) remove(b);
+              drop('persist_overflow', { count: s[2], batchId: s[0] });
             }
           },
           (err) => {
@@ -166,7 +171,7 @@ export function create(options: LibraryOptions, p: Platform): Library {
   // ---- transport
   const fetchKey = (): Promise<Key> =>
     (keyFetch ||= p
-      .fetch(c.endpoint + '/v1/collector-key', { cache: 'no-cache' }) // revalidate: after a rotation a cached key is stale
+      .fetch(c.endpoint + '/v1/collector-key', { cache: 'no-cache', signal: deadline(p) }) // revalidate: after a rotation a cached key is stale
       .then((r) => r.json())
       .then((j) => {
         const k = parseKey(j);
@@ -339,7 +344,7 @@ export function create(options: LibraryOptions, p: Platform): Library {
       let timer;
       await Promise.race([flush(), new Promise((r) => (timer = p.timer(r as () => void, c.shutdownTimeout, true)))]);
       clearTimeout(timer);
-      if (!persist) for (const b of queue) dropBatch(b, 'stopped');
+      if (!kept) for (const b of queue) dropBatch(b, 'stopped'); // memory only: what is left goes with this process
       stopped = true;
       queue = [];
       clearTimeout(sendTimer);

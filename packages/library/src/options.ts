@@ -26,7 +26,7 @@ export type DropReason =
   | 'invalid_tags'
   /** Recorded while consent was missing (requireConsent, GPC, or setConsent(false)). */
   | 'no_consent'
-  /** Recorded after shutdown() or after the account was deleted (410). */
+  /** Recorded after shutdown() or after the account was deleted (410); or left undelivered by shutdown() where nothing outlives the process (persist: false, Node without persistPath). */
   | 'stopped'
   /** More points waiting than maxBatchSize × maxPersistedBatches (e.g. a tight loop). */
   | 'queue_full'

@@ -51,7 +51,8 @@ export function outbox(store: Store, maxBatches: number, maxChars: number): Outb
     try {
       s = store.read();
     } catch {}
-    return s && Array.isArray(s.q) ? s : { q: [] };
+    // Entries that are not batches (a corrupt or foreign value) are left out: never read as one.
+    return s && Array.isArray(s.q) ? ((s.q = s.q.filter(Array.isArray)), s) : { q: [] };
   };
   const change = (f: (s: Stored) => StoredBatch[] | void) => {
     const s = load();

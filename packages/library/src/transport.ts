@@ -6,6 +6,10 @@ import type { Platform } from './platform/types.js';
 
 /** Bodies up to this size go with `keepalive: true` (browsers cap keepalive bodies at 64 KiB). */
 export const KEEPALIVE_MAX = 60 * 1024;
+/** A request (a batch's POST, the key request) not answered within this long (ms) is abandoned and retried: a stalled connection never stops delivery. */
+export const REQUEST_TIMEOUT = 6e4;
+/** The signal that abandons a request after the platform's timeout (where AbortSignal.timeout exists). */
+export const deadline = (p: Platform) => AbortSignal.timeout?.(p.timeout || REQUEST_TIMEOUT);
 /** Longest Retry-After honoured (ms); a larger value is clamped. */
 export const RETRY_AFTER_MAX = 36e5;
 
@@ -44,6 +48,7 @@ export async function post(p: Platform, url: string, body: Uint8Array): Promise<
       body: body as Uint8Array<ArrayBuffer>,
       keepalive: body.length <= KEEPALIVE_MAX,
       headers: { 'content-type': 'application/octet-stream' },
+      signal: deadline(p),
     });
     const status = res.status;
     const out: Outcome = { status };

@@ -183,6 +183,25 @@ describe('Chromium', () => {
     expect([...col.deliveries.values()]).toEqual([1]);
   });
 
+  it('localStorage full: onError persist_failed once, the batches kept in memory are delivered', async () => {
+    // The origin's storage filled by the shop itself before the Library starts (Chromium: ~5 MB an origin).
+    const fill = `let n = 0;
+      for (const size of [1 << 19, 1 << 10, 16, 1]) for (;;) { try { localStorage.setItem('f' + n++, 'x'.repeat(size)); } catch { break; } }
+      window.errors = [];`;
+    pages = { '/': html('<script src="/cipherstat.min.js"></script>', `${fill} window.lib = Cipherstat.createLibrary({ ...${options({ flushInterval: 50 })}, onError: (e) => errors.push(e.code) });`) };
+    await page.goto(shopOrigin + '/');
+    await page.evaluate(async () => {
+      const lib = (window as unknown as { lib: { count(n: string, v: number): void; flush(): Promise<void> } }).lib;
+      for (let i = 0; i < 3; i++) {
+        lib.count('memory.only', i);
+        await lib.flush();
+      }
+    });
+    expect(await page.evaluate(() => (window as unknown as { errors: string[] }).errors)).toEqual(['persist_failed']);
+    expect(await page.evaluate(() => localStorage.getItem('cipherstat:acct_test_0001'))).toBeNull();
+    expect(col.points().map((p) => p.value)).toEqual([0, 1, 2]);
+  });
+
   it('collector key rotation: the cached key is revalidated and the batch re-sealed', async () => {
     pages = { '/': html('<script src="/cipherstat.min.js"></script>', `window.lib = Cipherstat.createLibrary(${options({ flushInterval: 50 })});`) };
     await page.goto(shopOrigin + '/');

@@ -1,4 +1,6 @@
 /** End to end against a real local HTTP server that decrypts with the protocol. */
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { startCollector, type Collector } from './helpers/collector.js';
 import { harness } from './helpers/platform.js';
@@ -119,6 +121,39 @@ describe('flush and shutdown', () => {
     expect(h.dropped('stopped')).toBe(1);
     await h.lib.flush();
     await h.lib.shutdown();
+  });
+
+  it('a request that is never answered (a stalled connection) is abandoned after the request timeout and retried: delivery goes on', { timeout: 60_000 }, async () => {
+    // A real server that takes the request and never answers, in front of the collector: the
+    // first key request and the first POST hang there; later requests reach the collector.
+    const held: IncomingMessage[] = [];
+    const stall = createServer((req) => void held.push(req));
+    await new Promise<void>((r) => stall.listen(0, '127.0.0.1', r));
+    const stalled = `http://127.0.0.1:${(stall.address() as AddressInfo).port}`;
+    const seen = new Set<string>();
+    const h = harness(
+      { ...base(), retryBaseDelay: 1, retryMaxDelay: 1 },
+      {
+        timeout: 300, // the platform's request timeout (default 60 s), short for the test
+        fetch: (url, init) => {
+          const path = new URL(url).pathname;
+          const first = !seen.has(path);
+          seen.add(path);
+          return fetch(first ? stalled + path : url, init); // the real fetch, with the Library's signal
+        },
+      },
+    );
+    try {
+      h.lib.count('after.stall', 3);
+      await h.lib.flush();
+      expect(held.map((r) => `${r.method} ${r.url}`)).toEqual(['GET /v1/collector-key', 'POST /v1/batches']);
+      expect(col.points().map((p) => [p.name, p.value])).toEqual([['after.stall', 3]]);
+      expect(h.drops).toEqual([]);
+    } finally {
+      await h.lib.shutdown();
+      stall.closeAllConnections();
+      await new Promise((r) => stall.close(r));
+    }
   });
 
   it('an unreachable collector: retries, then gives up; flush() still resolves', async () => {

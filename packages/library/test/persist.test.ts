@@ -109,6 +109,47 @@ describe('persisting unsent batches', () => {
     expect(JSON.parse(readFileSync(persistPath, 'utf8'))).toMatchObject({ q: [] });
   });
 
+  it('Node without persistPath (memory only): shutdown() reports what it could not deliver as stopped, parked batches included', async () => {
+    col.script.push(...Array(50).fill({ status: 503 }));
+    const h = harness(base({ shutdownTimeout: 200, retryBaseDelay: 1, retryMaxDelay: 1, maxRetries: 1 }), { storage: null });
+    h.lib.count('parked');
+    await h.lib.flush(); // resolves once the batch is parked (retries spent: send_failed)
+    expect(h.errors.map((e) => e.code)).toEqual(['send_failed']);
+    h.lib.count('queued');
+    await h.lib.shutdown();
+    expect(col.batches.size).toBe(0);
+    expect(h.dropped('stopped')).toBe(2); // both batches: nothing outlives this process
+  });
+
+  it("tabs sharing one outbox: a batch of another tab evicted by this tab's is reported (persist_overflow), not lost silently", async () => {
+    const shared = memoryStore();
+    const offline = { offline: () => true }; // nothing leaves: every batch stays in the outbox
+    // Both tabs open first: tab A never loaded tab B's batch (it is not in A's memory).
+    const tabA = harness(base({ maxPersistedBatches: 2 }), { storage: shared, ...offline });
+    const tabB = harness(base({ maxPersistedBatches: 2 }), { storage: shared, ...offline });
+    tabB.lib.count('b');
+    await tabB.lib.flush();
+    const [bId] = shared.read()!.q.map((b) => b[0]);
+    tabA.lib.count('a1');
+    await tabA.lib.flush();
+    expect(tabA.drops).toEqual([]);
+    tabA.lib.count('a2');
+    await tabA.lib.flush(); // the third batch in the entry: tab B's, the oldest, goes
+    expect(tabA.drops).toEqual([['persist_overflow', { count: 1, batchId: bId }]]);
+    expect(shared.read()!.q.map((b) => b[0])).not.toContain(bId);
+  });
+
+  it('a stored outbox with an entry that is not a batch (null) is cleaned up; the Library starts and delivers', async () => {
+    const storage = memoryStore();
+    storage.write({ q: [null as unknown as StoredBatch, batch('garbled')] });
+    const h = harness(base(), { storage });
+    h.lib.count('after.corrupt');
+    await h.lib.flush();
+    expect(col.points().map((p) => p.name)).toEqual(['after.corrupt']);
+    expect(storage.read()!.q).toEqual([]);
+    await h.lib.shutdown();
+  });
+
   it('persist: false keeps nothing after shutdown and says so', async () => {
     col.script.push(...Array(50).fill({ status: 503 }));
     const h = harness(base({ persist: false, shutdownTimeout: 200, retryBaseDelay: 50 }));

@@ -2,6 +2,7 @@
 import { concat } from '@cipherstat/protocol';
 import type { Stored } from '../persist.js';
 import type { Platform } from './types.js';
+import { LibraryError } from '../errors.js';
 
 export const platform = (): Platform => ({
   fetch: (url, init) => fetch(url, init),
@@ -24,6 +25,12 @@ export const platform = (): Platform => ({
         try {
           v ? localStorage.setItem(k, (text = JSON.stringify(v))) : (localStorage.removeItem(k), (text = null));
         } catch {
+          // Said once: from now on this page's batches live in memory only (lost if it goes offline).
+          if (!broken) {
+            try {
+              c.onError?.(new LibraryError('persist_failed'));
+            } catch {}
+          }
           broken = true;
         }
       },

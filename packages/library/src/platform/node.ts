@@ -67,6 +67,7 @@ export function fileStore(path: string, onError?: Config['onError']): Store {
           await rename(tmp, path);
         }
       } catch (e) {
+        await rm(tmp, { force: true }).catch(() => {}); // a write that failed half-way (ENOSPC) must not block the next ones (open 'wx')
         report(e);
       }
     }

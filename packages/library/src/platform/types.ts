@@ -20,6 +20,8 @@ export interface Platform {
   timer(fn: () => void, ms: number, keep?: boolean): ReturnType<typeof setTimeout>;
   /** True when the runtime knows it is offline (navigator.onLine === false). */
   offline(): boolean;
+  /** How long a request may go unanswered before it is abandoned (ms; default transport.ts REQUEST_TIMEOUT). Tests shorten it. */
+  timeout?: number;
   /** Global Privacy Control signal. */
   gpc: boolean;
   /** Loads the fallback (tweetnacl) when the platform needs it; default: platform/fallback.ts. */

@@ -25,12 +25,12 @@ export interface Harness {
 
 export function harness(
   options: Partial<LibraryOptions> & Pick<LibraryOptions, 'endpoint' | 'accountId' | 'writeKey'>,
-  over: Partial<Omit<Platform, 'store'>> & { storage?: Store } = {},
+  over: Partial<Omit<Platform, 'store'>> & { storage?: Store | null } = {},
 ): Harness {
   let hide = () => {};
   let online = () => {};
   const { storage, ...rest } = over;
-  const store = storage ?? memoryStore();
+  const store = storage ?? memoryStore(); // null: the platform has no store (Node without persistPath)
   const drops: [DropReason, DropInfo][] = [];
   const errors: LibraryError[] = [];
   const platform: Platform = {
@@ -43,7 +43,7 @@ export function harness(
       };
     },
     ...rest,
-    store: () => store,
+    store: () => (storage === null ? undefined : store),
   };
   const lib = create(
     {
