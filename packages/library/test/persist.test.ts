@@ -1,5 +1,5 @@
 /** Persistence: bounds, several writers, the Node file store, resend after restart. */
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -107,6 +107,22 @@ describe('persisting unsent batches', () => {
     expect(errors).toEqual(['persist_failed']);
     expect(col.batches.size).toBe(1);
     expect(JSON.parse(readFileSync(persistPath, 'utf8'))).toMatchObject({ q: [] });
+  });
+
+  it('Node: a write that failed half-way (its temp file left behind) does not block the next writes', async () => {
+    const persistPath = join(dir, 'queue.json');
+    mkdirSync(join(persistPath, 'in-the-way'), { recursive: true }); // a non-empty directory where the file goes: the rename fails
+    const errors: string[] = [];
+    const store = fileStore(persistPath, (e) => errors.push(e.message.replace(/^.*: (\w+): .*$/, '$1')));
+    store.write({ q: [batch('first')] });
+    await store.settle!();
+    expect(errors).toEqual(['EISDIR', 'EISDIR']); // the read at start, the rename
+    rmSync(persistPath, { recursive: true });
+    store.write({ q: [batch('second')] });
+    await store.settle!();
+    expect(errors).toHaveLength(2); // was a third, EEXIST: the temp file's exclusive open failed from then on
+    expect(JSON.parse(readFileSync(persistPath, 'utf8')).q.map((b: StoredBatch) => b[0])).toEqual(['second']);
+    expect(readdirSync(dir)).toEqual(['queue.json']);
   });
 
   it('Node without persistPath (memory only): shutdown() reports what it could not deliver as stopped, parked batches included', async () => {
