@@ -8,9 +8,14 @@
  * `GET /cipherstat-storefront.min.js` (cached 5 minutes) is the storefront build (the core
  * plus autocapture, Web Vitals and the commerce helpers; it uses the same fallback chunk).
  * `npm run build` copies both into `dist/script/`.
+ *
+ * A content-named path is cached for a year and pasted into shops' pages, so it must outlive an
+ * upgrade: every content-named build a collector serves is kept in `<dataDir>/scripts/`, and
+ * every build kept there is served under its name (checked against its bytes) by later versions.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Hono } from 'hono';
 
@@ -29,6 +34,42 @@ export interface ScriptBuild {
   storefront?: Uint8Array;
   /** The storefront build's content-named path (`/cipherstat-storefront.<16 hex>.min.js`) and integrity, when built. */
   storefrontTag?: { immutablePath: string; integrity: string };
+  /** Earlier builds kept in the data directory, by content-named path (`keepBuilds`). */
+  earlier?: Map<string, Uint8Array>;
+}
+
+const KEPT_NAME = /^(cipherstat(?:-storefront)?)\.[0-9a-f]{16}\.min\.js$/;
+
+/**
+ * Keeps this build's content-named files in `dir` and returns every build kept there, by path,
+ * whose bytes match its name (a file that does not is never served under it). Failures (a
+ * read-only directory) are reported through `warn`; the current build is served all the same.
+ */
+export function keepBuilds(script: ScriptBuild | undefined, dir: string, warn: (message: string) => void = () => {}): ScriptBuild | undefined {
+  const earlier = new Map<string, Uint8Array>();
+  try {
+    mkdirSync(dir, { recursive: true });
+    const current: [string, Uint8Array | undefined][] = [
+      [script?.immutablePath ?? '', script?.bytes],
+      [script?.storefrontTag?.immutablePath ?? '', script?.storefront],
+    ];
+    for (const [path, bytes] of current) {
+      const file = join(dir, path.slice(1));
+      if (!bytes || existsSync(file)) continue;
+      writeFileSync(`${file}.tmp`, bytes, { mode: 0o644 });
+      renameSync(`${file}.tmp`, file);
+    }
+    for (const name of readdirSync(dir)) {
+      const m = KEPT_NAME.exec(name);
+      if (!m) continue;
+      const bytes = readFileSync(join(dir, name));
+      if (named(m[1]!, bytes).immutablePath === `/${name}`) earlier.set(`/${name}`, bytes);
+      else warn(`${join(dir, name)} does not hold what its name says: not served`);
+    }
+  } catch (e) {
+    warn(`earlier script builds in ${dir}: ${(e as Error).message}`);
+  }
+  return script && { ...script, earlier };
 }
 
 const named = (prefix: string, bytes: Uint8Array) => ({
@@ -75,8 +116,8 @@ export function scriptSnippet(o: {
 }
 
 export function registerScriptRoutes(app: Hono, script: ScriptBuild | undefined): void {
-  const serve = (cacheControl: string, part: 'bytes' | 'fallback' | 'storefront' = 'bytes') => () => {
-    const bytes = script?.[part];
+  const serve = (cacheControl: string, part: 'bytes' | 'fallback' | 'storefront' | (() => Uint8Array) = 'bytes') => () => {
+    const bytes = typeof part === 'function' ? part() : script?.[part];
     if (!bytes) {
       return Response.json({ error: { code: 'script_not_built', message: 'the script build is missing: run `npm run build`' } }, { status: 404 });
     }
@@ -95,4 +136,8 @@ export function registerScriptRoutes(app: Hono, script: ScriptBuild | undefined)
   app.get('/cipherstat-storefront.min.js', serve('public, max-age=300', 'storefront'));
   if (script) app.get(script.immutablePath, serve('public, max-age=31536000, immutable'));
   if (script?.storefrontTag) app.get(script.storefrontTag.immutablePath, serve('public, max-age=31536000, immutable', 'storefront'));
+  for (const [path, bytes] of script?.earlier ?? []) {
+    if (path === script?.immutablePath || path === script?.storefrontTag?.immutablePath) continue;
+    app.get(path, serve('public, max-age=31536000, immutable', () => bytes));
+  }
 }

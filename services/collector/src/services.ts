@@ -26,7 +26,7 @@ import { QueryCache } from './query/cache.js';
 import { Lifecycle } from './lifecycle/index.js';
 import { Refusals } from './ingest/refusals.js';
 import { Visitors } from './ingest/visitors.js';
-import { loadScript, type ScriptBuild } from './script.js';
+import { keepBuilds, loadScript, type ScriptBuild } from './script.js';
 
 export interface Services {
   config: Config;
@@ -290,7 +290,7 @@ export async function openServices(config: Config, opts: OpenOptions = {}): Prom
     }),
     authFailures: new AuthFailures(config.authFailureLimit, now),
     refusals: new Refusals({ store, log, now, flushMs: config.refusalFlushMs }),
-    script: loadScript(),
+    script: keepBuilds(loadScript(), join(config.dataDir, 'scripts'), (message) => log.warn(message)),
     fairness,
     visitors: new Visitors(opts.visitorClock ?? now),
     adminTokenHash: admin.hash,
