@@ -8,7 +8,8 @@
  * - Temporality: delta for every instrument by default (the Library's counters are deltas).
  *   With `temporality: 'cumulative'` (or any cumulative point) the exporter keeps each stream's
  *   previous point and sends the difference; a new start time (restart, reset) sends the whole
- *   point. State is kept only for the streams of the latest export.
+ *   point. State is kept per stream, across exports (the SDK may split one collection into
+ *   several exports, `maxExportBatchSize`): as long as the SDK keeps the stream's cumulative state.
  * - export() records, then awaits the Library's flush(): SUCCESS when nothing was dropped and
  *   the Library reported no error meanwhile, FAILED (with the LibraryError or a drop summary)
  *   otherwise, and after shutdown(). Exports run one after another.
@@ -45,6 +46,12 @@ export interface CipherstatExporterOptions extends LibraryOptions {
   maxTags?: number;
   /** Characters per tag value, 1..256; longer values are cut. Default 128. */
   maxTagValueLength?: number;
+  /**
+   * Longest wait (ms) of one export for the Library's delivery (each of its flushes), default
+   * 30,000 (the SDK reader's own export timeout). Past it the export ends; what is not delivered
+   * yet stays with the Library (retried, kept in persistPath, reported if dropped).
+   */
+  exportTimeout?: number;
 }
 
 export interface ExporterStats {
@@ -67,16 +74,22 @@ export class CipherstatMetricExporter implements PushMetricExporter {
   private readonly resourceAttributes: string[];
   private readonly scopeName: boolean;
   private readonly rule: TagRule;
-  private readonly chunk: { points: number; chars: number };
+  private readonly chunk: { batches: number; chars: number; batchPoints: number; batchBytes: number };
   private readonly counts: ExporterStats = { exports: { success: 0, failed: 0 }, attributes: {}, points: {} };
   /** Drops and errors seen during the export in progress. */
   private window: Window | undefined;
   private previous = new Map<string, Previous>();
   private chain: Promise<unknown> = Promise.resolve();
   private stopped = false;
+  /** Resolves when shutdown() begins: exports in progress stop waiting for delivery then (the Library's shutdown bounds it). */
+  private stopping!: () => void;
+  private readonly stoppingNow = new Promise<void>((r) => (this.stopping = r));
+  /** Ends the wait for delivery of the export before the newest one (whose flush covers its points too). */
+  private wake: () => void = () => {};
+  private readonly exportTimeout: number;
 
   constructor(options: CipherstatExporterOptions) {
-    const { temporality = 'delta', histogram = 'exponential', resourceAttributes = DEFAULT_RESOURCE_ATTRIBUTES, scopeName = true, maxTags = 16, maxTagValueLength = 128, ...library } = options;
+    const { temporality = 'delta', histogram = 'exponential', resourceAttributes = DEFAULT_RESOURCE_ATTRIBUTES, scopeName = true, maxTags = 16, maxTagValueLength = 128, exportTimeout = 30_000, ...library } = options;
     const bad = (what: string) => {
       throw new TypeError('@cipherstat/otel: invalid option ' + what);
     };
@@ -85,16 +98,23 @@ export class CipherstatMetricExporter implements PushMetricExporter {
     if (!Number.isInteger(maxTags) || maxTags < 0 || maxTags > 16) bad('maxTags: 0..16');
     if (!Number.isInteger(maxTagValueLength) || maxTagValueLength < 1 || maxTagValueLength > 256) bad('maxTagValueLength: 1..256');
     if (!Array.isArray(resourceAttributes) || !resourceAttributes.every((a) => typeof a == 'string')) bad('resourceAttributes');
+    if (!(exportTimeout > 0)) bad('exportTimeout');
+    this.exportTimeout = exportTimeout;
     this.temporality = temporality == 'delta' ? AggregationTemporality.DELTA : AggregationTemporality.CUMULATIVE;
     this.exponential = histogram == 'exponential';
     this.resourceAttributes = resourceAttributes;
     this.scopeName = scopeName;
     this.rule = { maxTags, maxTagValueLength };
-    // Never hand the Library more than half of what it holds unsent (maxBatchSize ×
-    // maxPersistedBatches points, maxPersistedBytes characters) before awaiting its flush:
-    // past that it would drop the oldest batches (queue_full, persist_overflow).
-    const batch = library.maxBatchSize ?? 500;
-    this.chunk = { points: Math.max(1, Math.floor((batch * (library.maxPersistedBatches ?? 50)) / 2)), chars: (library.maxPersistedBytes ?? 1e6) / 2 };
+    // Never hand the Library more than half of what it holds unsent (maxPersistedBatches
+    // batches — each cut at maxBatchSize points or maxBatchBytes, as it estimates them —
+    // and maxPersistedBytes characters) before awaiting its flush: past that it would drop
+    // the oldest batches (queue_full, persist_overflow).
+    this.chunk = {
+      batches: Math.max(1, Math.floor((library.maxPersistedBatches ?? 50) / 2)),
+      chars: (library.maxPersistedBytes ?? 1e6) / 2,
+      batchPoints: library.maxBatchSize ?? 500,
+      batchBytes: library.maxBatchBytes ?? 32 * 1024,
+    };
     const { onDrop, onError } = library;
     this.library = createLibrary({
       ...library,
@@ -120,8 +140,10 @@ export class CipherstatMetricExporter implements PushMetricExporter {
 
   export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
     if (this.stopped) return this.counts.exports.failed++, resultCallback({ code: ExportResultCode.FAILED, error: new Error('@cipherstat/otel: exporter is shut down') });
+    this.wake(); // the export waiting for delivery (if any) ends: this one's flush covers its points too
+    const woken = new Promise<void>((r) => (this.wake = r));
     this.chain = this.chain.then(() =>
-      this.send(metrics).then(
+      this.send(metrics, woken).then(
         (result) => {
           this.counts.exports[result.code == ExportResultCode.SUCCESS ? 'success' : 'failed']++;
           resultCallback(result);
@@ -136,12 +158,21 @@ export class CipherstatMetricExporter implements PushMetricExporter {
 
   async forceFlush(): Promise<void> {
     await this.chain;
-    await this.library.flush();
+    await this.delivered(); // the SDK's reader calls this after each forced export, and at shutdown before shutdown()
+  }
+
+  /** The Library's flush, at most exportTimeout, and not past the start of shutdown() (nor `also`). */
+  private delivered(also?: Promise<void>): Promise<void> | undefined {
+    if (this.stopped) return;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<void>((r) => (timer = setTimeout(r, this.exportTimeout)).unref?.());
+    return Promise.race([this.library.flush(), this.stoppingNow, timeout, ...(also ? [also] : [])]).finally(() => clearTimeout(timer));
   }
 
   async shutdown(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.stopping(); // exports queued or in progress hand their points over without waiting for delivery
     await this.chain;
     await this.library.shutdown();
   }
@@ -151,24 +182,30 @@ export class CipherstatMetricExporter implements PushMetricExporter {
     return structuredClone(this.counts);
   }
 
-  private async send(metrics: ResourceMetrics): Promise<ExportResult> {
+  private async send(metrics: ResourceMetrics, woken: Promise<void>): Promise<ExportResult> {
     const window: Window = (this.window = { drops: 0, reasons: {} });
     const countAttr = (r: AttributeDrop) => (this.counts.attributes[r] = (this.counts.attributes[r] ?? 0) + 1);
     const resource = metrics.resource.attributes;
     const resourceTags: [string, unknown][] = this.resourceAttributes.filter((k) => resource[k] !== undefined).map((k) => [k, resource[k]]);
-    const next = new Map<string, Previous>();
-    // what was handed to the Library since its last flush: points, and stored characters
-    // (a point's envelope share as the Library estimates it, in base64, with a batch's overhead)
+    // what was handed to the Library since its last flush: whole batches (as it cuts them), the
+    // batch being filled, and stored characters (a point's envelope share as the Library
+    // estimates it, in base64, with a batch's overhead)
+    let batches = 0;
     let points = 0;
+    let bytes = 0;
     let chars = 0;
     const lib = this.library;
+    /** The Library's flush, bounded (`delivered`); the last one also ends once a newer export is queued. */
+    const flushed = (last = false) => this.delivered(last ? woken : undefined);
     /** Counts one point handed over; past the chunk, the Library's flush to await. */
     const queued = (name: string, tags: Record<string, string>): Promise<void> | undefined => {
       let size = 50 + name.length;
       for (const k in tags) size += k.length + 3 * tags[k]!.length + 6;
+      if (points && (points >= this.chunk.batchPoints || bytes + size > this.chunk.batchBytes)) batches++, (points = bytes = 0);
       points++;
+      bytes += size;
       chars += (size * 4) / 3 + 1;
-      if (points >= this.chunk.points || chars >= this.chunk.chars) return (points = chars = 0), lib.flush();
+      if (batches + 1 >= this.chunk.batches || chars >= this.chunk.chars) return (batches = points = bytes = chars = 0), flushed();
     };
     try {
       for (const { scope, metrics: list } of metrics.scopeMetrics) {
@@ -183,7 +220,7 @@ export class CipherstatMetricExporter implements PushMetricExporter {
               const start = dp.startTime.join('.');
               const p = this.previous.get(key);
               if (p && p.start == start) prev = p.value;
-              next.set(key, { start, value: dp.value });
+              this.previous.set(key, { start, value: dp.value }); // one stream, one entry: never dropped because another export carried it
             }
             switch (m.dataPointType) {
               case DataPointType.GAUGE:
@@ -205,8 +242,8 @@ export class CipherstatMetricExporter implements PushMetricExporter {
                 for (const [value, times] of observations(b)) {
                   for (let i = 0; i < times; i++) {
                     lib.observe(name, value, tags);
-                    const flushed = queued(name, tags);
-                    if (flushed) await flushed;
+                    const wait = queued(name, tags);
+                    if (wait) await wait;
                   }
                 }
                 break;
@@ -215,8 +252,7 @@ export class CipherstatMetricExporter implements PushMetricExporter {
           }
         }
       }
-      this.previous = next;
-      await lib.flush();
+      await flushed(true);
     } finally {
       this.window = undefined;
     }

@@ -210,6 +210,55 @@ it('cumulative, when configured: the exporter sends differences, and the totals 
   expect(exporter.stats().exports).toEqual({ success: 3, failed: 0 });
 });
 
+it('cumulative, with each collection split into several exports (the SDK reader\'s maxExportBatchSize): each stream sends its difference, never its whole total again', async () => {
+  const account = await createAccount(c);
+  const exporter = new CipherstatMetricExporter({ endpoint: c.url, accountId: account.accountId, writeKey: account.writeKey, persist: false, temporality: 'cumulative' });
+  const reader = new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000, maxExportBatchSize: 1 }); // one data point per export
+  const provider = new MeterProvider({ readers: [reader] });
+  const counter = provider.getMeter('split').createCounter('otel.split');
+  counter.add(1, { k: 'a' });
+  counter.add(2, { k: 'b' });
+  await provider.forceFlush(); // two exports: a, then b
+  counter.add(10, { k: 'a' });
+  counter.add(20, { k: 'b' });
+  await provider.forceFlush(); // a's previous point came in the export before b's
+  await provider.shutdown();
+  expect(exporter.stats().exports.failed).toBe(0);
+  expect(exporter.stats().exports.success).toBeGreaterThanOrEqual(4);
+  expect(await one(account, 'otel.split', 'sum', { filter: { k: 'a' } })).toBe(11); // was 12: 1 + the whole 11 again
+  expect(await one(account, 'otel.split', 'sum', { filter: { k: 'b' } })).toBe(22);
+});
+
+it("a large export with small batches (maxBatchBytes) is handed over in chunks of the Library's outbox, not dropped for persist_overflow", async () => {
+  const account = await createAccount(c);
+  // 1 KiB batches of ~15 points, 4 kept unsent: the old chunk (maxBatchSize × 4 / 2 = 1,000 points) overflowed it.
+  const exporter = new CipherstatMetricExporter({ endpoint: c.url, accountId: account.accountId, writeKey: account.writeKey, persist: false, maxBatchBytes: 1024, maxPersistedBatches: 4, histogram: 'explicit' });
+  const provider = new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 })] });
+  const h = provider.getMeter('chunks').createHistogram('otel.chunked', { advice: { explicitBucketBoundaries: [10, 100] } });
+  for (let i = 0; i < 600; i++) h.record(i % 200, { route: '/checkout' });
+  await provider.forceFlush();
+  await provider.shutdown();
+  expect(exporter.stats().points).toEqual({});
+  expect(exporter.stats().exports.failed).toBe(0);
+  expect(await one(account, 'otel.chunked', 'count')).toBe(600);
+});
+
+it('shutdown() while the collector cannot be reached ends within the Library\'s shutdownTimeout and reports what it could not deliver (stopped), the exports still queued included', async () => {
+  const account = await createAccount(c);
+  // nothing listens on port 9: every attempt fails, and the key is pinned (no key request)
+  const exporter = new CipherstatMetricExporter({ endpoint: 'http://127.0.0.1:9', accountId: account.accountId, writeKey: account.writeKey, collectorKey: account.collectorKey, persist: false, shutdownTimeout: 200, exportTimeout: 300 });
+  const provider = new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 })] });
+  const counter = provider.getMeter('down').createCounter('otel.down');
+  counter.add(5, { round: '1' });
+  void provider.forceFlush(); // an export waiting for delivery (retries for minutes: never acknowledged)
+  counter.add(7, { round: '2' }); // (two streams: two points, whichever collection takes this one)
+  // The SDK exports once more, then shuts the exporter down: the newer export ends the first one's
+  // wait, its own wait ends at exportTimeout, and the Library's shutdown at shutdownTimeout.
+  // (Was: each export waited for its batch's delivery attempts, minutes apiece.)
+  await provider.shutdown();
+  expect(exporter.stats().points).toEqual({ stopped: 2 }); // both points, each reported (one per export)
+});
+
 it('maps attributes to tags by the documented bound and counts what it drops', async () => {
   const account = await createAccount(c);
   const exporter = new CipherstatMetricExporter({ endpoint: c.url, accountId: account.accountId, writeKey: account.writeKey, persist: false });
