@@ -139,6 +139,14 @@ export class CipherstatMetricExporter implements PushMetricExporter {
   }
 
   export(metrics: ResourceMetrics, resultCallback: (result: ExportResult) => void): void {
+    // a callback that throws must not break the chain every later export waits on
+    const answer = (result: ExportResult) => {
+      try {
+        resultCallback(result);
+      } catch (e) {
+        diag.error('@cipherstat/otel: the export result callback threw', e);
+      }
+    };
     if (this.stopped) return this.counts.exports.failed++, resultCallback({ code: ExportResultCode.FAILED, error: new Error('@cipherstat/otel: exporter is shut down') });
     this.wake(); // the export waiting for delivery (if any) ends: this one's flush covers its points too
     const woken = new Promise<void>((r) => (this.wake = r));
@@ -146,11 +154,11 @@ export class CipherstatMetricExporter implements PushMetricExporter {
       this.send(metrics, woken).then(
         (result) => {
           this.counts.exports[result.code == ExportResultCode.SUCCESS ? 'success' : 'failed']++;
-          resultCallback(result);
+          answer(result);
         },
         (error) => {
           this.counts.exports.failed++;
-          resultCallback({ code: ExportResultCode.FAILED, error });
+          answer({ code: ExportResultCode.FAILED, error });
         },
       ),
     );

@@ -46,11 +46,16 @@ export interface Buckets {
 }
 
 /** An explicit-bucket histogram point (minus `prev`, the previous cumulative point of the same stream). */
+const finite = (v: number | undefined) => (v !== undefined && Number.isFinite(v) ? v : undefined);
+
 export function explicitBuckets(h: Histogram, prev?: Histogram): Buckets {
   const { boundaries } = h.buckets;
   const counts = h.buckets.counts.map((c, i) => c - (prev?.buckets.counts[i] ?? 0));
-  const lowest = h.min ?? boundaries[0] ?? 0;
-  const highest = h.max ?? boundaries[boundaries.length - 1] ?? 0;
+  // An infinite min or max (the SDK's explicit histogram records ±Infinity) bounds no bucket: the
+  // infinite observation itself is sent as it is (and refused by the Library, reported
+  // invalid_value), the others stay in their buckets.
+  const lowest = finite(h.min) ?? boundaries[0] ?? 0;
+  const highest = finite(h.max) ?? boundaries[boundaries.length - 1] ?? 0;
   const ranges: Range[] = [];
   counts.forEach((count, i) => {
     if (count <= 0) return;
@@ -128,7 +133,8 @@ export function observations(b: Buckets): [value: number, times: number][] {
   }
   const live = ranges.filter((r) => r.count > 0);
   const values = live.map((r) => centre(r, b.exp));
-  if (b.sum !== undefined) {
+  if (b.sum !== undefined && Number.isFinite(b.sum)) {
+    // (an infinite sum — an infinite observation, now or earlier in a cumulative stream — fits nothing)
     // one fraction f of the way to each bucket's end, the same for all, makes the sum exact
     let d = b.sum - exact.reduce((s, [v]) => s + v, 0) - live.reduce((s, r, i) => s + r.count * values[i]!, 0);
     const up = d > 0;

@@ -259,6 +259,38 @@ it('shutdown() while the collector cannot be reached ends within the Library\'s 
   expect(exporter.stats().points).toEqual({ stopped: 2 }); // both points, each reported (one per export)
 });
 
+it('an infinite observation in an explicit histogram is dropped alone (invalid_value); the other observations, in that export and in later cumulative ones, arrive', async () => {
+  const account = await createAccount(c);
+  const exporter = new CipherstatMetricExporter({ endpoint: c.url, accountId: account.accountId, writeKey: account.writeKey, persist: false, temporality: 'cumulative', histogram: 'explicit' });
+  const provider = new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 })] });
+  const h = provider.getMeter('inf').createHistogram('otel.inf', { advice: { explicitBucketBoundaries: [10, 100] } });
+  for (const v of [1, 50, 500, Infinity]) h.record(v);
+  await provider.forceFlush(); // was: every value of the overflow bucket, and the fitted ones, became NaN or Infinity
+  for (const v of [5, 50]) h.record(v);
+  await provider.forceFlush(); // was: the stream's sum stayed Infinity, so every later observation was dropped
+  await provider.shutdown();
+  expect(exporter.stats().points).toEqual({ invalid_value: 1 });
+  expect(await one(account, 'otel.inf', 'count')).toBe(5);
+  expect(await one(account, 'otel.inf', 'min')).toBe(1);
+});
+
+it('a result callback that throws does not stop later exports', { timeout: 60_000 }, async () => {
+  const account = await createAccount(c);
+  const exporter = new CipherstatMetricExporter({ endpoint: c.url, accountId: account.accountId, writeKey: account.writeKey, persist: false });
+  const export1 = (n: number) =>
+    new Promise<void>((done) =>
+      exporter.export({ resource: resourceFromAttributes({}), scopeMetrics: [] }, () => {
+        done();
+        if (n == 1) throw new Error('a callback that throws');
+      }),
+    );
+  await export1(1);
+  await export1(2);
+  await exporter.forceFlush(); // was: rejected, with every later export left unanswered
+  expect(exporter.stats().exports).toEqual({ success: 2, failed: 0 });
+  await exporter.shutdown();
+});
+
 it('maps attributes to tags by the documented bound and counts what it drops', async () => {
   const account = await createAccount(c);
   const exporter = new CipherstatMetricExporter({ endpoint: c.url, accountId: account.accountId, writeKey: account.writeKey, persist: false });
