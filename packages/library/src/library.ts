@@ -344,7 +344,12 @@ export function create(options: LibraryOptions, p: Platform): Library {
       let timer;
       await Promise.race([flush(), new Promise((r) => (timer = p.timer(r as () => void, c.shutdownTimeout, true)))]);
       clearTimeout(timer);
-      if (!kept) for (const b of queue) dropBatch(b, 'stopped'); // memory only: what is left goes with this process
+      if (!kept) {
+        // memory only: what is left goes with this process, batches still being sealed included
+        if (unsealed) drop('stopped', { count: unsealed });
+        epoch++;
+        for (const b of queue) dropBatch(b, 'stopped');
+      }
       stopped = true;
       queue = [];
       clearTimeout(sendTimer);

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { memoryStore, outbox, type StoredBatch } from '../src/persist.js';
 import { fileStore } from '../src/platform/node.js';
+import { deflateRaw } from '@cipherstat/protocol/node';
 import { startCollector, type Collector } from './helpers/collector.js';
 import { harness } from './helpers/platform.js';
 
@@ -164,6 +165,16 @@ describe('persisting unsent batches', () => {
     expect(col.points().map((p) => p.name)).toEqual(['after.corrupt']);
     expect(storage.read()!.q).toEqual([]);
     await h.lib.shutdown();
+  });
+
+  it('memory only: a batch still being sealed when shutdown() gives up (shutdownTimeout 0) is reported as stopped too', async () => {
+    // sealing waits for a deflate that takes longer than shutdownTimeout (the real one, later)
+    const slow = async (plain: Uint8Array) => (await new Promise((r) => setTimeout(r, 100)), deflateRaw(plain));
+    const h = harness(base({ persist: false, shutdownTimeout: 0 }), { deflate: slow });
+    h.lib.count('sealing');
+    await h.lib.shutdown();
+    await new Promise((r) => setTimeout(r, 300)); // (the seal that ends after shutdown changes nothing)
+    expect(h.dropped('stopped')).toBe(1);
   });
 
   it('persist: false keeps nothing after shutdown and says so', async () => {

@@ -48,8 +48,10 @@ export interface CipherstatExporterOptions extends LibraryOptions {
   maxTagValueLength?: number;
   /**
    * Longest wait (ms) of one export for the Library's delivery (each of its flushes), default
-   * 30,000 (the SDK reader's own export timeout). Past it the export ends; what is not delivered
-   * yet stays with the Library (retried, kept in persistPath, reported if dropped).
+   * 15,000: half the SDK reader's own export timeout (30 s), so an export ends before the reader
+   * gives up on it (which would skip the rest of a collection split by maxExportBatchSize).
+   * Past it the export ends; what is not delivered yet stays with the Library (retried, kept in
+   * persistPath, reported if dropped).
    */
   exportTimeout?: number;
 }
@@ -63,6 +65,9 @@ export interface ExporterStats {
 }
 
 export const DEFAULT_RESOURCE_ATTRIBUTES = ['service.name', 'service.namespace', 'service.version', 'deployment.environment.name'];
+
+/** What the Library counts for a batch before its points (packages/library/src/batch.ts OVERHEAD). */
+const BATCH_OVERHEAD = 400;
 
 type Window = { drops: number; reasons: Partial<Record<DropReason, number>>; error?: LibraryError };
 type Previous = { start: string; value: number | Histogram | ExponentialHistogram };
@@ -81,15 +86,14 @@ export class CipherstatMetricExporter implements PushMetricExporter {
   private previous = new Map<string, Previous>();
   private chain: Promise<unknown> = Promise.resolve();
   private stopped = false;
-  /** Resolves when shutdown() begins: exports in progress stop waiting for delivery then (the Library's shutdown bounds it). */
-  private stopping!: () => void;
-  private readonly stoppingNow = new Promise<void>((r) => (this.stopping = r));
+  /** Waits for delivery in progress: shutdown() ends them (the Library's shutdown bounds delivery then). */
+  private readonly waits = new Set<() => void>();
   /** Ends the wait for delivery of the export before the newest one (whose flush covers its points too). */
   private wake: () => void = () => {};
   private readonly exportTimeout: number;
 
   constructor(options: CipherstatExporterOptions) {
-    const { temporality = 'delta', histogram = 'exponential', resourceAttributes = DEFAULT_RESOURCE_ATTRIBUTES, scopeName = true, maxTags = 16, maxTagValueLength = 128, exportTimeout = 30_000, ...library } = options;
+    const { temporality = 'delta', histogram = 'exponential', resourceAttributes = DEFAULT_RESOURCE_ATTRIBUTES, scopeName = true, maxTags = 16, maxTagValueLength = 128, exportTimeout = 15_000, ...library } = options;
     const bad = (what: string) => {
       throw new TypeError('@cipherstat/otel: invalid option ' + what);
     };
@@ -173,14 +177,17 @@ export class CipherstatMetricExporter implements PushMetricExporter {
   private delivered(also?: Promise<void>): Promise<void> | undefined {
     if (this.stopped) return;
     let timer: ReturnType<typeof setTimeout> | undefined;
+    let stop!: () => void;
+    // one waiter per wait, released when it ends (not a reaction on one long-lived promise per export)
+    const stopped = new Promise<void>((r) => this.waits.add((stop = r)));
     const timeout = new Promise<void>((r) => (timer = setTimeout(r, this.exportTimeout)).unref?.());
-    return Promise.race([this.library.flush(), this.stoppingNow, timeout, ...(also ? [also] : [])]).finally(() => clearTimeout(timer));
+    return Promise.race([this.library.flush(), stopped, timeout, ...(also ? [also] : [])]).finally(() => (clearTimeout(timer), this.waits.delete(stop)));
   }
 
   async shutdown(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
-    this.stopping(); // exports queued or in progress hand their points over without waiting for delivery
+    for (const stop of this.waits) stop(); // exports queued or in progress hand their points over without waiting for delivery
     await this.chain;
     await this.library.shutdown();
   }
@@ -200,7 +207,7 @@ export class CipherstatMetricExporter implements PushMetricExporter {
     // estimates it, in base64, with a batch's overhead)
     let batches = 0;
     let points = 0;
-    let bytes = 0;
+    let bytes = BATCH_OVERHEAD;
     let chars = 0;
     const lib = this.library;
     /** The Library's flush, bounded (`delivered`); the last one also ends once a newer export is queued. */
@@ -209,11 +216,14 @@ export class CipherstatMetricExporter implements PushMetricExporter {
     const queued = (name: string, tags: Record<string, string>): Promise<void> | undefined => {
       let size = 50 + name.length;
       for (const k in tags) size += k.length + 3 * tags[k]!.length + 6;
-      if (points && (points >= this.chunk.batchPoints || bytes + size > this.chunk.batchBytes)) batches++, (points = bytes = 0);
+      // a new batch where the Library would cut one (it starts each at BATCH_OVERHEAD estimated bytes);
+      // past the chunk's whole batches, flush: what is handed over is then those batches and this point
+      let full = false;
+      if (points && (points >= this.chunk.batchPoints || bytes + size > this.chunk.batchBytes)) (full = ++batches >= this.chunk.batches), (points = 0), (bytes = BATCH_OVERHEAD);
       points++;
       bytes += size;
       chars += (size * 4) / 3 + 1;
-      if (batches + 1 >= this.chunk.batches || chars >= this.chunk.chars) return (batches = points = bytes = chars = 0), flushed();
+      if (full || chars >= this.chunk.chars) return (batches = points = chars = 0), (bytes = BATCH_OVERHEAD), flushed();
     };
     try {
       for (const { scope, metrics: list } of metrics.scopeMetrics) {

@@ -231,16 +231,18 @@ it('cumulative, with each collection split into several exports (the SDK reader\
 
 it("a large export with small batches (maxBatchBytes) is handed over in chunks of the Library's outbox, not dropped for persist_overflow", async () => {
   const account = await createAccount(c);
-  // 1 KiB batches of ~15 points, 4 kept unsent: the old chunk (maxBatchSize × 4 / 2 = 1,000 points) overflowed it.
-  const exporter = new CipherstatMetricExporter({ endpoint: c.url, accountId: account.accountId, writeKey: account.writeKey, persist: false, maxBatchBytes: 1024, maxPersistedBatches: 4, histogram: 'explicit' });
+  // 1 KiB batches, 8 kept unsent: the first chunk (maxBatchSize × 8 / 2 = 2,000 points) overflowed it, and so
+  // did a chunk of 4 batches counted without the Library's per-batch overhead (10 points: 10 batches).
+  const exporter = new CipherstatMetricExporter({ endpoint: c.url, accountId: account.accountId, writeKey: account.writeKey, persist: false, maxBatchBytes: 1024, maxPersistedBatches: 8, histogram: 'explicit' });
   const provider = new MeterProvider({ readers: [new PeriodicExportingMetricReader({ exporter, exportIntervalMillis: 3_600_000 })] });
   const h = provider.getMeter('chunks').createHistogram('otel.chunked', { advice: { explicitBucketBoundaries: [10, 100] } });
-  for (let i = 0; i < 600; i++) h.record(i % 200, { route: '/checkout' });
+  // a 328-byte point as the Library estimates it: one a batch beside its 400 bytes of overhead (three without it)
+  for (let i = 0; i < 200; i++) h.record(i % 200, { route: '/checkout/' + 'x'.repeat(75) });
   await provider.forceFlush();
   await provider.shutdown();
   expect(exporter.stats().points).toEqual({});
   expect(exporter.stats().exports.failed).toBe(0);
-  expect(await one(account, 'otel.chunked', 'count')).toBe(600);
+  expect(await one(account, 'otel.chunked', 'count')).toBe(200);
 });
 
 it('shutdown() while the collector cannot be reached ends within the Library\'s shutdownTimeout and reports what it could not deliver (stopped), the exports still queued included', async () => {
@@ -252,8 +254,9 @@ it('shutdown() while the collector cannot be reached ends within the Library\'s 
   counter.add(5, { round: '1' });
   void provider.forceFlush(); // an export waiting for delivery (retries for minutes: never acknowledged)
   counter.add(7, { round: '2' }); // (two streams: two points, whichever collection takes this one)
-  // The SDK exports once more, then shuts the exporter down: the newer export ends the first one's
-  // wait, its own wait ends at exportTimeout, and the Library's shutdown at shutdownTimeout.
+  // The SDK exports once more (after the first export's wait ended at exportTimeout: its reader
+  // waits for it), flushes (exportTimeout again), then shuts the exporter down: the Library's
+  // shutdown ends at shutdownTimeout and reports what is left.
   // (Was: each export waited for its batch's delivery attempts, minutes apiece.)
   await provider.shutdown();
   expect(exporter.stats().points).toEqual({ stopped: 2 }); // both points, each reported (one per export)

@@ -14,7 +14,7 @@
  * every build kept there is served under its name (checked against its bytes) by later versions.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Hono } from 'hono';
@@ -47,27 +47,45 @@ const KEPT_NAME = /^(cipherstat(?:-storefront)?)\.[0-9a-f]{16}\.min\.js$/;
  */
 export function keepBuilds(script: ScriptBuild | undefined, dir: string, warn: (message: string) => void = () => {}): ScriptBuild | undefined {
   const earlier = new Map<string, Uint8Array>();
-  try {
-    mkdirSync(dir, { recursive: true });
-    const current: [string, Uint8Array | undefined][] = [
-      [script?.immutablePath ?? '', script?.bytes],
-      [script?.storefrontTag?.immutablePath ?? '', script?.storefront],
-    ];
-    for (const [path, bytes] of current) {
-      const file = join(dir, path.slice(1));
-      if (!bytes || existsSync(file)) continue;
-      writeFileSync(`${file}.tmp`, bytes, { mode: 0o644 });
-      renameSync(`${file}.tmp`, file);
+  const current: [string, Uint8Array | undefined][] = [
+    [script?.immutablePath ?? '', script?.bytes],
+    [script?.storefrontTag?.immutablePath ?? '', script?.storefront],
+  ];
+  for (const [path, bytes] of current) {
+    if (!bytes) continue;
+    const file = join(dir, path.slice(1));
+    try {
+      if (existsSync(file) && readFileSync(file).equals(bytes)) continue; // (a file cut short by a crash is written again)
+      mkdirSync(dir, { recursive: true });
+      const tmp = `${file}.${process.pid}.tmp`;
+      const fd = openSync(tmp, 'w', 0o644);
+      try {
+        writeSync(fd, bytes);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, file);
+    } catch (e) {
+      warn(`keeping the script build ${file}: ${(e as Error).message}`);
     }
-    for (const name of readdirSync(dir)) {
-      const m = KEPT_NAME.exec(name);
-      if (!m) continue;
+  }
+  let names: string[] = [];
+  try {
+    names = readdirSync(dir);
+  } catch (e) {
+    warn(`earlier script builds in ${dir}: ${(e as Error).message}`);
+  }
+  for (const name of names) {
+    const m = KEPT_NAME.exec(name);
+    if (!m) continue;
+    try {
       const bytes = readFileSync(join(dir, name));
       if (named(m[1]!, bytes).immutablePath === `/${name}`) earlier.set(`/${name}`, bytes);
       else warn(`${join(dir, name)} does not hold what its name says: not served`);
+    } catch (e) {
+      warn(`earlier script build ${join(dir, name)}: ${(e as Error).message}`);
     }
-  } catch (e) {
-    warn(`earlier script builds in ${dir}: ${(e as Error).message}`);
   }
   return script && { ...script, earlier };
 }

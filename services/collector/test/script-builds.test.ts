@@ -5,7 +5,7 @@
  * serves every build kept there whose bytes match its name. Real collector on 127.0.0.1.
  */
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, expect, it } from 'vitest';
@@ -36,6 +36,11 @@ it('a build served once stays served under its content name by later starts on t
   const forged = `cipherstat-storefront.${'0'.repeat(16)}.min.js`;
   writeFileSync(join(dataDir, 'scripts', forged), 'alert(1)');
 
+  // And the current build cannot be written this time (a directory where its file goes): the
+  // earlier builds are served all the same.
+  rmSync(join(dataDir, 'scripts', current.immutablePath.slice(1)));
+  mkdirSync(join(dataDir, 'scripts', current.immutablePath.slice(1), 'in-the-way'), { recursive: true });
+
   const next = await startTestCollector({ dataDir });
   started.push(next);
   const old = await fetch(`${next.url}/${earlierName}`);
@@ -46,6 +51,7 @@ it('a build served once stays served under its content name by later starts on t
   expect(Buffer.from(await old.arrayBuffer()).equals(earlier)).toBe(true);
   expect((await fetch(`${next.url}/${forged}`)).status).toBe(404);
   expect(next.logs.some((l) => l.includes(forged) && l.includes('does not hold what its name says'))).toBe(true);
+  expect(next.logs.some((l) => l.includes('keeping the script build'))).toBe(true);
   // the current build, as before
   const now = await fetch(`${next.url}${current.immutablePath}`);
   expect(Buffer.from(await now.arrayBuffer()).equals(Buffer.from(current.bytes))).toBe(true);
