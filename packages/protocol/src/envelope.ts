@@ -197,7 +197,7 @@ export function openEnvelope(bytes: Uint8Array, opts: OpenEnvelopeOptions): Resu
   if (!str(a, 64) || !ACCOUNT_ID_PATTERN.test(a)) return fail('invalid_account_id');
   if (!str(b, 32) || !BATCH_ID_PATTERN.test(b)) return fail('invalid_batch_id');
   if (!str(s, LIMITS.maxSdkLength) || !Number.isSafeInteger(t) || !Number.isSafeInteger(n) || (n as number) < 0) return fail('invalid_header');
-  if ((t as number) < opts.now - LIMITS.maxPastMs || (t as number) > opts.now + LIMITS.maxFutureMs) return fail('timestamp_out_of_range');
+  if ((t as number) < opts.now - LIMITS.maxPastMs || (t as number) > opts.now + LIMITS.maxClockAheadMs) return fail('timestamp_out_of_range');
   if ((n as number) > LIMITS.maxPointsPerBatch) return fail('too_many_points');
   return {
     ok: true,

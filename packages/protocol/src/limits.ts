@@ -16,6 +16,13 @@ export const LIMITS = {
   maxPastMs: 30 * 24 * 3600 * 1000,
   /** Clock skew tolerated for timestamps ahead of the collector's clock. */
   maxFutureMs: 5 * 60 * 1000,
+  /**
+   * How far ahead of the collector's clock a batch's header time (`t`) may be. A header time
+   * more than maxFutureMs ahead can only be a sender whose clock runs fast (a batch cannot be
+   * made after it arrives): the collector reads its points in the sender's frame and moves them
+   * back by that much (docs/protocol.md, "A sender's clock ahead").
+   */
+  maxClockAheadMs: 30 * 24 * 3600 * 1000,
 } as const;
 
 export type PointKind = 'counter' | 'gauge' | 'histogram';

@@ -5,7 +5,7 @@
  * its caches (`TickState`): the processor runs it inline or in a worker thread
  * (tick-worker.ts) and writes what it returns.
  */
-import { equalBytes, isZero, openInner, type Point, type KeyPair } from '@cipherstat/protocol';
+import { equalBytes, isZero, LIMITS, openInner, type Point, type KeyPair } from '@cipherstat/protocol';
 import { destroyKeys, inflateRaw } from '@cipherstat/protocol/node';
 import { hpkeOpen, rawX25519 } from '../x25519.js';
 import type { DictKind, DictRow, EncodedRollups, ProcessedRow, RejectRow, RollupLevel, RollupRef, RollupRow } from '../storage/types.js';
@@ -39,6 +39,8 @@ export interface TickBatch {
   sealed: Uint8Array;
   pointCount: number;
   receivedAt: number;
+  /** The envelope header's time (the sender's clock when the batch was made); absent in older callers: no correction. */
+  createdAt?: number;
   /** Envelope version (1 when absent): v2 inner layers are HPKE. */
   version?: number;
   /** Envelope flags (0 when absent): FLAG_DEFLATE, a deflated inner plaintext (inflated, bounded). */
@@ -364,8 +366,12 @@ function compute(state: TickState, { rows, accounts, now, part, limits, epoch }:
     }
     let opened: ReturnType<typeof openInner> | undefined;
     const opening = performance.now();
+    // A sender whose clock runs ahead: a header time later than the batch's arrival by more than
+    // the tolerated skew (no batch is made after it arrives). Its points are checked in the
+    // sender's frame and moved back by that much (docs/protocol.md, "A sender's clock ahead").
+    const ahead = row.createdAt !== undefined && row.createdAt - row.receivedAt > LIMITS.maxFutureMs ? row.createdAt - row.receivedAt : 0;
     for (const account of ctx.pairs) {
-      opened = openInner(row.sealed, { account, accountId: row.accountId, batchId: row.batchId, count: row.pointCount, now: row.receivedAt, x25519: rawX25519, version: row.version, hpke: hpkeOpen, flags: row.flags, inflate: inflateRaw });
+      opened = openInner(row.sealed, { account, accountId: row.accountId, batchId: row.batchId, count: row.pointCount, now: row.receivedAt + ahead, x25519: rawX25519, version: row.version, hpke: hpkeOpen, flags: row.flags, inflate: inflateRaw });
       if (opened.ok || opened.code !== 'inner_auth_failed') break;
     }
     if (!opened || !opened.ok) {
@@ -381,6 +387,7 @@ function compute(state: TickState, { rows, accounts, now, part, limits, epoch }:
       continue;
     }
     const { points, rejects: bad } = opened.value;
+    if (ahead) for (const p of points) p.time -= ahead;
     for (const r of bad) reject(row.accountId, r.code, 1);
     const visitor = row.visitor?.length ? openVisitor(ctx.pairs, row.accountId, row.batchId, row.visitor) : undefined;
     if (visitor === null) reject(row.accountId, 'visitor_auth_failed', 1); // the points count; the visitor does not
@@ -622,13 +629,13 @@ export function packInput(input: TickInput): PackedTickInput {
   const buf = new Uint8Array(total);
   let offset = 0;
   // each batch's sealed bytes, then its sealed visitor (if any)
-  const rows = input.rows.map(({ accountId, batchId, pointCount, receivedAt, version, flags, sealed, visitor }) => {
+  const rows = input.rows.map(({ accountId, batchId, pointCount, receivedAt, createdAt, version, flags, sealed, visitor }) => {
     const at = offset;
     buf.set(sealed, offset);
     offset += sealed.length;
     if (visitor) buf.set(visitor, offset);
     offset += visitor?.length ?? 0;
-    return { accountId, batchId, pointCount, receivedAt, version, flags, offset: at, length: sealed.length, visitorLength: visitor?.length ?? 0 };
+    return { accountId, batchId, pointCount, receivedAt, createdAt, version, flags, offset: at, length: sealed.length, visitorLength: visitor?.length ?? 0 };
   });
   // every other field as it is: naming them here dropped one each time a field was added (the
   // envelope version once, the cardinality limits until a test compared them)
