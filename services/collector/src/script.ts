@@ -34,15 +34,15 @@ export interface ScriptBuild {
   storefront?: Uint8Array;
   /** The storefront build's content-named path (`/cipherstat-storefront.<16 hex>.min.js`) and integrity, when built. */
   storefrontTag?: { immutablePath: string; integrity: string };
-  /** Earlier builds kept in the data directory, by content-named path (`keepBuilds`). */
+  /** Earlier builds kept in the data directory, by content-named path, not the current ones (`keepBuilds`). */
   earlier?: Map<string, Uint8Array>;
 }
 
 const KEPT_NAME = /^(cipherstat(?:-storefront)?)\.[0-9a-f]{16}\.min\.js$/;
 
 /**
- * Keeps this build's content-named files in `dir` and returns every build kept there, by path,
- * whose bytes match its name (a file that does not is never served under it). Failures (a
+ * Keeps this build's content-named files in `dir` and adds to it every other build kept there, by
+ * path, whose bytes match its name (a file that does not is never served under it). Failures (a
  * read-only directory) are reported through `warn`; the current build is served all the same.
  */
 export function keepBuilds(script: ScriptBuild | undefined, dir: string, warn: (message: string) => void = () => {}): ScriptBuild | undefined {
@@ -78,7 +78,7 @@ export function keepBuilds(script: ScriptBuild | undefined, dir: string, warn: (
   }
   for (const name of names) {
     const m = KEPT_NAME.exec(name);
-    if (!m) continue;
+    if (!m || current.some(([path]) => path === `/${name}`)) continue; // (the current builds: served as such)
     try {
       const bytes = readFileSync(join(dir, name));
       if (named(m[1]!, bytes).immutablePath === `/${name}`) earlier.set(`/${name}`, bytes);
@@ -154,8 +154,5 @@ export function registerScriptRoutes(app: Hono, script: ScriptBuild | undefined)
   app.get('/cipherstat-storefront.min.js', serve('public, max-age=300', 'storefront'));
   if (script) app.get(script.immutablePath, serve('public, max-age=31536000, immutable'));
   if (script?.storefrontTag) app.get(script.storefrontTag.immutablePath, serve('public, max-age=31536000, immutable', 'storefront'));
-  for (const [path, bytes] of script?.earlier ?? []) {
-    if (path === script?.immutablePath || path === script?.storefrontTag?.immutablePath) continue;
-    app.get(path, serve('public, max-age=31536000, immutable', () => bytes));
-  }
+  for (const [path, bytes] of script?.earlier ?? []) app.get(path, serve('public, max-age=31536000, immutable', () => bytes));
 }

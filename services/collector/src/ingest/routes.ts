@@ -169,12 +169,14 @@ export function registerIngestRoutes(
       throw new CollectorError(401, 'unknown_account', 'no such account');
     }
     batchAccount.set(c.req.raw, account.accountId);
-    if (account.state === 'shredded') {
+    /** A batch for a deleted account: dropped, counted for the account (in memory, written once per interval) and service-wide. */
+    const late = (message: string) => {
       metrics.batches.inc({ outcome: 'dropped' });
       metrics.batchRejects.inc({ code: 'account_deleted' });
-      s.refusals.record(account.accountId, 'late_batch_dropped', 'the account was deleted', c.req.header('origin')); // counted in memory, written once per interval
-      throw new CollectorError(410, 'account_deleted', 'this account was deleted; it never accepts data again');
-    }
+      s.refusals.record(account.accountId, 'late_batch_dropped', 'the account was deleted', c.req.header('origin'));
+      return new CollectorError(410, 'account_deleted', message);
+    };
+    if (account.state === 'shredded') throw late('this account was deleted; it never accepts data again');
     if (account.state !== 'active') {
       // Restorable: not 410. Senders keep what they queued and ask again later (Retry-After).
       metrics.batches.inc({ outcome: 'dropped' });
@@ -191,10 +193,7 @@ export function registerIngestRoutes(
         // Tombstoned: the shred is being finished (the lifecycle's next pass, or another node's
         // shred seen through the shared keyring before this node's account state): dropped and
         // counted for the account like a batch to a shredded one.
-        metrics.batches.inc({ outcome: 'dropped' });
-        metrics.batchRejects.inc({ code: 'account_deleted' });
-        s.refusals.record(account.accountId, 'late_batch_dropped', 'the account was deleted', c.req.header('origin'));
-        throw new CollectorError(410, 'account_deleted', 'this account no longer accepts data');
+        throw late('this account no longer accepts data');
       }
     }
     const origin = c.req.header('origin');

@@ -29,7 +29,7 @@
  *   per stored row, and a row that landed late without a hand-off is found by the poll.
  * The client that gave up after the 503 loses nothing either: nothing was acknowledged.
  */
-import type { BatchRow, Store } from '../storage/types.js';
+import { heldBytes, type BatchRow, type Store } from '../storage/types.js';
 import { FifoMap } from '../fifo-map.js';
 import { CollectorError } from '../errors.js';
 import type { Metrics } from '../metrics.js';
@@ -60,8 +60,6 @@ interface Pending {
 }
 
 const key = (r: { accountId: string; batchId: string }) => `${r.accountId}/${r.batchId}`;
-/** What a batch waiting for its insert holds in memory, as `maxQueuedBytes` counts it. */
-const heldSize = (r: BatchRow) => r.sealed.length + (r.visitor?.length ?? 0);
 
 export class BatchWriter {
   private queue: Pending[] = [];
@@ -130,7 +128,7 @@ export class BatchWriter {
       return Promise.reject(this.overloaded('too many bytes waiting for storage'));
     }
     if (this.recent.has(key(row))) return Promise.resolve('duplicate');
-    this.heldBytes += heldSize(row);
+    this.heldBytes += heldBytes(row);
     return new Promise<Outcome>((resolve, reject) => {
       this.queue.push({ row, at: performance.now(), resolve, reject });
       this.metrics.writerQueue.set(this.queue.length);
@@ -173,7 +171,7 @@ export class BatchWriter {
         try {
           await this.commit(take);
         } finally {
-          for (const p of take) this.heldBytes -= heldSize(p.row);
+          for (const p of take) this.heldBytes -= heldBytes(p.row);
         }
       }
     } finally {

@@ -15,7 +15,7 @@
  * reads: an account sending more than its share waits on its own queue and is slowed (503),
  * the others are not.
  */
-import type { BatchRow } from '../storage/types.js';
+import { heldBytes, type BatchRow } from '../storage/types.js';
 import { FifoMap } from '../fifo-map.js';
 
 /**
@@ -45,8 +45,6 @@ interface AccountQueue {
   head: number;
 }
 
-/** The bytes a waiting batch holds in memory: its sealed inner layer and sealed visitor. */
-const heldBytes = (r: BatchRow): number => r.sealed.length + (r.visitor?.length ?? 0);
 
 export class FairQueue {
   private readonly accounts = new Map<string, AccountQueue>();

@@ -8,7 +8,7 @@
 import { equalBytes, isZero, LIMITS, openInner, type Point, type KeyPair } from '@cipherstat/protocol';
 import { destroyKeys, inflateRaw } from '@cipherstat/protocol/node';
 import { hpkeOpen, rawX25519 } from '../x25519.js';
-import type { DictKind, DictRow, EncodedRollups, ProcessedRow, RejectRow, RollupLevel, RollupRef, RollupRow } from '../storage/types.js';
+import { heldBytes, type DictKind, type DictRow, type EncodedRollups, type ProcessedRow, type RejectRow, type RollupLevel, type RollupRef, type RollupRow } from '../storage/types.js';
 import { encodeRollups } from '../storage/rollups.js';
 import { Pseudonyms } from '../at-rest/pseudonyms.js';
 import { joinPseudonyms, SEAL_OVERHEAD, sealDict, sealRollupInto } from '../at-rest/records.js';
@@ -625,7 +625,7 @@ export type WorkerReply = { id: number; ok: true; output?: SentTickOutput } | { 
  */
 export function packInput(input: TickInput): PackedTickInput {
   let total = 0;
-  for (const r of input.rows) total += r.sealed.length + (r.visitor?.length ?? 0);
+  for (const r of input.rows) total += heldBytes(r);
   const buf = new Uint8Array(total);
   let offset = 0;
   // each batch's sealed bytes, then its sealed visitor (if any)

@@ -59,6 +59,9 @@ export interface BatchRow {
   seen?: AccountSeen;
 }
 
+/** The bytes a batch holds in memory while it waits (its sealed inner layer and sealed visitor): what the writer's and the processing queue's byte caps count. */
+export const heldBytes = (r: Pick<BatchRow, 'sealed' | 'visitor'>): number => r.sealed.length + (r.visitor?.length ?? 0);
+
 /** An account's settings processing needs, as a node saw them at `at` (its account cache's read time). */
 export interface AccountSeen {
   retentionDays: number;
